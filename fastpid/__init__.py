@@ -1,0 +1,17 @@
+"""fastpid: certified, differentiable BROJA partial information decomposition.
+
+Quick start::
+
+    import fastpid
+    res = fastpid.pid(P)        # P[..., n1, n2, ny], last axis = target; nats
+    res.redundancy, res.unique1, res.unique2, res.synergy, res.gap
+
+See :func:`pid`, :func:`joint` and :func:`pid_from_samples`.
+"""
+from ._build_info import build_info
+from .api import pid
+from .joint import joint, pid_from_samples
+from .result import PIDResult
+
+__version__ = "0.1.0"
+__all__ = ["pid", "joint", "pid_from_samples", "PIDResult", "build_info", "__version__"]

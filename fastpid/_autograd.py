@@ -1,0 +1,39 @@
+"""Gradients of ``V(P)`` by the envelope theorem.
+
+With the dual ``V = max_{f,g} sum P(x1,y) f + sum P(x2,y) g`` over a feasible set that,
+written with ``F = f + log p(y)``, does not depend on ``P``, the derivative is
+
+    dV / dP(x1, x2, y) = f_y(x1) + g_y(x2) - 1
+
+at the optimal potentials. The constant is projected out by the normalisation of
+``P`` upstream, so the backward pass is one elementwise pass, not an unrolled solve.
+Entries whose pair marginal is zero (potential ``-inf``) get a zero gradient.
+"""
+from __future__ import annotations
+
+import torch
+
+
+class _EnvelopeV(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, P, value, f, g):
+        ctx.save_for_backward(f, g)
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx, grad_v):
+        f, g = ctx.saved_tensors
+        dP = f[:, :, None, :] + g[:, None, :, :] - 1.0
+        dP = torch.where(torch.isfinite(dP), dP, torch.zeros_like(dP))
+        return grad_v[:, None, None, None] * dP, None, None, None
+
+
+def attach_envelope_gradient(P: torch.Tensor, value: torch.Tensor, f: torch.Tensor, g: torch.Tensor):
+    """Return ``value`` (shape ``(B,)``) carrying ``dV/dP`` for ``P[B, n1, n2, ny]``.
+
+    ``f[B, n1, ny]``, ``g[B, n2, ny]`` are (near-)optimal potentials from the solver.
+    When ``P`` needs no gradient this is ``value`` itself.
+    """
+    if not P.requires_grad:
+        return value
+    return _EnvelopeV.apply(P, value.detach(), f.detach(), g.detach())

@@ -1,0 +1,156 @@
+"""The public entry point :func:`pid` and the one place where methods and backends are chosen."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from . import solver
+from ._autograd import attach_envelope_gradient
+from ._validate import check_base, check_choice, check_distribution, check_positive_int, check_tol
+from .info import proxy_coupling_mi
+from .result import PIDResult
+
+METHODS = ("exact", "proxy", "fast")
+BACKENDS = ("auto", "torch", "cvx")
+
+#: Default certified tolerance on V (nats) by input dtype.
+DEFAULT_TOL = {torch.float64: 1e-8, torch.float32: 1e-5}
+DEFAULT_MAX_ITER = 500
+DEFAULT_FAST_STEPS = 20
+#: Problems are solved in chunks so that a chunk's Newton systems stay near this many floats.
+_CHUNK_FLOATS = 2**24
+
+
+def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=None, steps=None,
+        base=None, progress=None) -> PIDResult:
+    """BROJA partial information decomposition of joint distributions ``P[..., x1, x2, y]``.
+
+    Args:
+        P: array of shape ``(..., n1, n2, ny)``; the last axis is the target ``Y``.
+            Probabilities or counts (each problem is normalised on its own). A numpy
+            array (or nested list) gives numpy ``float64`` results; a torch tensor gives
+            torch results on the same device and dtype (float32 or float64), and
+            gradients flow to ``P``.
+        method: ``"exact"`` solves ``V = min_Q I_Q(Y; X1,X2)`` to a certified ``tol``;
+            ``"proxy"`` uses the closed-form coupling ``Q0 = P(x1,y) P(x2,y) / p(y)``
+            (no iterations); ``"fast"`` runs ``steps`` cheap refinement steps from ``Q0``.
+        backend: ``"auto"`` (the PyTorch solver), ``"torch"``, or ``"cvx"`` (the CVXPY
+            exponential-cone program, ``pip install fastpid[cvx]``; exact method only).
+        tol: certified tolerance on every term, in nats (default ``1e-8`` for float64
+            input, ``1e-5`` for float32).
+        max_iter: cap on Newton iterations per problem (``method="exact"``).
+        steps: refinement steps for ``method="fast"`` (default 20).
+        base: logarithm base of the results (``2`` for bits); default nats.
+        progress: show a progress bar over chunks of a large batch (default: when
+            more than one chunk is solved).
+
+    Returns:
+        :class:`PIDResult` with ``redundancy``, ``unique1``, ``unique2``, ``synergy``,
+        ``mi``, ``mi1``, ``mi2`` and ``gap`` of the batch shape ``(...)``. ``gap``
+        bounds the error of every term; ``R + U1 + U2 + S = mi``, ``R + U1 = mi1`` and
+        ``R + U2 = mi2`` hold exactly, and every term is ``>= 0``.
+    """
+    method = check_choice(method, METHODS, "method")
+    backend = check_choice(backend, BACKENDS, "backend")
+    tol = check_tol(tol)
+    max_iter = check_positive_int(max_iter, name="max_iter") or DEFAULT_MAX_ITER
+    steps = check_positive_int(steps, name="steps") or DEFAULT_FAST_STEPS
+    base = check_base(base)
+    if backend == "cvx" and method != "exact":
+        raise ValueError(f"backend='cvx' solves the exact problem only; got method={method!r}")
+
+    T, is_numpy = check_distribution(P)
+    out_dtype = T.dtype
+    if tol is None:
+        tol = DEFAULT_TOL.get(out_dtype, 1e-5)
+    batch_shape = T.shape[:-3]
+    n1, n2, ny = T.shape[-3:]
+    flat = T.reshape(-1, n1, n2, ny).to(torch.float64)
+
+    mi, mi1, mi2, lower0, upper0 = solver.closed_form_bracket(flat)
+    status = None
+    iterations = torch.zeros(flat.shape[0], dtype=torch.int64, device=flat.device)
+    if method == "proxy":
+        # The better of the two closed-form feasible couplings (Q0 and P itself), plus the
+        # theorem V <= I1 + I2: still the proxy's number unless Q0 is worse than P.
+        value = torch.minimum(torch.minimum(proxy_coupling_mi(flat), mi), mi1 + mi2)
+        lower, upper = lower0, value
+        converged = torch.ones_like(value, dtype=torch.bool)
+    elif backend == "cvx":
+        value, lower, upper, converged, status = _solve_cvx(flat, lower0, upper0)
+    else:
+        value, lower, upper, converged, iterations = _solve_torch(
+            flat, method, tol, max_iter, steps, progress)
+
+    # Keep V inside the free bracket so every term is non-negative.
+    value = torch.minimum(torch.maximum(value, lower0), upper0)
+    gap = (upper - lower).detach().clamp_min(0.0)
+    terms = {
+        "redundancy": (mi1 + mi2 - value).clamp_min(0.0),
+        "unique1": (value - mi2).clamp_min(0.0),
+        "unique2": (value - mi1).clamp_min(0.0),
+        "synergy": (mi - value).clamp_min(0.0),
+        "mi": mi, "mi1": mi1, "mi2": mi2, "gap": gap,
+    }
+    scale = 1.0 if base is None else 1.0 / math.log(base)
+
+    def out(x, scaled=True):
+        x = x.reshape(batch_shape)
+        if scaled and x.is_floating_point():
+            x = (x * scale).to(out_dtype)
+        if is_numpy:
+            x = x.detach().cpu().numpy()
+            return x.astype(np.float64) if x.dtype.kind == "f" else x
+        return x
+
+    return PIDResult(
+        **{k: out(v) for k, v in terms.items()},
+        converged=out(converged, False), iterations=out(iterations, False),
+        method=method, backend="cvx" if backend == "cvx" else "torch",
+        base=base, status=status,
+    )
+
+
+def _solve_torch(flat, method, tol, max_iter, steps, progress):
+    """Chunked solve of ``flat[B, n1, n2, ny]``; returns ``(V, lower, upper, converged, iterations)``."""
+    B, n1, n2, ny = flat.shape
+    per_problem = ((n1 + n2) * ny) ** 2 if method == "exact" else n1 * n2 * ny
+    chunk = max(1, _CHUNK_FLOATS // per_problem)
+    starts = range(0, B, chunk)
+    if progress is None:
+        progress = len(starts) > 1
+    if progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc=f"fastpid.pid ({method})", unit="chunk", leave=False)
+    pieces = []
+    for s in starts:
+        Pc = flat[s:s + chunk]
+        detached = Pc.detach()
+        if method == "exact":
+            sol = solver.solve_exact(detached, tol, max_iter=max_iter)
+            value = 0.5 * (sol.lower + sol.upper)
+        else:
+            sol = solver.solve_fast(detached, steps)
+            value = sol.upper  # the value of an actual feasible coupling
+        value = attach_envelope_gradient(Pc, value, sol.f, sol.g)
+        pieces.append((value, sol.lower, sol.upper, sol.iterations))
+    value, lower, upper, iterations = (torch.cat(p) for p in zip(*pieces))
+    converged = (upper - lower <= tol) if method == "exact" else torch.ones_like(value, dtype=torch.bool)
+    return value, lower, upper, converged, iterations
+
+
+def _solve_cvx(flat, lower0, upper0):
+    """CVXPY backend; its error is bounded honestly by the closed-form bracket."""
+    from .cvx import solve_cvx
+
+    V, status = solve_cvx(flat.detach().cpu().numpy())
+    value = torch.as_tensor(np.asarray(V, dtype=np.float64), device=flat.device)
+    ok = torch.isfinite(value)
+    value = torch.where(ok, value, 0.5 * (lower0 + upper0).detach())
+    value = torch.minimum(torch.maximum(value, lower0.detach()), upper0.detach())
+    half = torch.maximum(value - lower0, upper0 - value).detach()
+    converged = ok & torch.as_tensor([s == "optimal" for s in status], device=flat.device)
+    return value, value - half, value + half, converged, tuple(status)

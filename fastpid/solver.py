@@ -1,0 +1,360 @@
+"""PyTorch reference solver for the one optimisation behind the BROJA PID.
+
+    V(P) = min_{Q >= 0, Q(x1,y) = P(x1,y), Q(x2,y) = P(x2,y)}  I_Q(Y; X1, X2)
+
+All functions work on a flat batch ``P[B, n1, n2, ny]`` of normalised float64
+problems and run on any torch device. Notation (DESIGN.md §2):
+
+* dual potentials ``f[B, n1, ny]`` and ``g[B, n2, ny]``; the coupling they define is
+  ``Q(x1,x2,y) = R(x1,x2) p(y) exp(f_y(x1) + g_y(x2))``;
+* ``s(x1,x2) = sum_y p(y) exp(f_y(x1) + g_y(x2))``; any ``(f, g)`` gives the lower bound
+  ``sum P(x1,y) f + sum P(x2,y) g - log max s`` on V;
+* any exactly feasible ``Q`` gives the upper bound ``I_Q(Y; X1, X2)``.
+
+The exact solver runs a short Blahut–Arimoto alternation (it finds a good interior
+starting point) and then a barrier method on the dual:
+
+    maximise  sum P(x1,y) f + sum P(x2,y) g + mu * sum_cells log(1 - s(x1,x2))
+
+with damped Newton steps while ``mu`` shrinks. At a barrier centre ``R = mu / (1 - s)``
+is the primal coupling, so both bounds come out of every step; the solve stops when
+they are within ``tol``. The barrier keeps every cell's ``R`` strictly positive,
+so cells whose optimal mass is zero (the usual case for sparse joints) cost nothing
+special: their ``R`` simply decays with ``mu``.
+
+Entries with ``P(x1,y) = 0`` (or ``P(x2,y) = 0``) carry potential ``-inf``; they are
+kept out of every computation by boolean masks and never produce NaN.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .info import entropy, marginals, mutual_informations, proxy_coupling_mi
+
+_NEG_INF = float("-inf")
+
+
+@dataclass
+class Problem:
+    """Derived quantities of a flat batch of normalised joints ``P[B, n1, n2, ny]``."""
+
+    p1y: torch.Tensor  # (B, n1, ny)  P(x1, y)
+    p2y: torch.Tensor  # (B, n2, ny)  P(x2, y)
+    py: torch.Tensor  # (B, ny)
+    logpy: torch.Tensor  # (B, ny), 0 where p(y) = 0 (masked anyway)
+    m1: torch.Tensor  # (B, n1, ny) bool, P(x1, y) > 0
+    m2: torch.Tensor  # (B, n2, ny) bool, P(x2, y) > 0
+    mask: torch.Tensor  # (B, n1, n2, ny) bool, cells where Q may be positive
+    ncells: torch.Tensor  # (B,) number of (x1, x2) cells with some admissible y
+    la: torch.Tensor  # (B, n1, ny) log P(x1 | y), -inf where zero
+    lb: torch.Tensor  # (B, n2, ny) log P(x2 | y), -inf where zero
+
+    @staticmethod
+    def from_joint(P: torch.Tensor) -> "Problem":
+        p1y, p2y, py = marginals(P)
+        m1, m2 = p1y > 0, p2y > 0
+        mask = m1[:, :, None, :] & m2[:, None, :, :]
+        logpy = torch.log(torch.where(py > 0, py, torch.ones_like(py)))
+        ncells = mask.any(-1).sum((1, 2))
+        la = torch.where(m1, torch.log(torch.where(m1, p1y, 1.0)) - logpy[:, None, :], _NEG_INF)
+        lb = torch.where(m2, torch.log(torch.where(m2, p2y, 1.0)) - logpy[:, None, :], _NEG_INF)
+        return Problem(p1y, p2y, py, logpy, m1, m2, mask, ncells, la, lb)
+
+    def take(self, idx: torch.Tensor) -> "Problem":
+        return Problem(*(getattr(self, k)[idx] for k in self.__dataclass_fields__))
+
+
+# ----------------------------------------------------------------------------- bounds
+
+
+def _log_weights(prob: Problem, f: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """``log(p(y) exp(f_y(x1) + g_y(x2)))`` on admissible cells, ``-inf`` elsewhere."""
+    z = prob.logpy[:, None, None, :] + f[:, :, None, :] + g[:, None, :, :]
+    return torch.where(prob.mask, z, _NEG_INF)
+
+
+def _dual_objective(prob: Problem, f: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """``sum P(x1,y) f + sum P(x2,y) g`` with masked entries counted as zero."""
+    t1 = torch.where(prob.m1, prob.p1y * f, 0.0).sum((1, 2))
+    t2 = torch.where(prob.m2, prob.p2y * g, 0.0).sum((1, 2))
+    return t1 + t2
+
+
+def dual_bound(prob: Problem, f: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Lower bound on V from any potentials (DESIGN.md §2), shape ``(B,)``."""
+    logs = torch.logsumexp(_log_weights(prob, f, g), dim=-1)
+    return _dual_objective(prob, f, g) - logs.amax((1, 2))
+
+
+def round_to_feasible(prob: Problem, Q: torch.Tensor) -> torch.Tensor:
+    """Project an almost-feasible coupling exactly onto ``Δ_P``.
+
+    Altschuler–Weed–Rigollet rounding per target value ``y``: scale rows down to
+    at most ``P(x1,y)``, columns down to at most ``P(x2,y)``, then add the rank-one
+    outer product of the remaining deficits. Shapes: ``Q[B, n1, n2, ny]``.
+    """
+    Q = torch.where(prob.mask, Q, 0.0)
+    rows = Q.sum(2)
+    Q = Q * _shrink(prob.p1y, rows)[:, :, None, :]
+    cols = Q.sum(1)
+    Q = Q * _shrink(prob.p2y, cols)[:, None, :, :]
+    d1 = (prob.p1y - Q.sum(2)).clamp_min(0.0)
+    d2 = (prob.p2y - Q.sum(1)).clamp_min(0.0)
+    total = d1.sum(1)  # (B, ny); equals d2.sum(1) up to rounding
+    scale = torch.where(total > 0, 1.0 / torch.where(total > 0, total, 1.0), 0.0)
+    return Q + d1[:, :, None, :] * d2[:, None, :, :] * scale[:, None, None, :]
+
+
+def _shrink(target: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
+    ratio = target / torch.where(current > 0, current, 1.0)
+    return torch.where(current > target, ratio, torch.ones_like(ratio))
+
+
+def coupling_mi(Q: torch.Tensor) -> torch.Tensor:
+    """``I_Q(Y; X1, X2)`` of couplings ``Q[B, n1, n2, ny]`` (nats)."""
+    return mutual_informations(Q)[0]
+
+
+def primal_bound(prob: Problem, Q: torch.Tensor) -> torch.Tensor:
+    """Upper bound on V: ``I`` of the exactly feasible rounding of ``Q``."""
+    return coupling_mi(round_to_feasible(prob, Q))
+
+
+# -------------------------------------------------------------- Blahut–Arimoto steps
+
+
+def _lse(x: torch.Tensor, dim: int) -> torch.Tensor:
+    return torch.logsumexp(x, dim=dim)
+
+
+def proxy_log_r(prob: Problem) -> torch.Tensor:
+    """``log Q0(x1, x2)`` of the analytic proxy, ``-inf`` on cells without an admissible y."""
+    inv_py = torch.where(prob.py > 0, 1.0 / torch.where(prob.py > 0, prob.py, 1.0), 0.0)
+    return torch.log(torch.einsum("biy,bjy,by->bij", prob.p1y, prob.p2y, inv_py))
+
+
+def sinkhorn_sweeps(prob: Problem, logR, g, sweeps: int):
+    """``sweeps`` log-domain Sinkhorn sweeps projecting kernel ``R`` onto each ``y``'s couplings.
+
+    The coupling of ``y`` is ``diag(e^f) R diag(e^g)`` scaled to rows ``P(x1|y)`` and columns
+    ``P(x2|y)``; ``g`` (``None``: cold) is the starting column potential. The last update
+    is the row one, so rows are exact. Returns ``(f, g)``, ``-inf`` on masked entries.
+    """
+    if g is None:
+        g = torch.where(prob.m2, torch.zeros_like(prob.lb), _NEG_INF)
+    f = _row_update(prob, logR, g)
+    for _ in range(sweeps - 1):
+        g = torch.where(prob.m2, prob.lb - _lse(logR[:, :, :, None] + f[:, :, None, :], 1), _NEG_INF)
+        f = _row_update(prob, logR, g)
+    return f, g
+
+
+def _row_update(prob: Problem, logR, g):
+    return torch.where(prob.m1, prob.la - _lse(logR[:, :, :, None] + g[:, None, :, :], 2), _NEG_INF)
+
+
+def alternation_steps(prob: Problem, logR, g, steps: int, omega: float = 1.5):
+    """Blahut–Arimoto: ``steps`` rounds of a Sinkhorn sweep and an over-relaxed update
+    ``R <- R * s^omega`` (normalised) of the mixture. Returns ``(f, g, logR)``.
+    """
+    f = None
+    for _ in range(steps):
+        f, g = sinkhorn_sweeps(prob, logR, g, 1)
+        g = torch.where(prob.m2, prob.lb - _lse(logR[:, :, :, None] + f[:, :, None, :], 1), _NEG_INF)
+        logs = _lse(_log_weights(prob, f, g), -1)
+        logR = torch.where(torch.isfinite(logR), logR + omega * logs, logR)
+        logR = logR - _lse(logR.flatten(1), 1)[:, None, None]
+    f = _row_update(prob, logR, g)
+    return f, g, logR
+
+
+def alternation_coupling(prob: Problem, f, g, logR) -> torch.Tensor:
+    """``Q = R p(y) exp(f + g)`` from alternation iterates, shape ``(B, n1, n2, ny)``."""
+    return torch.exp(logR[:, :, :, None] + _log_weights(prob, f, g))
+
+
+# -------------------------------------------------------------------- barrier Newton
+
+
+def _barrier_value(prob: Problem, f, g, mu):
+    """Barrier objective (to maximise) and ``log s``; ``-inf`` where infeasible."""
+    logs = _lse(_log_weights(prob, f, g), -1)
+    one_minus_s = -torch.expm1(logs)
+    cells = prob.mask.any(-1)
+    bar = torch.where(cells, torch.log(one_minus_s.clamp_min(0.0)), 0.0).sum((1, 2))
+    val = _dual_objective(prob, f, g) + mu * bar
+    feasible = (logs.amax((1, 2)) < 0) & torch.isfinite(val)
+    return torch.where(feasible, val, _NEG_INF), logs
+
+
+def _newton_direction(prob: Problem, f, g, mu, fixed):
+    """Newton ascent direction of the barrier objective, and the Newton decrement²."""
+    B, n1, ny = f.shape
+    n2 = g.shape[1]
+    logw = _log_weights(prob, f, g)
+    W = torch.exp(logw)  # (B, n1, n2, ny)
+    one_minus_s = -torch.expm1(_lse(logw, -1))  # (B, n1, n2)
+    t = mu[:, None, None] / one_minus_s  # R at the barrier centre
+    t2 = t / one_minus_s
+    tW = t[..., None] * W
+    grad = torch.cat([(prob.p1y - tW.sum(2)).flatten(1), (prob.p2y - tW.sum(1)).flatten(1)], 1)
+
+    # Hessian of mu * sum -log(1 - s): t * d²s + t2 * ds ds^T, assembled blockwise.
+    Wt2 = W * t2[..., None]
+    hff = torch.einsum("bijy,bijz->biyz", Wt2, W) + torch.diag_embed(tW.sum(2))
+    hgg = torch.einsum("bijy,bijz->bjyz", Wt2, W) + torch.diag_embed(tW.sum(1))
+    hfg = torch.einsum("bijy,bijz->biyjz", Wt2, W)
+    hfg = hfg + torch.diag_embed(tW).permute(0, 1, 3, 2, 4)  # (B, n1, ny, n2, ny)
+    eye1 = torch.eye(n1, dtype=f.dtype, device=f.device)
+    eye2 = torch.eye(n2, dtype=f.dtype, device=f.device)
+    H = torch.empty(B, (n1 + n2) * ny, (n1 + n2) * ny, dtype=f.dtype, device=f.device)
+    k = n1 * ny
+    H[:, :k, :k] = torch.einsum("biyz,ij->biyjz", hff, eye1).reshape(B, k, k)
+    H[:, k:, k:] = torch.einsum("biyz,ij->biyjz", hgg, eye2).reshape(B, n2 * ny, n2 * ny)
+    H[:, :k, k:] = hfg.reshape(B, k, n2 * ny)
+    H[:, k:, :k] = H[:, :k, k:].transpose(1, 2)
+
+    # Fixed variables (masked entries, one gauge variable per y) get identity rows.
+    free = ~fixed
+    H = H * (free[:, :, None] & free[:, None, :])
+    diag = torch.diagonal(H, dim1=1, dim2=2)
+    diag += fixed.to(H.dtype)
+    grad = torch.where(fixed, 0.0, grad)
+
+    # Jacobi scaling keeps Cholesky accurate when masses span many orders.
+    d = torch.rsqrt(torch.diagonal(H, dim1=1, dim2=2).clamp_min(1e-300))
+    Hs = H * d[:, :, None] * d[:, None, :]
+    L, info = torch.linalg.cholesky_ex(Hs)
+    bad = info != 0
+    if bool(bad.any()):
+        jitter = 1e-12 * torch.eye(Hs.shape[-1], dtype=Hs.dtype, device=Hs.device)
+        L2, _ = torch.linalg.cholesky_ex(Hs + jitter)
+        L = torch.where(bad[:, None, None], L2, L)
+    step = torch.cholesky_solve((grad * d)[..., None], L)[..., 0] * d
+    dec2 = (grad * step).sum(1)
+    return step[:, : n1 * ny].reshape(B, n1, ny), step[:, n1 * ny :].reshape(B, n2, ny), dec2, t
+
+
+def _gauge_fixed(prob: Problem) -> torch.Tensor:
+    """Variables held fixed in Newton: masked entries and one ``g_y`` per ``y``.
+
+    ``(f_y + c, g_y - c)`` leaves the problem unchanged; fixing the first admissible
+    ``x2`` of each ``y`` removes that direction and makes the Hessian definite.
+    """
+    first = torch.argmax(prob.m2.to(torch.int8), dim=1)  # (B, ny)
+    gauge = torch.zeros_like(prob.m2)
+    gauge.scatter_(1, first[:, None, :], True)
+    fixed_g = ~prob.m2 | gauge
+    return torch.cat([(~prob.m1).flatten(1), fixed_g.flatten(1)], 1)
+
+
+@dataclass
+class Solution:
+    """Bounds and potentials of a flat batch; ``lower <= V <= upper``."""
+
+    lower: torch.Tensor  # (B,)
+    upper: torch.Tensor  # (B,)
+    f: torch.Tensor  # (B, n1, ny), -inf on masked entries
+    g: torch.Tensor  # (B, n2, ny)
+    iterations: torch.Tensor  # (B,) int64
+
+
+def closed_form_bracket(P: torch.Tensor):
+    """``(mi, mi1, mi2, lower, upper)``: the free bracket ``max(I1,I2) <= V <= min(I_Q0, I12, I1+I2)``.
+
+    ``V <= I1 + I2`` is non-negativity of redundancy, a theorem of the BROJA PID.
+    """
+    mi, mi1, mi2 = mutual_informations(P)
+    lower = torch.maximum(mi1, mi2)
+    upper = torch.minimum(torch.minimum(proxy_coupling_mi(P), mi), mi1 + mi2)
+    return mi, mi1, mi2, lower, upper
+
+
+def solve_exact(P: torch.Tensor, tol: float, max_iter: int = 500, warm_steps: int = 40,
+                polish_sweeps: int = 20) -> Solution:
+    """Solve V for a flat float64 batch ``P[B, n1, n2, ny]`` to a certified ``tol``.
+
+    Returns the best bounds seen (both are valid at every iterate) and the potentials
+    of the last iterate. Problems stop individually once ``upper - lower <= tol``.
+    """
+    prob = Problem.from_joint(P)
+    _, _, _, lower, upper = closed_form_bracket(P)
+    B = P.shape[0]
+    iters = torch.zeros(B, dtype=torch.int64, device=P.device)
+    f, g, logR = alternation_steps(prob, proxy_log_r(prob), None, warm_steps)
+    iters += warm_steps
+    lower = torch.maximum(lower, dual_bound(prob, f, g))
+    upper = torch.minimum(upper, primal_bound(prob, alternation_coupling(prob, f, g, logR)))
+
+    # Strictly feasible start for the barrier: shift f so that max s < 1.
+    logs_max = _lse(_log_weights(prob, f, g), -1).amax((1, 2))
+    f = torch.where(prob.m1, f - logs_max[:, None, None] - 1e-3, 0.0)
+    g = torch.where(prob.m2, g, 0.0)
+    fixed = _gauge_fixed(prob)
+    ncells = prob.ncells.clamp_min(1).to(P.dtype)
+    mu = (upper - lower).clamp_min(tol) / ncells
+    mu_floor = 0.05 * tol / ncells
+
+    active = torch.nonzero(upper - lower > tol).flatten()
+    for _ in range(max_iter):
+        if active.numel() == 0:
+            break
+        sub = prob.take(active)
+        fa, ga, mua = f[active], g[active], mu[active]
+        df, dg, dec2, _ = _newton_direction(sub, fa, ga, mua, fixed[active])
+        alpha = _line_search(sub, fa, ga, mua, df, dg, dec2)
+        fa = fa + alpha[:, None, None] * df
+        ga = ga + alpha[:, None, None] * dg
+        f[active], g[active] = fa, ga
+        iters[active] += 1
+
+        # Certificate from this iterate: its dual bound, and the coupling of the barrier's
+        # primal estimate R = mu / (1 - s) projected onto the constraints.
+        logw = _log_weights(sub, fa, ga)
+        logR = torch.log(mua)[:, None, None] - torch.log(-torch.expm1(_lse(logw, -1)))
+        logR = torch.where(sub.mask.any(-1), logR, _NEG_INF)
+        fp, gp = sinkhorn_sweeps(sub, logR, torch.where(sub.m2, ga, _NEG_INF), polish_sweeps)
+        lower[active] = torch.maximum(lower[active], dual_bound(sub, fa, ga))
+        upper[active] = torch.minimum(upper[active], primal_bound(sub, alternation_coupling(sub, fp, gp, logR)))
+
+        # Follow the central path: shrink mu once the iterate is near the centre.
+        centred = dec2 <= 0.25 * mua
+        mu[active] = torch.where(centred, torch.maximum(mua * 0.1, mu_floor[active]), mua)
+        active = active[(upper[active] - lower[active]) > tol]
+
+    f = torch.where(prob.m1, f, _NEG_INF)
+    g = torch.where(prob.m2, g, _NEG_INF)
+    return Solution(lower, upper, f, g, iters)
+
+
+def _line_search(prob: Problem, f, g, mu, df, dg, dec2, max_halvings: int = 60):
+    """Backtracking (Armijo) step lengths that keep ``max s < 1``, one per problem."""
+    phi0, _ = _barrier_value(prob, f, g, mu)
+    alpha = torch.ones_like(mu)
+    accepted = torch.zeros_like(mu, dtype=torch.bool)
+    for _ in range(max_halvings):
+        phi, _ = _barrier_value(prob, f + alpha[:, None, None] * df, g + alpha[:, None, None] * dg, mu)
+        # Near the optimum the gain is below rounding noise of phi; allow for it.
+        slack = 1e-13 * (1.0 + phi0.abs())
+        accepted = accepted | (phi >= phi0 + 0.01 * alpha * dec2 - slack)
+        if bool(accepted.all()):
+            break
+        alpha = torch.where(accepted, alpha, 0.5 * alpha)
+    return torch.where(accepted, alpha, 0.0)
+
+
+def solve_fast(P: torch.Tensor, steps: int) -> Solution:
+    """A fixed budget of ``steps`` alternation steps from the analytic proxy.
+
+    Every step costs a few passes over ``P`` (no linear algebra), which suits a
+    training loop; the bounds are still certified, just not tight.
+    """
+    prob = Problem.from_joint(P)
+    _, _, _, lower, upper = closed_form_bracket(P)
+    f, g, logR = alternation_steps(prob, proxy_log_r(prob), None, steps)
+    lower = torch.maximum(lower, dual_bound(prob, f, g))
+    upper = torch.minimum(upper, primal_bound(prob, alternation_coupling(prob, f, g, logR)))
+    iters = torch.full((P.shape[0],), steps, dtype=torch.int64, device=P.device)
+    return Solution(lower, upper, f, g, iters)
