@@ -189,55 +189,69 @@ def _barrier_value(prob: Problem, f, g, mu):
     return torch.where(feasible, val, _NEG_INF), logs
 
 
-def _newton_direction(prob: Problem, f, g, mu, fixed):
-    """Newton ascent direction of the barrier objective, and the Newton decrement²."""
+def _newton_direction(prob: Problem, f, g, mu, fixed_f, fixed_g):
+    """Newton ascent direction ``(df, dg)`` of the barrier objective and the decrement².
+
+    The Hessian of ``-mu * sum log(1 - s)`` is ``t d²s + t2 ds ds^T`` with
+    ``t = mu / (1 - s)`` and ``t2 = t / (1 - s)`` per cell. Its ``f``–``f`` part is
+    block diagonal (one ``ny x ny`` block per ``x1``), so the ``f`` block is eliminated
+    and only the Schur complement on ``g`` (``n2 ny`` unknowns) is factorised densely.
+    The system is Jacobi-scaled (unit diagonal), which keeps Cholesky accurate when
+    masses span many orders of magnitude; variables in ``fixed_f``/``fixed_g`` (masked
+    entries and one gauge variable per ``y``) get scale 0 and an identity row instead.
+    """
     B, n1, ny = f.shape
     n2 = g.shape[1]
+    m = n2 * ny
     logw = _log_weights(prob, f, g)
     W = torch.exp(logw)  # (B, n1, n2, ny)
     one_minus_s = -torch.expm1(_lse(logw, -1))  # (B, n1, n2)
     t = mu[:, None, None] / one_minus_s  # R at the barrier centre
-    t2 = t / one_minus_s
     tW = t[..., None] * W
-    grad = torch.cat([(prob.p1y - tW.sum(2)).flatten(1), (prob.p2y - tW.sum(1)).flatten(1)], 1)
+    Wt2 = W * (t / one_minus_s)[..., None]
+    grad_f = torch.where(fixed_f, 0.0, prob.p1y - tW.sum(2))
+    grad_g = torch.where(fixed_g, 0.0, prob.p2y - tW.sum(1))
 
-    # Hessian of mu * sum -log(1 - s): t * d²s + t2 * ds ds^T, assembled blockwise.
-    Wt2 = W * t2[..., None]
-    hff = torch.einsum("bijy,bijz->biyz", Wt2, W) + torch.diag_embed(tW.sum(2))
-    hgg = torch.einsum("bijy,bijz->bjyz", Wt2, W) + torch.diag_embed(tW.sum(1))
-    hfg = torch.einsum("bijy,bijz->biyjz", Wt2, W)
-    hfg = hfg + torch.diag_embed(tW).permute(0, 1, 3, 2, 4)  # (B, n1, ny, n2, ny)
-    eye1 = torch.eye(n1, dtype=f.dtype, device=f.device)
-    eye2 = torch.eye(n2, dtype=f.dtype, device=f.device)
-    H = torch.empty(B, (n1 + n2) * ny, (n1 + n2) * ny, dtype=f.dtype, device=f.device)
-    k = n1 * ny
-    H[:, :k, :k] = torch.einsum("biyz,ij->biyjz", hff, eye1).reshape(B, k, k)
-    H[:, k:, k:] = torch.einsum("biyz,ij->biyjz", hgg, eye2).reshape(B, n2 * ny, n2 * ny)
-    H[:, :k, k:] = hfg.reshape(B, k, n2 * ny)
-    H[:, k:, :k] = H[:, :k, k:].transpose(1, 2)
+    WWt2 = W * Wt2
+    sf = torch.where(fixed_f, 0.0, torch.rsqrt((WWt2.sum(2) + tW.sum(2)).clamp_min(1e-300)))
+    sg = torch.where(fixed_g, 0.0, torch.rsqrt((WWt2.sum(1) + tW.sum(1)).clamp_min(1e-300)))
+    Af = Wt2 * sf[:, :, None, :]  # scaled rank-one factors of each cell's Hessian
+    Wf = W * sf[:, :, None, :]
+    Wg = W * sg[:, None, :, :]
+    hff = torch.einsum("bijy,bijz->biyz", Af, Wf) + torch.diag_embed((sf * sf) * tW.sum(2) + fixed_f)
+    hgg = torch.einsum("bijy,bijz->bjyz", Wt2 * sg[:, None, :, :], Wg) + torch.diag_embed((sg * sg) * tW.sum(1) + fixed_g)
+    C = torch.einsum("bijy,bijz->biyjz", Af, Wg)  # (B, n1, ny, n2, ny) f-g coupling
+    C.diagonal(dim1=2, dim2=4).add_(sf[:, :, None, :] * sg[:, None, :, :] * tW)
+    rf, rg = grad_f * sf, grad_g * sg
 
-    # Fixed variables (masked entries, one gauge variable per y) get identity rows.
-    free = ~fixed
-    H = H * (free[:, :, None] & free[:, None, :])
-    diag = torch.diagonal(H, dim1=1, dim2=2)
-    diag += fixed.to(H.dtype)
-    grad = torch.where(fixed, 0.0, grad)
+    C = C.reshape(B, n1, ny, m)
+    X = torch.cholesky_solve(torch.cat([C, rf[..., None]], -1).reshape(B * n1, ny, m + 1),
+                             _cholesky(hff.reshape(B * n1, ny, ny))).reshape(B, n1, ny, m + 1)
+    X, xf = X[..., :m], X[..., m]  # hff^-1 C and hff^-1 rf, block by block
+    S = -(C.reshape(B, n1 * ny, m).transpose(1, 2) @ X.reshape(B, n1 * ny, m))
+    S.view(B, n2, ny, n2, ny).diagonal(dim1=1, dim2=3).add_(hgg.permute(0, 2, 3, 1))
+    rhs = rg.reshape(B, m) - torch.einsum("biyk,biy->bk", C, xf)
+    yg = torch.cholesky_solve(rhs[..., None], _cholesky(S))[..., 0]
+    yf = xf - torch.einsum("biyk,bk->biy", X, yg)
+    df = yf * sf
+    dg = yg.reshape(B, n2, ny) * sg
+    dec2 = (grad_f * df).sum((1, 2)) + (grad_g * dg).sum((1, 2))
+    return df, dg, dec2
 
-    # Jacobi scaling keeps Cholesky accurate when masses span many orders.
-    d = torch.rsqrt(torch.diagonal(H, dim1=1, dim2=2).clamp_min(1e-300))
-    Hs = H * d[:, :, None] * d[:, None, :]
-    L, info = torch.linalg.cholesky_ex(Hs)
+
+def _cholesky(A: torch.Tensor) -> torch.Tensor:
+    """Batched Cholesky factor; a matrix that is singular to rounding gets a tiny ridge."""
+    L, info = torch.linalg.cholesky_ex(A)
     bad = info != 0
     if bool(bad.any()):
-        jitter = 1e-12 * torch.eye(Hs.shape[-1], dtype=Hs.dtype, device=Hs.device)
-        L2, _ = torch.linalg.cholesky_ex(Hs + jitter)
-        L = torch.where(bad[:, None, None], L2, L)
-    step = torch.cholesky_solve((grad * d)[..., None], L)[..., 0] * d
-    dec2 = (grad * step).sum(1)
-    return step[:, : n1 * ny].reshape(B, n1, ny), step[:, n1 * ny :].reshape(B, n2, ny), dec2, t
+        eye = torch.eye(A.shape[-1], dtype=A.dtype, device=A.device)
+        L2, _ = torch.linalg.cholesky_ex(A[bad] + 1e-12 * eye)
+        L = L.clone()
+        L[bad] = L2
+    return L
 
 
-def _gauge_fixed(prob: Problem) -> torch.Tensor:
+def _gauge_fixed(prob: Problem):
     """Variables held fixed in Newton: masked entries and one ``g_y`` per ``y``.
 
     ``(f_y + c, g_y - c)`` leaves the problem unchanged; fixing the first admissible
@@ -246,8 +260,7 @@ def _gauge_fixed(prob: Problem) -> torch.Tensor:
     first = torch.argmax(prob.m2.to(torch.int8), dim=1)  # (B, ny)
     gauge = torch.zeros_like(prob.m2)
     gauge.scatter_(1, first[:, None, :], True)
-    fixed_g = ~prob.m2 | gauge
-    return torch.cat([(~prob.m1).flatten(1), fixed_g.flatten(1)], 1)
+    return ~prob.m1, ~prob.m2 | gauge
 
 
 @dataclass
@@ -272,8 +285,8 @@ def closed_form_bracket(P: torch.Tensor):
     return mi, mi1, mi2, lower, upper
 
 
-def solve_exact(P: torch.Tensor, tol: float, max_iter: int = 500, warm_steps: int = 40,
-                polish_sweeps: int = 20) -> Solution:
+def solve_exact(P: torch.Tensor, tol: float, max_iter: int = 500, warm_steps: int = 10,
+                polish_sweeps: int = 20, mu_factor: float = 0.02) -> Solution:
     """Solve V for a flat float64 batch ``P[B, n1, n2, ny]`` to a certified ``tol``.
 
     Returns the best bounds seen (both are valid at every iterate) and the potentials
@@ -292,7 +305,7 @@ def solve_exact(P: torch.Tensor, tol: float, max_iter: int = 500, warm_steps: in
     logs_max = _lse(_log_weights(prob, f, g), -1).amax((1, 2))
     f = torch.where(prob.m1, f - logs_max[:, None, None] - 1e-3, 0.0)
     g = torch.where(prob.m2, g, 0.0)
-    fixed = _gauge_fixed(prob)
+    fixed_f, fixed_g = _gauge_fixed(prob)
     ncells = prob.ncells.clamp_min(1).to(P.dtype)
     mu = (upper - lower).clamp_min(tol) / ncells
     mu_floor = 0.05 * tol / ncells
@@ -303,30 +316,38 @@ def solve_exact(P: torch.Tensor, tol: float, max_iter: int = 500, warm_steps: in
             break
         sub = prob.take(active)
         fa, ga, mua = f[active], g[active], mu[active]
-        df, dg, dec2, _ = _newton_direction(sub, fa, ga, mua, fixed[active])
+        df, dg, dec2 = _newton_direction(sub, fa, ga, mua, fixed_f[active], fixed_g[active])
         alpha = _line_search(sub, fa, ga, mua, df, dg, dec2)
         fa = fa + alpha[:, None, None] * df
         ga = ga + alpha[:, None, None] * dg
         f[active], g[active] = fa, ga
         iters[active] += 1
 
-        # Certificate from this iterate: its dual bound, and the coupling of the barrier's
-        # primal estimate R = mu / (1 - s) projected onto the constraints.
-        logw = _log_weights(sub, fa, ga)
-        logR = torch.log(mua)[:, None, None] - torch.log(-torch.expm1(_lse(logw, -1)))
-        logR = torch.where(sub.mask.any(-1), logR, _NEG_INF)
-        fp, gp = sinkhorn_sweeps(sub, logR, torch.where(sub.m2, ga, _NEG_INF), polish_sweeps)
+        # Certificate from this iterate: its dual bound, and (once mu is small enough for
+        # the primal to matter) the barrier's primal estimate R = mu / (1 - s) projected
+        # onto the constraints by Sinkhorn sweeps and rounding.
         lower[active] = torch.maximum(lower[active], dual_bound(sub, fa, ga))
-        upper[active] = torch.minimum(upper[active], primal_bound(sub, alternation_coupling(sub, fp, gp, logR)))
+        near = torch.nonzero(mua <= 10.0 * mu_floor[active]).flatten()
+        if near.numel():
+            upper[active[near]] = torch.minimum(
+                upper[active[near]], _barrier_primal_bound(sub.take(near), fa[near], ga[near], mua[near], polish_sweeps))
 
         # Follow the central path: shrink mu once the iterate is near the centre.
         centred = dec2 <= 0.25 * mua
-        mu[active] = torch.where(centred, torch.maximum(mua * 0.1, mu_floor[active]), mua)
+        mu[active] = torch.where(centred, torch.maximum(mua * mu_factor, mu_floor[active]), mua)
         active = active[(upper[active] - lower[active]) > tol]
 
     f = torch.where(prob.m1, f, _NEG_INF)
     g = torch.where(prob.m2, g, _NEG_INF)
     return Solution(lower, upper, f, g, iters)
+
+
+def _barrier_primal_bound(prob: Problem, f, g, mu, sweeps: int) -> torch.Tensor:
+    logw = _log_weights(prob, f, g)
+    logR = torch.log(mu)[:, None, None] - torch.log(-torch.expm1(_lse(logw, -1)))
+    logR = torch.where(prob.mask.any(-1), logR, _NEG_INF)
+    fp, gp = sinkhorn_sweeps(prob, logR, torch.where(prob.m2, g, _NEG_INF), sweeps)
+    return primal_bound(prob, alternation_coupling(prob, fp, gp, logR))
 
 
 def _line_search(prob: Problem, f, g, mu, df, dg, dec2, max_halvings: int = 60):
