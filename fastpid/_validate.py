@@ -1,0 +1,486 @@
+"""Input validation shared by :func:`fastpid.pid` and :func:`fastpid.joint`.
+
+Every public entry point funnels its arguments through the functions here so
+that bad input is rejected in one place, with one style of message: what was
+wrong, where (the batch index of the first offending problem, or the first
+offending sample), and what was expected.
+
+The checks are cheap: a couple of vectorised reductions per array and a single
+host synchronisation to decide whether anything is wrong.  Only when an error
+is actually raised is the offending (small) slice inspected element by element.
+Tensors stay on their device and keep their autograd graph.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Iterable, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+__all__ = [
+    "check_distribution",
+    "check_tol",
+    "check_choice",
+    "check_positive_int",
+    "check_base",
+    "check_codes",
+    "check_rows",
+    "check_weights",
+    "as_tensor",
+    "ROW_SUM_RTOL",
+]
+
+#: Relative tolerance on the row sums of soft probability rows (see :func:`check_rows`).
+ROW_SUM_RTOL = 1e-4
+
+_HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+# --------------------------------------------------------------------------- #
+# Generic conversion
+# --------------------------------------------------------------------------- #
+def _numpy_from_any(x, name: str) -> np.ndarray:
+    """Convert a non-tensor input (numpy array, nested list, scalar, ...) to numpy.
+
+    Raises TypeError for string / object / complex / datetime data and for
+    ragged nested lists.
+    """
+    if isinstance(x, (str, bytes)):
+        raise TypeError(
+            f"{name} must be numeric (a numpy array, torch tensor or nested list of "
+            f"numbers), got a {type(x).__name__}: {x!r}"
+        )
+    if isinstance(x, np.ndarray):
+        arr = x
+    else:
+        try:
+            arr = np.asarray(x)
+        except (ValueError, TypeError) as exc:  # ragged nested lists, odd objects
+            raise TypeError(
+                f"{name} could not be read as a rectangular numeric array "
+                f"(got {type(x).__name__}; nested lists must all have the same "
+                f"length at each level): {exc}"
+            ) from None
+    kind = arr.dtype.kind
+    if kind == "c":
+        raise TypeError(
+            f"{name} has complex dtype {arr.dtype}; expected real (integer or "
+            f"floating point) entries"
+        )
+    if kind not in "biuf":
+        what = {
+            "O": "object",
+            "U": "string",
+            "S": "bytes",
+            "V": "structured/void",
+            "M": "datetime",
+            "m": "timedelta",
+        }.get(kind, str(arr.dtype))
+        raise TypeError(
+            f"{name} has non-numeric dtype {arr.dtype} ({what}); expected real "
+            f"(integer or floating point) entries"
+            + ("; convert it first, e.g. with .astype(float)" if kind == "O" else "")
+        )
+    return arr
+
+
+def as_tensor(x, name: str, *, device=None) -> Tuple[torch.Tensor, bool]:
+    """Return ``(tensor, is_torch)`` for a numpy array, torch tensor or nested list.
+
+    Torch tensors are returned as they are (dense layout); everything else is
+    converted through numpy without changing its dtype (float64 stays float64,
+    int stays int, bool stays bool) and placed on ``device`` if given.
+    Complex and non-numeric dtypes raise :class:`TypeError`.
+    """
+    if isinstance(x, torch.Tensor):
+        if x.layout != torch.strided:
+            x = x.to_dense()
+        if x.is_complex():
+            raise TypeError(
+                f"{name} has complex dtype {x.dtype}; expected real (integer or "
+                f"floating point) entries"
+            )
+        if x.dtype.is_floating_point or x.dtype == torch.bool:
+            return x, True
+        try:
+            torch.iinfo(x.dtype)  # plain integer dtypes
+        except Exception:  # quantized and other exotic dtypes
+            raise TypeError(
+                f"{name} has unsupported dtype {x.dtype}; expected real (integer or "
+                f"floating point) entries"
+            ) from None
+        return x, True
+    arr = _numpy_from_any(x, name)
+    if arr.dtype.kind == "f" and arr.dtype not in (np.float32, np.float64):
+        arr = arr.astype(np.float64)  # float16 / longdouble -> float64
+    if arr.dtype.kind == "u" and arr.dtype.itemsize > 1 and arr.dtype != np.uint8:
+        arr = arr.astype(np.int64)  # torch has limited unsigned support
+    if not arr.dtype.isnative:
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    if not (arr.flags.writeable and arr.flags.c_contiguous):
+        arr = np.array(arr, copy=True, order="C")
+    t = torch.from_numpy(arr)
+    if device is not None:
+        t = t.to(device)
+    return t, False
+
+
+def _fmt_index(idx: Sequence[int]) -> str:
+    return "" if len(idx) == 0 else "[" + ", ".join(str(int(i)) for i in idx) + "]"
+
+
+def _fmt_cell(cell: Sequence[int]) -> str:
+    return ", ".join(f"{n}={int(i)}" for n, i in zip(("x1", "x2", "y"), cell))
+
+
+def _first_true(mask: torch.Tensor) -> Tuple[Tuple[int, ...], int]:
+    """Index (tuple) of the first True entry of ``mask`` in C order and the count of Trues."""
+    nz = mask.nonzero()
+    return tuple(int(v) for v in nz[0].tolist()), int(nz.shape[0])
+
+
+def _more(count: int, noun: str) -> str:
+    if count <= 1:
+        return ""
+    return f" ({count - 1} more {noun}{'s' if count > 2 else ''} also affected)"
+
+
+# --------------------------------------------------------------------------- #
+# Joint distributions
+# --------------------------------------------------------------------------- #
+def check_distribution(P, *, name: str = "P") -> Tuple[torch.Tensor, bool]:
+    """Validate and normalise a (batch of) joint distribution(s).
+
+    Parameters
+    ----------
+    P : numpy.ndarray, torch.Tensor or nested list, shape ``(..., n1, n2, ny)``
+        Probabilities or non-negative counts ``P[..., x1, x2, y]``; the last
+        axis is the target.  Every problem (every index of the leading batch
+        axes) is normalised on its own.
+    name : str
+        Name used in error messages.
+
+    Returns
+    -------
+    T : torch.Tensor, shape ``(..., n1, n2, ny)``
+        Each problem sums to 1.  dtype: float64 for numpy / list / integer /
+        bool input; torch float32 and float64 are kept; torch float16 and
+        bfloat16 become float32.  Same device as a tensor input.  The division
+        by the total mass is differentiable, so an autograd graph attached to a
+        floating-point torch input is preserved.
+    is_numpy : bool
+        ``True`` when the input was not a torch tensor (the caller should then
+        return numpy float64 results).
+
+    Raises
+    ------
+    TypeError
+        complex, string, object or other non-numeric data.
+    ValueError
+        fewer than 3 dimensions, a size-0 axis, a NaN or infinite entry, a
+        negative entry, or a problem with zero total mass; the message names the
+        batch index of the first offending problem and the offending cell.
+    """
+    T, is_torch = as_tensor(P, name)
+    if T.dtype == torch.float64 or T.dtype == torch.float32:
+        if not is_torch:
+            T = T.to(torch.float64)
+    elif T.dtype in _HALF_DTYPES:
+        T = T.to(torch.float32)
+    else:  # integer / bool / numpy float32 handled above
+        T = T.to(torch.float64)
+
+    if T.dim() < 3:
+        raise ValueError(
+            f"{name} must have at least 3 dimensions (..., n1, n2, ny) with the target "
+            f"on the last axis; got shape {tuple(T.shape)}"
+        )
+    if T.numel() == 0:
+        zero_axes = [i for i, s in enumerate(T.shape) if s == 0]
+        raise ValueError(
+            f"{name} has shape {tuple(T.shape)} with size 0 along axis "
+            f"{zero_axes[0]}; every axis (batch axes and n1, n2, ny) needs at least "
+            f"one entry"
+        )
+
+    # One pass of two reductions and a single host synchronisation.
+    total = T.sum(dim=(-3, -2, -1), keepdim=True)
+    with torch.no_grad():
+        tot = total.detach()[..., 0, 0, 0]
+        mins = T.detach().amin(dim=(-3, -2, -1))
+        # written so that NaN compares as "bad"
+        bad = ~((mins >= 0) & (tot > 0) & torch.isfinite(tot))
+        any_bad = bool(bad.any())
+    if any_bad:
+        _raise_distribution_error(T.detach(), bad, tot, name)
+    return T / total, not is_torch
+
+
+def _raise_distribution_error(T: torch.Tensor, bad: torch.Tensor, tot: torch.Tensor, name: str):
+    """Diagnose the first offending problem and raise a ValueError about it."""
+    bidx, count = _first_true(bad)
+    where = f"{name}{_fmt_index(bidx)}"
+    sub = T[bidx] if len(bidx) else T
+    sub = sub.cpu()
+    more = _more(count, "problem")
+    nan = torch.isnan(sub)
+    if nan.any():
+        cell, _ = _first_true(nan)
+        raise ValueError(
+            f"{where} contains NaN (at {_fmt_cell(cell)}); a distribution needs "
+            f"finite entries >= 0{more}"
+        )
+    inf = torch.isinf(sub)
+    if inf.any():
+        cell, _ = _first_true(inf)
+        raise ValueError(
+            f"{where} contains an infinite entry ({sub[cell].item()} at "
+            f"{_fmt_cell(cell)}); a distribution needs finite entries >= 0{more}"
+        )
+    neg = sub < 0
+    if neg.any():
+        cell, nneg = _first_true(neg)
+        raise ValueError(
+            f"{where} has a negative entry ({sub[cell].item():.6g} at {_fmt_cell(cell)}"
+            f"{'' if nneg == 1 else f'; {nneg} negative entries in all'}); a "
+            f"distribution needs entries >= 0{more}"
+        )
+    t = float(tot[bidx].item()) if len(bidx) else float(tot.item())
+    if not math.isfinite(t):
+        raise ValueError(
+            f"{where} has a total mass that overflows {T.dtype} (entries up to "
+            f"{sub.max().item():.3g}); rescale the counts before passing them{more}"
+        )
+    raise ValueError(
+        f"{where} has zero total mass (all {sub.numel()} entries are 0); each "
+        f"problem needs a positive total so it can be normalised{more}"
+    )
+
+
+# --------------------------------------------------------------------------- #
+# Scalar options
+# --------------------------------------------------------------------------- #
+def _as_real_scalar(value, name: str) -> float:
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a real number, got a bool ({value!r})")
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1 or value.is_complex() or value.dtype == torch.bool:
+            raise TypeError(f"{name} must be a real number, got a tensor of shape "
+                            f"{tuple(value.shape)} and dtype {value.dtype}")
+        return float(value.item())
+    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iuf":
+        return float(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    raise TypeError(f"{name} must be a real number, got {type(value).__name__} ({value!r})")
+
+
+def check_tol(tol, *, name: str = "tol", allow_none: bool = True) -> Optional[float]:
+    """Validate a tolerance: ``None`` (use the default) or a finite number > 0.
+
+    Returns the tolerance as a Python float (or ``None``).
+    """
+    if tol is None:
+        if allow_none:
+            return None
+        raise TypeError(f"{name} must be a positive number, got None")
+    t = _as_real_scalar(tol, name)
+    if not (t > 0) or not math.isfinite(t):
+        raise ValueError(f"{name} must be a finite number > 0, got {tol!r}")
+    return t
+
+
+def check_positive_int(value, *, name: str, allow_none: bool = True) -> Optional[int]:
+    """Validate an iteration count or size: ``None`` (default) or an integer >= 1."""
+    if value is None:
+        if allow_none:
+            return None
+        raise TypeError(f"{name} must be a positive integer, got None")
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral,)):
+        if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.dtype.is_floating_point \
+                and value.dtype != torch.bool:
+            value = int(value.item())
+        elif isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) \
+                and float(value).is_integer():
+            value = int(value)
+        else:
+            raise TypeError(f"{name} must be a positive integer, got {value!r}")
+    v = int(value)
+    if v < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {v}")
+    return v
+
+
+def check_base(base) -> Optional[float]:
+    """Validate a logarithm base: ``None`` (nats) or a finite number > 0 other than 1."""
+    if base is None:
+        return None
+    b = _as_real_scalar(base, "base")
+    if not (b > 0) or b == 1 or not math.isfinite(b):
+        raise ValueError(
+            f"base must be a finite number > 0 other than 1 (e.g. 2 for bits), got {base!r}"
+        )
+    return b
+
+
+def check_choice(value, allowed: Iterable[str], what: str) -> str:
+    """Check that ``value`` is one of the strings in ``allowed``.
+
+    Matching is exact first, then case-insensitive (surrounding whitespace
+    ignored); the canonical spelling from ``allowed`` is returned.  Anything
+    else raises :class:`ValueError` listing the allowed values.
+    """
+    allowed = tuple(allowed)
+    if isinstance(value, str):
+        if value in allowed:
+            return value
+        key = value.strip().lower()
+        for a in allowed:
+            if a.lower() == key:
+                return a
+    listing = ", ".join(repr(a) for a in allowed)
+    raise ValueError(f"unknown {what} {value!r}; expected one of {listing}")
+
+
+# --------------------------------------------------------------------------- #
+# Helpers for fastpid.joint: samples
+# --------------------------------------------------------------------------- #
+def check_codes(
+    x: torch.Tensor, name: str, size: Optional[int] = None, *, what: str = "code"
+) -> Tuple[torch.Tensor, int]:
+    """Validate a 1-D vector of hard integer codes; return ``(codes_int64, size)``.
+
+    Integer and bool vectors are accepted; a floating-point vector is accepted
+    if every value is integral (e.g. ``3.0``), otherwise it is an error.  Codes
+    must lie in ``[0, size)``; when ``size`` is ``None`` it is inferred as
+    ``max + 1``.  One host synchronisation in the good case.
+    """
+    if x.dim() != 1:
+        raise ValueError(f"{name} must be a 1-D vector of codes, got shape {tuple(x.shape)}")
+    n = x.shape[0]
+    if n == 0:
+        raise ValueError(f"{name} is empty; at least one sample is needed")
+    if x.dtype == torch.bool:
+        x = x.to(torch.int64)
+    d = x.detach()
+    if d.dtype.is_floating_point:
+        nonint = ~(torch.isfinite(d) & (d == torch.floor(d)))
+        stats = torch.stack(
+            [d.amin().double(), d.amax().double(), nonint.any().double()]
+        ).tolist()
+        lo, hi, has_nonint = stats
+        if has_nonint:
+            i, cnt = _first_true(nonint)
+            raise ValueError(
+                f"{name}[{i[0]}] = {d[i].item()!r} is not an integer {what}; a 1-D "
+                f"{name} is read as hard integer codes (integral values, e.g. 0, 1, 2). "
+                f"Pass probability rows as a 2-D (N, n) array"
+                f"{_more(cnt, 'sample')}"
+            )
+        lo, hi = int(lo), int(hi)
+    else:
+        lo, hi = (int(v) for v in torch.stack([d.amin(), d.amax()]).tolist())
+    if lo < 0:
+        i, cnt = _first_true(d < 0)
+        raise ValueError(
+            f"{name}[{i[0]}] = {int(d[i].item())} is a negative {what}; {what}s must be "
+            f"integers in [0, {'size' if size is None else size}){_more(cnt, 'sample')}"
+        )
+    if size is None:
+        size = hi + 1
+    elif hi >= size:
+        i, cnt = _first_true(d >= size)
+        raise ValueError(
+            f"{name}[{i[0]}] = {int(d[i].item())} is out of range for size {size}; "
+            f"{what}s must be integers in [0, {size}) (raise the size or fix the "
+            f"{what}){_more(cnt, 'sample')}"
+        )
+    return d.to(torch.int64), int(size)
+
+
+def check_rows(
+    x: torch.Tensor, name: str, size: Optional[int] = None, *, rtol: float = ROW_SUM_RTOL
+) -> torch.Tensor:
+    """Validate an ``(N, n)`` matrix of probability rows (each row sums to 1).
+
+    Entries must be finite and >= 0; each row sum must be within ``rtol``
+    (relative; widened to ``n * eps`` for low-precision dtypes) of 1.  Rows are
+    returned unchanged (the graph is kept); integer and bool matrices (e.g.
+    one-hot) are converted to float64, float16/bfloat16 to float32.
+    """
+    if x.dim() != 2:
+        raise ValueError(f"{name} must be an (N, n) matrix of probability rows, got shape "
+                         f"{tuple(x.shape)}")
+    n, k = x.shape
+    if n == 0:
+        raise ValueError(f"{name} is empty; at least one sample is needed")
+    if k == 0:
+        raise ValueError(f"{name} has 0 columns; probability rows need at least one value")
+    if size is not None and k != size:
+        raise ValueError(
+            f"{name} has {k} columns but sizes gives {size} values for it; the row "
+            f"width of soft probabilities must equal the variable's size"
+        )
+    # widen the tolerance for low-precision rows (rounding of each entry adds up)
+    tol = max(rtol, 4 * k * torch.finfo(x.dtype).eps) if x.dtype.is_floating_point else rtol
+    if x.dtype in _HALF_DTYPES:
+        x = x.to(torch.float32)
+    elif not x.dtype.is_floating_point:
+        x = x.to(torch.float64)
+    with torch.no_grad():
+        d = x.detach()
+        s = d.sum(dim=1)
+        mn = d.amin(dim=1)
+        bad = ~((mn >= 0) & ((s - 1).abs() <= tol))
+        any_bad = bool(bad.any())
+    if any_bad:
+        (i,), cnt = _first_true(bad)
+        row = d[i].cpu()
+        more = _more(cnt, "row")
+        if not torch.isfinite(row).all():
+            j = int((~torch.isfinite(row)).nonzero()[0])
+            raise ValueError(
+                f"{name}[{i}] contains a non-finite value ({row[j].item()} in column {j}); "
+                f"probability rows need finite entries >= 0{more}"
+            )
+        if (row < 0).any():
+            j = int((row < 0).nonzero()[0])
+            raise ValueError(
+                f"{name}[{i}] has a negative probability ({row[j].item():.6g} in column "
+                f"{j}); probability rows need entries >= 0{more}"
+            )
+        raise ValueError(
+            f"{name}[{i}] sums to {row.sum().item():.8g}, not 1 (tolerance {tol:.1e}); "
+            f"each row of a 2-D {name} must be a probability distribution over its "
+            f"{k} values (apply softmax, or pass hard codes as a 1-D vector){more}"
+        )
+    return x
+
+
+def check_weights(w: torch.Tensor, n: int, name: str = "weights") -> torch.Tensor:
+    """Validate a length-``n`` vector of finite, non-negative sample weights."""
+    if w.dim() != 1:
+        raise ValueError(f"{name} must be a 1-D vector of length N={n}, got shape "
+                         f"{tuple(w.shape)}")
+    if w.shape[0] != n:
+        raise ValueError(f"{name} has length {w.shape[0]} but there are N={n} samples; "
+                         f"expected one weight per sample")
+    if w.dtype in _HALF_DTYPES:
+        w = w.to(torch.float32)
+    elif not w.dtype.is_floating_point:
+        w = w.to(torch.float64)
+    with torch.no_grad():
+        d = w.detach()
+        bad = ~(torch.isfinite(d) & (d >= 0))
+        any_bad = bool(bad.any())
+    if any_bad:
+        (i,), cnt = _first_true(bad)
+        v = d[i].item()
+        raise ValueError(
+            f"{name}[{i}] = {v!r} is {'negative' if v < 0 else 'not finite'}; sample "
+            f"weights must be finite and >= 0{_more(cnt, 'weight')}"
+        )
+    return w

@@ -1,0 +1,552 @@
+"""fastpid.joint / pid_from_samples against a naive per-sample numpy reference."""
+
+import importlib
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fastpid
+from fastpid.joint import joint, pid_from_samples
+
+# ``fastpid.joint`` the attribute is the function; fetch the module itself
+joint_mod = importlib.import_module("fastpid.joint")
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+# --------------------------------------------------------------------------- #
+# reference and random inputs
+# --------------------------------------------------------------------------- #
+def _rows_of(v, n):
+    v = np.asarray(v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v, dtype=np.float64)
+    if v.ndim == 1:
+        return np.eye(n)[v.astype(np.int64)]
+    return v
+
+
+def reference_joint(x1, x2, y, sizes, weights=None, groups=None, num_groups=None):
+    """Explicit loop over samples: P[g] = Σ_n w_n p1(n) ⊗ p2(n) ⊗ py(n) / Σ_n w_n."""
+    r1, r2, r3 = (_rows_of(v, n) for v, n in zip((x1, x2, y), sizes))
+    N = r1.shape[0]
+    w = np.ones(N) if weights is None else np.asarray(
+        weights.detach().cpu().numpy() if isinstance(weights, torch.Tensor) else weights, dtype=np.float64
+    )
+    g = np.zeros(N, dtype=np.int64) if groups is None else np.asarray(groups).astype(np.int64)
+    G = 1 if groups is None else (num_groups or int(g.max()) + 1)
+    out = np.zeros((G,) + tuple(sizes))
+    for n in range(N):
+        out[g[n]] += w[n] * r1[n][:, None, None] * r2[n][None, :, None] * r3[n][None, None, :]
+    out /= out.sum(axis=(1, 2, 3), keepdims=True)
+    return out if groups is not None else out[0]
+
+
+def rand_var(rng, kind, N, n):
+    if kind == "hard":
+        return rng.integers(0, n, size=N)
+    # soft rows, some sparse
+    a = rng.gamma(0.5, size=(N, n))
+    a[rng.random((N, n)) < 0.3] = 0.0
+    a[np.arange(N), rng.integers(0, n, size=N)] += 0.1
+    return a / a.sum(axis=1, keepdims=True)
+
+
+SIZES = [(1, 1, 1), (3, 17, 33), (33, 3, 1), (17, 33, 3), (1, 33, 17), (3, 3, 3), (17, 1, 17)]
+KINDS = list(itertools.product(["hard", "soft"], repeat=3))
+
+
+def _kind_id(k):
+    return "".join("H" if s == "hard" else "S" for s in k)
+
+
+# --------------------------------------------------------------------------- #
+# correctness against the reference
+# --------------------------------------------------------------------------- #
+@pytest.mark.parametrize("sizes", SIZES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("kinds", KINDS, ids=_kind_id)
+@pytest.mark.parametrize("extra", ["plain", "weights", "groups", "weights+groups"])
+def test_matches_reference_numpy(sizes, kinds, extra):
+    rng = np.random.default_rng(hash((sizes, kinds, extra)) % 2**32)
+    N = 57
+    xs = [rand_var(rng, k, N, n) for k, n in zip(kinds, sizes)]
+    # make sure inferred sizes from hard codes equal `sizes`
+    for v, k, n in zip(xs, kinds, sizes):
+        if k == "hard":
+            v[0] = n - 1
+    w = rng.random(N) * 3 if "weights" in extra else None
+    groups = None
+    if "groups" in extra:
+        groups = rng.integers(0, 5, size=N)
+        groups[:5] = np.arange(5)
+    P = joint(*xs, weights=w, groups=groups)
+    assert isinstance(P, np.ndarray) and P.dtype == np.float64
+    ref = reference_joint(*xs, sizes, weights=w, groups=groups)
+    assert P.shape == ref.shape
+    np.testing.assert_allclose(P, ref, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(P.sum(axis=(-3, -2, -1)), 1.0, rtol=1e-13)
+
+
+@pytest.mark.parametrize("sizes", [(3, 17, 33), (17, 3, 1), (1, 1, 1)], ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("kinds", KINDS, ids=_kind_id)
+@pytest.mark.parametrize(
+    "dtype, rtol, atol", [(torch.float64, 1e-12, 1e-15), (torch.float32, 2e-5, 1e-7)], ids=["f64", "f32"]
+)
+def test_matches_reference_torch(sizes, kinds, dtype, rtol, atol):
+    rng = np.random.default_rng(7)
+    N = 33
+    xs = [rand_var(rng, k, N, n) for k, n in zip(kinds, sizes)]
+    w = rng.random(N)
+    groups = rng.integers(0, 3, size=N)
+    groups[:3] = [0, 1, 2]
+    targs = [torch.tensor(v) if k == "hard" else torch.tensor(v, dtype=dtype) for v, k in zip(xs, kinds)]
+    P = joint(*targs, sizes=sizes, weights=torch.tensor(w, dtype=dtype), groups=torch.tensor(groups))
+    assert isinstance(P, torch.Tensor)
+    expect_dtype = dtype if "soft" in kinds else torch.float64
+    assert P.dtype == expect_dtype
+    ref = reference_joint(*xs, sizes, weights=w, groups=groups)
+    np.testing.assert_allclose(P.numpy(), ref, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("kinds", KINDS, ids=_kind_id)
+@pytest.mark.parametrize("groups", [None, 4, 30])
+def test_chunked_accumulation_matches(monkeypatch, kinds, groups):
+    """Force tiny chunks so every contraction path runs over many chunks."""
+    rng = np.random.default_rng(11)
+    N, sizes = 47, (5, 4, 6)
+    xs = [rand_var(rng, k, N, n) for k, n in zip(kinds, sizes)]
+    g = None
+    if groups:
+        g = rng.integers(0, groups, size=N)
+        g[:groups] = np.arange(groups)
+    full = joint(*xs, sizes=sizes, groups=g)
+    monkeypatch.setattr(joint_mod, "_CHUNK_ELEMS", 61)
+    chunked = joint(*xs, sizes=sizes, groups=g)
+    np.testing.assert_allclose(chunked, full, rtol=1e-13, atol=1e-16)
+    np.testing.assert_allclose(chunked, reference_joint(*xs, sizes, groups=g), rtol=1e-12, atol=1e-16)
+
+
+@pytest.mark.parametrize("mode", ["segments", "onehot", "scatter"])
+@pytest.mark.parametrize("kinds", [k for k in KINDS if "soft" in k], ids=_kind_id)
+@pytest.mark.parametrize("chunk_elems", [53, 1 << 22])
+def test_every_contraction_mode_matches(monkeypatch, mode, kinds, chunk_elems):
+    """Each way of contracting soft factors (normally picked by a cost model) is exact."""
+    rng = np.random.default_rng(13)
+    N, sizes = 37, (4, 1, 7)
+    xs = [rand_var(rng, k, N, n) for k, n in zip(kinds, sizes)]
+    g = rng.integers(0, 3, size=N)
+    g[:3] = [0, 1, 2]
+    w = rng.random(N)
+    ref = reference_joint(*xs, sizes, weights=w, groups=g)
+    real_choose = joint_mod._choose_mode
+    monkeypatch.setattr(joint_mod, "_CHUNK_ELEMS", chunk_elems)
+    monkeypatch.setattr(joint_mod, "_choose_mode",
+                        lambda N, H, La, Rb, dev: mode if H > 1 else real_choose(N, H, La, Rb, dev))
+    np.testing.assert_allclose(joint(*xs, sizes=sizes, weights=w, groups=g), ref, rtol=1e-12, atol=1e-16)
+    # and gradients agree with the default path
+    t = [torch.tensor(v, requires_grad=(k == "soft")) if k == "soft" else torch.tensor(v)
+         for v, k in zip(xs, kinds)]
+    tw = torch.tensor(w, requires_grad=True)
+    coef = torch.tensor(rng.random((3,) + sizes))
+    (joint(*t, sizes=sizes, weights=tw, groups=torch.tensor(g)) * coef).sum().backward()
+    grads = [v.grad for v in t if v.requires_grad] + [tw.grad]
+    monkeypatch.setattr(joint_mod, "_choose_mode", real_choose)
+    monkeypatch.setattr(joint_mod, "_CHUNK_ELEMS", 1 << 22)
+    t2 = [v.detach().clone().requires_grad_(v.requires_grad) for v in t]
+    tw2 = tw.detach().clone().requires_grad_()
+    (joint(*t2, sizes=sizes, weights=tw2, groups=torch.tensor(g)) * coef).sum().backward()
+    for a, b in zip(grads, [v.grad for v in t2 if v.requires_grad] + [tw2.grad]):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+def test_cost_model_choices():
+    cpu = torch.device("cpu")
+    assert joint_mod._choose_mode(1000, 1, 20, 20, cpu) == "matmul"
+    assert joint_mod._choose_mode(4096, 101, 101, 101, cpu) == "segments"
+    assert joint_mod._choose_mode(10000, 1000, 20, 20, cpu) == "scatter"
+    meta = torch.device("meta")
+    assert joint_mod._choose_mode(1000, 5, 20, 20, meta) == "onehot"
+    assert joint_mod._choose_mode(1000, 50, 20, 20, meta) == "scatter"
+
+
+def test_xor_and_inferred_sizes():
+    P = joint([0, 1, 1, 0], [0, 1, 0, 1], [0, 0, 1, 1])
+    expect = np.zeros((2, 2, 2))
+    expect[0, 0, 0] = expect[1, 1, 0] = expect[1, 0, 1] = expect[0, 1, 1] = 0.25
+    np.testing.assert_array_equal(P, expect)
+
+
+def test_explicit_sizes_pad_with_zeros():
+    P = joint([0, 1], [0, 0], [1, 1], sizes=(4, 2, 3))
+    assert P.shape == (4, 2, 3)
+    assert P[0, 0, 1] == 0.5 and P[1, 0, 1] == 0.5 and P.sum() == 1.0
+    P = joint([0, 1], [0, 0], [1, 1], sizes=[None, 3, None])
+    assert P.shape == (2, 3, 2)
+
+
+def test_lists_bool_and_integral_float_codes():
+    a = joint([0.0, 2.0, 1.0], np.array([True, False, True]), torch.tensor([1, 0, 1]))
+    b = joint([0, 2, 1], [1, 0, 1], [1, 0, 1])
+    assert isinstance(a, torch.Tensor) and a.dtype == torch.float64
+    np.testing.assert_array_equal(a.numpy(), b)
+
+
+def test_hard_equals_one_hot_soft():
+    rng = np.random.default_rng(3)
+    N, sizes = 40, (3, 5, 4)
+    codes = [rng.integers(0, n, size=N) for n in sizes]
+    onehot = [np.eye(n)[c] for c, n in zip(codes, sizes)]
+    w = rng.random(N)
+    hard = joint(*codes, sizes=sizes, weights=w)
+    for mask in itertools.product([0, 1], repeat=3):
+        args = [oh if m else c for c, oh, m in zip(codes, onehot, mask)]
+        np.testing.assert_allclose(joint(*args, sizes=sizes, weights=w), hard, rtol=1e-13, atol=1e-16)
+
+
+def test_weights_scale_invariant_and_zero_weight_drops_sample():
+    rng = np.random.default_rng(5)
+    N = 30
+    x1, x2, y = (rng.integers(0, 3, size=N) for _ in range(3))
+    w = rng.random(N)
+    np.testing.assert_allclose(joint(x1, x2, y, weights=w), joint(x1, x2, y, weights=1000 * w), rtol=1e-13)
+    w[4] = 0.0
+    keep = np.arange(N) != 4
+    np.testing.assert_allclose(
+        joint(x1, x2, y, weights=w, sizes=(3, 3, 3)),
+        joint(x1[keep], x2[keep], y[keep], weights=w[keep], sizes=(3, 3, 3)),
+        rtol=1e-13,
+    )
+
+
+def test_integer_weights_are_counts():
+    x1, x2, y = [0, 1], [1, 0], [0, 1]
+    np.testing.assert_allclose(joint(x1, x2, y, weights=[3, 1]), joint([0, 0, 0, 1], [1, 1, 1, 0], [0, 0, 0, 1]))
+
+
+def test_groups_each_normalised_and_num_groups():
+    x1 = [0, 1, 1, 0, 1]
+    x2 = [0, 0, 1, 1, 1]
+    y = [1, 0, 1, 0, 0]
+    g = [1, 0, 1, 2, 2]
+    P = joint(x1, x2, y, groups=g, num_groups=3)
+    assert P.shape == (3, 2, 2, 2)
+    for k in range(3):
+        idx = [i for i in range(5) if g[i] == k]
+        np.testing.assert_allclose(
+            P[k], joint([x1[i] for i in idx], [x2[i] for i in idx], [y[i] for i in idx], sizes=(2, 2, 2))
+        )
+
+
+def test_mixed_dtype_promotion_and_half():
+    rng = np.random.default_rng(0)
+    N = 20
+    a = torch.tensor(rand_var(rng, "soft", N, 3), dtype=torch.float32)
+    b = torch.tensor(rand_var(rng, "soft", N, 4), dtype=torch.float64)
+    y = torch.tensor(rng.integers(0, 2, size=N))
+    assert joint(a, b, y).dtype == torch.float64
+    assert joint(a, rng.integers(0, 4, size=N), y).dtype == torch.float32
+    assert joint(a.to(torch.bfloat16), rng.integers(0, 4, size=N), y).dtype == torch.float32
+    assert joint(a.to(torch.float16), b.to(torch.float16), y).dtype == torch.float32
+    # numpy float32 rows: numpy in, numpy float64 out
+    out = joint(a.numpy(), b.numpy(), y.numpy())
+    assert isinstance(out, np.ndarray) and out.dtype == np.float64
+    # a torch weights vector alone makes the output a tensor (hard codes -> float64)
+    out = joint([0, 1], [1, 1], [0, 1], weights=torch.tensor([1.0, 2.0], dtype=torch.float32))
+    assert isinstance(out, torch.Tensor) and out.dtype == torch.float64
+
+
+# --------------------------------------------------------------------------- #
+# gradients
+# --------------------------------------------------------------------------- #
+def test_gradcheck_soft_rows_and_weights():
+    torch.manual_seed(0)
+    N = 7
+    p1 = torch.softmax(torch.randn(N, 3, dtype=torch.float64), 1).requires_grad_()
+    p2 = torch.softmax(torch.randn(N, 2, dtype=torch.float64), 1).requires_grad_()
+    py = torch.softmax(torch.randn(N, 4, dtype=torch.float64), 1).requires_grad_()
+    w = (torch.rand(N, dtype=torch.float64) + 0.5).requires_grad_()
+    g = torch.tensor([0, 1, 0, 1, 1, 0, 0])
+    assert torch.autograd.gradcheck(lambda a, b, c, ww: joint(a, b, c, weights=ww), (p1, p2, py, w))
+    assert torch.autograd.gradcheck(lambda a, b, ww: joint(a, b, torch.tensor([0, 3, 1, 2, 2, 0, 3]),
+                                                           weights=ww, groups=g), (p1, p2, w))
+    assert torch.autograd.gradcheck(lambda c: joint(torch.tensor([0, 2, 1, 0, 2, 2, 1]), p2, c, groups=g),
+                                    (py,))
+    # hard codes only: the weights still carry the gradient
+    codes = [torch.tensor([0, 2, 1, 0, 2, 2, 1]), torch.tensor([1, 1, 0, 0, 1, 0, 1]), torch.tensor([0, 1] * 3 + [1])]
+    assert torch.autograd.gradcheck(lambda ww: joint(*codes, weights=ww, groups=g), (w,))
+
+
+def test_gradcheck_through_softmax_logits():
+    torch.manual_seed(1)
+    N = 9
+    l1 = torch.randn(N, 3, dtype=torch.float64, requires_grad=True)
+    l2 = torch.randn(N, 4, dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2])
+    f = lambda a, b: joint(torch.softmax(a, 1), torch.softmax(b, 1), y)  # noqa: E731
+    assert torch.autograd.gradcheck(f, (l1, l2))
+
+
+def test_gradient_value_simple():
+    """dP/dp1 for P = mean_n p1 ⊗ onehot(x2) ⊗ onehot(y): P[i, j, k] picks p1[n, i] / N."""
+    p1 = torch.tensor([[0.3, 0.7], [0.9, 0.1]], dtype=torch.float64, requires_grad=True)
+    P = joint(p1, [0, 1], [1, 1])
+    torch.testing.assert_close(P.detach(), torch.tensor([[[0, 0.15], [0, 0.45]], [[0, 0.35], [0, 0.05]]],
+                                                        dtype=torch.float64))
+    P[0, 1, 1].backward()
+    # P[0,1,1] = p1[1,0] / (total mass); total = Σ rows = 2 -> gradient 1/2 minus the normalisation term
+    expect = torch.tensor([[0.0, 0.0], [0.5, 0.0]], dtype=torch.float64) - P[0, 1, 1].item() / 2
+    torch.testing.assert_close(p1.grad, expect)
+
+
+def test_float32_gradients_flow():
+    l1 = torch.randn(50, 5, requires_grad=True)
+    P = joint(torch.softmax(l1, 1), torch.randint(0, 3, (50,)), torch.randint(0, 4, (50,)))
+    assert P.dtype == torch.float32
+    (P * torch.rand_like(P)).sum().backward()
+    assert l1.grad is not None and torch.isfinite(l1.grad).all()
+
+
+@cuda
+@pytest.mark.gpu
+def test_cuda_matches_cpu():
+    rng = np.random.default_rng(2)
+    N = 300
+    x1 = rand_var(rng, "soft", N, 17)
+    x2 = rng.integers(0, 5, size=N)
+    y = rng.integers(0, 33, size=N)
+    g = rng.integers(0, 3, size=N)
+    g[:3] = [0, 1, 2]
+    cpu = joint(torch.tensor(x1), torch.tensor(x2), torch.tensor(y), groups=torch.tensor(g))
+    dev = joint(torch.tensor(x1, device="cuda"), torch.tensor(x2, device="cuda"),
+                torch.tensor(y, device="cuda"), groups=torch.tensor(g, device="cuda"))
+    assert dev.device.type == "cuda"
+    torch.testing.assert_close(dev.cpu(), cpu)
+    with pytest.raises(ValueError, match="different devices"):
+        joint(torch.tensor(x1, device="cuda"), torch.tensor(x2), y)
+
+
+# --------------------------------------------------------------------------- #
+# property tests
+# --------------------------------------------------------------------------- #
+@st.composite
+def hard_samples(draw):
+    N = draw(st.integers(1, 60))
+    sizes = tuple(draw(st.integers(1, 6)) for _ in range(3))
+    codes = [draw(st.lists(st.integers(0, n - 1), min_size=N, max_size=N)) for n in sizes]
+    w = draw(st.one_of(st.none(), st.lists(st.floats(0.01, 100.0), min_size=N, max_size=N)))
+    return codes, sizes, w
+
+
+@settings(max_examples=60, deadline=None)
+@given(hard_samples())
+def test_property_hard_marginals_match_frequencies(sample):
+    (x1, x2, y), sizes, w = sample
+    P = joint(x1, x2, y, sizes=sizes, weights=w)
+    assert P.shape == sizes
+    assert abs(P.sum() - 1.0) < 1e-12
+    assert (P >= 0).all()
+    ww = np.ones(len(x1)) if w is None else np.asarray(w)
+    for axes, codes, n in [((1, 2), x1, sizes[0]), ((0, 2), x2, sizes[1]), ((0, 1), y, sizes[2])]:
+        freq = np.bincount(codes, weights=ww, minlength=n) / ww.sum()
+        np.testing.assert_allclose(P.sum(axis=axes), freq, rtol=1e-10, atol=1e-14)
+
+
+@st.composite
+def soft_samples(draw):
+    N = draw(st.integers(1, 25))
+    n1, n2, ny = (draw(st.integers(1, 5)) for _ in range(3))
+    seed = draw(st.integers(0, 2**31))
+    rng = np.random.default_rng(seed)
+    kinds = draw(st.tuples(*[st.sampled_from(["hard", "soft"])] * 3))
+    xs = [rand_var(rng, k, N, n) for k, n in zip(kinds, (n1, n2, ny))]
+    G = draw(st.integers(1, 4))
+    groups = None
+    if G > 1 and N >= G:
+        groups = rng.permutation(np.concatenate([np.arange(G), rng.integers(0, G, size=N - G)]))
+    return xs, (n1, n2, ny), groups
+
+
+@settings(max_examples=60, deadline=None)
+@given(soft_samples())
+def test_property_soft_normalised_and_marginals(sample):
+    xs, sizes, groups = sample
+    P = joint(*xs, sizes=sizes, groups=groups)
+    ref = reference_joint(*xs, sizes, groups=groups)
+    np.testing.assert_allclose(P, ref, rtol=1e-11, atol=1e-15)
+    np.testing.assert_allclose(P.sum(axis=(-3, -2, -1)), 1.0, rtol=1e-12)
+    if groups is None:
+        r1 = _rows_of(xs[0], sizes[0])
+        np.testing.assert_allclose(P.sum(axis=(1, 2)), r1.mean(axis=0), rtol=1e-10, atol=1e-14)
+    # permuting the samples changes nothing
+    perm = np.random.default_rng(0).permutation(len(xs[0]))
+    Pp = joint(*[v[perm] for v in xs], sizes=sizes, groups=None if groups is None else groups[perm])
+    np.testing.assert_allclose(Pp, P, rtol=1e-12, atol=1e-16)
+
+
+# --------------------------------------------------------------------------- #
+# errors
+# --------------------------------------------------------------------------- #
+def test_error_negative_code():
+    with pytest.raises(ValueError, match=r"x2\[2\] = -1 is a negative code"):
+        joint([0, 1, 0], [0, 1, -1], [1, 1, 0])
+
+
+def test_error_code_out_of_range():
+    with pytest.raises(ValueError, match=r"y\[1\] = 3 is out of range for size 3"):
+        joint([0, 1, 0], [0, 1, 1], [1, 3, 0], sizes=(2, 2, 3))
+    with pytest.raises(ValueError, match=r"x1\[0\] = 5 is out of range for size 2"):
+        joint(torch.tensor([5, 1]), [0, 1], [1, 0], sizes=(2, None, None))
+
+
+def test_error_non_integral_float_codes():
+    with pytest.raises(ValueError, match=r"x1\[1\] = 0.5 is not an integer code.*2-D"):
+        joint([0.0, 0.5, 1.0], [0, 1, 1], [1, 1, 0])
+    with pytest.raises(ValueError, match=r"y\[0\] = nan is not an integer code"):
+        joint([0, 1], [0, 1], [np.nan, 1.0])
+    with pytest.raises(ValueError, match=r"not an integer code"):
+        joint([0, 1], [0, 1], [np.inf, 1.0])
+
+
+def test_error_mismatched_lengths():
+    with pytest.raises(ValueError, match=r"different numbers of samples \(x1: 3, x2: 3, y: 2\)"):
+        joint([0, 1, 0], [0, 1, 1], [1, 0])
+    with pytest.raises(ValueError, match=r"weights: 2"):
+        joint([0, 1, 0], [0, 1, 1], [1, 0, 1], weights=[1.0, 2.0])
+    with pytest.raises(ValueError, match=r"groups: 4"):
+        joint([0, 1, 0], [0, 1, 1], [1, 0, 1], groups=[0, 1, 0, 1])
+    with pytest.raises(ValueError, match=r"x1: 4"):
+        joint(np.full((4, 2), 0.5), [0, 1, 1], [1, 0, 1])
+
+
+def test_error_rows_not_summing_to_one():
+    rows = np.full((5, 3), 1 / 3)
+    rows[3] = [0.5, 0.5, 0.5]
+    with pytest.raises(ValueError, match=r"x1\[3\] sums to 1.5, not 1"):
+        joint(rows, [0] * 5, [1] * 5)
+    rows = np.full((5, 3), 1 / 3)
+    rows[2, 0] += 2e-4
+    with pytest.raises(ValueError, match=r"x2\[2\] sums to"):
+        joint([0] * 5, rows, [1] * 5)
+    rows[2, 0] -= 1.5e-4  # now within 1e-4: accepted
+    joint([0] * 5, rows, [1] * 5)
+
+
+def test_error_codes_given_as_column():
+    with pytest.raises(ValueError, match="1-D vector"):
+        joint(np.array([[0], [2], [1]]), [0, 1, 1], [1, 0, 1])
+
+
+def test_error_negative_probability():
+    rows = np.full((4, 2), 0.5)
+    rows[1] = [-0.25, 1.25]
+    with pytest.raises(ValueError, match=r"y\[1\] has a negative probability \(-0.25 in column 0\)"):
+        joint([0, 1, 0, 1], [0, 0, 1, 1], rows)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_error_non_finite_rows(bad):
+    rows = np.full((4, 2), 0.5)
+    rows[2, 1] = bad
+    with pytest.raises(ValueError, match=r"x1\[2\] contains a non-finite value"):
+        joint(torch.tensor(rows), [0, 0, 1, 1], [0, 1, 0, 1])
+
+
+def test_error_sizes_do_not_match_rows():
+    with pytest.raises(ValueError, match=r"x1 has 3 columns but sizes gives 4"):
+        joint(np.full((2, 3), 1 / 3), [0, 1], [0, 1], sizes=(4, 2, 2))
+
+
+def test_error_bad_sizes_argument():
+    with pytest.raises(ValueError, match="3 entries"):
+        joint([0], [0], [0], sizes=(2, 2))
+    with pytest.raises(ValueError, match=r"sizes\[1\].*>= 1"):
+        joint([0], [0], [0], sizes=(2, 0, 2))
+    with pytest.raises(TypeError):
+        joint([0], [0], [0], sizes=3)
+
+
+def test_error_empty_input():
+    with pytest.raises(ValueError, match="N = 0"):
+        joint([], [], [])
+    with pytest.raises(ValueError, match="N = 0"):
+        joint(np.zeros((0, 3)), np.zeros(0, dtype=int), np.zeros(0, dtype=int))
+
+
+@pytest.mark.parametrize("bad, word", [(-0.5, "negative"), (np.nan, "not finite"), (np.inf, "not finite")])
+def test_error_bad_weights(bad, word):
+    w = np.ones(4)
+    w[2] = bad
+    with pytest.raises(ValueError, match=rf"weights\[2\] = .* is {word}"):
+        joint([0, 1, 0, 1], [0, 0, 1, 1], [0, 1, 1, 0], weights=w)
+
+
+def test_error_all_weights_zero():
+    with pytest.raises(ValueError, match="zero total weight"):
+        joint([0, 1], [0, 1], [0, 1], weights=[0.0, 0.0])
+
+
+def test_error_empty_group_is_named():
+    with pytest.raises(ValueError, match=r"group 1 has no samples"):
+        joint([0, 1, 0], [0, 1, 1], [1, 0, 1], groups=[0, 2, 2])
+    with pytest.raises(ValueError, match=r"group 3 has no samples"):
+        joint([0, 1, 0], [0, 1, 1], [1, 0, 1], groups=[0, 1, 2], num_groups=4)
+
+
+def test_error_zero_weight_group_is_named():
+    with pytest.raises(ValueError, match=r"group 1 has zero total weight \(its 2 samples"):
+        joint([0, 1, 0, 1], [0, 1, 1, 0], [1, 0, 1, 1], groups=[0, 1, 1, 0], weights=[1, 0, 0, 1])
+
+
+def test_error_bad_groups():
+    with pytest.raises(ValueError, match=r"groups\[1\] = -1 is a negative group id"):
+        joint([0, 1], [0, 1], [0, 1], groups=[0, -1])
+    with pytest.raises(ValueError, match=r"groups\[2\] = 2 is out of range for size 2"):
+        joint([0, 1, 1], [0, 1, 1], [0, 1, 0], groups=[0, 1, 2], num_groups=2)
+    with pytest.raises(ValueError, match="num_groups was given without groups"):
+        joint([0, 1], [0, 1], [0, 1], num_groups=2)
+    with pytest.raises(ValueError, match="groups must be a 1-D"):
+        joint([0, 1], [0, 1], [0, 1], groups=[[0], [1]])
+
+
+def test_error_wrong_dimensions_and_types():
+    with pytest.raises(ValueError, match="1-D vector of N integer codes or a 2-D"):
+        joint(np.zeros((2, 2, 2)), [0, 1], [0, 1])
+    with pytest.raises(ValueError, match="got shape \\(\\)"):
+        joint(3, [0], [0])
+    with pytest.raises(TypeError, match="complex"):
+        joint(np.array([0, 1], dtype=complex), [0, 1], [0, 1])
+    with pytest.raises(TypeError, match="numeric"):
+        joint(["a", "b"], [0, 1], [0, 1])
+    with pytest.raises(TypeError, match="numeric"):
+        joint([0, 1], [0, 1], [0, 1], weights=["1", "2"])
+    with pytest.raises(TypeError, match="required"):
+        joint([0, 1], None, [0, 1])
+
+
+# --------------------------------------------------------------------------- #
+# pid_from_samples
+# --------------------------------------------------------------------------- #
+def test_pid_from_samples_composes():
+    x1 = [0, 1, 1, 0] * 5
+    x2 = [0, 1, 0, 1] * 5
+    y = [a ^ b for a, b in zip(x1, x2)]
+    direct = fastpid.pid(joint(x1, x2, y), method="proxy")
+    res = pid_from_samples(x1, x2, y, method="proxy")
+    np.testing.assert_allclose(res.synergy, direct.synergy)
+    np.testing.assert_allclose(res.synergy, np.log(2), atol=1e-8)
+
+
+def test_pid_from_samples_groups_batch():
+    rng = np.random.default_rng(4)
+    N = 200
+    x1, x2 = rng.integers(0, 2, size=N), rng.integers(0, 2, size=N)
+    x1[:4] = [0, 0, 1, 1]
+    x2[:4] = [0, 1, 0, 1]
+    y = x1 ^ x2
+    g = np.arange(N) % 3
+    res = pid_from_samples(x1, x2, y, groups=g)
+    assert np.shape(res.synergy) == (3,)
+    with pytest.raises(ValueError, match="group 1 has no samples"):
+        pid_from_samples(x1, x2, y, groups=np.where(g == 1, 2, g))
