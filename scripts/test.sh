@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The one test command: installs the CPU build of torch, builds and installs fastpid
+# (including the native extension fastpid._C) with its test extras, and runs the test
+# suite. Slow tests are deselected by default; run them with `python -m pytest -m slow`.
+# Extra arguments are passed on to pytest.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+PYTHON="${PYTHON:-python}"
+
+"$PYTHON" -m pip install torch==2.13.0
+# Editable install: the tests import the package from this checkout, and the
+# compiled extension is picked up from the install (scikit-build-core redirect mode).
+"$PYTHON" -m pip install -e ".[test]"
+
+# Triton kernels, where present, run on the CPU interpreter; harmless otherwise.
+export TRITON_INTERPRET=1
+"$PYTHON" -m pytest -q "$@"

@@ -1,0 +1,87 @@
+"""The installed package carries a working native extension ``fastpid._C``.
+
+These tests fail (rather than skip) when the extension did not build: CI uses them
+to prove that the CMake/pybind11 build works on a clean machine.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.machinery
+import subprocess
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+
+def test_native_module_imports():
+    ext = importlib.import_module("fastpid._C")
+    path = Path(ext.__file__)
+    assert path.name.startswith("_C.")
+    assert any(path.name.endswith(s) for s in importlib.machinery.EXTENSION_SUFFIXES)
+    assert path.parent.name == "fastpid"
+
+
+def test_native_build_info_is_sane():
+    import fastpid._C as ext
+
+    info = ext.build_info()
+    assert isinstance(info, dict)
+    assert info["native"] is True
+    assert info["version"] == version("fastpid") == ext.__version__
+    assert isinstance(info["compiler_id"], str) and info["compiler_id"]
+    assert isinstance(info["compiler_version"], str) and info["compiler_version"]
+    assert info["cxx_standard"] >= 17
+    assert info["build_type"]
+    # CUDA: only detected so far, never compiled.
+    assert info["cuda_compiled"] is False
+    assert isinstance(info["cuda_searched"], bool)
+    assert isinstance(info["cuda_compiler_found"], bool)
+    if not info["cuda_compiler_found"]:
+        assert info["cuda_compiler_version"] == ""
+    if not info["cuda_searched"]:
+        assert info["cuda_compiler_found"] is False
+    assert isinstance(info["openmp"], bool)
+    if info["openmp"]:
+        assert info["openmp_version"] >= 200000 and info["openmp_max_threads"] >= 1
+    else:
+        assert info["openmp_version"] is None
+
+
+def test_python_wrapper_reports_native():
+    from fastpid._build_info import build_info, native_available
+
+    import fastpid._C as ext
+
+    info = build_info()
+    assert native_available() is True
+    assert info == {**ext.build_info(), "native": True}
+
+
+def test_wrapper_without_extension(monkeypatch):
+    from fastpid._build_info import build_info, native_available
+
+    monkeypatch.setitem(sys.modules, "fastpid._C", None)  # makes `import fastpid._C` fail
+    info = build_info()
+    assert info["native"] is False
+    assert "ImportError" in info["error"] or "ModuleNotFoundError" in info["error"]
+    assert native_available() is False
+
+
+def test_import_fastpid_does_not_need_the_extension():
+    code = (
+        "import sys; sys.modules['fastpid._C'] = None\n"
+        "import fastpid\n"
+        "from fastpid._build_info import build_info\n"
+        "assert build_info()['native'] is False\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"
+
+
+def test_integrations_subpackage_is_installed():
+    integrations = importlib.import_module("fastpid.integrations")
+    assert integrations.__name__ == "fastpid.integrations"
+    assert integrations.__doc__ and "later" in integrations.__doc__

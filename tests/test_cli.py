@@ -1,0 +1,141 @@
+"""`fastpid demo` / `fastpid info` / `fastpid --version`.
+
+Expected values are textbook BROJA decompositions, in bits:
+XOR S = 1; AND/OR R = h(1/4) - 1/2, S = 1/2; COPY (Y = (X1, X2)) U1 = U2 = 1;
+RDN (X1 = X2 = Y) R = 1; UNQ (Y = X1) U1 = 1; SUM R = 1/2, S = 1; RDNXOR R = S = 1.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from importlib.metadata import entry_points, version
+
+import pytest
+
+from fastpid.cli import main
+
+TERMS = ("redundancy", "unique1", "unique2", "synergy")
+AND_R = 1.5 - 0.75 * math.log2(3.0)
+
+KNOWN_BITS = {
+    "XOR": (0.0, 0.0, 0.0, 1.0),
+    "AND": (AND_R, 0.0, 0.0, 0.5),
+    "OR": (AND_R, 0.0, 0.0, 0.5),
+    "COPY": (0.0, 1.0, 1.0, 0.0),
+    "RDN": (1.0, 0.0, 0.0, 0.0),
+    "UNQ": (0.0, 1.0, 0.0, 0.0),
+    "SUM": (0.5, 0.0, 0.0, 1.0),
+    "RDNXOR": (1.0, 0.0, 0.0, 1.0),
+}
+# Default exact tolerance is 1e-8 nats = 1.44e-8 bits; leave room for float64 round-off.
+GAP_BITS = 1e-8 / math.log(2) + 1e-12
+
+
+def _json_out(capsys, argv):
+    assert main(argv) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.fixture(scope="module")
+def gates_json():
+    import io
+    from contextlib import redirect_stdout
+
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        assert main(["demo", "--json", "--no-data"]) == 0
+    return {row["name"]: row for row in json.loads(buf.getvalue())["gates"]}
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"fastpid {version('fastpid')}"
+
+
+def test_no_command_prints_help(capsys):
+    assert main([]) == 2
+    assert "demo" in capsys.readouterr().err
+
+
+def test_console_script_is_registered():
+    eps = entry_points(group="console_scripts")
+    assert any(ep.name == "fastpid" and ep.value == "fastpid.cli:main" for ep in eps)
+
+
+@pytest.mark.parametrize("name", sorted(KNOWN_BITS))
+def test_demo_gate_matches_theory(gates_json, name):
+    row = gates_json[name]
+    assert row["converged"] is True
+    assert 0.0 <= row["gap"] <= GAP_BITS
+    for term, want in zip(TERMS, KNOWN_BITS[name]):
+        # The certificate bounds every term's error.
+        assert abs(row[term] - want) <= row["gap"] + 1e-10, (name, term, row[term], want)
+    assert row["redundancy"] + row["unique1"] + row["unique2"] + row["synergy"] == pytest.approx(row["mi"], abs=1e-10)
+    assert row["redundancy"] + row["unique1"] == pytest.approx(row["mi1"], abs=1e-10)
+    assert row["redundancy"] + row["unique2"] == pytest.approx(row["mi2"], abs=1e-10)
+
+
+def test_demo_lists_every_gate(gates_json):
+    assert set(KNOWN_BITS) <= set(gates_json)
+    for row in gates_json.values():
+        expected = row["expected_bits"]
+        if expected:
+            for term in TERMS:
+                assert abs(row[term] - expected[term]) <= row["gap"] + 1e-10
+
+
+def test_demo_table_text(capsys):
+    assert main(["demo", "--no-data"]) == 0
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if line.startswith("gate"))
+    assert header.split()[:8] == ["gate", "shape", "R", "U1", "U2", "S", "I(X1X2;Y)", "gap"]
+
+    def cells(name):
+        line = next(line for line in out.splitlines() if line.split()[:1] == [name])
+        return [float(x) for x in line.split()[2:7]]  # R, U1, U2, S, I
+
+    assert cells("XOR") == pytest.approx([0, 0, 0, 1, 1], abs=1e-6)
+    assert cells("RDN") == pytest.approx([1, 0, 0, 0, 1], abs=1e-6)
+    assert cells("COPY") == pytest.approx([0, 1, 1, 0, 2], abs=1e-6)
+    assert cells("UNQ") == pytest.approx([0, 1, 0, 0, 1], abs=1e-6)
+
+
+def test_demo_full_in_subprocess():
+    """The whole demo (gates + clustered digits) as a user runs it, in a fresh process."""
+    pytest.importorskip("sklearn")
+    proc = subprocess.run(
+        [sys.executable, "-m", "fastpid.cli", "demo", "--json"],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rep = json.loads(proc.stdout)
+    assert {g["name"] for g in rep["gates"]} >= set(KNOWN_BITS)
+
+    d = rep["digits"]
+    assert d["shape"] == [20, 20, 10]
+    assert d["samples"] == 1797
+    ex, px = d["exact"], d["proxy"]
+    assert ex["converged"] is True and 0.0 <= ex["gap"] <= GAP_BITS
+    for res in (ex, px):
+        assert sum(res[t] for t in TERMS) == pytest.approx(res["mi"], abs=1e-9)
+        assert res["redundancy"] + res["unique1"] == pytest.approx(res["mi1"], abs=1e-9)
+        assert res["redundancy"] + res["unique2"] == pytest.approx(res["mi2"], abs=1e-9)
+        assert min(res[t] for t in TERMS) >= -res["gap"] - 1e-10
+    # The proxy's V is an upper bound, so its synergy can only be smaller.
+    assert px["synergy"] <= ex["synergy"] + ex["gap"] + 1e-10
+    for term in TERMS:
+        lo, hi = d["proxy_bracket"][term]
+        assert lo - 1e-9 <= ex[term] <= hi + 1e-9
+    # Two views of the same digit share much information about the label.
+    assert ex["redundancy"] > 0.1 and ex["mi"] > 1.0
+
+
+def test_info_json(capsys):
+    info = _json_out(capsys, ["info", "--json"])
+    assert info["fastpid"] == version("fastpid")
+    assert info["native"]["native"] is True, info["native"]
