@@ -34,6 +34,7 @@ import torch
 from .info import entropy, marginals, mutual_informations, proxy_coupling_mi
 
 _NEG_INF = float("-inf")
+_MU_MIN = 1e-13
 
 
 @dataclass
@@ -308,14 +309,17 @@ def solve_exact(P: torch.Tensor, tol: float, max_iter: int = 500, warm_steps: in
     fixed_f, fixed_g = _gauge_fixed(prob)
     ncells = prob.ncells.clamp_min(1).to(P.dtype)
     mu = (upper - lower).clamp_min(tol) / ncells
-    mu_floor = 0.05 * tol / ncells
+    # Below ~1e-13, R = mu / (1 - s) loses its digits to the cancellation in 1 - s.
+    mu_floor = (0.05 * tol / ncells).clamp_min(_MU_MIN)
 
+    stalled = torch.zeros(B, dtype=torch.int64, device=P.device)
     active = torch.nonzero(upper - lower > tol).flatten()
     for _ in range(max_iter):
         if active.numel() == 0:
             break
         sub = prob.take(active)
         fa, ga, mua = f[active], g[active], mu[active]
+        gap_before = upper[active] - lower[active]
         df, dg, dec2 = _newton_direction(sub, fa, ga, mua, fixed_f[active], fixed_g[active])
         alpha = _line_search(sub, fa, ga, mua, df, dg, dec2)
         fa = fa + alpha[:, None, None] * df
@@ -323,19 +327,25 @@ def solve_exact(P: torch.Tensor, tol: float, max_iter: int = 500, warm_steps: in
         f[active], g[active] = fa, ga
         iters[active] += 1
 
-        # Certificate from this iterate: its dual bound, and (once mu is small enough for
-        # the primal to matter) the barrier's primal estimate R = mu / (1 - s) projected
-        # onto the constraints by Sinkhorn sweeps and rounding.
+        # Certificate from this iterate: its dual bound, and at barrier centres (where
+        # R = mu / (1 - s) is a good primal estimate) that R projected onto the
+        # constraints by Sinkhorn sweeps and rounding.
         lower[active] = torch.maximum(lower[active], dual_bound(sub, fa, ga))
-        near = torch.nonzero(mua <= 10.0 * mu_floor[active]).flatten()
+        centred = dec2 <= 0.25 * mua
+        near = torch.nonzero(centred | (mua <= 10.0 * mu_floor[active])).flatten()
         if near.numel():
             upper[active[near]] = torch.minimum(
                 upper[active[near]], _barrier_primal_bound(sub.take(near), fa[near], ga[near], mua[near], polish_sweeps))
 
         # Follow the central path: shrink mu once the iterate is near the centre.
-        centred = dec2 <= 0.25 * mua
         mu[active] = torch.where(centred, torch.maximum(mua * mu_factor, mu_floor[active]), mua)
-        active = active[(upper[active] - lower[active]) > tol]
+        # A problem whose tol is below what float64 can certify stops, with its honest
+        # gap, once Newton steps are rejected (rounding noise) or the bounds stop
+        # improving at a centre of the smallest mu.
+        gap = upper[active] - lower[active]
+        stuck = (alpha == 0) | ((mua <= mu_floor[active]) & centred & (gap > 0.99 * gap_before))
+        stalled[active] = torch.where(stuck, stalled[active] + 1, 0)
+        active = active[(gap > tol) & (stalled[active] < 5)]
 
     f = torch.where(prob.m1, f, _NEG_INF)
     g = torch.where(prob.m2, g, _NEG_INF)
