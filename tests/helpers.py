@@ -1,0 +1,41 @@
+"""Problem generators shared by the tests."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def random_joint(rng: np.random.Generator, shape, *, alpha=1.0, sparsity=0.0, tiny=None):
+    """A random joint ``P[n1, n2, ny]`` (float64, sums to 1).
+
+    ``sparsity``: fraction of cells set to exactly zero; ``tiny``: if given, a fifth of the
+    remaining cells get masses of this order (down to 1e-13 in the tests).
+    """
+    P = rng.dirichlet(np.full(int(np.prod(shape)), alpha)).reshape(shape)
+    if sparsity:
+        P[rng.random(shape) < sparsity] = 0.0
+        if P.sum() == 0:
+            P.flat[0] = 1.0
+    if tiny is not None:
+        small = (rng.random(shape) < 0.2) & (P > 0)
+        P[small] = tiny * rng.random(int(small.sum()))
+    return P / P.sum()
+
+
+def clustered_digits_joint(seed: int = 0) -> np.ndarray:
+    """A 20x20x10 joint from real data, as in DESIGN.md §3: sklearn's digits split into
+    left and right halves, each standardised, reduced by PCA(5) and clustered by KMeans(20)."""
+    from sklearn.cluster import KMeans
+    from sklearn.datasets import load_digits
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import StandardScaler
+
+    digits = load_digits()
+    images = digits.images.reshape(-1, 8, 8)
+    codes = []
+    for view in (images[:, :, :4], images[:, :, 4:]):
+        z = StandardScaler().fit_transform(view.reshape(len(view), -1))
+        z = PCA(5, random_state=seed).fit_transform(z)
+        codes.append(KMeans(20, n_init=4, random_state=seed).fit_predict(z))
+    P = np.zeros((20, 20, 10))
+    np.add.at(P, (codes[0], codes[1], digits.target), 1.0)
+    return P / P.sum()

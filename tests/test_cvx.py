@@ -1,0 +1,76 @@
+"""Agreement with the CVXPY exponential-cone program (backend="cvx").
+
+CVXPY+Clarabel is only accurate to its own tolerances (1e-8..1e-6 nats on sparse
+problems), so the tests check that fastpid's certificate brackets its answer within
+that tolerance, and, more strictly, that the I of CVXPY's coupling, made exactly
+feasible, never falls below fastpid's certified lower bound.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("cvxpy")
+
+import fastpid  # noqa: E402
+from fastpid import solver  # noqa: E402
+from fastpid.cvx import TIGHT_CLARABEL, solve_cvx, solve_cvx_q  # noqa: E402
+
+from helpers import random_joint  # noqa: E402
+
+CVX_TOL = 1e-6
+
+PROBLEMS = {
+    "dense_3x4x3": dict(shape=(3, 4, 3), alpha=1.0),
+    "peaked_4x4x4": dict(shape=(4, 4, 4), alpha=0.2),
+    "sparse_6x5x4": dict(shape=(6, 5, 4), alpha=0.5, sparsity=0.6),
+    "tiny_5x5x3": dict(shape=(5, 5, 3), alpha=1.0, tiny=1e-13),
+}
+
+
+def _problem(name):
+    kw = dict(PROBLEMS[name])
+    return random_joint(np.random.default_rng(len(name)), kw.pop("shape"), **kw)
+
+
+@pytest.mark.parametrize("name", list(PROBLEMS))
+def test_certificate_brackets_cvxpy(name):
+    P = _problem(name)
+    Pt = torch.from_numpy(P)[None]
+    sol = solver.solve_exact(Pt, 1e-9)
+    lower, upper = float(sol.lower[0]), float(sol.upper[0])
+    V, status, Q = solve_cvx_q(P, solver_opts=TIGHT_CLARABEL)
+    assert status[0] in ("optimal", "optimal_inaccurate")
+    assert lower - CVX_TOL <= float(V) <= upper + CVX_TOL
+    # CVXPY's coupling, rounded onto the constraint set, is a feasible point: its I can
+    # never beat the certified lower bound.
+    prob = solver.Problem.from_joint(Pt)
+    feasible_i = float(solver.primal_bound(prob, torch.from_numpy(np.clip(Q, 0, None))[None])[0])
+    assert feasible_i >= lower - 1e-12
+
+
+def test_cvx_backend_returns_the_same_result_type():
+    P = _problem("dense_3x4x3")
+    res = fastpid.pid(np.stack([P, P]), backend="cvx")
+    ref = fastpid.pid(P)
+    assert res.backend == "cvx" and len(res.status) == 2 and res.synergy.shape == (2,)
+    assert np.all(np.abs(res.synergy - float(ref.synergy)) <= CVX_TOL)
+    assert np.all(res.gap >= 0)
+    # The cvx gap is the honest closed-form bracket around CVXPY's value.
+    assert np.all(np.abs(res.synergy - float(ref.synergy)) <= res.gap + 1e-12)
+
+
+def test_cvx_backend_rejects_other_methods():
+    with pytest.raises(ValueError, match="cvx"):
+        fastpid.pid(_problem("dense_3x4x3"), backend="cvx", method="proxy")
+
+
+def test_solve_cvx_xor():
+    P = np.zeros((2, 2, 2))
+    for a in range(2):
+        for b in range(2):
+            P[a, b, a ^ b] = 0.25
+    V, status = solve_cvx(P)
+    assert status == ["optimal"] or status[0].startswith("optimal")
+    assert abs(float(V)) <= 1e-7  # XOR: V = max(I1, I2) = 0, all synergy

@@ -1,0 +1,241 @@
+"""The exact solver: certified gap, PID identities and invariances on random problems.
+
+Truth for random problems comes from the certificate itself: both bounds are checked
+independently here (the lower bound against feasible couplings, the upper bound's
+coupling for exact feasibility), and the solve must close the gap to ``tol``.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import fastpid
+from fastpid import solver
+
+from helpers import random_joint
+
+TOL = 1e-8
+IDENTITY_TOL = 1e-10
+
+
+def mi_numpy(P):
+    """``I(X1,X2;Y)``, ``I(X1;Y)``, ``I(X2;Y)`` in nats, written independently of fastpid."""
+
+    def mi(pxy):
+        px, py = pxy.sum(1, keepdims=True), pxy.sum(0, keepdims=True)
+        nz = pxy > 0
+        return float((pxy[nz] * np.log(pxy[nz] / (px @ py)[nz])).sum())
+
+    n1, n2, ny = P.shape
+    return mi(P.reshape(n1 * n2, ny)), mi(P.sum(1)), mi(P.sum(0))
+
+
+def assert_identities(res, P):
+    mi, mi1, mi2 = mi_numpy(P)
+    R, U1, U2, S = (float(getattr(res, k)) for k in ("redundancy", "unique1", "unique2", "synergy"))
+    assert abs(float(res.mi) - mi) <= IDENTITY_TOL
+    assert abs(float(res.mi1) - mi1) <= IDENTITY_TOL
+    assert abs(float(res.mi2) - mi2) <= IDENTITY_TOL
+    assert abs(R + U1 + U2 + S - mi) <= IDENTITY_TOL
+    assert abs(R + U1 - mi1) <= IDENTITY_TOL
+    assert abs(R + U2 - mi2) <= IDENTITY_TOL
+    assert min(R, U1, U2, S) >= 0.0
+
+
+SHAPES = [(2, 2, 2), (2, 3, 4), (5, 3, 2), (3, 7, 5), (8, 8, 8), (11, 6, 9), (16, 16, 16),
+          (20, 20, 10), (1, 4, 3), (4, 1, 3), (3, 3, 1)]
+KINDS = {
+    "dense": dict(alpha=1.0),
+    "peaked": dict(alpha=0.1),
+    "sparse": dict(alpha=0.5, sparsity=0.8),
+    "tiny": dict(alpha=1.0, tiny=1e-13),
+    "sparse_tiny": dict(alpha=0.3, sparsity=0.6, tiny=1e-13),
+}
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_random_problem_certified(shape, kind):
+    rng = np.random.default_rng(hash((shape, kind)) % 2**32)
+    P = random_joint(rng, shape, **KINDS[kind])
+    res = fastpid.pid(P)
+    assert bool(res.converged) and float(res.gap) <= TOL
+    assert_identities(res, P)
+
+
+@pytest.mark.parametrize("kind", ["dense", "sparse", "sparse_tiny"])
+@pytest.mark.parametrize("shape", [(32, 32, 32), (20, 20, 28), (32, 17, 9)], ids=lambda s: "x".join(map(str, s)))
+def test_large_problem_certified(shape, kind):
+    rng = np.random.default_rng(7)
+    P = random_joint(rng, shape, **KINDS[kind])
+    res = fastpid.pid(P)
+    assert bool(res.converged) and float(res.gap) <= TOL
+    assert_identities(res, P)
+
+
+def test_sparse_20x20x28():
+    P = random_joint(np.random.default_rng(3), (20, 20, 28), alpha=0.3, sparsity=0.85)
+    res = fastpid.pid(P)
+    assert bool(res.converged) and float(res.gap) <= TOL
+    assert_identities(res, P)
+
+
+def test_clustered_real_features(digits_joint):
+    assert (digits_joint == 0).mean() > 0.8  # really sparse
+    res = fastpid.pid(digits_joint)
+    assert bool(res.converged) and float(res.gap) <= TOL
+    assert_identities(res, digits_joint)
+
+
+@given(seed=st.integers(0, 2**32 - 1), n1=st.integers(1, 6), n2=st.integers(1, 6), ny=st.integers(1, 6),
+       sparsity=st.sampled_from([0.0, 0.5, 0.9]))
+def test_identities_hypothesis(seed, n1, n2, ny, sparsity):
+    P = random_joint(np.random.default_rng(seed), (n1, n2, ny), alpha=0.5, sparsity=sparsity)
+    res = fastpid.pid(P)
+    assert bool(res.converged) and float(res.gap) <= TOL
+    assert_identities(res, P)
+
+
+def _feasible_couplings(P):
+    """Couplings with P's pair marginals: P itself, Q0, and a mixture of the two."""
+    p1y, p2y, py = P.sum(1), P.sum(0), P.sum((0, 1))
+    Q0 = np.einsum("iy,jy,y->ijy", p1y, p2y, np.divide(1.0, py, out=np.zeros_like(py), where=py > 0))
+    return [P, Q0, 0.3 * P + 0.7 * Q0]
+
+
+@given(seed=st.integers(0, 2**32 - 1), scale=st.floats(0.0, 3.0))
+def test_dual_bound_is_a_lower_bound(seed, scale):
+    """Any potentials give a lower bound on I_Q for every feasible Q (weak duality)."""
+    rng = np.random.default_rng(seed)
+    P = random_joint(rng, (3, 4, 3), alpha=0.5, sparsity=0.3)
+    prob = solver.Problem.from_joint(torch.from_numpy(P)[None])
+    f = torch.from_numpy(scale * rng.standard_normal((1, 3, 3)))
+    g = torch.from_numpy(scale * rng.standard_normal((1, 4, 3)))
+    lower = float(solver.dual_bound(prob, f, g)[0])
+    for Q in _feasible_couplings(P):
+        assert lower <= mi_numpy(Q)[0] + 1e-12
+
+
+@given(seed=st.integers(0, 2**32 - 1), noise=st.floats(0.0, 1.0))
+def test_rounding_is_exactly_feasible(seed, noise):
+    """The upper bound's coupling meets both pair marginals exactly and is non-negative."""
+    rng = np.random.default_rng(seed)
+    P = random_joint(rng, (4, 3, 5), alpha=0.5, sparsity=0.4)
+    Q = _feasible_couplings(P)[1] * np.exp(noise * rng.standard_normal(P.shape))
+    Pt = torch.from_numpy(P)[None]
+    R = solver.round_to_feasible(solver.Problem.from_joint(Pt), torch.from_numpy(Q)[None])[0].numpy()
+    assert R.min() >= 0.0
+    np.testing.assert_allclose(R.sum(1), P.sum(1), atol=1e-15)
+    np.testing.assert_allclose(R.sum(0), P.sum(0), atol=1e-15)
+
+
+def test_solver_bounds_bracket_feasible_couplings():
+    rng = np.random.default_rng(11)
+    P = random_joint(rng, (6, 5, 4), alpha=0.4, sparsity=0.5)
+    sol = solver.solve_exact(torch.from_numpy(P)[None], TOL)
+    best = min(mi_numpy(Q)[0] for Q in _feasible_couplings(P))
+    assert float(sol.lower[0]) <= best + 1e-12
+    assert float(sol.upper[0] - sol.lower[0]) <= TOL
+
+
+def test_swap_sources_swaps_unique_terms():
+    P = random_joint(np.random.default_rng(5), (4, 6, 3), alpha=0.5)
+    a, b = fastpid.pid(P), fastpid.pid(P.transpose(1, 0, 2))
+    for x, y in (("redundancy", "redundancy"), ("unique1", "unique2"), ("unique2", "unique1"), ("synergy", "synergy")):
+        assert abs(float(getattr(a, x)) - float(getattr(b, y))) <= 2 * TOL
+
+
+def test_relabelling_values_changes_nothing():
+    rng = np.random.default_rng(6)
+    P = random_joint(rng, (5, 4, 3), alpha=0.5, sparsity=0.3)
+    Pp = P[rng.permutation(5)][:, rng.permutation(4)][:, :, rng.permutation(3)]
+    a, b = fastpid.pid(P), fastpid.pid(Pp)
+    assert abs(float(a.synergy) - float(b.synergy)) <= 2 * TOL
+    assert abs(float(a.redundancy) - float(b.redundancy)) <= 2 * TOL
+
+
+def test_zero_rows_and_classes_equal_the_reduced_problem():
+    rng = np.random.default_rng(8)
+    small = random_joint(rng, (3, 4, 3), alpha=0.5)
+    big = np.zeros((5, 6, 4))
+    big[np.ix_([0, 2, 4], [1, 2, 3, 5], [0, 1, 3])] = small
+    a, b = fastpid.pid(small), fastpid.pid(big)
+    for k in ("redundancy", "unique1", "unique2", "synergy"):
+        assert abs(float(getattr(a, k)) - float(getattr(b, k))) <= 2 * TOL
+
+
+def test_degenerate_sources_and_target():
+    rng = np.random.default_rng(9)
+    # One value of X1: nothing from X1, everything X2 knows is unique to it.
+    P = random_joint(rng, (1, 4, 3), alpha=0.5)
+    res = fastpid.pid(P)
+    mi, _, mi2 = mi_numpy(P)
+    assert float(res.redundancy) == pytest.approx(0.0, abs=TOL)
+    assert float(res.unique1) == pytest.approx(0.0, abs=TOL)
+    assert float(res.unique2) == pytest.approx(mi2, abs=TOL)
+    assert float(res.synergy) == pytest.approx(mi - mi2, abs=TOL)
+    # A single target class: no information at all.
+    res = fastpid.pid(random_joint(rng, (4, 3, 1)))
+    for k in ("redundancy", "unique1", "unique2", "synergy", "mi", "gap"):
+        assert float(getattr(res, k)) == 0.0
+    # A point mass.
+    P = np.zeros((3, 3, 3))
+    P[1, 2, 0] = 5.0
+    res = fastpid.pid(P)
+    assert not np.isnan(res.synergy) and float(res.mi) == 0.0
+
+
+def test_batched_equals_one_at_a_time():
+    rng = np.random.default_rng(10)
+    P = np.stack([random_joint(rng, (4, 5, 3), alpha=a, sparsity=s) for a, s in [(1, 0), (0.2, 0.5), (0.5, 0.9)]])
+    batch = fastpid.pid(P.reshape(3, 1, 4, 5, 3))
+    assert batch.synergy.shape == (3, 1)
+    for b in range(3):
+        one = fastpid.pid(P[b])
+        assert one.synergy.shape == ()
+        assert abs(float(one.synergy) - float(batch.synergy[b, 0])) <= 2 * TOL
+
+
+def test_counts_are_normalised_per_problem():
+    rng = np.random.default_rng(12)
+    P = random_joint(rng, (3, 3, 2))
+    a = fastpid.pid(np.stack([P, 1000 * P]))
+    assert abs(a.synergy[0] - a.synergy[1]) <= 2 * TOL
+
+
+def test_float32_and_torch_outputs():
+    P = random_joint(np.random.default_rng(13), (5, 4, 3), alpha=0.5)
+    ref = fastpid.pid(P)
+    assert isinstance(ref.synergy, np.ndarray) and ref.synergy.dtype == np.float64
+    for dtype, tol in ((torch.float64, 1e-8), (torch.float32, 1e-5)):
+        res = fastpid.pid(torch.tensor(P, dtype=dtype))
+        assert isinstance(res.synergy, torch.Tensor) and res.synergy.dtype == dtype
+        assert bool(res.converged) and float(res.gap) <= tol
+        assert abs(float(res.synergy) - float(ref.synergy)) <= tol + 1e-6 * (dtype == torch.float32)
+
+
+def test_tolerance_below_float64_reach_is_honest():
+    P = random_joint(np.random.default_rng(14), (6, 6, 6))
+    res = fastpid.pid(P, tol=1e-15)
+    assert float(res.gap) > 1e-15 and not bool(res.converged)
+    assert float(res.gap) <= 1e-9  # still as good as float64 allows
+    assert_identities(res, P)
+
+
+def test_max_iter_gives_honest_unconverged_result():
+    P = random_joint(np.random.default_rng(15), (8, 8, 8), alpha=0.3)
+    res = fastpid.pid(P, max_iter=2)
+    exact = fastpid.pid(P)
+    assert not bool(res.converged) and float(res.gap) > TOL
+    assert abs(float(res.synergy) - float(exact.synergy)) <= float(res.gap) / 2 + TOL
+
+
+def test_base_two_and_unit_conversion():
+    P = random_joint(np.random.default_rng(16), (3, 3, 3))
+    nats, bits = fastpid.pid(P), fastpid.pid(P, base=2)
+    assert float(bits.synergy) == pytest.approx(float(nats.synergy) / np.log(2), rel=1e-12)
+    assert float(nats.to_bits().synergy) == pytest.approx(float(bits.synergy), rel=1e-12)
+    assert bits.units == "bits" and nats.units == "nats"
