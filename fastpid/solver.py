@@ -36,6 +36,11 @@ from .info import entropy, marginals, mutual_informations, proxy_coupling_mi
 _NEG_INF = float("-inf")
 _MU_MIN = 1e-13
 
+# Defaults of the exact solve, shared with the C++ port (fastpid/cpp.py).
+WARM_STEPS = 10  # Blahut–Arimoto steps before Newton
+POLISH_SWEEPS = 20  # Sinkhorn sweeps behind each primal bound
+MU_FACTOR = 0.02  # barrier parameter shrink per centring
+
 
 @dataclass
 class Problem:
@@ -286,8 +291,8 @@ def closed_form_bracket(P: torch.Tensor):
     return mi, mi1, mi2, lower, upper
 
 
-def solve_exact(P: torch.Tensor, tol: float, max_iter: int = 500, warm_steps: int = 10,
-                polish_sweeps: int = 20, mu_factor: float = 0.02) -> Solution:
+def solve_exact(P: torch.Tensor, tol: float, max_iter: int = 500, warm_steps: int = WARM_STEPS,
+                polish_sweeps: int = POLISH_SWEEPS, mu_factor: float = MU_FACTOR) -> Solution:
     """Solve V for a flat float64 batch ``P[B, n1, n2, ny]`` to a certified ``tol``.
 
     Returns the best bounds seen (both are valid at every iterate) and the potentials
