@@ -1,5 +1,5 @@
-// fastpid._C: the native extension. For now it only reports how it was built;
-// the CPU and CUDA kernels join it in later work.
+// fastpid._C: the native extension: how it was built, and the CPU solver
+// (solver_bindings.cpp).
 #include <pybind11/pybind11.h>
 
 #include "fastpid_build_config.h"
@@ -63,10 +63,13 @@ py::dict build_info() {
 
 }  // namespace
 
+void register_solver(py::module_& m);
+
 PYBIND11_MODULE(_C, m) {
-  m.doc() = "fastpid native extension (build information only for now)";
+  m.doc() = "fastpid native extension: build information and the C++ CPU solver";
   m.attr("__version__") = FASTPID_VERSION;
   m.def("build_info", &build_info,
         "Return a dict describing how this extension was compiled: version, "
         "compiler, C++ standard, OpenMP, and whether CUDA was found/compiled.");
+  register_solver(m);
 }

@@ -9,9 +9,9 @@ Quick start::
 See :func:`pid`, :func:`joint` and :func:`pid_from_samples`.
 """
 from ._build_info import build_info
-from .api import pid
+from .api import backends, pid
 from .joint import joint, pid_from_samples
 from .result import PIDResult
 
 __version__ = "0.1.0"
-__all__ = ["pid", "joint", "pid_from_samples", "PIDResult", "build_info", "__version__"]
+__all__ = ["pid", "backends", "joint", "pid_from_samples", "PIDResult", "build_info", "__version__"]

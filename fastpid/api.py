@@ -6,14 +6,14 @@ import math
 import numpy as np
 import torch
 
-from . import solver
+from . import cpp, solver
 from ._autograd import attach_envelope_gradient
 from ._validate import check_base, check_choice, check_distribution, check_positive_int, check_tol
 from .info import proxy_coupling_mi
 from .result import PIDResult
 
 METHODS = ("exact", "proxy", "fast")
-BACKENDS = ("auto", "torch", "cvx")
+BACKENDS = ("auto", "torch", "cpp", "cvx")
 
 #: Default certified tolerance on V (nats) by input dtype.
 DEFAULT_TOL = {torch.float64: 1e-8, torch.float32: 1e-5}
@@ -36,8 +36,11 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
         method: ``"exact"`` solves ``V = min_Q I_Q(Y; X1,X2)`` to a certified ``tol``;
             ``"proxy"`` uses the closed-form coupling ``Q0 = P(x1,y) P(x2,y) / p(y)``
             (no iterations); ``"fast"`` runs ``steps`` cheap refinement steps from ``Q0``.
-        backend: ``"auto"`` (the PyTorch solver), ``"torch"``, or ``"cvx"`` (the CVXPY
-            exponential-cone program, ``pip install fastpid[cvx]``; exact method only).
+        backend: ``"auto"`` (the C++ solver for CPU problems with
+            ``min(n1, n2) * ny <= 256``, else the PyTorch solver), ``"torch"``, ``"cpp"``
+            (CPU only), or ``"cvx"`` (the CVXPY exponential-cone program,
+            ``pip install fastpid[cvx]``; exact method only). :func:`backends` says which
+            are available.
         tol: certified tolerance on every term, in nats (default ``1e-8`` for float64
             input, ``1e-5`` for float32).
         max_iter: cap on Newton iterations per problem (``method="exact"``).
@@ -78,11 +81,13 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
         value = torch.minimum(torch.minimum(proxy_coupling_mi(flat), mi), mi1 + mi2)
         lower, upper = lower0, value
         converged = torch.ones_like(value, dtype=torch.bool)
+        backend = "torch"
     elif backend == "cvx":
         value, lower, upper, converged, status = _solve_cvx(flat, lower0, upper0)
     else:
-        value, lower, upper, converged, iterations = _solve_torch(
-            flat, method, tol, max_iter, steps, progress)
+        backend = _choose_backend(backend, flat)
+        value, lower, upper, converged, iterations = _solve_iterative(
+            flat, method, backend, tol, max_iter, steps, progress)
 
     # Keep V inside the free bracket so every term is non-negative.
     value = torch.minimum(torch.maximum(value, lower0), upper0)
@@ -108,12 +113,63 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
     return PIDResult(
         **{k: out(v) for k, v in terms.items()},
         converged=out(converged, False), iterations=out(iterations, False),
-        method=method, backend="cvx" if backend == "cvx" else "torch",
+        method=method, backend=backend,
         base=base, status=status,
     )
 
 
-def _solve_torch(flat, method, tol, max_iter, steps, progress):
+def backends() -> dict:
+    """Which backends can run here: ``{name: {"available": bool, "reason": str}}``.
+
+    ``reason`` says why a backend is unavailable (empty when it is available).
+    """
+    import importlib.util
+
+    cpp_ok, cpp_why = cpp.available()
+    cvx_ok = importlib.util.find_spec("cvxpy") is not None
+    return {
+        "torch": {"available": True, "reason": ""},
+        "cpp": {"available": cpp_ok, "reason": cpp_why},
+        "cvx": {"available": cvx_ok,
+                "reason": "" if cvx_ok else "CVXPY is not installed (pip install 'fastpid[cvx]')"},
+    }
+
+
+def _choose_backend(backend: str, flat: torch.Tensor) -> str:
+    """The one place where an iterative backend is picked (``"torch"`` or ``"cpp"``)."""
+    if backend == "torch":
+        return backend
+    on_cpu = flat.device.type == "cpu"
+    if backend == "cpp":
+        if not on_cpu:
+            raise ValueError(f"backend='cpp' solves CPU problems; got a tensor on {flat.device}. "
+                             "Use backend='torch' (or 'auto') for GPU tensors.")
+        ok, why = cpp.available()
+        if not ok:
+            raise RuntimeError(f"backend='cpp' is not available: {why}")
+        return backend
+    n1, n2, ny = flat.shape[1:]
+    small = min(n1, n2) * ny <= cpp.AUTO_MAX_SCHUR
+    return "cpp" if on_cpu and small and cpp.available()[0] else "torch"
+
+
+def _solve_oriented(P: torch.Tensor, method: str, backend: str, tol, max_iter, steps) -> solver.Solution:
+    """Solve with the smaller source on the Schur-complement side (V is symmetric in X1, X2)."""
+    swap = P.shape[2] > P.shape[1]
+    if swap:
+        P = P.transpose(1, 2).contiguous()
+    if backend == "cpp":
+        sol = cpp.solve(P, tol, max_iter=max_iter, steps=None if method == "exact" else steps)
+    elif method == "exact":
+        sol = solver.solve_exact(P, tol, max_iter=max_iter)
+    else:
+        sol = solver.solve_fast(P, steps)
+    if swap:
+        sol.f, sol.g = sol.g, sol.f
+    return sol
+
+
+def _solve_iterative(flat, method, backend, tol, max_iter, steps, progress):
     """Chunked solve of ``flat[B, n1, n2, ny]``; returns ``(V, lower, upper, converged, iterations)``."""
     B, n1, n2, ny = flat.shape
     per_problem = ((n1 + n2) * ny) ** 2 if method == "exact" else n1 * n2 * ny
@@ -128,16 +184,12 @@ def _solve_torch(flat, method, tol, max_iter, steps, progress):
     pieces = []
     for s in starts:
         Pc = flat[s:s + chunk]
-        detached = Pc.detach()
-        if method == "exact":
-            sol = solver.solve_exact(detached, tol, max_iter=max_iter)
-            value = 0.5 * (sol.lower + sol.upper)
-        else:
-            sol = solver.solve_fast(detached, steps)
-            value = sol.upper  # the value of an actual feasible coupling
-        value = attach_envelope_gradient(Pc, value, sol.f, sol.g)
+        sol = _solve_oriented(Pc.detach(), method, backend, tol, max_iter, steps)
+        # exact: the midpoint of the certified bracket; fast: an actual feasible coupling's I.
+        value = 0.5 * (sol.lower + sol.upper) if method == "exact" else sol.upper
+        value = attach_envelope_gradient(Pc, value.to(flat.device), sol.f.to(flat.device), sol.g.to(flat.device))
         pieces.append((value, sol.lower, sol.upper, sol.iterations))
-    value, lower, upper, iterations = (torch.cat(p) for p in zip(*pieces))
+    value, lower, upper, iterations = (torch.cat(p).to(flat.device) for p in zip(*pieces))
     converged = (upper - lower <= tol) if method == "exact" else torch.ones_like(value, dtype=torch.bool)
     return value, lower, upper, converged, iterations
 

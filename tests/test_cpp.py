@@ -1,0 +1,106 @@
+"""The C++ CPU solver (backend="cpp") against the PyTorch reference, problem by problem."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import fastpid
+from fastpid import cpp, solver
+
+from helpers import random_joint
+
+pytestmark = pytest.mark.skipif(not cpp.available()[0], reason=cpp.available()[1] or "no C++ solver")
+
+SHAPES = [(1, 1, 1), (1, 3, 2), (3, 1, 4), (2, 2, 1), (3, 3, 3), (17, 3, 5), (5, 17, 3), (7, 9, 11),
+          (33, 4, 2), (8, 8, 8), (20, 20, 10)]
+KINDS = {
+    "dense": dict(alpha=1.0),
+    "sparse": dict(alpha=0.4, sparsity=0.7),
+    "tiny": dict(alpha=0.5, sparsity=0.3, tiny=1e-13),
+}
+
+
+def _batch(shape, kind, B, seed=0):
+    rng = np.random.default_rng(seed)
+    return np.stack([random_joint(rng, shape, **KINDS[kind]) for _ in range(B)])
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_exact_matches_reference(shape, kind):
+    P = torch.from_numpy(_batch(shape, kind, 3, seed=sum(shape)))
+    ref = solver.solve_exact(P, 1e-8)
+    got = cpp.solve(P, 1e-8)
+    assert torch.all(got.upper - got.lower <= 1e-8)
+    torch.testing.assert_close(0.5 * (got.lower + got.upper), 0.5 * (ref.lower + ref.upper), atol=1e-9, rtol=0)
+    if kind == "tiny":
+        # A 1e-8 certificate pins potentials of 1e-13 masses down only to ~1e-3: V agrees,
+        # their envelope gradients need not.
+        return
+    # Same potentials where they matter: the envelope gradient f + g on admissible cells.
+    mask = torch.isfinite(ref.f[:, :, None, :] + ref.g[:, None, :, :])
+    assert torch.equal(mask, torch.isfinite(got.f[:, :, None, :] + got.g[:, None, :, :]))
+    grad_ref = (ref.f[:, :, None, :] + ref.g[:, None, :, :])[mask]
+    grad_got = (got.f[:, :, None, :] + got.g[:, None, :, :])[mask]
+    torch.testing.assert_close(grad_got, grad_ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("steps", [1, 7, 20])
+@pytest.mark.parametrize("shape", [(3, 5, 2), (8, 8, 8), (17, 3, 5)], ids=lambda s: "x".join(map(str, s)))
+def test_fast_matches_reference(shape, steps):
+    P = torch.from_numpy(_batch(shape, "sparse", 4, seed=steps))
+    ref = solver.solve_fast(P, steps)
+    got = cpp.solve(P, 1e-8, steps=steps)
+    torch.testing.assert_close(got.lower, ref.lower, atol=1e-12, rtol=1e-10)
+    torch.testing.assert_close(got.upper, ref.upper, atol=1e-12, rtol=1e-10)
+    assert torch.equal(got.iterations, ref.iterations)
+
+
+def test_large_batch_through_the_api():
+    P = _batch((8, 8, 8), "dense", 256, seed=3)
+    a = fastpid.pid(P, backend="cpp")
+    b = fastpid.pid(P, backend="torch")
+    assert a.backend == "cpp" and b.backend == "torch"
+    assert np.all(a.gap <= 1e-8) and np.all(a.converged)
+    np.testing.assert_allclose(a.synergy, b.synergy, atol=2e-8)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_dtypes_and_gradients(dtype):
+    P = torch.tensor(_batch((4, 3, 5), "dense", 2, seed=4), dtype=dtype, requires_grad=True)
+    a = fastpid.pid(P, backend="cpp")
+    a.synergy.sum().backward()
+    grad_cpp = P.grad.clone()
+    P.grad = None
+    b = fastpid.pid(P, backend="torch")
+    b.synergy.sum().backward()
+    assert a.synergy.dtype == dtype
+    tol = 1e-5 if dtype == torch.float32 else 1e-8
+    torch.testing.assert_close(a.synergy, b.synergy, atol=2 * tol, rtol=0)
+    torch.testing.assert_close(grad_cpp, P.grad, atol=1e-4, rtol=1e-4)
+
+
+def test_orientation_does_not_matter():
+    """Sources are swapped internally so the smaller one carries the Schur complement."""
+    P = _batch((3, 11, 4), "sparse", 2, seed=5)
+    a, b = fastpid.pid(P), fastpid.pid(P.transpose(0, 2, 1, 3))
+    np.testing.assert_allclose(a.unique1, b.unique2, atol=2e-8)
+    np.testing.assert_allclose(a.synergy, b.synergy, atol=2e-8)
+
+
+def test_auto_picks_cpp_for_small_cpu_problems_and_torch_for_large():
+    assert fastpid.pid(_batch((4, 4, 4), "dense", 1)[0]).backend == "cpp"
+    assert fastpid.pid(_batch((24, 24, 12), "sparse", 1)[0], method="fast").backend == "torch"
+
+
+def test_backends_reports_availability():
+    info = fastpid.backends()
+    assert set(info) == {"torch", "cpp", "cvx"}
+    assert info["torch"]["available"] and info["cpp"]["available"]
+    assert all(isinstance(v["reason"], str) for v in info.values())
+
+
+def test_unknown_backend_is_rejected():
+    with pytest.raises(ValueError, match="backend"):
+        fastpid.pid(np.ones((2, 2, 2)), backend="fortran")
