@@ -1,0 +1,123 @@
+"""Session plumbing for the benchmark suite: options, the reference values, the report.
+
+Every benchmark test records one row (family, method, time per problem, error against the
+certified reference); at the end of the session the rows are saved to
+``bench/results/solver_cpu.{json,md}`` and printed as a table.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+import torch
+
+import fastpid
+from bench import problems, report
+
+ROWS = pytest.StashKey[list]()
+SETTINGS = pytest.StashKey[dict]()
+MACHINE = pytest.StashKey[dict]()
+
+#: Tolerance of the reference solve; its certified gap is reported with every row.
+REFERENCE_TOL = 1e-10
+
+
+def pytest_addoption(parser):
+    g = parser.getgroup("fastpid bench")
+    g.addoption("--bench-problems", type=int, default=8,
+                help="problems per family for the fastpid and peer rows (default 8)")
+    g.addoption("--bench-cvx-problems", type=int, default=None,
+                help="problems per family solved with CVXPY, the first of the same problems "
+                     "(default: as many as --bench-problems)")
+    g.addoption("--bench-batch", type=int, default=1024,
+                help="size of the big 8x8x8 batch (default 1024)")
+    g.addoption("--bench-rounds", type=int, default=3,
+                help="timed rounds per fastpid row, best reported (default 3; "
+                     "Adam+Sinkhorn one fewer, CVXPY one)")
+    g.addoption("--bench-threads", type=int, default=2,
+                help="torch.set_num_threads for the whole run (default 2)")
+    g.addoption("--bench-no-save", action="store_true",
+                help="print the table but do not write bench/results/")
+
+
+def pytest_configure(config):
+    torch.set_num_threads(config.getoption("--bench-threads"))
+    n = config.getoption("--bench-problems")
+    n_cvx = config.getoption("--bench-cvx-problems")
+    config.stash[ROWS] = []
+    config.stash[MACHINE] = report.machine_info()  # at the start: load average before the run
+    config.stash[SETTINGS] = {
+        "problems_per_family": n,
+        "cvx_problems_per_family": n if n_cvx is None else n_cvx,
+        "big_batch": config.getoption("--bench-batch"),
+        "timed_rounds": config.getoption("--bench-rounds"),
+        "torch_threads": config.getoption("--bench-threads"),
+        "reference_tol": REFERENCE_TOL,
+    }
+
+
+@pytest.fixture(scope="session")
+def bench_settings(pytestconfig) -> dict:
+    return pytestconfig.stash[SETTINGS]
+
+
+@pytest.fixture(scope="session")
+def record(pytestconfig):
+    """``record(row_dict)``: add one row to the report."""
+    return pytestconfig.stash[ROWS].append
+
+
+@functools.lru_cache(maxsize=None)
+def _reference(name: str, n: int):
+    res = fastpid.pid(problems.family(name, n), tol=REFERENCE_TOL)
+    return np.asarray(res.mi - res.synergy, dtype=np.float64), np.asarray(res.gap)
+
+
+@pytest.fixture(scope="session")
+def reference(bench_settings):
+    """``reference(family, n) -> (V*, gap*)`` for the first n problems (computed untimed).
+
+    Each family is solved once, for as many problems as any row of the run uses.
+    """
+    s = bench_settings
+
+    def get(name: str, n: int):
+        size = max(n, s["problems_per_family"], s["cvx_problems_per_family"])
+        if name == "dense_8x8x8":
+            size = max(size, s["big_batch"])
+        V, gap = _reference(name, size)
+        return V[:n], gap[:n]
+    return get
+
+
+def _finish(rows: list, settings: dict, machine: dict) -> dict:
+    cvx_ms = {r["family"]: r["ms_per_problem"] for r in rows if r["method_key"] == "cvxpy"}
+    order = {name: i for i, name in enumerate(problems.FAMILIES)}
+    rows = sorted(rows, key=lambda r: (order.get(r["family"], 99), r["order"]))
+    for r in rows:
+        base = cvx_ms.get(r["family"])
+        r["speedup_vs_cvxpy"] = (base / r["ms_per_problem"]
+                                 if base is not None and r["ms_per_problem"] > 0 else None)
+    families = {}
+    for name in sorted({r["family"] for r in rows}, key=lambda n: order.get(n, 99)):
+        d = problems.describe(problems.family(name, settings["problems_per_family"]))
+        d["description"] = problems.DESCRIPTIONS.get(name, "")
+        families[name] = d
+    return {"machine": machine, "settings": settings,
+            "families": families, "rows": rows}
+
+
+@pytest.hookimpl(trylast=True)  # after pytest-benchmark's own tables
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    rows = config.stash.get(ROWS, [])
+    if not rows:
+        return
+    results = _finish(list(rows), config.stash[SETTINGS], config.stash[MACHINE])
+    terminalreporter.write_sep("=", "fastpid solver benchmark (CPU)")
+    terminalreporter.write_line(report.render_text(results))
+    if not config.getoption("--bench-no-save"):
+        jpath, mpath = report.save(results)
+        root = jpath.parents[2]  # the repository
+        terminalreporter.write_line(f"saved {jpath.relative_to(root)} and {mpath.relative_to(root)}")

@@ -1,0 +1,121 @@
+"""Deterministic benchmark problems (seeded; the same arrays on every run and machine).
+
+Families
+--------
+``dense_8x8x8``
+    P ~ Dirichlet(1) over all 8*8*8 cells: dense, interior optimum.
+``clustered_20x20x10`` / ``clustered_20x20x28``
+    Joints as they arise in training (DESIGN.md section 3): N labelled points from a
+    C-class Gaussian mixture are seen through two noisy "views" (each view sees the class
+    through its own class means, with a shared component, so that the views carry
+    redundant, unique and some synergistic information about the label); each view is
+    standardised, reduced with PCA(5) and clustered with KMeans(20); the histogram of
+    (code1, code2, label) over the N points, normalised, is P.  These are sparse: most
+    cells are zero, and whole (x1, y) rows vanish, so the optimum lies on the boundary.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+FAMILIES = {
+    "dense_8x8x8": dict(kind="dirichlet", shape=(8, 8, 8)),
+    "clustered_20x20x10": dict(kind="clustered", k=20, n_classes=10, n_samples=2000),
+    "clustered_20x20x28": dict(kind="clustered", k=20, n_classes=28, n_samples=4000),
+}
+
+DESCRIPTIONS = {
+    "dense_8x8x8": "8×8×8, each problem Dirichlet(1) over all 512 cells (dense)",
+    "clustered_20x20x10": "20×20×10 from clustered features: 2000 points of a 10-class "
+                          "Gaussian mixture seen through two noisy views, each view "
+                          "standardised → PCA(5) → KMeans(20), histogram of (code1, code2, label)",
+    "clustered_20x20x28": "20×20×28, as above with 28 classes and 4000 points",
+}
+
+BASE_SEED = 20240611
+
+
+def dirichlet(shape, rng: np.random.Generator) -> np.ndarray:
+    """One joint of the given shape, Dirichlet(1) over all cells."""
+    return rng.dirichlet(np.ones(int(np.prod(shape)))).reshape(shape)
+
+
+def _views(rng, n_classes: int, n_samples: int, dim: int = 8):
+    """Labels and two noisy views of a Gaussian mixture with shared and private structure."""
+    y = rng.integers(n_classes, size=n_samples)
+    d_shared, d_own = dim // 2, dim - dim // 2
+    shared = rng.normal(scale=2.0, size=(n_classes, d_shared))  # both views see this
+    own1 = rng.normal(scale=2.0, size=(n_classes, d_own))       # only view 1
+    own2 = rng.normal(scale=2.0, size=(n_classes, d_own))       # only view 2
+    # A parity-like component: class-pair sign flips that only the two views together reveal.
+    flip = rng.choice([-1.0, 1.0], size=n_samples)
+    x1 = np.concatenate([shared[y], own1[y] * flip[:, None]], axis=1)
+    x2 = np.concatenate([shared[y] @ rng.normal(size=(d_shared, d_shared)),
+                         own2[y] * flip[:, None]], axis=1)
+    x1 = x1 + rng.normal(scale=2.5, size=x1.shape)
+    x2 = x2 + rng.normal(scale=2.5, size=x2.shape)
+    return x1, x2, y
+
+
+def _codes(x: np.ndarray, k: int, seed: int) -> np.ndarray:
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_limits
+
+    # One thread: OpenMP worker pools slow down by orders of magnitude when the cores are
+    # busy, and these problems are small.
+    with threadpool_limits(1):
+        z = PCA(n_components=5, random_state=seed).fit_transform(StandardScaler().fit_transform(x))
+        return KMeans(n_clusters=k, n_init=3, random_state=seed).fit_predict(z)
+
+
+def clustered(k: int, n_classes: int, n_samples: int, rng: np.random.Generator,
+              seeds: tuple[int, int]) -> np.ndarray:
+    """One sparse (k, k, n_classes) joint from clustered features (see module doc).
+
+    ``seeds`` seed the PCA/KMeans of the two views.
+    """
+    x1, x2, y = _views(rng, n_classes, n_samples)
+    P = np.zeros((k, k, n_classes))
+    np.add.at(P, (_codes(x1, k, seeds[0]), _codes(x2, k, seeds[1]), y), 1.0)
+    return P / P.sum()
+
+
+@functools.lru_cache(maxsize=None)
+def _problem(name: str, b: int) -> np.ndarray:
+    """Problem ``b`` of a family, from its own seed; read-only."""
+    spec = FAMILIES[name]
+    rng = np.random.default_rng([BASE_SEED, b])
+    if spec["kind"] == "dirichlet":
+        P = dirichlet(spec["shape"], rng)
+    else:
+        seeds = (BASE_SEED + 2 * b, BASE_SEED + 2 * b + 1)
+        P = clustered(spec["k"], spec["n_classes"], spec["n_samples"], rng, seeds)
+    P.setflags(write=False)
+    return P
+
+
+def family(name: str, n_problems: int) -> np.ndarray:
+    """Problems ``0 .. n_problems - 1`` of a family, float64, shape (n_problems, n1, n2, ny).
+
+    Each problem has its own seed, so the first k problems are the same whatever
+    ``n_problems`` is; each is generated once per process.
+    """
+    if name not in FAMILIES:
+        raise ValueError(f"unknown family {name!r}; expected one of {sorted(FAMILIES)}")
+    return np.stack([_problem(name, b) for b in range(n_problems)])
+
+
+def describe(P: np.ndarray) -> dict:
+    """Shape and sparsity summary of a stack of problems."""
+    p1y = P.sum(axis=2)
+    p2y = P.sum(axis=1)
+    support = (p1y[:, :, None, :] > 0) & (p2y[:, None, :, :] > 0)
+    return {
+        "shape": list(P.shape[1:]),
+        "nonzero_fraction": float((P > 0).mean()),
+        "feasible_cell_fraction": float(support.mean()),
+    }

@@ -1,0 +1,177 @@
+"""Benchmark report: machine information, the readable table, and the saved files.
+
+The bench run (``python -m pytest bench -q``) calls :func:`save` and prints the table at
+the end of the session.  To re-render the markdown (and print it) from a saved JSON::
+
+    python -m bench.report                      # bench/results/solver_cpu.json
+    python -m bench.report path/to/results.json
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+STEM = "solver_cpu"
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _version(module: str) -> str | None:
+    try:
+        mod = __import__(module)
+    except Exception:
+        return None
+    return getattr(mod, "__version__", "unknown")
+
+
+def machine_info() -> dict:
+    """What the timings were taken on (no paths, no host names), and how busy it was."""
+    import torch
+
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        cores = os.cpu_count()
+    load = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+    return {
+        "cpu": _cpu_model(),
+        "cores_available": cores,
+        "torch_threads": torch.get_num_threads(),
+        "load_average_1_5_15min": load,
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "torch": _version("torch"),
+        "numpy": _version("numpy"),
+        "cvxpy": _version("cvxpy"),
+        "clarabel": _version("clarabel"),
+        "scikit-learn": _version("sklearn"),
+        "fastpid": _version("fastpid"),
+        "date_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M"),
+    }
+
+
+def _fmt(x, kind: str) -> str:
+    if x is None:
+        return "—"
+    if kind == "ms":
+        return f"{x:.3g}" if x < 1000 else f"{x:,.0f}"
+    if kind == "x":
+        return f"{x:,.0f}×" if x >= 10 else f"{x:.2g}×"
+    if kind == "e":
+        return "0" if x == 0 else f"{x:.1e}"
+    return str(x)
+
+
+COLUMNS = ("family", "method", "problems", "ms / problem", "speed-up vs CVXPY",
+           "max |V − V*| (nats)", "max own gap", "max ref gap", "notes")
+
+
+def table_rows(results: dict) -> list[list[str]]:
+    rows = []
+    for r in results["rows"]:
+        rows.append([
+            r["family"], r["method"], str(r["problems"]), _fmt(r["ms_per_problem"], "ms"),
+            _fmt(r.get("speedup_vs_cvxpy"), "x"), _fmt(r.get("max_abs_error"), "e"),
+            _fmt(r.get("max_own_gap"), "e"), _fmt(r.get("max_ref_gap"), "e"), r.get("notes", ""),
+        ])
+    return rows
+
+
+def _md_row(cells) -> str:
+    return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+
+def _load(machine: dict) -> str:
+    load = machine.get("load_average_1_5_15min")
+    return "—" if load is None else " / ".join(f"{x:g}" for x in load) + " (1/5/15 min)"
+
+
+def render_markdown(results: dict) -> str:
+    m = results["machine"]
+    s = results.get("settings", {})
+    lines = [
+        "# fastpid solver benchmark (CPU)",
+        "",
+        f"Machine: {m['cpu']}, {m['cores_available']} cores available, torch {m['torch']} "
+        f"({m['torch_threads']} threads), numpy {m['numpy']}, cvxpy {m['cvxpy']}, "
+        f"clarabel {m['clarabel']}, scikit-learn {m['scikit-learn']}, Python {m['python']}, "
+        f"{m['os']}; {m['date_utc']} UTC; load average before the run {_load(m)}.",
+        "",
+        "V* is the reference value: `fastpid.pid(P, tol=%g)` (certified; *ref gap* is its "
+        "certificate, the proven bound on |V* − V|). *own gap* is the method's own "
+        "certificate where it has one. Times are the best of the timed rounds (CVXPY: one "
+        "round) divided by the number of problems in the call; speed-up is CVXPY's time per "
+        "problem (on the first `cvx_problems_per_family` problems of the family) over the "
+        "method's." % s.get("reference_tol", float("nan")),
+        "",
+        _md_row(COLUMNS),
+        "|" + "|".join("---" for _ in COLUMNS) + "|",
+    ]
+    lines += [_md_row(row) for row in table_rows(results)]
+    if results.get("families"):
+        lines += ["", "Problem families:", ""]
+        for name, d in results["families"].items():
+            lines.append(f"- `{name}`: {d['description']} "
+                         f"(non-zero cells {100 * d['nonzero_fraction']:.1f}%, "
+                         f"cells allowed by the marginals {100 * d['feasible_cell_fraction']:.1f}%).")
+    if s:
+        lines += ["", "Settings: " + ", ".join(f"{k}={v}" for k, v in s.items()) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def render_text(results: dict) -> str:
+    """A plain fixed-width table for the terminal."""
+    rows = [list(COLUMNS[:-1])] + [r[:-1] for r in table_rows(results)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    out = []
+    for k, r in enumerate(rows):
+        out.append("  ".join(c.ljust(w) if i < 2 else c.rjust(w)
+                             for i, (c, w) in enumerate(zip(r, widths))))
+        if k == 0:
+            out.append("  ".join("-" * w for w in widths))
+    notes = [f"  {r['family']} / {r['method']}: {r['notes']}" for r in results["rows"]
+             if r.get("notes")]
+    m = results["machine"]
+    out += ["", f"{m['cpu']}, {m['cores_available']} cores, torch {m['torch']} "
+                f"({m['torch_threads']} threads); load average before the run {_load(m)}"]
+    if notes:
+        out += ["notes:"] + notes
+    return "\n".join(out)
+
+
+def save(results: dict, directory: Path = RESULTS_DIR) -> tuple[Path, Path]:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    jpath = directory / f"{STEM}.json"
+    mpath = directory / f"{STEM}.md"
+    jpath.write_text(json.dumps(results, indent=1) + "\n")
+    mpath.write_text(render_markdown(results))
+    return jpath, mpath
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    jpath = Path(argv[0]) if argv else RESULTS_DIR / f"{STEM}.json"
+    results = json.loads(jpath.read_text())
+    (jpath.parent / f"{jpath.stem}.md").write_text(render_markdown(results))
+    print(render_text(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
