@@ -20,49 +20,52 @@ using Vec = std::vector<double>;
 
 double xlogx(double x) { return x > 0 ? x * std::log(x) : 0.0; }
 
-// log(exp(a) + exp(b)) for a running log-sum-exp; -inf stays -inf.
-struct Lse {
-  double m = kNegInf, s = 0.0;
-  void add(double x) {
-    if (x == kNegInf) return;
-    if (x <= m) {
-      s += std::exp(x - m);
-    } else {
-      s = s * std::exp(m - x) + 1.0;
-      m = x;
-    }
-  }
-  double value() const { return m == kNegInf ? kNegInf : m + std::log(s); }
-};
+// log(sum exp(x_k)) over the n values x[k * stride]; -inf when all are -inf.
+template <class F>
+double logsumexp(int n, F x) {
+  double m = kNegInf;
+  for (int k = 0; k < n; ++k) m = std::max(m, x(k));
+  if (m == kNegInf) return kNegInf;
+  double s = 0.0;
+  for (int k = 0; k < n; ++k) s += std::exp(x(k) - m);
+  return m + std::log(s);
+}
 
-// In-place Cholesky of a dense SPD n x n matrix (lower triangle); a pivot that rounding made
-// non-positive gets a tiny ridge, as the reference's fallback does.
+// In-place Cholesky of a dense SPD n x n matrix (lower triangle, row by row); a pivot that
+// rounding made non-positive gets a tiny ridge, as the reference's fallback does. Rows are
+// contiguous, so the dot products vectorise as SIMD reductions.
 void cholesky(double* A, int n) {
-  for (int k = 0; k < n; ++k) {
-    double d = A[k * n + k];
-    for (int p = 0; p < k; ++p) d -= A[k * n + p] * A[k * n + p];
-    if (!(d > 1e-300)) d = 1e-12;
-    d = std::sqrt(d);
-    A[k * n + k] = d;
-    for (int r = k + 1; r < n; ++r) {
-      double v = A[r * n + k];
-      for (int p = 0; p < k; ++p) v -= A[r * n + p] * A[k * n + p];
-      A[r * n + k] = v / d;
+  for (int r = 0; r < n; ++r) {
+    double* Ar = A + static_cast<size_t>(r) * n;
+    for (int k = 0; k <= r; ++k) {
+      const double* Ak = A + static_cast<size_t>(k) * n;
+      double v = Ar[k];
+#pragma omp simd reduction(- : v)
+      for (int p = 0; p < k; ++p) v -= Ar[p] * Ak[p];
+      if (k < r) {
+        Ar[k] = v / Ak[k];
+      } else {
+        Ar[r] = std::sqrt(v > 1e-300 ? v : 1e-12);
+      }
     }
   }
 }
 
-// Solve L L^T x = b in place, L from cholesky().
+// Solve L L^T x = b in place, L from cholesky(); both sweeps read L by rows.
 void cholesky_solve(const double* L, int n, double* b) {
   for (int r = 0; r < n; ++r) {
+    const double* Lr = L + static_cast<size_t>(r) * n;
     double v = b[r];
-    for (int p = 0; p < r; ++p) v -= L[r * n + p] * b[p];
-    b[r] = v / L[r * n + r];
+#pragma omp simd reduction(- : v)
+    for (int p = 0; p < r; ++p) v -= Lr[p] * b[p];
+    b[r] = v / Lr[r];
   }
   for (int r = n - 1; r >= 0; --r) {
-    double v = b[r];
-    for (int p = r + 1; p < n; ++p) v -= L[p * n + r] * b[p];
-    b[r] = v / L[r * n + r];
+    const double* Lr = L + static_cast<size_t>(r) * n;
+    b[r] /= Lr[r];
+    const double br = b[r];
+#pragma omp simd
+    for (int p = 0; p < r; ++p) b[p] -= Lr[p] * br;
   }
 }
 
@@ -110,10 +113,7 @@ class Problem {
   void log_s(const Vec& f, const Vec& g, Vec& out) const {
     for (int i = 0; i < n1; ++i)
       for (int j = 0; j < n2; ++j) {
-        Lse l;
-        for (int y = 0; y < ny; ++y)
-          if (adm(i, j, y)) l.add(logw(f, g, i, j, y));
-        out[i * n2 + j] = l.value();
+        out[i * n2 + j] = logsumexp(ny, [&](int y) { return adm(i, j, y) ? logw(f, g, i, j, y) : kNegInf; });
       }
   }
 
@@ -240,10 +240,9 @@ class Problem {
           f[i * ny + y] = kNegInf;
           continue;
         }
-        Lse l;
-        for (int j = 0; j < n2; ++j)
-          if (m2[j * ny + y]) l.add(logR[i * n2 + j] + g[j * ny + y]);
-        f[i * ny + y] = la[i * ny + y] - l.value();
+        f[i * ny + y] = la[i * ny + y] - logsumexp(n2, [&](int j) {
+          return m2[j * ny + y] ? logR[i * n2 + j] + g[j * ny + y] : kNegInf;
+        });
       }
   }
 
@@ -254,10 +253,9 @@ class Problem {
           g[j * ny + y] = kNegInf;
           continue;
         }
-        Lse l;
-        for (int i = 0; i < n1; ++i)
-          if (m1[i * ny + y]) l.add(logR[i * n2 + j] + f[i * ny + y]);
-        g[j * ny + y] = lb[j * ny + y] - l.value();
+        g[j * ny + y] = lb[j * ny + y] - logsumexp(n1, [&](int i) {
+          return m1[i * ny + y] ? logR[i * n2 + j] + f[i * ny + y] : kNegInf;
+        });
       }
   }
 
@@ -321,12 +319,9 @@ class Solver {
       pr.row_update(logR, g, f);
       pr.col_update(logR, f, g);
       pr.log_s(f, g, ls);
-      Lse total;
-      for (int c = 0; c < n1 * n2; ++c) {
+      for (int c = 0; c < n1 * n2; ++c)
         if (std::isfinite(logR[c])) logR[c] += omega * ls[c];
-        total.add(logR[c]);
-      }
-      double z = total.value();
+      const double z = logsumexp(n1 * n2, [&](int c) { return logR[c]; });
       for (int c = 0; c < n1 * n2; ++c) logR[c] -= z;
     }
     pr.row_update(logR, g, f);
