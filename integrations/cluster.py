@@ -1,0 +1,160 @@
+"""Standardisation, PCA and k-means in PyTorch, for the PID probe.
+
+Everything runs on the device of the input tensor (GPU when the embeddings are there) and
+is deterministic for a given ``seed``: random draws come from a private
+:class:`torch.Generator`, and cluster sums are matrix products rather than atomic
+scatter-adds.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["standardize", "pca", "kmeans", "PCAResult", "KMeansResult"]
+
+
+def _check_matrix(x, name: str) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (N, D), got {type(x).__name__}")
+    if x.dim() != 2:
+        raise ValueError(f"{name} must have shape (N, D), got shape {tuple(x.shape)}")
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(x.shape)})")
+    if not x.dtype.is_floating_point:
+        x = x.to(torch.get_default_dtype())
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or Inf")
+    return x
+
+
+def _generator(device: torch.device, seed: int) -> torch.Generator:
+    g = torch.Generator(device=device)
+    g.manual_seed(int(seed))
+    return g
+
+
+def standardize(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Zero mean, unit variance per column of ``x (N, D)``; constant columns become 0."""
+    x = _check_matrix(x, "x")
+    std = x.std(dim=0, unbiased=False)
+    return (x - x.mean(dim=0)) / torch.where(std > eps, std, torch.ones_like(std))
+
+
+@dataclass(frozen=True)
+class PCAResult:
+    """``scores (N, k)``: projections of the centred data; ``components (k, D)``: orthonormal
+    principal axes (sign fixed so the largest-magnitude entry of each axis is positive);
+    ``explained_variance (k,)``: variance along each axis (``N - 1`` denominator)."""
+
+    scores: torch.Tensor
+    components: torch.Tensor
+    explained_variance: torch.Tensor
+
+
+def pca(x: torch.Tensor, n_components: int) -> PCAResult:
+    """Principal component analysis of ``x (N, D)`` by a thin SVD of the centred data.
+
+    ``n_components`` must be at most ``min(N, D)``.
+    """
+    x = _check_matrix(x, "x")
+    n, d = x.shape
+    if not isinstance(n_components, int) or not 1 <= n_components <= min(n, d):
+        raise ValueError(f"n_components must be an integer in [1, min(N, D)] = [1, {min(n, d)}], "
+                         f"got {n_components!r}")
+    xc = x - x.mean(dim=0)
+    _, s, vh = torch.linalg.svd(xc, full_matrices=False)
+    comp = vh[:n_components]
+    idx = comp.abs().argmax(dim=1)
+    signs = torch.sign(comp.gather(1, idx[:, None]))
+    comp = comp * torch.where(signs == 0, torch.ones_like(signs), signs)
+    var = s[:n_components] ** 2 / max(n - 1, 1)
+    return PCAResult(scores=xc @ comp.T, components=comp, explained_variance=var)
+
+
+@dataclass(frozen=True)
+class KMeansResult:
+    """``labels (N,)`` int64 cluster ids in ``[0, k)``; ``centers (k, D)``; ``inertia``: sum of
+    squared distances of the points to their centres (a Python float); ``n_iter``: Lloyd
+    iterations of the best restart."""
+
+    labels: torch.Tensor
+    centers: torch.Tensor
+    inertia: float
+    n_iter: int
+
+
+def _sq_dists(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """Squared Euclidean distances ``(N, k)``, clamped at 0 against round-off."""
+    return ((x * x).sum(1, keepdim=True) - 2.0 * x @ c.T + (c * c).sum(1)[None, :]).clamp_min(0.0)
+
+
+def _kmeans_pp(x: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
+    """Greedy k-means++ seeding: each new centre is the best (lowest potential) of
+    ``2 + floor(log k)`` candidates drawn with probability proportional to D²."""
+    n = x.shape[0]
+    trials = 2 + int(math.log(k))
+    first = torch.randint(n, (1,), generator=gen, device=x.device)
+    centers = [x[first]]
+    closest = _sq_dists(x, centers[0]).squeeze(1)
+    for _ in range(1, k):
+        total = closest.sum()
+        if total <= 0:  # all points already coincide with a centre: pick any
+            cand = torch.randint(n, (trials,), generator=gen, device=x.device)
+        else:
+            cand = torch.multinomial(closest / total, trials, replacement=True, generator=gen)
+        cand_d = torch.minimum(closest[None, :], _sq_dists(x, x[cand]).T)  # (trials, N)
+        best = cand_d.sum(1).argmin()
+        closest = cand_d[best]
+        centers.append(x[cand[best]][None])
+    return torch.cat(centers)
+
+
+def _lloyd(x, centers, max_iter: int, tol: float):
+    k = centers.shape[0]
+    labels = None
+    for it in range(1, max_iter + 1):
+        d = _sq_dists(x, centers)
+        labels = d.argmin(1)
+        onehot = torch.nn.functional.one_hot(labels, k).to(x.dtype)
+        counts = onehot.sum(0)
+        new = (onehot.T @ x) / counts.clamp_min(1.0)[:, None]
+        empty = counts == 0
+        if empty.any():  # re-seed empty clusters at the points farthest from their centres
+            far = d.gather(1, labels[:, None]).squeeze(1).argsort(descending=True)
+            new[empty] = x[far[: int(empty.sum())]]
+        shift = ((new - centers) ** 2).sum()
+        centers = new
+        if shift <= tol:
+            break
+    d = _sq_dists(x, centers)
+    labels = d.argmin(1)
+    inertia = d.gather(1, labels[:, None]).sum()
+    return labels, centers, float(inertia), it
+
+
+def kmeans(x: torch.Tensor, k: int, *, n_init: int = 4, max_iter: int = 100, tol: float = 1e-4,
+           seed: int = 0) -> KMeansResult:
+    """k-means clustering of ``x (N, D)`` into ``k`` clusters.
+
+    k-means++ seeding, ``n_init`` restarts (the lowest inertia wins), Lloyd iterations until
+    the squared centre shift is at most ``tol`` times the mean per-feature variance (as
+    scikit-learn does) or ``max_iter`` is reached. Deterministic for a given ``seed``.
+    """
+    x = _check_matrix(x, "x")
+    n = x.shape[0]
+    if not isinstance(k, int) or not 1 <= k <= n:
+        raise ValueError(f"k must be an integer in [1, N] = [1, {n}], got {k!r}")
+    for name, v in (("n_init", n_init), ("max_iter", max_iter)):
+        if not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    gen = _generator(x.device, seed)
+    abs_tol = float(tol) * float(x.var(dim=0, unbiased=False).mean())
+    best = None
+    for _ in range(n_init):
+        run = _lloyd(x, _kmeans_pp(x, k, gen), max_iter, abs_tol)
+        if best is None or run[2] < best[2]:
+            best = run
+    labels, centers, inertia, n_iter = best
+    return KMeansResult(labels=labels, centers=centers, inertia=inertia, n_iter=n_iter)

@@ -1,0 +1,107 @@
+"""The PID probe: how two modalities' embeddings share information about the label.
+
+Pipeline (DESIGN.md §3, as in the FastPID paper): per modality, standardise the probe-set
+embeddings, project them on their first principal components and cluster the projections
+with k-means; the two cluster ids and the label give a ``k × k × C`` joint histogram, which
+:func:`fastpid.pid` decomposes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+
+import fastpid
+
+from .cluster import kmeans, pca, standardize
+
+__all__ = ["PIDProbe", "ProbeResult", "TERMS"]
+
+#: The information fields of a :class:`ProbeResult`, in nats (or ``base`` units).
+TERMS = ("redundancy", "unique1", "unique2", "synergy", "mi", "mi1", "mi2", "gap")
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """PID of ``(code1, code2; label)`` on the probe set, as Python floats.
+
+    ``mi1`` and ``mi2`` are each modality's mutual information with the label,
+    ``I(Z_m; Y)`` measured on the cluster codes: the "competitive strength" proxy of the
+    ECS paper. ``gap`` is the solver's certified error bound. ``codes1``/``codes2`` are the
+    ``(N,)`` cluster ids.
+    """
+
+    redundancy: float
+    unique1: float
+    unique2: float
+    synergy: float
+    mi: float
+    mi1: float
+    mi2: float
+    gap: float
+    codes1: torch.Tensor
+    codes2: torch.Tensor
+
+    def terms(self) -> dict:
+        """The information fields as a ``{name: float}`` dict."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name in TERMS}
+
+
+class PIDProbe:
+    """Standardise → PCA(``n_components``) → k-means(``n_clusters``) per modality → PID.
+
+    Args:
+        n_components: principal components kept per modality (capped at the embedding
+            width and the number of samples).
+        n_clusters: k-means clusters per modality (``k``); the joint is ``k × k × C``.
+        n_init: k-means++ restarts per modality.
+        seed: seed of the k-means initialisation (the probe is deterministic).
+        method: :func:`fastpid.pid` method (``"exact"`` by default; the joint is small).
+        base: logarithm base of the results (``None``: nats).
+    """
+
+    def __init__(self, n_components: int = 5, n_clusters: int = 20, *, n_init: int = 4,
+                 max_iter: int = 100, seed: int = 0, method: str = "exact", base=None):
+        for name, v in (("n_components", n_components), ("n_clusters", n_clusters)):
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        self.n_components = n_components
+        self.n_clusters = n_clusters
+        self.n_init = n_init
+        self.max_iter = max_iter
+        self.seed = seed
+        self.method = method
+        self.base = base
+
+    def codes(self, emb: torch.Tensor, name: str = "emb") -> torch.Tensor:
+        """Cluster ids ``(N,)`` of embeddings ``emb (N, D)``."""
+        if not isinstance(emb, torch.Tensor) or emb.dim() != 2:
+            raise ValueError(f"{name} must be a torch.Tensor of shape (N, D), got "
+                             f"{tuple(emb.shape) if isinstance(emb, torch.Tensor) else type(emb).__name__}")
+        n = emb.shape[0]
+        if n < self.n_clusters:
+            raise ValueError(f"{name} has {n} samples; the probe needs at least n_clusters = "
+                             f"{self.n_clusters}")
+        z = standardize(emb.detach().to(torch.float64))
+        z = pca(z, min(self.n_components, *z.shape)).scores
+        return kmeans(z, self.n_clusters, n_init=self.n_init, max_iter=self.max_iter,
+                      seed=self.seed).labels
+
+    def __call__(self, emb1: torch.Tensor, emb2: torch.Tensor, labels, n_classes: int | None = None
+                 ) -> ProbeResult:
+        """PID of the two modalities' embeddings ``emb1 (N, D1)``, ``emb2 (N, D2)`` about the
+        integer ``labels (N,)`` (values in ``[0, n_classes)``; ``n_classes`` defaults to
+        ``max(labels) + 1``)."""
+        labels = torch.as_tensor(labels)
+        if labels.dim() != 1 or labels.dtype.is_floating_point or labels.dtype == torch.bool:
+            raise ValueError("labels must be a 1-D integer tensor of class ids")
+        for name, emb in (("emb1", emb1), ("emb2", emb2)):
+            if isinstance(emb, torch.Tensor) and emb.dim() >= 1 and emb.shape[0] != labels.shape[0]:
+                raise ValueError(f"{name} has {emb.shape[0]} rows but labels has {labels.shape[0]}")
+        c1 = self.codes(emb1, "emb1")
+        c2 = self.codes(emb2, "emb2").to(c1.device)
+        labels = labels.to(c1.device)
+        ny = int(labels.max()) + 1 if n_classes is None else int(n_classes)
+        P = fastpid.joint(c1, c2, labels, sizes=(self.n_clusters, self.n_clusters, ny))
+        res = fastpid.pid(P, method=self.method, base=self.base)
+        return ProbeResult(**{t: float(getattr(res, t)) for t in TERMS}, codes1=c1, codes2=c2)

@@ -1,0 +1,124 @@
+"""The PID probe and its torch PCA / k-means, checked against scikit-learn."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from fastpid.integrations import PIDProbe
+from fastpid.integrations.cluster import kmeans, pca, standardize
+
+sklearn = pytest.importorskip("sklearn")
+from sklearn.cluster import KMeans  # noqa: E402
+from sklearn.datasets import load_digits  # noqa: E402
+from sklearn.decomposition import PCA  # noqa: E402
+from sklearn.metrics import adjusted_rand_score  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def digits_left():
+    X = load_digits().images[:, :, :4].reshape(-1, 32).astype(np.float64)
+    return X
+
+
+def test_standardize_matches_sklearn(digits_left):
+    ours = standardize(torch.from_numpy(digits_left)).numpy()
+    ref = StandardScaler().fit_transform(digits_left)
+    np.testing.assert_allclose(ours, ref, atol=1e-10)
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_pca_matches_sklearn(digits_left, k):
+    X = StandardScaler().fit_transform(digits_left)
+    ours = pca(torch.from_numpy(X), k)
+    ref = PCA(k).fit(X)
+    np.testing.assert_allclose(ours.explained_variance.numpy(), ref.explained_variance_, rtol=1e-8)
+    # Axes agree up to sign; so do the scores, column by column.
+    dots = (ours.components.numpy() * ref.components_).sum(1)
+    np.testing.assert_allclose(np.abs(dots), 1.0, atol=1e-8)
+    np.testing.assert_allclose(ours.scores.numpy(), ref.transform(X) * np.sign(dots), atol=1e-8)
+    np.testing.assert_allclose(ours.components.numpy() @ ours.components.numpy().T, np.eye(k), atol=1e-10)
+
+
+def test_kmeans_recovers_separated_blobs():
+    rng = np.random.default_rng(1)
+    centres = rng.normal(scale=10.0, size=(7, 3))
+    truth = rng.integers(0, 7, size=700)
+    X = centres[truth] + rng.normal(scale=0.3, size=(700, 3))
+    res = kmeans(torch.from_numpy(X), 7, n_init=3, seed=0)
+    assert adjusted_rand_score(truth, res.labels.numpy()) == pytest.approx(1.0)
+    assert res.labels.dtype == torch.int64 and res.centers.shape == (7, 3)
+
+
+def test_kmeans_inertia_close_to_sklearn(digits_left):
+    Z = PCA(5).fit_transform(StandardScaler().fit_transform(digits_left))
+    ours = kmeans(torch.from_numpy(Z), 20, n_init=10, seed=0)
+    ref = KMeans(20, n_init=10, random_state=0).fit(Z)
+    # Local optima differ between implementations; both should be as good within 2 %.
+    assert ours.inertia <= 1.02 * ref.inertia_
+    # The reported inertia is the actual within-cluster sum of squares of the labels.
+    centres = np.stack([Z[ours.labels.numpy() == j].mean(0) for j in range(20)])
+    recomputed = ((Z - centres[ours.labels.numpy()]) ** 2).sum()
+    assert ours.inertia == pytest.approx(recomputed, rel=1e-9)
+    assert adjusted_rand_score(ref.labels_, ours.labels.numpy()) > 0.7
+
+
+def test_kmeans_deterministic_with_seed(digits_left):
+    X = torch.from_numpy(digits_left)
+    a, b = kmeans(X, 10, seed=3), kmeans(X, 10, seed=3)
+    assert torch.equal(a.labels, b.labels)
+    c = kmeans(X, 10, seed=4, n_init=1)
+    assert c.labels.shape == a.labels.shape
+
+
+def test_bad_inputs_raise():
+    with pytest.raises(ValueError, match="n_components"):
+        pca(torch.randn(10, 3), 4)
+    with pytest.raises(ValueError, match="shape"):
+        pca(torch.randn(10), 1)
+    with pytest.raises(ValueError, match="NaN"):
+        kmeans(torch.tensor([[0.0], [float("nan")]]), 1)
+    with pytest.raises(ValueError, match="k must be"):
+        kmeans(torch.randn(5, 2), 6)
+    with pytest.raises(TypeError):
+        kmeans(np.zeros((5, 2)), 2)
+    probe = PIDProbe(n_clusters=4)
+    with pytest.raises(ValueError, match="rows"):
+        probe(torch.randn(10, 3), torch.randn(11, 3), torch.zeros(10, dtype=torch.long))
+    with pytest.raises(ValueError, match="at least n_clusters"):
+        probe(torch.randn(3, 3), torch.randn(3, 3), torch.zeros(3, dtype=torch.long))
+    with pytest.raises(ValueError, match="integer"):
+        probe(torch.randn(10, 3), torch.randn(10, 3), torch.zeros(10))
+
+
+def _cloud(codes, rng, dim=6, spread=0.05):
+    """Embeddings ``(N, dim)`` that form one tight cloud per code value."""
+    centres = rng.normal(size=(int(codes.max()) + 1, dim)) * 5.0
+    return torch.from_numpy(centres[codes] + spread * rng.normal(size=(len(codes), dim)))
+
+
+def test_probe_finds_synergy_and_redundancy():
+    rng = np.random.default_rng(0)
+    n = 4000
+    a, b = rng.integers(0, 2, n), rng.integers(0, 2, n)
+    probe = PIDProbe(n_components=5, n_clusters=4, seed=0)
+    xor = probe(_cloud(a, rng), _cloud(b, rng), torch.from_numpy(a ^ b))
+    assert xor.synergy == pytest.approx(math.log(2), abs=0.01)
+    assert max(xor.redundancy, xor.unique1, xor.unique2, xor.mi1, xor.mi2) < 0.01
+
+    y = rng.integers(0, 4, n)
+    copy = probe(_cloud(y, rng), _cloud(y, rng), torch.from_numpy(y))
+    h_y = -sum(p * math.log(p) for p in np.bincount(y) / n)
+    assert copy.redundancy == pytest.approx(h_y, abs=1e-6)
+    assert copy.mi1 == pytest.approx(h_y, abs=1e-6) and copy.mi2 == pytest.approx(h_y, abs=1e-6)
+    terms = copy.terms()
+    assert set(terms) == {"redundancy", "unique1", "unique2", "synergy", "mi", "mi1", "mi2", "gap"}
+    assert terms["redundancy"] + terms["unique1"] + terms["unique2"] + terms["synergy"] == pytest.approx(terms["mi"])
+    # Swapping the modalities swaps the unique terms.
+    uni = probe(_cloud(y, rng), _cloud(rng.integers(0, 4, n), rng), torch.from_numpy(y))
+    swapped = probe(_cloud(rng.integers(0, 4, n), rng), _cloud(y, rng), torch.from_numpy(y))
+    assert uni.unique1 > 1.0 and uni.unique2 < 0.01
+    assert swapped.unique2 > 1.0 and swapped.unique1 < 0.01
