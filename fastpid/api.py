@@ -6,14 +6,14 @@ import math
 import numpy as np
 import torch
 
-from . import cpp, solver
+from . import cpp, solver, triton_kernels
 from ._autograd import attach_envelope_gradient
 from ._validate import check_base, check_choice, check_distribution, check_positive_int, check_tol
 from .info import proxy_coupling_mi
 from .result import PIDResult
 
 METHODS = ("exact", "proxy", "fast")
-BACKENDS = ("auto", "torch", "cpp", "cvx")
+BACKENDS = ("auto", "torch", "cpp", "triton", "cvx")
 
 #: Default certified tolerance on V (nats) by input dtype.
 DEFAULT_TOL = {torch.float64: 1e-8, torch.float32: 1e-5}
@@ -72,20 +72,23 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
     n1, n2, ny = T.shape[-3:]
     flat = T.reshape(-1, n1, n2, ny).to(torch.float64)
 
-    mi, mi1, mi2, lower0, upper0 = solver.closed_form_bracket(flat)
+    if backend != "cvx":
+        backend = _choose_backend(backend, flat, method)
+    # The Triton kernel has no backward pass: with gradients, the closed forms stay in torch.
+    fused = backend == "triton" and not flat.requires_grad
+    mi, mi1, mi2, lower0, upper0 = solver.closed_form_bracket(
+        flat, closed_forms=triton_kernels.closed_forms if fused else None)
     status = None
     iterations = torch.zeros(flat.shape[0], dtype=torch.int64, device=flat.device)
     if method == "proxy":
-        # The better of the two closed-form feasible couplings (Q0 and P itself), plus the
-        # theorem V <= I1 + I2: still the proxy's number unless Q0 is worse than P.
-        value = torch.minimum(torch.minimum(proxy_coupling_mi(flat), mi), mi1 + mi2)
-        lower, upper = lower0, value
+        # upper0 = min(I_Q0, I(X1,X2;Y), I1 + I2): the proxy's value unless Q0 is worse than
+        # P itself (also feasible), or than the theorem V <= I1 + I2.
+        value, lower, upper = upper0, lower0, upper0
         converged = torch.ones_like(value, dtype=torch.bool)
-        backend = "torch"
+        backend = "triton" if fused else "torch"
     elif backend == "cvx":
         value, lower, upper, converged, status = _solve_cvx(flat, lower0, upper0)
     else:
-        backend = _choose_backend(backend, flat)
         value, lower, upper, converged, iterations = _solve_iterative(
             flat, method, backend, tol, max_iter, steps, progress)
 
@@ -126,31 +129,50 @@ def backends() -> dict:
     import importlib.util
 
     cpp_ok, cpp_why = cpp.available()
+    triton_ok, triton_why = triton_kernels.available()
     cvx_ok = importlib.util.find_spec("cvxpy") is not None
     return {
         "torch": {"available": True, "reason": ""},
         "cpp": {"available": cpp_ok, "reason": cpp_why},
+        "triton": {"available": triton_ok, "reason": triton_why},
         "cvx": {"available": cvx_ok,
                 "reason": "" if cvx_ok else "CVXPY is not installed (pip install 'fastpid[cvx]')"},
     }
 
 
-def _choose_backend(backend: str, flat: torch.Tensor) -> str:
-    """The one place where an iterative backend is picked (``"torch"`` or ``"cpp"``)."""
+def _choose_backend(backend: str, flat: torch.Tensor, method: str) -> str:
+    """The one place where a backend is picked for ``flat`` (``"torch"``, ``"cpp"`` or ``"triton"``).
+
+    ``auto``: on the CPU, the C++ solver for problems with ``min(n1, n2) * ny <= 256`` and
+    PyTorch otherwise; on a GPU, the Triton kernels for ``proxy`` and ``fast`` and PyTorch
+    for ``exact``.
+    """
+    device = flat.device
     if backend == "torch":
         return backend
-    on_cpu = flat.device.type == "cpu"
     if backend == "cpp":
-        if not on_cpu:
-            raise ValueError(f"backend='cpp' solves CPU problems; got a tensor on {flat.device}. "
+        if device.type != "cpu":
+            raise ValueError(f"backend='cpp' solves CPU problems; got a tensor on {device}. "
                              "Use backend='torch' (or 'auto') for GPU tensors.")
         ok, why = cpp.available()
         if not ok:
             raise RuntimeError(f"backend='cpp' is not available: {why}")
         return backend
-    n1, n2, ny = flat.shape[1:]
-    small = min(n1, n2) * ny <= cpp.AUTO_MAX_SCHUR
-    return "cpp" if on_cpu and small and cpp.available()[0] else "torch"
+    if backend == "triton":
+        if method == "exact":
+            raise ValueError("backend='triton' runs method='proxy' and method='fast'; "
+                             "use backend='torch' (or 'auto') for method='exact'")
+        ok, why = triton_kernels.available(device)
+        if not ok:
+            raise RuntimeError(f"backend='triton' is not available: {why}")
+        return backend
+    if device.type == "cpu":
+        n1, n2, ny = flat.shape[1:]
+        small = min(n1, n2) * ny <= cpp.AUTO_MAX_SCHUR
+        return "cpp" if small and cpp.available()[0] else "torch"
+    if method != "exact" and triton_kernels.available(device)[0]:
+        return "triton"
+    return "torch"
 
 
 def _solve_oriented(P: torch.Tensor, method: str, backend: str, tol, max_iter, steps) -> solver.Solution:
@@ -163,7 +185,7 @@ def _solve_oriented(P: torch.Tensor, method: str, backend: str, tol, max_iter, s
     elif method == "exact":
         sol = solver.solve_exact(P, tol, max_iter=max_iter)
     else:
-        sol = solver.solve_fast(P, steps)
+        sol = solver.solve_fast(P, steps, alternation=triton_kernels.alternation if backend == "triton" else None)
     if swap:
         sol.f, sol.g = sol.g, sol.f
     return sol

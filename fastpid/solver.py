@@ -280,14 +280,19 @@ class Solution:
     iterations: torch.Tensor  # (B,) int64
 
 
-def closed_form_bracket(P: torch.Tensor):
+def closed_form_bracket(P: torch.Tensor, closed_forms=None):
     """``(mi, mi1, mi2, lower, upper)``: the free bracket ``max(I1,I2) <= V <= min(I_Q0, I12, I1+I2)``.
 
     ``V <= I1 + I2`` is non-negativity of redundancy, a theorem of the BROJA PID.
+    ``closed_forms(P) -> (mi, mi1, mi2, I_Q0)`` replaces the torch computation (a fused kernel).
     """
-    mi, mi1, mi2 = mutual_informations(P)
+    if closed_forms is None:
+        mi, mi1, mi2 = mutual_informations(P)
+        mi_q0 = proxy_coupling_mi(P)
+    else:
+        mi, mi1, mi2, mi_q0 = closed_forms(P)
     lower = torch.maximum(mi1, mi2)
-    upper = torch.minimum(torch.minimum(proxy_coupling_mi(P), mi), mi1 + mi2)
+    upper = torch.minimum(torch.minimum(mi_q0, mi), mi1 + mi2)
     return mi, mi1, mi2, lower, upper
 
 
@@ -381,15 +386,19 @@ def _line_search(prob: Problem, f, g, mu, df, dg, dec2, max_halvings: int = 60):
     return torch.where(accepted, alpha, 0.0)
 
 
-def solve_fast(P: torch.Tensor, steps: int) -> Solution:
+def solve_fast(P: torch.Tensor, steps: int, alternation=None) -> Solution:
     """A fixed budget of ``steps`` alternation steps from the analytic proxy.
 
     Every step costs a few passes over ``P`` (no linear algebra), which suits a
-    training loop; the bounds are still certified, just not tight.
+    training loop; the bounds are still certified, just not tight. ``alternation(P, steps)
+    -> (f, g, logR)`` replaces the torch steps (a fused kernel).
     """
     prob = Problem.from_joint(P)
     _, _, _, lower, upper = closed_form_bracket(P)
-    f, g, logR = alternation_steps(prob, proxy_log_r(prob), None, steps)
+    if alternation is None:
+        f, g, logR = alternation_steps(prob, proxy_log_r(prob), None, steps)
+    else:
+        f, g, logR = alternation(P, steps)
     lower = torch.maximum(lower, dual_bound(prob, f, g))
     upper = torch.minimum(upper, primal_bound(prob, alternation_coupling(prob, f, g, logR)))
     iters = torch.full((P.shape[0],), steps, dtype=torch.int64, device=P.device)

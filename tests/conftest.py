@@ -3,6 +3,16 @@ from __future__ import annotations
 
 import os
 
+# Without a GPU, the Triton kernels run (and are tested) on CPU tensors through Triton's
+# interpreter; it must be switched on before triton is first imported.
+try:
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+except ImportError:  # pragma: no cover
+    pass
+
 import pytest
 import torch
 from hypothesis import HealthCheck, settings

@@ -1,0 +1,226 @@
+"""Fused Triton kernels: joint distributions, the closed-form terms, the refinement steps.
+
+Each problem stays in one program (a thread block on the GPU): its ``n1 x n2 x ny``
+cells are loaded once, padded to powers of two, and every intermediate lives in
+registers/shared memory instead of going through global memory between operations.
+
+* :func:`joint_codes` / :func:`joint_soft` — unnormalised joints ``T[g, x1, x2, y]``
+  from hard codes, or from soft rows of ``x1`` and ``x2`` with hard labels ``y``, by
+  atomic adds (no ``N x n1 x n2 x ny`` intermediate);
+* :func:`closed_forms` — ``I(X1,X2;Y)``, ``I(X1;Y)``, ``I(X2;Y)`` and ``I_Q0`` of the
+  analytic proxy, one program per problem;
+* :func:`alternation` — ``steps`` Blahut–Arimoto steps from the proxy (the ``"fast"``
+  method of :func:`fastpid.pid`), fused into one kernel per problem; the certificate is
+  then computed from its potentials by the reference functions.
+
+They run on CUDA tensors, and on CPU tensors under ``TRITON_INTERPRET=1`` (how the tests
+check them against the PyTorch reference). Work is in float64.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - exercised only without triton
+    triton = None
+
+
+def available(device: torch.device | None = None) -> tuple[bool, str]:
+    """Whether the kernels can run on ``device`` (any device if ``None``), and if not, why."""
+    if triton is None:
+        return False, "Triton is not installed (pip install 'fastpid[triton]')"
+    interpret = os.environ.get("TRITON_INTERPRET") == "1"
+    if device is not None and device.type == "cpu" and not interpret:
+        return False, "Triton kernels run on CUDA tensors (or on the CPU with TRITON_INTERPRET=1)"
+    if device is None and not (interpret or torch.cuda.is_available()):
+        return False, "no CUDA device (set TRITON_INTERPRET=1 to run the kernels on the CPU)"
+    return True, ""
+
+
+def _blocks(n1: int, n2: int, ny: int) -> dict:
+    return dict(B1=triton.next_power_of_2(n1), B2=triton.next_power_of_2(n2), BY=triton.next_power_of_2(ny))
+
+
+def _warps(n1: int, n2: int, ny: int) -> int:
+    """Warps per problem: enough lanes for the padded cells, at most 8."""
+    cells = triton.next_power_of_2(n1 * n2 * ny)
+    return max(1, min(8, cells // 256))
+
+
+if triton is not None:
+
+    @triton.jit
+    def _xlogx(p):
+        return tl.where(p > 0, p * tl.log(tl.where(p > 0, p, 1.0)), 0.0)
+
+    @triton.jit
+    def _lse(x, axis: tl.constexpr):
+        """log-sum-exp along ``axis``; ``-inf`` where every term is ``-inf``."""
+        m = tl.max(x, axis=axis)
+        finite = m > float("-inf")
+        safe = tl.where(finite, m, 0.0)
+        s = tl.sum(tl.exp(x - tl.expand_dims(safe, axis)), axis=axis)
+        return tl.where(finite, safe + tl.log(tl.where(finite, s, 1.0)), float("-inf"))
+
+    @triton.jit
+    def _load_problem(P_ptr, b, n1, n2, ny, B1: tl.constexpr, B2: tl.constexpr, BY: tl.constexpr):
+        i = tl.arange(0, B1)[:, None, None]
+        j = tl.arange(0, B2)[None, :, None]
+        y = tl.arange(0, BY)[None, None, :]
+        mask = (i < n1) & (j < n2) & (y < ny)
+        offs = b * n1 * n2 * ny + (i * n2 + j) * ny + y
+        return tl.load(P_ptr + offs, mask=mask, other=0.0).to(tl.float64)
+
+    @triton.jit
+    def _closed_forms_kernel(P_ptr, out_ptr, n1, n2, ny,
+                             B1: tl.constexpr, B2: tl.constexpr, BY: tl.constexpr):
+        b = tl.program_id(0)
+        P = _load_problem(P_ptr, b, n1, n2, ny, B1, B2, BY)
+        p1y = tl.sum(P, axis=1)
+        p2y = tl.sum(P, axis=0)
+        py = tl.sum(p1y, axis=0)
+        inv_py = tl.where(py > 0, 1.0 / tl.where(py > 0, py, 1.0), 0.0)
+        q12 = tl.sum(p1y[:, None, :] * p2y[None, :, :] * inv_py[None, None, :], axis=2)
+        h12y = -tl.sum(tl.sum(tl.sum(_xlogx(P), axis=2), axis=1), axis=0)
+        h12 = -tl.sum(tl.sum(_xlogx(tl.sum(P, axis=2)), axis=1), axis=0)
+        h1y = -tl.sum(tl.sum(_xlogx(p1y), axis=1), axis=0)
+        h2y = -tl.sum(tl.sum(_xlogx(p2y), axis=1), axis=0)
+        h1 = -tl.sum(_xlogx(tl.sum(p1y, axis=1)), axis=0)
+        h2 = -tl.sum(_xlogx(tl.sum(p2y, axis=1)), axis=0)
+        hy = -tl.sum(_xlogx(py), axis=0)
+        hq = -tl.sum(tl.sum(_xlogx(q12), axis=1), axis=0)
+        tl.store(out_ptr + 4 * b + 0, h12 + hy - h12y)
+        tl.store(out_ptr + 4 * b + 1, h1 + hy - h1y)
+        tl.store(out_ptr + 4 * b + 2, h2 + hy - h2y)
+        tl.store(out_ptr + 4 * b + 3, hq + 2.0 * hy - h1y - h2y)
+
+    @triton.jit
+    def _row_update(logR, g, la, m1):
+        z = _lse(logR[:, :, None] + g[None, :, :], 1)
+        return tl.where(m1, la - tl.where(m1, z, 0.0), float("-inf"))
+
+    @triton.jit
+    def _alternation_kernel(P_ptr, f_ptr, g_ptr, r_ptr, n1, n2, ny, steps, omega,
+                            B1: tl.constexpr, B2: tl.constexpr, BY: tl.constexpr):
+        b = tl.program_id(0)
+        P = _load_problem(P_ptr, b, n1, n2, ny, B1, B2, BY)
+        i2 = tl.arange(0, B1)[:, None]
+        j2 = tl.arange(0, B2)[:, None]
+        y2 = tl.arange(0, BY)[None, :]
+        p1y = tl.sum(P, axis=1)  # (B1, BY)
+        p2y = tl.sum(P, axis=0)  # (B2, BY)
+        py = tl.sum(p1y, axis=0)
+        logpy = tl.log(tl.where(py > 0, py, 1.0))
+        m1 = p1y > 0
+        m2 = p2y > 0
+        la = tl.where(m1, tl.log(tl.where(m1, p1y, 1.0)) - logpy[None, :], float("-inf"))
+        lb = tl.where(m2, tl.log(tl.where(m2, p2y, 1.0)) - logpy[None, :], float("-inf"))
+        adm = m1[:, None, :] & m2[None, :, :]
+        inv_py = tl.where(py > 0, 1.0 / tl.where(py > 0, py, 1.0), 0.0)
+        q12 = tl.sum(p1y[:, None, :] * p2y[None, :, :] * inv_py[None, None, :], axis=2)
+        logR = tl.where(q12 > 0, tl.log(tl.where(q12 > 0, q12, 1.0)), float("-inf"))
+        g = tl.where(m2, 0.0, float("-inf"))
+        for _ in range(steps):
+            f = _row_update(logR, g, la, m1)
+            z = _lse(logR[:, :, None] + f[:, None, :], 0)
+            g = tl.where(m2, lb - tl.where(m2, z, 0.0), float("-inf"))
+            w = tl.where(adm, logpy[None, None, :] + f[:, None, :] + g[None, :, :], float("-inf"))
+            logs = _lse(w, 2)
+            logR = tl.where(logR > float("-inf"), logR + omega * logs, logR)
+            total = _lse(tl.reshape(logR, (B1 * B2,)), 0)
+            logR = logR - total
+        f = _row_update(logR, g, la, m1)
+        tl.store(f_ptr + b * n1 * ny + i2 * ny + y2, f, mask=(i2 < n1) & (y2 < ny))
+        tl.store(g_ptr + b * n2 * ny + j2 * ny + y2, g, mask=(j2 < n2) & (y2 < ny))
+        jr = tl.arange(0, B2)[None, :]
+        tl.store(r_ptr + b * n1 * n2 + i2 * n2 + jr, logR, mask=(i2 < n1) & (jr < n2))
+
+    @triton.jit
+    def _joint_codes_kernel(x1_ptr, x2_ptr, y_ptr, g_ptr, w_ptr, out_ptr, N, n1, n2, ny,
+                            HAS_G: tl.constexpr, HAS_W: tl.constexpr, BLOCK: tl.constexpr):
+        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        m = offs < N
+        idx = tl.load(x1_ptr + offs, mask=m, other=0)
+        if HAS_G:
+            idx += tl.load(g_ptr + offs, mask=m, other=0) * n1
+        idx = (idx * n2 + tl.load(x2_ptr + offs, mask=m, other=0)) * ny + tl.load(y_ptr + offs, mask=m, other=0)
+        if HAS_W:
+            val = tl.load(w_ptr + offs, mask=m, other=0.0)
+        else:
+            val = tl.full((BLOCK,), 1.0, tl.float64).to(out_ptr.dtype.element_ty)
+        tl.atomic_add(out_ptr + idx, val, mask=m)
+
+    @triton.jit
+    def _joint_soft_kernel(p1_ptr, p2_ptr, y_ptr, g_ptr, w_ptr, out_ptr, n1, n2, ny,
+                           HAS_G: tl.constexpr, HAS_W: tl.constexpr,
+                           B1: tl.constexpr, B2: tl.constexpr):
+        n = tl.program_id(0)
+        i = tl.arange(0, B1)
+        j = tl.arange(0, B2)
+        a = tl.load(p1_ptr + n * n1 + i, mask=i < n1, other=0.0)
+        c = tl.load(p2_ptr + n * n2 + j, mask=j < n2, other=0.0)
+        outer = a[:, None] * c[None, :]
+        if HAS_W:
+            outer = outer * tl.load(w_ptr + n)
+        base = tl.load(y_ptr + n)
+        if HAS_G:
+            base += tl.load(g_ptr + n) * n1 * n2 * ny
+        offs = base + (i[:, None] * n2 + j[None, :]) * ny
+        tl.atomic_add(out_ptr + offs, outer, mask=(i[:, None] < n1) & (j[None, :] < n2))
+
+
+def closed_forms(P: torch.Tensor):
+    """``(mi, mi1, mi2, mi_q0)`` of a flat batch ``P[B, n1, n2, ny]`` (normalised), shape ``(B,)`` each."""
+    B, n1, n2, ny = P.shape
+    P = P.contiguous().to(torch.float64)
+    out = torch.empty(B, 4, dtype=torch.float64, device=P.device)
+    _closed_forms_kernel[(B,)](P, out, n1, n2, ny, **_blocks(n1, n2, ny), num_warps=_warps(n1, n2, ny))
+    return out.unbind(1)
+
+
+def alternation(P: torch.Tensor, steps: int, omega: float = 1.5):
+    """``(f, g, logR)`` after ``steps`` Blahut–Arimoto steps from the proxy, as
+    :func:`fastpid.solver.alternation_steps` computes them from :func:`~fastpid.solver.proxy_log_r`."""
+    B, n1, n2, ny = P.shape
+    P = P.contiguous().to(torch.float64)
+    f = torch.empty(B, n1, ny, dtype=torch.float64, device=P.device)
+    g = torch.empty(B, n2, ny, dtype=torch.float64, device=P.device)
+    logR = torch.empty(B, n1, n2, dtype=torch.float64, device=P.device)
+    _alternation_kernel[(B,)](P, f, g, logR, n1, n2, ny, int(steps), float(omega),
+                              **_blocks(n1, n2, ny), num_warps=_warps(n1, n2, ny))
+    return f, g, logR
+
+
+def joint_codes(x1, x2, y, sizes, *, groups=None, num_groups: int = 1, weights=None, dtype=torch.float64):
+    """Unnormalised ``T[G, n1, n2, ny]``: the (weighted) count of each code triple per group.
+
+    ``x1, x2, y, groups``: int64 vectors of length N, already checked to be in range.
+    """
+    n1, n2, ny = sizes
+    N = x1.shape[0]
+    out = torch.zeros(num_groups * n1 * n2 * ny, dtype=dtype, device=x1.device)
+    BLOCK = 1024
+    _joint_codes_kernel[(triton.cdiv(N, BLOCK),)](
+        x1, x2, y, groups if groups is not None else x1, weights if weights is not None else out, out,
+        N, n1, n2, ny, HAS_G=groups is not None, HAS_W=weights is not None, BLOCK=BLOCK)
+    return out.reshape(num_groups, n1, n2, ny)
+
+
+def joint_soft(p1, p2, y, ny: int, *, groups=None, num_groups: int = 1, weights=None):
+    """Unnormalised ``T[G, n1, n2, ny] = Σ_n w_n p1[n] ⊗ p2[n] ⊗ onehot(y_n)`` per group.
+
+    ``p1 (N, n1)``, ``p2 (N, n2)`` probability rows; ``y``, ``groups`` int64 vectors.
+    """
+    N, n1 = p1.shape
+    n2 = p2.shape[1]
+    p1, p2 = p1.contiguous(), p2.contiguous()
+    out = torch.zeros(num_groups * n1 * n2 * ny, dtype=p1.dtype, device=p1.device)
+    _joint_soft_kernel[(N,)](
+        p1, p2, y, groups if groups is not None else y, weights if weights is not None else p1, out,
+        n1, n2, ny, HAS_G=groups is not None, HAS_W=weights is not None,
+        B1=triton.next_power_of_2(n1), B2=triton.next_power_of_2(n2))
+    return out.reshape(num_groups, n1, n2, ny)
