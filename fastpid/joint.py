@@ -225,6 +225,10 @@ def _accumulate(N, hard, soft, w, G, gidx, dtype, device) -> torch.Tensor:
       ``T[h] += L_hᵀ R_h`` by one of the contractions of :func:`_choose_mode`.
       Chunking keeps temporaries below ``_CHUNK_ELEMS`` elements.
     """
+    if device.type == "cuda":
+        T = _accumulate_fused(hard, soft, w, G, gidx, dtype, device)
+        if T is not None:
+            return T
     H = G
     h = gidx
     for _, codes, n in hard:
@@ -282,6 +286,28 @@ def _accumulate(N, hard, soft, w, G, gidx, dtype, device) -> torch.Tensor:
         T = T.reshape(G, *hard_sizes, *left_sizes, Rb)
         axes = ["g"] + hard_axes + left_axes + [r_axis]
     return T.permute([axes.index(a) for a in ("g", 0, 1, 2)])
+
+
+def _accumulate_fused(hard, soft, w, G, gidx, dtype, device):
+    """``T`` from the Triton kernels for the two common GPU cases, else ``None``.
+
+    The kernels have no backward pass, so they serve only inputs that need no gradient:
+    all three variables as codes, or soft rows for ``x1`` and ``x2`` with labels ``y``.
+    """
+    from . import triton_kernels
+
+    if not triton_kernels.available(device)[0]:
+        return None
+    if any(f.requires_grad for _, f in soft) or (w is not None and w.requires_grad):
+        return None
+    kw = dict(groups=gidx, num_groups=G, weights=w)
+    if len(hard) == 3:
+        (_, x1, n1), (_, x2, n2), (_, y, ny) = sorted(hard, key=lambda t: t[0])
+        return triton_kernels.joint_codes(x1, x2, y, (n1, n2, ny), dtype=dtype, **kw)
+    if [a for a, _ in soft] == [0, 1] and [a for a, _, _ in hard] == [2]:
+        (_, y, ny), = hard
+        return triton_kernels.joint_soft(soft[0][1].to(dtype), soft[1][1].to(dtype), y, ny, **kw)
+    return None
 
 
 def _choose_mode(N: int, H: int, La: int, Rb: int, device: torch.device) -> str:

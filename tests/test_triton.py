@@ -123,3 +123,16 @@ def test_auto_uses_triton_for_fast_on_gpu():
     P = _batch((8, 8, 8), "dense", B=64)
     assert fastpid.pid(P, method="fast").backend == "triton"
     assert fastpid.pid(P).backend == "torch"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
+def test_joint_on_gpu_uses_the_kernels_and_matches_cpu():
+    gen = torch.Generator().manual_seed(3)
+    N = 5000
+    x1, x2, y = (torch.randint(0, n, (N,), generator=gen) for n in (9, 4, 6))
+    p1 = torch.softmax(torch.randn(N, 9, generator=gen), 1)
+    for args in ((x1, x2, y), (p1, x2, y)):
+        cpu = fastpid.joint(*args, sizes=(9, 4, 6))
+        gpu = fastpid.joint(*(a.cuda() for a in args), sizes=(9, 4, 6))
+        torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-6, rtol=1e-5)
