@@ -5,10 +5,14 @@
   torch PCA / k-means live in :mod:`fastpid.integrations.cluster`.
 * :class:`ECSAsyncController` — ECS-async two-stage training: pauses the modality with
   too much unique information, starts joint training from the peak-synergy snapshot.
+* :class:`SynIBLoss` — the SynIB objective: fused and unimodal cross-entropies plus a
+  penalty on confident fused predictions when a modality is withheld.
 
 SPICE and DynCIM adapters arrive in later work.
 """
 from .ecs_async import Decision, ECSAsyncController, ProbeRecord
 from .probe import PIDProbe, ProbeResult
+from .synib import SynIBLoss, SynIBTerms, kl_to_uniform
 
-__all__ = ["PIDProbe", "ProbeResult", "ECSAsyncController", "Decision", "ProbeRecord"]
+__all__ = ["PIDProbe", "ProbeResult", "ECSAsyncController", "Decision", "ProbeRecord",
+           "SynIBLoss", "SynIBTerms", "kl_to_uniform"]
