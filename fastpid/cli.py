@@ -34,6 +34,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     import numpy
     import torch
 
+    from fastpid import backends
     from fastpid._build_info import build_info
 
     info = {
@@ -43,13 +44,17 @@ def _cmd_info(args: argparse.Namespace) -> int:
         "torch": torch.__version__,
         "torch_cuda_available": bool(torch.cuda.is_available()),
         "native": build_info(),
+        "backends": backends(),
     }
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
-    native = info.pop("native")
+    native, available = info.pop("native"), info.pop("backends")
     for key, value in info.items():
         print(f"{key:<22} {value}")
+    print("backends:")
+    for name, state in available.items():
+        print(f"  {name:<22} {'available' if state['available'] else 'unavailable: ' + state['reason']}")
     print("native extension (fastpid._C):")
     for key, value in native.items():
         print(f"  {key:<22} {value}")

@@ -139,3 +139,5 @@ def test_info_json(capsys):
     info = _json_out(capsys, ["info", "--json"])
     assert info["fastpid"] == version("fastpid")
     assert info["native"]["native"] is True, info["native"]
+    assert info["backends"]["cpp"]["available"] is True
+    assert set(info["backends"]) == {"torch", "cpp", "triton", "cvx"}
