@@ -31,22 +31,22 @@ double logsumexp(int n, F x) {
   return m + std::log(s);
 }
 
-// In-place Cholesky of a dense SPD n x n matrix (lower triangle, row by row); a pivot that
-// rounding made non-positive gets a tiny ridge, as the reference's fallback does. Rows are
-// contiguous, so the dot products vectorise as SIMD reductions.
+// In-place Cholesky of a dense SPD n x n matrix (lower triangle); a pivot that rounding
+// made non-positive gets a tiny ridge, as the reference's fallback does. Right-looking:
+// each column's rank-one update of the trailing rows is a contiguous axpy (it vectorises
+// without the horizontal reductions of dot products).
 void cholesky(double* A, int n) {
-  for (int r = 0; r < n; ++r) {
-    double* Ar = A + static_cast<size_t>(r) * n;
-    for (int k = 0; k <= r; ++k) {
-      const double* Ak = A + static_cast<size_t>(k) * n;
-      double v = Ar[k];
-#pragma omp simd reduction(- : v)
-      for (int p = 0; p < k; ++p) v -= Ar[p] * Ak[p];
-      if (k < r) {
-        Ar[k] = v / Ak[k];
-      } else {
-        Ar[r] = std::sqrt(v > 1e-300 ? v : 1e-12);
-      }
+  std::vector<double> col(n);
+  for (int k = 0; k < n; ++k) {
+    double* Ak = A + static_cast<size_t>(k) * n;
+    const double d = std::sqrt(Ak[k] > 1e-300 ? Ak[k] : 1e-12);
+    Ak[k] = d;
+    for (int r = k + 1; r < n; ++r) col[r] = (A[static_cast<size_t>(r) * n + k] /= d);
+    for (int r = k + 1; r < n; ++r) {
+      double* Ar = A + static_cast<size_t>(r) * n;
+      const double lr = col[r];
+#pragma omp simd
+      for (int c = k + 1; c <= r; ++c) Ar[c] -= lr * col[c];
     }
   }
 }
