@@ -1,0 +1,83 @@
+"""Pacing functions and phase schedules for curricula.
+
+A pacing function maps progress ``t`` out of ``T`` to the fraction of the (ranked) training
+set that is admitted. :class:`RootCompetence` is the square-root competence function of
+Platanios et al. (2019), ``c(t) = min(1, sqrt(t (1 - c0²) / T + c0²))``: it starts at
+``c0`` and admits new samples quickly at first, slowly later (each new sample gets a
+roughly equal share of the remaining training time). Any callable ``(t, T) -> fraction``
+can stand in for it.
+
+:class:`PhaseSchedule` cuts ``epochs`` into consecutive phases by fractions of the epochs.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+__all__ = ["RootCompetence", "PhaseSchedule", "PhasePosition"]
+
+
+class RootCompetence:
+    """``c(t) = min(1, sqrt(t (1 - c0²) / T + c0²))``, the admitted fraction at progress
+    ``t`` of ``T`` (``0 <= t``, ``T > 0``; any unit, e.g. epochs)."""
+
+    def __init__(self, c0: float = 0.2):
+        if not (isinstance(c0, (int, float)) and 0.0 < c0 <= 1.0):
+            raise ValueError(f"c0 (the initial competence) must be in (0, 1], got {c0!r}")
+        self.c0 = float(c0)
+
+    def __call__(self, t: float, T: float) -> float:
+        if T <= 0 or t < 0:
+            raise ValueError(f"pacing needs t >= 0 and T > 0, got t={t!r}, T={T!r}")
+        return min(1.0, math.sqrt(t * (1.0 - self.c0 ** 2) / T + self.c0 ** 2))
+
+    def __repr__(self) -> str:
+        return f"RootCompetence(c0={self.c0})"
+
+
+@dataclass(frozen=True)
+class PhasePosition:
+    """Where an epoch lies in a :class:`PhaseSchedule`: phase ``index``, ``step`` (epochs
+    since the phase began) and ``length`` (epochs in the phase)."""
+
+    index: int
+    step: int
+    length: int
+
+
+class PhaseSchedule:
+    """Consecutive phases covering ``epochs`` epochs, phase ``i`` lasting about
+    ``fractions[i] * epochs``.
+
+    Boundaries are ``round(cumsum(fractions) * epochs)``, so lengths add up to ``epochs``
+    exactly; a phase whose share rounds to zero epochs is skipped. ``fractions`` must be
+    non-negative and sum to 1.
+    """
+
+    def __init__(self, epochs: int, fractions=(0.3, 0.3, 0.4)):
+        if not isinstance(epochs, int) or epochs < 1:
+            raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+        fractions = tuple(float(f) for f in fractions)
+        if not fractions or any(f < 0 or not math.isfinite(f) for f in fractions) \
+                or abs(sum(fractions) - 1.0) > 1e-6:
+            raise ValueError(f"phase fractions must be non-negative and sum to 1, got {fractions}")
+        self.epochs = epochs
+        self.fractions = fractions
+        acc, ends = 0.0, []
+        for f in fractions:
+            acc += f
+            ends.append(int(round(acc * epochs)))
+        ends[-1] = epochs
+        self.ends = tuple(ends)
+
+    def position(self, epoch: int) -> PhasePosition:
+        """The phase of ``epoch`` (0-based; epochs past the end stay in the last phase)."""
+        if not isinstance(epoch, int) or epoch < 0:
+            raise ValueError(f"epoch must be a non-negative integer, got {epoch!r}")
+        start = 0
+        for i, end in enumerate(self.ends[:-1]):
+            if epoch < end:
+                return PhasePosition(index=i, step=epoch - start, length=end - start)
+            start = end
+        return PhasePosition(index=len(self.ends) - 1, step=epoch - start,
+                             length=self.epochs - start)

@@ -1,0 +1,271 @@
+"""SPICE: per-sample scores on hand-made predictions, pacing, phases, ranking, sampler, and a
+seconds-long training run."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from fastpid.integrations.pacing import PhaseSchedule, RootCompetence
+from fastpid.integrations.spice import SPICECurriculum, SPICESampler
+from fastpid.integrations.spice_scores import (SampleScores, local_scores, nearest_neighbours,
+                                               pointwise_scores)
+
+LOG2 = math.log(2.0)
+
+
+def rows(*ps):
+    """Two-class probability rows from the probabilities of class 0."""
+    p = torch.tensor(ps, dtype=torch.float64)
+    return torch.stack([p, 1 - p], 1)
+
+
+# ---------------------------------------------------------------- pointwise scores
+
+def test_pointwise_scores_on_the_four_archetypes():
+    # y = 0 everywhere, uniform prior; columns: redundant, unique-1, unique-2, synergistic.
+    p1 = rows(1.0, 1.0, 0.5, 0.5)
+    p2 = rows(1.0, 0.5, 1.0, 0.5)
+    p12 = rows(1.0, 1.0, 1.0, 1.0)
+    s = pointwise_scores(p1, p2, p12, torch.zeros(4, dtype=torch.long), prior=[0.5, 0.5])
+    torch.testing.assert_close(s.redundancy, torch.tensor([LOG2, 0, 0, 0], dtype=torch.float64))
+    torch.testing.assert_close(s.unique1, torch.tensor([0, LOG2, 0, 0], dtype=torch.float64))
+    torch.testing.assert_close(s.unique2, torch.tensor([0, 0, LOG2, 0], dtype=torch.float64))
+    torch.testing.assert_close(s.synergy, torch.tensor([0, 0, 0, LOG2], dtype=torch.float64))
+
+
+def test_pointwise_scores_negative_pmi_and_partial_overlap():
+    # p1(y)=0.25 < prior: i1 = log 0.5 < 0, so r = 0 and u1 = 0; p2(y)=1: u2 = log 2.
+    # Second sample: i1 = log 1.6, i2 = log 1.2, i12 = log 1.8: r = log 1.2, u1 = log(1.6/1.2),
+    # s = log(1.8/1.6).
+    p1 = rows(0.25, 0.8)
+    p2 = rows(1.0, 0.6)
+    p12 = rows(0.5, 0.9)
+    s = pointwise_scores(p1, p2, p12, torch.tensor([0, 0]), prior=[0.5, 0.5])
+    torch.testing.assert_close(s.redundancy, torch.tensor([0.0, math.log(1.2)], dtype=torch.float64))
+    torch.testing.assert_close(s.unique1, torch.tensor([0.0, math.log(1.6 / 1.2)], dtype=torch.float64))
+    torch.testing.assert_close(s.unique2, torch.tensor([LOG2, 0.0], dtype=torch.float64))
+    torch.testing.assert_close(s.synergy, torch.tensor([0.0, math.log(1.8 / 1.6)], dtype=torch.float64))
+
+
+def test_pointwise_default_prior_is_label_frequency():
+    y = torch.tensor([0, 0, 0, 1])                      # p(0) = 0.75, p(1) = 0.25
+    one = rows(1.0, 1.0, 1.0, 0.0)                      # every head certain and right
+    s = pointwise_scores(one, one, one, y)
+    expect = torch.tensor([math.log(4 / 3)] * 3 + [math.log(4)], dtype=torch.float64)
+    torch.testing.assert_close(s.redundancy, expect)
+    assert float(s.synergy.abs().max()) == 0.0
+
+
+def test_pointwise_zero_probability_stays_finite():
+    s = pointwise_scores(rows(0.0), rows(1.0), rows(1.0), torch.tensor([0]), prior=[0.5, 0.5])
+    assert torch.isfinite(torch.stack([s.redundancy, s.unique1, s.unique2, s.synergy])).all()
+    assert float(s.unique2) == pytest.approx(LOG2)
+
+
+@pytest.mark.parametrize("bad, err", [
+    (dict(p1=torch.zeros(2, 2)), "sum to 1"),
+    (dict(p1=torch.tensor([[2.0, -1.0], [0.5, 0.5]])), "negative"),
+    (dict(p2=rows(0.5, 0.5, 0.5)), "rows"),
+    (dict(y=torch.tensor([0, 2])), r"\[0, 2\)"),
+    (dict(y=torch.tensor([0.0, 1.0])), "integer"),
+    (dict(p12=[[0.5, 0.5]]), "torch.Tensor"),
+])
+def test_pointwise_bad_input(bad, err):
+    args = dict(p1=rows(0.5, 0.5), p2=rows(0.5, 0.5), p12=rows(0.5, 0.5), y=torch.tensor([0, 1]))
+    args.update(bad)
+    with pytest.raises((ValueError, TypeError), match=err):
+        pointwise_scores(args["p1"], args["p2"], args["p12"], args["y"])
+
+
+def test_shares_sum_to_one_or_zero():
+    s = SampleScores(redundancy=torch.tensor([1.0, 0.0]), unique1=torch.tensor([1.0, 0.0]),
+                     unique2=torch.tensor([0.0, 0.0]), synergy=torch.tensor([2.0, 0.0]))
+    torch.testing.assert_close(s.shares(), torch.tensor([[0.25, 0.0], [0.25, 0.0], [0.5, 0.0]]))
+
+
+# ---------------------------------------------------------------- neighbours and local scores
+
+def test_nearest_neighbours_on_a_line():
+    x = torch.tensor([[0.0], [1.0], [3.0], [10.0]])
+    assert nearest_neighbours(x, 2).tolist() == [[0, 1], [1, 0], [2, 1], [3, 2]]
+    # Duplicated points: each is still its own first neighbour.
+    dup = torch.tensor([[5.0], [5.0], [0.0]])
+    assert nearest_neighbours(dup, 1).flatten().tolist() == [0, 1, 2]
+    with pytest.raises(ValueError, match="k must be"):
+        nearest_neighbours(x, 5)
+
+
+def test_local_scores_recover_xor_and_copy_neighbourhoods():
+    # Cluster A (near 0): one-hot heads a, b and y = a xor b over all four pairs -> S = log 2.
+    # Cluster B (near 100): both heads copy y, y uniform -> R = log 2.
+    a = torch.tensor([0, 0, 1, 1, 0, 1, 0, 1])
+    b = torch.tensor([0, 1, 0, 1, 0, 1, 0, 1])
+    y = torch.cat([a[:4] ^ b[:4], a[4:]])
+    emb = torch.cat([torch.zeros(4, 1), torch.full((4, 1), 100.0)]) + torch.arange(8.0)[:, None] * 1e-3
+    eye = torch.eye(2, dtype=torch.float64)
+    s = local_scores(eye[a], eye[b], y, emb, k=4, method="exact")
+    zero, half = torch.zeros(4, dtype=torch.float64), torch.full((4,), LOG2, dtype=torch.float64)
+    torch.testing.assert_close(s.synergy, torch.cat([half, zero]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(s.redundancy, torch.cat([zero, half]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(s.unique1 + s.unique2, torch.zeros(8, dtype=torch.float64), atol=1e-6, rtol=0)
+
+
+def test_local_scores_check_the_embedding():
+    p = rows(0.5, 0.5)
+    with pytest.raises(ValueError, match="embedding"):
+        local_scores(p, p, torch.tensor([0, 1]), torch.zeros(3, 2), k=1)
+
+
+# ---------------------------------------------------------------- pacing and phases
+
+def test_root_competence_values():
+    c = RootCompetence(0.2)
+    assert c(0, 10) == pytest.approx(0.2)
+    assert c(5, 10) == pytest.approx(math.sqrt(0.5 * 0.96 + 0.04))
+    assert c(10, 10) == 1.0 and c(50, 10) == 1.0
+    with pytest.raises(ValueError, match="c0"):
+        RootCompetence(0.0)
+    with pytest.raises(ValueError, match="T > 0"):
+        c(1, 0)
+
+
+def test_phase_schedule_boundaries():
+    s = PhaseSchedule(10)
+    assert s.ends == (3, 6, 10)
+    assert [(p.index, p.step, p.length) for p in map(s.position, (0, 2, 3, 6, 9, 12))] == \
+        [(0, 0, 3), (0, 2, 3), (1, 0, 3), (2, 0, 4), (2, 3, 4), (2, 6, 4)]
+    assert PhaseSchedule(7).ends == (2, 4, 7)
+    assert PhaseSchedule(4, (0.5, 0.0, 0.5)).position(2).index == 2   # empty phase skipped
+    for bad in [(0.5, 0.6, 0.0), (-0.1, 0.6, 0.5)]:
+        with pytest.raises(ValueError, match="sum to 1"):
+            PhaseSchedule(10, bad)
+
+
+# ---------------------------------------------------------------- the curriculum
+
+def hand_scores():
+    """Ten samples: 0-3 mostly redundant (0 most), 4-6 mostly unique, 7-9 mostly synergistic."""
+    r = torch.tensor([9, 8, 7, 6, 1, 1, 1, 0, 0, 0], dtype=torch.float64)
+    u = torch.tensor([1, 2, 3, 4, 9, 8, 7, 1, 2, 0], dtype=torch.float64)
+    s = torch.tensor([0, 0, 0, 0, 0, 1, 2, 9, 8, 0], dtype=torch.float64)
+    return SampleScores(redundancy=r, unique1=u / 2, unique2=u / 2, synergy=s)
+
+
+def test_curriculum_admits_by_phase_and_pacing():
+    cur = SPICECurriculum(10, epochs=10, pacing=RootCompetence(0.2),
+                          estimator=lambda *args: hand_scores())
+    assert cur.indices().tolist() == list(range(10))           # warm-up: all, before any update
+    assert not cur.due(0) and cur.due(1)
+    cur.update(None, None, None, None)
+    cur.set_epoch(0)                                            # redundancy phase, c = 0.2
+    assert cur.phase() == "redundancy" and cur.fraction() == pytest.approx(0.2)
+    assert cur.indices().tolist() == [0, 1]
+    cur.set_epoch(3)                                            # uniqueness phase starts again at c0
+    assert cur.phase() == "uniqueness" and cur.indices().tolist() == [4, 5]
+    cur.set_epoch(6)
+    assert cur.phase() == "synergy" and cur.indices().tolist() == [7, 8]
+    cur.set_epoch(9)                                            # last epoch of a phase: everyone
+    assert sorted(cur.indices().tolist()) == list(range(10))
+    # Sample 9 has no information at all: it ranks last in every phase.
+    assert cur.indices()[-1] == 9
+    w = cur.weights()
+    assert w.sum() == 10 and set(w.tolist()) == {1.0}
+
+
+def test_curriculum_tie_break_by_total_information():
+    r = torch.tensor([1.0, 3.0, 2.0])                           # all redundancy share 1
+    z = torch.zeros(3)
+    cur = SPICECurriculum(3, epochs=3, pacing=lambda t, T: 1.0,
+                          estimator=lambda *a: SampleScores(r, z, z, z))
+    cur.update(None, None, None, None)
+    assert cur.indices().tolist() == [1, 2, 0]
+
+
+def test_curriculum_refresh_and_errors():
+    cur = SPICECurriculum(4, epochs=6, refresh=2)
+    assert [cur.due(e) for e in range(6)] == [False, False, True, False, True, False]
+    p = rows(0.9, 0.1, 0.5, 0.5)
+    y = torch.tensor([0, 1, 0, 1])
+    scores = cur.update(p, p, p, y)
+    assert scores.redundancy.shape == (4,)
+    with pytest.raises(ValueError, match="n_samples"):
+        SPICECurriculum(5, epochs=6).update(p, p, p, y)
+    with pytest.raises(ValueError, match="embedding"):
+        SPICECurriculum(4, epochs=6, estimator="local").update(p, p, p, y)
+    with pytest.raises(ValueError, match="estimator"):
+        SPICECurriculum(4, epochs=6, estimator="global")
+    with pytest.raises(ValueError, match="phases"):
+        SPICECurriculum(4, epochs=6, phases=(0.5, 0.5))
+    bad = SPICECurriculum(10, epochs=6, pacing=lambda t, T: 1.5, estimator=lambda *a: hand_scores())
+    bad.update(None, None, None, None)
+    with pytest.raises(ValueError, match="pacing"):
+        bad.indices()
+
+
+def test_sampler_yields_the_admitted_set_shuffled():
+    cur = SPICECurriculum(10, epochs=10, estimator=lambda *a: hand_scores())
+    cur.update(None, None, None, None)
+    sampler = SPICESampler(cur, generator=torch.Generator().manual_seed(0))
+    cur.set_epoch(7)                                            # synergy phase, c(1 of 3)
+    drawn = list(sampler)
+    assert len(drawn) == len(sampler) == len(cur.indices())
+    assert sorted(drawn) == sorted(cur.indices().tolist())
+    orders = {tuple(sampler) for _ in range(5)}
+    assert len(orders) > 1                                      # shuffled each epoch
+    with pytest.raises(TypeError, match="SPICECurriculum"):
+        SPICESampler(object())
+
+
+# ---------------------------------------------------------------- smoke training run
+
+class TwoViewNet(nn.Module):
+    def __init__(self, d1, d2, c, h=16):
+        super().__init__()
+        self.enc1 = nn.Sequential(nn.Linear(d1, h), nn.ReLU())
+        self.enc2 = nn.Sequential(nn.Linear(d2, h), nn.ReLU())
+        self.head1, self.head2, self.head12 = nn.Linear(h, c), nn.Linear(h, c), nn.Linear(2 * h, c)
+
+    def forward(self, x1, x2):
+        z1, z2 = self.enc1(x1), self.enc2(x2)
+        z = torch.cat([z1, z2], 1)
+        return self.head1(z1), self.head2(z2), self.head12(z), z
+
+
+@pytest.mark.parametrize("estimator", ["pointwise", "local"])
+def test_spice_smoke_training(estimator):
+    torch.manual_seed(0)
+    n, c = 240, 3
+    y = torch.randint(0, c, (n,))
+    centres = torch.randn(c, 4) * 2
+    x1 = centres[y] + torch.randn(n, 4)
+    x2 = centres[y] + torch.randn(n, 4)
+    model = TwoViewNet(4, 4, c)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    epochs = 6
+    cur = SPICECurriculum(n, epochs, estimator=estimator, estimator_kwargs={"k": 8} if estimator == "local" else None)
+    loader = DataLoader(TensorDataset(torch.arange(n)), batch_size=32,
+                        sampler=SPICESampler(cur, generator=torch.Generator().manual_seed(0)))
+    seen = []
+    for epoch in range(epochs):
+        if cur.due(epoch):
+            with torch.no_grad():
+                l1, l2, l12, z = model(x1, x2)
+            cur.update(l1.softmax(1), l2.softmax(1), l12.softmax(1), y, embedding=z)
+        cur.set_epoch(epoch)
+        count = 0
+        for (idx,) in loader:
+            l1, l2, l12, _ = model(x1[idx], x2[idx])
+            loss = sum(nn.functional.cross_entropy(l, y[idx]) for l in (l1, l2, l12))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            count += len(idx)
+        seen.append(count)
+    assert seen[0] == n and min(seen) < n                        # warm-up, then a curriculum
+    with torch.no_grad():
+        acc = (model(x1, x2)[2].argmax(1) == y).float().mean()
+    assert acc > 0.7                                             # chance is 1/3
