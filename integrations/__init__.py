@@ -16,3 +16,14 @@ from .synib import SynIBLoss, SynIBTerms, kl_to_uniform
 
 __all__ = ["PIDProbe", "ProbeResult", "ECSAsyncController", "Decision", "ProbeRecord",
            "SynIBLoss", "SynIBTerms", "kl_to_uniform"]
+
+# SPICE and DynCIM (issue 5), with OGM-GE as the imbalance baseline.
+from .dyncim import DynCIM  # noqa: E402
+from .dyncim_loss import DynCIMLoss  # noqa: E402
+from .gated_fusion import GatedFusion  # noqa: E402
+from .pacing import PhaseSchedule, RootCompetence  # noqa: E402
+from .spice import SPICECurriculum, SPICESampler  # noqa: E402
+from .spice_scores import SampleScores, local_scores, pointwise_scores  # noqa: E402
+
+__all__ += ["SPICECurriculum", "SPICESampler", "SampleScores", "pointwise_scores", "local_scores",
+            "RootCompetence", "PhaseSchedule", "DynCIM", "DynCIMLoss", "GatedFusion"]

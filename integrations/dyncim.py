@@ -1,0 +1,222 @@
+"""DynCIM: a sample- and modality-level dynamic curriculum for imbalanced multimodal learning.
+
+:class:`DynCIM` keeps the curriculum's state for ``N`` training samples and ``M >= 2``
+modalities and is updated once per epoch from the model's predictions on the training set
+(fused head ``(N, C)`` and one unimodal head per modality, softmax rows).
+
+**Sample level.** Each sample's difficulty ``d_n`` in ``[0, 1]`` is a weighted mean of
+
+* *deviation*: ``1 - p_fused(y_n)``;
+* *consistency*: the generalised Jensen–Shannon divergence of the ``M + 1`` predictions
+  (each unimodal head and the fused head, equal weights), ``H(mean p) - mean H(p)``,
+  divided by its maximum ``log(M + 1)``;
+* *stability*: the spread of ``p_fused(y_n)`` over recent epochs, ``2 · std`` (a value in
+  ``[0, 1]`` has ``std <= 1/2``), the std taken from exponentially weighted running
+  moments with span ``window`` (``a = 2 / (window + 1)``), so no per-epoch history is
+  stored. It is 0 after the first update.
+
+Sample weights are ``w_n ∝ exp(-d_n / τ(t))`` normalised to mean 1, with the temperature
+growing over training (default :class:`LinearTemperature` from 0.1 to 1.0) so that hard
+samples are down-weighted early and enter later.
+
+**Modality level.** ``conf_m`` is modality ``m``'s mean probability of the true class;
+``GMR_m = conf_m / (∏_k conf_k)^(1/M)`` (> 1: dominant). ``HMIR_m`` is the harmonic mean,
+over the last ``window`` epochs, of the relative improvement of modality ``m``'s training
+cross-entropy, ``δ = (L(t-1) - L(t)) / L(t-1)``, each ``δ`` floored at ``1e-6`` first
+(the harmonic mean is then dominated by the worst recent epoch, and a loss that went up
+counts as a stall). Choices made here:
+
+* stall degree ``κ_m = stall / (stall + HMIR_m)`` in ``(0, 1)``: 1/2 when the modality
+  improves by ``stall`` (default 1 %) per epoch, near 1 when it has stopped; 0 until two
+  updates have been seen;
+* unimodal-loss weights ``λ_m = GMR_m^(-γ κ_m)`` for dominant modalities (shrunk only as
+  far as they have stalled) and ``λ_m = GMR_m^(-γ)`` for lagging ones (boosted), then
+  normalised to mean 1;
+* the gate target (fusion weights) is ``λ / Σ λ``;
+* the fused/unimodal balance: the unimodal terms are scaled by
+  ``α = min(α_max, α_0 (1 + spread))``, ``spread = max_m log GMR_m - min_m log GMR_m``,
+  so the more imbalanced the modalities, the more the unimodal heads are trained.
+
+Before the first update every weight is 1, ``λ = 1``, the target is uniform and
+``α = α_0``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+
+from .predictions import check_labels, check_probs, prob_of_label
+
+__all__ = ["DynCIM", "LinearTemperature", "generalized_js", "geometric_mean_ratio",
+           "harmonic_mean_improvement"]
+
+_FLOOR = 1e-6
+
+
+class LinearTemperature:
+    """``τ(t) = start + (end - start) · min(1, t / (T - 1))`` for epoch ``t`` of ``T``."""
+
+    def __init__(self, start: float = 0.1, end: float = 1.0):
+        if not (start > 0 and end > 0):
+            raise ValueError(f"temperatures must be positive, got start={start!r}, end={end!r}")
+        self.start, self.end = float(start), float(end)
+
+    def __call__(self, t: int, T: int) -> float:
+        return self.start + (self.end - self.start) * min(1.0, t / max(1, T - 1))
+
+    def __repr__(self) -> str:
+        return f"LinearTemperature(start={self.start}, end={self.end})"
+
+
+def _entropy(p: torch.Tensor) -> torch.Tensor:
+    return -(p * p.clamp_min(1e-300).log()).sum(-1)
+
+
+def generalized_js(probs: torch.Tensor) -> torch.Tensor:
+    """Generalised Jensen–Shannon divergence (nats) of ``K`` distributions per sample, equal
+    weights: ``H(mean_k p_k) - mean_k H(p_k)``. ``probs (K, N, C)`` → ``(N,)``, in
+    ``[0, log K]``."""
+    return (_entropy(probs.mean(0)) - _entropy(probs).mean(0)).clamp_min(0.0)
+
+
+def geometric_mean_ratio(conf: torch.Tensor) -> torch.Tensor:
+    """``GMR_m = conf_m / (∏_k conf_k)^(1/M)`` for positive confidences ``conf (M,)``."""
+    log_conf = conf.clamp_min(_FLOOR).log()
+    return (log_conf - log_conf.mean()).exp()
+
+
+def harmonic_mean_improvement(losses: Sequence[torch.Tensor], window: int) -> torch.Tensor | None:
+    """HMIR ``(M,)`` from the per-epoch losses ``[L(0), L(1), ...]`` (each ``(M,)``): the
+    harmonic mean of the last ``window`` relative improvements, each floored at 1e-6.
+    ``None`` with fewer than two epochs."""
+    if len(losses) < 2:
+        return None
+    L = torch.stack(list(losses[-(window + 1):]))
+    rel = ((L[:-1] - L[1:]) / L[:-1].clamp_min(_FLOOR)).clamp_min(_FLOOR)
+    return rel.shape[0] / (1.0 / rel).sum(0)
+
+
+class DynCIM:
+    """Sample weights, unimodal-loss weights and gate targets of the DynCIM curriculum.
+
+    Args:
+        n_samples: training-set size ``N``.
+        n_modalities: ``M >= 2``.
+        epochs: training epochs ``T`` (for the temperature schedule).
+        window: ``K``, the epochs over which stability and HMIR are measured.
+        temperature: ``(t, T) -> τ``; default ``LinearTemperature(0.1, 1.0)``.
+        difficulty_weights: weights of (deviation, consistency, stability) in ``d_n``.
+        gamma: strength of the GMR re-weighting of modalities.
+        stall: relative loss improvement per epoch at which a modality counts as half
+            stalled.
+        unimodal_scale: ``α_0``, the base weight of the unimodal loss terms.
+        max_unimodal_scale: ``α_max``.
+    """
+
+    def __init__(self, n_samples: int, n_modalities: int, epochs: int, *, window: int = 5,
+                 temperature=None, difficulty_weights=(1.0, 1.0, 1.0), gamma: float = 1.0,
+                 stall: float = 0.01, unimodal_scale: float = 1.0, max_unimodal_scale: float = 4.0):
+        for name, v, lo in (("n_samples", n_samples, 1), ("n_modalities", n_modalities, 2),
+                            ("epochs", epochs, 1), ("window", window, 1)):
+            if not isinstance(v, int) or v < lo:
+                raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+        dw = torch.as_tensor(difficulty_weights, dtype=torch.float64)
+        if dw.shape != (3,) or (dw < 0).any() or dw.sum() <= 0:
+            raise ValueError("difficulty_weights must be 3 non-negative numbers (deviation, "
+                             f"consistency, stability), not all 0; got {difficulty_weights!r}")
+        for name, v in (("gamma", gamma), ("stall", stall), ("unimodal_scale", unimodal_scale),
+                        ("max_unimodal_scale", max_unimodal_scale)):
+            if not (isinstance(v, (int, float)) and v >= 0 and math.isfinite(v)):
+                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+        if stall == 0:
+            raise ValueError("stall must be > 0")
+        self.n_samples, self.n_modalities, self.epochs, self.window = n_samples, n_modalities, epochs, window
+        self.temperature = LinearTemperature() if temperature is None else temperature
+        self.difficulty_weights = dw / dw.sum()
+        self.gamma, self.stall = float(gamma), float(stall)
+        self.base_unimodal_scale, self.max_unimodal_scale = float(unimodal_scale), float(max_unimodal_scale)
+        self.epoch = -1          # index of the last update
+        self.losses: list[torch.Tensor] = []   # per-epoch unimodal CE, each (M,)
+        self._mean = self._sq = None           # running moments of p_fused(y_n)
+        self.difficulty = self.components = self.gmr = self.hmir = None
+        self._w = torch.ones(n_samples, dtype=torch.float64)
+        self._lam = torch.ones(n_modalities, dtype=torch.float64)
+        self._alpha = self.base_unimodal_scale
+
+    def update(self, p_fused, p_modalities, y) -> None:
+        """Advance one epoch with predictions on the whole training set.
+
+        ``p_fused (N, C)``: fused softmax output; ``p_modalities``: ``M`` tensors ``(N, C)``
+        (or one ``(M, N, C)`` tensor) of unimodal softmax outputs; ``y (N,)``: labels.
+        """
+        pf = check_probs(p_fused, "p_fused", self.n_samples)
+        c = pf.shape[1]
+        if isinstance(p_modalities, torch.Tensor) and p_modalities.dim() == 3:
+            p_modalities = list(p_modalities)
+        if len(p_modalities) != self.n_modalities:
+            raise ValueError(f"expected {self.n_modalities} unimodal predictions, got {len(p_modalities)}")
+        pm = torch.stack([check_probs(p, f"p_modalities[{m}]", self.n_samples, c).to(pf.device)
+                          for m, p in enumerate(p_modalities)])
+        y = check_labels(y, self.n_samples, c).to(pf.device)
+        self.epoch += 1
+
+        # Sample level.
+        true_f = prob_of_label(pf, y)
+        a = 2.0 / (self.window + 1)
+        if self._mean is None:
+            self._mean, self._sq = true_f.clone(), true_f ** 2
+        else:
+            self._mean = (1 - a) * self._mean + a * true_f
+            self._sq = (1 - a) * self._sq + a * true_f ** 2
+        spread = (self._sq - self._mean ** 2).clamp_min(0.0).sqrt()
+        comps = torch.stack([1.0 - true_f,
+                             generalized_js(torch.cat([pm, pf[None]])) / math.log(self.n_modalities + 1),
+                             (2.0 * spread).clamp(max=1.0)])
+        self.components = comps
+        self.difficulty = (self.difficulty_weights.to(pf.device)[:, None] * comps).sum(0)
+        tau = float(self.temperature(self.epoch, self.epochs))
+        if not tau > 0:
+            raise ValueError(f"the temperature schedule returned {tau!r}; it must be > 0")
+        logw = -(self.difficulty - self.difficulty.min()) / tau
+        w = logw.exp()
+        self._w = w / w.mean()
+
+        # Modality level.
+        true_m = torch.stack([prob_of_label(p, y) for p in pm])          # (M, N)
+        self.losses.append(-true_m.clamp_min(1e-12).log().mean(1))
+        self.gmr = geometric_mean_ratio(true_m.mean(1))
+        self.hmir = harmonic_mean_improvement(self.losses, self.window)
+        kappa = (torch.zeros_like(self.gmr) if self.hmir is None
+                 else self.stall / (self.stall + self.hmir))
+        exponent = torch.where(self.gmr > 1, -self.gamma * kappa,
+                               torch.full_like(kappa, -self.gamma))
+        lam = self.gmr ** exponent
+        self._lam = lam / lam.mean()
+        log_gmr = self.gmr.log()
+        self._alpha = min(self.max_unimodal_scale,
+                          self.base_unimodal_scale * (1.0 + float(log_gmr.max() - log_gmr.min())))
+
+    def weights(self) -> torch.Tensor:
+        """``(N,)`` sample weights, mean 1 (all 1 before the first update)."""
+        return self._w.clone()
+
+    def modality_weights(self) -> torch.Tensor:
+        """``(M,)`` unimodal-loss weights ``λ``, mean 1."""
+        return self._lam.clone()
+
+    def gate_target(self) -> torch.Tensor:
+        """``(M,)`` target of the batch-mean gate (fusion weights), on the simplex."""
+        return self._lam / self._lam.sum()
+
+    def unimodal_scale(self) -> float:
+        """``α``: overall weight of the unimodal loss terms relative to the fused term."""
+        return self._alpha
+
+    def loss_inputs(self, index) -> dict:
+        """Keyword arguments for :class:`~fastpid.integrations.dyncim_loss.DynCIMLoss` for
+        the batch of training-set indices ``index (B,)``."""
+        index = torch.as_tensor(index, dtype=torch.int64)
+        return {"sample_weights": self._w[index.cpu()], "modality_weights": self.modality_weights(),
+                "unimodal_scale": self._alpha, "gate_target": self.gate_target()}

@@ -1,0 +1,82 @@
+"""The DynCIM training loss.
+
+``L = (1/B) Σ_n w_n [CE(fused_n) + α Σ_m λ_m CE(head_m,n)] + β KL(ḡ ‖ target)``
+
+with sample weights ``w`` (mean 1 over the training set, from
+:meth:`DynCIM.weights <fastpid.integrations.dyncim.DynCIM.weights>`), unimodal-loss
+weights ``λ`` and balance ``α`` (from :class:`~fastpid.integrations.dyncim.DynCIM`), and
+``ḡ`` the batch mean of the per-sample gate of
+:class:`~fastpid.integrations.gated_fusion.GatedFusion`. Choice: the weighted sum is
+divided by the batch size ``B``, not by ``Σ w``, so a batch of easy (heavy) samples counts
+for more than a batch of hard ones, as the global normalisation of ``w`` intends.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+__all__ = ["DynCIMLoss", "dyncim_loss_terms"]
+
+
+def dyncim_loss_terms(fused_logits: torch.Tensor, unimodal_logits: Sequence[torch.Tensor],
+                      y: torch.Tensor, *, sample_weights=None, modality_weights=None,
+                      unimodal_scale: float = 1.0, gate=None, gate_target=None) -> dict:
+    """The three terms of the loss as a dict of scalars: ``fused``
+    (``(1/B) Σ w_n CE(fused_n)``), ``unimodal`` (``(1/B) Σ_n w_n α Σ_m λ_m CE_m,n``) and
+    ``gate`` (``KL(ḡ ‖ target)``, 0 without a gate).
+
+    Shapes: ``fused_logits (B, C)``, ``unimodal_logits`` ``M`` × ``(B, C)``, ``y (B,)``,
+    ``sample_weights (B,)`` (default 1), ``modality_weights (M,)`` (default 1),
+    ``gate (B, M)`` rows on the simplex, ``gate_target (M,)`` on the simplex (default
+    uniform).
+    """
+    if fused_logits.dim() != 2:
+        raise ValueError(f"fused_logits must have shape (B, C), got {tuple(fused_logits.shape)}")
+    B = fused_logits.shape[0]
+    M = len(unimodal_logits)
+    if M == 0 or any(tuple(u.shape) != tuple(fused_logits.shape) for u in unimodal_logits):
+        raise ValueError("unimodal_logits must be one (B, C) tensor per modality, shaped like "
+                         f"fused_logits {tuple(fused_logits.shape)}")
+    dev, dt = fused_logits.device, fused_logits.dtype
+    w = (torch.ones(B, device=dev, dtype=dt) if sample_weights is None
+         else torch.as_tensor(sample_weights, device=dev, dtype=dt))
+    lam = (torch.ones(M, device=dev, dtype=dt) if modality_weights is None
+           else torch.as_tensor(modality_weights, device=dev, dtype=dt))
+    if w.shape != (B,):
+        raise ValueError(f"sample_weights must have shape ({B},), got {tuple(w.shape)}")
+    if lam.shape != (M,):
+        raise ValueError(f"modality_weights must have shape ({M},), got {tuple(lam.shape)}")
+    ce = F.cross_entropy(fused_logits, y, reduction="none")
+    ce_m = torch.stack([F.cross_entropy(u, y, reduction="none") for u in unimodal_logits])  # (M, B)
+    terms = {"fused": (w * ce).mean(),
+             "unimodal": unimodal_scale * (w * (lam[:, None] * ce_m).sum(0)).mean()}
+    if gate is None:
+        terms["gate"] = fused_logits.new_zeros(())
+        return terms
+    if gate.shape != (B, M):
+        raise ValueError(f"gate must have shape ({B}, {M}), got {tuple(gate.shape)}")
+    target = (torch.full((M,), 1.0 / M, device=dev, dtype=dt) if gate_target is None
+              else torch.as_tensor(gate_target, device=dev, dtype=dt))
+    if target.shape != (M,) or (target <= 0).any():
+        raise ValueError(f"gate_target must be a positive ({M},) vector on the simplex")
+    gbar = gate.mean(0).clamp_min(1e-12)
+    terms["gate"] = (gbar * (gbar.log() - target.log())).sum()
+    return terms
+
+
+class DynCIMLoss(nn.Module):
+    """``fused + unimodal + beta · gate`` of :func:`dyncim_loss_terms` (module docstring);
+    ``forward`` takes the same arguments and returns the scalar loss."""
+
+    def __init__(self, beta: float = 0.1):
+        super().__init__()
+        if not (isinstance(beta, (int, float)) and beta >= 0):
+            raise ValueError(f"beta must be a number >= 0, got {beta!r}")
+        self.beta = float(beta)
+
+    def forward(self, fused_logits, unimodal_logits, y, **kwargs) -> torch.Tensor:
+        t = dyncim_loss_terms(fused_logits, unimodal_logits, y, **kwargs)
+        return t["fused"] + t["unimodal"] + self.beta * t["gate"]

@@ -1,0 +1,68 @@
+"""OGM-GE: on-the-fly gradient modulation with generalisation enhancement (Peng et al., 2022).
+
+The established baseline for modality imbalance. After each backward pass, the gradient of
+each modality's encoder is scaled down in proportion to how much that modality dominates
+the batch, and Gaussian noise with the gradient's own standard deviation is added
+(the "generalisation enhancement").
+
+* Score of modality ``m`` on a batch: ``s_m = Σ_n softmax(logits_m)[n, y_n]``, with
+  ``logits_m`` that modality's contribution to the fused output (or its unimodal head).
+* Discrepancy ratio: the paper defines ``ρ = s_1 / s_2`` for two modalities; for ``M``
+  modalities (a choice made here) ``ρ_m = s_m / mean_{k≠m} s_k``, which is the same for
+  ``M = 2``.
+* Coefficient: ``k_m = 1 - tanh(α (ρ_m - 1))`` where ``ρ_m > 1``, else 1.
+* Modulation: ``grad ← k_m · grad + ε``, ``ε ~ N(0, std(grad)²)`` (std of the unscaled
+  gradient, per parameter tensor), applied to every modality's encoder parameters.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import torch
+
+from .predictions import prob_of_label
+
+__all__ = ["ogm_ge_scores", "ogm_ge_coefficients", "modulate_gradients"]
+
+
+def ogm_ge_scores(logits: Sequence[torch.Tensor], y: torch.Tensor) -> torch.Tensor:
+    """``(M,)`` scores ``s_m = Σ_n softmax(logits_m)[n, y_n]`` for ``M`` tensors ``(B, C)``."""
+    if len(logits) < 2 or any(l.dim() != 2 or l.shape != logits[0].shape for l in logits):
+        raise ValueError("logits must be >= 2 tensors of the same shape (B, C), got "
+                         f"{[tuple(l.shape) for l in logits]}")
+    with torch.no_grad():
+        return torch.stack([prob_of_label(l.softmax(-1), y).sum() for l in logits])
+
+
+def ogm_ge_coefficients(scores: torch.Tensor, alpha: float = 0.5) -> torch.Tensor:
+    """``(M,)`` gradient coefficients in ``(0, 1]`` from the modality scores ``(M,)``."""
+    scores = torch.as_tensor(scores, dtype=torch.float64)
+    if scores.dim() != 1 or scores.shape[0] < 2 or (scores < 0).any():
+        raise ValueError(f"scores must be a non-negative (M,) vector with M >= 2, got {scores}")
+    if not alpha >= 0:
+        raise ValueError(f"alpha must be >= 0, got {alpha!r}")
+    M = scores.shape[0]
+    others = (scores.sum() - scores) / (M - 1)
+    ratio = scores / others.clamp_min(1e-12)
+    return torch.where(ratio > 1, 1.0 - torch.tanh(alpha * (ratio - 1.0)), torch.ones_like(ratio))
+
+
+def modulate_gradients(params: Sequence[Iterable[torch.nn.Parameter]], coefficients, *,
+                       noise: bool = True, generator: torch.Generator | None = None) -> None:
+    """Scale (and, with ``noise``, perturb) the gradients in place: ``params[m]`` are the
+    parameters of modality ``m``'s encoder, ``coefficients`` its ``(M,)`` coefficients.
+    Parameters without a gradient are skipped."""
+    coefficients = torch.as_tensor(coefficients, dtype=torch.float64)
+    if coefficients.shape != (len(params),):
+        raise ValueError(f"need one coefficient per parameter group: {len(params)} groups, "
+                         f"coefficients of shape {tuple(coefficients.shape)}")
+    for group, k in zip(params, coefficients.tolist()):
+        for p in group:
+            if p.grad is None:
+                continue
+            std = p.grad.std() if p.grad.numel() > 1 else p.grad.new_zeros(())
+            p.grad.mul_(k)
+            if noise:
+                eps = torch.randn(p.grad.shape, generator=generator, device=p.grad.device,
+                                  dtype=p.grad.dtype)
+                p.grad.add_(eps * std)

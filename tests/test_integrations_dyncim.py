@@ -1,0 +1,327 @@
+"""DynCIM (difficulty, sample weights, GMR / HMIR, modality weights), the gated fusion, the
+loss, OGM-GE, and seconds-long training runs."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from fastpid.integrations.dyncim import (DynCIM, LinearTemperature, generalized_js,
+                                         geometric_mean_ratio, harmonic_mean_improvement)
+from fastpid.integrations.dyncim_loss import DynCIMLoss, dyncim_loss_terms
+from fastpid.integrations.gated_fusion import GatedFusion
+from fastpid.integrations.ogm_ge import modulate_gradients, ogm_ge_coefficients, ogm_ge_scores
+
+LOG2 = math.log(2.0)
+D64 = torch.float64
+
+
+def rows(*ps):
+    p = torch.tensor(ps, dtype=D64)
+    return torch.stack([p, 1 - p], 1)
+
+
+# ---------------------------------------------------------------- building blocks
+
+def test_generalized_js():
+    same = rows(0.3, 0.9)[None].expand(3, 2, 2)
+    torch.testing.assert_close(generalized_js(same), torch.zeros(2, dtype=D64))
+    disjoint = torch.stack([rows(1.0), rows(0.0)])               # two one-hots
+    torch.testing.assert_close(generalized_js(disjoint), torch.tensor([LOG2], dtype=D64))
+
+
+def test_geometric_mean_ratio():
+    torch.testing.assert_close(geometric_mean_ratio(torch.tensor([0.8, 0.2], dtype=D64)),
+                               torch.tensor([2.0, 0.5], dtype=D64))
+    torch.testing.assert_close(geometric_mean_ratio(torch.tensor([0.5, 0.5, 0.5], dtype=D64)),
+                               torch.ones(3, dtype=D64))
+
+
+def test_harmonic_mean_improvement():
+    L = [torch.tensor([1.0, 1.0]), torch.tensor([0.5, 0.9]), torch.tensor([0.25, 0.9])]
+    assert harmonic_mean_improvement(L[:1], window=5) is None
+    h = harmonic_mean_improvement(L, window=5)
+    assert float(h[0]) == pytest.approx(0.5)                     # halves every epoch
+    assert float(h[1]) == pytest.approx(2 / (1 / 0.1 + 1 / 1e-6))  # one stalled epoch dominates
+    # Only the last `window` improvements count.
+    assert float(harmonic_mean_improvement(L, window=1)[1]) == pytest.approx(1e-6)
+
+
+def test_linear_temperature():
+    t = LinearTemperature(0.1, 1.0)
+    assert t(0, 10) == pytest.approx(0.1) and t(9, 10) == pytest.approx(1.0) and t(20, 10) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="positive"):
+        LinearTemperature(0.0, 1.0)
+
+
+# ---------------------------------------------------------------- the DynCIM state
+
+def test_first_update_by_hand():
+    # Sample 0: every head certain and right. Sample 1: fused p(y)=0.5, both unimodal
+    # heads uniform -> deviation 1/2, consistency 0, stability 0, d = 1/6.
+    # Modality confidences: (1 + 0.5)/2 = 0.75 for both -> GMR = 1... make them differ:
+    # modality 1 is right on sample 1 (conf 1), modality 2 is uniform there (conf 0.75).
+    pf = rows(1.0, 0.5)
+    p1 = rows(1.0, 1.0)
+    p2 = rows(1.0, 0.5)
+    y = torch.tensor([0, 0])
+    dyn = DynCIM(2, 2, epochs=10)
+    assert dyn.weights().tolist() == [1.0, 1.0] and dyn.unimodal_scale() == 1.0
+    dyn.update(pf, [p1, p2], y)
+    # consistency of sample 1: JS of (onehot, uniform, uniform) / log 3
+    mix = torch.tensor([2 / 3, 1 / 3], dtype=D64)
+    js = float(-(mix * mix.log()).sum()) - 2 / 3 * LOG2
+    d1 = (0.5 + js / math.log(3)) / 3
+    torch.testing.assert_close(dyn.difficulty, torch.tensor([0.0, d1], dtype=D64))
+    e = math.exp(-d1 / 0.1)
+    torch.testing.assert_close(dyn.weights(), torch.tensor([2 / (1 + e), 2 * e / (1 + e)], dtype=D64))
+    # GMR: conf = (1, 0.75); geometric mean sqrt(0.75).
+    g = 1 / math.sqrt(0.75)
+    torch.testing.assert_close(dyn.gmr, torch.tensor([g, 1 / g], dtype=D64))
+    # No HMIR yet: the dominant modality keeps weight 1, the lagging one gets GMR^-1 = g.
+    lam = torch.tensor([1.0, g], dtype=D64)
+    torch.testing.assert_close(dyn.modality_weights(), lam / lam.mean())
+    torch.testing.assert_close(dyn.gate_target(), lam / lam.sum())
+    assert dyn.unimodal_scale() == pytest.approx(1 + 2 * math.log(g))
+
+
+def test_stability_is_the_running_spread():
+    dyn = DynCIM(1, 2, epochs=10, window=3, difficulty_weights=(0, 0, 1))
+    p = rows(0.5)
+    dyn.update(rows(0.2), [p, p], torch.tensor([0]))
+    assert float(dyn.difficulty) == 0.0
+    dyn.update(rows(0.8), [p, p], torch.tensor([0]))
+    a = 2 / (3 + 1)
+    assert float(dyn.difficulty) == pytest.approx(2 * math.sqrt(a * (1 - a)) * 0.6)
+
+
+def test_a_stalled_dominant_modality_loses_weight():
+    pf, p1, p2 = rows(0.9, 0.9), rows(0.8, 0.8), rows(0.2, 0.2)
+    y = torch.tensor([0, 0])
+    dyn = DynCIM(2, 2, epochs=10)
+    dyn.update(pf, [p1, p2], y)
+    first = dyn.modality_weights()
+    torch.testing.assert_close(first, torch.tensor([2 / 3, 4 / 3], dtype=D64))    # GMR (2, 1/2)
+    for _ in range(3):                                           # same predictions: no progress
+        dyn.update(pf, [p1, p2], y)
+    lam = torch.tensor([0.5, 2.0], dtype=D64)                    # dominant: GMR^-1 once stalled
+    torch.testing.assert_close(dyn.modality_weights(), lam / lam.mean(), atol=1e-3, rtol=0)
+
+
+def test_an_improving_dominant_modality_keeps_weight():
+    y = torch.tensor([0, 0])
+    dyn = DynCIM(2, 2, epochs=10, stall=0.01)
+    for conf in (0.5, 0.6, 0.72):                                # CE falls by > 20 % per epoch
+        dyn.update(rows(0.9, 0.9), [rows(conf, conf), rows(0.2, 0.2)], y)
+    assert float(dyn.gmr[0]) > 1
+    kappa = 0.01 / (0.01 + float(dyn.hmir[0]))
+    assert kappa < 0.05
+    lam_raw = torch.stack([dyn.gmr[0] ** -kappa, 1 / dyn.gmr[1]])
+    torch.testing.assert_close(dyn.modality_weights(), lam_raw / lam_raw.mean())
+
+
+def test_weights_flatten_as_temperature_grows():
+    dyn = DynCIM(2, 2, epochs=5, difficulty_weights=(1, 0, 0))
+    pf, p = rows(0.9, 0.4), rows(0.5, 0.5)
+    y = torch.tensor([0, 0])
+    ratios = []
+    for _ in range(5):
+        dyn.update(pf, [p, p], y)
+        w = dyn.weights()
+        assert float(w.mean()) == pytest.approx(1.0)
+        ratios.append(float(w[1] / w[0]))
+    # d = (0.1, 0.6): w1/w0 = exp(-0.5 / τ), τ from 0.1 to 1.0.
+    assert ratios[0] == pytest.approx(math.exp(-5.0)) and ratios[-1] == pytest.approx(math.exp(-0.5))
+    assert ratios == sorted(ratios)
+
+
+def test_three_modalities_and_stacked_input():
+    y = torch.tensor([0, 1, 1])
+    pm = torch.stack([rows(0.9, 0.1, 0.1), rows(0.5, 0.5, 0.5), rows(0.6, 0.3, 0.4)])
+    dyn = DynCIM(3, 3, epochs=4)
+    dyn.update(rows(0.8, 0.2, 0.3), pm, y)
+    assert dyn.modality_weights().shape == (3,)
+    assert float(dyn.gate_target().sum()) == pytest.approx(1.0)
+    assert int(dyn.gmr.argmax()) == 0 and int(dyn.modality_weights().argmin()) == 0
+    kw = dyn.loss_inputs(torch.tensor([2, 0]))
+    torch.testing.assert_close(kw["sample_weights"], dyn.weights()[[2, 0]])
+
+
+@pytest.mark.parametrize("call, err", [
+    (lambda: DynCIM(2, 1, 5), "n_modalities"),
+    (lambda: DynCIM(2, 2, 5, difficulty_weights=(0, 0, 0)), "difficulty_weights"),
+    (lambda: DynCIM(2, 2, 5).update(rows(0.5, 0.5), [rows(0.5, 0.5)], torch.tensor([0, 1])), "2 unimodal"),
+    (lambda: DynCIM(2, 2, 5).update(torch.randn(2, 2), [rows(0.5, 0.5)] * 2, torch.tensor([0, 1])), "logits|sum to 1"),
+    (lambda: DynCIM(2, 2, 5).update(rows(0.5, 0.5), [rows(0.5, 0.5)] * 2, torch.tensor([0, 3])), r"\[0, 2\)"),
+    (lambda: DynCIM(3, 2, 5).update(rows(0.5, 0.5), [rows(0.5, 0.5)] * 2, torch.tensor([0, 1])), "3"),
+])
+def test_dyncim_bad_input(call, err):
+    with pytest.raises((ValueError, TypeError), match=err):
+        call()
+
+
+# ---------------------------------------------------------------- gate and loss
+
+def test_gated_fusion_starts_uniform_and_learns():
+    torch.manual_seed(0)
+    fuse = GatedFusion(4, 3, hidden=8)
+    zs = [torch.randn(5, 4) for _ in range(3)]
+    fused, g = fuse(zs)
+    torch.testing.assert_close(g, torch.full((5, 3), 1 / 3))
+    torch.testing.assert_close(fused, sum(zs) / 3)
+    # Push the gate towards modality 2: its weight must rise.
+    opt = torch.optim.SGD(fuse.parameters(), lr=0.5)
+    for _ in range(20):
+        _, g = fuse(zs)
+        loss = -g[:, 2].log().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        assert float(fuse(zs)[1][:, 2].mean()) > 0.6
+    with pytest.raises(ValueError, match="shape"):
+        fuse([torch.randn(5, 4), torch.randn(5, 4), torch.randn(5, 3)])
+    with pytest.raises(ValueError, match="3 embeddings"):
+        fuse(zs[:2])
+
+
+def test_loss_terms_by_hand():
+    B, C = 2, 2
+    zero = torch.zeros(B, C)
+    y = torch.tensor([0, 1])
+    gate = torch.full((B, 2), 0.5)
+    t = dyncim_loss_terms(zero, [zero, zero], y, sample_weights=torch.tensor([1.0, 3.0]),
+                          modality_weights=torch.tensor([1.0, 2.0]), unimodal_scale=0.5,
+                          gate=gate, gate_target=torch.tensor([0.25, 0.75]))
+    assert float(t["fused"]) == pytest.approx(2 * LOG2)            # mean(1, 3) · log 2
+    assert float(t["unimodal"]) == pytest.approx(0.5 * 3 * 2 * LOG2)
+    kl = 0.5 * math.log(0.5 / 0.25) + 0.5 * math.log(0.5 / 0.75)
+    assert float(t["gate"]) == pytest.approx(kl)
+    loss = DynCIMLoss(beta=0.1)(zero, [zero, zero], y, sample_weights=torch.tensor([1.0, 3.0]),
+                                modality_weights=torch.tensor([1.0, 2.0]), unimodal_scale=0.5,
+                                gate=gate, gate_target=torch.tensor([0.25, 0.75]))
+    assert float(loss) == pytest.approx(2 * LOG2 + 3 * LOG2 + 0.1 * kl, rel=1e-6)
+    # Defaults: unit weights, no gate -> plain sum of mean cross-entropies.
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    plain = DynCIMLoss()(logits, [zero, logits], y)
+    expect = 2 * F.cross_entropy(logits, y) + LOG2
+    assert float(plain) == pytest.approx(float(expect))
+
+
+def test_loss_bad_input():
+    z = torch.zeros(2, 2)
+    y = torch.tensor([0, 1])
+    with pytest.raises(ValueError, match="sample_weights"):
+        dyncim_loss_terms(z, [z, z], y, sample_weights=torch.ones(3))
+    with pytest.raises(ValueError, match="modality_weights"):
+        dyncim_loss_terms(z, [z, z], y, modality_weights=torch.ones(3))
+    with pytest.raises(ValueError, match="unimodal_logits"):
+        dyncim_loss_terms(z, [torch.zeros(2, 3)], y)
+    with pytest.raises(ValueError, match="gate_target"):
+        dyncim_loss_terms(z, [z, z], y, gate=torch.full((2, 2), 0.5), gate_target=torch.tensor([1.0, 0.0]))
+
+
+# ---------------------------------------------------------------- OGM-GE
+
+def test_ogm_ge_scores_and_coefficients():
+    y = torch.tensor([0, 1])
+    l1 = torch.tensor([[math.log(3.0), 0.0], [0.0, math.log(3.0)]])   # p(y) = 3/4 each
+    l2 = torch.zeros(2, 2)                                             # p(y) = 1/2 each
+    s = ogm_ge_scores([l1, l2], y)
+    torch.testing.assert_close(s, torch.tensor([1.5, 1.0]))
+    k = ogm_ge_coefficients(s, alpha=0.5)
+    torch.testing.assert_close(k, torch.tensor([1 - math.tanh(0.25), 1.0], dtype=D64))
+    k3 = ogm_ge_coefficients(torch.tensor([2.0, 1.0, 1.0]), alpha=1.0)    # ratios 2, 2/3, 2/3
+    torch.testing.assert_close(k3, torch.tensor([1 - math.tanh(1.0), 1.0, 1.0], dtype=D64))
+    with pytest.raises(ValueError, match="M >= 2"):
+        ogm_ge_coefficients(torch.tensor([1.0]))
+
+
+def test_modulate_gradients():
+    a = nn.Parameter(torch.zeros(20000))
+    b = nn.Parameter(torch.zeros(3))
+    ga = torch.randn(20000, generator=torch.Generator().manual_seed(0))
+    a.grad, b.grad = ga.clone(), torch.tensor([1.0, 2.0, 3.0])
+    modulate_gradients([[a], [b]], [0.25, 1.0], noise=False)
+    torch.testing.assert_close(a.grad, 0.25 * ga)
+    torch.testing.assert_close(b.grad, torch.tensor([1.0, 2.0, 3.0]))
+    a.grad = ga.clone()
+    modulate_gradients([[a], [b]], [0.5, 1.0], generator=torch.Generator().manual_seed(1))
+    noise = a.grad - 0.5 * ga
+    assert float(noise.std()) == pytest.approx(float(ga.std()), rel=0.03)
+    with pytest.raises(ValueError, match="one coefficient"):
+        modulate_gradients([[a], [b]], [1.0])
+
+
+# ---------------------------------------------------------------- smoke training runs
+
+class ThreeViewNet(nn.Module):
+    def __init__(self, dims, c, h=16):
+        super().__init__()
+        self.encs = nn.ModuleList(nn.Sequential(nn.Linear(d, h), nn.ReLU()) for d in dims)
+        self.heads = nn.ModuleList(nn.Linear(h, c) for _ in dims)
+        self.fuse = GatedFusion(h, len(dims), hidden=8)
+        self.head = nn.Linear(h, c)
+
+    def forward(self, xs):
+        zs = [e(x) for e, x in zip(self.encs, xs)]
+        fused, g = self.fuse(zs)
+        return self.head(fused), [h(z) for h, z in zip(self.heads, zs)], g
+
+
+def three_view_data(n=240, c=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, c, (n,), generator=g)
+    centres = torch.randn(c, 4, generator=g) * 2
+    # View 0 is strong, view 1 weak, view 2 noise: an imbalanced set.
+    xs = [centres[y] * s + torch.randn(n, 4, generator=g) for s in (1.5, 0.5, 0.0)]
+    return xs, y
+
+
+def test_dyncim_smoke_training():
+    torch.manual_seed(0)
+    xs, y = three_view_data()
+    n, epochs = len(y), 6
+    model = ThreeViewNet([4, 4, 4], 3)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    dyn, crit = DynCIM(n, 3, epochs), DynCIMLoss(beta=0.1)
+    for epoch in range(epochs):
+        for idx in torch.randperm(n).split(32):
+            fused, uni, g = model([x[idx] for x in xs])
+            loss = crit(fused, uni, y[idx], gate=g, **dyn.loss_inputs(idx))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            fused, uni, _ = model(xs)
+        dyn.update(fused.softmax(1), [u.softmax(1) for u in uni], y)
+    assert torch.isfinite(loss)
+    assert float((fused.argmax(1) == y).float().mean()) > 0.7
+    assert int(dyn.gmr.argmax()) == 0 and int(dyn.gmr.argmin()) == 2   # strong view dominates
+    assert int(dyn.modality_weights().argmax()) == 2
+
+
+def test_ogm_ge_smoke_training():
+    torch.manual_seed(0)
+    xs, y = three_view_data()
+    model = ThreeViewNet([4, 4, 4], 3)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    gen = torch.Generator().manual_seed(0)
+    coefs = []
+    for epoch in range(6):
+        for idx in torch.randperm(len(y)).split(32):
+            fused, uni, _ = model([x[idx] for x in xs])
+            loss = F.cross_entropy(fused, y[idx]) + sum(F.cross_entropy(u, y[idx]) for u in uni)
+            opt.zero_grad()
+            loss.backward()
+            k = ogm_ge_coefficients(ogm_ge_scores(uni, y[idx]))
+            modulate_gradients([e.parameters() for e in model.encs], k, generator=gen)
+            opt.step()
+            coefs.append(k)
+    with torch.no_grad():
+        acc = (model(xs)[0].argmax(1) == y).float().mean()
+    assert acc > 0.7
+    assert float(torch.stack(coefs[-10:])[:, 0].mean()) < 1.0         # the strong view is slowed
