@@ -109,11 +109,17 @@ class Problem {
     return logpy[y] + f[i * ny + y] + g[j * ny + y];
   }
 
-  // log s(i, j) for every cell (-inf where no y is admissible).
+  // log s(i, j) for every cell (-inf where no y is admissible). Masked potentials become
+  // -inf first, so the inner loops run without branches.
   void log_s(const Vec& f, const Vec& g, Vec& out) const {
+    Vec F(n1 * ny), G(n2 * ny);
+    for (int k = 0; k < n1 * ny; ++k) F[k] = m1[k] ? logpy[k % ny] + f[k] : kNegInf;
+    for (int k = 0; k < n2 * ny; ++k) G[k] = m2[k] ? g[k] : kNegInf;
     for (int i = 0; i < n1; ++i)
       for (int j = 0; j < n2; ++j) {
-        out[i * n2 + j] = logsumexp(ny, [&](int y) { return adm(i, j, y) ? logw(f, g, i, j, y) : kNegInf; });
+        const double* Fi = &F[i * ny];
+        const double* Gj = &G[j * ny];
+        out[i * n2 + j] = logsumexp(ny, [&](int y) { return Fi[y] + Gj[y]; });
       }
   }
 
@@ -126,10 +132,10 @@ class Problem {
     return t;
   }
 
-  double dual_bound(const Vec& f, const Vec& g, Vec& scratch) const {
-    log_s(f, g, scratch);
+  // Lower bound on V from any potentials; ls must hold log_s(f, g).
+  double dual_bound(const Vec& f, const Vec& g, const Vec& ls) const {
     double mx = kNegInf;
-    for (int c = 0; c < n1 * n2; ++c) mx = std::max(mx, scratch[c]);
+    for (int c = 0; c < n1 * n2; ++c) mx = std::max(mx, ls[c]);
     return dual_objective(f, g) - mx;
   }
 
@@ -241,7 +247,7 @@ class Problem {
           continue;
         }
         f[i * ny + y] = la[i * ny + y] - logsumexp(n2, [&](int j) {
-          return m2[j * ny + y] ? logR[i * n2 + j] + g[j * ny + y] : kNegInf;
+          return logR[i * n2 + j] + g[j * ny + y];  // g is -inf where m2 is false
         });
       }
   }
@@ -254,7 +260,7 @@ class Problem {
           continue;
         }
         g[j * ny + y] = lb[j * ny + y] - logsumexp(n1, [&](int i) {
-          return m1[i * ny + y] ? logR[i * n2 + j] + f[i * ny + y] : kNegInf;
+          return logR[i * n2 + j] + f[i * ny + y];  // f is -inf where m1 is false
         });
       }
   }
@@ -289,6 +295,7 @@ class Solver {
     upper = std::min(std::min(mi_q0, mi), mi1 + mi2);
     alternation(opt.warm_steps);
     iterations = opt.warm_steps;
+    pr.log_s(f, g, ls);
     lower = std::max(lower, pr.dual_bound(f, g, ls));
     pr.coupling(logR, f, g, Q);
     upper = std::min(upper, pr.primal_bound(Q));
@@ -327,14 +334,14 @@ class Solver {
     pr.row_update(logR, g, f);
   }
 
-  // Barrier objective (to maximise); -inf outside the domain max s < 1.
-  double barrier_value(const Vec& ff, const Vec& gg, double mu) {
-    pr.log_s(ff, gg, ls);
+  // Barrier objective (to maximise) at (ff, gg) whose log s is lsv; -inf outside the
+  // domain max s < 1.
+  double barrier_value(const Vec& lsv, const Vec& ff, const Vec& gg, double mu) const {
     double bar = 0.0;
     for (int c = 0; c < n1 * n2; ++c) {
       if (!pr.cell[c]) continue;
-      if (!(ls[c] < 0.0)) return kNegInf;
-      bar += std::log(-std::expm1(ls[c]));
+      if (!(lsv[c] < 0.0)) return kNegInf;
+      bar += std::log(-std::expm1(lsv[c]));
     }
     double v = pr.dual_objective(ff, gg) + mu * bar;
     return std::isfinite(v) ? v : kNegInf;
@@ -361,7 +368,6 @@ class Solver {
   double newton_direction(double mu, Vec& df, Vec& dg) {
     const int m = n2 * ny;
     Vec W(n1 * n2 * ny), tW(n1 * n2 * ny), Wt2(n1 * n2 * ny);
-    pr.log_s(f, g, ls);
     for (int i = 0; i < n1; ++i)
       for (int j = 0; j < n2; ++j) {
         double oms = -std::expm1(ls[i * n2 + j]);
@@ -525,16 +531,23 @@ class Solver {
     return dec2;
   }
 
+  // Backtracking (Armijo) step that keeps max s < 1; moves (f, g, ls) to the accepted
+  // point and returns the step length (0: rejected, nothing moves).
   double line_search(double mu, const Vec& df, const Vec& dg, double dec2) {
-    double phi0 = barrier_value(f, g, mu);
-    Vec ft(f.size()), gt(g.size());
+    const double phi0 = barrier_value(ls, f, g, mu);
+    const double slack = 1e-13 * (1.0 + std::fabs(phi0));
+    Vec ft(f.size()), gt(g.size()), lst(ls.size());
     double alpha = 1.0;
     for (int h = 0; h < 60; ++h) {
       for (size_t k = 0; k < f.size(); ++k) ft[k] = f[k] + alpha * df[k];
       for (size_t k = 0; k < g.size(); ++k) gt[k] = g[k] + alpha * dg[k];
-      double phi = barrier_value(ft, gt, mu);
-      double slack = 1e-13 * (1.0 + std::fabs(phi0));
-      if (phi >= phi0 + 0.01 * alpha * dec2 - slack) return alpha;
+      pr.log_s(ft, gt, lst);
+      if (barrier_value(lst, ft, gt, mu) >= phi0 + 0.01 * alpha * dec2 - slack) {
+        f.swap(ft);
+        g.swap(gt);
+        ls.swap(lst);
+        return alpha;
+      }
       alpha *= 0.5;
     }
     return 0.0;
@@ -542,7 +555,6 @@ class Solver {
 
   double barrier_primal_bound(double mu) {
     Vec lr(n1 * n2), fp(n1 * ny), gp(g);
-    pr.log_s(f, g, ls);
     for (int c = 0; c < n1 * n2; ++c)
       lr[c] = pr.cell[c] ? std::log(mu) - std::log(-std::expm1(ls[c])) : kNegInf;
     for (int k = 0; k < n2 * ny; ++k)
@@ -562,6 +574,7 @@ class Solver {
     for (int c = 0; c < n1 * n2; ++c) mx = std::max(mx, ls[c]);
     for (int k = 0; k < n1 * ny; ++k) f[k] = pr.m1[k] ? f[k] - mx - 1e-3 : 0.0;
     for (int k = 0; k < n2 * ny; ++k) g[k] = pr.m2[k] ? g[k] : 0.0;
+    pr.log_s(f, g, ls);  // from here on, ls is log s of the current (f, g)
     gauge_fix();
     const double ncells = std::max(pr.ncells, 1);
     double mu = std::max(upper - lower, opt.tol) / ncells;
@@ -572,8 +585,6 @@ class Solver {
       const double gap_before = upper - lower;
       const double dec2 = newton_direction(mu, df, dg);
       const double alpha = line_search(mu, df, dg, dec2);
-      for (int k = 0; k < n1 * ny; ++k) f[k] += alpha * df[k];
-      for (int k = 0; k < n2 * ny; ++k) g[k] += alpha * dg[k];
       ++iterations;
       lower = std::max(lower, pr.dual_bound(f, g, ls));
       const bool centred = dec2 <= 0.25 * mu;
