@@ -4,6 +4,11 @@ Pipeline (DESIGN.md §3, as in the FastPID paper): per modality, standardise the
 embeddings, project them on their first principal components and cluster the projections
 with k-means; the two cluster ids and the label give a ``k × k × C`` joint histogram, which
 :func:`fastpid.pid` decomposes.
+
+With few probe samples per joint cell (``N`` samples over ``k²·C`` cells) the plug-in joint
+is biased: even codes that carry no information about the label get positive information
+terms, mostly synergy. :meth:`PIDProbe.shuffled` measures that floor by decomposing the same
+codes after a permutation that destroys what is being tested.
 """
 from __future__ import annotations
 
@@ -87,6 +92,53 @@ class PIDProbe:
         return kmeans(z, self.n_clusters, n_init=self.n_init, max_iter=self.max_iter,
                       seed=self.seed).labels
 
+    def _n_classes(self, labels: torch.Tensor, n_classes: int | None) -> int:
+        return int(labels.max()) + 1 if n_classes is None else int(n_classes)
+
+    def shuffled(self, codes1: torch.Tensor, codes2: torch.Tensor, labels, n_permutations: int, *,
+                 seed: int = 0, n_classes: int | None = None, within_class: bool = True) -> dict:
+        """A permutation baseline: mean PID terms (nats, or ``base`` units; keys
+        :data:`TERMS`) of the codes ``codes1 (N,)``, ``codes2 (N,)`` (ids in
+        ``[0, n_clusters)``, e.g. a :class:`ProbeResult`'s) and ``labels (N,)`` over
+        ``n_permutations`` random permutations, drawn from a ``torch.Generator`` seeded with
+        ``seed``.
+
+        * ``within_class=True``: ``codes2`` is permuted among the samples of each class. The
+          pairs ``(code1, y)`` and ``(code2, y)`` keep their exact joint distributions (so
+          redundancy and unique terms, and the number of occupied cells, stay comparable)
+          while ``code1`` and ``code2`` become independent given ``y``: the synergy it gives
+          is the floor that bias and the class-conditional structure produce without any
+          interaction between the modalities.
+        * ``within_class=False``: the labels are permuted, which keeps every marginal and
+          destroys all dependence on ``y``; every term is then bias. With informative codes
+          this floor is too high for synergy (the bias of an uninformative joint exceeds
+          the synergy bias of an informative one, whose information is mostly redundant or
+          unique).
+        """
+        if not isinstance(n_permutations, int) or n_permutations < 1:
+            raise ValueError(f"n_permutations must be a positive integer, got {n_permutations!r}")
+        labels = torch.as_tensor(labels).to(codes1.device)
+        if not codes1.shape == codes2.shape == labels.shape or codes1.dim() != 1:
+            raise ValueError(f"codes1, codes2 and labels must be 1-D of one length, got "
+                             f"{tuple(codes1.shape)}, {tuple(codes2.shape)}, {tuple(labels.shape)}")
+        sizes = (self.n_clusters, self.n_clusters, self._n_classes(labels, n_classes))
+        gen = torch.Generator().manual_seed(seed)
+        total = dict.fromkeys(TERMS, 0.0)
+        for _ in range(n_permutations):
+            if within_class:
+                c2 = codes2.clone()
+                for c in labels.unique():
+                    idx = (labels == c).nonzero().squeeze(1)
+                    c2[idx] = codes2[idx[torch.randperm(idx.numel(), generator=gen).to(idx.device)]]
+                P = fastpid.joint(codes1, c2, labels, sizes=sizes)
+            else:
+                perm = torch.randperm(labels.shape[0], generator=gen).to(labels.device)
+                P = fastpid.joint(codes1, codes2, labels[perm], sizes=sizes)
+            res = fastpid.pid(P, method=self.method, base=self.base)
+            for t in TERMS:
+                total[t] += float(getattr(res, t))
+        return {t: v / n_permutations for t, v in total.items()}
+
     def __call__(self, emb1: torch.Tensor, emb2: torch.Tensor, labels, n_classes: int | None = None
                  ) -> ProbeResult:
         """PID of the two modalities' embeddings ``emb1 (N, D1)``, ``emb2 (N, D2)`` about the
@@ -101,7 +153,6 @@ class PIDProbe:
         c1 = self.codes(emb1, "emb1")
         c2 = self.codes(emb2, "emb2").to(c1.device)
         labels = labels.to(c1.device)
-        ny = int(labels.max()) + 1 if n_classes is None else int(n_classes)
-        P = fastpid.joint(c1, c2, labels, sizes=(self.n_clusters, self.n_clusters, ny))
+        P = fastpid.joint(c1, c2, labels, sizes=(self.n_clusters, self.n_clusters, self._n_classes(labels, n_classes)))
         res = fastpid.pid(P, method=self.method, base=self.base)
         return ProbeResult(**{t: float(getattr(res, t)) for t in TERMS}, codes1=c1, codes2=c2)

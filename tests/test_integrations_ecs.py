@@ -1,6 +1,7 @@
 """ECS-async controller: decisions on scripted PID sequences, snapshots, state, loss."""
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -15,12 +16,17 @@ def terms(u1, u2, s, r=0.1):
             "mi": r + u1 + u2 + s, "mi1": r + u1, "mi2": r + u2, "gap": 0.0}
 
 
-def run(ctrl, seq):
-    return [ctrl.step(e, t) for e, t in enumerate(seq)]
+#: The uncorrected rule (raw synergy, every probe counts), as before the warm-up and baseline.
+RAW = dict(warmup_epochs=0, baseline=None, min_score=float("-inf"))
+
+
+def run(ctrl, seq, baselines=None):
+    return [ctrl.step(e, t, None if baselines is None else {"synergy": b})
+            for e, (t, b) in enumerate(zip(seq, baselines or [None] * len(seq)))]
 
 
 def test_pause_and_resume_with_hysteresis():
-    ctrl = ECSAsyncController(ratio=3.0, resume_ratio=1.5, eps=0.0, max_unimodal_epochs=100)
+    ctrl = ECSAsyncController(ratio=3.0, resume_ratio=1.5, eps=0.0, max_unimodal_epochs=100, **RAW)
     seq = [terms(0.2, 0.2, 0.10), terms(0.7, 0.2, 0.11),    # 3.5 > 3: pause 1
            terms(0.5, 0.2, 0.12), terms(0.35, 0.2, 0.13),   # 2.5, 1.75: still paused
            terms(0.28, 0.2, 0.14),                          # 1.4 < 1.5: resume
@@ -33,13 +39,13 @@ def test_pause_and_resume_with_hysteresis():
 
 
 def test_never_resume_like_the_published_code():
-    ctrl = ECSAsyncController(resume_ratio=None, eps=0.0, max_unimodal_epochs=100)
+    ctrl = ECSAsyncController(resume_ratio=None, eps=0.0, max_unimodal_epochs=100, **RAW)
     d = run(ctrl, [terms(0.9, 0.1, 0.1), terms(0.1, 0.1, 0.11), terms(0.1, 0.1, 0.12)])
     assert [(x.train1, x.train2) for x in d] == [(False, True)] * 3
 
 
 def test_balance_by_mi_proxy():
-    ctrl = ECSAsyncController(balance_by="mi", eps=0.0, max_unimodal_epochs=100)
+    ctrl = ECSAsyncController(balance_by="mi", eps=0.0, max_unimodal_epochs=100, **RAW)
     # Unique terms are balanced, but I(Z2;Y) = 2.1 vs I(Z1;Y) = 0.6: pause modality 2.
     d = ctrl.step(0, terms(0.1, 0.1, 0.1, r=0.5) | {"mi2": 2.1})
     assert (d.train1, d.train2) == (True, False)
@@ -47,7 +53,7 @@ def test_balance_by_mi_proxy():
 
 def test_synergy_drop_switches_and_restores_peak_snapshot():
     enc = torch.nn.Linear(3, 2)
-    ctrl = ECSAsyncController(drop=0.8, max_unimodal_epochs=100, modules=[enc])
+    ctrl = ECSAsyncController(drop=0.8, max_unimodal_epochs=100, modules=[enc], **RAW)
     with torch.no_grad():
         enc.weight.fill_(1.0)
     ctrl.step(0, terms(0.2, 0.2, 0.30))
@@ -72,13 +78,13 @@ def test_synergy_drop_switches_and_restores_peak_snapshot():
 
 
 def test_min_unimodal_epochs_delays_the_drop_rule():
-    ctrl = ECSAsyncController(min_unimodal_epochs=3, max_unimodal_epochs=100)
+    ctrl = ECSAsyncController(min_unimodal_epochs=3, max_unimodal_epochs=100, **RAW)
     d = run(ctrl, [terms(0.2, 0.2, 0.5), terms(0.2, 0.2, 0.1), terms(0.2, 0.2, 0.1), terms(0.2, 0.2, 0.1)])
     assert [x.stage for x in d] == ["unimodal"] * 3 + ["joint"]
 
 
 def test_max_unimodal_epochs_without_probe():
-    ctrl = ECSAsyncController(probe_every=4, max_unimodal_epochs=6)
+    ctrl = ECSAsyncController(probe_every=4, max_unimodal_epochs=6, **RAW)
     ctrl.step(0, terms(0.2, 0.2, 0.3))
     assert not ctrl.wants_probe(5)
     assert ctrl.update(5).stage == "unimodal"
@@ -104,13 +110,13 @@ def test_update_probes_real_embeddings():
 
 def test_state_dict_roundtrip_continues_identically():
     seq = [terms(0.9, 0.1, 0.3), terms(0.5, 0.2, 0.5), terms(0.3, 0.25, 0.45), terms(0.3, 0.3, 0.2)]
-    a = ECSAsyncController(max_unimodal_epochs=100, modules=[torch.nn.Linear(2, 2)])
+    a = ECSAsyncController(max_unimodal_epochs=100, modules=[torch.nn.Linear(2, 2)], **RAW)
     run(a, seq[:2])
-    b = ECSAsyncController(max_unimodal_epochs=100, modules=[torch.nn.Linear(2, 2)])
+    b = ECSAsyncController(max_unimodal_epochs=100, modules=[torch.nn.Linear(2, 2)], **RAW)
     b.load_state_dict(a.state_dict())
     for e in (2, 3):
         assert a.step(e, seq[e]) == b.step(e, seq[e])
-    assert a.history_arrays() == b.history_arrays()
+    assert json.dumps(a.history_arrays()) == json.dumps(b.history_arrays())   # NaN == NaN
     h = a.history_arrays()
     assert h["epoch"] == [0, 1, 2, 3] and h["switch_epoch"] == 3 and h["peak_epoch"] == 1
     assert h["stage"] == ["unimodal"] * 3 + ["joint"]
@@ -131,7 +137,9 @@ def test_stage_loss():
 
 
 @pytest.mark.parametrize("kwargs", [dict(ratio=1.0), dict(resume_ratio=4.0), dict(drop=1.2),
-                                    dict(probe_every=0), dict(balance_by="x"), dict(max_unimodal_epochs=-1)])
+                                    dict(probe_every=0), dict(balance_by="x"), dict(max_unimodal_epochs=-1),
+                                    dict(warmup_epochs=-1), dict(baseline="shuffle"),
+                                    dict(baseline_permutations=0)])
 def test_bad_config_raises(kwargs):
     with pytest.raises(ValueError):
         ECSAsyncController(**kwargs)
@@ -145,3 +153,114 @@ def test_bad_terms_raise():
         ctrl.step(0, [0.1, 0.2])
     with pytest.raises(RuntimeError, match="no modules"):
         ctrl.restore()
+
+
+# ----------------------------------------------------------------- warm-up and baseline
+def test_warmup_keeps_untrained_epochs_out_of_the_peak():
+    """Raw synergy that is largest on the untrained model (epochs 0-1) must not become the
+    peak during the warm-up; without warm-up it does, and stage 2 starts at once."""
+    seq = [terms(0.2, 0.2, s) for s in (0.9, 0.7, 0.3, 0.4, 0.5, 0.35)]
+    enc = torch.nn.Linear(2, 2)
+    ctrl = ECSAsyncController(**(RAW | dict(warmup_epochs=2)), max_unimodal_epochs=100, modules=[enc])
+    d = []
+    for e, t in enumerate(seq):
+        with torch.no_grad():
+            enc.weight.fill_(float(e))
+        d.append(ctrl.step(e, t))
+    assert [x.counted for x in d] == [False, False, True, True, True, True]
+    assert "warm-up" in d[0].reason and "warm-up" not in d[2].reason
+    assert [x.stage for x in d] == ["unimodal"] * 5 + ["joint"]       # 0.35 < 0.8 * 0.5
+    assert ctrl.peak_epoch == 4 and ctrl.switch_epoch == 5 and d[5].restore_snapshot
+    ctrl.restore()
+    assert torch.all(enc.weight == 4.0)
+    old = ECSAsyncController(**RAW, max_unimodal_epochs=100)
+    run(old, seq)
+    assert (old.peak_epoch, old.switch_epoch) == (0, 1)                 # 0.7 < 0.8 * 0.9
+
+
+def test_baseline_is_subtracted_before_synergy_counts():
+    """Raw synergy falls monotonically, but the bias floor falls faster: the score
+    (synergy - baseline) peaks at epoch 3, and the drop rule fires on the score."""
+    seq = [terms(0.2, 0.2, s) for s in (0.9, 0.8, 0.7, 0.65, 0.6)]
+    base = [0.9, 0.75, 0.55, 0.45, 0.55]                 # scores 0, 0.05, 0.15, 0.2, 0.05
+    ctrl = ECSAsyncController(warmup_epochs=0, baseline="labels", min_score=0.05, max_unimodal_epochs=100)
+    d = run(ctrl, seq, base)
+    h = ctrl.history_arrays()
+    assert h["score"] == pytest.approx([0.0, 0.05, 0.15, 0.2, 0.05])
+    assert h["synergy_baseline"] == pytest.approx(base)
+    assert ctrl.peak_epoch == 3 and ctrl.peak_score == pytest.approx(0.2)
+    assert [x.stage for x in d] == ["unimodal"] * 4 + ["joint"] and d[4].restore_snapshot
+    raw = ECSAsyncController(**RAW, max_unimodal_epochs=100)
+    run(raw, seq)
+    assert (raw.peak_epoch, raw.switch_epoch) == (0, 2)                 # 0.7 < 0.8 * 0.9
+    # The baselines survive a state round trip; stage 2 computes none and needs none.
+    b = ECSAsyncController(warmup_epochs=0, baseline="labels", max_unimodal_epochs=100)
+    b.load_state_dict(ctrl.state_dict())
+    assert b.history_arrays()["synergy_baseline"] == h["synergy_baseline"]
+    assert b.step(5, terms(0.2, 0.2, 0.1)).stage == "joint"
+
+
+def test_no_score_above_min_score_switches_without_restore():
+    ctrl = ECSAsyncController(warmup_epochs=1, min_score=0.05, max_unimodal_epochs=4,
+                              modules=[torch.nn.Linear(2, 2)])
+    d = run(ctrl, [terms(0.2, 0.2, 0.5)] * 5, [0.2, 0.48, 0.46, 0.5, 0.49])   # only epoch 0 is > 0.05
+    assert ctrl.peak_epoch is None and ctrl.snapshot is None
+    assert [x.stage for x in d] == ["unimodal"] * 4 + ["joint"]
+    assert not d[4].restore_snapshot and "max_unimodal_epochs" in d[4].reason
+    with pytest.raises(RuntimeError, match="no snapshot"):
+        ctrl.restore()
+
+
+def test_baseline_argument_must_match_the_configuration():
+    with pytest.raises(ValueError, match="pass the permutation baseline"):
+        ECSAsyncController().step(0, terms(0.2, 0.2, 0.3))
+    with pytest.raises(ValueError, match="baseline=None"):
+        ECSAsyncController(baseline=None).step(0, terms(0.2, 0.2, 0.3), {"synergy": 0.1})
+    with pytest.raises(ValueError, match="'synergy'"):
+        ECSAsyncController().step(0, terms(0.2, 0.2, 0.3), {"mi": 0.1})
+
+
+def _xor_and_noise(n=400, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 2, (n,), generator=g)
+    c1 = torch.randint(0, 4, (n,), generator=g)
+    centres = torch.randn(4, 3, generator=g) * 6
+    jitter = lambda: 0.05 * torch.randn(n, 3, generator=g)  # noqa: E731
+    xor = (centres[c1] + jitter(), centres[c1 ^ y] + jitter())   # each alone independent of y
+    noise = (torch.randn(n, 3, generator=g), torch.randn(n, 3, generator=g))
+    return y, xor, noise
+
+
+def test_within_class_baseline_removes_spurious_but_keeps_real_synergy():
+    """Random embeddings: the plug-in synergy is large and all of it is bias, so the score is
+    about 0. XOR embeddings: log 2 nats of genuine synergy survive the baseline."""
+    y, xor, noise = _xor_and_noise()
+    scores = {}
+    for name, (e1, e2) in (("xor", xor), ("noise", noise)):
+        ctrl = ECSAsyncController(PIDProbe(n_clusters=4), warmup_epochs=0, baseline_permutations=4)
+        ctrl.update(0, e1, e2, y)
+        scores[name] = (ctrl.history[0].terms["synergy"], ctrl.history[0].score)
+    assert scores["xor"][0] == pytest.approx(math.log(2), abs=0.02)
+    assert scores["xor"][1] > 0.6
+    y10 = torch.randint(0, 10, (300,), generator=torch.Generator().manual_seed(1))
+    ctrl = ECSAsyncController(PIDProbe(n_clusters=10), warmup_epochs=0)
+    ctrl.update(0, noise[0][:300], noise[1][:300], y10)
+    rec = ctrl.history[0]
+    assert rec.terms["synergy"] > 0.5 and abs(rec.score) < 0.1
+
+
+def test_shuffled_baselines():
+    y, (e1, e2), _ = _xor_and_noise()
+    probe = PIDProbe(n_clusters=4)
+    res = probe(e1, e2, y)
+    wc = probe.shuffled(res.codes1, res.codes2, y, 3, seed=5)
+    # Within-class permutation keeps the (code_m, y) pairs: the unimodal MIs are unchanged.
+    assert wc["mi1"] == pytest.approx(res.mi1, abs=1e-9) and wc["mi2"] == pytest.approx(res.mi2, abs=1e-9)
+    assert wc["synergy"] < 0.05
+    assert wc == probe.shuffled(res.codes1, res.codes2, y, 3, seed=5)       # seeded
+    lab = probe.shuffled(res.codes1, res.codes2, y, 3, seed=5, within_class=False)
+    assert lab["mi"] < 0.05                                                   # labels carry nothing
+    with pytest.raises(ValueError, match="n_permutations"):
+        probe.shuffled(res.codes1, res.codes2, y, 0)
+    with pytest.raises(ValueError, match="1-D of one length"):
+        probe.shuffled(res.codes1, res.codes2[:-1], y, 1)
