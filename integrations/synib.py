@@ -74,7 +74,10 @@ class SynIBLoss(nn.Module):
 
     Args:
         lambda_uni: weight of the unimodal heads' cross-entropies.
-        lambda_syn: weight of the withheld-modality penalty.
+        lambda_syn: weight of the withheld-modality penalty. The default 0.1 is the only
+            value of {0.1, 0.5, 1, 2} that raised the XOR-sample accuracy over joint training
+            on the synthetic data (every mask, 5 seeds, ``examples/results/synib_sweep.md``);
+            larger values lowered it.
         mask: ``"random"``, ``"zero"``, ``"noise"`` or ``"learned"``.
         p: probability that a feature is withheld (``"random"``, ``"zero"``, ``"noise"``).
         off_after_epoch: the penalty is applied only while ``epoch < off_after_epoch``
@@ -89,7 +92,7 @@ class SynIBLoss(nn.Module):
     ``lambda_uni == 0`` and ``mask != "learned"``).
     """
 
-    def __init__(self, lambda_uni: float = 0.6, lambda_syn: float = 0.5, mask: str = "random",
+    def __init__(self, lambda_uni: float = 0.6, lambda_syn: float = 0.1, mask: str = "random",
                  p: float = 0.8, off_after_epoch: int | None = None, *, momentum: float = 0.1,
                  gate_steps: int = 5, gate_lr: float = 0.5, gate_sparsity: float = 0.1, seed: int = 0):
         super().__init__()

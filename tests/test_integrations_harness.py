@@ -121,3 +121,21 @@ def test_prediction_pid_and_markdown(tiny):
     text = markdown(res)
     assert "| joint |" in text and "synergy (XOR)" in text
     json.dumps(res)
+
+
+def test_synib_sweep_grid_and_paired_summary():
+    from examples.sweep_synib import configs, markdown, summarise
+
+    grid = configs(p_variants=True)
+    assert grid[0] == ("joint", None) and len(grid) == 1 + 16 + 6
+    assert len({name for name, _ in grid}) == len(grid)
+    runs = {"joint": [{"seed": s, "acc": 0.8, "acc_synergy": 0.5 + 0.1 * s} for s in range(3)],
+            "x": [{"seed": s, "acc": 0.9, "acc_synergy": 0.55 + 0.1 * s - 0.1 * (s == 2)} for s in range(3)]}
+    summ = summarise(runs)
+    # Paired: x beats joint by 0.05 on seeds 0-1 and loses by 0.05 on seed 2.
+    assert summ["x"]["d_xor"][0] == pytest.approx(0.05 / 3)
+    assert summ["x"]["xor_wins"] == 2 and summ["x"]["d_acc"] == pytest.approx((0.1, 0.0))
+    res = {"config": {"seeds": 3, "epochs": 1}, "settings": {"s": {"fractions": (0.4, 0.2, 0.2, 0.2),
+                                                                    "batch_size": 8}},
+           "summary": {"s": summ}}
+    assert "| x | 90.0 ± 0.0 |" in markdown(res) and "2/3" in markdown(res)
