@@ -4,11 +4,15 @@
   (standardise → PCA → k-means per modality → ``fastpid.pid``);
   torch PCA / k-means live in :mod:`fastpid.integrations.cluster`.
 * :class:`ECSAsyncController` — ECS-async two-stage training: pauses the modality with
-  too much unique information, starts joint training from the peak-synergy snapshot.
+  too much unique information, starts joint training from the snapshot with the peak
+  synergy score (synergy above a permutation baseline, after a warm-up).
 * :class:`SynIBLoss` — the SynIB objective: fused and unimodal cross-entropies plus a
   penalty on confident fused predictions when a modality is withheld.
-
-SPICE and DynCIM adapters arrive in later work.
+* :class:`SPICECurriculum`, :class:`SPICESampler`, :func:`pointwise_scores`,
+  :func:`local_scores` — SPICE, a curriculum ordered by per-sample PID scores, with
+  :class:`RootCompetence` / :class:`PhaseSchedule` pacing.
+* :class:`DynCIM`, :class:`DynCIMLoss`, :class:`GatedFusion` — DynCIM's dynamic
+  sample- and modality-level curriculum with gated fusion.
 """
 from .ecs_async import Decision, ECSAsyncController, ProbeRecord
 from .probe import PIDProbe, ProbeResult

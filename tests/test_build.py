@@ -84,4 +84,6 @@ def test_import_fastpid_does_not_need_the_extension():
 def test_integrations_subpackage_is_installed():
     integrations = importlib.import_module("fastpid.integrations")
     assert integrations.__name__ == "fastpid.integrations"
-    assert integrations.__doc__ and "later" in integrations.__doc__
+    for name in ("PIDProbe", "ECSAsyncController", "SynIBLoss"):
+        assert name in integrations.__all__ and callable(getattr(integrations, name))
+    assert all(hasattr(integrations, name) for name in integrations.__all__)
