@@ -17,8 +17,10 @@ def _pyplot():
 
 def plot_pid_trajectory(history: dict, path, title: str = "") -> None:
     """PID terms (nats) of the probe over epochs, from
-    :meth:`ECSAsyncController.history_arrays`; shading marks epochs where a modality was
-    paused, a dashed line the start of stage 2, a dotted line the peak-synergy epoch."""
+    :meth:`ECSAsyncController.history_arrays`: the terms, the permutation baseline's
+    synergy and the synergy score (synergy − baseline) where they were computed; shading
+    marks epochs where a modality was paused, hatching the warm-up, a dashed line the start
+    of stage 2, a dotted line the peak-score epoch (restored at stage 2)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     ep = np.asarray(history["epoch"])
@@ -26,13 +28,22 @@ def plot_pid_trajectory(history: dict, path, title: str = "") -> None:
                      ("mi1", ":"), ("mi2", ":")):
         label = {"mi1": "I(Z1;Y)", "mi2": "I(Z2;Y)"}.get(t, t)
         ax.plot(ep, history[t], style, marker=".", label=label)
+    base = np.asarray(history["synergy_baseline"], dtype=float)
+    if np.isfinite(base).any():
+        ax.plot(ep, base, "--", color="C3", alpha=0.6, label="synergy baseline")
+        ax.plot(ep, np.where(np.isfinite(base), history["score"], np.nan), "-", color="k", lw=1.5,
+                label="synergy score")
+        ax.axhline(0, color="k", lw=0.5)
+    if history.get("warmup_epochs"):
+        ax.axvspan(ep.min() - 0.5, history["warmup_epochs"] - 0.5, color="grey", alpha=0.15, hatch="//",
+                   lw=0, label="warm-up")
     for e, t1, t2, st in zip(ep, history["train1"], history["train2"], history["stage"]):
         if st == "unimodal" and not (t1 and t2):
             ax.axvspan(e - 0.5, e + 0.5, color="C0" if not t1 else "C1", alpha=0.12, lw=0)
     if history.get("switch_epoch") is not None:
         ax.axvline(history["switch_epoch"], color="k", ls="--", label="stage 2 starts")
     if history.get("peak_epoch") is not None:
-        ax.axvline(history["peak_epoch"], color="grey", ls=":", label="peak synergy (restored)")
+        ax.axvline(history["peak_epoch"], color="grey", ls=":", label="peak score (restored)")
     ax.set_xlabel("epoch")
     ax.set_ylabel("nats")
     ax.set_title(title or "ECS-async probe PID (shaded: a modality paused)")

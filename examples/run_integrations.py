@@ -110,8 +110,8 @@ def markdown(results: dict) -> str:
         for d in real:
             sw = results.get("ecs_switch_epochs", {}).get(d)
             if sw:
-                lines.append(f"- {d}: ECS-async stage 2 started at epochs {sw['switch']} "
-                             f"(peak synergy at {sw['peak']}), per seed.")
+                lines.append(f"- {d}: ECS-async stage 2 started at epochs {sw['switch']}, peak synergy score "
+                             f"at epochs {sw['peak']} (None: no score above min_score, nothing restored), per seed.")
         lines.append("")
     return "\n".join(lines)
 
