@@ -46,8 +46,9 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
         max_iter: cap on Newton iterations per problem (``method="exact"``).
         steps: refinement steps for ``method="fast"`` (default 20).
         base: logarithm base of the results (``2`` for bits); default nats.
-        progress: show a progress bar over chunks of a large batch (default: when
-            more than one chunk is solved).
+        progress: show a progress bar over chunks of a large batch. Default: when
+            more than one chunk is solved and stderr is a terminal (so training logs
+            stay clean); ``True``/``False`` force it on/off.
 
     Returns:
         :class:`PIDResult` with ``redundancy``, ``unique1``, ``unique2``, ``synergy``,
@@ -197,12 +198,12 @@ def _solve_iterative(flat, method, backend, tol, max_iter, steps, progress):
     per_problem = ((n1 + n2) * ny) ** 2 if method == "exact" else n1 * n2 * ny
     chunk = max(1, _CHUNK_FLOATS // per_problem)
     starts = range(0, B, chunk)
-    if progress is None:
-        progress = len(starts) > 1
-    if progress:
+    if progress or (progress is None and len(starts) > 1):
         from tqdm.auto import tqdm
 
-        starts = tqdm(starts, desc=f"fastpid.pid ({method})", unit="chunk", leave=False)
+        # disable=None: tqdm switches itself off when stderr is not a terminal.
+        starts = tqdm(starts, desc=f"fastpid.pid ({method})", unit="chunk", leave=False,
+                      disable=None if progress is None else False)
     pieces = []
     for s in starts:
         Pc = flat[s:s + chunk]

@@ -57,3 +57,18 @@ def test_fast_batch_torch_float32():
     assert res.synergy.shape == (4,) and res.synergy.dtype == torch.float32
     assert bool(res.converged.all()) and bool((res.iterations == 5).all())
     assert torch.isfinite(res.gap).all()
+
+
+def test_chunked_solve_and_progress_bar(monkeypatch, capsys):
+    """Large batches are solved in chunks: same numbers, and a progress bar only on request
+    (the default shows one only on a terminal, which pytest's captured stderr is not)."""
+    P = np.stack([random_joint(np.random.default_rng(s), (3, 3, 3)) for s in range(5)])
+    whole = fastpid.pid(P)
+    import fastpid.api
+
+    monkeypatch.setattr(fastpid.api, "_CHUNK_FLOATS", 30)  # one problem per chunk
+    chunked = fastpid.pid(P)
+    np.testing.assert_allclose(chunked.synergy, whole.synergy, atol=0, rtol=0)
+    assert "fastpid.pid" not in capsys.readouterr().err
+    fastpid.pid(P, progress=True)
+    assert "fastpid.pid (exact)" in capsys.readouterr().err
