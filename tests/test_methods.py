@@ -64,9 +64,7 @@ def test_chunked_solve_and_progress_bar(monkeypatch, capsys):
     (the default shows one only on a terminal, which pytest's captured stderr is not)."""
     P = np.stack([random_joint(np.random.default_rng(s), (3, 3, 3)) for s in range(5)])
     whole = fastpid.pid(P)
-    import fastpid.api
-
-    monkeypatch.setattr(fastpid.api, "_CHUNK_FLOATS", 30)  # one problem per chunk
+    monkeypatch.setattr("fastpid.api._CHUNK_FLOATS", 30)  # one problem per chunk
     chunked = fastpid.pid(P)
     np.testing.assert_allclose(chunked.synergy, whole.synergy, atol=0, rtol=0)
     assert "fastpid.pid" not in capsys.readouterr().err
