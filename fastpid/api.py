@@ -37,7 +37,7 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
             ``"proxy"`` uses the closed-form coupling ``Q0 = P(x1,y) P(x2,y) / p(y)``
             (no iterations); ``"fast"`` runs ``steps`` cheap refinement steps from ``Q0``.
         backend: ``"auto"`` (the C++ solver for CPU problems with
-            ``min(n1, n2) * ny <= 256``, else the PyTorch solver), ``"torch"``, ``"cpp"``
+            ``min(n1, n2) * ny <= 640``, else the PyTorch solver), ``"torch"``, ``"cpp"``
             (CPU only), or ``"cvx"`` (the CVXPY exponential-cone program,
             ``pip install fastpid[cvx]``; exact method only). :func:`backends` says which
             are available.
@@ -144,7 +144,7 @@ def backends() -> dict:
 def _choose_backend(backend: str, flat: torch.Tensor, method: str) -> str:
     """The one place where a backend is picked for ``flat`` (``"torch"``, ``"cpp"`` or ``"triton"``).
 
-    ``auto``: on the CPU, the C++ solver for problems with ``min(n1, n2) * ny <= 256`` and
+    ``auto``: on the CPU, the C++ solver for problems with ``min(n1, n2) * ny <= 640`` and
     PyTorch otherwise; on a GPU, the Triton kernels for ``proxy`` and ``fast`` and PyTorch
     for ``exact``.
     """

@@ -91,7 +91,7 @@ def test_orientation_does_not_matter():
 
 def test_auto_picks_cpp_for_small_cpu_problems_and_torch_for_large():
     assert fastpid.pid(_batch((4, 4, 4), "dense", 1)[0]).backend == "cpp"
-    assert fastpid.pid(_batch((24, 24, 12), "sparse", 1)[0], method="fast").backend == "torch"
+    assert fastpid.pid(_batch((32, 32, 32), "sparse", 1)[0], method="fast").backend == "torch"
 
 
 def test_backends_reports_availability():
