@@ -9,7 +9,6 @@ import torch
 from . import cpp, solver, triton_kernels
 from ._autograd import attach_envelope_gradient
 from ._validate import check_base, check_choice, check_distribution, check_positive_int, check_tol
-from .info import proxy_coupling_mi
 from .result import PIDResult
 
 METHODS = ("exact", "proxy", "fast")

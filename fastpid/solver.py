@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .info import entropy, marginals, mutual_informations, proxy_coupling_mi
+from .info import marginals, mutual_informations, proxy_coupling_mi
 
 _NEG_INF = float("-inf")
 _MU_MIN = 1e-13

@@ -10,7 +10,7 @@ import torch
 pytest.importorskip("sklearn")
 
 from examples import data as datasets  # noqa: E402
-from examples.evaluate import evaluate, prediction_pid  # noqa: E402
+from examples.evaluate import evaluate  # noqa: E402
 from examples.models import LateFusion  # noqa: E402
 from examples.run_integrations import REAL_METHODS, make_method, markdown, run_one  # noqa: E402
 from examples.training import TrainConfig, train  # noqa: E402
