@@ -31,15 +31,14 @@ double logsumexp(int n, F x) {
   return m + std::log(s);
 }
 
-// In-place Cholesky of a dense SPD n x n matrix (lower triangle); a pivot that rounding
-// made non-positive gets a tiny ridge, as the reference's fallback does. Right-looking:
-// each column's rank-one update of the trailing rows is a contiguous axpy (it vectorises
-// without the horizontal reductions of dot products).
-void cholesky(double* A, int n) {
-  std::vector<double> col(n);
+// In-place Cholesky of a dense SPD n x n matrix (lower triangle); false, with A partly
+// overwritten, at a non-positive pivot. Right-looking: each column's rank-one update of
+// the trailing rows is a contiguous axpy (it vectorises without horizontal reductions).
+bool cholesky_attempt(double* A, int n, std::vector<double>& col) {
   for (int k = 0; k < n; ++k) {
     double* Ak = A + static_cast<size_t>(k) * n;
-    const double d = std::sqrt(Ak[k] > 1e-300 ? Ak[k] : 1e-12);
+    if (!(Ak[k] > 0.0)) return false;
+    const double d = std::sqrt(Ak[k]);
     Ak[k] = d;
     for (int r = k + 1; r < n; ++r) col[r] = (A[static_cast<size_t>(r) * n + k] /= d);
     for (int r = k + 1; r < n; ++r) {
@@ -49,6 +48,21 @@ void cholesky(double* A, int n) {
       for (int c = k + 1; c <= r; ++c) Ar[c] -= lr * col[c];
     }
   }
+  return true;
+}
+
+// Cholesky factor of an SPD matrix; one that is singular to rounding (sparse problems leave
+// directions the gauge fixing does not remove) is factorised with a 1e-12 ridge instead,
+// as the reference does.
+void cholesky(double* A, int n) {
+  std::vector<double> col(n), copy(A, A + static_cast<size_t>(n) * n);
+  if (cholesky_attempt(A, n, col)) return;
+  std::copy(copy.begin(), copy.end(), A);
+  for (int k = 0; k < n; ++k) A[static_cast<size_t>(k) * n + k] += 1e-12;
+  if (cholesky_attempt(A, n, col)) return;
+  // Still not positive: fall back to the identity, i.e. the Jacobi-scaled gradient as the
+  // direction, and let the line search judge it.
+  for (size_t k = 0; k < copy.size(); ++k) A[k] = (k % (n + 1) == 0) ? 1.0 : 0.0;
 }
 
 // Solve L L^T x = b in place, L from cholesky(); both sweeps read L by rows.
@@ -221,7 +235,7 @@ class Problem {
     for (int i = 0; i < n1; ++i)
       for (int j = 0; j < n2; ++j)
         for (int y = 0; y < ny; ++y)
-          if (total[y] > 0) Q[(i * n2 + j) * ny + y] += d1[i * ny + y] * d2[j * ny + y] / total[y];
+          if (total[y] > 0) Q[(i * n2 + j) * ny + y] += d1[i * ny + y] * (d2[j * ny + y] / total[y]);
     // I_Q(Y; X1, X2) = H(X1,X2) + H(Y) - H(X1,X2,Y); Q(y) = p(y) on the feasible set.
     double h12y = 0, h12 = 0, hy = 0;
     for (int c = 0; c < n1 * n2; ++c) {

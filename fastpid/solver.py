@@ -109,8 +109,9 @@ def round_to_feasible(prob: Problem, Q: torch.Tensor) -> torch.Tensor:
     d1 = (prob.p1y - Q.sum(2)).clamp_min(0.0)
     d2 = (prob.p2y - Q.sum(1)).clamp_min(0.0)
     total = d1.sum(1)  # (B, ny); equals d2.sum(1) up to rounding
-    scale = torch.where(total > 0, 1.0 / torch.where(total > 0, total, 1.0), 0.0)
-    return Q + d1[:, :, None, :] * d2[:, None, :, :] * scale[:, None, None, :]
+    # d2 / total <= ~1, whereas 1 / total overflows when total is subnormal.
+    share = torch.where(total[:, None, :] > 0, d2 / torch.where(total > 0, total, 1.0)[:, None, :], 0.0)
+    return Q + d1[:, :, None, :] * share[:, None, :, :]
 
 
 def _shrink(target: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
@@ -246,14 +247,16 @@ def _newton_direction(prob: Problem, f, g, mu, fixed_f, fixed_g):
 
 
 def _cholesky(A: torch.Tensor) -> torch.Tensor:
-    """Batched Cholesky factor; a matrix that is singular to rounding gets a tiny ridge."""
+    """Batched Cholesky factor. A matrix that is singular to rounding (sparse problems leave
+    directions the gauge fixing does not remove) gets a 1e-12 ridge; one that still fails
+    gets the identity, i.e. the Jacobi-scaled gradient as its direction."""
     L, info = torch.linalg.cholesky_ex(A)
     bad = info != 0
     if bool(bad.any()):
         eye = torch.eye(A.shape[-1], dtype=A.dtype, device=A.device)
-        L2, _ = torch.linalg.cholesky_ex(A[bad] + 1e-12 * eye)
+        L2, info2 = torch.linalg.cholesky_ex(A[bad] + 1e-12 * eye)
         L = L.clone()
-        L[bad] = L2
+        L[bad] = torch.where((info2 != 0)[:, None, None], eye, L2)
     return L
 
 

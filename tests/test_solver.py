@@ -239,3 +239,25 @@ def test_base_two_and_unit_conversion():
     assert float(bits.synergy) == pytest.approx(float(nats.synergy) / np.log(2), rel=1e-12)
     assert float(nats.to_bits().synergy) == pytest.approx(float(bits.synergy), rel=1e-12)
     assert bits.units == "bits" and nats.units == "nats"
+
+
+def test_rounding_with_subnormal_deficits_stays_finite():
+    """Deficits whose total is subnormal must not overflow 1 / total into inf or NaN."""
+    P = np.zeros((2, 2, 1))
+    P[0, 0, 0], P[1, 1, 0] = 1.0, 4e-310
+    Pt = torch.from_numpy(P)[None]
+    Q = torch.from_numpy(P.copy())[None]
+    Q[0, 1, 1, 0] = 0.0  # the tiny cell missing: deficits of 4e-310 in row 1 and column 1
+    R = solver.round_to_feasible(solver.Problem.from_joint(Pt), Q)[0].numpy()
+    assert np.isfinite(R).all()
+    np.testing.assert_allclose(R.sum(1), P.sum(1), atol=1e-320)
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpp"])
+def test_masses_near_the_float64_floor(backend):
+    rng = np.random.default_rng(31)
+    for shape in [(1, 10, 11), (5, 4, 3), (9, 2, 7)]:
+        P = random_joint(rng, shape, alpha=0.5, tiny=1e-300)
+        res = fastpid.pid(P, backend=backend)
+        assert bool(res.converged) and float(res.gap) <= TOL
+        assert_identities(res, P)
