@@ -5,7 +5,7 @@ Families
 ``dense_8x8x8``
     P ~ Dirichlet(1) over all 8*8*8 cells: dense, interior optimum.
 ``clustered_20x20x10`` / ``clustered_20x20x28``
-    Joints as they arise in training (DESIGN.md section 3): N labelled points from a
+    Joints as they arise in training (the probe pipeline of fastpid.integrations.PIDProbe): N labelled points from a
     C-class Gaussian mixture are seen through two noisy "views" (each view sees the class
     through its own class means, with a shared component, so that the views carry
     redundant, unique and some synergistic information about the label); each view is

@@ -3,8 +3,8 @@
 Part 1 solves the textbook two-input gates, whose BROJA decompositions are known
 in closed form, so the printed numbers can be checked by eye (all in bits).
 
-Part 2 builds a joint distribution the way a multimodal probe does (DESIGN.md
-section 3): scikit-learn's bundled 8x8 handwritten digits (no download) are cut
+Part 2 builds a joint distribution the way a multimodal probe does
+(fastpid.integrations.PIDProbe): scikit-learn's bundled 8x8 handwritten digits (no download) are cut
 into two views, the left and the right half of each image; each view is
 standardised, reduced with PCA(5) and clustered with KMeans(20) (fixed seeds);
 the two cluster ids and the digit label give a 20 x 20 x 10 joint, which is

@@ -3,7 +3,7 @@
     V(P) = min_{Q >= 0, Q(x1,y) = P(x1,y), Q(x2,y) = P(x2,y)}  I_Q(Y; X1, X2)
 
 All functions work on a flat batch ``P[B, n1, n2, ny]`` of normalised float64
-problems and run on any torch device. Notation (DESIGN.md §2):
+problems and run on any torch device. Notation:
 
 * dual potentials ``f[B, n1, ny]`` and ``g[B, n2, ny]``; the coupling they define is
   ``Q(x1,x2,y) = R(x1,x2) p(y) exp(f_y(x1) + g_y(x2))``;
@@ -89,7 +89,7 @@ def _dual_objective(prob: Problem, f: torch.Tensor, g: torch.Tensor) -> torch.Te
 
 
 def dual_bound(prob: Problem, f: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """Lower bound on V from any potentials (DESIGN.md §2), shape ``(B,)``."""
+    """Lower bound on V from any potentials (weak duality), shape ``(B,)``."""
     logs = torch.logsumexp(_log_weights(prob, f, g), dim=-1)
     return _dual_objective(prob, f, g) - logs.amax((1, 2))
 

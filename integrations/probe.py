@@ -1,6 +1,6 @@
 """The PID probe: how two modalities' embeddings share information about the label.
 
-Pipeline (DESIGN.md §3, as in the FastPID paper): per modality, standardise the probe-set
+Pipeline (as in the FastPID paper): per modality, standardise the probe-set
 embeddings, project them on their first principal components and cluster the projections
 with k-means; the two cluster ids and the label give a ``k × k × C`` joint histogram, which
 :func:`fastpid.pid` decomposes.

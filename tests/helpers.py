@@ -22,7 +22,7 @@ def random_joint(rng: np.random.Generator, shape, *, alpha=1.0, sparsity=0.0, ti
 
 
 def clustered_digits_joint(seed: int = 0) -> np.ndarray:
-    """A 20x20x10 joint from real data, as in DESIGN.md §3: sklearn's digits split into
+    """A 20x20x10 joint from real data, built as the probe does: sklearn's digits split into
     left and right halves, each standardised, reduced by PCA(5) and clustered by KMeans(20)."""
     from sklearn.cluster import KMeans
     from sklearn.datasets import load_digits
