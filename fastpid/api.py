@@ -90,7 +90,7 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
         value, lower, upper, converged, status = _solve_cvx(flat, lower0, upper0)
     else:
         value, lower, upper, converged, iterations = _solve_iterative(
-            flat, method, backend, tol, max_iter, steps, progress)
+            flat, method, backend, tol, max_iter, steps, progress, (lower0, upper0))
 
     # Keep V inside the free bracket so every term is non-negative.
     value = torch.minimum(torch.maximum(value, lower0), upper0)
@@ -175,24 +175,27 @@ def _choose_backend(backend: str, flat: torch.Tensor, method: str) -> str:
     return "torch"
 
 
-def _solve_oriented(P: torch.Tensor, method: str, backend: str, tol, max_iter, steps) -> solver.Solution:
-    """Solve with the smaller source on the Schur-complement side (V is symmetric in X1, X2)."""
+def _solve_oriented(P: torch.Tensor, method: str, backend: str, tol, max_iter, steps, bracket) -> solver.Solution:
+    """Solve with the smaller source on the Schur-complement side (V is symmetric in X1, X2,
+    and so is the closed-form ``bracket``)."""
     swap = P.shape[2] > P.shape[1]
     if swap:
         P = P.transpose(1, 2).contiguous()
     if backend == "cpp":
         sol = cpp.solve(P, tol, max_iter=max_iter, steps=None if method == "exact" else steps)
     elif method == "exact":
-        sol = solver.solve_exact(P, tol, max_iter=max_iter)
+        sol = solver.solve_exact(P, tol, max_iter=max_iter, bracket=bracket)
     else:
-        sol = solver.solve_fast(P, steps, alternation=triton_kernels.alternation if backend == "triton" else None)
+        sol = solver.solve_fast(P, steps, alternation=triton_kernels.alternation if backend == "triton" else None,
+                                bracket=bracket)
     if swap:
         sol.f, sol.g = sol.g, sol.f
     return sol
 
 
-def _solve_iterative(flat, method, backend, tol, max_iter, steps, progress):
-    """Chunked solve of ``flat[B, n1, n2, ny]``; returns ``(V, lower, upper, converged, iterations)``."""
+def _solve_iterative(flat, method, backend, tol, max_iter, steps, progress, bracket):
+    """Chunked solve of ``flat[B, n1, n2, ny]`` from the closed-form ``bracket = (lower, upper)``;
+    returns ``(V, lower, upper, converged, iterations)``."""
     B, n1, n2, ny = flat.shape
     per_problem = ((n1 + n2) * ny) ** 2 if method == "exact" else n1 * n2 * ny
     chunk = max(1, _CHUNK_FLOATS // per_problem)
@@ -206,7 +209,8 @@ def _solve_iterative(flat, method, backend, tol, max_iter, steps, progress):
     pieces = []
     for s in starts:
         Pc = flat[s:s + chunk]
-        sol = _solve_oriented(Pc.detach(), method, backend, tol, max_iter, steps)
+        sol = _solve_oriented(Pc.detach(), method, backend, tol, max_iter, steps,
+                              tuple(b[s:s + chunk] for b in bracket))
         # exact: the midpoint of the certified bracket; fast: an actual feasible coupling's I.
         value = 0.5 * (sol.lower + sol.upper) if method == "exact" else sol.upper
         value = attach_envelope_gradient(Pc, value.to(flat.device), sol.f.to(flat.device), sol.g.to(flat.device))

@@ -40,6 +40,7 @@ _MU_MIN = 1e-13
 WARM_STEPS = 10  # Blahut–Arimoto steps before Newton
 POLISH_SWEEPS = 20  # Sinkhorn sweeps behind each primal bound
 MU_FACTOR = 0.02  # barrier parameter shrink per centring
+OMEGA = 1.5  # over-relaxation of the Blahut–Arimoto mixture update
 
 
 @dataclass
@@ -88,9 +89,13 @@ def _dual_objective(prob: Problem, f: torch.Tensor, g: torch.Tensor) -> torch.Te
     return t1 + t2
 
 
-def dual_bound(prob: Problem, f: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """Lower bound on V from any potentials (weak duality), shape ``(B,)``."""
-    logs = torch.logsumexp(_log_weights(prob, f, g), dim=-1)
+def dual_bound(prob: Problem, f: torch.Tensor, g: torch.Tensor, logs=None) -> torch.Tensor:
+    """Lower bound on V from any potentials (weak duality), shape ``(B,)``.
+
+    ``logs``: ``log s`` of ``(f, g)`` when the caller already has it.
+    """
+    if logs is None:
+        logs = torch.logsumexp(_log_weights(prob, f, g), dim=-1)
     return _dual_objective(prob, f, g) - logs.amax((1, 2))
 
 
@@ -162,7 +167,7 @@ def _row_update(prob: Problem, logR, g):
     return torch.where(prob.m1, prob.la - _lse(logR[:, :, :, None] + g[:, None, :, :], 2), _NEG_INF)
 
 
-def alternation_steps(prob: Problem, logR, g, steps: int, omega: float = 1.5):
+def alternation_steps(prob: Problem, logR, g, steps: int, omega: float = OMEGA):
     """Blahut–Arimoto: ``steps`` rounds of a Sinkhorn sweep and an over-relaxed update
     ``R <- R * s^omega`` (normalised) of the mixture. Returns ``(f, g, logR)``.
     """
@@ -299,15 +304,23 @@ def closed_form_bracket(P: torch.Tensor, closed_forms=None):
     return mi, mi1, mi2, lower, upper
 
 
+def _start_bracket(P: torch.Tensor, bracket):
+    """Fresh copies of the closed-form ``(lower, upper)`` (the solvers update them in place)."""
+    if bracket is None:
+        return closed_form_bracket(P)[3:]
+    return tuple(b.detach().clone() for b in bracket)
+
+
 def solve_exact(P: torch.Tensor, tol: float, max_iter: int = 500, warm_steps: int = WARM_STEPS,
-                polish_sweeps: int = POLISH_SWEEPS, mu_factor: float = MU_FACTOR) -> Solution:
+                polish_sweeps: int = POLISH_SWEEPS, mu_factor: float = MU_FACTOR, bracket=None) -> Solution:
     """Solve V for a flat float64 batch ``P[B, n1, n2, ny]`` to a certified ``tol``.
 
     Returns the best bounds seen (both are valid at every iterate) and the potentials
     of the last iterate. Problems stop individually once ``upper - lower <= tol``.
+    ``bracket``: the ``(lower, upper)`` of :func:`closed_form_bracket` when the caller has it.
     """
     prob = Problem.from_joint(P)
-    _, _, _, lower, upper = closed_form_bracket(P)
+    lower, upper = _start_bracket(P, bracket)
     B = P.shape[0]
     iters = torch.zeros(B, dtype=torch.int64, device=P.device)
     f, g, logR = alternation_steps(prob, proxy_log_r(prob), None, warm_steps)
@@ -334,7 +347,7 @@ def solve_exact(P: torch.Tensor, tol: float, max_iter: int = 500, warm_steps: in
         fa, ga, mua = f[active], g[active], mu[active]
         gap_before = upper[active] - lower[active]
         df, dg, dec2 = _newton_direction(sub, fa, ga, mua, fixed_f[active], fixed_g[active])
-        alpha = _line_search(sub, fa, ga, mua, df, dg, dec2)
+        alpha, logs = _line_search(sub, fa, ga, mua, df, dg, dec2)
         fa = fa + alpha[:, None, None] * df
         ga = ga + alpha[:, None, None] * dg
         f[active], g[active] = fa, ga
@@ -343,12 +356,13 @@ def solve_exact(P: torch.Tensor, tol: float, max_iter: int = 500, warm_steps: in
         # Certificate from this iterate: its dual bound, and at barrier centres (where
         # R = mu / (1 - s) is a good primal estimate) that R projected onto the
         # constraints by Sinkhorn sweeps and rounding.
-        lower[active] = torch.maximum(lower[active], dual_bound(sub, fa, ga))
+        lower[active] = torch.maximum(lower[active], dual_bound(sub, fa, ga, logs))
         centred = dec2 <= 0.25 * mua
         near = torch.nonzero(centred | (mua <= 10.0 * mu_floor[active])).flatten()
         if near.numel():
             upper[active[near]] = torch.minimum(
-                upper[active[near]], _barrier_primal_bound(sub.take(near), fa[near], ga[near], mua[near], polish_sweeps))
+                upper[active[near]],
+                _barrier_primal_bound(sub.take(near), ga[near], mua[near], logs[near], polish_sweeps))
 
         # Follow the central path: shrink mu once the iterate is near the centre.
         mu[active] = torch.where(centred, torch.maximum(mua * mu_factor, mu_floor[active]), mua)
@@ -365,39 +379,47 @@ def solve_exact(P: torch.Tensor, tol: float, max_iter: int = 500, warm_steps: in
     return Solution(lower, upper, f, g, iters)
 
 
-def _barrier_primal_bound(prob: Problem, f, g, mu, sweeps: int) -> torch.Tensor:
-    logw = _log_weights(prob, f, g)
-    logR = torch.log(mu)[:, None, None] - torch.log(-torch.expm1(_lse(logw, -1)))
+def _barrier_primal_bound(prob: Problem, g, mu, logs, sweeps: int) -> torch.Tensor:
+    """Upper bound from the barrier's primal estimate ``R = mu / (1 - s)`` at an iterate
+    with potentials ``g`` and ``log s = logs``."""
+    logR = torch.log(mu)[:, None, None] - torch.log(-torch.expm1(logs))
     logR = torch.where(prob.mask.any(-1), logR, _NEG_INF)
     fp, gp = sinkhorn_sweeps(prob, logR, torch.where(prob.m2, g, _NEG_INF), sweeps)
     return primal_bound(prob, alternation_coupling(prob, fp, gp, logR))
 
 
 def _line_search(prob: Problem, f, g, mu, df, dg, dec2, max_halvings: int = 60):
-    """Backtracking (Armijo) step lengths that keep ``max s < 1``, one per problem."""
-    phi0, _ = _barrier_value(prob, f, g, mu)
+    """Backtracking (Armijo) step lengths that keep ``max s < 1``, one per problem.
+
+    Returns ``(alpha, logs)``: the steps (0 where every trial failed) and ``log s`` at the
+    points they lead to, which the certificate reuses.
+    """
+    phi0, logs_at = _barrier_value(prob, f, g, mu)
+    # Near the optimum the gain is below rounding noise of phi; allow for it.
+    slack = 1e-13 * (1.0 + phi0.abs())
     alpha = torch.ones_like(mu)
     accepted = torch.zeros_like(mu, dtype=torch.bool)
     for _ in range(max_halvings):
-        phi, _ = _barrier_value(prob, f + alpha[:, None, None] * df, g + alpha[:, None, None] * dg, mu)
-        # Near the optimum the gain is below rounding noise of phi; allow for it.
-        slack = 1e-13 * (1.0 + phi0.abs())
-        accepted = accepted | (phi >= phi0 + 0.01 * alpha * dec2 - slack)
+        phi, logs = _barrier_value(prob, f + alpha[:, None, None] * df, g + alpha[:, None, None] * dg, mu)
+        newly = ~accepted & (phi >= phi0 + 0.01 * alpha * dec2 - slack)
+        logs_at = torch.where(newly[:, None, None], logs, logs_at)
+        accepted = accepted | newly
         if bool(accepted.all()):
             break
         alpha = torch.where(accepted, alpha, 0.5 * alpha)
-    return torch.where(accepted, alpha, 0.0)
+    return torch.where(accepted, alpha, 0.0), logs_at
 
 
-def solve_fast(P: torch.Tensor, steps: int, alternation=None) -> Solution:
+def solve_fast(P: torch.Tensor, steps: int, alternation=None, bracket=None) -> Solution:
     """A fixed budget of ``steps`` alternation steps from the analytic proxy.
 
     Every step costs a few passes over ``P`` (no linear algebra), which suits a
     training loop; the bounds are still certified, just not tight. ``alternation(P, steps)
-    -> (f, g, logR)`` replaces the torch steps (a fused kernel).
+    -> (f, g, logR)`` replaces the torch steps (a fused kernel); ``bracket`` as in
+    :func:`solve_exact`.
     """
     prob = Problem.from_joint(P)
-    _, _, _, lower, upper = closed_form_bracket(P)
+    lower, upper = _start_bracket(P, bracket)
     if alternation is None:
         f, g, logR = alternation_steps(prob, proxy_log_r(prob), None, steps)
     else:
