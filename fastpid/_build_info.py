@@ -11,7 +11,15 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["build_info", "native_available"]
+__all__ = ["build_info", "load_extension", "native_available"]
+
+
+def load_extension():
+    """``(fastpid._C, "")`` when the extension imports, else ``(None, the import error)``."""
+    try:
+        return importlib.import_module("fastpid._C"), ""
+    except Exception as exc:  # ImportError, or a broken shared object (OSError, ...)
+        return None, f"{type(exc).__name__}: {exc}"
 
 
 def build_info() -> dict[str, Any]:
@@ -26,10 +34,9 @@ def build_info() -> dict[str, Any]:
         ``cuda_compiler_found``, ``cuda_compiler_version``, ``openmp``, ...).
         Otherwise ``native=False`` and ``error``, the text of the import error.
     """
-    try:
-        ext = importlib.import_module("fastpid._C")
-    except Exception as exc:  # ImportError, or a broken shared object (OSError, ...)
-        return {"native": False, "error": f"{type(exc).__name__}: {exc}"}
+    ext, error = load_extension()
+    if ext is None:
+        return {"native": False, "error": error}
     info = dict(ext.build_info())
     info["native"] = True
     return info

@@ -10,11 +10,10 @@ slower beyond (32x32x32: 2.8 s vs 2.1 s); :func:`fastpid.api` picks it for probl
 """
 from __future__ import annotations
 
-import importlib
-
 import numpy as np
 import torch
 
+from ._build_info import load_extension
 from .solver import MU_FACTOR, POLISH_SWEEPS, WARM_STEPS, Solution
 
 #: Largest Schur-complement size ``min(n1, n2) * ny`` for which ``backend="auto"`` uses C++.
@@ -23,10 +22,9 @@ AUTO_MAX_SCHUR = 640
 
 def available() -> tuple[bool, str]:
     """``(True, "")`` when the compiled solver imports, else ``(False, why)``."""
-    try:
-        ext = importlib.import_module("fastpid._C")
-    except Exception as exc:  # ImportError, or a broken shared object
-        return False, f"the native extension fastpid._C does not import ({type(exc).__name__}: {exc})"
+    ext, error = load_extension()
+    if ext is None:
+        return False, f"the native extension fastpid._C does not import ({error})"
     if not hasattr(ext, "solve"):
         return False, "the native extension fastpid._C was built without the solver; reinstall fastpid"
     return True, ""

@@ -22,6 +22,8 @@ import os
 
 import torch
 
+from .solver import OMEGA
+
 try:
     import triton
     import triton.language as tl
@@ -182,7 +184,7 @@ def closed_forms(P: torch.Tensor):
     return out.unbind(1)
 
 
-def alternation(P: torch.Tensor, steps: int, omega: float = 1.5):
+def alternation(P: torch.Tensor, steps: int, omega: float = OMEGA):
     """``(f, g, logR)`` after ``steps`` Blahut–Arimoto steps from the proxy, as
     :func:`fastpid.solver.alternation_steps` computes them from :func:`~fastpid.solver.proxy_log_r`."""
     B, n1, n2, ny = P.shape
