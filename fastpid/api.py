@@ -6,7 +6,7 @@ import math
 import numpy as np
 import torch
 
-from . import cpp, solver, triton_kernels
+from . import cpp, solver
 from ._autograd import attach_envelope_gradient
 from ._validate import check_base, check_choice, check_distribution, check_positive_int, check_tol
 from .result import PIDResult
@@ -77,7 +77,7 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
     # The Triton kernel has no backward pass: with gradients, the closed forms stay in torch.
     fused = backend == "triton" and not flat.requires_grad
     mi, mi1, mi2, lower0, upper0 = solver.closed_form_bracket(
-        flat, closed_forms=triton_kernels.closed_forms if fused else None)
+        flat, closed_forms=_triton().closed_forms if fused else None)
     status = None
     iterations = torch.zeros(flat.shape[0], dtype=torch.int64, device=flat.device)
     if method == "proxy":
@@ -121,6 +121,14 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
     )
 
 
+def _triton():
+    """The Triton kernels module, imported on first use (importing triton is slow, and CPU
+    solves never need it)."""
+    from . import triton_kernels
+
+    return triton_kernels
+
+
 def backends() -> dict:
     """Which backends can run here: ``{name: {"available": bool, "reason": str}}``.
 
@@ -129,7 +137,7 @@ def backends() -> dict:
     import importlib.util
 
     cpp_ok, cpp_why = cpp.available()
-    triton_ok, triton_why = triton_kernels.available()
+    triton_ok, triton_why = _triton().available()
     cvx_ok = importlib.util.find_spec("cvxpy") is not None
     return {
         "torch": {"available": True, "reason": ""},
@@ -162,7 +170,7 @@ def _choose_backend(backend: str, flat: torch.Tensor, method: str) -> str:
         if method == "exact":
             raise ValueError("backend='triton' runs method='proxy' and method='fast'; "
                              "use backend='torch' (or 'auto') for method='exact'")
-        ok, why = triton_kernels.available(device)
+        ok, why = _triton().available(device)
         if not ok:
             raise RuntimeError(f"backend='triton' is not available: {why}")
         return backend
@@ -170,7 +178,7 @@ def _choose_backend(backend: str, flat: torch.Tensor, method: str) -> str:
         n1, n2, ny = flat.shape[1:]
         small = min(n1, n2) * ny <= cpp.AUTO_MAX_SCHUR
         return "cpp" if small and cpp.available()[0] else "torch"
-    if method != "exact" and triton_kernels.available(device)[0]:
+    if method != "exact" and _triton().available(device)[0]:
         return "triton"
     return "torch"
 
@@ -186,7 +194,7 @@ def _solve_oriented(P: torch.Tensor, method: str, backend: str, tol, max_iter, s
     elif method == "exact":
         sol = solver.solve_exact(P, tol, max_iter=max_iter, bracket=bracket)
     else:
-        sol = solver.solve_fast(P, steps, alternation=triton_kernels.alternation if backend == "triton" else None,
+        sol = solver.solve_fast(P, steps, alternation=_triton().alternation if backend == "triton" else None,
                                 bracket=bracket)
     if swap:
         sol.f, sol.g = sol.g, sol.f
