@@ -1,5 +1,5 @@
-// fastpid._C: the native extension: how it was built, and the CPU solver
-// (solver_bindings.cpp).
+// fastpid._C: the native extension: how it was built, the CPU solver (solver_bindings.cpp),
+// the CUDA kernels (cuda_bindings.cpp) and their host emulation (cuda/emulation.cpp).
 #include <pybind11/pybind11.h>
 
 #include "fastpid_build_config.h"
@@ -43,7 +43,6 @@ py::dict build_info() {
                              std::to_string(PYBIND11_VERSION_MINOR) + "." +
                              std::to_string(PYBIND11_VERSION_PATCH);
 
-  // CUDA: detection only until the kernels land.
   info["cuda_compiled"] = static_cast<bool>(FASTPID_WITH_CUDA);
   info["cuda_searched"] = static_cast<bool>(FASTPID_CUDA_SEARCHED);
   info["cuda_compiler_found"] = static_cast<bool>(FASTPID_CUDA_FOUND);
@@ -64,12 +63,16 @@ py::dict build_info() {
 }  // namespace
 
 void register_solver(py::module_& m);
+void register_cuda(py::module_& m);
+void register_emulation(py::module_& m);
 
 PYBIND11_MODULE(_C, m) {
-  m.doc() = "fastpid native extension: build information and the C++ CPU solver";
+  m.doc() = "fastpid native extension: build information, the C++ CPU solver and the CUDA kernels";
   m.attr("__version__") = FASTPID_VERSION;
   m.def("build_info", &build_info,
         "Return a dict describing how this extension was compiled: version, "
         "compiler, C++ standard, OpenMP, and whether CUDA was found/compiled.");
   register_solver(m);
+  register_cuda(m);
+  register_emulation(m);
 }

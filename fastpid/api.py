@@ -6,13 +6,13 @@ import math
 import numpy as np
 import torch
 
-from . import cpp, solver
+from . import cpp, cuda, solver
 from ._autograd import attach_envelope_gradient
 from ._validate import check_base, check_choice, check_distribution, check_positive_int, check_tol
 from .result import PIDResult
 
 METHODS = ("exact", "proxy", "fast")
-BACKENDS = ("auto", "torch", "cpp", "triton", "cvx")
+BACKENDS = ("auto", "torch", "cpp", "cuda", "triton", "cvx")
 
 #: Default certified tolerance on V (nats) by input dtype.
 DEFAULT_TOL = {torch.float64: 1e-8, torch.float32: 1e-5}
@@ -35,9 +35,11 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
         method: ``"exact"`` solves ``V = min_Q I_Q(Y; X1,X2)`` to a certified ``tol``;
             ``"proxy"`` uses the closed-form coupling ``Q0 = P(x1,y) P(x2,y) / p(y)``
             (no iterations); ``"fast"`` runs ``steps`` cheap refinement steps from ``Q0``.
-        backend: ``"auto"`` (the C++ solver for CPU problems with
-            ``min(n1, n2) * ny <= 640``, else the PyTorch solver), ``"torch"``, ``"cpp"``
-            (CPU only), or ``"cvx"`` (the CVXPY exponential-cone program,
+        backend: ``"auto"`` (CPU: the C++ solver for problems with
+            ``min(n1, n2) * ny <= 640``, else the PyTorch solver; GPU: the CUDA kernels,
+            else the Triton kernels, for ``proxy`` and ``fast``, and PyTorch for ``exact``),
+            ``"torch"``, ``"cpp"`` (CPU only), ``"cuda"`` or ``"triton"`` (CUDA tensors;
+            ``proxy`` and ``fast``), or ``"cvx"`` (the CVXPY exponential-cone program,
             ``pip install fastpid[cvx]``; exact method only). :func:`backends` says which
             are available.
         tol: certified tolerance on every term, in nats (default ``1e-8`` for float64
@@ -74,10 +76,10 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
 
     if backend != "cvx":
         backend = _choose_backend(backend, flat, method)
-    # The Triton kernel has no backward pass: with gradients, the closed forms stay in torch.
-    fused = backend == "triton" and not flat.requires_grad
+    # The kernels have no backward pass: with gradients, the closed forms stay in torch.
+    fused = backend in ("cuda", "triton") and not flat.requires_grad
     mi, mi1, mi2, lower0, upper0 = solver.closed_form_bracket(
-        flat, closed_forms=_triton().closed_forms if fused else None)
+        flat, closed_forms=_kernels(backend).closed_forms if fused else None)
     status = None
     iterations = torch.zeros(flat.shape[0], dtype=torch.int64, device=flat.device)
     if method == "proxy":
@@ -85,7 +87,7 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
         # P itself (also feasible), or than the theorem V <= I1 + I2.
         value, lower, upper = upper0, lower0, upper0
         converged = torch.ones_like(value, dtype=torch.bool)
-        backend = "triton" if fused else "torch"
+        backend = backend if fused else "torch"
     elif backend == "cvx":
         value, lower, upper, converged, status = _solve_cvx(flat, lower0, upper0)
     else:
@@ -129,6 +131,11 @@ def _triton():
     return triton_kernels
 
 
+def _kernels(backend: str):
+    """The GPU kernel module of ``backend`` (``"cuda"`` or ``"triton"``): same functions, same signatures."""
+    return cuda if backend == "cuda" else _triton()
+
+
 def backends() -> dict:
     """Which backends can run here: ``{name: {"available": bool, "reason": str}}``.
 
@@ -137,11 +144,13 @@ def backends() -> dict:
     import importlib.util
 
     cpp_ok, cpp_why = cpp.available()
+    cuda_ok, cuda_why = cuda.available()
     triton_ok, triton_why = _triton().available()
     cvx_ok = importlib.util.find_spec("cvxpy") is not None
     return {
         "torch": {"available": True, "reason": ""},
         "cpp": {"available": cpp_ok, "reason": cpp_why},
+        "cuda": {"available": cuda_ok, "reason": cuda_why},
         "triton": {"available": triton_ok, "reason": triton_why},
         "cvx": {"available": cvx_ok,
                 "reason": "" if cvx_ok else "CVXPY is not installed (pip install 'fastpid[cvx]')"},
@@ -149,11 +158,12 @@ def backends() -> dict:
 
 
 def _choose_backend(backend: str, flat: torch.Tensor, method: str) -> str:
-    """The one place where a backend is picked for ``flat`` (``"torch"``, ``"cpp"`` or ``"triton"``).
+    """The one place where a backend is picked for ``flat`` (``"torch"``, ``"cpp"``, ``"cuda"``
+    or ``"triton"``).
 
     ``auto``: on the CPU, the C++ solver for problems with ``min(n1, n2) * ny <= 640`` and
-    PyTorch otherwise; on a GPU, the Triton kernels for ``proxy`` and ``fast`` and PyTorch
-    for ``exact``.
+    PyTorch otherwise; on a GPU, the CUDA kernels, else the Triton kernels, for ``proxy``
+    and ``fast``, and PyTorch for ``exact``.
     """
     device = flat.device
     if backend == "torch":
@@ -166,20 +176,22 @@ def _choose_backend(backend: str, flat: torch.Tensor, method: str) -> str:
         if not ok:
             raise RuntimeError(f"backend='cpp' is not available: {why}")
         return backend
-    if backend == "triton":
+    if backend in ("cuda", "triton"):
         if method == "exact":
-            raise ValueError("backend='triton' runs method='proxy' and method='fast'; "
+            raise ValueError(f"backend={backend!r} runs method='proxy' and method='fast'; "
                              "use backend='torch' (or 'auto') for method='exact'")
-        ok, why = _triton().available(device)
+        ok, why = _kernels(backend).available(device)
         if not ok:
-            raise RuntimeError(f"backend='triton' is not available: {why}")
+            raise RuntimeError(f"backend={backend!r} is not available: {why}")
         return backend
     if device.type == "cpu":
         n1, n2, ny = flat.shape[1:]
         small = min(n1, n2) * ny <= cpp.AUTO_MAX_SCHUR
         return "cpp" if small and cpp.available()[0] else "torch"
-    if method != "exact" and _triton().available(device)[0]:
-        return "triton"
+    if method != "exact":
+        for kernels in ("cuda", "triton"):
+            if _kernels(kernels).available(device)[0]:
+                return kernels
     return "torch"
 
 
@@ -194,8 +206,8 @@ def _solve_oriented(P: torch.Tensor, method: str, backend: str, tol, max_iter, s
     elif method == "exact":
         sol = solver.solve_exact(P, tol, max_iter=max_iter, bracket=bracket)
     else:
-        sol = solver.solve_fast(P, steps, alternation=_triton().alternation if backend == "triton" else None,
-                                bracket=bracket)
+        kernels = _kernels(backend).alternation if backend in ("cuda", "triton") else None
+        sol = solver.solve_fast(P, steps, alternation=kernels, bracket=bracket)
     if swap:
         sol.f, sol.g = sol.g, sol.f
     return sol

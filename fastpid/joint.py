@@ -289,24 +289,28 @@ def _accumulate(N, hard, soft, w, G, gidx, dtype, device) -> torch.Tensor:
 
 
 def _accumulate_fused(hard, soft, w, G, gidx, dtype, device):
-    """``T`` from the Triton kernels for the two common GPU cases, else ``None``.
+    """``T`` from the GPU kernels (CUDA, else Triton) for the two common cases, else ``None``.
 
     The kernels have no backward pass, so they serve only inputs that need no gradient:
     all three variables as codes, or soft rows for ``x1`` and ``x2`` with labels ``y``.
     """
-    from . import triton_kernels
+    from . import cuda
 
-    if not triton_kernels.available(device)[0]:
-        return None
+    kernels = cuda
+    if not cuda.available(device)[0]:
+        from . import triton_kernels as kernels
+
+        if not kernels.available(device)[0]:
+            return None
     if any(f.requires_grad for _, f in soft) or (w is not None and w.requires_grad):
         return None
     kw = dict(groups=gidx, num_groups=G, weights=w)
     if len(hard) == 3:
         (_, x1, n1), (_, x2, n2), (_, y, ny) = sorted(hard, key=lambda t: t[0])
-        return triton_kernels.joint_codes(x1, x2, y, (n1, n2, ny), dtype=dtype, **kw)
+        return kernels.joint_codes(x1, x2, y, (n1, n2, ny), dtype=dtype, **kw)
     if [a for a, _ in soft] == [0, 1] and [a for a, _, _ in hard] == [2]:
         (_, y, ny), = hard
-        return triton_kernels.joint_soft(soft[0][1].to(dtype), soft[1][1].to(dtype), y, ny, **kw)
+        return kernels.joint_soft(soft[0][1].to(dtype), soft[1][1].to(dtype), y, ny, **kw)
     return None
 
 

@@ -140,4 +140,4 @@ def test_info_json(capsys):
     assert info["fastpid"] == version("fastpid")
     assert info["native"]["native"] is True, info["native"]
     assert info["backends"]["cpp"]["available"] is True
-    assert set(info["backends"]) == {"torch", "cpp", "triton", "cvx"}
+    assert set(info["backends"]) == {"torch", "cpp", "cuda", "triton", "cvx"}

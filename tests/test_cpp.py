@@ -96,7 +96,7 @@ def test_auto_picks_cpp_for_small_cpu_problems_and_torch_for_large():
 
 def test_backends_reports_availability():
     info = fastpid.backends()
-    assert set(info) == {"torch", "cpp", "triton", "cvx"}
+    assert set(info) == {"torch", "cpp", "cuda", "triton", "cvx"}
     assert info["torch"]["available"] and info["cpp"]["available"]
     assert all(isinstance(v["reason"], str) for v in info.values())
 

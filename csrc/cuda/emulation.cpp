@@ -1,0 +1,134 @@
+// The CUDA kernel bodies run on host threads (one std::thread per CUDA thread, real barriers),
+// exposed as fastpid._C.emulate so that the tests check the kernels' arithmetic, indexing and
+// synchronisation against the PyTorch reference on machines without a GPU.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <algorithm>
+#include <optional>
+#include <stdexcept>
+#include <vector>
+
+#include "kernels.hpp"
+
+namespace py = pybind11;
+using fastpid::cuda::HostBlock;
+using fastpid::cuda::run_host_block;
+
+namespace {
+
+template <class T>
+using Array = py::array_t<T, py::array::c_style>;
+using Codes = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
+
+void check_threads(int threads) {
+  if (threads < 1 || threads > 1024)
+    throw std::invalid_argument("threads must be in [1, 1024]; got " + std::to_string(threads));
+}
+
+const int64_t* codes_or_null(const std::optional<Codes>& a) { return a ? a->data() : nullptr; }
+
+template <class T>
+py::array joint_codes(Codes x1, Codes x2, Codes y, std::optional<Codes> groups,
+                      std::optional<py::array> weights, int n1, int n2, int ny, int G,
+                      int threads) {
+  check_threads(threads);
+  Array<T> out({G, n1, n2, ny});
+  std::fill(out.mutable_data(), out.mutable_data() + out.size(), T(0));
+  std::optional<py::array_t<T, py::array::c_style | py::array::forcecast>> w;
+  if (weights) w = py::array_t<T, py::array::c_style | py::array::forcecast>::ensure(*weights);
+  const int64_t N = x1.size();
+  T* o = out.mutable_data();
+  run_host_block(threads, [&](HostBlock b) {
+    fastpid::cuda::joint_codes_body(b, b.rank(), b.size(), N, x1.data(), x2.data(), y.data(),
+                                    codes_or_null(groups), w ? w->data() : nullptr, n1, n2, ny,
+                                    o);
+  });
+  return out;
+}
+
+template <class T>
+Array<T> joint_soft(Array<T> p1, Array<T> p2, Codes y, std::optional<Codes> groups,
+                    std::optional<Array<T>> weights, int ny, int G, int threads) {
+  check_threads(threads);
+  const int64_t N = p1.shape(0);
+  const int n1 = static_cast<int>(p1.shape(1)), n2 = static_cast<int>(p2.shape(1));
+  Array<T> out({G, n1, n2, ny});
+  std::fill(out.mutable_data(), out.mutable_data() + out.size(), T(0));
+  T* o = out.mutable_data();
+  const T* w = weights ? weights->data() : nullptr;
+  run_host_block(threads, [&](HostBlock b) {
+    fastpid::cuda::joint_soft_body(b, b.rank(), b.size(), N, p1.data(), p2.data(), y.data(),
+                                   codes_or_null(groups), w, n1, n2, ny, o);
+  });
+  return out;
+}
+
+template <class T>
+Array<T> closed_forms(Array<T> P, int threads) {
+  check_threads(threads);
+  if (P.ndim() != 4) throw std::invalid_argument("P must have shape (B, n1, n2, ny)");
+  const int64_t B = P.shape(0);
+  const int n1 = static_cast<int>(P.shape(1)), n2 = static_cast<int>(P.shape(2)),
+            ny = static_cast<int>(P.shape(3));
+  Array<T> out({B, int64_t(4)});
+  std::vector<T> work(fastpid::cuda::Marginals<T>::size(n1, n2, ny));
+  for (int64_t p = 0; p < B; ++p)
+    run_host_block(threads, [&](HostBlock b) {
+      fastpid::cuda::closed_forms_body(b, P.data() + p * n1 * n2 * ny, n1, n2, ny, work.data(),
+                                       out.mutable_data() + 4 * p);
+    });
+  return out;
+}
+
+template <class T>
+py::tuple alternation(Array<T> P, int steps, double omega, int threads) {
+  check_threads(threads);
+  if (P.ndim() != 4) throw std::invalid_argument("P must have shape (B, n1, n2, ny)");
+  const int64_t B = P.shape(0);
+  const int n1 = static_cast<int>(P.shape(1)), n2 = static_cast<int>(P.shape(2)),
+            ny = static_cast<int>(P.shape(3));
+  Array<T> f({B, int64_t(n1), int64_t(ny)}), g({B, int64_t(n2), int64_t(ny)}),
+      logR({B, int64_t(n1), int64_t(n2)});
+  std::vector<T> work(fastpid::cuda::alternation_work(n1, n2, ny));
+  for (int64_t p = 0; p < B; ++p)
+    run_host_block(threads, [&](HostBlock b) {
+      fastpid::cuda::alternation_body(b, P.data() + p * n1 * n2 * ny, n1, n2, ny, steps,
+                                       static_cast<T>(omega), work.data(),
+                                       f.mutable_data() + p * n1 * ny,
+                                       g.mutable_data() + p * n2 * ny,
+                                       logR.mutable_data() + p * n1 * n2);
+    });
+  return py::make_tuple(f, g, logR);
+}
+
+template <class T>
+void register_dtype(py::module_& e) {
+  e.def("joint_soft", &joint_soft<T>, py::arg("p1"), py::arg("p2"), py::arg("y"),
+        py::arg("groups"), py::arg("weights"), py::arg("ny"), py::arg("G"), py::arg("threads"));
+  e.def("closed_forms", &closed_forms<T>, py::arg("P"), py::arg("threads"));
+  e.def("alternation", &alternation<T>, py::arg("P"), py::arg("steps"), py::arg("omega"),
+        py::arg("threads"));
+}
+
+}  // namespace
+
+void register_emulation(py::module_& m) {
+  py::module_ e = m.def_submodule(
+      "emulate", "The CUDA kernel bodies on host threads (one per CUDA thread), for the tests.");
+  // float64 first: pybind11 tries overloads in order and a float64 array must not be cast.
+  register_dtype<double>(e);
+  register_dtype<float>(e);
+  // Codes carry no float dtype: the output's is chosen by f64.
+  e.def(
+      "joint_codes",
+      [](Codes x1, Codes x2, Codes y, std::optional<Codes> groups,
+         std::optional<py::array> weights, int n1, int n2, int ny, int G, int threads, bool f64) {
+        return f64 ? joint_codes<double>(x1, x2, y, groups, weights, n1, n2, ny, G, threads)
+                   : joint_codes<float>(x1, x2, y, groups, weights, n1, n2, ny, G, threads);
+      },
+      py::arg("x1"), py::arg("x2"), py::arg("y"), py::arg("groups"), py::arg("weights"),
+      py::arg("n1"), py::arg("n2"), py::arg("ny"), py::arg("G"), py::arg("threads"),
+      py::arg("f64"));
+}

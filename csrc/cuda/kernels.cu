@@ -1,0 +1,185 @@
+// CUDA kernels: thin wrappers that place each thread block on its problem and run the bodies
+// of kernels.hpp; the launchers of launch.hpp check every launch.
+#include <cuda_runtime.h>
+
+#include "kernels.hpp"
+#include "launch.hpp"
+
+namespace fastpid::cuda {
+namespace {
+
+constexpr int kSharedLimit = 48 * 1024;  // dynamic shared memory without an opt-in
+constexpr int kJointThreads = 256;
+
+const char* check(cudaError_t e) { return e == cudaSuccess ? nullptr : cudaGetErrorString(e); }
+
+// The launch's own error (bad configuration) or none; faults inside a kernel surface at the
+// next synchronising call, as with any asynchronous CUDA work.
+const char* launched() { return check(cudaGetLastError()); }
+
+cudaStream_t as_stream(uintptr_t s) { return reinterpret_cast<cudaStream_t>(s); }
+
+// Threads per problem block: enough for the largest phase, whole warps, at most 256.
+int block_threads(int n1, int n2, int ny) {
+  int64_t widest = static_cast<int64_t>(n1) * n2;
+  if (static_cast<int64_t>(n1) * ny > widest) widest = static_cast<int64_t>(n1) * ny;
+  if (static_cast<int64_t>(n2) * ny > widest) widest = static_cast<int64_t>(n2) * ny;
+  const int64_t warps = (widest + 31) / 32;
+  return 32 * static_cast<int>(warps < 1 ? 1 : (warps > 8 ? 8 : warps));
+}
+
+unsigned grid_for(int64_t items, int threads) {
+  const int64_t blocks = (items + threads - 1) / threads;
+  return static_cast<unsigned>(blocks < 1 ? 1 : (blocks > (1 << 20) ? (1 << 20) : blocks));
+}
+
+bool fits_shared(int64_t elems, size_t item) {
+  return elems * static_cast<int64_t>(item) <= kSharedLimit;
+}
+
+// A problem's scratch: dynamic shared memory, or its slice of the global scratch.
+template <class T>
+__device__ T* problem_work(T* global_work, int64_t elems) {
+  extern __shared__ __align__(16) unsigned char shared_bytes[];
+  return global_work ? global_work + blockIdx.x * elems : reinterpret_cast<T*>(shared_bytes);
+}
+
+template <class T>
+__global__ void joint_codes_kernel(int64_t N, const int64_t* x1, const int64_t* x2,
+                                   const int64_t* y, const int64_t* groups, const T* w, int n1,
+                                   int n2, int ny, T* out) {
+  CudaBlock b{nullptr};
+  joint_codes_body(b, blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x,
+                   static_cast<int64_t>(gridDim.x) * blockDim.x, N, x1, x2, y, groups, w, n1, n2,
+                   ny, out);
+}
+
+template <class T>
+__global__ void joint_soft_kernel(int64_t N, const T* p1, const T* p2, const int64_t* y,
+                                  const int64_t* groups, const T* w, int n1, int n2, int ny,
+                                  T* out) {
+  CudaBlock b{nullptr};
+  joint_soft_body(b, blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x,
+                  static_cast<int64_t>(gridDim.x) * blockDim.x, N, p1, p2, y, groups, w, n1, n2,
+                  ny, out);
+}
+
+template <class T>
+__global__ void closed_forms_kernel(const T* P, int n1, int n2, int ny, T* out, T* global_work) {
+  __shared__ double scratch[32];
+  CudaBlock b{scratch};
+  const int64_t cells = static_cast<int64_t>(n1) * n2 * ny;
+  T* work = problem_work(global_work, Marginals<T>::size(n1, n2, ny));
+  closed_forms_body(b, P + blockIdx.x * cells, n1, n2, ny, work, out + 4 * blockIdx.x);
+}
+
+template <class T>
+__global__ void alternation_kernel(const T* P, int n1, int n2, int ny, int steps, T omega, T* f,
+                                   T* g, T* logR, T* global_work) {
+  __shared__ double scratch[32];
+  CudaBlock b{scratch};
+  const int64_t p = blockIdx.x;
+  T* work = problem_work(global_work, alternation_work(n1, n2, ny));
+  alternation_body(b, P + p * n1 * n2 * ny, n1, n2, ny, steps, omega, work, f + p * n1 * ny,
+                   g + p * n2 * ny, logR + p * n1 * n2);
+}
+
+template <class T>
+const char* joint_codes_t(int64_t N, const int64_t* x1, const int64_t* x2, const int64_t* y,
+                          const int64_t* groups, const void* w, int n1, int n2, int ny, void* out,
+                          uintptr_t stream) {
+  if (N == 0) return nullptr;
+  joint_codes_kernel<T><<<grid_for(N, kJointThreads), kJointThreads, 0, as_stream(stream)>>>(
+      N, x1, x2, y, groups, static_cast<const T*>(w), n1, n2, ny, static_cast<T*>(out));
+  return launched();
+}
+
+template <class T>
+const char* joint_soft_t(int64_t N, const void* p1, const void* p2, const int64_t* y,
+                         const int64_t* groups, const void* w, int n1, int n2, int ny, void* out,
+                         uintptr_t stream) {
+  if (N == 0) return nullptr;
+  joint_soft_kernel<T><<<grid_for(N * n1 * n2, kJointThreads), kJointThreads, 0,
+                         as_stream(stream)>>>(N, static_cast<const T*>(p1),
+                                              static_cast<const T*>(p2), y, groups,
+                                              static_cast<const T*>(w), n1, n2, ny,
+                                              static_cast<T*>(out));
+  return launched();
+}
+
+template <class T>
+const char* closed_forms_t(int64_t B, const void* P, int n1, int n2, int ny, void* out,
+                           void* global_work, uintptr_t stream) {
+  if (B == 0) return nullptr;
+  const int64_t elems = Marginals<T>::size(n1, n2, ny);
+  const size_t shared = global_work ? 0 : elems * sizeof(T);
+  closed_forms_kernel<T><<<static_cast<unsigned>(B), block_threads(n1, n2, ny), shared,
+                           as_stream(stream)>>>(static_cast<const T*>(P), n1, n2, ny,
+                                                static_cast<T*>(out),
+                                                static_cast<T*>(global_work));
+  return launched();
+}
+
+template <class T>
+const char* alternation_t(int64_t B, const void* P, int n1, int n2, int ny, int steps,
+                          double omega, void* f, void* g, void* logR, void* global_work,
+                          uintptr_t stream) {
+  if (B == 0) return nullptr;
+  const int64_t elems = alternation_work(n1, n2, ny);
+  const size_t shared = global_work ? 0 : elems * sizeof(T);
+  alternation_kernel<T><<<static_cast<unsigned>(B), block_threads(n1, n2, ny), shared,
+                          as_stream(stream)>>>(
+      static_cast<const T*>(P), n1, n2, ny, steps, static_cast<T>(omega), static_cast<T*>(f),
+      static_cast<T*>(g), static_cast<T*>(logR), static_cast<T*>(global_work));
+  return launched();
+}
+
+}  // namespace
+
+const char* device_count(int* count) {
+  *count = 0;
+  const cudaError_t e = cudaGetDeviceCount(count);
+  if (e != cudaSuccess) *count = 0;
+  return check(e);
+}
+
+int64_t closed_forms_global_work(int n1, int n2, int ny, bool f64) {
+  const int64_t elems = Marginals<double>::size(n1, n2, ny);
+  return fits_shared(elems, f64 ? sizeof(double) : sizeof(float)) ? 0 : elems;
+}
+
+int64_t alternation_global_work(int n1, int n2, int ny, bool f64) {
+  const int64_t elems = alternation_work(n1, n2, ny);
+  return fits_shared(elems, f64 ? sizeof(double) : sizeof(float)) ? 0 : elems;
+}
+
+const char* joint_codes(bool f64, int64_t N, const int64_t* x1, const int64_t* x2,
+                        const int64_t* y, const int64_t* groups, const void* w, int n1, int n2,
+                        int ny, void* out, uintptr_t stream) {
+  return f64 ? joint_codes_t<double>(N, x1, x2, y, groups, w, n1, n2, ny, out, stream)
+             : joint_codes_t<float>(N, x1, x2, y, groups, w, n1, n2, ny, out, stream);
+}
+
+const char* joint_soft(bool f64, int64_t N, const void* p1, const void* p2, const int64_t* y,
+                       const int64_t* groups, const void* w, int n1, int n2, int ny, void* out,
+                       uintptr_t stream) {
+  return f64 ? joint_soft_t<double>(N, p1, p2, y, groups, w, n1, n2, ny, out, stream)
+             : joint_soft_t<float>(N, p1, p2, y, groups, w, n1, n2, ny, out, stream);
+}
+
+const char* closed_forms(bool f64, int64_t B, const void* P, int n1, int n2, int ny, void* out,
+                         void* global_work, uintptr_t stream) {
+  return f64 ? closed_forms_t<double>(B, P, n1, n2, ny, out, global_work, stream)
+             : closed_forms_t<float>(B, P, n1, n2, ny, out, global_work, stream);
+}
+
+const char* alternation(bool f64, int64_t B, const void* P, int n1, int n2, int ny, int steps,
+                        double omega, void* f, void* g, void* logR, void* global_work,
+                        uintptr_t stream) {
+  return f64 ? alternation_t<double>(B, P, n1, n2, ny, steps, omega, f, g, logR, global_work,
+                                     stream)
+             : alternation_t<float>(B, P, n1, n2, ny, steps, omega, f, g, logR, global_work,
+                                    stream);
+}
+
+}  // namespace fastpid::cuda

@@ -1,0 +1,247 @@
+// Bodies of the CUDA kernels, written once against the block interface of block.hpp:
+// kernels.cu runs them on the GPU, emulation.cpp on host threads for the tests.
+//
+// Layouts (C order): P[B][n1][n2][ny]; f[B][n1][ny]; g[B][n2][ny]; logR[B][n1][n2].
+// One thread block solves one problem; its threads stride over the cells of each phase and
+// meet at a barrier between phases. Every intermediate of a problem lives in `work`
+// (shared memory when it fits, else a slice of global memory).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "block.hpp"
+
+namespace fastpid::cuda {
+
+#if defined(__CUDACC__)
+template <class T> __device__ __forceinline__ T fp_exp(T x) { return exp(x); }
+template <class T> __device__ __forceinline__ T fp_log(T x) { return log(x); }
+#else
+template <class T> inline T fp_exp(T x) { return std::exp(x); }
+template <class T> inline T fp_log(T x) { return std::log(x); }
+#endif
+
+template <class T> FASTPID_BODY T neg_inf() { return -static_cast<T>(HUGE_VAL); }
+template <class T> FASTPID_BODY T xlogx(T x) { return x > T(0) ? x * fp_log(x) : T(0); }
+
+// log(sum_k exp(x(k))) over k < n, two passes; -inf when every term is -inf.
+template <class T, class F>
+FASTPID_BODY T logsumexp(int n, F x) {
+  T m = neg_inf<T>();
+  for (int k = 0; k < n; ++k) m = x(k) > m ? x(k) : m;
+  if (m == neg_inf<T>()) return m;
+  T s = 0;
+  for (int k = 0; k < n; ++k) s += fp_exp(x(k) - m);
+  return m + fp_log(s);
+}
+
+// ---------------------------------------------------------------------------------------
+// Joint distributions (unnormalised). Threads stride over the samples of the whole grid:
+// `start` is the thread's global index and `stride` the number of threads in the grid.
+
+// out[g][x1][x2][y] += w for every sample (codes are in range; groups/weights may be null).
+template <class Blk, class T>
+FASTPID_BODY void joint_codes_body(const Blk& b, int64_t start, int64_t stride, int64_t N,
+                                   const int64_t* x1, const int64_t* x2, const int64_t* y,
+                                   const int64_t* groups, const T* weights, int n1, int n2,
+                                   int ny, T* out) {
+  for (int64_t s = start; s < N; s += stride) {
+    int64_t idx = x1[s];
+    if (groups) idx += groups[s] * n1;
+    idx = (idx * n2 + x2[s]) * ny + y[s];
+    b.atomic_add(out + idx, weights ? weights[s] : T(1));
+  }
+}
+
+// out[g][:, :, y] += w * p1 ⊗ p2 for every sample; threads stride over (sample, x1, x2).
+template <class Blk, class T>
+FASTPID_BODY void joint_soft_body(const Blk& b, int64_t start, int64_t stride, int64_t N,
+                                  const T* p1, const T* p2, const int64_t* y,
+                                  const int64_t* groups, const T* weights, int n1, int n2,
+                                  int ny, T* out) {
+  const int64_t per = static_cast<int64_t>(n1) * n2;
+  for (int64_t t = start; t < N * per; t += stride) {
+    const int64_t s = t / per;
+    const int i = static_cast<int>((t % per) / n2), j = static_cast<int>(t % n2);
+    T v = p1[s * n1 + i] * p2[s * n2 + j];
+    if (weights) v *= weights[s];
+    int64_t base = groups ? groups[s] * per * ny : 0;
+    b.atomic_add(out + base + (static_cast<int64_t>(i) * n2 + j) * ny + y[s], v);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Per-problem quantities shared by the closed forms and the alternation.
+
+template <class T>
+struct Marginals {
+  T *p1y, *p2y, *py;  // P(x1, y) [n1][ny], P(x2, y) [n2][ny], p(y) [ny]
+
+  static FASTPID_BOTH int64_t size(int n1, int n2, int ny) { return (n1 + n2 + 1) * ny; }
+};
+
+// Carves the marginals out of `work` and fills them (ends with a barrier).
+template <class Blk, class T>
+FASTPID_BODY Marginals<T> marginals(const Blk& b, const T* P, int n1, int n2, int ny, T* work) {
+  Marginals<T> m{work, work + n1 * ny, work + (n1 + n2) * ny};
+  for (int k = b.rank(); k < n1 * ny; k += b.size()) {
+    const int i = k / ny, y = k % ny;
+    T s = 0;
+    for (int j = 0; j < n2; ++j) s += P[(i * n2 + j) * ny + y];
+    m.p1y[k] = s;
+  }
+  for (int k = b.rank(); k < n2 * ny; k += b.size()) {
+    const int j = k / ny, y = k % ny;
+    T s = 0;
+    for (int i = 0; i < n1; ++i) s += P[(i * n2 + j) * ny + y];
+    m.p2y[k] = s;
+  }
+  b.sync();
+  for (int y = b.rank(); y < ny; y += b.size()) {
+    T s = 0;
+    for (int i = 0; i < n1; ++i) s += m.p1y[i * ny + y];
+    m.py[y] = s;
+  }
+  b.sync();
+  return m;
+}
+
+// Proxy coupling Q0(x1, x2) = sum_y P(x1, y) P(x2, y) / p(y).
+template <class T>
+FASTPID_BODY T proxy_mass(const Marginals<T>& m, int i, int j, int ny) {
+  T q = 0;
+  for (int y = 0; y < ny; ++y)
+    if (m.py[y] > T(0)) q += m.p1y[i * ny + y] * m.p2y[j * ny + y] / m.py[y];
+  return q;
+}
+
+// out[0..3] = I(X1,X2;Y), I(X1;Y), I(X2;Y) and I of the proxy Q0 = P(x1,y) P(x2,y) / p(y),
+// in nats. `work` holds Marginals::size doubles.
+template <class Blk, class T>
+FASTPID_BODY void closed_forms_body(const Blk& b, const T* P, int n1, int n2, int ny, T* work,
+                                    T* out) {
+  const Marginals<T> m = marginals(b, P, n1, n2, ny, work);
+  T h12y = 0, h12 = 0, hq = 0, h1y = 0, h1 = 0, h2y = 0, h2 = 0, hy = 0;
+  for (int c = b.rank(); c < n1 * n2; c += b.size()) {
+    T mass = 0;
+    for (int y = 0; y < ny; ++y) {
+      const T p = P[c * ny + y];
+      h12y -= xlogx(p);
+      mass += p;
+    }
+    h12 -= xlogx(mass);
+    hq -= xlogx(proxy_mass(m, c / n2, c % n2, ny));
+  }
+  for (int i = b.rank(); i < n1; i += b.size()) {
+    T mass = 0;
+    for (int y = 0; y < ny; ++y) {
+      h1y -= xlogx(m.p1y[i * ny + y]);
+      mass += m.p1y[i * ny + y];
+    }
+    h1 -= xlogx(mass);
+  }
+  for (int j = b.rank(); j < n2; j += b.size()) {
+    T mass = 0;
+    for (int y = 0; y < ny; ++y) {
+      h2y -= xlogx(m.p2y[j * ny + y]);
+      mass += m.p2y[j * ny + y];
+    }
+    h2 -= xlogx(mass);
+  }
+  for (int y = b.rank(); y < ny; y += b.size()) hy -= xlogx(m.py[y]);
+  h12y = b.sum(h12y);
+  h12 = b.sum(h12);
+  hq = b.sum(hq);
+  h1y = b.sum(h1y);
+  h1 = b.sum(h1);
+  h2y = b.sum(h2y);
+  h2 = b.sum(h2);
+  hy = b.sum(hy);
+  if (b.rank() == 0) {
+    out[0] = h12 + hy - h12y;
+    out[1] = h1 + hy - h1y;
+    out[2] = h2 + hy - h2y;
+    out[3] = hq + T(2) * hy - h1y - h2y;
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Blahut-Arimoto alternation from the proxy (method "fast" and the solvers' warm start):
+// per step a Sinkhorn sweep f <- la - lse_j(logR + g), g <- lb - lse_i(logR + f), then
+// R <- R s^omega normalised, s(i, j) = sum_y p(y) exp(f + g). Ends with a row update.
+
+FASTPID_BOTH int64_t alternation_work(int n1, int n2, int ny) {
+  // marginals, log p(y), la, lb, f, g, log R, log s
+  return Marginals<double>::size(n1, n2, ny) + ny + 2 * (n1 + n2) * ny + 2 * n1 * n2;
+}
+
+template <class Blk, class T>
+FASTPID_BODY void alternation_body(const Blk& b, const T* P, int n1, int n2, int ny, int steps,
+                                   T omega, T* work, T* f_out, T* g_out, T* logR_out) {
+  const Marginals<T> m = marginals(b, P, n1, n2, ny, work);
+  T* logpy = work + Marginals<T>::size(n1, n2, ny);
+  T* la = logpy + ny;
+  T* lb = la + n1 * ny;
+  T* f = lb + n2 * ny;
+  T* g = f + n1 * ny;
+  T* logR = g + n2 * ny;
+  T* ls = logR + n1 * n2;
+  const T ninf = neg_inf<T>();
+  const int r = b.rank(), nt = b.size();
+
+  for (int y = r; y < ny; y += nt) logpy[y] = m.py[y] > T(0) ? fp_log(m.py[y]) : T(0);
+  b.sync();
+  for (int k = r; k < n1 * ny; k += nt)
+    la[k] = m.p1y[k] > T(0) ? fp_log(m.p1y[k]) - logpy[k % ny] : ninf;
+  for (int k = r; k < n2 * ny; k += nt) {
+    lb[k] = m.p2y[k] > T(0) ? fp_log(m.p2y[k]) - logpy[k % ny] : ninf;
+    g[k] = m.p2y[k] > T(0) ? T(0) : ninf;
+  }
+  for (int c = r; c < n1 * n2; c += nt) {
+    const T q = proxy_mass(m, c / n2, c % n2, ny);
+    logR[c] = q > T(0) ? fp_log(q) : ninf;
+  }
+  b.sync();
+
+  // f is -inf where P(x1, y) = 0, g where P(x2, y) = 0: masked terms drop out of every lse.
+  auto row_update = [&] {
+    for (int k = r; k < n1 * ny; k += nt) {
+      const int i = k / ny, y = k % ny;
+      f[k] = m.p1y[k] > T(0)
+                 ? la[k] - logsumexp<T>(n2, [&](int j) { return logR[i * n2 + j] + g[j * ny + y]; })
+                 : ninf;
+    }
+    b.sync();
+  };
+  for (int s = 0; s < steps; ++s) {
+    row_update();
+    for (int k = r; k < n2 * ny; k += nt) {
+      const int j = k / ny, y = k % ny;
+      g[k] = m.p2y[k] > T(0)
+                 ? lb[k] - logsumexp<T>(n1, [&](int i) { return logR[i * n2 + j] + f[i * ny + y]; })
+                 : ninf;
+    }
+    b.sync();
+    T local_max = ninf;
+    for (int c = r; c < n1 * n2; c += nt) {
+      const int i = c / n2, j = c % n2;
+      ls[c] = logsumexp<T>(ny, [&](int y) { return logpy[y] + f[i * ny + y] + g[j * ny + y]; });
+      if (logR[c] > ninf) logR[c] += omega * ls[c];
+      local_max = logR[c] > local_max ? logR[c] : local_max;
+    }
+    // Normalise R: log of its total by a block-wide max, then a block-wide sum.
+    const T top = b.max(local_max);
+    T local_sum = 0;
+    for (int c = r; c < n1 * n2; c += nt) local_sum += fp_exp(logR[c] - top);
+    const T z = top + fp_log(b.sum(local_sum));
+    for (int c = r; c < n1 * n2; c += nt) logR[c] -= z;
+    b.sync();
+  }
+  row_update();
+  for (int k = r; k < n1 * ny; k += nt) f_out[k] = f[k];
+  for (int k = r; k < n2 * ny; k += nt) g_out[k] = g[k];
+  for (int c = r; c < n1 * n2; c += nt) logR_out[c] = logR[c];
+}
+
+}  // namespace fastpid::cuda

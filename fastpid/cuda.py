@@ -1,0 +1,130 @@
+"""The CUDA kernels of the native extension ``fastpid._C``, for CUDA tensors.
+
+The same jobs as :mod:`fastpid.triton_kernels`, with the same signatures, so that
+:mod:`fastpid.api` and :mod:`fastpid.joint` can use either:
+
+* :func:`joint_codes` / :func:`joint_soft` — unnormalised joints ``T[g, x1, x2, y]`` by
+  atomic adds, threads striding over the samples (no ``N x n1 x n2 x ny`` intermediate);
+* :func:`closed_forms` — ``I(X1,X2;Y)``, ``I(X1;Y)``, ``I(X2;Y)`` and ``I_Q0``, one thread
+  block per problem;
+* :func:`alternation` — the ``"fast"`` method's refinement steps, one thread block per
+  problem with its intermediates in shared memory when they fit (48 KB), else in a global
+  scratch buffer.
+
+The kernel bodies (``csrc/cuda/kernels.hpp``) are compiled twice: by nvcc for the GPU and
+by the host compiler for ``fastpid._C.emulate``, which runs them on host threads (one per
+CUDA thread, with real barriers). The tests check the emulation against the PyTorch
+reference on every machine and the GPU kernels on a GPU. Arrays cross as device pointers
+and the kernels run on torch's current stream for the tensors' device.
+"""
+from __future__ import annotations
+
+import torch
+
+from ._build_info import load_extension
+from .solver import OMEGA
+
+
+def available(device: torch.device | None = None) -> tuple[bool, str]:
+    """Whether the kernels can run on ``device`` (any CUDA device if ``None``), and if not, why."""
+    ext, error = load_extension()
+    if ext is None:
+        return False, f"the native extension fastpid._C does not import ({error})"
+    if not ext.build_info().get("cuda_compiled"):
+        return False, ("the extension was built without CUDA (no CUDA compiler was found, or "
+                       "FASTPID_CUDA=0); reinstall fastpid where nvcc is on the PATH")
+    if device is not None and device.type != "cuda":
+        return False, f"the CUDA kernels run on CUDA tensors; got a tensor on {device}"
+    count, why = ext.cuda_device_count()
+    if count == 0:
+        return False, f"no usable CUDA device ({why or 'none found'})"
+    return True, ""
+
+
+def _ext():
+    from . import _C
+
+    return _C
+
+
+def _ptr(t: torch.Tensor | None) -> int:
+    return 0 if t is None else t.data_ptr()
+
+
+def _stream(device: torch.device) -> int:
+    return torch.cuda.current_stream(device).cuda_stream
+
+
+def _is_f64(dtype: torch.dtype) -> bool:
+    if dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"the CUDA kernels take float32 or float64 arrays; got {dtype}")
+    return dtype == torch.float64
+
+
+def _scratch(per_problem: int, B: int, like: torch.Tensor) -> torch.Tensor | None:
+    """Global scratch for problems too large for shared memory (``None`` when they fit)."""
+    return None if per_problem == 0 else torch.empty(B * per_problem, dtype=like.dtype, device=like.device)
+
+
+def closed_forms(P: torch.Tensor):
+    """``(mi, mi1, mi2, mi_q0)`` of a flat batch ``P[B, n1, n2, ny]`` (normalised), shape ``(B,)`` each."""
+    B, n1, n2, ny = P.shape
+    P = P.contiguous()
+    f64 = _is_f64(P.dtype)
+    out = torch.empty(B, 4, dtype=P.dtype, device=P.device)
+    work = _scratch(_ext().cuda_closed_forms_work(n1, n2, ny, f64), B, P)
+    with torch.cuda.device(P.device):
+        _ext().cuda_closed_forms(f64, B, _ptr(P), n1, n2, ny, _ptr(out), _ptr(work), _stream(P.device))
+    return out.unbind(1)
+
+
+def alternation(P: torch.Tensor, steps: int, omega: float = OMEGA):
+    """``(f, g, logR)`` after ``steps`` Blahut–Arimoto steps from the proxy, as
+    :func:`fastpid.solver.alternation_steps` computes them from :func:`~fastpid.solver.proxy_log_r`."""
+    B, n1, n2, ny = P.shape
+    P = P.contiguous()
+    f64 = _is_f64(P.dtype)
+    f = torch.empty(B, n1, ny, dtype=P.dtype, device=P.device)
+    g = torch.empty(B, n2, ny, dtype=P.dtype, device=P.device)
+    logR = torch.empty(B, n1, n2, dtype=P.dtype, device=P.device)
+    work = _scratch(_ext().cuda_alternation_work(n1, n2, ny, f64), B, P)
+    with torch.cuda.device(P.device):
+        _ext().cuda_alternation(f64, B, _ptr(P), n1, n2, ny, int(steps), float(omega),
+                                _ptr(f), _ptr(g), _ptr(logR), _ptr(work), _stream(P.device))
+    return f, g, logR
+
+
+def joint_codes(x1, x2, y, sizes, *, groups=None, num_groups: int = 1, weights=None, dtype=torch.float64):
+    """Unnormalised ``T[G, n1, n2, ny]``: the (weighted) count of each code triple per group.
+
+    ``x1, x2, y, groups``: int64 vectors of length N, already checked to be in range;
+    ``weights``: a vector of ``dtype``.
+    """
+    n1, n2, ny = sizes
+    f64 = _is_f64(dtype)
+    codes = [t.contiguous() for t in (x1, x2, y)]
+    groups = None if groups is None else groups.contiguous()
+    weights = None if weights is None else weights.to(dtype).contiguous()
+    out = torch.zeros(num_groups, n1, n2, ny, dtype=dtype, device=x1.device)
+    with torch.cuda.device(x1.device):
+        _ext().cuda_joint_codes(f64, x1.shape[0], *map(_ptr, codes), _ptr(groups), _ptr(weights),
+                                n1, n2, ny, _ptr(out), _stream(x1.device))
+    return out
+
+
+def joint_soft(p1, p2, y, ny: int, *, groups=None, num_groups: int = 1, weights=None):
+    """Unnormalised ``T[G, n1, n2, ny] = Σ_n w_n p1[n] ⊗ p2[n] ⊗ onehot(y_n)`` per group.
+
+    ``p1 (N, n1)``, ``p2 (N, n2)`` probability rows of one dtype; ``y``, ``groups`` int64 vectors.
+    """
+    N, n1 = p1.shape
+    n2 = p2.shape[1]
+    f64 = _is_f64(p1.dtype)
+    p1, p2, y = p1.contiguous(), p2.to(p1.dtype).contiguous(), y.contiguous()
+    groups = None if groups is None else groups.contiguous()
+    weights = None if weights is None else weights.to(p1.dtype).contiguous()
+    out = torch.zeros(num_groups, n1, n2, ny, dtype=p1.dtype, device=p1.device)
+    with torch.cuda.device(p1.device):
+        _ext().cuda_joint_soft(f64, N, _ptr(p1), _ptr(p2), _ptr(y), _ptr(groups), _ptr(weights),
+                               n1, n2, ny, _ptr(out), _stream(p1.device))
+    return out

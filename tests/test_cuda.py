@@ -1,0 +1,192 @@
+"""The CUDA kernels against the PyTorch reference, element for element.
+
+Their bodies (csrc/cuda/kernels.hpp) are also compiled for the host as ``fastpid._C.emulate``,
+which runs each thread block on host threads with real barriers: those tests run everywhere and
+check the arithmetic, the indexing and the synchronisation. The ``gpu`` tests run the compiled
+kernels themselves and skip without a CUDA device.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import fastpid
+from fastpid import cuda, solver
+from fastpid.info import mutual_informations, proxy_coupling_mi
+
+from helpers import random_joint
+
+C = pytest.importorskip("fastpid._C", reason="the native extension is not built")
+emulate = C.emulate
+GPU = cuda.available()[0]
+gpu = [pytest.mark.gpu, pytest.mark.skipif(not GPU, reason=cuda.available()[1] or "no CUDA device")]
+
+SHAPES = [(1, 1, 1), (1, 4, 3), (3, 1, 2), (3, 5, 2), (7, 3, 5), (17, 3, 9), (8, 8, 8), (5, 33, 2)]
+KINDS = {"dense": dict(alpha=1.0), "sparse": dict(alpha=0.4, sparsity=0.7),
+         "tiny": dict(alpha=0.5, tiny=1e-13)}
+ATOL = {np.float64: 1e-12, np.float32: 2e-5}
+
+
+def _batch(shape, kind, B=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return np.stack([random_joint(rng, shape, **KINDS[kind]) for _ in range(B)])
+
+
+def _same_finite(a, b, atol):
+    """Equal masks of -inf entries, and the finite entries within atol."""
+    a, b = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
+    assert torch.equal(torch.isfinite(a), torch.isfinite(b))
+    torch.testing.assert_close(torch.where(torch.isfinite(a), a, 0.0), torch.where(torch.isfinite(b), b, 0.0),
+                               atol=atol, rtol=0)
+
+
+def _reference_closed_forms(P):
+    P = torch.as_tensor(P, dtype=torch.float64)
+    return torch.stack([*mutual_informations(P), proxy_coupling_mi(P)], 1)
+
+
+def _reference_alternation(P, steps):
+    prob = solver.Problem.from_joint(torch.as_tensor(P, dtype=torch.float64))
+    return solver.alternation_steps(prob, solver.proxy_log_r(prob), None, steps)
+
+
+# --- the kernel bodies on host threads -------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_emulated_closed_forms(shape, kind, dtype):
+    P = _batch(shape, kind, seed=sum(shape))
+    got = emulate.closed_forms(P.astype(dtype), 32)
+    assert got.dtype == dtype
+    _same_finite(got, _reference_closed_forms(P.astype(dtype)), ATOL[dtype])
+
+
+@pytest.mark.parametrize("threads", [1, 7, 32, 96])
+@pytest.mark.parametrize("steps", [1, 2, 6])
+@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_emulated_alternation(shape, kind, steps, threads):
+    P = _batch(shape, kind, B=2, seed=steps + threads)
+    got = emulate.alternation(P, steps, solver.OMEGA, threads)
+    for a, b in zip(got, _reference_alternation(P, steps)):
+        _same_finite(a, b, 1e-11)
+
+
+def test_emulated_alternation_in_float32():
+    P = _batch((7, 3, 5), "dense", B=4, seed=5)
+    got = emulate.alternation(P.astype(np.float32), 6, solver.OMEGA, 32)
+    assert got[0].dtype == np.float32
+    for a, b in zip(got, _reference_alternation(P.astype(np.float32), 6)):
+        _same_finite(a, b, 2e-4)
+
+
+def test_emulated_batch_of_one_and_many():
+    for B in (1, 40):
+        P = _batch((4, 6, 3), "sparse", B=B, seed=B)
+        _same_finite(emulate.closed_forms(P, 32), _reference_closed_forms(P), 1e-12)
+
+
+def _codes(N, sizes, G, seed):
+    gen = torch.Generator().manual_seed(seed)
+    x1, x2, y = (torch.randint(0, n, (N,), generator=gen) for n in sizes)
+    return x1, x2, y, torch.randint(0, G, (N,), generator=gen), torch.rand(N, generator=gen, dtype=torch.float64)
+
+
+def _reference_joint_codes(x1, x2, y, g, w, sizes, G, dtype):
+    ref = torch.zeros(G, *sizes, dtype=dtype)
+    ref.index_put_((g, x1, x2, y), w.to(dtype), accumulate=True)
+    return ref
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("weights", [False, True])
+@pytest.mark.parametrize("groups", [False, True])
+def test_emulated_joint_from_codes(groups, weights, dtype):
+    sizes, G, N = (5, 3, 4), 3, 777
+    x1, x2, y, g, w = _codes(N, sizes, G, seed=1)
+    got = emulate.joint_codes(x1.numpy(), x2.numpy(), y.numpy(), g.numpy() if groups else None,
+                              w.numpy() if weights else None, *sizes, G if groups else 1, 13,
+                              dtype == torch.float64)
+    ref = _reference_joint_codes(x1, x2, y, g if groups else torch.zeros_like(g),
+                                 w if weights else torch.ones(N, dtype=torch.float64), sizes, G if groups else 1, dtype)
+    torch.testing.assert_close(torch.from_numpy(got), ref, atol=1e-12 if dtype == torch.float64 else 1e-4, rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", [(1, 1, 1), (7, 3, 5), (17, 33, 2)], ids=lambda s: "x".join(map(str, s)))
+def test_emulated_joint_from_soft_rows(shape, dtype):
+    n1, n2, ny = shape
+    gen = torch.Generator().manual_seed(2)
+    N, G = 300, 2
+    p1 = torch.softmax(torch.randn(N, n1, generator=gen, dtype=torch.float64), 1)
+    p2 = torch.softmax(torch.randn(N, n2, generator=gen, dtype=torch.float64), 1)
+    p1[:5] = 0.0  # rows of zeros
+    y = torch.randint(0, ny, (N,), generator=gen)
+    g = torch.randint(0, G, (N,), generator=gen)
+    w = torch.rand(N, generator=gen, dtype=torch.float64)
+    got = emulate.joint_soft(p1.numpy().astype(dtype), p2.numpy().astype(dtype), y.numpy(), g.numpy(),
+                             w.numpy().astype(dtype), ny, G, 32)
+    ref = torch.zeros(G, n1, n2, ny, dtype=torch.float64)
+    for n in range(N):
+        ref[g[n], :, :, y[n]] += w[n] * torch.outer(p1[n], p2[n])
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    torch.testing.assert_close(torch.from_numpy(got).double(), ref, atol=tol, rtol=tol)
+
+
+# --- availability and dispatch without a GPU ----------------------------------------------------
+
+def test_backends_reports_cuda_with_a_reason():
+    info = fastpid.backends()["cuda"]
+    assert info["available"] is GPU
+    assert (info["reason"] == "") is GPU
+
+
+def test_cuda_backend_on_cpu_tensors_says_why():
+    P = torch.from_numpy(_batch((3, 3, 2), "dense"))
+    with pytest.raises(RuntimeError, match="backend='cuda' is not available"):
+        fastpid.pid(P, method="fast", backend="cuda")
+    with pytest.raises(ValueError, match="method='exact'"):
+        fastpid.pid(P, backend="cuda")
+
+
+# --- the compiled kernels on a GPU ------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("shape", SHAPES + [(40, 40, 20)], ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("B", [1, 300])
+@pytest.mark.parametrize("marker", [pytest.param(None, marks=gpu)])
+def test_gpu_closed_forms_and_alternation(shape, B, dtype, marker):
+    # 40x40x20 needs more than 48 KB per problem: the global-scratch path.
+    P = torch.from_numpy(_batch(shape, "sparse", B=B, seed=B))
+    Pd = P.to("cuda", dtype)
+    atol = 1e-12 if dtype == torch.float64 else 2e-4
+    got = torch.stack(cuda.closed_forms(Pd), 1).cpu()
+    _same_finite(got, _reference_closed_forms(P.to(dtype)), atol if dtype == torch.float64 else 2e-5)
+    for a, b in zip(cuda.alternation(Pd, 5), _reference_alternation(P.to(dtype), 5)):
+        _same_finite(a.cpu(), b, 1e-11 if dtype == torch.float64 else atol)
+
+
+@pytest.mark.parametrize("marker", [pytest.param(None, marks=gpu)])
+def test_gpu_joints(marker):
+    sizes, G, N = (9, 4, 6), 5, 100_003
+    x1, x2, y, g, w = _codes(N, sizes, G, seed=3)
+    got = cuda.joint_codes(*(t.cuda() for t in (x1, x2, y)), sizes, groups=g.cuda(), num_groups=G, weights=w.cuda())
+    torch.testing.assert_close(got.cpu(), _reference_joint_codes(x1, x2, y, g, w, sizes, G, torch.float64),
+                               atol=1e-9, rtol=1e-12)
+    p1 = torch.softmax(torch.randn(N, 9, dtype=torch.float64), 1)
+    cpu = fastpid.joint(p1, x2, y, sizes=sizes)
+    torch.testing.assert_close(fastpid.joint(p1.cuda(), x2.cuda(), y.cuda(), sizes=sizes).cpu(), cpu,
+                               atol=1e-12, rtol=1e-9)
+
+
+@pytest.mark.parametrize("method", ["proxy", "fast"])
+@pytest.mark.parametrize("marker", [pytest.param(None, marks=gpu)])
+def test_gpu_pid_with_the_cuda_backend(method, marker):
+    P = torch.from_numpy(_batch((6, 4, 5), "sparse", B=50, seed=7)).cuda()
+    a = fastpid.pid(P, method=method, backend="cuda")
+    b = fastpid.pid(P, method=method, backend="torch")
+    assert a.backend == "cuda" and fastpid.pid(P, method=method).backend == "cuda"
+    for k in ("redundancy", "unique1", "unique2", "synergy", "gap"):
+        torch.testing.assert_close(getattr(a, k), getattr(b, k), atol=1e-12, rtol=0)
