@@ -19,6 +19,8 @@ and the kernels run on torch's current stream for the tensors' device.
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from ._build_info import load_extension
@@ -35,10 +37,16 @@ def available(device: torch.device | None = None) -> tuple[bool, str]:
                        "FASTPID_CUDA=0); reinstall fastpid where nvcc is on the PATH")
     if device is not None and device.type != "cuda":
         return False, f"the CUDA kernels run on CUDA tensors; got a tensor on {device}"
-    count, why = ext.cuda_device_count()
+    count, why = _device_count()
     if count == 0:
         return False, f"no usable CUDA device ({why or 'none found'})"
     return True, ""
+
+
+@functools.cache
+def _device_count() -> tuple[int, str]:
+    """CUDA devices the extension's runtime sees (fixed for the life of the process)."""
+    return _ext().cuda_device_count()
 
 
 def _ext():

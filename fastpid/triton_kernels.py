@@ -14,7 +14,8 @@ registers/shared memory instead of going through global memory between operation
   then computed from its potentials by the reference functions.
 
 They run on CUDA tensors, and on CPU tensors under ``TRITON_INTERPRET=1`` (how the tests
-check them against the PyTorch reference). Work is in float64.
+check them against the PyTorch reference). Work is in float64. On a GPU each kernel is
+autotuned (warp count; block size for the joints) per problem shape the first time it runs.
 """
 from __future__ import annotations
 
@@ -48,9 +49,30 @@ def _blocks(n1: int, n2: int, ny: int) -> dict:
 
 
 def _warps(n1: int, n2: int, ny: int) -> int:
-    """Warps per problem: enough lanes for the padded cells, at most 8."""
+    """Warps per problem under the interpreter: enough lanes for the padded cells, at most 8."""
     cells = triton.next_power_of_2(n1 * n2 * ny)
     return max(1, min(8, cells // 256))
+
+
+def _autotuned(configs, key, **kw):
+    """On a GPU, time every config the first time a ``key`` is seen and keep the fastest.
+
+    Triton's autotuner needs a GPU driver to time configs, so under the interpreter the
+    kernel stays as it is and :func:`_launch` passes the interpreter defaults instead.
+    """
+    def wrap(kernel):
+        if os.environ.get("TRITON_INTERPRET") == "1":
+            return kernel
+        return triton.autotune(configs, key=key, **kw)(kernel)
+    return wrap
+
+
+def _launch(kernel, grid, *args, interpreter_defaults: dict, **kw):
+    """Launch ``kernel`` on ``grid`` (a callable of the chosen meta-parameters); an untuned
+    kernel (the interpreter) gets ``interpreter_defaults`` for the tuned parameters."""
+    if not isinstance(kernel, triton.runtime.Autotuner):
+        kw.update(interpreter_defaults)
+    kernel[grid](*args, **kw)
 
 
 if triton is not None:
@@ -77,6 +99,11 @@ if triton is not None:
         offs = b * n1 * n2 * ny + (i * n2 + j) * ny + y
         return tl.load(P_ptr + offs, mask=mask, other=0.0).to(tl.float64)
 
+    # One problem per program: only the warp count is free (the block shapes are the
+    # problem's padded sizes).
+    _PER_PROBLEM_CONFIGS = [triton.Config({}, num_warps=w) for w in (1, 2, 4, 8)]
+
+    @_autotuned(_PER_PROBLEM_CONFIGS, key=["n1", "n2", "ny"])
     @triton.jit
     def _closed_forms_kernel(P_ptr, out_ptr, n1, n2, ny,
                              B1: tl.constexpr, B2: tl.constexpr, BY: tl.constexpr):
@@ -105,6 +132,7 @@ if triton is not None:
         z = _lse(logR[:, :, None] + g[None, :, :], 1)
         return tl.where(m1, la - tl.where(m1, z, 0.0), float("-inf"))
 
+    @_autotuned(_PER_PROBLEM_CONFIGS, key=["n1", "n2", "ny", "steps"])
     @triton.jit
     def _alternation_kernel(P_ptr, f_ptr, g_ptr, r_ptr, n1, n2, ny, steps, omega,
                             B1: tl.constexpr, B2: tl.constexpr, BY: tl.constexpr):
@@ -141,6 +169,9 @@ if triton is not None:
         jr = tl.arange(0, B2)[None, :]
         tl.store(r_ptr + b * n1 * n2 + i2 * n2 + jr, logR, mask=(i2 < n1) & (jr < n2))
 
+    # Atomic adds accumulate into out: every timing run starts from zeros again.
+    @_autotuned([triton.Config({"BLOCK": b}, num_warps=w) for b in (256, 1024, 4096) for w in (4, 8)],
+                key=["n1", "n2", "ny", "HAS_G", "HAS_W"], reset_to_zero=["out_ptr"])
     @triton.jit
     def _joint_codes_kernel(x1_ptr, x2_ptr, y_ptr, g_ptr, w_ptr, out_ptr, N, n1, n2, ny,
                             HAS_G: tl.constexpr, HAS_W: tl.constexpr, BLOCK: tl.constexpr):
@@ -156,6 +187,8 @@ if triton is not None:
             val = tl.full((BLOCK,), 1.0, tl.float64).to(out_ptr.dtype.element_ty)
         tl.atomic_add(out_ptr + idx, val, mask=m)
 
+    @_autotuned([triton.Config({}, num_warps=w) for w in (1, 2, 4)],
+                key=["n1", "n2", "ny", "HAS_G", "HAS_W"], reset_to_zero=["out_ptr"])
     @triton.jit
     def _joint_soft_kernel(p1_ptr, p2_ptr, y_ptr, g_ptr, w_ptr, out_ptr, n1, n2, ny,
                            HAS_G: tl.constexpr, HAS_W: tl.constexpr,
@@ -180,7 +213,8 @@ def closed_forms(P: torch.Tensor):
     B, n1, n2, ny = P.shape
     P = P.contiguous().to(torch.float64)
     out = torch.empty(B, 4, dtype=torch.float64, device=P.device)
-    _closed_forms_kernel[(B,)](P, out, n1, n2, ny, **_blocks(n1, n2, ny), num_warps=_warps(n1, n2, ny))
+    _launch(_closed_forms_kernel, (B,), P, out, n1, n2, ny, **_blocks(n1, n2, ny),
+            interpreter_defaults=dict(num_warps=_warps(n1, n2, ny)))
     return out.unbind(1)
 
 
@@ -192,8 +226,8 @@ def alternation(P: torch.Tensor, steps: int, omega: float = OMEGA):
     f = torch.empty(B, n1, ny, dtype=torch.float64, device=P.device)
     g = torch.empty(B, n2, ny, dtype=torch.float64, device=P.device)
     logR = torch.empty(B, n1, n2, dtype=torch.float64, device=P.device)
-    _alternation_kernel[(B,)](P, f, g, logR, n1, n2, ny, int(steps), float(omega),
-                              **_blocks(n1, n2, ny), num_warps=_warps(n1, n2, ny))
+    _launch(_alternation_kernel, (B,), P, f, g, logR, n1, n2, ny, int(steps), float(omega),
+            **_blocks(n1, n2, ny), interpreter_defaults=dict(num_warps=_warps(n1, n2, ny)))
     return f, g, logR
 
 
@@ -205,10 +239,10 @@ def joint_codes(x1, x2, y, sizes, *, groups=None, num_groups: int = 1, weights=N
     n1, n2, ny = sizes
     N = x1.shape[0]
     out = torch.zeros(num_groups * n1 * n2 * ny, dtype=dtype, device=x1.device)
-    BLOCK = 1024
-    _joint_codes_kernel[(triton.cdiv(N, BLOCK),)](
-        x1, x2, y, groups if groups is not None else x1, weights if weights is not None else out, out,
-        N, n1, n2, ny, HAS_G=groups is not None, HAS_W=weights is not None, BLOCK=BLOCK)
+    _launch(_joint_codes_kernel, lambda meta: (triton.cdiv(N, meta["BLOCK"]),),
+            x1, x2, y, groups if groups is not None else x1, weights if weights is not None else out, out,
+            N, n1, n2, ny, HAS_G=groups is not None, HAS_W=weights is not None,
+            interpreter_defaults=dict(BLOCK=1024))
     return out.reshape(num_groups, n1, n2, ny)
 
 
@@ -221,8 +255,8 @@ def joint_soft(p1, p2, y, ny: int, *, groups=None, num_groups: int = 1, weights=
     n2 = p2.shape[1]
     p1, p2 = p1.contiguous(), p2.contiguous()
     out = torch.zeros(num_groups * n1 * n2 * ny, dtype=p1.dtype, device=p1.device)
-    _joint_soft_kernel[(N,)](
-        p1, p2, y, groups if groups is not None else y, weights if weights is not None else p1, out,
-        n1, n2, ny, HAS_G=groups is not None, HAS_W=weights is not None,
-        B1=triton.next_power_of_2(n1), B2=triton.next_power_of_2(n2))
+    _launch(_joint_soft_kernel, (N,),
+            p1, p2, y, groups if groups is not None else y, weights if weights is not None else p1, out,
+            n1, n2, ny, HAS_G=groups is not None, HAS_W=weights is not None,
+            B1=triton.next_power_of_2(n1), B2=triton.next_power_of_2(n2), interpreter_defaults={})
     return out.reshape(num_groups, n1, n2, ny)
