@@ -38,6 +38,8 @@ def pytest_addoption(parser):
                      "Adam+Sinkhorn one fewer, CVXPY one)")
     g.addoption("--bench-threads", type=int, default=2,
                 help="torch.set_num_threads for the whole run (default 2)")
+    g.addoption("--gpu-problems", type=int, default=100_000,
+                help="8x8x8 problems per GPU row (test_bench_gpu.py; 20x20x10 rows get a tenth)")
     g.addoption("--bench-no-save", action="store_true",
                 help="print the table but do not write bench/results/")
 

@@ -1,0 +1,190 @@
+"""GPU benchmark: the CUDA, Triton and PyTorch backends on one GPU, CVXPY on the CPU, one run.
+
+Run on a machine with a CUDA device: ``python -m pytest bench/test_bench_gpu.py -q``
+(``--gpu-problems`` sets the 8x8x8 batch, default 100,000; the 20x20x10 batch is a tenth of
+it). Without a CUDA device every test skips. The table is printed and saved to
+``bench/results/solver_gpu.{json,md}``.
+
+Rows: problems per second of ``fastpid.pid`` for each backend and method on a batch already
+on the GPU (timed with ``torch.cuda.synchronize``, best of the rounds), the speed-up over
+CVXPY+Clarabel per problem (one problem at a time on the CPU, as people run it), the largest
+error against a certified CPU reference on the first problems, and the floor: the bytes each
+call must move and what the device's copy bandwidth (measured in the same run) makes of them.
+The joint rows report the achieved fraction of that bandwidth.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import fastpid
+from bench import problems, report
+from fastpid.cvx import solve_cvx
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+ROWS: list[dict] = []
+#: Problems checked against the CPU reference (tol 1e-10) in every row.
+CHECKED = 256
+CVX_PROBLEMS = 4
+
+
+def _batch_sizes(config) -> dict:
+    n = config.getoption("--gpu-problems")
+    return {"dense_8x8x8": n, "clustered_20x20x10": max(1, n // 10)}
+
+
+def _family(name: str, n: int) -> np.ndarray:
+    """``n`` problems of a family: 8x8x8 Dirichlet problems, or bootstrap resamples (2000
+    samples each) of 16 clustered-feature problems (generating each from scratch is slow)."""
+    if name == "dense_8x8x8":
+        rng = np.random.default_rng(0)
+        return rng.dirichlet(np.ones(512), size=n).reshape(n, 8, 8, 8)
+    base = problems.family(name, 16)
+    rng = np.random.default_rng(1)
+    flat = base.reshape(16, -1)
+    counts = np.stack([rng.multinomial(2000, flat[b % 16]) for b in range(n)]).astype(np.float64)
+    return (counts / 2000.0).reshape(n, *base.shape[1:])
+
+
+def _cuda_timed(benchmark, fn, rounds=3):
+    times = []
+
+    def wrapped():
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        out = fn()
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+        return out
+
+    out = benchmark.pedantic(wrapped, rounds=rounds, iterations=1, warmup_rounds=1)
+    return out, min(times)
+
+
+def _copy_bandwidth() -> float:
+    """Device-to-device copy, bytes read + written per second (best of 5, 1 GiB)."""
+    x = torch.empty(2**27, dtype=torch.float64, device="cuda")
+    y = torch.empty_like(x)
+    best = float("inf")
+    for _ in range(6):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        y.copy_(x)
+        torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return 2 * x.numel() * 8 / best
+
+
+@pytest.fixture(scope="module")
+def bandwidth():
+    return _copy_bandwidth()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _save(request):
+    yield
+    if not ROWS:
+        return
+    machine = report.machine_info()
+    machine["gpu"] = torch.cuda.get_device_name()
+    machine["torch_cuda"] = torch.version.cuda
+    machine["backends"] = {k: v["available"] for k, v in fastpid.backends().items()}
+    results = {"machine": machine, "rows": ROWS}
+    out = report.RESULTS_DIR
+    (out / "solver_gpu.json").write_text(json.dumps(results, indent=2))
+    lines = [f"GPU: {machine['gpu']}, torch {machine['torch']} (CUDA {machine['torch_cuda']}), "
+             f"{machine['date_utc']} UTC", "",
+             "| family | method | backend | problems | problems/s | × CVXPY | max err (first 256) | floor | notes |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in ROWS:
+        ratio = f"{r['speedup_vs_cvxpy']:.3g}" if r.get("speedup_vs_cvxpy") else ""
+        err = f"{r['max_abs_error']:.1e}" if r.get("max_abs_error") is not None else ""
+        lines.append(f"| {r['family']} | {r['method']} | {r['backend']} | {r['problems']} | "
+                     f"{r['per_second']:.4g} | {ratio} | {err} | {r['floor']} | {r['notes']} |")
+    (out / "solver_gpu.md").write_text("\n".join(lines) + "\n")
+    print("\n" + "\n".join(lines))
+
+
+_CVX_MS: dict[str, float] = {}
+
+
+def _cvx_ms_per_problem(name: str) -> float:
+    if name not in _CVX_MS:
+        P = problems.family(name, CVX_PROBLEMS)
+        t0 = time.perf_counter()
+        for b in range(CVX_PROBLEMS):
+            solve_cvx(P[b:b + 1])
+        _CVX_MS[name] = 1e3 * (time.perf_counter() - t0) / CVX_PROBLEMS
+    return _CVX_MS[name]
+
+
+def _reference(P: np.ndarray) -> np.ndarray:
+    res = fastpid.pid(P[:CHECKED], tol=1e-10)
+    return np.asarray(res.mi - res.synergy)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(("method", "backend"), [
+    ("exact", "cuda"), ("exact", "torch"),
+    ("fast", "cuda"), ("fast", "triton"), ("fast", "torch"),
+    ("proxy", "cuda"), ("proxy", "triton"), ("proxy", "torch"),
+])
+@pytest.mark.parametrize("family", ["dense_8x8x8", "clustered_20x20x10"])
+def test_gpu_pid(benchmark, pytestconfig, bandwidth, family, method, backend):
+    if not fastpid.backends()[backend]["available"]:
+        pytest.skip(fastpid.backends()[backend]["reason"])
+    n = _batch_sizes(pytestconfig)[family]
+    P_host = _family(family, n)
+    P = torch.from_numpy(P_host).cuda()
+    tol = 1e-6 if method == "exact" else None
+    benchmark.group = f"gpu {family} {method}"
+    res, t = _cuda_timed(benchmark, lambda: fastpid.pid(P, method=method, backend=backend, tol=tol))
+    V = (res.mi - res.synergy)[:CHECKED].cpu().numpy()
+    err = float(np.max(np.abs(V - _reference(P_host))))
+    gap = float(res.gap.max())
+    if method == "exact":
+        assert gap <= 1e-6 and err <= 1e-6 + 1e-10
+    bytes_in = P.numel() * 8
+    ROWS.append({
+        "family": family, "method": method, "backend": backend, "problems": n,
+        "seconds": t, "per_second": n / t,
+        "speedup_vs_cvxpy": _cvx_ms_per_problem(family) / (1e3 * t / n),
+        "max_abs_error": err,
+        "floor": f"reading P once: {bytes_in / bandwidth * 1e3:.3f} ms",
+        "notes": f"max gap {gap:.1e}, iterations ≤ {int(res.iterations.max())}",
+    })
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["cuda", "triton", "torch"])
+def test_gpu_joint_from_codes(benchmark, bandwidth, backend):
+    N, sizes = 10**7, (8, 8, 8)
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    x1, x2, y = (torch.randint(0, n, (N,), device="cuda", generator=gen) for n in sizes)
+    if backend == "torch":
+        def run():
+            idx = (x1 * 8 + x2) * 8 + y
+            return torch.bincount(idx, minlength=512).to(torch.float64).reshape(sizes)
+    else:
+        from fastpid import cuda, triton_kernels
+        kernels = cuda if backend == "cuda" else triton_kernels
+        if not kernels.available(x1.device)[0]:
+            pytest.skip(kernels.available(x1.device)[1])
+
+        def run():
+            return kernels.joint_codes(x1, x2, y, sizes)
+    benchmark.group = "gpu joint"
+    T, t = _cuda_timed(benchmark, run)
+    assert float(T.sum()) == N
+    moved = 3 * N * 8  # three int64 code vectors, read once
+    ROWS.append({
+        "family": f"joint of {N:.0e} codes", "method": "joint", "backend": backend, "problems": N,
+        "seconds": t, "per_second": N / t, "speedup_vs_cvxpy": None, "max_abs_error": None,
+        "floor": f"{moved / bandwidth * 1e3:.3f} ms at the copy bandwidth {bandwidth / 1e12:.2f} TB/s",
+        "notes": f"{moved / t / bandwidth:.0%} of the copy bandwidth",
+    })

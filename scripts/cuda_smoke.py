@@ -1,0 +1,67 @@
+"""Runs every CUDA kernel of fastpid once on small odd-sized inputs and checks it against the
+PyTorch reference: the program compute-sanitizer watches in scripts/gpu_check.sh.
+
+Exit status 0 when every kernel ran and matched; needs a CUDA device.
+"""
+from __future__ import annotations
+
+import sys
+
+import torch
+
+import fastpid
+from fastpid import cuda, solver
+from fastpid.info import mutual_informations, proxy_coupling_mi
+
+
+def main() -> int:
+    ok, why = cuda.available()
+    if not ok:
+        print(f"no CUDA kernels to check: {why}")
+        return 1
+    gen = torch.Generator().manual_seed(0)
+    failures = []
+    for shape in [(1, 1, 1), (3, 5, 2), (17, 3, 9), (8, 8, 8), (40, 40, 20)]:
+        P = torch.rand(7, *shape, generator=gen, dtype=torch.float64) ** 4
+        P[P < 0.05] = 0.0
+        P = P / P.sum((1, 2, 3), keepdim=True)
+        Pd = P.cuda()
+        ref = torch.stack([*mutual_informations(P), proxy_coupling_mi(P)], 1)
+        got = torch.stack(cuda.closed_forms(Pd), 1).cpu()
+        if not torch.allclose(got, ref, atol=1e-12, rtol=0):
+            failures.append(f"closed_forms {shape}")
+        prob = solver.Problem.from_joint(P)
+        want = solver.alternation_steps(prob, solver.proxy_log_r(prob), None, 4)
+        for name, a, b in zip("f g logR".split(), cuda.alternation(Pd, 4), want):
+            a = a.cpu()
+            same = torch.equal(torch.isfinite(a), torch.isfinite(b)) and torch.allclose(
+                torch.where(torch.isfinite(a), a, 0.0), torch.where(torch.isfinite(b), b, 0.0), atol=1e-11)
+            if not same:
+                failures.append(f"alternation {name} {shape}")
+        for method in ("exact", "fast"):
+            if method == "exact" and not hasattr(cuda, "solve"):
+                continue
+            a = fastpid.pid(Pd, method=method, backend="cuda")
+            b = fastpid.pid(P, method=method, backend="torch")
+            if not torch.allclose(a.synergy.cpu(), b.synergy, atol=2e-8, rtol=0):
+                failures.append(f"pid {method} {shape}")
+    N = 100_003
+    codes = [torch.randint(0, n, (N,), generator=gen) for n in (5, 3, 4)]
+    w = torch.rand(N, generator=gen, dtype=torch.float64)
+    T = cuda.joint_codes(*(c.cuda() for c in codes), (5, 3, 4), weights=w.cuda()).cpu()
+    ref = torch.zeros(1, 5, 3, 4, dtype=torch.float64).index_put_((torch.zeros_like(codes[0]), *codes), w,
+                                                                   accumulate=True)
+    if not torch.allclose(T, ref, atol=1e-9):
+        failures.append("joint_codes")
+    p1 = torch.softmax(torch.randn(N, 5, generator=gen), 1)
+    T = cuda.joint_soft(p1.cuda(), p1[:, :3].contiguous().cuda(), codes[2].cuda(), 4).cpu()
+    ref = torch.einsum("na,nb,ny->aby", p1, p1[:, :3], torch.nn.functional.one_hot(codes[2], 4).float())[None]
+    if not torch.allclose(T, ref, atol=1e-2, rtol=1e-4):
+        failures.append("joint_soft")
+    torch.cuda.synchronize()
+    print("CUDA kernels: " + ("all match the reference" if not failures else "MISMATCH " + ", ".join(failures)))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# GPU validation, for a machine with a CUDA device and fastpid installed with its CUDA kernels
+# (`python -m pip install -e ".[test,bench]"` where nvcc is on the PATH): the gpu-marked tests,
+# compute-sanitizer (memcheck, racecheck, synccheck) over every CUDA kernel, and the GPU
+# benchmark. Writes the record (GPU, commands, pass counts) to bench/results/gpu_validation.md.
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+PYTHON="${PYTHON:-python}"
+OUT=bench/results/gpu_validation.md
+log() { echo "$*" | tee -a "$OUT"; }
+
+: >"$OUT"
+log "# GPU validation"
+log ""
+log "- GPU: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>&1)"
+log "- fastpid: $("$PYTHON" -c 'import fastpid._C as c; i = c.build_info(); print(i["version"], "CUDA", i["cuda_compiler_version"], "compiled:", i["cuda_compiled"])')"
+log "- date: $(date -u '+%Y-%m-%d %H:%M') UTC"
+log ""
+status=0
+run() {  # run "what" command...: logs the command, its last line and its status
+  local what=$1; shift
+  local tail
+  tail=$("$@" 2>&1 | tee /dev/stderr | tail -n 1)
+  local rc=${PIPESTATUS[0]}
+  log "- $what: \`$*\` -> exit $rc: $tail"
+  [ "$rc" -eq 0 ] || status=1
+}
+run "GPU tests" "$PYTHON" -m pytest -q -m gpu -p no:cacheprovider tests
+for tool in memcheck racecheck synccheck; do
+  run "compute-sanitizer $tool" compute-sanitizer --tool "$tool" --error-exitcode 3 \
+    "$PYTHON" scripts/cuda_smoke.py
+done
+run "GPU benchmark" "$PYTHON" -m pytest -q -p no:cacheprovider bench/test_bench_gpu.py
+exit $status
