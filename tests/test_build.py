@@ -13,6 +13,8 @@ import sys
 from importlib.metadata import version
 from pathlib import Path
 
+import pytest
+
 
 def test_native_module_imports():
     ext = importlib.import_module("fastpid._C")
@@ -87,3 +89,33 @@ def test_integrations_subpackage_is_installed():
     for name in ("PIDProbe", "ECSAsyncController", "SynIBLoss"):
         assert name in integrations.__all__ and callable(getattr(integrations, name))
     assert all(hasattr(integrations, name) for name in integrations.__all__)
+
+
+@pytest.mark.slow
+def test_build_with_cuda_switched_off(tmp_path):
+    """FASTPID_CUDA=0 builds the CPU module alone, with the same Python interface."""
+    import os
+    import zipfile
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "FASTPID_CUDA": "0"}
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(repo)],
+                          capture_output=True, text=True, timeout=1200, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    wheel, = tmp_path.glob("fastpid-*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        so, = [n for n in z.namelist() if n.startswith("fastpid/_C.")]
+        z.extract(so, tmp_path)
+    code = (
+        "import importlib.util, sys\n"
+        f"spec = importlib.util.spec_from_file_location('_C', {str(tmp_path / so)!r})\n"
+        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+        "info = m.build_info()\n"
+        "assert info['cuda_compiled'] is False and info['cuda_searched'] is False, info\n"
+        "count, why = m.cuda_device_count()\n"
+        "assert count == 0 and 'without CUDA' in why, why\n"
+        "assert hasattr(m, 'emulate') and hasattr(m, 'solve')\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr
