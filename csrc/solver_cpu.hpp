@@ -4,16 +4,9 @@
 
 #include <cstdint>
 
-namespace fastpid {
+#include "solver_core.hpp"
 
-struct SolveOptions {
-  double tol = 1e-8;       // certified gap to reach (nats)
-  int max_iter = 500;      // Newton iterations
-  int warm_steps = 10;     // Blahut-Arimoto steps before Newton (or the whole budget: fast)
-  int polish_sweeps = 20;  // Sinkhorn sweeps in the primal bound at barrier centres
-  double mu_factor = 0.02; // barrier parameter shrink per centring
-  bool newton = true;      // false: method "fast", alternation only
-};
+namespace fastpid {
 
 // P: (B, n1, n2, ny) normalised, C order. Outputs: lower, upper (B), f (B, n1, ny),
 // g (B, n2, ny) with -inf on masked entries, iterations (B).

@@ -1,0 +1,797 @@
+// The per-problem solver for V(P) = min_{Q in Delta_P} I_Q(Y; X1, X2): a line-by-line port
+// of the PyTorch reference (fastpid/solver.py), the same algorithm and certificate, for one
+// problem at a time. It compiles both as plain C++ (the CPU solver runs one problem per
+// thread) and as CUDA device code (one problem per GPU thread), so that both backends run
+// the same operations in the same order. Hence: no heap, no exceptions, no standard
+// library algorithms or containers, and every function FASTPID_HD; every array is carved
+// out of one caller-provided buffer of solve_workspace_doubles() doubles.
+//
+// Notation as in the reference: potentials f[i][y], g[j][y]; admissible cells (i, j, y) have
+// P(x1=i, y) > 0 and P(x2=j, y) > 0; s(i, j) = sum_y p(y) exp(f + g).
+#pragma once
+
+// <math.h>, not <cmath>: it also declares isfinite() in the global namespace, where the
+// device versions of exp, log, ... live, so the unqualified names work on both sides.
+#include <math.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define FASTPID_HD __host__ __device__
+#else
+#define FASTPID_HD
+#endif
+
+// `omp simd` before a loop: the CPU build may vectorise it (a reduction in any order).
+// Left out where OpenMP is off and in device code, where it would be an unknown pragma.
+#if defined(_OPENMP) && !defined(__CUDA_ARCH__)
+#define FASTPID_PRAGMA(text) _Pragma(#text)
+#define FASTPID_SIMD(...) FASTPID_PRAGMA(omp simd __VA_ARGS__)
+#else
+#define FASTPID_SIMD(...)
+#endif
+
+namespace fastpid {
+
+struct SolveOptions {
+  double tol = 1e-8;       // certified gap to reach (nats)
+  int max_iter = 500;      // Newton iterations
+  int warm_steps = 10;     // Blahut-Arimoto steps before Newton (or the whole budget: fast)
+  int polish_sweeps = 20;  // Sinkhorn sweeps in the primal bound at barrier centres
+  double mu_factor = 0.02; // barrier parameter shrink per centring
+  bool newton = true;      // false: method "fast", alternation only
+};
+
+namespace detail {
+
+constexpr double kNegInf = -HUGE_VAL;
+constexpr double kMuMin = 1e-13;  // below this R = mu / (1 - s) loses its digits
+
+// std::max, std::min and std::swap are host-only in device code; these are the same
+// (including which argument wins on ties and NaN).
+template <class T>
+FASTPID_HD inline T fp_max(T a, T b) { return a < b ? b : a; }
+template <class T>
+FASTPID_HD inline T fp_min(T a, T b) { return b < a ? b : a; }
+template <class T>
+FASTPID_HD inline void fp_swap(T& a, T& b) {
+  T t = a;
+  a = b;
+  b = t;
+}
+
+FASTPID_HD inline void fill(double* x, size_t n, double v) {
+  for (size_t k = 0; k < n; ++k) x[k] = v;
+}
+FASTPID_HD inline void copy(const double* __restrict__ from, size_t n, double* __restrict__ to) {
+  for (size_t k = 0; k < n; ++k) to[k] = from[k];
+}
+
+// Hands out consecutive pieces of the workspace. With no buffer it only counts, which is
+// how solve_workspace_doubles() sizes it: one layout code, so size and use cannot disagree.
+struct Arena {
+  double* base = nullptr;
+  size_t used = 0;  // doubles handed out so far
+
+  FASTPID_HD double* doubles(size_t n) {
+    double* p = base ? base + used : nullptr;
+    used += n;
+    return p;
+  }
+  // Masks are bytes, rounded up to whole doubles so that what follows stays aligned.
+  FASTPID_HD char* bytes(size_t n) {
+    return reinterpret_cast<char*>(doubles((n + sizeof(double) - 1) / sizeof(double)));
+  }
+};
+
+FASTPID_HD inline double xlogx(double x) { return x > 0 ? x * log(x) : 0.0; }
+
+// log(sum_k exp(x(k))) over k < n; -inf when all are -inf.
+template <class F>
+FASTPID_HD inline double logsumexp(int n, F x) {
+  double m = kNegInf;
+  for (int k = 0; k < n; ++k) m = fp_max(m, x(k));
+  if (m == kNegInf) return kNegInf;
+  double s = 0.0;
+  for (int k = 0; k < n; ++k) s += exp(x(k) - m);
+  return m + log(s);
+}
+
+// Scratch of cholesky() for matrices up to n x n.
+struct CholeskyScratch {
+  double* col;     // n: the column being eliminated
+  double* backup;  // n * n: the matrix, for a second attempt
+
+  FASTPID_HD CholeskyScratch(int n, Arena& arena)
+      : col(arena.doubles(n)), backup(arena.doubles(static_cast<size_t>(n) * n)) {}
+};
+
+// In-place Cholesky of a dense SPD n x n matrix (lower triangle); false, with A partly
+// overwritten, at a non-positive pivot. Right-looking: each column's rank-one update of
+// the trailing rows is a contiguous axpy (it vectorises without horizontal reductions).
+FASTPID_HD inline bool cholesky_attempt(double* A, int n, double* col) {
+  for (int k = 0; k < n; ++k) {
+    double* Ak = A + static_cast<size_t>(k) * n;
+    if (!(Ak[k] > 0.0)) return false;
+    const double d = sqrt(Ak[k]);
+    Ak[k] = d;
+    for (int r = k + 1; r < n; ++r) col[r] = (A[static_cast<size_t>(r) * n + k] /= d);
+    for (int r = k + 1; r < n; ++r) {
+      double* Ar = A + static_cast<size_t>(r) * n;
+      const double lr = col[r];
+      FASTPID_SIMD()
+      for (int c = k + 1; c <= r; ++c) Ar[c] -= lr * col[c];
+    }
+  }
+  return true;
+}
+
+// Cholesky factor of an SPD matrix; one that is singular to rounding (sparse problems leave
+// directions the gauge fixing does not remove) is factorised with a 1e-12 ridge instead,
+// as the reference does.
+FASTPID_HD inline void cholesky(double* A, int n, const CholeskyScratch& scratch) {
+  const size_t size = static_cast<size_t>(n) * n;
+  copy(A, size, scratch.backup);
+  if (cholesky_attempt(A, n, scratch.col)) return;
+  copy(scratch.backup, size, A);
+  for (int k = 0; k < n; ++k) A[static_cast<size_t>(k) * n + k] += 1e-12;
+  if (cholesky_attempt(A, n, scratch.col)) return;
+  // Still not positive: fall back to the identity, i.e. the Jacobi-scaled gradient as the
+  // direction, and let the line search judge it.
+  for (size_t k = 0; k < size; ++k) A[k] = (k % (n + 1) == 0) ? 1.0 : 0.0;
+}
+
+// Solve L L^T x = b in place, L from cholesky(); both sweeps read L by rows.
+FASTPID_HD inline void cholesky_solve(const double* L, int n, double* b) {
+  for (int r = 0; r < n; ++r) {
+    const double* Lr = L + static_cast<size_t>(r) * n;
+    double v = b[r];
+    FASTPID_SIMD(reduction(- : v))
+    for (int p = 0; p < r; ++p) v -= Lr[p] * b[p];
+    b[r] = v / Lr[r];
+  }
+  for (int r = n - 1; r >= 0; --r) {
+    const double* Lr = L + static_cast<size_t>(r) * n;
+    b[r] /= Lr[r];
+    const double br = b[r];
+    FASTPID_SIMD()
+    for (int p = 0; p < r; ++p) b[p] -= Lr[p] * br;
+  }
+}
+
+// The data of one problem (marginals, masks) and the operations on potentials that only
+// depend on it. Constructing it only lays out its arrays; load() fills them.
+struct Problem {
+  const int n1, n2, ny;
+  const double* P = nullptr;
+  double *p1y, *p2y, *py, *logpy, *la, *lb;
+  char *m1, *m2, *cell;
+  int ncells = 0;
+  // Scratch of log_s() and primal_bound(); nothing in them outlives a call.
+  double *F, *G, *rows, *cols, *d1, *d2, *total, *qy;
+
+  FASTPID_HD Problem(int n1, int n2, int ny, Arena& arena)
+      : n1(n1), n2(n2), ny(ny), p1y(arena.doubles(n1 * ny)), p2y(arena.doubles(n2 * ny)),
+        py(arena.doubles(ny)), logpy(arena.doubles(ny)), la(arena.doubles(n1 * ny)),
+        lb(arena.doubles(n2 * ny)), m1(arena.bytes(n1 * ny)), m2(arena.bytes(n2 * ny)),
+        cell(arena.bytes(n1 * n2)), F(arena.doubles(n1 * ny)), G(arena.doubles(n2 * ny)),
+        rows(arena.doubles(n1 * ny)), cols(arena.doubles(n2 * ny)), d1(arena.doubles(n1 * ny)),
+        d2(arena.doubles(n2 * ny)), total(arena.doubles(ny)), qy(arena.doubles(ny)) {}
+
+  // P[n1][n2][ny], normalised, C order; it must stay alive while the problem is used.
+  FASTPID_HD void load(const double* P_) {
+    P = P_;
+    fill(p1y, n1 * ny, 0.0);
+    fill(p2y, n2 * ny, 0.0);
+    fill(py, ny, 0.0);
+    for (int i = 0; i < n1; ++i)
+      for (int j = 0; j < n2; ++j)
+        for (int y = 0; y < ny; ++y) {
+          double p = P[(i * n2 + j) * ny + y];
+          p1y[i * ny + y] += p;
+          p2y[j * ny + y] += p;
+        }
+    for (int i = 0; i < n1; ++i)
+      for (int y = 0; y < ny; ++y) py[y] += p1y[i * ny + y];
+    for (int y = 0; y < ny; ++y) logpy[y] = py[y] > 0 ? log(py[y]) : 0.0;
+    for (int k = 0; k < n1 * ny; ++k) {
+      m1[k] = p1y[k] > 0;
+      la[k] = m1[k] ? log(p1y[k]) - logpy[k % ny] : kNegInf;
+    }
+    for (int k = 0; k < n2 * ny; ++k) {
+      m2[k] = p2y[k] > 0;
+      lb[k] = m2[k] ? log(p2y[k]) - logpy[k % ny] : kNegInf;
+    }
+    ncells = 0;
+    for (int i = 0; i < n1; ++i)
+      for (int j = 0; j < n2; ++j) {
+        bool any = false;
+        for (int y = 0; y < ny && !any; ++y) any = adm(i, j, y);
+        cell[i * n2 + j] = any;
+        ncells += any;
+      }
+  }
+
+  FASTPID_HD bool adm(int i, int j, int y) const { return m1[i * ny + y] && m2[j * ny + y]; }
+
+  // log(p(y) exp(f + g)) of an admissible cell.
+  FASTPID_HD double logw(const double* f, const double* g, int i, int j, int y) const {
+    return logpy[y] + f[i * ny + y] + g[j * ny + y];
+  }
+
+  // log s(i, j) for every cell (-inf where no y is admissible). Masked potentials become
+  // -inf first, so the inner loops run without branches.
+  FASTPID_HD void log_s(const double* f, const double* g, double* out) const {
+    for (int k = 0; k < n1 * ny; ++k) F[k] = m1[k] ? logpy[k % ny] + f[k] : kNegInf;
+    for (int k = 0; k < n2 * ny; ++k) G[k] = m2[k] ? g[k] : kNegInf;
+    for (int i = 0; i < n1; ++i)
+      for (int j = 0; j < n2; ++j) {
+        const double* Fi = &F[i * ny];
+        const double* Gj = &G[j * ny];
+        out[i * n2 + j] = logsumexp(ny, [&](int y) { return Fi[y] + Gj[y]; });
+      }
+  }
+
+  FASTPID_HD double dual_objective(const double* f, const double* g) const {
+    double t = 0.0;
+    for (int k = 0; k < n1 * ny; ++k)
+      if (m1[k]) t += p1y[k] * f[k];
+    for (int k = 0; k < n2 * ny; ++k)
+      if (m2[k]) t += p2y[k] * g[k];
+    return t;
+  }
+
+  // Lower bound on V from any potentials; ls must hold log_s(f, g).
+  FASTPID_HD double dual_bound(const double* f, const double* g, const double* ls) const {
+    double mx = kNegInf;
+    for (int c = 0; c < n1 * n2; ++c) mx = fp_max(mx, ls[c]);
+    return dual_objective(f, g) - mx;
+  }
+
+  // I(X1,X2;Y), I(X1;Y), I(X2;Y) of P, and I of the proxy Q0 = P(x1,y) P(x2,y) / p(y).
+  FASTPID_HD void closed_forms(double& mi, double& mi1, double& mi2, double& mi_q0) const {
+    double h12y = 0, h12 = 0, h1y = 0, h2y = 0, h1 = 0, h2 = 0, hy = 0, hq12 = 0;
+    for (int i = 0; i < n1; ++i)
+      for (int j = 0; j < n2; ++j) {
+        double m = 0, q = 0;
+        for (int y = 0; y < ny; ++y) {
+          double p = P[(i * n2 + j) * ny + y];
+          h12y -= xlogx(p);
+          m += p;
+          if (py[y] > 0) q += p1y[i * ny + y] * p2y[j * ny + y] / py[y];
+        }
+        h12 -= xlogx(m);
+        hq12 -= xlogx(q);
+      }
+    for (int i = 0; i < n1; ++i) {
+      double m = 0;
+      for (int y = 0; y < ny; ++y) {
+        h1y -= xlogx(p1y[i * ny + y]);
+        m += p1y[i * ny + y];
+      }
+      h1 -= xlogx(m);
+    }
+    for (int j = 0; j < n2; ++j) {
+      double m = 0;
+      for (int y = 0; y < ny; ++y) {
+        h2y -= xlogx(p2y[j * ny + y]);
+        m += p2y[j * ny + y];
+      }
+      h2 -= xlogx(m);
+    }
+    for (int y = 0; y < ny; ++y) hy -= xlogx(py[y]);
+    mi = h12 + hy - h12y;
+    mi1 = h1 + hy - h1y;
+    mi2 = h2 + hy - h2y;
+    mi_q0 = hq12 + 2.0 * hy - h1y - h2y;
+  }
+
+  // Upper bound: I of the exactly feasible rounding of Q (Q is overwritten): per y, scale
+  // rows, then columns, down to the marginals, then add the outer product of the deficits.
+  FASTPID_HD double primal_bound(double* Q) const {
+    const int n = n1 * n2 * ny;
+    fill(rows, n1 * ny, 0.0);
+    fill(cols, n2 * ny, 0.0);
+    for (int i = 0; i < n1; ++i)
+      for (int j = 0; j < n2; ++j)
+        for (int y = 0; y < ny; ++y) {
+          double& q = Q[(i * n2 + j) * ny + y];
+          if (!adm(i, j, y)) q = 0.0;
+          rows[i * ny + y] += q;
+        }
+    for (int i = 0; i < n1; ++i)
+      for (int y = 0; y < ny; ++y) {
+        double r = rows[i * ny + y], t = p1y[i * ny + y];
+        double sc = r > t ? t / r : 1.0;
+        for (int j = 0; j < n2; ++j) Q[(i * n2 + j) * ny + y] *= sc;
+      }
+    for (int i = 0; i < n1; ++i)
+      for (int j = 0; j < n2; ++j)
+        for (int y = 0; y < ny; ++y) cols[j * ny + y] += Q[(i * n2 + j) * ny + y];
+    for (int j = 0; j < n2; ++j)
+      for (int y = 0; y < ny; ++y) {
+        double c = cols[j * ny + y], t = p2y[j * ny + y];
+        double sc = c > t ? t / c : 1.0;
+        for (int i = 0; i < n1; ++i) Q[(i * n2 + j) * ny + y] *= sc;
+      }
+    fill(total, ny, 0.0);
+    fill(rows, n1 * ny, 0.0);
+    fill(cols, n2 * ny, 0.0);
+    for (int i = 0; i < n1; ++i)
+      for (int j = 0; j < n2; ++j)
+        for (int y = 0; y < ny; ++y) {
+          double q = Q[(i * n2 + j) * ny + y];
+          rows[i * ny + y] += q;
+          cols[j * ny + y] += q;
+        }
+    for (int k = 0; k < n1 * ny; ++k) {
+      d1[k] = fp_max(p1y[k] - rows[k], 0.0);
+      total[k % ny] += d1[k];
+    }
+    for (int k = 0; k < n2 * ny; ++k) d2[k] = fp_max(p2y[k] - cols[k], 0.0);
+    for (int i = 0; i < n1; ++i)
+      for (int j = 0; j < n2; ++j)
+        for (int y = 0; y < ny; ++y)
+          if (total[y] > 0) Q[(i * n2 + j) * ny + y] += d1[i * ny + y] * (d2[j * ny + y] / total[y]);
+    // I_Q(Y; X1, X2) = H(X1,X2) + H(Y) - H(X1,X2,Y); Q(y) = p(y) on the feasible set.
+    double h12y = 0, h12 = 0, hy = 0;
+    for (int c = 0; c < n1 * n2; ++c) {
+      double m = 0;
+      for (int y = 0; y < ny; ++y) {
+        h12y -= xlogx(Q[c * ny + y]);
+        m += Q[c * ny + y];
+      }
+      h12 -= xlogx(m);
+    }
+    fill(qy, ny, 0.0);
+    for (int k = 0; k < n; ++k) qy[k % ny] += Q[k];
+    for (int y = 0; y < ny; ++y) hy -= xlogx(qy[y]);
+    return h12 + hy - h12y;
+  }
+
+  // Sinkhorn half-steps on kernel R: rows (f) and columns (g) of every y's coupling.
+  FASTPID_HD void row_update(const double* logR, const double* g, double* f) const {
+    for (int i = 0; i < n1; ++i)
+      for (int y = 0; y < ny; ++y) {
+        if (!m1[i * ny + y]) {
+          f[i * ny + y] = kNegInf;
+          continue;
+        }
+        f[i * ny + y] = la[i * ny + y] - logsumexp(n2, [&](int j) {
+          return logR[i * n2 + j] + g[j * ny + y];  // g is -inf where m2 is false
+        });
+      }
+  }
+
+  FASTPID_HD void col_update(const double* logR, const double* f, double* g) const {
+    for (int j = 0; j < n2; ++j)
+      for (int y = 0; y < ny; ++y) {
+        if (!m2[j * ny + y]) {
+          g[j * ny + y] = kNegInf;
+          continue;
+        }
+        g[j * ny + y] = lb[j * ny + y] - logsumexp(n1, [&](int i) {
+          return logR[i * n2 + j] + f[i * ny + y];  // f is -inf where m1 is false
+        });
+      }
+  }
+
+  // Q = R p(y) exp(f + g) on admissible cells.
+  FASTPID_HD void coupling(const double* logR, const double* f, const double* g, double* Q) const {
+    for (int i = 0; i < n1; ++i)
+      for (int j = 0; j < n2; ++j)
+        for (int y = 0; y < ny; ++y)
+          Q[(i * n2 + j) * ny + y] =
+              adm(i, j, y) ? exp(logR[i * n2 + j] + logw(f, g, i, j, y)) : 0.0;
+  }
+};
+
+// Arrays of one Newton direction. The f-block of each x1 = i is eliminated into the Schur
+// complement S on g; what the back substitution needs of it is kept per i.
+struct NewtonScratch {
+  // Per cell (i, j, y): W = p(y) exp(f + g), tW = t W and Wt2 = t W / (1 - s), where
+  // t = mu / (1 - s) is the cell's barrier weight.
+  double *W, *tW, *Wt2;
+  // Gradient and Jacobi scaling of the f and g unknowns (the scaled system is solved).
+  double *grad_f, *sf, *grad_g, *sg;
+  double *S, *rhs;  // Schur complement, (n2 ny)^2, and its right-hand side
+  // Of the current i only: H_i (then its factor), a unit vector, a_j, alpha[j][j'] = a_j.u_j'.
+  double *H, *e, *a, *alpha;
+  // Of every i (n1 blocks each), for back_substitute(): u_j, H_i^-1, w_j, d_j, H_i^-1 rf_i.
+  double *u, *Hinv, *w, *d, *xf;
+  double* dy;            // back_substitute()'s sum_j d_j yg_j of one i
+  CholeskyScratch chol;  // shared by H_i (ny) and S (n2 ny)
+
+  FASTPID_HD NewtonScratch(int n1, int n2, int ny, Arena& arena)
+      : W(arena.doubles(n1 * n2 * ny)), tW(arena.doubles(n1 * n2 * ny)),
+        Wt2(arena.doubles(n1 * n2 * ny)), grad_f(arena.doubles(n1 * ny)),
+        sf(arena.doubles(n1 * ny)), grad_g(arena.doubles(n2 * ny)), sg(arena.doubles(n2 * ny)),
+        S(arena.doubles(static_cast<size_t>(n2 * ny) * (n2 * ny))), rhs(arena.doubles(n2 * ny)),
+        H(arena.doubles(ny * ny)), e(arena.doubles(ny)), a(arena.doubles(n2 * ny)),
+        alpha(arena.doubles(n2 * n2)), u(arena.doubles(n1 * n2 * ny)),
+        Hinv(arena.doubles(n1 * ny * ny)), w(arena.doubles(n1 * n2 * ny)),
+        d(arena.doubles(n1 * n2 * ny)), xf(arena.doubles(n1 * ny)), dy(arena.doubles(ny)),
+        chol(n2 * ny, arena) {}
+};
+
+// The barrier-Newton solve of one problem (see fastpid/solver.py for the method).
+struct Solver {
+  const Problem& pr;
+  const SolveOptions& opt;
+  const int n1, n2, ny;
+  double *f, *g;  // potentials; entries outside the masks are not used
+  double *logR, *ls, *Q;
+  char *fixed_f, *fixed_g;
+  double *ft, *gt, *lst;  // line-search trial point, swapped with (f, g, ls) when accepted
+  double *df, *dg;        // Newton direction
+  double *lr, *fp, *gp;   // barrier_primal_bound()'s kernel and potentials
+  NewtonScratch nw;
+
+  FASTPID_HD Solver(const Problem& pr, const SolveOptions& opt, Arena& arena)
+      : pr(pr), opt(opt), n1(pr.n1), n2(pr.n2), ny(pr.ny), f(arena.doubles(n1 * ny)),
+        g(arena.doubles(n2 * ny)), logR(arena.doubles(n1 * n2)), ls(arena.doubles(n1 * n2)),
+        Q(arena.doubles(n1 * n2 * ny)), fixed_f(arena.bytes(n1 * ny)),
+        fixed_g(arena.bytes(n2 * ny)), ft(arena.doubles(n1 * ny)), gt(arena.doubles(n2 * ny)),
+        lst(arena.doubles(n1 * n2)), df(arena.doubles(n1 * ny)), dg(arena.doubles(n2 * ny)),
+        lr(arena.doubles(n1 * n2)), fp(arena.doubles(n1 * ny)), gp(arena.doubles(n2 * ny)),
+        nw(n1, n2, ny, arena) {}
+
+  FASTPID_HD void run(double& lower, double& upper, int64_t& iterations) {
+    double mi, mi1, mi2, mi_q0;
+    pr.closed_forms(mi, mi1, mi2, mi_q0);
+    lower = fp_max(mi1, mi2);
+    upper = fp_min(fp_min(mi_q0, mi), mi1 + mi2);
+    alternation(opt.warm_steps);
+    iterations = opt.warm_steps;
+    pr.log_s(f, g, ls);
+    lower = fp_max(lower, pr.dual_bound(f, g, ls));
+    pr.coupling(logR, f, g, Q);
+    upper = fp_min(upper, pr.primal_bound(Q));
+    if (opt.newton) barrier(lower, upper, iterations);
+  }
+
+ private:
+  FASTPID_HD void proxy_log_r() {
+    for (int i = 0; i < n1; ++i)
+      for (int j = 0; j < n2; ++j) {
+        double q = 0;
+        for (int y = 0; y < ny; ++y)
+          if (pr.py[y] > 0) q += pr.p1y[i * ny + y] * pr.p2y[j * ny + y] / pr.py[y];
+        logR[i * n2 + j] = q > 0 ? log(q) : kNegInf;
+      }
+  }
+
+  // Blahut-Arimoto from the proxy: Sinkhorn sweep, then R <- R s^omega (normalised).
+  FASTPID_HD void alternation(int steps, double omega = 1.5) {
+    proxy_log_r();
+    for (int k = 0; k < n2 * ny; ++k) g[k] = pr.m2[k] ? 0.0 : kNegInf;
+    for (int s = 0; s < steps; ++s) {
+      pr.row_update(logR, g, f);
+      pr.col_update(logR, f, g);
+      pr.log_s(f, g, ls);
+      for (int c = 0; c < n1 * n2; ++c)
+        if (isfinite(logR[c])) logR[c] += omega * ls[c];
+      const double z = logsumexp(n1 * n2, [&](int c) { return logR[c]; });
+      for (int c = 0; c < n1 * n2; ++c) logR[c] -= z;
+    }
+    pr.row_update(logR, g, f);
+  }
+
+  // Barrier objective (to maximise) at (ff, gg) whose log s is lsv; -inf outside the
+  // domain max s < 1.
+  FASTPID_HD double barrier_value(const double* lsv, const double* ff, const double* gg,
+                                  double mu) const {
+    double bar = 0.0;
+    for (int c = 0; c < n1 * n2; ++c) {
+      if (!pr.cell[c]) continue;
+      if (!(lsv[c] < 0.0)) return kNegInf;
+      bar += log(-expm1(lsv[c]));
+    }
+    double v = pr.dual_objective(ff, gg) + mu * bar;
+    return isfinite(v) ? v : kNegInf;
+  }
+
+  FASTPID_HD void gauge_fix() {
+    for (int k = 0; k < n1 * ny; ++k) fixed_f[k] = !pr.m1[k];
+    for (int k = 0; k < n2 * ny; ++k) fixed_g[k] = !pr.m2[k];
+    for (int y = 0; y < ny; ++y) {
+      int first = 0;  // the reference fixes the first admissible x2 (or x2 = 0 if none)
+      for (int j = 0; j < n2; ++j)
+        if (pr.m2[j * ny + y]) {
+          first = j;
+          break;
+        }
+      fixed_g[first * ny + y] = 1;
+    }
+  }
+
+  // Newton direction of the barrier objective by the Schur complement on g; returns dec^2.
+  // Per x1 = i the f-block H_i is ny x ny and the f-g coupling has the structure
+  // C_i[y, (j, z)] = a_j[y] w_j[z] + [y == z] d_j[y], so C_i^T H_i^-1 C_i is assembled from
+  // u_j = H_i^-1 a_j and H_i^-1 without forming C_i.
+  FASTPID_HD double newton_direction(double mu) {
+    const int m = n2 * ny;
+    barrier_weights(mu);
+    scaled_gradient();
+    schur_g_block();
+    for (int i = 0; i < n1; ++i) eliminate_f_block(i);
+    cholesky(nw.S, m, nw.chol);
+    cholesky_solve(nw.S, m, nw.rhs);  // rhs is now yg
+    return back_substitute();
+  }
+
+  // W, tW, Wt2 (see NewtonScratch) at the current point.
+  FASTPID_HD void barrier_weights(double mu) {
+    double *W = nw.W, *tW = nw.tW, *Wt2 = nw.Wt2;
+    for (int i = 0; i < n1; ++i)
+      for (int j = 0; j < n2; ++j) {
+        double oms = -expm1(ls[i * n2 + j]);
+        double t = mu / oms, t2 = t / oms;
+        for (int y = 0; y < ny; ++y) {
+          int k = (i * n2 + j) * ny + y;
+          double w = pr.adm(i, j, y) ? exp(pr.logw(f, g, i, j, y)) : 0.0;
+          W[k] = w;
+          tW[k] = t * w;
+          Wt2[k] = t2 * w;
+        }
+      }
+  }
+
+  // Gradients of f and g (0 on fixed unknowns) and the Jacobi scalings 1 / sqrt(diag H).
+  FASTPID_HD void scaled_gradient() {
+    const double *W = nw.W, *tW = nw.tW, *Wt2 = nw.Wt2;
+    for (int i = 0; i < n1; ++i)
+      for (int y = 0; y < ny; ++y) {
+        double st = 0, sd = 0;
+        for (int j = 0; j < n2; ++j) {
+          int k = (i * n2 + j) * ny + y;
+          st += tW[k];
+          sd += Wt2[k] * W[k];
+        }
+        int q = i * ny + y;
+        nw.grad_f[q] = fixed_f[q] ? 0.0 : pr.p1y[q] - st;
+        nw.sf[q] = fixed_f[q] ? 0.0 : 1.0 / sqrt(fp_max(sd + st, 1e-300));
+      }
+    for (int j = 0; j < n2; ++j)
+      for (int y = 0; y < ny; ++y) {
+        double st = 0, sd = 0;
+        for (int i = 0; i < n1; ++i) {
+          int k = (i * n2 + j) * ny + y;
+          st += tW[k];
+          sd += Wt2[k] * W[k];
+        }
+        int q = j * ny + y;
+        nw.grad_g[q] = fixed_g[q] ? 0.0 : pr.p2y[q] - st;
+        nw.sg[q] = fixed_g[q] ? 0.0 : 1.0 / sqrt(fp_max(sd + st, 1e-300));
+      }
+  }
+
+  // S = blockdiag(hgg), rhs = rg: the g-block before any f-block is eliminated.
+  FASTPID_HD void schur_g_block() {
+    const int m = n2 * ny;
+    const double *W = nw.W, *tW = nw.tW, *Wt2 = nw.Wt2, *sg = nw.sg;
+    double *S = nw.S, *rhs = nw.rhs;
+    fill(S, static_cast<size_t>(m) * m, 0.0);
+    for (int j = 0; j < n2; ++j)
+      for (int y = 0; y < ny; ++y) {
+        for (int z = 0; z < ny; ++z) {
+          double h = 0;
+          for (int i = 0; i < n1; ++i) {
+            int k = (i * n2 + j) * ny;
+            h += Wt2[k + y] * W[k + z];
+          }
+          S[(j * ny + y) * m + j * ny + z] = sg[j * ny + y] * h * sg[j * ny + z];
+        }
+        double st = 0;
+        for (int i = 0; i < n1; ++i) st += tW[(i * n2 + j) * ny + y];
+        int q = j * ny + y;
+        S[q * m + q] += sg[q] * sg[q] * st + (fixed_g[q] ? 1.0 : 0.0);
+        rhs[q] = nw.grad_g[q] * sg[q];
+      }
+  }
+
+  // S -= C_i^T H_i^-1 C_i and rhs -= C_i^T H_i^-1 rf_i for x1 = i; keeps u, Hinv, w, d and
+  // xf = H_i^-1 rf_i of this i for back_substitute().
+  FASTPID_HD void eliminate_f_block(int i) {
+    const int m = n2 * ny;
+    const double *W = nw.W, *tW = nw.tW, *Wt2 = nw.Wt2, *sf = nw.sf, *sg = nw.sg;
+    double *H = nw.H, *e = nw.e, *a = nw.a, *alpha = nw.alpha, *S = nw.S, *rhs = nw.rhs;
+    double* u = nw.u + static_cast<size_t>(i) * n2 * ny;
+    double* Hinv = nw.Hinv + static_cast<size_t>(i) * ny * ny;
+    double* w = nw.w + static_cast<size_t>(i) * n2 * ny;
+    double* d = nw.d + static_cast<size_t>(i) * n2 * ny;
+    double* xf = nw.xf + static_cast<size_t>(i) * ny;
+    for (int y = 0; y < ny; ++y)
+      for (int z = 0; z < ny; ++z) {
+        double h = 0;
+        for (int j = 0; j < n2; ++j) {
+          int k = (i * n2 + j) * ny;
+          h += Wt2[k + y] * W[k + z];
+        }
+        H[y * ny + z] = sf[i * ny + y] * h * sf[i * ny + z];
+      }
+    for (int y = 0; y < ny; ++y) {
+      double st = 0;
+      for (int j = 0; j < n2; ++j) st += tW[(i * n2 + j) * ny + y];
+      int q = i * ny + y;
+      H[y * ny + y] += sf[q] * sf[q] * st + (fixed_f[q] ? 1.0 : 0.0);
+    }
+    cholesky(H, ny, nw.chol);
+    for (int z = 0; z < ny; ++z) {
+      fill(e, ny, 0.0);
+      e[z] = 1.0;
+      cholesky_solve(H, ny, e);
+      for (int y = 0; y < ny; ++y) Hinv[y * ny + z] = e[y];
+    }
+    for (int j = 0; j < n2; ++j)
+      for (int y = 0; y < ny; ++y) {
+        int k = (i * n2 + j) * ny + y;
+        a[j * ny + y] = sf[i * ny + y] * Wt2[k];
+        w[j * ny + y] = W[k] * sg[j * ny + y];
+        d[j * ny + y] = sf[i * ny + y] * sg[j * ny + y] * tW[k];
+      }
+    for (int j = 0; j < n2; ++j) {
+      copy(a + j * ny, ny, u + j * ny);
+      cholesky_solve(H, ny, u + j * ny);
+    }
+    for (int j = 0; j < n2; ++j)
+      for (int jp = 0; jp < n2; ++jp) {
+        double s = 0;
+        for (int y = 0; y < ny; ++y) s += a[j * ny + y] * u[jp * ny + y];
+        alpha[j * n2 + jp] = s;
+      }
+    for (int y = 0; y < ny; ++y) xf[y] = nw.grad_f[i * ny + y] * sf[i * ny + y];
+    cholesky_solve(H, ny, xf);
+    // Block (j, z), (jp, zp) of C_i^T H_i^-1 C_i; only jp <= j, as cholesky() reads the
+    // lower triangle of the symmetric S.
+    for (int j = 0; j < n2; ++j) {
+      double ax = 0;
+      for (int y = 0; y < ny; ++y) ax += a[j * ny + y] * xf[y];
+      for (int z = 0; z < ny; ++z) {
+        const double wz = w[j * ny + z], dz = d[j * ny + z];
+        if (wz == 0.0 && dz == 0.0) continue;
+        double* row = &S[(j * ny + z) * m];
+        for (int jp = 0; jp <= j; ++jp) {
+          const double al = alpha[j * n2 + jp];
+          const double* wp = &w[jp * ny];
+          const double* dp = &d[jp * ny];
+          const double* up = &u[jp * ny];
+          const double* u_j = &u[j * ny];
+          const double* hz = &Hinv[z * ny];
+          for (int zp = 0; zp < ny; ++zp)
+            row[jp * ny + zp] -= wz * (al * wp[zp] + u_j[zp] * dp[zp]) +
+                                 dz * (up[z] * wp[zp] + hz[zp] * dp[zp]);
+        }
+        rhs[j * ny + z] -= wz * ax + dz * xf[z];
+      }
+    }
+  }
+
+  // (df, dg) from yg = rhs and the kept blocks (the scaling undone); returns dec^2.
+  FASTPID_HD double back_substitute() {
+    const int m = n2 * ny;
+    const double *rhs = nw.rhs, *sf = nw.sf, *sg = nw.sg;
+    double* dy = nw.dy;
+    double dec2 = 0;
+    for (int q = 0; q < m; ++q) {
+      dg[q] = rhs[q] * sg[q];
+      dec2 += nw.grad_g[q] * dg[q];
+    }
+    for (int i = 0; i < n1; ++i) {
+      const double* uu = nw.u + static_cast<size_t>(i) * n2 * ny;
+      const double* hi = nw.Hinv + static_cast<size_t>(i) * ny * ny;
+      const double* ww = nw.w + static_cast<size_t>(i) * n2 * ny;
+      const double* dd = nw.d + static_cast<size_t>(i) * n2 * ny;
+      double* yf = nw.xf + static_cast<size_t>(i) * ny;  // xf of this i, updated in place
+      fill(dy, ny, 0.0);
+      for (int j = 0; j < n2; ++j) {
+        double wy = 0;
+        for (int z = 0; z < ny; ++z) {
+          wy += ww[j * ny + z] * rhs[j * ny + z];
+          dy[z] += dd[j * ny + z] * rhs[j * ny + z];
+        }
+        for (int y = 0; y < ny; ++y) yf[y] -= uu[j * ny + y] * wy;
+      }
+      for (int y = 0; y < ny; ++y) {
+        double s = 0;
+        for (int z = 0; z < ny; ++z) s += hi[y * ny + z] * dy[z];
+        int q = i * ny + y;
+        df[q] = (yf[y] - s) * sf[q];
+        dec2 += nw.grad_f[q] * df[q];
+      }
+    }
+    return dec2;
+  }
+
+  // Backtracking (Armijo) step along (df, dg) that keeps max s < 1; moves (f, g, ls) to the
+  // accepted point and returns the step length (0: rejected, nothing moves).
+  FASTPID_HD double line_search(double mu, double dec2) {
+    const double phi0 = barrier_value(ls, f, g, mu);
+    const double slack = 1e-13 * (1.0 + fabs(phi0));
+    double alpha = 1.0;
+    for (int h = 0; h < 60; ++h) {
+      for (int k = 0; k < n1 * ny; ++k) ft[k] = f[k] + alpha * df[k];
+      for (int k = 0; k < n2 * ny; ++k) gt[k] = g[k] + alpha * dg[k];
+      pr.log_s(ft, gt, lst);
+      if (barrier_value(lst, ft, gt, mu) >= phi0 + 0.01 * alpha * dec2 - slack) {
+        fp_swap(f, ft);
+        fp_swap(g, gt);
+        fp_swap(ls, lst);
+        return alpha;
+      }
+      alpha *= 0.5;
+    }
+    return 0.0;
+  }
+
+  FASTPID_HD double barrier_primal_bound(double mu) {
+    for (int c = 0; c < n1 * n2; ++c)
+      lr[c] = pr.cell[c] ? log(mu) - log(-expm1(ls[c])) : kNegInf;
+    for (int k = 0; k < n2 * ny; ++k) gp[k] = pr.m2[k] ? g[k] : kNegInf;
+    pr.row_update(lr, gp, fp);
+    for (int s = 1; s < opt.polish_sweeps; ++s) {
+      pr.col_update(lr, fp, gp);
+      pr.row_update(lr, gp, fp);
+    }
+    pr.coupling(lr, fp, gp, Q);
+    return pr.primal_bound(Q);
+  }
+
+  FASTPID_HD void barrier(double& lower, double& upper, int64_t& iterations) {
+    double mx = kNegInf;
+    pr.log_s(f, g, ls);
+    for (int c = 0; c < n1 * n2; ++c) mx = fp_max(mx, ls[c]);
+    for (int k = 0; k < n1 * ny; ++k) f[k] = pr.m1[k] ? f[k] - mx - 1e-3 : 0.0;
+    for (int k = 0; k < n2 * ny; ++k) g[k] = pr.m2[k] ? g[k] : 0.0;
+    pr.log_s(f, g, ls);  // from here on, ls is log s of the current (f, g)
+    gauge_fix();
+    const double ncells = fp_max(pr.ncells, 1);
+    double mu = fp_max(upper - lower, opt.tol) / ncells;
+    const double mu_floor = fp_max(0.05 * opt.tol / ncells, kMuMin);
+    int stalled = 0;
+    for (int it = 0; it < opt.max_iter && upper - lower > opt.tol && stalled < 5; ++it) {
+      const double gap_before = upper - lower;
+      const double dec2 = newton_direction(mu);
+      const double alpha = line_search(mu, dec2);
+      ++iterations;
+      lower = fp_max(lower, pr.dual_bound(f, g, ls));
+      const bool centred = dec2 <= 0.25 * mu;
+      if (centred || mu <= 10.0 * mu_floor) upper = fp_min(upper, barrier_primal_bound(mu));
+      const double mu_now = mu;
+      if (centred) mu = fp_max(mu * opt.mu_factor, mu_floor);
+      const double gap = upper - lower;
+      const bool stuck = alpha == 0.0 || (mu_now <= mu_floor && centred && gap > 0.99 * gap_before);
+      stalled = stuck ? stalled + 1 : 0;
+    }
+  }
+};
+
+}  // namespace detail
+
+// Doubles of scratch one problem needs (masks included, carved out of the same buffer).
+FASTPID_HD inline size_t solve_workspace_doubles(int n1, int n2, int ny) {
+  detail::Arena counter;  // no buffer: only counts
+  const SolveOptions opt{};
+  const detail::Problem pr(n1, n2, ny, counter);
+  const detail::Solver solver(pr, opt, counter);
+  return counter.used;
+}
+
+// Solve one problem P[n1][n2][ny] (normalised, C order) using `work` (solve_workspace_doubles
+// doubles, any contents, 8-byte aligned). Writes *lower, *upper, *iterations and f[n1*ny],
+// g[n2*ny] with -inf on masked entries.
+FASTPID_HD inline void solve_one(const double* P, int n1, int n2, int ny, const SolveOptions& opt,
+                                 double* work, double* lower, double* upper, double* f, double* g,
+                                 int64_t* iterations) {
+  detail::Arena arena;
+  arena.base = work;
+  detail::Problem pr(n1, n2, ny, arena);
+  detail::Solver solver(pr, opt, arena);
+  pr.load(P);
+  solver.run(*lower, *upper, *iterations);
+  for (int k = 0; k < n1 * ny; ++k) f[k] = pr.m1[k] ? solver.f[k] : detail::kNegInf;
+  for (int k = 0; k < n2 * ny; ++k) g[k] = pr.m2[k] ? solver.g[k] : detail::kNegInf;
+}
+
+}  // namespace fastpid
