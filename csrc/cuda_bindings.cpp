@@ -63,6 +63,15 @@ void alternation(bool f64, int64_t B, uintptr_t P, int n1, int n2, int ny, int s
                         ptr<void>(g), ptr<void>(logR), ptr<void>(work), stream),
         "alternation");
 }
+void solve(int64_t B, uintptr_t P, int n1, int n2, int ny, double tol, int max_iter,
+           int warm_steps, int polish_sweeps, double mu_factor, bool newton, uintptr_t work,
+           uintptr_t lower, uintptr_t upper, uintptr_t f, uintptr_t g, uintptr_t iterations,
+           uintptr_t stream) {
+  check(cu::solve(B, ptr<const double>(P), n1, n2, ny, tol, max_iter, warm_steps, polish_sweeps,
+                  mu_factor, newton, ptr<double>(work), ptr<double>(lower), ptr<double>(upper),
+                  ptr<double>(f), ptr<double>(g), ptr<int64_t>(iterations), stream),
+        "solve");
+}
 #else
 py::tuple device_count() {
   return py::make_tuple(0, std::string("the extension was built without CUDA (no CUDA compiler "
@@ -83,5 +92,7 @@ void register_cuda(py::module_& m) {
   m.def("cuda_joint_soft", &joint_soft);
   m.def("cuda_closed_forms", &closed_forms);
   m.def("cuda_alternation", &alternation);
+  m.def("cuda_solve_work", &fastpid::cuda::solve_work);
+  m.def("cuda_solve", &solve);
 #endif
 }

@@ -37,9 +37,9 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
             (no iterations); ``"fast"`` runs ``steps`` cheap refinement steps from ``Q0``.
         backend: ``"auto"`` (CPU: the C++ solver for problems with
             ``min(n1, n2) * ny <= 640``, else the PyTorch solver; GPU: the CUDA kernels,
-            else the Triton kernels, for ``proxy`` and ``fast``, and PyTorch for ``exact``),
-            ``"torch"``, ``"cpp"`` (CPU only), ``"cuda"`` or ``"triton"`` (CUDA tensors;
-            ``proxy`` and ``fast``), or ``"cvx"`` (the CVXPY exponential-cone program,
+            else the Triton kernels (``proxy`` and ``fast`` only), else PyTorch),
+            ``"torch"``, ``"cpp"`` (CPU only), ``"cuda"`` (CUDA tensors), ``"triton"``
+            (CUDA tensors; ``proxy`` and ``fast``), or ``"cvx"`` (the CVXPY exponential-cone program,
             ``pip install fastpid[cvx]``; exact method only). :func:`backends` says which
             are available.
         tol: certified tolerance on every term, in nats (default ``1e-8`` for float64
@@ -162,8 +162,8 @@ def _choose_backend(backend: str, flat: torch.Tensor, method: str) -> str:
     or ``"triton"``).
 
     ``auto``: on the CPU, the C++ solver for problems with ``min(n1, n2) * ny <= 640`` and
-    PyTorch otherwise; on a GPU, the CUDA kernels, else the Triton kernels, for ``proxy``
-    and ``fast``, and PyTorch for ``exact``.
+    PyTorch otherwise; on a GPU, the CUDA kernels, else the Triton kernels (``proxy`` and
+    ``fast`` only), else PyTorch.
     """
     device = flat.device
     if backend == "torch":
@@ -177,9 +177,9 @@ def _choose_backend(backend: str, flat: torch.Tensor, method: str) -> str:
             raise RuntimeError(f"backend='cpp' is not available: {why}")
         return backend
     if backend in ("cuda", "triton"):
-        if method == "exact":
-            raise ValueError(f"backend={backend!r} runs method='proxy' and method='fast'; "
-                             "use backend='torch' (or 'auto') for method='exact'")
+        if backend == "triton" and method == "exact":
+            raise ValueError("backend='triton' runs method='proxy' and method='fast'; "
+                             "use backend='cuda', 'torch' or 'auto' for method='exact'")
         ok, why = _kernels(backend).available(device)
         if not ok:
             raise RuntimeError(f"backend={backend!r} is not available: {why}")
@@ -188,10 +188,9 @@ def _choose_backend(backend: str, flat: torch.Tensor, method: str) -> str:
         n1, n2, ny = flat.shape[1:]
         small = min(n1, n2) * ny <= cpp.AUTO_MAX_SCHUR
         return "cpp" if small and cpp.available()[0] else "torch"
-    if method != "exact":
-        for kernels in ("cuda", "triton"):
-            if _kernels(kernels).available(device)[0]:
-                return kernels
+    for kernels in ("cuda", "triton"):
+        if (kernels == "cuda" or method != "exact") and _kernels(kernels).available(device)[0]:
+            return kernels
     return "torch"
 
 
@@ -203,6 +202,8 @@ def _solve_oriented(P: torch.Tensor, method: str, backend: str, tol, max_iter, s
         P = P.transpose(1, 2).contiguous()
     if backend == "cpp":
         sol = cpp.solve(P, tol, max_iter=max_iter, steps=None if method == "exact" else steps)
+    elif backend == "cuda" and method == "exact":
+        sol = cuda.solve(P, tol, max_iter=max_iter)
     elif method == "exact":
         sol = solver.solve_exact(P, tol, max_iter=max_iter, bracket=bracket)
     else:
@@ -217,8 +218,14 @@ def _solve_iterative(flat, method, backend, tol, max_iter, steps, progress, brac
     """Chunked solve of ``flat[B, n1, n2, ny]`` from the closed-form ``bracket = (lower, upper)``;
     returns ``(V, lower, upper, converged, iterations)``."""
     B, n1, n2, ny = flat.shape
-    per_problem = ((n1 + n2) * ny) ** 2 if method == "exact" else n1 * n2 * ny
-    chunk = max(1, _CHUNK_FLOATS // per_problem)
+    if backend == "cuda" and method == "exact":
+        # One problem per GPU thread, each with its own scratch: chunks as large as a
+        # quarter of the free device memory allows, so that every multiprocessor has work.
+        free_bytes = torch.cuda.mem_get_info(flat.device)[0]
+        chunk = max(1, free_bytes // 4 // (8 * cuda.workspace_doubles(n1, n2, ny)))
+    else:
+        per_problem = ((n1 + n2) * ny) ** 2 if method == "exact" else n1 * n2 * ny
+        chunk = max(1, _CHUNK_FLOATS // per_problem)
     starts = range(0, B, chunk)
     if progress or (progress is None and len(starts) > 1):
         from tqdm.auto import tqdm

@@ -9,7 +9,10 @@ The same jobs as :mod:`fastpid.triton_kernels`, with the same signatures, so tha
   block per problem;
 * :func:`alternation` — the ``"fast"`` method's refinement steps, one thread block per
   problem with its intermediates in shared memory when they fit (48 KB), else in a global
-  scratch buffer.
+  scratch buffer;
+* :func:`solve` — the certified solver, one problem per thread: the C++ CPU solver's own
+  sequential code (``csrc/solver_core.hpp``) compiled for the device, each thread with its
+  slice of a global scratch buffer.
 
 The kernel bodies (``csrc/cuda/kernels.hpp``) are compiled twice: by nvcc for the GPU and
 by the host compiler for ``fastpid._C.emulate``, which runs them on host threads (one per
@@ -24,7 +27,7 @@ import functools
 import torch
 
 from ._build_info import load_extension
-from .solver import OMEGA
+from .solver import MU_FACTOR, OMEGA, POLISH_SWEEPS, WARM_STEPS, Solution
 
 
 def available(device: torch.device | None = None) -> tuple[bool, str]:
@@ -136,3 +139,26 @@ def joint_soft(p1, p2, y, ny: int, *, groups=None, num_groups: int = 1, weights=
         _ext().cuda_joint_soft(f64, N, _ptr(p1), _ptr(p2), _ptr(y), _ptr(groups), _ptr(weights),
                                n1, n2, ny, _ptr(out), _stream(p1.device))
     return out
+
+
+def workspace_doubles(n1: int, n2: int, ny: int) -> int:
+    """Doubles of global scratch :func:`solve` needs per problem."""
+    return _ext().cuda_solve_work(n1, n2, ny)
+
+
+def solve(P: torch.Tensor, tol: float, *, max_iter: int = 500) -> Solution:
+    """Certified bounds on V for a flat float64 CUDA batch ``P[B, n1, n2, ny]`` (normalised),
+    to the gap ``tol``, as :func:`fastpid.cpp.solve` computes them."""
+    B, n1, n2, ny = P.shape
+    P = P.detach().to(torch.float64).contiguous()
+    opts = dict(dtype=torch.float64, device=P.device)
+    lower, upper = torch.empty(B, **opts), torch.empty(B, **opts)
+    f, g = torch.empty(B, n1, ny, **opts), torch.empty(B, n2, ny, **opts)
+    iterations = torch.empty(B, dtype=torch.int64, device=P.device)
+    work = torch.empty(B * workspace_doubles(n1, n2, ny), **opts)
+    with torch.cuda.device(P.device):
+        _ext().cuda_solve(B, _ptr(P), n1, n2, ny, float(tol), int(max_iter),
+                          WARM_STEPS, POLISH_SWEEPS, MU_FACTOR, True,
+                          _ptr(work), _ptr(lower), _ptr(upper), _ptr(f), _ptr(g), _ptr(iterations),
+                          _stream(P.device))
+    return Solution(lower, upper, f, g, iterations)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import fastpid
-from fastpid import cuda, solver
+from fastpid import cpp, cuda, solver
 from fastpid.info import mutual_informations, proxy_coupling_mi
 
 from helpers import random_joint
@@ -145,10 +145,9 @@ def test_backends_reports_cuda_with_a_reason():
 
 def test_cuda_backend_on_cpu_tensors_says_why():
     P = torch.from_numpy(_batch((3, 3, 2), "dense"))
-    with pytest.raises(RuntimeError, match="backend='cuda' is not available"):
-        fastpid.pid(P, method="fast", backend="cuda")
-    with pytest.raises(ValueError, match="method='exact'"):
-        fastpid.pid(P, backend="cuda")
+    for method in ("exact", "fast", "proxy"):
+        with pytest.raises(RuntimeError, match="backend='cuda' is not available"):
+            fastpid.pid(P, method=method, backend="cuda")
 
 
 # --- the compiled kernels on a GPU ------------------------------------------------------------
@@ -190,3 +189,18 @@ def test_gpu_pid_with_the_cuda_backend(method, marker):
     assert a.backend == "cuda" and fastpid.pid(P, method=method).backend == "cuda"
     for k in ("redundancy", "unique1", "unique2", "synergy", "gap"):
         torch.testing.assert_close(getattr(a, k), getattr(b, k), atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("shape", [(1, 1, 1), (3, 5, 2), (17, 3, 9), (8, 8, 8), (20, 20, 10)],
+                         ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("marker", [pytest.param(None, marks=gpu)])
+def test_gpu_exact_solver_matches_the_cpu_solver(shape, kind, marker):
+    P = torch.from_numpy(_batch(shape, kind, B=65, seed=11))  # two thread blocks, one partial
+    got = cuda.solve(P.cuda(), 1e-8)
+    ref = cpp.solve(P, 1e-8)
+    assert torch.all(got.upper - got.lower <= 1e-8)
+    torch.testing.assert_close(0.5 * (got.lower + got.upper).cpu(), 0.5 * (ref.lower + ref.upper),
+                               atol=1e-8, rtol=0)
+    res = fastpid.pid(P.cuda())
+    assert res.backend == "cuda" and bool(res.converged.all())

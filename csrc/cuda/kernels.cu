@@ -4,12 +4,14 @@
 
 #include "kernels.hpp"
 #include "launch.hpp"
+#include "solver_core.hpp"
 
 namespace fastpid::cuda {
 namespace {
 
 constexpr int kSharedLimit = 48 * 1024;  // dynamic shared memory without an opt-in
 constexpr int kJointThreads = 256;
+constexpr int kSolveThreads = 64;  // problems per block of the per-thread solver
 
 const char* check(cudaError_t e) { return e == cudaSuccess ? nullptr : cudaGetErrorString(e); }
 
@@ -84,6 +86,17 @@ __global__ void alternation_kernel(const T* P, int n1, int n2, int ny, int steps
                    g + p * n2 * ny, logR + p * n1 * n2);
 }
 
+// One problem per thread: the same sequential code as the C++ CPU solver.
+__global__ void solve_kernel(int64_t B, const double* P, int n1, int n2, int ny,
+                             fastpid::SolveOptions opt, double* work, int64_t work_per,
+                             double* lower, double* upper, double* f, double* g,
+                             int64_t* iterations) {
+  const int64_t b = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (b >= B) return;
+  fastpid::solve_one(P + b * n1 * n2 * ny, n1, n2, ny, opt, work + b * work_per, lower + b,
+                     upper + b, f + b * n1 * ny, g + b * n2 * ny, iterations + b);
+}
+
 template <class T>
 const char* joint_codes_t(int64_t N, const int64_t* x1, const int64_t* x2, const int64_t* y,
                           const int64_t* groups, const void* w, int n1, int n2, int ny, void* out,
@@ -151,6 +164,28 @@ int64_t closed_forms_global_work(int n1, int n2, int ny, bool f64) {
 int64_t alternation_global_work(int n1, int n2, int ny, bool f64) {
   const int64_t elems = alternation_work(n1, n2, ny);
   return fits_shared(elems, f64 ? sizeof(double) : sizeof(float)) ? 0 : elems;
+}
+
+int64_t solve_work(int n1, int n2, int ny) {
+  return static_cast<int64_t>(fastpid::solve_workspace_doubles(n1, n2, ny));
+}
+
+const char* solve(int64_t B, const double* P, int n1, int n2, int ny, double tol, int max_iter,
+                  int warm_steps, int polish_sweeps, double mu_factor, bool newton,
+                  double* work, double* lower, double* upper, double* f, double* g,
+                  int64_t* iterations, uintptr_t stream) {
+  if (B == 0) return nullptr;
+  fastpid::SolveOptions opt;
+  opt.tol = tol;
+  opt.max_iter = max_iter;
+  opt.warm_steps = warm_steps;
+  opt.polish_sweeps = polish_sweeps;
+  opt.mu_factor = mu_factor;
+  opt.newton = newton;
+  const unsigned blocks = static_cast<unsigned>((B + kSolveThreads - 1) / kSolveThreads);
+  solve_kernel<<<blocks, kSolveThreads, 0, as_stream(stream)>>>(
+      B, P, n1, n2, ny, opt, work, solve_work(n1, n2, ny), lower, upper, f, g, iterations);
+  return launched();
 }
 
 const char* joint_codes(bool f64, int64_t N, const int64_t* x1, const int64_t* x2,
