@@ -34,18 +34,18 @@ py::tuple device_count() {
 }
 
 void joint_codes(bool f64, int64_t N, uintptr_t x1, uintptr_t x2, uintptr_t y, uintptr_t groups,
-                 uintptr_t w, int n1, int n2, int ny, uintptr_t out, uintptr_t stream) {
+                 uintptr_t w, int n1, int n2, int ny, int G, uintptr_t out, uintptr_t stream) {
   check(cu::joint_codes(f64, N, ptr<const int64_t>(x1), ptr<const int64_t>(x2),
                         ptr<const int64_t>(y), ptr<const int64_t>(groups), ptr<const void>(w), n1,
-                        n2, ny, ptr<void>(out), stream),
+                        n2, ny, G, ptr<void>(out), stream),
         "joint_codes");
 }
 
 void joint_soft(bool f64, int64_t N, uintptr_t p1, uintptr_t p2, uintptr_t y, uintptr_t groups,
-                uintptr_t w, int n1, int n2, int ny, uintptr_t out, uintptr_t stream) {
+                uintptr_t w, int n1, int n2, int ny, int G, uintptr_t out, uintptr_t stream) {
   check(cu::joint_soft(f64, N, ptr<const void>(p1), ptr<const void>(p2), ptr<const int64_t>(y),
-                       ptr<const int64_t>(groups), ptr<const void>(w), n1, n2, ny, ptr<void>(out),
-                       stream),
+                       ptr<const int64_t>(groups), ptr<const void>(w), n1, n2, ny, G,
+                       ptr<void>(out), stream),
         "joint_soft");
 }
 

@@ -119,7 +119,7 @@ def joint_codes(x1, x2, y, sizes, *, groups=None, num_groups: int = 1, weights=N
     out = torch.zeros(num_groups, n1, n2, ny, dtype=dtype, device=x1.device)
     with torch.cuda.device(x1.device):
         _ext().cuda_joint_codes(f64, x1.shape[0], *map(_ptr, codes), _ptr(groups), _ptr(weights),
-                                n1, n2, ny, _ptr(out), _stream(x1.device))
+                                n1, n2, ny, num_groups, _ptr(out), _stream(x1.device))
     return out
 
 
@@ -137,7 +137,7 @@ def joint_soft(p1, p2, y, ny: int, *, groups=None, num_groups: int = 1, weights=
     out = torch.zeros(num_groups, n1, n2, ny, dtype=p1.dtype, device=p1.device)
     with torch.cuda.device(p1.device):
         _ext().cuda_joint_soft(f64, N, _ptr(p1), _ptr(p2), _ptr(y), _ptr(groups), _ptr(weights),
-                               n1, n2, ny, _ptr(out), _stream(p1.device))
+                               n1, n2, ny, num_groups, _ptr(out), _stream(p1.device))
     return out
 
 

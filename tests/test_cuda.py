@@ -100,23 +100,31 @@ def _reference_joint_codes(x1, x2, y, g, w, sizes, G, dtype):
     return ref
 
 
+# Samples go to a block-private histogram (shared memory) flushed once per block, or straight
+# to the output; three blocks check the flush of each.
+GRIDS = {"private": dict(blocks=3, threads=13, private_hist=True),
+         "direct": dict(blocks=3, threads=13, private_hist=False)}
+
+
+@pytest.mark.parametrize("grid", list(GRIDS))
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("weights", [False, True])
 @pytest.mark.parametrize("groups", [False, True])
-def test_emulated_joint_from_codes(groups, weights, dtype):
+def test_emulated_joint_from_codes(groups, weights, dtype, grid):
     sizes, G, N = (5, 3, 4), 3, 777
     x1, x2, y, g, w = _codes(N, sizes, G, seed=1)
     got = emulate.joint_codes(x1.numpy(), x2.numpy(), y.numpy(), g.numpy() if groups else None,
-                              w.numpy() if weights else None, *sizes, G if groups else 1, 13,
-                              dtype == torch.float64)
+                              w.numpy() if weights else None, *sizes, G if groups else 1,
+                              f64=dtype == torch.float64, **GRIDS[grid])
     ref = _reference_joint_codes(x1, x2, y, g if groups else torch.zeros_like(g),
                                  w if weights else torch.ones(N, dtype=torch.float64), sizes, G if groups else 1, dtype)
     torch.testing.assert_close(torch.from_numpy(got), ref, atol=1e-12 if dtype == torch.float64 else 1e-4, rtol=1e-6)
 
 
+@pytest.mark.parametrize("grid", list(GRIDS))
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("shape", [(1, 1, 1), (7, 3, 5), (17, 33, 2)], ids=lambda s: "x".join(map(str, s)))
-def test_emulated_joint_from_soft_rows(shape, dtype):
+def test_emulated_joint_from_soft_rows(shape, dtype, grid):
     n1, n2, ny = shape
     gen = torch.Generator().manual_seed(2)
     N, G = 300, 2
@@ -127,7 +135,7 @@ def test_emulated_joint_from_soft_rows(shape, dtype):
     g = torch.randint(0, G, (N,), generator=gen)
     w = torch.rand(N, generator=gen, dtype=torch.float64)
     got = emulate.joint_soft(p1.numpy().astype(dtype), p2.numpy().astype(dtype), y.numpy(), g.numpy(),
-                             w.numpy().astype(dtype), ny, G, 32)
+                             w.numpy().astype(dtype), ny, G, **GRIDS[grid])
     ref = torch.zeros(G, n1, n2, ny, dtype=torch.float64)
     for n in range(N):
         ref[g[n], :, :, y[n]] += w[n] * torch.outer(p1[n], p2[n])

@@ -29,38 +29,55 @@ void check_threads(int threads) {
 
 const int64_t* codes_or_null(const std::optional<Codes>& a) { return a ? a->data() : nullptr; }
 
+// A grid of `blocks` blocks of `threads` threads, run one block after another; with
+// private_hist each block has its own zeroed histogram of the `bins` outputs (the kernels'
+// shared memory), else the samples go straight to the output.
+template <class T, class Body>
+void run_joint_grid(int blocks, int threads, bool private_hist, int64_t bins, Body body) {
+  if (blocks < 1) throw std::invalid_argument("blocks must be >= 1");
+  check_threads(threads);
+  std::vector<T> hist(private_hist ? bins : 0);
+  for (int blk = 0; blk < blocks; ++blk)
+    run_host_block(threads, [&](HostBlock b) {
+      body(b, int64_t(blk) * threads + b.rank(), int64_t(blocks) * threads,
+           private_hist ? hist.data() : nullptr);
+    });
+}
+
 template <class T>
 py::array joint_codes(Codes x1, Codes x2, Codes y, std::optional<Codes> groups,
                       std::optional<py::array> weights, int n1, int n2, int ny, int G,
-                      int threads) {
-  check_threads(threads);
+                      int blocks, int threads, bool private_hist) {
   Array<T> out({G, n1, n2, ny});
   std::fill(out.mutable_data(), out.mutable_data() + out.size(), T(0));
   std::optional<py::array_t<T, py::array::c_style | py::array::forcecast>> w;
   if (weights) w = py::array_t<T, py::array::c_style | py::array::forcecast>::ensure(*weights);
-  const int64_t N = x1.size();
+  const int64_t N = x1.size(), bins = out.size();
   T* o = out.mutable_data();
-  run_host_block(threads, [&](HostBlock b) {
-    fastpid::cuda::joint_codes_body(b, b.rank(), b.size(), N, x1.data(), x2.data(), y.data(),
+  run_joint_grid<T>(blocks, threads, private_hist, bins, [&](HostBlock b, int64_t start,
+                                                             int64_t stride, T* hist) {
+    fastpid::cuda::joint_codes_body(b, start, stride, N, x1.data(), x2.data(), y.data(),
                                     codes_or_null(groups), w ? w->data() : nullptr, n1, n2, ny,
-                                    o);
+                                    bins, hist, o);
   });
   return out;
 }
 
 template <class T>
 Array<T> joint_soft(Array<T> p1, Array<T> p2, Codes y, std::optional<Codes> groups,
-                    std::optional<Array<T>> weights, int ny, int G, int threads) {
-  check_threads(threads);
+                    std::optional<Array<T>> weights, int ny, int G, int blocks, int threads,
+                    bool private_hist) {
   const int64_t N = p1.shape(0);
   const int n1 = static_cast<int>(p1.shape(1)), n2 = static_cast<int>(p2.shape(1));
   Array<T> out({G, n1, n2, ny});
   std::fill(out.mutable_data(), out.mutable_data() + out.size(), T(0));
+  const int64_t bins = out.size();
   T* o = out.mutable_data();
   const T* w = weights ? weights->data() : nullptr;
-  run_host_block(threads, [&](HostBlock b) {
-    fastpid::cuda::joint_soft_body(b, b.rank(), b.size(), N, p1.data(), p2.data(), y.data(),
-                                   codes_or_null(groups), w, n1, n2, ny, o);
+  run_joint_grid<T>(blocks, threads, private_hist, bins, [&](HostBlock b, int64_t start,
+                                                             int64_t stride, T* hist) {
+    fastpid::cuda::joint_soft_body(b, start, stride, N, p1.data(), p2.data(), y.data(),
+                                   codes_or_null(groups), w, n1, n2, ny, bins, hist, o);
   });
   return out;
 }
@@ -106,7 +123,8 @@ py::tuple alternation(Array<T> P, int steps, double omega, int threads) {
 template <class T>
 void register_dtype(py::module_& e) {
   e.def("joint_soft", &joint_soft<T>, py::arg("p1"), py::arg("p2"), py::arg("y"),
-        py::arg("groups"), py::arg("weights"), py::arg("ny"), py::arg("G"), py::arg("threads"));
+        py::arg("groups"), py::arg("weights"), py::arg("ny"), py::arg("G"), py::arg("blocks"),
+        py::arg("threads"), py::arg("private_hist"));
   e.def("closed_forms", &closed_forms<T>, py::arg("P"), py::arg("threads"));
   e.def("alternation", &alternation<T>, py::arg("P"), py::arg("steps"), py::arg("omega"),
         py::arg("threads"));
@@ -124,11 +142,14 @@ void register_emulation(py::module_& m) {
   e.def(
       "joint_codes",
       [](Codes x1, Codes x2, Codes y, std::optional<Codes> groups,
-         std::optional<py::array> weights, int n1, int n2, int ny, int G, int threads, bool f64) {
-        return f64 ? joint_codes<double>(x1, x2, y, groups, weights, n1, n2, ny, G, threads)
-                   : joint_codes<float>(x1, x2, y, groups, weights, n1, n2, ny, G, threads);
+         std::optional<py::array> weights, int n1, int n2, int ny, int G, int blocks,
+         int threads, bool private_hist, bool f64) {
+        return f64 ? joint_codes<double>(x1, x2, y, groups, weights, n1, n2, ny, G, blocks,
+                                         threads, private_hist)
+                   : joint_codes<float>(x1, x2, y, groups, weights, n1, n2, ny, G, blocks,
+                                        threads, private_hist);
       },
       py::arg("x1"), py::arg("x2"), py::arg("y"), py::arg("groups"), py::arg("weights"),
-      py::arg("n1"), py::arg("n2"), py::arg("ny"), py::arg("G"), py::arg("threads"),
-      py::arg("f64"));
+      py::arg("n1"), py::arg("n2"), py::arg("ny"), py::arg("G"), py::arg("blocks"),
+      py::arg("threads"), py::arg("private_hist"), py::arg("f64"));
 }

@@ -11,6 +11,7 @@ namespace {
 
 constexpr int kSharedLimit = 48 * 1024;  // dynamic shared memory without an opt-in
 constexpr int kJointThreads = 256;
+constexpr unsigned kJointPrivateBlocks = 1024;  // grid cap of the private-histogram joints
 constexpr int kSolveThreads = 64;  // problems per block of the per-thread solver
 
 const char* check(cudaError_t e) { return e == cudaSuccess ? nullptr : cudaGetErrorString(e); }
@@ -35,7 +36,7 @@ unsigned grid_for(int64_t items, int threads) {
   return static_cast<unsigned>(blocks < 1 ? 1 : (blocks > (1 << 20) ? (1 << 20) : blocks));
 }
 
-bool fits_shared(int64_t elems, size_t item) {
+__host__ __device__ bool fits_shared(int64_t elems, size_t item) {
   return elems * static_cast<int64_t>(item) <= kSharedLimit;
 }
 
@@ -46,24 +47,45 @@ __device__ T* problem_work(T* global_work, int64_t elems) {
   return global_work ? global_work + blockIdx.x * elems : reinterpret_cast<T*>(shared_bytes);
 }
 
+// The block-private histogram of the joint kernels, when `bins` of them fit in shared memory.
+template <class T>
+__device__ T* private_histogram(int64_t bins) {
+  extern __shared__ __align__(16) unsigned char shared_bytes[];
+  return fits_shared(bins, sizeof(T)) ? reinterpret_cast<T*>(shared_bytes) : nullptr;
+}
+
 template <class T>
 __global__ void joint_codes_kernel(int64_t N, const int64_t* x1, const int64_t* x2,
                                    const int64_t* y, const int64_t* groups, const T* w, int n1,
-                                   int n2, int ny, T* out) {
+                                   int n2, int ny, int64_t bins, T* out) {
   CudaBlock b{nullptr};
   joint_codes_body(b, blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x,
                    static_cast<int64_t>(gridDim.x) * blockDim.x, N, x1, x2, y, groups, w, n1, n2,
-                   ny, out);
+                   ny, bins, private_histogram<T>(bins), out);
 }
 
 template <class T>
 __global__ void joint_soft_kernel(int64_t N, const T* p1, const T* p2, const int64_t* y,
                                   const int64_t* groups, const T* w, int n1, int n2, int ny,
-                                  T* out) {
+                                  int64_t bins, T* out) {
   CudaBlock b{nullptr};
   joint_soft_body(b, blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x,
                   static_cast<int64_t>(gridDim.x) * blockDim.x, N, p1, p2, y, groups, w, n1, n2,
-                  ny, out);
+                  ny, bins, private_histogram<T>(bins), out);
+}
+
+// Launch shape of a joint kernel over `items` work items into `bins` outputs: with private
+// histograms, few blocks (each flushes all its bins once), else one item per thread.
+struct JointLaunch {
+  unsigned blocks;
+  size_t shared;
+};
+
+template <class T>
+JointLaunch joint_launch(int64_t items, int64_t bins) {
+  if (!fits_shared(bins, sizeof(T))) return {grid_for(items, kJointThreads), 0};
+  const unsigned blocks = grid_for(items, kJointThreads);
+  return {blocks < kJointPrivateBlocks ? blocks : kJointPrivateBlocks, bins * sizeof(T)};
 }
 
 template <class T>
@@ -99,24 +121,28 @@ __global__ void solve_kernel(int64_t B, const double* P, int n1, int n2, int ny,
 
 template <class T>
 const char* joint_codes_t(int64_t N, const int64_t* x1, const int64_t* x2, const int64_t* y,
-                          const int64_t* groups, const void* w, int n1, int n2, int ny, void* out,
+                          const int64_t* groups, const void* w, int n1, int n2, int ny, int G,
+                          void* out,
                           uintptr_t stream) {
   if (N == 0) return nullptr;
-  joint_codes_kernel<T><<<grid_for(N, kJointThreads), kJointThreads, 0, as_stream(stream)>>>(
-      N, x1, x2, y, groups, static_cast<const T*>(w), n1, n2, ny, static_cast<T*>(out));
+  const int64_t bins = static_cast<int64_t>(G) * n1 * n2 * ny;
+  const JointLaunch l = joint_launch<T>(N, bins);
+  joint_codes_kernel<T><<<l.blocks, kJointThreads, l.shared, as_stream(stream)>>>(
+      N, x1, x2, y, groups, static_cast<const T*>(w), n1, n2, ny, bins, static_cast<T*>(out));
   return launched();
 }
 
 template <class T>
 const char* joint_soft_t(int64_t N, const void* p1, const void* p2, const int64_t* y,
-                         const int64_t* groups, const void* w, int n1, int n2, int ny, void* out,
+                         const int64_t* groups, const void* w, int n1, int n2, int ny, int G,
+                         void* out,
                          uintptr_t stream) {
   if (N == 0) return nullptr;
-  joint_soft_kernel<T><<<grid_for(N * n1 * n2, kJointThreads), kJointThreads, 0,
-                         as_stream(stream)>>>(N, static_cast<const T*>(p1),
-                                              static_cast<const T*>(p2), y, groups,
-                                              static_cast<const T*>(w), n1, n2, ny,
-                                              static_cast<T*>(out));
+  const int64_t bins = static_cast<int64_t>(G) * n1 * n2 * ny;
+  const JointLaunch l = joint_launch<T>(N * n1 * n2, bins);
+  joint_soft_kernel<T><<<l.blocks, kJointThreads, l.shared, as_stream(stream)>>>(
+      N, static_cast<const T*>(p1), static_cast<const T*>(p2), y, groups,
+      static_cast<const T*>(w), n1, n2, ny, bins, static_cast<T*>(out));
   return launched();
 }
 
@@ -190,16 +216,16 @@ const char* solve(int64_t B, const double* P, int n1, int n2, int ny, double tol
 
 const char* joint_codes(bool f64, int64_t N, const int64_t* x1, const int64_t* x2,
                         const int64_t* y, const int64_t* groups, const void* w, int n1, int n2,
-                        int ny, void* out, uintptr_t stream) {
-  return f64 ? joint_codes_t<double>(N, x1, x2, y, groups, w, n1, n2, ny, out, stream)
-             : joint_codes_t<float>(N, x1, x2, y, groups, w, n1, n2, ny, out, stream);
+                        int ny, int G, void* out, uintptr_t stream) {
+  return f64 ? joint_codes_t<double>(N, x1, x2, y, groups, w, n1, n2, ny, G, out, stream)
+             : joint_codes_t<float>(N, x1, x2, y, groups, w, n1, n2, ny, G, out, stream);
 }
 
 const char* joint_soft(bool f64, int64_t N, const void* p1, const void* p2, const int64_t* y,
-                       const int64_t* groups, const void* w, int n1, int n2, int ny, void* out,
-                       uintptr_t stream) {
-  return f64 ? joint_soft_t<double>(N, p1, p2, y, groups, w, n1, n2, ny, out, stream)
-             : joint_soft_t<float>(N, p1, p2, y, groups, w, n1, n2, ny, out, stream);
+                       const int64_t* groups, const void* w, int n1, int n2, int ny, int G,
+                       void* out, uintptr_t stream) {
+  return f64 ? joint_soft_t<double>(N, p1, p2, y, groups, w, n1, n2, ny, G, out, stream)
+             : joint_soft_t<float>(N, p1, p2, y, groups, w, n1, n2, ny, G, out, stream);
 }
 
 const char* closed_forms(bool f64, int64_t B, const void* P, int n1, int n2, int ny, void* out,

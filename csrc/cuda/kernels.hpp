@@ -39,19 +39,38 @@ FASTPID_BODY T logsumexp(int n, F x) {
 // ---------------------------------------------------------------------------------------
 // Joint distributions (unnormalised). Threads stride over the samples of the whole grid:
 // `start` is the thread's global index and `stride` the number of threads in the grid.
+// With a block-private histogram `hist` (shared memory, the `bins` entries of out), samples
+// land there by fast shared-memory atomics and each block then adds one value per bin to
+// out; with hist == nullptr they go straight to out.
+
+template <class Blk, class T, class AddSamples>
+FASTPID_BODY void accumulate(const Blk& b, T* hist, int64_t bins, T* out, AddSamples add_samples) {
+  if (!hist) {
+    add_samples(out);
+    return;
+  }
+  for (int64_t k = b.rank(); k < bins; k += b.size()) hist[k] = T(0);
+  b.sync();
+  add_samples(hist);
+  b.sync();
+  for (int64_t k = b.rank(); k < bins; k += b.size())
+    if (hist[k] != T(0)) b.atomic_add(out + k, hist[k]);
+}
 
 // out[g][x1][x2][y] += w for every sample (codes are in range; groups/weights may be null).
 template <class Blk, class T>
 FASTPID_BODY void joint_codes_body(const Blk& b, int64_t start, int64_t stride, int64_t N,
                                    const int64_t* x1, const int64_t* x2, const int64_t* y,
                                    const int64_t* groups, const T* weights, int n1, int n2,
-                                   int ny, T* out) {
-  for (int64_t s = start; s < N; s += stride) {
-    int64_t idx = x1[s];
-    if (groups) idx += groups[s] * n1;
-    idx = (idx * n2 + x2[s]) * ny + y[s];
-    b.atomic_add(out + idx, weights ? weights[s] : T(1));
-  }
+                                   int ny, int64_t bins, T* hist, T* out) {
+  accumulate(b, hist, bins, out, [&](T* dst) {
+    for (int64_t s = start; s < N; s += stride) {
+      int64_t idx = x1[s];
+      if (groups) idx += groups[s] * n1;
+      idx = (idx * n2 + x2[s]) * ny + y[s];
+      b.atomic_add(dst + idx, weights ? weights[s] : T(1));
+    }
+  });
 }
 
 // out[g][:, :, y] += w * p1 ⊗ p2 for every sample; threads stride over (sample, x1, x2).
@@ -59,16 +78,18 @@ template <class Blk, class T>
 FASTPID_BODY void joint_soft_body(const Blk& b, int64_t start, int64_t stride, int64_t N,
                                   const T* p1, const T* p2, const int64_t* y,
                                   const int64_t* groups, const T* weights, int n1, int n2,
-                                  int ny, T* out) {
+                                  int ny, int64_t bins, T* hist, T* out) {
   const int64_t per = static_cast<int64_t>(n1) * n2;
-  for (int64_t t = start; t < N * per; t += stride) {
-    const int64_t s = t / per;
-    const int i = static_cast<int>((t % per) / n2), j = static_cast<int>(t % n2);
-    T v = p1[s * n1 + i] * p2[s * n2 + j];
-    if (weights) v *= weights[s];
-    int64_t base = groups ? groups[s] * per * ny : 0;
-    b.atomic_add(out + base + (static_cast<int64_t>(i) * n2 + j) * ny + y[s], v);
-  }
+  accumulate(b, hist, bins, out, [&](T* dst) {
+    for (int64_t t = start; t < N * per; t += stride) {
+      const int64_t s = t / per;
+      const int i = static_cast<int>((t % per) / n2), j = static_cast<int>(t % n2);
+      T v = p1[s * n1 + i] * p2[s * n2 + j];
+      if (weights) v *= weights[s];
+      const int64_t base = groups ? groups[s] * per * ny : 0;
+      b.atomic_add(dst + base + (static_cast<int64_t>(i) * n2 + j) * ny + y[s], v);
+    }
+  });
 }
 
 // ---------------------------------------------------------------------------------------

@@ -18,13 +18,14 @@ const char* device_count(int* count);
 int64_t closed_forms_global_work(int n1, int n2, int ny, bool f64);
 int64_t alternation_global_work(int n1, int n2, int ny, bool f64);
 
-// Adds the (weighted) count of each code triple to out[G][n1][n2][ny]; groups/weights may be null.
+// Adds the (weighted) count of each code triple to out[G][n1][n2][ny]; groups/weights may be null
+// (G = 1 without groups).
 const char* joint_codes(bool f64, int64_t N, const int64_t* x1, const int64_t* x2,
                         const int64_t* y, const int64_t* groups, const void* weights, int n1,
-                        int n2, int ny, void* out, uintptr_t stream);
+                        int n2, int ny, int G, void* out, uintptr_t stream);
 // Adds w_n p1[n] ⊗ p2[n] at y_n (and group g_n) to out[G][n1][n2][ny].
 const char* joint_soft(bool f64, int64_t N, const void* p1, const void* p2, const int64_t* y,
-                       const int64_t* groups, const void* weights, int n1, int n2, int ny,
+                       const int64_t* groups, const void* weights, int n1, int n2, int ny, int G,
                        void* out, uintptr_t stream);
 // out[B][4] = (I(X1,X2;Y), I(X1;Y), I(X2;Y), I_Q0) of P[B][n1][n2][ny].
 const char* closed_forms(bool f64, int64_t B, const void* P, int n1, int n2, int ny, void* out,
