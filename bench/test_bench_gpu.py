@@ -24,6 +24,7 @@ import torch
 import fastpid
 from bench import problems, report
 from fastpid.cvx import solve_cvx
+from fastpid.solver import WARM_STEPS
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -80,9 +81,36 @@ def _copy_bandwidth() -> float:
     return 2 * x.numel() * 8 / best
 
 
+def _fp64_rate() -> float:
+    """Float64 matrix-product rate (flop/s, best of 3): the arithmetic ceiling of the run."""
+    a = torch.randn(4096, 4096, dtype=torch.float64, device="cuda")
+    best = float("inf")
+    for _ in range(4):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        a @ a
+        torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return 2 * 4096**3 / best
+
+
+def newton_flops(n1: int, n2: int, ny: int) -> float:
+    """Floating-point operations of one Newton iteration of the exact solver (Schur side
+    m = n2 * ny): the Schur updates of the n1 per-x1 blocks (about 4 n1 n2^2 ny^2), the
+    Cholesky of the m x m Schur complement (m^3 / 3), and the cell weights and one line-search
+    trial (about 2 n1 n2 ny exp/log, counted as 20 flops each)."""
+    m = n2 * ny
+    return 4 * n1 * n2**2 * ny**2 + m**3 / 3 + 40 * n1 * n2 * ny
+
+
 @pytest.fixture(scope="module")
 def bandwidth():
     return _copy_bandwidth()
+
+
+@pytest.fixture(scope="module")
+def fp64_rate():
+    return _fp64_rate()
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -135,7 +163,7 @@ def _reference(P: np.ndarray) -> np.ndarray:
     ("proxy", "cuda"), ("proxy", "triton"), ("proxy", "torch"),
 ])
 @pytest.mark.parametrize("family", ["dense_8x8x8", "clustered_20x20x10"])
-def test_gpu_pid(benchmark, pytestconfig, bandwidth, family, method, backend):
+def test_gpu_pid(benchmark, pytestconfig, bandwidth, fp64_rate, family, method, backend):
     if not fastpid.backends()[backend]["available"]:
         pytest.skip(fastpid.backends()[backend]["reason"])
     n = _batch_sizes(pytestconfig)[family]
@@ -149,13 +177,18 @@ def test_gpu_pid(benchmark, pytestconfig, bandwidth, family, method, backend):
     gap = float(res.gap.max())
     if method == "exact":
         assert gap <= 1e-6 and err <= 1e-6 + 1e-10
-    bytes_in = P.numel() * 8
+    floor = f"reading P once: {P.numel() * 8 / bandwidth * 1e3:.3f} ms"
+    if method == "exact":
+        n_small = min(P.shape[1:3])  # the solver puts the smaller source on the Schur side
+        newton_steps = float((res.iterations - WARM_STEPS).clamp_min(0).sum())  # warm-up steps are cheap
+        flops = newton_steps * newton_flops(max(P.shape[1:3]), n_small, P.shape[3])
+        floor += f"; {flops:.2g} flop at the fp64 matmul rate {fp64_rate / 1e12:.0f} TF/s: {flops / fp64_rate * 1e3:.1f} ms"
     ROWS.append({
         "family": family, "method": method, "backend": backend, "problems": n,
         "seconds": t, "per_second": n / t,
         "speedup_vs_cvxpy": _cvx_ms_per_problem(family) / (1e3 * t / n),
         "max_abs_error": err,
-        "floor": f"reading P once: {bytes_in / bandwidth * 1e3:.3f} ms",
+        "floor": floor,
         "notes": f"max gap {gap:.1e}, iterations ≤ {int(res.iterations.max())}",
     })
 
