@@ -137,12 +137,16 @@ FASTPID_BODY T proxy_mass(const Marginals<T>& m, int i, int j, int ny) {
   return q;
 }
 
-// out[0..3] = I(X1,X2;Y), I(X1;Y), I(X2;Y) and I of the proxy Q0 = P(x1,y) P(x2,y) / p(y),
-// in nats. `work` holds Marginals::size doubles.
+template <class T>
+struct ClosedForms {
+  T mi, mi1, mi2, mi_q0;  // I(X1,X2;Y), I(X1;Y), I(X2;Y) and I of the proxy, in nats
+};
+
+// I(X1,X2;Y), I(X1;Y), I(X2;Y) and I of the proxy Q0 = P(x1,y) P(x2,y) / p(y), returned to
+// every thread (block-wide sums).
 template <class Blk, class T>
-FASTPID_BODY void closed_forms_body(const Blk& b, const T* P, int n1, int n2, int ny, T* work,
-                                    T* out) {
-  const Marginals<T> m = marginals(b, P, n1, n2, ny, work);
+FASTPID_BODY ClosedForms<T> closed_forms_from(const Blk& b, const T* P, const Marginals<T>& m,
+                                              int n1, int n2, int ny) {
   T h12y = 0, h12 = 0, hq = 0, h1y = 0, h1 = 0, h2y = 0, h2 = 0, hy = 0;
   for (int c = b.rank(); c < n1 * n2; c += b.size()) {
     T mass = 0;
@@ -179,11 +183,19 @@ FASTPID_BODY void closed_forms_body(const Blk& b, const T* P, int n1, int n2, in
   h2y = b.sum(h2y);
   h2 = b.sum(h2);
   hy = b.sum(hy);
+  return {h12 + hy - h12y, h1 + hy - h1y, h2 + hy - h2y, hq + T(2) * hy - h1y - h2y};
+}
+
+// out[0..3] = the closed forms of P; `work` holds Marginals::size doubles.
+template <class Blk, class T>
+FASTPID_BODY void closed_forms_body(const Blk& b, const T* P, int n1, int n2, int ny, T* work,
+                                    T* out) {
+  const ClosedForms<T> cf = closed_forms_from(b, P, marginals(b, P, n1, n2, ny, work), n1, n2, ny);
   if (b.rank() == 0) {
-    out[0] = h12 + hy - h12y;
-    out[1] = h1 + hy - h1y;
-    out[2] = h2 + hy - h2y;
-    out[3] = hq + T(2) * hy - h1y - h2y;
+    out[0] = cf.mi;
+    out[1] = cf.mi1;
+    out[2] = cf.mi2;
+    out[3] = cf.mi_q0;
   }
 }
 
@@ -192,22 +204,63 @@ FASTPID_BODY void closed_forms_body(const Blk& b, const T* P, int n1, int n2, in
 // per step a Sinkhorn sweep f <- la - lse_j(logR + g), g <- lb - lse_i(logR + f), then
 // R <- R s^omega normalised, s(i, j) = sum_y p(y) exp(f + g). Ends with a row update.
 
+// The arrays of the alternation, in this order in its `work`: marginals, log p(y), la, lb, f, g,
+// log R, log s. The certified solver keeps them as its own (solver_block.hpp).
+template <class T>
+struct AlternationState {
+  Marginals<T> m;
+  T *logpy, *la, *lb, *f, *g, *logR, *ls;
+
+  static FASTPID_BOTH int64_t size(int n1, int n2, int ny) {
+    return Marginals<T>::size(n1, n2, ny) + ny + 2 * (n1 + n2) * ny + 2 * n1 * n2;
+  }
+};
+
 FASTPID_BOTH int64_t alternation_work(int n1, int n2, int ny) {
-  // marginals, log p(y), la, lb, f, g, log R, log s
-  return Marginals<double>::size(n1, n2, ny) + ny + 2 * (n1 + n2) * ny + 2 * n1 * n2;
+  return AlternationState<double>::size(n1, n2, ny);
+}
+
+// Sinkhorn half-steps on kernel R, for the rows f[i][y] = la - lse_j(logR + g) and the columns
+// g[j][y] = lb - lse_i(logR + f); -inf where P(x1, y) = 0 (P(x2, y) = 0). f and g are -inf
+// there, so masked terms drop out of every lse. Threads stride over the entries they write.
+template <class Blk, class T>
+FASTPID_BODY void update_rows(const Blk& b, int n1, int n2, int ny, const T* p1y, const T* la,
+                              const T* logR, const T* g, T* f) {
+  for (int k = b.rank(); k < n1 * ny; k += b.size()) {
+    const int i = k / ny, y = k % ny;
+    f[k] = p1y[k] > T(0)
+               ? la[k] - logsumexp<T>(n2, [&](int j) { return logR[i * n2 + j] + g[j * ny + y]; })
+               : neg_inf<T>();
+  }
 }
 
 template <class Blk, class T>
-FASTPID_BODY void alternation_body(const Blk& b, const T* P, int n1, int n2, int ny, int steps,
-                                   T omega, T* work, T* f_out, T* g_out, T* logR_out) {
-  const Marginals<T> m = marginals(b, P, n1, n2, ny, work);
-  T* logpy = work + Marginals<T>::size(n1, n2, ny);
-  T* la = logpy + ny;
-  T* lb = la + n1 * ny;
-  T* f = lb + n2 * ny;
-  T* g = f + n1 * ny;
-  T* logR = g + n2 * ny;
-  T* ls = logR + n1 * n2;
+FASTPID_BODY void update_columns(const Blk& b, int n1, int n2, int ny, const T* p2y, const T* lb,
+                                 const T* logR, const T* f, T* g) {
+  for (int k = b.rank(); k < n2 * ny; k += b.size()) {
+    const int j = k / ny, y = k % ny;
+    g[k] = p2y[k] > T(0)
+               ? lb[k] - logsumexp<T>(n1, [&](int i) { return logR[i * n2 + j] + f[i * ny + y]; })
+               : neg_inf<T>();
+  }
+}
+
+// Runs the alternation in `work` (alternation_work elements) and returns where its arrays are;
+// ends with a barrier.
+template <class Blk, class T>
+FASTPID_BODY AlternationState<T> alternate(const Blk& b, const T* P, int n1, int n2, int ny,
+                                           int steps, T omega, T* work) {
+  AlternationState<T> s;
+  s.m = marginals(b, P, n1, n2, ny, work);
+  s.logpy = work + Marginals<T>::size(n1, n2, ny);
+  s.la = s.logpy + ny;
+  s.lb = s.la + n1 * ny;
+  s.f = s.lb + n2 * ny;
+  s.g = s.f + n1 * ny;
+  s.logR = s.g + n2 * ny;
+  s.ls = s.logR + n1 * n2;
+  const Marginals<T>& m = s.m;
+  T *logpy = s.logpy, *la = s.la, *lb = s.lb, *f = s.f, *g = s.g, *logR = s.logR, *ls = s.ls;
   const T ninf = neg_inf<T>();
   const int r = b.rank(), nt = b.size();
 
@@ -225,24 +278,10 @@ FASTPID_BODY void alternation_body(const Blk& b, const T* P, int n1, int n2, int
   }
   b.sync();
 
-  // f is -inf where P(x1, y) = 0, g where P(x2, y) = 0: masked terms drop out of every lse.
-  auto row_update = [&] {
-    for (int k = r; k < n1 * ny; k += nt) {
-      const int i = k / ny, y = k % ny;
-      f[k] = m.p1y[k] > T(0)
-                 ? la[k] - logsumexp<T>(n2, [&](int j) { return logR[i * n2 + j] + g[j * ny + y]; })
-                 : ninf;
-    }
+  for (int step = 0; step < steps; ++step) {
+    update_rows(b, n1, n2, ny, m.p1y, la, logR, g, f);
     b.sync();
-  };
-  for (int s = 0; s < steps; ++s) {
-    row_update();
-    for (int k = r; k < n2 * ny; k += nt) {
-      const int j = k / ny, y = k % ny;
-      g[k] = m.p2y[k] > T(0)
-                 ? lb[k] - logsumexp<T>(n1, [&](int i) { return logR[i * n2 + j] + f[i * ny + y]; })
-                 : ninf;
-    }
+    update_columns(b, n1, n2, ny, m.p2y, lb, logR, f, g);
     b.sync();
     T local_max = ninf;
     for (int c = r; c < n1 * n2; c += nt) {
@@ -259,10 +298,18 @@ FASTPID_BODY void alternation_body(const Blk& b, const T* P, int n1, int n2, int
     for (int c = r; c < n1 * n2; c += nt) logR[c] -= z;
     b.sync();
   }
-  row_update();
-  for (int k = r; k < n1 * ny; k += nt) f_out[k] = f[k];
-  for (int k = r; k < n2 * ny; k += nt) g_out[k] = g[k];
-  for (int c = r; c < n1 * n2; c += nt) logR_out[c] = logR[c];
+  update_rows(b, n1, n2, ny, m.p1y, la, logR, g, f);
+  b.sync();
+  return s;
+}
+
+template <class Blk, class T>
+FASTPID_BODY void alternation_body(const Blk& b, const T* P, int n1, int n2, int ny, int steps,
+                                   T omega, T* work, T* f_out, T* g_out, T* logR_out) {
+  const AlternationState<T> s = alternate(b, P, n1, n2, ny, steps, omega, work);
+  for (int k = b.rank(); k < n1 * ny; k += b.size()) f_out[k] = s.f[k];
+  for (int k = b.rank(); k < n2 * ny; k += b.size()) g_out[k] = s.g[k];
+  for (int c = b.rank(); c < n1 * n2; c += b.size()) logR_out[c] = s.logR[c];
 }
 
 }  // namespace fastpid::cuda
