@@ -88,6 +88,42 @@ def test_emulated_batch_of_one_and_many():
         _same_finite(emulate.closed_forms(P, 32), _reference_closed_forms(P), 1e-12)
 
 
+def _cpu_solve(P, tol=1e-8, max_iter=500):
+    return C.solve(P, tol, max_iter, solver.WARM_STEPS, solver.POLISH_SWEEPS, solver.MU_FACTOR, True)
+
+
+def _assert_solves_like_the_cpu_solver(got, ref, tol=1e-8):
+    """Certified to tol, V within 1e-9, the same masks of f and g, and the same iteration
+    counts up to 2 (reductions in another order round differently; so far they are equal)."""
+    lower, upper, f, g, iterations = (np.asarray(x) for x in got)
+    assert np.all(upper - lower <= tol)
+    np.testing.assert_allclose(0.5 * (lower + upper), 0.5 * (ref[0] + ref[1]), atol=1e-9, rtol=0)
+    assert np.array_equal(np.isfinite(f), np.isfinite(ref[2]))
+    assert np.array_equal(np.isfinite(g), np.isfinite(ref[3]))
+    assert np.all(np.abs(iterations - ref[4]) <= 2), (iterations, ref[4])
+
+
+# Threads per emulated block: more than any phase has items (64) only on the small shapes, as
+# each host barrier costs ~1 ms at 64 threads on two cores.
+SOLVER_CASES = [(shape, threads) for shape in SHAPES
+                for threads in ([1, 7, 32, 64] if np.prod(shape) <= 30 else [1, 7, 32])]
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("shape, threads", SOLVER_CASES,
+                         ids=["x".join(map(str, s)) + f"-t{t}" for s, t in SOLVER_CASES])
+def test_emulated_block_solver_matches_the_cpu_solver(shape, threads, kind):
+    P = _batch(shape, kind, B=2, seed=sum(shape))
+    _assert_solves_like_the_cpu_solver(emulate.solve(P, 1e-8, 500, threads), _cpu_solve(P))
+
+
+def test_block_solver_workspace_fits_shared_memory():
+    # An H100 gives a block up to 227 KB of shared memory: 8x8x8 takes the block solver,
+    # 20x20x10 (a Schur complement of side 200) one problem per thread.
+    assert emulate.solve_work(8, 8, 8) * 8 < 64 * 1024
+    assert emulate.solve_work(20, 20, 10) * 8 > 227 * 1024
+
+
 def _codes(N, sizes, G, seed):
     gen = torch.Generator().manual_seed(seed)
     x1, x2, y = (torch.randint(0, n, (N,), generator=gen) for n in sizes)
@@ -212,3 +248,4 @@ def test_gpu_exact_solver_matches_the_cpu_solver(shape, kind, marker):
                                atol=1e-8, rtol=0)
     res = fastpid.pid(P.cuda())
     assert res.backend == "cuda" and bool(res.converged.all())
+

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "kernels.hpp"
+#include "solver_block.hpp"
 
 namespace py = pybind11;
 using fastpid::cuda::HostBlock;
@@ -120,6 +121,33 @@ py::tuple alternation(Array<T> P, int steps, double omega, int threads) {
   return py::make_tuple(f, g, logR);
 }
 
+// The block solver on B problems in turn, each on `threads` host threads; returns
+// (lower, upper, f, g, iterations) as fastpid._C.solve does.
+py::tuple solve(py::array_t<double, py::array::c_style | py::array::forcecast> P, double tol,
+                int max_iter, int threads) {
+  check_threads(threads);
+  if (P.ndim() != 4) throw std::invalid_argument("P must have shape (B, n1, n2, ny)");
+  const int64_t B = P.shape(0);
+  const int n1 = static_cast<int>(P.shape(1)), n2 = static_cast<int>(P.shape(2)),
+            ny = static_cast<int>(P.shape(3));
+  fastpid::SolveOptions opt;
+  opt.tol = tol;
+  opt.max_iter = max_iter;
+  Array<double> lower(B), upper(B), f({B, int64_t(n1), int64_t(ny)}),
+      g({B, int64_t(n2), int64_t(ny)});
+  Array<int64_t> iterations(B);
+  std::vector<double> work(fastpid::cuda::solve_block_work(n1, n2, ny));
+  for (int64_t p = 0; p < B; ++p)
+    run_host_block(threads, [&](HostBlock b) {
+      fastpid::cuda::solve_block_body(b, P.data() + p * n1 * n2 * ny, n1, n2, ny, opt,
+                                      work.data(), lower.mutable_data() + p,
+                                      upper.mutable_data() + p, f.mutable_data() + p * n1 * ny,
+                                      g.mutable_data() + p * n2 * ny,
+                                      iterations.mutable_data() + p);
+    });
+  return py::make_tuple(lower, upper, f, g, iterations);
+}
+
 template <class T>
 void register_dtype(py::module_& e) {
   e.def("joint_soft", &joint_soft<T>, py::arg("p1"), py::arg("p2"), py::arg("y"),
@@ -138,6 +166,10 @@ void register_emulation(py::module_& m) {
   // float64 first: pybind11 tries overloads in order and a float64 array must not be cast.
   register_dtype<double>(e);
   register_dtype<float>(e);
+  e.def("solve", &solve, py::arg("P"), py::arg("tol"), py::arg("max_iter"), py::arg("threads"),
+        "The certified solver, one thread block per problem (float64).");
+  e.def("solve_work", &fastpid::cuda::solve_block_work, py::arg("n1"), py::arg("n2"),
+        py::arg("ny"), "Doubles of (shared) workspace the block solver needs per problem.");
   // Codes carry no float dtype: the output's is chosen by f64.
   e.def(
       "joint_codes",

@@ -1,0 +1,649 @@
+// The certified barrier-Newton solver of solver_core.hpp with one problem per thread block: the
+// same algorithm, constants, stopping rules and outputs as solve_one(), its phases shared by
+// the threads of the block. Threads stride over the cells (rows, columns, x1 blocks) of each
+// phase and meet at a barrier between phases; the Schur complement S on g is factorised by a
+// right-looking Cholesky whose trailing rows all threads update.
+//
+// Every scalar the control flow depends on (bounds, mu, dec^2, step length, stall counter,
+// pivots) is a block-wide reduction or a value all threads read after the same barrier, so all
+// threads take the same branches and reach every barrier equally often.
+//
+// The workspace is kept lean so that it fits in shared memory: S is stored as its lower
+// triangle by rows; the cell weights t W, t W / (1 - s) and the coupling coefficients of each
+// f-block are recomputed from W and per-cell factors instead of stored; a failed Cholesky
+// attempt reassembles its matrix instead of keeping a copy; and the primal bound's arrays share
+// memory with the Newton direction's, which are never live at the same time.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "block.hpp"
+#include "kernels.hpp"
+#include "solver_core.hpp"
+
+namespace fastpid::cuda {
+namespace block_solver {
+
+using detail::fp_max;
+using detail::fp_min;
+using detail::kNegInf;
+
+constexpr double kOmega = 1.5;  // over-relaxation of the warm start, as in solve_one()
+
+// Where the arrays of one problem lie in `work`. One layout code for counting and carving, so
+// that solve_block_work() and the body cannot disagree.
+struct Layout {
+  double* alternation;  // AlternationState: marginals, log p(y), la, lb, f, g, log R, log s
+  double *ft, *gt, *lst;           // line-search trial point (swapped with f, g, log s)
+  double *df, *dg;                 // Newton direction
+  char *cell, *fixed_f, *fixed_g;  // admissible cells (some y admissible), fixed unknowns
+  // Newton direction, one iteration at a time (see solve_one's NewtonScratch).
+  double* W;                          // p(y) exp(f + g) per cell (i, j, y), 0 if not admissible
+  double *t, *t2;                     // per (i, j): mu / (1 - s) and mu / (1 - s)^2
+  double *grad_f, *sf, *grad_g, *sg;  // gradients and Jacobi scalings
+  double *S, *rhs, *yg;  // Schur complement (lower triangle by rows), rhs, solution
+  double* col;           // the column of S being eliminated
+  // Per x1 = i: H_i then its factor, its factorisation's column, H_i^-1, u_j and H_i^-1 rf_i.
+  double *H, *hcol, *Hinv, *u, *xf;
+  // Primal bound (shares memory with the Newton direction).
+  double *Q, *lr, *fp, *gp, *d1, *d2, *total;
+
+  FASTPID_BOTH Layout(int n1, int n2, int ny, detail::Arena& arena) {
+    const size_t a1 = static_cast<size_t>(n1) * ny, a2 = static_cast<size_t>(n2) * ny;
+    const size_t cells = static_cast<size_t>(n1) * n2, n = cells * ny, m = a2;
+    const size_t blocks = static_cast<size_t>(n1) * ny * ny;
+    alternation = arena.doubles(AlternationState<double>::size(n1, n2, ny));
+    ft = arena.doubles(a1);
+    gt = arena.doubles(a2);
+    lst = arena.doubles(cells);
+    df = arena.doubles(a1);
+    dg = arena.doubles(a2);
+    cell = arena.bytes(cells);
+    fixed_f = arena.bytes(a1);
+    fixed_g = arena.bytes(a2);
+    const size_t shared_from = arena.used;
+    W = arena.doubles(n);
+    t = arena.doubles(cells);
+    t2 = arena.doubles(cells);
+    grad_f = arena.doubles(a1);
+    sf = arena.doubles(a1);
+    grad_g = arena.doubles(a2);
+    sg = arena.doubles(a2);
+    S = arena.doubles(m * (m + 1) / 2);
+    rhs = arena.doubles(m);
+    yg = arena.doubles(m);
+    col = arena.doubles(m);
+    H = arena.doubles(blocks);
+    hcol = arena.doubles(a1);
+    Hinv = arena.doubles(blocks);
+    u = arena.doubles(n);
+    xf = arena.doubles(a1);
+    const size_t newton_end = arena.used;
+    arena.used = shared_from;
+    Q = arena.doubles(n);
+    lr = arena.doubles(cells);
+    fp = arena.doubles(a1);
+    gp = arena.doubles(a2);
+    d1 = arena.doubles(a1);
+    d2 = arena.doubles(a2);
+    total = arena.doubles(ny);
+    arena.used = fp_max(arena.used, newton_end);
+  }
+};
+
+// cholesky() of solver_core.hpp for one thread's small matrix, which assemble(A) builds: a
+// failed attempt rebuilds A rather than restoring a copy of it.
+template <class Assemble>
+FASTPID_BODY void factor_small(double* A, int n, double* col, Assemble assemble) {
+  assemble(A);
+  if (detail::cholesky_attempt(A, n, col)) return;
+  assemble(A);
+  for (int k = 0; k < n; ++k) A[k * n + k] += 1e-12;
+  if (detail::cholesky_attempt(A, n, col)) return;
+  for (int k = 0; k < n * n; ++k) A[k] = (k % (n + 1) == 0) ? 1.0 : 0.0;
+}
+
+template <class Blk>
+struct Solver : Layout {
+  const Blk& b;
+  const SolveOptions& opt;
+  const double* P;
+  const int n1, n2, ny, m;
+  const int r, nt;  // this thread's rank, threads in the block
+  const AlternationState<double> st;
+  double *f, *g, *ls;  // current point; swapped with (ft, gt, lst) when a step is accepted
+  int cell_count = 0;  // admissible cells
+
+  FASTPID_BODY Solver(const Blk& b, const SolveOptions& opt, const Layout& layout,
+                      const AlternationState<double>& st, const double* P, int n1, int n2,
+                      int ny)
+      : Layout(layout), b(b), opt(opt), P(P), n1(n1), n2(n2), ny(ny), m(n2 * ny),
+        r(b.rank()), nt(b.size()), st(st), f(st.f), g(st.g), ls(st.ls) {}
+
+  FASTPID_BODY void run(double& lower, double& upper, int64_t& iterations) {
+    const ClosedForms<double> cf = closed_forms_from(b, P, st.m, n1, n2, ny);
+    lower = fp_max(cf.mi1, cf.mi2);
+    upper = fp_min(fp_min(cf.mi_q0, cf.mi), cf.mi1 + cf.mi2);
+    iterations = opt.warm_steps;  // the alternation has run (alternate())
+    mark_cells();
+    log_s(f, g, ls);
+    lower = fp_max(lower, dual_bound());
+    coupling(st.logR, f, g);
+    b.sync();
+    upper = fp_min(upper, primal_bound());
+    if (opt.newton) barrier(lower, upper, iterations);
+  }
+
+  // f[n1][ny], g[n2][ny] with -inf on masked entries.
+  FASTPID_BODY void write_potentials(double* f_out, double* g_out) const {
+    for (int k = r; k < n1 * ny; k += nt) f_out[k] = m1(k) ? f[k] : kNegInf;
+    for (int k = r; k < n2 * ny; k += nt) g_out[k] = m2(k) ? g[k] : kNegInf;
+  }
+
+ private:
+  // --- the problem's data ---------------------------------------------------------------
+
+  FASTPID_BODY bool m1(int k) const { return st.m.p1y[k] > 0; }
+  FASTPID_BODY bool m2(int k) const { return st.m.p2y[k] > 0; }
+  FASTPID_BODY bool adm(int i, int j, int y) const { return m1(i * ny + y) && m2(j * ny + y); }
+
+  // log(p(y) exp(f + g)) of an admissible cell.
+  FASTPID_BODY double logw(const double* ff, const double* gg, int i, int j, int y) const {
+    return st.logpy[y] + ff[i * ny + y] + gg[j * ny + y];
+  }
+
+  // cell[c] for this thread's cells, and the block's count of them.
+  FASTPID_BODY void mark_cells() {
+    int count = 0;
+    for (int c = r; c < n1 * n2; c += nt) {
+      bool any = false;
+      for (int y = 0; y < ny && !any; ++y) any = adm(c / n2, c % n2, y);
+      cell[c] = any;
+      count += any;
+    }
+    cell_count = b.sum(count);
+  }
+
+  // log s(i, j) of this thread's cells (-inf where no y is admissible). The functions below that
+  // read lsv stride over the same cells, so they need no barrier after this one.
+  FASTPID_BODY void log_s(const double* ff, const double* gg, double* out) const {
+    for (int c = r; c < n1 * n2; c += nt) {
+      const int i = c / n2, j = c % n2;
+      out[c] = logsumexp<double>(ny, [&](int y) {
+        const double F = m1(i * ny + y) ? st.logpy[y] + ff[i * ny + y] : kNegInf;
+        return F + (m2(j * ny + y) ? gg[j * ny + y] : kNegInf);
+      });
+    }
+  }
+
+  // This thread's part of sum P(x1, y) f + sum P(x2, y) g over the unmasked entries.
+  FASTPID_BODY double dual_part(const double* ff, const double* gg) const {
+    double v = 0.0;
+    for (int k = r; k < n1 * ny; k += nt)
+      if (m1(k)) v += st.m.p1y[k] * ff[k];
+    for (int k = r; k < n2 * ny; k += nt)
+      if (m2(k)) v += st.m.p2y[k] * gg[k];
+    return v;
+  }
+
+  FASTPID_BODY double max_log_s() const {
+    double mx = kNegInf;
+    for (int c = r; c < n1 * n2; c += nt) mx = fp_max(mx, ls[c]);
+    return b.max(mx);
+  }
+
+  // Lower bound on V at (f, g), whose log s is ls.
+  FASTPID_BODY double dual_bound() const { return b.sum(dual_part(f, g)) - max_log_s(); }
+
+  // Barrier objective (to maximise) at (ff, gg) whose log s is lsv; -inf outside max s < 1.
+  FASTPID_BODY double barrier_value(const double* lsv, const double* ff, const double* gg,
+                                    double mu) const {
+    double bar = 0.0;
+    for (int c = r; c < n1 * n2; c += nt) {
+      if (!cell[c]) continue;
+      if (!(lsv[c] < 0.0)) {
+        bar = kNegInf;  // makes the block's sum -inf
+        break;
+      }
+      bar += log(-expm1(lsv[c]));
+    }
+    const double v = b.sum(dual_part(ff, gg) + mu * bar);
+    return isfinite(v) ? v : kNegInf;
+  }
+
+  // Q = R p(y) exp(f + g) on admissible cells, for this thread's cells.
+  FASTPID_BODY void coupling(const double* logR, const double* ff, const double* gg) {
+    for (int c = r; c < n1 * n2; c += nt) {
+      const int i = c / n2, j = c % n2;
+      for (int y = 0; y < ny; ++y)
+        Q[c * ny + y] = adm(i, j, y) ? exp(logR[c] + logw(ff, gg, i, j, y)) : 0.0;
+    }
+  }
+
+  // Upper bound: I of the exactly feasible rounding of Q (overwritten), as solve_one's
+  // primal_bound(): per y, scale rows, then columns, down to the marginals, then add the outer
+  // product of the deficits. Q must be complete (a barrier after it was written).
+  FASTPID_BODY double primal_bound() {
+    const double *p1y = st.m.p1y, *p2y = st.m.p2y;
+    auto q = [&](int i, int j, int y) -> double& { return Q[(i * n2 + j) * ny + y]; };
+    for (int k = r; k < n1 * ny; k += nt) {
+      const int i = k / ny, y = k % ny;
+      double rows = 0;
+      for (int j = 0; j < n2; ++j) {
+        if (!adm(i, j, y)) q(i, j, y) = 0.0;
+        rows += q(i, j, y);
+      }
+      const double sc = rows > p1y[k] ? p1y[k] / rows : 1.0;
+      for (int j = 0; j < n2; ++j) q(i, j, y) *= sc;
+    }
+    b.sync();
+    for (int k = r; k < n2 * ny; k += nt) {
+      const int j = k / ny, y = k % ny;
+      double cols = 0;
+      for (int i = 0; i < n1; ++i) cols += q(i, j, y);
+      const double sc = cols > p2y[k] ? p2y[k] / cols : 1.0;
+      for (int i = 0; i < n1; ++i) q(i, j, y) *= sc;
+    }
+    b.sync();
+    for (int k = r; k < n1 * ny; k += nt) {
+      double rows = 0;
+      for (int j = 0; j < n2; ++j) rows += q(k / ny, j, k % ny);
+      d1[k] = fp_max(p1y[k] - rows, 0.0);
+    }
+    for (int k = r; k < n2 * ny; k += nt) {
+      double cols = 0;
+      for (int i = 0; i < n1; ++i) cols += q(i, k / ny, k % ny);
+      d2[k] = fp_max(p2y[k] - cols, 0.0);
+    }
+    b.sync();
+    for (int y = r; y < ny; y += nt) {
+      double s = 0;
+      for (int i = 0; i < n1; ++i) s += d1[i * ny + y];
+      total[y] = s;
+    }
+    b.sync();
+    // I_Q(Y; X1, X2) = H(X1,X2) + H(Y) - H(X1,X2,Y); Q(y) = p(y) on the feasible set.
+    double h12y = 0, h12 = 0, hy = 0;
+    for (int c = r; c < n1 * n2; c += nt) {
+      const int i = c / n2, j = c % n2;
+      double mass = 0;
+      for (int y = 0; y < ny; ++y) {
+        if (total[y] > 0) q(i, j, y) += d1[i * ny + y] * (d2[j * ny + y] / total[y]);
+        h12y -= xlogx(q(i, j, y));
+        mass += q(i, j, y);
+      }
+      h12 -= xlogx(mass);
+    }
+    b.sync();
+    for (int y = r; y < ny; y += nt) {
+      double qy = 0;
+      for (int c = 0; c < n1 * n2; ++c) qy += Q[c * ny + y];
+      hy -= xlogx(qy);
+    }
+    return b.sum(h12 + hy - h12y);
+  }
+
+  // --- the barrier method ---------------------------------------------------------------
+
+  FASTPID_BODY void gauge_fix() {
+    for (int k = r; k < n1 * ny; k += nt) fixed_f[k] = !m1(k);
+    for (int y = r; y < ny; y += nt) {
+      int first = 0;  // the reference fixes the first admissible x2 (or x2 = 0 if none)
+      for (int j = 0; j < n2; ++j)
+        if (m2(j * ny + y)) {
+          first = j;
+          break;
+        }
+      for (int j = 0; j < n2; ++j) fixed_g[j * ny + y] = !m2(j * ny + y) || j == first;
+    }
+  }
+
+  FASTPID_BODY void barrier(double& lower, double& upper, int64_t& iterations) {
+    const double mx = max_log_s();  // ls is still log s of (f, g), from run()
+    for (int k = r; k < n1 * ny; k += nt) f[k] = m1(k) ? f[k] - mx - 1e-3 : 0.0;
+    for (int k = r; k < n2 * ny; k += nt) g[k] = m2(k) ? g[k] : 0.0;
+    gauge_fix();
+    b.sync();
+    log_s(f, g, ls);  // from here on, ls is log s of the current (f, g)
+    const double ncells = fp_max(cell_count, 1);
+    double mu = fp_max(upper - lower, opt.tol) / ncells;
+    const double mu_floor = fp_max(0.05 * opt.tol / ncells, detail::kMuMin);
+    int stalled = 0;
+    for (int it = 0; it < opt.max_iter && upper - lower > opt.tol && stalled < 5; ++it) {
+      const double gap_before = upper - lower;
+      const double dec2 = newton_direction(mu);
+      const double alpha = line_search(mu, dec2);
+      ++iterations;
+      lower = fp_max(lower, dual_bound());
+      const bool centred = dec2 <= 0.25 * mu;
+      if (centred || mu <= 10.0 * mu_floor) upper = fp_min(upper, barrier_primal_bound(mu));
+      const double mu_now = mu;
+      if (centred) mu = fp_max(mu * opt.mu_factor, mu_floor);
+      const double gap = upper - lower;
+      const bool stuck =
+          alpha == 0.0 || (mu_now <= mu_floor && centred && gap > 0.99 * gap_before);
+      stalled = stuck ? stalled + 1 : 0;
+    }
+  }
+
+  // Newton direction of the barrier objective by the Schur complement on g; returns dec^2.
+  FASTPID_BODY double newton_direction(double mu) {
+    barrier_weights(mu);
+    b.sync();
+    scaled_gradient();
+    b.sync();
+    for (int i = r; i < n1; i += nt) factor_f_block(i);
+    b.sync();
+    assemble_schur();
+    b.sync();
+    factor_schur();
+    solve_transposed();
+    return back_substitute();
+  }
+
+  // t, t2 and W (see Layout) of this thread's cells at the current point.
+  FASTPID_BODY void barrier_weights(double mu) {
+    for (int c = r; c < n1 * n2; c += nt) {
+      const int i = c / n2, j = c % n2;
+      const double oms = -expm1(ls[c]);
+      t[c] = mu / oms;
+      t2[c] = t[c] / oms;
+      for (int y = 0; y < ny; ++y)
+        W[c * ny + y] = adm(i, j, y) ? exp(logw(f, g, i, j, y)) : 0.0;
+    }
+  }
+
+  // Per cell (i, j, y): t W, t W / (1 - s), and the coefficients w = W sg and
+  // d = sf sg t W of the f-g coupling of block i; the same products as solve_one stores.
+  FASTPID_BODY double tw(int i, int j, int y) const {
+    return t[i * n2 + j] * W[(i * n2 + j) * ny + y];
+  }
+  FASTPID_BODY double wt2(int i, int j, int y) const {
+    return t2[i * n2 + j] * W[(i * n2 + j) * ny + y];
+  }
+  FASTPID_BODY double w_coef(int i, int j, int y) const {
+    return W[(i * n2 + j) * ny + y] * sg[j * ny + y];
+  }
+  FASTPID_BODY double d_coef(int i, int j, int y) const {
+    return sf[i * ny + y] * sg[j * ny + y] * tw(i, j, y);
+  }
+  // a_j[y] = sf[i][y] t W / (1 - s): the rank-one part of the coupling.
+  FASTPID_BODY double a_coef(int i, int j, int y) const { return sf[i * ny + y] * wt2(i, j, y); }
+
+  // Gradients of f and g (0 on fixed unknowns) and the Jacobi scalings 1 / sqrt(diag H).
+  FASTPID_BODY void scaled_gradient() {
+    for (int k = r; k < n1 * ny; k += nt) {
+      const int i = k / ny, y = k % ny;
+      double tsum = 0, sd = 0;
+      for (int j = 0; j < n2; ++j) {
+        tsum += tw(i, j, y);
+        sd += wt2(i, j, y) * W[(i * n2 + j) * ny + y];
+      }
+      grad_f[k] = fixed_f[k] ? 0.0 : st.m.p1y[k] - tsum;
+      sf[k] = fixed_f[k] ? 0.0 : 1.0 / sqrt(fp_max(sd + tsum, 1e-300));
+    }
+    for (int k = r; k < n2 * ny; k += nt) {
+      const int j = k / ny, y = k % ny;
+      double tsum = 0, sd = 0;
+      for (int i = 0; i < n1; ++i) {
+        tsum += tw(i, j, y);
+        sd += wt2(i, j, y) * W[(i * n2 + j) * ny + y];
+      }
+      grad_g[k] = fixed_g[k] ? 0.0 : st.m.p2y[k] - tsum;
+      sg[k] = fixed_g[k] ? 0.0 : 1.0 / sqrt(fp_max(sd + tsum, 1e-300));
+    }
+  }
+
+  // The f-block H_i (ny x ny) of x1 = i, scaled.
+  FASTPID_BODY void assemble_f_block(int i, double* Hi) const {
+    for (int y = 0; y < ny; ++y)
+      for (int z = 0; z < ny; ++z) {
+        double h = 0;
+        for (int j = 0; j < n2; ++j) h += wt2(i, j, y) * W[(i * n2 + j) * ny + z];
+        Hi[y * ny + z] = sf[i * ny + y] * h * sf[i * ny + z];
+      }
+    for (int y = 0; y < ny; ++y) {
+      double s = 0;
+      for (int j = 0; j < n2; ++j) s += tw(i, j, y);
+      const int q = i * ny + y;
+      Hi[y * ny + y] += sf[q] * sf[q] * s + (fixed_f[q] ? 1.0 : 0.0);
+    }
+  }
+
+  // One thread's x1 = i: the factor of H_i, H_i^-1, u_j = H_i^-1 a_j and xf = H_i^-1 rf_i.
+  FASTPID_BODY void factor_f_block(int i) {
+    double* Hi = H + static_cast<size_t>(i) * ny * ny;
+    double* hinv = Hinv + static_cast<size_t>(i) * ny * ny;
+    double* ui = u + static_cast<size_t>(i) * n2 * ny;
+    double* x = xf + static_cast<size_t>(i) * ny;
+    factor_small(Hi, ny, hcol + static_cast<size_t>(i) * ny,
+                 [&](double* A) { assemble_f_block(i, A); });
+    // Row z gets column z of the inverse; the transpose then stores it as solve_one does.
+    for (int z = 0; z < ny; ++z) {
+      double* e = hinv + z * ny;
+      for (int y = 0; y < ny; ++y) e[y] = y == z ? 1.0 : 0.0;
+      detail::cholesky_solve(Hi, ny, e);
+    }
+    for (int y = 0; y < ny; ++y)
+      for (int z = 0; z < y; ++z) detail::fp_swap(hinv[y * ny + z], hinv[z * ny + y]);
+    for (int j = 0; j < n2; ++j) {
+      for (int y = 0; y < ny; ++y) ui[j * ny + y] = a_coef(i, j, y);
+      detail::cholesky_solve(Hi, ny, ui + j * ny);
+    }
+    for (int y = 0; y < ny; ++y) x[y] = grad_f[i * ny + y] * sf[i * ny + y];
+    detail::cholesky_solve(Hi, ny, x);
+  }
+
+  // Row q of S (its lower triangle) and rhs[q]: the g-block, then C_i^T H_i^-1 C_i and
+  // C_i^T H_i^-1 rf_i subtracted for each x1 = i in turn, as solve_one's schur_g_block() and
+  // eliminate_f_block() do. C_i[y, (j, z)] = a_j[y] w_j[z] + [y == z] d_j[y].
+  FASTPID_BODY void assemble_schur_row(int q) const {
+    const int j = q / ny, z = q % ny;
+    double* row = S + static_cast<size_t>(q) * (q + 1) / 2;
+    for (int c = 0; c <= q; ++c) row[c] = 0.0;
+    for (int zp = 0; zp <= z; ++zp) {
+      double h = 0;
+      for (int i = 0; i < n1; ++i) h += wt2(i, j, z) * W[(i * n2 + j) * ny + zp];
+      row[j * ny + zp] = sg[q] * h * sg[j * ny + zp];
+    }
+    double s = 0;
+    for (int i = 0; i < n1; ++i) s += tw(i, j, z);
+    row[q] += sg[q] * sg[q] * s + (fixed_g[q] ? 1.0 : 0.0);
+    rhs[q] = grad_g[q] * sg[q];
+    for (int i = 0; i < n1; ++i) {
+      const double wz = w_coef(i, j, z), dz = d_coef(i, j, z);
+      if (wz == 0.0 && dz == 0.0) continue;
+      const double* ui = u + static_cast<size_t>(i) * n2 * ny;
+      const double* hz = Hinv + (static_cast<size_t>(i) * ny + z) * ny;
+      const double* x = xf + static_cast<size_t>(i) * ny;
+      for (int jp = 0; jp <= j; ++jp) {
+        double al = 0;  // a_j . u_jp
+        for (int y = 0; y < ny; ++y) al += a_coef(i, j, y) * ui[jp * ny + y];
+        const double* up = ui + jp * ny;
+        const int last = jp == j ? z : ny - 1;
+        for (int zp = 0; zp <= last; ++zp) {
+          const double wp = w_coef(i, jp, zp), dp = d_coef(i, jp, zp);
+          row[jp * ny + zp] -=
+              wz * (al * wp + ui[j * ny + zp] * dp) + dz * (up[z] * wp + hz[zp] * dp);
+        }
+      }
+      double ax = 0;  // a_j . xf
+      for (int y = 0; y < ny; ++y) ax += a_coef(i, j, y) * x[y];
+      rhs[q] -= wz * ax + dz * x[z];
+    }
+  }
+
+  FASTPID_BODY void assemble_schur() const {
+    for (int q = r; q < m; q += nt) assemble_schur_row(q);
+  }
+
+  FASTPID_BODY double* srow(int q) const { return S + static_cast<size_t>(q) * (q + 1) / 2; }
+
+  // In-place Cholesky S = L L^T fused with the forward sweep rhs <- L^-1 rhs, right-looking:
+  // per column k every thread computes the pivot itself (the same value, read after the same
+  // barrier; one thread stores it), the owners of the trailing rows scale their entry of
+  // column k, and after a barrier they update their rows. False, with S and rhs partly
+  // overwritten, at a non-positive pivot; all threads return there together.
+  FASTPID_BODY bool factor_forward() const {
+    for (int k = 0; k < m; ++k) {
+      double* Sk = srow(k);
+      const double pivot = Sk[k];
+      if (!(pivot > 0.0)) return false;
+      const double d = sqrt(pivot), yk = rhs[k] / d;
+      for (int q = k + 1 + r; q < m; q += nt) col[q] = (srow(q)[k] /= d);
+      b.sync();
+      if (r == 0) {  // nobody reads them in this phase
+        Sk[k] = d;
+        rhs[k] = yk;
+      }
+      for (int q = k + 1 + r; q < m; q += nt) {
+        double* Sq = srow(q);
+        const double l = col[q];
+        for (int c = k + 1; c <= q; ++c) Sq[c] -= l * col[c];
+        rhs[q] -= l * yk;
+      }
+      b.sync();
+    }
+    return true;
+  }
+
+  // S = L L^T and rhs <- L^-1 rhs, as cholesky() then the forward sweep of cholesky_solve(): a
+  // matrix singular to rounding is factorised with a 1e-12 ridge, one still not positive
+  // replaced by the identity (the Jacobi-scaled gradient as the direction). The retries
+  // reassemble S and rhs, after a barrier: other threads may still read the failed pivot.
+  FASTPID_BODY void factor_schur() const {
+    if (factor_forward()) return;
+    b.sync();
+    assemble_schur();
+    for (int q = r; q < m; q += nt) srow(q)[q] += 1e-12;
+    b.sync();
+    if (factor_forward()) return;
+    b.sync();
+    assemble_schur();  // for rhs
+    for (int q = r; q < m; q += nt) {
+      double* row = srow(q);
+      for (int c = 0; c <= q; ++c) row[c] = c == q ? 1.0 : 0.0;
+    }
+    b.sync();
+  }
+
+  // yg = L^-T rhs (the backward sweep): per row q every thread computes yg[q] itself, then
+  // the owners of the rows above update theirs; one barrier per row.
+  FASTPID_BODY void solve_transposed() const {
+    for (int q = m - 1; q >= 0; --q) {
+      const double* Sq = srow(q);
+      const double x = rhs[q] / Sq[q];
+      if (r == 0) yg[q] = x;
+      for (int p = r; p < q; p += nt) rhs[p] -= Sq[p] * x;
+      b.sync();
+    }
+  }
+
+  // (df, dg) from yg and the kept blocks (the scaling undone); returns dec^2. df[i][y] =
+  // sf (xf - sum_j u_j (w_j . yg_j) - H_i^-1 sum_j d_j yg_j)[y], each thread its own (i, y).
+  FASTPID_BODY double back_substitute() {
+    double dec2 = 0;
+    for (int q = r; q < m; q += nt) {
+      dg[q] = yg[q] * sg[q];
+      dec2 += grad_g[q] * dg[q];
+    }
+    for (int k = r; k < n1 * ny; k += nt) {
+      const int i = k / ny, y = k % ny;
+      const double* ui = u + static_cast<size_t>(i) * n2 * ny;
+      const double* hi = Hinv + static_cast<size_t>(i) * ny * ny;
+      double yf = xf[k];
+      for (int j = 0; j < n2; ++j) {
+        double wy = 0;
+        for (int z = 0; z < ny; ++z) wy += w_coef(i, j, z) * yg[j * ny + z];
+        yf -= ui[j * ny + y] * wy;
+      }
+      double s = 0;
+      for (int z = 0; z < ny; ++z) {
+        double dy = 0;
+        for (int j = 0; j < n2; ++j) dy += d_coef(i, j, z) * yg[j * ny + z];
+        s += hi[y * ny + z] * dy;
+      }
+      df[k] = (yf - s) * sf[k];
+      dec2 += grad_f[k] * df[k];
+    }
+    return b.sum(dec2);
+  }
+
+  // Backtracking (Armijo) step along (df, dg) that keeps max s < 1; moves (f, g, ls) to the
+  // accepted point and returns the step length (0: rejected, nothing moves).
+  FASTPID_BODY double line_search(double mu, double dec2) {
+    const double phi0 = barrier_value(ls, f, g, mu);
+    const double slack = 1e-13 * (1.0 + fabs(phi0));
+    double alpha = 1.0;
+    for (int h = 0; h < 60; ++h) {
+      for (int k = r; k < n1 * ny; k += nt) ft[k] = f[k] + alpha * df[k];
+      for (int k = r; k < n2 * ny; k += nt) gt[k] = g[k] + alpha * dg[k];
+      b.sync();
+      log_s(ft, gt, lst);
+      if (barrier_value(lst, ft, gt, mu) >= phi0 + 0.01 * alpha * dec2 - slack) {
+        detail::fp_swap(f, ft);
+        detail::fp_swap(g, gt);
+        detail::fp_swap(ls, lst);
+        return alpha;
+      }
+      alpha *= 0.5;
+    }
+    return 0.0;
+  }
+
+  // Primal bound at the barrier centre: Sinkhorn sweeps on the kernel mu / (1 - s), from g.
+  FASTPID_BODY double barrier_primal_bound(double mu) {
+    for (int c = r; c < n1 * n2; c += nt)
+      lr[c] = cell[c] ? log(mu) - log(-expm1(ls[c])) : kNegInf;
+    for (int k = r; k < n2 * ny; k += nt) gp[k] = m2(k) ? g[k] : kNegInf;
+    b.sync();
+    update_rows(b, n1, n2, ny, st.m.p1y, st.la, lr, gp, fp);
+    b.sync();
+    for (int s = 1; s < opt.polish_sweeps; ++s) {
+      update_columns(b, n1, n2, ny, st.m.p2y, st.lb, lr, fp, gp);
+      b.sync();
+      update_rows(b, n1, n2, ny, st.m.p1y, st.la, lr, gp, fp);
+      b.sync();
+    }
+    coupling(lr, fp, gp);
+    b.sync();
+    return primal_bound();
+  }
+};
+
+}  // namespace block_solver
+
+// Doubles of `work` the block solver needs for one problem (masks included).
+FASTPID_BOTH int64_t solve_block_work(int n1, int n2, int ny) {
+  detail::Arena counter;  // no buffer: only counts
+  const block_solver::Layout layout(n1, n2, ny, counter);
+  return static_cast<int64_t>(counter.used);
+}
+
+// Solves one problem P[n1][n2][ny] (normalised, C order) with the threads of block b, as
+// solve_one() does: `work` holds solve_block_work() doubles shared by the block (any contents,
+// 8-byte aligned). Writes *lower, *upper, *iterations (one thread) and f[n1*ny], g[n2*ny]
+// (-inf on masked entries); the caller synchronises before reusing `work`.
+template <class Blk>
+FASTPID_BODY void solve_block_body(const Blk& b, const double* P, int n1, int n2, int ny,
+                                   const SolveOptions& opt, double* work, double* lower,
+                                   double* upper, double* f, double* g, int64_t* iterations) {
+  detail::Arena arena;
+  arena.base = work;
+  const block_solver::Layout layout(n1, n2, ny, arena);
+  const AlternationState<double> st =
+      alternate(b, P, n1, n2, ny, opt.warm_steps, block_solver::kOmega, layout.alternation);
+  block_solver::Solver<Blk> solver(b, opt, layout, st, P, n1, n2, ny);
+  double lo = 0, up = 0;
+  int64_t it = 0;
+  solver.run(lo, up, it);
+  if (b.rank() == 0) {
+    *lower = lo;
+    *upper = up;
+    *iterations = it;
+  }
+  solver.write_potentials(f, g);
+}
+
+}  // namespace fastpid::cuda
