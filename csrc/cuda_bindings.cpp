@@ -63,6 +63,13 @@ void alternation(bool f64, int64_t B, uintptr_t P, int n1, int n2, int ny, int s
                         ptr<void>(g), ptr<void>(logR), ptr<void>(work), stream),
         "alternation");
 }
+
+int64_t solve_work(int n1, int n2, int ny) {
+  int64_t doubles = 0;
+  check(cu::solve_work(n1, n2, ny, &doubles), "solve_work");
+  return doubles;
+}
+
 void solve(int64_t B, uintptr_t P, int n1, int n2, int ny, double tol, int max_iter,
            int warm_steps, int polish_sweeps, double mu_factor, bool newton, uintptr_t work,
            uintptr_t lower, uintptr_t upper, uintptr_t f, uintptr_t g, uintptr_t iterations,
@@ -92,7 +99,7 @@ void register_cuda(py::module_& m) {
   m.def("cuda_joint_soft", &joint_soft);
   m.def("cuda_closed_forms", &closed_forms);
   m.def("cuda_alternation", &alternation);
-  m.def("cuda_solve_work", &fastpid::cuda::solve_work);
+  m.def("cuda_solve_work", &solve_work);
   m.def("cuda_solve", &solve);
 #endif
 }

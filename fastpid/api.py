@@ -219,10 +219,13 @@ def _solve_iterative(flat, method, backend, tol, max_iter, steps, progress, brac
     returns ``(V, lower, upper, converged, iterations)``."""
     B, n1, n2, ny = flat.shape
     if backend == "cuda" and method == "exact":
-        # One problem per GPU thread, each with its own scratch: chunks as large as a
-        # quarter of the free device memory allows, so that every multiprocessor has work.
+        # Problems too large for the block solver's shared memory take one GPU thread each,
+        # with its own scratch: chunks as large as a quarter of the free device memory
+        # allows, so that every multiprocessor has work. (The shape as _solve_oriented
+        # passes it on: the smaller source second.)
+        scratch = cuda.workspace_doubles(max(n1, n2), min(n1, n2), ny, flat.device)
         free_bytes = torch.cuda.mem_get_info(flat.device)[0]
-        chunk = max(1, free_bytes // 4 // (8 * cuda.workspace_doubles(n1, n2, ny)))
+        chunk = B if scratch == 0 else max(1, free_bytes // 4 // (8 * scratch))
     else:
         per_problem = ((n1 + n2) * ny) ** 2 if method == "exact" else n1 * n2 * ny
         chunk = max(1, _CHUNK_FLOATS // per_problem)

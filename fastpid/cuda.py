@@ -10,9 +10,11 @@ The same jobs as :mod:`fastpid.triton_kernels`, with the same signatures, so tha
 * :func:`alternation` — the ``"fast"`` method's refinement steps, one thread block per
   problem with its intermediates in shared memory when they fit (48 KB), else in a global
   scratch buffer;
-* :func:`solve` — the certified solver, one problem per thread: the C++ CPU solver's own
-  sequential code (``csrc/solver_core.hpp``) compiled for the device, each thread with its
-  slice of a global scratch buffer.
+* :func:`solve` — the certified solver: one problem per thread block, its threads sharing
+  each phase and its workspace in shared memory (``csrc/cuda/solver_block.hpp``), for
+  problems whose workspace fits the device's shared memory per block (8x8x8 takes 45 KB of
+  an H100's 227 KB); larger ones one problem per thread, the C++ CPU solver's own sequential
+  code (``csrc/solver_core.hpp``) with a slice of a global scratch buffer each.
 
 The kernel bodies (``csrc/cuda/kernels.hpp``) are compiled twice: by nvcc for the GPU and
 by the host compiler for ``fastpid._C.emulate``, which runs them on host threads (one per
@@ -141,9 +143,11 @@ def joint_soft(p1, p2, y, ny: int, *, groups=None, num_groups: int = 1, weights=
     return out
 
 
-def workspace_doubles(n1: int, n2: int, ny: int) -> int:
-    """Doubles of global scratch :func:`solve` needs per problem."""
-    return _ext().cuda_solve_work(n1, n2, ny)
+def workspace_doubles(n1: int, n2: int, ny: int, device: torch.device | None = None) -> int:
+    """Doubles of global scratch :func:`solve` needs per problem on ``device`` (the current
+    CUDA device if ``None``): 0 when the problem fits the block solver's shared memory."""
+    with torch.cuda.device(device):
+        return _ext().cuda_solve_work(n1, n2, ny)
 
 
 def solve(P: torch.Tensor, tol: float, *, max_iter: int = 500) -> Solution:
@@ -155,7 +159,7 @@ def solve(P: torch.Tensor, tol: float, *, max_iter: int = 500) -> Solution:
     lower, upper = torch.empty(B, **opts), torch.empty(B, **opts)
     f, g = torch.empty(B, n1, ny, **opts), torch.empty(B, n2, ny, **opts)
     iterations = torch.empty(B, dtype=torch.int64, device=P.device)
-    work = torch.empty(B * workspace_doubles(n1, n2, ny), **opts)
+    work = torch.empty(B * workspace_doubles(n1, n2, ny, P.device), **opts)
     with torch.cuda.device(P.device):
         _ext().cuda_solve(B, _ptr(P), n1, n2, ny, float(tol), int(max_iter),
                           WARM_STEPS, POLISH_SWEEPS, MU_FACTOR, True,

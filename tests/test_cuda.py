@@ -249,3 +249,14 @@ def test_gpu_exact_solver_matches_the_cpu_solver(shape, kind, marker):
     res = fastpid.pid(P.cuda())
     assert res.backend == "cuda" and bool(res.converged.all())
 
+
+@pytest.mark.parametrize("shape", [(8, 8, 8), (20, 20, 10)], ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("marker", [pytest.param(None, marks=gpu)])
+def test_gpu_block_and_per_thread_solvers_match_the_cpu_solver(shape, marker):
+    # 8x8x8 fits in shared memory (no global scratch: one problem per thread block);
+    # 20x20x10 does not (one problem per thread).
+    assert (cuda.workspace_doubles(*shape) == 0) == (shape == (8, 8, 8))
+    P = _batch(shape, "sparse", B=130, seed=4)
+    got = cuda.solve(torch.from_numpy(P).cuda(), 1e-8)
+    _assert_solves_like_the_cpu_solver([x.cpu() for x in (got.lower, got.upper, got.f, got.g, got.iterations)],
+                                       _cpu_solve(P))

@@ -35,11 +35,14 @@ const char* alternation(bool f64, int64_t B, const void* P, int n1, int n2, int 
                         double omega, void* f, void* g, void* logR, void* global_work,
                         uintptr_t stream);
 
-// Doubles of global scratch the solver needs per problem.
-int64_t solve_work(int n1, int n2, int ny);
-// The certified solver of solver_core.hpp, one problem per thread (float64 only): bounds
-// lower/upper[B], potentials f[B][n1][ny], g[B][n2][ny] (-inf on masked entries) and
-// iterations[B]; newton=false runs warm_steps alternation steps only (method "fast").
+// Doubles of global scratch per problem that solve() needs on the current device: 0 when the
+// problem takes the block solver (its workspace fits in shared memory).
+const char* solve_work(int n1, int n2, int ny, int64_t* doubles);
+// The certified solver of solver_core.hpp (float64 only): bounds lower/upper[B], potentials
+// f[B][n1][ny], g[B][n2][ny] (-inf on masked entries) and iterations[B]; newton=false runs
+// warm_steps alternation steps only (method "fast"). One problem per thread block
+// (solver_block.hpp) when its workspace fits in the device's shared memory per block, else
+// one problem per thread with `work` (solve_work doubles each) as scratch.
 const char* solve(int64_t B, const double* P, int n1, int n2, int ny, double tol, int max_iter,
                   int warm_steps, int polish_sweeps, double mu_factor, bool newton,
                   double* work, double* lower, double* upper, double* f, double* g,
