@@ -70,13 +70,12 @@ int64_t solve_work(int n1, int n2, int ny) {
   return doubles;
 }
 
-void solve(int64_t B, uintptr_t P, int n1, int n2, int ny, double tol, int max_iter,
-           int warm_steps, int polish_sweeps, double mu_factor, bool newton, uintptr_t work,
-           uintptr_t lower, uintptr_t upper, uintptr_t f, uintptr_t g, uintptr_t iterations,
-           uintptr_t stream) {
-  check(cu::solve(B, ptr<const double>(P), n1, n2, ny, tol, max_iter, warm_steps, polish_sweeps,
-                  mu_factor, newton, ptr<double>(work), ptr<double>(lower), ptr<double>(upper),
-                  ptr<double>(f), ptr<double>(g), ptr<int64_t>(iterations), stream),
+void solve(int64_t B, uintptr_t P, int n1, int n2, int ny, const fastpid::SolveOptions& opt,
+           uintptr_t work, uintptr_t lower, uintptr_t upper, uintptr_t f, uintptr_t g,
+           uintptr_t iterations, uintptr_t stream) {
+  check(cu::solve(B, ptr<const double>(P), n1, n2, ny, opt, ptr<double>(work),
+                  ptr<double>(lower), ptr<double>(upper), ptr<double>(f), ptr<double>(g),
+                  ptr<int64_t>(iterations), stream),
         "solve");
 }
 #else

@@ -12,21 +12,13 @@ namespace {
 
 using Array = py::array_t<double, py::array::c_style | py::array::forcecast>;
 
-py::tuple solve(Array P, double tol, int max_iter, int warm_steps, int polish_sweeps,
-                double mu_factor, bool newton) {
+py::tuple solve(Array P, const fastpid::SolveOptions& opt) {
   if (P.ndim() != 4)
     throw std::invalid_argument("P must have shape (B, n1, n2, ny); got " +
                                 std::to_string(P.ndim()) + " dimensions");
   const auto B = P.shape(0);
   const int n1 = static_cast<int>(P.shape(1)), n2 = static_cast<int>(P.shape(2)),
             ny = static_cast<int>(P.shape(3));
-  fastpid::SolveOptions opt;
-  opt.tol = tol;
-  opt.max_iter = max_iter;
-  opt.warm_steps = warm_steps;
-  opt.polish_sweeps = polish_sweeps;
-  opt.mu_factor = mu_factor;
-  opt.newton = newton;
   py::array_t<double> lower(B), upper(B), f({B, (py::ssize_t)n1, (py::ssize_t)ny}),
       g({B, (py::ssize_t)n2, (py::ssize_t)ny});
   py::array_t<int64_t> iterations(B);
@@ -44,10 +36,20 @@ py::tuple solve(Array P, double tol, int max_iter, int warm_steps, int polish_sw
 }  // namespace
 
 void register_solver(py::module_& m) {
-  m.def("solve", &solve, py::arg("P"), py::arg("tol"), py::arg("max_iter"),
-        py::arg("warm_steps"), py::arg("polish_sweeps"), py::arg("mu_factor"),
-        py::arg("newton"),
+  using fastpid::SolveOptions;
+  py::class_<SolveOptions>(m, "SolveOptions",
+                           "Settings of the native solvers (CPU, CUDA and the emulation); "
+                           "fastpid.cpp.options() fills them from the reference's constants.")
+      .def(py::init<>())
+      .def_readwrite("tol", &SolveOptions::tol)
+      .def_readwrite("max_iter", &SolveOptions::max_iter)
+      .def_readwrite("warm_steps", &SolveOptions::warm_steps)
+      .def_readwrite("polish_sweeps", &SolveOptions::polish_sweeps)
+      .def_readwrite("mu_factor", &SolveOptions::mu_factor)
+      .def_readwrite("omega", &SolveOptions::omega)
+      .def_readwrite("newton", &SolveOptions::newton);
+  m.def("solve", &solve, py::arg("P"), py::arg("options"),
         "Certified bounds on V for a batch P[B, n1, n2, ny] (normalised float64), one problem "
-        "per thread: returns (lower, upper, f, g, iterations). newton=False runs only the "
-        "warm_steps alternation steps (method 'fast').");
+        "per thread: returns (lower, upper, f, g, iterations). options.newton=False runs only "
+        "the warm_steps alternation steps (method 'fast').");
 }

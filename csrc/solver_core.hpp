@@ -40,6 +40,7 @@ struct SolveOptions {
   int warm_steps = 10;     // Blahut-Arimoto steps before Newton (or the whole budget: fast)
   int polish_sweeps = 20;  // Sinkhorn sweeps in the primal bound at barrier centres
   double mu_factor = 0.02; // barrier parameter shrink per centring
+  double omega = 1.5;      // over-relaxation of the Blahut-Arimoto steps
   bool newton = true;      // false: method "fast", alternation only
 };
 
@@ -442,7 +443,7 @@ struct Solver {
     pr.closed_forms(mi, mi1, mi2, mi_q0);
     lower = fp_max(mi1, mi2);
     upper = fp_min(fp_min(mi_q0, mi), mi1 + mi2);
-    alternation(opt.warm_steps);
+    alternation(opt.warm_steps, opt.omega);
     iterations = opt.warm_steps;
     pr.log_s(f, g, ls);
     lower = fp_max(lower, pr.dual_bound(f, g, ls));
@@ -463,7 +464,7 @@ struct Solver {
   }
 
   // Blahut-Arimoto from the proxy: Sinkhorn sweep, then R <- R s^omega (normalised).
-  FASTPID_HD void alternation(int steps, double omega = 1.5) {
+  FASTPID_HD void alternation(int steps, double omega) {
     proxy_log_r();
     for (int k = 0; k < n2 * ny; ++k) g[k] = pr.m2[k] ? 0.0 : kNegInf;
     for (int s = 0; s < steps; ++s) {

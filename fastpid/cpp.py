@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ._build_info import load_extension
-from .solver import MU_FACTOR, POLISH_SWEEPS, WARM_STEPS, Solution
+from .solver import MU_FACTOR, OMEGA, POLISH_SWEEPS, WARM_STEPS, Solution
 
 #: Largest Schur-complement size ``min(n1, n2) * ny`` for which ``backend="auto"`` uses C++.
 AUTO_MAX_SCHUR = 640
@@ -30,6 +30,22 @@ def available() -> tuple[bool, str]:
     return True, ""
 
 
+def options(tol: float, max_iter: int = 500, steps: int | None = None):
+    """The native solvers' settings (``fastpid._C.SolveOptions``) from the reference's constants.
+
+    ``steps=None`` solves to the certified ``tol`` (method ``"exact"``); an integer runs
+    that many alternation steps only (method ``"fast"``).
+    """
+    from . import _C
+
+    opt = _C.SolveOptions()
+    opt.tol, opt.max_iter = float(tol), int(max_iter)
+    opt.warm_steps = WARM_STEPS if steps is None else int(steps)
+    opt.polish_sweeps, opt.mu_factor, opt.omega = POLISH_SWEEPS, MU_FACTOR, OMEGA
+    opt.newton = steps is None
+    return opt
+
+
 def solve(P: torch.Tensor, tol: float, *, max_iter: int = 500, steps: int | None = None) -> Solution:
     """Bounds on V for a flat float64 CPU batch ``P[B, n1, n2, ny]``.
 
@@ -39,7 +55,5 @@ def solve(P: torch.Tensor, tol: float, *, max_iter: int = 500, steps: int | None
     from . import _C
 
     arr = np.ascontiguousarray(P.detach().numpy(), dtype=np.float64)
-    newton = steps is None
-    warm = WARM_STEPS if newton else int(steps)
-    lower, upper, f, g, iters = _C.solve(arr, float(tol), int(max_iter), warm, POLISH_SWEEPS, MU_FACTOR, newton)
+    lower, upper, f, g, iters = _C.solve(arr, options(tol, max_iter, steps))
     return Solution(*(torch.from_numpy(x) for x in (lower, upper, f, g, iters)))

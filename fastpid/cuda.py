@@ -29,7 +29,8 @@ import functools
 import torch
 
 from ._build_info import load_extension
-from .solver import MU_FACTOR, OMEGA, POLISH_SWEEPS, WARM_STEPS, Solution
+from . import cpp
+from .solver import OMEGA, Solution
 
 
 def available(device: torch.device | None = None) -> tuple[bool, str]:
@@ -161,8 +162,6 @@ def solve(P: torch.Tensor, tol: float, *, max_iter: int = 500) -> Solution:
     iterations = torch.empty(B, dtype=torch.int64, device=P.device)
     work = torch.empty(B * workspace_doubles(n1, n2, ny, P.device), **opts)
     with torch.cuda.device(P.device):
-        _ext().cuda_solve(B, _ptr(P), n1, n2, ny, float(tol), int(max_iter),
-                          WARM_STEPS, POLISH_SWEEPS, MU_FACTOR, True,
-                          _ptr(work), _ptr(lower), _ptr(upper), _ptr(f), _ptr(g), _ptr(iterations),
+        _ext().cuda_solve(B, _ptr(P), n1, n2, ny, cpp.options(tol, max_iter), _ptr(work), _ptr(lower), _ptr(upper), _ptr(f), _ptr(g), _ptr(iterations),
                           _stream(P.device))
     return Solution(lower, upper, f, g, iterations)

@@ -89,24 +89,23 @@ def test_emulated_batch_of_one_and_many():
 
 
 def _cpu_solve(P, tol=1e-8, max_iter=500):
-    return C.solve(P, tol, max_iter, solver.WARM_STEPS, solver.POLISH_SWEEPS, solver.MU_FACTOR, True)
+    return C.solve(P, cpp.options(tol, max_iter))
 
 
 def _assert_solves_like_the_cpu_solver(got, ref, tol=1e-8):
-    """Certified to tol, V within 1e-9, the same masks of f and g, and the same iteration
-    counts up to 2 (reductions in another order round differently; so far they are equal)."""
+    """Certified to tol, brackets that overlap (both contain V), the same masks of f and g,
+    and the same iteration counts up to 2 (reductions in another order round differently; so
+    far they are equal)."""
     lower, upper, f, g, iterations = (np.asarray(x) for x in got)
     assert np.all(upper - lower <= tol)
-    np.testing.assert_allclose(0.5 * (lower + upper), 0.5 * (ref[0] + ref[1]), atol=1e-9, rtol=0)
+    assert np.all(lower <= ref[1] + 1e-12) and np.all(ref[0] <= upper + 1e-12)
     assert np.array_equal(np.isfinite(f), np.isfinite(ref[2]))
     assert np.array_equal(np.isfinite(g), np.isfinite(ref[3]))
     assert np.all(np.abs(iterations - ref[4]) <= 2), (iterations, ref[4])
 
 
-# Threads per emulated block: more than any phase has items (64) only on the small shapes, as
-# each host barrier costs ~1 ms at 64 threads on two cores.
-SOLVER_CASES = [(shape, threads) for shape in SHAPES
-                for threads in ([1, 7, 32, 64] if np.prod(shape) <= 30 else [1, 7, 32])]
+# Threads per emulated block: one, an odd count, and the kernel's two block sizes.
+SOLVER_CASES = [(shape, threads) for shape in SHAPES for threads in (1, 7, 64, 128)]
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
@@ -114,7 +113,7 @@ SOLVER_CASES = [(shape, threads) for shape in SHAPES
                          ids=["x".join(map(str, s)) + f"-t{t}" for s, t in SOLVER_CASES])
 def test_emulated_block_solver_matches_the_cpu_solver(shape, threads, kind):
     P = _batch(shape, kind, B=2, seed=sum(shape))
-    _assert_solves_like_the_cpu_solver(emulate.solve(P, 1e-8, 500, threads), _cpu_solve(P))
+    _assert_solves_like_the_cpu_solver(emulate.solve(P, cpp.options(1e-8), threads), _cpu_solve(P))
 
 
 def test_block_solver_workspace_fits_shared_memory():

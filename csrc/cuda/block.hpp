@@ -61,38 +61,53 @@ struct CudaBlock {
 
 }  // namespace fastpid::cuda
 
-#include <condition_variable>
-#include <mutex>
+#include <atomic>
+#include <chrono>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
 namespace fastpid::cuda {
+
+// Thrown in the waiting threads when a barrier is not completed in time: threads that reach
+// different numbers of barriers (a deadlock on a GPU) fail the emulation instead of hanging it.
+struct BrokenBarrier {};
 
 // State shared by the host threads that stand in for one thread block.
 class HostTeam {
  public:
   explicit HostTeam(int threads) : threads_(threads), slots_(threads) {}
 
+  // Waiting threads spin with yield: with many more threads than cores this is far cheaper
+  // than waking them through a condition variable. The last arrival's release of the new
+  // generation publishes every thread's writes before the barrier (the arrivals form one
+  // read-modify-write chain).
   void barrier() {
-    std::unique_lock<std::mutex> lock(mutex_);
-    const long generation = generation_;
-    if (++arrived_ == threads_) {
-      arrived_ = 0;
-      ++generation_;
-      cv_.notify_all();
-    } else {
-      cv_.wait(lock, [&] { return generation_ != generation; });
+    const long generation = generation_.load(std::memory_order_acquire);
+    if (arrived_.fetch_add(1, std::memory_order_acq_rel) + 1 == threads_) {
+      arrived_.store(0, std::memory_order_relaxed);
+      generation_.fetch_add(1, std::memory_order_release);
+      return;
+    }
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    for (long spins = 0; generation_.load(std::memory_order_acquire) == generation; ++spins) {
+      if (broken_.load() || (spins % 1024 == 0 && std::chrono::steady_clock::now() > deadline)) {
+        broken_.store(true);
+        throw BrokenBarrier{};
+      }
+      std::this_thread::yield();
     }
   }
+  void mark_broken() { broken_.store(true); }
+  bool broken() const { return broken_.load(); }
   double* slots() { return slots_.data(); }
 
  private:
   const int threads_;
   std::vector<double> slots_;
-  std::mutex mutex_;
-  std::condition_variable cv_;
-  int arrived_ = 0;
-  long generation_ = 0;
+  std::atomic<int> arrived_{0};
+  std::atomic<long> generation_{0};
+  std::atomic<bool> broken_{false};
 };
 
 struct HostBlock {
@@ -129,15 +144,25 @@ struct HostBlock {
   }
 };
 
-// Runs body(block) on `threads` host threads that together behave as one thread block.
+// Runs body(block) on `threads` host threads that together behave as one thread block;
+// throws std::runtime_error when they do not all pass the same barriers.
 template <class Body>
 void run_host_block(int threads, Body body) {
   HostTeam team(threads);
   std::vector<std::thread> pool;
   pool.reserve(threads);
   for (int t = 0; t < threads; ++t)
-    pool.emplace_back([&team, &body, t, threads] { body(HostBlock{&team, t, threads}); });
+    pool.emplace_back([&team, &body, t, threads] {
+      try {
+        body(HostBlock{&team, t, threads});
+      } catch (const BrokenBarrier&) {
+        team.mark_broken();
+      }
+    });
   for (auto& th : pool) th.join();
+  if (team.broken())
+    throw std::runtime_error(
+        "emulated thread block deadlocked: its threads did not all reach the same barriers");
 }
 
 #endif

@@ -123,16 +123,13 @@ py::tuple alternation(Array<T> P, int steps, double omega, int threads) {
 
 // The block solver on B problems in turn, each on `threads` host threads; returns
 // (lower, upper, f, g, iterations) as fastpid._C.solve does.
-py::tuple solve(py::array_t<double, py::array::c_style | py::array::forcecast> P, double tol,
-                int max_iter, int threads) {
+py::tuple solve(py::array_t<double, py::array::c_style | py::array::forcecast> P,
+                const fastpid::SolveOptions& opt, int threads) {
   check_threads(threads);
   if (P.ndim() != 4) throw std::invalid_argument("P must have shape (B, n1, n2, ny)");
   const int64_t B = P.shape(0);
   const int n1 = static_cast<int>(P.shape(1)), n2 = static_cast<int>(P.shape(2)),
             ny = static_cast<int>(P.shape(3));
-  fastpid::SolveOptions opt;
-  opt.tol = tol;
-  opt.max_iter = max_iter;
   Array<double> lower(B), upper(B), f({B, int64_t(n1), int64_t(ny)}),
       g({B, int64_t(n2), int64_t(ny)});
   Array<int64_t> iterations(B);
@@ -166,7 +163,7 @@ void register_emulation(py::module_& m) {
   // float64 first: pybind11 tries overloads in order and a float64 array must not be cast.
   register_dtype<double>(e);
   register_dtype<float>(e);
-  e.def("solve", &solve, py::arg("P"), py::arg("tol"), py::arg("max_iter"), py::arg("threads"),
+  e.def("solve", &solve, py::arg("P"), py::arg("options"), py::arg("threads"),
         "The certified solver, one thread block per problem (float64).");
   e.def("solve_work", &fastpid::cuda::solve_block_work, py::arg("n1"), py::arg("n2"),
         py::arg("ny"), "Doubles of (shared) workspace the block solver needs per problem.");

@@ -238,18 +238,10 @@ const char* solve_work(int n1, int n2, int ny, int64_t* doubles) {
   return nullptr;
 }
 
-const char* solve(int64_t B, const double* P, int n1, int n2, int ny, double tol, int max_iter,
-                  int warm_steps, int polish_sweeps, double mu_factor, bool newton,
-                  double* work, double* lower, double* upper, double* f, double* g,
-                  int64_t* iterations, uintptr_t stream) {
+const char* solve(int64_t B, const double* P, int n1, int n2, int ny,
+                  const fastpid::SolveOptions& opt, double* work, double* lower, double* upper,
+                  double* f, double* g, int64_t* iterations, uintptr_t stream) {
   if (B == 0) return nullptr;
-  fastpid::SolveOptions opt;
-  opt.tol = tol;
-  opt.max_iter = max_iter;
-  opt.warm_steps = warm_steps;
-  opt.polish_sweeps = polish_sweeps;
-  opt.mu_factor = mu_factor;
-  opt.newton = newton;
   bool block = false;
   if (const char* error = block_solver_fits(n1, n2, ny, &block)) return error;
   if (block) {

@@ -8,6 +8,8 @@
 
 #include <cstdint>
 
+#include "solver_core.hpp"
+
 namespace fastpid::cuda {
 
 // Number of CUDA devices this build can use (0 with a reason when it cannot).
@@ -43,9 +45,8 @@ const char* solve_work(int n1, int n2, int ny, int64_t* doubles);
 // warm_steps alternation steps only (method "fast"). One problem per thread block
 // (solver_block.hpp) when its workspace fits in the device's shared memory per block, else
 // one problem per thread with `work` (solve_work doubles each) as scratch.
-const char* solve(int64_t B, const double* P, int n1, int n2, int ny, double tol, int max_iter,
-                  int warm_steps, int polish_sweeps, double mu_factor, bool newton,
-                  double* work, double* lower, double* upper, double* f, double* g,
-                  int64_t* iterations, uintptr_t stream);
+const char* solve(int64_t B, const double* P, int n1, int n2, int ny,
+                  const fastpid::SolveOptions& opt, double* work, double* lower, double* upper,
+                  double* f, double* g, int64_t* iterations, uintptr_t stream);
 
 }  // namespace fastpid::cuda

@@ -29,8 +29,6 @@ using detail::fp_max;
 using detail::fp_min;
 using detail::kNegInf;
 
-constexpr double kOmega = 1.5;  // over-relaxation of the warm start, as in solve_one()
-
 // Where the arrays of one problem lie in `work`. One layout code for counting and carving, so
 // that solve_block_work() and the body cannot disagree.
 struct Layout {
@@ -633,7 +631,7 @@ FASTPID_BODY void solve_block_body(const Blk& b, const double* P, int n1, int n2
   arena.base = work;
   const block_solver::Layout layout(n1, n2, ny, arena);
   const AlternationState<double> st =
-      alternate(b, P, n1, n2, ny, opt.warm_steps, block_solver::kOmega, layout.alternation);
+      alternate(b, P, n1, n2, ny, opt.warm_steps, opt.omega, layout.alternation);
   block_solver::Solver<Blk> solver(b, opt, layout, st, P, n1, n2, ny);
   double lo = 0, up = 0;
   int64_t it = 0;
