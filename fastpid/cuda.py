@@ -45,7 +45,7 @@ def available(device: torch.device | None = None) -> tuple[bool, str]:
         return False, f"the CUDA kernels run on CUDA tensors; got a tensor on {device}"
     count, why = _device_count()
     if count == 0:
-        return False, f"no usable CUDA device ({why or 'none found'})"
+        return False, f"no usable CUDA device (the CUDA runtime says: {why or 'no device found'})"
     return True, ""
 
 
