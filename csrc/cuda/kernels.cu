@@ -10,7 +10,9 @@
 namespace fastpid::cuda {
 namespace {
 
-constexpr int kSharedLimit = 48 * 1024;  // dynamic shared memory without an opt-in
+// Dynamic shared memory a block may take without an opt-in: 48 KB for static and dynamic
+// together, less the 32 reduction slots a CudaBlock declares statically.
+constexpr int kSharedLimit = 48 * 1024 - 32 * static_cast<int>(sizeof(double));
 constexpr int kJointThreads = 256;
 constexpr unsigned kJointPrivateBlocks = 1024;  // grid cap of the private-histogram joints
 constexpr int kSolveThreads = 64;  // problems per block of the per-thread solver
