@@ -28,8 +28,8 @@ import functools
 
 import torch
 
-from ._build_info import load_extension
 from . import cpp
+from ._build_info import load_extension
 from .solver import OMEGA, Solution
 
 

@@ -163,8 +163,7 @@ __global__ void solve_kernel(int64_t B, const double* P, int n1, int n2, int ny,
 template <class T>
 const char* joint_codes_t(int64_t N, const int64_t* x1, const int64_t* x2, const int64_t* y,
                           const int64_t* groups, const void* w, int n1, int n2, int ny, int G,
-                          void* out,
-                          uintptr_t stream) {
+                          void* out, uintptr_t stream) {
   if (N == 0) return nullptr;
   const int64_t bins = static_cast<int64_t>(G) * n1 * n2 * ny;
   const JointLaunch l = joint_launch<T>(N, bins);
@@ -176,8 +175,7 @@ const char* joint_codes_t(int64_t N, const int64_t* x1, const int64_t* x2, const
 template <class T>
 const char* joint_soft_t(int64_t N, const void* p1, const void* p2, const int64_t* y,
                          const int64_t* groups, const void* w, int n1, int n2, int ny, int G,
-                         void* out,
-                         uintptr_t stream) {
+                         void* out, uintptr_t stream) {
   if (N == 0) return nullptr;
   const int64_t bins = static_cast<int64_t>(G) * n1 * n2 * ny;
   const JointLaunch l = joint_launch<T>(N * n1 * n2, bins);
