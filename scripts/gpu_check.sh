@@ -19,10 +19,13 @@ log ""
 status=0
 run() {  # run "what" command...: logs the command, its last line and its status
   local what=$1; shift
-  local tail
-  tail=$("$@" 2>&1 | tee /dev/stderr | tail -n 1)
-  local rc=${PIPESTATUS[0]}
-  log "- $what: \`$*\` -> exit $rc: $tail"
+  local out rc
+  out=$(mktemp)
+  "$@" >"$out" 2>&1
+  rc=$?
+  cat "$out" >&2
+  log "- $what: \`$*\` -> exit $rc: $(tail -n 1 "$out")"
+  rm -f "$out"
   [ "$rc" -eq 0 ] || status=1
 }
 run "GPU tests" "$PYTHON" -m pytest -q -m gpu -p no:cacheprovider tests
