@@ -13,6 +13,12 @@
   :class:`RootCompetence` / :class:`PhaseSchedule` pacing.
 * :class:`DynCIM`, :class:`DynCIMLoss`, :class:`GatedFusion` — DynCIM's dynamic
   sample- and modality-level curriculum with gated fusion.
+* :class:`IndexedDataset` — yields ``(index, *item)``, the sample indices the curricula need.
+
+Every stateful piece has ``state_dict()`` / ``load_state_dict()`` that survive
+``torch.save`` + ``torch.load(weights_only=True)``, and under an initialised
+``torch.distributed`` process group they keep their state identical on every rank
+(:mod:`fastpid.integrations.distributed`).
 """
 from .ecs_async import Decision, ECSAsyncController, ProbeRecord
 from .probe import PIDProbe, ProbeResult
@@ -29,5 +35,7 @@ from .pacing import PhaseSchedule, RootCompetence  # noqa: E402
 from .spice import SPICECurriculum, SPICESampler  # noqa: E402
 from .spice_scores import SampleScores, local_scores, pointwise_scores  # noqa: E402
 
-__all__ += ["SPICECurriculum", "SPICESampler", "SampleScores", "pointwise_scores", "local_scores",
+from .data import IndexedDataset  # noqa: E402
+
+__all__ += ["IndexedDataset", "SPICECurriculum", "SPICESampler", "SampleScores", "pointwise_scores", "local_scores",
             "RootCompetence", "PhaseSchedule", "DynCIM", "DynCIMLoss", "GatedFusion"]

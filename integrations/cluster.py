@@ -36,8 +36,18 @@ def _generator(device: torch.device, seed: int) -> torch.Generator:
 
 
 def standardize(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Zero mean, unit variance per column of ``x (N, D)``; constant columns become 0."""
+    """Zero mean, unit variance per column of ``x (N, D)``; constant columns become 0.
+
+    Each column is first divided by a power of two that brings its largest magnitude into
+    ``[1, 2)`` (exact in floating point), so that the variance cannot overflow: embeddings of any
+    finite magnitude (up to the dtype's maximum, e.g. 1e300 in float64) standardise to the
+    same values as the same embeddings at ordinary scale. ``eps`` is the smallest standard
+    deviation, relative to that scale, that counts as a non-constant column.
+    """
     x = _check_matrix(x, "x")
+    peak = x.abs().amax(dim=0)
+    scale = torch.where(peak > 0, torch.exp2(torch.frexp(peak).exponent.to(x.dtype) - 1), torch.ones_like(peak))
+    x = x / scale
     std = x.std(dim=0, unbiased=False)
     return (x - x.mean(dim=0)) / torch.where(std > eps, std, torch.ones_like(std))
 

@@ -39,15 +39,22 @@ counts as a stall). Choices made here:
 
 Before the first update every weight is 1, ``λ = 1``, the target is uniform and
 ``α = α_0``.
+
+Checkpoints: :meth:`DynCIM.state_dict` / :meth:`DynCIM.load_state_dict` (tensors and numbers
+only). Distributed training: :meth:`DynCIM.update` takes each rank's predictions for its own
+samples with their ``index`` (gathered over the ranks), and every rank then holds rank 0's
+state, so the weights are identical on every rank.
 """
 from __future__ import annotations
 
 import math
 from typing import Sequence
 
+import numpy as np
 import torch
 
-from .predictions import check_labels, check_probs, prob_of_label
+from .distributed import assemble, broadcast_tensors, is_distributed
+from .predictions import as_labels, as_tensor, check_labels, check_probs, prob_of_label
 
 __all__ = ["DynCIM", "LinearTemperature", "generalized_js", "geometric_mean_ratio",
            "harmonic_mean_improvement"]
@@ -145,18 +152,26 @@ class DynCIM:
         self._lam = torch.ones(n_modalities, dtype=torch.float64)
         self._alpha = self.base_unimodal_scale
 
-    def update(self, p_fused, p_modalities, y) -> None:
+    def update(self, p_fused, p_modalities, y, *, index=None) -> None:
         """Advance one epoch with predictions on the whole training set.
 
-        ``p_fused (N, C)``: fused softmax output; ``p_modalities``: ``M`` tensors ``(N, C)``
-        (or one ``(M, N, C)`` tensor) of unimodal softmax outputs; ``y (N,)``: labels.
+        ``p_fused (N, C)``: fused softmax output; ``p_modalities``: ``M`` arrays ``(N, C)``
+        (or one ``(M, N, C)`` array) of unimodal softmax outputs; ``y (N,)``: labels.
+        Tensors or numpy arrays.
+
+        ``index (B,)``: the rows are the predictions of these training samples only (e.g.
+        this rank's shard); under ``torch.distributed`` every rank's rows are gathered, and
+        together they must cover every sample. Under a process group every rank must call
+        this, and every rank then holds rank 0's state.
         """
-        pf = check_probs(p_fused, "p_fused", self.n_samples)
-        c = pf.shape[1]
-        if isinstance(p_modalities, torch.Tensor) and p_modalities.dim() == 3:
+        if isinstance(p_modalities, (torch.Tensor, np.ndarray)) and p_modalities.ndim == 3:
             p_modalities = list(p_modalities)
         if len(p_modalities) != self.n_modalities:
             raise ValueError(f"expected {self.n_modalities} unimodal predictions, got {len(p_modalities)}")
+        if index is not None:
+            p_fused, p_modalities, y = self._assemble(index, p_fused, p_modalities, y)
+        pf = check_probs(p_fused, "p_fused", self.n_samples)
+        c = pf.shape[1]
         pm = torch.stack([check_probs(p, f"p_modalities[{m}]", self.n_samples, c).to(pf.device)
                           for m, p in enumerate(p_modalities)])
         y = check_labels(y, self.n_samples, c).to(pf.device)
@@ -197,6 +212,51 @@ class DynCIM:
         log_gmr = self.gmr.log()
         self._alpha = min(self.max_unimodal_scale,
                           self.base_unimodal_scale * (1.0 + float(log_gmr.max() - log_gmr.min())))
+        if is_distributed():
+            self._take_rank0_state()
+
+    def _assemble(self, index, p_fused, p_modalities, y):
+        """The whole training set's rows from this rank's (and every other rank's)."""
+        pf = as_tensor(p_fused, "p_fused").detach()
+        rows = [pf.to(torch.float64)] + [as_tensor(p, f"p_modalities[{m}]").detach().to(pf.device, torch.float64)
+                                         for m, p in enumerate(p_modalities)]
+        rows.append(as_labels(y, "y", device=pf.device))
+        full = assemble(self.n_samples, as_labels(index, "index", device=pf.device), rows)
+        return full[0], full[1:-1], full[-1]
+
+    _STATE = ("_mean", "_sq", "components", "difficulty", "_w", "gmr", "_lam")
+
+    def _take_rank0_state(self) -> None:
+        """Overwrite this rank's state of the last update with rank 0's."""
+        alpha = torch.tensor([self._alpha], dtype=torch.float64, device=self._w.device)
+        extra = [self.losses[-1], alpha] + ([] if self.hmir is None else [self.hmir])
+        synced = broadcast_tensors(*(getattr(self, k) for k in self._STATE), *extra)
+        for k, v in zip(self._STATE, synced):
+            setattr(self, k, v)
+        self.losses[-1], self._alpha = synced[len(self._STATE)], float(synced[len(self._STATE) + 1])
+        if self.hmir is not None:
+            self.hmir = synced[-1]
+
+    def state_dict(self) -> dict:
+        """Everything :meth:`update` accumulates (running moments, loss history, the current
+        weights); tensors, numbers and ``None`` only, so ``torch.load(weights_only=True)``
+        reads it. The configuration is the constructor's."""
+        state = {k.lstrip("_"): (None if getattr(self, k) is None else getattr(self, k).clone())
+                 for k in self._STATE + ("hmir",)}
+        state.update(epoch=self.epoch, alpha=self._alpha, losses=[l.clone() for l in self.losses])
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` saved."""
+        w = state["w"]
+        if w.shape != (self.n_samples,) or state["lam"].shape != (self.n_modalities,):
+            raise ValueError(f"the checkpoint is for {w.shape[0]} samples and {state['lam'].shape[0]} "
+                             f"modalities; this DynCIM has {self.n_samples} and {self.n_modalities}")
+        for k in self._STATE + ("hmir",):
+            v = state[k.lstrip("_")]
+            setattr(self, k, None if v is None else v.clone())
+        self.epoch, self._alpha = int(state["epoch"]), float(state["alpha"])
+        self.losses = [l.clone() for l in state["losses"]]
 
     def weights(self) -> torch.Tensor:
         """``(N,)`` sample weights, mean 1 (all 1 before the first update)."""

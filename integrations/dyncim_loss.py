@@ -18,6 +18,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .predictions import as_labels, check_batch
+
 __all__ = ["DynCIMLoss", "dyncim_loss_terms"]
 
 
@@ -31,10 +33,13 @@ def dyncim_loss_terms(fused_logits: torch.Tensor, unimodal_logits: Sequence[torc
     Shapes: ``fused_logits (B, C)``, ``unimodal_logits`` ``M`` × ``(B, C)``, ``y (B,)``,
     ``sample_weights (B,)`` (default 1), ``modality_weights (M,)`` (default 1),
     ``gate (B, M)`` rows on the simplex, ``gate_target (M,)`` on the simplex (default
-    uniform).
+    uniform). ``y`` may be a tensor or numpy array (integral floats accepted); an empty
+    batch raises ``ValueError``.
     """
     if fused_logits.dim() != 2:
         raise ValueError(f"fused_logits must have shape (B, C), got {tuple(fused_logits.shape)}")
+    check_batch("the DynCIM loss's batch (fused_logits)", fused_logits)
+    y = as_labels(y, "y", device=fused_logits.device)
     B = fused_logits.shape[0]
     M = len(unimodal_logits)
     if M == 0 or any(tuple(u.shape) != tuple(fused_logits.shape) for u in unimodal_logits):
@@ -68,8 +73,33 @@ def dyncim_loss_terms(fused_logits: torch.Tensor, unimodal_logits: Sequence[torc
 
 
 class DynCIMLoss(nn.Module):
-    """``fused + unimodal + beta · gate`` of :func:`dyncim_loss_terms` (module docstring);
-    ``forward`` takes the same arguments and returns the scalar loss."""
+    """The DynCIM loss ``(1/B) Σ_n w_n [CE(fused_n) + α Σ_m λ_m CE(head_m,n)] + β KL(ḡ ‖ target)``
+    (module docstring), a scalar.
+
+    Args:
+        beta: weight ``β >= 0`` of the gate term.
+
+    Call it as ``loss_fn(fused_logits, unimodal_logits, y, **kwargs)`` with
+
+    * ``fused_logits (B, C)``: the fused head's logits;
+    * ``unimodal_logits``: ``M`` tensors ``(B, C)``, one per modality's head;
+    * ``y (B,)``: labels (tensor or numpy; integral floats accepted);
+
+    and the keyword arguments (all optional; :meth:`DynCIM.loss_inputs(index)
+    <fastpid.integrations.DynCIM.loss_inputs>` returns the first four for a batch of
+    training-set indices):
+
+    * ``sample_weights (B,)``: ``w_n`` (default 1);
+    * ``modality_weights (M,)``: ``λ_m`` (default 1);
+    * ``unimodal_scale``: ``α``, a float (default 1);
+    * ``gate_target (M,)``: the target of the batch-mean gate, on the simplex (default
+      uniform);
+    * ``gate (B, M)``: the per-sample gate of :class:`GatedFusion`, rows on the simplex
+      (default ``None``: no gate term).
+
+    An empty batch raises ``ValueError``. :func:`dyncim_loss_terms` gives the three terms
+    separately.
+    """
 
     def __init__(self, beta: float = 0.1):
         super().__init__()

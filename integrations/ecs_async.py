@@ -10,7 +10,8 @@ pre-fusion embeddings of a fixed probe set, and the controller
   resumes, as in the published code);
 * tracks synergy: it keeps a snapshot of the registered modules at the peak synergy score
   seen so far, and starts stage 2 from that snapshot when the score falls below
-  ``drop × peak`` or after ``max_unimodal_epochs``.
+  ``peak − (1 − drop)·|peak|`` (``drop × peak`` for a positive peak) or after
+  ``max_unimodal_epochs``.
 
 The synergy score guards against a probe artefact. With a few hundred probe samples over a
 ``k × k × C`` joint (4,000 cells for the defaults and 10 classes) the plug-in PID is biased,
@@ -29,12 +30,18 @@ brackets):
   nothing;
 * ``min_score`` (0.05 nats): a score must exceed this to become the peak, so that a score
   at the noise level of the baseline (about 0.02 nats) does not;
-* ``warmup_epochs`` (3): probes before this epoch are recorded (and still balance the
-  modalities) but count neither for the peak nor for the drop test.
+* ``warmup_epochs`` (3): probes before this epoch are recorded but count neither for the
+  peak nor for the drop test, and do not pause a modality either (untrained encoders'
+  unique information says nothing about which modality will dominate).
 
 If no probe qualifies, stage 2 starts at ``max_unimodal_epochs`` from the current
 parameters (no snapshot to restore). ``warmup_epochs=0, baseline=None, min_score=-inf`` is
 the uncorrected rule (score = raw synergy; the first probe is a peak).
+
+Under ``torch.distributed`` every rank calls :meth:`~ECSAsyncController.update` with its
+part of the probe set: the probe gathers the parts, and :meth:`~ECSAsyncController.step`
+takes rank 0's terms and baseline, so the decisions (and the state) are identical on every
+rank.
 
 Stage 2 (``"joint"``) trains everything with
 ``fused_weight · CE(fused) + unimodal_weight · (CE(head1) + CE(head2))``
@@ -57,12 +64,15 @@ Typical loop::
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import asdict, dataclass, replace
 from typing import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from .distributed import broadcast_object
+from .predictions import as_labels, check_batch
 from .probe import TERMS, PIDProbe, ProbeResult
 
 __all__ = ["ECSAsyncController", "Decision", "ProbeRecord"]
@@ -117,13 +127,34 @@ class ProbeRecord:
 
 def _terms(result) -> dict:
     if isinstance(result, ProbeResult):
-        return result.terms()
-    if isinstance(result, Mapping):
+        terms = result.terms()
+    elif isinstance(result, Mapping):
         missing = [t for t in ("unique1", "unique2", "synergy") if t not in result]
         if missing:
             raise ValueError(f"PID terms are missing {missing}; expected keys among {TERMS}")
-        return {k: float(v) for k, v in result.items() if k in TERMS}
-    raise TypeError(f"expected a ProbeResult or a mapping of PID terms, got {type(result).__name__}")
+        terms = {k: float(v) for k, v in result.items() if k in TERMS}
+    else:
+        raise TypeError(f"expected a ProbeResult or a mapping of PID terms, got {type(result).__name__}")
+    _check_finite(terms, "the PID terms")
+    return terms
+
+
+def _check_finite(terms: dict, what: str) -> None:
+    """NaN terms raise: a NaN compares false with everything, so it would silently never
+    pause, never peak and never drop, and the run would continue on a broken probe."""
+    nan = [k for k, v in terms.items() if math.isnan(v)]
+    if nan:
+        raise ValueError(f"{what} have NaN entries {nan}: {terms}")
+
+
+def _check_number(name: str, v, *, lo=None, lo_open=False, allow_inf=False) -> float:
+    """``v`` as a float, or a ValueError naming ``name`` and the expected range."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v) \
+            or (not allow_inf and math.isinf(v)):
+        raise ValueError(f"{name} must be a {'' if allow_inf else 'finite '}number, got {v!r}")
+    if lo is not None and (v <= lo if lo_open else v < lo):
+        raise ValueError(f"{name} must be {'>' if lo_open else '>='} {lo}, got {v!r}")
+    return float(v)
 
 
 class ECSAsyncController:
@@ -137,12 +168,14 @@ class ECSAsyncController:
             this factor (``> 1``).
         resume_ratio: resume both once the paused modality's uniqueness ratio is below this
             (``1 <= resume_ratio <= ratio``); ``None`` never resumes.
-        drop: start stage 2 when the synergy score falls below ``drop × peak score``
-            (``0 < drop < 1``).
+        drop: start stage 2 when the synergy score falls below
+            ``peak − (1 − drop)·|peak|``, i.e. by the fraction ``1 − drop`` of the peak's
+            magnitude: ``drop × peak`` for a positive peak, and still below the peak for a
+            negative one (``0 < drop < 1``).
         max_unimodal_epochs: stage 2 starts at this epoch at the latest.
         min_unimodal_epochs: the synergy-drop rule is ignored before this epoch.
         warmup_epochs: probes before this epoch count neither for the peak nor for the drop
-            rule (``0``: every probe counts).
+            rule, and pause no modality (``0``: every probe counts).
         baseline: the permutation baseline subtracted from the synergy:
             ``"within_class"``, ``"labels"`` (see :meth:`PIDProbe.shuffled`) or ``None``
             (score = raw synergy; :meth:`step` then takes no baseline).
@@ -150,11 +183,11 @@ class ECSAsyncController:
         baseline_seed: seed of the permutations; epoch ``e`` uses ``baseline_seed + e``.
         min_score: nats; a counted score becomes the peak only above this (and above the
             previous peak).
-        eps: nats added to both unique terms before the ratio, so that two near-zero terms
-            do not give a wild ratio.
+        eps: nats (``> 0``) added to both unique terms before the ratio, so that two
+            near-zero terms do not give a wild (or undefined) ratio.
         balance_by: ``"unique"`` (``U1/U2``, the ECS rule) or ``"mi"`` (the MI proxy
             ``I(Z1;Y)/I(Z2;Y)``).
-        fused_weight, unimodal_weight: stage-2 loss weights.
+        fused_weight, unimodal_weight: stage-2 loss weights (``>= 0``).
         modules: modules whose parameters the peak-synergy snapshot holds (encoders, and
             usually their heads). Without them :meth:`restore` is unavailable; the caller can
             watch :attr:`peak_epoch` and keep its own snapshots.
@@ -167,45 +200,53 @@ class ECSAsyncController:
                  min_score: float = 0.05, eps: float = 1e-3, balance_by: str = "unique",
                  fused_weight: float = 1.0, unimodal_weight: float = 0.6,
                  modules: Sequence[torch.nn.Module] | None = None):
-        if not isinstance(probe_every, int) or probe_every < 1:
-            raise ValueError(f"probe_every must be a positive integer, got {probe_every!r}")
-        if not ratio > 1:
-            raise ValueError(f"ratio must be > 1, got {ratio!r}")
-        if resume_ratio is not None and not 1 <= resume_ratio <= ratio:
-            raise ValueError(f"resume_ratio must be in [1, ratio={ratio}] or None, got {resume_ratio!r}")
+        if probe is not None and not isinstance(probe, PIDProbe):
+            raise TypeError(f"probe must be a PIDProbe or None, got {type(probe).__name__}")
+        for name, v, lo in (("probe_every", probe_every, 1), ("max_unimodal_epochs", max_unimodal_epochs, 0),
+                            ("min_unimodal_epochs", min_unimodal_epochs, 0), ("warmup_epochs", warmup_epochs, 0),
+                            ("baseline_permutations", baseline_permutations, 1)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+        if isinstance(baseline_seed, bool) or not isinstance(baseline_seed, int):
+            raise ValueError(f"baseline_seed must be an integer, got {baseline_seed!r}")
+        ratio = _check_number("ratio", ratio, lo=1, lo_open=True)
+        if resume_ratio is not None:
+            resume_ratio = _check_number("resume_ratio", resume_ratio)
+            if not 1 <= resume_ratio <= ratio:
+                raise ValueError(f"resume_ratio must be in [1, ratio={ratio}] or None, got {resume_ratio!r}")
+        drop = _check_number("drop", drop)
         if not 0 < drop < 1:
             raise ValueError(f"drop must be in (0, 1), got {drop!r}")
-        if not isinstance(max_unimodal_epochs, int) or max_unimodal_epochs < 0:
-            raise ValueError(f"max_unimodal_epochs must be a non-negative integer, got {max_unimodal_epochs!r}")
-        if not isinstance(min_unimodal_epochs, int) or min_unimodal_epochs < 0:
-            raise ValueError(f"min_unimodal_epochs must be a non-negative integer, got {min_unimodal_epochs!r}")
-        if not isinstance(warmup_epochs, int) or warmup_epochs < 0:
-            raise ValueError(f"warmup_epochs must be a non-negative integer, got {warmup_epochs!r}")
         if baseline not in BASELINES:
             raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
-        if not isinstance(baseline_permutations, int) or baseline_permutations < 1:
-            raise ValueError(f"baseline_permutations must be a positive integer, got {baseline_permutations!r}")
+        min_score = _check_number("min_score", min_score, allow_inf=True)
+        eps = _check_number("eps", eps, lo=0, lo_open=True)
         if balance_by not in ("unique", "mi"):
             raise ValueError(f"balance_by must be 'unique' or 'mi', got {balance_by!r}")
-        if eps < 0:
-            raise ValueError(f"eps must be >= 0, got {eps!r}")
+        fused_weight = _check_number("fused_weight", fused_weight, lo=0)
+        unimodal_weight = _check_number("unimodal_weight", unimodal_weight, lo=0)
+        if modules is not None:
+            modules = list(modules)
+            bad = [type(m).__name__ for m in modules if not isinstance(m, torch.nn.Module)]
+            if bad:
+                raise TypeError(f"modules must be torch.nn.Module instances, got {bad}")
         self.probe = probe if probe is not None else PIDProbe()
         self.probe_every = probe_every
-        self.ratio = float(ratio)
+        self.ratio = ratio
         self.resume_ratio = resume_ratio
-        self.drop = float(drop)
+        self.drop = drop
         self.max_unimodal_epochs = max_unimodal_epochs
         self.min_unimodal_epochs = min_unimodal_epochs
         self.warmup_epochs = warmup_epochs
         self.baseline = baseline
         self.baseline_permutations = baseline_permutations
-        self.baseline_seed = int(baseline_seed)
-        self.min_score = float(min_score)
-        self.eps = float(eps)
+        self.baseline_seed = baseline_seed
+        self.min_score = min_score
+        self.eps = eps
         self.balance_by = balance_by
-        self.fused_weight = float(fused_weight)
-        self.unimodal_weight = float(unimodal_weight)
-        self.modules = list(modules) if modules is not None else None
+        self.fused_weight = fused_weight
+        self.unimodal_weight = unimodal_weight
+        self.modules = modules
         self._reset()
 
     def _reset(self):
@@ -237,7 +278,9 @@ class ECSAsyncController:
         ``baseline=None``).
 
         Call it once per epoch, before training that epoch, with embeddings computed by the
-        current (not yet trained this epoch) encoders.
+        current (not yet trained this epoch) encoders. Tensors or numpy arrays. Under
+        ``torch.distributed`` each rank passes its part of the probe set (see
+        :meth:`PIDProbe.__call__`); every rank must call it.
         """
         if self.wants_probe(epoch):
             if emb1 is None or emb2 is None or labels is None:
@@ -246,7 +289,7 @@ class ECSAsyncController:
             res = self.probe(emb1, emb2, labels)
             baseline = None
             if self.baseline is not None and self.stage == UNIMODAL:
-                baseline = self.probe.shuffled(res.codes1, res.codes2, labels, self.baseline_permutations,
+                baseline = self.probe.shuffled(res.codes1, res.codes2, res.labels, self.baseline_permutations,
                                                seed=self.baseline_seed + epoch,
                                                within_class=self.baseline == "within_class")
             return self.step(epoch, res, baseline)
@@ -261,7 +304,12 @@ class ECSAsyncController:
 
         ``baseline`` is the permutation baseline's terms (a mapping with at least
         ``synergy``, as :meth:`PIDProbe.shuffled` returns); stage 1 needs it unless
-        ``baseline=None``, which rejects it."""
+        ``baseline=None``, which rejects it.
+
+        NaN terms raise ``ValueError`` (an error rather than a warning: a NaN never compares
+        true, so the rules would silently stop working for the rest of the run). Under
+        ``torch.distributed`` rank 0's terms and baseline are used on every rank, so every
+        rank takes the same decision; every rank must call it."""
         terms = _terms(result)
         if baseline is not None:
             if "synergy" not in baseline:
@@ -269,6 +317,8 @@ class ECSAsyncController:
             if self.baseline is None:
                 raise ValueError("a baseline was passed but baseline=None (the score is raw synergy)")
             baseline = {k: float(v) for k, v in baseline.items() if k in TERMS}
+            _check_finite(baseline, "the baseline's terms")
+        terms, baseline = broadcast_object((terms, baseline))
         if self.stage == JOINT:
             decision = self.current(epoch, probed=True)
         else:
@@ -288,9 +338,13 @@ class ECSAsyncController:
             return self._switch(epoch, f"reached max_unimodal_epochs={self.max_unimodal_epochs}", probed=True,
                                 counted=counted)
         if (counted and self.peak_epoch is not None and epoch >= self.min_unimodal_epochs
-                and score < self.drop * self.peak_score):
-            return self._switch(epoch, f"synergy score {score:.4g} < {self.drop} x peak {self.peak_score:.4g} "
-                                       f"(epoch {self.peak_epoch})", probed=True, counted=True)
+                and score < self.drop_threshold()):
+            return self._switch(epoch, f"synergy score {score:.4g} < {self.drop_threshold():.4g} "
+                                       f"(drop {self.drop} of peak {self.peak_score:.4g}, epoch {self.peak_epoch})",
+                                probed=True, counted=True)
+        if not counted:
+            return replace(self.current(epoch, probed=True, reason=f"warm-up (epoch < {self.warmup_epochs})"),
+                           counted=False)
         key1, key2 = ("unique1", "unique2") if self.balance_by == "unique" else ("mi1", "mi2")
         if key1 not in terms or key2 not in terms:
             raise ValueError(f"balance_by={self.balance_by!r} needs {key1!r} and {key2!r} in the PID terms")
@@ -305,9 +359,14 @@ class ECSAsyncController:
             if paused_ratio < self.resume_ratio:
                 reason = f"ratio {paused_ratio:.3g} < {self.resume_ratio}: resume modality {self.paused}"
                 self.paused = None
-        if not counted:
-            reason = f"warm-up (epoch < {self.warmup_epochs})" + (f"; {reason}" if reason else "")
-        return replace(self.current(epoch, probed=True, reason=reason), counted=counted)
+        return replace(self.current(epoch, probed=True, reason=reason), counted=True)
+
+    def drop_threshold(self) -> float | None:
+        """The score below which stage 2 starts: ``peak − (1 − drop)·|peak|`` (nats;
+        ``drop × peak`` for a positive peak), ``None`` before a peak."""
+        if self.peak_score is None:
+            return None
+        return self.peak_score - (1.0 - self.drop) * abs(self.peak_score)
 
     def _switch(self, epoch: int, why: str, probed: bool = False, counted: bool = False) -> Decision:
         self.stage, self.paused, self.switch_epoch = JOINT, None, epoch
@@ -334,7 +393,10 @@ class ECSAsyncController:
                    logits2: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The training loss for ``decision``: the cross-entropies of the training
         modalities' heads in stage 1; ``fused_weight · CE(fused) + unimodal_weight ·
-        (CE1 + CE2)`` in stage 2. Logits are ``(B, C)``, labels ``(B,)``."""
+        (CE1 + CE2)`` in stage 2. Logits are ``(B, C)``, labels ``(B,)`` (tensor or numpy,
+        integral floats accepted). An empty batch raises ``ValueError``."""
+        check_batch("stage_loss's batch (fused_logits)", fused_logits)
+        labels = as_labels(labels, "labels", device=fused_logits.device)
         if decision.stage == JOINT:
             return (self.fused_weight * F.cross_entropy(fused_logits, labels)
                     + self.unimodal_weight * (F.cross_entropy(logits1, labels) + F.cross_entropy(logits2, labels)))

@@ -20,25 +20,37 @@ from typing import Iterable, Sequence
 
 import torch
 
-from .predictions import prob_of_label
+from .predictions import as_labels, check_batch, prob_of_label
 
 __all__ = ["ogm_ge_scores", "ogm_ge_coefficients", "modulate_gradients"]
 
 
-def ogm_ge_scores(logits: Sequence[torch.Tensor], y: torch.Tensor) -> torch.Tensor:
-    """``(M,)`` scores ``s_m = Σ_n softmax(logits_m)[n, y_n]`` for ``M`` tensors ``(B, C)``."""
+def ogm_ge_scores(logits: Sequence[torch.Tensor], y) -> torch.Tensor:
+    """``(M,)`` scores ``s_m = Σ_n softmax(logits_m)[n, y_n]`` for ``M`` tensors ``(B, C)``
+    and labels ``y (B,)`` (tensor or numpy; integral floats accepted).
+
+    Raises ``ValueError`` for an empty batch and for NaN/Inf logits (naming the modality):
+    an error, not a warning, because the scores set the gradient coefficients, and a NaN
+    coefficient would turn every gradient of the step into NaN.
+    """
     if len(logits) < 2 or any(l.dim() != 2 or l.shape != logits[0].shape for l in logits):
         raise ValueError("logits must be >= 2 tensors of the same shape (B, C), got "
                          f"{[tuple(l.shape) for l in logits]}")
+    check_batch("the OGM-GE batch (logits)", logits[0])
+    y = as_labels(y, "y", device=logits[0].device)
     with torch.no_grad():
+        for m, l in enumerate(logits):
+            if not bool(torch.isfinite(l).all()):
+                raise ValueError(f"logits of modality {m} contain NaN or Inf; training has diverged "
+                                 "(lower the learning rate or clip gradients)")
         return torch.stack([prob_of_label(l.softmax(-1), y).sum() for l in logits])
 
 
 def ogm_ge_coefficients(scores: torch.Tensor, alpha: float = 0.5) -> torch.Tensor:
     """``(M,)`` gradient coefficients in ``(0, 1]`` from the modality scores ``(M,)``."""
     scores = torch.as_tensor(scores, dtype=torch.float64)
-    if scores.dim() != 1 or scores.shape[0] < 2 or (scores < 0).any():
-        raise ValueError(f"scores must be a non-negative (M,) vector with M >= 2, got {scores}")
+    if scores.dim() != 1 or scores.shape[0] < 2 or not bool(torch.isfinite(scores).all()) or (scores < 0).any():
+        raise ValueError(f"scores must be a finite, non-negative (M,) vector with M >= 2, got {scores}")
     if not alpha >= 0:
         raise ValueError(f"alpha must be >= 0, got {alpha!r}")
     M = scores.shape[0]

@@ -1,18 +1,70 @@
-"""Checks for the per-sample predictions and labels that the curricula consume.
+"""Checks for the per-sample inputs that the integrations consume.
 
 SPICE and DynCIM re-estimate their state from a model's softmax outputs on the training
-set. These helpers turn that input into float64 torch tensors and say precisely what is
-wrong when it is malformed (shape, range, row sums, label range).
+set; the probe, the losses and OGM-GE take embeddings, logits and labels. These helpers
+accept torch tensors and numpy arrays alike (as :func:`fastpid.joint` does), turn them into
+torch tensors and say precisely what is wrong when the input is malformed (type, shape,
+range, row sums, label values).
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-__all__ = ["check_probs", "check_labels", "prob_of_label"]
+__all__ = ["as_tensor", "as_labels", "check_probs", "check_labels", "check_batch", "prob_of_label"]
 
 #: Rows of a probability matrix must sum to 1 within this tolerance.
 ROW_SUM_TOL = 1e-4
+
+
+def as_tensor(x, name: str) -> torch.Tensor:
+    """``x`` as a torch tensor: tensors pass through unchanged (same device, dtype and
+    autograd graph), numpy arrays are wrapped without a copy. Anything else is a
+    ``TypeError`` naming ``name``."""
+    if isinstance(x, torch.Tensor):
+        return x
+    if isinstance(x, np.ndarray):
+        if x.dtype == object or x.dtype.kind in "USV":
+            raise TypeError(f"{name} must be numeric, got a numpy array of dtype {x.dtype}")
+        return torch.from_numpy(np.ascontiguousarray(x))
+    raise TypeError(f"{name} must be a torch.Tensor or a numpy array, got {type(x).__name__}")
+
+
+def as_labels(y, name: str = "y", device=None) -> torch.Tensor:
+    """Class ids ``y (N,)`` (tensor or numpy; integer dtype, or floats with integral values
+    such as ``2.0``) as an int64 tensor on ``device`` (default: ``y``'s own).
+
+    Raises ``TypeError`` for bool, complex or non-numeric input and ``ValueError`` for a
+    shape other than ``(N,)``, negative ids or non-integral / non-finite float values
+    (naming the first bad position).
+    """
+    y = as_tensor(y, name)
+    if y.dtype == torch.bool or y.dtype.is_complex:
+        raise TypeError(f"{name} must hold integer class ids, got dtype {y.dtype}")
+    if y.dim() != 1:
+        raise ValueError(f"{name} must be a 1-D vector of class ids (N,), got shape {tuple(y.shape)}")
+    if y.dtype.is_floating_point:
+        d = y.detach()
+        bad = ~(torch.isfinite(d) & (d == d.floor()))
+        if bool(bad.any()):
+            i = int(bad.nonzero()[0])
+            raise ValueError(f"{name}[{i}] = {float(d[i])!r} is not an integer class id; labels must "
+                             "be integers (integral floats such as 2.0 are accepted)")
+    y = y.detach().to(device=device if device is not None else y.device, dtype=torch.int64)
+    if y.numel() and int(y.min()) < 0:
+        i = int((y < 0).nonzero()[0])
+        raise ValueError(f"{name}[{i}] = {int(y[i])} is negative; class ids must be >= 0")
+    return y
+
+
+def check_batch(name: str, *tensors: torch.Tensor) -> None:
+    """Raise a ``ValueError`` naming the batch ``name`` when it has no samples (a loss over an
+    empty batch is NaN, which would silently poison the parameters)."""
+    for t in tensors:
+        if t.shape[0] == 0:
+            raise ValueError(f"empty batch: {name} has 0 samples; a loss needs at least one "
+                             "(skip empty batches, e.g. DataLoader(drop_last=True) or a sampler "
+                             "that admits no sample)")
 
 
 def check_probs(p, name: str, n_rows: int | None = None, n_cols: int | None = None) -> torch.Tensor:
@@ -21,11 +73,10 @@ def check_probs(p, name: str, n_rows: int | None = None, n_cols: int | None = No
     Raises ``TypeError`` for non-numeric input and ``ValueError`` for a wrong shape,
     NaN/Inf, negative entries or rows that do not sum to 1 (within :data:`ROW_SUM_TOL`).
     """
-    if isinstance(p, np.ndarray):
-        p = torch.from_numpy(p)
-    if not isinstance(p, torch.Tensor):
+    if not isinstance(p, (torch.Tensor, np.ndarray)):
         raise TypeError(f"{name} must be a torch.Tensor or numpy array of shape (N, C), "
                         f"got {type(p).__name__}")
+    p = as_tensor(p, name)
     if not (p.dtype.is_floating_point):
         raise TypeError(f"{name} must hold floating-point probabilities, got dtype {p.dtype}")
     if p.dim() != 2 or p.shape[0] == 0 or p.shape[1] == 0:
@@ -47,17 +98,13 @@ def check_probs(p, name: str, n_rows: int | None = None, n_cols: int | None = No
 
 
 def check_labels(y, n_rows: int, n_classes: int, name: str = "y") -> torch.Tensor:
-    """Integer labels ``y (N,)`` in ``[0, n_classes)`` as an int64 tensor."""
-    if isinstance(y, np.ndarray):
-        y = torch.from_numpy(y)
-    if not isinstance(y, torch.Tensor):
+    """Labels ``y (N,)`` in ``[0, n_classes)`` as an int64 tensor (see :func:`as_labels`)."""
+    if not isinstance(y, (torch.Tensor, np.ndarray)):
         raise TypeError(f"{name} must be a torch.Tensor or numpy array of class ids, "
                         f"got {type(y).__name__}")
-    if y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
-        raise TypeError(f"{name} must hold integer class ids, got dtype {y.dtype}")
-    if y.shape != (n_rows,):
+    if tuple(y.shape) != (n_rows,):
         raise ValueError(f"{name} must have shape ({n_rows},), got {tuple(y.shape)}")
-    y = y.to(torch.int64)
+    y = as_labels(y, name)
     if n_rows and (int(y.min()) < 0 or int(y.max()) >= n_classes):
         raise ValueError(f"{name} must lie in [0, {n_classes}), got values in "
                          f"[{int(y.min())}, {int(y.max())}]")

@@ -9,9 +9,14 @@ With few probe samples per joint cell (``N`` samples over ``k²·C`` cells) the 
 is biased: even codes that carry no information about the label get positive information
 terms, mostly synergy. :meth:`PIDProbe.shuffled` measures that floor by decomposing the same
 codes after a permutation that destroys what is being tested.
+
+Under ``torch.distributed`` each rank passes its own part of the probe set; the probe
+gathers the parts (see :meth:`PIDProbe.__call__`) and every rank gets the result of the
+whole probe set.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 
 import torch
@@ -19,6 +24,8 @@ import torch
 import fastpid
 
 from .cluster import kmeans, pca, standardize
+from .distributed import gather_rows, is_distributed
+from .predictions import as_labels, as_tensor
 
 __all__ = ["PIDProbe", "ProbeResult", "TERMS"]
 
@@ -33,7 +40,9 @@ class ProbeResult:
     ``mi1`` and ``mi2`` are each modality's mutual information with the label,
     ``I(Z_m; Y)`` measured on the cluster codes: the "competitive strength" proxy of the
     ECS paper. ``gap`` is the solver's certified error bound. ``codes1``/``codes2`` are the
-    ``(N,)`` cluster ids.
+    ``(N,)`` cluster ids and ``labels`` the ``(N,)`` int64 labels they were decomposed with
+    (the whole probe set's, in the same order, when the probe gathered it from several
+    ranks). The repr shows the terms and ``N`` only.
     """
 
     redundancy: float
@@ -46,10 +55,15 @@ class ProbeResult:
     gap: float
     codes1: torch.Tensor
     codes2: torch.Tensor
+    labels: torch.Tensor | None = None
 
     def terms(self) -> dict:
         """The information fields as a ``{name: float}`` dict."""
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name in TERMS}
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in self.terms().items())
+        return f"ProbeResult({shown}, N={self.codes1.shape[0]})"
 
 
 class PIDProbe:
@@ -78,11 +92,12 @@ class PIDProbe:
         self.method = method
         self.base = base
 
-    def codes(self, emb: torch.Tensor, name: str = "emb") -> torch.Tensor:
-        """Cluster ids ``(N,)`` of embeddings ``emb (N, D)``."""
-        if not isinstance(emb, torch.Tensor) or emb.dim() != 2:
-            raise ValueError(f"{name} must be a torch.Tensor of shape (N, D), got "
-                             f"{tuple(emb.shape) if isinstance(emb, torch.Tensor) else type(emb).__name__}")
+    def codes(self, emb, name: str = "emb") -> torch.Tensor:
+        """Cluster ids ``(N,)`` (int64) of embeddings ``emb (N, D)`` (tensor or numpy; any
+        magnitude: :func:`~fastpid.integrations.cluster.standardize` rescales first)."""
+        emb = as_tensor(emb, name)
+        if emb.dim() != 2:
+            raise ValueError(f"{name} must have shape (N, D), got {tuple(emb.shape)}")
         n = emb.shape[0]
         if n < self.n_clusters:
             raise ValueError(f"{name} has {n} samples; the probe needs at least n_clusters = "
@@ -117,7 +132,8 @@ class PIDProbe:
         """
         if not isinstance(n_permutations, int) or n_permutations < 1:
             raise ValueError(f"n_permutations must be a positive integer, got {n_permutations!r}")
-        labels = torch.as_tensor(labels).to(codes1.device)
+        codes1, codes2 = as_tensor(codes1, "codes1"), as_tensor(codes2, "codes2")
+        labels = as_labels(labels, "labels", device=codes1.device)
         if not codes1.shape == codes2.shape == labels.shape or codes1.dim() != 1:
             raise ValueError(f"codes1, codes2 and labels must be 1-D of one length, got "
                              f"{tuple(codes1.shape)}, {tuple(codes2.shape)}, {tuple(labels.shape)}")
@@ -139,20 +155,57 @@ class PIDProbe:
                 total[t] += float(getattr(res, t))
         return {t: v / n_permutations for t, v in total.items()}
 
-    def __call__(self, emb1: torch.Tensor, emb2: torch.Tensor, labels, n_classes: int | None = None
-                 ) -> ProbeResult:
+    def __call__(self, emb1, emb2, labels, n_classes: int | None = None, *, index=None) -> ProbeResult:
         """PID of the two modalities' embeddings ``emb1 (N, D1)``, ``emb2 (N, D2)`` about the
-        integer ``labels (N,)`` (values in ``[0, n_classes)``; ``n_classes`` defaults to
-        ``max(labels) + 1``)."""
-        labels = torch.as_tensor(labels)
-        if labels.dim() != 1 or labels.dtype.is_floating_point or labels.dtype == torch.bool:
-            raise ValueError("labels must be a 1-D integer tensor of class ids")
+        ``labels (N,)`` (values in ``[0, n_classes)``; ``n_classes`` defaults to
+        ``max(labels) + 1``). Tensors or numpy arrays; labels may be integral floats.
+
+        Under an initialised ``torch.distributed`` process group each rank passes its part
+        of the probe set (any number of rows, the same widths ``D1``, ``D2`` on every rank);
+        the parts are gathered and every rank decomposes the whole set, so every rank gets
+        the result one process would get on the concatenation of the parts in rank order.
+        ``index (N_rank,)`` (optional) gives each row's position in the probe set instead:
+        the gathered rows are put in that order, which must be a permutation of
+        ``0 .. N - 1``. Collective: every rank must call it.
+
+        Raises ``ValueError`` if the decomposition has NaN terms (a NaN here would silently
+        steer :class:`~fastpid.integrations.ECSAsyncController`'s decisions).
+        """
+        labels = as_labels(labels, "labels")
+        emb1, emb2 = as_tensor(emb1, "emb1"), as_tensor(emb2, "emb2")
         for name, emb in (("emb1", emb1), ("emb2", emb2)):
-            if isinstance(emb, torch.Tensor) and emb.dim() >= 1 and emb.shape[0] != labels.shape[0]:
+            if emb.dim() != 2:
+                raise ValueError(f"{name} must have shape (N, D), got {tuple(emb.shape)}")
+            if emb.shape[0] != labels.shape[0]:
                 raise ValueError(f"{name} has {emb.shape[0]} rows but labels has {labels.shape[0]}")
+        if index is not None or is_distributed():
+            emb1, emb2, labels = self._gather(emb1, emb2, labels, index)
         c1 = self.codes(emb1, "emb1")
         c2 = self.codes(emb2, "emb2").to(c1.device)
         labels = labels.to(c1.device)
         P = fastpid.joint(c1, c2, labels, sizes=(self.n_clusters, self.n_clusters, self._n_classes(labels, n_classes)))
         res = fastpid.pid(P, method=self.method, base=self.base)
-        return ProbeResult(**{t: float(getattr(res, t)) for t in TERMS}, codes1=c1, codes2=c2)
+        terms = {t: float(getattr(res, t)) for t in TERMS}
+        nan = [t for t, v in terms.items() if math.isnan(v)]
+        if nan:
+            raise ValueError(f"the probe's PID has NaN terms {nan} (method={self.method!r}); "
+                             "the embeddings or the solver produced an undefined decomposition")
+        return ProbeResult(**terms, codes1=c1, codes2=c2, labels=labels)
+
+    @staticmethod
+    def _gather(emb1, emb2, labels, index):
+        """Every rank's rows (rank order, or the order ``index`` gives)."""
+        device = emb1.device
+        rows = [emb1.detach().to(torch.float64), emb2.detach().to(torch.float64).to(device),
+                labels.to(device)]
+        if index is None:
+            return gather_rows(*rows)
+        index = as_labels(index, "index", device=device)
+        if index.shape != labels.shape:
+            raise ValueError(f"index must have one entry per row ({labels.shape[0]}), got shape "
+                             f"{tuple(index.shape)}")
+        index, *rows = gather_rows(index, *rows)
+        order = index.argsort()
+        if not torch.equal(index[order], torch.arange(index.shape[0], device=device)):
+            raise ValueError(f"index (over every rank) must be a permutation of 0 .. {index.shape[0] - 1}")
+        return [r[order] for r in rows]

@@ -32,6 +32,15 @@ Typical loop::
             cur.update(p1, p2, p12, y_train, embedding=emb)
         cur.set_epoch(epoch)
         train_one_epoch(model, loader)
+
+Checkpoints: :meth:`SPICECurriculum.state_dict` (epoch and scores) and
+:meth:`SPICESampler.state_dict` (its generator's state) resume a run exactly.
+
+Distributed training (``torch.distributed``): :class:`SPICESampler` shards the admitted
+samples across the ranks (disjoint, covering, a shuffle seeded by ``seed + epoch`` and so the
+same on every rank), and :meth:`SPICECurriculum.update` makes the scores identical on every
+rank: each rank may pass predictions for its own samples with their ``index`` (they are
+gathered), and rank 0's scores are broadcast.
 """
 from __future__ import annotations
 
@@ -41,7 +50,9 @@ from typing import Callable
 import torch
 from torch.utils.data import Sampler
 
+from .distributed import assemble, broadcast_tensors, is_distributed, rank_and_world
 from .pacing import PhaseSchedule, RootCompetence
+from .predictions import as_labels, as_tensor
 from .spice_scores import SampleScores, local_scores, pointwise_scores
 
 __all__ = ["SPICECurriculum", "SPICESampler", "PHASES"]
@@ -100,13 +111,21 @@ class SPICECurriculum:
         ``refresh, 2·refresh, ...`` (never at 0, the warm-up)."""
         return epoch > 0 and epoch % self.refresh == 0
 
-    def update(self, p1, p2, p12, y, embedding=None) -> SampleScores:
+    def update(self, p1, p2, p12, y, embedding=None, *, index=None) -> SampleScores:
         """Re-estimate the per-sample scores from predictions on the whole training set.
 
         ``p1``, ``p2``, ``p12``: ``(N, C)`` softmax outputs of the two unimodal heads and
         the fused head; ``y``: ``(N,)`` labels; ``embedding``: ``(N, D)`` fused embedding
-        (needed by ``estimator="local"``). Returns the new :class:`SampleScores`.
+        (needed by ``estimator="local"``). Tensors or numpy arrays. Returns the new
+        :class:`SampleScores`.
+
+        ``index (B,)``: the rows are the predictions of these training samples only (e.g.
+        this rank's shard); under ``torch.distributed`` every rank's rows are gathered, and
+        together they must cover every sample. Under a process group every rank must call
+        this, and every rank then holds rank 0's scores.
         """
+        if index is not None:
+            p1, p2, p12, y, embedding = self._assemble(index, p1, p2, p12, y, embedding)
         if self.estimator == "pointwise":
             scores = pointwise_scores(p1, p2, p12, y, **self.estimator_kwargs)
         elif self.estimator == "local":
@@ -120,9 +139,45 @@ class SPICECurriculum:
         if scores.redundancy.shape != (self.n_samples,):
             raise ValueError(f"scores have shape {tuple(scores.redundancy.shape)}, but the curriculum "
                              f"has n_samples={self.n_samples}")
+        if is_distributed():
+            scores = SampleScores(*broadcast_tensors(scores.redundancy, scores.unique1, scores.unique2,
+                                                     scores.synergy))
+        self._set_scores(scores)
+        return scores
+
+    def _assemble(self, index, p1, p2, p12, y, embedding):
+        """The whole training set's rows from this rank's (and every other rank's)."""
+        rows = [as_tensor(p1, "p1").detach(), as_tensor(p2, "p2").detach(), as_tensor(p12, "p12").detach()]
+        device = rows[0].device
+        rows = [r.to(device=device, dtype=torch.float64) for r in rows] + [as_labels(y, "y", device=device)]
+        if embedding is not None:
+            rows.append(as_tensor(embedding, "embedding").detach().to(device=device, dtype=torch.float64))
+        full = assemble(self.n_samples, as_labels(index, "index", device=device), rows)
+        return (*full[:4], full[4] if embedding is not None else None)
+
+    def _set_scores(self, scores: SampleScores) -> None:
         self.scores = scores
         self._rankings = self._rank(scores)
-        return scores
+
+    def state_dict(self) -> dict:
+        """The state to resume from: the current epoch and the scores (``None`` before the
+        first :meth:`update`); tensors and numbers only (``torch.load(weights_only=True)``
+        reads it). The configuration is the constructor's."""
+        scores = None if self.scores is None else {
+            k: getattr(self.scores, k).detach().clone() for k in ("redundancy", "unique1", "unique2", "synergy")}
+        return {"epoch": self.epoch, "scores": scores}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` saved (the rankings are recomputed from the scores)."""
+        if state["scores"] is None:
+            self.scores, self._rankings = None, None
+        else:
+            scores = SampleScores(**{k: torch.as_tensor(v) for k, v in state["scores"].items()})
+            if scores.redundancy.shape != (self.n_samples,):
+                raise ValueError(f"the saved scores cover {scores.redundancy.shape[0]} samples, but the "
+                                 f"curriculum has n_samples={self.n_samples}")
+            self._set_scores(scores)
+        self.set_epoch(int(state["epoch"]))
 
     @staticmethod
     def _rank(scores: SampleScores) -> torch.Tensor:
@@ -174,20 +229,85 @@ class SPICESampler(Sampler):
     """Yields the curriculum's admitted indices at its current epoch in random order.
 
     The admitted set is read each time an epoch's iteration starts, so call
-    :meth:`SPICECurriculum.set_epoch` before iterating the ``DataLoader``. ``generator``
-    (a :class:`torch.Generator`) makes the shuffling reproducible.
+    :meth:`SPICECurriculum.set_epoch` (or this sampler's :meth:`set_epoch`) before iterating
+    the ``DataLoader``.
+
+    Args:
+        curriculum: the :class:`SPICECurriculum`.
+        generator: a :class:`torch.Generator` that makes the single-process shuffle
+            reproducible (default: torch's global generator). Its state is in
+            :meth:`state_dict`.
+        num_replicas, rank: shard the admitted samples over ``num_replicas`` processes, this
+            being process ``rank`` (defaults: the ``torch.distributed`` process group's world
+            size and rank when one is initialised, else 1 and 0).
+        seed: with more than one replica, the shuffle of epoch ``e`` is drawn from a
+            generator seeded with ``seed + e``, so every rank draws the same order (as
+            :class:`torch.utils.data.DistributedSampler` does); ``generator`` is then
+            rejected.
+        drop_last: with more than one replica, drop the last ``len(admitted) % num_replicas``
+            samples of the shuffled order so that every rank gets the same number.
+
+    Sharding: rank ``r`` takes positions ``r, r + W, r + 2W, ...`` of the shuffled admitted
+    indices (``W = num_replicas``). Unlike ``DistributedSampler`` nothing is padded, so the
+    shards are disjoint and together cover every admitted sample exactly once; their lengths
+    differ by at most one. DDP needs the same number of optimizer steps on every rank: use
+    ``drop_last=True`` here (and ``DataLoader(drop_last=True)``), or
+    ``torch.distributed.algorithms.Join``.
     """
 
-    def __init__(self, curriculum: SPICECurriculum, generator: torch.Generator | None = None):
+    def __init__(self, curriculum: SPICECurriculum, generator: torch.Generator | None = None, *,
+                 num_replicas: int | None = None, rank: int | None = None, seed: int = 0,
+                 drop_last: bool = False):
         if not isinstance(curriculum, SPICECurriculum):
             raise TypeError(f"curriculum must be a SPICECurriculum, got {type(curriculum).__name__}")
+        pg_rank, pg_world = rank_and_world()
+        num_replicas = pg_world if num_replicas is None else num_replicas
+        rank = pg_rank if rank is None else rank
+        if not isinstance(num_replicas, int) or num_replicas < 1:
+            raise ValueError(f"num_replicas must be a positive integer, got {num_replicas!r}")
+        if not isinstance(rank, int) or not 0 <= rank < num_replicas:
+            raise ValueError(f"rank must be an integer in [0, num_replicas={num_replicas}), got {rank!r}")
+        if num_replicas > 1 and generator is not None:
+            raise ValueError("with num_replicas > 1 the shuffle must be the same on every rank: pass "
+                             "seed=..., not generator=...")
         self.curriculum = curriculum
         self.generator = generator
+        self.num_replicas, self.rank, self.seed, self.drop_last = num_replicas, rank, int(seed), bool(drop_last)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Set the curriculum's epoch (:meth:`SPICECurriculum.set_epoch`), which also seeds
+        the sharded shuffle."""
+        self.curriculum.set_epoch(epoch)
+
+    def _order(self) -> torch.Tensor:
+        idx = self.curriculum.indices()
+        if self.num_replicas == 1:
+            return idx[torch.randperm(len(idx), generator=self.generator)]
+        g = torch.Generator().manual_seed(self.seed + self.curriculum.epoch)
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        if self.drop_last:
+            idx = idx[:len(idx) - len(idx) % self.num_replicas]
+        return idx[self.rank::self.num_replicas]
 
     def __iter__(self):
-        idx = self.curriculum.indices()
-        perm = torch.randperm(len(idx), generator=self.generator)
-        return iter(idx[perm].tolist())
+        return iter(self._order().tolist())
 
     def __len__(self) -> int:
-        return len(self.curriculum.indices())
+        n = len(self.curriculum.indices())
+        if self.num_replicas == 1:
+            return n
+        if self.drop_last:
+            return n // self.num_replicas
+        return len(range(self.rank, n, self.num_replicas))
+
+    def state_dict(self) -> dict:
+        """The generator's state (a ``uint8`` tensor; ``None`` without a generator: the
+        sharded shuffle needs none, and torch's global generator is the caller's to save)."""
+        return {"generator": None if self.generator is None else self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` saved."""
+        if (state["generator"] is None) != (self.generator is None):
+            raise ValueError("the checkpoint and this sampler disagree on whether a generator is used")
+        if self.generator is not None:
+            self.generator.set_state(state["generator"])

@@ -25,7 +25,7 @@ import torch
 
 import fastpid
 
-from .predictions import check_labels, check_probs, prob_of_label
+from .predictions import as_tensor, check_labels, check_probs, prob_of_label
 
 __all__ = ["SampleScores", "pointwise_scores", "local_scores", "nearest_neighbours"]
 
@@ -81,13 +81,14 @@ def pointwise_scores(p1, p2, p12, y, *, prior=None, eps: float = 1e-12) -> Sampl
 
 
 def nearest_neighbours(emb: torch.Tensor, k: int, chunk: int = 4096) -> torch.Tensor:
-    """Indices ``(N, k)`` of each row's ``k`` nearest rows of ``emb (N, D)`` (itself first).
+    """Indices ``(N, k)`` of each row's ``k`` nearest rows of ``emb (N, D)`` (itself first;
+    tensor or numpy).
 
     Euclidean distance; computed in row chunks of ``chunk`` so memory stays ``chunk × N``.
     """
-    if not isinstance(emb, torch.Tensor) or emb.dim() != 2 or emb.shape[0] == 0:
-        raise ValueError("embedding must be a torch.Tensor of shape (N, D) with N >= 1, got "
-                         f"{tuple(emb.shape) if isinstance(emb, torch.Tensor) else type(emb).__name__}")
+    emb = as_tensor(emb, "embedding")
+    if emb.dim() != 2 or emb.shape[0] == 0:
+        raise ValueError(f"embedding must have shape (N, D) with N >= 1, got {tuple(emb.shape)}")
     n = emb.shape[0]
     if not isinstance(k, int) or not 1 <= k <= n:
         raise ValueError(f"k must be an integer in [1, N] = [1, {n}], got {k!r}")
@@ -112,7 +113,7 @@ def local_scores(p1, p2, y, embedding, *, k: int = 16, method: str = "exact",
     Args:
         p1, p2: ``(N, C)`` softmax outputs of the two unimodal heads.
         y: ``(N,)`` integer labels in ``[0, C)``.
-        embedding: ``(N, D)`` representation in which neighbours are found (SPICE uses the
+        embedding: ``(N, D)`` representation (tensor or numpy) in which neighbours are found (SPICE uses the
             fused embedding).
         k: neighbourhood size, including the sample itself.
         method: :func:`fastpid.pid` method for the batch of ``N`` problems of size
@@ -131,9 +132,9 @@ def local_scores(p1, p2, y, embedding, *, k: int = 16, method: str = "exact",
     n, c = p1.shape
     p2 = check_probs(p2, "p2", n, c)
     y = check_labels(y, n, c).to(p1.device)
-    if not isinstance(embedding, torch.Tensor) or embedding.dim() != 2 or embedding.shape[0] != n:
-        raise ValueError(f"embedding must be a torch.Tensor of shape ({n}, D), got "
-                         f"{tuple(embedding.shape) if isinstance(embedding, torch.Tensor) else type(embedding).__name__}")
+    embedding = as_tensor(embedding, "embedding")
+    if embedding.dim() != 2 or embedding.shape[0] != n:
+        raise ValueError(f"embedding must have shape ({n}, D), got {tuple(embedding.shape)}")
     nbr = nearest_neighbours(embedding.to(p1.device), k).reshape(-1)
     groups = torch.arange(n, device=p1.device).repeat_interleave(k)
     P = fastpid.joint(p1[nbr], p2[nbr], y[nbr], sizes=(c, c, c), groups=groups, num_groups=n)

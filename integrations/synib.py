@@ -23,6 +23,12 @@ Ways to withhold a modality (``mask=``):
   evidence the modality's own head still finds, ``max(0, log C − CE(head_m(z̃m), y))``
   (zero once the head does no better than chance), plus ``gate_sparsity · mean(1 − g)``
   (mask as little as possible). ``p`` is not used.
+
+State. The running statistics (``"noise"``) and the gate logits (``"learned"``) are
+registered buffers, sized on the first batch that needs them: ``.to(device)`` moves them and
+``state_dict()`` holds them, together with the state of the loss's random generator (as a
+``uint8`` tensor, in the module's extra state). A checkpoint therefore resumes the masks'
+random stream exactly, and loads with ``torch.load(..., weights_only=True)``.
 """
 from __future__ import annotations
 
@@ -32,6 +38,8 @@ from typing import Callable, NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .predictions import as_labels, as_tensor, check_batch
 
 __all__ = ["SynIBLoss", "SynIBTerms", "kl_to_uniform", "MASKS"]
 
@@ -49,16 +57,23 @@ def kl_to_uniform(logits: torch.Tensor) -> torch.Tensor:
 
 
 class SynIBTerms(NamedTuple):
-    """``loss`` (scalar, differentiable) and its parts (detached scalars, nats):
-    ``fused_ce``, ``unimodal_ce`` (sum over the two heads; 0 when no heads were given),
-    ``synergy_kl`` (sum of the two KL terms; 0 when the penalty is off), plus the
-    ``fused_logits (B, C)`` of the full input."""
+    """What :class:`SynIBLoss` returns: ``loss`` (scalar, differentiable; call
+    ``terms.loss.backward()``) and its parts (detached scalars, nats): ``fused_ce``,
+    ``unimodal_ce`` (sum over the two heads; 0 when no heads were given), ``synergy_kl``
+    (sum of the two KL terms; 0 when the penalty is off), plus the ``fused_logits (B, C)``
+    of the full input."""
 
     loss: torch.Tensor
     fused_ce: torch.Tensor
     unimodal_ce: torch.Tensor
     synergy_kl: torch.Tensor
     fused_logits: torch.Tensor
+
+    @property
+    def backward(self):
+        """Not a tensor: say where the loss is."""
+        raise AttributeError("SynIBLoss returns SynIBTerms, a named tuple of the loss and its parts; "
+                             "call .loss.backward() (e.g. loss_fn(...).loss.backward())")
 
 
 def _derangement(n: int, device, generator) -> torch.Tensor:
@@ -87,9 +102,14 @@ class SynIBLoss(nn.Module):
         seed: seed of the loss's own random draws (masks, permutations, noise).
 
     Call it as ``loss_fn(z1, z2, y, fusion, head1, head2, epoch=None)`` with embeddings
-    ``z1 (B, D1)``, ``z2 (B, D2)``, labels ``y (B,)``, ``fusion(z1, z2) -> (B, C)`` logits
-    and the unimodal heads ``head_m(z_m) -> (B, C)`` (heads may be ``None`` when
-    ``lambda_uni == 0`` and ``mask != "learned"``).
+    ``z1 (B, D1)``, ``z2 (B, D2)``, labels ``y (B,)`` (tensor or numpy; integral floats
+    accepted), ``fusion(z1, z2) -> (B, C)`` logits and the unimodal heads
+    ``head_m(z_m) -> (B, C)`` (heads may be ``None`` when ``lambda_uni == 0`` and
+    ``mask != "learned"``). It returns a :class:`SynIBTerms` named tuple; train on its
+    ``.loss``. An empty batch raises ``ValueError``.
+
+    Buffers (empty until first needed): ``running_mean{m}``, ``running_var{m}`` (``(D_m,)``,
+    ``"noise"``) and ``gate_logit{m}`` (``(D_m,)``, ``"learned"``) for ``m`` = 1, 2.
     """
 
     def __init__(self, lambda_uni: float = 0.6, lambda_syn: float = 0.1, mask: str = "random",
@@ -112,36 +132,73 @@ class SynIBLoss(nn.Module):
         self.gate_steps, self.gate_lr, self.gate_sparsity = gate_steps, float(gate_lr), float(gate_sparsity)
         self.seed = seed
         self._gen: torch.Generator | None = None
-        # Lazily sized per-modality state: running mean/var ("noise"), gate logits ("learned").
-        self._stats: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._gates: dict[int, torch.Tensor] = {}
+        for m in (1, 2):
+            for name in (f"running_mean{m}", f"running_var{m}", f"gate_logit{m}"):
+                self.register_buffer(name, torch.empty(0))
 
-    # ----------------------------------------------------------------- helpers
+    # ----------------------------------------------------------------- state
+    def _buffer(self, name: str, m: int) -> torch.Tensor | None:
+        b = getattr(self, f"{name}{m}")
+        return b if b.numel() else None
+
+    def _set_buffer(self, name: str, m: int, value: torch.Tensor) -> None:
+        setattr(self, f"{name}{m}", value.detach())
+
     def _generator(self, device) -> torch.Generator:
-        if self._gen is None or self._gen.device != torch.device(device):
+        device = torch.device(device)
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        if self._gen is None:
             self._gen = torch.Generator(device=device)
             self._gen.manual_seed(self.seed)
+        elif self._gen.device != device:
+            # Moved to another device: continue deterministically from the old stream.
+            seed = int(torch.randint(2 ** 62, (1,), generator=self._gen, device=self._gen.device))
+            self._gen = torch.Generator(device=device)
+            self._gen.manual_seed(seed)
         return self._gen
 
+    def get_extra_state(self) -> dict:
+        """The random generator's state (``uint8`` tensor) and device, for ``state_dict``."""
+        if self._gen is None:
+            return {"rng_state": None, "rng_device": None}
+        return {"rng_state": self._gen.get_state(), "rng_device": str(self._gen.device)}
+
+    def set_extra_state(self, state: dict) -> None:
+        if state["rng_state"] is None:
+            self._gen = None
+            return
+        self._gen = torch.Generator(device=state["rng_device"])
+        self._gen.set_state(state["rng_state"])
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # The buffers are sized lazily: take the checkpoint's shapes before loading.
+        for name, buf in self._buffers.items():
+            saved = state_dict.get(prefix + name)
+            if buf is not None and saved is not None and saved.shape != buf.shape:
+                self._buffers[name] = torch.empty(saved.shape, dtype=saved.dtype, device=buf.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    # ----------------------------------------------------------------- helpers
     def _update_stats(self, m: int, z: torch.Tensor) -> None:
         z = z.detach()
         mean, var = z.mean(0), z.var(0, unbiased=False)
-        if m not in self._stats:
-            self._stats[m] = (mean, var)
-        else:
-            rm, rv = self._stats[m]
+        rm, rv = self._buffer("running_mean", m), self._buffer("running_var", m)
+        if rm is not None and rm.shape == mean.shape:
             a = self.momentum
-            self._stats[m] = ((1 - a) * rm + a * mean, (1 - a) * rv + a * var)
+            mean, var = (1 - a) * rm + a * mean, (1 - a) * rv + a * var
+        self._set_buffer("running_mean", m, mean)
+        self._set_buffer("running_var", m, var)
 
     def gate(self, m: int) -> torch.Tensor | None:
         """The fitted ``"learned"`` gate of modality ``m`` (1 or 2), ``(D_m,)`` in (0, 1)
         (1 = keep the feature), or ``None`` before the first call."""
-        g = self._gates.get(m)
+        g = self._buffer("gate_logit", m)
         return None if g is None else torch.sigmoid(g)
 
     def _fit_gate(self, m: int, z: torch.Tensor, y: torch.Tensor, partner: torch.Tensor, head: Head
                   ) -> torch.Tensor:
-        logit = self._gates.get(m)
+        logit = self._buffer("gate_logit", m)
         if logit is None or logit.shape != z.shape[1:] or logit.device != z.device:
             logit = torch.zeros(z.shape[1:], device=z.device, dtype=z.dtype)  # g = 0.5: not saturated
         z, other = z.detach(), z.detach()[partner]
@@ -154,8 +211,8 @@ class SynIBLoss(nn.Module):
                 objective = evidence + self.gate_sparsity * (1 - g).mean()
                 (grad,) = torch.autograd.grad(objective, logit)
                 logit = logit - self.gate_lr * torch.sign(grad)   # per-feature signed step
-        self._gates[m] = logit.detach()
-        return torch.sigmoid(self._gates[m])
+        self._set_buffer("gate_logit", m, logit)
+        return torch.sigmoid(logit.detach())
 
     def withhold(self, z: torch.Tensor, m: int, head: Head | None = None, y: torch.Tensor | None = None
                  ) -> torch.Tensor:
@@ -177,7 +234,10 @@ class SynIBLoss(nn.Module):
         elif self.mask == "zero":
             fill = torch.zeros_like(z)
         else:  # noise
-            mean, var = self._stats[m]
+            mean, var = self._buffer("running_mean", m), self._buffer("running_var", m)
+            if mean is None or mean.shape != z.shape[1:]:
+                raise RuntimeError(f"mask='noise' has no running statistics of modality {m} with "
+                                   f"{z.shape[1]} features yet; the forward pass collects them")
             fill = mean + var.sqrt() * torch.randn(z.shape, device=z.device, dtype=z.dtype, generator=gen)
         return torch.where(keep, z, fill)
 
@@ -186,10 +246,13 @@ class SynIBLoss(nn.Module):
         return self.lambda_syn > 0 and (self.off_after_epoch is None or epoch is None or epoch < self.off_after_epoch)
 
     # ----------------------------------------------------------------- the loss
-    def forward(self, z1: torch.Tensor, z2: torch.Tensor, y: torch.Tensor, fusion: Fusion,
+    def forward(self, z1: torch.Tensor, z2: torch.Tensor, y, fusion: Fusion,
                 head1: Head | None = None, head2: Head | None = None, epoch: int | None = None) -> SynIBTerms:
+        z1, z2 = as_tensor(z1, "z1"), as_tensor(z2, "z2")
+        y = as_labels(y, "y", device=z1.device)
         if z1.shape[0] != z2.shape[0] or z1.shape[0] != y.shape[0]:
             raise ValueError(f"batch sizes differ: z1 {z1.shape[0]}, z2 {z2.shape[0]}, y {y.shape[0]}")
+        check_batch("SynIBLoss's batch (z1, z2, y)", z1)
         fused = fusion(z1, z2)
         fused_ce = F.cross_entropy(fused, y)
         loss = fused_ce
@@ -202,7 +265,7 @@ class SynIBLoss(nn.Module):
             loss = loss + self.lambda_uni * uni
         syn = zero
         if self.penalty_active(epoch):
-            if self.mask == "noise" and (self.training or not self._stats):
+            if self.mask == "noise" and (self.training or self._buffer("running_mean", 1) is None):
                 self._update_stats(1, z1)
                 self._update_stats(2, z2)
             syn = (kl_to_uniform(fusion(self.withhold(z1, 1, head1, y), z2))

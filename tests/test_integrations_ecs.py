@@ -26,7 +26,7 @@ def run(ctrl, seq, baselines=None):
 
 
 def test_pause_and_resume_with_hysteresis():
-    ctrl = ECSAsyncController(ratio=3.0, resume_ratio=1.5, eps=0.0, max_unimodal_epochs=100, **RAW)
+    ctrl = ECSAsyncController(ratio=3.0, resume_ratio=1.5, eps=1e-12, max_unimodal_epochs=100, **RAW)
     seq = [terms(0.2, 0.2, 0.10), terms(0.7, 0.2, 0.11),    # 3.5 > 3: pause 1
            terms(0.5, 0.2, 0.12), terms(0.35, 0.2, 0.13),   # 2.5, 1.75: still paused
            terms(0.28, 0.2, 0.14),                          # 1.4 < 1.5: resume
@@ -39,13 +39,13 @@ def test_pause_and_resume_with_hysteresis():
 
 
 def test_never_resume_like_the_published_code():
-    ctrl = ECSAsyncController(resume_ratio=None, eps=0.0, max_unimodal_epochs=100, **RAW)
+    ctrl = ECSAsyncController(resume_ratio=None, eps=1e-12, max_unimodal_epochs=100, **RAW)
     d = run(ctrl, [terms(0.9, 0.1, 0.1), terms(0.1, 0.1, 0.11), terms(0.1, 0.1, 0.12)])
     assert [(x.train1, x.train2) for x in d] == [(False, True)] * 3
 
 
 def test_balance_by_mi_proxy():
-    ctrl = ECSAsyncController(balance_by="mi", eps=0.0, max_unimodal_epochs=100, **RAW)
+    ctrl = ECSAsyncController(balance_by="mi", eps=1e-12, max_unimodal_epochs=100, **RAW)
     # Unique terms are balanced, but I(Z2;Y) = 2.1 vs I(Z1;Y) = 0.6: pause modality 2.
     d = ctrl.step(0, terms(0.1, 0.1, 0.1, r=0.5) | {"mi2": 2.1})
     assert (d.train1, d.train2) == (True, False)
@@ -100,7 +100,7 @@ def test_update_probes_real_embeddings():
     centres = torch.randn(3, 4, generator=g) * 5
     emb1 = centres[y] + 0.1 * torch.randn(300, 4, generator=g)
     emb2 = torch.randn(300, 4, generator=g)                  # no label information
-    ctrl = ECSAsyncController(PIDProbe(n_clusters=6), eps=1e-3, max_unimodal_epochs=10)
+    ctrl = ECSAsyncController(PIDProbe(n_clusters=6), eps=1e-3, max_unimodal_epochs=10, warmup_epochs=0)
     d = ctrl.update(0, emb1, emb2, y)
     rec = ctrl.history[0]
     assert rec.terms["mi1"] == pytest.approx(math.log(3), abs=0.02)   # codes determine y

@@ -90,8 +90,8 @@ def test_bad_inputs_raise():
         probe(torch.randn(10, 3), torch.randn(11, 3), torch.zeros(10, dtype=torch.long))
     with pytest.raises(ValueError, match="at least n_clusters"):
         probe(torch.randn(3, 3), torch.randn(3, 3), torch.zeros(3, dtype=torch.long))
-    with pytest.raises(ValueError, match="integer"):
-        probe(torch.randn(10, 3), torch.randn(10, 3), torch.zeros(10))
+    with pytest.raises(ValueError, match="not an integer class id"):
+        probe(torch.randn(10, 3), torch.randn(10, 3), torch.full((10,), 0.5))
 
 
 def _cloud(codes, rng, dim=6, spread=0.05):

@@ -71,7 +71,7 @@ def test_pointwise_zero_probability_stays_finite():
     (dict(p1=torch.tensor([[2.0, -1.0], [0.5, 0.5]])), "negative"),
     (dict(p2=rows(0.5, 0.5, 0.5)), "rows"),
     (dict(y=torch.tensor([0, 2])), r"\[0, 2\)"),
-    (dict(y=torch.tensor([0.0, 1.0])), "integer"),
+    (dict(y=torch.tensor([0.0, 1.5])), "not an integer"),
     (dict(p12=[[0.5, 0.5]]), "torch.Tensor"),
 ])
 def test_pointwise_bad_input(bad, err):

@@ -1,0 +1,130 @@
+"""The few collective operations the integrations need under ``torch.distributed``.
+
+Every function here is a no-op (or the identity) when no process group is initialised, so
+single-process training runs exactly the same code path as before. Under a process group
+(any backend: ``gloo`` with CPU tensors, ``nccl`` with CUDA tensors) they keep the state
+that each rank computes identical on every rank:
+
+* :func:`gather_rows` — concatenate every rank's rows, in rank order (variable row counts);
+* :func:`assemble` — build the ``(N, ...)`` arrays of a whole data set from every rank's
+  rows and their sample indices;
+* :func:`broadcast_object`, :func:`broadcast_tensors` — rank 0's Python object / tensors
+  on every rank;
+* :func:`all_reduce_sum` — the element-wise sum of a tensor over the ranks.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["is_distributed", "rank_and_world", "gather_rows", "assemble", "broadcast_object",
+           "broadcast_tensors", "all_reduce_sum"]
+
+
+def is_distributed() -> bool:
+    """Whether a ``torch.distributed`` process group is initialised (with more than one
+    process or not)."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank_and_world() -> tuple[int, int]:
+    """``(rank, world_size)`` of the default process group; ``(0, 1)`` without one."""
+    if not is_distributed():
+        return 0, 1
+    return dist.get_rank(), dist.get_world_size()
+
+
+def gather_rows(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Every rank's ``tensors`` concatenated along dimension 0, in rank order.
+
+    All tensors of one call must have the same number of rows on a rank (rows may differ
+    between ranks; they are padded for the collective and trimmed after). Returns the
+    tensors unchanged without a process group. The result is detached.
+    """
+    if not is_distributed() or dist.get_world_size() == 1:
+        return tensors
+    world = dist.get_world_size()
+    n = tensors[0].shape[0]
+    if any(t.shape[0] != n for t in tensors):
+        raise ValueError(f"gather_rows: the tensors have different row counts "
+                         f"{[t.shape[0] for t in tensors]}")
+    counts = torch.tensor([n], dtype=torch.int64, device=tensors[0].device)
+    all_counts = [torch.zeros_like(counts) for _ in range(world)]
+    dist.all_gather(all_counts, counts)
+    sizes = [int(c) for c in all_counts]
+    width = max(sizes)
+    out = []
+    for t in tensors:
+        t = t.detach().contiguous()
+        padded = t.new_zeros((width, *t.shape[1:]))
+        padded[:n] = t
+        parts = [torch.empty_like(padded) for _ in range(world)]
+        dist.all_gather(parts, padded)
+        out.append(torch.cat([p[:s] for p, s in zip(parts, sizes)]))
+    return tuple(out)
+
+
+def assemble(n_samples: int, index, tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """The ``(n_samples, ...)`` arrays of a whole data set from rows of some samples.
+
+    ``index (B,)`` are the sample indices of the rows of every tensor in ``tensors``
+    (``(B, ...)`` each) on this rank; under a process group every rank's rows are gathered
+    first. The union of the indices must cover ``0 .. n_samples - 1``; a sample seen twice
+    (e.g. the padding of ``DistributedSampler``) keeps one of its rows, which should be
+    equal. ``index=None`` means the rows are already the whole data set, in order.
+    """
+    if index is None:
+        return list(tensors)
+    index = torch.as_tensor(index).to(torch.int64)
+    if index.dim() != 1 or any(t.shape[0] != index.shape[0] for t in tensors):
+        raise ValueError(f"index must be a 1-D vector with one entry per row; got index of shape "
+                         f"{tuple(index.shape)} for rows {[t.shape[0] for t in tensors]}")
+    index, *tensors = gather_rows(index.to(tensors[0].device), *tensors)
+    if index.numel() and (int(index.min()) < 0 or int(index.max()) >= n_samples):
+        raise ValueError(f"index must lie in [0, {n_samples}), got values in "
+                         f"[{int(index.min())}, {int(index.max())}]")
+    seen = torch.zeros(n_samples, dtype=torch.bool, device=index.device)
+    seen[index] = True
+    if not bool(seen.all()):
+        missing = (~seen).nonzero().squeeze(1)
+        raise ValueError(f"the indices (over every rank) cover {int(seen.sum())} of {n_samples} samples; "
+                         f"missing e.g. {missing[:5].tolist()}; pass predictions for the whole training set")
+    out = []
+    for t in tensors:
+        full = t.new_zeros((n_samples, *t.shape[1:]))
+        full[index] = t
+        out.append(full)
+    return out
+
+
+def broadcast_object(obj):
+    """Rank 0's ``obj`` (any picklable object) on every rank; ``obj`` itself without a
+    process group."""
+    if not is_distributed() or dist.get_world_size() == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """The sum of ``t`` over every rank (a new tensor; ``t`` is left alone); a copy of ``t``
+    without a process group."""
+    t = t.detach().clone()
+    if is_distributed() and dist.get_world_size() > 1:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def broadcast_tensors(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Rank 0's values of ``tensors`` on every rank (new tensors; each rank's must have the
+    same shapes and dtypes, on the device its backend uses); the tensors unchanged without a
+    process group."""
+    if not is_distributed() or dist.get_world_size() == 1:
+        return tensors
+    out = tuple(t.detach().clone().contiguous() for t in tensors)
+    for t in out:
+        dist.broadcast(t, src=0)
+    return out

@@ -1,0 +1,186 @@
+"""The integrations under torch.distributed: two CPU processes on the gloo backend (loopback
+only), each holding half of the data, against the same computation in one process."""
+from __future__ import annotations
+
+import math
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+import fastpid
+from fastpid.integrations import DynCIM, ECSAsyncController, PIDProbe, SPICECurriculum, SPICESampler
+from fastpid.integrations.spice_scores import SampleScores
+
+WORLD = 2
+TIMEOUT_S = 60
+#: Epochs of a 10-epoch SPICE schedule that admit 18, 65 and 54 of 90 samples.
+SAMPLER_EPOCHS = (0, 1, 7)
+
+
+def _problem():
+    """A probe set with structure in both modalities and softmax predictions for 90 samples."""
+    g = torch.Generator().manual_seed(0)
+    n, c = 90, 3
+    y = torch.randint(0, c, (n,), generator=g)
+    centres = torch.randn(c, 4, generator=g, dtype=torch.float64) * 4
+    emb1 = centres[y] + torch.randn(n, 4, generator=g, dtype=torch.float64)
+    emb2 = torch.randn(n, 5, generator=g, dtype=torch.float64)
+    preds = [torch.softmax(torch.randn(n, c, generator=g, dtype=torch.float64) * 2, 1) for _ in range(3)]
+    return y, emb1, emb2, preds
+
+
+def _scores(n):
+    """Fixed SampleScores for the sampler checks (ranking known in advance)."""
+    r = torch.linspace(1.0, 0.0, n, dtype=torch.float64)
+    return SampleScores(r, 1 - r, torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64))
+
+
+def _controller():
+    return ECSAsyncController(PIDProbe(n_clusters=5), warmup_epochs=0, baseline_permutations=2,
+                              max_unimodal_epochs=10)
+
+
+def _single_process():
+    """The reference: every computation on the whole data in one process."""
+    y, emb1, emb2, (p1, p2, p12) = _problem()
+    probe = PIDProbe(n_clusters=5)(emb1, emb2, y)
+    cur = SPICECurriculum(len(y), epochs=6)
+    cur.update(p1, p2, p12, y)
+    dyn = DynCIM(len(y), 2, epochs=6)
+    dyn.update(p12, [p1, p2], y)
+    decision = _controller().update(0, emb1, emb2, y)
+    metric = fastpid.PIDMetric((3, 3, 3))
+    metric.update(p1, p2, y)
+    return {"probe": probe, "scores": cur.scores, "dyn_weights": dyn.weights(),
+            "dyn_lambda": dyn.modality_weights(), "decision": decision, "metric": metric.compute()}
+
+
+def _worker(rank, port, out_dir):
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
+    try:
+        torch.set_num_threads(1)
+        y, emb1, emb2, (p1, p2, p12) = _problem()
+        n = len(y)
+        half = slice(rank * n // WORLD, (rank + 1) * n // WORLD)     # contiguous shards
+        inter = torch.arange(rank, n, WORLD)                          # interleaved shards
+        out = {}
+        probe = PIDProbe(n_clusters=5)
+        res = probe(emb1[half], emb2[half], y[half])
+        out["probe"] = (res.terms(), res.codes1, res.codes2, res.labels)
+        res = probe(emb1[inter].numpy(), emb2[inter].numpy(), y[inter].numpy(), index=inter.numpy())
+        out["probe_index"] = (res.terms(), res.codes1, res.codes2)
+
+        cur = SPICECurriculum(n, epochs=6)
+        cur.update(p1[inter], p2[inter], p12[inter], y[inter], index=inter)
+        out["scores"] = cur.scores
+
+        sampler_cur = SPICECurriculum(n, epochs=10, estimator=lambda *a: _scores(n))
+        sampler_cur.update(None, None, None, None)
+        sampler = SPICESampler(sampler_cur, seed=3)
+        out["shards"] = {}
+        for epoch in SAMPLER_EPOCHS:
+            sampler.set_epoch(epoch)
+            out["shards"][epoch] = (list(sampler), len(sampler), sampler_cur.indices().tolist())
+
+        dyn = DynCIM(n, 2, epochs=6)
+        dyn.update(p12[inter], [p1[inter], p2[inter]], y[inter], index=inter)
+        out["dyn"] = (dyn.weights(), dyn.modality_weights())
+
+        ctrl = _controller()
+        out["decision"] = ctrl.update(0, emb1[half], emb2[half], y[half])
+        # step() takes rank 0's terms: rank 1's (which would pause modality 2) are overruled.
+        skew = {"unique1": 0.5, "unique2": 0.1, "synergy": 0.3} if rank == 0 else \
+            {"unique1": 0.1, "unique2": 0.5, "synergy": 0.3}
+        out["step"] = ctrl.step(1, skew, {"synergy": 0.0})
+
+        metric = fastpid.PIDMetric((3, 3, 3))
+        metric.update(p1[half], p2[half], y[half])
+        out["metric"] = metric.compute()
+        out["metric_local_mass"] = float(metric.counts.sum())
+        torch.save(out, os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory):
+    """Run :func:`_worker` in two processes; the per-rank outputs."""
+    out_dir = str(tmp_path_factory.mktemp("ddp"))
+    ctx = mp.get_context("spawn")
+    port = _free_port()
+    procs = [ctx.Process(target=_worker, args=(r, port, out_dir)) for r in range(WORLD)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(TIMEOUT_S)
+    alive = [p for p in procs if p.is_alive()]
+    for p in alive:
+        p.kill()
+    assert not alive, f"the distributed workers did not finish within {TIMEOUT_S} s"
+    assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
+    return [torch.load(os.path.join(out_dir, f"rank{r}.pt"), weights_only=False) for r in range(WORLD)]
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return _single_process()
+
+
+def test_probe_gathers_every_rank(ranks, reference):
+    ref = reference["probe"]
+    for out in ranks:
+        terms, c1, c2, labels = out["probe"]
+        assert torch.equal(c1, ref.codes1) and torch.equal(c2, ref.codes2)
+        assert torch.equal(labels, ref.labels)
+        for k, v in ref.terms().items():
+            assert terms[k] == pytest.approx(v, abs=1e-12), k
+        terms, c1, c2 = out["probe_index"]                 # interleaved shards put back in order
+        assert torch.equal(c1, ref.codes1) and torch.equal(c2, ref.codes2)
+        assert terms["synergy"] == pytest.approx(ref.synergy, abs=1e-12)
+
+
+def test_sampler_shards_are_disjoint_and_cover(ranks):
+    sizes = []
+    for epoch in SAMPLER_EPOCHS:
+        shards = [out["shards"][epoch][0] for out in ranks]
+        admitted = ranks[0]["shards"][epoch][2]
+        assert admitted == ranks[1]["shards"][epoch][2]
+        assert not set(shards[0]) & set(shards[1])
+        assert sorted(shards[0] + shards[1]) == sorted(admitted)
+        assert [out["shards"][epoch][1] for out in ranks] == [len(s) for s in shards]
+        assert abs(len(shards[0]) - len(shards[1])) <= 1
+        sizes.append(len(admitted))
+    assert sizes == [18, 65, 54]                               # 65: shards of 33 and 32
+
+
+def test_spice_scores_and_dyncim_state_match_one_process(ranks, reference):
+    for out in ranks:
+        for k in ("redundancy", "unique1", "unique2", "synergy"):
+            torch.testing.assert_close(getattr(out["scores"], k), getattr(reference["scores"], k), rtol=0, atol=1e-12)
+        torch.testing.assert_close(out["dyn"][0], reference["dyn_weights"], rtol=0, atol=1e-12)
+        torch.testing.assert_close(out["dyn"][1], reference["dyn_lambda"], rtol=0, atol=1e-12)
+
+
+def test_ecs_decisions_are_identical_on_every_rank(ranks, reference):
+    assert ranks[0]["decision"] == ranks[1]["decision"] == reference["decision"]
+    assert ranks[0]["step"] == ranks[1]["step"]
+    assert (ranks[1]["step"].train1, ranks[1]["step"].train2) == (False, True)   # rank 0's terms
+
+
+def test_metric_all_reduces_the_counts(ranks, reference):
+    ref = reference["metric"]
+    for out in ranks:
+        assert out["metric_local_mass"] == 45                 # the local state stays local
+        for k in ("redundancy", "unique1", "unique2", "synergy"):
+            assert float(getattr(out["metric"], k)) == pytest.approx(float(getattr(ref, k)), abs=1e-10)
+    assert math.isfinite(float(ref.synergy))
