@@ -1,0 +1,243 @@
+"""Checkpoints: every stateful piece survives torch.save + torch.load(weights_only=True), and a
+run that is saved mid-training and resumed in fresh objects ends bit-identical to an
+uninterrupted one."""
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import fastpid
+from fastpid.integrations import (DynCIM, DynCIMLoss, ECSAsyncController, GatedFusion, IndexedDataset,
+                                  SPICECurriculum, SPICESampler, SynIBLoss)
+
+
+def roundtrip(obj):
+    """``obj`` through torch.save and a weights-only torch.load."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=True)
+
+
+def data(n=64, c=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, c, (n,), generator=g)
+    centres = torch.randn(c, 4, generator=g) * 2
+    return centres[y] + torch.randn(n, 4, generator=g), centres[y] + torch.randn(n, 4, generator=g), y
+
+
+class Net(nn.Module):
+    def __init__(self, c=3, h=8):
+        super().__init__()
+        torch.manual_seed(0)
+        self.enc1, self.enc2 = nn.Linear(4, h), nn.Linear(4, h)
+        self.head1, self.head2 = nn.Linear(h, c), nn.Linear(h, c)
+        self.fuse = nn.Linear(2 * h, c)
+
+    def forward(self, x1, x2):
+        z1, z2 = torch.tanh(self.enc1(x1)), torch.tanh(self.enc2(x2))
+        return z1, z2, self.head1(z1), self.head2(z2)
+
+    def fusion(self, a, b):
+        return self.fuse(torch.cat([a, b], 1))
+
+
+def resumed_equals_uninterrupted(make, run_epochs, epochs=3, stop=1):
+    """``make()`` builds fresh ``{name: stateful object}``; ``run_epochs(objs, range)`` trains.
+    Returns the final state dicts of the uninterrupted and the resumed run."""
+    full = make()
+    run_epochs(full, range(epochs))
+    first = make()
+    run_epochs(first, range(stop))
+    saved = roundtrip({k: v.state_dict() for k, v in first.items()})
+    resumed = make()
+    for k, v in resumed.items():
+        v.load_state_dict(saved[k])
+    run_epochs(resumed, range(stop, epochs))
+    return ({k: v.state_dict() for k, v in full.items()}, {k: v.state_dict() for k, v in resumed.items()})
+
+
+def assert_same(a, b, path="state"):
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and torch.equal(a, b), path
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for k in a:
+            assert_same(a[k], b[k], f"{path}[{k!r}]")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), path
+        for i, (x, z) in enumerate(zip(a, b)):
+            assert_same(x, z, f"{path}[{i}]")
+    else:
+        assert a == b, path
+
+
+# ---------------------------------------------------------------- SynIB
+
+@pytest.mark.parametrize("mask", ["random", "noise", "learned"])
+def test_synib_resumes_identically(mask):
+    x1, x2, y = data()
+
+    def make():
+        net = Net()
+        return {"net": net, "opt": torch.optim.Adam(net.parameters(), lr=1e-2),
+                "loss": SynIBLoss(mask=mask, lambda_syn=0.5, gate_steps=2, seed=1)}
+
+    def run(o, epochs):
+        for _ in epochs:
+            for s in range(0, len(y), 32):
+                z1, z2, l1, l2 = o["net"](x1[s:s + 32], x2[s:s + 32])
+                out = o["loss"](z1, z2, y[s:s + 32], o["net"].fusion, o["net"].head1, o["net"].head2)
+                o["opt"].zero_grad()
+                out.loss.backward()
+                o["opt"].step()
+
+    full, resumed = resumed_equals_uninterrupted(make, run)
+    assert_same(full, resumed)
+    kept = {"noise": "running_var1", "learned": "gate_logit2"}.get(mask)
+    if kept:                                     # the statistics are in the state, and sized
+        assert full["loss"][kept].shape == (8,)
+
+
+def test_synib_state_is_buffers_that_move_with_the_module():
+    loss_fn = SynIBLoss(mask="noise", p=0.5)
+    fusion = lambda a, b: a + b  # noqa: E731
+    y = torch.tensor([0, 1, 2, 0])
+    loss_fn(torch.randn(4, 3), torch.randn(4, 3), y, fusion, lambda z: z, lambda z: z)
+    names = {n for n, _ in loss_fn.named_buffers()}
+    assert {"running_mean1", "running_var1", "running_mean2", "running_var2"} <= names
+    moved = loss_fn.to(torch.float64)
+    assert moved.running_mean1.dtype == torch.float64 and moved.running_mean1.shape == (3,)
+    state = loss_fn.state_dict()
+    assert state["_extra_state"]["rng_state"].dtype == torch.uint8
+    # Loading into a fresh loss sizes its buffers and continues the random stream.
+    fresh = SynIBLoss(mask="noise", p=0.5)
+    fresh.load_state_dict(roundtrip(state))
+    z = torch.randn(4, 3, dtype=torch.float64)
+    torch.testing.assert_close(fresh.withhold(z, 1), loss_fn.withhold(z, 1), rtol=0, atol=0)
+
+
+# ---------------------------------------------------------------- SPICE
+
+def test_spice_resumes_identically():
+    x1, x2, y = data()
+
+    def make():
+        net = Net()
+        cur = SPICECurriculum(len(y), epochs=3)
+        return {"net": net, "opt": torch.optim.SGD(net.parameters(), lr=0.1), "cur": cur,
+                "sampler": SPICESampler(cur, generator=torch.Generator().manual_seed(5))}
+
+    def run(o, epochs):
+        loader = DataLoader(TensorDataset(torch.arange(len(y))), batch_size=16, sampler=o["sampler"])
+        for epoch in epochs:
+            if o["cur"].due(epoch):
+                with torch.no_grad():
+                    z1, z2, l1, l2 = o["net"](x1, x2)
+                    l12 = o["net"].fusion(z1, z2)
+                o["cur"].update(l1.softmax(1), l2.softmax(1), l12.softmax(1), y)
+            o["cur"].set_epoch(epoch)
+            for (idx,) in loader:
+                z1, z2, l1, l2 = o["net"](x1[idx], x2[idx])
+                loss = nn.functional.cross_entropy(o["net"].fusion(z1, z2), y[idx])
+                o["opt"].zero_grad()
+                loss.backward()
+                o["opt"].step()
+
+    full, resumed = resumed_equals_uninterrupted(make, run)
+    assert full["cur"]["scores"] is not None and full["cur"]["epoch"] == 2
+    assert_same(full, resumed)
+
+
+def test_spice_state_before_any_update_and_wrong_size():
+    cur = SPICECurriculum(10, epochs=4)
+    cur.set_epoch(2)
+    fresh = SPICECurriculum(10, epochs=4)
+    fresh.load_state_dict(roundtrip(cur.state_dict()))
+    assert fresh.epoch == 2 and fresh.scores is None and fresh.indices().tolist() == list(range(10))
+    p = torch.full((10, 2), 0.5, dtype=torch.float64)
+    cur.update(p, p, p, torch.arange(10) % 2)
+    with pytest.raises(ValueError, match="n_samples"):
+        SPICECurriculum(11, epochs=4).load_state_dict(cur.state_dict())
+
+
+# ---------------------------------------------------------------- DynCIM
+
+def test_dyncim_resumes_identically():
+    x1, x2, y = data()
+    h = 8
+
+    class GatedNet(Net):
+        def __init__(self):
+            super().__init__()
+            self.gate = GatedFusion(h, 2)
+
+    def make():
+        net = GatedNet()
+        return {"net": net, "opt": torch.optim.Adam(net.parameters(), lr=1e-2),
+                "dyn": DynCIM(len(y), 2, epochs=3, window=2), "crit": DynCIMLoss(beta=0.1)}
+
+    def run(o, epochs):
+        net = o["net"]
+        for epoch in epochs:
+            with torch.no_grad():
+                z1, z2, l1, l2 = net(x1, x2)
+                fused, _ = net.gate([z1, z2])
+                o["dyn"].update(net.head1(fused).softmax(1), [l1.softmax(1), l2.softmax(1)], y)
+            loader = DataLoader(IndexedDataset(TensorDataset(x1, x2, y)), batch_size=32, shuffle=True,
+                                generator=torch.Generator().manual_seed(epoch))
+            for idx, a, b, t in loader:
+                z1, z2, l1, l2 = net(a, b)
+                fused, gate = net.gate([z1, z2])
+                loss = o["crit"](net.head1(fused), [l1, l2], t, gate=gate, **o["dyn"].loss_inputs(idx))
+                o["opt"].zero_grad()
+                loss.backward()
+                o["opt"].step()
+
+    full, resumed = resumed_equals_uninterrupted(make, run)
+    assert full["dyn"]["epoch"] == 2 and len(full["dyn"]["losses"]) == 3 and full["dyn"]["hmir"] is not None
+    assert_same(full, resumed)
+
+
+def test_dyncim_checkpoint_size_mismatch():
+    with pytest.raises(ValueError, match="samples"):
+        DynCIM(5, 2, epochs=3).load_state_dict(DynCIM(6, 2, epochs=3).state_dict())
+
+
+# ---------------------------------------------------------------- ECS-async and the metric
+
+def test_ecs_resumes_identically_through_weights_only_load():
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 3, (60,), generator=g)
+    centres = torch.randn(3, 4, generator=g) * 4
+    emb = [centres[y] + s * torch.randn(60, 4, generator=g) for s in (0.5, 1.0, 2.0, 3.0)]
+    enc = nn.Linear(2, 2)
+
+    def make():
+        return {"ctrl": ECSAsyncController(fastpid.integrations.PIDProbe(n_clusters=3, n_init=1), warmup_epochs=1,
+                                           baseline_permutations=1, min_score=-1.0, max_unimodal_epochs=10,
+                                           modules=[enc])}
+
+    def run(o, epochs):
+        for e in epochs:
+            with torch.no_grad():
+                enc.weight.fill_(float(e))
+            o["ctrl"].update(e, emb[e], emb[3 - e], y)
+
+    full, resumed = resumed_equals_uninterrupted(make, run, epochs=4, stop=2)
+    assert len(full["ctrl"]["history"]) == 4 and full["ctrl"]["snapshot"] is not None
+    assert_same(full, resumed)
+
+
+def test_pid_metric_state_roundtrip():
+    m = fastpid.PIDMetric((2, 2, 2))
+    m.update([0, 1, 1], [1, 1, 0], [1, 0, 1])
+    fresh = fastpid.PIDMetric((2, 2, 2))
+    fresh.load_state_dict(roundtrip(m.state_dict()))
+    assert torch.equal(fresh.counts, m.counts) and float(fresh.counts.sum()) == 3
+    with pytest.raises(ValueError, match="shape"):
+        fastpid.PIDMetric((2, 2, 3)).load_state_dict(m.state_dict())

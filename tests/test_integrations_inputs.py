@@ -1,0 +1,200 @@
+"""Inputs the integrations accept and reject (numpy, float labels, empty batches, NaN, huge
+embeddings), the ECS fixes, and small API pieces (IndexedDataset, reprs, SynIBTerms)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from fastpid.integrations import (DynCIM, DynCIMLoss, ECSAsyncController, IndexedDataset, PIDProbe,
+                                  SPICECurriculum, SPICESampler, SynIBLoss)
+from fastpid.integrations.ogm_ge import ogm_ge_coefficients, ogm_ge_scores
+from fastpid.integrations.spice_scores import SampleScores, local_scores
+
+
+def clouds(n=200, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 3, (n,), generator=g)
+    centres = torch.randn(3, 4, generator=g, dtype=torch.float64) * 4
+    return (centres[y] + torch.randn(n, 4, generator=g, dtype=torch.float64),
+            torch.randn(n, 3, generator=g, dtype=torch.float64), y)
+
+
+# ---------------------------------------------------------------- numpy and float labels
+
+def test_probe_takes_numpy_and_integral_float_labels():
+    e1, e2, y = clouds()
+    probe = PIDProbe(n_clusters=4)
+    ref = probe(e1, e2, y)
+    for args in [(e1.numpy(), e2.numpy(), y.numpy()), (e1, e2, y.double()), (e1, e2, y.numpy().astype(np.float32))]:
+        res = probe(*args)
+        assert res.terms() == ref.terms() and torch.equal(res.codes1, ref.codes1)
+    assert ref.mi1 > 0.5                                     # modality 1 carries the label
+    with pytest.raises(ValueError, match=r"labels\[3\] = 0.5 is not an integer class id"):
+        probe(e1, e2, torch.where(torch.arange(len(y)) == 3, 0.5, y.double()))
+    base = probe.shuffled(ref.codes1.numpy(), ref.codes2.numpy(), y.double().numpy(), 2)
+    assert base == probe.shuffled(ref.codes1, ref.codes2, y, 2)
+
+
+def test_probe_result_repr_is_short():
+    e1, e2, y = clouds()
+    text = repr(PIDProbe(n_clusters=4)(e1, e2, y))
+    assert text.startswith("ProbeResult(redundancy=") and "N=200" in text
+    assert len(text) < 250 and "tensor" not in text
+
+
+def test_losses_and_curricula_take_numpy():
+    g = torch.Generator().manual_seed(1)
+    z1, z2 = torch.randn(6, 3, generator=g), torch.randn(6, 3, generator=g)
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    fusion = lambda a, b: a + b  # noqa: E731
+    loss_fn = SynIBLoss(lambda_uni=0.0, mask="zero", p=1.0)
+    a = loss_fn(z1, z2, y, fusion).loss
+    b = loss_fn(z1.numpy(), z2.numpy(), y.numpy().astype(np.float64), fusion).loss
+    assert torch.equal(a, b)
+    crit = DynCIMLoss()
+    assert torch.equal(crit(z1, [z1, z2], y), crit(z1, [z1, z2], y.double().numpy()))
+    p = torch.softmax(torch.randn(6, 3, generator=g, dtype=torch.float64), 1)
+    dyn_t, dyn_n = DynCIM(6, 2, epochs=3), DynCIM(6, 2, epochs=3)
+    dyn_t.update(p, [p, p.flip(0)], y)
+    dyn_n.update(p.numpy(), np.stack([p.numpy(), p.flip(0).numpy()]), y.double().numpy())
+    assert torch.equal(dyn_t.weights(), dyn_n.weights())
+    s_t = local_scores(p, p.flip(0), y, z1, k=3)
+    s_n = local_scores(p.numpy(), p.flip(0).numpy(), y.numpy(), z1.numpy(), k=3)
+    assert torch.equal(s_t.synergy, s_n.synergy)
+    cur = SPICECurriculum(6, epochs=3)
+    assert torch.equal(cur.update(p.numpy(), p.numpy(), p.numpy(), y.numpy()).redundancy,
+                       cur.update(p, p, p, y).redundancy)
+
+
+def test_indexed_dataset_yields_the_indices():
+    x, t = torch.arange(10.0)[:, None] * 3, torch.arange(10) % 2
+    ds = IndexedDataset(TensorDataset(x, t))
+    assert len(ds) == 10 and ds[4][0] == 4 and torch.equal(ds[4][1], x[4])
+    for idx, xb, tb in DataLoader(ds, batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(0)):
+        assert idx.dtype == torch.int64 and torch.equal(xb[:, 0], idx * 3.0) and torch.equal(tb, idx % 2)
+    assert IndexedDataset(["a", "b"])[1] == (1, "b")
+    with pytest.raises(TypeError, match="map-style"):
+        IndexedDataset(iter([1, 2]))
+
+
+def test_dyncim_loss_documents_its_keywords():
+    doc = DynCIMLoss.__doc__
+    for kw in ("sample_weights", "modality_weights", "unimodal_scale", "gate_target", "gate"):
+        assert f"``{kw}" in doc, kw
+
+
+# ---------------------------------------------------------------- ECS fixes
+
+def terms(u1, u2, s):
+    return {"redundancy": 0.1, "unique1": u1, "unique2": u2, "synergy": s}
+
+
+def test_drop_rule_with_a_negative_peak():
+    """Peak -1.0 (drop 0.8): the threshold is -1.2, not 0.8 × -1.0 = -0.8 (above the peak,
+    which switched at once)."""
+    ctrl = ECSAsyncController(warmup_epochs=0, baseline=None, min_score=float("-inf"), max_unimodal_epochs=100)
+    d = [ctrl.step(e, terms(0.2, 0.2, s)) for e, s in enumerate((-1.0, -1.1, -1.19, -1.25))]
+    assert ctrl.peak_score == -1.0 and ctrl.drop_threshold() == pytest.approx(-1.2)
+    assert [x.stage for x in d] == ["unimodal"] * 3 + ["joint"]
+    pos = ECSAsyncController(warmup_epochs=0, baseline=None, min_score=float("-inf"))
+    pos.step(0, terms(0.2, 0.2, 0.5))
+    assert pos.drop_threshold() == pytest.approx(0.4)              # drop × peak, as before
+
+
+def test_no_pausing_during_warmup():
+    ctrl = ECSAsyncController(warmup_epochs=2, baseline=None, max_unimodal_epochs=100)
+    d = [ctrl.step(e, terms(0.9, 0.1, 0.1)) for e in range(3)]       # U1/U2 = 9 > 3 throughout
+    assert [(x.train1, x.train2) for x in d] == [(True, True), (True, True), (False, True)]
+    assert "warm-up" in d[0].reason and "pause modality 1" in d[2].reason
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(eps=0), "eps must be > 0"), (dict(eps=-1e-3), "eps must be > 0"),
+    (dict(ratio=float("nan")), "ratio must be a finite number"), (dict(drop=float("inf")), "drop"),
+    (dict(min_score=float("nan")), "min_score"), (dict(fused_weight=-1.0), "fused_weight must be >= 0"),
+    (dict(unimodal_weight="0.6"), "unimodal_weight"), (dict(probe_every=1.5), "probe_every"),
+    (dict(baseline_seed=None), "baseline_seed"), (dict(warmup_epochs=True), "warmup_epochs"),
+])
+def test_constructor_rejects_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ECSAsyncController(**kwargs)
+    with pytest.raises(TypeError, match="PIDProbe"):
+        ECSAsyncController(probe="pca")
+    with pytest.raises(TypeError, match="nn.Module"):
+        ECSAsyncController(modules=[object()])
+
+
+# ---------------------------------------------------------------- NaN, empty batches, huge values
+
+def test_nan_terms_and_nan_scores_raise():
+    ctrl = ECSAsyncController(baseline=None)
+    with pytest.raises(ValueError, match=r"NaN entries \['synergy'\]"):
+        ctrl.step(0, terms(0.1, 0.1, float("nan")))
+    with pytest.raises(ValueError, match="baseline's terms have NaN"):
+        ECSAsyncController().step(0, terms(0.1, 0.1, 0.1), {"synergy": float("nan")})
+    assert ctrl.history == []
+    y = torch.tensor([0, 1])
+    with pytest.raises(ValueError, match="modality 1 contain NaN"):
+        ogm_ge_scores([torch.zeros(2, 3), torch.full((2, 3), float("nan"))], y)
+    with pytest.raises(ValueError, match="finite"):
+        ogm_ge_coefficients(torch.tensor([1.0, float("nan")]))
+
+
+def test_empty_batches_raise():
+    empty, y0 = torch.zeros(0, 3), torch.zeros(0, dtype=torch.long)
+    with pytest.raises(ValueError, match="empty batch: SynIBLoss"):
+        SynIBLoss()(empty, empty, y0, lambda a, b: a + b, lambda z: z, lambda z: z)
+    with pytest.raises(ValueError, match="empty batch: the DynCIM loss"):
+        DynCIMLoss()(empty, [empty, empty], y0)
+    with pytest.raises(ValueError, match="empty batch: stage_loss"):
+        ECSAsyncController().stage_loss(ECSAsyncController().current(0), empty, empty, empty, y0)
+    with pytest.raises(ValueError, match="empty batch: the OGM-GE"):
+        ogm_ge_scores([empty, empty], y0)
+
+
+def test_probe_handles_huge_embeddings():
+    e1, e2, y = clouds()
+    probe = PIDProbe(n_clusters=4)
+    ref = probe(e1, e2, y)
+    big = probe(e1 * 1e200, e2 * 1e200, y)
+    assert torch.equal(big.codes1, ref.codes1) and torch.equal(big.codes2, ref.codes2)
+    for k, v in ref.terms().items():
+        assert getattr(big, k) == pytest.approx(v, abs=1e-12), k
+    assert big.mi1 > 0.5 and math.isfinite(big.synergy)
+    tiny = probe(e1 * 1e-200, e2 * 1e-200, y)                 # small magnitudes too
+    assert torch.equal(tiny.codes1, ref.codes1)
+
+
+# ---------------------------------------------------------------- SynIB's result and the sampler's shards
+
+def test_synib_terms_say_how_to_backpropagate():
+    z1 = torch.randn(4, 3, requires_grad=True)
+    out = SynIBLoss(lambda_uni=0.0)(z1, torch.randn(4, 3), torch.tensor([0, 1, 2, 0]), lambda a, b: a + b)
+    with pytest.raises(AttributeError, match=r"\.loss\.backward\(\)"):
+        out.backward()
+    out.loss.backward()                                      # the documented way works
+    assert z1.grad is not None
+
+
+def test_sampler_shards_without_a_process_group():
+    n = 41
+    r = torch.linspace(1, 0, n, dtype=torch.float64)
+    z = torch.zeros(n, dtype=torch.float64)
+    cur = SPICECurriculum(n, epochs=3, pacing=lambda t, T: 1.0, estimator=lambda *a: SampleScores(r, z, z, z))
+    cur.update(None, None, None, None)
+    shards = [SPICESampler(cur, num_replicas=3, rank=k, seed=7) for k in range(3)]
+    drawn = [list(s) for s in shards]
+    assert sorted(sum(drawn, [])) == list(range(n)) and [len(s) for s in shards] == [14, 14, 13]
+    before = drawn[0]
+    shards[0].set_epoch(1)
+    assert cur.epoch == 1 and list(shards[0]) != before                 # reshuffled by epoch
+    even = [list(SPICESampler(cur, num_replicas=3, rank=k, drop_last=True)) for k in range(3)]
+    assert [len(s) for s in even] == [13, 13, 13] and len(set(sum(even, []))) == 39
+    with pytest.raises(ValueError, match="seed"):
+        SPICESampler(cur, torch.Generator(), num_replicas=2, rank=0)
+    with pytest.raises(ValueError, match="rank"):
+        SPICESampler(cur, num_replicas=2, rank=2)
