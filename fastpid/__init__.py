@@ -15,3 +15,6 @@ from .result import PIDResult
 
 __version__ = "0.1.0"
 __all__ = ["pid", "backends", "joint", "pid_from_samples", "PIDResult", "build_info", "__version__"]
+
+from .metrics import PIDMetric  # noqa: E402
+__all__ += ["PIDMetric"]

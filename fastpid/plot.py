@@ -1,0 +1,161 @@
+"""Matplotlib figures of PID terms during training, of curricula and of ECS decisions.
+
+Needs matplotlib (``pip install "fastpid[plot]"``), imported on first use only. Every
+function draws into ``ax`` (a new figure's axes when ``None``) and returns the axes; the
+figure is ``ax.figure``. No backend is chosen here (use ``matplotlib.use("Agg")`` for files
+without a display).
+
+* :func:`plot_pid_terms` — PID terms over epochs, with interval bands;
+* :func:`plot_curriculum` — the fraction of the training set a curriculum admits per epoch,
+  with its phases;
+* :func:`plot_ecs_decisions` — which modality ECS-async paused when, the warm-up and the
+  start of stage 2.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+
+__all__ = ["plot_pid_terms", "plot_curriculum", "plot_ecs_decisions"]
+
+
+def _pyplot():
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError("fastpid.plot needs matplotlib; install it with `pip install \"fastpid[plot]\"` "
+                          "(or `pip install matplotlib`)") from e
+    return plt
+
+
+def _axes(ax, figsize=(6, 3.5)):
+    if ax is not None:
+        return ax
+    _, ax = _pyplot().subplots(figsize=figsize)
+    return ax
+
+
+def _vector(v, name: str, n: int | None = None) -> np.ndarray:
+    a = np.asarray(v.detach().cpu() if hasattr(v, "detach") else v, dtype=float)
+    if a.ndim != 1 or (n is not None and a.shape[0] != n):
+        raise ValueError(f"{name} must be a 1-D sequence{'' if n is None else f' of {n} values'}, "
+                         f"got shape {a.shape}")
+    return a
+
+
+def plot_pid_terms(epochs, terms: Mapping[str, Sequence[float]], intervals: Mapping | None = None, *,
+                   ax=None, units: str = "nats"):
+    """PID terms over epochs: one line per term, one shaded band per interval.
+
+    Args:
+        epochs: ``(E,)`` epochs (x axis).
+        terms: ``{name: (E,) values}``, e.g. ``{"synergy": [...], "redundancy": [...]}``
+            (in ``units``).
+        intervals: ``{name: (lower (E,), upper (E,))}``, e.g. bootstrap or certified
+            intervals; each band takes its term's colour (a name without a term gets a grey
+            band).
+        ax: axes to draw into; units: the y-axis label.
+
+    Returns the axes: ``len(terms)`` lines and ``len(intervals)`` bands (``ax.collections``).
+    """
+    ax = _axes(ax)
+    ep = _vector(epochs, "epochs")
+    colours = {}
+    for name, values in terms.items():
+        (line,) = ax.plot(ep, _vector(values, f"terms[{name!r}]", len(ep)), marker=".", label=name)
+        colours[name] = line.get_color()
+    for name, band in (intervals or {}).items():
+        if len(band) != 2:
+            raise ValueError(f"intervals[{name!r}] must be a pair (lower, upper), got {len(band)} entries")
+        lo, hi = (_vector(b, f"intervals[{name!r}]", len(ep)) for b in band)
+        ax.fill_between(ep, lo, hi, color=colours.get(name, "grey"), alpha=0.2, lw=0)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(units)
+    if terms:
+        ax.legend(fontsize=8)
+    return ax
+
+
+def plot_curriculum(curriculum, epochs=None, *, phases: Sequence[str] | None = None, ax=None):
+    """The fraction of the training set admitted per epoch, with phase spans.
+
+    Args:
+        curriculum: a :class:`~fastpid.integrations.SPICECurriculum` (its pacing schedule:
+            the fraction each epoch admits once scores exist, and the phase names), or a
+            sequence of ``(E,)`` fractions in ``[0, 1]``.
+        epochs: ``(E,)`` epochs for a sequence (default ``0 .. E-1``).
+        phases: ``(E,)`` phase name per epoch for a sequence (default: no phases).
+        ax: axes to draw into.
+
+    Returns the axes: one line (the fraction) and one shaded span per run of equal phase
+    names (``ax.patches``).
+    """
+    from fastpid.integrations import SPICECurriculum
+
+    if isinstance(curriculum, SPICECurriculum):
+        sched, n = curriculum.schedule, curriculum.schedule.epochs
+        positions = [sched.position(e) for e in range(n)]
+        fractions = [curriculum.pacing(p.step, max(1, p.length - 1)) for p in positions]
+        phases = [curriculum.phase(e) for e in range(n)]
+        epochs = range(n)
+    else:
+        fractions = curriculum
+    frac = _vector(fractions, "fractions")
+    ep = _vector(range(len(frac)) if epochs is None else epochs, "epochs", len(frac))
+    ax = _axes(ax)
+    if phases is not None:
+        if len(phases) != len(ep):
+            raise ValueError(f"phases must name one phase per epoch ({len(ep)}), got {len(phases)}")
+        colours = {}
+        start = 0
+        for i in range(1, len(ep) + 1):
+            if i == len(ep) or phases[i] != phases[start]:
+                name = phases[start]
+                first = name not in colours
+                colours.setdefault(name, f"C{len(colours) + 1}")
+                ax.axvspan(ep[start] - 0.5, ep[i - 1] + 0.5, color=colours[name], alpha=0.12, lw=0,
+                           label=name if first else None)
+                start = i
+    ax.step(ep, frac, where="mid", color="C0", label="fraction admitted")
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("fraction of training set")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_ecs_decisions(history, *, ax=None):
+    """Which modality ECS-async paused when: one row per modality, a bar over every probed
+    epoch in which it was paused, a hatched warm-up span and a dashed line at the start of
+    stage 2.
+
+    Args:
+        history: :meth:`ECSAsyncController.history_arrays()
+            <fastpid.integrations.ECSAsyncController.history_arrays>` (a dict) or the
+            controller itself.
+        ax: axes to draw into.
+
+    Returns the axes: two bar collections (``ax.collections``, modality 1 then 2), a
+    warm-up patch when ``warmup_epochs > 0`` and a stage-2 line when stage 2 started.
+    """
+    if hasattr(history, "history_arrays"):
+        history = history.history_arrays()
+    ep = _vector(history["epoch"], "history['epoch']")
+    ax = _axes(ax, figsize=(6, 2.2))
+    # Each probe's decision holds until the next probe.
+    ends = np.append(ep[1:], ep[-1] + 1) if len(ep) else ep
+    for row, key in ((1, "train1"), (2, "train2")):
+        spans = [(s, e - s) for s, e, on, st in zip(ep, ends, history[key], history["stage"])
+                 if not on and st == "unimodal"]
+        ax.broken_barh(spans, (row - 0.35, 0.7), color=f"C{row - 1}", label=f"modality {row} paused")
+    if history.get("warmup_epochs"):
+        ax.axvspan(ep.min() if len(ep) else 0, history["warmup_epochs"], color="grey", alpha=0.15,
+                   hatch="//", lw=0, label="warm-up")
+    if history.get("switch_epoch") is not None:
+        ax.axvline(history["switch_epoch"], color="k", ls="--", label="stage 2 starts")
+    ax.set_yticks([1, 2], ["modality 1", "modality 2"])
+    ax.set_ylim(0.4, 2.6)
+    ax.set_xlabel("epoch")
+    ax.legend(fontsize=7, loc="upper right")
+    return ax

@@ -1,0 +1,45 @@
+"""fastpid.PIDMetric: accumulating a joint over batches equals the joint of all samples."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import fastpid
+
+
+def test_batches_accumulate_to_the_whole_joint():
+    order = np.random.default_rng(0).permutation(300)
+    a, b = np.tile([0, 0, 1, 1], 75)[order], np.tile([0, 1, 0, 1], 75)[order]   # balanced XOR
+    metric = fastpid.PIDMetric((2, 2, 2), base=2)
+    for s in range(0, 300, 64):                                  # numpy codes, uneven last batch
+        metric.update(a[s:s + 64], b[s:s + 64], (a ^ b)[s:s + 64])
+    metric.update(a[:0], b[:0], a[:0])                            # an empty batch adds nothing
+    res = metric.compute()
+    assert float(res.synergy) == pytest.approx(1.0, abs=1e-6)    # XOR: one bit of synergy
+    assert float(metric.counts.sum()) == 300
+    ref = fastpid.pid(fastpid.joint(a, b, a ^ b, sizes=(2, 2, 2)), base=2)
+    assert float(res.redundancy) == pytest.approx(float(ref.redundancy), abs=1e-9)
+
+
+def test_soft_rows_and_weights():
+    g = torch.Generator().manual_seed(0)
+    p1 = torch.softmax(torch.randn(40, 3, generator=g, dtype=torch.float64), 1)
+    p2 = torch.softmax(torch.randn(40, 2, generator=g, dtype=torch.float64), 1)
+    y = torch.randint(0, 2, (40,), generator=g)
+    w = torch.rand(40, generator=g, dtype=torch.float64)
+    metric = fastpid.PIDMetric((3, 2, 2))
+    metric.update(p1[:25], p2[:25], y[:25], weights=w[:25])
+    metric.update(p1[25:], p2[25:], y[25:], weights=w[25:])
+    whole = fastpid.joint(p1, p2, y, sizes=(3, 2, 2), weights=w)
+    torch.testing.assert_close(metric.counts / metric.counts.sum(), whole, rtol=0, atol=1e-14)
+    ref = fastpid.pid(whole)
+    assert float(metric.compute().synergy) == pytest.approx(float(ref.synergy), abs=1e-10)
+    metric.reset()
+    with pytest.raises(ValueError, match="no samples"):
+        metric.compute()
+    with pytest.raises(ValueError, match="sizes"):
+        fastpid.PIDMetric((2, 0, 2))
+    assert "PIDMetric(sizes=(3, 2, 2)" in repr(metric) and math.isfinite(float(ref.synergy))

@@ -1,0 +1,52 @@
+"""fastpid.plot: each helper returns axes with the artists it promises (Agg backend)."""
+from __future__ import annotations
+
+import pytest
+
+matplotlib = pytest.importorskip("matplotlib")
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+
+from fastpid.integrations import ECSAsyncController, SPICECurriculum  # noqa: E402
+from fastpid.plot import plot_curriculum, plot_ecs_decisions, plot_pid_terms  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+def test_pid_terms_with_bands():
+    ep = [0, 1, 2, 3]
+    terms = {"synergy": [0.1, 0.2, 0.3, 0.2], "redundancy": [0.5, 0.4, 0.4, 0.3], "unique1": [0, 0, 0.1, 0.1]}
+    ax = plot_pid_terms(ep, terms, {"synergy": ([0.0, 0.1, 0.2, 0.1], [0.2, 0.3, 0.4, 0.3])})
+    assert len(ax.lines) == 3 and len(ax.collections) == 1
+    assert ax.collections[0].get_facecolor()[0][:3] == pytest.approx(matplotlib.colors.to_rgb(ax.lines[0].get_color()))
+    with pytest.raises(ValueError, match="4 values"):
+        plot_pid_terms(ep, {"synergy": [0.1, 0.2]})
+    fig, own = plt.subplots()
+    assert plot_pid_terms(ep, terms, ax=own) is own
+
+
+def test_curriculum_from_a_spice_schedule_and_from_fractions():
+    ax = plot_curriculum(SPICECurriculum(100, epochs=10))
+    assert len(ax.lines) == 1 and len(ax.patches) == 3                    # three phases
+    ys = ax.lines[0].get_ydata()
+    assert ys[0] == pytest.approx(0.2) and ys[2] == 1.0                   # c0, then a full last epoch
+    ax = plot_curriculum([0.2, 0.5, 1.0, 0.3, 1.0], phases=["a", "a", "a", "b", "b"])
+    assert len(ax.lines) == 1 and len(ax.patches) == 2
+    with pytest.raises(ValueError, match="one phase per epoch"):
+        plot_curriculum([0.2, 0.5], phases=["a"])
+
+
+def test_ecs_decisions():
+    ctrl = ECSAsyncController(warmup_epochs=1, baseline=None, max_unimodal_epochs=4, eps=1e-9)
+    for e, (u1, u2) in enumerate([(0.9, 0.1), (0.9, 0.1), (0.1, 0.9), (0.2, 0.2), (0.2, 0.2)]):
+        ctrl.step(e, {"unique1": u1, "unique2": u2, "synergy": 0.01})
+    ax = plot_ecs_decisions(ctrl)
+    bars = [len(c.get_paths()) for c in ax.collections]
+    assert bars == [1, 1]                       # modality 1 paused at epoch 1, modality 2 at epoch 2
+    assert len(ax.patches) == 1 and len(ax.lines) == 1                    # warm-up, stage 2 at epoch 4
+    assert ax.lines[0].get_xdata()[0] == 4
