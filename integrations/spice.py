@@ -246,6 +246,8 @@ class SPICESampler(Sampler):
             rejected.
         drop_last: with more than one replica, drop the last ``len(admitted) % num_replicas``
             samples of the shuffled order so that every rank gets the same number.
+        shuffle: ``False`` keeps the curriculum's order (best-ranked first) instead of
+            shuffling.
 
     Sharding: rank ``r`` takes positions ``r, r + W, r + 2W, ...`` of the shuffled admitted
     indices (``W = num_replicas``). Unlike ``DistributedSampler`` nothing is padded, so the
@@ -257,7 +259,7 @@ class SPICESampler(Sampler):
 
     def __init__(self, curriculum: SPICECurriculum, generator: torch.Generator | None = None, *,
                  num_replicas: int | None = None, rank: int | None = None, seed: int = 0,
-                 drop_last: bool = False):
+                 drop_last: bool = False, shuffle: bool = True):
         if not isinstance(curriculum, SPICECurriculum):
             raise TypeError(f"curriculum must be a SPICECurriculum, got {type(curriculum).__name__}")
         pg_rank, pg_world = rank_and_world()
@@ -273,6 +275,7 @@ class SPICESampler(Sampler):
         self.curriculum = curriculum
         self.generator = generator
         self.num_replicas, self.rank, self.seed, self.drop_last = num_replicas, rank, int(seed), bool(drop_last)
+        self.shuffle = bool(shuffle)
 
     def set_epoch(self, epoch: int) -> None:
         """Set the curriculum's epoch (:meth:`SPICECurriculum.set_epoch`), which also seeds
@@ -282,9 +285,10 @@ class SPICESampler(Sampler):
     def _order(self) -> torch.Tensor:
         idx = self.curriculum.indices()
         if self.num_replicas == 1:
-            return idx[torch.randperm(len(idx), generator=self.generator)]
-        g = torch.Generator().manual_seed(self.seed + self.curriculum.epoch)
-        idx = idx[torch.randperm(len(idx), generator=g)]
+            return idx[torch.randperm(len(idx), generator=self.generator)] if self.shuffle else idx
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed + self.curriculum.epoch)
+            idx = idx[torch.randperm(len(idx), generator=g)]
         if self.drop_last:
             idx = idx[:len(idx) - len(idx) % self.num_replicas]
         return idx[self.rank::self.num_replicas]

@@ -194,6 +194,8 @@ def test_sampler_shards_without_a_process_group():
     assert cur.epoch == 1 and list(shards[0]) != before                 # reshuffled by epoch
     even = [list(SPICESampler(cur, num_replicas=3, rank=k, drop_last=True)) for k in range(3)]
     assert [len(s) for s in even] == [13, 13, 13] and len(set(sum(even, []))) == 39
+    ordered = [list(SPICESampler(cur, num_replicas=2, rank=k, shuffle=False)) for k in range(2)]
+    assert ordered[0] == cur.indices()[0::2].tolist() and ordered[1] == cur.indices()[1::2].tolist()
     with pytest.raises(ValueError, match="seed"):
         SPICESampler(cur, torch.Generator(), num_replicas=2, rank=0)
     with pytest.raises(ValueError, match="rank"):
