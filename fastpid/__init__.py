@@ -18,3 +18,6 @@ __all__ = ["pid", "backends", "joint", "pid_from_samples", "PIDResult", "build_i
 
 from .metrics import PIDMetric  # noqa: E402
 __all__ += ["PIDMetric"]
+
+from .estimate import PIDEstimate, estimate  # noqa: E402
+__all__ += ["estimate", "PIDEstimate"]

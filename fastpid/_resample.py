@@ -1,0 +1,254 @@
+"""Resampled joints for :func:`fastpid.estimate`: jackknife groups and draws from the null.
+
+Everything here builds batches of joint distributions ``(B, n1, n2, ny)`` that one batched
+:func:`fastpid.pid` call then solves:
+
+* :func:`jackknife_joints` — the delete-a-group jackknife: the samples of each problem are
+  split at random into ``g`` parts of (nearly) equal size and each part is left out in
+  turn. The part joints come from one :func:`fastpid.joint` call with ``groups=``.
+* :func:`null_joint` — the zero-synergy model fitted to a joint: ``P0(x1,x2,y) =
+  P(x1,x2) q(y|x1,x2)`` with ``q(y|x) ∝ p(y) exp(f_y(x1) + g_y(x2))`` from the optimal dual
+  potentials of the BROJA problem of ``P`` (see :mod:`fastpid.estimate` for why this is the
+  maximum-likelihood fit under "synergy = 0").
+* :func:`multinomial_joints` — count tables of ``n`` samples drawn from given joints.
+
+Random numbers come from a numpy ``Generator`` (seeded by the caller), so a seed gives the
+same resamples on every device.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from . import cpp, solver
+
+
+def group_sizes(groups: torch.Tensor | None, n: int, G: int) -> np.ndarray:
+    """Samples per problem, shape ``(G,)`` (``groups=None``: one problem of ``n`` samples)."""
+    if groups is None:
+        return np.array([n], dtype=np.int64)
+    return np.bincount(groups.detach().cpu().numpy().astype(np.int64), minlength=G)
+
+
+def effective_sizes(groups, weights, n: int, G: int) -> np.ndarray:
+    """Kish effective sample size ``(Σw)² / Σw²`` per problem (the sample count without weights)."""
+    if weights is None:
+        return group_sizes(groups, n, G).astype(np.float64)
+    w = weights.detach().to(torch.float64).cpu().numpy()
+    gid = np.zeros(n, dtype=np.int64) if groups is None else groups.detach().cpu().numpy().astype(np.int64)
+    s1 = np.bincount(gid, weights=w, minlength=G)
+    s2 = np.bincount(gid, weights=w * w, minlength=G)
+    return np.where(s2 > 0, s1 * s1 / np.where(s2 > 0, s2, 1.0), 0.0)
+
+
+def partition(groups, n: int, G: int, g: int, rng: np.random.Generator) -> np.ndarray:
+    """Random part ``0..g-1`` of each sample, balanced within each problem (sizes differ by <= 1)."""
+    gid = np.zeros(n, dtype=np.int64) if groups is None else groups.detach().cpu().numpy().astype(np.int64)
+    order = rng.permutation(n)
+    # Rank of each sample among the samples of its problem, in the random order.
+    sorted_idx = order[np.argsort(gid[order], kind="stable")]
+    starts = np.concatenate([[0], np.cumsum(np.bincount(gid, minlength=G))[:-1]])
+    rank = np.empty(n, dtype=np.int64)
+    rank[sorted_idx] = np.arange(n) - starts[gid[sorted_idx]]
+    # Offsetting by a random shift per problem spreads the one-larger parts around.
+    shift = rng.integers(0, g, size=G)
+    return (rank + shift[gid]) % g
+
+
+def jackknife_joints(x1, x2, y, *, sizes, weights, groups, G: int, g: int, rng, device, joint_fn):
+    """Leave-one-part-out joints ``(G, g, n1, n2, ny)`` (float64, on ``device``).
+
+    ``joint_fn`` is :func:`fastpid.joint`; the part joints come from one call with
+    ``groups = problem * g + part``.
+    """
+    n = len(x1) if not isinstance(x1, torch.Tensor) else x1.shape[0]
+    part = partition(groups, n, G, g, rng)
+    gid = np.zeros(n, dtype=np.int64) if groups is None else groups.detach().cpu().numpy().astype(np.int64)
+    sub = gid * g + part
+    sub_t = torch.as_tensor(sub, device=device)
+    parts = joint_fn(x1, x2, y, sizes=sizes, weights=weights, groups=sub_t, num_groups=G * g)
+    parts = torch.as_tensor(parts).to(device=device, dtype=torch.float64).detach()
+    if weights is None:
+        mass = np.bincount(sub, minlength=G * g).astype(np.float64)
+    else:
+        w = torch.as_tensor(weights).detach().to(torch.float64).cpu().numpy()
+        mass = np.bincount(sub, weights=w, minlength=G * g)
+    mass_t = torch.as_tensor(mass, dtype=torch.float64, device=device).reshape(G, g)
+    raw = parts.reshape(G, g, *parts.shape[1:]) * mass_t[:, :, None, None, None]
+    total = raw.sum(1, keepdim=True)
+    loo = total - raw
+    loo_mass = (mass_t.sum(1, keepdim=True) - mass_t)[:, :, None, None, None]
+    return (loo / loo_mass).clamp_min(0.0)
+
+
+def dual_potentials(P: torch.Tensor, tol: float = 1e-9):
+    """Optimal dual potentials ``(f, g)`` of the BROJA problem of a flat normalised float64
+    batch ``P[B, n1, n2, ny]``: ``f[B, n1, ny]``, ``g[B, n2, ny]``, ``-inf`` where
+    ``P(x1, y)`` (``P(x2, y)``) is zero."""
+    swap = P.shape[2] > P.shape[1]
+    Q = P.transpose(1, 2).contiguous() if swap else P
+    if Q.device.type == "cpu" and cpp.available()[0]:
+        sol = cpp.solve(Q, tol)
+    else:
+        sol = solver.solve_exact(Q, tol)
+    f, g = sol.f.to(P.device), sol.g.to(P.device)
+    return (g, f) if swap else (f, g)
+
+
+def null_conditional(P: torch.Tensor, tol: float = 1e-9) -> torch.Tensor:
+    """``q(y | x1, x2) = p(y) exp(f_y(x1) + g_y(x2) - c)`` for a flat normalised batch.
+
+    ``c`` makes ``max_x Σ_y q(y|x) = 1`` (the dual constraint); shape ``(B, n1, n2, ny)``.
+    Where ``Σ_y q(y|x) = 1`` (the support of the optimal coupling), ``q`` is the conditional
+    of the optimal coupling ``Q*``; elsewhere it sums to less than one.
+    """
+    f, g = dual_potentials(P, tol)
+    py = P.sum((1, 2))
+    p1y, p2y = P.sum(2), P.sum(1)
+    mask = (p1y > 0)[:, :, None, :] & (p2y > 0)[:, None, :, :]
+    logpy = torch.log(torch.where(py > 0, py, torch.ones_like(py)))
+    z = logpy[:, None, None, :] + torch.where(mask, f[:, :, None, :] + g[:, None, :, :], 0.0)
+    z = torch.where(mask, z, torch.tensor(-torch.inf, dtype=z.dtype, device=z.device))
+    logs = torch.logsumexp(z, -1)
+    c = logs.flatten(1).amax(1)
+    return torch.exp(z - c[:, None, None, None])
+
+
+def null_target_conditional(P: torch.Tensor, tol: float = 1e-9) -> torch.Tensor:
+    """``q(y|x)`` of :func:`null_conditional` normalised over ``y`` (uniform where it vanishes)."""
+    return tempered_conditional(null_log_weights(P, tol, floor_unseen=False), torch.ones(P.shape[0], dtype=P.dtype, device=P.device))
+
+
+def null_log_weights(P: torch.Tensor, tol: float = 1e-9, floor_unseen: bool = True):
+    """``(log p(y), f_y(x1) + g_y(x2))`` of the BROJA dual optimum, ``(B, 1, 1, ny)`` and
+    ``(B, n1, n2, ny)`` (``-inf`` on cells no coupling of ``P`` can use)."""
+    f, g = dual_potentials(P, tol)
+    py = P.sum((1, 2))
+    p1y, p2y = P.sum(2), P.sum(1)
+    mask = (p1y > 0)[:, :, None, :] & (p2y > 0)[:, None, :, :] & (py > 0)[:, None, None, :]
+    logpy = torch.log(torch.where(py > 0, py, torch.ones_like(py)))[:, None, None, :]
+    fg = torch.where(mask, f[:, :, None, :] + g[:, None, :, :], 0.0)
+    if floor_unseen:
+        # Cells whose (x1, y) or (x2, y) pair was not seen get the smallest weight of a seen
+        # cell instead of zero: with few samples most unseen pairs are sampling zeros, and
+        # the null model must not turn them into structural ones.
+        big = torch.tensor(torch.inf, dtype=fg.dtype, device=fg.device)
+        floor = torch.where(mask, fg, big).flatten(1).amin(1)
+        floor = torch.where(torch.isfinite(floor), floor, torch.zeros_like(floor))
+        fg = torch.where(mask, fg, floor[:, None, None, None])
+        mask = (py > 0)[:, None, None, :].expand_as(fg)
+    fg = torch.where(mask, fg, torch.tensor(-torch.inf, dtype=fg.dtype, device=fg.device))
+    return logpy, fg
+
+
+def tempered_conditional(log_weights, lam: torch.Tensor) -> torch.Tensor:
+    """``q_λ(y|x) ∝ p(y) exp(λ (f_y(x1) + g_y(x2)))``, normalised over ``y``; ``lam`` is ``(B,)``.
+
+    ``λ = 1`` is the conditional of the zero-synergy fit, ``λ = 0`` the marginal ``p(y)``
+    (no information about ``Y``); in between, the fit's information is shrunk.
+    """
+    logpy, fg = log_weights
+    lam = lam.to(fg.dtype)[:, None, None, None]
+    z = logpy + torch.where(torch.isfinite(fg), lam * torch.where(torch.isfinite(fg), fg, 0.0), fg)
+    z = torch.where(torch.isfinite(fg), z, fg)
+    empty = ~torch.isfinite(z).any(-1, keepdim=True)
+    z = torch.where(empty, logpy.expand_as(z), z)
+    return torch.softmax(z, -1)
+
+
+def conditional_mi(px: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """``I(Y; X1,X2)`` of the joints ``px(x) q(y|x)``; ``px (B, n1, n2)``, ``q (B, n1, n2, ny)``."""
+    J = px[..., None] * q
+    py = J.sum((1, 2), keepdim=True)
+    ratio = torch.where(J > 0, q / torch.where(py > 0, py, torch.ones_like(py)), torch.ones_like(q))
+    return (J * torch.log(ratio)).sum((1, 2, 3))
+
+
+def null_joint(P: torch.Tensor, tol: float = 1e-9) -> torch.Tensor:
+    """The zero-synergy joint fitted to each problem of a flat normalised batch ``P``:
+    ``P0(x, y) = P(x) q(y|x) / Σ_y' q(y'|x)`` with ``q`` from :func:`null_conditional`.
+
+    ``P0`` keeps the source marginal ``P(x1, x2)`` of the data and takes the conditional of
+    the target from the BROJA optimum, renormalised on the (rare) source cells of the data
+    outside the optimum's support. Its synergy is zero where ``q`` needed no renormalising.
+    """
+    q = null_conditional(P, tol)
+    s = q.sum(-1, keepdim=True)
+    ny = P.shape[-1]
+    qn = torch.where(s > 0, q / torch.where(s > 0, s, torch.ones_like(s)), torch.full_like(q, 1.0 / ny))
+    P0 = P.sum(-1, keepdim=True) * qn
+    return P0 / P0.sum((1, 2, 3), keepdim=True)
+
+
+def null_draws(q: torch.Tensor, x1, x2, *, weights, groups, draws: int, rng, joint_fn):
+    """Joints ``(G, draws, n1, n2, ny)`` of the samples with their sources kept and the
+    target redrawn from the zero-synergy conditional: ``y*_n ~ q(· | x1_n, x2_n)``.
+
+    ``q[G, n1, n2, ny]`` is normalised over ``y`` (see :func:`null_joint`). The sources, the
+    weights and the groups of the samples are kept as observed (the test conditions on
+    them: under the null they carry no information about the conditional of ``Y``); soft
+    source rows give ``y*_n`` from the mixture ``Σ_x p1(x1|n) p2(x2|n) q(·|x)``. The draws
+    are one :func:`fastpid.joint` call with ``groups = draw * G + group``.
+    """
+    G, n1, n2, ny = q.shape
+    device = q.device
+    t1 = torch.as_tensor(x1).to(device)
+    t2 = torch.as_tensor(x2).to(device)
+    n = t1.shape[0]
+    gid = (torch.zeros(n, dtype=torch.int64, device=device) if groups is None
+           else torch.as_tensor(groups).to(device=device, dtype=torch.int64))
+    q = q.to(torch.float64)
+    if t1.dim() == 1 and t2.dim() == 1:
+        probs = q[gid, t1.long(), t2.long()]                                   # (N, ny)
+    else:
+        r1 = t1.to(torch.float64) if t1.dim() == 2 else torch.nn.functional.one_hot(t1.long(), n1).double()
+        r2 = t2.to(torch.float64) if t2.dim() == 2 else torch.nn.functional.one_hot(t2.long(), n2).double()
+        probs = torch.einsum("ni,nj,nijy->ny", r1.detach(), r2.detach(), q[gid])
+    cdf = probs.cumsum(-1)
+    cdf = cdf / cdf[:, -1:].clamp_min(1e-300)
+    u = torch.as_tensor(rng.random((n, draws)), dtype=torch.float64, device=device)
+    ystar = torch.searchsorted(cdf.contiguous(), u).clamp_max(ny - 1)      # (N, draws)
+    ystar = ystar.T.reshape(-1)                                            # draw-major
+    rep = lambda t: t.detach().repeat(draws, *([1] * (t.dim() - 1)))      # noqa: E731
+    w = None if weights is None else rep(torch.as_tensor(weights).to(device))
+    sub = (torch.arange(draws, device=device)[:, None] * G + gid[None, :]).reshape(-1)
+    P = joint_fn(rep(t1), rep(t2), ystar, sizes=(n1, n2, ny), weights=w, groups=sub,
+                 num_groups=draws * G)
+    P = torch.as_tensor(P).to(device=device, dtype=torch.float64)
+    return P.reshape(draws, G, n1, n2, ny).transpose(0, 1)
+
+
+def multinomial_joints(P: torch.Tensor, n: np.ndarray, draws: int, rng: np.random.Generator) -> torch.Tensor:
+    """Count tables ``(B, draws, n1, n2, ny)`` of ``n[b]`` samples from each joint ``P[b]``
+    (float64, on ``P``'s device)."""
+    B = P.shape[0]
+    p = P.detach().reshape(B, -1).to(torch.float64).cpu().numpy()
+    p = np.clip(p, 0.0, None)
+    p = p / p.sum(1, keepdims=True)
+    counts = np.stack([rng.multinomial(int(n[b]), p[b], size=draws) for b in range(B)])
+    return torch.as_tensor(counts, dtype=torch.float64, device=P.device).reshape(B, draws, *P.shape[1:])
+
+
+def match_shrinkage(log_weights, px: torch.Tensor, v_pilot: torch.Tensor, v_hat: np.ndarray, device,
+                    grid: int = 61, lam_max: float = 1.5) -> torch.Tensor:
+    """Shrinkage ``λ`` per problem such that the null world's information matches the data.
+
+    The plug-in ``V`` of the data is biased upwards, and so is the fitted null model built
+    from it: draws from it have a plug-in ``V`` of about ``I(P0_1) + b`` (``b``: the bias,
+    measured by the pilot draws ``v_pilot``). The null world that could have produced the
+    data's plug-in ``V̂`` has ``I(P0_λ) = V̂ - b``; ``λ`` solves that on a grid of
+    ``[0, lam_max]`` (``I(P0_λ)`` is closed form: no solves).
+    """
+    G = px.shape[0]
+    lams = torch.linspace(0.0, lam_max, grid, dtype=torch.float64, device=device)
+    mis = torch.stack([conditional_mi(px, tempered_conditional(log_weights, torch.full((G,), float(l),
+                                                                                        dtype=torch.float64,
+                                                                                        device=device)))
+                       for l in lams], 1)                                   # (G, grid)
+    one = int(round((grid - 1) / lam_max))                                # index of λ = 1
+    bias = v_pilot - mis[:, one]
+    target = np.asarray(v_hat, dtype=np.float64) - bias.cpu().numpy()
+    m = torch.cummax(mis, 1).values.cpu().numpy()                         # monotone for interp
+    out = np.array([np.interp(target[b], m[b], lams.cpu().numpy()) if target[b] > m[b, 0] else 0.0
+                    for b in range(G)])
+    return torch.as_tensor(out, dtype=torch.float64, device=device)

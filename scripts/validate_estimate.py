@@ -1,0 +1,274 @@
+"""Validation of :func:`fastpid.estimate` on joints with known PID.
+
+For each case (a known joint ``P`` of a given shape) and sample size ``N``, draw ``reps``
+independent sets of N samples from ``P``, run ``fastpid.estimate`` with its defaults on each,
+and compare with the truth — the certified PID of ``P`` itself (``tol=1e-10``):
+
+* bias and RMSE of the plug-in and of the corrected estimates, per term;
+* coverage of the 95% intervals, per term;
+* the rejection rate of the synergy test at the 5% level: the false-positive rate on joints
+  whose synergy is exactly zero (a zero-synergy joint is the optimal coupling ``Q*`` of some
+  joint: ``fastpid.pid(P, return_coupling=True).coupling``), the power elsewhere;
+* how often each term was flagged reliable.
+
+Run ``python scripts/validate_estimate.py`` (about 30 minutes on 2 shared cores) to
+regenerate the tables of ``docs/estimation.md`` (printed; ``--out`` writes them) and
+``--plot docs/estimation_vs_n.png``. ``--quick`` runs a reduced version.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import fastpid  # noqa: E402
+
+TERMS = ("redundancy", "unique1", "unique2", "synergy")
+SHORT = ("R", "U1", "U2", "S")
+
+
+# ------------------------------------------------------------------------------ joints
+
+def dirichlet(shape, alpha, seed):
+    rng = np.random.default_rng(seed)
+    return rng.dirichlet(np.full(int(np.prod(shape)), alpha)).reshape(shape)
+
+
+def zero_synergy(P):
+    """The optimal coupling Q* of P: both pair marginals of P, synergy exactly 0."""
+    return np.asarray(fastpid.pid(P, tol=1e-11, return_coupling=True).coupling)
+
+
+def xor_like(n, ny, eps):
+    """Uniform sources, Y = (X1 + X2) mod ny with probability 1 - eps, else uniform."""
+    P = np.full((n, n, ny), eps / ny)
+    a, b = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    P[a, b, (a + b) % ny] += 1 - eps
+    return P / P.sum()
+
+
+def redundant(n, ny, eps):
+    """Both sources are independent noisy codes of Y (n // ny code values per class)."""
+    P = np.zeros((n, n, ny))
+    per = n // ny
+    for y in range(ny):
+        w = np.full(n, eps / n)
+        w[y * per:(y + 1) * per] += (1 - eps) / per
+        P[:, :, y] = np.outer(w, w)
+    return P / P.sum()
+
+
+def unique(n, eps):
+    """Y = (B1, B2) two bits; X1 a noisy code of B1, X2 a noisy code of B2 (ny = 4)."""
+    P = np.zeros((n, n, 4))
+    h = n // 2
+    for b1 in range(2):
+        for b2 in range(2):
+            w1 = np.full(n, eps / n)
+            w1[b1 * h:(b1 + 1) * h] += (1 - eps) / h
+            w2 = np.full(n, eps / n)
+            w2[b2 * h:(b2 + 1) * h] += (1 - eps) / h
+            P[:, :, 2 * b1 + b2] = np.outer(w1, w2)
+    return P / P.sum()
+
+
+def clustered():
+    """A 20x20x10 joint from clustered features (bench/problems.py, clustered_20x20x10 #0)."""
+    from bench import problems
+
+    P = problems.family("clustered_20x20x10", 1)[0]
+    return P / P.sum()
+
+
+@dataclass
+class Case:
+    name: str
+    make: object
+    sizes: tuple
+
+
+CASES = {
+    "5x5x3 dense": Case("5x5x3 dense", lambda: dirichlet((5, 5, 3), 1.0, 11), (200, 1000)),
+    "5x5x3 zero-S": Case("5x5x3 zero-S", lambda: zero_synergy(dirichlet((5, 5, 3), 1.0, 12)), (200, 1000)),
+    "8x8x4 dense": Case("8x8x4 dense", lambda: dirichlet((8, 8, 4), 1.0, 1), (400, 2000)),
+    "8x8x4 sparse": Case("8x8x4 sparse", lambda: dirichlet((8, 8, 4), 0.3, 2), (400, 2000)),
+    "8x8x4 zero-S": Case("8x8x4 zero-S", lambda: zero_synergy(dirichlet((8, 8, 4), 1.0, 3)), (400, 2000)),
+    "8x8x4 zero-S sparse": Case("8x8x4 zero-S sparse", lambda: zero_synergy(dirichlet((8, 8, 4), 0.3, 4)),
+                                (400, 2000)),
+    "8x8x4 redundant": Case("8x8x4 redundant", lambda: redundant(8, 4, 0.3), (400, 2000)),
+    "8x8x4 unique": Case("8x8x4 unique", lambda: unique(8, 0.2), (400, 2000)),
+    "8x8x4 xor": Case("8x8x4 xor", lambda: xor_like(8, 4, 0.3), (400, 2000)),
+    "20x20x10 independent": Case("20x20x10 independent", lambda: np.full((20, 20, 10), 1 / 4000),
+                                 (500, 2000, 5000)),
+    "20x20x10 clustered": Case("20x20x10 clustered", clustered, (500, 2000, 5000)),
+    "20x20x10 zero-S": Case("20x20x10 zero-S", lambda: zero_synergy(clustered()), (500, 2000, 5000)),
+    "20x20x10 xor": Case("20x20x10 xor", lambda: xor_like(20, 10, 0.5), (500, 2000, 5000)),
+}
+QUICK = ["8x8x4 dense", "8x8x4 zero-S", "8x8x4 xor"]
+
+
+def truth_of(P):
+    r = fastpid.pid(P, tol=1e-10)
+    return np.array([float(getattr(r, t)) for t in TERMS])
+
+
+def sample(P, N, rng):
+    idx = rng.choice(P.size, size=N, p=P.ravel())
+    return np.unravel_index(idx, P.shape)
+
+
+# ------------------------------------------------------------------------------ runs
+
+def run(P, N, reps, seed, **kwargs):
+    """``reps`` estimates from N samples of P: dict of arrays (reps, 4) and the timing."""
+    rng = np.random.default_rng(seed)
+    keys = ("plugin", "estimate", "lo", "hi", "p", "reliable")
+    out = {k: [] for k in keys}
+    t0 = time.perf_counter()
+    for r in range(reps):
+        x1, x2, y = sample(P, N, rng)
+        e = fastpid.estimate(x1, x2, y, sizes=P.shape, seed=seed * 1000 + r, **kwargs)
+        out["plugin"].append([float(getattr(e.plugin, t)) for t in TERMS])
+        out["estimate"].append([float(getattr(e, t)) for t in TERMS])
+        out["lo"].append([float(v) for v in e.ci_low])
+        out["hi"].append([float(v) for v in e.ci_high])
+        out["p"].append([float(v) for v in e.p_value])
+        out["reliable"].append([bool(v) for v in e.reliable])
+    res = {k: np.array(v) for k, v in out.items()}
+    res["seconds"] = (time.perf_counter() - t0) / reps
+    return res
+
+
+def summarize(res, truth, alpha=0.05):
+    est, plug, lo, hi = res["estimate"], res["plugin"], res["lo"], res["hi"]
+    cover = (lo <= truth + 1e-9) & (truth <= hi + 1e-9)
+    return {
+        "plugin_bias": plug.mean(0) - truth,
+        "bias": est.mean(0) - truth,
+        "rmse": np.sqrt(((est - truth) ** 2).mean(0)),
+        "coverage": cover.mean(0),
+        "reject": float((res["p"][:, 3] <= alpha).mean()),
+        "reliable": res["reliable"].mean(0),
+        "seconds": res["seconds"],
+    }
+
+
+def fmt_terms(v, signed=True):
+    return " / ".join((f"{x:+.3f}" if signed else f"{x:.2f}") for x in v)
+
+
+def table(rows):
+    head = ("| case | N | truth R / U1 / U2 / S | plug-in bias | corrected bias | corrected RMSE "
+            "| 95% coverage | synergy test rejects (5%) | reliable R,U / S | s / estimate |")
+    lines = [head, "|" + "---|" * 10]
+    for r in rows:
+        s = r["summary"]
+        t = r["truth"]
+        kind = "FPR" if t[3] <= 1e-6 else ("power" if t[3] >= 0.6 else "rate")
+        lines.append(
+            f"| {r['case']} | {r['N']} | {fmt_terms(t, False).replace('0.00', '0')} "
+            f"| {fmt_terms(s['plugin_bias'])} | {fmt_terms(s['bias'])} | {fmt_terms(s['rmse'], False)} "
+            f"| {fmt_terms(s['coverage'], False)} | {kind} {s['reject']:.2f} "
+            f"| {s['reliable'][0]:.2f} / {s['reliable'][3]:.2f} | {s['seconds']:.2f} |")
+    return "\n".join(lines)
+
+
+def plot(path, reps, seed):
+    """Plug-in vs corrected synergy (and redundancy) against N on 20x20x10 joints."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = ["20x20x10 independent", "20x20x10 zero-S", "20x20x10 clustered"]
+    Ns = [500, 1000, 2000, 5000, 20000]
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.6), sharey=True)
+    data = {}
+    for ax, name in zip(axes, names):
+        P = CASES[name].make()
+        truth = truth_of(P)
+        rows = []
+        for N in Ns:
+            res = run(P, N, reps, seed + N)
+            rows.append((res["plugin"][:, 3].mean(), res["estimate"][:, 3].mean(),
+                         res["lo"][:, 3].mean(), res["hi"][:, 3].mean(),
+                         res["reliable"][:, 3].mean(), res["plugin"][:, 0].mean(),
+                         res["estimate"][:, 0].mean()))
+            print(f"  plot {name} N={N}: {rows[-1]}", flush=True)
+        a = np.array(rows)
+        data[name] = {"N": Ns, "truth": truth.tolist(), "rows": a.tolist()}
+        ax.axhline(truth[3], color="k", lw=1, ls="--", label="true synergy")
+        ax.plot(Ns, a[:, 0], "o-", color="tab:red", label="plug-in synergy")
+        ax.plot(Ns, a[:, 1], "s-", color="tab:blue", label="corrected synergy")
+        ax.fill_between(Ns, a[:, 2], a[:, 3], color="tab:blue", alpha=0.2, label="mean 95% interval")
+        ax.axhline(truth[0], color="gray", lw=1, ls=":", label="true redundancy")
+        ax.plot(Ns, a[:, 5], "^-", color="tab:orange", ms=4, lw=1, label="plug-in redundancy")
+        ax.plot(Ns, a[:, 6], "v-", color="tab:green", ms=4, lw=1, label="corrected redundancy")
+        for N, rel, s in zip(Ns, a[:, 4], a[:, 1]):
+            if rel < 0.5:
+                ax.annotate("unreliable", (N, s), textcoords="offset points", xytext=(0, -14),
+                            ha="center", fontsize=7, color="tab:blue")
+        ax.set_xscale("log")
+        ax.set_title(f"{name} (S = {truth[3]:.2f})", fontsize=10)
+        ax.set_xlabel("N samples")
+    axes[0].set_ylabel("nats (mean over replicates)")
+    axes[-1].legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return data
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--reps", type=int, default=100, help="replicates per small case (default 100)")
+    ap.add_argument("--reps-large", type=int, default=20, help="replicates per 20x20x10 case (default 20)")
+    ap.add_argument("--cases", nargs="*", default=None, help="case names (default: all)")
+    ap.add_argument("--quick", action="store_true", help="3 cases, 30 replicates")
+    ap.add_argument("--seed", type=int, default=2024)
+    ap.add_argument("--out", type=Path, default=None, help="write the table (markdown) here")
+    ap.add_argument("--json", type=Path, default=None, help="write the raw summaries here")
+    ap.add_argument("--plot", type=Path, default=None, help="write the plot of estimates vs N here")
+    ap.add_argument("--plot-reps", type=int, default=6)
+    args = ap.parse_args(argv)
+    names = QUICK if args.quick else (args.cases or list(CASES))
+    reps_small = 30 if args.quick else args.reps
+    rows = []
+    for i, name in enumerate(names):
+        case = CASES[name]
+        P = case.make()
+        truth = truth_of(P)
+        for N in case.sizes:
+            reps = args.reps_large if P.size > 1000 else reps_small
+            res = run(P, N, reps, args.seed + 97 * i + N)
+            s = summarize(res, truth)
+            rows.append({"case": name, "N": N, "reps": reps, "truth": truth, "summary": s})
+            print(f"{name:22s} N={N:6d} reps={reps:3d} truth {fmt_terms(truth, False)} | bias {fmt_terms(s['bias'])}"
+                  f" | cov {fmt_terms(s['coverage'], False)} | reject {s['reject']:.2f}"
+                  f" | reliable {s['reliable'][0]:.2f}/{s['reliable'][3]:.2f} | {s['seconds']:.2f}s",
+                  flush=True)
+    md = table(rows)
+    print(md)
+    if args.out:
+        args.out.write_text(md + "\n")
+    if args.json:
+        args.json.write_text(json.dumps([{**{k: v for k, v in r.items() if k != "summary"},
+                                          "truth": r["truth"].tolist(),
+                                          "summary": {k: (v.tolist() if isinstance(v, np.ndarray) else v)
+                                                      for k, v in r["summary"].items()}} for r in rows],
+                                        indent=1))
+    if args.plot:
+        data = plot(args.plot, args.plot_reps, args.seed)
+        if args.json:
+            args.json.with_suffix(".plot.json").write_text(json.dumps(data, indent=1))
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,206 @@
+"""fastpid.estimate: corrections, intervals and the synergy test against known joints.
+
+Truth is always the certified PID of the joint the samples are drawn from; no expected value
+comes from estimate's own output. The default-suite tests use small joints and few
+replicates with loose bounds; the ``slow`` test runs a reduced version of
+``scripts/validate_estimate.py`` with the bounds of the issue.
+"""
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import fastpid
+from fastpid.estimate import PIDEstimate, Terms, suggest_k, t_quantile
+
+TERMS = ("redundancy", "unique1", "unique2", "synergy")
+
+
+def _sample(P, N, rng):
+    idx = rng.choice(P.size, size=N, p=(P / P.sum()).ravel())
+    return np.unravel_index(idx, P.shape)
+
+
+def _xor(n, ny, eps):
+    P = np.full((n, n, ny), eps / ny)
+    a, b = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    P[a, b, (a + b) % ny] += 1 - eps
+    return P / P.sum()
+
+
+def _truth(P):
+    r = fastpid.pid(P, tol=1e-10)
+    return np.array([float(getattr(r, t)) for t in TERMS])
+
+
+# ------------------------------------------------------------------ API and types
+
+def test_numpy_in_numpy_out_and_fields():
+    rng = np.random.default_rng(0)
+    x1, x2, y = _sample(_xor(3, 2, 0.2), 300, rng)
+    e = fastpid.estimate(x1, x2, y, sizes=(3, 3, 2), seed=1, n_null=19)
+    assert isinstance(e, PIDEstimate)
+    for t in TERMS:
+        v = getattr(e, t)
+        assert isinstance(v, np.ndarray) and v.shape == () and v.dtype == np.float64
+        assert 0.0 <= getattr(e.ci_low, t) <= getattr(e.ci_high, t)
+        assert getattr(e.ci_low, t) <= v <= getattr(e.ci_high, t)
+    assert isinstance(e.ci_low, Terms) and isinstance(e.plugin, fastpid.PIDResult)
+    assert int(e.n) == 300 and e.cells == 18 and e.n_null == 19
+    assert 1 / 20 <= float(e.p_value.synergy) <= 1.0
+    assert all(math.isnan(float(getattr(e.p_value, t))) for t in TERMS[:3])
+    # the plug-in is the certified PID of the empirical joint
+    ref = fastpid.pid(fastpid.joint(x1, x2, y, sizes=(3, 3, 2)))
+    assert float(e.plugin.synergy) == pytest.approx(float(ref.synergy), abs=1e-7)
+    text = str(e)
+    assert "synergy" in text and "interval" in text and "reliable" in text
+
+
+def test_torch_in_torch_out_and_seed_reproducible():
+    rng = np.random.default_rng(1)
+    x1, x2, y = _sample(_xor(3, 3, 0.3), 250, rng)
+    t = [torch.as_tensor(v) for v in (x1, x2, y)]
+    a = fastpid.estimate(*t, sizes=(3, 3, 3), seed=5, n_null=9, n_jackknife=10)
+    b = fastpid.estimate(x1, x2, y, sizes=(3, 3, 3), seed=5, n_null=9, n_jackknife=10)
+    assert isinstance(a.synergy, torch.Tensor) and a.synergy.dtype == torch.float64
+    assert isinstance(a.ci_high.unique1, torch.Tensor)
+    for name in TERMS:
+        assert float(getattr(a, name)) == pytest.approx(float(getattr(b, name)), abs=1e-9)
+        assert float(getattr(a.ci_high, name)) == pytest.approx(float(getattr(b.ci_high, name)), abs=1e-9)
+    assert float(a.p_value.synergy) == float(b.p_value.synergy)
+
+
+def test_groups_give_one_estimate_per_group_and_base():
+    rng = np.random.default_rng(2)
+    parts = [_sample(_xor(3, 2, 0.1), 200, rng), _sample(np.full((3, 3, 2), 1 / 18), 200, rng)]
+    x1 = np.concatenate([p[0] for p in parts])
+    x2 = np.concatenate([p[1] for p in parts])
+    y = np.concatenate([p[2] for p in parts])
+    groups = np.repeat([0, 1], 200)
+    e = fastpid.estimate(x1, x2, y, sizes=(3, 3, 2), groups=groups, seed=0, n_null=19)
+    assert e.synergy.shape == (2,) and e.p_value.synergy.shape == (2,) and e.n.tolist() == [200, 200]
+    assert e.p_value.synergy[0] <= 0.05 < e.p_value.synergy[1]
+    assert e.synergy[0] > 0.4 and e.ci_low.synergy[0] > 0.3
+    bits = fastpid.estimate(x1, x2, y, sizes=(3, 3, 2), groups=groups, seed=0, n_null=19, base=2)
+    np.testing.assert_allclose(bits.synergy, e.synergy / math.log(2), rtol=1e-9)
+    np.testing.assert_allclose(bits.p_value.synergy, e.p_value.synergy)
+    assert bits.units == "bits" and bits.plugin.base == 2
+
+
+def test_soft_rows_are_accepted():
+    rng = np.random.default_rng(3)
+    p1 = rng.dirichlet(np.ones(3), size=120)
+    p2 = rng.dirichlet(np.ones(3), size=120)
+    y = rng.integers(0, 2, 120)
+    e = fastpid.estimate(p1, p2, y, seed=0, n_null=9, n_jackknife=5)
+    assert e.cells == 18 and np.isfinite(e.synergy)
+
+
+@pytest.mark.parametrize("kwargs, err", [
+    (dict(confidence=1.5), ValueError),
+    (dict(confidence="high"), TypeError),
+    (dict(n_jackknife=1), ValueError),
+    (dict(n_null=-1), ValueError),
+    (dict(n_null=2.5), TypeError),
+])
+def test_bad_settings_raise(kwargs, err):
+    with pytest.raises(err):
+        fastpid.estimate([0, 1, 0, 1], [0, 0, 1, 1], [0, 1, 1, 0], **kwargs)
+
+
+def test_bad_samples_raise_like_joint():
+    with pytest.raises(ValueError, match="out of range|range"):
+        fastpid.estimate([0, 5], [0, 1], [0, 1], sizes=(2, 2, 2))
+    with pytest.raises(ValueError, match="different numbers of samples"):
+        fastpid.estimate([0, 1, 1], [0, 1], [0, 1])
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        fastpid.estimate([0], [1], [0])
+
+
+def test_t_quantile_and_suggest_k():
+    # Textbook values of Student's t.
+    assert t_quantile(0.975, 1) == pytest.approx(12.7062, abs=1e-3)
+    assert t_quantile(0.975, 19) == pytest.approx(2.0930, abs=1e-3)
+    assert t_quantile(0.95, 10) == pytest.approx(1.8125, abs=1e-3)
+    assert suggest_k(2000, 10) == 7 and suggest_k(10, 10) == 2
+
+
+# ------------------------------------------------------------- statistics (fast, loose)
+
+def test_false_positive_rate_on_a_clearly_null_joint():
+    """Independent sources and target (all terms 0): the 5% test rejects rarely."""
+    P = np.full((4, 4, 3), 1 / 48)
+    rng = np.random.default_rng(10)
+    pv = [float(fastpid.estimate(*_sample(P, 300, rng), sizes=P.shape, seed=s, n_null=39,
+                                 n_jackknife=10).p_value.synergy) for s in range(20)]
+    # Expected one rejection in 20; 4 or more has probability < 2% at a true level of 5%.
+    assert sum(p <= 0.05 for p in pv) <= 3
+
+
+def test_power_on_xor_like_synergy():
+    P = _xor(4, 2, 0.3)  # true synergy ~ 0.27 nats, no other term
+    truth = _truth(P)
+    assert truth[3] > 0.2 and truth[:3].max() < 1e-6
+    rng = np.random.default_rng(11)
+    ests = [fastpid.estimate(*_sample(P, 300, rng), sizes=P.shape, seed=s, n_null=19, n_jackknife=10)
+            for s in range(8)]
+    assert all(float(e.p_value.synergy) <= 0.05 for e in ests)
+    s = np.array([float(e.synergy) for e in ests])
+    assert abs(s.mean() - truth[3]) < 0.05
+
+
+def test_redundancy_and_unique_bias_is_removed_on_a_small_joint():
+    rng0 = np.random.default_rng(12)
+    P = rng0.dirichlet(np.ones(5 * 5 * 3)).reshape(5, 5, 3)
+    truth = _truth(P)
+    rng = np.random.default_rng(13)
+    plug, corr, cover = [], [], []
+    for s in range(16):
+        e = fastpid.estimate(*_sample(P, 250, rng), sizes=P.shape, seed=s, n_null=0, n_jackknife=10)
+        plug.append([float(getattr(e.plugin, t)) for t in TERMS[:3]])
+        corr.append([float(getattr(e, t)) for t in TERMS[:3]])
+        cover.append([float(getattr(e.ci_low, t)) <= truth[i] <= float(getattr(e.ci_high, t))
+                      for i, t in enumerate(TERMS[:3])])
+    plug_bias = np.abs(np.mean(plug, 0) - truth[:3])
+    corr_bias = np.abs(np.mean(corr, 0) - truth[:3])
+    assert corr_bias.max() <= 0.02
+    assert corr_bias.sum() < plug_bias.sum()
+    assert np.mean(cover) >= 0.75
+
+
+def test_reliable_flags_follow_the_sample_size():
+    P = np.full((6, 6, 4), 1 / 144)
+    rng = np.random.default_rng(14)
+    small = fastpid.estimate(*_sample(P, 100, rng), sizes=P.shape, seed=0, n_null=0)
+    large = fastpid.estimate(*_sample(P, 4000, rng), sizes=P.shape, seed=0, n_null=0, n_jackknife=5)
+    assert not bool(small.reliable.synergy) and bool(large.reliable.synergy)
+    assert bool(large.reliable.redundancy)
+
+
+# ------------------------------------------------------------- reduced validation (slow)
+
+@pytest.mark.slow
+def test_validation_on_8x8x4_joints():
+    """The issue's bounds on 8x8x4 joints, N = 400 and 2000 (reduced replicates, so the
+    rate bounds carry a little slack for the replicate noise)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    import validate_estimate as v
+
+    for name in ("8x8x4 dense", "8x8x4 zero-S", "8x8x4 xor"):
+        P = v.CASES[name].make()
+        truth = v.truth_of(P)
+        for N in (400, 2000):
+            s = v.summarize(v.run(P, N, 40, 7 + N), truth)
+            assert np.all(np.abs(s["bias"][:3]) <= (0.05 if N == 400 else 0.03)), (name, N, s)
+            assert np.all(s["coverage"][:3] >= 0.8), (name, N, s)
+            if N == 2000 and s["reliable"][3] > 0.5:
+                assert s["coverage"][3] >= 0.75, (name, N, s)
+            if truth[3] <= 1e-6:
+                assert s["reject"] <= (0.2 if N == 400 else 0.15), (name, N, s)
+            if truth[3] >= 0.6 and N == 400:
+                assert s["reject"] >= 0.9, (name, N, s)
