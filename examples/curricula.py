@@ -69,6 +69,15 @@ class MultiViewNet(nn.Module):
         width = emb_dim if fusion == "gated" else emb_dim * len(dims)
         self.fusion = _mlp(width, hidden, n_classes)
 
+    def embed(self, *xs):
+        """The pre-fusion embeddings, one ``(B, emb_dim)`` per view."""
+        return tuple(enc(x) for enc, x in zip(self.encoders, xs))
+
+    def fuse(self, *zs) -> torch.Tensor:
+        """Fused logits ``(B, C)`` from the embeddings (as in :meth:`forward`)."""
+        emb = torch.cat(zs, 1) if self.gate is None else self.gate(list(zs))[0]
+        return self.fusion(emb)
+
     def forward(self, xs) -> MultiOutput:
         zs = [enc(x) for enc, x in zip(self.encoders, xs)]
         heads = [h(z) for h, z in zip(self.heads, zs)]
@@ -145,12 +154,12 @@ class SPICE(Plain):
     """:class:`~fastpid.integrations.SPICECurriculum` with the ``"pointwise"`` or ``"local"``
     estimator (``local``: ``k`` neighbours in the fused embedding, ``method="fast"``)."""
 
-    def __init__(self, *args, estimator="pointwise", refresh=1, k=16, **kwargs):
+    def __init__(self, *args, estimator="pointwise", refresh=1, k=16, c0=0.2, **kwargs):
         super().__init__(*args, **kwargs)
         self.name = f"SPICE ({estimator})"
         kw = {"k": k} if estimator == "local" else None
         self.cur = SPICECurriculum(self.n, self.epochs, estimator=estimator, estimator_kwargs=kw,
-                                   refresh=refresh)
+                                   refresh=refresh, pacing=RootCompetence(c0))
         self.sampler = SPICESampler(self.cur, generator=self.gen)
         self.history = {"phase": [], "fraction": [], "update_seconds": []}
 
