@@ -2,6 +2,9 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <csignal>
+#include <climits>
+#include <mutex>
 #include <stdexcept>
 
 #include "solver_cpu.hpp"
@@ -12,24 +15,78 @@ namespace {
 
 using Array = py::array_t<double, py::array::c_style | py::array::forcecast>;
 
-py::tuple solve(Array P, const fastpid::SolveOptions& opt) {
+// Ctrl-C during a solve. The solve runs without the GIL, so Python's own SIGINT handler can
+// only note the signal; while any solve runs, a handler of ours sets `g_cancel` (every
+// solver polls it between steps) and passes the signal on to Python's handler, and the
+// solve then returns at once and raises KeyboardInterrupt through PyErr_CheckSignals().
+volatile int g_cancel = 0;
+struct sigaction g_python_sigint;  // the handler ours replaced
+std::mutex g_sigint_mutex;
+int g_solves_running = 0;
+bool g_installed = false;
+
+extern "C" void on_sigint(int sig) {
+  g_cancel = 1;
+  if (!(g_python_sigint.sa_flags & SA_SIGINFO) && g_python_sigint.sa_handler != SIG_DFL &&
+      g_python_sigint.sa_handler != SIG_IGN)
+    g_python_sigint.sa_handler(sig);
+}
+
+// Installs on_sigint for its lifetime (the first of concurrent solves installs it, the last
+// restores Python's), only over a plain handler function such as Python's.
+class SigintGuard {
+ public:
+  SigintGuard() {
+    std::lock_guard<std::mutex> lock(g_sigint_mutex);
+    if (g_solves_running++ > 0) return;
+    g_cancel = 0;
+    struct sigaction current;
+    if (sigaction(SIGINT, nullptr, &current) != 0 || (current.sa_flags & SA_SIGINFO) ||
+        current.sa_handler == SIG_DFL || current.sa_handler == SIG_IGN)
+      return;
+    g_python_sigint = current;
+    struct sigaction ours = current;
+    ours.sa_handler = on_sigint;
+    g_installed = sigaction(SIGINT, &ours, nullptr) == 0;
+  }
+  ~SigintGuard() {
+    std::lock_guard<std::mutex> lock(g_sigint_mutex);
+    if (--g_solves_running > 0) return;
+    if (g_installed) sigaction(SIGINT, &g_python_sigint, nullptr);
+    g_installed = false;
+  }
+};
+
+py::tuple solve(Array P, const fastpid::SolveOptions& options, bool return_coupling) {
   if (P.ndim() != 4)
     throw std::invalid_argument("P must have shape (B, n1, n2, ny); got " +
                                 std::to_string(P.ndim()) + " dimensions");
+  for (int d = 1; d < 4; ++d)
+    if (P.shape(d) < 1 || P.shape(d) > INT_MAX / 4)
+      throw std::invalid_argument("P's axes n1, n2, ny must be between 1 and " +
+                                  std::to_string(INT_MAX / 4) + "; axis " + std::to_string(d) +
+                                  " has " + std::to_string(P.shape(d)));
   const auto B = P.shape(0);
   const int n1 = static_cast<int>(P.shape(1)), n2 = static_cast<int>(P.shape(2)),
             ny = static_cast<int>(P.shape(3));
   py::array_t<double> lower(B), upper(B), f({B, (py::ssize_t)n1, (py::ssize_t)ny}),
       g({B, (py::ssize_t)n2, (py::ssize_t)ny});
   py::array_t<int64_t> iterations(B);
+  py::array_t<double> coupling(return_coupling ? std::vector<py::ssize_t>{B, n1, n2, ny}
+                                               : std::vector<py::ssize_t>{0});
   const double* p = P.data();
   double *lo = lower.mutable_data(), *up = upper.mutable_data(), *fp = f.mutable_data(),
-         *gp = g.mutable_data();
+         *gp = g.mutable_data(), *q = return_coupling ? coupling.mutable_data() : nullptr;
   int64_t* it = iterations.mutable_data();
+  fastpid::SolveOptions opt = options;
+  opt.cancel = &g_cancel;
   {
+    SigintGuard guard;
     py::gil_scoped_release release;
-    fastpid::solve_batch(p, B, n1, n2, ny, opt, lo, up, fp, gp, it);
+    fastpid::solve_batch(p, B, n1, n2, ny, opt, lo, up, fp, gp, it, q);
   }
+  if (g_cancel && PyErr_CheckSignals() != 0) throw py::error_already_set();
+  if (return_coupling) return py::make_tuple(lower, upper, f, g, iterations, coupling);
   return py::make_tuple(lower, upper, f, g, iterations);
 }
 
@@ -48,8 +105,17 @@ void register_solver(py::module_& m) {
       .def_readwrite("mu_factor", &SolveOptions::mu_factor)
       .def_readwrite("omega", &SolveOptions::omega)
       .def_readwrite("newton", &SolveOptions::newton);
-  m.def("solve", &solve, py::arg("P"), py::arg("options"),
+  m.def(
+      "workspace_doubles",
+      [](int n1, int n2, int ny) {
+        if (n1 < 1 || n2 < 1 || ny < 1) throw std::invalid_argument("sizes must be >= 1");
+        return fastpid::solve_workspace_doubles(n1, n2, ny);
+      },
+      py::arg("n1"), py::arg("n2"), py::arg("ny"),
+      "Doubles of scratch one problem (n1, n2, ny) takes in the CPU solver (per thread).");
+  m.def("solve", &solve, py::arg("P"), py::arg("options"), py::arg("return_coupling") = false,
         "Certified bounds on V for a batch P[B, n1, n2, ny] (normalised float64), one problem "
-        "per thread: returns (lower, upper, f, g, iterations). options.newton=False runs only "
-        "the warm_steps alternation steps (method 'fast').");
+        "per thread: returns (lower, upper, f, g, iterations[, coupling]). options.newton=False "
+        "runs only the warm_steps alternation steps (method 'fast'). Ctrl-C stops the solve "
+        "between two steps and raises KeyboardInterrupt.");
 }

@@ -42,6 +42,11 @@ struct SolveOptions {
   double mu_factor = 0.02; // barrier parameter shrink per centring
   double omega = 1.5;      // over-relaxation of the Blahut-Arimoto steps
   bool newton = true;      // false: method "fast", alternation only
+  // Set (by another thread or a signal handler) to stop every solve at its next step, with
+  // the bounds it has; null where nothing can cancel (device code).
+  const volatile int* cancel = nullptr;
+
+  FASTPID_HD bool cancelled() const { return cancel != nullptr && *cancel != 0; }
 };
 
 namespace detail {
@@ -428,6 +433,7 @@ struct Solver {
   double *df, *dg;        // Newton direction
   double *lr, *fp, *gp;   // barrier_primal_bound()'s kernel and potentials
   NewtonScratch nw;
+  double* best_q = nullptr;  // if set: the feasible coupling behind the current upper bound
 
   FASTPID_HD Solver(const Problem& pr, const SolveOptions& opt, Arena& arena)
       : pr(pr), opt(opt), n1(pr.n1), n2(pr.n2), ny(pr.ny), f(arena.doubles(n1 * ny)),
@@ -443,16 +449,35 @@ struct Solver {
     pr.closed_forms(mi, mi1, mi2, mi_q0);
     lower = fp_max(mi1, mi2);
     upper = fp_min(fp_min(mi_q0, mi), mi1 + mi2);
-    alternation(opt.warm_steps, opt.omega);
-    iterations = opt.warm_steps;
+    if (best_q) start_coupling(mi_q0 <= mi);
+    iterations = alternation(opt.warm_steps, opt.omega);
     pr.log_s(f, g, ls);
     lower = fp_max(lower, pr.dual_bound(f, g, ls));
     pr.coupling(logR, f, g, Q);
-    upper = fp_min(upper, pr.primal_bound(Q));
+    improve_upper(upper, pr.primal_bound(Q));
     if (opt.newton) barrier(lower, upper, iterations);
   }
 
  private:
+  // best_q before any iteration: the better of the two closed-form feasible couplings,
+  // the proxy Q0 = P(x1,y) P(x2,y) / p(y) or P itself.
+  FASTPID_HD void start_coupling(bool proxy) {
+    for (int i = 0; i < n1; ++i)
+      for (int j = 0; j < n2; ++j)
+        for (int y = 0; y < ny; ++y) {
+          const int k = (i * n2 + j) * ny + y;
+          best_q[k] = !proxy ? pr.P[k]
+                      : pr.py[y] > 0 ? pr.p1y[i * ny + y] * pr.p2y[j * ny + y] / pr.py[y] : 0.0;
+        }
+  }
+
+  // upper = min(upper, bound), where bound is I of the feasible coupling now in Q.
+  FASTPID_HD void improve_upper(double& upper, double bound) {
+    if (!(bound < upper)) return;
+    upper = bound;
+    if (best_q) copy(Q, static_cast<size_t>(n1) * n2 * ny, best_q);
+  }
+
   FASTPID_HD void proxy_log_r() {
     for (int i = 0; i < n1; ++i)
       for (int j = 0; j < n2; ++j) {
@@ -464,10 +489,12 @@ struct Solver {
   }
 
   // Blahut-Arimoto from the proxy: Sinkhorn sweep, then R <- R s^omega (normalised).
-  FASTPID_HD void alternation(int steps, double omega) {
+  // Returns the steps taken (fewer than `steps` when cancelled).
+  FASTPID_HD int alternation(int steps, double omega) {
     proxy_log_r();
     for (int k = 0; k < n2 * ny; ++k) g[k] = pr.m2[k] ? 0.0 : kNegInf;
-    for (int s = 0; s < steps; ++s) {
+    int s = 0;
+    for (; s < steps && !opt.cancelled(); ++s) {
       pr.row_update(logR, g, f);
       pr.col_update(logR, f, g);
       pr.log_s(f, g, ls);
@@ -477,6 +504,7 @@ struct Solver {
       for (int c = 0; c < n1 * n2; ++c) logR[c] -= z;
     }
     pr.row_update(logR, g, f);
+    return s;
   }
 
   // Barrier objective (to maximise) at (ff, gg) whose log s is lsv; -inf outside the
@@ -751,14 +779,15 @@ struct Solver {
     double mu = fp_max(upper - lower, opt.tol) / ncells;
     const double mu_floor = fp_max(0.05 * opt.tol / ncells, kMuMin);
     int stalled = 0;
-    for (int it = 0; it < opt.max_iter && upper - lower > opt.tol && stalled < 5; ++it) {
+    for (int it = 0; it < opt.max_iter && upper - lower > opt.tol && stalled < 5 && !opt.cancelled();
+         ++it) {
       const double gap_before = upper - lower;
       const double dec2 = newton_direction(mu);
       const double alpha = line_search(mu, dec2);
       ++iterations;
       lower = fp_max(lower, pr.dual_bound(f, g, ls));
       const bool centred = dec2 <= 0.25 * mu;
-      if (centred || mu <= 10.0 * mu_floor) upper = fp_min(upper, barrier_primal_bound(mu));
+      if (centred || mu <= 10.0 * mu_floor) improve_upper(upper, barrier_primal_bound(mu));
       const double mu_now = mu;
       if (centred) mu = fp_max(mu * opt.mu_factor, mu_floor);
       const double gap = upper - lower;
@@ -781,14 +810,17 @@ FASTPID_HD inline size_t solve_workspace_doubles(int n1, int n2, int ny) {
 
 // Solve one problem P[n1][n2][ny] (normalised, C order) using `work` (solve_workspace_doubles
 // doubles, any contents, 8-byte aligned). Writes *lower, *upper, *iterations and f[n1*ny],
-// g[n2*ny] with -inf on masked entries.
+// g[n2*ny] with -inf on masked entries; and, unless coupling is null, coupling[n1*n2*ny]: an
+// exactly feasible coupling whose I(Y; X1, X2) is the best primal value found (the upper
+// bound, unless that is the closed-form I1 + I2).
 FASTPID_HD inline void solve_one(const double* P, int n1, int n2, int ny, const SolveOptions& opt,
                                  double* work, double* lower, double* upper, double* f, double* g,
-                                 int64_t* iterations) {
+                                 int64_t* iterations, double* coupling = nullptr) {
   detail::Arena arena;
   arena.base = work;
   detail::Problem pr(n1, n2, ny, arena);
   detail::Solver solver(pr, opt, arena);
+  solver.best_q = coupling;
   pr.load(P);
   solver.run(*lower, *upper, *iterations);
   for (int k = 0; k < n1 * ny; ++k) f[k] = pr.m1[k] ? solver.f[k] : detail::kNegInf;

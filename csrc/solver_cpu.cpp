@@ -7,7 +7,8 @@
 namespace fastpid {
 
 void solve_batch(const double* P, int64_t B, int n1, int n2, int ny, const SolveOptions& opt,
-                 double* lower, double* upper, double* f, double* g, int64_t* iterations) {
+                 double* lower, double* upper, double* f, double* g, int64_t* iterations,
+                 double* coupling) {
   const int64_t cells = static_cast<int64_t>(n1) * n2 * ny;
   const size_t work_doubles = solve_workspace_doubles(n1, n2, ny);
 #pragma omp parallel
@@ -16,7 +17,8 @@ void solve_batch(const double* P, int64_t B, int n1, int n2, int ny, const Solve
 #pragma omp for schedule(dynamic, 1)
     for (int64_t b = 0; b < B; ++b)
       solve_one(P + b * cells, n1, n2, ny, opt, work.data(), lower + b, upper + b,
-                f + b * n1 * ny, g + b * n2 * ny, iterations + b);
+                f + b * n1 * ny, g + b * n2 * ny, iterations + b,
+                coupling ? coupling + b * cells : nullptr);
   }
 }
 

@@ -9,8 +9,10 @@
 namespace fastpid {
 
 // P: (B, n1, n2, ny) normalised, C order. Outputs: lower, upper (B), f (B, n1, ny),
-// g (B, n2, ny) with -inf on masked entries, iterations (B).
+// g (B, n2, ny) with -inf on masked entries, iterations (B), and unless null the feasible
+// couplings behind the upper bounds (B, n1, n2, ny). opt.cancel stops every solve early.
 void solve_batch(const double* P, int64_t B, int n1, int n2, int ny, const SolveOptions& opt,
-                 double* lower, double* upper, double* f, double* g, int64_t* iterations);
+                 double* lower, double* upper, double* f, double* g, int64_t* iterations,
+                 double* coupling = nullptr);
 
 }  // namespace fastpid

@@ -96,6 +96,12 @@ def as_tensor(x, name: str, *, device=None) -> Tuple[torch.Tensor, bool]:
     Complex and non-numeric dtypes raise :class:`TypeError`.
     """
     if isinstance(x, torch.Tensor):
+        if x.is_nested:
+            raise TypeError(f"{name} is a nested tensor; expected a regular (strided) tensor "
+                            "with one row per problem or sample (pad or stack the pieces)")
+        if x.device.type == "meta":
+            raise TypeError(f"{name} is a meta tensor (shape only, no data); pass a tensor "
+                            "with values, on the CPU or a GPU")
         if x.layout != torch.strided:
             x = x.to_dense()
         if x.is_complex():
@@ -112,12 +118,17 @@ def as_tensor(x, name: str, *, device=None) -> Tuple[torch.Tensor, bool]:
                 f"{name} has unsupported dtype {x.dtype}; expected real (integer or "
                 f"floating point) entries"
             ) from None
+        if x.dtype in (torch.uint16, torch.uint32, torch.uint64):
+            # Few torch ops support these: go through numpy (int64, or float64 when a
+            # uint64 value does not fit int64) and back to the same device.
+            arr = _wide_unsigned(x.detach().cpu().numpy())
+            return torch.from_numpy(arr).to(x.device), True
         return x, True
     arr = _numpy_from_any(x, name)
     if arr.dtype.kind == "f" and arr.dtype not in (np.float32, np.float64):
         arr = arr.astype(np.float64)  # float16 / longdouble -> float64
-    if arr.dtype.kind == "u" and arr.dtype.itemsize > 1 and arr.dtype != np.uint8:
-        arr = arr.astype(np.int64)  # torch has limited unsigned support
+    if arr.dtype.kind == "u" and arr.dtype.itemsize > 1:
+        arr = _wide_unsigned(arr)  # torch has limited unsigned support
     if not arr.dtype.isnative:
         arr = arr.astype(arr.dtype.newbyteorder("="))
     if not (arr.flags.writeable and arr.flags.c_contiguous):
@@ -126,6 +137,14 @@ def as_tensor(x, name: str, *, device=None) -> Tuple[torch.Tensor, bool]:
     if device is not None:
         t = t.to(device)
     return t, False
+
+
+def _wide_unsigned(arr: np.ndarray) -> np.ndarray:
+    """uint16/32/64 as int64, or as float64 where a uint64 value is at least 2^63 (int64
+    would wrap it to a negative number)."""
+    if arr.dtype == np.uint64 and arr.size and int(arr.max()) >= 2**63:
+        return arr.astype(np.float64)
+    return arr.astype(np.int64)
 
 
 def _fmt_index(idx: Sequence[int]) -> str:
@@ -151,7 +170,7 @@ def _more(count: int, noun: str) -> str:
 # --------------------------------------------------------------------------- #
 # Joint distributions
 # --------------------------------------------------------------------------- #
-def check_distribution(P, *, name: str = "P") -> Tuple[torch.Tensor, bool]:
+def check_distribution(P, *, name: str = "P", float64: bool = False) -> Tuple[torch.Tensor, bool]:
     """Validate and normalise a (batch of) joint distribution(s).
 
     Parameters
@@ -162,6 +181,11 @@ def check_distribution(P, *, name: str = "P") -> Tuple[torch.Tensor, bool]:
         axes) is normalised on its own.
     name : str
         Name used in error messages.
+    float64 : bool
+        Return float64 whatever the input dtype, normalised in float64 (the solvers'
+        certificate is about the float64 values of the input; a float32 total would leave
+        problems summing to 1 only up to float32 rounding). :func:`result_dtype` gives the
+        dtype results are reported in.
 
     Returns
     -------
@@ -192,6 +216,8 @@ def check_distribution(P, *, name: str = "P") -> Tuple[torch.Tensor, bool]:
         T = T.to(torch.float32)
     else:  # integer / bool / numpy float32 handled above
         T = T.to(torch.float64)
+    if float64:
+        T = T.to(torch.float64)
 
     if T.dim() < 3:
         raise ValueError(
@@ -217,6 +243,14 @@ def check_distribution(P, *, name: str = "P") -> Tuple[torch.Tensor, bool]:
     if any_bad:
         _raise_distribution_error(T.detach(), bad, tot, name)
     return T / total, not is_torch
+
+
+def result_dtype(P) -> torch.dtype:
+    """The dtype results for input ``P`` come in: float32 for torch float32, float16 and
+    bfloat16 tensors, float64 for everything else (as :func:`check_distribution` keeps it)."""
+    if isinstance(P, torch.Tensor) and P.dtype in (torch.float32,) + _HALF_DTYPES:
+        return torch.float32
+    return torch.float64
 
 
 def _raise_distribution_error(T: torch.Tensor, bad: torch.Tensor, tot: torch.Tensor, name: str):
@@ -293,8 +327,10 @@ def check_tol(tol, *, name: str = "tol", allow_none: bool = True) -> Optional[fl
     return t
 
 
-def check_positive_int(value, *, name: str, allow_none: bool = True) -> Optional[int]:
-    """Validate an iteration count or size: ``None`` (default) or an integer >= 1."""
+def check_positive_int(value, *, name: str, allow_none: bool = True,
+                       maximum: Optional[int] = None) -> Optional[int]:
+    """Validate an iteration count or size: ``None`` (default) or an integer >= 1 (and at
+    most ``maximum``, where given)."""
     if value is None:
         if allow_none:
             return None
@@ -311,17 +347,20 @@ def check_positive_int(value, *, name: str, allow_none: bool = True) -> Optional
     v = int(value)
     if v < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {v}")
+    if maximum is not None and v > maximum:
+        raise ValueError(f"{name} must be at most {maximum}, got {v}")
     return v
 
 
 def check_base(base) -> Optional[float]:
-    """Validate a logarithm base: ``None`` (nats) or a finite number > 0 other than 1."""
+    """Validate a logarithm base: ``None`` (nats) or a finite number > 1 (a base below 1
+    would make every information term negative)."""
     if base is None:
         return None
     b = _as_real_scalar(base, "base")
-    if not (b > 0) or b == 1 or not math.isfinite(b):
+    if not (b > 1) or not math.isfinite(b):
         raise ValueError(
-            f"base must be a finite number > 0 other than 1 (e.g. 2 for bits), got {base!r}"
+            f"base must be a finite number > 1 (2 for bits, math.e for nats), got {base!r}"
         )
     return b
 

@@ -46,14 +46,17 @@ def options(tol: float, max_iter: int = 500, steps: int | None = None):
     return opt
 
 
-def solve(P: torch.Tensor, tol: float, *, max_iter: int = 500, steps: int | None = None) -> Solution:
+def solve(P: torch.Tensor, tol: float, *, max_iter: int = 500, steps: int | None = None,
+          return_coupling: bool = False) -> Solution:
     """Bounds on V for a flat float64 CPU batch ``P[B, n1, n2, ny]``.
 
     ``steps=None`` solves to the certified ``tol`` (method ``"exact"``); an integer runs
-    that many alternation steps only (method ``"fast"``).
+    that many alternation steps only (method ``"fast"``). ``return_coupling``: also the
+    feasible couplings behind the upper bounds. Ctrl-C stops the solve between two steps
+    (KeyboardInterrupt).
     """
     from . import _C
 
     arr = np.ascontiguousarray(P.detach().numpy(), dtype=np.float64)
-    lower, upper, f, g, iters = _C.solve(arr, options(tol, max_iter, steps))
-    return Solution(*(torch.from_numpy(x) for x in (lower, upper, f, g, iters)))
+    out = _C.solve(arr, options(tol, max_iter, steps), return_coupling)
+    return Solution(*(torch.from_numpy(x) for x in out))

@@ -151,6 +151,24 @@ def workspace_doubles(n1: int, n2: int, ny: int, device: torch.device | None = N
         return _ext().cuda_solve_work(n1, n2, ny)
 
 
+#: Largest Schur-complement size ``min(n1, n2) * ny`` that the one-problem-per-thread path
+#: takes: beyond it one GPU thread would run the whole serial solver for minutes (hours at
+#: 64x64x101), and the batched PyTorch solver on the GPU is the better route.
+PER_THREAD_MAX_SCHUR = 256
+
+
+def exact_route(n1: int, n2: int, ny: int, device: torch.device | None = None) -> tuple[bool, str]:
+    """Whether :func:`solve` should take problems of this size on ``device``, and if not, why:
+    yes where the block solver's workspace fits in shared memory, or the per-thread path's
+    Schur complement is at most :data:`PER_THREAD_MAX_SCHUR`."""
+    m = min(n1, n2) * ny
+    if m <= PER_THREAD_MAX_SCHUR or workspace_doubles(max(n1, n2), min(n1, n2), ny, device) == 0:
+        return True, ""
+    return False, (f"{n1}x{n2}x{ny} problems (Schur size {m} > {PER_THREAD_MAX_SCHUR}) are too large "
+                   "for the CUDA solver's one-problem-per-thread path; backend='torch' solves them "
+                   "batched on the GPU (backend='auto' does so by itself)")
+
+
 def solve(P: torch.Tensor, tol: float, *, max_iter: int = 500) -> Solution:
     """Certified bounds on V for a flat float64 CUDA batch ``P[B, n1, n2, ny]`` (normalised),
     to the gap ``tol``, as :func:`fastpid.cpp.solve` computes them."""

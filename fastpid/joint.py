@@ -204,6 +204,7 @@ def joint(x1, x2, y, *, sizes=None, weights=None, groups=None, num_groups=None):
     if w_t is not None:
         w = check_weights(w_t, N).to(dtype)
 
+    _check_output_size(G, out_sizes, dtype, device)
     T = _accumulate(N, hard, soft, w, G, gidx, dtype, device)  # (G, n1, n2, ny)
     P = _normalise(T, gidx, G, w, grouped=g_t is not None)
     if g_t is None:
@@ -211,6 +212,23 @@ def joint(x1, x2, y, *, sizes=None, weights=None, groups=None, num_groups=None):
     if not any_torch:
         return P.detach().numpy()
     return P
+
+
+def _check_output_size(G: int, sizes, dtype: torch.dtype, device: torch.device) -> None:
+    """Refuse a joint larger than the free memory (typically codes far above their real
+    range with ``sizes`` left to be inferred), saying how large it would be."""
+    from ._resources import available_bytes
+
+    cells = G * math.prod(sizes)
+    need = cells * torch.empty((), dtype=dtype).element_size()
+    have = available_bytes(device)
+    if have is not None and need > have:
+        shape = " x ".join(str(n) for n in ([G] if G > 1 else []) + list(sizes))
+        raise MemoryError(
+            f"the joint would have shape {shape} ({cells:.3g} cells, {need / 2**30:.3g} GiB) but "
+            f"only {have / 2**30:.3g} GiB is free; sizes inferred from the largest codes "
+            f"({tuple(sizes)}) — pass sizes=(n1, n2, ny), or remap the codes to 0..n-1 "
+            "(e.g. with numpy.unique(..., return_inverse=True))")
 
 
 def _accumulate(N, hard, soft, w, G, gidx, dtype, device) -> torch.Tensor:

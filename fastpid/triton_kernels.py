@@ -44,6 +44,20 @@ def available(device: torch.device | None = None) -> tuple[bool, str]:
     return True, ""
 
 
+#: Largest padded problem (cells, each axis rounded up to a power of two) one program holds
+#: in registers; beyond it the per-problem kernels would spill or fail to compile.
+MAX_PADDED_CELLS = 2**14
+
+
+def size_route(n1: int, n2: int, ny: int) -> tuple[bool, str]:
+    """Whether the per-problem kernels take problems of this size, and if not, why."""
+    padded = triton.next_power_of_2(n1) * triton.next_power_of_2(n2) * triton.next_power_of_2(ny)
+    if padded <= MAX_PADDED_CELLS:
+        return True, ""
+    return False, (f"{n1}x{n2}x{ny} problems pad to {padded} cells, more than the {MAX_PADDED_CELLS} "
+                   "one Triton program holds; backend='cuda' or 'torch' takes them")
+
+
 def _blocks(n1: int, n2: int, ny: int) -> dict:
     return dict(B1=triton.next_power_of_2(n1), B2=triton.next_power_of_2(n2), BY=triton.next_power_of_2(ny))
 
@@ -107,7 +121,7 @@ if triton is not None:
     @triton.jit
     def _closed_forms_kernel(P_ptr, out_ptr, n1, n2, ny,
                              B1: tl.constexpr, B2: tl.constexpr, BY: tl.constexpr):
-        b = tl.program_id(0)
+        b = tl.program_id(0).to(tl.int64)  # 64-bit offsets: batches may exceed 2^31 cells
         P = _load_problem(P_ptr, b, n1, n2, ny, B1, B2, BY)
         p1y = tl.sum(P, axis=1)
         p2y = tl.sum(P, axis=0)
@@ -136,7 +150,7 @@ if triton is not None:
     @triton.jit
     def _alternation_kernel(P_ptr, f_ptr, g_ptr, r_ptr, n1, n2, ny, steps, omega,
                             B1: tl.constexpr, B2: tl.constexpr, BY: tl.constexpr):
-        b = tl.program_id(0)
+        b = tl.program_id(0).to(tl.int64)  # 64-bit offsets: batches may exceed 2^31 cells
         P = _load_problem(P_ptr, b, n1, n2, ny, B1, B2, BY)
         i2 = tl.arange(0, B1)[:, None]
         j2 = tl.arange(0, B2)[:, None]
@@ -175,7 +189,7 @@ if triton is not None:
     @triton.jit
     def _joint_codes_kernel(x1_ptr, x2_ptr, y_ptr, g_ptr, w_ptr, out_ptr, N, n1, n2, ny,
                             HAS_G: tl.constexpr, HAS_W: tl.constexpr, BLOCK: tl.constexpr):
-        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
         m = offs < N
         idx = tl.load(x1_ptr + offs, mask=m, other=0)
         if HAS_G:
@@ -193,7 +207,7 @@ if triton is not None:
     def _joint_soft_kernel(p1_ptr, p2_ptr, y_ptr, g_ptr, w_ptr, out_ptr, n1, n2, ny,
                            HAS_G: tl.constexpr, HAS_W: tl.constexpr,
                            B1: tl.constexpr, B2: tl.constexpr):
-        n = tl.program_id(0)
+        n = tl.program_id(0).to(tl.int64)
         i = tl.arange(0, B1)
         j = tl.arange(0, B2)
         a = tl.load(p1_ptr + n * n1 + i, mask=i < n1, other=0.0)

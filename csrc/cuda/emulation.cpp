@@ -30,6 +30,35 @@ void check_threads(int threads) {
 
 const int64_t* codes_or_null(const std::optional<Codes>& a) { return a ? a->data() : nullptr; }
 
+// The kernel bodies index the output with the codes unchecked (on a GPU, fastpid.joint has
+// checked them), so every entry point here checks sizes and ranges before touching memory.
+void check_sizes(int n1, int n2, int ny, int G) {
+  if (n1 < 1 || n2 < 1 || ny < 1 || G < 1)
+    throw std::invalid_argument("n1, n2, ny and G must be >= 1; got " + std::to_string(n1) +
+                                ", " + std::to_string(n2) + ", " + std::to_string(ny) + ", " +
+                                std::to_string(G));
+}
+
+void check_codes(const Codes& a, int64_t N, const char* name, int64_t size) {
+  if (a.ndim() != 1 || a.size() != N)
+    throw std::invalid_argument(std::string(name) + " must be a 1-D array of the N = " +
+                                std::to_string(N) + " samples; got " + std::to_string(a.size()) +
+                                " entries in " + std::to_string(a.ndim()) + " dimension(s)");
+  const int64_t* v = a.data();
+  for (int64_t n = 0; n < N; ++n)
+    if (v[n] < 0 || v[n] >= size)
+      throw std::out_of_range(std::string(name) + "[" + std::to_string(n) + "] = " +
+                              std::to_string(v[n]) + " is outside [0, " + std::to_string(size) +
+                              ")");
+}
+
+void check_length(const py::array& a, int64_t N, const char* name) {
+  if (a.ndim() != 1 || a.size() != N)
+    throw std::invalid_argument(std::string(name) + " must be a 1-D array of the N = " +
+                                std::to_string(N) + " samples; got shape of " +
+                                std::to_string(a.size()) + " entries");
+}
+
 // A grid of `blocks` blocks of `threads` threads, run one block after another; with
 // private_hist each block has its own zeroed histogram of the `bins` outputs (the kernels'
 // shared memory), else the samples go straight to the output.
@@ -49,11 +78,18 @@ template <class T>
 py::array joint_codes(Codes x1, Codes x2, Codes y, std::optional<Codes> groups,
                       std::optional<py::array> weights, int n1, int n2, int ny, int G,
                       int blocks, int threads, bool private_hist) {
+  check_sizes(n1, n2, ny, G);
+  const int64_t N = x1.size();
+  check_codes(x1, N, "x1", n1);
+  check_codes(x2, N, "x2", n2);
+  check_codes(y, N, "y", ny);
+  if (groups) check_codes(*groups, N, "groups", G);
   Array<T> out({G, n1, n2, ny});
   std::fill(out.mutable_data(), out.mutable_data() + out.size(), T(0));
   std::optional<py::array_t<T, py::array::c_style | py::array::forcecast>> w;
   if (weights) w = py::array_t<T, py::array::c_style | py::array::forcecast>::ensure(*weights);
-  const int64_t N = x1.size(), bins = out.size();
+  if (w) check_length(*w, N, "weights");
+  const int64_t bins = out.size();
   T* o = out.mutable_data();
   run_joint_grid<T>(blocks, threads, private_hist, bins, [&](HostBlock b, int64_t start,
                                                              int64_t stride, T* hist) {
@@ -68,8 +104,14 @@ template <class T>
 Array<T> joint_soft(Array<T> p1, Array<T> p2, Codes y, std::optional<Codes> groups,
                     std::optional<Array<T>> weights, int ny, int G, int blocks, int threads,
                     bool private_hist) {
+  if (p1.ndim() != 2 || p2.ndim() != 2 || p2.shape(0) != p1.shape(0))
+    throw std::invalid_argument("p1 and p2 must be 2-D arrays (N, n1) and (N, n2) of the same N");
   const int64_t N = p1.shape(0);
   const int n1 = static_cast<int>(p1.shape(1)), n2 = static_cast<int>(p2.shape(1));
+  check_sizes(n1, n2, ny, G);
+  check_codes(y, N, "y", ny);
+  if (groups) check_codes(*groups, N, "groups", G);
+  if (weights) check_length(*weights, N, "weights");
   Array<T> out({G, n1, n2, ny});
   std::fill(out.mutable_data(), out.mutable_data() + out.size(), T(0));
   const int64_t bins = out.size();

@@ -1,0 +1,91 @@
+"""What a solve needs from the machine: memory, estimated before anything is allocated (a
+problem too large is refused with the numbers instead of swapping or being killed), and
+intra-op threads, used only where the work per operation pays for them."""
+from __future__ import annotations
+
+import contextlib
+import os
+
+import torch
+
+#: Problems are solved in chunks so that a chunk's Newton systems stay near this many floats.
+CHUNK_FLOATS = 2**24
+
+
+def per_problem_floats(n1: int, n2: int, ny: int, method: str) -> int:
+    """Floats one problem's PyTorch solve holds at once: its Newton system
+    (:func:`fastpid.solver.newton_floats`, exact), or a few copies of the joint (fast, proxy)."""
+    from .solver import newton_floats
+
+    return newton_floats(n1, n2, ny) if method == "exact" else n1 * n2 * ny
+
+
+def estimate_bytes(flat: torch.Tensor, method: str, backend: str) -> int:
+    """Peak working memory of solving ``flat[B, n1, n2, ny]`` (bytes, the input excluded)."""
+    B, n1, n2, ny = flat.shape
+    if backend == "cpp":
+        from . import _C
+
+        threads = min(B, os.cpu_count() or 1)
+        # The solver puts the smaller source on the Schur side, as _solve_oriented does.
+        return 8 * threads * int(_C.workspace_doubles(max(n1, n2), min(n1, n2), ny))
+    per = per_problem_floats(n1, n2, ny, method)
+    chunk = min(B, max(1, CHUNK_FLOATS // per))
+    # Measured peak of the PyTorch exact solver: about 1.5 Newton systems per problem
+    # (factor, right-hand sides, the eliminated blocks); fast/proxy: ~8 joint-sized arrays.
+    return int(8 * chunk * per * (1.5 if method == "exact" else 8))
+
+
+def available_bytes(device: torch.device) -> int | None:
+    """Memory free for a solve on ``device``, or ``None`` where it cannot be read."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_memory(flat: torch.Tensor, method: str, backend: str) -> None:
+    """Raise :class:`MemoryError` when the solve would need more memory than is free."""
+    if method == "proxy" or backend == "cvx":
+        return
+    need = estimate_bytes(flat, method, backend)
+    have = available_bytes(flat.device)
+    if have is not None and need > have:
+        n1, n2, ny = flat.shape[1:]
+        raise MemoryError(
+            f"solving {flat.shape[0]} problem(s) of shape {n1}x{n2}x{ny} with method={method!r}, "
+            f"backend={backend!r} needs about {need / 2**30:.1f} GiB, but {have / 2**30:.1f} GiB "
+            f"is free on {flat.device}. The exact solver's Newton system grows with "
+            f"(min(n1, n2) * ny)^2; merge rare target values or clusters, or use method='fast'.")
+
+
+#: Below this many flops in a Newton step of a PyTorch solve (the batch's factorisations),
+#: intra-op threads cost more than they give: on a busy 2-core machine a
+#: batch of 16 8x8x8 problems took 22 s with 2 threads and 1.3 s with 1.
+_THREADED_FLOPS = 1e8
+
+
+@contextlib.contextmanager
+def solver_threads(flat: torch.Tensor, method: str):
+    """Run the PyTorch solver of ``flat[B, n1, n2, ny]`` on one intra-op thread when its
+    operations are too small to share out (restoring the setting afterwards)."""
+    from .solver import newton_cost
+
+    B, n1, n2, ny = flat.shape
+    newton = min(newton_cost(max(n1, n2), min(n1, n2), ny).values())
+    flops = B * newton if method == "exact" else B * n1 * n2 * ny * 50
+    before = torch.get_num_threads()
+    if flat.device.type != "cpu" or flops >= _THREADED_FLOPS or before == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -1,0 +1,10 @@
+"""Warnings that fastpid issues (filter them with :mod:`warnings` like any other)."""
+
+
+class ConvergenceWarning(UserWarning):
+    """An exact solve stopped before its certified gap reached ``tol`` (``max_iter`` ran out,
+    the solve was interrupted, or ``tol`` is below what float64 can certify).
+
+    The result is still honest: ``gap`` bounds the error of every term, and ``converged``
+    is ``False`` for the problems concerned.
+    """

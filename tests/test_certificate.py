@@ -1,0 +1,197 @@
+"""Certificate integrity: every reported gap bounds the error of every term, whatever the
+input's masses, scale and dtype, and a broken solver bracket is never reported as one."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import fastpid
+from fastpid import _certify, api, solver
+from fastpid.exceptions import ConvergenceWarning
+
+BACKENDS = ["cpp", "torch"]
+
+
+def and_gate() -> np.ndarray:
+    P = np.zeros((2, 2, 2))
+    for a in range(2):
+        for b in range(2):
+            P[a, b, a & b] = 0.25
+    return P
+
+
+def _and_reference():
+    res = fastpid.pid(and_gate(), base=2)
+    return {k: float(getattr(res, k)) for k in ("redundancy", "unique1", "unique2", "synergy")}
+
+
+def test_and_gate_reference_values():
+    ref = _and_reference()
+    hy = -(0.75 * math.log2(0.75) + 0.25 * math.log2(0.25))
+    assert ref["synergy"] == pytest.approx(0.5, abs=1e-8)
+    assert ref["redundancy"] == pytest.approx(hy - 0.5, abs=1e-8)  # 0.311 bits
+    assert ref["unique1"] == pytest.approx(0.0, abs=1e-8)
+
+
+def _with_tiny_outcome(mass: float, where: str) -> np.ndarray:
+    """AND on a 3x3x3 alphabet with one extra outcome of probability ``mass`` that uses a
+    new target value, a new source value, or both."""
+    P = np.zeros((3, 3, 3))
+    P[:2, :2, :2] = and_gate()
+    cell = {"new_y": (0, 1, 2), "new_x1": (2, 0, 1), "new_all": (2, 2, 2)}[where]
+    P[cell] = mass
+    return P
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("mass", [1e-170, 1e-300, 2.2250738585072014e-308, 1e-320, 5e-324])
+@pytest.mark.parametrize("where", ["new_y", "new_x1", "new_all"])
+def test_tiny_outcomes_keep_the_certificate(backend, mass, where):
+    """Masses far below the range of products of two masses: the answer must be AND's, with
+    an honest gap (the old solver reported wrong terms with gap 0, or NaN)."""
+    res = fastpid.pid(_with_tiny_outcome(mass, where), backend=backend, base=2)
+    ref = _and_reference()
+    assert bool(res.converged) and float(res.gap) <= 1e-8
+    for k, v in ref.items():
+        got = float(getattr(res, k))
+        assert np.isfinite(got)
+        assert abs(got - v) <= float(res.gap) + 1e-9, (k, got, v)
+
+
+def test_drop_bound_is_tiny_but_counted():
+    P = torch.from_numpy(_with_tiny_outcome(1e-200, "new_y") / 1.0)[None]
+    kept, bound = _certify.drop_negligible(P)
+    assert float(kept[0, 0, 1, 2]) == 0.0 and float(kept.sum()) == pytest.approx(1.0, abs=1e-15)
+    assert 0 < float(bound[0]) < 1e-190
+    clean = torch.from_numpy(and_gate())[None]
+    assert float(_certify.drop_negligible(clean)[1][0]) == 0.0
+
+
+def test_drop_bound_covers_a_real_change():
+    """The bound is a theorem about any mass eps, checked where the change is measurable:
+    mixing AND with a 1e-3 share of another joint moves every term by less than it."""
+    rng = np.random.default_rng(3)
+    E = rng.dirichlet(np.ones(8)).reshape(2, 2, 2)
+    for eps in (1e-3, 1e-5):
+        mix = (1 - eps) * and_gate() + eps * E
+        a, b = fastpid.pid(and_gate()), fastpid.pid(mix)
+        T = 3 * eps / (1 - eps)
+        bound = 9 * (T * math.log(8) + (-T * math.log(T) - (1 - T) * math.log1p(-T)))
+        for k in ("redundancy", "unique1", "unique2", "synergy"):
+            assert abs(float(getattr(a, k)) - float(getattr(b, k))) <= bound
+
+
+@pytest.mark.parametrize("method", ["exact", "fast"])
+def test_broken_bracket_falls_back_with_a_warning(monkeypatch, method):
+    """A solver bracket that is not finite, or crossed, must never be clamped into gap 0."""
+    real = api._solve_oriented
+
+    def broken(*args, **kwargs):
+        sol = real(*args, **kwargs)
+        sol.lower = sol.lower.clone()
+        sol.lower[0] = math.inf
+        sol.upper = sol.upper.clone()
+        sol.upper[1] = sol.lower[1] - 0.1
+        return sol
+
+    monkeypatch.setattr(api, "_solve_oriented", broken)
+    rng = np.random.default_rng(0)
+    P = rng.dirichlet(np.ones(27), size=3).reshape(3, 3, 3, 3)
+    with pytest.warns(ConvergenceWarning, match="no valid bracket"):
+        res = fastpid.pid(P, method=method)
+    mi, mi1, mi2, lo0, up0 = (x.numpy() for x in solver.closed_form_bracket(torch.from_numpy(P)))
+    for b in (0, 1):
+        assert not res.converged[b]
+        assert res.gap[b] == pytest.approx(up0[b] - lo0[b], rel=1e-12)
+        assert res.gap[b] > 0
+    assert np.all(np.isfinite(res.synergy))
+
+
+def test_rounding_level_crossing_is_not_a_break():
+    lo = torch.tensor([0.5 + 1e-15])
+    up = torch.tensor([0.5])
+    lower, upper, broken = _certify.checked_bracket(lo, up, torch.tensor([0.4]), torch.tensor([0.6]))
+    assert not bool(broken[0])
+    assert float(upper - lower) == pytest.approx(1e-15, rel=0.2)
+
+
+def _float32_problem(seed: int, shape=(3, 4, 3)) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    P = rng.dirichlet(np.full(int(np.prod(shape)), 0.5)).reshape(shape)
+    return (P * rng.uniform(0.3, 3.0)).astype(np.float32)  # does not sum to 1 in float32
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_float32_gap_bounds_the_error_against_float64(seed):
+    P32 = _float32_problem(seed)
+    res = fastpid.pid(torch.from_numpy(P32))
+    truth = fastpid.pid(P32.astype(np.float64), tol=1e-10)
+    assert res.synergy.dtype == torch.float32
+    for k in ("redundancy", "unique1", "unique2", "synergy", "mi", "mi1", "mi2"):
+        err = abs(float(getattr(res, k)) - float(getattr(truth, k)))
+        assert err <= float(res.gap) + float(truth.gap), (k, err, float(res.gap))
+    assert float(res.mi) >= 0 and float(res.mi1) >= 0 and float(res.mi2) >= 0
+
+
+def test_float32_single_target_value_is_exactly_zero():
+    P = np.random.default_rng(1).random((4, 5, 1)).astype(np.float32) * 7.3
+    res = fastpid.pid(torch.from_numpy(P))
+    for k in ("redundancy", "unique1", "unique2", "synergy", "mi", "mi1", "mi2"):
+        assert float(getattr(res, k)) == 0.0
+
+
+def test_mutual_informations_are_never_negative():
+    rng = np.random.default_rng(5)
+    # Near-independent problems: MI is a difference of nearly equal entropies.
+    a, b, c = rng.dirichlet(np.ones(4)), rng.dirichlet(np.ones(5)), rng.dirichlet(np.ones(3))
+    P = np.einsum("i,j,k->ijk", a, b, c)[None] * (1 + 1e-15 * rng.standard_normal((20, 4, 5, 3)))
+    res = fastpid.pid(P)
+    for k in ("mi", "mi1", "mi2", "redundancy", "unique1", "unique2", "synergy"):
+        assert np.all(getattr(res, k) >= 0.0), k
+
+
+def test_cvx_backend_refuses_gradients():
+    pytest.importorskip("cvxpy")
+    P = torch.rand(2, 2, 2, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(ValueError, match="no gradient"):
+        fastpid.pid(P, backend="cvx")
+    res = fastpid.pid(P.detach(), backend="cvx")
+    assert not res.synergy.requires_grad
+
+
+@pytest.mark.parametrize("base", [1, 1.0, 0.5, 0, -2, math.inf])
+def test_bad_bases_are_refused(base):
+    with pytest.raises(ValueError, match="base must be"):
+        fastpid.pid(and_gate(), base=base)
+    with pytest.raises(ValueError, match="base must be"):
+        fastpid.pid(and_gate()).in_base(base)
+
+
+@pytest.mark.parametrize("name", ["max_iter", "steps"])
+def test_iteration_counts_beyond_int32_are_refused_clearly(name):
+    method = "exact" if name == "max_iter" else "fast"
+    with pytest.raises(ValueError, match=f"{name} must be at most 2147483647"):
+        fastpid.pid(and_gate(), method=method, **{name: 2**31})
+
+
+def test_scale_invariance_up_to_huge_counts():
+    P = np.random.default_rng(2).dirichlet(np.ones(27)).reshape(3, 3, 3)
+    ref = fastpid.pid(P)
+    for scale in (1e-300, 1e300):
+        res = fastpid.pid(P * scale)
+        assert float(res.synergy) == pytest.approx(float(ref.synergy), abs=float(ref.gap) + float(res.gap))
+
+
+def test_memory_estimate_refuses_oversized_solves(monkeypatch):
+    from fastpid import _resources
+
+    monkeypatch.setattr(_resources, "available_bytes", lambda device: 1 << 30)
+    P = np.ones((2, 2, 4000))
+    with pytest.raises(MemoryError, match=r"needs about \d+\.\d GiB, but 1\.0 GiB is free"):
+        fastpid.pid(P, backend="torch")
+    # The estimate of the measured case (2x2x4000 took 3.2 GB with the PyTorch solver).
+    flat = torch.ones(1, 2, 2, 4000, dtype=torch.float64)
+    assert 2.5 * 2**30 < _resources.estimate_bytes(flat, "exact", "torch") < 4 * 2**30

@@ -1,0 +1,152 @@
+"""Odd inputs get a clear answer or a clear error, never a crash: unsigned codes, values
+beyond int64, meta and nested tensors, codes that would need terabytes, native entry
+points with bad arguments, and problem sizes each GPU route cannot take."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import fastpid
+from fastpid import api, cuda, triton_kernels
+
+CODES = (np.array([0, 1, 2, 1, 0, 2]), np.array([1, 0, 1, 1, 0, 0]), np.array([0, 1, 1, 0, 1, 0]))
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.uint16, torch.uint32, torch.uint64])
+def test_joint_accepts_unsigned_torch_codes(dtype):
+    ref = fastpid.joint(*CODES)
+    got = fastpid.joint(*(torch.from_numpy(c.astype(np.int64)).to(dtype) for c in CODES))
+    np.testing.assert_allclose(got.numpy(), ref, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.uint32, np.uint64])
+def test_joint_accepts_unsigned_numpy_codes(dtype):
+    np.testing.assert_allclose(fastpid.joint(*(c.astype(dtype) for c in CODES)), fastpid.joint(*CODES))
+
+
+def test_uint64_beyond_int64_is_not_called_negative():
+    big = np.array([0, 2**63 + 5], dtype=np.uint64)
+    # (2^63 + 5 is read as float64, so the message shows it rounded to 2^63)
+    with pytest.raises(ValueError, match=r"x1\[1\] = 92233720368547758\d\d is out of range for size 4"):
+        fastpid.joint(big, np.array([0, 1]), np.array([0, 1]), sizes=(4, 2, 2))
+    # As counts of a distribution such values are large but valid.
+    P = np.full((2, 2, 2), 2**63 + 2**62, dtype=np.uint64)
+    res = fastpid.pid(P)
+    assert float(res.mi) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_huge_codes_without_sizes_are_refused_with_the_size():
+    x1 = np.array([0, 10**12])
+    with pytest.raises(MemoryError, match=r"joint would have shape 1000000000001 x 2 x 2 .*pass sizes="):
+        fastpid.joint(x1, np.array([0, 1]), np.array([0, 1]))
+
+
+def test_meta_and_nested_tensors_are_refused_clearly():
+    with pytest.raises(TypeError, match="meta tensor"):
+        fastpid.pid(torch.empty(2, 2, 2, device="meta"))
+    nested = torch.nested.nested_tensor([torch.rand(2, 2, 2), torch.rand(2, 2, 2)])
+    with pytest.raises(TypeError, match="nested tensor"):
+        fastpid.pid(nested)
+
+
+# ----------------------------------------------------------------- native entry points
+
+
+def _emulate():
+    from fastpid import _C
+
+    if not hasattr(_C, "emulate"):
+        pytest.skip("this build has no CUDA emulation module")
+    return _C.emulate
+
+
+@pytest.mark.parametrize("bad", ["x1_high", "x2_negative", "y_high", "group_high", "short", "weights"])
+def test_emulated_joint_kernels_validate_before_touching_memory(bad):
+    e = _emulate()
+    x1, x2, y = (c.astype(np.int64) for c in CODES)
+    groups, weights, G = None, None, 1
+    if bad == "x1_high":
+        x1 = x1.copy(); x1[3] = 10**9
+    elif bad == "x2_negative":
+        x2 = x2.copy(); x2[0] = -7
+    elif bad == "y_high":
+        y = y.copy(); y[-1] = 2
+    elif bad == "group_high":
+        groups, G = np.array([0, 0, 1, 1, 5, 0]), 2
+    elif bad == "short":
+        x2 = x2[:4]
+    else:
+        weights = np.ones(3)
+    with pytest.raises((ValueError, IndexError)):
+        e.joint_codes(x1, x2, y, groups, weights, 3, 2, 2, G, 2, 4, True, True)
+
+
+def test_emulated_soft_joint_validates_labels():
+    e = _emulate()
+    p1 = np.full((4, 3), 1 / 3)
+    p2 = np.full((4, 2), 0.5)
+    with pytest.raises((ValueError, IndexError)):
+        e.joint_soft(p1, p2, np.array([0, 1, 9, 0]), None, None, 2, 1, 1, 4, False)
+    with pytest.raises(ValueError):
+        e.joint_soft(p1, p2[:3], np.array([0, 1, 1, 0]), None, None, 2, 1, 1, 4, False)
+
+
+def test_native_solver_validates_shapes():
+    from fastpid import _C
+
+    opt = fastpid.cpp.options(1e-8)
+    with pytest.raises(ValueError, match="shape"):
+        _C.solve(np.ones((2, 2, 2)), opt)
+    with pytest.raises(ValueError, match="between 1 and"):
+        _C.solve(np.ones((1, 0, 2, 2)), opt)
+
+
+# ------------------------------------------------------------------------ GPU routing
+# Without a GPU the routing is checked on meta tensors (no data, a non-CPU device) with the
+# kernels' availability patched in; the kernels themselves are tested through the host
+# emulation and the Triton interpreter elsewhere.
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    monkeypatch.setattr(cuda, "available", lambda device=None: (True, ""))
+    monkeypatch.setattr(triton_kernels, "available", lambda device=None: (True, ""))
+    # The block solver fits only problems up to 8x8x8 here; the rest need per-thread scratch.
+    monkeypatch.setattr(cuda, "workspace_doubles",
+                        lambda n1, n2, ny, device=None: 0 if n1 * n2 * ny <= 512 else n1 * n2 * ny * 40)
+
+
+def _flat(n1, n2, ny):
+    return torch.empty(4, n1, n2, ny, dtype=torch.float64, device="meta")
+
+
+@pytest.mark.parametrize("shape,route", [
+    ((8, 8, 8), "cuda"),      # block solver
+    ((20, 20, 10), "cuda"),   # per-thread path, Schur size 200
+    ((20, 20, 101), "torch"),  # Schur size 2020: one GPU thread would take far too long
+    ((64, 64, 10), "torch"),
+    ((2, 3, 3000), "torch"),
+])
+def test_exact_route_on_a_gpu(fake_gpu, shape, route):
+    assert api._choose_backend("auto", _flat(*shape), "exact") == route
+
+
+def test_explicit_cuda_refuses_sizes_it_would_crawl_on(fake_gpu):
+    with pytest.raises(RuntimeError, match="too large for the CUDA solver's one-problem-per-thread path"):
+        api._choose_backend("cuda", _flat(64, 64, 101), "exact")
+    assert api._choose_backend("cuda", _flat(64, 64, 101), "fast") == "cuda"
+
+
+def test_return_coupling_routes_exact_to_torch_on_a_gpu(fake_gpu):
+    assert api._choose_backend("auto", _flat(8, 8, 8), "exact", return_coupling=True) == "torch"
+
+
+def test_triton_route_by_padded_size(monkeypatch, fake_gpu):
+    monkeypatch.setattr(cuda, "available", lambda device=None: (False, "no CUDA build"))
+    assert api._choose_backend("auto", _flat(20, 20, 10), "fast") == "triton"
+    assert api._choose_backend("auto", _flat(64, 64, 101), "fast") == "torch"
+    with pytest.raises(RuntimeError, match="pad to 524288 cells"):
+        api._choose_backend("triton", _flat(64, 64, 101), "proxy")
+    ok, _ = triton_kernels.size_route(32, 32, 16)
+    assert ok
