@@ -10,11 +10,13 @@ See :func:`pid`, :func:`joint` and :func:`pid_from_samples`.
 """
 from ._build_info import build_info
 from .api import backends, pid
+from .exceptions import ConvergenceWarning
 from .joint import joint, pid_from_samples
 from .result import PIDResult
 
 __version__ = "0.1.0"
-__all__ = ["pid", "backends", "joint", "pid_from_samples", "PIDResult", "build_info", "__version__"]
+__all__ = ["pid", "backends", "joint", "pid_from_samples", "PIDResult", "ConvergenceWarning", "build_info",
+           "__version__"]
 
 from .metrics import PIDMetric  # noqa: E402
 __all__ += ["PIDMetric"]

@@ -17,15 +17,35 @@ import torch
 class _EnvelopeV(torch.autograd.Function):
     @staticmethod
     def forward(ctx, P, value, f, g):
-        ctx.save_for_backward(f, g)
+        ctx.save_for_backward(P, f, g)
         return value.clone()
 
     @staticmethod
     def backward(ctx, grad_v):
-        f, g = ctx.saved_tensors
+        P, f, g = ctx.saved_tensors
         dP = f[:, :, None, :] + g[:, None, :, :] - 1.0
         dP = torch.where(torch.isfinite(dP), dP, torch.zeros_like(dP))
+        if torch.is_grad_enabled():
+            # create_graph=True: dP depends on P through the optimal potentials, which this
+            # backward does not differentiate; any use of that dependence must fail loudly.
+            dP = _FirstOrderOnly.apply(dP, P)
         return grad_v[:, None, None, None] * dP, None, None, None
+
+
+class _FirstOrderOnly(torch.autograd.Function):
+    """Identity on the envelope gradient that refuses to be differentiated with respect to P."""
+
+    @staticmethod
+    def forward(ctx, dP, P):
+        return dP.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise RuntimeError(
+            "fastpid: second-order derivatives of the PID terms (Hessians, gradients of "
+            "gradients, gradgradcheck) are not available: the envelope gradient does not "
+            "differentiate the optimal dual potentials. Use first-order gradients, or finite "
+            "differences of the gradient.")
 
 
 def attach_envelope_gradient(P: torch.Tensor, value: torch.Tensor, f: torch.Tensor, g: torch.Tensor):

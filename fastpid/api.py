@@ -1,14 +1,19 @@
 """The public entry point :func:`pid` and the one place where methods and backends are chosen."""
 from __future__ import annotations
 
+import contextlib
 import math
+import warnings
 
 import numpy as np
 import torch
 
 from . import cpp, cuda, solver
 from ._autograd import attach_envelope_gradient
-from ._validate import check_base, check_choice, check_distribution, check_positive_int, check_tol
+from ._certify import checked_bracket, drop_negligible, output_gap
+from ._resources import CHUNK_FLOATS, check_memory, per_problem_floats, solver_threads
+from ._validate import check_base, check_choice, check_distribution, check_positive_int, check_tol, result_dtype
+from .exceptions import ConvergenceWarning
 from .result import PIDResult
 
 METHODS = ("exact", "proxy", "fast")
@@ -18,109 +23,163 @@ BACKENDS = ("auto", "torch", "cpp", "cuda", "triton", "cvx")
 DEFAULT_TOL = {torch.float64: 1e-8, torch.float32: 1e-5}
 DEFAULT_MAX_ITER = 500
 DEFAULT_FAST_STEPS = 20
-#: Problems are solved in chunks so that a chunk's Newton systems stay near this many floats.
-_CHUNK_FLOATS = 2**24
+#: Iteration counts cross into the native solvers as C ints.
+_INT32_MAX = 2**31 - 1
 
 
 def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=None, steps=None,
-        base=None, progress=None) -> PIDResult:
+        base=None, progress=None, return_coupling: bool = False) -> PIDResult:
     """BROJA partial information decomposition of joint distributions ``P[..., x1, x2, y]``.
 
     Args:
         P: array of shape ``(..., n1, n2, ny)``; the last axis is the target ``Y``.
-            Probabilities or counts (each problem is normalised on its own). A numpy
-            array (or nested list) gives numpy ``float64`` results; a torch tensor gives
+            Probabilities or counts (each problem is normalised on its own, in float64). A
+            numpy array (or nested list) gives numpy ``float64`` results; a torch tensor gives
             torch results on the same device and dtype (float32 or float64), and
-            gradients flow to ``P``.
+            gradients flow to ``P`` (first order only: differentiating a gradient again
+            raises an error).
         method: ``"exact"`` solves ``V = min_Q I_Q(Y; X1,X2)`` to a certified ``tol``;
             ``"proxy"`` uses the closed-form coupling ``Q0 = P(x1,y) P(x2,y) / p(y)``
             (no iterations); ``"fast"`` runs ``steps`` cheap refinement steps from ``Q0``.
         backend: ``"auto"`` (CPU: the C++ solver for problems with
-            ``min(n1, n2) * ny <= 640``, else the PyTorch solver; GPU: the CUDA kernels,
-            else the Triton kernels (``proxy`` and ``fast`` only), else PyTorch),
-            ``"torch"``, ``"cpp"`` (CPU only), ``"cuda"`` (CUDA tensors), ``"triton"``
-            (CUDA tensors; ``proxy`` and ``fast``), or ``"cvx"`` (the CVXPY exponential-cone program,
-            ``pip install fastpid[cvx]``; exact method only). :func:`backends` says which
-            are available.
+            ``min(n1, n2) * ny <= 640`` that suit its Schur-complement elimination, else
+            the PyTorch solver; GPU: the CUDA kernels
+            where the problem size suits them, else the Triton kernels (``proxy`` and
+            ``fast`` only), else PyTorch), ``"torch"``, ``"cpp"`` (CPU only), ``"cuda"``
+            (CUDA tensors), ``"triton"`` (CUDA tensors; ``proxy`` and ``fast``), or ``"cvx"``
+            (the CVXPY exponential-cone program, ``pip install fastpid[cvx]``; exact method
+            only, no gradients). :func:`backends` says which are available.
         tol: certified tolerance on every term, in nats (default ``1e-8`` for float64
-            input, ``1e-5`` for float32).
-        max_iter: cap on Newton iterations per problem (``method="exact"``).
-        steps: refinement steps for ``method="fast"`` (default 20).
-        base: logarithm base of the results (``2`` for bits); default nats.
-        progress: show a progress bar over chunks of a large batch. Default: when
-            more than one chunk is solved and stderr is a terminal (so training logs
-            stay clean); ``True``/``False`` force it on/off.
+            input, ``1e-5`` for float32). ``converged`` is ``gap <= tol`` for every method.
+        max_iter: cap on Newton iterations per problem (``method="exact"`` only).
+        steps: refinement steps (``method="fast"`` only; default 20).
+        base: logarithm base (> 1) of the results (``2`` for bits); default nats.
+        progress: show a progress bar over the problems of a large batch. Default: when
+            the batch is solved in more than one chunk and stderr is a terminal (so training
+            logs stay clean); ``True``/``False`` force it on/off.
+        return_coupling: also return ``coupling``: for each problem an exactly feasible
+            joint ``Q[..., x1, x2, y]`` with both pair marginals of ``P`` whose
+            ``I_Q(Y; X1,X2)`` is the best upper bound found (within ``gap`` of ``V`` when
+            converged; its synergy is then at most ``gap``). Not for ``backend="cuda"`` or
+            ``"cvx"``.
 
     Returns:
         :class:`PIDResult` with ``redundancy``, ``unique1``, ``unique2``, ``synergy``,
         ``mi``, ``mi1``, ``mi2`` and ``gap`` of the batch shape ``(...)``. ``gap``
         bounds the error of every term; ``R + U1 + U2 + S = mi``, ``R + U1 = mi1`` and
         ``R + U2 = mi2`` hold exactly, and every term is ``>= 0``.
+
+    Warns:
+        :class:`fastpid.ConvergenceWarning` when an exact solve stops with ``gap > tol``.
     """
     method = check_choice(method, METHODS, "method")
     backend = check_choice(backend, BACKENDS, "backend")
     tol = check_tol(tol)
-    max_iter = check_positive_int(max_iter, name="max_iter") or DEFAULT_MAX_ITER
-    steps = check_positive_int(steps, name="steps") or DEFAULT_FAST_STEPS
+    max_iter = check_positive_int(max_iter, name="max_iter", maximum=_INT32_MAX)
+    steps = check_positive_int(steps, name="steps", maximum=_INT32_MAX)
+    if max_iter is not None and method != "exact":
+        raise ValueError(f"max_iter applies to method='exact'; got method={method!r} "
+                         "(use steps= to set the work of method='fast')")
+    if steps is not None and method != "fast":
+        raise ValueError(f"steps applies to method='fast'; got method={method!r} "
+                         "(use max_iter= to cap the Newton iterations of method='exact')")
+    max_iter = max_iter or DEFAULT_MAX_ITER
+    steps = steps or DEFAULT_FAST_STEPS
     base = check_base(base)
     if backend == "cvx" and method != "exact":
         raise ValueError(f"backend='cvx' solves the exact problem only; got method={method!r}")
+    if return_coupling and backend in ("cuda", "cvx"):
+        raise ValueError(f"return_coupling=True is not available with backend={backend!r}; "
+                         "use backend='auto', 'torch' or 'cpp'")
 
-    T, is_numpy = check_distribution(P)
-    out_dtype = T.dtype
+    T, is_numpy = check_distribution(P, float64=True)
+    out_dtype = result_dtype(P)
+    if backend == "cvx" and T.requires_grad:
+        raise ValueError("backend='cvx' has no gradient; pass P.detach(), or use backend='auto' "
+                         "for the exact envelope gradient")
     if tol is None:
         tol = DEFAULT_TOL.get(out_dtype, 1e-5)
     batch_shape = T.shape[:-3]
     n1, n2, ny = T.shape[-3:]
-    flat = T.reshape(-1, n1, n2, ny).to(torch.float64)
+    flat, drop_bound = drop_negligible(T.reshape(-1, n1, n2, ny))
 
     if backend != "cvx":
-        backend = _choose_backend(backend, flat, method)
+        backend = _choose_backend(backend, flat, method, return_coupling)
     # The kernels have no backward pass: with gradients, the closed forms stay in torch.
     fused = backend in ("cuda", "triton") and not flat.requires_grad
     mi, mi1, mi2, lower0, upper0 = solver.closed_form_bracket(
         flat, closed_forms=_kernels(backend).closed_forms if fused else None)
-    status = None
+    status, coupling = None, None
     iterations = torch.zeros(flat.shape[0], dtype=torch.int64, device=flat.device)
     if method == "proxy":
         # upper0 = min(I_Q0, I(X1,X2;Y), I1 + I2): the proxy's value unless Q0 is worse than
         # P itself (also feasible), or than the theorem V <= I1 + I2.
         value, lower, upper = upper0, lower0, upper0
-        converged = torch.ones_like(value, dtype=torch.bool)
         backend = backend if fused else "torch"
+        if return_coupling:
+            with torch.no_grad():
+                coupling = solver.BestCoupling(flat.detach(), solver.Problem.from_joint(flat.detach())).coupling
     elif backend == "cvx":
-        value, lower, upper, converged, status = _solve_cvx(flat, lower0, upper0)
+        value, lower, upper, status = _solve_cvx(flat, lower0, upper0)
     else:
-        value, lower, upper, converged, iterations = _solve_iterative(
-            flat, method, backend, tol, max_iter, steps, progress, (lower0, upper0))
+        value, lower, upper, iterations, coupling = _solve_iterative(
+            flat, method, backend, tol, max_iter, steps, progress, (lower0, upper0), return_coupling)
 
-    # Keep V inside the free bracket so every term is non-negative.
+    lower, upper, broken = checked_bracket(lower.detach(), upper.detach(), lower0.detach(), upper0.detach())
+    # Keep V inside the bracket so every term is non-negative.
+    value = torch.where(broken, 0.5 * (lower0 + upper0), value)
     value = torch.minimum(torch.maximum(value, lower0), upper0)
-    gap = (upper - lower).detach().clamp_min(0.0)
+    gap = (upper - lower) + drop_bound
+    converged = gap <= tol
+    if status is not None:
+        converged = converged & torch.as_tensor([s == "optimal" for s in status], device=gap.device)
+    _warn_unconverged(method if backend != "cvx" else "cvx", converged, broken, gap, tol, max_iter)
     terms = {
         "redundancy": (mi1 + mi2 - value).clamp_min(0.0),
         "unique1": (value - mi2).clamp_min(0.0),
         "unique2": (value - mi1).clamp_min(0.0),
         "synergy": (mi - value).clamp_min(0.0),
-        "mi": mi, "mi1": mi1, "mi2": mi2, "gap": gap,
+        "mi": mi.clamp_min(0.0), "mi1": mi1.clamp_min(0.0), "mi2": mi2.clamp_min(0.0),
     }
     scale = 1.0 if base is None else 1.0 / math.log(base)
 
-    def out(x, scaled=True):
-        x = x.reshape(batch_shape)
-        if scaled and x.is_floating_point():
+    def out(x, scale=None, dtype=None):
+        x = x.reshape(batch_shape + x.shape[1:])
+        if scale is not None:
             x = (x * scale).to(out_dtype)
+        elif dtype is not None:
+            x = x.to(dtype)
         if is_numpy:
             x = x.detach().cpu().numpy()
             return x.astype(np.float64) if x.dtype.kind == "f" else x
         return x
 
     return PIDResult(
-        **{k: out(v) for k, v in terms.items()},
-        converged=out(converged, False), iterations=out(iterations, False),
+        **{k: out(v, scale) for k, v in terms.items()},
+        gap=out(output_gap(gap, mi.detach(), out_dtype, scale)),
+        converged=out(converged), iterations=out(iterations),
         method=method, backend=backend,
         base=base, status=status,
+        coupling=None if coupling is None else out(coupling, dtype=out_dtype),
     )
+
+
+def _warn_unconverged(method, converged, broken, gap, tol, max_iter):
+    """A :class:`ConvergenceWarning` for exact solves that stopped short of ``tol``, and for
+    any problem whose solver bracket was broken (the closed-form bracket is reported)."""
+    if bool(broken.any()):
+        warnings.warn(
+            f"{int(broken.sum())} problem(s) got no valid bracket from the solver (a bound was "
+            "not finite or the bounds crossed); their terms use the closed-form bracket "
+            "max(I1, I2) <= V <= min(I_Q0, I12, I1 + I2), and gap is its width",
+            ConvergenceWarning, stacklevel=3)
+    elif method == "exact" and not bool(converged.all()):
+        bad = ~converged
+        warnings.warn(
+            f"{int(bad.sum())} of {converged.numel()} problem(s) stopped with gap > tol={tol:g} "
+            f"(largest gap {float(gap[bad].max()):.3g} nats); raise max_iter (now {max_iter}) or "
+            "tol. The reported gap still bounds the error of every term.",
+            ConvergenceWarning, stacklevel=3)
 
 
 def _triton():
@@ -157,15 +216,18 @@ def backends() -> dict:
     }
 
 
-def _choose_backend(backend: str, flat: torch.Tensor, method: str) -> str:
+def _choose_backend(backend: str, flat: torch.Tensor, method: str, return_coupling: bool = False) -> str:
     """The one place where a backend is picked for ``flat`` (``"torch"``, ``"cpp"``, ``"cuda"``
-    or ``"triton"``).
+    or ``"triton"``); an explicit choice that cannot be honoured raises, saying why.
 
-    ``auto``: on the CPU, the C++ solver for problems with ``min(n1, n2) * ny <= 640`` and
-    PyTorch otherwise; on a GPU, the CUDA kernels, else the Triton kernels (``proxy`` and
-    ``fast`` only), else PyTorch.
+    ``auto``: on the CPU, the C++ solver for problems with ``min(n1, n2) * ny <= 640`` whose
+    Newton systems are cheapest by the Schur complement, PyTorch otherwise; on a GPU, the CUDA kernels (for ``exact``: where
+    :func:`fastpid.cuda.exact_route` accepts the size, and not with ``return_coupling``),
+    else the Triton kernels (``proxy`` and ``fast``, where :func:`fastpid.triton_kernels.size_route`
+    accepts the size), else PyTorch.
     """
     device = flat.device
+    n1, n2, ny = flat.shape[1:]
     if backend == "torch":
         return backend
     if backend == "cpp":
@@ -181,43 +243,58 @@ def _choose_backend(backend: str, flat: torch.Tensor, method: str) -> str:
             raise ValueError("backend='triton' runs method='proxy' and method='fast'; "
                              "use backend='cuda', 'torch' or 'auto' for method='exact'")
         ok, why = _kernels(backend).available(device)
+        if ok and backend == "cuda" and method == "exact":
+            ok, why = cuda.exact_route(n1, n2, ny, device)
+        elif ok and backend == "triton":
+            ok, why = _triton().size_route(n1, n2, ny)
         if not ok:
             raise RuntimeError(f"backend={backend!r} is not available: {why}")
         return backend
     if device.type == "cpu":
-        n1, n2, ny = flat.shape[1:]
-        small = min(n1, n2) * ny <= cpp.AUTO_MAX_SCHUR
+        # The C++ solver eliminates by the dense Schur complement only; where the per-target
+        # blocks with a low-rank correction are cheaper (few cells, many target values), the
+        # PyTorch solver's low-rank elimination wins by far (2x3x3000: 0.3 s against minutes).
+        small = min(n1, n2) * ny <= cpp.AUTO_MAX_SCHUR and solver.newton_structure(n1, n2, ny) == "schur"
         return "cpp" if small and cpp.available()[0] else "torch"
-    for kernels in ("cuda", "triton"):
-        if (kernels == "cuda" or method != "exact") and _kernels(kernels).available(device)[0]:
-            return kernels
+    if method == "exact":
+        usable = not return_coupling and cuda.available(device)[0] and cuda.exact_route(n1, n2, ny, device)[0]
+        return "cuda" if usable else "torch"
+    if cuda.available(device)[0]:
+        return "cuda"
+    if _triton().available(device)[0] and _triton().size_route(n1, n2, ny)[0]:
+        return "triton"
     return "torch"
 
 
-def _solve_oriented(P: torch.Tensor, method: str, backend: str, tol, max_iter, steps, bracket) -> solver.Solution:
+def _solve_oriented(P: torch.Tensor, method: str, backend: str, tol, max_iter, steps, bracket,
+                    return_coupling: bool) -> solver.Solution:
     """Solve with the smaller source on the Schur-complement side (V is symmetric in X1, X2,
     and so is the closed-form ``bracket``)."""
     swap = P.shape[2] > P.shape[1]
     if swap:
         P = P.transpose(1, 2).contiguous()
     if backend == "cpp":
-        sol = cpp.solve(P, tol, max_iter=max_iter, steps=None if method == "exact" else steps)
+        sol = cpp.solve(P, tol, max_iter=max_iter, steps=None if method == "exact" else steps,
+                        return_coupling=return_coupling)
     elif backend == "cuda" and method == "exact":
         sol = cuda.solve(P, tol, max_iter=max_iter)
     elif method == "exact":
-        sol = solver.solve_exact(P, tol, max_iter=max_iter, bracket=bracket)
+        sol = solver.solve_exact(P, tol, max_iter=max_iter, bracket=bracket, return_coupling=return_coupling)
     else:
         kernels = _kernels(backend).alternation if backend in ("cuda", "triton") else None
-        sol = solver.solve_fast(P, steps, alternation=kernels, bracket=bracket)
+        sol = solver.solve_fast(P, steps, alternation=kernels, bracket=bracket, return_coupling=return_coupling)
     if swap:
         sol.f, sol.g = sol.g, sol.f
+        if sol.coupling is not None:
+            sol.coupling = sol.coupling.transpose(1, 2)
     return sol
 
 
-def _solve_iterative(flat, method, backend, tol, max_iter, steps, progress, bracket):
+def _solve_iterative(flat, method, backend, tol, max_iter, steps, progress, bracket, return_coupling):
     """Chunked solve of ``flat[B, n1, n2, ny]`` from the closed-form ``bracket = (lower, upper)``;
-    returns ``(V, lower, upper, converged, iterations)``."""
+    returns ``(V, lower, upper, iterations, coupling)`` (``coupling`` is ``None`` unless asked for)."""
     B, n1, n2, ny = flat.shape
+    check_memory(flat, method, backend)
     if backend == "cuda" and method == "exact":
         # Problems too large for the block solver's shared memory take one GPU thread each,
         # with its own scratch: chunks as large as a quarter of the free device memory
@@ -227,38 +304,44 @@ def _solve_iterative(flat, method, backend, tol, max_iter, steps, progress, brac
         free_bytes = torch.cuda.mem_get_info(flat.device)[0]
         chunk = B if scratch == 0 else max(1, free_bytes // 4 // (8 * scratch))
     else:
-        per_problem = ((n1 + n2) * ny) ** 2 if method == "exact" else n1 * n2 * ny
-        chunk = max(1, _CHUNK_FLOATS // per_problem)
-    starts = range(0, B, chunk)
-    if progress or (progress is None and len(starts) > 1):
+        chunk = max(1, CHUNK_FLOATS // per_problem_floats(n1, n2, ny, method))
+    bar = None
+    if progress or (progress is None and B > chunk):
         from tqdm.auto import tqdm
 
         # disable=None: tqdm switches itself off when stderr is not a terminal.
-        starts = tqdm(starts, desc=f"fastpid.pid ({method})", unit="chunk", leave=False,
-                      disable=None if progress is None else False)
+        bar = tqdm(total=B, desc=f"fastpid.pid ({method})", unit="problem", leave=False,
+                   disable=None if progress is None else False)
     pieces = []
-    for s in starts:
-        Pc = flat[s:s + chunk]
-        sol = _solve_oriented(Pc.detach(), method, backend, tol, max_iter, steps,
-                              tuple(b[s:s + chunk] for b in bracket))
-        # exact: the midpoint of the certified bracket; fast: an actual feasible coupling's I.
-        value = 0.5 * (sol.lower + sol.upper) if method == "exact" else sol.upper
-        value = attach_envelope_gradient(Pc, value.to(flat.device), sol.f.to(flat.device), sol.g.to(flat.device))
-        pieces.append((value, sol.lower, sol.upper, sol.iterations))
-    value, lower, upper, iterations = (torch.cat(p).to(flat.device) for p in zip(*pieces))
-    converged = (upper - lower <= tol) if method == "exact" else torch.ones_like(value, dtype=torch.bool)
-    return value, lower, upper, converged, iterations
+    try:
+        for s in range(0, B, chunk):
+            Pc = flat[s:s + chunk]
+            with solver_threads(Pc, method) if backend == "torch" else contextlib.nullcontext():
+                sol = _solve_oriented(Pc.detach(), method, backend, tol, max_iter, steps,
+                                      tuple(b[s:s + chunk] for b in bracket), return_coupling)
+            # exact: the midpoint of the certified bracket; fast: an actual feasible coupling's I.
+            value = 0.5 * (sol.lower + sol.upper) if method == "exact" else sol.upper
+            value = attach_envelope_gradient(Pc, value.to(flat.device), sol.f.to(flat.device), sol.g.to(flat.device))
+            pieces.append((value, sol.lower, sol.upper, sol.iterations, sol.coupling))
+            if bar is not None:
+                bar.update(Pc.shape[0])
+    finally:
+        if bar is not None:
+            bar.close()
+    value, lower, upper, iterations = (torch.cat(p).to(flat.device) for p in list(zip(*pieces))[:4])
+    coupling = torch.cat([p[4] for p in pieces]).to(flat.device) if return_coupling else None
+    return value, lower, upper, iterations, coupling
 
 
 def _solve_cvx(flat, lower0, upper0):
-    """CVXPY backend; its error is bounded honestly by the closed-form bracket."""
+    """CVXPY backend; its error is bounded honestly by the closed-form bracket. Returns
+    ``(V, lower, upper, status)``."""
     from .cvx import solve_cvx
 
     V, status = solve_cvx(flat.detach().cpu().numpy())
     value = torch.as_tensor(np.asarray(V, dtype=np.float64), device=flat.device)
     ok = torch.isfinite(value)
-    value = torch.where(ok, value, 0.5 * (lower0 + upper0).detach())
-    value = torch.minimum(torch.maximum(value, lower0.detach()), upper0.detach())
-    half = torch.maximum(value - lower0, upper0 - value).detach()
-    converged = ok & torch.as_tensor([s == "optimal" for s in status], device=flat.device)
-    return value, value - half, value + half, converged, tuple(status)
+    value = torch.where(ok, value, 0.5 * (lower0 + upper0))
+    value = torch.minimum(torch.maximum(value, lower0), upper0)
+    half = torch.maximum(value - lower0, upper0 - value)
+    return value, value - half, value + half, tuple(status)

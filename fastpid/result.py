@@ -22,12 +22,18 @@ class PIDResult:
         gap: certified bound on the error of every PID term (``upper - lower`` of the
             bracket on ``V = min_Q I_Q(Y; X1,X2)``; the terms use its midpoint for
             ``method="exact"``).
-        converged: ``gap <= tol`` (``method="exact"``), always ``True`` for ``"proxy"``
-            and ``"fast"`` (fixed work), the solver status for ``backend="cvx"``.
+        converged: ``gap <= tol``, for every method (and CVXPY's status ``"optimal"``
+            for ``backend="cvx"``).
         iterations: solver iterations per problem (alternation steps + Newton steps).
         method, backend: what produced the result.
         base: ``None`` for nats, else the logarithm base of the units.
         status: per-problem solver status strings (``backend="cvx"`` only), else ``None``.
+        coupling: with ``pid(..., return_coupling=True)``, the feasible couplings
+            ``Q[..., n1, n2, ny]`` behind the upper bounds, else ``None``.
+
+    A batch result is indexed like its arrays (``res[0]``, ``res[2:5]``, ``res[mask]``),
+    ``len(res)`` is the size of its first batch axis, and ``.item()``, ``.numpy()``,
+    and ``.cpu()`` convert every array field at once.
     """
 
     redundancy: Any
@@ -44,6 +50,56 @@ class PIDResult:
     backend: str
     base: Optional[float] = None
     status: Optional[Tuple[str, ...]] = None
+    coupling: Any = None
+
+    def _arrays(self) -> dict:
+        """The per-problem array fields (information terms, converged, iterations, coupling)."""
+        names = _INFO_FIELDS + ("converged", "iterations") + (("coupling",) if self.coupling is not None else ())
+        return {k: getattr(self, k) for k in names}
+
+    def _map(self, fn) -> "PIDResult":
+        return replace(self, **{k: fn(v) for k, v in self._arrays().items()})
+
+    @property
+    def shape(self) -> tuple:
+        """The batch shape (``()`` for a single problem)."""
+        return tuple(self.gap.shape)
+
+    def __len__(self) -> int:
+        if not self.shape:
+            raise TypeError("len() of a single-problem PIDResult (it has batch shape ())")
+        return self.shape[0]
+
+    def __getitem__(self, index) -> "PIDResult":
+        """The results of ``problems[index]``, indexed like the batch arrays."""
+        if not self.shape:
+            raise IndexError("a single-problem PIDResult (batch shape ()) cannot be indexed")
+        if self.status is None:
+            status = None
+        else:
+            import numpy as np
+
+            picked = np.asarray(self.status, dtype=object).reshape(self.shape)[_as_numpy_index(index)]
+            status = tuple(np.asarray(picked, dtype=object).ravel().tolist())
+        out = self._map(lambda v: v[index])
+        return replace(out, status=status)
+
+    def item(self) -> dict:
+        """The terms of a single problem as Python numbers: ``{"redundancy": 0.1, ...}``."""
+        if any(n != 1 for n in self.shape):
+            raise ValueError(f"item() needs a single problem; this result has batch shape {self.shape}")
+        return {k: v.item() if hasattr(v, "item") else v
+                for k, v in self._arrays().items() if k != "coupling"}
+
+    def numpy(self) -> "PIDResult":
+        """The same result with numpy arrays (gradients detached)."""
+        import numpy as np
+
+        return self._map(lambda v: v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v))
+
+    def cpu(self) -> "PIDResult":
+        """The same result with its tensors on the CPU (numpy fields unchanged)."""
+        return self._map(lambda v: v.cpu() if hasattr(v, "cpu") else v)
 
     @property
     def units(self) -> str:
@@ -52,7 +108,10 @@ class PIDResult:
         return "bits" if self.base == 2 else f"log base {self.base:g}"
 
     def in_base(self, base: float) -> "PIDResult":
-        """The same result in logarithm base ``base`` (``math.e`` for nats)."""
+        """The same result in logarithm base ``base`` (> 1; ``math.e`` for nats)."""
+        from ._validate import check_base
+
+        base = check_base(base)
         current = math.e if self.base is None else self.base
         factor = math.log(current) / math.log(base)
         scaled = {k: getattr(self, k) * factor for k in _INFO_FIELDS}
@@ -82,4 +141,15 @@ class PIDResult:
                 return repr(v)
 
         body = ", ".join(f"{k}={show(getattr(self, k))}" for k in _INFO_FIELDS + ("converged",))
+        if self.shape:
+            body = f"batch shape {self.shape}: {body}"
         return f"PIDResult({body}, units={self.units}, method={self.method!r}, backend={self.backend!r})"
+
+
+def _as_numpy_index(index):
+    """A torch index (tensor, or a tuple holding tensors) as numpy can apply it."""
+    if hasattr(index, "detach"):
+        return index.detach().cpu().numpy()
+    if isinstance(index, tuple):
+        return tuple(_as_numpy_index(i) for i in index)
+    return index

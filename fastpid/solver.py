@@ -28,6 +28,7 @@ kept out of every computation by boolean masks and never produce NaN.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
@@ -129,9 +130,45 @@ def coupling_mi(Q: torch.Tensor) -> torch.Tensor:
     return mutual_informations(Q)[0]
 
 
-def primal_bound(prob: Problem, Q: torch.Tensor) -> torch.Tensor:
-    """Upper bound on V: ``I`` of the exactly feasible rounding of ``Q``."""
-    return coupling_mi(round_to_feasible(prob, Q))
+def primal_bound(prob: Problem, Q: torch.Tensor, best=None, idx=None) -> torch.Tensor:
+    """Upper bound on V: ``I`` of the exactly feasible rounding of ``Q``.
+
+    ``best``: a :class:`BestCoupling` that keeps the rounding of problems ``idx`` (all if
+    ``None``) whose bound it improves.
+    """
+    feasible = round_to_feasible(prob, Q)
+    value = coupling_mi(feasible)
+    if best is not None:
+        best.offer(value, feasible, idx)
+    return value
+
+
+class BestCoupling:
+    """The exactly feasible coupling behind each problem's upper bound, ``(B, n1, n2, ny)``.
+
+    Starts from the better of the two closed-form feasible couplings, ``P`` itself and the
+    proxy ``Q0``; :meth:`offer` replaces the couplings whose ``I`` is lower.
+    """
+
+    def __init__(self, P: torch.Tensor, prob: Problem):
+        mi = coupling_mi(P)
+        inv_py = torch.where(prob.py > 0, 1.0 / torch.where(prob.py > 0, prob.py, 1.0), 0.0)
+        q0 = prob.p1y[:, :, None, :] * prob.p2y[:, None, :, :] * inv_py[:, None, None, :]
+        mi_q0 = coupling_mi(q0)
+        proxy = mi_q0 <= mi
+        self.value = torch.where(proxy, mi_q0, mi)
+        self.coupling = torch.where(proxy[:, None, None, None], q0, P).clone()
+
+    def offer(self, value: torch.Tensor, Q: torch.Tensor, idx=None):
+        current = self.value if idx is None else self.value[idx]
+        better = value < current
+        if idx is None:
+            self.value = torch.where(better, value, self.value)
+            self.coupling = torch.where(better[:, None, None, None], Q, self.coupling)
+        else:
+            keep = idx[better]
+            self.value[keep] = value[better]
+            self.coupling[keep] = Q[better]
 
 
 # -------------------------------------------------------------- Blahut–Arimoto steps
@@ -201,7 +238,102 @@ def _barrier_value(prob: Problem, f, g, mu):
     return torch.where(feasible, val, _NEG_INF), logs
 
 
+def newton_cost(n1: int, n2: int, ny: int) -> dict:
+    """Flops of one Newton direction of a problem ``n1 x n2 x ny`` (``n2 <= n1``, as the
+    solvers orient it) by each elimination: ``"schur"`` (the dense Schur complement on the
+    ``n2 ny`` unknowns g) and ``"lowrank"`` (per-y blocks plus a correction over the
+    ``n1 n2`` cells, see :func:`_newton_direction_lowrank`)."""
+    m, v, C = n2 * ny, n1 + n2, n1 * n2
+    return {
+        "schur": m**3 / 3 + n1 * ny * ny * m,
+        "lowrank": ny * v**3 / 3 + ny * v * v * C + ny * v * C * C + C**3 / 3,
+    }
+
+
+def newton_structure(n1: int, n2: int, ny: int) -> str:
+    """The cheaper elimination for this size (``"schur"`` or ``"lowrank"``)."""
+    cost = newton_cost(max(n1, n2), min(n1, n2), ny)
+    return min(cost, key=cost.get)
+
+
+def newton_floats(n1: int, n2: int, ny: int) -> int:
+    """Floats the chosen Newton elimination holds per problem (``n2 <= n1`` or not)."""
+    a, b = max(n1, n2), min(n1, n2)
+    if newton_structure(a, b, ny) == "schur":
+        return ((a + b) * ny) ** 2
+    return 2 * ny * (a + b) * a * b + ny * (a * b) ** 2 + 6 * a * b * ny
+
+
 def _newton_direction(prob: Problem, f, g, mu, fixed_f, fixed_g):
+    """Newton ascent direction ``(df, dg)`` of the barrier objective and the decrement², by
+    the cheaper of the two eliminations (:func:`newton_structure`)."""
+    B, n1, ny = f.shape
+    if newton_structure(n1, g.shape[1], ny) == "lowrank":
+        return _newton_direction_lowrank(prob, f, g, mu, fixed_f, fixed_g)
+    return _newton_direction_schur(prob, f, g, mu, fixed_f, fixed_g)
+
+
+def _newton_direction_lowrank(prob: Problem, f, g, mu, fixed_f, fixed_g):
+    """Newton direction by blocks per target value plus a low-rank correction (Woodbury).
+
+    The Hessian of ``-mu sum_c log(1 - s_c)`` is ``D + U diag(t2) U^T``: ``D`` holds the
+    ``t d²s`` terms, which never couple two target values (one ``(n1 + n2)``-square block
+    ``D_y`` per ``y``), and each cell ``c = (x1, x2)`` adds one rank-one term ``t2 ds ds^T``.
+    With few cells and many target values (small sources, many classes) factorising the
+    ``ny`` small blocks and the ``n1 n2``-square capacitance matrix
+    ``K = diag(1 / t2) + U^T D^-1 U`` is far cheaper than the dense Schur complement over
+    ``n2 ny`` unknowns. The system is Jacobi-scaled and fixed variables get identity rows,
+    as in :func:`_newton_direction_schur`, so both solve the same equations.
+    """
+    B, n1, ny = f.shape
+    n2 = g.shape[1]
+    C = n1 * n2
+    logw = _log_weights(prob, f, g)
+    W = torch.exp(logw)  # (B, n1, n2, ny)
+    one_minus_s = -torch.expm1(_lse(logw, -1))  # (B, n1, n2)
+    t = mu[:, None, None] / one_minus_s
+    t2 = t / one_minus_s
+    tW = t[..., None] * W
+    Wt2 = W * t2[..., None]
+    grad_f = torch.where(fixed_f, 0.0, prob.p1y - tW.sum(2))
+    grad_g = torch.where(fixed_g, 0.0, prob.p2y - tW.sum(1))
+    WWt2 = W * Wt2
+    sf = torch.where(fixed_f, 0.0, torch.rsqrt((WWt2.sum(2) + tW.sum(2)).clamp_min(1e-300)))
+    sg = torch.where(fixed_g, 0.0, torch.rsqrt((WWt2.sum(1) + tW.sum(1)).clamp_min(1e-300)))
+
+    # D_y, scaled: [[diag(sf² Σ_j tW), sf sg tW], [., diag(sg² Σ_i tW)]] per y, (B, ny, v, v).
+    v = n1 + n2
+    D = torch.zeros(B, ny, v, v, dtype=f.dtype, device=f.device)
+    cross = (sf[:, :, None, :] * sg[:, None, :, :] * tW).permute(0, 3, 1, 2)  # (B, ny, n1, n2)
+    D[:, :, :n1, n1:] = cross
+    D[:, :, n1:, :n1] = cross.transpose(2, 3)
+    diag = torch.cat([((sf * sf) * tW.sum(2) + fixed_f).transpose(1, 2),
+                      ((sg * sg) * tW.sum(1) + fixed_g).transpose(1, 2)], -1)  # (B, ny, v)
+    D.diagonal(dim1=2, dim2=3).add_(diag)
+    Dinv = torch.cholesky_inverse(_cholesky(D.reshape(B * ny, v, v))).reshape(B, ny, v, v)
+
+    # U_y, scaled: column c = (i, j) holds a = sf[i] W[c, y] at row i and b = sg[j] W[c, y] at
+    # row n1 + j, so Z_y = D_y^-1 U_y costs two columns of D_y^-1 per cell, and
+    # K[c, c'] = sum_y a_c Z_y[i, c'] + b_c Z_y[n1 + j, c'] is a gather, not a product.
+    a = (W * sf[:, :, None, :]).permute(0, 3, 1, 2)  # (B, ny, n1, n2)
+    b = (W * sg[:, None, :, :]).permute(0, 3, 1, 2)
+    Z = Dinv[:, :, :, :n1, None] * a[:, :, None] + Dinv[:, :, :, None, n1:] * b[:, :, None]  # (B, ny, v, n1, n2)
+    K = torch.einsum("byij,byiIJ->bijIJ", a, Z[:, :, :n1]) + torch.einsum("byij,byjIJ->bijIJ", b, Z[:, :, n1:])
+    K = K.reshape(B, C, C)
+    K.diagonal(dim1=1, dim2=2).add_((1.0 / t2).reshape(B, C))
+    rhs = torch.cat([(grad_f * sf).transpose(1, 2), (grad_g * sg).transpose(1, 2)], -1)  # (B, ny, v)
+    x0 = (Dinv @ rhs[..., None])[..., 0]  # D^-1 r
+    u = (a * x0[:, :, :n1, None] + b * x0[:, :, None, n1:]).sum(1).reshape(B, C)  # U^T D^-1 r
+    kd = torch.rsqrt(K.diagonal(dim1=1, dim2=2).clamp_min(1e-300))  # Jacobi scaling of K
+    z = torch.cholesky_solve((u * kd)[..., None], _cholesky(K * kd[:, :, None] * kd[:, None, :]))[..., 0] * kd
+    y = x0 - torch.einsum("byvc,bc->byv", Z.reshape(B, ny, v, C), z)
+    df = y[:, :, :n1].transpose(1, 2) * sf
+    dg = y[:, :, n1:].transpose(1, 2) * sg
+    dec2 = (grad_f * df).sum((1, 2)) + (grad_g * dg).sum((1, 2))
+    return df, dg, dec2
+
+
+def _newton_direction_schur(prob: Problem, f, g, mu, fixed_f, fixed_g):
     """Newton ascent direction ``(df, dg)`` of the barrier objective and the decrement².
 
     The Hessian of ``-mu * sum log(1 - s)`` is ``t d²s + t2 ds ds^T`` with
@@ -286,6 +418,7 @@ class Solution:
     f: torch.Tensor  # (B, n1, ny), -inf on masked entries
     g: torch.Tensor  # (B, n2, ny)
     iterations: torch.Tensor  # (B,) int64
+    coupling: Optional[torch.Tensor] = None  # (B, n1, n2, ny): feasible, I = best upper bound
 
 
 def closed_form_bracket(P: torch.Tensor, closed_forms=None):
@@ -312,21 +445,24 @@ def _start_bracket(P: torch.Tensor, bracket):
 
 
 def solve_exact(P: torch.Tensor, tol: float, max_iter: int = 500, warm_steps: int = WARM_STEPS,
-                polish_sweeps: int = POLISH_SWEEPS, mu_factor: float = MU_FACTOR, bracket=None) -> Solution:
+                polish_sweeps: int = POLISH_SWEEPS, mu_factor: float = MU_FACTOR, bracket=None,
+                return_coupling: bool = False) -> Solution:
     """Solve V for a flat float64 batch ``P[B, n1, n2, ny]`` to a certified ``tol``.
 
     Returns the best bounds seen (both are valid at every iterate) and the potentials
     of the last iterate. Problems stop individually once ``upper - lower <= tol``.
     ``bracket``: the ``(lower, upper)`` of :func:`closed_form_bracket` when the caller has it.
+    ``return_coupling``: also the feasible couplings behind the upper bounds.
     """
     prob = Problem.from_joint(P)
     lower, upper = _start_bracket(P, bracket)
+    best = BestCoupling(P, prob) if return_coupling else None
     B = P.shape[0]
     iters = torch.zeros(B, dtype=torch.int64, device=P.device)
     f, g, logR = alternation_steps(prob, proxy_log_r(prob), None, warm_steps)
     iters += warm_steps
     lower = torch.maximum(lower, dual_bound(prob, f, g))
-    upper = torch.minimum(upper, primal_bound(prob, alternation_coupling(prob, f, g, logR)))
+    upper = torch.minimum(upper, primal_bound(prob, alternation_coupling(prob, f, g, logR), best))
 
     # Strictly feasible start for the barrier: shift f so that max s < 1.
     logs_max = _lse(_log_weights(prob, f, g), -1).amax((1, 2))
@@ -362,7 +498,8 @@ def solve_exact(P: torch.Tensor, tol: float, max_iter: int = 500, warm_steps: in
         if near.numel():
             upper[active[near]] = torch.minimum(
                 upper[active[near]],
-                _barrier_primal_bound(sub.take(near), ga[near], mua[near], logs[near], polish_sweeps))
+                _barrier_primal_bound(sub.take(near), ga[near], mua[near], logs[near], polish_sweeps,
+                                      best, active[near]))
 
         # Follow the central path: shrink mu once the iterate is near the centre.
         mu[active] = torch.where(centred, torch.maximum(mua * mu_factor, mu_floor[active]), mua)
@@ -376,16 +513,16 @@ def solve_exact(P: torch.Tensor, tol: float, max_iter: int = 500, warm_steps: in
 
     f = torch.where(prob.m1, f, _NEG_INF)
     g = torch.where(prob.m2, g, _NEG_INF)
-    return Solution(lower, upper, f, g, iters)
+    return Solution(lower, upper, f, g, iters, None if best is None else best.coupling)
 
 
-def _barrier_primal_bound(prob: Problem, g, mu, logs, sweeps: int) -> torch.Tensor:
+def _barrier_primal_bound(prob: Problem, g, mu, logs, sweeps: int, best=None, idx=None) -> torch.Tensor:
     """Upper bound from the barrier's primal estimate ``R = mu / (1 - s)`` at an iterate
-    with potentials ``g`` and ``log s = logs``."""
+    with potentials ``g`` and ``log s = logs`` (``best``, ``idx`` as in :func:`primal_bound`)."""
     logR = torch.log(mu)[:, None, None] - torch.log(-torch.expm1(logs))
     logR = torch.where(prob.mask.any(-1), logR, _NEG_INF)
     fp, gp = sinkhorn_sweeps(prob, logR, torch.where(prob.m2, g, _NEG_INF), sweeps)
-    return primal_bound(prob, alternation_coupling(prob, fp, gp, logR))
+    return primal_bound(prob, alternation_coupling(prob, fp, gp, logR), best, idx)
 
 
 def _line_search(prob: Problem, f, g, mu, df, dg, dec2, max_halvings: int = 60):
@@ -410,7 +547,8 @@ def _line_search(prob: Problem, f, g, mu, df, dg, dec2, max_halvings: int = 60):
     return torch.where(accepted, alpha, 0.0), logs_at
 
 
-def solve_fast(P: torch.Tensor, steps: int, alternation=None, bracket=None) -> Solution:
+def solve_fast(P: torch.Tensor, steps: int, alternation=None, bracket=None,
+               return_coupling: bool = False) -> Solution:
     """A fixed budget of ``steps`` alternation steps from the analytic proxy.
 
     Every step costs a few passes over ``P`` (no linear algebra), which suits a
@@ -420,11 +558,12 @@ def solve_fast(P: torch.Tensor, steps: int, alternation=None, bracket=None) -> S
     """
     prob = Problem.from_joint(P)
     lower, upper = _start_bracket(P, bracket)
+    best = BestCoupling(P, prob) if return_coupling else None
     if alternation is None:
         f, g, logR = alternation_steps(prob, proxy_log_r(prob), None, steps)
     else:
         f, g, logR = alternation(P, steps)
     lower = torch.maximum(lower, dual_bound(prob, f, g))
-    upper = torch.minimum(upper, primal_bound(prob, alternation_coupling(prob, f, g, logR)))
+    upper = torch.minimum(upper, primal_bound(prob, alternation_coupling(prob, f, g, logR), best))
     iters = torch.full((P.shape[0],), steps, dtype=torch.int64, device=P.device)
-    return Solution(lower, upper, f, g, iters)
+    return Solution(lower, upper, f, g, iters, None if best is None else best.coupling)

@@ -1,0 +1,200 @@
+"""The public contract of fastpid.pid beyond the numbers: honest `converged`, warnings,
+argument checks, batch results that index like arrays, couplings, interrupts and gradients."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import fastpid
+from fastpid import api
+from fastpid.exceptions import ConvergenceWarning
+
+from helpers import random_joint
+
+
+def xor() -> np.ndarray:
+    P = np.zeros((2, 2, 2))
+    for a in range(2):
+        for b in range(2):
+            P[a, b, a ^ b] = 0.25
+    return P
+
+
+def batch(seed=0, B=5, shape=(3, 4, 3)) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.stack([random_joint(rng, shape, alpha=0.7) for _ in range(B)])
+
+
+def test_stopping_short_warns_and_reports_unconverged():
+    with pytest.warns(ConvergenceWarning, match=r"stopped with gap > tol"):
+        res = fastpid.pid(batch(), max_iter=1)
+    assert not np.all(res.converged)
+    assert np.all(res.converged == (res.gap <= 1e-8))
+
+
+def test_converged_means_gap_within_tol_for_every_method():
+    P = random_joint(np.random.default_rng(7), (4, 4, 3), alpha=0.3)
+    proxy = fastpid.pid(P, method="proxy")
+    assert float(proxy.gap) > 1e-3 and not bool(proxy.converged)
+    fast = fastpid.pid(P, method="fast")
+    assert bool(fast.converged) == (float(fast.gap) <= 1e-8)
+    # Independent sources given Y: the proxy Q0 is P itself and the bracket is closed.
+    rng = np.random.default_rng(0)
+    a, b = rng.dirichlet(np.ones(3), size=2), rng.dirichlet(np.ones(4), size=2)
+    P = np.einsum("yi,yj,y->ijy", a, b, np.array([0.4, 0.6]))
+    closed = fastpid.pid(P, method="proxy", tol=1e-9)
+    assert bool(closed.converged) == (float(closed.gap) <= 1e-9)
+
+
+def test_no_warning_when_converged():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        fastpid.pid(batch())
+        fastpid.pid(xor(), method="proxy")  # proxy and fast never warn: fixed work
+
+
+@pytest.mark.parametrize("method,kwargs,match", [
+    ("exact", dict(steps=5), "steps applies to method='fast'"),
+    ("proxy", dict(steps=5), "steps applies to method='fast'"),
+    ("fast", dict(max_iter=5), "max_iter applies to method='exact'"),
+    ("proxy", dict(max_iter=5), "max_iter applies to method='exact'"),
+])
+def test_options_of_another_method_are_refused(method, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        fastpid.pid(xor(), method=method, **kwargs)
+
+
+def test_second_order_gradients_are_refused_clearly():
+    P = torch.from_numpy(batch(B=2)).requires_grad_(True)
+    (g,) = torch.autograd.grad(fastpid.pid(P).synergy.sum(), P, create_graph=True)
+    with pytest.raises(RuntimeError, match="second-order derivatives of the PID terms"):
+        torch.autograd.grad((g * g).sum(), P)
+    with pytest.raises(RuntimeError, match="second-order"):
+        small = torch.from_numpy(batch(B=1, shape=(2, 2, 2))).requires_grad_(True)
+        torch.autograd.gradgradcheck(lambda p: fastpid.pid(p).synergy, (small,))
+
+
+def test_first_order_gradients_unchanged_under_create_graph():
+    P = torch.from_numpy(batch(B=2)).requires_grad_(True)
+    (g1,) = torch.autograd.grad(fastpid.pid(P).unique1.sum(), P)
+    (g2,) = torch.autograd.grad(fastpid.pid(P).unique1.sum(), P, create_graph=True)
+    assert torch.allclose(g1, g2)
+
+
+@pytest.mark.parametrize("as_torch", [False, True])
+def test_batch_results_index_like_arrays(as_torch):
+    P = batch(B=6)
+    res = fastpid.pid(torch.from_numpy(P) if as_torch else P)
+    assert len(res) == 6 and res.shape == (6,)
+    one = res[2]
+    alone = fastpid.pid(P[2])
+    assert one.shape == () and float(one.synergy) == pytest.approx(float(alone.synergy), abs=1e-8)
+    assert res[1:4].shape == (3,) and res[-1].shape == ()
+    mask = np.array([True, False, True, False, False, True])
+    picked = res[torch.from_numpy(mask) if as_torch else mask]
+    assert picked.shape == (3,)
+    assert np.allclose(np.asarray(picked.unique2), np.asarray(res.unique2)[mask])
+    item = one.item()
+    assert isinstance(item["synergy"], float) and isinstance(item["converged"], bool)
+    assert set(item) >= {"redundancy", "unique1", "unique2", "synergy", "gap", "iterations"}
+    as_np = res.numpy()
+    assert isinstance(as_np.synergy, np.ndarray) and as_np.synergy.shape == (6,)
+    assert res.cpu().shape == (6,)
+    with pytest.raises(ValueError, match="single problem"):
+        res.item()
+    with pytest.raises(TypeError, match="single-problem"):
+        len(one)
+    with pytest.raises(IndexError):
+        one[0]
+
+
+def test_cvx_status_is_indexed_with_the_batch():
+    pytest.importorskip("cvxpy")
+    res = fastpid.pid(batch(B=3), backend="cvx")
+    assert res[1:].status == res.status[1:] and len(res[0].status) == 1
+
+
+def test_progress_bar_counts_problems(monkeypatch, capsys):
+    monkeypatch.setattr(api, "CHUNK_FLOATS", 30)  # one problem per chunk
+    fastpid.pid(batch(B=7), progress=True)
+    err = capsys.readouterr().err
+    assert "/7 [" in err and "problem/s" in err  # a total of 7 problems, not 7 chunks
+
+
+@pytest.mark.parametrize("backend", ["cpp", "torch"])
+@pytest.mark.parametrize("method", ["exact", "fast", "proxy"])
+def test_return_coupling_is_feasible_and_behind_the_upper_bound(backend, method):
+    P = batch(seed=4, B=4, shape=(4, 3, 3))
+    P[0, :, :, 1] = 0.0  # a target value that never occurs
+    P[0] /= P[0].sum()
+    kw = {} if method == "proxy" else dict(backend=backend)
+    res = fastpid.pid(P, method=method, return_coupling=True, **kw)
+    Q = res.coupling
+    assert Q.shape == P.shape and np.all(Q >= 0)
+    np.testing.assert_allclose(Q.sum(2), P.sum(2), atol=1e-14)
+    np.testing.assert_allclose(Q.sum(1), P.sum(1), atol=1e-14)
+    # Q keeps both pair marginals, so V(Q) = V(P): Q's own synergy is I_Q - V, and for the
+    # coupling behind the upper bound it is at most the reported gap.
+    of_q = fastpid.pid(Q)
+    assert np.all(of_q.synergy <= res.gap + of_q.gap + 1e-12)
+    if method == "exact":
+        assert np.all(of_q.synergy <= 1e-8 + 1e-12)
+
+
+def test_return_coupling_shapes_and_types():
+    P = torch.from_numpy(batch(B=6)).reshape(2, 3, 3, 4, 3).float()
+    res = fastpid.pid(P, return_coupling=True)
+    assert res.coupling.shape == P.shape and res.coupling.dtype == torch.float32
+    assert res[1, 2].coupling.shape == (3, 4, 3)
+    assert fastpid.pid(P).coupling is None
+
+
+def test_return_coupling_refused_where_unavailable():
+    with pytest.raises(ValueError, match="return_coupling=True is not available"):
+        fastpid.pid(xor(), backend="cvx", return_coupling=True)
+
+
+def test_ctrl_c_stops_a_long_native_solve_at_once(tmp_path):
+    """SIGINT during a C++ solve raises KeyboardInterrupt within a Newton step, not after the
+    whole batch (which takes far longer than the test allows)."""
+    script = tmp_path / "solve.py"
+    script.write_text(textwrap.dedent("""
+        import sys, time
+        import numpy as np
+        import fastpid
+        P = np.random.default_rng(0).dirichlet(np.ones(16 ** 3), size=400).reshape(400, 16, 16, 16)
+        fastpid.pid(P[:1], backend="cpp")
+        print("ready", flush=True)
+        t = time.perf_counter()
+        try:
+            fastpid.pid(P, backend="cpp")
+        except KeyboardInterrupt:
+            print(f"interrupted {time.perf_counter() - t:.2f}", flush=True)
+            sys.exit(3)
+        print("finished", flush=True)
+    """))
+    env = dict(os.environ, OMP_NUM_THREADS="2")
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(1.0)
+        sent = time.perf_counter()
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+        latency = time.perf_counter() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 3, out
+    assert "interrupted" in out
+    assert latency < 3.0, latency
