@@ -230,25 +230,27 @@ def multinomial_joints(P: torch.Tensor, n: np.ndarray, draws: int, rng: np.rando
 
 
 def match_shrinkage(log_weights, px: torch.Tensor, v_pilot: torch.Tensor, v_hat: np.ndarray, device,
-                    grid: int = 61, lam_max: float = 1.5) -> torch.Tensor:
+                    steps: int = 14, lam_max: float = 1.5) -> torch.Tensor:
     """Shrinkage ``λ`` per problem such that the null world's information matches the data.
 
     The plug-in ``V`` of the data is biased upwards, and so is the fitted null model built
     from it: draws from it have a plug-in ``V`` of about ``I(P0_1) + b`` (``b``: the bias,
     measured by the pilot draws ``v_pilot``). The null world that could have produced the
-    data's plug-in ``V̂`` has ``I(P0_λ) = V̂ - b``; ``λ`` solves that on a grid of
+    data's plug-in ``V̂`` has ``I(P0_λ) = V̂ - b``; ``λ`` solves that by bisection on
     ``[0, lam_max]`` (``I(P0_λ)`` is closed form: no solves).
     """
     G = px.shape[0]
-    lams = torch.linspace(0.0, lam_max, grid, dtype=torch.float64, device=device)
-    mis = torch.stack([conditional_mi(px, tempered_conditional(log_weights, torch.full((G,), float(l),
-                                                                                        dtype=torch.float64,
-                                                                                        device=device)))
-                       for l in lams], 1)                                   # (G, grid)
-    one = int(round((grid - 1) / lam_max))                                # index of λ = 1
-    bias = v_pilot - mis[:, one]
-    target = np.asarray(v_hat, dtype=np.float64) - bias.cpu().numpy()
-    m = torch.cummax(mis, 1).values.cpu().numpy()                         # monotone for interp
-    out = np.array([np.interp(target[b], m[b], lams.cpu().numpy()) if target[b] > m[b, 0] else 0.0
-                    for b in range(G)])
-    return torch.as_tensor(out, dtype=torch.float64, device=device)
+
+    def info(lam):
+        return conditional_mi(px, tempered_conditional(log_weights, lam))
+
+    ones = torch.ones(G, dtype=torch.float64, device=device)
+    bias = v_pilot - info(ones)
+    target = torch.as_tensor(np.asarray(v_hat, dtype=np.float64), device=device) - bias
+    # Bisection on [0, lam_max] (I(P0_λ) grows with λ), all problems at once.
+    lo, hi = torch.zeros_like(ones), torch.full_like(ones, lam_max)
+    for _ in range(steps):
+        mid = 0.5 * (lo + hi)
+        below = info(mid) < target
+        lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
+    return 0.5 * (lo + hi)

@@ -28,13 +28,21 @@ Method (all resampled joints are solved in one batched :func:`fastpid.pid` call)
   ``Σ_y q(y|x) <= 1`` — the conditionals of the zero-synergy joints (a joint has synergy 0
   iff it is its own optimal coupling ``Q*``, whose conditional has this form; the maximum
   is the BROJA dual). So ``2N Ŝ`` is the generalised likelihood-ratio statistic of the null
-  "synergy = 0", and its null distribution is simulated the standard way: from the
-  maximum-likelihood fit under the null, ``P̂0(x, y) = P̂(x1,x2) q̂(y|x)``
-  (:func:`fastpid._resample.null_joint`). Note that ``P̂0`` keeps the data's source marginal
-  ``P̂(x1,x2)``; the plug-in optimal coupling ``Q*(P̂)`` keeps ``q̂`` but replaces the source
-  marginal by a sparser one, which under-states the null's plug-in synergy (its test has a
-  false-positive rate far above its level). The p-value is the Monte-Carlo p-value
-  ``(1 + #{Ŝ*_b >= Ŝ}) / (n_null + 1)`` over ``n_null`` draws of N samples from ``P̂0``.
+  "synergy = 0", and its null distribution is simulated by a parametric bootstrap from the
+  fitted zero-synergy model ``P̂(x1,x2) q̂(y|x)`` (:mod:`fastpid._resample`), with three
+  choices that decide its calibration:
+
+  1. the sources are kept as observed and only the target is redrawn, ``y*_n ~ q̂(·|x_n)``
+     (the test conditions on the sources; drawing them from ``P̂(x1,x2)``, or from the sparser
+     source marginal of the plug-in ``Q*(P̂)``, understates the null's plug-in synergy and
+     gives false-positive rates far above the level);
+  2. pairs ``(x1, y)``, ``(x2, y)`` never seen get a small positive weight, not zero (with few
+     samples most zeros are sampling zeros);
+  3. the fit's information is shrunk, ``q̂_λ ∝ p̂(y) exp(λ (f + g))``, so that the null world
+     reproduces the data's plug-in ``V`` including its bias: ``n_pilot`` draws at ``λ = 1``
+     measure that bias ``b``, and ``λ`` solves ``I(P̂0_λ) = V̂ − b`` (closed form).
+
+  The p-value is the Monte-Carlo p-value ``(1 + #{Ŝ*_b >= Ŝ}) / (n_null + 1)``.
 * **Synergy point estimate:** the plug-in synergy minus the mean plug-in synergy of the null
   draws (the bias of ``Ŝ`` when there is no synergy, ``≈ df / 2N`` for the likelihood ratio),
   averaged with the jackknife estimate; see ``docs/estimation.md`` for the measurements
@@ -223,7 +231,7 @@ def estimate(x1, x2, y, *, sizes=None, weights=None, groups=None, num_groups=Non
     batch = [jk.reshape(G * g, n1, n2, ny)]
     pilot = min(n_pilot, n_null)
     if pilot > 0:
-        log_w = _resample.null_log_weights(flat)
+        log_w = _resample.null_log_weights(flat, tol=1e-7)
         ones = torch.ones(G, dtype=torch.float64, device=device)
         q1 = _resample.tempered_conditional(log_w, ones)
         batch.append(_resample.null_draws(q1, x1, x2, weights=weights, groups=g_t, draws=pilot,
@@ -251,8 +259,8 @@ def estimate(x1, x2, y, *, sizes=None, weights=None, groups=None, num_groups=Non
     if bar is not None:
         bar.close()
 
-    est, se, lo, hi, bias, p_s = _combine(plug_v, jk_v, null_s, g, confidence)
-    reliable = _reliability(n_eff, flat, g)
+    est, se, lo, hi, bias, p_s, disagreement, t_half = _combine(plug_v, jk_v, null_s, g, confidence)
+    reliable = _reliability(n_eff, flat, disagreement, t_half)
 
     scale = 1.0 if base is None else 1.0 / math.log(base)
     shape = (G,) if grouped else ()
@@ -308,22 +316,28 @@ def _combine(plug_v, jk_v, null_s, g, confidence):
     t = t_quantile(0.5 + confidence / 2.0, g - 1)
     half = t * se
     # Synergy: the two corrections bracket the truth in the sparse regime (the jackknife
-    # under-corrects, the null mean over-corrects when there is synergy); half their
-    # difference is added, in quadrature, to the sampling half-width.
-    half[:, 3] = np.sqrt(half[:, 3] ** 2 + disagreement ** 2)
+    # under-corrects, the null mean over-corrects when there is synergy), so the interval
+    # spans both, each widened by the sampling half-width.
+    half[:, 3] = half[:, 3] + disagreement
     se = half / t
     lo = np.maximum(est - half, 0.0)
     hi = np.maximum(est + half, 0.0)
-    return np.maximum(est, 0.0), se, lo, hi, bias, p_s
+    return np.maximum(est, 0.0), se, lo, hi, bias, p_s, disagreement, t * np.sqrt(
+        (g - 1) / g * ((jk_v[..., 3] - mean[:, None, 3]) ** 2).sum(1))
 
 
-def _reliability(n_eff, flat, g):
-    """Per-term flags ``(G, 4)``: can the term be estimated at this N? (docs/estimation.md)."""
+def _reliability(n_eff, flat, disagreement, t_half):
+    """Per-term flags ``(G, 4)``: can the term be estimated at this N? (docs/estimation.md).
+
+    R, U1, U2: at least two samples per cell of the larger pair marginal
+    (``max(n1, n2) * ny``). Synergy: at least two samples per occupied cell of the joint, and
+    the two synergy corrections (jackknife, null mean) agree to within the jackknife's
+    sampling half-width.
+    """
     G, n1, n2, ny = flat.shape
     occupied = (flat > 0).flatten(1).sum(1).cpu().numpy()
-    pair_cells = (n1 + n2) * ny
-    ok_ru = n_eff >= 2.0 * pair_cells
-    ok_s = n_eff >= 4.0 * np.maximum(occupied, 1)
+    ok_ru = n_eff >= 2.0 * max(n1, n2) * ny
+    ok_s = (n_eff >= 2.0 * np.maximum(occupied, 1)) & (disagreement <= np.maximum(t_half, 1e-12))
     return np.stack([ok_ru, ok_ru, ok_ru, ok_s], -1)
 
 

@@ -13,7 +13,8 @@ and compare with the truth — the certified PID of ``P`` itself (``tol=1e-10``)
 
 Run ``python scripts/validate_estimate.py`` (about 30 minutes on 2 shared cores) to
 regenerate the tables of ``docs/estimation.md`` (printed; ``--out`` writes them) and
-``--plot docs/estimation_vs_n.png``. ``--quick`` runs a reduced version.
+``--plot docs/estimation_vs_n.png`` (plug-in and corrected estimates against N, for
+the cases run at several N). ``--quick`` runs a reduced version.
 """
 from __future__ import annotations
 
@@ -157,6 +158,8 @@ def summarize(res, truth, alpha=0.05):
         "reject": float((res["p"][:, 3] <= alpha).mean()),
         "reliable": res["reliable"].mean(0),
         "seconds": res["seconds"],
+        "mean_lo": res["lo"].mean(0),
+        "mean_hi": res["hi"].mean(0),
     }
 
 
@@ -180,49 +183,45 @@ def table(rows):
     return "\n".join(lines)
 
 
-def plot(path, reps, seed):
-    """Plug-in vs corrected synergy (and redundancy) against N on 20x20x10 joints."""
+def plot(path, rows):
+    """Plug-in vs corrected synergy and redundancy against N, one panel per case with more
+    than one N (the cases of this run)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = ["20x20x10 independent", "20x20x10 zero-S", "20x20x10 clustered"]
-    Ns = [500, 1000, 2000, 5000, 20000]
-    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.6), sharey=True)
-    data = {}
-    for ax, name in zip(axes, names):
-        P = CASES[name].make()
-        truth = truth_of(P)
-        rows = []
-        for N in Ns:
-            res = run(P, N, reps, seed + N)
-            rows.append((res["plugin"][:, 3].mean(), res["estimate"][:, 3].mean(),
-                         res["lo"][:, 3].mean(), res["hi"][:, 3].mean(),
-                         res["reliable"][:, 3].mean(), res["plugin"][:, 0].mean(),
-                         res["estimate"][:, 0].mean()))
-            print(f"  plot {name} N={N}: {rows[-1]}", flush=True)
-        a = np.array(rows)
-        data[name] = {"N": Ns, "truth": truth.tolist(), "rows": a.tolist()}
-        ax.axhline(truth[3], color="k", lw=1, ls="--", label="true synergy")
-        ax.plot(Ns, a[:, 0], "o-", color="tab:red", label="plug-in synergy")
-        ax.plot(Ns, a[:, 1], "s-", color="tab:blue", label="corrected synergy")
-        ax.fill_between(Ns, a[:, 2], a[:, 3], color="tab:blue", alpha=0.2, label="mean 95% interval")
-        ax.axhline(truth[0], color="gray", lw=1, ls=":", label="true redundancy")
-        ax.plot(Ns, a[:, 5], "^-", color="tab:orange", ms=4, lw=1, label="plug-in redundancy")
-        ax.plot(Ns, a[:, 6], "v-", color="tab:green", ms=4, lw=1, label="corrected redundancy")
-        for N, rel, s in zip(Ns, a[:, 4], a[:, 1]):
-            if rel < 0.5:
-                ax.annotate("unreliable", (N, s), textcoords="offset points", xytext=(0, -14),
+    names = [n for n in dict.fromkeys(r["case"] for r in rows)
+             if sum(r["case"] == n for r in rows) > 1]
+    fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.4), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        rs = [r for r in rows if r["case"] == name]
+        Ns = [r["N"] for r in rs]
+        t = rs[0]["truth"]
+        plug = [t[3] + r["summary"]["plugin_bias"][3] for r in rs]
+        corr = [t[3] + r["summary"]["bias"][3] for r in rs]
+        lo = [r["summary"]["mean_lo"][3] for r in rs]
+        hi = [r["summary"]["mean_hi"][3] for r in rs]
+        ax.axhline(t[3], color="k", lw=1, ls="--", label="true S")
+        ax.plot(Ns, plug, "o-", color="tab:red", label="plug-in S")
+        ax.plot(Ns, corr, "s-", color="tab:blue", label="corrected S")
+        ax.fill_between(Ns, lo, hi, color="tab:blue", alpha=0.2, label="mean 95% interval of S")
+        ax.axhline(t[0], color="gray", lw=1, ls=":", label="true R")
+        ax.plot(Ns, [t[0] + r["summary"]["plugin_bias"][0] for r in rs], "^-", color="tab:orange",
+                ms=4, lw=1, label="plug-in R")
+        ax.plot(Ns, [t[0] + r["summary"]["bias"][0] for r in rs], "v-", color="tab:green", ms=4,
+                lw=1, label="corrected R")
+        for N, r, c in zip(Ns, rs, corr):
+            if r["summary"]["reliable"][3] < 0.5:
+                ax.annotate("S unreliable", (N, c), textcoords="offset points", xytext=(0, 6),
                             ha="center", fontsize=7, color="tab:blue")
         ax.set_xscale("log")
-        ax.set_title(f"{name} (S = {truth[3]:.2f})", fontsize=10)
+        ax.set_title(name, fontsize=9)
         ax.set_xlabel("N samples")
-    axes[0].set_ylabel("nats (mean over replicates)")
-    axes[-1].legend(fontsize=7, loc="upper right")
+    axes[0][0].set_ylabel("nats (mean over replicates)")
+    axes[0][-1].legend(fontsize=6, loc="best")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    return data
+    fig.savefig(path, dpi=110)
 
 
 def main(argv=None):
@@ -235,7 +234,6 @@ def main(argv=None):
     ap.add_argument("--out", type=Path, default=None, help="write the table (markdown) here")
     ap.add_argument("--json", type=Path, default=None, help="write the raw summaries here")
     ap.add_argument("--plot", type=Path, default=None, help="write the plot of estimates vs N here")
-    ap.add_argument("--plot-reps", type=int, default=6)
     args = ap.parse_args(argv)
     names = QUICK if args.quick else (args.cases or list(CASES))
     reps_small = 30 if args.quick else args.reps
@@ -264,9 +262,7 @@ def main(argv=None):
                                                       for k, v in r["summary"].items()}} for r in rows],
                                         indent=1))
     if args.plot:
-        data = plot(args.plot, args.plot_reps, args.seed)
-        if args.json:
-            args.json.with_suffix(".plot.json").write_text(json.dumps(data, indent=1))
+        plot(args.plot, rows)
     return rows
 
 
