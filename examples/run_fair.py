@@ -99,6 +99,7 @@ def _pct(iv, signed=False) -> str:
 
 
 def markdown(results: dict) -> str:
+    """The tables of ``results`` as saved in the JSON file (modality keys ``"1"``, ``"2"``)."""
     cfg = results["config"]
     lines = [f"# Fair-protocol grid: {cfg['name']}", "",
              f"`python -m examples.run_fair {' '.join(cfg['argv'])}` — {cfg['seeds']} evaluation seeds (each its "
@@ -112,12 +113,12 @@ def markdown(results: dict) -> str:
     for dname, d in results["datasets"].items():
         s = d["summary"]
         lines += [f"## {dname}", "",
-                  f"Each modality trained alone (encoder + head): modality 1 {_pct(s['alone'][1])}, "
-                  f"modality 2 {_pct(s['alone'][2])}; linear probes on those encoders: "
-                  f"{_pct(s['alone_probe'][1])} / {_pct(s['alone_probe'][2])}.", "",
+                  f"Each modality trained alone (encoder + head): modality 1 {_pct(s['alone']['1'])}, "
+                  f"modality 2 {_pct(s['alone']['2'])}; linear probes on those encoders: "
+                  f"{_pct(s['alone_probe']['1'])} / {_pct(s['alone_probe']['2'])}.", "",
                   "| arm | final | best-val | Δ final vs fused | Δ final vs fused+heads | Δ best-val vs fused+heads "
-                  "| heads 1 / 2 | visits | steps |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "| heads 1 / 2 | visits | steps | s / run |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for a, v in s["arms"].items():
             vs = v["vs"]
 
@@ -128,7 +129,8 @@ def markdown(results: dict) -> str:
                 return f"{_pct(p, True)} ({p['wins']}/{p['n']})"
             lines.append(f"| {a} | {_pct(v['final'])} | {_pct(v['best'])} | {cell('fused', 'final')} | "
                          f"{cell('fused+heads', 'final')} | {cell('fused+heads', 'best')} | "
-                         f"{100 * v['acc1']['mean']:.1f} / {100 * v['acc2']['mean']:.1f} | {v['visits']} | {v['steps']} |")
+                         f"{100 * v['acc1']['mean']:.1f} / {100 * v['acc2']['mean']:.1f} | {v['visits']} | {v['steps']} | "
+                         f"{v['seconds']:.0f} |")
         own = [(a, b) for a, b in OWN_BASELINE.items() if a in s["arms"] and b in s["arms"][a]["vs"]]
         for a, b in own:
             p = s["arms"][a]["vs"][b]
@@ -139,12 +141,14 @@ def markdown(results: dict) -> str:
                   "model's encoder learned less about its modality):", "",
                   "| arm | gap modality 1 | gap modality 2 |", "|---|---|---|"]
         for a, v in s["arms"].items():
-            lines.append(f"| {a} | {_pct(v['probe_gap'][1], True)} | {_pct(v['probe_gap'][2], True)} |")
+            lines.append(f"| {a} | {_pct(v['probe_gap']['1'], True)} | {_pct(v['probe_gap']['2'], True)} |")
         lines += ["", "Chosen configurations (validation): " + "; ".join(
             f"{a}: " + ", ".join(f"{k}={v}" for k, v in t["best"].items()) for a, t in d["tuning"].items()), ""]
-        ecs = [(a, [r["summary"].get("switch_epoch") for r in d["runs"][a]]) for a in d["runs"] if "ECS" in a]
-        for a, sw in ecs:
-            lines.append(f"- {a}: stage 2 began at epochs {sw} (per seed).")
+        for a in (a for a in d["runs"] if "ECS" in a):
+            sw = [r["summary"].get("switch_epoch") for r in d["runs"][a]]
+            peak = [r["summary"].get("peak_epoch") for r in d["runs"][a]]
+            lines.append(f"- {a}: stage 2 began at epochs {sw}; peak synergy score at epochs {peak} "
+                         "(None: no probe passed min_score, nothing restored), per seed.")
         lines.append("")
     return "\n".join(lines)
 
@@ -177,6 +181,7 @@ def main(argv=None) -> dict:
     for name in args.datasets:
         results["datasets"][name] = run_dataset(name, args.arms, args)
     results["config"]["wall_seconds"] = time.perf_counter() - t0
+    results = json.loads(json.dumps(results))                 # the form the JSON file holds
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{args.name}.json").write_text(json.dumps(results, indent=1))
