@@ -248,6 +248,7 @@ def main(argv=None):
             s = summarize(res, truth)
             rows.append({"case": name, "N": N, "reps": reps, "truth": truth, "summary": s})
             print(f"{name:22s} N={N:6d} reps={reps:3d} truth {fmt_terms(truth, False)} | bias {fmt_terms(s['bias'])}"
+                  f" | plug-in bias {fmt_terms(s['plugin_bias'])} | rmse {fmt_terms(s['rmse'], False)}"
                   f" | cov {fmt_terms(s['coverage'], False)} | reject {s['reject']:.2f}"
                   f" | reliable {s['reliable'][0]:.2f}/{s['reliable'][3]:.2f} | {s['seconds']:.2f}s",
                   flush=True)
