@@ -4,6 +4,7 @@ intra-op threads, used only where the work per operation pays for them."""
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 
 import torch
@@ -12,12 +13,13 @@ import torch
 CHUNK_FLOATS = 2**24
 
 
-def per_problem_floats(n1: int, n2: int, ny: int, method: str) -> int:
-    """Floats one problem's PyTorch solve holds at once: its Newton system
-    (:func:`fastpid.solver.newton_floats`, exact), or a few copies of the joint (fast, proxy)."""
-    from .solver import newton_floats
+def per_problem_floats(flat: torch.Tensor, method: str) -> int:
+    """Floats one problem of ``flat[B, n1, n2, ny]`` holds at once in the PyTorch solver: its
+    Newton system (:func:`fastpid.solver.newton_plan`, exact), or a few copies of the joint
+    (fast, proxy)."""
+    from .solver import newton_plan
 
-    return newton_floats(n1, n2, ny) if method == "exact" else n1 * n2 * ny
+    return newton_plan(flat).floats if method == "exact" else math.prod(flat.shape[1:])
 
 
 def estimate_bytes(flat: torch.Tensor, method: str, backend: str) -> int:
@@ -29,7 +31,7 @@ def estimate_bytes(flat: torch.Tensor, method: str, backend: str) -> int:
         threads = min(B, os.cpu_count() or 1)
         # The solver puts the smaller source on the Schur side, as _solve_oriented does.
         return 8 * threads * int(_C.workspace_doubles(max(n1, n2), min(n1, n2), ny))
-    per = per_problem_floats(n1, n2, ny, method)
+    per = per_problem_floats(flat, method)
     chunk = min(B, max(1, CHUNK_FLOATS // per))
     # Measured peak of the PyTorch exact solver: about 1.5 Newton systems per problem
     # (factor, right-hand sides, the eliminated blocks); fast/proxy: ~8 joint-sized arrays.
@@ -68,18 +70,17 @@ def check_memory(flat: torch.Tensor, method: str, backend: str) -> None:
 #: Below this many flops in a Newton step of a PyTorch solve (the batch's factorisations),
 #: intra-op threads cost more than they give: on a busy 2-core machine a
 #: batch of 16 8x8x8 problems took 22 s with 2 threads and 1.3 s with 1.
-_THREADED_FLOPS = 1e8
+_THREADED_FLOPS = 1e9
 
 
 @contextlib.contextmanager
 def solver_threads(flat: torch.Tensor, method: str):
     """Run the PyTorch solver of ``flat[B, n1, n2, ny]`` on one intra-op thread when its
     operations are too small to share out (restoring the setting afterwards)."""
-    from .solver import newton_cost
+    from .solver import newton_plan
 
     B, n1, n2, ny = flat.shape
-    newton = min(newton_cost(max(n1, n2), min(n1, n2), ny).values())
-    flops = B * newton if method == "exact" else B * n1 * n2 * ny * 50
+    flops = B * newton_plan(flat).flops if method == "exact" else B * n1 * n2 * ny * 50
     before = torch.get_num_threads()
     if flat.device.type != "cpu" or flops >= _THREADED_FLOPS or before == 1:
         yield

@@ -221,7 +221,8 @@ def _choose_backend(backend: str, flat: torch.Tensor, method: str, return_coupli
     or ``"triton"``); an explicit choice that cannot be honoured raises, saying why.
 
     ``auto``: on the CPU, the C++ solver for problems with ``min(n1, n2) * ny <= 640`` whose
-    Newton systems are cheapest by the Schur complement, PyTorch otherwise; on a GPU, the CUDA kernels (for ``exact``: where
+    Newton systems are cheapest by the Schur complement (:func:`fastpid.solver.newton_plan`),
+    PyTorch otherwise; on a GPU, the CUDA kernels (for ``exact``: where
     :func:`fastpid.cuda.exact_route` accepts the size, and not with ``return_coupling``),
     else the Triton kernels (``proxy`` and ``fast``, where :func:`fastpid.triton_kernels.size_route`
     accepts the size), else PyTorch.
@@ -251,10 +252,11 @@ def _choose_backend(backend: str, flat: torch.Tensor, method: str, return_coupli
             raise RuntimeError(f"backend={backend!r} is not available: {why}")
         return backend
     if device.type == "cpu":
-        # The C++ solver eliminates by the dense Schur complement only; where the per-target
-        # blocks with a low-rank correction are cheaper (few cells, many target values), the
-        # PyTorch solver's low-rank elimination wins by far (2x3x3000: 0.3 s against minutes).
-        small = min(n1, n2) * ny <= cpp.AUTO_MAX_SCHUR and solver.newton_structure(n1, n2, ny) == "schur"
+        # The C++ solver eliminates by the dense Schur complement only; where another
+        # elimination is cheaper (few cells and many target values; or mostly empty pairs
+        # (x, y), as in clustered data) the PyTorch solver's wins by far (2x3x3000: 0.3 s
+        # against minutes).
+        small = min(n1, n2) * ny <= cpp.AUTO_MAX_SCHUR and solver.newton_plan(flat).structure == "schur"
         return "cpp" if small and cpp.available()[0] else "torch"
     if method == "exact":
         usable = not return_coupling and cuda.available(device)[0] and cuda.exact_route(n1, n2, ny, device)[0]
@@ -304,7 +306,7 @@ def _solve_iterative(flat, method, backend, tol, max_iter, steps, progress, brac
         free_bytes = torch.cuda.mem_get_info(flat.device)[0]
         chunk = B if scratch == 0 else max(1, free_bytes // 4 // (8 * scratch))
     else:
-        chunk = max(1, CHUNK_FLOATS // per_problem_floats(n1, n2, ny, method))
+        chunk = max(1, CHUNK_FLOATS // per_problem_floats(flat, method))
     bar = None
     if progress or (progress is None and B > chunk):
         from tqdm.auto import tqdm

@@ -238,39 +238,126 @@ def _barrier_value(prob: Problem, f, g, mu):
     return torch.where(feasible, val, _NEG_INF), logs
 
 
-def newton_cost(n1: int, n2: int, ny: int) -> dict:
+def newton_cost(n1: int, n2: int, ny: int, mf: int | None = None, mg: int | None = None) -> dict:
     """Flops of one Newton direction of a problem ``n1 x n2 x ny`` (``n2 <= n1``, as the
     solvers orient it) by each elimination: ``"schur"`` (the dense Schur complement on the
-    ``n2 ny`` unknowns g) and ``"lowrank"`` (per-y blocks plus a correction over the
-    ``n1 n2`` cells, see :func:`_newton_direction_lowrank`)."""
+    ``n2 ny`` unknowns g), ``"lowrank"`` (per-y blocks plus a correction over the ``n1 n2``
+    cells, :func:`_newton_direction_lowrank`) and, given the numbers ``mf``, ``mg`` of
+    admissible potentials (pairs ``(x, y)`` with mass), ``"sparse"`` (the Hessian over those
+    only, :func:`_newton_direction_sparse`)."""
     m, v, C = n2 * ny, n1 + n2, n1 * n2
-    return {
+    cost = {
         "schur": m**3 / 3 + n1 * ny * ny * m,
         "lowrank": ny * v**3 / 3 + ny * v * v * C + ny * v * C * C + C**3 / 3,
     }
+    if mf is not None:
+        cost["sparse"] = (mf + mg) ** 3 / 3 + 20 * (mf + mg) ** 2 + n1 * n2 * ny * ny
+    return cost
 
 
-def newton_structure(n1: int, n2: int, ny: int) -> str:
-    """The cheaper elimination for this size (``"schur"`` or ``"lowrank"``)."""
-    cost = newton_cost(max(n1, n2), min(n1, n2), ny)
-    return min(cost, key=cost.get)
+def newton_floats(structure: str, n1: int, n2: int, ny: int, mf: int = 0, mg: int = 0) -> int:
+    """Floats one problem's Newton direction holds by ``structure`` (``n2 <= n1``)."""
+    if structure == "schur":
+        return ((n1 + n2) * ny) ** 2
+    if structure == "lowrank":
+        return 2 * ny * (n1 + n2) * n1 * n2 + ny * (n1 * n2) ** 2 + 6 * n1 * n2 * ny
+    return 6 * (mf + mg) ** 2 + n1 * (n1 + n2) * ny * ny
 
 
-def newton_floats(n1: int, n2: int, ny: int) -> int:
-    """Floats the chosen Newton elimination holds per problem (``n2 <= n1`` or not)."""
-    a, b = max(n1, n2), min(n1, n2)
-    if newton_structure(a, b, ny) == "schur":
-        return ((a + b) * ny) ** 2
-    return 2 * ny * (a + b) * a * b + ny * (a * b) ** 2 + 6 * a * b * ny
+@dataclass
+class NewtonPlan:
+    """How a flat batch's Newton directions are computed, and what that costs per problem."""
+
+    structure: str  # "schur", "lowrank" or "sparse"
+    flops: float
+    floats: int
 
 
-def _newton_direction(prob: Problem, f, g, mu, fixed_f, fixed_g):
+def newton_plan(P: torch.Tensor) -> NewtonPlan:
+    """The cheapest elimination for a flat batch ``P[B, n1, n2, ny]``, by its sizes and its
+    largest numbers of admissible potentials (oriented with the smaller source second)."""
+    B, n1, n2, ny = P.shape
+    if n2 > n1:
+        P, (n1, n2) = P.transpose(1, 2), (n2, n1)
+    with torch.no_grad():
+        mf = int((P.sum(2) > 0).sum((1, 2)).max()) if B else 0
+        mg = int((P.sum(1) > 0).sum((1, 2)).max()) if B else 0
+    cost = newton_cost(n1, n2, ny, mf, mg)
+    structure = min(cost, key=cost.get)
+    return NewtonPlan(structure, cost[structure], newton_floats(structure, n1, n2, ny, mf, mg))
+
+
+def _newton_direction(prob: Problem, f, g, mu, fixed_f, fixed_g, structure: str = "schur"):
     """Newton ascent direction ``(df, dg)`` of the barrier objective and the decrement², by
-    the cheaper of the two eliminations (:func:`newton_structure`)."""
+    the elimination ``structure`` (see :func:`newton_plan`); all three solve the same
+    Jacobi-scaled equations."""
+    direction = {"schur": _newton_direction_schur, "lowrank": _newton_direction_lowrank,
+                 "sparse": _newton_direction_sparse}[structure]
+    return direction(prob, f, g, mu, fixed_f, fixed_g)
+
+
+def _barrier_hessian_terms(prob: Problem, f, g, mu, fixed_f, fixed_g):
+    """Per-cell pieces of the barrier Hessian shared by every elimination: ``W = p(y) e^{f+g}``,
+    ``t = mu / (1 - s)``, ``t2 = t / (1 - s)``, the gradients and the Jacobi scalings."""
+    logw = _log_weights(prob, f, g)
+    W = torch.exp(logw)  # (B, n1, n2, ny)
+    one_minus_s = -torch.expm1(_lse(logw, -1))  # (B, n1, n2)
+    t = mu[:, None, None] / one_minus_s
+    t2 = t / one_minus_s
+    tW = t[..., None] * W
+    WWt2 = W * W * t2[..., None]
+    grad_f = torch.where(fixed_f, 0.0, prob.p1y - tW.sum(2))
+    grad_g = torch.where(fixed_g, 0.0, prob.p2y - tW.sum(1))
+    sf = torch.where(fixed_f, 0.0, torch.rsqrt((WWt2.sum(2) + tW.sum(2)).clamp_min(1e-300)))
+    sg = torch.where(fixed_g, 0.0, torch.rsqrt((WWt2.sum(1) + tW.sum(1)).clamp_min(1e-300)))
+    return W, t, t2, tW, grad_f, grad_g, sf, sg
+
+
+def _newton_direction_sparse(prob: Problem, f, g, mu, fixed_f, fixed_g):
+    """Newton direction from the Hessian over the admissible potentials only.
+
+    Real joints leave most pairs ``(x, y)`` empty (a class occupies a few clusters); their
+    potentials are fixed, so the system over the ``mf + mg`` free ones (padded to the batch's
+    largest count, padding rows set to the identity) is far smaller than the Schur complement
+    over all ``n2 ny``. Entries, with ``a = (i, y)``, ``b = (i', y')``, ``c = (j, z)``:
+    ``H_ff[a, b] = [i = i'] (sum_j t2 W_ijy W_ijy' + [y = y'] sum_j t W_ijy)``,
+    ``H_fg[a, c] = t2_ij W_ijy W_ijz + [y = z] t_ij W_ijy``, and ``H_gg`` like ``H_ff``.
+    """
     B, n1, ny = f.shape
-    if newton_structure(n1, g.shape[1], ny) == "lowrank":
-        return _newton_direction_lowrank(prob, f, g, mu, fixed_f, fixed_g)
-    return _newton_direction_schur(prob, f, g, mu, fixed_f, fixed_g)
+    n2 = g.shape[1]
+    W, t, t2, tW, grad_f, grad_g, sf, sg = _barrier_hessian_terms(prob, f, g, mu, fixed_f, fixed_g)
+    free_f, free_g = ~fixed_f.reshape(B, -1), ~fixed_g.reshape(B, -1)
+    kf, kg = int(free_f.sum(1).max()), int(free_g.sum(1).max())
+    # Indices of the free potentials, free ones first (stable), padded with fixed ones.
+    of = torch.argsort((~free_f).to(torch.int8), dim=1, stable=True)[:, :kf]
+    og = torch.argsort((~free_g).to(torch.int8), dim=1, stable=True)[:, :kg]
+    vf = torch.gather(free_f, 1, of)  # (B, kf): a real free potential, not padding
+    vg = torch.gather(free_g, 1, og)
+    i, y = of // ny, of % ny  # (B, kf)
+    j, z = og // ny, og % ny  # (B, kg)
+    bb = torch.arange(B, device=f.device)[:, None, None]
+
+    Wt2 = W * t2[..., None]
+    hff = torch.einsum("bijy,bijz->biyz", Wt2, W) + torch.diag_embed(tW.sum(2))  # (B, n1, ny, ny)
+    hgg = torch.einsum("bijy,bijz->bjyz", Wt2, W) + torch.diag_embed(tW.sum(1))
+    Hff = torch.where(i[:, :, None] == i[:, None, :], hff[bb, i[:, :, None], y[:, :, None], y[:, None, :]], 0.0)
+    Hgg = torch.where(j[:, :, None] == j[:, None, :], hgg[bb, j[:, :, None], z[:, :, None], z[:, None, :]], 0.0)
+    ii, jj = i[:, :, None], j[:, None, :]
+    Hfg = Wt2[bb, ii, jj, y[:, :, None]] * W[bb, ii, jj, z[:, None, :]] \
+        + torch.where(y[:, :, None] == z[:, None, :], tW[bb, ii, jj, y[:, :, None]], 0.0)
+    H = torch.cat([torch.cat([Hff, Hfg], 2), torch.cat([Hfg.transpose(1, 2), Hgg], 2)], 1)
+    scale = torch.cat([torch.gather(sf.reshape(B, -1), 1, of), torch.gather(sg.reshape(B, -1), 1, og)], 1)
+    valid = torch.cat([vf, vg], 1)
+    scale = torch.where(valid, scale, 0.0)
+    H = H * scale[:, :, None] * scale[:, None, :]
+    H.diagonal(dim1=1, dim2=2).add_((~valid).to(H.dtype))
+    r = torch.cat([torch.gather(grad_f.reshape(B, -1), 1, of), torch.gather(grad_g.reshape(B, -1), 1, og)], 1) * scale
+    d = torch.cholesky_solve(r[..., None], _cholesky(H))[..., 0] * scale
+    df = torch.zeros(B, n1 * ny, dtype=f.dtype, device=f.device).scatter_add_(1, of, d[:, :kf] * vf)
+    dg = torch.zeros(B, n2 * ny, dtype=f.dtype, device=f.device).scatter_add_(1, og, d[:, kf:] * vg)
+    df, dg = df.reshape(B, n1, ny), dg.reshape(B, n2, ny)
+    dec2 = (grad_f * df).sum((1, 2)) + (grad_g * dg).sum((1, 2))
+    return df, dg, dec2
 
 
 def _newton_direction_lowrank(prob: Problem, f, g, mu, fixed_f, fixed_g):
@@ -288,18 +375,7 @@ def _newton_direction_lowrank(prob: Problem, f, g, mu, fixed_f, fixed_g):
     B, n1, ny = f.shape
     n2 = g.shape[1]
     C = n1 * n2
-    logw = _log_weights(prob, f, g)
-    W = torch.exp(logw)  # (B, n1, n2, ny)
-    one_minus_s = -torch.expm1(_lse(logw, -1))  # (B, n1, n2)
-    t = mu[:, None, None] / one_minus_s
-    t2 = t / one_minus_s
-    tW = t[..., None] * W
-    Wt2 = W * t2[..., None]
-    grad_f = torch.where(fixed_f, 0.0, prob.p1y - tW.sum(2))
-    grad_g = torch.where(fixed_g, 0.0, prob.p2y - tW.sum(1))
-    WWt2 = W * Wt2
-    sf = torch.where(fixed_f, 0.0, torch.rsqrt((WWt2.sum(2) + tW.sum(2)).clamp_min(1e-300)))
-    sg = torch.where(fixed_g, 0.0, torch.rsqrt((WWt2.sum(1) + tW.sum(1)).clamp_min(1e-300)))
+    W, t, t2, tW, grad_f, grad_g, sf, sg = _barrier_hessian_terms(prob, f, g, mu, fixed_f, fixed_g)
 
     # D_y, scaled: [[diag(sf² Σ_j tW), sf sg tW], [., diag(sg² Σ_i tW)]] per y, (B, ny, v, v).
     v = n1 + n2
@@ -321,12 +397,26 @@ def _newton_direction_lowrank(prob: Problem, f, g, mu, fixed_f, fixed_g):
     K = torch.einsum("byij,byiIJ->bijIJ", a, Z[:, :, :n1]) + torch.einsum("byij,byjIJ->bijIJ", b, Z[:, :, n1:])
     K = K.reshape(B, C, C)
     K.diagonal(dim1=1, dim2=2).add_((1.0 / t2).reshape(B, C))
-    rhs = torch.cat([(grad_f * sf).transpose(1, 2), (grad_g * sg).transpose(1, 2)], -1)  # (B, ny, v)
-    x0 = (Dinv @ rhs[..., None])[..., 0]  # D^-1 r
-    u = (a * x0[:, :, :n1, None] + b * x0[:, :, None, n1:]).sum(1).reshape(B, C)  # U^T D^-1 r
     kd = torch.rsqrt(K.diagonal(dim1=1, dim2=2).clamp_min(1e-300))  # Jacobi scaling of K
-    z = torch.cholesky_solve((u * kd)[..., None], _cholesky(K * kd[:, :, None] * kd[:, None, :]))[..., 0] * kd
-    y = x0 - torch.einsum("byvc,bc->byv", Z.reshape(B, ny, v, C), z)
+    LK = _cholesky(K * kd[:, :, None] * kd[:, None, :])
+    Zf = Z.reshape(B, ny, v, C)
+    t2c = t2.reshape(B, C)
+
+    def u_t(x):  # U^T x for x (B, ny, v): sum over y of a x[i] + b x[n1 + j], (B, C)
+        return (a * x[:, :, :n1, None] + b * x[:, :, None, n1:]).sum(1).reshape(B, C)
+
+    def solve(r):  # H^-1 r by Woodbury: D^-1 r - Z K^-1 U^T D^-1 r
+        x0 = (Dinv @ r[..., None])[..., 0]
+        z = torch.cholesky_solve((u_t(x0) * kd)[..., None], LK)[..., 0] * kd
+        return x0 - torch.einsum("byvc,bc->byv", Zf, z)
+
+    def apply(x):  # H x = D x + U diag(t2) U^T x
+        w = (t2c * u_t(x)).reshape(B, 1, n1, n2)
+        return (D @ x[..., None])[..., 0] + torch.cat([(a * w).sum(3), (b * w).sum(2)], -1)
+
+    rhs = torch.cat([(grad_f * sf).transpose(1, 2), (grad_g * sg).transpose(1, 2)], -1)  # (B, ny, v)
+    y = solve(rhs)
+    y = y + solve(rhs - apply(y))  # one step of iterative refinement: Woodbury loses digits
     df = y[:, :, :n1].transpose(1, 2) * sf
     dg = y[:, :, n1:].transpose(1, 2) * sg
     dec2 = (grad_f * df).sum((1, 2)) + (grad_g * dg).sum((1, 2))
@@ -469,6 +559,7 @@ def solve_exact(P: torch.Tensor, tol: float, max_iter: int = 500, warm_steps: in
     f = torch.where(prob.m1, f - logs_max[:, None, None] - 1e-3, 0.0)
     g = torch.where(prob.m2, g, 0.0)
     fixed_f, fixed_g = _gauge_fixed(prob)
+    structure = newton_plan(P).structure
     ncells = prob.ncells.clamp_min(1).to(P.dtype)
     mu = (upper - lower).clamp_min(tol) / ncells
     # Below ~1e-13, R = mu / (1 - s) loses its digits to the cancellation in 1 - s.
@@ -482,7 +573,7 @@ def solve_exact(P: torch.Tensor, tol: float, max_iter: int = 500, warm_steps: in
         sub = prob.take(active)
         fa, ga, mua = f[active], g[active], mu[active]
         gap_before = upper[active] - lower[active]
-        df, dg, dec2 = _newton_direction(sub, fa, ga, mua, fixed_f[active], fixed_g[active])
+        df, dg, dec2 = _newton_direction(sub, fa, ga, mua, fixed_f[active], fixed_g[active], structure)
         alpha, logs = _line_search(sub, fa, ga, mua, df, dg, dec2)
         fa = fa + alpha[:, None, None] * df
         ga = ga + alpha[:, None, None] * dg
