@@ -38,10 +38,32 @@ If no probe qualifies, stage 2 starts at ``max_unimodal_epochs`` from the curren
 parameters (no snapshot to restore). ``warmup_epochs=0, baseline=None, min_score=-inf`` is
 the uncorrected rule (score = raw synergy; the first probe is a peak).
 
+The synergy rule (``synergy_rule``) decides when a probe's synergy is real:
+
+* ``"baseline"`` (default): the score above; a probe qualifies when the score exceeds
+  ``min_score``. Its null, "modality 2's codes independent of modality 1's given the
+  label", tests synergy *beyond conditional independence*, not BROJA synergy: a joint with
+  ``X1 ⊥ X2 | Y`` can have true synergy (one with 0.29 nats loses all of it to the
+  baseline), and during training the probe's synergy stays within a few hundredths of a nat
+  of its within-class baseline.
+* ``"test"``: the score is the bias-corrected synergy of :func:`fastpid.estimate` on the
+  probe's codes (:meth:`PIDProbe.estimated`, or the probe's own estimate with
+  ``PIDProbe(estimate=True)``), and a probe qualifies when its test of "synergy > 0"
+  (a parametric bootstrap of the likelihood-ratio test, calibrated at level ``alpha``)
+  rejects: ``p_value <= alpha``. ``min_score`` and the permutation baseline are not used.
+
+Why ``"baseline"`` stays the default: it is the rule every published number and saved
+checkpoint of this controller was made with, and it is cheap (4 permutations: about 1 s per
+probe at N = 500, ``k = 20``, 10 classes, against about 5 s for the estimate). The test rule
+is the calibrated one and is recommended for new runs, with a probe whose ``k`` fits its
+probe set (:func:`fastpid.estimate.suggest_k`; the test keeps its level at ``k = 20`` but
+its corrected synergy is then flagged unreliable). How often the rule fired is in
+:attr:`ECSAsyncController.synergy_fired` and ``history_arrays()["synergistic"]``.
+
 Under ``torch.distributed`` every rank calls :meth:`~ECSAsyncController.update` with its
 part of the probe set: the probe gathers the parts, and :meth:`~ECSAsyncController.step`
-takes rank 0's terms and baseline, so the decisions (and the state) are identical on every
-rank.
+takes rank 0's terms, baseline and synergy test, so the decisions (and the state) are
+identical on every rank.
 
 Stage 2 (``"joint"``) trains everything with
 ``fused_weight · CE(fused) + unimodal_weight · (CE(head1) + CE(head2))``
@@ -71,7 +93,9 @@ from typing import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
-from .distributed import broadcast_object
+import fastpid
+
+from .distributed import broadcast_object, rank_and_world
 from .predictions import as_labels, check_batch
 from .probe import TERMS, PIDProbe, ProbeResult
 
@@ -80,6 +104,11 @@ __all__ = ["ECSAsyncController", "Decision", "ProbeRecord"]
 UNIMODAL, JOINT = "unimodal", "joint"
 #: Values of ``ECSAsyncController(baseline=...)``.
 BASELINES = ("within_class", "labels", None)
+#: Values of ``ECSAsyncController(synergy_rule=...)``.
+SYNERGY_RULES = ("baseline", "test")
+#: Keys of a probe record's synergy test (floats; nats or the probe's ``base`` units, except
+#: ``p_value``).
+TEST_KEYS = ("synergy", "p_value", "ci_low", "ci_high")
 
 
 @dataclass(frozen=True)
@@ -96,6 +125,9 @@ class Decision:
         counted: whether the probe's synergy score took part in the peak and drop rules
             (a probe in stage 1 at or after ``warmup_epochs``).
         reason: a short human-readable explanation.
+        synergistic: whether the synergy rule fired on this probe (stage 1, warm-up
+            included): ``score > min_score`` for ``synergy_rule="baseline"``,
+            ``p_value <= alpha`` for ``"test"``. Only counted probes can become the peak.
     """
 
     epoch: int
@@ -106,22 +138,31 @@ class Decision:
     probed: bool = False
     counted: bool = False
     reason: str = ""
+    synergistic: bool = False
 
 
 @dataclass(frozen=True)
 class ProbeRecord:
     """One probe: its epoch, the PID terms (nats; ``mi1``/``mi2`` are the MI proxy
-    ``I(Z_m; Y)``), the decision taken, and the permutation baseline's mean terms (nats;
-    ``None`` when no baseline was computed: ``baseline_permutations=0`` or stage 2)."""
+    ``I(Z_m; Y)``), the decision taken, the permutation baseline's mean terms (nats;
+    ``None`` when no baseline was computed: ``baseline=None``, ``synergy_rule="test"`` or
+    stage 2), the synergy test (``{"synergy", "p_value", "ci_low", "ci_high"}`` floats:
+    the corrected synergy in nats, its p-value and interval; ``None`` when none was
+    computed) and the rule that scored it."""
 
     epoch: int
     terms: dict
     decision: Decision
     baseline: dict | None = None
+    test: dict | None = None
+    rule: str = "baseline"
 
     @property
     def score(self) -> float:
-        """The synergy score, nats: synergy minus the baseline's synergy (if any)."""
+        """The synergy score, nats: for ``rule="baseline"`` the synergy minus the baseline's
+        synergy (if any); for ``rule="test"`` the bias-corrected synergy."""
+        if self.rule == "test" and self.test is not None:
+            return self.test["synergy"]
         return self.terms["synergy"] - (self.baseline["synergy"] if self.baseline is not None else 0.0)
 
 
@@ -137,6 +178,32 @@ def _terms(result) -> dict:
         raise TypeError(f"expected a ProbeResult or a mapping of PID terms, got {type(result).__name__}")
     _check_finite(terms, "the PID terms")
     return terms
+
+
+def _test(test) -> dict:
+    """The synergy test as ``{"synergy", "p_value", "ci_low", "ci_high"}`` floats, from a
+    :class:`fastpid.PIDEstimate` (scalar) or a mapping with at least ``synergy`` and
+    ``p_value``."""
+    if isinstance(test, fastpid.PIDEstimate):
+        vals = {"synergy": test.synergy, "p_value": test.p_value.synergy,
+                "ci_low": test.ci_low.synergy, "ci_high": test.ci_high.synergy}
+    elif isinstance(test, Mapping):
+        missing = [k for k in ("synergy", "p_value") if k not in test]
+        if missing:
+            raise ValueError(f"the synergy test is missing {missing}; expected keys among {TEST_KEYS}")
+        vals = {k: test.get(k, float("nan")) for k in TEST_KEYS}
+    else:
+        raise TypeError(f"expected a fastpid.PIDEstimate or a mapping for the synergy test, "
+                        f"got {type(test).__name__}")
+    try:
+        vals = {k: float(v) for k, v in vals.items()}
+    except (TypeError, ValueError):
+        raise ValueError(f"the synergy test must hold one number per key (one problem, not a batch), "
+                         f"got {vals}") from None
+    _check_finite({k: vals[k] for k in ("synergy", "p_value")}, "the synergy test's values")
+    if not 0.0 <= vals["p_value"] <= 1.0:
+        raise ValueError(f"the synergy test's p_value must be in [0, 1], got {vals['p_value']}")
+    return vals
 
 
 def _check_finite(terms: dict, what: str) -> None:
@@ -181,8 +248,22 @@ class ECSAsyncController:
             (score = raw synergy; :meth:`step` then takes no baseline).
         baseline_permutations: permutations averaged per probe (``>= 1``).
         baseline_seed: seed of the permutations; epoch ``e`` uses ``baseline_seed + e``.
-        min_score: nats; a counted score becomes the peak only above this (and above the
-            previous peak).
+        min_score: nats; with ``synergy_rule="baseline"``, a counted score becomes the peak
+            only above this (and above the previous peak).
+        synergy_rule: when a probe's synergy counts as real (see the module docstring):
+            ``"baseline"`` (default; score = synergy minus the permutation baseline,
+            qualifying above ``min_score``) or ``"test"`` (score = the bias-corrected
+            synergy of :func:`fastpid.estimate`, qualifying when its test of "synergy > 0"
+            gives ``p_value <= alpha``; ``baseline`` and ``min_score`` are then unused).
+            ``"baseline"`` is the default because it reproduces the controller's published
+            behaviour and costs about a fifth of the test; ``"test"`` is the calibrated rule
+            (the within-class baseline tests synergy beyond conditional independence, not
+            BROJA synergy) and is recommended for new runs with a probe ``k`` suited to the
+            probe set's size.
+        alpha: significance level of the test rule (``0 < alpha < 1``). The smallest
+            p-value is ``1 / (n_null + 1)`` (``1/30`` with :func:`fastpid.estimate`'s
+            defaults), so ``alpha`` below that never fires; raise ``n_null`` through
+            ``PIDProbe(estimate_options={"n_null": ...})`` for smaller levels.
         eps: nats (``> 0``) added to both unique terms before the ratio, so that two
             near-zero terms do not give a wild (or undefined) ratio.
         balance_by: ``"unique"`` (``U1/U2``, the ECS rule) or ``"mi"`` (the MI proxy
@@ -199,7 +280,8 @@ class ECSAsyncController:
                  baseline: str | None = "within_class", baseline_permutations: int = 4, baseline_seed: int = 0,
                  min_score: float = 0.05, eps: float = 1e-3, balance_by: str = "unique",
                  fused_weight: float = 1.0, unimodal_weight: float = 0.6,
-                 modules: Sequence[torch.nn.Module] | None = None):
+                 modules: Sequence[torch.nn.Module] | None = None,
+                 synergy_rule: str = "baseline", alpha: float = 0.05):
         if probe is not None and not isinstance(probe, PIDProbe):
             raise TypeError(f"probe must be a PIDProbe or None, got {type(probe).__name__}")
         for name, v, lo in (("probe_every", probe_every, 1), ("max_unimodal_epochs", max_unimodal_epochs, 0),
@@ -219,6 +301,11 @@ class ECSAsyncController:
             raise ValueError(f"drop must be in (0, 1), got {drop!r}")
         if baseline not in BASELINES:
             raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
+        if synergy_rule not in SYNERGY_RULES:
+            raise ValueError(f"synergy_rule must be one of {SYNERGY_RULES}, got {synergy_rule!r}")
+        alpha = _check_number("alpha", alpha)
+        if not 0 < alpha < 1:
+            raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
         min_score = _check_number("min_score", min_score, allow_inf=True)
         eps = _check_number("eps", eps, lo=0, lo_open=True)
         if balance_by not in ("unique", "mi"):
@@ -239,6 +326,8 @@ class ECSAsyncController:
         self.min_unimodal_epochs = min_unimodal_epochs
         self.warmup_epochs = warmup_epochs
         self.baseline = baseline
+        self.synergy_rule = synergy_rule
+        self.alpha = alpha
         self.baseline_permutations = baseline_permutations
         self.baseline_seed = baseline_seed
         self.min_score = min_score
@@ -273,9 +362,12 @@ class ECSAsyncController:
     def update(self, epoch: int, emb1: torch.Tensor | None = None, emb2: torch.Tensor | None = None,
                labels: torch.Tensor | None = None) -> Decision:
         """The decision for ``epoch``, probing ``emb1 (N, D1)``, ``emb2 (N, D2)`` and
-        ``labels (N,)`` of the probe set when :meth:`wants_probe` says so (plus the
-        permutation baseline of the probe's codes while in stage 1, unless
-        ``baseline=None``).
+        ``labels (N,)`` of the probe set when :meth:`wants_probe` says so, plus, while in
+        stage 1, the permutation baseline of the probe's codes (``synergy_rule="baseline"``,
+        unless ``baseline=None``) or the probe's :class:`fastpid.PIDEstimate`
+        (``synergy_rule="test"``: the probe result's own with ``PIDProbe(estimate=True)``,
+        else :meth:`PIDProbe.estimated` of its codes, computed on rank 0 only under
+        ``torch.distributed``).
 
         Call it once per epoch, before training that epoch, with embeddings computed by the
         current (not yet trained this epoch) encoders. Tensors or numpy arrays. Under
@@ -287,30 +379,47 @@ class ECSAsyncController:
                 raise ValueError(f"epoch {epoch} is a probe epoch (probe_every={self.probe_every}); "
                                  "pass emb1, emb2 and labels")
             res = self.probe(emb1, emb2, labels)
-            baseline = None
-            if self.baseline is not None and self.stage == UNIMODAL:
+            baseline = test = None
+            if self.stage == UNIMODAL and self.synergy_rule == "test":
+                # step() uses rank 0's test on every rank, so only rank 0 computes it (the
+                # gathered codes, hence the seeded estimate, are the same on every rank).
+                test = res.estimate
+                if test is None and rank_and_world()[0] == 0:
+                    test = self.probe.estimated(res.codes1, res.codes2, res.labels)
+            elif self.baseline is not None and self.stage == UNIMODAL:
                 baseline = self.probe.shuffled(res.codes1, res.codes2, res.labels, self.baseline_permutations,
                                                seed=self.baseline_seed + epoch,
                                                within_class=self.baseline == "within_class")
-            return self.step(epoch, res, baseline)
+            return self.step(epoch, res, baseline, test)
         if self.stage == UNIMODAL and epoch >= self.max_unimodal_epochs:
             return self._switch(epoch, f"reached max_unimodal_epochs={self.max_unimodal_epochs}")
         return self.current(epoch)
 
-    def step(self, epoch: int, result, baseline=None) -> Decision:
+    def step(self, epoch: int, result, baseline=None, test=None) -> Decision:
         """Apply the rules to one probe's PID terms (a :class:`ProbeResult` or a mapping with
         at least ``unique1``, ``unique2``, ``synergy``; plus ``mi1``, ``mi2`` when
         ``balance_by="mi"``) and record it in :attr:`history`.
 
         ``baseline`` is the permutation baseline's terms (a mapping with at least
-        ``synergy``, as :meth:`PIDProbe.shuffled` returns); stage 1 needs it unless
-        ``baseline=None``, which rejects it.
+        ``synergy``, as :meth:`PIDProbe.shuffled` returns); with ``synergy_rule="baseline"``
+        stage 1 needs it unless ``baseline=None``, which rejects it (with ``"test"`` it is
+        optional and only recorded).
+
+        ``test`` is the synergy test: a scalar :class:`fastpid.PIDEstimate` (as
+        :meth:`PIDProbe.estimated` returns) or a mapping with ``synergy`` (corrected, nats)
+        and ``p_value`` (optionally ``ci_low``, ``ci_high``); default: ``result.estimate``
+        when ``result`` is a :class:`ProbeResult` that has one. With ``synergy_rule="test"``
+        stage 1 needs it; with ``"baseline"`` it is only recorded.
 
         NaN terms raise ``ValueError`` (an error rather than a warning: a NaN never compares
         true, so the rules would silently stop working for the rest of the run). Under
-        ``torch.distributed`` rank 0's terms and baseline are used on every rank, so every
-        rank takes the same decision; every rank must call it."""
+        ``torch.distributed`` rank 0's terms, baseline and test are used on every rank, so
+        every rank takes the same decision; every rank must call it."""
         terms = _terms(result)
+        if test is None and isinstance(result, ProbeResult):
+            test = result.estimate
+        if test is not None:
+            test = _test(test)
         if baseline is not None:
             if "synergy" not in baseline:
                 raise ValueError("the baseline needs a 'synergy' term")
@@ -318,20 +427,35 @@ class ECSAsyncController:
                 raise ValueError("a baseline was passed but baseline=None (the score is raw synergy)")
             baseline = {k: float(v) for k, v in baseline.items() if k in TERMS}
             _check_finite(baseline, "the baseline's terms")
-        terms, baseline = broadcast_object((terms, baseline))
+        terms, baseline, test = broadcast_object((terms, baseline, test))
+        record = ProbeRecord(epoch, terms, None, baseline, test, self.synergy_rule)
         if self.stage == JOINT:
             decision = self.current(epoch, probed=True)
         else:
-            if self.baseline is not None and baseline is None:
-                raise ValueError(f"baseline={self.baseline!r}: pass the permutation baseline "
-                                 "(PIDProbe.shuffled) with the terms")
-            decision = self._unimodal_step(epoch, terms, ProbeRecord(epoch, terms, None, baseline).score)
-        self.history.append(ProbeRecord(epoch, terms, decision, baseline))
+            if self.synergy_rule == "test":
+                if test is None:
+                    raise ValueError("synergy_rule='test': pass the synergy test (test=PIDProbe.estimated(...), "
+                                     "or a ProbeResult from PIDProbe(estimate=True)) with the terms")
+                synergistic = test["p_value"] <= self.alpha
+            else:
+                if self.baseline is not None and baseline is None:
+                    raise ValueError(f"baseline={self.baseline!r}: pass the permutation baseline "
+                                     "(PIDProbe.shuffled) with the terms")
+                synergistic = record.score > self.min_score
+            decision = replace(self._unimodal_step(epoch, terms, record.score, synergistic),
+                               synergistic=synergistic)
+        self.history.append(replace(record, decision=decision))
         return decision
 
-    def _unimodal_step(self, epoch: int, terms: dict, score: float) -> Decision:
+    @property
+    def synergy_fired(self) -> int:
+        """How many stage-1 probes the synergy rule fired on (:attr:`Decision.synergistic`;
+        warm-up probes included)."""
+        return sum(r.decision.synergistic for r in self.history)
+
+    def _unimodal_step(self, epoch: int, terms: dict, score: float, synergistic: bool) -> Decision:
         counted = epoch >= self.warmup_epochs
-        if counted and score > self.min_score and (self.peak_epoch is None or score > self.peak_score):
+        if counted and synergistic and (self.peak_epoch is None or score > self.peak_score):
             self.peak_score, self.peak_epoch = score, epoch
             self._take_snapshot()
         if epoch >= self.max_unimodal_epochs:
@@ -409,15 +533,23 @@ class ECSAsyncController:
         permutation baseline's synergy, NaN where none was computed), ``score`` (synergy
         minus baseline), ``stage``, ``train1``, ``train2``, ``counted``, plus
         ``switch_epoch`` (start of stage 2 or ``None``), ``peak_epoch`` and
-        ``warmup_epochs``."""
+        ``warmup_epochs``; and for the synergy rule: ``synergistic`` (whether it fired, per
+        probe), ``synergy_estimate``, ``synergy_p_value``, ``synergy_ci_low``,
+        ``synergy_ci_high`` (the test's values, NaN where none was computed),
+        ``synergy_rule`` and ``synergy_fired`` (how many probes it fired on)."""
         out = {"epoch": [r.epoch for r in self.history]}
         for t in TERMS:
             out[t] = [r.terms.get(t, float("nan")) for r in self.history]
         out["synergy_baseline"] = [r.baseline["synergy"] if r.baseline is not None else float("nan")
                                    for r in self.history]
         out["score"] = [r.score for r in self.history]
-        for f in ("stage", "train1", "train2", "counted"):
+        for f in ("stage", "train1", "train2", "counted", "synergistic"):
             out[f] = [getattr(r.decision, f) for r in self.history]
+        for key, name in (("synergy", "synergy_estimate"), ("p_value", "synergy_p_value"),
+                          ("ci_low", "synergy_ci_low"), ("ci_high", "synergy_ci_high")):
+            out[name] = [r.test[key] if r.test is not None else float("nan") for r in self.history]
+        out["synergy_rule"] = self.synergy_rule
+        out["synergy_fired"] = self.synergy_fired
         out["switch_epoch"] = self.switch_epoch
         out["peak_epoch"] = self.peak_epoch
         out["warmup_epochs"] = self.warmup_epochs
@@ -431,7 +563,9 @@ class ECSAsyncController:
             "peak_epoch": self.peak_epoch, "switch_epoch": self.switch_epoch,
             "snapshot": copy.deepcopy(self.snapshot),
             "history": [{"epoch": r.epoch, "terms": dict(r.terms), "decision": asdict(r.decision),
-                         "baseline": None if r.baseline is None else dict(r.baseline)} for r in self.history],
+                         "baseline": None if r.baseline is None else dict(r.baseline),
+                         "test": None if r.test is None else dict(r.test), "rule": r.rule}
+                        for r in self.history],
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -440,6 +574,9 @@ class ECSAsyncController:
         self.peak_score, self.peak_epoch = state["peak_score"], state["peak_epoch"]
         self.switch_epoch = state["switch_epoch"]
         self.snapshot = copy.deepcopy(state["snapshot"])
+        # .get: states saved before the synergy test existed have no "test"/"rule" entries.
         self.history = [ProbeRecord(h["epoch"], dict(h["terms"]), Decision(**h["decision"]),
-                                    None if h["baseline"] is None else dict(h["baseline"]))
+                                    None if h["baseline"] is None else dict(h["baseline"]),
+                                    None if h.get("test") is None else dict(h["test"]),
+                                    h.get("rule", "baseline"))
                         for h in state["history"]]
