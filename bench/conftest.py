@@ -86,7 +86,7 @@ def reference(bench_settings):
     s = bench_settings
 
     def get(name: str, n: int):
-        size = max(n, s["problems_per_family"], s["cvx_problems_per_family"])
+        size = problems.count(name, max(n, s["problems_per_family"], s["cvx_problems_per_family"]))
         if name == "dense_8x8x8":
             size = max(size, s["big_batch"])
         V, gap = _reference(name, size)
@@ -104,7 +104,7 @@ def _finish(rows: list, settings: dict, machine: dict) -> dict:
                                  if base is not None and r["ms_per_problem"] > 0 else None)
     families = {}
     for name in sorted({r["family"] for r in rows}, key=lambda n: order.get(n, 99)):
-        d = problems.describe(problems.family(name, settings["problems_per_family"]))
+        d = problems.describe(problems.family(name, problems.count(name, settings["problems_per_family"])))
         d["description"] = problems.DESCRIPTIONS.get(name, "")
         families[name] = d
     return {"machine": machine, "settings": settings,

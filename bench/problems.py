@@ -22,12 +22,29 @@ import numpy as np
 
 FAMILIES = {
     "dense_8x8x8": dict(kind="dirichlet", shape=(8, 8, 8)),
+    "dense_10x10x10": dict(kind="dirichlet", shape=(10, 10, 10)),
+    "dense_12x12x6": dict(kind="dirichlet", shape=(12, 12, 6)),
     "clustered_20x20x10": dict(kind="clustered", k=20, n_classes=10, n_samples=2000),
     "clustered_20x20x28": dict(kind="clustered", k=20, n_classes=28, n_samples=4000),
+    # Realistic alphabets (UCF-101, Kinetics-Sounds, many clusters, tiny sources): few
+    # problems each (``scale``), solved by the automatic backend only.
+    "clustered_20x20x101": dict(kind="clustered", k=20, n_classes=101, n_samples=20000, scale=True),
+    "clustered_32x32x31": dict(kind="clustered", k=32, n_classes=31, n_samples=20000, scale=True),
+    "clustered_64x64x10": dict(kind="clustered", k=64, n_classes=10, n_samples=30000, scale=True),
+    "dirichlet_2x3x3000": dict(kind="dirichlet", shape=(2, 3, 3000), scale=True),
 }
+
+#: Problems per ``scale`` family at most (each takes seconds, and CVXPY minutes).
+SCALE_PROBLEMS = 2
 
 DESCRIPTIONS = {
     "dense_8x8x8": "8×8×8, each problem Dirichlet(1) over all 512 cells (dense)",
+    "dense_10x10x10": "10×10×10, Dirichlet(1) over all cells (dense)",
+    "dense_12x12x6": "12×12×6, Dirichlet(1) over all cells (dense)",
+    "clustered_20x20x101": "20×20×101, as clustered_20x20x10 with 101 classes and 20000 points",
+    "clustered_32x32x31": "32×32×31, KMeans(32) codes, 31 classes, 20000 points",
+    "clustered_64x64x10": "64×64×10, KMeans(64) codes, 10 classes, 30000 points",
+    "dirichlet_2x3x3000": "2×3×3000 (tiny sources, many classes), Dirichlet(1) over all cells",
     "clustered_20x20x10": "20×20×10 from clustered features: 2000 points of a 10-class "
                           "Gaussian mixture seen through two noisy views, each view "
                           "standardised → PCA(5) → KMeans(20), histogram of (code1, code2, label)",
@@ -96,6 +113,16 @@ def _problem(name: str, b: int) -> np.ndarray:
         P = clustered(spec["k"], spec["n_classes"], spec["n_samples"], rng, seeds)
     P.setflags(write=False)
     return P
+
+
+def is_scale(name: str) -> bool:
+    """A family of realistic large alphabets (few problems, automatic backend only)."""
+    return bool(FAMILIES[name].get("scale"))
+
+
+def count(name: str, n_problems: int) -> int:
+    """Problems a row of family ``name`` solves when the run asks for ``n_problems``."""
+    return min(n_problems, SCALE_PROBLEMS) if is_scale(name) else n_problems
 
 
 def family(name: str, n_problems: int) -> np.ndarray:

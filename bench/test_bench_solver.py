@@ -8,7 +8,8 @@ row; the table is printed and saved to ``bench/results/solver_cpu.{json,md}`` at
 Methods (time per problem = best timed round / problems in the call):
 
 - ``fastpid exact (backend), 1/call``: ``fastpid.pid(P[b], backend=...)`` for each problem
-  separately (numpy float64 in), default tolerance 1e-8, for the PyTorch and C++ backends.
+  separately (numpy float64 in), default tolerance 1e-8, for the PyTorch and C++ backends;
+  on the large ``scale`` families (two problems each, one timed round) the automatic choice.
 - ``fastpid exact (backend), batch``: one ``fastpid.pid(P)`` call on the family's problems.
 - ``fastpid exact, batch of 1024`` (8x8x8 only): ``--bench-batch`` problems in one call.
 - ``fastpid proxy`` / ``fastpid fast``: ``method="proxy"`` / ``"fast"`` (default steps).
@@ -35,8 +36,10 @@ from fastpid.cvx import solve_cvx
 
 FAMILIES = list(problems.FAMILIES)
 
-#: The two exact backends, with their offset in the table's row order.
-BACKENDS = {"torch": 0.0, "cpp": 0.5}
+#: The exact backends, with their offset in the table's row order: both on the small
+#: families, the automatic choice on the large ones (where one of them would take minutes).
+BACKENDS = {"torch": 0.0, "cpp": 0.5, "auto": 0.25}
+EXACT = [(f, b) for f in FAMILIES for b in (("auto",) if problems.is_scale(f) else ("torch", "cpp"))]
 
 ADAM_STEPS = 200
 ADAM_LR = 1e-2
@@ -97,20 +100,22 @@ def _check_certificate(err, own_gap, ref_gap):
     assert np.all(err <= slack), f"max excess {np.max(err - slack):.3g} nats"
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family,backend", EXACT)
 def test_fastpid_exact_one_per_call(benchmark, family, backend, bench_settings, record, reference):
-    n = bench_settings["problems_per_family"]
+    n = problems.count(family, bench_settings["problems_per_family"])
     P = problems.family(family, n)
     benchmark.group = family
 
     def run():
         return [fastpid.pid(P[b], backend=backend) for b in range(n)]
 
-    out, t = _timed(benchmark, run, bench_settings["timed_rounds"])
+    rounds = 1 if problems.is_scale(family) else bench_settings["timed_rounds"]
+    out, t = _timed(benchmark, run, rounds, warmup=0 if problems.is_scale(family) else 1)
     V = np.concatenate([_value(r) for r in out])
     gap = np.array([float(r.gap) for r in out])
     notes = _solver_notes([bool(r.converged) for r in out], [int(r.iterations) for r in out])
+    if backend == "auto":
+        notes += f"; auto chose {', '.join(sorted({r.backend for r in out}))}"
     err, gref = _row(record, reference, family=family, key=f"exact_loop_{backend}",
                      method=f"fastpid exact ({backend}), 1/call", order=BACKENDS[backend], n=n,
                      seconds=t, V=V,
@@ -118,8 +123,7 @@ def test_fastpid_exact_one_per_call(benchmark, family, backend, bench_settings, 
     _check_certificate(err, gap, gref)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family,backend", [(f, b) for f, b in EXACT if not problems.is_scale(f)])
 def test_fastpid_exact_batch(benchmark, family, backend, bench_settings, record, reference):
     n = bench_settings["problems_per_family"]
     P = problems.family(family, n)
@@ -133,7 +137,7 @@ def test_fastpid_exact_batch(benchmark, family, backend, bench_settings, record,
     _check_certificate(err, res.gap, gref)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", ["torch", "cpp"])
 def test_fastpid_exact_big_batch(benchmark, backend, bench_settings, record, reference):
     family = "dense_8x8x8"
     n = bench_settings["big_batch"]
@@ -152,7 +156,7 @@ def test_fastpid_exact_big_batch(benchmark, backend, bench_settings, record, ref
 @pytest.mark.parametrize("method", ["proxy", "fast"])
 @pytest.mark.parametrize("family", FAMILIES)
 def test_fastpid_approximate(benchmark, family, method, bench_settings, record, reference):
-    n = bench_settings["problems_per_family"]
+    n = problems.count(family, bench_settings["problems_per_family"])
     P = problems.family(family, n)
     benchmark.group = family
     res, t = _timed(benchmark, lambda: fastpid.pid(P, method=method),
@@ -166,7 +170,7 @@ def test_fastpid_approximate(benchmark, family, method, bench_settings, record, 
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_adam_sinkhorn(benchmark, family, bench_settings, record, reference):
-    n = bench_settings["problems_per_family"]
+    n = problems.count(family, bench_settings["problems_per_family"])
     P = problems.family(family, n)
     benchmark.group = family
     V, t = _timed(benchmark, lambda: peers.adam_sinkhorn(P, steps=ADAM_STEPS, lr=ADAM_LR),
@@ -185,7 +189,7 @@ def cvx_warm():
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_cvxpy_clarabel(benchmark, family, bench_settings, record, reference, cvx_warm):
-    n = bench_settings["cvx_problems_per_family"]
+    n = problems.count(family, bench_settings["cvx_problems_per_family"])
     P = problems.family(family, n)
     benchmark.group = family
     (V, status), t = _timed(benchmark, lambda: solve_cvx(P, progress=False), rounds=1, warmup=0)
