@@ -5,7 +5,8 @@
   torch PCA / k-means live in :mod:`fastpid.integrations.cluster`.
 * :class:`ECSAsyncController` — ECS-async two-stage training: pauses the modality with
   too much unique information, starts joint training from the snapshot with the peak
-  synergy score (synergy above a permutation baseline, after a warm-up).
+  synergy score (synergy above a permutation baseline after a warm-up, or with
+  ``synergy_rule="test"`` the bias-corrected synergy when its test of "synergy > 0" rejects).
 * :class:`SynIBLoss` — the SynIB objective: fused and unimodal cross-entropies plus a
   penalty on confident fused predictions when a modality is withheld.
 * :class:`SPICECurriculum`, :class:`SPICESampler`, :func:`pointwise_scores`,

@@ -12,9 +12,12 @@ nats of "synergy"). Two tools address it:
 
 * :meth:`PIDProbe.estimated` (or ``PIDProbe(estimate=True)``, which attaches it to every
   :class:`ProbeResult`) runs :func:`fastpid.estimate` on the probe's codes: bias-corrected
-  terms, confidence intervals and a calibrated test of "synergy > 0". It costs a few seconds
-  per probe (measured: about 5 s for N = 500, ``k = 20``, 10 classes on 2 CPU cores, against
-  about 2 s for the probe itself), so it is off by default.
+  terms, confidence intervals and a test of "synergy > 0". It costs seconds per probe
+  (measured for N = 500, ``k = 20``, 10 classes on 2 shared CPU cores: about 4 s, against
+  0.5 s for the probe itself and 0.5 s for a 4-permutation :meth:`shuffled`), so it is off by
+  default. At that size it cannot repair the plug-in: random embeddings give a corrected
+  synergy of 0.6 nats (plug-in 1.3), flagged unreliable, with a non-significant test
+  (p = 0.23); with ``k = 3`` the corrected synergy is 0 and its interval [0, 0.02] nats.
 * :meth:`PIDProbe.shuffled` measures a permutation floor by decomposing the same codes after
   a permutation that destroys what is being tested.
 
@@ -132,8 +135,8 @@ class PIDProbe:
         base: logarithm base of the results (``None``: nats).
         estimate: also run :meth:`estimated` on every probe and attach the
             :class:`fastpid.PIDEstimate` to the :class:`ProbeResult` (``result.estimate``).
-            Off by default: it costs about 2.5x the probe itself at N = 500, ``k = 20``,
-            10 classes (5 s against 2 s on 2 CPU cores).
+            Off by default: at N = 500, ``k = 20``, 10 classes it costs about 4 s on 2 CPU
+            cores, 7x the probe itself (0.5 s).
         estimate_options: keyword arguments for :func:`fastpid.estimate` (``confidence``,
             ``n_jackknife``, ``n_null``, ``seed``, ...; the probe sets ``sizes`` and
             ``base``). ``seed`` defaults to the probe's ``seed``, so the estimate is
