@@ -7,6 +7,10 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PYTHON="${PYTHON:-python}"
 
+# espeak-ng synthesises the speech of the AV-digits data set (tests/test_avdigits.py).
+if ! command -v espeak-ng >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && apt-get install -y -qq espeak-ng
+fi
 "$PYTHON" -m pip install torch==2.13.0
 # Editable install: the tests import the package from this checkout, and the
 # compiled extension is picked up from the install (scikit-build-core redirect mode).
