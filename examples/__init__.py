@@ -1,3 +1,4 @@
-"""Experiment harness for fastpid.integrations: data sets, late-fusion models, a training
-loop with per-epoch hooks, the training methods, evaluation and the results runner
-(``python -m examples.run_integrations``)."""
+"""Experiment harness for fastpid.integrations: data sets (including AV-digits,
+:mod:`examples.avdigits`), late-fusion models, a training loop with per-epoch hooks, the
+training methods, evaluation and the results runners (``python -m examples.run_integrations``;
+the fair protocol of :mod:`examples.fair`: ``python -m examples.run_fair``)."""
