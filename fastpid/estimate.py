@@ -74,6 +74,8 @@ __all__ = ["estimate", "PIDEstimate", "Terms", "suggest_k"]
 TERMS = ("redundancy", "unique1", "unique2", "synergy")
 _SHORT = {"redundancy": "R", "unique1": "U1", "unique2": "U2", "synergy": "S"}
 
+#: Share of the jackknife correction of R, U1, U2 added to their interval's half-width.
+CORRECTION_WIDENING = 1.0
 #: Defaults (see docs/estimation.md for the validation behind them).
 DEFAULT_JACKKNIFE = 20
 DEFAULT_NULL = 29
@@ -319,6 +321,10 @@ def _combine(plug_v, jk_v, null_s, g, confidence):
     # under-corrects, the null mean over-corrects when there is synergy), so the interval
     # spans both, each widened by the sampling half-width.
     half[:, 3] = half[:, 3] + disagreement
+    # R, U1, U2: the jackknife removes the 1/N term of the bias, not all of it; where the
+    # correction is large (sources that share much information, N small) the remainder is
+    # of its order, so the interval also spans the correction itself.
+    half[:, :3] = half[:, :3] + CORRECTION_WIDENING * np.abs(jack[:, :3] - plug_v[:, :3])
     se = half / t
     lo = np.maximum(est - half, 0.0)
     hi = np.maximum(est + half, 0.0)
