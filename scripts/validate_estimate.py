@@ -193,8 +193,12 @@ def plot(path, rows):
 
     names = [n for n in dict.fromkeys(r["case"] for r in rows)
              if sum(r["case"] == n for r in rows) > 1]
-    fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.4), squeeze=False)
-    for ax, name in zip(axes[0], names):
+    cols = min(4, len(names))
+    rows_ = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows_, cols, figsize=(3.8 * cols, 3.2 * rows_), squeeze=False)
+    for ax in axes.flat[len(names):]:
+        ax.set_visible(False)
+    for ax, name in zip(axes.flat, names):
         rs = [r for r in rows if r["case"] == name]
         Ns = [r["N"] for r in rs]
         t = rs[0]["truth"]
@@ -218,8 +222,9 @@ def plot(path, rows):
         ax.set_xscale("log")
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("N samples")
-    axes[0][0].set_ylabel("nats (mean over replicates)")
-    axes[0][-1].legend(fontsize=6, loc="best")
+    for row in axes:
+        row[0].set_ylabel("nats (mean over replicates)")
+    axes.flat[len(names) - 1].legend(fontsize=6, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
