@@ -130,7 +130,8 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
     value = torch.where(broken, 0.5 * (lower0 + upper0), value)
     value = torch.minimum(torch.maximum(value, lower0), upper0)
     gap = (upper - lower) + drop_bound
-    converged = gap <= tol
+    # converged refers to the gap as reported, rounding of the output dtype included.
+    converged = output_gap(gap, mi.detach(), out_dtype, 1.0).to(gap.dtype) <= tol
     if status is not None:
         converged = converged & torch.as_tensor([s == "optimal" for s in status], device=gap.device)
     _warn_unconverged(method if backend != "cvx" else "cvx", converged, broken, gap, tol, max_iter)

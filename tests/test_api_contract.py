@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -55,8 +56,6 @@ def test_converged_means_gap_within_tol_for_every_method():
 
 
 def test_no_warning_when_converged():
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
         fastpid.pid(batch())
@@ -198,3 +197,15 @@ def test_ctrl_c_stops_a_long_native_solve_at_once(tmp_path):
     assert proc.returncode == 3, out
     assert "interrupted" in out
     assert latency < 3.0, latency
+
+
+def test_converged_agrees_with_the_reported_float32_gap():
+    """float32 output carries the rounding of its terms in its gap; converged says whether
+    that reported gap is within tol, so a tol below float32's reach is not 'converged'."""
+    P = torch.from_numpy(batch(B=3)).float()
+    for tol in (1e-5, 1e-9):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            res = fastpid.pid(P, tol=tol)
+        assert torch.equal(res.converged, res.gap.double() <= tol)
+    assert not bool(res.converged.any())  # tol = 1e-9 is below float32 rounding of ~0.5 nats
