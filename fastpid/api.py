@@ -1,7 +1,6 @@
 """The public entry point :func:`pid` and the one place where methods and backends are chosen."""
 from __future__ import annotations
 
-import contextlib
 import math
 import warnings
 
@@ -11,7 +10,7 @@ import torch
 from . import cpp, cuda, solver
 from ._autograd import attach_envelope_gradient
 from ._certify import checked_bracket, drop_negligible, output_gap
-from ._resources import CHUNK_FLOATS, check_memory, per_problem_floats, solver_threads
+from ._resources import CHUNK_FLOATS, check_memory, per_problem_floats
 from ._validate import check_base, check_choice, check_distribution, check_positive_int, check_tol, result_dtype
 from .exceptions import ConvergenceWarning
 from .result import PIDResult
@@ -319,9 +318,8 @@ def _solve_iterative(flat, method, backend, tol, max_iter, steps, progress, brac
     try:
         for s in range(0, B, chunk):
             Pc = flat[s:s + chunk]
-            with solver_threads(Pc, method) if backend == "torch" else contextlib.nullcontext():
-                sol = _solve_oriented(Pc.detach(), method, backend, tol, max_iter, steps,
-                                      tuple(b[s:s + chunk] for b in bracket), return_coupling)
+            sol = _solve_oriented(Pc.detach(), method, backend, tol, max_iter, steps,
+                                  tuple(b[s:s + chunk] for b in bracket), return_coupling)
             # exact: the midpoint of the certified bracket; fast: an actual feasible coupling's I.
             value = 0.5 * (sol.lower + sol.upper) if method == "exact" else sol.upper
             value = attach_envelope_gradient(Pc, value.to(flat.device), sol.f.to(flat.device), sol.g.to(flat.device))

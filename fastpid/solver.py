@@ -27,6 +27,7 @@ kept out of every computation by boolean masks and never produce NaN.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Optional
 
@@ -534,6 +535,21 @@ def _start_bracket(P: torch.Tensor, bracket):
     return tuple(b.detach().clone() for b in bracket)
 
 
+def _on_solver_threads(method: str):
+    """Run the decorated solve of ``P`` under :func:`fastpid._resources.solver_threads`: one
+    intra-op thread unless its operations are large enough to share out."""
+    def decorate(solve):
+        @functools.wraps(solve)
+        def run(P, *args, **kwargs):
+            from ._resources import solver_threads
+
+            with solver_threads(P, method):
+                return solve(P, *args, **kwargs)
+        return run
+    return decorate
+
+
+@_on_solver_threads("exact")
 def solve_exact(P: torch.Tensor, tol: float, max_iter: int = 500, warm_steps: int = WARM_STEPS,
                 polish_sweeps: int = POLISH_SWEEPS, mu_factor: float = MU_FACTOR, bracket=None,
                 return_coupling: bool = False) -> Solution:
@@ -638,6 +654,7 @@ def _line_search(prob: Problem, f, g, mu, df, dg, dec2, max_halvings: int = 60):
     return torch.where(accepted, alpha, 0.0), logs_at
 
 
+@_on_solver_threads("fast")
 def solve_fast(P: torch.Tensor, steps: int, alternation=None, bracket=None,
                return_coupling: bool = False) -> Solution:
     """A fixed budget of ``steps`` alternation steps from the analytic proxy.
