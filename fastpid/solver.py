@@ -438,18 +438,8 @@ def _newton_direction_schur(prob: Problem, f, g, mu, fixed_f, fixed_g):
     B, n1, ny = f.shape
     n2 = g.shape[1]
     m = n2 * ny
-    logw = _log_weights(prob, f, g)
-    W = torch.exp(logw)  # (B, n1, n2, ny)
-    one_minus_s = -torch.expm1(_lse(logw, -1))  # (B, n1, n2)
-    t = mu[:, None, None] / one_minus_s  # R at the barrier centre
-    tW = t[..., None] * W
-    Wt2 = W * (t / one_minus_s)[..., None]
-    grad_f = torch.where(fixed_f, 0.0, prob.p1y - tW.sum(2))
-    grad_g = torch.where(fixed_g, 0.0, prob.p2y - tW.sum(1))
-
-    WWt2 = W * Wt2
-    sf = torch.where(fixed_f, 0.0, torch.rsqrt((WWt2.sum(2) + tW.sum(2)).clamp_min(1e-300)))
-    sg = torch.where(fixed_g, 0.0, torch.rsqrt((WWt2.sum(1) + tW.sum(1)).clamp_min(1e-300)))
+    W, t, t2, tW, grad_f, grad_g, sf, sg = _barrier_hessian_terms(prob, f, g, mu, fixed_f, fixed_g)
+    Wt2 = W * t2[..., None]
     Af = Wt2 * sf[:, :, None, :]  # scaled rank-one factors of each cell's Hessian
     Wf = W * sf[:, :, None, :]
     Wg = W * sg[:, None, :, :]
