@@ -133,7 +133,7 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
     converged = output_gap(gap, mi.detach(), out_dtype, 1.0).to(gap.dtype) <= tol
     if status is not None:
         converged = converged & torch.as_tensor([s == "optimal" for s in status], device=gap.device)
-    _warn_unconverged(method if backend != "cvx" else "cvx", converged, broken, gap, tol, max_iter)
+    _warn_unconverged(method, backend, converged, broken, gap, tol, max_iter)
     terms = {
         "redundancy": (mi1 + mi2 - value).clamp_min(0.0),
         "unique1": (value - mi2).clamp_min(0.0),
@@ -164,16 +164,17 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
     )
 
 
-def _warn_unconverged(method, converged, broken, gap, tol, max_iter):
-    """A :class:`ConvergenceWarning` for exact solves that stopped short of ``tol``, and for
-    any problem whose solver bracket was broken (the closed-form bracket is reported)."""
+def _warn_unconverged(method, backend, converged, broken, gap, tol, max_iter):
+    """A :class:`ConvergenceWarning` for fastpid's exact solves that stopped short of ``tol``
+    (not CVXPY's, whose gap is the closed-form bracket), and for any problem whose solver
+    bracket was broken (the closed-form bracket is reported)."""
     if bool(broken.any()):
         warnings.warn(
             f"{int(broken.sum())} problem(s) got no valid bracket from the solver (a bound was "
             "not finite or the bounds crossed); their terms use the closed-form bracket "
             "max(I1, I2) <= V <= min(I_Q0, I12, I1 + I2), and gap is its width",
             ConvergenceWarning, stacklevel=3)
-    elif method == "exact" and not bool(converged.all()):
+    elif method == "exact" and backend != "cvx" and not bool(converged.all()):
         bad = ~converged
         warnings.warn(
             f"{int(bad.sum())} of {converged.numel()} problem(s) stopped with gap > tol={tol:g} "

@@ -188,6 +188,16 @@ class PIDProbe:
     def _n_classes(self, labels: torch.Tensor, n_classes: int | None) -> int:
         return int(labels.max()) + 1 if n_classes is None else int(n_classes)
 
+    def _checked_codes(self, codes1, codes2, labels, n_classes: int | None):
+        """``(codes1, codes2, labels, sizes)`` as tensors, checked to be 1-D of one length;
+        ``sizes`` is the ``(k, k, C)`` of their joint."""
+        codes1, codes2 = as_tensor(codes1, "codes1"), as_tensor(codes2, "codes2")
+        labels = as_labels(labels, "labels", device=codes1.device)
+        if not codes1.shape == codes2.shape == labels.shape or codes1.dim() != 1:
+            raise ValueError(f"codes1, codes2 and labels must be 1-D of one length, got "
+                             f"{tuple(codes1.shape)}, {tuple(codes2.shape)}, {tuple(labels.shape)}")
+        return codes1, codes2, labels, (self.n_clusters, self.n_clusters, self._n_classes(labels, n_classes))
+
     def shuffled(self, codes1: torch.Tensor, codes2: torch.Tensor, labels, n_permutations: int, *,
                  seed: int = 0, n_classes: int | None = None, within_class: bool = True) -> dict:
         """A permutation baseline: mean PID terms (nats, or ``base`` units; keys
@@ -210,12 +220,7 @@ class PIDProbe:
         """
         if not isinstance(n_permutations, int) or n_permutations < 1:
             raise ValueError(f"n_permutations must be a positive integer, got {n_permutations!r}")
-        codes1, codes2 = as_tensor(codes1, "codes1"), as_tensor(codes2, "codes2")
-        labels = as_labels(labels, "labels", device=codes1.device)
-        if not codes1.shape == codes2.shape == labels.shape or codes1.dim() != 1:
-            raise ValueError(f"codes1, codes2 and labels must be 1-D of one length, got "
-                             f"{tuple(codes1.shape)}, {tuple(codes2.shape)}, {tuple(labels.shape)}")
-        sizes = (self.n_clusters, self.n_clusters, self._n_classes(labels, n_classes))
+        codes1, codes2, labels, sizes = self._checked_codes(codes1, codes2, labels, n_classes)
         gen = torch.Generator().manual_seed(seed)
         total = dict.fromkeys(TERMS, 0.0)
         for _ in range(n_permutations):
@@ -246,12 +251,7 @@ class PIDProbe:
         ``seed``. Not collective: under ``torch.distributed`` call it with the gathered codes
         (a :class:`ProbeResult`'s) on every rank, or on one rank and broadcast the result.
         """
-        codes1, codes2 = as_tensor(codes1, "codes1"), as_tensor(codes2, "codes2")
-        labels = as_labels(labels, "labels", device=codes1.device)
-        if not codes1.shape == codes2.shape == labels.shape or codes1.dim() != 1:
-            raise ValueError(f"codes1, codes2 and labels must be 1-D of one length, got "
-                             f"{tuple(codes1.shape)}, {tuple(codes2.shape)}, {tuple(labels.shape)}")
-        sizes = (self.n_clusters, self.n_clusters, self._n_classes(labels, n_classes))
+        codes1, codes2, labels, sizes = self._checked_codes(codes1, codes2, labels, n_classes)
         options = {"seed": self.seed, **self.estimate_options}
         # numpy in, numpy out: the estimate's fields are float64 scalars on the host.
         return fastpid.estimate(codes1.cpu().numpy(), codes2.cpu().numpy(), labels.cpu().numpy(),

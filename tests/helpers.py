@@ -1,6 +1,8 @@
 """Problem generators shared by the tests."""
 from __future__ import annotations
 
+import socket
+
 import numpy as np
 
 
@@ -39,3 +41,10 @@ def clustered_digits_joint(seed: int = 0) -> np.ndarray:
     P = np.zeros((20, 20, 10))
     np.add.at(P, (codes[0], codes[1], digits.target), 1.0)
     return P / P.sum()
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface, for torch.distributed tests."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

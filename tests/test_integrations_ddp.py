@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 
 import pytest
 import torch
@@ -12,6 +11,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import fastpid
+from helpers import free_port
 from fastpid.integrations import DynCIM, ECSAsyncController, PIDProbe, SPICECurriculum, SPICESampler
 from fastpid.integrations.spice_scores import SampleScores
 
@@ -106,18 +106,12 @@ def _worker(rank, port, out_dir):
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
     """Run :func:`_worker` in two processes; the per-rank outputs."""
     out_dir = str(tmp_path_factory.mktemp("ddp"))
     ctx = mp.get_context("spawn")
-    port = _free_port()
+    port = free_port()
     procs = [ctx.Process(target=_worker, args=(r, port, out_dir)) for r in range(WORLD)]
     for p in procs:
         p.start()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import math
 import os
-import socket
 import warnings
 
 import numpy as np
@@ -19,6 +18,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import fastpid
+from helpers import free_port
 from fastpid.estimate import suggest_k
 from fastpid.integrations import ECSAsyncController, PIDProbe
 
@@ -330,18 +330,12 @@ def _ddp_worker(rank, port, out_dir):
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_test_rule_decisions_are_identical_on_every_rank(tmp_path):
     """Two gloo processes, each with half of the probe set: the same history on both ranks,
     equal to one process on the whole set (the estimate is computed on rank 0 only)."""
     ctx = mp.get_context("spawn")
-    port = _free_port()
+    port = free_port()
     procs = [ctx.Process(target=_ddp_worker, args=(r, port, str(tmp_path))) for r in range(WORLD)]
     for p in procs:
         p.start()
