@@ -8,7 +8,9 @@
   synergy score (synergy above a permutation baseline after a warm-up, or with
   ``synergy_rule="test"`` the bias-corrected synergy when its test of "synergy > 0" rejects).
 * :class:`SynIBLoss` — the SynIB objective: fused and unimodal cross-entropies plus a
-  penalty on confident fused predictions when a modality is withheld.
+  penalty on confident fused predictions when a modality is withheld (``variant=
+  "repository"``: the public SynIB code's per-example learned masks, Gaussian KL, masked
+  cross-entropy and detached heads).
 * :class:`SPICECurriculum`, :class:`SPICESampler`, :func:`pointwise_scores`,
   :func:`local_scores` — SPICE, a curriculum ordered by per-sample PID scores, with
   :class:`RootCompetence` / :class:`PhaseSchedule` pacing.
@@ -23,10 +25,10 @@ Every stateful piece has ``state_dict()`` / ``load_state_dict()`` that survive
 """
 from .ecs_async import Decision, ECSAsyncController, ProbeRecord
 from .probe import PIDProbe, ProbeResult
-from .synib import SynIBLoss, SynIBTerms, kl_to_uniform
+from .synib import SynIBLoss, SynIBTerms, gaussian_kl, kl_to_uniform
 
 __all__ = ["PIDProbe", "ProbeResult", "ECSAsyncController", "Decision", "ProbeRecord",
-           "SynIBLoss", "SynIBTerms", "kl_to_uniform"]
+           "SynIBLoss", "SynIBTerms", "kl_to_uniform", "gaussian_kl"]
 
 # SPICE and DynCIM (issue 5), with OGM-GE as the imbalance baseline.
 from .dyncim import DynCIM  # noqa: E402

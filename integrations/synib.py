@@ -24,11 +24,54 @@ Ways to withhold a modality (``mask=``):
   (zero once the head does no better than chance), plus ``gate_sparsity · mean(1 − g)``
   (mask as little as possible). ``p`` is not used.
 
-State. The running statistics (``"noise"``) and the gate logits (``"learned"``) are
-registered buffers, sized on the first batch that needs them: ``.to(device)`` moves them and
-``state_dict()`` holds them, together with the state of the loss's random generator (as a
-``uint8`` tensor, in the module's extra state). A checkpoint therefore resumes the masks'
-random stream exactly, and loads with ``torch.load(..., weights_only=True)``.
+Variants (``variant=``). ``"integration"`` (default) is the objective above.
+``"repository"`` follows the public SynIB code (the ``FusionIBModel_Mask`` model of the
+SynIB repository on its multi-layer-perceptron fusion path):
+
+    loss = CE(fused(z1, z2), y)
+         + λ_uni · (CE(head1(sg(z1)), y) + CE(head2(sg(z2)), y))
+         + w_mce · [ CE(fused(r(z1), z2), y) + CE(fused(z1, r(z2)), y) ]
+         + λ_syn · [ KL_N(sg(z1), z̃2) + KL_N(z̃1, sg(z2)) ]
+
+* the unimodal heads read detached embeddings (``sg``: stop-gradient), so they are linear
+  probes trained online and give no gradient to the encoders (``detach_heads``);
+* ``r(zm)``: each feature replaced, with probability ``masked_ce_p``, by the same feature of
+  another sample of the batch (a random permutation); the cross-entropy of the fused
+  prediction on these randomly masked inputs is trained with weight ``masked_ce``, and
+  reaches the encoders;
+* ``z̃m``: a *per-example* learned mask (``mask="learned_example"``): a gate
+  ``g = sigmoid(ℓ) ∈ (0, 1)^{B×D}``, ``ℓ`` starting at 1 for every sample and feature,
+  ``z̃m = g ⊙ sg(zm) + (1 − g) ⊙ ε`` with ``ε ~ N(running mean, noise_std² · running
+  variance)`` of each feature (running statistics updated at rate ``momentum``, 0.01 as
+  the repository's moving averages), fitted afresh on every batch for ``gate_steps`` Adam steps
+  (learning rate ``gate_lr``, gradient norm clipped to 1) with the model frozen, to
+  *maximise* the modality's head's cross-entropy while masking little:
+  ``−CE(head_m(z̃m), y) + gate_sparsity · mean(1 − g)``;
+* ``KL_N`` is a Gaussian (variational-bottleneck) KL instead of the KL to uniform: the fused
+  logits ``μ`` of the masked input are the mean, a learned linear layer (``logvar_head``)
+  gives the log-variance ``v`` from the fusion's features of the same input, and
+  ``KL(N(μ, diag e^v) ‖ N(0, I)) = ½ Σ_c (e^{v_c} + μ_c² − 1 − v_c)``, averaged over the
+  batch (``penalty="gaussian"``). It pulls the masked prediction's logits towards 0 (the
+  uniform prediction), the learned variance towards 1;
+* the penalty's inputs are detached from the encoders (``detach_penalty``): the penalty
+  trains the fusion head and ``logvar_head`` only.
+
+For the Gaussian penalty ``fusion(a, b)`` may return ``(logits, features)``; the log-variance
+head then reads ``features`` (the repository reads its fusion trunk's hidden layer) and
+``kl_features`` is their width. A fusion that returns only logits gives the concatenation
+``[a, b]`` to the head instead (``kl_features = D1 + D2``). ``logvar_head`` is a submodule:
+give the loss's :meth:`parameters` to the optimizer too. Each repository choice is also a
+keyword option, so the two variants can be mixed; the repository's other parts (layer
+normalisation of the embeddings, a fusion trunk of its own) belong to its model, not to the
+loss, and are not reproduced.
+
+State. The running statistics (``"noise"``, ``"learned_example"``) and the gate logits
+(``"learned"``) are registered buffers, sized on the first batch that needs them:
+``.to(device)`` moves them and ``state_dict()`` holds them, together with the state of the
+loss's random generator (as a ``uint8`` tensor, in the module's extra state). A checkpoint therefore resumes the masks'
+random stream exactly, and loads with ``torch.load(..., weights_only=True)``. The Gaussian
+penalty's ``logvar_head`` weights are parameters in the same state dict. The per-example
+gates of ``"learned_example"`` are fitted afresh on every batch and are not state.
 """
 from __future__ import annotations
 
@@ -41,11 +84,22 @@ from torch import nn
 
 from .predictions import as_labels, as_tensor, check_batch
 
-__all__ = ["SynIBLoss", "SynIBTerms", "kl_to_uniform", "MASKS"]
+__all__ = ["SynIBLoss", "SynIBTerms", "kl_to_uniform", "gaussian_kl", "MASKS", "PENALTIES", "VARIANTS"]
 
-MASKS = ("random", "zero", "noise", "learned")
+MASKS = ("random", "zero", "noise", "learned", "learned_example")
+#: Values of ``SynIBLoss(penalty=...)``.
+PENALTIES = ("uniform", "gaussian")
+#: Each variant's choices for the options left at ``None``.
+VARIANTS = {
+    "integration": dict(lambda_uni=0.6, mask="random", p=0.8, penalty="uniform", detach_heads=False,
+                        detach_penalty=False, masked_ce=0.0, masked_ce_p=0.5, momentum=0.1, gate_steps=5,
+                        gate_lr=0.5, gate_sparsity=0.1),
+    "repository": dict(lambda_uni=1.0, mask="learned_example", p=0.8, penalty="gaussian", detach_heads=True,
+                       detach_penalty=True, masked_ce=1.0, masked_ce_p=0.5, momentum=0.01, gate_steps=20,
+                       gate_lr=0.1, gate_sparsity=1.0),
+}
 
-Fusion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Fusion = Callable[[torch.Tensor, torch.Tensor], "torch.Tensor | tuple[torch.Tensor, torch.Tensor]"]
 Head = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -56,18 +110,26 @@ def kl_to_uniform(logits: torch.Tensor) -> torch.Tensor:
     return (logp.exp() * logp).sum(-1).mean() + math.log(logits.shape[-1])
 
 
+def gaussian_kl(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of ``KL(N(mean, diag exp(logvar)) ‖ N(0, I))``
+    ``= ½ Σ_c (exp(logvar_c) + mean_c² − 1 − logvar_c)`` in nats; ``mean``, ``logvar (B, C)``."""
+    return 0.5 * (logvar.exp() + mean.pow(2) - 1 - logvar).sum(-1).mean()
+
+
 class SynIBTerms(NamedTuple):
     """What :class:`SynIBLoss` returns: ``loss`` (scalar, differentiable; call
     ``terms.loss.backward()``) and its parts (detached scalars, nats): ``fused_ce``,
     ``unimodal_ce`` (sum over the two heads; 0 when no heads were given), ``synergy_kl``
-    (sum of the two KL terms; 0 when the penalty is off), plus the ``fused_logits (B, C)``
-    of the full input."""
+    (sum of the two KL terms, to uniform or Gaussian; 0 when the penalty is off), the
+    ``fused_logits (B, C)`` of the full input, and ``masked_ce`` (sum of the two
+    cross-entropies on randomly masked inputs; 0 unless ``masked_ce > 0``)."""
 
     loss: torch.Tensor
     fused_ce: torch.Tensor
     unimodal_ce: torch.Tensor
     synergy_kl: torch.Tensor
     fused_logits: torch.Tensor
+    masked_ce: torch.Tensor | None = None
 
     @property
     def backward(self):
@@ -84,57 +146,144 @@ def _derangement(n: int, device, generator) -> torch.Tensor:
     return partner
 
 
+def _fused(fusion: Fusion, a: torch.Tensor, b: torch.Tensor):
+    """``(logits, features)`` of ``fusion(a, b)``; ``features`` is ``None`` when the fusion
+    returns logits only."""
+    out = fusion(a, b)
+    if isinstance(out, (tuple, list)):
+        if len(out) != 2:
+            raise ValueError(f"fusion(a, b) must return logits or (logits, features), got {len(out)} values")
+        return out[0], out[1]
+    return out, None
+
+
+def _positive_int(name, v):
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    return v
+
+
 class SynIBLoss(nn.Module):
     """The SynIB objective (see the module docstring).
+
+    Options left at ``None`` take the value of ``variant`` (:data:`VARIANTS`):
+
+    ==================  ================  =================
+    option              ``integration``   ``repository``
+    ==================  ================  =================
+    ``lambda_uni``      0.6               1.0
+    ``mask``            ``"random"``      ``"learned_example"``
+    ``penalty``         ``"uniform"``     ``"gaussian"``
+    ``detach_heads``    False             True
+    ``detach_penalty``  False             True
+    ``masked_ce``       0                 1
+    ``momentum``        0.1               0.01
+    ``gate_steps``      5                 20
+    ``gate_lr``         0.5               0.1
+    ``gate_sparsity``   0.1               1.0
+    ==================  ================  =================
 
     Args:
         lambda_uni: weight of the unimodal heads' cross-entropies.
         lambda_syn: weight of the withheld-modality penalty. The default 0.1 is the only
             value of {0.1, 0.5, 1, 2} that raised the XOR-sample accuracy over joint training
-            on the synthetic data (every mask, 5 seeds, ``examples/results/synib_sweep.md``);
-            larger values lowered it.
-        mask: ``"random"``, ``"zero"``, ``"noise"`` or ``"learned"``.
+            on the synthetic data (integration variant, every mask, 5 seeds,
+            ``examples/results/synib_sweep.md``); larger values lowered it.
+        mask: how the penalty withholds a modality: ``"random"``, ``"zero"``, ``"noise"``,
+            ``"learned"`` (one gate per feature, kept across batches) or
+            ``"learned_example"`` (one gate per sample and feature, fitted on each batch).
         p: probability that a feature is withheld (``"random"``, ``"zero"``, ``"noise"``).
-        off_after_epoch: the penalty is applied only while ``epoch < off_after_epoch``
-            (``None``: always).
-        momentum: update rate of the running feature statistics used by ``"noise"``.
-        gate_steps, gate_lr, gate_sparsity: fitting of the ``"learned"`` gate.
+        off_after_epoch: the penalty and the masked cross-entropy are applied only while
+            ``epoch < off_after_epoch`` (``None``: always).
+        variant: ``"integration"`` or ``"repository"``: the defaults of the other options.
+        penalty: ``"uniform"`` (KL to the uniform prediction) or ``"gaussian"`` (the
+            variational KL of the module docstring; needs ``num_classes`` and
+            ``kl_features``).
+        detach_heads: the heads read detached embeddings (probes: no encoder gradient).
+        detach_penalty: the penalty's inputs are detached (it trains the fusion only).
+        masked_ce: weight of the fused cross-entropy on randomly masked inputs (``>= 0``).
+        masked_ce_p: probability that ``masked_ce``'s random mask replaces a feature.
+        num_classes, kl_features: output and input width of ``logvar_head``
+            (``penalty="gaussian"``).
+        momentum: update rate of the running feature statistics (``"noise"``,
+            ``"learned_example"``); the first batch sets them.
+        gate_steps, gate_lr, gate_sparsity: fitting of the learned gates (``"learned"``:
+            signed steps of size ``gate_lr``; ``"learned_example"``: Adam steps).
+        noise_std: scale of the noise that fills the masked features of
+            ``"learned_example"``, in running standard deviations.
         seed: seed of the loss's own random draws (masks, permutations, noise).
 
     Call it as ``loss_fn(z1, z2, y, fusion, head1, head2, epoch=None)`` with embeddings
     ``z1 (B, D1)``, ``z2 (B, D2)``, labels ``y (B,)`` (tensor or numpy; integral floats
-    accepted), ``fusion(z1, z2) -> (B, C)`` logits and the unimodal heads
-    ``head_m(z_m) -> (B, C)`` (heads may be ``None`` when ``lambda_uni == 0`` and
-    ``mask != "learned"``). It returns a :class:`SynIBTerms` named tuple; train on its
-    ``.loss``. An empty batch raises ``ValueError``.
+    accepted), ``fusion(z1, z2) -> (B, C)`` logits (or ``(logits, features)``) and the
+    unimodal heads ``head_m(z_m) -> (B, C)`` (heads may be ``None`` when
+    ``lambda_uni == 0`` and the mask is not learned). It returns a :class:`SynIBTerms`
+    named tuple; train on its ``.loss``. An empty batch raises ``ValueError``.
 
     Buffers (empty until first needed): ``running_mean{m}``, ``running_var{m}`` (``(D_m,)``,
-    ``"noise"``) and ``gate_logit{m}`` (``(D_m,)``, ``"learned"``) for ``m`` = 1, 2.
+    ``"noise"`` and ``"learned_example"``) and ``gate_logit{m}`` (``(D_m,)``, ``"learned"``)
+    for ``m`` = 1, 2. Submodule: ``logvar_head`` (``penalty="gaussian"``; else ``None``).
     """
 
-    def __init__(self, lambda_uni: float = 0.6, lambda_syn: float = 0.1, mask: str = "random",
-                 p: float = 0.8, off_after_epoch: int | None = None, *, momentum: float = 0.1,
-                 gate_steps: int = 5, gate_lr: float = 0.5, gate_sparsity: float = 0.1, seed: int = 0):
+    def __init__(self, lambda_uni: float | None = None, lambda_syn: float = 0.1, mask: str | None = None,
+                 p: float | None = None, off_after_epoch: int | None = None, *, variant: str = "integration",
+                 penalty: str | None = None, detach_heads: bool | None = None, detach_penalty: bool | None = None,
+                 masked_ce: float | None = None, masked_ce_p: float | None = None, num_classes: int | None = None,
+                 kl_features: int | None = None, momentum: float | None = None, gate_steps: int | None = None,
+                 gate_lr: float | None = None, gate_sparsity: float | None = None, noise_std: float = 1.0,
+                 seed: int = 0):
         super().__init__()
-        if mask not in MASKS:
-            raise ValueError(f"mask must be one of {MASKS}, got {mask!r}")
-        if not 0 < p <= 1:
-            raise ValueError(f"p must be in (0, 1], got {p!r}")
-        if lambda_uni < 0 or lambda_syn < 0:
-            raise ValueError(f"lambda_uni and lambda_syn must be >= 0, got {lambda_uni!r}, {lambda_syn!r}")
-        if not 0 < momentum <= 1:
-            raise ValueError(f"momentum must be in (0, 1], got {momentum!r}")
-        if not isinstance(gate_steps, int) or gate_steps < 1:
-            raise ValueError(f"gate_steps must be a positive integer, got {gate_steps!r}")
-        self.lambda_uni, self.lambda_syn = float(lambda_uni), float(lambda_syn)
-        self.mask, self.p, self.off_after_epoch = mask, float(p), off_after_epoch
-        self.momentum = float(momentum)
-        self.gate_steps, self.gate_lr, self.gate_sparsity = gate_steps, float(gate_lr), float(gate_sparsity)
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {tuple(VARIANTS)}, got {variant!r}")
+        given = dict(lambda_uni=lambda_uni, mask=mask, p=p, penalty=penalty, detach_heads=detach_heads,
+                     detach_penalty=detach_penalty, masked_ce=masked_ce, masked_ce_p=masked_ce_p,
+                     momentum=momentum, gate_steps=gate_steps, gate_lr=gate_lr, gate_sparsity=gate_sparsity)
+        o = {k: VARIANTS[variant][k] if v is None else v for k, v in given.items()}
+        if o["mask"] not in MASKS:
+            raise ValueError(f"mask must be one of {MASKS}, got {o['mask']!r}")
+        if o["penalty"] not in PENALTIES:
+            raise ValueError(f"penalty must be one of {PENALTIES}, got {o['penalty']!r}")
+        if not 0 < o["p"] <= 1:
+            raise ValueError(f"p must be in (0, 1], got {o['p']!r}")
+        if not 0 < o["masked_ce_p"] <= 1:
+            raise ValueError(f"masked_ce_p must be in (0, 1], got {o['masked_ce_p']!r}")
+        if o["lambda_uni"] < 0 or lambda_syn < 0:
+            raise ValueError(f"lambda_uni and lambda_syn must be >= 0, got {o['lambda_uni']!r}, {lambda_syn!r}")
+        if o["masked_ce"] < 0:
+            raise ValueError(f"masked_ce must be >= 0, got {o['masked_ce']!r}")
+        if not 0 < o["momentum"] <= 1:
+            raise ValueError(f"momentum must be in (0, 1], got {o['momentum']!r}")
+        _positive_int("gate_steps", o["gate_steps"])
+        if not noise_std > 0:
+            raise ValueError(f"noise_std must be > 0, got {noise_std!r}")
+        for name in ("detach_heads", "detach_penalty"):
+            if not isinstance(o[name], bool):
+                raise TypeError(f"{name} must be True or False, got {o[name]!r}")
+        self.variant = variant
+        self.lambda_uni, self.lambda_syn = float(o["lambda_uni"]), float(lambda_syn)
+        self.mask, self.p, self.off_after_epoch = o["mask"], float(o["p"]), off_after_epoch
+        self.penalty, self.detach_heads, self.detach_penalty = o["penalty"], o["detach_heads"], o["detach_penalty"]
+        self.masked_ce, self.masked_ce_p = float(o["masked_ce"]), float(o["masked_ce_p"])
+        self.momentum = float(o["momentum"])
+        self.gate_steps, self.gate_lr, self.gate_sparsity = o["gate_steps"], float(o["gate_lr"]), float(o["gate_sparsity"])
+        self.noise_std = float(noise_std)
         self.seed = seed
+        self.logvar_head: nn.Linear | None = None
+        if self.penalty == "gaussian":
+            if num_classes is None or kl_features is None:
+                raise ValueError("penalty='gaussian' needs num_classes and kl_features (the width of the "
+                                 "features its log-variance head reads)")
+            self.logvar_head = nn.Linear(_positive_int("kl_features", kl_features),
+                                         _positive_int("num_classes", num_classes))
         self._gen: torch.Generator | None = None
+        self._last_gates: dict = {}
         for m in (1, 2):
             for name in (f"running_mean{m}", f"running_var{m}", f"gate_logit{m}"):
                 self.register_buffer(name, torch.empty(0))
+
+    def extra_repr(self) -> str:
+        return (f"variant={self.variant!r}, lambda_uni={self.lambda_uni}, lambda_syn={self.lambda_syn}, "
+                f"mask={self.mask!r}, penalty={self.penalty!r}, masked_ce={self.masked_ce}")
 
     # ----------------------------------------------------------------- state
     def _buffer(self, name: str, m: int) -> torch.Tensor | None:
@@ -190,9 +339,20 @@ class SynIBLoss(nn.Module):
         self._set_buffer("running_mean", m, mean)
         self._set_buffer("running_var", m, var)
 
+    def _noise(self, m: int, z: torch.Tensor, gen: torch.Generator, scale: float = 1.0) -> torch.Tensor:
+        """Draws ``(B, D)`` of ``N(running mean, scale² · running variance)`` of modality ``m``."""
+        mean, var = self._buffer("running_mean", m), self._buffer("running_var", m)
+        if mean is None or mean.shape != z.shape[1:]:
+            raise RuntimeError(f"mask={self.mask!r} has no running statistics of modality {m} with "
+                               f"{z.shape[1]} features yet; the forward pass collects them")
+        return mean + scale * var.sqrt() * torch.randn(z.shape, device=z.device, dtype=z.dtype, generator=gen)
+
     def gate(self, m: int) -> torch.Tensor | None:
-        """The fitted ``"learned"`` gate of modality ``m`` (1 or 2), ``(D_m,)`` in (0, 1)
-        (1 = keep the feature), or ``None`` before the first call."""
+        """The fitted gate of modality ``m`` (1 or 2), in (0, 1) (1 = keep the feature), or
+        ``None`` before the first call: the persistent ``(D_m,)`` gate of ``"learned"``, or
+        the ``(B, D_m)`` per-example gate of the last batch for ``"learned_example"``."""
+        if self.mask == "learned_example":
+            return self._last_gates.get(m)
         g = self._buffer("gate_logit", m)
         return None if g is None else torch.sigmoid(g)
 
@@ -214,17 +374,49 @@ class SynIBLoss(nn.Module):
         self._set_buffer("gate_logit", m, logit)
         return torch.sigmoid(logit.detach())
 
+    def _fit_example_gate(self, m: int, z: torch.Tensor, y: torch.Tensor, head: Head,
+                          gen: torch.Generator) -> torch.Tensor:
+        """The per-example gate ``(B, D)`` of ``"learned_example"``: Adam on the gate logits
+        (first-moment rate 0.9, second 0.999), the gradient's norm clipped to 1, minimising
+        ``−CE(head(g ⊙ z + (1 − g) ⊙ ε), y) + gate_sparsity · mean(1 − g)``, a fresh ``ε``
+        every step; the head's parameters get no gradient."""
+        z = z.detach()
+        logit = torch.ones_like(z)
+        m1, m2 = torch.zeros_like(z), torch.zeros_like(z)
+        b1, b2, eps = 0.9, 0.999, 1e-8
+        with torch.enable_grad():
+            for t in range(1, self.gate_steps + 1):
+                logit = logit.detach().requires_grad_(True)
+                g = torch.sigmoid(logit)
+                masked = g * z + (1 - g) * self._noise(m, z, gen, self.noise_std)
+                objective = -F.cross_entropy(head(masked), y) + self.gate_sparsity * (1 - g).mean()
+                (grad,) = torch.autograd.grad(objective, logit)
+                norm = grad.norm()
+                if norm > 1.0:
+                    grad = grad / norm
+                m1 = b1 * m1 + (1 - b1) * grad
+                m2 = b2 * m2 + (1 - b2) * grad * grad
+                step = (m1 / (1 - b1 ** t)) / ((m2 / (1 - b2 ** t)).sqrt() + eps)
+                logit = logit.detach() - self.gate_lr * step
+        g = torch.sigmoid(logit.detach())
+        self._last_gates[m] = g
+        return g
+
     def withhold(self, z: torch.Tensor, m: int, head: Head | None = None, y: torch.Tensor | None = None
                  ) -> torch.Tensor:
         """Modality ``m``'s embedding ``z (B, D)`` with the modality withheld (``z̃m``);
-        gradients still flow to the features that are kept. ``mask="learned"`` needs the
-        modality's head and the labels ``y (B,)``."""
+        gradients still flow to the features that are kept (``"learned_example"``: none, its
+        input is detached). The learned masks need the modality's head and the labels
+        ``y (B,)``; ``"noise"`` and ``"learned_example"`` the running statistics."""
         if z.dim() != 2 or z.shape[0] < 2:
             raise ValueError(f"embeddings must have shape (B, D) with B >= 2, got {tuple(z.shape)}")
         gen = self._generator(z.device)
+        if self.mask in ("learned", "learned_example") and (head is None or y is None):
+            raise ValueError(f"mask={self.mask!r} needs the modality's head and the labels y")
+        if self.mask == "learned_example":
+            g = self._fit_example_gate(m, z, y, head, gen)
+            return g * z.detach() + (1 - g) * self._noise(m, z, gen, self.noise_std)
         if self.mask == "learned":
-            if head is None or y is None:
-                raise ValueError("mask='learned' needs the modality's head and the labels y")
             partner = _derangement(z.shape[0], z.device, gen)
             g = self._fit_gate(m, z, y, partner, head)
             return g * z + (1 - g) * z[partner]
@@ -234,16 +426,36 @@ class SynIBLoss(nn.Module):
         elif self.mask == "zero":
             fill = torch.zeros_like(z)
         else:  # noise
-            mean, var = self._buffer("running_mean", m), self._buffer("running_var", m)
-            if mean is None or mean.shape != z.shape[1:]:
-                raise RuntimeError(f"mask='noise' has no running statistics of modality {m} with "
-                                   f"{z.shape[1]} features yet; the forward pass collects them")
-            fill = mean + var.sqrt() * torch.randn(z.shape, device=z.device, dtype=z.dtype, generator=gen)
+            fill = self._noise(m, z, gen)
         return torch.where(keep, z, fill)
+
+    def random_mask(self, z: torch.Tensor) -> torch.Tensor:
+        """``z (B, D)`` with each feature replaced, with probability ``masked_ce_p``, by the
+        same feature of the sample a random permutation of the batch assigns (the masked
+        cross-entropy's input; gradients flow to every entry used)."""
+        gen = self._generator(z.device)
+        replace = torch.rand(z.shape, device=z.device, generator=gen) < self.masked_ce_p
+        order = torch.randperm(z.shape[0], device=z.device, generator=gen)
+        return torch.where(replace, z[order], z)
 
     def penalty_active(self, epoch: int | None) -> bool:
         """Whether the withheld-modality penalty applies at ``epoch``."""
-        return self.lambda_syn > 0 and (self.off_after_epoch is None or epoch is None or epoch < self.off_after_epoch)
+        return self.lambda_syn > 0 and self._in_time(epoch)
+
+    def _in_time(self, epoch: int | None) -> bool:
+        return self.off_after_epoch is None or epoch is None or epoch < self.off_after_epoch
+
+    def _kl(self, fusion: Fusion, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        logits, feats = _fused(fusion, a, b)
+        if self.penalty == "uniform":
+            return kl_to_uniform(logits)
+        if feats is None:
+            feats = torch.cat([a, b], 1)
+        if feats.shape[-1] != self.logvar_head.in_features:
+            raise ValueError(f"penalty='gaussian': the log-variance head reads {self.logvar_head.in_features} "
+                             f"features (kl_features) but got {feats.shape[-1]} (the fusion's features, or "
+                             f"D1 + D2 when the fusion returns logits only)")
+        return gaussian_kl(logits, self.logvar_head(feats))
 
     # ----------------------------------------------------------------- the loss
     def forward(self, z1: torch.Tensor, z2: torch.Tensor, y, fusion: Fusion,
@@ -253,7 +465,7 @@ class SynIBLoss(nn.Module):
         if z1.shape[0] != z2.shape[0] or z1.shape[0] != y.shape[0]:
             raise ValueError(f"batch sizes differ: z1 {z1.shape[0]}, z2 {z2.shape[0]}, y {y.shape[0]}")
         check_batch("SynIBLoss's batch (z1, z2, y)", z1)
-        fused = fusion(z1, z2)
+        fused = _fused(fusion, z1, z2)[0]
         fused_ce = F.cross_entropy(fused, y)
         loss = fused_ce
         zero = fused_ce.detach() * 0
@@ -261,14 +473,21 @@ class SynIBLoss(nn.Module):
         if self.lambda_uni > 0:
             if head1 is None or head2 is None:
                 raise ValueError("lambda_uni > 0 needs the unimodal heads head1 and head2")
-            uni = F.cross_entropy(head1(z1), y) + F.cross_entropy(head2(z2), y)
+            h1, h2 = (z1.detach(), z2.detach()) if self.detach_heads else (z1, z2)
+            uni = F.cross_entropy(head1(h1), y) + F.cross_entropy(head2(h2), y)
             loss = loss + self.lambda_uni * uni
+        mce = zero
+        if self.masked_ce > 0 and self._in_time(epoch):
+            mce = (F.cross_entropy(_fused(fusion, self.random_mask(z1), z2)[0], y)
+                   + F.cross_entropy(_fused(fusion, z1, self.random_mask(z2))[0], y))
+            loss = loss + self.masked_ce * mce
         syn = zero
         if self.penalty_active(epoch):
-            if self.mask == "noise" and (self.training or self._buffer("running_mean", 1) is None):
+            if self.mask in ("noise", "learned_example") and (self.training or self._buffer("running_mean", 1) is None):
                 self._update_stats(1, z1)
                 self._update_stats(2, z2)
-            syn = (kl_to_uniform(fusion(self.withhold(z1, 1, head1, y), z2))
-                   + kl_to_uniform(fusion(z1, self.withhold(z2, 2, head2, y))))
+            a, b = (z1.detach(), z2.detach()) if self.detach_penalty else (z1, z2)
+            syn = (self._kl(fusion, self.withhold(a, 1, head1, y), b)
+                   + self._kl(fusion, a, self.withhold(b, 2, head2, y)))
             loss = loss + self.lambda_syn * syn
-        return SynIBTerms(loss, fused_ce.detach(), uni.detach(), syn.detach(), fused)
+        return SynIBTerms(loss, fused_ce.detach(), uni.detach(), syn.detach(), fused, mce.detach())

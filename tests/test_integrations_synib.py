@@ -151,3 +151,201 @@ def test_bad_inputs_raise():
         SynIBLoss(mask="learned").withhold(torch.randn(4, 3), 1, head=lambda z: z)
     with pytest.raises(ValueError, match="B >= 2"):
         SynIBLoss().withhold(torch.randn(1, 3), 1)
+
+
+# ---------------------------------------------------------------- the repository variant
+
+def _repo_model(seed=0):
+    """Encoders, heads and a fusion that returns ``(logits, hidden features)``."""
+    torch.manual_seed(seed)
+    enc1, enc2 = torch.nn.Linear(5, 4), torch.nn.Linear(6, 4)
+    head1, head2 = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
+    trunk, out = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU()), torch.nn.Linear(16, 3)
+
+    def fusion(a, b):
+        h = trunk(torch.cat([a, b], 1))
+        return out(h), h
+    return enc1, enc2, head1, head2, fusion, trunk, out
+
+
+def _repo_loss(**kw):
+    return SynIBLoss(variant="repository", num_classes=3, kl_features=16, gate_steps=3, **kw)
+
+
+def _grads(modules):
+    return [None if p.grad is None else p.grad.clone() for m in modules for p in m.parameters()]
+
+
+def test_repository_variant_options():
+    loss_fn = _repo_loss()
+    assert (loss_fn.mask, loss_fn.penalty, loss_fn.detach_heads, loss_fn.detach_penalty) == \
+        ("learned_example", "gaussian", True, True)
+    assert loss_fn.masked_ce == 1.0 and loss_fn.lambda_uni == 1.0 and loss_fn.gate_steps == 3
+    assert tuple(loss_fn.logvar_head.weight.shape) == (3, 16)
+    # Any option can be overridden; the integration variant keeps its defaults.
+    mixed = SynIBLoss(variant="repository", penalty="uniform", masked_ce=0.0)
+    assert mixed.logvar_head is None and mixed.mask == "learned_example"
+    plain = SynIBLoss()
+    assert (plain.mask, plain.penalty, plain.masked_ce, plain.detach_heads, plain.lambda_uni) == \
+        ("random", "uniform", 0.0, False, 0.6)
+
+
+def test_gaussian_kl_by_hand():
+    from fastpid.integrations import gaussian_kl
+
+    mean = torch.tensor([[1.0, -2.0], [0.0, 0.0]])
+    logvar = torch.tensor([[0.0, math.log(2.0)], [0.0, 0.0]])
+    # Row 1: ½ (1 + 1 − 1 − 0) + ½ (2 + 4 − 1 − log 2); row 2: a standard normal, 0.
+    by_hand = (0.5 + 0.5 * (5 - math.log(2.0))) / 2
+    assert gaussian_kl(mean, logvar).item() == pytest.approx(by_hand, rel=1e-6)
+    assert gaussian_kl(torch.zeros(3, 4), torch.zeros(3, 4)).item() == 0.0
+
+
+def test_repository_value_with_input_independent_fusion():
+    """A fusion with fixed logits and features: each masked pass has the same Gaussian KL,
+    the masked cross-entropies equal the fused one, and the loss adds up as documented."""
+    fixed, feats = torch.tensor([2.0, 0.0, -1.0]), torch.tensor([0.5, -1.0])
+
+    def fusion(a, b):
+        pad = 0 * (a.sum() + b.sum())
+        return fixed.expand(a.shape[0], 3) + pad, feats.expand(a.shape[0], 2) + pad
+    head1, head2 = torch.nn.Linear(3, 3), torch.nn.Linear(4, 3)
+    z1, z2, y = torch.randn(6, 3), torch.randn(6, 4), torch.tensor([0, 1, 2, 0, 1, 2])
+    loss_fn = SynIBLoss(variant="repository", lambda_syn=0.7, num_classes=3, kl_features=2, gate_steps=2)
+    out = loss_fn(z1, z2, y, fusion, head1, head2)
+    with torch.no_grad():
+        logvar = loss_fn.logvar_head(feats)
+        kl = float(0.5 * (logvar.exp() + fixed ** 2 - 1 - logvar).sum())
+        ce = float(F.cross_entropy(fixed.expand(6, 3), y))
+        uni = float(F.cross_entropy(head1(z1), y) + F.cross_entropy(head2(z2), y))
+    assert out.synergy_kl.item() == pytest.approx(2 * kl, rel=1e-5)
+    assert out.masked_ce.item() == pytest.approx(2 * ce, rel=1e-6)
+    assert out.unimodal_ce.item() == pytest.approx(uni, rel=1e-6)
+    assert out.loss.item() == pytest.approx(ce + uni + 2 * ce + 1.4 * kl, rel=1e-5)
+
+
+def test_repository_gradients_reach_what_they_should():
+    enc1, enc2, head1, head2, fusion, trunk, out = _repo_model()
+    x1, x2, y = torch.randn(16, 5), torch.randn(16, 6), torch.randint(0, 3, (16,))
+    loss_fn = _repo_loss()
+    loss_fn(enc1(x1), enc2(x2), y, fusion, head1, head2).loss.backward()
+    for m in (enc1, enc2, head1, head2, trunk, out, loss_fn.logvar_head):
+        for prm in m.parameters():
+            assert prm.grad is not None and torch.isfinite(prm.grad).all() and prm.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("part", ["heads", "penalty"])
+def test_repository_detached_parts_give_the_encoders_no_gradient(part):
+    """Only the unimodal term (or only the penalty) on top of the fused loss: the encoders'
+    gradient is the fused cross-entropy's alone, while the heads (or the fusion and the
+    log-variance head) do get a gradient from the extra term."""
+    kw = dict(masked_ce=0.0, lambda_syn=0.0) if part == "heads" else dict(masked_ce=0.0, lambda_uni=0.0, lambda_syn=1.0)
+    enc1, enc2, head1, head2, fusion, trunk, out = _repo_model()
+    x1, x2, y = torch.randn(16, 5), torch.randn(16, 6), torch.randint(0, 3, (16,))
+    loss_fn = _repo_loss(**kw)
+    terms = loss_fn(enc1(x1), enc2(x2), y, fusion, head1, head2)
+    assert (terms.unimodal_ce if part == "heads" else terms.synergy_kl).item() > 0
+    terms.loss.backward()
+    with_term = _grads([enc1, enc2, trunk, out])
+    if part == "heads":
+        assert all(p.grad.abs().sum() > 0 for p in [*head1.parameters(), *head2.parameters()])
+    else:
+        assert all(p.grad.abs().sum() > 0 for p in loss_fn.logvar_head.parameters())
+        assert all(p.grad is None for p in [*head1.parameters(), *head2.parameters()])   # the gate's head is frozen
+    for m in (enc1, enc2, trunk, out):
+        m.zero_grad()
+    F.cross_entropy(fusion(enc1(x1), enc2(x2))[0], y).backward()
+    plain = _grads([enc1, enc2, trunk, out])
+    n_enc = len(list(enc1.parameters())) + len(list(enc2.parameters()))
+    for a, b in zip(with_term[:n_enc], plain[:n_enc]):
+        torch.testing.assert_close(a, b)
+    differs = any(not torch.allclose(a, b) for a, b in zip(with_term[n_enc:], plain[n_enc:]))
+    assert differs == (part == "penalty")
+
+
+def test_masked_cross_entropy_reaches_the_encoders():
+    grads = []
+    for w in (0.0, 1.0):
+        enc1, enc2, _, _, fusion, *_ = _repo_model()
+        x1, x2, y = torch.randn(16, 5), torch.randn(16, 6), torch.randint(0, 3, (16,))
+        _repo_loss(masked_ce=w, lambda_syn=0.0, lambda_uni=0.0)(enc1(x1), enc2(x2), y, fusion).loss.backward()
+        grads.append(enc1.weight.grad.clone())
+    assert not torch.allclose(grads[0], grads[1])
+
+
+def test_random_mask_replaces_features_from_the_batch():
+    z = torch.arange(400.0 * 50).reshape(400, 50)                  # every entry distinct
+    r = SynIBLoss(masked_ce_p=0.3).random_mask(z)
+    changed = r != z
+    assert changed.float().mean().item() == pytest.approx(0.3, abs=0.03)
+    col = z[:, 7]
+    assert torch.isin(r[:, 7], col).all()                           # column 7 takes column 7's values
+
+
+def test_per_example_gate_masks_the_evidence():
+    """The head reads feature 0 only: the gate closes feature 0 much more than feature 1,
+    and the head does worse on the masked embeddings; every sample has its own gate."""
+    torch.manual_seed(0)
+    y = torch.randint(0, 2, (128,))
+    z = torch.stack([3.0 * (2 * y - 1) + 0.1 * torch.randn(128), torch.randn(128)], 1)
+    head = lambda h: torch.stack([-h[:, 0], h[:, 0]], 1)  # noqa: E731
+    loss_fn = SynIBLoss(variant="repository", penalty="uniform", gate_sparsity=0.1)
+    assert loss_fn.gate(1) is None
+    loss_fn._update_stats(1, z)
+    zt = loss_fn.withhold(z, 1, head, y)
+    g = loss_fn.gate(1)
+    assert g.shape == (128, 2) and g.std(0)[0] > 0
+    # 20 Adam steps of 0.1 from logit 1: the evidence feature closes (0.73 -> about 0.54),
+    # the unread one opens under the sparsity term (-> about 0.94).
+    assert g[:, 0].mean() < 0.6 and g[:, 1].min() > 0.9
+    assert F.cross_entropy(head(zt), y) > 50 * F.cross_entropy(head(z), y)
+    # A larger sparsity weight masks less.
+    sparse = SynIBLoss(variant="repository", penalty="uniform", gate_sparsity=1.0)
+    sparse._update_stats(1, z)
+    sparse.withhold(z, 1, head, y)
+    assert sparse.gate(1)[:, 0].mean() > g[:, 0].mean() + 0.2
+    assert not zt.requires_grad
+
+
+def test_repository_state_dict_round_trip(tmp_path):
+    enc1, enc2, head1, head2, fusion, *_ = _repo_model()
+    x1, x2, y = torch.randn(16, 5), torch.randn(16, 6), torch.randint(0, 3, (16,))
+    loss_fn = _repo_loss(seed=3)
+    loss_fn(enc1(x1), enc2(x2), y, fusion, head1, head2)            # sizes the statistics, moves the stream
+    state = loss_fn.state_dict()
+    assert {"logvar_head.weight", "logvar_head.bias", "running_mean1", "running_var2"} <= set(state)
+    torch.save(state, tmp_path / "loss.pt")
+    fresh = _repo_loss(seed=99)
+    fresh.load_state_dict(torch.load(tmp_path / "loss.pt", weights_only=True))
+    torch.testing.assert_close(fresh.logvar_head.weight, loss_fn.logvar_head.weight)
+    a = loss_fn(enc1(x1), enc2(x2), y, fusion, head1, head2)
+    b = fresh(enc1(x1), enc2(x2), y, fusion, head1, head2)
+    assert a.loss.item() == b.loss.item() and a.synergy_kl.item() == b.synergy_kl.item()
+
+
+def test_repository_bad_options_raise():
+    with pytest.raises(ValueError, match="variant"):
+        SynIBLoss(variant="paper")
+    with pytest.raises(ValueError, match="num_classes and kl_features"):
+        SynIBLoss(variant="repository")
+    with pytest.raises(ValueError, match="penalty"):
+        SynIBLoss(penalty="entropy")
+    with pytest.raises(ValueError, match="masked_ce must"):
+        SynIBLoss(masked_ce=-1.0)
+    with pytest.raises(ValueError, match="masked_ce_p"):
+        SynIBLoss(masked_ce_p=1.5)
+    with pytest.raises(ValueError, match="kl_features"):
+        SynIBLoss(penalty="gaussian", num_classes=3, kl_features=0)
+    with pytest.raises(TypeError, match="detach_heads"):
+        SynIBLoss(detach_heads=1)
+    with pytest.raises(ValueError, match="noise_std"):
+        SynIBLoss(noise_std=0.0)
+    # The log-variance head's width must match what the fusion gives it.
+    *_, head1, head2, fusion, _, _ = _repo_model()
+    wrong = SynIBLoss(variant="repository", num_classes=3, kl_features=8, gate_steps=1)
+    with pytest.raises(ValueError, match="reads 8 features"):
+        wrong(torch.randn(4, 4), torch.randn(4, 4), torch.tensor([0, 1, 2, 0]), fusion, head1, head2)
+    with pytest.raises(ValueError, match="learned_example"):
+        _repo_loss().withhold(torch.randn(4, 3), 1)
+    with pytest.raises(RuntimeError, match="running statistics"):
+        _repo_loss().withhold(torch.randn(4, 3), 1, head=lambda z: z, y=torch.tensor([0, 1, 2, 0]))
