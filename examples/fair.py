@@ -4,7 +4,9 @@
   (``epochs × n_train``), so a curriculum that visits a fraction of the training set per
   epoch gets more epochs (its schedule is stretched by :func:`schedule_epochs`) and stops
   at the same number of visits. It evaluates the validation split after every epoch and
-  reports the test accuracy at the final epoch and at the best validation epoch.
+  reports the test accuracy at the final epoch and at the best validation epoch (on data with
+  known interaction types, e.g. the synthetic set, also per type: ``acc_synergy`` is the
+  accuracy on the XOR subset), and the fraction of the training set each epoch visited.
 * :func:`tune` gives every arm the same number of trials, drawn from the shared optimiser
   grid (:data:`OPTIMISER_GRID`) times the arm's own grid (:data:`examples.arms.SPACES`), and
   picks the configuration with the best final-epoch **validation** accuracy on tuning
@@ -53,10 +55,21 @@ def schedule_epochs(build, epochs: int) -> int:
 
 
 def _accuracies(model, data, part) -> dict:
+    """Accuracy of the fused prediction (``acc``) and of each head (``acc1``, ``acc2``) on
+    ``part``; with ``data.meta["type"]`` (ids into :data:`examples.data.INTERACTION_TYPES`)
+    also the fused accuracy on each type's samples, ``acc_<type>`` (``acc_synergy``: XOR)."""
     x1, x2, y = data.split(part)
     out = predict(model, [x1, x2])
     acc = {"acc": out.fused, "acc1": out.heads[0], "acc2": out.heads[1]}
-    return {k: (v.argmax(1) == y).float().mean().item() for k, v in acc.items()}
+    res = {k: (v.argmax(1) == y).float().mean().item() for k, v in acc.items()}
+    if "type" in data.meta:
+        from .data import INTERACTION_TYPES
+
+        kind, hit = data.meta["type"][data.indices(part)], out.fused.argmax(1) == y
+        for t, name in enumerate(INTERACTION_TYPES):
+            if (kind == t).any():
+                res[f"acc_{name}"] = hit[kind == t].float().mean().item()
+    return res
 
 
 def fit(data, name: str, params: dict, *, seed: int, epochs: int, batch_size: int = 64, lr: float = 1e-3,
@@ -66,27 +79,33 @@ def fit(data, name: str, params: dict, *, seed: int, epochs: int, batch_size: in
 
     Numbers: ``test``/``val`` accuracies at the final epoch (``acc``, ``acc1``, ``acc2``),
     ``best_epoch`` (highest validation accuracy, first on ties) with ``best_val`` and
-    ``best_test``, ``val_curve``, ``visits``, ``steps``, ``epochs_run``, ``seconds`` and
-    the arm's ``summary``.
+    ``best_test``, ``val_curve``, ``visits``, ``fractions`` (each epoch's visits over the
+    training-set size), ``steps``, ``epochs_run``, ``seconds`` and the arm's ``summary``;
+    with interaction types, ``test_counts`` (test samples per type).
+    The optimizer trains the model's parameters and the arm's ``extra_parameters()``.
     """
     x1, x2, y = data.split("train")
     n = y.shape[0]
     torch.manual_seed(seed)
     arm = make_arm(name, n, epochs, seed, params)
     model = MultiViewNet([x1.shape[1], x2.shape[1]], data.n_classes, fusion=arm.fusion)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+
+    def optimizer():
+        return torch.optim.AdamW([*model.parameters(), *arm.extra_parameters()], lr=lr, weight_decay=weight_decay)
+    opt = optimizer()
     budget, visits, steps, epoch = epochs * n, 0, 0, 0
-    curve, best, best_state = [], -1.0, None
+    curve, fractions, best, best_state = [], [], -1.0, None
     t0 = time.perf_counter()
     while visits < budget:
         model.eval()
         arm.start_epoch(epoch, model, data)
         if arm.reset_optimizer:
-            opt, arm.reset_optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay), False
+            opt, arm.reset_optimizer = optimizer(), False
         for group in opt.param_groups:
             group["lr"] = lr * arm.lr_scale
         model.train()
         order = arm.epoch_indices(epoch)[:budget - visits]
+        before = visits
         for idx in order.split(batch_size):
             if idx.numel() < 2:
                 continue
@@ -99,6 +118,7 @@ def fit(data, name: str, params: dict, *, seed: int, epochs: int, batch_size: in
             visits, steps = visits + idx.numel(), steps + 1
         if visits == 0:
             raise RuntimeError(f"arm {name!r} visited no sample in epoch {epoch}")
+        fractions.append((visits - before) / n)
         arm.end_epoch(epoch, predict(model, [x1, x2]), y)
         val = _accuracies(model, data, "val")["acc"]
         curve.append(val)
@@ -108,8 +128,13 @@ def fit(data, name: str, params: dict, *, seed: int, epochs: int, batch_size: in
     seconds = time.perf_counter() - t0
     res = {"seed": seed, "params": params, "lr": lr, "weight_decay": weight_decay,
            "test": _accuracies(model, data, "test"), "val": _accuracies(model, data, "val"),
-           "val_curve": curve, "visits": visits, "steps": steps, "epochs_run": epoch, "seconds": seconds,
-           "summary": arm.summary()}
+           "val_curve": curve, "visits": visits, "fractions": fractions, "steps": steps, "epochs_run": epoch,
+           "seconds": seconds, "summary": arm.summary()}
+    if "type" in data.meta:
+        from .data import INTERACTION_TYPES
+
+        kind = data.meta["type"][data.test]
+        res["test_counts"] = {name: int((kind == t).sum()) for t, name in enumerate(INTERACTION_TYPES)}
     final_state = copy.deepcopy(model.state_dict())
     model.load_state_dict(best_state)
     res.update(best_epoch=best_epoch, best_val=best, best_test=_accuracies(model, data, "test")["acc"])

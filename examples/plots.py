@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["plot_pid_trajectory", "plot_accuracy_bars"]
+__all__ = ["plot_pid_trajectory", "plot_accuracy_bars", "plot_fair_deltas", "plot_fair_probe_gaps",
+           "plot_fair_fractions"]
 
 
 def _pyplot():
@@ -72,6 +73,113 @@ def plot_accuracy_bars(table: dict, path, metric: str = "acc", title: str = "") 
     ax.set_ylabel(f"test {metric}")
     ax.set_title(title)
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------- the fair-protocol grid
+# Each takes the results as :mod:`examples.run_fair` saves them in its JSON file.
+
+def _panels(plt, n, width=5.5, height=4.5):
+    fig, axes = plt.subplots(1, n, figsize=(width * n, height), squeeze=False)
+    return fig, axes[0]
+
+
+def plot_fair_deltas(results: dict, path, baseline: str = "fused+heads") -> None:
+    """Per data set (one panel): every arm's mean paired difference in final test accuracy
+    to ``baseline`` (points, seed by seed) with its 95 % t-interval; the label gives the
+    arm's own mean accuracy. The baseline itself sits at 0 with its own interval's half
+    width, for scale."""
+    plt = _pyplot()
+    datasets = results["datasets"]
+    fig, axes = _panels(plt, len(datasets), height=0.42 * max(len(d["summary"]["arms"]) for d in datasets.values()) + 1.2)
+    for ax, (dname, d) in zip(axes, datasets.items()):
+        arms = d["summary"]["arms"]
+        names = list(arms)
+        for i, a in enumerate(names):
+            v = arms[a]
+            if a == baseline:
+                iv = v["final"]
+                ax.errorbar([0.0], [i], xerr=[[100 * (iv["mean"] - iv["lo"])], [100 * (iv["hi"] - iv["mean"])]],
+                            fmt="s", color="grey", capsize=3)
+                continue
+            p = v["vs"].get(baseline, {}).get("final")
+            if p is None:
+                continue
+            lo, hi = 100 * (p["mean"] - p["lo"]), 100 * (p["hi"] - p["mean"])
+            color = "C2" if p["lo"] > 0 else "C3" if p["hi"] < 0 else "C0"
+            ax.errorbar([100 * p["mean"]], [i], xerr=[[lo], [hi]], fmt="o", color=color, capsize=3)
+        ax.axvline(0, color="k", lw=0.8)
+        ax.set_yticks(range(len(names)),
+                      [f"{a} ({100 * arms[a]['final']['mean']:.1f}%)" + (" — baseline, own CI" if a == baseline else "")
+                       for a in names], fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel(f"Δ final test accuracy vs {baseline} (points)")
+        n = len(d["runs"][baseline]) if baseline in d["runs"] else "?"
+        ax.set_title(f"{dname}: mean paired Δ, 95 % t-interval, {n} seeds", fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_fair_probe_gaps(results: dict, path, arms) -> None:
+    """Per data set (one panel): the probe gap of each modality (points: the linear-probe
+    accuracy of the encoder trained alone minus that of the same encoder in the joint
+    model) for ``arms`` that were run, with 95 % t-intervals."""
+    plt = _pyplot()
+    datasets = results["datasets"]
+    fig, axes = _panels(plt, len(datasets), height=0.5 * len(arms) + 1.4)
+    for ax, (dname, d) in zip(axes, datasets.items()):
+        summ = d["summary"]["arms"]
+        names = [a for a in arms if a in summ]
+        for j, (m, color) in enumerate((("1", "C0"), ("2", "C1"))):
+            for i, a in enumerate(names):
+                iv = summ[a]["probe_gap"][m]
+                y = i + (j - 0.5) * 0.3
+                ax.errorbar([100 * iv["mean"]], [y], xerr=[[100 * (iv["mean"] - iv["lo"])], [100 * (iv["hi"] - iv["mean"])]],
+                            fmt="o", color=color, capsize=2, label=f"modality {m}" if i == 0 else None)
+        ax.axvline(0, color="k", lw=0.8)
+        ax.set_yticks(range(len(names)), names, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel("probe gap, points (alone − joint)")
+        ax.set_title(f"{dname}: > 0 = the joint encoder learned less", fontsize=10)
+        ax.legend(fontsize=8)
+        ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_fair_fractions(results: dict, path) -> None:
+    """Per data set (one panel): for each arm whose epochs visit only part of the training
+    set (the curricula), the fraction each epoch visited, drawn as a step over the part of
+    the budget (passes, sample visits / N) the epoch spent; one line when every seed has the
+    same schedule, else one thin line per seed. The last epoch is cut where the budget ends."""
+    plt = _pyplot()
+    datasets = results["datasets"]
+    fig, axes = _panels(plt, len(datasets))
+    for ax, (dname, d) in zip(axes, datasets.items()):
+        shown = 0
+        for k, (a, runs) in enumerate(d["runs"].items()):
+            fr = [r.get("fractions") for r in runs]
+            if not fr or any(f is None for f in fr) or all(min(f) >= 1.0 for f in fr):
+                continue
+            color = f"C{shown}"
+            shown += 1
+            same = len({len(f) for f in fr}) == 1 and all(np.allclose(f, fr[0]) for f in fr)
+            for i, f in enumerate(fr[:1] if same else fr):
+                f = np.asarray(f)
+                ax.step(np.concatenate([[0.0], np.cumsum(f)]), np.concatenate([f[:1], f]), where="pre", color=color,
+                        lw=1.5 if same else 0.6, alpha=1.0 if same else 0.5, label=a if i == 0 else None)
+        ax.set_xlabel("budget spent (sample visits / N)")
+        ax.set_ylabel("fraction of the training set in the epoch")
+        ax.set_ylim(0, 1.05)
+        ax.set_title(dname)
+        if shown:
+            ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

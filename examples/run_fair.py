@@ -4,13 +4,31 @@ For each data set: every arm of :mod:`examples.arms` is tuned with the same numb
 on validation accuracy (tuning seeds 1000, 1001, … — their own splits, never the evaluation
 seeds'), then trained with its chosen configuration on the evaluation seeds 0 … n−1, each
 seed its own split and initialisation, all arms on the same seeds. Per seed it also trains
-each modality's encoder alone, for the probe gap. Writes ``<name>.json`` (every run) and
-``<name>.md`` (tables with paired 95 % t-intervals) to ``--out``.
+each modality's encoder alone, for the probe gap. Writes to ``--out``: ``<name>.json`` (every
+run), ``<name>.md`` (tables with paired 95 % t-intervals; on the synthetic data also the
+accuracy on its XOR subset; how often ECS-async's synergy rule fired) and three figures,
+``<name>_deltas.png`` (each arm's paired difference to fused+heads), ``<name>_probe_gaps.png``
+and ``<name>_fractions.png`` (the curricula's share of the training set per epoch).
+
+Runs (1 torch thread; the AV-digits cache is generated with espeak-ng on first use):
+
+* reduced grid, every arm, a few minutes on 2 shared cores::
+
+      python -m examples.run_fair --name fair_reduced --datasets avdigits synthetic --seeds 2 --trials 2 --epochs 5
+
+* the full grid of ``examples/results/fair_full.md`` (about an hour on 2 shared cores)::
+
+      python -m examples.run_fair --name fair_full --datasets avdigits synthetic --seeds 10 --trials 6 --tune-seeds 2 --epochs 30
+
+* tables and figures again from a saved JSON file, without training::
+
+      python -m examples.run_fair --replot examples/results/fair_full.json
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from functools import lru_cache
@@ -24,6 +42,8 @@ from . import fair
 from .stats import mean_interval, paired
 
 BASELINES = ("fused", "fused+heads")
+#: The synthetic data's XOR (synergy) subset: its accuracy key in a run's ``test`` numbers.
+XOR = "acc_synergy"
 #: (arm, the baseline it is compared with on its own architecture or schedule).
 OWN_BASELINE = {"DynCIM (gated)": "gated fused+heads"}
 
@@ -73,20 +93,36 @@ def summarise(out: dict, arm_names) -> dict:
     runs = out["runs"]
     col = {a: {"final": [r["test"]["acc"] for r in runs[a]], "best": [r["best_test"] for r in runs[a]]}
            for a in arm_names}
-    summ = {"alone": {m: mean_interval([s[m]["acc"] for s in out["alone"]]) for m in (1, 2)},
-            "alone_probe": {m: mean_interval([s[m]["probe"] for s in out["alone"]]) for m in (1, 2)},
+    for a in arm_names:
+        if all(XOR in r["test"] for r in runs[a]):
+            col[a]["xor"] = [r["test"][XOR] for r in runs[a]]
+    def mod(d, m):                # modality keys: 1, 2 in memory, "1", "2" in the JSON file
+        return d[m] if m in d else d[str(m)]
+    summ = {"alone": {m: mean_interval([mod(s, m)["acc"] for s in out["alone"]]) for m in (1, 2)},
+            "alone_probe": {m: mean_interval([mod(s, m)["probe"] for s in out["alone"]]) for m in (1, 2)},
             "arms": {}}
     for a in arm_names:
         s = {"final": mean_interval(col[a]["final"]), "best": mean_interval(col[a]["best"]),
              "acc1": mean_interval([r["test"]["acc1"] for r in runs[a]]),
              "acc2": mean_interval([r["test"]["acc2"] for r in runs[a]]),
-             "probe_gap": {m: mean_interval([r["probe_gap"][m] for r in runs[a]]) for m in (1, 2)},
+             "probe_gap": {m: mean_interval([mod(r["probe_gap"], m) for r in runs[a]]) for m in (1, 2)},
              "visits": runs[a][0]["visits"], "steps": int(np.mean([r["steps"] for r in runs[a]])),
              "epochs_run": runs[a][0]["epochs_run"], "seconds": float(np.mean([r["seconds"] for r in runs[a]])),
              "vs": {}}
+        if "xor" in col[a]:
+            s["xor"] = mean_interval(col[a]["xor"])
         for b in (*BASELINES, OWN_BASELINE.get(a)):
             if b is not None and b in col and b != a:
-                s["vs"][b] = {k: paired(col[a][k], col[b][k]) for k in ("final", "best")}
+                s["vs"][b] = {k: paired(col[a][k], col[b][k]) for k in ("final", "best", "xor")
+                              if k in col[a] and k in col[b]}
+        ecs = [r["summary"] for r in runs[a] if "synergy_fired" in r["summary"]]
+        if ecs:
+            s["synergy_rule"] = {"rule": ecs[0]["synergy_rule"], "k": ecs[0]["k"],
+                                 "fired": [e["synergy_fired"] for e in ecs],
+                                 "fired_counted": [e["synergy_fired_counted"] for e in ecs],
+                                 "tests": [e["synergy_tests"] for e in ecs],
+                                 "switch_epoch": [e["switch_epoch"] for e in ecs],
+                                 "peak_epoch": [e["peak_epoch"] for e in ecs]}
         summ["arms"][a] = s
     return summ
 
@@ -106,36 +142,52 @@ def markdown(results: dict) -> str:
              f"own split and initialisation, the same for every arm), {cfg['trials']} tuning trials per arm on "
              f"validation accuracy of tuning seed(s) {cfg['tune_seeds_list']}, a budget of {cfg['epochs']} "
              f"passes over the training set (sample visits) per run, batch {cfg['batch_size']}. Wall time "
-             f"{cfg['wall_seconds'] / 60:.1f} min on {cfg['machine']}.", "",
+             f"{cfg['wall_seconds'] / 60:.1f} min on {cfg['machine']}"
+             + (f" (load average {cfg['load_at_start']:.1f} at the start: the cores were shared with other work)"
+                if cfg.get("load_at_start") is not None else "") + ".", "",
              "Accuracies in %, test split; `[lo, hi]` is the 95 % t-interval over seeds (of the mean, or of the "
              "mean paired difference). *Final*: last epoch; *best-val*: the epoch with the best validation "
              "accuracy. *Δ vs X*: the per-seed difference to baseline X on the same seed.", ""]
     for dname, d in results["datasets"].items():
         s = d["summary"]
+        xor = all("xor" in v for v in s["arms"].values())
         lines += [f"## {dname}", "",
                   f"Each modality trained alone (encoder + head): modality 1 {_pct(s['alone']['1'])}, "
                   f"modality 2 {_pct(s['alone']['2'])}; linear probes on those encoders: "
                   f"{_pct(s['alone_probe']['1'])} / {_pct(s['alone_probe']['2'])}.", "",
                   "| arm | final | best-val | Δ final vs fused | Δ final vs fused+heads | Δ best-val vs fused+heads "
-                  "| heads 1 / 2 | visits | steps | s / run |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  + ("| XOR subset (final) " if xor else "") + "| heads 1 / 2 | visits | steps | s / run |",
+                  "|---|---|---|---|---|---|" + ("---|" if xor else "") + "---|---|---|---|"]
+
+        def cell(vs, b, k):
+            if b not in vs or k not in vs[b]:
+                return "—"
+            p = vs[b][k]
+            return f"{_pct(p, True)} ({p['wins']}/{p['n']})"
         for a, v in s["arms"].items():
             vs = v["vs"]
-
-            def cell(b, k):
-                if b not in vs:
-                    return "—"
-                p = vs[b][k]
-                return f"{_pct(p, True)} ({p['wins']}/{p['n']})"
-            lines.append(f"| {a} | {_pct(v['final'])} | {_pct(v['best'])} | {cell('fused', 'final')} | "
-                         f"{cell('fused+heads', 'final')} | {cell('fused+heads', 'best')} | "
-                         f"{100 * v['acc1']['mean']:.1f} / {100 * v['acc2']['mean']:.1f} | {v['visits']} | {v['steps']} | "
-                         f"{v['seconds']:.0f} |")
+            lines.append(f"| {a} | {_pct(v['final'])} | {_pct(v['best'])} | {cell(vs, 'fused', 'final')} | "
+                         f"{cell(vs, 'fused+heads', 'final')} | {cell(vs, 'fused+heads', 'best')} | "
+                         + (f"{_pct(v['xor'])} | " if xor else "")
+                         + f"{100 * v['acc1']['mean']:.1f} / {100 * v['acc2']['mean']:.1f} | {v['visits']} | "
+                         f"{v['steps']} | {v['seconds']:.0f} |")
+        if xor:
+            counts = [r.get("test_counts", {}).get("synergy") for r in d["runs"][next(iter(d["runs"]))]]
+            n_xor = f"{np.mean(counts):.0f}" if all(c is not None for c in counts) else None
+            lines += ["", "XOR (synergy) subset of the test split, final epoch: each view alone is independent of the "
+                      "label there, both together determine it" + (f" (on average {n_xor} test samples per seed)" if n_xor else "")
+                      + ". Paired differences, points:", "",
+                      "| arm | XOR accuracy | Δ XOR vs fused | Δ XOR vs fused+heads |", "|---|---|---|---|"]
+            for a, v in s["arms"].items():
+                lines.append(f"| {a} | {_pct(v['xor'])} | {cell(v['vs'], 'fused', 'xor')} | "
+                             f"{cell(v['vs'], 'fused+heads', 'xor')} |")
         own = [(a, b) for a, b in OWN_BASELINE.items() if a in s["arms"] and b in s["arms"][a]["vs"]]
         for a, b in own:
             p = s["arms"][a]["vs"][b]
             lines += ["", f"{a} against {b} (same gated architecture): Δ final {_pct(p['final'], True)} "
-                          f"({p['final']['wins']}/{p['final']['n']} seeds), Δ best-val {_pct(p['best'], True)}."]
+                          f"({p['final']['wins']}/{p['final']['n']} seeds), Δ best-val {_pct(p['best'], True)}"
+                      + (f", Δ XOR {_pct(p['xor'], True)} ({p['xor']['wins']}/{p['xor']['n']})" if "xor" in p else "")
+                      + "."]
         lines += ["", "Mechanism check — probe gap, points: linear-probe test accuracy of each modality's encoder "
                   "trained alone minus that of the same encoder inside the joint model (positive = the joint "
                   "model's encoder learned less about its modality):", "",
@@ -145,12 +197,67 @@ def markdown(results: dict) -> str:
         lines += ["", "Chosen configurations (validation): " + "; ".join(
             f"{a}: " + ", ".join(f"{k}={v}" for k, v in t["best"].items()) for a, t in d["tuning"].items()), ""]
         for a in (a for a in d["runs"] if "ECS" in a):
-            sw = [r["summary"].get("switch_epoch") for r in d["runs"][a]]
-            peak = [r["summary"].get("peak_epoch") for r in d["runs"][a]]
-            lines.append(f"- {a}: stage 2 began at epochs {sw}; peak synergy score at epochs {peak} "
-                         "(None: no probe passed min_score, nothing restored), per seed.")
+            rule = s["arms"][a].get("synergy_rule")
+            if rule is None:              # results saved before the rule was counted
+                sw = [r["summary"].get("switch_epoch") for r in d["runs"][a]]
+                peak = [r["summary"].get("peak_epoch") for r in d["runs"][a]]
+                lines.append(f"- {a}: stage 2 began at epochs {sw}; peak synergy score at epochs {peak} "
+                             "(None: no probe passed min_score, nothing restored), per seed.")
+                continue
+            fired, counted, tests = rule["fired"], rule["fired_counted"], rule["tests"]
+            per_seed = ", ".join(f"{f}/{t} ({c})" for f, t, c in zip(fired, tests, counted))
+            lines.append(f"- {a}: synergy rule `{rule['rule']}` (k = {rule['k']} clusters per modality) fired on "
+                         f"{per_seed} stage-1 probes per seed (in brackets: firings after the warm-up, the only "
+                         f"ones that can become the restored peak); {sum(fired)} of {sum(tests)} probes in all, "
+                         f"{sum(counted)} after the warm-up. Stage 2 began at epochs {rule['switch_epoch']}; peak "
+                         f"restored from epochs {rule['peak_epoch']} (None: nothing restored).")
+            if sum(fired) == 0:
+                lines.append(f"  The synergy rule never fired for {a} on {dname}: no stage-1 probe's test of "
+                             "\"synergy > 0\" rejected, so stage 2 always started from the current parameters.")
+            elif sum(counted) == 0:
+                lines.append(f"  After the warm-up the rule never fired for {a} on {dname}: no snapshot was "
+                             "restored on any seed.")
         lines.append("")
     return "\n".join(lines)
+
+
+def machine() -> str:
+    """CPU model, core count and the torch thread count of this run."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cores ({platform.machine()})"
+
+
+def figures(results: dict, out: Path, name: str) -> list[str]:
+    """The grid's three figures (:mod:`examples.plots`); returns their file names."""
+    from . import plots
+
+    files = [f"{name}_deltas.png", f"{name}_probe_gaps.png", f"{name}_fractions.png"]
+    plots.plot_fair_deltas(results, out / files[0])
+    plots.plot_fair_probe_gaps(results, out / files[1], [*BASELINES, *arm_defs.IMBALANCE_ARMS])
+    plots.plot_fair_fractions(results, out / files[2])
+    return files
+
+
+def write(results: dict, out: Path, plots: bool = True) -> None:
+    """``<name>.json``, ``<name>.md`` and (``plots``) the figures of ``results``."""
+    name = results["config"]["name"]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(results, indent=1))
+    md = markdown(results)
+    if plots:
+        files = figures(results, out, name)
+        md += "\n".join(["", "## Figures", "",
+                         f"- `{files[0]}`: each arm's paired difference in final test accuracy to fused+heads, 95 % "
+                         "interval (green: above 0, red: below), one panel per data set.",
+                         f"- `{files[1]}`: probe gaps of the baselines and the imbalance arms.",
+                         f"- `{files[2]}`: the curricula's fraction of the training set per epoch, against the "
+                         "budget spent (the last epoch is cut where the budget ends).", ""])
+    (out / f"{name}.md").write_text(md)
 
 
 def main(argv=None) -> dict:
@@ -166,7 +273,15 @@ def main(argv=None) -> dict:
     ap.add_argument("--val-fraction", type=float, default=0.15, help="synthetic data's validation share")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    ap.add_argument("--no-plots", action="store_true", help="skip the figures")
+    ap.add_argument("--replot", metavar="JSON", help="rewrite the tables and figures of a saved run; no training")
     args = ap.parse_args(argv)
+    if args.replot:
+        results = json.loads(Path(args.replot).read_text())
+        for d in results["datasets"].values():
+            d["summary"] = json.loads(json.dumps(summarise(d, list(d["runs"]))))
+        write(results, Path(args.replot).parent, plots=not args.no_plots)
+        return results
     unknown = [a for a in args.arms if a not in arm_defs.ARMS]
     if unknown:
         raise SystemExit(f"unknown arms {unknown}; choose from {list(arm_defs.ARMS)}")
@@ -176,16 +291,15 @@ def main(argv=None) -> dict:
                           "tune_seeds_list": [1000 + i for i in range(args.tune_seeds)], "trials": args.trials,
                           "epochs": args.epochs, "batch_size": args.batch_size, "torch": torch.__version__,
                           "python": platform.python_version(), "threads": args.threads,
-                          "machine": f"{platform.machine()}, {args.threads} torch thread(s)"},
+                          "machine": f"{machine()}, {args.threads} torch thread(s)",
+                          "load_at_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None},
                "datasets": {}}
     for name in args.datasets:
         results["datasets"][name] = run_dataset(name, args.arms, args)
     results["config"]["wall_seconds"] = time.perf_counter() - t0
     results = json.loads(json.dumps(results))                 # the form the JSON file holds
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{args.name}.json").write_text(json.dumps(results, indent=1))
-    (out / f"{args.name}.md").write_text(markdown(results))
+    write(results, out, plots=not args.no_plots)
     print((out / f"{args.name}.md").read_text())
     return results
 

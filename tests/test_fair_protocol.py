@@ -91,13 +91,75 @@ def test_ecs_published_schedule_lowers_the_stage2_learning_rate(small):
 def test_runner_writes_paired_tables(tmp_path, monkeypatch):
     monkeypatch.setattr(run_fair, "loader", lambda name, val: lambda seed: synthetic_views(
         n=300, seed=seed, val_fraction=val))
-    names = ["fused", "fused+heads", "gated fused+heads", "DynCIM (gated)"]
+    names = ["fused", "fused+heads", "gated fused+heads", "DynCIM (gated)", "pre-training", "ECS-async"]
     results = run_fair.main(["--name", "tiny", "--datasets", "synthetic", "--arms", *names, "--seeds", "2",
-                             "--trials", "1", "--epochs", "2", "--out", str(tmp_path)])
+                             "--trials", "1", "--epochs", "3", "--out", str(tmp_path)])
     summ = results["datasets"]["synthetic"]["summary"]["arms"]
     assert set(summ["DynCIM (gated)"]["vs"]) == {"fused", "fused+heads", "gated fused+heads"}
     assert summ["fused+heads"]["vs"]["fused"]["final"]["n"] == 2
+    # The XOR subset's accuracy, and its paired differences to both baselines.
+    for a in names:
+        assert 0 <= summ[a]["xor"]["mean"] <= 1
+    assert summ["pre-training"]["vs"]["fused+heads"]["xor"]["n"] == 2 and "xor" in summ["fused"]["vs"]["fused+heads"]
+    rule = summ["ECS-async"]["synergy_rule"]
+    assert rule["rule"] == "test" and len(rule["fired"]) == 2
+    assert all(0 <= f <= t for f, t in zip(rule["fired"], rule["tests"]))
     saved = json.loads((tmp_path / "tiny.json").read_text())
-    assert len(saved["datasets"]["synthetic"]["runs"]["fused"]) == 2
+    runs = saved["datasets"]["synthetic"]["runs"]
+    assert len(runs["fused"]) == 2
+    assert {r["visits"] for a in names for r in runs[a]} == {runs["fused"][0]["visits"]}   # equal budgets
     md = (tmp_path / "tiny.md").read_text()
     assert "probe gap" in md and "DynCIM (gated) against gated fused+heads" in md
+    assert "XOR subset (final)" in md and "| pre-training |" in md and "synergy rule `test`" in md
+    for fig in ("tiny_deltas.png", "tiny_probe_gaps.png", "tiny_fractions.png"):
+        assert (tmp_path / fig).stat().st_size > 0
+    # The tables again from the JSON file alone, identical.
+    again = run_fair.main(["--replot", str(tmp_path / "tiny.json"), "--no-plots"])
+    assert again["datasets"]["synthetic"]["summary"]["arms"]["pre-training"]["xor"] == summ["pre-training"]["xor"]
+    assert (tmp_path / "tiny.md").read_text() == run_fair.markdown(saved)
+
+
+def test_new_arms_visit_the_same_budget_and_report_the_xor_subset(small):
+    n = len(small.train)
+    for name in ("pre-training", "SynIB (repository variant)", "ECS-async"):
+        res, _ = fair.fit(small, name, {}, seed=0, epochs=3)
+        assert res["visits"] == 3 * n and res["fractions"] == [1.0, 1.0, 1.0]
+        assert {"acc_synergy", "acc_redundant", "acc_unique1", "acc_unique2"} <= set(res["test"])
+        assert sum(res["test_counts"].values()) == len(small.test)
+    kind = small.meta["type"][small.test]
+    assert res["test_counts"]["synergy"] == int((kind == 3).sum()) > 0
+
+
+def test_pretraining_trains_one_modality_at_a_time(small):
+    x1, x2, y = small.split("train")
+    arm = fair.make_arm("pre-training", len(y), 10, 0, {"pretrain_fraction": 0.4})
+    assert (arm.per_modality, arm.joint_from) == (2, 4)            # 2 + 2 of the 10 passes unimodal
+    assert [arm.stage(e) for e in range(6)] == [1, 1, 2, 2, 0, 0]
+    torch.manual_seed(0)
+    model = MultiViewNet([x1.shape[1], x2.shape[1]], small.n_classes)
+    for epoch, trained in ((0, 0), (2, 1)):
+        model.zero_grad(set_to_none=True)
+        arm.loss(epoch, model, model([x1[:32], x2[:32]]), y[:32], None).backward()
+        for m in (0, 1):
+            got = [p.grad is not None for p in [*model.encoders[m].parameters(), *model.heads[m].parameters()]]
+            assert all(got) if m == trained else not any(got)
+        assert all(p.grad is None for p in model.fusion.parameters())
+    arm.start_epoch(4, model, small)
+    assert arm.reset_optimizer                                       # a fresh optimizer for the fused stage
+    with pytest.raises(ValueError, match="at least 3 passes"):
+        fair.make_arm("pre-training", len(y), 2, 0, {})
+
+
+def test_synib_repository_arm_trains_its_log_variance_head(small):
+    x1, x2, y = small.split("train")
+    arm = fair.make_arm("SynIB (repository variant)", len(y), 3, 0, {"lambda_syn": 0.1})
+    assert arm.extra_parameters() == []
+    torch.manual_seed(0)
+    model = MultiViewNet([x1.shape[1], x2.shape[1]], small.n_classes)
+    arm.start_epoch(0, model, small)
+    assert arm.reset_optimizer and arm.loss_fn.variant == "repository"
+    head = arm.loss_fn.logvar_head
+    assert tuple(head.weight.shape) == (small.n_classes, model.fusion[0].out_features)
+    assert {id(p) for p in arm.extra_parameters()} == {id(p) for p in head.parameters()}
+    arm.loss(0, model, model([x1[:32], x2[:32]]), y[:32], None).backward()
+    assert head.weight.grad.abs().sum() > 0
