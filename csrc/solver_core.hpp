@@ -53,6 +53,10 @@ namespace detail {
 
 constexpr double kNegInf = -HUGE_VAL;
 constexpr double kMuMin = 1e-13;  // below this R = mu / (1 - s) loses its digits
+constexpr double kKappa = 10.0;   // multipliers stay within [1/kKappa, kKappa] x mu / (1 - s)
+
+// The backtracking's next trial step: 1, 0.85, 0.7, 0.55, then halving.
+FASTPID_HD inline double shorter_step(double alpha) { return alpha > 0.6 ? alpha - 0.15 : 0.5 * alpha; }
 
 // std::max, std::min and std::swap are host-only in device code; these are the same
 // (including which argument wins on ties and NaN).
@@ -396,9 +400,9 @@ struct Problem {
 // Arrays of one Newton direction. The f-block of each x1 = i is eliminated into the Schur
 // complement S on g; what the back substitution needs of it is kept per i.
 struct NewtonScratch {
-  // Per cell (i, j, y): W = p(y) exp(f + g), tW = t W and Wt2 = t W / (1 - s), where
-  // t = mu / (1 - s) is the cell's barrier weight.
-  double *W, *tW, *Wt2;
+  // Per cell (i, j, y): W = p(y) exp(f + g), tW = R W and Wt2 = R W / (1 - s), where R is
+  // the cell's multiplier (the Hessian's weight); per cell (i, j): oms = 1 - s.
+  double *W, *tW, *Wt2, *oms;
   // Gradient and Jacobi scaling of the f and g unknowns (the scaled system is solved).
   double *grad_f, *sf, *grad_g, *sg;
   double *S, *rhs;  // Schur complement, (n2 ny)^2, and its right-hand side
@@ -411,7 +415,7 @@ struct NewtonScratch {
 
   FASTPID_HD NewtonScratch(int n1, int n2, int ny, Arena& arena)
       : W(arena.doubles(n1 * n2 * ny)), tW(arena.doubles(n1 * n2 * ny)),
-        Wt2(arena.doubles(n1 * n2 * ny)), grad_f(arena.doubles(n1 * ny)),
+        Wt2(arena.doubles(n1 * n2 * ny)), oms(arena.doubles(n1 * n2)), grad_f(arena.doubles(n1 * ny)),
         sf(arena.doubles(n1 * ny)), grad_g(arena.doubles(n2 * ny)), sg(arena.doubles(n2 * ny)),
         S(arena.doubles(static_cast<size_t>(n2 * ny) * (n2 * ny))), rhs(arena.doubles(n2 * ny)),
         H(arena.doubles(ny * ny)), e(arena.doubles(ny)), a(arena.doubles(n2 * ny)),
@@ -427,6 +431,7 @@ struct Solver {
   const SolveOptions& opt;
   const int n1, n2, ny;
   double *f, *g;  // potentials; entries outside the masks are not used
+  double* R;      // per cell: the multiplier that weights the Newton system
   double *logR, *ls, *Q;
   char *fixed_f, *fixed_g;
   double *ft, *gt, *lst;  // line-search trial point, swapped with (f, g, ls) when accepted
@@ -437,7 +442,7 @@ struct Solver {
 
   FASTPID_HD Solver(const Problem& pr, const SolveOptions& opt, Arena& arena)
       : pr(pr), opt(opt), n1(pr.n1), n2(pr.n2), ny(pr.ny), f(arena.doubles(n1 * ny)),
-        g(arena.doubles(n2 * ny)), logR(arena.doubles(n1 * n2)), ls(arena.doubles(n1 * n2)),
+        g(arena.doubles(n2 * ny)), R(arena.doubles(n1 * n2)), logR(arena.doubles(n1 * n2)), ls(arena.doubles(n1 * n2)),
         Q(arena.doubles(n1 * n2 * ny)), fixed_f(arena.bytes(n1 * ny)),
         fixed_g(arena.bytes(n2 * ny)), ft(arena.doubles(n1 * ny)), gt(arena.doubles(n2 * ny)),
         lst(arena.doubles(n1 * n2)), df(arena.doubles(n1 * ny)), dg(arena.doubles(n2 * ny)),
@@ -541,8 +546,8 @@ struct Solver {
   // u_j = H_i^-1 a_j and H_i^-1 without forming C_i.
   FASTPID_HD double newton_direction(double mu) {
     const int m = n2 * ny;
-    barrier_weights(mu);
-    scaled_gradient();
+    barrier_weights();
+    scaled_gradient(mu);
     schur_g_block();
     for (int i = 0; i < n1; ++i) eliminate_f_block(i);
     cholesky(nw.S, m, nw.chol);
@@ -550,13 +555,14 @@ struct Solver {
     return back_substitute();
   }
 
-  // W, tW, Wt2 (see NewtonScratch) at the current point.
-  FASTPID_HD void barrier_weights(double mu) {
+  // W, tW, Wt2, oms (see NewtonScratch) at the current point.
+  FASTPID_HD void barrier_weights() {
     double *W = nw.W, *tW = nw.tW, *Wt2 = nw.Wt2;
     for (int i = 0; i < n1; ++i)
       for (int j = 0; j < n2; ++j) {
         double oms = -expm1(ls[i * n2 + j]);
-        double t = mu / oms, t2 = t / oms;
+        nw.oms[i * n2 + j] = oms;
+        double t = R[i * n2 + j], t2 = t / oms;
         for (int y = 0; y < ny; ++y) {
           int k = (i * n2 + j) * ny + y;
           double w = pr.adm(i, j, y) ? exp(pr.logw(f, g, i, j, y)) : 0.0;
@@ -567,31 +573,34 @@ struct Solver {
       }
   }
 
-  // Gradients of f and g (0 on fixed unknowns) and the Jacobi scalings 1 / sqrt(diag H).
-  FASTPID_HD void scaled_gradient() {
+  // Gradients of the barrier objective for f and g (0 on fixed unknowns; each cell's
+  // multiplier at its barrier value mu / (1 - s)) and the Jacobi scalings 1 / sqrt(diag H).
+  FASTPID_HD void scaled_gradient(double mu) {
     const double *W = nw.W, *tW = nw.tW, *Wt2 = nw.Wt2;
     for (int i = 0; i < n1; ++i)
       for (int y = 0; y < ny; ++y) {
-        double st = 0, sd = 0;
+        double st = 0, sd = 0, sb = 0;
         for (int j = 0; j < n2; ++j) {
           int k = (i * n2 + j) * ny + y;
           st += tW[k];
           sd += Wt2[k] * W[k];
+          sb += mu / nw.oms[i * n2 + j] * W[k];
         }
         int q = i * ny + y;
-        nw.grad_f[q] = fixed_f[q] ? 0.0 : pr.p1y[q] - st;
+        nw.grad_f[q] = fixed_f[q] ? 0.0 : pr.p1y[q] - sb;
         nw.sf[q] = fixed_f[q] ? 0.0 : 1.0 / sqrt(fp_max(sd + st, 1e-300));
       }
     for (int j = 0; j < n2; ++j)
       for (int y = 0; y < ny; ++y) {
-        double st = 0, sd = 0;
+        double st = 0, sd = 0, sb = 0;
         for (int i = 0; i < n1; ++i) {
           int k = (i * n2 + j) * ny + y;
           st += tW[k];
           sd += Wt2[k] * W[k];
+          sb += mu / nw.oms[i * n2 + j] * W[k];
         }
         int q = j * ny + y;
-        nw.grad_g[q] = fixed_g[q] ? 0.0 : pr.p2y[q] - st;
+        nw.grad_g[q] = fixed_g[q] ? 0.0 : pr.p2y[q] - sb;
         nw.sg[q] = fixed_g[q] ? 0.0 : 1.0 / sqrt(fp_max(sd + st, 1e-300));
       }
   }
@@ -749,9 +758,28 @@ struct Solver {
         fp_swap(ls, lst);
         return alpha;
       }
-      alpha *= 0.5;
+      alpha = shorter_step(alpha);
     }
     return 0.0;
+  }
+
+  // The multipliers after the Newton step (df, dg) (ls already at the new point): the full
+  // primal-dual step of R (1 - s) = mu, dR = (mu - R t + R ds) / t with t = 1 - s at the old
+  // point and ds the change of s along the direction, kept above 1% of R and within
+  // [1/kKappa, kKappa] times mu / (1 - s) at the new point; a rejected step (alpha = 0) resets
+  // R to mu / (1 - s) (fastpid/solver.py, _multiplier_step).
+  FASTPID_HD void multiplier_step(double mu, double alpha) {
+    for (int i = 0; i < n1; ++i)
+      for (int j = 0; j < n2; ++j) {
+        const int c = i * n2 + j;
+        if (!pr.cell[c]) continue;
+        double ds = 0;
+        for (int y = 0; y < ny; ++y) ds += nw.W[c * ny + y] * (df[i * ny + y] + dg[j * ny + y]);
+        const double t = nw.oms[c], r = R[c];
+        const double stepped = fp_max(r + (mu - r * t + r * ds) / t, 0.01 * r);
+        const double centre = mu / -expm1(ls[c]);
+        R[c] = alpha > 0 ? fp_min(fp_max(stepped, centre / kKappa), kKappa * centre) : centre;
+      }
   }
 
   FASTPID_HD double barrier_primal_bound(double mu) {
@@ -778,12 +806,14 @@ struct Solver {
     const double ncells = fp_max(pr.ncells, 1);
     double mu = fp_max(upper - lower, opt.tol) / ncells;
     const double mu_floor = fp_max(0.05 * opt.tol / ncells, kMuMin);
+    for (int c = 0; c < n1 * n2; ++c) R[c] = mu / -expm1(ls[c]);
     int stalled = 0;
     for (int it = 0; it < opt.max_iter && upper - lower > opt.tol && stalled < 5 && !opt.cancelled();
          ++it) {
       const double gap_before = upper - lower;
       const double dec2 = newton_direction(mu);
       const double alpha = line_search(mu, dec2);
+      multiplier_step(mu, alpha);
       ++iterations;
       lower = fp_max(lower, pr.dual_bound(f, g, ls));
       const bool centred = dec2 <= 0.25 * mu;

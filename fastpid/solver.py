@@ -18,7 +18,10 @@ starting point) and then a barrier method on the dual:
 
 with damped Newton steps while ``mu`` shrinks. At a barrier centre ``R = mu / (1 - s)``
 is the primal coupling, so both bounds come out of every step; the solve stops when
-they are within ``tol``. The barrier keeps every cell's ``R`` strictly positive,
+they are within ``tol``. The steps are primal–dual: the Hessian weights come from
+multipliers ``R`` per cell that follow their own Newton step, instead of from
+``mu / (1 - s)``, so a shrink of ``mu`` does not inflate the next step (about a third
+fewer steps than the pure barrier method on the benchmark joints). The barrier keeps every cell's ``R`` strictly positive,
 so cells whose optimal mass is zero (the usual case for sparse joints) cost nothing
 special: their ``R`` simply decays with ``mu``.
 
@@ -43,6 +46,7 @@ WARM_STEPS = 10  # Blahut–Arimoto steps before Newton
 POLISH_SWEEPS = 20  # Sinkhorn sweeps behind each primal bound
 MU_FACTOR = 0.02  # barrier parameter shrink per centring
 OMEGA = 1.5  # over-relaxation of the Blahut–Arimoto mixture update
+KAPPA = 10.0  # multipliers stay within [1/KAPPA, KAPPA] times their barrier value mu / (1 - s)
 
 
 @dataclass
@@ -288,33 +292,39 @@ def newton_plan(P: torch.Tensor) -> NewtonPlan:
     return NewtonPlan(structure, cost[structure], newton_floats(structure, n1, n2, ny, mf, mg))
 
 
-def _newton_direction(prob: Problem, f, g, mu, fixed_f, fixed_g, structure: str = "schur"):
+def _newton_direction(prob: Problem, f, g, mu, fixed_f, fixed_g, structure: str = "schur", R=None):
     """Newton ascent direction ``(df, dg)`` of the barrier objective and the decrement², by
     the elimination ``structure`` (see :func:`newton_plan`); all three solve the same
-    Jacobi-scaled equations."""
+    Jacobi-scaled equations. ``R``: multipliers that weight the Hessian (see
+    :func:`_barrier_hessian_terms`)."""
     direction = {"schur": _newton_direction_schur, "lowrank": _newton_direction_lowrank,
                  "sparse": _newton_direction_sparse}[structure]
-    return direction(prob, f, g, mu, fixed_f, fixed_g)
+    return direction(prob, f, g, mu, fixed_f, fixed_g, R)
 
 
-def _barrier_hessian_terms(prob: Problem, f, g, mu, fixed_f, fixed_g):
-    """Per-cell pieces of the barrier Hessian shared by every elimination: ``W = p(y) e^{f+g}``,
-    ``t = mu / (1 - s)``, ``t2 = t / (1 - s)``, the gradients and the Jacobi scalings."""
+def _barrier_hessian_terms(prob: Problem, f, g, mu, fixed_f, fixed_g, R=None):
+    """Per-cell pieces of the Newton system shared by every elimination: ``W = p(y) e^{f+g}``,
+    the Hessian weights ``t = R`` and ``t2 = R / (1 - s)``, the gradient of the barrier
+    objective (``R`` replaced by its barrier value ``mu / (1 - s)``) and the Jacobi scalings.
+    ``R (B, n1, n2)``: the cells' multipliers (primal–dual scaling); ``None``: their barrier
+    values, i.e. the Hessian of the barrier objective itself."""
     logw = _log_weights(prob, f, g)
     W = torch.exp(logw)  # (B, n1, n2, ny)
     one_minus_s = -torch.expm1(_lse(logw, -1))  # (B, n1, n2)
-    t = mu[:, None, None] / one_minus_s
+    tb = mu[:, None, None] / one_minus_s
+    t = tb if R is None else R
     t2 = t / one_minus_s
     tW = t[..., None] * W
     WWt2 = W * W * t2[..., None]
-    grad_f = torch.where(fixed_f, 0.0, prob.p1y - tW.sum(2))
-    grad_g = torch.where(fixed_g, 0.0, prob.p2y - tW.sum(1))
+    tbW = tb[..., None] * W
+    grad_f = torch.where(fixed_f, 0.0, prob.p1y - tbW.sum(2))
+    grad_g = torch.where(fixed_g, 0.0, prob.p2y - tbW.sum(1))
     sf = torch.where(fixed_f, 0.0, torch.rsqrt((WWt2.sum(2) + tW.sum(2)).clamp_min(1e-300)))
     sg = torch.where(fixed_g, 0.0, torch.rsqrt((WWt2.sum(1) + tW.sum(1)).clamp_min(1e-300)))
     return W, t, t2, tW, grad_f, grad_g, sf, sg
 
 
-def _newton_direction_sparse(prob: Problem, f, g, mu, fixed_f, fixed_g):
+def _newton_direction_sparse(prob: Problem, f, g, mu, fixed_f, fixed_g, R=None):
     """Newton direction from the Hessian over the admissible potentials only.
 
     Real joints leave most pairs ``(x, y)`` empty (a class occupies a few clusters); their
@@ -326,7 +336,7 @@ def _newton_direction_sparse(prob: Problem, f, g, mu, fixed_f, fixed_g):
     """
     B, n1, ny = f.shape
     n2 = g.shape[1]
-    W, t, t2, tW, grad_f, grad_g, sf, sg = _barrier_hessian_terms(prob, f, g, mu, fixed_f, fixed_g)
+    W, t, t2, tW, grad_f, grad_g, sf, sg = _barrier_hessian_terms(prob, f, g, mu, fixed_f, fixed_g, R)
     free_f, free_g = ~fixed_f.reshape(B, -1), ~fixed_g.reshape(B, -1)
     kf, kg = int(free_f.sum(1).max()), int(free_g.sum(1).max())
     # Indices of the free potentials, free ones first (stable), padded with fixed ones.
@@ -361,7 +371,7 @@ def _newton_direction_sparse(prob: Problem, f, g, mu, fixed_f, fixed_g):
     return df, dg, dec2
 
 
-def _newton_direction_lowrank(prob: Problem, f, g, mu, fixed_f, fixed_g):
+def _newton_direction_lowrank(prob: Problem, f, g, mu, fixed_f, fixed_g, R=None):
     """Newton direction by blocks per target value plus a low-rank correction (Woodbury).
 
     The Hessian of ``-mu sum_c log(1 - s_c)`` is ``D + U diag(t2) U^T``: ``D`` holds the
@@ -376,7 +386,7 @@ def _newton_direction_lowrank(prob: Problem, f, g, mu, fixed_f, fixed_g):
     B, n1, ny = f.shape
     n2 = g.shape[1]
     C = n1 * n2
-    W, t, t2, tW, grad_f, grad_g, sf, sg = _barrier_hessian_terms(prob, f, g, mu, fixed_f, fixed_g)
+    W, t, t2, tW, grad_f, grad_g, sf, sg = _barrier_hessian_terms(prob, f, g, mu, fixed_f, fixed_g, R)
 
     # D_y, scaled: [[diag(sf² Σ_j tW), sf sg tW], [., diag(sg² Σ_i tW)]] per y, (B, ny, v, v).
     v = n1 + n2
@@ -424,7 +434,7 @@ def _newton_direction_lowrank(prob: Problem, f, g, mu, fixed_f, fixed_g):
     return df, dg, dec2
 
 
-def _newton_direction_schur(prob: Problem, f, g, mu, fixed_f, fixed_g):
+def _newton_direction_schur(prob: Problem, f, g, mu, fixed_f, fixed_g, R=None):
     """Newton ascent direction ``(df, dg)`` of the barrier objective and the decrement².
 
     The Hessian of ``-mu * sum log(1 - s)`` is ``t d²s + t2 ds ds^T`` with
@@ -438,7 +448,7 @@ def _newton_direction_schur(prob: Problem, f, g, mu, fixed_f, fixed_g):
     B, n1, ny = f.shape
     n2 = g.shape[1]
     m = n2 * ny
-    W, t, t2, tW, grad_f, grad_g, sf, sg = _barrier_hessian_terms(prob, f, g, mu, fixed_f, fixed_g)
+    W, t, t2, tW, grad_f, grad_g, sf, sg = _barrier_hessian_terms(prob, f, g, mu, fixed_f, fixed_g, R)
     Wt2 = W * t2[..., None]
     Af = Wt2 * sf[:, :, None, :]  # scaled rank-one factors of each cell's Hessian
     Wf = W * sf[:, :, None, :]
@@ -571,6 +581,7 @@ def solve_exact(P: torch.Tensor, tol: float, max_iter: int = 500, warm_steps: in
     # Below ~1e-13, R = mu / (1 - s) loses its digits to the cancellation in 1 - s.
     mu_floor = (0.05 * tol / ncells).clamp_min(_MU_MIN)
 
+    R = mu[:, None, None] / -torch.expm1(_lse(_log_weights(prob, f, g), -1))
     stalled = torch.zeros(B, dtype=torch.int64, device=P.device)
     active = torch.nonzero(upper - lower > tol).flatten()
     for _ in range(max_iter):
@@ -579,8 +590,10 @@ def solve_exact(P: torch.Tensor, tol: float, max_iter: int = 500, warm_steps: in
         sub = prob.take(active)
         fa, ga, mua = f[active], g[active], mu[active]
         gap_before = upper[active] - lower[active]
-        df, dg, dec2 = _newton_direction(sub, fa, ga, mua, fixed_f[active], fixed_g[active], structure)
+        Ra = R[active]
+        df, dg, dec2 = _newton_direction(sub, fa, ga, mua, fixed_f[active], fixed_g[active], structure, Ra)
         alpha, logs = _line_search(sub, fa, ga, mua, df, dg, dec2)
+        R[active] = _multiplier_step(sub, fa, ga, df, dg, mua, Ra, alpha, logs)
         fa = fa + alpha[:, None, None] * df
         ga = ga + alpha[:, None, None] * dg
         f[active], g[active] = fa, ga
@@ -622,8 +635,36 @@ def _barrier_primal_bound(prob: Problem, g, mu, logs, sweeps: int, best=None, id
     return primal_bound(prob, alternation_coupling(prob, fp, gp, logR), best, idx)
 
 
+def _multiplier_step(prob: Problem, f, g, df, dg, mu, R, alpha, logs_new) -> torch.Tensor:
+    """The cells' multipliers ``R`` after a Newton step ``alpha (df, dg)`` from ``(f, g)``.
+
+    ``R`` takes the full primal–dual step of the linearised centring condition
+    ``R (1 - s) = mu``: ``dR = (mu - R t + R ds) / t`` with ``t = 1 - s`` and ``ds`` the change
+    of ``s`` along the direction (whatever step ``(f, g)`` took; measured to save steps), kept
+    above 1% of ``R`` and within ``[1 / KAPPA, KAPPA]`` times its barrier value ``mu / t`` at
+    the new point (``log s = logs_new``). Wider bounds let multipliers of near-empty cells
+    fall so far that the system turns singular (steps of 1e10 that every trial rejects).
+    A rejected step (``alpha = 0``) resets ``R`` to the barrier values: the next step is then
+    the pure barrier method's."""
+    logw = _log_weights(prob, f, g)
+    t = -torch.expm1(_lse(logw, -1))
+    ds = torch.where(prob.mask, torch.exp(logw) * (df[:, :, None, :] + dg[:, None, :, :]), 0.0).sum(-1)
+    mu3 = mu[:, None, None]
+    stepped = torch.maximum(R + (mu3 - R * t + R * ds) / t, 0.01 * R)
+    centre = mu3 / -torch.expm1(logs_new)
+    bounded = torch.minimum(torch.maximum(stepped, centre / KAPPA), KAPPA * centre)
+    return torch.where((alpha > 0)[:, None, None], bounded, centre)
+
+
+def _shorter(alpha: torch.Tensor) -> torch.Tensor:
+    """The next trial step of the backtracking: 1, 0.85, 0.7, 0.55, then halving (steps cut
+    by the boundary ``s < 1`` often fit just short of 1)."""
+    return torch.where(alpha > 0.6, alpha - 0.15, 0.5 * alpha)
+
+
 def _line_search(prob: Problem, f, g, mu, df, dg, dec2, max_halvings: int = 60):
-    """Backtracking (Armijo) step lengths that keep ``max s < 1``, one per problem.
+    """Backtracking (Armijo) step lengths that keep ``max s < 1``, one per problem (trial
+    steps by :func:`_shorter`).
 
     Returns ``(alpha, logs)``: the steps (0 where every trial failed) and ``log s`` at the
     points they lead to, which the certificate reuses.
@@ -640,7 +681,7 @@ def _line_search(prob: Problem, f, g, mu, df, dg, dec2, max_halvings: int = 60):
         accepted = accepted | newly
         if bool(accepted.all()):
             break
-        alpha = torch.where(accepted, alpha, 0.5 * alpha)
+        alpha = torch.where(accepted, alpha, _shorter(alpha))
     return torch.where(accepted, alpha, 0.0), logs_at
 
 

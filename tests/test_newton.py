@@ -31,16 +31,22 @@ def _barrier_point(P: torch.Tensor, mu: float):
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("kind", ["dense", "sparse", "tiny"])
 @pytest.mark.parametrize("mu", [1e-2, 1e-6])
-def test_eliminations_agree(shape, kind, mu):
+@pytest.mark.parametrize("multipliers", ["barrier", "off-centre"])
+def test_eliminations_agree(shape, kind, mu, multipliers):
     rng = np.random.default_rng(sum(shape))
     kw = dict(dense={}, sparse=dict(sparsity=0.6), tiny=dict(tiny=1e-13))[kind]
     P = torch.from_numpy(np.stack([random_joint(rng, shape, alpha=0.5, **kw) for _ in range(3)]))
     if P.shape[2] > P.shape[1]:
         P = P.transpose(1, 2).contiguous()  # the solvers' orientation
     args = _barrier_point(P, mu)
-    df, dg, dec2 = solver._newton_direction(*args, structure="schur")
+    R = None
+    if multipliers == "off-centre":  # primal–dual weights up to 10x from the barrier's
+        prob, f, g = args[:3]
+        centre = mu / -torch.expm1(solver._lse(solver._log_weights(prob, f, g), -1))
+        R = centre * torch.from_numpy(10.0 ** rng.uniform(-1, 1, centre.shape))
+    df, dg, dec2 = solver._newton_direction(*args, structure="schur", R=R)
     for structure, dec2_rtol in (("sparse", 1e-10), ("lowrank", 1e-8)):
-        gf, gg, gdec2 = solver._newton_direction(*args, structure=structure)
+        gf, gg, gdec2 = solver._newton_direction(*args, structure=structure, R=R)
         assert torch.isfinite(gf).all() and torch.isfinite(gg).all()
         # The decrement (the gradient's norm in the inverse Hessian) is well conditioned and
         # must agree (the Woodbury form with its one step of refinement to ~1e-11).
@@ -94,3 +100,27 @@ def test_many_classes_small_sources_quickly():
     P = np.random.default_rng(3).dirichlet(np.ones(2 * 3 * 3000)).reshape(2, 3, 3000)
     res = fastpid.pid(P)  # dense Schur over 6000 unknowns took minutes and 3 GB before
     assert res.backend == "torch" and bool(res.converged)
+
+
+def test_multiplier_step_keeps_a_centre_and_moves_towards_it():
+    """At a barrier centre with a zero direction the multipliers stay ``mu / (1 - s)``; from
+    off-centre values one full step lands on ``mu / (1 - s)`` (the linearised condition is
+    exact when ``s`` does not move); every result is positive, finite and within the KAPPA
+    band; a rejected step resets them to ``mu / (1 - s)``."""
+    rng = np.random.default_rng(3)
+    P = torch.from_numpy(np.stack([random_joint(rng, (5, 4, 3), alpha=0.5) for _ in range(2)]))
+    prob, f, g, mu, _, _ = _barrier_point(P, 1e-4)
+    logs = solver._lse(solver._log_weights(prob, f, g), -1)
+    centre = mu[:, None, None] / -torch.expm1(logs)
+    zero_f, zero_g = torch.zeros_like(f), torch.zeros_like(g)
+    for R in (centre, centre * torch.from_numpy(10.0 ** rng.uniform(-1, 1, centre.shape))):
+        got = solver._multiplier_step(prob, f, g, zero_f, zero_g, mu, R, torch.ones_like(mu), logs)
+        torch.testing.assert_close(got, centre, rtol=1e-12, atol=0)
+    df, dg, _ = solver._newton_direction(prob, f, g, mu, *_barrier_point(P, 1e-4)[4:], R=centre)
+    got = solver._multiplier_step(prob, f, g, df, dg, mu, centre, torch.ones_like(mu), logs)
+    assert torch.isfinite(got).all() and bool((got > 0).all())
+    assert bool((got <= solver.KAPPA * centre * (1 + 1e-12)).all())
+    assert bool((got >= centre / solver.KAPPA * (1 - 1e-12)).all())
+    # A rejected step resets to the barrier values.
+    rejected = solver._multiplier_step(prob, f, g, df, dg, mu, 5 * centre, torch.zeros_like(mu), logs)
+    torch.testing.assert_close(rejected, centre, rtol=0, atol=0)

@@ -35,10 +35,11 @@ struct Layout {
   double* alternation;  // AlternationState: marginals, log p(y), la, lb, f, g, log R, log s
   double *ft, *gt, *lst;           // line-search trial point (swapped with f, g, log s)
   double *df, *dg;                 // Newton direction
+  double* R;                       // per cell: the multiplier that weights the Newton system
   char *cell, *fixed_f, *fixed_g;  // admissible cells (some y admissible), fixed unknowns
   // Newton direction, one iteration at a time (see solve_one's NewtonScratch).
   double* W;                          // p(y) exp(f + g) per cell (i, j, y), 0 if not admissible
-  double *t, *t2;                     // per (i, j): mu / (1 - s) and mu / (1 - s)^2
+  double *t, *t2, *oms;               // per (i, j): R, R / (1 - s) and 1 - s
   double *grad_f, *sf, *grad_g, *sg;  // gradients and Jacobi scalings
   double *S, *rhs, *yg;  // Schur complement (lower triangle by rows), rhs, solution
   double* col;           // the column of S being eliminated
@@ -57,6 +58,7 @@ struct Layout {
     lst = arena.doubles(cells);
     df = arena.doubles(a1);
     dg = arena.doubles(a2);
+    R = arena.doubles(cells);
     cell = arena.bytes(cells);
     fixed_f = arena.bytes(a1);
     fixed_g = arena.bytes(a2);
@@ -64,6 +66,7 @@ struct Layout {
     W = arena.doubles(n);
     t = arena.doubles(cells);
     t2 = arena.doubles(cells);
+    oms = arena.doubles(cells);
     grad_f = arena.doubles(a1);
     sf = arena.doubles(a1);
     grad_g = arena.doubles(a2);
@@ -307,11 +310,14 @@ struct Solver : Layout {
     const double ncells = fp_max(cell_count, 1);
     double mu = fp_max(upper - lower, opt.tol) / ncells;
     const double mu_floor = fp_max(0.05 * opt.tol / ncells, detail::kMuMin);
+    for (int c = r; c < n1 * n2; c += nt) R[c] = mu / -expm1(ls[c]);
     int stalled = 0;
     for (int it = 0; it < opt.max_iter && upper - lower > opt.tol && stalled < 5; ++it) {
       const double gap_before = upper - lower;
       const double dec2 = newton_direction(mu);
       const double alpha = line_search(mu, dec2);
+      multiplier_step(mu, alpha);
+      b.sync();
       ++iterations;
       lower = fp_max(lower, dual_bound());
       const bool centred = dec2 <= 0.25 * mu;
@@ -327,9 +333,9 @@ struct Solver : Layout {
 
   // Newton direction of the barrier objective by the Schur complement on g; returns dec^2.
   FASTPID_BODY double newton_direction(double mu) {
-    barrier_weights(mu);
+    barrier_weights();
     b.sync();
-    scaled_gradient();
+    scaled_gradient(mu);
     b.sync();
     for (int i = r; i < n1; i += nt) factor_f_block(i);
     b.sync();
@@ -340,13 +346,13 @@ struct Solver : Layout {
     return back_substitute();
   }
 
-  // t, t2 and W (see Layout) of this thread's cells at the current point.
-  FASTPID_BODY void barrier_weights(double mu) {
+  // t, t2, oms and W (see Layout) of this thread's cells at the current point.
+  FASTPID_BODY void barrier_weights() {
     for (int c = r; c < n1 * n2; c += nt) {
       const int i = c / n2, j = c % n2;
-      const double oms = -expm1(ls[c]);
-      t[c] = mu / oms;
-      t2[c] = t[c] / oms;
+      oms[c] = -expm1(ls[c]);
+      t[c] = R[c];
+      t2[c] = t[c] / oms[c];
       for (int y = 0; y < ny; ++y)
         W[c * ny + y] = adm(i, j, y) ? exp(logw(f, g, i, j, y)) : 0.0;
     }
@@ -369,26 +375,29 @@ struct Solver : Layout {
   // a_j[y] = sf[i][y] t W / (1 - s): the rank-one part of the coupling.
   FASTPID_BODY double a_coef(int i, int j, int y) const { return sf[i * ny + y] * wt2(i, j, y); }
 
-  // Gradients of f and g (0 on fixed unknowns) and the Jacobi scalings 1 / sqrt(diag H).
-  FASTPID_BODY void scaled_gradient() {
+  // Gradients of the barrier objective for f and g (0 on fixed unknowns; each cell's
+  // multiplier at its barrier value mu / (1 - s)) and the Jacobi scalings 1 / sqrt(diag H).
+  FASTPID_BODY void scaled_gradient(double mu) {
     for (int k = r; k < n1 * ny; k += nt) {
       const int i = k / ny, y = k % ny;
-      double tsum = 0, sd = 0;
+      double tsum = 0, sd = 0, sb = 0;
       for (int j = 0; j < n2; ++j) {
         tsum += tw(i, j, y);
         sd += wt2(i, j, y) * W[(i * n2 + j) * ny + y];
+        sb += mu / oms[i * n2 + j] * W[(i * n2 + j) * ny + y];
       }
-      grad_f[k] = fixed_f[k] ? 0.0 : st.m.p1y[k] - tsum;
+      grad_f[k] = fixed_f[k] ? 0.0 : st.m.p1y[k] - sb;
       sf[k] = fixed_f[k] ? 0.0 : 1.0 / sqrt(fp_max(sd + tsum, 1e-300));
     }
     for (int k = r; k < n2 * ny; k += nt) {
       const int j = k / ny, y = k % ny;
-      double tsum = 0, sd = 0;
+      double tsum = 0, sd = 0, sb = 0;
       for (int i = 0; i < n1; ++i) {
         tsum += tw(i, j, y);
         sd += wt2(i, j, y) * W[(i * n2 + j) * ny + y];
+        sb += mu / oms[i * n2 + j] * W[(i * n2 + j) * ny + y];
       }
-      grad_g[k] = fixed_g[k] ? 0.0 : st.m.p2y[k] - tsum;
+      grad_g[k] = fixed_g[k] ? 0.0 : st.m.p2y[k] - sb;
       sg[k] = fixed_g[k] ? 0.0 : 1.0 / sqrt(fp_max(sd + tsum, 1e-300));
     }
   }
@@ -585,9 +594,24 @@ struct Solver : Layout {
         detail::fp_swap(ls, lst);
         return alpha;
       }
-      alpha *= 0.5;
+      alpha = detail::shorter_step(alpha);
     }
     return 0.0;
+  }
+
+  // solve_one's multiplier_step() for this thread's cells (W and oms still of the old point).
+  FASTPID_BODY void multiplier_step(double mu, double alpha) {
+    for (int c = r; c < n1 * n2; c += nt) {
+      if (!cell[c]) continue;
+      const int i = c / n2, j = c % n2;
+      double ds = 0;
+      for (int y = 0; y < ny; ++y) ds += W[c * ny + y] * (df[i * ny + y] + dg[j * ny + y]);
+      const double t_old = oms[c], rc = R[c];
+      const double stepped = fp_max(rc + (mu - rc * t_old + rc * ds) / t_old, 0.01 * rc);
+      const double centre = mu / -expm1(ls[c]);
+      R[c] = alpha > 0 ? fp_min(fp_max(stepped, centre / detail::kKappa), detail::kKappa * centre)
+                       : centre;
+    }
   }
 
   // Primal bound at the barrier centre: Sinkhorn sweeps on the kernel mu / (1 - s), from g.
