@@ -111,6 +111,8 @@ def summarise(out: dict, arm_names) -> dict:
              "vs": {}}
         if "xor" in col[a]:
             s["xor"] = mean_interval(col[a]["xor"])
+            s["by_type"] = {k[4:]: mean_interval([r["test"][k] for r in runs[a]])
+                            for k in runs[a][0]["test"] if k.startswith("acc_")}
         for b in (*BASELINES, OWN_BASELINE.get(a)):
             if b is not None and b in col and b != a:
                 s["vs"][b] = {k: paired(col[a][k], col[b][k]) for k in ("final", "best", "xor")
@@ -176,11 +178,15 @@ def markdown(results: dict) -> str:
             n_xor = f"{np.mean(counts):.0f}" if all(c is not None for c in counts) else None
             lines += ["", "XOR (synergy) subset of the test split, final epoch: each view alone is independent of the "
                       "label there, both together determine it" + (f" (on average {n_xor} test samples per seed)" if n_xor else "")
-                      + ". Paired differences, points:", "",
-                      "| arm | XOR accuracy | Δ XOR vs fused | Δ XOR vs fused+heads |", "|---|---|---|---|"]
+                      + ". Paired differences, points; the last column gives the accuracy on the other "
+                      "interaction types (redundant / unique to view 1 / unique to view 2) for comparison:", "",
+                      "| arm | XOR accuracy | Δ XOR vs fused | Δ XOR vs fused+heads | R / U1 / U2 |",
+                      "|---|---|---|---|---|"]
             for a, v in s["arms"].items():
+                other = " / ".join(f"{100 * v['by_type'][t]['mean']:.1f}" for t in ("redundant", "unique1", "unique2")
+                                   if t in v.get("by_type", {}))
                 lines.append(f"| {a} | {_pct(v['xor'])} | {cell(v['vs'], 'fused', 'xor')} | "
-                             f"{cell(v['vs'], 'fused+heads', 'xor')} |")
+                             f"{cell(v['vs'], 'fused+heads', 'xor')} | {other or '—'} |")
         own = [(a, b) for a, b in OWN_BASELINE.items() if a in s["arms"] and b in s["arms"][a]["vs"]]
         for a, b in own:
             p = s["arms"][a]["vs"][b]
