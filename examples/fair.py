@@ -107,7 +107,8 @@ def fit(data, name: str, params: dict, *, seed: int, epochs: int, batch_size: in
         order = arm.epoch_indices(epoch)[:budget - visits]
         before = visits
         for idx in order.split(batch_size):
-            if idx.numel() < 2:
+            if idx.numel() < 2:  # no batch statistics from one sample; still spent, so the loop ends
+                visits += idx.numel()
                 continue
             out = model([x1[idx], x2[idx]])
             loss = arm.loss(epoch, model, out, y[idx], idx)

@@ -61,6 +61,14 @@ def test_equal_sample_visits(small, name):
     assert res["best_val"] == max(res["val_curve"])
 
 
+def test_a_last_batch_of_one_sample_ends_the_budget(small):
+    """A batch size that leaves one sample at the end of every pass: the lone sample cannot
+    be trained on (batch statistics), but it is spent, so the run ends at the budget."""
+    n = len(small.train)
+    res, _ = fair.fit(small, "fused", {}, seed=0, epochs=2, batch_size=n - 1)
+    assert res["visits"] == 2 * n and res["epochs_run"] == 2 and res["steps"] == 2
+
+
 def test_fused_arm_heads_give_no_gradient_to_the_encoders(small):
     x1, x2, y = small.split("train")
     torch.manual_seed(0)
