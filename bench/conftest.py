@@ -42,6 +42,8 @@ def pytest_addoption(parser):
                 help="8x8x8 problems per GPU row (test_bench_gpu.py; 20x20x10 rows get a tenth)")
     g.addoption("--bench-no-save", action="store_true",
                 help="print the table but do not write bench/results/")
+    g.addoption("--bench-name", default=report.STEM,
+                help="file stem of the saved report in bench/results/ (default solver_cpu)")
 
 
 def pytest_configure(config):
@@ -120,6 +122,6 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     terminalreporter.write_sep("=", "fastpid solver benchmark (CPU)")
     terminalreporter.write_line(report.render_text(results))
     if not config.getoption("--bench-no-save"):
-        jpath, mpath = report.save(results)
+        jpath, mpath = report.save(results, stem=config.getoption("--bench-name"))
         root = jpath.parents[2]  # the repository
         terminalreporter.write_line(f"saved {jpath.relative_to(root)} and {mpath.relative_to(root)}")

@@ -154,11 +154,11 @@ def render_text(results: dict) -> str:
     return "\n".join(out)
 
 
-def save(results: dict, directory: Path = RESULTS_DIR) -> tuple[Path, Path]:
+def save(results: dict, directory: Path = RESULTS_DIR, stem: str = STEM) -> tuple[Path, Path]:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    jpath = directory / f"{STEM}.json"
-    mpath = directory / f"{STEM}.md"
+    jpath = directory / f"{stem}.json"
+    mpath = directory / f"{stem}.md"
     jpath.write_text(json.dumps(results, indent=1) + "\n")
     mpath.write_text(render_markdown(results))
     return jpath, mpath

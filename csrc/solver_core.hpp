@@ -55,6 +55,16 @@ constexpr double kNegInf = -HUGE_VAL;
 constexpr double kMuMin = 1e-13;  // below this R = mu / (1 - s) loses its digits
 constexpr double kKappa = 10.0;   // multipliers stay within [1/kKappa, kKappa] x mu / (1 - s)
 
+// Whether an iterate gets a primal bound: near-centred iterates once mu is within 10x of its
+// floor, and centres where the barrier's gap mu * ncells is within kPrimalBoundRange of tol
+// (fastpid/solver.py, _primal_bound_due).
+constexpr double kPrimalBoundRange = 1e3;
+FASTPID_HD inline bool primal_bound_due(bool centred, double dec2, double mu, double mu_floor,
+                                        double ncells, double tol) {
+  const bool near_floor = mu <= 10.0 * mu_floor && dec2 <= 10.0 * mu;
+  return (centred && mu * ncells <= kPrimalBoundRange * tol) || near_floor;
+}
+
 // The backtracking's next trial step: 1, 0.85, 0.7, 0.55, then halving.
 FASTPID_HD inline double shorter_step(double alpha) { return alpha > 0.6 ? alpha - 0.15 : 0.5 * alpha; }
 
@@ -817,7 +827,8 @@ struct Solver {
       ++iterations;
       lower = fp_max(lower, pr.dual_bound(f, g, ls));
       const bool centred = dec2 <= 0.25 * mu;
-      if (centred || mu <= 10.0 * mu_floor) improve_upper(upper, barrier_primal_bound(mu));
+      if (primal_bound_due(centred, dec2, mu, mu_floor, ncells, opt.tol))
+        improve_upper(upper, barrier_primal_bound(mu));
       const double mu_now = mu;
       if (centred) mu = fp_max(mu * opt.mu_factor, mu_floor);
       const double gap = upper - lower;

@@ -145,3 +145,21 @@ def test_schur_assemblies_agree(shape, kind, monkeypatch):
     if kind != "tiny":
         for a, b in zip(got["dense"][:2], got["structured"][:2]):
             assert float((a - b).abs().max()) <= 1e-6 * (1.0 + float(a.abs().max()))
+
+
+def test_primal_bounds_are_due_near_the_tolerance_and_the_floor():
+    """Centres get a primal bound only once the barrier's gap ``mu * ncells`` is within
+    PRIMAL_BOUND_RANGE of tol; near the floor of ``mu``, near-centred iterates always do (a
+    tol below float64's reach must still get its best bound)."""
+    t = lambda *v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
+    tol, ncells, floor = 1e-8, t(100.0), t(0.05 * 1e-8 / 100)
+    far = t(1e-3 / 100)  # barrier gap 1e-3: 1e5 tol
+    near = t(1e-6 / 100)  # barrier gap 1e-6: 100 tol
+    centred, dec2 = torch.tensor([True]), t(0.0)
+    assert not bool(solver._primal_bound_due(centred, dec2, far, floor, ncells, tol))
+    assert bool(solver._primal_bound_due(centred, dec2, near, floor, ncells, tol))
+    assert not bool(solver._primal_bound_due(torch.tensor([False]), 20 * near, near, floor, ncells, tol))
+    tiny_tol, floor13 = 1e-15, t(1e-13)  # floor at _MU_MIN, far above tol / ncells
+    at_floor = torch.tensor([False])
+    assert bool(solver._primal_bound_due(at_floor, 5 * floor13, floor13, floor13, ncells, tiny_tol))
+    assert not bool(solver._primal_bound_due(at_floor, 50 * floor13, floor13, floor13, ncells, tiny_tol))

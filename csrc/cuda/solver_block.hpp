@@ -321,7 +321,8 @@ struct Solver : Layout {
       ++iterations;
       lower = fp_max(lower, dual_bound());
       const bool centred = dec2 <= 0.25 * mu;
-      if (centred || mu <= 10.0 * mu_floor) upper = fp_min(upper, barrier_primal_bound(mu));
+      if (detail::primal_bound_due(centred, dec2, mu, mu_floor, ncells, opt.tol))
+        upper = fp_min(upper, barrier_primal_bound(mu));
       const double mu_now = mu;
       if (centred) mu = fp_max(mu * opt.mu_factor, mu_floor);
       const double gap = upper - lower;
