@@ -43,7 +43,7 @@ _MU_MIN = 1e-13
 
 # Defaults of the exact solve, shared with the C++ port (fastpid/cpp.py).
 WARM_STEPS = 10  # Blahut–Arimoto steps before Newton
-POLISH_SWEEPS = 10  # Sinkhorn sweeps behind each primal bound
+POLISH_SWEEPS = 20  # Sinkhorn sweeps behind each primal bound
 MU_FACTOR = 0.02  # barrier parameter shrink per centring
 OMEGA = 1.5  # over-relaxation of the Blahut–Arimoto mixture update
 STRUCTURED_SCHUR_MIN_CLASSES = 20  # see _coupling_schur_sum
