@@ -133,21 +133,28 @@ class Pretrain(FusedHeads):
         return {"pretrain_passes_per_modality": self.per_modality, "joint_from_epoch": self.joint_from}
 
 
-class OGMGE(FusedHeads):
+class _Modulated:
+    """OGM-GE's step shared by both rules: after backward, scale each encoder's gradient by
+    ``rule(scores, alpha)`` (with noise) and record the coefficients."""
+
+    rule = staticmethod(ogm_ge_coefficients)
+
+    def after_backward(self, model, out, y):
+        k = self.rule(ogm_ge_scores(out.heads, y), self.alpha)
+        modulate_gradients([e.parameters() for e in model.encoders], k, generator=self.gen)
+        self.coefficients.append(k.tolist())
+
+    def summary(self):
+        return {"mean_coefficients": torch.tensor(self.coefficients).mean(0).tolist()}
+
+
+class OGMGE(_Modulated, FusedHeads):
     """The integration's OGM-GE: coefficients ``1 − tanh(α(ρ − 1))`` from the unimodal heads,
     with the fused-plus-heads loss."""
 
     def __init__(self, n_train, epochs, seed=0, *, alpha: float = 0.5, **kwargs):
         super().__init__(n_train, epochs, seed, **kwargs)
         self.alpha, self.coefficients = alpha, []
-
-    def after_backward(self, model, out, y):
-        k = ogm_ge_coefficients(ogm_ge_scores(out.heads, y), self.alpha)
-        modulate_gradients([e.parameters() for e in model.encoders], k, generator=self.gen)
-        self.coefficients.append(k.tolist())
-
-    def summary(self):
-        return {"mean_coefficients": torch.tensor(self.coefficients).mean(0).tolist()}
 
 
 def ogm_ge_public_coefficients(scores: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -164,24 +171,18 @@ def ogm_ge_public_coefficients(scores: torch.Tensor, alpha: float) -> torch.Tens
     return torch.ones(2)
 
 
-class OGMGEPublic(Fused):
+class OGMGEPublic(_Modulated, Fused):
     """OGM-GE as in the public code: fused loss only, coefficient ``1 − tanh(α·ρ)``, noise
     with the gradient's own standard deviation on both encoders. The public model's fusion is
     linear, so each modality's share of the fused logits is its score; with an MLP fusion
     head there is no such share, and the scores come from the detached unimodal heads of
     :class:`Fused` (linear probes trained online, no gradient to the encoders)."""
 
+    rule = staticmethod(ogm_ge_public_coefficients)
+
     def __init__(self, n_train, epochs, seed=0, *, alpha: float = 0.1):
         super().__init__(n_train, epochs, seed)
         self.alpha, self.coefficients = alpha, []
-
-    def after_backward(self, model, out, y):
-        k = ogm_ge_public_coefficients(ogm_ge_scores(out.heads, y), self.alpha)
-        modulate_gradients([e.parameters() for e in model.encoders], k, generator=self.gen)
-        self.coefficients.append(k.tolist())
-
-    def summary(self):
-        return {"mean_coefficients": torch.tensor(self.coefficients).mean(0).tolist()}
 
 
 class ECS(Arm):

@@ -89,6 +89,27 @@ def test_ogm_ge_public_coefficient():
     torch.testing.assert_close(k, torch.tensor([1.0, 1 - math.tanh(1.0)]))
 
 
+@pytest.mark.parametrize("name, rule", [("OGM-GE", "ogm_ge_coefficients"),
+                                        ("OGM-GE (public rule)", "ogm_ge_public_coefficients")])
+def test_each_ogm_ge_arm_modulates_by_its_own_rule(small, name, rule):
+    from fastpid.integrations.ogm_ge import ogm_ge_coefficients, ogm_ge_scores
+
+    rules = {"ogm_ge_coefficients": ogm_ge_coefficients,
+             "ogm_ge_public_coefficients": arms.ogm_ge_public_coefficients}
+    x1, x2, y = small.split("train")
+    torch.manual_seed(0)
+    model = MultiViewNet([x1.shape[1], x2.shape[1]], small.n_classes)
+    arm = fair.make_arm(name, len(y), 2, 0, {"alpha": 0.3})
+    out = model([x1[:64], x2[:64]])
+    out.heads[0].data[:, :] = 0.0  # modality 1 at chance, modality 2 far from it
+    out.heads[1].data[:, :] = 5.0 * F.one_hot(y[:64], small.n_classes)
+    arm.loss(0, model, out, y[:64], None).backward()
+    arm.after_backward(model, out, y[:64])
+    want = rules[rule](ogm_ge_scores(out.heads, y[:64]), 0.3)
+    torch.testing.assert_close(torch.tensor(arm.coefficients[-1]), want.float(), rtol=1e-6, atol=1e-7)
+    assert float(want[1]) < 1.0  # the dominant modality is slowed by both rules
+
+
 def test_ecs_published_schedule_lowers_the_stage2_learning_rate(small):
     res, _ = fair.fit(small, "ECS-async (published schedule)", {}, seed=0, epochs=6)
     assert res["summary"]["switch_epoch"] is not None
