@@ -21,9 +21,9 @@ is the primal coupling, so both bounds come out of every step; the solve stops w
 they are within ``tol``. The steps are primal–dual: the Hessian weights come from
 multipliers ``R`` per cell that follow their own Newton step, instead of from
 ``mu / (1 - s)``, so a shrink of ``mu`` does not inflate the next step (about a third
-fewer steps than the pure barrier method on the benchmark joints). The barrier keeps every cell's ``R`` strictly positive,
-so cells whose optimal mass is zero (the usual case for sparse joints) cost nothing
-special: their ``R`` simply decays with ``mu``.
+fewer steps than the pure barrier method on the benchmark joints). The barrier keeps
+every cell's ``R`` strictly positive, so cells whose optimal mass is zero (the usual case
+for sparse joints) cost nothing special: their ``R`` simply decays with ``mu``.
 
 Entries with ``P(x1,y) = 0`` (or ``P(x2,y) = 0``) carry potential ``-inf``; they are
 kept out of every computation by boolean masks and never produce NaN.
@@ -446,8 +446,9 @@ def _newton_direction_schur(prob: Problem, f, g, mu, fixed_f, fixed_g, R=None):
     coupling of block ``i`` is ``C_i[y, (j, z)] = a_ij[y] w_ij[z] + [y = z] d_ij[y]``, so
     ``sum_i C_i^T H_i^-1 C_i`` comes from :func:`_coupling_schur_sum`, and the back
     substitution from ``u_ij = H_i^-1 a_ij`` and ``H_i^-1`` without forming ``C``. The system
-    is Jacobi-scaled (unit diagonal), which keeps Cholesky accurate when masses span many orders of magnitude; variables in ``fixed_f``/``fixed_g`` (masked
-    entries and one gauge variable per ``y``) get scale 0 and an identity row instead.
+    is Jacobi-scaled (unit diagonal), which keeps Cholesky accurate when masses span many
+    orders of magnitude; variables in ``fixed_f``/``fixed_g`` (masked entries and one gauge
+    variable per ``y``) get scale 0 and an identity row instead.
     """
     B, n1, ny = f.shape
     n2 = g.shape[1]
