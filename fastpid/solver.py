@@ -46,7 +46,7 @@ WARM_STEPS = 10  # Blahut–Arimoto steps before Newton
 POLISH_SWEEPS = 20  # Sinkhorn sweeps behind each primal bound
 MU_FACTOR = 0.02  # barrier parameter shrink per centring
 OMEGA = 1.5  # over-relaxation of the Blahut–Arimoto mixture update
-STRUCTURED_SCHUR_MIN_CLASSES = 20  # see _coupling_schur_sum
+STRUCTURED_SCHUR_MIN_CLASSES = 20  # see _structured_schur
 PRIMAL_BOUND_RANGE = 1e3  # see _primal_bound_due
 KAPPA = 10.0  # multipliers stay within [1/KAPPA, KAPPA] times their barrier value mu / (1 - s)
 
@@ -493,10 +493,12 @@ def _coupling_schur_sum(a, w, d, u, Hinv, L) -> torch.Tensor:
     batched products of ``n1 (n2 ny)²`` (``T1 / 2 + T2`` per ``j``, ``T4`` per ``z``) plus
     elementwise work of ``~n1 n2² ny``. With few classes the elementwise work outweighs the
     saving, and one dense product ``C^T (H^-1 C)`` of ``n1 ny (n2 ny)²`` is faster (measured:
-    2.2x faster at 64×64×10, 1.9x slower at 32×32×31)."""
+    2.2x faster at 64×64×10, 1.9x slower at 32×32×31). The structured products also hold
+    ``n1 n2 (n2 ny)`` floats where the dense one holds ``n1 ny (n2 ny)``, so they are used only
+    while ``n2 <= 2 ny`` (within the memory :func:`newton_floats` budgets)."""
     B, n1, n2, ny = a.shape
     m = n2 * ny
-    if ny < STRUCTURED_SCHUR_MIN_CLASSES:
+    if not _structured_schur(n2, ny):
         C = torch.einsum("bijy,bijz->biyjz", a, w)
         C.diagonal(dim1=2, dim2=4).add_(d)
         C = C.reshape(B * n1, ny, m)
@@ -509,6 +511,11 @@ def _coupling_schur_sum(a, w, d, u, Hinv, L) -> torch.Tensor:
     right = Hinv.transpose(1, 2)[:, :, :, None, :] * d[:, None]  # (B, z, i, J, Z)
     t4 = d.permute(0, 3, 2, 1).reshape(B * ny, n2, n1) @ right.reshape(B * ny, n1, m)
     return half + half.mT + t4.reshape(B, ny, n2, m).transpose(1, 2).reshape(B, m, m)
+
+
+def _structured_schur(n2: int, ny: int) -> bool:
+    """Whether :func:`_coupling_schur_sum` takes the structured products."""
+    return ny >= STRUCTURED_SCHUR_MIN_CLASSES and n2 <= 2 * ny
 
 
 def _cholesky(A: torch.Tensor) -> torch.Tensor:

@@ -138,8 +138,8 @@ def test_schur_assemblies_agree(shape, kind, monkeypatch):
     centre = mu[:, None, None] / -torch.expm1(solver._lse(solver._log_weights(prob, f, g), -1))
     R = centre * torch.from_numpy(10.0 ** rng.uniform(-1, 1, centre.shape))
     got = {}
-    for name, threshold in (("dense", 10**9), ("structured", 0)):
-        monkeypatch.setattr(solver, "STRUCTURED_SCHUR_MIN_CLASSES", threshold)
+    for name, structured in (("dense", False), ("structured", True)):
+        monkeypatch.setattr(solver, "_structured_schur", lambda n2, ny, use=structured: use)
         got[name] = solver._newton_direction(prob, f, g, mu, fixed_f, fixed_g, structure="schur", R=R)
     torch.testing.assert_close(got["structured"][2], got["dense"][2], rtol=1e-9, atol=0)
     if kind != "tiny":
