@@ -180,6 +180,38 @@ FASTPID_HD inline void cholesky_solve(const double* L, int n, double* b) {
   }
 }
 
+// Solve L L^T X = B in place for k right-hand sides at once, L from cholesky(); B is n x k,
+// row r holding entry r of every right-hand side, so that each step is a contiguous axpy
+// over the right-hand sides (at small n, much faster than k calls of cholesky_solve()).
+FASTPID_HD inline void cholesky_solve_many(const double* L, int n, double* B, int k) {
+  for (int r = 0; r < n; ++r) {
+    const double* Lr = L + static_cast<size_t>(r) * n;
+    double* Br = B + static_cast<size_t>(r) * k;
+    for (int p = 0; p < r; ++p) {
+      const double lp = Lr[p];
+      const double* Bp = B + static_cast<size_t>(p) * k;
+      FASTPID_SIMD()
+      for (int c = 0; c < k; ++c) Br[c] -= lp * Bp[c];
+    }
+    const double inv = 1.0 / Lr[r];
+    FASTPID_SIMD()
+    for (int c = 0; c < k; ++c) Br[c] *= inv;
+  }
+  for (int r = n - 1; r >= 0; --r) {
+    const double* Lr = L + static_cast<size_t>(r) * n;
+    double* Br = B + static_cast<size_t>(r) * k;
+    const double inv = 1.0 / Lr[r];
+    FASTPID_SIMD()
+    for (int c = 0; c < k; ++c) Br[c] *= inv;
+    for (int p = 0; p < r; ++p) {
+      const double lp = Lr[p];
+      double* Bp = B + static_cast<size_t>(p) * k;
+      FASTPID_SIMD()
+      for (int c = 0; c < k; ++c) Bp[c] -= lp * Br[c];
+    }
+  }
+}
+
 // The data of one problem (marginals, masks) and the operations on potentials that only
 // depend on it. Constructing it only lays out its arrays; load() fills them.
 struct Problem {
@@ -188,14 +220,17 @@ struct Problem {
   double *p1y, *p2y, *py, *logpy, *la, *lb;
   char *m1, *m2, *cell;
   int ncells = 0;
-  // Scratch of log_s() and primal_bound(); nothing in them outlives a call.
-  double *F, *G, *rows, *cols, *d1, *d2, *total, *qy;
+  // Scratch of the methods below; nothing in them outlives a call.
+  double *F, *G, *eF, *eG, *shift, *lin, *ein, *sums, *rows, *cols, *d1, *d2, *total, *qy;
 
   FASTPID_HD Problem(int n1, int n2, int ny, Arena& arena)
       : n1(n1), n2(n2), ny(ny), p1y(arena.doubles(n1 * ny)), p2y(arena.doubles(n2 * ny)),
         py(arena.doubles(ny)), logpy(arena.doubles(ny)), la(arena.doubles(n1 * ny)),
         lb(arena.doubles(n2 * ny)), m1(arena.bytes(n1 * ny)), m2(arena.bytes(n2 * ny)),
         cell(arena.bytes(n1 * n2)), F(arena.doubles(n1 * ny)), G(arena.doubles(n2 * ny)),
+        eF(arena.doubles(n1 * ny)), eG(arena.doubles(n2 * ny)), shift(arena.doubles(ny)),
+        lin(arena.doubles((n1 > n2 ? n1 : n2) * ny)), ein(arena.doubles((n1 > n2 ? n1 : n2) * ny)),
+        sums(arena.doubles((n1 > n2 ? n1 : n2) * ny)),
         rows(arena.doubles(n1 * ny)), cols(arena.doubles(n2 * ny)), d1(arena.doubles(n1 * ny)),
         d2(arena.doubles(n2 * ny)), total(arena.doubles(ny)), qy(arena.doubles(ny)) {}
 
@@ -240,16 +275,42 @@ struct Problem {
     return logpy[y] + f[i * ny + y] + g[j * ny + y];
   }
 
-  // log s(i, j) for every cell (-inf where no y is admissible). Masked potentials become
-  // -inf first, so the inner loops run without branches.
-  FASTPID_HD void log_s(const double* f, const double* g, double* out) const {
+  // The factors of p(y) exp(f + g) = eF[i][y] eG[j][y] on admissible cells (0 elsewhere):
+  // eF = exp(log p(y) + f - c_y) and eG = exp(g + c_y) with c_y = max_i (log p(y) + f[i][y]),
+  // so that eF <= 1, and eG <= 1 wherever max s < 1. Cell sums then cost one product each
+  // instead of one exp per term. Also leaves F = log p(y) + f and G = g, -inf where masked.
+  FASTPID_HD void factors(const double* f, const double* g) const {
     for (int k = 0; k < n1 * ny; ++k) F[k] = m1[k] ? logpy[k % ny] + f[k] : kNegInf;
     for (int k = 0; k < n2 * ny; ++k) G[k] = m2[k] ? g[k] : kNegInf;
+    fill(shift, ny, kNegInf);
+    for (int k = 0; k < n1 * ny; ++k) shift[k % ny] = fp_max(shift[k % ny], F[k]);
+    for (int y = 0; y < ny; ++y)
+      if (shift[y] == kNegInf) shift[y] = 0.0;
+    for (int k = 0; k < n1 * ny; ++k) eF[k] = exp(F[k] - shift[k % ny]);
+    for (int k = 0; k < n2 * ny; ++k) eG[k] = exp(G[k] + shift[k % ny]);
+  }
+
+  // Whether a sum of products may have lost digits to under- or overflow (or be NaN from
+  // 0 * inf); such sums are redone in the log domain.
+  FASTPID_HD static bool doubtful(double sum) { return !(sum > 1e-280 && sum < 1e280); }
+
+  // log s(i, j) for every cell (-inf where no y is admissible), from factors().
+  FASTPID_HD void log_s(const double* f, const double* g, double* out) const {
+    factors(f, g);
     for (int i = 0; i < n1; ++i)
       for (int j = 0; j < n2; ++j) {
-        const double* Fi = &F[i * ny];
-        const double* Gj = &G[j * ny];
-        out[i * n2 + j] = logsumexp(ny, [&](int y) { return Fi[y] + Gj[y]; });
+        const double* Fi = &eF[i * ny];
+        const double* Gj = &eG[j * ny];
+        double s = 0.0;
+        FASTPID_SIMD(reduction(+ : s))
+        for (int y = 0; y < ny; ++y) s += Fi[y] * Gj[y];
+        if (!doubtful(s) || (s == 0.0 && !cell[i * n2 + j])) {
+          out[i * n2 + j] = log(s);
+          continue;
+        }
+        const double* Li = &F[i * ny];
+        const double* Lj = &G[j * ny];
+        out[i * n2 + j] = logsumexp(ny, [&](int y) { return Li[y] + Lj[y]; });
       }
   }
 
@@ -370,31 +431,61 @@ struct Problem {
     return h12 + hy - h12y;
   }
 
-  // Sinkhorn half-steps on kernel R: rows (f) and columns (g) of every y's coupling.
-  FASTPID_HD void row_update(const double* logR, const double* g, double* f) const {
-    for (int i = 0; i < n1; ++i)
+  // Sinkhorn half-steps on kernel R (logR, and K = exp(logR)): rows (f) and columns (g) of
+  // every y's coupling, f[i][y] = la[i][y] - log sum_j R[i][j] exp(g[j][y]), and likewise g.
+  // The sums are products with exp(g - max_j g) (one exp per potential, not per term); a sum
+  // that may have lost digits is redone in the log domain.
+  FASTPID_HD void row_update(const double* logR, const double* Kr, const double* g, double* f) const {
+    half_step(n1, n2, m1, m2, la, logR, Kr, g, f, false);
+  }
+
+  FASTPID_HD void col_update(const double* logR, const double* Kr, const double* f, double* g) const {
+    half_step(n2, n1, m2, m1, lb, logR, Kr, f, g, true);
+  }
+
+  // out[a][y] = lt[a][y] - log sum_b R(a, b) exp(in[b][y]) over a < na, b < nb; R(a, b) is
+  // logR / Kr at [a][b], or at [b][a] when `transposed`.
+  FASTPID_HD void half_step(int na, int nb, const char* mout, const char* min, const double* lt,
+                            const double* logR, const double* Kr, const double* in, double* out,
+                            bool transposed) const {
+    for (int k = 0; k < nb * ny; ++k) lin[k] = min[k] ? in[k] : kNegInf;
+    fill(shift, ny, kNegInf);
+    for (int k = 0; k < nb * ny; ++k) shift[k % ny] = fp_max(shift[k % ny], lin[k]);
+    for (int y = 0; y < ny; ++y)
+      if (shift[y] == kNegInf) shift[y] = 0.0;
+    for (int k = 0; k < nb * ny; ++k) ein[k] = exp(lin[k] - shift[k % ny]);
+    fill(sums, na * ny, 0.0);
+    for (int a = 0; a < na; ++a) {
+      double* sa = &sums[a * ny];
+      for (int b = 0; b < nb; ++b) {
+        const double r = transposed ? Kr[b * na + a] : Kr[a * nb + b];
+        if (r == 0.0) continue;
+        const double* eb = &ein[b * ny];
+        FASTPID_SIMD()
+        for (int y = 0; y < ny; ++y) sa[y] += r * eb[y];
+      }
+    }
+    for (int a = 0; a < na; ++a)
       for (int y = 0; y < ny; ++y) {
-        if (!m1[i * ny + y]) {
-          f[i * ny + y] = kNegInf;
+        const int k = a * ny + y;
+        if (!mout[k]) {
+          out[k] = kNegInf;
           continue;
         }
-        f[i * ny + y] = la[i * ny + y] - logsumexp(n2, [&](int j) {
-          return logR[i * n2 + j] + g[j * ny + y];  // g is -inf where m2 is false
+        const double sum = sums[k];
+        if (!doubtful(sum)) {
+          out[k] = lt[k] - shift[y] - log(sum);
+          continue;
+        }
+        out[k] = lt[k] - logsumexp(nb, [&](int b) {
+          return (transposed ? logR[b * na + a] : logR[a * nb + b]) + lin[b * ny + y];
         });
       }
   }
 
-  FASTPID_HD void col_update(const double* logR, const double* f, double* g) const {
-    for (int j = 0; j < n2; ++j)
-      for (int y = 0; y < ny; ++y) {
-        if (!m2[j * ny + y]) {
-          g[j * ny + y] = kNegInf;
-          continue;
-        }
-        g[j * ny + y] = lb[j * ny + y] - logsumexp(n1, [&](int i) {
-          return logR[i * n2 + j] + f[i * ny + y];  // f is -inf where m1 is false
-        });
-      }
+  // K = exp(logR) of a kernel on the cells.
+  FASTPID_HD void kernel(const double* logR, double* Kr) const {
+    for (int c = 0; c < n1 * n2; ++c) Kr[c] = exp(logR[c]);
   }
 
   // Q = R p(y) exp(f + g) on admissible cells.
@@ -416,8 +507,9 @@ struct NewtonScratch {
   // Gradient and Jacobi scaling of the f and g unknowns (the scaled system is solved).
   double *grad_f, *sf, *grad_g, *sg;
   double *S, *rhs;  // Schur complement, (n2 ny)^2, and its right-hand side
-  // Of the current i only: H_i (then its factor), a unit vector, a_j, alpha[j][j'] = a_j.u_j'.
-  double *H, *e, *a, *alpha;
+  // Of the current i only: H_i (then its factor), a row of the S update, a_j,
+  // alpha[j][j'] = a_j.u_j', the right-hand sides of H_i's solve (ny x (n2 + 1 + ny)).
+  double *H, *t, *a, *alpha, *rhs_many;
   // Of every i (n1 blocks each), for back_substitute(): u_j, H_i^-1, w_j, d_j, H_i^-1 rf_i.
   double *u, *Hinv, *w, *d, *xf;
   double* dy;            // back_substitute()'s sum_j d_j yg_j of one i
@@ -428,8 +520,8 @@ struct NewtonScratch {
         Wt2(arena.doubles(n1 * n2 * ny)), oms(arena.doubles(n1 * n2)), grad_f(arena.doubles(n1 * ny)),
         sf(arena.doubles(n1 * ny)), grad_g(arena.doubles(n2 * ny)), sg(arena.doubles(n2 * ny)),
         S(arena.doubles(static_cast<size_t>(n2 * ny) * (n2 * ny))), rhs(arena.doubles(n2 * ny)),
-        H(arena.doubles(ny * ny)), e(arena.doubles(ny)), a(arena.doubles(n2 * ny)),
-        alpha(arena.doubles(n2 * n2)), u(arena.doubles(n1 * n2 * ny)),
+        H(arena.doubles(ny * ny)), t(arena.doubles(ny)), a(arena.doubles(n2 * ny)),
+        alpha(arena.doubles(n2 * n2)), rhs_many(arena.doubles(ny * (n2 + 1 + ny))), u(arena.doubles(n1 * n2 * ny)),
         Hinv(arena.doubles(n1 * ny * ny)), w(arena.doubles(n1 * n2 * ny)),
         d(arena.doubles(n1 * n2 * ny)), xf(arena.doubles(n1 * ny)), dy(arena.doubles(ny)),
         chol(n2 * ny, arena) {}
@@ -447,6 +539,7 @@ struct Solver {
   double *ft, *gt, *lst;  // line-search trial point, swapped with (f, g, ls) when accepted
   double *df, *dg;        // Newton direction
   double *lr, *fp, *gp;   // barrier_primal_bound()'s kernel and potentials
+  double* Kr;             // exp of the kernel of the Sinkhorn steps (logR or lr)
   NewtonScratch nw;
   double* best_q = nullptr;  // if set: the feasible coupling behind the current upper bound
 
@@ -457,7 +550,7 @@ struct Solver {
         fixed_g(arena.bytes(n2 * ny)), ft(arena.doubles(n1 * ny)), gt(arena.doubles(n2 * ny)),
         lst(arena.doubles(n1 * n2)), df(arena.doubles(n1 * ny)), dg(arena.doubles(n2 * ny)),
         lr(arena.doubles(n1 * n2)), fp(arena.doubles(n1 * ny)), gp(arena.doubles(n2 * ny)),
-        nw(n1, n2, ny, arena) {}
+        Kr(arena.doubles(n1 * n2)), nw(n1, n2, ny, arena) {}
 
   FASTPID_HD void run(double& lower, double& upper, int64_t& iterations) {
     double mi, mi1, mi2, mi_q0;
@@ -510,15 +603,17 @@ struct Solver {
     for (int k = 0; k < n2 * ny; ++k) g[k] = pr.m2[k] ? 0.0 : kNegInf;
     int s = 0;
     for (; s < steps && !opt.cancelled(); ++s) {
-      pr.row_update(logR, g, f);
-      pr.col_update(logR, f, g);
+      pr.kernel(logR, Kr);
+      pr.row_update(logR, Kr, g, f);
+      pr.col_update(logR, Kr, f, g);
       pr.log_s(f, g, ls);
       for (int c = 0; c < n1 * n2; ++c)
         if (isfinite(logR[c])) logR[c] += omega * ls[c];
       const double z = logsumexp(n1 * n2, [&](int c) { return logR[c]; });
       for (int c = 0; c < n1 * n2; ++c) logR[c] -= z;
     }
-    pr.row_update(logR, g, f);
+    pr.kernel(logR, Kr);
+    pr.row_update(logR, Kr, g, f);
     return s;
   }
 
@@ -568,6 +663,7 @@ struct Solver {
   // W, tW, Wt2, oms (see NewtonScratch) at the current point.
   FASTPID_HD void barrier_weights() {
     double *W = nw.W, *tW = nw.tW, *Wt2 = nw.Wt2;
+    pr.factors(f, g);
     for (int i = 0; i < n1; ++i)
       for (int j = 0; j < n2; ++j) {
         double oms = -expm1(ls[i * n2 + j]);
@@ -575,7 +671,7 @@ struct Solver {
         double t = R[i * n2 + j], t2 = t / oms;
         for (int y = 0; y < ny; ++y) {
           int k = (i * n2 + j) * ny + y;
-          double w = pr.adm(i, j, y) ? exp(pr.logw(f, g, i, j, y)) : 0.0;
+          double w = pr.adm(i, j, y) ? pr.eF[i * ny + y] * pr.eG[j * ny + y] : 0.0;
           W[k] = w;
           tW[k] = t * w;
           Wt2[k] = t2 * w;
@@ -644,7 +740,7 @@ struct Solver {
   FASTPID_HD void eliminate_f_block(int i) {
     const int m = n2 * ny;
     const double *W = nw.W, *tW = nw.tW, *Wt2 = nw.Wt2, *sf = nw.sf, *sg = nw.sg;
-    double *H = nw.H, *e = nw.e, *a = nw.a, *alpha = nw.alpha, *S = nw.S, *rhs = nw.rhs;
+    double *H = nw.H, *t = nw.t, *a = nw.a, *alpha = nw.alpha, *S = nw.S, *rhs = nw.rhs;
     double* u = nw.u + static_cast<size_t>(i) * n2 * ny;
     double* Hinv = nw.Hinv + static_cast<size_t>(i) * ny * ny;
     double* w = nw.w + static_cast<size_t>(i) * n2 * ny;
@@ -666,12 +762,6 @@ struct Solver {
       H[y * ny + y] += sf[q] * sf[q] * st + (fixed_f[q] ? 1.0 : 0.0);
     }
     cholesky(H, ny, nw.chol);
-    for (int z = 0; z < ny; ++z) {
-      fill(e, ny, 0.0);
-      e[z] = 1.0;
-      cholesky_solve(H, ny, e);
-      for (int y = 0; y < ny; ++y) Hinv[y * ny + z] = e[y];
-    }
     for (int j = 0; j < n2; ++j)
       for (int y = 0; y < ny; ++y) {
         int k = (i * n2 + j) * ny + y;
@@ -679,9 +769,22 @@ struct Solver {
         w[j * ny + y] = W[k] * sg[j * ny + y];
         d[j * ny + y] = sf[i * ny + y] * sg[j * ny + y] * tW[k];
       }
-    for (int j = 0; j < n2; ++j) {
-      copy(a + j * ny, ny, u + j * ny);
-      cholesky_solve(H, ny, u + j * ny);
+    // One solve with H_i for the right-hand sides [a_0 .. a_{n2-1} | rf_i | identity]: u_j,
+    // xf and H_i^-1.
+    const int k = n2 + 1 + ny;
+    double* B = nw.rhs_many;
+    for (int y = 0; y < ny; ++y) {
+      double* By = &B[y * k];
+      for (int j = 0; j < n2; ++j) By[j] = a[j * ny + y];
+      By[n2] = nw.grad_f[i * ny + y] * sf[i * ny + y];
+      for (int z = 0; z < ny; ++z) By[n2 + 1 + z] = y == z ? 1.0 : 0.0;
+    }
+    cholesky_solve_many(H, ny, B, k);
+    for (int y = 0; y < ny; ++y) {
+      const double* By = &B[y * k];
+      for (int j = 0; j < n2; ++j) u[j * ny + y] = By[j];
+      xf[y] = By[n2];
+      for (int z = 0; z < ny; ++z) Hinv[y * ny + z] = By[n2 + 1 + z];
     }
     for (int j = 0; j < n2; ++j)
       for (int jp = 0; jp < n2; ++jp) {
@@ -689,27 +792,28 @@ struct Solver {
         for (int y = 0; y < ny; ++y) s += a[j * ny + y] * u[jp * ny + y];
         alpha[j * n2 + jp] = s;
       }
-    for (int y = 0; y < ny; ++y) xf[y] = nw.grad_f[i * ny + y] * sf[i * ny + y];
-    cholesky_solve(H, ny, xf);
-    // Block (j, z), (jp, zp) of C_i^T H_i^-1 C_i; only jp <= j, as cholesky() reads the
+    // Block (j, z), (jp, zp) of C_i^T H_i^-1 C_i is
+    //   (w_j[z] alpha[j][jp] + d_j[z] u_jp[z]) w_jp[zp] + (w_j[z] u_j[zp] + d_j[z] Hinv[z][zp]) d_jp[zp],
+    // whose second bracket t[zp] does not depend on jp; only jp <= j, as cholesky() reads the
     // lower triangle of the symmetric S.
     for (int j = 0; j < n2; ++j) {
       double ax = 0;
       for (int y = 0; y < ny; ++y) ax += a[j * ny + y] * xf[y];
+      const double* u_j = &u[j * ny];
       for (int z = 0; z < ny; ++z) {
         const double wz = w[j * ny + z], dz = d[j * ny + z];
         if (wz == 0.0 && dz == 0.0) continue;
+        const double* hz = &Hinv[z * ny];
+        FASTPID_SIMD()
+        for (int zp = 0; zp < ny; ++zp) t[zp] = wz * u_j[zp] + dz * hz[zp];
         double* row = &S[(j * ny + z) * m];
         for (int jp = 0; jp <= j; ++jp) {
-          const double al = alpha[j * n2 + jp];
+          const double c = wz * alpha[j * n2 + jp] + dz * u[jp * ny + z];
           const double* wp = &w[jp * ny];
           const double* dp = &d[jp * ny];
-          const double* up = &u[jp * ny];
-          const double* u_j = &u[j * ny];
-          const double* hz = &Hinv[z * ny];
-          for (int zp = 0; zp < ny; ++zp)
-            row[jp * ny + zp] -= wz * (al * wp[zp] + u_j[zp] * dp[zp]) +
-                                 dz * (up[z] * wp[zp] + hz[zp] * dp[zp]);
+          double* rp = &row[jp * ny];
+          FASTPID_SIMD()
+          for (int zp = 0; zp < ny; ++zp) rp[zp] -= c * wp[zp] + t[zp] * dp[zp];
         }
         rhs[j * ny + z] -= wz * ax + dz * xf[z];
       }
@@ -793,13 +897,15 @@ struct Solver {
   }
 
   FASTPID_HD double barrier_primal_bound(double mu) {
-    for (int c = 0; c < n1 * n2; ++c)
+    for (int c = 0; c < n1 * n2; ++c) {
+      Kr[c] = pr.cell[c] ? mu / -expm1(ls[c]) : 0.0;
       lr[c] = pr.cell[c] ? log(mu) - log(-expm1(ls[c])) : kNegInf;
+    }
     for (int k = 0; k < n2 * ny; ++k) gp[k] = pr.m2[k] ? g[k] : kNegInf;
-    pr.row_update(lr, gp, fp);
+    pr.row_update(lr, Kr, gp, fp);
     for (int s = 1; s < opt.polish_sweeps; ++s) {
-      pr.col_update(lr, fp, gp);
-      pr.row_update(lr, gp, fp);
+      pr.col_update(lr, Kr, fp, gp);
+      pr.row_update(lr, Kr, gp, fp);
     }
     pr.coupling(lr, fp, gp, Q);
     return pr.primal_bound(Q);
