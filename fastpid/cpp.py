@@ -3,10 +3,11 @@
 It runs the same algorithm as the PyTorch reference (:mod:`fastpid.solver`), one problem
 per thread (OpenMP), and returns the same :class:`~fastpid.solver.Solution`, so the
 certificate and the envelope gradient are unchanged. Its Newton systems are factorised
-without BLAS: on one thread it is 4-10x faster than the PyTorch solver on small problems,
-level with it up to a Schur complement of ~600 unknowns (24x24x24: 0.43 s vs 0.48 s) and
-slower beyond (32x32x32: 2.8 s vs 2.1 s); :func:`fastpid.api` picks it for problems with
-``min(n1, n2) * ny <= 640``.
+without BLAS. Measured on 2 cores, one problem (the C++ solver on one thread, PyTorch on
+both): 2-3x faster than the PyTorch solver on small problems, 28x28x28 0.60 s vs 1.15 s,
+32x32x32 1.38 s vs 1.73 s, 40x40x30 1.94 s vs 2.66 s, level on a clustered 32x32x31
+(1.11 s vs 1.05 s); :func:`fastpid.api` picks it for problems with
+``min(n1, n2) * ny <= 1024``.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from ._build_info import load_extension
 from .solver import MU_FACTOR, OMEGA, POLISH_SWEEPS, WARM_STEPS, Solution
 
 #: Largest Schur-complement size ``min(n1, n2) * ny`` for which ``backend="auto"`` uses C++.
-AUTO_MAX_SCHUR = 640
+AUTO_MAX_SCHUR = 1024
 
 
 def available() -> tuple[bool, str]:

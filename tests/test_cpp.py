@@ -91,7 +91,10 @@ def test_orientation_does_not_matter():
 
 def test_auto_picks_cpp_for_small_cpu_problems_and_torch_for_large():
     assert fastpid.pid(_batch((4, 4, 4), "dense", 1)[0]).backend == "cpp"
-    assert fastpid.pid(_batch((32, 32, 32), "sparse", 1)[0], method="fast").backend == "torch"
+    # The limit is on the Schur size min(n1, n2) * ny: 32 * 32 is at it, 33 * 32 beyond.
+    assert cpp.AUTO_MAX_SCHUR == 32 * 32
+    assert fastpid.pid(_batch((40, 32, 32), "dense", 1)[0], method="fast").backend == "cpp"
+    assert fastpid.pid(_batch((40, 33, 32), "dense", 1)[0], method="fast").backend == "torch"
 
 
 def test_backends_reports_availability():
