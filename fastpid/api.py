@@ -41,7 +41,7 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
             ``"proxy"`` uses the closed-form coupling ``Q0 = P(x1,y) P(x2,y) / p(y)``
             (no iterations); ``"fast"`` runs ``steps`` cheap refinement steps from ``Q0``.
         backend: ``"auto"`` (CPU: the C++ solver for problems with
-            ``min(n1, n2) * ny <= 1024`` that suit its Schur-complement elimination, else
+            ``min(n1, n2) * ny <= 1200`` that suit its Schur-complement elimination, else
             the PyTorch solver; GPU: the CUDA kernels
             where the problem size suits them, else the Triton kernels (``proxy`` and
             ``fast`` only), else PyTorch), ``"torch"``, ``"cpp"`` (CPU only), ``"cuda"``
@@ -221,7 +221,7 @@ def _choose_backend(backend: str, flat: torch.Tensor, method: str, return_coupli
     """The one place where a backend is picked for ``flat`` (``"torch"``, ``"cpp"``, ``"cuda"``
     or ``"triton"``); an explicit choice that cannot be honoured raises, saying why.
 
-    ``auto``: on the CPU, the C++ solver for problems with ``min(n1, n2) * ny <= 1024`` whose
+    ``auto``: on the CPU, the C++ solver for problems with ``min(n1, n2) * ny <= 1200`` whose
     Newton systems are cheapest by the Schur complement (:func:`fastpid.solver.newton_plan`),
     PyTorch otherwise; on a GPU, the CUDA kernels (for ``exact``: where
     :func:`fastpid.cuda.exact_route` accepts the size, and not with ``return_coupling``),

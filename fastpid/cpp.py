@@ -4,10 +4,10 @@ It runs the same algorithm as the PyTorch reference (:mod:`fastpid.solver`), one
 per thread (OpenMP), and returns the same :class:`~fastpid.solver.Solution`, so the
 certificate and the envelope gradient are unchanged. Its Newton systems are factorised
 without BLAS. Measured on 2 cores, one problem (the C++ solver on one thread, PyTorch on
-both): 2-3x faster than the PyTorch solver on small problems, 28x28x28 0.60 s vs 1.15 s,
-32x32x32 1.38 s vs 1.73 s, 40x40x30 1.94 s vs 2.66 s, level on a clustered 32x32x31
-(1.11 s vs 1.05 s); :func:`fastpid.api` picks it for problems with
-``min(n1, n2) * ny <= 1024``.
+both): 2-3x faster than the PyTorch solver on small problems and up to a Schur complement
+of ~1200 unknowns (28x28x28 0.42 s vs 1.45 s, 40x40x30 1.09 s vs 2.66 s, clustered
+32x32x31 0.54 s vs 1.61 s), slower beyond (48x48x32: 8.5 s vs 4.7 s); :func:`fastpid.api`
+picks it for problems with ``min(n1, n2) * ny <= 1200``.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from ._build_info import load_extension
 from .solver import MU_FACTOR, OMEGA, POLISH_SWEEPS, WARM_STEPS, Solution
 
 #: Largest Schur-complement size ``min(n1, n2) * ny`` for which ``backend="auto"`` uses C++.
-AUTO_MAX_SCHUR = 1024
+AUTO_MAX_SCHUR = 1200
 
 
 def available() -> tuple[bool, str]:

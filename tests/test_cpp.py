@@ -12,8 +12,10 @@ from helpers import random_joint
 
 pytestmark = pytest.mark.skipif(not cpp.available()[0], reason=cpp.available()[1] or "no C++ solver")
 
+# (13, 12, 11) and (20, 20, 10) have Schur complements of 132 and 200 unknowns, factorised by
+# blocks of 32 columns with a partial last block.
 SHAPES = [(1, 1, 1), (1, 3, 2), (3, 1, 4), (2, 2, 1), (3, 3, 3), (17, 3, 5), (5, 17, 3), (7, 9, 11),
-          (33, 4, 2), (8, 8, 8), (20, 20, 10)]
+          (33, 4, 2), (8, 8, 8), (13, 12, 11), (20, 20, 10)]
 KINDS = {
     "dense": dict(alpha=1.0),
     "sparse": dict(alpha=0.4, sparsity=0.7),
@@ -91,10 +93,10 @@ def test_orientation_does_not_matter():
 
 def test_auto_picks_cpp_for_small_cpu_problems_and_torch_for_large():
     assert fastpid.pid(_batch((4, 4, 4), "dense", 1)[0]).backend == "cpp"
-    # The limit is on the Schur size min(n1, n2) * ny: 32 * 32 is at it, 33 * 32 beyond.
-    assert cpp.AUTO_MAX_SCHUR == 32 * 32
-    assert fastpid.pid(_batch((40, 32, 32), "dense", 1)[0], method="fast").backend == "cpp"
-    assert fastpid.pid(_batch((40, 33, 32), "dense", 1)[0], method="fast").backend == "torch"
+    # The limit is on the Schur size min(n1, n2) * ny: 40 * 30 is at it, 41 * 30 beyond.
+    assert cpp.AUTO_MAX_SCHUR == 40 * 30
+    assert fastpid.pid(_batch((50, 40, 30), "dense", 1)[0], method="fast").backend == "cpp"
+    assert fastpid.pid(_batch((50, 41, 30), "dense", 1)[0], method="fast").backend == "torch"
 
 
 def test_backends_reports_availability():
