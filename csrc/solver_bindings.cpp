@@ -104,15 +104,17 @@ void register_solver(py::module_& m) {
       .def_readwrite("polish_sweeps", &SolveOptions::polish_sweeps)
       .def_readwrite("mu_factor", &SolveOptions::mu_factor)
       .def_readwrite("omega", &SolveOptions::omega)
-      .def_readwrite("newton", &SolveOptions::newton);
+      .def_readwrite("newton", &SolveOptions::newton)
+      .def_readwrite("lowrank", &SolveOptions::lowrank);
   m.def(
       "workspace_doubles",
-      [](int n1, int n2, int ny) {
+      [](int n1, int n2, int ny, bool lowrank, bool newton) {
         if (n1 < 1 || n2 < 1 || ny < 1) throw std::invalid_argument("sizes must be >= 1");
-        return fastpid::solve_workspace_doubles(n1, n2, ny);
+        return fastpid::solve_workspace_doubles(n1, n2, ny, lowrank, newton);
       },
-      py::arg("n1"), py::arg("n2"), py::arg("ny"),
-      "Doubles of scratch one problem (n1, n2, ny) takes in the CPU solver (per thread).");
+      py::arg("n1"), py::arg("n2"), py::arg("ny"), py::arg("lowrank") = false, py::arg("newton") = true,
+      "Doubles of scratch one problem (n1, n2, ny) takes in the CPU solver (per thread), with "
+      "the low-rank elimination or the Schur complement, for method 'exact' (newton) or 'fast'.");
   m.def("solve", &solve, py::arg("P"), py::arg("options"), py::arg("return_coupling") = false,
         "Certified bounds on V for a batch P[B, n1, n2, ny] (normalised float64), one problem "
         "per thread: returns (lower, upper, f, g, iterations[, coupling]). options.newton=False "

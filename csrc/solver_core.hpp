@@ -42,6 +42,10 @@ struct SolveOptions {
   double mu_factor = 0.02; // barrier parameter shrink per centring
   double omega = 1.5;      // over-relaxation of the Blahut-Arimoto steps
   bool newton = true;      // false: method "fast", alternation only
+  // Newton directions by per-y blocks and a low-rank correction over the cells (few cells,
+  // many target values) instead of the dense Schur complement on g; the workspace differs,
+  // so solve_workspace_doubles() must be told the same.
+  bool lowrank = false;
   // Set (by another thread or a signal handler) to stop every solve at its next step, with
   // the bounds it has; null where nothing can cancel (device code).
   const volatile int* cancel = nullptr;
@@ -603,25 +607,45 @@ struct NewtonScratch {
   double *W, *tW, *Wt2, *oms;
   // Gradient and Jacobi scaling of the f and g unknowns (the scaled system is solved).
   double *grad_f, *sf, *grad_g, *sg;
+  // The Schur elimination (empty with lowrank):
   double *S, *rhs;  // Schur complement, (n2 ny)^2, and its right-hand side
   // Of the current i only: H_i (then its factor), a row of the S update, a_j,
   // alpha[j][j'] = a_j.u_j', the right-hand sides of H_i's solve (ny x (n2 + 1 + ny)).
   double *H, *t, *a, *alpha, *rhs_many;
   // Of every i (n1 blocks each), for back_substitute(): u_j, H_i^-1, w_j, d_j, H_i^-1 rf_i.
   double *u, *Hinv, *w, *d, *xf;
-  double* dy;            // back_substitute()'s sum_j d_j yg_j of one i
-  CholeskyScratch chol;  // shared by H_i (ny) and S (n2 ny)
+  double* dy;  // back_substitute()'s sum_j d_j yg_j of one i
+  // The low-rank elimination (empty without lowrank), v = n1 + n2 unknowns per y, C = n1 n2
+  // cells: D_y (v x v, then its factor), D_y^-1 of every y, U's entries aT[y][c] (row i) and
+  // bT[y][c] (row n1 + j), Z_y = D_y^-1 U_y (v x C per y), the capacitance matrix K (C x C,
+  // then its factor), its Jacobi scaling kd, and vectors: e (v), per-y vectors r, x0, x, z
+  // (ny v), per-cell uc (C).
+  double *D, *Dinv, *aT, *bT, *Z, *K, *kd, *e, *r, *x0, *x, *z, *uc;
+  CholeskyScratch chol;  // Schur: H_i (ny) and S (n2 ny); low-rank: D_y (v) and K (C)
 
-  FASTPID_HD NewtonScratch(int n1, int n2, int ny, Arena& arena)
+  // schur / lowrank: whether to lay out that elimination's arrays (neither for method "fast").
+  FASTPID_HD NewtonScratch(int n1, int n2, int ny, bool schur, bool lowrank, Arena& arena)
       : W(arena.doubles(n1 * n2 * ny)), tW(arena.doubles(n1 * n2 * ny)),
         Wt2(arena.doubles(n1 * n2 * ny)), oms(arena.doubles(n1 * n2)), grad_f(arena.doubles(n1 * ny)),
         sf(arena.doubles(n1 * ny)), grad_g(arena.doubles(n2 * ny)), sg(arena.doubles(n2 * ny)),
-        S(arena.doubles(static_cast<size_t>(n2 * ny) * (n2 * ny))), rhs(arena.doubles(n2 * ny)),
-        H(arena.doubles(ny * ny)), t(arena.doubles(ny)), a(arena.doubles(n2 * ny)),
-        alpha(arena.doubles(n2 * n2)), rhs_many(arena.doubles(ny * (n2 + 1 + ny))), u(arena.doubles(n1 * n2 * ny)),
-        Hinv(arena.doubles(n1 * ny * ny)), w(arena.doubles(n1 * n2 * ny)),
-        d(arena.doubles(n1 * n2 * ny)), xf(arena.doubles(n1 * ny)), dy(arena.doubles(ny)),
-        chol(n2 * ny, arena) {}
+        S(arena.doubles(schur ? static_cast<size_t>(n2 * ny) * (n2 * ny) : 0)),
+        rhs(arena.doubles(schur ? n2 * ny : 0)), H(arena.doubles(schur ? ny * ny : 0)),
+        t(arena.doubles(schur ? ny : 0)), a(arena.doubles(schur ? n2 * ny : 0)),
+        alpha(arena.doubles(schur ? n2 * n2 : 0)),
+        rhs_many(arena.doubles(schur ? ny * (n2 + 1 + ny) : 0)),
+        u(arena.doubles(schur ? n1 * n2 * ny : 0)), Hinv(arena.doubles(schur ? n1 * ny * ny : 0)),
+        w(arena.doubles(schur ? n1 * n2 * ny : 0)), d(arena.doubles(schur ? n1 * n2 * ny : 0)),
+        xf(arena.doubles(schur ? n1 * ny : 0)), dy(arena.doubles(schur ? ny : 0)),
+        D(arena.doubles(lowrank ? (n1 + n2) * (n1 + n2) : 0)),
+        Dinv(arena.doubles(lowrank ? static_cast<size_t>(ny) * (n1 + n2) * (n1 + n2) : 0)),
+        aT(arena.doubles(lowrank ? n1 * n2 * ny : 0)), bT(arena.doubles(lowrank ? n1 * n2 * ny : 0)),
+        Z(arena.doubles(lowrank ? static_cast<size_t>(ny) * (n1 + n2) * (n1 * n2) : 0)),
+        K(arena.doubles(lowrank ? static_cast<size_t>(n1 * n2) * (n1 * n2) : 0)),
+        kd(arena.doubles(lowrank ? n1 * n2 : 0)), e(arena.doubles(lowrank ? n1 + n2 : 0)),
+        r(arena.doubles(lowrank ? (n1 + n2) * ny : 0)), x0(arena.doubles(lowrank ? (n1 + n2) * ny : 0)),
+        x(arena.doubles(lowrank ? (n1 + n2) * ny : 0)), z(arena.doubles(lowrank ? (n1 + n2) * ny : 0)),
+        uc(arena.doubles(lowrank ? n1 * n2 : 0)),
+        chol(lowrank ? fp_max(n1 + n2, n1 * n2) : schur ? n2 * ny : 0, arena) {}
 };
 
 // The barrier-Newton solve of one problem (see fastpid/solver.py for the method).
@@ -647,7 +671,7 @@ struct Solver {
         fixed_g(arena.bytes(n2 * ny)), ft(arena.doubles(n1 * ny)), gt(arena.doubles(n2 * ny)),
         lst(arena.doubles(n1 * n2)), df(arena.doubles(n1 * ny)), dg(arena.doubles(n2 * ny)),
         lr(arena.doubles(n1 * n2)), fp(arena.doubles(n1 * ny)), gp(arena.doubles(n2 * ny)),
-        Kr(arena.doubles(n1 * n2)), nw(n1, n2, ny, arena) {}
+        Kr(arena.doubles(n1 * n2)), nw(n1, n2, ny, opt.newton && !opt.lowrank, opt.newton && opt.lowrank, arena) {}
 
   FASTPID_HD void run(double& lower, double& upper, int64_t& iterations) {
     double mi, mi1, mi2, mi_q0;
@@ -750,6 +774,7 @@ struct Solver {
     const int m = n2 * ny;
     barrier_weights();
     scaled_gradient(mu);
+    if (opt.lowrank) return lowrank_direction();
     schur_g_block();
     for (int i = 0; i < n1; ++i) eliminate_f_block(i);
     cholesky(nw.S, m, nw.chol);
@@ -917,6 +942,185 @@ struct Solver {
     }
   }
 
+  // Newton direction by blocks per target value plus a low-rank correction (Woodbury), as
+  // fastpid/solver.py's _newton_direction_lowrank: the scaled Hessian is D + U diag(t2) U^T,
+  // D holding one (n1 + n2)-square block D_y per y and U one column per cell c = (i, j)
+  // (entries aT at row i and bT at row n1 + j of each y); K = diag(1 / t2) + U^T D^-1 U.
+  // Woodbury loses digits where D_y is ill-conditioned (masses of 1e-13 next to O(1) ones):
+  // two steps of iterative refinement (one left some tiny-mass problems at 40 instead of 18
+  // iterations). Returns dec^2.
+  FASTPID_HD double lowrank_direction() {
+    const int v = n1 + n2;
+    lowrank_factor();
+    double *r = nw.r, *x0 = nw.x0, *x = nw.x;
+    for (int y = 0; y < ny; ++y) {
+      for (int i = 0; i < n1; ++i) r[y * v + i] = nw.grad_f[i * ny + y] * nw.sf[i * ny + y];
+      for (int j = 0; j < n2; ++j) r[y * v + n1 + j] = nw.grad_g[j * ny + y] * nw.sg[j * ny + y];
+    }
+    lowrank_solve(r, x);  // x = H^-1 r, then refined twice
+    for (int step = 0; step < 2; ++step) {
+      lowrank_residual(r, x, x0);  // x0 = r - H x
+      lowrank_solve(x0, x0);
+      for (int k = 0; k < v * ny; ++k) x[k] += x0[k];
+    }
+    double dec2 = 0;
+    for (int y = 0; y < ny; ++y) {
+      for (int i = 0; i < n1; ++i) {
+        const int q = i * ny + y;
+        df[q] = x[y * v + i] * nw.sf[q];
+        dec2 += nw.grad_f[q] * df[q];
+      }
+      for (int j = 0; j < n2; ++j) {
+        const int q = j * ny + y;
+        dg[q] = x[y * v + n1 + j] * nw.sg[q];
+        dec2 += nw.grad_g[q] * dg[q];
+      }
+    }
+    return dec2;
+  }
+
+  // Diagonal of D_y at row p (f rows i < n1, then g rows n1 + j) and its cross entry
+  // D_y[i][n1 + j], scaled.
+  FASTPID_HD double lowrank_diag(int y, int p) const {
+    double st = 0;
+    if (p < n1) {
+      for (int j = 0; j < n2; ++j) st += nw.tW[(p * n2 + j) * ny + y];
+      const int q = p * ny + y;
+      return nw.sf[q] * nw.sf[q] * st + (fixed_f[q] ? 1.0 : 0.0);
+    }
+    const int j = p - n1;
+    for (int i = 0; i < n1; ++i) st += nw.tW[(i * n2 + j) * ny + y];
+    const int q = j * ny + y;
+    return nw.sg[q] * nw.sg[q] * st + (fixed_g[q] ? 1.0 : 0.0);
+  }
+  FASTPID_HD double lowrank_cross(int y, int i, int j) const {
+    return nw.sf[i * ny + y] * nw.sg[j * ny + y] * nw.tW[(i * n2 + j) * ny + y];
+  }
+
+  // D_y^-1 of every y, U's entries, and K's scaled Cholesky factor.
+  FASTPID_HD void lowrank_factor() {
+    const int v = n1 + n2, C = n1 * n2;
+    double *D = nw.D, *aT = nw.aT, *bT = nw.bT, *K = nw.K, *e = nw.e;
+    for (int y = 0; y < ny; ++y) {
+      fill(D, static_cast<size_t>(v) * v, 0.0);
+      for (int p = 0; p < v; ++p) D[p * v + p] = lowrank_diag(y, p);
+      for (int i = 0; i < n1; ++i)
+        for (int j = 0; j < n2; ++j) D[(n1 + j) * v + i] = lowrank_cross(y, i, j);  // lower triangle
+      cholesky(D, v, nw.chol);
+      double* Di = nw.Dinv + static_cast<size_t>(y) * v * v;
+      fill(Di, static_cast<size_t>(v) * v, 0.0);
+      for (int p = 0; p < v; ++p) Di[p * v + p] = 1.0;
+      cholesky_solve_many(D, v, Di, v);
+      for (int i = 0; i < n1; ++i)
+        for (int j = 0; j < n2; ++j) {
+          const int c = i * n2 + j;
+          aT[y * C + c] = nw.sf[i * ny + y] * nw.W[c * ny + y];
+          bT[y * C + c] = nw.sg[j * ny + y] * nw.W[c * ny + y];
+        }
+    }
+    // Z_y[p][c'] = D_y^-1[p][i'] a_c' + D_y^-1[p][n1 + j'] b_c', then
+    // K[c][c'] = sum_y a_c Z_y[i][c'] + b_c Z_y[n1 + j][c'] (lower triangle only). In this
+    // association (that of the PyTorch solver) K keeps its digits when D_y is ill-conditioned;
+    // contracting D_y^-1 with a_c, b_c first does not.
+    fill(K, static_cast<size_t>(C) * C, 0.0);
+    for (int y = 0; y < ny; ++y) {
+      const double* Di = nw.Dinv + static_cast<size_t>(y) * v * v;
+      double* Zy = nw.Z + static_cast<size_t>(y) * v * C;
+      const double* ay = &aT[y * C];
+      const double* by = &bT[y * C];
+      for (int p = 0; p < v; ++p) {
+        const double* dp = &Di[p * v];
+        double* zp = &Zy[p * C];
+        for (int ip = 0; ip < n1; ++ip) {
+          const double di = dp[ip];
+          FASTPID_SIMD()
+          for (int jp = 0; jp < n2; ++jp) zp[ip * n2 + jp] = di * ay[ip * n2 + jp] + dp[n1 + jp] * by[ip * n2 + jp];
+        }
+      }
+      for (int i = 0; i < n1; ++i)
+        for (int j = 0; j < n2; ++j) {
+          const int c = i * n2 + j;
+          const double ac = ay[c], bc = by[c];
+          if (ac == 0.0 && bc == 0.0) continue;
+          const double* zi = &Zy[i * C];
+          const double* zj = &Zy[(n1 + j) * C];
+          double* Kc = &K[static_cast<size_t>(c) * C];
+          FASTPID_SIMD()
+          for (int cp = 0; cp <= c; ++cp) Kc[cp] += ac * zi[cp] + bc * zj[cp];
+        }
+    }
+    for (int c = 0; c < C; ++c) {
+      double& kcc = K[static_cast<size_t>(c) * C + c];
+      kcc += nw.oms[c] / R[c];  // 1 / t2
+      nw.kd[c] = 1.0 / sqrt(fp_max(kcc, 1e-300));
+    }
+    for (int c = 0; c < C; ++c)
+      for (int cp = 0; cp <= c; ++cp) K[static_cast<size_t>(c) * C + cp] *= nw.kd[c] * nw.kd[cp];
+    cholesky(K, C, nw.chol);
+  }
+
+  // out = H^-1 in (per-y vectors, ny x v; out may be in): D^-1 in - Z K^-1 U^T D^-1 in.
+  FASTPID_HD void lowrank_solve(const double* in, double* out) {
+    const int v = n1 + n2, C = n1 * n2;
+    const double *aT = nw.aT, *bT = nw.bT;
+    double *x0 = nw.z, *uc = nw.uc, *e = nw.e;
+    for (int y = 0; y < ny; ++y) {  // x0 = D^-1 in
+      const double* Di = nw.Dinv + static_cast<size_t>(y) * v * v;
+      for (int p = 0; p < v; ++p) {
+        double t = 0;
+        for (int q = 0; q < v; ++q) t += Di[p * v + q] * in[y * v + q];
+        e[p] = t;
+      }
+      copy(e, v, &x0[y * v]);
+    }
+    fill(uc, C, 0.0);  // uc = kd U^T x0
+    for (int y = 0; y < ny; ++y)
+      for (int i = 0; i < n1; ++i)
+        for (int j = 0; j < n2; ++j) {
+          const int c = i * n2 + j;
+          uc[c] += aT[y * C + c] * x0[y * v + i] + bT[y * C + c] * x0[y * v + n1 + j];
+        }
+    for (int c = 0; c < C; ++c) uc[c] *= nw.kd[c];
+    cholesky_solve(nw.K, C, uc);
+    for (int c = 0; c < C; ++c) uc[c] *= nw.kd[c];
+    for (int y = 0; y < ny; ++y) {  // out = x0 - Z z
+      const double* Zy = nw.Z + static_cast<size_t>(y) * v * C;
+      for (int p = 0; p < v; ++p) {
+        const double* zp = &Zy[p * C];
+        double t = 0;
+        for (int c = 0; c < C; ++c) t += zp[c] * uc[c];
+        out[y * v + p] = x0[y * v + p] - t;
+      }
+    }
+  }
+
+  // res = r - H x, H = D + U diag(t2) U^T (D from its entries: its factor has replaced it).
+  FASTPID_HD void lowrank_residual(const double* r, const double* x, double* res) {
+    const int v = n1 + n2, C = n1 * n2;
+    const double *aT = nw.aT, *bT = nw.bT;
+    double* uc = nw.uc;
+    fill(uc, C, 0.0);
+    for (int y = 0; y < ny; ++y)
+      for (int i = 0; i < n1; ++i)
+        for (int j = 0; j < n2; ++j) {
+          const int c = i * n2 + j;
+          uc[c] += aT[y * C + c] * x[y * v + i] + bT[y * C + c] * x[y * v + n1 + j];
+        }
+    for (int c = 0; c < C; ++c) uc[c] *= R[c] / nw.oms[c];  // t2
+    for (int y = 0; y < ny; ++y) {
+      const double* xy = &x[y * v];
+      double* ry = &res[y * v];
+      for (int p = 0; p < v; ++p) ry[p] = r[y * v + p] - lowrank_diag(y, p) * xy[p];
+      for (int i = 0; i < n1; ++i)
+        for (int j = 0; j < n2; ++j) {
+          const int c = i * n2 + j;
+          const double cr = lowrank_cross(y, i, j);
+          ry[i] -= cr * xy[n1 + j] + aT[y * C + c] * uc[c];
+          ry[n1 + j] -= cr * xy[i] + bT[y * C + c] * uc[c];
+        }
+    }
+  }
+
   // (df, dg) from yg = rhs and the kept blocks (the scaling undone); returns dec^2.
   FASTPID_HD double back_substitute() {
     const int m = n2 * ny;
@@ -1043,10 +1247,14 @@ struct Solver {
 
 }  // namespace detail
 
-// Doubles of scratch one problem needs (masks included, carved out of the same buffer).
-FASTPID_HD inline size_t solve_workspace_doubles(int n1, int n2, int ny) {
+// Doubles of scratch one problem needs (masks included, carved out of the same buffer), for
+// the elimination (opt.lowrank) and method (opt.newton) it is solved with.
+FASTPID_HD inline size_t solve_workspace_doubles(int n1, int n2, int ny, bool lowrank = false,
+                                                 bool newton = true) {
   detail::Arena counter;  // no buffer: only counts
-  const SolveOptions opt{};
+  SolveOptions opt{};
+  opt.lowrank = lowrank;
+  opt.newton = newton;
   const detail::Problem pr(n1, n2, ny, counter);
   const detail::Solver solver(pr, opt, counter);
   return counter.used;

@@ -10,7 +10,7 @@ void solve_batch(const double* P, int64_t B, int n1, int n2, int ny, const Solve
                  double* lower, double* upper, double* f, double* g, int64_t* iterations,
                  double* coupling) {
   const int64_t cells = static_cast<int64_t>(n1) * n2 * ny;
-  const size_t work_doubles = solve_workspace_doubles(n1, n2, ny);
+  const size_t work_doubles = solve_workspace_doubles(n1, n2, ny, opt.lowrank, opt.newton);
 #pragma omp parallel
   {
     std::vector<double> work(work_doubles);  // one per thread, reused for all its problems

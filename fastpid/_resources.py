@@ -26,11 +26,13 @@ def estimate_bytes(flat: torch.Tensor, method: str, backend: str) -> int:
     """Peak working memory of solving ``flat[B, n1, n2, ny]`` (bytes, the input excluded)."""
     B, n1, n2, ny = flat.shape
     if backend == "cpp":
-        from . import _C
+        from . import _C, cpp
 
         threads = min(B, os.cpu_count() or 1)
+        exact = method == "exact"
+        lowrank = exact and cpp.elimination(flat) == "lowrank"
         # The solver puts the smaller source on the Schur side, as _solve_oriented does.
-        return 8 * threads * int(_C.workspace_doubles(max(n1, n2), min(n1, n2), ny))
+        return 8 * threads * int(_C.workspace_doubles(max(n1, n2), min(n1, n2), ny, lowrank, exact))
     per = per_problem_floats(flat, method)
     chunk = min(B, max(1, CHUNK_FLOATS // per))
     # Measured peak of the PyTorch exact solver: about 1.5 Newton systems per problem

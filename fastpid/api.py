@@ -40,9 +40,9 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
         method: ``"exact"`` solves ``V = min_Q I_Q(Y; X1,X2)`` to a certified ``tol``;
             ``"proxy"`` uses the closed-form coupling ``Q0 = P(x1,y) P(x2,y) / p(y)``
             (no iterations); ``"fast"`` runs ``steps`` cheap refinement steps from ``Q0``.
-        backend: ``"auto"`` (CPU: the C++ solver for problems with
-            ``min(n1, n2) * ny <= 1200`` that suit its Schur-complement elimination, else
-            the PyTorch solver; GPU: the CUDA kernels
+        backend: ``"auto"`` (CPU: the C++ solver where the dense system of its Newton steps
+            has at most 1200 unknowns (``min(n1, n2) * ny``, or ``n1 * n2`` with few cells
+            and many target values), else the PyTorch solver; GPU: the CUDA kernels
             where the problem size suits them, else the Triton kernels (``proxy`` and
             ``fast`` only), else PyTorch), ``"torch"``, ``"cpp"`` (CPU only), ``"cuda"``
             (CUDA tensors), ``"triton"`` (CUDA tensors; ``proxy`` and ``fast``), or ``"cvx"``
@@ -221,9 +221,11 @@ def _choose_backend(backend: str, flat: torch.Tensor, method: str, return_coupli
     """The one place where a backend is picked for ``flat`` (``"torch"``, ``"cpp"``, ``"cuda"``
     or ``"triton"``); an explicit choice that cannot be honoured raises, saying why.
 
-    ``auto``: on the CPU, the C++ solver for problems with ``min(n1, n2) * ny <= 1200`` whose
-    Newton systems are cheapest by the Schur complement (:func:`fastpid.solver.newton_plan`),
-    PyTorch otherwise; on a GPU, the CUDA kernels (for ``exact``: where
+    ``auto``: on the CPU, the C++ solver for problems whose Newton systems are cheapest by the
+    Schur complement or the low-rank elimination (:func:`fastpid.solver.newton_plan`) with at
+    most :data:`fastpid.cpp.AUTO_MAX_SYSTEM` unknowns in the factorised dense system
+    (:func:`fastpid.cpp.system_size`), PyTorch otherwise; on a GPU, the CUDA kernels (for
+    ``exact``: where
     :func:`fastpid.cuda.exact_route` accepts the size, and not with ``return_coupling``),
     else the Triton kernels (``proxy`` and ``fast``, where :func:`fastpid.triton_kernels.size_route`
     accepts the size), else PyTorch.
@@ -253,11 +255,12 @@ def _choose_backend(backend: str, flat: torch.Tensor, method: str, return_coupli
             raise RuntimeError(f"backend={backend!r} is not available: {why}")
         return backend
     if device.type == "cpu":
-        # The C++ solver eliminates by the dense Schur complement only; where another
-        # elimination is cheaper (few cells and many target values; or mostly empty pairs
-        # (x, y), as in clustered data) the PyTorch solver's wins by far (2x3x3000: 0.3 s
-        # against minutes).
-        small = min(n1, n2) * ny <= cpp.AUTO_MAX_SCHUR and solver.newton_plan(flat).structure == "schur"
+        # The C++ solver factorises a dense system per Newton step (Schur complement or
+        # low-rank capacitance matrix); where the PyTorch solver's elimination over admissible
+        # potentials only is cheapest (mostly empty pairs (x, y)), or the dense system is
+        # large, the PyTorch solver is faster (48x48x32: 4.7 s against 8.5 s).
+        structure = solver.newton_plan(flat).structure
+        small = structure != "sparse" and cpp.system_size(n1, n2, ny, structure) <= cpp.AUTO_MAX_SYSTEM
         return "cpp" if small and cpp.available()[0] else "torch"
     if method == "exact":
         usable = not return_coupling and cuda.available(device)[0] and cuda.exact_route(n1, n2, ny, device)[0]

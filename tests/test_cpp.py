@@ -93,10 +93,54 @@ def test_orientation_does_not_matter():
 
 def test_auto_picks_cpp_for_small_cpu_problems_and_torch_for_large():
     assert fastpid.pid(_batch((4, 4, 4), "dense", 1)[0]).backend == "cpp"
-    # The limit is on the Schur size min(n1, n2) * ny: 40 * 30 is at it, 41 * 30 beyond.
-    assert cpp.AUTO_MAX_SCHUR == 40 * 30
+    # The limit is on the dense system: the Schur complement's min(n1, n2) * ny unknowns
+    # (40 * 30 is at it, 41 * 30 beyond), or the n1 * n2 cells of the low-rank elimination.
+    assert cpp.AUTO_MAX_SYSTEM == 40 * 30
     assert fastpid.pid(_batch((50, 40, 30), "dense", 1)[0], method="fast").backend == "cpp"
     assert fastpid.pid(_batch((50, 41, 30), "dense", 1)[0], method="fast").backend == "torch"
+    assert fastpid.pid(_batch((2, 3, 3000), "dense", 1)[0], method="fast").backend == "cpp"
+
+
+# Few cells and many target values: newton_plan picks the low-rank elimination.
+LOWRANK_SHAPES = [(2, 3, 300), (3, 2, 211), (1, 4, 150), (5, 4, 400)]
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("shape", LOWRANK_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_lowrank_elimination_matches_reference_and_schur(shape, kind):
+    """The C++ low-rank Newton directions: the same certified values as the PyTorch solver
+    (which also eliminates low-rank here) and as the C++ Schur elimination."""
+    from fastpid import _C
+
+    P = torch.from_numpy(_batch(shape, kind, 2, seed=sum(shape)))
+    if shape[2] > shape[1]:
+        P = P.transpose(1, 2).contiguous()  # the smaller source second, as the API orients
+    assert solver.newton_plan(P).structure == "lowrank" and cpp.elimination(P) == "lowrank"
+    ref = solver.solve_exact(P, 1e-8)
+    got = cpp.solve(P, 1e-8)
+    arr = P.numpy()
+    schur = _C.solve(arr, cpp.options(1e-8, lowrank=False))
+    schur_lower, schur_upper = torch.from_numpy(schur[0]), torch.from_numpy(schur[1])
+    brackets = [(got.lower, got.upper), (ref.lower, ref.upper), (schur_lower, schur_upper)]
+    for lower, upper in brackets:
+        assert torch.all(upper - lower <= 1e-8)
+    # Each bracket holds V: every two overlap (up to the rounding of the entropy sums).
+    for lo_a, _ in brackets:
+        for _, up_b in brackets:
+            assert torch.all(lo_a <= up_b + 1e-12)
+    if kind != "tiny":
+        assert torch.equal(got.iterations, ref.iterations)
+    else:  # rounding parts the paths, but the Newton directions must stay as good
+        assert torch.all(got.iterations <= ref.iterations + 5)
+
+
+def test_lowrank_workspace_is_far_smaller_than_the_schur_one():
+    from fastpid import _C
+
+    lowrank, schur = _C.workspace_doubles(3, 2, 3000, True), _C.workspace_doubles(3, 2, 3000, False)
+    assert lowrank < 40 * 3 * 2 * 3000 and 100 * lowrank < schur  # S alone is (2 * 3000)^2
+    # Method "fast" takes no Newton arrays at all.
+    assert _C.workspace_doubles(3, 2, 3000, False, False) < 20 * 3 * 2 * 3000
 
 
 def test_backends_reports_availability():
