@@ -9,9 +9,9 @@ target values), by per-``y`` blocks and a low-rank correction over the ``n1 * n2
 Measured on 2 cores, one problem (the C++ solver on one thread, PyTorch on both): 2-3x
 faster than the PyTorch solver on small problems and up to a Schur complement of ~1200
 unknowns (28x28x28 0.42 s vs 1.45 s, 40x40x30 1.09 s vs 2.66 s, clustered 32x32x31 0.54 s
-vs 1.61 s), slower beyond (48x48x32: 8.5 s vs 4.7 s); low-rank, clustered 20x20x101 0.20 s
-vs 0.9-1.2 s. :func:`fastpid.api` picks it where that dense system has at most
-``AUTO_MAX_SYSTEM`` unknowns.
+vs 1.61 s), slower beyond (48x48x32: 8.5 s vs 4.7 s); low-rank, clustered 20x20x101 0.28 s
+vs 0.75-1.0 s, 2x3x3000 22 ms vs 47 ms. :func:`fastpid.api` picks it where that dense
+system has at most ``AUTO_MAX_SYSTEM`` unknowns.
 """
 from __future__ import annotations
 
