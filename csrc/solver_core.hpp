@@ -383,12 +383,17 @@ struct Problem {
   FASTPID_HD void factors(const double* f, const double* g) const {
     for (int k = 0; k < n1 * ny; ++k) F[k] = m1[k] ? logpy[k % ny] + f[k] : kNegInf;
     for (int k = 0; k < n2 * ny; ++k) G[k] = m2[k] ? g[k] : kNegInf;
-    fill(shift, ny, kNegInf);
-    for (int k = 0; k < n1 * ny; ++k) shift[k % ny] = fp_max(shift[k % ny], F[k]);
-    for (int y = 0; y < ny; ++y)
-      if (shift[y] == kNegInf) shift[y] = 0.0;
+    max_per_y(F, n1);
     for (int k = 0; k < n1 * ny; ++k) eF[k] = exp(F[k] - shift[k % ny]);
     for (int k = 0; k < n2 * ny; ++k) eG[k] = exp(G[k] + shift[k % ny]);
+  }
+
+  // shift[y] = max over the `rows` rows of x[row][y] (0 where all are -inf).
+  FASTPID_HD void max_per_y(const double* x, int rows) const {
+    fill(shift, ny, kNegInf);
+    for (int k = 0; k < rows * ny; ++k) shift[k % ny] = fp_max(shift[k % ny], x[k]);
+    for (int y = 0; y < ny; ++y)
+      if (shift[y] == kNegInf) shift[y] = 0.0;
   }
 
   // Whether a sum of products may have lost digits to under- or overflow (or be NaN from
@@ -550,10 +555,7 @@ struct Problem {
                             const double* logR, const double* Kr, const double* in, double* out,
                             bool transposed) const {
     for (int k = 0; k < nb * ny; ++k) lin[k] = min[k] ? in[k] : kNegInf;
-    fill(shift, ny, kNegInf);
-    for (int k = 0; k < nb * ny; ++k) shift[k % ny] = fp_max(shift[k % ny], lin[k]);
-    for (int y = 0; y < ny; ++y)
-      if (shift[y] == kNegInf) shift[y] = 0.0;
+    max_per_y(lin, nb);
     for (int k = 0; k < nb * ny; ++k) ein[k] = exp(lin[k] - shift[k % ny]);
     fill(sums, na * ny, 0.0);
     for (int a = 0; a < na; ++a) {
