@@ -619,9 +619,9 @@ struct NewtonScratch {
   double* dy;  // back_substitute()'s sum_j d_j yg_j of one i
   // The low-rank elimination (empty without lowrank), v = n1 + n2 unknowns per y, C = n1 n2
   // cells: D_y (v x v, then its factor), D_y^-1 of every y, U's entries aT[y][c] (row i) and
-  // bT[y][c] (row n1 + j), Z_y = D_y^-1 U_y (v x C per y), the capacitance matrix K (C x C,
-  // then its factor), its Jacobi scaling kd, and vectors: e (v), per-y vectors r, x0, x, z
-  // (ny v), per-cell uc (C).
+  // bT[y][c] (row n1 + j), Z_y = D_y^-1 U_y of one y (v x C), the capacitance matrix K
+  // (C x C, then its factor), its Jacobi scaling kd, and vectors: e (v), per-y vectors r, x0,
+  // x, z (ny v), per-cell uc (C).
   double *D, *Dinv, *aT, *bT, *Z, *K, *kd, *e, *r, *x0, *x, *z, *uc;
   CholeskyScratch chol;  // Schur: H_i (ny) and S (n2 ny); low-rank: D_y (v) and K (C)
 
@@ -641,7 +641,7 @@ struct NewtonScratch {
         D(arena.doubles(lowrank ? (n1 + n2) * (n1 + n2) : 0)),
         Dinv(arena.doubles(lowrank ? static_cast<size_t>(ny) * (n1 + n2) * (n1 + n2) : 0)),
         aT(arena.doubles(lowrank ? n1 * n2 * ny : 0)), bT(arena.doubles(lowrank ? n1 * n2 * ny : 0)),
-        Z(arena.doubles(lowrank ? static_cast<size_t>(ny) * (n1 + n2) * (n1 * n2) : 0)),
+        Z(arena.doubles(lowrank ? static_cast<size_t>(n1 + n2) * (n1 * n2) : 0)),
         K(arena.doubles(lowrank ? static_cast<size_t>(n1 * n2) * (n1 * n2) : 0)),
         kd(arena.doubles(lowrank ? n1 * n2 : 0)), e(arena.doubles(lowrank ? n1 + n2 : 0)),
         r(arena.doubles(lowrank ? (n1 + n2) * ny : 0)), x0(arena.doubles(lowrank ? (n1 + n2) * ny : 0)),
@@ -1027,7 +1027,7 @@ struct Solver {
     fill(K, static_cast<size_t>(C) * C, 0.0);
     for (int y = 0; y < ny; ++y) {
       const double* Di = nw.Dinv + static_cast<size_t>(y) * v * v;
-      double* Zy = nw.Z + static_cast<size_t>(y) * v * C;
+      double* Zy = nw.Z;  // of this y only
       const double* ay = &aT[y * C];
       const double* by = &bT[y * C];
       for (int p = 0; p < v; ++p) {
@@ -1061,7 +1061,9 @@ struct Solver {
     cholesky(K, C, nw.chol);
   }
 
-  // out = H^-1 in (per-y vectors, ny x v; out may be in): D^-1 in - Z K^-1 U^T D^-1 in.
+  // out = H^-1 in (per-y vectors, ny x v; out may be in): D^-1 in - Z K^-1 U^T D^-1 in, with
+  // Z z summed over the products D_y^-1[p][i] a_c z_c + D_y^-1[p][n1 + j] b_c z_c: summing U z
+  // first and then applying D_y^-1 loses the digits that K keeps (see lowrank_factor).
   FASTPID_HD void lowrank_solve(const double* in, double* out) {
     const int v = n1 + n2, C = n1 * n2;
     const double *aT = nw.aT, *bT = nw.bT;
@@ -1085,12 +1087,18 @@ struct Solver {
     for (int c = 0; c < C; ++c) uc[c] *= nw.kd[c];
     cholesky_solve(nw.K, C, uc);
     for (int c = 0; c < C; ++c) uc[c] *= nw.kd[c];
-    for (int y = 0; y < ny; ++y) {  // out = x0 - Z z
-      const double* Zy = nw.Z + static_cast<size_t>(y) * v * C;
+    for (int y = 0; y < ny; ++y) {  // out = x0 - Z_y z, Z_y rebuilt row by row (see lowrank_factor)
+      const double* Di = nw.Dinv + static_cast<size_t>(y) * v * v;
+      const double* ay = &aT[y * C];
+      const double* by = &bT[y * C];
       for (int p = 0; p < v; ++p) {
-        const double* zp = &Zy[p * C];
+        const double* dp = &Di[p * v];
         double t = 0;
-        for (int c = 0; c < C; ++c) t += zp[c] * uc[c];
+        for (int i = 0; i < n1; ++i) {
+          const double di = dp[i];
+          FASTPID_SIMD(reduction(+ : t))
+          for (int j = 0; j < n2; ++j) t += (di * ay[i * n2 + j] + dp[n1 + j] * by[i * n2 + j]) * uc[i * n2 + j];
+        }
         out[y * v + p] = x0[y * v + p] - t;
       }
     }
