@@ -268,7 +268,7 @@ def newton_floats(structure: str, n1: int, n2: int, ny: int, mf: int = 0, mg: in
         return ((n1 + n2) * ny) ** 2
     if structure == "lowrank":
         return 2 * ny * (n1 + n2) * n1 * n2 + ny * (n1 * n2) ** 2 + 6 * n1 * n2 * ny
-    return 6 * (mf + mg) ** 2 + n1 * (n1 + n2) * ny * ny
+    return 6 * (mf + mg) ** 2 + (n1 + n2) * ny * ny  # H over the free potentials; hff, hgg
 
 
 @dataclass

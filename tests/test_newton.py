@@ -167,3 +167,18 @@ def test_primal_bounds_are_due_near_the_tolerance_and_the_floor():
     at_floor = torch.tensor([False])
     assert bool(solver._primal_bound_due(at_floor, 5 * floor13, floor13, floor13, ncells, tiny_tol))
     assert not bool(solver._primal_bound_due(at_floor, 50 * floor13, floor13, floor13, ncells, tiny_tol))
+
+
+def test_copy_with_many_target_values_is_solved_not_refused():
+    """COPY, Y = (X1, X2) with 100 x 10 values: the elimination over admissible potentials
+    holds about 1.5 GB at most; its memory estimate once counted an extra factor n1
+    (123 GiB) and refused the solve."""
+    n1, n2 = 100, 10
+    p = np.random.default_rng(0).dirichlet(np.ones(n1 * n2)).reshape(n1, n2)
+    P = np.zeros((n1, n2, n1 * n2))
+    P[np.arange(n1)[:, None], np.arange(n2)[None, :], np.arange(n1 * n2).reshape(n1, n2)] = p
+    assert solver.newton_plan(torch.from_numpy(P)[None]).floats < 2e8
+    res = fastpid.pid(P)
+    total = res.redundancy + res.unique1 + res.unique2 + res.synergy
+    entropy = -float(np.sum(p * np.log(p)))  # I(Y; X1, X2) = H(X1, X2) for COPY
+    assert bool(res.converged) and abs(float(total) - entropy) < 1e-8
