@@ -611,6 +611,7 @@ struct NewtonScratch {
   double *grad_f, *sf, *grad_g, *sg;
   // The Schur elimination (empty with lowrank):
   double *S, *rhs;  // Schur complement, (n2 ny)^2, and its right-hand side
+  int* free_g;      // the free g unknowns, in order (solve_free_g)
   // Of the current i only: H_i (then its factor), a row of the S update, a_j,
   // alpha[j][j'] = a_j.u_j', the right-hand sides of H_i's solve (ny x (n2 + 1 + ny)).
   double *H, *t, *a, *alpha, *rhs_many;
@@ -631,7 +632,8 @@ struct NewtonScratch {
         Wt2(arena.doubles(n1 * n2 * ny)), oms(arena.doubles(n1 * n2)), grad_f(arena.doubles(n1 * ny)),
         sf(arena.doubles(n1 * ny)), grad_g(arena.doubles(n2 * ny)), sg(arena.doubles(n2 * ny)),
         S(arena.doubles(schur ? static_cast<size_t>(n2 * ny) * (n2 * ny) : 0)),
-        rhs(arena.doubles(schur ? n2 * ny : 0)), H(arena.doubles(schur ? ny * ny : 0)),
+        rhs(arena.doubles(schur ? n2 * ny : 0)),
+        free_g(reinterpret_cast<int*>(arena.bytes(schur ? sizeof(int) * n2 * ny : 0))), H(arena.doubles(schur ? ny * ny : 0)),
         t(arena.doubles(schur ? ny : 0)), a(arena.doubles(schur ? n2 * ny : 0)),
         alpha(arena.doubles(schur ? n2 * n2 : 0)),
         rhs_many(arena.doubles(schur ? ny * (n2 + 1 + ny) : 0)),
@@ -779,9 +781,34 @@ struct Solver {
     if (opt.lowrank) return lowrank_direction();
     schur_g_block();
     for (int i = 0; i < n1; ++i) eliminate_f_block(i);
-    cholesky(nw.S, m, nw.chol);
-    cholesky_solve(nw.S, m, nw.rhs);  // rhs is now yg
+    solve_free_g(m);  // rhs is now yg
     return back_substitute();
+  }
+
+  // Solve S yg = rhs in place. A fixed g unknown (masked, or the gauge's) has an identity row
+  // and column in S and a zero right-hand side, so S is factorised over the free unknowns
+  // only, compacted in place: clustered joints leave half of them fixed, and the
+  // factorisation's cost falls with the cube of the count. The factor's entries are the
+  // same as the full matrix's (the identity rows only add exact zeros).
+  FASTPID_HD void solve_free_g(int m) {
+    double *S = nw.S, *rhs = nw.rhs;
+    int* idx = nw.free_g;
+    int k = 0;
+    for (int q = 0; q < m; ++q)
+      if (!fixed_g[q]) idx[k++] = q;
+    // Row a of the compact matrix goes to S[a * k ...] <= S[idx[a] * m ...], so copying in
+    // increasing order never overwrites what is still to be read; the lower triangle only.
+    for (int a = 0; a < k; ++a) {
+      const double* from = &S[static_cast<size_t>(idx[a]) * m];
+      double* to = &S[static_cast<size_t>(a) * k];
+      for (int b = 0; b <= a; ++b) to[b] = from[idx[b]];
+      rhs[a] = rhs[idx[a]];
+    }
+    cholesky(S, k, nw.chol);
+    cholesky_solve(S, k, rhs);
+    for (int a = k - 1; a >= 0; --a) rhs[idx[a]] = rhs[a];  // idx[a] >= a: back to front
+    for (int q = 0; q < m; ++q)
+      if (fixed_g[q]) rhs[q] = 0.0;
   }
 
   // W, tW, Wt2, oms (see NewtonScratch) at the current point.
