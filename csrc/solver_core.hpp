@@ -612,9 +612,10 @@ struct NewtonScratch {
   // The Schur elimination (empty with lowrank):
   double *S, *rhs;  // Schur complement, (n2 ny)^2, and its right-hand side
   int* free_g;      // the free g unknowns, in order (solve_free_g)
-  // Of the current i only: H_i (then its factor), a row of the S update, a_j,
-  // alpha[j][j'] = a_j.u_j', the right-hand sides of H_i's solve (ny x (n2 + 1 + ny)).
-  double *H, *t, *a, *alpha, *rhs_many;
+  // Of the current i only: H_i (then its factor), a_j, alpha[j][j'] = a_j.u_j', the
+  // right-hand sides of H_i's solve (ny x (n2 + 1 + ny)), and the rows A_j (n2 x n2 ny) and
+  // B_z (ny x n2 ny) that make up its S update.
+  double *H, *a, *alpha, *rhs_many, *A, *B;
   // Of every i (n1 blocks each), for back_substitute(): u_j, H_i^-1, w_j, d_j, H_i^-1 rf_i.
   double *u, *Hinv, *w, *d, *xf;
   double* dy;  // back_substitute()'s sum_j d_j yg_j of one i
@@ -634,9 +635,10 @@ struct NewtonScratch {
         S(arena.doubles(schur ? static_cast<size_t>(n2 * ny) * (n2 * ny) : 0)),
         rhs(arena.doubles(schur ? n2 * ny : 0)),
         free_g(reinterpret_cast<int*>(arena.bytes(schur ? sizeof(int) * n2 * ny : 0))), H(arena.doubles(schur ? ny * ny : 0)),
-        t(arena.doubles(schur ? ny : 0)), a(arena.doubles(schur ? n2 * ny : 0)),
-        alpha(arena.doubles(schur ? n2 * n2 : 0)),
+        a(arena.doubles(schur ? n2 * ny : 0)), alpha(arena.doubles(schur ? n2 * n2 : 0)),
         rhs_many(arena.doubles(schur ? ny * (n2 + 1 + ny) : 0)),
+        A(arena.doubles(schur ? static_cast<size_t>(n2) * n2 * ny : 0)),
+        B(arena.doubles(schur ? static_cast<size_t>(ny) * n2 * ny : 0)),
         u(arena.doubles(schur ? n1 * n2 * ny : 0)), Hinv(arena.doubles(schur ? n1 * ny * ny : 0)),
         w(arena.doubles(schur ? n1 * n2 * ny : 0)), d(arena.doubles(schur ? n1 * n2 * ny : 0)),
         xf(arena.doubles(schur ? n1 * ny : 0)), dy(arena.doubles(schur ? ny : 0)),
@@ -891,7 +893,7 @@ struct Solver {
   FASTPID_HD void eliminate_f_block(int i) {
     const int m = n2 * ny;
     const double *W = nw.W, *tW = nw.tW, *Wt2 = nw.Wt2, *sf = nw.sf, *sg = nw.sg;
-    double *H = nw.H, *t = nw.t, *a = nw.a, *alpha = nw.alpha, *S = nw.S, *rhs = nw.rhs;
+    double *H = nw.H, *a = nw.a, *alpha = nw.alpha, *S = nw.S, *rhs = nw.rhs;
     double* u = nw.u + static_cast<size_t>(i) * n2 * ny;
     double* Hinv = nw.Hinv + static_cast<size_t>(i) * ny * ny;
     double* w = nw.w + static_cast<size_t>(i) * n2 * ny;
@@ -923,16 +925,16 @@ struct Solver {
     // One solve with H_i for the right-hand sides [a_0 .. a_{n2-1} | rf_i | identity]: u_j,
     // xf and H_i^-1.
     const int k = n2 + 1 + ny;
-    double* B = nw.rhs_many;
+    double* rm = nw.rhs_many;
     for (int y = 0; y < ny; ++y) {
-      double* By = &B[y * k];
+      double* By = &rm[y * k];
       for (int j = 0; j < n2; ++j) By[j] = a[j * ny + y];
       By[n2] = nw.grad_f[i * ny + y] * sf[i * ny + y];
       for (int z = 0; z < ny; ++z) By[n2 + 1 + z] = y == z ? 1.0 : 0.0;
     }
-    cholesky_solve_many(H, ny, B, k);
+    cholesky_solve_many(H, ny, rm, k);
     for (int y = 0; y < ny; ++y) {
-      const double* By = &B[y * k];
+      const double* By = &rm[y * k];
       for (int j = 0; j < n2; ++j) u[j * ny + y] = By[j];
       xf[y] = By[n2];
       for (int z = 0; z < ny; ++z) Hinv[y * ny + z] = By[n2 + 1 + z];
@@ -943,29 +945,42 @@ struct Solver {
         for (int y = 0; y < ny; ++y) s += a[j * ny + y] * u[jp * ny + y];
         alpha[j * n2 + jp] = s;
       }
-    // Block (j, z), (jp, zp) of C_i^T H_i^-1 C_i is
-    //   (w_j[z] alpha[j][jp] + d_j[z] u_jp[z]) w_jp[zp] + (w_j[z] u_j[zp] + d_j[z] Hinv[z][zp]) d_jp[zp],
-    // whose second bracket t[zp] does not depend on jp; only jp <= j, as cholesky() reads the
-    // lower triangle of the symmetric S.
+    // Row (j, z) of C_i^T H_i^-1 C_i is w_j[z] A_j + d_j[z] B_z over the columns (jp, zp), with
+    //   A_j[(jp, zp)] = alpha[j][jp] w_jp[zp] + u_j[zp] d_jp[zp],
+    //   B_z[(jp, zp)] = u_jp[z] w_jp[zp] + Hinv[z][zp] d_jp[zp],
+    // so each row's update is one contiguous pass over its columns jp <= j (cholesky() reads
+    // the lower triangle of the symmetric S), long even where ny is small.
+    double *A = nw.A, *B = nw.B;
+    for (int j = 0; j < n2; ++j) {
+      const double* u_j = &u[j * ny];
+      double* Aj = &A[static_cast<size_t>(j) * m];
+      for (int jp = 0; jp <= j; ++jp) {
+        const double al = alpha[j * n2 + jp];
+        FASTPID_SIMD()
+        for (int zp = 0; zp < ny; ++zp) Aj[jp * ny + zp] = al * w[jp * ny + zp] + u_j[zp] * d[jp * ny + zp];
+      }
+    }
+    for (int z = 0; z < ny; ++z) {
+      const double* hz = &Hinv[z * ny];
+      double* Bz = &B[static_cast<size_t>(z) * m];
+      for (int jp = 0; jp < n2; ++jp) {
+        const double uz = u[jp * ny + z];
+        FASTPID_SIMD()
+        for (int zp = 0; zp < ny; ++zp) Bz[jp * ny + zp] = uz * w[jp * ny + zp] + hz[zp] * d[jp * ny + zp];
+      }
+    }
     for (int j = 0; j < n2; ++j) {
       double ax = 0;
       for (int y = 0; y < ny; ++y) ax += a[j * ny + y] * xf[y];
-      const double* u_j = &u[j * ny];
+      const double* Aj = &A[static_cast<size_t>(j) * m];
+      const int len = (j + 1) * ny;
       for (int z = 0; z < ny; ++z) {
         const double wz = w[j * ny + z], dz = d[j * ny + z];
         if (wz == 0.0 && dz == 0.0) continue;
-        const double* hz = &Hinv[z * ny];
+        const double* Bz = &B[static_cast<size_t>(z) * m];
+        double* row = &S[static_cast<size_t>(j * ny + z) * m];
         FASTPID_SIMD()
-        for (int zp = 0; zp < ny; ++zp) t[zp] = wz * u_j[zp] + dz * hz[zp];
-        double* row = &S[(j * ny + z) * m];
-        for (int jp = 0; jp <= j; ++jp) {
-          const double c = wz * alpha[j * n2 + jp] + dz * u[jp * ny + z];
-          const double* wp = &w[jp * ny];
-          const double* dp = &d[jp * ny];
-          double* rp = &row[jp * ny];
-          FASTPID_SIMD()
-          for (int zp = 0; zp < ny; ++zp) rp[zp] -= c * wp[zp] + t[zp] * dp[zp];
-        }
+        for (int q = 0; q < len; ++q) row[q] -= wz * Aj[q] + dz * Bz[q];
         rhs[j * ny + z] -= wz * ax + dz * xf[z];
       }
     }
