@@ -622,9 +622,9 @@ struct NewtonScratch {
   // The low-rank elimination (empty without lowrank), v = n1 + n2 unknowns per y, C = n1 n2
   // cells: D_y (v x v, then its factor), D_y^-1 of every y, U's entries aT[y][c] (row i) and
   // bT[y][c] (row n1 + j), Z_y = D_y^-1 U_y of one y (v x C), the capacitance matrix K
-  // (C x C, then its factor), its Jacobi scaling kd, and vectors: e (v), per-y vectors r, x0,
-  // x, z (ny v), per-cell uc (C).
-  double *D, *Dinv, *aT, *bT, *Z, *K, *kd, *e, *r, *x0, *x, *z, *uc;
+  // (C x C, then its factor), its Jacobi scaling kd, and vectors: per-y r, x0, x, z (ny v),
+  // per-cell uc (C).
+  double *D, *Dinv, *aT, *bT, *Z, *K, *kd, *r, *x0, *x, *z, *uc;
   CholeskyScratch chol;  // Schur: H_i (ny) and S (n2 ny); low-rank: D_y (v) and K (C)
 
   // schur / lowrank: whether to lay out that elimination's arrays (neither for method "fast").
@@ -647,7 +647,7 @@ struct NewtonScratch {
         aT(arena.doubles(lowrank ? n1 * n2 * ny : 0)), bT(arena.doubles(lowrank ? n1 * n2 * ny : 0)),
         Z(arena.doubles(lowrank ? static_cast<size_t>(n1 + n2) * (n1 * n2) : 0)),
         K(arena.doubles(lowrank ? static_cast<size_t>(n1 * n2) * (n1 * n2) : 0)),
-        kd(arena.doubles(lowrank ? n1 * n2 : 0)), e(arena.doubles(lowrank ? n1 + n2 : 0)),
+        kd(arena.doubles(lowrank ? n1 * n2 : 0)),
         r(arena.doubles(lowrank ? (n1 + n2) * ny : 0)), x0(arena.doubles(lowrank ? (n1 + n2) * ny : 0)),
         x(arena.doubles(lowrank ? (n1 + n2) * ny : 0)), z(arena.doubles(lowrank ? (n1 + n2) * ny : 0)),
         uc(arena.doubles(lowrank ? n1 * n2 : 0)),
@@ -1044,7 +1044,7 @@ struct Solver {
   // D_y^-1 of every y, U's entries, and K's scaled Cholesky factor.
   FASTPID_HD void lowrank_factor() {
     const int v = n1 + n2, C = n1 * n2;
-    double *D = nw.D, *aT = nw.aT, *bT = nw.bT, *K = nw.K, *e = nw.e;
+    double *D = nw.D, *aT = nw.aT, *bT = nw.bT, *K = nw.K;
     for (int y = 0; y < ny; ++y) {
       fill(D, static_cast<size_t>(v) * v, 0.0);
       for (int p = 0; p < v; ++p) D[p * v + p] = lowrank_diag(y, p);
@@ -1109,15 +1109,14 @@ struct Solver {
   FASTPID_HD void lowrank_solve(const double* in, double* out) {
     const int v = n1 + n2, C = n1 * n2;
     const double *aT = nw.aT, *bT = nw.bT;
-    double *x0 = nw.z, *uc = nw.uc, *e = nw.e;
+    double *x0 = nw.z, *uc = nw.uc;  // x0 apart from in and out
     for (int y = 0; y < ny; ++y) {  // x0 = D^-1 in
       const double* Di = nw.Dinv + static_cast<size_t>(y) * v * v;
       for (int p = 0; p < v; ++p) {
         double t = 0;
         for (int q = 0; q < v; ++q) t += Di[p * v + q] * in[y * v + q];
-        e[p] = t;
+        x0[y * v + p] = t;
       }
-      copy(e, v, &x0[y * v]);
     }
     fill(uc, C, 0.0);  // uc = kd U^T x0
     for (int y = 0; y < ny; ++y)
