@@ -870,22 +870,28 @@ struct Solver {
     const double *W = nw.W, *tW = nw.tW, *Wt2 = nw.Wt2, *sg = nw.sg;
     double *S = nw.S, *rhs = nw.rhs;
     fill(S, static_cast<size_t>(m) * m, 0.0);
-    for (int j = 0; j < n2; ++j)
-      for (int y = 0; y < ny; ++y) {
-        for (int z = 0; z < ny; ++z) {
-          double h = 0;
-          for (int i = 0; i < n1; ++i) {
-            int k = (i * n2 + j) * ny;
-            h += Wt2[k + y] * W[k + z];
-          }
-          S[(j * ny + y) * m + j * ny + z] = sg[j * ny + y] * h * sg[j * ny + z];
+    for (int j = 0; j < n2; ++j) {
+      // Block j: sum_i Wt2_ij W_ij^T as rank-one updates with contiguous rows, then scaled.
+      for (int i = 0; i < n1; ++i) {
+        const double* wt = &Wt2[(i * n2 + j) * ny];
+        const double* wk = &W[(i * n2 + j) * ny];
+        for (int y = 0; y < ny; ++y) {
+          double* Sy = &S[static_cast<size_t>(j * ny + y) * m + j * ny];
+          const double wy = wt[y];
+          FASTPID_SIMD()
+          for (int z = 0; z < ny; ++z) Sy[z] += wy * wk[z];
         }
+      }
+      for (int y = 0; y < ny; ++y) {
+        double* Sy = &S[static_cast<size_t>(j * ny + y) * m + j * ny];
+        for (int z = 0; z < ny; ++z) Sy[z] *= sg[j * ny + y] * sg[j * ny + z];
         double st = 0;
         for (int i = 0; i < n1; ++i) st += tW[(i * n2 + j) * ny + y];
         int q = j * ny + y;
         S[q * m + q] += sg[q] * sg[q] * st + (fixed_g[q] ? 1.0 : 0.0);
         rhs[q] = nw.grad_g[q] * sg[q];
       }
+    }
   }
 
   // S -= C_i^T H_i^-1 C_i and rhs -= C_i^T H_i^-1 rf_i for x1 = i; keeps u, Hinv, w, d and
@@ -899,15 +905,20 @@ struct Solver {
     double* w = nw.w + static_cast<size_t>(i) * n2 * ny;
     double* d = nw.d + static_cast<size_t>(i) * n2 * ny;
     double* xf = nw.xf + static_cast<size_t>(i) * ny;
-    for (int y = 0; y < ny; ++y)
-      for (int z = 0; z < ny; ++z) {
-        double h = 0;
-        for (int j = 0; j < n2; ++j) {
-          int k = (i * n2 + j) * ny;
-          h += Wt2[k + y] * W[k + z];
-        }
-        H[y * ny + z] = sf[i * ny + y] * h * sf[i * ny + z];
+    // sum_j Wt2_ij W_ij^T as rank-one updates with contiguous rows, then scaled.
+    fill(H, static_cast<size_t>(ny) * ny, 0.0);
+    for (int j = 0; j < n2; ++j) {
+      const double* wt = &Wt2[(i * n2 + j) * ny];
+      const double* wk = &W[(i * n2 + j) * ny];
+      for (int y = 0; y < ny; ++y) {
+        double* Hy = &H[y * ny];
+        const double wy = wt[y];
+        FASTPID_SIMD()
+        for (int z = 0; z < ny; ++z) Hy[z] += wy * wk[z];
       }
+    }
+    for (int y = 0; y < ny; ++y)
+      for (int z = 0; z < ny; ++z) H[y * ny + z] *= sf[i * ny + y] * sf[i * ny + z];
     for (int y = 0; y < ny; ++y) {
       double st = 0;
       for (int j = 0; j < n2; ++j) st += tW[(i * n2 + j) * ny + y];
