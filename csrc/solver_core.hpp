@@ -239,11 +239,12 @@ FASTPID_HD inline bool cholesky_attempt_blocked(double* A, int n, double* Pt) {
   return true;
 }
 
-// One factorisation attempt: blocked for large matrices on the host; one GPU thread's
-// matrices are small, and there the unblocked loop is the lighter code.
+// One factorisation attempt: blocked for large matrices on the host (the scratch has a
+// panel whenever it was sized for kCholeskyBlockedFrom or more); one GPU thread's matrices
+// are small, and there the unblocked loop is the lighter code.
 FASTPID_HD inline bool attempt(double* A, int n, const CholeskyScratch& scratch) {
 #if !defined(__CUDA_ARCH__)
-  if (n >= kCholeskyBlockedFrom && scratch.panel != nullptr) return cholesky_attempt_blocked(A, n, scratch.panel);
+  if (n >= kCholeskyBlockedFrom) return cholesky_attempt_blocked(A, n, scratch.panel);
 #endif
   return cholesky_attempt(A, n, scratch.col);
 }
