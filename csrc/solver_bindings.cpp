@@ -57,7 +57,8 @@ class SigintGuard {
   }
 };
 
-py::tuple solve(Array P, const fastpid::SolveOptions& options, bool return_coupling) {
+// P must be a batch (B, n1, n2, ny) with sizes the solvers' int indexing can hold.
+void check_batch(const Array& P) {
   if (P.ndim() != 4)
     throw std::invalid_argument("P must have shape (B, n1, n2, ny); got " +
                                 std::to_string(P.ndim()) + " dimensions");
@@ -66,6 +67,10 @@ py::tuple solve(Array P, const fastpid::SolveOptions& options, bool return_coupl
       throw std::invalid_argument("P's axes n1, n2, ny must be between 1 and " +
                                   std::to_string(INT_MAX / 4) + "; axis " + std::to_string(d) +
                                   " has " + std::to_string(P.shape(d)));
+}
+
+py::tuple solve(Array P, const fastpid::SolveOptions& options, bool return_coupling) {
+  check_batch(P);
   const auto B = P.shape(0);
   const int n1 = static_cast<int>(P.shape(1)), n2 = static_cast<int>(P.shape(2)),
             ny = static_cast<int>(P.shape(3));
@@ -88,6 +93,20 @@ py::tuple solve(Array P, const fastpid::SolveOptions& options, bool return_coupl
   if (g_cancel && PyErr_CheckSignals() != 0) throw py::error_already_set();
   if (return_coupling) return py::make_tuple(lower, upper, f, g, iterations, coupling);
   return py::make_tuple(lower, upper, f, g, iterations);
+}
+
+py::array_t<double> closed_forms(Array P) {
+  check_batch(P);
+  const auto B = P.shape(0);
+  py::array_t<double> out({B, py::ssize_t(4)});
+  const double* p = P.data();
+  double* o = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    fastpid::closed_forms_batch(p, B, static_cast<int>(P.shape(1)), static_cast<int>(P.shape(2)),
+                                static_cast<int>(P.shape(3)), o);
+  }
+  return out;
 }
 
 }  // namespace
@@ -115,6 +134,10 @@ void register_solver(py::module_& m) {
       py::arg("n1"), py::arg("n2"), py::arg("ny"), py::arg("lowrank") = false, py::arg("newton") = true,
       "Doubles of scratch one problem (n1, n2, ny) takes in the CPU solver (per thread), with "
       "the low-rank elimination or the Schur complement, for method 'exact' (newton) or 'fast'.");
+  m.def("closed_forms", &closed_forms, py::arg("P"),
+        "(B, 4): I(X1,X2;Y), I(X1;Y), I(X2;Y) and I of the proxy coupling Q0 = "
+        "P(x1,y) P(x2,y) / p(y) of each problem of a batch P[B, n1, n2, ny] (normalised "
+        "float64), in nats.");
   m.def("solve", &solve, py::arg("P"), py::arg("options"), py::arg("return_coupling") = false,
         "Certified bounds on V for a batch P[B, n1, n2, ny] (normalised float64), one problem "
         "per thread: returns (lower, upper, f, g, iterations[, coupling]). options.newton=False "

@@ -468,11 +468,18 @@ struct Problem {
       }
       h2 -= xlogx(m);
     }
-    for (int y = 0; y < ny; ++y) hy -= xlogx(py[y]);
+    int support_y = 0;
+    for (int y = 0; y < ny; ++y) {
+      hy -= xlogx(py[y]);
+      support_y += py[y] > 0;
+    }
     mi = h12 + hy - h12y;
     mi1 = h1 + hy - h1y;
     mi2 = h2 + hy - h2y;
     mi_q0 = hq12 + 2.0 * hy - h1y - h2y;
+    // With a single target value nothing informs about Y: all four are exactly 0 (the sums
+    // above leave rounding of either sign, as p(y) = 1 is itself rounded).
+    if (support_y == 1) mi = mi1 = mi2 = mi_q0 = 0.0;
   }
 
   // Upper bound: I of the exactly feasible rounding of Q (Q is overwritten): per y, scale
@@ -1321,6 +1328,23 @@ FASTPID_HD inline size_t solve_workspace_doubles(int n1, int n2, int ny, bool lo
   const detail::Problem pr(n1, n2, ny, counter);
   const detail::Solver solver(pr, opt, counter);
   return counter.used;
+}
+
+// Doubles of scratch closed_forms_one() needs.
+FASTPID_HD inline size_t closed_forms_workspace_doubles(int n1, int n2, int ny) {
+  detail::Arena counter;
+  const detail::Problem pr(n1, n2, ny, counter);
+  return counter.used;
+}
+
+// out[0..3] = I(X1,X2;Y), I(X1;Y), I(X2;Y) and I_Q0(Y; X1,X2) of the proxy coupling of one
+// problem P[n1][n2][ny] (normalised, C order), using `work` (closed_forms_workspace_doubles).
+FASTPID_HD inline void closed_forms_one(const double* P, int n1, int n2, int ny, double* work, double* out) {
+  detail::Arena arena;
+  arena.base = work;
+  detail::Problem pr(n1, n2, ny, arena);
+  pr.load(P);
+  pr.closed_forms(out[0], out[1], out[2], out[3]);
 }
 
 // Solve one problem P[n1][n2][ny] (normalised, C order) using `work` (solve_workspace_doubles

@@ -22,4 +22,15 @@ void solve_batch(const double* P, int64_t B, int n1, int n2, int ny, const Solve
   }
 }
 
+void closed_forms_batch(const double* P, int64_t B, int n1, int n2, int ny, double* out) {
+  const int64_t cells = static_cast<int64_t>(n1) * n2 * ny;
+  const size_t work_doubles = closed_forms_workspace_doubles(n1, n2, ny);
+#pragma omp parallel if (B * cells > (int64_t(1) << 16))
+  {
+    std::vector<double> work(work_doubles);
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < B; ++b) closed_forms_one(P + b * cells, n1, n2, ny, work.data(), out + 4 * b);
+  }
+}
+
 }  // namespace fastpid

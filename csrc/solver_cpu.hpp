@@ -15,4 +15,7 @@ void solve_batch(const double* P, int64_t B, int n1, int n2, int ny, const Solve
                  double* lower, double* upper, double* f, double* g, int64_t* iterations,
                  double* coupling = nullptr);
 
+// out (B, 4): I(X1,X2;Y), I(X1;Y), I(X2;Y) and I of the proxy coupling Q0 of each problem.
+void closed_forms_batch(const double* P, int64_t B, int n1, int n2, int ny, double* out);
+
 }  // namespace fastpid

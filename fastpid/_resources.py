@@ -4,6 +4,7 @@ intra-op threads, used only where the work per operation pays for them."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 
@@ -13,31 +14,40 @@ import torch
 CHUNK_FLOATS = 2**24
 
 
-def per_problem_floats(flat: torch.Tensor, method: str) -> int:
+def per_problem_floats(flat: torch.Tensor, method: str, plan=None) -> int:
     """Floats one problem of ``flat[B, n1, n2, ny]`` holds at once in the PyTorch solver: its
-    Newton system (:func:`fastpid.solver.newton_plan`, exact), or a few copies of the joint
-    (fast, proxy)."""
+    Newton system (``plan``, :func:`fastpid.solver.newton_plan` of ``flat``, computed when not
+    given; exact), or a few copies of the joint (fast, proxy)."""
     from .solver import newton_plan
 
-    return newton_plan(flat).floats if method == "exact" else math.prod(flat.shape[1:])
+    return (plan or newton_plan(flat)).floats if method == "exact" else math.prod(flat.shape[1:])
 
 
-def estimate_bytes(flat: torch.Tensor, method: str, backend: str) -> int:
-    """Peak working memory of solving ``flat[B, n1, n2, ny]`` (bytes, the input excluded)."""
+def estimate_bytes(flat: torch.Tensor, method: str, backend: str, plan=None) -> int:
+    """Peak working memory of solving ``flat[B, n1, n2, ny]`` (bytes, the input excluded);
+    ``plan``: :func:`fastpid.solver.newton_plan` of ``flat`` where already computed."""
     B, n1, n2, ny = flat.shape
     if backend == "cpp":
-        from . import _C, cpp
+        from . import _C
+        from .solver import newton_plan
 
-        threads = min(B, os.cpu_count() or 1)
+        threads = min(B, _cpus())
         exact = method == "exact"
-        lowrank = exact and cpp.elimination(flat) == "lowrank"
+        lowrank = exact and (plan or newton_plan(flat)).structure == "lowrank"
         # The solver puts the smaller source on the Schur side, as _solve_oriented does.
         return 8 * threads * int(_C.workspace_doubles(max(n1, n2), min(n1, n2), ny, lowrank, exact))
-    per = per_problem_floats(flat, method)
+    per = per_problem_floats(flat, method, plan)
     chunk = min(B, max(1, CHUNK_FLOATS // per))
     # Measured peak of the PyTorch exact solver: about 1.5 Newton systems per problem
     # (factor, right-hand sides, the eliminated blocks); fast/proxy: ~8 joint-sized arrays.
     return int(8 * chunk * per * (1.5 if method == "exact" else 8))
+
+
+@functools.lru_cache(maxsize=None)
+def _cpus() -> int:
+    """Processors of the machine (the C++ solver's threads at most); asked once, as the
+    call takes longer than a small solve's other overheads."""
+    return os.cpu_count() or 1
 
 
 def available_bytes(device: torch.device) -> int | None:
@@ -54,11 +64,19 @@ def available_bytes(device: torch.device) -> int | None:
     return None
 
 
-def check_memory(flat: torch.Tensor, method: str, backend: str) -> None:
-    """Raise :class:`MemoryError` when the solve would need more memory than is free."""
+#: Solves estimated to need less than this are not checked against the free memory (reading
+#: it costs more than a small solve's other overheads together).
+_UNCHECKED_BYTES = 2**26
+
+
+def check_memory(flat: torch.Tensor, method: str, backend: str, plan=None) -> None:
+    """Raise :class:`MemoryError` when the solve would need more memory than is free
+    (``plan``: as for :func:`estimate_bytes`)."""
     if method == "proxy" or backend == "cvx":
         return
-    need = estimate_bytes(flat, method, backend)
+    need = estimate_bytes(flat, method, backend, plan)
+    if need < _UNCHECKED_BYTES:
+        return
     have = available_bytes(flat.device)
     if have is not None and need > have:
         n1, n2, ny = flat.shape[1:]

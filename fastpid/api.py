@@ -24,6 +24,8 @@ DEFAULT_MAX_ITER = 500
 DEFAULT_FAST_STEPS = 20
 #: Iteration counts cross into the native solvers as C ints.
 _INT32_MAX = 2**31 - 1
+#: The fields of PIDResult that hold information terms, in the order pid() stacks them.
+_TERMS = ("redundancy", "unique1", "unique2", "synergy", "mi", "mi1", "mi2")
 
 
 def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=None, steps=None,
@@ -101,11 +103,15 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
     batch_shape = T.shape[:-3]
     n1, n2, ny = T.shape[-3:]
     flat, drop_bound = drop_negligible(T.reshape(-1, n1, n2, ny))
+    # How a CPU exact solve computes its Newton steps, worked out once: the backend choice,
+    # the memory estimate, the chunking and the C++ solver's elimination all follow it.
+    plan = solver.newton_plan(flat) if method == "exact" and flat.device.type == "cpu" else None
 
     if backend != "cvx":
-        backend = _choose_backend(backend, flat, method, return_coupling)
-    # The kernels have no backward pass: with gradients, the closed forms stay in torch.
-    fused = backend in ("cuda", "triton") and not flat.requires_grad
+        backend = _choose_backend(backend, flat, method, return_coupling, plan)
+    # The native closed forms (one pass; the fused GPU kernels or the C++ loop) have no
+    # backward pass: with gradients, the closed forms stay in torch.
+    fused = backend in ("cuda", "triton", "cpp") and not flat.requires_grad
     mi, mi1, mi2, lower0, upper0 = solver.closed_form_bracket(
         flat, closed_forms=_kernels(backend).closed_forms if fused else None)
     status, coupling = None, None
@@ -122,7 +128,7 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
         value, lower, upper, status = _solve_cvx(flat, lower0, upper0)
     else:
         value, lower, upper, iterations, coupling = _solve_iterative(
-            flat, method, backend, tol, max_iter, steps, progress, (lower0, upper0), return_coupling)
+            flat, method, backend, tol, max_iter, steps, progress, (lower0, upper0), return_coupling, plan)
 
     lower, upper, broken = checked_bracket(lower.detach(), upper.detach(), lower0.detach(), upper0.detach())
     # Keep V inside the bracket so every term is non-negative.
@@ -134,28 +140,24 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
     if status is not None:
         converged = converged & torch.as_tensor([s == "optimal" for s in status], device=gap.device)
     _warn_unconverged(method, backend, converged, broken, gap, tol, max_iter)
-    terms = {
-        "redundancy": (mi1 + mi2 - value).clamp_min(0.0),
-        "unique1": (value - mi2).clamp_min(0.0),
-        "unique2": (value - mi1).clamp_min(0.0),
-        "synergy": (mi - value).clamp_min(0.0),
-        "mi": mi.clamp_min(0.0), "mi1": mi1.clamp_min(0.0), "mi2": mi2.clamp_min(0.0),
-    }
+    # The seven terms in one array (one conversion to the output type instead of seven).
+    terms = torch.stack([mi1 + mi2 - value, value - mi2, value - mi1, mi - value, mi, mi1, mi2])
     scale = 1.0 if base is None else 1.0 / math.log(base)
+    terms = (terms.clamp_min(0.0) * scale).to(out_dtype)
 
-    def out(x, scale=None, dtype=None):
+    def out(x, dtype=None):
+        """``x`` (batch axes flattened to one) with the batch shape, as the caller's array type."""
         x = x.reshape(batch_shape + x.shape[1:])
-        if scale is not None:
-            x = (x * scale).to(out_dtype)
-        elif dtype is not None:
+        if dtype is not None:
             x = x.to(dtype)
         if is_numpy:
             x = x.detach().cpu().numpy()
-            return x.astype(np.float64) if x.dtype.kind == "f" else x
+            return x.astype(np.float64, copy=False) if x.dtype.kind == "f" else x
         return x
 
+    terms = out(terms.T)  # (..., 7)
     return PIDResult(
-        **{k: out(v, scale) for k, v in terms.items()},
+        **{name: terms[..., k] for k, name in enumerate(_TERMS)},
         gap=out(output_gap(gap, mi.detach(), out_dtype, scale)),
         converged=out(converged), iterations=out(iterations),
         method=method, backend=backend,
@@ -192,8 +194,9 @@ def _triton():
 
 
 def _kernels(backend: str):
-    """The GPU kernel module of ``backend`` (``"cuda"`` or ``"triton"``): same functions, same signatures."""
-    return cuda if backend == "cuda" else _triton()
+    """The native module of ``backend`` (``"cuda"``, ``"triton"`` or ``"cpp"``, whose
+    ``closed_forms`` have the same signature; the GPU modules also share ``alternation``)."""
+    return {"cuda": cuda, "cpp": cpp}.get(backend) or _triton()
 
 
 def backends() -> dict:
@@ -217,7 +220,8 @@ def backends() -> dict:
     }
 
 
-def _choose_backend(backend: str, flat: torch.Tensor, method: str, return_coupling: bool = False) -> str:
+def _choose_backend(backend: str, flat: torch.Tensor, method: str, return_coupling: bool = False,
+                    plan=None) -> str:
     """The one place where a backend is picked for ``flat`` (``"torch"``, ``"cpp"``, ``"cuda"``
     or ``"triton"``); an explicit choice that cannot be honoured raises, saying why.
 
@@ -228,7 +232,8 @@ def _choose_backend(backend: str, flat: torch.Tensor, method: str, return_coupli
     ``exact``: where
     :func:`fastpid.cuda.exact_route` accepts the size, and not with ``return_coupling``),
     else the Triton kernels (``proxy`` and ``fast``, where :func:`fastpid.triton_kernels.size_route`
-    accepts the size), else PyTorch.
+    accepts the size), else PyTorch. ``plan``: :func:`fastpid.solver.newton_plan` of ``flat``
+    where already computed.
     """
     device = flat.device
     n1, n2, ny = flat.shape[1:]
@@ -259,7 +264,7 @@ def _choose_backend(backend: str, flat: torch.Tensor, method: str, return_coupli
         # low-rank capacitance matrix); where the PyTorch solver's elimination over admissible
         # potentials only is cheapest (mostly empty pairs (x, y)), or the dense system is
         # large, the PyTorch solver is faster (48x48x32: 4.7 s against 8.5 s).
-        structure = solver.newton_plan(flat).structure
+        structure = (plan or solver.newton_plan(flat)).structure
         small = structure != "sparse" and cpp.system_size(n1, n2, ny, structure) <= cpp.AUTO_MAX_SYSTEM
         return "cpp" if small and cpp.available()[0] else "torch"
     if method == "exact":
@@ -273,15 +278,16 @@ def _choose_backend(backend: str, flat: torch.Tensor, method: str, return_coupli
 
 
 def _solve_oriented(P: torch.Tensor, method: str, backend: str, tol, max_iter, steps, bracket,
-                    return_coupling: bool) -> solver.Solution:
+                    return_coupling: bool, plan=None) -> solver.Solution:
     """Solve with the smaller source on the Schur-complement side (V is symmetric in X1, X2,
-    and so is the closed-form ``bracket``)."""
+    and so is the closed-form ``bracket``; ``plan`` is too)."""
     swap = P.shape[2] > P.shape[1]
     if swap:
         P = P.transpose(1, 2).contiguous()
     if backend == "cpp":
         sol = cpp.solve(P, tol, max_iter=max_iter, steps=None if method == "exact" else steps,
-                        return_coupling=return_coupling)
+                        return_coupling=return_coupling,
+                        lowrank=None if plan is None else plan.structure == "lowrank")
     elif backend == "cuda" and method == "exact":
         sol = cuda.solve(P, tol, max_iter=max_iter)
     elif method == "exact":
@@ -296,11 +302,14 @@ def _solve_oriented(P: torch.Tensor, method: str, backend: str, tol, max_iter, s
     return sol
 
 
-def _solve_iterative(flat, method, backend, tol, max_iter, steps, progress, bracket, return_coupling):
+def _solve_iterative(flat, method, backend, tol, max_iter, steps, progress, bracket, return_coupling,
+                     plan=None):
     """Chunked solve of ``flat[B, n1, n2, ny]`` from the closed-form ``bracket = (lower, upper)``;
-    returns ``(V, lower, upper, iterations, coupling)`` (``coupling`` is ``None`` unless asked for)."""
+    returns ``(V, lower, upper, iterations, coupling)`` (``coupling`` is ``None`` unless asked for).
+    ``plan``: :func:`fastpid.solver.newton_plan` of ``flat`` (CPU exact solves), which holds
+    for every chunk (its admissible counts are the batch's largest)."""
     B, n1, n2, ny = flat.shape
-    check_memory(flat, method, backend)
+    check_memory(flat, method, backend, plan)
     if backend == "cuda" and method == "exact":
         # Problems too large for the block solver's shared memory take one GPU thread each,
         # with its own scratch: chunks as large as a quarter of the free device memory
@@ -310,7 +319,7 @@ def _solve_iterative(flat, method, backend, tol, max_iter, steps, progress, brac
         free_bytes = torch.cuda.mem_get_info(flat.device)[0]
         chunk = B if scratch == 0 else max(1, free_bytes // 4 // (8 * scratch))
     else:
-        chunk = max(1, CHUNK_FLOATS // per_problem_floats(flat, method))
+        chunk = max(1, CHUNK_FLOATS // per_problem_floats(flat, method, plan))
     bar = None
     if progress or (progress is None and B > chunk):
         from tqdm.auto import tqdm
@@ -323,7 +332,7 @@ def _solve_iterative(flat, method, backend, tol, max_iter, steps, progress, brac
         for s in range(0, B, chunk):
             Pc = flat[s:s + chunk]
             sol = _solve_oriented(Pc.detach(), method, backend, tol, max_iter, steps,
-                                  tuple(b[s:s + chunk] for b in bracket), return_coupling)
+                                  tuple(b[s:s + chunk] for b in bracket), return_coupling, plan)
             # exact: the midpoint of the certified bracket; fast: an actual feasible coupling's I.
             value = 0.5 * (sol.lower + sol.upper) if method == "exact" else sol.upper
             value = attach_envelope_gradient(Pc, value.to(flat.device), sol.f.to(flat.device), sol.g.to(flat.device))

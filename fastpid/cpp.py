@@ -67,17 +67,30 @@ def options(tol: float, max_iter: int = 500, steps: int | None = None, lowrank: 
 
 
 def solve(P: torch.Tensor, tol: float, *, max_iter: int = 500, steps: int | None = None,
-          return_coupling: bool = False) -> Solution:
+          return_coupling: bool = False, lowrank: bool | None = None) -> Solution:
     """Bounds on V for a flat float64 CPU batch ``P[B, n1, n2, ny]``.
 
     ``steps=None`` solves to the certified ``tol`` (method ``"exact"``); an integer runs
     that many alternation steps only (method ``"fast"``); its Newton steps use
-    :func:`elimination`. ``return_coupling``: also the feasible couplings behind the upper
-    bounds. Ctrl-C stops the solve between two steps (KeyboardInterrupt).
+    :func:`elimination` (``lowrank``: whether it is ``"lowrank"``, where the caller knows).
+    ``return_coupling``: also the feasible couplings behind the upper bounds. Ctrl-C stops
+    the solve between two steps (KeyboardInterrupt).
     """
     from . import _C
 
     arr = np.ascontiguousarray(P.detach().numpy(), dtype=np.float64)
-    lowrank = steps is None and elimination(P) == "lowrank"
+    if lowrank is None:
+        lowrank = elimination(P) == "lowrank"
+    lowrank = steps is None and lowrank
     out = _C.solve(arr, options(tol, max_iter, steps, lowrank), return_coupling)
     return Solution(*(torch.from_numpy(x) for x in out))
+
+
+def closed_forms(P: torch.Tensor):
+    """``(mi, mi1, mi2, mi_q0)`` of a flat float64 CPU batch ``P[B, n1, n2, ny]`` (normalised),
+    shape ``(B,)`` each, in nats: what :func:`fastpid.solver.closed_form_bracket` computes in
+    torch, in one native pass (no gradient)."""
+    from . import _C
+
+    out = _C.closed_forms(np.ascontiguousarray(P.detach().numpy(), dtype=np.float64))
+    return torch.from_numpy(out).unbind(1)

@@ -48,6 +48,32 @@ def test_exact_matches_reference(shape, kind):
     torch.testing.assert_close(grad_got, grad_ref, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_closed_forms_match_reference(shape, kind):
+    """The native closed forms (what pid() uses on the C++ backend without gradients) against
+    the torch ones, entry by entry, including all-zero rows and 1e-13 masses."""
+    P = torch.from_numpy(_batch(shape, kind, 5, seed=3 + sum(shape)))
+    P[0] = 0.0
+    P[0, ..., 0] = 1.0 / (shape[0] * shape[1])  # one target value: every information is zero
+    mi, mi1, mi2 = fastpid.info.mutual_informations(P)
+    want = torch.stack([mi, mi1, mi2, fastpid.info.proxy_coupling_mi(P)], 1)
+    got = torch.stack(cpp.closed_forms(P), 1)
+    torch.testing.assert_close(got, want, atol=1e-13, rtol=1e-12)
+    assert torch.all(got[0].abs() <= 1e-13)  # entropies of ~5 nats cancel to rounding
+
+
+def test_pid_uses_native_closed_forms_without_gradients():
+    """Without gradients the C++ backend's closed forms are native; the terms agree with the
+    torch path (taken when P requires a gradient) to rounding."""
+    P = torch.from_numpy(_batch((6, 5, 4), "sparse", 4, seed=11))
+    plain = fastpid.pid(P)
+    graded = fastpid.pid(P.clone().requires_grad_(True))
+    assert plain.backend == graded.backend == "cpp"
+    for name in ("mi", "mi1", "mi2", "redundancy", "unique1", "unique2", "synergy"):
+        torch.testing.assert_close(getattr(plain, name), getattr(graded, name).detach(), atol=1e-12, rtol=0)
+
+
 @pytest.mark.parametrize("steps", [1, 7, 20])
 @pytest.mark.parametrize("shape", [(3, 5, 2), (8, 8, 8), (17, 3, 5)], ids=lambda s: "x".join(map(str, s)))
 def test_fast_matches_reference(shape, steps):
