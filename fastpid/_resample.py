@@ -85,9 +85,9 @@ def dual_potentials(P: torch.Tensor, tol: float = 1e-9):
     """Optimal dual potentials ``(f, g)`` of the BROJA problem of a flat normalised float64
     batch ``P[B, n1, n2, ny]``: ``f[B, n1, ny]``, ``g[B, n2, ny]``, ``-inf`` where
     ``P(x1, y)`` (``P(x2, y)``) is zero."""
-    from .api import _choose_backend
+    from .api import _choose_backend, _swap_sources
 
-    swap = P.shape[2] > P.shape[1]
+    swap = _swap_sources(P)
     Q = P.transpose(1, 2).contiguous() if swap else P
     # The C++ solver where the automatic backend would use it (it factorises a dense system
     # whose size the problem sets); the PyTorch solver elsewhere, on the problem's device.

