@@ -62,7 +62,7 @@ constexpr double kKappa = 10.0;   // multipliers stay within [1/kKappa, kKappa] 
 // Whether an iterate gets a primal bound: near-centred iterates once mu is within 10x of its
 // floor, and centres where the barrier's gap mu * ncells is within kPrimalBoundRange of tol
 // (fastpid/solver.py, _primal_bound_due).
-constexpr double kPrimalBoundRange = 1e3;
+constexpr double kPrimalBoundRange = 10.0;
 FASTPID_HD inline bool primal_bound_due(bool centred, double dec2, double mu, double mu_floor,
                                         double ncells, double tol) {
   const bool near_floor = mu <= 10.0 * mu_floor && dec2 <= 10.0 * mu;

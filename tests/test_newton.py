@@ -157,8 +157,9 @@ def test_primal_bounds_are_due_near_the_tolerance_and_the_floor():
     tol below float64's reach must still get its best bound)."""
     t = lambda *v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
     tol, ncells, floor = 1e-8, t(100.0), t(0.05 * 1e-8 / 100)
-    far = t(1e-3 / 100)  # barrier gap 1e-3: 1e5 tol
-    near = t(1e-6 / 100)  # barrier gap 1e-6: 100 tol
+    reach = solver.PRIMAL_BOUND_RANGE * tol  # the largest barrier gap mu * ncells that is bounded
+    far = t(2 * reach / 100)
+    near = t(0.5 * reach / 100)
     centred, dec2 = torch.tensor([True]), t(0.0)
     assert not bool(solver._primal_bound_due(centred, dec2, far, floor, ncells, tol))
     assert bool(solver._primal_bound_due(centred, dec2, near, floor, ncells, tol))
