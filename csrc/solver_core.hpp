@@ -224,15 +224,28 @@ FASTPID_HD inline bool cholesky_attempt_blocked(double* A, int n, double* Pt) {
         for (int c = k + 1; c <= r; ++c) Ar[c] -= Ar[k] * A[static_cast<size_t>(c) * n + k];
       }
     }
-    for (int r = ke; r < n; ++r) {  // the block column below: row r times L_kk^-T
-      double* Ar = A + static_cast<size_t>(r) * n;
-      for (int k = kb; k < ke; ++k) {
-        const double* Ak = A + static_cast<size_t>(k) * n;
-        double v = Ar[k];
-        for (int p = kb; p < k; ++p) v -= Ar[p] * Ak[p];
-        Ar[k] = v / Ak[k];
-        Pt[static_cast<size_t>(k - kb) * n + r] = Ar[k];
+    // The block column below, L_rk = A_rk L_kk^-T, solved for all rows r at once in its
+    // transpose Pt (row k - kb holds column k), so that every step is an axpy over r.
+    for (int r = ke; r < n; ++r) {
+      const double* Ar = A + static_cast<size_t>(r) * n;
+      for (int k = kb; k < ke; ++k) Pt[static_cast<size_t>(k - kb) * n + r] = Ar[k];
+    }
+    for (int k = kb; k < ke; ++k) {
+      const double* Ak = A + static_cast<size_t>(k) * n;
+      double* Pk = Pt + static_cast<size_t>(k - kb) * n;
+      for (int p = kb; p < k; ++p) {
+        const double l = Ak[p];
+        const double* Pp = Pt + static_cast<size_t>(p - kb) * n;
+        FASTPID_SIMD()
+        for (int r = ke; r < n; ++r) Pk[r] -= l * Pp[r];
       }
+      const double inv = 1.0 / Ak[k];
+      FASTPID_SIMD()
+      for (int r = ke; r < n; ++r) Pk[r] *= inv;
+    }
+    for (int r = ke; r < n; ++r) {
+      double* Ar = A + static_cast<size_t>(r) * n;
+      for (int k = kb; k < ke; ++k) Ar[k] = Pt[static_cast<size_t>(k - kb) * n + r];
     }
     cholesky_trailing_update(A, n, kb, nb, Pt, ke, n, ke);
   }
