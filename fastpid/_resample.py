@@ -85,18 +85,13 @@ def dual_potentials(P: torch.Tensor, tol: float = 1e-9):
     """Optimal dual potentials ``(f, g)`` of the BROJA problem of a flat normalised float64
     batch ``P[B, n1, n2, ny]``: ``f[B, n1, ny]``, ``g[B, n2, ny]``, ``-inf`` where
     ``P(x1, y)`` (``P(x2, y)``) is zero."""
-    from .api import _choose_backend, _swap_sources
+    from .api import _choose_backend, _per_orientation
 
-    swap = _swap_sources(P)
-    Q = P.transpose(1, 2).contiguous() if swap else P
     # The C++ solver where the automatic backend would use it (it factorises a dense system
     # whose size the problem sets); the PyTorch solver elsewhere, on the problem's device.
-    if _choose_backend("auto", Q, "exact") == "cpp":
-        sol = cpp.solve(Q, tol)
-    else:
-        sol = solver.solve_exact(Q, tol)
-    f, g = sol.f.to(P.device), sol.g.to(P.device)
-    return (g, f) if swap else (f, g)
+    use_cpp = _choose_backend("auto", P, "exact") == "cpp"
+    sol = _per_orientation(P, lambda Q, _: cpp.solve(Q, tol) if use_cpp else solver.solve_exact(Q, tol))
+    return sol.f.to(P.device), sol.g.to(P.device)
 
 
 def null_conditional(P: torch.Tensor, tol: float = 1e-9) -> torch.Tensor:

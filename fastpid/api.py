@@ -277,44 +277,71 @@ def _choose_backend(backend: str, flat: torch.Tensor, method: str, return_coupli
     return "torch"
 
 
-def _swap_sources(P: torch.Tensor) -> bool:
-    """Whether to solve the flat batch ``P[B, n1, n2, ny]`` with X1 and X2 swapped, so that the
-    Schur complement (over the second source's potentials) is the cheaper one: over the smaller
-    source, and between sources of equal size over the one with fewer free potentials
-    (pairs ``(x, y)`` with ``P(x, y) > 0``; their cubes summed over the batch, as the
-    factorisation's cost grows). Clustered 64x64x10 joints take 0.41 s one way round and
-    0.67 s the other. Unequal sizes keep the shape rule, for which the memory is estimated."""
-    n1, n2 = P.shape[1:3]
+def _swap_sources(P: torch.Tensor) -> torch.Tensor:
+    """Which problems of the flat batch ``P[B, n1, n2, ny]`` to solve with X1 and X2 swapped
+    (``(B,)`` bool), so that the Schur complement (over the second source's potentials) is the
+    cheaper one: over the smaller source, and between sources of equal size over the one with
+    fewer free potentials (pairs ``(x, y)`` with ``P(x, y) > 0``), problem by problem.
+    Clustered 64x64x10 joints take 0.41 s one way round and 0.67 s the other. Unequal sizes
+    keep the shape rule, for which the memory is estimated."""
+    B, n1, n2 = P.shape[:3]
     if n1 != n2:
-        return n2 > n1
-    free1 = (P.sum(2) > 0).sum((1, 2)).double()
-    free2 = (P.sum(1) > 0).sum((1, 2)).double()
-    return bool((free1**3).sum() < (free2**3).sum())
+        return torch.full((B,), n2 > n1, dtype=torch.bool, device=P.device)
+    return (P.sum(2) > 0).sum((1, 2)) < (P.sum(1) > 0).sum((1, 2))
+
+
+def _per_orientation(P: torch.Tensor, solve, bracket=None) -> solver.Solution:
+    """``solve(Q, bracket)`` of the flat batch ``P`` with each problem's sources in the order
+    :func:`_swap_sources` picks, one call per order, the solutions put back in ``P``'s order
+    and orientation (V is symmetric in X1, X2, and so is the closed-form ``bracket``)."""
+    swap = _swap_sources(P)
+    if not bool(swap.any()) or bool(swap.all()):
+        return _solve_in_order(P, solve, bracket, bool(swap.any()))
+    parts = []
+    for which, swapped in ((~swap, False), (swap, True)):
+        idx = which.nonzero().flatten()
+        part = None if bracket is None else tuple(b[idx] for b in bracket)
+        parts.append((idx, _solve_in_order(P[idx], solve, part, swapped)))
+    merged = {}
+    for name in ("lower", "upper", "f", "g", "iterations", "coupling"):
+        first = getattr(parts[0][1], name)
+        if first is None:
+            merged[name] = None
+            continue
+        merged[name] = first.new_empty((P.shape[0],) + first.shape[1:])
+        for idx, sol in parts:
+            merged[name][idx.to(first.device)] = getattr(sol, name)
+    return solver.Solution(**merged)
+
+
+def _solve_in_order(P: torch.Tensor, solve, bracket, swap: bool) -> solver.Solution:
+    """``solve`` of ``P`` with X1 and X2 swapped or not, the solution in ``P``'s orientation."""
+    if not swap:
+        return solve(P, bracket)
+    sol = solve(P.transpose(1, 2).contiguous(), bracket)
+    sol.f, sol.g = sol.g, sol.f
+    if sol.coupling is not None:
+        sol.coupling = sol.coupling.transpose(1, 2)
+    return sol
 
 
 def _solve_oriented(P: torch.Tensor, method: str, backend: str, tol, max_iter, steps, bracket,
                     return_coupling: bool, plan=None) -> solver.Solution:
-    """Solve with the sources in the order :func:`_swap_sources` picks (V is symmetric in X1,
-    X2, and so are the closed-form ``bracket`` and ``plan``)."""
-    swap = _swap_sources(P)
-    if swap:
-        P = P.transpose(1, 2).contiguous()
-    if backend == "cpp":
-        sol = cpp.solve(P, tol, max_iter=max_iter, steps=None if method == "exact" else steps,
-                        return_coupling=return_coupling,
-                        lowrank=None if plan is None else plan.structure == "lowrank")
-    elif backend == "cuda" and method == "exact":
-        sol = cuda.solve(P, tol, max_iter=max_iter)
-    elif method == "exact":
-        sol = solver.solve_exact(P, tol, max_iter=max_iter, bracket=bracket, return_coupling=return_coupling)
-    else:
+    """Solve by ``backend`` with the sources of each problem in the order
+    :func:`_swap_sources` picks (``plan`` is symmetric in X1, X2 too)."""
+    def solve(Q, part):
+        if backend == "cpp":
+            return cpp.solve(Q, tol, max_iter=max_iter, steps=None if method == "exact" else steps,
+                             return_coupling=return_coupling,
+                             lowrank=None if plan is None else plan.structure == "lowrank")
+        if backend == "cuda" and method == "exact":
+            return cuda.solve(Q, tol, max_iter=max_iter)
+        if method == "exact":
+            return solver.solve_exact(Q, tol, max_iter=max_iter, bracket=part, return_coupling=return_coupling)
         kernels = _kernels(backend).alternation if backend in ("cuda", "triton") else None
-        sol = solver.solve_fast(P, steps, alternation=kernels, bracket=bracket, return_coupling=return_coupling)
-    if swap:
-        sol.f, sol.g = sol.g, sol.f
-        if sol.coupling is not None:
-            sol.coupling = sol.coupling.transpose(1, 2)
-    return sol
+        return solver.solve_fast(Q, steps, alternation=kernels, bracket=part, return_coupling=return_coupling)
+
+    return _per_orientation(P, solve, bracket)
 
 
 def _solve_iterative(flat, method, backend, tol, max_iter, steps, progress, bracket, return_coupling,

@@ -119,20 +119,28 @@ def test_orientation_does_not_matter():
 
 def test_equal_sources_put_the_fewer_free_potentials_on_the_schur_side():
     """Between sources of equal size, the one with fewer pairs (x, y) of positive mass carries
-    the Schur complement whichever way round the joint comes: the same Newton steps either way."""
+    the Schur complement, problem by problem, whichever way round the joint comes: the same
+    Newton steps either way, also in a batch that mixes both ways round."""
     from fastpid import api
 
     P = _batch((9, 9, 5), "sparse", 3, seed=2)
     P[:, :4] = 0.0  # x1 = 0..3 never occur: X1 has fewer free potentials
     P /= P.sum((1, 2, 3), keepdims=True)
-    T = P.transpose(0, 2, 1, 3)
-    assert api._swap_sources(torch.from_numpy(P)) and not api._swap_sources(torch.from_numpy(T.copy()))
-    a, b = fastpid.pid(P), fastpid.pid(T)
+    T = np.ascontiguousarray(P.transpose(0, 2, 1, 3))
+    mixed = np.stack([P[0], T[1], P[2], T[0]])
+    assert api._swap_sources(torch.from_numpy(mixed)).tolist() == [True, False, True, False]
+    a, b, m = fastpid.pid(P), fastpid.pid(T), fastpid.pid(mixed)
     assert np.array_equal(a.iterations, b.iterations)
+    assert np.array_equal(m.iterations, [a.iterations[0], a.iterations[1], a.iterations[2], a.iterations[0]])
     np.testing.assert_allclose(a.unique1, b.unique2, atol=2e-8)
     np.testing.assert_allclose(a.synergy, b.synergy, atol=2e-8)
-    # Unequal sizes: the smaller source, as before.
-    assert api._swap_sources(torch.ones(1, 3, 4, 2)) and not api._swap_sources(torch.ones(1, 4, 3, 2))
+    np.testing.assert_allclose(m.unique1, [a.unique1[0], a.unique2[1], a.unique1[2], a.unique2[0]], atol=2e-8)
+    # The feasible couplings come back in each problem's own orientation.
+    c = fastpid.pid(mixed, return_coupling=True).coupling
+    np.testing.assert_allclose(c.sum(2), mixed.sum(2), atol=1e-12)
+    np.testing.assert_allclose(c.sum(1), mixed.sum(1), atol=1e-12)
+    # Unequal sizes: the smaller source second, for every problem.
+    assert api._swap_sources(torch.ones(2, 3, 4, 2)).all() and not api._swap_sources(torch.ones(2, 4, 3, 2)).any()
 
 
 def test_auto_picks_cpp_for_small_cpu_problems_and_torch_for_large():
