@@ -43,8 +43,9 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
             ``"proxy"`` uses the closed-form coupling ``Q0 = P(x1,y) P(x2,y) / p(y)``
             (no iterations); ``"fast"`` runs ``steps`` cheap refinement steps from ``Q0``.
         backend: ``"auto"`` (CPU: the C++ solver where the dense system of its Newton steps
-            has at most 1200 unknowns (``min(n1, n2) * ny``, or ``n1 * n2`` with few cells
-            and many target values), else the PyTorch solver; GPU: the CUDA kernels
+            has at most 1800 unknowns (the free potentials of the smaller source, at most
+            ``min(n1, n2) * ny``, or ``n1 * n2`` with few cells and many target values),
+            else the PyTorch solver; GPU: the CUDA kernels
             where the problem size suits them, else the Triton kernels (``proxy`` and
             ``fast`` only), else PyTorch), ``"torch"``, ``"cpp"`` (CPU only), ``"cuda"``
             (CUDA tensors), ``"triton"`` (CUDA tensors; ``proxy`` and ``fast``), or ``"cvx"``
@@ -260,12 +261,13 @@ def _choose_backend(backend: str, flat: torch.Tensor, method: str, return_coupli
             raise RuntimeError(f"backend={backend!r} is not available: {why}")
         return backend
     if device.type == "cpu":
-        # The C++ solver factorises a dense system per Newton step (Schur complement or
-        # low-rank capacitance matrix); where the PyTorch solver's elimination over admissible
-        # potentials only is cheapest (mostly empty pairs (x, y)), or the dense system is
-        # large, the PyTorch solver is faster (48x48x32: 4.7 s against 8.5 s).
-        structure = (plan or solver.newton_plan(flat)).structure
-        small = structure != "sparse" and cpp.system_size(n1, n2, ny, structure) <= cpp.AUTO_MAX_SYSTEM
+        # The C++ solver factorises a dense system per Newton step (Schur complement over
+        # the free potentials, or low-rank capacitance matrix); where the PyTorch solver's
+        # elimination over admissible potentials only is cheapest (mostly empty pairs
+        # (x, y)), or that system is large, the PyTorch solver is faster (see fastpid.cpp).
+        plan = plan or solver.newton_plan(flat)
+        size = cpp.system_size(n1, n2, ny, plan.structure, plan.schur_free)
+        small = plan.structure != "sparse" and size <= cpp.AUTO_MAX_SYSTEM
         return "cpp" if small and cpp.available()[0] else "torch"
     if method == "exact":
         usable = not return_coupling and cuda.available(device)[0] and cuda.exact_route(n1, n2, ny, device)[0]

@@ -6,12 +6,14 @@ certificate and the envelope gradient are unchanged. Its Newton systems are fact
 without BLAS, by the dense Schur complement on the ``min(n1, n2) * ny`` potentials of the
 smaller source or, where :func:`fastpid.solver.newton_plan` finds it cheaper (few cells, many
 target values), by per-``y`` blocks and a low-rank correction over the ``n1 * n2`` cells.
-Measured on 2 cores, one problem (the C++ solver on one thread, PyTorch on both): 2-3x
-faster than the PyTorch solver on small problems and up to a Schur complement of ~1200
-unknowns (28x28x28 0.42 s vs 1.45 s, 40x40x30 1.09 s vs 2.66 s, clustered 32x32x31 0.54 s
-vs 1.61 s), slower beyond (48x48x32: 8.5 s vs 4.7 s); low-rank, clustered 20x20x101 0.28 s
-vs 0.75-1.0 s, 2x3x3000 22 ms vs 47 ms. :func:`fastpid.api` picks it where that dense
-system has at most ``AUTO_MAX_SYSTEM`` unknowns.
+The Schur complement is factorised over the free potentials only (pairs ``(x2, y)`` with
+mass, less one gauge per ``y``). Measured on 2 cores, one problem (the C++ solver on one
+thread, PyTorch on both): faster than the PyTorch solver on small problems and up to ~1800
+free potentials on the Schur side (dense 48x48x32 2.7 s vs 4.3 s, 56x56x32 4.3 s vs 4.6 s;
+clustered 64x64x20, 897 free of 1280: 1.0 s vs 7.5 s; clustered 64x64x31, 1395 free of 1984:
+3.6 s vs 21 s); low-rank, clustered 20x20x101 0.2 s vs 0.75-1.0 s, 2x3x3000 21 ms vs 47 ms.
+:func:`fastpid.api` picks it where the system it factorises has at most ``AUTO_MAX_SYSTEM``
+unknowns.
 """
 from __future__ import annotations
 
@@ -21,9 +23,9 @@ import torch
 from ._build_info import load_extension
 from .solver import MU_FACTOR, OMEGA, POLISH_SWEEPS, WARM_STEPS, Solution, newton_plan
 
-#: Largest dense system for which ``backend="auto"`` uses C++: ``min(n1, n2) * ny`` unknowns of
-#: the Schur complement, or ``n1 * n2`` cells with the low-rank elimination.
-AUTO_MAX_SYSTEM = 1200
+#: Largest system for which ``backend="auto"`` uses C++: the free potentials of the Schur
+#: complement's side, or the ``n1 * n2`` cells of the low-rank elimination.
+AUTO_MAX_SYSTEM = 1800
 
 
 def elimination(P: torch.Tensor) -> str:
@@ -33,9 +35,13 @@ def elimination(P: torch.Tensor) -> str:
     return "lowrank" if newton_plan(P).structure == "lowrank" else "schur"
 
 
-def system_size(n1: int, n2: int, ny: int, elimination: str) -> int:
-    """Unknowns of the dense system the C++ solver factorises in each Newton step."""
-    return n1 * n2 if elimination == "lowrank" else min(n1, n2) * ny
+def system_size(n1: int, n2: int, ny: int, elimination: str, schur_free: int | None = None) -> int:
+    """Unknowns of the dense system the C++ solver factorises in each Newton step: the
+    ``n1 * n2`` cells (low-rank), or the Schur side's free potentials (``schur_free``, from
+    :func:`fastpid.solver.newton_plan`; at most ``min(n1, n2) * ny``, taken when not given)."""
+    if elimination == "lowrank":
+        return n1 * n2
+    return min(n1, n2) * ny if schur_free is None else schur_free
 
 
 def available() -> tuple[bool, str]:

@@ -278,6 +278,9 @@ class NewtonPlan:
     structure: str  # "schur", "lowrank" or "sparse"
     flops: float
     floats: int
+    # Admissible potentials on the side of the Schur complement (the largest in the batch;
+    # between sources of equal size, the side with fewer, as fastpid.api orients them).
+    schur_free: int = 0
 
 
 def newton_plan(P: torch.Tensor) -> NewtonPlan:
@@ -291,7 +294,8 @@ def newton_plan(P: torch.Tensor) -> NewtonPlan:
         mg = int((P.sum(1) > 0).sum((1, 2)).max()) if B else 0
     cost = newton_cost(n1, n2, ny, mf, mg)
     structure = min(cost, key=cost.get)
-    return NewtonPlan(structure, cost[structure], newton_floats(structure, n1, n2, ny, mf, mg))
+    return NewtonPlan(structure, cost[structure], newton_floats(structure, n1, n2, ny, mf, mg),
+                      min(mf, mg) if n1 == n2 else mg)
 
 
 def _newton_direction(prob: Problem, f, g, mu, fixed_f, fixed_g, structure: str = "schur", R=None):

@@ -145,12 +145,22 @@ def test_equal_sources_put_the_fewer_free_potentials_on_the_schur_side():
 
 def test_auto_picks_cpp_for_small_cpu_problems_and_torch_for_large():
     assert fastpid.pid(_batch((4, 4, 4), "dense", 1)[0]).backend == "cpp"
-    # The limit is on the dense system: the Schur complement's min(n1, n2) * ny unknowns
-    # (40 * 30 is at it, 41 * 30 beyond), or the n1 * n2 cells of the low-rank elimination.
-    assert cpp.AUTO_MAX_SYSTEM == 40 * 30
-    assert fastpid.pid(_batch((50, 40, 30), "dense", 1)[0], method="fast").backend == "cpp"
-    assert fastpid.pid(_batch((50, 41, 30), "dense", 1)[0], method="fast").backend == "torch"
+    # The limit is on the system the C++ solver factorises: the Schur side's free potentials,
+    # at most min(n1, n2) * ny (60 * 30 is at it, 61 * 30 beyond), or the n1 * n2 cells of
+    # the low-rank elimination.
+    assert cpp.AUTO_MAX_SYSTEM == 60 * 30
+    assert fastpid.pid(_batch((70, 60, 30), "dense", 1)[0], method="fast").backend == "cpp"
+    assert fastpid.pid(_batch((70, 61, 30), "dense", 1)[0], method="fast").backend == "torch"
     assert fastpid.pid(_batch((2, 3, 3000), "dense", 1)[0], method="fast").backend == "cpp"
+    # Past the limit in size, within it in free potentials: a third of the pairs (x2, y)
+    # empty on both sides (as in clustered joints) leaves 1400 of 2100.
+    P = _batch((70, 70, 30), "dense", 1)[0]
+    empty1, empty2 = np.random.default_rng(0).random((2, 70, 30)) < 1 / 3
+    P[empty1[:, None, :] | empty2[None, :, :]] = 0.0
+    P /= P.sum()
+    plan = solver.newton_plan(torch.from_numpy(P[None]))
+    assert plan.structure == "schur" and plan.schur_free <= cpp.AUTO_MAX_SYSTEM < 70 * 30
+    assert fastpid.pid(P, method="fast").backend == "cpp"
 
 
 # Few cells and many target values: newton_plan picks the low-rank elimination.
