@@ -3,8 +3,9 @@
 It runs the same algorithm as the PyTorch reference (:mod:`fastpid.solver`), one problem
 per thread (OpenMP), and returns the same :class:`~fastpid.solver.Solution`, so the
 certificate and the envelope gradient are unchanged. Its Newton systems are factorised
-without BLAS, by the dense Schur complement on the ``min(n1, n2) * ny`` potentials of the
-smaller source or, where :func:`fastpid.solver.newton_plan` finds it cheaper (few cells, many
+without BLAS, by the dense Schur complement on the potentials of one source (the smaller
+one; between equal sizes the one with fewer free potentials, :func:`fastpid.api` orients
+each problem) or, where :func:`fastpid.solver.newton_plan` finds it cheaper (few cells, many
 target values), by per-``y`` blocks and a low-rank correction over the ``n1 * n2`` cells.
 The Schur complement is factorised over the free potentials only (pairs ``(x2, y)`` with
 mass, less one gauge per ``y``). Measured on 2 cores, one problem (the C++ solver on one
