@@ -43,8 +43,8 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
             ``"proxy"`` uses the closed-form coupling ``Q0 = P(x1,y) P(x2,y) / p(y)``
             (no iterations); ``"fast"`` runs ``steps`` cheap refinement steps from ``Q0``.
         backend: ``"auto"`` (CPU: the C++ solver where the dense system of its Newton steps
-            has at most 1800 unknowns (the free potentials of the smaller source, at most
-            ``min(n1, n2) * ny``, or ``n1 * n2`` with few cells and many target values),
+            has at most 1800 unknowns (the free potentials of the source on the Schur
+            complement's side, at most ``min(n1, n2) * ny``, or ``n1 * n2`` with few cells and many target values),
             else the PyTorch solver; GPU: the CUDA kernels
             where the problem size suits them, else the Triton kernels (``proxy`` and
             ``fast`` only), else PyTorch), ``"torch"``, ``"cpp"`` (CPU only), ``"cuda"``
@@ -106,7 +106,8 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
     flat, drop_bound = drop_negligible(T.reshape(-1, n1, n2, ny))
     # How a CPU exact solve computes its Newton steps, worked out once: the backend choice,
     # the memory estimate, the chunking and the C++ solver's elimination all follow it.
-    plan = solver.newton_plan(flat) if method == "exact" and flat.device.type == "cpu" else None
+    cpu_exact = method == "exact" and flat.device.type == "cpu" and backend != "cvx"
+    plan = solver.newton_plan(flat) if cpu_exact else None
 
     if backend != "cvx":
         backend = _choose_backend(backend, flat, method, return_coupling, plan)
