@@ -30,9 +30,9 @@ def drop_negligible(P: torch.Tensor):
     by ``bound = 9 (T log N + h(T))``.
     """
     small = (P < NEGLIGIBLE) & (P > 0)
+    if not bool(small.any()):  # the usual case, decided before any other work
+        return P, P.new_zeros(P.shape[0])
     eps = torch.where(small, P, 0.0).sum((1, 2, 3))
-    if not bool(small.any()):
-        return P, torch.zeros_like(eps)
     kept = torch.where(small, 0.0, P)
     kept = kept / kept.sum((1, 2, 3), keepdim=True)
     T = (3.0 * eps / (1.0 - eps)).clamp_max(0.5)
@@ -50,9 +50,10 @@ def checked_bracket(lower, upper, lower0, upper0):
     ``upper - lower`` still covers the rounding of both.
     """
     slack = 1e-12 * (1.0 + upper0.abs())
-    broken = ~torch.isfinite(lower) | ~torch.isfinite(upper) | (lower > upper + slack)
+    # |x| < inf is isfinite() in one comparison (False for NaN too).
+    ok = (lower.abs() < math.inf) & (upper.abs() < math.inf) & (lower <= upper + slack)
     lo, hi = torch.minimum(lower, upper), torch.maximum(lower, upper)
-    return torch.where(broken, lower0, lo), torch.where(broken, upper0, hi), broken
+    return torch.where(ok, lo, lower0), torch.where(ok, hi, upper0), ~ok
 
 
 def output_gap(gap: torch.Tensor, mi: torch.Tensor, dtype: torch.dtype, scale: float) -> torch.Tensor:
@@ -61,7 +62,9 @@ def output_gap(gap: torch.Tensor, mi: torch.Tensor, dtype: torch.dtype, scale: f
     Every term is at most ``I(X1,X2;Y)``, so float32 output adds ``2^-23 mi`` (one rounding of
     each term and of the unit conversion), and the gap itself is rounded up.
     """
-    g = gap * scale
+    g = gap if scale == 1.0 else gap * scale
+    if dtype == torch.float64 == g.dtype:  # nothing rounded
+        return g
     if dtype == torch.float32:
         g = g + 2.0**-23 * (mi * scale).abs()
     out = g.to(dtype)

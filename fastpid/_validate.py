@@ -235,13 +235,13 @@ def check_distribution(P, *, name: str = "P", float64: bool = False) -> Tuple[to
     # One pass of two reductions and a single host synchronisation.
     total = T.sum(dim=(-3, -2, -1), keepdim=True)
     with torch.no_grad():
-        tot = total.detach()[..., 0, 0, 0]
-        mins = T.detach().amin(dim=(-3, -2, -1))
-        # written so that NaN compares as "bad"
-        bad = ~((mins >= 0) & (tot > 0) & torch.isfinite(tot))
-        any_bad = bool(bad.any())
-    if any_bad:
-        _raise_distribution_error(T.detach(), bad, tot, name)
+        tot = total.detach().flatten()
+        mins = T.detach().amin(dim=(-3, -2, -1)).flatten()
+        # written so that NaN compares as "bad"; tot < inf is finiteness once tot > 0
+        ok = (mins >= 0) & (tot > 0) & (tot < math.inf)
+        all_ok = bool(ok.all())
+    if not all_ok:
+        _raise_distribution_error(T.detach(), ~ok.reshape(T.shape[:-3]), tot.reshape(T.shape[:-3]), name)
     return T / total, not is_torch
 
 

@@ -117,7 +117,8 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
     mi, mi1, mi2, lower0, upper0 = solver.closed_form_bracket(
         flat, closed_forms=_kernels(backend).closed_forms if fused else None)
     status, coupling = None, None
-    iterations = torch.zeros(flat.shape[0], dtype=torch.int64, device=flat.device)
+    if method == "proxy" or backend == "cvx":
+        iterations = torch.zeros(flat.shape[0], dtype=torch.int64, device=flat.device)
     if method == "proxy":
         # upper0 = min(I_Q0, I(X1,X2;Y), I1 + I2): the proxy's value unless Q0 is worse than
         # P itself (also feasible), or than the theorem V <= I1 + I2.
@@ -138,14 +139,17 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
     value = torch.minimum(torch.maximum(value, lower0), upper0)
     gap = (upper - lower) + drop_bound
     # converged refers to the gap as reported, rounding of the output dtype included.
-    converged = output_gap(gap, mi.detach(), out_dtype, 1.0).to(gap.dtype) <= tol
+    scale = 1.0 if base is None else 1.0 / math.log(base)
+    reported_gap = output_gap(gap, mi.detach(), out_dtype, scale)
+    in_nats = reported_gap if scale == 1.0 else output_gap(gap, mi.detach(), out_dtype, 1.0)
+    converged = in_nats.to(gap.dtype) <= tol
     if status is not None:
         converged = converged & torch.as_tensor([s == "optimal" for s in status], device=gap.device)
     _warn_unconverged(method, backend, converged, broken, gap, tol, max_iter)
     # The seven terms in one array (one conversion to the output type instead of seven).
     terms = torch.stack([mi1 + mi2 - value, value - mi2, value - mi1, mi - value, mi, mi1, mi2])
-    scale = 1.0 if base is None else 1.0 / math.log(base)
-    terms = (terms.clamp_min(0.0) * scale).to(out_dtype)
+    terms = terms.clamp_min(0.0) if scale == 1.0 else terms.clamp_min(0.0) * scale
+    terms = terms.to(out_dtype)
 
     def out(x, dtype=None):
         """``x`` (batch axes flattened to one) with the batch shape, as the caller's array type."""
@@ -159,8 +163,8 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
 
     terms = out(terms.T)  # (..., 7)
     return PIDResult(
-        **{name: terms[..., k] for k, name in enumerate(_TERMS)},
-        gap=out(output_gap(gap, mi.detach(), out_dtype, scale)),
+        **dict(zip(_TERMS, [terms[..., k] for k in range(7)] if is_numpy else terms.unbind(-1))),
+        gap=out(reported_gap),
         converged=out(converged), iterations=out(iterations),
         method=method, backend=backend,
         base=base, status=status,
@@ -280,26 +284,30 @@ def _choose_backend(backend: str, flat: torch.Tensor, method: str, return_coupli
     return "torch"
 
 
-def _swap_sources(P: torch.Tensor) -> torch.Tensor:
+def _swap_sources(P: torch.Tensor, plan=None) -> torch.Tensor:
     """Which problems of the flat batch ``P[B, n1, n2, ny]`` to solve with X1 and X2 swapped
     (``(B,)`` bool), so that the Schur complement (over the second source's potentials) is the
     cheaper one: over the smaller source, and between sources of equal size over the one with
     fewer free potentials (pairs ``(x, y)`` with ``P(x, y) > 0``), problem by problem.
     Clustered 64x64x10 joints take 0.41 s one way round and 0.67 s the other. Unequal sizes
-    keep the shape rule, for which the memory is estimated."""
+    keep the shape rule, for which the memory is estimated. ``plan``: a
+    :func:`fastpid.solver.newton_plan` of ``P``, whose counts are used where given."""
     B, n1, n2 = P.shape[:3]
     if n1 != n2:
         return torch.full((B,), n2 > n1, dtype=torch.bool, device=P.device)
-    return (P.sum(2) > 0).sum((1, 2)) < (P.sum(1) > 0).sum((1, 2))
+    free1, free2 = solver.free_potentials(P) if plan is None else (plan.free1, plan.free2)
+    return free1 < free2
 
 
-def _per_orientation(P: torch.Tensor, solve, bracket=None) -> solver.Solution:
+def _per_orientation(P: torch.Tensor, solve, bracket=None, swap=None) -> solver.Solution:
     """``solve(Q, bracket)`` of the flat batch ``P`` with each problem's sources in the order
-    :func:`_swap_sources` picks, one call per order, the solutions put back in ``P``'s order
-    and orientation (V is symmetric in X1, X2, and so is the closed-form ``bracket``)."""
-    swap = _swap_sources(P)
-    if not bool(swap.any()) or bool(swap.all()):
-        return _solve_in_order(P, solve, bracket, bool(swap.any()))
+    :func:`_swap_sources` picks (or ``swap``, ``(B,)`` bool, where the caller has it), one call
+    per order, the solutions put back in ``P``'s order and orientation (V is symmetric in X1,
+    X2, and so is the closed-form ``bracket``)."""
+    swap = _swap_sources(P) if swap is None else swap
+    swapped = int(swap.sum())
+    if swapped in (0, P.shape[0]):
+        return _solve_in_order(P, solve, bracket, swapped > 0)
     parts = []
     for which, swapped in ((~swap, False), (swap, True)):
         idx = which.nonzero().flatten()
@@ -329,9 +337,9 @@ def _solve_in_order(P: torch.Tensor, solve, bracket, swap: bool) -> solver.Solut
 
 
 def _solve_oriented(P: torch.Tensor, method: str, backend: str, tol, max_iter, steps, bracket,
-                    return_coupling: bool, plan=None) -> solver.Solution:
+                    return_coupling: bool, plan=None, swap=None) -> solver.Solution:
     """Solve by ``backend`` with the sources of each problem in the order
-    :func:`_swap_sources` picks (``plan`` is symmetric in X1, X2 too)."""
+    :func:`_swap_sources` picks (``swap``, where given; ``plan`` is symmetric in X1, X2 too)."""
     def solve(Q, part):
         if backend == "cpp":
             return cpp.solve(Q, tol, max_iter=max_iter, steps=None if method == "exact" else steps,
@@ -344,7 +352,7 @@ def _solve_oriented(P: torch.Tensor, method: str, backend: str, tol, max_iter, s
         kernels = _kernels(backend).alternation if backend in ("cuda", "triton") else None
         return solver.solve_fast(Q, steps, alternation=kernels, bracket=part, return_coupling=return_coupling)
 
-    return _per_orientation(P, solve, bracket)
+    return _per_orientation(P, solve, bracket, swap)
 
 
 def _solve_iterative(flat, method, backend, tol, max_iter, steps, progress, bracket, return_coupling,
@@ -372,12 +380,14 @@ def _solve_iterative(flat, method, backend, tol, max_iter, steps, progress, brac
         # disable=None: tqdm switches itself off when stderr is not a terminal.
         bar = tqdm(total=B, desc=f"fastpid.pid ({method})", unit="problem", leave=False,
                    disable=None if progress is None else False)
+    swap = _swap_sources(flat, plan)
     pieces = []
     try:
         for s in range(0, B, chunk):
-            Pc = flat[s:s + chunk]
+            part = slice(s, s + chunk) if chunk < B else slice(None)  # no views for one chunk
+            Pc = flat[part]
             sol = _solve_oriented(Pc.detach(), method, backend, tol, max_iter, steps,
-                                  tuple(b[s:s + chunk] for b in bracket), return_coupling, plan)
+                                  tuple(b[part] for b in bracket), return_coupling, plan, swap[part])
             # exact: the midpoint of the certified bracket; fast: an actual feasible coupling's I.
             value = 0.5 * (sol.lower + sol.upper) if method == "exact" else sol.upper
             value = attach_envelope_gradient(Pc, value.to(flat.device), sol.f.to(flat.device), sol.g.to(flat.device))
@@ -387,8 +397,12 @@ def _solve_iterative(flat, method, backend, tol, max_iter, steps, progress, brac
     finally:
         if bar is not None:
             bar.close()
-    value, lower, upper, iterations = (torch.cat(p).to(flat.device) for p in list(zip(*pieces))[:4])
-    coupling = torch.cat([p[4] for p in pieces]).to(flat.device) if return_coupling else None
+    def joined(k):
+        parts = [p[k] for p in pieces]
+        return (parts[0] if len(parts) == 1 else torch.cat(parts)).to(flat.device)
+
+    value, lower, upper, iterations = (joined(k) for k in range(4))
+    coupling = joined(4) if return_coupling else None
     return value, lower, upper, iterations, coupling
 
 

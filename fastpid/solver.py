@@ -281,21 +281,31 @@ class NewtonPlan:
     # Admissible potentials on the side of the Schur complement (the largest in the batch;
     # between sources of equal size, the side with fewer, as fastpid.api orients them).
     schur_free: int = 0
+    # Per problem (B,): admissible potentials of X1 and of X2 (pairs (x, y) of positive
+    # mass), in the batch's own orientation; fastpid.api orients each problem by them.
+    free1: Optional[torch.Tensor] = None
+    free2: Optional[torch.Tensor] = None
+
+
+def free_potentials(P: torch.Tensor):
+    """``(free1, free2)``, each ``(B,)``: the pairs ``(x1, y)`` and ``(x2, y)`` of positive
+    mass of each problem of a flat batch ``P[B, n1, n2, ny]``."""
+    with torch.no_grad():
+        return (P.sum(2) > 0).sum((1, 2)), (P.sum(1) > 0).sum((1, 2))
 
 
 def newton_plan(P: torch.Tensor) -> NewtonPlan:
     """The cheapest elimination for a flat batch ``P[B, n1, n2, ny]``, by its sizes and its
     largest numbers of admissible potentials (oriented with the smaller source second)."""
     B, n1, n2, ny = P.shape
-    if n2 > n1:
-        P, (n1, n2) = P.transpose(1, 2), (n2, n1)
-    with torch.no_grad():
-        mf = int((P.sum(2) > 0).sum((1, 2)).max()) if B else 0
-        mg = int((P.sum(1) > 0).sum((1, 2)).max()) if B else 0
+    free1, free2 = free_potentials(P)
+    most1, most2 = torch.stack([free1, free2]).amax(1).tolist() if B else (0, 0)
+    mf, mg = (most2, most1) if n2 > n1 else (most1, most2)
+    n1, n2 = max(n1, n2), min(n1, n2)
     cost = newton_cost(n1, n2, ny, mf, mg)
     structure = min(cost, key=cost.get)
     return NewtonPlan(structure, cost[structure], newton_floats(structure, n1, n2, ny, mf, mg),
-                      min(mf, mg) if n1 == n2 else mg)
+                      min(mf, mg) if n1 == n2 else mg, free1, free2)
 
 
 def _newton_direction(prob: Problem, f, g, mu, fixed_f, fixed_g, structure: str = "schur", R=None):
