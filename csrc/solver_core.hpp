@@ -32,7 +32,6 @@
 #define FASTPID_PRAGMA(text) _Pragma(#text)
 #define FASTPID_SIMD(...) FASTPID_PRAGMA(omp simd __VA_ARGS__)
 #define FASTPID_OMP(...) FASTPID_PRAGMA(omp __VA_ARGS__)
-#include <omp.h>
 #else
 #define FASTPID_SIMD(...)
 #define FASTPID_OMP(...)
@@ -121,15 +120,6 @@ struct Arena {
 };
 
 FASTPID_HD inline double xlogx(double x) { return x > 0 ? x * log(x) : 0.0; }
-
-// The calling thread's number within a FASTPID_OMP parallel region (0 outside one).
-FASTPID_HD inline int thread_index() {
-#if defined(_OPENMP) && !defined(__CUDA_ARCH__)
-  return omp_get_thread_num();
-#else
-  return 0;
-#endif
-}
 
 // log(sum_k exp(x(k))) over k < n; -inf when all are -inf.
 template <class F>
@@ -685,12 +675,11 @@ struct NewtonScratch {
   double *u, *Hinv, *w, *d, *xf;
   double* dy;  // back_substitute()'s sum_j d_j yg_j of one i
   // The low-rank elimination (empty without lowrank), v = n1 + n2 unknowns per y, C = n1 n2
-  // cells: D_y (v x v, then its factor; one per lane, with dchol the scratch of its
-  // factorisation, see dlane()), D_y^-1 of every y, U's entries aT[y][c] (row i) and
+  // cells: D_y (v x v, then its factor), D_y^-1 of every y, U's entries aT[y][c] (row i) and
   // bT[y][c] (row n1 + j), Z_y = D_y^-1 U_y of one y (v x C), the capacitance matrix K
   // (C x C, then its factor), its Jacobi scaling kd, and vectors: per-y r, x0, x, z (ny v),
   // per-cell uc (C).
-  double *D, *dchol, *Dinv, *aT, *bT, *Z, *K, *kd, *r, *x0, *x, *z, *uc;
+  double *D, *Dinv, *aT, *bT, *Z, *K, *kd, *r, *x0, *x, *z, *uc;
   CholeskyScratch chol;  // Schur: H_i (ny) and S (n2 ny); low-rank: D_y (v) and K (C)
 
   // schur / lowrank: whether to lay out that elimination's arrays (neither for method "fast");
@@ -711,8 +700,7 @@ struct NewtonScratch {
         u(arena.doubles(schur ? n1 * n2 * ny : 0)), Hinv(arena.doubles(schur ? n1 * ny * ny : 0)),
         w(arena.doubles(schur ? n1 * n2 * ny : 0)), d(arena.doubles(schur ? n1 * n2 * ny : 0)),
         xf(arena.doubles(schur ? n1 * ny : 0)), dy(arena.doubles(schur ? ny : 0)),
-        D(arena.doubles(lowrank ? static_cast<size_t>(lanes) * (n1 + n2) * (n1 + n2) : 0)),
-        dchol(arena.doubles(lowrank ? lanes * CholeskyScratch::doubles(n1 + n2) : 0)),
+        D(arena.doubles(lowrank ? (n1 + n2) * (n1 + n2) : 0)),
         Dinv(arena.doubles(lowrank ? static_cast<size_t>(ny) * (n1 + n2) * (n1 + n2) : 0)),
         aT(arena.doubles(lowrank ? n1 * n2 * ny : 0)), bT(arena.doubles(lowrank ? n1 * n2 * ny : 0)),
         Z(arena.doubles(lowrank ? static_cast<size_t>(n1 + n2) * (n1 * n2) : 0)),
@@ -722,12 +710,6 @@ struct NewtonScratch {
         x(arena.doubles(lowrank ? (n1 + n2) * ny : 0)), z(arena.doubles(lowrank ? (n1 + n2) * ny : 0)),
         uc(arena.doubles(lowrank ? n1 * n2 : 0)),
         chol(lowrank ? fp_max(n1 + n2, n1 * n2) : schur ? n2 * ny : 0, arena) {}
-
-  // Lane l's D_y and the scratch of its factorisation (low-rank).
-  FASTPID_HD double* d_block(int l, int v) const { return D + static_cast<size_t>(l) * v * v; }
-  FASTPID_HD CholeskyScratch d_chol(int l, int v) const {
-    return CholeskyScratch(v, dchol + l * CholeskyScratch::doubles(v));
-  }
 
   // Lane l's per-block arrays (see above).
   struct Lane {
@@ -1172,58 +1154,47 @@ struct Solver {
 
   // D_y^-1 of every y, U's entries, and K's scaled Cholesky factor.
   FASTPID_HD void lowrank_factor() {
-    const int v = n1 + n2, C = n1 * n2, threads = opt.threads;
-    double *aT = nw.aT, *bT = nw.bT, *K = nw.K;
-    (void)threads;
-    FASTPID_OMP(parallel num_threads(threads) if (threads > 1))
-    {
-      // The y blocks, each on one thread (its own D_y), in any order: they do not interact.
-      double* D = nw.d_block(thread_index(), v);
-      const CholeskyScratch dchol = nw.d_chol(thread_index(), v);
-      FASTPID_OMP(for schedule(static))
-      for (int y = 0; y < ny; ++y) {
-        fill(D, static_cast<size_t>(v) * v, 0.0);
-        for (int p = 0; p < v; ++p) D[p * v + p] = lowrank_diag(y, p);
-        for (int i = 0; i < n1; ++i)
-          for (int j = 0; j < n2; ++j) D[(n1 + j) * v + i] = lowrank_cross(y, i, j);  // lower triangle
-        cholesky(D, v, dchol);
-        double* Di = nw.Dinv + static_cast<size_t>(y) * v * v;
-        fill(Di, static_cast<size_t>(v) * v, 0.0);
-        for (int p = 0; p < v; ++p) Di[p * v + p] = 1.0;
-        cholesky_solve_many(D, v, Di, v);
-        for (int i = 0; i < n1; ++i)
-          for (int j = 0; j < n2; ++j) {
-            const int c = i * n2 + j;
-            aT[y * C + c] = nw.sf[i * ny + y] * nw.W[c * ny + y];
-            bT[y * C + c] = nw.sg[j * ny + y] * nw.W[c * ny + y];
-          }
-      }
-      // Z_y[p][c'] = D_y^-1[p][i'] a_c' + D_y^-1[p][n1 + j'] b_c', then
-      // K[c][c'] = sum_y a_c Z_y[i][c'] + b_c Z_y[n1 + j][c'] (lower triangle only). In this
-      // association (that of the PyTorch solver) K keeps its digits when D_y is
-      // ill-conditioned; contracting D_y^-1 with a_c, b_c first does not. Z_y's rows and
-      // K's rows are shared out; every entry of K sums its y in increasing order.
-      FASTPID_OMP(for schedule(static))
-      for (int c = 0; c < C; ++c) fill(&K[static_cast<size_t>(c) * C], C, 0.0);
-      for (int y = 0; y < ny; ++y) {
-        const double* Di = nw.Dinv + static_cast<size_t>(y) * v * v;
-        double* Zy = nw.Z;  // of this y only
-        const double* ay = &aT[y * C];
-        const double* by = &bT[y * C];
-        FASTPID_OMP(for schedule(static))
-        for (int p = 0; p < v; ++p) {
-          const double* dp = &Di[p * v];
-          double* zp = &Zy[p * C];
-          for (int ip = 0; ip < n1; ++ip) {
-            const double di = dp[ip];
-            FASTPID_SIMD()
-            for (int jp = 0; jp < n2; ++jp) zp[ip * n2 + jp] = di * ay[ip * n2 + jp] + dp[n1 + jp] * by[ip * n2 + jp];
-          }
+    const int v = n1 + n2, C = n1 * n2;
+    double *D = nw.D, *aT = nw.aT, *bT = nw.bT, *K = nw.K;
+    for (int y = 0; y < ny; ++y) {
+      fill(D, static_cast<size_t>(v) * v, 0.0);
+      for (int p = 0; p < v; ++p) D[p * v + p] = lowrank_diag(y, p);
+      for (int i = 0; i < n1; ++i)
+        for (int j = 0; j < n2; ++j) D[(n1 + j) * v + i] = lowrank_cross(y, i, j);  // lower triangle
+      cholesky(D, v, nw.chol);
+      double* Di = nw.Dinv + static_cast<size_t>(y) * v * v;
+      fill(Di, static_cast<size_t>(v) * v, 0.0);
+      for (int p = 0; p < v; ++p) Di[p * v + p] = 1.0;
+      cholesky_solve_many(D, v, Di, v);
+      for (int i = 0; i < n1; ++i)
+        for (int j = 0; j < n2; ++j) {
+          const int c = i * n2 + j;
+          aT[y * C + c] = nw.sf[i * ny + y] * nw.W[c * ny + y];
+          bT[y * C + c] = nw.sg[j * ny + y] * nw.W[c * ny + y];
         }
-        // Row c has c + 1 entries: cyclic, so that each thread gets its share.
-        FASTPID_OMP(for schedule(static, 1))
-        for (int c = 0; c < C; ++c) {
-          const int i = c / n2, j = c % n2;
+    }
+    // Z_y[p][c'] = D_y^-1[p][i'] a_c' + D_y^-1[p][n1 + j'] b_c', then
+    // K[c][c'] = sum_y a_c Z_y[i][c'] + b_c Z_y[n1 + j][c'] (lower triangle only). In this
+    // association (that of the PyTorch solver) K keeps its digits when D_y is ill-conditioned;
+    // contracting D_y^-1 with a_c, b_c first does not.
+    fill(K, static_cast<size_t>(C) * C, 0.0);
+    for (int y = 0; y < ny; ++y) {
+      const double* Di = nw.Dinv + static_cast<size_t>(y) * v * v;
+      double* Zy = nw.Z;  // of this y only
+      const double* ay = &aT[y * C];
+      const double* by = &bT[y * C];
+      for (int p = 0; p < v; ++p) {
+        const double* dp = &Di[p * v];
+        double* zp = &Zy[p * C];
+        for (int ip = 0; ip < n1; ++ip) {
+          const double di = dp[ip];
+          FASTPID_SIMD()
+          for (int jp = 0; jp < n2; ++jp) zp[ip * n2 + jp] = di * ay[ip * n2 + jp] + dp[n1 + jp] * by[ip * n2 + jp];
+        }
+      }
+      for (int i = 0; i < n1; ++i)
+        for (int j = 0; j < n2; ++j) {
+          const int c = i * n2 + j;
           const double ac = ay[c], bc = by[c];
           if (ac == 0.0 && bc == 0.0) continue;
           const double* zi = &Zy[i * C];
@@ -1232,7 +1203,6 @@ struct Solver {
           FASTPID_SIMD()
           for (int cp = 0; cp <= c; ++cp) Kc[cp] += ac * zi[cp] + bc * zj[cp];
         }
-      }
     }
     for (int c = 0; c < C; ++c) {
       double& kcc = K[static_cast<size_t>(c) * C + c];
@@ -1248,11 +1218,9 @@ struct Solver {
   // Z z summed over the products D_y^-1[p][i] a_c z_c + D_y^-1[p][n1 + j] b_c z_c: summing U z
   // first and then applying D_y^-1 loses the digits that K keeps (see lowrank_factor).
   FASTPID_HD void lowrank_solve(const double* in, double* out) {
-    const int v = n1 + n2, C = n1 * n2, threads = opt.threads;
+    const int v = n1 + n2, C = n1 * n2;
     const double *aT = nw.aT, *bT = nw.bT;
     double *x0 = nw.z, *uc = nw.uc;  // x0 apart from in and out
-    (void)threads;
-    FASTPID_OMP(parallel for num_threads(threads) if (threads > 1) schedule(static))
     for (int y = 0; y < ny; ++y) {  // x0 = D^-1 in
       const double* Di = nw.Dinv + static_cast<size_t>(y) * v * v;
       for (int p = 0; p < v; ++p) {
@@ -1271,7 +1239,6 @@ struct Solver {
     for (int c = 0; c < C; ++c) uc[c] *= nw.kd[c];
     cholesky_solve(nw.K, C, uc);
     for (int c = 0; c < C; ++c) uc[c] *= nw.kd[c];
-    FASTPID_OMP(parallel for num_threads(threads) if (threads > 1) schedule(static))
     for (int y = 0; y < ny; ++y) {  // out = x0 - Z_y z, Z_y rebuilt row by row (see lowrank_factor)
       const double* Di = nw.Dinv + static_cast<size_t>(y) * v * v;
       const double* ay = &aT[y * C];

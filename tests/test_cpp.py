@@ -252,9 +252,8 @@ def test_results_do_not_depend_on_the_problems_solved_before():
 
 def test_threads_inside_one_problem_give_the_same_bits():
     """A batch of fewer problems than threads, each with a large Newton system, is solved one
-    problem at a time with all threads inside each (f-blocks, y blocks and Cholesky rows
-    shared out); every sum keeps its order, so the results are bitwise those of one thread
-    per problem."""
+    problem at a time with all threads inside each (f-blocks and Cholesky rows shared out);
+    every sum keeps its order, so the results are bitwise those of one thread per problem."""
     import os
 
     from fastpid import _C
@@ -269,17 +268,12 @@ def test_threads_inside_one_problem_give_the_same_bits():
         assert _C.inner_threads(1, *shape, opt) == 2
         assert _C.inner_threads(1, 6, 5, 4, opt) == 1  # small problems keep one thread each
         assert _C.inner_threads(2, *shape, opt) == 1  # enough problems: one per thread
-        # Low-rank elimination: the y blocks and the rows of the capacitance matrix shared out.
-        lowrank = cpp.options(1e-8, lowrank=True)
-        cells = (17, 16, 9)  # 272 cells
-        assert _C.inner_threads(1, *cells, lowrank) == 2 and _C.inner_threads(1, *cells, opt) == 1
         for kind in ("dense", "sparse", "tiny"):
-            for size, options in ((shape, opt), (cells, lowrank)):
-                P = _batch(size, kind, 1, seed=5)
-                inside = _C.solve(P, options)  # both threads on the one problem
-                spread = _C.solve(np.concatenate([P, P]), options)  # one problem per thread
-                for a, b in zip(inside, spread):
-                    assert np.array_equal(a[0], b[0]) and np.array_equal(b[0], b[1])
-                assert inside[1][0] - inside[0][0] <= 1e-8
+            P = _batch(shape, kind, 1, seed=5)
+            inside = _C.solve(P, opt)  # both threads on the one problem
+            spread = _C.solve(np.concatenate([P, P]), opt)  # one problem per thread
+            for a, b in zip(inside, spread):
+                assert np.array_equal(a[0], b[0]) and np.array_equal(b[0], b[1])
+            assert inside[1][0] - inside[0][0] <= 1e-8
     finally:
         torch.set_num_threads(before)
