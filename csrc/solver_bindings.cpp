@@ -127,33 +127,20 @@ void register_solver(py::module_& m) {
       .def_readwrite("lowrank", &SolveOptions::lowrank);
   m.def(
       "workspace_doubles",
-      [](int n1, int n2, int ny, bool lowrank, bool newton, int threads) {
+      [](int n1, int n2, int ny, bool lowrank, bool newton) {
         if (n1 < 1 || n2 < 1 || ny < 1) throw std::invalid_argument("sizes must be >= 1");
-        if (threads < 1) throw std::invalid_argument("threads must be >= 1");
-        return fastpid::solve_workspace_doubles(n1, n2, ny, lowrank, newton, threads);
+        return fastpid::solve_workspace_doubles(n1, n2, ny, lowrank, newton);
       },
       py::arg("n1"), py::arg("n2"), py::arg("ny"), py::arg("lowrank") = false, py::arg("newton") = true,
-      py::arg("threads") = 1,
-      "Doubles of scratch one problem (n1, n2, ny) takes in the CPU solver, with the low-rank "
-      "elimination or the Schur complement, for method 'exact' (newton) or 'fast', solved by "
-      "`threads` threads together (see inner_threads).");
-  m.def(
-      "inner_threads",
-      [](int64_t B, int n1, int n2, int ny, const fastpid::SolveOptions& options) {
-        return fastpid::inner_threads(B, n1, n2, ny, options);
-      },
-      py::arg("B"), py::arg("n1"), py::arg("n2"), py::arg("ny"), py::arg("options"),
-      "Threads solve() gives each problem of a batch of B problems (n1, n2, ny): all of them "
-      "where the batch has fewer problems than threads and each problem is large, else 1 "
-      "(one problem per thread).");
+      "Doubles of scratch one problem (n1, n2, ny) takes in the CPU solver (per thread), with "
+      "the low-rank elimination or the Schur complement, for method 'exact' (newton) or 'fast'.");
   m.def("closed_forms", &closed_forms, py::arg("P"),
         "(B, 4): I(X1,X2;Y), I(X1;Y), I(X2;Y) and I of the proxy coupling Q0 = "
         "P(x1,y) P(x2,y) / p(y) of each problem of a batch P[B, n1, n2, ny] (normalised "
         "float64), in nats.");
   m.def("solve", &solve, py::arg("P"), py::arg("options"), py::arg("return_coupling") = false,
         "Certified bounds on V for a batch P[B, n1, n2, ny] (normalised float64), one problem "
-        "per thread, or all threads on each problem of a batch of few large ones (the results "
-        "are the same either way): returns (lower, upper, f, g, iterations[, coupling]). options.newton=False "
+        "per thread: returns (lower, upper, f, g, iterations[, coupling]). options.newton=False "
         "runs only the warm_steps alternation steps (method 'fast'). Ctrl-C stops the solve "
         "between two steps and raises KeyboardInterrupt.");
 }

@@ -25,16 +25,11 @@
 
 // `omp simd` before a loop: the CPU build may vectorise it (a reduction in any order).
 // Left out where OpenMP is off and in device code, where it would be an unknown pragma.
-// `FASTPID_OMP(...)`: an OpenMP directive where the CPU build has OpenMP (the threads inside
-// one large problem, SolveOptions::threads); nothing elsewhere, where the same code runs
-// sequentially.
 #if defined(_OPENMP) && !defined(__CUDA_ARCH__)
 #define FASTPID_PRAGMA(text) _Pragma(#text)
 #define FASTPID_SIMD(...) FASTPID_PRAGMA(omp simd __VA_ARGS__)
-#define FASTPID_OMP(...) FASTPID_PRAGMA(omp __VA_ARGS__)
 #else
 #define FASTPID_SIMD(...)
-#define FASTPID_OMP(...)
 #endif
 
 namespace fastpid {
@@ -51,11 +46,6 @@ struct SolveOptions {
   // many target values) instead of the dense Schur complement on g; the workspace differs,
   // so solve_workspace_doubles() must be told the same.
   bool lowrank = false;
-  // Threads inside this one problem (the f-block elimination and the Cholesky factorisations;
-  // CPU build with OpenMP only). The results do not depend on it: every sum is taken in the
-  // same order whatever the threads. The workspace holds this many f-blocks at once, so
-  // solve_workspace_doubles() must be told the same.
-  int threads = 1;
   // Set (by another thread or a signal handler) to stop every solve at its next step, with
   // the bounds it has; null where nothing can cancel (device code).
   const volatile int* cancel = nullptr;
@@ -142,14 +132,9 @@ struct CholeskyScratch {
   double* backup;  // n * n: the matrix, for a second attempt
   double* panel;   // kCholeskyBlock * n: a block column of the factor, transposed
 
-  // Doubles it takes, laid out from `base` in this order.
-  FASTPID_HD static size_t doubles(int n) {
-    return n + static_cast<size_t>(n) * n + (n >= kCholeskyBlockedFrom ? static_cast<size_t>(kCholeskyBlock) * n : 0);
-  }
-  FASTPID_HD CholeskyScratch(int n, double* base)
-      : col(base), backup(base ? base + n : nullptr),
-        panel(base && n >= kCholeskyBlockedFrom ? base + n + static_cast<size_t>(n) * n : nullptr) {}
-  FASTPID_HD CholeskyScratch(int n, Arena& arena) : CholeskyScratch(n, arena.doubles(doubles(n))) {}
+  FASTPID_HD CholeskyScratch(int n, Arena& arena)
+      : col(arena.doubles(n)), backup(arena.doubles(static_cast<size_t>(n) * n)),
+        panel(arena.doubles(n >= kCholeskyBlockedFrom ? static_cast<size_t>(kCholeskyBlock) * n : 0)) {}
 };
 
 // In-place Cholesky of a dense SPD n x n matrix (lower triangle); false, with A partly
@@ -224,22 +209,13 @@ FASTPID_HD inline void cholesky_trailing_update(double* A, int n, int kb, int nb
 // cholesky_attempt() by blocks of kCholeskyBlock columns: factor the diagonal block, solve
 // the block column below it, then update the trailing matrix with the whole block at once
 // (cholesky_trailing_update), which reads the matrix once per block instead of once per
-// column. Same result up to the order of the sums. With `threads`, the rows below the
-// diagonal block are shared out (by groups of four for the trailing update, as one thread
-// takes them), so every entry sees the same operations whatever the threads.
-FASTPID_HD inline bool cholesky_attempt_blocked(double* A, int n, double* Pt, int threads = 1) {
-  bool ok = true;
-  (void)threads;
-  FASTPID_OMP(parallel num_threads(threads) if (threads > 1))
+// column. Same result up to the order of the sums.
+FASTPID_HD inline bool cholesky_attempt_blocked(double* A, int n, double* Pt) {
   for (int kb = 0; kb < n; kb += kCholeskyBlock) {
     const int ke = fp_min(kb + kCholeskyBlock, n), nb = ke - kb;
-    FASTPID_OMP(single)
-    for (int k = kb; k < ke && ok; ++k) {  // the diagonal block, unblocked
+    for (int k = kb; k < ke; ++k) {  // the diagonal block, unblocked
       double* Ak = A + static_cast<size_t>(k) * n;
-      if (!(Ak[k] > 0.0)) {
-        ok = false;
-        break;
-      }
+      if (!(Ak[k] > 0.0)) return false;
       const double d = sqrt(Ak[k]);
       Ak[k] = d;
       for (int r = k + 1; r < ke; ++r) A[static_cast<size_t>(r) * n + k] /= d;
@@ -248,48 +224,40 @@ FASTPID_HD inline bool cholesky_attempt_blocked(double* A, int n, double* Pt, in
         for (int c = k + 1; c <= r; ++c) Ar[c] -= Ar[k] * A[static_cast<size_t>(c) * n + k];
       }
     }
-    if (!ok) break;  // after the single's barrier: every thread leaves together
-    // The block column below, L_rk = A_rk L_kk^-T, solved in its transpose Pt (row k - kb
-    // holds column k), so that every step is an axpy over the rows r of a stretch.
-    constexpr int kStretch = 64;
-    FASTPID_OMP(for schedule(static))
-    for (int r0 = ke; r0 < n; r0 += kStretch) {
-      const int r1 = fp_min(r0 + kStretch, n);
-      for (int r = r0; r < r1; ++r) {
-        const double* Ar = A + static_cast<size_t>(r) * n;
-        for (int k = kb; k < ke; ++k) Pt[static_cast<size_t>(k - kb) * n + r] = Ar[k];
-      }
-      for (int k = kb; k < ke; ++k) {
-        const double* Ak = A + static_cast<size_t>(k) * n;
-        double* Pk = Pt + static_cast<size_t>(k - kb) * n;
-        for (int p = kb; p < k; ++p) {
-          const double l = Ak[p];
-          const double* Pp = Pt + static_cast<size_t>(p - kb) * n;
-          FASTPID_SIMD()
-          for (int r = r0; r < r1; ++r) Pk[r] -= l * Pp[r];
-        }
-        const double inv = 1.0 / Ak[k];
-        FASTPID_SIMD()
-        for (int r = r0; r < r1; ++r) Pk[r] *= inv;
-      }
-      for (int r = r0; r < r1; ++r) {
-        double* Ar = A + static_cast<size_t>(r) * n;
-        for (int k = kb; k < ke; ++k) Ar[k] = Pt[static_cast<size_t>(k - kb) * n + r];
-      }
+    // The block column below, L_rk = A_rk L_kk^-T, solved for all rows r at once in its
+    // transpose Pt (row k - kb holds column k), so that every step is an axpy over r.
+    for (int r = ke; r < n; ++r) {
+      const double* Ar = A + static_cast<size_t>(r) * n;
+      for (int k = kb; k < ke; ++k) Pt[static_cast<size_t>(k - kb) * n + r] = Ar[k];
     }
-    // Rows ke + 4q .. ke + 4q + 3; cyclic, as the rows further down have more columns.
-    FASTPID_OMP(for schedule(static, 1))
-    for (int r = ke; r < n; r += 4) cholesky_trailing_update(A, n, kb, nb, Pt, r, fp_min(r + 4, n), ke);
+    for (int k = kb; k < ke; ++k) {
+      const double* Ak = A + static_cast<size_t>(k) * n;
+      double* Pk = Pt + static_cast<size_t>(k - kb) * n;
+      for (int p = kb; p < k; ++p) {
+        const double l = Ak[p];
+        const double* Pp = Pt + static_cast<size_t>(p - kb) * n;
+        FASTPID_SIMD()
+        for (int r = ke; r < n; ++r) Pk[r] -= l * Pp[r];
+      }
+      const double inv = 1.0 / Ak[k];
+      FASTPID_SIMD()
+      for (int r = ke; r < n; ++r) Pk[r] *= inv;
+    }
+    for (int r = ke; r < n; ++r) {
+      double* Ar = A + static_cast<size_t>(r) * n;
+      for (int k = kb; k < ke; ++k) Ar[k] = Pt[static_cast<size_t>(k - kb) * n + r];
+    }
+    cholesky_trailing_update(A, n, kb, nb, Pt, ke, n, ke);
   }
-  return ok;
+  return true;
 }
 
 // One factorisation attempt: blocked for large matrices on the host (the scratch has a
 // panel whenever it was sized for kCholeskyBlockedFrom or more); one GPU thread's matrices
 // are small, and there the unblocked loop is the lighter code.
-FASTPID_HD inline bool attempt(double* A, int n, const CholeskyScratch& scratch, int threads) {
+FASTPID_HD inline bool attempt(double* A, int n, const CholeskyScratch& scratch) {
 #if !defined(__CUDA_ARCH__)
-  if (n >= kCholeskyBlockedFrom) return cholesky_attempt_blocked(A, n, scratch.panel, threads);
+  if (n >= kCholeskyBlockedFrom) return cholesky_attempt_blocked(A, n, scratch.panel);
 #endif
   return cholesky_attempt(A, n, scratch.col);
 }
@@ -297,13 +265,13 @@ FASTPID_HD inline bool attempt(double* A, int n, const CholeskyScratch& scratch,
 // Cholesky factor of an SPD matrix; one that is singular to rounding (sparse problems leave
 // directions the gauge fixing does not remove) is factorised with a 1e-12 ridge instead,
 // as the reference does.
-FASTPID_HD inline void cholesky(double* A, int n, const CholeskyScratch& scratch, int threads = 1) {
+FASTPID_HD inline void cholesky(double* A, int n, const CholeskyScratch& scratch) {
   const size_t size = static_cast<size_t>(n) * n;
   copy(A, size, scratch.backup);
-  if (attempt(A, n, scratch, threads)) return;
+  if (attempt(A, n, scratch)) return;
   copy(scratch.backup, size, A);
   for (int k = 0; k < n; ++k) A[static_cast<size_t>(k) * n + k] += 1e-12;
-  if (attempt(A, n, scratch, threads)) return;
+  if (attempt(A, n, scratch)) return;
   // Still not positive: fall back to the identity, i.e. the Jacobi-scaled gradient as the
   // direction, and let the line search judge it.
   for (size_t k = 0; k < size; ++k) A[k] = (k % (n + 1) == 0) ? 1.0 : 0.0;
@@ -665,12 +633,10 @@ struct NewtonScratch {
   // The Schur elimination (empty with lowrank):
   double *S, *rhs;  // Schur complement, (n2 ny)^2, and its right-hand side
   int* free_g;      // the free g unknowns, in order (solve_free_g)
-  // Of the `lanes` blocks i being eliminated at once, one set per lane: H_i (then its
-  // factor), a_j, alpha[j][j'] = a_j.u_j', the right-hand sides of H_i's solve
-  // (ny x (n2 + 1 + ny)), the rows A_j (n2 x n2 ny) and B_z (ny x n2 ny) that make up its S
-  // update, and the scratch of H_i's factorisation (hchol doubles each, see lane()).
-  int lanes;
-  double *H, *a, *alpha, *rhs_many, *A, *B, *hchol;
+  // Of the current i only: H_i (then its factor), a_j, alpha[j][j'] = a_j.u_j', the
+  // right-hand sides of H_i's solve (ny x (n2 + 1 + ny)), and the rows A_j (n2 x n2 ny) and
+  // B_z (ny x n2 ny) that make up its S update.
+  double *H, *a, *alpha, *rhs_many, *A, *B;
   // Of every i (n1 blocks each), for back_substitute(): u_j, H_i^-1, w_j, d_j, H_i^-1 rf_i.
   double *u, *Hinv, *w, *d, *xf;
   double* dy;  // back_substitute()'s sum_j d_j yg_j of one i
@@ -682,21 +648,18 @@ struct NewtonScratch {
   double *D, *Dinv, *aT, *bT, *Z, *K, *kd, *r, *x0, *x, *z, *uc;
   CholeskyScratch chol;  // Schur: H_i (ny) and S (n2 ny); low-rank: D_y (v) and K (C)
 
-  // schur / lowrank: whether to lay out that elimination's arrays (neither for method "fast");
-  // lanes: f-blocks eliminated at once (SolveOptions::threads).
-  FASTPID_HD NewtonScratch(int n1, int n2, int ny, bool schur, bool lowrank, int lanes, Arena& arena)
+  // schur / lowrank: whether to lay out that elimination's arrays (neither for method "fast").
+  FASTPID_HD NewtonScratch(int n1, int n2, int ny, bool schur, bool lowrank, Arena& arena)
       : W(arena.doubles(n1 * n2 * ny)), tW(arena.doubles(n1 * n2 * ny)),
         Wt2(arena.doubles(n1 * n2 * ny)), oms(arena.doubles(n1 * n2)), grad_f(arena.doubles(n1 * ny)),
         sf(arena.doubles(n1 * ny)), grad_g(arena.doubles(n2 * ny)), sg(arena.doubles(n2 * ny)),
         S(arena.doubles(schur ? static_cast<size_t>(n2 * ny) * (n2 * ny) : 0)),
         rhs(arena.doubles(schur ? n2 * ny : 0)),
-        free_g(reinterpret_cast<int*>(arena.bytes(schur ? sizeof(int) * n2 * ny : 0))), lanes(lanes),
-        H(arena.doubles(schur ? lanes * ny * ny : 0)),
-        a(arena.doubles(schur ? lanes * n2 * ny : 0)), alpha(arena.doubles(schur ? lanes * n2 * n2 : 0)),
-        rhs_many(arena.doubles(schur ? lanes * ny * (n2 + 1 + ny) : 0)),
-        A(arena.doubles(schur ? static_cast<size_t>(lanes) * n2 * n2 * ny : 0)),
-        B(arena.doubles(schur ? static_cast<size_t>(lanes) * ny * n2 * ny : 0)),
-        hchol(arena.doubles(schur ? lanes * CholeskyScratch::doubles(ny) : 0)),
+        free_g(reinterpret_cast<int*>(arena.bytes(schur ? sizeof(int) * n2 * ny : 0))), H(arena.doubles(schur ? ny * ny : 0)),
+        a(arena.doubles(schur ? n2 * ny : 0)), alpha(arena.doubles(schur ? n2 * n2 : 0)),
+        rhs_many(arena.doubles(schur ? ny * (n2 + 1 + ny) : 0)),
+        A(arena.doubles(schur ? static_cast<size_t>(n2) * n2 * ny : 0)),
+        B(arena.doubles(schur ? static_cast<size_t>(ny) * n2 * ny : 0)),
         u(arena.doubles(schur ? n1 * n2 * ny : 0)), Hinv(arena.doubles(schur ? n1 * ny * ny : 0)),
         w(arena.doubles(schur ? n1 * n2 * ny : 0)), d(arena.doubles(schur ? n1 * n2 * ny : 0)),
         xf(arena.doubles(schur ? n1 * ny : 0)), dy(arena.doubles(schur ? ny : 0)),
@@ -710,18 +673,6 @@ struct NewtonScratch {
         x(arena.doubles(lowrank ? (n1 + n2) * ny : 0)), z(arena.doubles(lowrank ? (n1 + n2) * ny : 0)),
         uc(arena.doubles(lowrank ? n1 * n2 : 0)),
         chol(lowrank ? fp_max(n1 + n2, n1 * n2) : schur ? n2 * ny : 0, arena) {}
-
-  // Lane l's per-block arrays (see above).
-  struct Lane {
-    double *H, *a, *alpha, *rhs_many, *A, *B;
-    CholeskyScratch chol;
-  };
-  FASTPID_HD Lane lane(int l, int n2, int ny) const {
-    const size_t m = static_cast<size_t>(n2) * ny;
-    return {H + static_cast<size_t>(l) * ny * ny, a + l * m, alpha + static_cast<size_t>(l) * n2 * n2,
-            rhs_many + static_cast<size_t>(l) * ny * (n2 + 1 + ny), A + l * n2 * m, B + l * ny * m,
-            CholeskyScratch(ny, hchol + l * CholeskyScratch::doubles(ny))};
-  }
 };
 
 // The barrier-Newton solve of one problem (see fastpid/solver.py for the method).
@@ -747,8 +698,7 @@ struct Solver {
         fixed_g(arena.bytes(n2 * ny)), ft(arena.doubles(n1 * ny)), gt(arena.doubles(n2 * ny)),
         lst(arena.doubles(n1 * n2)), df(arena.doubles(n1 * ny)), dg(arena.doubles(n2 * ny)),
         lr(arena.doubles(n1 * n2)), fp(arena.doubles(n1 * ny)), gp(arena.doubles(n2 * ny)),
-        Kr(arena.doubles(n1 * n2)),
-        nw(n1, n2, ny, opt.newton && !opt.lowrank, opt.newton && opt.lowrank, fp_max(opt.threads, 1), arena) {}
+        Kr(arena.doubles(n1 * n2)), nw(n1, n2, ny, opt.newton && !opt.lowrank, opt.newton && opt.lowrank, arena) {}
 
   FASTPID_HD void run(double& lower, double& upper, int64_t& iterations) {
     double mi, mi1, mi2, mi_q0;
@@ -853,7 +803,7 @@ struct Solver {
     scaled_gradient(mu);
     if (opt.lowrank) return lowrank_direction();
     schur_g_block();
-    eliminate_f_blocks();
+    for (int i = 0; i < n1; ++i) eliminate_f_block(i);
     solve_free_g(m);  // rhs is now yg
     return back_substitute();
   }
@@ -877,7 +827,7 @@ struct Solver {
       for (int b = 0; b <= a; ++b) to[b] = from[idx[b]];
       rhs[a] = rhs[idx[a]];
     }
-    cholesky(S, k, nw.chol, opt.threads);
+    cholesky(S, k, nw.chol);
     cholesky_solve(S, k, rhs);
     for (int a = k - 1; a >= 0; --a) rhs[idx[a]] = rhs[a];  // idx[a] >= a: back to front
     for (int q = 0; q < m; ++q)
@@ -965,32 +915,12 @@ struct Solver {
     }
   }
 
-  // S -= sum_i C_i^T H_i^-1 C_i and rhs -= sum_i C_i^T H_i^-1 rf_i over the blocks x1 = i,
-  // nw.lanes blocks at a time: first each block's factors (factor_f_block, one lane per
-  // block, in parallel with SolveOptions::threads), then their updates of S by block rows j
-  // (update_schur_rows, rows shared out). Every row takes the blocks in increasing i, so
-  // the sums, and the result, do not depend on the threads.
-  FASTPID_HD void eliminate_f_blocks() {
-    const int lanes = nw.lanes, threads = opt.threads;
-    (void)threads;
-    FASTPID_OMP(parallel num_threads(threads) if (threads > 1))
-    for (int i0 = 0; i0 < n1; i0 += lanes) {
-      const int count = fp_min(lanes, n1 - i0);
-      FASTPID_OMP(for schedule(static))
-      for (int l = 0; l < count; ++l) factor_f_block(i0 + l, nw.lane(l, n2, ny));
-      // Block row j has j + 1 blocks of columns: cyclic, so that each thread gets its share.
-      FASTPID_OMP(for schedule(static, 1))
-      for (int j = 0; j < n2; ++j)
-        for (int l = 0; l < count; ++l) update_schur_rows(i0 + l, nw.lane(l, n2, ny), j);
-    }
-  }
-
-  // The factors of block x1 = i for its S update, in lane `ln`; keeps u, Hinv, w, d and
+  // S -= C_i^T H_i^-1 C_i and rhs -= C_i^T H_i^-1 rf_i for x1 = i; keeps u, Hinv, w, d and
   // xf = H_i^-1 rf_i of this i for back_substitute().
-  FASTPID_HD void factor_f_block(int i, const NewtonScratch::Lane& ln) {
+  FASTPID_HD void eliminate_f_block(int i) {
     const int m = n2 * ny;
     const double *W = nw.W, *tW = nw.tW, *Wt2 = nw.Wt2, *sf = nw.sf, *sg = nw.sg;
-    double *H = ln.H, *a = ln.a, *alpha = ln.alpha;
+    double *H = nw.H, *a = nw.a, *alpha = nw.alpha, *S = nw.S, *rhs = nw.rhs;
     double* u = nw.u + static_cast<size_t>(i) * n2 * ny;
     double* Hinv = nw.Hinv + static_cast<size_t>(i) * ny * ny;
     double* w = nw.w + static_cast<size_t>(i) * n2 * ny;
@@ -1016,7 +946,7 @@ struct Solver {
       int q = i * ny + y;
       H[y * ny + y] += sf[q] * sf[q] * st + (fixed_f[q] ? 1.0 : 0.0);
     }
-    cholesky(H, ny, ln.chol);
+    cholesky(H, ny, nw.chol);
     for (int j = 0; j < n2; ++j)
       for (int y = 0; y < ny; ++y) {
         int k = (i * n2 + j) * ny + y;
@@ -1027,7 +957,7 @@ struct Solver {
     // One solve with H_i for the right-hand sides [a_0 .. a_{n2-1} | rf_i | identity]: u_j,
     // xf and H_i^-1.
     const int k = n2 + 1 + ny;
-    double* rm = ln.rhs_many;
+    double* rm = nw.rhs_many;
     for (int y = 0; y < ny; ++y) {
       double* By = &rm[y * k];
       for (int j = 0; j < n2; ++j) By[j] = a[j * ny + y];
@@ -1052,7 +982,7 @@ struct Solver {
     //   B_z[(jp, zp)] = u_jp[z] w_jp[zp] + Hinv[z][zp] d_jp[zp],
     // so each row's update is one contiguous pass over its columns jp <= j (cholesky() reads
     // the lower triangle of the symmetric S), long even where ny is small.
-    double *A = ln.A, *B = ln.B;
+    double *A = nw.A, *B = nw.B;
     for (int j = 0; j < n2; ++j) {
       const double* u_j = &u[j * ny];
       double* Aj = &A[static_cast<size_t>(j) * m];
@@ -1071,29 +1001,20 @@ struct Solver {
         for (int zp = 0; zp < ny; ++zp) Bz[jp * ny + zp] = uz * w[jp * ny + zp] + hz[zp] * d[jp * ny + zp];
       }
     }
-  }
-
-  // Block row j of block i's S update (rows (j, z), columns up to block j) and its rhs
-  // entries, from the factors factor_f_block() left in lane `ln`.
-  FASTPID_HD void update_schur_rows(int i, const NewtonScratch::Lane& ln, int j) {
-    const int m = n2 * ny;
-    const double *a = ln.a, *A = ln.A, *B = ln.B;
-    const double* w = nw.w + static_cast<size_t>(i) * n2 * ny;
-    const double* d = nw.d + static_cast<size_t>(i) * n2 * ny;
-    const double* xf = nw.xf + static_cast<size_t>(i) * ny;
-    double *S = nw.S, *rhs = nw.rhs;
-    double ax = 0;
-    for (int y = 0; y < ny; ++y) ax += a[j * ny + y] * xf[y];
-    const double* Aj = &A[static_cast<size_t>(j) * m];
-    const int len = (j + 1) * ny;
-    for (int z = 0; z < ny; ++z) {
-      const double wz = w[j * ny + z], dz = d[j * ny + z];
-      if (wz == 0.0 && dz == 0.0) continue;
-      const double* Bz = &B[static_cast<size_t>(z) * m];
-      double* row = &S[static_cast<size_t>(j * ny + z) * m];
-      FASTPID_SIMD()
-      for (int q = 0; q < len; ++q) row[q] -= wz * Aj[q] + dz * Bz[q];
-      rhs[j * ny + z] -= wz * ax + dz * xf[z];
+    for (int j = 0; j < n2; ++j) {
+      double ax = 0;
+      for (int y = 0; y < ny; ++y) ax += a[j * ny + y] * xf[y];
+      const double* Aj = &A[static_cast<size_t>(j) * m];
+      const int len = (j + 1) * ny;
+      for (int z = 0; z < ny; ++z) {
+        const double wz = w[j * ny + z], dz = d[j * ny + z];
+        if (wz == 0.0 && dz == 0.0) continue;
+        const double* Bz = &B[static_cast<size_t>(z) * m];
+        double* row = &S[static_cast<size_t>(j * ny + z) * m];
+        FASTPID_SIMD()
+        for (int q = 0; q < len; ++q) row[q] -= wz * Aj[q] + dz * Bz[q];
+        rhs[j * ny + z] -= wz * ax + dz * xf[z];
+      }
     }
   }
 
@@ -1211,7 +1132,7 @@ struct Solver {
     }
     for (int c = 0; c < C; ++c)
       for (int cp = 0; cp <= c; ++cp) K[static_cast<size_t>(c) * C + cp] *= nw.kd[c] * nw.kd[cp];
-    cholesky(K, C, nw.chol, opt.threads);
+    cholesky(K, C, nw.chol);
   }
 
   // out = H^-1 in (per-y vectors, ny x v; out may be in): D^-1 in - Z K^-1 U^T D^-1 in, with
@@ -1410,15 +1331,13 @@ struct Solver {
 }  // namespace detail
 
 // Doubles of scratch one problem needs (masks included, carved out of the same buffer), for
-// the elimination (opt.lowrank), method (opt.newton) and threads (opt.threads) it is solved
-// with.
+// the elimination (opt.lowrank) and method (opt.newton) it is solved with.
 FASTPID_HD inline size_t solve_workspace_doubles(int n1, int n2, int ny, bool lowrank = false,
-                                                 bool newton = true, int threads = 1) {
+                                                 bool newton = true) {
   detail::Arena counter;  // no buffer: only counts
   SolveOptions opt{};
   opt.lowrank = lowrank;
   opt.newton = newton;
-  opt.threads = threads;
   const detail::Problem pr(n1, n2, ny, counter);
   const detail::Solver solver(pr, opt, counter);
   return counter.used;

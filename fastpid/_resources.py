@@ -31,18 +31,11 @@ def estimate_bytes(flat: torch.Tensor, method: str, backend: str, plan=None) -> 
         from . import _C
         from .solver import newton_plan
 
+        threads = min(B, _cpus())
         exact = method == "exact"
         lowrank = exact and (plan or newton_plan(flat)).structure == "lowrank"
-        # The solver puts the smaller source on the Schur side, as _solve_oriented does; a
-        # batch of a few large problems is solved with all threads on each problem (one
-        # workspace holding several f-blocks), else with one workspace per thread.
-        sizes = (max(n1, n2), min(n1, n2), ny)
-        opt = _C.SolveOptions()
-        opt.lowrank, opt.newton = lowrank, exact
-        inside = int(_C.inner_threads(B, *sizes, opt))
-        if inside > 1:
-            return 8 * int(_C.workspace_doubles(*sizes, lowrank, exact, threads=inside))
-        return 8 * min(B, _cpus()) * int(_C.workspace_doubles(*sizes, lowrank, exact))
+        # The solver puts the smaller source on the Schur side, as _solve_oriented does.
+        return 8 * threads * int(_C.workspace_doubles(max(n1, n2), min(n1, n2), ny, lowrank, exact))
     per = per_problem_floats(flat, method, plan)
     chunk = min(B, max(1, CHUNK_FLOATS // per))
     # Measured peak of the PyTorch exact solver: about 1.5 Newton systems per problem

@@ -1,9 +1,7 @@
 """The C++ CPU solver of the native extension ``fastpid._C``.
 
 It runs the same algorithm as the PyTorch reference (:mod:`fastpid.solver`), one problem
-per thread (OpenMP; a batch of fewer problems than threads whose Newton systems have at least
-256 unknowns is solved one problem at a time with all threads inside each, to the same bits),
-and returns the same :class:`~fastpid.solver.Solution`, so the
+per thread (OpenMP), and returns the same :class:`~fastpid.solver.Solution`, so the
 certificate and the envelope gradient are unchanged. Its Newton systems are factorised
 without BLAS, by the dense Schur complement on the potentials of one source (the smaller
 one; between equal sizes the one with fewer free potentials, :func:`fastpid.api` orients

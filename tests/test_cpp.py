@@ -248,32 +248,3 @@ def test_results_do_not_depend_on_the_problems_solved_before():
         one_by_one = torch.cat([getattr(sol, name) for sol in alone])
         assert torch.equal(getattr(forwards, name), one_by_one)
         assert torch.equal(getattr(backwards, name).flip(0), one_by_one)
-
-
-def test_threads_inside_one_problem_give_the_same_bits():
-    """A batch of fewer problems than threads, each with a large Newton system, is solved one
-    problem at a time with all threads inside each (f-blocks and Cholesky rows shared out);
-    every sum keeps its order, so the results are bitwise those of one thread per problem."""
-    import os
-
-    from fastpid import _C
-
-    if (os.cpu_count() or 1) < 2:
-        pytest.skip("one processor: no threads to share out")
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)  # the OpenMP threads the extension uses too (conftest sets 1)
-    try:
-        opt = cpp.options(1e-8)
-        shape = (14, 12, 24)  # Schur side 12 * 24 = 288 unknowns: large enough for inner threads
-        assert _C.inner_threads(1, *shape, opt) == 2
-        assert _C.inner_threads(1, 6, 5, 4, opt) == 1  # small problems keep one thread each
-        assert _C.inner_threads(2, *shape, opt) == 1  # enough problems: one per thread
-        for kind in ("dense", "sparse", "tiny"):
-            P = _batch(shape, kind, 1, seed=5)
-            inside = _C.solve(P, opt)  # both threads on the one problem
-            spread = _C.solve(np.concatenate([P, P]), opt)  # one problem per thread
-            for a, b in zip(inside, spread):
-                assert np.array_equal(a[0], b[0]) and np.array_equal(b[0], b[1])
-            assert inside[1][0] - inside[0][0] <= 1e-8
-    finally:
-        torch.set_num_threads(before)
