@@ -63,6 +63,10 @@ constexpr double kKappa = 10.0;   // multipliers stay within [1/kKappa, kKappa] 
 // floor, and centres where the barrier's gap mu * ncells is within kPrimalBoundRange of tol
 // (fastpid/solver.py, _primal_bound_due).
 constexpr double kPrimalBoundRange = 10.0;
+// After a centring of more than kSlowCentringSteps Newton steps, mu shrinks by
+// max(mu_factor, kMuFactorSlow) (fastpid/solver.py, SLOW_CENTRING_STEPS).
+constexpr int kSlowCentringSteps = 8;
+constexpr double kMuFactorSlow = 0.1;
 FASTPID_HD inline bool primal_bound_due(bool centred, double dec2, double mu, double mu_floor,
                                         double ncells, double tol) {
   const bool near_floor = mu <= 10.0 * mu_floor && dec2 <= 10.0 * mu;
@@ -1307,7 +1311,7 @@ struct Solver {
     double mu = fp_max(upper - lower, opt.tol) / ncells;
     const double mu_floor = fp_max(0.05 * opt.tol / ncells, kMuMin);
     for (int c = 0; c < n1 * n2; ++c) R[c] = mu / -expm1(ls[c]);
-    int stalled = 0;
+    int stalled = 0, level_steps = 0;  // level_steps: Newton steps at this mu
     for (int it = 0; it < opt.max_iter && upper - lower > opt.tol && stalled < 5 && !opt.cancelled();
          ++it) {
       const double gap_before = upper - lower;
@@ -1315,12 +1319,17 @@ struct Solver {
       const double alpha = line_search(mu, dec2);
       multiplier_step(mu, alpha);
       ++iterations;
+      ++level_steps;
       lower = fp_max(lower, pr.dual_bound(f, g, ls));
       const bool centred = dec2 <= 0.25 * mu;
       if (primal_bound_due(centred, dec2, mu, mu_floor, ncells, opt.tol))
         improve_upper(upper, barrier_primal_bound(mu));
       const double mu_now = mu;
-      if (centred) mu = fp_max(mu * opt.mu_factor, mu_floor);
+      if (centred) {
+        const bool slow = level_steps > kSlowCentringSteps;
+        mu = fp_max(mu * (slow ? fp_max(opt.mu_factor, kMuFactorSlow) : opt.mu_factor), mu_floor);
+        level_steps = 0;
+      }
       const double gap = upper - lower;
       const bool stuck = alpha == 0.0 || (mu_now <= mu_floor && centred && gap > 0.99 * gap_before);
       stalled = stuck ? stalled + 1 : 0;

@@ -311,7 +311,7 @@ struct Solver : Layout {
     double mu = fp_max(upper - lower, opt.tol) / ncells;
     const double mu_floor = fp_max(0.05 * opt.tol / ncells, detail::kMuMin);
     for (int c = r; c < n1 * n2; c += nt) R[c] = mu / -expm1(ls[c]);
-    int stalled = 0;
+    int stalled = 0, level_steps = 0;  // level_steps: Newton steps at this mu
     for (int it = 0; it < opt.max_iter && upper - lower > opt.tol && stalled < 5; ++it) {
       const double gap_before = upper - lower;
       const double dec2 = newton_direction(mu);
@@ -319,12 +319,17 @@ struct Solver : Layout {
       multiplier_step(mu, alpha);
       b.sync();
       ++iterations;
+      ++level_steps;
       lower = fp_max(lower, dual_bound());
       const bool centred = dec2 <= 0.25 * mu;
       if (detail::primal_bound_due(centred, dec2, mu, mu_floor, ncells, opt.tol))
         upper = fp_min(upper, barrier_primal_bound(mu));
       const double mu_now = mu;
-      if (centred) mu = fp_max(mu * opt.mu_factor, mu_floor);
+      if (centred) {  // by less after a slow centring (detail::kSlowCentringSteps)
+        const bool slow = level_steps > detail::kSlowCentringSteps;
+        mu = fp_max(mu * (slow ? fp_max(opt.mu_factor, detail::kMuFactorSlow) : opt.mu_factor), mu_floor);
+        level_steps = 0;
+      }
       const double gap = upper - lower;
       const bool stuck =
           alpha == 0.0 || (mu_now <= mu_floor && centred && gap > 0.99 * gap_before);
