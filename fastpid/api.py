@@ -305,9 +305,9 @@ def _per_orientation(P: torch.Tensor, solve, bracket=None, swap=None) -> solver.
     per order, the solutions put back in ``P``'s order and orientation (V is symmetric in X1,
     X2, and so is the closed-form ``bracket``)."""
     swap = _swap_sources(P) if swap is None else swap
-    swapped = int(swap.sum())
-    if swapped in (0, P.shape[0]):
-        return _solve_in_order(P, solve, bracket, swapped > 0)
+    n_swapped = int(swap.sum())
+    if n_swapped in (0, P.shape[0]):
+        return _solve_in_order(P, solve, bracket, n_swapped > 0)
     parts = []
     for which, swapped in ((~swap, False), (swap, True)):
         idx = which.nonzero().flatten()
@@ -384,10 +384,11 @@ def _solve_iterative(flat, method, backend, tol, max_iter, steps, progress, brac
     pieces = []
     try:
         for s in range(0, B, chunk):
-            part = slice(s, s + chunk) if chunk < B else slice(None)  # no views for one chunk
-            Pc = flat[part]
+            # One chunk: the arrays themselves (a slice would be one more operation per array).
+            piece = (lambda x: x) if chunk >= B else (lambda x, s=s: x[s:s + chunk])
+            Pc = piece(flat)
             sol = _solve_oriented(Pc.detach(), method, backend, tol, max_iter, steps,
-                                  tuple(b[part] for b in bracket), return_coupling, plan, swap[part])
+                                  tuple(piece(b) for b in bracket), return_coupling, plan, piece(swap))
             # exact: the midpoint of the certified bracket; fast: an actual feasible coupling's I.
             value = 0.5 * (sol.lower + sol.upper) if method == "exact" else sol.upper
             value = attach_envelope_gradient(Pc, value.to(flat.device), sol.f.to(flat.device), sol.g.to(flat.device))

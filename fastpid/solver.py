@@ -50,8 +50,8 @@ STRUCTURED_SCHUR_MIN_CLASSES = 20  # see _structured_schur
 PRIMAL_BOUND_RANGE = 10.0  # see _primal_bound_due
 # After a centring that took more than SLOW_CENTRING_STEPS Newton steps, mu shrinks by
 # MU_FACTOR_SLOW (or mu_factor, if larger) instead of mu_factor: the central path bends
-# there, and a 50x cut costs many damped steps (clustered 64x64x10: 73 -> 59 steps; 100
-# random dense, sparse, tiny-mass, peaked and clustered problems: 3887 -> 3836).
+# there, and a 50x cut costs many damped steps (clustered 64x64x10: 73 -> 59 steps; 108
+# dense, sparse, tiny-mass, peaked and clustered problems: 3887 -> 3836 in all).
 SLOW_CENTRING_STEPS = 8
 MU_FACTOR_SLOW = 0.1
 KAPPA = 10.0  # multipliers stay within [1/KAPPA, KAPPA] times their barrier value mu / (1 - s)
