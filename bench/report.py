@@ -115,9 +115,9 @@ def render_markdown(results: dict) -> str:
         "V* is the reference value: `fastpid.pid(P, tol=%g)` (certified; *ref gap* is its "
         "certificate, the proven bound on |V* − V|). *own gap* is the method's own "
         "certificate where it has one. Times are the best of the timed rounds (CVXPY: best "
-        "of two, one on the large scale families) divided by the number of problems in the call; speed-up is CVXPY's time per "
-        "problem (on the first `cvx_problems_per_family` problems of the family) over the "
-        "method's." % s.get("reference_tol", float("nan")),
+        "of two, one on the large scale families) divided by the number of problems in the "
+        "call; speed-up is CVXPY's time per problem (on the first `cvx_problems_per_family` "
+        "problems of the family) over the method's." % s.get("reference_tol", float("nan")),
         "",
         _md_row(COLUMNS),
         "|" + "|".join("---" for _ in COLUMNS) + "|",

@@ -85,12 +85,17 @@ def dual_potentials(P: torch.Tensor, tol: float = 1e-9):
     """Optimal dual potentials ``(f, g)`` of the BROJA problem of a flat normalised float64
     batch ``P[B, n1, n2, ny]``: ``f[B, n1, ny]``, ``g[B, n2, ny]``, ``-inf`` where
     ``P(x1, y)`` (``P(x2, y)``) is zero."""
-    from .api import _choose_backend, _per_orientation
+    from .api import _choose_backend, _per_orientation, _swap_sources
 
     # The C++ solver where the automatic backend would use it (it factorises a dense system
     # whose size the problem sets); the PyTorch solver elsewhere, on the problem's device.
-    use_cpp = _choose_backend("auto", P, "exact") == "cpp"
-    sol = _per_orientation(P, lambda Q, _: cpp.solve(Q, tol) if use_cpp else solver.solve_exact(Q, tol))
+    # One Newton plan serves the backend choice, the orientation and the elimination.
+    plan = solver.newton_plan(P)
+    use_cpp = _choose_backend("auto", P, "exact", plan=plan) == "cpp"
+    lowrank = plan.structure == "lowrank"
+    sol = _per_orientation(
+        P, lambda Q, _: cpp.solve(Q, tol, lowrank=lowrank) if use_cpp else solver.solve_exact(Q, tol),
+        swap=_swap_sources(P, plan))
     return sol.f.to(P.device), sol.g.to(P.device)
 
 

@@ -86,9 +86,8 @@ def solve(P: torch.Tensor, tol: float, *, max_iter: int = 500, steps: int | None
     from . import _C
 
     arr = np.ascontiguousarray(P.detach().numpy(), dtype=np.float64)
-    if lowrank is None:
-        lowrank = elimination(P) == "lowrank"
-    lowrank = steps is None and lowrank
+    # Only exact solves take Newton steps: method "fast" never needs the elimination.
+    lowrank = steps is None and (elimination(P) == "lowrank" if lowrank is None else lowrank)
     out = _C.solve(arr, options(tol, max_iter, steps, lowrank), return_coupling)
     return Solution(*(torch.from_numpy(x) for x in out))
 
