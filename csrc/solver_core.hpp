@@ -67,6 +67,13 @@ constexpr double kPrimalBoundRange = 10.0;
 // max(mu_factor, kMuFactorSlow) (fastpid/solver.py, SLOW_CENTRING_STEPS).
 constexpr int kSlowCentringSteps = 8;
 constexpr double kMuFactorSlow = 0.1;
+// A step shorter than kRaiseBelowStep before the centre, while mu > kRaiseAboveFloor mu_floor,
+// raises mu by kMuRaise, to at most kMuRaiseCeiling times the previous level's
+// (fastpid/solver.py, RAISE_BELOW_STEP).
+constexpr double kRaiseBelowStep = 0.1;
+constexpr double kMuRaise = 10.0;
+constexpr double kMuRaiseCeiling = 0.3;
+constexpr double kRaiseAboveFloor = 200.0;
 FASTPID_HD inline bool primal_bound_due(bool centred, double dec2, double mu, double mu_floor,
                                         double ncells, double tol) {
   const bool near_floor = mu <= 10.0 * mu_floor && dec2 <= 10.0 * mu;
@@ -87,6 +94,23 @@ FASTPID_HD inline void fp_swap(T& a, T& b) {
   T t = a;
   a = b;
   b = t;
+}
+
+// The barrier parameter after a Newton step of length alpha at mu (fastpid/solver.py,
+// _next_mu): cut at a centre, raised after a short step. level_steps (Newton steps at this
+// mu, this one included) and mu_prev (the previous level's mu) are updated.
+FASTPID_HD inline double next_mu(double mu, bool centred, double alpha, double mu_factor,
+                                 double mu_floor, int& level_steps, double& mu_prev) {
+  if (centred) {
+    const bool slow = level_steps > kSlowCentringSteps;
+    level_steps = 0;
+    mu_prev = mu;
+    return fp_max(mu * (slow ? fp_max(mu_factor, kMuFactorSlow) : mu_factor), mu_floor);
+  }
+  const double ceiling = kMuRaiseCeiling * mu_prev;
+  if (alpha > 0.0 && alpha < kRaiseBelowStep && mu < ceiling && mu > kRaiseAboveFloor * mu_floor)
+    return fp_min(mu * kMuRaise, ceiling);
+  return mu;
 }
 
 FASTPID_HD inline void fill(double* x, size_t n, double v) {
@@ -1312,6 +1336,7 @@ struct Solver {
     const double mu_floor = fp_max(0.05 * opt.tol / ncells, kMuMin);
     for (int c = 0; c < n1 * n2; ++c) R[c] = mu / -expm1(ls[c]);
     int stalled = 0, level_steps = 0;  // level_steps: Newton steps at this mu
+    double mu_prev = mu;                // the previous level's mu (next_mu)
     for (int it = 0; it < opt.max_iter && upper - lower > opt.tol && stalled < 5 && !opt.cancelled();
          ++it) {
       const double gap_before = upper - lower;
@@ -1325,11 +1350,7 @@ struct Solver {
       if (primal_bound_due(centred, dec2, mu, mu_floor, ncells, opt.tol))
         improve_upper(upper, barrier_primal_bound(mu));
       const double mu_now = mu;
-      if (centred) {
-        const bool slow = level_steps > kSlowCentringSteps;
-        mu = fp_max(mu * (slow ? fp_max(opt.mu_factor, kMuFactorSlow) : opt.mu_factor), mu_floor);
-        level_steps = 0;
-      }
+      mu = next_mu(mu, centred, alpha, opt.mu_factor, mu_floor, level_steps, mu_prev);
       const double gap = upper - lower;
       const bool stuck = alpha == 0.0 || (mu_now <= mu_floor && centred && gap > 0.99 * gap_before);
       stalled = stuck ? stalled + 1 : 0;

@@ -116,6 +116,15 @@ def test_emulated_block_solver_matches_the_cpu_solver(shape, threads, kind):
     _assert_solves_like_the_cpu_solver(emulate.solve(P, cpp.options(1e-8), threads), _cpu_solve(P))
 
 
+def test_emulated_block_solver_raises_mu_like_the_cpu_solver():
+    """A sparse clustered joint whose solve raises mu after short steps (test_newton.py,
+    test_short_steps_raise_mu): the block solver follows the same barrier path."""
+    from pathlib import Path
+
+    P = np.load(Path(__file__).parent / "data" / "clustered_28x28x5.npy")[None]
+    _assert_solves_like_the_cpu_solver(emulate.solve(P, cpp.options(1e-8), 64), _cpu_solve(P))
+
+
 def test_block_solver_workspace_fits_shared_memory():
     # An H100 gives a block up to 227 KB of shared memory: 8x8x8 takes the block solver,
     # 20x20x10 (a Schur complement of side 200) one problem per thread.

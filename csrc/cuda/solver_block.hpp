@@ -312,6 +312,7 @@ struct Solver : Layout {
     const double mu_floor = fp_max(0.05 * opt.tol / ncells, detail::kMuMin);
     for (int c = r; c < n1 * n2; c += nt) R[c] = mu / -expm1(ls[c]);
     int stalled = 0, level_steps = 0;  // level_steps: Newton steps at this mu
+    double mu_prev = mu;                // the previous level's mu (detail::next_mu)
     for (int it = 0; it < opt.max_iter && upper - lower > opt.tol && stalled < 5; ++it) {
       const double gap_before = upper - lower;
       const double dec2 = newton_direction(mu);
@@ -325,11 +326,7 @@ struct Solver : Layout {
       if (detail::primal_bound_due(centred, dec2, mu, mu_floor, ncells, opt.tol))
         upper = fp_min(upper, barrier_primal_bound(mu));
       const double mu_now = mu;
-      if (centred) {  // by less after a slow centring (detail::kSlowCentringSteps)
-        const bool slow = level_steps > detail::kSlowCentringSteps;
-        mu = fp_max(mu * (slow ? fp_max(opt.mu_factor, detail::kMuFactorSlow) : opt.mu_factor), mu_floor);
-        level_steps = 0;
-      }
+      mu = detail::next_mu(mu, centred, alpha, opt.mu_factor, mu_floor, level_steps, mu_prev);
       const double gap = upper - lower;
       const bool stuck =
           alpha == 0.0 || (mu_now <= mu_floor && centred && gap > 0.99 * gap_before);
