@@ -671,8 +671,11 @@ def solve_exact(P: torch.Tensor, tol: float, max_iter: int = 500, warm_steps: in
         df, dg, dec2 = _newton_direction(sub, fa, ga, mua, fixed_f[active], fixed_g[active], structure, Ra)
         alpha, logs = _line_search(sub, fa, ga, mua, df, dg, dec2)
         R[active] = _multiplier_step(sub, fa, ga, df, dg, mua, Ra, alpha, logs)
-        fa = fa + alpha[:, None, None] * df
-        ga = ga + alpha[:, None, None] * dg
+        # A rejected step (alpha = 0) leaves the potentials alone, also where the direction
+        # is not finite (0 * nan would be nan).
+        moved = (alpha > 0)[:, None, None]
+        fa = torch.where(moved, fa + alpha[:, None, None] * df, fa)
+        ga = torch.where(moved, ga + alpha[:, None, None] * dg, ga)
         f[active], g[active] = fa, ga
         iters[active] += 1
         level_steps[active] += 1
