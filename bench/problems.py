@@ -26,6 +26,9 @@ FAMILIES = {
     "dense_12x12x6": dict(kind="dirichlet", shape=(12, 12, 6)),
     "clustered_20x20x10": dict(kind="clustered", k=20, n_classes=10, n_samples=2000),
     "clustered_20x20x28": dict(kind="clustered", k=20, n_classes=28, n_samples=4000),
+    # More clusters than samples per cell allow (8000 points over 40 x 40 x 6 cells): sparse,
+    # and its barrier path bends (short Newton steps after a cut of mu).
+    "clustered_40x40x6": dict(kind="clustered", k=40, n_classes=6, n_samples=8000),
     # Realistic alphabets (UCF-101, Kinetics-Sounds, many clusters, tiny sources): few
     # problems each (``scale``), solved by the automatic backend only.
     "clustered_20x20x101": dict(kind="clustered", k=20, n_classes=101, n_samples=20000, scale=True),
@@ -49,6 +52,7 @@ DESCRIPTIONS = {
                           "Gaussian mixture seen through two noisy views, each view "
                           "standardised → PCA(5) → KMeans(20), histogram of (code1, code2, label)",
     "clustered_20x20x28": "20×20×28, as above with 28 classes and 4000 points",
+    "clustered_40x40x6": "40×40×6, as above with KMeans(40) codes, 6 classes (CREMA-D's) and 8000 points",
 }
 
 BASE_SEED = 20240611
