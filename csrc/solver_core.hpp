@@ -58,6 +58,10 @@ namespace detail {
 constexpr double kNegInf = -HUGE_VAL;
 constexpr double kMuMin = 1e-13;  // below this R = mu / (1 - s) loses its digits
 constexpr double kKappa = 10.0;   // multipliers stay within [1/kKappa, kKappa] x mu / (1 - s)
+// Low-rank Newton systems: more refinement steps where the relative residual is still above
+// kRefineResidual (fastpid/solver.py, REFINE_RESIDUAL).
+constexpr double kRefineResidual = 1e-6;
+constexpr int kRefineMoreSteps = 8;
 
 // Whether an iterate gets a primal bound: near-centred iterates once mu is within 10x of its
 // floor, and centres where the barrier's gap mu * ncells is within kPrimalBoundRange of tol
@@ -671,9 +675,9 @@ struct NewtonScratch {
   // The low-rank elimination (empty without lowrank), v = n1 + n2 unknowns per y, C = n1 n2
   // cells: D_y (v x v, then its factor), D_y^-1 of every y, U's entries aT[y][c] (row i) and
   // bT[y][c] (row n1 + j), Z_y = D_y^-1 U_y of one y (v x C), the capacitance matrix K
-  // (C x C, then its factor), its Jacobi scaling kd, and vectors: per-y r, x0, x, z (ny v),
-  // per-cell uc (C).
-  double *D, *Dinv, *aT, *bT, *Z, *K, *kd, *r, *x0, *x, *z, *uc;
+  // (C x C, then its factor), its Jacobi scaling kd, and vectors: per-y r, x0, x, z, xb
+  // (ny v), per-cell uc (C).
+  double *D, *Dinv, *aT, *bT, *Z, *K, *kd, *r, *x0, *x, *z, *xb, *uc;
   CholeskyScratch chol;  // Schur: H_i (ny) and S (n2 ny); low-rank: D_y (v) and K (C)
 
   // schur / lowrank: whether to lay out that elimination's arrays (neither for method "fast").
@@ -699,6 +703,7 @@ struct NewtonScratch {
         kd(arena.doubles(lowrank ? n1 * n2 : 0)),
         r(arena.doubles(lowrank ? (n1 + n2) * ny : 0)), x0(arena.doubles(lowrank ? (n1 + n2) * ny : 0)),
         x(arena.doubles(lowrank ? (n1 + n2) * ny : 0)), z(arena.doubles(lowrank ? (n1 + n2) * ny : 0)),
+        xb(arena.doubles(lowrank ? (n1 + n2) * ny : 0)),
         uc(arena.doubles(lowrank ? n1 * n2 : 0)),
         chol(lowrank ? fp_max(n1 + n2, n1 * n2) : schur ? n2 * ny : 0, arena) {}
 };
@@ -1067,6 +1072,7 @@ struct Solver {
       lowrank_solve(x0, x0);
       for (int k = 0; k < v * ny; ++k) x[k] += x0[k];
     }
+    refine_further(r, x);
     double dec2 = 0;
     for (int y = 0; y < ny; ++y) {
       for (int i = 0; i < n1; ++i) {
@@ -1081,6 +1087,40 @@ struct Solver {
       }
     }
     return dec2;
+  }
+
+  // ||r - H x|| / ||r|| with x0 = r - H x.
+  FASTPID_HD double lowrank_relative_residual(const double* r, const double* x) {
+    const int n = (n1 + n2) * ny;
+    lowrank_residual(r, x, nw.x0);
+    double rr = 0, rn = 0;
+    for (int k = 0; k < n; ++k) {
+      rr += nw.x0[k] * nw.x0[k];
+      rn += r[k] * r[k];
+    }
+    return sqrt(rr) / fp_max(sqrt(rn), 1e-300);
+  }
+
+  // Where the refined Woodbury solution still leaves a relative residual above
+  // kRefineResidual (barrier levels near mu's floor with masses of 1e-13: residuals of 1e2,
+  // and Newton "directions" of negative decrement), up to kRefineMoreSteps more steps, keeping
+  // the x of the smallest residual (fastpid/solver.py, _refine_further).
+  FASTPID_HD void refine_further(const double* r, double* x) {
+    const int n = (n1 + n2) * ny;
+    double rel = lowrank_relative_residual(r, x);
+    if (rel <= kRefineResidual) return;
+    double best = rel == rel ? rel : HUGE_VAL;  // NaN: any finite residual is better
+    copy(x, n, nw.xb);
+    for (int step = 0; step < kRefineMoreSteps; ++step) {
+      lowrank_solve(nw.x0, nw.x0);
+      for (int k = 0; k < n; ++k) x[k] += nw.x0[k];
+      rel = lowrank_relative_residual(r, x);
+      if (rel < best) {
+        best = rel;
+        copy(x, n, nw.xb);
+      }
+    }
+    copy(nw.xb, n, x);
   }
 
   // Diagonal of D_y at row p (f rows i < n1, then g rows n1 + j) and its cross entry
