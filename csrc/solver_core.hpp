@@ -58,6 +58,9 @@ namespace detail {
 constexpr double kNegInf = -HUGE_VAL;
 constexpr double kMuMin = 1e-13;  // below this R = mu / (1 - s) loses its digits
 constexpr double kKappa = 10.0;   // multipliers stay within [1/kKappa, kKappa] x mu / (1 - s)
+// Sinkhorn sweeps (at least) behind a primal bound at mu's floor (fastpid/solver.py,
+// FLOOR_POLISH_SWEEPS).
+constexpr int kFloorPolishSweeps = 100;
 // Low-rank Newton systems: more refinement steps where the relative residual is still above
 // kRefineResidual (fastpid/solver.py, REFINE_RESIDUAL).
 constexpr double kRefineResidual = 1e-6;
@@ -1348,14 +1351,14 @@ struct Solver {
       }
   }
 
-  FASTPID_HD double barrier_primal_bound(double mu) {
+  FASTPID_HD double barrier_primal_bound(double mu, int sweeps) {
     for (int c = 0; c < n1 * n2; ++c) {
       Kr[c] = pr.cell[c] ? mu / -expm1(ls[c]) : 0.0;
       lr[c] = pr.cell[c] ? log(mu) - log(-expm1(ls[c])) : kNegInf;
     }
     for (int k = 0; k < n2 * ny; ++k) gp[k] = pr.m2[k] ? g[k] : kNegInf;
     pr.row_update(lr, Kr, gp, fp);
-    for (int s = 1; s < opt.polish_sweeps; ++s) {
+    for (int s = 1; s < sweeps; ++s) {
       pr.col_update(lr, Kr, fp, gp);
       pr.row_update(lr, Kr, gp, fp);
     }
@@ -1387,8 +1390,9 @@ struct Solver {
       ++level_steps;
       lower = fp_max(lower, pr.dual_bound(f, g, ls));
       const bool centred = dec2 <= 0.25 * mu;
+      const int sweeps = mu <= mu_floor ? fp_max(opt.polish_sweeps, kFloorPolishSweeps) : opt.polish_sweeps;
       if (primal_bound_due(centred, dec2, mu, mu_floor, ncells, opt.tol))
-        improve_upper(upper, barrier_primal_bound(mu));
+        improve_upper(upper, barrier_primal_bound(mu, sweeps));
       const double mu_now = mu;
       mu = next_mu(mu, centred, alpha, opt.mu_factor, mu_floor, level_steps, mu_prev);
       const double gap = upper - lower;

@@ -323,8 +323,10 @@ struct Solver : Layout {
       ++level_steps;
       lower = fp_max(lower, dual_bound());
       const bool centred = dec2 <= 0.25 * mu;
+      const int sweeps =
+          mu <= mu_floor ? fp_max(opt.polish_sweeps, detail::kFloorPolishSweeps) : opt.polish_sweeps;
       if (detail::primal_bound_due(centred, dec2, mu, mu_floor, ncells, opt.tol))
-        upper = fp_min(upper, barrier_primal_bound(mu));
+        upper = fp_min(upper, barrier_primal_bound(mu, sweeps));
       const double mu_now = mu;
       mu = detail::next_mu(mu, centred, alpha, opt.mu_factor, mu_floor, level_steps, mu_prev);
       const double gap = upper - lower;
@@ -618,14 +620,14 @@ struct Solver : Layout {
   }
 
   // Primal bound at the barrier centre: Sinkhorn sweeps on the kernel mu / (1 - s), from g.
-  FASTPID_BODY double barrier_primal_bound(double mu) {
+  FASTPID_BODY double barrier_primal_bound(double mu, int sweeps) {
     for (int c = r; c < n1 * n2; c += nt)
       lr[c] = cell[c] ? log(mu) - log(-expm1(ls[c])) : kNegInf;
     for (int k = r; k < n2 * ny; k += nt) gp[k] = m2(k) ? g[k] : kNegInf;
     b.sync();
     update_rows(b, n1, n2, ny, st.m.p1y, st.la, lr, gp, fp);
     b.sync();
-    for (int s = 1; s < opt.polish_sweeps; ++s) {
+    for (int s = 1; s < sweeps; ++s) {
       update_columns(b, n1, n2, ny, st.m.p2y, st.lb, lr, fp, gp);
       b.sync();
       update_rows(b, n1, n2, ny, st.m.p1y, st.la, lr, gp, fp);
