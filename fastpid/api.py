@@ -9,7 +9,7 @@ import torch
 
 from . import cpp, cuda, solver
 from ._autograd import attach_envelope_gradient
-from ._certify import checked_bracket, drop_negligible, output_gap
+from ._certify import array_module, checked_bracket, drop_negligible, output_gap
 from ._resources import CHUNK_FLOATS, check_memory, per_problem_floats
 from ._validate import check_base, check_choice, check_distribution, check_positive_int, check_tol, result_dtype
 from .exceptions import ConvergenceWarning
@@ -94,6 +94,11 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
         raise ValueError(f"return_coupling=True is not available with backend={backend!r}; "
                          "use backend='auto', 'torch' or 'cpp'")
 
+    if method == "exact" and backend in ("auto", "cpp") and not return_coupling and not progress:
+        # CPU inputs without gradients: the same solve with less bookkeeping, or None.
+        res = _cpu_route.exact_pid(P, DEFAULT_TOL[torch.float64] if tol is None else tol, max_iter, base, backend)
+        if res is not None:
+            return res
     T, is_numpy = check_distribution(P, float64=True)
     out_dtype = result_dtype(P)
     if backend == "cvx" and T.requires_grad:
@@ -145,11 +150,9 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
     converged = in_nats.to(gap.dtype) <= tol
     if status is not None:
         converged = converged & torch.as_tensor([s == "optimal" for s in status], device=gap.device)
-    _warn_unconverged(method, backend, converged, broken, gap, tol, max_iter)
+    warn_unconverged(method, backend, converged, broken, gap, tol, max_iter)
     # The seven terms in one array (one conversion to the output type instead of seven).
-    terms = torch.stack([mi1 + mi2 - value, value - mi2, value - mi1, mi - value, mi, mi1, mi2])
-    terms = terms.clamp_min(0.0) if scale == 1.0 else terms.clamp_min(0.0) * scale
-    terms = terms.to(out_dtype)
+    terms = pid_terms(mi, mi1, mi2, value, scale).to(out_dtype)
 
     def out(x, dtype=None):
         """``x`` (batch axes flattened to one) with the batch shape, as the caller's array type."""
@@ -172,7 +175,16 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
     )
 
 
-def _warn_unconverged(method, backend, converged, broken, gap, tol, max_iter):
+def pid_terms(mi, mi1, mi2, value, scale: float):
+    """``(7, B)``: redundancy, unique1, unique2 and synergy from ``V = value`` and the closed
+    forms, then ``mi``, ``mi1``, ``mi2``; clamped at 0 and times ``scale`` (the output units).
+    Torch tensors or numpy arrays."""
+    xp = array_module(value)
+    terms = xp.clip(xp.stack([mi1 + mi2 - value, value - mi2, value - mi1, mi - value, mi, mi1, mi2]), 0.0, None)
+    return terms if scale == 1.0 else terms * scale
+
+
+def warn_unconverged(method, backend, converged, broken, gap, tol, max_iter, stacklevel: int = 3):
     """A :class:`ConvergenceWarning` for fastpid's exact solves that stopped short of ``tol``
     (not CVXPY's, whose gap is the closed-form bracket), and for any problem whose solver
     bracket was broken (the closed-form bracket is reported)."""
@@ -181,14 +193,14 @@ def _warn_unconverged(method, backend, converged, broken, gap, tol, max_iter):
             f"{int(broken.sum())} problem(s) got no valid bracket from the solver (a bound was "
             "not finite or the bounds crossed); their terms use the closed-form bracket "
             "max(I1, I2) <= V <= min(I_Q0, I12, I1 + I2), and gap is its width",
-            ConvergenceWarning, stacklevel=3)
+            ConvergenceWarning, stacklevel=stacklevel)
     elif method == "exact" and backend != "cvx" and not bool(converged.all()):
         bad = ~converged
         warnings.warn(
-            f"{int(bad.sum())} of {converged.numel()} problem(s) stopped with gap > tol={tol:g} "
+            f"{int(bad.sum())} of {math.prod(converged.shape)} problem(s) stopped with gap > tol={tol:g} "
             f"(largest gap {float(gap[bad].max()):.3g} nats); raise max_iter (now {max_iter}) or "
             "tol. The reported gap still bounds the error of every term.",
-            ConvergenceWarning, stacklevel=3)
+            ConvergenceWarning, stacklevel=stacklevel)
 
 
 def _triton():
@@ -270,10 +282,7 @@ def _choose_backend(backend: str, flat: torch.Tensor, method: str, return_coupli
         # the free potentials, or low-rank capacitance matrix); where the PyTorch solver's
         # elimination over admissible potentials only is cheapest (mostly empty pairs
         # (x, y)), or that system is large, the PyTorch solver is faster (see fastpid.cpp).
-        plan = plan or solver.newton_plan(flat)
-        size = cpp.system_size(n1, n2, ny, plan.structure, plan.schur_free)
-        small = plan.structure != "sparse" and size <= cpp.AUTO_MAX_SYSTEM
-        return "cpp" if small and cpp.available()[0] else "torch"
+        return "cpp" if cpp_suits(n1, n2, ny, plan or solver.newton_plan(flat)) else "torch"
     if method == "exact":
         usable = not return_coupling and cuda.available(device)[0] and cuda.exact_route(n1, n2, ny, device)[0]
         return "cuda" if usable else "torch"
@@ -282,6 +291,19 @@ def _choose_backend(backend: str, flat: torch.Tensor, method: str, return_coupli
     if _triton().available(device)[0] and _triton().size_route(n1, n2, ny)[0]:
         return "triton"
     return "torch"
+
+
+def cpp_suits(n1: int, n2: int, ny: int, plan) -> bool:
+    """Whether ``backend="auto"`` solves CPU problems ``n1 x n2 x ny`` whose
+    :func:`fastpid.solver.newton_plan` is ``plan`` by the C++ solver (see :func:`_choose_backend`)."""
+    size = cpp.system_size(n1, n2, ny, plan.structure, plan.schur_free)
+    return plan.structure != "sparse" and size <= cpp.AUTO_MAX_SYSTEM and cpp.available()[0]
+
+
+def swap_rule(n1: int, n2: int, free1, free2):
+    """:func:`_swap_sources` from the sizes and the per-problem counts of free potentials
+    (torch tensors or numpy arrays): a bool for every problem where the sizes differ."""
+    return n2 > n1 if n1 != n2 else free1 < free2
 
 
 def _swap_sources(P: torch.Tensor, plan=None) -> torch.Tensor:
@@ -294,9 +316,9 @@ def _swap_sources(P: torch.Tensor, plan=None) -> torch.Tensor:
     :func:`fastpid.solver.newton_plan` of ``P``, whose counts are used where given."""
     B, n1, n2 = P.shape[:3]
     if n1 != n2:
-        return torch.full((B,), n2 > n1, dtype=torch.bool, device=P.device)
+        return torch.full((B,), swap_rule(n1, n2, None, None), dtype=torch.bool, device=P.device)
     free1, free2 = solver.free_potentials(P) if plan is None else (plan.free1, plan.free2)
-    return free1 < free2
+    return swap_rule(n1, n2, free1, free2)
 
 
 def _per_orientation(P: torch.Tensor, solve, bracket=None, swap=None) -> solver.Solution:
@@ -419,3 +441,7 @@ def _solve_cvx(flat, lower0, upper0):
     value = torch.minimum(torch.maximum(value, lower0), upper0)
     half = torch.maximum(value - lower0, upper0 - value)
     return value, value - half, value + half, tuple(status)
+
+
+# Last: the route imports this module (its helpers are looked up when it runs).
+from . import _cpu_route  # noqa: E402

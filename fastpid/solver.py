@@ -36,6 +36,7 @@ from typing import Optional
 
 import torch
 
+from ._certify import array_module
 from .info import marginals, mutual_informations, proxy_coupling_mi
 
 _NEG_INF = float("-inf")
@@ -326,6 +327,13 @@ def newton_plan(P: torch.Tensor) -> NewtonPlan:
     B, n1, n2, ny = P.shape
     free1, free2 = free_potentials(P)
     most1, most2 = torch.stack([free1, free2]).amax(1).tolist() if B else (0, 0)
+    return plan_for_counts(n1, n2, ny, most1, most2, free1, free2)
+
+
+def plan_for_counts(n1: int, n2: int, ny: int, most1: int, most2: int, free1=None, free2=None) -> NewtonPlan:
+    """:func:`newton_plan` of a batch of ``n1 x n2 x ny`` problems whose largest numbers of
+    admissible potentials are ``most1`` (X1) and ``most2`` (X2); ``free1``, ``free2``: the
+    per-problem counts, kept in the plan."""
     mf, mg = (most2, most1) if n2 > n1 else (most1, most2)
     n1, n2 = max(n1, n2), min(n1, n2)
     cost = newton_cost(n1, n2, ny, mf, mg)
@@ -626,15 +634,17 @@ def closed_form_bracket(P: torch.Tensor, closed_forms=None):
     """``(mi, mi1, mi2, lower, upper)``: the free bracket ``max(I1,I2) <= V <= min(I_Q0, I12, I1+I2)``.
 
     ``V <= I1 + I2`` is non-negativity of redundancy, a theorem of the BROJA PID.
-    ``closed_forms(P) -> (mi, mi1, mi2, I_Q0)`` replaces the torch computation (a fused kernel).
+    ``closed_forms(P) -> (mi, mi1, mi2, I_Q0)`` replaces the torch computation (a fused kernel;
+    numpy arrays in, numpy arrays out, where :mod:`fastpid._cpu_route` passes them).
     """
     if closed_forms is None:
         mi, mi1, mi2 = mutual_informations(P)
         mi_q0 = proxy_coupling_mi(P)
     else:
         mi, mi1, mi2, mi_q0 = closed_forms(P)
-    lower = torch.maximum(mi1, mi2)
-    upper = torch.minimum(torch.minimum(mi_q0, mi), mi1 + mi2)
+    xp = array_module(mi1)
+    lower = xp.maximum(mi1, mi2)
+    upper = xp.minimum(xp.minimum(mi_q0, mi), mi1 + mi2)
     return mi, mi1, mi2, lower, upper
 
 

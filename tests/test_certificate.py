@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import fastpid
-from fastpid import _certify, api, solver
+from fastpid import _certify, _cpu_route, api, solver
 from fastpid.exceptions import ConvergenceWarning
 
 BACKENDS = ["cpp", "torch"]
@@ -84,20 +84,34 @@ def test_drop_bound_covers_a_real_change():
             assert abs(float(getattr(a, k)) - float(getattr(b, k))) <= bound
 
 
-@pytest.mark.parametrize("method", ["exact", "fast"])
-def test_broken_bracket_falls_back_with_a_warning(monkeypatch, method):
-    """A solver bracket that is not finite, or crossed, must never be clamped into gap 0."""
-    real = api._solve_oriented
+@pytest.mark.parametrize("method,route", [("exact", "general"), ("fast", "general"), ("exact", "cpu")])
+def test_broken_bracket_falls_back_with_a_warning(monkeypatch, method, route):
+    """A solver bracket that is not finite, or crossed, must never be clamped into gap 0, on
+    either route of pid() (the general one, and fastpid._cpu_route's for exact C++ solves)."""
+    def cross(lower, upper):
+        lower[0] = math.inf
+        upper[1] = lower[1] - 0.1
 
-    def broken(*args, **kwargs):
-        sol = real(*args, **kwargs)
-        sol.lower = sol.lower.clone()
-        sol.lower[0] = math.inf
-        sol.upper = sol.upper.clone()
-        sol.upper[1] = sol.lower[1] - 0.1
-        return sol
+    if route == "general":
+        real = api._solve_oriented
 
-    monkeypatch.setattr(api, "_solve_oriented", broken)
+        def broken(*args, **kwargs):
+            sol = real(*args, **kwargs)
+            sol.lower, sol.upper = sol.lower.clone(), sol.upper.clone()
+            cross(sol.lower, sol.upper)
+            return sol
+
+        monkeypatch.setattr(_cpu_route, "exact_pid", lambda *a, **k: None)
+        monkeypatch.setattr(api, "_solve_oriented", broken)
+    else:
+        real = _cpu_route._solve
+
+        def broken(*args):
+            lower, upper, iterations = real(*args)
+            cross(lower, upper)
+            return lower, upper, iterations
+
+        monkeypatch.setattr(_cpu_route, "_solve", broken)
     rng = np.random.default_rng(0)
     P = rng.dirichlet(np.ones(27), size=3).reshape(3, 3, 3, 3)
     with pytest.warns(ConvergenceWarning, match="no valid bracket"):

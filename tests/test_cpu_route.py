@@ -1,0 +1,91 @@
+"""The numpy route of pid() for exact C++ solves of CPU inputs (fastpid._cpu_route) against the
+general route: the same joint to the last bit, so every field of the result must be equal."""
+import numpy as np
+import pytest
+import torch
+
+import fastpid
+from fastpid import _cpu_route, cpp
+from helpers import random_joint
+
+pytestmark = pytest.mark.skipif(not cpp.available()[0], reason="the C++ solver is not built")
+
+
+def _general(monkeypatch, P, **kw):
+    """pid() by the general route only."""
+    with monkeypatch.context() as m:
+        m.setattr(_cpu_route, "exact_pid", lambda *a, **k: None)
+        return fastpid.pid(P, **kw)
+
+
+def _assert_same(got, ref):
+    assert (got.method, got.backend, got.base, got.status, got.coupling) == \
+        (ref.method, ref.backend, ref.base, ref.status, ref.coupling)
+    for name in ("redundancy", "unique1", "unique2", "synergy", "mi", "mi1", "mi2", "gap",
+                 "converged", "iterations"):
+        a, b = getattr(got, name), getattr(ref, name)
+        assert type(a) is type(b) and a.dtype == b.dtype and a.shape == b.shape, name
+        assert np.array_equal(np.asarray(a), np.asarray(b)), name
+
+
+def _inputs():
+    rng = np.random.default_rng(11)
+    cases = {
+        "odd sizes": np.stack([random_joint(rng, (5, 3, 7)) for _ in range(3)]),
+        "single 1x1x1": np.ones((1, 1, 1)),
+        "single 1x4x3": random_joint(rng, (1, 4, 3)),
+        "zeros": np.stack([random_joint(rng, (6, 6, 4), sparsity=0.6) for _ in range(4)]),
+        "tiny masses": np.stack([random_joint(rng, (4, 5, 3), sparsity=0.3, tiny=1e-13) for _ in range(3)]),
+        "equal sizes, mixed orientations": np.stack(
+            [random_joint(rng, (6, 6, 5), sparsity=s) for s in (0.0, 0.5, 0.7, 0.2)]),
+        "X2 larger": random_joint(rng, (3, 9, 4)),
+        "batch shape (2, 3)": np.stack([random_joint(rng, (4, 4, 3)) for _ in range(6)]).reshape(2, 3, 4, 4, 3),
+        "counts": rng.integers(0, 5, size=(2, 5, 4, 3)),
+        "bool": rng.random((4, 3, 2)) < 0.5,
+        "float32": random_joint(rng, (5, 4, 3)).astype(np.float32),
+        "many classes (low-rank)": random_joint(rng, (2, 3, 300)),
+    }
+    cases["bool"][0, 0, 0] = True
+    small = cases["tiny masses"]
+    small[0, 0, 0, 0] = 1e-50  # above NEGLIGIBLE: solved as it is
+    return cases
+
+
+# Numpy inputs of every case, and float64 torch tensors (the torch inputs this route takes).
+_CASES = [(name, False) for name in _inputs()] + [
+    (name, True) for name, P in _inputs().items() if P.dtype == np.float64]
+
+
+@pytest.mark.parametrize("name,as_torch", _CASES)
+def test_same_results_as_the_general_route(monkeypatch, name, as_torch):
+    P = _inputs()[name]
+    P = torch.from_numpy(P) if as_torch else P
+    assert _cpu_route.exact_pid(P, 1e-8, 500, None, "auto") is not None  # this route takes it
+    for kw in ({}, {"base": 2}, {"tol": 1e-6}, {"backend": "cpp"}):
+        _assert_same(fastpid.pid(P, **kw), _general(monkeypatch, P, **kw))
+
+
+def test_unconverged_solves_warn_alike(monkeypatch):
+    P = random_joint(np.random.default_rng(3), (6, 5, 4))
+    with pytest.warns(fastpid.ConvergenceWarning) as got:
+        res = fastpid.pid(P, max_iter=2)
+    with pytest.warns(fastpid.ConvergenceWarning) as ref:
+        _assert_same(res, _general(monkeypatch, P, max_iter=2))
+    assert [str(w.message) for w in got] == [str(w.message) for w in ref]
+
+
+@pytest.mark.parametrize("P", [
+    np.full((3, 3, 2), -1.0),                      # invalid: the general route raises
+    np.array([[[1.0, 1e-70], [1.0, 1.0]]]),        # below NEGLIGIBLE: dropped with a bound
+    np.zeros((0, 3, 3, 2)),                         # empty batch
+])
+def test_what_this_route_leaves_to_the_general_one(P):
+    assert _cpu_route.exact_pid(P, 1e-8, 500, None, "auto") is None
+
+
+def test_gradients_and_other_dtypes_take_the_general_route():
+    P = torch.from_numpy(random_joint(np.random.default_rng(4), (3, 3, 2)))
+    assert _cpu_route.exact_pid(P.clone().requires_grad_(), 1e-8, 500, None, "auto") is None
+    assert _cpu_route.exact_pid(P.float(), 1e-8, 500, None, "auto") is None
+    assert _cpu_route.exact_pid(P.tolist(), 1e-8, 500, None, "auto") is None
+    assert _cpu_route.exact_pid(P, 1e-8, 500, None, "auto") is not None
