@@ -39,7 +39,7 @@ struct SolveOptions {
   int max_iter = 500;      // Newton iterations
   int warm_steps = 10;     // Blahut-Arimoto steps before Newton (or the whole budget: fast)
   int polish_sweeps = 20;  // Sinkhorn sweeps in the primal bound at barrier centres
-  double mu_factor = 0.02; // barrier parameter shrink per centring
+  double mu_factor = 0.1;  // mu after each step: at most this times the mean R (1 - s)
   double omega = 1.5;      // over-relaxation of the Blahut-Arimoto steps
   bool newton = true;      // false: method "fast", alternation only
   // Newton directions by per-y blocks and a low-rank correction over the cells (few cells,
@@ -57,7 +57,15 @@ namespace detail {
 
 constexpr double kNegInf = -HUGE_VAL;
 constexpr double kMuMin = 1e-13;  // below this R = mu / (1 - s) loses its digits
-constexpr double kKappa = 10.0;   // multipliers stay within [1/kKappa, kKappa] x mu / (1 - s)
+// A primal-dual step goes this fraction of the way to where a slack or a multiplier would
+// reach zero (fastpid/solver.py, FRACTION_TO_BOUNDARY). One shorter than kMinStep, or leading
+// to a cell with log s above kMaxLogS, gives way to a barrier step (fastpid/solver.py,
+// MIN_STEP, MAX_LOG_S); multipliers after a barrier step stay within [1/kKappa, kKappa] x
+// mu / (1 - s).
+constexpr double kFractionToBoundary = 0.99;
+constexpr double kMinStep = 0.1;
+constexpr double kMaxLogS = 1.0;
+constexpr double kKappa = 10.0;
 // Sinkhorn sweeps (at least) behind a primal bound at mu's floor (fastpid/solver.py,
 // FLOOR_POLISH_SWEEPS).
 constexpr int kFloorPolishSweeps = 100;
@@ -66,28 +74,15 @@ constexpr int kFloorPolishSweeps = 100;
 constexpr double kRefineResidual = 1e-6;
 constexpr int kRefineMoreSteps = 8;
 
-// Whether an iterate gets a primal bound: near-centred iterates once mu is within 10x of its
-// floor, and centres where the barrier's gap mu * ncells is within kPrimalBoundRange of tol
+// Whether an iterate gets a primal bound: one near its centre (dec2 <= 10 mu) once the
+// barrier's gap mu * ncells is within kPrimalBoundRange of tol, or mu within 10x of its floor
 // (fastpid/solver.py, _primal_bound_due).
 constexpr double kPrimalBoundRange = 10.0;
-// After a centring of more than kSlowCentringSteps Newton steps, mu shrinks by
-// max(mu_factor, kMuFactorSlow) (fastpid/solver.py, SLOW_CENTRING_STEPS).
-constexpr int kSlowCentringSteps = 8;
-constexpr double kMuFactorSlow = 0.1;
-// A step shorter than kRaiseBelowStep before the centre, while mu > kRaiseAboveFloor mu_floor,
-// raises mu by kMuRaise, to at most kMuRaiseCeiling times the previous level's
-// (fastpid/solver.py, RAISE_BELOW_STEP).
-constexpr double kRaiseBelowStep = 0.1;
-constexpr double kMuRaise = 10.0;
-constexpr double kMuRaiseCeiling = 0.3;
-constexpr double kRaiseAboveFloor = 200.0;
-FASTPID_HD inline bool primal_bound_due(bool centred, double dec2, double mu, double mu_floor,
-                                        double ncells, double tol) {
-  const bool near_floor = mu <= 10.0 * mu_floor && dec2 <= 10.0 * mu;
-  return (centred && mu * ncells <= kPrimalBoundRange * tol) || near_floor;
+FASTPID_HD inline bool primal_bound_due(double dec2, double mu, double mu_floor, double ncells, double tol) {
+  return dec2 <= 10.0 * mu && (mu * ncells <= kPrimalBoundRange * tol || mu <= 10.0 * mu_floor);
 }
 
-// The backtracking's next trial step: 1, 0.85, 0.7, 0.55, then halving.
+// The barrier step's backtracking: 1, 0.85, 0.7, 0.55, then halving.
 FASTPID_HD inline double shorter_step(double alpha) { return alpha > 0.6 ? alpha - 0.15 : 0.5 * alpha; }
 
 // std::max, std::min and std::swap are host-only in device code; these are the same
@@ -103,21 +98,10 @@ FASTPID_HD inline void fp_swap(T& a, T& b) {
   b = t;
 }
 
-// The barrier parameter after a Newton step of length alpha at mu (fastpid/solver.py,
-// _next_mu): cut at a centre, raised after a short step. level_steps (Newton steps at this
-// mu, this one included) and mu_prev (the previous level's mu) are updated.
-FASTPID_HD inline double next_mu(double mu, bool centred, double alpha, double mu_factor,
-                                 double mu_floor, int& level_steps, double& mu_prev) {
-  if (centred) {
-    const bool slow = level_steps > kSlowCentringSteps;
-    level_steps = 0;
-    mu_prev = mu;
-    return fp_max(mu * (slow ? fp_max(mu_factor, kMuFactorSlow) : mu_factor), mu_floor);
-  }
-  const double ceiling = kMuRaiseCeiling * mu_prev;
-  if (alpha > 0.0 && alpha < kRaiseBelowStep && mu < ceiling && mu > kRaiseAboveFloor * mu_floor)
-    return fp_min(mu * kMuRaise, ceiling);
-  return mu;
+// The barrier parameter after a step (fastpid/solver.py, _next_mu): mu_factor times the mean
+// complementarity R (1 - s) of the cells, never above mu nor below its floor.
+FASTPID_HD inline double next_mu(double mu, double mean_complementarity, double mu_factor, double mu_floor) {
+  return fp_max(fp_min(mu, mu_factor * mean_complementarity), mu_floor);
 }
 
 FASTPID_HD inline void fill(double* x, size_t n, double v) {
@@ -661,7 +645,7 @@ struct Problem {
 // complement S on g; what the back substitution needs of it is kept per i.
 struct NewtonScratch {
   // Per cell (i, j, y): W = p(y) exp(f + g), tW = R W and Wt2 = R W / (1 - s), where R is
-  // the cell's multiplier (the Hessian's weight); per cell (i, j): oms = 1 - s.
+  // the cell's multiplier (the Hessian's weight); per cell (i, j): oms = the slack tau (1 - s at a feasible point).
   double *W, *tW, *Wt2, *oms;
   // Gradient and Jacobi scaling of the f and g unknowns (the scaled system is solved).
   double *grad_f, *sf, *grad_g, *sg;
@@ -718,9 +702,11 @@ struct Solver {
   const int n1, n2, ny;
   double *f, *g;  // potentials; entries outside the masks are not used
   double* R;      // per cell: the multiplier that weights the Newton system
+  double *tau, *rp;  // per cell: the slack, which tends to 1 - s, and 1 - s - tau
+  double *dtau, *dR;  // per cell: the slack's and the multiplier's steps
   double *logR, *ls, *Q;
   char *fixed_f, *fixed_g;
-  double *ft, *gt, *lst;  // line-search trial point, swapped with (f, g, ls) when accepted
+  double *ft, *gt, *lst;  // trial point, swapped with (f, g, ls) when a step is taken
   double *df, *dg;        // Newton direction
   double *lr, *fp, *gp;   // barrier_primal_bound()'s kernel and potentials
   double* Kr;             // exp of the kernel of the Sinkhorn steps (logR or lr)
@@ -729,7 +715,9 @@ struct Solver {
 
   FASTPID_HD Solver(const Problem& pr, const SolveOptions& opt, Arena& arena)
       : pr(pr), opt(opt), n1(pr.n1), n2(pr.n2), ny(pr.ny), f(arena.doubles(n1 * ny)),
-        g(arena.doubles(n2 * ny)), R(arena.doubles(n1 * n2)), logR(arena.doubles(n1 * n2)), ls(arena.doubles(n1 * n2)),
+        g(arena.doubles(n2 * ny)), R(arena.doubles(n1 * n2)), tau(arena.doubles(n1 * n2)),
+        rp(arena.doubles(n1 * n2)), dtau(arena.doubles(n1 * n2)), dR(arena.doubles(n1 * n2)),
+        logR(arena.doubles(n1 * n2)), ls(arena.doubles(n1 * n2)),
         Q(arena.doubles(n1 * n2 * ny)), fixed_f(arena.bytes(n1 * ny)),
         fixed_g(arena.bytes(n2 * ny)), ft(arena.doubles(n1 * ny)), gt(arena.doubles(n2 * ny)),
         lst(arena.doubles(n1 * n2)), df(arena.doubles(n1 * ny)), dg(arena.doubles(n2 * ny)),
@@ -870,14 +858,16 @@ struct Solver {
       if (fixed_g[q]) rhs[q] = 0.0;
   }
 
-  // W, tW, Wt2, oms (see NewtonScratch) at the current point.
+  // W, tW, Wt2, oms (see NewtonScratch) and rp at the current point.
   FASTPID_HD void barrier_weights() {
     double *W = nw.W, *tW = nw.tW, *Wt2 = nw.Wt2;
     pr.factors(f, g);
     for (int i = 0; i < n1; ++i)
       for (int j = 0; j < n2; ++j) {
-        double oms = -expm1(ls[i * n2 + j]);
-        nw.oms[i * n2 + j] = oms;
+        const int c = i * n2 + j;
+        rp[c] = pr.cell[c] ? -expm1(ls[c]) - tau[c] : 0.0;
+        double oms = tau[c];
+        nw.oms[c] = oms;
         double t = R[i * n2 + j], t2 = t / oms;
         for (int y = 0; y < ny; ++y) {
           int k = (i * n2 + j) * ny + y;
@@ -889,8 +879,9 @@ struct Solver {
       }
   }
 
-  // Gradients of the barrier objective for f and g (0 on fixed unknowns; each cell's
-  // multiplier at its barrier value mu / (1 - s)) and the Jacobi scalings 1 / sqrt(diag H).
+  // Right-hand sides of the primal-dual Newton system for f and g (0 on fixed unknowns; each
+  // cell weighted by (mu - R rp) / tau, which is mu / (1 - s) where the slack is 1 - s) and the
+  // Jacobi scalings 1 / sqrt(diag H).
   FASTPID_HD void scaled_gradient(double mu) {
     const double *W = nw.W, *tW = nw.tW, *Wt2 = nw.Wt2;
     for (int i = 0; i < n1; ++i)
@@ -900,7 +891,7 @@ struct Solver {
           int k = (i * n2 + j) * ny + y;
           st += tW[k];
           sd += Wt2[k] * W[k];
-          sb += mu / nw.oms[i * n2 + j] * W[k];
+          sb += (mu - R[i * n2 + j] * rp[i * n2 + j]) / nw.oms[i * n2 + j] * W[k];
         }
         int q = i * ny + y;
         nw.grad_f[q] = fixed_f[q] ? 0.0 : pr.p1y[q] - sb;
@@ -913,7 +904,7 @@ struct Solver {
           int k = (i * n2 + j) * ny + y;
           st += tW[k];
           sd += Wt2[k] * W[k];
-          sb += mu / nw.oms[i * n2 + j] * W[k];
+          sb += (mu - R[i * n2 + j] * rp[i * n2 + j]) / nw.oms[i * n2 + j] * W[k];
         }
         int q = j * ny + y;
         nw.grad_g[q] = fixed_g[q] ? 0.0 : pr.p2y[q] - sb;
@@ -1311,6 +1302,78 @@ struct Solver {
     return dec2;
   }
 
+  // The change of cell (i, j)'s s along the direction (df, dg), to first order (W of the
+  // point the direction was computed at).
+  FASTPID_HD double change_of_s(int i, int j) const {
+    const int c = i * n2 + j;
+    double ds = 0;
+    for (int y = 0; y < ny; ++y) ds += nw.W[c * ny + y] * (df[i * ny + y] + dg[j * ny + y]);
+    return ds;
+  }
+
+  // The primal-dual step along (df, dg) (fastpid/solver.py, _primal_dual_step): per cell the
+  // slack's and the multiplier's steps from the linearised s + tau = 1 and R tau = mu,
+  // dtau = rp - ds (ds: the change of s along the direction) and dR = (mu - R tau - R dtau) /
+  // tau, and the step length kFractionToBoundary of the way to where a slack or a multiplier
+  // would reach zero, at most 1. Moves (f, g, ls, tau, R) and returns the length; 0 (nothing
+  // moves) where the direction is not finite; -1 (nothing moves) where a barrier step must be
+  // taken instead: a step shorter than kMinStep, no ascent (dec2 <= 0), or a point with a
+  // cell's log s above kMaxLogS or not finite.
+  FASTPID_HD double primal_dual_step(double mu, double dec2) {
+    if (!isfinite(dec2)) return 0.0;
+    double longest = HUGE_VAL;
+    for (int i = 0; i < n1; ++i)
+      for (int j = 0; j < n2; ++j) {
+        const int c = i * n2 + j;
+        if (!pr.cell[c]) continue;
+        dtau[c] = rp[c] - change_of_s(i, j);
+        dR[c] = (mu - R[c] * tau[c] - R[c] * dtau[c]) / tau[c];
+        if (dtau[c] < 0) longest = fp_min(longest, -tau[c] / dtau[c]);
+        if (dR[c] < 0) longest = fp_min(longest, -R[c] / dR[c]);
+      }
+    const double alpha = fp_min(1.0, kFractionToBoundary * longest);
+    if (!(alpha > 0.0)) return 0.0;
+    if (alpha < kMinStep || !(dec2 > 0.0)) return -1.0;
+    for (int k = 0; k < n1 * ny; ++k) ft[k] = f[k] + alpha * df[k];
+    for (int k = 0; k < n2 * ny; ++k) gt[k] = g[k] + alpha * dg[k];
+    pr.log_s(ft, gt, lst);
+    for (int c = 0; c < n1 * n2; ++c)
+      if (pr.cell[c] && !(lst[c] <= kMaxLogS)) return -1.0;  // NaN fails too
+    fp_swap(f, ft);
+    fp_swap(g, gt);
+    fp_swap(ls, lst);
+    for (int c = 0; c < n1 * n2; ++c)
+      if (pr.cell[c]) {
+        tau[c] += alpha * dtau[c];
+        R[c] += alpha * dR[c];
+      }
+    return alpha;
+  }
+
+  // The barrier step that stands in for a primal-dual step (fastpid/solver.py, _barrier_step):
+  // from a point inside the domain max s < 1 (f shifted down if it is not), with the slacks at
+  // 1 - s, the Newton direction of the barrier objective, a backtracking line search that
+  // stays in the domain, and the multipliers' step; the slacks end at 1 - s of the new point.
+  // Returns the step length (0: rejected).
+  FASTPID_HD double barrier_step(double mu) {
+    double mx = kNegInf;
+    for (int c = 0; c < n1 * n2; ++c)
+      if (pr.cell[c]) mx = fp_max(mx, ls[c]);
+    if (mx >= 0.0) {
+      for (int k = 0; k < n1 * ny; ++k)
+        if (pr.m1[k]) f[k] -= mx + 1e-3;
+      pr.log_s(f, g, ls);
+    }
+    for (int c = 0; c < n1 * n2; ++c)
+      if (pr.cell[c]) tau[c] = -expm1(ls[c]);
+    const double dec2 = newton_direction(mu);
+    const double alpha = line_search(mu, dec2);
+    multiplier_step(mu, alpha);
+    for (int c = 0; c < n1 * n2; ++c)
+      if (pr.cell[c]) tau[c] = -expm1(ls[c]);
+    return alpha;
+  }
+
   // Backtracking (Armijo) step along (df, dg) that keeps max s < 1; moves (f, g, ls) to the
   // accepted point and returns the step length (0: rejected, nothing moves).
   FASTPID_HD double line_search(double mu, double dec2) {
@@ -1332,7 +1395,7 @@ struct Solver {
     return 0.0;
   }
 
-  // The multipliers after the Newton step (df, dg) (ls already at the new point): the full
+  // The multipliers after the barrier step (df, dg) (ls already at the new point): the full
   // primal-dual step of R (1 - s) = mu, dR = (mu - R t + R ds) / t with t = 1 - s at the old
   // point and ds the change of s along the direction, kept above 1% of R and within
   // [1/kKappa, kKappa] times mu / (1 - s) at the new point; a rejected step (alpha = 0) resets
@@ -1342,8 +1405,7 @@ struct Solver {
       for (int j = 0; j < n2; ++j) {
         const int c = i * n2 + j;
         if (!pr.cell[c]) continue;
-        double ds = 0;
-        for (int y = 0; y < ny; ++y) ds += nw.W[c * ny + y] * (df[i * ny + y] + dg[j * ny + y]);
+        const double ds = change_of_s(i, j);
         const double t = nw.oms[c], r = R[c];
         const double stepped = fp_max(r + (mu - r * t + r * ds) / t, 0.01 * r);
         const double centre = mu / -expm1(ls[c]);
@@ -1351,10 +1413,20 @@ struct Solver {
       }
   }
 
-  FASTPID_HD double barrier_primal_bound(double mu, int sweeps) {
+  // The mean of R tau over the cells: the barrier parameter the iterate is at.
+  FASTPID_HD double mean_complementarity() const {
+    double sum = 0;
+    for (int c = 0; c < n1 * n2; ++c)
+      if (pr.cell[c]) sum += R[c] * tau[c];
+    return sum / fp_max(pr.ncells, 1);
+  }
+
+  // Upper bound from the multipliers R (the primal estimate of the coupling's cell masses)
+  // projected onto the constraints by Sinkhorn sweeps.
+  FASTPID_HD double barrier_primal_bound(int sweeps) {
     for (int c = 0; c < n1 * n2; ++c) {
-      Kr[c] = pr.cell[c] ? mu / -expm1(ls[c]) : 0.0;
-      lr[c] = pr.cell[c] ? log(mu) - log(-expm1(ls[c])) : kNegInf;
+      Kr[c] = pr.cell[c] ? R[c] : 0.0;
+      lr[c] = pr.cell[c] ? log(R[c]) : kNegInf;
     }
     for (int k = 0; k < n2 * ny; ++k) gp[k] = pr.m2[k] ? g[k] : kNegInf;
     pr.row_update(lr, Kr, gp, fp);
@@ -1366,6 +1438,10 @@ struct Solver {
     return pr.primal_bound(Q);
   }
 
+  // Primal-dual path following (fastpid/solver.py, solve_exact): from a strictly feasible
+  // point with slacks tau = 1 - s and multipliers R = mu / tau, one Newton step of the
+  // perturbed optimality conditions per iteration (a barrier step where that one is unfit),
+  // then mu = mu_factor times the mean R tau.
   FASTPID_HD void barrier(double& lower, double& upper, int64_t& iterations) {
     double mx = kNegInf;
     pr.log_s(f, g, ls);
@@ -1377,26 +1453,27 @@ struct Solver {
     const double ncells = fp_max(pr.ncells, 1);
     double mu = fp_max(upper - lower, opt.tol) / ncells;
     const double mu_floor = fp_max(0.05 * opt.tol / ncells, kMuMin);
-    for (int c = 0; c < n1 * n2; ++c) R[c] = mu / -expm1(ls[c]);
-    int stalled = 0, level_steps = 0;  // level_steps: Newton steps at this mu
-    double mu_prev = mu;                // the previous level's mu (next_mu)
+    for (int c = 0; c < n1 * n2; ++c) {
+      tau[c] = pr.cell[c] ? -expm1(ls[c]) : 1.0;
+      R[c] = mu / tau[c];
+    }
+    int stalled = 0;
     for (int it = 0; it < opt.max_iter && upper - lower > opt.tol && stalled < 5 && !opt.cancelled();
          ++it) {
       const double gap_before = upper - lower;
       const double dec2 = newton_direction(mu);
-      const double alpha = line_search(mu, dec2);
-      multiplier_step(mu, alpha);
+      double alpha = primal_dual_step(mu, dec2);
+      if (alpha < 0.0) alpha = barrier_step(mu);
       ++iterations;
-      ++level_steps;
       lower = fp_max(lower, pr.dual_bound(f, g, ls));
-      const bool centred = dec2 <= 0.25 * mu;
       const int sweeps = mu <= mu_floor ? fp_max(opt.polish_sweeps, kFloorPolishSweeps) : opt.polish_sweeps;
-      if (primal_bound_due(centred, dec2, mu, mu_floor, ncells, opt.tol))
-        improve_upper(upper, barrier_primal_bound(mu, sweeps));
+      if (primal_bound_due(dec2, mu, mu_floor, ncells, opt.tol)) improve_upper(upper, barrier_primal_bound(sweeps));
       const double mu_now = mu;
-      mu = next_mu(mu, centred, alpha, opt.mu_factor, mu_floor, level_steps, mu_prev);
-      const double gap = upper - lower;
-      const bool stuck = alpha == 0.0 || (mu_now <= mu_floor && centred && gap > 0.99 * gap_before);
+      mu = next_mu(mu, mean_complementarity(), opt.mu_factor, mu_floor);
+      // A problem whose tol is below what float64 can certify stops, with its honest gap,
+      // once steps are refused or the bounds stop improving near a centre at mu's floor.
+      const bool near = dec2 <= 10.0 * mu_now;
+      const bool stuck = alpha == 0.0 || (mu_now <= mu_floor && near && upper - lower > 0.99 * gap_before);
       stalled = stuck ? stalled + 1 : 0;
     }
   }

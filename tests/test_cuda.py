@@ -116,12 +116,15 @@ def test_emulated_block_solver_matches_the_cpu_solver(shape, threads, kind):
     _assert_solves_like_the_cpu_solver(emulate.solve(P, cpp.options(1e-8), threads), _cpu_solve(P))
 
 
-def test_emulated_block_solver_raises_mu_like_the_cpu_solver():
-    """A sparse clustered joint whose solve raises mu after short steps (test_newton.py,
-    test_short_steps_raise_mu): the block solver follows the same barrier path."""
+@pytest.mark.parametrize("name", ["clustered_28x28x5", "peaked_5x5x5"])
+def test_emulated_block_solver_follows_the_cpu_solvers_path(name):
+    """A sparse clustered joint whose central path bends, and peaked joints where barrier
+    steps stand in for primal-dual ones (test_newton.py): the block solver takes the same
+    steps."""
     from pathlib import Path
 
-    P = np.load(Path(__file__).parent / "data" / "clustered_28x28x5.npy")[None]
+    P = np.load(Path(__file__).parent / "data" / f"{name}.npy")
+    P = P[None] if P.ndim == 3 else P
     _assert_solves_like_the_cpu_solver(emulate.solve(P, cpp.options(1e-8), 64), _cpu_solve(P))
 
 

@@ -33,13 +33,15 @@ using detail::kNegInf;
 // that solve_block_work() and the body cannot disagree.
 struct Layout {
   double* alternation;  // AlternationState: marginals, log p(y), la, lb, f, g, log R, log s
-  double *ft, *gt, *lst;           // line-search trial point (swapped with f, g, log s)
+  double *ft, *gt, *lst;           // trial point (swapped with f, g, log s when a step is taken)
   double *df, *dg;                 // Newton direction
   double* R;                       // per cell: the multiplier that weights the Newton system
+  double* tau;                     // per cell: the slack, which tends to 1 - s
   char *cell, *fixed_f, *fixed_g;  // admissible cells (some y admissible), fixed unknowns
   // Newton direction, one iteration at a time (see solve_one's NewtonScratch).
   double* W;                          // p(y) exp(f + g) per cell (i, j, y), 0 if not admissible
-  double *t, *t2, *oms;               // per (i, j): R, R / (1 - s) and 1 - s
+  double *t, *t2, *oms;               // per (i, j): R, R / tau and tau
+  double *rp, *dtau, *dR;             // per (i, j): 1 - s - tau, and the steps of tau and R
   double *grad_f, *sf, *grad_g, *sg;  // gradients and Jacobi scalings
   double *S, *rhs, *yg;  // Schur complement (lower triangle by rows), rhs, solution
   double* col;           // the column of S being eliminated
@@ -59,6 +61,7 @@ struct Layout {
     df = arena.doubles(a1);
     dg = arena.doubles(a2);
     R = arena.doubles(cells);
+    tau = arena.doubles(cells);
     cell = arena.bytes(cells);
     fixed_f = arena.bytes(a1);
     fixed_g = arena.bytes(a2);
@@ -67,6 +70,9 @@ struct Layout {
     t = arena.doubles(cells);
     t2 = arena.doubles(cells);
     oms = arena.doubles(cells);
+    rp = arena.doubles(cells);
+    dtau = arena.doubles(cells);
+    dR = arena.doubles(cells);
     grad_f = arena.doubles(a1);
     sf = arena.doubles(a1);
     grad_g = arena.doubles(a2);
@@ -310,28 +316,28 @@ struct Solver : Layout {
     const double ncells = fp_max(cell_count, 1);
     double mu = fp_max(upper - lower, opt.tol) / ncells;
     const double mu_floor = fp_max(0.05 * opt.tol / ncells, detail::kMuMin);
-    for (int c = r; c < n1 * n2; c += nt) R[c] = mu / -expm1(ls[c]);
-    int stalled = 0, level_steps = 0;  // level_steps: Newton steps at this mu
-    double mu_prev = mu;                // the previous level's mu (detail::next_mu)
+    for (int c = r; c < n1 * n2; c += nt) {
+      tau[c] = cell[c] ? -expm1(ls[c]) : 1.0;
+      R[c] = mu / tau[c];
+    }
+    int stalled = 0;
     for (int it = 0; it < opt.max_iter && upper - lower > opt.tol && stalled < 5; ++it) {
       const double gap_before = upper - lower;
       const double dec2 = newton_direction(mu);
-      const double alpha = line_search(mu, dec2);
-      multiplier_step(mu, alpha);
+      double alpha = primal_dual_step(mu, dec2);
+      if (alpha < 0.0) alpha = barrier_step(mu);
       b.sync();
       ++iterations;
-      ++level_steps;
       lower = fp_max(lower, dual_bound());
-      const bool centred = dec2 <= 0.25 * mu;
       const int sweeps =
           mu <= mu_floor ? fp_max(opt.polish_sweeps, detail::kFloorPolishSweeps) : opt.polish_sweeps;
-      if (detail::primal_bound_due(centred, dec2, mu, mu_floor, ncells, opt.tol))
-        upper = fp_min(upper, barrier_primal_bound(mu, sweeps));
+      if (detail::primal_bound_due(dec2, mu, mu_floor, ncells, opt.tol))
+        upper = fp_min(upper, barrier_primal_bound(sweeps));
       const double mu_now = mu;
-      mu = detail::next_mu(mu, centred, alpha, opt.mu_factor, mu_floor, level_steps, mu_prev);
+      mu = detail::next_mu(mu, mean_complementarity(), opt.mu_factor, mu_floor);
       const double gap = upper - lower;
-      const bool stuck =
-          alpha == 0.0 || (mu_now <= mu_floor && centred && gap > 0.99 * gap_before);
+      const bool near = dec2 <= 10.0 * mu_now;
+      const bool stuck = alpha == 0.0 || (mu_now <= mu_floor && near && gap > 0.99 * gap_before);
       stalled = stuck ? stalled + 1 : 0;
     }
   }
@@ -351,11 +357,12 @@ struct Solver : Layout {
     return back_substitute();
   }
 
-  // t, t2, oms and W (see Layout) of this thread's cells at the current point.
+  // t, t2, oms, rp and W (see Layout) of this thread's cells at the current point.
   FASTPID_BODY void barrier_weights() {
     for (int c = r; c < n1 * n2; c += nt) {
       const int i = c / n2, j = c % n2;
-      oms[c] = -expm1(ls[c]);
+      rp[c] = cell[c] ? -expm1(ls[c]) - tau[c] : 0.0;
+      oms[c] = tau[c];
       t[c] = R[c];
       t2[c] = t[c] / oms[c];
       for (int y = 0; y < ny; ++y)
@@ -380,8 +387,8 @@ struct Solver : Layout {
   // a_j[y] = sf[i][y] t W / (1 - s): the rank-one part of the coupling.
   FASTPID_BODY double a_coef(int i, int j, int y) const { return sf[i * ny + y] * wt2(i, j, y); }
 
-  // Gradients of the barrier objective for f and g (0 on fixed unknowns; each cell's
-  // multiplier at its barrier value mu / (1 - s)) and the Jacobi scalings 1 / sqrt(diag H).
+  // solve_one's scaled_gradient(): right-hand sides of the primal-dual Newton system (each
+  // cell weighted by (mu - R rp) / tau) and the Jacobi scalings 1 / sqrt(diag H).
   FASTPID_BODY void scaled_gradient(double mu) {
     for (int k = r; k < n1 * ny; k += nt) {
       const int i = k / ny, y = k % ny;
@@ -389,7 +396,7 @@ struct Solver : Layout {
       for (int j = 0; j < n2; ++j) {
         tsum += tw(i, j, y);
         sd += wt2(i, j, y) * W[(i * n2 + j) * ny + y];
-        sb += mu / oms[i * n2 + j] * W[(i * n2 + j) * ny + y];
+        sb += (mu - t[i * n2 + j] * rp[i * n2 + j]) / oms[i * n2 + j] * W[(i * n2 + j) * ny + y];
       }
       grad_f[k] = fixed_f[k] ? 0.0 : st.m.p1y[k] - sb;
       sf[k] = fixed_f[k] ? 0.0 : 1.0 / sqrt(fp_max(sd + tsum, 1e-300));
@@ -400,7 +407,7 @@ struct Solver : Layout {
       for (int i = 0; i < n1; ++i) {
         tsum += tw(i, j, y);
         sd += wt2(i, j, y) * W[(i * n2 + j) * ny + y];
-        sb += mu / oms[i * n2 + j] * W[(i * n2 + j) * ny + y];
+        sb += (mu - t[i * n2 + j] * rp[i * n2 + j]) / oms[i * n2 + j] * W[(i * n2 + j) * ny + y];
       }
       grad_g[k] = fixed_g[k] ? 0.0 : st.m.p2y[k] - sb;
       sg[k] = fixed_g[k] ? 0.0 : 1.0 / sqrt(fp_max(sd + tsum, 1e-300));
@@ -582,6 +589,69 @@ struct Solver : Layout {
     return b.sum(dec2);
   }
 
+  // solve_one's change_of_s() for cell c.
+  FASTPID_BODY double change_of_s(int c) const {
+    const int i = c / n2, j = c % n2;
+    double ds = 0;
+    for (int y = 0; y < ny; ++y) ds += W[c * ny + y] * (df[i * ny + y] + dg[j * ny + y]);
+    return ds;
+  }
+
+  // solve_one's primal_dual_step() with this block's threads (W and rp of the old point);
+  // -1: a barrier step must stand in.
+  FASTPID_BODY double primal_dual_step(double mu, double dec2) {
+    if (!isfinite(dec2)) return 0.0;  // dec2 is the block's sum: every thread agrees
+    double longest = HUGE_VAL;
+    for (int c = r; c < n1 * n2; c += nt) {
+      if (!cell[c]) continue;
+      dtau[c] = rp[c] - change_of_s(c);
+      dR[c] = (mu - R[c] * tau[c] - R[c] * dtau[c]) / tau[c];
+      if (dtau[c] < 0) longest = fp_min(longest, -tau[c] / dtau[c]);
+      if (dR[c] < 0) longest = fp_min(longest, -R[c] / dR[c]);
+    }
+    longest = -b.max(-longest);
+    const double alpha = fp_min(1.0, detail::kFractionToBoundary * longest);
+    if (!(alpha > 0.0)) return 0.0;
+    if (alpha < detail::kMinStep || !(dec2 > 0.0)) return -1.0;
+    for (int k = r; k < n1 * ny; k += nt) ft[k] = f[k] + alpha * df[k];
+    for (int k = r; k < n2 * ny; k += nt) gt[k] = g[k] + alpha * dg[k];
+    b.sync();
+    log_s(ft, gt, lst);
+    double outside = 0.0;
+    for (int c = r; c < n1 * n2; c += nt)
+      if (cell[c] && !(lst[c] <= detail::kMaxLogS)) outside = 1.0;  // NaN too
+    if (b.max(outside) > 0.0) return -1.0;
+    detail::fp_swap(f, ft);
+    detail::fp_swap(g, gt);
+    detail::fp_swap(ls, lst);
+    for (int c = r; c < n1 * n2; c += nt)
+      if (cell[c]) {
+        tau[c] += alpha * dtau[c];
+        R[c] += alpha * dR[c];
+      }
+    return alpha;
+  }
+
+  // solve_one's barrier_step() with this block's threads.
+  FASTPID_BODY double barrier_step(double mu) {
+    const double mx = max_log_s();
+    if (mx >= 0.0) {
+      for (int k = r; k < n1 * ny; k += nt)
+        if (m1(k)) f[k] -= mx + 1e-3;
+      b.sync();
+      log_s(f, g, ls);
+    }
+    for (int c = r; c < n1 * n2; c += nt)
+      if (cell[c]) tau[c] = -expm1(ls[c]);
+    b.sync();
+    const double dec2 = newton_direction(mu);
+    const double alpha = line_search(mu, dec2);
+    multiplier_step(mu, alpha);
+    for (int c = r; c < n1 * n2; c += nt)
+      if (cell[c]) tau[c] = -expm1(ls[c]);
+    return alpha;
+  }
+
   // Backtracking (Armijo) step along (df, dg) that keeps max s < 1; moves (f, g, ls) to the
   // accepted point and returns the step length (0: rejected, nothing moves).
   FASTPID_BODY double line_search(double mu, double dec2) {
@@ -608,9 +678,7 @@ struct Solver : Layout {
   FASTPID_BODY void multiplier_step(double mu, double alpha) {
     for (int c = r; c < n1 * n2; c += nt) {
       if (!cell[c]) continue;
-      const int i = c / n2, j = c % n2;
-      double ds = 0;
-      for (int y = 0; y < ny; ++y) ds += W[c * ny + y] * (df[i * ny + y] + dg[j * ny + y]);
+      const double ds = change_of_s(c);
       const double t_old = oms[c], rc = R[c];
       const double stepped = fp_max(rc + (mu - rc * t_old + rc * ds) / t_old, 0.01 * rc);
       const double centre = mu / -expm1(ls[c]);
@@ -619,10 +687,18 @@ struct Solver : Layout {
     }
   }
 
-  // Primal bound at the barrier centre: Sinkhorn sweeps on the kernel mu / (1 - s), from g.
-  FASTPID_BODY double barrier_primal_bound(double mu, int sweeps) {
+  // solve_one's mean_complementarity(): the mean of R tau over the cells.
+  FASTPID_BODY double mean_complementarity() const {
+    double sum = 0;
     for (int c = r; c < n1 * n2; c += nt)
-      lr[c] = cell[c] ? log(mu) - log(-expm1(ls[c])) : kNegInf;
+      if (cell[c]) sum += R[c] * tau[c];
+    return b.sum(sum) / fp_max(cell_count, 1);
+  }
+
+  // Primal bound near a centre: Sinkhorn sweeps on the kernel R, from g.
+  FASTPID_BODY double barrier_primal_bound(int sweeps) {
+    for (int c = r; c < n1 * n2; c += nt)
+      lr[c] = cell[c] ? log(R[c]) : kNegInf;
     for (int k = r; k < n2 * ny; k += nt) gp[k] = m2(k) ? g[k] : kNegInf;
     b.sync();
     update_rows(b, n1, n2, ny, st.m.p1y, st.la, lr, gp, fp);
