@@ -39,7 +39,7 @@ struct SolveOptions {
   int max_iter = 500;      // Newton iterations
   int warm_steps = 10;     // Blahut-Arimoto steps before Newton (or the whole budget: fast)
   int polish_sweeps = 20;  // Sinkhorn sweeps in the primal bound at barrier centres
-  double mu_factor = 0.1;  // mu after each step: at most this times the mean R (1 - s)
+  double mu_factor = 0.1;  // mu after each step: at most this times the mean R tau
   double omega = 1.5;      // over-relaxation of the Blahut-Arimoto steps
   bool newton = true;      // false: method "fast", alternation only
   // Newton directions by per-y blocks and a low-rank correction over the cells (few cells,
@@ -99,7 +99,7 @@ FASTPID_HD inline void fp_swap(T& a, T& b) {
 }
 
 // The barrier parameter after a step (fastpid/solver.py, _next_mu): mu_factor times the mean
-// complementarity R (1 - s) of the cells, never above mu nor below its floor.
+// complementarity R tau of the cells, never above mu nor below its floor.
 FASTPID_HD inline double next_mu(double mu, double mean_complementarity, double mu_factor, double mu_floor) {
   return fp_max(fp_min(mu, mu_factor * mean_complementarity), mu_floor);
 }
@@ -644,8 +644,9 @@ struct Problem {
 // Arrays of one Newton direction. The f-block of each x1 = i is eliminated into the Schur
 // complement S on g; what the back substitution needs of it is kept per i.
 struct NewtonScratch {
-  // Per cell (i, j, y): W = p(y) exp(f + g), tW = R W and Wt2 = R W / (1 - s), where R is
-  // the cell's multiplier (the Hessian's weight); per cell (i, j): oms = the slack tau (1 - s at a feasible point).
+  // Per cell (i, j, y): W = p(y) exp(f + g), tW = R W and Wt2 = R W / tau, where R is the
+  // cell's multiplier (the Hessian's weight); per cell (i, j): oms = tau, the cell's slack
+  // (1 - s where the iterate is on s + tau = 1).
   double *W, *tW, *Wt2, *oms;
   // Gradient and Jacobi scaling of the f and g unknowns (the scaled system is solved).
   double *grad_f, *sf, *grad_g, *sg;

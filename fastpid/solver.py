@@ -345,10 +345,10 @@ def plan_for_counts(n1: int, n2: int, ny: int, most1: int, most2: int, free1=Non
 
 def _newton_direction(prob: Problem, f, g, mu, fixed_f, fixed_g, structure: str = "schur", R=None,
                       tau=None):
-    """Newton ascent direction ``(df, dg)`` of the barrier objective and the decrement², by
-    the elimination ``structure`` (see :func:`newton_plan`); all three solve the same
-    Jacobi-scaled equations. ``R``: multipliers that weight the Hessian (see
-    :func:`_barrier_hessian_terms`)."""
+    """Newton ascent direction ``(df, dg)`` and the decrement², by the elimination
+    ``structure`` (see :func:`newton_plan`); all three solve the same Jacobi-scaled equations.
+    ``R``, ``tau``: the cells' multipliers and slacks (see :func:`_barrier_hessian_terms`;
+    both ``None``: the Newton system of the barrier objective)."""
     direction = {"schur": _newton_direction_schur, "lowrank": _newton_direction_lowrank,
                  "sparse": _newton_direction_sparse}[structure]
     return direction(prob, f, g, mu, fixed_f, fixed_g, R, tau)

@@ -9,7 +9,7 @@
 // threads take the same branches and reach every barrier equally often.
 //
 // The workspace is kept lean so that it fits in shared memory: S is stored as its lower
-// triangle by rows; the cell weights t W, t W / (1 - s) and the coupling coefficients of each
+// triangle by rows; the cell weights t W, t W / tau and the coupling coefficients of each
 // f-block are recomputed from W and per-cell factors instead of stored; a failed Cholesky
 // attempt reassembles its matrix instead of keeping a copy; and the primal bound's arrays share
 // memory with the Newton direction's, which are never live at the same time.
@@ -370,7 +370,7 @@ struct Solver : Layout {
     }
   }
 
-  // Per cell (i, j, y): t W, t W / (1 - s), and the coefficients w = W sg and
+  // Per cell (i, j, y): t W, t W / tau, and the coefficients w = W sg and
   // d = sf sg t W of the f-g coupling of block i; the same products as solve_one stores.
   FASTPID_BODY double tw(int i, int j, int y) const {
     return t[i * n2 + j] * W[(i * n2 + j) * ny + y];
@@ -384,7 +384,7 @@ struct Solver : Layout {
   FASTPID_BODY double d_coef(int i, int j, int y) const {
     return sf[i * ny + y] * sg[j * ny + y] * tw(i, j, y);
   }
-  // a_j[y] = sf[i][y] t W / (1 - s): the rank-one part of the coupling.
+  // a_j[y] = sf[i][y] t W / tau: the rank-one part of the coupling.
   FASTPID_BODY double a_coef(int i, int j, int y) const { return sf[i * ny + y] * wt2(i, j, y); }
 
   // solve_one's scaled_gradient(): right-hand sides of the primal-dual Newton system (each
