@@ -17,7 +17,7 @@ import torch
 from . import api, cpp, solver
 from ._build_info import load_extension
 from ._certify import NEGLIGIBLE, checked_bracket
-from ._resources import _UNCHECKED_BYTES, CHUNK_FLOATS, estimate_bytes
+from ._resources import CHUNK_FLOATS, estimate_bytes, memory_unchecked
 from .result import PIDResult
 
 
@@ -46,7 +46,7 @@ def exact_pid(P, tol: float, max_iter: int, base, backend: str):
     plan = solver.plan_for_counts(n1, n2, ny, int(free1.max()), int(free2.max()), free1, free2)
     B = flat.shape[0]
     if ((backend == "auto" and not api.cpp_suits(n1, n2, ny, plan)) or B > CHUNK_FLOATS // plan.floats
-            or estimate_bytes(flat, "exact", "cpp", plan) >= _UNCHECKED_BYTES):
+            or not memory_unchecked(estimate_bytes(flat, "exact", "cpp", plan))):
         return None
 
     lower, upper, iterations = _solve(ext, flat, api.swap_rule(n1, n2, free1, free2),
@@ -65,7 +65,7 @@ def exact_pid(P, tol: float, max_iter: int, base, backend: str):
     terms = api.pid_terms(mi, mi1, mi2, value, scale)
 
     as_output = torch.as_tensor if isinstance(P, torch.Tensor) else np.asarray
-    fields = dict(zip(api._TERMS, terms.reshape((7,) + batch_shape)))
+    fields = dict(zip(api.TERMS, terms.reshape((7,) + batch_shape)))
     fields.update(gap=gap * scale if scale != 1.0 else gap, converged=converged, iterations=iterations)
     return PIDResult(**{k: as_output(v.reshape(batch_shape)) for k, v in fields.items()},
                      method="exact", backend="cpp", base=base)

@@ -69,13 +69,18 @@ def available_bytes(device: torch.device) -> int | None:
 _UNCHECKED_BYTES = 2**26
 
 
+def memory_unchecked(need: int) -> bool:
+    """Whether a solve estimated to need ``need`` bytes goes without a look at the free memory."""
+    return need < _UNCHECKED_BYTES
+
+
 def check_memory(flat: torch.Tensor, method: str, backend: str, plan=None) -> None:
     """Raise :class:`MemoryError` when the solve would need more memory than is free
     (``plan``: as for :func:`estimate_bytes`)."""
     if method == "proxy" or backend == "cvx":
         return
     need = estimate_bytes(flat, method, backend, plan)
-    if need < _UNCHECKED_BYTES:
+    if memory_unchecked(need):
         return
     have = available_bytes(flat.device)
     if have is not None and need > have:

@@ -25,7 +25,7 @@ DEFAULT_FAST_STEPS = 20
 #: Iteration counts cross into the native solvers as C ints.
 _INT32_MAX = 2**31 - 1
 #: The fields of PIDResult that hold information terms, in the order pid() stacks them.
-_TERMS = ("redundancy", "unique1", "unique2", "synergy", "mi", "mi1", "mi2")
+TERMS = ("redundancy", "unique1", "unique2", "synergy", "mi", "mi1", "mi2")
 
 
 def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=None, steps=None,
@@ -166,7 +166,7 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
 
     terms = out(terms.T)  # (..., 7)
     return PIDResult(
-        **dict(zip(_TERMS, [terms[..., k] for k in range(7)] if is_numpy else terms.unbind(-1))),
+        **dict(zip(TERMS, [terms[..., k] for k in range(7)] if is_numpy else terms.unbind(-1))),
         gap=out(reported_gap),
         converged=out(converged), iterations=out(iterations),
         method=method, backend=backend,
