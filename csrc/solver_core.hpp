@@ -98,6 +98,16 @@ FASTPID_HD inline void fp_swap(T& a, T& b) {
   b = t;
 }
 
+// Mehrotra's centring (fastpid/solver.py, _corrector_mu): the corrector aims at sigma times
+// the iterate's mean complementarity `now`, sigma = ratio^3 within [kCentringMin, 1], where
+// `ratio` is the mean complementarity the affine step reaches over `now`; never below mu's
+// floor.
+constexpr double kCentringMin = 0.01;
+FASTPID_HD inline double corrector_mu(double now, double ratio, double mu_floor) {
+  const double sigma = fp_max(fp_min(ratio * ratio * ratio, 1.0), kCentringMin);
+  return fp_max(sigma * now, mu_floor);
+}
+
 // The barrier parameter after a step (fastpid/solver.py, _next_mu): mu_factor times the mean
 // complementarity R tau of the cells, never above mu nor below its floor.
 FASTPID_HD inline double next_mu(double mu, double mean_complementarity, double mu_factor, double mu_floor) {
@@ -650,14 +660,18 @@ struct NewtonScratch {
   double *W, *tW, *Wt2, *oms;
   // Gradient and Jacobi scaling of the f and g unknowns (the scaled system is solved).
   double *grad_f, *sf, *grad_g, *sg;
+  double* cw;  // per cell (i, j): its weight (mu + corr - R rp) / tau in the right-hand side
   // The Schur elimination (empty with lowrank):
   double *S, *rhs;  // Schur complement, (n2 ny)^2, and its right-hand side
   int* free_g;      // the free g unknowns, in order (solve_free_g)
-  // Of the current i only: H_i (then its factor), a_j, alpha[j][j'] = a_j.u_j', the
-  // right-hand sides of H_i's solve (ny x (n2 + 1 + ny)), and the rows A_j (n2 x n2 ny) and
-  // B_z (ny x n2 ny) that make up its S update.
-  double *H, *a, *alpha, *rhs_many, *A, *B;
-  // Of every i (n1 blocks each), for back_substitute(): u_j, H_i^-1, w_j, d_j, H_i^-1 rf_i.
+  // Of every i (n1 blocks each): the factor of H_i, kept for the right-hand sides.
+  double* H;
+  // Of the current i only: a_j, alpha[j][j'] = a_j.u_j', the right-hand sides of H_i's
+  // solve (ny x (n2 + ny)), and the rows A_j (n2 x n2 ny) and B_z (ny x n2 ny) that make up
+  // its S update.
+  double *a, *alpha, *rhs_many, *A, *B;
+  // Of every i (n1 blocks each), for reduce_rhs() and back_substitute(): u_j, H_i^-1, w_j,
+  // d_j, H_i^-1 rf_i.
   double *u, *Hinv, *w, *d, *xf;
   double* dy;  // back_substitute()'s sum_j d_j yg_j of one i
   // The low-rank elimination (empty without lowrank), v = n1 + n2 unknowns per y, C = n1 n2
@@ -673,11 +687,12 @@ struct NewtonScratch {
       : W(arena.doubles(n1 * n2 * ny)), tW(arena.doubles(n1 * n2 * ny)),
         Wt2(arena.doubles(n1 * n2 * ny)), oms(arena.doubles(n1 * n2)), grad_f(arena.doubles(n1 * ny)),
         sf(arena.doubles(n1 * ny)), grad_g(arena.doubles(n2 * ny)), sg(arena.doubles(n2 * ny)),
+        cw(arena.doubles(n1 * n2)),
         S(arena.doubles(schur ? static_cast<size_t>(n2 * ny) * (n2 * ny) : 0)),
         rhs(arena.doubles(schur ? n2 * ny : 0)),
-        free_g(reinterpret_cast<int*>(arena.bytes(schur ? sizeof(int) * n2 * ny : 0))), H(arena.doubles(schur ? ny * ny : 0)),
+        free_g(reinterpret_cast<int*>(arena.bytes(schur ? sizeof(int) * n2 * ny : 0))), H(arena.doubles(schur ? n1 * ny * ny : 0)),
         a(arena.doubles(schur ? n2 * ny : 0)), alpha(arena.doubles(schur ? n2 * n2 : 0)),
-        rhs_many(arena.doubles(schur ? ny * (n2 + 1 + ny) : 0)),
+        rhs_many(arena.doubles(schur ? ny * (n2 + ny) : 0)),
         A(arena.doubles(schur ? static_cast<size_t>(n2) * n2 * ny : 0)),
         B(arena.doubles(schur ? static_cast<size_t>(ny) * n2 * ny : 0)),
         u(arena.doubles(schur ? n1 * n2 * ny : 0)), Hinv(arena.doubles(schur ? n1 * ny * ny : 0)),
@@ -712,6 +727,8 @@ struct Solver {
   double *lr, *fp, *gp;   // barrier_primal_bound()'s kernel and potentials
   double* Kr;             // exp of the kernel of the Sinkhorn steps (logR or lr)
   NewtonScratch nw;
+  double* corr;  // per cell: the corrector's term added to the target mu (0 outside it)
+  int free_count = 0;  // free g unknowns of the factorised Schur complement
   double* best_q = nullptr;  // if set: the feasible coupling behind the current upper bound
 
   FASTPID_HD Solver(const Problem& pr, const SolveOptions& opt, Arena& arena)
@@ -723,7 +740,7 @@ struct Solver {
         fixed_g(arena.bytes(n2 * ny)), ft(arena.doubles(n1 * ny)), gt(arena.doubles(n2 * ny)),
         lst(arena.doubles(n1 * n2)), df(arena.doubles(n1 * ny)), dg(arena.doubles(n2 * ny)),
         lr(arena.doubles(n1 * n2)), fp(arena.doubles(n1 * ny)), gp(arena.doubles(n2 * ny)),
-        Kr(arena.doubles(n1 * n2)), nw(n1, n2, ny, opt.newton && !opt.lowrank, opt.newton && opt.lowrank, arena) {}
+        Kr(arena.doubles(n1 * n2)), corr(arena.doubles(n1 * n2)), nw(n1, n2, ny, opt.newton && !opt.lowrank, opt.newton && opt.lowrank, arena) {}
 
   FASTPID_HD void run(double& lower, double& upper, int64_t& iterations) {
     double mi, mi1, mi2, mi_q0;
@@ -818,28 +835,48 @@ struct Solver {
     }
   }
 
-  // Newton direction of the barrier objective by the Schur complement on g; returns dec^2.
-  // Per x1 = i the f-block H_i is ny x ny and the f-g coupling has the structure
-  // C_i[y, (j, z)] = a_j[y] w_j[z] + [y == z] d_j[y], so C_i^T H_i^-1 C_i is assembled from
-  // u_j = H_i^-1 a_j and H_i^-1 without forming C_i.
+  // Newton direction of the barrier objective (R and tau at their centre) or of the
+  // primal-dual system, toward the complementarity target mu (plus corr per cell); returns
+  // dec^2.
   FASTPID_HD double newton_direction(double mu) {
-    const int m = n2 * ny;
+    factor_newton();
+    return solve_newton(mu);
+  }
+
+  // Factorises the Newton system at the current point (it does not depend on the target).
+  // Per x1 = i the f-block H_i is ny x ny and the f-g coupling has the structure
+  // C_i[y, (j, z)] = a_j[y] w_j[z] + [y == z] d_j[y], so the Schur complement on g,
+  // S = blockdiag(hgg) - sum_i C_i^T H_i^-1 C_i, is assembled from u_j = H_i^-1 a_j and
+  // H_i^-1 without forming C_i.
+  FASTPID_HD void factor_newton() {
     barrier_weights();
-    scaled_gradient(mu);
-    if (opt.lowrank) return lowrank_direction();
+    jacobi_scalings();
+    if (opt.lowrank) {
+      lowrank_factor();
+      return;
+    }
     schur_g_block();
     for (int i = 0; i < n1; ++i) eliminate_f_block(i);
-    solve_free_g(m);  // rhs is now yg
+    factor_free_g();
+  }
+
+  // The direction toward the target mu + corr from the factorised system; returns dec^2.
+  FASTPID_HD double solve_newton(double mu) {
+    gradient(mu);
+    if (opt.lowrank) return lowrank_direction();
+    reduce_rhs();
+    solve_free_g();  // rhs is now yg
     return back_substitute();
   }
 
-  // Solve S yg = rhs in place. A fixed g unknown (masked, or the gauge's) has an identity row
-  // and column in S and a zero right-hand side, so S is factorised over the free unknowns
-  // only, compacted in place: clustered joints leave half of them fixed, and the
-  // factorisation's cost falls with the cube of the count. The factor's entries are the
-  // same as the full matrix's (the identity rows only add exact zeros).
-  FASTPID_HD void solve_free_g(int m) {
-    double *S = nw.S, *rhs = nw.rhs;
+  // A fixed g unknown (masked, or the gauge's) has an identity row and column in S and a zero
+  // right-hand side, so S is factorised over the free unknowns only, compacted in place:
+  // clustered joints leave half of them fixed, and the factorisation's cost falls with the
+  // cube of the count. The factor's entries are the same as the full matrix's (the identity
+  // rows only add exact zeros).
+  FASTPID_HD void factor_free_g() {
+    const int m = n2 * ny;
+    double* S = nw.S;
     int* idx = nw.free_g;
     int k = 0;
     for (int q = 0; q < m; ++q)
@@ -850,11 +887,19 @@ struct Solver {
       const double* from = &S[static_cast<size_t>(idx[a]) * m];
       double* to = &S[static_cast<size_t>(a) * k];
       for (int b = 0; b <= a; ++b) to[b] = from[idx[b]];
-      rhs[a] = rhs[idx[a]];
     }
     cholesky(S, k, nw.chol);
-    cholesky_solve(S, k, rhs);
-    for (int a = k - 1; a >= 0; --a) rhs[idx[a]] = rhs[a];  // idx[a] >= a: back to front
+    free_count = k;
+  }
+
+  // Solves S yg = rhs in place with factor_free_g()'s factor.
+  FASTPID_HD void solve_free_g() {
+    const int m = n2 * ny, k = free_count;
+    double* rhs = nw.rhs;
+    const int* idx = nw.free_g;
+    for (int a = 0; a < k; ++a) rhs[a] = rhs[idx[a]];  // idx[a] >= a: front to back
+    cholesky_solve(nw.S, k, rhs);
+    for (int a = k - 1; a >= 0; --a) rhs[idx[a]] = rhs[a];  // back to front
     for (int q = 0; q < m; ++q)
       if (fixed_g[q]) rhs[q] = 0.0;
   }
@@ -880,44 +925,60 @@ struct Solver {
       }
   }
 
-  // Right-hand sides of the primal-dual Newton system for f and g (0 on fixed unknowns; each
-  // cell weighted by (mu - R rp) / tau, which is mu / (1 - s) where the slack is 1 - s) and the
-  // Jacobi scalings 1 / sqrt(diag H).
-  FASTPID_HD void scaled_gradient(double mu) {
+  // The Jacobi scalings 1 / sqrt(diag H) of the f and g unknowns (0 on fixed ones).
+  FASTPID_HD void jacobi_scalings() {
     const double *W = nw.W, *tW = nw.tW, *Wt2 = nw.Wt2;
     for (int i = 0; i < n1; ++i)
       for (int y = 0; y < ny; ++y) {
-        double st = 0, sd = 0, sb = 0;
+        double st = 0, sd = 0;
         for (int j = 0; j < n2; ++j) {
           int k = (i * n2 + j) * ny + y;
           st += tW[k];
           sd += Wt2[k] * W[k];
-          sb += (mu - R[i * n2 + j] * rp[i * n2 + j]) / nw.oms[i * n2 + j] * W[k];
         }
         int q = i * ny + y;
-        nw.grad_f[q] = fixed_f[q] ? 0.0 : pr.p1y[q] - sb;
         nw.sf[q] = fixed_f[q] ? 0.0 : 1.0 / sqrt(fp_max(sd + st, 1e-300));
       }
     for (int j = 0; j < n2; ++j)
       for (int y = 0; y < ny; ++y) {
-        double st = 0, sd = 0, sb = 0;
+        double st = 0, sd = 0;
         for (int i = 0; i < n1; ++i) {
           int k = (i * n2 + j) * ny + y;
           st += tW[k];
           sd += Wt2[k] * W[k];
-          sb += (mu - R[i * n2 + j] * rp[i * n2 + j]) / nw.oms[i * n2 + j] * W[k];
         }
         int q = j * ny + y;
-        nw.grad_g[q] = fixed_g[q] ? 0.0 : pr.p2y[q] - sb;
         nw.sg[q] = fixed_g[q] ? 0.0 : 1.0 / sqrt(fp_max(sd + st, 1e-300));
       }
   }
 
-  // S = blockdiag(hgg), rhs = rg: the g-block before any f-block is eliminated.
+  // Right-hand sides of the primal-dual Newton system for f and g (0 on fixed unknowns):
+  // each cell weighted by (mu + corr - R rp) / tau, which is mu / (1 - s) where the slack
+  // is 1 - s and corr is 0.
+  FASTPID_HD void gradient(double mu) {
+    const double* W = nw.W;
+    for (int c = 0; c < n1 * n2; ++c) nw.cw[c] = (mu + corr[c] - R[c] * rp[c]) / nw.oms[c];
+    for (int i = 0; i < n1; ++i)
+      for (int y = 0; y < ny; ++y) {
+        double sb = 0;
+        for (int j = 0; j < n2; ++j) sb += nw.cw[i * n2 + j] * W[(i * n2 + j) * ny + y];
+        int q = i * ny + y;
+        nw.grad_f[q] = fixed_f[q] ? 0.0 : pr.p1y[q] - sb;
+      }
+    for (int j = 0; j < n2; ++j)
+      for (int y = 0; y < ny; ++y) {
+        double sb = 0;
+        for (int i = 0; i < n1; ++i) sb += nw.cw[i * n2 + j] * W[(i * n2 + j) * ny + y];
+        int q = j * ny + y;
+        nw.grad_g[q] = fixed_g[q] ? 0.0 : pr.p2y[q] - sb;
+      }
+  }
+
+  // S = blockdiag(hgg): the g-block before any f-block is eliminated.
   FASTPID_HD void schur_g_block() {
     const int m = n2 * ny;
     const double *W = nw.W, *tW = nw.tW, *Wt2 = nw.Wt2, *sg = nw.sg;
-    double *S = nw.S, *rhs = nw.rhs;
+    double* S = nw.S;
     fill(S, static_cast<size_t>(m) * m, 0.0);
     for (int j = 0; j < n2; ++j) {
       // Block j: sum_i Wt2_ij W_ij^T as rank-one updates with contiguous rows, then scaled.
@@ -938,22 +999,21 @@ struct Solver {
         for (int i = 0; i < n1; ++i) st += tW[(i * n2 + j) * ny + y];
         int q = j * ny + y;
         S[q * m + q] += sg[q] * sg[q] * st + (fixed_g[q] ? 1.0 : 0.0);
-        rhs[q] = nw.grad_g[q] * sg[q];
       }
     }
   }
 
-  // S -= C_i^T H_i^-1 C_i and rhs -= C_i^T H_i^-1 rf_i for x1 = i; keeps u, Hinv, w, d and
-  // xf = H_i^-1 rf_i of this i for back_substitute().
+  // S -= C_i^T H_i^-1 C_i for x1 = i; keeps the factor of H_i, u, Hinv, w and d of this i
+  // for reduce_rhs() and back_substitute().
   FASTPID_HD void eliminate_f_block(int i) {
     const int m = n2 * ny;
     const double *W = nw.W, *tW = nw.tW, *Wt2 = nw.Wt2, *sf = nw.sf, *sg = nw.sg;
-    double *H = nw.H, *a = nw.a, *alpha = nw.alpha, *S = nw.S, *rhs = nw.rhs;
+    double *a = nw.a, *alpha = nw.alpha, *S = nw.S;
+    double* H = nw.H + static_cast<size_t>(i) * ny * ny;
     double* u = nw.u + static_cast<size_t>(i) * n2 * ny;
     double* Hinv = nw.Hinv + static_cast<size_t>(i) * ny * ny;
     double* w = nw.w + static_cast<size_t>(i) * n2 * ny;
     double* d = nw.d + static_cast<size_t>(i) * n2 * ny;
-    double* xf = nw.xf + static_cast<size_t>(i) * ny;
     // sum_j Wt2_ij W_ij^T as rank-one updates with contiguous rows, then scaled.
     fill(H, static_cast<size_t>(ny) * ny, 0.0);
     for (int j = 0; j < n2; ++j) {
@@ -982,22 +1042,20 @@ struct Solver {
         w[j * ny + y] = W[k] * sg[j * ny + y];
         d[j * ny + y] = sf[i * ny + y] * sg[j * ny + y] * tW[k];
       }
-    // One solve with H_i for the right-hand sides [a_0 .. a_{n2-1} | rf_i | identity]: u_j,
-    // xf and H_i^-1.
-    const int k = n2 + 1 + ny;
+    // One solve with H_i for the right-hand sides [a_0 .. a_{n2-1} | identity]: u_j and
+    // H_i^-1.
+    const int k = n2 + ny;
     double* rm = nw.rhs_many;
     for (int y = 0; y < ny; ++y) {
       double* By = &rm[y * k];
       for (int j = 0; j < n2; ++j) By[j] = a[j * ny + y];
-      By[n2] = nw.grad_f[i * ny + y] * sf[i * ny + y];
-      for (int z = 0; z < ny; ++z) By[n2 + 1 + z] = y == z ? 1.0 : 0.0;
+      for (int z = 0; z < ny; ++z) By[n2 + z] = y == z ? 1.0 : 0.0;
     }
     cholesky_solve_many(H, ny, rm, k);
     for (int y = 0; y < ny; ++y) {
       const double* By = &rm[y * k];
       for (int j = 0; j < n2; ++j) u[j * ny + y] = By[j];
-      xf[y] = By[n2];
-      for (int z = 0; z < ny; ++z) Hinv[y * ny + z] = By[n2 + 1 + z];
+      for (int z = 0; z < ny; ++z) Hinv[y * ny + z] = By[n2 + z];
     }
     for (int j = 0; j < n2; ++j)
       for (int jp = 0; jp < n2; ++jp) {
@@ -1030,8 +1088,6 @@ struct Solver {
       }
     }
     for (int j = 0; j < n2; ++j) {
-      double ax = 0;
-      for (int y = 0; y < ny; ++y) ax += a[j * ny + y] * xf[y];
       const double* Aj = &A[static_cast<size_t>(j) * m];
       const int len = (j + 1) * ny;
       for (int z = 0; z < ny; ++z) {
@@ -1041,21 +1097,40 @@ struct Solver {
         double* row = &S[static_cast<size_t>(j * ny + z) * m];
         FASTPID_SIMD()
         for (int q = 0; q < len; ++q) row[q] -= wz * Aj[q] + dz * Bz[q];
-        rhs[j * ny + z] -= wz * ax + dz * xf[z];
+      }
+    }
+  }
+
+  // rhs = rg - sum_i C_i^T H_i^-1 rf_i, the right-hand side of the Schur system; keeps
+  // xf = H_i^-1 rf_i of every i for back_substitute().
+  FASTPID_HD void reduce_rhs() {
+    const double *Wt2 = nw.Wt2, *sf = nw.sf;
+    double* rhs = nw.rhs;
+    for (int q = 0; q < n2 * ny; ++q) rhs[q] = nw.grad_g[q] * nw.sg[q];
+    for (int i = 0; i < n1; ++i) {
+      const double* H = nw.H + static_cast<size_t>(i) * ny * ny;
+      const double* w = nw.w + static_cast<size_t>(i) * n2 * ny;
+      const double* d = nw.d + static_cast<size_t>(i) * n2 * ny;
+      double* xf = nw.xf + static_cast<size_t>(i) * ny;
+      for (int y = 0; y < ny; ++y) xf[y] = nw.grad_f[i * ny + y] * sf[i * ny + y];
+      cholesky_solve(H, ny, xf);
+      for (int j = 0; j < n2; ++j) {
+        double ax = 0;  // a_j . xf
+        for (int y = 0; y < ny; ++y) ax += sf[i * ny + y] * Wt2[(i * n2 + j) * ny + y] * xf[y];
+        for (int z = 0; z < ny; ++z) rhs[j * ny + z] -= w[j * ny + z] * ax + d[j * ny + z] * xf[z];
       }
     }
   }
 
   // Newton direction by blocks per target value plus a low-rank correction (Woodbury), as
-  // fastpid/solver.py's _newton_direction_lowrank: the scaled Hessian is D + U diag(t2) U^T,
-  // D holding one (n1 + n2)-square block D_y per y and U one column per cell c = (i, j)
-  // (entries aT at row i and bT at row n1 + j of each y); K = diag(1 / t2) + U^T D^-1 U.
-  // Woodbury loses digits where D_y is ill-conditioned (masses of 1e-13 next to O(1) ones):
-  // two steps of iterative refinement (one left some tiny-mass problems at 40 instead of 18
-  // iterations). Returns dec^2.
+  // fastpid/solver.py's _newton_direction_lowrank, from lowrank_factor()'s factors: the
+  // scaled Hessian is D + U diag(t2) U^T, D holding one (n1 + n2)-square block D_y per y and
+  // U one column per cell c = (i, j) (entries aT at row i and bT at row n1 + j of each y);
+  // K = diag(1 / t2) + U^T D^-1 U. Woodbury loses digits where D_y is ill-conditioned
+  // (masses of 1e-13 next to O(1) ones): two steps of iterative refinement (one left some
+  // tiny-mass problems at 40 instead of 18 iterations). Returns dec^2.
   FASTPID_HD double lowrank_direction() {
     const int v = n1 + n2;
-    lowrank_factor();
     double *r = nw.r, *x0 = nw.x0, *x = nw.x;
     for (int y = 0; y < ny; ++y) {
       for (int i = 0; i < n1; ++i) r[y * v + i] = nw.grad_f[i * ny + y] * nw.sf[i * ny + y];
@@ -1312,26 +1387,56 @@ struct Solver {
     return ds;
   }
 
-  // The primal-dual step along (df, dg) (fastpid/solver.py, _primal_dual_step): per cell the
-  // slack's and the multiplier's steps from the linearised s + tau = 1 and R tau = mu,
-  // dtau = rp - ds (ds: the change of s along the direction) and dR = (mu - R tau - R dtau) /
-  // tau, and the step length kFractionToBoundary of the way to where a slack or a multiplier
-  // would reach zero, at most 1. Moves (f, g, ls, tau, R) and returns the length; 0 (nothing
-  // moves) where the direction is not finite; -1 (nothing moves) where a barrier step must be
-  // taken instead: a step shorter than kMinStep, no ascent (dec2 <= 0), or a point with a
-  // cell's log s above kMaxLogS or not finite.
-  FASTPID_HD double primal_dual_step(double mu, double dec2) {
-    if (!isfinite(dec2)) return 0.0;
+  // The slacks' and multipliers' steps that go with (df, dg) from the linearised s + tau = 1
+  // and R tau = mu + corr (fastpid/solver.py, _steps_to_target): dtau = rp - ds (ds: the
+  // change of s along the direction) and dR = (mu + corr - R tau - R dtau) / tau. Returns
+  // the step length at which a slack or a multiplier would reach zero (HUGE_VAL: none).
+  FASTPID_HD double steps_to_target(double mu) {
     double longest = HUGE_VAL;
     for (int i = 0; i < n1; ++i)
       for (int j = 0; j < n2; ++j) {
         const int c = i * n2 + j;
         if (!pr.cell[c]) continue;
         dtau[c] = rp[c] - change_of_s(i, j);
-        dR[c] = (mu - R[c] * tau[c] - R[c] * dtau[c]) / tau[c];
+        dR[c] = (mu + corr[c] - R[c] * tau[c] - R[c] * dtau[c]) / tau[c];
         if (dtau[c] < 0) longest = fp_min(longest, -tau[c] / dtau[c]);
         if (dR[c] < 0) longest = fp_min(longest, -R[c] / dR[c]);
       }
+    return longest;
+  }
+
+  // Mehrotra's predictor (fastpid/solver.py, _predict) from the factorised system: the affine
+  // direction (target 0) and the mean complementarity its longest step would reach, over
+  // today's; returns the corrector's target (corrector_mu, at most `cap`, the last target;
+  // `fallback` where the ratio is not finite) and sets corr = -dR dtau of the affine step,
+  // the second-order term of R tau, except at mu's floor (there the term misleads more steps
+  // than it helps).
+  FASTPID_HD double predict(double fallback, double cap, double mu_floor) {
+    const double now = mean_complementarity();
+    fill(corr, static_cast<size_t>(n1) * n2, 0.0);
+    solve_newton(0.0);
+    const double step = fp_min(1.0, steps_to_target(0.0));
+    double sum = 0;
+    for (int c = 0; c < n1 * n2; ++c)
+      if (pr.cell[c]) sum += (R[c] + step * dR[c]) * (tau[c] + step * dtau[c]);
+    const double ratio = sum / fp_max(pr.ncells, 1) / now;
+    if (!(ratio >= 0.0 && ratio < HUGE_VAL)) return fallback;
+    const double mu = fp_min(corrector_mu(now, ratio, mu_floor), cap);
+    if (mu > mu_floor)
+      for (int c = 0; c < n1 * n2; ++c) corr[c] = pr.cell[c] ? -dR[c] * dtau[c] : 0.0;
+    return mu;
+  }
+
+  // The primal-dual step along (df, dg) toward the target mu + corr (fastpid/solver.py,
+  // _primal_dual_step): the slacks' and multipliers' steps of steps_to_target(), and the step
+  // length kFractionToBoundary of the way to where a slack or a multiplier would reach zero,
+  // at most 1. Moves (f, g, ls, tau, R) and returns the length; 0 (nothing moves) where the
+  // direction is not finite; -1 (nothing moves) where a barrier step must be taken instead: a
+  // step shorter than kMinStep, no ascent (dec2 <= 0), or a point with a cell's log s above
+  // kMaxLogS or not finite.
+  FASTPID_HD double primal_dual_step(double mu, double dec2) {
+    if (!isfinite(dec2)) return 0.0;
+    const double longest = steps_to_target(mu);
     const double alpha = fp_min(1.0, kFractionToBoundary * longest);
     if (!(alpha > 0.0)) return 0.0;
     if (alpha < kMinStep || !(dec2 > 0.0)) return -1.0;
@@ -1440,9 +1545,10 @@ struct Solver {
   }
 
   // Primal-dual path following (fastpid/solver.py, solve_exact): from a strictly feasible
-  // point with slacks tau = 1 - s and multipliers R = mu / tau, one Newton step of the
-  // perturbed optimality conditions per iteration (a barrier step where that one is unfit),
-  // then mu = mu_factor times the mean R tau.
+  // point with slacks tau = 1 - s and multipliers from the alternation's mixture (at least
+  // mu / tau), one Newton step of the perturbed optimality conditions per iteration, by
+  // Mehrotra's predictor-corrector after a primal-dual step (a barrier step where that one is
+  // unfit, after which mu = mu_factor times the mean R tau).
   FASTPID_HD void barrier(double& lower, double& upper, int64_t& iterations) {
     double mx = kNegInf;
     pr.log_s(f, g, ls);
@@ -1454,21 +1560,39 @@ struct Solver {
     const double ncells = fp_max(pr.ncells, 1);
     double mu = fp_max(upper - lower, opt.tol) / ncells;
     const double mu_floor = fp_max(0.05 * opt.tol / ncells, kMuMin);
+    // The mixture R, scaled by f's shift (so that R W keeps its marginals), is the primal
+    // estimate the alternation reached; mu / tau where that is smaller.
     for (int c = 0; c < n1 * n2; ++c) {
       tau[c] = pr.cell[c] ? -expm1(ls[c]) : 1.0;
-      R[c] = mu / tau[c];
+      const double mixture = pr.cell[c] && isfinite(logR[c]) ? exp(logR[c] + mx + 1e-3) : 0.0;
+      R[c] = fp_max(mixture, mu / tau[c]);
+      corr[c] = 0.0;
     }
     int stalled = 0;
+    // After a primal-dual step (or none yet); not for the low-rank elimination, whose
+    // Woodbury solves lose digits on tiny-mass systems that the corrector amplified
+    // (fastpid/solver.py, solve_exact).
+    bool predictor = !opt.lowrank;
+    double last_target = HUGE_VAL;  // mu never rises above the last step's target
     for (int it = 0; it < opt.max_iter && upper - lower > opt.tol && stalled < 5 && !opt.cancelled();
          ++it) {
       const double gap_before = upper - lower;
-      const double dec2 = newton_direction(mu);
+      factor_newton();
+      if (predictor) mu = predict(mu, last_target, mu_floor);
+      last_target = mu;
+      const double dec2 = solve_newton(mu);
       double alpha = primal_dual_step(mu, dec2);
+      fill(corr, static_cast<size_t>(n1) * n2, 0.0);
+      predictor = alpha >= 0.0 && !opt.lowrank;
       if (alpha < 0.0) alpha = barrier_step(mu);
       ++iterations;
       lower = fp_max(lower, pr.dual_bound(f, g, ls));
-      const int sweeps = mu <= mu_floor ? fp_max(opt.polish_sweeps, kFloorPolishSweeps) : opt.polish_sweeps;
-      if (primal_bound_due(dec2, mu, mu_floor, ncells, opt.tol)) improve_upper(upper, barrier_primal_bound(sweeps));
+      if (primal_bound_due(dec2, mu, mu_floor, ncells, opt.tol)) {
+        improve_upper(upper, barrier_primal_bound(opt.polish_sweeps));
+        // At mu's floor a tol below float64's reach needs a closer projection.
+        if (mu <= mu_floor && upper - lower > opt.tol && opt.polish_sweeps < kFloorPolishSweeps)
+          improve_upper(upper, barrier_primal_bound(kFloorPolishSweeps));
+      }
       const double mu_now = mu;
       mu = next_mu(mu, mean_complementarity(), opt.mu_factor, mu_floor);
       // A problem whose tol is below what float64 can certify stops, with its honest gap,

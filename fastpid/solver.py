@@ -48,16 +48,18 @@ _MU_MIN = 1e-13
 # Defaults of the exact solve, shared with the C++ port (fastpid/cpp.py).
 WARM_STEPS = 10  # Blahut–Arimoto steps before Newton
 POLISH_SWEEPS = 20  # Sinkhorn sweeps behind each primal bound
-# At mu's floor the primal bound is the last chance to certify, and 20 sweeps leave the
+# At mu's floor the primal bound is the last chance to certify, and 20 sweeps can leave the
 # projected coupling's marginals far enough off that its rounding costs up to 3e-9 nats
 # (108 + 20 problems at tol 1e-10: 52 stopped short, largest gap 3.8e-9; with 100 sweeps
-# there: 17, largest 3.6e-10). Tolerances of 1e-8 rarely reach the floor.
+# there: 17, largest 3.6e-10). The predictor-corrector reaches the floor on most problems,
+# where 20 sweeps mostly certify: the 100 run only where those did not.
 FLOOR_POLISH_SWEEPS = 100
-# Primal-dual path following: after each Newton step mu becomes MU_FACTOR times the mean
-# complementarity R tau of the cells (at most the mu it was): one step per level of the
-# barrier instead of the 4-8 of a centring, cut 50x (168 dense, sparse, tiny-mass, peaked and
-# clustered problems: 6424 -> 4626 iterations at tol 1e-8, 7127 -> 4989 at 1e-10, as many
-# short of it, 25; MU_FACTOR 0.05 and 0.07 cost up to 470 steps on single problems).
+# Primal-dual path following: after a barrier step (and in the low-rank elimination, after
+# every step) mu becomes MU_FACTOR times the mean complementarity R tau of the cells (at
+# most the mu it was): one step per level of the barrier instead of the 4-8 of a centring,
+# cut 50x (168 dense, sparse, tiny-mass, peaked and clustered problems: 6424 -> 4626
+# iterations at tol 1e-8, 7127 -> 4989 at 1e-10, as many short of it, 25; MU_FACTOR 0.05 and
+# 0.07 cost up to 470 steps on single problems).
 MU_FACTOR = 0.1
 # A step goes this fraction of the way to where a slack or a multiplier would reach zero.
 FRACTION_TO_BOUNDARY = 0.99
@@ -69,6 +71,16 @@ FRACTION_TO_BOUNDARY = 0.99
 # same steps within 1 %; 0.3 takes 50 % more on the 168 problems above.
 MIN_STEP = 0.1
 MAX_LOG_S = 1.0
+# Mehrotra's predictor-corrector after each primal-dual step (_predict): the corrector aims
+# at sigma times the mean complementarity, sigma = (what the affine step reaches / now)^3,
+# at least CENTRING_MIN (uncapped cuts of 1e7 on peaked joints ran into the floor and
+# stalled there) and never above the last target, and adds the affine step's second-order
+# term -dR dtau to each cell's target. With the multipliers started from the alternation's
+# mixture (solve_exact), the same 168 problems: 4626 -> 3518 iterations at tol 1e-8 (the
+# Newton steps 2946 -> 1838), 4989 -> 3769 at 1e-10 (24 short of it); 60 hard test joints
+# (tiny masses, singular systems, low-rank eliminations) 2754 -> 2313, as many short of
+# 1e-8 (2). One factorisation serves both solves.
+CENTRING_MIN = 0.01
 KAPPA = 10.0  # multipliers after a barrier step stay within [1/KAPPA, KAPPA] times mu / (1 - s)
 OMEGA = 1.5  # over-relaxation of the Blahut–Arimoto mixture update
 STRUCTURED_SCHUR_MIN_CLASSES = 20  # see _structured_schur
@@ -277,9 +289,9 @@ def newton_cost(n1: int, n2: int, ny: int, mf: int | None = None, mg: int | None
     """Flops of one Newton direction of a problem ``n1 x n2 x ny`` (``n2 <= n1``, as the
     solvers orient it) by each elimination: ``"schur"`` (the dense Schur complement on the
     ``n2 ny`` unknowns g), ``"lowrank"`` (per-y blocks plus a correction over the ``n1 n2``
-    cells, :func:`_newton_direction_lowrank`) and, given the numbers ``mf``, ``mg`` of
+    cells, :func:`_newton_system_lowrank`) and, given the numbers ``mf``, ``mg`` of
     admissible potentials (pairs ``(x, y)`` with mass), ``"sparse"`` (the Hessian over those
-    only, :func:`_newton_direction_sparse`)."""
+    only, :func:`_newton_system_sparse`)."""
     m, v, C = n2 * ny, n1 + n2, n1 * n2
     cost = {
         "schur": m**3 / 3 + n1 * ny * ny * m,
@@ -349,15 +361,25 @@ def _newton_direction(prob: Problem, f, g, mu, fixed_f, fixed_g, structure: str 
     ``structure`` (see :func:`newton_plan`); all three solve the same Jacobi-scaled equations.
     ``R``, ``tau``: the cells' multipliers and slacks (see :func:`_barrier_hessian_terms`;
     both ``None``: the Newton system of the barrier objective)."""
-    direction = {"schur": _newton_direction_schur, "lowrank": _newton_direction_lowrank,
-                 "sparse": _newton_direction_sparse}[structure]
-    return direction(prob, f, g, mu, fixed_f, fixed_g, R, tau)
+    return _newton_system(prob, f, g, mu, fixed_f, fixed_g, structure, R, tau)(mu)
+
+
+def _newton_system(prob: Problem, f, g, mu, fixed_f, fixed_g, structure: str = "schur", R=None,
+                   tau=None):
+    """The Newton system at ``(f, g)``, factorised once by the elimination ``structure``:
+    returns ``solve(target) -> (df, dg, dec2)``, the direction toward a complementarity
+    target (``(B,)``, or per cell ``(B, n1, n2)``: ``mu`` plus the corrector's term, see
+    :func:`_predict`). Other arguments as in :func:`_newton_direction`."""
+    factorise = {"schur": _newton_system_schur, "lowrank": _newton_system_lowrank,
+                 "sparse": _newton_system_sparse}[structure]
+    return factorise(prob, f, g, mu, fixed_f, fixed_g, R, tau)
 
 
 def _barrier_hessian_terms(prob: Problem, f, g, mu, fixed_f, fixed_g, R=None, tau=None):
     """Per-cell pieces of the Newton system shared by every elimination: ``W = p(y) e^{f+g}``,
-    the Hessian weights ``t = R`` and ``t2 = R / tau``, the right-hand side (each cell weighted
-    by ``(mu - R rp) / tau``, ``rp = 1 - s - tau``) and the Jacobi scalings.
+    the Hessian weights ``t = R`` and ``t2 = R / tau``, the Jacobi scalings, and
+    ``gradient(target) -> (grad_f, grad_g)``, the right-hand side (each cell weighted by
+    ``(target - R rp) / tau``, ``rp = 1 - s - tau``; ``target``: ``(B,)`` or ``(B, n1, n2)``).
     ``R (B, n1, n2)``: the cells' multipliers; ``None``: their barrier values ``mu / tau``.
     ``tau (B, n1, n2)``: the cells' slacks (primal–dual path following, see
     :func:`solve_exact`); ``None``: ``1 - s`` itself, and with ``R = None`` the system is the
@@ -366,22 +388,26 @@ def _barrier_hessian_terms(prob: Problem, f, g, mu, fixed_f, fixed_g, R=None, ta
     W = torch.exp(logw)  # (B, n1, n2, ny)
     one_minus_s = -torch.expm1(_lse(logw, -1))  # (B, n1, n2)
     slack = one_minus_s if tau is None else tau
-    mu3 = mu[:, None, None]
-    t = mu3 / slack if R is None else R
-    tb = mu3 / slack if tau is None else (mu3 - t * (one_minus_s - tau)) / tau
+    t = mu[:, None, None] / slack if R is None else R
+    rp = None if tau is None else one_minus_s - tau
     t2 = t / slack
     tW = t[..., None] * W
     WWt2 = W * W * t2[..., None]
-    tbW = tb[..., None] * W
-    grad_f = torch.where(fixed_f, 0.0, prob.p1y - tbW.sum(2))
-    grad_g = torch.where(fixed_g, 0.0, prob.p2y - tbW.sum(1))
     sf = torch.where(fixed_f, 0.0, torch.rsqrt((WWt2.sum(2) + tW.sum(2)).clamp_min(1e-300)))
     sg = torch.where(fixed_g, 0.0, torch.rsqrt((WWt2.sum(1) + tW.sum(1)).clamp_min(1e-300)))
-    return W, t, t2, tW, grad_f, grad_g, sf, sg
+
+    def gradient(target):
+        target = target[:, None, None] if target.dim() == 1 else target
+        tb = target / slack if rp is None else (target - t * rp) / slack
+        tbW = tb[..., None] * W
+        return (torch.where(fixed_f, 0.0, prob.p1y - tbW.sum(2)),
+                torch.where(fixed_g, 0.0, prob.p2y - tbW.sum(1)))
+
+    return W, t, t2, tW, sf, sg, gradient
 
 
-def _newton_direction_sparse(prob: Problem, f, g, mu, fixed_f, fixed_g, R=None, tau=None):
-    """Newton direction from the Hessian over the admissible potentials only.
+def _newton_system_sparse(prob: Problem, f, g, mu, fixed_f, fixed_g, R=None, tau=None):
+    """The Newton system over the admissible potentials only (see :func:`_newton_system`).
 
     Real joints leave most pairs ``(x, y)`` empty (a class occupies a few clusters); their
     potentials are fixed, so the system over the ``mf + mg`` free ones (padded to the batch's
@@ -392,7 +418,7 @@ def _newton_direction_sparse(prob: Problem, f, g, mu, fixed_f, fixed_g, R=None, 
     """
     B, n1, ny = f.shape
     n2 = g.shape[1]
-    W, t, t2, tW, grad_f, grad_g, sf, sg = _barrier_hessian_terms(prob, f, g, mu, fixed_f, fixed_g, R, tau)
+    W, t, t2, tW, sf, sg, gradient = _barrier_hessian_terms(prob, f, g, mu, fixed_f, fixed_g, R, tau)
     free_f, free_g = ~fixed_f.reshape(B, -1), ~fixed_g.reshape(B, -1)
     kf, kg = int(free_f.sum(1).max()), int(free_g.sum(1).max())
     # Indices of the free potentials, free ones first (stable), padded with fixed ones.
@@ -418,17 +444,23 @@ def _newton_direction_sparse(prob: Problem, f, g, mu, fixed_f, fixed_g, R=None, 
     scale = torch.where(valid, scale, 0.0)
     H = H * scale[:, :, None] * scale[:, None, :]
     H.diagonal(dim1=1, dim2=2).add_((~valid).to(H.dtype))
-    r = torch.cat([torch.gather(grad_f.reshape(B, -1), 1, of), torch.gather(grad_g.reshape(B, -1), 1, og)], 1) * scale
-    d = torch.cholesky_solve(r[..., None], _cholesky(H))[..., 0] * scale
-    df = torch.zeros(B, n1 * ny, dtype=f.dtype, device=f.device).scatter_add_(1, of, d[:, :kf] * vf)
-    dg = torch.zeros(B, n2 * ny, dtype=f.dtype, device=f.device).scatter_add_(1, og, d[:, kf:] * vg)
-    df, dg = df.reshape(B, n1, ny), dg.reshape(B, n2, ny)
-    dec2 = (grad_f * df).sum((1, 2)) + (grad_g * dg).sum((1, 2))
-    return df, dg, dec2
+    L = _cholesky(H)
+
+    def solve(target):
+        grad_f, grad_g = gradient(target)
+        r = torch.cat([torch.gather(grad_f.reshape(B, -1), 1, of), torch.gather(grad_g.reshape(B, -1), 1, og)], 1) * scale
+        d = torch.cholesky_solve(r[..., None], L)[..., 0] * scale
+        df = torch.zeros(B, n1 * ny, dtype=f.dtype, device=f.device).scatter_add_(1, of, d[:, :kf] * vf)
+        dg = torch.zeros(B, n2 * ny, dtype=f.dtype, device=f.device).scatter_add_(1, og, d[:, kf:] * vg)
+        df, dg = df.reshape(B, n1, ny), dg.reshape(B, n2, ny)
+        return df, dg, (grad_f * df).sum((1, 2)) + (grad_g * dg).sum((1, 2))
+
+    return solve
 
 
-def _newton_direction_lowrank(prob: Problem, f, g, mu, fixed_f, fixed_g, R=None, tau=None):
-    """Newton direction by blocks per target value plus a low-rank correction (Woodbury).
+def _newton_system_lowrank(prob: Problem, f, g, mu, fixed_f, fixed_g, R=None, tau=None):
+    """The Newton system by blocks per target value plus a low-rank correction (Woodbury; see
+    :func:`_newton_system`).
 
     The Hessian of ``-mu sum_c log(1 - s_c)`` is ``D + U diag(t2) U^T``: ``D`` holds the
     ``t d²s`` terms, which never couple two target values (one ``(n1 + n2)``-square block
@@ -437,12 +469,12 @@ def _newton_direction_lowrank(prob: Problem, f, g, mu, fixed_f, fixed_g, R=None,
     ``ny`` small blocks and the ``n1 n2``-square capacitance matrix
     ``K = diag(1 / t2) + U^T D^-1 U`` is far cheaper than the dense Schur complement over
     ``n2 ny`` unknowns. The system is Jacobi-scaled and fixed variables get identity rows,
-    as in :func:`_newton_direction_schur`, so both solve the same equations.
+    as in :func:`_newton_system_schur`, so both solve the same equations.
     """
     B, n1, ny = f.shape
     n2 = g.shape[1]
     C = n1 * n2
-    W, t, t2, tW, grad_f, grad_g, sf, sg = _barrier_hessian_terms(prob, f, g, mu, fixed_f, fixed_g, R, tau)
+    W, t, t2, tW, sf, sg, gradient = _barrier_hessian_terms(prob, f, g, mu, fixed_f, fixed_g, R, tau)
 
     # D_y, scaled: [[diag(sf² Σ_j tW), sf sg tW], [., diag(sg² Σ_i tW)]] per y, (B, ny, v, v).
     v = n1 + n2
@@ -481,14 +513,17 @@ def _newton_direction_lowrank(prob: Problem, f, g, mu, fixed_f, fixed_g, R=None,
         w = (t2c * u_t(x)).reshape(B, 1, n1, n2)
         return (D @ x[..., None])[..., 0] + torch.cat([(a * w).sum(3), (b * w).sum(2)], -1)
 
-    rhs = torch.cat([(grad_f * sf).transpose(1, 2), (grad_g * sg).transpose(1, 2)], -1)  # (B, ny, v)
-    y = solve(rhs)
-    y = y + solve(rhs - apply(y))  # one step of iterative refinement: Woodbury loses digits
-    y = _refine_further(solve, apply, rhs, y)
-    df = y[:, :, :n1].transpose(1, 2) * sf
-    dg = y[:, :, n1:].transpose(1, 2) * sg
-    dec2 = (grad_f * df).sum((1, 2)) + (grad_g * dg).sum((1, 2))
-    return df, dg, dec2
+    def direction(target):
+        grad_f, grad_g = gradient(target)
+        rhs = torch.cat([(grad_f * sf).transpose(1, 2), (grad_g * sg).transpose(1, 2)], -1)  # (B, ny, v)
+        y = solve(rhs)
+        y = y + solve(rhs - apply(y))  # one step of iterative refinement: Woodbury loses digits
+        y = _refine_further(solve, apply, rhs, y)
+        df = y[:, :, :n1].transpose(1, 2) * sf
+        dg = y[:, :, n1:].transpose(1, 2) * sg
+        return df, dg, (grad_f * df).sum((1, 2)) + (grad_g * dg).sum((1, 2))
+
+    return direction
 
 
 def _refine_further(solve, apply, rhs, y):
@@ -516,8 +551,8 @@ def _refine_further(solve, apply, rhs, y):
     return best
 
 
-def _newton_direction_schur(prob: Problem, f, g, mu, fixed_f, fixed_g, R=None, tau=None):
-    """Newton ascent direction ``(df, dg)`` of the barrier objective and the decrement².
+def _newton_system_schur(prob: Problem, f, g, mu, fixed_f, fixed_g, R=None, tau=None):
+    """The Newton system by the Schur complement on ``g`` (see :func:`_newton_system`).
 
     The Hessian is ``t d²s + t2 ds ds^T`` per cell (weights from
     :func:`_barrier_hessian_terms`). Its ``f``–``f`` part is block diagonal (one
@@ -533,34 +568,36 @@ def _newton_direction_schur(prob: Problem, f, g, mu, fixed_f, fixed_g, R=None, t
     B, n1, ny = f.shape
     n2 = g.shape[1]
     m = n2 * ny
-    W, t, t2, tW, grad_f, grad_g, sf, sg = _barrier_hessian_terms(prob, f, g, mu, fixed_f, fixed_g, R, tau)
+    W, t, t2, tW, sf, sg, gradient = _barrier_hessian_terms(prob, f, g, mu, fixed_f, fixed_g, R, tau)
     Wt2 = W * t2[..., None]
     a = Wt2 * sf[:, :, None, :]  # (B, n1, n2, ny): a_ij, the scaled rank-one factors
     w = W * sg[:, None, :, :]  # w_ij
     d = sf[:, :, None, :] * sg[:, None, :, :] * tW  # d_ij, the diagonal coupling
     hff = torch.einsum("bijy,bijz->biyz", a, W * sf[:, :, None, :]) + torch.diag_embed((sf * sf) * tW.sum(2) + fixed_f)
     hgg = torch.einsum("bijy,bijz->bjyz", Wt2 * sg[:, None, :, :], w) + torch.diag_embed((sg * sg) * tW.sum(1) + fixed_g)
-    rf, rg = grad_f * sf, grad_g * sg
 
     L = _cholesky(hff.reshape(B * n1, ny, ny))
     Hinv = torch.cholesky_inverse(L).reshape(B, n1, ny, ny)
     # Solves, not products with Hinv: u and xf carry the step's accuracy at small mu.
-    ux = torch.cholesky_solve(torch.cat([a.transpose(2, 3), rf[..., None]], -1).reshape(B * n1, ny, n2 + 1), L)
-    ux = ux.reshape(B, n1, ny, n2 + 1)
-    u, xf = ux[..., :n2].transpose(2, 3), ux[..., n2]
+    u = torch.cholesky_solve(a.transpose(2, 3).reshape(B * n1, ny, n2), L).reshape(B, n1, ny, n2).transpose(2, 3)
     S = -_coupling_schur_sum(a, w, d, u, Hinv, L)
     S.view(B, n2, ny, n2, ny).diagonal(dim1=1, dim2=3).add_(hgg.permute(0, 2, 3, 1))
+    LS = _cholesky(S)
 
-    ax = torch.einsum("bijy,biy->bij", a, xf)
-    rhs = rg - torch.einsum("bijz,bij->bjz", w, ax) - torch.einsum("bijz,biz->bjz", d, xf)
-    yg = torch.cholesky_solve(rhs.reshape(B, m, 1), _cholesky(S)).reshape(B, n2, ny)
-    wy = torch.einsum("bijz,bjz->bij", w, yg)
-    dy = torch.einsum("bijz,bjz->biz", d, yg)
-    yf = xf - torch.einsum("bijy,bij->biy", u, wy) - torch.einsum("biyz,biz->biy", Hinv, dy)
-    df = yf * sf
-    dg = yg * sg
-    dec2 = (grad_f * df).sum((1, 2)) + (grad_g * dg).sum((1, 2))
-    return df, dg, dec2
+    def solve(target):
+        grad_f, grad_g = gradient(target)
+        xf = torch.cholesky_solve((grad_f * sf).reshape(B * n1, ny, 1), L).reshape(B, n1, ny)
+        ax = torch.einsum("bijy,biy->bij", a, xf)
+        rhs = grad_g * sg - torch.einsum("bijz,bij->bjz", w, ax) - torch.einsum("bijz,biz->bjz", d, xf)
+        yg = torch.cholesky_solve(rhs.reshape(B, m, 1), LS).reshape(B, n2, ny)
+        wy = torch.einsum("bijz,bjz->bij", w, yg)
+        dy = torch.einsum("bijz,bjz->biz", d, yg)
+        yf = xf - torch.einsum("bijy,bij->biy", u, wy) - torch.einsum("biyz,biz->biy", Hinv, dy)
+        df = yf * sf
+        dg = yg * sg
+        return df, dg, (grad_f * df).sum((1, 2)) + (grad_g * dg).sum((1, 2))
+
+    return solve
 
 
 def _coupling_schur_sum(a, w, d, u, Hinv, L) -> torch.Tensor:
@@ -708,13 +745,23 @@ def solve_exact(P: torch.Tensor, tol: float, max_iter: int = 500, warm_steps: in
     mu_floor = (0.05 * tol / ncells).clamp_min(_MU_MIN)
 
     # Primal-dual path following: slacks tau (which tend to 1 - s) and multipliers R of the
-    # cells, from the centre of this mu; each Newton step solves the perturbed optimality
-    # conditions s + tau = 1, R tau = mu (and the marginals) linearised, and is not held to
-    # s < 1, only to tau, R > 0 (a barrier's line search, kept in the domain, took many short
-    # steps after each cut of mu); a barrier step stands in where that step is unfit.
+    # cells; each Newton step solves the perturbed optimality conditions s + tau = 1,
+    # R tau = mu (and the marginals) linearised, and is not held to s < 1, only to tau, R > 0
+    # (a barrier's line search, kept in the domain, took many short steps after each cut of
+    # mu). After a primal-dual step the next one is Mehrotra's predictor-corrector (_predict);
+    # a barrier step stands in where a primal-dual step is unfit. The multipliers start from
+    # the alternation's mixture R, scaled by f's shift (so that R W keeps its marginals): the
+    # primal estimate it reached (mu / tau where that is smaller).
     cells = prob.mask.any(-1)
     tau = torch.where(cells, -torch.expm1(_lse(_log_weights(prob, f, g), -1)), 1.0)
-    R = mu[:, None, None] / tau
+    mixture = torch.where(cells & torch.isfinite(logR), torch.exp(logR + logs_max[:, None, None] + 1e-3), 0.0)
+    R = torch.maximum(mixture, mu[:, None, None] / tau)
+    # Not for the low-rank elimination: its Woodbury solves lose digits on tiny-mass systems,
+    # and the corrector's term amplified that (1 of 30 tiny-mass low-rank test problems
+    # stalled at 2e-8; none without it).
+    corrector = structure != "lowrank"
+    predictor = torch.full((B,), corrector, dtype=torch.bool, device=P.device)
+    last_target = torch.full_like(mu, math.inf)  # mu never rises above the last step's target
     stalled = torch.zeros(B, dtype=torch.int64, device=P.device)
     active = torch.nonzero(upper - lower > tol).flatten()
     for _ in range(max_iter):
@@ -724,8 +771,17 @@ def solve_exact(P: torch.Tensor, tol: float, max_iter: int = 500, warm_steps: in
         fa, ga, mua = f[active], g[active], mu[active]
         gap_before = upper[active] - lower[active]
         Ra, taua = R[active], tau[active]
-        df, dg, dec2 = _newton_direction(sub, fa, ga, mua, fixed_f[active], fixed_g[active], structure, Ra, taua)
-        alpha, fa, ga, logs, Ra, taua, barrier = _primal_dual_step(sub, fa, ga, df, dg, mua, Ra, taua, dec2)
+        solve = _newton_system(sub, fa, ga, mua, fixed_f[active], fixed_g[active], structure, Ra, taua)
+        corr = torch.zeros_like(Ra)
+        pa = predictor[active]
+        if bool(pa.any()):
+            mu_pc, corr_pc = _predict(sub, fa, ga, solve, mua, last_target[active], mu_floor[active], Ra, taua)
+            mua = torch.where(pa, mu_pc, mua)
+            corr = torch.where(pa[:, None, None], corr_pc, 0.0)
+        last_target[active] = mua
+        df, dg, dec2 = solve(mua[:, None, None] + corr)
+        alpha, fa, ga, logs, Ra, taua, barrier = _primal_dual_step(sub, fa, ga, df, dg, mua, Ra, taua, dec2, corr)
+        predictor[active] = ~barrier & corrector
         back = torch.nonzero(barrier).flatten()
         if back.numel():
             ab = active[back]
@@ -739,13 +795,18 @@ def solve_exact(P: torch.Tensor, tol: float, max_iter: int = 500, warm_steps: in
         lower[active] = torch.maximum(lower[active], dual_bound(sub, fa, ga, logs))
         due = _primal_bound_due(dec2, mua, mu_floor[active], ncells[active], tol)
         at_floor = mua <= mu_floor[active]
-        for group, sweeps in ((due & ~at_floor, polish_sweeps),
-                              (due & at_floor, max(polish_sweeps, FLOOR_POLISH_SWEEPS))):
-            near = torch.nonzero(group).flatten()
-            if near.numel():
-                upper[active[near]] = torch.minimum(
-                    upper[active[near]],
-                    _barrier_primal_bound(sub.take(near), ga[near], Ra[near], sweeps, best, active[near]))
+        near = torch.nonzero(due).flatten()
+        if near.numel():
+            upper[active[near]] = torch.minimum(
+                upper[active[near]],
+                _barrier_primal_bound(sub.take(near), ga[near], Ra[near], polish_sweeps, best, active[near]))
+        # At mu's floor a tol below float64's reach needs a closer projection.
+        closer = due & at_floor & (upper[active] - lower[active] > tol)
+        near = torch.nonzero(closer).flatten()
+        if near.numel() and polish_sweeps < FLOOR_POLISH_SWEEPS:
+            upper[active[near]] = torch.minimum(
+                upper[active[near]],
+                _barrier_primal_bound(sub.take(near), ga[near], Ra[near], FLOOR_POLISH_SWEEPS, best, active[near]))
 
         mu[active] = _next_mu(mua, _mean_complementarity(sub, Ra, taua), mu_factor, mu_floor[active])
         # A problem whose tol is below what float64 can certify stops, with its honest
@@ -791,12 +852,55 @@ def _barrier_primal_bound(prob: Problem, g, R, sweeps: int, best=None, idx=None)
     return primal_bound(prob, alternation_coupling(prob, fp, gp, logR), best, idx)
 
 
-def _primal_dual_step(prob: Problem, f, g, df, dg, mu, R, tau, dec2):
-    """One primal–dual step along the Newton direction ``(df, dg)``.
+def _steps_to_target(prob: Problem, f, g, df, dg, target, R, tau):
+    """The slacks' and multipliers' steps that go with the direction ``(df, dg)`` from the
+    linearised ``s + tau = 1`` and ``R tau = target`` (``(B, n1, n2)``): ``dtau = rp - ds``
+    (``rp = 1 - s - tau``, ``ds`` the change of ``s`` along the direction) and
+    ``dR = (target - R tau - R dtau) / tau``. Returns ``(logs, dtau, dR, longest)``:
+    ``log s`` at ``(f, g)`` and the step length at which a slack or a multiplier would reach
+    zero (``inf`` where none falls)."""
+    logw = _log_weights(prob, f, g)
+    logs = _lse(logw, -1)
+    cells = prob.mask.any(-1)
+    ds = torch.where(prob.mask, torch.exp(logw) * (df[:, :, None, :] + dg[:, None, :, :]), 0.0).sum(-1)
+    dtau = torch.where(cells, -torch.expm1(logs) - tau - ds, 0.0)
+    dR = torch.where(cells, (target - R * tau - R * dtau) / tau, 0.0)
+    inf = torch.full_like(tau, math.inf)
+    longest = torch.minimum(torch.where(dtau < 0, -tau / dtau, inf), torch.where(dR < 0, -R / dR, inf)).amin((1, 2))
+    return logs, dtau, dR, longest
 
-    Per cell the slack's and the multiplier's steps follow from the linearised ``s + tau = 1``
-    and ``R tau = mu``: ``dtau = rp - ds`` (``rp = 1 - s - tau``, ``ds`` the change of ``s``
-    along the direction) and ``dR = (mu - R tau - R dtau) / tau``; the step length is
+
+def _predict(prob: Problem, f, g, solve, mu, cap, mu_floor, R, tau):
+    """Mehrotra's predictor from the factorised system ``solve`` (:func:`_newton_system`): the
+    affine direction (target 0) and the mean complementarity its longest step would reach.
+    Returns ``(mu, corr)``: the corrector's target (:func:`_corrector_mu`, at most ``cap``, the
+    last step's target; ``mu`` as given where the ratio is not finite) and per cell
+    ``corr = -dR dtau`` of the affine step, the second-order term of ``R tau`` (0 at mu's
+    floor, where it misleads more steps than it helps)."""
+    now = _mean_complementarity(prob, R, tau)
+    df, dg, _ = solve(torch.zeros_like(mu))
+    _, dtau, dR, longest = _steps_to_target(prob, f, g, df, dg, torch.zeros_like(R), R, tau)
+    step = longest.clamp_max(1.0)[:, None, None]
+    ratio = _mean_complementarity(prob, R + step * dR, tau + step * dtau) / now
+    finite = (ratio >= 0) & (ratio < math.inf)
+    mu = torch.where(finite, torch.minimum(_corrector_mu(now, ratio, mu_floor), cap), mu)
+    corrected = finite & (mu > mu_floor)
+    return mu, torch.where(prob.mask.any(-1) & corrected[:, None, None], -dR * dtau, 0.0)
+
+
+def _corrector_mu(now, ratio, mu_floor):
+    """Mehrotra's centring: ``sigma`` times the mean complementarity ``now``, ``sigma =
+    ratio^3`` within ``[CENTRING_MIN, 1]`` (``ratio``: the mean complementarity the affine
+    step reaches, over ``now``), never below ``mu_floor``."""
+    sigma = torch.clamp(ratio * ratio * ratio, max=1.0).clamp_min(CENTRING_MIN)
+    return torch.maximum(sigma * now, mu_floor)
+
+
+def _primal_dual_step(prob: Problem, f, g, df, dg, mu, R, tau, dec2, corr=None):
+    """One primal–dual step along the Newton direction ``(df, dg)`` toward the target
+    ``mu`` (``(B,)``) plus ``corr`` per cell (``None``: 0; see :func:`_predict`).
+
+    The slacks' and multipliers' steps are :func:`_steps_to_target`'s; the step length is
     ``FRACTION_TO_BOUNDARY`` of the way to where a slack or a multiplier would reach zero, at
     most 1. Returns ``(alpha, f, g, logs, R, tau, barrier)`` at the new point (``logs``: its
     ``log s``); where the direction is not finite, ``alpha = 0`` and nothing moves; where
@@ -804,15 +908,9 @@ def _primal_dual_step(prob: Problem, f, g, df, dg, mu, R, tau, dec2):
     step shorter than ``MIN_STEP``, no ascent (``dec2 <= 0``), or a point with a cell's
     ``log s`` above ``MAX_LOG_S`` or not finite.
     """
-    logw = _log_weights(prob, f, g)
-    logs = _lse(logw, -1)
+    target = mu[:, None, None] if corr is None else mu[:, None, None] + corr
+    logs, dtau, dR, longest = _steps_to_target(prob, f, g, df, dg, target, R, tau)
     cells = prob.mask.any(-1)
-    ds = torch.where(prob.mask, torch.exp(logw) * (df[:, :, None, :] + dg[:, None, :, :]), 0.0).sum(-1)
-    dtau = torch.where(cells, -torch.expm1(logs) - tau - ds, 0.0)
-    mu3 = mu[:, None, None]
-    dR = torch.where(cells, (mu3 - R * tau - R * dtau) / tau, 0.0)
-    inf = torch.full_like(tau, math.inf)
-    longest = torch.minimum(torch.where(dtau < 0, -tau / dtau, inf), torch.where(dR < 0, -R / dR, inf)).amin((1, 2))
     alpha = (FRACTION_TO_BOUNDARY * longest).clamp_max(1.0)
     alpha = torch.where(torch.isfinite(dec2) & (alpha > 0), alpha, 0.0)
     a3 = alpha[:, None, None]

@@ -44,9 +44,16 @@ def test_eliminations_agree(shape, kind, mu, multipliers):
         prob, f, g = args[:3]
         centre = mu / -torch.expm1(solver._lse(solver._log_weights(prob, f, g), -1))
         R = centre * torch.from_numpy(10.0 ** rng.uniform(-1, 1, centre.shape))
+    # A target per cell (the corrector's), solved with the system factorised once.
+    prob, f = args[:2]
+    target = mu * torch.from_numpy(rng.uniform(-1, 2, f.shape[:1] + (f.shape[1], args[2].shape[1])))
     df, dg, dec2 = solver._newton_direction(*args, structure="schur", R=R)
+    tf, tg, tdec2 = solver._newton_system(*args, structure="schur", R=R)(target)
     for structure, dec2_rtol in (("sparse", 1e-10), ("lowrank", 1e-8)):
         gf, gg, gdec2 = solver._newton_direction(*args, structure=structure, R=R)
+        solve = solver._newton_system(*args, structure=structure, R=R)
+        torch.testing.assert_close(solve(args[3])[2], gdec2, rtol=0, atol=0)  # the same system
+        torch.testing.assert_close(solve(target)[2], tdec2, rtol=dec2_rtol, atol=0)
         assert torch.isfinite(gf).all() and torch.isfinite(gg).all()
         # The decrement (the gradient's norm in the inverse Hessian) is well conditioned and
         # must agree (the Woodbury form with its one step of refinement to ~1e-11).
@@ -213,36 +220,48 @@ def test_copy_with_many_target_values_is_solved_not_refused():
     assert bool(res.converged) and abs(float(total) - entropy) < 1e-8
 
 
-@pytest.mark.parametrize("name,steps", [("clustered_16x16x6", 35), ("clustered_28x28x5", 47)])
+@pytest.mark.parametrize("name,steps", [("clustered_16x16x6", 26), ("clustered_28x28x5", 30)])
 def test_path_following_certifies_sparse_clustered_joints(name, steps):
     """Sparse clustered joints whose central path bends (KMeans codes of two views; 16x16x6:
     3000 points, 28x28x5: 5000 points, in tests/data). Centring at each level of mu (cut 50x
-    per level, with rules for slow centrings and short steps) took 53 and 105 iterations;
-    path following takes ``steps`` (measured; guarded here within 10 %), with mu never
-    rising and ending at its floor. The bounds are certified to 1e-8 and the C++ port takes
-    the reference's steps."""
+    per level, with rules for slow centrings and short steps) took 53 and 105 iterations,
+    path following with mu cut 10x per step 35 and 47; with Mehrotra's predictor-corrector
+    ``steps`` (measured; guarded here within 10 %), its targets never rising and ending at
+    mu's floor. The bounds are certified to 1e-8 and the C++ port takes the reference's
+    steps."""
     from pathlib import Path
 
     from fastpid import cpp
 
     P = torch.from_numpy(np.load(Path(__file__).parent / "data" / f"{name}.npy"))[None]
-    mus = []
-    real = solver._next_mu
+    targets = []
+    real = solver._primal_dual_step
 
-    def record(mu, *args):
-        out = real(mu, *args)
-        mus.append((float(mu[0]), float(out[0]), float(args[-1][0])))  # before, after, floor
-        return out
+    def record(prob, f, g, df, dg, mu, *args):
+        targets.append(float(mu[0]))
+        return real(prob, f, g, df, dg, mu, *args)
 
     with pytest.MonkeyPatch.context() as m:
-        m.setattr(solver, "_next_mu", record)
+        m.setattr(solver, "_primal_dual_step", record)
         ref = solver.solve_exact(P, 1e-8)
     assert float(ref.upper[0] - ref.lower[0]) <= 1e-8
     assert int(ref.iterations[0]) <= 1.1 * steps
     if cpp.available()[0]:
         assert torch.equal(cpp.solve(P, 1e-8).iterations, ref.iterations)
-    assert all(after <= before for before, after, _ in mus)
-    assert mus[-1][1] == mus[-1][2]
+    assert all(later <= earlier for earlier, later in zip(targets, targets[1:]))
+    ncells = solver.Problem.from_joint(P).ncells.to(P.dtype)
+    assert targets[-1] == float((0.05 * 1e-8 / ncells).clamp_min(solver._MU_MIN)[0])
+
+
+def test_corrector_target_follows_the_predicted_progress():
+    """Mehrotra's centring: sigma = (what the affine step reaches / now)^3 within [0.01, 1],
+    never below mu's floor."""
+    now = torch.tensor([1e-4, 1e-4, 1e-4, 1e-4, 1e-9])
+    ratio = torch.tensor([0.5, 0.0, 2.0, 0.1, 0.1])
+    floor = torch.full_like(now, 1e-10)
+    got = solver._corrector_mu(now, ratio, floor)
+    want = torch.tensor([0.125e-4, 1e-6, 1e-4, 1e-6, 1e-10])
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=0)
 
 
 def test_barrier_steps_stand_in_on_peaked_joints():

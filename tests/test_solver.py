@@ -288,28 +288,35 @@ def test_masses_near_the_float64_floor(backend):
         assert_identities(res, P)
 
 
-def test_rejected_step_with_a_nonfinite_direction_keeps_the_bounds_finite(monkeypatch):
+@pytest.mark.parametrize("which", ["step", "predictor"])
+def test_rejected_step_with_a_nonfinite_direction_keeps_the_bounds_finite(monkeypatch, which):
     """A Newton direction that comes out NaN (as the low-rank elimination's did on tiny-mass
-    problems before its extra refinement steps) is rejected by the line search, and the
-    potentials stay where they were: 0 * NaN had turned them, and every later lower bound,
-    into NaN. Here the third direction of the batch's last active problem is NaN; both
-    problems still certify."""
+    problems before its extra refinement steps) is rejected, and the potentials stay where
+    they were: 0 * NaN had turned them, and every later lower bound, into NaN. Here the
+    second direction of that kind (toward a per-cell target: the step's; toward target 0:
+    the predictor's) of the batch's last active problem is NaN; both problems still
+    certify."""
     rng = np.random.default_rng(1004)
     P = torch.from_numpy(np.stack([random_joint(rng, (6, 6, 6)) for _ in range(2)]))
-    original = solver._newton_direction
+    original = solver._newton_system
     calls = []
 
-    def direction(*args, **kwargs):
-        df, dg, dec2 = original(*args, **kwargs)
-        calls.append(1)
-        if len(calls) == 3:
-            df, dg, dec2 = df.clone(), dg.clone(), dec2.clone()
-            df[-1], dg[-1], dec2[-1] = float("nan"), float("nan"), float("nan")
-        return df, dg, dec2
+    def system(*args, **kwargs):
+        solve = original(*args, **kwargs)
 
-    monkeypatch.setattr(solver, "_newton_direction", direction)
+        def poisoned(target):
+            df, dg, dec2 = solve(target)
+            if (target.dim() == 3) == (which == "step"):
+                calls.append(1)
+                if len(calls) == 2:
+                    df, dg, dec2 = df.clone(), dg.clone(), dec2.clone()
+                    df[-1], dg[-1], dec2[-1] = float("nan"), float("nan"), float("nan")
+            return df, dg, dec2
+        return poisoned
+
+    monkeypatch.setattr(solver, "_newton_system", system)
     ref = solver.solve_exact(P, 1e-8)
-    assert len(calls) > 3
+    assert len(calls) > 2
     assert torch.isfinite(ref.lower).all() and torch.isfinite(ref.upper).all()
     assert torch.all(ref.upper - ref.lower <= 1e-8)
     assert torch.isfinite(ref.f[solver.Problem.from_joint(P).m1]).all()

@@ -42,10 +42,12 @@ struct Layout {
   double* W;                          // p(y) exp(f + g) per cell (i, j, y), 0 if not admissible
   double *t, *t2, *oms;               // per (i, j): R, R / tau and tau
   double *rp, *dtau, *dR;             // per (i, j): 1 - s - tau, and the steps of tau and R
+  double* corr;                       // per (i, j): the corrector's term of the target
   double *grad_f, *sf, *grad_g, *sg;  // gradients and Jacobi scalings
   double *S, *rhs, *yg;  // Schur complement (lower triangle by rows), rhs, solution
   double* col;           // the column of S being eliminated
-  // Per x1 = i: H_i then its factor, its factorisation's column, H_i^-1, u_j and H_i^-1 rf_i.
+  // Per x1 = i: H_i then its factor, its factorisation's column, H_i^-1, u_j and H_i^-1 rf_i
+  // (solve_f_blocks()).
   double *H, *hcol, *Hinv, *u, *xf;
   // Primal bound (shares memory with the Newton direction).
   double *Q, *lr, *fp, *gp, *d1, *d2, *total;
@@ -73,6 +75,7 @@ struct Layout {
     rp = arena.doubles(cells);
     dtau = arena.doubles(cells);
     dR = arena.doubles(cells);
+    corr = arena.doubles(cells);
     grad_f = arena.doubles(a1);
     sf = arena.doubles(a1);
     grad_g = arena.doubles(a2);
@@ -318,21 +321,34 @@ struct Solver : Layout {
     const double mu_floor = fp_max(0.05 * opt.tol / ncells, detail::kMuMin);
     for (int c = r; c < n1 * n2; c += nt) {
       tau[c] = cell[c] ? -expm1(ls[c]) : 1.0;
-      R[c] = mu / tau[c];
+      const double mixture = cell[c] && isfinite(st.logR[c]) ? exp(st.logR[c] + mx + 1e-3) : 0.0;
+      R[c] = fp_max(mixture, mu / tau[c]);
     }
     int stalled = 0;
+    bool predictor = true;
+    double last_target = HUGE_VAL;
     for (int it = 0; it < opt.max_iter && upper - lower > opt.tol && stalled < 5; ++it) {
       const double gap_before = upper - lower;
-      const double dec2 = newton_direction(mu);
+      for (int c = r; c < n1 * n2; c += nt) corr[c] = 0.0;
+      factor_newton();
+      if (predictor) mu = predict(mu, last_target, mu_floor);
+      last_target = mu;
+      const double dec2 = solve_newton(mu);
       double alpha = primal_dual_step(mu, dec2);
-      if (alpha < 0.0) alpha = barrier_step(mu);
+      predictor = alpha >= 0.0;
+      if (alpha < 0.0) {
+        b.sync();
+        for (int c = r; c < n1 * n2; c += nt) corr[c] = 0.0;
+        alpha = barrier_step(mu);
+      }
       b.sync();
       ++iterations;
       lower = fp_max(lower, dual_bound());
-      const int sweeps =
-          mu <= mu_floor ? fp_max(opt.polish_sweeps, detail::kFloorPolishSweeps) : opt.polish_sweeps;
-      if (detail::primal_bound_due(dec2, mu, mu_floor, ncells, opt.tol))
-        upper = fp_min(upper, barrier_primal_bound(sweeps));
+      if (detail::primal_bound_due(dec2, mu, mu_floor, ncells, opt.tol)) {
+        upper = fp_min(upper, barrier_primal_bound(opt.polish_sweeps));
+        if (mu <= mu_floor && upper - lower > opt.tol && opt.polish_sweeps < detail::kFloorPolishSweeps)
+          upper = fp_min(upper, barrier_primal_bound(detail::kFloorPolishSweeps));
+      }
       const double mu_now = mu;
       mu = detail::next_mu(mu, mean_complementarity(), opt.mu_factor, mu_floor);
       const double gap = upper - lower;
@@ -342,17 +358,34 @@ struct Solver : Layout {
     }
   }
 
-  // Newton direction of the barrier objective by the Schur complement on g; returns dec^2.
+  // solve_one's newton_direction(): factor_newton() then solve_newton(mu); returns dec^2.
   FASTPID_BODY double newton_direction(double mu) {
+    factor_newton();
+    return solve_newton(mu);
+  }
+
+  // The Newton system at the current point by the Schur complement on g, factorised.
+  FASTPID_BODY void factor_newton() {
     barrier_weights();
     b.sync();
-    scaled_gradient(mu);
+    jacobi_scalings();
     b.sync();
     for (int i = r; i < n1; i += nt) factor_f_block(i);
     b.sync();
     assemble_schur();
     b.sync();
     factor_schur();
+  }
+
+  // The direction toward the target mu + corr from the factorised system; returns dec^2.
+  FASTPID_BODY double solve_newton(double mu) {
+    gradient(mu);
+    b.sync();
+    for (int i = r; i < n1; i += nt) solve_f_block(i);
+    b.sync();
+    reduce_rhs();
+    b.sync();
+    forward_sweep();
     solve_transposed();
     return back_substitute();
   }
@@ -387,30 +420,44 @@ struct Solver : Layout {
   // a_j[y] = sf[i][y] t W / tau: the rank-one part of the coupling.
   FASTPID_BODY double a_coef(int i, int j, int y) const { return sf[i * ny + y] * wt2(i, j, y); }
 
-  // solve_one's scaled_gradient(): right-hand sides of the primal-dual Newton system (each
-  // cell weighted by (mu - R rp) / tau) and the Jacobi scalings 1 / sqrt(diag H).
-  FASTPID_BODY void scaled_gradient(double mu) {
+  // solve_one's jacobi_scalings(): 1 / sqrt(diag H) (0 on fixed unknowns).
+  FASTPID_BODY void jacobi_scalings() {
     for (int k = r; k < n1 * ny; k += nt) {
       const int i = k / ny, y = k % ny;
-      double tsum = 0, sd = 0, sb = 0;
+      double tsum = 0, sd = 0;
       for (int j = 0; j < n2; ++j) {
         tsum += tw(i, j, y);
         sd += wt2(i, j, y) * W[(i * n2 + j) * ny + y];
-        sb += (mu - t[i * n2 + j] * rp[i * n2 + j]) / oms[i * n2 + j] * W[(i * n2 + j) * ny + y];
       }
-      grad_f[k] = fixed_f[k] ? 0.0 : st.m.p1y[k] - sb;
       sf[k] = fixed_f[k] ? 0.0 : 1.0 / sqrt(fp_max(sd + tsum, 1e-300));
     }
     for (int k = r; k < n2 * ny; k += nt) {
       const int j = k / ny, y = k % ny;
-      double tsum = 0, sd = 0, sb = 0;
+      double tsum = 0, sd = 0;
       for (int i = 0; i < n1; ++i) {
         tsum += tw(i, j, y);
         sd += wt2(i, j, y) * W[(i * n2 + j) * ny + y];
-        sb += (mu - t[i * n2 + j] * rp[i * n2 + j]) / oms[i * n2 + j] * W[(i * n2 + j) * ny + y];
       }
-      grad_g[k] = fixed_g[k] ? 0.0 : st.m.p2y[k] - sb;
       sg[k] = fixed_g[k] ? 0.0 : 1.0 / sqrt(fp_max(sd + tsum, 1e-300));
+    }
+  }
+
+  // The weight (mu + corr - R rp) / tau of cell c in the right-hand side.
+  FASTPID_BODY double cell_weight(double mu, int c) const { return (mu + corr[c] - t[c] * rp[c]) / oms[c]; }
+
+  // solve_one's gradient(): right-hand sides of the primal-dual Newton system.
+  FASTPID_BODY void gradient(double mu) {
+    for (int k = r; k < n1 * ny; k += nt) {
+      const int i = k / ny, y = k % ny;
+      double sb = 0;
+      for (int j = 0; j < n2; ++j) sb += cell_weight(mu, i * n2 + j) * W[(i * n2 + j) * ny + y];
+      grad_f[k] = fixed_f[k] ? 0.0 : st.m.p1y[k] - sb;
+    }
+    for (int k = r; k < n2 * ny; k += nt) {
+      const int j = k / ny, y = k % ny;
+      double sb = 0;
+      for (int i = 0; i < n1; ++i) sb += cell_weight(mu, i * n2 + j) * W[(i * n2 + j) * ny + y];
+      grad_g[k] = fixed_g[k] ? 0.0 : st.m.p2y[k] - sb;
     }
   }
 
@@ -430,12 +477,11 @@ struct Solver : Layout {
     }
   }
 
-  // One thread's x1 = i: the factor of H_i, H_i^-1, u_j = H_i^-1 a_j and xf = H_i^-1 rf_i.
+  // One thread's x1 = i: the factor of H_i, H_i^-1 and u_j = H_i^-1 a_j.
   FASTPID_BODY void factor_f_block(int i) {
     double* Hi = H + static_cast<size_t>(i) * ny * ny;
     double* hinv = Hinv + static_cast<size_t>(i) * ny * ny;
     double* ui = u + static_cast<size_t>(i) * n2 * ny;
-    double* x = xf + static_cast<size_t>(i) * ny;
     factor_small(Hi, ny, hcol + static_cast<size_t>(i) * ny,
                  [&](double* A) { assemble_f_block(i, A); });
     // Row z gets column z of the inverse; the transpose then stores it as solve_one does.
@@ -450,13 +496,32 @@ struct Solver : Layout {
       for (int y = 0; y < ny; ++y) ui[j * ny + y] = a_coef(i, j, y);
       detail::cholesky_solve(Hi, ny, ui + j * ny);
     }
-    for (int y = 0; y < ny; ++y) x[y] = grad_f[i * ny + y] * sf[i * ny + y];
-    detail::cholesky_solve(Hi, ny, x);
   }
 
-  // Row q of S (its lower triangle) and rhs[q]: the g-block, then C_i^T H_i^-1 C_i and
-  // C_i^T H_i^-1 rf_i subtracted for each x1 = i in turn, as solve_one's schur_g_block() and
-  // eliminate_f_block() do. C_i[y, (j, z)] = a_j[y] w_j[z] + [y == z] d_j[y].
+  // One thread's x1 = i: xf = H_i^-1 rf_i.
+  FASTPID_BODY void solve_f_block(int i) {
+    double* x = xf + static_cast<size_t>(i) * ny;
+    for (int y = 0; y < ny; ++y) x[y] = grad_f[i * ny + y] * sf[i * ny + y];
+    detail::cholesky_solve(H + static_cast<size_t>(i) * ny * ny, ny, x);
+  }
+
+  // solve_one's reduce_rhs(): rhs = rg - sum_i C_i^T H_i^-1 rf_i, each thread its own rows.
+  FASTPID_BODY void reduce_rhs() const {
+    for (int q = r; q < m; q += nt) {
+      const int j = q / ny, z = q % ny;
+      rhs[q] = grad_g[q] * sg[q];
+      for (int i = 0; i < n1; ++i) {
+        const double* x = xf + static_cast<size_t>(i) * ny;
+        double ax = 0;  // a_j . xf
+        for (int y = 0; y < ny; ++y) ax += a_coef(i, j, y) * x[y];
+        rhs[q] -= w_coef(i, j, z) * ax + d_coef(i, j, z) * x[z];
+      }
+    }
+  }
+
+  // Row q of S (its lower triangle): the g-block, then C_i^T H_i^-1 C_i subtracted for each
+  // x1 = i in turn, as solve_one's schur_g_block() and eliminate_f_block() do.
+  // C_i[y, (j, z)] = a_j[y] w_j[z] + [y == z] d_j[y].
   FASTPID_BODY void assemble_schur_row(int q) const {
     const int j = q / ny, z = q % ny;
     double* row = S + static_cast<size_t>(q) * (q + 1) / 2;
@@ -469,13 +534,11 @@ struct Solver : Layout {
     double s = 0;
     for (int i = 0; i < n1; ++i) s += tw(i, j, z);
     row[q] += sg[q] * sg[q] * s + (fixed_g[q] ? 1.0 : 0.0);
-    rhs[q] = grad_g[q] * sg[q];
     for (int i = 0; i < n1; ++i) {
       const double wz = w_coef(i, j, z), dz = d_coef(i, j, z);
       if (wz == 0.0 && dz == 0.0) continue;
       const double* ui = u + static_cast<size_t>(i) * n2 * ny;
       const double* hz = Hinv + (static_cast<size_t>(i) * ny + z) * ny;
-      const double* x = xf + static_cast<size_t>(i) * ny;
       for (int jp = 0; jp <= j; ++jp) {
         double al = 0;  // a_j . u_jp
         for (int y = 0; y < ny; ++y) al += a_coef(i, j, y) * ui[jp * ny + y];
@@ -487,9 +550,6 @@ struct Solver : Layout {
               wz * (al * wp + ui[j * ny + zp] * dp) + dz * (up[z] * wp + hz[zp] * dp);
         }
       }
-      double ax = 0;  // a_j . xf
-      for (int y = 0; y < ny; ++y) ax += a_coef(i, j, y) * x[y];
-      rhs[q] -= wz * ax + dz * x[z];
     }
   }
 
@@ -499,51 +559,59 @@ struct Solver : Layout {
 
   FASTPID_BODY double* srow(int q) const { return S + static_cast<size_t>(q) * (q + 1) / 2; }
 
-  // In-place Cholesky S = L L^T fused with the forward sweep rhs <- L^-1 rhs, right-looking:
-  // per column k every thread computes the pivot itself (the same value, read after the same
-  // barrier; one thread stores it), the owners of the trailing rows scale their entry of
-  // column k, and after a barrier they update their rows. False, with S and rhs partly
-  // overwritten, at a non-positive pivot; all threads return there together.
-  FASTPID_BODY bool factor_forward() const {
+  // In-place Cholesky S = L L^T, right-looking: per column k every thread computes the pivot
+  // itself (the same value, read after the same barrier; one thread stores it), the owners of
+  // the trailing rows scale their entry of column k, and after a barrier they update their
+  // rows. False, with S partly overwritten, at a non-positive pivot; all threads return there
+  // together.
+  FASTPID_BODY bool factor_attempt() const {
     for (int k = 0; k < m; ++k) {
       double* Sk = srow(k);
       const double pivot = Sk[k];
       if (!(pivot > 0.0)) return false;
-      const double d = sqrt(pivot), yk = rhs[k] / d;
+      const double d = sqrt(pivot);
       for (int q = k + 1 + r; q < m; q += nt) col[q] = (srow(q)[k] /= d);
       b.sync();
-      if (r == 0) {  // nobody reads them in this phase
-        Sk[k] = d;
-        rhs[k] = yk;
-      }
+      if (r == 0) Sk[k] = d;  // nobody reads it in this phase
       for (int q = k + 1 + r; q < m; q += nt) {
         double* Sq = srow(q);
         const double l = col[q];
         for (int c = k + 1; c <= q; ++c) Sq[c] -= l * col[c];
-        rhs[q] -= l * yk;
       }
       b.sync();
     }
     return true;
   }
 
-  // S = L L^T and rhs <- L^-1 rhs, as cholesky() then the forward sweep of cholesky_solve(): a
-  // matrix singular to rounding is factorised with a 1e-12 ridge, one still not positive
-  // replaced by the identity (the Jacobi-scaled gradient as the direction). The retries
-  // reassemble S and rhs, after a barrier: other threads may still read the failed pivot.
+  // S = L L^T as cholesky() does: a matrix singular to rounding is factorised with a 1e-12
+  // ridge, one still not positive replaced by the identity (the Jacobi-scaled gradient as the
+  // direction). The retries reassemble S, after a barrier: other threads may still read the
+  // failed pivot.
   FASTPID_BODY void factor_schur() const {
-    if (factor_forward()) return;
+    if (factor_attempt()) return;
     b.sync();
     assemble_schur();
     for (int q = r; q < m; q += nt) srow(q)[q] += 1e-12;
     b.sync();
-    if (factor_forward()) return;
+    if (factor_attempt()) return;
     b.sync();
-    assemble_schur();  // for rhs
     for (int q = r; q < m; q += nt) {
       double* row = srow(q);
       for (int c = 0; c <= q; ++c) row[c] = c == q ? 1.0 : 0.0;
     }
+    b.sync();
+  }
+
+  // rhs <- L^-1 rhs (the forward sweep): per column k every thread computes rhs[k] / L[k][k]
+  // itself (rhs[k] is final once column k - 1 is done), the owners of the rows below update
+  // theirs; one barrier per column, and the divisions stored at the end.
+  FASTPID_BODY void forward_sweep() const {
+    for (int k = 0; k < m; ++k) {
+      const double yk = rhs[k] / srow(k)[k];
+      for (int q = k + 1 + r; q < m; q += nt) rhs[q] -= srow(q)[k] * yk;
+      b.sync();
+    }
+    for (int k = r; k < m; k += nt) rhs[k] /= srow(k)[k];
     b.sync();
   }
 
@@ -597,19 +665,41 @@ struct Solver : Layout {
     return ds;
   }
 
-  // solve_one's primal_dual_step() with this block's threads (W and rp of the old point);
-  // -1: a barrier step must stand in.
-  FASTPID_BODY double primal_dual_step(double mu, double dec2) {
-    if (!isfinite(dec2)) return 0.0;  // dec2 is the block's sum: every thread agrees
+  // solve_one's steps_to_target() with this block's threads; returns the block's longest step.
+  FASTPID_BODY double steps_to_target(double mu) {
     double longest = HUGE_VAL;
     for (int c = r; c < n1 * n2; c += nt) {
       if (!cell[c]) continue;
       dtau[c] = rp[c] - change_of_s(c);
-      dR[c] = (mu - R[c] * tau[c] - R[c] * dtau[c]) / tau[c];
+      dR[c] = (mu + corr[c] - R[c] * tau[c] - R[c] * dtau[c]) / tau[c];
       if (dtau[c] < 0) longest = fp_min(longest, -tau[c] / dtau[c]);
       if (dR[c] < 0) longest = fp_min(longest, -R[c] / dR[c]);
     }
-    longest = -b.max(-longest);
+    return -b.max(-longest);
+  }
+
+  // solve_one's predict() with this block's threads (corr is 0 on entry).
+  FASTPID_BODY double predict(double fallback, double cap, double mu_floor) {
+    const double now = mean_complementarity();
+    solve_newton(0.0);
+    const double step = fp_min(1.0, steps_to_target(0.0));
+    double sum = 0;
+    for (int c = r; c < n1 * n2; c += nt)
+      if (cell[c]) sum += (R[c] + step * dR[c]) * (tau[c] + step * dtau[c]);
+    const double ratio = b.sum(sum) / fp_max(cell_count, 1) / now;
+    if (!(ratio >= 0.0 && ratio < HUGE_VAL)) return fallback;
+    const double mu = fp_min(detail::corrector_mu(now, ratio, mu_floor), cap);
+    if (mu > mu_floor)
+      for (int c = r; c < n1 * n2; c += nt) corr[c] = cell[c] ? -dR[c] * dtau[c] : 0.0;
+    b.sync();
+    return mu;
+  }
+
+  // solve_one's primal_dual_step() with this block's threads (W and rp of the old point);
+  // -1: a barrier step must stand in.
+  FASTPID_BODY double primal_dual_step(double mu, double dec2) {
+    if (!isfinite(dec2)) return 0.0;  // dec2 is the block's sum: every thread agrees
+    const double longest = steps_to_target(mu);
     const double alpha = fp_min(1.0, detail::kFractionToBoundary * longest);
     if (!(alpha > 0.0)) return 0.0;
     if (alpha < detail::kMinStep || !(dec2 > 0.0)) return -1.0;
