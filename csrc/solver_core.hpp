@@ -660,7 +660,6 @@ struct NewtonScratch {
   double *W, *tW, *Wt2, *oms;
   // Gradient and Jacobi scaling of the f and g unknowns (the scaled system is solved).
   double *grad_f, *sf, *grad_g, *sg;
-  double* cw;  // per cell (i, j): its weight (mu + corr - R rp) / tau in the right-hand side
   // The Schur elimination (empty with lowrank):
   double *S, *rhs;  // Schur complement, (n2 ny)^2, and its right-hand side
   int* free_g;      // the free g unknowns, in order (solve_free_g)
@@ -687,7 +686,6 @@ struct NewtonScratch {
       : W(arena.doubles(n1 * n2 * ny)), tW(arena.doubles(n1 * n2 * ny)),
         Wt2(arena.doubles(n1 * n2 * ny)), oms(arena.doubles(n1 * n2)), grad_f(arena.doubles(n1 * ny)),
         sf(arena.doubles(n1 * ny)), grad_g(arena.doubles(n2 * ny)), sg(arena.doubles(n2 * ny)),
-        cw(arena.doubles(n1 * n2)),
         S(arena.doubles(schur ? static_cast<size_t>(n2 * ny) * (n2 * ny) : 0)),
         rhs(arena.doubles(schur ? n2 * ny : 0)),
         free_g(reinterpret_cast<int*>(arena.bytes(schur ? sizeof(int) * n2 * ny : 0))), H(arena.doubles(schur ? n1 * ny * ny : 0)),
@@ -925,53 +923,55 @@ struct Solver {
       }
   }
 
-  // The Jacobi scalings 1 / sqrt(diag H) of the f and g unknowns (0 on fixed ones).
+  // The Jacobi scalings 1 / sqrt(diag H) of the f and g unknowns (0 on fixed ones). The sums
+  // run with y innermost (contiguous), each in the order of the cells; grad_f and grad_g hold
+  // the sums of sd until gradient() overwrites them.
   FASTPID_HD void jacobi_scalings() {
     const double *W = nw.W, *tW = nw.tW, *Wt2 = nw.Wt2;
+    double *stf = nw.sf, *sdf = nw.grad_f, *stg = nw.sg, *sdg = nw.grad_g;
+    fill(stf, static_cast<size_t>(n1) * ny, 0.0);
+    fill(sdf, static_cast<size_t>(n1) * ny, 0.0);
+    fill(stg, static_cast<size_t>(n2) * ny, 0.0);
+    fill(sdg, static_cast<size_t>(n2) * ny, 0.0);
     for (int i = 0; i < n1; ++i)
-      for (int y = 0; y < ny; ++y) {
-        double st = 0, sd = 0;
-        for (int j = 0; j < n2; ++j) {
-          int k = (i * n2 + j) * ny + y;
-          st += tW[k];
-          sd += Wt2[k] * W[k];
+      for (int j = 0; j < n2; ++j) {
+        const size_t c = static_cast<size_t>(i * n2 + j) * ny;
+        double *tf = &stf[i * ny], *df_ = &sdf[i * ny], *tg = &stg[j * ny], *dg_ = &sdg[j * ny];
+        FASTPID_SIMD()
+        for (int y = 0; y < ny; ++y) {
+          const double d = Wt2[c + y] * W[c + y];
+          tf[y] += tW[c + y];
+          df_[y] += d;
+          tg[y] += tW[c + y];
+          dg_[y] += d;
         }
-        int q = i * ny + y;
-        nw.sf[q] = fixed_f[q] ? 0.0 : 1.0 / sqrt(fp_max(sd + st, 1e-300));
       }
-    for (int j = 0; j < n2; ++j)
-      for (int y = 0; y < ny; ++y) {
-        double st = 0, sd = 0;
-        for (int i = 0; i < n1; ++i) {
-          int k = (i * n2 + j) * ny + y;
-          st += tW[k];
-          sd += Wt2[k] * W[k];
-        }
-        int q = j * ny + y;
-        nw.sg[q] = fixed_g[q] ? 0.0 : 1.0 / sqrt(fp_max(sd + st, 1e-300));
-      }
+    for (int q = 0; q < n1 * ny; ++q) stf[q] = fixed_f[q] ? 0.0 : 1.0 / sqrt(fp_max(sdf[q] + stf[q], 1e-300));
+    for (int q = 0; q < n2 * ny; ++q) stg[q] = fixed_g[q] ? 0.0 : 1.0 / sqrt(fp_max(sdg[q] + stg[q], 1e-300));
   }
 
   // Right-hand sides of the primal-dual Newton system for f and g (0 on fixed unknowns):
   // each cell weighted by (mu + corr - R rp) / tau, which is mu / (1 - s) where the slack
-  // is 1 - s and corr is 0.
+  // is 1 - s and corr is 0. The sums run as in jacobi_scalings().
   FASTPID_HD void gradient(double mu) {
     const double* W = nw.W;
-    for (int c = 0; c < n1 * n2; ++c) nw.cw[c] = (mu + corr[c] - R[c] * rp[c]) / nw.oms[c];
+    double *gf = nw.grad_f, *gg = nw.grad_g;
+    fill(gf, static_cast<size_t>(n1) * ny, 0.0);
+    fill(gg, static_cast<size_t>(n2) * ny, 0.0);
     for (int i = 0; i < n1; ++i)
-      for (int y = 0; y < ny; ++y) {
-        double sb = 0;
-        for (int j = 0; j < n2; ++j) sb += nw.cw[i * n2 + j] * W[(i * n2 + j) * ny + y];
-        int q = i * ny + y;
-        nw.grad_f[q] = fixed_f[q] ? 0.0 : pr.p1y[q] - sb;
+      for (int j = 0; j < n2; ++j) {
+        const int c = i * n2 + j;
+        const double cw = (mu + corr[c] - R[c] * rp[c]) / nw.oms[c];
+        const double* w = &W[static_cast<size_t>(c) * ny];
+        double *sf_ = &gf[i * ny], *sg_ = &gg[j * ny];
+        FASTPID_SIMD()
+        for (int y = 0; y < ny; ++y) {
+          sf_[y] += cw * w[y];
+          sg_[y] += cw * w[y];
+        }
       }
-    for (int j = 0; j < n2; ++j)
-      for (int y = 0; y < ny; ++y) {
-        double sb = 0;
-        for (int i = 0; i < n1; ++i) sb += nw.cw[i * n2 + j] * W[(i * n2 + j) * ny + y];
-        int q = j * ny + y;
-        nw.grad_g[q] = fixed_g[q] ? 0.0 : pr.p2y[q] - sb;
-      }
+    for (int q = 0; q < n1 * ny; ++q) gf[q] = fixed_f[q] ? 0.0 : pr.p1y[q] - gf[q];
+    for (int q = 0; q < n2 * ny; ++q) gg[q] = fixed_g[q] ? 0.0 : pr.p2y[q] - gg[q];
   }
 
   // S = blockdiag(hgg): the g-block before any f-block is eliminated.
@@ -1057,12 +1057,18 @@ struct Solver {
       for (int j = 0; j < n2; ++j) u[j * ny + y] = By[j];
       for (int z = 0; z < ny; ++z) Hinv[y * ny + z] = By[n2 + z];
     }
-    for (int j = 0; j < n2; ++j)
-      for (int jp = 0; jp < n2; ++jp) {
-        double s = 0;
-        for (int y = 0; y < ny; ++y) s += a[j * ny + y] * u[jp * ny + y];
-        alpha[j * n2 + jp] = s;
+    // alpha[j][jp] = a_j . u_jp for jp <= j, as rows over jp from rm's columns (u_jp[y] is
+    // rm[y][jp]): long contiguous passes where ny is small.
+    for (int j = 0; j < n2; ++j) {
+      double* al = &alpha[j * n2];
+      fill(al, static_cast<size_t>(j) + 1, 0.0);
+      for (int y = 0; y < ny; ++y) {
+        const double ay = a[j * ny + y];
+        const double* uy = &rm[y * k];
+        FASTPID_SIMD()
+        for (int jp = 0; jp <= j; ++jp) al[jp] += ay * uy[jp];
       }
+    }
     // Row (j, z) of C_i^T H_i^-1 C_i is w_j[z] A_j + d_j[z] B_z over the columns (jp, zp), with
     //   A_j[(jp, zp)] = alpha[j][jp] w_jp[zp] + u_j[zp] d_jp[zp],
     //   B_z[(jp, zp)] = u_jp[z] w_jp[zp] + Hinv[z][zp] d_jp[zp],
