@@ -74,12 +74,13 @@ constexpr int kFloorPolishSweeps = 100;
 constexpr double kRefineResidual = 1e-6;
 constexpr int kRefineMoreSteps = 8;
 
-// Whether an iterate gets a primal bound: one near its centre (dec2 <= 10 mu) once the
-// barrier's gap mu * ncells is within kPrimalBoundRange of tol, or mu within 10x of its floor
-// (fastpid/solver.py, _primal_bound_due).
+// Whether an iterate gets a primal bound: one near its centre (dec2 <= kPrimalBoundCentring
+// mu) once the barrier's gap mu * ncells is within kPrimalBoundRange of tol, or mu within 10x
+// of its floor (fastpid/solver.py, _primal_bound_due).
 constexpr double kPrimalBoundRange = 10.0;
+constexpr double kPrimalBoundCentring = 1000.0;
 FASTPID_HD inline bool primal_bound_due(double dec2, double mu, double mu_floor, double ncells, double tol) {
-  return dec2 <= 10.0 * mu && (mu * ncells <= kPrimalBoundRange * tol || mu <= 10.0 * mu_floor);
+  return dec2 <= kPrimalBoundCentring * mu && (mu * ncells <= kPrimalBoundRange * tol || mu <= 10.0 * mu_floor);
 }
 
 // The barrier step's backtracking: 1, 0.85, 0.7, 0.55, then halving.
