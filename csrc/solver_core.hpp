@@ -1417,10 +1417,9 @@ struct Solver {
   // today's; returns the corrector's target (corrector_mu, at most `cap`, the last target;
   // `fallback` where the ratio is not finite) and sets corr = -dR dtau of the affine step,
   // the second-order term of R tau, except at mu's floor (there the term misleads more steps
-  // than it helps).
+  // than it helps). corr is 0 on entry (barrier() clears it after every step).
   FASTPID_HD double predict(double fallback, double cap, double mu_floor) {
     const double now = mean_complementarity();
-    fill(corr, static_cast<size_t>(n1) * n2, 0.0);
     solve_newton(0.0);
     const double step = fp_min(1.0, steps_to_target(0.0));
     double sum = 0;

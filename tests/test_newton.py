@@ -52,7 +52,6 @@ def test_eliminations_agree(shape, kind, mu, multipliers):
     for structure, dec2_rtol in (("sparse", 1e-10), ("lowrank", 1e-8)):
         gf, gg, gdec2 = solver._newton_direction(*args, structure=structure, R=R)
         solve = solver._newton_system(*args, structure=structure, R=R)
-        torch.testing.assert_close(solve(args[3])[2], gdec2, rtol=0, atol=0)  # the same system
         torch.testing.assert_close(solve(target)[2], tdec2, rtol=dec2_rtol, atol=0)
         assert torch.isfinite(gf).all() and torch.isfinite(gg).all()
         # The decrement (the gradient's norm in the inverse Hessian) is well conditioned and

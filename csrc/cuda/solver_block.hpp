@@ -323,24 +323,23 @@ struct Solver : Layout {
       tau[c] = cell[c] ? -expm1(ls[c]) : 1.0;
       const double mixture = cell[c] && isfinite(st.logR[c]) ? exp(st.logR[c] + mx + 1e-3) : 0.0;
       R[c] = fp_max(mixture, mu / tau[c]);
+      corr[c] = 0.0;
     }
     int stalled = 0;
     bool predictor = true;
     double last_target = HUGE_VAL;
     for (int it = 0; it < opt.max_iter && upper - lower > opt.tol && stalled < 5; ++it) {
       const double gap_before = upper - lower;
-      for (int c = r; c < n1 * n2; c += nt) corr[c] = 0.0;
       factor_newton();
       if (predictor) mu = predict(mu, last_target, mu_floor);
       last_target = mu;
       const double dec2 = solve_newton(mu);
       double alpha = primal_dual_step(mu, dec2);
+      // Each thread clears its own cells, the only ones primal_dual_step() reads; the next
+      // readers of all cells come after factor_newton()'s barriers.
+      for (int c = r; c < n1 * n2; c += nt) corr[c] = 0.0;
       predictor = alpha >= 0.0;
-      if (alpha < 0.0) {
-        b.sync();
-        for (int c = r; c < n1 * n2; c += nt) corr[c] = 0.0;
-        alpha = barrier_step(mu);
-      }
+      if (alpha < 0.0) alpha = barrier_step(mu);
       b.sync();
       ++iterations;
       lower = fp_max(lower, dual_bound());
