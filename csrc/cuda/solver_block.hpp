@@ -47,7 +47,7 @@ struct Layout {
   double *S, *rhs, *yg;  // Schur complement (lower triangle by rows), rhs, solution
   double* col;           // the column of S being eliminated
   // Per x1 = i: H_i then its factor, its factorisation's column, H_i^-1, u_j and H_i^-1 rf_i
-  // (solve_f_blocks()).
+  // (solve_f_block()).
   double *H, *hcol, *Hinv, *u, *xf;
   // Primal bound (shares memory with the Newton direction).
   double *Q, *lr, *fp, *gp, *d1, *d2, *total;
