@@ -1130,7 +1130,7 @@ struct Solver {
   }
 
   // Newton direction by blocks per target value plus a low-rank correction (Woodbury), as
-  // fastpid/solver.py's _newton_direction_lowrank, from lowrank_factor()'s factors: the
+  // fastpid/solver.py's _newton_system_lowrank, from lowrank_factor()'s factors: the
   // scaled Hessian is D + U diag(t2) U^T, D holding one (n1 + n2)-square block D_y per y and
   // U one column per cell c = (i, j) (entries aT at row i and bT at row n1 + j of each y);
   // K = diag(1 / t2) + U^T D^-1 U. Woodbury loses digits where D_y is ill-conditioned
