@@ -73,6 +73,8 @@ constexpr int kFloorPolishSweeps = 100;
 // kRefineResidual (fastpid/solver.py, REFINE_RESIDUAL).
 constexpr double kRefineResidual = 1e-6;
 constexpr int kRefineMoreSteps = 8;
+// See gauge_x2() (fastpid/solver.py, GAUGE_MASS_FRACTION).
+constexpr double kGaugeMassFraction = 0.5;
 
 // Whether an iterate gets a primal bound: one near its centre (dec2 <= kPrimalBoundCentring
 // mu) once the barrier's gap mu * ncells is within kPrimalBoundRange of tol, or mu within 10x
@@ -113,6 +115,17 @@ FASTPID_HD inline double corrector_mu(double now, double ratio, double mu_floor)
 // complementarity R tau of the cells, never above mu nor below its floor.
 FASTPID_HD inline double next_mu(double mu, double mean_complementarity, double mu_factor, double mu_floor) {
   return fp_max(fp_min(mu, mu_factor * mean_complementarity), mu_floor);
+}
+
+// The x2 whose g of target value y is fixed against the gauge (f_y + c, g_y - c): the first
+// with at least kGaugeMassFraction of the largest P(x2, y) (fastpid/solver.py, _gauge_fixed:
+// at an x2 of tiny mass the step that moves mass into it is lost to rounding).
+FASTPID_HD inline int gauge_x2(const double* p2y, int n2, int ny, int y) {
+  double top = 0.0;
+  for (int j = 0; j < n2; ++j) top = fp_max(top, p2y[j * ny + y]);
+  for (int j = 0; j < n2; ++j)
+    if (p2y[j * ny + y] >= kGaugeMassFraction * top) return j;
+  return 0;
 }
 
 FASTPID_HD inline void fill(double* x, size_t n, double v) {
@@ -823,15 +836,7 @@ struct Solver {
   FASTPID_HD void gauge_fix() {
     for (int k = 0; k < n1 * ny; ++k) fixed_f[k] = !pr.m1[k];
     for (int k = 0; k < n2 * ny; ++k) fixed_g[k] = !pr.m2[k];
-    for (int y = 0; y < ny; ++y) {
-      int first = 0;  // the reference fixes the first admissible x2 (or x2 = 0 if none)
-      for (int j = 0; j < n2; ++j)
-        if (pr.m2[j * ny + y]) {
-          first = j;
-          break;
-        }
-      fixed_g[first * ny + y] = 1;
-    }
+    for (int y = 0; y < ny; ++y) fixed_g[gauge_x2(pr.p2y, n2, ny, y) * ny + y] = 1;
   }
 
   // Newton direction of the barrier objective (R and tau at their centre) or of the

@@ -94,6 +94,9 @@ PRIMAL_BOUND_CENTRING = 1000.0
 # residual is still above REFINE_RESIDUAL (see _refine_further).
 REFINE_RESIDUAL = 1e-6
 REFINE_MORE_STEPS = 8
+# The gauge potential of each y is fixed at the first x2 with at least this fraction of the
+# largest P(x2, y) (see _gauge_fixed).
+GAUGE_MASS_FRACTION = 0.5
 
 
 @dataclass
@@ -657,12 +660,17 @@ def _cholesky(A: torch.Tensor) -> torch.Tensor:
 def _gauge_fixed(prob: Problem):
     """Variables held fixed in Newton: masked entries and one ``g_y`` per ``y``.
 
-    ``(f_y + c, g_y - c)`` leaves the problem unchanged; fixing the first admissible
-    ``x2`` of each ``y`` removes that direction and makes the Hessian definite.
+    ``(f_y + c, g_y - c)`` leaves the problem unchanged; fixing one ``g_y(x2)`` per ``y``
+    removes that direction and makes the Hessian definite. The fixed one is the first ``x2``
+    with at least half of the largest ``P(x2, y)`` (half: so that rounding of the marginals
+    cannot change the choice): fixed at an ``x2`` of tiny mass, moving mass into it takes a
+    step of every other potential of that ``y``, whose curvature is lost to rounding next to
+    the large masses' (singular joints stalled 1e-7 short of the optimum).
     """
-    first = torch.argmax(prob.m2.to(torch.int8), dim=1)  # (B, ny)
+    top = prob.p2y.amax(dim=1, keepdim=True)  # (B, 1, ny)
+    chosen = torch.argmax((prob.p2y >= GAUGE_MASS_FRACTION * top).to(torch.int8), dim=1)  # (B, ny)
     gauge = torch.zeros_like(prob.m2)
-    gauge.scatter_(1, first[:, None, :], True)
+    gauge.scatter_(1, chosen[:, None, :], True)
     return ~prob.m1, ~prob.m2 | gauge
 
 

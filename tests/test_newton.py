@@ -206,6 +206,23 @@ def test_primal_bounds_are_due_near_the_tolerance_and_the_floor():
     assert not bool(solver._primal_bound_due(2 * centring * floor13, floor13, floor13, ncells, tiny_tol))
 
 
+def test_gauge_is_fixed_at_a_large_mass():
+    """Per y, the fixed g is the first x2 with at least GAUGE_MASS_FRACTION of the largest
+    P(x2, y), never one of tiny mass (there the step that moves mass into it is lost to
+    rounding); masked entries are fixed too, f has no gauge."""
+    P = torch.zeros(1, 2, 4, 3, dtype=torch.float64)
+    P[0, 0, :, 0] = torch.tensor([1e-30, 0.3, 0.1, 0.3])  # y = 0: x2 = 1 (first of the two 0.3)
+    P[0, 1, :, 1] = torch.tensor([0.05, 0.0, 0.25, 0.39])  # y = 1: x2 = 2 (0.25 >= 0.5 * 0.39), 1 masked
+    P[0, 1, 1, 2] = 0.1  # y = 2: x2 = 1, the only admissible one
+    P = P / P.sum()
+    fixed_f, fixed_g = solver._gauge_fixed(Problem.from_joint(P))
+    assert torch.equal(fixed_f, ~Problem.from_joint(P).m1)
+    expected = torch.ones(4, 3, dtype=torch.bool)
+    expected[[0, 2, 3], 0] = False
+    expected[[0, 3], 1] = False
+    assert torch.equal(fixed_g[0], expected)
+
+
 def test_copy_with_many_target_values_is_solved_not_refused():
     """COPY, Y = (X1, X2) with 100 x 10 values: the elimination over admissible potentials
     holds about 1.5 GB at most; its memory estimate once counted an extra factor n1

@@ -299,13 +299,8 @@ struct Solver : Layout {
   FASTPID_BODY void gauge_fix() {
     for (int k = r; k < n1 * ny; k += nt) fixed_f[k] = !m1(k);
     for (int y = r; y < ny; y += nt) {
-      int first = 0;  // the reference fixes the first admissible x2 (or x2 = 0 if none)
-      for (int j = 0; j < n2; ++j)
-        if (m2(j * ny + y)) {
-          first = j;
-          break;
-        }
-      for (int j = 0; j < n2; ++j) fixed_g[j * ny + y] = !m2(j * ny + y) || j == first;
+      const int gauge = detail::gauge_x2(st.m.p2y, n2, ny, y);
+      for (int j = 0; j < n2; ++j) fixed_g[j * ny + y] = !m2(j * ny + y) || j == gauge;
     }
   }
 
