@@ -81,8 +81,11 @@ constexpr double kGaugeMassFraction = 0.5;
 // of its floor (fastpid/solver.py, _primal_bound_due).
 constexpr double kPrimalBoundRange = 10.0;
 constexpr double kPrimalBoundCentring = 1000.0;
+// ... or near the optimum, dec2 <= kPrimalBoundDecrement tol (fastpid/solver.py,
+// PRIMAL_BOUND_DECREMENT).
+constexpr double kPrimalBoundDecrement = 10.0;
 FASTPID_HD inline bool primal_bound_due(double dec2, double mu, double mu_floor, double ncells, double tol) {
-  return dec2 <= kPrimalBoundCentring * mu && (mu * ncells <= kPrimalBoundRange * tol || mu <= 10.0 * mu_floor);
+  return (dec2 <= kPrimalBoundCentring * mu || dec2 <= kPrimalBoundDecrement * tol) && (mu * ncells <= kPrimalBoundRange * tol || mu <= 10.0 * mu_floor);
 }
 
 // The barrier step's backtracking: 1, 0.85, 0.7, 0.55, then halving.

@@ -188,7 +188,8 @@ def test_schur_assemblies_agree(shape, kind, monkeypatch):
 
 
 def test_primal_bounds_are_due_near_the_tolerance_and_the_floor():
-    """Iterates near enough their centre (dec2 <= PRIMAL_BOUND_CENTRING mu) get a primal bound
+    """Iterates near enough their centre (dec2 <= PRIMAL_BOUND_CENTRING mu) or the optimum
+    (dec2 <= PRIMAL_BOUND_DECREMENT tol) get a primal bound
     once the barrier's gap
     ``mu * ncells`` is within PRIMAL_BOUND_RANGE of tol, or near the floor of ``mu`` (a tol
     below float64's reach must still get its best bound); others do not."""
@@ -201,6 +202,12 @@ def test_primal_bounds_are_due_near_the_tolerance_and_the_floor():
     assert not bool(solver._primal_bound_due(t(0.0), far, floor, ncells, tol))
     assert bool(solver._primal_bound_due(0.5 * centring * near, near, floor, ncells, tol))
     assert not bool(solver._primal_bound_due(2 * centring * near, near, floor, ncells, tol))
+    # Off centre but near the optimum (dec2 <= PRIMAL_BOUND_DECREMENT tol): due within range only.
+    close = t(0.5 * solver.PRIMAL_BOUND_DECREMENT * tol)
+    tiny_mu = t(0.1 * float(close) / centring)  # so that dec2 > PRIMAL_BOUND_CENTRING mu
+    assert bool(solver._primal_bound_due(close, tiny_mu, floor, ncells, tol))
+    assert not bool(solver._primal_bound_due(4 * close, tiny_mu, floor, ncells, tol))
+    assert not bool(solver._primal_bound_due(close, far, floor, ncells, tol))
     tiny_tol, floor13 = 1e-15, t(1e-13)  # floor at _MU_MIN, far above tol / ncells
     assert bool(solver._primal_bound_due(0.5 * centring * floor13, floor13, floor13, ncells, tiny_tol))
     assert not bool(solver._primal_bound_due(2 * centring * floor13, floor13, floor13, ncells, tiny_tol))
@@ -238,15 +245,16 @@ def test_copy_with_many_target_values_is_solved_not_refused():
     assert bool(res.converged) and abs(float(total) - entropy) < 1e-8
 
 
-@pytest.mark.parametrize("name,steps", [("clustered_16x16x6", 22), ("clustered_28x28x5", 28)])
+@pytest.mark.parametrize("name,steps", [("clustered_16x16x6", 21), ("clustered_28x28x5", 27)])
 def test_path_following_certifies_sparse_clustered_joints(name, steps):
     """Sparse clustered joints whose central path bends (KMeans codes of two views; 16x16x6:
     3000 points, 28x28x5: 5000 points, in tests/data). Centring at each level of mu (cut 50x
     per level, with rules for slow centrings and short steps) took 53 and 105 iterations,
     path following with mu cut 10x per step 35 and 47; with Mehrotra's predictor-corrector
-    ``steps`` (measured; guarded here within 10 %), its targets never rising and ending where
-    the barrier's own gap mu * ncells is within PRIMAL_BOUND_RANGE of tol (the primal bound is
-    due only there). The bounds are certified to 1e-8 and the C++ port takes the reference's
+    ``steps`` (measured: 22 and 28, then 21 and 27 with primal bounds also due at
+    dec2 <= PRIMAL_BOUND_DECREMENT tol; guarded here within 10 %), its targets never rising
+    and ending where the barrier's own gap mu * ncells is within PRIMAL_BOUND_RANGE of tol
+    (the primal bound is due only there). The bounds are certified to 1e-8 and the C++ port takes the reference's
     steps."""
     from pathlib import Path
 
