@@ -678,8 +678,13 @@ struct NewtonScratch {
   // Gradient and Jacobi scaling of the f and g unknowns (the scaled system is solved).
   double *grad_f, *sf, *grad_g, *sg;
   // The Schur elimination (empty with lowrank):
-  double *S, *rhs;  // Schur complement, (n2 ny)^2, and its right-hand side
-  int* free_g;      // the free g unknowns, in order (solve_free_g)
+  // The Schur complement over the free g unknowns only (k x k, k = Solver::free_count) and
+  // its right-hand side (n2 ny); the free unknowns in order, free_g[l] = j ny + z, their j
+  // and z (free_j, free_z), where each j's run of them starts (g_start[j]; g_start[n2] = k),
+  // and w_j[z] and d_j[z] of one i in that order (wc, dc).
+  double *S, *rhs;
+  int *free_g, *free_j, *free_z, *g_start;
+  double *wc, *dc;
   // Of every i (n1 blocks each): the factor of H_i, kept for the right-hand sides.
   double* H;
   // Of the current i only: a_j, alpha[j][j'] = a_j.u_j', the right-hand sides of H_i's
@@ -705,7 +710,12 @@ struct NewtonScratch {
         sf(arena.doubles(n1 * ny)), grad_g(arena.doubles(n2 * ny)), sg(arena.doubles(n2 * ny)),
         S(arena.doubles(schur ? static_cast<size_t>(n2 * ny) * (n2 * ny) : 0)),
         rhs(arena.doubles(schur ? n2 * ny : 0)),
-        free_g(reinterpret_cast<int*>(arena.bytes(schur ? sizeof(int) * n2 * ny : 0))), H(arena.doubles(schur ? n1 * ny * ny : 0)),
+        free_g(reinterpret_cast<int*>(arena.bytes(schur ? sizeof(int) * n2 * ny : 0))),
+        free_j(reinterpret_cast<int*>(arena.bytes(schur ? sizeof(int) * n2 * ny : 0))),
+        free_z(reinterpret_cast<int*>(arena.bytes(schur ? sizeof(int) * n2 * ny : 0))),
+        wc(arena.doubles(schur ? n2 * ny : 0)), dc(arena.doubles(schur ? n2 * ny : 0)),
+        g_start(reinterpret_cast<int*>(arena.bytes(schur ? sizeof(int) * (n2 + 1) : 0))),
+        H(arena.doubles(schur ? n1 * ny * ny : 0)),
         a(arena.doubles(schur ? n2 * ny : 0)), alpha(arena.doubles(schur ? n2 * n2 : 0)),
         rhs_many(arena.doubles(schur ? ny * (n2 + ny) : 0)),
         A(arena.doubles(schur ? static_cast<size_t>(n2) * n2 * ny : 0)),
@@ -840,6 +850,26 @@ struct Solver {
     for (int k = 0; k < n1 * ny; ++k) fixed_f[k] = !pr.m1[k];
     for (int k = 0; k < n2 * ny; ++k) fixed_g[k] = !pr.m2[k];
     for (int y = 0; y < ny; ++y) fixed_g[gauge_x2(pr.p2y, n2, ny, y) * ny + y] = 1;
+    if (!opt.lowrank) list_free_g();
+  }
+
+  // A fixed g unknown (masked, or the gauge's) would have an identity row and column in S and
+  // a zero right-hand side, so S is assembled and factorised over the free unknowns only:
+  // clustered joints leave half of them fixed, the assembly's cost falls with the square of
+  // the count and the factorisation's with its cube. Lists them (NewtonScratch::free_g).
+  FASTPID_HD void list_free_g() {
+    int k = 0;
+    for (int j = 0; j < n2; ++j) {
+      nw.g_start[j] = k;
+      for (int z = 0; z < ny; ++z)
+        if (!fixed_g[j * ny + z]) {
+          nw.free_g[k] = j * ny + z;
+          nw.free_j[k] = j;
+          nw.free_z[k++] = z;
+        }
+    }
+    nw.g_start[n2] = k;
+    free_count = k;
   }
 
   // Newton direction of the barrier objective (R and tau at their centre) or of the
@@ -876,28 +906,8 @@ struct Solver {
     return back_substitute();
   }
 
-  // A fixed g unknown (masked, or the gauge's) has an identity row and column in S and a zero
-  // right-hand side, so S is factorised over the free unknowns only, compacted in place:
-  // clustered joints leave half of them fixed, and the factorisation's cost falls with the
-  // cube of the count. The factor's entries are the same as the full matrix's (the identity
-  // rows only add exact zeros).
-  FASTPID_HD void factor_free_g() {
-    const int m = n2 * ny;
-    double* S = nw.S;
-    int* idx = nw.free_g;
-    int k = 0;
-    for (int q = 0; q < m; ++q)
-      if (!fixed_g[q]) idx[k++] = q;
-    // Row a of the compact matrix goes to S[a * k ...] <= S[idx[a] * m ...], so copying in
-    // increasing order never overwrites what is still to be read; the lower triangle only.
-    for (int a = 0; a < k; ++a) {
-      const double* from = &S[static_cast<size_t>(idx[a]) * m];
-      double* to = &S[static_cast<size_t>(a) * k];
-      for (int b = 0; b <= a; ++b) to[b] = from[idx[b]];
-    }
-    cholesky(S, k, nw.chol);
-    free_count = k;
-  }
+  // The factor of S over the free g unknowns (list_free_g).
+  FASTPID_HD void factor_free_g() { cholesky(nw.S, free_count, nw.chol); }
 
   // Solves S yg = rhs in place with factor_free_g()'s factor.
   FASTPID_HD void solve_free_g() {
@@ -983,31 +993,37 @@ struct Solver {
     for (int q = 0; q < n2 * ny; ++q) gg[q] = fixed_g[q] ? 0.0 : pr.p2y[q] - gg[q];
   }
 
-  // S = blockdiag(hgg): the g-block before any f-block is eliminated.
+  // S = blockdiag(hgg) over the free g unknowns: the g-block before any f-block is
+  // eliminated.
   FASTPID_HD void schur_g_block() {
-    const int m = n2 * ny;
+    const int k = free_count;
     const double *W = nw.W, *tW = nw.tW, *Wt2 = nw.Wt2, *sg = nw.sg;
-    double* S = nw.S;
-    fill(S, static_cast<size_t>(m) * m, 0.0);
+    const int *gs = nw.g_start, *fz = nw.free_z;
+    double *S = nw.S, *blk = nw.rhs_many;  // rhs_many holds one ny x ny block here
+    fill(S, static_cast<size_t>(k) * k, 0.0);
     for (int j = 0; j < n2; ++j) {
-      // Block j: sum_i Wt2_ij W_ij^T as rank-one updates with contiguous rows, then scaled.
+      if (gs[j] == gs[j + 1]) continue;
+      // Block j: sum_i Wt2_ij W_ij^T as rank-one updates with contiguous rows, then scaled
+      // into S's rows and columns of j's free unknowns (lower triangle).
+      fill(blk, static_cast<size_t>(ny) * ny, 0.0);
       for (int i = 0; i < n1; ++i) {
         const double* wt = &Wt2[(i * n2 + j) * ny];
         const double* wk = &W[(i * n2 + j) * ny];
         for (int y = 0; y < ny; ++y) {
-          double* Sy = &S[static_cast<size_t>(j * ny + y) * m + j * ny];
+          double* By = &blk[y * ny];
           const double wy = wt[y];
           FASTPID_SIMD()
-          for (int z = 0; z < ny; ++z) Sy[z] += wy * wk[z];
+          for (int z = 0; z < ny; ++z) By[z] += wy * wk[z];
         }
       }
-      for (int y = 0; y < ny; ++y) {
-        double* Sy = &S[static_cast<size_t>(j * ny + y) * m + j * ny];
-        for (int z = 0; z < ny; ++z) Sy[z] *= sg[j * ny + y] * sg[j * ny + z];
+      const double* sj = &sg[j * ny];
+      for (int a = gs[j]; a < gs[j + 1]; ++a) {
+        const int y = fz[a];
+        double* Sa = &S[static_cast<size_t>(a) * k];
+        for (int b = gs[j]; b <= a; ++b) Sa[b] = blk[y * ny + fz[b]] * sj[y] * sj[fz[b]];
         double st = 0;
         for (int i = 0; i < n1; ++i) st += tW[(i * n2 + j) * ny + y];
-        int q = j * ny + y;
-        S[q * m + q] += sg[q] * sg[q] * st + (fixed_g[q] ? 1.0 : 0.0);
+        Sa[a] += sj[y] * sj[y] * st;
       }
     }
   }
@@ -1015,7 +1031,6 @@ struct Solver {
   // S -= C_i^T H_i^-1 C_i for x1 = i; keeps the factor of H_i, u, Hinv, w and d of this i
   // for reduce_rhs() and back_substitute().
   FASTPID_HD void eliminate_f_block(int i) {
-    const int m = n2 * ny;
     const double *W = nw.W, *tW = nw.tW, *Wt2 = nw.Wt2, *sf = nw.sf, *sg = nw.sg;
     double *a = nw.a, *alpha = nw.alpha, *S = nw.S;
     double* H = nw.H + static_cast<size_t>(i) * ny * ny;
@@ -1082,36 +1097,41 @@ struct Solver {
     //   A_j[(jp, zp)] = alpha[j][jp] w_jp[zp] + u_j[zp] d_jp[zp],
     //   B_z[(jp, zp)] = u_jp[z] w_jp[zp] + Hinv[z][zp] d_jp[zp],
     // so each row's update is one contiguous pass over its columns jp <= j (cholesky() reads
-    // the lower triangle of the symmetric S), long even where ny is small.
-    double *A = nw.A, *B = nw.B;
+    // the lower triangle of the symmetric S), long even where ny is small. Rows and columns
+    // are the free g unknowns only (list_free_g); A_j and B_z are built over them in one pass
+    // each, reading alpha, u and H_i^-1 (rm's row z: u_jp[z] over jp, then Hinv[z]) by index.
+    const int k_free = free_count;
+    const int *gs = nw.g_start, *fq = nw.free_g, *fj = nw.free_j, *fz = nw.free_z;
+    double *A = nw.A, *B = nw.B, *wc = nw.wc, *dc = nw.dc;
+    for (int l = 0; l < k_free; ++l) {
+      wc[l] = w[fq[l]];
+      dc[l] = d[fq[l]];
+    }
     for (int j = 0; j < n2; ++j) {
-      const double* u_j = &u[j * ny];
-      double* Aj = &A[static_cast<size_t>(j) * m];
-      for (int jp = 0; jp <= j; ++jp) {
-        const double al = alpha[j * n2 + jp];
-        FASTPID_SIMD()
-        for (int zp = 0; zp < ny; ++zp) Aj[jp * ny + zp] = al * w[jp * ny + zp] + u_j[zp] * d[jp * ny + zp];
-      }
+      bool rows = false;  // whether any row of j is updated (w or d nonzero)
+      for (int l = gs[j]; l < gs[j + 1] && !rows; ++l) rows = wc[l] != 0.0 || dc[l] != 0.0;
+      if (!rows) continue;
+      const double *al = &alpha[j * n2], *u_j = &u[j * ny];
+      double* Aj = &A[static_cast<size_t>(j) * k_free];
+      const int len = gs[j + 1];
+      FASTPID_SIMD()
+      for (int l = 0; l < len; ++l) Aj[l] = al[fj[l]] * wc[l] + u_j[fz[l]] * dc[l];
     }
     for (int z = 0; z < ny; ++z) {
-      const double* hz = &Hinv[z * ny];
-      double* Bz = &B[static_cast<size_t>(z) * m];
-      for (int jp = 0; jp < n2; ++jp) {
-        const double uz = u[jp * ny + z];
-        FASTPID_SIMD()
-        for (int zp = 0; zp < ny; ++zp) Bz[jp * ny + zp] = uz * w[jp * ny + zp] + hz[zp] * d[jp * ny + zp];
-      }
+      const double* rz = &rm[z * k];  // u_jp[z] over jp, then Hinv[z]
+      double* Bz = &B[static_cast<size_t>(z) * k_free];
+      FASTPID_SIMD()
+      for (int l = 0; l < k_free; ++l) Bz[l] = rz[fj[l]] * wc[l] + rz[n2 + fz[l]] * dc[l];
     }
     for (int j = 0; j < n2; ++j) {
-      const double* Aj = &A[static_cast<size_t>(j) * m];
-      const int len = (j + 1) * ny;
-      for (int z = 0; z < ny; ++z) {
-        const double wz = w[j * ny + z], dz = d[j * ny + z];
+      const double* Aj = &A[static_cast<size_t>(j) * k_free];
+      for (int l = gs[j]; l < gs[j + 1]; ++l) {
+        const double wz = wc[l], dz = dc[l];
         if (wz == 0.0 && dz == 0.0) continue;
-        const double* Bz = &B[static_cast<size_t>(z) * m];
-        double* row = &S[static_cast<size_t>(j * ny + z) * m];
+        const double* Bz = &B[static_cast<size_t>(fz[l]) * k_free];
+        double* row = &S[static_cast<size_t>(l) * k_free];
         FASTPID_SIMD()
-        for (int q = 0; q < len; ++q) row[q] -= wz * Aj[q] + dz * Bz[q];
+        for (int q = 0; q <= l; ++q) row[q] -= wz * Aj[q] + dz * Bz[q];
       }
     }
   }

@@ -12,8 +12,8 @@ from helpers import random_joint
 
 pytestmark = pytest.mark.skipif(not cpp.available()[0], reason=cpp.available()[1] or "no C++ solver")
 
-# (13, 12, 11) and (20, 20, 10) have Schur complements of 132 and 200 unknowns, factorised by
-# blocks of 32 columns with a partial last block.
+# Dense (20, 20, 10) has a Schur complement over 190 free unknowns (200 less one gauge entry
+# per target value), factorised by blocks of 32 columns with a partial last block.
 SHAPES = [(1, 1, 1), (1, 3, 2), (3, 1, 4), (2, 2, 1), (3, 3, 3), (17, 3, 5), (5, 17, 3), (7, 9, 11),
           (33, 4, 2), (8, 8, 8), (13, 12, 11), (20, 20, 10)]
 KINDS = {
