@@ -8,6 +8,7 @@
 #include <stdexcept>
 
 #include "solver_cpu.hpp"
+#include "vector_math.hpp"
 
 namespace py = pybind11;
 
@@ -109,6 +110,19 @@ py::array_t<double> closed_forms(Array P) {
   return out;
 }
 
+// The solver's own exp and log (vector_math.hpp) of every entry of x, for the tests.
+py::tuple exp_log(Array x) {
+  const auto n = x.size();
+  py::array_t<double> e(n), l(n);
+  const double* xp = x.data();
+  double *ep = e.mutable_data(), *lp = l.mutable_data();
+  for (py::ssize_t k = 0; k < n; ++k) {
+    ep[k] = fastpid::detail::vexp(xp[k]);
+    lp[k] = fastpid::detail::vlog(xp[k]);
+  }
+  return py::make_tuple(e, l);
+}
+
 }  // namespace
 
 void register_solver(py::module_& m) {
@@ -138,6 +152,9 @@ void register_solver(py::module_& m) {
         "(B, 4): I(X1,X2;Y), I(X1;Y), I(X2;Y) and I of the proxy coupling Q0 = "
         "P(x1,y) P(x2,y) / p(y) of each problem of a batch P[B, n1, n2, ny] (normalised "
         "float64), in nats.");
+  m.def("_exp_log", &exp_log, py::arg("x"),
+        "(exp(x), log(x)) of every entry of x (flattened) as the solver computes them: its own "
+        "vectorisable versions, for the tests of their accuracy.");
   m.def("solve", &solve, py::arg("P"), py::arg("options"), py::arg("return_coupling") = false,
         "Certified bounds on V for a batch P[B, n1, n2, ny] (normalised float64), one problem "
         "per thread: returns (lower, upper, f, g, iterations[, coupling]). options.newton=False "

@@ -17,6 +17,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "vector_math.hpp"
+
 #if defined(__CUDACC__)
 #define FASTPID_HD __host__ __device__
 #else
@@ -155,7 +157,7 @@ struct Arena {
   }
 };
 
-FASTPID_HD inline double xlogx(double x) { return x > 0 ? x * log(x) : 0.0; }
+FASTPID_HD inline double xlogx(double x) { return x > 0 ? x * vlog(x) : 0.0; }
 
 // log(sum_k exp(x(k))) over k < n; -inf when all are -inf.
 template <class F>
@@ -164,8 +166,8 @@ FASTPID_HD inline double logsumexp(int n, F x) {
   for (int k = 0; k < n; ++k) m = fp_max(m, x(k));
   if (m == kNegInf) return kNegInf;
   double s = 0.0;
-  for (int k = 0; k < n; ++k) s += exp(x(k) - m);
-  return m + log(s);
+  for (int k = 0; k < n; ++k) s += vexp(x(k) - m);
+  return m + vlog(s);
 }
 
 // Columns per block of the blocked Cholesky factorisation, and the size from which it is used.
@@ -382,7 +384,7 @@ struct Problem {
   char *m1, *m2, *cell;
   int ncells = 0;
   // Scratch of the methods below; nothing in them outlives a call.
-  double *F, *G, *eF, *eG, *shift, *lin, *ein, *sums, *rows, *cols, *d1, *d2, *total, *qy;
+  double *F, *G, *eF, *eG, *shift, *lin, *ein, *sums, *cell_sum, *rows, *cols, *d1, *d2, *total, *qy;
 
   FASTPID_HD Problem(int n1, int n2, int ny, Arena& arena)
       : n1(n1), n2(n2), ny(ny), p1y(arena.doubles(n1 * ny)), p2y(arena.doubles(n2 * ny)),
@@ -391,7 +393,7 @@ struct Problem {
         cell(arena.bytes(n1 * n2)), F(arena.doubles(n1 * ny)), G(arena.doubles(n2 * ny)),
         eF(arena.doubles(n1 * ny)), eG(arena.doubles(n2 * ny)), shift(arena.doubles(ny)),
         lin(arena.doubles((n1 > n2 ? n1 : n2) * ny)), ein(arena.doubles((n1 > n2 ? n1 : n2) * ny)),
-        sums(arena.doubles((n1 > n2 ? n1 : n2) * ny)),
+        sums(arena.doubles((n1 > n2 ? n1 : n2) * ny)), cell_sum(arena.doubles(n1 * n2)),
         rows(arena.doubles(n1 * ny)), cols(arena.doubles(n2 * ny)), d1(arena.doubles(n1 * ny)),
         d2(arena.doubles(n2 * ny)), total(arena.doubles(ny)), qy(arena.doubles(ny)) {}
 
@@ -410,14 +412,14 @@ struct Problem {
         }
     for (int i = 0; i < n1; ++i)
       for (int y = 0; y < ny; ++y) py[y] += p1y[i * ny + y];
-    for (int y = 0; y < ny; ++y) logpy[y] = py[y] > 0 ? log(py[y]) : 0.0;
+    for (int y = 0; y < ny; ++y) logpy[y] = py[y] > 0 ? vlog(py[y]) : 0.0;
     for (int k = 0; k < n1 * ny; ++k) {
       m1[k] = p1y[k] > 0;
-      la[k] = m1[k] ? log(p1y[k]) - logpy[k % ny] : kNegInf;
+      la[k] = m1[k] ? vlog(p1y[k]) - logpy[k % ny] : kNegInf;
     }
     for (int k = 0; k < n2 * ny; ++k) {
       m2[k] = p2y[k] > 0;
-      lb[k] = m2[k] ? log(p2y[k]) - logpy[k % ny] : kNegInf;
+      lb[k] = m2[k] ? vlog(p2y[k]) - logpy[k % ny] : kNegInf;
     }
     ncells = 0;
     for (int i = 0; i < n1; ++i)
@@ -444,8 +446,18 @@ struct Problem {
     for (int k = 0; k < n1 * ny; ++k) F[k] = m1[k] ? logpy[k % ny] + f[k] : kNegInf;
     for (int k = 0; k < n2 * ny; ++k) G[k] = m2[k] ? g[k] : kNegInf;
     max_per_y(F, n1);
-    for (int k = 0; k < n1 * ny; ++k) eF[k] = exp(F[k] - shift[k % ny]);
-    for (int k = 0; k < n2 * ny; ++k) eG[k] = exp(G[k] + shift[k % ny]);
+    shifted_exp(F, n1, -1.0, eF);
+    shifted_exp(G, n2, 1.0, eG);
+  }
+
+  // out[r][y] = exp(x[r][y] + sign shift[y]) over `rows` rows (one vector loop per row).
+  FASTPID_HD void shifted_exp(const double* x, int rows, double sign, double* out) const {
+    for (int r = 0; r < rows; ++r) {
+      const double* xr = &x[r * ny];
+      double* o = &out[r * ny];
+      FASTPID_SIMD()
+      for (int y = 0; y < ny; ++y) o[y] = vexp(xr[y] + sign * shift[y]);
+    }
   }
 
   // shift[y] = max over the `rows` rows of x[row][y] (0 where all are -inf).
@@ -460,7 +472,8 @@ struct Problem {
   // 0 * inf); such sums are redone in the log domain.
   FASTPID_HD static bool doubtful(double sum) { return !(sum > 1e-280 && sum < 1e280); }
 
-  // log s(i, j) for every cell (-inf where no y is admissible), from factors().
+  // log s(i, j) for every cell (-inf where no y is admissible), from factors(): the sums,
+  // their logs in one vector loop, then the doubtful ones again in the log domain.
   FASTPID_HD void log_s(const double* f, const double* g, double* out) const {
     factors(f, g);
     for (int i = 0; i < n1; ++i)
@@ -470,14 +483,17 @@ struct Problem {
         double s = 0.0;
         FASTPID_SIMD(reduction(+ : s))
         for (int y = 0; y < ny; ++y) s += Fi[y] * Gj[y];
-        if (!doubtful(s) || (s == 0.0 && !cell[i * n2 + j])) {
-          out[i * n2 + j] = log(s);
-          continue;
-        }
-        const double* Li = &F[i * ny];
-        const double* Lj = &G[j * ny];
-        out[i * n2 + j] = logsumexp(ny, [&](int y) { return Li[y] + Lj[y]; });
+        cell_sum[i * n2 + j] = s;
       }
+    FASTPID_SIMD()
+    for (int c = 0; c < n1 * n2; ++c) out[c] = vlog(cell_sum[c]);
+    for (int c = 0; c < n1 * n2; ++c) {
+      const double s = cell_sum[c];
+      if (!doubtful(s) || (s == 0.0 && !cell[c])) continue;
+      const double* Li = &F[(c / n2) * ny];
+      const double* Lj = &G[(c % n2) * ny];
+      out[c] = logsumexp(ny, [&](int y) { return Li[y] + Lj[y]; });
+    }
   }
 
   FASTPID_HD double dual_objective(const double* f, const double* g) const {
@@ -591,11 +607,14 @@ struct Problem {
     // I_Q(Y; X1, X2) = H(X1,X2) + H(Y) - H(X1,X2,Y); Q(y) = p(y) on the feasible set.
     double h12y = 0, h12 = 0, hy = 0;
     for (int c = 0; c < n1 * n2; ++c) {
-      double m = 0;
+      const double* q = &Q[c * ny];
+      double m = 0, h = 0;
+      FASTPID_SIMD(reduction(+ : m, h))
       for (int y = 0; y < ny; ++y) {
-        h12y -= xlogx(Q[c * ny + y]);
-        m += Q[c * ny + y];
+        h += xlogx(q[y]);
+        m += q[y];
       }
+      h12y -= h;
       h12 -= xlogx(m);
     }
     fill(qy, ny, 0.0);
@@ -623,7 +642,7 @@ struct Problem {
                             bool transposed) const {
     for (int k = 0; k < nb * ny; ++k) lin[k] = min[k] ? in[k] : kNegInf;
     max_per_y(lin, nb);
-    for (int k = 0; k < nb * ny; ++k) ein[k] = exp(lin[k] - shift[k % ny]);
+    shifted_exp(lin, nb, -1.0, ein);
     fill(sums, na * ny, 0.0);
     for (int a = 0; a < na; ++a) {
       double* sa = &sums[a * ny];
@@ -635,36 +654,46 @@ struct Problem {
         for (int y = 0; y < ny; ++y) sa[y] += r * eb[y];
       }
     }
+    // All in one vector loop per row, then the masked and the doubtful entries again.
+    for (int a = 0; a < na; ++a) {
+      const double *la_ = &lt[a * ny], *sa = &sums[a * ny];
+      double* o = &out[a * ny];
+      FASTPID_SIMD()
+      for (int y = 0; y < ny; ++y) o[y] = la_[y] - shift[y] - vlog(sa[y]);
+    }
     for (int a = 0; a < na; ++a)
       for (int y = 0; y < ny; ++y) {
         const int k = a * ny + y;
         if (!mout[k]) {
           out[k] = kNegInf;
-          continue;
+        } else if (doubtful(sums[k])) {
+          out[k] = lt[k] - logsumexp(nb, [&](int b) {
+            return (transposed ? logR[b * na + a] : logR[a * nb + b]) + lin[b * ny + y];
+          });
         }
-        const double sum = sums[k];
-        if (!doubtful(sum)) {
-          out[k] = lt[k] - shift[y] - log(sum);
-          continue;
-        }
-        out[k] = lt[k] - logsumexp(nb, [&](int b) {
-          return (transposed ? logR[b * na + a] : logR[a * nb + b]) + lin[b * ny + y];
-        });
       }
   }
 
   // K = exp(logR) of a kernel on the cells.
   FASTPID_HD void kernel(const double* logR, double* Kr) const {
-    for (int c = 0; c < n1 * n2; ++c) Kr[c] = exp(logR[c]);
+    FASTPID_SIMD()
+    for (int c = 0; c < n1 * n2; ++c) Kr[c] = vexp(logR[c]);
   }
 
   // Q = R p(y) exp(f + g) on admissible cells.
   FASTPID_HD void coupling(const double* logR, const double* f, const double* g, double* Q) const {
     for (int i = 0; i < n1; ++i)
-      for (int j = 0; j < n2; ++j)
-        for (int y = 0; y < ny; ++y)
-          Q[(i * n2 + j) * ny + y] =
-              adm(i, j, y) ? exp(logR[i * n2 + j] + logw(f, g, i, j, y)) : 0.0;
+      for (int j = 0; j < n2; ++j) {
+        const double lr = logR[i * n2 + j];
+        const double *fi = &f[i * ny], *gj = &g[j * ny];
+        const char *a1 = &m1[i * ny], *a2 = &m2[j * ny];
+        double* q = &Q[(i * n2 + j) * ny];
+        FASTPID_SIMD()
+        for (int y = 0; y < ny; ++y) {
+          const double v = vexp(lr + logpy[y] + fi[y] + gj[y]);  // for every y: one vector loop
+          q[y] = (a1[y] & a2[y]) ? v : 0.0;
+        }
+      }
   }
 };
 
@@ -807,7 +836,7 @@ struct Solver {
         double q = 0;
         for (int y = 0; y < ny; ++y)
           if (pr.py[y] > 0) q += pr.p1y[i * ny + y] * pr.p2y[j * ny + y] / pr.py[y];
-        logR[i * n2 + j] = q > 0 ? log(q) : kNegInf;
+        logR[i * n2 + j] = q > 0 ? vlog(q) : kNegInf;
       }
   }
 
@@ -840,7 +869,7 @@ struct Solver {
     for (int c = 0; c < n1 * n2; ++c) {
       if (!pr.cell[c]) continue;
       if (!(lsv[c] < 0.0)) return kNegInf;
-      bar += log(-expm1(lsv[c]));
+      bar += vlog(-expm1(lsv[c]));
     }
     double v = pr.dual_objective(ff, gg) + mu * bar;
     return isfinite(v) ? v : kNegInf;
@@ -1566,7 +1595,7 @@ struct Solver {
   FASTPID_HD double barrier_primal_bound(int sweeps) {
     for (int c = 0; c < n1 * n2; ++c) {
       Kr[c] = pr.cell[c] ? R[c] : 0.0;
-      lr[c] = pr.cell[c] ? log(R[c]) : kNegInf;
+      lr[c] = pr.cell[c] ? vlog(R[c]) : kNegInf;
     }
     for (int k = 0; k < n2 * ny; ++k) gp[k] = pr.m2[k] ? g[k] : kNegInf;
     pr.row_update(lr, Kr, gp, fp);
@@ -1598,7 +1627,7 @@ struct Solver {
     // estimate the alternation reached; mu / tau where that is smaller.
     for (int c = 0; c < n1 * n2; ++c) {
       tau[c] = pr.cell[c] ? -expm1(ls[c]) : 1.0;
-      const double mixture = pr.cell[c] && isfinite(logR[c]) ? exp(logR[c] + mx + 1e-3) : 0.0;
+      const double mixture = pr.cell[c] && isfinite(logR[c]) ? vexp(logR[c] + mx + 1e-3) : 0.0;
       R[c] = fp_max(mixture, mu / tau[c]);
       corr[c] = 0.0;
     }
