@@ -176,12 +176,11 @@ constexpr int kCholeskyBlockedFrom = 128;
 
 // Scratch of cholesky() for matrices up to n x n.
 struct CholeskyScratch {
-  double* col;     // n: the column being eliminated
-  double* backup;  // n * n: the matrix, for a second attempt
-  double* panel;   // kCholeskyBlock * n: a block column of the factor, transposed
+  double* col;    // n: the column being eliminated
+  double* panel;  // kCholeskyBlock * n: a block column of the factor, transposed
 
   FASTPID_HD CholeskyScratch(int n, Arena& arena)
-      : col(arena.doubles(n)), backup(arena.doubles(static_cast<size_t>(n) * n)),
+      : col(arena.doubles(n)),
         panel(arena.doubles(n >= kCholeskyBlockedFrom ? static_cast<size_t>(kCholeskyBlock) * n : 0)) {}
 };
 
@@ -310,18 +309,20 @@ FASTPID_HD inline bool attempt(double* A, int n, const CholeskyScratch& scratch)
   return cholesky_attempt(A, n, scratch.col);
 }
 
-// Cholesky factor of an SPD matrix; one that is singular to rounding (sparse problems leave
-// directions the gauge fixing does not remove) is factorised with a 1e-12 ridge instead,
-// as the reference does.
-FASTPID_HD inline void cholesky(double* A, int n, const CholeskyScratch& scratch) {
-  const size_t size = static_cast<size_t>(n) * n;
-  copy(A, size, scratch.backup);
+// Cholesky factor of the SPD matrix that build() writes into A (called here first). One that
+// is singular to rounding (sparse problems leave directions the gauge fixing does not
+// remove) is built again and factorised with a 1e-12 ridge instead, as the reference does:
+// building it twice where that happens costs less than a copy of every matrix.
+template <class Build>
+FASTPID_HD inline void cholesky(double* A, int n, const CholeskyScratch& scratch, Build build) {
+  build();
   if (attempt(A, n, scratch)) return;
-  copy(scratch.backup, size, A);
+  build();
   for (int k = 0; k < n; ++k) A[static_cast<size_t>(k) * n + k] += 1e-12;
   if (attempt(A, n, scratch)) return;
   // Still not positive: fall back to the identity, i.e. the Jacobi-scaled gradient as the
   // direction, and let the line search judge it.
+  const size_t size = static_cast<size_t>(n) * n;
   for (size_t k = 0; k < size; ++k) A[k] = (k % (n + 1) == 0) ? 1.0 : 0.0;
 }
 
@@ -921,9 +922,10 @@ struct Solver {
       lowrank_factor();
       return;
     }
-    schur_g_block();
-    for (int i = 0; i < n1; ++i) eliminate_f_block(i);
-    factor_free_g();
+    cholesky(nw.S, free_count, nw.chol, [&] {
+      schur_g_block();
+      for (int i = 0; i < n1; ++i) eliminate_f_block(i);
+    });
   }
 
   // The direction toward the target mu + corr from the factorised system; returns dec^2.
@@ -935,8 +937,6 @@ struct Solver {
     return back_substitute();
   }
 
-  // The factor of S over the free g unknowns (list_free_g).
-  FASTPID_HD void factor_free_g() { cholesky(nw.S, free_count, nw.chol); }
 
   // Solves S yg = rhs in place with factor_free_g()'s factor.
   FASTPID_HD void solve_free_g() {
@@ -1067,27 +1067,28 @@ struct Solver {
     double* Hinv = nw.Hinv + static_cast<size_t>(i) * ny * ny;
     double* w = nw.w + static_cast<size_t>(i) * n2 * ny;
     double* d = nw.d + static_cast<size_t>(i) * n2 * ny;
-    // sum_j Wt2_ij W_ij^T as rank-one updates with contiguous rows, then scaled.
-    fill(H, static_cast<size_t>(ny) * ny, 0.0);
-    for (int j = 0; j < n2; ++j) {
-      const double* wt = &Wt2[(i * n2 + j) * ny];
-      const double* wk = &W[(i * n2 + j) * ny];
-      for (int y = 0; y < ny; ++y) {
-        double* Hy = &H[y * ny];
-        const double wy = wt[y];
-        FASTPID_SIMD()
-        for (int z = 0; z < ny; ++z) Hy[z] += wy * wk[z];
+    // H_i: sum_j Wt2_ij W_ij^T as rank-one updates with contiguous rows, then scaled.
+    cholesky(H, ny, nw.chol, [&] {
+      fill(H, static_cast<size_t>(ny) * ny, 0.0);
+      for (int j = 0; j < n2; ++j) {
+        const double* wt = &Wt2[(i * n2 + j) * ny];
+        const double* wk = &W[(i * n2 + j) * ny];
+        for (int y = 0; y < ny; ++y) {
+          double* Hy = &H[y * ny];
+          const double wy = wt[y];
+          FASTPID_SIMD()
+          for (int z = 0; z < ny; ++z) Hy[z] += wy * wk[z];
+        }
       }
-    }
-    for (int y = 0; y < ny; ++y)
-      for (int z = 0; z < ny; ++z) H[y * ny + z] *= sf[i * ny + y] * sf[i * ny + z];
-    for (int y = 0; y < ny; ++y) {
-      double st = 0;
-      for (int j = 0; j < n2; ++j) st += tW[(i * n2 + j) * ny + y];
-      int q = i * ny + y;
-      H[y * ny + y] += sf[q] * sf[q] * st + (fixed_f[q] ? 1.0 : 0.0);
-    }
-    cholesky(H, ny, nw.chol);
+      for (int y = 0; y < ny; ++y)
+        for (int z = 0; z < ny; ++z) H[y * ny + z] *= sf[i * ny + y] * sf[i * ny + z];
+      for (int y = 0; y < ny; ++y) {
+        double st = 0;
+        for (int j = 0; j < n2; ++j) st += tW[(i * n2 + j) * ny + y];
+        int q = i * ny + y;
+        H[y * ny + y] += sf[q] * sf[q] * st + (fixed_f[q] ? 1.0 : 0.0);
+      }
+    });
     for (int j = 0; j < n2; ++j)
       for (int y = 0; y < ny; ++y) {
         int k = (i * n2 + j) * ny + y;
@@ -1280,11 +1281,12 @@ struct Solver {
     const int v = n1 + n2, C = n1 * n2;
     double *D = nw.D, *aT = nw.aT, *bT = nw.bT, *K = nw.K;
     for (int y = 0; y < ny; ++y) {
-      fill(D, static_cast<size_t>(v) * v, 0.0);
-      for (int p = 0; p < v; ++p) D[p * v + p] = lowrank_diag(y, p);
-      for (int i = 0; i < n1; ++i)
-        for (int j = 0; j < n2; ++j) D[(n1 + j) * v + i] = lowrank_cross(y, i, j);  // lower triangle
-      cholesky(D, v, nw.chol);
+      cholesky(D, v, nw.chol, [&] {
+        fill(D, static_cast<size_t>(v) * v, 0.0);
+        for (int p = 0; p < v; ++p) D[p * v + p] = lowrank_diag(y, p);
+        for (int i = 0; i < n1; ++i)
+          for (int j = 0; j < n2; ++j) D[(n1 + j) * v + i] = lowrank_cross(y, i, j);  // lower triangle
+      });
       double* Di = nw.Dinv + static_cast<size_t>(y) * v * v;
       fill(Di, static_cast<size_t>(v) * v, 0.0);
       for (int p = 0; p < v; ++p) Di[p * v + p] = 1.0;
@@ -1300,41 +1302,42 @@ struct Solver {
     // K[c][c'] = sum_y a_c Z_y[i][c'] + b_c Z_y[n1 + j][c'] (lower triangle only). In this
     // association (that of the PyTorch solver) K keeps its digits when D_y is ill-conditioned;
     // contracting D_y^-1 with a_c, b_c first does not.
-    fill(K, static_cast<size_t>(C) * C, 0.0);
-    for (int y = 0; y < ny; ++y) {
-      const double* Di = nw.Dinv + static_cast<size_t>(y) * v * v;
-      double* Zy = nw.Z;  // of this y only
-      const double* ay = &aT[y * C];
-      const double* by = &bT[y * C];
-      for (int p = 0; p < v; ++p) {
-        const double* dp = &Di[p * v];
-        double* zp = &Zy[p * C];
-        for (int ip = 0; ip < n1; ++ip) {
-          const double di = dp[ip];
-          FASTPID_SIMD()
-          for (int jp = 0; jp < n2; ++jp) zp[ip * n2 + jp] = di * ay[ip * n2 + jp] + dp[n1 + jp] * by[ip * n2 + jp];
+    cholesky(K, C, nw.chol, [&] {
+      fill(K, static_cast<size_t>(C) * C, 0.0);
+      for (int y = 0; y < ny; ++y) {
+        const double* Di = nw.Dinv + static_cast<size_t>(y) * v * v;
+        double* Zy = nw.Z;  // of this y only
+        const double* ay = &aT[y * C];
+        const double* by = &bT[y * C];
+        for (int p = 0; p < v; ++p) {
+          const double* dp = &Di[p * v];
+          double* zp = &Zy[p * C];
+          for (int ip = 0; ip < n1; ++ip) {
+            const double di = dp[ip];
+            FASTPID_SIMD()
+            for (int jp = 0; jp < n2; ++jp) zp[ip * n2 + jp] = di * ay[ip * n2 + jp] + dp[n1 + jp] * by[ip * n2 + jp];
+          }
         }
+        for (int i = 0; i < n1; ++i)
+          for (int j = 0; j < n2; ++j) {
+            const int c = i * n2 + j;
+            const double ac = ay[c], bc = by[c];
+            if (ac == 0.0 && bc == 0.0) continue;
+            const double* zi = &Zy[i * C];
+            const double* zj = &Zy[(n1 + j) * C];
+            double* Kc = &K[static_cast<size_t>(c) * C];
+            FASTPID_SIMD()
+            for (int cp = 0; cp <= c; ++cp) Kc[cp] += ac * zi[cp] + bc * zj[cp];
+          }
       }
-      for (int i = 0; i < n1; ++i)
-        for (int j = 0; j < n2; ++j) {
-          const int c = i * n2 + j;
-          const double ac = ay[c], bc = by[c];
-          if (ac == 0.0 && bc == 0.0) continue;
-          const double* zi = &Zy[i * C];
-          const double* zj = &Zy[(n1 + j) * C];
-          double* Kc = &K[static_cast<size_t>(c) * C];
-          FASTPID_SIMD()
-          for (int cp = 0; cp <= c; ++cp) Kc[cp] += ac * zi[cp] + bc * zj[cp];
-        }
-    }
-    for (int c = 0; c < C; ++c) {
-      double& kcc = K[static_cast<size_t>(c) * C + c];
-      kcc += nw.oms[c] / R[c];  // 1 / t2
-      nw.kd[c] = 1.0 / sqrt(fp_max(kcc, 1e-300));
-    }
-    for (int c = 0; c < C; ++c)
-      for (int cp = 0; cp <= c; ++cp) K[static_cast<size_t>(c) * C + cp] *= nw.kd[c] * nw.kd[cp];
-    cholesky(K, C, nw.chol);
+      for (int c = 0; c < C; ++c) {
+        double& kcc = K[static_cast<size_t>(c) * C + c];
+        kcc += nw.oms[c] / R[c];  // 1 / t2
+        nw.kd[c] = 1.0 / sqrt(fp_max(kcc, 1e-300));
+      }
+      for (int c = 0; c < C; ++c)
+        for (int cp = 0; cp <= c; ++cp) K[static_cast<size_t>(c) * C + cp] *= nw.kd[c] * nw.kd[cp];
+    });
   }
 
   // out = H^-1 in (per-y vectors, ny x v; out may be in): D^-1 in - Z K^-1 U^T D^-1 in, with
