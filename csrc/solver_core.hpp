@@ -157,6 +157,16 @@ struct Arena {
   }
 };
 
+// M += a b^T for a row-major n x n matrix M, as rank-one updates of its contiguous rows.
+FASTPID_HD inline void add_outer(double* M, const double* a, const double* b, int n) {
+  for (int y = 0; y < n; ++y) {
+    double* My = &M[y * n];
+    const double ay = a[y];
+    FASTPID_SIMD()
+    for (int z = 0; z < n; ++z) My[z] += ay * b[z];
+  }
+}
+
 FASTPID_HD inline double xlogx(double x) { return x > 0 ? x * vlog(x) : 0.0; }
 
 // log(sum_k exp(x(k))) over k < n; -inf when all are -inf.
@@ -1032,19 +1042,10 @@ struct Solver {
     fill(S, static_cast<size_t>(k) * k, 0.0);
     for (int j = 0; j < n2; ++j) {
       if (gs[j] == gs[j + 1]) continue;
-      // Block j: sum_i Wt2_ij W_ij^T as rank-one updates with contiguous rows, then scaled
-      // into S's rows and columns of j's free unknowns (lower triangle).
+      // Block j: sum_i Wt2_ij W_ij^T, then scaled into S's rows and columns of j's free
+      // unknowns (lower triangle).
       fill(blk, static_cast<size_t>(ny) * ny, 0.0);
-      for (int i = 0; i < n1; ++i) {
-        const double* wt = &Wt2[(i * n2 + j) * ny];
-        const double* wk = &W[(i * n2 + j) * ny];
-        for (int y = 0; y < ny; ++y) {
-          double* By = &blk[y * ny];
-          const double wy = wt[y];
-          FASTPID_SIMD()
-          for (int z = 0; z < ny; ++z) By[z] += wy * wk[z];
-        }
-      }
+      for (int i = 0; i < n1; ++i) add_outer(blk, &Wt2[(i * n2 + j) * ny], &W[(i * n2 + j) * ny], ny);
       const double* sj = &sg[j * ny];
       for (int a = gs[j]; a < gs[j + 1]; ++a) {
         const int y = fz[a];
@@ -1067,19 +1068,10 @@ struct Solver {
     double* Hinv = nw.Hinv + static_cast<size_t>(i) * ny * ny;
     double* w = nw.w + static_cast<size_t>(i) * n2 * ny;
     double* d = nw.d + static_cast<size_t>(i) * n2 * ny;
-    // H_i: sum_j Wt2_ij W_ij^T as rank-one updates with contiguous rows, then scaled.
+    // H_i: sum_j Wt2_ij W_ij^T, then scaled.
     cholesky(H, ny, nw.chol, [&] {
       fill(H, static_cast<size_t>(ny) * ny, 0.0);
-      for (int j = 0; j < n2; ++j) {
-        const double* wt = &Wt2[(i * n2 + j) * ny];
-        const double* wk = &W[(i * n2 + j) * ny];
-        for (int y = 0; y < ny; ++y) {
-          double* Hy = &H[y * ny];
-          const double wy = wt[y];
-          FASTPID_SIMD()
-          for (int z = 0; z < ny; ++z) Hy[z] += wy * wk[z];
-        }
-      }
+      for (int j = 0; j < n2; ++j) add_outer(H, &Wt2[(i * n2 + j) * ny], &W[(i * n2 + j) * ny], ny);
       for (int y = 0; y < ny; ++y)
         for (int z = 0; z < ny; ++z) H[y * ny + z] *= sf[i * ny + y] * sf[i * ny + z];
       for (int y = 0; y < ny; ++y) {
