@@ -717,11 +717,11 @@ struct NewtonScratch {
   double *W, *tW, *Wt2, *oms;
   // Gradient and Jacobi scaling of the f and g unknowns (the scaled system is solved).
   double *grad_f, *sf, *grad_g, *sg;
-  // The Schur elimination (empty with lowrank):
-  // The Schur complement over the free g unknowns only (k x k, k = Solver::free_count) and
-  // its right-hand side (n2 ny); the free unknowns in order, free_g[l] = j ny + z, their j
-  // and z (free_j, free_z), where each j's run of them starts (g_start[j]; g_start[n2] = k),
-  // and w_j[z] and d_j[z] of one i in that order (wc, dc).
+  // The Schur elimination (empty with lowrank): the Schur complement over the free g
+  // unknowns only (k x k, k = Solver::free_count) and its right-hand side (n2 ny); the free
+  // unknowns in order, free_g[l] = j ny + z, their j and z (free_j, free_z), where each j's
+  // run of them starts (g_start[j]; g_start[n2] = k), and w_j[z] and d_j[z] of one i in that
+  // order (wc, dc).
   double *S, *rhs;
   int *free_g, *free_j, *free_z, *g_start;
   double *wc, *dc;
@@ -947,8 +947,7 @@ struct Solver {
     return back_substitute();
   }
 
-
-  // Solves S yg = rhs in place with factor_free_g()'s factor.
+  // Solves S yg = rhs in place with factor_newton()'s factor of S (over the free unknowns).
   FASTPID_HD void solve_free_g() {
     const int m = n2 * ny, k = free_count;
     double* rhs = nw.rhs;

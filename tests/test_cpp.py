@@ -218,15 +218,19 @@ def test_unknown_backend_is_rejected():
         fastpid.pid(np.ones((2, 2, 2)), backend="fortran")
 
 
-@pytest.mark.parametrize("seed", range(12))
-def test_singular_newton_systems_still_certify(seed):
+@pytest.mark.parametrize("shape, seed",
+                         [((13, 7, 11), s) for s in range(12)] + [((8, 8, 8), 3), ((10, 10, 10), 7)])
+def test_singular_newton_systems_still_certify(shape, seed):
     """Very peaked sparse joints (masses down to ~1e-45) make the Schur complement singular
     to rounding; both solvers regularise it with a 1e-12 ridge, their paths may part, and
-    both still certify tol. With the gauge potential of a y fixed at an x2 of tiny mass
-    (before solver._gauge_fixed chose one of large mass), seed 2 stalled at gaps of 1e-9 to
-    3.5e-7 depending on rounding (CPU and build), both bounds off V by 1e-7 to 2e-7."""
+    both still certify tol. On 8x8x8 seed 3 and 10x10x10 seed 7 the C++ solver's first
+    factorisation of some Newton system fails (counted in an instrumented build), so the
+    matrix is built again with the ridge. With the gauge potential of a y fixed at an x2 of
+    tiny mass (before solver._gauge_fixed chose one of large mass), 13x7x11 seed 2 stalled at
+    gaps of 1e-9 to 3.5e-7 depending on rounding (CPU and build), both bounds off V by 1e-7
+    to 2e-7."""
     rng = np.random.default_rng(seed)
-    P = torch.from_numpy(np.stack([random_joint(rng, (13, 7, 11), alpha=0.05, sparsity=0.9)]))
+    P = torch.from_numpy(np.stack([random_joint(rng, shape, alpha=0.05, sparsity=0.9)]))
     ref = solver.solve_exact(P, 1e-8)
     got = cpp.solve(P, 1e-8)
     for sol in (ref, got):
