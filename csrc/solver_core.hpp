@@ -216,43 +216,12 @@ FASTPID_HD inline bool cholesky_attempt(double* A, int n, double* col) {
 
 // A[r][c] -= sum_p A[r][kb + p] Pt[p][c] for rows r in [r0, r1) and columns c in [c0, r],
 // p < nb (Pt: nb x n, the block column transposed). Per row: nb contiguous axpys on a row
-// segment that stays in the L1 cache; in the plain C++ build, first four rows at a time with
-// the products held in vector registers (each loaded Pt vector feeds four rows), which also
-// overwrites entries above the diagonal of those four rows, where nothing is read.
+// segment that stays in the L1 cache. (A kernel holding four rows' products in vector
+// registers, each loaded Pt vector feeding four rows, took 1.3-2x longer per solve on the
+// development machine's AMD EPYC than these plain loops: clustered 32x32x31, 20x20x28.)
 FASTPID_HD inline void cholesky_trailing_update(double* A, int n, int kb, int nb, const double* Pt,
                                                 int r0, int r1, int c0) {
-  int r = r0;
-#if !defined(__CUDACC__) && defined(__GNUC__)
-  typedef double v8 __attribute__((vector_size(64), aligned(8)));  // unaligned loads allowed
-  for (; r + 4 <= r1; r += 4) {
-    const double* L[4];
-    for (int q = 0; q < 4; ++q) L[q] = A + static_cast<size_t>(r + q) * n + kb;
-    int c = c0;
-    for (; c + 8 <= r + 4; c += 8) {
-      v8 acc0 = {0}, acc1 = {0}, acc2 = {0}, acc3 = {0};
-      for (int p = 0; p < nb; ++p) {
-        const v8 v = *reinterpret_cast<const v8*>(Pt + static_cast<size_t>(p) * n + c);
-        acc0 += L[0][p] * v;
-        acc1 += L[1][p] * v;
-        acc2 += L[2][p] * v;
-        acc3 += L[3][p] * v;
-      }
-      *reinterpret_cast<v8*>(A + static_cast<size_t>(r) * n + c) -= acc0;
-      *reinterpret_cast<v8*>(A + static_cast<size_t>(r + 1) * n + c) -= acc1;
-      *reinterpret_cast<v8*>(A + static_cast<size_t>(r + 2) * n + c) -= acc2;
-      *reinterpret_cast<v8*>(A + static_cast<size_t>(r + 3) * n + c) -= acc3;
-    }
-    for (int q = 0; q < 4; ++q) {  // the columns left, c <= r + q, by axpys
-      double* Ar = A + static_cast<size_t>(r + q) * n;
-      for (int p = 0; p < nb; ++p) {
-        const double l = L[q][p];
-        const double* v = Pt + static_cast<size_t>(p) * n;
-        for (int cc = c; cc <= r + q; ++cc) Ar[cc] -= l * v[cc];
-      }
-    }
-  }
-#endif
-  for (; r < r1; ++r) {
+  for (int r = r0; r < r1; ++r) {
     double* Ar = A + static_cast<size_t>(r) * n;
     for (int p = 0; p < nb; ++p) {
       const double l = Ar[kb + p];
