@@ -17,13 +17,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "vector_math.hpp"
-
-#if defined(__CUDACC__)
-#define FASTPID_HD __host__ __device__
-#else
-#define FASTPID_HD
-#endif
+#include "vector_math.hpp"  // also defines FASTPID_HD (host and device functions)
 
 // `omp simd` before a loop: the CPU build may vectorise it (a reduction in any order).
 // Left out where OpenMP is off and in device code, where it would be an unknown pragma.

@@ -15,10 +15,11 @@
 #include <cstdint>
 #include <cstring>
 
+// Functions compiled for both host and device (solver_core.hpp uses it too).
 #if defined(__CUDACC__)
-#define FASTPID_VM_HD __host__ __device__
+#define FASTPID_HD __host__ __device__
 #else
-#define FASTPID_VM_HD
+#define FASTPID_HD
 #endif
 
 namespace fastpid {
@@ -45,7 +46,7 @@ constexpr double kLog2e = 0x1.71547652b82fep0;
 constexpr double kRound = 0x1.8p52;
 #endif
 
-FASTPID_VM_HD inline double vexp(double x) {
+FASTPID_HD inline double vexp(double x) {
 #if defined(__CUDA_ARCH__)
   return exp(x);
 #else
@@ -76,7 +77,7 @@ FASTPID_VM_HD inline double vexp(double x) {
 #endif
 }
 
-FASTPID_VM_HD inline double vlog(double x) {
+FASTPID_HD inline double vlog(double x) {
 #if defined(__CUDA_ARCH__)
   return log(x);
 #else
