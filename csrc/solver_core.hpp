@@ -151,13 +151,16 @@ struct Arena {
   }
 };
 
-// M += a b^T for a row-major n x n matrix M, as rank-one updates of its contiguous rows.
-FASTPID_HD inline void add_outer(double* M, const double* a, const double* b, int n) {
+// The lower triangle (z <= y) of M += a b^T for a row-major n x n matrix M, as rank-one
+// updates of its contiguous rows; rows whose a[y] is 0 (inadmissible pairs) are skipped.
+// The Cholesky factorisation reads only the lower triangle of the symmetric matrices built so.
+FASTPID_HD inline void add_outer_lower(double* M, const double* a, const double* b, int n) {
   for (int y = 0; y < n; ++y) {
-    double* My = &M[y * n];
     const double ay = a[y];
+    if (ay == 0.0) continue;
+    double* My = &M[y * n];
     FASTPID_SIMD()
-    for (int z = 0; z < n; ++z) My[z] += ay * b[z];
+    for (int z = 0; z <= y; ++z) My[z] += ay * b[z];
   }
 }
 
@@ -174,9 +177,11 @@ FASTPID_HD inline double logsumexp(int n, F x) {
   return m + vlog(s);
 }
 
-// Columns per block of the blocked Cholesky factorisation, and the size from which it is used.
-constexpr int kCholeskyBlock = 32;
-constexpr int kCholeskyBlockedFrom = 128;
+// Columns per block of the blocked Cholesky factorisation, and the size from which it is used
+// (paired timings, AMD EPYC: blocks of 16 from 16 unknowns took 0.75-0.93x the time per solve
+// of blocks of 32 from 128 on clustered 20x20x10 to 32x32x31; 8x8x8, 56 unknowns, unchanged).
+constexpr int kCholeskyBlock = 16;
+constexpr int kCholeskyBlockedFrom = 16;
 
 // Scratch of cholesky() for matrices up to n x n.
 struct CholeskyScratch {
@@ -195,9 +200,9 @@ FASTPID_HD inline bool cholesky_attempt(double* A, int n, double* col) {
   for (int k = 0; k < n; ++k) {
     double* Ak = A + static_cast<size_t>(k) * n;
     if (!(Ak[k] > 0.0)) return false;
-    const double d = sqrt(Ak[k]);
+    const double d = sqrt(Ak[k]), inv = 1.0 / d;
     Ak[k] = d;
-    for (int r = k + 1; r < n; ++r) col[r] = (A[static_cast<size_t>(r) * n + k] /= d);
+    for (int r = k + 1; r < n; ++r) col[r] = (A[static_cast<size_t>(r) * n + k] *= inv);
     for (int r = k + 1; r < n; ++r) {
       double* Ar = A + static_cast<size_t>(r) * n;
       const double lr = col[r];
@@ -209,15 +214,24 @@ FASTPID_HD inline bool cholesky_attempt(double* A, int n, double* col) {
 }
 
 // A[r][c] -= sum_p A[r][kb + p] Pt[p][c] for rows r in [r0, r1) and columns c in [c0, r],
-// p < nb (Pt: nb x n, the block column transposed). Per row: nb contiguous axpys on a row
-// segment that stays in the L1 cache. (A kernel holding four rows' products in vector
-// registers, each loaded Pt vector feeding four rows, took 1.3-2x longer per solve on the
-// development machine's AMD EPYC than these plain loops: clustered 32x32x31, 20x20x28.)
+// p < nb (Pt: nb x n, the block column transposed). Per row, four p at a time in one
+// contiguous pass over the row segment (one load and store of A[r][c] per four products),
+// the rest one by one. (A kernel holding four rows' products in vector registers, each
+// loaded Pt vector feeding four rows, took 1.3-2x longer per solve on an AMD EPYC than
+// per-row loops: clustered 32x32x31, 20x20x28.)
 FASTPID_HD inline void cholesky_trailing_update(double* A, int n, int kb, int nb, const double* Pt,
                                                 int r0, int r1, int c0) {
   for (int r = r0; r < r1; ++r) {
     double* Ar = A + static_cast<size_t>(r) * n;
-    for (int p = 0; p < nb; ++p) {
+    int p = 0;
+    for (; p + 4 <= nb; p += 4) {
+      const double l0 = Ar[kb + p], l1 = Ar[kb + p + 1], l2 = Ar[kb + p + 2], l3 = Ar[kb + p + 3];
+      const double* v0 = Pt + static_cast<size_t>(p) * n;
+      const double *v1 = v0 + n, *v2 = v1 + n, *v3 = v2 + n;
+      FASTPID_SIMD()
+      for (int c = c0; c <= r; ++c) Ar[c] -= (l0 * v0[c] + l1 * v1[c]) + (l2 * v2[c] + l3 * v3[c]);
+    }
+    for (; p < nb; ++p) {
       const double l = Ar[kb + p];
       const double* v = Pt + static_cast<size_t>(p) * n;
       FASTPID_SIMD()
@@ -236,9 +250,9 @@ FASTPID_HD inline bool cholesky_attempt_blocked(double* A, int n, double* Pt) {
     for (int k = kb; k < ke; ++k) {  // the diagonal block, unblocked
       double* Ak = A + static_cast<size_t>(k) * n;
       if (!(Ak[k] > 0.0)) return false;
-      const double d = sqrt(Ak[k]);
+      const double d = sqrt(Ak[k]), inv = 1.0 / d;
       Ak[k] = d;
-      for (int r = k + 1; r < ke; ++r) A[static_cast<size_t>(r) * n + k] /= d;
+      for (int r = k + 1; r < ke; ++r) A[static_cast<size_t>(r) * n + k] *= inv;
       for (int r = k + 1; r < ke; ++r) {
         double* Ar = A + static_cast<size_t>(r) * n;
         for (int c = k + 1; c <= r; ++c) Ar[c] -= Ar[k] * A[static_cast<size_t>(c) * n + k];
@@ -272,9 +286,9 @@ FASTPID_HD inline bool cholesky_attempt_blocked(double* A, int n, double* Pt) {
   return true;
 }
 
-// One factorisation attempt: blocked for large matrices on the host (the scratch has a
-// panel whenever it was sized for kCholeskyBlockedFrom or more); one GPU thread's matrices
-// are small, and there the unblocked loop is the lighter code.
+// One factorisation attempt: blocked from kCholeskyBlockedFrom unknowns on the host (the
+// scratch has a panel whenever it was sized for that many or more); one GPU thread's
+// matrices are small, and there the unblocked loop is the lighter code.
 FASTPID_HD inline bool attempt(double* A, int n, const CholeskyScratch& scratch) {
 #if !defined(__CUDA_ARCH__)
   if (n >= kCholeskyBlockedFrom) return cholesky_attempt_blocked(A, n, scratch.panel);
@@ -299,18 +313,22 @@ FASTPID_HD inline void cholesky(double* A, int n, const CholeskyScratch& scratch
   for (size_t k = 0; k < size; ++k) A[k] = (k % (n + 1) == 0) ? 1.0 : 0.0;
 }
 
-// Solve L L^T x = b in place, L from cholesky(); both sweeps read L by rows.
+// Solve L L^T x = b in place, L from cholesky(); both sweeps read L by rows. Each sweep
+// multiplies by the reciprocal of the pivot, which does not depend on the entries solved so
+// far and so is computed off the sweep's chain of dependent operations (a division in it
+// would add its latency to every row).
 FASTPID_HD inline void cholesky_solve(const double* L, int n, double* b) {
   for (int r = 0; r < n; ++r) {
     const double* Lr = L + static_cast<size_t>(r) * n;
+    const double inv = 1.0 / Lr[r];
     double v = b[r];
     FASTPID_SIMD(reduction(- : v))
     for (int p = 0; p < r; ++p) v -= Lr[p] * b[p];
-    b[r] = v / Lr[r];
+    b[r] = v * inv;
   }
   for (int r = n - 1; r >= 0; --r) {
     const double* Lr = L + static_cast<size_t>(r) * n;
-    b[r] /= Lr[r];
+    b[r] *= 1.0 / Lr[r];
     const double br = b[r];
     FASTPID_SIMD()
     for (int p = 0; p < r; ++p) b[p] -= Lr[p] * br;
@@ -1001,17 +1019,17 @@ struct Solver {
     const double *W = nw.W, *tW = nw.tW, *Wt2 = nw.Wt2, *sg = nw.sg;
     const int *gs = nw.g_start, *fz = nw.free_z;
     double *S = nw.S, *blk = nw.rhs_many;  // rhs_many holds one ny x ny block here
-    fill(S, static_cast<size_t>(k) * k, 0.0);
     for (int j = 0; j < n2; ++j) {
       if (gs[j] == gs[j + 1]) continue;
       // Block j: sum_i Wt2_ij W_ij^T, then scaled into S's rows and columns of j's free
       // unknowns (lower triangle).
       fill(blk, static_cast<size_t>(ny) * ny, 0.0);
-      for (int i = 0; i < n1; ++i) add_outer(blk, &Wt2[(i * n2 + j) * ny], &W[(i * n2 + j) * ny], ny);
+      for (int i = 0; i < n1; ++i) add_outer_lower(blk, &Wt2[(i * n2 + j) * ny], &W[(i * n2 + j) * ny], ny);
       const double* sj = &sg[j * ny];
       for (int a = gs[j]; a < gs[j + 1]; ++a) {
         const int y = fz[a];
         double* Sa = &S[static_cast<size_t>(a) * k];
+        fill(Sa, static_cast<size_t>(gs[j]), 0.0);  // the lower triangle left of block j
         for (int b = gs[j]; b <= a; ++b) Sa[b] = blk[y * ny + fz[b]] * sj[y] * sj[fz[b]];
         double st = 0;
         for (int i = 0; i < n1; ++i) st += tW[(i * n2 + j) * ny + y];
@@ -1033,9 +1051,9 @@ struct Solver {
     // H_i: sum_j Wt2_ij W_ij^T, then scaled.
     cholesky(H, ny, nw.chol, [&] {
       fill(H, static_cast<size_t>(ny) * ny, 0.0);
-      for (int j = 0; j < n2; ++j) add_outer(H, &Wt2[(i * n2 + j) * ny], &W[(i * n2 + j) * ny], ny);
+      for (int j = 0; j < n2; ++j) add_outer_lower(H, &Wt2[(i * n2 + j) * ny], &W[(i * n2 + j) * ny], ny);
       for (int y = 0; y < ny; ++y)
-        for (int z = 0; z < ny; ++z) H[y * ny + z] *= sf[i * ny + y] * sf[i * ny + z];
+        for (int z = 0; z <= y; ++z) H[y * ny + z] *= sf[i * ny + y] * sf[i * ny + z];
       for (int y = 0; y < ny; ++y) {
         double st = 0;
         for (int j = 0; j < n2; ++j) st += tW[(i * n2 + j) * ny + y];
@@ -1066,12 +1084,14 @@ struct Solver {
       for (int z = 0; z < ny; ++z) Hinv[y * ny + z] = By[n2 + z];
     }
     // alpha[j][jp] = a_j . u_jp for jp <= j, as rows over jp from rm's columns (u_jp[y] is
-    // rm[y][jp]): long contiguous passes where ny is small.
+    // rm[y][jp]): long contiguous passes where ny is small; a_j[y] is 0 (skipped) where the
+    // pair (i, y) or (j, y) has no mass.
     for (int j = 0; j < n2; ++j) {
       double* al = &alpha[j * n2];
       fill(al, static_cast<size_t>(j) + 1, 0.0);
       for (int y = 0; y < ny; ++y) {
         const double ay = a[j * ny + y];
+        if (ay == 0.0) continue;
         const double* uy = &rm[y * k];
         FASTPID_SIMD()
         for (int jp = 0; jp <= j; ++jp) al[jp] += ay * uy[jp];
@@ -1085,7 +1105,7 @@ struct Solver {
     // are the free g unknowns only (list_free_g); A_j and B_z are built over them in one pass
     // each, reading alpha, u and H_i^-1 (rm's row z: u_jp[z] over jp, then Hinv[z]) by index.
     const int k_free = free_count;
-    const int *gs = nw.g_start, *fq = nw.free_g, *fj = nw.free_j, *fz = nw.free_z;
+    const int *gs = nw.g_start, *fq = nw.free_g, *fz = nw.free_z;
     double *A = nw.A, *B = nw.B, *wc = nw.wc, *dc = nw.dc;
     for (int l = 0; l < k_free; ++l) {
       wc[l] = w[fq[l]];
@@ -1094,19 +1114,10 @@ struct Solver {
     for (int j = 0; j < n2; ++j) {
       bool rows = false;  // whether any row of j is updated (w or d nonzero)
       for (int l = gs[j]; l < gs[j + 1] && !rows; ++l) rows = wc[l] != 0.0 || dc[l] != 0.0;
-      if (!rows) continue;
-      const double *al = &alpha[j * n2], *u_j = &u[j * ny];
-      double* Aj = &A[static_cast<size_t>(j) * k_free];
-      const int len = gs[j + 1];
-      FASTPID_SIMD()
-      for (int l = 0; l < len; ++l) Aj[l] = al[fj[l]] * wc[l] + u_j[fz[l]] * dc[l];
+      if (rows) combine_free(&alpha[j * n2], &u[j * ny], j + 1, &A[static_cast<size_t>(j) * k_free]);
     }
-    for (int z = 0; z < ny; ++z) {
-      const double* rz = &rm[z * k];  // u_jp[z] over jp, then Hinv[z]
-      double* Bz = &B[static_cast<size_t>(z) * k_free];
-      FASTPID_SIMD()
-      for (int l = 0; l < k_free; ++l) Bz[l] = rz[fj[l]] * wc[l] + rz[n2 + fz[l]] * dc[l];
-    }
+    for (int z = 0; z < ny; ++z)  // rm's row z: u_jp[z] over jp, then Hinv[z]
+      combine_free(&rm[z * k], &rm[z * k + n2], n2, &B[static_cast<size_t>(z) * k_free]);
     for (int j = 0; j < n2; ++j) {
       const double* Aj = &A[static_cast<size_t>(j) * k_free];
       for (int l = gs[j]; l < gs[j + 1]; ++l) {
@@ -1116,6 +1127,25 @@ struct Solver {
         double* row = &S[static_cast<size_t>(l) * k_free];
         FASTPID_SIMD()
         for (int q = 0; q <= l; ++q) row[q] -= wz * Aj[q] + dz * Bz[q];
+      }
+    }
+  }
+
+  // out[l] = x[j] wc[l] + v[z] dc[l] over the free unknowns l = (j, z) with j < runs: the
+  // runs of each j in turn, a complete run (all ny of its z free, as in dense joints) read
+  // contiguously, the others by index.
+  FASTPID_HD void combine_free(const double* x, const double* v, int runs, double* out) const {
+    const int *gs = nw.g_start, *fz = nw.free_z;
+    const double *wc = nw.wc, *dc = nw.dc;
+    for (int j = 0; j < runs; ++j) {
+      const int l0 = gs[j], len = gs[j + 1] - l0;
+      const double xj = x[j];
+      if (len == ny) {
+        FASTPID_SIMD()
+        for (int z = 0; z < ny; ++z) out[l0 + z] = xj * wc[l0 + z] + v[z] * dc[l0 + z];
+      } else {
+        FASTPID_SIMD()
+        for (int l = l0; l < l0 + len; ++l) out[l] = xj * wc[l] + v[fz[l]] * dc[l];
       }
     }
   }
