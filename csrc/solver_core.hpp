@@ -435,7 +435,11 @@ struct Problem {
   // so that eF <= 1, and eG <= 1 wherever max s < 1. Cell sums then cost one product each
   // instead of one exp per term. Also leaves F = log p(y) + f and G = g, -inf where masked.
   FASTPID_HD void factors(const double* f, const double* g) const {
-    for (int k = 0; k < n1 * ny; ++k) F[k] = m1[k] ? logpy[k % ny] + f[k] : kNegInf;
+    for (int i = 0; i < n1; ++i) {
+      const int r = i * ny;
+      FASTPID_SIMD()
+      for (int y = 0; y < ny; ++y) F[r + y] = m1[r + y] ? logpy[y] + f[r + y] : kNegInf;
+    }
     for (int k = 0; k < n2 * ny; ++k) G[k] = m2[k] ? g[k] : kNegInf;
     max_per_y(F, n1);
     shifted_exp(F, n1, -1.0, eF);
@@ -455,7 +459,11 @@ struct Problem {
   // shift[y] = max over the `rows` rows of x[row][y] (0 where all are -inf).
   FASTPID_HD void max_per_y(const double* x, int rows) const {
     fill(shift, ny, kNegInf);
-    for (int k = 0; k < rows * ny; ++k) shift[k % ny] = fp_max(shift[k % ny], x[k]);
+    for (int r = 0; r < rows; ++r) {
+      const double* xr = &x[r * ny];
+      FASTPID_SIMD()
+      for (int y = 0; y < ny; ++y) shift[y] = fp_max(shift[y], xr[y]);
+    }
     for (int y = 0; y < ny; ++y)
       if (shift[y] == kNegInf) shift[y] = 0.0;
   }
@@ -552,7 +560,6 @@ struct Problem {
   // Upper bound: I of the exactly feasible rounding of Q (Q is overwritten): per y, scale
   // rows, then columns, down to the marginals, then add the outer product of the deficits.
   FASTPID_HD double primal_bound(double* Q) const {
-    const int n = n1 * n2 * ny;
     fill(rows, n1 * ny, 0.0);
     fill(cols, n2 * ny, 0.0);
     for (int i = 0; i < n1; ++i)
@@ -587,15 +594,25 @@ struct Problem {
           rows[i * ny + y] += q;
           cols[j * ny + y] += q;
         }
-    for (int k = 0; k < n1 * ny; ++k) {
-      d1[k] = fp_max(p1y[k] - rows[k], 0.0);
-      total[k % ny] += d1[k];
-    }
-    for (int k = 0; k < n2 * ny; ++k) d2[k] = fp_max(p2y[k] - cols[k], 0.0);
     for (int i = 0; i < n1; ++i)
-      for (int j = 0; j < n2; ++j)
-        for (int y = 0; y < ny; ++y)
-          if (total[y] > 0) Q[(i * n2 + j) * ny + y] += d1[i * ny + y] * (d2[j * ny + y] / total[y]);
+      for (int y = 0; y < ny; ++y) {
+        const int k = i * ny + y;
+        d1[k] = fp_max(p1y[k] - rows[k], 0.0);
+        total[y] += d1[k];
+      }
+    // d2 / total, once per (j, y); 0 where total is 0 (every d1 of that y is 0 then too).
+    for (int j = 0; j < n2; ++j)
+      for (int y = 0; y < ny; ++y) {
+        const int k = j * ny + y;
+        d2[k] = total[y] > 0 ? fp_max(p2y[k] - cols[k], 0.0) / total[y] : 0.0;
+      }
+    for (int i = 0; i < n1; ++i)
+      for (int j = 0; j < n2; ++j) {
+        double* q = &Q[(i * n2 + j) * ny];
+        const double *a = &d1[i * ny], *b = &d2[j * ny];
+        FASTPID_SIMD()
+        for (int y = 0; y < ny; ++y) q[y] += a[y] * b[y];
+      }
     // I_Q(Y; X1, X2) = H(X1,X2) + H(Y) - H(X1,X2,Y); Q(y) = p(y) on the feasible set.
     double h12y = 0, h12 = 0, hy = 0;
     for (int c = 0; c < n1 * n2; ++c) {
@@ -610,7 +627,10 @@ struct Problem {
       h12 -= xlogx(m);
     }
     fill(qy, ny, 0.0);
-    for (int k = 0; k < n; ++k) qy[k % ny] += Q[k];
+    for (int c = 0; c < n1 * n2; ++c) {
+      FASTPID_SIMD()
+      for (int y = 0; y < ny; ++y) qy[y] += Q[c * ny + y];
+    }
     for (int y = 0; y < ny; ++y) hy -= xlogx(qy[y]);
     return h12 + hy - h12y;
   }
