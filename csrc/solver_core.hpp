@@ -754,8 +754,8 @@ struct NewtonScratch {
         free_g(reinterpret_cast<int*>(arena.bytes(schur ? sizeof(int) * n2 * ny : 0))),
         free_j(reinterpret_cast<int*>(arena.bytes(schur ? sizeof(int) * n2 * ny : 0))),
         free_z(reinterpret_cast<int*>(arena.bytes(schur ? sizeof(int) * n2 * ny : 0))),
-        wc(arena.doubles(schur ? n2 * ny : 0)), dc(arena.doubles(schur ? n2 * ny : 0)),
         g_start(reinterpret_cast<int*>(arena.bytes(schur ? sizeof(int) * (n2 + 1) : 0))),
+        wc(arena.doubles(schur ? n2 * ny : 0)), dc(arena.doubles(schur ? n2 * ny : 0)),
         H(arena.doubles(schur ? n1 * ny * ny : 0)),
         a(arena.doubles(schur ? n2 * ny : 0)), alpha(arena.doubles(schur ? n2 * n2 : 0)),
         rhs_many(arena.doubles(schur ? ny * (n2 + ny) : 0)),
@@ -806,7 +806,8 @@ struct Solver {
         fixed_g(arena.bytes(n2 * ny)), ft(arena.doubles(n1 * ny)), gt(arena.doubles(n2 * ny)),
         lst(arena.doubles(n1 * n2)), df(arena.doubles(n1 * ny)), dg(arena.doubles(n2 * ny)),
         lr(arena.doubles(n1 * n2)), fp(arena.doubles(n1 * ny)), gp(arena.doubles(n2 * ny)),
-        Kr(arena.doubles(n1 * n2)), corr(arena.doubles(n1 * n2)), nw(n1, n2, ny, opt.newton && !opt.lowrank, opt.newton && opt.lowrank, arena) {}
+        Kr(arena.doubles(n1 * n2)), nw(n1, n2, ny, opt.newton && !opt.lowrank, opt.newton && opt.lowrank, arena),
+        corr(arena.doubles(n1 * n2)) {}
 
   FASTPID_HD void run(double& lower, double& upper, int64_t& iterations) {
     double mi, mi1, mi2, mi_q0;
