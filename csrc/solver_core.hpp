@@ -1123,8 +1123,8 @@ struct Solver {
     //   B_z[(jp, zp)] = u_jp[z] w_jp[zp] + Hinv[z][zp] d_jp[zp],
     // so each row's update is one contiguous pass over its columns jp <= j (cholesky() reads
     // the lower triangle of the symmetric S), long even where ny is small. Rows and columns
-    // are the free g unknowns only (list_free_g); A_j and B_z are built over them in one pass
-    // each, reading alpha, u and H_i^-1 (rm's row z: u_jp[z] over jp, then Hinv[z]) by index.
+    // are the free g unknowns only (list_free_g); A_j and B_z are built over them by
+    // combine_free() from alpha, u and H_i^-1 (rm's row z: u_jp[z] over jp, then Hinv[z]).
     const int k_free = free_count;
     const int *gs = nw.g_start, *fq = nw.free_g, *fz = nw.free_z;
     double *A = nw.A, *B = nw.B, *wc = nw.wc, *dc = nw.dc;
