@@ -1479,10 +1479,11 @@ struct Solver {
 
   // Mehrotra's predictor (fastpid/solver.py, _predict) from the factorised system: the affine
   // direction (target 0) and the mean complementarity its longest step would reach, over
-  // today's; returns the corrector's target (corrector_mu, at most `cap`, the last target;
-  // `fallback` where the ratio is not finite) and sets corr = -dR dtau of the affine step,
-  // the second-order term of R tau, except at mu's floor (there the term misleads more steps
-  // than it helps). corr is 0 on entry (barrier() clears it after every step).
+  // today's; returns the corrector's target (corrector_mu, at most `cap`, the last target or
+  // the starting mu; `fallback` where the ratio is not finite) and sets corr = -dR dtau of the
+  // affine step, the second-order term of R tau, except at mu's floor (there the term
+  // misleads more steps than it helps). corr is 0 on entry (barrier() clears it after every
+  // step).
   FASTPID_HD double predict(double fallback, double cap, double mu_floor) {
     const double now = mean_complementarity();
     solve_newton(0.0);
@@ -1644,7 +1645,10 @@ struct Solver {
     // Woodbury solves lose digits on tiny-mass systems that the corrector amplified
     // (fastpid/solver.py, solve_exact).
     bool predictor = !opt.lowrank;
-    double last_target = HUGE_VAL;  // mu never rises above the last step's target
+    // mu never rises above the last step's target, nor the first above the starting mu (a
+    // start whose multipliers are far off centre while its gap is already near tol had the
+    // first step aim hundreds of times higher, and peaked joints then stalled short of tol).
+    double last_target = mu;
     for (int it = 0; it < opt.max_iter && upper - lower > opt.tol && stalled < 5 && !opt.cancelled();
          ++it) {
       const double gap_before = upper - lower;

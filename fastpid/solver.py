@@ -74,8 +74,8 @@ MAX_LOG_S = 1.0
 # Mehrotra's predictor-corrector after each primal-dual step (_predict): the corrector aims
 # at sigma times the mean complementarity, sigma = (what the affine step reaches / now)^3,
 # at least CENTRING_MIN (uncapped cuts of 1e7 on peaked joints ran into the floor and
-# stalled there) and never above the last target, and adds the affine step's second-order
-# term -dR dtau to each cell's target. With the multipliers started from the alternation's
+# stalled there) and never above the last target (the first: the starting mu), and adds the
+# affine step's second-order term -dR dtau to each cell's target. With the multipliers started from the alternation's
 # mixture (solve_exact), the same 168 problems: 4626 -> 3518 iterations at tol 1e-8 (the
 # Newton steps 2946 -> 1838), 4989 -> 3769 at 1e-10 (24 short of it); 60 hard test joints
 # (tiny masses, singular systems, low-rank eliminations) 2754 -> 2313, as many short of
@@ -779,7 +779,12 @@ def solve_exact(P: torch.Tensor, tol: float, max_iter: int = 500, warm_steps: in
     # stalled at 2e-8; none without it).
     corrector = structure != "lowrank"
     predictor = torch.full((B,), corrector, dtype=torch.bool, device=P.device)
-    last_target = torch.full_like(mu, math.inf)  # mu never rises above the last step's target
+    # mu never rises above the last step's target, nor the first above the starting mu (a
+    # start whose multipliers are far off centre while its gap is already near tol had the
+    # first step aim hundreds of times higher: on 2,800 peaked joints, Dirichlet(0.02-0.2)
+    # over the cells of 2x2x2 to 8x8x8, 17 then stopped short of 1e-8 and 37 of 1e-10;
+    # 3 and 9 with this cap).
+    last_target = mu.clone()
     stalled = torch.zeros(B, dtype=torch.int64, device=P.device)
     active = torch.nonzero(upper - lower > tol).flatten()
     for _ in range(max_iter):
@@ -894,7 +899,7 @@ def _predict(prob: Problem, f, g, solve, mu, cap, mu_floor, R, tau):
     """Mehrotra's predictor from the factorised system ``solve`` (:func:`_newton_system`): the
     affine direction (target 0) and the mean complementarity its longest step would reach.
     Returns ``(mu, corr)``: the corrector's target (:func:`_corrector_mu`, at most ``cap``, the
-    last step's target; ``mu`` as given where the ratio is not finite) and per cell
+    last step's target or the starting mu; ``mu`` as given where the ratio is not finite) and per cell
     ``corr = -dR dtau`` of the affine step, the second-order term of ``R tau`` (0 at mu's
     floor, where it misleads more steps than it helps)."""
     now = _mean_complementarity(prob, R, tau)
