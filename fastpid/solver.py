@@ -68,9 +68,15 @@ FRACTION_TO_BOUNDARY = 0.99
 # of 1e-13 or 1e-45 the Newton systems are nearly singular, and primal-dual steps alone ran
 # away (20 such joints: 5 ended with gaps of 8e-8 to 0.2; with the barrier steps 2, at 4e-8
 # and 8e-8, where centring at every level certified all 20). MIN_STEP 0.05 to 0.15 take the
-# same steps within 1 %; 0.3 takes 50 % more on the 168 problems above.
+# same steps within 1 %; 0.3 takes 50 % more on the 168 problems above. MAX_LOG_S was 1.0:
+# a very peaked 4x4x4 joint (tests/data/peaked_4x4x4_stall.npy) then stepped to s = 1.7 on
+# a cell, the barrier step shifted f down by log s to get back inside, and it crawled on for
+# 500 iterations (gap 2.2e-3); with 0.3 it certifies in 58. Over 2,800 peaked joints
+# (Dirichlet(0.02-0.2) over the cells of 2x2x2 to 8x8x8), short of 1e-8: 3 -> 2, iterations
+# the same (+4); to 1e-10: 9 short either way, +1.2 % iterations; 0.1 left 2 and 7 short
+# but took 3.5 % more iterations.
 MIN_STEP = 0.1
-MAX_LOG_S = 1.0
+MAX_LOG_S = 0.3
 # Mehrotra's predictor-corrector after each primal-dual step (_predict): the corrector aims
 # at sigma times the mean complementarity, sigma = (what the affine step reaches / now)^3,
 # at least CENTRING_MIN (uncapped cuts of 1e7 on peaked joints ran into the floor and
