@@ -81,11 +81,11 @@ MAX_LOG_S = 0.3
 # at sigma times the mean complementarity, sigma = (what the affine step reaches / now)^3,
 # at least CENTRING_MIN (uncapped cuts of 1e7 on peaked joints ran into the floor and
 # stalled there) and never above the last target (the first: the starting mu), and adds the
-# affine step's second-order term -dR dtau to each cell's target. With the multipliers started from the alternation's
-# mixture (solve_exact), the same 168 problems: 4626 -> 3518 iterations at tol 1e-8 (the
-# Newton steps 2946 -> 1838), 4989 -> 3769 at 1e-10 (24 short of it); 60 hard test joints
-# (tiny masses, singular systems, low-rank eliminations) 2754 -> 2313, as many short of
-# 1e-8 (2). One factorisation serves both solves.
+# affine step's second-order term -dR dtau to each cell's target. With the multipliers
+# started from the alternation's mixture (solve_exact), the same 168 problems: 4626 -> 3518
+# iterations at tol 1e-8 (the Newton steps 2946 -> 1838), 4989 -> 3769 at 1e-10 (24 short of
+# it); 60 hard test joints (tiny masses, singular systems, low-rank eliminations) 2754 ->
+# 2313, as many short of 1e-8 (2). One factorisation serves both solves.
 CENTRING_MIN = 0.01
 KAPPA = 10.0  # multipliers after a barrier step stay within [1/KAPPA, KAPPA] times mu / (1 - s)
 OMEGA = 1.5  # over-relaxation of the Blahut–Arimoto mixture update
@@ -905,8 +905,8 @@ def _predict(prob: Problem, f, g, solve, mu, cap, mu_floor, R, tau):
     """Mehrotra's predictor from the factorised system ``solve`` (:func:`_newton_system`): the
     affine direction (target 0) and the mean complementarity its longest step would reach.
     Returns ``(mu, corr)``: the corrector's target (:func:`_corrector_mu`, at most ``cap``, the
-    last step's target or the starting mu; ``mu`` as given where the ratio is not finite) and per cell
-    ``corr = -dR dtau`` of the affine step, the second-order term of ``R tau`` (0 at mu's
+    last step's target or the starting mu; ``mu`` as given where the ratio is not finite) and
+    per cell ``corr = -dR dtau`` of the affine step, the second-order term of ``R tau`` (0 at mu's
     floor, where it misleads more steps than it helps)."""
     now = _mean_complementarity(prob, R, tau)
     df, dg, _ = solve(torch.zeros_like(mu))
