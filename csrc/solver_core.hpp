@@ -179,7 +179,8 @@ FASTPID_HD inline double logsumexp(int n, F x) {
 
 // Columns per block of the blocked Cholesky factorisation, and the size from which it is used
 // (paired timings, AMD EPYC: blocks of 16 from 16 unknowns took 0.75-0.93x the time per solve
-// of blocks of 32 from 128 on clustered 20x20x10 to 32x32x31; 8x8x8, 56 unknowns, unchanged).
+// of blocks of 32 from 128 on the clustered 20x20x10, 40x40x6, 20x20x28, 20x20x101 and
+// 64x64x10 joints).
 constexpr int kCholeskyBlock = 16;
 constexpr int kCholeskyBlockedFrom = 16;
 
@@ -720,11 +721,11 @@ struct NewtonScratch {
   double *grad_f, *sf, *grad_g, *sg;
   // The Schur elimination (empty with lowrank): the Schur complement over the free g
   // unknowns only (k x k, k = Solver::free_count) and its right-hand side (n2 ny); the free
-  // unknowns in order, free_g[l] = j ny + z, their j and z (free_j, free_z), where each j's
-  // run of them starts (g_start[j]; g_start[n2] = k), and w_j[z] and d_j[z] of one i in that
-  // order (wc, dc).
+  // unknowns in order, free_g[l] = j ny + z, their z (free_z), where each j's run of them
+  // starts (g_start[j]; g_start[n2] = k), and w_j[z] and d_j[z] of one i in that order
+  // (wc, dc).
   double *S, *rhs;
-  int *free_g, *free_j, *free_z, *g_start;
+  int *free_g, *free_z, *g_start;
   double *wc, *dc;
   // Of every i (n1 blocks each): the factor of H_i, kept for the right-hand sides.
   double* H;
@@ -752,7 +753,6 @@ struct NewtonScratch {
         S(arena.doubles(schur ? static_cast<size_t>(n2 * ny) * (n2 * ny) : 0)),
         rhs(arena.doubles(schur ? n2 * ny : 0)),
         free_g(reinterpret_cast<int*>(arena.bytes(schur ? sizeof(int) * n2 * ny : 0))),
-        free_j(reinterpret_cast<int*>(arena.bytes(schur ? sizeof(int) * n2 * ny : 0))),
         free_z(reinterpret_cast<int*>(arena.bytes(schur ? sizeof(int) * n2 * ny : 0))),
         g_start(reinterpret_cast<int*>(arena.bytes(schur ? sizeof(int) * (n2 + 1) : 0))),
         wc(arena.doubles(schur ? n2 * ny : 0)), dc(arena.doubles(schur ? n2 * ny : 0)),
@@ -906,7 +906,6 @@ struct Solver {
       for (int z = 0; z < ny; ++z)
         if (!fixed_g[j * ny + z]) {
           nw.free_g[k] = j * ny + z;
-          nw.free_j[k] = j;
           nw.free_z[k++] = z;
         }
     }
