@@ -1,10 +1,12 @@
 // Python bindings of the CPU solver: numpy arrays in and out through the buffer protocol.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <csignal>
 #include <climits>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 
 #include "solver_cpu.hpp"
@@ -70,7 +72,8 @@ void check_batch(const Array& P) {
                                   " has " + std::to_string(P.shape(d)));
 }
 
-py::tuple solve(Array P, const fastpid::SolveOptions& options, bool return_coupling) {
+py::tuple solve(Array P, const fastpid::SolveOptions& options, bool return_coupling,
+                std::optional<bool> gram) {
   check_batch(P);
   const auto B = P.shape(0);
   const int n1 = static_cast<int>(P.shape(1)), n2 = static_cast<int>(P.shape(2)),
@@ -85,6 +88,7 @@ py::tuple solve(Array P, const fastpid::SolveOptions& options, bool return_coupl
          *gp = g.mutable_data(), *q = return_coupling ? coupling.mutable_data() : nullptr;
   int64_t* it = iterations.mutable_data();
   fastpid::SolveOptions opt = options;
+  opt.gram = gram.value_or(fastpid::gram_suits(ny, opt.lowrank, opt.newton));
   opt.cancel = &g_cancel;
   {
     SigintGuard guard;
@@ -143,7 +147,8 @@ void register_solver(py::module_& m) {
       "workspace_doubles",
       [](int n1, int n2, int ny, bool lowrank, bool newton) {
         if (n1 < 1 || n2 < 1 || ny < 1) throw std::invalid_argument("sizes must be >= 1");
-        return fastpid::solve_workspace_doubles(n1, n2, ny, lowrank, newton);
+        return fastpid::solve_workspace_doubles(n1, n2, ny, lowrank, newton,
+                                                fastpid::gram_suits(ny, lowrank, newton));
       },
       py::arg("n1"), py::arg("n2"), py::arg("ny"), py::arg("lowrank") = false, py::arg("newton") = true,
       "Doubles of scratch one problem (n1, n2, ny) takes in the CPU solver (per thread), with "
@@ -156,8 +161,11 @@ void register_solver(py::module_& m) {
         "(exp(x), log(x)) of every entry of x (flattened) as the solver computes them: its own "
         "vectorisable versions, for the tests of their accuracy.");
   m.def("solve", &solve, py::arg("P"), py::arg("options"), py::arg("return_coupling") = false,
+        py::arg("gram") = py::none(),
         "Certified bounds on V for a batch P[B, n1, n2, ny] (normalised float64), one problem "
         "per thread: returns (lower, upper, f, g, iterations[, coupling]). options.newton=False "
-        "runs only the warm_steps alternation steps (method 'fast'). Ctrl-C stops the solve "
-        "between two steps and raises KeyboardInterrupt.");
+        "runs only the warm_steps alternation steps (method 'fast'). gram: assemble the Schur "
+        "complement by the Gram product (default: where gram_suits, for ny <= 10) or by its "
+        "rank structure; the tests compare the two. Ctrl-C stops the solve between two steps "
+        "and raises KeyboardInterrupt.");
 }

@@ -45,7 +45,7 @@ void solve_batch(const double* P, int64_t B, int n1, int n2, int ny, const Solve
                  double* lower, double* upper, double* f, double* g, int64_t* iterations,
                  double* coupling) {
   const int64_t cells = static_cast<int64_t>(n1) * n2 * ny;
-  const size_t work_doubles = solve_workspace_doubles(n1, n2, ny, opt.lowrank, opt.newton);
+  const size_t work_doubles = solve_workspace_doubles(n1, n2, ny, opt.lowrank, opt.newton, opt.gram);
   // One problem: no team of threads, which cost 35-80 us per call (one 3x3x3 problem: 64-108
   // us with a team of two, 29 us without) while the others only set up their workspaces.
 #pragma omp parallel if (B > 1)

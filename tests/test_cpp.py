@@ -222,6 +222,49 @@ def test_lowrank_elimination_matches_reference_and_schur(shape, kind):
         assert torch.all(got.iterations <= ref.iterations + 5)
 
 
+# Shapes for the two assemblies of the Schur complement: Gram blocks flushed part-way (more
+# than 128 rows of G: 20x20x10, 33x4x2, 19x11x9), free counts that are not a multiple of the
+# tiles' 8 rows or 16 columns, one target value, and ny above the automatic choice's 10.
+GRAM_SHAPES = [(1, 3, 2), (3, 3, 3), (17, 3, 5), (33, 4, 2), (8, 8, 8), (19, 11, 9), (20, 20, 10),
+               (6, 13, 1), (7, 9, 11)]
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("shape", GRAM_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_gram_assembly_matches_the_rank_structured_one(shape, kind):
+    """The Schur complement assembled as S -= G^T G (G_i = L_i^-1 C_i) and from C_i's rank
+    structure: the same system up to rounding, so the same certified values and, away from
+    1e-13 masses, the same Newton steps and potentials."""
+    from fastpid import _C
+
+    arr = _batch(shape, kind, 3, seed=sum(shape) + 1)
+    opt = cpp.options(1e-8)
+    gram, ranked = _C.solve(arr, opt, False, gram=True), _C.solve(arr, opt, False, gram=False)
+    for lower, upper in (gram[:2], ranked[:2]):
+        assert np.all(upper - lower <= 1e-8)
+    assert np.all(gram[0] <= ranked[1] + 1e-12) and np.all(ranked[0] <= gram[1] + 1e-12)
+    if kind == "tiny":
+        assert np.all(gram[4] <= ranked[4] + 5)
+        return
+    assert np.array_equal(gram[4], ranked[4])
+    for a, b in zip(gram[2:4], ranked[2:4]):
+        assert np.array_equal(np.isfinite(a), np.isfinite(b))
+        np.testing.assert_allclose(a[np.isfinite(a)], b[np.isfinite(b)], atol=1e-6, rtol=0)
+
+
+def test_gram_assembly_is_the_cpu_default_up_to_ten_target_values():
+    """The automatic choice: the Gram assembly up to ny = 10, the rank-structured one above
+    (bit for bit the results of forcing each)."""
+    from fastpid import _C
+
+    opt = cpp.options(1e-8)
+    for ny, gram in ((10, True), (11, False)):
+        arr = _batch((9, 7, ny), "dense", 2, seed=3)
+        default, forced = _C.solve(arr, opt), _C.solve(arr, opt, False, gram=gram)
+        for a, b in zip(default, forced):
+            assert np.array_equal(a, b)
+
+
 def test_lowrank_workspace_is_far_smaller_than_the_schur_one():
     from fastpid import _C
 
