@@ -779,7 +779,7 @@ struct NewtonScratch {
   double* H;
   // Of the current i only: a_j, alpha[j][j'] = a_j.u_j', the right-hand sides of H_i's
   // solve (ny x (n2 + ny)), and the rows A_j (n2 x n2 ny) and B_z (ny x n2 ny) that make up
-  // its S update.
+  // its S update (alpha, A and B only without gram).
   double *a, *alpha, *rhs_many, *A, *B;
   // Of every i (n1 blocks each), for reduce_rhs() and back_substitute(): u_j, H_i^-1, w_j,
   // d_j, H_i^-1 rf_i.
@@ -787,8 +787,8 @@ struct NewtonScratch {
   double* dy;  // back_substitute()'s sum_j d_j yg_j of one i
   // The Gram assembly (opt.gram): rows of G_i = L_i^-1 C_i over the free g unknowns (stride
   // gram_ld) of blocks i not yet in S, at most gram_cap rows.
-  double* Gc;
   int gram_ld, gram_cap;
+  double* Gc;
   // The low-rank elimination (empty without lowrank), v = n1 + n2 unknowns per y, C = n1 n2
   // cells: D_y (v x v, then its factor), D_y^-1 of every y, U's entries aT[y][c] (row i) and
   // bT[y][c] (row n1 + j), Z_y = D_y^-1 U_y of one y (v x C), the capacitance matrix K
@@ -797,7 +797,8 @@ struct NewtonScratch {
   double *D, *Dinv, *aT, *bT, *Z, *K, *kd, *r, *x0, *x, *z, *xb, *uc;
   CholeskyScratch chol;  // Schur: H_i (ny) and S (n2 ny); low-rank: D_y (v) and K (C)
 
-  // schur / lowrank: whether to lay out that elimination's arrays (neither for method "fast").
+  // schur / lowrank: whether to lay out that elimination's arrays (neither for method "fast");
+  // gram: the Gram assembly's instead of the rank-structured update's.
   FASTPID_HD NewtonScratch(int n1, int n2, int ny, bool schur, bool lowrank, bool gram, Arena& arena)
       : W(arena.doubles(n1 * n2 * ny)), tW(arena.doubles(n1 * n2 * ny)),
         Wt2(arena.doubles(n1 * n2 * ny)), oms(arena.doubles(n1 * n2)), grad_f(arena.doubles(n1 * ny)),
@@ -809,15 +810,15 @@ struct NewtonScratch {
         g_start(reinterpret_cast<int*>(arena.bytes(schur ? sizeof(int) * (n2 + 1) : 0))),
         wc(arena.doubles(schur ? n2 * ny : 0)), dc(arena.doubles(schur ? n2 * ny : 0)),
         H(arena.doubles(schur ? n1 * ny * ny : 0)),
-        a(arena.doubles(schur ? n2 * ny : 0)), alpha(arena.doubles(schur ? n2 * n2 : 0)),
+        a(arena.doubles(schur ? n2 * ny : 0)), alpha(arena.doubles(schur && !gram ? n2 * n2 : 0)),
         rhs_many(arena.doubles(schur ? ny * (n2 + ny) : 0)),
-        A(arena.doubles(schur ? static_cast<size_t>(n2) * n2 * ny : 0)),
-        B(arena.doubles(schur ? static_cast<size_t>(ny) * n2 * ny : 0)),
+        A(arena.doubles(schur && !gram ? static_cast<size_t>(n2) * n2 * ny : 0)),
+        B(arena.doubles(schur && !gram ? static_cast<size_t>(ny) * n2 * ny : 0)),
         u(arena.doubles(schur ? n1 * n2 * ny : 0)), Hinv(arena.doubles(schur ? n1 * ny * ny : 0)),
         w(arena.doubles(schur ? n1 * n2 * ny : 0)), d(arena.doubles(schur ? n1 * n2 * ny : 0)),
         xf(arena.doubles(schur ? n1 * ny : 0)), dy(arena.doubles(schur ? ny : 0)),
-        Gc(arena.doubles(schur && gram ? static_cast<size_t>(ny * fp_max(1, fp_min(n1, kGramRows / ny))) * gram_stride(n2 * ny) : 0)),
         gram_ld(gram_stride(n2 * ny)), gram_cap(ny * fp_max(1, fp_min(n1, kGramRows / ny))),
+        Gc(arena.doubles(schur && gram ? static_cast<size_t>(gram_cap) * gram_ld : 0)),
         D(arena.doubles(lowrank ? (n1 + n2) * (n1 + n2) : 0)),
         Dinv(arena.doubles(lowrank ? static_cast<size_t>(ny) * (n1 + n2) * (n1 + n2) : 0)),
         aT(arena.doubles(lowrank ? n1 * n2 * ny : 0)), bT(arena.doubles(lowrank ? n1 * n2 * ny : 0)),
@@ -1159,13 +1160,6 @@ struct Solver {
       for (int j = 0; j < n2; ++j) u[j * ny + y] = By[j];
       for (int z = 0; z < ny; ++z) Hinv[y * ny + z] = By[n2 + z];
     }
-    // Row (j, z) of C_i^T H_i^-1 C_i is w_j[z] A_j + d_j[z] B_z over the columns (jp, zp), with
-    //   A_j[(jp, zp)] = alpha[j][jp] w_jp[zp] + u_j[zp] d_jp[zp],
-    //   B_z[(jp, zp)] = u_jp[z] w_jp[zp] + Hinv[z][zp] d_jp[zp],
-    // so each row's update is one contiguous pass over its columns jp <= j (cholesky() reads
-    // the lower triangle of the symmetric S), long even where ny is small. Rows and columns
-    // are the free g unknowns only (list_free_g); A_j and B_z are built over them by
-    // combine_free() from alpha, u and H_i^-1 (rm's row z: u_jp[z] over jp, then Hinv[z]).
     const int k_free = free_count;
     const int *gs = nw.g_start, *fq = nw.free_g, *fz = nw.free_z;
     double *A = nw.A, *B = nw.B, *wc = nw.wc, *dc = nw.dc;
@@ -1173,10 +1167,18 @@ struct Solver {
       wc[l] = w[fq[l]];
       dc[l] = d[fq[l]];
     }
-    if (opt.gram) {
+    if (opt.gram) {  // S -= G_i^T G_i instead, G_i = L_i^-1 C_i (gram_rows())
       gram_rows(i);
       return;
     }
+    // Row (j, z) of C_i^T H_i^-1 C_i is w_j[z] A_j + d_j[z] B_z over the columns (jp, zp), with
+    //   A_j[(jp, zp)] = alpha[j][jp] w_jp[zp] + u_j[zp] d_jp[zp],
+    //   B_z[(jp, zp)] = u_jp[z] w_jp[zp] + Hinv[z][zp] d_jp[zp],
+    // so each row's update is one contiguous pass over its columns jp <= j (cholesky() reads
+    // the lower triangle of the symmetric S), long even where ny is small. Rows and columns
+    // are the free g unknowns only (list_free_g); A_j and B_z are built over them by
+    // combine_free() from alpha, u and H_i^-1 (rm's row z: u_jp[z] over jp, then Hinv[z]).
+    //
     // alpha[j][jp] = a_j . u_jp for jp <= j, as rows over jp from rm's columns (u_jp[y] is
     // rm[y][jp]): long contiguous passes where ny is small; a_j[y] is 0 (skipped) where the
     // pair (i, y) or (j, y) has no mass.
