@@ -34,7 +34,7 @@ struct SolveOptions {
   double tol = 1e-8;       // certified gap to reach (nats)
   int max_iter = 500;      // Newton iterations
   int warm_steps = 10;     // Blahut-Arimoto steps before Newton (or the whole budget: fast)
-  int polish_sweeps = 20;  // Sinkhorn sweeps in the primal bound at barrier centres
+  int polish_sweeps = 5;   // Sinkhorn sweeps in the primal bound (fastpid/solver.py, POLISH_SWEEPS)
   double mu_factor = 0.1;  // mu after each step: at most this times the mean R tau
   double omega = 1.5;      // over-relaxation of the Blahut-Arimoto steps
   bool newton = true;      // false: method "fast", alternation only

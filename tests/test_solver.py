@@ -257,7 +257,7 @@ def test_tight_tolerance_certifies_dense_joints(backend):
 @pytest.mark.parametrize("backend", ["torch", "cpp"])
 def test_tight_tolerance_certifies_clustered_joints(backend):
     """1e-10 on two sparse clustered joints (tests/data): the primal bound at mu's floor gets
-    FLOOR_POLISH_SWEEPS Sinkhorn sweeps, and both certify (with the 20 of every other bound,
+    FLOOR_POLISH_SWEEPS Sinkhorn sweeps, and both certify (with the 20 every bound then had,
     they stopped at gaps of 4.1e-10 in the reference)."""
     from pathlib import Path
 
