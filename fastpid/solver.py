@@ -49,7 +49,7 @@ _MU_MIN = 1e-13
 WARM_STEPS = 10  # Blahut–Arimoto steps before Newton
 # Sinkhorn sweeps behind each primal bound. The multipliers R are near the constraints by the
 # time a bound is due, so few sweeps project them: with 5 instead of 20, the C++ solver took
-# the same iterations to within 2 over 480 random joints (7,707 to 1e-8, 8,172 to 1e-10),
+# the same iterations to within 2 over 448 random joints (7,707 to 1e-8, 8,172 to 1e-10),
 # 2,800 peaked ones (46,559 / 51,947) and the bench's families, and 0.81-0.91x the time per
 # solve (8x8x8 to clustered 40x40x6); even 1 sweep took at most 9 more iterations there.
 POLISH_SWEEPS = 5
