@@ -51,7 +51,8 @@ WARM_STEPS = 10  # Blahut–Arimoto steps before Newton
 # time a bound is due, so few sweeps project them: with 5 instead of 20, the C++ solver took
 # the same iterations to within 2 over 448 random joints (7,707 to 1e-8, 8,172 to 1e-10),
 # 2,800 peaked ones (46,559 / 51,947) and the bench's families, and 0.81-0.91x the time per
-# solve (8x8x8 to clustered 40x40x6); even 1 sweep took at most 9 more iterations there.
+# solve on 8x8x8 to clustered 40x40x6 (1.02x on 12x12x6); even 1 sweep took at most 9 more
+# iterations there.
 POLISH_SWEEPS = 5
 # At mu's floor the primal bound is the last chance to certify, and 20 sweeps can leave the
 # projected coupling's marginals far enough off that its rounding costs up to 3e-9 nats
