@@ -114,6 +114,24 @@ py::array_t<double> closed_forms(Array P) {
   return out;
 }
 
+py::tuple pid_terms(Array P, Array lower, Array upper, double scale) {
+  check_batch(P);
+  const auto B = P.shape(0);
+  if (lower.ndim() != 1 || upper.ndim() != 1 || lower.shape(0) != B || upper.shape(0) != B)
+    throw std::invalid_argument("lower and upper must have shape (B,) = (" + std::to_string(B) + ",)");
+  py::array_t<double> terms({py::ssize_t(7), B}), gap(B);
+  py::array_t<bool> broken(B);
+  const double *p = P.data(), *lo = lower.data(), *up = upper.data();
+  double *t = terms.mutable_data(), *gp = gap.mutable_data();
+  bool* br = broken.mutable_data();
+  {
+    py::gil_scoped_release release;
+    fastpid::pid_terms_batch(p, B, static_cast<int>(P.shape(1)), static_cast<int>(P.shape(2)),
+                             static_cast<int>(P.shape(3)), lo, up, scale, t, gp, br);
+  }
+  return py::make_tuple(terms, gap, broken);
+}
+
 // The solver's own exp and log (vector_math.hpp) of every entry of x, for the tests.
 py::tuple exp_log(Array x) {
   const auto n = x.size();
@@ -157,6 +175,12 @@ void register_solver(py::module_& m) {
         "(B, 4): I(X1,X2;Y), I(X1;Y), I(X2;Y) and I of the proxy coupling Q0 = "
         "P(x1,y) P(x2,y) / p(y) of each problem of a batch P[B, n1, n2, ny] (normalised "
         "float64), in nats.");
+  m.def("pid_terms", &pid_terms, py::arg("P"), py::arg("lower"), py::arg("upper"), py::arg("scale") = 1.0,
+        "(terms, gap, broken) of a batch P[B, n1, n2, ny] (normalised float64) from the "
+        "solver's bounds lower <= V <= upper (B,): terms (7, B) = redundancy, unique1, unique2, "
+        "synergy, mi, mi1, mi2 (>= 0) times scale (1: nats), gap (B,) in nats, and whether each "
+        "bracket was invalid and the closed-form one replaced it: pid()'s finishing step in "
+        "one pass.");
   m.def("_exp_log", &exp_log, py::arg("x"),
         "(exp(x), log(x)) of every entry of x (flattened) as the solver computes them: its own "
         "vectorisable versions, for the tests of their accuracy.");

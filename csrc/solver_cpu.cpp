@@ -2,7 +2,10 @@
 // time per thread, so that the batch is spread over threads with no synchronisation.
 #include "solver_cpu.hpp"
 
+#include <algorithm>
+#include <cmath>
 #include <memory>
+#include <vector>
 
 namespace fastpid {
 
@@ -67,6 +70,32 @@ void closed_forms_batch(const double* P, int64_t B, int n1, int n2, int ny, doub
     const Workspace work(work_doubles);
 #pragma omp for schedule(static)
     for (int64_t b = 0; b < B; ++b) closed_forms_one(P + b * cells, n1, n2, ny, work.data(), out + 4 * b);
+  }
+}
+
+void pid_terms_batch(const double* P, int64_t B, int n1, int n2, int ny, const double* lower,
+                     const double* upper, double scale, double* terms, double* gap, bool* broken) {
+  std::vector<double> cf(4 * B);
+  closed_forms_batch(P, B, n1, n2, ny, cf.data());
+  for (int64_t b = 0; b < B; ++b) {
+    const double mi = cf[4 * b], mi1 = cf[4 * b + 1], mi2 = cf[4 * b + 2], mi_q0 = cf[4 * b + 3];
+    // The closed-form bracket max(I1, I2) <= V <= min(I_Q0, I12, I1 + I2).
+    const double lower0 = std::max(mi1, mi2), upper0 = std::min(std::min(mi_q0, mi), mi1 + mi2);
+    const double lo = lower[b], up = upper[b];
+    double value = 0.5 * (lo + up);
+    // A valid bracket: both bounds finite and not crossed beyond rounding (then swapped).
+    const bool ok = std::fabs(lo) < INFINITY && std::fabs(up) < INFINITY &&
+                    lo <= up + 1e-12 * (1.0 + std::fabs(upper0));
+    const double l = ok ? std::min(lo, up) : lower0, u = ok ? std::max(lo, up) : upper0;
+    if (!ok) value = 0.5 * (lower0 + upper0);
+    value = std::min(std::max(value, lower0), upper0);  // every term >= 0
+    const double t[7] = {mi1 + mi2 - value, value - mi2, value - mi1, mi - value, mi, mi1, mi2};
+    for (int k = 0; k < 7; ++k) {
+      const double x = std::max(t[k], 0.0);
+      terms[k * B + b] = scale == 1.0 ? x : x * scale;
+    }
+    gap[b] = u - l;
+    broken[b] = !ok;
   }
 }
 

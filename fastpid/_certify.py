@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 
 #: Entries below this share of their problem's mass are dropped before solving. Products of
@@ -45,23 +44,18 @@ def drop_negligible(P: torch.Tensor):
 def checked_bracket(lower, upper, lower0, upper0):
     """``(lower, upper, broken)``: the solver's bracket where it is a valid one, else the
     closed-form bracket ``(lower0, upper0)`` (always valid), and which problems fell back
-    (torch tensors or numpy arrays, ``(B,)`` each).
+    (``(B,)`` tensors each; the C++ ``fastpid._C.pid_terms`` does the same for
+    :mod:`fastpid._cpu_route`).
 
     A bracket is broken when a bound is not finite or ``lower`` exceeds ``upper`` by more than
     rounding. Within rounding (a few ulps of ``V``) the two bounds are swapped, so that
     ``upper - lower`` still covers the rounding of both.
     """
-    xp = array_module(lower)
     slack = 1e-12 * (1.0 + abs(upper0))
     # |x| < inf is isfinite() in one comparison (False for NaN too).
     ok = (abs(lower) < math.inf) & (abs(upper) < math.inf) & (lower <= upper + slack)
-    lo, hi = xp.minimum(lower, upper), xp.maximum(lower, upper)
-    return xp.where(ok, lo, lower0), xp.where(ok, hi, upper0), ~ok
-
-
-def array_module(x):
-    """``numpy`` for a numpy array, else ``torch``: the functions below take either."""
-    return np if isinstance(x, np.ndarray) else torch
+    lo, hi = torch.minimum(lower, upper), torch.maximum(lower, upper)
+    return torch.where(ok, lo, lower0), torch.where(ok, hi, upper0), ~ok
 
 
 def output_gap(gap: torch.Tensor, mi: torch.Tensor, dtype: torch.dtype, scale: float) -> torch.Tensor:

@@ -9,7 +9,7 @@ import torch
 
 from . import cpp, cuda, solver
 from ._autograd import attach_envelope_gradient
-from ._certify import array_module, checked_bracket, drop_negligible, output_gap
+from ._certify import checked_bracket, drop_negligible, output_gap
 from ._resources import CHUNK_FLOATS, check_memory, per_problem_floats
 from ._validate import check_base, check_choice, check_distribution, check_positive_int, check_tol, result_dtype
 from .exceptions import ConvergenceWarning
@@ -178,9 +178,8 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
 def pid_terms(mi, mi1, mi2, value, scale: float):
     """``(7, B)``: redundancy, unique1, unique2 and synergy from ``V = value`` and the closed
     forms, then ``mi``, ``mi1``, ``mi2``; clamped at 0 and times ``scale`` (the output units).
-    Torch tensors or numpy arrays."""
-    xp = array_module(value)
-    terms = xp.clip(xp.stack([mi1 + mi2 - value, value - mi2, value - mi1, mi - value, mi, mi1, mi2]), 0.0, None)
+    The C++ ``fastpid._C.pid_terms`` does the same for :mod:`fastpid._cpu_route`."""
+    terms = torch.clip(torch.stack([mi1 + mi2 - value, value - mi2, value - mi1, mi - value, mi, mi1, mi2]), 0.0, None)
     return terms if scale == 1.0 else terms * scale
 
 

@@ -39,7 +39,6 @@ from typing import Optional
 
 import torch
 
-from ._certify import array_module
 from .info import marginals, mutual_informations, proxy_coupling_mi
 
 _NEG_INF = float("-inf")
@@ -707,17 +706,15 @@ def closed_form_bracket(P: torch.Tensor, closed_forms=None):
     """``(mi, mi1, mi2, lower, upper)``: the free bracket ``max(I1,I2) <= V <= min(I_Q0, I12, I1+I2)``.
 
     ``V <= I1 + I2`` is non-negativity of redundancy, a theorem of the BROJA PID.
-    ``closed_forms(P) -> (mi, mi1, mi2, I_Q0)`` replaces the torch computation (a fused kernel;
-    numpy arrays in, numpy arrays out, where :mod:`fastpid._cpu_route` passes them).
+    ``closed_forms(P) -> (mi, mi1, mi2, I_Q0)`` replaces the torch computation (a fused kernel).
     """
     if closed_forms is None:
         mi, mi1, mi2 = mutual_informations(P)
         mi_q0 = proxy_coupling_mi(P)
     else:
         mi, mi1, mi2, mi_q0 = closed_forms(P)
-    xp = array_module(mi1)
-    lower = xp.maximum(mi1, mi2)
-    upper = xp.minimum(xp.minimum(mi_q0, mi), mi1 + mi2)
+    lower = torch.maximum(mi1, mi2)
+    upper = torch.minimum(torch.minimum(mi_q0, mi), mi1 + mi2)
     return mi, mi1, mi2, lower, upper
 
 

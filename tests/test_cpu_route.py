@@ -89,3 +89,32 @@ def test_gradients_and_other_dtypes_take_the_general_route():
     assert _cpu_route.exact_pid(P.float(), 1e-8, 500, None, "auto") is None
     assert _cpu_route.exact_pid(P.tolist(), 1e-8, 500, None, "auto") is None
     assert _cpu_route.exact_pid(P, 1e-8, 500, None, "auto") is not None
+
+
+def test_native_finishing_step_matches_the_general_routes_formulas():
+    """fastpid._C.pid_terms against checked_bracket, closed_form_bracket and pid_terms of the
+    general route, on brackets a solver rarely returns: crossed within rounding (swapped),
+    crossed beyond it, NaN or infinite bounds (broken: the closed-form bracket), and bounds
+    outside the closed-form bracket (the value is clamped into it)."""
+    from fastpid import _C, _certify, api, solver
+
+    rng = np.random.default_rng(5)
+    P = np.stack([random_joint(rng, (4, 3, 5), sparsity=0.3) for _ in range(8)])
+    T = torch.from_numpy(P)
+    mi, mi1, mi2, lower0, upper0 = solver.closed_form_bracket(T, closed_forms=cpp.closed_forms)
+    mid = 0.5 * (lower0 + upper0)
+    lower = torch.stack([mid - 1e-9, mid + 1e-14, mid + 1e-3, torch.tensor(np.nan, dtype=torch.float64).expand(8),
+                         torch.tensor(-np.inf, dtype=torch.float64).expand(8), lower0 - 0.5, upper0 + 0.1,
+                         mid]).diagonal()
+    upper = torch.stack([mid + 1e-9, mid, mid, mid, mid, lower0 - 0.4, upper0 + 0.2,
+                         torch.tensor(np.inf, dtype=torch.float64).expand(8)]).diagonal()
+    for scale in (1.0, 1.0 / np.log(2)):
+        terms, gap, broken = _C.pid_terms(P, lower.numpy(), upper.numpy(), scale)
+        lo, up, ref_broken = _certify.checked_bracket(lower, upper, lower0, upper0)
+        value = torch.where(ref_broken, mid, 0.5 * (lower + upper))
+        value = torch.minimum(torch.maximum(value, lower0), upper0)
+        np.testing.assert_array_equal(broken, ref_broken.numpy())
+        np.testing.assert_array_equal(gap, (up - lo).numpy())
+        np.testing.assert_array_equal(terms, api.pid_terms(mi, mi1, mi2, value, scale).numpy())
+    assert broken.tolist() == [False, False, True, True, True, False, False, True]
+    assert (terms >= 0).all() and (gap >= 0).all()
