@@ -11,6 +11,7 @@ which handles it or raises.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -19,7 +20,7 @@ import torch
 from . import api, cpp, solver
 from ._build_info import load_extension
 from ._certify import NEGLIGIBLE
-from ._resources import CHUNK_FLOATS, estimate_bytes, memory_unchecked
+from ._resources import CHUNK_FLOATS, cpp_bytes, memory_unchecked
 from .result import PIDResult
 
 
@@ -45,14 +46,12 @@ def exact_pid(P, tol: float, max_iter: int, base, backend: str):
         return None
     free1 = (flat.sum(2) > 0).sum((1, 2))
     free2 = (flat.sum(1) > 0).sum((1, 2))
-    plan = solver.plan_for_counts(n1, n2, ny, int(free1.max()), int(free2.max()), free1, free2)
-    B = flat.shape[0]
-    if ((backend == "auto" and not api.cpp_suits(n1, n2, ny, plan)) or B > CHUNK_FLOATS // plan.floats
-            or not memory_unchecked(estimate_bytes(flat, "exact", "cpp", plan))):
+    lowrank = _elimination(n1, n2, ny, int(free1.max()), int(free2.max()), flat.shape[0], backend)
+    if lowrank is None:
         return None
 
     lower, upper, iterations = _solve(ext, flat, api.swap_rule(n1, n2, free1, free2),
-                                      cpp.options(tol, max_iter, lowrank=plan.structure == "lowrank"))
+                                      _options(tol, max_iter, lowrank))
     # Closed forms, bracket and terms in one native pass (the general route's formulas).
     scale = 1.0 if base is None else 1.0 / math.log(base)
     terms, gap, broken = ext.pid_terms(flat, lower, upper, scale)
@@ -65,6 +64,28 @@ def exact_pid(P, tol: float, max_iter: int, base, backend: str):
     fields.update(gap=gap * scale if scale != 1.0 else gap, converged=converged, iterations=iterations)
     return PIDResult(**{k: as_output(v.reshape(batch_shape)) for k, v in fields.items()},
                      method="exact", backend="cpp", base=base)
+
+
+# The two decisions below depend on a few integers only, and repeat from call to call (a
+# training loop's probes, resamples); cached, they take ~1 us instead of ~25.
+@functools.lru_cache(maxsize=1024)
+def _elimination(n1: int, n2: int, ny: int, most1: int, most2: int, B: int, backend: str):
+    """For ``B`` problems ``n1 x n2 x ny`` with at most ``most1``, ``most2`` free potentials
+    of X1, X2: whether the C++ solver eliminates by the low-rank structure (``True``) or the
+    Schur complement (``False``), or ``None`` where this route leaves the batch to the general
+    one (``backend="auto"`` picks another solver; chunked; a memory check is due)."""
+    plan = solver.plan_for_counts(n1, n2, ny, most1, most2)
+    lowrank = plan.structure == "lowrank"
+    if ((backend == "auto" and not api.cpp_suits(n1, n2, ny, plan)) or B > CHUNK_FLOATS // plan.floats
+            or not memory_unchecked(cpp_bytes(B, n1, n2, ny, True, lowrank))):
+        return None
+    return lowrank
+
+
+@functools.lru_cache(maxsize=64)
+def _options(tol: float, max_iter: int, lowrank: bool):
+    """:func:`fastpid.cpp.options` of an exact solve (read, never changed, by the solver)."""
+    return cpp.options(tol, max_iter, lowrank=lowrank)
 
 
 def _float64_array(P):

@@ -28,19 +28,26 @@ def estimate_bytes(flat: torch.Tensor, method: str, backend: str, plan=None) -> 
     ``plan``: :func:`fastpid.solver.newton_plan` of ``flat`` where already computed."""
     B, n1, n2, ny = flat.shape
     if backend == "cpp":
-        from . import _C
         from .solver import newton_plan
 
-        threads = min(B, _cpus())
         exact = method == "exact"
         lowrank = exact and (plan or newton_plan(flat)).structure == "lowrank"
-        # The solver puts the smaller source on the Schur side, as _solve_oriented does.
-        return 8 * threads * int(_C.workspace_doubles(max(n1, n2), min(n1, n2), ny, lowrank, exact))
+        return cpp_bytes(B, n1, n2, ny, exact, lowrank)
     per = per_problem_floats(flat, method, plan)
     chunk = min(B, max(1, CHUNK_FLOATS // per))
     # Measured peak of the PyTorch exact solver: about 1.5 Newton systems per problem
     # (factor, right-hand sides, the eliminated blocks); fast/proxy: ~8 joint-sized arrays.
     return int(8 * chunk * per * (1.5 if method == "exact" else 8))
+
+
+def cpp_bytes(B: int, n1: int, n2: int, ny: int, exact: bool, lowrank: bool) -> int:
+    """Peak working memory (bytes) of the C++ solver on ``B`` problems ``n1 x n2 x ny``: one
+    workspace per thread, for method ``"exact"`` (``exact``; by the low-rank elimination where
+    ``lowrank``) or ``"fast"``."""
+    from . import _C
+
+    # The solver puts the smaller source on the Schur side, as _solve_oriented does.
+    return 8 * min(B, _cpus()) * int(_C.workspace_doubles(max(n1, n2), min(n1, n2), ny, lowrank, exact))
 
 
 @functools.lru_cache(maxsize=None)
