@@ -65,6 +65,8 @@ constexpr double kMuMin = 1e-13;  // below this R = mu / (1 - s) loses its digit
 constexpr double kFractionToBoundary = 0.99;
 constexpr double kMinStep = 0.1;
 constexpr double kMaxLogS = 0.3;
+// After a barrier step shorter than this, mu stays (fastpid/solver.py, MU_HOLD_STEP).
+constexpr double kMuHoldStep = 0.01;
 constexpr double kKappa = 10.0;
 // Sinkhorn sweeps (at least) behind a primal bound at mu's floor (fastpid/solver.py,
 // FLOOR_POLISH_SWEEPS).
@@ -1767,7 +1769,8 @@ struct Solver {
       double alpha = primal_dual_step(mu, dec2);
       fill(corr, static_cast<size_t>(n1) * n2, 0.0);
       predictor = alpha >= 0.0 && !opt.lowrank;
-      if (alpha < 0.0) alpha = barrier_step(mu);
+      const bool barrier_taken = alpha < 0.0;
+      if (barrier_taken) alpha = barrier_step(mu);
       ++iterations;
       lower = fp_max(lower, pr.dual_bound(f, g, ls));
       if (primal_bound_due(dec2, mu, mu_floor, ncells, opt.tol)) {
@@ -1777,7 +1780,7 @@ struct Solver {
           improve_upper(upper, barrier_primal_bound(kFloorPolishSweeps));
       }
       const double mu_now = mu;
-      mu = next_mu(mu, mean_complementarity(), opt.mu_factor, mu_floor);
+      if (!(barrier_taken && alpha < kMuHoldStep)) mu = next_mu(mu, mean_complementarity(), opt.mu_factor, mu_floor);
       // A problem whose tol is below what float64 can certify stops, with its honest gap,
       // once steps are refused or the bounds stop improving near a centre at mu's floor.
       const bool near = dec2 <= 10.0 * mu_now;

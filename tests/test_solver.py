@@ -244,6 +244,20 @@ def test_peaked_joint_stepping_far_outside_certifies(backend):
 
 
 @pytest.mark.parametrize("backend", ["torch", "cpp"])
+def test_barrier_steps_hold_mu_on_a_peaked_joint(backend):
+    """A Dirichlet(0.02) 8x8x8 joint (tests/data/peaked_8x8x8_stall.npy) whose primal-dual
+    steps give way to barrier steps early: while they were 0.001 long, mu kept falling to its
+    floor and both solvers stopped at max_iter with a gap of 5.8e-3 at tol 1e-10 (and took
+    166-174 iterations to 1e-8). With mu held after such steps (MU_HOLD_STEP), 54-55."""
+    from pathlib import Path
+
+    P = np.load(Path(__file__).parent / "data" / "peaked_8x8x8_stall.npy")
+    for tol in (1e-8, 1e-10):
+        res = fastpid.pid(P, tol=tol, backend=backend)
+        assert bool(res.converged) and float(res.gap) <= tol and int(res.iterations) <= 100
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpp"])
 def test_tight_tolerance_certifies_dense_joints(backend):
     """1e-10 is within float64's reach on dense 8x8x8 joints: every one certifies. (With ten
     Sinkhorn sweeps behind each primal bound instead of twenty, 9 of these 64 stopped at gaps

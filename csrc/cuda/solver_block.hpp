@@ -334,7 +334,8 @@ struct Solver : Layout {
       // readers of all cells come after factor_newton()'s barriers.
       for (int c = r; c < n1 * n2; c += nt) corr[c] = 0.0;
       predictor = alpha >= 0.0;
-      if (alpha < 0.0) alpha = barrier_step(mu);
+      const bool barrier_taken = alpha < 0.0;
+      if (barrier_taken) alpha = barrier_step(mu);
       b.sync();
       ++iterations;
       lower = fp_max(lower, dual_bound());
@@ -344,7 +345,8 @@ struct Solver : Layout {
           upper = fp_min(upper, barrier_primal_bound(detail::kFloorPolishSweeps));
       }
       const double mu_now = mu;
-      mu = detail::next_mu(mu, mean_complementarity(), opt.mu_factor, mu_floor);
+      if (!(barrier_taken && alpha < detail::kMuHoldStep))
+        mu = detail::next_mu(mu, mean_complementarity(), opt.mu_factor, mu_floor);
       const double gap = upper - lower;
       const bool near = dec2 <= 10.0 * mu_now;
       const bool stuck = alpha == 0.0 || (mu_now <= mu_floor && near && gap > 0.99 * gap_before);
