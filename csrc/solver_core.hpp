@@ -67,6 +67,10 @@ constexpr double kMinStep = 0.1;
 constexpr double kMaxLogS = 0.3;
 // After a barrier step shorter than this, mu stays (fastpid/solver.py, MU_HOLD_STEP).
 constexpr double kMuHoldStep = 0.01;
+// At mu's floor, a primal bound also from the multipliers with the cells below
+// kSupportFactor times mu scaled by kSupportShrink (fastpid/solver.py, SUPPORT_FACTOR).
+constexpr double kSupportFactor = 1e3;
+constexpr double kSupportShrink = 1e-6;
 constexpr double kKappa = 10.0;
 // Sinkhorn sweeps (at least) behind a primal bound at mu's floor (fastpid/solver.py,
 // FLOOR_POLISH_SWEEPS).
@@ -1711,10 +1715,12 @@ struct Solver {
 
   // Upper bound from the multipliers R (the primal estimate of the coupling's cell masses)
   // projected onto the constraints by Sinkhorn sweeps.
-  FASTPID_HD double barrier_primal_bound(int sweeps) {
+  // (Cells whose R is below shrink_below are scaled by kSupportShrink: see kSupportFactor.)
+  FASTPID_HD double barrier_primal_bound(int sweeps, double shrink_below = 0.0) {
     for (int c = 0; c < n1 * n2; ++c) {
-      Kr[c] = pr.cell[c] ? R[c] : 0.0;
-      lr[c] = pr.cell[c] ? vlog(R[c]) : kNegInf;
+      const double r = R[c] < shrink_below ? kSupportShrink * R[c] : R[c];
+      Kr[c] = pr.cell[c] ? r : 0.0;
+      lr[c] = pr.cell[c] ? vlog(r) : kNegInf;
     }
     for (int k = 0; k < n2 * ny; ++k) gp[k] = pr.m2[k] ? g[k] : kNegInf;
     pr.row_update(lr, Kr, gp, fp);
@@ -1778,6 +1784,8 @@ struct Solver {
         // At mu's floor a tol below float64's reach needs a closer projection.
         if (mu <= mu_floor && upper - lower > opt.tol && opt.polish_sweeps < kFloorPolishSweeps)
           improve_upper(upper, barrier_primal_bound(kFloorPolishSweeps));
+        if (mu <= mu_floor && upper - lower > opt.tol)
+          improve_upper(upper, barrier_primal_bound(kFloorPolishSweeps, kSupportFactor * mu));
       }
       const double mu_now = mu;
       if (!(barrier_taken && alpha < kMuHoldStep)) mu = next_mu(mu, mean_complementarity(), opt.mu_factor, mu_floor);

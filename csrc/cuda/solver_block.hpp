@@ -343,6 +343,8 @@ struct Solver : Layout {
         upper = fp_min(upper, barrier_primal_bound(opt.polish_sweeps));
         if (mu <= mu_floor && upper - lower > opt.tol && opt.polish_sweeps < detail::kFloorPolishSweeps)
           upper = fp_min(upper, barrier_primal_bound(detail::kFloorPolishSweeps));
+        if (mu <= mu_floor && upper - lower > opt.tol)
+          upper = fp_min(upper, barrier_primal_bound(detail::kFloorPolishSweeps, detail::kSupportFactor * mu));
       }
       const double mu_now = mu;
       if (!(barrier_taken && alpha < detail::kMuHoldStep))
@@ -782,9 +784,9 @@ struct Solver : Layout {
   }
 
   // Primal bound near a centre: Sinkhorn sweeps on the kernel R, from g.
-  FASTPID_BODY double barrier_primal_bound(int sweeps) {
+  FASTPID_BODY double barrier_primal_bound(int sweeps, double shrink_below = 0.0) {
     for (int c = r; c < n1 * n2; c += nt)
-      lr[c] = cell[c] ? log(R[c]) : kNegInf;
+      lr[c] = cell[c] ? log(R[c] < shrink_below ? detail::kSupportShrink * R[c] : R[c]) : kNegInf;
     for (int k = r; k < n2 * ny; k += nt) gp[k] = m2(k) ? g[k] : kNegInf;
     b.sync();
     update_rows(b, n1, n2, ny, st.m.p1y, st.la, lr, gp, fp);
