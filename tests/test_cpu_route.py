@@ -103,11 +103,17 @@ def test_native_finishing_step_matches_the_general_routes_formulas():
     T = torch.from_numpy(P)
     mi, mi1, mi2, lower0, upper0 = solver.closed_form_bracket(T, closed_forms=cpp.closed_forms)
     mid = 0.5 * (lower0 + upper0)
-    lower = torch.stack([mid - 1e-9, mid + 1e-14, mid + 1e-3, torch.tensor(np.nan, dtype=torch.float64).expand(8),
-                         torch.tensor(-np.inf, dtype=torch.float64).expand(8), lower0 - 0.5, upper0 + 0.1,
-                         mid]).diagonal()
-    upper = torch.stack([mid + 1e-9, mid, mid, mid, mid, lower0 - 0.4, upper0 + 0.2,
-                         torch.tensor(np.inf, dtype=torch.float64).expand(8)]).diagonal()
+    # Problem b gets case b: (lower, upper).
+    cases = [(mid[0] - 1e-9, mid[0] + 1e-9),        # valid
+             (mid[1] + 1e-14, mid[1]),              # crossed within rounding: swapped
+             (mid[2] + 1e-3, mid[2]),               # crossed: broken
+             (np.nan, mid[3]),                      # NaN: broken
+             (-np.inf, mid[4]),                     # infinite: broken
+             (lower0[5] - 0.5, lower0[5] - 0.4),    # below the closed-form bracket: V clamped up
+             (upper0[6] + 0.1, upper0[6] + 0.2),    # above it: V clamped down
+             (mid[7], np.inf)]                      # infinite: broken
+    lower = torch.tensor([float(lo) for lo, _ in cases], dtype=torch.float64)
+    upper = torch.tensor([float(up) for _, up in cases], dtype=torch.float64)
     for scale in (1.0, 1.0 / np.log(2)):
         terms, gap, broken = _C.pid_terms(P, lower.numpy(), upper.numpy(), scale)
         lo, up, ref_broken = _certify.checked_bracket(lower, upper, lower0, upper0)
