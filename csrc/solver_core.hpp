@@ -614,6 +614,8 @@ struct Problem {
 
   // Upper bound: I of the exactly feasible rounding of Q (Q is overwritten): per y, scale
   // rows, then columns, down to the marginals, then add the outer product of the deficits.
+  // A Q with a NaN or infinite entry has no such rounding (the sums below would skip or
+  // spread it, and the "bound" could fall below V): its bound is +inf, always valid.
   FASTPID_HD double primal_bound(double* Q) const {
     fill(rows, n1 * ny, 0.0);
     fill(cols, n2 * ny, 0.0);
@@ -624,6 +626,8 @@ struct Problem {
           if (!adm(i, j, y)) q = 0.0;
           rows[i * ny + y] += q;
         }
+    for (int k = 0; k < n1 * ny; ++k)
+      if (!(rows[k] < HUGE_VAL)) return HUGE_VAL;  // NaN fails too
     for (int i = 0; i < n1; ++i)
       for (int y = 0; y < ny; ++y) {
         double r = rows[i * ny + y], t = p1y[i * ny + y];

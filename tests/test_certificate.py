@@ -124,6 +124,25 @@ def test_broken_bracket_falls_back_with_a_warning(monkeypatch, method, route):
     assert np.all(np.isfinite(res.synergy))
 
 
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_primal_bound_of_a_non_finite_coupling_is_infinite(bad):
+    """A coupling estimate with a NaN or infinite entry has no feasible rounding: its bound is
+    +inf (always valid), never a finite number (NaN entries were skipped by the sums as if
+    they were no mass, and a singular joint's "bound" then fell below V), and it is not kept
+    as the best coupling."""
+    rng = np.random.default_rng(2)
+    P = torch.from_numpy(rng.dirichlet(np.ones(27), size=2).reshape(2, 3, 3, 3))
+    prob = solver.Problem.from_joint(P)
+    Q = P.clone()
+    Q[0, 1, 2, 0] = bad
+    best = solver.BestCoupling(P, prob)
+    before = best.value.clone()
+    value = solver.primal_bound(prob, Q, best)
+    assert value[0] == math.inf
+    assert value[1] == pytest.approx(float(solver.coupling_mi(P[1:])[0]), rel=1e-12)  # P is feasible
+    assert best.value[0] == before[0] and torch.isfinite(best.coupling).all()
+
+
 def test_rounding_level_crossing_is_not_a_break():
     lo = torch.tensor([0.5 + 1e-15])
     up = torch.tensor([0.5])
