@@ -259,10 +259,10 @@ def test_barrier_steps_hold_mu_on_a_peaked_joint(backend):
 
 @pytest.mark.parametrize("backend", ["torch", "cpp"])
 def test_support_bound_certifies_a_large_clustered_joint(backend):
-    """1e-10 on a clustered 40x40x6 joint (tests/data/clustered_40x40x6.npy, 1,545 cells):
-    at mu's floor the multipliers of the cells off the optimal support (~mu each) held the
-    projected bound ~ncells mu above V, and both solvers stopped at gap 1.5e-10 (31 iterations
-    in the reference). The bound without them (SUPPORT_FACTOR) certifies."""
+    """1e-10 on a clustered 40x40x6 joint (tests/data/clustered_40x40x6.npy, 1,349 cells with
+    mass): at mu's floor the multipliers of the cells off the optimal support (~mu each) held
+    the projected bound ~ncells mu above V, and both solvers stopped at gap 1.5e-10 (31
+    iterations in the reference). The bound with them scaled down (SUPPORT_FACTOR) certifies."""
     from pathlib import Path
 
     P = np.load(Path(__file__).parent / "data" / "clustered_40x40x6.npy")
