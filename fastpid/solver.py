@@ -235,9 +235,10 @@ def primal_bound(prob: Problem, Q: torch.Tensor, best=None, idx=None) -> torch.T
     ``None``) whose bound it improves.
     """
     feasible = round_to_feasible(prob, Q)
-    # A Q with a NaN or infinite entry has no such rounding (the sums would skip or spread
-    # it, and the "bound" could fall below V): its bound is +inf, always valid.
-    finite = torch.isfinite(torch.where(prob.mask, Q, 0.0).sum(2)).all(2).all(1)
+    # A Q with a NaN or infinite entry (on an admissible cell) has no such rounding: the
+    # rounding turns it into NaN, which the entropies' sums would skip as if it were no mass,
+    # and the "bound" could fall below V. Its bound is +inf, always valid.
+    finite = torch.isfinite(feasible.sum((1, 2, 3)))
     value = torch.where(finite, coupling_mi(feasible), math.inf)
     if best is not None:
         best.offer(value, feasible, idx)
