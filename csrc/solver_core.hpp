@@ -182,11 +182,11 @@ constexpr int kGramCols = 16;
 FASTPID_HD inline int gram_stride(int n) { return (n + kGramCols - 1) / kGramCols * kGramCols; }
 
 // S[l][q] -= sum_r G[r][l] G[r][q] for the rows l0 .. l0 + RB - 1 and the kGramCols columns
-// from q0 (stored up to the diagonal only), G: F rows of stride ld. The tile's sums stay in
-// registers over all F rows (two loads and RB broadcasts per 2 RB vector multiply-adds;
-// tiles of 8 rows took 0.75-0.97x the time per solve of tiles of 4).
+// from q0 (stored up to the diagonal only; S's rows of stride lds), G: F rows of stride ld.
+// The tile's sums stay in registers over all F rows (two loads and RB broadcasts per 2 RB
+// vector multiply-adds; tiles of 8 rows took 0.75-0.97x the time per solve of tiles of 4).
 template <int RB>
-FASTPID_HD inline void gram_tile(double* S, int k, const double* G, int F, int ld, int l0, int q0) {
+FASTPID_HD inline void gram_tile(double* S, int lds, const double* G, int F, int ld, int l0, int q0) {
   double acc[RB][kGramCols];
   for (int a = 0; a < RB; ++a)
     for (int c = 0; c < kGramCols; ++c) acc[a][c] = 0.0;
@@ -199,23 +199,23 @@ FASTPID_HD inline void gram_tile(double* S, int k, const double* G, int F, int l
     }
   }
   for (int a = 0; a < RB; ++a) {
-    double* Sr = S + static_cast<size_t>(l0 + a) * k + q0;
+    double* Sr = S + static_cast<size_t>(l0 + a) * lds + q0;
     const int stop = fp_min(kGramCols, l0 + a - q0 + 1);
     for (int c = 0; c < stop; ++c) Sr[c] -= acc[a][c];
   }
 }
 
-// The lower triangle of S -= G^T G for S k x k and G F x k (stride ld, a multiple of
-// kGramCols, columns past k readable).
-FASTPID_HD inline void gram_update(double* S, int k, const double* G, int F, int ld) {
+// The lower triangle of S -= G^T G for S k x k (rows of stride lds) and G F x k (rows of
+// stride ld, readable and finite up to column gram_stride(k)).
+FASTPID_HD inline void gram_update(double* S, int lds, int k, const double* G, int F, int ld) {
   if (F == 0) return;
   int l0 = 0;
   for (; l0 + 8 <= k; l0 += 8)
-    for (int q0 = 0; q0 <= l0 + 7; q0 += kGramCols) gram_tile<8>(S, k, G, F, ld, l0, q0);
+    for (int q0 = 0; q0 <= l0 + 7; q0 += kGramCols) gram_tile<8>(S, lds, G, F, ld, l0, q0);
   for (; l0 + 4 <= k; l0 += 4)
-    for (int q0 = 0; q0 <= l0 + 3; q0 += kGramCols) gram_tile<4>(S, k, G, F, ld, l0, q0);
+    for (int q0 = 0; q0 <= l0 + 3; q0 += kGramCols) gram_tile<4>(S, lds, G, F, ld, l0, q0);
   for (; l0 < k; ++l0)
-    for (int q0 = 0; q0 <= l0; q0 += kGramCols) gram_tile<1>(S, k, G, F, ld, l0, q0);
+    for (int q0 = 0; q0 <= l0; q0 += kGramCols) gram_tile<1>(S, lds, G, F, ld, l0, q0);
 }
 
 FASTPID_HD inline double xlogx(double x) { return x > 0 ? x * vlog(x) : 0.0; }
@@ -232,20 +232,23 @@ FASTPID_HD inline double logsumexp(int n, F x) {
 }
 
 // Columns per block of the blocked Cholesky factorisation, and the size from which it is used
-// (paired timings, AMD EPYC: blocks of 16 from 16 unknowns took 0.75-0.93x the time per solve
-// of blocks of 32 from 128 on the clustered 20x20x10, 40x40x6, 20x20x28, 20x20x101 and
-// 64x64x10 joints).
+// (one factorisation, Intel Xeon with AVX-512: blocked 0.6-0.9x the time of unblocked from 24
+// unknowns, 1.1-1.5x below 20).
 constexpr int kCholeskyBlock = 16;
-constexpr int kCholeskyBlockedFrom = 16;
+constexpr int kCholeskyBlockedFrom = 24;
+
+// Row stride of the blocked factorisation's panel for an n x n matrix: the Gram tiles of the
+// trailing update read up to kGramCols - 1 columns past the row's end (zeros).
+FASTPID_HD inline int panel_stride(int n) { return n + kGramCols; }
 
 // Scratch of cholesky() for matrices up to n x n.
 struct CholeskyScratch {
   double* col;    // n: the column being eliminated
-  double* panel;  // kCholeskyBlock * n: a block column of the factor, transposed
+  double* panel;  // kCholeskyBlock rows of panel_stride(n): a block column of the factor, transposed
 
   FASTPID_HD CholeskyScratch(int n, Arena& arena)
       : col(arena.doubles(n)),
-        panel(arena.doubles(n >= kCholeskyBlockedFrom ? static_cast<size_t>(kCholeskyBlock) * n : 0)) {}
+        panel(arena.doubles(n >= kCholeskyBlockedFrom ? static_cast<size_t>(kCholeskyBlock) * panel_stride(n) : 0)) {}
 };
 
 // In-place Cholesky of a dense SPD n x n matrix (lower triangle); false, with A partly
@@ -268,75 +271,40 @@ FASTPID_HD inline bool cholesky_attempt(double* A, int n, double* col) {
   return true;
 }
 
-// A[r][c] -= sum_p A[r][kb + p] Pt[p][c] for rows r in [r0, r1) and columns c in [c0, r],
-// p < nb (Pt: nb x n, the block column transposed). Per row, four p at a time in one
-// contiguous pass over the row segment (one load and store of A[r][c] per four products),
-// the rest one by one. (A kernel holding four rows' products in vector registers, each
-// loaded Pt vector feeding four rows, took 1.3-2x longer per solve on an AMD EPYC than
-// per-row loops: clustered 32x32x31, 20x20x28.)
-FASTPID_HD inline void cholesky_trailing_update(double* A, int n, int kb, int nb, const double* Pt,
-                                                int r0, int r1, int c0) {
-  for (int r = r0; r < r1; ++r) {
-    double* Ar = A + static_cast<size_t>(r) * n;
-    int p = 0;
-    for (; p + 4 <= nb; p += 4) {
-      const double l0 = Ar[kb + p], l1 = Ar[kb + p + 1], l2 = Ar[kb + p + 2], l3 = Ar[kb + p + 3];
-      const double* v0 = Pt + static_cast<size_t>(p) * n;
-      const double *v1 = v0 + n, *v2 = v1 + n, *v3 = v2 + n;
-      FASTPID_SIMD()
-      for (int c = c0; c <= r; ++c) Ar[c] -= (l0 * v0[c] + l1 * v1[c]) + (l2 * v2[c] + l3 * v3[c]);
-    }
-    for (; p < nb; ++p) {
-      const double l = Ar[kb + p];
-      const double* v = Pt + static_cast<size_t>(p) * n;
-      FASTPID_SIMD()
-      for (int c = c0; c <= r; ++c) Ar[c] -= l * v[c];
-    }
-  }
-}
-
-// cholesky_attempt() by blocks of kCholeskyBlock columns: factor the diagonal block, solve
-// the block column below it, then update the trailing matrix with the whole block at once
-// (cholesky_trailing_update), which reads the matrix once per block instead of once per
-// column. Same result up to the order of the sums.
+// cholesky_attempt() by blocks of kCholeskyBlock columns: factor the block column (the
+// diagonal block and the rows below it) left-looking in its transpose Pt, where every step is
+// an axpy over the rows, then update the trailing matrix with the whole block at once by the
+// Gram product's register tiles (gram_update), which read the matrix once per block instead
+// of once per column. Same result up to the order of the sums.
 FASTPID_HD inline bool cholesky_attempt_blocked(double* A, int n, double* Pt) {
+  const int ld = panel_stride(n);
+  for (int p = 0; p < kCholeskyBlock; ++p) fill(Pt + static_cast<size_t>(p) * ld + n, ld - n, 0.0);
   for (int kb = 0; kb < n; kb += kCholeskyBlock) {
-    const int ke = fp_min(kb + kCholeskyBlock, n), nb = ke - kb;
-    for (int k = kb; k < ke; ++k) {  // the diagonal block, unblocked
-      double* Ak = A + static_cast<size_t>(k) * n;
-      if (!(Ak[k] > 0.0)) return false;
-      const double d = sqrt(Ak[k]), inv = 1.0 / d;
-      Ak[k] = d;
-      for (int r = k + 1; r < ke; ++r) A[static_cast<size_t>(r) * n + k] *= inv;
-      for (int r = k + 1; r < ke; ++r) {
-        double* Ar = A + static_cast<size_t>(r) * n;
-        for (int c = k + 1; c <= r; ++c) Ar[c] -= Ar[k] * A[static_cast<size_t>(c) * n + k];
-      }
-    }
-    // The block column below, L_rk = A_rk L_kk^-T, solved for all rows r at once in its
-    // transpose Pt (row k - kb holds column k), so that every step is an axpy over r.
-    for (int r = ke; r < n; ++r) {
+    const int ke = fp_min(kb + kCholeskyBlock, n);
+    // Row k - kb of Pt holds column k of the lower triangle (rows r >= k).
+    for (int r = kb; r < n; ++r) {
       const double* Ar = A + static_cast<size_t>(r) * n;
-      for (int k = kb; k < ke; ++k) Pt[static_cast<size_t>(k - kb) * n + r] = Ar[k];
+      for (int k = kb; k < fp_min(ke, r + 1); ++k) Pt[static_cast<size_t>(k - kb) * ld + r] = Ar[k];
     }
     for (int k = kb; k < ke; ++k) {
-      const double* Ak = A + static_cast<size_t>(k) * n;
-      double* Pk = Pt + static_cast<size_t>(k - kb) * n;
+      double* Pk = Pt + static_cast<size_t>(k - kb) * ld;
       for (int p = kb; p < k; ++p) {
-        const double l = Ak[p];
-        const double* Pp = Pt + static_cast<size_t>(p - kb) * n;
+        const double* Pp = Pt + static_cast<size_t>(p - kb) * ld;
+        const double l = Pp[k];
         FASTPID_SIMD()
-        for (int r = ke; r < n; ++r) Pk[r] -= l * Pp[r];
+        for (int r = k; r < n; ++r) Pk[r] -= l * Pp[r];
       }
-      const double inv = 1.0 / Ak[k];
+      if (!(Pk[k] > 0.0)) return false;
+      const double d = sqrt(Pk[k]), inv = 1.0 / d;
+      Pk[k] = d;
       FASTPID_SIMD()
-      for (int r = ke; r < n; ++r) Pk[r] *= inv;
+      for (int r = k + 1; r < n; ++r) Pk[r] *= inv;
     }
-    for (int r = ke; r < n; ++r) {
+    for (int r = kb; r < n; ++r) {
       double* Ar = A + static_cast<size_t>(r) * n;
-      for (int k = kb; k < ke; ++k) Ar[k] = Pt[static_cast<size_t>(k - kb) * n + r];
+      for (int k = kb; k < fp_min(ke, r + 1); ++k) Ar[k] = Pt[static_cast<size_t>(k - kb) * ld + r];
     }
-    cholesky_trailing_update(A, n, kb, nb, Pt, ke, n, ke);
+    gram_update(A + static_cast<size_t>(ke) * n + ke, n, n - ke, Pt + ke, ke - kb, ld);
   }
   return true;
 }
@@ -1285,7 +1253,7 @@ struct Solver {
 
   // S -= G^T G over the rows kept by gram_rows().
   FASTPID_HD void gram_flush() {
-    gram_update(nw.S, free_count, nw.Gc, gram_used, nw.gram_ld);
+    gram_update(nw.S, free_count, free_count, nw.Gc, gram_used, nw.gram_ld);
     gram_used = 0;
   }
 
