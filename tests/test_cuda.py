@@ -128,6 +128,25 @@ def test_emulated_block_solver_follows_the_cpu_solvers_path(name):
     _assert_solves_like_the_cpu_solver(emulate.solve(P, cpp.options(1e-8), 64), _cpu_solve(P))
 
 
+@pytest.mark.parametrize("threads", [1, 7, 64])
+@pytest.mark.parametrize("shape", [(1, 4, 3), (3, 5, 2), (7, 3, 5), (8, 8, 8)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_emulated_block_rounding_matches_the_reference(shape, threads):
+    """The block solver's upper bound from a coupling that misses the marginals (rows above and
+    below them) equals the reference's primal_bound, sparse joints included; a coupling with a
+    NaN or infinite admissible entry gets +inf in both (its sums would skip a NaN entry as if it
+    were no mass, and the "bound" could fall below V)."""
+    rng = np.random.default_rng(sum(shape) + threads)
+    P = _batch(shape, "sparse", B=4, seed=sum(shape))
+    Q = P * rng.uniform(0.5, 1.5, P.shape)
+    for b, bad in ((2, np.nan), (3, np.inf)):
+        Q[b].flat[np.argmax(P[b])] = bad  # an admissible cell: P has mass there
+    got = emulate.primal_bound(P, Q, threads)
+    ref = solver.primal_bound(solver.Problem.from_joint(torch.from_numpy(P)), torch.from_numpy(Q)).numpy()
+    assert np.all(np.isinf(ref[2:])) and np.all(np.isinf(got[2:])) and np.all(got[2:] > 0)
+    np.testing.assert_allclose(got[:2], ref[:2], rtol=0, atol=1e-12)
+
+
 def test_block_solver_workspace_fits_shared_memory():
     # An H100 gives a block up to 227 KB of shared memory: 8x8x8 takes the block solver,
     # 20x20x10 (a Schur complement of side 200) one problem per thread.

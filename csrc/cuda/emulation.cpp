@@ -187,6 +187,30 @@ py::tuple solve(py::array_t<double, py::array::c_style | py::array::forcecast> P
   return py::make_tuple(lower, upper, f, g, iterations);
 }
 
+// The block solver's upper bound from each coupling Q[p] of the problem P[p], as its barrier
+// method computes it (one block of `threads` host threads per problem).
+Array<double> primal_bound(py::array_t<double, py::array::c_style | py::array::forcecast> P,
+                           py::array_t<double, py::array::c_style | py::array::forcecast> Q,
+                           int threads) {
+  check_threads(threads);
+  if (P.ndim() != 4) throw std::invalid_argument("P must have shape (B, n1, n2, ny)");
+  for (int d = 0; d < 4; ++d)
+    if (Q.ndim() != 4 || Q.shape(d) != P.shape(d))
+      throw std::invalid_argument("Q must have the shape of P");
+  const int64_t B = P.shape(0);
+  const int n1 = static_cast<int>(P.shape(1)), n2 = static_cast<int>(P.shape(2)),
+            ny = static_cast<int>(P.shape(3));
+  Array<double> bound(B);
+  std::vector<double> work(fastpid::cuda::solve_block_work(n1, n2, ny));
+  const int64_t cells = int64_t(n1) * n2 * ny;
+  for (int64_t p = 0; p < B; ++p)
+    run_host_block(threads, [&](HostBlock b) {
+      fastpid::cuda::primal_bound_block_body(b, P.data() + p * cells, Q.data() + p * cells, n1, n2,
+                                             ny, work.data(), bound.mutable_data() + p);
+    });
+  return bound;
+}
+
 template <class T>
 void register_dtype(py::module_& e) {
   e.def("joint_soft", &joint_soft<T>, py::arg("p1"), py::arg("p2"), py::arg("y"),
@@ -207,6 +231,8 @@ void register_emulation(py::module_& m) {
   register_dtype<float>(e);
   e.def("solve", &solve, py::arg("P"), py::arg("options"), py::arg("threads"),
         "The certified solver, one thread block per problem (float64).");
+  e.def("primal_bound", &primal_bound, py::arg("P"), py::arg("Q"), py::arg("threads"),
+        "The block solver's upper bound from a coupling Q of each problem (float64).");
   e.def("solve_work", &fastpid::cuda::solve_block_work, py::arg("n1"), py::arg("n2"),
         py::arg("ny"), "Doubles of (shared) workspace the block solver needs per problem.");
   // Codes carry no float dtype: the output's is chosen by f64.

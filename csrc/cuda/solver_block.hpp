@@ -145,6 +145,14 @@ struct Solver : Layout {
     if (opt.newton) barrier(lower, upper, iterations);
   }
 
+  // The upper bound primal_bound() gives a coupling Qin[n1][n2][ny] (the tests' entry to the
+  // block's rounding).
+  FASTPID_BODY double bound_of(const double* Qin) {
+    for (int k = r; k < n1 * n2 * ny; k += nt) Q[k] = Qin[k];
+    b.sync();
+    return primal_bound();
+  }
+
   // f[n1][ny], g[n2][ny] with -inf on masked entries.
   FASTPID_BODY void write_potentials(double* f_out, double* g_out) const {
     for (int k = r; k < n1 * ny; k += nt) f_out[k] = m1(k) ? f[k] : kNegInf;
@@ -234,9 +242,12 @@ struct Solver : Layout {
   // Upper bound: I of the exactly feasible rounding of Q (overwritten), as solve_one's
   // primal_bound(): per y, scale rows, then columns, down to the marginals, then add the outer
   // product of the deficits. Q must be complete (a barrier after it was written).
+  // A Q with a NaN or infinite admissible entry has no such rounding: +inf, always valid (the
+  // sums would skip NaN entries as no mass and give a number below V).
   FASTPID_BODY double primal_bound() {
     const double *p1y = st.m.p1y, *p2y = st.m.p2y;
     auto q = [&](int i, int j, int y) -> double& { return Q[(i * n2 + j) * ny + y]; };
+    double broken = 0;
     for (int k = r; k < n1 * ny; k += nt) {
       const int i = k / ny, y = k % ny;
       double rows = 0;
@@ -244,10 +255,11 @@ struct Solver : Layout {
         if (!adm(i, j, y)) q(i, j, y) = 0.0;
         rows += q(i, j, y);
       }
+      if (!(rows < HUGE_VAL)) broken = 1;  // NaN fails too
       const double sc = rows > p1y[k] ? p1y[k] / rows : 1.0;
       for (int j = 0; j < n2; ++j) q(i, j, y) *= sc;
     }
-    b.sync();
+    if (b.sum(broken) > 0) return HUGE_VAL;  // also the barrier before the column pass
     for (int k = r; k < n2 * ny; k += nt) {
       const int j = k / ny, y = k % ny;
       double cols = 0;
@@ -835,6 +847,22 @@ FASTPID_BODY void solve_block_body(const Blk& b, const double* P, int n1, int n2
     *iterations = it;
   }
   solver.write_potentials(f, g);
+}
+
+// The block solver's upper bound from the coupling Q[n1][n2][ny] of the problem P (both C
+// order, P normalised): I of Q's feasible rounding, +inf where Q has a NaN or infinite entry.
+// `work` as for solve_block_body(); one thread writes *bound.
+template <class Blk>
+FASTPID_BODY void primal_bound_block_body(const Blk& b, const double* P, const double* Q, int n1,
+                                          int n2, int ny, double* work, double* bound) {
+  detail::Arena arena;
+  arena.base = work;
+  const block_solver::Layout layout(n1, n2, ny, arena);
+  const AlternationState<double> st = alternate(b, P, n1, n2, ny, 0, 1.0, layout.alternation);
+  const SolveOptions opt{};
+  block_solver::Solver<Blk> solver(b, opt, layout, st, P, n1, n2, ny);
+  const double v = solver.bound_of(Q);
+  if (b.rank() == 0) *bound = v;
 }
 
 }  // namespace fastpid::cuda
