@@ -1216,7 +1216,7 @@ struct Solver {
   // rows of fixed f unknowns are 0 in C_i and decouple in L_i, and so are left out.
   FASTPID_HD void gram_rows(int i) {
     const int k = free_count, ld = nw.gram_ld, kp = gram_stride(k);
-    const int *gs = nw.g_start, *fz = nw.free_z;
+    const int *fq = nw.free_g, *fz = nw.free_z;
     const double *a = nw.a, *wc = nw.wc, *dc = nw.dc;
     const double* L = nw.H + static_cast<size_t>(i) * ny * ny;
     int rows = 0;
@@ -1227,11 +1227,9 @@ struct Solver {
     for (int y = 0; y < ny; ++y) {
       if (fixed_f[i * ny + y]) continue;
       double* row = G0 + static_cast<size_t>(t) * ld;
-      for (int j = 0; j < n2; ++j) {
-        const double ay = a[j * ny + y];
-        FASTPID_SIMD()
-        for (int l = gs[j]; l < gs[j + 1]; ++l) row[l] = ay * wc[l] + (fz[l] == y ? dc[l] : 0.0);
-      }
+      // a_j[y] of l = (j, z) is a[fq[l] - z + y]: one pass over all l, not one per j.
+      FASTPID_SIMD()
+      for (int l = 0; l < k; ++l) row[l] = a[fq[l] - fz[l] + y] * wc[l] + (fz[l] == y ? dc[l] : 0.0);
       for (int l = k; l < kp; ++l) row[l] = 0.0;  // the tiles' padding
       // Forward substitution with L_i over the free rows so far (s < t, target value yp).
       const double* Ly = L + static_cast<size_t>(y) * ny;
