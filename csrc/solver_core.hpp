@@ -72,9 +72,12 @@ constexpr double kMuHoldStep = 0.01;
 constexpr double kSupportFactor = 1e3;
 constexpr double kSupportShrink = 1e-6;
 constexpr double kKappa = 10.0;
-// Sinkhorn sweeps (at least) behind a primal bound at mu's floor (fastpid/solver.py,
-// FLOOR_POLISH_SWEEPS).
+// Sinkhorn sweeps (at least) behind a primal bound at mu's floor, once the iterate is near its
+// centre or on its second step there (fastpid/solver.py, FLOOR_POLISH_SWEEPS).
 constexpr int kFloorPolishSweeps = 100;
+// Near its centre: Newton decrement dec2 at most kCentred mu (fastpid/solver.py, CENTRED).
+constexpr double kCentred = 10.0;
+FASTPID_HD inline bool centred(double dec2, double mu) { return dec2 <= kCentred * mu; }
 // Low-rank Newton systems: more refinement steps where the relative residual is still above
 // kRefineResidual (fastpid/solver.py, REFINE_RESIDUAL).
 constexpr double kRefineResidual = 1e-6;
@@ -1735,6 +1738,7 @@ struct Solver {
     // start whose multipliers are far off centre while its gap is already near tol had the
     // first step aim hundreds of times higher, and peaked joints then stalled short of tol).
     double last_target = mu;
+    bool floor_before = false;  // the last step was at mu's floor
     for (int it = 0; it < opt.max_iter && upper - lower > opt.tol && stalled < 5 && !opt.cancelled();
          ++it) {
       const double gap_before = upper - lower;
@@ -1751,18 +1755,21 @@ struct Solver {
       lower = fp_max(lower, pr.dual_bound(f, g, ls));
       if (primal_bound_due(dec2, mu, mu_floor, ncells, opt.tol)) {
         improve_upper(upper, barrier_primal_bound(opt.polish_sweeps));
-        // At mu's floor a tol below float64's reach needs a closer projection.
-        if (mu <= mu_floor && upper - lower > opt.tol && opt.polish_sweeps < kFloorPolishSweeps)
+        // At mu's floor a tol below float64's reach needs a closer projection (see
+        // kFloorPolishSweeps for when).
+        const bool last = mu <= mu_floor && (centred(dec2, mu) || floor_before);
+        if (last && upper - lower > opt.tol && opt.polish_sweeps < kFloorPolishSweeps)
           improve_upper(upper, barrier_primal_bound(kFloorPolishSweeps));
-        if (mu <= mu_floor && upper - lower > opt.tol)
+        if (last && upper - lower > opt.tol)
           improve_upper(upper, barrier_primal_bound(kFloorPolishSweeps, kSupportFactor * mu));
       }
       const double mu_now = mu;
+      floor_before = mu_now <= mu_floor;
       if (!(barrier_taken && alpha < kMuHoldStep)) mu = next_mu(mu, mean_complementarity(), opt.mu_factor, mu_floor);
       // A problem whose tol is below what float64 can certify stops, with its honest gap,
       // once steps are refused or the bounds stop improving near a centre at mu's floor.
-      const bool near = dec2 <= 10.0 * mu_now;
-      const bool stuck = alpha == 0.0 || (mu_now <= mu_floor && near && upper - lower > 0.99 * gap_before);
+      const bool stuck =
+          alpha == 0.0 || (mu_now <= mu_floor && centred(dec2, mu_now) && upper - lower > 0.99 * gap_before);
       stalled = stuck ? stalled + 1 : 0;
     }
   }

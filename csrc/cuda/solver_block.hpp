@@ -335,6 +335,7 @@ struct Solver : Layout {
     int stalled = 0;
     bool predictor = true;
     double last_target = HUGE_VAL;
+    bool floor_before = false;  // the last step was at mu's floor
     for (int it = 0; it < opt.max_iter && upper - lower > opt.tol && stalled < 5; ++it) {
       const double gap_before = upper - lower;
       factor_newton();
@@ -353,17 +354,19 @@ struct Solver : Layout {
       lower = fp_max(lower, dual_bound());
       if (detail::primal_bound_due(dec2, mu, mu_floor, ncells, opt.tol)) {
         upper = fp_min(upper, barrier_primal_bound(opt.polish_sweeps));
-        if (mu <= mu_floor && upper - lower > opt.tol && opt.polish_sweeps < detail::kFloorPolishSweeps)
+        const bool last = mu <= mu_floor && (detail::centred(dec2, mu) || floor_before);
+        if (last && upper - lower > opt.tol && opt.polish_sweeps < detail::kFloorPolishSweeps)
           upper = fp_min(upper, barrier_primal_bound(detail::kFloorPolishSweeps));
-        if (mu <= mu_floor && upper - lower > opt.tol)
+        if (last && upper - lower > opt.tol)
           upper = fp_min(upper, barrier_primal_bound(detail::kFloorPolishSweeps, detail::kSupportFactor * mu));
       }
       const double mu_now = mu;
+      floor_before = mu_now <= mu_floor;
       if (!(barrier_taken && alpha < detail::kMuHoldStep))
         mu = detail::next_mu(mu, mean_complementarity(), opt.mu_factor, mu_floor);
       const double gap = upper - lower;
-      const bool near = dec2 <= 10.0 * mu_now;
-      const bool stuck = alpha == 0.0 || (mu_now <= mu_floor && near && gap > 0.99 * gap_before);
+      const bool stuck =
+          alpha == 0.0 || (mu_now <= mu_floor && detail::centred(dec2, mu_now) && gap > 0.99 * gap_before);
       stalled = stuck ? stalled + 1 : 0;
     }
   }
