@@ -16,7 +16,7 @@ pytestmark = pytest.mark.skipif(not cpp.available()[0], reason=cpp.available()[1
 # Dense (20, 20, 10) has a Schur complement over 190 free unknowns (200 less one gauge entry
 # per target value), factorised by blocks of 16 columns with a partial last block.
 SHAPES = [(1, 1, 1), (1, 3, 2), (3, 1, 4), (2, 2, 1), (3, 3, 3), (17, 3, 5), (5, 17, 3), (7, 9, 11),
-          (33, 4, 2), (8, 8, 8), (13, 12, 11), (20, 20, 10)]
+          (33, 4, 2), (8, 8, 8), (13, 12, 11), (20, 20, 10), (9, 5, 7), (12, 12, 6), (6, 7, 12)]
 KINDS = {
     "dense": dict(alpha=1.0),
     "sparse": dict(alpha=0.4, sparsity=0.7),
