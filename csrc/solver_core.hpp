@@ -208,27 +208,24 @@ inline void sum_outer_rows(double* M, const double* a, const double* b, int coun
     if (V == 2) _mm512_mask_storeu_pd(M + y * N + 8, hi, acc[y][V - 1]);
   }
 }
+
+// sum_outer_rows<n>() for n up to N; false (nothing done) above.
+template <int N>
+inline bool sum_outer_rows_upto(double* M, const double* a, const double* b, int count, size_t stride, int n) {
+  if (n == N) {
+    sum_outer_rows<N>(M, a, b, count, stride);
+    return true;
+  }
+  if constexpr (N > 1) return sum_outer_rows_upto<N - 1>(M, a, b, count, stride, n);
+  return false;
+}
 #endif
 
 // M (n x n, row-major; the lower triangle is what counts) = sum over m < count of a_m b_m^T,
 // a_m = a + m stride and b_m = b + m stride: the f- and g-blocks of the Newton system.
 FASTPID_HD inline void sum_outer_lower(double* M, const double* a, const double* b, int count, size_t stride, int n) {
 #if defined(__AVX512F__) && !defined(__CUDA_ARCH__)
-  switch (n) {
-    case 1: return sum_outer_rows<1>(M, a, b, count, stride);
-    case 2: return sum_outer_rows<2>(M, a, b, count, stride);
-    case 3: return sum_outer_rows<3>(M, a, b, count, stride);
-    case 4: return sum_outer_rows<4>(M, a, b, count, stride);
-    case 5: return sum_outer_rows<5>(M, a, b, count, stride);
-    case 6: return sum_outer_rows<6>(M, a, b, count, stride);
-    case 7: return sum_outer_rows<7>(M, a, b, count, stride);
-    case 8: return sum_outer_rows<8>(M, a, b, count, stride);
-    case 9: return sum_outer_rows<9>(M, a, b, count, stride);
-    case 10: return sum_outer_rows<10>(M, a, b, count, stride);
-    case 11: return sum_outer_rows<11>(M, a, b, count, stride);
-    case 12: return sum_outer_rows<12>(M, a, b, count, stride);
-    default: break;
-  }
+  if (sum_outer_rows_upto<12>(M, a, b, count, stride, n)) return;
 #endif
   fill(M, static_cast<size_t>(n) * n, 0.0);
   for (int m = 0; m < count; ++m) add_outer_lower(M, a + m * stride, b + m * stride, n);
@@ -1886,10 +1883,10 @@ struct Solver {
         improve_upper(upper, barrier_primal_bound(opt.polish_sweeps));
         // At mu's floor a tol below float64's reach needs a closer projection (see
         // kFloorPolishSweeps for when).
-        const bool last = mu <= mu_floor && (centred(dec2, mu) || floor_before);
-        if (last && upper - lower > opt.tol && opt.polish_sweeps < kFloorPolishSweeps)
+        const bool floor_polish = mu <= mu_floor && (centred(dec2, mu) || floor_before);
+        if (floor_polish && upper - lower > opt.tol && opt.polish_sweeps < kFloorPolishSweeps)
           improve_upper(upper, barrier_primal_bound(kFloorPolishSweeps));
-        if (last && upper - lower > opt.tol)
+        if (floor_polish && upper - lower > opt.tol)
           improve_upper(upper, barrier_primal_bound(kFloorPolishSweeps, kSupportFactor * mu));
       }
       const double mu_now = mu;

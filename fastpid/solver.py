@@ -875,14 +875,14 @@ def solve_exact(P: torch.Tensor, tol: float, max_iter: int = 500, warm_steps: in
                 _barrier_primal_bound(sub.take(near), ga[near], Ra[near], polish_sweeps, best, active[near]))
         # At mu's floor a tol below float64's reach needs a closer projection (see
         # FLOOR_POLISH_SWEEPS for when).
-        last = due & at_floor & (centred | floor_before[active])
-        closer = last & (upper[active] - lower[active] > tol)
+        floor_polish = due & at_floor & (centred | floor_before[active])
+        closer = floor_polish & (upper[active] - lower[active] > tol)
         near = torch.nonzero(closer).flatten()
         if near.numel() and polish_sweeps < FLOOR_POLISH_SWEEPS:
             upper[active[near]] = torch.minimum(
                 upper[active[near]],
                 _barrier_primal_bound(sub.take(near), ga[near], Ra[near], FLOOR_POLISH_SWEEPS, best, active[near]))
-        near = torch.nonzero(last & (upper[active] - lower[active] > tol)).flatten()
+        near = torch.nonzero(floor_polish & (upper[active] - lower[active] > tol)).flatten()
         if near.numel():
             upper[active[near]] = torch.minimum(upper[active[near]], _barrier_primal_bound(
                 sub.take(near), ga[near], Ra[near], FLOOR_POLISH_SWEEPS, best, active[near],

@@ -354,10 +354,10 @@ struct Solver : Layout {
       lower = fp_max(lower, dual_bound());
       if (detail::primal_bound_due(dec2, mu, mu_floor, ncells, opt.tol)) {
         upper = fp_min(upper, barrier_primal_bound(opt.polish_sweeps));
-        const bool last = mu <= mu_floor && (detail::centred(dec2, mu) || floor_before);
-        if (last && upper - lower > opt.tol && opt.polish_sweeps < detail::kFloorPolishSweeps)
+        const bool floor_polish = mu <= mu_floor && (detail::centred(dec2, mu) || floor_before);
+        if (floor_polish && upper - lower > opt.tol && opt.polish_sweeps < detail::kFloorPolishSweeps)
           upper = fp_min(upper, barrier_primal_bound(detail::kFloorPolishSweeps));
-        if (last && upper - lower > opt.tol)
+        if (floor_polish && upper - lower > opt.tol)
           upper = fp_min(upper, barrier_primal_bound(detail::kFloorPolishSweeps, detail::kSupportFactor * mu));
       }
       const double mu_now = mu;
