@@ -132,6 +132,52 @@ py::tuple pid_terms(Array P, Array lower, Array upper, double scale) {
   return py::make_tuple(terms, gap, broken);
 }
 
+// (normalised P, free1, free2) of prepare_batch(), or None where it returns false.
+py::object prepare(Array P, double negligible) {
+  check_batch(P);
+  const auto B = P.shape(0);
+  const int n1 = static_cast<int>(P.shape(1)), n2 = static_cast<int>(P.shape(2)),
+            ny = static_cast<int>(P.shape(3));
+  py::array_t<double> out({B, py::ssize_t(n1), py::ssize_t(n2), py::ssize_t(ny)});
+  py::array_t<int64_t> free1(B), free2(B);
+  bool ok;
+  {
+    py::gil_scoped_release release;
+    ok = fastpid::prepare_batch(P.data(), B, n1, n2, ny, negligible,
+                                out.mutable_data(), free1.mutable_data(), free2.mutable_data());
+  }
+  if (!ok) return py::none();
+  return py::make_tuple(out, free1, free2);
+}
+
+py::tuple solve_pid(Array P, py::array_t<bool, py::array::c_style | py::array::forcecast> swap,
+                    const fastpid::SolveOptions& options, double scale) {
+  check_batch(P);
+  const auto B = P.shape(0);
+  if (swap.ndim() != 1 || swap.shape(0) != B)
+    throw std::invalid_argument("swap must have shape (B,) = (" + std::to_string(B) + ",)");
+  const int n1 = static_cast<int>(P.shape(1)), n2 = static_cast<int>(P.shape(2)),
+            ny = static_cast<int>(P.shape(3));
+  py::array_t<double> terms({py::ssize_t(7), B}), gap(B);
+  py::array_t<bool> broken(B);
+  py::array_t<int64_t> iterations(B);
+  const double* p = P.data();
+  const bool* sw = swap.data();
+  double *t = terms.mutable_data(), *gp = gap.mutable_data();
+  bool* br = broken.mutable_data();
+  int64_t* it = iterations.mutable_data();
+  fastpid::SolveOptions opt = options;
+  opt.gram = fastpid::gram_suits(ny, opt.lowrank, opt.newton);
+  opt.cancel = &g_cancel;
+  {
+    SigintGuard guard;
+    py::gil_scoped_release release;
+    fastpid::solve_pid_batch(p, B, n1, n2, ny, sw, opt, scale, t, gp, br, it);
+  }
+  if (g_cancel && PyErr_CheckSignals() != 0) throw py::error_already_set();
+  return py::make_tuple(terms, gap, broken, iterations);
+}
+
 // The solver's own exp and log (vector_math.hpp) of every entry of x, for the tests.
 py::tuple exp_log(Array x) {
   const auto n = x.size();
@@ -181,6 +227,16 @@ void register_solver(py::module_& m) {
         "synergy, mi, mi1, mi2 (>= 0) times scale (1: nats), gap (B,) in nats, and whether each "
         "bracket was invalid and the closed-form one replaced it: pid()'s finishing step in "
         "one pass.");
+  m.def("prepare", &prepare, py::arg("P"), py::arg("negligible"),
+        "(normalised P, free1, free2) for a batch P[B, n1, n2, ny] of raw joints: each problem "
+        "divided by its total, and the free potentials of each source (pairs (x, y) with "
+        "mass), (B,) each; None where a total is not positive and finite, an entry is "
+        "negative or NaN, or a normalised entry lies in (0, negligible). pid()'s first step.");
+  m.def("solve_pid", &solve_pid, py::arg("P"), py::arg("swap"), py::arg("options"), py::arg("scale") = 1.0,
+        "(terms, gap, broken, iterations) of a batch P[B, n1, n2, ny] (normalised float64): "
+        "solve() of each problem, with its sources swapped where swap (B,) says so, then "
+        "pid_terms() from its bounds, in one pass. Ctrl-C stops the solve between two steps "
+        "and raises KeyboardInterrupt.");
   m.def("_exp_log", &exp_log, py::arg("x"),
         "(exp(x), log(x)) of every entry of x (flattened) as the solver computes them: its own "
         "vectorisable versions, for the tests of their accuracy.");

@@ -42,7 +42,32 @@ class Workspace {
   double* data_;
 };
 
+// The terms, gap and broken of one problem (pid_terms_batch()) from its closed forms
+// cf = (I(X1,X2;Y), I(X1;Y), I(X2;Y), I_Q0) and the solver's bracket lo <= V <= up; terms[k *
+// stride] is term k.
+void bracket_terms(const double* cf, double lo, double up, double scale, double* terms,
+                   int64_t stride, double* gap, bool* broken) {
+  const double mi = cf[0], mi1 = cf[1], mi2 = cf[2], mi_q0 = cf[3];
+  // The closed-form bracket max(I1, I2) <= V <= min(I_Q0, I12, I1 + I2).
+  const double lower0 = std::max(mi1, mi2), upper0 = std::min(std::min(mi_q0, mi), mi1 + mi2);
+  double value = 0.5 * (lo + up);
+  // A valid bracket: both bounds finite and not crossed beyond rounding (then swapped).
+  const bool ok = std::fabs(lo) < INFINITY && std::fabs(up) < INFINITY &&
+                  lo <= up + 1e-12 * (1.0 + std::fabs(upper0));
+  const double l = ok ? std::min(lo, up) : lower0, u = ok ? std::max(lo, up) : upper0;
+  if (!ok) value = 0.5 * (lower0 + upper0);
+  value = std::min(std::max(value, lower0), upper0);  // every term >= 0
+  const double t[7] = {mi1 + mi2 - value, value - mi2, value - mi1, mi - value, mi, mi1, mi2};
+  for (int k = 0; k < 7; ++k) {
+    const double x = std::max(t[k], 0.0);
+    terms[k * stride] = scale == 1.0 ? x : x * scale;
+  }
+  *gap = u - l;
+  *broken = !ok;
+}
+
 }  // namespace
+
 
 void solve_batch(const double* P, int64_t B, int n1, int n2, int ny, const SolveOptions& opt,
                  double* lower, double* upper, double* f, double* g, int64_t* iterations,
@@ -73,29 +98,80 @@ void closed_forms_batch(const double* P, int64_t B, int n1, int n2, int ny, doub
   }
 }
 
+
 void pid_terms_batch(const double* P, int64_t B, int n1, int n2, int ny, const double* lower,
                      const double* upper, double scale, double* terms, double* gap, bool* broken) {
   std::vector<double> cf(4 * B);
   closed_forms_batch(P, B, n1, n2, ny, cf.data());
+  for (int64_t b = 0; b < B; ++b)
+    bracket_terms(&cf[4 * b], lower[b], upper[b], scale, terms + b, B, gap + b, broken + b);
+}
+
+bool prepare_batch(const double* P, int64_t B, int n1, int n2, int ny, double negligible,
+                   double* out, int64_t* free1, int64_t* free2) {
+  const int64_t cells = static_cast<int64_t>(n1) * n2 * ny;
+  std::vector<unsigned char> mass1(static_cast<size_t>(n1) * ny), mass2(static_cast<size_t>(n2) * ny);
   for (int64_t b = 0; b < B; ++b) {
-    const double mi = cf[4 * b], mi1 = cf[4 * b + 1], mi2 = cf[4 * b + 2], mi_q0 = cf[4 * b + 3];
-    // The closed-form bracket max(I1, I2) <= V <= min(I_Q0, I12, I1 + I2).
-    const double lower0 = std::max(mi1, mi2), upper0 = std::min(std::min(mi_q0, mi), mi1 + mi2);
-    const double lo = lower[b], up = upper[b];
-    double value = 0.5 * (lo + up);
-    // A valid bracket: both bounds finite and not crossed beyond rounding (then swapped).
-    const bool ok = std::fabs(lo) < INFINITY && std::fabs(up) < INFINITY &&
-                    lo <= up + 1e-12 * (1.0 + std::fabs(upper0));
-    const double l = ok ? std::min(lo, up) : lower0, u = ok ? std::max(lo, up) : upper0;
-    if (!ok) value = 0.5 * (lower0 + upper0);
-    value = std::min(std::max(value, lower0), upper0);  // every term >= 0
-    const double t[7] = {mi1 + mi2 - value, value - mi2, value - mi1, mi - value, mi, mi1, mi2};
-    for (int k = 0; k < 7; ++k) {
-      const double x = std::max(t[k], 0.0);
-      terms[k * B + b] = scale == 1.0 ? x : x * scale;
+    const double* p = P + b * cells;
+    double t = 0.0;
+    FASTPID_SIMD(reduction(+ : t))
+    for (int64_t k = 0; k < cells; ++k) t += p[k];
+    if (!(t > 0.0 && t < INFINITY)) return false;  // NaN fails too
+    std::fill(mass1.begin(), mass1.end(), 0);
+    std::fill(mass2.begin(), mass2.end(), 0);
+    double* q = out + b * cells;
+    for (int i = 0; i < n1; ++i)
+      for (int j = 0; j < n2; ++j)
+        for (int y = 0; y < ny; ++y) {
+          const int64_t k = (static_cast<int64_t>(i) * n2 + j) * ny + y;
+          const double x = p[k] / t;
+          if (!(x >= 0.0) || (x > 0.0 && x < negligible)) return false;  // NaN fails too
+          q[k] = x;
+          mass1[i * ny + y] |= x > 0.0;
+          mass2[j * ny + y] |= x > 0.0;
+        }
+    free1[b] = std::count(mass1.begin(), mass1.end(), 1);
+    free2[b] = std::count(mass2.begin(), mass2.end(), 1);
+  }
+  return true;
+}
+
+void solve_pid_batch(const double* P, int64_t B, int n1, int n2, int ny, const bool* swap,
+                     const SolveOptions& opt, double scale, double* terms, double* gap,
+                     bool* broken, int64_t* iterations) {
+  const int64_t cells = static_cast<int64_t>(n1) * n2 * ny;
+  bool plain = false, swapped = false;
+  for (int64_t b = 0; b < B; ++b) (swap[b] ? swapped : plain) = true;
+  // Scratch of the orientations present (the closed forms reuse it after the solve), then f
+  // and g (not returned), then the transposed joint of a swapped problem.
+  size_t solve_doubles = 0;
+  if (plain) solve_doubles = solve_workspace_doubles(n1, n2, ny, opt.lowrank, opt.newton, opt.gram);
+  if (swapped)
+    solve_doubles = std::max(solve_doubles, solve_workspace_doubles(n2, n1, ny, opt.lowrank, opt.newton, opt.gram));
+  const size_t fg = static_cast<size_t>(n1 + n2) * ny;
+  const size_t work_doubles = solve_doubles + fg + (swapped ? cells : 0);
+#pragma omp parallel if (B > 1)
+  {
+    const Workspace work(work_doubles);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t b = 0; b < B; ++b) {
+      const double* p = P + b * cells;
+      double* w = work.data();
+      double* f = w + solve_doubles;
+      double lo, up, cf[4];
+      if (swap[b]) {
+        double* pt = f + fg;  // pt[j][i][y] = p[i][j][y]
+        for (int i = 0; i < n1; ++i)
+          for (int j = 0; j < n2; ++j)
+            std::copy(p + (static_cast<int64_t>(i) * n2 + j) * ny, p + (static_cast<int64_t>(i) * n2 + j + 1) * ny,
+                      pt + (static_cast<int64_t>(j) * n1 + i) * ny);
+        solve_one(pt, n2, n1, ny, opt, w, &lo, &up, f, f + static_cast<size_t>(n2) * ny, iterations + b);
+      } else {
+        solve_one(p, n1, n2, ny, opt, w, &lo, &up, f, f + static_cast<size_t>(n1) * ny, iterations + b);
+      }
+      closed_forms_one(p, n1, n2, ny, w, cf);
+      bracket_terms(cf, lo, up, scale, terms + b, B, gap + b, broken + b);
     }
-    gap[b] = u - l;
-    broken[b] = !ok;
   }
 }
 

@@ -28,4 +28,20 @@ void closed_forms_batch(const double* P, int64_t B, int n1, int n2, int ny, doub
 void pid_terms_batch(const double* P, int64_t B, int n1, int n2, int ny, const double* lower,
                      const double* upper, double scale, double* terms, double* gap, bool* broken);
 
+// pid()'s preparation of raw joints P (B, n1, n2, ny) for the call below: out = each problem
+// divided by its total, and the free potentials of each source (pairs (x1, y), (x2, y) with
+// mass). False (out and the counts partly written) where a problem is one the general route
+// must take: a total not positive and finite, an entry negative or NaN, or one above 0 but
+// below `negligible` after the division (the general route drops those).
+bool prepare_batch(const double* P, int64_t B, int n1, int n2, int ny, double negligible,
+                   double* out, int64_t* free1, int64_t* free2);
+
+// solve_batch() and pid_terms_batch() in one pass, problem by problem: each problem P[b]
+// (normalised) solved with its sources swapped where swap[b] (V is symmetric in X1, X2), then
+// its terms, gap and broken as pid_terms_batch() writes them, from its closed forms and bounds.
+// iterations (B) as solve_batch() writes them. The same results as those two calls.
+void solve_pid_batch(const double* P, int64_t B, int n1, int n2, int ny, const bool* swap,
+                     const SolveOptions& opt, double scale, double* terms, double* gap,
+                     bool* broken, int64_t* iterations);
+
 }  // namespace fastpid

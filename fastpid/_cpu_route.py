@@ -1,13 +1,15 @@
 """The route of :func:`fastpid.pid` for exact solves by the C++ solver of CPU inputs that need
-no gradient: the same solver, certificate and results as the general route
-(:mod:`fastpid.api`), with the bookkeeping before the solve done in numpy, whose operations on
-a few values take about a microsecond where torch's take several, and the closed forms, the
-bracket and the terms after it in one native pass (``fastpid._C.pid_terms``). Measured on one
-thread, one 4x4x4 problem per call: 0.17 ms per call, of which 0.08 ms is the solve (0.29 ms
-with those last steps in numpy; the general route spends 0.2–0.3 ms more). Anything else
-(invalid input, masses below :data:`fastpid._certify.NEGLIGIBLE`, gradients, GPU tensors,
-batches large enough to be chunked or to need a memory check) is left to the general route,
-which handles it or raises.
+no gradient: the same solver and certificate as the general route (:mod:`fastpid.api`), on
+the same joint up to the rounding of its total, in two native calls, ``fastpid._C.prepare`` (normalise, check, count the
+free potentials) and ``fastpid._C.solve_pid`` (solve each problem in its orientation, then its
+closed forms, bracket and terms), with a few numpy operations between them. Python work
+between two solves runs with cold caches, so it costs several times what it costs in a loop:
+against the numpy and torch bookkeeping this route did before, one call per problem on one
+thread took 0.83x (8x8x8), 0.89x (10x10x10), 0.93x (12x12x6), 0.95x (clustered 20x20x10) and
+0.96x (clustered 40x40x6) the time (medians of 21 paired rounds). Anything else (invalid
+input, masses below :data:`fastpid._certify.NEGLIGIBLE`, gradients, GPU tensors, batches
+large enough to be chunked or to need a memory check) is left to the general route, which
+handles it or raises.
 """
 from __future__ import annotations
 
@@ -28,35 +30,28 @@ def exact_pid(P, tol: float, max_iter: int, base, backend: str):
     """:func:`fastpid.pid` of ``P`` with ``method="exact"`` and ``backend`` ``"auto"`` or
     ``"cpp"``, or ``None`` where the general route must take it."""
     arr = _float64_array(P)
-    ext = load_extension()[0]
-    if arr is None or arr.ndim < 3 or arr.size == 0 or not hasattr(ext, "solve"):
+    ext = _extension()
+    if arr is None or arr.ndim < 3 or arr.size == 0 or ext is None:
         return None
     batch_shape, (n1, n2, ny) = arr.shape[:-3], arr.shape[-3:]
-    flat = np.ascontiguousarray(arr.reshape(-1, n1, n2, ny))
-    # torch's sum, as the general route normalises: the same joint to the last bit, and so
-    # the same results.
-    total = torch.from_numpy(flat).sum(dim=(1, 2, 3)).numpy()
-    # Written so that NaN fails (a NaN or infinite entry makes its total NaN or infinite, and
-    # a negative one stays negative); the general route says what is wrong.
-    if not (total.min() > 0 and total.max() < math.inf):
+    # Normalised natively (the general route's torch sum, cold after a solve, took 20-60 us
+    # a call); None where an entry or a total is not valid (the general route says what is
+    # wrong) or a mass is negligible (the general route drops it).
+    prepared = ext.prepare(arr.reshape(-1, n1, n2, ny), NEGLIGIBLE)
+    if prepared is None:
         return None
-    flat = flat / total[:, None, None, None]
-    least = flat.min()
-    if not least >= 0 or (least < NEGLIGIBLE and np.any((flat > 0) & (flat < NEGLIGIBLE))):
-        return None
-    free1 = (flat.sum(2) > 0).sum((1, 2))
-    free2 = (flat.sum(1) > 0).sum((1, 2))
+    flat, free1, free2 = prepared
     lowrank = _elimination(n1, n2, ny, int(free1.max()), int(free2.max()), flat.shape[0], backend)
     if lowrank is None:
         return None
 
-    lower, upper, iterations = _solve(ext, flat, api.swap_rule(n1, n2, free1, free2),
-                                      _options(tol, max_iter, lowrank))
-    # Closed forms, bracket and terms in one native pass (the general route's formulas).
+    swap = api.swap_rule(n1, n2, free1, free2)
+    swap = swap if isinstance(swap, np.ndarray) else np.full(free1.shape, swap)
     scale = 1.0 if base is None else 1.0 / math.log(base)
-    terms, gap, broken = ext.pid_terms(flat, lower, upper, scale)
+    terms, gap, broken, iterations = ext.solve_pid(flat, swap, _options(tol, max_iter, lowrank), scale)
     converged = gap <= tol
-    api.warn_unconverged("exact", "cpp", converged, broken, gap, tol, max_iter, stacklevel=4)  # pid()'s caller
+    if broken.any() or not converged.all():
+        api.warn_unconverged("exact", "cpp", converged, broken, gap, tol, max_iter, stacklevel=4)  # pid()'s caller
 
     as_output = torch.as_tensor if isinstance(P, torch.Tensor) else np.asarray
     fields = dict(zip(api.TERMS, terms.reshape((7,) + batch_shape)))
@@ -64,6 +59,14 @@ def exact_pid(P, tol: float, max_iter: int, base, backend: str):
     fields.update(gap=gap * scale if scale != 1.0 else gap, converged=converged, iterations=iterations)
     return PIDResult(**{k: as_output(v.reshape(batch_shape)) for k, v in fields.items()},
                      method="exact", backend="cpp", base=base)
+
+
+@functools.lru_cache(maxsize=1)
+def _extension():
+    """The extension module where it has this route's functions, else ``None``; looked up
+    once (an import per call took several microseconds)."""
+    ext = load_extension()[0]
+    return ext if hasattr(ext, "solve_pid") else None
 
 
 # The two decisions below depend on a few integers only, and repeat from call to call (a
@@ -98,20 +101,3 @@ def _float64_array(P):
     if isinstance(P, np.ndarray) and P.dtype.kind in "fiub" and P.dtype.isnative:
         return np.asarray(P, dtype=np.float64)
     return None
-
-
-def _solve(ext, flat: np.ndarray, swap, opt):
-    """``(lower, upper, iterations)`` of the C++ solver (``ext``: the extension module, ``opt``
-    its options) for ``flat[B, n1, n2, ny]``, each problem with its sources swapped where
-    ``swap`` (a bool, or ``(B,)`` bools) says so."""
-    def solve(part, swapped):
-        out = ext.solve(np.ascontiguousarray(part.transpose(0, 2, 1, 3)) if swapped else part, opt, False)
-        return out[0], out[1], out[4]
-
-    if not isinstance(swap, np.ndarray) or not swap.any() or swap.all():
-        return solve(flat, bool(swap) if not isinstance(swap, np.ndarray) else bool(swap[0]))
-    lower, upper = np.empty(flat.shape[0]), np.empty(flat.shape[0])
-    iterations = np.empty(flat.shape[0], dtype=np.int64)
-    for which, swapped in ((~swap, False), (swap, True)):
-        lower[which], upper[which], iterations[which] = solve(flat[which], swapped)
-    return lower, upper, iterations

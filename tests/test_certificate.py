@@ -104,14 +104,21 @@ def test_broken_bracket_falls_back_with_a_warning(monkeypatch, method, route):
         monkeypatch.setattr(_cpu_route, "exact_pid", lambda *a, **k: None)
         monkeypatch.setattr(api, "_solve_oriented", broken)
     else:
-        real = _cpu_route._solve
+        ext = _cpu_route._extension()
 
-        def broken(*args):
-            lower, upper, iterations = real(*args)
-            cross(lower, upper)
-            return lower, upper, iterations
+        class Crossed:
+            """The extension, whose fused solve_pid crosses the solver's bounds before the
+            native finishing step (pid_terms, the same step solve_pid ends with)."""
 
-        monkeypatch.setattr(_cpu_route, "_solve", broken)
+            def __getattr__(self, name):
+                return getattr(ext, name)
+
+            def solve_pid(self, P, swap, opt, scale):
+                lower, upper, _, _, iterations = ext.solve(P, opt)
+                cross(lower, upper)
+                return (*ext.pid_terms(P, lower, upper, scale), iterations)
+
+        monkeypatch.setattr(_cpu_route, "_extension", Crossed)
     rng = np.random.default_rng(0)
     P = rng.dirichlet(np.ones(27), size=3).reshape(3, 3, 3, 3)
     with pytest.warns(ConvergenceWarning, match="no valid bracket"):
