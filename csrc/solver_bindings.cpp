@@ -3,6 +3,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <csignal>
 #include <climits>
 #include <mutex>
@@ -147,7 +148,8 @@ py::object prepare(Array P, double negligible) {
                                 out.mutable_data(), free1.mutable_data(), free2.mutable_data());
   }
   if (!ok) return py::none();
-  return py::make_tuple(out, free1, free2);
+  const int64_t *f1 = free1.data(), *f2 = free2.data();
+  return py::make_tuple(out, free1, free2, *std::max_element(f1, f1 + B), *std::max_element(f2, f2 + B));
 }
 
 py::tuple solve_pid(Array P, py::array_t<bool, py::array::c_style | py::array::forcecast> swap,
@@ -159,7 +161,7 @@ py::tuple solve_pid(Array P, py::array_t<bool, py::array::c_style | py::array::f
   const int n1 = static_cast<int>(P.shape(1)), n2 = static_cast<int>(P.shape(2)),
             ny = static_cast<int>(P.shape(3));
   py::array_t<double> terms({py::ssize_t(7), B}), gap(B);
-  py::array_t<bool> broken(B);
+  py::array_t<bool> broken(B), converged(B);
   py::array_t<int64_t> iterations(B);
   const double* p = P.data();
   const bool* sw = swap.data();
@@ -175,7 +177,13 @@ py::tuple solve_pid(Array P, py::array_t<bool, py::array::c_style | py::array::f
     fastpid::solve_pid_batch(p, B, n1, n2, ny, sw, opt, scale, t, gp, br, it);
   }
   if (g_cancel && PyErr_CheckSignals() != 0) throw py::error_already_set();
-  return py::make_tuple(terms, gap, broken, iterations);
+  bool settled = true;  // every problem converged with a valid bracket
+  bool* cv = converged.mutable_data();
+  for (py::ssize_t b = 0; b < B; ++b) {
+    cv[b] = gp[b] <= opt.tol;
+    settled = settled && cv[b] && !br[b];
+  }
+  return py::make_tuple(terms, gap, converged, broken, iterations, settled);
 }
 
 // The solver's own exp and log (vector_math.hpp) of every entry of x, for the tests.
@@ -228,15 +236,16 @@ void register_solver(py::module_& m) {
         "bracket was invalid and the closed-form one replaced it: pid()'s finishing step in "
         "one pass.");
   m.def("prepare", &prepare, py::arg("P"), py::arg("negligible"),
-        "(normalised P, free1, free2) for a batch P[B, n1, n2, ny] of raw joints: each problem "
-        "divided by its total, and the free potentials of each source (pairs (x, y) with "
-        "mass), (B,) each; None where a total is not positive and finite, an entry is "
+        "(normalised P, free1, free2, most1, most2) for a batch P[B, n1, n2, ny] of raw joints: "
+        "each problem divided by its total, the free potentials of each source (pairs (x, y) "
+        "with mass), (B,) each, and their largest counts; None where a total is not positive and finite, an entry is "
         "negative or NaN, or a normalised entry lies in (0, negligible). pid()'s first step.");
   m.def("solve_pid", &solve_pid, py::arg("P"), py::arg("swap"), py::arg("options"), py::arg("scale") = 1.0,
-        "(terms, gap, broken, iterations) of a batch P[B, n1, n2, ny] (normalised float64): "
-        "solve() of each problem, with its sources swapped where swap (B,) says so, then "
-        "pid_terms() from its bounds, in one pass. Ctrl-C stops the solve between two steps "
-        "and raises KeyboardInterrupt.");
+        "(terms, gap, converged, broken, iterations, settled) of a batch P[B, n1, n2, ny] "
+        "(normalised float64): solve() of each problem, with its sources swapped where swap "
+        "(B,) says so, then pid_terms() from its bounds, in one pass; converged = gap <= "
+        "options.tol, and settled whether every problem converged with a valid bracket. "
+        "Ctrl-C stops the solve between two steps and raises KeyboardInterrupt.");
   m.def("_exp_log", &exp_log, py::arg("x"),
         "(exp(x), log(x)) of every entry of x (flattened) as the solver computes them: its own "
         "vectorisable versions, for the tests of their accuracy.");

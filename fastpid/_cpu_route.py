@@ -40,25 +40,26 @@ def exact_pid(P, tol: float, max_iter: int, base, backend: str):
     prepared = ext.prepare(arr.reshape(-1, n1, n2, ny), NEGLIGIBLE)
     if prepared is None:
         return None
-    flat, free1, free2 = prepared
-    lowrank = _elimination(n1, n2, ny, int(free1.max()), int(free2.max()), flat.shape[0], backend)
+    flat, free1, free2, most1, most2 = prepared
+    lowrank = _elimination(n1, n2, ny, most1, most2, flat.shape[0], backend)
     if lowrank is None:
         return None
 
     swap = api.swap_rule(n1, n2, free1, free2)
     swap = swap if isinstance(swap, np.ndarray) else np.full(free1.shape, swap)
     scale = 1.0 if base is None else 1.0 / math.log(base)
-    terms, gap, broken, iterations = ext.solve_pid(flat, swap, _options(tol, max_iter, lowrank), scale)
-    converged = gap <= tol
-    if broken.any() or not converged.all():
+    terms, gap, converged, broken, iterations, settled = ext.solve_pid(
+        flat, swap, _options(tol, max_iter, lowrank), scale)
+    if not settled:
         api.warn_unconverged("exact", "cpp", converged, broken, gap, tol, max_iter, stacklevel=4)  # pid()'s caller
 
-    as_output = torch.as_tensor if isinstance(P, torch.Tensor) else np.asarray
-    fields = dict(zip(api.TERMS, terms.reshape((7,) + batch_shape)))
     # float64 results: nothing is rounded, so the reported gap is the bracket's (in the units).
-    fields.update(gap=gap * scale if scale != 1.0 else gap, converged=converged, iterations=iterations)
-    return PIDResult(**{k: as_output(v.reshape(batch_shape)) for k, v in fields.items()},
-                     method="exact", backend="cpp", base=base)
+    if scale != 1.0:
+        gap = gap * scale
+    as_output = torch.as_tensor if isinstance(P, torch.Tensor) else np.asarray
+    # terms' rows are the fields api.TERMS, PIDResult's first seven, in that order.
+    fields = [as_output(x.reshape(batch_shape)) for x in (*terms, gap, converged, iterations)]
+    return PIDResult(*fields, method="exact", backend="cpp", base=base)
 
 
 @functools.lru_cache(maxsize=1)

@@ -116,7 +116,9 @@ def test_broken_bracket_falls_back_with_a_warning(monkeypatch, method, route):
             def solve_pid(self, P, swap, opt, scale):
                 lower, upper, _, _, iterations = ext.solve(P, opt)
                 cross(lower, upper)
-                return (*ext.pid_terms(P, lower, upper, scale), iterations)
+                terms, gap, broken = ext.pid_terms(P, lower, upper, scale)
+                converged = gap <= opt.tol
+                return terms, gap, converged, broken, iterations, bool(converged.all() and not broken.any())
 
         monkeypatch.setattr(_cpu_route, "_extension", Crossed)
     rng = np.random.default_rng(0)
