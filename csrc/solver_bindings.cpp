@@ -133,7 +133,8 @@ py::tuple pid_terms(Array P, Array lower, Array upper, double scale) {
   return py::make_tuple(terms, gap, broken);
 }
 
-// (normalised P, free1, free2) of prepare_batch(), or None where it returns false.
+// (normalised P, free1, free2, most1, most2) of prepare_batch() (most: the largest count),
+// or None where it returns false.
 py::object prepare(Array P, double negligible) {
   check_batch(P);
   const auto B = P.shape(0);
@@ -236,10 +237,11 @@ void register_solver(py::module_& m) {
         "bracket was invalid and the closed-form one replaced it: pid()'s finishing step in "
         "one pass.");
   m.def("prepare", &prepare, py::arg("P"), py::arg("negligible"),
-        "(normalised P, free1, free2, most1, most2) for a batch P[B, n1, n2, ny] of raw joints: "
-        "each problem divided by its total, the free potentials of each source (pairs (x, y) "
-        "with mass), (B,) each, and their largest counts; None where a total is not positive and finite, an entry is "
-        "negative or NaN, or a normalised entry lies in (0, negligible). pid()'s first step.");
+        "(normalised P, free1, free2, most1, most2) for a batch P[B, n1, n2, ny] of raw "
+        "joints: each problem divided by its total, the free potentials of each source (pairs "
+        "(x, y) with mass), (B,) each, and their largest counts; None where a total is not "
+        "positive and finite, an entry is negative or NaN, or a normalised entry lies in "
+        "(0, negligible). pid()'s first step.");
   m.def("solve_pid", &solve_pid, py::arg("P"), py::arg("swap"), py::arg("options"), py::arg("scale") = 1.0,
         "(terms, gap, converged, broken, iterations, settled) of a batch P[B, n1, n2, ny] "
         "(normalised float64): solve() of each problem, with its sources swapped where swap "

@@ -68,7 +68,6 @@ void bracket_terms(const double* cf, double lo, double up, double scale, double*
 
 }  // namespace
 
-
 void solve_batch(const double* P, int64_t B, int n1, int n2, int ny, const SolveOptions& opt,
                  double* lower, double* upper, double* f, double* g, int64_t* iterations,
                  double* coupling) {
@@ -97,7 +96,6 @@ void closed_forms_batch(const double* P, int64_t B, int n1, int n2, int ny, doub
     for (int64_t b = 0; b < B; ++b) closed_forms_one(P + b * cells, n1, n2, ny, work.data(), out + 4 * b);
   }
 }
-
 
 void pid_terms_batch(const double* P, int64_t B, int n1, int n2, int ny, const double* lower,
                      const double* upper, double scale, double* terms, double* gap, bool* broken) {

@@ -1,15 +1,15 @@
-"""The route of :func:`fastpid.pid` for exact solves by the C++ solver of CPU inputs that need
-no gradient: the same solver and certificate as the general route (:mod:`fastpid.api`), on
-the same joint up to the rounding of its total, in two native calls, ``fastpid._C.prepare`` (normalise, check, count the
-free potentials) and ``fastpid._C.solve_pid`` (solve each problem in its orientation, then its
-closed forms, bracket and terms), with a few numpy operations between them. Python work
-between two solves runs with cold caches, so it costs several times what it costs in a loop:
-against the numpy and torch bookkeeping this route did before, one call per problem on one
-thread took 0.83x (8x8x8), 0.89x (10x10x10), 0.93x (12x12x6), 0.95x (clustered 20x20x10) and
-0.96x (clustered 40x40x6) the time (medians of 21 paired rounds). Anything else (invalid
-input, masses below :data:`fastpid._certify.NEGLIGIBLE`, gradients, GPU tensors, batches
-large enough to be chunked or to need a memory check) is left to the general route, which
-handles it or raises.
+"""The route of :func:`fastpid.pid` for exact solves by the C++ solver of CPU inputs that need no
+gradient: the same solver and certificate as the general route (:mod:`fastpid.api`), on the
+same joint up to the rounding of its total, in two native calls, ``fastpid._C.prepare``
+(normalise, check, count the free potentials) and ``fastpid._C.solve_pid`` (solve each problem
+in its orientation, then its closed forms, bracket and terms), with a few numpy operations
+between them. Python work between two solves runs with cold caches, so it costs several times
+what it costs in a loop: against the numpy and torch bookkeeping this route did before, one
+call per problem on one thread took 0.83-0.87x (8x8x8), 0.89-0.92x (10x10x10), 0.86-0.93x
+(12x12x6), 0.95-0.96x (clustered 20x20x10) and 0.96-0.99x (clustered 40x40x6) the time (medians
+of 21 paired rounds, two sessions of them). Anything else (invalid input, masses below
+:data:`fastpid._certify.NEGLIGIBLE`, gradients, GPU tensors, batches large enough to be chunked
+or to need a memory check) is left to the general route, which handles it or raises.
 """
 from __future__ import annotations
 
