@@ -234,8 +234,8 @@ void register_solver(py::module_& m) {
         "(terms, gap, broken) of a batch P[B, n1, n2, ny] (normalised float64) from the "
         "solver's bounds lower <= V <= upper (B,): terms (7, B) = redundancy, unique1, unique2, "
         "synergy, mi, mi1, mi2 (>= 0) times scale (1: nats), gap (B,) in nats, and whether each "
-        "bracket was invalid and the closed-form one replaced it: pid()'s finishing step in "
-        "one pass.");
+        "bracket was invalid and the closed-form one replaced it: solve_pid()'s finishing "
+        "step on given bounds, for the tests of brackets a solver rarely returns.");
   m.def("prepare", &prepare, py::arg("P"), py::arg("negligible"),
         "(normalised P, free1, free2, most1, most2) for a batch P[B, n1, n2, ny] of raw "
         "joints: each problem divided by its total, the free potentials of each source (pairs "

@@ -18,9 +18,10 @@ void solve_batch(const double* P, int64_t B, int n1, int n2, int ny, const Solve
 // out (B, 4): I(X1,X2;Y), I(X1;Y), I(X2;Y) and I of the proxy coupling Q0 of each problem.
 void closed_forms_batch(const double* P, int64_t B, int n1, int n2, int ny, double* out);
 
-// The PID terms of each problem from the solver's bracket lower <= V <= upper (B each, as
-// solve_batch returns them): terms (7, B) = redundancy, unique1, unique2, synergy, I(X1,X2;Y),
-// I(X1;Y), I(X2;Y), each >= 0, in the units `scale` (1: nats); gap (B) = the width of the
+// The PID terms of each problem from a bracket lower <= V <= upper (B each, as solve_batch
+// returns them; solve_pid_batch() ends with the same step, which the tests drive through
+// this): terms (7, B) = redundancy, unique1, unique2, synergy, I(X1,X2;Y), I(X1;Y), I(X2;Y),
+// each >= 0, in the units `scale` (1: nats); gap (B) = the width of the
 // bracket reported, in nats; broken (B): whether the solver's bracket was invalid (a bound not
 // finite, or crossed beyond rounding) and the closed-form bracket replaced it. The same
 // formulas as the general route's (fastpid.api.pid_terms, fastpid._certify.checked_bracket,

@@ -178,7 +178,8 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
 def pid_terms(mi, mi1, mi2, value, scale: float):
     """``(7, B)``: redundancy, unique1, unique2 and synergy from ``V = value`` and the closed
     forms, then ``mi``, ``mi1``, ``mi2``; clamped at 0 and times ``scale`` (the output units).
-    The C++ ``fastpid._C.pid_terms`` does the same for :mod:`fastpid._cpu_route`."""
+    The C++ finishing step of ``fastpid._C.solve_pid`` (exposed as ``fastpid._C.pid_terms``)
+    does the same for :mod:`fastpid._cpu_route`."""
     terms = torch.clip(torch.stack([mi1 + mi2 - value, value - mi2, value - mi1, mi - value, mi, mi1, mi2]), 0.0, None)
     return terms if scale == 1.0 else terms * scale
 
