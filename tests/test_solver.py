@@ -258,6 +258,26 @@ def test_barrier_steps_hold_mu_on_a_peaked_joint(backend):
 
 
 @pytest.mark.parametrize("backend", ["torch", "cpp"])
+def test_joints_with_masses_over_sixty_decades_certify(backend):
+    """Four random joints whose masses spread over 50 to 300 decades (60 after the drop of
+    negligible masses; tests/data/wide_range_masses.npz): the Newton steps of their tiniest
+    potentials reached 1e30 to 1e67 nats, every trial of the line search from 1 was rejected,
+    and both solvers stopped with gaps of 1.8e-7 to 1.1e-4. With the first trial capped at
+    MAX_POTENTIAL_STEP nats they certify, and the two solvers agree within their gaps."""
+    from pathlib import Path
+
+    data = np.load(Path(__file__).parent / "data" / "wide_range_masses.npz")
+    other = "cpp" if backend == "torch" else "torch"
+    for name in data.files:
+        P = data[name]
+        res = fastpid.pid(P, backend=backend)
+        assert bool(res.converged) and float(res.gap) <= 1e-8 and int(res.iterations) <= 100, name
+        ref = fastpid.pid(P, backend=other, max_iter=100)
+        for term in ("redundancy", "unique1", "unique2", "synergy"):
+            assert abs(float(getattr(res, term)) - float(getattr(ref, term))) <= float(res.gap + ref.gap), (name, term)
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpp"])
 def test_support_bound_certifies_a_large_clustered_joint(backend):
     """1e-10 on a clustered 40x40x6 joint (tests/data/clustered_40x40x6.npy, 1,349 cells with
     mass): at mu's floor the multipliers of the cells off the optimal support (~mu each) held

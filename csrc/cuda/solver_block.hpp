@@ -760,7 +760,12 @@ struct Solver : Layout {
   FASTPID_BODY double line_search(double mu, double dec2) {
     const double phi0 = barrier_value(ls, f, g, mu);
     const double slack = 1e-13 * (1.0 + fabs(phi0));
-    double alpha = 1.0;
+    double longest = 0.0;  // the direction's largest move of an admissible potential
+    for (int k = r; k < n1 * ny; k += nt)
+      if (m1(k)) longest = fp_max(longest, fabs(df[k]));
+    for (int k = r; k < n2 * ny; k += nt)
+      if (m2(k)) longest = fp_max(longest, fabs(dg[k]));
+    double alpha = detail::first_trial(b.max(longest));
     for (int h = 0; h < 60; ++h) {
       for (int k = r; k < n1 * ny; k += nt) ft[k] = f[k] + alpha * df[k];
       for (int k = r; k < n2 * ny; k += nt) gt[k] = g[k] + alpha * dg[k];
