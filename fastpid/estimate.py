@@ -182,8 +182,10 @@ def estimate(x1, x2, y, *, sizes=None, weights=None, groups=None, num_groups=Non
         confidence: level of the intervals (default 0.95).
         n_jackknife: parts of the delete-a-group jackknife (default 20; at most the
             smallest group's sample count).
-        n_null: draws from the zero-synergy fit for the synergy test (default 39; 0 skips
+        n_null: draws from the zero-synergy fit for the synergy test (default 29; 0 skips
             the test and the null-based part of the synergy correction).
+        n_pilot: pilot draws from the unshrunk zero-synergy fit that set the null model's
+            shrinkage (default 10; at most ``n_null`` are used).
         seed: seed of the random partition and the null draws (``None``: fresh entropy).
         base: logarithm base of the results (``2`` for bits); default nats.
         progress: progress bar over the resampled solves (tqdm). Default: on when the
@@ -196,7 +198,7 @@ def estimate(x1, x2, y, *, sizes=None, weights=None, groups=None, num_groups=Non
     Raises:
         ValueError / TypeError: bad samples (from :func:`fastpid.joint`), fewer than 2
         samples in a problem, ``confidence`` outside (0, 1), ``n_jackknife < 2``,
-        ``n_null < 0``.
+        ``n_null < 0``, ``n_pilot < 1``.
 
     Cost: one certified solve of each empirical joint, one for its zero-synergy fit, and
     ``n_jackknife + n_null`` resampled solves per problem (to ``tol=1e-6``) in one batch.
