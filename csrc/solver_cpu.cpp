@@ -66,6 +66,20 @@ void bracket_terms(const double* cf, double lo, double up, double scale, double*
   *broken = !ok;
 }
 
+// body(b, work) for every problem b < B, whole problems spread over the threads (dynamic:
+// solves differ in length), each thread with one workspace of work_doubles for all its
+// problems. One problem: no team of threads, which cost 35-80 us per call (one 3x3x3 problem:
+// 64-108 us with a team of two, 29 us without) while the others only set up their workspaces.
+template <class Body>
+void for_each_problem(int64_t B, size_t work_doubles, Body body) {
+#pragma omp parallel if (B > 1)
+  {
+    const Workspace work(work_doubles);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t b = 0; b < B; ++b) body(b, work.data());
+  }
+}
+
 }  // namespace
 
 void solve_batch(const double* P, int64_t B, int n1, int n2, int ny, const SolveOptions& opt,
@@ -73,17 +87,10 @@ void solve_batch(const double* P, int64_t B, int n1, int n2, int ny, const Solve
                  double* coupling) {
   const int64_t cells = static_cast<int64_t>(n1) * n2 * ny;
   const size_t work_doubles = solve_workspace_doubles(n1, n2, ny, opt.lowrank, opt.newton, opt.gram);
-  // One problem: no team of threads, which cost 35-80 us per call (one 3x3x3 problem: 64-108
-  // us with a team of two, 29 us without) while the others only set up their workspaces.
-#pragma omp parallel if (B > 1)
-  {
-    const Workspace work(work_doubles);  // one per thread, reused for all its problems
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t b = 0; b < B; ++b)
-      solve_one(P + b * cells, n1, n2, ny, opt, work.data(), lower + b, upper + b,
-                f + b * n1 * ny, g + b * n2 * ny, iterations + b,
-                coupling ? coupling + b * cells : nullptr);
-  }
+  for_each_problem(B, work_doubles, [&](int64_t b, double* work) {
+    solve_one(P + b * cells, n1, n2, ny, opt, work, lower + b, upper + b, f + b * n1 * ny,
+              g + b * n2 * ny, iterations + b, coupling ? coupling + b * cells : nullptr);
+  });
 }
 
 void closed_forms_batch(const double* P, int64_t B, int n1, int n2, int ny, double* out) {
@@ -147,30 +154,23 @@ void solve_pid_batch(const double* P, int64_t B, int n1, int n2, int ny, const b
   if (swapped)
     solve_doubles = std::max(solve_doubles, solve_workspace_doubles(n2, n1, ny, opt.lowrank, opt.newton, opt.gram));
   const size_t fg = static_cast<size_t>(n1 + n2) * ny;
-  const size_t work_doubles = solve_doubles + fg + (swapped ? cells : 0);
-#pragma omp parallel if (B > 1)
-  {
-    const Workspace work(work_doubles);
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t b = 0; b < B; ++b) {
-      const double* p = P + b * cells;
-      double* w = work.data();
-      double* f = w + solve_doubles;
-      double lo, up, cf[4];
-      if (swap[b]) {
-        double* pt = f + fg;  // pt[j][i][y] = p[i][j][y]
-        for (int i = 0; i < n1; ++i)
-          for (int j = 0; j < n2; ++j)
-            std::copy(p + (static_cast<int64_t>(i) * n2 + j) * ny, p + (static_cast<int64_t>(i) * n2 + j + 1) * ny,
-                      pt + (static_cast<int64_t>(j) * n1 + i) * ny);
-        solve_one(pt, n2, n1, ny, opt, w, &lo, &up, f, f + static_cast<size_t>(n2) * ny, iterations + b);
-      } else {
-        solve_one(p, n1, n2, ny, opt, w, &lo, &up, f, f + static_cast<size_t>(n1) * ny, iterations + b);
-      }
-      closed_forms_one(p, n1, n2, ny, w, cf);
-      bracket_terms(cf, lo, up, scale, terms + b, B, gap + b, broken + b);
+  for_each_problem(B, solve_doubles + fg + (swapped ? cells : 0), [&](int64_t b, double* w) {
+    const double* p = P + b * cells;
+    double* f = w + solve_doubles;
+    double lo, up, cf[4];
+    if (swap[b]) {
+      double* pt = f + fg;  // pt[j][i][y] = p[i][j][y]
+      for (int i = 0; i < n1; ++i)
+        for (int j = 0; j < n2; ++j)
+          std::copy(p + (static_cast<int64_t>(i) * n2 + j) * ny, p + (static_cast<int64_t>(i) * n2 + j + 1) * ny,
+                    pt + (static_cast<int64_t>(j) * n1 + i) * ny);
+      solve_one(pt, n2, n1, ny, opt, w, &lo, &up, f, f + static_cast<size_t>(n2) * ny, iterations + b);
+    } else {
+      solve_one(p, n1, n2, ny, opt, w, &lo, &up, f, f + static_cast<size_t>(n1) * ny, iterations + b);
     }
-  }
+    closed_forms_one(p, n1, n2, ny, w, cf);
+    bracket_terms(cf, lo, up, scale, terms + b, B, gap + b, broken + b);
+  });
 }
 
 }  // namespace fastpid
