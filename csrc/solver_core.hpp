@@ -107,7 +107,7 @@ FASTPID_HD inline double shorter_step(double alpha) { return alpha > 0.6 ? alpha
 // (fastpid/solver.py, MAX_POTENTIAL_STEP). Potentials of masses 1e-30 below the others have
 // almost no curvature, and their Newton steps reached 1e30 to 1e67 nats: 60 trials from 1
 // end near 1e-17 and so rejected every step (the solve stalled with gaps of 1.8e-7 to 9.2e-4).
-// On every other joint tested no step reaches it, so nothing else changes.
+// The 448 random, peaked and clustered test joints take the same steps with it as without.
 constexpr double kMaxPotentialStep = 100.0;
 FASTPID_HD inline double first_trial(double longest_move) {
   return longest_move > kMaxPotentialStep ? kMaxPotentialStep / longest_move : 1.0;
