@@ -1146,13 +1146,16 @@ struct Solver {
         rp[c] = pr.cell[c] ? -expm1(ls[c]) - tau[c] : 0.0;
         double oms = tau[c];
         nw.oms[c] = oms;
-        double t = R[i * n2 + j], t2 = t / oms;
-        for (int y = 0; y < ny; ++y) {
-          int k = (i * n2 + j) * ny + y;
-          double w = pr.adm(i, j, y) ? pr.eF[i * ny + y] * pr.eG[j * ny + y] : 0.0;
-          W[k] = w;
-          tW[k] = t * w;
-          Wt2[k] = t2 * w;
+        const double t = R[c], t2 = t / oms;
+        const double *a = &pr.eF[i * ny], *b = &pr.eG[j * ny];
+        const char *a1 = &pr.m1[i * ny], *a2 = &pr.m2[j * ny];
+        const size_t k = static_cast<size_t>(c) * ny;
+        FASTPID_SIMD()
+        for (int y = 0; y < ny; ++y) {  // the mask as a select: one vector loop
+          const double w = (a1[y] & a2[y]) ? a[y] * b[y] : 0.0;
+          W[k + y] = w;
+          tW[k + y] = t * w;
+          Wt2[k + y] = t2 * w;
         }
       }
   }
@@ -1687,16 +1690,22 @@ struct Solver {
   // change of s along the direction) and dR = (mu + corr - R tau - R dtau) / tau. Returns
   // the step length at which a slack or a multiplier would reach zero (HUGE_VAL: none).
   FASTPID_HD double steps_to_target(double mu) {
-    double longest = HUGE_VAL;
     for (int i = 0; i < n1; ++i)
-      for (int j = 0; j < n2; ++j) {
-        const int c = i * n2 + j;
-        if (!pr.cell[c]) continue;
-        dtau[c] = rp[c] - change_of_s(i, j);
-        dR[c] = (mu + corr[c] - R[c] * tau[c] - R[c] * dtau[c]) / tau[c];
-        if (dtau[c] < 0) longest = fp_min(longest, -tau[c] / dtau[c]);
-        if (dR[c] < 0) longest = fp_min(longest, -R[c] / dR[c]);
-      }
+      for (int j = 0; j < n2; ++j) dtau[i * n2 + j] = change_of_s(i, j);
+    // Then one vector loop over the cells (the divisions pipelined; a cell without mass gets
+    // steps that nothing reads, and no say in the length).
+    double longest = HUGE_VAL;
+    const char* cell = pr.cell;
+    FASTPID_SIMD(reduction(min : longest))
+    for (int c = 0; c < n1 * n2; ++c) {
+      const double dt = rp[c] - dtau[c];
+      const double dr = (mu + corr[c] - R[c] * tau[c] - R[c] * dt) / tau[c];
+      dtau[c] = dt;
+      dR[c] = dr;
+      const double to_tau = cell[c] && dt < 0 ? -tau[c] / dt : HUGE_VAL;
+      const double to_r = cell[c] && dr < 0 ? -R[c] / dr : HUGE_VAL;
+      longest = fp_min(longest, fp_min(to_tau, to_r));
+    }
     return longest;
   }
 
