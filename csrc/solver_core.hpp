@@ -1691,7 +1691,7 @@ struct Solver {
   // the step length at which a slack or a multiplier would reach zero (HUGE_VAL: none).
   FASTPID_HD double steps_to_target(double mu) {
     for (int i = 0; i < n1; ++i)
-      for (int j = 0; j < n2; ++j) dtau[i * n2 + j] = change_of_s(i, j);
+      for (int j = 0; j < n2; ++j) dtau[i * n2 + j] = change_of_s(i, j);  // ds, for now
     // Then one vector loop over the cells (the divisions pipelined; a cell without mass gets
     // steps that nothing reads, and no say in the length).
     double longest = HUGE_VAL;
