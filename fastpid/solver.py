@@ -133,8 +133,9 @@ CENTRING_MIN = 0.01
 # from a step of 1 (down to ~1e-17) rejected every step: joints whose masses spread over 30
 # to 60 decades stalled with gaps of 1.8e-7 to 9.2e-4 (5 of ~1,300 such random joints of
 # 2x9x2 to 12x4x7). With the cap all five certify 1e-8 (22 to 65 iterations for the four in
-# tests/data/wide_range_masses.npz); caps of 20 to 300 did as well. Iterations on the 448 random, peaked and clustered test joints: the same at
-# 1e-8 and 1e-10 (a cap of 30 already changed two).
+# tests/data/wide_range_masses.npz); caps of 20 to 300 did as well. Iterations on the 448
+# random, peaked and clustered test joints: the same at 1e-8 and 1e-10 (a cap of 30 already
+# changed two).
 MAX_POTENTIAL_STEP = 100.0
 KAPPA = 10.0  # multipliers after a barrier step stay within [1/KAPPA, KAPPA] times mu / (1 - s)
 OMEGA = 1.5  # over-relaxation of the Blahut–Arimoto mixture update

@@ -257,24 +257,22 @@ def test_barrier_steps_hold_mu_on_a_peaked_joint(backend):
         assert bool(res.converged) and float(res.gap) <= tol and int(res.iterations) <= 100
 
 
-@pytest.mark.parametrize("backend", ["torch", "cpp"])
-def test_joints_with_masses_over_sixty_decades_certify(backend):
+def test_joints_with_masses_over_sixty_decades_certify():
     """Four random joints whose masses spread over 50 to 300 decades (60 after the drop of
     negligible masses; tests/data/wide_range_masses.npz): the Newton steps of their tiniest
     potentials reached 1e30 to 1e67 nats, every trial of the line search from 1 was rejected,
     and both solvers stopped with gaps of 1.8e-7 to 1.1e-4. With the first trial capped at
-    MAX_POTENTIAL_STEP nats they certify, and the two solvers agree within their gaps."""
+    MAX_POTENTIAL_STEP nats both certify, and they agree within their gaps."""
     from pathlib import Path
 
     data = np.load(Path(__file__).parent / "data" / "wide_range_masses.npz")
-    other = "cpp" if backend == "torch" else "torch"
     for name in data.files:
-        P = data[name]
-        res = fastpid.pid(P, backend=backend)
-        assert bool(res.converged) and float(res.gap) <= 1e-8 and int(res.iterations) <= 100, name
-        ref = fastpid.pid(P, backend=other, max_iter=100)
+        res = [fastpid.pid(data[name], backend=backend) for backend in ("torch", "cpp")]
+        for r in res:
+            assert bool(r.converged) and float(r.gap) <= 1e-8 and int(r.iterations) <= 100, name
         for term in ("redundancy", "unique1", "unique2", "synergy"):
-            assert abs(float(getattr(res, term)) - float(getattr(ref, term))) <= float(res.gap + ref.gap), (name, term)
+            diff = abs(float(getattr(res[0], term)) - float(getattr(res[1], term)))
+            assert diff <= float(res[0].gap + res[1].gap), (name, term)
 
 
 @pytest.mark.parametrize("backend", ["torch", "cpp"])
