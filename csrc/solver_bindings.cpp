@@ -73,6 +73,20 @@ void check_batch(const Array& P) {
                                   " has " + std::to_string(P.shape(d)));
 }
 
+// run(opt) with the GIL released and opt = options with the given assembly and the Ctrl-C
+// flag: a Ctrl-C stops every solve at its next step, then raises KeyboardInterrupt here.
+template <class Run>
+void run_cancellable(fastpid::SolveOptions opt, bool gram, Run run) {
+  opt.gram = gram;
+  opt.cancel = &g_cancel;
+  {
+    SigintGuard guard;
+    py::gil_scoped_release release;
+    run(opt);
+  }
+  if (g_cancel && PyErr_CheckSignals() != 0) throw py::error_already_set();
+}
+
 py::tuple solve(Array P, const fastpid::SolveOptions& options, bool return_coupling,
                 std::optional<bool> gram) {
   check_batch(P);
@@ -88,15 +102,10 @@ py::tuple solve(Array P, const fastpid::SolveOptions& options, bool return_coupl
   double *lo = lower.mutable_data(), *up = upper.mutable_data(), *fp = f.mutable_data(),
          *gp = g.mutable_data(), *q = return_coupling ? coupling.mutable_data() : nullptr;
   int64_t* it = iterations.mutable_data();
-  fastpid::SolveOptions opt = options;
-  opt.gram = gram.value_or(fastpid::gram_suits(ny, opt.lowrank, opt.newton));
-  opt.cancel = &g_cancel;
-  {
-    SigintGuard guard;
-    py::gil_scoped_release release;
-    fastpid::solve_batch(p, B, n1, n2, ny, opt, lo, up, fp, gp, it, q);
-  }
-  if (g_cancel && PyErr_CheckSignals() != 0) throw py::error_already_set();
+  run_cancellable(options, gram.value_or(fastpid::gram_suits(ny, options.lowrank, options.newton)),
+                  [&](const fastpid::SolveOptions& opt) {
+                    fastpid::solve_batch(p, B, n1, n2, ny, opt, lo, up, fp, gp, it, q);
+                  });
   if (return_coupling) return py::make_tuple(lower, upper, f, g, iterations, coupling);
   return py::make_tuple(lower, upper, f, g, iterations);
 }
@@ -169,19 +178,14 @@ py::tuple solve_pid(Array P, py::array_t<bool, py::array::c_style | py::array::f
   double *t = terms.mutable_data(), *gp = gap.mutable_data();
   bool* br = broken.mutable_data();
   int64_t* it = iterations.mutable_data();
-  fastpid::SolveOptions opt = options;
-  opt.gram = fastpid::gram_suits(ny, opt.lowrank, opt.newton);
-  opt.cancel = &g_cancel;
-  {
-    SigintGuard guard;
-    py::gil_scoped_release release;
-    fastpid::solve_pid_batch(p, B, n1, n2, ny, sw, opt, scale, t, gp, br, it);
-  }
-  if (g_cancel && PyErr_CheckSignals() != 0) throw py::error_already_set();
+  run_cancellable(options, fastpid::gram_suits(ny, options.lowrank, options.newton),
+                  [&](const fastpid::SolveOptions& opt) {
+                    fastpid::solve_pid_batch(p, B, n1, n2, ny, sw, opt, scale, t, gp, br, it);
+                  });
   bool settled = true;  // every problem converged with a valid bracket
   bool* cv = converged.mutable_data();
   for (py::ssize_t b = 0; b < B; ++b) {
-    cv[b] = gp[b] <= opt.tol;
+    cv[b] = gp[b] <= options.tol;
     settled = settled && cv[b] && !br[b];
   }
   return py::make_tuple(terms, gap, converged, broken, iterations, settled);
