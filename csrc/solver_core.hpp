@@ -897,11 +897,11 @@ struct NewtonScratch {
   // Of every i (n1 blocks each): the factor of H_i, kept for the right-hand sides.
   double* H;
   // Of the current i only: a_j, alpha[j][j'] = a_j.u_j', the right-hand sides of H_i's
-  // solve (ny x (n2 + ny)), and the rows A_j (n2 x n2 ny) and B_z (ny x n2 ny) that make up
+  // solve (ny x (n2 + ny); with gram ny, back_substitute()'s), and the rows A_j (n2 x n2 ny) and B_z (ny x n2 ny) that make up
   // its S update (alpha, A and B only without gram).
   double *a, *alpha, *rhs_many, *A, *B;
-  // Of every i (n1 blocks each), for reduce_rhs() and back_substitute(): u_j, H_i^-1, w_j,
-  // d_j, H_i^-1 rf_i.
+  // Of every i (n1 blocks each), for reduce_rhs() and back_substitute(): u_j and H_i^-1
+  // (not with gram), w_j, d_j, H_i^-1 rf_i.
   double *u, *Hinv, *w, *d, *xf;
   double* dy;  // back_substitute()'s sum_j d_j yg_j of one i
   // The Gram assembly (opt.gram): rows of G_i = L_i^-1 C_i over the free g unknowns (stride
@@ -930,10 +930,11 @@ struct NewtonScratch {
         wc(arena.doubles(schur ? n2 * ny : 0)), dc(arena.doubles(schur ? n2 * ny : 0)),
         H(arena.doubles(schur ? n1 * ny * ny : 0)),
         a(arena.doubles(schur ? n2 * ny : 0)), alpha(arena.doubles(schur && !gram ? n2 * n2 : 0)),
-        rhs_many(arena.doubles(schur ? ny * (n2 + ny) : 0)),
+        rhs_many(arena.doubles(schur ? ny * (gram ? ny : n2 + ny) : 0)),
         A(arena.doubles(schur && !gram ? static_cast<size_t>(n2) * n2 * ny : 0)),
         B(arena.doubles(schur && !gram ? static_cast<size_t>(ny) * n2 * ny : 0)),
-        u(arena.doubles(schur ? n1 * n2 * ny : 0)), Hinv(arena.doubles(schur ? n1 * ny * ny : 0)),
+        u(arena.doubles(schur && !gram ? n1 * n2 * ny : 0)),
+        Hinv(arena.doubles(schur && !gram ? n1 * ny * ny : 0)),
         w(arena.doubles(schur ? n1 * n2 * ny : 0)), d(arena.doubles(schur ? n1 * n2 * ny : 0)),
         xf(arena.doubles(schur ? n1 * ny : 0)), dy(arena.doubles(schur ? ny : 0)),
         gram_ld(gram_stride(n2 * ny)), gram_cap(ny * fp_max(1, fp_min(n1, kGramRows / ny))),
@@ -1265,8 +1266,20 @@ struct Solver {
         w[j * ny + y] = W[k] * sg[j * ny + y];
         d[j * ny + y] = sf[i * ny + y] * sg[j * ny + y] * tW[k];
       }
+    const int k_free = free_count;
+    const int *gs = nw.g_start, *fq = nw.free_g, *fz = nw.free_z;
+    double *A = nw.A, *B = nw.B, *wc = nw.wc, *dc = nw.dc;
+    for (int l = 0; l < k_free; ++l) {
+      wc[l] = w[fq[l]];
+      dc[l] = d[fq[l]];
+    }
+    if (opt.gram) {  // S -= G_i^T G_i instead, G_i = L_i^-1 C_i (gram_rows())
+      gram_rows(i);
+      return;
+    }
     // One solve with H_i for the right-hand sides [a_0 .. a_{n2-1} | identity]: u_j and
-    // H_i^-1.
+    // H_i^-1 (the Gram assembly needs neither: back_substitute() then solves with H_i's
+    // factor).
     const int k = n2 + ny;
     double* rm = nw.rhs_many;
     for (int y = 0; y < ny; ++y) {
@@ -1279,17 +1292,6 @@ struct Solver {
       const double* By = &rm[y * k];
       for (int j = 0; j < n2; ++j) u[j * ny + y] = By[j];
       for (int z = 0; z < ny; ++z) Hinv[y * ny + z] = By[n2 + z];
-    }
-    const int k_free = free_count;
-    const int *gs = nw.g_start, *fq = nw.free_g, *fz = nw.free_z;
-    double *A = nw.A, *B = nw.B, *wc = nw.wc, *dc = nw.dc;
-    for (int l = 0; l < k_free; ++l) {
-      wc[l] = w[fq[l]];
-      dc[l] = d[fq[l]];
-    }
-    if (opt.gram) {  // S -= G_i^T G_i instead, G_i = L_i^-1 C_i (gram_rows())
-      gram_rows(i);
-      return;
     }
     // Row (j, z) of C_i^T H_i^-1 C_i is w_j[z] A_j + d_j[z] B_z over the columns (jp, zp), with
     //   A_j[(jp, zp)] = alpha[j][jp] w_jp[zp] + u_j[zp] d_jp[zp],
@@ -1650,26 +1652,43 @@ struct Solver {
       dg[q] = rhs[q] * sg[q];
       dec2 += nw.grad_g[q] * dg[q];
     }
+    // yf_i = xf_i - H_i^-1 C_i yg, C_i yg = sum_j a_j (w_j . yg_j) + d_j yg_j: by u_j = H_i^-1
+    // a_j and H_i^-1, or (gram, which keeps neither) by one solve with H_i's factor.
+    double* ay = nw.rhs_many;  // with gram: sum_j Wt2_ij (w_j . yg_j); a_j = sf_i Wt2_ij
     for (int i = 0; i < n1; ++i) {
-      const double* uu = nw.u + static_cast<size_t>(i) * n2 * ny;
-      const double* hi = nw.Hinv + static_cast<size_t>(i) * ny * ny;
       const double* ww = nw.w + static_cast<size_t>(i) * n2 * ny;
       const double* dd = nw.d + static_cast<size_t>(i) * n2 * ny;
+      const double* uu = nw.u + static_cast<size_t>(i) * n2 * ny;
+      const double* wt = nw.Wt2 + static_cast<size_t>(i) * n2 * ny;
       double* yf = nw.xf + static_cast<size_t>(i) * ny;  // xf of this i, updated in place
       fill(dy, ny, 0.0);
+      fill(ay, ny, 0.0);
       for (int j = 0; j < n2; ++j) {
         double wy = 0;
         for (int z = 0; z < ny; ++z) {
           wy += ww[j * ny + z] * rhs[j * ny + z];
           dy[z] += dd[j * ny + z] * rhs[j * ny + z];
         }
-        for (int y = 0; y < ny; ++y) yf[y] -= uu[j * ny + y] * wy;
+        if (opt.gram)
+          for (int y = 0; y < ny; ++y) ay[y] += wt[j * ny + y] * wy;
+        else
+          for (int y = 0; y < ny; ++y) yf[y] -= uu[j * ny + y] * wy;
+      }
+      if (opt.gram) {
+        for (int y = 0; y < ny; ++y) dy[y] += sf[i * ny + y] * ay[y];
+        cholesky_solve(nw.H + static_cast<size_t>(i) * ny * ny, ny, dy);
+      } else {
+        const double* hi = nw.Hinv + static_cast<size_t>(i) * ny * ny;
+        for (int y = 0; y < ny; ++y) {
+          double s = 0;
+          for (int z = 0; z < ny; ++z) s += hi[y * ny + z] * dy[z];
+          ay[y] = s;
+        }
+        copy(ay, ny, dy);
       }
       for (int y = 0; y < ny; ++y) {
-        double s = 0;
-        for (int z = 0; z < ny; ++z) s += hi[y * ny + z] * dy[z];
-        int q = i * ny + y;
-        df[q] = (yf[y] - s) * sf[q];
+        const int q = i * ny + y;
+        df[q] = (yf[y] - dy[y]) * sf[q];
         dec2 += nw.grad_f[q] * df[q];
       }
     }
