@@ -68,8 +68,10 @@ constexpr double kMuMin = 1e-13;  // below this R = mu / (1 - s) loses its digit
 constexpr double kFractionToBoundary = 0.99;
 constexpr double kMinStep = 0.1;
 constexpr double kMaxLogS = 0.3;
-// After a barrier step shorter than this, mu stays (fastpid/solver.py, MU_HOLD_STEP).
-constexpr double kMuHoldStep = 0.01;
+// After a barrier step shorter than kMuRaiseStep, mu rises kMuRaise-fold, never above the
+// starting mu (fastpid/solver.py, MU_RAISE_STEP).
+constexpr double kMuRaiseStep = 0.01;
+constexpr double kMuRaise = 3.0;
 // At mu's floor, a primal bound also from the multipliers with the cells below
 // kSupportFactor times mu scaled by kSupportShrink (fastpid/solver.py, SUPPORT_FACTOR).
 constexpr double kSupportFactor = 1e3;
@@ -1903,10 +1905,12 @@ struct Solver {
     // Woodbury solves lose digits on tiny-mass systems that the corrector amplified
     // (fastpid/solver.py, solve_exact).
     bool predictor = !opt.lowrank;
-    // mu never rises above the last step's target, nor the first above the starting mu (a
-    // start whose multipliers are far off centre while its gap is already near tol had the
-    // first step aim hundreds of times higher, and peaked joints then stalled short of tol).
+    // The predictor never aims above the last step's target, nor the first step above the
+    // starting mu (a start whose multipliers are far off centre while its gap is already near
+    // tol had the first step aim hundreds of times higher, and peaked joints then stalled
+    // short of tol). The starting mu also caps mu's rise (kMuRaise).
     double last_target = mu;
+    const double mu_start = mu;
     bool floor_before = false;  // the last step was at mu's floor
     for (int it = 0; it < opt.max_iter && upper - lower > opt.tol && stalled < 5 && !opt.cancelled();
          ++it) {
@@ -1934,7 +1938,10 @@ struct Solver {
       }
       const double mu_now = mu;
       floor_before = mu_now <= mu_floor;
-      if (!(barrier_taken && alpha < kMuHoldStep)) mu = next_mu(mu, mean_complementarity(), opt.mu_factor, mu_floor);
+      if (barrier_taken && alpha < kMuRaiseStep)
+        mu = fp_min(kMuRaise * mu, mu_start);
+      else
+        mu = next_mu(mu, mean_complementarity(), opt.mu_factor, mu_floor);
       // A problem whose tol is below what float64 can certify stops, with its honest gap,
       // once steps are refused or the bounds stop improving near a centre at mu's floor.
       const bool stuck =

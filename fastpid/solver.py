@@ -90,17 +90,20 @@ FRACTION_TO_BOUNDARY = 0.99
 # but took 3.5 % more iterations.
 MIN_STEP = 0.1
 MAX_LOG_S = 0.3
-# mu stays where it is after a barrier step shorter than MU_HOLD_STEP: such a step leaves the
-# iterate far from its centre, and cutting mu there (to MU_FACTOR times the mean R tau) made
-# the next steps shorter still. A peaked 8x8x8 joint (tests/data/peaked_8x8x8_stall.npy)
-# crawled by steps of 0.001 while mu fell to its floor, and stopped at max_iter with a gap of
-# 5.8e-3 at tol 1e-10 in both solvers; holding mu, it certifies in 55 iterations. Over 2,800
-# peaked joints (Dirichlet(0.02-0.2) over the cells of 2x2x2 to 8x8x8; C++): to 1e-10, 3 -> 1
-# short (the two stalls at 5.8e-3 and 1.3e-4 gone), iterations -4.6 %; to 1e-8 none short
-# either way, -1.5 %; 448 dense, sparse, peaked and tiny-mass joints of 3x3x3 to 20x20x10:
-# the same steps within 3. Holding mu after every barrier step shorter than 1 instead left a
-# very peaked 4x4x4 joint cycling at mu's floor (short of 1e-8).
-MU_HOLD_STEP = 0.01
+# After a barrier step shorter than MU_RAISE_STEP, mu rises MU_RAISE-fold (never above the
+# starting mu; the next step is a corrector without predictor, at that mu): such a step leaves the iterate far
+# from the centre of its mu, and cutting mu there (to MU_FACTOR times the mean R tau) made the
+# next steps shorter still (a peaked 8x8x8 joint, tests/data/peaked_8x8x8_stall.npy, crawled
+# by steps of 0.001 while mu fell to its floor and stopped at max_iter with a gap of 5.8e-3 at
+# tol 1e-10). Holding mu there certified that joint, but barrier steps still crawled
+# (Newton decrements of 1e3-1e4 at mu ~ 1e-8) on joints whose masses span 30-60 decades: of
+# 1,200 of them (6x6x6, 9x5x4, 3x8x7; C++) 7 stayed short of 1e-8 and 25 of 1e-10. Raising
+# mu threefold: none and 3, iterations -8 % and -9 %; 3,000 peaked joints (Dirichlet(0.02-0.1)
+# over 2x3x4 to 8x8x8) 2 -> 0 short of 1e-8 and 4 -> 0 of 1e-10, iterations -2 % and -3.5 %;
+# the 448 dense, peaked and clustered test joints the same steps within 2 (twofold: about the
+# same; tenfold: worse on the wide-range joints).
+MU_RAISE_STEP = 0.01
+MU_RAISE = 3.0
 # At mu's floor with the gap still above tol, one more primal bound comes from the
 # multipliers with the cells whose R is below SUPPORT_FACTOR mu scaled by SUPPORT_SHRINK: at
 # the barrier's centre R tau = mu, so cells off the optimal coupling's support keep masses
@@ -837,12 +840,13 @@ def solve_exact(P: torch.Tensor, tol: float, max_iter: int = 500, warm_steps: in
     # stalled at 2e-8; none without it).
     corrector = structure != "lowrank"
     predictor = torch.full((B,), corrector, dtype=torch.bool, device=P.device)
-    # mu never rises above the last step's target, nor the first above the starting mu (a
-    # start whose multipliers are far off centre while its gap is already near tol had the
-    # first step aim hundreds of times higher: on 2,800 peaked joints, Dirichlet(0.02-0.2)
-    # over the cells of 2x2x2 to 8x8x8, 17 then stopped short of 1e-8 and 37 of 1e-10;
-    # 3 and 9 with this cap).
+    # The predictor never aims above the last step's target, nor the first step above the
+    # starting mu (a start whose multipliers are far off centre while its gap is already near
+    # tol had the first step aim hundreds of times higher: on 2,800 peaked joints,
+    # Dirichlet(0.02-0.2) over the cells of 2x2x2 to 8x8x8, 17 then stopped short of 1e-8 and
+    # 37 of 1e-10; 3 and 9 with this cap). The starting mu also caps mu's rise (MU_RAISE).
     last_target = mu.clone()
+    mu_start = mu.clone()
     stalled = torch.zeros(B, dtype=torch.int64, device=P.device)
     floor_before = torch.zeros(B, dtype=torch.bool, device=P.device)  # the last step was at mu's floor
     active = torch.nonzero(upper - lower > tol).flatten()
@@ -898,7 +902,7 @@ def solve_exact(P: torch.Tensor, tol: float, max_iter: int = 500, warm_steps: in
                 sub.take(near), ga[near], Ra[near], FLOOR_POLISH_SWEEPS, best, active[near],
                 shrink_below=SUPPORT_FACTOR * mua[near]))
 
-        mu[active] = torch.where(barrier & (alpha < MU_HOLD_STEP), mua,
+        mu[active] = torch.where(barrier & (alpha < MU_RAISE_STEP), torch.minimum(MU_RAISE * mua, mu_start[active]),
                                  _next_mu(mua, _mean_complementarity(sub, Ra, taua), mu_factor, mu_floor[active]))
         # A problem whose tol is below what float64 can certify stops, with its honest
         # gap, once steps are refused or the bounds stop improving near a centre at the

@@ -244,17 +244,47 @@ def test_peaked_joint_stepping_far_outside_certifies(backend):
 
 
 @pytest.mark.parametrize("backend", ["torch", "cpp"])
-def test_barrier_steps_hold_mu_on_a_peaked_joint(backend):
+def test_short_barrier_steps_keep_mu_off_its_floor_on_a_peaked_joint(backend):
     """A Dirichlet(0.02) 8x8x8 joint (tests/data/peaked_8x8x8_stall.npy) whose primal-dual
     steps give way to barrier steps early: while they were 0.001 long, mu kept falling to its
     floor and both solvers stopped at max_iter with a gap of 5.8e-3 at tol 1e-10 (and took
-    166-174 iterations to 1e-8). With mu held after such steps (MU_HOLD_STEP), 54-55."""
+    166-174 iterations to 1e-8). With mu held after such steps, 54-55; raised (MU_RAISE), as
+    many or fewer."""
     from pathlib import Path
 
     P = np.load(Path(__file__).parent / "data" / "peaked_8x8x8_stall.npy")
     for tol in (1e-8, 1e-10):
         res = fastpid.pid(P, tol=tol, backend=backend)
         assert bool(res.converged) and float(res.gap) <= tol and int(res.iterations) <= 100
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpp"])
+def test_short_barrier_steps_raise_mu_on_wide_range_joints(backend):
+    """Four joints whose masses span 20-60 decades (tests/data/short_barrier_steps.npz) whose
+    primal-dual steps left the domain, after which barrier steps crawled (Newton decrements of
+    1e3-1e4 at mu ~ 1e-8) while mu was held: 90-226 iterations to 1e-8, and two stopped at
+    max_iter with gaps of 1.5e-3 and 2.7e-3 at 1e-10. With mu raised threefold after each
+    barrier step shorter than MU_RAISE_STEP, both solvers certify either tol in 42-56."""
+    from pathlib import Path
+
+    data = np.load(Path(__file__).parent / "data" / "short_barrier_steps.npz")
+    for name in data.files:
+        for tol in (1e-8, 1e-10):
+            res = fastpid.pid(data[name], tol=tol, backend=backend)
+            assert bool(res.converged) and float(res.gap) <= tol, (name, tol)
+            assert int(res.iterations) <= 70, (name, tol, int(res.iterations))
+
+
+def test_holding_mu_after_short_barrier_steps_crawls_on_wide_range_joints(monkeypatch):
+    """The previous test's bound on iterations separates the rules: with mu held (MU_RAISE =
+    1) the PyTorch solver needs more than 70 iterations on every one of those joints."""
+    from pathlib import Path
+
+    monkeypatch.setattr(solver, "MU_RAISE", 1.0)
+    data = np.load(Path(__file__).parent / "data" / "short_barrier_steps.npz")
+    for name in data.files:
+        res = fastpid.pid(data[name], backend="torch")
+        assert int(res.iterations) > 70, name
 
 
 def test_joints_with_masses_over_sixty_decades_certify():

@@ -334,7 +334,8 @@ struct Solver : Layout {
     }
     int stalled = 0;
     bool predictor = true;
-    double last_target = HUGE_VAL;
+    double last_target = mu;
+    const double mu_start = mu;
     bool floor_before = false;  // the last step was at mu's floor
     for (int it = 0; it < opt.max_iter && upper - lower > opt.tol && stalled < 5; ++it) {
       const double gap_before = upper - lower;
@@ -362,7 +363,9 @@ struct Solver : Layout {
       }
       const double mu_now = mu;
       floor_before = mu_now <= mu_floor;
-      if (!(barrier_taken && alpha < detail::kMuHoldStep))
+      if (barrier_taken && alpha < detail::kMuRaiseStep)
+        mu = fp_min(detail::kMuRaise * mu, mu_start);
+      else
         mu = detail::next_mu(mu, mean_complementarity(), opt.mu_factor, mu_floor);
       const double gap = upper - lower;
       const bool stuck =
