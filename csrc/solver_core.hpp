@@ -60,8 +60,9 @@ namespace detail {
 
 constexpr double kNegInf = -HUGE_VAL;
 constexpr double kMuMin = 1e-13;  // below this R = mu / (1 - s) loses its digits
-// A primal-dual step goes this fraction of the way to where a slack or a multiplier would
-// reach zero (fastpid/solver.py, FRACTION_TO_BOUNDARY). One shorter than kMinStep, or leading
+// A primal-dual step goes this fraction of the way to where a slack would reach zero, and its
+// multipliers' step likewise to where a multiplier would (fastpid/solver.py,
+// FRACTION_TO_BOUNDARY). One shorter than kMinStep, or leading
 // to a cell with log s above kMaxLogS, gives way to a barrier step (fastpid/solver.py,
 // MIN_STEP, MAX_LOG_S, where the choice of 0.3 is measured); multipliers after a barrier
 // step stay within [1/kKappa, kKappa] x mu / (1 - s).
@@ -127,6 +128,11 @@ FASTPID_HD inline void fp_swap(T& a, T& b) {
   a = b;
   b = t;
 }
+
+// Step lengths to where a slack (tau) or a multiplier (R) would reach zero (HUGE_VAL: none).
+struct StepLimits {
+  double tau, R;
+};
 
 // Mehrotra's centring (fastpid/solver.py, _corrector_mu): the corrector aims at sigma times
 // the iterate's mean complementarity `now`, sigma = ratio^3 within [kCentringMin, 1], where
@@ -1709,29 +1715,29 @@ struct Solver {
   // The slacks' and multipliers' steps that go with (df, dg) from the linearised s + tau = 1
   // and R tau = mu + corr (fastpid/solver.py, _steps_to_target): dtau = rp - ds (ds: the
   // change of s along the direction) and dR = (mu + corr - R tau - R dtau) / tau. Returns
-  // the step length at which a slack or a multiplier would reach zero (HUGE_VAL: none).
-  FASTPID_HD double steps_to_target(double mu) {
+  // the step lengths at which a slack, and a multiplier, would reach zero (HUGE_VAL: none).
+  FASTPID_HD StepLimits steps_to_target(double mu) {
     for (int i = 0; i < n1; ++i)
       for (int j = 0; j < n2; ++j) dtau[i * n2 + j] = change_of_s(i, j);  // ds, for now
     // Then one vector loop over the cells (the divisions pipelined; a cell without mass gets
     // steps that nothing reads, and no say in the length).
-    double longest = HUGE_VAL;
+    double to_tau = HUGE_VAL, to_r = HUGE_VAL;
     const char* cell = pr.cell;
-    FASTPID_SIMD(reduction(min : longest))
+    FASTPID_SIMD(reduction(min : to_tau) reduction(min : to_r))
     for (int c = 0; c < n1 * n2; ++c) {
       const double dt = rp[c] - dtau[c];
       const double dr = (mu + corr[c] - R[c] * tau[c] - R[c] * dt) / tau[c];
       dtau[c] = dt;
       dR[c] = dr;
-      const double to_tau = cell[c] && dt < 0 ? -tau[c] / dt : HUGE_VAL;
-      const double to_r = cell[c] && dr < 0 ? -R[c] / dr : HUGE_VAL;
-      longest = fp_min(longest, fp_min(to_tau, to_r));
+      to_tau = fp_min(to_tau, cell[c] && dt < 0 ? -tau[c] / dt : HUGE_VAL);
+      to_r = fp_min(to_r, cell[c] && dr < 0 ? -R[c] / dr : HUGE_VAL);
     }
-    return longest;
+    return {to_tau, to_r};
   }
 
   // Mehrotra's predictor (fastpid/solver.py, _predict) from the factorised system: the affine
-  // direction (target 0) and the mean complementarity its longest step would reach, over
+  // direction (target 0) and the mean complementarity its longest steps would reach (the
+  // slacks' and the multipliers', each up to where one of them would reach zero), over
   // today's; returns the corrector's target (corrector_mu, at most `cap`, the last target or
   // the starting mu; `fallback` where the ratio is not finite) and sets corr = -dR dtau of the
   // affine step, the second-order term of R tau, except at mu's floor (there the term
@@ -1740,10 +1746,11 @@ struct Solver {
   FASTPID_HD double predict(double fallback, double cap, double mu_floor) {
     const double now = mean_complementarity();
     solve_newton(0.0);
-    const double step = fp_min(1.0, steps_to_target(0.0));
+    const StepLimits to = steps_to_target(0.0);
+    const double step = fp_min(1.0, to.tau), step_r = fp_min(1.0, to.R);
     double sum = 0;
     for (int c = 0; c < n1 * n2; ++c)
-      if (pr.cell[c]) sum += (R[c] + step * dR[c]) * (tau[c] + step * dtau[c]);
+      if (pr.cell[c]) sum += (R[c] + step_r * dR[c]) * (tau[c] + step * dtau[c]);
     const double ratio = sum / fp_max(pr.ncells, 1) / now;
     if (!(ratio >= 0.0 && ratio < HUGE_VAL)) return fallback;
     const double mu = fp_min(corrector_mu(now, ratio, mu_floor), cap);
@@ -1753,16 +1760,18 @@ struct Solver {
   }
 
   // The primal-dual step along (df, dg) toward the target mu + corr (fastpid/solver.py,
-  // _primal_dual_step): the slacks' and multipliers' steps of steps_to_target(), and the step
-  // length kFractionToBoundary of the way to where a slack or a multiplier would reach zero,
-  // at most 1. Moves (f, g, ls, tau, R) and returns the length; 0 (nothing moves) where the
+  // _primal_dual_step): the slacks' and multipliers' steps of steps_to_target(); (f, g) and
+  // the slacks move kFractionToBoundary of the way to where a slack would reach zero, at most
+  // 1, and the multipliers likewise by their own length. Moves (f, g, ls, tau, R) and returns
+  // the first length; 0 (nothing moves) where the
   // direction is not finite; -1 (nothing moves) where a barrier step must be taken instead: a
   // step shorter than kMinStep, no ascent (dec2 <= 0), or a point with a cell's log s above
   // kMaxLogS or not finite.
   FASTPID_HD double primal_dual_step(double mu, double dec2) {
     if (!isfinite(dec2)) return 0.0;
-    const double longest = steps_to_target(mu);
-    const double alpha = fp_min(1.0, kFractionToBoundary * longest);
+    const StepLimits to = steps_to_target(mu);
+    const double alpha = fp_min(1.0, kFractionToBoundary * to.tau);
+    const double alpha_r = fp_min(1.0, kFractionToBoundary * to.R);
     if (!(alpha > 0.0)) return 0.0;
     if (alpha < kMinStep || !(dec2 > 0.0)) return -1.0;
     for (int k = 0; k < n1 * ny; ++k) ft[k] = f[k] + alpha * df[k];
@@ -1776,7 +1785,7 @@ struct Solver {
     for (int c = 0; c < n1 * n2; ++c)
       if (pr.cell[c]) {
         tau[c] += alpha * dtau[c];
-        R[c] += alpha * dR[c];
+        R[c] += alpha_r * dR[c];
       }
     return alpha;
   }

@@ -148,6 +148,35 @@ def test_primal_dual_step_keeps_a_centre_and_moves_towards_it():
     assert torch.equal(f1, f) and torch.equal(R1, centre) and torch.equal(tau1, tau)
 
 
+def test_primal_dual_step_moves_slacks_and_multipliers_by_their_own_lengths():
+    """``(f, g)`` and the slacks go ``FRACTION_TO_BOUNDARY`` of the way to where a slack would
+    reach zero, the multipliers that fraction of their own way (each at most 1), as
+    :func:`solver._steps_to_target` gives the two limits; both stay positive. Multipliers far
+    off their centre make the two lengths differ (checked, so that the test can fail)."""
+    rng = np.random.default_rng(11)
+    P = torch.from_numpy(np.stack([random_joint(rng, (6, 5, 4), alpha=0.5) for _ in range(6)]))
+    prob, f, g, mu, fixed_f, fixed_g = _barrier_point(P, 1e-3)
+    cells = prob.mask.any(-1)
+    tau = torch.where(cells, -torch.expm1(solver._lse(solver._log_weights(prob, f, g), -1)), 1.0)
+    R = mu[:, None, None] / tau * torch.from_numpy(10.0 ** rng.uniform(-1.5, 1.5, tau.shape))
+    target = mu / 100
+    df, dg, dec2 = solver._newton_direction(prob, f, g, target, fixed_f, fixed_g, R=R, tau=tau)
+    _, dtau, dR, to_tau, to_R = solver._steps_to_target(prob, f, g, df, dg, target[:, None, None], R, tau)
+    alpha, f1, _, _, R1, tau1, barrier = solver._primal_dual_step(prob, f, g, df, dg, target, R, tau, dec2)
+    a = (solver.FRACTION_TO_BOUNDARY * to_tau).clamp_max(1.0)
+    a_R = (solver.FRACTION_TO_BOUNDARY * to_R).clamp_max(1.0)
+    moved = (alpha > 0) & ~barrier
+    assert int(moved.sum()) >= 4 and bool((a != a_R)[moved].any())
+    assert torch.equal(alpha[moved], a[moved])
+    m = moved[:, None, None] & cells
+    expect_tau = tau + a[:, None, None] * dtau
+    expect_R = R + a_R[:, None, None] * dR
+    torch.testing.assert_close(tau1[m], expect_tau[m], rtol=1e-15, atol=0)
+    torch.testing.assert_close(R1[m], expect_R[m], rtol=1e-15, atol=0)
+    torch.testing.assert_close(f1[moved], (f + a[:, None, None] * df)[moved], rtol=1e-15, atol=0)
+    assert bool((R1[m] > 0).all()) and bool((tau1[m] > 0).all())
+
+
 def test_barrier_step_stands_in_from_outside_the_domain():
     """A barrier step from a point with max s > 1 (where a primal-dual step may leave the
     iterate) first shifts f into the domain, then moves within it: the new point has

@@ -681,27 +681,30 @@ struct Solver : Layout {
     return ds;
   }
 
-  // solve_one's steps_to_target() with this block's threads; returns the block's longest step.
-  FASTPID_BODY double steps_to_target(double mu) {
-    double longest = HUGE_VAL;
+  // solve_one's steps_to_target() with this block's threads; returns the block's limits.
+  FASTPID_BODY detail::StepLimits steps_to_target(double mu) {
+    double to_tau = HUGE_VAL, to_r = HUGE_VAL;
     for (int c = r; c < n1 * n2; c += nt) {
       if (!cell[c]) continue;
       dtau[c] = rp[c] - change_of_s(c);
       dR[c] = (mu + corr[c] - R[c] * tau[c] - R[c] * dtau[c]) / tau[c];
-      if (dtau[c] < 0) longest = fp_min(longest, -tau[c] / dtau[c]);
-      if (dR[c] < 0) longest = fp_min(longest, -R[c] / dR[c]);
+      if (dtau[c] < 0) to_tau = fp_min(to_tau, -tau[c] / dtau[c]);
+      if (dR[c] < 0) to_r = fp_min(to_r, -R[c] / dR[c]);
     }
-    return -b.max(-longest);
+    const double lim_tau = -b.max(-to_tau);  // two reductions, in the same order everywhere
+    const double lim_r = -b.max(-to_r);
+    return {lim_tau, lim_r};
   }
 
   // solve_one's predict() with this block's threads (corr is 0 on entry).
   FASTPID_BODY double predict(double fallback, double cap, double mu_floor) {
     const double now = mean_complementarity();
     solve_newton(0.0);
-    const double step = fp_min(1.0, steps_to_target(0.0));
+    const detail::StepLimits to = steps_to_target(0.0);
+    const double step = fp_min(1.0, to.tau), step_r = fp_min(1.0, to.R);
     double sum = 0;
     for (int c = r; c < n1 * n2; c += nt)
-      if (cell[c]) sum += (R[c] + step * dR[c]) * (tau[c] + step * dtau[c]);
+      if (cell[c]) sum += (R[c] + step_r * dR[c]) * (tau[c] + step * dtau[c]);
     const double ratio = b.sum(sum) / fp_max(cell_count, 1) / now;
     if (!(ratio >= 0.0 && ratio < HUGE_VAL)) return fallback;
     const double mu = fp_min(detail::corrector_mu(now, ratio, mu_floor), cap);
@@ -715,8 +718,9 @@ struct Solver : Layout {
   // -1: a barrier step must stand in.
   FASTPID_BODY double primal_dual_step(double mu, double dec2) {
     if (!isfinite(dec2)) return 0.0;  // dec2 is the block's sum: every thread agrees
-    const double longest = steps_to_target(mu);
-    const double alpha = fp_min(1.0, detail::kFractionToBoundary * longest);
+    const detail::StepLimits to = steps_to_target(mu);
+    const double alpha = fp_min(1.0, detail::kFractionToBoundary * to.tau);
+    const double alpha_r = fp_min(1.0, detail::kFractionToBoundary * to.R);
     if (!(alpha > 0.0)) return 0.0;
     if (alpha < detail::kMinStep || !(dec2 > 0.0)) return -1.0;
     for (int k = r; k < n1 * ny; k += nt) ft[k] = f[k] + alpha * df[k];
@@ -733,7 +737,7 @@ struct Solver : Layout {
     for (int c = r; c < n1 * n2; c += nt)
       if (cell[c]) {
         tau[c] += alpha * dtau[c];
-        R[c] += alpha * dR[c];
+        R[c] += alpha_r * dR[c];
       }
     return alpha;
   }
