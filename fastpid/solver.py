@@ -103,8 +103,8 @@ MAX_LOG_S = 0.3
 # tol 1e-10). Holding mu there certified that joint, but barrier steps still crawled
 # (Newton decrements of 1e3-1e4 at mu ~ 1e-8) on joints whose masses span 30-60 decades: of
 # 1,200 of them (6x6x6, 9x5x4, 3x8x7; C++) 7 stayed short of 1e-8 and 25 of 1e-10. Raising
-# mu threefold: none and 3, iterations -8 % and -9 %; 3,000 peaked joints (Dirichlet(0.02-0.1)
-# over 2x3x4 to 8x8x8) 2 -> 0 short of 1e-8 and 4 -> 0 of 1e-10, iterations -2 % and -3.5 %;
+# mu threefold: none and 3, iterations -8 % and -10 %; 2,000 peaked joints (Dirichlet(0.02-0.1)
+# over 2x3x4 to 8x8x8) 2 -> 0 short of 1e-8 and 4 -> 0 of 1e-10, iterations -2 % and -3 %;
 # the 448 dense, peaked and clustered test joints the same steps within 2 (twofold: about the
 # same; tenfold: worse on the wide-range joints).
 MU_RAISE_STEP = 0.01
