@@ -905,8 +905,9 @@ struct NewtonScratch {
   // Of every i (n1 blocks each): the factor of H_i, kept for the right-hand sides.
   double* H;
   // Of the current i only: a_j, alpha[j][j'] = a_j.u_j', the right-hand sides of H_i's
-  // solve (ny x (n2 + ny); with gram ny, back_substitute()'s), and the rows A_j (n2 x n2 ny) and B_z (ny x n2 ny) that make up
-  // its S update (alpha, A and B only without gram).
+  // solve (ny x (n2 + ny); with gram ny, for back_substitute()), and the rows A_j
+  // (n2 x n2 ny) and B_z (ny x n2 ny) that make up its S update (alpha, A and B only
+  // without gram).
   double *a, *alpha, *rhs_many, *A, *B;
   // Of every i (n1 blocks each), for reduce_rhs() and back_substitute(): u_j and H_i^-1
   // (not with gram), w_j, d_j, H_i^-1 rf_i.
@@ -1666,7 +1667,7 @@ struct Solver {
     for (int i = 0; i < n1; ++i) {
       const double* ww = nw.w + static_cast<size_t>(i) * n2 * ny;
       const double* dd = nw.d + static_cast<size_t>(i) * n2 * ny;
-      const double* uu = nw.u + static_cast<size_t>(i) * n2 * ny;
+      const double* uu = opt.gram ? nullptr : nw.u + static_cast<size_t>(i) * n2 * ny;
       const double* wt = nw.Wt2 + static_cast<size_t>(i) * n2 * ny;
       double* yf = nw.xf + static_cast<size_t>(i) * ny;  // xf of this i, updated in place
       fill(dy, ny, 0.0);

@@ -96,12 +96,13 @@ FRACTION_TO_BOUNDARY = 0.99
 MIN_STEP = 0.1
 MAX_LOG_S = 0.3
 # After a barrier step shorter than MU_RAISE_STEP, mu rises MU_RAISE-fold (never above the
-# starting mu; the next step is a corrector without predictor, at that mu): such a step leaves the iterate far
-# from the centre of its mu, and cutting mu there (to MU_FACTOR times the mean R tau) made the
-# next steps shorter still (a peaked 8x8x8 joint, tests/data/peaked_8x8x8_stall.npy, crawled
-# by steps of 0.001 while mu fell to its floor and stopped at max_iter with a gap of 5.8e-3 at
-# tol 1e-10). Holding mu there certified that joint, but barrier steps still crawled
-# (Newton decrements of 1e3-1e4 at mu ~ 1e-8) on joints whose masses span 30-60 decades: of
+# starting mu; the next step, without predictor, aims at that mu): such a step leaves the
+# iterate far from the centre of its mu, and cutting mu there (to MU_FACTOR times the mean
+# R tau) made the next steps shorter still (a peaked 8x8x8 joint,
+# tests/data/peaked_8x8x8_stall.npy, crawled by steps of 0.001 while mu fell to its floor
+# and stopped at max_iter with a gap of 5.8e-3 at tol 1e-10). Holding mu there certified
+# that joint, but barrier steps still crawled (Newton decrements of 1e3-1e4 at mu ~ 1e-8)
+# on joints whose masses span 20-60 decades (tests/data/short_barrier_steps.npz): of
 # 1,200 of them (6x6x6, 9x5x4, 3x8x7; C++) 7 stayed short of 1e-8 and 25 of 1e-10. Raising
 # mu threefold: none and 3, iterations -8 % and -10 %; 2,000 peaked joints (Dirichlet(0.02-0.1)
 # over 2x3x4 to 8x8x8) 2 -> 0 short of 1e-8 and 4 -> 0 of 1e-10, iterations -2 % and -3 %;
