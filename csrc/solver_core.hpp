@@ -98,7 +98,7 @@ constexpr double kPrimalBoundRange = 10.0;
 constexpr double kPrimalBoundCentring = 1000.0;
 // ... or near the optimum, dec2 <= kPrimalBoundDecrement tol (fastpid/solver.py,
 // PRIMAL_BOUND_DECREMENT).
-constexpr double kPrimalBoundDecrement = 10.0;
+constexpr double kPrimalBoundDecrement = 100.0;
 FASTPID_HD inline bool primal_bound_due(double dec2, double mu, double mu_floor, double ncells, double tol) {
   return (dec2 <= kPrimalBoundCentring * mu || dec2 <= kPrimalBoundDecrement * tol) && (mu * ncells <= kPrimalBoundRange * tol || mu <= 10.0 * mu_floor);
 }
@@ -677,11 +677,33 @@ struct Problem {
     return t;
   }
 
-  // Lower bound on V from any potentials; ls must hold log_s(f, g).
+  // Lower bound on V from any potentials; ls must hold log_s(f, g). The bound of (f + c,
+  // g + d), shifted per x1 by c_i = -max_j log s_ij and then per x2 by d_j = -max_i (log s_ij
+  // + c_i) over the cells (fastpid/solver.py, dual_bound; rows and cols hold c and d).
   FASTPID_HD double dual_bound(const double* f, const double* g, const double* ls) const {
-    double mx = kNegInf;
-    for (int c = 0; c < n1 * n2; ++c) mx = fp_max(mx, ls[c]);
-    return dual_objective(f, g) - mx;
+    double *c = rows, *d = cols;
+    double shift = 0.0;
+    for (int i = 0; i < n1; ++i) {
+      double mx = kNegInf, p = 0.0;
+      for (int j = 0; j < n2; ++j)
+        if (cell[i * n2 + j]) mx = fp_max(mx, ls[i * n2 + j]);
+      c[i] = isfinite(mx) ? -mx : 0.0;
+      for (int y = 0; y < ny; ++y) p += p1y[i * ny + y];
+      shift += p * c[i];
+    }
+    for (int j = 0; j < n2; ++j) {
+      double mx = kNegInf, p = 0.0;
+      for (int i = 0; i < n1; ++i)
+        if (cell[i * n2 + j]) mx = fp_max(mx, ls[i * n2 + j] + c[i]);
+      d[j] = isfinite(mx) ? -mx : 0.0;
+      for (int y = 0; y < ny; ++y) p += p2y[j * ny + y];
+      shift += p * d[j];
+    }
+    double top = kNegInf;
+    for (int i = 0; i < n1; ++i)
+      for (int j = 0; j < n2; ++j)
+        if (cell[i * n2 + j]) top = fp_max(top, ls[i * n2 + j] + c[i] + d[j]);
+    return dual_objective(f, g) + shift - top;
   }
 
   // I(X1,X2;Y), I(X1;Y), I(X2;Y) of P, and I of the proxy Q0 = P(x1,y) P(x2,y) / p(y).

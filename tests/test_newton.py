@@ -230,7 +230,8 @@ def test_primal_bounds_are_due_near_the_tolerance_and_the_floor():
     centring = solver.PRIMAL_BOUND_CENTRING
     assert not bool(solver._primal_bound_due(t(0.0), far, floor, ncells, tol))
     assert bool(solver._primal_bound_due(0.5 * centring * near, near, floor, ncells, tol))
-    assert not bool(solver._primal_bound_due(2 * centring * near, near, floor, ncells, tol))
+    off = t(2 * max(centring * float(near), solver.PRIMAL_BOUND_DECREMENT * tol))  # and not near the optimum
+    assert not bool(solver._primal_bound_due(off, near, floor, ncells, tol))
     # Off centre but near the optimum (dec2 <= PRIMAL_BOUND_DECREMENT tol): due within range only.
     close = t(0.5 * solver.PRIMAL_BOUND_DECREMENT * tol)
     tiny_mu = t(0.1 * float(close) / centring)  # so that dec2 > PRIMAL_BOUND_CENTRING mu

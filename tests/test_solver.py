@@ -119,6 +119,43 @@ def test_dual_bound_is_a_lower_bound(seed, scale):
         assert lower <= mi_numpy(Q)[0] + 1e-12
 
 
+def _plain_dual_bound(prob, f, g):
+    """The bound without dual_bound's shifts: sum P f + sum P g - log max s."""
+    logs = torch.logsumexp(solver._log_weights(prob, f, g), dim=-1)
+    return solver._dual_objective(prob, f, g) - logs.amax((1, 2))
+
+
+@given(seed=st.integers(0, 2**32 - 1), scale=st.floats(0.0, 3.0))
+def test_dual_bound_shifts_rows_and_columns_to_their_tightest(seed, scale):
+    """The shifted bound is never below the plain one, and a constant added to one x1's
+    potentials (a row of cells) does not change it, where the plain bound drops by the
+    shift's spread."""
+    rng = np.random.default_rng(seed)
+    P = random_joint(rng, (4, 5, 3), alpha=0.5, sparsity=0.3)
+    prob = solver.Problem.from_joint(torch.from_numpy(P)[None])
+    f = torch.from_numpy(scale * rng.standard_normal((1, 4, 3)))
+    g = torch.from_numpy(scale * rng.standard_normal((1, 5, 3)))
+    bound = float(solver.dual_bound(prob, f, g)[0])
+    assert bound >= float(_plain_dual_bound(prob, f, g)[0]) - 1e-12
+    rows = torch.from_numpy(rng.uniform(-2.0, 2.0, (1, 4, 1)))
+    assert float(solver.dual_bound(prob, f + rows, g)[0]) == pytest.approx(bound, abs=1e-12)
+
+
+def test_dual_bound_recovers_slack_left_in_single_rows():
+    """At near-optimal potentials whose rows of cells were pushed inside s < 1 by different
+    amounts, the shifted bound stays at V (within the solve's gap), the plain one does not."""
+    P = random_joint(np.random.default_rng(3), (6, 5, 4), alpha=0.7)
+    Pt = torch.from_numpy(P)[None]
+    sol = solver.solve_exact(Pt, 1e-11, 200)
+    assert float(sol.upper - sol.lower) <= 1e-11
+    prob = solver.Problem.from_joint(Pt)
+    f = torch.where(prob.m1, sol.f, 0.0) - torch.linspace(0.0, 1e-3, 6, dtype=torch.float64)[None, :, None]
+    g = torch.where(prob.m2, sol.g, 0.0)
+    V = float(sol.upper)
+    assert float(solver.dual_bound(prob, f, g)[0]) >= V - 2e-11
+    assert float(_plain_dual_bound(prob, f, g)[0]) <= V - 1e-4
+
+
 @given(seed=st.integers(0, 2**32 - 1), noise=st.floats(0.0, 1.0))
 def test_rounding_is_exactly_feasible(seed, noise):
     """The upper bound's coupling meets both pair marginals exactly and is non-negative."""
@@ -260,11 +297,12 @@ def test_short_barrier_steps_keep_mu_off_its_floor_on_a_peaked_joint(backend):
 
 @pytest.mark.parametrize("backend", ["torch", "cpp"])
 def test_short_barrier_steps_raise_mu_on_wide_range_joints(backend):
-    """Four joints whose masses span 20-60 decades (tests/data/short_barrier_steps.npz) whose
+    """Five joints whose masses span 20-60 decades (tests/data/short_barrier_steps.npz) whose
     primal-dual steps leave the domain, after which barrier steps crawled (Newton decrements
-    of 1e3-1e4 at mu ~ 1e-8) while mu was held: 29-211 iterations to 1e-8, and one stopped at
-    max_iter with a gap of 1.7e-3 at 1e-10 (next test). With mu raised threefold after each
-    barrier step shorter than MU_RAISE_STEP, both solvers certify either tol in 32-79."""
+    of 1e3-1e4 at mu ~ 1e-8) while mu was held: 28-113 iterations to 1e-8, and one stopped at
+    max_iter with a gap of 5.9e-5 at 1e-10 (next test; before dual_bound's shifts changed the
+    path, the first four took 29-211 and wr9x5x4_30 stalled). With mu raised threefold after
+    each barrier step shorter than MU_RAISE_STEP, both solvers certify either tol in 24-79."""
     from pathlib import Path
 
     data = np.load(Path(__file__).parent / "data" / "short_barrier_steps.npz")
@@ -278,11 +316,11 @@ def test_short_barrier_steps_raise_mu_on_wide_range_joints(backend):
 def test_holding_mu_after_short_barrier_steps_stalls_a_wide_range_joint(monkeypatch):
     """What the previous test guards against: with mu held after short barrier steps
     (MU_RAISE = 1) the PyTorch solver stops at max_iter short of 1e-10 on one of those joints
-    (gap 1.7e-3 after 510 iterations)."""
+    (gap 5.9e-5 after 510 iterations; 68 with mu raised)."""
     from pathlib import Path
 
     monkeypatch.setattr(solver, "MU_RAISE", 1.0)
-    P = np.load(Path(__file__).parent / "data" / "short_barrier_steps.npz")["wr9x5x4_30"]
+    P = np.load(Path(__file__).parent / "data" / "short_barrier_steps.npz")["wr9x5x4_209"]
     with pytest.warns(fastpid.ConvergenceWarning):
         res = fastpid.pid(P, tol=1e-10, backend="torch")
     assert not bool(res.converged) and float(res.gap) > 1e-6

@@ -38,6 +38,7 @@ struct Layout {
   double* R;                       // per cell: the multiplier that weights the Newton system
   double* tau;                     // per cell: the slack, which tends to 1 - s
   char *cell, *fixed_f, *fixed_g;  // admissible cells (some y admissible), fixed unknowns
+  double *c1, *c2;                 // dual_bound()'s shifts per x1 and per x2
   // Newton direction, one iteration at a time (see solve_one's NewtonScratch).
   double* W;                          // p(y) exp(f + g) per cell (i, j, y), 0 if not admissible
   double *t, *t2, *oms;               // per (i, j): R, R / tau and tau
@@ -67,6 +68,8 @@ struct Layout {
     cell = arena.bytes(cells);
     fixed_f = arena.bytes(a1);
     fixed_g = arena.bytes(a2);
+    c1 = arena.doubles(n1);
+    c2 = arena.doubles(n2);
     const size_t shared_from = arena.used;
     W = arena.doubles(n);
     t = arena.doubles(cells);
@@ -211,8 +214,37 @@ struct Solver : Layout {
     return b.max(mx);
   }
 
-  // Lower bound on V at (f, g), whose log s is ls.
-  FASTPID_BODY double dual_bound() const { return b.sum(dual_part(f, g)) - max_log_s(); }
+  // Lower bound on V at (f, g), whose log s is ls: the bound of (f + c, g + d), shifted per
+  // x1 by c_i = -max_j log s_ij and then per x2 by d_j = -max_i (log s_ij + c_i) over the cells
+  // (Problem::dual_bound in solver_core.hpp). Rows and columns read other threads' cells,
+  // hence the barriers.
+  FASTPID_BODY double dual_bound() const {
+    double *c = c1, *d = c2;
+    double shift = 0.0;
+    b.sync();
+    for (int i = r; i < n1; i += nt) {
+      double mx = kNegInf, p = 0.0;
+      for (int j = 0; j < n2; ++j)
+        if (cell[i * n2 + j]) mx = fp_max(mx, ls[i * n2 + j]);
+      c[i] = isfinite(mx) ? -mx : 0.0;
+      for (int y = 0; y < ny; ++y) p += st.m.p1y[i * ny + y];
+      shift += p * c[i];
+    }
+    b.sync();
+    for (int j = r; j < n2; j += nt) {
+      double mx = kNegInf, p = 0.0;
+      for (int i = 0; i < n1; ++i)
+        if (cell[i * n2 + j]) mx = fp_max(mx, ls[i * n2 + j] + c[i]);
+      d[j] = isfinite(mx) ? -mx : 0.0;
+      for (int y = 0; y < ny; ++y) p += st.m.p2y[j * ny + y];
+      shift += p * d[j];
+    }
+    b.sync();
+    double top = kNegInf;
+    for (int k = r; k < n1 * n2; k += nt)
+      if (cell[k]) top = fp_max(top, ls[k] + c[k / n2] + d[k % n2]);
+    return b.sum(dual_part(f, g) + shift) - b.max(top);
+  }
 
   // Barrier objective (to maximise) at (ff, gg) whose log s is lsv; -inf outside max s < 1.
   FASTPID_BODY double barrier_value(const double* lsv, const double* ff, const double* gg,
