@@ -392,6 +392,9 @@ struct Solver : Layout {
           upper = fp_min(upper, barrier_primal_bound(detail::kFloorPolishSweeps));
         if (floor_polish && upper - lower > opt.tol)
           upper = fp_min(upper, barrier_primal_bound(detail::kFloorPolishSweeps, detail::kSupportFactor * mu));
+        // The bound's arrays can share memory with corr (Layout: where (n1 + n2) ny is large
+        // next to n1 n2), which the next step reads as 0; its last reduction was a barrier.
+        for (int c = r; c < n1 * n2; c += nt) corr[c] = 0.0;
       }
       const double mu_now = mu;
       floor_before = mu_now <= mu_floor;
