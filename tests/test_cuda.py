@@ -122,8 +122,8 @@ def test_emulated_block_solver_steps_like_the_cpu_solver_where_the_bound_shares_
     corrector's terms in the block solver's workspace (they share memory with the Newton
     direction's); left there, the bound's deficits perturbed the next step: these 32 joints
     of 2x2x30 took 371 iterations to 1e-8 where the CPU solver takes 369 (436 for 435 to
-    1e-10), of 3x3x12 453 for 452 to 1e-10. Cleared after each bound, every joint takes the
-    CPU solver's steps."""
+    1e-10), of 3x3x12 453 for 452 to 1e-10. With the corrector's terms outside the shared
+    memory, every joint takes the CPU solver's steps."""
     rng = np.random.default_rng(1)
     P = rng.dirichlet(np.full(int(np.prod(shape)), 0.3), size=32).reshape(32, *shape)
     for tol in (1e-8, 1e-10):

@@ -39,11 +39,14 @@ struct Layout {
   double* tau;                     // per cell: the slack, which tends to 1 - s
   char *cell, *fixed_f, *fixed_g;  // admissible cells (some y admissible), fixed unknowns
   double *c1, *c2;                 // dual_bound()'s shifts per x1 and per x2
+  // Per (i, j): the corrector's term of the target, 0 between steps: kept out of the memory
+  // the primal bound shares (it overlapped the bound's arrays where (n1 + n2) ny is large
+  // next to n1 n2, and their deficits perturbed the next step).
+  double* corr;
   // Newton direction, one iteration at a time (see solve_one's NewtonScratch).
   double* W;                          // p(y) exp(f + g) per cell (i, j, y), 0 if not admissible
   double *t, *t2, *oms;               // per (i, j): R, R / tau and tau
   double *rp, *dtau, *dR;             // per (i, j): 1 - s - tau, and the steps of tau and R
-  double* corr;                       // per (i, j): the corrector's term of the target
   double *grad_f, *sf, *grad_g, *sg;  // gradients and Jacobi scalings
   double *S, *rhs, *yg;  // Schur complement (lower triangle by rows), rhs, solution
   double* col;           // the column of S being eliminated
@@ -70,6 +73,7 @@ struct Layout {
     fixed_g = arena.bytes(a2);
     c1 = arena.doubles(n1);
     c2 = arena.doubles(n2);
+    corr = arena.doubles(cells);
     const size_t shared_from = arena.used;
     W = arena.doubles(n);
     t = arena.doubles(cells);
@@ -78,7 +82,6 @@ struct Layout {
     rp = arena.doubles(cells);
     dtau = arena.doubles(cells);
     dR = arena.doubles(cells);
-    corr = arena.doubles(cells);
     grad_f = arena.doubles(a1);
     sf = arena.doubles(a1);
     grad_g = arena.doubles(a2);
@@ -392,9 +395,6 @@ struct Solver : Layout {
           upper = fp_min(upper, barrier_primal_bound(detail::kFloorPolishSweeps));
         if (floor_polish && upper - lower > opt.tol)
           upper = fp_min(upper, barrier_primal_bound(detail::kFloorPolishSweeps, detail::kSupportFactor * mu));
-        // The bound's arrays can share memory with corr (Layout: where (n1 + n2) ny is large
-        // next to n1 n2), which the next step reads as 0; its last reduction was a barrier.
-        for (int c = r; c < n1 * n2; c += nt) corr[c] = 0.0;
       }
       const double mu_now = mu;
       floor_before = mu_now <= mu_floor;
