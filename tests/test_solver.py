@@ -6,6 +6,8 @@ coupling for exact feasibility), and the solve must close the gap to ``tol``.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -301,9 +303,9 @@ def test_short_barrier_steps_keep_mu_off_its_floor_on_a_peaked_joint(backend):
 def test_short_barrier_steps_raise_mu_on_wide_range_joints(backend):
     """Five joints whose masses span 20-60 decades (tests/data/short_barrier_steps.npz) whose
     primal-dual steps leave the domain, after which barrier steps crawled (Newton decrements
-    of 1e3-1e4 at mu ~ 1e-8) while mu was held: 28-113 iterations to 1e-8, and one stopped at
-    max_iter with a gap of 5.9e-5 at 1e-10 (next test; before dual_bound's shifts changed the
-    path, the first four took 29-211 and wr9x5x4_30 stalled). With mu raised threefold after
+    of 1e3-1e4 at mu ~ 1e-8) while mu was held: 28-122 iterations to 1e-8, and up to 459 or
+    max_iter at 1e-10, depending on the machine (next test; before dual_bound's shifts changed
+    the path, the first four took 29-211 and wr9x5x4_30 stalled). With mu raised threefold after
     each barrier step shorter than MU_RAISE_STEP, both solvers certify either tol in 24-79."""
     from pathlib import Path
 
@@ -315,17 +317,32 @@ def test_short_barrier_steps_raise_mu_on_wide_range_joints(backend):
             assert int(res.iterations) <= 100, (name, tol, int(res.iterations))
 
 
-def test_holding_mu_after_short_barrier_steps_stalls_a_wide_range_joint(monkeypatch):
+def test_holding_mu_after_short_barrier_steps_crawls_on_wide_range_joints(monkeypatch):
     """What the previous test guards against: with mu held after short barrier steps
-    (MU_RAISE = 1) the PyTorch solver stops at max_iter short of 1e-10 on one of those joints
-    (gap 5.9e-5 after 510 iterations; 68 with mu raised)."""
+    (MU_RAISE = 1) the PyTorch solver crawls on these joints. Which joint crawls worst, and
+    whether it stops at max_iter, depends on the machine's rounding (wr9x5x4_209 at 1e-10:
+    max_iter with gap 5.9e-5 on an Intel Xeon, 459 iterations on an AMD EPYC; 68 with mu
+    raised on both), so the test asserts on the set: held, the ten solves (five joints, two
+    tolerances) take at least twice the raised solver's iterations in all (AMD EPYC: 1,104
+    against 484), and the worst at least four times its raised count."""
     from pathlib import Path
 
+    data = np.load(Path(__file__).parent / "data" / "short_barrier_steps.npz")
+
+    def iterations():
+        counts = []
+        for name in data.files:
+            for tol in (1e-8, 1e-10):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", fastpid.ConvergenceWarning)
+                    counts.append(int(fastpid.pid(data[name], tol=tol, backend="torch").iterations))
+        return np.array(counts)
+
+    raised = iterations()
     monkeypatch.setattr(solver, "MU_RAISE", 1.0)
-    P = np.load(Path(__file__).parent / "data" / "short_barrier_steps.npz")["wr9x5x4_209"]
-    with pytest.warns(fastpid.ConvergenceWarning):
-        res = fastpid.pid(P, tol=1e-10, backend="torch")
-    assert not bool(res.converged) and float(res.gap) > 1e-6
+    held = iterations()
+    assert held.sum() >= 2 * raised.sum(), (held, raised)
+    assert (held / raised).max() >= 4, (held, raised)
 
 
 def test_joints_with_masses_over_sixty_decades_certify():
