@@ -252,30 +252,44 @@ FASTPID_HD inline void sum_outer_lower(double* M, const double* a, const double*
 // Rows of G_i = L_i^-1 C_i kept for one Gram product (gram_flush()): whole blocks i up to this
 // many rows, so that the product's inner dimension is long while its buffer stays small.
 constexpr int kGramRows = 128;
-// Columns per Gram tile (one or two vector registers) and the row stride of G, a multiple of it.
+// The row stride of G is a multiple of kGramCols (and the blocked Cholesky's panels are padded
+// by it) on every build, so that the layout never depends on the instruction set.
 constexpr int kGramCols = 16;
+// Gram tiles of kGramTileRows rows by kGramTileCols columns (a divisor of kGramCols), sized so
+// that the tile's sums, a row of G's columns and a broadcast fit the 16 vector registers (AVX:
+// 6 x 8, 12 of 4 doubles; SSE2: 6 x 4, 12 of 2) or 32 (AVX-512: 8 x 16, 16 of 8). With AVX2
+// the AVX-512 tile kept its 32 registers of sums on the stack, a load and a store per
+// multiply-add. Every tile shape adds the same products in the same order (same results).
+#if defined(__AVX512F__) && !defined(__CUDA_ARCH__)
+constexpr int kGramTileCols = 16, kGramTileRows = 8;
+#elif defined(__AVX__) && !defined(__CUDA_ARCH__)
+constexpr int kGramTileCols = 8, kGramTileRows = 6;
+#else
+constexpr int kGramTileCols = 4, kGramTileRows = 6;
+#endif
 FASTPID_HD inline int gram_stride(int n) { return (n + kGramCols - 1) / kGramCols * kGramCols; }
 
-// S[l][q] -= sum_r G[r][l] G[r][q] for the rows l0 .. l0 + RB - 1 and the kGramCols columns
+// S[l][q] -= sum_r G[r][l] G[r][q] for the rows l0 .. l0 + RB - 1 and the kGramTileCols columns
 // from q0 (stored up to the diagonal only; S's rows of stride lds), G: F rows of stride ld.
-// The tile's sums stay in registers over all F rows (two loads and RB broadcasts per 2 RB
-// vector multiply-adds; tiles of 8 rows took 0.75-0.97x the time per solve of tiles of 4).
+// The tile's sums stay in registers over all F rows (one row of loads and RB broadcasts per
+// RB rows of vector multiply-adds; with AVX-512, tiles of 8 rows took 0.75-0.97x the time per
+// solve of tiles of 4).
 template <int RB>
 FASTPID_HD inline void gram_tile(double* S, int lds, const double* G, int F, int ld, int l0, int q0) {
-  double acc[RB][kGramCols];
+  double acc[RB][kGramTileCols];
   for (int a = 0; a < RB; ++a)
-    for (int c = 0; c < kGramCols; ++c) acc[a][c] = 0.0;
+    for (int c = 0; c < kGramTileCols; ++c) acc[a][c] = 0.0;
   for (int r = 0; r < F; ++r) {
     const double* Gr = G + static_cast<size_t>(r) * ld;
     for (int a = 0; a < RB; ++a) {
       const double b = Gr[l0 + a];
       FASTPID_SIMD()
-      for (int c = 0; c < kGramCols; ++c) acc[a][c] += b * Gr[q0 + c];
+      for (int c = 0; c < kGramTileCols; ++c) acc[a][c] += b * Gr[q0 + c];
     }
   }
   for (int a = 0; a < RB; ++a) {
     double* Sr = S + static_cast<size_t>(l0 + a) * lds + q0;
-    const int stop = fp_min(kGramCols, l0 + a - q0 + 1);
+    const int stop = fp_min(kGramTileCols, l0 + a - q0 + 1);
     for (int c = 0; c < stop; ++c) Sr[c] -= acc[a][c];
   }
 }
@@ -285,12 +299,13 @@ FASTPID_HD inline void gram_tile(double* S, int lds, const double* G, int F, int
 FASTPID_HD inline void gram_update(double* S, int lds, int k, const double* G, int F, int ld) {
   if (F == 0) return;
   int l0 = 0;
-  for (; l0 + 8 <= k; l0 += 8)
-    for (int q0 = 0; q0 <= l0 + 7; q0 += kGramCols) gram_tile<8>(S, lds, G, F, ld, l0, q0);
+  for (; l0 + kGramTileRows <= k; l0 += kGramTileRows)
+    for (int q0 = 0; q0 <= l0 + kGramTileRows - 1; q0 += kGramTileCols)
+      gram_tile<kGramTileRows>(S, lds, G, F, ld, l0, q0);
   for (; l0 + 4 <= k; l0 += 4)
-    for (int q0 = 0; q0 <= l0 + 3; q0 += kGramCols) gram_tile<4>(S, lds, G, F, ld, l0, q0);
+    for (int q0 = 0; q0 <= l0 + 3; q0 += kGramTileCols) gram_tile<4>(S, lds, G, F, ld, l0, q0);
   for (; l0 < k; ++l0)
-    for (int q0 = 0; q0 <= l0; q0 += kGramCols) gram_tile<1>(S, lds, G, F, ld, l0, q0);
+    for (int q0 = 0; q0 <= l0; q0 += kGramTileCols) gram_tile<1>(S, lds, G, F, ld, l0, q0);
 }
 
 FASTPID_HD inline double xlogx(double x) { return x > 0 ? x * vlog(x) : 0.0; }
