@@ -16,7 +16,7 @@
 
 #include <cstddef>
 #include <cstdint>
-#if defined(__AVX512F__) && !defined(__CUDA_ARCH__)
+#if defined(__AVX__) && !defined(__CUDA_ARCH__)
 #include <immintrin.h>
 #endif
 
@@ -381,12 +381,27 @@ inline void transpose8(const double* src, size_t lds, double* dst, size_t ldd) {
     _mm512_storeu_pd(dst + (q + 4) * ldd, _mm512_shuffle_f64x2(s[q], s[q + 4], 0xDD));
   }
 }
+#elif defined(__AVX__) && !defined(__CUDA_ARCH__)
+// dst[c][r] = src[r][c] for a 4 x 4 tile (row strides lds, ldd), in registers.
+inline void transpose4(const double* src, size_t lds, double* dst, size_t ldd) {
+  __m256d r[4], t[4];
+  for (int i = 0; i < 4; ++i) r[i] = _mm256_loadu_pd(src + i * lds);
+  for (int i = 0; i < 4; i += 2) {  // pairs of rows interleaved within 128-bit lanes
+    t[i] = _mm256_unpacklo_pd(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_pd(r[i], r[i + 1]);
+  }
+  for (int o = 0; o < 2; ++o) {  // then the lanes of rows (0, 1) and (2, 3)
+    _mm256_storeu_pd(dst + o * ldd, _mm256_permute2f128_pd(t[o], t[o + 2], 0x20));
+    _mm256_storeu_pd(dst + (o + 2) * ldd, _mm256_permute2f128_pd(t[o], t[o + 2], 0x31));
+  }
+}
 #endif
 
 // Pt[c][r] = A[r][kb + c] (into = true) or back, for the rows r in [r0, n) and the
 // kCholeskyBlock columns c of a block (below its diagonal block, so all of them). With
 // AVX-512 by 8 x 8 tiles in registers (one factorisation, one core: 0.77-0.88x the time at
-// 24 to 143 unknowns, where the element-wise copies took about a third of it).
+// 24 to 143 unknowns, where the element-wise copies took about a third of it), with AVX by
+// 4 x 4 tiles.
 FASTPID_HD inline void transpose_panel(double* A, int n, double* Pt, int ld, int kb, int r0, bool into) {
   int r = r0;
 #if defined(__AVX512F__) && !defined(__CUDA_ARCH__)
@@ -397,6 +412,15 @@ FASTPID_HD inline void transpose_panel(double* A, int n, double* Pt, int ld, int
       double* p = Pt + static_cast<size_t>(c) * ld + r;
       if (into) transpose8(a, n, p, ld);
       else transpose8(p, ld, a, n);
+    }
+#elif defined(__AVX__) && !defined(__CUDA_ARCH__)
+  static_assert(kCholeskyBlock % 4 == 0, "whole 4 x 4 tiles");
+  for (; r + 4 <= n; r += 4)
+    for (int c = 0; c < kCholeskyBlock; c += 4) {
+      double* a = A + static_cast<size_t>(r) * n + kb + c;
+      double* p = Pt + static_cast<size_t>(c) * ld + r;
+      if (into) transpose4(a, n, p, ld);
+      else transpose4(p, ld, a, n);
     }
 #endif
   for (; r < n; ++r)

@@ -224,7 +224,8 @@ def test_lowrank_elimination_matches_reference_and_schur(shape, kind):
 
 # Shapes for the two assemblies of the Schur complement: Gram blocks flushed part-way (more
 # than 128 rows of G: 20x20x10, 33x4x2, 19x11x9), free counts that are not a multiple of the
-# tiles' 8 rows or 16 columns, one target value, and ny above the automatic choice's 10.
+# tiles' rows (8 or 6, by instruction set) or columns (16, 8 or 4), one target value, and ny
+# above the automatic choice's 10.
 GRAM_SHAPES = [(1, 3, 2), (3, 3, 3), (17, 3, 5), (33, 4, 2), (8, 8, 8), (19, 11, 9), (20, 20, 10),
                (6, 13, 1), (7, 9, 11)]
 
