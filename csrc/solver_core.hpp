@@ -269,27 +269,29 @@ constexpr int kGramTileCols = 4, kGramTileRows = 6;
 #endif
 FASTPID_HD inline int gram_stride(int n) { return (n + kGramCols - 1) / kGramCols * kGramCols; }
 
-// S[l][q] -= sum_r G[r][l] G[r][q] for the rows l0 .. l0 + RB - 1 and the kGramTileCols columns
-// from q0 (stored up to the diagonal only; S's rows of stride lds), G: F rows of stride ld.
-// The tile's sums stay in registers over all F rows (one row of loads and RB broadcasts per
-// RB rows of vector multiply-adds; with AVX-512, tiles of 8 rows took 0.75-0.97x the time per
-// solve of tiles of 4).
-template <int RB>
+// S[l][q] -= sum_r G[r][l] G[r][q] for the rows l0 .. l0 + RB - 1 and the TC columns from q0
+// (stored up to the diagonal only; S's rows of stride lds), G: F rows of stride ld. The
+// tile's sums stay in registers over all F rows (one row of loads and RB broadcasts per RB
+// rows of vector multiply-adds; with AVX-512, tiles of 8 rows took 0.75-0.97x the time per
+// solve of tiles of 4). TC is a template argument, not kGramTileCols read inside, so that
+// the tiles of translation units built for other instruction sets (the CUDA sources' host
+// pass) are other functions, never merged with these by the linker.
+template <int RB, int TC>
 FASTPID_HD inline void gram_tile(double* S, int lds, const double* G, int F, int ld, int l0, int q0) {
-  double acc[RB][kGramTileCols];
+  double acc[RB][TC];
   for (int a = 0; a < RB; ++a)
-    for (int c = 0; c < kGramTileCols; ++c) acc[a][c] = 0.0;
+    for (int c = 0; c < TC; ++c) acc[a][c] = 0.0;
   for (int r = 0; r < F; ++r) {
     const double* Gr = G + static_cast<size_t>(r) * ld;
     for (int a = 0; a < RB; ++a) {
       const double b = Gr[l0 + a];
       FASTPID_SIMD()
-      for (int c = 0; c < kGramTileCols; ++c) acc[a][c] += b * Gr[q0 + c];
+      for (int c = 0; c < TC; ++c) acc[a][c] += b * Gr[q0 + c];
     }
   }
   for (int a = 0; a < RB; ++a) {
     double* Sr = S + static_cast<size_t>(l0 + a) * lds + q0;
-    const int stop = fp_min(kGramTileCols, l0 + a - q0 + 1);
+    const int stop = fp_min(TC, l0 + a - q0 + 1);
     for (int c = 0; c < stop; ++c) Sr[c] -= acc[a][c];
   }
 }
@@ -301,11 +303,11 @@ FASTPID_HD inline void gram_update(double* S, int lds, int k, const double* G, i
   int l0 = 0;
   for (; l0 + kGramTileRows <= k; l0 += kGramTileRows)
     for (int q0 = 0; q0 <= l0 + kGramTileRows - 1; q0 += kGramTileCols)
-      gram_tile<kGramTileRows>(S, lds, G, F, ld, l0, q0);
+      gram_tile<kGramTileRows, kGramTileCols>(S, lds, G, F, ld, l0, q0);
   for (; l0 + 4 <= k; l0 += 4)
-    for (int q0 = 0; q0 <= l0 + 3; q0 += kGramTileCols) gram_tile<4>(S, lds, G, F, ld, l0, q0);
+    for (int q0 = 0; q0 <= l0 + 3; q0 += kGramTileCols) gram_tile<4, kGramTileCols>(S, lds, G, F, ld, l0, q0);
   for (; l0 < k; ++l0)
-    for (int q0 = 0; q0 <= l0; q0 += kGramTileCols) gram_tile<1>(S, lds, G, F, ld, l0, q0);
+    for (int q0 = 0; q0 <= l0; q0 += kGramTileCols) gram_tile<1, kGramTileCols>(S, lds, G, F, ld, l0, q0);
 }
 
 FASTPID_HD inline double xlogx(double x) { return x > 0 ? x * vlog(x) : 0.0; }
