@@ -363,9 +363,15 @@ FASTPID_HD inline bool cholesky_attempt(double* A, int n, double* col) {
   return true;
 }
 
+// dst[c][r] = src[r][c] for a T x T tile (row strides lds, ldd), in registers: T = 8 with
+// AVX-512, 4 with AVX (kTransposeTile). T is a template argument so that the two never share
+// a name across translation units.
+template <int T>
+inline void transpose_tile(const double* src, size_t lds, double* dst, size_t ldd);
 #if defined(__AVX512F__) && !defined(__CUDA_ARCH__)
-// dst[c][r] = src[r][c] for an 8 x 8 tile (row strides lds, ldd), in registers.
-inline void transpose8(const double* src, size_t lds, double* dst, size_t ldd) {
+constexpr int kTransposeTile = 8;
+template <>
+inline void transpose_tile<8>(const double* src, size_t lds, double* dst, size_t ldd) {
   __m512d r[8], t[8], s[8];
   for (int i = 0; i < 8; ++i) r[i] = _mm512_loadu_pd(src + i * lds);
   for (int i = 0; i < 8; i += 2) {  // pairs of rows interleaved within 128-bit lanes
@@ -384,8 +390,9 @@ inline void transpose8(const double* src, size_t lds, double* dst, size_t ldd) {
   }
 }
 #elif defined(__AVX__) && !defined(__CUDA_ARCH__)
-// dst[c][r] = src[r][c] for a 4 x 4 tile (row strides lds, ldd), in registers.
-inline void transpose4(const double* src, size_t lds, double* dst, size_t ldd) {
+constexpr int kTransposeTile = 4;
+template <>
+inline void transpose_tile<4>(const double* src, size_t lds, double* dst, size_t ldd) {
   __m256d r[4], t[4];
   for (int i = 0; i < 4; ++i) r[i] = _mm256_loadu_pd(src + i * lds);
   for (int i = 0; i < 4; i += 2) {  // pairs of rows interleaved within 128-bit lanes
@@ -406,23 +413,14 @@ inline void transpose4(const double* src, size_t lds, double* dst, size_t ldd) {
 // 4 x 4 tiles.
 FASTPID_HD inline void transpose_panel(double* A, int n, double* Pt, int ld, int kb, int r0, bool into) {
   int r = r0;
-#if defined(__AVX512F__) && !defined(__CUDA_ARCH__)
-  static_assert(kCholeskyBlock % 8 == 0, "whole 8 x 8 tiles");
-  for (; r + 8 <= n; r += 8)
-    for (int c = 0; c < kCholeskyBlock; c += 8) {
+#if defined(__AVX__) && !defined(__CUDA_ARCH__)
+  static_assert(kCholeskyBlock % kTransposeTile == 0, "whole tiles");
+  for (; r + kTransposeTile <= n; r += kTransposeTile)
+    for (int c = 0; c < kCholeskyBlock; c += kTransposeTile) {
       double* a = A + static_cast<size_t>(r) * n + kb + c;
       double* p = Pt + static_cast<size_t>(c) * ld + r;
-      if (into) transpose8(a, n, p, ld);
-      else transpose8(p, ld, a, n);
-    }
-#elif defined(__AVX__) && !defined(__CUDA_ARCH__)
-  static_assert(kCholeskyBlock % 4 == 0, "whole 4 x 4 tiles");
-  for (; r + 4 <= n; r += 4)
-    for (int c = 0; c < kCholeskyBlock; c += 4) {
-      double* a = A + static_cast<size_t>(r) * n + kb + c;
-      double* p = Pt + static_cast<size_t>(c) * ld + r;
-      if (into) transpose4(a, n, p, ld);
-      else transpose4(p, ld, a, n);
+      if (into) transpose_tile<kTransposeTile>(a, n, p, ld);
+      else transpose_tile<kTransposeTile>(p, ld, a, n);
     }
 #endif
   for (; r < n; ++r)
