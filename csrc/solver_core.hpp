@@ -366,8 +366,10 @@ FASTPID_HD inline bool cholesky_attempt(double* A, int n, double* col) {
 // dst[c][r] = src[r][c] for a T x T tile (row strides lds, ldd), in registers: T = 8 with
 // AVX-512, 4 with AVX (kTransposeTile). T is a template argument so that the two never share
 // a name across translation units.
+#if defined(__AVX__) && !defined(__CUDA_ARCH__)
 template <int T>
 inline void transpose_tile(const double* src, size_t lds, double* dst, size_t ldd);
+#endif
 #if defined(__AVX512F__) && !defined(__CUDA_ARCH__)
 constexpr int kTransposeTile = 8;
 template <>
