@@ -22,6 +22,14 @@
 #define FASTPID_HD
 #endif
 
+// Host code inlines the two always: GCC declined to inline them into some of the solver's
+// larger functions, and a call in an `omp simd` loop keeps the loop scalar.
+#if defined(__GNUC__) && !defined(__CUDA_ARCH__)
+#define FASTPID_ALWAYS_INLINE __attribute__((always_inline))
+#else
+#define FASTPID_ALWAYS_INLINE
+#endif
+
 namespace fastpid {
 namespace detail {
 
@@ -46,7 +54,7 @@ constexpr double kLog2e = 0x1.71547652b82fep0;
 constexpr double kRound = 0x1.8p52;
 #endif
 
-FASTPID_HD inline double vexp(double x) {
+FASTPID_HD FASTPID_ALWAYS_INLINE inline double vexp(double x) {
 #if defined(__CUDA_ARCH__)
   return exp(x);
 #else
@@ -77,7 +85,7 @@ FASTPID_HD inline double vexp(double x) {
 #endif
 }
 
-FASTPID_HD inline double vlog(double x) {
+FASTPID_HD FASTPID_ALWAYS_INLINE inline double vlog(double x) {
 #if defined(__CUDA_ARCH__)
   return log(x);
 #else
