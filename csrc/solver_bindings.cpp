@@ -124,6 +124,22 @@ py::array_t<double> closed_forms(Array P) {
   return out;
 }
 
+py::array_t<double> primal_bound(Array P, Array Q) {
+  check_batch(P);
+  if (Q.ndim() != 4 || !std::equal(P.shape(), P.shape() + 4, Q.shape()))
+    throw std::invalid_argument("Q must have P's shape (B, n1, n2, ny)");
+  const auto B = P.shape(0);
+  py::array_t<double> out(B);
+  const double *p = P.data(), *q = Q.data();
+  double* o = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    fastpid::primal_bound_batch(p, q, B, static_cast<int>(P.shape(1)), static_cast<int>(P.shape(2)),
+                                static_cast<int>(P.shape(3)), o);
+  }
+  return out;
+}
+
 py::tuple pid_terms(Array P, Array lower, Array upper, double scale) {
   check_batch(P);
   const auto B = P.shape(0);
@@ -252,6 +268,10 @@ void register_solver(py::module_& m) {
         "(B,) says so, then pid_terms() from its bounds, in one pass; converged = gap <= "
         "options.tol, and settled whether every problem converged with a valid bracket. "
         "Ctrl-C stops the solve between two steps and raises KeyboardInterrupt.");
+  m.def("_primal_bound", &primal_bound, py::arg("P"), py::arg("Q"),
+        "(B,): the upper bound the CPU solver takes from couplings Q[B, n1, n2, ny] of the "
+        "problems P (normalised float64): I of each Q's feasible rounding, +inf where an "
+        "admissible entry is NaN or infinite (for the tests).");
   m.def("_exp_log", &exp_log, py::arg("x"),
         "(exp(x), log(x)) of every entry of x (flattened) as the solver computes them: its own "
         "vectorisable versions, for the tests of their accuracy.");

@@ -796,43 +796,60 @@ struct Problem {
   // rows, then columns, down to the marginals, then add the outer product of the deficits.
   // A Q with a NaN or infinite entry has no such rounding (the sums below would skip or
   // spread it, and the "bound" could fall below V): its bound is +inf, always valid.
+  //
+  // Every pass runs over Q in memory order with y innermost (one vector loop per cell); the
+  // scale factors per (x1, y) and per (x2, y) are formed first, in d1 and d2 (overwritten by
+  // the deficits later). The sums add in the same order as passes per (x1, y) would.
   FASTPID_HD double primal_bound(double* Q) const {
     fill(rows, n1 * ny, 0.0);
-    fill(cols, n2 * ny, 0.0);
     for (int i = 0; i < n1; ++i)
-      for (int j = 0; j < n2; ++j)
+      for (int j = 0; j < n2; ++j) {
+        double* q = &Q[(i * n2 + j) * ny];
+        double* r = &rows[i * ny];
+        const char *a1 = &m1[i * ny], *a2 = &m2[j * ny];
+        FASTPID_SIMD()
         for (int y = 0; y < ny; ++y) {
-          double& q = Q[(i * n2 + j) * ny + y];
-          if (!adm(i, j, y)) q = 0.0;
-          rows[i * ny + y] += q;
+          q[y] = (a1[y] & a2[y]) ? q[y] : 0.0;
+          r[y] += q[y];
         }
+      }
     for (int k = 0; k < n1 * ny; ++k)
       if (!(rows[k] < HUGE_VAL)) return HUGE_VAL;  // NaN fails too
-    for (int i = 0; i < n1; ++i)
-      for (int y = 0; y < ny; ++y) {
-        double r = rows[i * ny + y], t = p1y[i * ny + y];
-        double sc = r > t ? t / r : 1.0;
-        for (int j = 0; j < n2; ++j) Q[(i * n2 + j) * ny + y] *= sc;
-      }
-    for (int i = 0; i < n1; ++i)
-      for (int j = 0; j < n2; ++j)
-        for (int y = 0; y < ny; ++y) cols[j * ny + y] += Q[(i * n2 + j) * ny + y];
-    for (int j = 0; j < n2; ++j)
-      for (int y = 0; y < ny; ++y) {
-        double c = cols[j * ny + y], t = p2y[j * ny + y];
-        double sc = c > t ? t / c : 1.0;
-        for (int i = 0; i < n1; ++i) Q[(i * n2 + j) * ny + y] *= sc;
-      }
-    fill(total, ny, 0.0);
-    fill(rows, n1 * ny, 0.0);
+    for (int k = 0; k < n1 * ny; ++k) d1[k] = rows[k] > p1y[k] ? p1y[k] / rows[k] : 1.0;
     fill(cols, n2 * ny, 0.0);
     for (int i = 0; i < n1; ++i)
-      for (int j = 0; j < n2; ++j)
+      for (int j = 0; j < n2; ++j) {
+        double* q = &Q[(i * n2 + j) * ny];
+        double* c = &cols[j * ny];
+        const double* sc = &d1[i * ny];
+        FASTPID_SIMD()
         for (int y = 0; y < ny; ++y) {
-          double q = Q[(i * n2 + j) * ny + y];
-          rows[i * ny + y] += q;
-          cols[j * ny + y] += q;
+          q[y] *= sc[y];
+          c[y] += q[y];
         }
+      }
+    for (int k = 0; k < n2 * ny; ++k) d2[k] = cols[k] > p2y[k] ? p2y[k] / cols[k] : 1.0;
+    fill(rows, n1 * ny, 0.0);
+    for (int i = 0; i < n1; ++i)
+      for (int j = 0; j < n2; ++j) {
+        double* q = &Q[(i * n2 + j) * ny];
+        double* r = &rows[i * ny];
+        const double* sc = &d2[j * ny];
+        FASTPID_SIMD()
+        for (int y = 0; y < ny; ++y) {
+          q[y] *= sc[y];
+          r[y] += q[y];
+        }
+      }
+    fill(cols, n2 * ny, 0.0);
+    for (int i = 0; i < n1; ++i)
+      for (int j = 0; j < n2; ++j) {
+        const double* q = &Q[(i * n2 + j) * ny];
+        double* c = &cols[j * ny];
+        FASTPID_SIMD()
+        for (int y = 0; y < ny; ++y) c[y] += q[y];
+      }
+    fill(total, ny, 0.0);
     for (int i = 0; i < n1; ++i)
       for (int y = 0; y < ny; ++y) {
         const int k = i * ny + y;
@@ -852,19 +869,21 @@ struct Problem {
         FASTPID_SIMD()
         for (int y = 0; y < ny; ++y) q[y] += a[y] * b[y];
       }
-    // I_Q(Y; X1, X2) = H(X1,X2) + H(Y) - H(X1,X2,Y); Q(y) = p(y) on the feasible set.
+    // I_Q(Y; X1, X2) = H(X1,X2) + H(Y) - H(X1,X2,Y); Q(y) = p(y) on the feasible set. Each
+    // sum of x log x is one vector loop over all of its terms.
     double h12y = 0, h12 = 0, hy = 0;
+    const size_t n = static_cast<size_t>(n1) * n2 * ny;
+    FASTPID_SIMD(reduction(+ : h12y))
+    for (size_t k = 0; k < n; ++k) h12y -= xlogx(Q[k]);
     for (int c = 0; c < n1 * n2; ++c) {
       const double* q = &Q[c * ny];
-      double m = 0, h = 0;
-      FASTPID_SIMD(reduction(+ : m, h))
-      for (int y = 0; y < ny; ++y) {
-        h += xlogx(q[y]);
-        m += q[y];
-      }
-      h12y -= h;
-      h12 -= xlogx(m);
+      double m = 0;
+      FASTPID_SIMD(reduction(+ : m))
+      for (int y = 0; y < ny; ++y) m += q[y];
+      cell_sum[c] = m;
     }
+    FASTPID_SIMD(reduction(+ : h12))
+    for (int c = 0; c < n1 * n2; ++c) h12 -= xlogx(cell_sum[c]);
     fill(qy, ny, 0.0);
     for (int c = 0; c < n1 * n2; ++c) {
       FASTPID_SIMD()
@@ -931,7 +950,9 @@ struct Problem {
     for (int c = 0; c < n1 * n2; ++c) Kr[c] = vexp(logR[c]);
   }
 
-  // Q = R p(y) exp(f + g) on admissible cells.
+  // Q = R p(y) exp(f + g) on admissible cells: the exponents per cell, then one vector loop
+  // of exps over all of Q (loops of ny exps left most of them to the scalar remainder where
+  // ny is small); inadmissible entries get exponent -inf, whose vexp is 0.
   FASTPID_HD void coupling(const double* logR, const double* f, const double* g, double* Q) const {
     for (int i = 0; i < n1; ++i)
       for (int j = 0; j < n2; ++j) {
@@ -940,11 +961,11 @@ struct Problem {
         const char *a1 = &m1[i * ny], *a2 = &m2[j * ny];
         double* q = &Q[(i * n2 + j) * ny];
         FASTPID_SIMD()
-        for (int y = 0; y < ny; ++y) {
-          const double v = vexp(lr + logpy[y] + fi[y] + gj[y]);  // for every y: one vector loop
-          q[y] = (a1[y] & a2[y]) ? v : 0.0;
-        }
+        for (int y = 0; y < ny; ++y) q[y] = (a1[y] & a2[y]) ? lr + logpy[y] + fi[y] + gj[y] : kNegInf;
       }
+    const size_t n = static_cast<size_t>(n1) * n2 * ny;
+    FASTPID_SIMD()
+    for (size_t k = 0; k < n; ++k) Q[k] = vexp(Q[k]);
   }
 };
 
@@ -2069,6 +2090,17 @@ FASTPID_HD inline void closed_forms_one(const double* P, int n1, int n2, int ny,
   detail::Problem pr(n1, n2, ny, arena);
   pr.load(P);
   pr.closed_forms(out[0], out[1], out[2], out[3]);
+}
+
+// The upper bound Problem::primal_bound() takes from a coupling Q[n1][n2][ny] of the problem
+// P[n1][n2][ny] (normalised, C order): I of Q's feasible rounding (Q is overwritten), +inf for
+// a Q with a NaN or infinite admissible entry; `work` as for closed_forms_one().
+FASTPID_HD inline double primal_bound_one(const double* P, double* Q, int n1, int n2, int ny, double* work) {
+  detail::Arena arena;
+  arena.base = work;
+  detail::Problem pr(n1, n2, ny, arena);
+  pr.load(P);
+  return pr.primal_bound(Q);
 }
 
 // Solve one problem P[n1][n2][ny] (normalised, C order) using `work` (solve_workspace_doubles

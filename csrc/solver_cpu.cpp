@@ -104,6 +104,17 @@ void closed_forms_batch(const double* P, int64_t B, int n1, int n2, int ny, doub
   }
 }
 
+void primal_bound_batch(const double* P, const double* Q, int64_t B, int n1, int n2, int ny, double* out) {
+  const int64_t cells = static_cast<int64_t>(n1) * n2 * ny;
+  const size_t work_doubles = closed_forms_workspace_doubles(n1, n2, ny);
+  const Workspace work(work_doubles + cells);
+  double* q = work.data() + work_doubles;  // Q[b], which the bound overwrites
+  for (int64_t b = 0; b < B; ++b) {
+    std::copy(Q + b * cells, Q + (b + 1) * cells, q);
+    out[b] = primal_bound_one(P + b * cells, q, n1, n2, ny, work.data());
+  }
+}
+
 void pid_terms_batch(const double* P, int64_t B, int n1, int n2, int ny, const double* lower,
                      const double* upper, double scale, double* terms, double* gap, bool* broken) {
   std::vector<double> cf(4 * B);

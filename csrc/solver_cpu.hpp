@@ -18,6 +18,11 @@ void solve_batch(const double* P, int64_t B, int n1, int n2, int ny, const Solve
 // out (B, 4): I(X1,X2;Y), I(X1;Y), I(X2;Y) and I of the proxy coupling Q0 of each problem.
 void closed_forms_batch(const double* P, int64_t B, int n1, int n2, int ny, double* out);
 
+// out (B): the upper bound the solver takes from the coupling Q[b] (B, n1, n2, ny) of each
+// problem P[b] (normalised): I of Q's feasible rounding, +inf where an admissible entry of Q is
+// NaN or infinite. Q is left as it is. For the tests.
+void primal_bound_batch(const double* P, const double* Q, int64_t B, int n1, int n2, int ny, double* out);
+
 // The PID terms of each problem from a bracket lower <= V <= upper (B each, as solve_batch
 // returns them; solve_pid_batch() ends with the same step, which the tests drive through
 // this): terms (7, B) = redundancy, unique1, unique2, synergy, I(X1,X2;Y), I(X1;Y), I(X2;Y),
