@@ -792,6 +792,24 @@ struct Problem {
     if (support_y == 1) mi = mi1 = mi2 = mi_q0 = 0.0;
   }
 
+  // Q[i][j][y] *= sc[i][y] (ByX1) or sc[j][y], and sums[j][y] (ByX1) or sums[i][y] = the sums
+  // of the scaled Q over the other source, in one pass over Q in memory order.
+  template <bool ByX1>
+  FASTPID_HD void scale_then_sum(double* Q, const double* sc, double* sums) const {
+    fill(sums, (ByX1 ? n2 : n1) * ny, 0.0);
+    for (int i = 0; i < n1; ++i)
+      for (int j = 0; j < n2; ++j) {
+        double* q = &Q[(i * n2 + j) * ny];
+        const double* f = &sc[(ByX1 ? i : j) * ny];
+        double* t = &sums[(ByX1 ? j : i) * ny];
+        FASTPID_SIMD()
+        for (int y = 0; y < ny; ++y) {
+          q[y] *= f[y];
+          t[y] += q[y];
+        }
+      }
+  }
+
   // Upper bound: I of the exactly feasible rounding of Q (Q is overwritten): per y, scale
   // rows, then columns, down to the marginals, then add the outer product of the deficits.
   // A Q with a NaN or infinite entry has no such rounding (the sums below would skip or
@@ -816,31 +834,9 @@ struct Problem {
     for (int k = 0; k < n1 * ny; ++k)
       if (!(rows[k] < HUGE_VAL)) return HUGE_VAL;  // NaN fails too
     for (int k = 0; k < n1 * ny; ++k) d1[k] = rows[k] > p1y[k] ? p1y[k] / rows[k] : 1.0;
-    fill(cols, n2 * ny, 0.0);
-    for (int i = 0; i < n1; ++i)
-      for (int j = 0; j < n2; ++j) {
-        double* q = &Q[(i * n2 + j) * ny];
-        double* c = &cols[j * ny];
-        const double* sc = &d1[i * ny];
-        FASTPID_SIMD()
-        for (int y = 0; y < ny; ++y) {
-          q[y] *= sc[y];
-          c[y] += q[y];
-        }
-      }
+    scale_then_sum<true>(Q, d1, cols);
     for (int k = 0; k < n2 * ny; ++k) d2[k] = cols[k] > p2y[k] ? p2y[k] / cols[k] : 1.0;
-    fill(rows, n1 * ny, 0.0);
-    for (int i = 0; i < n1; ++i)
-      for (int j = 0; j < n2; ++j) {
-        double* q = &Q[(i * n2 + j) * ny];
-        double* r = &rows[i * ny];
-        const double* sc = &d2[j * ny];
-        FASTPID_SIMD()
-        for (int y = 0; y < ny; ++y) {
-          q[y] *= sc[y];
-          r[y] += q[y];
-        }
-      }
+    scale_then_sum<false>(Q, d2, rows);
     fill(cols, n2 * ny, 0.0);
     for (int i = 0; i < n1; ++i)
       for (int j = 0; j < n2; ++j) {
