@@ -35,6 +35,10 @@ FAMILIES = {
     "clustered_32x32x31": dict(kind="clustered", k=32, n_classes=31, n_samples=20000, scale=True),
     "clustered_64x64x10": dict(kind="clustered", k=64, n_classes=10, n_samples=30000, scale=True),
     "dirichlet_2x3x3000": dict(kind="dirichlet", shape=(2, 3, 3000), scale=True),
+    # Small sources, a few dozen classes: between the Schur complement's reach and the
+    # low-rank elimination's (fastpid.solver.LOWRANK_PENALTY_AT).
+    "dirichlet_6x6x20": dict(kind="dirichlet", shape=(6, 6, 20)),
+    "dirichlet_16x2x30": dict(kind="dirichlet", shape=(16, 2, 30)),
 }
 
 #: Problems per ``scale`` family at most (each takes seconds, and CVXPY minutes).
@@ -48,6 +52,8 @@ DESCRIPTIONS = {
     "clustered_32x32x31": "32×32×31, KMeans(32) codes, 31 classes, 20000 points",
     "clustered_64x64x10": "64×64×10, KMeans(64) codes, 10 classes, 30000 points",
     "dirichlet_2x3x3000": "2×3×3000 (tiny sources, many classes), Dirichlet(1) over all cells",
+    "dirichlet_6x6x20": "6×6×20 (small sources, 20 classes), Dirichlet(1) over all cells",
+    "dirichlet_16x2x30": "16×2×30 (a binary source, 30 classes), Dirichlet(1) over all cells",
     "clustered_20x20x10": "20×20×10 from clustered features: 2000 points of a 10-class "
                           "Gaussian mixture seen through two noisy views, each view "
                           "standardised → PCA(5) → KMeans(20), histogram of (code1, code2, label)",

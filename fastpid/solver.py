@@ -440,23 +440,45 @@ def free_potentials(P: torch.Tensor):
         return (P.sum(2) > 0).sum((1, 2)), (P.sum(1) > 0).sum((1, 2))
 
 
-def newton_plan(P: torch.Tensor) -> NewtonPlan:
+def newton_plan(P: torch.Tensor, native: bool = True) -> NewtonPlan:
     """The cheapest elimination for a flat batch ``P[B, n1, n2, ny]``, by its sizes and its
-    largest numbers of admissible potentials (oriented with the smaller source second)."""
+    largest numbers of admissible potentials (oriented with the smaller source second), for
+    the C++ solver (``native``) or this module's."""
     B, n1, n2, ny = P.shape
     free1, free2 = free_potentials(P)
     most1, most2 = torch.stack([free1, free2]).amax(1).tolist() if B else (0, 0)
-    return plan_for_counts(n1, n2, ny, most1, most2, free1, free2)
+    return plan_for_counts(n1, n2, ny, most1, most2, free1, free2, native)
 
 
-def plan_for_counts(n1: int, n2: int, ny: int, most1: int, most2: int, free1=None, free2=None) -> NewtonPlan:
+# In the C++ solver the low-rank elimination works through many small per-y systems and takes
+# no predictor (about 1.17x the Schur complement's iterations), so per flop it is slower, the
+# more so the smaller the problem: where the Schur complement takes fewer than
+# LOWRANK_PENALTY_AT flops, plan_for_counts counts the low-rank flops (LOWRANK_PENALTY_AT /
+# Schur flops) ** LOWRANK_PENALTY_POWER times over. Fitted to C++ solve times of both
+# eliminations (one thread, Dirichlet(1) and Dirichlet(0.2) joints of 30 shapes from 2x2x20 to
+# 20x5x12 and 4x2x200): time(low-rank) / time(Schur) ~ r^0.26 / (Schur flops)^0.21 with r the
+# flop ratio, which crosses 1 at the penalty's r. Where the flop count alone chose, 16x2x30
+# took 1.6-1.7x, 6x6x20 1.4x, 5x5x12 1.8-2.4x and 3x3x20 1.2-1.7x the time of the faster
+# elimination. Not for this module's solver, whose batched low-rank elimination was the faster
+# one on 6x6x20 (0.73x) and 10x5x25 (0.60x).
+LOWRANK_PENALTY_AT = 6e6
+LOWRANK_PENALTY_POWER = 0.8
+
+
+def plan_for_counts(n1: int, n2: int, ny: int, most1: int, most2: int, free1=None, free2=None,
+                    native: bool = True) -> NewtonPlan:
     """:func:`newton_plan` of a batch of ``n1 x n2 x ny`` problems whose largest numbers of
     admissible potentials are ``most1`` (X1) and ``most2`` (X2); ``free1``, ``free2``: the
-    per-problem counts, kept in the plan."""
+    per-problem counts, kept in the plan. The cheapest by :func:`newton_cost`; for the C++
+    solver (``native``), the low-rank elimination only where its flops, weighted as
+    LOWRANK_PENALTY_AT says, are also below the Schur complement's."""
     mf, mg = (most2, most1) if n2 > n1 else (most1, most2)
     n1, n2 = max(n1, n2), min(n1, n2)
     cost = newton_cost(n1, n2, ny, mf, mg)
     structure = min(cost, key=cost.get)
+    penalty = max(1.0, (LOWRANK_PENALTY_AT / cost["schur"]) ** LOWRANK_PENALTY_POWER)
+    if native and structure == "lowrank" and cost["lowrank"] * penalty >= cost["schur"]:
+        structure = "schur"
     return NewtonPlan(structure, cost[structure], newton_floats(structure, n1, n2, ny, mf, mg),
                       min(mf, mg) if n1 == n2 else mg, free1, free2)
 
@@ -847,7 +869,7 @@ def solve_exact(P: torch.Tensor, tol: float, max_iter: int = 500, warm_steps: in
     f = torch.where(prob.m1, f - logs_max[:, None, None] - 1e-3, 0.0)
     g = torch.where(prob.m2, g, 0.0)
     fixed_f, fixed_g = _gauge_fixed(prob)
-    structure = newton_plan(P).structure
+    structure = newton_plan(P, native=False).structure
     ncells = prob.ncells.clamp_min(1).to(P.dtype)
     mu = (upper - lower).clamp_min(tol) / ncells
     # Below ~1e-13, R = mu / (1 - s) loses its digits to the cancellation in 1 - s.

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import fastpid
-from fastpid import solver
+from fastpid import cpp, solver
 from fastpid.solver import Problem
 
 from helpers import random_joint
@@ -75,13 +75,21 @@ def _clustered(n1, n2, ny, N, seed):
     return fastpid.joint(c1, c2, y, sizes=(n1, n2, ny))
 
 
-@pytest.mark.parametrize("shape,expected", [
-    ((2, 3, 3000), "lowrank"),  # tiny sources, many classes
-    ((8, 8, 8), "schur"),  # dense
+@pytest.mark.parametrize("shape,native,reference", [
+    ((2, 3, 3000), "lowrank", "lowrank"),  # tiny sources, many classes
+    ((8, 8, 8), "schur", "schur"),  # dense
+    # Small systems where the low-rank elimination takes fewer flops: the C++ solver's Schur
+    # complement was the faster (6x6x20 0.71x, 16x2x30 0.6x the time), the reference's batched
+    # low-rank elimination the faster there (6x6x20 0.73x).
+    ((6, 6, 20), "schur", "lowrank"),
+    ((2, 16, 30), "schur", "lowrank"),
+    ((4, 4, 60), "lowrank", "lowrank"),  # C++ low-rank 0.35-0.39x the Schur complement's time
 ])
-def test_plan_by_shape(shape, expected):
+def test_plan_by_shape(shape, native, reference):
     P = torch.from_numpy(np.random.default_rng(0).dirichlet(np.ones(int(np.prod(shape)))).reshape(1, *shape))
-    assert solver.newton_plan(P).structure == expected
+    assert solver.newton_plan(P).structure == native
+    assert cpp.elimination(P) == native
+    assert solver.newton_plan(P, native=False).structure == reference
 
 
 def test_plan_exploits_empty_pairs():
@@ -95,7 +103,7 @@ def test_plan_exploits_empty_pairs():
 def test_each_elimination_certifies(monkeypatch, structure):
     P = np.stack([_clustered(6, 5, 7, 3000, seed=s) for s in range(3)])
     ref = fastpid.pid(P, backend="cpp")
-    monkeypatch.setattr(solver, "newton_plan", lambda P: solver.NewtonPlan(structure, 1.0, 1))
+    monkeypatch.setattr(solver, "newton_plan", lambda P, native=True: solver.NewtonPlan(structure, 1.0, 1))
     res = fastpid.pid(P, backend="torch")
     assert np.all(res.converged) and np.all(res.gap <= 1e-8)
     assert np.all(np.abs(res.synergy - ref.synergy) <= res.gap + ref.gap)
