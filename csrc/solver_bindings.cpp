@@ -158,8 +158,8 @@ py::tuple pid_terms(Array P, Array lower, Array upper, double scale) {
   return py::make_tuple(terms, gap, broken);
 }
 
-// (normalised P, free1, free2, most1, most2) of prepare_batch() (most: the largest count),
-// or None where it returns false.
+// (normalised P, free1, free2, most1, most2, dropped) of prepare_batch() (most: the largest
+// count), or None where it returns false.
 py::object prepare(Array P, double negligible) {
   check_batch(P);
   const auto B = P.shape(0);
@@ -167,15 +167,17 @@ py::object prepare(Array P, double negligible) {
             ny = static_cast<int>(P.shape(3));
   py::array_t<double> out({B, py::ssize_t(n1), py::ssize_t(n2), py::ssize_t(ny)});
   py::array_t<int64_t> free1(B), free2(B);
+  py::array_t<double> dropped(B);
   bool ok;
   {
     py::gil_scoped_release release;
-    ok = fastpid::prepare_batch(P.data(), B, n1, n2, ny, negligible,
-                                out.mutable_data(), free1.mutable_data(), free2.mutable_data());
+    ok = fastpid::prepare_batch(P.data(), B, n1, n2, ny, negligible, out.mutable_data(),
+                                free1.mutable_data(), free2.mutable_data(), dropped.mutable_data());
   }
   if (!ok) return py::none();
   const int64_t *f1 = free1.data(), *f2 = free2.data();
-  return py::make_tuple(out, free1, free2, *std::max_element(f1, f1 + B), *std::max_element(f2, f2 + B));
+  return py::make_tuple(out, free1, free2, *std::max_element(f1, f1 + B), *std::max_element(f2, f2 + B),
+                        dropped);
 }
 
 py::tuple solve_pid(Array P, py::array_t<bool, py::array::c_style | py::array::forcecast> swap,
@@ -257,11 +259,11 @@ void register_solver(py::module_& m) {
         "bracket was invalid and the closed-form one replaced it: solve_pid()'s finishing "
         "step on given bounds, for the tests of brackets a solver rarely returns.");
   m.def("prepare", &prepare, py::arg("P"), py::arg("negligible"),
-        "(normalised P, free1, free2, most1, most2) for a batch P[B, n1, n2, ny] of raw "
-        "joints: each problem divided by its total, the free potentials of each source (pairs "
-        "(x, y) with mass), (B,) each, and their largest counts; None where a total is not "
-        "positive and finite, an entry is negative or NaN, or a normalised entry lies in "
-        "(0, negligible). pid()'s first step.");
+        "(normalised P, free1, free2, most1, most2, dropped) for a batch P[B, n1, n2, ny] of "
+        "raw joints: each problem divided by its total, its entries in (0, negligible) then "
+        "dropped and the rest renormalised, the free potentials of each source (pairs (x, y) "
+        "with mass), (B,) each, their largest counts, and the mass dropped, (B,); None where a "
+        "total is not positive and finite or an entry is negative or NaN. pid()'s first step.");
   m.def("solve_pid", &solve_pid, py::arg("P"), py::arg("swap"), py::arg("options"), py::arg("scale") = 1.0,
         "(terms, gap, converged, broken, iterations, settled) of a batch P[B, n1, n2, ny] "
         "(normalised float64): solve() of each problem, with its sources swapped where swap "

@@ -124,7 +124,7 @@ void pid_terms_batch(const double* P, int64_t B, int n1, int n2, int ny, const d
 }
 
 bool prepare_batch(const double* P, int64_t B, int n1, int n2, int ny, double negligible,
-                   double* out, int64_t* free1, int64_t* free2) {
+                   double* out, int64_t* free1, int64_t* free2, double* dropped) {
   const int64_t cells = static_cast<int64_t>(n1) * n2 * ny;
   std::vector<unsigned char> mass1(static_cast<size_t>(n1) * ny), mass2(static_cast<size_t>(n2) * ny);
   for (int64_t b = 0; b < B; ++b) {
@@ -136,15 +136,26 @@ bool prepare_batch(const double* P, int64_t B, int n1, int n2, int ny, double ne
     std::fill(mass1.begin(), mass1.end(), 0);
     std::fill(mass2.begin(), mass2.end(), 0);
     double* q = out + b * cells;
+    double eps = 0.0;  // the negligible masses, dropped (fastpid._certify.drop_negligible)
+    for (int64_t k = 0; k < cells; ++k) {
+      const double x = p[k] / t;
+      if (!(x >= 0.0)) return false;  // NaN fails too
+      const bool small = x > 0.0 && x < negligible;
+      eps += small ? x : 0.0;
+      q[k] = small ? 0.0 : x;
+    }
+    dropped[b] = eps;
+    if (eps > 0.0) {  // renormalised, as the general route does
+      double kept = 0.0;
+      for (int64_t k = 0; k < cells; ++k) kept += q[k];
+      for (int64_t k = 0; k < cells; ++k) q[k] /= kept;
+    }
     for (int i = 0; i < n1; ++i)
       for (int j = 0; j < n2; ++j)
         for (int y = 0; y < ny; ++y) {
-          const int64_t k = (static_cast<int64_t>(i) * n2 + j) * ny + y;
-          const double x = p[k] / t;
-          if (!(x >= 0.0) || (x > 0.0 && x < negligible)) return false;  // NaN fails too
-          q[k] = x;
-          mass1[i * ny + y] |= x > 0.0;
-          mass2[j * ny + y] |= x > 0.0;
+          const bool mass = q[(static_cast<int64_t>(i) * n2 + j) * ny + y] > 0.0;
+          mass1[i * ny + y] |= mass;
+          mass2[j * ny + y] |= mass;
         }
     free1[b] = std::count(mass1.begin(), mass1.end(), 1);
     free2[b] = std::count(mass2.begin(), mass2.end(), 1);

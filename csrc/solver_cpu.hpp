@@ -35,12 +35,13 @@ void pid_terms_batch(const double* P, int64_t B, int n1, int n2, int ny, const d
                      const double* upper, double scale, double* terms, double* gap, bool* broken);
 
 // pid()'s preparation of raw joints P (B, n1, n2, ny) for the call below: out = each problem
-// divided by its total, and the free potentials of each source (pairs (x1, y), (x2, y) with
-// mass). False (out and the counts partly written) where a problem is one the general route
-// must take: a total not positive and finite, an entry negative or NaN, or one above 0 but
-// below `negligible` after the division (the general route drops those).
+// divided by its total, its entries above 0 but below `negligible` then dropped and the rest
+// renormalised (as fastpid._certify.drop_negligible does; dropped (B) = the mass dropped), and
+// the free potentials of each source (pairs (x1, y), (x2, y) with mass). False (outputs
+// partly written) where a problem is one the general route must take (it raises): a total not
+// positive and finite, or an entry negative or NaN.
 bool prepare_batch(const double* P, int64_t B, int n1, int n2, int ny, double negligible,
-                   double* out, int64_t* free1, int64_t* free2);
+                   double* out, int64_t* free1, int64_t* free2, double* dropped);
 
 // solve_batch() and pid_terms_batch() in one pass, problem by problem: each problem P[b]
 // (normalised) solved with its sources swapped where swap[b] (V is symmetric in X1, X2), then

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 #: Entries below this share of their problem's mass are dropped before solving. Products of
@@ -35,10 +36,17 @@ def drop_negligible(P: torch.Tensor):
     eps = torch.where(small, P, 0.0).sum((1, 2, 3))
     kept = torch.where(small, 0.0, P)
     kept = kept / kept.sum((1, 2, 3), keepdim=True)
-    T = (3.0 * eps / (1.0 - eps)).clamp_max(0.5)
-    h = torch.where(T > 0, -T * torch.log(T.clamp_min(1e-300)) - (1 - T) * torch.log1p(-T), 0.0)
-    bound = 9.0 * (T * math.log(P[0].numel()) + h)
-    return kept, bound
+    return kept, negligible_bound(eps, P[0].numel())
+
+
+def negligible_bound(eps, cells: int):
+    """:func:`drop_negligible`'s ``bound`` (nats) for dropped masses ``eps`` ``(B,)`` of
+    problems of ``cells`` cells; a torch tensor or a numpy array as ``eps`` is (numpy for the
+    native route of :func:`fastpid.pid`, where torch's calls took ~75 us)."""
+    xp = torch if isinstance(eps, torch.Tensor) else np
+    T = xp.clip(3.0 * eps / (1.0 - eps), None, 0.5)
+    h = xp.where(T > 0, -T * xp.log(xp.clip(T, 1e-300, None)) - (1 - T) * xp.log1p(-T), 0.0)
+    return 9.0 * (T * math.log(cells) + h)
 
 
 def checked_bracket(lower, upper, lower0, upper0):

@@ -7,9 +7,11 @@ between them. Python work between two solves runs with cold caches, so it costs 
 what it costs in a loop: against the numpy and torch bookkeeping this route did before, one
 call per problem on one thread took 0.83-0.87x (8x8x8), 0.89-0.92x (10x10x10), 0.86-0.93x
 (12x12x6), 0.95-0.96x (clustered 20x20x10) and 0.96-0.99x (clustered 40x40x6) the time (medians
-of 21 paired rounds, two sessions of them). Anything else (invalid input, masses below
-:data:`fastpid._certify.NEGLIGIBLE`, gradients, GPU tensors, batches large enough to be chunked
-or to need a memory check) is left to the general route, which handles it or raises.
+of 21 paired rounds, two sessions of them). Masses below :data:`fastpid._certify.NEGLIGIBLE` are
+dropped natively, with the general route's bound (one call per problem on 6x6x20 joints of
+Dirichlet(0.05): 0.66 ms, against 1.21 ms by the general route and 0.61 ms for the same joints
+without those masses). Anything else (invalid input, gradients, GPU tensors, batches large enough to be
+chunked or to need a memory check) is left to the general route, which handles it or raises.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import torch
 
 from . import api, cpp, solver
 from ._build_info import load_extension
-from ._certify import NEGLIGIBLE
+from ._certify import NEGLIGIBLE, negligible_bound
 from ._resources import CHUNK_FLOATS, cpp_bytes, memory_unchecked
 from .result import PIDResult
 
@@ -35,12 +37,12 @@ def exact_pid(P, tol: float, max_iter: int, base, backend: str):
         return None
     batch_shape, (n1, n2, ny) = arr.shape[:-3], arr.shape[-3:]
     # Normalised natively (the general route's torch sum, cold after a solve, took 20-60 us
-    # a call); None where an entry or a total is not valid (the general route says what is
-    # wrong) or a mass is negligible (the general route drops it).
+    # a call), negligible masses dropped as the general route drops them; None where an entry
+    # or a total is not valid (the general route says what is wrong).
     prepared = ext.prepare(arr.reshape(-1, n1, n2, ny), NEGLIGIBLE)
     if prepared is None:
         return None
-    flat, free1, free2, most1, most2 = prepared
+    flat, free1, free2, most1, most2, dropped = prepared
     lowrank = _elimination(n1, n2, ny, most1, most2, flat.shape[0], backend)
     if lowrank is None:
         return None
@@ -50,6 +52,10 @@ def exact_pid(P, tol: float, max_iter: int, base, backend: str):
     scale = 1.0 if base is None else 1.0 / math.log(base)
     terms, gap, converged, broken, iterations, settled = ext.solve_pid(
         flat, swap, _options(tol, max_iter, lowrank), scale)
+    if dropped.any():  # the dropped masses' bound widens the gap (nats), as in the general route
+        gap = gap + negligible_bound(dropped, n1 * n2 * ny)
+        converged = gap <= tol
+        settled = bool(np.all(converged & ~broken))
     if not settled:
         api.warn_unconverged("exact", "cpp", converged, broken, gap, tol, max_iter, stacklevel=4)  # pid()'s caller
 

@@ -53,6 +53,12 @@ def _inputs():
     cases["bool"][0, 0, 0] = True
     small = cases["tiny masses"]
     small[0, 0, 0, 0] = 1e-50  # above NEGLIGIBLE: solved as it is
+    # Below NEGLIGIBLE (1e-60): dropped, the rest renormalised, the gap widened by the bound.
+    negligible = np.stack([random_joint(rng, (4, 3, 5)) for _ in range(3)])
+    negligible[0, 1, 2, 3] = 1e-70
+    negligible[2, 0, :, 0] = 1e-200
+    cases["negligible masses"] = negligible
+    cases["peaked Dirichlet(0.05)"] = rng.dirichlet(np.full(6 * 6 * 20, 0.05), size=3).reshape(3, 6, 6, 20)
     return cases
 
 
@@ -81,7 +87,6 @@ def test_unconverged_solves_warn_alike(monkeypatch):
 
 @pytest.mark.parametrize("P", [
     np.full((3, 3, 2), -1.0),                      # invalid: the general route raises
-    np.array([[[1.0, 1e-70], [1.0, 1.0]]]),        # below NEGLIGIBLE: dropped with a bound
     np.zeros((0, 3, 3, 2)),                         # empty batch
 ])
 def test_what_this_route_leaves_to_the_general_one(P):
@@ -97,15 +102,20 @@ def test_gradients_and_other_dtypes_take_the_general_route():
 
 
 def _prepare_reference(P, negligible):
-    """fastpid._C.prepare in numpy: (P / total, free1, free2, most1, most2), or None."""
+    """fastpid._C.prepare in numpy: (P / total with the masses below negligible dropped and
+    the rest renormalised, free1, free2, most1, most2, dropped), or None."""
     total = P.sum(axis=(1, 2, 3))
     if not (total.min() > 0 and total.max() < np.inf):
         return None
     Q = P / total[:, None, None, None]
-    if not (Q >= 0).all() or ((Q > 0) & (Q < negligible)).any():
+    if not (Q >= 0).all():
         return None
+    small = (Q > 0) & (Q < negligible)
+    dropped = np.where(small, Q, 0.0).sum((1, 2, 3))
+    Q = np.where(small, 0.0, Q)
+    Q = Q / Q.sum((1, 2, 3), keepdims=True)
     free1, free2 = (Q.sum(2) > 0).sum((1, 2)), (Q.sum(1) > 0).sum((1, 2))
-    return Q, free1, free2, free1.max(), free2.max()
+    return Q, free1, free2, free1.max(), free2.max(), dropped
 
 
 @pytest.mark.parametrize("case", ["plain", "zeros", "tiny", "negative", "nan", "inf", "zero total",
@@ -124,11 +134,15 @@ def test_native_preparation_matches_numpy(case):
     if case == "zero total":
         P[1] = 0.0
     got, ref = _C.prepare(P, NEGLIGIBLE), _prepare_reference(P, NEGLIGIBLE)
-    assert (got is None) == (ref is None) == (case in ("negative", "nan", "inf", "zero total", "negligible"))
+    assert (got is None) == (ref is None) == (case in ("negative", "nan", "inf", "zero total"))
     if ref is not None:
         np.testing.assert_allclose(got[0], ref[0], rtol=1e-14, atol=0)  # totals summed in another order
-        for a, b in zip(got[1:], ref[1:]):
+        for a, b in zip(got[1:5], ref[1:5]):
             np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(got[5], ref[5], rtol=1e-14, atol=0)
+        assert (got[5] > 0).tolist() == [case == "negligible" and b == 2 for b in range(3)]
+        if case == "negligible":
+            assert got[0][where] == 0.0
         assert type(got[3]) is type(got[4]) is int
 
 
