@@ -10,8 +10,9 @@ call per problem on one thread took 0.83-0.87x (8x8x8), 0.89-0.92x (10x10x10), 0
 of 21 paired rounds, two sessions of them). Masses below :data:`fastpid._certify.NEGLIGIBLE` are
 dropped natively, with the general route's bound (one call per problem on 6x6x20 joints of
 Dirichlet(0.05): 0.66 ms, against 1.21 ms by the general route and 0.61 ms for the same joints
-without those masses). Anything else (invalid input, gradients, GPU tensors, batches large enough to be
-chunked or to need a memory check) is left to the general route, which handles it or raises.
+without those masses). Anything else (invalid input, gradients, GPU tensors, batches large
+enough to be chunked or to need a memory check) is left to the general route, which handles it
+or raises.
 """
 from __future__ import annotations
 
