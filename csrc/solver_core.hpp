@@ -1074,9 +1074,17 @@ struct Solver {
         Kr(arena.doubles(n1 * n2)), nw(n1, n2, ny, opt.newton && !opt.lowrank, opt.newton && opt.lowrank, opt.gram, arena),
         corr(arena.doubles(n1 * n2)) {}
 
-  FASTPID_HD void run(double& lower, double& upper, int64_t& iterations) {
+  // closed (unless null): the four closed forms of closed_forms_one(), which the bracket
+  // starts from.
+  FASTPID_HD void run(double& lower, double& upper, int64_t& iterations, double* closed = nullptr) {
     double mi, mi1, mi2, mi_q0;
     pr.closed_forms(mi, mi1, mi2, mi_q0);
+    if (closed) {
+      closed[0] = mi;
+      closed[1] = mi1;
+      closed[2] = mi2;
+      closed[3] = mi_q0;
+    }
     lower = fp_max(mi1, mi2);
     upper = fp_min(fp_min(mi_q0, mi), mi1 + mi2);
     if (best_q) start_coupling(mi_q0 <= mi);
@@ -2103,17 +2111,18 @@ FASTPID_HD inline double primal_bound_one(const double* P, double* Q, int n1, in
 // doubles, any contents, 8-byte aligned). Writes *lower, *upper, *iterations and f[n1*ny],
 // g[n2*ny] with -inf on masked entries; and, unless coupling is null, coupling[n1*n2*ny]: an
 // exactly feasible coupling whose I(Y; X1, X2) is the best primal value found (the upper
-// bound, unless that is the closed-form I1 + I2).
+// bound, unless that is the closed-form I1 + I2); and, unless closed is null, closed[4]: the
+// closed forms of closed_forms_one(), computed on the way.
 FASTPID_HD inline void solve_one(const double* P, int n1, int n2, int ny, const SolveOptions& opt,
                                  double* work, double* lower, double* upper, double* f, double* g,
-                                 int64_t* iterations, double* coupling = nullptr) {
+                                 int64_t* iterations, double* coupling = nullptr, double* closed = nullptr) {
   detail::Arena arena;
   arena.base = work;
   detail::Problem pr(n1, n2, ny, arena);
   detail::Solver solver(pr, opt, arena);
   solver.best_q = coupling;
   pr.load(P);
-  solver.run(*lower, *upper, *iterations);
+  solver.run(*lower, *upper, *iterations, closed);
   for (int k = 0; k < n1 * ny; ++k) f[k] = pr.m1[k] ? solver.f[k] : detail::kNegInf;
   for (int k = 0; k < n2 * ny; ++k) g[k] = pr.m2[k] ? solver.g[k] : detail::kNegInf;
 }
