@@ -190,6 +190,46 @@ def test_equal_sources_put_the_fewer_free_potentials_on_the_schur_side():
     assert api._swap_sources(torch.ones(2, 3, 4, 2)).all() and not api._swap_sources(torch.ones(2, 4, 3, 2)).any()
 
 
+def test_the_lowrank_elimination_has_the_smaller_source_first(monkeypatch):
+    """The C++ solver's low-rank elimination solves each problem with the smaller source
+    first (the Schur complement: second), on the native route and on the general one (a
+    coupling asked for): the same Newton steps as the problem given that way round, the same
+    terms mirrored, and the coupling back in the caller's orientation."""
+    from fastpid import api
+    from fastpid._build_info import load_extension
+
+    assert api.swap_rule(8, 3, None, None, smaller_first=True) and not api.swap_rule(3, 8, None, None, smaller_first=True)
+    assert not api.swap_rule(8, 3, None, None) and api.swap_rule(3, 8, None, None)
+    free1, free2 = np.array([3, 5]), np.array([4, 4])  # equal sizes: the free counts decide
+    assert api.swap_rule(6, 6, free1, free2, smaller_first=True).tolist() == [True, False]
+    assert api._swap_sources(torch.ones(2, 4, 3, 40), smaller_first=True).all()
+
+    P = _batch((8, 3, 60), "dense", 3, seed=9)
+    T = np.ascontiguousarray(P.transpose(0, 2, 1, 3))
+    assert solver.newton_plan(torch.from_numpy(P)).structure == "lowrank"
+    # The solver's bounds and coupling with the smaller source first, directly (of P as pid()
+    # normalises it): the two orientations' differ in their last digits, so bitwise equality
+    # shows which one ran.
+    ext = load_extension()[0]
+    Tn = np.ascontiguousarray(ext.prepare(P, 1e-60)[0].transpose(0, 2, 1, 3))
+    lower, upper, _, _, its, coupling = ext.solve(Tn, cpp.options(1e-8, lowrank=True), True)
+    a, b = fastpid.pid(P), fastpid.pid(T)
+    assert a.backend == b.backend == "cpp"
+    assert a.iterations.tolist() == b.iterations.tolist() == its.tolist()
+    assert np.array_equal(a.gap, upper - lower)
+    np.testing.assert_allclose(a.unique1, b.unique2, atol=2e-8)
+    np.testing.assert_allclose(a.synergy, b.synergy, atol=2e-8)
+    # The general route (a coupling asked for) passes the solver the transposed problems.
+    shapes = []
+    solve = cpp.solve
+    monkeypatch.setattr(cpp, "solve", lambda Q, *args, **kw: shapes.append(tuple(Q.shape)) or solve(Q, *args, **kw))
+    c = fastpid.pid(P, return_coupling=True)
+    assert shapes == [(3, 3, 8, 60)] and c.iterations.tolist() == its.tolist()
+    np.testing.assert_allclose(c.coupling, coupling.transpose(0, 2, 1, 3), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(c.coupling.sum(2), P.sum(2), atol=1e-12)
+    np.testing.assert_allclose(c.coupling.sum(1), P.sum(1), atol=1e-12)
+
+
 def test_auto_picks_cpp_for_small_cpu_problems_and_torch_for_large():
     assert fastpid.pid(_batch((4, 4, 4), "dense", 1)[0]).backend == "cpp"
     # The limit is on the system the C++ solver factorises: the Schur side's free potentials,
