@@ -328,6 +328,9 @@ FASTPID_HD inline double logsumexp(int n, F x) {
 // unknowns, 1.1-1.5x below 20; blocks of 24 or 32 columns 1.0-1.35x the time of 16 up to 143).
 constexpr int kCholeskyBlock = 16;
 constexpr int kCholeskyBlockedFrom = 24;
+// The low-rank elimination factorises and inverts the blocks D_y of this many target values
+// side by side (Solver::lowrank_inverses): two AVX2 vectors, one AVX-512 vector.
+constexpr int kLanes = 8;
 
 // Row stride of the blocked factorisation's panel for an n x n matrix: the Gram tiles of the
 // trailing update read up to kGramCols - 1 columns past the row's end (zeros).
@@ -1002,7 +1005,10 @@ struct NewtonScratch {
   // bT[y][c] (row n1 + j), Z_y = D_y^-1 U_y of one y (v x C), the capacitance matrix K
   // (C x C, then its factor), its Jacobi scaling kd, and vectors: per-y r, x0, x, z, xb
   // (ny v), per-cell uc (C).
-  double *D, *Dinv, *aT, *bT, *Z, *K, *kd, *r, *x0, *x, *z, *xb, *uc;
+  double *D, *Dl, *Dinv, *aT, *bT, *Z, *K, *kd, *r, *x0, *x, *z, *xb, *uc;
+  // The diagonal of every D_y (ny v) and its off-diagonal entries, one per cell (ny C), as
+  // lowrank_factor() assembles them, for lowrank_residual() too.
+  double *ldiag, *lcross;
   CholeskyScratch chol;  // Schur: H_i (ny) and S (n2 ny); low-rank: D_y (v) and K (C)
 
   // schur / lowrank: whether to lay out that elimination's arrays (neither for method "fast");
@@ -1028,7 +1034,8 @@ struct NewtonScratch {
         xf(arena.doubles(schur ? n1 * ny : 0)), dy(arena.doubles(schur ? ny : 0)),
         gram_ld(gram_stride(n2 * ny)), gram_cap(ny * fp_max(1, fp_min(n1, kGramRows / ny))),
         Gc(arena.doubles(schur && gram ? static_cast<size_t>(gram_cap) * gram_ld : 0)),
-        D(arena.doubles(lowrank ? (n1 + n2) * (n1 + n2) : 0)),
+        D(arena.doubles(lowrank ? static_cast<size_t>(n1 + n2) * (n1 + n2) * kLanes : 0)),
+        Dl(arena.doubles(lowrank ? static_cast<size_t>(n1 + n2) * (n1 + n2) * kLanes : 0)),
         Dinv(arena.doubles(lowrank ? static_cast<size_t>(ny) * (n1 + n2) * (n1 + n2) : 0)),
         aT(arena.doubles(lowrank ? n1 * n2 * ny : 0)), bT(arena.doubles(lowrank ? n1 * n2 * ny : 0)),
         Z(arena.doubles(lowrank ? static_cast<size_t>(n1 + n2) * (n1 * n2) : 0)),
@@ -1038,6 +1045,8 @@ struct NewtonScratch {
         x(arena.doubles(lowrank ? (n1 + n2) * ny : 0)), z(arena.doubles(lowrank ? (n1 + n2) * ny : 0)),
         xb(arena.doubles(lowrank ? (n1 + n2) * ny : 0)),
         uc(arena.doubles(lowrank ? n1 * n2 : 0)),
+        ldiag(arena.doubles(lowrank ? (n1 + n2) * ny : 0)),
+        lcross(arena.doubles(lowrank ? static_cast<size_t>(n1) * n2 * ny : 0)),
         chol(lowrank ? fp_max(n1 + n2, n1 * n2) : schur ? n2 * ny : 0, arena) {}
 };
 
@@ -1588,46 +1597,134 @@ struct Solver {
     copy(nw.xb, n, x);
   }
 
-  // Diagonal of D_y at row p (f rows i < n1, then g rows n1 + j) and its cross entry
-  // D_y[i][n1 + j], scaled.
-  FASTPID_HD double lowrank_diag(int y, int p) const {
-    double st = 0;
-    if (p < n1) {
-      for (int j = 0; j < n2; ++j) st += nw.tW[(p * n2 + j) * ny + y];
-      const int q = p * ny + y;
-      return nw.sf[q] * nw.sf[q] * st + (fixed_f[q] ? 1.0 : 0.0);
+  // D_y^-1 (into nw.Dinv) of the m <= kLanes target values from y0, their factorisations
+  // and inverses side by side (entry [p][q] of lane l at (p v + q) kLanes + l): every step is
+  // one vector operation over the lanes, where one matrix at a time ran loops of v (v = n1 + n2
+  // is small where this elimination is chosen). Each lane does the arithmetic of cholesky()
+  // (unblocked) and cholesky_solve_many() with the identity, in their order; a lane with a
+  // pivot that is not positive is built again with a 1e-12 ridge (the others as before), and
+  // one that fails again gets the identity, as cholesky() does.
+  FASTPID_HD void lowrank_inverses(int y0, int m) {
+    const int v = n1 + n2, C = n1 * n2, L = kLanes;
+    double *A = nw.D, *Bm = nw.Dl;
+    const double *diag = nw.ldiag, *cr = nw.lcross;
+    bool ridge[kLanes] = {}, bad[kLanes] = {};
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      fill(A, static_cast<size_t>(v) * v * L, 0.0);
+      for (int l = 0; l < m; ++l) {
+        const int y = y0 + l;
+        for (int p = 0; p < v; ++p) A[(p * v + p) * L + l] = diag[y * v + p] + (ridge[l] ? 1e-12 : 0.0);
+        for (int i = 0; i < n1; ++i)
+          for (int j = 0; j < n2; ++j) A[((n1 + j) * v + i) * L + l] = cr[y * C + i * n2 + j];
+      }
+      for (int l = m; l < L; ++l)  // idle lanes: the identity
+        for (int p = 0; p < v; ++p) A[(p * v + p) * L + l] = 1.0;
+      for (int k = 0; k < v; ++k) {
+        double* Akk = &A[(k * v + k) * L];
+        double inv[kLanes];
+        for (int l = 0; l < L; ++l) {
+          bad[l] = bad[l] || !(Akk[l] > 0.0);
+          Akk[l] = sqrt(Akk[l]);
+          inv[l] = 1.0 / Akk[l];
+        }
+        for (int r = k + 1; r < v; ++r) {
+          double* Ark = &A[(r * v + k) * L];
+          FASTPID_SIMD()
+          for (int l = 0; l < L; ++l) Ark[l] *= inv[l];
+        }
+        for (int r = k + 1; r < v; ++r) {
+          const double* Ark = &A[(r * v + k) * L];
+          for (int c = k + 1; c <= r; ++c) {
+            const double* Ack = &A[(c * v + k) * L];
+            double* Arc = &A[(r * v + c) * L];
+            FASTPID_SIMD()
+            for (int l = 0; l < L; ++l) Arc[l] -= Ark[l] * Ack[l];
+          }
+        }
+      }
+      bool again = false;
+      for (int l = 0; l < m; ++l)
+        if (bad[l] && !ridge[l]) again = ridge[l] = true;
+      if (!again) break;
+      if (attempt == 0)
+        for (int l = 0; l < L; ++l) bad[l] = false;
     }
-    const int j = p - n1;
-    for (int i = 0; i < n1; ++i) st += nw.tW[(i * n2 + j) * ny + y];
-    const int q = j * ny + y;
-    return nw.sg[q] * nw.sg[q] * st + (fixed_g[q] ? 1.0 : 0.0);
-  }
-  FASTPID_HD double lowrank_cross(int y, int i, int j) const {
-    return nw.sf[i * ny + y] * nw.sg[j * ny + y] * nw.tW[(i * n2 + j) * ny + y];
+    // The inverse: forward then backward substitution on the identity, lane by lane alike.
+    fill(Bm, static_cast<size_t>(v) * v * L, 0.0);
+    for (int p = 0; p < v; ++p)
+      for (int l = 0; l < L; ++l) Bm[(p * v + p) * L + l] = 1.0;
+    for (int r = 0; r < v; ++r) {
+      double* Br = &Bm[static_cast<size_t>(r) * v * L];
+      for (int p = 0; p < r; ++p) {
+        const double* Lrp = &A[(r * v + p) * L];
+        const double* Bp = &Bm[static_cast<size_t>(p) * v * L];
+        for (int c = 0; c < v; ++c) {
+          FASTPID_SIMD()
+          for (int l = 0; l < L; ++l) Br[c * L + l] -= Lrp[l] * Bp[c * L + l];
+        }
+      }
+      double inv[kLanes];
+      for (int l = 0; l < L; ++l) inv[l] = 1.0 / A[(r * v + r) * L + l];
+      for (int c = 0; c < v; ++c)
+        for (int l = 0; l < L; ++l) Br[c * L + l] *= inv[l];
+    }
+    for (int r = v - 1; r >= 0; --r) {
+      double* Br = &Bm[static_cast<size_t>(r) * v * L];
+      double inv[kLanes];
+      for (int l = 0; l < L; ++l) inv[l] = 1.0 / A[(r * v + r) * L + l];
+      for (int c = 0; c < v; ++c)
+        for (int l = 0; l < L; ++l) Br[c * L + l] *= inv[l];
+      for (int p = 0; p < r; ++p) {
+        const double* Lrp = &A[(r * v + p) * L];
+        double* Bp = &Bm[static_cast<size_t>(p) * v * L];
+        for (int c = 0; c < v; ++c) {
+          FASTPID_SIMD()
+          for (int l = 0; l < L; ++l) Bp[c * L + l] -= Lrp[l] * Br[c * L + l];
+        }
+      }
+    }
+    for (int l = 0; l < m; ++l) {
+      double* Di = nw.Dinv + static_cast<size_t>(y0 + l) * v * v;
+      if (bad[l]) {  // not positive even with the ridge: D_y^-1 is taken as the identity
+        fill(Di, static_cast<size_t>(v) * v, 0.0);
+        for (int p = 0; p < v; ++p) Di[p * v + p] = 1.0;
+        continue;
+      }
+      for (int pq = 0; pq < v * v; ++pq) Di[pq] = Bm[pq * L + l];
+    }
   }
 
   // D_y^-1 of every y, U's entries, and K's scaled Cholesky factor.
   FASTPID_HD void lowrank_factor() {
     const int v = n1 + n2, C = n1 * n2;
-    double *D = nw.D, *aT = nw.aT, *bT = nw.bT, *K = nw.K;
-    for (int y = 0; y < ny; ++y) {
-      cholesky(D, v, nw.chol, [&] {
-        fill(D, static_cast<size_t>(v) * v, 0.0);
-        for (int p = 0; p < v; ++p) D[p * v + p] = lowrank_diag(y, p);
-        for (int i = 0; i < n1; ++i)
-          for (int j = 0; j < n2; ++j) D[(n1 + j) * v + i] = lowrank_cross(y, i, j);  // lower triangle
-      });
-      double* Di = nw.Dinv + static_cast<size_t>(y) * v * v;
-      fill(Di, static_cast<size_t>(v) * v, 0.0);
-      for (int p = 0; p < v; ++p) Di[p * v + p] = 1.0;
-      cholesky_solve_many(D, v, Di, v);
-      for (int i = 0; i < n1; ++i)
-        for (int j = 0; j < n2; ++j) {
-          const int c = i * n2 + j;
-          aT[y * C + c] = nw.sf[i * ny + y] * nw.W[c * ny + y];
-          bT[y * C + c] = nw.sg[j * ny + y] * nw.W[c * ny + y];
+    double *aT = nw.aT, *bT = nw.bT, *K = nw.K, *diag = nw.ldiag, *cr = nw.lcross;
+    const double *sf = nw.sf, *sg = nw.sg, *W = nw.W, *tW = nw.tW;
+    // D_y's entries and U's, every y at once in passes over the cells in memory order (one y
+    // at a time read them with a stride of ny). D_y's diagonal at p = i is sf^2 sum_j tW over
+    // (i, j, y), at p = n1 + j sg^2 sum_i tW (plus 1 on a fixed unknown); its entry at (n1 + j,
+    // i) is sf sg tW of cell (i, j).
+    fill(diag, static_cast<size_t>(v) * ny, 0.0);  // the sums first
+    for (int i = 0; i < n1; ++i)
+      for (int j = 0; j < n2; ++j) {
+        const int c = i * n2 + j;
+        const double *t = &tW[static_cast<size_t>(c) * ny], *w = &W[static_cast<size_t>(c) * ny];
+        const double *fi = &sf[i * ny], *gj = &sg[j * ny];
+        for (int y = 0; y < ny; ++y) {
+          diag[y * v + i] += t[y];
+          diag[y * v + n1 + j] += t[y];
+          cr[y * C + c] = fi[y] * gj[y] * t[y];
+          aT[y * C + c] = fi[y] * w[y];
+          bT[y * C + c] = gj[y] * w[y];
         }
-    }
+      }
+    for (int y = 0; y < ny; ++y)
+      for (int p = 0; p < v; ++p) {
+        const int q = (p < n1 ? p : p - n1) * ny + y;
+        const double s = p < n1 ? sf[q] : sg[q];
+        const bool fixed = p < n1 ? fixed_f[q] : fixed_g[q];
+        diag[y * v + p] = s * s * diag[y * v + p] + (fixed ? 1.0 : 0.0);
+      }
+    for (int y0 = 0; y0 < ny; y0 += kLanes) lowrank_inverses(y0, fp_min(kLanes, ny - y0));
     // Z_y[p][c'] = D_y^-1[p][i'] a_c' + D_y^-1[p][n1 + j'] b_c', then
     // K[c][c'] = sum_y a_c Z_y[i][c'] + b_c Z_y[n1 + j][c'] (lower triangle only). In this
     // association (that of the PyTorch solver) K keeps its digits when D_y is ill-conditioned;
@@ -1728,11 +1825,11 @@ struct Solver {
     for (int y = 0; y < ny; ++y) {
       const double* xy = &x[y * v];
       double* ry = &res[y * v];
-      for (int p = 0; p < v; ++p) ry[p] = r[y * v + p] - lowrank_diag(y, p) * xy[p];
+      for (int p = 0; p < v; ++p) ry[p] = r[y * v + p] - nw.ldiag[y * v + p] * xy[p];
       for (int i = 0; i < n1; ++i)
         for (int j = 0; j < n2; ++j) {
           const int c = i * n2 + j;
-          const double cr = lowrank_cross(y, i, j);
+          const double cr = nw.lcross[y * C + c];
           ry[i] -= cr * xy[n1 + j] + aT[y * C + c] * uc[c];
           ry[n1 + j] -= cr * xy[i] + bT[y * C + c] * uc[c];
         }

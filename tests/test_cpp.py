@@ -250,7 +250,9 @@ def test_auto_picks_cpp_for_small_cpu_problems_and_torch_for_large():
     assert fastpid.pid(P, method="fast").backend == "cpp"
 
 
-# Few cells and many target values: newton_plan picks the low-rank elimination.
+# Few cells and many target values: newton_plan picks the low-rank elimination. Both ways
+# round (the smaller source first, as pid() gives it the C++ solver, and second), and target
+# counts that leave the last group of kLanes = 8 blocks D_y part-filled (211, 150).
 LOWRANK_SHAPES = [(2, 3, 300), (3, 2, 211), (1, 4, 150), (5, 4, 400)]
 
 
@@ -262,8 +264,6 @@ def test_lowrank_elimination_matches_reference_and_schur(shape, kind):
     from fastpid import _C
 
     P = torch.from_numpy(_batch(shape, kind, 2, seed=sum(shape)))
-    if shape[2] > shape[1]:
-        P = P.transpose(1, 2).contiguous()  # the smaller source second, as the API orients
     assert solver.newton_plan(P).structure == "lowrank" and cpp.elimination(P) == "lowrank"
     ref = solver.solve_exact(P, 1e-8)
     got = cpp.solve(P, 1e-8)
