@@ -1001,7 +1001,8 @@ struct NewtonScratch {
   int gram_ld, gram_cap;
   double* Gc;
   // The low-rank elimination (empty without lowrank), v = n1 + n2 unknowns per y, C = n1 n2
-  // cells: D_y (v x v, then its factor), D_y^-1 of every y, U's entries aT[y][c] (row i) and
+  // cells: kLanes blocks D_y side by side (D, then their factors) and their inverses (Dl; see
+  // Solver::lowrank_inverses), D_y^-1 of every y, U's entries aT[y][c] (row i) and
   // bT[y][c] (row n1 + j), Z_y = D_y^-1 U_y of one y (v x C), the capacitance matrix K
   // (C x C, then its factor), its Jacobi scaling kd, and vectors: per-y r, x0, x, z, xb
   // (ny v), per-cell uc (C).
