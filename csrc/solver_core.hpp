@@ -1643,12 +1643,11 @@ struct Solver {
           }
         }
       }
-      bool again = false;
+      bool again = false;  // only after the first attempt: the second has every ridge it needs
       for (int l = 0; l < m; ++l)
         if (bad[l] && !ridge[l]) again = ridge[l] = true;
       if (!again) break;
-      if (attempt == 0)
-        for (int l = 0; l < L; ++l) bad[l] = false;
+      for (int l = 0; l < L; ++l) bad[l] = false;
     }
     // The inverse: forward then backward substitution on the identity, lane by lane alike.
     fill(Bm, static_cast<size_t>(v) * v * L, 0.0);
