@@ -3,9 +3,9 @@
 #include "solver_cpu.hpp"
 
 #include <algorithm>
-#include <utility>
 #include <cmath>
 #include <memory>
+#include <utility>
 #include <vector>
 
 namespace fastpid {
