@@ -93,12 +93,29 @@ def test_what_this_route_leaves_to_the_general_one(P):
     assert _cpu_route.exact_pid(P, 1e-8, 500, None, "auto") is None
 
 
+@pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors is in prototype")
 def test_gradients_and_other_dtypes_take_the_general_route():
     P = torch.from_numpy(random_joint(np.random.default_rng(4), (3, 3, 2)))
     assert _cpu_route.exact_pid(P.clone().requires_grad_(), 1e-8, 500, None, "auto") is None
     assert _cpu_route.exact_pid(P.float(), 1e-8, 500, None, "auto") is None
     assert _cpu_route.exact_pid(P.tolist(), 1e-8, 500, None, "auto") is None
+    # Layouts and devices numpy() refuses: the general route says what it takes.
+    assert _cpu_route.exact_pid(P.to_sparse(), 1e-8, 500, None, "auto") is None
+    assert _cpu_route.exact_pid(P.to("meta"), 1e-8, 500, None, "auto") is None
+    assert _cpu_route.exact_pid(torch.nested.nested_tensor([P, P]), 1e-8, 500, None, "auto") is None
     assert _cpu_route.exact_pid(P, 1e-8, 500, None, "auto") is not None
+
+
+@pytest.mark.parametrize("shape", [(3, 3, 2), (2, 3, 3, 2), (2, 2, 3, 3, 2)])
+def test_torch_results_are_plain_float64_tensors_of_the_batch_shape(shape):
+    P = torch.from_numpy(random_joint(np.random.default_rng(5), shape))
+    res = _cpu_route.exact_pid(P, 1e-8, 500, None, "auto")
+    ref = fastpid.pid(P.numpy())
+    for name in ("redundancy", "unique1", "unique2", "synergy", "mi", "mi1", "mi2", "gap", "converged", "iterations"):
+        got, want = getattr(res, name), getattr(ref, name)
+        assert isinstance(got, torch.Tensor) and tuple(got.shape) == shape[:-3], name
+        assert got.dtype == torch.from_numpy(np.asarray(want)).dtype, name
+        np.testing.assert_array_equal(got.numpy(), want, err_msg=name)
 
 
 def _prepare_reference(P, negligible):
