@@ -250,6 +250,26 @@ def test_auto_picks_cpp_for_small_cpu_problems_and_torch_for_large():
     assert fastpid.pid(P, method="fast").backend == "cpp"
 
 
+def test_auto_picks_cpp_where_the_reference_would_eliminate_over_admissible_potentials():
+    """Joints whose pairs (x, y) are mostly empty (a class in a few clusters): the PyTorch
+    solver's cheapest elimination is over the admissible potentials only, but the C++ Schur
+    complement is over the free ones already, so auto takes C++ (with the same answer)."""
+    rng = np.random.default_rng(8)
+    n, k, ny = 400, 20, 10
+    y = rng.integers(0, ny, n)
+    # Each class spreads over ~3 of the 20 clusters of each source.
+    x1 = (3 * y + rng.integers(0, 3, n)) % k
+    x2 = (7 * y + rng.integers(0, 3, n)) % k
+    P = np.zeros((k, k, ny))
+    np.add.at(P, (x1, x2, y), 1.0)
+    P /= P.sum()
+    assert solver.newton_plan(torch.from_numpy(P[None])).structure == "sparse"
+    auto, ref = fastpid.pid(P), fastpid.pid(P, backend="torch")
+    assert auto.backend == "cpp" and ref.backend == "torch"
+    assert bool(auto.converged) and bool(ref.converged)
+    assert abs(float(auto.synergy) - float(ref.synergy)) <= float(auto.gap) + float(ref.gap)
+
+
 # Few cells and many target values: newton_plan picks the low-rank elimination. Both ways
 # round (the smaller source first, as pid() gives it the C++ solver, and second), and target
 # counts that leave the last group of kLanes = 8 blocks D_y part-filled (211, 150).
