@@ -786,10 +786,13 @@ struct Problem {
       hy -= xlogx(py[y]);
       support_y += py[y] > 0;
     }
-    mi = h12 + hy - h12y;
-    mi1 = h1 + hy - h1y;
-    mi2 = h2 + hy - h2y;
-    mi_q0 = hq12 + 2.0 * hy - h1y - h2y;
+    // Informations, so >= 0: the differences of entropies leave rounding of either sign where
+    // they are ~0, and a negative one would cross the closed-form bracket (e.g. a joint of
+    // one cell: I1 = I2 = -8.7e-19, I_Q0 = -1.7e-18 put -1.7e-18 of V into the synergy).
+    mi = fp_max(h12 + hy - h12y, 0.0);
+    mi1 = fp_max(h1 + hy - h1y, 0.0);
+    mi2 = fp_max(h2 + hy - h2y, 0.0);
+    mi_q0 = fp_max(hq12 + 2.0 * hy - h1y - h2y, 0.0);
     // With a single target value nothing informs about Y: all four are exactly 0 (the sums
     // above leave rounding of either sign, as p(y) = 1 is itself rounded).
     if (support_y == 1) mi = mi1 = mi2 = mi_q0 = 0.0;

@@ -817,6 +817,9 @@ def closed_form_bracket(P: torch.Tensor, closed_forms=None):
         mi_q0 = proxy_coupling_mi(P)
     else:
         mi, mi1, mi2, mi_q0 = closed_forms(P)
+    # Informations, so >= 0: where they are ~0 their differences of entropies leave rounding
+    # of either sign, and a negative one would cross the bracket (and leak into the terms).
+    mi, mi1, mi2, mi_q0 = (x.clamp_min(0.0) for x in (mi, mi1, mi2, mi_q0))
     lower = torch.maximum(mi1, mi2)
     upper = torch.minimum(torch.minimum(mi_q0, mi), mi1 + mi2)
     return mi, mi1, mi2, lower, upper

@@ -89,6 +89,8 @@ def test_bracket_contains_the_reference(backend, P):
     assert abs(V - ref) <= gap + CVX_TOL + bound, (V, ref, gap)
     if is32:
         truth = fastpid.pid(P.astype(np.float64), backend=backend, tol=1e-10)
+        # The certificates bound V; a term also carries its closed forms' rounding (entropies
+        # of a few nats cancelling: ~1e-15), which two routes may round differently.
         for k in ("redundancy", "unique1", "unique2", "synergy"):
             err = abs(float(getattr(res, k)) - float(getattr(truth, k)))
-            assert err <= gap + float(truth.gap), k
+            assert err <= gap + float(truth.gap) + 1e-14, k

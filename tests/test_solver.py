@@ -230,6 +230,25 @@ def test_degenerate_sources_and_target():
     assert not np.isnan(res.synergy) and float(res.mi) == 0.0
 
 
+@pytest.mark.parametrize("backend", ["torch", "cpp"])
+def test_one_cell_joint_has_no_information_on_any_route(backend):
+    """All mass in one (x1, x2) cell: every information is 0, but its differences of
+    entropies round to either side of 0 (I1 = I2 = -8.7e-19 and I_Q0 = -1.7e-18 on one
+    route), which crossed the closed-form bracket and put 1.7e-18 of synergy above
+    I(X1,X2;Y) = 0 (a case the certificate fuzz found). With the closed forms clamped at 0:
+    every term within rounding of 0, none above I(X1,X2;Y), and the four summing to it, from
+    float32 and float64, torch and numpy."""
+    P = np.array([[[0.0, 0.0, 0.0], [9.9943871e01, 5.6131385e-02, 0.0]]], dtype=np.float32)
+    for given in (P, P.astype(np.float64), torch.from_numpy(P)):
+        res = fastpid.pid(given, backend=backend)
+        terms = {k: float(getattr(res, k)) for k in ("redundancy", "unique1", "unique2", "synergy",
+                                                       "mi", "mi1", "mi2")}
+        assert all(0.0 <= v <= 1e-15 for v in terms.values()), terms
+        assert max(terms["synergy"], terms["redundancy"] + terms["unique1"]) <= terms["mi"], terms
+        parts = terms["redundancy"] + terms["unique1"] + terms["unique2"] + terms["synergy"]
+        assert parts == pytest.approx(terms["mi"], abs=1e-18), terms
+
+
 def test_batched_equals_one_at_a_time():
     rng = np.random.default_rng(10)
     P = np.stack([random_joint(rng, (4, 5, 3), alpha=a, sparsity=s) for a, s in [(1, 0), (0.2, 0.5), (0.5, 0.9)]])
