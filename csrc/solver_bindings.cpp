@@ -73,11 +73,20 @@ void check_batch(const Array& P) {
                                   " has " + std::to_string(P.shape(d)));
 }
 
-// run(opt) with the GIL released and opt = options with the given assembly and the Ctrl-C
-// flag: a Ctrl-C stops every solve at its next step, then raises KeyboardInterrupt here.
+// run(opt) with the GIL released and opt = options with the Schur complement's assembly and
+// f-block factorisation for problems of ny target values (where gram or product_form is
+// given, those) and the Ctrl-C flag: a Ctrl-C stops every solve at its next step, then raises
+// KeyboardInterrupt here.
 template <class Run>
-void run_cancellable(fastpid::SolveOptions opt, bool gram, Run run) {
-  opt.gram = gram;
+void run_cancellable(fastpid::SolveOptions opt, int n2, int ny, std::optional<bool> gram,
+                     std::optional<bool> product_form, Run run) {
+  opt.gram = gram.value_or(fastpid::gram_suits(ny, opt.lowrank, opt.newton));
+  opt.product_form =
+      product_form.value_or(fastpid::product_form_suits(n2, ny, opt.lowrank, opt.newton, opt.gram));
+  if (opt.product_form && !(fastpid::product_form_fits(n2, ny) && !opt.gram && !opt.lowrank))
+    throw std::invalid_argument("product_form needs the Schur complement's rank-structured assembly "
+                                "(gram=False, no lowrank) and ny >= about 2 n2 + 3; got n2=" +
+                                std::to_string(n2) + ", ny=" + std::to_string(ny));
   opt.cancel = &g_cancel;
   {
     SigintGuard guard;
@@ -88,7 +97,7 @@ void run_cancellable(fastpid::SolveOptions opt, bool gram, Run run) {
 }
 
 py::tuple solve(Array P, const fastpid::SolveOptions& options, bool return_coupling,
-                std::optional<bool> gram) {
+                std::optional<bool> gram, std::optional<bool> product_form) {
   check_batch(P);
   const auto B = P.shape(0);
   const int n1 = static_cast<int>(P.shape(1)), n2 = static_cast<int>(P.shape(2)),
@@ -102,8 +111,7 @@ py::tuple solve(Array P, const fastpid::SolveOptions& options, bool return_coupl
   double *lo = lower.mutable_data(), *up = upper.mutable_data(), *fp = f.mutable_data(),
          *gp = g.mutable_data(), *q = return_coupling ? coupling.mutable_data() : nullptr;
   int64_t* it = iterations.mutable_data();
-  run_cancellable(options, gram.value_or(fastpid::gram_suits(ny, options.lowrank, options.newton)),
-                  [&](const fastpid::SolveOptions& opt) {
+  run_cancellable(options, n2, ny, gram, product_form, [&](const fastpid::SolveOptions& opt) {
                     fastpid::solve_batch(p, B, n1, n2, ny, opt, lo, up, fp, gp, it, q);
                   });
   if (return_coupling) return py::make_tuple(lower, upper, f, g, iterations, coupling);
@@ -196,8 +204,9 @@ py::tuple solve_pid(Array P, py::array_t<bool, py::array::c_style | py::array::f
   double *t = terms.mutable_data(), *gp = gap.mutable_data();
   bool* br = broken.mutable_data();
   int64_t* it = iterations.mutable_data();
-  run_cancellable(options, fastpid::gram_suits(ny, options.lowrank, options.newton),
-                  [&](const fastpid::SolveOptions& opt) {
+  // A swapped problem is solved as (n2, n1, ny): the f-blocks' factorisation is chosen per
+  // orientation inside solve_pid_batch.
+  run_cancellable(options, n2, ny, std::nullopt, std::nullopt, [&](const fastpid::SolveOptions& opt) {
                     fastpid::solve_pid_batch(p, B, n1, n2, ny, sw, opt, scale, t, gp, br, it);
                   });
   bool settled = true;  // every problem converged with a valid bracket
@@ -278,11 +287,13 @@ void register_solver(py::module_& m) {
         "(exp(x), log(x)) of every entry of x (flattened) as the solver computes them: its own "
         "vectorisable versions, for the tests of their accuracy.");
   m.def("solve", &solve, py::arg("P"), py::arg("options"), py::arg("return_coupling") = false,
-        py::arg("gram") = py::none(),
+        py::arg("gram") = py::none(), py::arg("product_form") = py::none(),
         "Certified bounds on V for a batch P[B, n1, n2, ny] (normalised float64), one problem "
         "per thread: returns (lower, upper, f, g, iterations[, coupling]). options.newton=False "
         "runs only the warm_steps alternation steps (method 'fast'). gram: assemble the Schur "
         "complement by the Gram product (default: where gram_suits, for ny <= 10) or by its "
-        "rank structure; the tests compare the two. Ctrl-C stops the solve between two steps "
+        "rank structure; product_form: factorise the f-blocks in product form (default: where "
+        "product_form_suits, few x2 values next to y's) or by Cholesky; the tests compare the "
+        "choices. Ctrl-C stops the solve between two steps "
         "and raises KeyboardInterrupt.");
 }

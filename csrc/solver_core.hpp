@@ -49,6 +49,10 @@ struct SolveOptions {
   // rows G_i = L_i^-1 C_i (gram_suits() says where the CPU solver does); the workspace
   // differs, so solve_workspace_doubles() must be told the same.
   bool gram = false;
+  // With the Schur complement and without gram: factorise each f-block H_i, a diagonal plus
+  // one rank-one term per x2, in product form (product_form_suits() says where the CPU solver
+  // does) instead of by Cholesky; the workspace is the same.
+  bool product_form = false;
   // Set (by another thread or a signal handler) to stop every solve at its next step, with
   // the bounds it has; null where nothing can cancel (device code).
   const volatile int* cancel = nullptr;
@@ -1357,18 +1361,8 @@ struct Solver {
     double* Hinv = nw.Hinv + static_cast<size_t>(i) * ny * ny;
     double* w = nw.w + static_cast<size_t>(i) * n2 * ny;
     double* d = nw.d + static_cast<size_t>(i) * n2 * ny;
-    // H_i: sum_j Wt2_ij W_ij^T, then scaled.
-    cholesky(H, ny, nw.chol, [&] {
-      sum_outer_lower(H, &Wt2[i * n2 * ny], &W[i * n2 * ny], n2, ny, ny);
-      for (int y = 0; y < ny; ++y)
-        for (int z = 0; z <= y; ++z) H[y * ny + z] *= sf[i * ny + y] * sf[i * ny + z];
-      for (int y = 0; y < ny; ++y) {
-        double st = 0;
-        for (int j = 0; j < n2; ++j) st += tW[(i * n2 + j) * ny + y];
-        int q = i * ny + y;
-        H[y * ny + y] += sf[q] * sf[q] * st + (fixed_f[q] ? 1.0 : 0.0);
-      }
-    });
+    // H_i's Cholesky factor, unless the product form takes its place below.
+    if (!opt.product_form) factor_f_block(i);
     for (int j = 0; j < n2; ++j)
       for (int y = 0; y < ny; ++y) {
         int k = (i * n2 + j) * ny + y;
@@ -1397,7 +1391,10 @@ struct Solver {
       for (int j = 0; j < n2; ++j) By[j] = a[j * ny + y];
       for (int z = 0; z < ny; ++z) By[n2 + z] = y == z ? 1.0 : 0.0;
     }
-    cholesky_solve_many(H, ny, rm, k);
+    if (!(opt.product_form && product_form_solve(i, rm))) {
+      if (opt.product_form) factor_f_block(i);  // its diagonal was not safely positive
+      cholesky_solve_many(H, ny, rm, k);
+    }
     for (int y = 0; y < ny; ++y) {
       const double* By = &rm[y * k];
       for (int j = 0; j < n2; ++j) u[j * ny + y] = By[j];
@@ -1443,6 +1440,107 @@ struct Solver {
         for (int q = 0; q <= l; ++q) row[q] -= wz * Aj[q] + dz * Bz[q];
       }
     }
+  }
+
+  // The Cholesky factor of H_i = sum_j Wt2_ij W_ij^T + diag(sum_j tW_ij), Jacobi-scaled (and 1
+  // on the diagonal of fixed f unknowns), in nw.H's block i.
+  FASTPID_HD void factor_f_block(int i) {
+    const double *W = nw.W, *tW = nw.tW, *Wt2 = nw.Wt2, *sf = nw.sf;
+    double* H = nw.H + static_cast<size_t>(i) * ny * ny;
+    cholesky(H, ny, nw.chol, [&] {
+      sum_outer_lower(H, &Wt2[i * n2 * ny], &W[i * n2 * ny], n2, ny, ny);
+      for (int y = 0; y < ny; ++y)
+        for (int z = 0; z <= y; ++z) H[y * ny + z] *= sf[i * ny + y] * sf[i * ny + z];
+      for (int y = 0; y < ny; ++y) {
+        double st = 0;
+        for (int j = 0; j < n2; ++j) st += tW[(i * n2 + j) * ny + y];
+        int q = i * ny + y;
+        H[y * ny + y] += sf[q] * sf[q] * st + (fixed_f[q] ? 1.0 : 0.0);
+      }
+    });
+  }
+
+  // Solves H_i X = X in place for the n2 + ny columns of X (rows y) by H_i's product form:
+  // H_i = D + sum_j alpha_j v_j v_j^T (D the diagonal part, v_j = sf_i W_ij, alpha_j = R / tau
+  // of cell (i, j)) is L_0 .. L_{n2-1} D' L_{n2-1}^T .. L_0^T, one rank-one update of a
+  // diagonal LDL^T factor per j (Gill, Golub, Murray and Saunders' method C1), each L_j unit
+  // lower triangular with entries p_j[y] beta_j[z] below the diagonal, so applying one costs
+  // 2 ny flops per column: ny (n2 + ny) (4 n2 + 1) flops in all, against ny^3 / 3 for the
+  // Cholesky factor and 2 ny^2 (n2 + ny) for its solves. Every update adds a positive term
+  // (each d grows), which keeps it stable. Its scratch is nw.H's block i (ny^2 doubles; see
+  // product_form_suits()). False, X untouched, where D or the factor is not positive and finite.
+  FASTPID_HD bool product_form_solve(int i, double* X) {
+    const int k = n2 + ny;
+    const double *W = nw.W, *tW = nw.tW, *sf = nw.sf + i * ny;
+    double* dd = nw.H + static_cast<size_t>(i) * ny * ny;  // D, then D'
+    double* pv = dd + ny;                                    // p_j, n2 x ny
+    double* bv = pv + n2 * ny;                               // beta_j, n2 x ny
+    double* acc = bv + n2 * ny;                              // k: a running sum over rows
+    bool ok = true;
+    for (int y = 0; y < ny; ++y) {
+      double st = 0;
+      for (int j = 0; j < n2; ++j) st += tW[(i * n2 + j) * ny + y];
+      dd[y] = sf[y] * sf[y] * st + (fixed_f[i * ny + y] ? 1.0 : 0.0);
+      ok = ok && dd[y] > 0.0 && dd[y] < -kNegInf;
+    }
+    if (!ok) return false;
+    for (int j = 0; j < n2; ++j) {
+      const int c = i * n2 + j;
+      double *p = pv + j * ny, *beta = bv + j * ny;
+      const double* w = &W[static_cast<size_t>(c) * ny];
+      for (int y = 0; y < ny; ++y) p[y] = sf[y] * w[y];
+      for (int l = 0; l < j; ++l) {  // p = L_l^-1 p
+        const double *pl = pv + l * ny, *bl = bv + l * ny;
+        double sum = 0;
+        for (int y = 0; y < ny; ++y) {
+          p[y] -= pl[y] * sum;
+          sum += bl[y] * p[y];
+        }
+      }
+      const double alpha = R[c] / nw.oms[c];
+      double t = 1.0;  // alpha times method C1's t
+      for (int y = 0; y < ny; ++y) {
+        const double r = p[y] / dd[y], tn = t + alpha * p[y] * r;
+        beta[y] = alpha * r / tn;
+        dd[y] *= tn / t;
+        t = tn;
+      }
+    }
+    for (int y = 0; y < ny; ++y) ok = ok && dd[y] > 0.0 && dd[y] < -kNegInf;
+    if (!ok) return false;
+    for (int j = 0; j < n2; ++j) {  // X = L_j^-1 X, j ascending
+      const double *p = pv + j * ny, *beta = bv + j * ny;
+      fill(acc, k, 0.0);
+      for (int y = 0; y < ny; ++y) {
+        double* x = X + static_cast<size_t>(y) * k;
+        const double py = p[y], by = beta[y];
+        FASTPID_SIMD()
+        for (int q = 0; q < k; ++q) {
+          x[q] -= py * acc[q];
+          acc[q] += by * x[q];
+        }
+      }
+    }
+    for (int y = 0; y < ny; ++y) {
+      double* x = X + static_cast<size_t>(y) * k;
+      const double inv = 1.0 / dd[y];
+      FASTPID_SIMD()
+      for (int q = 0; q < k; ++q) x[q] *= inv;
+    }
+    for (int j = n2 - 1; j >= 0; --j) {  // X = L_j^-T X, j descending
+      const double *p = pv + j * ny, *beta = bv + j * ny;
+      fill(acc, k, 0.0);
+      for (int y = ny - 1; y >= 0; --y) {
+        double* x = X + static_cast<size_t>(y) * k;
+        const double py = p[y], by = beta[y];
+        FASTPID_SIMD()
+        for (int q = 0; q < k; ++q) {
+          x[q] -= by * acc[q];
+          acc[q] += py * x[q];
+        }
+      }
+    }
+    return true;
   }
 
   // out[l] = x[j] wc[l] + v[z] dc[l] over the free unknowns l = (j, z) with j < runs: the
@@ -1509,6 +1607,15 @@ struct Solver {
     gram_used = 0;
   }
 
+  // out = H_i^-1 x from hinv (H_i^-1, row-major).
+  FASTPID_HD void inverse_times(const double* hinv, const double* x, double* out) const {
+    for (int y = 0; y < ny; ++y) {
+      double sum = 0;
+      for (int z = 0; z < ny; ++z) sum += hinv[y * ny + z] * x[z];
+      out[y] = sum;
+    }
+  }
+
   // rhs = rg - sum_i C_i^T H_i^-1 rf_i, the right-hand side of the Schur system; keeps
   // xf = H_i^-1 rf_i of every i for back_substitute().
   FASTPID_HD void reduce_rhs() {
@@ -1521,7 +1628,12 @@ struct Solver {
       const double* d = nw.d + static_cast<size_t>(i) * n2 * ny;
       double* xf = nw.xf + static_cast<size_t>(i) * ny;
       for (int y = 0; y < ny; ++y) xf[y] = nw.grad_f[i * ny + y] * sf[i * ny + y];
-      cholesky_solve(H, ny, xf);
+      if (opt.product_form) {  // by H_i^-1 (nw.H holds no factor)
+        inverse_times(nw.Hinv + static_cast<size_t>(i) * ny * ny, xf, nw.dy);
+        copy(nw.dy, ny, xf);
+      } else {
+        cholesky_solve(H, ny, xf);
+      }
       for (int j = 0; j < n2; ++j) {
         double ax = 0;  // a_j . xf
         for (int y = 0; y < ny; ++y) ax += sf[i * ny + y] * Wt2[(i * n2 + j) * ny + y] * xf[y];
@@ -1875,12 +1987,7 @@ struct Solver {
         for (int y = 0; y < ny; ++y) dy[y] += sf[i * ny + y] * ay[y];
         cholesky_solve(nw.H + static_cast<size_t>(i) * ny * ny, ny, dy);
       } else {
-        const double* hi = nw.Hinv + static_cast<size_t>(i) * ny * ny;
-        for (int y = 0; y < ny; ++y) {
-          double s = 0;
-          for (int z = 0; z < ny; ++z) s += hi[y * ny + z] * dy[z];
-          ay[y] = s;
-        }
+        inverse_times(nw.Hinv + static_cast<size_t>(i) * ny * ny, dy, ay);
         copy(ay, ny, dy);
       }
       for (int y = 0; y < ny; ++y) {
@@ -2177,6 +2284,23 @@ constexpr int kGramMaxNy = 10;
 // GPU solver's workspace leaves it out).
 FASTPID_HD inline bool gram_suits(int ny, bool lowrank, bool newton) {
   return newton && !lowrank && ny <= kGramMaxNy;
+}
+
+// Whether the product form's scratch (Solver::product_form_solve) fits in an f-block's ny^2.
+FASTPID_HD inline bool product_form_fits(int n2, int ny) {
+  return static_cast<int64_t>(2 * n2 + 2) * ny + n2 <= static_cast<int64_t>(ny) * ny;
+}
+
+// Whether the CPU solver factorises the f-blocks in product form (SolveOptions::product_form):
+// with the Schur complement's rank-structured assembly, where x2 has at most a quarter as
+// many values as y. Measured per solve against Cholesky (AMD EPYC, AVX2; 8 Dirichlet(1)
+// joints per shape, the same iterations): 0.29x the time on 4x3x200, 0.50x on 20x5x101,
+// 0.54x on 16x2x30, 0.59x on 10x3x50, 0.66x on 16x2x20, 0.75x on 16x2x12, 0.84x on 16x3x12
+// and 16x5x30, 0.89x on 16x4x20, 0.95x on 8x4x16, ~1 on 10x10x50 (the Schur complement's own
+// factorisation dominates there); ~1 to 1.09x above a quarter (16x4x12, 6x6x20, 16x8x20,
+// 16x12x30, 10x20x50).
+FASTPID_HD inline bool product_form_suits(int n2, int ny, bool lowrank, bool newton, bool gram) {
+  return newton && !lowrank && !gram && 4 * n2 <= ny && product_form_fits(n2, ny);
 }
 
 // Doubles of scratch closed_forms_one() needs.

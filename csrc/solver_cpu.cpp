@@ -178,6 +178,10 @@ void solve_pid_batch(const double* P, int64_t B, int n1, int n2, int ny, const b
   if (swapped)
     solve_doubles = std::max(solve_doubles, solve_workspace_doubles(n2, n1, ny, opt.lowrank, opt.newton, opt.gram));
   const size_t fg = static_cast<size_t>(n1 + n2) * ny;
+  // The f-blocks' factorisation suits the second source's size, which the swap changes.
+  SolveOptions plain_opt = opt, swapped_opt = opt;
+  plain_opt.product_form = product_form_suits(n2, ny, opt.lowrank, opt.newton, opt.gram);
+  swapped_opt.product_form = product_form_suits(n1, ny, opt.lowrank, opt.newton, opt.gram);
   for_each_problem(B, solve_doubles + fg + (swapped ? cells : 0), [&](int64_t b, double* w) {
     const double* p = P + b * cells;
     double* f = w + solve_doubles;
@@ -188,11 +192,11 @@ void solve_pid_batch(const double* P, int64_t B, int n1, int n2, int ny, const b
         for (int j = 0; j < n2; ++j)
           std::copy(p + (static_cast<int64_t>(i) * n2 + j) * ny, p + (static_cast<int64_t>(i) * n2 + j + 1) * ny,
                     pt + (static_cast<int64_t>(j) * n1 + i) * ny);
-      solve_one(pt, n2, n1, ny, opt, w, &lo, &up, f, f + static_cast<size_t>(n2) * ny, iterations + b,
+      solve_one(pt, n2, n1, ny, swapped_opt, w, &lo, &up, f, f + static_cast<size_t>(n2) * ny, iterations + b,
                 nullptr, cf);
       std::swap(cf[1], cf[2]);  // I(X1;Y) and I(X2;Y) back in P's order
     } else {
-      solve_one(p, n1, n2, ny, opt, w, &lo, &up, f, f + static_cast<size_t>(n1) * ny, iterations + b,
+      solve_one(p, n1, n2, ny, plain_opt, w, &lo, &up, f, f + static_cast<size_t>(n1) * ny, iterations + b,
                 nullptr, cf);
     }
     bracket_terms(cf, lo, up, scale, terms + b, B, gap + b, broken + b);

@@ -46,7 +46,9 @@ bool prepare_batch(const double* P, int64_t B, int n1, int n2, int ny, double ne
 // solve_batch() and pid_terms_batch() in one pass, problem by problem: each problem P[b]
 // (normalised) solved with its sources swapped where swap[b] (V is symmetric in X1, X2), then
 // its terms, gap and broken as pid_terms_batch() writes them, from its closed forms and bounds.
-// iterations (B) as solve_batch() writes them. The same results as those two calls.
+// iterations (B) as solve_batch() writes them. The same results as those two calls (the terms
+// to rounding: the closed forms are the solve's), with opt.product_form as
+// product_form_suits() says for each orientation (opt's is not read).
 void solve_pid_batch(const double* P, int64_t B, int n1, int n2, int ny, const bool* swap,
                      const SolveOptions& opt, double scale, double* terms, double* gap,
                      bool* broken, int64_t* iterations);

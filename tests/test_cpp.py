@@ -347,6 +347,76 @@ def test_gram_assembly_is_the_cpu_default_up_to_ten_target_values():
             assert np.array_equal(a, b)
 
 
+# Shapes for the f-blocks' two factorisations (product form and Cholesky): one to five x2
+# values, odd ny, y's from 7 (the smallest where 2 x2 values fit the scratch) to 61.
+PRODUCT_FORM_SHAPES = [(5, 1, 7), (16, 2, 30), (3, 2, 13), (7, 3, 12), (1, 2, 19), (9, 5, 23),
+                       (4, 4, 61)]
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("shape", PRODUCT_FORM_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_product_form_matches_cholesky(shape, kind):
+    """The f-blocks H_i (a diagonal plus one rank-one term per x2) solved in product form and
+    by their Cholesky factor: the same system up to rounding, so certified brackets that
+    overlap each other's and the PyTorch reference's, Newton steps within one (rounding can
+    move a step's length past a threshold) and, away from 1e-13 masses, the same envelope
+    gradients f + g (a 1e-8 certificate pins the potentials down to ~1e-6, as in
+    test_exact_matches_reference)."""
+    from fastpid import _C
+
+    arr = _batch(shape, kind, 4, seed=sum(shape) + 2)
+    opt = cpp.options(1e-8)
+    pf = _C.solve(arr, opt, False, gram=False, product_form=True)
+    ch = _C.solve(arr, opt, False, gram=False, product_form=False)
+    ref = solver.solve_exact(torch.from_numpy(arr), 1e-8)
+    brackets = [pf[:2], ch[:2], (ref.lower.numpy(), ref.upper.numpy())]
+    for lower, upper in brackets:
+        assert np.all(upper - lower <= 1e-8)
+    for lower, _ in brackets:
+        for _, upper in brackets:
+            assert np.all(lower <= upper + 1e-12)
+    if kind == "tiny":
+        assert np.all(pf[4] <= ch[4] + 5)
+        return
+    assert np.all(np.abs(pf[4] - ch[4]) <= 1)
+    grad_pf, grad_ch = (f[:, :, None, :] + g[:, None, :, :] for f, g in (pf[2:4], ch[2:4]))
+    assert np.array_equal(np.isfinite(grad_pf), np.isfinite(grad_ch))
+    finite = np.isfinite(grad_ch)
+    np.testing.assert_allclose(grad_pf[finite], grad_ch[finite], atol=1e-5, rtol=1e-5)
+
+
+def test_product_form_is_the_cpu_default_where_x2_has_a_quarter_of_ys_values_or_fewer():
+    """The automatic choice (bit for bit the results of forcing it): the product form at
+    4 n2 <= ny, Cholesky above; and in solve_pid, per orientation: a swapped 2 x 16 x 30
+    problem is solved as 16 x 2 x 30, in product form."""
+    from fastpid import _C
+
+    opt = cpp.options(1e-8)
+    for shape, pf in (((9, 3, 12), True), ((9, 4, 15), False), ((9, 3, 11), False)):
+        arr = _batch(shape, "dense", 2, seed=5)
+        default, forced = _C.solve(arr, opt), _C.solve(arr, opt, False, product_form=pf)
+        for a, b in zip(default, forced):
+            assert np.array_equal(a, b)
+    arr = _batch((2, 16, 30), "dense", 2, seed=6)
+    _, gap, _, _, iterations, _ = _C.solve_pid(arr, np.ones(2, bool), opt, 1.0)
+    lower, upper, _, _, its = _C.solve(np.ascontiguousarray(arr.transpose(0, 2, 1, 3)), opt, False,
+                                       product_form=True)
+    assert np.array_equal(iterations, its)
+    np.testing.assert_array_equal(gap, np.maximum(upper - lower, 0.0))
+
+
+def test_product_form_refuses_what_it_cannot_factorise():
+    """Forcing the product form where it does not apply is an error that says why: with the
+    Gram assembly (ny <= 10 picks it) or where its scratch would not fit (ny < ~2 n2 + 3)."""
+    from fastpid import _C
+
+    opt = cpp.options(1e-8)
+    with pytest.raises(ValueError, match="product_form needs"):
+        _C.solve(_batch((4, 2, 8), "dense", 1), opt, False, product_form=True)
+    with pytest.raises(ValueError, match="n2=6, ny=12"):
+        _C.solve(_batch((4, 6, 12), "dense", 1), opt, False, product_form=True)
+
+
 def test_lowrank_workspace_is_far_smaller_than_the_schur_one():
     from fastpid import _C
 
