@@ -391,16 +391,29 @@ def _barrier_value(prob: Problem, f, g, mu):
     return torch.where(feasible, val, _NEG_INF), logs
 
 
-def newton_cost(n1: int, n2: int, ny: int, mf: int | None = None, mg: int | None = None) -> dict:
+def native_product_form(n2: int, ny: int) -> bool:
+    """Whether the C++ solver's Schur complement factorises its f-blocks in product form
+    (``product_form_suits`` in csrc/solver_core.hpp): above 10 target values, where the second
+    source has at most a quarter as many values as Y."""
+    return ny > 10 and 4 * n2 <= ny
+
+
+def newton_cost(n1: int, n2: int, ny: int, mf: int | None = None, mg: int | None = None,
+                native: bool = False) -> dict:
     """Flops of one Newton direction of a problem ``n1 x n2 x ny`` (``n2 <= n1``, as the
     solvers orient it) by each elimination: ``"schur"`` (the dense Schur complement on the
-    ``n2 ny`` unknowns g), ``"lowrank"`` (per-y blocks plus a correction over the ``n1 n2``
-    cells, :func:`_newton_system_lowrank`) and, given the numbers ``mf``, ``mg`` of
+    ``n2 ny`` unknowns g; for the C++ solver (``native``), with its f-blocks in product form
+    where :func:`native_product_form`), ``"lowrank"`` (per-y blocks plus a correction over the
+    ``n1 n2`` cells, :func:`_newton_system_lowrank`) and, given the numbers ``mf``, ``mg`` of
     admissible potentials (pairs ``(x, y)`` with mass), ``"sparse"`` (the Hessian over those
     only, :func:`_newton_system_sparse`)."""
     m, v, C = n2 * ny, n1 + n2, n1 * n2
+    if native and native_product_form(n2, ny):
+        f_blocks = n1 * (ny * (n2 + ny) * (4 * n2 + 1) + 2 * m * m)  # their solves, then S's update
+    else:
+        f_blocks = n1 * ny * ny * m
     cost = {
-        "schur": m**3 / 3 + n1 * ny * ny * m,
+        "schur": m**3 / 3 + f_blocks,
         "lowrank": ny * v**3 / 3 + ny * v * v * C + ny * v * C * C + C**3 / 3,
     }
     if mf is not None:
@@ -460,7 +473,13 @@ def newton_plan(P: torch.Tensor, native: bool = True) -> NewtonPlan:
 # flop ratio, which crosses 1 at the penalty's r. Where the flop count alone chose, 16x2x30
 # took 1.6-1.7x, 6x6x20 1.4x, 5x5x12 1.8-2.4x and 3x3x20 1.2-1.7x the time of the faster
 # elimination. Not for this module's solver, whose batched low-rank elimination was the faster
-# one on 6x6x20 (0.73x) and 10x5x25 (0.60x).
+# one on 6x6x20 (0.73x) and 10x5x25 (0.60x). With the product form in the C++ Schur complement
+# (native_product_form) and its flops in the count, the same rule on 156 joints (78 shapes,
+# n1 3-24, n2 2-6, ny 8-150, where the low-rank flops are the fewer; Dirichlet(1) and (0.2))
+# took 1.009x the time of the faster elimination on average and 1.33x at worst (12 joints not
+# on the faster one); counting the Cholesky f-blocks' flops it had taken 1.038x and 1.62x (28
+# joints; 16x2x50 and 24x3x50 on the low-rank elimination at 1.5-1.6x the product form's
+# time). Refitted, (4e6, 0.8) took 1.007x and 1.30x: not worth a change.
 LOWRANK_PENALTY_AT = 6e6
 LOWRANK_PENALTY_POWER = 0.8
 
@@ -474,7 +493,7 @@ def plan_for_counts(n1: int, n2: int, ny: int, most1: int, most2: int, free1=Non
     LOWRANK_PENALTY_AT says, are also below the Schur complement's."""
     mf, mg = (most2, most1) if n2 > n1 else (most1, most2)
     n1, n2 = max(n1, n2), min(n1, n2)
-    cost = newton_cost(n1, n2, ny, mf, mg)
+    cost = newton_cost(n1, n2, ny, mf, mg, native)
     structure = min(cost, key=cost.get)
     penalty = max(1.0, (LOWRANK_PENALTY_AT / cost["schur"]) ** LOWRANK_PENALTY_POWER)
     if native and structure == "lowrank" and cost["lowrank"] * penalty >= cost["schur"]:

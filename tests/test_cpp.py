@@ -392,11 +392,12 @@ def test_product_form_is_the_cpu_default_where_x2_has_a_quarter_of_ys_values_or_
     from fastpid import _C
 
     opt = cpp.options(1e-8)
-    for shape, pf in (((9, 3, 12), True), ((9, 4, 15), False), ((9, 3, 11), False)):
+    for shape, pf in (((9, 3, 12), True), ((9, 4, 15), False), ((9, 3, 11), False), ((9, 2, 8), False)):
         arr = _batch(shape, "dense", 2, seed=5)
         default, forced = _C.solve(arr, opt), _C.solve(arr, opt, False, product_form=pf)
         for a, b in zip(default, forced):
             assert np.array_equal(a, b)
+        assert solver.native_product_form(shape[1], shape[2]) == pf  # the plan's flop count
     arr = _batch((2, 16, 30), "dense", 2, seed=6)
     _, gap, _, _, iterations, _ = _C.solve_pid(arr, np.ones(2, bool), opt, 1.0)
     lower, upper, _, _, its = _C.solve(np.ascontiguousarray(arr.transpose(0, 2, 1, 3)), opt, False,
