@@ -1003,6 +1003,9 @@ struct NewtonScratch {
   // (not with gram), w_j, d_j, H_i^-1 rf_i.
   double *u, *Hinv, *w, *d, *xf;
   double* dy;  // back_substitute()'s sum_j d_j yg_j of one i
+  // With opt.product_form, of every i: whether nw.H's block holds H_i's product form
+  // (Solver::product_form_factor() succeeded) instead of its Cholesky factor.
+  char* product_form;
   // The Gram assembly (opt.gram): rows of G_i = L_i^-1 C_i over the free g unknowns (stride
   // gram_ld) of blocks i not yet in S, at most gram_cap rows.
   int gram_ld, gram_cap;
@@ -1040,6 +1043,7 @@ struct NewtonScratch {
         Hinv(arena.doubles(schur && !gram ? n1 * ny * ny : 0)),
         w(arena.doubles(schur ? n1 * n2 * ny : 0)), d(arena.doubles(schur ? n1 * n2 * ny : 0)),
         xf(arena.doubles(schur ? n1 * ny : 0)), dy(arena.doubles(schur ? ny : 0)),
+        product_form(arena.bytes(schur ? n1 : 0)),
         gram_ld(gram_stride(n2 * ny)), gram_cap(ny * fp_max(1, fp_min(n1, kGramRows / ny))),
         Gc(arena.doubles(schur && gram ? static_cast<size_t>(gram_cap) * gram_ld : 0)),
         D(arena.doubles(lowrank ? static_cast<size_t>(n1 + n2) * (n1 + n2) * kLanes : 0)),
@@ -1391,7 +1395,10 @@ struct Solver {
       for (int j = 0; j < n2; ++j) By[j] = a[j * ny + y];
       for (int z = 0; z < ny; ++z) By[n2 + z] = y == z ? 1.0 : 0.0;
     }
-    if (!(opt.product_form && product_form_solve(i, rm))) {
+    nw.product_form[i] = opt.product_form && product_form_factor(i);
+    if (nw.product_form[i]) {
+      product_form_solve(i, rm, k);
+    } else {
       if (opt.product_form) factor_f_block(i);  // its diagonal was not safely positive
       cholesky_solve_many(H, ny, rm, k);
     }
@@ -1460,22 +1467,20 @@ struct Solver {
     });
   }
 
-  // Solves H_i X = X in place for the n2 + ny columns of X (rows y) by H_i's product form:
-  // H_i = D + sum_j alpha_j v_j v_j^T (D the diagonal part, v_j = sf_i W_ij, alpha_j = R / tau
-  // of cell (i, j)) is L_0 .. L_{n2-1} D' L_{n2-1}^T .. L_0^T, one rank-one update of a
-  // diagonal LDL^T factor per j (Gill, Golub, Murray and Saunders' method C1), each L_j unit
-  // lower triangular with entries p_j[y] beta_j[z] below the diagonal, so applying one costs
-  // 2 ny flops per column: ny (n2 + ny) (4 n2 + 1) flops in all, against ny^3 / 3 for the
-  // Cholesky factor and 2 ny^2 (n2 + ny) for its solves. Every update adds a positive term
-  // (each d grows), which keeps it stable. Its scratch is nw.H's block i (ny^2 doubles; see
-  // product_form_suits()). False, X untouched, where D or the factor is not positive and finite.
-  FASTPID_HD bool product_form_solve(int i, double* X) {
-    const int k = n2 + ny;
+  // H_i's product form in nw.H's block i (ny^2 doubles; see product_form_suits()): H_i = D +
+  // sum_j alpha_j v_j v_j^T (D the diagonal part, v_j = sf_i W_ij, alpha_j = R / tau of cell
+  // (i, j)) is L_0 .. L_{n2-1} D' L_{n2-1}^T .. L_0^T, one rank-one update of a diagonal LDL^T
+  // factor per j (Gill, Golub, Murray and Saunders' method C1), each L_j unit lower
+  // triangular with entries p_j[y] beta_j[z] below the diagonal, so applying one costs 2 ny
+  // flops per column: ny (n2 + ny) (4 n2 + 1) flops for H_i^-1 [a | I], against ny^3 / 3 for
+  // the Cholesky factor and 2 ny^2 (n2 + ny) for its solves. Every update adds a positive term
+  // (each d grows), which keeps it stable. False where D or the factor is not positive and
+  // finite (the block is then factorised by Cholesky).
+  FASTPID_HD bool product_form_factor(int i) {
     const double *W = nw.W, *tW = nw.tW, *sf = nw.sf + i * ny;
     double* dd = nw.H + static_cast<size_t>(i) * ny * ny;  // D, then D'
     double* pv = dd + ny;                                    // p_j, n2 x ny
     double* bv = pv + n2 * ny;                               // beta_j, n2 x ny
-    double* acc = bv + n2 * ny;                              // k: a running sum over rows
     bool ok = true;
     for (int y = 0; y < ny; ++y) {
       double st = 0;
@@ -1507,7 +1512,15 @@ struct Solver {
       }
     }
     for (int y = 0; y < ny; ++y) ok = ok && dd[y] > 0.0 && dd[y] < -kNegInf;
-    if (!ok) return false;
+    return ok;
+  }
+
+  // Solves H_i X = X in place for the k columns of X (rows y) with product_form_factor()'s
+  // factors of block i; its scratch is the k doubles after them.
+  FASTPID_HD void product_form_solve(int i, double* X, int k) {
+    const double* dd = nw.H + static_cast<size_t>(i) * ny * ny;
+    const double *pv = dd + ny, *bv = pv + n2 * ny;
+    double* acc = nw.H + static_cast<size_t>(i) * ny * ny + ny + 2 * n2 * ny;  // a running sum over rows
     for (int j = 0; j < n2; ++j) {  // X = L_j^-1 X, j ascending
       const double *p = pv + j * ny, *beta = bv + j * ny;
       fill(acc, k, 0.0);
@@ -1540,7 +1553,6 @@ struct Solver {
         }
       }
     }
-    return true;
   }
 
   // out[l] = x[j] wc[l] + v[z] dc[l] over the free unknowns l = (j, z) with j < runs: the
@@ -1607,15 +1619,6 @@ struct Solver {
     gram_used = 0;
   }
 
-  // out = H_i^-1 x from hinv (H_i^-1, row-major).
-  FASTPID_HD void inverse_times(const double* hinv, const double* x, double* out) const {
-    for (int y = 0; y < ny; ++y) {
-      double sum = 0;
-      for (int z = 0; z < ny; ++z) sum += hinv[y * ny + z] * x[z];
-      out[y] = sum;
-    }
-  }
-
   // rhs = rg - sum_i C_i^T H_i^-1 rf_i, the right-hand side of the Schur system; keeps
   // xf = H_i^-1 rf_i of every i for back_substitute().
   FASTPID_HD void reduce_rhs() {
@@ -1628,12 +1631,12 @@ struct Solver {
       const double* d = nw.d + static_cast<size_t>(i) * n2 * ny;
       double* xf = nw.xf + static_cast<size_t>(i) * ny;
       for (int y = 0; y < ny; ++y) xf[y] = nw.grad_f[i * ny + y] * sf[i * ny + y];
-      if (opt.product_form) {  // by H_i^-1 (nw.H holds no factor)
-        inverse_times(nw.Hinv + static_cast<size_t>(i) * ny * ny, xf, nw.dy);
-        copy(nw.dy, ny, xf);
-      } else {
+      // A solve, not H_i^-1 times rf_i: near the end of a 1e-10 solve that product had made
+      // sparse joints take up to 30x the steps.
+      if (opt.product_form && nw.product_form[i])
+        product_form_solve(i, xf, 1);
+      else
         cholesky_solve(H, ny, xf);
-      }
       for (int j = 0; j < n2; ++j) {
         double ax = 0;  // a_j . xf
         for (int y = 0; y < ny; ++y) ax += sf[i * ny + y] * Wt2[(i * n2 + j) * ny + y] * xf[y];
@@ -1987,7 +1990,12 @@ struct Solver {
         for (int y = 0; y < ny; ++y) dy[y] += sf[i * ny + y] * ay[y];
         cholesky_solve(nw.H + static_cast<size_t>(i) * ny * ny, ny, dy);
       } else {
-        inverse_times(nw.Hinv + static_cast<size_t>(i) * ny * ny, dy, ay);
+        const double* hi = nw.Hinv + static_cast<size_t>(i) * ny * ny;
+        for (int y = 0; y < ny; ++y) {
+          double s = 0;
+          for (int z = 0; z < ny; ++z) s += hi[y * ny + z] * dy[z];
+          ay[y] = s;
+        }
         copy(ay, ny, dy);
       }
       for (int y = 0; y < ny; ++y) {
