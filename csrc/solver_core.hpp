@@ -1494,14 +1494,8 @@ struct Solver {
       double *p = pv + j * ny, *beta = bv + j * ny;
       const double* w = &W[static_cast<size_t>(c) * ny];
       for (int y = 0; y < ny; ++y) p[y] = sf[y] * w[y];
-      for (int l = 0; l < j; ++l) {  // p = L_l^-1 p
-        const double *pl = pv + l * ny, *bl = bv + l * ny;
-        double sum = 0;
-        for (int y = 0; y < ny; ++y) {
-          p[y] -= pl[y] * sum;
-          sum += bl[y] * p[y];
-        }
-      }
+      double sum;
+      for (int l = 0; l < j; ++l) unit_sweep(p, 1, pv + l * ny, bv + l * ny, false, &sum);  // p = L_l^-1 p
       const double alpha = R[c] / nw.oms[c];
       double t = 1.0;  // alpha times method C1's t
       for (int y = 0; y < ny; ++y) {
@@ -1520,37 +1514,31 @@ struct Solver {
   FASTPID_HD void product_form_solve(int i, double* X, int k) {
     const double* dd = nw.H + static_cast<size_t>(i) * ny * ny;
     const double *pv = dd + ny, *bv = pv + n2 * ny;
-    double* acc = nw.H + static_cast<size_t>(i) * ny * ny + ny + 2 * n2 * ny;  // a running sum over rows
-    for (int j = 0; j < n2; ++j) {  // X = L_j^-1 X, j ascending
-      const double *p = pv + j * ny, *beta = bv + j * ny;
-      fill(acc, k, 0.0);
-      for (int y = 0; y < ny; ++y) {
-        double* x = X + static_cast<size_t>(y) * k;
-        const double py = p[y], by = beta[y];
-        FASTPID_SIMD()
-        for (int q = 0; q < k; ++q) {
-          x[q] -= py * acc[q];
-          acc[q] += by * x[q];
-        }
-      }
-    }
+    double* acc = nw.H + static_cast<size_t>(i) * ny * ny + ny + 2 * n2 * ny;
+    for (int j = 0; j < n2; ++j) unit_sweep(X, k, pv + j * ny, bv + j * ny, false, acc);  // X = L_j^-1 X
     for (int y = 0; y < ny; ++y) {
       double* x = X + static_cast<size_t>(y) * k;
       const double inv = 1.0 / dd[y];
       FASTPID_SIMD()
       for (int q = 0; q < k; ++q) x[q] *= inv;
     }
-    for (int j = n2 - 1; j >= 0; --j) {  // X = L_j^-T X, j descending
-      const double *p = pv + j * ny, *beta = bv + j * ny;
-      fill(acc, k, 0.0);
-      for (int y = ny - 1; y >= 0; --y) {
-        double* x = X + static_cast<size_t>(y) * k;
-        const double py = p[y], by = beta[y];
-        FASTPID_SIMD()
-        for (int q = 0; q < k; ++q) {
-          x[q] -= by * acc[q];
-          acc[q] += py * x[q];
-        }
+    for (int j = n2 - 1; j >= 0; --j) unit_sweep(X, k, bv + j * ny, pv + j * ny, true, acc);  // X = L_j^-T X
+  }
+
+  // One product-form factor's sweep through the k columns of X (rows y, stride k): row by row
+  // (y ascending, or descending where `down`), x_y -= a[y] acc, then acc += b[y] x_y, acc (k)
+  // the running sum over the rows swept. L_j^-1 X with (a, b) = (p_j, beta_j) ascending; L_j^-T X
+  // with (beta_j, p_j) descending.
+  FASTPID_HD void unit_sweep(double* X, int k, const double* a, const double* b, bool down, double* acc) const {
+    fill(acc, k, 0.0);
+    for (int r = 0; r < ny; ++r) {
+      const int y = down ? ny - 1 - r : r;
+      double* x = X + static_cast<size_t>(y) * k;
+      const double ay = a[y], by = b[y];
+      FASTPID_SIMD()
+      for (int q = 0; q < k; ++q) {
+        x[q] -= ay * acc[q];
+        acc[q] += by * x[q];
       }
     }
   }
