@@ -1452,19 +1452,22 @@ struct Solver {
   // The Cholesky factor of H_i = sum_j Wt2_ij W_ij^T + diag(sum_j tW_ij), Jacobi-scaled (and 1
   // on the diagonal of fixed f unknowns), in nw.H's block i.
   FASTPID_HD void factor_f_block(int i) {
-    const double *W = nw.W, *tW = nw.tW, *Wt2 = nw.Wt2, *sf = nw.sf;
+    const double *W = nw.W, *Wt2 = nw.Wt2, *sf = nw.sf;
     double* H = nw.H + static_cast<size_t>(i) * ny * ny;
     cholesky(H, ny, nw.chol, [&] {
       sum_outer_lower(H, &Wt2[i * n2 * ny], &W[i * n2 * ny], n2, ny, ny);
       for (int y = 0; y < ny; ++y)
         for (int z = 0; z <= y; ++z) H[y * ny + z] *= sf[i * ny + y] * sf[i * ny + z];
-      for (int y = 0; y < ny; ++y) {
-        double st = 0;
-        for (int j = 0; j < n2; ++j) st += tW[(i * n2 + j) * ny + y];
-        int q = i * ny + y;
-        H[y * ny + y] += sf[q] * sf[q] * st + (fixed_f[q] ? 1.0 : 0.0);
-      }
+      for (int y = 0; y < ny; ++y) H[y * ny + y] += f_block_diagonal(i, y);
     });
+  }
+
+  // H_i's diagonal part at (y, y), Jacobi-scaled: sf^2 sum_j tW_ij[y] (1 for a fixed f unknown).
+  FASTPID_HD double f_block_diagonal(int i, int y) const {
+    double st = 0;
+    for (int j = 0; j < n2; ++j) st += nw.tW[(i * n2 + j) * ny + y];
+    const int q = i * ny + y;
+    return nw.sf[q] * nw.sf[q] * st + (fixed_f[q] ? 1.0 : 0.0);
   }
 
   // H_i's product form in nw.H's block i (ny^2 doubles; see product_form_suits()): H_i = D +
@@ -1477,15 +1480,13 @@ struct Solver {
   // (each d grows), which keeps it stable. False where D or the factor is not positive and
   // finite (the block is then factorised by Cholesky).
   FASTPID_HD bool product_form_factor(int i) {
-    const double *W = nw.W, *tW = nw.tW, *sf = nw.sf + i * ny;
+    const double *W = nw.W, *sf = nw.sf + i * ny;
     double* dd = nw.H + static_cast<size_t>(i) * ny * ny;  // D, then D'
     double* pv = dd + ny;                                    // p_j, n2 x ny
     double* bv = pv + n2 * ny;                               // beta_j, n2 x ny
     bool ok = true;
     for (int y = 0; y < ny; ++y) {
-      double st = 0;
-      for (int j = 0; j < n2; ++j) st += tW[(i * n2 + j) * ny + y];
-      dd[y] = sf[y] * sf[y] * st + (fixed_f[i * ny + y] ? 1.0 : 0.0);
+      dd[y] = f_block_diagonal(i, y);
       ok = ok && dd[y] > 0.0 && dd[y] < -kNegInf;
     }
     if (!ok) return false;
