@@ -995,7 +995,8 @@ struct NewtonScratch {
   // Of every i (n1 blocks each): the factor of H_i, kept for the right-hand sides.
   double* H;
   // Of the current i only: a_j, alpha[j][j'] = a_j.u_j', the right-hand sides of H_i's
-  // solve (ny x (n2 + ny); with gram ny, for back_substitute()), and the rows A_j
+  // solve (ny x (n2 + ny); with gram L_i^-1 [a | I] for gram_rows() and a vector for
+  // back_substitute()), and the rows A_j
   // (n2 x n2 ny) and B_z (ny x n2 ny) that make up its S update (alpha, A and B only
   // without gram).
   double *a, *alpha, *rhs_many, *A, *B;
@@ -1036,7 +1037,7 @@ struct NewtonScratch {
         wc(arena.doubles(schur ? n2 * ny : 0)), dc(arena.doubles(schur ? n2 * ny : 0)),
         H(arena.doubles(schur ? n1 * ny * ny : 0)),
         a(arena.doubles(schur ? n2 * ny : 0)), alpha(arena.doubles(schur && !gram ? n2 * n2 : 0)),
-        rhs_many(arena.doubles(schur ? ny * (gram ? ny : n2 + ny) : 0)),
+        rhs_many(arena.doubles(schur ? ny * (n2 + ny) : 0)),
         A(arena.doubles(schur && !gram ? static_cast<size_t>(n2) * n2 * ny : 0)),
         B(arena.doubles(schur && !gram ? static_cast<size_t>(ny) * n2 * ny : 0)),
         u(arena.doubles(schur && !gram ? n1 * n2 * ny : 0)),
@@ -1565,39 +1566,46 @@ struct Solver {
 
   // Appends the rows of G_i = L_i^-1 C_i (L_i: the factor of H_i, in nw.H) for the free f
   // unknowns of x1 = i to nw.Gc, after a gram_flush() where they would not fit. Row y of C_i
-  // over the free g unknowns l = (j, z) is a_j[y] w_j[z] + [z == y] d_j[y] (wc, dc of this i);
-  // rows of fixed f unknowns are 0 in C_i and decouple in L_i, and so are left out.
+  // over the free g unknowns l = (j, z) is a_j[y] w_j[z] + [z == y] d_j[y] (wc, dc of this i),
+  // so row y of G_i is U[y][j] w_j[z] + Li[y][z] d_j[z] with U = L_i^-1 [a_0 .. a_{n2-1}]
+  // (ny x n2) and Li = L_i^-1 (ny x ny): one small forward substitution, then one
+  // combine_free() pass per row (substituting through the rows of length k themselves took
+  // 3-4x the time: a gather per entry to form C_i and a load and store per multiply-add).
+  // Rows of fixed f unknowns are 0 in C_i and decouple in L_i, and so are left out.
   FASTPID_HD void gram_rows(int i) {
     const int k = free_count, ld = nw.gram_ld, kp = gram_stride(k);
-    const int *fq = nw.free_g, *fz = nw.free_z;
-    const double *a = nw.a, *wc = nw.wc, *dc = nw.dc;
+    const double* a = nw.a;
     const double* L = nw.H + static_cast<size_t>(i) * ny * ny;
-    int rows = 0;
-    for (int y = 0; y < ny; ++y) rows += !fixed_f[i * ny + y];
-    if (gram_used + rows > nw.gram_cap) gram_flush();
-    double* G0 = nw.Gc + static_cast<size_t>(gram_used) * ld;
-    int t = 0;
+    // Row y of X = L_i^-1 [a_0[y] .. a_{n2-1}[y] | e_y], n2 + ny long: U's row, then Li's, for
+    // the free y only (a fixed y has L_i[y][yp] = L_i[yp][y] = 0: its row is not read).
+    const int m = n2 + ny;
+    double* X = nw.rhs_many;
     for (int y = 0; y < ny; ++y) {
       if (fixed_f[i * ny + y]) continue;
-      double* row = G0 + static_cast<size_t>(t) * ld;
-      // a_j[y] of l = (j, z) is a[fq[l] - z + y]: one pass over all l, not one per j.
-      FASTPID_SIMD()
-      for (int l = 0; l < k; ++l) row[l] = a[fq[l] - fz[l] + y] * wc[l] + (fz[l] == y ? dc[l] : 0.0);
-      for (int l = k; l < kp; ++l) row[l] = 0.0;  // the tiles' padding
-      // Forward substitution with L_i over the free rows so far (s < t, target value yp).
+      double* Xy = &X[y * m];
+      for (int j = 0; j < n2; ++j) Xy[j] = a[j * ny + y];
+      for (int z = 0; z < ny; ++z) Xy[n2 + z] = y == z ? 1.0 : 0.0;
       const double* Ly = L + static_cast<size_t>(y) * ny;
-      int s = 0;
       for (int yp = 0; yp < y; ++yp) {
-        if (fixed_f[i * ny + yp]) continue;
         const double lp = Ly[yp];
-        const double* prev = G0 + static_cast<size_t>(s++) * ld;
+        if (fixed_f[i * ny + yp]) continue;
+        const double* Xp = &X[yp * m];
         FASTPID_SIMD()
-        for (int l = 0; l < k; ++l) row[l] -= lp * prev[l];
+        for (int q = 0; q < m; ++q) Xy[q] -= lp * Xp[q];
       }
       const double inv = 1.0 / Ly[y];
       FASTPID_SIMD()
-      for (int l = 0; l < k; ++l) row[l] *= inv;
-      ++t;
+      for (int q = 0; q < m; ++q) Xy[q] *= inv;
+    }
+    int rows = 0;
+    for (int y = 0; y < ny; ++y) rows += !fixed_f[i * ny + y];
+    if (gram_used + rows > nw.gram_cap) gram_flush();
+    double* row = nw.Gc + static_cast<size_t>(gram_used) * ld;
+    for (int y = 0; y < ny; ++y) {
+      if (fixed_f[i * ny + y]) continue;
+      combine_free(&X[y * m], &X[y * m + n2], n2, row);
+      for (int l = k; l < kp; ++l) row[l] = 0.0;  // the tiles' padding
+      row += ld;
     }
     gram_used += rows;
   }
