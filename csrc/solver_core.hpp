@@ -202,111 +202,105 @@ FASTPID_HD inline void add_outer_lower(double* M, const double* a, const double*
   }
 }
 
+// sum_outer_lower() by a register kernel K (K::rows<n>(), below) for n up to N; false (nothing
+// done) above. The kernels of the instruction sets are separate types, so that translation
+// units built for other ones never share a definition under one name.
+template <class K, int N>
+inline bool sum_outer_rows_upto(double* M, const double* a, const double* b, int count, size_t stride, int n) {
+  if (n == N) {
+    K::template rows<N>(M, a, b, count, stride);
+    return true;
+  }
+  if constexpr (N > 1) return sum_outer_rows_upto<K, N - 1>(M, a, b, count, stride, n);
+  return false;
+}
+
 #if defined(__AVX512F__) && !defined(__CUDA_ARCH__)
 // sum_outer_lower() for N = n rows of at most two vectors: M's rows in N (or 2N) registers
 // over all m, one masked load of b_m and N broadcasts of a_m's entries per m, instead of a
 // load and a store of each row of M per m (per solve 0.90-0.96x the time on 8x8x8 to
 // clustered 40x40x6). The same sums in the same order as add_outer_lower()'s, so the same
 // results; whole rows are stored (their upper part is not read).
-template <int N>
-inline void sum_outer_rows(double* M, const double* a, const double* b, int count, size_t stride) {
-  constexpr int V = N <= 8 ? 1 : 2;  // vectors per row
-  const __mmask8 lo = N >= 8 ? 0xff : (1u << N) - 1, hi = V == 2 ? (1u << (N - 8)) - 1 : 0;
-  __m512d acc[N][V];
-  for (int y = 0; y < N; ++y)
-    for (int v = 0; v < V; ++v) acc[y][v] = _mm512_setzero_pd();
-  for (int m = 0; m < count; ++m) {
-    const double *am = a + m * stride, *bm = b + m * stride;
-    __m512d bv[V];
-    bv[0] = _mm512_maskz_loadu_pd(lo, bm);
-    if (V == 2) bv[V - 1] = _mm512_maskz_loadu_pd(hi, bm + 8);
+struct OuterRows512 {
+  template <int N>
+  static void rows(double* M, const double* a, const double* b, int count, size_t stride) {
+    constexpr int V = N <= 8 ? 1 : 2;  // vectors per row
+    const __mmask8 lo = N >= 8 ? 0xff : (1u << N) - 1, hi = V == 2 ? (1u << (N - 8)) - 1 : 0;
+    __m512d acc[N][V];
+    for (int y = 0; y < N; ++y)
+      for (int v = 0; v < V; ++v) acc[y][v] = _mm512_setzero_pd();
+    for (int m = 0; m < count; ++m) {
+      const double *am = a + m * stride, *bm = b + m * stride;
+      __m512d bv[V];
+      bv[0] = _mm512_maskz_loadu_pd(lo, bm);
+      if (V == 2) bv[V - 1] = _mm512_maskz_loadu_pd(hi, bm + 8);
+      for (int y = 0; y < N; ++y) {
+        const __m512d ay = _mm512_set1_pd(am[y]);
+        for (int v = 0; v < V; ++v) acc[y][v] = _mm512_fmadd_pd(ay, bv[v], acc[y][v]);
+      }
+    }
     for (int y = 0; y < N; ++y) {
-      const __m512d ay = _mm512_set1_pd(am[y]);
-      for (int v = 0; v < V; ++v) acc[y][v] = _mm512_fmadd_pd(ay, bv[v], acc[y][v]);
+      _mm512_mask_storeu_pd(M + y * N, lo, acc[y][0]);
+      if (V == 2) _mm512_mask_storeu_pd(M + y * N + 8, hi, acc[y][V - 1]);
     }
   }
-  for (int y = 0; y < N; ++y) {
-    _mm512_mask_storeu_pd(M + y * N, lo, acc[y][0]);
-    if (V == 2) _mm512_mask_storeu_pd(M + y * N + 8, hi, acc[y][V - 1]);
-  }
-}
-
-// sum_outer_rows<n>() for n up to N; false (nothing done) above.
-template <int N>
-inline bool sum_outer_rows_upto(double* M, const double* a, const double* b, int count, size_t stride, int n) {
-  if (n == N) {
-    sum_outer_rows<N>(M, a, b, count, stride);
-    return true;
-  }
-  if constexpr (N > 1) return sum_outer_rows_upto<N - 1>(M, a, b, count, stride, n);
-  return false;
-}
+};
 #elif defined(__AVX2__) && defined(__FMA__) && !defined(__CUDA_ARCH__)
-// sum_outer_lower() for N = n rows of at most three vectors (AVX2 has 16 registers, not 32): the
-// rows R0 .. R1 - 1 of M up to column R1 - 1 (their lower triangle) in registers over all m, one
-// pass per four rows, each with its own loads of b_m (AMD EPYC: 0.2-0.33x the time of the row
-// passes at n = 3 to 12 over 10 to 40 terms, 0.5-0.66x where 80% of the terms are 0; per solve
-// 0.93-0.97x on 8x8x8, 12x12x6, clustered and digits 20x20x10). The same sums in the same
-// order as add_outer_lower()'s, so the same results; whole rows up to column R1 - 1 are stored
-// (their upper part is not read). Named apart from the AVX-512 functions, so that translation
-// units built for other instruction sets never share a definition under one name.
-template <int N, int R0, int R1>
-inline void sum_outer_pass(double* M, const double* a, const double* b, int count, size_t stride) {
-  constexpr int NR = R1 - R0, V = (R1 + 3) / 4, tail = R1 - 4 * (V - 1);
-  const __m256i tm = _mm256_setr_epi64x(-1, tail > 1 ? -1 : 0, tail > 2 ? -1 : 0, tail > 3 ? -1 : 0);
-  __m256d acc[NR][V];
-  for (int r = 0; r < NR; ++r)
-    for (int v = 0; v < V; ++v) acc[r][v] = _mm256_setzero_pd();
-  for (int m = 0; m < count; ++m) {
-    const double *am = a + m * stride, *bm = b + m * stride;
-    __m256d bv[V];
-    for (int v = 0; v < V - 1; ++v) bv[v] = _mm256_loadu_pd(bm + 4 * v);
-    bv[V - 1] = _mm256_maskload_pd(bm + 4 * (V - 1), tm);
-    for (int r = 0; r < NR; ++r) {
-      const __m256d ay = _mm256_broadcast_sd(am + R0 + r);
-      for (int v = 0; v < V; ++v) acc[r][v] = _mm256_fmadd_pd(ay, bv[v], acc[r][v]);
+// sum_outer_lower() for N = n rows of at most three vectors (AVX2 has 16 registers, not 32):
+// pass() keeps the rows R0 .. R1 - 1 of M up to column R1 - 1 (their lower triangle) in
+// registers over all m, with its own loads of b_m; one pass per four rows (AMD EPYC: 0.2-0.33x
+// the time of the row passes at n = 3 to 12 over 10 to 40 terms, 0.5-0.66x where 80% of the
+// terms are 0; per solve 0.93-0.97x on 8x8x8, 12x12x6, clustered and digits 20x20x10). The
+// same sums in the same order as add_outer_lower()'s, so the same results; whole rows up to
+// column R1 - 1 are stored (their upper part is not read).
+struct OuterRows4 {
+  template <int N>
+  static void rows(double* M, const double* a, const double* b, int count, size_t stride) {
+    if constexpr (N <= 4) {
+      pass<N, 0, N>(M, a, b, count, stride);
+    } else if constexpr (N <= 8) {
+      pass<N, 0, 4>(M, a, b, count, stride);
+      pass<N, 4, N>(M, a, b, count, stride);
+    } else {
+      pass<N, 0, 4>(M, a, b, count, stride);
+      pass<N, 4, 8>(M, a, b, count, stride);
+      pass<N, 8, N>(M, a, b, count, stride);
     }
   }
-  for (int r = 0; r < NR; ++r) {
-    double* Mr = M + (R0 + r) * N;
-    for (int v = 0; v < V - 1; ++v) _mm256_storeu_pd(Mr + 4 * v, acc[r][v]);
-    _mm256_maskstore_pd(Mr + 4 * (V - 1), tm, acc[r][V - 1]);
-  }
-}
 
-template <int N>
-inline void sum_outer_rows4(double* M, const double* a, const double* b, int count, size_t stride) {
-  if constexpr (N <= 4) {
-    sum_outer_pass<N, 0, N>(M, a, b, count, stride);
-  } else if constexpr (N <= 8) {
-    sum_outer_pass<N, 0, 4>(M, a, b, count, stride);
-    sum_outer_pass<N, 4, N>(M, a, b, count, stride);
-  } else {
-    sum_outer_pass<N, 0, 4>(M, a, b, count, stride);
-    sum_outer_pass<N, 4, 8>(M, a, b, count, stride);
-    sum_outer_pass<N, 8, N>(M, a, b, count, stride);
+  template <int N, int R0, int R1>
+  static void pass(double* M, const double* a, const double* b, int count, size_t stride) {
+    constexpr int NR = R1 - R0, V = (R1 + 3) / 4, tail = R1 - 4 * (V - 1);
+    const __m256i tm = _mm256_setr_epi64x(-1, tail > 1 ? -1 : 0, tail > 2 ? -1 : 0, tail > 3 ? -1 : 0);
+    __m256d acc[NR][V];
+    for (int r = 0; r < NR; ++r)
+      for (int v = 0; v < V; ++v) acc[r][v] = _mm256_setzero_pd();
+    for (int m = 0; m < count; ++m) {
+      const double *am = a + m * stride, *bm = b + m * stride;
+      __m256d bv[V];
+      for (int v = 0; v < V - 1; ++v) bv[v] = _mm256_loadu_pd(bm + 4 * v);
+      bv[V - 1] = _mm256_maskload_pd(bm + 4 * (V - 1), tm);
+      for (int r = 0; r < NR; ++r) {
+        const __m256d ay = _mm256_broadcast_sd(am + R0 + r);
+        for (int v = 0; v < V; ++v) acc[r][v] = _mm256_fmadd_pd(ay, bv[v], acc[r][v]);
+      }
+    }
+    for (int r = 0; r < NR; ++r) {
+      double* Mr = M + (R0 + r) * N;
+      for (int v = 0; v < V - 1; ++v) _mm256_storeu_pd(Mr + 4 * v, acc[r][v]);
+      _mm256_maskstore_pd(Mr + 4 * (V - 1), tm, acc[r][V - 1]);
+    }
   }
-}
-
-// sum_outer_rows4<n>() for n up to N; false (nothing done) above.
-template <int N>
-inline bool sum_outer_rows4_upto(double* M, const double* a, const double* b, int count, size_t stride, int n) {
-  if (n == N) {
-    sum_outer_rows4<N>(M, a, b, count, stride);
-    return true;
-  }
-  if constexpr (N > 1) return sum_outer_rows4_upto<N - 1>(M, a, b, count, stride, n);
-  return false;
-}
+};
 #endif
 
 // M (n x n, row-major; the lower triangle is what counts) = sum over m < count of a_m b_m^T,
 // a_m = a + m stride and b_m = b + m stride: the f- and g-blocks of the Newton system.
 FASTPID_HD inline void sum_outer_lower(double* M, const double* a, const double* b, int count, size_t stride, int n) {
 #if defined(__AVX512F__) && !defined(__CUDA_ARCH__)
-  if (sum_outer_rows_upto<12>(M, a, b, count, stride, n)) return;
+  if (sum_outer_rows_upto<OuterRows512, 12>(M, a, b, count, stride, n)) return;
 #elif defined(__AVX2__) && defined(__FMA__) && !defined(__CUDA_ARCH__)
-  if (sum_outer_rows4_upto<12>(M, a, b, count, stride, n)) return;
+  if (sum_outer_rows_upto<OuterRows4, 12>(M, a, b, count, stride, n)) return;
 #endif
   fill(M, static_cast<size_t>(n) * n, 0.0);
   for (int m = 0; m < count; ++m) add_outer_lower(M, a + m * stride, b + m * stride, n);
@@ -1629,7 +1623,8 @@ struct Solver {
   // so row y of G_i is U[y][j] w_j[z] + Li[y][z] d_j[z] with U = L_i^-1 [a_0 .. a_{n2-1}]
   // (ny x n2) and Li = L_i^-1 (ny x ny): one small forward substitution, then one
   // combine_free() pass per row (substituting through the rows of length k themselves took
-  // 3-4x the time: a gather per entry to form C_i and a load and store per multiply-add).
+  // 1.8x the time on dense 10x10x10: a gather per entry to form C_i, and a load and a store per
+  // multiply-add).
   // Rows of fixed f unknowns are 0 in C_i and decouple in L_i, and so are left out.
   FASTPID_HD void gram_rows(int i) {
     const int k = free_count, ld = nw.gram_ld, kp = gram_stride(k);
@@ -1646,8 +1641,8 @@ struct Solver {
       for (int z = 0; z < ny; ++z) Xy[n2 + z] = y == z ? 1.0 : 0.0;
       const double* Ly = L + static_cast<size_t>(y) * ny;
       for (int yp = 0; yp < y; ++yp) {
-        const double lp = Ly[yp];
         if (fixed_f[i * ny + yp]) continue;
+        const double lp = Ly[yp];
         const double* Xp = &X[yp * m];
         FASTPID_SIMD()
         for (int q = 0; q < m; ++q) Xy[q] -= lp * Xp[q];
