@@ -212,7 +212,7 @@ def test_the_lowrank_elimination_has_the_smaller_source_first(monkeypatch):
     # shows which one ran.
     ext = load_extension()[0]
     Tn = np.ascontiguousarray(ext.prepare(P, 1e-60)[0].transpose(0, 2, 1, 3))
-    lower, upper, _, _, its, coupling = ext.solve(Tn, cpp.options(1e-8, lowrank=True), True)
+    lower, upper, _, _, its, _ = ext.solve(Tn, cpp.options(1e-8, lowrank=True), True)
     a, b = fastpid.pid(P), fastpid.pid(T)
     assert a.backend == b.backend == "cpp"
     assert a.iterations.tolist() == b.iterations.tolist() == its.tolist()
@@ -222,10 +222,18 @@ def test_the_lowrank_elimination_has_the_smaller_source_first(monkeypatch):
     # The general route (a coupling asked for) passes the solver the transposed problems.
     shapes = []
     solve = cpp.solve
-    monkeypatch.setattr(cpp, "solve", lambda Q, *args, **kw: shapes.append(tuple(Q.shape)) or solve(Q, *args, **kw))
+    shapes_q = []
+    monkeypatch.setattr(cpp, "solve", lambda Q, *args, **kw: shapes.append(tuple(Q.shape))
+                        or shapes_q.append(Q.numpy().copy()) or solve(Q, *args, **kw))
     c = fastpid.pid(P, return_coupling=True)
     assert shapes == [(3, 3, 8, 60)] and c.iterations.tolist() == its.tolist()
-    np.testing.assert_allclose(c.coupling, coupling.transpose(0, 2, 1, 3), rtol=0, atol=1e-12)
+    # The general route normalises P in torch, the native one in C++: their joints may differ
+    # in the last bit (by the order of the sums, which depends on the host's vector units), so
+    # the orientation is checked against the solver's own coupling of the joint it was given.
+    Q = shapes_q[0]
+    np.testing.assert_allclose(Q, Tn, rtol=4 * np.finfo(float).eps, atol=0)
+    coupling_q = ext.solve(Q, cpp.options(1e-8, lowrank=True), True)[5]
+    np.testing.assert_allclose(c.coupling, coupling_q.transpose(0, 2, 1, 3), rtol=0, atol=1e-12)
     np.testing.assert_allclose(c.coupling.sum(2), P.sum(2), atol=1e-12)
     np.testing.assert_allclose(c.coupling.sum(1), P.sum(1), atol=1e-12)
 
