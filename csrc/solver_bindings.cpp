@@ -85,7 +85,7 @@ void run_cancellable(fastpid::SolveOptions opt, int n2, int ny, std::optional<bo
       product_form.value_or(fastpid::product_form_suits(n2, ny, opt.lowrank, opt.newton, opt.gram));
   if (opt.product_form && !(fastpid::product_form_fits(n2, ny) && !opt.gram && !opt.lowrank))
     throw std::invalid_argument("product_form needs the Schur complement's rank-structured assembly "
-                                "(gram=False, no lowrank) and ny >= about 2 n2 + 3; got n2=" +
+                                "(gram=False, no lowrank) and ny >= 2 n2 + 1; got n2=" +
                                 std::to_string(n2) + ", ny=" + std::to_string(ny));
   opt.cancel = &g_cancel;
   {

@@ -611,19 +611,22 @@ FASTPID_HD inline void cholesky_solve(const double* L, int n, double* b) {
 // Solve L L^T X = B in place for k right-hand sides at once, L from cholesky(); B is n x k,
 // row r holding entry r of every right-hand side, so that each step is a contiguous axpy
 // over the right-hand sides (at small n, much faster than k calls of cholesky_solve()).
+// The forward solve pushes each finished row r into the rows below it: every row still
+// subtracts its terms r = 0, 1, ... in turn (the same results as pulling them in), but
+// the axpys of one r go to different rows, where pulling chained them all through one row
+// (a store, a load and a multiply-add's latency each).
 FASTPID_HD inline void cholesky_solve_many(const double* L, int n, double* B, int k) {
   for (int r = 0; r < n; ++r) {
-    const double* Lr = L + static_cast<size_t>(r) * n;
     double* Br = B + static_cast<size_t>(r) * k;
-    for (int p = 0; p < r; ++p) {
-      const double lp = Lr[p];
-      const double* Bp = B + static_cast<size_t>(p) * k;
-      FASTPID_SIMD()
-      for (int c = 0; c < k; ++c) Br[c] -= lp * Bp[c];
-    }
-    const double inv = 1.0 / Lr[r];
+    const double inv = 1.0 / L[static_cast<size_t>(r) * n + r];
     FASTPID_SIMD()
     for (int c = 0; c < k; ++c) Br[c] *= inv;
+    for (int s = r + 1; s < n; ++s) {
+      const double ls = L[static_cast<size_t>(s) * n + r];
+      double* Bs = B + static_cast<size_t>(s) * k;
+      FASTPID_SIMD()
+      for (int c = 0; c < k; ++c) Bs[c] -= ls * Br[c];
+    }
   }
   for (int r = n - 1; r >= 0; --r) {
     const double* Lr = L + static_cast<size_t>(r) * n;
@@ -1451,7 +1454,7 @@ struct Solver {
     }
     nw.product_form[i] = opt.product_form && product_form_factor(i);
     if (nw.product_form[i]) {
-      product_form_solve(i, rm, k);
+      product_form_solve(i, rm, k, nw.B);  // B is filled only below
     } else {
       if (opt.product_form) factor_f_block(i);  // its diagonal was not safely positive
       cholesky_solve_many(H, ny, rm, k);
@@ -1549,8 +1552,7 @@ struct Solver {
       double *p = pv + j * ny, *beta = bv + j * ny;
       const double* w = &W[static_cast<size_t>(c) * ny];
       for (int y = 0; y < ny; ++y) p[y] = sf[y] * w[y];
-      double sum;
-      for (int l = 0; l < j; ++l) unit_sweep(p, 1, pv + l * ny, bv + l * ny, false, &sum);  // p = L_l^-1 p
+      product_sweeps(p, 1, pv, bv, j, false, nw.B);  // p = L_{j-1}^-1 .. L_0^-1 p
       const double alpha = R[c] / nw.oms[c];
       double t = 1.0;  // alpha times method C1's t
       for (int y = 0; y < ny; ++y) {
@@ -1564,37 +1566,151 @@ struct Solver {
     return ok;
   }
 
-  // Solves H_i X = X in place for the k columns of X (rows y) with product_form_factor()'s
-  // factors of block i; its scratch is the k doubles after them.
-  FASTPID_HD void product_form_solve(int i, double* X, int k) {
+  // xf_i = H_i^-1 xf_i for the blocks i held in product form (reduce_rhs()), four at a time:
+  // one block's sweeps with a single column are a chain of dependent multiply-adds (two per
+  // row and factor), which four independent blocks' chains fill out. Each block gets the
+  // operations of product_form_solve() in the same order (the same results).
+  FASTPID_HD void product_form_solve_rhs() {
+    if (!opt.product_form) return;
+    int idx[4], count = 0;
+    for (int i = 0; i < n1; ++i) {
+      if (!nw.product_form[i]) continue;
+      idx[count++] = i;
+      if (count == 4) {
+        solve_rhs_blocks<4>(idx);
+        count = 0;
+      }
+    }
+    for (int c = 0; c < count; ++c) solve_rhs_blocks<1>(idx + c);
+  }
+
+  template <int C>
+  FASTPID_HD void solve_rhs_blocks(const int* idx) {
+    switch (n2) {
+      case 1: return solve_rhs_lanes<1, C>(idx);
+      case 2: return solve_rhs_lanes<2, C>(idx);
+      case 3: return solve_rhs_lanes<3, C>(idx);
+      case 4: return solve_rhs_lanes<4, C>(idx);
+    }
+    for (int c = 0; c < C; ++c) product_form_solve(idx[c], nw.xf + static_cast<size_t>(idx[c]) * ny, 1, nw.B);
+  }
+
+  // product_form_solve() of xf_i for the C blocks i = idx[c] side by side, M = n2 factors, the
+  // running sums in registers; the scaling by D' is applied as each row's forward sweep ends.
+  template <int M, int C>
+  FASTPID_HD void solve_rhs_lanes(const int* idx) {
+    const double *dd[C], *pv[C], *bv[C];
+    double* x[C];
+    for (int c = 0; c < C; ++c) {
+      dd[c] = nw.H + static_cast<size_t>(idx[c]) * ny * ny;
+      pv[c] = dd[c] + ny;
+      bv[c] = pv[c] + n2 * ny;
+      x[c] = nw.xf + static_cast<size_t>(idx[c]) * ny;
+    }
+    double acc[M][C], v[C];
+    for (int j = 0; j < M; ++j)
+      for (int c = 0; c < C; ++c) acc[j][c] = 0.0;
+    for (int y = 0; y < ny; ++y) {  // L_{M-1}^-1 .. L_0^-1, then D'^-1
+      for (int c = 0; c < C; ++c) v[c] = x[c][y];
+      for (int j = 0; j < M; ++j)
+        for (int c = 0; c < C; ++c) {
+          v[c] -= pv[c][j * ny + y] * acc[j][c];
+          acc[j][c] += bv[c][j * ny + y] * v[c];
+        }
+      for (int c = 0; c < C; ++c) x[c][y] = v[c] * (1.0 / dd[c][y]);
+    }
+    for (int j = 0; j < M; ++j)
+      for (int c = 0; c < C; ++c) acc[j][c] = 0.0;
+    for (int y = ny - 1; y >= 0; --y) {  // L_0^-T .. L_{M-1}^-T
+      for (int c = 0; c < C; ++c) v[c] = x[c][y];
+      for (int j = M - 1; j >= 0; --j)
+        for (int c = 0; c < C; ++c) {
+          v[c] -= bv[c][j * ny + y] * acc[j][c];
+          acc[j][c] += pv[c][j * ny + y] * v[c];
+        }
+      for (int c = 0; c < C; ++c) x[c][y] = v[c];
+    }
+  }
+
+  // Solves H_i X = X in place for the k columns of X (rows y, stride k) with
+  // product_form_factor()'s factors of block i; acc: product_sweeps()'s n2 k doubles of scratch.
+  FASTPID_HD void product_form_solve(int i, double* X, int k, double* acc) {
     const double* dd = nw.H + static_cast<size_t>(i) * ny * ny;
     const double *pv = dd + ny, *bv = pv + n2 * ny;
-    double* acc = nw.H + static_cast<size_t>(i) * ny * ny + ny + 2 * n2 * ny;
-    for (int j = 0; j < n2; ++j) unit_sweep(X, k, pv + j * ny, bv + j * ny, false, acc);  // X = L_j^-1 X
+    product_sweeps(X, k, pv, bv, n2, false, acc);  // X = L_{n2-1}^-1 .. L_0^-1 X
     for (int y = 0; y < ny; ++y) {
       double* x = X + static_cast<size_t>(y) * k;
       const double inv = 1.0 / dd[y];
       FASTPID_SIMD()
       for (int q = 0; q < k; ++q) x[q] *= inv;
     }
-    for (int j = n2 - 1; j >= 0; --j) unit_sweep(X, k, bv + j * ny, pv + j * ny, true, acc);  // X = L_j^-T X
+    product_sweeps(X, k, pv, bv, n2, true, acc);  // X = L_0^-T .. L_{n2-1}^-T X
   }
 
-  // One product-form factor's sweep through the k columns of X (rows y, stride k): row by row
-  // (y ascending, or descending where `down`), x_y -= a[y] acc, then acc += b[y] x_y, acc (k)
-  // the running sum over the rows swept. L_j^-1 X with (a, b) = (p_j, beta_j) ascending; L_j^-T X
-  // with (beta_j, p_j) descending.
-  FASTPID_HD void unit_sweep(double* X, int k, const double* a, const double* b, bool down, double* acc) const {
-    fill(acc, k, 0.0);
+  // The product-form factors L_0 .. L_{m-1} (entries p_j[y] beta_j[z] below the diagonal;
+  // p_j = pv + j ny, beta_j = bv + j ny) applied to the k columns of X (rows y, stride k):
+  // X = L_{m-1}^-1 .. L_0^-1 X, or where `back` X = L_0^-T .. L_{m-1}^-T X. Applying L_j^-1
+  // is a sweep over the rows y ascending, x_y -= p_j[y] acc_j, then acc_j += beta_j[y] x_y,
+  // acc_j the running sum over the rows swept (L_j^-T: descending, the roles of p_j and beta_j
+  // swapped). Factor j's step at row y needs only rows up to y, so all m sweeps go in one pass
+  // over the rows, each row through the factors in turn: the same operations in the same
+  // order as one sweep per factor. Up to four factors, by blocks of 8 columns (then single
+  // ones), the block of a row and the m running sums stay in registers (sweep_block()); acc:
+  // m k doubles of scratch for more factors.
+  FASTPID_HD void product_sweeps(double* X, int k, const double* pv, const double* bv, int m, bool back,
+                                 double* acc) const {
+    const double *a = back ? bv : pv, *b = back ? pv : bv;
+    switch (m) {
+      case 0: return;
+      case 1: return sweep_blocks<1>(X, k, a, b, back);
+      case 2: return sweep_blocks<2>(X, k, a, b, back);
+      case 3: return sweep_blocks<3>(X, k, a, b, back);
+      case 4: return sweep_blocks<4>(X, k, a, b, back);
+    }
+    fill(acc, static_cast<size_t>(m) * k, 0.0);
     for (int r = 0; r < ny; ++r) {
-      const int y = down ? ny - 1 - r : r;
+      const int y = back ? ny - 1 - r : r;
       double* x = X + static_cast<size_t>(y) * k;
-      const double ay = a[y], by = b[y];
-      FASTPID_SIMD()
-      for (int q = 0; q < k; ++q) {
-        x[q] -= ay * acc[q];
-        acc[q] += by * x[q];
+      for (int t = 0; t < m; ++t) {
+        const int j = back ? m - 1 - t : t;
+        const double ay = a[j * ny + y], by = b[j * ny + y];
+        double* aj = acc + static_cast<size_t>(j) * k;
+        FASTPID_SIMD()
+        for (int q = 0; q < k; ++q) {
+          x[q] -= ay * aj[q];
+          aj[q] += by * x[q];
+        }
       }
+    }
+  }
+
+  template <int M>
+  FASTPID_HD void sweep_blocks(double* X, int k, const double* a, const double* b, bool back) const {
+    int c0 = 0;
+    for (; c0 + 16 <= k; c0 += 16) sweep_block<M, 16>(X + c0, k, a, b, back);
+    for (; c0 + 8 <= k; c0 += 8) sweep_block<M, 8>(X + c0, k, a, b, back);
+    for (; c0 < k; ++c0) sweep_block<M, 1>(X + c0, k, a, b, back);
+  }
+
+  // product_sweeps() of M factors on the C columns from X (row stride k), in registers.
+  template <int M, int C>
+  FASTPID_HD void sweep_block(double* X, int k, const double* a, const double* b, bool back) const {
+    double acc[M][C], x[C];
+    for (int j = 0; j < M; ++j)
+      for (int c = 0; c < C; ++c) acc[j][c] = 0.0;
+    for (int r = 0; r < ny; ++r) {
+      const int y = back ? ny - 1 - r : r;
+      double* Xy = X + static_cast<size_t>(y) * k;
+      for (int c = 0; c < C; ++c) x[c] = Xy[c];
+      for (int t = 0; t < M; ++t) {
+        const int j = back ? M - 1 - t : t;
+        const double ay = a[j * ny + y], by = b[j * ny + y];
+        for (int c = 0; c < C; ++c) {
+          x[c] -= ay * acc[j][c];
+          acc[j][c] += by * x[c];
+        }
+      }
+      for (int c = 0; c < C; ++c) Xy[c] = x[c];
     }
   }
 
@@ -1678,16 +1794,17 @@ struct Solver {
     for (int q = 0; q < n2 * ny; ++q) rhs[q] = nw.grad_g[q] * nw.sg[q];
     for (int i = 0; i < n1; ++i) {
       const double* H = nw.H + static_cast<size_t>(i) * ny * ny;
-      const double* w = nw.w + static_cast<size_t>(i) * n2 * ny;
-      const double* d = nw.d + static_cast<size_t>(i) * n2 * ny;
       double* xf = nw.xf + static_cast<size_t>(i) * ny;
       for (int y = 0; y < ny; ++y) xf[y] = nw.grad_f[i * ny + y] * sf[i * ny + y];
       // A solve, not H_i^-1 times rf_i: near the end of a 1e-10 solve that product had made
       // sparse joints take up to 30x the steps.
-      if (opt.product_form && nw.product_form[i])
-        product_form_solve(i, xf, 1);
-      else
-        cholesky_solve(H, ny, xf);
+      if (!(opt.product_form && nw.product_form[i])) cholesky_solve(H, ny, xf);
+    }
+    product_form_solve_rhs();
+    for (int i = 0; i < n1; ++i) {
+      const double* w = nw.w + static_cast<size_t>(i) * n2 * ny;
+      const double* d = nw.d + static_cast<size_t>(i) * n2 * ny;
+      const double* xf = nw.xf + static_cast<size_t>(i) * ny;
       for (int j = 0; j < n2; ++j) {
         double ax = 0;  // a_j . xf
         for (int y = 0; y < ny; ++y) ax += sf[i * ny + y] * Wt2[(i * n2 + j) * ny + y] * xf[y];
@@ -2345,9 +2462,10 @@ FASTPID_HD inline bool gram_suits(int ny, bool lowrank, bool newton) {
   return newton && !lowrank && ny <= kGramMaxNy;
 }
 
-// Whether the product form's scratch (Solver::product_form_solve) fits in an f-block's ny^2.
+// Whether the product form (Solver::product_form_factor: D' and the n2 pairs p_j, beta_j)
+// fits in an f-block's ny^2 doubles.
 FASTPID_HD inline bool product_form_fits(int n2, int ny) {
-  return static_cast<int64_t>(2 * n2 + 2) * ny + n2 <= static_cast<int64_t>(ny) * ny;
+  return static_cast<int64_t>(2 * n2 + 1) * ny <= static_cast<int64_t>(ny) * ny;
 }
 
 // Whether the CPU solver factorises the f-blocks in product form (SolveOptions::product_form):

@@ -356,9 +356,9 @@ def test_gram_assembly_is_the_cpu_default_up_to_ten_target_values():
 
 
 # Shapes for the f-blocks' two factorisations (product form and Cholesky): one to five x2
-# values, odd ny, y's from 7 (the smallest where 2 x2 values fit the scratch) to 61.
-PRODUCT_FORM_SHAPES = [(5, 1, 7), (16, 2, 30), (3, 2, 13), (7, 3, 12), (1, 2, 19), (9, 5, 23),
-                       (4, 4, 61)]
+# values, odd ny, y's from the fewest where the product form fits (ny = 2 n2 + 1) to 61.
+PRODUCT_FORM_SHAPES = [(5, 1, 7), (4, 1, 3), (6, 2, 5), (16, 2, 30), (3, 2, 13), (7, 3, 12), (1, 2, 19),
+                       (9, 5, 23), (4, 4, 61)]
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
@@ -421,7 +421,7 @@ def test_product_form_is_the_cpu_default_where_x2_has_a_quarter_of_ys_values_or_
 
 def test_product_form_refuses_what_it_cannot_factorise():
     """Forcing the product form where it does not apply is an error that says why: with the
-    Gram assembly (ny <= 10 picks it) or where its scratch would not fit (ny < ~2 n2 + 3)."""
+    Gram assembly (ny <= 10 picks it) or where its factors would not fit (ny < 2 n2 + 1)."""
     from fastpid import _C
 
     opt = cpp.options(1e-8)
