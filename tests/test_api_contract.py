@@ -168,10 +168,13 @@ def test_ctrl_c_stops_a_long_native_solve_at_once(tmp_path):
     whole batch (which takes far longer than the test allows: about 7 s on two threads, where
     the signal comes after 1 s)."""
     script = tmp_path / "solve.py"
+    # Python's own SIGINT handler, even where this test's process was started with SIGINT
+    # ignored (a background job of a non-interactive shell), which the child would inherit.
     script.write_text(textwrap.dedent("""
-        import sys, time
+        import signal, sys, time
         import numpy as np
         import fastpid
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         P = np.random.default_rng(0).dirichlet(np.ones(20 ** 3), size=1000).reshape(1000, 20, 20, 20)
         fastpid.pid(P[:1], backend="cpp")
         print("ready", flush=True)
