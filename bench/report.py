@@ -31,6 +31,23 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _cpu_features() -> str:
+    """The CPU's family and model numbers and its widest vector instructions (the native
+    build compiles for them): "AMD EPYC" alone names Zen 3 and Zen 5 machines alike."""
+    fields = {}
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        return ""
+    flags = fields.get("flags", "").split()
+    isa = next((name for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("sse2", "SSE2"))
+                if flag in flags), "")
+    return f"family {fields.get('cpu family', '?')} model {fields.get('model', '?')}, {isa}".strip(", ")
+
+
 def _version(module: str) -> str | None:
     try:
         mod = __import__(module)
@@ -50,6 +67,7 @@ def machine_info() -> dict:
     load = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
     return {
         "cpu": _cpu_model(),
+        "cpu_features": _cpu_features(),
         "cores_available": cores,
         "torch_threads": torch.get_num_threads(),
         "load_average_1_5_15min": load,
@@ -63,6 +81,12 @@ def machine_info() -> dict:
         "fastpid": _version("fastpid"),
         "date_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M"),
     }
+
+
+def _cpu(machine: dict) -> str:
+    """The CPU's name, with its features where the report has them (older reports do not)."""
+    features = machine.get("cpu_features")
+    return f"{machine['cpu']} ({features})" if features else machine["cpu"]
 
 
 def _fmt(x, kind: str) -> str:
@@ -107,7 +131,7 @@ def render_markdown(results: dict) -> str:
     lines = [
         "# fastpid solver benchmark (CPU)",
         "",
-        f"Machine: {m['cpu']}, {m['cores_available']} cores available, torch {m['torch']} "
+        f"Machine: {_cpu(m)}, {m['cores_available']} cores available, torch {m['torch']} "
         f"({m['torch_threads']} threads), numpy {m['numpy']}, cvxpy {m['cvxpy']}, "
         f"clarabel {m['clarabel']}, scikit-learn {m['scikit-learn']}, Python {m['python']}, "
         f"{m['os']}; {m['date_utc']} UTC; load average before the run {_load(m)}.",
@@ -147,7 +171,7 @@ def render_text(results: dict) -> str:
     notes = [f"  {r['family']} / {r['method']}: {r['notes']}" for r in results["rows"]
              if r.get("notes")]
     m = results["machine"]
-    out += ["", f"{m['cpu']}, {m['cores_available']} cores, torch {m['torch']} "
+    out += ["", f"{_cpu(m)}, {m['cores_available']} cores, torch {m['torch']} "
                 f"({m['torch_threads']} threads); load average before the run {_load(m)}"]
     if notes:
         out += ["notes:"] + notes
