@@ -165,8 +165,8 @@ def test_return_coupling_refused_where_unavailable():
 
 def test_ctrl_c_stops_a_long_native_solve_at_once(tmp_path):
     """SIGINT during a C++ solve raises KeyboardInterrupt within a Newton step, not after the
-    whole batch (which takes far longer than the test allows: about 7 s on two threads, where
-    the signal comes after 1 s)."""
+    whole batch (which takes far longer than the test allows: 3-7 s on two threads on the
+    hosts so far, where the signal comes after 1 s)."""
     script = tmp_path / "solve.py"
     # Python's own SIGINT handler, even where this test's process was started with SIGINT
     # ignored (a background job of a non-interactive shell), which the child would inherit.

@@ -220,17 +220,15 @@ def test_the_lowrank_elimination_has_the_smaller_source_first(monkeypatch):
     np.testing.assert_allclose(a.unique1, b.unique2, atol=2e-8)
     np.testing.assert_allclose(a.synergy, b.synergy, atol=2e-8)
     # The general route (a coupling asked for) passes the solver the transposed problems.
-    shapes = []
+    passed = []  # the joints the general route passes the solver
     solve = cpp.solve
-    shapes_q = []
-    monkeypatch.setattr(cpp, "solve", lambda Q, *args, **kw: shapes.append(tuple(Q.shape))
-                        or shapes_q.append(Q.numpy().copy()) or solve(Q, *args, **kw))
+    monkeypatch.setattr(cpp, "solve", lambda Q, *args, **kw: passed.append(Q.numpy().copy()) or solve(Q, *args, **kw))
     c = fastpid.pid(P, return_coupling=True)
-    assert shapes == [(3, 3, 8, 60)] and c.iterations.tolist() == its.tolist()
+    assert [Q.shape for Q in passed] == [(3, 3, 8, 60)] and c.iterations.tolist() == its.tolist()
     # The general route normalises P in torch, the native one in C++: their joints may differ
     # in the last bit (by the order of the sums, which depends on the host's vector units), so
     # the orientation is checked against the solver's own coupling of the joint it was given.
-    Q = shapes_q[0]
+    Q = passed[0]
     np.testing.assert_allclose(Q, Tn, rtol=4 * np.finfo(float).eps, atol=0)
     coupling_q = ext.solve(Q, cpp.options(1e-8, lowrank=True), True)[5]
     np.testing.assert_allclose(c.coupling, coupling_q.transpose(0, 2, 1, 3), rtol=0, atol=1e-12)
