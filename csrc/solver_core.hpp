@@ -1454,7 +1454,7 @@ struct Solver {
     }
     nw.product_form[i] = opt.product_form && product_form_factor(i);
     if (nw.product_form[i]) {
-      product_form_solve(i, rm, k, nw.B);  // B is filled only below
+      product_form_solve(i, rm, k);
     } else {
       if (opt.product_form) factor_f_block(i);  // its diagonal was not safely positive
       cholesky_solve_many(H, ny, rm, k);
@@ -1552,7 +1552,7 @@ struct Solver {
       double *p = pv + j * ny, *beta = bv + j * ny;
       const double* w = &W[static_cast<size_t>(c) * ny];
       for (int y = 0; y < ny; ++y) p[y] = sf[y] * w[y];
-      product_sweeps(p, 1, pv, bv, j, false, nw.B);  // p = L_{j-1}^-1 .. L_0^-1 p
+      product_sweeps(p, 1, pv, bv, j, false);  // p = L_{j-1}^-1 .. L_0^-1 p
       const double alpha = R[c] / nw.oms[c];
       double t = 1.0;  // alpha times method C1's t
       for (int y = 0; y < ny; ++y) {
@@ -1592,7 +1592,7 @@ struct Solver {
       case 3: return solve_rhs_lanes<3, C>(idx);
       case 4: return solve_rhs_lanes<4, C>(idx);
     }
-    for (int c = 0; c < C; ++c) product_form_solve(idx[c], nw.xf + static_cast<size_t>(idx[c]) * ny, 1, nw.B);
+    for (int c = 0; c < C; ++c) product_form_solve(idx[c], nw.xf + static_cast<size_t>(idx[c]) * ny, 1);
   }
 
   // product_form_solve() of xf_i for the C blocks i = idx[c] side by side, M = n2 factors, the
@@ -1633,18 +1633,18 @@ struct Solver {
   }
 
   // Solves H_i X = X in place for the k columns of X (rows y, stride k) with
-  // product_form_factor()'s factors of block i; acc: product_sweeps()'s n2 k doubles of scratch.
-  FASTPID_HD void product_form_solve(int i, double* X, int k, double* acc) {
+  // product_form_factor()'s factors of block i.
+  FASTPID_HD void product_form_solve(int i, double* X, int k) {
     const double* dd = nw.H + static_cast<size_t>(i) * ny * ny;
     const double *pv = dd + ny, *bv = pv + n2 * ny;
-    product_sweeps(X, k, pv, bv, n2, false, acc);  // X = L_{n2-1}^-1 .. L_0^-1 X
+    product_sweeps(X, k, pv, bv, n2, false);  // X = L_{n2-1}^-1 .. L_0^-1 X
     for (int y = 0; y < ny; ++y) {
       double* x = X + static_cast<size_t>(y) * k;
       const double inv = 1.0 / dd[y];
       FASTPID_SIMD()
       for (int q = 0; q < k; ++q) x[q] *= inv;
     }
-    product_sweeps(X, k, pv, bv, n2, true, acc);  // X = L_0^-T .. L_{n2-1}^-T X
+    product_sweeps(X, k, pv, bv, n2, true);  // X = L_0^-T .. L_{n2-1}^-T X
   }
 
   // The product-form factors L_0 .. L_{m-1} (entries p_j[y] beta_j[z] below the diagonal;
@@ -1654,11 +1654,11 @@ struct Solver {
   // acc_j the running sum over the rows swept (L_j^-T: descending, the roles of p_j and beta_j
   // swapped). Factor j's step at row y needs only rows up to y, so all m sweeps go in one pass
   // over the rows, each row through the factors in turn: the same operations in the same
-  // order as one sweep per factor. Up to four factors, by blocks of 8 columns (then single
-  // ones), the block of a row and the m running sums stay in registers (sweep_block()); acc:
-  // m k doubles of scratch for more factors.
-  FASTPID_HD void product_sweeps(double* X, int k, const double* pv, const double* bv, int m, bool back,
-                                 double* acc) const {
+  // order as one sweep per factor. Up to four factors, by blocks of 16, 8, then single
+  // columns, the block of a row and the m running sums stay in registers (sweep_block()); more
+  // factors keep their m k running sums in the rows B_z, which hold nothing while the sweeps
+  // run (eliminate_f_block() fills them after its solve; reduce_rhs() runs after every block's).
+  FASTPID_HD void product_sweeps(double* X, int k, const double* pv, const double* bv, int m, bool back) const {
     const double *a = back ? bv : pv, *b = back ? pv : bv;
     switch (m) {
       case 0: return;
@@ -1667,6 +1667,7 @@ struct Solver {
       case 3: return sweep_blocks<3>(X, k, a, b, back);
       case 4: return sweep_blocks<4>(X, k, a, b, back);
     }
+    double* acc = nw.B;
     fill(acc, static_cast<size_t>(m) * k, 0.0);
     for (int r = 0; r < ny; ++r) {
       const int y = back ? ny - 1 - r : r;
