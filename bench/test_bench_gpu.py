@@ -113,18 +113,16 @@ def fp64_rate():
     return _fp64_rate()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _save(request):
-    yield
-    if not ROWS:
-        return
+def _record(row: dict) -> list[str]:
+    """Adds ``row`` and rewrites ``bench/results/solver_gpu.{json,md}`` with every row so far
+    (a run cut short keeps the rows it finished); returns the Markdown table's lines."""
+    ROWS.append(row)
     machine = report.machine_info()
     machine["gpu"] = torch.cuda.get_device_name()
     machine["torch_cuda"] = torch.version.cuda
     machine["backends"] = {k: v["available"] for k, v in fastpid.backends().items()}
-    results = {"machine": machine, "rows": ROWS}
     out = report.RESULTS_DIR
-    (out / "solver_gpu.json").write_text(json.dumps(results, indent=2))
+    (out / "solver_gpu.json").write_text(json.dumps({"machine": machine, "rows": ROWS}, indent=2))
     lines = [f"GPU: {machine['gpu']}, torch {machine['torch']} (CUDA {machine['torch_cuda']}), "
              f"{machine['date_utc']} UTC", "",
              "| family | method | backend | problems | problems/s | × CVXPY | max err (first 256) | floor | notes |",
@@ -135,7 +133,14 @@ def _save(request):
         lines.append(f"| {r['family']} | {r['method']} | {r['backend']} | {r['problems']} | "
                      f"{r['per_second']:.4g} | {ratio} | {err} | {r['floor']} | {r['notes']} |")
     (out / "solver_gpu.md").write_text("\n".join(lines) + "\n")
-    print("\n" + "\n".join(lines))
+    return lines
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _print_table():
+    yield
+    if ROWS:
+        print("\n" + (report.RESULTS_DIR / "solver_gpu.md").read_text())
 
 
 _CVX_MS: dict[str, float] = {}
@@ -183,7 +188,7 @@ def test_gpu_pid(benchmark, pytestconfig, bandwidth, fp64_rate, family, method, 
         newton_steps = float((res.iterations - WARM_STEPS).clamp_min(0).sum())  # warm-up steps are cheap
         flops = newton_steps * newton_flops(max(P.shape[1:3]), n_small, P.shape[3])
         floor += f"; {flops:.2g} flop at the fp64 matmul rate {fp64_rate / 1e12:.0f} TF/s: {flops / fp64_rate * 1e3:.1f} ms"
-    ROWS.append({
+    _record({
         "family": family, "method": method, "backend": backend, "problems": n,
         "seconds": t, "per_second": n / t,
         "speedup_vs_cvxpy": _cvx_ms_per_problem(family) / (1e3 * t / n),
@@ -215,7 +220,7 @@ def test_gpu_joint_from_codes(benchmark, bandwidth, backend):
     T, t = _cuda_timed(benchmark, run)
     assert float(T.sum()) == N
     moved = 3 * N * 8  # three int64 code vectors, read once
-    ROWS.append({
+    _record({
         "family": f"joint of {N:.0e} codes", "method": "joint", "backend": backend, "problems": N,
         "seconds": t, "per_second": N / t, "speedup_vs_cvxpy": None, "max_abs_error": None,
         "floor": f"{moved / bandwidth * 1e3:.3f} ms at the copy bandwidth {bandwidth / 1e12:.2f} TB/s",

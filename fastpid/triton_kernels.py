@@ -167,7 +167,7 @@ if triton is not None:
         inv_py = tl.where(py > 0, 1.0 / tl.where(py > 0, py, 1.0), 0.0)
         q12 = tl.sum(p1y[:, None, :] * p2y[None, :, :] * inv_py[None, None, :], axis=2)
         logR = tl.where(q12 > 0, tl.log(tl.where(q12 > 0, q12, 1.0)), float("-inf"))
-        g = tl.where(m2, 0.0, float("-inf"))
+        g = tl.where(m2, tl.zeros((B2, BY), tl.float64), float("-inf"))  # float64 through the loop
         for _ in range(steps):
             f = _row_update(logR, g, la, m1)
             z = _lse(logR[:, :, None] + f[:, None, :], 0)

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # GPU validation, for a machine with a CUDA device and fastpid installed with its CUDA kernels
 # (`python -m pip install -e ".[test,bench]"` where nvcc is on the PATH): the gpu-marked tests,
-# compute-sanitizer (memcheck, racecheck, synccheck) over every CUDA kernel, and the GPU
-# benchmark. Writes the record (GPU, commands, pass counts) to bench/results/gpu_validation.md.
+# the Triton tests (on the GPU), compute-sanitizer (memcheck, racecheck, synccheck) over every
+# CUDA kernel, and the GPU benchmark. Writes the record (GPU, commands, pass counts) to
+# bench/results/gpu_validation.md.
+# Arguments are passed to the benchmark (e.g. --gpu-problems 20000); GPU_CHECK_STEP_LIMIT=S stops
+# any step after S seconds (recorded as exit 124), so that a short lease still reaches every step.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PYTHON="${PYTHON:-python}"
@@ -17,21 +20,26 @@ log "- fastpid: $("$PYTHON" -c 'import fastpid._C as c; i = c.build_info(); prin
 log "- date: $(date -u '+%Y-%m-%d %H:%M') UTC"
 log ""
 status=0
-run() {  # run "what" command...: logs the command, its last line and its status
+LIMIT=()
+[ -n "${GPU_CHECK_STEP_LIMIT:-}" ] && LIMIT=(timeout "$GPU_CHECK_STEP_LIMIT")
+run() {  # run "what" command...: logs the command, its last line, its status and its time
   local what=$1; shift
-  local out rc
+  local out rc t0
   out=$(mktemp)
-  "$@" >"$out" 2>&1
+  t0=$SECONDS
+  "${LIMIT[@]}" "$@" >"$out" 2>&1
   rc=$?
   cat "$out" >&2
-  log "- $what: \`$*\` -> exit $rc: $(tail -n 1 "$out")"
+  log "- $what: \`$*\` -> exit $rc in $((SECONDS - t0)) s: $(tail -n 1 "$out")"
   rm -f "$out"
   [ "$rc" -eq 0 ] || status=1
 }
 run "GPU tests" "$PYTHON" -m pytest -q -m gpu -p no:cacheprovider tests
+# The Triton tests run their kernels on the GPU wherever one is present (not only the gpu-marked).
+run "Triton tests on the GPU" "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_triton.py
 for tool in memcheck racecheck synccheck; do
   run "compute-sanitizer $tool" compute-sanitizer --tool "$tool" --error-exitcode 3 \
     "$PYTHON" scripts/cuda_smoke.py
 done
-run "GPU benchmark" "$PYTHON" -m pytest -q -p no:cacheprovider bench/test_bench_gpu.py
+run "GPU benchmark" "$PYTHON" -m pytest -q -p no:cacheprovider bench/test_bench_gpu.py "$@"
 exit $status

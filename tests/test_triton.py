@@ -5,6 +5,8 @@ On a machine without a GPU they run on CPU tensors through Triton's interpreter
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -119,9 +121,14 @@ def test_triton_backend_rejects_exact():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
-def test_auto_uses_triton_for_fast_on_gpu():
+def test_auto_uses_triton_on_gpu_where_the_cuda_kernels_are_not_built(monkeypatch):
+    # With the CUDA kernels compiled, "auto" takes them (tests/test_cuda.py); without them,
+    # Triton runs proxy and fast, and PyTorch the exact solver.
+    from fastpid import cuda
+    monkeypatch.setattr(cuda, "available", lambda device=None: (False, "not compiled"))
     P = _batch((8, 8, 8), "dense", B=64)
     assert fastpid.pid(P, method="fast").backend == "triton"
+    assert fastpid.pid(P, method="proxy").backend == "triton"
     assert fastpid.pid(P).backend == "torch"
 
 
@@ -136,3 +143,63 @@ def test_joint_on_gpu_uses_the_kernels_and_matches_cpu():
         cpu = fastpid.joint(*args, sizes=(9, 4, 6))
         gpu = fastpid.joint(*(a.cuda() for a in args), sizes=(9, 4, 6))
         torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-6, rtol=1e-5)
+
+
+# The interpreter runs the kernels as Python and checks no types, so a kernel can pass every
+# test above and still not compile for a GPU (seen on an H200: a loop-carried float32/float64
+# mismatch). Triton's compiler needs no GPU to build for one: every kernel, as the wrappers
+# launch it (float64 problems; joints in float64 and float32), down to Hopper machine code.
+_COMPILE_SCRIPT = r"""
+import json
+import os
+import sys
+os.environ.pop("TRITON_INTERPRET", None)
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from fastpid import triton_kernels as tk
+
+P4 = {"P_ptr": "*fp64", "n1": "i32", "n2": "i32", "ny": "i32",
+      "B1": "constexpr", "B2": "constexpr", "BY": "constexpr"}
+jobs = []
+for blocks, warps in json.loads(sys.argv[1]):  # padded problem sizes
+    c = dict(zip(("B1", "B2", "BY"), blocks))
+    jobs.append((tk._closed_forms_kernel, {**P4, "out_ptr": "*fp64"}, c, warps))
+    jobs.append((tk._alternation_kernel, {**P4, "f_ptr": "*fp64", "g_ptr": "*fp64", "r_ptr": "*fp64",
+                                          "steps": "i32", "omega": "fp64"}, c, warps))
+for t, has in (("fp64", 0), ("fp64", 1), ("fp32", 1)):
+    codes = {"x1_ptr": "*i64", "x2_ptr": "*i64", "y_ptr": "*i64", "g_ptr": "*i64", "w_ptr": f"*{t}",
+             "out_ptr": f"*{t}", "N": "i64", "n1": "i32", "n2": "i32", "ny": "i32",
+             "HAS_G": "constexpr", "HAS_W": "constexpr", "BLOCK": "constexpr"}
+    jobs.append((tk._joint_codes_kernel, codes, {"HAS_G": has, "HAS_W": has, "BLOCK": 1024}, 4))
+    soft = {"p1_ptr": f"*{t}", "p2_ptr": f"*{t}", "y_ptr": "*i64", "g_ptr": "*i64", "w_ptr": f"*{t}",
+            "out_ptr": f"*{t}", "n1": "i32", "n2": "i32", "ny": "i32",
+            "HAS_G": "constexpr", "HAS_W": "constexpr", "B1": "constexpr", "B2": "constexpr"}
+    jobs.append((tk._joint_soft_kernel, soft, {"HAS_G": has, "HAS_W": has, "B1": 16, "B2": 4}, 2))
+for kernel, signature, constexprs, warps in jobs:
+    fn = kernel.fn  # the autotuned kernel's JIT function
+    assert set(signature) == set(fn.arg_names), fn.arg_names
+    signature = {name: signature[name] for name in fn.arg_names}
+    compiled = triton.compile(ASTSource(fn, signature, constexprs), target=GPUTarget("cuda", 90, 32),
+                              options={"num_warps": warps})
+    assert compiled.asm["cubin"], fn.__name__
+print(len(jobs), "kernels compiled")
+"""
+
+
+@pytest.mark.parametrize("sizes", [
+    [((1, 1, 1), 1), ((8, 4, 2), 2), ((16, 8, 8), 4)],
+    # The largest problem one program takes (MAX_PADDED_CELLS): 20 s to compile.
+    pytest.param([((32, 32, 16), 8)], marks=pytest.mark.slow),
+], ids=["small", "largest"])
+def test_every_kernel_compiles_for_a_gpu(sizes):
+    import json
+    import subprocess
+    import sys
+
+    assert 32 * 32 * 16 == triton_kernels.MAX_PADDED_CELLS
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-c", _COMPILE_SCRIPT, json.dumps(sizes)], capture_output=True,
+                          text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"{2 * len(sizes) + 6} kernels compiled" in proc.stdout
