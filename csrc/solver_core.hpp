@@ -2165,7 +2165,9 @@ struct Solver {
           for (int z = 0; z < ny; ++z) s += hi[y * ny + z] * dy[z];
           ay[y] = s;
         }
-        copy(ay, ny, dy);
+        // An int loop, not copy(): GCC 13 cannot rule out a negative ny converted to size_t
+        // there and warns of an oversized memmove (-Wstringop-overflow).
+        for (int y = 0; y < ny; ++y) dy[y] = ay[y];
       }
       for (int y = 0; y < ny; ++y) {
         const int q = i * ny + y;
