@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # GPU validation, for a machine with a CUDA device and fastpid installed with its CUDA kernels
-# (`python -m pip install -e ".[test,bench]"` where nvcc is on the PATH): the gpu-marked tests,
+# (`python -m pip install -e ".[test,bench]"` where nvcc is on the PATH; with no package index,
+# `python -m pip install --no-build-isolation --no-deps -e .` over an environment that has torch,
+# scikit-build-core, pybind11, pytest and pytest-benchmark): the gpu-marked tests,
 # the Triton tests (on the GPU), compute-sanitizer (memcheck, racecheck, synccheck) over every
 # CUDA kernel, and the GPU benchmark. Writes the record (GPU, commands, pass counts) to
 # bench/results/gpu_validation.md.

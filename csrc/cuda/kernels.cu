@@ -1,10 +1,11 @@
 // CUDA kernels: thin wrappers that place each thread block on its problem and run the bodies
-// of kernels.hpp and solver_block.hpp; the launchers of launch.hpp check every CUDA call.
+// of kernels.hpp; the launchers of launch.hpp check every CUDA call. The exact solver's kernels
+// are in solve_block.cu and solve_thread.cu.
 #include <cuda_runtime.h>
 
+#include "internal.hpp"
 #include "kernels.hpp"
 #include "launch.hpp"
-#include "solver_block.hpp"
 #include "solver_core.hpp"
 
 namespace fastpid::cuda {
@@ -15,16 +16,6 @@ namespace {
 constexpr int kSharedLimit = 48 * 1024 - 32 * static_cast<int>(sizeof(double));
 constexpr int kJointThreads = 256;
 constexpr unsigned kJointPrivateBlocks = 1024;  // grid cap of the private-histogram joints
-constexpr int kSolveThreads = 64;  // problems per block of the per-thread solver
-constexpr int kReduceSlots = 32;   // doubles of the block solver's shared memory for CudaBlock
-
-const char* check(cudaError_t e) { return e == cudaSuccess ? nullptr : cudaGetErrorString(e); }
-
-// The launch's own error (bad configuration) or none; faults inside a kernel surface at the
-// next synchronising call, as with any asynchronous CUDA work.
-const char* launched() { return check(cudaGetLastError()); }
-
-cudaStream_t as_stream(uintptr_t s) { return reinterpret_cast<cudaStream_t>(s); }
 
 // Threads per problem block: enough for the largest phase, whole warps, at most 256.
 int block_threads(int n1, int n2, int ny) {
@@ -33,11 +24,6 @@ int block_threads(int n1, int n2, int ny) {
   if (static_cast<int64_t>(n2) * ny > widest) widest = static_cast<int64_t>(n2) * ny;
   const int64_t warps = (widest + 31) / 32;
   return 32 * static_cast<int>(warps < 1 ? 1 : (warps > 8 ? 8 : warps));
-}
-
-unsigned grid_for(int64_t items, int threads) {
-  const int64_t blocks = (items + threads - 1) / threads;
-  return static_cast<unsigned>(blocks < 1 ? 1 : (blocks > (1 << 20) ? (1 << 20) : blocks));
 }
 
 __host__ __device__ bool fits_shared(int64_t elems, size_t item) {
@@ -110,54 +96,6 @@ __global__ void alternation_kernel(const T* P, int n1, int n2, int ny, int steps
   T* work = problem_work(global_work, alternation_work(n1, n2, ny));
   alternation_body(b, P + p * n1 * n2 * ny, n1, n2, ny, steps, omega, work, f + p * n1 * ny,
                    g + p * n2 * ny, logR + p * n1 * n2);
-}
-
-// Bytes of dynamic shared memory of the block solver: the reduction slots, then its workspace.
-int64_t block_solver_bytes(int n1, int n2, int ny) {
-  return (kReduceSlots + solve_block_work(n1, n2, ny)) * static_cast<int64_t>(sizeof(double));
-}
-
-// Whether the block solver fits the current device's shared memory per block (its opt-in
-// limit: 227 KB on an H100).
-const char* block_solver_fits(int n1, int n2, int ny, bool* fits) {
-  int device = 0, limit = 0;
-  if (const char* error = check(cudaGetDevice(&device))) return error;
-  if (const char* error = check(
-          cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device)))
-    return error;
-  *fits = block_solver_bytes(n1, n2, ny) <= limit;
-  return nullptr;
-}
-
-// Threads of the block solver. Its widest phases with most work are the n2 ny rows of the
-// Schur complement (assembly, then the trailing rows of each Cholesky column); two warps
-// cover them up to 64 rows, four beyond, where fewer would each carry several long rows.
-int block_solver_threads(int n2, int ny) { return n2 * ny > 64 ? 128 : 64; }
-
-// One problem per thread block, its workspace in shared memory; blocks stride over the batch.
-__global__ void solve_block_kernel(int64_t B, const double* P, int n1, int n2, int ny,
-                                   fastpid::SolveOptions opt, double* lower, double* upper,
-                                   double* f, double* g, int64_t* iterations) {
-  extern __shared__ __align__(16) unsigned char shared_bytes[];
-  double* shared = reinterpret_cast<double*>(shared_bytes);
-  const CudaBlock b{shared};
-  const int64_t cells = static_cast<int64_t>(n1) * n2 * ny;
-  for (int64_t p = blockIdx.x; p < B; p += gridDim.x) {
-    solve_block_body(b, P + p * cells, n1, n2, ny, opt, shared + kReduceSlots, lower + p,
-                     upper + p, f + p * n1 * ny, g + p * n2 * ny, iterations + p);
-    b.sync();  // the next problem overwrites the shared workspace
-  }
-}
-
-// One problem per thread: the same sequential code as the C++ CPU solver.
-__global__ void solve_kernel(int64_t B, const double* P, int n1, int n2, int ny,
-                             fastpid::SolveOptions opt, double* work, int64_t work_per,
-                             double* lower, double* upper, double* f, double* g,
-                             int64_t* iterations) {
-  const int64_t b = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (b >= B) return;
-  fastpid::solve_one(P + b * n1 * n2 * ny, n1, n2, ny, opt, work + b * work_per, lower + b,
-                     upper + b, f + b * n1 * ny, g + b * n2 * ny, iterations + b);
 }
 
 template <class T>
@@ -244,23 +182,8 @@ const char* solve(int64_t B, const double* P, int n1, int n2, int ny,
   if (B == 0) return nullptr;
   bool block = false;
   if (const char* error = block_solver_fits(n1, n2, ny, &block)) return error;
-  if (block) {
-    const int64_t bytes = block_solver_bytes(n1, n2, ny);
-    if (const char* error = check(cudaFuncSetAttribute(solve_block_kernel,
-                                                       cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                       static_cast<int>(bytes))))
-      return error;
-    solve_block_kernel<<<grid_for(B, 1), block_solver_threads(n2, ny), bytes,
-                         as_stream(stream)>>>(B, P, n1, n2, ny, opt, lower, upper, f, g,
-                                              iterations);
-    return launched();
-  }
-  const unsigned blocks = static_cast<unsigned>((B + kSolveThreads - 1) / kSolveThreads);
-  solve_kernel<<<blocks, kSolveThreads, 0, as_stream(stream)>>>(
-      B, P, n1, n2, ny, opt, work,
-      static_cast<int64_t>(fastpid::solve_workspace_doubles(n1, n2, ny)), lower, upper, f, g,
-      iterations);
-  return launched();
+  return block ? solve_blocks(B, P, n1, n2, ny, opt, lower, upper, f, g, iterations, stream)
+               : solve_threads(B, P, n1, n2, ny, opt, work, lower, upper, f, g, iterations, stream);
 }
 
 const char* joint_codes(bool f64, int64_t N, const int64_t* x1, const int64_t* x2,

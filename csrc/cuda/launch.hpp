@@ -1,4 +1,4 @@
-// Host-side entry points of the CUDA kernels (kernels.cu), callable from code compiled without
+// Host-side entry points of the CUDA kernels (csrc/cuda/*.cu), callable from code compiled without
 // nvcc. Device arrays come in as raw pointers (from torch tensors) and work is queued on
 // `stream` (a cudaStream_t, e.g. torch's current stream). Each returns nullptr on success and
 // otherwise the CUDA error text; nothing here throws across the C++/CUDA boundary.
