@@ -2,9 +2,9 @@
 # GPU validation, for a machine with a CUDA device and fastpid installed with its CUDA kernels
 # (`python -m pip install -e ".[test,bench]"` where nvcc is on the PATH; with no package index,
 # `python -m pip install --no-build-isolation --no-deps -e .` over an environment that has torch,
-# scikit-build-core, pybind11, pytest and pytest-benchmark): the gpu-marked tests,
-# the Triton tests (on the GPU), compute-sanitizer (memcheck, racecheck, synccheck) over every
-# CUDA kernel, and the GPU benchmark. Writes the record (GPU, commands, pass counts) to
+# scikit-build-core, pybind11, pytest and pytest-benchmark): the gpu-marked tests, the Triton
+# tests (on the GPU), the GPU benchmark, and compute-sanitizer (synccheck, memcheck, racecheck)
+# over every CUDA kernel. Writes the record (GPU, commands, pass counts, times) to
 # bench/results/gpu_validation.md.
 # Arguments are passed to the benchmark (e.g. --gpu-problems 20000); GPU_CHECK_STEP_LIMIT=S stops
 # any step after S seconds (recorded as exit 124), so that a short lease still reaches every step.
@@ -39,9 +39,10 @@ run() {  # run "what" command...: logs the command, its last line, its status an
 run "GPU tests" "$PYTHON" -m pytest -q -m gpu -p no:cacheprovider tests
 # The Triton tests run their kernels on the GPU wherever one is present (not only the gpu-marked).
 run "Triton tests on the GPU" "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_triton.py
-for tool in memcheck racecheck synccheck; do
+run "GPU benchmark" "$PYTHON" -m pytest -q -p no:cacheprovider bench/test_bench_gpu.py "$@"
+# Quickest first: on an H200, synccheck took 7 s; memcheck and racecheck more than 50 s.
+for tool in synccheck memcheck racecheck; do
   run "compute-sanitizer $tool" compute-sanitizer --tool "$tool" --error-exitcode 3 \
     "$PYTHON" scripts/cuda_smoke.py
 done
-run "GPU benchmark" "$PYTHON" -m pytest -q -p no:cacheprovider bench/test_bench_gpu.py "$@"
 exit $status
