@@ -113,9 +113,9 @@ def fp64_rate():
     return _fp64_rate()
 
 
-def _record(row: dict) -> list[str]:
+def _record(row: dict) -> None:
     """Adds ``row`` and rewrites ``bench/results/solver_gpu.{json,md}`` with every row so far
-    (a run cut short keeps the rows it finished); returns the Markdown table's lines."""
+    (a run cut short keeps the rows it finished)."""
     ROWS.append(row)
     machine = report.machine_info()
     machine["gpu"] = torch.cuda.get_device_name()
@@ -133,7 +133,6 @@ def _record(row: dict) -> list[str]:
         lines.append(f"| {r['family']} | {r['method']} | {r['backend']} | {r['problems']} | "
                      f"{r['per_second']:.4g} | {ratio} | {err} | {r['floor']} | {r['notes']} |")
     (out / "solver_gpu.md").write_text("\n".join(lines) + "\n")
-    return lines
 
 
 @pytest.fixture(scope="module", autouse=True)

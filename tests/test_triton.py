@@ -5,7 +5,10 @@ On a machine without a GPU they run on CPU tensors through Triton's interpreter
 """
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -151,9 +154,8 @@ def test_joint_on_gpu_uses_the_kernels_and_matches_cpu():
 # launch it (float64 problems; joints in float64 and float32), down to Hopper machine code.
 _COMPILE_SCRIPT = r"""
 import json
-import os
 import sys
-os.environ.pop("TRITON_INTERPRET", None)
+
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
@@ -193,12 +195,8 @@ print(len(jobs), "kernels compiled")
     pytest.param([((32, 32, 16), 8)], marks=pytest.mark.slow),
 ], ids=["small", "largest"])
 def test_every_kernel_compiles_for_a_gpu(sizes):
-    import json
-    import subprocess
-    import sys
-
     assert 32 * 32 * 16 == triton_kernels.MAX_PADDED_CELLS
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # compile, not interpret
     proc = subprocess.run([sys.executable, "-c", _COMPILE_SCRIPT, json.dumps(sizes)], capture_output=True,
                           text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
