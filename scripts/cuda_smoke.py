@@ -6,12 +6,23 @@ Exit status 0 when every kernel ran and matched; needs a CUDA device.
 from __future__ import annotations
 
 import sys
+import time
 
 import torch
 
 import fastpid
 from fastpid import cuda, solver
 from fastpid.info import mutual_informations, proxy_coupling_mi
+
+
+START = time.perf_counter()
+
+
+def progress(stage: str) -> None:
+    """One line per stage as it ends, with the time since the start: under compute-sanitizer a
+    run cut short by a time limit still shows how far it got and where the time went."""
+    torch.cuda.synchronize()
+    print(f"{time.perf_counter() - START:8.1f} s  {stage}", flush=True)
 
 
 def main() -> int:
@@ -42,6 +53,7 @@ def main() -> int:
         b = fastpid.pid(P, method="fast", backend="torch")
         if not torch.allclose(a.synergy.cpu(), b.synergy, atol=1e-12, rtol=0):
             failures.append(f"pid fast {shape}")
+        progress(f"closed forms, alternation, pid fast {shape}")
     # The exact solver's two paths: a thread block per problem (8x8x8 fits shared memory) and
     # a thread per problem (20x20x10 does not), against the C++ CPU solver.
     for shape in [(3, 5, 2), (8, 8, 8), (20, 20, 10)]:
@@ -51,6 +63,7 @@ def main() -> int:
         b = fastpid.pid(P, backend="cpp")
         if not (bool(a.converged.all()) and torch.allclose(a.synergy.cpu(), b.synergy, atol=2e-8, rtol=0)):
             failures.append(f"pid exact {shape}")
+        progress(f"exact solver {shape}")
     N = 100_003
     codes = [torch.randint(0, n, (N,), generator=gen) for n in (5, 3, 4)]
     w = torch.rand(N, generator=gen, dtype=torch.float64)
@@ -64,7 +77,7 @@ def main() -> int:
     ref = torch.einsum("na,nb,ny->aby", p1, p1[:, :3], torch.nn.functional.one_hot(codes[2], 4).float())[None]
     if not torch.allclose(T, ref, atol=1e-2, rtol=1e-4):
         failures.append("joint_soft")
-    torch.cuda.synchronize()
+    progress("joints")
     print("CUDA kernels: " + ("all match the reference" if not failures else "MISMATCH " + ", ".join(failures)))
     return 1 if failures else 0
 
