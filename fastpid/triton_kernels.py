@@ -19,6 +19,7 @@ autotuned (warp count; block size for the joints) per problem shape the first ti
 """
 from __future__ import annotations
 
+import math
 import os
 
 import torch
@@ -44,14 +45,14 @@ def available(device: torch.device | None = None) -> tuple[bool, str]:
     return True, ""
 
 
-#: Largest padded problem (cells, each axis rounded up to a power of two) one program holds
+#: Largest padded problem (cells, each axis rounded up to a power of two, at least 2) one program holds
 #: in registers; beyond it the per-problem kernels would spill or fail to compile.
 MAX_PADDED_CELLS = 2**14
 
 
 def size_route(n1: int, n2: int, ny: int) -> tuple[bool, str]:
     """Whether the per-problem kernels take problems of this size, and if not, why."""
-    padded = triton.next_power_of_2(n1) * triton.next_power_of_2(n2) * triton.next_power_of_2(ny)
+    padded = math.prod(_blocks(n1, n2, ny).values())
     if padded <= MAX_PADDED_CELLS:
         return True, ""
     return False, (f"{n1}x{n2}x{ny} problems pad to {padded} cells, more than the {MAX_PADDED_CELLS} "
@@ -59,7 +60,14 @@ def size_route(n1: int, n2: int, ny: int) -> tuple[bool, str]:
 
 
 def _blocks(n1: int, n2: int, ny: int) -> dict:
-    return dict(B1=triton.next_power_of_2(n1), B2=triton.next_power_of_2(n2), BY=triton.next_power_of_2(ny))
+    """Block shape of one problem: each size padded to a power of two, and to at least 2.
+
+    On an H200 (Triton 3.6) the alternation kernel gave wrong values for 3x1x2 problems
+    (block 4x1x2) and right ones for 1x1x1 and 1x4x3; reductions over a block axis of
+    length 1 beside longer axes are a known source of Triton miscompiles, and the
+    interpreter cannot show them. The masks make padded cells inert, so no axis has length 1.
+    """
+    return {name: max(2, triton.next_power_of_2(n)) for name, n in (("B1", n1), ("B2", n2), ("BY", ny))}
 
 
 def _warps(n1: int, n2: int, ny: int) -> int:
@@ -146,7 +154,7 @@ if triton is not None:
         z = _lse(logR[:, :, None] + g[None, :, :], 1)
         return tl.where(m1, la - tl.where(m1, z, 0.0), float("-inf"))
 
-    @_autotuned(_PER_PROBLEM_CONFIGS, key=["n1", "n2", "ny", "steps"])
+    @_autotuned(_PER_PROBLEM_CONFIGS, key=["n1", "n2", "ny"])
     @triton.jit
     def _alternation_kernel(P_ptr, f_ptr, g_ptr, r_ptr, n1, n2, ny, steps, omega,
                             B1: tl.constexpr, B2: tl.constexpr, BY: tl.constexpr):

@@ -190,7 +190,7 @@ print(len(jobs), "kernels compiled")
 
 
 @pytest.mark.parametrize("sizes", [
-    [((1, 1, 1), 1), ((8, 4, 2), 2), ((16, 8, 8), 4)],
+    [((2, 2, 2), 1), ((8, 4, 2), 2), ((16, 8, 8), 4)],
     # The largest problem one program takes (MAX_PADDED_CELLS): 20 s to compile.
     pytest.param([((32, 32, 16), 8)], marks=pytest.mark.slow),
 ], ids=["small", "largest"])
