@@ -29,6 +29,9 @@ from fastpid.solver import WARM_STEPS
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 ROWS: list[dict] = []
+#: Each row records its finish time since the module's import (``wall_s``): a run cut short
+#: by a time limit shows which rows took the time (compiling, autotuning, references).
+START = time.perf_counter()
 #: Problems checked against the CPU reference (tol 1e-10) in every row.
 CHECKED = 256
 CVX_PROBLEMS = 4
@@ -116,7 +119,7 @@ def fp64_rate():
 def _record(row: dict) -> None:
     """Adds ``row`` and rewrites ``bench/results/solver_gpu.{json,md}`` with every row so far
     (a run cut short keeps the rows it finished)."""
-    ROWS.append(row)
+    ROWS.append({**row, "wall_s": round(time.perf_counter() - START, 1)})
     machine = report.machine_info()
     machine["gpu"] = torch.cuda.get_device_name()
     machine["torch_cuda"] = torch.version.cuda
@@ -125,13 +128,13 @@ def _record(row: dict) -> None:
     (out / "solver_gpu.json").write_text(json.dumps({"machine": machine, "rows": ROWS}, indent=2))
     lines = [f"GPU: {machine['gpu']}, torch {machine['torch']} (CUDA {machine['torch_cuda']}), "
              f"{machine['date_utc']} UTC", "",
-             "| family | method | backend | problems | problems/s | × CVXPY | max err (first 256) | floor | notes |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| family | method | backend | problems | problems/s | × CVXPY | max err (first 256) | floor | notes | done at |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in ROWS:
         ratio = f"{r['speedup_vs_cvxpy']:.3g}" if r.get("speedup_vs_cvxpy") else ""
         err = f"{r['max_abs_error']:.1e}" if r.get("max_abs_error") is not None else ""
         lines.append(f"| {r['family']} | {r['method']} | {r['backend']} | {r['problems']} | "
-                     f"{r['per_second']:.4g} | {ratio} | {err} | {r['floor']} | {r['notes']} |")
+                     f"{r['per_second']:.4g} | {ratio} | {err} | {r['floor']} | {r['notes']} | {r['wall_s']:.0f} s |")
     (out / "solver_gpu.md").write_text("\n".join(lines) + "\n")
 
 
