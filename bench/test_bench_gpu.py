@@ -6,7 +6,8 @@ it). Without a CUDA device every test skips. The table is printed and saved to
 ``bench/results/solver_gpu.{json,md}``.
 
 Rows: problems per second of ``fastpid.pid`` for each backend and method on a batch already
-on the GPU (timed with ``torch.cuda.synchronize``, best of the rounds), the speed-up over
+on the GPU (timed with ``torch.cuda.synchronize``, best of the rounds; the ``cpp`` row: the same
+batch on the CPU, every core, the peer a GPU must beat), the speed-up over
 CVXPY+Clarabel per problem (one problem at a time on the CPU, as people run it), the largest
 error against a certified CPU reference on the first problems, and the floor: the bytes each
 call must move and what the device's copy bandwidth (measured in the same run) makes of them.
@@ -166,7 +167,7 @@ def _reference(P: np.ndarray) -> np.ndarray:
 
 @pytest.mark.gpu
 @pytest.mark.parametrize(("method", "backend"), [
-    ("exact", "cuda"), ("exact", "torch"),
+    ("exact", "cuda"), ("exact", "torch"), ("exact", "cpp"),
     ("fast", "cuda"), ("fast", "triton"), ("fast", "torch"),
     ("proxy", "cuda"), ("proxy", "triton"), ("proxy", "torch"),
 ])
@@ -176,7 +177,8 @@ def test_gpu_pid(benchmark, pytestconfig, bandwidth, fp64_rate, family, method, 
         pytest.skip(fastpid.backends()[backend]["reason"])
     n = _batch_sizes(pytestconfig)[family]
     P_host = _family(family, n)
-    P = torch.from_numpy(P_host).cuda()
+    # The C++ solver on the host's cores, the same batch: the peer a GPU must beat.
+    P = torch.from_numpy(P_host) if backend == "cpp" else torch.from_numpy(P_host).cuda()
     tol = 1e-6 if method == "exact" else None
     benchmark.group = f"gpu {family} {method}"
     res, t = _cuda_timed(benchmark, lambda: fastpid.pid(P, method=method, backend=backend, tol=tol))
@@ -186,7 +188,9 @@ def test_gpu_pid(benchmark, pytestconfig, bandwidth, fp64_rate, family, method, 
     if method == "exact":
         assert gap <= 1e-6 and err <= 1e-6 + 1e-10
     floor = f"reading P once: {P.numel() * 8 / bandwidth * 1e3:.3f} ms"
-    if method == "exact":
+    if backend == "cpp":
+        floor = f"on the CPU: {fastpid.build_info()['openmp_max_threads']} threads"
+    elif method == "exact":
         n_small = min(P.shape[1:3])  # the solver puts the smaller source on the Schur side
         newton_steps = float((res.iterations - WARM_STEPS).clamp_min(0).sum())  # warm-up steps are cheap
         flops = newton_steps * newton_flops(max(P.shape[1:3]), n_small, P.shape[3])
