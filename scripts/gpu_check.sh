@@ -2,8 +2,8 @@
 # GPU validation, for a machine with a CUDA device and fastpid installed with its CUDA kernels
 # (`python -m pip install -e ".[test,bench]"` where nvcc is on the PATH; with no package index,
 # `python -m pip install --no-build-isolation --no-deps -e .` over an environment that has torch,
-# scikit-build-core, pybind11, pytest and pytest-benchmark): the gpu-marked tests, the Triton
-# tests (on the GPU), the GPU benchmark, and compute-sanitizer (synccheck, memcheck, racecheck)
+# scikit-build-core, pybind11, pytest and pytest-benchmark): the Triton tests (on the GPU), the
+# gpu-marked tests, the GPU benchmark, and compute-sanitizer (synccheck, memcheck, racecheck)
 # over every CUDA kernel. Writes the record (GPU, commands, pass counts, times) to
 # bench/results/gpu_validation.md.
 # Arguments are passed to the benchmark (e.g. --gpu-problems 20000); GPU_CHECK_STEP_LIMIT=S stops
@@ -36,9 +36,11 @@ run() {  # run "what" command...: logs the command, its last line, its status an
   rm -f "$out"
   [ "$rc" -eq 0 ] || status=1
 }
-run "GPU tests" "$PYTHON" -m pytest -q -m gpu -p no:cacheprovider tests
-# The Triton tests run their kernels on the GPU wherever one is present (not only the gpu-marked).
-run "Triton tests on the GPU" "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_triton.py
+# Test by test (-v): a step stopped at its time limit still names the tests that failed.
+# The Triton tests first: they run their kernels on the GPU wherever one is present (not only
+# the gpu-marked), and a GPU has shown faults there that the interpreter cannot.
+run "Triton tests on the GPU" "$PYTHON" -m pytest -v --tb=short -p no:cacheprovider tests/test_triton.py
+run "GPU tests" "$PYTHON" -m pytest -v --tb=short -m gpu -p no:cacheprovider tests
 run "GPU benchmark" "$PYTHON" -m pytest -q -p no:cacheprovider bench/test_bench_gpu.py "$@"
 # Quickest first: on an H200, synccheck took 7 s, racecheck 61 s, memcheck 138 s.
 for tool in synccheck memcheck racecheck; do
