@@ -45,8 +45,8 @@ def available(device: torch.device | None = None) -> tuple[bool, str]:
     return True, ""
 
 
-#: Largest padded problem (cells, each axis rounded up to a power of two, at least 2) one program holds
-#: in registers; beyond it the per-problem kernels would spill or fail to compile.
+#: Largest padded problem (cells, each axis rounded up to a power of two, at least 2) one
+#: program holds in registers; beyond it the per-problem kernels would spill or fail to compile.
 MAX_PADDED_CELLS = 2**14
 
 

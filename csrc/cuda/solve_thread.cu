@@ -10,7 +10,8 @@ namespace {
 
 // Problems per block: one warp. The kernel takes 255 registers a thread, so an SM holds 8
 // warps whatever the block size; one-warp blocks spread a batch over the most SMs (on the
-// H200, 1,000 20x20x10 problems in 64-thread blocks filled 16 of its 132 SMs: 402 problems/s).
+// H200, 1,000 20x20x10 problems in 64-thread blocks were 16 blocks, on at most 16 of its 132
+// SMs: 402 problems/s).
 constexpr int kSolveThreads = 32;
 
 // One problem per thread: the same sequential code as the C++ CPU solver.
