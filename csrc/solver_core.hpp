@@ -1136,6 +1136,7 @@ struct Solver {
   double* Kr;             // exp of the kernel of the Sinkhorn steps (logR or lr)
   NewtonScratch nw;
   double* corr;  // per cell: the corrector's term added to the target mu (0 outside it)
+  double* soc;   // per cell: the corrector's term added to the linearised s (0 outside it)
   int free_count = 0;  // free g unknowns of the factorised Schur complement
   int gram_used = 0;   // rows of nw.Gc waiting for gram_flush()
   double* best_q = nullptr;  // if set: the feasible coupling behind the current upper bound
@@ -1150,7 +1151,7 @@ struct Solver {
         lst(arena.doubles(n1 * n2)), df(arena.doubles(n1 * ny)), dg(arena.doubles(n2 * ny)),
         lr(arena.doubles(n1 * n2)), fp(arena.doubles(n1 * ny)), gp(arena.doubles(n2 * ny)),
         Kr(arena.doubles(n1 * n2)), nw(n1, n2, ny, opt.newton && !opt.lowrank, opt.newton && opt.lowrank, opt.gram, arena),
-        corr(arena.doubles(n1 * n2)) {}
+        corr(arena.doubles(n1 * n2)), soc(arena.doubles(n1 * n2)) {}
 
   // closed (unless null): the four closed forms of closed_forms_one(), which the bracket
   // starts from.
@@ -1364,8 +1365,8 @@ struct Solver {
   }
 
   // Right-hand sides of the primal-dual Newton system for f and g (0 on fixed unknowns):
-  // each cell weighted by (mu + corr - R rp) / tau, which is mu / (1 - s) where the slack
-  // is 1 - s and corr is 0. The sums run as in jacobi_scalings().
+  // each cell weighted by (mu + corr + R soc - R rp) / tau, which is mu / (1 - s) where the
+  // slack is 1 - s and corr and soc are 0. The sums run as in jacobi_scalings().
   FASTPID_HD void gradient(double mu) {
     const double* W = nw.W;
     double *gf = nw.grad_f, *gg = nw.grad_g;
@@ -1374,7 +1375,7 @@ struct Solver {
     for (int i = 0; i < n1; ++i)
       for (int j = 0; j < n2; ++j) {
         const int c = i * n2 + j;
-        const double cw = (mu + corr[c] - R[c] * rp[c]) / nw.oms[c];
+        const double cw = (mu + corr[c] + R[c] * soc[c] - R[c] * rp[c]) / nw.oms[c];
         const double* w = &W[static_cast<size_t>(c) * ny];
         double *sf_ = &gf[i * ny], *sg_ = &gg[j * ny];
         FASTPID_SIMD()
@@ -2179,28 +2180,42 @@ struct Solver {
   }
 
   // The change of cell (i, j)'s s along the direction (df, dg), to first order (W of the
-  // point the direction was computed at).
-  FASTPID_HD double change_of_s(int i, int j) const {
+  // point the direction was computed at); with `curvature`, also the second-order change
+  // sum_y W (df + dg)^2 / 2 there (see predict()).
+  FASTPID_HD double change_of_s(int i, int j, double* curvature = nullptr) const {
     const int c = i * n2 + j;
-    double ds = 0;
-    for (int y = 0; y < ny; ++y) ds += nw.W[c * ny + y] * (df[i * ny + y] + dg[j * ny + y]);
+    double ds = 0, q = 0;
+    for (int y = 0; y < ny; ++y) {
+      const double d = df[i * ny + y] + dg[j * ny + y];
+      const double wd = nw.W[c * ny + y] * d;
+      ds += wd;
+      q += wd * d;
+    }
+    if (curvature) *curvature = 0.5 * q;
     return ds;
   }
 
   // The slacks' and multipliers' steps that go with (df, dg) from the linearised s + tau = 1
-  // and R tau = mu + corr (fastpid/solver.py, _steps_to_target): dtau = rp - ds (ds: the
-  // change of s along the direction) and dR = (mu + corr - R tau - R dtau) / tau. Returns
+  // and R tau = mu + corr (fastpid/solver.py, _steps_to_target): dtau = rp - ds - soc (ds:
+  // the change of s along the direction) and dR = (mu + corr - R tau - R dtau) / tau. Returns
   // the step lengths at which a slack, and a multiplier, would reach zero (HUGE_VAL: none).
-  FASTPID_HD StepLimits steps_to_target(double mu) {
+  // `affine` (predict()'s step): dtau = rp - ds, and soc is set to each cell's second-order
+  // change of s along the way (the same pass over the entries).
+  FASTPID_HD StepLimits steps_to_target(double mu, bool affine = false) {
     for (int i = 0; i < n1; ++i)
-      for (int j = 0; j < n2; ++j) dtau[i * n2 + j] = change_of_s(i, j);  // ds, for now
+      for (int j = 0; j < n2; ++j) {
+        const int c = i * n2 + j;
+        double q;
+        dtau[c] = change_of_s(i, j, &q);  // ds, for now
+        if (affine) soc[c] = pr.cell[c] ? q : 0.0;
+      }
     // Then one vector loop over the cells (the divisions pipelined; a cell without mass gets
     // steps that nothing reads, and no say in the length).
     double to_tau = HUGE_VAL, to_r = HUGE_VAL;
     const char* cell = pr.cell;
     FASTPID_SIMD(reduction(min : to_tau) reduction(min : to_r))
     for (int c = 0; c < n1 * n2; ++c) {
-      const double dt = rp[c] - dtau[c];
+      const double dt = rp[c] - dtau[c] - (affine ? 0.0 : soc[c]);
       const double dr = (mu + corr[c] - R[c] * tau[c] - R[c] * dt) / tau[c];
       dtau[c] = dt;
       dR[c] = dr;
@@ -2214,23 +2229,26 @@ struct Solver {
   // direction (target 0) and the mean complementarity its longest steps would reach (the
   // slacks' and the multipliers', each up to where one of them would reach zero), over
   // today's; returns the corrector's target (corrector_mu, at most `cap`, the last target or
-  // the starting mu; `fallback` where the ratio is not finite) and sets corr = -dR dtau of the
-  // affine step, the second-order term of R tau, except at mu's floor (there the term
-  // misleads more steps than it helps). corr is 0 on entry (barrier() clears it after every
-  // step).
+  // the starting mu; `fallback` where the ratio is not finite) and sets two second-order terms
+  // of the affine step: corr = -dR dtau, that of R tau, and soc, that of s (change_of_s(); s
+  // is convex, and the linearised s + tau = 1 alone under-predicted it, so full steps left
+  // s + tau > 1 and the next steps short), except at mu's floor (there they mislead more
+  // steps than they help). Both are 0 on entry (barrier() clears them after every step).
   FASTPID_HD double predict(double fallback, double cap, double mu_floor) {
     const double now = mean_complementarity();
     solve_newton(0.0);
-    const StepLimits to = steps_to_target(0.0);
+    const StepLimits to = steps_to_target(0.0, true);
     const double step = fp_min(1.0, to.tau), step_r = fp_min(1.0, to.R);
     double sum = 0;
     for (int c = 0; c < n1 * n2; ++c)
       if (pr.cell[c]) sum += (R[c] + step_r * dR[c]) * (tau[c] + step * dtau[c]);
     const double ratio = sum / fp_max(pr.ncells, 1) / now;
-    if (!(ratio >= 0.0 && ratio < HUGE_VAL)) return fallback;
-    const double mu = fp_min(corrector_mu(now, ratio, mu_floor), cap);
-    if (mu > mu_floor)
+    const bool finite = ratio >= 0.0 && ratio < HUGE_VAL;
+    const double mu = finite ? fp_min(corrector_mu(now, ratio, mu_floor), cap) : fallback;
+    if (finite && mu > mu_floor)
       for (int c = 0; c < n1 * n2; ++c) corr[c] = pr.cell[c] ? -dR[c] * dtau[c] : 0.0;
+    else
+      fill(soc, static_cast<size_t>(n1) * n2, 0.0);
     return mu;
   }
 
@@ -2383,6 +2401,7 @@ struct Solver {
       const double mixture = pr.cell[c] && isfinite(logR[c]) ? vexp(logR[c] + mx + 1e-3) : 0.0;
       R[c] = fp_max(mixture, mu / tau[c]);
       corr[c] = 0.0;
+      soc[c] = 0.0;
     }
     int stalled = 0;
     // After a primal-dual step (or none yet); not for the low-rank elimination, whose
@@ -2402,9 +2421,15 @@ struct Solver {
       factor_newton();
       if (predictor) mu = predict(mu, last_target, mu_floor);
       last_target = mu;
-      const double dec2 = solve_newton(mu);
+      double dec2 = solve_newton(mu);
+      if (!isfinite(dec2) && predictor) {  // the predictor's terms overflowed by a vanishing slack
+        fill(corr, static_cast<size_t>(n1) * n2, 0.0);
+        fill(soc, static_cast<size_t>(n1) * n2, 0.0);
+        dec2 = solve_newton(mu);
+      }
       double alpha = primal_dual_step(mu, dec2);
       fill(corr, static_cast<size_t>(n1) * n2, 0.0);
+      fill(soc, static_cast<size_t>(n1) * n2, 0.0);
       predictor = alpha >= 0.0 && !opt.lowrank;
       const bool barrier_taken = alpha < 0.0;
       if (barrier_taken) alpha = barrier_step(mu);

@@ -1,7 +1,6 @@
 """The native route of pid() for exact C++ solves of CPU inputs (fastpid._cpu_route) against the
 general route: the same joint up to the rounding of its total (summed natively here, by torch
-there), so the same iterations and convergence, every term equal to 1e-14 nats and every gap
-to 1e-13."""
+there), so the same iterations and convergence, and every term and gap equal to 1e-13 nats."""
 import numpy as np
 import pytest
 import torch
@@ -31,10 +30,10 @@ def _assert_same(got, ref):
         if name in ("converged", "iterations"):
             assert np.array_equal(np.asarray(a), np.asarray(b)), name
         else:
-            # The gap ends where the last Newton step leaves it: with 1e-13 masses, joints 1e-17
-            # apart (the rounding of their totals) ended 1.2e-14 nats apart (both certified).
-            atol = (1e-13 if name == "gap" else 1e-14) * nats
-            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12, atol=atol, err_msg=name)
+            # Each ends where the last Newton step leaves it: joints 1e-17 apart (the rounding
+            # of their totals) ended with gaps 1.2e-14 nats apart (1e-13 masses) and a
+            # redundancy 4.5e-14 apart (4x4x3; both certified).
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12, atol=1e-13 * nats, err_msg=name)
 
 
 def _inputs():

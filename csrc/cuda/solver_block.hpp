@@ -43,6 +43,7 @@ struct Layout {
   // the primal bound shares (it overlapped the bound's arrays where (n1 + n2) ny is large
   // next to n1 n2, and their deficits perturbed the next step).
   double* corr;
+  double* soc;  // per (i, j): the corrector's term of the linearised s, kept like corr
   // Newton direction, one iteration at a time (see solve_one's NewtonScratch).
   double* W;                          // p(y) exp(f + g) per cell (i, j, y), 0 if not admissible
   double *t, *t2, *oms;               // per (i, j): R, R / tau and tau
@@ -74,6 +75,7 @@ struct Layout {
     c1 = arena.doubles(n1);
     c2 = arena.doubles(n2);
     corr = arena.doubles(cells);
+    soc = arena.doubles(cells);
     const size_t shared_from = arena.used;
     W = arena.doubles(n);
     t = arena.doubles(cells);
@@ -366,6 +368,7 @@ struct Solver : Layout {
       const double mixture = cell[c] && isfinite(st.logR[c]) ? exp(st.logR[c] + mx + 1e-3) : 0.0;
       R[c] = fp_max(mixture, mu / tau[c]);
       corr[c] = 0.0;
+      soc[c] = 0.0;
     }
     int stalled = 0;
     bool predictor = true;
@@ -377,11 +380,16 @@ struct Solver : Layout {
       factor_newton();
       if (predictor) mu = predict(mu, last_target, mu_floor);
       last_target = mu;
-      const double dec2 = solve_newton(mu);
+      double dec2 = solve_newton(mu);
+      if (!isfinite(dec2) && predictor) {  // solve_one's retry without the predictor's terms
+        for (int c = r; c < n1 * n2; c += nt) corr[c] = soc[c] = 0.0;
+        b.sync();
+        dec2 = solve_newton(mu);
+      }
       double alpha = primal_dual_step(mu, dec2);
       // Each thread clears its own cells, the only ones primal_dual_step() reads; the next
       // readers of all cells come after factor_newton()'s barriers.
-      for (int c = r; c < n1 * n2; c += nt) corr[c] = 0.0;
+      for (int c = r; c < n1 * n2; c += nt) corr[c] = soc[c] = 0.0;
       predictor = alpha >= 0.0;
       const bool barrier_taken = alpha < 0.0;
       if (barrier_taken) alpha = barrier_step(mu);
@@ -493,8 +501,10 @@ struct Solver : Layout {
     }
   }
 
-  // The weight (mu + corr - R rp) / tau of cell c in the right-hand side.
-  FASTPID_BODY double cell_weight(double mu, int c) const { return (mu + corr[c] - t[c] * rp[c]) / oms[c]; }
+  // The weight (mu + corr + R soc - R rp) / tau of cell c in the right-hand side.
+  FASTPID_BODY double cell_weight(double mu, int c) const {
+    return (mu + corr[c] + t[c] * soc[c] - t[c] * rp[c]) / oms[c];
+  }
 
   // solve_one's gradient(): right-hand sides of the primal-dual Newton system.
   FASTPID_BODY void gradient(double mu) {
@@ -716,12 +726,24 @@ struct Solver : Layout {
     return ds;
   }
 
+  // The second-order change of cell c's s along the direction, sum_y W (df + dg)^2 / 2
+  // (solve_one's change_of_s() with its curvature; here a pass of its own).
+  FASTPID_BODY double curvature_of_s(int c) const {
+    const int i = c / n2, j = c % n2;
+    double q = 0;
+    for (int y = 0; y < ny; ++y) {
+      const double d = df[i * ny + y] + dg[j * ny + y];
+      q += W[c * ny + y] * d * d;
+    }
+    return 0.5 * q;
+  }
+
   // solve_one's steps_to_target() with this block's threads; returns the block's limits.
   FASTPID_BODY detail::StepLimits steps_to_target(double mu) {
     double to_tau = HUGE_VAL, to_r = HUGE_VAL;
     for (int c = r; c < n1 * n2; c += nt) {
       if (!cell[c]) continue;
-      dtau[c] = rp[c] - change_of_s(c);
+      dtau[c] = rp[c] - change_of_s(c) - soc[c];
       dR[c] = (mu + corr[c] - R[c] * tau[c] - R[c] * dtau[c]) / tau[c];
       if (dtau[c] < 0) to_tau = fp_min(to_tau, -tau[c] / dtau[c]);
       if (dR[c] < 0) to_r = fp_min(to_r, -R[c] / dR[c]);
@@ -731,7 +753,7 @@ struct Solver : Layout {
     return {lim_tau, lim_r};
   }
 
-  // solve_one's predict() with this block's threads (corr is 0 on entry).
+  // solve_one's predict() with this block's threads (corr and soc are 0 on entry).
   FASTPID_BODY double predict(double fallback, double cap, double mu_floor) {
     const double now = mean_complementarity();
     solve_newton(0.0);
@@ -744,7 +766,10 @@ struct Solver : Layout {
     if (!(ratio >= 0.0 && ratio < HUGE_VAL)) return fallback;
     const double mu = fp_min(detail::corrector_mu(now, ratio, mu_floor), cap);
     if (mu > mu_floor)
-      for (int c = r; c < n1 * n2; c += nt) corr[c] = cell[c] ? -dR[c] * dtau[c] : 0.0;
+      for (int c = r; c < n1 * n2; c += nt) {
+        corr[c] = cell[c] ? -dR[c] * dtau[c] : 0.0;
+        soc[c] = cell[c] ? curvature_of_s(c) : 0.0;
+      }
     b.sync();
     return mu;
   }
