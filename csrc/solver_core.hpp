@@ -77,6 +77,9 @@ constexpr double kMaxLogS = 0.3;
 // starting mu (fastpid/solver.py, MU_RAISE_STEP).
 constexpr double kMuRaiseStep = 0.01;
 constexpr double kMuRaise = 3.0;
+// The slacks start at 1 - s cut towards mu / R, to no less than kSlackStartCut of 1 - s
+// (fastpid/solver.py, SLACK_START_CUT).
+constexpr double kSlackStartCut = 0.3;
 // At mu's floor, a primal bound also from the multipliers with the cells below
 // kSupportFactor times mu scaled by kSupportShrink (fastpid/solver.py, SUPPORT_FACTOR).
 constexpr double kSupportFactor = 1e3;
@@ -2379,8 +2382,8 @@ struct Solver {
   }
 
   // Primal-dual path following (fastpid/solver.py, solve_exact): from a strictly feasible
-  // point with slacks tau = 1 - s and multipliers from the alternation's mixture (at least
-  // mu / tau), one Newton step of the perturbed optimality conditions per iteration, by
+  // point with multipliers from the alternation's mixture (at least mu / (1 - s)) and slacks
+  // 1 - s cut towards mu / R (kSlackStartCut), one Newton step of the perturbed optimality conditions per iteration, by
   // Mehrotra's predictor-corrector after a primal-dual step (a barrier step where that one is
   // unfit, after which mu = mu_factor times the mean R tau).
   FASTPID_HD void barrier(double& lower, double& upper, int64_t& iterations) {
@@ -2400,6 +2403,7 @@ struct Solver {
       tau[c] = pr.cell[c] ? -expm1(ls[c]) : 1.0;
       const double mixture = pr.cell[c] && isfinite(logR[c]) ? vexp(logR[c] + mx + 1e-3) : 0.0;
       R[c] = fp_max(mixture, mu / tau[c]);
+      if (pr.cell[c]) tau[c] = fp_min(tau[c], fp_max(mu / R[c], kSlackStartCut * tau[c]));
       corr[c] = 0.0;
       soc[c] = 0.0;
     }

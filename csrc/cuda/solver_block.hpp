@@ -367,6 +367,7 @@ struct Solver : Layout {
       tau[c] = cell[c] ? -expm1(ls[c]) : 1.0;
       const double mixture = cell[c] && isfinite(st.logR[c]) ? exp(st.logR[c] + mx + 1e-3) : 0.0;
       R[c] = fp_max(mixture, mu / tau[c]);
+      if (cell[c]) tau[c] = fp_min(tau[c], fp_max(mu / R[c], detail::kSlackStartCut * tau[c]));
       corr[c] = 0.0;
       soc[c] = 0.0;
     }
