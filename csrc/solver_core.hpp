@@ -2208,7 +2208,7 @@ struct Solver {
     for (int i = 0; i < n1; ++i)
       for (int j = 0; j < n2; ++j) {
         const int c = i * n2 + j;
-        double q;
+        double q = 0.0;
         dtau[c] = change_of_s(i, j, &q);  // ds, for now
         if (affine) soc[c] = pr.cell[c] ? q : 0.0;
       }
@@ -2383,9 +2383,9 @@ struct Solver {
 
   // Primal-dual path following (fastpid/solver.py, solve_exact): from a strictly feasible
   // point with multipliers from the alternation's mixture (at least mu / (1 - s)) and slacks
-  // 1 - s cut towards mu / R (kSlackStartCut), one Newton step of the perturbed optimality conditions per iteration, by
-  // Mehrotra's predictor-corrector after a primal-dual step (a barrier step where that one is
-  // unfit, after which mu = mu_factor times the mean R tau).
+  // 1 - s cut towards mu / R (kSlackStartCut), one Newton step of the perturbed optimality
+  // conditions per iteration, by Mehrotra's predictor-corrector after a primal-dual step (a
+  // barrier step where that one is unfit, after which mu = mu_factor times the mean R tau).
   FASTPID_HD void barrier(double& lower, double& upper, int64_t& iterations) {
     double mx = kNegInf;
     pr.log_s(f, g, ls);
