@@ -79,7 +79,7 @@ constexpr double kMuRaiseStep = 0.01;
 constexpr double kMuRaise = 3.0;
 // The slacks start at 1 - s cut towards mu / R, to no less than kSlackStartCut of 1 - s
 // (fastpid/solver.py, SLACK_START_CUT).
-constexpr double kSlackStartCut = 0.3;
+constexpr double kSlackStartCut = 0.5;
 // At mu's floor, a primal bound also from the multipliers with the cells below
 // kSupportFactor times mu scaled by kSupportShrink (fastpid/solver.py, SUPPORT_FACTOR).
 constexpr double kSupportFactor = 1e3;

@@ -114,11 +114,13 @@ MU_RAISE = 3.0
 # of 1 - s: the alternation leaves the support cells' slacks (about its 1e-3 shift of f) far
 # above mu / R, off the centre, and the first Newton steps stopped at 0.8-0.9 of a full
 # step. C++, Newton steps over 8 joints per bench family: 0.25-0.5 fewer a solve on all but
-# 16x2x30 (the same), 0.92-0.99x the time; 3,000 joints whose masses span 20-60 decades
-# 53,990 -> 54,225 iterations to 1e-8 (none short), 60,702 -> 60,895 to 1e-10 (one short
-# either way). Cut all the way to mu / R: 0.5 fewer on the dense families but 56,647 there,
-# one short of 1e-8 (7.4e-8) and three of 1e-10; 0.1: 55,904.
-SLACK_START_CUT = 0.3
+# 16x2x30 (the same), 0.93-1.0x the time; 3,000 joints whose masses span 20-60 decades
+# 53,990 -> 53,933 iterations to 1e-8 (none short), 60,702 -> 61,108 to 1e-10 (the same
+# joint short); 2,000 more 36,248 -> 36,454 (none short of 1e-8, one of 1e-10 either way);
+# 600 more: one short of 1e-10 (3.1e-10), none before. Cut to 0.3 of 1 - s: the same steps on
+# the bench, two of the 2,000 short of 1e-10; all the way to mu / R: one of the 3,000 short
+# of 1e-8 (7.4e-8) and three of 1e-10.
+SLACK_START_CUT = 0.5
 # At mu's floor with the gap still above tol, one more primal bound comes from the
 # multipliers with the cells whose R is below SUPPORT_FACTOR mu scaled by SUPPORT_SHRINK: at
 # the barrier's centre R tau = mu, so cells off the optimal coupling's support keep masses
