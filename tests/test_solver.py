@@ -355,11 +355,11 @@ def test_a_wide_range_joint_whose_slack_vanished_certifies(backend):
 def test_holding_mu_after_short_barrier_steps_crawls_on_wide_range_joints(monkeypatch):
     """What the previous test guards against: with mu held after short barrier steps
     (MU_RAISE = 1) the PyTorch solver crawls on joints whose masses span 20-60 decades. Since
-    this session's changes to the Newton steps (the corrector's second-order term of s, the
-    slacks' start) the previous test's joints no longer show it, and over 300 random such
-    joints (3x3x3 to 9x9x9) holding mu costs 5-9 % more iterations (5,920 -> 6,202 to 1e-8,
-    6,591 -> 7,198 to 1e-10, AMD EPYC); these are the five where it cost the most
-    (tests/data/held_mu_crawls.npz). Which joint crawls worst depends on the machine's
+    the corrector's second-order term of s and the slacks' start cut towards their centre
+    (solver._predict, SLACK_START_CUT) the previous test's joints no longer show it, and over
+    300 random such joints (3x3x3 to 9x9x9) holding mu costs 5-9 % more iterations (5,920 ->
+    6,202 to 1e-8, 6,591 -> 7,198 to 1e-10, AMD EPYC); these are the five where it cost the
+    most (tests/data/held_mu_crawls.npz). Which joint crawls worst depends on the machine's
     rounding (before those changes, wr9x5x4_209 at 1e-10 reached max_iter on an Intel Xeon and
     took 459 iterations on an AMD EPYC), so the test asserts on the set: held, the ten solves
     (five joints, two tolerances) take at least 1.5 times the raised solver's iterations in
