@@ -218,17 +218,18 @@ py::tuple solve_pid(Array P, py::array_t<bool, py::array::c_style | py::array::f
   return py::make_tuple(terms, gap, converged, broken, iterations, settled);
 }
 
-// The solver's own exp and log (vector_math.hpp) of every entry of x, for the tests.
+// The solver's own exp, log and expm1 (vector_math.hpp) of every entry of x, for the tests.
 py::tuple exp_log(Array x) {
   const auto n = x.size();
-  py::array_t<double> e(n), l(n);
+  py::array_t<double> e(n), l(n), em(n);
   const double* xp = x.data();
-  double *ep = e.mutable_data(), *lp = l.mutable_data();
+  double *ep = e.mutable_data(), *lp = l.mutable_data(), *emp = em.mutable_data();
   for (py::ssize_t k = 0; k < n; ++k) {
     ep[k] = fastpid::detail::vexp(xp[k]);
     lp[k] = fastpid::detail::vlog(xp[k]);
+    emp[k] = fastpid::detail::vexpm1(xp[k]);
   }
-  return py::make_tuple(e, l);
+  return py::make_tuple(e, l, em);
 }
 
 }  // namespace
@@ -284,7 +285,7 @@ void register_solver(py::module_& m) {
         "problems P (normalised float64): I of each Q's feasible rounding, +inf where an "
         "admissible entry is NaN or infinite (for the tests).");
   m.def("_exp_log", &exp_log, py::arg("x"),
-        "(exp(x), log(x)) of every entry of x (flattened) as the solver computes them: its own "
+        "(exp(x), log(x), expm1(x)) of every entry of x (flattened) as the solver computes them: its own "
         "vectorisable versions, for the tests of their accuracy.");
   m.def("solve", &solve, py::arg("P"), py::arg("options"), py::arg("return_coupling") = false,
         py::arg("gram") = py::none(), py::arg("product_form") = py::none(),
