@@ -603,7 +603,25 @@ FASTPID_HD inline void cholesky_solve(const double* L, int n, double* b) {
     for (int p = 0; p < r; ++p) v -= Lr[p] * b[p];
     b[r] = v * inv;
   }
-  for (int r = n - 1; r >= 0; --r) {
+  // Backward by four rows at a time: the 4 x 4 triangle, then one pass that subtracts the
+  // four rows' terms from each entry above them (in the order of the rows one at a time, so
+  // the same results, with a load and a store of b per four rows instead of per row).
+  r = n - 1;
+  for (; r >= 3; r -= 4) {
+    const double* L3 = L + static_cast<size_t>(r) * n;
+    const double *L2 = L3 - n, *L1 = L2 - n, *L0 = L1 - n;
+    const double x3 = b[r] * (1.0 / L3[r]);
+    const double x2 = (b[r - 1] - L3[r - 1] * x3) * (1.0 / L2[r - 1]);
+    const double x1 = ((b[r - 2] - L3[r - 2] * x3) - L2[r - 2] * x2) * (1.0 / L1[r - 2]);
+    const double x0 = (((b[r - 3] - L3[r - 3] * x3) - L2[r - 3] * x2) - L1[r - 3] * x1) * (1.0 / L0[r - 3]);
+    b[r] = x3;
+    b[r - 1] = x2;
+    b[r - 2] = x1;
+    b[r - 3] = x0;
+    FASTPID_SIMD()
+    for (int p = 0; p < r - 3; ++p) b[p] = (((b[p] - L3[p] * x3) - L2[p] * x2) - L1[p] * x1) - L0[p] * x0;
+  }
+  for (; r >= 0; --r) {
     const double* Lr = L + static_cast<size_t>(r) * n;
     b[r] *= 1.0 / Lr[r];
     const double br = b[r];
