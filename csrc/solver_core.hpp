@@ -297,6 +297,37 @@ struct OuterRows4 {
 };
 #endif
 
+// out[y] = sum over b < nb of w[b ws] rows[b ny + y] for y < ny, terms with w 0 skipped: the
+// sums of the Sinkhorn half-steps (Problem::half_step).
+FASTPID_HD inline void weighted_rows(double* out, const double* w, size_t ws, const double* rows, int nb, int ny) {
+#if defined(__AVX512F__) && !defined(__CUDA_ARCH__)
+  // Up to 16 target values the sums stay in two registers over all b (the row passes below
+  // load and store out once per b, each load waiting on the last masked store).
+  if (ny <= 16) {
+    const __mmask8 lo = ny >= 8 ? 0xff : (1u << ny) - 1, hi = ny > 8 ? (1u << (ny - 8)) - 1 : 0;
+    __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+    for (int b = 0; b < nb; ++b) {
+      const double r = w[b * ws];
+      if (r == 0.0) continue;
+      const __m512d rv = _mm512_set1_pd(r);
+      s0 = _mm512_fmadd_pd(rv, _mm512_maskz_loadu_pd(lo, rows + static_cast<size_t>(b) * ny), s0);
+      if (hi) s1 = _mm512_fmadd_pd(rv, _mm512_maskz_loadu_pd(hi, rows + static_cast<size_t>(b) * ny + 8), s1);
+    }
+    _mm512_mask_storeu_pd(out, lo, s0);
+    if (hi) _mm512_mask_storeu_pd(out + 8, hi, s1);
+    return;
+  }
+#endif
+  fill(out, ny, 0.0);
+  for (int b = 0; b < nb; ++b) {
+    const double r = w[b * ws];
+    if (r == 0.0) continue;
+    const double* rb = &rows[static_cast<size_t>(b) * ny];
+    FASTPID_SIMD()
+    for (int y = 0; y < ny; ++y) out[y] += r * rb[y];
+  }
+}
+
 // M (n x n, row-major; the lower triangle is what counts) = sum over m < count of a_m b_m^T,
 // a_m = a + m stride and b_m = b + m stride: the f- and g-blocks of the Newton system.
 FASTPID_HD inline void sum_outer_lower(double* M, const double* a, const double* b, int count, size_t stride, int n) {
@@ -1064,17 +1095,8 @@ struct Problem {
     for (int k = 0; k < nb * ny; ++k) lin[k] = min[k] ? in[k] : kNegInf;
     max_per_y(lin, nb);
     shifted_exp(lin, nb, -1.0, ein);
-    fill(sums, na * ny, 0.0);
-    for (int a = 0; a < na; ++a) {
-      double* sa = &sums[a * ny];
-      for (int b = 0; b < nb; ++b) {
-        const double r = transposed ? Kr[b * na + a] : Kr[a * nb + b];
-        if (r == 0.0) continue;
-        const double* eb = &ein[b * ny];
-        FASTPID_SIMD()
-        for (int y = 0; y < ny; ++y) sa[y] += r * eb[y];
-      }
-    }
+    for (int a = 0; a < na; ++a)
+      weighted_rows(&sums[a * ny], transposed ? &Kr[a] : &Kr[a * nb], transposed ? na : 1, ein, nb, ny);
     // All in one vector loop per row, then the masked and the doubtful entries again.
     for (int a = 0; a < na; ++a) {
       const double *la_ = &lt[a * ny], *sa = &sums[a * ny];
