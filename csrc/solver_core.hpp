@@ -297,9 +297,10 @@ struct OuterRows4 {
 };
 #endif
 
-// out[y] = sum over b < nb of w[b ws] rows[b ny + y] for y < ny, terms with w 0 skipped: the
-// sums of the Sinkhorn half-steps (Problem::half_step).
-FASTPID_HD inline void weighted_rows(double* out, const double* w, size_t ws, const double* rows, int nb, int ny) {
+// out[y] = sum over b < nb of w[b ws] rows[b rs + y] for y < ny, terms with w 0 skipped: the
+// sums of the Sinkhorn half-steps (Problem::half_step) and of the Newton gradient.
+FASTPID_HD inline void weighted_rows(double* out, const double* w, size_t ws, const double* rows, size_t rs, int nb,
+                                     int ny) {
 #if defined(__AVX512F__) && !defined(__CUDA_ARCH__)
   // Up to 16 target values the sums stay in two registers over all b (the row passes below
   // load and store out once per b, each load waiting on the last masked store).
@@ -310,8 +311,8 @@ FASTPID_HD inline void weighted_rows(double* out, const double* w, size_t ws, co
       const double r = w[b * ws];
       if (r == 0.0) continue;
       const __m512d rv = _mm512_set1_pd(r);
-      s0 = _mm512_fmadd_pd(rv, _mm512_maskz_loadu_pd(lo, rows + static_cast<size_t>(b) * ny), s0);
-      if (hi) s1 = _mm512_fmadd_pd(rv, _mm512_maskz_loadu_pd(hi, rows + static_cast<size_t>(b) * ny + 8), s1);
+      s0 = _mm512_fmadd_pd(rv, _mm512_maskz_loadu_pd(lo, rows + b * rs), s0);
+      if (hi) s1 = _mm512_fmadd_pd(rv, _mm512_maskz_loadu_pd(hi, rows + b * rs + 8), s1);
     }
     _mm512_mask_storeu_pd(out, lo, s0);
     if (hi) _mm512_mask_storeu_pd(out + 8, hi, s1);
@@ -322,7 +323,7 @@ FASTPID_HD inline void weighted_rows(double* out, const double* w, size_t ws, co
   for (int b = 0; b < nb; ++b) {
     const double r = w[b * ws];
     if (r == 0.0) continue;
-    const double* rb = &rows[static_cast<size_t>(b) * ny];
+    const double* rb = &rows[b * rs];
     FASTPID_SIMD()
     for (int y = 0; y < ny; ++y) out[y] += r * rb[y];
   }
@@ -1096,7 +1097,7 @@ struct Problem {
     max_per_y(lin, nb);
     shifted_exp(lin, nb, -1.0, ein);
     for (int a = 0; a < na; ++a)
-      weighted_rows(&sums[a * ny], transposed ? &Kr[a] : &Kr[a * nb], transposed ? na : 1, ein, nb, ny);
+      weighted_rows(&sums[a * ny], transposed ? &Kr[a] : &Kr[a * nb], transposed ? na : 1, ein, ny, nb, ny);
     // All in one vector loop per row, then the masked and the doubtful entries again.
     for (int a = 0; a < na; ++a) {
       const double *la_ = &lt[a * ny], *sa = &sums[a * ny];
@@ -1248,6 +1249,7 @@ struct Solver {
   NewtonScratch nw;
   double* corr;  // per cell: the corrector's term added to the target mu (0 outside it)
   double* soc;   // per cell: the corrector's term added to the linearised s (0 outside it)
+  double* cw;    // per cell: gradient()'s weight of W
   int free_count = 0;  // free g unknowns of the factorised Schur complement
   int gram_used = 0;   // rows of nw.Gc waiting for gram_flush()
   double* best_q = nullptr;  // if set: the feasible coupling behind the current upper bound
@@ -1262,7 +1264,7 @@ struct Solver {
         lst(arena.doubles(n1 * n2)), df(arena.doubles(n1 * ny)), dg(arena.doubles(n2 * ny)),
         lr(arena.doubles(n1 * n2)), fp(arena.doubles(n1 * ny)), gp(arena.doubles(n2 * ny)),
         Kr(arena.doubles(n1 * n2)), nw(n1, n2, ny, opt.newton && !opt.lowrank, opt.newton && opt.lowrank, opt.gram, arena),
-        corr(arena.doubles(n1 * n2)), soc(arena.doubles(n1 * n2)) {}
+        corr(arena.doubles(n1 * n2)), soc(arena.doubles(n1 * n2)), cw(arena.doubles(n1 * n2)) {}
 
   // closed (unless null): the four closed forms of closed_forms_one(), which the bracket
   // starts from.
@@ -1482,20 +1484,14 @@ struct Solver {
   FASTPID_HD void gradient(double mu) {
     const double* W = nw.W;
     double *gf = nw.grad_f, *gg = nw.grad_g;
-    fill(gf, static_cast<size_t>(n1) * ny, 0.0);
-    fill(gg, static_cast<size_t>(n2) * ny, 0.0);
+    FASTPID_SIMD()
+    for (int c = 0; c < n1 * n2; ++c) cw[c] = (mu + corr[c] + R[c] * soc[c] - R[c] * rp[c]) / nw.oms[c];
+    // Per x1 the sum over x2, then per x2 the sum over x1, each kept in registers where it
+    // can (weighted_rows(); one pass that updated both loaded and stored x1's per x2).
     for (int i = 0; i < n1; ++i)
-      for (int j = 0; j < n2; ++j) {
-        const int c = i * n2 + j;
-        const double cw = (mu + corr[c] + R[c] * soc[c] - R[c] * rp[c]) / nw.oms[c];
-        const double* w = &W[static_cast<size_t>(c) * ny];
-        double *sf_ = &gf[i * ny], *sg_ = &gg[j * ny];
-        FASTPID_SIMD()
-        for (int y = 0; y < ny; ++y) {
-          sf_[y] += cw * w[y];
-          sg_[y] += cw * w[y];
-        }
-      }
+      weighted_rows(&gf[i * ny], &cw[i * n2], 1, &W[static_cast<size_t>(i) * n2 * ny], ny, n2, ny);
+    for (int j = 0; j < n2; ++j)
+      weighted_rows(&gg[j * ny], &cw[j], n2, &W[static_cast<size_t>(j) * ny], static_cast<size_t>(n2) * ny, n1, ny);
     for (int q = 0; q < n1 * ny; ++q) gf[q] = fixed_f[q] ? 0.0 : pr.p1y[q] - gf[q];
     for (int q = 0; q < n2 * ny; ++q) gg[q] = fixed_g[q] ? 0.0 : pr.p2y[q] - gg[q];
   }
