@@ -1582,19 +1582,9 @@ struct Solver {
     // combine_free() from alpha, u and H_i^-1 (rm's row z: u_jp[z] over jp, then Hinv[z]).
     //
     // alpha[j][jp] = a_j . u_jp for jp <= j, as rows over jp from rm's columns (u_jp[y] is
-    // rm[y][jp]): long contiguous passes where ny is small; a_j[y] is 0 (skipped) where the
-    // pair (i, y) or (j, y) has no mass.
-    for (int j = 0; j < n2; ++j) {
-      double* al = &alpha[j * n2];
-      fill(al, static_cast<size_t>(j) + 1, 0.0);
-      for (int y = 0; y < ny; ++y) {
-        const double ay = a[j * ny + y];
-        if (ay == 0.0) continue;
-        const double* uy = &rm[y * k];
-        FASTPID_SIMD()
-        for (int jp = 0; jp <= j; ++jp) al[jp] += ay * uy[jp];
-      }
-    }
+    // rm[y][jp]), summed over y by weighted_rows(); a_j[y] is 0 (skipped) where the pair
+    // (i, y) or (j, y) has no mass.
+    for (int j = 0; j < n2; ++j) weighted_rows(&alpha[j * n2], &a[j * ny], 1, rm, k, ny, j + 1);
     for (int j = 0; j < n2; ++j) {
       bool rows = false;  // whether any row of j is updated (w or d nonzero)
       for (int l = gs[j]; l < gs[j + 1] && !rows; ++l) rows = wc[l] != 0.0 || dc[l] != 0.0;
