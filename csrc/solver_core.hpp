@@ -299,6 +299,8 @@ struct OuterRows4 {
 
 // out[y] = sum over b < nb of w[b ws] rows[b rs + y] for y < ny, terms with w 0 skipped: the
 // sums of the Sinkhorn half-steps (Problem::half_step), of log s and of the Newton gradient.
+// Subtract: out[y] -= each term in turn instead, none skipped (the Cholesky panels).
+template <bool Subtract = false>
 FASTPID_HD inline void weighted_rows(double* out, const double* w, size_t ws, const double* rows, size_t rs, int nb,
                                      int ny) {
 #if defined(__AVX512F__) && !defined(__CUDA_ARCH__)
@@ -308,26 +310,32 @@ FASTPID_HD inline void weighted_rows(double* out, const double* w, size_t ws, co
   for (int y0 = 0; y0 < ny; y0 += 16) {
     const int m = ny - y0;
     const __mmask8 lo = m >= 8 ? 0xff : (1u << m) - 1, hi = m >= 16 ? 0xff : (m > 8 ? (1u << (m - 8)) - 1 : 0);
-    __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+    __m512d s0 = Subtract ? _mm512_maskz_loadu_pd(lo, out + y0) : _mm512_setzero_pd();
+    __m512d s1 = Subtract && hi ? _mm512_maskz_loadu_pd(hi, out + y0 + 8) : _mm512_setzero_pd();
     for (int b = 0; b < nb; ++b) {
       const double r = w[b * ws];
-      if (r == 0.0) continue;
+      if (!Subtract && r == 0.0) continue;
       const __m512d rv = _mm512_set1_pd(r);
       const double* rb = rows + b * rs + y0;
-      s0 = _mm512_fmadd_pd(rv, _mm512_maskz_loadu_pd(lo, rb), s0);
-      if (hi) s1 = _mm512_fmadd_pd(rv, _mm512_maskz_loadu_pd(hi, rb + 8), s1);
+      if (Subtract) {
+        s0 = _mm512_fnmadd_pd(rv, _mm512_maskz_loadu_pd(lo, rb), s0);
+        if (hi) s1 = _mm512_fnmadd_pd(rv, _mm512_maskz_loadu_pd(hi, rb + 8), s1);
+      } else {
+        s0 = _mm512_fmadd_pd(rv, _mm512_maskz_loadu_pd(lo, rb), s0);
+        if (hi) s1 = _mm512_fmadd_pd(rv, _mm512_maskz_loadu_pd(hi, rb + 8), s1);
+      }
     }
     _mm512_mask_storeu_pd(out + y0, lo, s0);
     if (hi) _mm512_mask_storeu_pd(out + y0 + 8, hi, s1);
   }
 #else
-  fill(out, ny, 0.0);
+  if (!Subtract) fill(out, ny, 0.0);
   for (int b = 0; b < nb; ++b) {
     const double r = w[b * ws];
-    if (r == 0.0) continue;
+    if (!Subtract && r == 0.0) continue;
     const double* rb = &rows[b * rs];
     FASTPID_SIMD()
-    for (int y = 0; y < ny; ++y) out[y] += r * rb[y];
+    for (int y = 0; y < ny; ++y) out[y] += Subtract ? -(r * rb[y]) : r * rb[y];
   }
 #endif
 }
@@ -551,12 +559,8 @@ FASTPID_HD inline bool cholesky_attempt_blocked(double* A, int n, double* Pt) {
     transpose_panel(A, n, Pt, ld, kb, ke, true);
     for (int k = kb; k < ke; ++k) {
       double* Pk = Pt + static_cast<size_t>(k - kb) * ld;
-      for (int p = kb; p < k; ++p) {
-        const double* Pp = Pt + static_cast<size_t>(p - kb) * ld;
-        const double l = Pp[k];
-        FASTPID_SIMD()
-        for (int r = k; r < n; ++r) Pk[r] -= l * Pp[r];
-      }
+      // Pk[r] -= Pp[k] Pp[r] for the panel's earlier columns p, in turn, over r >= k.
+      weighted_rows<true>(Pk + k, Pt + k, ld, Pt + k, ld, k - kb, n - k);
       if (!(Pk[k] > 0.0)) return false;
       const double d = sqrt(Pk[k]), inv = 1.0 / d;
       Pk[k] = d;
