@@ -1851,22 +1851,20 @@ struct Solver {
     const double* a = nw.a;
     const double* L = nw.H + static_cast<size_t>(i) * ny * ny;
     // Row y of X = L_i^-1 [a_0[y] .. a_{n2-1}[y] | e_y], n2 + ny long: U's row, then Li's, for
-    // the free y only (a fixed y has L_i[y][yp] = L_i[yp][y] = 0: its row is not read).
+    // the free y only; a fixed y has L_i[y][yp] = L_i[yp][y] = 0, and its row is 0 here, so that
+    // the substitution subtracts every earlier row in turn (weighted_rows<true>(), in registers).
     const int m = n2 + ny;
     double* X = nw.rhs_many;
     for (int y = 0; y < ny; ++y) {
-      if (fixed_f[i * ny + y]) continue;
       double* Xy = &X[y * m];
+      if (fixed_f[i * ny + y]) {
+        fill(Xy, m, 0.0);
+        continue;
+      }
       for (int j = 0; j < n2; ++j) Xy[j] = a[j * ny + y];
       for (int z = 0; z < ny; ++z) Xy[n2 + z] = y == z ? 1.0 : 0.0;
       const double* Ly = L + static_cast<size_t>(y) * ny;
-      for (int yp = 0; yp < y; ++yp) {
-        if (fixed_f[i * ny + yp]) continue;
-        const double lp = Ly[yp];
-        const double* Xp = &X[yp * m];
-        FASTPID_SIMD()
-        for (int q = 0; q < m; ++q) Xy[q] -= lp * Xp[q];
-      }
+      weighted_rows<true>(Xy, Ly, 1, X, m, y, m);
       const double inv = 1.0 / Ly[y];
       FASTPID_SIMD()
       for (int q = 0; q < m; ++q) Xy[q] *= inv;
