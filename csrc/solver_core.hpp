@@ -923,23 +923,31 @@ struct Problem {
     return dual_objective(f, g) + shift - top;
   }
 
-  // I(X1,X2;Y), I(X1;Y), I(X2;Y) of P, and I of the proxy Q0 = P(x1,y) P(x2,y) / p(y).
-  FASTPID_HD void closed_forms(double& mi, double& mi1, double& mi2, double& mi_q0) const {
-    double h12y = 0, h12 = 0, h1y = 0, h2y = 0, h1 = 0, h2 = 0, hy = 0, hq12 = 0;
-    // Each sum of x log x over the cells' entries, sums and proxy masses is one vector loop
-    // (the sums per cell in cell_sum first).
+  // H(X1,X2,Y) and H(X1,X2) (nats) of masses Q[n1][n2][ny]: -sum x log x over the entries, and
+  // over the cells' sums (left in cell_sum), each one vector loop.
+  FASTPID_HD void joint_entropies(const double* Q, double& h12y, double& h12) const {
     const size_t n = static_cast<size_t>(n1) * n2 * ny;
-    FASTPID_SIMD(reduction(+ : h12y))
-    for (size_t k = 0; k < n; ++k) h12y -= xlogx(P[k]);
+    double entries = 0, cells = 0;
+    FASTPID_SIMD(reduction(+ : entries))
+    for (size_t k = 0; k < n; ++k) entries -= xlogx(Q[k]);
     for (int c = 0; c < n1 * n2; ++c) {
-      const double* p = &P[c * ny];
+      const double* q = &Q[c * ny];
       double m = 0;
       FASTPID_SIMD(reduction(+ : m))
-      for (int y = 0; y < ny; ++y) m += p[y];
+      for (int y = 0; y < ny; ++y) m += q[y];
       cell_sum[c] = m;
     }
-    FASTPID_SIMD(reduction(+ : h12))
-    for (int c = 0; c < n1 * n2; ++c) h12 -= xlogx(cell_sum[c]);
+    FASTPID_SIMD(reduction(+ : cells))
+    for (int c = 0; c < n1 * n2; ++c) cells -= xlogx(cell_sum[c]);
+    h12y = entries;
+    h12 = cells;
+  }
+
+  // I(X1,X2;Y), I(X1;Y), I(X2;Y) of P, and I of the proxy Q0 = P(x1,y) P(x2,y) / p(y).
+  FASTPID_HD void closed_forms(double& mi, double& mi1, double& mi2, double& mi_q0) const {
+    double h12y, h12, h1y = 0, h2y = 0, h1 = 0, h2 = 0, hy = 0, hq12 = 0;
+    joint_entropies(P, h12y, h12);
+    // The proxy's cell masses, then their sum of x log x in one vector loop.
     for (int i = 0; i < n1; ++i)
       for (int j = 0; j < n2; ++j) {
         const double *a = &p1y[i * ny], *b = &p2y[j * ny];
@@ -1058,19 +1066,8 @@ struct Problem {
       }
     // I_Q(Y; X1, X2) = H(X1,X2) + H(Y) - H(X1,X2,Y); Q(y) = p(y) on the feasible set. Each
     // sum of x log x is one vector loop over all of its terms.
-    double h12y = 0, h12 = 0, hy = 0;
-    const size_t n = static_cast<size_t>(n1) * n2 * ny;
-    FASTPID_SIMD(reduction(+ : h12y))
-    for (size_t k = 0; k < n; ++k) h12y -= xlogx(Q[k]);
-    for (int c = 0; c < n1 * n2; ++c) {
-      const double* q = &Q[c * ny];
-      double m = 0;
-      FASTPID_SIMD(reduction(+ : m))
-      for (int y = 0; y < ny; ++y) m += q[y];
-      cell_sum[c] = m;
-    }
-    FASTPID_SIMD(reduction(+ : h12))
-    for (int c = 0; c < n1 * n2; ++c) h12 -= xlogx(cell_sum[c]);
+    double h12y, h12, hy = 0;
+    joint_entropies(Q, h12y, h12);
     fill(qy, ny, 0.0);
     for (int c = 0; c < n1 * n2; ++c) {
       FASTPID_SIMD()

@@ -1,10 +1,10 @@
 // exp, expm1 and log for the solver's hot loops, written so that the compiler can vectorise a loop
 // that calls them (no branches, no calls, no table lookups); within 1 ulp of the correctly
-// rounded result on normal inputs. In device code they are CUDA's own exp and log.
+// rounded result on normal inputs (expm1: 1.5). In device code they are CUDA's own.
 //
 // exp: x = n ln2 + r, |r| <= ln2 / 2 (Cody and Waite's two-part ln2, so that r is exact),
 // e^r by its Taylor series to r^13 (remainder below 1e-17 relative), times 2^n as two
-// powers of two (each a normal number, so results down to the subnormals come out right).
+// powers of two (pow2_halves()).
 // log: x = 2^e m with m in [sqrt(1/2), sqrt(2)), f = m - 1 (exact), s = f / (2 + f);
 // log(1 + f) = 2 atanh(s) = f - s (f - T) with T = 2 (s^2/3 + s^4/5 + ... + s^20/21)
 // (remainder below 1e-17 relative for |s| <= 0.1716), plus e ln2.
@@ -52,6 +52,31 @@ constexpr double kLog2e = 0x1.71547652b82fep0;
 // Adding then subtracting kRound rounds a double of magnitude below 2^51 to an integer, and
 // the low bits of the sum are that integer plus kRound's (zero) low bits.
 constexpr double kRound = 0x1.8p52;
+
+// 1/k! as a constant (k! is exact in double up to 18!; 19! rounds once, like its literal).
+constexpr double inverse_factorial(int k) {
+  double f = 1.0;
+  for (int i = 2; i <= k; ++i) f *= i;
+  return 1.0 / f;
+}
+
+// sum over k = Lo .. Hi of r^(k - Lo) / k!, by Horner from the highest term.
+template <int Lo, int Hi>
+FASTPID_ALWAYS_INLINE inline double exp_series(double r) {
+  constexpr double c = inverse_factorial(Lo);
+  if constexpr (Lo == Hi)
+    return c;
+  else
+    return exp_series<Lo + 1, Hi>(r) * r + c;
+}
+
+// 2^n = 2^h 2^(n - h) for an integer-valued n within [-1076, 1025], h = n / 2 rounded: both
+// factors normal numbers, so that products with them come out right down to the subnormals.
+FASTPID_ALWAYS_INLINE inline void pow2_halves(double n, double& a, double& b) {
+  const double h = (0.5 * n + kRound) - kRound;
+  a = bits_to_double(double_to_bits(h + (kRound + 1023.0)) << 52);
+  b = bits_to_double(double_to_bits((n - h) + (kRound + 1023.0)) << 52);
+}
 #endif
 
 FASTPID_HD FASTPID_ALWAYS_INLINE inline double vexp(double x) {
@@ -63,25 +88,10 @@ FASTPID_HD FASTPID_ALWAYS_INLINE inline double vexp(double x) {
   xc = xc > 710.0 ? 710.0 : xc;
   const double n = (xc * kLog2e + kRound) - kRound;
   const double r = (xc - n * kLn2Hi) - n * kLn2Lo;
-  double p = 1.0 / 6227020800.0;  // 1/13!
-  p = p * r + 1.0 / 479001600.0;
-  p = p * r + 1.0 / 39916800.0;
-  p = p * r + 1.0 / 3628800.0;
-  p = p * r + 1.0 / 362880.0;
-  p = p * r + 1.0 / 40320.0;
-  p = p * r + 1.0 / 5040.0;
-  p = p * r + 1.0 / 720.0;
-  p = p * r + 1.0 / 120.0;
-  p = p * r + 1.0 / 24.0;
-  p = p * r + 1.0 / 6.0;
-  p = p * r + 0.5;
-  p = p * r + 1.0;
-  p = p * r + 1.0;
-  // 2^n = 2^h 2^(n - h), h = n / 2 rounded: both exponents within [-538, 512].
-  const double h = (0.5 * n + kRound) - kRound;
-  const uint64_t e1 = double_to_bits(h + (kRound + 1023.0)) << 52;
-  const uint64_t e2 = double_to_bits((n - h) + (kRound + 1023.0)) << 52;
-  return p * bits_to_double(e1) * bits_to_double(e2);
+  const double p = exp_series<0, 13>(r);
+  double a, b;
+  pow2_halves(n, a, b);
+  return p * a * b;
 #endif
 }
 
@@ -98,29 +108,9 @@ FASTPID_HD FASTPID_ALWAYS_INLINE inline double vexpm1(double x) {
   const double rounded = (xc * kLog2e + kRound) - kRound;
   const double n = (xc < 1.0 && xc > -1.0) ? 0.0 : rounded;
   const double r = (xc - n * kLn2Hi) - n * kLn2Lo;
-  double p = 1.0 / 121645100408832000.0;  // 1/19!
-  p = p * r + 1.0 / 6402373705728000.0;
-  p = p * r + 1.0 / 355687428096000.0;
-  p = p * r + 1.0 / 20922789888000.0;
-  p = p * r + 1.0 / 1307674368000.0;
-  p = p * r + 1.0 / 87178291200.0;
-  p = p * r + 1.0 / 6227020800.0;
-  p = p * r + 1.0 / 479001600.0;
-  p = p * r + 1.0 / 39916800.0;
-  p = p * r + 1.0 / 3628800.0;
-  p = p * r + 1.0 / 362880.0;
-  p = p * r + 1.0 / 40320.0;
-  p = p * r + 1.0 / 5040.0;
-  p = p * r + 1.0 / 720.0;
-  p = p * r + 1.0 / 120.0;
-  p = p * r + 1.0 / 24.0;
-  p = p * r + 1.0 / 6.0;
-  p = p * r + 1.0 / 2.0;
-  p = p * r + 1.0;
-  const double em1 = r * p;  // e^r - 1
-  const double h = (0.5 * n + kRound) - kRound;
-  const double th = bits_to_double(double_to_bits(h + (kRound + 1023.0)) << 52);
-  const double tl = bits_to_double(double_to_bits((n - h) + (kRound + 1023.0)) << 52);
+  const double em1 = r * exp_series<1, 19>(r);  // e^r - 1
+  double th, tl;
+  pow2_halves(n, th, tl);
   const double t = th * tl;  // 2^n
   const double far = th * (em1 + 1.0) * tl - 1.0;
   return n == 0.0 ? em1 : (n > 1000.0 ? far : t * em1 + (t - 1.0));
