@@ -70,6 +70,18 @@ FASTPID_ALWAYS_INLINE inline double exp_series(double r) {
     return exp_series<Lo + 1, Hi>(r) * r + c;
 }
 
+// x clamped to [-746, 710] (beyond, e^x is 0 or inf; NaN passes through), and n = x / ln2
+// rounded to an integer.
+FASTPID_ALWAYS_INLINE inline double exp_clamp(double x, double& n) {
+  double xc = x < -746.0 ? -746.0 : x;
+  xc = xc > 710.0 ? 710.0 : xc;
+  n = (xc * kLog2e + kRound) - kRound;
+  return xc;
+}
+
+// r = x - n ln2, exact (Cody and Waite's two-part ln2).
+FASTPID_ALWAYS_INLINE inline double exp_remainder(double x, double n) { return (x - n * kLn2Hi) - n * kLn2Lo; }
+
 // 2^n = 2^h 2^(n - h) for an integer-valued n within [-1076, 1025], h = n / 2 rounded: both
 // factors normal numbers, so that products with them come out right down to the subnormals.
 FASTPID_ALWAYS_INLINE inline void pow2_halves(double n, double& a, double& b) {
@@ -83,11 +95,9 @@ FASTPID_HD FASTPID_ALWAYS_INLINE inline double vexp(double x) {
 #if defined(__CUDA_ARCH__)
   return exp(x);
 #else
-  // Beyond [-746, 710] the result is 0 or inf; clamping keeps n in range (NaN passes through).
-  double xc = x < -746.0 ? -746.0 : x;
-  xc = xc > 710.0 ? 710.0 : xc;
-  const double n = (xc * kLog2e + kRound) - kRound;
-  const double r = (xc - n * kLn2Hi) - n * kLn2Lo;
+  double n;
+  const double xc = exp_clamp(x, n);
+  const double r = exp_remainder(xc, n);
   const double p = exp_series<0, 13>(r);
   double a, b;
   pow2_halves(n, a, b);
@@ -103,11 +113,10 @@ FASTPID_HD FASTPID_ALWAYS_INLINE inline double vexpm1(double x) {
 #if defined(__CUDA_ARCH__)
   return expm1(x);
 #else
-  double xc = x < -746.0 ? -746.0 : x;
-  xc = xc > 710.0 ? 710.0 : xc;
-  const double rounded = (xc * kLog2e + kRound) - kRound;
+  double rounded;
+  const double xc = exp_clamp(x, rounded);
   const double n = (xc < 1.0 && xc > -1.0) ? 0.0 : rounded;
-  const double r = (xc - n * kLn2Hi) - n * kLn2Lo;
+  const double r = exp_remainder(xc, n);
   const double em1 = r * exp_series<1, 19>(r);  // e^r - 1
   double th, tl;
   pow2_halves(n, th, tl);
