@@ -424,6 +424,7 @@ FASTPID_HD inline double logsumexp(int n, F x) {
   for (int k = 0; k < n; ++k) m = fp_max(m, x(k));
   if (m == kNegInf) return kNegInf;
   double s = 0.0;
+  FASTPID_SIMD(reduction(+ : s))
   for (int k = 0; k < n; ++k) s += vexp(x(k) - m);
   return m + vlog(s);
 }
@@ -945,19 +946,24 @@ struct Problem {
     h12 = cells;
   }
 
+  // q[i][j] = sum_y P(x1=i, y) P(x2=j, y) / p(y): the cell masses of the proxy Q0.
+  FASTPID_HD void proxy_masses(double* q) const {
+    for (int i = 0; i < n1; ++i)
+      for (int j = 0; j < n2; ++j) {
+        const double *a = &p1y[i * ny], *b = &p2y[j * ny];
+        double m = 0;
+        FASTPID_SIMD(reduction(+ : m))
+        for (int y = 0; y < ny; ++y) m += py[y] > 0 ? a[y] * b[y] / py[y] : 0.0;
+        q[i * n2 + j] = m;
+      }
+  }
+
   // I(X1,X2;Y), I(X1;Y), I(X2;Y) of P, and I of the proxy Q0 = P(x1,y) P(x2,y) / p(y).
   FASTPID_HD void closed_forms(double& mi, double& mi1, double& mi2, double& mi_q0) const {
     double h12y, h12, h1y = 0, h2y = 0, h1 = 0, h2 = 0, hy = 0, hq12 = 0;
     joint_entropies(P, h12y, h12);
     // The proxy's cell masses, then their sum of x log x in one vector loop.
-    for (int i = 0; i < n1; ++i)
-      for (int j = 0; j < n2; ++j) {
-        const double *a = &p1y[i * ny], *b = &p2y[j * ny];
-        double q = 0;
-        FASTPID_SIMD(reduction(+ : q))
-        for (int y = 0; y < ny; ++y) q += py[y] > 0 ? a[y] * b[y] / py[y] : 0.0;
-        cell_sum[i * n2 + j] = q;
-      }
+    proxy_masses(cell_sum);
     FASTPID_SIMD(reduction(+ : hq12))
     for (int c = 0; c < n1 * n2; ++c) hq12 -= xlogx(cell_sum[c]);
     for (int i = 0; i < n1; ++i) {
@@ -1312,13 +1318,9 @@ struct Solver {
   }
 
   FASTPID_HD void proxy_log_r() {
-    for (int i = 0; i < n1; ++i)
-      for (int j = 0; j < n2; ++j) {
-        double q = 0;
-        for (int y = 0; y < ny; ++y)
-          if (pr.py[y] > 0) q += pr.p1y[i * ny + y] * pr.p2y[j * ny + y] / pr.py[y];
-        logR[i * n2 + j] = q > 0 ? vlog(q) : kNegInf;
-      }
+    pr.proxy_masses(logR);
+    FASTPID_SIMD()
+    for (int c = 0; c < n1 * n2; ++c) logR[c] = logR[c] > 0 ? vlog(logR[c]) : kNegInf;
   }
 
   // Blahut-Arimoto from the proxy: Sinkhorn sweep, then R <- R s^omega (normalised).
@@ -1332,9 +1334,10 @@ struct Solver {
       pr.row_update(logR, Kr, g, f);
       pr.col_update(logR, Kr, f, g);
       pr.log_s(f, g, ls);
-      for (int c = 0; c < n1 * n2; ++c)
-        if (isfinite(logR[c])) logR[c] += omega * ls[c];
+      FASTPID_SIMD()
+      for (int c = 0; c < n1 * n2; ++c) logR[c] = isfinite(logR[c]) ? logR[c] + omega * ls[c] : logR[c];
       const double z = logsumexp(n1 * n2, [&](int c) { return logR[c]; });
+      FASTPID_SIMD()
       for (int c = 0; c < n1 * n2; ++c) logR[c] -= z;
     }
     pr.kernel(logR, Kr);
