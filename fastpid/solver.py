@@ -482,24 +482,21 @@ def newton_plan(P: torch.Tensor, native: bool = True) -> NewtonPlan:
 
 
 # In the C++ solver the low-rank elimination works through many small per-y systems and takes
-# no predictor (about 1.17x the Schur complement's iterations), so per flop it is slower, the
+# no predictor (1.1-1.25x the Schur complement's iterations), so per flop it is slower, the
 # more so the smaller the problem: where the Schur complement takes fewer than
 # LOWRANK_PENALTY_AT flops, plan_for_counts counts the low-rank flops (LOWRANK_PENALTY_AT /
-# Schur flops) ** LOWRANK_PENALTY_POWER times over. Fitted to C++ solve times of both
-# eliminations (one thread, Dirichlet(1) and Dirichlet(0.2) joints of 30 shapes from 2x2x20 to
-# 20x5x12 and 4x2x200): time(low-rank) / time(Schur) ~ r^0.26 / (Schur flops)^0.21 with r the
-# flop ratio, which crosses 1 at the penalty's r. Where the flop count alone chose, 16x2x30
-# took 1.6-1.7x, 6x6x20 1.4x, 5x5x12 1.8-2.4x and 3x3x20 1.2-1.7x the time of the faster
-# elimination. Not for this module's solver, whose batched low-rank elimination was the faster
-# one on 6x6x20 (0.73x) and 10x5x25 (0.60x). With the product form in the C++ Schur complement
-# (native_product_form) and its flops in the count, the same rule on 156 joints (78 shapes,
-# n1 3-24, n2 2-6, ny 8-150, where the low-rank flops are the fewer; Dirichlet(1) and (0.2))
-# took 1.009x the time of the faster elimination on average and 1.33x at worst (12 joints not
-# on the faster one); counting the Cholesky f-blocks' flops it had taken 1.038x and 1.62x (28
-# joints; 16x2x50 and 24x3x50 on the low-rank elimination at 1.5-1.6x the product form's
-# time). Refitted, (4e6, 0.8) took 1.007x and 1.30x: not worth a change.
-LOWRANK_PENALTY_AT = 6e6
-LOWRANK_PENALTY_POWER = 0.8
+# Schur flops) ** LOWRANK_PENALTY_POWER times over. Not for this module's solver, whose
+# batched low-rank elimination was the faster one on 6x6x20 (0.73x) and 10x5x25 (0.60x).
+# Fitted to C++ solve times of both eliminations (one thread, AMD EPYC with AVX-512, four
+# joints per shape and Dirichlet(1) or Dirichlet(0.2)) on the 430 shapes n1 in 2-32, n2 in
+# 2-8, ny in 8-200 whose low-rank flops are at most 2.5x the Schur complement's: the chosen
+# elimination took 1.0065x the time of the faster one on average and 1.61x at worst (16 of
+# 860 joints above 1.1x); on 144 other shapes (n1 3-28, n2 2-7, ny 10-180, other seeds)
+# 1.0022x and 1.15x (3 of 288). The previous constants (6e6, 0.8), fitted before the Schur
+# complement's kernels were vectorised, took 1.080x and 2.65x (159 of 860), and 1.071x and
+# 2.32x (51 of 288): 4x4x30 1.31x, 8x3x50 1.69x, 16x3x80 1.95x, 24x2x150 1.91-2.51x.
+LOWRANK_PENALTY_AT = 4e8
+LOWRANK_PENALTY_POWER = 0.6
 
 
 def plan_for_counts(n1: int, n2: int, ny: int, most1: int, most2: int, free1=None, free2=None,

@@ -204,7 +204,7 @@ def test_the_lowrank_elimination_has_the_smaller_source_first(monkeypatch):
     assert api.swap_rule(6, 6, free1, free2, smaller_first=True).tolist() == [True, False]
     assert api._swap_sources(torch.ones(2, 4, 3, 40), smaller_first=True).all()
 
-    P = _batch((8, 3, 60), "dense", 3, seed=9)
+    P = _batch((8, 3, 100), "dense", 3, seed=9)
     T = np.ascontiguousarray(P.transpose(0, 2, 1, 3))
     assert solver.newton_plan(torch.from_numpy(P)).structure == "lowrank"
     # The solver's bounds and coupling with the smaller source first, directly (of P as pid()
@@ -224,7 +224,7 @@ def test_the_lowrank_elimination_has_the_smaller_source_first(monkeypatch):
     solve = cpp.solve
     monkeypatch.setattr(cpp, "solve", lambda Q, *args, **kw: passed.append(Q.numpy().copy()) or solve(Q, *args, **kw))
     c = fastpid.pid(P, return_coupling=True)
-    assert [Q.shape for Q in passed] == [(3, 3, 8, 60)] and c.iterations.tolist() == its.tolist()
+    assert [Q.shape for Q in passed] == [(3, 3, 8, 100)] and c.iterations.tolist() == its.tolist()
     # The general route normalises P in torch, the native one in C++: their joints may differ
     # in the last bit (by the order of the sums, which depends on the host's vector units), so
     # the orientation is checked against the solver's own coupling of the joint it was given.

@@ -85,7 +85,11 @@ def _clustered(n1, n2, ny, N, seed):
     # low-rank elimination the faster there (6x6x20 0.73x).
     ((6, 6, 20), "schur", "lowrank"),
     ((2, 16, 30), "schur", "lowrank"),
-    ((4, 4, 60), "lowrank", "lowrank"),  # C++ low-rank 0.35-0.39x the Schur complement's time
+    ((4, 4, 60), "lowrank", "lowrank"),  # C++ low-rank 0.76-0.78x the Schur complement's time
+    # Where the constants fitted before the Schur complement's kernels were vectorised chose
+    # the low-rank elimination, at 1.33-1.35x (4x4x30) and 1.99-2.54x (24x2x150) the time.
+    ((4, 4, 30), "schur", "lowrank"),
+    ((24, 2, 150), "schur", "lowrank"),
     # The C++ Schur complement with its f-blocks in product form: 0.62-0.84x the time of the
     # low-rank elimination, which the Cholesky f-blocks' flop count had chosen.
     ((16, 2, 50), "schur", "lowrank"),
