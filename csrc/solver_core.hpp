@@ -177,13 +177,15 @@ FASTPID_HD inline void copy(const double* __restrict__ from, size_t n, double* _
 
 // Hands out consecutive pieces of the workspace. With no buffer it only counts, which is
 // how solve_workspace_doubles() sizes it: one layout code, so size and use cannot disagree.
+// Each piece is rounded up to a multiple of `align` doubles (see kSolveAlign).
 struct Arena {
   double* base = nullptr;
   size_t used = 0;  // doubles handed out so far
+  size_t align = 1;
 
   FASTPID_HD double* doubles(size_t n) {
     double* p = base ? base + used : nullptr;
-    used += n;
+    used += (n + align - 1) / align * align;
     return p;
   }
   // Masks are bytes, rounded up to whole doubles so that what follows stays aligned.
@@ -2565,11 +2567,19 @@ struct Solver {
 
 }  // namespace detail
 
+// solve_one() starts every array of its workspace a multiple of this many doubles (64 bytes)
+// from the workspace's start, so that from a 64-byte aligned workspace (the CPU solver's) every
+// array starts on a cache line and an AVX-512 vector's boundary (one core, AMD EPYC, per
+// solve: 0.96-0.97x the time on 8x8x8 and 6x6x20, 0.98-0.99x on clustered 20x20x10, 1.02x on
+// 12x12x6 and 40x40x6). The block GPU solver lays out its shared memory unpadded.
+constexpr size_t kSolveAlign = 8;
+
 // Doubles of scratch one problem needs (masks included, carved out of the same buffer), for
 // the elimination (opt.lowrank), method (opt.newton) and assembly (opt.gram) it is solved with.
 FASTPID_HD inline size_t solve_workspace_doubles(int n1, int n2, int ny, bool lowrank = false,
                                                  bool newton = true, bool gram = false) {
   detail::Arena counter;  // no buffer: only counts
+  counter.align = kSolveAlign;
   SolveOptions opt{};
   opt.lowrank = lowrank;
   opt.newton = newton;
@@ -2650,6 +2660,7 @@ FASTPID_HD inline void solve_one(const double* P, int n1, int n2, int ny, const 
                                  int64_t* iterations, double* coupling = nullptr, double* closed = nullptr) {
   detail::Arena arena;
   arena.base = work;
+  arena.align = kSolveAlign;
   detail::Problem pr(n1, n2, ny, arena);
   detail::Solver solver(pr, opt, arena);
   solver.best_q = coupling;

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <memory>
 #include <utility>
 #include <vector>
@@ -25,20 +26,25 @@ class Workspace {
     thread_local std::unique_ptr<double[]> kept;
     thread_local size_t kept_size = 0;
     if (n > kKeptDoubles) {
-      own_.reset(new double[n]);
-      data_ = own_.get();
+      own_.reset(new double[n + 7]);
+      data_ = aligned(own_.get());
       return;
     }
     if (kept_size < n) {
       kept.reset();  // before the new one: never both at once
-      kept.reset(new double[n]);
+      kept.reset(new double[n + 7]);
       kept_size = n;
     }
-    data_ = kept.get();
+    data_ = aligned(kept.get());
   }
   double* data() const { return data_; }
 
  private:
+  // The first 64-byte boundary in p's first 8 doubles (see kSolveAlign).
+  static double* aligned(double* p) {
+    const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+    return reinterpret_cast<double*>((a + 63) & ~uintptr_t(63));
+  }
   std::unique_ptr<double[]> own_;
   double* data_;
 };
