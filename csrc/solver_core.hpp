@@ -2570,8 +2570,8 @@ struct Solver {
 // solve_one() starts every array of its workspace a multiple of this many doubles (64 bytes)
 // from the workspace's start, so that from a 64-byte aligned workspace (the CPU solver's) every
 // array starts on a cache line and an AVX-512 vector's boundary (one core, AMD EPYC, per
-// solve: 0.96-0.97x the time on 8x8x8 and 6x6x20, 0.98-0.99x on clustered 20x20x10, 1.02x on
-// 12x12x6 and 40x40x6). The block GPU solver lays out its shared memory unpadded.
+// solve: 0.96-0.97x the time on 8x8x8 and 6x6x20, 0.98-0.99x on clustered 20x20x10, 1.00-1.03x
+// on 12x12x6 and 40x40x6). The block GPU solver lays out its shared memory unpadded.
 constexpr size_t kSolveAlign = 8;
 
 // Doubles of scratch one problem needs (masks included, carved out of the same buffer), for

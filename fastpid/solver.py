@@ -482,8 +482,8 @@ def newton_plan(P: torch.Tensor, native: bool = True) -> NewtonPlan:
 
 
 # In the C++ solver the low-rank elimination works through many small per-y systems and takes
-# no predictor (1.1-1.25x the Schur complement's iterations), so per flop it is slower, the
-# more so the smaller the problem: where the Schur complement takes fewer than
+# no predictor (1.0-1.26x the Schur complement's iterations, 1.2x the median), so per flop it is
+# slower, the more so the smaller the problem: where the Schur complement takes fewer than
 # LOWRANK_PENALTY_AT flops, plan_for_counts counts the low-rank flops (LOWRANK_PENALTY_AT /
 # Schur flops) ** LOWRANK_PENALTY_POWER times over. Not for this module's solver, whose
 # batched low-rank elimination was the faster one on 6x6x20 (0.73x) and 10x5x25 (0.60x).
