@@ -494,7 +494,8 @@ def newton_plan(P: torch.Tensor, native: bool = True) -> NewtonPlan:
 # 860 joints above 1.1x); on 144 other shapes (n1 3-28, n2 2-7, ny 10-180, other seeds)
 # 1.0022x and 1.15x (3 of 288). The previous constants (6e6, 0.8), fitted before the Schur
 # complement's kernels were vectorised, took 1.080x and 2.65x (159 of 860), and 1.071x and
-# 2.32x (51 of 288): 4x4x30 1.31x, 8x3x50 1.69x, 16x3x80 1.95x, 24x2x150 1.91-2.51x.
+# 2.32x (51 of 288): 4x4x30 1.33-1.35x, 8x3x50 1.60-1.67x, 16x3x80 1.71-2.0x, 24x2x150
+# 1.99-2.54x.
 LOWRANK_PENALTY_AT = 4e8
 LOWRANK_PENALTY_POWER = 0.6
 
