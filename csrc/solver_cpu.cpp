@@ -26,13 +26,13 @@ class Workspace {
     thread_local std::unique_ptr<double[]> kept;
     thread_local size_t kept_size = 0;
     if (n > kKeptDoubles) {
-      own_.reset(new double[n + 7]);
+      own_.reset(new double[n + kSolveAlign - 1]);
       data_ = aligned(own_.get());
       return;
     }
     if (kept_size < n) {
       kept.reset();  // before the new one: never both at once
-      kept.reset(new double[n + 7]);
+      kept.reset(new double[n + kSolveAlign - 1]);
       kept_size = n;
     }
     data_ = aligned(kept.get());
@@ -40,10 +40,11 @@ class Workspace {
   double* data() const { return data_; }
 
  private:
-  // The first 64-byte boundary in p's first 8 doubles (see kSolveAlign).
+  // The first boundary of kSolveAlign doubles in p's first kSolveAlign doubles.
   static double* aligned(double* p) {
+    constexpr uintptr_t bytes = kSolveAlign * sizeof(double);
     const uintptr_t a = reinterpret_cast<uintptr_t>(p);
-    return reinterpret_cast<double*>((a + 63) & ~uintptr_t(63));
+    return reinterpret_cast<double*>((a + bytes - 1) & ~(bytes - 1));
   }
   std::unique_ptr<double[]> own_;
   double* data_;
