@@ -85,6 +85,19 @@ constexpr double kSlackStartCut = 0.5;
 constexpr double kSupportFactor = 1e3;
 constexpr double kSupportShrink = 1e-6;
 constexpr double kKappa = 10.0;
+// Before Newton, the alternation goes on kWarmBlock steps at a time, to kWarmMost in all, where
+// it would reach tol by then (fastpid/solver.py, WARM_BLOCK, WARM_MOST).
+constexpr int kWarmBlock = 5;
+constexpr int kWarmMost = 30;
+// The alternation's new end after the block of steps that ended at step `end`: kWarmBlock steps
+// later where its stationarity e, above tol (below it, its rate is rounding's) and falling at
+// the rate e / e_before of that block, would reach tol by kWarmMost steps; else `end`.
+FASTPID_HD inline int warm_more(int end, double e, double e_before, double tol) {
+  const double r = e / e_before;
+  const bool more = e > tol && r > 0.0 && r < 1.0 && end + kWarmBlock <= kWarmMost &&
+                    e * pow(r, (kWarmMost - end) / kWarmBlock) <= tol;
+  return more ? end + kWarmBlock : end;
+}
 // Sinkhorn sweeps (at least) behind a primal bound at mu's floor, once the iterate is near its
 // centre or on its second step there (fastpid/solver.py, FLOOR_POLISH_SWEEPS).
 constexpr int kFloorPolishSweeps = 100;
@@ -1325,17 +1338,25 @@ struct Solver {
     for (int c = 0; c < n1 * n2; ++c) logR[c] = logR[c] > 0 ? vlog(logR[c]) : kNegInf;
   }
 
-  // Blahut-Arimoto from the proxy: Sinkhorn sweep, then R <- R s^omega (normalised).
-  // Returns the steps taken (fewer than `steps` when cancelled).
+  // Blahut-Arimoto from the proxy: Sinkhorn sweep, then R <- R s^omega (normalised), `steps`
+  // times, and before Newton (opt.newton) more while it would certify by itself (warm_more()).
+  // Returns the steps taken (fewer when cancelled).
   FASTPID_HD int alternation(int steps, double omega) {
     proxy_log_r();
     for (int k = 0; k < n2 * ny; ++k) g[k] = pr.m2[k] ? 0.0 : kNegInf;
-    int s = 0;
-    for (; s < steps && !opt.cancelled(); ++s) {
+    const bool extend = opt.newton && steps > kWarmBlock;
+    int s = 0, end = steps;
+    double e_before = HUGE_VAL;
+    for (; s < end && !opt.cancelled(); ++s) {
       pr.kernel(logR, Kr);
       pr.row_update(logR, Kr, g, f);
       pr.col_update(logR, Kr, f, g);
       pr.log_s(f, g, ls);
+      if (extend && (s + 1 == end - kWarmBlock || s + 1 == end)) {
+        const double e = stationarity();
+        if (s + 1 == end) end = warm_more(end, e, e_before, opt.tol);
+        e_before = e;
+      }
       FASTPID_SIMD()
       for (int c = 0; c < n1 * n2; ++c) logR[c] = isfinite(logR[c]) ? logR[c] + omega * ls[c] : logR[c];
       const double z = logsumexp(n1 * n2, [&](int c) { return logR[c]; });
@@ -1345,6 +1366,18 @@ struct Solver {
     pr.kernel(logR, Kr);
     pr.row_update(logR, Kr, g, f);
     return s;
+  }
+
+  // How far the alternation's mixture R is from stationary: max log s - sum R log s over the
+  // cells (fastpid/solver.py, stationarity).
+  FASTPID_HD double stationarity() const {
+    double top = kNegInf, mean = 0.0;
+    for (int c = 0; c < n1 * n2; ++c) {
+      if (!isfinite(ls[c])) continue;
+      top = fp_max(top, ls[c]);
+      if (isfinite(logR[c])) mean += vexp(logR[c]) * ls[c];
+    }
+    return top - mean;
   }
 
   // Barrier objective (to maximise) at (ff, gg) whose log s is lsv; -inf outside the

@@ -118,6 +118,18 @@ def test_emulated_block_solver_matches_the_cpu_solver(shape, threads, kind):
     _assert_solves_like_the_cpu_solver(emulate.solve(P, cpp.options(1e-8), threads), _cpu_solve(P))
 
 
+@pytest.mark.parametrize("threads", [1, 7, 64])
+@pytest.mark.parametrize("shape", [(3, 2, 60), (2, 3, 40)], ids=lambda s: "x".join(map(str, s)))
+def test_emulated_block_solver_extends_its_warm_start_like_the_cpu_solver(shape, threads):
+    """Tiny sources, many classes: the alternation goes on past WARM_STEPS where it would
+    certify by itself (fastpid.solver.warm_start), in the block solver as in the CPU solver."""
+    rng = np.random.default_rng(sum(shape))
+    P = np.stack([random_joint(rng, shape, alpha=0.2) for _ in range(3)])
+    ref = _cpu_solve(P)
+    assert np.all(ref[4] >= solver.WARM_STEPS + solver.WARM_BLOCK)
+    _assert_solves_like_the_cpu_solver(emulate.solve(P, cpp.options(1e-8), threads), ref)
+
+
 @pytest.mark.parametrize("shape", [(2, 2, 30), (3, 3, 12)], ids=lambda s: "x".join(map(str, s)))
 def test_emulated_block_solver_steps_like_the_cpu_solver_where_the_bound_shares_corr(shape):
     """Where (n1 + n2) ny is large next to n1 n2, the primal bound's arrays overlap the

@@ -210,6 +210,7 @@ template <class T>
 struct AlternationState {
   Marginals<T> m;
   T *logpy, *la, *lb, *f, *g, *logR, *ls;
+  int steps = 0;  // the steps taken
 
   static FASTPID_BOTH int64_t size(int n1, int n2, int ny) {
     return Marginals<T>::size(n1, n2, ny) + ny + 2 * (n1 + n2) * ny + 2 * n1 * n2;
@@ -245,11 +246,19 @@ FASTPID_BODY void update_columns(const Blk& b, int n1, int n2, int ny, const T* 
   }
 }
 
+// The alternation's end as given (method "fast"). A rule that extends it has the stationarity
+// max log s - sum R log s probed `block` steps before the end and at it, and returns the new
+// end from the two (solver_block.hpp, WarmEnd).
+struct FixedEnd {
+  int block = 0;  // steps between the probes; 0: none
+  FASTPID_BOTH int operator()(int end, double, double) const { return end; }
+};
+
 // Runs the alternation in `work` (alternation_work elements) and returns where its arrays are;
 // ends with a barrier.
-template <class Blk, class T>
+template <class Blk, class T, class EndRule = FixedEnd>
 FASTPID_BODY AlternationState<T> alternate(const Blk& b, const T* P, int n1, int n2, int ny,
-                                           int steps, T omega, T* work) {
+                                           int steps, T omega, T* work, EndRule end_rule = {}) {
   AlternationState<T> s;
   s.m = marginals(b, P, n1, n2, ny, work);
   s.logpy = work + Marginals<T>::size(n1, n2, ny);
@@ -278,17 +287,29 @@ FASTPID_BODY AlternationState<T> alternate(const Blk& b, const T* P, int n1, int
   }
   b.sync();
 
-  for (int step = 0; step < steps; ++step) {
+  int end = steps;
+  T e_before = T(HUGE_VAL);
+  for (int step = 0; step < end; ++step) {
     update_rows(b, n1, n2, ny, m.p1y, la, logR, g, f);
     b.sync();
     update_columns(b, n1, n2, ny, m.p2y, lb, logR, f, g);
     b.sync();
-    T local_max = ninf;
+    const bool probe = end_rule.block > 0 && (step + 1 == end - end_rule.block || step + 1 == end);
+    T local_max = ninf, local_top = ninf, local_mean = 0;
     for (int c = r; c < n1 * n2; c += nt) {
       const int i = c / n2, j = c % n2;
       ls[c] = logsumexp<T>(ny, [&](int y) { return logpy[y] + f[i * ny + y] + g[j * ny + y]; });
+      if (probe && ls[c] > ninf) {
+        local_top = ls[c] > local_top ? ls[c] : local_top;
+        if (logR[c] > ninf) local_mean += fp_exp(logR[c]) * ls[c];
+      }
       if (logR[c] > ninf) logR[c] += omega * ls[c];
       local_max = logR[c] > local_max ? logR[c] : local_max;
+    }
+    if (probe) {
+      const T e = b.max(local_top) - b.sum(local_mean);
+      if (step + 1 == end) end = end_rule(end, e, e_before);
+      e_before = e;
     }
     // Normalise R: log of its total by a block-wide max, then a block-wide sum.
     const T top = b.max(local_max);
@@ -300,6 +321,7 @@ FASTPID_BODY AlternationState<T> alternate(const Blk& b, const T* P, int n1, int
   }
   update_rows(b, n1, n2, ny, m.p1y, la, logR, g, f);
   b.sync();
+  s.steps = end;
   return s;
 }
 

@@ -122,6 +122,16 @@ FASTPID_BODY void factor_small(double* A, int n, double* col, Assemble assemble)
   for (int k = 0; k < n * n; ++k) A[k] = (k % (n + 1) == 0) ? 1.0 : 0.0;
 }
 
+// The alternation's end before Newton: extended while it would certify by itself
+// (detail::warm_more(), as in the CPU solver).
+struct WarmEnd {
+  int block;  // steps between the stationarity probes; 0: none
+  double tol;
+  FASTPID_BOTH int operator()(int end, double e, double e_before) const {
+    return detail::warm_more(end, e, e_before, tol);
+  }
+};
+
 template <class Blk>
 struct Solver : Layout {
   const Blk& b;
@@ -143,7 +153,7 @@ struct Solver : Layout {
     const ClosedForms<double> cf = closed_forms_from(b, P, st.m, n1, n2, ny);
     lower = fp_max(cf.mi1, cf.mi2);
     upper = fp_min(fp_min(cf.mi_q0, cf.mi), cf.mi1 + cf.mi2);
-    iterations = opt.warm_steps;  // the alternation has run (alternate())
+    iterations = st.steps;  // the alternation has run (alternate())
     mark_cells();
     log_s(f, g, ls);
     lower = fp_max(lower, dual_bound());
@@ -911,8 +921,10 @@ FASTPID_BODY void solve_block_body(const Blk& b, const double* P, int n1, int n2
   detail::Arena arena;
   arena.base = work;
   const block_solver::Layout layout(n1, n2, ny, arena);
+  const bool extend = opt.newton && opt.warm_steps > detail::kWarmBlock;
+  const block_solver::WarmEnd warm_end{extend ? detail::kWarmBlock : 0, opt.tol};
   const AlternationState<double> st =
-      alternate(b, P, n1, n2, ny, opt.warm_steps, opt.omega, layout.alternation);
+      alternate(b, P, n1, n2, ny, opt.warm_steps, opt.omega, layout.alternation, warm_end);
   block_solver::Solver<Blk> solver(b, opt, layout, st, P, n1, n2, ny);
   double lo = 0, up = 0;
   int64_t it = 0;
