@@ -445,22 +445,28 @@ def warm_start(prob: Problem, tol: float, steps: int = WARM_STEPS, omega: float 
     each problem ``(B,)``."""
     logR = proxy_log_r(prob)
     g = torch.where(prob.m2, torch.zeros_like(prob.lb), _NEG_INF)
-    B = logR.shape[0]
-    end = torch.full((B,), steps, dtype=torch.int64, device=logR.device)
-    e_before = torch.full((B,), math.inf, dtype=logR.dtype, device=logR.device)
     extend = steps > WARM_BLOCK
-    for s in range(max(steps, WARM_MOST) if extend else steps):
-        active = s < end
+    e = e_before = None
+    for s in range(steps):
+        g_next, logs, logR_next = _alternation_step(prob, logR, g, omega)
+        if extend and s + 1 in (steps - WARM_BLOCK, steps):
+            e_before, e = e, stationarity(logR, logs)
+        g, logR = g_next, logR_next
+    end = torch.full((logR.shape[0],), steps, dtype=torch.int64, device=logR.device)
+    if extend:
+        end = _warm_more(end, e, e_before, tol)
+    # Blocks of WARM_BLOCK steps for the problems that go on (the rest keep their iterates).
+    for done in range(steps, WARM_MOST, WARM_BLOCK):
+        active = end > done
         if not bool(active.any()):
             break
-        g_next, logs, logR_next = _alternation_step(prob, logR, g, omega)
-        probe = active & ((s + 1 == end - WARM_BLOCK) | (s + 1 == end)) if extend else None
-        if extend and bool(probe.any()):
-            e = stationarity(logR, logs)
-            end = torch.where(probe & (s + 1 == end), _warm_more(end, e, e_before, tol), end)
-            e_before = torch.where(probe, e, e_before)
-        g = torch.where(active[:, None, None], g_next, g)
-        logR = torch.where(active[:, None, None], logR_next, logR)
+        keep = active[:, None, None]
+        for k in range(WARM_BLOCK):
+            g_next, logs, logR_next = _alternation_step(prob, logR, g, omega)
+            if k == WARM_BLOCK - 1:
+                e_before, e = e, torch.where(active, stationarity(logR, logs), e)
+            g, logR = torch.where(keep, g_next, g), torch.where(keep, logR_next, logR)
+        end = torch.where(active, _warm_more(end, e, e_before, tol), end)
     return _row_update(prob, logR, g), g, logR, end
 
 
