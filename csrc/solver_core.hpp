@@ -98,6 +98,11 @@ FASTPID_HD inline int warm_more(int end, double e, double e_before, double tol) 
                     e * pow(r, (kWarmMost - end) / kWarmBlock) <= tol;
   return more ? end + kWarmBlock : end;
 }
+// Steps between the alternation's probes: kWarmBlock in an exact solve (newton) of more than
+// kWarmBlock steps, where warm_more() may extend it; else 0 (no probes, `steps` steps).
+FASTPID_HD inline int warm_block(bool newton, int steps) {
+  return newton && steps > kWarmBlock ? kWarmBlock : 0;
+}
 // Sinkhorn sweeps (at least) behind a primal bound at mu's floor, once the iterate is near its
 // centre or on its second step there (fastpid/solver.py, FLOOR_POLISH_SWEEPS).
 constexpr int kFloorPolishSweeps = 100;
@@ -1344,7 +1349,7 @@ struct Solver {
   FASTPID_HD int alternation(int steps, double omega) {
     proxy_log_r();
     for (int k = 0; k < n2 * ny; ++k) g[k] = pr.m2[k] ? 0.0 : kNegInf;
-    const bool extend = opt.newton && steps > kWarmBlock;
+    const bool extend = warm_block(opt.newton, steps) > 0;
     int s = 0, end = steps;
     double e_before = HUGE_VAL;
     for (; s < end && !opt.cancelled(); ++s) {

@@ -921,8 +921,7 @@ FASTPID_BODY void solve_block_body(const Blk& b, const double* P, int n1, int n2
   detail::Arena arena;
   arena.base = work;
   const block_solver::Layout layout(n1, n2, ny, arena);
-  const bool extend = opt.newton && opt.warm_steps > detail::kWarmBlock;
-  const block_solver::WarmEnd warm_end{extend ? detail::kWarmBlock : 0, opt.tol};
+  const block_solver::WarmEnd warm_end{detail::warm_block(opt.newton, opt.warm_steps), opt.tol};
   const AlternationState<double> st =
       alternate(b, P, n1, n2, ny, opt.warm_steps, opt.omega, layout.alternation, warm_end);
   block_solver::Solver<Blk> solver(b, opt, layout, st, P, n1, n2, ny);
