@@ -457,6 +457,9 @@ constexpr int kCholeskyBlockedFrom = 24;
 // The low-rank elimination factorises and inverts the blocks D_y of this many target values
 // side by side (Solver::lowrank_inverses): two AVX2 vectors, one AVX-512 vector.
 constexpr int kLanes = 8;
+// The low-rank elimination forms Z = D_y^-1 U_y for this many target values at a time
+// (Solver::lowrank_factor).
+constexpr int kZChunk = 32;
 
 // Row stride of the blocked factorisation's panel for an n x n matrix: the Gram tiles of the
 // trailing update read up to kGramCols - 1 columns past the row's end (zeros).
@@ -1209,14 +1212,15 @@ struct NewtonScratch {
   int gram_ld, gram_cap;
   double* Gc;
   // The low-rank elimination (empty without lowrank), v = n1 + n2 unknowns per y, C = n1 n2
-  // cells: kLanes blocks D_y side by side (D, then their factors) and their inverses (Dl; see
-  // Solver::lowrank_inverses), D_y^-1 of every y, U's entries aT[y][c] (row i) and
-  // bT[y][c] (row n1 + j), Z_y = D_y^-1 U_y of one y (v x C), the capacitance matrix K
-  // (C x C, then its factor), its Jacobi scaling kd, and vectors: per-y r, x0, x, z, xb
-  // (ny v), per-cell uc (C).
-  double *D, *Dl, *Dinv, *aT, *bT, *Z, *K, *kd, *r, *x0, *x, *z, *xb, *uc;
-  // The diagonal of every D_y (ny v) and its off-diagonal entries, one per cell (ny C), as
-  // lowrank_factor() assembles them, for lowrank_residual() too.
+  // cells, y innermost in every array (see Solver::lowrank_factor): kLanes blocks D_y side by
+  // side (D, then their factors) and their inverses (Dl; see Solver::lowrank_inverses), D_y^-1
+  // of every y (v x v x ny), U's entries aT[c][y] (row i) and bT[c][y] (row n1 + j),
+  // Z_y = D_y^-1 U_y of kZChunk y's (v x C x kZChunk), the capacitance matrix K (C x C, then
+  // its factor), its Jacobi scaling kd, and vectors: r, x0, x, z, xb (v x ny), per-cell uc
+  // and t2 (C).
+  double *D, *Dl, *Dinv, *aT, *bT, *Z, *K, *kd, *r, *x0, *x, *z, *xb, *uc, *t2;
+  // The diagonal of every D_y (v x ny) and its off-diagonal entries, one per cell (C x ny),
+  // as lowrank_factor() assembles them, for lowrank_residual() too.
   double *ldiag, *lcross;
   CholeskyScratch chol;  // Schur: H_i (ny) and S (n2 ny); low-rank: D_y (v) and K (C)
 
@@ -1248,13 +1252,14 @@ struct NewtonScratch {
         Dl(arena.doubles(lowrank ? static_cast<size_t>(n1 + n2) * (n1 + n2) * kLanes : 0)),
         Dinv(arena.doubles(lowrank ? static_cast<size_t>(ny) * (n1 + n2) * (n1 + n2) : 0)),
         aT(arena.doubles(lowrank ? n1 * n2 * ny : 0)), bT(arena.doubles(lowrank ? n1 * n2 * ny : 0)),
-        Z(arena.doubles(lowrank ? static_cast<size_t>(n1 + n2) * (n1 * n2) : 0)),
+        Z(arena.doubles(lowrank ? static_cast<size_t>(n1 + n2) * (n1 * n2) * kZChunk : 0)),
         K(arena.doubles(lowrank ? static_cast<size_t>(n1 * n2) * (n1 * n2) : 0)),
         kd(arena.doubles(lowrank ? n1 * n2 : 0)),
         r(arena.doubles(lowrank ? (n1 + n2) * ny : 0)), x0(arena.doubles(lowrank ? (n1 + n2) * ny : 0)),
         x(arena.doubles(lowrank ? (n1 + n2) * ny : 0)), z(arena.doubles(lowrank ? (n1 + n2) * ny : 0)),
         xb(arena.doubles(lowrank ? (n1 + n2) * ny : 0)),
         uc(arena.doubles(lowrank ? n1 * n2 : 0)),
+        t2(arena.doubles(lowrank ? n1 * n2 : 0)),
         ldiag(arena.doubles(lowrank ? (n1 + n2) * ny : 0)),
         lcross(arena.doubles(lowrank ? static_cast<size_t>(n1) * n2 * ny : 0)),
         chol(lowrank ? fp_max(n1 + n2, n1 * n2) : schur ? n2 * ny : 0, arena) {}
@@ -1965,31 +1970,26 @@ struct Solver {
   // (masses of 1e-13 next to O(1) ones): two steps of iterative refinement (one left some
   // tiny-mass problems at 40 instead of 18 iterations). Returns dec^2.
   FASTPID_HD double lowrank_direction() {
-    const int v = n1 + n2;
+    const int n = (n1 + n2) * ny;
     double *r = nw.r, *x0 = nw.x0, *x = nw.x;
-    for (int y = 0; y < ny; ++y) {
-      for (int i = 0; i < n1; ++i) r[y * v + i] = nw.grad_f[i * ny + y] * nw.sf[i * ny + y];
-      for (int j = 0; j < n2; ++j) r[y * v + n1 + j] = nw.grad_g[j * ny + y] * nw.sg[j * ny + y];
-    }
+    for (int q = 0; q < n1 * ny; ++q) r[q] = nw.grad_f[q] * nw.sf[q];
+    for (int q = 0; q < n2 * ny; ++q) r[n1 * ny + q] = nw.grad_g[q] * nw.sg[q];
     lowrank_solve(r, x);  // x = H^-1 r, then refined twice
     for (int step = 0; step < 2; ++step) {
       lowrank_residual(r, x, x0);  // x0 = r - H x
       lowrank_solve(x0, x0);
-      for (int k = 0; k < v * ny; ++k) x[k] += x0[k];
+      FASTPID_SIMD()
+      for (int k = 0; k < n; ++k) x[k] += x0[k];
     }
     refine_further(r, x);
     double dec2 = 0;
-    for (int y = 0; y < ny; ++y) {
-      for (int i = 0; i < n1; ++i) {
-        const int q = i * ny + y;
-        df[q] = x[y * v + i] * nw.sf[q];
-        dec2 += nw.grad_f[q] * df[q];
-      }
-      for (int j = 0; j < n2; ++j) {
-        const int q = j * ny + y;
-        dg[q] = x[y * v + n1 + j] * nw.sg[q];
-        dec2 += nw.grad_g[q] * dg[q];
-      }
+    for (int q = 0; q < n1 * ny; ++q) {
+      df[q] = x[q] * nw.sf[q];
+      dec2 += nw.grad_f[q] * df[q];
+    }
+    for (int q = 0; q < n2 * ny; ++q) {
+      dg[q] = x[n1 * ny + q] * nw.sg[q];
+      dec2 += nw.grad_g[q] * dg[q];
     }
     return dec2;
   }
@@ -2036,7 +2036,7 @@ struct Solver {
   // pivot that is not positive is built again with a 1e-12 ridge (the others as before), and
   // one that fails again gets the identity, as cholesky() does.
   FASTPID_HD void lowrank_inverses(int y0, int m) {
-    const int v = n1 + n2, C = n1 * n2, L = kLanes;
+    const int v = n1 + n2, L = kLanes;
     double *A = nw.D, *Bm = nw.Dl;
     const double *diag = nw.ldiag, *cr = nw.lcross;
     bool ridge[kLanes] = {}, bad[kLanes] = {};
@@ -2044,9 +2044,9 @@ struct Solver {
       fill(A, static_cast<size_t>(v) * v * L, 0.0);
       for (int l = 0; l < m; ++l) {
         const int y = y0 + l;
-        for (int p = 0; p < v; ++p) A[(p * v + p) * L + l] = diag[y * v + p] + (ridge[l] ? 1e-12 : 0.0);
+        for (int p = 0; p < v; ++p) A[(p * v + p) * L + l] = diag[p * ny + y] + (ridge[l] ? 1e-12 : 0.0);
         for (int i = 0; i < n1; ++i)
-          for (int j = 0; j < n2; ++j) A[((n1 + j) * v + i) * L + l] = cr[y * C + i * n2 + j];
+          for (int j = 0; j < n2; ++j) A[((n1 + j) * v + i) * L + l] = cr[(i * n2 + j) * ny + y];
       }
       for (int l = m; l < L; ++l)  // idle lanes: the identity
         for (int p = 0; p < v; ++p) A[(p * v + p) * L + l] = 1.0;
@@ -2114,78 +2114,76 @@ struct Solver {
       }
     }
     for (int l = 0; l < m; ++l) {
-      double* Di = nw.Dinv + static_cast<size_t>(y0 + l) * v * v;
-      if (bad[l]) {  // not positive even with the ridge: D_y^-1 is taken as the identity
-        fill(Di, static_cast<size_t>(v) * v, 0.0);
-        for (int p = 0; p < v; ++p) Di[p * v + p] = 1.0;
-        continue;
-      }
-      for (int pq = 0; pq < v * v; ++pq) Di[pq] = Bm[pq * L + l];
+      double* Di = nw.Dinv + y0 + l;  // entry [p][q] at (p v + q) ny
+      for (int pq = 0; pq < v * v; ++pq)  // not positive even with the ridge: the identity
+        Di[static_cast<size_t>(pq) * ny] = bad[l] ? (pq % (v + 1) == 0 ? 1.0 : 0.0) : Bm[pq * L + l];
     }
   }
 
-  // D_y^-1 of every y, U's entries, and K's scaled Cholesky factor.
+  // D_y^-1 of every y, U's entries, and K's scaled Cholesky factor. Every array of this
+  // elimination has y innermost (D_y^-1's entry [p][q] at (p v + q) ny + y, U's at c ny + y,
+  // the vectors' at p ny + y), so that each of its loops runs over the target values, long
+  // where this elimination is chosen, in vector lanes (with y outermost, its loops ran over
+  // n1, n2 or n1 + n2 entries, scalar).
   FASTPID_HD void lowrank_factor() {
     const int v = n1 + n2, C = n1 * n2;
     double *aT = nw.aT, *bT = nw.bT, *K = nw.K, *diag = nw.ldiag, *cr = nw.lcross;
     const double *sf = nw.sf, *sg = nw.sg, *W = nw.W, *tW = nw.tW;
-    // D_y's entries and U's, every y at once in passes over the cells in memory order (one y
-    // at a time read them with a stride of ny). D_y's diagonal at p = i is sf^2 sum_j tW over
-    // (i, j, y), at p = n1 + j sg^2 sum_i tW (plus 1 on a fixed unknown); its entry at (n1 + j,
-    // i) is sf sg tW of cell (i, j).
+    // D_y's diagonal at p = i is sf^2 sum_j tW over (i, j, y), at p = n1 + j sg^2 sum_i tW
+    // (plus 1 on a fixed unknown); its entry at (n1 + j, i) is sf sg tW of cell (i, j); U's
+    // entries are sf W (row i) and sg W (row n1 + j).
     fill(diag, static_cast<size_t>(v) * ny, 0.0);  // the sums first
     for (int i = 0; i < n1; ++i)
       for (int j = 0; j < n2; ++j) {
-        const int c = i * n2 + j;
-        const double *t = &tW[static_cast<size_t>(c) * ny], *w = &W[static_cast<size_t>(c) * ny];
-        const double *fi = &sf[i * ny], *gj = &sg[j * ny];
+        const size_t c = static_cast<size_t>(i * n2 + j) * ny;
+        const double *t = &tW[c], *w = &W[c], *fi = &sf[i * ny], *gj = &sg[j * ny];
+        double *di = &diag[i * ny], *dj = &diag[(n1 + j) * ny];
+        FASTPID_SIMD()
         for (int y = 0; y < ny; ++y) {
-          diag[y * v + i] += t[y];
-          diag[y * v + n1 + j] += t[y];
-          cr[y * C + c] = fi[y] * gj[y] * t[y];
-          aT[y * C + c] = fi[y] * w[y];
-          bT[y * C + c] = gj[y] * w[y];
+          di[y] += t[y];
+          dj[y] += t[y];
+          cr[c + y] = fi[y] * gj[y] * t[y];
+          aT[c + y] = fi[y] * w[y];
+          bT[c + y] = gj[y] * w[y];
         }
       }
-    for (int y = 0; y < ny; ++y)
-      for (int p = 0; p < v; ++p) {
-        const int q = (p < n1 ? p : p - n1) * ny + y;
-        const double s = p < n1 ? sf[q] : sg[q];
-        const bool fixed = p < n1 ? fixed_f[q] : fixed_g[q];
-        diag[y * v + p] = s * s * diag[y * v + p] + (fixed ? 1.0 : 0.0);
-      }
+    for (int q = 0; q < v * ny; ++q) {
+      const int u = q < n1 * ny ? q : q - n1 * ny;  // the unknown's index in f or g
+      const double s = q < n1 * ny ? sf[u] : sg[u];
+      const bool fixed = q < n1 * ny ? fixed_f[u] : fixed_g[u];
+      diag[q] = s * s * diag[q] + (fixed ? 1.0 : 0.0);
+    }
     for (int y0 = 0; y0 < ny; y0 += kLanes) lowrank_inverses(y0, fp_min(kLanes, ny - y0));
     // Z_y[p][c'] = D_y^-1[p][i'] a_c' + D_y^-1[p][n1 + j'] b_c', then
     // K[c][c'] = sum_y a_c Z_y[i][c'] + b_c Z_y[n1 + j][c'] (lower triangle only). In this
     // association (that of the PyTorch solver) K keeps its digits when D_y is ill-conditioned;
-    // contracting D_y^-1 with a_c, b_c first does not.
+    // contracting D_y^-1 with a_c, b_c first does not. Z is formed for kZChunk target values
+    // at a time (its v C rows of them stay in the first-level cache).
     cholesky(K, C, nw.chol, [&] {
       fill(K, static_cast<size_t>(C) * C, 0.0);
-      for (int y = 0; y < ny; ++y) {
-        const double* Di = nw.Dinv + static_cast<size_t>(y) * v * v;
-        double* Zy = nw.Z;  // of this y only
-        const double* ay = &aT[y * C];
-        const double* by = &bT[y * C];
-        for (int p = 0; p < v; ++p) {
-          const double* dp = &Di[p * v];
-          double* zp = &Zy[p * C];
-          for (int ip = 0; ip < n1; ++ip) {
-            const double di = dp[ip];
+      for (int y0 = 0; y0 < ny; y0 += kZChunk) {
+        const int len = fp_min(kZChunk, ny - y0);
+        for (int p = 0; p < v; ++p)
+          for (int cp = 0; cp < C; ++cp) {
+            const double* d1 = &nw.Dinv[static_cast<size_t>(p * v + cp / n2) * ny + y0];
+            const double* d2 = &nw.Dinv[static_cast<size_t>(p * v + n1 + cp % n2) * ny + y0];
+            const double *ac = &aT[static_cast<size_t>(cp) * ny + y0], *bc = &bT[static_cast<size_t>(cp) * ny + y0];
+            double* z = &nw.Z[static_cast<size_t>(p * C + cp) * kZChunk];
             FASTPID_SIMD()
-            for (int jp = 0; jp < n2; ++jp) zp[ip * n2 + jp] = di * ay[ip * n2 + jp] + dp[n1 + jp] * by[ip * n2 + jp];
+            for (int y = 0; y < len; ++y) z[y] = d1[y] * ac[y] + d2[y] * bc[y];
+          }
+        for (int c = 0; c < C; ++c) {
+          const double *ac = &aT[static_cast<size_t>(c) * ny + y0], *bc = &bT[static_cast<size_t>(c) * ny + y0];
+          const double* zi = &nw.Z[static_cast<size_t>(c / n2) * C * kZChunk];
+          const double* zj = &nw.Z[static_cast<size_t>(n1 + c % n2) * C * kZChunk];
+          for (int cp = 0; cp <= c; ++cp) {
+            const double *zic = &zi[cp * kZChunk], *zjc = &zj[cp * kZChunk];
+            double t = 0;
+            FASTPID_SIMD(reduction(+ : t))
+            for (int y = 0; y < len; ++y) t += ac[y] * zic[y] + bc[y] * zjc[y];
+            K[static_cast<size_t>(c) * C + cp] += t;
           }
         }
-        for (int i = 0; i < n1; ++i)
-          for (int j = 0; j < n2; ++j) {
-            const int c = i * n2 + j;
-            const double ac = ay[c], bc = by[c];
-            if (ac == 0.0 && bc == 0.0) continue;
-            const double* zi = &Zy[i * C];
-            const double* zj = &Zy[(n1 + j) * C];
-            double* Kc = &K[static_cast<size_t>(c) * C];
-            FASTPID_SIMD()
-            for (int cp = 0; cp <= c; ++cp) Kc[cp] += ac * zi[cp] + bc * zj[cp];
-          }
       }
       for (int c = 0; c < C; ++c) {
         double& kcc = K[static_cast<size_t>(c) * C + c];
@@ -2197,73 +2195,76 @@ struct Solver {
     });
   }
 
-  // out = H^-1 in (per-y vectors, ny x v; out may be in): D^-1 in - Z K^-1 U^T D^-1 in, with
+  // uc[c] = scale[c] sum_y a_c[y] x[i][y] + b_c[y] x[n1 + j][y] (U^T x, scaled per cell).
+  FASTPID_HD void lowrank_project(const double* x, const double* scale, double* uc) {
+    for (int c = 0; c < n1 * n2; ++c) {
+      const double *ac = &nw.aT[static_cast<size_t>(c) * ny], *bc = &nw.bT[static_cast<size_t>(c) * ny];
+      const double *xi = &x[(c / n2) * ny], *xj = &x[(n1 + c % n2) * ny];
+      double t = 0;
+      FASTPID_SIMD(reduction(+ : t))
+      for (int y = 0; y < ny; ++y) t += ac[y] * xi[y] + bc[y] * xj[y];
+      uc[c] = t * scale[c];
+    }
+  }
+
+  // out = H^-1 in (vectors v x ny; out may be in): D^-1 in - Z K^-1 U^T D^-1 in, with
   // Z z summed over the products D_y^-1[p][i] a_c z_c + D_y^-1[p][n1 + j] b_c z_c: summing U z
   // first and then applying D_y^-1 loses the digits that K keeps (see lowrank_factor).
   FASTPID_HD void lowrank_solve(const double* in, double* out) {
     const int v = n1 + n2, C = n1 * n2;
-    const double *aT = nw.aT, *bT = nw.bT;
+    const double *aT = nw.aT, *bT = nw.bT, *Dinv = nw.Dinv;
     double *x0 = nw.z, *uc = nw.uc;  // x0 apart from in and out
-    for (int y = 0; y < ny; ++y) {  // x0 = D^-1 in
-      const double* Di = nw.Dinv + static_cast<size_t>(y) * v * v;
-      for (int p = 0; p < v; ++p) {
-        double t = 0;
-        for (int q = 0; q < v; ++q) t += Di[p * v + q] * in[y * v + q];
-        x0[y * v + p] = t;
+    for (int p = 0; p < v; ++p) {  // x0 = D^-1 in
+      double* xp = &x0[p * ny];
+      fill(xp, ny, 0.0);
+      for (int q = 0; q < v; ++q) {
+        const double *d = &Dinv[static_cast<size_t>(p * v + q) * ny], *iq = &in[q * ny];
+        FASTPID_SIMD()
+        for (int y = 0; y < ny; ++y) xp[y] += d[y] * iq[y];
       }
     }
-    fill(uc, C, 0.0);  // uc = kd U^T x0
-    for (int y = 0; y < ny; ++y)
-      for (int i = 0; i < n1; ++i)
-        for (int j = 0; j < n2; ++j) {
-          const int c = i * n2 + j;
-          uc[c] += aT[y * C + c] * x0[y * v + i] + bT[y * C + c] * x0[y * v + n1 + j];
-        }
-    for (int c = 0; c < C; ++c) uc[c] *= nw.kd[c];
+    lowrank_project(x0, nw.kd, uc);  // kd U^T x0
     cholesky_solve(nw.K, C, uc);
     for (int c = 0; c < C; ++c) uc[c] *= nw.kd[c];
-    for (int y = 0; y < ny; ++y) {  // out = x0 - Z_y z, Z_y rebuilt row by row (see lowrank_factor)
-      const double* Di = nw.Dinv + static_cast<size_t>(y) * v * v;
-      const double* ay = &aT[y * C];
-      const double* by = &bT[y * C];
-      for (int p = 0; p < v; ++p) {
-        const double* dp = &Di[p * v];
-        double t = 0;
-        for (int i = 0; i < n1; ++i) {
-          const double di = dp[i];
-          FASTPID_SIMD(reduction(+ : t))
-          for (int j = 0; j < n2; ++j) t += (di * ay[i * n2 + j] + dp[n1 + j] * by[i * n2 + j]) * uc[i * n2 + j];
-        }
-        out[y * v + p] = x0[y * v + p] - t;
+    for (int p = 0; p < v; ++p) {  // out = x0 - Z z, Z rebuilt row by row (see lowrank_factor)
+      double* op = &out[p * ny];  // in's row p is no longer read: it holds the sum first
+      fill(op, ny, 0.0);
+      for (int c = 0; c < C; ++c) {
+        const double* d1 = &Dinv[static_cast<size_t>(p * v + c / n2) * ny];
+        const double* d2 = &Dinv[static_cast<size_t>(p * v + n1 + c % n2) * ny];
+        const double *ac = &aT[static_cast<size_t>(c) * ny], *bc = &bT[static_cast<size_t>(c) * ny];
+        const double z = uc[c];
+        FASTPID_SIMD()
+        for (int y = 0; y < ny; ++y) op[y] += (d1[y] * ac[y] + d2[y] * bc[y]) * z;
       }
+      const double* xp = &x0[p * ny];
+      FASTPID_SIMD()
+      for (int y = 0; y < ny; ++y) op[y] = xp[y] - op[y];
     }
   }
 
   // res = r - H x, H = D + U diag(t2) U^T (D from its entries: its factor has replaced it).
   FASTPID_HD void lowrank_residual(const double* r, const double* x, double* res) {
-    const int v = n1 + n2, C = n1 * n2;
-    const double *aT = nw.aT, *bT = nw.bT;
+    const int n = (n1 + n2) * ny;
     double* uc = nw.uc;
-    fill(uc, C, 0.0);
-    for (int y = 0; y < ny; ++y)
-      for (int i = 0; i < n1; ++i)
-        for (int j = 0; j < n2; ++j) {
-          const int c = i * n2 + j;
-          uc[c] += aT[y * C + c] * x[y * v + i] + bT[y * C + c] * x[y * v + n1 + j];
+    for (int c = 0; c < n1 * n2; ++c) nw.t2[c] = R[c] / nw.oms[c];  // t2
+    lowrank_project(x, nw.t2, uc);
+    FASTPID_SIMD()
+    for (int q = 0; q < n; ++q) res[q] = r[q] - nw.ldiag[q] * x[q];
+    for (int i = 0; i < n1; ++i)
+      for (int j = 0; j < n2; ++j) {
+        const int c = i * n2 + j;
+        const double *cr = &nw.lcross[static_cast<size_t>(c) * ny], *ac = &nw.aT[static_cast<size_t>(c) * ny],
+                     *bc = &nw.bT[static_cast<size_t>(c) * ny];
+        const double *xi = &x[i * ny], *xj = &x[(n1 + j) * ny];
+        double *ri = &res[i * ny], *rj = &res[(n1 + j) * ny];
+        const double u = uc[c];
+        FASTPID_SIMD()
+        for (int y = 0; y < ny; ++y) {
+          ri[y] -= cr[y] * xj[y] + ac[y] * u;
+          rj[y] -= cr[y] * xi[y] + bc[y] * u;
         }
-    for (int c = 0; c < C; ++c) uc[c] *= R[c] / nw.oms[c];  // t2
-    for (int y = 0; y < ny; ++y) {
-      const double* xy = &x[y * v];
-      double* ry = &res[y * v];
-      for (int p = 0; p < v; ++p) ry[p] = r[y * v + p] - nw.ldiag[y * v + p] * xy[p];
-      for (int i = 0; i < n1; ++i)
-        for (int j = 0; j < n2; ++j) {
-          const int c = i * n2 + j;
-          const double cr = nw.lcross[y * C + c];
-          ry[i] -= cr * xy[n1 + j] + aT[y * C + c] * uc[c];
-          ry[n1 + j] -= cr * xy[i] + bT[y * C + c] * uc[c];
-        }
-    }
+      }
   }
 
   // (df, dg) from yg = rhs and the kept blocks (the scaling undone); returns dec^2.
