@@ -46,8 +46,8 @@ FAMILIES = {
     # low-rank elimination's (fastpid.solver.LOWRANK_PENALTY_AT).
     "dirichlet_6x6x20": dict(kind="dirichlet", shape=(6, 6, 20)),
     "dirichlet_16x2x30": dict(kind="dirichlet", shape=(16, 2, 30)),
-    # Four values per source, 30 classes: solved by the low-rank elimination until its penalty
-    # was refitted (fastpid.solver.LOWRANK_PENALTY_AT), at 1.3x the Schur complement's time.
+    # Four values per source, 30 classes: where the two eliminations take about the same time
+    # (fastpid.solver.LOWRANK_PENALTY_AT).
     "dirichlet_4x4x30": dict(kind="dirichlet", shape=(4, 4, 30)),
 }
 

@@ -563,21 +563,23 @@ def newton_plan(P: torch.Tensor, native: bool = True) -> NewtonPlan:
 
 # In the C++ solver the low-rank elimination works through many small per-y systems and takes
 # no predictor (1.0-1.26x the Schur complement's iterations, 1.2x the median), so per flop it is
-# slower, the more so the smaller the problem: where the Schur complement takes fewer than
-# LOWRANK_PENALTY_AT flops, plan_for_counts counts the low-rank flops (LOWRANK_PENALTY_AT /
-# Schur flops) ** LOWRANK_PENALTY_POWER times over. Not for this module's solver, whose
-# batched low-rank elimination was the faster one on 6x6x20 (0.73x) and 10x5x25 (0.60x).
-# Fitted to C++ solve times of both eliminations (one thread, AMD EPYC with AVX-512, four
-# joints per shape and Dirichlet(1) or Dirichlet(0.2)) on the 430 shapes n1 in 2-32, n2 in
-# 2-8, ny in 8-200 whose low-rank flops are at most 2.5x the Schur complement's: the chosen
-# elimination took 1.0065x the time of the faster one on average and 1.61x at worst (16 of
-# 860 joints above 1.1x); on 144 other shapes (n1 3-28, n2 2-7, ny 10-180, other seeds)
-# 1.0022x and 1.15x (3 of 288). The previous constants (6e6, 0.8), fitted before the Schur
-# complement's kernels were vectorised, took 1.080x and 2.65x (159 of 860), and 1.071x and
-# 2.32x (51 of 288): 4x4x30 1.33-1.35x, 8x3x50 1.60-1.67x, 16x3x80 1.71-2.0x, 24x2x150
-# 1.99-2.54x.
-LOWRANK_PENALTY_AT = 4e8
-LOWRANK_PENALTY_POWER = 0.6
+# slower, the more so the smaller the problem: plan_for_counts counts its flops
+# max(LOWRANK_PENALTY_FLOOR, (LOWRANK_PENALTY_AT / Schur flops) ** LOWRANK_PENALTY_POWER) times
+# over, and chooses it where that is below the Schur complement's flops (a floor below 1: on
+# large problems its vector loops over the target values make it the faster at up to 1.4x the
+# flops). Not for this module's solver, whose batched low-rank elimination was the faster one
+# on 6x6x20 (0.73x) and 10x5x25 (0.60x). Fitted to C++ solve times of both eliminations (one
+# thread, AMD EPYC with AVX-512, four joints per shape and Dirichlet(1) or Dirichlet(0.2), the
+# low-rank elimination with the smaller source first as pid() orients it) on the 492 shapes n1
+# in 2-32, n2 in 2-8, ny in 8-200 whose low-rank flops are at most 5x the Schur complement's:
+# the chosen elimination took 1.0047x the time of the faster one on average and 1.26x at worst
+# (15 of 984 joints above 1.1x); on 188 other shapes (n1 3-28, n2 2-8, ny 10-180, other seeds)
+# 1.0051x and 1.27x (6 of 376). The previous constants (4e8, 0.6, no floor), fitted before the
+# low-rank elimination's loops ran over the target values, took 1.115x and 2.46x (216 of 984),
+# and 1.106x and 2.61x (73 of 376).
+LOWRANK_PENALTY_AT = 5e6
+LOWRANK_PENALTY_POWER = 0.5
+LOWRANK_PENALTY_FLOOR = 0.7
 
 
 def plan_for_counts(n1: int, n2: int, ny: int, most1: int, most2: int, free1=None, free2=None,
@@ -585,15 +587,16 @@ def plan_for_counts(n1: int, n2: int, ny: int, most1: int, most2: int, free1=Non
     """:func:`newton_plan` of a batch of ``n1 x n2 x ny`` problems whose largest numbers of
     admissible potentials are ``most1`` (X1) and ``most2`` (X2); ``free1``, ``free2``: the
     per-problem counts, kept in the plan. The cheapest by :func:`newton_cost`; for the C++
-    solver (``native``), the low-rank elimination only where its flops, weighted as
-    LOWRANK_PENALTY_AT says, are also below the Schur complement's."""
+    solver (``native``), the low-rank elimination where its flops, weighted as
+    LOWRANK_PENALTY_AT says, are below the other eliminations', and only there."""
     mf, mg = (most2, most1) if n2 > n1 else (most1, most2)
     n1, n2 = max(n1, n2), min(n1, n2)
     cost = newton_cost(n1, n2, ny, mf, mg, native)
     structure = min(cost, key=cost.get)
-    penalty = max(1.0, (LOWRANK_PENALTY_AT / cost["schur"]) ** LOWRANK_PENALTY_POWER)
-    if native and structure == "lowrank" and cost["lowrank"] * penalty >= cost["schur"]:
-        structure = "schur"
+    if native:
+        other = min((k for k in cost if k != "lowrank"), key=cost.get)
+        penalty = max(LOWRANK_PENALTY_FLOOR, (LOWRANK_PENALTY_AT / cost["schur"]) ** LOWRANK_PENALTY_POWER)
+        structure = "lowrank" if cost["lowrank"] * penalty < cost[other] else other
     return NewtonPlan(structure, cost[structure], newton_floats(structure, n1, n2, ny, mf, mg),
                       min(mf, mg) if n1 == n2 else mg, free1, free2)
 

@@ -81,16 +81,16 @@ def _clustered(n1, n2, ny, N, seed):
     ((2, 3, 3000), "lowrank", "lowrank"),  # tiny sources, many classes
     ((8, 8, 8), "schur", "schur"),  # dense
     # Small systems where the low-rank elimination takes fewer flops: the C++ solver's Schur
-    # complement was the faster (6x6x20 0.71x, 16x2x30 0.6x the time), the reference's batched
-    # low-rank elimination the faster there (6x6x20 0.73x).
+    # complement was the faster (6x6x20 0.88-0.90x, 2x16x30 0.51-0.53x the time), the
+    # reference's batched low-rank elimination the faster there (6x6x20 0.73x).
     ((6, 6, 20), "schur", "lowrank"),
     ((2, 16, 30), "schur", "lowrank"),
-    ((4, 4, 60), "lowrank", "lowrank"),  # C++ low-rank 0.76-0.78x the Schur complement's time
-    # Where the constants fitted before the Schur complement's kernels were vectorised chose
-    # the low-rank elimination, at 1.33-1.35x (4x4x30) and 1.99-2.54x (24x2x150) the time.
-    ((4, 4, 30), "schur", "lowrank"),
-    ((24, 2, 150), "schur", "lowrank"),
-    # The C++ Schur complement with its f-blocks in product form: 0.62-0.84x the time of the
+    # The C++ low-rank elimination at 0.42-0.48x (4x4x60), 0.86-0.97x (4x4x30) and 0.78-0.99x
+    # (24x2x150) the Schur complement's time since its loops run over the target values.
+    ((4, 4, 60), "lowrank", "lowrank"),
+    ((4, 4, 30), "lowrank", "lowrank"),
+    ((24, 2, 150), "lowrank", "lowrank"),
+    # The C++ Schur complement with its f-blocks in product form: 0.57-0.82x the time of the
     # low-rank elimination, which the Cholesky f-blocks' flop count had chosen.
     ((16, 2, 50), "schur", "lowrank"),
     ((24, 3, 50), "schur", "lowrank"),
