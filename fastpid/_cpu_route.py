@@ -50,7 +50,7 @@ def exact_pid(P, tol: float, max_iter: int, base, backend: str):
     if lowrank is None:
         return None
 
-    swap = api.swap_rule(n1, n2, free1, free2, smaller_first=lowrank)
+    swap = api.swap_rule(n1, n2, free1, free2)
     swap = swap if isinstance(swap, np.ndarray) else np.full(free1.shape, swap)
     scale = 1.0 if base is None else 1.0 / math.log(base)
     terms, gap, converged, broken, iterations, settled = ext.solve_pid(

@@ -95,7 +95,7 @@ def dual_potentials(P: torch.Tensor, tol: float = 1e-9):
     lowrank = plan.structure == "lowrank"
     sol = _per_orientation(
         P, lambda Q, _: cpp.solve(Q, tol, lowrank=lowrank) if use_cpp else solver.solve_exact(Q, tol),
-        swap=_swap_sources(P, plan, smaller_first=use_cpp and lowrank))
+        swap=_swap_sources(P, plan))
     return sol.f.to(P.device), sol.g.to(P.device)
 
 

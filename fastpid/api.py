@@ -304,30 +304,28 @@ def cpp_suits(n1: int, n2: int, ny: int, plan) -> bool:
     return size <= cpp.AUTO_MAX_SYSTEM and cpp.available()[0]
 
 
-def swap_rule(n1: int, n2: int, free1, free2, smaller_first: bool = False):
+def swap_rule(n1: int, n2: int, free1, free2):
     """:func:`_swap_sources` from the sizes and the per-problem counts of free potentials
-    (torch tensors or numpy arrays): a bool for every problem where the sizes differ.
-    ``smaller_first``: for the C++ solver's low-rank elimination, which has the smaller source
-    first instead (its capacitance assembly runs its vector loops over x2: one problem of
-    8x3x60, 5x2x80, 6x2x100, 10x2x50, 12x4x40 or 4x3x500 took 0.70-0.86x the time that way
-    round, 3x2x300 and 3x2x3000 the same)."""
+    (torch tensors or numpy arrays): a bool for every problem where the sizes differ. The
+    same for both eliminations: the C++ low-rank elimination, whose loops run over the target
+    values, took 0.97-1.03x the time either way round (one problem of 8x3x60, 5x2x200,
+    12x8x30, 24x2x150, 6x2x100, 4x3x500, 12x4x40)."""
     if n1 != n2:
-        return n1 > n2 if smaller_first else n2 > n1
+        return n2 > n1
     return free1 < free2
 
 
-def _swap_sources(P: torch.Tensor, plan=None, smaller_first: bool = False) -> torch.Tensor:
+def _swap_sources(P: torch.Tensor, plan=None) -> torch.Tensor:
     """Which problems of the flat batch ``P[B, n1, n2, ny]`` to solve with X1 and X2 swapped
     (``(B,)`` bool), so that the Schur complement (over the second source's potentials) is the
     cheaper one: over the smaller source, and between sources of equal size over the one with
     fewer free potentials (pairs ``(x, y)`` with ``P(x, y) > 0``), problem by problem.
     Clustered 64x64x10 joints take 0.41 s one way round and 0.67 s the other. Unequal sizes
-    keep the shape rule, for which the memory is estimated (the low-rank elimination's is the
-    same either way round: ``smaller_first``, see :func:`swap_rule`). ``plan``: a
-    :func:`fastpid.solver.newton_plan` of ``P``, whose counts are used where given."""
+    keep the shape rule, for which the memory is estimated (see :func:`swap_rule`). ``plan``:
+    a :func:`fastpid.solver.newton_plan` of ``P``, whose counts are used where given."""
     B, n1, n2 = P.shape[:3]
     if n1 != n2:
-        return torch.full((B,), swap_rule(n1, n2, None, None, smaller_first), dtype=torch.bool, device=P.device)
+        return torch.full((B,), swap_rule(n1, n2, None, None), dtype=torch.bool, device=P.device)
     free1, free2 = solver.free_potentials(P) if plan is None else (plan.free1, plan.free2)
     return swap_rule(n1, n2, free1, free2)
 
@@ -413,8 +411,7 @@ def _solve_iterative(flat, method, backend, tol, max_iter, steps, progress, brac
         # disable=None: tqdm switches itself off when stderr is not a terminal.
         bar = tqdm(total=B, desc=f"fastpid.pid ({method})", unit="problem", leave=False,
                    disable=None if progress is None else False)
-    native_lowrank = backend == "cpp" and method == "exact" and plan is not None and plan.structure == "lowrank"
-    swap = _swap_sources(flat, plan, smaller_first=native_lowrank)
+    swap = _swap_sources(flat, plan)
     pieces = []
     try:
         for s in range(0, B, chunk):

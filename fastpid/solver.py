@@ -569,8 +569,9 @@ def newton_plan(P: torch.Tensor, native: bool = True) -> NewtonPlan:
 # large problems its vector loops over the target values make it the faster at up to 1.4x the
 # flops). Not for this module's solver, whose batched low-rank elimination was the faster one
 # on 6x6x20 (0.73x) and 10x5x25 (0.60x). Fitted to C++ solve times of both eliminations (one
-# thread, AMD EPYC with AVX-512, four joints per shape and Dirichlet(1) or Dirichlet(0.2), the
-# low-rank elimination with the smaller source first as pid() orients it) on the 492 shapes n1
+# thread, AMD EPYC with AVX-512, four joints per shape and Dirichlet(1) or Dirichlet(0.2); the
+# low-rank elimination with the smaller source first, which takes the time of the other way
+# round, see fastpid.api.swap_rule) on the 492 shapes n1
 # in 2-32, n2 in 2-8, ny in 8-200 whose low-rank flops are at most 5x the Schur complement's:
 # the chosen elimination took 1.0047x the time of the faster one on average and 1.26x at worst
 # (15 of 984 joints above 1.1x); on 188 other shapes (n1 3-28, n2 2-8, ny 10-180, other seeds)
