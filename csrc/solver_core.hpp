@@ -2548,10 +2548,7 @@ struct Solver {
       soc[c] = 0.0;
     }
     int stalled = 0;
-    // After a primal-dual step (or none yet); not for the low-rank elimination, whose
-    // Woodbury solves lose digits on tiny-mass systems that the corrector amplified
-    // (fastpid/solver.py, solve_exact).
-    bool predictor = !opt.lowrank;
+    bool predictor = true;  // after a primal-dual step (or none yet)
     // The predictor never aims above the last step's target, nor the first step above the
     // starting mu (a start whose multipliers are far off centre while its gap is already near
     // tol had the first step aim hundreds of times higher, and peaked joints then stalled
@@ -2574,7 +2571,7 @@ struct Solver {
       double alpha = primal_dual_step(mu, dec2);
       fill(corr, static_cast<size_t>(n1) * n2, 0.0);
       fill(soc, static_cast<size_t>(n1) * n2, 0.0);
-      predictor = alpha >= 0.0 && !opt.lowrank;
+      predictor = alpha >= 0.0;
       const bool barrier_taken = alpha < 0.0;
       if (barrier_taken) alpha = barrier_step(mu);
       ++iterations;

@@ -171,7 +171,14 @@ SUPPORT_SHRINK = 1e-6
 # without -> with it, none short of tol either way: 1,000 peaked joints (Dirichlet(0.02-0.2)
 # over 2x2x2 to 8x8x8) 15,255 -> 14,719 at tol 1e-8 and 16,179 -> 15,786 at 1e-10; 600 whose
 # masses span 20-60 decades 14,487 -> 11,750 and 16,612 -> 13,064; 400 sparse 6,154 -> 6,001
-# and 6,537 -> 6,439; the 17 joints of tests/data 503 -> 366 and 655 -> 433.
+# and 6,537 -> 6,439; the 17 joints of tests/data 503 -> 366 and 655 -> 433. The low-rank
+# elimination takes it too. It was left out where a first trial had 1 of 30 tiny-mass test
+# problems stall at 2e-8 (Woodbury solves lose digits, which the corrector amplified);
+# measured again on the current solver: 480 joints of 2-4 x 2-3 x 20-149 (dense, peaked,
+# masses of 1e-13, masses over 20-60 decades, half the entries 0), iterations 10,243 ->
+# 9,906 at tol 1e-8 and 10,288 -> 9,543 at 1e-10 (dense 1,628 -> 1,424 and 1,716 -> 1,398),
+# none short either way, the C++ solver step for step the same; 1,100 more (C++, 2-5 x 2-4 x
+# 8-299) none short; C++, one problem per call, Dirichlet(1): 0.79-0.89x the time.
 CENTRING_MIN = 0.01
 # The barrier step's line search starts where no potential moves by more than
 # MAX_POTENTIAL_STEP nats (_line_search). Potentials of masses about 1e-30 below the others
@@ -1011,11 +1018,7 @@ def solve_exact(P: torch.Tensor, tol: float, max_iter: int = 500, warm_steps: in
     mixture = torch.where(cells & torch.isfinite(logR), torch.exp(logR + logs_max[:, None, None] + 1e-3), 0.0)
     R = torch.maximum(mixture, mu[:, None, None] / tau)
     tau = torch.where(cells, torch.minimum(tau, torch.maximum(mu[:, None, None] / R, SLACK_START_CUT * tau)), tau)
-    # Not for the low-rank elimination: its Woodbury solves lose digits on tiny-mass systems,
-    # and the corrector's term amplified that (1 of 30 tiny-mass low-rank test problems
-    # stalled at 2e-8; none without it).
-    corrector = structure != "lowrank"
-    predictor = torch.full((B,), corrector, dtype=torch.bool, device=P.device)
+    predictor = torch.ones(B, dtype=torch.bool, device=P.device)
     # The predictor never aims above the last step's target, nor the first step above the
     # starting mu (a start whose multipliers are far off centre while its gap is already near
     # tol had the first step aim hundreds of times higher: on 2,800 peaked joints,
@@ -1051,7 +1054,7 @@ def solve_exact(P: torch.Tensor, tol: float, max_iter: int = 500, warm_steps: in
             soc = torch.where(retry[:, None, None], 0.0, soc)
             df, dg, dec2 = solve(mua[:, None, None] + corr + Ra * soc)
         alpha, fa, ga, logs, Ra, taua, barrier = _primal_dual_step(sub, fa, ga, df, dg, mua, Ra, taua, dec2, corr, soc)
-        predictor[active] = ~barrier & corrector
+        predictor[active] = ~barrier
         back = torch.nonzero(barrier).flatten()
         if back.numel():
             ab = active[back]
