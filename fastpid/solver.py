@@ -568,26 +568,26 @@ def newton_plan(P: torch.Tensor, native: bool = True) -> NewtonPlan:
     return plan_for_counts(n1, n2, ny, most1, most2, free1, free2, native)
 
 
-# In the C++ solver the low-rank elimination works through many small per-y systems and takes
-# no predictor (1.0-1.26x the Schur complement's iterations, 1.2x the median), so per flop it is
-# slower, the more so the smaller the problem: plan_for_counts counts its flops
+# In the C++ solver the low-rank elimination works through many small per-y systems and
+# refines each of its solves (three solves and two or three residuals a direction), so per
+# flop it is slower on small problems, and on large ones, where its loops over the target
+# values run in long vector lanes, the faster: plan_for_counts counts its flops
 # max(LOWRANK_PENALTY_FLOOR, (LOWRANK_PENALTY_AT / Schur flops) ** LOWRANK_PENALTY_POWER) times
-# over, and chooses it where that is below the Schur complement's flops (a floor below 1: on
-# large problems its vector loops over the target values make it the faster at up to 1.4x the
-# flops). Not for this module's solver, whose batched low-rank elimination was the faster one
-# on 6x6x20 (0.73x) and 10x5x25 (0.60x). Fitted to C++ solve times of both eliminations (one
-# thread, AMD EPYC with AVX-512, four joints per shape and Dirichlet(1) or Dirichlet(0.2); the
-# low-rank elimination with the smaller source first, which takes the time of the other way
-# round, see fastpid.api.swap_rule) on the 492 shapes n1
-# in 2-32, n2 in 2-8, ny in 8-200 whose low-rank flops are at most 5x the Schur complement's:
-# the chosen elimination took 1.0047x the time of the faster one on average and 1.26x at worst
-# (15 of 984 joints above 1.1x); on 188 other shapes (n1 3-28, n2 2-8, ny 10-180, other seeds)
-# 1.0051x and 1.27x (6 of 376). The previous constants (4e8, 0.6, no floor), fitted before the
-# low-rank elimination's loops ran over the target values, took 1.115x and 2.46x (216 of 984),
-# and 1.106x and 2.61x (73 of 376).
-LOWRANK_PENALTY_AT = 5e6
-LOWRANK_PENALTY_POWER = 0.5
-LOWRANK_PENALTY_FLOOR = 0.7
+# over and chooses it where that is below the other eliminations' flops. Not for this
+# module's solver, whose batched low-rank elimination was the faster one on 6x6x20 (0.73x) and
+# 10x5x25 (0.60x). Fitted to C++ solve times of both eliminations (one thread, AMD EPYC with
+# AVX-512, four joints per shape and Dirichlet(1) or Dirichlet(0.2); the low-rank elimination
+# with the smaller source first, which takes the time of the other way round, see
+# fastpid.api.swap_rule) on the 492 shapes n1 in 2-32, n2 in 2-8, ny in 8-200 whose low-rank
+# flops are at most 5x the Schur complement's: the chosen elimination took 1.0045x the time of
+# the faster one on average and 1.22x at worst (13 of 984 joints above 1.1x); on 188 other
+# shapes (n1 3-28, n2 2-8, ny 10-180, other seeds) 1.0029x and 1.14x (5 of 376). The
+# constants before (4e8, 0.6, no floor), fitted while the low-rank elimination ran its loops
+# over n1, n2 or n1 + n2 and took no predictor, took 1.115x and 2.46x (216 of 984) with its
+# loops over the target values, and 1.014x and 1.43x (54) with its predictor as well.
+LOWRANK_PENALTY_AT = 1e6
+LOWRANK_PENALTY_POWER = 0.25
+LOWRANK_PENALTY_FLOOR = 0.5
 
 
 def plan_for_counts(n1: int, n2: int, ny: int, most1: int, most2: int, free1=None, free2=None,

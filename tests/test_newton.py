@@ -81,16 +81,18 @@ def _clustered(n1, n2, ny, N, seed):
     ((2, 3, 3000), "lowrank", "lowrank"),  # tiny sources, many classes
     ((8, 8, 8), "schur", "schur"),  # dense
     # Small systems where the low-rank elimination takes fewer flops: the C++ solver's Schur
-    # complement was the faster (6x6x20 0.88-0.90x, 2x16x30 0.51-0.53x the time), the
-    # reference's batched low-rank elimination the faster there (6x6x20 0.73x).
-    ((6, 6, 20), "schur", "lowrank"),
+    # complement was the faster (2x16x30 0.64-0.65x, 4x4x12 0.83-0.88x the time), the reference's
+    # batched low-rank elimination the faster there (6x6x20 0.73x).
     ((2, 16, 30), "schur", "lowrank"),
-    # The C++ low-rank elimination at 0.42-0.48x (4x4x60), 0.86-0.97x (4x4x30) and 0.78-0.99x
-    # (24x2x150) the Schur complement's time since its loops run over the target values.
+    ((4, 4, 12), "schur", "lowrank"),
+    # The C++ low-rank elimination at 0.38-0.44x (4x4x60), 0.69-0.74x (4x4x30), 0.66-0.68x
+    # (24x2x150) and 0.97-0.99x (6x6x20) the Schur complement's time since its loops run over
+    # the target values and it takes the predictor.
     ((4, 4, 60), "lowrank", "lowrank"),
     ((4, 4, 30), "lowrank", "lowrank"),
     ((24, 2, 150), "lowrank", "lowrank"),
-    # The C++ Schur complement with its f-blocks in product form: 0.57-0.82x the time of the
+    ((6, 6, 20), "lowrank", "lowrank"),
+    # The C++ Schur complement with its f-blocks in product form: 0.61-0.99x the time of the
     # low-rank elimination, which the Cholesky f-blocks' flop count had chosen.
     ((16, 2, 50), "schur", "lowrank"),
     ((24, 3, 50), "schur", "lowrank"),
