@@ -361,6 +361,35 @@ FASTPID_HD inline void weighted_rows(double* out, const double* w, size_t ws, co
 #endif
 }
 
+// out[y] = sum over q < n of a[q as + y] b[q bs + y] for y < ny, the terms in the order of q:
+// the low-rank elimination's products of D_y^-1 with a vector for every y at once. With
+// AVX-512, sixteen columns at a time with their sums in registers over all q, as in
+// weighted_rows().
+FASTPID_HD inline void sum_products(double* out, const double* a, size_t as, const double* b, size_t bs, int n,
+                                    int ny) {
+#if defined(__AVX512F__) && !defined(__CUDA_ARCH__)
+  for (int y0 = 0; y0 < ny; y0 += 16) {
+    const int m = ny - y0;
+    const __mmask8 lo = m >= 8 ? 0xff : (1u << m) - 1, hi = m >= 16 ? 0xff : (m > 8 ? (1u << (m - 8)) - 1 : 0);
+    __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+    for (int q = 0; q < n; ++q) {
+      const double *aq = a + q * as + y0, *bq = b + q * bs + y0;
+      s0 = _mm512_fmadd_pd(_mm512_maskz_loadu_pd(lo, aq), _mm512_maskz_loadu_pd(lo, bq), s0);
+      if (hi) s1 = _mm512_fmadd_pd(_mm512_maskz_loadu_pd(hi, aq + 8), _mm512_maskz_loadu_pd(hi, bq + 8), s1);
+    }
+    _mm512_mask_storeu_pd(out + y0, lo, s0);
+    if (hi) _mm512_mask_storeu_pd(out + y0 + 8, hi, s1);
+  }
+#else
+  fill(out, ny, 0.0);
+  for (int q = 0; q < n; ++q) {
+    const double *aq = a + q * as, *bq = b + q * bs;
+    FASTPID_SIMD()
+    for (int y = 0; y < ny; ++y) out[y] += aq[y] * bq[y];
+  }
+#endif
+}
+
 // M (n x n, row-major; the lower triangle is what counts) = sum over m < count of a_m b_m^T,
 // a_m = a + m stride and b_m = b + m stride: the f- and g-blocks of the Newton system.
 FASTPID_HD inline void sum_outer_lower(double* M, const double* a, const double* b, int count, size_t stride, int n) {
@@ -457,9 +486,6 @@ constexpr int kCholeskyBlockedFrom = 24;
 // The low-rank elimination factorises and inverts the blocks D_y of this many target values
 // side by side (Solver::lowrank_inverses): two AVX2 vectors, one AVX-512 vector.
 constexpr int kLanes = 8;
-// The low-rank elimination forms Z = D_y^-1 U_y for this many target values at a time
-// (Solver::lowrank_factor).
-constexpr int kZChunk = 32;
 
 // Row stride of the blocked factorisation's panel for an n x n matrix: the Gram tiles of the
 // trailing update read up to kGramCols - 1 columns past the row's end (zeros).
@@ -1215,9 +1241,9 @@ struct NewtonScratch {
   // cells, y innermost in every array (see Solver::lowrank_factor): kLanes blocks D_y side by
   // side (D, then their factors) and their inverses (Dl; see Solver::lowrank_inverses), D_y^-1
   // of every y (v x v x ny), U's entries aT[c][y] (row i) and bT[c][y] (row n1 + j),
-  // Z_y = D_y^-1 U_y of kZChunk y's (v x C x kZChunk), the capacitance matrix K (C x C, then
-  // its factor), its Jacobi scaling kd, and vectors: r, x0, x, z, xb (v x ny), per-cell uc
-  // and t2 (C).
+  // Z_y = D_y^-1 U_y of every y (v x C x ny), the capacitance matrix K (C x C, then its
+  // factor), its Jacobi scaling kd, and vectors: r, x0, x, z, xb (v x ny), per-cell uc and t2
+  // (C).
   double *D, *Dl, *Dinv, *aT, *bT, *Z, *K, *kd, *r, *x0, *x, *z, *xb, *uc, *t2;
   // The diagonal of every D_y (v x ny) and its off-diagonal entries, one per cell (C x ny),
   // as lowrank_factor() assembles them, for lowrank_residual() too.
@@ -1252,7 +1278,7 @@ struct NewtonScratch {
         Dl(arena.doubles(lowrank ? static_cast<size_t>(n1 + n2) * (n1 + n2) * kLanes : 0)),
         Dinv(arena.doubles(lowrank ? static_cast<size_t>(ny) * (n1 + n2) * (n1 + n2) : 0)),
         aT(arena.doubles(lowrank ? n1 * n2 * ny : 0)), bT(arena.doubles(lowrank ? n1 * n2 * ny : 0)),
-        Z(arena.doubles(lowrank ? static_cast<size_t>(n1 + n2) * (n1 * n2) * kZChunk : 0)),
+        Z(arena.doubles(lowrank ? static_cast<size_t>(n1 + n2) * (n1 * n2) * ny : 0)),
         K(arena.doubles(lowrank ? static_cast<size_t>(n1 * n2) * (n1 * n2) : 0)),
         kd(arena.doubles(lowrank ? n1 * n2 : 0)),
         r(arena.doubles(lowrank ? (n1 + n2) * ny : 0)), x0(arena.doubles(lowrank ? (n1 + n2) * ny : 0)),
@@ -2157,32 +2183,26 @@ struct Solver {
     // Z_y[p][c'] = D_y^-1[p][i'] a_c' + D_y^-1[p][n1 + j'] b_c', then
     // K[c][c'] = sum_y a_c Z_y[i][c'] + b_c Z_y[n1 + j][c'] (lower triangle only). In this
     // association (that of the PyTorch solver) K keeps its digits when D_y is ill-conditioned;
-    // contracting D_y^-1 with a_c, b_c first does not. Z is formed for kZChunk target values
-    // at a time (its v C rows of them stay in the first-level cache).
+    // contracting D_y^-1 with a_c, b_c first does not. Z is kept for lowrank_solve().
+    const size_t n = ny;
+    for (int p = 0; p < v; ++p)
+      for (int cp = 0; cp < C; ++cp) {
+        const double *d1 = &nw.Dinv[(p * v + cp / n2) * n], *d2 = &nw.Dinv[(p * v + n1 + cp % n2) * n];
+        const double *ac = &aT[cp * n], *bc = &bT[cp * n];
+        double* z = &nw.Z[(p * C + cp) * n];
+        FASTPID_SIMD()
+        for (int y = 0; y < ny; ++y) z[y] = d1[y] * ac[y] + d2[y] * bc[y];
+      }
     cholesky(K, C, nw.chol, [&] {
-      fill(K, static_cast<size_t>(C) * C, 0.0);
-      for (int y0 = 0; y0 < ny; y0 += kZChunk) {
-        const int len = fp_min(kZChunk, ny - y0);
-        for (int p = 0; p < v; ++p)
-          for (int cp = 0; cp < C; ++cp) {
-            const double* d1 = &nw.Dinv[static_cast<size_t>(p * v + cp / n2) * ny + y0];
-            const double* d2 = &nw.Dinv[static_cast<size_t>(p * v + n1 + cp % n2) * ny + y0];
-            const double *ac = &aT[static_cast<size_t>(cp) * ny + y0], *bc = &bT[static_cast<size_t>(cp) * ny + y0];
-            double* z = &nw.Z[static_cast<size_t>(p * C + cp) * kZChunk];
-            FASTPID_SIMD()
-            for (int y = 0; y < len; ++y) z[y] = d1[y] * ac[y] + d2[y] * bc[y];
-          }
-        for (int c = 0; c < C; ++c) {
-          const double *ac = &aT[static_cast<size_t>(c) * ny + y0], *bc = &bT[static_cast<size_t>(c) * ny + y0];
-          const double* zi = &nw.Z[static_cast<size_t>(c / n2) * C * kZChunk];
-          const double* zj = &nw.Z[static_cast<size_t>(n1 + c % n2) * C * kZChunk];
-          for (int cp = 0; cp <= c; ++cp) {
-            const double *zic = &zi[cp * kZChunk], *zjc = &zj[cp * kZChunk];
-            double t = 0;
-            FASTPID_SIMD(reduction(+ : t))
-            for (int y = 0; y < len; ++y) t += ac[y] * zic[y] + bc[y] * zjc[y];
-            K[static_cast<size_t>(c) * C + cp] += t;
-          }
+      for (int c = 0; c < C; ++c) {
+        const double *ac = &aT[c * n], *bc = &bT[c * n];
+        const double *zi = &nw.Z[(c / n2) * C * n], *zj = &nw.Z[(n1 + c % n2) * C * n];
+        for (int cp = 0; cp <= c; ++cp) {
+          const double *zic = &zi[cp * n], *zjc = &zj[cp * n];
+          double t = 0;
+          FASTPID_SIMD(reduction(+ : t))
+          for (int y = 0; y < ny; ++y) t += ac[y] * zic[y] + bc[y] * zjc[y];
+          K[c * C + cp] = t;
         }
       }
       for (int c = 0; c < C; ++c) {
@@ -2212,31 +2232,16 @@ struct Solver {
   // first and then applying D_y^-1 loses the digits that K keeps (see lowrank_factor).
   FASTPID_HD void lowrank_solve(const double* in, double* out) {
     const int v = n1 + n2, C = n1 * n2;
-    const double *aT = nw.aT, *bT = nw.bT, *Dinv = nw.Dinv;
+    const double* Dinv = nw.Dinv;
     double *x0 = nw.z, *uc = nw.uc;  // x0 apart from in and out
-    for (int p = 0; p < v; ++p) {  // x0 = D^-1 in
-      double* xp = &x0[p * ny];
-      fill(xp, ny, 0.0);
-      for (int q = 0; q < v; ++q) {
-        const double *d = &Dinv[static_cast<size_t>(p * v + q) * ny], *iq = &in[q * ny];
-        FASTPID_SIMD()
-        for (int y = 0; y < ny; ++y) xp[y] += d[y] * iq[y];
-      }
-    }
+    for (int p = 0; p < v; ++p)  // x0 = D^-1 in
+      sum_products(&x0[p * ny], &Dinv[static_cast<size_t>(p) * v * ny], ny, in, ny, v, ny);
     lowrank_project(x0, nw.kd, uc);  // kd U^T x0
     cholesky_solve(nw.K, C, uc);
     for (int c = 0; c < C; ++c) uc[c] *= nw.kd[c];
-    for (int p = 0; p < v; ++p) {  // out = x0 - Z z, Z rebuilt row by row (see lowrank_factor)
+    for (int p = 0; p < v; ++p) {  // out = x0 - Z z (Z from lowrank_factor, which says why)
       double* op = &out[p * ny];  // in's row p is no longer read: it holds the sum first
-      fill(op, ny, 0.0);
-      for (int c = 0; c < C; ++c) {
-        const double* d1 = &Dinv[static_cast<size_t>(p * v + c / n2) * ny];
-        const double* d2 = &Dinv[static_cast<size_t>(p * v + n1 + c % n2) * ny];
-        const double *ac = &aT[static_cast<size_t>(c) * ny], *bc = &bT[static_cast<size_t>(c) * ny];
-        const double z = uc[c];
-        FASTPID_SIMD()
-        for (int y = 0; y < ny; ++y) op[y] += (d1[y] * ac[y] + d2[y] * bc[y]) * z;
-      }
+      weighted_rows(op, uc, 1, &nw.Z[static_cast<size_t>(p) * C * ny], ny, C, ny);
       const double* xp = &x0[p * ny];
       FASTPID_SIMD()
       for (int y = 0; y < ny; ++y) op[y] = xp[y] - op[y];
