@@ -486,6 +486,24 @@ def test_results_do_not_depend_on_the_problems_solved_before():
         assert torch.equal(getattr(backwards, name).flip(0), one_by_one)
 
 
+@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("shape", [(2, 2, 1), (3, 2, 7), (2, 5, 9), (4, 3, 17), (6, 5, 33)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_forced_lowrank_elimination_certifies_odd_sizes(shape, kind):
+    """The C++ low-rank elimination on shapes its plan would not give it: target counts below,
+    between and past the widths its loops over y take at a time (8 and 16), and 30 cells,
+    where K's factorisation is the blocked one. Every solve certified, its bracket overlapping
+    the Schur complement's."""
+    from fastpid import _C
+
+    P = np.ascontiguousarray(_batch(shape, kind, 3, seed=7 + sum(shape)))
+    P /= P.sum((1, 2, 3), keepdims=True)
+    lr = _C.solve(P, cpp.options(1e-8, lowrank=True))
+    sc = _C.solve(P, cpp.options(1e-8, lowrank=False))
+    assert np.all(lr[1] - lr[0] <= 1e-8) and np.all(sc[1] - sc[0] <= 1e-8)
+    assert np.all(lr[0] <= sc[1] + 1e-12) and np.all(sc[0] <= lr[1] + 1e-12)
+
+
 def test_lowrank_directions_refined_where_woodbury_loses_digits():
     """Few cells, many classes and masses of 1e-13 next to O(1) ones: near mu's floor the
     Woodbury solve of the low-rank elimination leaves relative residuals of 1e2 and Newton
