@@ -579,13 +579,13 @@ def newton_plan(P: torch.Tensor, native: bool = True) -> NewtonPlan:
 # AVX-512, four joints per shape and Dirichlet(1) or Dirichlet(0.2); the low-rank elimination
 # with the smaller source first, which takes the time of the other way round, see
 # fastpid.api.swap_rule) on the 492 shapes n1 in 2-32, n2 in 2-8, ny in 8-200 whose low-rank
-# flops are at most 5x the Schur complement's: the chosen elimination took 1.0054x the time of
-# the faster one on average and 1.28x at worst (16 of 984 joints above 1.1x); on 188 other
+# flops are at most 5x the Schur complement's: the chosen elimination took 1.0055x the time of
+# the faster one on average and 1.28x at worst (18 of 984 joints above 1.1x); on 188 other
 # shapes (n1 3-28, n2 2-8, ny 10-180, other seeds) 1.0046x and 1.19x (7 of 376). The
 # constants before (4e8, 0.6, no floor), fitted while the low-rank elimination ran its loops
-# over n1, n2 or n1 + n2 and took no predictor, took 1.115x and 2.46x (216 of 984) with its
-# loops over the target values; (1e6, 0.25, 0.5), fitted then with the predictor, 1.023x and
-# 1.51x (85 of 984) once Z was kept for the solves (lowrank_factor in csrc/solver_core.hpp).
+# over n1, n2 or n1 + n2 and took no predictor, take 1.335x and 3.46x (426 of 984) on the
+# same runs; (1e6, 0.25, 0.5), fitted with the predictor but before Z was kept for the solves
+# (lowrank_factor in csrc/solver_core.hpp), 1.023x and 1.51x (85 of 984).
 LOWRANK_PENALTY_AT = 2.5e3
 LOWRANK_PENALTY_POWER = 0.15
 LOWRANK_PENALTY_FLOOR = 0.35
