@@ -1244,8 +1244,8 @@ struct NewtonScratch {
   // side (D, then their factors) and their inverses (Dl; see Solver::lowrank_inverses), D_y^-1
   // of every y (v x v x ny), U's entries aT[c][y] (row i) and bT[c][y] (row n1 + j),
   // Z_y = D_y^-1 U_y of every y (v x C x ny), the capacitance matrix K (C x C, then its
-  // factor), its Jacobi scaling kd, and vectors: r, x0, x, z, xb (v x ny), per-cell uc and t2
-  // (C).
+  // factor), its Jacobi scaling kd, the cells' t2 = R / tau (C), and vectors: r, x0, x, z, xb
+  // (v x ny), per-cell uc (C).
   double *D, *Dl, *Dinv, *aT, *bT, *Z, *K, *kd, *r, *x0, *x, *z, *xb, *uc, *t2;
   // The diagonal of every D_y (v x ny) and its off-diagonal entries, one per cell (C x ny),
   // as lowrank_factor() assembles them, for lowrank_residual() too.
@@ -2211,6 +2211,7 @@ struct Solver {
         double& kcc = K[static_cast<size_t>(c) * C + c];
         kcc += nw.oms[c] / R[c];  // 1 / t2
         nw.kd[c] = 1.0 / sqrt(fp_max(kcc, 1e-300));
+        nw.t2[c] = R[c] / nw.oms[c];  // for lowrank_residual()
       }
       for (int c = 0; c < C; ++c)
         for (int cp = 0; cp <= c; ++cp) K[static_cast<size_t>(c) * C + cp] *= nw.kd[c] * nw.kd[cp];
@@ -2254,7 +2255,6 @@ struct Solver {
   FASTPID_HD void lowrank_residual(const double* r, const double* x, double* res) {
     const int n = (n1 + n2) * ny;
     double* uc = nw.uc;
-    for (int c = 0; c < n1 * n2; ++c) nw.t2[c] = R[c] / nw.oms[c];  // t2
     lowrank_project(x, nw.t2, uc);
     FASTPID_SIMD()
     for (int q = 0; q < n; ++q) res[q] = r[q] - nw.ldiag[q] * x[q];
