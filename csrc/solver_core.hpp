@@ -404,8 +404,9 @@ FASTPID_HD inline void sum_outer_lower(double* M, const double* a, const double*
   for (int m = 0; m < count; ++m) add_outer_lower(M, a + m * stride, b + m * stride, n);
 }
 
-// Rows of G_i = L_i^-1 C_i kept for one Gram product (gram_flush()): whole blocks i up to this
-// many rows, so that the product's inner dimension is long while its buffer stays small.
+// Rows of G_i = L_i^-1 C_i taken into S by one Gram product (gram_flush()): whole blocks i up
+// to this many rows, so that the product's inner dimension is long while the rows it reads
+// stay in cache.
 constexpr int kGramRows = 128;
 // The row stride of G is a multiple of kGramCols (and the blocked Cholesky's panels are padded
 // by it) on every build, so that the layout never depends on the instruction set.
@@ -657,11 +658,11 @@ FASTPID_HD inline void cholesky(double* A, int n, const CholeskyScratch& scratch
   for (size_t k = 0; k < size; ++k) A[k] = (k % (n + 1) == 0) ? 1.0 : 0.0;
 }
 
-// Solve L L^T x = b in place, L from cholesky(); both sweeps read L by rows. Each sweep
-// multiplies by the reciprocal of the pivot, which does not depend on the entries solved so
-// far and so is computed off the sweep's chain of dependent operations (a division in it
-// would add its latency to every row).
-FASTPID_HD inline void cholesky_solve(const double* L, int n, double* b) {
+// Solve L x = b in place (the forward sweep of cholesky_solve()), L from cholesky(), read by
+// rows. Each sweep multiplies by the reciprocal of the pivot, which does not depend on the
+// entries solved so far and so is computed off the sweep's chain of dependent operations (a
+// division in it would add its latency to every row).
+FASTPID_HD inline void cholesky_forward(const double* L, int n, double* b) {
   int r = 0;
   // Forward by four rows at a time: their four dot products with the entries solved so far
   // share one pass (independent sums, so no sum waits on another), then the 4 x 4 triangle.
@@ -695,10 +696,14 @@ FASTPID_HD inline void cholesky_solve(const double* L, int n, double* b) {
     for (int p = 0; p < r; ++p) v -= Lr[p] * b[p];
     b[r] = v * inv;
   }
-  // Backward by four rows at a time: the 4 x 4 triangle, then one pass that subtracts the
-  // four rows' terms from each entry above them (in the order of the rows one at a time, so
-  // the same results, with a load and a store of b per four rows instead of per row).
-  r = n - 1;
+}
+
+// Solve L^T x = b in place (the backward sweep of cholesky_solve()), L read by rows.
+FASTPID_HD inline void cholesky_backward(const double* L, int n, double* b) {
+  // By four rows at a time: the 4 x 4 triangle, then one pass that subtracts the four rows'
+  // terms from each entry above them (in the order of the rows one at a time, so the same
+  // results, with a load and a store of b per four rows instead of per row).
+  int r = n - 1;
   for (; r >= 3; r -= 4) {
     const double* L3 = L + static_cast<size_t>(r) * n;
     const double *L2 = L3 - n, *L1 = L2 - n, *L0 = L1 - n;
@@ -720,6 +725,12 @@ FASTPID_HD inline void cholesky_solve(const double* L, int n, double* b) {
     FASTPID_SIMD()
     for (int p = 0; p < r; ++p) b[p] -= Lr[p] * br;
   }
+}
+
+// Solve L L^T x = b in place, L from cholesky().
+FASTPID_HD inline void cholesky_solve(const double* L, int n, double* b) {
+  cholesky_forward(L, n, b);
+  cholesky_backward(L, n, b);
 }
 
 // Solve L L^T X = B in place for k right-hand sides at once, L from cholesky(); B is n x k,
@@ -1228,17 +1239,22 @@ struct NewtonScratch {
   // (n2 x n2 ny) and B_z (ny x n2 ny) that make up its S update (alpha, A and B only
   // without gram).
   double *a, *alpha, *rhs_many, *A, *B;
-  // Of every i (n1 blocks each), for reduce_rhs() and back_substitute(): u_j and H_i^-1
-  // (not with gram), w_j, d_j, H_i^-1 rf_i.
+  // Of every i (n1 blocks each), for reduce_rhs() and back_substitute(): u_j, H_i^-1, w_j and
+  // d_j (not with gram), H_i^-1 rf_i (with gram L_i^-1 rf_i).
   double *u, *Hinv, *w, *d, *xf;
   double* dy;  // back_substitute()'s sum_j d_j yg_j of one i
   // With opt.product_form, of every i: whether nw.H's block holds H_i's product form
   // (Solver::product_form_factor() succeeded) instead of its Cholesky factor.
   char* product_form;
-  // The Gram assembly (opt.gram): rows of G_i = L_i^-1 C_i over the free g unknowns (stride
-  // gram_ld) of blocks i not yet in S, at most gram_cap rows.
+  // The Gram assembly (opt.gram): the rows of G_i = L_i^-1 C_i over the free g unknowns
+  // (stride gram_ld), one per free f unknown of every block i (those of i from row gram_row[i];
+  // gram_row[n1] rows in all), kept for the right-hand sides (reduce_rhs(), back_substitute());
+  // S takes them gram_cap rows at most at a time (gram_flush()). Per right-hand side: the
+  // free f unknowns' entries of L_i^-1 rf_i in the rows' order (gv, then minus G yg) and a
+  // vector over the free g unknowns (gk).
   int gram_ld, gram_cap;
-  double* Gc;
+  double *Gc, *gv, *gk;
+  int* gram_row;
   // The low-rank elimination (empty without lowrank), v = n1 + n2 unknowns per y, C = n1 n2
   // cells, y innermost in every array (see Solver::lowrank_factor): kLanes blocks D_y side by
   // side (D, then their factors) and their inverses (Dl; see Solver::lowrank_inverses), D_y^-1
@@ -1271,11 +1287,13 @@ struct NewtonScratch {
         B(arena.doubles(schur && !gram ? static_cast<size_t>(ny) * n2 * ny : 0)),
         u(arena.doubles(schur && !gram ? n1 * n2 * ny : 0)),
         Hinv(arena.doubles(schur && !gram ? n1 * ny * ny : 0)),
-        w(arena.doubles(schur ? n1 * n2 * ny : 0)), d(arena.doubles(schur ? n1 * n2 * ny : 0)),
+        w(arena.doubles(schur && !gram ? n1 * n2 * ny : 0)), d(arena.doubles(schur && !gram ? n1 * n2 * ny : 0)),
         xf(arena.doubles(schur ? n1 * ny : 0)), dy(arena.doubles(schur ? ny : 0)),
         product_form(arena.bytes(schur ? n1 : 0)),
         gram_ld(gram_stride(n2 * ny)), gram_cap(ny * fp_max(1, fp_min(n1, kGramRows / ny))),
-        Gc(arena.doubles(schur && gram ? static_cast<size_t>(gram_cap) * gram_ld : 0)),
+        Gc(arena.doubles(schur && gram ? static_cast<size_t>(n1) * ny * gram_ld : 0)),
+        gv(arena.doubles(schur && gram ? n1 * ny : 0)), gk(arena.doubles(schur && gram ? n2 * ny : 0)),
+        gram_row(reinterpret_cast<int*>(arena.bytes(schur && gram ? sizeof(int) * (n1 + 1) : 0))),
         D(arena.doubles(lowrank ? static_cast<size_t>(n1 + n2) * (n1 + n2) * kLanes : 0)),
         Dl(arena.doubles(lowrank ? static_cast<size_t>(n1 + n2) * (n1 + n2) * kLanes : 0)),
         Dinv(arena.doubles(lowrank ? static_cast<size_t>(ny) * (n1 + n2) * (n1 + n2) : 0)),
@@ -1313,7 +1331,7 @@ struct Solver {
   double* soc;   // per cell: the corrector's term added to the linearised s (0 outside it)
   double* cw;    // per cell: gradient()'s weight of W
   int free_count = 0;  // free g unknowns of the factorised Schur complement
-  int gram_used = 0;   // rows of nw.Gc waiting for gram_flush()
+  int gram_done = 0;   // rows of nw.Gc already in S (gram_flush())
   double* best_q = nullptr;  // if set: the feasible coupling behind the current upper bound
 
   FASTPID_HD Solver(const Problem& pr, const SolveOptions& opt, Arena& arena)
@@ -1455,6 +1473,13 @@ struct Solver {
     }
     nw.g_start[n2] = k;
     free_count = k;
+    if (!opt.gram) return;
+    int rows = 0;
+    for (int i = 0; i < n1; ++i) {
+      nw.gram_row[i] = rows;
+      for (int y = 0; y < ny; ++y) rows += !fixed_f[i * ny + y];
+    }
+    nw.gram_row[n1] = rows;
   }
 
   // Newton direction of the barrier objective (R and tau at their centre) or of the
@@ -1479,8 +1504,9 @@ struct Solver {
     }
     cholesky(nw.S, free_count, nw.chol, [&] {
       schur_g_block();
+      gram_done = 0;
       for (int i = 0; i < n1; ++i) eliminate_f_block(i);
-      if (opt.gram) gram_flush();
+      if (opt.gram) gram_flush(nw.gram_row[n1]);
     });
   }
 
@@ -1608,27 +1634,33 @@ struct Solver {
     double* H = nw.H + static_cast<size_t>(i) * ny * ny;
     double* u = nw.u + static_cast<size_t>(i) * n2 * ny;
     double* Hinv = nw.Hinv + static_cast<size_t>(i) * ny * ny;
-    double* w = nw.w + static_cast<size_t>(i) * n2 * ny;
-    double* d = nw.d + static_cast<size_t>(i) * n2 * ny;
     // H_i's Cholesky factor, unless the product form takes its place below.
     if (!opt.product_form) factor_f_block(i);
+    const size_t c0 = static_cast<size_t>(i) * n2 * ny;  // cell (i, 0)'s first entry
     for (int j = 0; j < n2; ++j)
-      for (int y = 0; y < ny; ++y) {
-        int k = (i * n2 + j) * ny + y;
-        a[j * ny + y] = sf[i * ny + y] * Wt2[k];
-        w[j * ny + y] = W[k] * sg[j * ny + y];
-        d[j * ny + y] = sf[i * ny + y] * sg[j * ny + y] * tW[k];
-      }
+      for (int y = 0; y < ny; ++y) a[j * ny + y] = sf[i * ny + y] * Wt2[c0 + j * ny + y];
     const int k_free = free_count;
     const int *gs = nw.g_start, *fq = nw.free_g, *fz = nw.free_z;
     double *A = nw.A, *B = nw.B, *wc = nw.wc, *dc = nw.dc;
+    if (opt.gram) {  // S -= G_i^T G_i instead, G_i = L_i^-1 C_i (gram_rows())
+      for (int l = 0; l < k_free; ++l) {
+        wc[l] = W[c0 + fq[l]] * sg[fq[l]];
+        dc[l] = sf[i * ny + fz[l]] * sg[fq[l]] * tW[c0 + fq[l]];
+      }
+      gram_rows(i);
+      return;
+    }
+    double* w = nw.w + c0;
+    double* d = nw.d + c0;
+    for (int j = 0; j < n2; ++j)
+      for (int y = 0; y < ny; ++y) {
+        const int q = j * ny + y;
+        w[q] = W[c0 + q] * sg[q];
+        d[q] = sf[i * ny + y] * sg[q] * tW[c0 + q];
+      }
     for (int l = 0; l < k_free; ++l) {
       wc[l] = w[fq[l]];
       dc[l] = d[fq[l]];
-    }
-    if (opt.gram) {  // S -= G_i^T G_i instead, G_i = L_i^-1 C_i (gram_rows())
-      gram_rows(i);
-      return;
     }
     // One solve with H_i for the right-hand sides [a_0 .. a_{n2-1} | identity]: u_j and
     // H_i^-1 (the Gram assembly needs neither: back_substitute() then solves with H_i's
@@ -1944,31 +1976,34 @@ struct Solver {
       FASTPID_SIMD()
       for (int q = 0; q < m; ++q) Xy[q] *= inv;
     }
-    int rows = 0;
-    for (int y = 0; y < ny; ++y) rows += !fixed_f[i * ny + y];
-    if (gram_used + rows > nw.gram_cap) gram_flush();
-    double* row = nw.Gc + static_cast<size_t>(gram_used) * ld;
+    if (nw.gram_row[i + 1] - gram_done > nw.gram_cap) gram_flush(nw.gram_row[i]);
+    double* row = nw.Gc + static_cast<size_t>(nw.gram_row[i]) * ld;
     for (int y = 0; y < ny; ++y) {
       if (fixed_f[i * ny + y]) continue;
       combine_free(&X[y * m], &X[y * m + n2], n2, row);
       for (int l = k; l < kp; ++l) row[l] = 0.0;  // the tiles' padding
       row += ld;
     }
-    gram_used += rows;
   }
 
-  // S -= G^T G over the rows kept by gram_rows().
-  FASTPID_HD void gram_flush() {
-    gram_update(nw.S, free_count, free_count, nw.Gc, gram_used, nw.gram_ld);
-    gram_used = 0;
+  // S -= G^T G over the rows of nw.Gc from gram_done to end.
+  FASTPID_HD void gram_flush(int end) {
+    const double* rows = nw.Gc + static_cast<size_t>(gram_done) * nw.gram_ld;
+    gram_update(nw.S, free_count, free_count, rows, end - gram_done, nw.gram_ld);
+    gram_done = end;
   }
 
   // rhs = rg - sum_i C_i^T H_i^-1 rf_i, the right-hand side of the Schur system; keeps
-  // xf = H_i^-1 rf_i of every i for back_substitute().
+  // xf = H_i^-1 rf_i of every i for back_substitute() (with gram: L_i^-1 rf_i; see
+  // gram_reduce_rhs()).
   FASTPID_HD void reduce_rhs() {
     const double *Wt2 = nw.Wt2, *sf = nw.sf;
     double* rhs = nw.rhs;
     for (int q = 0; q < n2 * ny; ++q) rhs[q] = nw.grad_g[q] * nw.sg[q];
+    if (opt.gram) {
+      gram_reduce_rhs();
+      return;
+    }
     for (int i = 0; i < n1; ++i) {
       const double* H = nw.H + static_cast<size_t>(i) * ny * ny;
       double* xf = nw.xf + static_cast<size_t>(i) * ny;
@@ -1988,6 +2023,27 @@ struct Solver {
         for (int z = 0; z < ny; ++z) rhs[j * ny + z] -= w[j * ny + z] * ax + d[j * ny + z] * xf[z];
       }
     }
+  }
+
+  // reduce_rhs() by the kept rows of G = L^-1 C (gram_rows()): sum_i C_i^T H_i^-1 rf_i is
+  // G^T t with t_i = L_i^-1 rf_i, one pass over G's rows instead of two passes over the cells
+  // and two solves with H_i. Fixed f unknowns have rf 0 and decouple in L_i (t 0 there), and
+  // G has no rows for them; rhs is summed over the free g unknowns only (solve_free_g()
+  // zeroes the others).
+  FASTPID_HD void gram_reduce_rhs() {
+    const double* sf = nw.sf;
+    double *t = nw.gv, *c = nw.gk;
+    for (int i = 0; i < n1; ++i) {
+      double* xf = nw.xf + static_cast<size_t>(i) * ny;
+      for (int y = 0; y < ny; ++y) xf[y] = nw.grad_f[i * ny + y] * sf[i * ny + y];
+      cholesky_forward(nw.H + static_cast<size_t>(i) * ny * ny, ny, xf);
+      int r = nw.gram_row[i];
+      for (int y = 0; y < ny; ++y)
+        if (!fixed_f[i * ny + y]) t[r++] = xf[y];
+    }
+    const int k = free_count;
+    weighted_rows(c, t, 1, nw.Gc, nw.gram_ld, nw.gram_row[n1], k);
+    for (int l = 0; l < k; ++l) nw.rhs[nw.free_g[l]] -= c[l];
   }
 
   // Newton direction by blocks per target value plus a low-rank correction (Woodbury), as
@@ -2284,45 +2340,64 @@ struct Solver {
       dg[q] = rhs[q] * sg[q];
       dec2 += nw.grad_g[q] * dg[q];
     }
-    // yf_i = xf_i - H_i^-1 C_i yg, C_i yg = sum_j a_j (w_j . yg_j) + d_j yg_j: by u_j = H_i^-1
-    // a_j and H_i^-1, or (gram, which keeps neither) by one solve with H_i's factor.
-    double* ay = nw.rhs_many;  // with gram: sum_j Wt2_ij (w_j . yg_j); a_j = sf_i Wt2_ij
+    if (opt.gram) return gram_back_substitute(dec2);
+    // yf_i = xf_i - H_i^-1 C_i yg, C_i yg = sum_j a_j (w_j . yg_j) + d_j yg_j, by u_j = H_i^-1
+    // a_j and H_i^-1.
+    double* ay = nw.rhs_many;
     for (int i = 0; i < n1; ++i) {
       const double* ww = nw.w + static_cast<size_t>(i) * n2 * ny;
       const double* dd = nw.d + static_cast<size_t>(i) * n2 * ny;
-      const double* uu = opt.gram ? nullptr : nw.u + static_cast<size_t>(i) * n2 * ny;
-      const double* wt = nw.Wt2 + static_cast<size_t>(i) * n2 * ny;
+      const double* uu = nw.u + static_cast<size_t>(i) * n2 * ny;
       double* yf = nw.xf + static_cast<size_t>(i) * ny;  // xf of this i, updated in place
       fill(dy, ny, 0.0);
-      fill(ay, ny, 0.0);
       for (int j = 0; j < n2; ++j) {
         double wy = 0;
         for (int z = 0; z < ny; ++z) {
           wy += ww[j * ny + z] * rhs[j * ny + z];
           dy[z] += dd[j * ny + z] * rhs[j * ny + z];
         }
-        if (opt.gram)
-          for (int y = 0; y < ny; ++y) ay[y] += wt[j * ny + y] * wy;
-        else
-          for (int y = 0; y < ny; ++y) yf[y] -= uu[j * ny + y] * wy;
+        for (int y = 0; y < ny; ++y) yf[y] -= uu[j * ny + y] * wy;
       }
-      if (opt.gram) {
-        for (int y = 0; y < ny; ++y) dy[y] += sf[i * ny + y] * ay[y];
-        cholesky_solve(nw.H + static_cast<size_t>(i) * ny * ny, ny, dy);
-      } else {
-        const double* hi = nw.Hinv + static_cast<size_t>(i) * ny * ny;
-        for (int y = 0; y < ny; ++y) {
-          double s = 0;
-          for (int z = 0; z < ny; ++z) s += hi[y * ny + z] * dy[z];
-          ay[y] = s;
-        }
-        // An int loop, not copy(): GCC 13 cannot rule out a negative ny converted to size_t
-        // there and warns of an oversized memmove (-Wstringop-overflow).
-        for (int y = 0; y < ny; ++y) dy[y] = ay[y];
+      const double* hi = nw.Hinv + static_cast<size_t>(i) * ny * ny;
+      for (int y = 0; y < ny; ++y) {
+        double s = 0;
+        for (int z = 0; z < ny; ++z) s += hi[y * ny + z] * dy[z];
+        ay[y] = s;
       }
+      // An int loop, not copy(): GCC 13 cannot rule out a negative ny converted to size_t
+      // there and warns of an oversized memmove (-Wstringop-overflow).
+      for (int y = 0; y < ny; ++y) dy[y] = ay[y];
       for (int y = 0; y < ny; ++y) {
         const int q = i * ny + y;
         df[q] = (yf[y] - dy[y]) * sf[q];
+        dec2 += nw.grad_f[q] * df[q];
+      }
+    }
+    return dec2;
+  }
+
+  // back_substitute()'s f part by the kept rows of G (see gram_reduce_rhs()): yf_i = H_i^-1
+  // (rf_i - C_i yg) = L_i^-T (t_i - G_i yg), one pass over G's rows and one sweep with L_i^T
+  // per i. dec2: the g part's.
+  FASTPID_HD double gram_back_substitute(double dec2) {
+    const int k = free_count, rows = nw.gram_row[n1], ld = nw.gram_ld;
+    double *t = nw.gv, *yg = nw.gk;
+    for (int l = 0; l < k; ++l) yg[l] = nw.rhs[nw.free_g[l]];
+    for (int r = 0; r < rows; ++r) {
+      const double* Gr = nw.Gc + static_cast<size_t>(r) * ld;
+      double s = 0;
+      FASTPID_SIMD(reduction(+ : s))
+      for (int l = 0; l < k; ++l) s += Gr[l] * yg[l];
+      t[r] -= s;
+    }
+    for (int i = 0; i < n1; ++i) {
+      double* yf = nw.xf + static_cast<size_t>(i) * ny;  // t_i, then yf_i
+      int r = nw.gram_row[i];
+      for (int y = 0; y < ny; ++y) yf[y] = fixed_f[i * ny + y] ? 0.0 : t[r++];
+      cholesky_backward(nw.H + static_cast<size_t>(i) * ny * ny, ny, yf);
+      for (int y = 0; y < ny; ++y) {
+        const int q = i * ny + y;
+        df[q] = yf[y] * nw.sf[q];
         dec2 += nw.grad_f[q] * df[q];
       }
     }
