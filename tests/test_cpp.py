@@ -319,9 +319,10 @@ GRAM_SHAPES = [(1, 3, 2), (3, 3, 3), (17, 3, 5), (33, 4, 2), (8, 8, 8), (19, 11,
 @pytest.mark.parametrize("kind", list(KINDS))
 @pytest.mark.parametrize("shape", GRAM_SHAPES, ids=lambda s: "x".join(map(str, s)))
 def test_gram_assembly_matches_the_rank_structured_one(shape, kind):
-    """The Schur complement assembled as S -= G^T G (G_i = L_i^-1 C_i) and from C_i's rank
-    structure: the same system up to rounding, so the same certified values and, away from
-    1e-13 masses, the same Newton steps and potentials."""
+    """The Schur complement assembled as S -= G^T G (G_i = L_i^-1 C_i; the right-hand side
+    and the f part of each direction then also taken from the kept rows of G) and from C_i's
+    rank structure: the same system up to rounding, so the same certified values and, away
+    from 1e-13 masses, the same Newton steps and potentials."""
     from fastpid import _C
 
     arr = _batch(shape, kind, 3, seed=sum(shape) + 1)
