@@ -1663,8 +1663,8 @@ struct Solver {
       dc[l] = d[fq[l]];
     }
     // One solve with H_i for the right-hand sides [a_0 .. a_{n2-1} | identity]: u_j and
-    // H_i^-1 (the Gram assembly needs neither: back_substitute() then solves with H_i's
-    // factor).
+    // H_i^-1 (the Gram assembly needs neither: it keeps the rows of G instead, see
+    // gram_reduce_rhs()).
     const int k = n2 + ny;
     double* rm = nw.rhs_many;
     for (int y = 0; y < ny; ++y) {
