@@ -1642,15 +1642,15 @@ struct Solver {
     const int k_free = free_count;
     const int *gs = nw.g_start, *fq = nw.free_g, *fz = nw.free_z;
     double *A = nw.A, *B = nw.B, *wc = nw.wc, *dc = nw.dc;
+    for (int l = 0; l < k_free; ++l) {
+      wc[l] = W[c0 + fq[l]] * sg[fq[l]];
+      dc[l] = sf[i * ny + fz[l]] * sg[fq[l]] * tW[c0 + fq[l]];
+    }
     if (opt.gram) {  // S -= G_i^T G_i instead, G_i = L_i^-1 C_i (gram_rows())
-      for (int l = 0; l < k_free; ++l) {
-        wc[l] = W[c0 + fq[l]] * sg[fq[l]];
-        dc[l] = sf[i * ny + fz[l]] * sg[fq[l]] * tW[c0 + fq[l]];
-      }
       gram_rows(i);
       return;
     }
-    double* w = nw.w + c0;
+    double* w = nw.w + c0;  // w_j and d_j over all (j, z), for reduce_rhs(), back_substitute()
     double* d = nw.d + c0;
     for (int j = 0; j < n2; ++j)
       for (int y = 0; y < ny; ++y) {
@@ -1658,10 +1658,6 @@ struct Solver {
         w[q] = W[c0 + q] * sg[q];
         d[q] = sf[i * ny + y] * sg[q] * tW[c0 + q];
       }
-    for (int l = 0; l < k_free; ++l) {
-      wc[l] = w[fq[l]];
-      dc[l] = d[fq[l]];
-    }
     // One solve with H_i for the right-hand sides [a_0 .. a_{n2-1} | identity]: u_j and
     // H_i^-1 (the Gram assembly needs neither: it keeps the rows of G instead, see
     // gram_reduce_rhs()).
