@@ -271,7 +271,36 @@ struct OuterRows512 {
       if (V == 2) _mm512_mask_storeu_pd(M + y * N + 8, hi, acc[y][V - 1]);
     }
   }
+
+  // rows<N>() over the entries idx[0 .. N - 1] of each a_m and b_m (N <= 8): b_m's by one
+  // gather, a_m's broadcast from their places (see sum_outer_lower_at()).
+  template <int N>
+  static void rows_at(double* M, const double* a, const double* b, int count, size_t stride, const int* idx) {
+    static_assert(N <= 8, "one vector per row");
+    const __mmask8 lo = low_half_mask(N);
+    const __m256i at = _mm256_maskz_loadu_epi32(lo, idx);
+    __m512d acc[N];
+    for (int y = 0; y < N; ++y) acc[y] = _mm512_setzero_pd();
+    for (int m = 0; m < count; ++m) {
+      const double *am = a + m * stride, *bm = b + m * stride;
+      const __m512d bv = _mm512_mask_i32gather_pd(_mm512_setzero_pd(), lo, at, bm, 8);
+      for (int y = 0; y < N; ++y) acc[y] = _mm512_fmadd_pd(_mm512_set1_pd(am[idx[y]]), bv, acc[y]);
+    }
+    for (int y = 0; y < N; ++y) _mm512_mask_storeu_pd(M + y * N, lo, acc[y]);
+  }
 };
+
+// rows_at<n>() for n up to N; false (nothing done) above.
+template <int N>
+inline bool sum_outer_rows_at_upto(double* M, const double* a, const double* b, int count, size_t stride,
+                                   const int* idx, int n) {
+  if (n == N) {
+    OuterRows512::rows_at<N>(M, a, b, count, stride, idx);
+    return true;
+  }
+  if constexpr (N > 1) return sum_outer_rows_at_upto<N - 1>(M, a, b, count, stride, idx, n);
+  return false;
+}
 #elif defined(__AVX2__) && defined(__FMA__) && !defined(__CUDA_ARCH__)
 // sum_outer_lower() for N = n rows of at most three vectors (AVX2 has 16 registers, not 32):
 // pass() keeps the rows R0 .. R1 - 1 of M up to column R1 - 1 (their lower triangle) in
@@ -402,6 +431,26 @@ FASTPID_HD inline void sum_outer_lower(double* M, const double* a, const double*
 #endif
   fill(M, static_cast<size_t>(n) * n, 0.0);
   for (int m = 0; m < count; ++m) add_outer_lower(M, a + m * stride, b + m * stride, n);
+}
+
+// Up to this many entries sum_outer_lower_at() has a register kernel (AVX-512: a gather per
+// term); larger blocks are summed in full and their entries picked (both give the same sums).
+#if defined(__AVX512F__) && !defined(__CUDA_ARCH__)
+constexpr int kOuterAtMost = 8;
+#else
+constexpr int kOuterAtMost = 0;
+#endif
+
+// M (n x n; the lower triangle) = the rows and columns idx[0 .. n - 1] of sum_outer_lower()'s
+// sum of a_m b_m^T (n <= kOuterAtMost), by the same sums in the same order. The blocks of
+// sparse joints have few free unknowns (digits 20x20x10: ~4 of 10 y per x1 or x2), which the
+// full sum would cost (10 / 4)^2 times the multiply-adds of.
+FASTPID_HD inline void sum_outer_lower_at(double* M, const double* a, const double* b, int count, size_t stride,
+                                          const int* idx, int n) {
+#if defined(__AVX512F__) && !defined(__CUDA_ARCH__)
+  if (sum_outer_rows_at_upto<kOuterAtMost>(M, a, b, count, stride, idx, n)) return;
+#endif
+  fill(M, static_cast<size_t>(n) * n, 0.0);  // n = 0
 }
 
 // Rows of G_i = L_i^-1 C_i taken into S by one Gram product (gram_flush()): whole blocks i up
@@ -1231,7 +1280,9 @@ struct NewtonScratch {
   double *S, *rhs;
   int *free_g, *free_z, *g_start;
   double *wc, *dc;
-  // Of every i (n1 blocks each): the factor of H_i, kept for the right-hand sides.
+  // Of every i (n1 blocks each, ny^2 doubles): the factor of H_i, kept for the right-hand
+  // sides (with gram over the free f unknowns of i only: nf x nf, nf = gram_row[i + 1] -
+  // gram_row[i]).
   double* H;
   // Of the current i only: a_j, alpha[j][j'] = a_j.u_j', the right-hand sides of H_i's
   // solve (ny x (n2 + ny); with gram L_i^-1 [a | I] for gram_rows() and a vector for
@@ -1239,8 +1290,8 @@ struct NewtonScratch {
   // (n2 x n2 ny) and B_z (ny x n2 ny) that make up its S update (alpha, A and B only
   // without gram).
   double *a, *alpha, *rhs_many, *A, *B;
-  // Of every i (n1 blocks each), for reduce_rhs() and back_substitute(): u_j, H_i^-1, w_j and
-  // d_j (not with gram), H_i^-1 rf_i (with gram L_i^-1 rf_i).
+  // Of every i (n1 blocks each), for reduce_rhs() and back_substitute() (not with gram): u_j,
+  // H_i^-1, w_j, d_j and H_i^-1 rf_i.
   double *u, *Hinv, *w, *d, *xf;
   double* dy;  // back_substitute()'s sum_j d_j yg_j of one i
   // With opt.product_form, of every i: whether nw.H's block holds H_i's product form
@@ -1250,11 +1301,11 @@ struct NewtonScratch {
   // (stride gram_ld), one per free f unknown of every block i (those of i from row gram_row[i];
   // gram_row[n1] rows in all), kept for the right-hand sides (reduce_rhs(), back_substitute());
   // S takes them gram_cap rows at most at a time (gram_flush()). Per right-hand side: the
-  // free f unknowns' entries of L_i^-1 rf_i in the rows' order (gv, then minus G yg) and a
-  // vector over the free g unknowns (gk).
+  // free f unknowns' entries of L_i^-1 rf_i in the rows' order (gv, then minus G yg, then
+  // yf) and a vector over the free g unknowns (gk). The y of each row (free_f).
   int gram_ld, gram_cap;
   double *Gc, *gv, *gk;
-  int* gram_row;
+  int *gram_row, *free_f;
   // The low-rank elimination (empty without lowrank), v = n1 + n2 unknowns per y, C = n1 n2
   // cells, y innermost in every array (see Solver::lowrank_factor): kLanes blocks D_y side by
   // side (D, then their factors) and their inverses (Dl; see Solver::lowrank_inverses), D_y^-1
@@ -1288,12 +1339,13 @@ struct NewtonScratch {
         u(arena.doubles(schur && !gram ? n1 * n2 * ny : 0)),
         Hinv(arena.doubles(schur && !gram ? n1 * ny * ny : 0)),
         w(arena.doubles(schur && !gram ? n1 * n2 * ny : 0)), d(arena.doubles(schur && !gram ? n1 * n2 * ny : 0)),
-        xf(arena.doubles(schur ? n1 * ny : 0)), dy(arena.doubles(schur ? ny : 0)),
+        xf(arena.doubles(schur && !gram ? n1 * ny : 0)), dy(arena.doubles(schur ? ny : 0)),
         product_form(arena.bytes(schur ? n1 : 0)),
         gram_ld(gram_stride(n2 * ny)), gram_cap(ny * fp_max(1, fp_min(n1, kGramRows / ny))),
         Gc(arena.doubles(schur && gram ? static_cast<size_t>(n1) * ny * gram_ld : 0)),
         gv(arena.doubles(schur && gram ? n1 * ny : 0)), gk(arena.doubles(schur && gram ? n2 * ny : 0)),
         gram_row(reinterpret_cast<int*>(arena.bytes(schur && gram ? sizeof(int) * (n1 + 1) : 0))),
+        free_f(reinterpret_cast<int*>(arena.bytes(schur && gram ? sizeof(int) * n1 * ny : 0))),
         D(arena.doubles(lowrank ? static_cast<size_t>(n1 + n2) * (n1 + n2) * kLanes : 0)),
         Dl(arena.doubles(lowrank ? static_cast<size_t>(n1 + n2) * (n1 + n2) * kLanes : 0)),
         Dinv(arena.doubles(lowrank ? static_cast<size_t>(ny) * (n1 + n2) * (n1 + n2) : 0)),
@@ -1477,7 +1529,8 @@ struct Solver {
     int rows = 0;
     for (int i = 0; i < n1; ++i) {
       nw.gram_row[i] = rows;
-      for (int y = 0; y < ny; ++y) rows += !fixed_f[i * ny + y];
+      for (int y = 0; y < ny; ++y)
+        if (!fixed_f[i * ny + y]) nw.free_f[rows++] = y;
     }
     nw.gram_row[n1] = rows;
   }
@@ -1610,15 +1663,25 @@ struct Solver {
     double *S = nw.S, *blk = nw.rhs_many;  // rhs_many holds one ny x ny block here
     for (int j = 0; j < n2; ++j) {
       if (gs[j] == gs[j + 1]) continue;
-      // Block j: sum_i Wt2_ij W_ij^T, then scaled into S's rows and columns of j's free
-      // unknowns (lower triangle).
-      sum_outer_lower(blk, &Wt2[j * ny], &W[j * ny], n1, static_cast<size_t>(n2) * ny, ny);
+      // Block j: sum_i Wt2_ij W_ij^T over j's free unknowns (or over all y, then those
+      // picked), then scaled into S's rows and columns of them (lower triangle).
+      const int nj = gs[j + 1] - gs[j];
+      const bool at = nj < ny && nj <= kOuterAtMost;
+      const size_t stride = static_cast<size_t>(n2) * ny;
+      if (at) {
+        sum_outer_lower_at(blk, &Wt2[j * ny], &W[j * ny], n1, stride, fz + gs[j], nj);
+      } else {
+        sum_outer_lower(blk, &Wt2[j * ny], &W[j * ny], n1, stride, ny);
+      }
       const double* sj = &sg[j * ny];
       for (int a = gs[j]; a < gs[j + 1]; ++a) {
         const int y = fz[a];
         double* Sa = &S[static_cast<size_t>(a) * k];
         fill(Sa, static_cast<size_t>(gs[j]), 0.0);  // the lower triangle left of block j
-        for (int b = gs[j]; b <= a; ++b) Sa[b] = blk[y * ny + fz[b]] * sj[y] * sj[fz[b]];
+        for (int b = gs[j]; b <= a; ++b) {
+          const double v = at ? blk[(a - gs[j]) * nj + b - gs[j]] : blk[y * ny + fz[b]];
+          Sa[b] = v * sj[y] * sj[fz[b]];
+        }
         double st = 0;
         for (int i = 0; i < n1; ++i) st += tW[(i * n2 + j) * ny + y];
         Sa[a] += sj[y] * sj[y] * st;
@@ -1713,8 +1776,10 @@ struct Solver {
   }
 
   // The Cholesky factor of H_i = sum_j Wt2_ij W_ij^T + diag(sum_j tW_ij), Jacobi-scaled (and 1
-  // on the diagonal of fixed f unknowns), in nw.H's block i.
+  // on the diagonal of fixed f unknowns), in nw.H's block i; with gram over the free f
+  // unknowns only (see factor_free_f_block()).
   FASTPID_HD void factor_f_block(int i) {
+    if (opt.gram) return factor_free_f_block(i);
     const double *W = nw.W, *Wt2 = nw.Wt2, *sf = nw.sf;
     double* H = nw.H + static_cast<size_t>(i) * ny * ny;
     cholesky(H, ny, nw.chol, [&] {
@@ -1722,6 +1787,35 @@ struct Solver {
       for (int y = 0; y < ny; ++y)
         for (int z = 0; z <= y; ++z) H[y * ny + z] *= sf[i * ny + y] * sf[i * ny + z];
       for (int y = 0; y < ny; ++y) H[y * ny + y] += f_block_diagonal(i, y);
+    });
+  }
+
+  // factor_f_block() over the nf free f unknowns of i (rows gram_row[i] .. of G, their y in
+  // free_f), nf x nf: a fixed f unknown's row and column of H_i are 0 but for the 1 on the
+  // diagonal, so it decouples, and sparse joints leave few free (~4 of 10 y per x1 on the
+  // digits joint). The same operations on the free entries as over all ny.
+  FASTPID_HD void factor_free_f_block(int i) {
+    const double* sf = nw.sf + i * ny;
+    const int r0 = nw.gram_row[i], nf = nw.gram_row[i + 1] - r0;
+    const int* fy = nw.free_f + r0;
+    double* H = nw.H + static_cast<size_t>(i) * ny * ny;
+    const size_t c0 = static_cast<size_t>(i) * n2 * ny;
+    cholesky(H, nf, nw.chol, [&] {
+      // The sums over j of the free entries only, or of all (in rhs_many, which gram_rows()
+      // fills after) and then the free ones picked.
+      const bool at = nf < ny && nf <= kOuterAtMost;
+      double* full = at ? H : nw.rhs_many;
+      if (at) {
+        sum_outer_lower_at(H, &nw.Wt2[c0], &nw.W[c0], n2, ny, fy, nf);
+      } else {
+        sum_outer_lower(full, &nw.Wt2[c0], &nw.W[c0], n2, ny, ny);
+      }
+      const int ld = at ? nf : ny;
+      for (int a = 0; a < nf; ++a) {
+        const int y = fy[a], p = at ? a : y;
+        for (int b = 0; b <= a; ++b) H[a * nf + b] = full[p * ld + (at ? b : fy[b])] * (sf[y] * sf[fy[b]]);
+        H[a * nf + a] += f_block_diagonal(i, y);
+      }
     });
   }
 
@@ -1948,35 +2042,34 @@ struct Solver {
   // combine_free() pass per row (substituting through the rows of length k themselves took
   // 1.8x the time on dense 10x10x10: a gather per entry to form C_i, and a load and a store per
   // multiply-add).
-  // Rows of fixed f unknowns are 0 in C_i and decouple in L_i, and so are left out.
+  // Rows of fixed f unknowns are 0 in C_i and decouple in L_i, and so are left out: L_i is
+  // over the free f unknowns only (factor_free_f_block()).
   FASTPID_HD void gram_rows(int i) {
     const int k = free_count, ld = nw.gram_ld, kp = gram_stride(k);
+    const int r0 = nw.gram_row[i], nf = nw.gram_row[i + 1] - r0;
+    const int* fy = nw.free_f + r0;
     const double* a = nw.a;
     const double* L = nw.H + static_cast<size_t>(i) * ny * ny;
-    // Row y of X = L_i^-1 [a_0[y] .. a_{n2-1}[y] | e_y], n2 + ny long: U's row, then Li's, for
-    // the free y only; a fixed y has L_i[y][yp] = L_i[yp][y] = 0, and its row is 0 here, so that
-    // the substitution subtracts every earlier row in turn (weighted_rows<true>(), in registers).
+    // Row r (free y = fy[r]) of X = L_i^-1 [a_0[y] .. a_{n2-1}[y] | e_y], n2 + ny long: U's
+    // row, then Li's (0 at the fixed z); the substitution subtracts every earlier row in turn
+    // (weighted_rows<true>(), in registers).
     const int m = n2 + ny;
     double* X = nw.rhs_many;
-    for (int y = 0; y < ny; ++y) {
-      double* Xy = &X[y * m];
-      if (fixed_f[i * ny + y]) {
-        fill(Xy, m, 0.0);
-        continue;
-      }
-      for (int j = 0; j < n2; ++j) Xy[j] = a[j * ny + y];
-      for (int z = 0; z < ny; ++z) Xy[n2 + z] = y == z ? 1.0 : 0.0;
-      const double* Ly = L + static_cast<size_t>(y) * ny;
-      weighted_rows<true>(Xy, Ly, 1, X, m, y, m);
-      const double inv = 1.0 / Ly[y];
+    for (int r = 0; r < nf; ++r) {
+      const int y = fy[r];
+      double* Xr = &X[r * m];
+      for (int j = 0; j < n2; ++j) Xr[j] = a[j * ny + y];
+      for (int z = 0; z < ny; ++z) Xr[n2 + z] = y == z ? 1.0 : 0.0;
+      const double* Lr = L + static_cast<size_t>(r) * nf;
+      weighted_rows<true>(Xr, Lr, 1, X, m, r, m);
+      const double inv = 1.0 / Lr[r];
       FASTPID_SIMD()
-      for (int q = 0; q < m; ++q) Xy[q] *= inv;
+      for (int q = 0; q < m; ++q) Xr[q] *= inv;
     }
-    if (nw.gram_row[i + 1] - gram_done > nw.gram_cap) gram_flush(nw.gram_row[i]);
-    double* row = nw.Gc + static_cast<size_t>(nw.gram_row[i]) * ld;
-    for (int y = 0; y < ny; ++y) {
-      if (fixed_f[i * ny + y]) continue;
-      combine_free(&X[y * m], &X[y * m + n2], n2, row);
+    if (nw.gram_row[i + 1] - gram_done > nw.gram_cap) gram_flush(r0);
+    double* row = nw.Gc + static_cast<size_t>(r0) * ld;
+    for (int r = 0; r < nf; ++r) {
+      combine_free(&X[r * m], &X[r * m + n2], n2, row);
       for (int l = k; l < kp; ++l) row[l] = 0.0;  // the tiles' padding
       row += ld;
     }
@@ -1990,7 +2083,7 @@ struct Solver {
   }
 
   // rhs = rg - sum_i C_i^T H_i^-1 rf_i, the right-hand side of the Schur system; keeps
-  // xf = H_i^-1 rf_i of every i for back_substitute() (with gram: L_i^-1 rf_i; see
+  // xf = H_i^-1 rf_i of every i for back_substitute() (with gram: L_i^-1 rf_i in gv; see
   // gram_reduce_rhs()).
   FASTPID_HD void reduce_rhs() {
     const double *Wt2 = nw.Wt2, *sf = nw.sf;
@@ -2027,15 +2120,14 @@ struct Solver {
   // G has no rows for them; rhs is summed over the free g unknowns only (solve_free_g()
   // zeroes the others).
   FASTPID_HD void gram_reduce_rhs() {
-    const double* sf = nw.sf;
     double *t = nw.gv, *c = nw.gk;
     for (int i = 0; i < n1; ++i) {
-      double* xf = nw.xf + static_cast<size_t>(i) * ny;
-      for (int y = 0; y < ny; ++y) xf[y] = nw.grad_f[i * ny + y] * sf[i * ny + y];
-      cholesky_forward(nw.H + static_cast<size_t>(i) * ny * ny, ny, xf);
-      int r = nw.gram_row[i];
-      for (int y = 0; y < ny; ++y)
-        if (!fixed_f[i * ny + y]) t[r++] = xf[y];
+      const int r0 = nw.gram_row[i], nf = nw.gram_row[i + 1] - r0;
+      for (int r = r0; r < r0 + nf; ++r) {
+        const int q = i * ny + nw.free_f[r];
+        t[r] = nw.grad_f[q] * nw.sf[q];
+      }
+      cholesky_forward(nw.H + static_cast<size_t>(i) * ny * ny, nf, t + r0);
     }
     const int k = free_count;
     weighted_rows(c, t, 1, nw.Gc, nw.gram_ld, nw.gram_row[n1], k);
@@ -2386,14 +2478,13 @@ struct Solver {
       for (int l = 0; l < k; ++l) s += Gr[l] * yg[l];
       t[r] -= s;
     }
+    fill(df, static_cast<size_t>(n1) * ny, 0.0);  // fixed f unknowns
     for (int i = 0; i < n1; ++i) {
-      double* yf = nw.xf + static_cast<size_t>(i) * ny;  // t_i, then yf_i
-      int r = nw.gram_row[i];
-      for (int y = 0; y < ny; ++y) yf[y] = fixed_f[i * ny + y] ? 0.0 : t[r++];
-      cholesky_backward(nw.H + static_cast<size_t>(i) * ny * ny, ny, yf);
-      for (int y = 0; y < ny; ++y) {
-        const int q = i * ny + y;
-        df[q] = yf[y] * nw.sf[q];
+      const int r0 = nw.gram_row[i], nf = nw.gram_row[i + 1] - r0;
+      cholesky_backward(nw.H + static_cast<size_t>(i) * ny * ny, nf, t + r0);  // t_i, then yf_i
+      for (int r = r0; r < r0 + nf; ++r) {
+        const int q = i * ny + nw.free_f[r];
+        df[q] = t[r] * nw.sf[q];
         dec2 += nw.grad_f[q] * df[q];
       }
     }
