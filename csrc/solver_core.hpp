@@ -301,6 +301,7 @@ inline bool sum_outer_rows_at_upto(double* M, const double* a, const double* b, 
   if constexpr (N > 1) return sum_outer_rows_at_upto<N - 1>(M, a, b, count, stride, idx, n);
   return false;
 }
+
 #elif defined(__AVX2__) && defined(__FMA__) && !defined(__CUDA_ARCH__)
 // sum_outer_lower() for N = n rows of at most three vectors (AVX2 has 16 registers, not 32):
 // pass() keeps the rows R0 .. R1 - 1 of M up to column R1 - 1 (their lower triangle) in
@@ -1266,10 +1267,11 @@ struct Problem {
 // Arrays of one Newton direction. The f-block of each x1 = i is eliminated into the Schur
 // complement S on g; what the back substitution needs of it is kept per i.
 struct NewtonScratch {
-  // Per cell (i, j, y): W = p(y) exp(f + g), tW = R W and Wt2 = R W / tau, where R is the
-  // cell's multiplier (the Hessian's weight); per cell (i, j): oms = tau, the cell's slack
-  // (1 - s where the iterate is on s + tau = 1).
-  double *W, *tW, *Wt2, *oms;
+  // Per cell (i, j, y): W = p(y) exp(f + g) and Wt2 = R W / tau (R W is formed where it is
+  // summed: one array fewer to store per step), where R is the cell's multiplier (the
+  // Hessian's weight); per cell (i, j): oms = tau, the cell's slack (1 - s where the iterate
+  // is on s + tau = 1).
+  double *W, *Wt2, *oms;
   // Gradient and Jacobi scaling of the f and g unknowns (the scaled system is solved).
   double *grad_f, *sf, *grad_g, *sg;
   // The Schur elimination (empty with lowrank): the Schur complement over the free g
@@ -1322,8 +1324,7 @@ struct NewtonScratch {
   // schur / lowrank: whether to lay out that elimination's arrays (neither for method "fast");
   // gram: the Gram assembly's instead of the rank-structured update's.
   FASTPID_HD NewtonScratch(int n1, int n2, int ny, bool schur, bool lowrank, bool gram, Arena& arena)
-      : W(arena.doubles(n1 * n2 * ny)), tW(arena.doubles(n1 * n2 * ny)),
-        Wt2(arena.doubles(n1 * n2 * ny)), oms(arena.doubles(n1 * n2)), grad_f(arena.doubles(n1 * ny)),
+      : W(arena.doubles(n1 * n2 * ny)), Wt2(arena.doubles(n1 * n2 * ny)), oms(arena.doubles(n1 * n2)), grad_f(arena.doubles(n1 * ny)),
         sf(arena.doubles(n1 * ny)), grad_g(arena.doubles(n2 * ny)), sg(arena.doubles(n2 * ny)),
         S(arena.doubles(schur ? static_cast<size_t>(n2 * ny) * (n2 * ny) : 0)),
         rhs(arena.doubles(schur ? n2 * ny : 0)),
@@ -1584,9 +1585,9 @@ struct Solver {
       if (fixed_g[q]) rhs[q] = 0.0;
   }
 
-  // W, tW, Wt2, oms (see NewtonScratch) and rp at the current point.
+  // W, Wt2, oms (see NewtonScratch) and rp at the current point.
   FASTPID_HD void barrier_weights() {
-    double *W = nw.W, *tW = nw.tW, *Wt2 = nw.Wt2;
+    double *W = nw.W, *Wt2 = nw.Wt2;
     pr.factors(f, g);
     FASTPID_SIMD()
     for (int c = 0; c < n1 * n2; ++c) rp[c] = pr.cell[c] ? -vexpm1(ls[c]) - tau[c] : 0.0;
@@ -1595,7 +1596,7 @@ struct Solver {
         const int c = i * n2 + j;
         double oms = tau[c];
         nw.oms[c] = oms;
-        const double t = R[c], t2 = t / oms;
+        const double t2 = R[c] / oms;
         const double *a = &pr.eF[i * ny], *b = &pr.eG[j * ny];
         const char *a1 = &pr.m1[i * ny], *a2 = &pr.m2[j * ny];
         const size_t k = static_cast<size_t>(c) * ny;
@@ -1603,7 +1604,6 @@ struct Solver {
         for (int y = 0; y < ny; ++y) {  // the mask as a select: one vector loop
           const double w = (a1[y] & a2[y]) ? a[y] * b[y] : 0.0;
           W[k + y] = w;
-          tW[k + y] = t * w;
           Wt2[k + y] = t2 * w;
         }
       }
@@ -1613,7 +1613,7 @@ struct Solver {
   // run with y innermost (contiguous), each in the order of the cells; grad_f and grad_g hold
   // the sums of sd until gradient() overwrites them.
   FASTPID_HD void jacobi_scalings() {
-    const double *W = nw.W, *tW = nw.tW, *Wt2 = nw.Wt2;
+    const double *W = nw.W, *Wt2 = nw.Wt2;
     double *stf = nw.sf, *sdf = nw.grad_f, *stg = nw.sg, *sdg = nw.grad_g;
     fill(stf, static_cast<size_t>(n1) * ny, 0.0);
     fill(sdf, static_cast<size_t>(n1) * ny, 0.0);
@@ -1622,13 +1622,14 @@ struct Solver {
     for (int i = 0; i < n1; ++i)
       for (int j = 0; j < n2; ++j) {
         const size_t c = static_cast<size_t>(i * n2 + j) * ny;
+        const double t = R[i * n2 + j];
         double *tf = &stf[i * ny], *df_ = &sdf[i * ny], *tg = &stg[j * ny], *dg_ = &sdg[j * ny];
         FASTPID_SIMD()
         for (int y = 0; y < ny; ++y) {
-          const double d = Wt2[c + y] * W[c + y];
-          tf[y] += tW[c + y];
+          const double d = Wt2[c + y] * W[c + y], tw = t * W[c + y];
+          tf[y] += tw;
           df_[y] += d;
-          tg[y] += tW[c + y];
+          tg[y] += tw;
           dg_[y] += d;
         }
       }
@@ -1658,7 +1659,7 @@ struct Solver {
   // eliminated.
   FASTPID_HD void schur_g_block() {
     const int k = free_count;
-    const double *W = nw.W, *tW = nw.tW, *Wt2 = nw.Wt2, *sg = nw.sg;
+    const double *W = nw.W, *Wt2 = nw.Wt2, *sg = nw.sg;
     const int *gs = nw.g_start, *fz = nw.free_z;
     double *S = nw.S, *blk = nw.rhs_many;  // rhs_many holds one ny x ny block here
     for (int j = 0; j < n2; ++j) {
@@ -1683,7 +1684,7 @@ struct Solver {
           Sa[b] = v * sj[y] * sj[fz[b]];
         }
         double st = 0;
-        for (int i = 0; i < n1; ++i) st += tW[(i * n2 + j) * ny + y];
+        for (int i = 0; i < n1; ++i) st += R[i * n2 + j] * W[(i * n2 + j) * ny + y];
         Sa[a] += sj[y] * sj[y] * st;
       }
     }
@@ -1692,7 +1693,7 @@ struct Solver {
   // S -= C_i^T H_i^-1 C_i for x1 = i; keeps the factor of H_i, u, Hinv, w and d of this i
   // for reduce_rhs() and back_substitute().
   FASTPID_HD void eliminate_f_block(int i) {
-    const double *W = nw.W, *tW = nw.tW, *Wt2 = nw.Wt2, *sf = nw.sf, *sg = nw.sg;
+    const double *W = nw.W, *Wt2 = nw.Wt2, *sf = nw.sf, *sg = nw.sg;
     double *a = nw.a, *alpha = nw.alpha, *S = nw.S;
     double* H = nw.H + static_cast<size_t>(i) * ny * ny;
     double* u = nw.u + static_cast<size_t>(i) * n2 * ny;
@@ -1705,9 +1706,12 @@ struct Solver {
     const int k_free = free_count;
     const int *gs = nw.g_start, *fq = nw.free_g, *fz = nw.free_z;
     double *A = nw.A, *B = nw.B, *wc = nw.wc, *dc = nw.dc;
-    for (int l = 0; l < k_free; ++l) {
-      wc[l] = W[c0 + fq[l]] * sg[fq[l]];
-      dc[l] = sf[i * ny + fz[l]] * sg[fq[l]] * tW[c0 + fq[l]];
+    for (int j = 0; j < n2; ++j) {
+      const double t = R[i * n2 + j];
+      for (int l = gs[j]; l < gs[j + 1]; ++l) {
+        wc[l] = W[c0 + fq[l]] * sg[fq[l]];
+        dc[l] = sf[i * ny + fz[l]] * sg[fq[l]] * (t * W[c0 + fq[l]]);
+      }
     }
     if (opt.gram) {  // S -= G_i^T G_i instead, G_i = L_i^-1 C_i (gram_rows())
       gram_rows(i);
@@ -1719,7 +1723,7 @@ struct Solver {
       for (int y = 0; y < ny; ++y) {
         const int q = j * ny + y;
         w[q] = W[c0 + q] * sg[q];
-        d[q] = sf[i * ny + y] * sg[q] * tW[c0 + q];
+        d[q] = sf[i * ny + y] * sg[q] * (R[i * n2 + j] * W[c0 + q]);
       }
     // One solve with H_i for the right-hand sides [a_0 .. a_{n2-1} | identity]: u_j and
     // H_i^-1 (the Gram assembly needs neither: it keeps the rows of G instead, see
@@ -1775,8 +1779,8 @@ struct Solver {
     }
   }
 
-  // The Cholesky factor of H_i = sum_j Wt2_ij W_ij^T + diag(sum_j tW_ij), Jacobi-scaled (and 1
-  // on the diagonal of fixed f unknowns), in nw.H's block i; with gram over the free f
+  // The Cholesky factor of H_i = sum_j Wt2_ij W_ij^T + diag(sum_j R_ij W_ij), Jacobi-scaled
+  // (and 1 on the diagonal of fixed f unknowns), in nw.H's block i; with gram over the free f
   // unknowns only (see factor_free_f_block()).
   FASTPID_HD void factor_f_block(int i) {
     if (opt.gram) return factor_free_f_block(i);
@@ -1819,10 +1823,11 @@ struct Solver {
     });
   }
 
-  // H_i's diagonal part at (y, y), Jacobi-scaled: sf^2 sum_j tW_ij[y] (1 for a fixed f unknown).
+  // H_i's diagonal part at (y, y), Jacobi-scaled: sf^2 sum_j R_ij W_ij[y] (1 for a fixed f
+  // unknown).
   FASTPID_HD double f_block_diagonal(int i, int y) const {
     double st = 0;
-    for (int j = 0; j < n2; ++j) st += nw.tW[(i * n2 + j) * ny + y];
+    for (int j = 0; j < n2; ++j) st += R[i * n2 + j] * nw.W[(i * n2 + j) * ny + y];
     const int q = i * ny + y;
     return nw.sf[q] * nw.sf[q] * st + (fixed_f[q] ? 1.0 : 0.0);
   }
@@ -2300,21 +2305,22 @@ struct Solver {
   FASTPID_HD void lowrank_factor() {
     const int v = n1 + n2, C = n1 * n2;
     double *aT = nw.aT, *bT = nw.bT, *K = nw.K, *diag = nw.ldiag, *cr = nw.lcross;
-    const double *sf = nw.sf, *sg = nw.sg, *W = nw.W, *tW = nw.tW;
-    // D_y's diagonal at p = i is sf^2 sum_j tW over (i, j, y), at p = n1 + j sg^2 sum_i tW
-    // (plus 1 on a fixed unknown); its entry at (n1 + j, i) is sf sg tW of cell (i, j); U's
+    const double *sf = nw.sf, *sg = nw.sg, *W = nw.W;
+    // D_y's diagonal at p = i is sf^2 sum_j R W over (i, j, y), at p = n1 + j sg^2 sum_i R W
+    // (plus 1 on a fixed unknown); its entry at (n1 + j, i) is sf sg R W of cell (i, j); U's
     // entries are sf W (row i) and sg W (row n1 + j).
     fill(diag, static_cast<size_t>(v) * ny, 0.0);  // the sums first
     for (int i = 0; i < n1; ++i)
       for (int j = 0; j < n2; ++j) {
         const size_t c = static_cast<size_t>(i * n2 + j) * ny;
-        const double *t = &tW[c], *w = &W[c], *fi = &sf[i * ny], *gj = &sg[j * ny];
+        const double r = R[i * n2 + j], *w = &W[c], *fi = &sf[i * ny], *gj = &sg[j * ny];
         double *di = &diag[i * ny], *dj = &diag[(n1 + j) * ny];
         FASTPID_SIMD()
         for (int y = 0; y < ny; ++y) {
-          di[y] += t[y];
-          dj[y] += t[y];
-          cr[c + y] = fi[y] * gj[y] * t[y];
+          const double t = r * w[y];
+          di[y] += t;
+          dj[y] += t;
+          cr[c + y] = fi[y] * gj[y] * t;
           aT[c + y] = fi[y] * w[y];
           bT[c + y] = gj[y] * w[y];
         }
