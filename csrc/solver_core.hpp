@@ -302,6 +302,27 @@ inline bool sum_outer_rows_at_upto(double* M, const double* a, const double* b, 
   return false;
 }
 
+// Solver::combine_free() for ny <= 16: each run of free unknowns (at most 16 entries) by
+// masked vectors, v[z] picked from v's two registers by a permute; the compiled loops had
+// gathered v by pairs and left runs shorter than 8 (most of them on sparse joints) to a
+// scalar remainder.
+inline void combine_runs512(const double* x, const double* v, int ny, const int* gs, const int* fz,
+                            const double* wc, const double* dc, int runs, double* out) {
+  const __m512d v0 = _mm512_maskz_loadu_pd(low_half_mask(ny), v);
+  const __m512d v1 = _mm512_maskz_loadu_pd(high_half_mask(ny), v + 8);
+  for (int j = 0; j < runs; ++j) {
+    const int l0 = gs[j], len = gs[j + 1] - l0;
+    const __m512d xj = _mm512_set1_pd(x[j]);
+    for (int o = 0; o < len; o += 8) {
+      const int l = l0 + o;
+      const __mmask8 m = low_half_mask(len - o);
+      const __m512i z = _mm512_cvtepi32_epi64(_mm256_maskz_loadu_epi32(m, fz + l));
+      const __m512d vz = _mm512_permutex2var_pd(v0, z, v1);
+      const __m512d t = _mm512_mul_pd(vz, _mm512_maskz_loadu_pd(m, dc + l));
+      _mm512_mask_storeu_pd(out + l, m, _mm512_fmadd_pd(xj, _mm512_maskz_loadu_pd(m, wc + l), t));
+    }
+  }
+}
 #elif defined(__AVX2__) && defined(__FMA__) && !defined(__CUDA_ARCH__)
 // sum_outer_lower() for N = n rows of at most three vectors (AVX2 has 16 registers, not 32):
 // pass() keeps the rows R0 .. R1 - 1 of M up to column R1 - 1 (their lower triangle) in
@@ -2026,6 +2047,9 @@ struct Solver {
   FASTPID_HD void combine_free(const double* x, const double* v, int runs, double* out) const {
     const int *gs = nw.g_start, *fz = nw.free_z;
     const double *wc = nw.wc, *dc = nw.dc;
+#if defined(__AVX512F__) && !defined(__CUDA_ARCH__)
+    if (ny <= 16) return combine_runs512(x, v, ny, gs, fz, wc, dc, runs, out);
+#endif
     for (int j = 0; j < runs; ++j) {
       const int l0 = gs[j], len = gs[j + 1] - l0;
       const double xj = x[j];
