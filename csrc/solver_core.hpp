@@ -323,6 +323,28 @@ inline void combine_runs512(const double* x, const double* v, int ny, const int*
     }
   }
 }
+
+// Solver::row_changes() for ny <= 16: each cell's two sums by masked vectors, then two
+// horizontal sums (the compiled loop was a chain of scalar multiply-adds per cell).
+inline void cell_changes512(const double* W, const double* dfi, const double* dg, int n2, int ny, double* ds,
+                            double* curvature) {
+  const __mmask8 lo = low_half_mask(ny), hi = high_half_mask(ny);
+  const __m512d f0 = _mm512_maskz_loadu_pd(lo, dfi), f1 = _mm512_maskz_loadu_pd(hi, dfi + 8);
+  for (int j = 0; j < n2; ++j) {
+    const double *w = W + static_cast<size_t>(j) * ny, *gj = dg + static_cast<size_t>(j) * ny;
+    const __m512d d0 = _mm512_add_pd(f0, _mm512_maskz_loadu_pd(lo, gj));
+    __m512d s = _mm512_mul_pd(_mm512_maskz_loadu_pd(lo, w), d0);
+    __m512d t = _mm512_mul_pd(s, d0);
+    if (ny > 8) {
+      const __m512d d1 = _mm512_add_pd(f1, _mm512_maskz_loadu_pd(hi, gj + 8));
+      const __m512d s1 = _mm512_mul_pd(_mm512_maskz_loadu_pd(hi, w + 8), d1);
+      s = _mm512_add_pd(s, s1);
+      t = _mm512_fmadd_pd(s1, d1, t);
+    }
+    ds[j] = _mm512_reduce_add_pd(s);
+    if (curvature) curvature[j] = 0.5 * _mm512_reduce_add_pd(t);
+  }
+}
 #elif defined(__AVX2__) && defined(__FMA__) && !defined(__CUDA_ARCH__)
 // sum_outer_lower() for N = n rows of at most three vectors (AVX2 has 16 registers, not 32):
 // pass() keeps the rows R0 .. R1 - 1 of M up to column R1 - 1 (their lower triangle) in
@@ -1012,6 +1034,15 @@ struct Problem {
     for (int i = 0; i < n1; ++i) weighted_rows(&cell_sum[i * n2], &eF[i * ny], 1, eGt, n2, ny, n2);
     FASTPID_SIMD()
     for (int c = 0; c < n1 * n2; ++c) out[c] = vlog(cell_sum[c]);
+    // Mostly there is nothing to redo: the sums that are 0 are the cells' without mass (whose
+    // sums are 0 or NaN), as many, and no other is doubtful. One vector pass counts both.
+    int zeros = 0, others = 0;
+    FASTPID_SIMD(reduction(+ : zeros, others))
+    for (int c = 0; c < n1 * n2; ++c) {
+      zeros += cell_sum[c] == 0.0;
+      others += doubtful(cell_sum[c]) && cell_sum[c] != 0.0;
+    }
+    if (zeros == n1 * n2 - ncells && others == 0) return;
     for (int c = 0; c < n1 * n2; ++c) {
       const double s = cell_sum[c];
       if (!doubtful(s) || (s == 0.0 && !cell[c])) continue;
@@ -1164,10 +1195,12 @@ struct Problem {
       for (int j = 0; j < n2; ++j) {
         double* q = &Q[(i * n2 + j) * ny];
         double* r = &rows[i * ny];
-        const char *a1 = &m1[i * ny], *a2 = &m2[j * ny];
+        // The masks as compares of the marginals (m1 is p1y > 0): the byte masks had kept
+        // this loop scalar, with a branch per entry.
+        const double *a1 = &p1y[i * ny], *a2 = &p2y[j * ny];
         FASTPID_SIMD()
         for (int y = 0; y < ny; ++y) {
-          q[y] = (a1[y] & a2[y]) ? q[y] : 0.0;
+          q[y] = (a1[y] > 0.0) & (a2[y] > 0.0) ? q[y] : 0.0;
           r[y] += q[y];
         }
       }
@@ -1270,14 +1303,17 @@ struct Problem {
   // of exps over all of Q (loops of ny exps left most of them to the scalar remainder where
   // ny is small); inadmissible entries get exponent -inf, whose vexp is 0.
   FASTPID_HD void coupling(const double* logR, const double* f, const double* g, double* Q) const {
+    // The masks go into the potentials first (F, G: -inf where masked), so that each cell's
+    // loop is a plain sum (with a select per entry it had compiled to a branch per entry).
+    for (int k = 0; k < n1 * ny; ++k) F[k] = m1[k] ? f[k] : kNegInf;
+    for (int k = 0; k < n2 * ny; ++k) G[k] = m2[k] ? g[k] : kNegInf;
     for (int i = 0; i < n1; ++i)
       for (int j = 0; j < n2; ++j) {
         const double lr = logR[i * n2 + j];
-        const double *fi = &f[i * ny], *gj = &g[j * ny];
-        const char *a1 = &m1[i * ny], *a2 = &m2[j * ny];
+        const double *fi = &F[i * ny], *gj = &G[j * ny];
         double* q = &Q[(i * n2 + j) * ny];
         FASTPID_SIMD()
-        for (int y = 0; y < ny; ++y) q[y] = (a1[y] & a2[y]) ? lr + logpy[y] + fi[y] + gj[y] : kNegInf;
+        for (int y = 0; y < ny; ++y) q[y] = lr + logpy[y] + fi[y] + gj[y];
       }
     const size_t n = static_cast<size_t>(n1) * n2 * ny;
     FASTPID_SIMD()
@@ -1619,11 +1655,13 @@ struct Solver {
         nw.oms[c] = oms;
         const double t2 = R[c] / oms;
         const double *a = &pr.eF[i * ny], *b = &pr.eG[j * ny];
-        const char *a1 = &pr.m1[i * ny], *a2 = &pr.m2[j * ny];
+        const double *a1 = &pr.p1y[i * ny], *a2 = &pr.p2y[j * ny];
         const size_t k = static_cast<size_t>(c) * ny;
+        // The mask as a select on compares of the marginals (m1 is p1y > 0): one vector loop
+        // (with the byte masks, a vector loop and a scalar remainder).
         FASTPID_SIMD()
-        for (int y = 0; y < ny; ++y) {  // the mask as a select: one vector loop
-          const double w = (a1[y] & a2[y]) ? a[y] * b[y] : 0.0;
+        for (int y = 0; y < ny; ++y) {
+          const double w = (a1[y] > 0.0) & (a2[y] > 0.0) ? a[y] * b[y] : 0.0;
           W[k + y] = w;
           Wt2[k + y] = t2 * w;
         }
@@ -2537,6 +2575,15 @@ struct Solver {
     return ds;
   }
 
+  // change_of_s() of the n2 cells of x1 = i: ds[j], and curvature[j] unless null.
+  FASTPID_HD void row_changes(int i, double* ds, double* curvature) const {
+    const double* W = nw.W + static_cast<size_t>(i) * n2 * ny;
+#if defined(__AVX512F__) && !defined(__CUDA_ARCH__)
+    if (ny <= 16) return cell_changes512(W, df + i * ny, dg, n2, ny, ds, curvature);
+#endif
+    for (int j = 0; j < n2; ++j) ds[j] = change_of_s(i, j, curvature ? curvature + j : nullptr);
+  }
+
   // The slacks' and multipliers' steps that go with (df, dg) from the linearised s + tau = 1
   // and R tau = mu + corr (fastpid/solver.py, _steps_to_target): dtau = rp - ds - soc (ds:
   // the change of s along the direction) and dR = (mu + corr - R tau - R dtau) / tau. Returns
@@ -2544,13 +2591,9 @@ struct Solver {
   // `affine` (predict()'s step): dtau = rp - ds, and soc is set to each cell's second-order
   // change of s along the way (the same pass over the entries).
   FASTPID_HD StepLimits steps_to_target(double mu, bool affine = false) {
-    for (int i = 0; i < n1; ++i)
-      for (int j = 0; j < n2; ++j) {
-        const int c = i * n2 + j;
-        double q = 0.0;
-        dtau[c] = change_of_s(i, j, &q);  // ds, for now
-        if (affine) soc[c] = pr.cell[c] ? q : 0.0;
-      }
+    for (int i = 0; i < n1; ++i) row_changes(i, &dtau[i * n2], affine ? &soc[i * n2] : nullptr);  // ds, for now
+    if (affine)
+      for (int c = 0; c < n1 * n2; ++c) soc[c] = pr.cell[c] ? soc[c] : 0.0;
     // Then one vector loop over the cells (the divisions pipelined; a cell without mass gets
     // steps that nothing reads, and no say in the length).
     double to_tau = HUGE_VAL, to_r = HUGE_VAL;
