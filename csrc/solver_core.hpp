@@ -1346,7 +1346,7 @@ struct NewtonScratch {
   // Of the current i only: a_j, alpha[j][j'] = a_j.u_j', the right-hand sides of H_i's
   // solve (ny x (n2 + ny); with gram L_i^-1 [a | I] for gram_rows() and a vector for
   // back_substitute()), and the rows A_j
-  // (n2 x n2 ny) and B_z (ny x n2 ny) that make up its S update (alpha, A and B only
+  // (n2 x n2 ny) and B_z (ny x n2 ny) that make up its S update (a, alpha, A and B only
   // without gram).
   double *a, *alpha, *rhs_many, *A, *B;
   // Of every i (n1 blocks each), for reduce_rhs() and back_substitute() (not with gram): u_j,
@@ -1390,7 +1390,7 @@ struct NewtonScratch {
         g_start(reinterpret_cast<int*>(arena.bytes(schur ? sizeof(int) * (n2 + 1) : 0))),
         wc(arena.doubles(schur ? n2 * ny : 0)), dc(arena.doubles(schur ? n2 * ny : 0)),
         H(arena.doubles(schur ? n1 * ny * ny : 0)),
-        a(arena.doubles(schur ? n2 * ny : 0)), alpha(arena.doubles(schur && !gram ? n2 * n2 : 0)),
+        a(arena.doubles(schur && !gram ? n2 * ny : 0)), alpha(arena.doubles(schur && !gram ? n2 * n2 : 0)),
         rhs_many(arena.doubles(schur ? ny * (n2 + ny) : 0)),
         A(arena.doubles(schur && !gram ? static_cast<size_t>(n2) * n2 * ny : 0)),
         B(arena.doubles(schur && !gram ? static_cast<size_t>(ny) * n2 * ny : 0)),
@@ -1760,8 +1760,6 @@ struct Solver {
     // H_i's Cholesky factor, unless the product form takes its place below.
     if (!opt.product_form) factor_f_block(i);
     const size_t c0 = static_cast<size_t>(i) * n2 * ny;  // cell (i, 0)'s first entry
-    for (int j = 0; j < n2; ++j)
-      for (int y = 0; y < ny; ++y) a[j * ny + y] = sf[i * ny + y] * Wt2[c0 + j * ny + y];
     const int k_free = free_count;
     const int *gs = nw.g_start, *fq = nw.free_g, *fz = nw.free_z;
     double *A = nw.A, *B = nw.B, *wc = nw.wc, *dc = nw.dc;
@@ -1776,6 +1774,8 @@ struct Solver {
       gram_rows(i);
       return;
     }
+    for (int j = 0; j < n2; ++j)
+      for (int y = 0; y < ny; ++y) a[j * ny + y] = sf[i * ny + y] * Wt2[c0 + j * ny + y];
     double* w = nw.w + c0;  // w_j and d_j over all (j, z), for reduce_rhs(), back_substitute()
     double* d = nw.d + c0;
     for (int j = 0; j < n2; ++j)
@@ -2115,7 +2115,7 @@ struct Solver {
     const int k = free_count, ld = nw.gram_ld, kp = gram_stride(k);
     const int r0 = nw.gram_row[i], nf = nw.gram_row[i + 1] - r0;
     const int* fy = nw.free_f + r0;
-    const double* a = nw.a;
+    const double* Wt2 = nw.Wt2 + static_cast<size_t>(i) * n2 * ny;
     const double* L = nw.H + static_cast<size_t>(i) * ny * ny;
     // Row r (free y = fy[r]) of X = L_i^-1 [a_0[y] .. a_{n2-1}[y] | e_y], n2 + ny long: U's
     // row, then Li's (0 at the fixed z); the substitution subtracts every earlier row in turn
@@ -2125,7 +2125,8 @@ struct Solver {
     for (int r = 0; r < nf; ++r) {
       const int y = fy[r];
       double* Xr = &X[r * m];
-      for (int j = 0; j < n2; ++j) Xr[j] = a[j * ny + y];
+      const double sy = nw.sf[i * ny + y];
+      for (int j = 0; j < n2; ++j) Xr[j] = sy * Wt2[j * ny + y];  // a_j[y]
       for (int z = 0; z < ny; ++z) Xr[n2 + z] = y == z ? 1.0 : 0.0;
       const double* Lr = L + static_cast<size_t>(r) * nf;
       weighted_rows<true>(Xr, Lr, 1, X, m, r, m);
