@@ -345,6 +345,35 @@ inline void cell_changes512(const double* W, const double* dfi, const double* dg
     if (curvature) curvature[j] = 0.5 * _mm512_reduce_add_pd(t);
   }
 }
+
+// Solver::steps_to_target()'s pass over the C cells, eight at a time (the compiled loop, with
+// its two min reductions and a byte mask, was scalar: three divisions per cell in a chain).
+// dtau holds ds on entry. Returns the two step limits as to_tau, to_r.
+inline void step_limits512(int C, const char* cell, const double* rp, const double* soc, const double* corr,
+                           const double* R, const double* tau, double mu, bool affine, double* dtau, double* dR,
+                           double& to_tau, double& to_r) {
+  const __m512d zero = _mm512_setzero_pd(), huge = _mm512_set1_pd(HUGE_VAL), vmu = _mm512_set1_pd(mu);
+  __m512d lt = huge, lr = huge;
+  for (int c = 0; c < C; c += 8) {
+    const __mmask8 m = low_half_mask(C - c);
+    __mmask8 has = 0;  // the cells with mass
+    for (int t = 0; t < 8 && c + t < C; ++t) has |= static_cast<__mmask8>((cell[c + t] != 0) << t);
+    const __m512d r = _mm512_maskz_loadu_pd(m, R + c), ta = _mm512_mask_loadu_pd(_mm512_set1_pd(1.0), m, tau + c);
+    __m512d dt = _mm512_sub_pd(_mm512_maskz_loadu_pd(m, rp + c), _mm512_maskz_loadu_pd(m, dtau + c));
+    if (!affine) dt = _mm512_sub_pd(dt, _mm512_maskz_loadu_pd(m, soc + c));
+    __m512d num = _mm512_add_pd(vmu, _mm512_maskz_loadu_pd(m, corr + c));
+    num = _mm512_fnmadd_pd(r, dt, _mm512_fnmadd_pd(r, ta, num));
+    const __m512d dr = _mm512_div_pd(num, ta);
+    _mm512_mask_storeu_pd(dtau + c, m, dt);
+    _mm512_mask_storeu_pd(dR + c, m, dr);
+    const __mmask8 kt = has & _mm512_cmp_pd_mask(dt, zero, _CMP_LT_OQ);
+    const __mmask8 kr = has & _mm512_cmp_pd_mask(dr, zero, _CMP_LT_OQ);
+    lt = _mm512_min_pd(_mm512_mask_div_pd(huge, kt, _mm512_sub_pd(zero, ta), dt), lt);
+    lr = _mm512_min_pd(_mm512_mask_div_pd(huge, kr, _mm512_sub_pd(zero, r), dr), lr);
+  }
+  to_tau = _mm512_reduce_min_pd(lt);
+  to_r = _mm512_reduce_min_pd(lr);
+}
 #elif defined(__AVX2__) && defined(__FMA__) && !defined(__CUDA_ARCH__)
 // sum_outer_lower() for N = n rows of at most three vectors (AVX2 has 16 registers, not 32):
 // pass() keeps the rows R0 .. R1 - 1 of M up to column R1 - 1 (their lower triangle) in
@@ -2595,10 +2624,13 @@ struct Solver {
     for (int i = 0; i < n1; ++i) row_changes(i, &dtau[i * n2], affine ? &soc[i * n2] : nullptr);  // ds, for now
     if (affine)
       for (int c = 0; c < n1 * n2; ++c) soc[c] = pr.cell[c] ? soc[c] : 0.0;
-    // Then one vector loop over the cells (the divisions pipelined; a cell without mass gets
-    // steps that nothing reads, and no say in the length).
+    // Then one pass over the cells (a cell without mass gets steps that nothing reads, and no
+    // say in the length).
     double to_tau = HUGE_VAL, to_r = HUGE_VAL;
     const char* cell = pr.cell;
+#if defined(__AVX512F__) && !defined(__CUDA_ARCH__)
+    step_limits512(n1 * n2, cell, rp, soc, corr, R, tau, mu, affine, dtau, dR, to_tau, to_r);
+#else
     FASTPID_SIMD(reduction(min : to_tau) reduction(min : to_r))
     for (int c = 0; c < n1 * n2; ++c) {
       const double dt = rp[c] - dtau[c] - (affine ? 0.0 : soc[c]);
@@ -2608,6 +2640,7 @@ struct Solver {
       to_tau = fp_min(to_tau, cell[c] && dt < 0 ? -tau[c] / dt : HUGE_VAL);
       to_r = fp_min(to_r, cell[c] && dr < 0 ? -R[c] / dr : HUGE_VAL);
     }
+#endif
     return {to_tau, to_r};
   }
 
