@@ -358,7 +358,8 @@ inline void step_limits512(int C, const char* cell, const double* rp, const doub
     const __mmask8 m = low_half_mask(C - c);
     __mmask8 has = 0;  // the cells with mass
     for (int t = 0; t < 8 && c + t < C; ++t) has |= static_cast<__mmask8>((cell[c + t] != 0) << t);
-    const __m512d r = _mm512_maskz_loadu_pd(m, R + c), ta = _mm512_mask_loadu_pd(_mm512_set1_pd(1.0), m, tau + c);
+    const __m512d r = _mm512_maskz_loadu_pd(m, R + c);
+    const __m512d ta = _mm512_mask_loadu_pd(_mm512_set1_pd(1.0), m, tau + c);  // 1 past the end: no 0 / 0
     __m512d dt = _mm512_sub_pd(_mm512_maskz_loadu_pd(m, rp + c), _mm512_maskz_loadu_pd(m, dtau + c));
     if (!affine) dt = _mm512_sub_pd(dt, _mm512_maskz_loadu_pd(m, soc + c));
     __m512d num = _mm512_add_pd(vmu, _mm512_maskz_loadu_pd(m, corr + c));
@@ -516,8 +517,8 @@ constexpr int kOuterAtMost = 0;
 
 // M (n x n; the lower triangle) = the rows and columns idx[0 .. n - 1] of sum_outer_lower()'s
 // sum of a_m b_m^T (n <= kOuterAtMost), by the same sums in the same order. The blocks of
-// sparse joints have few free unknowns (digits 20x20x10: ~4 of 10 y per x1 or x2), which the
-// full sum would cost (10 / 4)^2 times the multiply-adds of.
+// sparse joints have few free unknowns (digits 20x20x10: ~4 of 10 y per x1 or x2), and the
+// full sum costs (10 / 4)^2 times their multiply-adds.
 FASTPID_HD inline void sum_outer_lower_at(double* M, const double* a, const double* b, int count, size_t stride,
                                           const int* idx, int n) {
 #if defined(__AVX512F__) && !defined(__CUDA_ARCH__)
@@ -1410,8 +1411,9 @@ struct NewtonScratch {
   // schur / lowrank: whether to lay out that elimination's arrays (neither for method "fast");
   // gram: the Gram assembly's instead of the rank-structured update's.
   FASTPID_HD NewtonScratch(int n1, int n2, int ny, bool schur, bool lowrank, bool gram, Arena& arena)
-      : W(arena.doubles(n1 * n2 * ny)), Wt2(arena.doubles(n1 * n2 * ny)), oms(arena.doubles(n1 * n2)), grad_f(arena.doubles(n1 * ny)),
-        sf(arena.doubles(n1 * ny)), grad_g(arena.doubles(n2 * ny)), sg(arena.doubles(n2 * ny)),
+      : W(arena.doubles(n1 * n2 * ny)), Wt2(arena.doubles(n1 * n2 * ny)), oms(arena.doubles(n1 * n2)),
+        grad_f(arena.doubles(n1 * ny)), sf(arena.doubles(n1 * ny)), grad_g(arena.doubles(n2 * ny)),
+        sg(arena.doubles(n2 * ny)),
         S(arena.doubles(schur ? static_cast<size_t>(n2 * ny) * (n2 * ny) : 0)),
         rhs(arena.doubles(schur ? n2 * ny : 0)),
         free_g(reinterpret_cast<int*>(arena.bytes(schur ? sizeof(int) * n2 * ny : 0))),
@@ -1892,20 +1894,22 @@ struct Solver {
     const int* fy = nw.free_f + r0;
     double* H = nw.H + static_cast<size_t>(i) * ny * ny;
     const size_t c0 = static_cast<size_t>(i) * n2 * ny;
+    double* full = nw.rhs_many;  // ny x ny here; gram_rows() fills it after
     cholesky(H, nf, nw.chol, [&] {
-      // The sums over j of the free entries only, or of all (in rhs_many, which gram_rows()
-      // fills after) and then the free ones picked.
+      // The sums over j of the free entries only (in H), or of all y and then the free ones
+      // picked (as schur_g_block()).
       const bool at = nf < ny && nf <= kOuterAtMost;
-      double* full = at ? H : nw.rhs_many;
       if (at) {
         sum_outer_lower_at(H, &nw.Wt2[c0], &nw.W[c0], n2, ny, fy, nf);
       } else {
         sum_outer_lower(full, &nw.Wt2[c0], &nw.W[c0], n2, ny, ny);
       }
-      const int ld = at ? nf : ny;
       for (int a = 0; a < nf; ++a) {
-        const int y = fy[a], p = at ? a : y;
-        for (int b = 0; b <= a; ++b) H[a * nf + b] = full[p * ld + (at ? b : fy[b])] * (sf[y] * sf[fy[b]]);
+        const int y = fy[a];
+        for (int b = 0; b <= a; ++b) {
+          const double v = at ? H[a * nf + b] : full[y * ny + fy[b]];
+          H[a * nf + b] = v * (sf[y] * sf[fy[b]]);
+        }
         H[a * nf + a] += f_block_diagonal(i, y);
       }
     });
@@ -2621,7 +2625,8 @@ struct Solver {
   // `affine` (predict()'s step): dtau = rp - ds, and soc is set to each cell's second-order
   // change of s along the way (the same pass over the entries).
   FASTPID_HD StepLimits steps_to_target(double mu, bool affine = false) {
-    for (int i = 0; i < n1; ++i) row_changes(i, &dtau[i * n2], affine ? &soc[i * n2] : nullptr);  // ds, for now
+    // ds in dtau, for now (and with `affine` the curvature in soc).
+    for (int i = 0; i < n1; ++i) row_changes(i, &dtau[i * n2], affine ? &soc[i * n2] : nullptr);
     if (affine)
       for (int c = 0; c < n1 * n2; ++c) soc[c] = pr.cell[c] ? soc[c] : 0.0;
     // Then one pass over the cells (a cell without mass gets steps that nothing reads, and no
