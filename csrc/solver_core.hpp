@@ -2138,10 +2138,10 @@ struct Solver {
   // unknowns of x1 = i to nw.Gc, after a gram_flush() where they would not fit. Row y of C_i
   // over the free g unknowns l = (j, z) is a_j[y] w_j[z] + [z == y] d_j[y] (wc, dc of this i),
   // so row y of G_i is U[y][j] w_j[z] + Li[y][z] d_j[z] with U = L_i^-1 [a_0 .. a_{n2-1}]
-  // (ny x n2) and Li = L_i^-1 (ny x ny): one small forward substitution, then one
-  // combine_free() pass per row (substituting through the rows of length k themselves took
-  // 1.8x the time on dense 10x10x10: a gather per entry to form C_i, and a load and a store per
-  // multiply-add).
+  // (nf x n2) and Li = L_i^-1 (nf x ny, 0 at the fixed z): one small forward substitution,
+  // then one combine_free() pass per row (substituting through the rows of length k themselves
+  // took 1.8x the time on dense 10x10x10: a gather per entry to form C_i, and a load and a
+  // store per multiply-add).
   // Rows of fixed f unknowns are 0 in C_i and decouple in L_i, and so are left out: L_i is
   // over the free f unknowns only (factor_free_f_block()).
   FASTPID_HD void gram_rows(int i) {
@@ -2217,8 +2217,8 @@ struct Solver {
 
   // reduce_rhs() by the kept rows of G = L^-1 C (gram_rows()): sum_i C_i^T H_i^-1 rf_i is
   // G^T t with t_i = L_i^-1 rf_i, one pass over G's rows instead of two passes over the cells
-  // and two solves with H_i. Fixed f unknowns have rf 0 and decouple in L_i (t 0 there), and
-  // G has no rows for them; rhs is summed over the free g unknowns only (solve_free_g()
+  // and two solves with H_i. Fixed f unknowns have rf 0 and decouple in L_i, so t and G have
+  // no entries for them (L_i is over the free ones); rhs is summed over the free g unknowns only (solve_free_g()
   // zeroes the others).
   FASTPID_HD void gram_reduce_rhs() {
     double *t = nw.gv, *c = nw.gk;
