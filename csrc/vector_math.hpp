@@ -98,7 +98,17 @@ FASTPID_HD FASTPID_ALWAYS_INLINE inline double vexp(double x) {
   double n;
   const double xc = exp_clamp(x, n);
   const double r = exp_remainder(xc, n);
+#if defined(__FMA__)
   const double p = exp_series<0, 13>(r);
+#else
+  // Without fused multiply-adds Horner's last two steps round twice near 1 (up to 1.03 ulp):
+  // 1 + r + r^2 (1/2 + ...) is summed in two parts instead (Fast2Sum; |r| > r^2 (1/2 + ...)
+  // and 1 > |r + ...|), which leaves one rounding of the result.
+  const double t = r * r * exp_series<2, 13>(r);
+  const double hi = r + t, lo = (r - hi) + t;
+  const double one = 1.0 + hi, lo1 = (1.0 - one) + hi;
+  const double p = one + (lo1 + lo);
+#endif
   double a, b;
   pow2_halves(n, a, b);
   return p * a * b;
