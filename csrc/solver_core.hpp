@@ -346,6 +346,50 @@ inline void cell_changes512(const double* W, const double* dfi, const double* dg
   }
 }
 
+// Solver::barrier_weights()' pass over the cells of x1 = i for ny <= 16: each cell's W and Wt2
+// and its terms of the Jacobi sums by two masked vectors (the compiled loop took one vector and
+// a scalar remainder with a branch per entry), i's sums kept in registers over the cells. a,
+// a1: eF and p1y of i; eG, p2y: of x2 = 0 on (rows of ny); R, tau: of the cells (i, j); W, Wt2:
+// cell (i, 0)'s first entry on; tf, df (of i) and tg, dg (rows of ny, of x2 = 0 on): the sums.
+inline void cell_weights512(int n2, int ny, const double* a, const double* a1, const double* eG, const double* p2y,
+                            const double* R, const double* tau, double* W, double* Wt2, double* tf, double* df,
+                            double* tg, double* dg) {
+  const __mmask8 lo = low_half_mask(ny), hi = high_half_mask(ny);
+  const __m512d zero = _mm512_setzero_pd();
+  const __m512d a0 = _mm512_maskz_loadu_pd(lo, a), a8 = _mm512_maskz_loadu_pd(hi, a + 8);
+  const __mmask8 m0 = _mm512_mask_cmp_pd_mask(lo, _mm512_maskz_loadu_pd(lo, a1), zero, _CMP_GT_OQ);
+  const __mmask8 m8 = _mm512_mask_cmp_pd_mask(hi, _mm512_maskz_loadu_pd(hi, a1 + 8), zero, _CMP_GT_OQ);
+  __m512d tf0 = _mm512_maskz_loadu_pd(lo, tf), tf8 = _mm512_maskz_loadu_pd(hi, tf + 8);
+  __m512d df0 = _mm512_maskz_loadu_pd(lo, df), df8 = _mm512_maskz_loadu_pd(hi, df + 8);
+  for (int j = 0; j < n2; ++j) {
+    const size_t k = static_cast<size_t>(j) * ny;
+    const __m512d t = _mm512_set1_pd(R[j]), t2 = _mm512_set1_pd(R[j] / tau[j]);
+    const __mmask8 k0 = _mm512_mask_cmp_pd_mask(m0, _mm512_maskz_loadu_pd(lo, p2y + k), zero, _CMP_GT_OQ);
+    const __m512d w0 = _mm512_maskz_mul_pd(k0, a0, _mm512_maskz_loadu_pd(lo, eG + k));
+    const __m512d v0 = _mm512_mul_pd(t2, w0);
+    _mm512_mask_storeu_pd(W + k, lo, w0);
+    _mm512_mask_storeu_pd(Wt2 + k, lo, v0);
+    tf0 = _mm512_fmadd_pd(t, w0, tf0);
+    df0 = _mm512_fmadd_pd(v0, w0, df0);
+    _mm512_mask_storeu_pd(tg + k, lo, _mm512_fmadd_pd(t, w0, _mm512_maskz_loadu_pd(lo, tg + k)));
+    _mm512_mask_storeu_pd(dg + k, lo, _mm512_fmadd_pd(v0, w0, _mm512_maskz_loadu_pd(lo, dg + k)));
+    if (!hi) continue;
+    const __mmask8 k8 = _mm512_mask_cmp_pd_mask(m8, _mm512_maskz_loadu_pd(hi, p2y + k + 8), zero, _CMP_GT_OQ);
+    const __m512d w8 = _mm512_maskz_mul_pd(k8, a8, _mm512_maskz_loadu_pd(hi, eG + k + 8));
+    const __m512d v8 = _mm512_mul_pd(t2, w8);
+    _mm512_mask_storeu_pd(W + k + 8, hi, w8);
+    _mm512_mask_storeu_pd(Wt2 + k + 8, hi, v8);
+    tf8 = _mm512_fmadd_pd(t, w8, tf8);
+    df8 = _mm512_fmadd_pd(v8, w8, df8);
+    _mm512_mask_storeu_pd(tg + k + 8, hi, _mm512_fmadd_pd(t, w8, _mm512_maskz_loadu_pd(hi, tg + k + 8)));
+    _mm512_mask_storeu_pd(dg + k + 8, hi, _mm512_fmadd_pd(v8, w8, _mm512_maskz_loadu_pd(hi, dg + k + 8)));
+  }
+  _mm512_mask_storeu_pd(tf, lo, tf0);
+  _mm512_mask_storeu_pd(tf + 8, hi, tf8);
+  _mm512_mask_storeu_pd(df, lo, df0);
+  _mm512_mask_storeu_pd(df + 8, hi, df8);
+}
+
 // Solver::steps_to_target()'s pass over the C cells, eight at a time (the compiled loop, with
 // its two min reductions and a byte mask, was scalar: three divisions per cell in a chain).
 // dtau holds ds on entry. Returns the two step limits as to_tau, to_r.
@@ -1639,7 +1683,6 @@ struct Solver {
   // H_i^-1 without forming C_i.
   FASTPID_HD void factor_newton() {
     barrier_weights();
-    jacobi_scalings();
     if (opt.lowrank) {
       lowrank_factor();
       return;
@@ -1673,63 +1716,58 @@ struct Solver {
       if (fixed_g[q]) rhs[q] = 0.0;
   }
 
-  // W, Wt2, oms (see NewtonScratch) and rp at the current point.
+  // W, Wt2, oms (see NewtonScratch) and rp at the current point, and the Jacobi scalings
+  // 1 / sqrt(diag H) of the f and g unknowns (0 on fixed ones), whose sums run with y
+  // innermost, each in the order of the cells (grad_f and grad_g hold the sums of sd until
+  // gradient() overwrites them).
   FASTPID_HD void barrier_weights() {
     double *W = nw.W, *Wt2 = nw.Wt2;
+    double *stf = nw.sf, *sdf = nw.grad_f, *stg = nw.sg, *sdg = nw.grad_g;
     pr.factors(f, g);
     FASTPID_SIMD()
     for (int c = 0; c < n1 * n2; ++c) rp[c] = pr.cell[c] ? -vexpm1(ls[c]) - tau[c] : 0.0;
-    for (int i = 0; i < n1; ++i)
+    copy(tau, static_cast<size_t>(n1) * n2, nw.oms);
+    fill(stf, static_cast<size_t>(n1) * ny, 0.0);
+    fill(sdf, static_cast<size_t>(n1) * ny, 0.0);
+    fill(stg, static_cast<size_t>(n2) * ny, 0.0);
+    fill(sdg, static_cast<size_t>(n2) * ny, 0.0);
+    for (int i = 0; i < n1; ++i) {
+      const double *a = &pr.eF[i * ny], *a1 = &pr.p1y[i * ny];
+      const size_t c0 = static_cast<size_t>(i) * n2;
+#if defined(__AVX512F__) && !defined(__CUDA_ARCH__)
+      if (ny <= 16) {
+        cell_weights512(n2, ny, a, a1, pr.eG, pr.p2y, R + c0, tau + c0, W + c0 * ny, Wt2 + c0 * ny, stf + i * ny,
+                        sdf + i * ny, stg, sdg);
+        continue;
+      }
+#endif
       for (int j = 0; j < n2; ++j) {
-        const int c = i * n2 + j;
-        double oms = tau[c];
-        nw.oms[c] = oms;
-        const double t2 = R[c] / oms;
-        const double *a = &pr.eF[i * ny], *b = &pr.eG[j * ny];
-        const double *a1 = &pr.p1y[i * ny], *a2 = &pr.p2y[j * ny];
-        const size_t k = static_cast<size_t>(c) * ny;
+        const size_t c = c0 + j, k = c * ny;
+        const double t = R[c], t2 = t / tau[c];
+        const double *b = &pr.eG[j * ny], *a2 = &pr.p2y[j * ny];
+        double *tf = &stf[i * ny], *df_ = &sdf[i * ny], *tg = &stg[j * ny], *dg_ = &sdg[j * ny];
         // The mask as a select on compares of the marginals (m1 is p1y > 0): one vector loop
         // (with the byte masks, a vector loop and a scalar remainder).
         FASTPID_SIMD()
         for (int y = 0; y < ny; ++y) {
           const double w = (a1[y] > 0.0) & (a2[y] > 0.0) ? a[y] * b[y] : 0.0;
+          const double v = t2 * w;
           W[k + y] = w;
-          Wt2[k + y] = t2 * w;
+          Wt2[k + y] = v;
+          tf[y] += t * w;
+          df_[y] += v * w;
+          tg[y] += t * w;
+          dg_[y] += v * w;
         }
       }
-  }
-
-  // The Jacobi scalings 1 / sqrt(diag H) of the f and g unknowns (0 on fixed ones). The sums
-  // run with y innermost (contiguous), each in the order of the cells; grad_f and grad_g hold
-  // the sums of sd until gradient() overwrites them.
-  FASTPID_HD void jacobi_scalings() {
-    const double *W = nw.W, *Wt2 = nw.Wt2;
-    double *stf = nw.sf, *sdf = nw.grad_f, *stg = nw.sg, *sdg = nw.grad_g;
-    fill(stf, static_cast<size_t>(n1) * ny, 0.0);
-    fill(sdf, static_cast<size_t>(n1) * ny, 0.0);
-    fill(stg, static_cast<size_t>(n2) * ny, 0.0);
-    fill(sdg, static_cast<size_t>(n2) * ny, 0.0);
-    for (int i = 0; i < n1; ++i)
-      for (int j = 0; j < n2; ++j) {
-        const size_t c = static_cast<size_t>(i * n2 + j) * ny;
-        const double t = R[i * n2 + j];
-        double *tf = &stf[i * ny], *df_ = &sdf[i * ny], *tg = &stg[j * ny], *dg_ = &sdg[j * ny];
-        FASTPID_SIMD()
-        for (int y = 0; y < ny; ++y) {
-          const double d = Wt2[c + y] * W[c + y], tw = t * W[c + y];
-          tf[y] += tw;
-          df_[y] += d;
-          tg[y] += tw;
-          dg_[y] += d;
-        }
-      }
+    }
     for (int q = 0; q < n1 * ny; ++q) stf[q] = fixed_f[q] ? 0.0 : 1.0 / sqrt(fp_max(sdf[q] + stf[q], 1e-300));
     for (int q = 0; q < n2 * ny; ++q) stg[q] = fixed_g[q] ? 0.0 : 1.0 / sqrt(fp_max(sdg[q] + stg[q], 1e-300));
   }
 
   // Right-hand sides of the primal-dual Newton system for f and g (0 on fixed unknowns):
   // each cell weighted by (mu + corr + R soc - R rp) / tau, which is mu / (1 - s) where the
-  // slack is 1 - s and corr and soc are 0. The sums run as in jacobi_scalings().
+  // slack is 1 - s and corr and soc are 0. The sums run as in barrier_weights().
   FASTPID_HD void gradient(double mu) {
     const double* W = nw.W;
     double *gf = nw.grad_f, *gg = nw.grad_g;
