@@ -1070,14 +1070,18 @@ struct Problem {
     shifted_exp(G, n2, 1.0, eG);
   }
 
-  // out[r][y] = exp(x[r][y] + sign shift[y]) over `rows` rows (one vector loop per row).
+  // out[r][y] = exp(x[r][y] + sign shift[y]) over `rows` rows: the exponents row by row, then
+  // their exps in one vector loop over all rows (loops of ny exps per row left the last ny mod
+  // 8 of each row to scalar calls).
   FASTPID_HD void shifted_exp(const double* x, int rows, double sign, double* out) const {
     for (int r = 0; r < rows; ++r) {
       const double* xr = &x[r * ny];
       double* o = &out[r * ny];
       FASTPID_SIMD()
-      for (int y = 0; y < ny; ++y) o[y] = vexp(xr[y] + sign * shift[y]);
+      for (int y = 0; y < ny; ++y) o[y] = xr[y] + sign * shift[y];
     }
+    FASTPID_SIMD()
+    for (int k = 0; k < rows * ny; ++k) out[k] = vexp(out[k]);
   }
 
   // shift[y] = max over the `rows` rows of x[row][y] (0 where all are -inf).
@@ -1347,12 +1351,15 @@ struct Problem {
     shifted_exp(lin, nb, -1.0, ein);
     for (int a = 0; a < na; ++a)
       weighted_rows(&sums[a * ny], transposed ? &Kr[a] : &Kr[a * nb], transposed ? na : 1, ein, ny, nb, ny);
-    // All in one vector loop per row, then the masked and the doubtful entries again.
+    // The logs in one vector loop over all rows, then the rest row by row, then the masked
+    // and the doubtful entries again.
+    FASTPID_SIMD()
+    for (int k = 0; k < na * ny; ++k) out[k] = vlog(sums[k]);
     for (int a = 0; a < na; ++a) {
-      const double *la_ = &lt[a * ny], *sa = &sums[a * ny];
+      const double* la_ = &lt[a * ny];
       double* o = &out[a * ny];
       FASTPID_SIMD()
-      for (int y = 0; y < ny; ++y) o[y] = la_[y] - shift[y] - vlog(sa[y]);
+      for (int y = 0; y < ny; ++y) o[y] = la_[y] - shift[y] - o[y];
     }
     for (int a = 0; a < na; ++a)
       for (int y = 0; y < ny; ++y) {
