@@ -346,48 +346,51 @@ inline void cell_changes512(const double* W, const double* dfi, const double* dg
   }
 }
 
-// Solver::barrier_weights()' pass over the cells of x1 = i for ny <= 16: each cell's W and Wt2
-// and its terms of the Jacobi sums by two masked vectors (the compiled loop took one vector and
-// a scalar remainder with a branch per entry), i's sums kept in registers over the cells. a,
-// a1: eF and p1y of i; eG, p2y: of x2 = 0 on (rows of ny); R, tau: of the cells (i, j); W, Wt2:
-// cell (i, 0)'s first entry on; tf, df (of i) and tg, dg (rows of ny, of x2 = 0 on): the sums.
+// Solver::barrier_weights()' pass over the cells of x1 = i: each cell's W and Wt2 and its
+// terms of the Jacobi sums by masked vectors, sixteen y at a time (the compiled loop took one
+// vector and a scalar remainder with a branch per entry), i's sums kept in registers over the
+// cells. a, a1: eF and p1y of i; eG, p2y: of x2 = 0 on (rows of ny); R, tau: of the cells
+// (i, j); W, Wt2: cell (i, 0)'s first entry on; tf, df (of i) and tg, dg (rows of ny, of x2 = 0
+// on): the sums, each adding its terms in the order of the cells.
 inline void cell_weights512(int n2, int ny, const double* a, const double* a1, const double* eG, const double* p2y,
                             const double* R, const double* tau, double* W, double* Wt2, double* tf, double* df,
                             double* tg, double* dg) {
-  const __mmask8 lo = low_half_mask(ny), hi = high_half_mask(ny);
   const __m512d zero = _mm512_setzero_pd();
-  const __m512d a0 = _mm512_maskz_loadu_pd(lo, a), a8 = _mm512_maskz_loadu_pd(hi, a + 8);
-  const __mmask8 m0 = _mm512_mask_cmp_pd_mask(lo, _mm512_maskz_loadu_pd(lo, a1), zero, _CMP_GT_OQ);
-  const __mmask8 m8 = _mm512_mask_cmp_pd_mask(hi, _mm512_maskz_loadu_pd(hi, a1 + 8), zero, _CMP_GT_OQ);
-  __m512d tf0 = _mm512_maskz_loadu_pd(lo, tf), tf8 = _mm512_maskz_loadu_pd(hi, tf + 8);
-  __m512d df0 = _mm512_maskz_loadu_pd(lo, df), df8 = _mm512_maskz_loadu_pd(hi, df + 8);
-  for (int j = 0; j < n2; ++j) {
-    const size_t k = static_cast<size_t>(j) * ny;
-    const __m512d t = _mm512_set1_pd(R[j]), t2 = _mm512_set1_pd(R[j] / tau[j]);
-    const __mmask8 k0 = _mm512_mask_cmp_pd_mask(m0, _mm512_maskz_loadu_pd(lo, p2y + k), zero, _CMP_GT_OQ);
-    const __m512d w0 = _mm512_maskz_mul_pd(k0, a0, _mm512_maskz_loadu_pd(lo, eG + k));
-    const __m512d v0 = _mm512_mul_pd(t2, w0);
-    _mm512_mask_storeu_pd(W + k, lo, w0);
-    _mm512_mask_storeu_pd(Wt2 + k, lo, v0);
-    tf0 = _mm512_fmadd_pd(t, w0, tf0);
-    df0 = _mm512_fmadd_pd(v0, w0, df0);
-    _mm512_mask_storeu_pd(tg + k, lo, _mm512_fmadd_pd(t, w0, _mm512_maskz_loadu_pd(lo, tg + k)));
-    _mm512_mask_storeu_pd(dg + k, lo, _mm512_fmadd_pd(v0, w0, _mm512_maskz_loadu_pd(lo, dg + k)));
-    if (!hi) continue;
-    const __mmask8 k8 = _mm512_mask_cmp_pd_mask(m8, _mm512_maskz_loadu_pd(hi, p2y + k + 8), zero, _CMP_GT_OQ);
-    const __m512d w8 = _mm512_maskz_mul_pd(k8, a8, _mm512_maskz_loadu_pd(hi, eG + k + 8));
-    const __m512d v8 = _mm512_mul_pd(t2, w8);
-    _mm512_mask_storeu_pd(W + k + 8, hi, w8);
-    _mm512_mask_storeu_pd(Wt2 + k + 8, hi, v8);
-    tf8 = _mm512_fmadd_pd(t, w8, tf8);
-    df8 = _mm512_fmadd_pd(v8, w8, df8);
-    _mm512_mask_storeu_pd(tg + k + 8, hi, _mm512_fmadd_pd(t, w8, _mm512_maskz_loadu_pd(hi, tg + k + 8)));
-    _mm512_mask_storeu_pd(dg + k + 8, hi, _mm512_fmadd_pd(v8, w8, _mm512_maskz_loadu_pd(hi, dg + k + 8)));
+  for (int y0 = 0; y0 < ny; y0 += 16) {
+    const __mmask8 lo = low_half_mask(ny - y0), hi = high_half_mask(ny - y0);
+    const __m512d a0 = _mm512_maskz_loadu_pd(lo, a + y0), a8 = _mm512_maskz_loadu_pd(hi, a + y0 + 8);
+    const __mmask8 m0 = _mm512_mask_cmp_pd_mask(lo, _mm512_maskz_loadu_pd(lo, a1 + y0), zero, _CMP_GT_OQ);
+    const __mmask8 m8 = _mm512_mask_cmp_pd_mask(hi, _mm512_maskz_loadu_pd(hi, a1 + y0 + 8), zero, _CMP_GT_OQ);
+    __m512d tf0 = _mm512_maskz_loadu_pd(lo, tf + y0), tf8 = _mm512_maskz_loadu_pd(hi, tf + y0 + 8);
+    __m512d df0 = _mm512_maskz_loadu_pd(lo, df + y0), df8 = _mm512_maskz_loadu_pd(hi, df + y0 + 8);
+    for (int j = 0; j < n2; ++j) {
+      const size_t k = static_cast<size_t>(j) * ny + y0;
+      const __m512d t = _mm512_set1_pd(R[j]), t2 = _mm512_set1_pd(R[j] / tau[j]);
+      const __mmask8 k0 = _mm512_mask_cmp_pd_mask(m0, _mm512_maskz_loadu_pd(lo, p2y + k), zero, _CMP_GT_OQ);
+      const __m512d w0 = _mm512_maskz_mul_pd(k0, a0, _mm512_maskz_loadu_pd(lo, eG + k));
+      const __m512d v0 = _mm512_mul_pd(t2, w0);
+      _mm512_mask_storeu_pd(W + k, lo, w0);
+      _mm512_mask_storeu_pd(Wt2 + k, lo, v0);
+      tf0 = _mm512_fmadd_pd(t, w0, tf0);
+      df0 = _mm512_fmadd_pd(v0, w0, df0);
+      _mm512_mask_storeu_pd(tg + k, lo, _mm512_fmadd_pd(t, w0, _mm512_maskz_loadu_pd(lo, tg + k)));
+      _mm512_mask_storeu_pd(dg + k, lo, _mm512_fmadd_pd(v0, w0, _mm512_maskz_loadu_pd(lo, dg + k)));
+      if (!hi) continue;
+      const __mmask8 k8 = _mm512_mask_cmp_pd_mask(m8, _mm512_maskz_loadu_pd(hi, p2y + k + 8), zero, _CMP_GT_OQ);
+      const __m512d w8 = _mm512_maskz_mul_pd(k8, a8, _mm512_maskz_loadu_pd(hi, eG + k + 8));
+      const __m512d v8 = _mm512_mul_pd(t2, w8);
+      _mm512_mask_storeu_pd(W + k + 8, hi, w8);
+      _mm512_mask_storeu_pd(Wt2 + k + 8, hi, v8);
+      tf8 = _mm512_fmadd_pd(t, w8, tf8);
+      df8 = _mm512_fmadd_pd(v8, w8, df8);
+      _mm512_mask_storeu_pd(tg + k + 8, hi, _mm512_fmadd_pd(t, w8, _mm512_maskz_loadu_pd(hi, tg + k + 8)));
+      _mm512_mask_storeu_pd(dg + k + 8, hi, _mm512_fmadd_pd(v8, w8, _mm512_maskz_loadu_pd(hi, dg + k + 8)));
+    }
+    _mm512_mask_storeu_pd(tf + y0, lo, tf0);
+    _mm512_mask_storeu_pd(tf + y0 + 8, hi, tf8);
+    _mm512_mask_storeu_pd(df + y0, lo, df0);
+    _mm512_mask_storeu_pd(df + y0 + 8, hi, df8);
   }
-  _mm512_mask_storeu_pd(tf, lo, tf0);
-  _mm512_mask_storeu_pd(tf + 8, hi, tf8);
-  _mm512_mask_storeu_pd(df, lo, df0);
-  _mm512_mask_storeu_pd(df + 8, hi, df8);
 }
 
 // Solver::steps_to_target()'s pass over the C cells, eight at a time (the compiled loop, with
@@ -1742,12 +1745,9 @@ struct Solver {
       const double *a = &pr.eF[i * ny], *a1 = &pr.p1y[i * ny];
       const size_t c0 = static_cast<size_t>(i) * n2;
 #if defined(__AVX512F__) && !defined(__CUDA_ARCH__)
-      if (ny <= 16) {
-        cell_weights512(n2, ny, a, a1, pr.eG, pr.p2y, R + c0, tau + c0, W + c0 * ny, Wt2 + c0 * ny, stf + i * ny,
-                        sdf + i * ny, stg, sdg);
-        continue;
-      }
-#endif
+      cell_weights512(n2, ny, a, a1, pr.eG, pr.p2y, R + c0, tau + c0, W + c0 * ny, Wt2 + c0 * ny, stf + i * ny,
+                      sdf + i * ny, stg, sdg);
+#else
       for (int j = 0; j < n2; ++j) {
         const size_t c = c0 + j, k = c * ny;
         const double t = R[c], t2 = t / tau[c];
@@ -1767,6 +1767,7 @@ struct Solver {
           dg_[y] += v * w;
         }
       }
+#endif
     }
     for (int q = 0; q < n1 * ny; ++q) stf[q] = fixed_f[q] ? 0.0 : 1.0 / sqrt(fp_max(sdf[q] + stf[q], 1e-300));
     for (int q = 0; q < n2 * ny; ++q) stg[q] = fixed_g[q] ? 0.0 : 1.0 / sqrt(fp_max(sdg[q] + stg[q], 1e-300));
