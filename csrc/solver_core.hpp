@@ -364,27 +364,22 @@ inline void cell_weights512(int n2, int ny, const double* a, const double* a1, c
     __m512d tf0 = _mm512_maskz_loadu_pd(lo, tf + y0), tf8 = _mm512_maskz_loadu_pd(hi, tf + y0 + 8);
     __m512d df0 = _mm512_maskz_loadu_pd(lo, df + y0), df8 = _mm512_maskz_loadu_pd(hi, df + y0 + 8);
     for (int j = 0; j < n2; ++j) {
-      const size_t k = static_cast<size_t>(j) * ny + y0;
       const __m512d t = _mm512_set1_pd(R[j]), t2 = _mm512_set1_pd(R[j] / tau[j]);
-      const __mmask8 k0 = _mm512_mask_cmp_pd_mask(m0, _mm512_maskz_loadu_pd(lo, p2y + k), zero, _CMP_GT_OQ);
-      const __m512d w0 = _mm512_maskz_mul_pd(k0, a0, _mm512_maskz_loadu_pd(lo, eG + k));
-      const __m512d v0 = _mm512_mul_pd(t2, w0);
-      _mm512_mask_storeu_pd(W + k, lo, w0);
-      _mm512_mask_storeu_pd(Wt2 + k, lo, v0);
-      tf0 = _mm512_fmadd_pd(t, w0, tf0);
-      df0 = _mm512_fmadd_pd(v0, w0, df0);
-      _mm512_mask_storeu_pd(tg + k, lo, _mm512_fmadd_pd(t, w0, _mm512_maskz_loadu_pd(lo, tg + k)));
-      _mm512_mask_storeu_pd(dg + k, lo, _mm512_fmadd_pd(v0, w0, _mm512_maskz_loadu_pd(lo, dg + k)));
-      if (!hi) continue;
-      const __mmask8 k8 = _mm512_mask_cmp_pd_mask(m8, _mm512_maskz_loadu_pd(hi, p2y + k + 8), zero, _CMP_GT_OQ);
-      const __m512d w8 = _mm512_maskz_mul_pd(k8, a8, _mm512_maskz_loadu_pd(hi, eG + k + 8));
-      const __m512d v8 = _mm512_mul_pd(t2, w8);
-      _mm512_mask_storeu_pd(W + k + 8, hi, w8);
-      _mm512_mask_storeu_pd(Wt2 + k + 8, hi, v8);
-      tf8 = _mm512_fmadd_pd(t, w8, tf8);
-      df8 = _mm512_fmadd_pd(v8, w8, df8);
-      _mm512_mask_storeu_pd(tg + k + 8, hi, _mm512_fmadd_pd(t, w8, _mm512_maskz_loadu_pd(hi, tg + k + 8)));
-      _mm512_mask_storeu_pd(dg + k + 8, hi, _mm512_fmadd_pd(v8, w8, _mm512_maskz_loadu_pd(hi, dg + k + 8)));
+      // One half (eight y from k) of cell (i, j): lanes `lanes`, of which `mass` have P(x1=i, y) > 0.
+      auto half = [&](size_t k, __mmask8 lanes, __mmask8 mass, __m512d av, __m512d& tfv, __m512d& dfv) {
+        const __mmask8 adm = _mm512_mask_cmp_pd_mask(mass, _mm512_maskz_loadu_pd(lanes, p2y + k), zero, _CMP_GT_OQ);
+        const __m512d w = _mm512_maskz_mul_pd(adm, av, _mm512_maskz_loadu_pd(lanes, eG + k));
+        const __m512d v = _mm512_mul_pd(t2, w);
+        _mm512_mask_storeu_pd(W + k, lanes, w);
+        _mm512_mask_storeu_pd(Wt2 + k, lanes, v);
+        tfv = _mm512_fmadd_pd(t, w, tfv);
+        dfv = _mm512_fmadd_pd(v, w, dfv);
+        _mm512_mask_storeu_pd(tg + k, lanes, _mm512_fmadd_pd(t, w, _mm512_maskz_loadu_pd(lanes, tg + k)));
+        _mm512_mask_storeu_pd(dg + k, lanes, _mm512_fmadd_pd(v, w, _mm512_maskz_loadu_pd(lanes, dg + k)));
+      };
+      const size_t k = static_cast<size_t>(j) * ny + y0;
+      half(k, lo, m0, a0, tf0, df0);
+      if (hi) half(k + 8, hi, m8, a8, tf8, df8);
     }
     _mm512_mask_storeu_pd(tf + y0, lo, tf0);
     _mm512_mask_storeu_pd(tf + y0 + 8, hi, tf8);
