@@ -634,6 +634,43 @@ FASTPID_HD inline void gram_update(double* S, int lds, int k, const double* G, i
 // Always inlined, like vlog: a call keeps the `omp simd` sums of x log x scalar.
 FASTPID_HD FASTPID_ALWAYS_INLINE inline double xlogx(double x) { return x > 0 ? x * vlog(x) : 0.0; }
 
+// -sum over k < n of x[k] log x[k] (0 log 0 = 0). With AVX-512 the positive entries are
+// packed, 8 at a time, into a buffer whose logs are taken in one vector loop whenever it
+// fills: the zeros, most of a sparse joint's entries (digits 20x20x10: ~80 %), cost no log.
+FASTPID_HD inline double neg_sum_xlogx(const double* x, size_t n) {
+#if defined(__AVX512F__) && !defined(__CUDA_ARCH__)
+  constexpr int kPacked = 256;
+  alignas(64) double buf[kPacked + 8];
+  double total = 0.0;
+  int m = 0;
+  auto logs = [&] {
+    double s = 0.0;
+    FASTPID_SIMD(reduction(+ : s))
+    for (int k = 0; k < m; ++k) s -= buf[k] * vlog(buf[k]);
+    total += s;
+    m = 0;
+  };
+  size_t k = 0;
+  for (; k + 8 <= n; k += 8) {
+    const __m512d v = _mm512_loadu_pd(x + k);
+    const __mmask8 positive = _mm512_cmp_pd_mask(v, _mm512_setzero_pd(), _CMP_GT_OQ);
+    // The register form: compressing straight to memory is microcoded on AMD's Zen 4.
+    _mm512_storeu_pd(buf + m, _mm512_maskz_compress_pd(positive, v));
+    m += __builtin_popcount(positive);
+    if (m > kPacked - 8) logs();
+  }
+  for (; k < n; ++k)
+    if (x[k] > 0) buf[m++] = x[k];
+  logs();
+  return total;
+#else
+  double s = 0.0;
+  FASTPID_SIMD(reduction(+ : s))
+  for (size_t k = 0; k < n; ++k) s -= xlogx(x[k]);
+  return s;
+#endif
+}
+
 // log(sum_k exp(x(k))) over k < n; -inf when all are -inf.
 template <class F>
 FASTPID_HD inline double logsumexp(int n, F x) {
@@ -994,6 +1031,7 @@ struct Problem {
   const int n1, n2, ny;
   const double* P = nullptr;
   double *p1y, *p2y, *py, *logpy, *la, *lb;
+  double* logpy_rows;  // logpy repeated for each x1 (n1 x ny): factors() in one flat loop
   char *m1, *m2, *cell;
   int ncells = 0;
   // Scratch of the methods below; nothing in them outlives a call.
@@ -1002,6 +1040,7 @@ struct Problem {
   FASTPID_HD Problem(int n1, int n2, int ny, Arena& arena)
       : n1(n1), n2(n2), ny(ny), p1y(arena.doubles(n1 * ny)), p2y(arena.doubles(n2 * ny)),
         py(arena.doubles(ny)), logpy(arena.doubles(ny)), la(arena.doubles(n1 * ny)),
+        logpy_rows(arena.doubles(n1 * ny)),
         lb(arena.doubles(n2 * ny)), m1(arena.bytes(n1 * ny)), m2(arena.bytes(n2 * ny)),
         cell(arena.bytes(n1 * n2)), F(arena.doubles(n1 * ny)), G(arena.doubles(n2 * ny)),
         eF(arena.doubles(n1 * ny)), eG(arena.doubles(n2 * ny)), eGt(arena.doubles(n2 * ny)),
@@ -1018,15 +1057,19 @@ struct Problem {
     fill(p2y, n2 * ny, 0.0);
     fill(py, ny, 0.0);
     for (int i = 0; i < n1; ++i)
-      for (int j = 0; j < n2; ++j)
+      for (int j = 0; j < n2; ++j) {
+        const double* p = &P[(i * n2 + j) * ny];
+        double *a = &p1y[i * ny], *b = &p2y[j * ny];
+        FASTPID_SIMD()
         for (int y = 0; y < ny; ++y) {
-          double p = P[(i * n2 + j) * ny + y];
-          p1y[i * ny + y] += p;
-          p2y[j * ny + y] += p;
+          a[y] += p[y];
+          b[y] += p[y];
         }
+      }
     for (int i = 0; i < n1; ++i)
       for (int y = 0; y < ny; ++y) py[y] += p1y[i * ny + y];
     for (int y = 0; y < ny; ++y) logpy[y] = py[y] > 0 ? vlog(py[y]) : 0.0;
+    for (int i = 0; i < n1; ++i) copy(logpy, ny, &logpy_rows[i * ny]);
     for (int k = 0; k < n1 * ny; ++k) {
       m1[k] = p1y[k] > 0;
       la[k] = m1[k] ? vlog(p1y[k]) - logpy[k % ny] : kNegInf;
@@ -1057,11 +1100,8 @@ struct Problem {
   // so that eF <= 1, and eG <= 1 wherever max s < 1. Cell sums then cost one product each
   // instead of one exp per term. Also leaves F = log p(y) + f and G = g, -inf where masked.
   FASTPID_HD void factors(const double* f, const double* g) const {
-    for (int i = 0; i < n1; ++i) {
-      const int r = i * ny;
-      FASTPID_SIMD()
-      for (int y = 0; y < ny; ++y) F[r + y] = m1[r + y] ? logpy[y] + f[r + y] : kNegInf;
-    }
+    FASTPID_SIMD()
+    for (int k = 0; k < n1 * ny; ++k) F[k] = m1[k] ? logpy_rows[k] + f[k] : kNegInf;
     for (int k = 0; k < n2 * ny; ++k) G[k] = m2[k] ? g[k] : kNegInf;
     max_per_y(F, n1);
     shifted_exp(F, n1, -1.0, eF);
@@ -1166,13 +1206,11 @@ struct Problem {
     return dual_objective(f, g) + shift - top;
   }
 
-  // H(X1,X2,Y) and H(X1,X2) (nats) of masses Q[n1][n2][ny]: -sum x log x over the entries, and
-  // over the cells' sums (left in cell_sum), each one vector loop.
+  // H(X1,X2,Y) and H(X1,X2) (nats) of masses Q[n1][n2][ny]: -sum x log x over the entries
+  // (neg_sum_xlogx()), and over the cells' sums (left in cell_sum) in one vector loop.
   FASTPID_HD void joint_entropies(const double* Q, double& h12y, double& h12) const {
-    const size_t n = static_cast<size_t>(n1) * n2 * ny;
-    double entries = 0, cells = 0;
-    FASTPID_SIMD(reduction(+ : entries))
-    for (size_t k = 0; k < n; ++k) entries -= xlogx(Q[k]);
+    const double entries = neg_sum_xlogx(Q, static_cast<size_t>(n1) * n2 * ny);
+    double cells = 0;
     for (int c = 0; c < n1 * n2; ++c) {
       const double* q = &Q[c * ny];
       double m = 0;
@@ -1186,40 +1224,40 @@ struct Problem {
     h12 = cells;
   }
 
-  // q[i][j] = sum_y P(x1=i, y) P(x2=j, y) / p(y): the cell masses of the proxy Q0.
+  // q[i][j] = sum_y P(x1=i, y) P(x2=j, y) / p(y): the cell masses of the proxy Q0. The
+  // quotients P(x2=j, y) / p(y) first (in d2), n2 ny divisions instead of n1 n2 ny.
   FASTPID_HD void proxy_masses(double* q) const {
+    for (int j = 0; j < n2; ++j) {
+      FASTPID_SIMD()
+      for (int y = 0; y < ny; ++y) d2[j * ny + y] = py[y] > 0 ? p2y[j * ny + y] / py[y] : 0.0;
+    }
     for (int i = 0; i < n1; ++i)
       for (int j = 0; j < n2; ++j) {
-        const double *a = &p1y[i * ny], *b = &p2y[j * ny];
+        const double *a = &p1y[i * ny], *b = &d2[j * ny];
         double m = 0;
         FASTPID_SIMD(reduction(+ : m))
-        for (int y = 0; y < ny; ++y) m += py[y] > 0 ? a[y] * b[y] / py[y] : 0.0;
+        for (int y = 0; y < ny; ++y) m += a[y] * b[y];
         q[i * n2 + j] = m;
       }
   }
 
   // I(X1,X2;Y), I(X1;Y), I(X2;Y) of P, and I of the proxy Q0 = P(x1,y) P(x2,y) / p(y).
   FASTPID_HD void closed_forms(double& mi, double& mi1, double& mi2, double& mi_q0) const {
-    double h12y, h12, h1y = 0, h2y = 0, h1 = 0, h2 = 0, hy = 0, hq12 = 0;
+    double h12y, h12, h1 = 0, h2 = 0, hy = 0;
     joint_entropies(P, h12y, h12);
-    // The proxy's cell masses, then their sum of x log x in one vector loop.
+    // The proxy's cell masses, then their sum of x log x.
     proxy_masses(cell_sum);
-    FASTPID_SIMD(reduction(+ : hq12))
-    for (int c = 0; c < n1 * n2; ++c) hq12 -= xlogx(cell_sum[c]);
+    const double hq12 = neg_sum_xlogx(cell_sum, static_cast<size_t>(n1) * n2);
+    const double h1y = neg_sum_xlogx(p1y, static_cast<size_t>(n1) * ny);
+    const double h2y = neg_sum_xlogx(p2y, static_cast<size_t>(n2) * ny);
     for (int i = 0; i < n1; ++i) {
       double m = 0;
-      for (int y = 0; y < ny; ++y) {
-        h1y -= xlogx(p1y[i * ny + y]);
-        m += p1y[i * ny + y];
-      }
+      for (int y = 0; y < ny; ++y) m += p1y[i * ny + y];
       h1 -= xlogx(m);
     }
     for (int j = 0; j < n2; ++j) {
       double m = 0;
-      for (int y = 0; y < ny; ++y) {
-        h2y -= xlogx(p2y[j * ny + y]);
-        m += p2y[j * ny + y];
-      }
+      for (int y = 0; y < ny; ++y) m += p2y[j * ny + y];
       h2 -= xlogx(m);
     }
     int support_y = 0;
@@ -1359,16 +1397,22 @@ struct Problem {
       FASTPID_SIMD()
       for (int y = 0; y < ny; ++y) o[y] = la_[y] - shift[y] - o[y];
     }
+    // The masked entries in one vector pass, which also counts the doubtful sums (mostly
+    // none; a scalar pass with a branch per entry had done both).
+    int redo = 0;
+    FASTPID_SIMD(reduction(+ : redo))
+    for (int k = 0; k < na * ny; ++k) {
+      out[k] = mout[k] ? out[k] : kNegInf;
+      redo += mout[k] && doubtful(sums[k]);
+    }
+    if (redo == 0) return;
     for (int a = 0; a < na; ++a)
       for (int y = 0; y < ny; ++y) {
         const int k = a * ny + y;
-        if (!mout[k]) {
-          out[k] = kNegInf;
-        } else if (doubtful(sums[k])) {
+        if (mout[k] && doubtful(sums[k]))
           out[k] = lt[k] - logsumexp(nb, [&](int b) {
             return (transposed ? logR[b * na + a] : logR[a * nb + b]) + lin[b * ny + y];
           });
-        }
       }
   }
 
@@ -1410,6 +1454,10 @@ struct NewtonScratch {
   double *W, *Wt2, *oms;
   // Gradient and Jacobi scaling of the f and g unknowns (the scaled system is solved).
   double *grad_f, *sf, *grad_g, *sg;
+  // The diagonal parts of the f- and g-blocks before scaling: sum_j R W per (x1, y) and
+  // sum_i R W per (x2, y), summed once per point by Solver::barrier_weights() (each had been
+  // summed again per unknown, a chain of scalar multiply-adds).
+  double *hf, *hg;
   // The Schur elimination (empty with lowrank): the Schur complement over the free g
   // unknowns only (k x k, k = Solver::free_count) and its right-hand side (n2 ny); the free
   // unknowns in order, free_g[l] = j ny + z, their z (free_z), where each j's run of them
@@ -1462,7 +1510,7 @@ struct NewtonScratch {
   FASTPID_HD NewtonScratch(int n1, int n2, int ny, bool schur, bool lowrank, bool gram, Arena& arena)
       : W(arena.doubles(n1 * n2 * ny)), Wt2(arena.doubles(n1 * n2 * ny)), oms(arena.doubles(n1 * n2)),
         grad_f(arena.doubles(n1 * ny)), sf(arena.doubles(n1 * ny)), grad_g(arena.doubles(n2 * ny)),
-        sg(arena.doubles(n2 * ny)),
+        sg(arena.doubles(n2 * ny)), hf(arena.doubles(n1 * ny)), hg(arena.doubles(n2 * ny)),
         S(arena.doubles(schur ? static_cast<size_t>(n2 * ny) * (n2 * ny) : 0)),
         rhs(arena.doubles(schur ? n2 * ny : 0)),
         free_g(reinterpret_cast<int*>(arena.bytes(schur ? sizeof(int) * n2 * ny : 0))),
@@ -1520,6 +1568,7 @@ struct Solver {
   double* corr;  // per cell: the corrector's term added to the target mu (0 outside it)
   double* soc;   // per cell: the corrector's term added to the linearised s (0 outside it)
   double* cw;    // per cell: gradient()'s weight of W
+  int* gauge_j;  // per y: the x2 whose g is fixed against the gauge (gauge_x2())
   int free_count = 0;  // free g unknowns of the factorised Schur complement
   int gram_done = 0;   // rows of nw.Gc already in S (gram_flush())
   double* best_q = nullptr;  // if set: the feasible coupling behind the current upper bound
@@ -1534,7 +1583,8 @@ struct Solver {
         lst(arena.doubles(n1 * n2)), df(arena.doubles(n1 * ny)), dg(arena.doubles(n2 * ny)),
         lr(arena.doubles(n1 * n2)), fp(arena.doubles(n1 * ny)), gp(arena.doubles(n2 * ny)),
         Kr(arena.doubles(n1 * n2)), nw(n1, n2, ny, opt.newton && !opt.lowrank, opt.newton && opt.lowrank, opt.gram, arena),
-        corr(arena.doubles(n1 * n2)), soc(arena.doubles(n1 * n2)), cw(arena.doubles(n1 * n2)) {}
+        corr(arena.doubles(n1 * n2)), soc(arena.doubles(n1 * n2)), cw(arena.doubles(n1 * n2)),
+        gauge_j(reinterpret_cast<int*>(arena.bytes(sizeof(int) * ny))) {}
 
   // closed (unless null): the four closed forms of closed_forms_one(), which the bracket
   // starts from.
@@ -1643,7 +1693,10 @@ struct Solver {
   FASTPID_HD void gauge_fix() {
     for (int k = 0; k < n1 * ny; ++k) fixed_f[k] = !pr.m1[k];
     for (int k = 0; k < n2 * ny; ++k) fixed_g[k] = !pr.m2[k];
-    for (int y = 0; y < ny; ++y) fixed_g[gauge_x2(pr.p2y, n2, ny, y) * ny + y] = 1;
+    for (int y = 0; y < ny; ++y) {
+      gauge_j[y] = gauge_x2(pr.p2y, n2, ny, y);
+      fixed_g[gauge_j[y] * ny + y] = 1;
+    }
     if (!opt.lowrank) list_free_g();
   }
 
@@ -1721,13 +1774,13 @@ struct Solver {
       if (fixed_g[q]) rhs[q] = 0.0;
   }
 
-  // W, Wt2, oms (see NewtonScratch) and rp at the current point, and the Jacobi scalings
-  // 1 / sqrt(diag H) of the f and g unknowns (0 on fixed ones), whose sums run with y
-  // innermost, each in the order of the cells (grad_f and grad_g hold the sums of sd until
+  // W, Wt2, oms, hf and hg (see NewtonScratch) and rp at the current point, and the Jacobi
+  // scalings 1 / sqrt(diag H) of the f and g unknowns (0 on fixed ones), whose sums run with
+  // y innermost, each in the order of the cells (grad_f and grad_g hold the sums of sd until
   // gradient() overwrites them).
   FASTPID_HD void barrier_weights() {
     double *W = nw.W, *Wt2 = nw.Wt2;
-    double *stf = nw.sf, *sdf = nw.grad_f, *stg = nw.sg, *sdg = nw.grad_g;
+    double *stf = nw.hf, *sdf = nw.grad_f, *stg = nw.hg, *sdg = nw.grad_g;
     pr.factors(f, g);
     FASTPID_SIMD()
     for (int c = 0; c < n1 * n2; ++c) rp[c] = pr.cell[c] ? -vexpm1(ls[c]) - tau[c] : 0.0;
@@ -1764,8 +1817,14 @@ struct Solver {
       }
 #endif
     }
-    for (int q = 0; q < n1 * ny; ++q) stf[q] = fixed_f[q] ? 0.0 : 1.0 / sqrt(fp_max(sdf[q] + stf[q], 1e-300));
-    for (int q = 0; q < n2 * ny; ++q) stg[q] = fixed_g[q] ? 0.0 : 1.0 / sqrt(fp_max(sdg[q] + stg[q], 1e-300));
+    // The fixed unknowns by compares of the marginals, then the gauge's (as in gradient()):
+    // with the byte masks these loops were scalar.
+    double *sf = nw.sf, *sg = nw.sg;
+    FASTPID_SIMD()
+    for (int q = 0; q < n1 * ny; ++q) sf[q] = pr.p1y[q] > 0.0 ? 1.0 / sqrt(fp_max(sdf[q] + stf[q], 1e-300)) : 0.0;
+    FASTPID_SIMD()
+    for (int q = 0; q < n2 * ny; ++q) sg[q] = pr.p2y[q] > 0.0 ? 1.0 / sqrt(fp_max(sdg[q] + stg[q], 1e-300)) : 0.0;
+    for (int y = 0; y < ny; ++y) sg[gauge_j[y] * ny + y] = 0.0;
   }
 
   // Right-hand sides of the primal-dual Newton system for f and g (0 on fixed unknowns):
@@ -1782,8 +1841,12 @@ struct Solver {
       weighted_rows(&gf[i * ny], &cw[i * n2], 1, &W[static_cast<size_t>(i) * n2 * ny], ny, n2, ny);
     for (int j = 0; j < n2; ++j)
       weighted_rows(&gg[j * ny], &cw[j], n2, &W[static_cast<size_t>(j) * ny], static_cast<size_t>(n2) * ny, n1, ny);
-    for (int q = 0; q < n1 * ny; ++q) gf[q] = fixed_f[q] ? 0.0 : pr.p1y[q] - gf[q];
-    for (int q = 0; q < n2 * ny; ++q) gg[q] = fixed_g[q] ? 0.0 : pr.p2y[q] - gg[q];
+    // fixed_f is P(x1, y) = 0, fixed_g P(x2, y) = 0 or the gauge's (gauge_fix()).
+    FASTPID_SIMD()
+    for (int q = 0; q < n1 * ny; ++q) gf[q] = pr.p1y[q] > 0.0 ? pr.p1y[q] - gf[q] : 0.0;
+    FASTPID_SIMD()
+    for (int q = 0; q < n2 * ny; ++q) gg[q] = pr.p2y[q] > 0.0 ? pr.p2y[q] - gg[q] : 0.0;
+    for (int y = 0; y < ny; ++y) gg[gauge_j[y] * ny + y] = 0.0;
   }
 
   // S = blockdiag(hgg) over the free g unknowns: the g-block before any f-block is
@@ -1814,9 +1877,7 @@ struct Solver {
           const double v = at ? blk[(a - gs[j]) * nj + b - gs[j]] : blk[y * ny + fz[b]];
           Sa[b] = v * sj[y] * sj[fz[b]];
         }
-        double st = 0;
-        for (int i = 0; i < n1; ++i) st += R[i * n2 + j] * W[(i * n2 + j) * ny + y];
-        Sa[a] += sj[y] * sj[y] * st;
+        Sa[a] += sj[y] * sj[y] * nw.hg[j * ny + y];
       }
     }
   }
@@ -1959,10 +2020,8 @@ struct Solver {
   // H_i's diagonal part at (y, y), Jacobi-scaled: sf^2 sum_j R_ij W_ij[y] (1 for a fixed f
   // unknown).
   FASTPID_HD double f_block_diagonal(int i, int y) const {
-    double st = 0;
-    for (int j = 0; j < n2; ++j) st += R[i * n2 + j] * nw.W[(i * n2 + j) * ny + y];
     const int q = i * ny + y;
-    return nw.sf[q] * nw.sf[q] * st + (fixed_f[q] ? 1.0 : 0.0);
+    return nw.sf[q] * nw.sf[q] * nw.hf[q] + (fixed_f[q] ? 1.0 : 0.0);
   }
 
   // H_i's product form in nw.H's block i (ny^2 doubles; see product_form_suits()): H_i = D +

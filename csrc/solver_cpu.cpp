@@ -144,14 +144,24 @@ bool prepare_batch(const double* P, int64_t B, int n1, int n2, int ny, double ne
     std::fill(mass1.begin(), mass1.end(), 0);
     std::fill(mass2.begin(), mass2.end(), 0);
     double* q = out + b * cells;
-    double eps = 0.0;  // the negligible masses, dropped (fastpid._certify.drop_negligible)
+    // The divisions and the counts of invalid (negative, NaN) and negligible masses in one
+    // vector loop (with the early return inside it, a scalar division per entry).
+    int64_t invalid = 0, small = 0;
+    FASTPID_SIMD(reduction(+ : invalid, small))
     for (int64_t k = 0; k < cells; ++k) {
       const double x = p[k] / t;
-      if (!(x >= 0.0)) return false;  // NaN fails too
-      const bool small = x > 0.0 && x < negligible;
-      eps += small ? x : 0.0;
-      q[k] = small ? 0.0 : x;
+      q[k] = x;
+      invalid += !(x >= 0.0);  // NaN counts too
+      small += x > 0.0 && x < negligible;
     }
+    if (invalid) return false;
+    double eps = 0.0;  // the negligible masses, dropped (fastpid._certify.drop_negligible)
+    if (small)
+      for (int64_t k = 0; k < cells; ++k) {
+        const bool tiny = q[k] > 0.0 && q[k] < negligible;
+        eps += tiny ? q[k] : 0.0;
+        q[k] = tiny ? 0.0 : q[k];
+      }
     dropped[b] = eps;
     if (eps > 0.0) {  // renormalised, as the general route does
       double kept = 0.0;
@@ -160,6 +170,7 @@ bool prepare_batch(const double* P, int64_t B, int n1, int n2, int ny, double ne
     }
     for (int i = 0; i < n1; ++i)
       for (int j = 0; j < n2; ++j)
+        FASTPID_SIMD()
         for (int y = 0; y < ny; ++y) {
           const bool mass = q[(static_cast<int64_t>(i) * n2 + j) * ny + y] > 0.0;
           mass1[i * ny + y] |= mass;
