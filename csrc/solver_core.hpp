@@ -1040,8 +1040,8 @@ struct Problem {
   FASTPID_HD Problem(int n1, int n2, int ny, Arena& arena)
       : n1(n1), n2(n2), ny(ny), p1y(arena.doubles(n1 * ny)), p2y(arena.doubles(n2 * ny)),
         py(arena.doubles(ny)), logpy(arena.doubles(ny)), la(arena.doubles(n1 * ny)),
-        logpy_rows(arena.doubles(n1 * ny)),
-        lb(arena.doubles(n2 * ny)), m1(arena.bytes(n1 * ny)), m2(arena.bytes(n2 * ny)),
+        lb(arena.doubles(n2 * ny)), logpy_rows(arena.doubles(n1 * ny)), m1(arena.bytes(n1 * ny)),
+        m2(arena.bytes(n2 * ny)),
         cell(arena.bytes(n1 * n2)), F(arena.doubles(n1 * ny)), G(arena.doubles(n2 * ny)),
         eF(arena.doubles(n1 * ny)), eG(arena.doubles(n2 * ny)), eGt(arena.doubles(n2 * ny)),
         shift(arena.doubles(ny)),
