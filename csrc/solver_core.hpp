@@ -324,6 +324,31 @@ inline void combine_runs512(const double* x, const double* v, int ny, const int*
   }
 }
 
+// Solver::combine_free() for ny <= 16 and at most 32 runs: out[l] = x[j] wc[l] + v[z] dc[l]
+// over the first `count` free unknowns l = (j, z) (fj, fz), eight at a time whatever their
+// runs, x[j] and v[z] picked from registers by permutes: runs of ~4 unknowns (sparse joints)
+// had each taken a masked vector of combine_runs512(). The same products in the same order.
+inline void combine_flat512(const double* x, const double* v, int ny, int runs, const int* fj, const int* fz,
+                            const double* wc, const double* dc, int count, double* out) {
+  const __m512d v0 = _mm512_maskz_loadu_pd(low_half_mask(ny), v);
+  const __m512d v1 = _mm512_maskz_loadu_pd(high_half_mask(ny), v + 8);
+  const __m512d x0 = _mm512_maskz_loadu_pd(low_half_mask(runs), x);
+  const __m512d x1 = _mm512_maskz_loadu_pd(high_half_mask(runs), x + 8);
+  const bool upper = runs > 16;  // x[16 ..] in two more registers
+  const __m512d x2 = _mm512_maskz_loadu_pd(upper ? low_half_mask(runs - 16) : 0, x + 16);
+  const __m512d x3 = _mm512_maskz_loadu_pd(upper ? high_half_mask(runs - 16) : 0, x + 24);
+  const __m512i sixteen = _mm512_set1_epi64(16);
+  for (int l = 0; l < count; l += 8) {
+    const __mmask8 m = low_half_mask(count - l);
+    const __m512i j = _mm512_cvtepi32_epi64(_mm256_maskz_loadu_epi32(m, fj + l));
+    const __m512i z = _mm512_cvtepi32_epi64(_mm256_maskz_loadu_epi32(m, fz + l));
+    __m512d xj = _mm512_permutex2var_pd(x0, j, x1);
+    if (upper) xj = _mm512_mask_mov_pd(xj, _mm512_cmpge_epi64_mask(j, sixteen), _mm512_permutex2var_pd(x2, j, x3));
+    const __m512d t = _mm512_mul_pd(_mm512_permutex2var_pd(v0, z, v1), _mm512_maskz_loadu_pd(m, dc + l));
+    _mm512_mask_storeu_pd(out + l, m, _mm512_fmadd_pd(xj, _mm512_maskz_loadu_pd(m, wc + l), t));
+  }
+}
+
 // Solver::row_changes() for ny <= 16: each cell's two sums by masked vectors, then two
 // horizontal sums (the compiled loop was a chain of scalar multiply-adds per cell).
 inline void cell_changes512(const double* W, const double* dfi, const double* dg, int n2, int ny, double* ds,
@@ -1465,6 +1490,7 @@ struct NewtonScratch {
   // (wc, dc).
   double *S, *rhs;
   int *free_g, *free_z, *g_start;
+  int* free_j;  // the x2 of each free unknown (combine_flat512())
   double *wc, *dc;
   // Of every i (n1 blocks each, ny^2 doubles): the factor of H_i, kept for the right-hand
   // sides (with gram over the free f unknowns of i only: nf x nf, nf = gram_row[i + 1] -
@@ -1516,6 +1542,7 @@ struct NewtonScratch {
         free_g(reinterpret_cast<int*>(arena.bytes(schur ? sizeof(int) * n2 * ny : 0))),
         free_z(reinterpret_cast<int*>(arena.bytes(schur ? sizeof(int) * n2 * ny : 0))),
         g_start(reinterpret_cast<int*>(arena.bytes(schur ? sizeof(int) * (n2 + 1) : 0))),
+        free_j(reinterpret_cast<int*>(arena.bytes(schur ? sizeof(int) * n2 * ny : 0))),
         wc(arena.doubles(schur ? n2 * ny : 0)), dc(arena.doubles(schur ? n2 * ny : 0)),
         H(arena.doubles(schur ? n1 * ny * ny : 0)),
         a(arena.doubles(schur && !gram ? n2 * ny : 0)), alpha(arena.doubles(schur && !gram ? n2 * n2 : 0)),
@@ -1711,6 +1738,7 @@ struct Solver {
       for (int z = 0; z < ny; ++z)
         if (!fixed_g[j * ny + z]) {
           nw.free_g[k] = j * ny + z;
+          nw.free_j[k] = j;
           nw.free_z[k++] = z;
         }
     }
@@ -2219,6 +2247,7 @@ struct Solver {
     const int *gs = nw.g_start, *fz = nw.free_z;
     const double *wc = nw.wc, *dc = nw.dc;
 #if defined(__AVX512F__) && !defined(__CUDA_ARCH__)
+    if (ny <= 16 && runs <= 32) return combine_flat512(x, v, ny, runs, nw.free_j, fz, wc, dc, gs[runs], out);
     if (ny <= 16) return combine_runs512(x, v, ny, gs, fz, wc, dc, runs, out);
 #endif
     for (int j = 0; j < runs; ++j) {
