@@ -491,6 +491,9 @@ struct OuterRows4 {
 };
 #endif
 
+// A row of n doubles padded to whole AVX-512 vectors (gram_rows()' substitution).
+FASTPID_HD inline int padded_row(int n) { return (n + 7) / 8 * 8; }
+
 // out[y] = sum over b < nb of w[b ws] rows[b rs + y] for y < ny, terms with w 0 skipped: the
 // sums of the Sinkhorn half-steps (Problem::half_step), of log s and of the Newton gradient.
 // Subtract: out[y] -= each term in turn instead, none skipped (the Cholesky panels, the Gram
@@ -533,6 +536,35 @@ FASTPID_HD inline void weighted_rows(double* out, const double* w, size_t ws, co
   }
 #endif
 }
+
+#if defined(__AVX512F__) && !defined(__CUDA_ARCH__)
+// X_r = (X_r - sum over b < r of L[r][b] X_b) / L[r][r] for the rows r < n of X (stride ld, a
+// multiple of 8: whole vectors, their padding included), L lower triangular n x n: the
+// forward substitution of weighted_rows<true>() and a scaling, the same operations in the same
+// order. Each row's vectors are loaded and stored whole, once: a row's masked or scalar stores
+// followed at once by a load across them cannot be forwarded, and those stalls had taken half
+// of a dense 30x3x10 f-block's substitution.
+inline void substitute_rows512(double* X, const double* L, int n, int ld) {
+  for (int r = 0; r < n; ++r) {
+    const double* Lr = L + static_cast<size_t>(r) * n;
+    const __m512d inv = _mm512_set1_pd(1.0 / Lr[r]);
+    double* Xr = X + static_cast<size_t>(r) * ld;
+    for (int c = 0; c < ld; c += 16) {
+      const bool two = c + 8 < ld;
+      __m512d s0 = _mm512_loadu_pd(Xr + c);
+      __m512d s1 = two ? _mm512_loadu_pd(Xr + c + 8) : _mm512_setzero_pd();
+      for (int b = 0; b < r; ++b) {
+        const __m512d rv = _mm512_set1_pd(Lr[b]);
+        const double* Xb = X + static_cast<size_t>(b) * ld + c;
+        s0 = _mm512_fnmadd_pd(rv, _mm512_loadu_pd(Xb), s0);
+        if (two) s1 = _mm512_fnmadd_pd(rv, _mm512_loadu_pd(Xb + 8), s1);
+      }
+      _mm512_storeu_pd(Xr + c, _mm512_mul_pd(s0, inv));
+      if (two) _mm512_storeu_pd(Xr + c + 8, _mm512_mul_pd(s1, inv));
+    }
+  }
+}
+#endif
 
 // out[y] = sum over q < n of a[q as + y] b[q bs + y] for y < ny, the terms in the order of q:
 // the low-rank elimination's products of D_y^-1 with a vector for every y at once. With
@@ -1546,7 +1578,7 @@ struct NewtonScratch {
         wc(arena.doubles(schur ? n2 * ny : 0)), dc(arena.doubles(schur ? n2 * ny : 0)),
         H(arena.doubles(schur ? n1 * ny * ny : 0)),
         a(arena.doubles(schur && !gram ? n2 * ny : 0)), alpha(arena.doubles(schur && !gram ? n2 * n2 : 0)),
-        rhs_many(arena.doubles(schur ? ny * (n2 + ny) : 0)),
+        rhs_many(arena.doubles(schur ? ny * padded_row(n2 + ny) : 0)),
         A(arena.doubles(schur && !gram ? static_cast<size_t>(n2) * n2 * ny : 0)),
         B(arena.doubles(schur && !gram ? static_cast<size_t>(ny) * n2 * ny : 0)),
         u(arena.doubles(schur && !gram ? n1 * n2 * ny : 0)),
@@ -2279,27 +2311,34 @@ struct Solver {
     const int* fy = nw.free_f + r0;
     const double* Wt2 = nw.Wt2 + static_cast<size_t>(i) * n2 * ny;
     const double* L = nw.H + static_cast<size_t>(i) * ny * ny;
-    // Row r (free y = fy[r]) of X = L_i^-1 [a_0[y] .. a_{n2-1}[y] | e_y], n2 + ny long: U's
-    // row, then Li's (0 at the fixed z); the substitution subtracts every earlier row in turn
-    // (weighted_rows<true>(), in registers).
-    const int m = n2 + ny;
+    // Row r (free y = fy[r]) of X = L_i^-1 [a_0[y] .. a_{n2-1}[y] | e_y], n2 + ny long (rows
+    // padded with zeros to mp): U's row, then Li's (0 at the fixed z). Every row is set
+    // before the substitution, which subtracts every earlier row in turn.
+    const int m = n2 + ny, mp = padded_row(m);
     double* X = nw.rhs_many;
     for (int r = 0; r < nf; ++r) {
       const int y = fy[r];
-      double* Xr = &X[r * m];
+      double* Xr = &X[r * mp];
       const double sy = nw.sf[i * ny + y];
       for (int j = 0; j < n2; ++j) Xr[j] = sy * Wt2[j * ny + y];  // a_j[y]
-      for (int z = 0; z < ny; ++z) Xr[n2 + z] = y == z ? 1.0 : 0.0;
+      for (int z = n2; z < mp; ++z) Xr[z] = z == n2 + y ? 1.0 : 0.0;
+    }
+#if defined(__AVX512F__) && !defined(__CUDA_ARCH__)
+    substitute_rows512(X, L, nf, mp);
+#else
+    for (int r = 0; r < nf; ++r) {
+      double* Xr = &X[r * mp];
       const double* Lr = L + static_cast<size_t>(r) * nf;
-      weighted_rows<true>(Xr, Lr, 1, X, m, r, m);
+      weighted_rows<true>(Xr, Lr, 1, X, mp, r, m);
       const double inv = 1.0 / Lr[r];
       FASTPID_SIMD()
       for (int q = 0; q < m; ++q) Xr[q] *= inv;
     }
+#endif
     if (nw.gram_row[i + 1] - gram_done > nw.gram_cap) gram_flush(r0);
     double* row = nw.Gc + static_cast<size_t>(r0) * ld;
     for (int r = 0; r < nf; ++r) {
-      combine_free(&X[r * m], &X[r * m + n2], n2, row);
+      combine_free(&X[r * mp], &X[r * mp + n2], n2, row);
       for (int l = k; l < kp; ++l) row[l] = 0.0;  // the tiles' padding
       row += ld;
     }
