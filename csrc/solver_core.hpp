@@ -566,6 +566,37 @@ inline void substitute_rows512(double* X, const double* L, int n, int ld) {
 }
 #endif
 
+#if defined(__AVX512F__) && !defined(__CUDA_ARCH__)
+// t[r] -= G_r . x for the rows r < rows of G (stride ld, zeros from k to the next multiple of
+// 8), four rows at a time, each dot product's lanes summed in registers (the compiled
+// reduction went through the stack, a chain of eight scalar additions per row).
+inline void subtract_row_dots512(const double* G, int ld, int rows, const double* x, int k, double* t) {
+  int r = 0;
+  for (; r + 4 <= rows; r += 4) {
+    const double* G0 = G + static_cast<size_t>(r) * ld;
+    __m512d a0 = _mm512_setzero_pd(), a1 = a0, a2 = a0, a3 = a0;
+    for (int l = 0; l < k; l += 8) {
+      const __m512d xv = _mm512_maskz_loadu_pd(low_half_mask(k - l), x + l);
+      a0 = _mm512_fmadd_pd(_mm512_loadu_pd(G0 + l), xv, a0);
+      a1 = _mm512_fmadd_pd(_mm512_loadu_pd(G0 + ld + l), xv, a1);
+      a2 = _mm512_fmadd_pd(_mm512_loadu_pd(G0 + 2 * ld + l), xv, a2);
+      a3 = _mm512_fmadd_pd(_mm512_loadu_pd(G0 + 3 * ld + l), xv, a3);
+    }
+    t[r] -= _mm512_reduce_add_pd(a0);
+    t[r + 1] -= _mm512_reduce_add_pd(a1);
+    t[r + 2] -= _mm512_reduce_add_pd(a2);
+    t[r + 3] -= _mm512_reduce_add_pd(a3);
+  }
+  for (; r < rows; ++r) {
+    const double* Gr = G + static_cast<size_t>(r) * ld;
+    __m512d a = _mm512_setzero_pd();
+    for (int l = 0; l < k; l += 8)
+      a = _mm512_fmadd_pd(_mm512_loadu_pd(Gr + l), _mm512_maskz_loadu_pd(low_half_mask(k - l), x + l), a);
+    t[r] -= _mm512_reduce_add_pd(a);
+  }
+}
+#endif
+
 // out[y] = sum over q < n of a[q as + y] b[q bs + y] for y < ny, the terms in the order of q:
 // the low-rank elimination's products of D_y^-1 with a vector for every y at once. With
 // AVX-512, sixteen columns at a time with their sums in registers over all q, as in
@@ -2753,6 +2784,9 @@ struct Solver {
     const int k = free_count, rows = nw.gram_row[n1], ld = nw.gram_ld;
     double *t = nw.gv, *yg = nw.gk;
     for (int l = 0; l < k; ++l) yg[l] = nw.rhs[nw.free_g[l]];
+#if defined(__AVX512F__) && !defined(__CUDA_ARCH__)
+    subtract_row_dots512(nw.Gc, ld, rows, yg, k, t);
+#else
     for (int r = 0; r < rows; ++r) {
       const double* Gr = nw.Gc + static_cast<size_t>(r) * ld;
       double s = 0;
@@ -2760,6 +2794,7 @@ struct Solver {
       for (int l = 0; l < k; ++l) s += Gr[l] * yg[l];
       t[r] -= s;
     }
+#endif
     fill(df, static_cast<size_t>(n1) * ny, 0.0);  // fixed f unknowns
     for (int i = 0; i < n1; ++i) {
       const int r0 = nw.gram_row[i], nf = nw.gram_row[i + 1] - r0;
