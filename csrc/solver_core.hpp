@@ -375,11 +375,10 @@ inline void cell_changes512(const double* W, const double* dfi, const double* dg
 // terms of the Jacobi sums by masked vectors, sixteen y at a time (the compiled loop took one
 // vector and a scalar remainder with a branch per entry), i's sums kept in registers over the
 // cells. a, a1: eF and p1y of i; eG, p2y: of x2 = 0 on (rows of ny); R, tau: of the cells
-// (i, j); W, Wt2: cell (i, 0)'s first entry on; tf, df (of i) and tg, dg (rows of ny, of x2 = 0
-// on): the sums, each adding its terms in the order of the cells.
+// (i, j); W, Wt2: cell (i, 0)'s first entry on; tf, df (of i): the sums, each adding its terms
+// in the order of the cells (the sums over x1 follow in column_sums512()).
 inline void cell_weights512(int n2, int ny, const double* a, const double* a1, const double* eG, const double* p2y,
-                            const double* R, const double* tau, double* W, double* Wt2, double* tf, double* df,
-                            double* tg, double* dg) {
+                            const double* R, const double* tau, double* W, double* Wt2, double* tf, double* df) {
   const __m512d zero = _mm512_setzero_pd();
   for (int y0 = 0; y0 < ny; y0 += 16) {
     const __mmask8 lo = low_half_mask(ny - y0), hi = high_half_mask(ny - y0);
@@ -399,8 +398,6 @@ inline void cell_weights512(int n2, int ny, const double* a, const double* a1, c
         _mm512_mask_storeu_pd(Wt2 + k, lanes, v);
         tfv = _mm512_fmadd_pd(t, w, tfv);
         dfv = _mm512_fmadd_pd(v, w, dfv);
-        _mm512_mask_storeu_pd(tg + k, lanes, _mm512_fmadd_pd(t, w, _mm512_maskz_loadu_pd(lanes, tg + k)));
-        _mm512_mask_storeu_pd(dg + k, lanes, _mm512_fmadd_pd(v, w, _mm512_maskz_loadu_pd(lanes, dg + k)));
       };
       const size_t k = static_cast<size_t>(j) * ny + y0;
       half(k, lo, m0, a0, tf0, df0);
@@ -411,6 +408,32 @@ inline void cell_weights512(int n2, int ny, const double* a, const double* a1, c
     _mm512_mask_storeu_pd(df + y0, lo, df0);
     _mm512_mask_storeu_pd(df + y0 + 8, hi, df8);
   }
+}
+
+// Barrier_weights()' sums over x1 for every (x2, y): tg = sum_i R W, dg = sum_i Wt2 W, i in
+// order, sixteen y at a time in registers (summed into memory per cell, each load had waited
+// on the masked store of the row before: the CPU does not forward from masked stores).
+inline void column_sums512(int n1, int n2, int ny, const double* R, const double* W, const double* Wt2, double* tg,
+                           double* dg) {
+  for (int j = 0; j < n2; ++j)
+    for (int y0 = 0; y0 < ny; y0 += 16) {
+      const __mmask8 lo = low_half_mask(ny - y0), hi = high_half_mask(ny - y0);
+      __m512d t0 = _mm512_setzero_pd(), t8 = t0, d0 = t0, d8 = t0;
+      for (int i = 0; i < n1; ++i) {
+        const size_t c = static_cast<size_t>(i) * n2 + j, k = c * ny + y0;
+        const __m512d t = _mm512_set1_pd(R[c]);
+        const __m512d w0 = _mm512_maskz_loadu_pd(lo, W + k), w8 = _mm512_maskz_loadu_pd(hi, W + k + 8);
+        t0 = _mm512_fmadd_pd(t, w0, t0);
+        d0 = _mm512_fmadd_pd(_mm512_maskz_loadu_pd(lo, Wt2 + k), w0, d0);
+        t8 = _mm512_fmadd_pd(t, w8, t8);
+        d8 = _mm512_fmadd_pd(_mm512_maskz_loadu_pd(hi, Wt2 + k + 8), w8, d8);
+      }
+      const size_t q = static_cast<size_t>(j) * ny + y0;
+      _mm512_mask_storeu_pd(tg + q, lo, t0);
+      _mm512_mask_storeu_pd(tg + q + 8, hi, t8);
+      _mm512_mask_storeu_pd(dg + q, lo, d0);
+      _mm512_mask_storeu_pd(dg + q + 8, hi, d8);
+    }
 }
 
 // Solver::steps_to_target()'s pass over the C cells, eight at a time (the compiled loop, with
@@ -1890,14 +1913,16 @@ struct Solver {
     copy(tau, static_cast<size_t>(n1) * n2, nw.oms);
     fill(stf, static_cast<size_t>(n1) * ny, 0.0);
     fill(sdf, static_cast<size_t>(n1) * ny, 0.0);
+#if !defined(__AVX512F__) || defined(__CUDA_ARCH__)
     fill(stg, static_cast<size_t>(n2) * ny, 0.0);
     fill(sdg, static_cast<size_t>(n2) * ny, 0.0);
+#endif
     for (int i = 0; i < n1; ++i) {
       const double *a = &pr.eF[i * ny], *a1 = &pr.p1y[i * ny];
       const size_t c0 = static_cast<size_t>(i) * n2;
 #if defined(__AVX512F__) && !defined(__CUDA_ARCH__)
       cell_weights512(n2, ny, a, a1, pr.eG, pr.p2y, R + c0, tau + c0, W + c0 * ny, Wt2 + c0 * ny, stf + i * ny,
-                      sdf + i * ny, stg, sdg);
+                      sdf + i * ny);
 #else
       for (int j = 0; j < n2; ++j) {
         const size_t c = c0 + j, k = c * ny;
@@ -1920,6 +1945,9 @@ struct Solver {
       }
 #endif
     }
+#if defined(__AVX512F__) && !defined(__CUDA_ARCH__)
+    column_sums512(n1, n2, ny, R, W, Wt2, stg, sdg);
+#endif
     // The fixed unknowns by compares of the marginals, then the gauge's (as in gradient()):
     // with the byte masks these loops were scalar.
     double *sf = nw.sf, *sg = nw.sg;
