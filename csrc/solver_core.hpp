@@ -911,6 +911,46 @@ FASTPID_HD inline void transpose_panel(double* A, int n, double* Pt, int ld, int
 // an axpy over the rows, then update the trailing matrix with the whole block at once by the
 // Gram product's register tiles (gram_update), which read the matrix once per block instead
 // of once per column. Same result up to the order of the sums.
+#if defined(__AVX512F__) && !defined(__CUDA_ARCH__)
+// Column k of cholesky_attempt_blocked()'s panel (row k - kb of Pt, stride ld >= n + 16):
+// Pk[r] -= Pp[k] Pp[r] for the panel's earlier columns p in turn, then the pivot's square root
+// and the entries below it scaled, over r >= k, the same operations in the same order as the
+// row passes, sixteen rows at a time from the multiple of eight at or below k (entries above k
+// stored back as they were). Every column's vectors thus start at the same offsets, so a later
+// column's loads meet whole earlier stores, which the CPU forwards (from k itself they straddled
+// two, and waited for them to reach the cache). False where the pivot is not positive.
+inline bool panel_column512(double* Pt, int ld, int n, int kb, int k) {
+  double* Pk = Pt + static_cast<size_t>(k - kb) * ld;
+  const int r0 = k & ~7;
+  __m512d inv = _mm512_setzero_pd();
+  for (int c0 = r0; c0 < n; c0 += 16) {
+    const __m512d x0 = _mm512_loadu_pd(Pk + c0), x1 = _mm512_loadu_pd(Pk + c0 + 8);
+    __m512d s0 = x0, s1 = x1;
+    for (int p = 0; p < k - kb; ++p) {
+      const double* Pp = Pt + static_cast<size_t>(p) * ld;
+      const __m512d w = _mm512_set1_pd(Pp[k]);
+      s0 = _mm512_fnmadd_pd(w, _mm512_loadu_pd(Pp + c0), s0);
+      s1 = _mm512_fnmadd_pd(w, _mm512_loadu_pd(Pp + c0 + 8), s1);
+    }
+    if (c0 == r0) {  // the pivot is lane k - r0 of s0
+      const double pivot = _mm512_cvtsd_f64(_mm512_permutexvar_pd(_mm512_set1_epi64(k - r0), s0));
+      if (!(pivot > 0.0)) return false;
+      const double d = sqrt(pivot);
+      inv = _mm512_set1_pd(1.0 / d);
+      const __mmask8 above = static_cast<__mmask8>((1u << (k - r0)) - 1), at = static_cast<__mmask8>(1u << (k - r0));
+      s0 = _mm512_mask_mov_pd(_mm512_mask_mov_pd(_mm512_mul_pd(s0, inv), above, x0), at, _mm512_set1_pd(d));
+      s1 = _mm512_mul_pd(s1, inv);
+    } else {
+      s0 = _mm512_mul_pd(s0, inv);
+      s1 = _mm512_mul_pd(s1, inv);
+    }
+    _mm512_storeu_pd(Pk + c0, s0);
+    _mm512_storeu_pd(Pk + c0 + 8, s1);
+  }
+  return true;
+}
+#endif
+
 FASTPID_HD inline bool cholesky_attempt_blocked(double* A, int n, double* Pt) {
   const int ld = panel_stride(n);
   for (int p = 0; p < kCholeskyBlock; ++p) fill(Pt + static_cast<size_t>(p) * ld + n, ld - n, 0.0);
@@ -924,6 +964,9 @@ FASTPID_HD inline bool cholesky_attempt_blocked(double* A, int n, double* Pt) {
     transpose_panel(A, n, Pt, ld, kb, ke, true);
     for (int k = kb; k < ke; ++k) {
       double* Pk = Pt + static_cast<size_t>(k - kb) * ld;
+#if defined(__AVX512F__) && !defined(__CUDA_ARCH__)
+      if (!panel_column512(Pt, ld, n, kb, k)) return false;
+#else
       // Pk[r] -= Pp[k] Pp[r] for the panel's earlier columns p, in turn, over r >= k.
       weighted_rows<true>(Pk + k, Pt + k, ld, Pt + k, ld, k - kb, n - k);
       if (!(Pk[k] > 0.0)) return false;
@@ -931,6 +974,7 @@ FASTPID_HD inline bool cholesky_attempt_blocked(double* A, int n, double* Pt) {
       Pk[k] = d;
       FASTPID_SIMD()
       for (int r = k + 1; r < n; ++r) Pk[r] *= inv;
+#endif
     }
     for (int r = kb; r < ke; ++r) {
       double* Ar = A + static_cast<size_t>(r) * n;
