@@ -920,6 +920,7 @@ FASTPID_HD inline void transpose_panel(double* A, int n, double* Pt, int ld, int
 // column's loads meet whole earlier stores, which the CPU forwards (from k itself they straddled
 // two, and waited for them to reach the cache). False where the pivot is not positive.
 inline bool panel_column512(double* Pt, int ld, int n, int kb, int k) {
+  static_assert(kGramCols >= 16, "panel_stride() leaves the last sixteen-row step inside the row");
   double* Pk = Pt + static_cast<size_t>(k - kb) * ld;
   const int r0 = k & ~7;
   __m512d inv = _mm512_setzero_pd();
@@ -963,10 +964,10 @@ FASTPID_HD inline bool cholesky_attempt_blocked(double* A, int n, double* Pt) {
     }
     transpose_panel(A, n, Pt, ld, kb, ke, true);
     for (int k = kb; k < ke; ++k) {
-      double* Pk = Pt + static_cast<size_t>(k - kb) * ld;
 #if defined(__AVX512F__) && !defined(__CUDA_ARCH__)
       if (!panel_column512(Pt, ld, n, kb, k)) return false;
 #else
+      double* Pk = Pt + static_cast<size_t>(k - kb) * ld;
       // Pk[r] -= Pp[k] Pp[r] for the panel's earlier columns p, in turn, over r >= k.
       weighted_rows<true>(Pk + k, Pt + k, ld, Pt + k, ld, k - kb, n - k);
       if (!(Pk[k] > 0.0)) return false;
