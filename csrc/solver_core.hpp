@@ -118,8 +118,8 @@ constexpr double kGaugeMassFraction = 0.5;
 
 // Whether an iterate gets a primal bound: one near its centre (dec2 <= kPrimalBoundCentring
 // mu) once the barrier's gap mu * ncells is within kPrimalBoundRange of tol, or mu within 10x
-// of its floor (fastpid/solver.py, _primal_bound_due).
-constexpr double kPrimalBoundRange = 10.0;
+// of its floor (fastpid/solver.py, _primal_bound_due, where the choice of 1 is measured).
+constexpr double kPrimalBoundRange = 1.0;
 constexpr double kPrimalBoundCentring = 1000.0;
 // ... or near the optimum, dec2 <= kPrimalBoundDecrement tol (fastpid/solver.py,
 // PRIMAL_BOUND_DECREMENT).
