@@ -1443,16 +1443,15 @@ struct Problem {
     if (support_y == 1) mi = mi1 = mi2 = mi_q0 = 0.0;
   }
 
-  // Q[i][j][y] *= sc[i][y] (ByX1) or sc[j][y], and sums[j][y] (ByX1) or sums[i][y] = the sums
-  // of the scaled Q over the other source, in one pass over Q in memory order.
-  template <bool ByX1>
-  FASTPID_HD void scale_then_sum(double* Q, const double* sc, double* sums) const {
-    fill(sums, (ByX1 ? n2 : n1) * ny, 0.0);
+  // Q[i][j][y] *= sc[i][y], and sums[j][y] = the sums of the scaled Q over x1, in one pass
+  // over Q in memory order.
+  FASTPID_HD void scale_rows_then_sum(double* Q, const double* sc, double* sums) const {
+    fill(sums, n2 * ny, 0.0);
     for (int i = 0; i < n1; ++i)
       for (int j = 0; j < n2; ++j) {
         double* q = &Q[(i * n2 + j) * ny];
-        const double* f = &sc[(ByX1 ? i : j) * ny];
-        double* t = &sums[(ByX1 ? j : i) * ny];
+        const double* f = &sc[i * ny];
+        double* t = &sums[j * ny];
         FASTPID_SIMD()
         for (int y = 0; y < ny; ++y) {
           q[y] *= f[y];
@@ -1487,16 +1486,22 @@ struct Problem {
     for (int k = 0; k < n1 * ny; ++k)
       if (!(rows[k] < HUGE_VAL)) return HUGE_VAL;  // NaN fails too
     for (int k = 0; k < n1 * ny; ++k) d1[k] = rows[k] > p1y[k] ? p1y[k] / rows[k] : 1.0;
-    scale_then_sum<true>(Q, d1, cols);
+    scale_rows_then_sum(Q, d1, cols);
     for (int k = 0; k < n2 * ny; ++k) d2[k] = cols[k] > p2y[k] ? p2y[k] / cols[k] : 1.0;
-    scale_then_sum<false>(Q, d2, rows);
+    // The columns' scaling, then the sums over both sources in the same pass.
+    fill(rows, n1 * ny, 0.0);
     fill(cols, n2 * ny, 0.0);
     for (int i = 0; i < n1; ++i)
       for (int j = 0; j < n2; ++j) {
-        const double* q = &Q[(i * n2 + j) * ny];
-        double* c = &cols[j * ny];
+        double* q = &Q[(i * n2 + j) * ny];
+        const double* s = &d2[j * ny];
+        double *r = &rows[i * ny], *c = &cols[j * ny];
         FASTPID_SIMD()
-        for (int y = 0; y < ny; ++y) c[y] += q[y];
+        for (int y = 0; y < ny; ++y) {
+          q[y] *= s[y];
+          r[y] += q[y];
+          c[y] += q[y];
+        }
       }
     fill(total, ny, 0.0);
     for (int i = 0; i < n1; ++i)
@@ -1511,22 +1516,27 @@ struct Problem {
         const int k = j * ny + y;
         d2[k] = total[y] > 0 ? fp_max(p2y[k] - cols[k], 0.0) / total[y] : 0.0;
       }
+    // The deficits' outer product added, with the cells' sums and Q(y) in the same pass.
+    fill(qy, ny, 0.0);
     for (int i = 0; i < n1; ++i)
       for (int j = 0; j < n2; ++j) {
         double* q = &Q[(i * n2 + j) * ny];
         const double *a = &d1[i * ny], *b = &d2[j * ny];
-        FASTPID_SIMD()
-        for (int y = 0; y < ny; ++y) q[y] += a[y] * b[y];
+        double m = 0;
+        FASTPID_SIMD(reduction(+ : m))
+        for (int y = 0; y < ny; ++y) {
+          q[y] += a[y] * b[y];
+          m += q[y];
+          qy[y] += q[y];
+        }
+        cell_sum[i * n2 + j] = m;
       }
     // I_Q(Y; X1, X2) = H(X1,X2) + H(Y) - H(X1,X2,Y); Q(y) = p(y) on the feasible set. Each
     // sum of x log x is one vector loop over all of its terms.
-    double h12y, h12, hy = 0;
-    joint_entropies(Q, h12y, h12);
-    fill(qy, ny, 0.0);
-    for (int c = 0; c < n1 * n2; ++c) {
-      FASTPID_SIMD()
-      for (int y = 0; y < ny; ++y) qy[y] += Q[c * ny + y];
-    }
+    const double h12y = neg_sum_xlogx(Q, static_cast<size_t>(n1) * n2 * ny);
+    double h12 = 0, hy = 0;
+    FASTPID_SIMD(reduction(+ : h12))
+    for (int c = 0; c < n1 * n2; ++c) h12 -= xlogx(cell_sum[c]);
     for (int y = 0; y < ny; ++y) hy -= xlogx(qy[y]);
     return h12 + hy - h12y;
   }
