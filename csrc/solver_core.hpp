@@ -103,6 +103,16 @@ FASTPID_HD inline int warm_more(int end, double e, double e_before, double tol) 
 FASTPID_HD inline int warm_block(bool newton, int steps) {
   return newton && steps > kWarmBlock ? kWarmBlock : 0;
 }
+// Before Newton, the alternation's own primal bound only where its stationarity e at its end
+// is within kWarmBoundRange of tol (NaN, not probed: always): above that it does not certify,
+// and Newton starts from the gap e / kStationarityPerGap instead of the bounds' (e was 1.3-14x
+// that gap on 93 test and bench joints) (fastpid/solver.py, _warm_bound_due, _start_gap).
+constexpr double kWarmBoundRange = 100.0;
+constexpr double kStationarityPerGap = 10.0;
+FASTPID_HD inline bool warm_bound_due(double e, double tol) { return !(e > kWarmBoundRange * tol); }
+FASTPID_HD inline double start_gap(double e, double tol, double lower, double upper) {
+  return warm_bound_due(e, tol) ? upper - lower : e / kStationarityPerGap;
+}
 // Sinkhorn sweeps (at least) behind a primal bound at mu's floor, once the iterate is near its
 // centre or on its second step there (fastpid/solver.py, FLOOR_POLISH_SWEEPS).
 constexpr int kFloorPolishSweeps = 100;
@@ -1747,6 +1757,7 @@ struct Solver {
   double* soc;   // per cell: the corrector's term added to the linearised s (0 outside it)
   double* cw;    // per cell: gradient()'s weight of W
   int* gauge_j;  // per y: the x2 whose g is fixed against the gauge (gauge_x2())
+  double warm_e = NAN;  // the alternation's stationarity at its end (NaN: not probed)
   int free_count = 0;  // free g unknowns of the factorised Schur complement
   int gram_done = 0;   // rows of nw.Gc already in S (gram_flush())
   double* best_q = nullptr;  // if set: the feasible coupling behind the current upper bound
@@ -1781,9 +1792,12 @@ struct Solver {
     iterations = alternation(opt.warm_steps, opt.omega);
     pr.log_s(f, g, ls);
     lower = fp_max(lower, pr.dual_bound(f, g, ls));
-    pr.coupling(logR, f, g, Q);
-    improve_upper(upper, pr.primal_bound(Q));
-    if (opt.newton) barrier(lower, upper, iterations);
+    const bool bound = !opt.newton || warm_bound_due(warm_e, opt.tol);
+    if (bound) {
+      pr.coupling(logR, f, g, Q);
+      improve_upper(upper, pr.primal_bound(Q));
+    }
+    if (opt.newton) barrier(lower, upper, iterations, start_gap(warm_e, opt.tol, lower, upper));
   }
 
  private:
@@ -1813,8 +1827,9 @@ struct Solver {
   }
 
   // Blahut-Arimoto from the proxy: Sinkhorn sweep, then R <- R s^omega (normalised), `steps`
-  // times, and before Newton (opt.newton) more while it would certify by itself (warm_more()).
-  // Returns the steps taken (fewer when cancelled).
+  // times, and before Newton (opt.newton) more while it would certify by itself (warm_more()),
+  // leaving the last probe's stationarity in warm_e. Returns the steps taken (fewer when
+  // cancelled).
   FASTPID_HD int alternation(int steps, double omega) {
     proxy_log_r();
     for (int k = 0; k < n2 * ny; ++k) g[k] = pr.m2[k] ? 0.0 : kNegInf;
@@ -1830,6 +1845,7 @@ struct Solver {
         const double e = stationarity();
         if (s + 1 == end) end = warm_more(end, e, e_before, opt.tol);
         e_before = e;
+        warm_e = e;
       }
       FASTPID_SIMD()
       for (int c = 0; c < n1 * n2; ++c) logR[c] = isfinite(logR[c]) ? logR[c] + omega * ls[c] : logR[c];
@@ -3103,16 +3119,16 @@ struct Solver {
   // 1 - s cut towards mu / R (kSlackStartCut), one Newton step of the perturbed optimality
   // conditions per iteration, by Mehrotra's predictor-corrector after a primal-dual step (a
   // barrier step where that one is unfit, after which mu = mu_factor times the mean R tau).
-  FASTPID_HD void barrier(double& lower, double& upper, int64_t& iterations) {
+  // ls holds log s of (f, g) on entry (run()); mu starts at gap0 (start_gap()) per cell.
+  FASTPID_HD void barrier(double& lower, double& upper, int64_t& iterations, double gap0) {
     double mx = kNegInf;
-    pr.log_s(f, g, ls);
     for (int c = 0; c < n1 * n2; ++c) mx = fp_max(mx, ls[c]);
     for (int k = 0; k < n1 * ny; ++k) f[k] = pr.m1[k] ? f[k] - mx - 1e-3 : 0.0;
     for (int k = 0; k < n2 * ny; ++k) g[k] = pr.m2[k] ? g[k] : 0.0;
     pr.log_s(f, g, ls);  // from here on, ls is log s of the current (f, g)
     gauge_fix();
     const double ncells = fp_max(pr.ncells, 1);
-    double mu = fp_max(upper - lower, opt.tol) / ncells;
+    double mu = fp_max(gap0, opt.tol) / ncells;
     const double mu_floor = fp_max(0.05 * opt.tol / ncells, kMuMin);
     // The mixture R, scaled by f's shift (so that R W keeps its marginals), is the primal
     // estimate the alternation reached; mu / tau where that is smaller.
@@ -3175,6 +3191,9 @@ struct Solver {
           alpha == 0.0 || (mu_now <= mu_floor && centred(dec2, mu_now) && upper - lower > 0.99 * gap_before);
       stalled = stuck ? stalled + 1 : 0;
     }
+    // A solve stopped short (max_iter, a stall) gets its last iterate's bound as well: without
+    // the alternation's (warm_bound_due()) it may have no primal bound but the closed forms'.
+    if (upper - lower > opt.tol && !opt.cancelled()) improve_upper(upper, barrier_primal_bound(opt.polish_sweeps));
   }
 };
 

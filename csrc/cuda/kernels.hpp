@@ -211,6 +211,7 @@ struct AlternationState {
   Marginals<T> m;
   T *logpy, *la, *lb, *f, *g, *logR, *ls;
   int steps = 0;  // the steps taken
+  double e = NAN;  // the stationarity at the last probe (NaN: none)
 
   static FASTPID_BOTH int64_t size(int n1, int n2, int ny) {
     return Marginals<T>::size(n1, n2, ny) + ny + 2 * (n1 + n2) * ny + 2 * n1 * n2;
@@ -310,6 +311,7 @@ FASTPID_BODY AlternationState<T> alternate(const Blk& b, const T* P, int n1, int
       const T e = b.max(local_top) - b.sum(local_mean);
       if (step + 1 == end) end = end_rule(end, e, e_before);
       e_before = e;
+      s.e = e;
     }
     // Normalise R: log of its total by a block-wide max, then a block-wide sum.
     const T top = b.max(local_max);

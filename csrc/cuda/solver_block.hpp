@@ -157,10 +157,12 @@ struct Solver : Layout {
     mark_cells();
     log_s(f, g, ls);
     lower = fp_max(lower, dual_bound());
-    coupling(st.logR, f, g);
-    b.sync();
-    upper = fp_min(upper, primal_bound());
-    if (opt.newton) barrier(lower, upper, iterations);
+    if (!opt.newton || detail::warm_bound_due(st.e, opt.tol)) {  // as the CPU solver's run()
+      coupling(st.logR, f, g);
+      b.sync();
+      upper = fp_min(upper, primal_bound());
+    }
+    if (opt.newton) barrier(lower, upper, iterations, detail::start_gap(st.e, opt.tol, lower, upper));
   }
 
   // The upper bound primal_bound() gives a coupling Qin[n1][n2][ny] (the tests' entry to the
@@ -363,7 +365,7 @@ struct Solver : Layout {
     }
   }
 
-  FASTPID_BODY void barrier(double& lower, double& upper, int64_t& iterations) {
+  FASTPID_BODY void barrier(double& lower, double& upper, int64_t& iterations, double gap0) {
     const double mx = max_log_s();  // ls is still log s of (f, g), from run()
     for (int k = r; k < n1 * ny; k += nt) f[k] = m1(k) ? f[k] - mx - 1e-3 : 0.0;
     for (int k = r; k < n2 * ny; k += nt) g[k] = m2(k) ? g[k] : 0.0;
@@ -371,7 +373,7 @@ struct Solver : Layout {
     b.sync();
     log_s(f, g, ls);  // from here on, ls is log s of the current (f, g)
     const double ncells = fp_max(cell_count, 1);
-    double mu = fp_max(upper - lower, opt.tol) / ncells;
+    double mu = fp_max(gap0, opt.tol) / ncells;
     const double mu_floor = fp_max(0.05 * opt.tol / ncells, detail::kMuMin);
     for (int c = r; c < n1 * n2; c += nt) {
       tau[c] = cell[c] ? -expm1(ls[c]) : 1.0;
@@ -426,6 +428,7 @@ struct Solver : Layout {
           alpha == 0.0 || (mu_now <= mu_floor && detail::centred(dec2, mu_now) && gap > 0.99 * gap_before);
       stalled = stuck ? stalled + 1 : 0;
     }
+    if (upper - lower > opt.tol) upper = fp_min(upper, barrier_primal_bound(opt.polish_sweeps));  // as solve_one's
   }
 
   // solve_one's newton_direction(): factor_newton() then solve_newton(mu); returns dec^2.
