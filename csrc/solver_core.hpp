@@ -1327,9 +1327,9 @@ struct Problem {
     FASTPID_SIMD()
     for (int c = 0; c < n1 * n2; ++c) out[c] = vlog(cell_sum[c]);
     // Mostly there is nothing to redo: the sums that are 0 are the cells' without mass (whose
-    // sums are 0 or NaN), as many, and no other is doubtful. One vector pass counts both.
+    // sums are 0 or NaN), as many, and no other is doubtful. One vector pass counts both (the
+    // compiler's own: under `omp simd` it gathered the sums and kept the counts on the stack).
     int zeros = 0, others = 0;
-    FASTPID_SIMD(reduction(+ : zeros, others))
     for (int c = 0; c < n1 * n2; ++c) {
       zeros += cell_sum[c] == 0.0;
       others += doubtful(cell_sum[c]) && cell_sum[c] != 0.0;
@@ -1584,12 +1584,12 @@ struct Problem {
       for (int y = 0; y < ny; ++y) o[y] = la_[y] - shift[y] - o[y];
     }
     // The masked entries in one vector pass, which also counts the doubtful sums (mostly
-    // none; a scalar pass with a branch per entry had done both).
+    // none; a scalar pass with a branch per entry had done both); as in log_s(), without
+    // `omp simd`.
     int redo = 0;
-    FASTPID_SIMD(reduction(+ : redo))
     for (int k = 0; k < na * ny; ++k) {
       out[k] = mout[k] ? out[k] : kNegInf;
-      redo += mout[k] && doubtful(sums[k]);
+      redo += (mout[k] != 0) & doubtful(sums[k]);
     }
     if (redo == 0) return;
     for (int a = 0; a < na; ++a)
