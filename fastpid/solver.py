@@ -205,8 +205,8 @@ OMEGA = 1.5  # over-relaxation of the Blahut–Arimoto mixture update
 STRUCTURED_SCHUR_MIN_CLASSES = 20  # see _structured_schur
 # The projected multipliers certify once the barrier's gap mu * ncells is about tol: within
 # 10x of tol, 200 primal bounds went to 131 test and bench joints at 1e-8 (226 at 1e-6), within
-# 1x 173 (188), with the same iterations (one more in all at 1e-10) and one call per solve
-# 0.97-0.99x the time on real and dense joints.
+# 1x 173 (188), with the same iterations (one more in all at 1e-10) and, one problem per call,
+# 0.96-0.99x the time on real and dense joints.
 PRIMAL_BOUND_RANGE = 1.0  # see _primal_bound_due
 # How far from its centre an iterate may be and still get a primal bound (dec2 <= this x mu;
 # was 10): the predictor-corrector reaches certifiable multipliers a step or two before
