@@ -72,7 +72,10 @@ WARM_MOST = 30
 # mu from 0.1-1x the gap took the same Newton steps, from 3x 2 % more). Without the bound, one
 # problem per call took 0.945x the time on digits 30x30x10, 0.965x on digits 20x20x10, 0.966x
 # on clustered 20x20x10, 0.97-0.98x on UCI and 12x12x6, ~1 on 8x8x8; 131 joints 2,202 ->
-# 2,196 iterations at 1e-8 (2,035 -> 2,020 at 1e-6, 2,385 -> 2,380 at 1e-10).
+# 2,196 iterations at 1e-8 (2,035 -> 2,020 at 1e-6, 2,385 -> 2,380 at 1e-10). Near float64's
+# reach the start matters more: from / 3 a sparse 6x3x5 joint certifies 2.3e-13 where / 10 stalls
+# at 2.1e-11 (at 1e-12 a third of 1,250 stress joints stop short either way, 1-2 more with / 10),
+# but / 3 took 1.02-1.05x the time on digits and clustered joints at 1e-8.
 WARM_BOUND_RANGE = 100.0
 STATIONARITY_PER_GAP = 10.0
 # Sinkhorn sweeps behind each primal bound. The multipliers R are near the constraints by the
