@@ -1026,8 +1026,9 @@ def solve_exact(P: torch.Tensor, tol: float, max_iter: int = 500, warm_steps: in
     lower = torch.maximum(lower, dual_bound(prob, f, g))
     due = torch.nonzero(_warm_bound_due(e, tol)).flatten()
     if due.numel():
-        Q = alternation_coupling(prob.take(due), f[due], g[due], logR[due])
-        upper[due] = torch.minimum(upper[due], primal_bound(prob.take(due), Q, best, due))
+        sub = prob.take(due)
+        Q = alternation_coupling(sub, f[due], g[due], logR[due])
+        upper[due] = torch.minimum(upper[due], primal_bound(sub, Q, best, due))
 
     # Strictly feasible start for the barrier: shift f so that max s < 1.
     logs_max = _lse(_log_weights(prob, f, g), -1).amax((1, 2))
