@@ -2939,8 +2939,10 @@ struct Solver {
   FASTPID_HD StepLimits steps_to_target(double mu, bool affine = false) {
     // ds in dtau, for now (and with `affine` the curvature in soc).
     for (int i = 0; i < n1; ++i) row_changes(i, &dtau[i * n2], affine ? &soc[i * n2] : nullptr);
-    if (affine)
+    if (affine) {
+      FASTPID_SIMD()
       for (int c = 0; c < n1 * n2; ++c) soc[c] = pr.cell[c] ? soc[c] : 0.0;
+    }
     // Then one pass over the cells (a cell without mass gets steps that nothing reads, and no
     // say in the length).
     double to_tau = HUGE_VAL, to_r = HUGE_VAL;
@@ -2976,14 +2978,16 @@ struct Solver {
     const StepLimits to = steps_to_target(0.0, true);
     const double step = fp_min(1.0, to.tau), step_r = fp_min(1.0, to.R);
     double sum = 0;
-    for (int c = 0; c < n1 * n2; ++c)
-      if (pr.cell[c]) sum += (R[c] + step_r * dR[c]) * (tau[c] + step * dtau[c]);
+    const char* cell = pr.cell;
+    FASTPID_SIMD(reduction(+ : sum))
+    for (int c = 0; c < n1 * n2; ++c) sum += cell[c] ? (R[c] + step_r * dR[c]) * (tau[c] + step * dtau[c]) : 0.0;
     const double ratio = sum / fp_max(pr.ncells, 1) / now;
     const bool finite = ratio >= 0.0 && ratio < HUGE_VAL;
     const double mu = finite ? fp_min(corrector_mu(now, ratio, mu_floor), cap) : fallback;
-    if (finite && mu > mu_floor)
-      for (int c = 0; c < n1 * n2; ++c) corr[c] = pr.cell[c] ? -dR[c] * dtau[c] : 0.0;
-    else
+    if (finite && mu > mu_floor) {
+      FASTPID_SIMD()
+      for (int c = 0; c < n1 * n2; ++c) corr[c] = cell[c] ? -dR[c] * dtau[c] : 0.0;
+    } else
       fill(soc, static_cast<size_t>(n1) * n2, 0.0);
     return mu;
   }
@@ -3011,11 +3015,12 @@ struct Solver {
     fp_swap(f, ft);
     fp_swap(g, gt);
     fp_swap(ls, lst);
-    for (int c = 0; c < n1 * n2; ++c)
-      if (pr.cell[c]) {
-        tau[c] += alpha * dtau[c];
-        R[c] += alpha_r * dR[c];
-      }
+    const char* cell = pr.cell;
+    FASTPID_SIMD()
+    for (int c = 0; c < n1 * n2; ++c) {
+      tau[c] = cell[c] ? tau[c] + alpha * dtau[c] : tau[c];
+      R[c] = cell[c] ? R[c] + alpha_r * dR[c] : R[c];
+    }
     return alpha;
   }
 
@@ -3090,8 +3095,9 @@ struct Solver {
   // The mean of R tau over the cells: the barrier parameter the iterate is at.
   FASTPID_HD double mean_complementarity() const {
     double sum = 0;
-    for (int c = 0; c < n1 * n2; ++c)
-      if (pr.cell[c]) sum += R[c] * tau[c];
+    const char* cell = pr.cell;
+    FASTPID_SIMD(reduction(+ : sum))
+    for (int c = 0; c < n1 * n2; ++c) sum += cell[c] ? R[c] * tau[c] : 0.0;
     return sum / fp_max(pr.ncells, 1);
   }
 
