@@ -191,7 +191,8 @@ def describe_family(name: str) -> str:
     k, shape = spec["k"], f"{spec['k']}×{spec['k']}×{spec.get('n_classes', 10)}"
     if spec["kind"] == "clustered":
         return f"{shape}, as clustered_20x20x10 with KMeans({k}) codes, {spec['n_samples']} points (held out)"
-    return f"{shape}, as {spec['kind']}_20x20x10 with KMeans({k}) codes (held out)"
+    pairs = ", other pairs of feature sets" if spec.get("pair_offset") else ""
+    return f"{shape}, as {spec['kind']}_20x20x10 with KMeans({k}) codes{pairs} (held out)"
 
 
 def available(name: str) -> bool:
