@@ -103,8 +103,8 @@ def _check_certificate(err, own_gap, ref_gap):
     assert np.all(err <= slack), f"max excess {np.max(err - slack):.3g} nats"
 
 
-@pytest.mark.parametrize("family,backend", EXACT)
-def test_fastpid_exact_one_per_call(benchmark, family, backend, bench_settings, record, reference):
+def exact_loop_row(benchmark, family, backend, bench_settings, record, reference):
+    """Time ``fastpid.pid(P[b], backend=backend)`` one problem per call; record and check it."""
     n = problems.count(family, bench_settings["problems_per_family"])
     P = problems.family(family, n)
     benchmark.group = family
@@ -124,6 +124,11 @@ def test_fastpid_exact_one_per_call(benchmark, family, backend, bench_settings, 
                      seconds=t, V=V,
                      own_gap=gap, notes=notes)
     _check_certificate(err, gap, gref)
+
+
+@pytest.mark.parametrize("family,backend", EXACT)
+def test_fastpid_exact_one_per_call(benchmark, family, backend, bench_settings, record, reference):
+    exact_loop_row(benchmark, family, backend, bench_settings, record, reference)
 
 
 @pytest.mark.parametrize("family,backend", [(f, b) for f, b in EXACT if not problems.is_scale(f)])
@@ -183,8 +188,9 @@ def test_adam_sinkhorn(benchmark, family, bench_settings, record, reference):
          notes=f"batch; {ADAM_STEPS} Adam steps, lr {ADAM_LR:g}, 10 Sinkhorn sweeps/step, from Q0")
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_cvxpy_clarabel(benchmark, family, bench_settings, record, reference, cvx_warm):
+def cvxpy_row(benchmark, family, bench_settings, record, reference):
+    """Time CVXPY + Clarabel one problem per call (best of two rounds; one on the large
+    families) and record it."""
     n = problems.count(family, bench_settings["cvx_problems_per_family"])
     P = problems.family(family, n)
     benchmark.group = family
@@ -194,3 +200,8 @@ def test_cvxpy_clarabel(benchmark, family, bench_settings, record, reference, cv
     _row(record, reference, family=family, key="cvxpy", method="CVXPY+Clarabel (defaults)",
          order=6, n=n, seconds=t, V=V,
          notes="1/call; status " + ", ".join(f"{k} {v}/{n}" for k, v in counts.items()))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_cvxpy_clarabel(benchmark, family, bench_settings, record, reference, cvx_warm):
+    cvxpy_row(benchmark, family, bench_settings, record, reference)
