@@ -174,6 +174,7 @@ def uci(k: int, b: int, seeds: tuple[int, int]) -> np.ndarray:
 
 
 def _spec(name: str) -> dict:
+    """The spec of family ``name``, main or held out; ValueError for an unknown name."""
     if name in FAMILIES:
         return FAMILIES[name]
     if name in HELD_OUT:

@@ -2978,7 +2978,7 @@ struct Solver {
     const StepLimits to = steps_to_target(0.0, true);
     const double step = fp_min(1.0, to.tau), step_r = fp_min(1.0, to.R);
     double sum = 0;
-    const char* cell = pr.cell;
+    const char* cell = pr.cell;  // selects, not branches (see mean_complementarity())
     FASTPID_SIMD(reduction(+ : sum))
     for (int c = 0; c < n1 * n2; ++c) sum += cell[c] ? (R[c] + step_r * dR[c]) * (tau[c] + step * dtau[c]) : 0.0;
     const double ratio = sum / fp_max(pr.ncells, 1) / now;
@@ -3092,7 +3092,10 @@ struct Solver {
       }
   }
 
-  // The mean of R tau over the cells: the barrier parameter the iterate is at.
+  // The mean of R tau over the cells: the barrier parameter the iterate is at. Like the
+  // barrier's other per-cell loops, a select on the cell's mask rather than a branch, so that
+  // it vectorises (branching, it ran scalar: ~2 % of a sparse joint's solve in all); the sum's
+  // order is then the vectoriser's.
   FASTPID_HD double mean_complementarity() const {
     double sum = 0;
     const char* cell = pr.cell;
