@@ -106,13 +106,19 @@ def cvx_warm():
 
 
 def _finish(rows: list, settings: dict, machine: dict) -> dict:
-    cvx_ms = {r["family"]: r["ms_per_problem"] for r in rows if r["method_key"] == "cvxpy"}
+    def per_family(key):
+        return {r["family"]: r["ms_per_problem"] for r in rows if r["method_key"] == key}
+
+    def speedup(base, r):
+        return base / r["ms_per_problem"] if base is not None and r["ms_per_problem"] > 0 else None
+
+    cvx_ms, dense_ms = per_family("cvxpy"), per_family("cvxpy_dense")
     order = {name: i for i, name in enumerate([*problems.FAMILIES, *problems.HELD_OUT])}
     rows = sorted(rows, key=lambda r: (order.get(r["family"], 99), r["order"]))
     for r in rows:
-        base = cvx_ms.get(r["family"])
-        r["speedup_vs_cvxpy"] = (base / r["ms_per_problem"]
-                                 if base is not None and r["ms_per_problem"] > 0 else None)
+        r["speedup_vs_cvxpy"] = speedup(cvx_ms.get(r["family"]), r)
+        if dense_ms:  # the dense program's suite (bench/test_bench_dense_program.py)
+            r["speedup_vs_dense"] = speedup(dense_ms.get(r["family"]), r)
     families = {}
     for name in sorted({r["family"] for r in rows}, key=lambda n: order.get(n, 99)):
         d = problems.describe(problems.family(name, problems.count(name, settings["problems_per_family"])))

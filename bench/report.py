@@ -103,14 +103,29 @@ def _fmt(x, kind: str) -> str:
 
 COLUMNS = ("family", "method", "problems", "ms / problem", "speed-up vs CVXPY",
            "max |V − V*| (nats)", "max own gap", "max ref gap", "notes")
+#: After CVXPY's speed-up, in reports with rows of the dense CVXPY program.
+DENSE_COLUMN = "speed-up vs dense CVXPY"
+
+
+def _has_dense(results: dict) -> bool:
+    return any("speedup_vs_dense" in r for r in results["rows"])
+
+
+def columns(results: dict) -> tuple[str, ...]:
+    """The table's columns: COLUMNS, with DENSE_COLUMN where the report has that speed-up."""
+    return COLUMNS[:5] + (DENSE_COLUMN,) + COLUMNS[5:] if _has_dense(results) else COLUMNS
 
 
 def table_rows(results: dict) -> list[list[str]]:
+    dense = _has_dense(results)
     rows = []
     for r in results["rows"]:
+        speedups = [_fmt(r.get("speedup_vs_cvxpy"), "x")]
+        if dense:
+            speedups.append(_fmt(r.get("speedup_vs_dense"), "x"))
         rows.append([
             r["family"], r["method"], str(r["problems"]), _fmt(r["ms_per_problem"], "ms"),
-            _fmt(r.get("speedup_vs_cvxpy"), "x"), _fmt(r.get("max_abs_error"), "e"),
+            *speedups, _fmt(r.get("max_abs_error"), "e"),
             _fmt(r.get("max_own_gap"), "e"), _fmt(r.get("max_ref_gap"), "e"), r.get("notes", ""),
         ])
     return rows
@@ -141,10 +156,13 @@ def render_markdown(results: dict) -> str:
         "certificate where it has one. Times are the best of the timed rounds (CVXPY: best "
         "of two, one on the large scale families) divided by the number of problems in the "
         "call; speed-up is CVXPY's time per problem (on the first `cvx_problems_per_family` "
-        "problems of the family) over the method's." % s.get("reference_tol", float("nan")),
+        "problems of the family) over the method's%s." % (
+            s.get("reference_tol", float("nan")),
+            "; speed-up vs dense CVXPY likewise over the time of the program over all "
+            "entries (`bench/peers.py`)" if _has_dense(results) else ""),
         "",
-        _md_row(COLUMNS),
-        "|" + "|".join("---" for _ in COLUMNS) + "|",
+        _md_row(columns(results)),
+        "|" + "|".join("---" for _ in columns(results)) + "|",
     ]
     lines += [_md_row(row) for row in table_rows(results)]
     if results.get("families"):
@@ -160,7 +178,7 @@ def render_markdown(results: dict) -> str:
 
 def render_text(results: dict) -> str:
     """A plain fixed-width table for the terminal."""
-    rows = [list(COLUMNS[:-1])] + [r[:-1] for r in table_rows(results)]
+    rows = [list(columns(results)[:-1])] + [r[:-1] for r in table_rows(results)]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     out = []
     for k, r in enumerate(rows):

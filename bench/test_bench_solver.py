@@ -188,18 +188,22 @@ def test_adam_sinkhorn(benchmark, family, bench_settings, record, reference):
          notes=f"batch; {ADAM_STEPS} Adam steps, lr {ADAM_LR:g}, 10 Sinkhorn sweeps/step, from Q0")
 
 
-def cvxpy_row(benchmark, family, bench_settings, record, reference):
+def cvxpy_row(benchmark, family, bench_settings, record, reference, *, dense=False):
     """Time CVXPY + Clarabel one problem per call (best of two rounds; one on the large
-    families) and record it."""
+    families) and record it: ``fastpid.cvx``'s program, or with ``dense`` the one over all
+    entries (``bench.peers.cvxpy_dense``)."""
     n = problems.count(family, bench_settings["cvx_problems_per_family"])
     P = problems.family(family, n)
     benchmark.group = family
     rounds = 1 if problems.is_scale(family) else 2
-    (V, status), t = _timed(benchmark, lambda: solve_cvx(P, progress=False), rounds=rounds, warmup=0)
+    solve = (lambda: peers.cvxpy_dense(P)) if dense else (lambda: solve_cvx(P, progress=False))
+    (V, status), t = _timed(benchmark, solve, rounds=rounds, warmup=0)
     counts = {s: status.count(s) for s in sorted(set(status))}
-    _row(record, reference, family=family, key="cvxpy", method="CVXPY+Clarabel (defaults)",
-         order=6, n=n, seconds=t, V=V,
-         notes="1/call; status " + ", ".join(f"{k} {v}/{n}" for k, v in counts.items()))
+    key, method, scope = (("cvxpy_dense", "CVXPY dense program (defaults)", "1/call, all entries")
+                          if dense else ("cvxpy", "CVXPY+Clarabel (defaults)", "1/call"))
+    _row(record, reference, family=family, key=key, method=method, order=6 + dense, n=n,
+         seconds=t, V=V,
+         notes=f"{scope}; status " + ", ".join(f"{k} {v}/{n}" for k, v in counts.items()))
 
 
 @pytest.mark.parametrize("family", FAMILIES)
