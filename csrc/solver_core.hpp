@@ -3235,7 +3235,10 @@ FASTPID_HD inline size_t solve_workspace_doubles(int n1, int n2, int ny, bool lo
 // at several times their rate (register tiles instead of short row passes). Measured per
 // solve (Intel Xeon, AVX-512): 0.71-0.90x the time at ny = 3 to 8 on 16x16x4 to 40x40x6
 // joints, neutral on 2x2x2 to 10x10x6, 0.8-0.9x (clustered 20x20x10) and 0.85-1.1x (dense
-// 10x10x10) at ny = 10, 1.12-1.14x at ny = 12 to 16, 1.39x at ny = 28.
+// 10x10x10) at ny = 10, 1.12-1.14x at ny = 12 to 16, 1.39x at ny = 28. AMD EPYC Zen 4
+// (AVX-512 on 256-bit units): 0.93x on clustered 20x20x10 and 0.56-0.68x on the real digits
+// and UCI joints (20 and 30 codes, ny = 10); 1.10x on clustered 20x20x12, 1.17x on Dirichlet
+// 10x10x12, 1.24x on clustered 30x30x14, 1.39x on clustered 20x20x16, 1.47x on 12x12x16.
 constexpr int kGramMaxNy = 10;
 
 // Whether the CPU solver assembles by the Gram product (never in device code: the per-thread
