@@ -33,7 +33,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fastpid.cvx import _import_cvxpy, _prepare
+from fastpid.cvx import _entropy, _import_cvxpy, _prepare
 
 
 def _sinkhorn(Q: torch.Tensor, a: torch.Tensor, b: torch.Tensor, sweeps: int) -> torch.Tensor:
@@ -129,10 +129,8 @@ def _dense_program_one(P: np.ndarray, cp, solver_opts: dict) -> tuple[float, str
     # I_Q of the returned Q itself (clipped at 0), as fastpid.cvx evaluates its own answer.
     Q = np.maximum(np.asarray(q.value, dtype=np.float64), 0.0)
     cells = np.broadcast_to(Q.sum(axis=1, keepdims=True), Q.shape)
-    py = P.sum(axis=(0, 1))
     pos = Q > 0
-    h_y = -float(np.sum(py[py > 0] * np.log(py[py > 0])))
-    return float(np.sum(Q[pos] * np.log(Q[pos] / cells[pos]))) + h_y, status
+    return float(np.sum(Q[pos] * np.log(Q[pos] / cells[pos]))) + _entropy(P.sum(axis=(0, 1))), status
 
 
 def cvxpy_dense(P, *, solver_opts: dict | None = None) -> tuple[np.ndarray, list[str]]:

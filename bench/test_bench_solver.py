@@ -201,7 +201,7 @@ def cvxpy_row(benchmark, family, bench_settings, record, reference, *, dense=Fal
     counts = {s: status.count(s) for s in sorted(set(status))}
     key, method, scope = (("cvxpy_dense", "CVXPY dense program (defaults)", "1/call, all entries")
                           if dense else ("cvxpy", "CVXPY+Clarabel (defaults)", "1/call"))
-    _row(record, reference, family=family, key=key, method=method, order=6 + dense, n=n,
+    _row(record, reference, family=family, key=key, method=method, order=7 if dense else 6, n=n,
          seconds=t, V=V,
          notes=f"{scope}; status " + ", ".join(f"{k} {v}/{n}" for k, v in counts.items()))
 
