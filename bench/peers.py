@@ -33,7 +33,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fastpid.cvx import _entropy, _import_cvxpy, _prepare
+from fastpid.cvx import _OK_STATUS, _entropy, _import_cvxpy, _prepare
 
 
 def _sinkhorn(Q: torch.Tensor, a: torch.Tensor, b: torch.Tensor, sweeps: int) -> torch.Tensor:
@@ -124,7 +124,7 @@ def _dense_program_one(P: np.ndarray, cp, solver_opts: dict) -> tuple[float, str
     except cp.error.SolverError:
         return float("nan"), "solver_error"
     status = str(prob.status)
-    if status not in ("optimal", "optimal_inaccurate") or q.value is None:
+    if status not in _OK_STATUS or q.value is None:
         return float("nan"), status
     # I_Q of the returned Q itself (clipped at 0), as fastpid.cvx evaluates its own answer.
     Q = np.maximum(np.asarray(q.value, dtype=np.float64), 0.0)
