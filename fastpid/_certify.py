@@ -66,6 +66,26 @@ def checked_bracket(lower, upper, lower0, upper0):
     return torch.where(ok, lo, lower0), torch.where(ok, hi, upper0), ~ok
 
 
+#: What rounding to float32 adds to the gap, per nat of ``I(X1,X2;Y)`` (see output_gap()).
+FLOAT32_ROUNDING = 2.0**-23
+
+
+def rounding_allowance(mi: torch.Tensor, dtype: torch.dtype) -> float:
+    """The most that output_gap() adds for rounding the terms to ``dtype`` (nats), over the
+    problems whose ``I(X1,X2;Y)`` is ``mi`` ``(B,)``: 0 for float64."""
+    if dtype != torch.float32 or mi.numel() == 0:
+        return 0.0
+    return FLOAT32_ROUNDING * float(mi.detach().abs().max())
+
+
+def solver_tol(tol: float, allowance: float) -> float:
+    """The gap the solvers aim at so that the reported gap, ``allowance`` (rounding_allowance())
+    added and rounded up, is still at most ``tol``; ``tol`` itself where the allowance alone
+    reaches it (no solve can then be reported converged, and the warning says why)."""
+    room = tol - allowance
+    return room * (1.0 - 2.0**-20) if allowance > 0 and room > 0 else tol
+
+
 def output_gap(gap: torch.Tensor, mi: torch.Tensor, dtype: torch.dtype, scale: float) -> torch.Tensor:
     """The gap in the output units and dtype, covering the rounding of the terms to ``dtype``.
 
@@ -76,6 +96,6 @@ def output_gap(gap: torch.Tensor, mi: torch.Tensor, dtype: torch.dtype, scale: f
     if dtype == torch.float64 == g.dtype:  # nothing rounded
         return g
     if dtype == torch.float32:
-        g = g + 2.0**-23 * (mi * scale).abs()
+        g = g + FLOAT32_ROUNDING * (mi * scale).abs()
     out = g.to(dtype)
     return torch.where(out.to(g.dtype) < g, torch.nextafter(out, torch.full_like(out, math.inf)), out)

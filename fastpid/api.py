@@ -9,7 +9,7 @@ import torch
 
 from . import cpp, cuda, solver
 from ._autograd import attach_envelope_gradient
-from ._certify import checked_bracket, drop_negligible, output_gap
+from ._certify import checked_bracket, drop_negligible, output_gap, rounding_allowance, solver_tol
 from ._resources import CHUNK_FLOATS, check_memory, per_problem_floats
 from ._validate import check_base, check_choice, check_distribution, check_positive_int, check_tol, result_dtype
 from .exceptions import ConvergenceWarning
@@ -53,6 +53,8 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
             only, no gradients). :func:`backends` says which are available.
         tol: certified tolerance on every term, in nats (default ``1e-8`` for float64
             input, ``1e-5`` for float32). ``converged`` is ``gap <= tol`` for every method.
+            float32 results' gap includes their rounding (up to ``2^-23 I(X1,X2;Y)``), and
+            the exact solvers aim that much below ``tol``.
         max_iter: cap on Newton iterations per problem (``method="exact"`` only).
         steps: refinement steps (``method="fast"`` only; default 20).
         base: logarithm base (> 1) of the results (``2`` for bits); default nats.
@@ -121,6 +123,8 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
     fused = backend in ("cuda", "triton", "cpp") and not flat.requires_grad
     mi, mi1, mi2, lower0, upper0 = solver.closed_form_bracket(
         flat, closed_forms=_kernels(backend).closed_forms if fused else None)
+    # float32 results add their rounding to the gap: the solvers aim below tol by that much.
+    allowance = rounding_allowance(mi, out_dtype)
     status, coupling = None, None
     if method == "proxy" or backend == "cvx":
         iterations = torch.zeros(flat.shape[0], dtype=torch.int64, device=flat.device)
@@ -136,7 +140,8 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
         value, lower, upper, status = _solve_cvx(flat, lower0, upper0)
     else:
         value, lower, upper, iterations, coupling = _solve_iterative(
-            flat, method, backend, tol, max_iter, steps, progress, (lower0, upper0), return_coupling, plan)
+            flat, method, backend, solver_tol(tol, allowance), max_iter, steps, progress, (lower0, upper0),
+            return_coupling, plan)
 
     lower, upper, broken = checked_bracket(lower.detach(), upper.detach(), lower0.detach(), upper0.detach())
     # Keep V inside the bracket so every term is non-negative.
@@ -150,7 +155,7 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
     converged = in_nats.to(gap.dtype) <= tol
     if status is not None:
         converged = converged & torch.as_tensor([s == "optimal" for s in status], device=gap.device)
-    warn_unconverged(method, backend, converged, broken, gap, tol, max_iter)
+    warn_unconverged(method, backend, converged, broken, in_nats.to(gap.dtype), tol, max_iter, allowance=allowance)
     # The seven terms in one array (one conversion to the output type instead of seven).
     terms = pid_terms(mi, mi1, mi2, value, scale).to(out_dtype)
 
@@ -184,10 +189,12 @@ def pid_terms(mi, mi1, mi2, value, scale: float):
     return terms if scale == 1.0 else terms * scale
 
 
-def warn_unconverged(method, backend, converged, broken, gap, tol, max_iter, stacklevel: int = 3):
+def warn_unconverged(method, backend, converged, broken, gap, tol, max_iter, stacklevel: int = 3,
+                     allowance: float = 0.0):
     """A :class:`ConvergenceWarning` for fastpid's exact solves that stopped short of ``tol``
     (not CVXPY's, whose gap is the closed-form bracket), and for any problem whose solver
-    bracket was broken (the closed-form bracket is reported)."""
+    bracket was broken (the closed-form bracket is reported). ``gap``: as reported, in nats;
+    ``allowance``: what rounding the results to float32 adds to it (rounding_allowance())."""
     if bool(broken.any()):
         warnings.warn(
             f"{int(broken.sum())} problem(s) got no valid bracket from the solver (a bound was "
@@ -196,6 +203,13 @@ def warn_unconverged(method, backend, converged, broken, gap, tol, max_iter, sta
             ConvergenceWarning, stacklevel=stacklevel)
     elif method == "exact" and backend != "cvx" and not bool(converged.all()):
         bad = ~converged
+        if allowance >= tol:
+            warnings.warn(
+                f"{int(bad.sum())} of {math.prod(converged.shape)} problem(s) report gap > tol={tol:g}: "
+                f"float32 results carry up to {allowance:.3g} nats of rounding (2^-23 I(X1,X2;Y)); "
+                "pass float64 input or a tol above that. The reported gap still bounds the error of "
+                "every term.", ConvergenceWarning, stacklevel=stacklevel)
+            return
         warnings.warn(
             f"{int(bad.sum())} of {math.prod(converged.shape)} problem(s) stopped with gap > tol={tol:g} "
             f"(largest gap {float(gap[bad].max()):.3g} nats); raise max_iter (now {max_iter}) or "

@@ -3,6 +3,8 @@ input's masses, scale and dtype, and a broken solver bracket is never reported a
 from __future__ import annotations
 
 import math
+import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -176,6 +178,43 @@ def test_float32_gap_bounds_the_error_against_float64(seed):
         err = abs(float(getattr(res, k)) - float(getattr(truth, k)))
         assert err <= float(res.gap) + float(truth.gap), (k, err, float(res.gap))
     assert float(res.mi) >= 0 and float(res.mi1) >= 0 and float(res.mi2) >= 0
+
+
+def test_float32_rounding_keeps_a_converged_solve_converged():
+    """A joint (found by fuzzing float32 inputs) whose float64 solve at tol=1e-5 stops at a
+    gap of 9.99e-6: float32 rounding (2^-23 I(X1,X2;Y) = 1.6e-7 nats) took the reported gap
+    to 1.01e-5, and the problem was reported unconverged. The solvers now aim below tol by
+    the rounding, so the reported gap is within tol."""
+    P = torch.from_numpy(np.load(Path(__file__).parent / "data" / "float32_gap_at_tol_10x13x5.npy"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        res = fastpid.pid(P)
+    assert res.synergy.dtype == torch.float32
+    assert bool(res.converged) and float(res.gap) <= 1e-5
+    truth = fastpid.pid(P.double(), tol=1e-10)
+    err = abs(float(res.synergy) - float(truth.synergy))
+    assert err <= float(res.gap) + float(truth.gap)
+
+
+@pytest.mark.parametrize("tol, mi", [(1e-5, 1.3), (1e-5, 20.0), (1e-6, 7.0), (3e-7, 2.0)])
+def test_solver_tol_leaves_room_for_the_float32_rounding(tol, mi):
+    allowance = _certify.rounding_allowance(torch.tensor([0.1, mi]), torch.float32)
+    target = _certify.solver_tol(tol, allowance)
+    assert 0 < target < tol
+    # A solve that stops exactly at the target is reported within tol.
+    reported = _certify.output_gap(torch.tensor([target], dtype=torch.float64), torch.tensor([mi], dtype=torch.float64),
+                                   torch.float32, 1.0)
+    assert float(reported) <= tol
+    assert _certify.solver_tol(tol, 0.0) == tol  # float64: nothing rounded
+
+
+def test_float32_tol_below_the_rounding_says_so():
+    P = torch.from_numpy(_float32_problem(0, shape=(4, 4, 4)))
+    with pytest.warns(ConvergenceWarning, match="float32 results carry up to"):
+        res = fastpid.pid(P, tol=1e-9)
+    assert 2.0**-23 * float(res.mi) > 1e-9 and not bool(res.converged)
+    truth = fastpid.pid(P.double(), tol=1e-10)
+    assert abs(float(res.synergy) - float(truth.synergy)) <= float(res.gap) + float(truth.gap)
 
 
 def test_float32_single_target_value_is_exactly_zero():
