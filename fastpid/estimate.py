@@ -17,7 +17,8 @@ Method (all resampled joints are solved in one batched :func:`fastpid.pid` call)
   plug-in ``θ̂`` and leave-one-part-out values ``θ_(i)``, the corrected estimate is
   ``g θ̂ − (g − 1) mean θ_(i)`` (it removes the ``1/N`` term of the bias) and its standard
   error ``sqrt((g − 1)/g Σ (θ_(i) − mean)²)``; the interval is estimate ± ``t_{g−1}`` · SE,
-  cut at zero (every term is non-negative).
+  cut to the term's possible range: at zero (every term is non-negative) and at its largest
+  value for the alphabets (:func:`term_maxima`).
 * **Test of "synergy > 0": a parametric bootstrap of the likelihood-ratio test.** With
   optimal BROJA dual potentials ``f, g`` of the empirical joint ``P̂``, the plug-in
   synergy is exactly a likelihood-ratio statistic:
@@ -69,7 +70,7 @@ from .api import pid
 from .joint import joint
 from .result import PIDResult
 
-__all__ = ["estimate", "PIDEstimate", "Terms", "suggest_k"]
+__all__ = ["estimate", "PIDEstimate", "Terms", "suggest_k", "term_maxima"]
 
 TERMS = ("redundancy", "unique1", "unique2", "synergy")
 _SHORT = {"redundancy": "R", "unique1": "U1", "unique2": "U2", "synergy": "S"}
@@ -112,7 +113,8 @@ class PIDEstimate:
     Units: nats, or ``base``.
 
     Attributes:
-        redundancy, unique1, unique2, synergy: corrected point estimates (cut at 0).
+        redundancy, unique1, unique2, synergy: corrected point estimates, cut to the term's
+            possible range (0 to :func:`term_maxima`; so are the intervals).
         ci_low, ci_high: :class:`Terms`, the ``confidence`` interval of each term.
         se: :class:`Terms`, standard errors (jackknife).
         bias: :class:`Terms`, the estimated bias of the plug-in terms (plug-in − estimate
@@ -264,6 +266,9 @@ def estimate(x1, x2, y, *, sizes=None, weights=None, groups=None, num_groups=Non
         bar.close()
 
     est, se, lo, hi, bias, p_s, disagreement, t_half = _combine(plug_v, jk_v, null_s, g, confidence)
+    # A correction or an interval of a few samples can pass what the alphabets allow.
+    most = term_maxima(n1, n2, ny)
+    est, lo, hi = (np.minimum(a, most) for a in (est, lo, hi))
     reliable = _reliability(n_eff, flat, disagreement, t_half)
 
     scale = 1.0 if base is None else 1.0 / math.log(base)
@@ -292,6 +297,14 @@ def estimate(x1, x2, y, *, sizes=None, weights=None, groups=None, num_groups=Non
         cells=n1 * n2 * ny, occupied=out(occupied, False, np.int64),
         confidence=confidence, n_jackknife=g, n_null=n_null, seed=seed, base=base,
     )
+
+
+def term_maxima(n1: int, n2: int, ny: int) -> np.ndarray:
+    """The largest redundancy, unique1, unique2 and synergy (nats, ``(4,)``) of any joint of
+    ``n1 x n2 x ny`` values: R <= min(I(X1;Y), I(X2;Y)) and U_i <= I(X_i;Y) <= log min(n_i, ny);
+    S <= I(X1,X2;Y) <= log ny, and S <= I(X1,X2;Y) - I(X1;Y) = I(X2;Y|X1) <= log n2 (V is at
+    least I(X1;Y)), likewise <= log n1."""
+    return np.log([min(n1, n2, ny), min(n1, ny), min(n2, ny), min(n1, n2, ny)]).astype(np.float64)
 
 
 # ----------------------------------------------------------------------------- internals

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import fastpid
-from fastpid.estimate import PIDEstimate, Terms, suggest_k, t_quantile
+from fastpid.estimate import PIDEstimate, Terms, suggest_k, t_quantile, term_maxima
 
 TERMS = ("redundancy", "unique1", "unique2", "synergy")
 
@@ -120,6 +120,39 @@ def test_bad_samples_raise_like_joint():
         fastpid.estimate([0, 1, 1], [0, 1], [0, 1])
     with pytest.raises(ValueError, match="at least 2 samples"):
         fastpid.estimate([0], [1], [0])
+
+
+def test_term_maxima_bound_every_exact_pid_and_are_reached():
+    rng = np.random.default_rng(3)
+    for shape in [(2, 2, 2), (3, 5, 2), (4, 2, 6), (6, 6, 3), (2, 7, 9)]:
+        most = term_maxima(*shape)
+        for alpha in (0.05, 0.5, 5.0):
+            P = rng.dirichlet(np.full(int(np.prod(shape)), alpha)).reshape(shape)
+            r = fastpid.pid(P)
+            got = np.array([float(getattr(r, t)) for t in TERMS])
+            assert np.all(got <= most + float(r.gap)), (shape, got, most)
+    # Each bound is met: XOR (synergy), Y = X1 (unique1), Y = X1 = X2 (redundancy).
+    n = 3
+    assert _truth(_xor(n, n, 0.0))[3] == pytest.approx(term_maxima(n, n, n)[3], abs=1e-8)
+    copy1 = np.zeros((n, 2, n))
+    for a in range(n):
+        copy1[a, :, a] = 0.5 / n
+    assert _truth(copy1)[1] == pytest.approx(term_maxima(n, 2, n)[1], abs=1e-8)
+    same = np.zeros((n, n, n))
+    same[np.arange(n), np.arange(n), np.arange(n)] = 1.0 / n
+    assert _truth(same)[0] == pytest.approx(term_maxima(n, n, n)[0], abs=1e-8)
+
+
+def test_estimates_and_intervals_stay_within_what_the_alphabets_allow():
+    # Two samples a problem: the jackknife's correction alone had doubled the plug-in
+    # unique information to 2 log 2 nats (interval up to 3 log 2) for a binary target.
+    x1, x2, y = np.array([0, 1, 0, 1]), np.array([0, 0, 1, 1]), np.array([0, 1, 1, 0])
+    est = fastpid.estimate(x1, x2, y, groups=[0, 0, 1, 1], seed=0)
+    most = term_maxima(2, 2, 2)
+    for k, t in enumerate(TERMS):
+        for v in (getattr(est, t), getattr(est.ci_low, t), getattr(est.ci_high, t)):
+            assert np.all(np.asarray(v) <= most[k] + 1e-12), (t, v)
+    assert float(est.plugin.unique1[0]) == pytest.approx(math.log(2), abs=1e-8)
 
 
 def test_t_quantile_and_suggest_k():
