@@ -264,7 +264,7 @@ class PIDProbe:
             return
         self._warned = True
         k = _suggest_k(n, n_classes)
-        advice = (f"use fewer clusters, e.g. n_clusters={k} (fastpid.estimate.suggest_k({n}, {n_classes}))"
+        advice = (f"use fewer clusters, e.g. n_clusters={k} (suggest_k({n}, {n_classes}) in fastpid.estimate)"
                   if k is not None and k < self.n_clusters else "use fewer clusters or more probe samples")
         warnings.warn(
             f"PIDProbe: {n} probe samples over {self.n_clusters}x{self.n_clusters}x{n_classes} = {cells} "
