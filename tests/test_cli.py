@@ -135,6 +135,13 @@ def test_demo_full_in_subprocess():
     assert ex["redundancy"] > 0.1 and ex["mi"] > 1.0
 
 
+def test_python_dash_m_fastpid_runs_the_command_line():
+    proc = subprocess.run([sys.executable, "-m", "fastpid", "--version"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"fastpid {version('fastpid')}"
+
+
 def test_info_json(capsys):
     info = _json_out(capsys, ["info", "--json"])
     assert info["fastpid"] == version("fastpid")
