@@ -114,7 +114,8 @@ class PIDEstimate:
 
     Attributes:
         redundancy, unique1, unique2, synergy: corrected point estimates, cut to the term's
-            possible range (0 to :func:`term_maxima`; so are the intervals).
+            possible range (0 to :func:`term_maxima` of the joint's sizes, as given or as
+            inferred from the samples; so are the intervals).
         ci_low, ci_high: :class:`Terms`, the ``confidence`` interval of each term.
         se: :class:`Terms`, standard errors (jackknife).
         bias: :class:`Terms`, the estimated bias of the plug-in terms (plug-in − estimate
