@@ -119,7 +119,7 @@ class PIDEstimate:
         ci_low, ci_high: :class:`Terms`, the ``confidence`` interval of each term.
         se: :class:`Terms`, standard errors (jackknife).
         bias: :class:`Terms`, the estimated bias of the plug-in terms (plug-in − estimate
-            before the cut at 0).
+            before the cuts to the range).
         p_value: :class:`Terms`; ``synergy``: p-value of the test of "synergy > 0"
             (parametric bootstrap of the likelihood-ratio test, ``n_null`` draws; the
             smallest possible value is ``1 / (n_null + 1)``). The other terms have no test
