@@ -196,6 +196,17 @@ def test_float32_rounding_keeps_a_converged_solve_converged():
     assert err <= float(res.gap) + float(truth.gap)
 
 
+def test_float32_problems_converge_at_the_default_tol():
+    rng = np.random.default_rng(11)
+    for _ in range(60):
+        shape = tuple(int(v) for v in rng.integers(1, 12, size=3))
+        P = rng.dirichlet(np.full(int(np.prod(shape)), 10 ** rng.uniform(-2, 1))).reshape(shape)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ConvergenceWarning)
+            res = fastpid.pid(torch.from_numpy(P.astype(np.float32)))
+        assert bool(res.converged) and float(res.gap) <= 1e-5, (shape, float(res.gap))
+
+
 @pytest.mark.parametrize("tol, mi", [(1e-5, 1.3), (1e-5, 20.0), (1e-6, 7.0), (3e-7, 2.0)])
 def test_solver_tol_leaves_room_for_the_float32_rounding(tol, mi):
     allowance = _certify.rounding_allowance(torch.tensor([0.1, mi]), torch.float32)
