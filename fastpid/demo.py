@@ -180,7 +180,8 @@ def digits_joint(k: int = 20, n_components: int = 5, seed: int = 0):
 
 
 def digits_report(k: int = 20) -> dict[str, Any]:
-    """Exact and proxy PID (bits) of the clustered digits joint, with timings."""
+    """Exact and proxy PID (bits) of the clustered digits joint, with timings, and the
+    bias-corrected estimate from its samples (intervals, test of synergy)."""
     import fastpid
 
     _require_sklearn()
@@ -200,6 +201,11 @@ def digits_report(k: int = 20) -> dict[str, Any]:
     t0 = time.perf_counter()
     proxy = fastpid.pid(P, method="proxy", base=2)
     t_proxy = time.perf_counter() - t0
+
+    # What the 1,797 samples support, beyond the certified value of their empirical joint.
+    t0 = time.perf_counter()
+    est = fastpid.estimate(c1, c2, labels, sizes=(k, k, 10), seed=0, base=2)
+    t_estimate = time.perf_counter() - t0
 
     ex, px = _summary(exact), _summary(proxy)
     # Bracket on V = min_Q I_Q(Y; X1X2): max(I1, I2) <= V <= I_Q0 (the proxy's V).
@@ -222,6 +228,16 @@ def digits_report(k: int = 20) -> dict[str, Any]:
         "exact": {**ex, "seconds": t_exact},
         "proxy": {**px, "seconds": t_proxy},
         "proxy_bracket": bracket,
+        "estimate": {
+            **{t: _f(getattr(est, t)) for t in TERMS},
+            "ci_low": {t: _f(getattr(est.ci_low, t)) for t in TERMS},
+            "ci_high": {t: _f(getattr(est.ci_high, t)) for t in TERMS},
+            "synergy_p_value": _f(est.p_value.synergy),
+            "reliable": {t: bool(getattr(est.reliable, t)) for t in TERMS},
+            "confidence": est.confidence,
+            "seconds": t_estimate,
+            "table": str(est),
+        },
     }
 
 
@@ -249,6 +265,19 @@ def format_digits(rep: dict[str, Any]) -> str:
         inside = lo - 1e-9 <= ex[k] <= hi + 1e-9
         lines.append(f"  {_SHORT[k]:<3} in [{_num(lo)}, {_num(hi)}]   exact {_num(ex[k])}"
                      f"{'' if inside else '  (outside!)'}")
+    est = rep["estimate"]
+    lines += [
+        "",
+        f"3. What the {rep['samples']} samples support (fastpid.estimate, {est['seconds']:.2f} s)",
+        "",
+        "The exact values above are certified for the empirical joint; as estimates of the",
+        "distribution behind the samples they are biased (synergy most, with few samples per",
+        "cell). Corrected estimates, intervals and the test of synergy > 0:",
+        "",
+        est["table"],
+        "(reliable: whether this N suffices for the term's correction and interval; the synergy",
+        "test holds either way. See docs/estimation.md.)",
+    ]
     return "\n".join(lines)
 
 

@@ -133,6 +133,14 @@ def test_demo_full_in_subprocess():
         assert lo - 1e-9 <= ex[term] <= hi + 1e-9
     # Two views of the same digit share much information about the label.
     assert ex["redundancy"] > 0.1 and ex["mi"] > 1.0
+    # The estimate from the same samples: intervals around the corrected values, the plug-in
+    # synergy (the exact row) corrected downwards, a p-value of the 29-draw test.
+    est = d["estimate"]
+    for term in TERMS:
+        assert 0.0 <= est["ci_low"][term] <= est[term] <= est["ci_high"][term]
+    assert est["synergy"] < ex["synergy"]
+    assert 1 / 30 - 1e-12 <= est["synergy_p_value"] <= 1.0
+    assert "95% interval" in est["table"]
 
 
 def test_python_dash_m_fastpid_runs_the_command_line():
