@@ -275,8 +275,9 @@ def format_digits(rep: dict[str, Any]) -> str:
         "cell). Corrected estimates, intervals and the test of synergy > 0:",
         "",
         est["table"],
-        "(reliable: whether this N suffices for the term's correction and interval; the synergy",
-        "test holds either way. See docs/estimation.md.)",
+        "(reliable: whether N suffices for the term's correction and interval. The synergy test",
+        "kept its 5% level on 20x20x10 joints from 0.5 samples a cell, not at 0.125; here",
+        f"{rep['samples'] / np.prod(rep['shape']):.2f}. See docs/estimation.md.)",
     ]
     return "\n".join(lines)
 
