@@ -144,6 +144,15 @@ def test_nan_terms_and_nan_scores_raise():
         ogm_ge_coefficients(torch.tensor([1.0, float("nan")]))
 
 
+def test_probe_names_the_embeddings_with_nan_rows():
+    e1, e2, y = clouds()
+    e2 = e2.clone()
+    e2[7, 0] = float("nan")
+    e2[9, 1] = float("inf")
+    with pytest.raises(ValueError, match=r"emb2 has NaN or Inf entries \(2 of \d+ rows, the first at row 7\)"):
+        PIDProbe(n_clusters=3)(e1, e2, y)
+
+
 def test_empty_batches_raise():
     empty, y0 = torch.zeros(0, 3), torch.zeros(0, dtype=torch.long)
     with pytest.raises(ValueError, match="empty batch: SynIBLoss"):
