@@ -202,7 +202,7 @@ def digits_report(k: int = 20) -> dict[str, Any]:
     proxy = fastpid.pid(P, method="proxy", base=2)
     t_proxy = time.perf_counter() - t0
 
-    # What the 1,797 samples support, beyond the certified value of their empirical joint.
+    # What the samples support, beyond the certified value of their empirical joint.
     t0 = time.perf_counter()
     est = fastpid.estimate(c1, c2, labels, sizes=(k, k, 10), seed=0, base=2)
     t_estimate = time.perf_counter() - t0
