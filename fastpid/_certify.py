@@ -70,20 +70,21 @@ def checked_bracket(lower, upper, lower0, upper0):
 FLOAT32_ROUNDING = 2.0**-23
 
 
-def rounding_allowance(mi: torch.Tensor, dtype: torch.dtype) -> float:
-    """The most that output_gap() adds for rounding the terms to ``dtype`` (nats), over the
-    problems whose ``I(X1,X2;Y)`` is ``mi`` ``(B,)``: 0 for float64."""
-    if dtype != torch.float32 or mi.numel() == 0:
-        return 0.0
-    return FLOAT32_ROUNDING * float(mi.detach().abs().max())
+def rounding(mi: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """What output_gap() adds for rounding each problem's terms to ``dtype`` (nats), ``(B,)``
+    for problems whose ``I(X1,X2;Y)`` is ``mi`` ``(B,)``: zeros for float64."""
+    mi = mi.detach().abs()
+    return FLOAT32_ROUNDING * mi if dtype == torch.float32 else torch.zeros_like(mi)
 
 
-def solver_tol(tol: float, allowance: float) -> float:
-    """The gap the solvers aim at so that the reported gap, ``allowance`` (rounding_allowance())
-    added and rounded up, is still at most ``tol``; ``tol`` itself where the allowance alone
-    reaches it (no solve can then be reported converged, and the warning says why)."""
-    room = tol - allowance
-    return room * (1.0 - 2.0**-20) if allowance > 0 and room > 0 else tol
+def solver_tol(tol: float, rounded: torch.Tensor) -> float:
+    """The gap the solvers aim at so that each problem's reported gap, its rounding ``rounded``
+    ``(B,)`` (rounding()) added and rounded up, is still at most ``tol``. Problems whose rounding
+    alone reaches ``tol`` cannot be reported converged whatever the solve (the warning says why),
+    so they set no target; ``tol`` itself where none is rounded."""
+    room = rounded[rounded < tol]
+    allowance = float(room.max()) if room.numel() else 0.0
+    return (tol - allowance) * (1.0 - 2.0**-20) if allowance > 0 else tol
 
 
 def output_gap(gap: torch.Tensor, mi: torch.Tensor, dtype: torch.dtype, scale: float) -> torch.Tensor:

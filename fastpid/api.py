@@ -9,7 +9,7 @@ import torch
 
 from . import cpp, cuda, solver
 from ._autograd import attach_envelope_gradient
-from ._certify import checked_bracket, drop_negligible, output_gap, rounding_allowance, solver_tol
+from ._certify import checked_bracket, drop_negligible, output_gap, rounding, solver_tol
 from ._resources import CHUNK_FLOATS, check_memory, per_problem_floats
 from ._validate import check_base, check_choice, check_distribution, check_positive_int, check_tol, result_dtype
 from .exceptions import ConvergenceWarning
@@ -124,7 +124,7 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
     mi, mi1, mi2, lower0, upper0 = solver.closed_form_bracket(
         flat, closed_forms=_kernels(backend).closed_forms if fused else None)
     # float32 results add their rounding to the gap: the solvers aim below tol by that much.
-    allowance = rounding_allowance(mi, out_dtype)
+    rounded = rounding(mi, out_dtype)
     status, coupling = None, None
     if method == "proxy" or backend == "cvx":
         iterations = torch.zeros(flat.shape[0], dtype=torch.int64, device=flat.device)
@@ -140,7 +140,7 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
         value, lower, upper, status = _solve_cvx(flat, lower0, upper0)
     else:
         value, lower, upper, iterations, coupling = _solve_iterative(
-            flat, method, backend, solver_tol(tol, allowance), max_iter, steps, progress, (lower0, upper0),
+            flat, method, backend, solver_tol(tol, rounded), max_iter, steps, progress, (lower0, upper0),
             return_coupling, plan)
 
     lower, upper, broken = checked_bracket(lower.detach(), upper.detach(), lower0.detach(), upper0.detach())
@@ -155,7 +155,8 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
     converged = in_nats.to(gap.dtype) <= tol
     if status is not None:
         converged = converged & torch.as_tensor([s == "optimal" for s in status], device=gap.device)
-    warn_unconverged(method, backend, converged, broken, in_nats.to(gap.dtype), tol, max_iter, allowance=allowance)
+    warn_unconverged(method, backend, converged, broken, in_nats.to(gap.dtype), tol, max_iter,
+                     rounded=rounded.to(gap.dtype))
     # The seven terms in one array (one conversion to the output type instead of seven).
     terms = pid_terms(mi, mi1, mi2, value, scale).to(out_dtype)
 
@@ -190,29 +191,36 @@ def pid_terms(mi, mi1, mi2, value, scale: float):
 
 
 def warn_unconverged(method, backend, converged, broken, gap, tol, max_iter, stacklevel: int = 3,
-                     allowance: float = 0.0):
+                     rounded: torch.Tensor | None = None):
     """A :class:`ConvergenceWarning` for fastpid's exact solves that stopped short of ``tol``
     (not CVXPY's, whose gap is the closed-form bracket), and for any problem whose solver
     bracket was broken (the closed-form bracket is reported). ``gap``: as reported, in nats;
-    ``allowance``: what rounding the results to float32 adds to it (rounding_allowance())."""
+    ``rounded`` ``(B,)``: what rounding each problem's results to float32 adds to it
+    (_certify.rounding()); a problem whose rounding alone reaches ``tol`` is told so, the
+    others that raising ``max_iter`` may help."""
     if bool(broken.any()):
         warnings.warn(
             f"{int(broken.sum())} problem(s) got no valid bracket from the solver (a bound was "
             "not finite or the bounds crossed); their terms use the closed-form bracket "
             "max(I1, I2) <= V <= min(I_Q0, I12, I1 + I2), and gap is its width",
             ConvergenceWarning, stacklevel=stacklevel)
-    elif method == "exact" and backend != "cvx" and not bool(converged.all()):
-        bad = ~converged
-        if allowance >= tol:
-            warnings.warn(
-                f"{int(bad.sum())} of {math.prod(converged.shape)} problem(s) report gap > tol={tol:g}: "
-                f"float32 results carry up to {allowance:.3g} nats of rounding (2^-23 I(X1,X2;Y)); "
-                "pass float64 input or a tol above that. The reported gap still bounds the error of "
-                "every term.", ConvergenceWarning, stacklevel=stacklevel)
-            return
+        return
+    if method != "exact" or backend == "cvx" or bool(converged.all()):
+        return
+    total = math.prod(converged.shape)
+    bad = ~converged
+    short = bad if rounded is None else bad & (rounded < tol)
+    by_rounding = bad & ~short
+    if bool(by_rounding.any()):
         warnings.warn(
-            f"{int(bad.sum())} of {math.prod(converged.shape)} problem(s) stopped with gap > tol={tol:g} "
-            f"(largest gap {float(gap[bad].max()):.3g} nats); raise max_iter (now {max_iter}) or "
+            f"{int(by_rounding.sum())} of {total} problem(s) report gap > tol={tol:g}: their float32 "
+            f"results carry up to {float(rounded[by_rounding].max()):.3g} nats of rounding "
+            "(2^-23 I(X1,X2;Y)); pass float64 input or a tol above that. The reported gap still "
+            "bounds the error of every term.", ConvergenceWarning, stacklevel=stacklevel)
+    if bool(short.any()):
+        warnings.warn(
+            f"{int(short.sum())} of {total} problem(s) stopped with gap > tol={tol:g} "
+            f"(largest gap {float(gap[short].max()):.3g} nats); raise max_iter (now {max_iter}) or "
             "tol. The reported gap still bounds the error of every term.",
             ConvergenceWarning, stacklevel=stacklevel)
 

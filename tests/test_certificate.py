@@ -209,14 +209,50 @@ def test_float32_problems_converge_at_the_default_tol():
 
 @pytest.mark.parametrize("tol, mi", [(1e-5, 1.3), (1e-5, 20.0), (1e-6, 7.0), (3e-7, 2.0)])
 def test_solver_tol_leaves_room_for_the_float32_rounding(tol, mi):
-    allowance = _certify.rounding_allowance(torch.tensor([0.1, mi]), torch.float32)
-    target = _certify.solver_tol(tol, allowance)
+    rounded = _certify.rounding(torch.tensor([0.1, mi], dtype=torch.float64), torch.float32)
+    target = _certify.solver_tol(tol, rounded)
     assert 0 < target < tol
     # A solve that stops exactly at the target is reported within tol.
     reported = _certify.output_gap(torch.tensor([target], dtype=torch.float64), torch.tensor([mi], dtype=torch.float64),
                                    torch.float32, 1.0)
     assert float(reported) <= tol
-    assert _certify.solver_tol(tol, 0.0) == tol  # float64: nothing rounded
+    float64 = _certify.rounding(torch.tensor([0.1, mi], dtype=torch.float64), torch.float64)
+    assert _certify.solver_tol(tol, float64) == tol  # nothing rounded
+
+
+def test_a_problem_lost_to_rounding_sets_no_target_for_the_others():
+    """In one float32 batch, a problem whose rounding alone reaches tol (it can never be reported
+    converged) must not take the others' room away: they still aim below tol by their rounding."""
+    tol = 1e-7
+    rounded = _certify.rounding(torch.tensor([math.log(4.0), 0.05], dtype=torch.float64), torch.float32)
+    assert float(rounded[0]) >= tol > float(rounded[1])
+    target = _certify.solver_tol(tol, rounded)
+    assert target <= tol - float(rounded[1])
+
+
+def test_mixed_float32_batch_blames_rounding_only_where_it_reaches_tol():
+    """Y = (X1, X2) on 2x2x4 has I(X1,X2;Y) = log 4, whose float32 rounding (1.65e-7) exceeds
+    tol = 1e-7; the weakly dependent problem beside it (I = 0.008) has room, but two steps do
+    not certify it: each is told its own reason."""
+    copy = torch.zeros(2, 2, 4)
+    for a in range(2):
+        for b in range(2):
+            copy[a, b, 2 * a + b] = 0.25
+    weak = torch.full((2, 2, 4), 1.0 / 16)
+    weak[0, 0, 0] += 0.03
+    weak[1, 1, 3] -= 0.03
+    batch = torch.stack([copy, weak])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = fastpid.pid(batch, tol=1e-7, max_iter=2)
+    messages = sorted(str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning))
+    assert len(messages) == 2, messages
+    assert messages[0].startswith("1 of 2 problem(s) report gap > tol") and "float32" in messages[0]
+    assert messages[1].startswith("1 of 2 problem(s) stopped with gap > tol") and "max_iter" in messages[1]
+    assert res.converged.tolist() == [False, False]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        assert bool(fastpid.pid(weak, tol=1e-7).converged)
 
 
 def test_float32_tol_below_the_rounding_says_so():
