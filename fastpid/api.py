@@ -196,19 +196,18 @@ def warn_unconverged(method, backend, converged, broken, gap, tol, max_iter, sta
     (not CVXPY's, whose gap is the closed-form bracket), and for any problem whose solver
     bracket was broken (the closed-form bracket is reported). ``gap``: as reported, in nats;
     ``rounded`` ``(B,)``: what rounding each problem's results to float32 adds to it
-    (_certify.rounding()); a problem whose rounding alone reaches ``tol`` is told so, the
-    others that raising ``max_iter`` may help."""
+    (_certify.rounding()). Each unconverged problem is told its own reason: a broken bracket,
+    rounding that alone reaches ``tol``, or too few iterations."""
     if bool(broken.any()):
         warnings.warn(
             f"{int(broken.sum())} problem(s) got no valid bracket from the solver (a bound was "
             "not finite or the bounds crossed); their terms use the closed-form bracket "
             "max(I1, I2) <= V <= min(I_Q0, I12, I1 + I2), and gap is its width",
             ConvergenceWarning, stacklevel=stacklevel)
-        return
-    if method != "exact" or backend == "cvx" or bool(converged.all()):
+    bad = ~converged & ~broken  # the others, told above
+    if method != "exact" or backend == "cvx" or not bool(bad.any()):
         return
     total = math.prod(converged.shape)
-    bad = ~converged
     short = bad if rounded is None else bad & (rounded < tol)
     by_rounding = bad & ~short
     if bool(by_rounding.any()):

@@ -133,6 +133,14 @@ def test_broken_bracket_falls_back_with_a_warning(monkeypatch, method, route):
         assert res.gap[b] == pytest.approx(up0[b] - lo0[b], rel=1e-12)
         assert res.gap[b] > 0
     assert np.all(np.isfinite(res.synergy))
+    if method == "exact":  # the third problem, stopped short, is told its own reason beside them
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            res = fastpid.pid(P, method=method, max_iter=1)
+        messages = sorted(str(w.message) for w in caught)
+        assert not res.converged[2]
+        assert len(messages) == 2 and messages[0].startswith("1 of 3 problem(s) stopped"), messages
+        assert messages[1].startswith("2 problem(s) got no valid bracket"), messages
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf])
