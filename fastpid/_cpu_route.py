@@ -60,7 +60,8 @@ def exact_pid(P, tol: float, max_iter: int, base, backend: str):
         converged = gap <= tol
         settled = bool(np.all(converged & ~broken))
     if not settled:
-        api.warn_unconverged("exact", "cpp", converged, broken, gap, tol, max_iter, stacklevel=4)  # pid()'s caller
+        # stacklevel: pid()'s caller
+        api.warn_unconverged("exact", "cpp", converged, broken, gap, tol, max_iter, iterations, stacklevel=4)
 
     # float64 results: nothing is rounded, so the reported gap is the bracket's (in the units).
     if scale != 1.0:

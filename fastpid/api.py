@@ -155,7 +155,7 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
     converged = in_nats.to(gap.dtype) <= tol
     if status is not None:
         converged = converged & torch.as_tensor([s == "optimal" for s in status], device=gap.device)
-    warn_unconverged(method, backend, converged, broken, in_nats.to(gap.dtype), tol, max_iter,
+    warn_unconverged(method, backend, converged, broken, in_nats.to(gap.dtype), tol, max_iter, iterations,
                      rounded=rounded.to(gap.dtype))
     # The seven terms in one array (one conversion to the output type instead of seven).
     terms = pid_terms(mi, mi1, mi2, value, scale).to(out_dtype)
@@ -190,14 +190,16 @@ def pid_terms(mi, mi1, mi2, value, scale: float):
     return terms if scale == 1.0 else terms * scale
 
 
-def warn_unconverged(method, backend, converged, broken, gap, tol, max_iter, stacklevel: int = 3,
+def warn_unconverged(method, backend, converged, broken, gap, tol, max_iter, iterations, stacklevel: int = 3,
                      rounded: torch.Tensor | None = None):
     """A :class:`ConvergenceWarning` for fastpid's exact solves that stopped short of ``tol``
     (not CVXPY's, whose gap is the closed-form bracket), and for any problem whose solver
     bracket was broken (the closed-form bracket is reported). ``gap``: as reported, in nats;
     ``rounded`` ``(B,)``: what rounding each problem's results to float32 adds to it
-    (_certify.rounding()). Each unconverged problem is told its own reason: a broken bracket,
-    rounding that alone reaches ``tol``, or too few iterations."""
+    (_certify.rounding()); ``iterations``: each problem's (alternation and Newton steps, so at
+    least its Newton steps). Each unconverged problem is told its own reason: a broken bracket,
+    rounding that alone reaches ``tol``, a stall (the solver stopped with fewer than
+    ``max_iter`` steps: float64 cannot certify a smaller gap), or too few iterations."""
     if bool(broken.any()):
         warnings.warn(
             f"{int(broken.sum())} problem(s) got no valid bracket from the solver (a bound was "
@@ -216,6 +218,14 @@ def warn_unconverged(method, backend, converged, broken, gap, tol, max_iter, sta
             f"results carry up to {float(rounded[by_rounding].max()):.3g} nats of rounding "
             "(2^-23 I(X1,X2;Y)); pass float64 input or a tol above that. The reported gap still "
             "bounds the error of every term.", ConvergenceWarning, stacklevel=stacklevel)
+    stalled = short & (iterations < max_iter)
+    short = short & ~stalled
+    if bool(stalled.any()):
+        warnings.warn(
+            f"{int(stalled.sum())} of {total} problem(s) stalled with gap > tol={tol:g} (largest "
+            f"{float(gap[stalled].max()):.3g} nats) before max_iter={max_iter}: float64 arithmetic cannot "
+            "certify a smaller gap for them, so use a tol above it. The reported gap still bounds "
+            "the error of every term.", ConvergenceWarning, stacklevel=stacklevel)
     if bool(short.any()):
         warnings.warn(
             f"{int(short.sum())} of {total} problem(s) stopped with gap > tol={tol:g} "

@@ -337,3 +337,25 @@ def test_tiny_sources_with_many_classes_need_little_memory():
     from fastpid import _resources
 
     assert _resources.estimate_bytes(flat, "exact", "torch") < 50 * 2**20
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_tol_below_float64_reach_is_called_a_stall(backend):
+    """A tol float64 cannot certify stops the solver early (a stall, not max_iter): the warning
+    must say so, since more iterations would not help (here they give the same gap)."""
+    P = np.random.default_rng(11).dirichlet(np.ones(60)).reshape(3, 4, 5)
+    with pytest.warns(ConvergenceWarning, match="stalled with gap > tol=1e-15") as caught:
+        res = fastpid.pid(P, tol=1e-15, backend=backend)
+    assert len(caught) == 1 and "max_iter=500" in str(caught[0].message)
+    assert not res.converged and res.iterations < 500 and res.gap < 1e-10
+    with pytest.warns(ConvergenceWarning, match="stalled .* before max_iter=5000"):
+        more = fastpid.pid(P, tol=1e-15, backend=backend, max_iter=5000)
+    assert more.gap == res.gap and more.iterations == res.iterations
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_too_few_iterations_are_called_so(backend):
+    P = np.random.default_rng(11).dirichlet(np.ones(60)).reshape(3, 4, 5)
+    with pytest.warns(ConvergenceWarning, match=r"stopped with gap > tol=1e-08 .*raise max_iter \(now 2\)"):
+        res = fastpid.pid(P, max_iter=2, backend=backend)
+    assert not res.converged

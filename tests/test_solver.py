@@ -446,7 +446,8 @@ def test_tight_tolerance_certifies_clustered_joints(backend):
 
 def test_tolerance_below_float64_reach_is_honest():
     P = random_joint(np.random.default_rng(14), (6, 6, 6))
-    res = fastpid.pid(P, tol=1e-15)
+    with pytest.warns(fastpid.ConvergenceWarning, match="stalled"):
+        res = fastpid.pid(P, tol=1e-15)
     assert float(res.gap) > 1e-15 and not bool(res.converged)
     assert float(res.gap) <= 1e-9  # still as good as float64 allows
     assert_identities(res, P)
@@ -454,7 +455,8 @@ def test_tolerance_below_float64_reach_is_honest():
 
 def test_max_iter_gives_honest_unconverged_result():
     P = random_joint(np.random.default_rng(15), (8, 8, 8), alpha=0.3)
-    res = fastpid.pid(P, max_iter=2)
+    with pytest.warns(fastpid.ConvergenceWarning, match="raise max_iter"):
+        res = fastpid.pid(P, max_iter=2)
     exact = fastpid.pid(P)
     assert not bool(res.converged) and float(res.gap) > TOL
     assert abs(float(res.synergy) - float(exact.synergy)) <= float(res.gap) / 2 + TOL
