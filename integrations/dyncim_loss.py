@@ -65,8 +65,10 @@ def dyncim_loss_terms(fused_logits: torch.Tensor, unimodal_logits: Sequence[torc
         raise ValueError(f"gate must have shape ({B}, {M}), got {tuple(gate.shape)}")
     target = (torch.full((M,), 1.0 / M, device=dev, dtype=dt) if gate_target is None
               else torch.as_tensor(gate_target, device=dev, dtype=dt))
-    if target.shape != (M,) or (target <= 0).any():
-        raise ValueError(f"gate_target must be a positive ({M},) vector on the simplex")
+    if target.shape != (M,) or not bool(torch.isfinite(target).all()) or (target <= 0).any() \
+            or abs(float(target.sum()) - 1.0) > 1e-6:
+        raise ValueError(f"gate_target must be a positive ({M},) vector on the simplex (summing to 1), "
+                         f"got {target.tolist() if target.numel() <= 8 else tuple(target.shape)}")
     gbar = gate.mean(0).clamp_min(1e-12)
     terms["gate"] = (gbar * (gbar.log() - target.log())).sum()
     return terms

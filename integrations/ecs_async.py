@@ -121,8 +121,10 @@ class Decision:
         epoch: the epoch the decision applies to.
         stage: ``"unimodal"`` (stage 1) or ``"joint"`` (stage 2).
         train1, train2: whether modality 1 / 2 trains this epoch.
-        restore_snapshot: load the peak-synergy snapshot before training (set once, at the
-            switch to stage 2, when a snapshot exists).
+        restore_snapshot: load the peak-synergy weights before training (set once, at the
+            switch to stage 2, when a counted probe set a peak): :meth:`ECSAsyncController.restore`
+            where ``modules`` were registered (the controller then holds their snapshot), else
+            the caller's own checkpoint of epoch ``peak_epoch``.
         probed: whether this decision came from a fresh probe.
         counted: whether the probe's synergy score took part in the peak and drop rules
             (a probe in stage 1 at or after ``warmup_epochs``).

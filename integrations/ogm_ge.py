@@ -47,7 +47,8 @@ def ogm_ge_scores(logits: Sequence[torch.Tensor], y) -> torch.Tensor:
 
 
 def ogm_ge_coefficients(scores: torch.Tensor, alpha: float = 0.5) -> torch.Tensor:
-    """``(M,)`` gradient coefficients in ``(0, 1]`` from the modality scores ``(M,)``."""
+    """``(M,)`` gradient coefficients in ``[0, 1]`` from the modality scores ``(M,)`` (0 where a modality
+    dominates so far that ``tanh`` rounds to 1, e.g. a ratio of 40 at ``alpha`` = 0.5)."""
     scores = torch.as_tensor(scores, dtype=torch.float64)
     if scores.dim() != 1 or scores.shape[0] < 2 or not bool(torch.isfinite(scores).all()) or (scores < 0).any():
         raise ValueError(f"scores must be a finite, non-negative (M,) vector with M >= 2, got {scores}")

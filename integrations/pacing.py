@@ -12,6 +12,7 @@ can stand in for it.
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass
 
 __all__ = ["RootCompetence", "PhaseSchedule", "PhasePosition"]
@@ -72,8 +73,13 @@ class PhaseSchedule:
 
     def position(self, epoch: int) -> PhasePosition:
         """The phase of ``epoch`` (0-based; epochs past the end stay in the last phase)."""
-        if not isinstance(epoch, int) or epoch < 0:
+        try:
+            index = operator.index(epoch)  # also numpy integers and 0-d integer tensors
+        except TypeError:
+            index = -1
+        if isinstance(epoch, bool) or index < 0:
             raise ValueError(f"epoch must be a non-negative integer, got {epoch!r}")
+        epoch = index
         start = 0
         for i, end in enumerate(self.ends[:-1]):
             if epoch < end:

@@ -13,7 +13,8 @@ import torch
 
 __all__ = ["as_tensor", "as_labels", "check_probs", "check_labels", "check_batch", "prob_of_label"]
 
-#: Rows of a probability matrix must sum to 1 within this tolerance.
+#: Rows of a probability matrix must sum to 1 within this tolerance (or, for half-precision
+#: input, within the dtype's epsilon: a bfloat16 softmax row is off by up to 2^-8).
 ROW_SUM_TOL = 1e-4
 
 
@@ -71,7 +72,8 @@ def check_probs(p, name: str, n_rows: int | None = None, n_cols: int | None = No
     """``p (N, C)`` probability rows as a float64 tensor (on ``p``'s device).
 
     Raises ``TypeError`` for non-numeric input and ``ValueError`` for a wrong shape,
-    NaN/Inf, negative entries or rows that do not sum to 1 (within :data:`ROW_SUM_TOL`).
+    NaN/Inf, negative entries or rows that do not sum to 1 (within :data:`ROW_SUM_TOL`, or the
+    epsilon of a half-precision dtype, whose rows are then renormalised in float64).
     """
     if not isinstance(p, (torch.Tensor, np.ndarray)):
         raise TypeError(f"{name} must be a torch.Tensor or numpy array of shape (N, C), "
@@ -85,16 +87,18 @@ def check_probs(p, name: str, n_rows: int | None = None, n_cols: int | None = No
         raise ValueError(f"{name} has {p.shape[0]} rows, expected {n_rows} (one per sample)")
     if n_cols is not None and p.shape[1] != n_cols:
         raise ValueError(f"{name} has {p.shape[1]} columns, expected {n_cols} (one per class)")
+    tol = max(ROW_SUM_TOL, torch.finfo(p.dtype).eps)
     p = p.detach().to(torch.float64)
     if not torch.isfinite(p).all():
         raise ValueError(f"{name} contains NaN or Inf")
     if (p < 0).any():
         raise ValueError(f"{name} has negative entries; pass softmax probabilities, not logits")
-    worst = (p.sum(1) - 1.0).abs().max()
-    if worst > ROW_SUM_TOL:
+    sums = p.sum(1)
+    worst = (sums - 1.0).abs().max()
+    if worst > tol:
         raise ValueError(f"{name}: rows must sum to 1 (softmax probabilities); the worst row is "
-                         f"off by {float(worst):.3g}")
-    return p
+                         f"off by {float(worst):.3g} (tolerance {tol:.3g})")
+    return p / sums[:, None] if tol > ROW_SUM_TOL else p
 
 
 def check_labels(y, n_rows: int, n_classes: int, name: str = "y") -> torch.Tensor:

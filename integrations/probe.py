@@ -176,15 +176,15 @@ class PIDProbe:
         emb = as_tensor(emb, name)
         if emb.dim() != 2:
             raise ValueError(f"{name} must have shape (N, D), got {tuple(emb.shape)}")
-        bad = ~torch.isfinite(emb).reshape(emb.shape[0], -1).all(1)
-        if bool(bad.any()):
-            row = int(bad.nonzero()[0, 0])
-            raise ValueError(f"{name} has NaN or Inf entries ({int(bad.sum())} of {emb.shape[0]} rows, the "
-                             f"first at row {row}); a diverged model's embeddings cannot be clustered")
         n = emb.shape[0]
         if n < self.n_clusters:
             raise ValueError(f"{name} has {n} samples; the probe needs at least n_clusters = "
                              f"{self.n_clusters}")
+        bad = ~torch.isfinite(emb).all(1)
+        if bool(bad.any()):
+            row = int(bad.nonzero()[0, 0])
+            raise ValueError(f"{name} has NaN or Inf entries ({int(bad.sum())} of {n} rows, the "
+                             f"first at row {row}); a diverged model's embeddings cannot be clustered")
         z = standardize(emb.detach().to(torch.float64))
         z = pca(z, min(self.n_components, *z.shape)).scores
         return kmeans(z, self.n_clusters, n_init=self.n_init, max_iter=self.max_iter,

@@ -12,8 +12,9 @@ epochs, as :meth:`SPICECurriculum.due` says.
 Choices the method's description leaves open, made here:
 
 * pacing progress inside a phase is ``t = epochs since the phase began`` out of
-  ``T = phase length - 1`` (at least 1), so each phase starts at ``c0`` and its last epoch
-  admits every sample;
+  ``T = phase length - 1`` (at least 1), so each phase starts at ``c0`` and the last epoch of
+  a phase of two or more epochs admits every sample; a phase of one epoch (few ``epochs``,
+  e.g. the middle phase of 5) admits ``c0`` throughout, its ranking's best;
 * until the first :meth:`~SPICECurriculum.update` every sample is admitted, and
   :meth:`~SPICECurriculum.due` is false at epoch 0: an untrained model's predictions carry
   no ranking, so epoch 0 is a full-data warm-up;
@@ -45,6 +46,7 @@ gathered), and rank 0's scores are broadcast.
 from __future__ import annotations
 
 import math
+import operator
 from typing import Callable
 
 import torch
@@ -194,7 +196,7 @@ class SPICECurriculum:
     def set_epoch(self, epoch: int) -> None:
         """Set the epoch that :meth:`indices`, :meth:`weights` and the sampler refer to."""
         self.schedule.position(epoch)  # validates
-        self.epoch = epoch
+        self.epoch = operator.index(epoch)  # a plain int (numpy and 0-d tensor epochs accepted)
 
     def phase(self, epoch: int | None = None) -> str:
         """Name of the phase of ``epoch`` (default: the current epoch)."""

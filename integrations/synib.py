@@ -190,8 +190,9 @@ class SynIBLoss(nn.Module):
             on the synthetic data (integration variant, every mask, 5 seeds,
             ``examples/results/synib_sweep.md``); larger values lowered it.
         mask: how the penalty withholds a modality: ``"random"``, ``"zero"``, ``"noise"``,
-            ``"learned"`` (one gate per feature, kept across batches) or
-            ``"learned_example"`` (one gate per sample and feature, fitted on each batch).
+            ``"learned"`` (one gate per feature, kept across batches and refitted only in
+            training mode) or ``"learned_example"`` (one gate per sample and feature, fitted
+            on each batch).
         p: probability that a feature is withheld (``"random"``, ``"zero"``, ``"noise"``).
         off_after_epoch: the penalty and the masked cross-entropy are applied only while
             ``epoch < off_after_epoch`` (``None``: always).
@@ -218,7 +219,9 @@ class SynIBLoss(nn.Module):
     accepted), ``fusion(z1, z2) -> (B, C)`` logits (or ``(logits, features)``) and the
     unimodal heads ``head_m(z_m) -> (B, C)`` (heads may be ``None`` when
     ``lambda_uni == 0`` and the mask is not learned). It returns a :class:`SynIBTerms`
-    named tuple; train on its ``.loss``. An empty batch raises ``ValueError``.
+    named tuple; train on its ``.loss``. An empty batch raises ``ValueError``, and so does a
+    batch of one for ``"random"`` and ``"learned"`` (they fill from another sample while the
+    penalty is active).
 
     Buffers (empty until first needed): ``running_mean{m}``, ``running_var{m}`` (``(D_m,)``,
     ``"noise"`` and ``"learned_example"``) and ``gate_logit{m}`` (``(D_m,)``, ``"learned"``)
@@ -359,7 +362,10 @@ class SynIBLoss(nn.Module):
     def _fit_gate(self, m: int, z: torch.Tensor, y: torch.Tensor, partner: torch.Tensor, head: Head
                   ) -> torch.Tensor:
         logit = self._buffer("gate_logit", m)
-        if logit is None or logit.shape != z.shape[1:] or logit.device != z.device:
+        fitted = logit is not None and logit.shape == z.shape[1:] and logit.device == z.device
+        if fitted and not self.training:  # evaluation uses the gate as trained, as "noise" its statistics
+            return torch.sigmoid(logit)
+        if not fitted:
             logit = torch.zeros(z.shape[1:], device=z.device, dtype=z.dtype)  # g = 0.5: not saturated
         z, other = z.detach(), z.detach()[partner]
         with torch.enable_grad():
@@ -371,7 +377,8 @@ class SynIBLoss(nn.Module):
                 objective = evidence + self.gate_sparsity * (1 - g).mean()
                 (grad,) = torch.autograd.grad(objective, logit)
                 logit = logit - self.gate_lr * torch.sign(grad)   # per-feature signed step
-        self._set_buffer("gate_logit", m, logit)
+        if self.training:
+            self._set_buffer("gate_logit", m, logit.detach())
         return torch.sigmoid(logit.detach())
 
     def _fit_example_gate(self, m: int, z: torch.Tensor, y: torch.Tensor, head: Head,
@@ -408,8 +415,10 @@ class SynIBLoss(nn.Module):
         gradients still flow to the features that are kept (``"learned_example"``: none, its
         input is detached). The learned masks need the modality's head and the labels
         ``y (B,)``; ``"noise"`` and ``"learned_example"`` the running statistics."""
-        if z.dim() != 2 or z.shape[0] < 2:
-            raise ValueError(f"embeddings must have shape (B, D) with B >= 2, got {tuple(z.shape)}")
+        least = 2 if self.mask in ("random", "learned") else 1  # these fill from another sample
+        if z.dim() != 2 or z.shape[0] < least:
+            raise ValueError(f"mask={self.mask!r} needs embeddings of shape (B, D) with B >= {least}, "
+                             f"got {tuple(z.shape)}")
         gen = self._generator(z.device)
         if self.mask in ("learned", "learned_example") and (head is None or y is None):
             raise ValueError(f"mask={self.mask!r} needs the modality's head and the labels y")

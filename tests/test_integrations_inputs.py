@@ -209,3 +209,93 @@ def test_sampler_shards_without_a_process_group():
         SPICESampler(cur, torch.Generator(), num_replicas=2, rank=0)
     with pytest.raises(ValueError, match="rank"):
         SPICESampler(cur, num_replicas=2, rank=2)
+
+
+# ---------------------------------------------------------------- half precision, odd batches and epochs
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_softmax_rows_are_accepted(dtype):
+    """A bfloat16 softmax row sums to 1 only within ~2^-8 (0.0024 off here), beyond the float32
+    tolerance 1e-4: rows within the dtype's epsilon are accepted and renormalised."""
+    from fastpid.integrations.predictions import check_probs
+    from fastpid.integrations.spice_scores import pointwise_scores
+
+    g = torch.Generator().manual_seed(0)
+    p = torch.randn(200, 10, generator=g).to(dtype).softmax(-1)
+    y = torch.randint(0, 10, (200,), generator=g)
+    assert (p.double().sum(1) - 1).abs().max() > 1e-4      # the case the float32 tolerance refused
+    q = check_probs(p, "p")
+    assert q.dtype == torch.float64 and (q.sum(1) - 1).abs().max() < 1e-12
+    ref = pointwise_scores(*(p.double() / p.double().sum(1, keepdim=True),) * 3, y)
+    got = pointwise_scores(p, p, p, y)
+    assert torch.allclose(got.synergy, ref.synergy, atol=1e-12)
+    DynCIM(200, 2, 5).update(p, [p, p], y)
+    bad = torch.tensor([[0.5, 0.6]], dtype=dtype)           # off by 0.1: still refused
+    with pytest.raises(ValueError, match="rows must sum to 1"):
+        check_probs(bad, "p")
+
+
+def test_probe_names_an_empty_probe_set():
+    e = torch.zeros(0, 8)
+    with pytest.raises(ValueError, match="emb1 has 0 samples; the probe needs at least n_clusters"):
+        PIDProbe()(e, e, torch.zeros(0, dtype=torch.long))
+
+
+@pytest.mark.parametrize("mask", ["zero", "noise", "learned_example", "random", "learned"])
+def test_synib_batch_of_one(mask):
+    """A last batch of one (N % B == 1 without drop_last) trains with every mask that does not
+    fill from another sample; the two that do say so."""
+    g = torch.Generator().manual_seed(1)
+    fusion, h1, h2 = torch.nn.Linear(11, 3), torch.nn.Linear(5, 3), torch.nn.Linear(6, 3)
+    fuse = lambda a, b: fusion(torch.cat([a, b], 1))  # noqa: E731
+    z1, z2, y = torch.randn(16, 5, generator=g), torch.randn(16, 6, generator=g), torch.randint(0, 3, (16,), generator=g)
+    loss = SynIBLoss(mask=mask)
+    loss(z1, z2, y, fuse, h1, h2)
+    if mask in ("random", "learned"):
+        with pytest.raises(ValueError, match=f"mask='{mask}' needs embeddings of shape \\(B, D\\) with B >= 2"):
+            loss(z1[:1], z2[:1], y[:1], fuse, h1, h2)
+    else:
+        out = loss(z1[:1], z2[:1], y[:1], fuse, h1, h2)
+        assert math.isfinite(float(out.loss.detach())) and float(out.synergy_kl) > 0
+
+
+def test_synib_learned_gate_is_frozen_outside_training():
+    """Validation (eval mode, no_grad) must not refit the persistent gate, as "noise" keeps its
+    running statistics: a run with validation would otherwise differ from one without."""
+    g = torch.Generator().manual_seed(2)
+    fusion, h1, h2 = torch.nn.Linear(11, 3), torch.nn.Linear(5, 3), torch.nn.Linear(6, 3)
+    fuse = lambda a, b: fusion(torch.cat([a, b], 1))  # noqa: E731
+    z1, z2, y = torch.randn(16, 5, generator=g), torch.randn(16, 6, generator=g), torch.randint(0, 3, (16,), generator=g)
+    loss = SynIBLoss(mask="learned")
+    loss(z1, z2, y, fuse, h1, h2)
+    gate = loss.gate(1).clone()
+    loss.eval()
+    with torch.no_grad():
+        out = loss(z1[:8] + 1, z2[:8], y[:8], fuse, h1, h2)
+    assert torch.equal(loss.gate(1), gate) and float(out.synergy_kl) > 0
+    loss.train()
+    loss(z1, z2, y, fuse, h1, h2)
+    assert not torch.equal(loss.gate(1), gate)             # training still refits it
+
+
+def test_dyncim_gate_target_must_be_on_the_simplex():
+    from fastpid.integrations.dyncim_loss import dyncim_loss_terms
+
+    g = torch.Generator().manual_seed(3)
+    fl, u1, u2 = (torch.randn(4, 3, generator=g) for _ in range(3))
+    y, gate = torch.tensor([0, 1, 2, 0]), torch.full((4, 2), 0.5)
+    with pytest.raises(ValueError, match="on the simplex"):
+        dyncim_loss_terms(fl, [u1, u2], y, gate=gate, gate_target=torch.tensor([3.0, 3.0]))
+    kl = dyncim_loss_terms(fl, [u1, u2], y, gate=gate, gate_target=torch.tensor([0.25, 0.75]))["gate"]
+    assert float(kl) == pytest.approx(0.5 * math.log(0.5 / 0.25) + 0.5 * math.log(0.5 / 0.75))
+
+
+def test_epochs_may_be_numpy_or_tensor_integers():
+    cur = SPICECurriculum(10, epochs=6)
+    cur.set_epoch(np.int64(3))
+    assert cur.epoch == 3 and type(cur.epoch) is int
+    cur.set_epoch(torch.tensor(4))
+    assert cur.epoch == 4 and type(cur.epoch) is int and cur.phase() == "synergy"
+    for bad in (2.0, -1, True, "1"):
+        with pytest.raises(ValueError, match="epoch must be a non-negative integer"):
+            cur.set_epoch(bad)

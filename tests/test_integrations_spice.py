@@ -269,3 +269,23 @@ def test_spice_smoke_training(estimator):
     with torch.no_grad():
         acc = (model(x1, x2)[2].argmax(1) == y).float().mean()
     assert acc > 0.7                                             # chance is 1/3
+
+
+def test_nearest_neighbours_far_from_the_origin():
+    """|a|^2 - 2 a.b + |b|^2 on rows offset by 1e8 scrambled 94% of the neighbour sets; the
+    rows are centred (and scaled) first, so an offset or a huge scale changes nothing."""
+    x = torch.randn(200, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    ref = torch.cdist(x, x).topk(5, largest=False).indices
+    for shifted in (x + 1e8, x * 1e200, x - 3e7):
+        got = nearest_neighbours(shifted, 5)
+        assert torch.equal(got[:, 0], torch.arange(200))
+        assert torch.equal(got.sort(1).values, ref.sort(1).values)
+
+
+def test_a_one_epoch_phase_admits_c0():
+    """The module's documented choice: 5 epochs give phases of 2, 1 and 2 epochs; the middle one
+    admits c0 of its ranking, the others reach every sample at their last epoch."""
+    cur = SPICECurriculum(10, epochs=5, pacing=RootCompetence(0.2), estimator=lambda *args: hand_scores())
+    cur.update(None, None, None, None)
+    assert cur.schedule.ends == (2, 3, 5)
+    assert [cur.fraction(e) for e in range(5)] == [0.2, 1.0, 0.2, 0.2, 1.0]
