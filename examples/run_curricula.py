@@ -242,11 +242,13 @@ def plot_schedules(res, path):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--epochs", type=int, default=30)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--seeds", type=int, default=5, help="paired seeds per method")
+    ap.add_argument("--epochs", type=int, default=30, help="training epochs per run")
     ap.add_argument("--quick", action="store_true", help="small synthetic set, for a smoke run")
-    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--out", type=Path, default=RESULTS,
+                    help="output folder (the default overwrites the committed results)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     seeds = list(range(args.seeds))

@@ -267,18 +267,20 @@ def write(results: dict, out: Path, plots: bool = True) -> None:
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--name", default="avdigits_reduced", help="output file stem")
     ap.add_argument("--datasets", nargs="+", default=["avdigits"], help="avdigits, synthetic")
     ap.add_argument("--arms", nargs="+", default=list(arm_defs.ARMS), help="names from examples.arms.ARMS")
-    ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--tune-seeds", type=int, default=1)
-    ap.add_argument("--trials", type=int, default=3)
-    ap.add_argument("--epochs", type=int, default=20)
-    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--seeds", type=int, default=3, help="evaluation seeds per arm")
+    ap.add_argument("--tune-seeds", type=int, default=1, help="seeds per tuning trial")
+    ap.add_argument("--trials", type=int, default=3, help="tuning trials per arm")
+    ap.add_argument("--epochs", type=int, default=20, help="training epochs per run")
+    ap.add_argument("--batch-size", type=int, default=64, help="training batch size")
     ap.add_argument("--val-fraction", type=float, default=0.15, help="synthetic data's validation share")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results"),
+                    help="output folder (the default overwrites the committed results)")
     ap.add_argument("--no-plots", action="store_true", help="skip the figures")
     ap.add_argument("--replot", metavar="JSON", help="rewrite the tables and figures of a saved run; no training")
     args = ap.parse_args(argv)

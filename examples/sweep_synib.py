@@ -105,12 +105,14 @@ def markdown(results: dict) -> str:
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--epochs", type=int, default=40)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--seeds", type=int, default=5, help="paired seeds per method")
+    ap.add_argument("--epochs", type=int, default=40, help="training epochs per run")
     ap.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     ap.add_argument("--configs", nargs="+", default=None, help='configuration names, e.g. "random λ=0.1 p=0.8"')
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results"),
+                    help="output folder (the default overwrites the committed results)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     out = Path(args.out)
