@@ -80,6 +80,13 @@ def unique(n, eps):
     return P / P.sum()
 
 
+def and_gate():
+    """Y = X1 AND X2 of two uniform bits: deterministic, R = 0.216, S = 0.347 nats."""
+    P = np.zeros((2, 2, 2))
+    P[0, 0, 0] = P[0, 1, 0] = P[1, 0, 0] = P[1, 1, 1] = 0.25
+    return P
+
+
 def clustered():
     """A 20x20x10 joint from clustered features (bench/problems.py, clustered_20x20x10 #0)."""
     from bench import problems
@@ -103,7 +110,7 @@ CASES = {
     "8x8x4 zero-S": Case("8x8x4 zero-S", lambda: zero_synergy(dirichlet((8, 8, 4), 1.0, 3)), (400, 2000)),
     "8x8x4 zero-S sparse": Case("8x8x4 zero-S sparse", lambda: zero_synergy(dirichlet((8, 8, 4), 0.3, 4)),
                                 (400, 2000)),
-    "8x8x4 redundant": Case("8x8x4 redundant", lambda: redundant(8, 4, 0.3), (400, 2000)),
+    "8x8x4 redundant": Case("8x8x4 redundant", lambda: redundant(8, 4, 0.3), (400, 2000, 10000)),
     "8x8x4 unique": Case("8x8x4 unique", lambda: unique(8, 0.2), (400, 2000)),
     "8x8x4 xor": Case("8x8x4 xor", lambda: xor_like(8, 4, 0.3), (400, 2000)),
     "20x20x10 independent": Case("20x20x10 independent", lambda: np.full((20, 20, 10), 1 / 4000),
@@ -111,6 +118,7 @@ CASES = {
     "20x20x10 clustered": Case("20x20x10 clustered", clustered, (500, 2000, 5000)),
     "20x20x10 zero-S": Case("20x20x10 zero-S", lambda: zero_synergy(clustered()), (500, 2000, 5000)),
     "20x20x10 xor": Case("20x20x10 xor", lambda: xor_like(20, 10, 0.5), (500, 2000, 5000)),
+    "2x2x2 AND": Case("2x2x2 AND", lambda: and_gate(), (400, 2000, 10000)),
 }
 QUICK = ["8x8x4 dense", "8x8x4 zero-S", "8x8x4 xor"]
 
