@@ -8,6 +8,12 @@ written with ``F = f + log p(y)``, does not depend on ``P``, the derivative is
 at the optimal potentials. The constant is projected out by the normalisation of
 ``P`` upstream, so the backward pass is one elementwise pass, not an unrolled solve.
 Entries whose pair marginal is zero (potential ``-inf``) get a zero gradient.
+
+Cells of zero mass get a zero gradient for every term (:func:`zero_mass_gradient`): the
+derivative there is one-sided and, for the information terms, unbounded (``d(p log p)/dp``
+at 0), and the closed forms' autograd and the envelope formula each gave a different finite
+value, so a term that is identically 0 (redundancy with ``n2 = 1``) got gradients up to 721
+that depended on the backend and the input's memory layout.
 """
 from __future__ import annotations
 
@@ -57,3 +63,21 @@ def attach_envelope_gradient(P: torch.Tensor, value: torch.Tensor, f: torch.Tens
     if not P.requires_grad:
         return value
     return _EnvelopeV.apply(P, value.detach(), f.detach(), g.detach())
+
+
+class _ZeroMassGradient(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, P):
+        ctx.save_for_backward(P)
+        return P.view_as(P)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (P,) = ctx.saved_tensors
+        return torch.where(P > 0, grad, torch.zeros_like(grad))
+
+
+def zero_mass_gradient(P: torch.Tensor) -> torch.Tensor:
+    """``P`` itself, whose gradient is 0 at its cells of zero mass (module docstring); ``P``
+    unchanged when it needs no gradient."""
+    return _ZeroMassGradient.apply(P) if P.requires_grad else P

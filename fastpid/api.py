@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from . import cpp, cuda, solver
-from ._autograd import attach_envelope_gradient
+from ._autograd import attach_envelope_gradient, zero_mass_gradient
 from ._certify import checked_bracket, drop_negligible, output_gap, rounding, solver_tol
 from ._resources import CHUNK_FLOATS, check_memory, per_problem_floats
 from ._validate import check_base, check_choice, check_distribution, check_positive_int, check_tol, result_dtype
@@ -101,7 +101,9 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
         res = _cpu_route.exact_pid(P, DEFAULT_TOL[torch.float64] if tol is None else tol, max_iter, base, backend)
         if res is not None:
             return res
-    T, is_numpy = check_distribution(P, float64=True)
+    # One convention at the input's cells of zero mass, for every term and backend: a zero
+    # gradient (set before the normalisation, which would otherwise leak one back in).
+    T, is_numpy = check_distribution(zero_mass_gradient(P) if isinstance(P, torch.Tensor) else P, float64=True)
     out_dtype = result_dtype(P)
     if backend == "cvx" and T.requires_grad:
         raise ValueError("backend='cvx' has no gradient; pass P.detach(), or use backend='auto' "

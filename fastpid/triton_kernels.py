@@ -260,6 +260,11 @@ def joint_codes(x1, x2, y, sizes, *, groups=None, num_groups: int = 1, weights=N
     """
     n1, n2, ny = sizes
     N = x1.shape[0]
+    # The kernel indexes each vector as ptr + n: views (a column of an (N, 3) code array,
+    # labels[::2]) must be made contiguous, or it reads the wrong samples and adds out of bounds.
+    x1, x2, y = x1.contiguous(), x2.contiguous(), y.contiguous()
+    groups = None if groups is None else groups.contiguous()
+    weights = None if weights is None else weights.to(dtype).contiguous()
     out = torch.zeros(num_groups * n1 * n2 * ny, dtype=dtype, device=x1.device)
     _launch(_joint_codes_kernel, lambda meta: (triton.cdiv(N, meta["BLOCK"]),),
             x1, x2, y, groups if groups is not None else x1, weights if weights is not None else out, out,
@@ -275,7 +280,9 @@ def joint_soft(p1, p2, y, ny: int, *, groups=None, num_groups: int = 1, weights=
     """
     N, n1 = p1.shape
     n2 = p2.shape[1]
-    p1, p2 = p1.contiguous(), p2.contiguous()
+    p1, p2, y = p1.contiguous(), p2.contiguous(), y.contiguous()  # indexed as ptr + n (joint_codes)
+    groups = None if groups is None else groups.contiguous()
+    weights = None if weights is None else weights.to(p1.dtype).contiguous()
     out = torch.zeros(num_groups * n1 * n2 * ny, dtype=p1.dtype, device=p1.device)
     _launch(_joint_soft_kernel, (N,),
             p1, p2, y, groups if groups is not None else y, weights if weights is not None else p1, out,

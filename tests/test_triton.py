@@ -107,6 +107,28 @@ def test_joint_from_soft_rows(dtype):
     torch.testing.assert_close(T.cpu(), ref, atol=tol, rtol=tol)
 
 
+def test_joint_kernels_take_strided_views():
+    """Columns of one (N, 4) code array and every-other-sample views: the kernels index each
+    vector as ptr + n, so views used to give a wrong joint (and adds out of bounds)."""
+    gen = torch.Generator().manual_seed(3)
+    N, sizes, G = 401, (3, 4, 5), 2
+    table = torch.stack([torch.randint(0, n, (2 * N,), generator=gen) for n in (*sizes, G)], 1).to(DEVICE)
+    x1, x2, y, g = (table[::2, k] for k in range(4))
+    w = torch.rand(2 * N, generator=gen, dtype=torch.float64).to(DEVICE)[::2]
+    assert not any(t.is_contiguous() for t in (x1, x2, y, g, w))
+    T = triton_kernels.joint_codes(x1, x2, y, sizes, groups=g, num_groups=G, weights=w)
+    ref = triton_kernels.joint_codes(*(t.contiguous() for t in (x1, x2, y)), sizes, groups=g.contiguous(),
+                                     num_groups=G, weights=w.contiguous())
+    torch.testing.assert_close(T, ref, atol=0, rtol=0)
+    assert float(T.sum()) == pytest.approx(float(w.sum()), rel=1e-12)
+    p1 = torch.softmax(torch.randn(N, 3, generator=gen, dtype=torch.float64), 1).to(DEVICE)
+    p2 = torch.softmax(torch.randn(N, 4, generator=gen, dtype=torch.float64), 1).to(DEVICE)
+    S = triton_kernels.joint_soft(p1, p2, y, 5, groups=g, num_groups=G, weights=w)
+    ref = triton_kernels.joint_soft(p1, p2, y.contiguous(), 5, groups=g.contiguous(), num_groups=G,
+                                    weights=w.contiguous())
+    torch.testing.assert_close(S, ref, atol=0, rtol=0)
+
+
 @pytest.mark.parametrize("method", ["proxy", "fast"])
 def test_pid_with_the_triton_backend(method):
     P = _batch((6, 4, 5), "sparse", B=5, seed=7)
