@@ -14,6 +14,8 @@ all-reduces the accumulated mass, so every rank gets the PID of the samples of e
 """
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -24,8 +26,23 @@ from .joint import joint
 __all__ = ["PIDMetric"]
 
 
-def _n_samples(x) -> int:
-    return len(x) if not isinstance(x, (np.ndarray, torch.Tensor)) else int(x.shape[0])
+def _n_samples(x, name: str) -> int:
+    if (x.ndim if isinstance(x, torch.Tensor) else np.ndim(x)) == 0:
+        raise ValueError(f"{name} must be a (B,) vector of codes or a (B, n) matrix of rows, got a scalar")
+    return int(x.shape[0]) if isinstance(x, (np.ndarray, torch.Tensor)) else len(x)
+
+
+def _batch_mass(weights, n: int) -> float:
+    """The total of the batch's ``weights`` (``n`` without), checked: ``(n,)``, finite, >= 0."""
+    if weights is None:
+        return float(n)
+    w = weights.detach() if isinstance(weights, torch.Tensor) else torch.as_tensor(np.asarray(weights, dtype=np.float64))
+    if tuple(w.shape) != (n,):
+        raise ValueError(f"weights must have shape ({n},) (one per sample), got {tuple(w.shape)}")
+    w = w.to(torch.float64)
+    if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
+        raise ValueError("weights must be finite and non-negative")
+    return float(w.sum())
 
 
 class PIDMetric:
@@ -46,9 +63,10 @@ class PIDMetric:
 
     def __init__(self, sizes, *, device=None, **pid_kwargs):
         sizes = tuple(sizes)
-        if len(sizes) != 3 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in sizes):
+        if len(sizes) != 3 or any(isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1
+                                  for s in sizes):
             raise ValueError(f"sizes must be three positive integers (n1, n2, ny), got {sizes!r}")
-        self.sizes = sizes
+        self.sizes = tuple(int(s) for s in sizes)
         self.device = torch.device("cpu") if device is None else torch.device(device)
         self.pid_kwargs = pid_kwargs
         self.counts = torch.zeros(sizes, dtype=torch.float64, device=self.device)
@@ -56,14 +74,15 @@ class PIDMetric:
     def update(self, x1, x2, y, weights=None) -> None:
         """Add one batch: ``x1``, ``x2``, ``y`` are ``(B,)`` integer codes or ``(B, n)``
         probability rows, as :func:`fastpid.joint` takes them (numpy or torch), with
-        optional non-negative ``weights (B,)``. An empty batch adds nothing."""
-        if _n_samples(x1) == 0:
+        optional non-negative ``weights (B,)``. An empty batch, or one whose weights are all
+        0 (a masked or padded batch), adds nothing."""
+        n = [_n_samples(v, name) for v, name in ((x1, "x1"), (x2, "x2"), (y, "y"))]
+        if len(set(n)) != 1:
+            raise ValueError(f"x1, x2 and y must have the same number of samples, got {n[0]}, {n[1]}, {n[2]}")
+        mass = _batch_mass(weights, n[0])
+        if n[0] == 0 or mass == 0:
             return
         P = joint(x1, x2, y, sizes=self.sizes, weights=weights)
-        if weights is None:
-            mass = _n_samples(x1)
-        else:
-            mass = float(weights.sum()) if isinstance(weights, (np.ndarray, torch.Tensor)) else float(sum(weights))
         P = torch.as_tensor(P).detach().to(device=self.device, dtype=torch.float64)
         self.counts += mass * P
 

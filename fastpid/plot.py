@@ -37,7 +37,11 @@ def _axes(ax, figsize=(6, 3.5)):
 
 
 def _vector(v, name: str, n: int | None = None) -> np.ndarray:
-    a = np.asarray(v.detach().cpu() if hasattr(v, "detach") else v, dtype=float)
+    if hasattr(v, "detach"):
+        v = v.detach().cpu()
+    elif isinstance(v, (list, tuple)):  # e.g. a history of 0-d tensors that require grad
+        v = [x.detach().cpu() if hasattr(x, "detach") else x for x in v]
+    a = np.asarray(v, dtype=float)
     if a.ndim != 1 or (n is not None and a.shape[0] != n):
         raise ValueError(f"{name} must be a 1-D sequence{'' if n is None else f' of {n} values'}, "
                          f"got shape {a.shape}")
@@ -94,9 +98,8 @@ def plot_curriculum(curriculum, epochs=None, *, phases: Sequence[str] | None = N
     from fastpid.integrations import SPICECurriculum
 
     if isinstance(curriculum, SPICECurriculum):
-        sched, n = curriculum.schedule, curriculum.schedule.epochs
-        positions = [sched.position(e) for e in range(n)]
-        fractions = [curriculum.pacing(p.step, max(1, p.length - 1)) for p in positions]
+        n = curriculum.schedule.epochs
+        fractions = [curriculum.scheduled_fraction(e) for e in range(n)]
         phases = [curriculum.phase(e) for e in range(n)]
         epochs = range(n)
     else:

@@ -8,7 +8,7 @@ from typing import Any, Optional, Tuple
 _INFO_FIELDS = ("redundancy", "unique1", "unique2", "synergy", "mi", "mi1", "mi2", "gap")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity: == of array fields has no single truth value
 class PIDResult:
     """Partial information decomposition of one joint or a batch of joints.
 
@@ -81,8 +81,12 @@ class PIDResult:
 
             picked = np.asarray(self.status, dtype=object).reshape(self.shape)[_as_numpy_index(index)]
             status = tuple(np.asarray(picked, dtype=object).ravel().tolist())
-        out = self._map(lambda v: v[index])
-        return replace(out, status=status)
+        # coupling has three axes more than the batch: an Ellipsis must expand over the batch
+        # axes only (res[..., 1] picks a problem, not a target value).
+        idx = index if isinstance(index, tuple) else (index,)
+        with_cells = idx + (slice(None),) * 3 if any(i is Ellipsis for i in idx) else index
+        arrays = {k: v[with_cells if k == "coupling" else index] for k, v in self._arrays().items()}
+        return replace(self, status=status, **arrays)
 
     def item(self) -> dict:
         """The terms of a single problem as Python numbers: ``{"redundancy": 0.1, ...}``."""

@@ -419,19 +419,12 @@ class ECSAsyncController:
         true, so the rules would silently stop working for the rest of the run). Under
         ``torch.distributed`` rank 0's terms, baseline and test are used on every rank, so
         every rank takes the same decision; every rank must call it."""
-        terms = _terms(result)
-        if test is None and isinstance(result, ProbeResult):
-            test = result.estimate
-        if test is not None:
-            test = _test(test)
-        if baseline is not None:
-            if "synergy" not in baseline:
-                raise ValueError("the baseline needs a 'synergy' term")
-            if self.baseline is None:
-                raise ValueError("a baseline was passed but baseline=None (the score is raw synergy)")
-            baseline = {k: float(v) for k, v in baseline.items() if k in TERMS}
-            _check_finite(baseline, "the baseline's terms")
-        terms, baseline, test = broadcast_object((terms, baseline, test))
+        # Rank 0's inputs, or rank 0's error, on every rank: a rank that raised alone would
+        # leave the others waiting in the broadcast until the process group timed out.
+        parsed, error = broadcast_object(self._parse(result, baseline, test))
+        if error is not None:
+            raise error
+        terms, baseline, test = parsed
         record = ProbeRecord(epoch, terms, None, baseline, test, self.synergy_rule)
         if self.stage == JOINT:
             decision = self.current(epoch, probed=True)
@@ -495,6 +488,25 @@ class ECSAsyncController:
         if self.peak_score is None:
             return None
         return self.peak_score - (1.0 - self.drop) * abs(self.peak_score)
+
+    def _parse(self, result, baseline, test):
+        """``((terms, baseline, test), None)`` checked, or ``(None, error)`` (step())."""
+        try:
+            terms = _terms(result)
+            if test is None and isinstance(result, ProbeResult):
+                test = result.estimate
+            if test is not None:
+                test = _test(test)
+            if baseline is not None:
+                if "synergy" not in baseline:
+                    raise ValueError("the baseline needs a 'synergy' term")
+                if self.baseline is None:
+                    raise ValueError("a baseline was passed but baseline=None (the score is raw synergy)")
+                baseline = {k: float(v) for k, v in baseline.items() if k in TERMS}
+                _check_finite(baseline, "the baseline's terms")
+        except (ValueError, TypeError) as error:
+            return None, error
+        return (terms, baseline, test), None
 
     def _switch(self, epoch: int, why: str, probed: bool = False, counted: bool = False) -> Decision:
         self.stage, self.paused, self.switch_epoch = JOINT, None, epoch

@@ -1,6 +1,8 @@
 """Gated fusion of ``M`` modality embeddings with per-sample weights on the simplex."""
 from __future__ import annotations
 
+import numbers
+
 from typing import Sequence
 
 import torch
@@ -27,8 +29,9 @@ class GatedFusion(nn.Module):
     def __init__(self, dim: int, n_modalities: int, hidden: int = 32):
         super().__init__()
         for name, v, lo in (("dim", dim, 1), ("n_modalities", n_modalities, 2), ("hidden", hidden, 1)):
-            if not isinstance(v, int) or v < lo:
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < lo:
                 raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+        dim, n_modalities, hidden = int(dim), int(n_modalities), int(hidden)
         self.dim, self.n_modalities = dim, n_modalities
         self.gate = nn.Sequential(nn.Linear(dim * n_modalities, hidden), nn.ReLU(),
                                   nn.Linear(hidden, n_modalities))

@@ -210,14 +210,24 @@ class SPICECurriculum:
         pos = self.schedule.position(self.epoch if epoch is None else epoch)
         return float(self.pacing(pos.step, max(1, pos.length - 1)))
 
+    def _count(self, c: float) -> int:
+        """Samples admitted at pacing value ``c``: ``ceil(c N)``, at least ``min_samples``."""
+        if not 0.0 <= c <= 1.0:
+            raise ValueError(f"the pacing function returned {c!r}; it must lie in [0, 1]")
+        return max(self.min_samples, math.ceil(c * self.n_samples - 1e-9))
+
+    def scheduled_fraction(self, epoch: int) -> float:
+        """Share of the samples that ``epoch`` admits once scores exist: the pacing value
+        :meth:`fraction` raised to ``min_samples / N`` where that is larger (what
+        :func:`fastpid.plot.plot_curriculum` draws)."""
+        pos = self.schedule.position(epoch)
+        return self._count(self.pacing(pos.step, max(1, pos.length - 1))) / self.n_samples
+
     def indices(self) -> torch.Tensor:
         """Admitted sample indices (int64, best-ranked first) at the current epoch."""
         if self._rankings is None:
             return torch.arange(self.n_samples)
-        c = self.fraction()
-        if not 0.0 <= c <= 1.0:
-            raise ValueError(f"the pacing function returned {c!r}; it must lie in [0, 1]")
-        n = max(self.min_samples, math.ceil(c * self.n_samples - 1e-9))
+        n = self._count(self.fraction())
         return self._rankings[self.schedule.position(self.epoch).index, :n].clone()
 
     def weights(self) -> torch.Tensor:

@@ -117,6 +117,29 @@ def test_batch_results_index_like_arrays(as_torch):
         one[0]
 
 
+@pytest.mark.parametrize("as_torch", [False, True])
+def test_ellipsis_and_new_axes_index_the_coupling_with_the_batch(as_torch):
+    """The coupling has three axes more than the batch: res[..., 1] used to take the target
+    value 1 of every problem's coupling instead of problem 1's coupling."""
+    P = np.random.default_rng(6).random((2, 3, 3, 3, 2))
+    res = fastpid.pid(torch.from_numpy(P) if as_torch else P, return_coupling=True)
+    for index in ((..., 1), (1, ...), (..., None), (0, None), (None, ..., 2)):
+        picked = res[index]
+        assert tuple(picked.coupling.shape) == tuple(picked.gap.shape) + (3, 3, 2), index
+        assert np.array_equal(np.asarray(picked.coupling),
+                              np.asarray(res.coupling)[index + (slice(None),) * 3 if ... in index else index])
+    assert np.array_equal(np.asarray(res[..., 1].coupling), np.asarray(res[:, 1].coupling))
+
+
+def test_results_compare_by_identity():
+    """== of two batch results had no single truth value (it raised); results are equal only
+    to themselves, hashable, and usable in lists and sets."""
+    P = batch(B=3)
+    a, b = fastpid.pid(P), fastpid.pid(torch.from_numpy(P))
+    assert a == a and a != fastpid.pid(P) and a != b
+    assert a in [b, a] and len({a, b, a}) == 2
+
+
 def test_cvx_status_is_indexed_with_the_batch():
     pytest.importorskip("cvxpy")
     res = fastpid.pid(batch(B=3), backend="cvx")

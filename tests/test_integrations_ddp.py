@@ -96,6 +96,15 @@ def _worker(rank, port, out_dir):
         skew = {"unique1": 0.5, "unique2": 0.1, "synergy": 0.3} if rank == 0 else \
             {"unique1": 0.1, "unique2": 0.5, "synergy": 0.3}
         out["step"] = ctrl.step(1, skew, {"synergy": 0.0})
+        # NaN terms on rank 1 only: overruled like any of its terms (it used to raise alone and
+        # leave rank 0 waiting in the broadcast); NaN on rank 0: every rank raises.
+        nan = {"unique1": math.nan, "unique2": 0.1, "synergy": 0.3}
+        out["step_nan_rank1"] = ctrl.step(2, skew if rank == 0 else nan, {"synergy": 0.0})
+        try:
+            ctrl.step(3, nan if rank == 0 else skew, {"synergy": 0.0})
+            out["step_nan_rank0"] = None
+        except ValueError as error:
+            out["step_nan_rank0"] = str(error)
 
         metric = fastpid.PIDMetric((3, 3, 3))
         metric.update(p1[half], p2[half], y[half])
@@ -178,3 +187,11 @@ def test_metric_all_reduces_the_counts(ranks, reference):
         for k in ("redundancy", "unique1", "unique2", "synergy"):
             assert float(getattr(out["metric"], k)) == pytest.approx(float(getattr(ref, k)), abs=1e-10)
     assert math.isfinite(float(ref.synergy))
+
+
+def test_invalid_terms_raise_on_every_rank_or_none(ranks):
+    """Rank 0's terms decide: NaN terms on rank 1 alone are overruled, NaN terms on rank 0
+    raise on every rank (no rank is left waiting in a broadcast)."""
+    assert ranks[0]["step_nan_rank1"] == ranks[1]["step_nan_rank1"]
+    for out in ranks:
+        assert out["step_nan_rank0"] is not None and "NaN" in out["step_nan_rank0"]

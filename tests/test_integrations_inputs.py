@@ -299,3 +299,12 @@ def test_epochs_may_be_numpy_or_tensor_integers():
     for bad in (2.0, -1, True, "1"):
         with pytest.raises(ValueError, match="epoch must be a non-negative integer"):
             cur.set_epoch(bad)
+
+
+def test_gated_fusion_takes_numpy_integer_sizes():
+    from fastpid.integrations import GatedFusion
+
+    fusion = GatedFusion(np.int64(4), np.int64(2), hidden=np.int32(8))
+    assert (fusion.dim, fusion.n_modalities) == (4, 2) and type(fusion.dim) is int
+    with pytest.raises(ValueError, match="dim must be an integer >= 1"):
+        GatedFusion(True, 2)

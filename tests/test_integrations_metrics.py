@@ -43,3 +43,26 @@ def test_soft_rows_and_weights():
     with pytest.raises(ValueError, match="sizes"):
         fastpid.PIDMetric((2, 0, 2))
     assert "PIDMetric(sizes=(3, 2, 2)" in repr(metric) and math.isfinite(float(ref.synergy))
+
+
+def test_masked_batches_add_nothing_and_inputs_are_checked():
+    """A batch whose weights are all 0 (masked, padded) adds nothing, like an empty batch (it
+    raised 'zero total weight'); sample counts are checked even when x1 is empty; scalars
+    and numpy integer sizes get clear answers."""
+    x = np.array([0, 1, 2, 1])
+    metric = fastpid.PIDMetric((np.int64(3), 3, 3))
+    assert metric.sizes == (3, 3, 3) and all(type(n) is int for n in metric.sizes)
+    metric.update(x, x, x, weights=np.zeros(4))
+    metric.update(x[:0], x[:0], x[:0])
+    assert float(metric.counts.sum()) == 0.0
+    metric.update(x, x, x, weights=torch.ones(4, requires_grad=True))
+    assert float(metric.counts.sum()) == 4.0
+    with pytest.raises(ValueError, match="same number of samples, got 0, 4, 4"):
+        metric.update(x[:0], x, x)
+    for scalar in (np.int64(1), torch.tensor(1)):
+        with pytest.raises(ValueError, match="x1 must be a \\(B,\\) vector"):
+            metric.update(scalar, x, x)
+    with pytest.raises(ValueError, match="finite and non-negative"):
+        metric.update(x, x, x, weights=np.array([1.0, -1.0, 0.0, 0.0]))
+    with pytest.raises(ValueError, match="weights must have shape \\(4,\\)"):
+        metric.update(x, x, x, weights=np.ones(3))

@@ -50,3 +50,28 @@ def test_ecs_decisions():
     assert bars == [1, 1]                       # modality 1 paused at epoch 1, modality 2 at epoch 2
     assert len(ax.patches) == 1 and len(ax.lines) == 1                    # warm-up, stage 2 at epoch 4
     assert ax.lines[0].get_xdata()[0] == 4
+
+
+def test_curriculum_plot_draws_what_is_admitted_and_takes_grad_histories():
+    """min_samples raises the admitted share above the pacing value: the plot drew the pacing
+    value (0.2) where indices() admitted 50 of 100 samples."""
+    import numpy as np
+    import torch
+
+    import fastpid
+
+    cur = SPICECurriculum(100, epochs=7, min_samples=50)
+    p = torch.softmax(torch.randn(100, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0)), 1)
+    cur.update(p, p, p, torch.arange(100) % 3)
+    admitted = []
+    for epoch in range(7):
+        cur.set_epoch(epoch)
+        admitted.append(len(cur.indices()) / 100)
+    ax = plot_curriculum(cur)
+    assert list(ax.lines[0].get_ydata()) == admitted and min(admitted) == 0.5
+    # A per-epoch history of differentiable results (0-d tensors that require grad).
+    P = np.random.default_rng(1).random((3, 2, 2, 2))
+    history = [fastpid.pid(torch.tensor(P[i], requires_grad=True)).synergy for i in range(3)]
+    ax = plot_pid_terms([0, 1, 2], {"synergy": history})
+    assert np.allclose(ax.lines[0].get_ydata(), [float(h) for h in history])
+    plt.close("all")
