@@ -3,7 +3,8 @@
 Run on a machine with a CUDA device: ``python -m pytest bench/test_bench_gpu.py -q``
 (``--gpu-problems`` sets the 8x8x8 batch, default 100,000; the 20x20x10 batch is a tenth of
 it). Without a CUDA device every test skips. The table is printed and saved to
-``bench/results/solver_gpu.{json,md}``.
+``bench/results/solver_gpu.{json,md}`` (not with ``--bench-no-save``; ``--bench-name X``
+saves ``X_gpu.{json,md}``). The CVXPY column times the first problems of each row's batch.
 
 Rows: problems per second of ``fastpid.pid`` for each backend and method on a batch already
 on the GPU (timed with ``torch.cuda.synchronize``, best of the rounds; the ``cpp`` row: the same
@@ -117,16 +118,7 @@ def fp64_rate():
     return _fp64_rate()
 
 
-def _record(row: dict) -> None:
-    """Adds ``row`` and rewrites ``bench/results/solver_gpu.{json,md}`` with every row so far
-    (a run cut short keeps the rows it finished)."""
-    ROWS.append({**row, "wall_s": round(time.perf_counter() - START, 1)})
-    machine = report.machine_info()
-    machine["gpu"] = torch.cuda.get_device_name()
-    machine["torch_cuda"] = torch.version.cuda
-    machine["backends"] = {k: v["available"] for k, v in fastpid.backends().items()}
-    out = report.RESULTS_DIR
-    (out / "solver_gpu.json").write_text(json.dumps({"machine": machine, "rows": ROWS}, indent=2))
+def _markdown(machine: dict) -> str:
     lines = [f"GPU: {machine['gpu']}, torch {machine['torch']} (CUDA {machine['torch_cuda']}), "
              f"{machine['date_utc']} UTC", "",
              "| family | method | backend | problems | problems/s | × CVXPY | max err (first 256) | floor | notes | done at |",
@@ -136,14 +128,36 @@ def _record(row: dict) -> None:
         err = f"{r['max_abs_error']:.1e}" if r.get("max_abs_error") is not None else ""
         lines.append(f"| {r['family']} | {r['method']} | {r['backend']} | {r['problems']} | "
                      f"{r['per_second']:.4g} | {ratio} | {err} | {r['floor']} | {r['notes']} | {r['wall_s']:.0f} s |")
-    (out / "solver_gpu.md").write_text("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
+
+
+def _machine() -> dict:
+    machine = report.machine_info()
+    machine["gpu"] = torch.cuda.get_device_name()
+    machine["torch_cuda"] = torch.version.cuda
+    machine["backends"] = {k: v["available"] for k, v in fastpid.backends().items()}
+    return machine
+
+
+def _record(row: dict, config) -> None:
+    """Adds ``row`` and, unless ``--bench-no-save``, rewrites
+    ``bench/results/<--bench-name or solver>_gpu.{json,md}`` with every row so far (a run cut
+    short keeps the rows it finished)."""
+    ROWS.append({**row, "wall_s": round(time.perf_counter() - START, 1)})
+    if config.getoption("--bench-no-save"):
+        return
+    machine = _machine()
+    stem = config.getoption("--bench-name")
+    stem = "solver_gpu" if stem == report.STEM else f"{stem}_gpu"
+    (report.RESULTS_DIR / f"{stem}.json").write_text(json.dumps({"machine": machine, "rows": ROWS}, indent=2))
+    (report.RESULTS_DIR / f"{stem}.md").write_text(_markdown(machine))
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _print_table():
     yield
     if ROWS:
-        print("\n" + (report.RESULTS_DIR / "solver_gpu.md").read_text())
+        print("\n" + _markdown(_machine()))
 
 
 _CVX_MS: dict[str, float] = {}
@@ -151,7 +165,7 @@ _CVX_MS: dict[str, float] = {}
 
 def _cvx_ms_per_problem(name: str) -> float:
     if name not in _CVX_MS:
-        P = problems.family(name, CVX_PROBLEMS)
+        P = _family(name, CVX_PROBLEMS)  # the first problems of the rows' own batch
         solve_cvx(P[:1])  # untimed: CVXPY's first call sets itself up (0.9 s against 22 ms on 8x8x8)
         t0 = time.perf_counter()
         for b in range(CVX_PROBLEMS):
@@ -203,12 +217,12 @@ def test_gpu_pid(benchmark, pytestconfig, bandwidth, fp64_rate, family, method, 
         "max_abs_error": err,
         "floor": floor,
         "notes": f"max gap {gap:.1e}, iterations ≤ {int(res.iterations.max())}",
-    })
+    }, pytestconfig)
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("backend", ["cuda", "triton", "torch"])
-def test_gpu_joint_from_codes(benchmark, bandwidth, backend):
+def test_gpu_joint_from_codes(benchmark, pytestconfig, bandwidth, backend):
     N, sizes = 10**7, (8, 8, 8)
     gen = torch.Generator(device="cuda").manual_seed(0)
     x1, x2, y = (torch.randint(0, n, (N,), device="cuda", generator=gen) for n in sizes)
@@ -233,4 +247,4 @@ def test_gpu_joint_from_codes(benchmark, bandwidth, backend):
         "seconds": t, "per_second": N / t, "speedup_vs_cvxpy": None, "max_abs_error": None,
         "floor": f"{moved / bandwidth * 1e3:.3f} ms at the copy bandwidth {bandwidth / 1e12:.2f} TB/s",
         "notes": f"{moved / t / bandwidth:.0%} of the copy bandwidth",
-    })
+    }, pytestconfig)

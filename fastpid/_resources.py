@@ -8,6 +8,7 @@ import functools
 import math
 import os
 
+import numpy as np
 import torch
 
 #: Problems are solved in chunks so that a chunk's Newton systems stay near this many floats.
@@ -81,6 +82,27 @@ def memory_unchecked(need: int) -> bool:
     return need < _UNCHECKED_BYTES
 
 
+def check_input_memory(P) -> None:
+    """Raise :class:`MemoryError` when the normalised float64 copy of ``P`` that every route
+    makes does not fit in the free memory. A broadcast view (``expand``, ``broadcast_to``) can
+    stand for far more problems than it stores: without this its copy failed inside the
+    extension's argument conversion (a TypeError) or in torch's allocator."""
+    if not isinstance(P, (np.ndarray, torch.Tensor)):
+        return
+    need = 8 * (P.numel() if isinstance(P, torch.Tensor) else P.size)
+    if memory_unchecked(need):
+        return
+    device = P.device if isinstance(P, torch.Tensor) else torch.device("cpu")
+    have = available_bytes(device)
+    if have is not None and need > have:
+        shape = tuple(P.shape)
+        raise MemoryError(
+            f"the input of shape {shape} ({math.prod(shape[:-3])} problem(s) of "
+            f"{'x'.join(map(str, shape[-3:]))}) needs {need / 2**30:.1f} GiB as the float64 copy "
+            f"every solve makes, but {have / 2**30:.1f} GiB is free on {device}; pass the "
+            f"problems in smaller batches.")
+
+
 def check_memory(flat: torch.Tensor, method: str, backend: str, plan=None) -> None:
     """Raise :class:`MemoryError` when the solve would need more memory than is free
     (``plan``: as for :func:`estimate_bytes`)."""
@@ -106,19 +128,25 @@ _THREADED_FLOPS = 1e9
 
 
 @contextlib.contextmanager
-def solver_threads(flat: torch.Tensor, method: str):
-    """Run the PyTorch solver of ``flat[B, n1, n2, ny]`` on one intra-op thread when its
-    operations are too small to share out (restoring the setting afterwards)."""
-    from .solver import newton_plan
-
-    B, n1, n2, ny = flat.shape
-    flops = B * newton_plan(flat).flops if method == "exact" else B * n1 * n2 * ny * 50
+def threads(n: int):
+    """PyTorch's intra-op threads set to ``n`` inside the block, restored afterwards."""
     before = torch.get_num_threads()
-    if flat.device.type != "cpu" or flops >= _THREADED_FLOPS or before == 1:
+    if n == before:
         yield
         return
-    torch.set_num_threads(1)
+    torch.set_num_threads(n)
     try:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def solver_threads(flat: torch.Tensor, method: str):
+    """A context that runs the PyTorch solver of ``flat[B, n1, n2, ny]`` on one intra-op
+    thread when its operations are too small to share out (restoring the setting afterwards)."""
+    from .solver import newton_plan
+
+    B, n1, n2, ny = flat.shape
+    flops = B * newton_plan(flat).flops if method == "exact" else B * n1 * n2 * ny * 50
+    small = flat.device.type == "cpu" and flops < _THREADED_FLOPS
+    return threads(1 if small else torch.get_num_threads())

@@ -10,7 +10,7 @@ import torch
 from . import cpp, cuda, solver
 from ._autograd import attach_envelope_gradient, zero_mass_gradient
 from ._certify import checked_bracket, drop_negligible, output_gap, rounding, solver_tol
-from ._resources import CHUNK_FLOATS, check_memory, per_problem_floats
+from ._resources import CHUNK_FLOATS, check_input_memory, check_memory, per_problem_floats
 from ._validate import check_base, check_choice, check_distribution, check_positive_int, check_tol, result_dtype
 from .exceptions import ConvergenceWarning
 from .result import PIDResult
@@ -96,6 +96,7 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
         raise ValueError(f"return_coupling=True is not available with backend={backend!r}; "
                          "use backend='auto', 'torch' or 'cpp'")
 
+    check_input_memory(P)
     if method == "exact" and backend in ("auto", "cpp") and not return_coupling and not progress:
         # CPU inputs without gradients: the same solve with less bookkeeping, or None.
         res = _cpu_route.exact_pid(P, DEFAULT_TOL[torch.float64] if tol is None else tol, max_iter, base, backend)

@@ -12,10 +12,10 @@ nats of "synergy"). Two tools address it:
 
 * :meth:`PIDProbe.estimated` (or ``PIDProbe(estimate=True)``, which attaches it to every
   :class:`ProbeResult`) runs :func:`fastpid.estimate` on the probe's codes: bias-corrected
-  terms, confidence intervals and a test of "synergy > 0". It costs seconds per probe
-  (measured for N = 500, ``k = 20``, 10 classes on 2 shared CPU cores: about 4 s, against
-  0.5 s for the probe itself and 0.5 s for a 4-permutation :meth:`shuffled`), so it is off by
-  default. At that size it cannot repair the plug-in: random 16-dimensional embeddings
+  terms, confidence intervals and a test of "synergy > 0". It costs 1.5–3x the probe
+  (measured for N = 500, ``k = 20``, 10 classes on 2 CPU cores: 0.06–0.10 s, against
+  0.03–0.04 s for the probe itself and 0.01 s for a 4-permutation :meth:`shuffled`), so it is
+  off by default. At that size it cannot repair the plug-in: random 16-dimensional embeddings
   (five seeds) give a corrected synergy of 0.63–0.70 nats (plug-in 1.35–1.39), flagged
   unreliable, with a non-significant test (p = 0.07–0.17); with ``k = 3`` the corrected
   synergy is 0.000–0.007 nats, its interval at most [0, 0.048].
@@ -128,8 +128,8 @@ class PIDProbe:
         base: logarithm base of the results (``None``: nats).
         estimate: also run :meth:`estimated` on every probe and attach the
             :class:`fastpid.PIDEstimate` to the :class:`ProbeResult` (``result.estimate``).
-            Off by default: at N = 500, ``k = 20``, 10 classes it costs about 4 s on 2 CPU
-            cores, 7x the probe itself (0.5 s).
+            Off by default: at N = 500, ``k = 20``, 10 classes it costs 0.06–0.10 s on 2 CPU
+            cores, 1.5–3x the probe itself (0.03–0.04 s).
         estimate_options: keyword arguments for :func:`fastpid.estimate` (``confidence``,
             ``n_jackknife``, ``n_null``, ``seed``, ...; the probe sets ``sizes`` and
             ``base``). ``seed`` defaults to the probe's ``seed``, so the estimate is

@@ -330,6 +330,22 @@ def test_memory_estimate_refuses_oversized_solves(monkeypatch):
         fastpid.pid(P, backend="torch")
 
 
+@pytest.mark.parametrize("kind", ["numpy", "torch"])
+@pytest.mark.parametrize("kw", [{}, {"backend": "torch"}, {"method": "fast"}, {"method": "proxy"}])
+def test_a_broadcast_view_too_large_to_copy_is_refused_up_front(monkeypatch, kind, kw):
+    """600 problems of 64x64x64 as a view of one (expand, broadcast_to) store 2 MB but their
+    float64 copy needs 1.2 GiB: a TypeError of 22,000 characters (the extension's argument
+    conversion) or torch's allocator error before; a MemoryError with the numbers now."""
+    from fastpid import _resources
+
+    monkeypatch.setattr(_resources, "available_bytes", lambda device: 1 << 30)
+    one = np.random.default_rng(1).random((64, 64, 64))
+    P = (np.broadcast_to(one, (600, 64, 64, 64)) if kind == "numpy"
+         else torch.from_numpy(one)[None].expand(600, 64, 64, 64))
+    with pytest.raises(MemoryError, match=r"shape \(600, 64, 64, 64\) .* needs 1\.2 GiB .* 1\.0 GiB is free"):
+        fastpid.pid(P, **kw)
+
+
 def test_tiny_sources_with_many_classes_need_little_memory():
     # 2x2x4000 took 3.2 GB with the dense Schur complement over 8000 unknowns; the low-rank
     # elimination holds a few arrays of the joint's size.

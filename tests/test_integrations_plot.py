@@ -73,5 +73,5 @@ def test_curriculum_plot_draws_what_is_admitted_and_takes_grad_histories():
     P = np.random.default_rng(1).random((3, 2, 2, 2))
     history = [fastpid.pid(torch.tensor(P[i], requires_grad=True)).synergy for i in range(3)]
     ax = plot_pid_terms([0, 1, 2], {"synergy": history})
-    assert np.allclose(ax.lines[0].get_ydata(), [float(h) for h in history])
+    assert np.allclose(ax.lines[0].get_ydata(), [float(h.detach()) for h in history])
     plt.close("all")
