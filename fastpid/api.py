@@ -214,27 +214,21 @@ def warn_unconverged(method, backend, converged, broken, gap, tol, max_iter, ite
         return
     total = math.prod(converged.shape)
     short = bad if rounded is None else bad & (rounded < tol)
-    by_rounding = bad & ~short
-    if bool(by_rounding.any()):
-        warnings.warn(
-            f"{int(by_rounding.sum())} of {total} problem(s) report gap > tol={tol:g}: their float32 "
-            f"results carry up to {float(rounded[by_rounding].max()):.3g} nats of rounding "
-            "(2^-23 I(X1,X2;Y)); pass float64 input or a tol above that. The reported gap still "
-            "bounds the error of every term.", ConvergenceWarning, stacklevel=stacklevel)
     stalled = short & (iterations < max_iter)
-    short = short & ~stalled
-    if bool(stalled.any()):
-        warnings.warn(
-            f"{int(stalled.sum())} of {total} problem(s) stalled with gap > tol={tol:g} (largest "
-            f"{float(gap[stalled].max()):.3g} nats) before max_iter={max_iter}: float64 arithmetic cannot "
-            "certify a smaller gap for them, so use a tol above it. The reported gap still bounds "
-            "the error of every term.", ConvergenceWarning, stacklevel=stacklevel)
-    if bool(short.any()):
-        warnings.warn(
-            f"{int(short.sum())} of {total} problem(s) stopped with gap > tol={tol:g} "
-            f"(largest gap {float(gap[short].max()):.3g} nats); raise max_iter (now {max_iter}) or "
-            "tol. The reported gap still bounds the error of every term.",
-            ConvergenceWarning, stacklevel=stacklevel)
+    reasons = (  # (the problems, why they stopped short)
+        (bad & ~short, lambda m: f"report gap > tol={tol:g}: their float32 results carry up to "
+                                 f"{float(rounded[m].max()):.3g} nats of rounding (2^-23 I(X1,X2;Y)); "
+                                 "pass float64 input or a tol above that."),
+        (stalled, lambda m: f"stalled with gap > tol={tol:g} (largest {float(gap[m].max()):.3g} nats) "
+                            f"before max_iter={max_iter}: float64 arithmetic cannot certify a smaller "
+                            "gap for them, so use a tol above it."),
+        (short & ~stalled, lambda m: f"stopped with gap > tol={tol:g} (largest gap {float(gap[m].max()):.3g} "
+                                     f"nats); raise max_iter (now {max_iter}) or tol."),
+    )
+    for mask, why in reasons:
+        if bool(mask.any()):
+            warnings.warn(f"{int(mask.sum())} of {total} problem(s) {why(mask)} The reported gap still "
+                          "bounds the error of every term.", ConvergenceWarning, stacklevel=stacklevel)
 
 
 def _triton():
