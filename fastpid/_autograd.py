@@ -21,10 +21,15 @@ import torch
 
 
 class _EnvelopeV(torch.autograd.Function):
+    # forward and setup_context apart, so that torch.func transforms (grad, jacrev) can use it.
     @staticmethod
-    def forward(ctx, P, value, f, g):
-        ctx.save_for_backward(P, f, g)
+    def forward(P, value, f, g):
         return value.clone()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        P, _, f, g = inputs
+        ctx.save_for_backward(P, f, g)
 
     @staticmethod
     def backward(ctx, grad_v):
@@ -42,8 +47,12 @@ class _FirstOrderOnly(torch.autograd.Function):
     """Identity on the envelope gradient that refuses to be differentiated with respect to P."""
 
     @staticmethod
-    def forward(ctx, dP, P):
+    def forward(dP, P):
         return dP.clone()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
 
     @staticmethod
     def backward(ctx, grad):
@@ -65,19 +74,8 @@ def attach_envelope_gradient(P: torch.Tensor, value: torch.Tensor, f: torch.Tens
     return _EnvelopeV.apply(P, value.detach(), f.detach(), g.detach())
 
 
-class _ZeroMassGradient(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, P):
-        ctx.save_for_backward(P)
-        return P.view_as(P)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (P,) = ctx.saved_tensors
-        return torch.where(P > 0, grad, torch.zeros_like(grad))
-
-
 def zero_mass_gradient(P: torch.Tensor) -> torch.Tensor:
     """``P`` itself, whose gradient is 0 at its cells of zero mass (module docstring); ``P``
-    unchanged when it needs no gradient."""
-    return _ZeroMassGradient.apply(P) if P.requires_grad else P
+    unchanged when it needs no gradient. A ``where``, not an autograd Function, so that
+    ``torch.func`` transforms go through."""
+    return torch.where(P > 0, P, P.detach()) if P.requires_grad else P

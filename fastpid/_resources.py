@@ -87,8 +87,8 @@ def check_input_memory(P) -> None:
     makes does not fit in the free memory. A broadcast view (``expand``, ``broadcast_to``) can
     stand for far more problems than it stores: without this its copy failed inside the
     extension's argument conversion (a TypeError) or in torch's allocator."""
-    if not isinstance(P, (np.ndarray, torch.Tensor)):
-        return
+    if not isinstance(P, (np.ndarray, torch.Tensor)) or (isinstance(P, torch.Tensor) and P.is_meta):
+        return  # meta tensors hold no data (check_distribution says so)
     need = 8 * (P.numel() if isinstance(P, torch.Tensor) else P.size)
     if memory_unchecked(need):
         return

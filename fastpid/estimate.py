@@ -505,7 +505,11 @@ def suggest_k(n: int, ny: int, *, samples_per_cell: float = 4.0) -> int:
     if not (isinstance(samples_per_cell, numbers.Real) and math.isfinite(samples_per_cell)
             and samples_per_cell > 0):
         raise ValueError(f"samples_per_cell must be a finite number > 0, got {samples_per_cell!r}")
-    k = int(math.floor(math.sqrt(n / (samples_per_cell * ny))))
+    ratio = n / (samples_per_cell * ny)
+    if not math.isfinite(ratio):
+        raise ValueError(f"samples_per_cell={samples_per_cell!r} is too small: n / (samples_per_cell * ny) "
+                         "overflows")
+    k = int(math.floor(math.sqrt(ratio)))
     # The float square root can land one off either way; settle k by the inequality itself.
     while k > 0 and samples_per_cell * (k * k * ny) > n:
         k -= 1

@@ -504,7 +504,7 @@ class ECSAsyncController:
                     raise ValueError("a baseline was passed but baseline=None (the score is raw synergy)")
                 baseline = {k: float(v) for k, v in baseline.items() if k in TERMS}
                 _check_finite(baseline, "the baseline's terms")
-        except (ValueError, TypeError) as error:
+        except Exception as error:  # any error: every rank must raise it, not this one alone
             return None, error
         return (terms, baseline, test), None
 

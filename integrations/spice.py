@@ -221,7 +221,7 @@ class SPICECurriculum:
         :meth:`fraction` raised to ``min_samples / N`` where that is larger (what
         :func:`fastpid.plot.plot_curriculum` draws)."""
         pos = self.schedule.position(epoch)
-        return self._count(self.pacing(pos.step, max(1, pos.length - 1))) / self.n_samples
+        return self._count(float(self.pacing(pos.step, max(1, pos.length - 1)))) / self.n_samples
 
     def indices(self) -> torch.Tensor:
         """Admitted sample indices (int64, best-ranked first) at the current epoch."""

@@ -98,12 +98,15 @@ def nearest_neighbours(emb: torch.Tensor, k: int, chunk: int = 4096) -> torch.Te
     if not torch.isfinite(x).all():
         raise ValueError("embedding contains NaN or Inf")
     # |a|^2 - 2 a.b + |b|^2 cancels catastrophically for rows far from the origin (an offset of
-    # 1e8 scrambled 94% of neighbour sets): centre first, and scale by a power of two (exact)
-    # so that the squares cannot overflow.
-    x = x - x.mean(0)
-    peak = float(x.abs().max())
-    if peak > 0:
-        x = x / 2.0 ** math.frexp(peak)[1]
+    # 1e8 scrambled 94% of neighbour sets): scale by a power of two (exact; first, so that the
+    # mean cannot overflow near the largest float), then centre, then scale again so that the
+    # squares cannot overflow.
+    for centre in (False, True):
+        if centre:
+            x = x - x.mean(0)
+        peak = float(x.abs().max())
+        if peak > 0:
+            x = torch.ldexp(x, torch.tensor(-math.frexp(peak)[1], dtype=torch.int32))
     sq = (x * x).sum(1)
     out = []
     for s in range(0, n, chunk):

@@ -346,6 +346,11 @@ def test_a_broadcast_view_too_large_to_copy_is_refused_up_front(monkeypatch, kin
         fastpid.pid(P, **kw)
 
 
+def test_a_huge_meta_tensor_is_named_as_such():
+    with pytest.raises(TypeError, match="meta tensor"):
+        fastpid.pid(torch.empty(1, 2, 2, 2, device="meta").expand(10**9, 2, 2, 2))
+
+
 def test_tiny_sources_with_many_classes_need_little_memory():
     # 2x2x4000 took 3.2 GB with the dense Schur complement over 8000 unknowns; the low-rank
     # elimination holds a few arrays of the joint's size.

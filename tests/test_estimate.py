@@ -183,6 +183,8 @@ def test_suggest_k_meets_its_inequality_and_checks_its_input():
                 assert k == 2 or spc * (k * k * ny) <= n, (n, ny, spc)
                 assert spc * ((k + 1) ** 2 * ny) > n, (n, ny, spc)
     assert suggest_k(np.int64(2000), 10) == 7
+    with pytest.raises(ValueError, match="too small"):
+        suggest_k(1000, 10, samples_per_cell=1e-310)
     for args, kwargs, match in [((100, 0), {}, "ny"), ((-5, 10), {}, "n \\(the number of samples"),
                                 ((100, 10), {"samples_per_cell": 0}, "samples_per_cell")]:
         with pytest.raises(ValueError, match=match):

@@ -308,3 +308,29 @@ def test_gated_fusion_takes_numpy_integer_sizes():
     assert (fusion.dim, fusion.n_modalities) == (4, 2) and type(fusion.dim) is int
     with pytest.raises(ValueError, match="dim must be an integer >= 1"):
         GatedFusion(True, 2)
+
+
+def test_fixes_for_edge_inputs_of_the_integrations():
+    """float16 gate targets checked in float64 (the default target of 11 modalities sums to 1
+    only within 2e-4 in float16); a pacing function returning float32 gives the same admitted
+    count in the plot as in indices(); neighbours of rows near the largest float (the mean
+    overflowed); an error of any type from one rank's ECS inputs is broadcast, not raised alone."""
+    from fastpid.integrations.dyncim_loss import dyncim_loss_terms
+    from fastpid.integrations.spice_scores import nearest_neighbours
+
+    M = 11
+    g = torch.Generator().manual_seed(5)
+    logits = [torch.randn(4, 3, generator=g).half() for _ in range(M + 1)]
+    gate = torch.full((4, M), 1.0 / M, dtype=torch.float16)
+    terms = dyncim_loss_terms(logits[0], logits[1:], torch.zeros(4, dtype=torch.long), gate=gate)
+    assert math.isfinite(float(terms["gate"]))
+    cur = SPICECurriculum(40, epochs=6, pacing=lambda t, T: torch.tensor(0.3),
+                          estimator=lambda *a: SampleScores(*torch.rand(4, 40, dtype=torch.float64, generator=g)))
+    cur.update(None, None, None, None)
+    for epoch in range(6):
+        cur.set_epoch(epoch)
+        assert cur.scheduled_fraction(epoch) * 40 == len(cur.indices())
+    near_max = np.array([[1.7e308, 0.0], [1.6e308, 1.0], [-1.7e308, 0.0], [1.69e308, 0.5]])
+    assert nearest_neighbours(near_max, 2).tolist() == [[0, 3], [1, 3], [2, 1], [3, 0]]
+    parsed, error = ECSAsyncController()._parse({"unique1": 0.1, "unique2": 0.1, "synergy": 0.1}, ["synergy"], None)
+    assert parsed is None and isinstance(error, AttributeError)
