@@ -216,7 +216,8 @@ def estimate(x1, x2, y, *, sizes=None, weights=None, groups=None, num_groups=Non
         ``n_null < 0``, ``n_pilot < 1``.
 
     Cost: one certified solve of each empirical joint, one for its zero-synergy fit, and
-    ``n_jackknife + n_null`` resampled solves per problem (to ``tol=1e-6``) in one batch.
+    ``n_jackknife + n_pilot + n_null + 1`` resampled solves per problem (to ``tol=1e-6``; the
+    last is the null world itself) in two batches.
     """
     # PyTorch's intra-op threads cost more than they give on the estimate's small tensor
     # operations (4,000-cell softmaxes took 7 ms each with 2 threads on a busy 2-core
@@ -293,7 +294,8 @@ def _estimate(x1, x2, y, sizes, weights, groups, num_groups, confidence, n_jackk
         # exactly 0 (q_λ is renormalised off the optimum's support, and shrunk), and the
         # correction must subtract the draws' bias, not that level.
         world = px[..., None] * q
-        solved = _solve_batch(torch.cat([draws.reshape(G * n_null, n1, n2, ny), world / world.sum((1, 2, 3), keepdim=True)]), bar, solve_threads)
+        world = world / world.sum((1, 2, 3), keepdim=True)
+        solved = _solve_batch(torch.cat([draws.reshape(G * n_null, n1, n2, ny), world]), bar, solve_threads)
         null_s = solved[:G * n_null, 3].reshape(G, n_null)
         null_level = solved[G * n_null:, 3]
     if bar is not None:

@@ -36,7 +36,8 @@ def _batch_mass(weights, n: int) -> float:
     """The total of the batch's ``weights`` (``n`` without), checked: ``(n,)``, finite, >= 0."""
     if weights is None:
         return float(n)
-    w = weights.detach() if isinstance(weights, torch.Tensor) else torch.as_tensor(np.asarray(weights, dtype=np.float64))
+    w = (weights.detach() if isinstance(weights, torch.Tensor)
+         else torch.as_tensor(np.asarray(weights, dtype=np.float64)))
     if tuple(w.shape) != (n,):
         raise ValueError(f"weights must have shape ({n},) (one per sample), got {tuple(w.shape)}")
     w = w.to(torch.float64)
