@@ -76,6 +76,21 @@ def _warps(n1: int, n2: int, ny: int) -> int:
     return max(1, min(8, cells // 256))
 
 
+#: The most padded cells one lane of a per-problem kernel may hold: above it a warp count is not
+#: tried. Compiling the largest block (32x32x16) for sm_90 took 11 s + 19 s (closed forms,
+#: alternation) with 8 warps, 49 s + 90 s with 2 and 247 s + 334 s with 1: every count tried
+#: on a fresh GPU cost minutes of a short session, for configs that hold 256-512 cells a lane.
+MAX_CELLS_PER_LANE = 64
+
+
+def warp_counts_worth_trying(configs, named_args, **kwargs):
+    """The autotuner's early prune for the per-problem kernels: the warp counts whose lanes
+    hold at most :data:`MAX_CELLS_PER_LANE` padded cells (``B1 B2 BY``), or the largest."""
+    cells = kwargs["B1"] * kwargs["B2"] * kwargs["BY"]
+    kept = [c for c in configs if cells <= MAX_CELLS_PER_LANE * 32 * c.num_warps]
+    return kept or [max(configs, key=lambda c: c.num_warps)]
+
+
 def _autotuned(configs, key, **kw):
     """On a GPU, time every config the first time a ``key`` is seen and keep the fastest.
 
@@ -124,8 +139,9 @@ if triton is not None:
     # One problem per program: only the warp count is free (the block shapes are the
     # problem's padded sizes).
     _PER_PROBLEM_CONFIGS = [triton.Config({}, num_warps=w) for w in (1, 2, 4, 8)]
+    _PER_PROBLEM_PRUNE = {"early_config_prune": warp_counts_worth_trying}
 
-    @_autotuned(_PER_PROBLEM_CONFIGS, key=["n1", "n2", "ny"])
+    @_autotuned(_PER_PROBLEM_CONFIGS, key=["n1", "n2", "ny"], prune_configs_by=_PER_PROBLEM_PRUNE)
     @triton.jit
     def _closed_forms_kernel(P_ptr, out_ptr, n1, n2, ny,
                              B1: tl.constexpr, B2: tl.constexpr, BY: tl.constexpr):
@@ -154,7 +170,7 @@ if triton is not None:
         z = _lse(logR[:, :, None] + g[None, :, :], 1)
         return tl.where(m1, la - tl.where(m1, z, 0.0), float("-inf"))
 
-    @_autotuned(_PER_PROBLEM_CONFIGS, key=["n1", "n2", "ny"])
+    @_autotuned(_PER_PROBLEM_CONFIGS, key=["n1", "n2", "ny"], prune_configs_by=_PER_PROBLEM_PRUNE)
     @triton.jit
     def _alternation_kernel(P_ptr, f_ptr, g_ptr, r_ptr, n1, n2, ny, steps, omega,
                             B1: tl.constexpr, B2: tl.constexpr, BY: tl.constexpr):

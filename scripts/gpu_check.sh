@@ -4,18 +4,21 @@
 # `python -m pip install --no-build-isolation --no-deps -e .` over an environment that has torch,
 # scikit-build-core, pybind11, pytest and pytest-benchmark): the Triton tests (on the GPU), the
 # gpu-marked tests, the GPU benchmark, and compute-sanitizer (synccheck, memcheck, racecheck)
-# over every CUDA kernel. Writes the record (GPU, commands, pass counts, times) to
-# bench/results/gpu_validation.md.
-# Arguments are passed to the benchmark (e.g. --gpu-problems 20000); GPU_CHECK_STEP_LIMIT=S stops
-# any step after S seconds (recorded as exit 124), so that a short lease still reaches every step.
+# over every CUDA kernel. Writes this run's record (GPU, commands, pass counts, times) to a new
+# file, bench/results/gpu_check_<UTC time>.md (bench/results/gpu_validation.md, the curated
+# record of every run, is not touched: fold the run into it).
+# Arguments are passed to the benchmark after its defaults here (--gpu-problems 10000, about
+# a minute of exact rows on an H200 where the module's 100,000 took four; --bench-threads
+# $(nproc), so that its C++ peer row uses every core, as its notes say); GPU_CHECK_STEP_LIMIT=S
+# stops any step after S seconds (recorded as exit 124), so that a short lease still reaches
+# every step.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PYTHON="${PYTHON:-python}"
-OUT=bench/results/gpu_validation.md
+OUT=bench/results/gpu_check_$(date -u '+%Y%m%dT%H%M').md
 log() { echo "$*" | tee -a "$OUT"; }
 
-: >"$OUT"
-log "# GPU validation"
+log "# GPU validation run"
 log ""
 log "- GPU: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>&1)"
 log "- fastpid: $("$PYTHON" -c 'import fastpid._C as c; i = c.build_info(); print(i["version"], "CUDA", i["cuda_compiler_version"], "compiled:", i["cuda_compiled"])')"
@@ -41,7 +44,8 @@ run() {  # run "what" command...: logs the command, its last line, its status an
 # the gpu-marked), and a GPU has shown faults there that the interpreter cannot.
 run "Triton tests on the GPU" "$PYTHON" -m pytest -v --tb=short -p no:cacheprovider tests/test_triton.py
 run "GPU tests" "$PYTHON" -m pytest -v --tb=short -m gpu -p no:cacheprovider tests
-run "GPU benchmark" "$PYTHON" -m pytest -q -p no:cacheprovider bench/test_bench_gpu.py "$@"
+run "GPU benchmark" "$PYTHON" -m pytest -q -p no:cacheprovider bench/test_bench_gpu.py \
+  --gpu-problems 10000 --bench-threads "$(nproc)" "$@"
 # Quickest first: on an H200, synccheck took 7 s, racecheck 61 s, memcheck 138 s.
 for tool in synccheck memcheck racecheck; do
   run "compute-sanitizer $tool" compute-sanitizer --tool "$tool" --error-exitcode 3 \

@@ -225,3 +225,18 @@ def test_every_kernel_compiles_for_a_gpu(shapes):
                           text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"{2 * len(sizes) + 6} kernels compiled" in proc.stdout
+
+
+def test_autotuning_skips_warp_counts_that_would_hold_too_many_cells_a_lane():
+    """Compiling the largest block (32x32x16) for sm_90 with 1 or 2 warps took minutes a
+    kernel; the autotuner now tries only the warp counts whose lanes hold at most
+    MAX_CELLS_PER_LANE padded cells (8 warps there), and every count on small blocks."""
+    configs = triton_kernels._PER_PROBLEM_CONFIGS
+
+    def tried(shape):
+        blocks = triton_kernels._blocks(*shape)
+        return [c.num_warps for c in triton_kernels.warp_counts_worth_trying(configs, {}, **blocks)]
+
+    assert tried((20, 20, 10)) == [8] and tried((32, 32, 16)) == [8]
+    assert tried((16, 16, 16)) == [2, 4, 8]
+    assert tried((8, 8, 8)) == [1, 2, 4, 8] and tried((3, 1, 2)) == [1, 2, 4, 8]
