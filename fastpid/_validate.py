@@ -354,7 +354,8 @@ def check_positive_int(value, *, name: str, allow_none: bool = True,
 
 def check_base(base) -> Optional[float]:
     """Validate a logarithm base: ``None`` (nats) or a finite number > 1 (a base below 1
-    would make every information term negative)."""
+    would make every information term negative). ``math.e`` is returned as ``None``, so that
+    every result in nats says so the same way."""
     if base is None:
         return None
     b = _as_real_scalar(base, "base")
@@ -362,7 +363,7 @@ def check_base(base) -> Optional[float]:
         raise ValueError(
             f"base must be a finite number > 1 (2 for bits, math.e for nats), got {base!r}"
         )
-    return b
+    return None if b == math.e else b
 
 
 def check_choice(value, allowed: Iterable[str], what: str) -> str:

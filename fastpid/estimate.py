@@ -70,6 +70,7 @@ import torch
 
 from . import _resample
 from ._resources import threads
+from ._validate import check_base
 from .api import pid
 from .joint import joint
 from .result import PIDResult
@@ -233,6 +234,7 @@ def _estimate(x1, x2, y, sizes, weights, groups, num_groups, confidence, n_jackk
               base, progress, solve_threads: int) -> PIDEstimate:
     """:func:`estimate`, on one intra-op thread except for the solves (``solve_threads``)."""
     confidence = _check_confidence(confidence)
+    base = check_base(base)
     n_jackknife = _check_int(n_jackknife, "n_jackknife", 2)
     n_null = _check_int(n_null, "n_null", 0)
     n_pilot = _check_int(n_pilot, "n_pilot", 1)

@@ -115,11 +115,11 @@ class PIDResult:
         """The same result in logarithm base ``base`` (> 1; ``math.e`` for nats)."""
         from ._validate import check_base
 
-        base = check_base(base)
+        base = check_base(base)  # None for nats
         current = math.e if self.base is None else self.base
-        factor = math.log(current) / math.log(base)
+        factor = math.log(current) / math.log(math.e if base is None else base)
         scaled = {k: getattr(self, k) * factor for k in _INFO_FIELDS}
-        return replace(self, base=None if base == math.e else base, **scaled)
+        return replace(self, base=base, **scaled)
 
     def to_bits(self) -> "PIDResult":
         """The same result in bits (base 2)."""

@@ -364,3 +364,19 @@ def test_small_tensor_work_runs_on_one_thread_and_the_setting_is_restored(monkey
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("base, err", [(-1, ValueError), (1, ValueError), (0.5, ValueError), ("2", TypeError)])
+def test_bad_base_is_refused_before_any_work(base, err):
+    """base=-1 raised 'math domain error' and base=1 a ZeroDivisionError, after the solves."""
+    x = np.arange(40) % 3
+    with pytest.raises(err, match="base must be"):
+        fastpid.estimate(x, x, (x + 1) % 3, seed=0, base=base)
+
+
+def test_nats_are_said_one_way():
+    """base=math.e gave results whose .base was e, while to_nats() gave None."""
+    x = np.arange(60) % 3
+    P = np.random.default_rng(25).random((3, 3, 3))
+    assert fastpid.pid(P, base=math.e).base is None and fastpid.pid(P, base=2).to_nats().base is None
+    assert fastpid.estimate(x, x, (x + 1) % 3, seed=0, base=math.e).base is None
