@@ -24,7 +24,11 @@ def _version() -> str:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from fastpid.demo import run
 
-    run(as_json=args.json, data=not args.no_data)
+    try:
+        run(as_json=args.json, data=not args.no_data)
+    except ImportError as exc:  # a missing optional dependency: its message, not a traceback
+        print(f"fastpid demo: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

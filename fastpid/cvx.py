@@ -22,7 +22,7 @@ still converge on the problems we test.  Even then Clarabel's answer is only goo
 roughly 1e-8..1e-6 nats on sparse problems (its status then reads ``"optimal_inaccurate"``);
 the certified gap of ``fastpid.pid`` is the better judge of accuracy.
 
-Needs the optional dependency: ``pip install fastpid[cvx]``.
+Needs the optional dependency: ``pip install 'fastpid[cvx]'``.
 """
 
 from __future__ import annotations
@@ -53,12 +53,12 @@ def _import_cvxpy():
     except ImportError as exc:  # pragma: no cover - exercised only without cvxpy
         raise ImportError(
             "backend='cvx' needs CVXPY with the Clarabel solver, which is an optional "
-            "dependency of fastpid: pip install fastpid[cvx]"
+            "dependency of fastpid: pip install 'fastpid[cvx]'"
         ) from exc
     if "CLARABEL" not in cp.installed_solvers():  # pragma: no cover
         raise ImportError(
             "backend='cvx' needs the Clarabel solver for CVXPY, which is not installed: "
-            "pip install fastpid[cvx]"
+            "pip install 'fastpid[cvx]'"
         )
     return cp
 

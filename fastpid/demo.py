@@ -156,7 +156,8 @@ def _require_sklearn():
         import sklearn  # noqa: F401
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError(
-            "the data-set part of `fastpid demo` needs scikit-learn: pip install 'fastpid[demo]'"
+            "the data-set part of `fastpid demo` needs scikit-learn: pip install 'fastpid[demo]' "
+            "(or run `fastpid demo --no-data` for the canonical gates alone)"
         ) from exc
 
 
@@ -289,6 +290,8 @@ def run(*, as_json: bool = False, data: bool = True, out=None) -> dict[str, Any]
     import sys
 
     out = out if out is not None else sys.stdout
+    if data:
+        _require_sklearn()  # before anything is printed: one clear message, not half a demo
     report: dict[str, Any] = {"units": "bits", "gates": gate_table()}
     if not as_json:
         print("fastpid demo: BROJA partial information decomposition, all values in bits", file=out)

@@ -105,6 +105,19 @@ def test_demo_table_text(capsys):
     assert cells("UNQ") == pytest.approx([0, 1, 0, 0, 1], abs=1e-6)
 
 
+@pytest.mark.parametrize("as_json", [False, True])
+def test_demo_without_scikit_learn_says_so_before_printing(monkeypatch, capsys, as_json):
+    """Without scikit-learn (an optional extra) the demo printed the gates, then a chained
+    traceback (with --json: nothing at all on stdout); now one message and exit status 1."""
+    monkeypatch.setitem(sys.modules, "sklearn", None)   # import sklearn raises ImportError
+    assert main(["demo"] + (["--json"] if as_json else [])) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "pip install 'fastpid[demo]'" in captured.err and "--no-data" in captured.err
+    assert "Traceback" not in captured.err
+    assert main(["demo", "--no-data"]) == 0            # the gates alone need nothing more
+
+
 def test_demo_full_in_subprocess():
     """The whole demo (gates + clustered digits) as a user runs it, in a fresh process."""
     pytest.importorskip("sklearn")
