@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from ._validate import check_weights
 from .api import pid
 from .joint import joint
 
@@ -33,17 +34,13 @@ def _n_samples(x, name: str) -> int:
 
 
 def _batch_mass(weights, n: int) -> float:
-    """The total of the batch's ``weights`` (``n`` without), checked: ``(n,)``, finite, >= 0."""
+    """The total of the batch's ``weights`` (``n`` without), checked as :func:`fastpid.joint`
+    checks them (before it, so that a batch of total weight 0 can add nothing)."""
     if weights is None:
         return float(n)
     w = (weights.detach() if isinstance(weights, torch.Tensor)
          else torch.as_tensor(np.asarray(weights, dtype=np.float64)))
-    if tuple(w.shape) != (n,):
-        raise ValueError(f"weights must have shape ({n},) (one per sample), got {tuple(w.shape)}")
-    w = w.to(torch.float64)
-    if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
-        raise ValueError("weights must be finite and non-negative")
-    return float(w.sum())
+    return float(check_weights(w, n).to(torch.float64).sum())
 
 
 class PIDMetric:

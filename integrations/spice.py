@@ -207,7 +207,11 @@ class SPICECurriculum:
         the first :meth:`update`."""
         if self._rankings is None:
             return 1.0
-        pos = self.schedule.position(self.epoch if epoch is None else epoch)
+        return self._pacing(self.epoch if epoch is None else epoch)
+
+    def _pacing(self, epoch: int) -> float:
+        """The pacing value ``c(t)`` of ``epoch`` within its phase (module docstring)."""
+        pos = self.schedule.position(epoch)
         return float(self.pacing(pos.step, max(1, pos.length - 1)))
 
     def _count(self, c: float) -> int:
@@ -220,8 +224,7 @@ class SPICECurriculum:
         """Share of the samples that ``epoch`` admits once scores exist: the pacing value
         :meth:`fraction` raised to ``min_samples / N`` where that is larger (what
         :func:`fastpid.plot.plot_curriculum` draws)."""
-        pos = self.schedule.position(epoch)
-        return self._count(float(self.pacing(pos.step, max(1, pos.length - 1)))) / self.n_samples
+        return self._count(self._pacing(epoch)) / self.n_samples
 
     def indices(self) -> torch.Tensor:
         """Admitted sample indices (int64, best-ranked first) at the current epoch."""

@@ -62,7 +62,7 @@ def test_masked_batches_add_nothing_and_inputs_are_checked():
     for scalar in (np.int64(1), torch.tensor(1)):
         with pytest.raises(ValueError, match="x1 must be a \\(B,\\) vector"):
             metric.update(scalar, x, x)
-    with pytest.raises(ValueError, match="finite and non-negative"):
+    with pytest.raises(ValueError, match=r"weights\[1\] = -1.0 is negative; sample weights must be finite and >= 0"):
         metric.update(x, x, x, weights=np.array([1.0, -1.0, 0.0, 0.0]))
-    with pytest.raises(ValueError, match="weights must have shape \\(4,\\)"):
+    with pytest.raises(ValueError, match="weights has length 3 but there are N=4 samples"):
         metric.update(x, x, x, weights=np.ones(3))
