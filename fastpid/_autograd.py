@@ -18,10 +18,14 @@ that depended on the backend and the input's memory layout.
 from __future__ import annotations
 
 import torch
+import torch.autograd.forward_ad as fwAD
 
 
 class _EnvelopeV(torch.autograd.Function):
-    # forward and setup_context apart, so that torch.func transforms (grad, jacrev) can use it.
+    # forward and setup_context apart, and a vmap rule generated from the torch operations of
+    # both passes, so that torch.func transforms (grad, vjp, jacrev) can use it.
+    generate_vmap_rule = True
+
     @staticmethod
     def forward(P, value, f, g):
         return value.clone()
@@ -30,21 +34,35 @@ class _EnvelopeV(torch.autograd.Function):
     def setup_context(ctx, inputs, output):
         P, _, f, g = inputs
         ctx.save_for_backward(P, f, g)
+        ctx.save_for_forward(P, f, g)
 
     @staticmethod
     def backward(ctx, grad_v):
         P, f, g = ctx.saved_tensors
-        dP = f[:, :, None, :] + g[:, None, :, :] - 1.0
-        dP = torch.where(torch.isfinite(dP), dP, torch.zeros_like(dP))
+        dP = _envelope(f, g)
         if torch.is_grad_enabled():
             # create_graph=True: dP depends on P through the optimal potentials, which this
             # backward does not differentiate; any use of that dependence must fail loudly.
             dP = _FirstOrderOnly.apply(dP, P)
         return grad_v[:, None, None, None] * dP, None, None, None
 
+    @staticmethod
+    def jvp(ctx, P_t, value_t, f_t, g_t):
+        # Forward mode (torch.func.jacfwd, forward_ad): the same derivative along P's tangent.
+        P, f, g = ctx.saved_tensors
+        return (_envelope(f, g) * P_t).sum((1, 2, 3))
+
+
+def _envelope(f: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """``dV/dP[B, n1, n2, ny]`` from the potentials, 0 where a pair marginal is zero."""
+    dP = f[:, :, None, :] + g[:, None, :, :] - 1.0
+    return torch.where(torch.isfinite(dP), dP, torch.zeros_like(dP))
+
 
 class _FirstOrderOnly(torch.autograd.Function):
     """Identity on the envelope gradient that refuses to be differentiated with respect to P."""
+
+    generate_vmap_rule = True  # jacrev runs the backward pass that applies this under vmap
 
     @staticmethod
     def forward(dP, P):
@@ -56,11 +74,25 @@ class _FirstOrderOnly(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        raise RuntimeError(
-            "fastpid: second-order derivatives of the PID terms (Hessians, gradients of "
-            "gradients, gradgradcheck) are not available: the envelope gradient does not "
-            "differentiate the optimal dual potentials. Use first-order gradients, or finite "
-            "differences of the gradient.")
+        raise RuntimeError(_SECOND_ORDER)
+
+    @staticmethod
+    def jvp(ctx, dP_t, P_t):
+        raise RuntimeError(_SECOND_ORDER)
+
+
+_SECOND_ORDER = (
+    "fastpid: second-order derivatives of the PID terms (Hessians, gradients of gradients, "
+    "gradgradcheck) are not available: the envelope gradient does not differentiate the "
+    "optimal dual potentials. Use first-order gradients, or finite differences of the gradient.")
+
+
+def carries_derivatives(T) -> bool:
+    """Whether derivatives are taken through the tensor ``T``: by autograd (``requires_grad``),
+    forward-mode AD (a dual tensor) or a ``torch.func`` transform (a wrapped tensor)."""
+    return isinstance(T, torch.Tensor) and (
+        T.requires_grad or torch._C._functorch.is_functorch_wrapped_tensor(T)
+        or fwAD.unpack_dual(T).tangent is not None)
 
 
 def attach_envelope_gradient(P: torch.Tensor, value: torch.Tensor, f: torch.Tensor, g: torch.Tensor):
@@ -69,7 +101,7 @@ def attach_envelope_gradient(P: torch.Tensor, value: torch.Tensor, f: torch.Tens
     ``f[B, n1, ny]``, ``g[B, n2, ny]`` are (near-)optimal potentials from the solver.
     When ``P`` needs no gradient this is ``value`` itself.
     """
-    if not P.requires_grad:
+    if not carries_derivatives(P):
         return value
     return _EnvelopeV.apply(P, value.detach(), f.detach(), g.detach())
 
@@ -78,4 +110,4 @@ def zero_mass_gradient(P: torch.Tensor) -> torch.Tensor:
     """``P`` itself, whose gradient is 0 at its cells of zero mass (module docstring); ``P``
     unchanged when it needs no gradient. A ``where``, not an autograd Function, so that
     ``torch.func`` transforms go through."""
-    return torch.where(P > 0, P, P.detach()) if P.requires_grad else P
+    return torch.where(P > 0, P, P.detach()) if carries_derivatives(P) else P

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from . import api, cpp, solver
+from ._autograd import carries_derivatives
 from ._build_info import load_extension
 from ._certify import NEGLIGIBLE, negligible_bound
 from ._resources import CHUNK_FLOATS, cpp_bytes, memory_unchecked
@@ -108,15 +109,16 @@ def _options(tol: float, max_iter: int, lowrank: bool):
 
 def _float64_array(P):
     """``P`` as a float64 numpy array where this route takes it: numpy arrays of real numbers
-    and CPU float64 tensors that do not require a gradient; else ``None``."""
+    and CPU float64 tensors that carry no derivatives; else ``None``."""
     if isinstance(P, torch.Tensor):
         # numpy() refuses tensors that require a gradient, live off the CPU or are not
-        # strided (one call where checking each property took several microseconds).
+        # strided (one call where checking each property took several microseconds), but
+        # not forward-mode AD's dual tensors, whose tangent it would drop.
         try:
             arr = P.numpy()
         except (RuntimeError, TypeError):
             return None
-        return arr if arr.dtype == np.float64 else None
+        return arr if arr.dtype == np.float64 and not carries_derivatives(P) else None
     if isinstance(P, np.ndarray) and P.dtype.kind in "fiub" and P.dtype.isnative:
         return np.asarray(P, dtype=np.float64)
     return None

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from . import cpp, cuda, solver
-from ._autograd import attach_envelope_gradient, zero_mass_gradient
+from ._autograd import attach_envelope_gradient, carries_derivatives, zero_mass_gradient
 from ._certify import checked_bracket, drop_negligible, output_gap, rounding, solver_tol
 from ._resources import CHUNK_FLOATS, check_input_memory, check_memory, per_problem_floats
 from ._validate import check_base, check_choice, check_distribution, check_positive_int, check_tol, result_dtype
@@ -97,6 +97,7 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
                          "use backend='auto', 'torch' or 'cpp'")
 
     check_input_memory(P)
+    _check_transform(P, backend)
     if method == "exact" and backend in ("auto", "cpp") and not return_coupling and not progress:
         # CPU inputs without gradients: the same solve with less bookkeeping, or None.
         res = _cpu_route.exact_pid(P, DEFAULT_TOL[torch.float64] if tol is None else tol, max_iter, base, backend)
@@ -106,7 +107,7 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
     # gradient (set before the normalisation, which would otherwise leak one back in).
     T, is_numpy = check_distribution(zero_mass_gradient(P) if isinstance(P, torch.Tensor) else P, float64=True)
     out_dtype = result_dtype(P)
-    if backend == "cvx" and T.requires_grad:
+    if backend == "cvx" and carries_derivatives(T):
         raise ValueError("backend='cvx' has no gradient; pass P.detach(), or use backend='auto' "
                          "for the exact envelope gradient")
     if tol is None:
@@ -123,7 +124,7 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
         backend = _choose_backend(backend, flat, method, return_coupling, plan)
     # The native closed forms (one pass; the fused GPU kernels or the C++ loop) have no
     # backward pass: with gradients, the closed forms stay in torch.
-    fused = backend in ("cuda", "triton", "cpp") and not flat.requires_grad
+    fused = backend in ("cuda", "triton", "cpp") and not carries_derivatives(flat)
     mi, mi1, mi2, lower0, upper0 = solver.closed_form_bracket(
         flat, closed_forms=_kernels(backend).closed_forms if fused else None)
     # float32 results add their rounding to the gap: the solvers aim below tol by that much.
@@ -283,8 +284,8 @@ def _choose_backend(backend: str, flat: torch.Tensor, method: str, return_coupli
     """
     device = flat.device
     n1, n2, ny = flat.shape[1:]
-    if backend == "torch":
-        return backend
+    if backend == "torch" or _transformed(flat)[0]:  # see _check_transform()
+        return "torch"
     if backend == "cpp":
         if device.type != "cpu":
             raise ValueError(f"backend='cpp' solves CPU problems; got a tensor on {device}. "
@@ -318,6 +319,31 @@ def _choose_backend(backend: str, flat: torch.Tensor, method: str, return_coupli
     if _triton().available(device)[0] and _triton().size_route(n1, n2, ny)[0]:
         return "triton"
     return "torch"
+
+
+def _transformed(T) -> tuple[bool, bool]:
+    """Whether ``T`` is a tensor wrapped by a ``torch.func`` transform, and whether one of its
+    wrappings is ``vmap``'s."""
+    wrapped = batched = False
+    while isinstance(T, torch.Tensor) and torch._C._functorch.is_functorch_wrapped_tensor(T):
+        wrapped, batched = True, batched or torch._C._functorch.is_batchedtensor(T)
+        T = torch._C._functorch.get_unwrapped(T)
+    return wrapped, batched
+
+
+def _check_transform(P, backend: str) -> None:
+    """Inside ``torch.func.grad``, ``vjp`` or ``jacrev`` the input has no storage the native
+    solvers could read, so ``"auto"`` takes the PyTorch solver there and an explicit native
+    backend is refused; under ``vmap`` (and ``jacfwd``, ``hessian``, which use it) no solver
+    runs, as each stops on a test of its own iterate."""
+    wrapped, batched = _transformed(P)
+    if batched:
+        raise ValueError("fastpid.pid cannot run under torch.vmap (or jacfwd/hessian, which use it): "
+                         "its solvers stop on tests of their iterates. It is batched already: pass "
+                         "the stacked problems, P of shape (..., n1, n2, ny), in one call")
+    if wrapped and backend in ("cpp", "cuda", "triton", "cvx"):
+        raise ValueError(f"backend={backend!r} cannot read tensors inside a torch.func transform "
+                         "(torch.func.grad, vjp, jacrev); use backend='torch' or 'auto' there")
 
 
 def cpp_suits(n1: int, n2: int, ny: int, plan) -> bool:
