@@ -85,7 +85,8 @@ def joint(x1, x2, y, *, sizes=None, weights=None, groups=None, num_groups=None):
           (integer or bool dtype; a float vector is accepted if all its values
           are integral, e.g. ``2.0``, and is an error otherwise), or
         * a 2-D ``(N, n)`` matrix of **soft probability rows**: entries >= 0,
-          each row summing to 1 within a relative tolerance of 1e-4.
+          each row summing to 1 within a relative tolerance of 1e-4 (float16 and
+          bfloat16 rows: the dtype's eps, and each is divided by its sum).
 
         Any combination is allowed (e.g. soft ``x1``/``x2`` and hard labels
         ``y``); a hard vector behaves exactly like its one-hot rows.
@@ -196,13 +197,18 @@ def joint(x1, x2, y, *, sizes=None, weights=None, groups=None, num_groups=None):
         num_groups = check_positive_int(num_groups, name="num_groups", allow_none=True)
         if g_t.dim() != 1:
             raise ValueError(f"groups must be a 1-D vector of N group ids, got shape {tuple(g_t.shape)}")
-        gidx, G = check_codes(g_t, "groups", num_groups, what="group id")
+        gidx, G = check_codes(g_t, "groups", num_groups, what="group id", size_name="num_groups")
     elif num_groups is not None:
         raise ValueError("num_groups was given without groups; pass groups=... as well")
 
     w = None
     if w_t is not None:
-        w = check_weights(w_t, N).to(dtype)
+        w = check_weights(w_t, N)
+        # Only ratios matter: scaled to a largest weight of 1 before any cast to the joint's
+        # dtype, where float64 weights of 1e-50 had read as all zero in float32 (and 1e-44
+        # ratios had lost 9 %). A detached scale: the joint is homogeneous of degree 0 in w.
+        top = w.detach().amax()
+        w = torch.where(top > 0, w / torch.where(top > 0, top, 1.0), w).to(dtype)
 
     _check_output_size(G, out_sizes, dtype, device)
     T = _accumulate(N, hard, soft, w, G, gidx, dtype, device)  # (G, n1, n2, ny)

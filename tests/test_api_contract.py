@@ -99,6 +99,12 @@ def test_batch_results_index_like_arrays(as_torch):
     alone = fastpid.pid(P[2])
     assert one.shape == () and float(one.synergy) == pytest.approx(float(alone.synergy), abs=1e-8)
     assert res[1:4].shape == (3,) and res[-1].shape == ()
+    # A problem picked from a batch has the fields of one solved alone: 0-d arrays or tensors
+    # (numpy indexing had given np.float64 scalars, which torch.from_numpy refuses).
+    alone = fastpid.pid(torch.from_numpy(P[2]) if as_torch else P[2])
+    for field in ("synergy", "gap", "converged", "iterations"):
+        assert type(getattr(one, field)) is type(getattr(alone, field)), field
+        assert getattr(one, field).shape == ()
     mask = np.array([True, False, True, False, False, True])
     picked = res[torch.from_numpy(mask) if as_torch else mask]
     assert picked.shape == (3,)

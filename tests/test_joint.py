@@ -2,6 +2,7 @@
 
 import importlib
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -218,6 +219,40 @@ def test_weights_scale_invariant_and_zero_weight_drops_sample():
         joint(x1[keep], x2[keep], y[keep], weights=w[keep], sizes=(3, 3, 3)),
         rtol=1e-13,
     )
+
+
+def test_tiny_and_huge_float64_weights_keep_their_ratios_in_float32_joints():
+    """Weights are scaled to a largest of 1 before the cast to a float32 joint's dtype: float64
+    weights of 1e-50 read as all zero (an error saying so), e^-100 : e^-102 came out 6.75 : 1
+    (subnormal float32), and 1e300 overflowed the total."""
+    rows = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    y = torch.tensor([0, 1])
+    P = joint(rows, y, y, weights=np.exp([-100.0, -102.0]))
+    assert P.dtype == torch.float32
+    assert float(P[0, 0, 0] / P[1, 1, 1]) == pytest.approx(math.exp(2.0), rel=1e-6)
+    torch.testing.assert_close(joint(rows, y, y, weights=np.full(2, 1e-50)), joint(rows, y, y))
+    P = joint([0, 1, 1], [0, 1, 0], [0, 1, 1], weights=[1e300, 1.0, 1.0])
+    assert P[0, 0, 0] == 1.0 and np.isfinite(P).all()
+
+
+def test_half_precision_rows_off_by_more_than_eps_are_refused_and_the_rest_renormalised():
+    """The row-sum tolerance of float16/bfloat16 rows was 4 k eps: 0.25 for 8 bfloat16 columns
+    (two samples weighted 0.625 : 0.375) and 2 at 64 (an all-zero row passed, its sample
+    dropped). Now it is eps (softmax rows are off by at most 0.39 eps), and the accepted rows
+    are divided by their sums, so every sample weighs the same."""
+    bad = torch.tensor([[0.25] * 4 + [0.0625] * 4, [0.125] * 6 + [0.0] * 2], dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match=r"x1\[0\] sums to 1.25, not 1 \(tolerance 7.8e-03\)"):
+        joint(bad, torch.tensor([0, 1]), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match=r"x1\[1\] sums to 0"):
+        joint(torch.cat([torch.full((1, 64), 1 / 64), torch.zeros(1, 64)]).to(torch.bfloat16),
+              torch.tensor([0, 1]), torch.tensor([0, 1]))
+    logits = torch.randn(400, 8, generator=torch.Generator().manual_seed(0)) * 3
+    for dtype in (torch.bfloat16, torch.float16):
+        rows = logits.to(dtype).softmax(-1)
+        assert (rows.float().sum(-1) - 1).abs().max() > 1e-4      # not rows of float32 accuracy
+        P = joint(rows, torch.arange(400) % 2, torch.arange(400) % 3)
+        per_sample = P.sum((0, 2))                                  # x2 = sample parity: 200 each
+        torch.testing.assert_close(per_sample, torch.tensor([0.5, 0.5]), atol=1e-6, rtol=0)
 
 
 def test_integer_weights_are_counts():
@@ -502,7 +537,8 @@ def test_error_zero_weight_group_is_named():
 def test_error_bad_groups():
     with pytest.raises(ValueError, match=r"groups\[1\] = -1 is a negative group id"):
         joint([0, 1], [0, 1], [0, 1], groups=[0, -1])
-    with pytest.raises(ValueError, match=r"groups\[2\] = 2 is out of range for size 2"):
+    with pytest.raises(ValueError, match=r"groups\[2\] = 2 is out of range for num_groups 2; group ids must be "
+                                         r"integers in \[0, 2\) \(raise num_groups or fix the group id\)"):
         joint([0, 1, 1], [0, 1, 1], [0, 1, 0], groups=[0, 1, 2], num_groups=2)
     with pytest.raises(ValueError, match="num_groups was given without groups"):
         joint([0, 1], [0, 1], [0, 1], num_groups=2)
