@@ -149,8 +149,7 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
 
     lower, upper, broken = checked_bracket(lower.detach(), upper.detach(), lower0.detach(), upper0.detach())
     # Keep V inside the bracket so every term is non-negative.
-    value = torch.where(broken, 0.5 * (lower0 + upper0), value)
-    value = torch.minimum(torch.maximum(value, lower0), upper0)
+    value = _within(torch.where(broken, 0.5 * (lower0 + upper0), value), lower0, upper0)
     gap = (upper - lower) + drop_bound
     # converged refers to the gap as reported, rounding of the output dtype included.
     scale = 1.0 if base is None else 1.0 / math.log(base)
@@ -334,13 +333,13 @@ def _transformed(T) -> tuple[bool, bool]:
 def _check_transform(P, backend: str) -> None:
     """Inside ``torch.func.grad``, ``vjp`` or ``jacrev`` the input has no storage the native
     solvers could read, so ``"auto"`` takes the PyTorch solver there and an explicit native
-    backend is refused; under ``vmap`` (and ``jacfwd``, ``hessian``, which use it) no solver
-    runs, as each stops on a test of its own iterate."""
+    backend is refused; under ``vmap`` no solver runs, as each stops on a test of its own
+    iterate (``jacfwd`` vmaps the tangents only, and goes through)."""
     wrapped, batched = _transformed(P)
     if batched:
-        raise ValueError("fastpid.pid cannot run under torch.vmap (or jacfwd/hessian, which use it): "
-                         "its solvers stop on tests of their iterates. It is batched already: pass "
-                         "the stacked problems, P of shape (..., n1, n2, ny), in one call")
+        raise ValueError("fastpid.pid cannot run under torch.vmap: its solvers stop on tests of "
+                         "their iterates. It is batched already: pass the stacked problems, P of "
+                         "shape (..., n1, n2, ny), in one call")
     if wrapped and backend in ("cpp", "cuda", "triton", "cvx"):
         raise ValueError(f"backend={backend!r} cannot read tensors inside a torch.func transform "
                          "(torch.func.grad, vjp, jacrev); use backend='torch' or 'auto' there")
@@ -492,6 +491,14 @@ def _solve_iterative(flat, method, backend, tol, max_iter, steps, progress, brac
     return value, lower, upper, iterations, coupling
 
 
+def _within(value, lower, upper):
+    """``value`` clamped to ``[lower, upper]``, with the gradient of whichever side it takes:
+    a value equal to an end keeps its own (torch.minimum and maximum split a tie's gradient in
+    half, so a fast solve's value that met the closed-form end to the last bit on one backend,
+    and not on the other, had half the gradient there)."""
+    return torch.where(value > upper, upper, torch.where(value < lower, lower, value))
+
+
 def _solve_cvx(flat, lower0, upper0):
     """CVXPY backend; its error is bounded honestly by the closed-form bracket. Returns
     ``(V, lower, upper, status)``."""
@@ -500,8 +507,7 @@ def _solve_cvx(flat, lower0, upper0):
     V, status = solve_cvx(flat.detach().cpu().numpy())
     value = torch.as_tensor(np.asarray(V, dtype=np.float64), device=flat.device)
     ok = torch.isfinite(value)
-    value = torch.where(ok, value, 0.5 * (lower0 + upper0))
-    value = torch.minimum(torch.maximum(value, lower0), upper0)
+    value = _within(torch.where(ok, value, 0.5 * (lower0 + upper0)), lower0, upper0)
     half = torch.maximum(value - lower0, upper0 - value)
     return value, value - half, value + half, tuple(status)
 

@@ -128,6 +128,22 @@ def test_zero_cells_get_zero_gradient_on_every_backend(method):
     torch.testing.assert_close(grads[0], grads[1], atol=1e-9, rtol=1e-6)
 
 
+def test_a_value_at_the_end_of_its_bracket_keeps_its_whole_gradient():
+    """The value is clamped to the closed-form bracket; torch.minimum splits a tie's gradient
+    in half, so a fast solve that met the bracket's end to the last bit on the PyTorch backend
+    (and stayed 2 ulp below it with C++) had half the C++ gradient (4.67 against 9.34)."""
+    P0 = torch.zeros(3, 3, 2, dtype=torch.float64)
+    P0[0, 0, 1], P0[0, 1, 1], P0[1, 1, 0], P0[1, 2, 0] = 5.6777704351169439e-02, 4.8741401137947178e-02, \
+        6.1992337319203472e-01, 1.1514311503680018e-01
+    P0[2, 1, 0], P0[2, 1, 1], P0[2, 2, 1] = 1.2666992441716529e-01, 3.2743803436189871e-02, 6.7842869320875174e-07
+    grads = []
+    for backend in ("torch", "cpp"):
+        P = P0.clone().requires_grad_(True)
+        fastpid.pid(P, method="fast", steps=3, backend=backend).synergy.backward()
+        grads.append(P.grad)
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-9, rtol=1e-7)
+
+
 @pytest.mark.parametrize("method", ["exact", "fast", "proxy"])
 def test_torch_func_transforms_give_the_autograd_derivatives(method):
     """torch.func.grad, jacrev and jacfwd, and forward-mode AD, give the autograd derivatives
