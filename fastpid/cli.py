@@ -81,28 +81,46 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--json", action="store_true", help="print the numbers as JSON instead of tables")
     demo.add_argument("--no-data", action="store_true", help="only the canonical gates (skip the digits data set)")
-    demo.set_defaults(func=_cmd_demo)
+    demo.set_defaults(func=_cmd_demo, command_parser=demo)
 
     info = sub.add_parser("info", help="versions and how the native extension was built")
     info.add_argument("--json", action="store_true", help="print as JSON")
-    info.set_defaults(func=_cmd_info)
+    info.set_defaults(func=_cmd_info, command_parser=info)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
-    if getattr(args, "func", None) is None:
+    args, extra = parser.parse_known_args(argv)
+    if args.command is None:
+        if extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
         parser.print_help(sys.stderr)
+        print("\nfastpid: error: a command is required (demo or info)", file=sys.stderr)
         return 2
+    if extra:  # with the command's own usage line, not the top-level one
+        args.command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if sys.stdout is not None and hasattr(sys.stdout, "reconfigure"):
+        # A terminal or pipe whose encoding lacks a character of the tables (an em dash in a
+        # latin-1 locale) shows '?' there instead of stopping the demo halfway.
+        sys.stdout.reconfigure(errors="replace")
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        if sys.stdout is not None:
+            sys.stdout.flush()  # here, so that a full disk is reported like any write error
+        return code
     except BrokenPipeError:  # e.g. `fastpid demo --json | head`
         import os
 
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 1
+    except OSError as exc:  # e.g. stdout on a full disk
+        print(f"fastpid {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"fastpid {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # python -m fastpid.cli

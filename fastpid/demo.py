@@ -297,8 +297,7 @@ def run(*, as_json: bool = False, data: bool = True, out=None) -> dict[str, Any]
         print("fastpid demo: BROJA partial information decomposition, all values in bits", file=out)
         print("gap = certified bound on the error of every term (upper minus lower bound of V)\n", file=out)
         print("1. Canonical gates (X1, X2 uniform unless stated)\n", file=out)
-        print(format_gate_table(report["gates"]), file=out)
-        out.flush()
+        print(format_gate_table(report["gates"]), file=out, flush=True)  # shown before the slow part
     if data:
         report["digits"] = digits_report()
         if not as_json:

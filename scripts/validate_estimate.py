@@ -237,11 +237,23 @@ def plot(path, rows):
     fig.savefig(path, dpi=110)
 
 
+def _at_least(least: int):
+    """An argparse type: an integer >= ``least``."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < least:
+            raise argparse.ArgumentTypeError(f"needs at least {least}, got {value}")
+        return value
+    return parse
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--reps", type=int, default=100, help="replicates per small case (default 100)")
-    ap.add_argument("--reps-large", type=int, default=20, help="replicates per 20x20x10 case (default 20)")
-    ap.add_argument("--cases", nargs="*", default=None, help="case names (default: all)")
+    ap.add_argument("--reps", type=_at_least(1), default=100, help="replicates per small case (default 100)")
+    ap.add_argument("--reps-large", type=_at_least(1), default=20,
+                    help="replicates per 20x20x10 case (default 20)")
+    ap.add_argument("--cases", nargs="*", default=None, choices=list(CASES), metavar="CASE",
+                    help="case names (default: all): " + ", ".join(f"'{c}'" for c in CASES))
     ap.add_argument("--quick", action="store_true", help="3 cases, 30 replicates")
     ap.add_argument("--seed", type=int, default=2024)
     ap.add_argument("--out", type=Path, default=None, help="write the table (markdown) here")

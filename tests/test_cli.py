@@ -62,6 +62,59 @@ def test_no_command_prints_help(capsys):
     assert "demo" in capsys.readouterr().err
 
 
+def test_a_command_given_a_wrong_option_shows_its_own_usage(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", "--bogus"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: fastpid demo [-h] [--json] [--no-data]" in err and "unrecognized arguments: --bogus" in err
+    assert main([]) == 2 and "a command is required" in capsys.readouterr().err
+
+
+class _Stdout:
+    """A text stdout in ``encoding`` whose writes raise ``error`` when one is given."""
+
+    def __init__(self, encoding="utf-8", error=None):
+        import io
+
+        self.raw, self.error = io.BytesIO(), error
+        self.text = io.TextIOWrapper(self.raw, encoding=encoding)
+
+    def write(self, s):
+        if self.error:
+            raise self.error
+        return self.text.write(s)
+
+    def flush(self):
+        self.text.flush()
+
+    def reconfigure(self, **kw):
+        self.text.reconfigure(**kw)
+
+
+def test_output_problems_end_the_command_with_one_line(monkeypatch, capsys):
+    """An em dash of the estimate table on a latin-1 stdout had stopped the demo halfway
+    (UnicodeEncodeError); a full disk and Ctrl-C gave tracebacks."""
+    import fastpid.demo
+
+    monkeypatch.setattr(fastpid.demo, "run", lambda **kw: print("p \u2014 1.0"))
+    out = _Stdout("latin-1")
+    monkeypatch.setattr(sys, "stdout", out)
+    assert main(["demo"]) == 0
+    out.flush()
+    assert out.raw.getvalue() == b"p ? 1.0\n"
+
+    monkeypatch.setattr(sys, "stdout", _Stdout(error=OSError(28, "No space left on device")))
+    assert main(["info"]) == 1
+    assert capsys.readouterr().err == "fastpid info: [Errno 28] No space left on device\n"
+
+    def interrupted(**kw):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(fastpid.demo, "run", interrupted)
+    assert main(["demo"]) == 130
+    assert capsys.readouterr().err == "fastpid demo: interrupted\n"
+
+
 def test_console_script_is_registered():
     eps = entry_points(group="console_scripts")
     assert any(ep.name == "fastpid" and ep.value == "fastpid.cli:main" for ep in eps)
