@@ -36,6 +36,9 @@ def effective_sizes(groups, weights, n: int, G: int) -> np.ndarray:
         return group_sizes(groups, n, G).astype(np.float64)
     w = weights.detach().to(torch.float64).cpu().numpy()
     gid = np.zeros(n, dtype=np.int64) if groups is None else groups.detach().cpu().numpy().astype(np.int64)
+    top = np.zeros(G)
+    np.maximum.at(top, gid, w)
+    w = w / np.where(top > 0, top, 1.0)[gid]  # scale-free, and squares of 1e300 do not overflow
     s1 = np.bincount(gid, weights=w, minlength=G)
     s2 = np.bincount(gid, weights=w * w, minlength=G)
     return np.where(s2 > 0, s1 * s1 / np.where(s2 > 0, s2, 1.0), 0.0)

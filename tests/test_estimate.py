@@ -8,6 +8,7 @@ replicates with loose bounds; the ``slow`` test runs a reduced version of
 from __future__ import annotations
 
 import math
+import warnings
 import sys
 from pathlib import Path
 
@@ -189,6 +190,22 @@ def test_suggest_k_meets_its_inequality_and_checks_its_input():
                                 ((100, 10), {"samples_per_cell": 0}, "samples_per_cell")]:
         with pytest.raises(ValueError, match=match):
             suggest_k(*args, **kwargs)
+
+
+def test_equal_weights_of_any_size_change_nothing():
+    """The effective sample size (Σw)²/Σw² squared the weights as given: equal weights of
+    1e300 overflowed (n = nan, every term flagged unreliable, a RuntimeWarning)."""
+    rng = np.random.default_rng(21)
+    x1, x2 = rng.integers(0, 3, 400), rng.integers(0, 3, 400)
+    y = (x1 + x2) % 2
+    plain = fastpid.estimate(x1, x2, y, seed=0)
+    for scale in (1e-300, 1e300):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            big = fastpid.estimate(x1, x2, y, weights=np.full(400, scale), seed=0)
+        assert float(big.n) == pytest.approx(400.0)
+        assert [bool(r) for r in big.reliable] == [bool(r) for r in plain.reliable]
+        assert float(big.synergy) == pytest.approx(float(plain.synergy), abs=1e-9)
 
 
 def test_samples_of_weight_zero_are_left_out():
