@@ -18,8 +18,12 @@ Splits are **speaker-disjoint**: every speaker's clips lie in one of train / val
 test, and the images are split too (each image is paired only within its split). The
 clips are generated once per generation setting (voices, clips per digit, generation seed,
 SNR) and cached under ``~/.cache/fastpid/avdigits/`` (or ``$FASTPID_CACHE/avdigits``);
-the experiment ``seed`` then draws which speakers go where, the image pairing and the
-image noise, so every seed is its own speaker split at no synthesis cost.
+the experiment ``seed`` then draws which speakers go to train and validation, the image
+pairing and the image noise, so every seed is its own speaker split at no synthesis cost.
+The **test split is the same for every seed** (its speakers and images are drawn once, from
+:data:`TEST_SPLIT_SEED`): seeds used to tune hyperparameters on validation accuracy then
+never see a clip or image that any seed tests on (with a test split drawn per seed, the
+tuning seeds' validation speakers had held up to 7 of an evaluation seed's 16 test ones).
 
 Needs the ``espeak-ng`` program (``apt-get install espeak-ng``) on first use only.
 """
@@ -240,22 +244,33 @@ def load_features(n_speakers: int = 80, clips_per_digit: int = 5, *, snr_db: flo
 
 
 # --------------------------------------------------------------------------- the two-view data set
+#: Draws the test split's speakers and images, the same for every experiment seed.
+TEST_SPLIT_SEED = 19_999
+
+
 def _split_speakers(n_speakers: int, sizes, rng) -> list[np.ndarray]:
+    """(train, val, test) speakers: the test ones fixed (:data:`TEST_SPLIT_SEED`), the rest
+    shuffled by ``rng``."""
     sizes = tuple(int(s) for s in sizes)
     if len(sizes) != 3 or min(sizes) < 1 or sum(sizes) > n_speakers:
         raise ValueError(f"speakers must be three positive counts (train, val, test) summing to at most "
                          f"the pool size {n_speakers}, got {sizes}")
-    order = rng.permutation(n_speakers)
-    return [order[a:b] for a, b in zip(np.cumsum((0,) + sizes[:2]), np.cumsum(sizes))]
+    test = np.random.default_rng(TEST_SPLIT_SEED).permutation(n_speakers)[:sizes[2]]
+    rest = rng.permutation(np.setdiff1d(np.arange(n_speakers), test))
+    return [rest[:sizes[0]], rest[sizes[0]:sizes[0] + sizes[1]], test]
 
 
 def _split_images(labels: np.ndarray, fractions, rng) -> list[np.ndarray]:
-    """Per class, the images shuffled and cut into three parts by ``fractions``."""
+    """Per class, the images cut into (train, val, test) parts by ``fractions``: the test part
+    fixed (:data:`TEST_SPLIT_SEED`), the rest shuffled by ``rng``."""
+    fixed = np.random.default_rng(TEST_SPLIT_SEED)
     parts = [[], [], []]
     for c in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == c))
-        cuts = np.round(np.cumsum(fractions)[:2] * len(idx)).astype(int)
-        for part, chunk in zip(parts, np.split(idx, cuts)):
+        idx = fixed.permutation(np.flatnonzero(labels == c))
+        n_test = int(np.round(fractions[2] * len(idx)))
+        rest = rng.permutation(idx[:len(idx) - n_test])
+        n_train = int(np.round(fractions[0] / (fractions[0] + fractions[1]) * len(rest)))
+        for part, chunk in zip(parts, (rest[:n_train], rest[n_train:], idx[len(idx) - n_test:])):
             part.append(chunk)
     return [np.concatenate(p) for p in parts]
 
