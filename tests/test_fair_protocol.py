@@ -14,7 +14,7 @@ pytest.importorskip("sklearn")
 from examples import arms, fair, run_fair  # noqa: E402
 from examples.curricula import MultiViewNet  # noqa: E402
 from examples.data import synthetic_views  # noqa: E402
-from examples.stats import mean_interval, paired  # noqa: E402
+from examples.stats import holm, mean_interval, paired  # noqa: E402
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -39,6 +39,15 @@ def test_paired_t_interval():
     assert math.isnan(mean_interval([0.5])["lo"])
     with pytest.raises(ValueError, match="same seeds"):
         paired([1.0, 2.0], [1.0])
+    # two-sided p of the differences 1, 2, 3: t = 2 / (1 / sqrt 3) = 3.464 on 2 df
+    assert p["p"] == pytest.approx(0.07417990022744858, rel=1e-9)
+
+
+def test_holm_adjustment():
+    """By hand: sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1, each at least the one before."""
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    adjusted = holm([0.2, float("nan"), 0.9])
+    assert adjusted[0] == pytest.approx(0.4) and math.isnan(adjusted[1]) and adjusted[2] == pytest.approx(0.9)
 
 
 def test_every_arm_gets_the_same_number_of_trials():
