@@ -72,9 +72,12 @@ def dyncim_loss_terms(fused_logits: torch.Tensor, unimodal_logits: Sequence[torc
             or abs(float(target.sum()) - 1.0) > slack:
         raise ValueError(f"gate_target must be a positive ({M},) vector on the simplex (summing to 1), "
                          f"got {target.tolist() if target.numel() <= 8 else tuple(target.shape)}")
-    target = target.to(device=dev, dtype=dt)
-    gbar = gate.mean(0).clamp_min(1e-12)
-    terms["gate"] = (gbar * (gbar.log() - target.log())).sum()
+    # The KL in float32 at least: in float16 the floor 1e-12 rounds to 0, and a gate collapsed
+    # onto one modality gives 0 · log 0 = NaN.
+    kl_dtype = torch.promote_types(gate.dtype, torch.float32)
+    target = target.to(device=dev, dtype=kl_dtype)
+    gbar = gate.to(kl_dtype).mean(0).clamp_min(1e-12)
+    terms["gate"] = (gbar * (gbar.log() - target.log())).sum().to(dt)
     return terms
 
 

@@ -90,6 +90,7 @@ from __future__ import annotations
 
 import copy
 import math
+import operator
 from dataclasses import asdict, dataclass, replace
 from typing import Mapping, Sequence
 
@@ -377,8 +378,10 @@ class ECSAsyncController:
         Call it once per epoch, before training that epoch, with embeddings computed by the
         current (not yet trained this epoch) encoders. Tensors or numpy arrays. Under
         ``torch.distributed`` each rank passes its part of the probe set (see
-        :meth:`PIDProbe.__call__`); every rank must call it.
+        :meth:`PIDProbe.__call__`); every rank must call it. ``epoch`` may be a numpy integer
+        or a 0-d integer tensor; it is kept as a Python int.
         """
+        epoch = operator.index(epoch)  # a plain int: it seeds the baseline and is saved in the history
         if self.wants_probe(epoch):
             if emb1 is None or emb2 is None or labels is None:
                 raise ValueError(f"epoch {epoch} is a probe epoch (probe_every={self.probe_every}); "
@@ -420,6 +423,7 @@ class ECSAsyncController:
         true, so the rules would silently stop working for the rest of the run). Under
         ``torch.distributed`` rank 0's terms, baseline and test are used on every rank, so
         every rank takes the same decision; every rank must call it."""
+        epoch = operator.index(epoch)  # as in update()
         # Rank 0's inputs, or rank 0's error, on every rank: a rank that raised alone would
         # leave the others waiting in the broadcast until the process group timed out.
         parsed, error = broadcast_object(self._parse(result, baseline, test))
@@ -520,6 +524,26 @@ class ECSAsyncController:
         if self.modules is not None:
             self.snapshot = [{k: v.detach().clone() for k, v in m.state_dict().items()} for m in self.modules]
 
+    def _check_snapshot(self, snapshot: list[dict] | None) -> None:
+        """Raise ``ValueError`` naming what differs when ``snapshot`` does not fit the
+        registered modules: :meth:`restore` would load only part of it, or fail late."""
+        if snapshot is None or self.modules is None:
+            return
+        if len(snapshot) != len(self.modules):
+            raise ValueError(f"the state's snapshot holds {len(snapshot)} modules but {len(self.modules)} "
+                             "are registered (modules=[...] must list the same modules in the same order)")
+        for i, (module, saved) in enumerate(zip(self.modules, snapshot)):
+            own = module.state_dict()
+            where = f"the state's snapshot of module {i} ({type(module).__name__})"
+            keys = [f"{what} keys {names}" for what, names in (("lacks", sorted(own.keys() - saved.keys())),
+                    ("has unexpected", sorted(saved.keys() - own.keys()))) if names]
+            if keys:
+                raise ValueError(f"{where} " + " and ".join(keys))
+            shapes = [f"{k}: {tuple(saved[k].shape)} saved, {tuple(v.shape)} registered"
+                      for k, v in own.items() if saved[k].shape != v.shape]
+            if shapes:
+                raise ValueError(f"{where} has other shapes: " + "; ".join(shapes))
+
     def restore(self) -> None:
         """Load the peak-synergy snapshot into the registered modules."""
         if self.modules is None:
@@ -586,7 +610,9 @@ class ECSAsyncController:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore what :meth:`state_dict` saved."""
+        """Restore what :meth:`state_dict` saved. A snapshot that does not fit the registered
+        modules (their number, or a module's state keys or shapes) raises ``ValueError``."""
+        self._check_snapshot(state["snapshot"])
         self.stage, self.paused = state["stage"], state["paused"]
         self.peak_score, self.peak_epoch = state["peak_score"], state["peak_epoch"]
         self.switch_epoch = state["switch_epoch"]

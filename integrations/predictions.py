@@ -44,18 +44,18 @@ def as_labels(y, name: str = "y", device=None) -> torch.Tensor:
         raise TypeError(f"{name} must hold integer class ids, got dtype {y.dtype}")
     if y.dim() != 1:
         raise ValueError(f"{name} must be a 1-D vector of class ids (N,), got shape {tuple(y.shape)}")
-    if y.dtype.is_floating_point:
-        d = y.detach()
-        bad = ~(torch.isfinite(d) & (d == d.floor()))
-        if bool(bad.any()):
-            i = int(bad.nonzero()[0])
-            raise ValueError(f"{name}[{i}] = {float(d[i])!r} is not an integer class id; labels must "
-                             "be integers (integral floats such as 2.0 are accepted)")
-    y = y.detach().to(device=device if device is not None else y.device, dtype=torch.int64)
-    if y.numel() and int(y.min()) < 0:
-        i = int((y < 0).nonzero()[0])
-        raise ValueError(f"{name}[{i}] = {int(y[i])} is negative; class ids must be >= 0")
-    return y
+    y = y.detach()
+    if not y.is_meta:  # a meta tensor (shape-only tracing) has no values to check
+        if y.dtype.is_floating_point:
+            bad = ~(torch.isfinite(y) & (y == y.floor()))
+            if bool(bad.any()):
+                i = int(bad.nonzero()[0])
+                raise ValueError(f"{name}[{i}] = {float(y[i])!r} is not an integer class id; labels must "
+                                 "be integers (integral floats such as 2.0 are accepted)")
+        if y.numel() and int(y.min()) < 0:
+            i = int((y < 0).nonzero()[0])
+            raise ValueError(f"{name}[{i}] = {int(y[i])} is negative; class ids must be >= 0")
+    return y.to(device=device if device is not None else y.device, dtype=torch.int64)
 
 
 def check_batch(name: str, *tensors: torch.Tensor) -> None:

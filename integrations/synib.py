@@ -68,13 +68,27 @@ loss, and are not reproduced.
 State. The running statistics (``"noise"``, ``"learned_example"``) and the gate logits
 (``"learned"``) are registered buffers, sized on the first batch that needs them:
 ``.to(device)`` moves them and ``state_dict()`` holds them, together with the state of the
-loss's random generator (as a ``uint8`` tensor, in the module's extra state). A checkpoint therefore resumes the masks'
-random stream exactly, and loads with ``torch.load(..., weights_only=True)``. The Gaussian
+loss's random generator (as a ``uint8`` tensor, in the module's extra state). A checkpoint
+therefore resumes the masks' random stream exactly when the loss is on the device the
+generator was saved on, and loads with ``torch.load(..., weights_only=True)``; on another
+device (say a CUDA run resumed on a CPU-only machine) the generator is reseeded on the
+loss's device from the saved state: deterministic, but other draws. The Gaussian
 penalty's ``logvar_head`` weights are parameters in the same state dict. The per-example
-gates of ``"learned_example"`` are fitted afresh on every batch and are not state.
+gates of ``"learned_example"`` are fitted afresh on every batch and are not state. The
+running statistics are kept in float32 (float64 for float64 embeddings), as ``BatchNorm``
+keeps its own: in bfloat16 the small ``momentum`` updates would be rounded away.
+
+Evaluation. The learned gates are fitted by gradient steps of their own (with the model
+frozen), also when the caller computes no gradient: the loss is the same under
+``torch.no_grad()`` and ``torch.inference_mode()`` (PyTorch Lightning validates under the
+latter). In evaluation mode ``"learned"`` uses its gate as trained and fits a temporary one
+only before the first training step, as ``"noise"`` uses its statistics as trained; the
+per-example gates of ``"learned_example"`` are fitted on every batch, in evaluation too,
+as they are part of the penalty's definition.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Callable, NamedTuple
 
@@ -155,6 +169,16 @@ def _fused(fusion: Fusion, a: torch.Tensor, b: torch.Tensor):
             raise ValueError(f"fusion(a, b) must return logits or (logits, features), got {len(out)} values")
         return out[0], out[1]
     return out, None
+
+
+def _normal(t: torch.Tensor) -> torch.Tensor:
+    """``t``, or a normal copy of it if it is an inference tensor (made under
+    ``torch.inference_mode()``): autograd cannot save those for backward, and
+    ``load_state_dict`` cannot copy into them."""
+    if not t.is_inference():
+        return t
+    with torch.inference_mode(False):
+        return t.clone()
 
 
 def _positive_int(name, v):
@@ -294,7 +318,7 @@ class SynIBLoss(nn.Module):
         return b if b.numel() else None
 
     def _set_buffer(self, name: str, m: int, value: torch.Tensor) -> None:
-        setattr(self, f"{name}{m}", value.detach())
+        setattr(self, f"{name}{m}", _normal(value.detach()))
 
     def _generator(self, device) -> torch.Generator:
         device = torch.device(device)
@@ -320,8 +344,17 @@ class SynIBLoss(nn.Module):
         if state["rng_state"] is None:
             self._gen = None
             return
-        self._gen = torch.Generator(device=state["rng_device"])
-        self._gen.set_state(state["rng_state"])
+        rng_state = state["rng_state"].cpu()  # generators take their state on the CPU (map_location)
+        device = self.running_mean1.device  # the loss's device: its buffers follow .to()
+        self._gen = torch.Generator(device=device)
+        if torch.device(state["rng_device"]) == device:
+            self._gen.set_state(rng_state)
+        else:
+            # The saved device may not exist here (a CUDA checkpoint on a CPU-only machine):
+            # continue deterministically from a seed taken from the saved state, as
+            # _generator does on a device change.
+            digest = hashlib.sha256(rng_state.numpy().tobytes()).digest()
+            self._gen.manual_seed(int.from_bytes(digest[:8], "little") % 2 ** 62)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # The buffers are sized lazily: take the checkpoint's shapes before loading.
@@ -333,7 +366,9 @@ class SynIBLoss(nn.Module):
 
     # ----------------------------------------------------------------- helpers
     def _update_stats(self, m: int, z: torch.Tensor) -> None:
-        z = z.detach()
+        # In float32 at least, as BatchNorm keeps them: in bfloat16 an update of 1% of the
+        # running value is rounded away and the statistics stop tracking.
+        z = z.detach().to(torch.promote_types(z.dtype, torch.float32))
         mean, var = z.mean(0), z.var(0, unbiased=False)
         rm, rv = self._buffer("running_mean", m), self._buffer("running_var", m)
         if rm is not None and rm.shape == mean.shape:
@@ -348,7 +383,8 @@ class SynIBLoss(nn.Module):
         if mean is None or mean.shape != z.shape[1:]:
             raise RuntimeError(f"mask={self.mask!r} has no running statistics of modality {m} with "
                                f"{z.shape[1]} features yet; the forward pass collects them")
-        return mean + scale * var.sqrt() * torch.randn(z.shape, device=z.device, dtype=z.dtype, generator=gen)
+        noise = torch.randn(z.shape, device=z.device, dtype=mean.dtype, generator=gen)
+        return (mean + scale * var.sqrt() * noise).to(z.dtype)
 
     def gate(self, m: int) -> torch.Tensor | None:
         """The fitted gate of modality ``m`` (1 or 2), in (0, 1) (1 = keep the feature), or
@@ -365,10 +401,13 @@ class SynIBLoss(nn.Module):
         fitted = logit is not None and logit.shape == z.shape[1:] and logit.device == z.device
         if fitted and not self.training:  # evaluation uses the gate as trained, as "noise" its statistics
             return torch.sigmoid(logit)
-        if not fitted:
-            logit = torch.zeros(z.shape[1:], device=z.device, dtype=z.dtype)  # g = 0.5: not saturated
-        z, other = z.detach(), z.detach()[partner]
-        with torch.enable_grad():
+        z, y = _normal(z.detach()), _normal(y)
+        # The fit needs autograd even where the caller's loss does not; enable_grad alone
+        # does not leave inference mode.
+        with torch.inference_mode(False), torch.enable_grad():
+            if not fitted:
+                logit = torch.zeros(z.shape[1:], device=z.device, dtype=z.dtype)  # g = 0.5: not saturated
+            other = z[partner]
             for _ in range(self.gate_steps):
                 logit = logit.detach().requires_grad_(True)
                 g = torch.sigmoid(logit)
@@ -387,11 +426,11 @@ class SynIBLoss(nn.Module):
         (first-moment rate 0.9, second 0.999), the gradient's norm clipped to 1, minimising
         ``−CE(head(g ⊙ z + (1 − g) ⊙ ε), y) + gate_sparsity · mean(1 − g)``, a fresh ``ε``
         every step; the head's parameters get no gradient."""
-        z = z.detach()
-        logit = torch.ones_like(z)
-        m1, m2 = torch.zeros_like(z), torch.zeros_like(z)
+        z, y = _normal(z.detach()), _normal(y)
         b1, b2, eps = 0.9, 0.999, 1e-8
-        with torch.enable_grad():
+        with torch.inference_mode(False), torch.enable_grad():  # as in _fit_gate
+            logit = torch.ones_like(z)
+            m1, m2 = torch.zeros_like(z), torch.zeros_like(z)
             for t in range(1, self.gate_steps + 1):
                 logit = logit.detach().requires_grad_(True)
                 g = torch.sigmoid(logit)

@@ -121,6 +121,33 @@ def test_synib_state_is_buffers_that_move_with_the_module():
     torch.testing.assert_close(fresh.withhold(z, 1), loss_fn.withhold(z, 1), rtol=0, atol=0)
 
 
+
+def test_synib_loads_a_cuda_checkpoint_on_a_cpu_machine():
+    """set_extra_state built torch.Generator(device=state["rng_device"]), so a state saved on
+    CUDA ("cuda:0" and its 16-byte generator state) could not be loaded on a CPU-only machine
+    even with map_location="cpu" ("RuntimeError: Cannot get CUDA generator without ATen_cuda
+    library"). The generator is now reseeded on the loss's device, from the saved state:
+    the same state gives the same draws, another state other draws."""
+    fusion = lambda a, b: a + b  # noqa: E731
+    loss_fn = SynIBLoss(mask="noise", p=0.5)
+    loss_fn(torch.randn(4, 3), torch.randn(4, 3), torch.tensor([0, 1, 2, 0]), fusion, lambda z: z, lambda z: z)
+
+    def on_cuda(rng_state):
+        state = dict(loss_fn.state_dict(), _extra_state={"rng_state": rng_state, "rng_device": "cuda:0"})
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        buf.seek(0)
+        fresh = SynIBLoss(mask="noise", p=0.5)
+        fresh.load_state_dict(torch.load(buf, map_location="cpu", weights_only=True))
+        return fresh
+
+    assert on_cuda(torch.zeros(16, dtype=torch.uint8)).get_extra_state()["rng_device"] == "cpu"
+    z = torch.randn(4, 3)
+    same, again, other = (on_cuda(torch.arange(16, dtype=torch.uint8) + k).withhold(z, 1) for k in (0, 0, 1))
+    torch.testing.assert_close(same, again, rtol=0, atol=0)
+    assert not torch.equal(same, other)
+
+
 # ---------------------------------------------------------------- SPICE
 
 def test_spice_resumes_identically():

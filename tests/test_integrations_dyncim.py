@@ -224,6 +224,23 @@ def test_loss_bad_input():
         dyncim_loss_terms(z, [z, z], y, gate=torch.full((2, 2), 0.5), gate_target=torch.tensor([1.0, 0.0]))
 
 
+
+def test_gate_term_is_finite_in_float16_when_the_gate_collapses():
+    """The gate term clamped ḡ at 1e-12, which is 0 in float16: a gate collapsed onto one
+    modality (softmax([20, 0]) = (1, 0) in float16) gave 0 · log 0 and the loss was NaN
+    (finite in float32 and bfloat16). The KL is now computed in float32: log 2 against the
+    uniform target, returned in float16 like the other terms."""
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, 3, generator=g).half().requires_grad_()
+    y = torch.tensor([0, 1, 2, 0])
+    gate = torch.tensor([[20.0, 0.0]] * 4, dtype=torch.float16).softmax(-1).requires_grad_()
+    t = dyncim_loss_terms(logits, [logits, logits], y, gate=gate)
+    assert t["gate"].dtype == torch.float16 and float(t["gate"]) == pytest.approx(LOG2, rel=1e-3)
+    loss = DynCIMLoss(beta=0.1)(logits, [logits, logits], y, gate=gate)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(gate.grad).all() and torch.isfinite(logits.grad).all()
+
+
 # ---------------------------------------------------------------- OGM-GE
 
 def test_ogm_ge_scores_and_coefficients():

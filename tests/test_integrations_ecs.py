@@ -1,9 +1,11 @@
 """ECS-async controller: decisions on scripted PID sequences, snapshots, state, loss."""
 from __future__ import annotations
 
+import io
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -264,3 +266,55 @@ def test_shuffled_baselines():
         probe.shuffled(res.codes1, res.codes2, y, 0)
     with pytest.raises(ValueError, match="1-D of one length"):
         probe.shuffled(res.codes1, res.codes2[:-1], y, 1)
+
+
+def probe_set(n=60):
+    """Random embeddings (n, 4) of two modalities and labels in 0..2."""
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(n, 4, generator=g), torch.randn(n, 4, generator=g), torch.randint(0, 3, (n,), generator=g)
+
+
+def test_load_state_dict_rejects_a_snapshot_of_other_modules():
+    """load_state_dict took a snapshot of 4 modules (encoders and heads) into a controller with
+    only the 2 encoders registered, and restore() then loaded the first 2 (zip): a head set to
+    7.0 stayed 7.0, with no error. Loading must check the count, the keys and the shapes, name
+    what differs, and leave the controller as it was."""
+    e1, e2, y = probe_set()
+    kw = dict(warmup_epochs=0, min_score=-float("inf"))
+    mods = [torch.nn.Linear(4, 4), torch.nn.Linear(4, 4), torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)]
+    saved = ECSAsyncController(PIDProbe(2, 3), modules=mods, **kw)
+    saved.update(0, e1, e2, y)
+    state = saved.state_dict()
+    for modules, match in ((mods[:2], "holds 4 modules but 2 are registered"),
+                           (mods[:3] + [torch.nn.Linear(4, 5)], r"module 3 \(Linear\) has other shapes: weight: "
+                                                                r"\(3, 4\) saved, \(5, 4\) registered"),
+                           (mods[:3] + [torch.nn.Linear(4, 3, bias=False)], r"module 3 .* unexpected keys \['bias'\]")):
+        ctrl = ECSAsyncController(PIDProbe(2, 3), modules=modules, **kw)
+        with pytest.raises(ValueError, match=match):
+            ctrl.load_state_dict(state)
+        assert ctrl.snapshot is None and ctrl.history == []
+    ctrl = ECSAsyncController(PIDProbe(2, 3), modules=mods, **kw)
+    ctrl.load_state_dict(state)
+    with torch.no_grad():
+        mods[2].weight.fill_(7.0)
+    ctrl.restore()
+    assert torch.equal(mods[2].weight, saved.snapshot[2]["weight"])
+
+
+@pytest.mark.parametrize("rule", ["baseline", "test"])
+@pytest.mark.parametrize("epochs", [np.arange(2), torch.arange(2)], ids=["numpy", "tensor"])
+def test_update_takes_numpy_and_tensor_epochs(rule, epochs):
+    """update(epoch) passed the epoch on as given: a numpy integer broke the baseline's seed
+    (torch.Generator().manual_seed(baseline_seed + epoch): TypeError), a 0-d tensor too
+    (RuntimeError), and with synergy_rule="test" the history kept them: numpy integers made
+    torch.load(..., weights_only=True) of the state fail, tensors stayed tensors. Epochs are
+    Python ints now."""
+    e1, e2, y = probe_set()
+    ctrl = ECSAsyncController(PIDProbe(2, 3), synergy_rule=rule)
+    for epoch in epochs:
+        ctrl.update(epoch, e1, e2, y)
+    buf = io.BytesIO()
+    torch.save(ctrl.state_dict(), buf)
+    buf.seek(0)
+    history = torch.load(buf, weights_only=True)["history"]
+    assert [(type(h["epoch"]), type(h["decision"]["epoch"])) for h in history] == [(int, int)] * 2

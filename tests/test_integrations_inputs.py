@@ -334,3 +334,20 @@ def test_fixes_for_edge_inputs_of_the_integrations():
     assert nearest_neighbours(near_max, 2).tolist() == [[0, 3], [1, 3], [2, 1], [3, 0]]
     parsed, error = ECSAsyncController()._parse({"unique1": 0.1, "unique2": 0.1, "synergy": 0.1}, ["synergy"], None)
     assert parsed is None and isinstance(error, AttributeError)
+
+
+def test_losses_take_meta_tensors():
+    """The label check read int(y.min()), which a meta tensor (shape-only tracing) does not
+    have: DynCIMLoss, stage_loss and SynIBLoss raised "Tensor.item() cannot be called on meta
+    tensors". Meta labels now skip the value checks (real ones are still checked)."""
+    from fastpid.integrations import SynIBLoss
+
+    logits, y = torch.empty(4, 3, device="meta"), torch.empty(4, dtype=torch.long, device="meta")
+    ctrl = ECSAsyncController()
+    head = lambda z: z  # noqa: E731
+    losses = [DynCIMLoss()(logits, [logits, logits], y, gate=torch.empty(4, 2, device="meta")),
+              ctrl.stage_loss(ctrl.current(0), logits, logits, logits, y),
+              SynIBLoss(lambda_syn=0.0)(logits, logits, y, lambda a, b: a + b, head, head).loss]
+    assert all(loss.is_meta and loss.shape == () for loss in losses)
+    with pytest.raises(ValueError, match="is negative"):
+        DynCIMLoss()(torch.zeros(2, 3), [torch.zeros(2, 3)], torch.tensor([0, -1]))

@@ -349,3 +349,48 @@ def test_repository_bad_options_raise():
         _repo_loss().withhold(torch.randn(4, 3), 1)
     with pytest.raises(RuntimeError, match="running statistics"):
         _repo_loss().withhold(torch.randn(4, 3), 1, head=lambda z: z, y=torch.tensor([0, 1, 2, 0]))
+
+
+@pytest.mark.parametrize("kwargs", [dict(variant="repository", num_classes=3, kl_features=8),
+                                    dict(mask="learned")])
+def test_inference_mode_gives_the_no_grad_loss(kwargs):
+    """The gates are fitted by gradient steps under torch.enable_grad(), which does not leave
+    torch.inference_mode() (where PyTorch Lightning validates): variant="repository" (on every
+    batch) and mask="learned" (before the first training step) raised "element 0 of tensors
+    does not require grad" there. The loss must equal the one under no_grad, bit for bit, and
+    the statistics sized in inference mode must still take a checkpoint."""
+    g = torch.Generator().manual_seed(0)
+    z1, z2, y = torch.randn(8, 4, generator=g), torch.randn(8, 4, generator=g), torch.randint(0, 3, (8,), generator=g)
+    h1, h2, hf = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3), torch.nn.Linear(8, 3)
+    fuse = lambda a, b: hf(torch.cat([a, b], 1))  # noqa: E731
+    out = []
+    for mode in (torch.no_grad, torch.inference_mode):
+        torch.manual_seed(1)                                   # the same logvar_head
+        loss_fn = SynIBLoss(**kwargs).eval()
+        with mode():
+            out.append(loss_fn(z1, z2, y, fuse, h1, h2))
+        loss_fn.load_state_dict(loss_fn.state_dict())
+    assert float(out[1].synergy_kl) > 0
+    assert out[1].loss.item() == out[0].loss.item() and out[1].synergy_kl.item() == out[0].synergy_kl.item()
+
+
+def test_running_statistics_keep_tracking_in_bfloat16():
+    """The running statistics were created in the embeddings' dtype: in bfloat16 the 1%
+    updates (momentum 0.01) round to the nearest bfloat16 step (1/128 near 2) and the
+    statistics stop tracking. On 300 batches whose mean moves from 0 to 2 after the first,
+    bfloat16 ended at running_mean1 (1.961, 1.961), running_var1 (0.977, 1.164) against
+    (1.896, 1.877), (0.938, 0.932) for the same inputs in float32. They are kept in float32
+    now, as BatchNorm keeps its own, and match the float32 run."""
+    g = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(16, 2, generator=g) + (0.0 if i == 0 else 2.0)).bfloat16() for i in range(300)]
+    y = torch.randint(0, 2, (16,), generator=g)
+    fuse = lambda a, b: (a + b).float()  # noqa: E731
+    stats = []
+    for dtype in (torch.bfloat16, torch.float32):
+        loss_fn = SynIBLoss(mask="noise", momentum=0.01, lambda_uni=0.0)
+        for z in batches:
+            loss_fn(z.to(dtype), z.to(dtype), y, fuse)
+        assert loss_fn.running_mean1.dtype == loss_fn.running_var1.dtype == torch.float32
+        stats.append(torch.cat([loss_fn.running_mean1, loss_fn.running_var1]))
+    torch.testing.assert_close(stats[0], stats[1], rtol=0, atol=1e-6)
+    assert float(stats[1][:2].mean()) == pytest.approx(2 * (1 - 0.99 ** 299), abs=0.05)
