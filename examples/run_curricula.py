@@ -29,6 +29,7 @@ import torch
 
 from fastpid.integrations import local_scores, pointwise_scores
 
+from .arguments import int_at_least
 from .curricula import (OGMGE, SPICE, DynCIMMethod, MultiViewNet, Plain, StaticCurriculum,
                         train_curriculum)
 from .data import INTERACTION_TYPES, digits_views, synthetic_views, uci_available, uci_views
@@ -244,8 +245,8 @@ def plot_schedules(res, path):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--seeds", type=int, default=5, help="paired seeds per method")
-    ap.add_argument("--epochs", type=int, default=30, help="training epochs per run")
+    ap.add_argument("--seeds", type=int_at_least(1), default=5, help="paired seeds per method")
+    ap.add_argument("--epochs", type=int_at_least(1), default=30, help="training epochs per run")
     ap.add_argument("--quick", action="store_true", help="small synthetic set, for a smoke run")
     ap.add_argument("--out", type=Path, default=RESULTS,
                     help="output folder (the default overwrites the committed results)")

@@ -39,6 +39,7 @@ import torch
 
 from . import arms as arm_defs
 from . import fair
+from .arguments import BATCH_SIZE, int_at_least
 from .stats import mean_interval, paired
 
 BASELINES = ("fused", "fused+heads")
@@ -272,13 +273,13 @@ def main(argv=None) -> dict:
     ap.add_argument("--name", default="avdigits_reduced", help="output file stem")
     ap.add_argument("--datasets", nargs="+", default=["avdigits"], help="avdigits, synthetic")
     ap.add_argument("--arms", nargs="+", default=list(arm_defs.ARMS), help="names from examples.arms.ARMS")
-    ap.add_argument("--seeds", type=int, default=3, help="evaluation seeds per arm")
-    ap.add_argument("--tune-seeds", type=int, default=1, help="seeds per tuning trial")
-    ap.add_argument("--trials", type=int, default=3, help="tuning trials per arm")
-    ap.add_argument("--epochs", type=int, default=20, help="training epochs per run")
-    ap.add_argument("--batch-size", type=int, default=64, help="training batch size")
+    ap.add_argument("--seeds", type=int_at_least(1), default=3, help="evaluation seeds per arm")
+    ap.add_argument("--tune-seeds", type=int_at_least(1), default=1, help="seeds per tuning trial")
+    ap.add_argument("--trials", type=int_at_least(1), default=3, help="tuning trials per arm")
+    ap.add_argument("--epochs", type=int_at_least(1), default=20, help="training epochs per run")
+    ap.add_argument("--batch-size", type=BATCH_SIZE, default=64, help="training batch size")
     ap.add_argument("--val-fraction", type=float, default=0.15, help="synthetic data's validation share")
-    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    ap.add_argument("--threads", type=int_at_least(1), default=1, help="torch intra-op threads")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"),
                     help="output folder (the default overwrites the committed results)")
     ap.add_argument("--no-plots", action="store_true", help="skip the figures")

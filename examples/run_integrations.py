@@ -19,6 +19,7 @@ import torch
 from fastpid.integrations import SynIBLoss
 
 from . import data as datasets
+from .arguments import BATCH_SIZE, int_at_least
 from .evaluate import evaluate, prediction_pid
 from .methods import ECSAsync, Joint, Pretrain, SynIB
 from .models import LateFusion
@@ -119,14 +120,14 @@ def markdown(results: dict) -> str:
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--seeds", type=int, default=5, help="paired seeds per method")
-    ap.add_argument("--epochs", type=int, default=40, help="training epochs per run")
-    ap.add_argument("--batch-size", type=int, default=128, help="training batch size")
+    ap.add_argument("--seeds", type=int_at_least(1), default=5, help="paired seeds per method")
+    ap.add_argument("--epochs", type=int_at_least(1), default=40, help="training epochs per run")
+    ap.add_argument("--batch-size", type=BATCH_SIZE, default=128, help="training batch size")
     ap.add_argument("--datasets", nargs="+", default=["synthetic", "digits", "uci-mor-fac"],
                     help="synthetic, digits, uci-<view1>-<view2>")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"),
                     help="output folder (the default overwrites the committed results)")
-    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    ap.add_argument("--threads", type=int_at_least(1), default=1, help="torch intra-op threads")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -29,6 +29,7 @@ import torch
 from fastpid.integrations import SynIBLoss
 
 from . import data as datasets
+from .arguments import int_at_least
 from .evaluate import evaluate
 from .methods import Joint, SynIB
 from .models import LateFusion
@@ -107,8 +108,8 @@ def markdown(results: dict) -> str:
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--seeds", type=int, default=5, help="paired seeds per method")
-    ap.add_argument("--epochs", type=int, default=40, help="training epochs per run")
+    ap.add_argument("--seeds", type=int_at_least(1), default=5, help="paired seeds per method")
+    ap.add_argument("--epochs", type=int_at_least(1), default=40, help="training epochs per run")
     ap.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     ap.add_argument("--configs", nargs="+", default=None, help='configuration names, e.g. "random λ=0.1 p=0.8"')
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"),
