@@ -80,6 +80,29 @@ def unique(n, eps):
     return P / P.sum()
 
 
+def noisy_copies(n1, n2, ny, eps, second=True):
+    """Y uniform on ny values; X1 = Y mod n1 kept with probability 1 - eps (else another value,
+    uniformly), X2 likewise mod n2, or (``second=False``) uniform noise independent of all."""
+    P = np.zeros((n1, n2, ny))
+    for y in range(ny):
+        w1 = np.full(n1, eps / (n1 - 1))
+        w1[y % n1] = 1 - eps
+        w2 = np.full(n2, 1 / n2)
+        if second:
+            w2 = np.full(n2, eps / (n2 - 1))
+            w2[y % n2] = 1 - eps
+        P[:, :, y] = np.outer(w1, w2)
+    return P / P.sum()
+
+
+def parity(n1, n2, ny, eps):
+    """Y's parity is that of X1 + X2 with probability 1 - eps (uniform sources); Y uniform
+    among the values of that parity."""
+    a, b, y = np.meshgrid(np.arange(n1), np.arange(n2), np.arange(ny), indexing="ij")
+    P = np.where(y % 2 == (a + b) % 2, 1 - eps, eps)
+    return P / P.sum()
+
+
 def and_gate():
     """Y = X1 AND X2 of two uniform bits: deterministic, R = 0.216, S = 0.347 nats."""
     P = np.zeros((2, 2, 2))
@@ -119,6 +142,14 @@ CASES = {
     "20x20x10 zero-S": Case("20x20x10 zero-S", lambda: zero_synergy(clustered()), (500, 2000, 5000)),
     "20x20x10 xor": Case("20x20x10 xor", lambda: xor_like(20, 10, 0.5), (500, 2000, 5000)),
     "2x2x2 AND": Case("2x2x2 AND", lambda: and_gate(), (400, 2000, 10000)),
+    # Shapes where the flags were found to miss (docs/estimation.md, "Where the flags miss"):
+    # few source values and many targets, and a source of pure noise.
+    "3x3x20 copies": Case("3x3x20 copies", lambda: noisy_copies(3, 3, 20, 0.2), (1000, 5000)),
+    "3x3x20 parity": Case("3x3x20 parity", lambda: parity(3, 3, 20, 0.1), (300, 1000)),
+    "12x4x6 X2 noise": Case("12x4x6 X2 noise", lambda: noisy_copies(12, 4, 6, 0.2, second=False),
+                            (500, 1000, 2000)),
+    "16x16x2 zero-S copies": Case("16x16x2 zero-S copies", lambda: zero_synergy(noisy_copies(16, 16, 2, 0.2)),
+                                  (300, 600)),
 }
 QUICK = ["8x8x4 dense", "8x8x4 zero-S", "8x8x4 xor"]
 
