@@ -139,6 +139,10 @@ def test_runner_writes_paired_tables(tmp_path, monkeypatch):
     for a in names:
         assert 0 <= summ[a]["xor"]["mean"] <= 1
     assert summ["pre-training"]["vs"]["fused+heads"]["xor"]["n"] == 2 and "xor" in summ["fused"]["vs"]["fused+heads"]
+    # The headline family (final accuracy against fused+heads) carries Holm-adjusted p-values.
+    family = [a for a in names if "fused+heads" in summ[a]["vs"]]
+    expected = holm([summ[a]["vs"]["fused+heads"]["final"]["p"] for a in family])
+    assert [summ[a]["vs"]["fused+heads"]["final"]["holm_p"] for a in family] == pytest.approx(expected, nan_ok=True)
     rule = summ["ECS-async"]["synergy_rule"]
     assert rule["rule"] == "test" and len(rule["fired"]) == 2
     assert all(0 <= f <= t for f, t in zip(rule["fired"], rule["tests"]))
@@ -149,6 +153,7 @@ def test_runner_writes_paired_tables(tmp_path, monkeypatch):
     md = (tmp_path / "tiny.md").read_text()
     assert "probe gap" in md and "DynCIM (gated) against gated fused+heads" in md
     assert "XOR subset (final)" in md and "| pre-training |" in md and "synergy rule `test`" in md
+    assert "p<sub>H</sub>" in md and "Holm's method" in md
     for fig in ("tiny_deltas.png", "tiny_probe_gaps.png", "tiny_fractions.png"):
         assert (tmp_path / fig).stat().st_size > 0
     # The tables again from the JSON file alone, identical.
