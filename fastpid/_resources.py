@@ -36,9 +36,10 @@ def estimate_bytes(flat: torch.Tensor, method: str, backend: str, plan=None) -> 
         return cpp_bytes(B, n1, n2, ny, exact, lowrank)
     per = per_problem_floats(flat, method, plan)
     chunk = min(B, max(1, CHUNK_FLOATS // per))
-    # Measured peak of the PyTorch exact solver: about 1.5 Newton systems per problem
-    # (factor, right-hand sides, the eliminated blocks); fast/proxy: ~8 joint-sized arrays.
-    return int(8 * chunk * per * (1.5 if method == "exact" else 8))
+    # Measured peaks of the PyTorch exact solver (one problem, growth of the process's peak
+    # RSS): 2.9-3.5 times the plan's floats on 40x40x40 (three runs), 1.9-2.6 on 2x2000x50,
+    # 10x200x40 and 64x8x30; fast/proxy: ~8 joint-sized arrays.
+    return int(8 * chunk * per * (4 if method == "exact" else 8))
 
 
 def cpp_bytes(B: int, n1: int, n2: int, ny: int, exact: bool, lowrank: bool) -> int:

@@ -351,6 +351,19 @@ def test_a_huge_meta_tensor_is_named_as_such():
         fastpid.pid(torch.empty(1, 2, 2, 2, device="meta").expand(10**9, 2, 2, 2))
 
 
+def test_a_small_source_with_a_large_one_is_not_refused(monkeypatch):
+    """The PyTorch solver's Schur complement is over the smaller source's potentials; the
+    estimate counted the whole Hessian, ((n1 + n2) ny)^2, and refused 2x2000x50 for 112 GiB
+    (it peaks at 0.4 GB), and 4x300x460 with backend='auto' for 218 GiB."""
+    from fastpid import _resources
+
+    monkeypatch.setattr(_resources, "available_bytes", lambda device: 1 << 30)
+    res = fastpid.pid(np.random.default_rng(0).random((2, 2000, 50)), backend="torch")
+    assert bool(res.converged)
+    flat = torch.ones(1, 4, 300, 460, dtype=torch.float64)
+    assert _resources.estimate_bytes(flat, "exact", "torch") < 20 * 2**30
+
+
 def test_tiny_sources_with_many_classes_need_little_memory():
     # 2x2x4000 took 3.2 GB with the dense Schur complement over 8000 unknowns; the low-rank
     # elimination holds a few arrays of the joint's size.
