@@ -14,7 +14,12 @@ the CPU with one thread; about twelve minutes for five seeds on 2 shared cores.
    timed per call (one call per epoch in SPICE).
 2. **Accuracy** (synthetic, digits halves, UCI ``mor``+``fac``, UCI ``mor``+``zer``+``fac``):
    test accuracy of plain late fusion, a static loss-ranked curriculum, SPICE (both
-   estimators; two views only, PID being bivariate), DynCIM and OGM-GE.
+   estimators; two views only, PID being bivariate), DynCIM and OGM-GE, each with its
+   paired difference to late fusion on the same seeds.
+
+The tables and figure again from a saved JSON file, without training::
+
+    python -m examples.run_curricula --replot examples/results/curricula.json --no-plots
 """
 from __future__ import annotations
 
@@ -33,11 +38,14 @@ from .arguments import int_at_least
 from .curricula import (OGMGE, SPICE, DynCIMMethod, MultiViewNet, Plain, StaticCurriculum,
                         train_curriculum)
 from .data import INTERACTION_TYPES, digits_views, synthetic_views, uci_available, uci_views
+from .stats import legend, paired_family, paired_runs, points
 
 RESULTS = Path(__file__).parent / "results"
 TWO_VIEW_METHODS = (Plain, StaticCurriculum, (SPICE, {"estimator": "pointwise"}),
                     (SPICE, {"estimator": "local"}), DynCIMMethod, OGMGE)
 MULTI_VIEW_METHODS = (Plain, StaticCurriculum, DynCIMMethod, OGMGE)
+#: Every method's accuracy is compared with this one's on the same seed.
+BASELINE = Plain.name
 VIEW_NAMES = {"synthetic": ("view 1", "view 2"), "digits": ("left", "right"),
               "uci mor+fac": ("mor", "fac"), "uci mor+zer+fac": ("mor", "zer", "fac")}
 
@@ -136,7 +144,7 @@ def accuracy(seeds, epochs, quick):
                 with torch.no_grad():
                     o = model(xs_te)
                 pred = o.fused.argmax(1)
-                rec = {"acc": float((pred == y_te).float().mean()), "seconds": secs,
+                rec = {"seed": seed, "acc": float((pred == y_te).float().mean()), "seconds": secs,
                        "acc_heads": [float((h.argmax(1) == y_te).float().mean()) for h in o.heads]}
                 if types is not None:
                     rec["acc_by_type"] = {t: float((pred == y_te)[types == i].float().mean())
@@ -152,6 +160,15 @@ def accuracy(seeds, epochs, quick):
 def _ms(values):
     a = np.asarray(values, dtype=np.float64)
     return f"{a.mean():.3f} ± {a.std(ddof=1) if len(a) > 1 else 0.0:.3f}"
+
+
+def vs_baseline(accuracy: dict, seeds, value) -> dict:
+    """``{(data, method): paired difference of value(run) to BASELINE's on the same seed}`` for
+    every method other than the baseline, Holm-adjusted over all of them; a string saying why
+    where there is no pair (:func:`examples.stats.paired_family`)."""
+    return paired_family({(name, m): paired_runs(runs, methods[BASELINE], value, seeds)
+                          if BASELINE in methods else f"no {BASELINE} runs"
+                          for name, methods in accuracy.items() for m, runs in methods.items() if m != BASELINE})
 
 
 def markdown(res) -> str:
@@ -177,18 +194,26 @@ def markdown(res) -> str:
                          + " | ".join(_ms([r[f'share_{k}'] for r in rs]) for k in ("redundancy", "uniqueness", "synergy"))
                          + f" | {_ms([r['raw_unique1_vs_unique2'] for r in rs])} | "
                          + f"{_ms([r[ep][sec] for r in rec['runs']])} |")
-    lines += ["", "## Test accuracy", "",
-              "| data | method | fused | heads | seconds per run |", "|---|---|---|---|---|"]
+    acc = vs_baseline(res["accuracy"], res["seeds"], lambda r: r["acc"])
+    lines += ["", "## Test accuracy", "", legend(acc, BASELINE, "the fused test accuracy"), "",
+              f"| data | method | fused | Δ fused vs {BASELINE} | heads | seconds per run |",
+              "|---|---|---|---|---|---|"]
     for name, methods in res["accuracy"].items():
         for m, runs in methods.items():
             heads = " / ".join(_ms([r["acc_heads"][i] for r in runs]) for i in range(len(runs[0]["acc_heads"])))
-            lines.append(f"| {name} | {m} | {_ms([r['acc'] for r in runs])} | {heads} | "
+            delta = points(acc.get((name, m), "—"))                # the baseline has no entry
+            lines.append(f"| {name} | {m} | {_ms([r['acc'] for r in runs])} | {delta} | {heads} | "
                          f"{_ms([r['seconds'] for r in runs])} |")
     if "synthetic" in res["accuracy"]:
+        syn = {"synthetic": res["accuracy"]["synthetic"]}
+        xor = vs_baseline(syn, res["seeds"], lambda r: r["acc_by_type"]["synergy"])
         lines += ["", "## Synthetic test accuracy by interaction type", "",
-                  "| method | " + " | ".join(INTERACTION_TYPES) + " |", "|---" * (len(INTERACTION_TYPES) + 1) + "|"]
-        for m, runs in res["accuracy"]["synthetic"].items():
-            lines.append(f"| {m} | " + " | ".join(_ms([r["acc_by_type"][t] for r in runs]) for t in INTERACTION_TYPES) + " |")
+                  legend(xor, BASELINE, "the accuracy on the synergy (XOR) samples of the test split"), "",
+                  "| method | " + " | ".join(INTERACTION_TYPES) + f" | Δ synergy vs {BASELINE} |",
+                  "|---" * (len(INTERACTION_TYPES) + 2) + "|"]
+        for m, runs in syn["synthetic"].items():
+            lines.append(f"| {m} | " + " | ".join(_ms([r["acc_by_type"][t] for r in runs]) for t in INTERACTION_TYPES)
+                         + " | " + points(xor.get(("synthetic", m), "—")) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -242,6 +267,13 @@ def plot_schedules(res, path):
     plt.close(fig)
 
 
+def write(res, out: Path, plots: bool = True) -> None:
+    """``curricula.md`` and (``plots``) ``curricula_schedules.png`` of ``res`` in ``out``."""
+    (out / "curricula.md").write_text(markdown(res))
+    if plots:
+        plot_schedules(res, out / "curricula_schedules.png")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -250,7 +282,14 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="small synthetic set, for a smoke run")
     ap.add_argument("--out", type=Path, default=RESULTS,
                     help="output folder (the default overwrites the committed results)")
+    ap.add_argument("--no-plots", action="store_true", help="skip the figure")
+    ap.add_argument("--replot", metavar="JSON", type=Path,
+                    help="rewrite the tables and figure of a saved run next to it; no training")
     args = ap.parse_args(argv)
+    if args.replot:
+        res = json.loads(args.replot.read_text())
+        write(res, args.replot.parent, plots=not args.no_plots)
+        return res
     torch.set_num_threads(1)
     seeds = list(range(args.seeds))
     t0 = time.perf_counter()
@@ -263,9 +302,9 @@ def main(argv=None):
            "total_seconds": time.perf_counter() - t0}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "curricula.json").write_text(json.dumps(res, indent=1))
-    (args.out / "curricula.md").write_text(markdown(res))
-    plot_schedules(res, args.out / "curricula_schedules.png")
+    write(res, args.out, plots=not args.no_plots)
     print(markdown(res))
+    return res
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
 """Paired comparisons over seeds: per-seed differences, their 95 % t-interval and two-sided
-p-value, and Holm's adjustment of a family of such p-values for multiple comparisons."""
+p-value, and Holm's adjustment of a family of such p-values for multiple comparisons; runs
+paired by seed, and the differences as table cells in points."""
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["paired", "mean_interval", "holm"]
+__all__ = ["paired", "mean_interval", "holm", "paired_runs", "paired_family", "points", "legend"]
 
 
 def mean_interval(values, level: float = 0.95) -> dict:
@@ -47,3 +48,61 @@ def holm(pvalues) -> list:
         running = max(running, min(1.0, (len(order) - rank) * p[i]))
         adjusted[i] = running
     return adjusted.tolist()
+
+
+def paired_runs(runs, base, value, seeds=None):
+    """``([value(r) for r in runs], [value(r) for r in base])``, the arguments of :func:`paired`,
+    once both lists of runs are known to hold the same seeds in the same order (each run's
+    ``"seed"``; for runs without one, ``seeds`` in list order); otherwise, or where a run lacks
+    the value, a string saying why there is no pair."""
+    def order(rs):
+        if all("seed" in r for r in rs):
+            return [r["seed"] for r in rs]
+        return list(seeds) if seeds is not None and len(rs) == len(seeds) else None
+
+    if order(runs) is None or order(base) is None:
+        return "seeds unknown"
+    if order(runs) != order(base):
+        return "seeds not paired"
+    try:
+        return [value(r) for r in runs], [value(r) for r in base]
+    except KeyError:
+        return "no per-seed values"
+
+
+def paired_family(pairs: dict) -> dict:
+    """``{key: (a, b)}`` -> ``{key: paired(a, b)}``, each with ``holm_p``: its p-value adjusted
+    by Holm's method over the family, i.e. every key whose entry is a pair; an entry that is
+    a string (why there is no pair) stays as it is."""
+    out = {key: v if isinstance(v, str) else paired(*v) for key, v in pairs.items()}
+    family = [d for d in out.values() if not isinstance(d, str)]
+    for d, p in zip(family, holm([d["p"] for d in family])):
+        d["holm_p"] = p
+    return out
+
+
+def points(d) -> str:
+    """A :func:`paired_family` entry of fractions, in points: ``+1.2 [−0.3, 2.7] (4/5), p_Holm 0.31``
+    (mean [95 % interval] (seeds won / seeds), Holm-adjusted p; one seed has no interval);
+    a string entry as it is."""
+    if isinstance(d, str):
+        return d
+
+    def num(x, sign=""):
+        return f"{100 * x:{sign}.1f}".replace("-", "−")
+    text = num(d["mean"], "+")
+    if not np.isnan(d["lo"]):
+        text += f" [{num(d['lo'])}, {num(d['hi'])}]"
+    text += f" ({d['wins']}/{d['n']})"
+    p = d["holm_p"]
+    if not np.isnan(p):
+        text += f", p_Holm {p:.2f}" if p >= 0.01 else f", p_Holm {p:.1g}"
+    return text
+
+
+def legend(family: dict, baseline: str, what: str) -> str:
+    """The text above a table of :func:`points` cells of ``family``, differences of ``what``."""
+    n = sum(not isinstance(d, str) for d in family.values())
+    return (f"Δ vs {baseline}: {what} minus {baseline}'s on the same seed (same split and initialisation seed), in "
+            "points: mean [95 % t-interval] (seeds on which the method was ahead / seeds), p_Holm: two-sided "
+            f"paired t-test, Holm-adjusted over the {n} paired comparisons of this table.")

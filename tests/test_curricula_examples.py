@@ -2,6 +2,9 @@
 writer of examples/run_curricula.py on tiny data."""
 from __future__ import annotations
 
+import json
+import math
+
 import pytest
 import torch
 
@@ -10,7 +13,7 @@ pytest.importorskip("sklearn")
 from examples.curricula import (OGMGE, SPICE, DynCIMMethod, MultiViewNet, Plain,  # noqa: E402
                                 StaticCurriculum, train_curriculum)
 from examples.data import synthetic_views  # noqa: E402
-from examples.run_curricula import markdown, score_recovery  # noqa: E402
+from examples.run_curricula import main, markdown, score_recovery, vs_baseline  # noqa: E402
 
 EPOCHS = 4
 
@@ -62,3 +65,72 @@ def test_score_recovery_and_markdown():
         assert all(0.0 <= v <= 1.0 for v in run[est].values())
     text = markdown({"seeds": [0], "epochs": 2, "machine": "test", "recovery": rec, "accuracy": {}})
     assert "| 2 | local, exact, k=4 |" in text
+
+
+def _runs(accs, xors, seeds=None):
+    """Runs as ``accuracy()`` saves them; ``seeds=None``: written before runs carried their seed."""
+    runs = [{"acc": a, "seconds": 1.0, "acc_heads": [0.5, 0.5],
+             "acc_by_type": {"redundant": 1.0, "unique1": 1.0, "unique2": 1.0, "synergy": x}}
+            for a, x in zip(accs, xors)]
+    for r, s in zip(runs, seeds or []):
+        r["seed"] = s
+    return runs
+
+
+def _p(diffs):
+    """Two-sided paired t-test p-value for 3 seeds: Student's t with 2 degrees of freedom has the
+    closed form p = 1 − t / sqrt(t² + 2)."""
+    m = sum(diffs) / 3
+    t = m / math.sqrt(sum((d - m) ** 2 for d in diffs) / 2 / 3)
+    return 1 - abs(t) / math.sqrt(t * t + 2)
+
+
+def _plus(base, diffs):
+    return [b + d for b, d in zip(base, diffs)]
+
+
+def test_markdown_paired_differences_to_late_fusion(tmp_path, monkeypatch):
+    base, xor = [0.80, 0.85, 0.90], [0.5, 0.6, 0.7]
+    d_a, d_b, d_c = [0.01, 0.02, 0.03], [0.0, 0.04, 0.08], [-0.01, -0.01, -0.04]
+    res = {"seeds": [0, 1, 2], "epochs": 1, "machine": "test",
+           "recovery": {"epochs_scored": [], "n_train": 0, "k": 4, "runs": []},
+           "accuracy": {"synthetic": {"late fusion": _runs(base, xor), "A": _runs(_plus(base, d_a), _plus(xor, d_c)),
+                                      "B": _runs(_plus(base, d_b), _plus(xor, d_b))},
+                        "digits": {"late fusion": _runs(base, xor, seeds=[0, 1, 2]),
+                                   "C": _runs(_plus(base, d_c), xor, seeds=[0, 1, 2]),
+                                   "D": _runs(base, xor, seeds=[1, 0, 2])}}}
+    # p = 0.0742 (A), 0.2254 (B), 0.1835 (C); D's seeds differ, so it is left out of the family.
+    # Holm over 3: A 3 × 0.0742 = 0.223; C 2 × 0.1835 = 0.367; B max(0.367, 0.2254) = 0.367.
+    acc = vs_baseline(res["accuracy"], res["seeds"], lambda r: r["acc"])
+    assert acc["digits", "D"] == "seeds not paired"
+    assert acc["synthetic", "A"]["p"] == pytest.approx(_p(d_a)) == pytest.approx(0.07418, abs=1e-5)
+    assert [acc[k]["holm_p"] for k in (("synthetic", "A"), ("digits", "C"), ("synthetic", "B"))] == pytest.approx(
+        [3 * _p(d_a), 2 * _p(d_c), 2 * _p(d_c)])
+    text = markdown(res)
+    assert "Holm-adjusted over the 3 paired comparisons of this table" in text
+    # Mean, 95 % interval (half-width t(0.975, 2) · sd / √3 = 4.303 · sd / √3), seeds ahead.
+    assert "| 0.870 ± 0.060 | +2.0 [−0.5, 4.5] (3/3), p_Holm 0.22 |" in text
+    assert "| +4.0 [−5.9, 13.9] (2/3), p_Holm 0.37 |" in text
+    assert "| digits | C | 0.830 ± 0.036 | −2.0 [−6.3, 2.3] (0/3), p_Holm 0.37 |" in text
+    assert "| digits | D | 0.850 ± 0.050 | seeds not paired |" in text
+    assert "| synthetic | late fusion | 0.850 ± 0.050 | — |" in text
+    # XOR samples, a family of its own (synthetic only): A 2 × 0.1835 = 0.367, B 0.2254 -> 0.367.
+    assert "Holm-adjusted over the 2 paired comparisons of this table" in text
+    assert "| 1.000 ± 0.000 | 0.580 ± 0.085 | −2.0 [−6.3, 2.3] (0/3), p_Holm 0.37 |" in text          # A
+    assert "| 1.000 ± 0.000 | 0.640 ± 0.140 | +4.0 [−5.9, 13.9] (2/3), p_Holm 0.37 |" in text         # B
+    assert "| late fusion | 1.000 ± 0.000 | 1.000 ± 0.000 | 1.000 ± 0.000 | 0.600 ± 0.100 | — |" in text
+
+    # A run without the value has no pair; the others keep theirs.
+    del res["accuracy"]["digits"]["C"][1]["acc"]
+    assert vs_baseline(res["accuracy"], res["seeds"], lambda r: r["acc"])["digits", "C"] == "no per-seed values"
+    del res["accuracy"]["digits"]
+
+    # --replot rewrites the tables from the saved JSON without training anything.
+    saved = tmp_path / "curricula.json"
+    saved.write_text(json.dumps(res))
+
+    def trained(*args):
+        raise AssertionError("--replot started a training run")
+    monkeypatch.setattr(torch, "set_num_threads", trained)
+    main(["--replot", str(saved), "--no-plots"])
+    assert (tmp_path / "curricula.md").read_text() == markdown(res)
