@@ -10,7 +10,7 @@ import torch
 from . import cpp, cuda, solver
 from ._autograd import attach_envelope_gradient, carries_derivatives, zero_mass_gradient
 from ._certify import checked_bracket, drop_negligible, output_gap, rounding, solver_tol
-from ._resources import CHUNK_FLOATS, check_input_memory, check_memory, per_problem_floats
+from ._resources import CHUNK_FLOATS, GENERAL_ROUTE_COPIES, check_input_memory, check_memory, per_problem_floats
 from ._validate import check_base, check_choice, check_distribution, check_positive_int, check_tol, result_dtype
 from .exceptions import ConvergenceWarning
 from .result import PIDResult
@@ -87,6 +87,9 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
     if steps is not None and method != "fast":
         raise ValueError(f"steps applies to method='fast'; got method={method!r} "
                          "(use max_iter= to cap the Newton iterations of method='exact')")
+    if backend == "cvx" and max_iter is not None:
+        raise ValueError("max_iter caps fastpid's Newton steps; backend='cvx' runs Clarabel with its own "
+                         "limits (fastpid.cvx.solve_cvx(P, solver_opts={'max_iter': ...}))")
     max_iter = max_iter or DEFAULT_MAX_ITER
     steps = steps or DEFAULT_FAST_STEPS
     base = check_base(base)
@@ -103,6 +106,7 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
         res = _cpu_route.exact_pid(P, DEFAULT_TOL[torch.float64] if tol is None else tol, max_iter, base, backend)
         if res is not None:
             return res
+    check_input_memory(P, copies=GENERAL_ROUTE_COPIES)
     # One convention at the input's cells of zero mass, for every term and backend: a zero
     # gradient (set before the normalisation, which would otherwise leak one back in).
     T, is_numpy = check_distribution(zero_mass_gradient(P) if isinstance(P, torch.Tensor) else P, float64=True)
@@ -141,7 +145,7 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
             with torch.no_grad():
                 coupling = solver.BestCoupling(flat.detach(), solver.Problem.from_joint(flat.detach())).coupling
     elif backend == "cvx":
-        value, lower, upper, status = _solve_cvx(flat, lower0, upper0)
+        value, lower, upper, status = _solve_cvx(flat, lower0, upper0, progress)
     else:
         value, lower, upper, iterations, coupling = _solve_iterative(
             flat, method, backend, solver_tol(tol, rounded), max_iter, steps, progress, (lower0, upper0),
@@ -202,7 +206,7 @@ def warn_unconverged(method, backend, converged, broken, gap, tol, max_iter, ite
     (_certify.rounding()); ``iterations``: each problem's (alternation and Newton steps, so at
     least its Newton steps). Each unconverged problem is told its own reason: a broken bracket,
     rounding that alone reaches ``tol``, a stall (the solver stopped with fewer than
-    ``max_iter`` steps: float64 cannot certify a smaller gap), or too few iterations."""
+    ``max_iter`` Newton steps: float64 cannot certify a smaller gap), or too few iterations."""
     if bool(broken.any()):
         warnings.warn(
             f"{int(broken.sum())} problem(s) got no valid bracket from the solver (a bound was "
@@ -214,14 +218,17 @@ def warn_unconverged(method, backend, converged, broken, gap, tol, max_iter, ite
         return
     total = math.prod(converged.shape)
     short = bad if rounded is None else bad & (rounded < tol)
-    stalled = short & (iterations < max_iter)
+    # max_iter caps the Newton steps; iterations also count the alternation's (WARM_STEPS or
+    # more), so fewer than max_iter + WARM_STEPS means the cap was not reached.
+    stalled = short & (iterations < max_iter + solver.WARM_STEPS)
     reasons = (  # (the problems, why they stopped short)
         (bad & ~short, lambda m: f"report gap > tol={tol:g}: their float32 results carry up to "
                                  f"{float(rounded[m].max()):.3g} nats of rounding (2^-23 I(X1,X2;Y)); "
                                  "pass float64 input or a tol above that."),
         (stalled, lambda m: f"stalled with gap > tol={tol:g} (largest {float(gap[m].max()):.3g} nats) "
-                            f"before max_iter={max_iter}: float64 arithmetic cannot certify a smaller "
-                            "gap for them, so use a tol above it."),
+                            f"before max_iter={max_iter}: float64 rounding, and the barrier's floor of "
+                            "about 1e-13 nats a cell (2.5e-8 at 250,000 cells), keep their certificates "
+                            "above it, so use a tol above it."),
         (short & ~stalled, lambda m: f"stopped with gap > tol={tol:g} (largest gap {float(gap[m].max()):.3g} "
                                      f"nats); raise max_iter (now {max_iter}) or tol."),
     )
@@ -499,12 +506,12 @@ def _within(value, lower, upper):
     return torch.where(value > upper, upper, torch.where(value < lower, lower, value))
 
 
-def _solve_cvx(flat, lower0, upper0):
+def _solve_cvx(flat, lower0, upper0, progress):
     """CVXPY backend; its error is bounded honestly by the closed-form bracket. Returns
     ``(V, lower, upper, status)``."""
     from .cvx import solve_cvx
 
-    V, status = solve_cvx(flat.detach().cpu().numpy())
+    V, status = solve_cvx(flat.detach().cpu().numpy(), progress=progress)
     value = torch.as_tensor(np.asarray(V, dtype=np.float64), device=flat.device)
     ok = torch.isfinite(value)
     value = _within(torch.where(ok, value, 0.5 * (lower0 + upper0)), lower0, upper0)

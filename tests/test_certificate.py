@@ -346,6 +346,18 @@ def test_a_broadcast_view_too_large_to_copy_is_refused_up_front(monkeypatch, kin
         fastpid.pid(P, **kw)
 
 
+def test_the_general_route_asks_for_its_copies_before_making_them(monkeypatch):
+    """The general route holds about four input-sized float64 arrays before its solve's own
+    estimate: a broadcast input whose one copy fitted grew the process by 4 GB (on a 1 GB
+    copy) before that estimate refused it."""
+    from fastpid import _resources
+
+    monkeypatch.setattr(_resources, "available_bytes", lambda device: 2 << 30)
+    P = np.broadcast_to(np.random.default_rng(1).random((64, 64, 64)), (600, 64, 64, 64))   # 1.2 GiB a copy
+    with pytest.raises(MemoryError, match=r"needs 4\.7 GiB as the 4 float64 copies the solve makes, but 2\.0 GiB"):
+        fastpid.pid(P, backend="torch")
+
+
 def test_a_huge_meta_tensor_is_named_as_such():
     with pytest.raises(TypeError, match="meta tensor"):
         fastpid.pid(torch.empty(1, 2, 2, 2, device="meta").expand(10**9, 2, 2, 2))
@@ -385,6 +397,19 @@ def test_a_tol_below_float64_reach_is_called_a_stall(backend):
     with pytest.warns(ConvergenceWarning, match="stalled .* before max_iter=5000"):
         more = fastpid.pid(P, tol=1e-15, backend=backend, max_iter=5000)
     assert more.gap == res.gap and more.iterations == res.iterations
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_stall_within_max_iter_newton_steps_is_not_blamed_on_max_iter(backend):
+    """max_iter caps the Newton steps, but the warning compared it with every iteration,
+    alternation included: a solve that stalled after 16 Newton steps (26 iterations) under
+    max_iter=20 was told to raise max_iter, though max_iter=500 gives the same gap."""
+    P = np.random.default_rng(11).dirichlet(np.ones(60)).reshape(3, 4, 5)
+    res = fastpid.pid(P, tol=1e-15, backend=backend)
+    cap = int(res.iterations) - 2     # above its Newton steps, below all its iterations
+    with pytest.warns(ConvergenceWarning, match=f"stalled .* before max_iter={cap}"):
+        capped = fastpid.pid(P, tol=1e-15, backend=backend, max_iter=cap)
+    assert capped.gap == res.gap
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

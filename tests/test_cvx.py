@@ -67,6 +67,21 @@ def test_cvx_backend_rejects_other_methods():
         fastpid.pid(_problem("dense_3x4x3"), backend="cvx", method="proxy")
 
 
+def test_cvx_backend_takes_progress_and_refuses_max_iter(monkeypatch):
+    """progress= never reached CVXPY's loop (its bar showed with progress=False on a
+    terminal), and max_iter=1 was accepted and ignored."""
+    from fastpid import cvx
+
+    seen = []
+    real = cvx.solve_cvx
+    monkeypatch.setattr(cvx, "solve_cvx", lambda P, **kw: seen.append(kw.get("progress")) or real(P, **kw))
+    for progress in (False, True):
+        fastpid.pid(_problem("dense_3x4x3"), backend="cvx", progress=progress)
+    assert seen == [False, True]
+    with pytest.raises(ValueError, match="max_iter caps fastpid's Newton steps; backend='cvx'"):
+        fastpid.pid(_problem("dense_3x4x3"), backend="cvx", max_iter=1)
+
+
 def test_solve_cvx_xor():
     P = np.zeros((2, 2, 2))
     for a in range(2):

@@ -191,9 +191,17 @@ def test_nan_and_negative_in_same_problem_reports_nan():
         check_distribution(P)
 
 
-def test_overflowing_total_mass():
-    P = np.full((2, 2, 2), 1e308)
-    with pytest.raises(ValueError, match="overflows"):
+def test_counts_whose_total_overflows_are_normalised():
+    """Finite counts up to the float64 range (README) whose total overflows were refused
+    ('rescale the counts'); they are scaled by their largest entry first. A zero problem
+    beside them is still named."""
+    P = np.full((2, 2, 2, 2), 1e308)
+    P[1] *= np.arange(1, 9).reshape(2, 2, 2) / 8
+    T, _ = check_distribution(P)
+    small = P / 1e308
+    np.testing.assert_allclose(T.numpy(), small / small.sum((1, 2, 3), keepdims=True), rtol=1e-15)
+    P[0] = 0.0
+    with pytest.raises(ValueError, match=r"P\[0\] has zero total mass"):
         check_distribution(P)
 
 
