@@ -161,7 +161,7 @@ def markdown(results: dict) -> str:
              "mean paired difference). *Final*: last epoch; *best-val*: the epoch with the best validation "
              "accuracy. *Δ vs X*: the per-seed difference to baseline X on the same seed, with the seeds it won. "
              "Many comparisons are made: only *Δ final vs fused+heads*, the headline family, carries a p-value "
-             "adjusted by Holm's method over the arms of its data set (p<sub>H</sub>); read the other "
+             "adjusted by Holm's method over the arms of its data set (p_Holm); read the other "
              "intervals as descriptive (at 95 % each, about 1 in 20 excludes 0 by chance).", ""]
     for dname, d in results["datasets"].items():
         s = d["summary"]
@@ -178,7 +178,7 @@ def markdown(results: dict) -> str:
             if b not in vs or k not in vs[b]:
                 return "—"
             p = vs[b][k]
-            holm_p = f", p<sub>H</sub> {p['holm_p']:.2g}" if "holm_p" in p else ""
+            holm_p = f", p_Holm {p['holm_p']:.2g}" if "holm_p" in p else ""
             return f"{_pct(p, True)} ({p['wins']}/{p['n']}{holm_p})"
         for a, v in s["arms"].items():
             vs = v["vs"]

@@ -10,10 +10,14 @@ Every (``lambda_syn``, ``mask``) pair at ``p = 0.8``, plus ``p ∈ {0.5, 1.0}`` 
 
 Runs are paired: for one seed, every configuration sees the same split, initialisation and
 batch order, so ``Δ`` (a configuration minus joint on the same seed) removes most of the
-seed-to-seed spread. Writes ``synib_sweep.json`` (every run) and ``synib_sweep.md``
-(the grid, accuracies in %) to ``--out``; settings already in an existing
-``synib_sweep.json`` and not rerun are kept. ``--configs`` restricts a setting's grid to the
-named configurations (joint is always run).
+seed-to-seed spread. Each seed's data has a validation split (:data:`VAL_FRACTION`): a
+setting's configuration is *chosen* on it (the best mean validation accuracy on the XOR
+samples), and the test split only reports, with paired 95 % t-intervals and p-values that
+Holm's method adjusts over the setting's grid (many configurations are compared with
+joint). Writes ``synib_sweep.json`` (every run) and ``synib_sweep.md`` (the grid,
+accuracies in %) to ``--out``; settings already in an existing ``synib_sweep.json`` and not
+rerun are kept. ``--configs`` restricts a setting's grid to the named configurations (joint
+is always run). ``--replot JSON`` rewrites the summaries and the table of a saved sweep.
 """
 from __future__ import annotations
 
@@ -33,12 +37,15 @@ from .arguments import int_at_least
 from .evaluate import evaluate
 from .methods import Joint, SynIB
 from .models import LateFusion
+from .stats import paired_family, paired_runs, points
 from .training import TrainConfig, train
 
 SETTINGS = {
     "xor15-b128": {"fractions": (0.35, 0.25, 0.25, 0.15), "batch_size": 128, "p_variants": True},
     "xor30-b64": {"fractions": (0.3, 0.2, 0.2, 0.3), "batch_size": 64, "p_variants": False},
 }
+#: Share of each seed's non-test samples held out to choose a configuration.
+VAL_FRACTION = 0.15
 LAMBDAS = (0.1, 0.5, 1.0, 2.0)
 MASKS = ("random", "zero", "noise", "learned")
 
@@ -56,51 +63,55 @@ def configs(p_variants: bool) -> list:
 
 def run(data, kwargs, cfg: TrainConfig) -> dict:
     """Train one late-fusion model (joint if ``kwargs`` is None, else SynIB) and return its
-    test accuracies in [0, 1]."""
+    test accuracies in [0, 1], and its validation ones under ``"val"``."""
     torch.manual_seed(cfg.seed)
     model = LateFusion(data.x1.shape[1], data.x2.shape[1], data.n_classes)
     method = Joint() if kwargs is None else SynIB(SynIBLoss(seed=cfg.seed, **kwargs))
     t0 = time.perf_counter()
     train(model, data, method, cfg)
-    return {"seed": cfg.seed, "train_seconds": time.perf_counter() - t0, **evaluate(model, data)}
+    return {"seed": cfg.seed, "train_seconds": time.perf_counter() - t0, **evaluate(model, data),
+            "val": evaluate(model, data, "val")}
 
 
 def summarise(runs: dict) -> dict:
-    """Per configuration: mean/std of ``acc`` and ``acc_synergy`` and the paired difference
-    to joint (``d_acc``, ``d_xor``; percentage points as fractions) with the number of seeds
-    on which the configuration beat joint on the XOR samples."""
-    base = {r["seed"]: r for r in runs["joint"]}
-    out = {}
-    for name, rs in runs.items():
-        row = {}
-        for k in ("acc", "acc_synergy"):
-            v = np.array([r[k] for r in rs])
-            row[k] = (float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0)
-        for k, dk in (("acc", "d_acc"), ("acc_synergy", "d_xor")):
-            d = np.array([r[k] - base[r["seed"]][k] for r in rs])
-            row[dk] = (float(d.mean()), float(d.std(ddof=1)) if len(d) > 1 else 0.0)
-        row["xor_wins"] = int(sum(r["acc_synergy"] > base[r["seed"]]["acc_synergy"] for r in rs))
-        row["n"] = len(rs)
-        out[name] = row
-    return out
+    """Per configuration: the mean test ``acc`` and ``acc_synergy`` and their paired
+    differences to joint (``d_acc``, ``d_xor``: :func:`examples.stats.paired_family`, fractions
+    of 1, Holm-adjusted over the grid), and the mean paired validation difference on the XOR
+    samples (``val_d_xor``); and ``"chosen"``: the configuration with the largest
+    ``val_d_xor``."""
+    others = [n for n in runs if n != "joint"]
+    rows = {name: {k: float(np.mean([r[k] for r in rs])) for k in ("acc", "acc_synergy")}
+            for name, rs in runs.items()}
+    for key, value in (("d_acc", lambda r: r["acc"]), ("d_xor", lambda r: r["acc_synergy"])):
+        family = paired_family({n: paired_runs(runs[n], runs["joint"], value) for n in others})
+        for n in others:
+            rows[n][key] = family[n]
+    for n in others:
+        rows[n]["val_d_xor"] = float(np.mean(np.subtract(*paired_runs(runs[n], runs["joint"],
+                                                                      lambda r: r["val"]["acc_synergy"]))))
+    chosen = max(others, key=lambda n: rows[n]["val_d_xor"]) if others else None
+    return {"rows": rows, "chosen": chosen}
 
 
 def markdown(results: dict) -> str:
-    pct = lambda t: f"{100 * t[0]:.1f} ± {100 * t[1]:.1f}"  # noqa: E731
-    dlt = lambda t: f"{100 * t[0]:+.1f} ± {100 * t[1]:.1f}"  # noqa: E731
     c = results["config"]
     lines = ["# SynIB sweep on the synthetic data", "",
-             f"{c['seeds']} seeds, {c['epochs']} epochs, test split; accuracies in %. Δ = configuration − joint "
-             "on the same seed (same split, initialisation and batch order), mean ± std over seeds; "
-             "wins = seeds on which the XOR accuracy beat joint's. Generated by `python -m examples.sweep_synib`.", ""]
+             f"{c['seeds']} seeds, {c['epochs']} epochs; accuracies in %, test split. Δ = configuration − joint "
+             "on the same seed (same split, initialisation and batch order), in points: mean [paired 95 % "
+             "t-interval] (seeds won / seeds), p_Holm: two-sided paired t-test, Holm-adjusted over the "
+             "setting's grid. The chosen configuration (**bold**) has the largest mean Δ XOR on the validation "
+             f"split ({100 * VAL_FRACTION:.0f} % of each seed's non-test samples); the test split only reports. "
+             "Generated by `python -m examples.sweep_synib`.", ""]
     for s, summ in results["summary"].items():
-        st = results["settings"][s]
+        st, rows = results["settings"][s], summ["rows"]
         lines += [f"## {s}: XOR fraction {st['fractions'][3]:.2f}, batch size {st['batch_size']}", "",
-                  "| configuration | overall | XOR samples | Δ overall | Δ XOR | XOR wins |", "|---|---|---|---|---|---|"]
-        for name, row in summ.items():
-            lines.append(f"| {name} | {pct(row['acc'])} | {pct(row['acc_synergy'])} | "
+                  "| configuration | overall | XOR samples | Δ overall | Δ XOR | validation Δ XOR |",
+                  "|---|---|---|---|---|---|"]
+        for name, row in rows.items():
+            label = f"**{name}**" if name == summ["chosen"] else name
+            lines.append(f"| {label} | {100 * row['acc']:.1f} | {100 * row['acc_synergy']:.1f} | "
                          + ("— | — | — |" if name == "joint" else
-                            f"{dlt(row['d_acc'])} | {dlt(row['d_xor'])} | {row['xor_wins']}/{row['n']} |"))
+                            f"{points(row['d_acc'])} | {points(row['d_xor'])} | {100 * row['val_d_xor']:+.1f} |"))
         lines.append("")
     return "\n".join(lines)
 
@@ -114,7 +125,15 @@ def main(argv=None) -> dict:
     ap.add_argument("--configs", nargs="+", default=None, help='configuration names, e.g. "random λ=0.1 p=0.8"')
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"),
                     help="output folder (the default overwrites the committed results)")
+    ap.add_argument("--replot", metavar="JSON", type=Path,
+                    help="rewrite the summaries and the table of a saved sweep next to it; no training")
     args = ap.parse_args(argv)
+    if args.replot:
+        results = json.loads(args.replot.read_text())
+        results["summary"] = {s: summarise(runs) for s, runs in results["runs"].items()}
+        args.replot.write_text(json.dumps(results, indent=1))
+        (args.replot.parent / "synib_sweep.md").write_text(markdown(results))
+        return results
     torch.set_num_threads(1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -123,8 +142,10 @@ def main(argv=None) -> dict:
     if (out / "synib_sweep.json").exists():
         old = json.loads((out / "synib_sweep.json").read_text())
         if old["config"]["seeds"] == args.seeds and old["config"]["epochs"] == args.epochs:
+            # Settings run before validation splits were recorded cannot choose: rerun them.
+            kept = [s for s in old["runs"] if s not in args.settings and "val" in old["runs"][s]["joint"][0]]
             for k in ("settings", "runs", "summary"):
-                results[k] = {s: v for s, v in old[k].items() if s not in args.settings}
+                results[k] = {s: old[k][s] for s in kept}
     for s in args.settings:
         st = SETTINGS[s]
         results["settings"][s] = st
@@ -132,7 +153,7 @@ def main(argv=None) -> dict:
                 or n in args.configs]
         runs = {name: [] for name, _ in grid}
         for seed in range(args.seeds):
-            data = datasets.synthetic_views(fractions=st["fractions"], seed=seed)
+            data = datasets.synthetic_views(fractions=st["fractions"], seed=seed, val_fraction=VAL_FRACTION)
             cfg = TrainConfig(epochs=args.epochs, batch_size=st["batch_size"], seed=seed, progress=False)
             for name, kwargs in grid:
                 r = run(data, kwargs, cfg)

@@ -153,7 +153,7 @@ def test_runner_writes_paired_tables(tmp_path, monkeypatch):
     md = (tmp_path / "tiny.md").read_text()
     assert "probe gap" in md and "DynCIM (gated) against gated fused+heads" in md
     assert "XOR subset (final)" in md and "| pre-training |" in md and "synergy rule `test`" in md
-    assert "p<sub>H</sub>" in md and "Holm's method" in md
+    assert "p_Holm" in md and "Holm's method" in md
     for fig in ("tiny_deltas.png", "tiny_probe_gaps.png", "tiny_fractions.png"):
         assert (tmp_path / fig).stat().st_size > 0
     # The tables again from the JSON file alone, identical.

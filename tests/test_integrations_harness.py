@@ -129,16 +129,25 @@ def test_synib_sweep_grid_and_paired_summary():
     grid = configs(p_variants=True)
     assert grid[0] == ("joint", None) and len(grid) == 1 + 16 + 6
     assert len({name for name, _ in grid}) == len(grid)
-    runs = {"joint": [{"seed": s, "acc": 0.8, "acc_synergy": 0.5 + 0.1 * s} for s in range(3)],
-            "x": [{"seed": s, "acc": 0.9, "acc_synergy": 0.55 + 0.1 * s - 0.1 * (s == 2)} for s in range(3)]}
+    def result(seed, acc, xor, val_xor):
+        return {"seed": seed, "acc": acc, "acc_synergy": xor, "val": {"acc": acc, "acc_synergy": val_xor}}
+    runs = {"joint": [result(s, 0.8, 0.5 + 0.1 * s, 0.5) for s in range(3)],
+            "x": [result(s, 0.9 + 0.01 * s, 0.55 + 0.1 * s - 0.1 * (s == 2), 0.52) for s in range(3)],
+            "y": [result(s, 0.8, 0.5 + 0.1 * s + 0.2, 0.6) for s in range(3)]}
     summ = summarise(runs)
+    rows = summ["rows"]
     # Paired: x beats joint by 0.05 on seeds 0-1 and loses by 0.05 on seed 2.
-    assert summ["x"]["d_xor"][0] == pytest.approx(0.05 / 3)
-    assert summ["x"]["xor_wins"] == 2 and summ["x"]["d_acc"] == pytest.approx((0.1, 0.0))
+    assert rows["x"]["d_xor"]["mean"] == pytest.approx(0.05 / 3)
+    assert rows["x"]["d_xor"]["wins"] == 2 and rows["x"]["d_acc"]["mean"] == pytest.approx(0.11)
+    # Two configurations compared with joint: Holm doubles the smaller p-value.
+    assert rows["x"]["d_acc"]["holm_p"] == pytest.approx(min(1.0, 2 * rows["x"]["d_acc"]["p"]))
+    # Chosen on validation (y: +0.10 there), whatever the test split says.
+    assert summ["chosen"] == "y" and rows["y"]["val_d_xor"] == pytest.approx(0.1)
     res = {"config": {"seeds": 3, "epochs": 1}, "settings": {"s": {"fractions": (0.4, 0.2, 0.2, 0.2),
                                                                     "batch_size": 8}},
            "summary": {"s": summ}}
-    assert "| x | 90.0 ± 0.0 |" in markdown(res) and "2/3" in markdown(res)
+    text = markdown(res)
+    assert "| x | 91.0 | 61.7 | +11.0 [8.5, 13.5] (3/3), p_Holm" in text and "(2/3)" in text and "| **y** |" in text
 
 
 @pytest.mark.parametrize("script, argv, message", [
@@ -166,3 +175,62 @@ def test_scripts_reject_sizes_that_train_nothing(monkeypatch, capsys, tmp_path, 
     with pytest.raises(SystemExit) as exit_:
         main([*argv, "--out", str(tmp_path)])
     assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_markdown_paired_differences_to_joint(tmp_path, monkeypatch):
+    """Each method's paired difference to joint on the same seeds, Holm-adjusted per table."""
+    from examples.run_integrations import _aggregate, main, vs_joint
+
+    pid = {"redundancy": 0.5, "unique1": 0.0, "unique2": 0.0, "synergy": 0.2, "mi": 0.7}
+
+    def runs(accs, xors=None):
+        return [{"seed": s, "acc": a, "acc1": 0.5, "acc2": 0.5}
+                | ({} if xors is None else {"acc_redundant": 1.0, "acc_unique1": 1.0, "acc_unique2": 1.0,
+                                            "acc_synergy": xors[s], "pid": pid})
+                for s, a in enumerate(accs)]
+
+    def plus(base, diffs):
+        return [b + d for b, d in zip(base, diffs)]
+    base, xor = [0.80, 0.85, 0.90], [0.5, 0.6, 0.7]
+    d_a, d_b, d_c = [0.01, 0.02, 0.03], [0.0, 0.04, 0.08], [-0.01, -0.01, -0.04]
+    per_seed = {"synthetic": {"joint": runs(base, xor), "synib": runs(plus(base, d_a), plus(xor, d_b))},
+                "digits": {"joint": runs(base), "pretrain": runs(plus(base, d_c)), "synib": runs(plus(base, d_a))},
+                "uci-mor-fac": {"joint": runs(base), "synib": runs(base)}}
+    res = {"config": {"seeds": 3, "epochs": 1}, "synthetic_target_pid": pid,
+           "table": {d: {m: _aggregate(rs) for m, rs in ms.items()} for d, ms in per_seed.items()},
+           "runs": {d: ms for d, ms in per_seed.items() if d != "uci-mor-fac"}}   # only its mean ± std kept
+    # Student's t with 2 degrees of freedom: two-sided p = 1 − t / sqrt(t² + 2); t = mean / (sd / √3):
+    # d_a: t = 2√3, p = 0.0742; d_b: t = √3, p = 0.2254; d_c: t = −2, p = 0.1835.
+    p_a, p_b, p_c = 1 - math.sqrt(12 / 14), 1 - math.sqrt(3 / 5), 1 - math.sqrt(4 / 6)
+    syn = vs_joint(res, [("synthetic", "acc"), ("synthetic", "acc_synergy")])
+    assert syn["synthetic", "synib", "acc"]["p"] == pytest.approx(p_a)
+    # Holm over the table's two: 2 × 0.0742 = 0.148, then max(0.148, 0.2254).
+    assert syn["synthetic", "synib", "acc"]["holm_p"] == pytest.approx(2 * p_a)
+    assert syn["synthetic", "synib", "acc_synergy"]["holm_p"] == pytest.approx(p_b)
+    real = vs_joint(res, [("digits", "acc"), ("uci-mor-fac", "acc")])
+    assert real["uci-mor-fac", "synib", "acc"] == "no per-seed values"
+    assert real["digits", "synib", "acc"]["holm_p"] == pytest.approx(2 * p_a)
+    assert real["digits", "pretrain", "acc"]["holm_p"] == pytest.approx(p_c)
+
+    text = markdown(res)
+    assert "Holm-adjusted over the 2 paired comparisons of this table" in text
+    # Mean [mean ± t(0.975, 2) · sd / √3 = ± 4.303 · sd / √3] (seeds ahead / seeds), in points.
+    assert "| 64.0 ± 14.0 | +2.0 [−0.5, 4.5] (3/3), p_Holm 0.15 | +4.0 [−5.9, 13.9] (2/3), p_Holm 0.23 |" in text
+    assert "| joint | 85.0 ± 5.0 (50 ± 0 / 50 ± 0) | 85.0 ± 5.0 (50 ± 0 / 50 ± 0) | — | — |" in text
+    assert "| −2.0 [−6.3, 2.3] (0/3), p_Holm 0.18 | — |" in text                      # pretrain
+    assert "| +2.0 [−0.5, 4.5] (3/3), p_Holm 0.15 | no per-seed values |" in text     # synib
+
+    runs_b = res["runs"]["digits"]["synib"]
+    runs_b[0]["seed"], runs_b[1]["seed"] = 1, 0
+    assert vs_joint(res, [("digits", "acc")])["digits", "synib", "acc"] == "seeds not paired"
+    runs_b[0]["seed"], runs_b[1]["seed"] = 0, 1
+
+    # --replot rewrites the tables from the saved JSON without training anything.
+    saved = tmp_path / "results.json"
+    saved.write_text(json.dumps(res))
+
+    def trained(*args):
+        raise AssertionError("--replot started a training run")
+    monkeypatch.setattr(torch, "set_num_threads", trained)
+    main(["--replot", str(saved), "--no-plots"])
+    assert (tmp_path / "results.md").read_text() == markdown(res)
