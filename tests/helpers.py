@@ -48,3 +48,18 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def replot_without_training(monkeypatch, main, results: dict, path) -> None:
+    """Save ``results`` at ``path`` and run an example script's ``main(["--replot", path])``
+    with training made impossible (torch.set_num_threads, which every run calls, fails)."""
+    import json
+
+    import torch
+
+    path.write_text(json.dumps(results))
+
+    def trained(*args):
+        raise AssertionError("--replot started a training run")
+    monkeypatch.setattr(torch, "set_num_threads", trained)
+    main(["--replot", str(path), "--no-plots"])

@@ -2,7 +2,6 @@
 writer of examples/run_curricula.py on tiny data."""
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
@@ -13,6 +12,7 @@ pytest.importorskip("sklearn")
 from examples.curricula import (OGMGE, SPICE, DynCIMMethod, MultiViewNet, Plain,  # noqa: E402
                                 StaticCurriculum, train_curriculum)
 from examples.data import synthetic_views  # noqa: E402
+from helpers import replot_without_training  # noqa: E402
 from examples.run_curricula import main, markdown, score_recovery, vs_baseline  # noqa: E402
 
 EPOCHS = 4
@@ -126,11 +126,5 @@ def test_markdown_paired_differences_to_late_fusion(tmp_path, monkeypatch):
     del res["accuracy"]["digits"]
 
     # --replot rewrites the tables from the saved JSON without training anything.
-    saved = tmp_path / "curricula.json"
-    saved.write_text(json.dumps(res))
-
-    def trained(*args):
-        raise AssertionError("--replot started a training run")
-    monkeypatch.setattr(torch, "set_num_threads", trained)
-    main(["--replot", str(saved), "--no-plots"])
+    replot_without_training(monkeypatch, main, res, tmp_path / "curricula.json")
     assert (tmp_path / "curricula.md").read_text() == markdown(res)

@@ -14,6 +14,7 @@ from examples.evaluate import evaluate  # noqa: E402
 from examples.models import LateFusion  # noqa: E402
 from examples.run_integrations import REAL_METHODS, make_method, markdown, run_one  # noqa: E402
 from examples.training import TrainConfig, train  # noqa: E402
+from helpers import replot_without_training  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -226,11 +227,5 @@ def test_markdown_paired_differences_to_joint(tmp_path, monkeypatch):
     runs_b[0]["seed"], runs_b[1]["seed"] = 0, 1
 
     # --replot rewrites the tables from the saved JSON without training anything.
-    saved = tmp_path / "results.json"
-    saved.write_text(json.dumps(res))
-
-    def trained(*args):
-        raise AssertionError("--replot started a training run")
-    monkeypatch.setattr(torch, "set_num_threads", trained)
-    main(["--replot", str(saved), "--no-plots"])
+    replot_without_training(monkeypatch, main, res, tmp_path / "results.json")
     assert (tmp_path / "results.md").read_text() == markdown(res)
