@@ -146,11 +146,23 @@ def _pct(iv, signed=False) -> str:
     return f"{fmt.format(100 * iv['mean'])} [{100 * iv['lo']:.1f}, {100 * iv['hi']:.1f}]"
 
 
+def _without_out(argv: list) -> list:
+    """The run's arguments less ``--out FOLDER``, which changes where it writes, not what."""
+    out = []
+    skip = False
+    for a in argv:
+        if skip or a == "--out" or a.startswith("--out="):
+            skip = a == "--out"
+            continue
+        out.append(a)
+    return out
+
+
 def markdown(results: dict) -> str:
     """The tables of ``results`` as saved in the JSON file (modality keys ``"1"``, ``"2"``)."""
     cfg = results["config"]
     lines = [f"# Fair-protocol grid: {cfg['name']}", "",
-             f"`python -m examples.run_fair {' '.join(cfg['argv'])}` — {cfg['seeds']} evaluation seeds (each its "
+             f"`python -m examples.run_fair {' '.join(_without_out(cfg['argv']))}` — {cfg['seeds']} evaluation seeds (each its "
              f"own split and initialisation, the same for every arm), {cfg['trials']} tuning trials per arm on "
              f"validation accuracy of tuning seed(s) {cfg['tune_seeds_list']}, a budget of {cfg['epochs']} "
              f"passes over the training set (sample visits) per run, batch {cfg['batch_size']}. Wall time "

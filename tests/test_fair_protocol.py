@@ -154,6 +154,7 @@ def test_runner_writes_paired_tables(tmp_path, monkeypatch):
     assert "probe gap" in md and "DynCIM (gated) against gated fused+heads" in md
     assert "XOR subset (final)" in md and "| pre-training |" in md and "synergy rule `test`" in md
     assert "p_Holm" in md and "Holm's method" in md
+    assert "`python -m examples.run_fair --name tiny --datasets synthetic --arms" in md and "--out" not in md
     for fig in ("tiny_deltas.png", "tiny_probe_gaps.png", "tiny_fractions.png"):
         assert (tmp_path / fig).stat().st_size > 0
     # The tables again from the JSON file alone, identical.
