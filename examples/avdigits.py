@@ -288,9 +288,10 @@ def avdigits_views(seed: int = 0, *, image_noise: float = 8.0, snr_db: float | N
         snr_db: white noise added to the audio at this SNR in dB; ``None`` = clean. The
             defaults (-5 dB, σ = 8) are the benchmark setting: clean espeak-ng audio is
             nearly solved (about 97 % test accuracy across speakers); at -5 dB each modality
-            trained alone reaches about 90 % (audio) and 70 % (image), the fused model about 94 %
+            trained alone reaches about 84 % (audio) and 71 % (image), the fused model about 90 %
             (``examples/results/fair_full.md``).
-        speakers: speakers in (train, validation, test), drawn from the pool.
+        speakers: speakers in (train, validation, test), drawn from the pool (the test ones
+            the same for every seed: :data:`TEST_SPLIT_SEED`).
         n_speakers, clips_per_digit, n_mels, generation_seed: the clip pool (cached per
             setting; ``n_speakers × 10 × clips_per_digit`` clips).
         workers: espeak-ng processes run at once while generating.
