@@ -321,7 +321,7 @@ def main(argv=None) -> dict:
         raise SystemExit(f"unknown arms {unknown}; choose from {list(arm_defs.ARMS)}")
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    results = {"config": {"name": args.name, "argv": list(argv) if argv is not None else [], "seeds": args.seeds,
+    results = {"config": {"name": args.name, "argv": _without_out(argv or []), "seeds": args.seeds,
                           "tune_seeds_list": [1000 + i for i in range(args.tune_seeds)], "trials": args.trials,
                           "epochs": args.epochs, "batch_size": args.batch_size, "torch": torch.__version__,
                           "python": platform.python_version(), "threads": args.threads,

@@ -147,6 +147,7 @@ def test_runner_writes_paired_tables(tmp_path, monkeypatch):
     assert rule["rule"] == "test" and len(rule["fired"]) == 2
     assert all(0 <= f <= t for f, t in zip(rule["fired"], rule["tests"]))
     saved = json.loads((tmp_path / "tiny.json").read_text())
+    assert "--out" not in saved["config"]["argv"]          # where it wrote is no part of the record
     runs = saved["datasets"]["synthetic"]["runs"]
     assert len(runs["fused"]) == 2
     assert {r["visits"] for a in names for r in runs[a]} == {runs["fused"][0]["visits"]}   # equal budgets
