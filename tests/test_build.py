@@ -43,6 +43,13 @@ def test_native_build_info_is_sane():
         assert info["cuda_compiler_version"] == ""
     if not info["cuda_searched"]:
         assert info["cuda_compiler_found"] is False
+    # The CUDA architectures compiled for, and what the CPU code needs (-march=native by
+    # default: a module built so does not run on CPUs without these instructions).
+    assert (info["cuda_architectures"] != "") is info["cuda_compiled"]
+    assert isinstance(info["march_native"], bool) and isinstance(info["cpu_instructions"], list)
+    import platform
+    if info["march_native"] and platform.machine() == "x86_64":
+        assert "sse4.2" in info["cpu_instructions"]      # every x86-64 CPU of the last 15 years
     assert isinstance(info["openmp"], bool)
     if info["openmp"]:
         assert info["openmp_version"] >= 200000 and info["openmp_max_threads"] >= 1
@@ -93,12 +100,13 @@ def test_integrations_subpackage_is_installed():
 
 @pytest.mark.slow
 def test_build_with_cuda_switched_off(tmp_path):
-    """FASTPID_CUDA=0 builds the CPU module alone, with the same Python interface."""
+    """FASTPID_CUDA=0 builds the CPU module alone, with the same Python interface; with
+    FASTPID_NATIVE_ARCH=OFF (for wheels to share) build_info() says so."""
     import os
     import zipfile
 
     repo = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "FASTPID_CUDA": "0"}
+    env = {**os.environ, "FASTPID_CUDA": "0", "CMAKE_ARGS": "-DFASTPID_NATIVE_ARCH=OFF"}
     proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(repo)],
                           capture_output=True, text=True, timeout=1200, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -112,6 +120,8 @@ def test_build_with_cuda_switched_off(tmp_path):
         "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
         "info = m.build_info()\n"
         "assert info['cuda_compiled'] is False and info['cuda_searched'] is False, info\n"
+        "assert info['cuda_architectures'] == '' and info['march_native'] is False, info\n"
+        "assert 'avx512f' not in info['cpu_instructions'], info\n"
         "count, why = m.cuda_device_count()\n"
         "assert count == 0 and 'without CUDA' in why, why\n"
         "assert hasattr(m, 'emulate') and hasattr(m, 'solve')\n"
