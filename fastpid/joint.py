@@ -205,10 +205,11 @@ def joint(x1, x2, y, *, sizes=None, weights=None, groups=None, num_groups=None):
     if w_t is not None:
         w = check_weights(w_t, N)
         # Only ratios matter: scaled to a largest weight of 1 before any cast to the joint's
-        # dtype, where float64 weights of 1e-50 had read as all zero in float32 (and 1e-44
-        # ratios had lost 9 %). A detached scale: the joint is homogeneous of degree 0 in w.
+        # dtype, where float64 weights of 1e-50 had read as all zero in float32 (and weights
+        # near 1e-44 had lost 9 % of their ratio). A detached scale: the joint is homogeneous
+        # of degree 0 in w. All-zero weights stay 0 (the total-weight check names them).
         top = w.detach().amax()
-        w = torch.where(top > 0, w / torch.where(top > 0, top, 1.0), w).to(dtype)
+        w = (w / torch.where(top > 0, top, 1.0)).to(dtype)
 
     _check_output_size(G, out_sizes, dtype, device)
     T = _accumulate(N, hard, soft, w, G, gidx, dtype, device)  # (G, n1, n2, ny)

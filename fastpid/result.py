@@ -85,7 +85,8 @@ class PIDResult:
         # axes only (res[..., 1] picks a problem, not a target value).
         idx = index if isinstance(index, tuple) else (index,)
         with_cells = idx + (slice(None),) * 3 if any(i is Ellipsis for i in idx) else index
-        arrays = {k: _keep_array(v[with_cells if k == "coupling" else index]) for k, v in self._arrays().items()}
+        arrays = {k: _keep_array(v[with_cells if k == "coupling" else index])
+                  for k, v in self._arrays().items()}
         return replace(self, status=status, **arrays)
 
     def item(self) -> dict:
@@ -157,7 +158,6 @@ def _as_numpy_index(index):
     if isinstance(index, tuple):
         return tuple(_as_numpy_index(i) for i in index)
     return index
-
 
 
 def _keep_array(picked):
