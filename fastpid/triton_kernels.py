@@ -49,6 +49,10 @@ def available(device: torch.device | None = None) -> tuple[bool, str]:
 #: program holds in registers; beyond it the per-problem kernels would spill or fail to compile.
 MAX_PADDED_CELLS = 2**14
 
+#: Side of the x1 x x2 tile one program of the soft-joint kernel adds: wider rows take more
+#: programs (a whole row pair in one block would pass Triton's 2**20-element limit at 1025 x 1025).
+SOFT_TILE = 64
+
 
 def size_route(n1: int, n2: int, ny: int) -> tuple[bool, str]:
     """Whether the per-problem kernels take problems of this size, and if not, why."""
@@ -231,9 +235,10 @@ if triton is not None:
     def _joint_soft_kernel(p1_ptr, p2_ptr, y_ptr, g_ptr, w_ptr, out_ptr, n1, n2, ny,
                            HAS_G: tl.constexpr, HAS_W: tl.constexpr,
                            B1: tl.constexpr, B2: tl.constexpr):
+        # One program per sample and (B1, B2) tile of its x1 x x2 outer product; int64 offsets.
         n = tl.program_id(0).to(tl.int64)
-        i = tl.arange(0, B1)
-        j = tl.arange(0, B2)
+        i = tl.program_id(1).to(tl.int64) * B1 + tl.arange(0, B1)
+        j = tl.program_id(2).to(tl.int64) * B2 + tl.arange(0, B2)
         a = tl.load(p1_ptr + n * n1 + i, mask=i < n1, other=0.0)
         c = tl.load(p2_ptr + n * n2 + j, mask=j < n2, other=0.0)
         outer = a[:, None] * c[None, :]
@@ -300,8 +305,9 @@ def joint_soft(p1, p2, y, ny: int, *, groups=None, num_groups: int = 1, weights=
     groups = None if groups is None else groups.contiguous()
     weights = None if weights is None else weights.to(p1.dtype).contiguous()
     out = torch.zeros(num_groups * n1 * n2 * ny, dtype=p1.dtype, device=p1.device)
-    _launch(_joint_soft_kernel, (N,),
+    B1, B2 = (min(triton.next_power_of_2(k), SOFT_TILE) for k in (n1, n2))
+    _launch(_joint_soft_kernel, (N, triton.cdiv(n1, B1), triton.cdiv(n2, B2)),
             p1, p2, y, groups if groups is not None else y, weights if weights is not None else p1, out,
             n1, n2, ny, HAS_G=groups is not None, HAS_W=weights is not None,
-            B1=triton.next_power_of_2(n1), B2=triton.next_power_of_2(n2), interpreter_defaults={})
+            B1=B1, B2=B2, interpreter_defaults={})
     return out.reshape(num_groups, n1, n2, ny)

@@ -107,6 +107,23 @@ def test_joint_from_soft_rows(dtype):
     torch.testing.assert_close(T.cpu(), ref, atol=tol, rtol=tol)
 
 
+@pytest.mark.parametrize("sizes", [(130, 67, 3), (1025, 1025, 2)], ids=["tiles", "wide"])
+def test_joint_from_wide_soft_rows(sizes):
+    """Rows wider than one tile take several programs; a whole 1025 x 1025 outer product in
+    one block passed Triton's 2**20-element limit, and joint() on a GPU without the CUDA
+    kernels raised."""
+    gen = torch.Generator().manual_seed(4)
+    n1, n2, ny = sizes
+    p1 = torch.softmax(torch.randn(2, n1, generator=gen, dtype=torch.float64), 1)
+    p2 = torch.softmax(torch.randn(2, n2, generator=gen, dtype=torch.float64), 1)
+    y = torch.tensor([0, ny - 1])
+    T = triton_kernels.joint_soft(p1.to(DEVICE), p2.to(DEVICE), y.to(DEVICE), ny)
+    ref = torch.zeros(1, n1, n2, ny, dtype=torch.float64)
+    for n in range(2):
+        ref[0, :, :, y[n]] += torch.outer(p1[n], p2[n])
+    torch.testing.assert_close(T.cpu(), ref, atol=1e-15, rtol=0)
+
+
 def test_joint_kernels_take_strided_views():
     """Columns of one (N, 4) code array and every-other-sample views: the kernels index each
     vector as ptr + n, so views used to give a wrong joint (and adds out of bounds)."""
