@@ -2923,9 +2923,10 @@ struct Solver {
 
   // change_of_s() of the n2 cells of x1 = i: ds[j], and curvature[j] unless null.
   FASTPID_HD void row_changes(int i, double* ds, double* curvature) const {
-    const double* W = nw.W + static_cast<size_t>(i) * n2 * ny;
 #if defined(__AVX512F__) && !defined(__CUDA_ARCH__)
-    if (ny <= 16) return cell_changes512(W, df + i * ny, dg, n2, ny, ds, curvature);
+    if (ny <= 16)
+      return cell_changes512(nw.W + static_cast<size_t>(i) * n2 * ny, df + i * ny, dg, n2, ny, ds,
+                             curvature);
 #endif
     for (int j = 0; j < n2; ++j) ds[j] = change_of_s(i, j, curvature ? curvature + j : nullptr);
   }

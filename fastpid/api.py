@@ -305,8 +305,8 @@ def _choose_backend(backend: str, flat: torch.Tensor, method: str, return_coupli
             raise ValueError("backend='triton' runs method='proxy' and method='fast'; "
                              "use backend='cuda', 'torch' or 'auto' for method='exact'")
         ok, why = _kernels(backend).available(device)
-        if ok and backend == "cuda" and method == "exact":
-            ok, why = cuda.exact_route(n1, n2, ny, device)
+        if ok and backend == "cuda":
+            ok, why = cuda.exact_route(n1, n2, ny, device) if method == "exact" else cuda.size_route(n1, n2, ny)
         elif ok and backend == "triton":
             ok, why = _triton().size_route(n1, n2, ny)
         if not ok:
@@ -320,7 +320,7 @@ def _choose_backend(backend: str, flat: torch.Tensor, method: str, return_coupli
     if method == "exact":
         usable = not return_coupling and cuda.available(device)[0] and cuda.exact_route(n1, n2, ny, device)[0]
         return "cuda" if usable else "torch"
-    if cuda.available(device)[0]:
+    if cuda.available(device)[0] and cuda.size_route(n1, n2, ny)[0]:
         return "cuda"
     if _triton().available(device)[0] and _triton().size_route(n1, n2, ny)[0]:
         return "triton"

@@ -12,7 +12,7 @@ The same jobs as :mod:`fastpid.triton_kernels`, with the same signatures, so tha
   scratch buffer;
 * :func:`solve` — the certified solver: one problem per thread block, its threads sharing
   each phase and its workspace in shared memory (``csrc/cuda/solver_block.hpp``), for
-  problems whose workspace fits the device's shared memory per block (8x8x8 takes 45 KB of
+  problems whose workspace fits the device's shared memory per block (8x8x8 takes 49 KB of
   an H100's 227 KB); larger ones one problem per thread, the C++ CPU solver's own sequential
   code (``csrc/solver_core.hpp``) with a slice of a global scratch buffer each.
 
@@ -157,10 +157,27 @@ def workspace_doubles(n1: int, n2: int, ny: int, device: torch.device | None = N
 PER_THREAD_MAX_SCHUR = 256
 
 
+#: Cells of one problem the kernels index with 32-bit integers, at most.
+MAX_CELLS = 2**31 - 1
+
+
+def size_route(n1: int, n2: int, ny: int) -> tuple[bool, str]:
+    """Whether the kernels can index problems of this size, and if not, why."""
+    if n1 * n2 * ny <= MAX_CELLS:
+        return True, ""
+    return False, (f"{n1}x{n2}x{ny} problems ({n1 * n2 * ny:,} cells) pass the CUDA kernels' 32-bit "
+                   f"cell indices (at most {MAX_CELLS:,} cells); backend='torch' solves them "
+                   "(backend='auto' does so by itself)")
+
+
 def exact_route(n1: int, n2: int, ny: int, device: torch.device | None = None) -> tuple[bool, str]:
     """Whether :func:`solve` should take problems of this size on ``device``, and if not, why:
-    yes where the block solver's workspace fits in shared memory, or the per-thread path's
-    Schur complement is at most :data:`PER_THREAD_MAX_SCHUR`."""
+    yes where the kernels can index them (:func:`size_route`) and the block solver's workspace
+    fits in shared memory, or the per-thread path's Schur complement is at most
+    :data:`PER_THREAD_MAX_SCHUR`."""
+    ok, why = size_route(n1, n2, ny)
+    if not ok:
+        return ok, why
     m = min(n1, n2) * ny
     if m <= PER_THREAD_MAX_SCHUR or workspace_doubles(max(n1, n2), min(n1, n2), ny, device) == 0:
         return True, ""

@@ -138,6 +138,18 @@ def test_explicit_cuda_refuses_sizes_it_would_crawl_on(fake_gpu):
     assert api._choose_backend("cuda", _flat(64, 64, 101), "fast") == "cuda"
 
 
+@pytest.mark.parametrize("method,shape", [("fast", (1100, 1100, 1800)), ("proxy", (1100, 1100, 1800)),
+                                          ("exact", (9_000_000, 1, 256))])
+def test_cuda_takes_no_problem_past_32_bit_cell_indices(fake_gpu, method, shape):
+    """The kernels index a problem's cells with 32-bit integers: 1100x1100x1800 (2.2e9 cells)
+    went to them and read out of bounds; 9e6x1x256 has a Schur size of 256."""
+    assert api._choose_backend("auto", _flat(*shape), method) == "torch"
+    with pytest.raises(RuntimeError, match="32-bit cell indices"):
+        api._choose_backend("cuda", _flat(*shape), method)
+    n1, n2, ny = shape
+    assert api._choose_backend("auto", _flat(n1, n2, ny // 2), method) == "cuda"
+
+
 def test_return_coupling_routes_exact_to_torch_on_a_gpu(fake_gpu):
     assert api._choose_backend("auto", _flat(8, 8, 8), "exact", return_coupling=True) == "torch"
 

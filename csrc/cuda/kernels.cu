@@ -78,24 +78,33 @@ JointLaunch joint_launch(int64_t items, int64_t bins) {
   return {blocks < kJointPrivateBlocks ? blocks : kJointPrivateBlocks, bins * sizeof(T)};
 }
 
+// The per-problem kernels: blocks stride over the batch (a grid has at most 2^31 - 1 blocks),
+// with 64-bit problem offsets (4 * blockIdx.x wraps past 2^30 problems).
 template <class T>
-__global__ void closed_forms_kernel(const T* P, int n1, int n2, int ny, T* out, T* global_work) {
+__global__ void closed_forms_kernel(int64_t B, const T* P, int n1, int n2, int ny, T* out,
+                                    T* global_work) {
   __shared__ double scratch[32];
   CudaBlock b{scratch};
   const int64_t cells = static_cast<int64_t>(n1) * n2 * ny;
   T* work = problem_work(global_work, Marginals<T>::size(n1, n2, ny));
-  closed_forms_body(b, P + blockIdx.x * cells, n1, n2, ny, work, out + 4 * blockIdx.x);
+  for (int64_t p = blockIdx.x; p < B; p += gridDim.x) {
+    closed_forms_body(b, P + p * cells, n1, n2, ny, work, out + 4 * p);
+    b.sync();  // the next problem overwrites the scratch
+  }
 }
 
 template <class T>
-__global__ void alternation_kernel(const T* P, int n1, int n2, int ny, int steps, T omega, T* f,
-                                   T* g, T* logR, T* global_work) {
+__global__ void alternation_kernel(int64_t B, const T* P, int n1, int n2, int ny, int steps,
+                                   T omega, T* f, T* g, T* logR, T* global_work) {
   __shared__ double scratch[32];
   CudaBlock b{scratch};
-  const int64_t p = blockIdx.x;
+  const int64_t cells = static_cast<int64_t>(n1) * n2 * ny;
   T* work = problem_work(global_work, alternation_work(n1, n2, ny));
-  alternation_body(b, P + p * n1 * n2 * ny, n1, n2, ny, steps, omega, work, f + p * n1 * ny,
-                   g + p * n2 * ny, logR + p * n1 * n2);
+  for (int64_t p = blockIdx.x; p < B; p += gridDim.x) {
+    alternation_body(b, P + p * cells, n1, n2, ny, steps, omega, work, f + p * n1 * ny,
+                     g + p * n2 * ny, logR + p * n1 * n2);
+    b.sync();  // the next problem overwrites the scratch
+  }
 }
 
 template <class T>
@@ -129,8 +138,8 @@ const char* closed_forms_t(int64_t B, const void* P, int n1, int n2, int ny, voi
   if (B == 0) return nullptr;
   const int64_t elems = Marginals<T>::size(n1, n2, ny);
   const size_t shared = global_work ? 0 : elems * sizeof(T);
-  closed_forms_kernel<T><<<static_cast<unsigned>(B), block_threads(n1, n2, ny), shared,
-                           as_stream(stream)>>>(static_cast<const T*>(P), n1, n2, ny,
+  closed_forms_kernel<T><<<grid_for(B, 1), block_threads(n1, n2, ny), shared,
+                           as_stream(stream)>>>(B, static_cast<const T*>(P), n1, n2, ny,
                                                 static_cast<T*>(out),
                                                 static_cast<T*>(global_work));
   return launched();
@@ -143,9 +152,9 @@ const char* alternation_t(int64_t B, const void* P, int n1, int n2, int ny, int 
   if (B == 0) return nullptr;
   const int64_t elems = alternation_work(n1, n2, ny);
   const size_t shared = global_work ? 0 : elems * sizeof(T);
-  alternation_kernel<T><<<static_cast<unsigned>(B), block_threads(n1, n2, ny), shared,
+  alternation_kernel<T><<<grid_for(B, 1), block_threads(n1, n2, ny), shared,
                           as_stream(stream)>>>(
-      static_cast<const T*>(P), n1, n2, ny, steps, static_cast<T>(omega), static_cast<T*>(f),
+      B, static_cast<const T*>(P), n1, n2, ny, steps, static_cast<T>(omega), static_cast<T*>(f),
       static_cast<T*>(g), static_cast<T*>(logR), static_cast<T*>(global_work));
   return launched();
 }
