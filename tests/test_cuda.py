@@ -118,6 +118,15 @@ def test_emulated_block_solver_matches_the_cpu_solver(shape, threads, kind):
     _assert_solves_like_the_cpu_solver(emulate.solve(P, cpp.options(1e-8), threads), _cpu_solve(P))
 
 
+@pytest.mark.parametrize("threads", [1, 64])
+def test_emulated_block_solver_takes_the_proxy_masses_in_the_cpu_solvers_order(threads):
+    """A class of one cell of 1e-300: P(x1,y) P(x2,y) / p(y) underflowed to 0 (log R = -inf on
+    an admissible cell, a crossed bracket (inf, 0)) where the CPU solver divides first."""
+    P = np.zeros((1, 4, 3, 5))
+    P[0, 2, 1, 3], P[0, 0, 0, 0] = 1.0, 1e-300
+    _assert_solves_like_the_cpu_solver(emulate.solve(P, cpp.options(1e-8), threads), _cpu_solve(P))
+
+
 @pytest.mark.parametrize("threads", [1, 7, 64])
 @pytest.mark.parametrize("shape", [(3, 2, 60), (2, 3, 40)], ids=lambda s: "x".join(map(str, s)))
 def test_emulated_block_solver_extends_its_warm_start_like_the_cpu_solver(shape, threads):

@@ -128,12 +128,14 @@ FASTPID_BODY Marginals<T> marginals(const Blk& b, const T* P, int n1, int n2, in
   return m;
 }
 
-// Proxy coupling Q0(x1, x2) = sum_y P(x1, y) P(x2, y) / p(y).
+// Proxy coupling Q0(x1, x2) = sum_y P(x1, y) (P(x2, y) / p(y)): the quotient first, as the
+// CPU solver takes it (the product of two masses of 1e-300 underflows where the cell's mass
+// does not).
 template <class T>
 FASTPID_BODY T proxy_mass(const Marginals<T>& m, int i, int j, int ny) {
   T q = 0;
   for (int y = 0; y < ny; ++y)
-    if (m.py[y] > T(0)) q += m.p1y[i * ny + y] * m.p2y[j * ny + y] / m.py[y];
+    if (m.py[y] > T(0)) q += m.p1y[i * ny + y] * (m.p2y[j * ny + y] / m.py[y]);
   return q;
 }
 
