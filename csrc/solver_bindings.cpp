@@ -22,7 +22,8 @@ using Array = py::array_t<double, py::array::c_style | py::array::forcecast>;
 // Ctrl-C during a solve. The solve runs without the GIL, so Python's own SIGINT handler can
 // only note the signal; while any solve runs, a handler of ours sets `g_cancel` (every
 // solver polls it between steps) and passes the signal on to Python's handler, and the
-// solve then returns at once and raises KeyboardInterrupt through PyErr_CheckSignals().
+// solve then returns at once and raises KeyboardInterrupt through PyErr_CheckSignals()
+// (or, where Python's handlers raise nothing, solves again: run_cancellable).
 volatile int g_cancel = 0;
 struct sigaction g_python_sigint;  // the handler ours replaced
 std::mutex g_sigint_mutex;
@@ -88,12 +89,20 @@ void run_cancellable(fastpid::SolveOptions opt, int n2, int ny, std::optional<bo
                                 "(gram=False, no lowrank) and ny >= 2 n2 + 1; got n2=" +
                                 std::to_string(n2) + ", ny=" + std::to_string(ny));
   opt.cancel = &g_cancel;
-  {
-    SigintGuard guard;
-    py::gil_scoped_release release;
-    run(opt);
+  for (;;) {
+    {
+      SigintGuard guard;
+      py::gil_scoped_release release;
+      run(opt);
+    }
+    // Python's handlers run here (in the main thread): one that raises stops the solve.
+    if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+    // A Ctrl-C that raised nothing (a handler that returns, or a solve in another thread than
+    // the main one) cut the solves short: solve again rather than return unfinished bounds.
+    std::lock_guard<std::mutex> lock(g_sigint_mutex);
+    if (!g_cancel) return;
+    g_cancel = 0;
   }
-  if (g_cancel && PyErr_CheckSignals() != 0) throw py::error_already_set();
 }
 
 py::tuple solve(Array P, const fastpid::SolveOptions& options, bool return_coupling,
