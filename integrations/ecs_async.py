@@ -56,9 +56,9 @@ Why ``"baseline"`` stays the default: it is the rule every published number and 
 checkpoint of this controller was made with, and it is cheap (4 permutations: 0.01 s per
 probe at N = 500, ``k = 20``, 10 classes on 2 CPU cores, against 0.06–0.10 s for the
 estimate). The test rule is the calibrated one and is recommended for new runs, with a probe
-whose ``k`` fits its probe set (``suggest_k`` in ``fastpid.estimate``: ``k = 3`` for 500
+whose ``k`` fits its probe set (``from fastpid.estimate import suggest_k``: ``k = 3`` for 500
 samples and 10 classes). At ``k = 20`` and 500 samples the corrected synergy is flagged
-unreliable (random embeddings, five seeds: 0.63–0.70 nats, p = 0.07–0.17) and the test's
+unreliable (random embeddings, ten seeds: 0.62–0.69 nats, p = 0.033–0.30) and the test's
 measured false-positive rate on 20×20×10 joints is up to 17% (README, "PID from samples").
 How often the rule fired is in :attr:`ECSAsyncController.synergy_fired` and
 ``history_arrays()["synergistic"]``.

@@ -16,15 +16,16 @@ nats of "synergy"). Two tools address it:
   (measured for N = 500, ``k = 20``, 10 classes on 2 CPU cores: 0.06–0.10 s, against
   0.03–0.04 s for the probe itself and 0.01 s for a 4-permutation :meth:`shuffled`), so it is
   off by default. At that size it cannot repair the plug-in: random 16-dimensional embeddings
-  (five seeds) give a corrected synergy of 0.63–0.70 nats (plug-in 1.35–1.39), flagged
-  unreliable, with a non-significant test (p = 0.07–0.17); with ``k = 3`` the corrected
-  synergy is 0.000–0.007 nats, its interval at most [0, 0.048].
+  (ten seeds (0–9)) give a corrected synergy of 0.62–0.69 nats (plug-in 1.32–1.40), flagged
+  unreliable, with p = 0.033–0.30 (0.033, the smallest p that the 29 null draws allow, for
+  two seeds); with ``k = 3`` the corrected synergy is 0.000–0.006 nats, its interval at most
+  [0, 0.037].
 * :meth:`PIDProbe.shuffled` measures a permutation floor by decomposing the same codes after
   a permutation that destroys what is being tested.
 
 The probe warns (``UserWarning``, once per instance) when it has fewer than
 ``min_samples_per_cell`` samples per joint cell, and suggests a smaller ``k``
-(``suggest_k`` in ``fastpid.estimate``): fewer clusters cut the bias at its source.
+(``from fastpid.estimate import suggest_k``): fewer clusters cut the bias at its source.
 
 Under ``torch.distributed`` each rank passes its own part of the probe set; the probe
 gathers the parts (see :meth:`PIDProbe.__call__`) and every rank gets the result of the
@@ -123,6 +124,7 @@ class PIDProbe:
             width and the number of samples).
         n_clusters: k-means clusters per modality (``k``); the joint is ``k × k × C``.
         n_init: k-means++ restarts per modality.
+        max_iter: cap on the k-means (Lloyd) iterations per restart.
         seed: seed of the k-means initialisation (the probe is deterministic).
         method: :func:`fastpid.pid` method (``"exact"`` by default; the joint is small).
         base: logarithm base of the results (``None``: nats).
@@ -262,7 +264,8 @@ class PIDProbe:
             return
         self._warned = True
         k = suggest_k(n, n_classes)
-        advice = (f"use fewer clusters, e.g. n_clusters={k} (suggest_k({n}, {n_classes}) in fastpid.estimate)"
+        advice = (f"use fewer clusters, e.g. n_clusters={k} "
+                  f"(from fastpid.estimate import suggest_k; suggest_k({n}, {n_classes}))"
                   if k < self.n_clusters else "use fewer clusters or more probe samples")
         warnings.warn(
             f"PIDProbe: {n} probe samples over {self.n_clusters}x{self.n_clusters}x{n_classes} = {cells} "

@@ -197,10 +197,12 @@ class SynIBLoss(nn.Module):
     ==================  ================  =================
     ``lambda_uni``      0.6               1.0
     ``mask``            ``"random"``      ``"learned_example"``
+    ``p``               0.8               0.8
     ``penalty``         ``"uniform"``     ``"gaussian"``
     ``detach_heads``    False             True
     ``detach_penalty``  False             True
     ``masked_ce``       0                 1
+    ``masked_ce_p``     0.5               0.5
     ``momentum``        0.1               0.01
     ``gate_steps``      5                 20
     ``gate_lr``         0.5               0.1
@@ -217,7 +219,8 @@ class SynIBLoss(nn.Module):
             ``"learned"`` (one gate per feature, kept across batches and refitted only in
             training mode) or ``"learned_example"`` (one gate per sample and feature, fitted
             on each batch).
-        p: probability that a feature is withheld (``"random"``, ``"zero"``, ``"noise"``).
+        p: probability that a feature is withheld (``"random"``, ``"zero"``, ``"noise"``);
+            ``None``: the variant's value (0.8).
         off_after_epoch: the penalty and the masked cross-entropy are applied only while
             ``epoch < off_after_epoch`` (``None``: always).
         variant: ``"integration"`` or ``"repository"``: the defaults of the other options.
@@ -227,7 +230,8 @@ class SynIBLoss(nn.Module):
         detach_heads: the heads read detached embeddings (probes: no encoder gradient).
         detach_penalty: the penalty's inputs are detached (it trains the fusion only).
         masked_ce: weight of the fused cross-entropy on randomly masked inputs (``>= 0``).
-        masked_ce_p: probability that ``masked_ce``'s random mask replaces a feature.
+        masked_ce_p: probability that ``masked_ce``'s random mask replaces a feature;
+            ``None``: the variant's value (0.5).
         num_classes, kl_features: output and input width of ``logvar_head``
             (``penalty="gaussian"``).
         momentum: update rate of the running feature statistics (``"noise"``,

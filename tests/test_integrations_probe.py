@@ -122,3 +122,15 @@ def test_probe_finds_synergy_and_redundancy():
     swapped = probe(_cloud(rng.integers(0, 4, n), rng), _cloud(y, rng), torch.from_numpy(y))
     assert uni.unique1 > 1.0 and uni.unique2 < 0.01
     assert swapped.unique2 > 1.0 and swapped.unique1 < 0.01
+
+
+def test_thin_probe_warning_names_suggest_k_by_its_import():
+    from fastpid.estimate import suggest_k
+
+    g = torch.Generator().manual_seed(0)
+    e1, e2 = torch.randn(500, 16, generator=g), torch.randn(500, 16, generator=g)
+    labels = torch.randint(0, 10, (500,), generator=g)
+    with pytest.warns(UserWarning, match="from fastpid.estimate import suggest_k") as record:
+        PIDProbe()(e1, e2, labels)
+    msg = str(record[0].message)
+    assert f"n_clusters={suggest_k(500, 10)} " in msg and "suggest_k(500, 10))" in msg
