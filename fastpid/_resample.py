@@ -30,15 +30,22 @@ def group_sizes(groups: torch.Tensor | None, n: int, G: int) -> np.ndarray:
     return np.bincount(groups.detach().cpu().numpy().astype(np.int64), minlength=G)
 
 
+def scaled_weights(weights, gid: np.ndarray, G: int) -> np.ndarray:
+    """The weights (float64 numpy) over their problem's largest weight: weights are
+    scale-free (:func:`fastpid.joint` normalises), and sums and squares of weights near
+    1e300 would overflow."""
+    w = torch.as_tensor(weights).detach().to(torch.float64).cpu().numpy()
+    top = np.zeros(G)
+    np.maximum.at(top, gid, w)
+    return w / np.where(top > 0, top, 1.0)[gid]
+
+
 def effective_sizes(groups, weights, n: int, G: int) -> np.ndarray:
     """Kish effective sample size ``(Σw)² / Σw²`` per problem (the sample count without weights)."""
     if weights is None:
         return group_sizes(groups, n, G).astype(np.float64)
-    w = weights.detach().to(torch.float64).cpu().numpy()
     gid = np.zeros(n, dtype=np.int64) if groups is None else groups.detach().cpu().numpy().astype(np.int64)
-    top = np.zeros(G)
-    np.maximum.at(top, gid, w)
-    w = w / np.where(top > 0, top, 1.0)[gid]  # scale-free, and squares of 1e300 do not overflow
+    w = scaled_weights(weights, gid, G)
     s1 = np.bincount(gid, weights=w, minlength=G)
     s2 = np.bincount(gid, weights=w * w, minlength=G)
     return np.where(s2 > 0, s1 * s1 / np.where(s2 > 0, s2, 1.0), 0.0)
@@ -62,7 +69,9 @@ def jackknife_joints(x1, x2, y, *, sizes, weights, groups, G: int, g: int, rng, 
     """Leave-one-part-out joints ``(G, g, n1, n2, ny)`` (float64, on ``device``).
 
     ``joint_fn`` is :func:`fastpid.joint`; the part joints come from one call with
-    ``groups = problem * g + part``.
+    ``groups = problem * g + part``, and are weighted by their part's share of the
+    problem's weight (the weights scaled per problem, :func:`scaled_weights`) and summed
+    over the other parts (:func:`_sum_of_others`).
     """
     n = len(x1) if not isinstance(x1, torch.Tensor) else x1.shape[0]
     part = partition(groups, n, G, g, rng)
@@ -71,17 +80,23 @@ def jackknife_joints(x1, x2, y, *, sizes, weights, groups, G: int, g: int, rng, 
     sub_t = torch.as_tensor(sub, device=device)
     parts = joint_fn(x1, x2, y, sizes=sizes, weights=weights, groups=sub_t, num_groups=G * g)
     parts = torch.as_tensor(parts).to(device=device, dtype=torch.float64).detach()
-    if weights is None:
-        mass = np.bincount(sub, minlength=G * g).astype(np.float64)
-    else:
-        w = torch.as_tensor(weights).detach().to(torch.float64).cpu().numpy()
-        mass = np.bincount(sub, weights=w, minlength=G * g)
+    w = None if weights is None else scaled_weights(weights, gid, G)
+    mass = np.bincount(sub, weights=w, minlength=G * g).astype(np.float64)
     mass_t = torch.as_tensor(mass, dtype=torch.float64, device=device).reshape(G, g)
     raw = parts.reshape(G, g, *parts.shape[1:]) * mass_t[:, :, None, None, None]
-    total = raw.sum(1, keepdim=True)
-    loo = total - raw
-    loo_mass = (mass_t.sum(1, keepdim=True) - mass_t)[:, :, None, None, None]
-    return (loo / loo_mass).clamp_min(0.0)
+    loo = _sum_of_others(raw)
+    return loo / _sum_of_others(mass_t)[:, :, None, None, None]
+
+
+def _sum_of_others(a: torch.Tensor) -> torch.Tensor:
+    """``Σ_{j≠i} a[:, j]`` for each ``i`` (axis 1) of non-negative ``a``, as the sum of the
+    parts before ``i`` and after it: nothing is subtracted, so it keeps full relative
+    precision (``total - a[:, i]`` cancels catastrophically where part ``i`` outweighs the
+    rest: one weight of 1e16 among ones lost 2% of the joint)."""
+    zero = torch.zeros_like(a[:, :1])
+    before = torch.cat([zero, a[:, :-1].cumsum(1)], 1)
+    after = torch.cat([a[:, 1:].flip(1).cumsum(1).flip(1), zero], 1)
+    return before + after
 
 
 def dual_potentials(P: torch.Tensor, tol: float = 1e-9):

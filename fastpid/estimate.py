@@ -59,10 +59,13 @@ a number of clusters for a given N.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import numbers
+import sys
 from dataclasses import dataclass, fields
+from fractions import Fraction
 from typing import Any, Optional
 
 import numpy as np
@@ -70,7 +73,7 @@ import torch
 
 from . import _resample
 from ._resources import threads
-from ._validate import check_base
+from ._validate import _as_real_scalar, check_base
 from .api import pid
 from .joint import joint
 from .result import PIDResult
@@ -82,8 +85,12 @@ _SHORT = {"redundancy": "R", "unique1": "U1", "unique2": "U2", "synergy": "S"}
 
 #: Share of the jackknife correction of R, U1, U2 added to their interval's half-width.
 CORRECTION_WIDENING = 1.0
-#: A jackknife half-width of synergy at most this (nats) is rounding: no resample moved it.
-STABLE_HALF_WIDTH = 1e-12
+#: A jackknife standard error of synergy at most this (nats) is rounding: no resample moved it.
+STABLE_SPREAD = 1e-12
+#: Level of the jackknife half-width that the synergy's reliability rule compares the two
+#: corrections with: the level it was validated at (docs/estimation.md), whatever the
+#: ``confidence`` of the intervals, so that the flag says what N allows, not what was asked.
+RELIABILITY_CONFIDENCE = 0.95
 #: Defaults (see docs/estimation.md for the validation behind them).
 DEFAULT_JACKKNIFE = 20
 DEFAULT_NULL = 29
@@ -105,6 +112,7 @@ class Terms:
     synergy: Any
 
     def as_dict(self) -> dict:
+        """``{"redundancy": ..., "unique1": ..., "unique2": ..., "synergy": ...}``."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def __iter__(self):
@@ -136,12 +144,15 @@ class PIDEstimate:
             (NaN).
         reliable: :class:`Terms` of booleans: whether the term can be estimated at this N
             (its corrected estimate and interval are trustworthy, except where the plug-in's
-            bias shrinks more slowly than 1/N: docs/estimation.md measures the flags).
+            bias shrinks more slowly than 1/N: docs/estimation.md measures the flags). The
+            flags do not depend on ``confidence``: the synergy's rule uses the 95% jackknife
+            half-width, the level it was validated at.
             The synergy *test* does not depend on this flag, and its level is not assured:
             measured false-positive rates at 5% run from 0.02 to 0.08 on most validation
             joints, but 0.50 at 0.125 samples a cell, and 0.13-0.36 where one source is pure
             noise or on couplings of noisy copies, flagged reliable (docs/estimation.md).
-        plugin: the certified :class:`PIDResult` of the empirical joint(s).
+        plugin: the certified :class:`PIDResult` of the empirical joint(s), in the units and
+            array type of the other fields.
         n: samples per problem (effective sample size ``(Σw)²/Σw²`` with weights).
         cells: ``n1 * n2 * ny``; ``occupied``: non-zero cells of the empirical joint.
         confidence, n_jackknife, n_null, seed, base: the settings used.
@@ -169,12 +180,14 @@ class PIDEstimate:
 
     @property
     def units(self) -> str:
+        """The units of the information fields: ``"nats"``, ``"bits"`` or ``"log base b"``."""
         if self.base is None or self.base == math.e:
             return "nats"
         return "bits" if self.base == 2 else f"log base {self.base:g}"
 
     @property
     def estimates(self) -> Terms:
+        """The four corrected point estimates as one :class:`Terms`."""
         return Terms(self.redundancy, self.unique1, self.unique2, self.synergy)
 
     def __str__(self) -> str:
@@ -196,26 +209,30 @@ def estimate(x1, x2, y, *, sizes=None, weights=None, groups=None, num_groups=Non
             torch or lists).
         sizes, weights, groups, num_groups: as for :func:`fastpid.joint`. With ``groups``,
             one estimate per group (all groups are resampled and solved together).
-        confidence: level of the intervals (default 0.95).
+        confidence: level of the intervals (default 0.95; the ``reliable`` flags do not
+            depend on it).
         n_jackknife: parts of the delete-a-group jackknife (default 20; at most the
             smallest group's sample count).
         n_null: draws from the zero-synergy fit for the synergy test (default 29; 0 skips
             the test and the null-based part of the synergy correction).
         n_pilot: pilot draws from the unshrunk zero-synergy fit that set the null model's
             shrinkage (default 10; at most ``n_null`` are used).
-        seed: seed of the random partition and the null draws (``None``: fresh entropy).
+        seed: seed of the random partition and the null draws: an integer >= 0, or
+            ``None`` for fresh entropy.
         base: logarithm base of the results (``2`` for bits); default nats.
-        progress: progress bar over the resampled solves (tqdm). Default: on when the
-            resampled solves take more than one chunk and stderr is a terminal.
+        progress: progress bar over the resampled solves (tqdm; ``True``: always,
+            ``False``: never). Default: on when the resampled solves take more than one
+            chunk and stderr is a terminal (tqdm is imported only when a bar is shown).
 
     Returns:
-        :class:`PIDEstimate`. numpy in → numpy out; torch in → torch ``float64`` out on the
-        input's device (no gradients: an estimate is not a training loss).
+        :class:`PIDEstimate`. numpy in → numpy out (the ``plugin`` result too); torch in →
+        torch ``float64`` out on the input's device (no gradients: an estimate is not a
+        training loss).
 
     Raises:
         ValueError / TypeError: bad samples (from :func:`fastpid.joint`), fewer than 2
-        samples in a problem, ``confidence`` outside (0, 1), ``n_jackknife < 2``,
-        ``n_null < 0``, ``n_pilot < 1``.
+        samples in a problem, ``confidence`` not a number in (0, 1), ``n_jackknife < 2``,
+        ``n_null < 0``, ``n_pilot < 1``, ``seed`` neither ``None`` nor an integer >= 0.
 
     Cost: one certified solve of each empirical joint, one for its zero-synergy fit, and
     ``n_jackknife + n_pilot + n_null + 1`` resampled solves per problem (to ``tol=1e-6``; the
@@ -239,6 +256,7 @@ def _estimate(x1, x2, y, sizes, weights, groups, num_groups, confidence, n_jackk
     n_jackknife = _check_int(n_jackknife, "n_jackknife", 2)
     n_null = _check_int(n_null, "n_null", 0)
     n_pilot = _check_int(n_pilot, "n_pilot", 1)
+    seed = _check_seed(seed)
     any_torch = any(isinstance(v, torch.Tensor) for v in (x1, x2, y, weights, groups))
 
     # Validation and the empirical joint(s): fastpid.joint does both.
@@ -276,39 +294,41 @@ def _estimate(x1, x2, y, sizes, weights, groups, num_groups, confidence, n_jackk
                                           rng=rng, joint_fn=joint).reshape(G * pilot, n1, n2, ny))
 
     plug = pid(P_t if not grouped else P_t.reshape(G, n1, n2, ny))
-    bar = _progress(progress, G * (g + pilot + n_null))
-    values = _solve_batch(torch.cat(batch), bar, solve_threads)  # (B, 5) nats, float64, CPU
     plug_v = np.stack([_np(getattr(plug, t)).reshape(G) for t in TERMS], -1)   # (G, 4)
-    jk_v = values[:G * g, :4].reshape(G, g, 4)
-    null_s, null_level, lam = None, None, None
-    if n_null > 0:
-        # Match the null model's information to the data: the pilot draws measure the bias
-        # of the plug-in V in the fitted null world; the shrinkage λ makes the null world's
-        # V equal to the data's plug-in V minus that bias.
-        pv = values[G * g:, 4] - values[G * g:, 3]
-        v_pilot = torch.as_tensor(pv.reshape(G, pilot).mean(1), device=device)
-        px = flat.sum(-1)
-        v_hat = plug_v[:, :3].sum(1)  # V = R + U1 + U2
-        lam = _resample.match_shrinkage(log_w, px, v_pilot, v_hat, device)
-        q = _resample.tempered_conditional(log_w, lam)
-        draws = _resample.null_draws(q, x1, x2, weights=weights, groups=g_t, draws=n_null, rng=rng,
-                                     joint_fn=joint)
-        # The null world P̂(x) q_λ(y|x) itself, solved with its draws: its own synergy is not
-        # exactly 0 (q_λ is renormalised off the optimum's support, and shrunk), and the
-        # correction must subtract the draws' bias, not that level.
-        world = px[..., None] * q
-        world = world / world.sum((1, 2, 3), keepdim=True)
-        solved = _solve_batch(torch.cat([draws.reshape(G * n_null, n1, n2, ny), world]), bar, solve_threads)
-        null_s = solved[:G * n_null, 3].reshape(G, n_null)
-        null_level = solved[G * n_null:, 3]
-    if bar is not None:
-        bar.close()
+    # The bar counts every resampled solve: jackknife, pilot and null draws, and the null
+    # worlds themselves (solved with their draws).
+    total = G * (g + (pilot + n_null + 1 if n_null > 0 else 0))
+    with _progress(progress, total) as bar:
+        values = _solve_batch(torch.cat(batch), bar, solve_threads)  # (B, 5) nats, float64, CPU
+        jk_v = values[:G * g, :4].reshape(G, g, 4)
+        null_s, null_level = None, None
+        if n_null > 0:
+            # Match the null model's information to the data: the pilot draws measure the bias
+            # of the plug-in V in the fitted null world; the shrinkage λ makes the null world's
+            # V equal to the data's plug-in V minus that bias.
+            pv = values[G * g:, 4] - values[G * g:, 3]
+            v_pilot = torch.as_tensor(pv.reshape(G, pilot).mean(1), device=device)
+            px = flat.sum(-1)
+            v_hat = plug_v[:, :3].sum(1)  # V = R + U1 + U2
+            lam = _resample.match_shrinkage(log_w, px, v_pilot, v_hat, device)
+            q = _resample.tempered_conditional(log_w, lam)
+            draws = _resample.null_draws(q, x1, x2, weights=weights, groups=g_t, draws=n_null, rng=rng,
+                                         joint_fn=joint)
+            # The null world P̂(x) q_λ(y|x) itself, solved with its draws: its own synergy is not
+            # exactly 0 (q_λ is renormalised off the optimum's support, and shrunk), and the
+            # correction must subtract the draws' bias, not that level.
+            world = px[..., None] * q
+            world = world / world.sum((1, 2, 3), keepdim=True)
+            solved = _solve_batch(torch.cat([draws.reshape(G * n_null, n1, n2, ny), world]), bar,
+                                  solve_threads)
+            null_s = solved[:G * n_null, 3].reshape(G, n_null)
+            null_level = solved[G * n_null:, 3]
 
-    est, se, lo, hi, bias, p_s, disagreement, t_half = _combine(plug_v, jk_v, null_s, null_level, g, confidence)
+    est, se, lo, hi, bias, p_s, disagreement, spread = _combine(plug_v, jk_v, null_s, null_level, g, confidence)
     # A correction or an interval of a few samples can pass what the alphabets allow.
     most = term_maxima(n1, n2, ny)
     est, lo, hi = (np.minimum(a, most) for a in (est, lo, hi))
-    reliable = _reliability(n_eff, flat, disagreement, t_half)
+    reliable = _reliability(n_eff, flat, disagreement, spread, g)
 
     scale = 1.0 if base is None else 1.0 / math.log(base)
     shape = (G,) if grouped else ()
@@ -326,6 +346,7 @@ def _estimate(x1, x2, y, sizes, weights, groups, num_groups, confidence, n_jackk
     if p_s is not None:
         pvals[:, 3] = p_s
     plugin = plug if base is None else plug.in_base(base)
+    plugin = plugin if any_torch else plugin.numpy()  # solved on the float64 tensor
     occupied = (flat > 0).flatten(1).sum(1).cpu().numpy()
     return PIDEstimate(
         *(out(est[:, i]) for i in range(4)),
@@ -353,7 +374,9 @@ def _combine(plug_v, jk_v, null_s, null_level, g, confidence):
     """Point estimates, SEs, intervals, bias and the synergy p-value from the solved values.
 
     ``plug_v (G, 4)``, ``jk_v (G, g, 4)``, ``null_s (G, n_null)`` or ``None`` with
-    ``null_level (G,)``, the null world's own synergy; nats.
+    ``null_level (G,)``, the null world's own synergy; nats. Also returns, for the
+    reliability rule, the half-difference of the two synergy corrections and the synergy's
+    jackknife standard error before any widening (``(G,)`` each).
     """
     mean = jk_v.mean(1)
     jack = g * plug_v - (g - 1) * mean
@@ -380,28 +403,31 @@ def _combine(plug_v, jk_v, null_s, null_level, g, confidence):
     # correction is large (sources that share much information, N small) the remainder is
     # of its order, so the interval also spans the correction itself.
     half[:, :3] = half[:, :3] + CORRECTION_WIDENING * np.abs(jack[:, :3] - plug_v[:, :3])
+    spread = se[:, 3]  # the synergy's jackknife SE before the widening above
     se = half / t
     lo = np.maximum(est - half, 0.0)
     hi = np.maximum(est + half, 0.0)
-    return np.maximum(est, 0.0), se, lo, hi, bias, p_s, disagreement, t * np.sqrt(
-        (g - 1) / g * ((jk_v[..., 3] - mean[:, None, 3]) ** 2).sum(1))
+    return np.maximum(est, 0.0), se, lo, hi, bias, p_s, disagreement, spread
 
 
-def _reliability(n_eff, flat, disagreement, t_half):
+def _reliability(n_eff, flat, disagreement, spread, g):
     """Per-term flags ``(G, 4)``: can the term be estimated at this N? (docs/estimation.md).
 
     R, U1, U2: at least two samples per cell of the larger pair marginal
     (``max(n1, n2) * ny``). Synergy: at least two samples per occupied cell of the joint, and
-    the two synergy corrections (jackknife, null draws) agree to within the jackknife's
-    sampling half-width, or no resample moves the synergy at all (every jackknife replicate
-    has the plug-in's value: deterministic joints, whose synergy is estimable exactly, while
+    the two synergy corrections (jackknife, null draws; half their difference is
+    ``disagreement``) agree to within the jackknife's 95% sampling half-width
+    (:data:`RELIABILITY_CONFIDENCE`, not the intervals' level: the flag must not depend on
+    what was asked), or no resample moves the synergy at all (its jackknife standard error
+    ``spread`` is rounding: deterministic joints, whose synergy is estimable exactly, while
     their null world, which gives unseen pairs some weight, keeps a bias of its own of 0.2–23
     / N nats, measured).
     """
     G, n1, n2, ny = flat.shape
     occupied = (flat > 0).flatten(1).sum(1).cpu().numpy()
     ok_ru = n_eff >= 2.0 * max(n1, n2) * ny
-    agree = (disagreement <= t_half) | (t_half <= STABLE_HALF_WIDTH)
+    half = t_quantile(0.5 + RELIABILITY_CONFIDENCE / 2.0, g - 1) * spread
+    agree = (disagreement <= half) | (spread <= STABLE_SPREAD)
     ok_s = (n_eff >= 2.0 * np.maximum(occupied, 1)) & agree
     return np.stack([ok_ru, ok_ru, ok_ru, ok_s], -1)
 
@@ -429,14 +455,20 @@ def t_quantile(p: float, df: int) -> float:
 
 
 def _progress(progress, total: int):
-    """A tqdm bar over the resampled solves (``disable=None``: off when stderr is not a
-    terminal), or ``None``."""
-    if progress is False or (progress is None and total <= _CHUNK):
-        return None
-    from tqdm.auto import tqdm
+    """A context manager that gives the tqdm bar over the resampled solves (``None`` when
+    no bar is shown) and closes it on the way out, also on an error or an interrupt."""
+    if not (progress or (progress is None and total > _CHUNK and _stderr_is_terminal())):
+        return contextlib.nullcontext()
+    from tqdm.auto import tqdm  # only here: no bar, no import
 
-    return tqdm(total=total, desc="fastpid.estimate", unit="solve", leave=False,
-                disable=None if progress is None else False)
+    return tqdm(total=total, desc="fastpid.estimate", unit="solve", leave=False, disable=False)
+
+
+def _stderr_is_terminal() -> bool:
+    """Whether stderr, where the default bar goes, is a terminal (tested without tqdm, so
+    that a run without a bar does not import it)."""
+    isatty = getattr(sys.stderr, "isatty", None)
+    return bool(isatty and isatty())
 
 
 def _positive_weight_samples(x1, x2, y, weights, groups):
@@ -479,10 +511,7 @@ def _np(x) -> np.ndarray:
 
 
 def _check_confidence(c) -> float:
-    try:
-        c = float(c)
-    except (TypeError, ValueError):
-        raise TypeError(f"confidence must be a number in (0, 1), got {c!r}") from None
+    c = _as_real_scalar(c, "confidence")  # a string such as "0.9" is refused, not parsed
     if not 0.0 < c < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {c}")
     return c
@@ -496,12 +525,28 @@ def _check_int(v, name, minimum):
     return int(v)
 
 
+def _check_seed(seed) -> Optional[int]:
+    """``None`` or an integer >= 0 (numpy's own errors for others do not name ``seed``)."""
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be None or an integer >= 0, got {seed!r}")
+    if seed < 0:
+        raise ValueError(f"seed must be None or an integer >= 0, got {seed}")
+    return int(seed)
+
+
 def suggest_k(n: int, ny: int, *, samples_per_cell: float = 4.0) -> int:
     """A number of clusters ``k`` per source for N samples and ``ny`` target values.
 
     The largest ``k`` with ``N >= samples_per_cell * k * k * ny`` (at least 2): at that
     ratio the synergy estimate of :func:`estimate` is flagged reliable on dense joints
     (docs/estimation.md). Redundancy and unique information tolerate much larger ``k``.
+    Exact, in integer arithmetic (a float ``samples_per_cell`` is the decimal it prints as).
+
+    Raises:
+        ValueError: ``n`` or ``ny`` not a positive integer, ``samples_per_cell`` not a finite
+        number > 0, or so small that ``n / (samples_per_cell * ny)`` overflows a float.
     """
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
         raise ValueError(f"n (the number of samples) must be a positive integer, got {n!r}")
@@ -510,17 +555,16 @@ def suggest_k(n: int, ny: int, *, samples_per_cell: float = 4.0) -> int:
     if not (isinstance(samples_per_cell, numbers.Real) and math.isfinite(samples_per_cell)
             and samples_per_cell > 0):
         raise ValueError(f"samples_per_cell must be a finite number > 0, got {samples_per_cell!r}")
-    ratio = n / (samples_per_cell * ny)
-    if not math.isfinite(ratio):
+    if not math.isfinite(n / (samples_per_cell * ny)):
         raise ValueError(f"samples_per_cell={samples_per_cell!r} is too small: n / (samples_per_cell * ny) "
                          "overflows")
-    k = int(math.floor(math.sqrt(ratio)))
-    # The float square root can land one off either way; settle k by the inequality itself.
-    while k > 0 and samples_per_cell * (k * k * ny) > n:
-        k -= 1
-    while samples_per_cell * ((k + 1) * (k + 1) * ny) <= n:
-        k += 1
-    return max(2, k)
+    # Exact: k² <= n / (spc ny) in rationals, where k² <= m iff k² <= floor(m). A float
+    # samples_per_cell is read as the decimal it prints as (0.1 is 1/10, so that
+    # 0.1 * 30² * 3 = 270 admits k = 30). A float square root loses k's last digits from
+    # k ~ 1e8 on, and settling k from it in steps of 1 never ended.
+    spc = (Fraction(samples_per_cell) if isinstance(samples_per_cell, numbers.Rational)
+           else Fraction(repr(float(samples_per_cell))))
+    return max(2, math.isqrt(math.floor(Fraction(int(n)) / (spc * int(ny)))))
 
 
 def _format(e: PIDEstimate) -> str:

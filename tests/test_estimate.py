@@ -397,3 +397,159 @@ def test_nats_are_said_one_way():
     P = np.random.default_rng(25).random((3, 3, 3))
     assert fastpid.pid(P, base=math.e).base is None and fastpid.pid(P, base=2).to_nats().base is None
     assert fastpid.estimate(x, x, (x + 1) % 3, seed=0, base=math.e).base is None
+
+
+# ------------------------------------------------------------- defects found by a probe
+
+def _noisy_copy_samples(seed, N=300):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, N)
+    return (y + rng.integers(0, 2, N)) % 4, rng.integers(0, 4, N), y
+
+
+def test_reliable_flags_do_not_depend_on_confidence():
+    """The flag says whether N allows the term, so the level of the intervals must not move
+    it. The synergy's rule scaled with t_{confidence}: on 20 such 4x4x3 data sets it was True
+    on 20, 0, 13 and 20 of them at confidence 1e-12, 0.5, 0.95 and 0.999 (13 at every level
+    now)."""
+    x1, x2, y = _noisy_copy_samples(0)
+    runs = {c: fastpid.estimate(x1, x2, y, seed=0, confidence=c, n_null=9, n_pilot=3)
+            for c in (1e-12, 0.5, 0.95, 0.999)}
+    ref = runs[0.95]
+    for c, e in runs.items():
+        assert [bool(r) for r in e.reliable] == [bool(r) for r in ref.reliable], c
+        assert float(e.synergy) == float(ref.synergy) and float(e.p_value.synergy) == float(ref.p_value.synergy)
+
+
+@pytest.mark.parametrize("base", [None, 2])
+def test_plugin_result_follows_the_input_type(base):
+    """numpy in gave torch tensors in est.plugin, unlike every other field."""
+    x1, x2, y = _noisy_copy_samples(1, N=40)
+    kw = dict(seed=0, n_jackknife=4, n_null=3, base=base)
+    e = fastpid.estimate(x1, x2, y, **kw)
+    for name in TERMS + ("mi", "gap"):
+        assert isinstance(getattr(e.plugin, name), np.ndarray), name
+    t = fastpid.estimate(*(torch.as_tensor(v) for v in (x1, x2, y)), **kw)
+    assert isinstance(t.plugin.synergy, torch.Tensor)
+    assert float(t.plugin.synergy) == float(e.plugin.synergy)
+
+
+def _spy_on_bars(monkeypatch):
+    """Patches estimate's progress bar factory; returns a list of ``(bar, n at close)``."""
+    module = sys.modules["fastpid.estimate"]
+    real, seen = module._progress, []
+
+    def spy(progress, total):
+        bar = real(progress, total)
+        if hasattr(bar, "update"):  # a tqdm bar, not "no bar"
+            close = bar.close
+            bar.close = lambda: (seen.append((bar, bar.n)), close())
+        return bar
+
+    monkeypatch.setattr(module, "_progress", spy)
+    return seen
+
+
+def test_progress_bar_ends_at_its_total_and_closes_on_an_interrupt(monkeypatch):
+    """The null worlds' solves went through the bar but not into its total (240 of 236), and
+    an error or Ctrl-C between the solves left the bar open."""
+    seen = _spy_on_bars(monkeypatch)
+    x1, x2, y = _noisy_copy_samples(2, N=80)
+    fastpid.estimate(x1, x2, y, groups=np.arange(80) % 2, seed=0, n_jackknife=5, n_null=4, n_pilot=2,
+                     progress=True)
+    (bar, n_at_close), = seen
+    assert bar.total == 2 * (5 + 2 + 4 + 1) and n_at_close == bar.total
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sys.modules["fastpid._resample"], "match_shrinkage", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        fastpid.estimate(x1, x2, y, seed=0, n_jackknife=5, n_null=4, n_pilot=2, progress=True)
+    assert len(seen) == 2 and seen[1][1] == 5 + 2  # closed, after the first batch
+
+
+def test_no_bar_means_no_tqdm_import(monkeypatch):
+    """progress=None with stderr not a terminal shows no bar, and imported tqdm anyway."""
+    import io
+
+    for name in ("tqdm", "tqdm.auto"):
+        monkeypatch.setitem(sys.modules, name, None)  # importing it raises ImportError
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    x1, x2, y = _noisy_copy_samples(3, N=60)
+    est = fastpid.estimate(x1, x2, y, groups=np.arange(60) % 3, seed=0, n_jackknife=5, n_null=20,
+                           n_pilot=2)  # 3 * (5 + 2 + 20 + 1) = 84 solves: more than one chunk
+    assert est.synergy.shape == (3,)
+
+
+def _direct_leave_one_out(x1, x2, y, w, sizes, g, seed):
+    part = fastpid._resample.partition(None, len(x1), 1, g, np.random.default_rng(seed))
+    return np.stack([fastpid.joint(x1[part != k], x2[part != k], y[part != k], sizes=sizes, weights=w[part != k])
+                     for k in range(g)])
+
+
+@pytest.mark.parametrize("big", [1e16, 1e300])
+def test_leave_out_joints_keep_their_precision_with_one_heavy_weight(big):
+    """The leave-one-part-out joints were the total less the part, on the weights as given:
+    one weight of 1e16 among ones left a joint summing to 0.979 (U1 0.196 for 0.201), one of
+    1e300 a 0/0 (estimate raised 'P[3] contains NaN')."""
+    rng = np.random.default_rng(1)
+    N, sizes = 60, (2, 3, 2)
+    y = rng.integers(0, 2, N)
+    x1, x2 = (y + (rng.random(N) < 0.2)) % 2, rng.integers(0, 3, N)
+    w = np.r_[big, np.ones(N - 1)]
+    loo = fastpid._resample.jackknife_joints(x1, x2, y, sizes=sizes, weights=w, groups=None, G=1, g=5,
+                                             rng=np.random.default_rng(0), device="cpu", joint_fn=fastpid.joint)
+    direct = _direct_leave_one_out(x1, x2, y, w, sizes, 5, 0)
+    np.testing.assert_allclose(loo[0].numpy(), direct, rtol=0, atol=1e-14)
+    est = fastpid.estimate(x1, x2, y, weights=w, seed=0, n_jackknife=5, n_null=5, n_pilot=2)
+    assert all(np.isfinite(float(v)) for v in est.estimates)
+
+
+def test_equal_weights_near_the_float_limit_give_the_unweighted_estimate():
+    """200 weights of 1e306 sum past the largest float: 'P[0] has zero total mass'."""
+    rng = np.random.default_rng(1)
+    N = 200
+    y = rng.integers(0, 2, N)
+    x1, x2 = (y + (rng.random(N) < 0.2)) % 2, rng.integers(0, 3, N)
+    kw = dict(seed=0, n_jackknife=5, n_null=5, n_pilot=2)
+    plain = fastpid.estimate(x1, x2, y, **kw)
+    big = fastpid.estimate(x1, x2, y, weights=np.full(N, 1e306), **kw)
+    for t in TERMS:
+        assert float(getattr(big, t)) == pytest.approx(float(getattr(plain, t)), abs=1e-12), t
+        assert float(getattr(big.ci_high, t)) == pytest.approx(float(getattr(plain.ci_high, t)), abs=1e-12), t
+
+
+def test_suggest_k_is_exact_and_prompt_for_tiny_samples_per_cell():
+    """At 1e-40 samples a cell suggest_k was off in its last digits (1414213562373095102424),
+    at 1e-60 it never returned (steps of 1 from a float square root)."""
+    import threading
+
+    got = {}  # in a thread, so that a regression fails the test instead of hanging the run
+    worker = threading.Thread(target=lambda: got.update(k=suggest_k(2000, 10, samples_per_cell=1e-60)),
+                              daemon=True)
+    worker.start()
+    worker.join(timeout=10)
+    assert got.get("k") == math.isqrt(2 * 10 ** 62)
+    assert suggest_k(2000, 10, samples_per_cell=1e-40) == math.isqrt(2 * 10 ** 42) == 1414213562373095048801
+
+
+@pytest.mark.parametrize("kwargs, err, match", [
+    (dict(seed=-1), ValueError, "seed must be None or an integer >= 0, got -1"),
+    (dict(seed=1.5), TypeError, "seed must be None or an integer >= 0, got 1.5"),
+    (dict(seed="a"), TypeError, "seed must be None or an integer >= 0, got 'a'"),
+    (dict(confidence="0.9"), TypeError, "confidence must be a real number"),
+])
+def test_bad_seed_and_confidence_say_what_was_wrong(kwargs, err, match):
+    """A bad seed raised numpy's error, which does not name it; confidence="0.9" was parsed."""
+    with pytest.raises(err, match=match):
+        fastpid.estimate([0, 1, 0, 1], [0, 0, 1, 1], [0, 1, 1, 0], **kwargs)
+
+
+def test_public_members_have_docstrings():
+    import inspect
+
+    for cls in (PIDEstimate, Terms):
+        for name, member in vars(cls).items():
+            if not name.startswith("_") and (inspect.isfunction(member) or isinstance(member, property)):
+                assert (member.__doc__ or "").strip(), f"{cls.__name__}.{name}"
