@@ -29,6 +29,7 @@ from ._autograd import carries_derivatives
 from ._build_info import load_extension
 from ._certify import NEGLIGIBLE, negligible_bound
 from ._resources import CHUNK_FLOATS, cpp_bytes, memory_unchecked
+from ._validate import float64_problems, wider_than_float64
 from .result import PIDResult
 
 
@@ -109,7 +110,8 @@ def _options(tol: float, max_iter: int, lowrank: bool):
 
 def _float64_array(P):
     """``P`` as a float64 numpy array where this route takes it: numpy arrays of real numbers
-    and CPU float64 tensors that carry no derivatives; else ``None``."""
+    (long double ones with each problem scaled into float64's range, as the general route
+    does) and CPU float64 tensors that carry no derivatives; else ``None``."""
     if isinstance(P, torch.Tensor):
         # numpy() refuses tensors that require a gradient, live off the CPU or are not
         # strided (one call where checking each property took several microseconds), but
@@ -119,6 +121,11 @@ def _float64_array(P):
         except (RuntimeError, TypeError):
             return None
         return arr if arr.dtype == np.float64 and not carries_derivatives(P) else None
+    if wider_than_float64(P):  # long double
+        if P.ndim < 3 or P.size == 0:
+            return None
+        scaled, bad = float64_problems(P)
+        return None if bad.any() else scaled  # invalid: the general route says what is wrong
     if isinstance(P, np.ndarray) and P.dtype.kind in "fiub" and P.dtype.isnative:
         return np.asarray(P, dtype=np.float64)
     return None

@@ -26,6 +26,7 @@ __all__ = [
     "check_choice",
     "check_positive_int",
     "check_base",
+    "check_flag",
     "check_codes",
     "check_rows",
     "check_weights",
@@ -37,6 +38,9 @@ __all__ = [
 ROW_SUM_RTOL = 1e-4
 
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
+# Listed: torch.iinfo accepts quantized dtypes too (only reading its fields raises).
+_INT_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64,
+               torch.uint8, torch.uint16, torch.uint32, torch.uint64)
 
 
 # --------------------------------------------------------------------------- #
@@ -111,13 +115,12 @@ def as_tensor(x, name: str, *, device=None) -> Tuple[torch.Tensor, bool]:
             )
         if x.dtype.is_floating_point or x.dtype == torch.bool:
             return x, True
-        try:
-            torch.iinfo(x.dtype)  # plain integer dtypes
-        except Exception:  # quantized and other exotic dtypes
+        if x.dtype not in _INT_DTYPES:  # quantized (torch.quint8, ...) and bit dtypes
             raise TypeError(
                 f"{name} has unsupported dtype {x.dtype}; expected real (integer or "
                 f"floating point) entries"
-            ) from None
+                + ("; convert it first, e.g. with .dequantize()" if x.is_quantized else "")
+            )
         if x.dtype in (torch.uint16, torch.uint32, torch.uint64):
             # Few torch ops support these: go through numpy (int64, or float64 when a
             # uint64 value does not fit int64) and back to the same device.
@@ -155,9 +158,10 @@ def _fmt_cell(cell: Sequence[int]) -> str:
     return ", ".join(f"{n}={int(i)}" for n, i in zip(("x1", "x2", "y"), cell))
 
 
-def _first_true(mask: torch.Tensor) -> Tuple[Tuple[int, ...], int]:
-    """Index (tuple) of the first True entry of ``mask`` in C order and the count of Trues."""
-    nz = mask.nonzero()
+def _first_true(mask) -> Tuple[Tuple[int, ...], int]:
+    """Index (tuple) of the first True entry of ``mask`` (a tensor or numpy array) in C order
+    and the count of Trues."""
+    nz = mask.nonzero() if isinstance(mask, torch.Tensor) else np.argwhere(mask)
     return tuple(int(v) for v in nz[0].tolist()), int(nz.shape[0])
 
 
@@ -191,7 +195,8 @@ def check_distribution(P, *, name: str = "P", float64: bool = False) -> Tuple[to
     -------
     T : torch.Tensor, shape ``(..., n1, n2, ny)``
         Each problem sums to 1.  dtype: float64 for numpy / list / integer /
-        bool input; torch float32 and float64 are kept; torch float16 and
+        bool input (numpy long double scaled per problem into float64's range
+        first); torch float32 and float64 are kept; torch float16 and
         bfloat16 become float32.  Same device as a tensor input.  The division
         by the total mass is differentiable, so an autograd graph attached to a
         floating-point torch input is preserved.
@@ -208,6 +213,11 @@ def check_distribution(P, *, name: str = "P", float64: bool = False) -> Tuple[to
         negative entry, or a problem with zero total mass; the message names the
         batch index of the first offending problem and the offending cell.
     """
+    if wider_than_float64(P) and P.ndim >= 3 and P.size:
+        scaled, bad = float64_problems(P)
+        if bad.any():
+            _raise_distribution_error(P, bad, name)
+        P = scaled
     T, is_torch = as_tensor(P, name)
     if T.dtype == torch.float64 or T.dtype == torch.float32:
         if not is_torch:
@@ -244,6 +254,7 @@ def check_distribution(P, *, name: str = "P", float64: bool = False) -> Tuple[to
         # scaled by their largest entries first (a detached scale: the normalised joint does
         # not depend on it), then checked as any others.
         overflow = not all_ok and bool(torch.isinf(tot).any()) and bool(torch.isfinite(T.detach()).all())
+    given = T  # what error messages quote: the caller's values, not the rescaled ones
     if overflow:
         top = T.detach().amax(dim=(-3, -2, -1), keepdim=True)
         T = T / torch.where(top > 0, top, 1.0)
@@ -252,7 +263,7 @@ def check_distribution(P, *, name: str = "P", float64: bool = False) -> Tuple[to
         ok = (mins >= 0) & (tot > 0)
         all_ok = bool(ok.all())
     if not all_ok:
-        _raise_distribution_error(T.detach(), ~ok.reshape(T.shape[:-3]), tot.reshape(T.shape[:-3]), name)
+        _raise_distribution_error(given.detach(), ~ok.reshape(T.shape[:-3]), name)
     return T / total, not is_torch
 
 
@@ -264,21 +275,54 @@ def result_dtype(P) -> torch.dtype:
     return torch.float64
 
 
-def _raise_distribution_error(T: torch.Tensor, bad: torch.Tensor, tot: torch.Tensor, name: str):
-    """Diagnose the first offending problem and raise a ValueError about it."""
+def wider_than_float64(P) -> bool:
+    """Whether ``P`` is a numpy array of a float wider than float64 (long double)."""
+    return isinstance(P, np.ndarray) and P.dtype.kind == "f" and P.dtype.itemsize > 8
+
+
+def float64_problems(P: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """``(P as float64, which problems are invalid)`` for ``P[..., n1, n2, ny]`` of a float
+    wider than float64 (:func:`wider_than_float64`).
+
+    Each problem is divided by its largest entry in ``P``'s own precision before the cast, so
+    that counts beyond float64's range cast neither to inf nor to 0 (the normalised joint does
+    not depend on the scale; entries that end up subnormal or 0 are masses the solvers drop
+    with a certified bound anyway). Validity (no NaN, negative or infinite entry, a positive
+    total) is judged in that precision too, as the cast can hide it (-1e-400 casts to -0.0);
+    invalid problems are left unscaled."""
+    top = P.max(axis=(-3, -2, -1), keepdims=True)
+    bad = ~((P.min(axis=(-3, -2, -1), keepdims=True) >= 0) & (top > 0) & (top < np.inf))
+    with np.errstate(over="ignore"):  # only in the invalid problems
+        scaled = np.divide(P, np.where(bad, 1, top), out=np.empty(P.shape, np.float64), casting="unsafe")
+    return scaled, bad.reshape(P.shape[:-3])
+
+
+def _fmt_entry(v) -> str:
+    """An entry as messages quote it, to 6 significant digits; a long double one beyond
+    float64's range in its own precision (as a float it would read inf or 0)."""
+    if isinstance(v, np.floating) and v.dtype.itemsize > 8 and not 1e-300 < abs(v) < 1e300:
+        return np.format_float_scientific(v, precision=5, trim="-")
+    return f"{float(v):.6g}"
+
+
+def _raise_distribution_error(P, bad, name: str):
+    """Diagnose the first offending problem and raise a ValueError about it. ``P``: the
+    caller's values (a tensor or numpy array), which the message quotes; ``bad``: the mask
+    of offending problems over the batch axes."""
     bidx, count = _first_true(bad)
     where = f"{name}{_fmt_index(bidx)}"
-    sub = T[bidx] if len(bidx) else T
-    sub = sub.cpu()
+    sub = P[bidx] if len(bidx) else P
+    lib = torch if isinstance(sub, torch.Tensor) else np
+    sub = sub.cpu() if lib is torch else sub
     more = _more(count, "problem")
-    nan = torch.isnan(sub)
+    nan = lib.isnan(sub)
     if nan.any():
         cell, _ = _first_true(nan)
         raise ValueError(
             f"{where} contains NaN (at {_fmt_cell(cell)}); a distribution needs "
             f"finite entries >= 0{more}"
         )
-    inf = torch.isinf(sub)
+    inf = lib.isinf(sub)
     if inf.any():
         cell, _ = _first_true(inf)
         raise ValueError(
@@ -289,12 +333,12 @@ def _raise_distribution_error(T: torch.Tensor, bad: torch.Tensor, tot: torch.Ten
     if neg.any():
         cell, nneg = _first_true(neg)
         raise ValueError(
-            f"{where} has a negative entry ({sub[cell].item():.6g} at {_fmt_cell(cell)}"
+            f"{where} has a negative entry ({_fmt_entry(sub[cell].item())} at {_fmt_cell(cell)}"
             f"{'' if nneg == 1 else f'; {nneg} negative entries in all'}); a "
             f"distribution needs entries >= 0{more}"
         )
     raise ValueError(
-        f"{where} has zero total mass (all {sub.numel()} entries are 0); each "
+        f"{where} has zero total mass (all {math.prod(sub.shape)} entries are 0); each "
         f"problem needs a positive total so it can be normalised{more}"
     )
 
@@ -369,6 +413,13 @@ def check_base(base) -> Optional[float]:
             f"base must be a finite number > 1 (2 for bits, math.e for nats), got {base!r}"
         )
     return None if b == math.e else b
+
+
+def check_flag(value, *, name: str) -> bool:
+    """Validate an on/off option: ``True`` or ``False`` (numpy bools too), returned as a bool."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise TypeError(f"{name} must be True or False, got {type(value).__name__} ({value!r})")
 
 
 def check_choice(value, allowed: Iterable[str], what: str) -> str:

@@ -211,7 +211,7 @@ def joint(x1, x2, y, *, sizes=None, weights=None, groups=None, num_groups=None):
         top = w.detach().amax()
         w = (w / torch.where(top > 0, top, 1.0)).to(dtype)
 
-    _check_output_size(G, out_sizes, dtype, device)
+    _check_output_size(G, out_sizes, dtype, device, _size_origins(n_sizes, tensors, g_t, num_groups))
     T = _accumulate(N, hard, soft, w, G, gidx, dtype, device)  # (G, n1, n2, ny)
     P = _normalise(T, gidx, G, w, grouped=g_t is not None)
     if g_t is None:
@@ -221,9 +221,26 @@ def joint(x1, x2, y, *, sizes=None, weights=None, groups=None, num_groups=None):
     return P
 
 
-def _check_output_size(G: int, sizes, dtype: torch.dtype, device: torch.device) -> None:
+_FROM_CODES = "the largest codes"
+
+
+def _size_origins(n_sizes, tensors, groups, num_groups) -> dict:
+    """Where each size of the joint comes from, ``{origin: [names]}``, for the message of
+    :func:`_check_output_size`: ``sizes=`` (or ``num_groups=``), the largest codes, or the
+    width of soft rows."""
+    origins = {}
+    for name, given, t in zip(_NAMES, n_sizes, tensors):
+        origin = "sizes=" if given is not None else _FROM_CODES if t.dim() == 1 else "the row widths"
+        origins.setdefault(origin, []).append(name)
+    if groups is not None:
+        origins.setdefault("num_groups=" if num_groups is not None else _FROM_CODES, []).append("groups")
+    return origins
+
+
+def _check_output_size(G: int, sizes, dtype: torch.dtype, device: torch.device, origins: dict) -> None:
     """Refuse a joint larger than the free memory (typically codes far above their real
-    range with ``sizes`` left to be inferred), saying how large it would be."""
+    range with ``sizes`` left to be inferred), saying how large it would be and where its
+    sizes come from (``origins``, of :func:`_size_origins`)."""
     from ._resources import available_bytes
 
     cells = G * math.prod(sizes)
@@ -231,11 +248,15 @@ def _check_output_size(G: int, sizes, dtype: torch.dtype, device: torch.device) 
     have = available_bytes(device)
     if have is not None and need > have:
         shape = " x ".join(str(n) for n in ([G] if G > 1 else []) + list(sizes))
+        whence = ", ".join(f"{origin} ({', '.join(names)})" for origin, names in origins.items())
+        # Advice to pass sizes= fits inferred sizes only: given ones are what the caller asked for.
+        inferred = origins.get(_FROM_CODES, [])
+        advice = (f"pass sizes=(n1, n2, ny){' and num_groups=' if 'groups' in inferred else ''}, or "
+                  "remap the codes to 0..n-1 (e.g. with numpy.unique(..., return_inverse=True))" if inferred
+                  else "it needs fewer values per variable (or fewer groups) to fit")
         raise MemoryError(
             f"the joint would have shape {shape} ({cells:.3g} cells, {need / 2**30:.3g} GiB) but "
-            f"only {have / 2**30:.3g} GiB is free; sizes inferred from the largest codes "
-            f"({tuple(sizes)}) — pass sizes=(n1, n2, ny), or remap the codes to 0..n-1 "
-            "(e.g. with numpy.unique(..., return_inverse=True))")
+            f"only {have / 2**30:.3g} GiB is free; its sizes come from {whence} — {advice}")
 
 
 def _accumulate(N, hard, soft, w, G, gidx, dtype, device) -> torch.Tensor:

@@ -14,7 +14,8 @@ class PIDResult:
 
     Every information field has the batch shape ``(...)`` of the input (0-d for a
     single problem) and is a numpy ``float64`` array for numpy input, or a torch
-    tensor on the input's device and dtype for torch input.
+    tensor on the input's device for torch input (float32 for float32, float16 and
+    bfloat16 input, else float64).
 
     Attributes:
         redundancy, unique1, unique2, synergy: the BROJA PID terms.
@@ -33,7 +34,8 @@ class PIDResult:
 
     A batch result is indexed like its arrays (``res[0]``, ``res[2:5]``, ``res[mask]``),
     ``len(res)`` is the size of its first batch axis, and ``.item()``, ``.numpy()``,
-    and ``.cpu()`` convert every array field at once.
+    and ``.cpu()`` convert every array field at once. A result is always true, whatever
+    its batch shape (``cached or fastpid.pid(P)``).
     """
 
     redundancy: Any
@@ -64,6 +66,11 @@ class PIDResult:
     def shape(self) -> tuple:
         """The batch shape (``()`` for a single problem)."""
         return tuple(self.gap.shape)
+
+    def __bool__(self) -> bool:
+        """Always ``True``: a result is a value, not a container (``len`` has no meaning for a
+        single problem, and a batch's truth should not depend on its size)."""
+        return True
 
     def __len__(self) -> int:
         if not self.shape:
@@ -108,6 +115,7 @@ class PIDResult:
 
     @property
     def units(self) -> str:
+        """The units of the information fields: ``"nats"``, ``"bits"`` or ``"log base b"``."""
         if self.base is None or self.base == math.e:
             return "nats"
         return "bits" if self.base == 2 else f"log base {self.base:g}"
@@ -119,7 +127,7 @@ class PIDResult:
         base = check_base(base)  # None for nats
         current = math.e if self.base is None else self.base
         factor = math.log(current) / math.log(math.e if base is None else base)
-        scaled = {k: getattr(self, k) * factor for k in _INFO_FIELDS}
+        scaled = {k: _keep_array(getattr(self, k) * factor) for k in _INFO_FIELDS}
         return replace(self, base=base, **scaled)
 
     def to_bits(self) -> "PIDResult":
@@ -131,6 +139,7 @@ class PIDResult:
         return self.in_base(math.e)
 
     def as_dict(self) -> dict:
+        """Every field by name (arrays as they are, not copied), e.g. for logging."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def __repr__(self) -> str:
@@ -161,8 +170,9 @@ def _as_numpy_index(index):
 
 
 def _keep_array(picked):
-    """numpy indexing down to one entry gives a scalar (np.float64); a single problem's fields
-    are 0-d arrays, as :func:`fastpid.pid` of one problem gives them (torch keeps tensors)."""
+    """numpy indexing down to one entry, or arithmetic on a 0-d array, gives a scalar
+    (np.float64); a single problem's fields are 0-d arrays, as :func:`fastpid.pid` of one
+    problem gives them (torch keeps tensors)."""
     import numpy as np
 
     return np.asarray(picked) if isinstance(picked, np.generic) else picked

@@ -2,6 +2,7 @@
 argument checks, batch results that index like arrays, couplings, interrupts and gradients."""
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -15,8 +16,9 @@ import pytest
 import torch
 
 import fastpid
-from fastpid import api
+from fastpid import _resources, api
 from fastpid.exceptions import ConvergenceWarning
+from fastpid.result import PIDResult
 
 from helpers import random_joint
 
@@ -124,6 +126,17 @@ def test_batch_results_index_like_arrays(as_torch):
 
 
 @pytest.mark.parametrize("as_torch", [False, True])
+def test_a_single_result_in_other_units_keeps_its_array_types(as_torch):
+    """in_base multiplied 0-d numpy arrays, which gives np.float64 scalars."""
+    P = batch(B=1)[0]
+    res = fastpid.pid(torch.from_numpy(P) if as_torch else P)
+    for other in (res.to_bits(), res.in_base(10), res.to_bits().to_nats()):
+        for field in ("synergy", "mi", "gap"):
+            assert type(getattr(other, field)) is type(getattr(res, field)), field
+            assert getattr(other, field).shape == ()
+
+
+@pytest.mark.parametrize("as_torch", [False, True])
 def test_ellipsis_and_new_axes_index_the_coupling_with_the_batch(as_torch):
     """The coupling has three axes more than the batch: res[..., 1] used to take the target
     value 1 of every problem's coupling instead of problem 1's coupling."""
@@ -190,6 +203,76 @@ def test_return_coupling_shapes_and_types():
 def test_return_coupling_refused_where_unavailable():
     with pytest.raises(ValueError, match="return_coupling=True is not available"):
         fastpid.pid(xor(), backend="cvx", return_coupling=True)
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpp"])
+def test_return_coupling_must_be_a_bool(backend):
+    """'yes' was taken as True by the PyTorch solver and gave pybind11's TypeError in C++."""
+    for bad in ("yes", 1, None):
+        with pytest.raises(TypeError, match=r"return_coupling must be True or False, got"):
+            fastpid.pid(xor(), backend=backend, return_coupling=bad)
+    assert fastpid.pid(xor(), backend=backend, return_coupling=np.True_).coupling.shape == (2, 2, 2)
+
+
+def test_a_result_is_true_whatever_its_shape():
+    """bool() of a single problem's result fell back on len() and raised TypeError, so
+    `cached or fastpid.pid(P)` crashed."""
+    single = fastpid.pid(xor())
+    assert bool(single) and (None or single) is single
+    assert bool(fastpid.pid(batch(B=2))[:0])
+    assert PIDResult.units.__doc__ and PIDResult.as_dict.__doc__
+
+
+def test_torch_results_take_the_documented_dtypes():
+    """pid's docstring: float64 for float64, integer and bool tensors, float32 for float32,
+    float16 and bfloat16 ones."""
+    P = torch.from_numpy(batch(B=2))
+    for dtype, want in [(torch.float64, torch.float64), (torch.float32, torch.float32),
+                        (torch.float16, torch.float32), (torch.bfloat16, torch.float32),
+                        (torch.int64, torch.float64), (torch.uint8, torch.float64)]:
+        res = fastpid.pid((P * 100).to(dtype), tol=1e-4)
+        assert res.synergy.dtype == res.gap.dtype == want, dtype
+    assert fastpid.pid(P > 0.05).mi.dtype == torch.float64
+
+
+@pytest.mark.parametrize("make, copies", [
+    (lambda P: P, 1),  # already what the native route reads: only its normalised copy
+    (lambda P: (P * 1000).astype(np.int64), 2),
+    (lambda P: P.astype(np.float32), 2),
+    (lambda P: np.broadcast_to(P[0], P.shape), 2),
+], ids=["float64", "int64", "float32", "broadcast"])
+def test_native_route_checks_memory_for_the_copies_it_makes(monkeypatch, make, copies):
+    """The check before the native CPU route allowed one float64 copy of P; for integer,
+    float32 and broadcast input the route makes two (its float64 copy, then the normalised
+    joint)."""
+    P = make(batch(B=300, shape=(8, 8, 8)))
+    one_copy = 8 * P.size
+    monkeypatch.setattr(_resources, "_UNCHECKED_BYTES", one_copy - 1)  # the solver's own is below
+    monkeypatch.setattr(_resources, "available_bytes", lambda device: int(1.5 * one_copy))
+    if copies == 1:
+        assert fastpid.pid(P).backend == "cpp"
+    else:
+        with pytest.raises(MemoryError, match="as the 2 float64 copies the solve makes"):
+            fastpid.pid(P)
+
+
+def test_default_progress_off_a_terminal_imports_no_tqdm(monkeypatch):
+    """progress=None imported tqdm for every chunked solve, bar or none."""
+    monkeypatch.setattr(api, "CHUNK_FLOATS", 30)  # one problem per chunk
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # not a terminal
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)  # importing it raises ImportError
+    assert fastpid.pid(batch(B=3), backend="torch").shape == (3,)
+
+
+def test_default_progress_on_a_terminal_shows_the_bar(monkeypatch):
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(api, "CHUNK_FLOATS", 30)
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    fastpid.pid(batch(B=3), backend="torch")
+    assert "/3 [" in sys.stderr.getvalue()
 
 
 def test_ctrl_c_stops_a_long_native_solve_at_once(tmp_path):

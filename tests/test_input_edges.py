@@ -50,6 +50,48 @@ def test_meta_and_nested_tensors_are_refused_clearly():
         fastpid.pid(nested)
 
 
+@pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor")
+def test_quantized_tensors_are_refused_with_a_type_error():
+    """A quint8 tensor passed the dtype check (torch.iinfo accepts quantized dtypes) and then
+    failed inside torch with a RuntimeError."""
+    q = torch.quantize_per_tensor(torch.rand(3, 3, 2), 0.1, 0, torch.quint8)
+    with pytest.raises(TypeError, match=r"unsupported dtype torch.quint8.*dequantize"):
+        fastpid.pid(q)
+    codes = torch.quantize_per_tensor(torch.tensor([0.0, 1.0, 1.0]), 1.0, 0, torch.quint8)
+    with pytest.raises(TypeError, match="unsupported dtype torch.quint8"):
+        fastpid.joint(codes, [0, 1, 0], [1, 0, 1])
+
+
+@pytest.mark.parametrize("as_torch", [False, True])
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+def test_errors_of_overflowing_totals_quote_the_callers_values(as_torch, backend):
+    """Problems whose total overflows are rescaled by their largest entry before they are
+    checked; the message named the rescaled value (-5e-308) instead of the entry (-5)."""
+    P = np.full((2, 2, 2), 1e308)
+    P[0, 1, 1] = -5.0
+    with pytest.raises(ValueError, match=r"negative entry \(-5 at x1=0, x2=1, y=1\)"):
+        fastpid.pid(torch.tensor(P) if as_torch else P, backend=backend)
+
+
+@pytest.mark.skipif(np.finfo(np.longdouble).maxexp <= 1024, reason="long double is float64 here")
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+def test_long_double_counts_beyond_float64_are_rescaled_per_problem(backend):
+    """Finite positive long double counts beyond float64's range were cast to inf or 0 (with
+    overflow warnings) and refused as "infinite entry" or "zero total mass"."""
+    P = np.ones((2, 2, 2), dtype=np.longdouble)
+    P[0, 0, 0] = 3
+    ref = fastpid.pid(P.astype(np.float64), backend=backend)
+    ten = np.longdouble(10)
+    res = fastpid.pid(np.stack([P * ten**400, P * ten**-400, P]), backend=backend)
+    np.testing.assert_allclose(res.synergy, float(ref.synergy), rtol=1e-12)
+    # Checked in long double: cast to float64 first, -1e-400 would read as -0.0 and pass.
+    bad = P * ten**400
+    bad[1, 1, 1] = -(ten**-400)
+    with pytest.raises(ValueError, match=r"negative entry \(-1e-400 at x1=1, x2=1, y=1\)"):
+        fastpid.pid(bad, backend=backend)
+
+
 # ----------------------------------------------------------------- native entry points
 
 

@@ -574,6 +574,17 @@ def test_pid_from_samples_composes():
     np.testing.assert_allclose(res.synergy, np.log(2), atol=1e-8)
 
 
+def test_memory_error_says_where_the_sizes_come_from():
+    """The message said "sizes inferred from the largest codes — pass sizes=" also when
+    sizes= had been passed."""
+    with pytest.raises(MemoryError) as given:
+        joint([0, 1], [0, 1], [0, 1], sizes=(10**6, 10**6, 2))
+    assert "come from sizes= (x1, x2, y)" in str(given.value)
+    assert "inferred" not in str(given.value) and "pass sizes=" not in str(given.value)
+    with pytest.raises(MemoryError, match=r"from the largest codes \(x1\), sizes= \(x2, y\) — pass sizes="):
+        joint([0, 10**12], [0, 1], [0, 1], sizes=(None, 2, 2))
+
+
 def test_pid_from_samples_groups_batch():
     rng = np.random.default_rng(4)
     N = 200
