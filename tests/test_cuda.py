@@ -304,6 +304,18 @@ def test_gpu_closed_forms_and_alternation(shape, B, dtype):
 
 @pytest.mark.gpu
 @needs_gpu
+def test_gpu_closed_forms_and_alternation_stride_past_the_grid():
+    """More problems than the grid's 2^20 blocks: each block takes several, in turn."""
+    B = (1 << 20) + 5
+    P = torch.from_numpy(_batch((2, 3, 2), "sparse", B=7, seed=5)).repeat(B // 7 + 1, 1, 1, 1)[:B]
+    got = torch.stack(cuda.closed_forms(P.cuda()), 1).cpu()
+    _same_finite(got, _reference_closed_forms(P), 1e-12)
+    for a, b in zip(cuda.alternation(P.cuda(), 3), _reference_alternation(P, 3)):
+        _same_finite(a.cpu(), b, 1e-11)
+
+
+@pytest.mark.gpu
+@needs_gpu
 def test_gpu_joints():
     sizes, G, N = (9, 4, 6), 5, 100_003
     x1, x2, y, g, w = _codes(N, sizes, G, seed=3)
