@@ -35,7 +35,7 @@ def pytest_addoption(parser):
                 help="size of the big 8x8x8 batch (default 1024)")
     g.addoption("--bench-rounds", type=int, default=3,
                 help="timed rounds per fastpid row, best reported (default 3; "
-                     "Adam+Sinkhorn one fewer, CVXPY one)")
+                     "Adam+Sinkhorn one fewer, CVXPY two, one on the large families)")
     g.addoption("--bench-threads", type=int, default=2,
                 help="torch.set_num_threads for the whole run (default 2)")
     g.addoption("--gpu-problems", type=int, default=100_000,
@@ -128,6 +128,13 @@ def _finish(rows: list, settings: dict, machine: dict) -> dict:
             "families": families, "rows": rows}
 
 
+def saves(config) -> bool:
+    """Whether the run writes ``bench/results/``: not with ``--bench-no-save``, nor with
+    pytest-benchmark's ``--benchmark-disable``, which times each row by one cold call instead
+    of the best of its rounds."""
+    return not (config.getoption("--bench-no-save") or config.getoption("benchmark_disable", default=False))
+
+
 @pytest.hookimpl(trylast=True)  # after pytest-benchmark's own tables
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     rows = config.stash.get(ROWS, [])
@@ -136,7 +143,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     results = _finish(list(rows), config.stash[SETTINGS], config.stash[MACHINE])
     terminalreporter.write_sep("=", "fastpid solver benchmark (CPU)")
     terminalreporter.write_line(report.render_text(results))
-    if not config.getoption("--bench-no-save"):
+    if config.getoption("benchmark_disable", default=False):
+        terminalreporter.write_line("not saved: with --benchmark-disable each row is one cold call")
+    if saves(config):
         jpath, mpath = report.save(results, stem=config.getoption("--bench-name"))
         root = jpath.parents[2]  # the repository
         terminalreporter.write_line(f"saved {jpath.relative_to(root)} and {mpath.relative_to(root)}")

@@ -25,6 +25,7 @@ import numpy as np
 
 import fastpid
 from bench import problems
+from bench.conftest import saves
 from fastpid.estimate import DEFAULT_PILOT
 
 GOAL_RATIO = 50.0
@@ -85,7 +86,7 @@ def test_estimate_vs_cold_pid(benchmark, bench_settings, pytestconfig):
           f"| <= {GOAL_RATIO:g}x ({'met' if result['goal_met'] else 'not met'}) | {solves} "
           f"| {per_solve:.2f} (<= {PER_SOLVE_LIMIT:g}) |\n")
     print("\n" + md)
-    if not pytestconfig.getoption("--bench-no-save"):
+    if saves(pytestconfig):
         out = Path(__file__).parent / "results"
         out.mkdir(exist_ok=True)
         (out / "estimate_cpu.json").write_text(json.dumps(result, indent=1))

@@ -25,6 +25,7 @@ import torch
 
 import fastpid
 from bench import problems, report
+from bench.conftest import saves
 from fastpid.cvx import solve_cvx
 from fastpid.solver import WARM_STEPS
 
@@ -69,7 +70,7 @@ def _cuda_timed(benchmark, fn, rounds=3):
         return out
 
     out = benchmark.pedantic(wrapped, rounds=rounds, iterations=1, warmup_rounds=1)
-    return out, min(times)
+    return out, min(times[-rounds:])  # times[0] is the warm-up call's
 
 
 def _copy_bandwidth() -> float:
@@ -127,8 +128,13 @@ def _markdown(machine: dict) -> str:
         ratio = f"{r['speedup_vs_cvxpy']:.3g}" if r.get("speedup_vs_cvxpy") else ""
         err = f"{r['max_abs_error']:.1e}" if r.get("max_abs_error") is not None else ""
         lines.append(f"| {r['family']} | {r['method']} | {r['backend']} | {r['problems']} | "
-                     f"{r['per_second']:.4g} | {ratio} | {err} | {r['floor']} | {r['notes']} | {r['wall_s']:.0f} s |")
+                     f"{r['per_second']:.4g} | {ratio} | {err} | {r['floor']} | {r['notes']} | {_done_at(r)} |")
     return "\n".join(lines) + "\n"
+
+
+def _done_at(row: dict) -> str:
+    """Seconds into the run when the row was recorded (rows saved before this column: blank)."""
+    return f"{row['wall_s']:.0f} s" if "wall_s" in row else ""
 
 
 def _machine() -> dict:
@@ -144,7 +150,7 @@ def _record(row: dict, config) -> None:
     ``bench/results/<--bench-name or solver>_gpu.{json,md}`` with every row so far (a run cut
     short keeps the rows it finished)."""
     ROWS.append({**row, "wall_s": round(time.perf_counter() - START, 1)})
-    if config.getoption("--bench-no-save"):
+    if not saves(config):
         return
     machine = _machine()
     stem = config.getoption("--bench-name")

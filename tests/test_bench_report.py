@@ -41,3 +41,42 @@ def test_rows_have_the_header_columns(path):
     dense = any(r["method_key"] == "cvxpy_dense" for r in results["rows"])
     assert (report.DENSE_COLUMN in header) == dense
     assert all(len(row) == len(header) for row in report.table_rows(results))
+
+
+def test_the_gpu_bench_reports_the_best_timed_call_not_the_warm_up(monkeypatch):
+    """Its best of 3 took the minimum over the warm-up call too."""
+    import itertools
+
+    from bench import test_bench_gpu
+
+    monkeypatch.setattr(test_bench_gpu.torch.cuda, "synchronize", lambda: None)
+    clock = itertools.count()
+    # Each call advances the clock by 1 (the warm-up) or 5 (the timed calls).
+    durations = iter([1, 5, 5, 5])
+    monkeypatch.setattr(test_bench_gpu.time, "perf_counter", lambda: next(clock))
+
+    def fn():
+        for _ in range(next(durations) - 1):
+            next(clock)
+
+    class Benchmark:  # pytest-benchmark's pedantic: warm-up rounds first, then the rounds
+        def pedantic(self, f, rounds, iterations, warmup_rounds):
+            return [f() for _ in range(warmup_rounds + rounds)][-1]
+
+    _, best = test_bench_gpu._cuda_timed(Benchmark(), fn, rounds=3)
+    assert best == 5
+
+
+def test_a_run_without_timed_rounds_saves_nothing():
+    from bench.conftest import saves
+
+    class Config:
+        def __init__(self, **options):
+            self.options = options
+
+        def getoption(self, name, default=None):
+            return self.options.get(name, default)
+
+    assert saves(Config(**{"--bench-no-save": False, "benchmark_disable": False}))
+    assert not saves(Config(**{"--bench-no-save": False, "benchmark_disable": True}))
+    assert not saves(Config(**{"--bench-no-save": True, "benchmark_disable": False}))
