@@ -39,7 +39,7 @@ from .methods import ECSAsync
 from .models import FusionOutput
 
 __all__ = ["Arm", "Fused", "FusedHeads", "Pretrain", "OGMGE", "OGMGEPublic", "ECS", "ECSPublished", "SynIB",
-           "SynIBRepository", "Curriculum", "ogm_ge_public_coefficients", "ARMS", "SPACES", "IMBALANCE_ARMS"]
+           "SynIBRepository", "Curriculum", "ARMS", "SPACES", "IMBALANCE_ARMS"]
 
 
 def _two_view(out) -> FusionOutput:
@@ -135,12 +135,13 @@ class Pretrain(FusedHeads):
 
 class _Modulated:
     """OGM-GE's step shared by both rules: after backward, scale each encoder's gradient by
-    ``rule(scores, alpha)`` (with noise) and record the coefficients."""
+    ``ogm_ge_coefficients(scores, alpha, rule=self.rule)`` (with noise) and record the
+    coefficients."""
 
-    rule = staticmethod(ogm_ge_coefficients)
+    rule = "shifted"
 
     def after_backward(self, model, out, y):
-        k = self.rule(ogm_ge_scores(out.heads, y), self.alpha)
+        k = ogm_ge_coefficients(ogm_ge_scores(out.heads, y), self.alpha, rule=self.rule)
         modulate_gradients([e.parameters() for e in model.encoders], k, generator=self.gen)
         self.coefficients.append(k.tolist())
 
@@ -157,28 +158,16 @@ class OGMGE(_Modulated, FusedHeads):
         self.alpha, self.coefficients = alpha, []
 
 
-def ogm_ge_public_coefficients(scores: torch.Tensor, alpha: float) -> torch.Tensor:
-    """The public OGM-GE code's coefficients for two modalities: ``ρ = s_1 / s_2``; the
-    dominant modality gets ``1 − tanh(α·ρ)`` (``ρ`` its score over the other's, ``> 1``), the
-    other 1."""
-    s1, s2 = (float(v) for v in scores)
-    ratio = s1 / max(s2, 1e-12)
-    if ratio > 1:
-        return torch.tensor([1.0 - torch.tanh(torch.tensor(alpha * ratio)).item(), 1.0])
-    inverse = s2 / max(s1, 1e-12)
-    if inverse > 1:
-        return torch.tensor([1.0, 1.0 - torch.tanh(torch.tensor(alpha * inverse)).item()])
-    return torch.ones(2)
-
-
 class OGMGEPublic(_Modulated, Fused):
-    """OGM-GE as in the public code: fused loss only, coefficient ``1 − tanh(α·ρ)``, noise
-    with the gradient's own standard deviation on both encoders. The public model's fusion is
+    """OGM-GE as in the public code: fused loss only, coefficient ``1 − tanh(α·ρ)``
+    (``ogm_ge_coefficients(..., rule="published")``), noise with the gradient's own standard
+    deviation on both encoders (on every encoder parameter at every step; the public code
+    modulates only convolution weights, within an epoch window). The public model's fusion is
     linear, so each modality's share of the fused logits is its score; with an MLP fusion
     head there is no such share, and the scores come from the detached unimodal heads of
     :class:`Fused` (linear probes trained online, no gradient to the encoders)."""
 
-    rule = staticmethod(ogm_ge_public_coefficients)
+    rule = "published"
 
     def __init__(self, n_train, epochs, seed=0, *, alpha: float = 0.1):
         super().__init__(n_train, epochs, seed)
@@ -237,7 +226,11 @@ class ECSPublished(ECS):
 
     The controller has no option to stop after a number of switches, so this arm keeps its
     own stage: after the second switch it stops consulting the controller, restores the
-    peak-synergy snapshot if one exists, and trains with the controller's stage-2 loss."""
+    peak-synergy snapshot if one exists, and trains with the controller's stage-2 loss.
+    Two parts are the integration's, not the script's: the restore (the script keeps no
+    snapshot and continues from the current weights) and the probe (:class:`ECS`'s:
+    standardised features, ``k`` from ``suggest_k``, the synergy test; the script
+    L2-normalises rows before PCA(5) and k-means(20))."""
 
     def __init__(self, n_train, epochs, seed=0, *, switches: int = 2, stage2_lr_divisor: float = 20.0,
                  **controller_kwargs):

@@ -1,7 +1,7 @@
 """fastpid.integrations: reusable pieces for training-time PID methods.
 
 * :class:`PIDProbe` — PID of two modalities' embeddings on a probe set
-  (standardise → PCA → k-means per modality → ``fastpid.pid``);
+  (standardise or L2-normalise → PCA → k-means per modality → ``fastpid.pid``);
   torch PCA / k-means live in :mod:`fastpid.integrations.cluster`.
 * :class:`ECSAsyncController` — ECS-async two-stage training: pauses the modality with
   too much unique information, starts joint training from the snapshot with the peak

@@ -1,4 +1,4 @@
-"""Standardisation, PCA and k-means in PyTorch, for the PID probe.
+"""Standardisation, row normalisation, PCA and k-means in PyTorch, for the PID probe.
 
 Everything runs on the device of the input tensor (GPU when the embeddings are there) and
 is deterministic for a given ``seed``: random draws come from a private
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["standardize", "pca", "kmeans", "PCAResult", "KMeansResult"]
+__all__ = ["standardize", "l2_normalize", "pca", "kmeans", "PCAResult", "KMeansResult"]
 
 
 def _check_matrix(x, name: str) -> torch.Tensor:
@@ -27,6 +27,12 @@ def _check_matrix(x, name: str) -> torch.Tensor:
     if not torch.isfinite(x).all():
         raise ValueError(f"{name} contains NaN or Inf")
     return x
+
+
+def _power_of_two_scale(peak: torch.Tensor) -> torch.Tensor:
+    """The power of two that brings each positive ``peak`` into ``[1, 2)`` (1 where the peak
+    is 0); dividing by it is exact in floating point."""
+    return torch.where(peak > 0, torch.exp2(torch.frexp(peak).exponent.to(peak.dtype) - 1), torch.ones_like(peak))
 
 
 def _generator(device: torch.device, seed: int) -> torch.Generator:
@@ -45,11 +51,25 @@ def standardize(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     deviation, relative to that scale, that counts as a non-constant column.
     """
     x = _check_matrix(x, "x")
-    peak = x.abs().amax(dim=0)
-    scale = torch.where(peak > 0, torch.exp2(torch.frexp(peak).exponent.to(x.dtype) - 1), torch.ones_like(peak))
-    x = x / scale
+    x = x / _power_of_two_scale(x.abs().amax(dim=0))
     std = x.std(dim=0, unbiased=False)
     return (x - x.mean(dim=0)) / torch.where(std > eps, std, torch.ones_like(std))
+
+
+def l2_normalize(x: torch.Tensor) -> torch.Tensor:
+    """Each row of ``x (N, D)`` divided by its Euclidean norm (unit-norm rows, as
+    scikit-learn's ``normalize`` gives); rows of zero norm stay 0.
+
+    Each row is first divided by a power of two that brings its largest magnitude into
+    ``[1, 2)`` (exact in floating point), so that the squared norm can neither overflow nor
+    underflow: rows of any finite magnitude (up to the dtype's maximum, e.g. 1e300 in
+    float64) normalise to the same values as the same rows at ordinary scale, and rows of
+    subnormal numbers still get unit norm.
+    """
+    x = _check_matrix(x, "x")
+    x = x / _power_of_two_scale(x.abs().amax(dim=1, keepdim=True))
+    norm = torch.linalg.vector_norm(x, dim=1, keepdim=True)
+    return x / torch.where(norm > 0, norm, torch.ones_like(norm))
 
 
 @dataclass(frozen=True)

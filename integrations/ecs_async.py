@@ -63,6 +63,30 @@ measured false-positive rate on 20×20×10 joints is up to 17% (README, "PID fro
 How often the rule fired is in :attr:`ECSAsyncController.synergy_fired` and
 ``history_arrays()["synergistic"]``.
 
+Where the controller differs from the published FastPID scheduling script
+(``main_fastpid.py``):
+
+* Stage 1 does not end at the second switch of the paused modality. The script leaves
+  stage 1 once the paused modality has changed twice (the first pause counts as one
+  change); here stage 1 ends only by the synergy-drop rule or at ``max_unimodal_epochs``.
+  The controller has no option for the switch rule (``examples/arms.py``,
+  ``ECSPublished``, counts the switches itself).
+* The peak-synergy snapshot is restored at stage 2 (``Decision.restore_snapshot``), as the
+  FastPID paper describes the method (its abstract: the initial state is located by
+  tracking peak synergy). The script keeps no snapshot: joint training continues from the
+  current weights after the synergy drop. A caller who wants the script's behaviour does
+  not call :meth:`~ECSAsyncController.restore`.
+* The probe standardises each feature by default; the script L2-normalises each embedding
+  row (scikit-learn's ``normalize``) before PCA(5) and k-means(20). For the script's
+  scaling pass a probe: ``ECSAsyncController(PIDProbe(scaling="l2"), ...)``.
+* Defaults: ``probe_every=1`` (the script probes every 5 epochs), ``max_unimodal_epochs=30``
+  (the script: 200), ``resume_ratio=1.5`` (the script never resumes: ``None``), and the
+  synergy-score corrections above (the script compares the raw synergy with ``drop`` times
+  its peak, once the peak is positive: ``warmup_epochs=0, baseline=None, min_score=0``
+  come closest).
+* The script trains stage 2 with a new optimizer at 1/20 of the stage-1 learning rate
+  (0.0005 against 0.01); the controller leaves the optimizer to the caller.
+
 Under ``torch.distributed`` every rank calls :meth:`~ECSAsyncController.update` with its
 part of the probe set: the probe gathers the parts, and :meth:`~ECSAsyncController.step`
 takes rank 0's terms, baseline and synergy test, so the decisions (and the state) are

@@ -10,9 +10,29 @@ the batch, and Gaussian noise with the gradient's own standard deviation is adde
 * Discrepancy ratio: the paper defines ``ρ = s_1 / s_2`` for two modalities; for ``M``
   modalities (a choice made here) ``ρ_m = s_m / mean_{k≠m} s_k``, which is the same for
   ``M = 2``.
-* Coefficient: ``k_m = 1 - tanh(α (ρ_m - 1))`` where ``ρ_m > 1``, else 1.
-* Modulation: ``grad ← k_m · grad + ε``, ``ε ~ N(0, std(grad)²)`` (std of the unscaled
-  gradient, per parameter tensor), applied to every modality's encoder parameters.
+* Coefficient (:func:`ogm_ge_coefficients`, ``rule=``), 1 where ``ρ_m <= 1``; where
+  ``ρ_m > 1``:
+
+  - ``"shifted"`` (default): ``k_m = 1 - tanh(α (ρ_m - 1))``. This is not the paper's rule;
+  - ``"published"``: ``k_m = 1 - tanh(α ρ_m)``, Eq. (10) of the paper and the rule of the
+    public code (for ``M = 2`` the same coefficients, except at an exact tie
+    ``s_1 = s_2``, where the public code's ``else`` branch scales its second modality by
+    ``1 - tanh(α)`` and this rule leaves both at 1).
+
+  Why the default is shifted: it is continuous at ``ρ = 1``. The published rule is not:
+  just above ``ρ = 1`` it already scales the dominant modality's gradient by about
+  ``1 - tanh(α)`` (0.538 at ``α = 0.5``, 0.900 at ``α = 0.1``; 0.537 at ``ρ = 1.001``,
+  ``α = 0.5``), and at ``ρ = 1`` the coefficient jumps back to 1, so two nearly balanced
+  modalities see their gradients switch between full and about half size from batch to
+  batch. The shifted rule starts at 1 and decreases smoothly with the imbalance.
+* Modulation (:func:`modulate_gradients`): ``grad ← k_m · grad + ε``,
+  ``ε ~ N(0, std(grad)²)`` (std of the unscaled gradient, per parameter tensor), applied to
+  every parameter the caller passes for each modality, at every call. The public code
+  modulates (scales and adds noise to) only the 4-D gradients, i.e. convolution weights, of
+  its two encoders, and only in the epochs ``modulation_starts <= epoch <= modulation_ends``
+  (0 and 50 by default); here the caller chooses the parameters (e.g. only the convolution
+  weights) and when to call, so passing every encoder parameter at every step perturbs more
+  than the public code does.
 """
 from __future__ import annotations
 
@@ -22,7 +42,10 @@ import torch
 
 from .predictions import as_labels, check_batch, prob_of_label
 
-__all__ = ["ogm_ge_scores", "ogm_ge_coefficients", "modulate_gradients"]
+__all__ = ["ogm_ge_scores", "ogm_ge_coefficients", "modulate_gradients", "RULES"]
+
+#: Values of ``ogm_ge_coefficients(rule=...)``.
+RULES = ("shifted", "published")
 
 
 def ogm_ge_scores(logits: Sequence[torch.Tensor], y) -> torch.Tensor:
@@ -46,9 +69,17 @@ def ogm_ge_scores(logits: Sequence[torch.Tensor], y) -> torch.Tensor:
         return torch.stack([prob_of_label(l.softmax(-1), y).sum() for l in logits])
 
 
-def ogm_ge_coefficients(scores: torch.Tensor, alpha: float = 0.5) -> torch.Tensor:
-    """``(M,)`` gradient coefficients in ``[0, 1]`` from the modality scores ``(M,)`` (0 where a modality
-    dominates so far that ``tanh`` rounds to 1, e.g. a ratio of 40 at ``alpha`` = 0.5)."""
+def ogm_ge_coefficients(scores: torch.Tensor, alpha: float = 0.5, *, rule: str = "shifted") -> torch.Tensor:
+    """``(M,)`` gradient coefficients in ``[0, 1]`` (float64) from the modality scores ``(M,)``.
+
+    With ``ρ_m = s_m / mean_{k≠m} s_k``, the coefficient is 1 where ``ρ_m <= 1`` and, where
+    ``ρ_m > 1``, ``1 - tanh(α (ρ_m - 1))`` for ``rule="shifted"`` (default) or
+    ``1 - tanh(α ρ_m)`` for ``rule="published"`` (Eq. (10) of the OGM-GE paper; see the
+    module docstring for why the default is shifted). It is 0 where a modality dominates so
+    far that ``tanh`` rounds to 1 (e.g. a ratio of 40 at ``alpha`` = 0.5).
+    """
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
     scores = torch.as_tensor(scores, dtype=torch.float64)
     if scores.dim() != 1 or scores.shape[0] < 2 or not bool(torch.isfinite(scores).all()) or (scores < 0).any():
         raise ValueError(f"scores must be a finite, non-negative (M,) vector with M >= 2, got {scores}")
@@ -57,7 +88,8 @@ def ogm_ge_coefficients(scores: torch.Tensor, alpha: float = 0.5) -> torch.Tenso
     M = scores.shape[0]
     others = (scores.sum() - scores) / (M - 1)
     ratio = scores / others.clamp_min(1e-12)
-    return torch.where(ratio > 1, 1.0 - torch.tanh(alpha * (ratio - 1.0)), torch.ones_like(ratio))
+    excess = ratio - 1.0 if rule == "shifted" else ratio
+    return torch.where(ratio > 1, 1.0 - torch.tanh(alpha * excess), torch.ones_like(ratio))
 
 
 def modulate_gradients(params: Sequence[Iterable[torch.nn.Parameter]], coefficients, *,

@@ -1,9 +1,15 @@
 """The PID probe: how two modalities' embeddings share information about the label.
 
-Pipeline (as in the FastPID paper): per modality, standardise the probe-set
-embeddings, project them on their first principal components and cluster the projections
-with k-means; the two cluster ids and the label give a ``k × k × C`` joint histogram, which
-:func:`fastpid.pid` decomposes.
+Pipeline: per modality, scale the probe-set embeddings, project them on their first
+principal components and cluster the projections with k-means; the two cluster ids and the
+label give a ``k × k × C`` joint histogram, which :func:`fastpid.pid` decomposes. The
+scaling (``PIDProbe(scaling=...)``) is ``"standardize"`` by default (zero mean and unit
+variance per feature, :func:`~fastpid.integrations.cluster.standardize`) or ``"l2"``
+(each embedding row divided by its Euclidean norm,
+:func:`~fastpid.integrations.cluster.l2_normalize`), which is what the published FastPID
+code does before its PCA(5) and k-means(20). The two give different codes, and so
+different PID terms, on the same embeddings: standardising weighs every feature equally,
+row normalisation keeps the features' relative scales and discards each row's norm.
 
 With few probe samples per joint cell (``N`` samples over ``k²·C`` cells) the plug-in joint
 is biased: even codes that carry no information about the label get positive information
@@ -44,11 +50,14 @@ import torch
 import fastpid
 from fastpid.estimate import suggest_k
 
-from .cluster import kmeans, pca, standardize
+from .cluster import kmeans, l2_normalize, pca, standardize
 from .distributed import gather_rows, is_distributed
 from .predictions import as_labels, as_tensor
 
-__all__ = ["PIDProbe", "ProbeResult", "TERMS"]
+__all__ = ["PIDProbe", "ProbeResult", "TERMS", "SCALINGS"]
+
+#: Values of ``PIDProbe(scaling=...)``: how each modality's embeddings are scaled before PCA.
+SCALINGS = {"standardize": standardize, "l2": l2_normalize}
 
 #: The information fields of a :class:`ProbeResult`, in nats (or ``base`` units).
 TERMS = ("redundancy", "unique1", "unique2", "synergy", "mi", "mi1", "mi2", "gap")
@@ -117,7 +126,7 @@ def _estimate_options(options) -> dict:
 
 
 class PIDProbe:
-    """Standardise → PCA(``n_components``) → k-means(``n_clusters``) per modality → PID.
+    """Scale → PCA(``n_components``) → k-means(``n_clusters``) per modality → PID.
 
     Args:
         n_components: principal components kept per modality (capped at the embedding
@@ -139,12 +148,16 @@ class PIDProbe:
         min_samples_per_cell: warn (``UserWarning``, once per probe instance) when the
             probe set has fewer samples than this per cell of the ``k × k × C`` joint
             (``N < min_samples_per_cell · k² · C``); ``0`` never warns.
+        scaling: how each modality's embeddings are scaled before the PCA:
+            ``"standardize"`` (default; zero mean, unit variance per feature) or ``"l2"``
+            (unit-norm rows; a row of zeros stays 0), as the published FastPID code does.
+            Both rescale by powers of two first, so embeddings of any finite magnitude work.
     """
 
     def __init__(self, n_components: int = 5, n_clusters: int = 20, *, n_init: int = 4,
                  max_iter: int = 100, seed: int = 0, method: str = "exact", base=None,
                  estimate: bool = False, estimate_options: Mapping | None = None,
-                 min_samples_per_cell: float = 1.0):
+                 min_samples_per_cell: float = 1.0, scaling: str = "standardize"):
         for name, v in (("n_components", n_components), ("n_clusters", n_clusters)):
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
@@ -153,6 +166,9 @@ class PIDProbe:
         if isinstance(min_samples_per_cell, bool) or not isinstance(min_samples_per_cell, (int, float)) \
                 or not min_samples_per_cell >= 0 or math.isinf(min_samples_per_cell):
             raise ValueError(f"min_samples_per_cell must be a finite number >= 0, got {min_samples_per_cell!r}")
+        if not isinstance(scaling, str) or scaling not in SCALINGS:
+            raise ValueError(f"scaling must be one of {tuple(SCALINGS)}, got {scaling!r}")
+        self.scaling = scaling
         self.estimate = estimate
         self.estimate_options = _estimate_options(estimate_options)
         self.min_samples_per_cell = float(min_samples_per_cell)
@@ -167,7 +183,8 @@ class PIDProbe:
 
     def codes(self, emb, name: str = "emb") -> torch.Tensor:
         """Cluster ids ``(N,)`` (int64) of embeddings ``emb (N, D)`` (tensor or numpy; any
-        magnitude: :func:`~fastpid.integrations.cluster.standardize` rescales first)."""
+        magnitude: the ``scaling`` function, :func:`~fastpid.integrations.cluster.standardize`
+        or :func:`~fastpid.integrations.cluster.l2_normalize`, rescales first)."""
         emb = as_tensor(emb, name)
         if emb.dim() != 2:
             raise ValueError(f"{name} must have shape (N, D), got {tuple(emb.shape)}")
@@ -180,7 +197,7 @@ class PIDProbe:
             row = int(bad.nonzero()[0, 0])
             raise ValueError(f"{name} has NaN or Inf entries ({int(bad.sum())} of {n} rows, the "
                              f"first at row {row}); a diverged model's embeddings cannot be clustered")
-        z = standardize(emb.detach().to(torch.float64))
+        z = SCALINGS[self.scaling](emb.detach().to(torch.float64))
         z = pca(z, min(self.n_components, *z.shape)).scores
         return kmeans(z, self.n_clusters, n_init=self.n_init, max_iter=self.max_iter,
                       seed=self.seed).labels

@@ -65,6 +65,20 @@ keyword option, so the two variants can be mixed; the repository's other parts (
 normalisation of the embeddings, a fusion trunk of its own) belong to its model, not to the
 loss, and are not reproduced.
 
+Remaining differences of ``variant="repository"`` from the public code:
+
+* ``off_after_epoch=E`` applies the penalty and the masked cross-entropy while
+  ``epoch < E``: they are off from epoch ``E`` on. The public code's ``ending_epoch=E``
+  keeps its SynIB branch (penalty and masked cross-entropy) on while ``epoch <= E``, off
+  from ``E + 1`` on; its ``ending_epoch=E`` is ``off_after_epoch=E + 1`` here.
+* With ``lambda_syn=0`` the masked cross-entropy stays on (weight ``masked_ce``); the
+  public code skips the whole SynIB branch, masked cross-entropy included, when its synergy
+  weight is 0. Pass ``masked_ce=0`` as well for that.
+* The running feature statistics are updated once per training batch (both modalities',
+  before the masks are fitted). The public code updates each modality's twice per batch
+  (when it draws the random masks and again when it fits the learned mask), so at the
+  same rate (0.01) its statistics follow the embeddings about twice as fast per batch.
+
 State. The running statistics (``"noise"``, ``"learned_example"``) and the gate logits
 (``"learned"``) are registered buffers, sized on the first batch that needs them:
 ``.to(device)`` moves them and ``state_dict()`` holds them, together with the state of the

@@ -91,20 +91,54 @@ def test_fused_arm_heads_give_no_gradient_to_the_encoders(small):
         torch.testing.assert_close(a, b.grad)
 
 
-def test_ogm_ge_public_coefficient():
-    k = arms.ogm_ge_public_coefficients(torch.tensor([30.0, 10.0]), alpha=0.1)
-    torch.testing.assert_close(k, torch.tensor([1 - math.tanh(0.3), 1.0]))
-    k = arms.ogm_ge_public_coefficients(torch.tensor([10.0, 20.0]), alpha=0.5)
-    torch.testing.assert_close(k, torch.tensor([1.0, 1 - math.tanh(1.0)]))
+def _former_public_rule(scores, alpha):
+    """The public OGM-GE rule as examples/arms.py computed it before it used the library's
+    ``rule="published"`` (tanh in float32), kept as the reference the library must match."""
+    s1, s2 = (float(v) for v in scores)
+    ratio = s1 / max(s2, 1e-12)
+    if ratio > 1:
+        return torch.tensor([1.0 - torch.tanh(torch.tensor(alpha * ratio)).item(), 1.0])
+    inverse = s2 / max(s1, 1e-12)
+    if inverse > 1:
+        return torch.tensor([1.0, 1.0 - torch.tanh(torch.tensor(alpha * inverse)).item()])
+    return torch.ones(2)
 
 
-@pytest.mark.parametrize("name, rule", [("OGM-GE", "ogm_ge_coefficients"),
-                                        ("OGM-GE (public rule)", "ogm_ge_public_coefficients")])
+def test_ogm_ge_public_arm_uses_the_library_rule():
+    assert (arms.OGMGEPublic.rule, arms.OGMGE.rule) == ("published", "shifted")
+    assert not hasattr(arms, "ogm_ge_public_coefficients")
+
+
+# Dominant first or second, ties (zero included), a zero score, near-ties, ratio < 1 both ways.
+SCORE_PAIRS = [(30.0, 10.0), (10.0, 20.0), (5.0, 5.0), (0.0, 0.0), (0.0, 3.0), (3.0, 0.0),
+               (1.0001, 1.0), (1.0, 1.0001), (0.25, 7.5), (7.5, 0.25), (40.0, 1.0), (17.3, 41.9)]
+
+
+@pytest.mark.parametrize("alpha", [0.1, 0.5, 1.0])
+@pytest.mark.parametrize("pair", SCORE_PAIRS)
+def test_ogm_ge_published_rule_matches_the_former_arm_rule(pair, alpha):
+    from fastpid.integrations.ogm_ge import ogm_ge_coefficients
+
+    scores = torch.tensor(pair)                    # float32, as ogm_ge_scores gives for float32 logits
+    k = ogm_ge_coefficients(scores, alpha, rule="published")
+    s1, s2 = (float(v) for v in scores)
+    # Eq. (10), two modalities, in float64: the dominant one gets 1 - tanh(alpha * its ratio).
+    want = [1.0, 1.0]
+    if s1 / max(s2, 1e-12) > 1:
+        want[0] = 1 - math.tanh(alpha * s1 / max(s2, 1e-12))
+    elif s2 / max(s1, 1e-12) > 1:
+        want[1] = 1 - math.tanh(alpha * s2 / max(s1, 1e-12))
+    torch.testing.assert_close(k, torch.tensor(want, dtype=torch.float64), rtol=1e-12, atol=1e-15)
+    # The former copy computed tanh in float32: equal up to that rounding.
+    former = _former_public_rule(scores, alpha)
+    torch.testing.assert_close(k.float(), former, rtol=0, atol=1e-7)
+    assert torch.equal(k == 1, former == 1)        # the same modality (or none) is slowed
+
+
+@pytest.mark.parametrize("name, rule", [("OGM-GE", "shifted"), ("OGM-GE (public rule)", "published")])
 def test_each_ogm_ge_arm_modulates_by_its_own_rule(small, name, rule):
     from fastpid.integrations.ogm_ge import ogm_ge_coefficients, ogm_ge_scores
 
-    rules = {"ogm_ge_coefficients": ogm_ge_coefficients,
-             "ogm_ge_public_coefficients": arms.ogm_ge_public_coefficients}
     x1, x2, y = small.split("train")
     torch.manual_seed(0)
     model = MultiViewNet([x1.shape[1], x2.shape[1]], small.n_classes)
@@ -114,7 +148,7 @@ def test_each_ogm_ge_arm_modulates_by_its_own_rule(small, name, rule):
     out.heads[1].data[:, :] = 5.0 * F.one_hot(y[:64], small.n_classes)
     arm.loss(0, model, out, y[:64], None).backward()
     arm.after_backward(model, out, y[:64])
-    want = rules[rule](ogm_ge_scores(out.heads, y[:64]), 0.3)
+    want = ogm_ge_coefficients(ogm_ge_scores(out.heads, y[:64]), 0.3, rule=rule)
     torch.testing.assert_close(torch.tensor(arm.coefficients[-1]), want.float(), rtol=1e-6, atol=1e-7)
     assert float(want[1]) < 1.0  # the dominant modality is slowed by both rules
 

@@ -257,6 +257,33 @@ def test_ogm_ge_scores_and_coefficients():
         ogm_ge_coefficients(torch.tensor([1.0]))
 
 
+def test_ogm_ge_coefficient_rules():
+    s = torch.tensor([3.0, 1.0])
+    shifted = ogm_ge_coefficients(s, alpha=0.5)
+    assert torch.equal(shifted, ogm_ge_coefficients(s, alpha=0.5, rule="shifted"))   # the default
+    torch.testing.assert_close(shifted, torch.tensor([1 - math.tanh(1.0), 1.0], dtype=D64), rtol=0, atol=1e-15)
+    torch.testing.assert_close(ogm_ge_coefficients(s, alpha=0.5, rule="published"),
+                               torch.tensor([1 - math.tanh(1.5), 1.0], dtype=D64), rtol=0, atol=1e-15)
+    torch.testing.assert_close(ogm_ge_coefficients(torch.tensor([1.0, 4.0]), alpha=0.1, rule="published"),
+                               torch.tensor([1.0, 1 - math.tanh(0.4)], dtype=D64), rtol=0, atol=1e-15)
+    # M = 3: ratios 2, 2/3, 2/3; only the first exceeds 1.
+    torch.testing.assert_close(ogm_ge_coefficients(torch.tensor([2.0, 1.0, 1.0]), alpha=1.0, rule="published"),
+                               torch.tensor([1 - math.tanh(2.0), 1.0, 1.0], dtype=D64), rtol=0, atol=1e-15)
+    # Ties leave every coefficient at 1 under both rules.
+    for rule in ("shifted", "published"):
+        assert torch.equal(ogm_ge_coefficients(torch.tensor([2.0, 2.0]), rule=rule), torch.ones(2, dtype=D64))
+        assert torch.equal(ogm_ge_coefficients(torch.zeros(3), rule=rule), torch.ones(3, dtype=D64))
+    # The discontinuity the shifted default avoids: just above a tie the published rule
+    # already gives 1 - tanh(alpha) = 0.538 at alpha = 0.5 (and 1 at the tie itself).
+    near = torch.tensor([1.0 + 1e-9, 1.0], dtype=D64)
+    assert float(ogm_ge_coefficients(near, alpha=0.5, rule="published")[0]) == pytest.approx(0.5378828427, abs=1e-9)
+    assert float(ogm_ge_coefficients(near, alpha=0.5)[0]) == pytest.approx(1.0, abs=1e-9)
+    assert float(1 - math.tanh(0.5)) == pytest.approx(0.538, abs=5e-4)
+    for bad in ("public", "Published", None, 1):
+        with pytest.raises(ValueError, match="rule must be one of"):
+            ogm_ge_coefficients(s, rule=bad)
+
+
 def test_modulate_gradients():
     a = nn.Parameter(torch.zeros(20000))
     b = nn.Parameter(torch.zeros(3))

@@ -134,3 +134,86 @@ def test_thin_probe_warning_names_suggest_k_by_its_import():
         PIDProbe()(e1, e2, labels)
     msg = str(record[0].message)
     assert f"n_clusters={suggest_k(500, 10)} " in msg and "suggest_k(500, 10))" in msg
+
+
+# ---------------------------------------------------------------- scaling="l2"
+
+def test_l2_normalize_matches_sklearn_and_keeps_zero_rows(digits_left):
+    from sklearn.preprocessing import normalize
+
+    from fastpid.integrations.cluster import l2_normalize
+
+    X = digits_left.copy()
+    assert (np.abs(X).sum(1) == 0).sum() == 0
+    X[5] = 0.0                                                   # a row of zero norm
+    ours = l2_normalize(torch.from_numpy(X))
+    np.testing.assert_allclose(ours.numpy(), normalize(X), rtol=0, atol=1e-15)
+    norms = ours.norm(dim=1)
+    assert torch.equal(ours[5], torch.zeros(32, dtype=torch.float64))
+    torch.testing.assert_close(norms[torch.arange(len(X)) != 5], torch.ones(len(X) - 1, dtype=torch.float64))
+    # Any finite magnitude, each row its own: no overflow, no underflow, the same rows.
+    factors = torch.logspace(-300, 300, len(X), dtype=torch.float64)[:, None]
+    torch.testing.assert_close(l2_normalize(torch.from_numpy(X) * factors), ours, rtol=1e-14, atol=1e-15)
+    big = l2_normalize(torch.tensor([[3e38, -3e38, 1e38]]))      # float32 near its maximum
+    assert torch.isfinite(big).all() and float(big.norm()) == pytest.approx(1.0, abs=1e-6)
+    tiny = l2_normalize(torch.tensor([[5e-324, 1e-323]], dtype=torch.float64))   # subnormal
+    assert float(tiny.norm()) == pytest.approx(1.0, abs=1e-12)
+
+
+def _pca_inputs(probe, monkeypatch, *embs):
+    """The matrices the probe hands to PCA for each of ``embs``."""
+    import fastpid.integrations.probe as probe_module
+
+    seen = []
+
+    def spy(x, n_components):
+        seen.append(x.clone())
+        return pca(x, n_components)
+
+    monkeypatch.setattr(probe_module, "pca", spy)
+    codes = [probe.codes(e) for e in embs]
+    return seen, codes
+
+
+def test_probe_scaling_l2_gives_unit_rows_before_pca(digits_left, monkeypatch):
+    X = torch.from_numpy(digits_left[:300]).clone()
+    X[7] = 0.0
+    seen, _ = _pca_inputs(PIDProbe(n_clusters=10, scaling="l2"), monkeypatch, X)
+    norms = seen[0].norm(dim=1)
+    assert float(norms[7]) == 0.0
+    torch.testing.assert_close(norms[torch.arange(300) != 7], torch.ones(299, dtype=torch.float64))
+    # Unit rows: each row's own scale does not matter.
+    row_scale = torch.linspace(1e-3, 1e3, 300, dtype=torch.float64)[:, None]
+    l2 = PIDProbe(n_clusters=10, scaling="l2")
+    assert torch.equal(l2.codes(X), l2.codes(X * row_scale))
+
+
+def test_probe_default_scaling_is_unchanged(digits_left, monkeypatch):
+    X = torch.from_numpy(digits_left[:300])
+    default = PIDProbe(n_clusters=10)
+    assert default.scaling == "standardize"
+    seen, (codes,) = _pca_inputs(default, monkeypatch, X)
+    assert torch.equal(seen[0], standardize(X))
+    want = kmeans(pca(standardize(X), 5).scores, 10, n_init=4, max_iter=100, seed=0).labels
+    assert torch.equal(codes, want)
+    assert torch.equal(PIDProbe(n_clusters=10, scaling="standardize").codes(X), want)
+    # The other scaling gives other codes on the same embeddings.
+    assert not torch.equal(PIDProbe(n_clusters=10, scaling="l2").codes(X), want)
+
+
+def test_probe_rejects_unknown_scaling():
+    for bad in ("L2", "standardise", "sklearn", None, 2):
+        with pytest.raises(ValueError, match="scaling must be one of"):
+            PIDProbe(scaling=bad)
+
+
+def test_controller_takes_an_l2_probe():
+    from fastpid.integrations import ECSAsyncController
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 2, (60,), generator=g)
+    e1 = torch.randn(60, 4, generator=g) + y[:, None]
+    e2 = torch.randn(60, 4, generator=g)
+    ctrl = ECSAsyncController(PIDProbe(n_clusters=3, scaling="l2"), warmup_epochs=0)
+    d = ctrl.update(0, e1, e2, y)
+    assert ctrl.probe.scaling == "l2" and d.probed and len(ctrl.history) == 1

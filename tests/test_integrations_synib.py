@@ -190,6 +190,28 @@ def test_repository_variant_options():
         ("random", "uniform", 0.0, False, 0.6)
 
 
+def test_repository_differences_from_the_public_code_as_documented():
+    """The module docstring's list: off from epoch off_after_epoch on (the public
+    ending_epoch=E is off_after_epoch=E + 1), masked cross-entropy on with lambda_syn=0, and
+    one update of the running statistics per batch."""
+    enc1, enc2, head1, head2, fusion, _, _ = _repo_model()
+    x1, x2, y = torch.randn(16, 5), torch.randn(16, 6), torch.randint(0, 3, (16,))
+    z1, z2 = enc1(x1).detach(), enc2(x2).detach()
+    loss_fn = _repo_loss(off_after_epoch=3)
+    on = loss_fn(z1, z2, y, fusion, head1, head2, epoch=2)
+    assert on.synergy_kl.item() > 0 and on.masked_ce.item() > 0
+    off = loss_fn(z1, z2, y, fusion, head1, head2, epoch=3)
+    assert off.synergy_kl.item() == 0.0 and off.masked_ce.item() == 0.0
+    no_syn = _repo_loss(lambda_syn=0.0)(z1, z2, y, fusion, head1, head2)
+    assert no_syn.synergy_kl.item() == 0.0 and no_syn.masked_ce.item() > 0
+    # Running statistics after two batches: first batch sets them, second moves them by 0.01.
+    stats = _repo_loss()
+    a, b = torch.randn(16, 4), torch.randn(16, 4) + 3.0
+    stats(a, z2, y, fusion, head1, head2)
+    stats(b, z2, y, fusion, head1, head2)
+    torch.testing.assert_close(stats.running_mean1, 0.99 * a.mean(0) + 0.01 * b.mean(0))
+
+
 def test_gaussian_kl_by_hand():
     from fastpid.integrations import gaussian_kl
 
