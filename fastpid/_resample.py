@@ -6,11 +6,12 @@ Everything here builds batches of joint distributions ``(B, n1, n2, ny)`` that o
 * :func:`jackknife_joints` — the delete-a-group jackknife: the samples of each problem are
   split at random into ``g`` parts of (nearly) equal size and each part is left out in
   turn. The part joints come from one :func:`fastpid.joint` call with ``groups=``.
-* :func:`null_joint` — the zero-synergy model fitted to a joint: ``P0(x1,x2,y) =
-  P(x1,x2) q(y|x1,x2)`` with ``q(y|x) ∝ p(y) exp(f_y(x1) + g_y(x2))`` from the optimal dual
-  potentials of the BROJA problem of ``P`` (see :mod:`fastpid.estimate` for why this is the
-  maximum-likelihood fit under "synergy = 0").
-* :func:`multinomial_joints` — count tables of ``n`` samples drawn from given joints.
+* :func:`null_log_weights` and :func:`tempered_conditional` — the zero-synergy model fitted
+  to a joint, ``P0(x1,x2,y) = P(x1,x2) q(y|x1,x2)`` with ``q(y|x) ∝ p(y) exp(f_y(x1) +
+  g_y(x2))`` from the optimal dual potentials of the BROJA problem of ``P`` (see
+  :mod:`fastpid.estimate` for why this is the maximum-likelihood fit under "synergy = 0"),
+  shrunk towards ``p(y)`` by :func:`match_shrinkage`;
+* :func:`null_draws` — joints of the samples with the target redrawn from that model.
 
 Random numbers come from a numpy ``Generator`` (seeded by the caller), so a seed gives the
 same resamples on every device.
@@ -117,30 +118,6 @@ def dual_potentials(P: torch.Tensor, tol: float = 1e-9):
     return sol.f.to(P.device), sol.g.to(P.device)
 
 
-def null_conditional(P: torch.Tensor, tol: float = 1e-9) -> torch.Tensor:
-    """``q(y | x1, x2) = p(y) exp(f_y(x1) + g_y(x2) - c)`` for a flat normalised batch.
-
-    ``c`` makes ``max_x Σ_y q(y|x) = 1`` (the dual constraint); shape ``(B, n1, n2, ny)``.
-    Where ``Σ_y q(y|x) = 1`` (the support of the optimal coupling), ``q`` is the conditional
-    of the optimal coupling ``Q*``; elsewhere it sums to less than one.
-    """
-    f, g = dual_potentials(P, tol)
-    py = P.sum((1, 2))
-    p1y, p2y = P.sum(2), P.sum(1)
-    mask = (p1y > 0)[:, :, None, :] & (p2y > 0)[:, None, :, :]
-    logpy = torch.log(torch.where(py > 0, py, torch.ones_like(py)))
-    z = logpy[:, None, None, :] + torch.where(mask, f[:, :, None, :] + g[:, None, :, :], 0.0)
-    z = torch.where(mask, z, torch.tensor(-torch.inf, dtype=z.dtype, device=z.device))
-    logs = torch.logsumexp(z, -1)
-    c = logs.flatten(1).amax(1)
-    return torch.exp(z - c[:, None, None, None])
-
-
-def null_target_conditional(P: torch.Tensor, tol: float = 1e-9) -> torch.Tensor:
-    """``q(y|x)`` of :func:`null_conditional` normalised over ``y`` (uniform where it vanishes)."""
-    return tempered_conditional(null_log_weights(P, tol, floor_unseen=False), torch.ones(P.shape[0], dtype=P.dtype, device=P.device))
-
-
 def null_log_weights(P: torch.Tensor, tol: float = 1e-9, floor_unseen: bool = True):
     """``(log p(y), f_y(x1) + g_y(x2))`` of the BROJA dual optimum, ``(B, 1, 1, ny)`` and
     ``(B, n1, n2, ny)`` (``-inf`` on cells no coupling of ``P`` can use)."""
@@ -186,27 +163,11 @@ def conditional_mi(px: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return (J * torch.log(ratio)).sum((1, 2, 3))
 
 
-def null_joint(P: torch.Tensor, tol: float = 1e-9) -> torch.Tensor:
-    """The zero-synergy joint fitted to each problem of a flat normalised batch ``P``:
-    ``P0(x, y) = P(x) q(y|x) / Σ_y' q(y'|x)`` with ``q`` from :func:`null_conditional`.
-
-    ``P0`` keeps the source marginal ``P(x1, x2)`` of the data and takes the conditional of
-    the target from the BROJA optimum, renormalised on the (rare) source cells of the data
-    outside the optimum's support. Its synergy is zero where ``q`` needed no renormalising.
-    """
-    q = null_conditional(P, tol)
-    s = q.sum(-1, keepdim=True)
-    ny = P.shape[-1]
-    qn = torch.where(s > 0, q / torch.where(s > 0, s, torch.ones_like(s)), torch.full_like(q, 1.0 / ny))
-    P0 = P.sum(-1, keepdim=True) * qn
-    return P0 / P0.sum((1, 2, 3), keepdim=True)
-
-
 def null_draws(q: torch.Tensor, x1, x2, *, weights, groups, draws: int, rng, joint_fn):
     """Joints ``(G, draws, n1, n2, ny)`` of the samples with their sources kept and the
     target redrawn from the zero-synergy conditional: ``y*_n ~ q(· | x1_n, x2_n)``.
 
-    ``q[G, n1, n2, ny]`` is normalised over ``y`` (see :func:`null_joint`). The sources, the
+    ``q[G, n1, n2, ny]`` is normalised over ``y`` (:func:`tempered_conditional`). The sources, the
     weights and the groups of the samples are kept as observed (the test conditions on
     them: under the null they carry no information about the conditional of ``Y``); soft
     source rows give ``y*_n`` from the mixture ``Σ_x p1(x1|n) p2(x2|n) q(·|x)``. The draws
@@ -238,17 +199,6 @@ def null_draws(q: torch.Tensor, x1, x2, *, weights, groups, draws: int, rng, joi
                  num_groups=draws * G)
     P = torch.as_tensor(P).to(device=device, dtype=torch.float64)
     return P.reshape(draws, G, n1, n2, ny).transpose(0, 1)
-
-
-def multinomial_joints(P: torch.Tensor, n: np.ndarray, draws: int, rng: np.random.Generator) -> torch.Tensor:
-    """Count tables ``(B, draws, n1, n2, ny)`` of ``n[b]`` samples from each joint ``P[b]``
-    (float64, on ``P``'s device)."""
-    B = P.shape[0]
-    p = P.detach().reshape(B, -1).to(torch.float64).cpu().numpy()
-    p = np.clip(p, 0.0, None)
-    p = p / p.sum(1, keepdims=True)
-    counts = np.stack([rng.multinomial(int(n[b]), p[b], size=draws) for b in range(B)])
-    return torch.as_tensor(counts, dtype=torch.float64, device=P.device).reshape(B, draws, *P.shape[1:])
 
 
 def match_shrinkage(log_weights, px: torch.Tensor, v_pilot: torch.Tensor, v_hat: np.ndarray, device,

@@ -66,7 +66,7 @@ import numbers
 import sys
 from dataclasses import dataclass, fields
 from fractions import Fraction
-from typing import Any, Optional
+from typing import Any, Optional, SupportsIndex
 
 import numpy as np
 import torch
@@ -536,7 +536,7 @@ def _check_seed(seed) -> Optional[int]:
     return int(seed)
 
 
-def suggest_k(n: int, ny: int, *, samples_per_cell: float = 4.0) -> int:
+def suggest_k(n: SupportsIndex, ny: SupportsIndex, *, samples_per_cell: float = 4.0) -> int:
     """A number of clusters ``k`` per source for N samples and ``ny`` target values.
 
     The largest ``k`` with ``N >= samples_per_cell * k * k * ny`` (at least 2): at that

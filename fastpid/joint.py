@@ -213,7 +213,7 @@ def joint(x1, x2, y, *, sizes=None, weights=None, groups=None, num_groups=None):
 
     _check_output_size(G, out_sizes, dtype, device, _size_origins(n_sizes, tensors, g_t, num_groups))
     T = _accumulate(N, hard, soft, w, G, gidx, dtype, device)  # (G, n1, n2, ny)
-    P = _normalise(T, gidx, G, w, grouped=g_t is not None)
+    P = _normalise(T, gidx, G, grouped=g_t is not None)
     if g_t is None:
         P = P[0]
     if not any_torch:
@@ -386,7 +386,7 @@ def _choose_mode(N: int, H: int, La: int, Rb: int, device: torch.device) -> str:
     return "segments" if seg_cost <= scatter_cost else "scatter"
 
 
-def _normalise(T: torch.Tensor, gidx, G: int, w, *, grouped: bool) -> torch.Tensor:
+def _normalise(T: torch.Tensor, gidx, G: int, *, grouped: bool) -> torch.Tensor:
     """Divide each problem by its total mass; zero-mass problems raise ValueError."""
     total = T.sum(dim=(-3, -2, -1), keepdim=True)
     with torch.no_grad():

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 __all__ = ["plot_pid_terms", "plot_curriculum", "plot_ecs_decisions"]
 
@@ -48,7 +49,7 @@ def _vector(v, name: str, n: int | None = None) -> np.ndarray:
     return a
 
 
-def plot_pid_terms(epochs, terms: Mapping[str, Sequence[float]], intervals: Mapping | None = None, *,
+def plot_pid_terms(epochs, terms: Mapping[str, npt.ArrayLike], intervals: Mapping | None = None, *,
                    ax=None, units: str = "nats"):
     """PID terms over epochs: one line per term, one shaded band per interval.
 

@@ -544,6 +544,8 @@ def newton_cost(n1: int, n2: int, ny: int, mf: int | None = None, mg: int | None
     ``n1 n2`` cells, :func:`_newton_system_lowrank`) and, given the numbers ``mf``, ``mg`` of
     admissible potentials (pairs ``(x, y)`` with mass), ``"sparse"`` (the Hessian over those
     only, :func:`_newton_system_sparse`)."""
+    if (mf is None) != (mg is None):
+        raise ValueError(f"newton_cost needs both mf and mg (or neither); got mf={mf}, mg={mg}")
     m, v, C = n2 * ny, n1 + n2, n1 * n2
     if native and native_product_form(n2, ny):
         f_blocks = n1 * (ny * (n2 + ny) * (4 * n2 + 1) + 2 * m * m)  # their solves, then S's update

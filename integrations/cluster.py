@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .predictions import ArrayLike
+
 __all__ = ["standardize", "l2_normalize", "pca", "kmeans", "PCAResult", "KMeansResult"]
 
 
@@ -164,7 +166,7 @@ def _lloyd(x, centers, max_iter: int, tol: float):
     return labels, centers, float(inertia), it
 
 
-def kmeans(x: torch.Tensor, k: int, *, n_init: int = 4, max_iter: int = 100, tol: float = 1e-4,
+def kmeans(x: ArrayLike, k: int, *, n_init: int = 4, max_iter: int = 100, tol: float = 1e-4,
            seed: int = 0) -> KMeansResult:
     """k-means clustering of ``x (N, D)`` into ``k`` clusters.
 

@@ -116,7 +116,7 @@ import copy
 import math
 import operator
 from dataclasses import asdict, dataclass, replace
-from typing import Mapping, Sequence
+from typing import Mapping, Sequence, SupportsIndex
 
 import torch
 import torch.nn.functional as F
@@ -124,7 +124,7 @@ import torch.nn.functional as F
 import fastpid
 
 from .distributed import broadcast_object, rank_and_world
-from .predictions import as_labels, check_batch
+from .predictions import ArrayLike, as_labels, check_batch
 from .probe import TERMS, PIDProbe, ProbeResult
 
 __all__ = ["ECSAsyncController", "Decision", "ProbeRecord"]
@@ -389,8 +389,8 @@ class ECSAsyncController:
         return Decision(epoch, UNIMODAL, self.paused != 1, self.paused != 2, probed=probed,
                         reason=reason or ("both train" if self.paused is None else f"modality {self.paused} paused"))
 
-    def update(self, epoch: int, emb1: torch.Tensor | None = None, emb2: torch.Tensor | None = None,
-               labels: torch.Tensor | None = None) -> Decision:
+    def update(self, epoch: SupportsIndex, emb1: ArrayLike | None = None, emb2: ArrayLike | None = None,
+               labels: ArrayLike | None = None) -> Decision:
         """The decision for ``epoch``, probing ``emb1 (N, D1)``, ``emb2 (N, D2)`` and
         ``labels (N,)`` of the probe set when :meth:`wants_probe` says so, plus, while in
         stage 1, the permutation baseline of the probe's codes (``synergy_rule="baseline"``,
@@ -590,7 +590,9 @@ class ECSAsyncController:
             return (self.fused_weight * F.cross_entropy(fused_logits, labels)
                     + self.unimodal_weight * (F.cross_entropy(logits1, labels) + F.cross_entropy(logits2, labels)))
         parts = [F.cross_entropy(lg, labels) for lg, on in ((logits1, decision.train1), (logits2, decision.train2)) if on]
-        return sum(parts)
+        if not parts:  # the controller always trains one; a Decision built by hand may not
+            raise ValueError(f"decision {decision} trains neither modality in stage 1: no loss to return")
+        return parts[0] if len(parts) == 1 else parts[0] + parts[1]
 
     # ----------------------------------------------------------------- state and history
     def history_arrays(self) -> dict:

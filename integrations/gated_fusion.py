@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numbers
 
-from typing import Sequence
+from typing import Sequence, SupportsIndex
 
 import torch
 from torch import nn
@@ -26,7 +26,7 @@ class GatedFusion(nn.Module):
     ``forward(zs)`` takes ``M`` tensors ``(B, D)`` and returns ``(fused (B, D), gate (B, M))``.
     """
 
-    def __init__(self, dim: int, n_modalities: int, hidden: int = 32):
+    def __init__(self, dim: SupportsIndex, n_modalities: SupportsIndex, hidden: SupportsIndex = 32):
         super().__init__()
         for name, v, lo in (("dim", dim, 1), ("n_modalities", n_modalities, 2), ("hidden", hidden, 1)):
             if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < lo:

@@ -8,6 +8,8 @@ range, row sums, label values).
 """
 from __future__ import annotations
 
+from typing import Union
+
 import numpy as np
 import torch
 
@@ -16,6 +18,8 @@ __all__ = ["as_tensor", "as_labels", "check_probs", "check_labels", "check_batch
 #: Rows of a probability matrix must sum to 1 within this tolerance (or, for half-precision
 #: input, within the dtype's epsilon: a bfloat16 softmax row is off by up to 2^-8).
 ROW_SUM_TOL = 1e-4
+#: What the integrations take where they take an array: a tensor or a numpy array.
+ArrayLike = Union[torch.Tensor, np.ndarray]
 
 
 def as_tensor(x, name: str) -> torch.Tensor:

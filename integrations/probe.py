@@ -52,7 +52,7 @@ from fastpid.estimate import suggest_k
 
 from .cluster import kmeans, l2_normalize, pca, standardize
 from .distributed import gather_rows, is_distributed
-from .predictions import as_labels, as_tensor
+from .predictions import ArrayLike, as_labels, as_tensor
 
 __all__ = ["PIDProbe", "ProbeResult", "TERMS", "SCALINGS"]
 
@@ -215,7 +215,7 @@ class PIDProbe:
                              f"{tuple(codes1.shape)}, {tuple(codes2.shape)}, {tuple(labels.shape)}")
         return codes1, codes2, labels, (self.n_clusters, self.n_clusters, self._n_classes(labels, n_classes))
 
-    def shuffled(self, codes1: torch.Tensor, codes2: torch.Tensor, labels, n_permutations: int, *,
+    def shuffled(self, codes1: ArrayLike, codes2: ArrayLike, labels, n_permutations: int, *,
                  seed: int = 0, n_classes: int | None = None, within_class: bool = True) -> dict:
         """A permutation baseline: mean PID terms (nats, or ``base`` units; keys
         :data:`TERMS`) of the codes ``codes1 (N,)``, ``codes2 (N,)`` (ids in

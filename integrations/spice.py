@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import math
 import operator
-from typing import Callable
+from typing import Callable, SupportsIndex
 
 import torch
 from torch.utils.data import Sampler
@@ -85,7 +85,7 @@ class SPICECurriculum:
     """
 
     def __init__(self, n_samples: int, epochs: int, *, phases=(0.3, 0.3, 0.4), pacing=None,
-                 refresh: int = 1, estimator="pointwise", estimator_kwargs=None,
+                 refresh: int = 1, estimator: str | Estimator = "pointwise", estimator_kwargs=None,
                  min_samples: int = 1):
         for name, v in (("n_samples", n_samples), ("refresh", refresh), ("min_samples", min_samples)):
             if not isinstance(v, int) or v < 1:
@@ -193,7 +193,7 @@ class SPICECurriculum:
             rows.append(by_total[order])
         return torch.stack(rows)
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: SupportsIndex) -> None:
         """Set the epoch that :meth:`indices`, :meth:`weights` and the sampler refer to."""
         self.schedule.position(epoch)  # validates
         self.epoch = operator.index(epoch)  # a plain int (numpy and 0-d tensor epochs accepted)
@@ -292,7 +292,7 @@ class SPICESampler(Sampler):
         self.num_replicas, self.rank, self.seed, self.drop_last = num_replicas, rank, int(seed), bool(drop_last)
         self.shuffle = bool(shuffle)
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: SupportsIndex) -> None:
         """Set the curriculum's epoch (:meth:`SPICECurriculum.set_epoch`), which also seeds
         the sharded shuffle."""
         self.curriculum.set_epoch(epoch)

@@ -27,7 +27,7 @@ import torch
 
 import fastpid
 
-from .predictions import as_tensor, check_labels, check_probs, prob_of_label
+from .predictions import ArrayLike, as_tensor, check_labels, check_probs, prob_of_label
 
 __all__ = ["SampleScores", "pointwise_scores", "local_scores", "nearest_neighbours"]
 
@@ -82,7 +82,7 @@ def pointwise_scores(p1, p2, p12, y, *, prior=None, eps: float = 1e-12) -> Sampl
                         synergy=(i12 - torch.maximum(i1, i2)).clamp_min(0.0))
 
 
-def nearest_neighbours(emb: torch.Tensor, k: int, chunk: int = 4096) -> torch.Tensor:
+def nearest_neighbours(emb: ArrayLike, k: int, chunk: int = 4096) -> torch.Tensor:
     """Indices ``(N, k)`` of each row's ``k`` nearest rows of ``emb (N, D)`` (itself first;
     tensor or numpy).
 

@@ -110,7 +110,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .predictions import as_labels, as_tensor, check_batch
+from .predictions import ArrayLike, as_labels, as_tensor, check_batch
 
 __all__ = ["SynIBLoss", "SynIBTerms", "kl_to_uniform", "gaussian_kl", "MASKS", "PENALTIES", "VARIANTS"]
 
@@ -524,7 +524,7 @@ class SynIBLoss(nn.Module):
         return gaussian_kl(logits, self.logvar_head(feats))
 
     # ----------------------------------------------------------------- the loss
-    def forward(self, z1: torch.Tensor, z2: torch.Tensor, y, fusion: Fusion,
+    def forward(self, z1: ArrayLike, z2: ArrayLike, y, fusion: Fusion,
                 head1: Head | None = None, head2: Head | None = None, epoch: int | None = None) -> SynIBTerms:
         z1, z2 = as_tensor(z1, "z1"), as_tensor(z2, "z2")
         y = as_labels(y, "y", device=z1.device)

@@ -32,7 +32,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import fastpid  # noqa: E402
 
 TERMS = ("redundancy", "unique1", "unique2", "synergy")
-SHORT = ("R", "U1", "U2", "S")
 
 
 # ------------------------------------------------------------------------------ joints

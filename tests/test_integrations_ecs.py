@@ -136,6 +136,11 @@ def test_stage_loss():
     only2.backward()
     assert only2.item() == pytest.approx(ce(l2).item())
     assert l1.grad is None and f.grad is None and l2.grad is not None
+    both = ctrl.stage_loss(Decision(0, "unimodal", True, True), f, l1, l2, y)
+    assert both.item() == pytest.approx((ce(l1) + ce(l2)).item())
+    # A hand-built decision that trains neither modality gave the int 0 (no .backward()).
+    with pytest.raises(ValueError, match="trains neither modality"):
+        ctrl.stage_loss(Decision(0, "unimodal", False, False), f, l1, l2, y)
 
 
 @pytest.mark.parametrize("kwargs", [dict(ratio=1.0), dict(resume_ratio=4.0), dict(drop=1.2),

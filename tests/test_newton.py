@@ -422,3 +422,10 @@ def test_barrier_steps_stand_in_on_wide_range_joints():
         if cpp.available()[0]:
             assert torch.equal(cpp.solve(P, 1e-8).iterations, ref.iterations), name
     assert len(calls) >= 3
+
+
+def test_newton_cost_needs_both_admissible_counts():
+    """mf alone used to fail with a TypeError on None."""
+    assert set(solver.newton_cost(4, 4, 4, mf=3, mg=2)) == {"schur", "lowrank", "sparse"}
+    with pytest.raises(ValueError, match="both mf and mg"):
+        solver.newton_cost(4, 4, 4, mf=3)
