@@ -11,6 +11,7 @@ example over a validation loader, and decomposes the accumulated joint once::
 
 Under an initialised ``torch.distributed`` process group, :meth:`PIDMetric.compute`
 all-reduces the accumulated mass, so every rank gets the PID of the samples of every rank.
+The state stays per rank: each rank saves and loads its own (:meth:`PIDMetric.state_dict`).
 """
 from __future__ import annotations
 
@@ -31,6 +32,15 @@ def _n_samples(x, name: str) -> int:
     if (x.ndim if isinstance(x, torch.Tensor) else np.ndim(x)) == 0:
         raise ValueError(f"{name} must be a (B,) vector of codes or a (B, n) matrix of rows, got a scalar")
     return int(x.shape[0]) if isinstance(x, (np.ndarray, torch.Tensor)) else len(x)
+
+
+def _collective_device() -> torch.device | None:
+    """The device a collective of the default process group needs its tensors on: the
+    current CUDA device under NCCL (which takes CUDA tensors only), else ``None`` (the
+    tensors' own device; gloo takes CPU and CUDA tensors)."""
+    if dist.get_backend() == dist.Backend.NCCL:
+        return torch.device("cuda", torch.cuda.current_device())
+    return None
 
 
 def _batch_mass(weights, n: int) -> float:
@@ -88,11 +98,16 @@ class PIDMetric:
         """:func:`fastpid.pid` of the accumulated joint (a :class:`fastpid.PIDResult`).
 
         Under ``torch.distributed`` the counts are summed over the ranks first (every rank
-        must call it; the local :attr:`counts` are left as they are). Raises ``ValueError``
-        when no sample has been added (on any rank)."""
+        must call it; the local :attr:`counts` are left as they are, so the sum is correct
+        only if every rank holds its own samples' counts: see :meth:`state_dict`). Raises
+        ``ValueError`` when no sample has been added (on any rank)."""
         counts = self.counts.clone()
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            dist.all_reduce(counts, op=dist.ReduceOp.SUM)
+            # NCCL reduces CUDA tensors only: the counts (on CPU by default) go to its device
+            # for the sum and come back to the metric's.
+            reduced = counts.to(_collective_device() or counts.device)
+            dist.all_reduce(reduced, op=dist.ReduceOp.SUM)
+            counts = reduced.to(counts.device)
         total = float(counts.sum())
         if not total > 0:
             raise ValueError("PIDMetric.compute(): no samples were added (call update() with at least "
@@ -104,7 +119,13 @@ class PIDMetric:
         self.counts.zero_()
 
     def state_dict(self) -> dict:
-        """``{"counts": tensor}`` (readable by ``torch.load(weights_only=True)``)."""
+        """``{"counts": tensor}`` (readable by ``torch.load(weights_only=True)``): this
+        rank's counts only, not the sum over the ranks.
+
+        Under ``torch.distributed`` each rank saves its own state and loads it back (e.g.
+        one file per rank); the resumed :meth:`compute` then equals the uninterrupted one
+        bit for bit. Loading rank 0's state on every rank would count rank 0's samples once
+        per rank in :meth:`compute`'s sum and lose the other ranks' samples."""
         return {"counts": self.counts.clone()}
 
     def load_state_dict(self, state: dict) -> None:

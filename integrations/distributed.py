@@ -2,8 +2,10 @@
 
 Every function here is a no-op (or the identity) when no process group is initialised, so
 single-process training runs exactly the same code path as before. Under a process group
-(any backend: ``gloo`` with CPU tensors, ``nccl`` with CUDA tensors) they keep the state
-that each rank computes identical on every rank:
+they keep the state that each rank computes identical on every rank. Inputs may be on any
+device (numpy inputs are CPU tensors): under ``nccl``, which takes CUDA tensors only, they
+are moved to the current CUDA device for the collective, and the results come back on the
+inputs' device (``gloo`` takes them where they are).
 
 * :func:`gather_rows` — concatenate every rank's rows, in rank order (variable row counts);
 * :func:`assemble` — build the ``(N, ...)`` arrays of a whole data set from every rank's
@@ -18,6 +20,8 @@ from typing import Sequence
 
 import torch
 import torch.distributed as dist
+
+from fastpid.metrics import _collective_device
 
 __all__ = ["is_distributed", "rank_and_world", "gather_rows", "assemble", "broadcast_object",
            "broadcast_tensors", "all_reduce_sum"]
@@ -40,29 +44,38 @@ def gather_rows(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Every rank's ``tensors`` concatenated along dimension 0, in rank order.
 
     All tensors of one call must have the same number of rows on a rank (rows may differ
-    between ranks; they are padded for the collective and trimmed after). Returns the
-    tensors unchanged without a process group. The result is detached.
+    between ranks; they are padded for the collective and trimmed after), and each must have
+    the same trailing shape and dtype on every rank; otherwise every rank raises the same
+    ``ValueError``. Returns the tensors unchanged without a process group. The result is
+    detached, on each input's device.
     """
     if not is_distributed() or dist.get_world_size() == 1:
         return tensors
     world = dist.get_world_size()
-    n = tensors[0].shape[0]
-    if any(t.shape[0] != n for t in tensors):
-        raise ValueError(f"gather_rows: the tensors have different row counts "
-                         f"{[t.shape[0] for t in tensors]}")
-    counts = torch.tensor([n], dtype=torch.int64, device=tensors[0].device)
-    all_counts = [torch.zeros_like(counts) for _ in range(world)]
-    dist.all_gather(all_counts, counts)
-    sizes = [int(c) for c in all_counts]
-    width = max(sizes)
+    # Every rank's shapes and dtypes, checked alike on every rank before any data moves: a
+    # rank that raised alone would leave the others waiting, and tensors of other widths in
+    # one all_gather abort the process (gloo) instead of raising.
+    local = [(tuple(t.shape), t.dtype) for t in tensors]
+    every = [None] * world
+    dist.all_gather_object(every, local)
+    for r, specs in enumerate(every):
+        if len({shape[0] for shape, _ in specs}) > 1:
+            raise ValueError(f"gather_rows: the tensors have different row counts on rank {r}: "
+                             f"{[shape[0] for shape, _ in specs]}")
+    trailing = [[(shape[1:], dtype) for shape, dtype in specs] for specs in every]
+    if any(t != trailing[0] for t in trailing):
+        raise ValueError("gather_rows: every rank must pass tensors of the same trailing shapes and "
+                         "dtypes; got (trailing shape, dtype) per tensor, by rank: "
+                         + "; ".join(f"rank {r}: {[(list(s), str(d)) for s, d in t]}" for r, t in enumerate(trailing)))
+    sizes = [specs[0][0][0] for specs in every]
+    width, device = max(sizes), _collective_device()
     out = []
     for t in tensors:
-        t = t.detach().contiguous()
-        padded = t.new_zeros((width, *t.shape[1:]))
-        padded[:n] = t
+        padded = t.detach().new_zeros((width, *t.shape[1:]), device=device or t.device)
+        padded[:t.shape[0]] = t.detach()
         parts = [torch.empty_like(padded) for _ in range(world)]
         dist.all_gather(parts, padded)
-        out.append(torch.cat([p[:s] for p, s in zip(parts, sizes)]))
+        out.append(torch.cat([p[:s] for p, s in zip(parts, sizes)]).to(t.device))
     return tuple(out)
 
 
@@ -110,21 +123,25 @@ def broadcast_object(obj):
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
-    """The sum of ``t`` over every rank (a new tensor; ``t`` is left alone); a copy of ``t``
-    without a process group."""
-    t = t.detach().clone()
-    if is_distributed() and dist.get_world_size() > 1:
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t
+    """The sum of ``t`` over every rank (a new tensor on ``t``'s device; ``t`` is left
+    alone); a copy of ``t`` without a process group."""
+    if not is_distributed() or dist.get_world_size() == 1:
+        return t.detach().clone()
+    out = t.detach().to(_collective_device() or t.device, copy=True)
+    dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    return out.to(t.device)
 
 
 def broadcast_tensors(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Rank 0's values of ``tensors`` on every rank (new tensors; each rank's must have the
-    same shapes and dtypes, on the device its backend uses); the tensors unchanged without a
-    process group."""
+    """Rank 0's values of ``tensors`` on every rank (new tensors on the inputs' devices; each
+    rank's must have the same shapes and dtypes); the tensors unchanged without a process
+    group."""
     if not is_distributed() or dist.get_world_size() == 1:
         return tensors
-    out = tuple(t.detach().clone().contiguous() for t in tensors)
-    for t in out:
-        dist.broadcast(t, src=0)
-    return out
+    device = _collective_device()
+    out = []
+    for t in tensors:
+        copy = t.detach().to(device or t.device, copy=True).contiguous()
+        dist.broadcast(copy, src=0)
+        out.append(copy.to(t.device))
+    return tuple(out)

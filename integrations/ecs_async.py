@@ -397,7 +397,7 @@ class ECSAsyncController:
         unless ``baseline=None``) or the probe's :class:`fastpid.PIDEstimate`
         (``synergy_rule="test"``: the probe result's own with ``PIDProbe(estimate=True)``,
         else :meth:`PIDProbe.estimated` of its codes, computed on rank 0 only under
-        ``torch.distributed``).
+        ``torch.distributed``; an error there raises on every rank).
 
         Call it once per epoch, before training that epoch, with embeddings computed by the
         current (not yet trained this epoch) encoders. Tensors or numpy arrays. Under
@@ -411,18 +411,16 @@ class ECSAsyncController:
                 raise ValueError(f"epoch {epoch} is a probe epoch (probe_every={self.probe_every}); "
                                  "pass emb1, emb2 and labels")
             res = self.probe(emb1, emb2, labels)
-            baseline = test = None
+            baseline, estimate = None, False
             if self.stage == UNIMODAL and self.synergy_rule == "test":
                 # step() uses rank 0's test on every rank, so only rank 0 computes it (the
                 # gathered codes, hence the seeded estimate, are the same on every rank).
-                test = res.estimate
-                if test is None and rank_and_world()[0] == 0:
-                    test = self.probe.estimated(res.codes1, res.codes2, res.labels)
+                estimate = res.estimate is None and rank_and_world()[0] == 0
             elif self.baseline is not None and self.stage == UNIMODAL:
                 baseline = self.probe.shuffled(res.codes1, res.codes2, res.labels, self.baseline_permutations,
                                                seed=self.baseline_seed + epoch,
                                                within_class=self.baseline == "within_class")
-            return self.step(epoch, res, baseline, test)
+            return self._step(epoch, self._parse(res, baseline, None, estimate=estimate))
         if self.stage == UNIMODAL and epoch >= self.max_unimodal_epochs:
             return self._switch(epoch, f"reached max_unimodal_epochs={self.max_unimodal_epochs}")
         return self.current(epoch)
@@ -448,9 +446,13 @@ class ECSAsyncController:
         ``torch.distributed`` rank 0's terms, baseline and test are used on every rank, so
         every rank takes the same decision; every rank must call it."""
         epoch = operator.index(epoch)  # as in update()
+        return self._step(epoch, self._parse(result, baseline, test))
+
+    def _step(self, epoch: int, parsed) -> Decision:
+        """:meth:`step` from :meth:`_parse`'s answer on this rank."""
         # Rank 0's inputs, or rank 0's error, on every rank: a rank that raised alone would
         # leave the others waiting in the broadcast until the process group timed out.
-        parsed, error = broadcast_object(self._parse(result, baseline, test))
+        parsed, error = broadcast_object(parsed)
         if error is not None:
             raise error
         terms, baseline, test = parsed
@@ -518,9 +520,14 @@ class ECSAsyncController:
             return None
         return self.peak_score - (1.0 - self.drop) * abs(self.peak_score)
 
-    def _parse(self, result, baseline, test):
-        """``((terms, baseline, test), None)`` checked, or ``(None, error)`` (step())."""
+    def _parse(self, result, baseline, test, *, estimate: bool = False):
+        """``((terms, baseline, test), None)`` checked, or ``(None, error)`` (step()).
+
+        ``estimate=True`` computes ``test`` here, as :meth:`PIDProbe.estimated` of the
+        ``result``'s codes (update() on rank 0), so that its errors reach every rank too."""
         try:
+            if estimate:
+                test = self.probe.estimated(result.codes1, result.codes2, result.labels)
             terms = _terms(result)
             if test is None and isinstance(result, ProbeResult):
                 test = result.estimate

@@ -48,7 +48,7 @@ from typing import Mapping
 import torch
 
 import fastpid
-from fastpid.estimate import suggest_k
+from fastpid.estimate import _check_confidence, _check_int, _check_seed, suggest_k
 
 from .cluster import kmeans, l2_normalize, pca, standardize
 from .distributed import gather_rows, is_distributed
@@ -110,9 +110,21 @@ class ProbeResult:
 #: through ``PIDProbe(estimate_options=...)``).
 _PROBE_SETS = ("sizes", "weights", "groups", "num_groups", "base", "progress")
 
+#: :func:`fastpid.estimate`'s own checks of the options' values (with the minimums it
+#: passes them), run at construction: a bad value would otherwise surface only at the first probe (under
+#: ``torch.distributed``, on the rank that runs the estimate).
+_OPTION_CHECKS = {
+    "confidence": _check_confidence,
+    "n_jackknife": lambda v: _check_int(v, "n_jackknife", 2),
+    "n_null": lambda v: _check_int(v, "n_null", 0),
+    "n_pilot": lambda v: _check_int(v, "n_pilot", 1),
+    "seed": _check_seed,
+}
+
 
 def _estimate_options(options) -> dict:
-    """``options`` checked against :func:`fastpid.estimate`'s keyword arguments."""
+    """``options`` checked against :func:`fastpid.estimate`'s keyword arguments and the
+    values it accepts."""
     if options is None:
         return {}
     if not isinstance(options, Mapping):
@@ -122,6 +134,11 @@ def _estimate_options(options) -> dict:
     bad = sorted(k for k in options if k not in allowed)
     if bad:
         raise ValueError(f"estimate_options has unknown keys {bad}; allowed: {allowed}")
+    for k, v in options.items():
+        try:
+            _OPTION_CHECKS[k](v)
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"estimate_options: {error}") from None
     return dict(options)
 
 
@@ -143,7 +160,8 @@ class PIDProbe:
             cores, 1.5–3x the probe itself (0.03–0.04 s).
         estimate_options: keyword arguments for :func:`fastpid.estimate` (``confidence``,
             ``n_jackknife``, ``n_null``, ``seed``, ...; the probe sets ``sizes`` and
-            ``base``). ``seed`` defaults to the probe's ``seed``, so the estimate is
+            ``base``), keys and values checked here as :func:`fastpid.estimate` checks
+            them. ``seed`` defaults to the probe's ``seed``, so the estimate is
             deterministic too.
         min_samples_per_cell: warn (``UserWarning``, once per probe instance) when the
             probe set has fewer samples than this per cell of the ``k × k × C`` joint

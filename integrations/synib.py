@@ -92,6 +92,13 @@ gates of ``"learned_example"`` are fitted afresh on every batch and are not stat
 running statistics are kept in float32 (float64 for float64 embeddings), as ``BatchNorm``
 keeps its own: in bfloat16 the small ``momentum`` updates would be rounded away.
 
+Distributed training. Nothing is synchronised under ``torch.distributed``: each rank's
+running statistics follow the embeddings of its own batches and its ``"learned"`` gates are
+fitted on them, so they differ between ranks (as ``BatchNorm``'s statistics do without
+``SyncBatchNorm``), and a checkpoint saved on rank 0 carries rank 0's. Every rank built
+with the same ``seed`` draws the same masks, permutations and noise; pass
+``seed=base_seed + rank`` for different draws on each rank.
+
 Evaluation. The learned gates are fitted by gradient steps of their own (with the model
 frozen), also when the caller computes no gradient: the loss is the same under
 ``torch.no_grad()`` and ``torch.inference_mode()`` (PyTorch Lightning validates under the
@@ -254,7 +261,8 @@ class SynIBLoss(nn.Module):
             signed steps of size ``gate_lr``; ``"learned_example"``: Adam steps).
         noise_std: scale of the noise that fills the masked features of
             ``"learned_example"``, in running standard deviations.
-        seed: seed of the loss's own random draws (masks, permutations, noise).
+        seed: seed of the loss's own random draws (masks, permutations, noise); the same
+            on every rank of a distributed run gives every rank the same draws.
 
     Call it as ``loss_fn(z1, z2, y, fusion, head1, head2, epoch=None)`` with embeddings
     ``z1 (B, D1)``, ``z2 (B, D2)``, labels ``y (B,)`` (tensor or numpy; integral floats

@@ -2,8 +2,10 @@
 only), each holding half of the data, against the same computation in one process."""
 from __future__ import annotations
 
+import datetime
 import math
 import os
+import re
 
 import pytest
 import torch
@@ -13,6 +15,7 @@ import torch.multiprocessing as mp
 import fastpid
 from helpers import free_port
 from fastpid.integrations import DynCIM, ECSAsyncController, PIDProbe, SPICECurriculum, SPICESampler
+from fastpid.integrations.distributed import all_reduce_sum, gather_rows
 from fastpid.integrations.spice_scores import SampleScores
 
 WORLD = 2
@@ -110,18 +113,67 @@ def _worker(rank, port, out_dir):
         metric.update(p1[half], p2[half], y[half])
         out["metric"] = metric.compute()
         out["metric_local_mass"] = float(metric.counts.sum())
+        # Two batches, with a checkpoint between them or without: each rank saves and loads
+        # its own state.
+        batches = [(p1[half][s], p2[half][s], y[half][s]) for s in (slice(0, 20), slice(20, None))]
+        uninterrupted, saved, resumed = (fastpid.PIDMetric((3, 3, 3)) for _ in range(3))
+        for batch in batches:
+            uninterrupted.update(*batch)
+        saved.update(*batches[0])
+        path = os.path.join(out_dir, f"metric_rank{rank}.pt")
+        torch.save(saved.state_dict(), path)
+        resumed.load_state_dict(torch.load(path, weights_only=True))
+        resumed.update(*batches[1])
+        out["metric_resumed"] = (resumed.compute(), uninterrupted.compute(),
+                                 torch.equal(resumed.counts, uninterrupted.counts))
         torch.save(out, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
 
 
-@pytest.fixture(scope="module")
-def ranks(tmp_path_factory):
-    """Run :func:`_worker` in two processes; the per-rank outputs."""
-    out_dir = str(tmp_path_factory.mktemp("ddp"))
+def _outcome(f) -> str:
+    """``"ok"``, or the error that ``f()`` raised as ``"Type: message"``."""
+    try:
+        f()
+    except Exception as error:
+        return f"{type(error).__name__}: {error}"
+    return "ok"
+
+
+def _error_worker(rank, port, out_dir):
+    """Errors that only one rank's inputs cause (or that only rank 0 meets): every rank must
+    raise the same error, and none may be left waiting in a collective."""
+    # A short timeout: a rank left waiting fails its next collective instead of hanging.
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD,
+                            timeout=datetime.timedelta(seconds=TIMEOUT_S // 3))
+    try:
+        torch.set_num_threads(1)
+        y, emb1, emb2, _ = _problem()
+        out = {}
+        # synergy_rule="test" runs the estimate on rank 0 only; here it fails there.
+        ctrl = ECSAsyncController(PIDProbe(n_clusters=3), synergy_rule="test", warmup_epochs=0)
+        if rank == 0:
+            def fail(*args, **kwargs):
+                raise ValueError("the estimate failed on rank 0")
+            ctrl.probe.estimated = fail
+        out["ecs_estimate_error"] = _outcome(lambda: ctrl.update(0, emb1[rank::WORLD], emb2[rank::WORLD],
+                                                                 y[rank::WORLD]))
+        # Embeddings of another width on rank 1: gloo aborted the process (EnforceNotMet).
+        wide = torch.cat([emb1, emb1], 1)
+        out["probe_width"] = _outcome(lambda: PIDProbe(n_clusters=3)(emb1 if rank == 0 else wide, emb2, y))
+        out["dtype"] = _outcome(lambda: gather_rows(emb1 if rank == 0 else emb1.float()))
+        out["rows_rank1"] = _outcome(lambda: gather_rows(emb1, emb2 if rank == 0 else emb2[1:]))
+        out["after"] = float(all_reduce_sum(torch.tensor([1.0 + rank]))[0])   # nobody is left behind
+        torch.save(out, os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def _spawn(target, out_dir):
+    """Run ``target(rank, port, out_dir)`` in two processes; the per-rank outputs."""
     ctx = mp.get_context("spawn")
     port = free_port()
-    procs = [ctx.Process(target=_worker, args=(r, port, out_dir)) for r in range(WORLD)]
+    procs = [ctx.Process(target=target, args=(r, port, out_dir)) for r in range(WORLD)]
     for p in procs:
         p.start()
     for p in procs:
@@ -132,6 +184,18 @@ def ranks(tmp_path_factory):
     assert not alive, f"the distributed workers did not finish within {TIMEOUT_S} s"
     assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
     return [torch.load(os.path.join(out_dir, f"rank{r}.pt"), weights_only=False) for r in range(WORLD)]
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory):
+    """Run :func:`_worker` in two processes; the per-rank outputs."""
+    return _spawn(_worker, str(tmp_path_factory.mktemp("ddp")))
+
+
+@pytest.fixture(scope="module")
+def rank_errors(tmp_path_factory):
+    """Run :func:`_error_worker` in two processes; the per-rank outputs."""
+    return _spawn(_error_worker, str(tmp_path_factory.mktemp("ddp_errors")))
 
 
 @pytest.fixture(scope="module")
@@ -195,3 +259,30 @@ def test_invalid_terms_raise_on_every_rank_or_none(ranks):
     assert ranks[0]["step_nan_rank1"] == ranks[1]["step_nan_rank1"]
     for out in ranks:
         assert out["step_nan_rank0"] is not None and "NaN" in out["step_nan_rank0"]
+
+
+def test_metric_state_per_rank_resumes_bit_identically(ranks):
+    """Each rank saves and loads its own PIDMetric state: the resumed counts and the
+    all-reduced result equal the uninterrupted run's exactly."""
+    for out in ranks:
+        resumed, uninterrupted, same_counts = out["metric_resumed"]
+        assert same_counts
+        for k in ("redundancy", "unique1", "unique2", "synergy"):
+            assert float(getattr(resumed, k)) == float(getattr(uninterrupted, k)), k
+        assert float(resumed.synergy) == pytest.approx(float(out["metric"].synergy), abs=1e-10)
+
+
+def test_rank_local_errors_raise_on_every_rank(rank_errors):
+    """A failing estimate on rank 0 (synergy_rule="test") left rank 1 waiting in step()'s
+    broadcast until the process group timed out; embeddings of other widths aborted a
+    process in gloo; other dtypes, or row counts that differ within one rank's call,
+    failed alike. Each now raises the same ValueError on every rank, and the group goes on."""
+    for key, match in (("ecs_estimate_error", "ValueError: the estimate failed on rank 0"),
+                       ("probe_width", r"ValueError: gather_rows: every rank must pass tensors of the same "
+                                       r"trailing shapes and dtypes; .*rank 0: \[\(\[4\], 'torch.float64'\)"),
+                       ("dtype", r"ValueError: gather_rows: .*rank 1: \[\(\[4\], 'torch.float32'\)\]"),
+                       ("rows_rank1", r"ValueError: gather_rows: the tensors have different row counts on "
+                                      r"rank 1: \[90, 89\]")):
+        assert rank_errors[0][key] == rank_errors[1][key], key
+        assert re.match(match, rank_errors[0][key]), (key, rank_errors[0][key])
+    assert rank_errors[0]["after"] == rank_errors[1]["after"] == 3.0

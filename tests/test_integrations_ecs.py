@@ -323,3 +323,20 @@ def test_update_takes_numpy_and_tensor_epochs(rule, epochs):
     buf.seek(0)
     history = torch.load(buf, weights_only=True)["history"]
     assert [(type(h["epoch"]), type(h["decision"]["epoch"])) for h in history] == [(int, int)] * 2
+
+
+def test_estimate_error_in_update_raises_and_records_nothing(monkeypatch):
+    """With synergy_rule="test" update() runs the estimate inside step()'s error sharing (so
+    that under torch.distributed rank 0's error raises on every rank); alone, it raises as is."""
+    e1, e2, y = probe_set()
+    ctrl = ECSAsyncController(PIDProbe(2, 3), synergy_rule="test", warmup_epochs=0)
+
+    def fail(*args, **kwargs):
+        raise ValueError("estimate failed")
+
+    monkeypatch.setattr(ctrl.probe, "estimated", fail)
+    with pytest.raises(ValueError, match="estimate failed"):
+        ctrl.update(0, e1, e2, y)
+    assert ctrl.history == []
+    monkeypatch.undo()
+    assert ctrl.update(0, e1, e2, y).probed and ctrl.history[0].test is not None

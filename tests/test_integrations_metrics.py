@@ -66,3 +66,15 @@ def test_masked_batches_add_nothing_and_inputs_are_checked():
         metric.update(x, x, x, weights=np.array([1.0, -1.0, 0.0, 0.0]))
     with pytest.raises(ValueError, match="weights has length 3 but there are N=4 samples"):
         metric.update(x, x, x, weights=np.ones(3))
+
+
+def test_collective_device_follows_the_backend(monkeypatch):
+    """NCCL reduces CUDA tensors only: compute() moves the (CPU by default) counts to the
+    current CUDA device for the all-reduce; other backends take the tensors where they are."""
+    from fastpid import metrics
+
+    monkeypatch.setattr(metrics.torch.cuda, "current_device", lambda: 1)
+    monkeypatch.setattr(metrics.dist, "get_backend", lambda group=None: "nccl")
+    assert metrics._collective_device() == torch.device("cuda", 1)
+    monkeypatch.setattr(metrics.dist, "get_backend", lambda group=None: "gloo")
+    assert metrics._collective_device() is None

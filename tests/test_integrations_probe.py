@@ -217,3 +217,32 @@ def test_controller_takes_an_l2_probe():
     ctrl = ECSAsyncController(PIDProbe(n_clusters=3, scaling="l2"), warmup_epochs=0)
     d = ctrl.update(0, e1, e2, y)
     assert ctrl.probe.scaling == "l2" and d.probed and len(ctrl.history) == 1
+
+
+@pytest.mark.parametrize("options, error, match", [
+    ({"confidence": 95}, ValueError, r"estimate_options: confidence must be in \(0, 1\), got 95"),
+    ({"confidence": "0.9"}, TypeError, "estimate_options: confidence must be a real number"),
+    ({"n_jackknife": 1}, ValueError, "estimate_options: n_jackknife must be >= 2"),
+    ({"n_null": -1}, ValueError, "estimate_options: n_null must be >= 0"),
+    ({"n_pilot": 2.5}, TypeError, "estimate_options: n_pilot must be an integer >= 1"),
+    ({"seed": -3}, ValueError, "estimate_options: seed must be None or an integer >= 0"),
+])
+def test_estimate_options_values_are_checked_at_construction(options, error, match):
+    """Only the keys were checked: confidence=95 was accepted and raised at the first probe
+    (under torch.distributed on rank 0 alone, which left rank 1 waiting)."""
+    with pytest.raises(error, match=match):
+        PIDProbe(estimate_options=options)
+
+
+def test_every_estimate_option_has_a_value_check():
+    import inspect
+
+    import fastpid
+    from fastpid.integrations.probe import _OPTION_CHECKS, _PROBE_SETS
+
+    params = inspect.signature(fastpid.estimate).parameters
+    options = {k for k, p in params.items() if p.kind is p.KEYWORD_ONLY and k not in _PROBE_SETS}
+    assert set(_OPTION_CHECKS) == options
+    probe = PIDProbe(estimate_options={"confidence": 0.9, "n_jackknife": 2, "n_null": 0, "n_pilot": 1,
+                                       "seed": None})
+    assert probe.estimate_options["confidence"] == 0.9
