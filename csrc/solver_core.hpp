@@ -760,13 +760,13 @@ FASTPID_HD inline double neg_sum_xlogx(const double* x, size_t n) {
 #if defined(__AVX512F__) && !defined(__CUDA_ARCH__)
   constexpr int kPacked = 256;
   alignas(64) double buf[kPacked + 8];
-  double total = 0.0;
+  CompensatedSum<double> total;  // over the packs' sums
   int m = 0;
   auto logs = [&] {
     double s = 0.0;
     FASTPID_SIMD(reduction(+ : s))
     for (int k = 0; k < m; ++k) s -= buf[k] * vlog(buf[k]);
-    total += s;
+    total.add(s);
     m = 0;
   };
   size_t k = 0;
@@ -781,12 +781,20 @@ FASTPID_HD inline double neg_sum_xlogx(const double* x, size_t n) {
   for (; k < n; ++k)
     if (x[k] > 0) buf[m++] = x[k];
   logs();
-  return total;
+  return total.value();
 #else
-  double s = 0.0;
-  FASTPID_SIMD(reduction(+ : s))
-  for (size_t k = 0; k < n; ++k) s -= xlogx(x[k]);
-  return s;
+  // Vector sums over blocks of kBlock entries (short: a build without wide vectors sums each
+  // block almost in sequence), compensated sums over the blocks.
+  constexpr size_t kBlock = 16;
+  CompensatedSum<double> total;
+  for (size_t k0 = 0; k0 < n; k0 += kBlock) {
+    const size_t end = n - k0 < kBlock ? n : k0 + kBlock;
+    double s = 0.0;
+    FASTPID_SIMD(reduction(+ : s))
+    for (size_t k = k0; k < end; ++k) s -= xlogx(x[k]);
+    total.add(s);
+  }
+  return total.value();
 #endif
 }
 
@@ -1382,11 +1390,10 @@ struct Problem {
     return dual_objective(f, g) + shift - top;
   }
 
-  // H(X1,X2,Y) and H(X1,X2) (nats) of masses Q[n1][n2][ny]: -sum x log x over the entries
-  // (neg_sum_xlogx()), and over the cells' sums (left in cell_sum) in one vector loop.
+  // H(X1,X2,Y) and H(X1,X2) (nats) of masses Q[n1][n2][ny]: -sum x log x (neg_sum_xlogx())
+  // over the entries, and over the cells' sums (left in cell_sum).
   FASTPID_HD void joint_entropies(const double* Q, double& h12y, double& h12) const {
     const double entries = neg_sum_xlogx(Q, static_cast<size_t>(n1) * n2 * ny);
-    double cells = 0;
     for (int c = 0; c < n1 * n2; ++c) {
       const double* q = &Q[c * ny];
       double m = 0;
@@ -1394,10 +1401,8 @@ struct Problem {
       for (int y = 0; y < ny; ++y) m += q[y];
       cell_sum[c] = m;
     }
-    FASTPID_SIMD(reduction(+ : cells))
-    for (int c = 0; c < n1 * n2; ++c) cells -= xlogx(cell_sum[c]);
     h12y = entries;
-    h12 = cells;
+    h12 = neg_sum_xlogx(cell_sum, static_cast<size_t>(n1) * n2);
   }
 
   // q[i][j] = sum_y P(x1=i, y) P(x2=j, y) / p(y): the cell masses of the proxy Q0. The
@@ -1417,30 +1422,32 @@ struct Problem {
       }
   }
 
+  // The sums over y of the n rows of pxy[n][ny] (P(x1, y) or P(x2, y)), in cell_sum.
+  FASTPID_HD const double* source_marginal(const double* pxy, int n) const {
+    for (int i = 0; i < n; ++i) {
+      double m = 0;
+      for (int y = 0; y < ny; ++y) m += pxy[i * ny + y];
+      cell_sum[i] = m;
+    }
+    return cell_sum;
+  }
+
   // I(X1,X2;Y), I(X1;Y), I(X2;Y) of P, and I of the proxy Q0 = P(x1,y) P(x2,y) / p(y).
   FASTPID_HD void closed_forms(double& mi, double& mi1, double& mi2, double& mi_q0) const {
-    double h12y, h12, h1 = 0, h2 = 0, hy = 0;
+    double h12y, h12;
     joint_entropies(P, h12y, h12);
     // The proxy's cell masses, then their sum of x log x.
     proxy_masses(cell_sum);
     const double hq12 = neg_sum_xlogx(cell_sum, static_cast<size_t>(n1) * n2);
     const double h1y = neg_sum_xlogx(p1y, static_cast<size_t>(n1) * ny);
     const double h2y = neg_sum_xlogx(p2y, static_cast<size_t>(n2) * ny);
-    for (int i = 0; i < n1; ++i) {
-      double m = 0;
-      for (int y = 0; y < ny; ++y) m += p1y[i * ny + y];
-      h1 -= xlogx(m);
-    }
-    for (int j = 0; j < n2; ++j) {
-      double m = 0;
-      for (int y = 0; y < ny; ++y) m += p2y[j * ny + y];
-      h2 -= xlogx(m);
-    }
+    // P(x1) and P(x2) in cell_sum (n1 n2 >= max(n1, n2) entries) in turn: every entropy goes
+    // through neg_sum_xlogx(), whose sums keep their accuracy.
+    const double h1 = neg_sum_xlogx(source_marginal(p1y, n1), static_cast<size_t>(n1));
+    const double h2 = neg_sum_xlogx(source_marginal(p2y, n2), static_cast<size_t>(n2));
+    const double hy = neg_sum_xlogx(py, static_cast<size_t>(ny));
     int support_y = 0;
-    for (int y = 0; y < ny; ++y) {
-      hy -= xlogx(py[y]);
-      support_y += py[y] > 0;
-    }
+    for (int y = 0; y < ny; ++y) support_y += py[y] > 0;
     // Informations, so >= 0: the differences of entropies leave rounding of either sign where
     // they are ~0, and a negative one would cross the closed-form bracket (e.g. a joint of
     // one cell: I1 = I2 = -8.7e-19, I_Q0 = -1.7e-18 put -1.7e-18 of V into the synergy).

@@ -11,6 +11,7 @@
 #include <cstdint>
 
 #include "block.hpp"
+#include "vector_math.hpp"  // CompensatedSum
 
 namespace fastpid::cuda {
 
@@ -149,43 +150,39 @@ struct ClosedForms {
 template <class Blk, class T>
 FASTPID_BODY ClosedForms<T> closed_forms_from(const Blk& b, const T* P, const Marginals<T>& m,
                                               int n1, int n2, int ny) {
-  T h12y = 0, h12 = 0, hq = 0, h1y = 0, h1 = 0, h2y = 0, h2 = 0, hy = 0;
+  // Each thread's sums compensated (CompensatedSum): a thread may add up thousands of terms.
+  CompensatedSum<T> h12y, h12, hq, h1y, h1, h2y, h2, hy;
   for (int c = b.rank(); c < n1 * n2; c += b.size()) {
     T mass = 0;
     for (int y = 0; y < ny; ++y) {
       const T p = P[c * ny + y];
-      h12y -= xlogx(p);
+      h12y.add(-xlogx(p));
       mass += p;
     }
-    h12 -= xlogx(mass);
-    hq -= xlogx(proxy_mass(m, c / n2, c % n2, ny));
+    h12.add(-xlogx(mass));
+    hq.add(-xlogx(proxy_mass(m, c / n2, c % n2, ny)));
   }
   for (int i = b.rank(); i < n1; i += b.size()) {
     T mass = 0;
     for (int y = 0; y < ny; ++y) {
-      h1y -= xlogx(m.p1y[i * ny + y]);
+      h1y.add(-xlogx(m.p1y[i * ny + y]));
       mass += m.p1y[i * ny + y];
     }
-    h1 -= xlogx(mass);
+    h1.add(-xlogx(mass));
   }
   for (int j = b.rank(); j < n2; j += b.size()) {
     T mass = 0;
     for (int y = 0; y < ny; ++y) {
-      h2y -= xlogx(m.p2y[j * ny + y]);
+      h2y.add(-xlogx(m.p2y[j * ny + y]));
       mass += m.p2y[j * ny + y];
     }
-    h2 -= xlogx(mass);
+    h2.add(-xlogx(mass));
   }
-  for (int y = b.rank(); y < ny; y += b.size()) hy -= xlogx(m.py[y]);
-  h12y = b.sum(h12y);
-  h12 = b.sum(h12);
-  hq = b.sum(hq);
-  h1y = b.sum(h1y);
-  h1 = b.sum(h1);
-  h2y = b.sum(h2y);
-  h2 = b.sum(h2);
-  hy = b.sum(hy);
-  return {h12 + hy - h12y, h1 + hy - h1y, h2 + hy - h2y, hq + T(2) * hy - h1y - h2y};
+  for (int y = b.rank(); y < ny; y += b.size()) hy.add(-xlogx(m.py[y]));
+  const T H12y = b.sum(h12y.value()), H12 = b.sum(h12.value()), Hq = b.sum(hq.value()),
+          H1y = b.sum(h1y.value()), H1 = b.sum(h1.value()), H2y = b.sum(h2y.value()),
+          H2 = b.sum(h2.value()), Hy = b.sum(hy.value());
+  return {H12 + Hy - H12y, H1 + Hy - H1y, H2 + Hy - H2y, Hq + T(2) * Hy - H1y - H2y};
 }
 
 // out[0..3] = the closed forms of P; `work` holds Marginals::size doubles.
