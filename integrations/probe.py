@@ -111,8 +111,8 @@ class ProbeResult:
 _PROBE_SETS = ("sizes", "weights", "groups", "num_groups", "base", "progress")
 
 #: :func:`fastpid.estimate`'s own checks of the options' values (with the minimums it
-#: passes them), run at construction: a bad value would otherwise surface only at the first probe (under
-#: ``torch.distributed``, on the rank that runs the estimate).
+#: passes them), run at construction: a bad value would otherwise surface only at the first
+#: probe (under ``torch.distributed``, on the rank that runs the estimate).
 _OPTION_CHECKS = {
     "confidence": _check_confidence,
     "n_jackknife": lambda v: _check_int(v, "n_jackknife", 2),
