@@ -12,7 +12,8 @@ inputs' device (``gloo`` takes them where they are).
   rows and their sample indices;
 * :func:`broadcast_object`, :func:`broadcast_tensors` — rank 0's Python object / tensors
   on every rank;
-* :func:`all_reduce_sum` — the element-wise sum of a tensor over the ranks.
+* :func:`all_reduce_sum` — the element-wise sum of a tensor over the ranks;
+* :func:`raise_on_every_rank` — one rank's error (from checking its own inputs) on every rank.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ import torch.distributed as dist
 from fastpid.metrics import _collective_device
 
 __all__ = ["is_distributed", "rank_and_world", "gather_rows", "assemble", "broadcast_object",
-           "broadcast_tensors", "all_reduce_sum"]
+           "broadcast_tensors", "all_reduce_sum", "raise_on_every_rank"]
 
 
 def is_distributed() -> bool:
@@ -110,6 +111,25 @@ def assemble(n_samples: int, index, tensors: Sequence[torch.Tensor]) -> list[tor
         full[index] = t
         out.append(full)
     return out
+
+
+def raise_on_every_rank(error: Exception | None) -> None:
+    """Raise ``error`` (this rank's, or ``None``) such that every rank raises when any does.
+
+    A rank that raised alone, say on its own bad inputs, would leave the others waiting in
+    their next collective until the process group timed out. Under a process group every
+    rank raises the same ``ValueError``, naming the first rank with an error and that error;
+    without one, ``error`` itself is raised. Collective: every rank must call it.
+    """
+    if not is_distributed() or dist.get_world_size() == 1:
+        if error is not None:
+            raise error
+        return
+    errors = [None] * dist.get_world_size()
+    dist.all_gather_object(errors, None if error is None else f"{type(error).__name__}: {error}")
+    for rank, message in enumerate(errors):
+        if message is not None:
+            raise ValueError(f"on rank {rank}: {message}") from error
 
 
 def broadcast_object(obj):

@@ -51,7 +51,7 @@ import fastpid
 from fastpid.estimate import _check_confidence, _check_int, _check_seed, suggest_k
 
 from .cluster import kmeans, l2_normalize, pca, standardize
-from .distributed import gather_rows, is_distributed
+from .distributed import gather_rows, is_distributed, raise_on_every_rank
 from .predictions import ArrayLike, as_labels, as_tensor
 
 __all__ = ["PIDProbe", "ProbeResult", "TERMS", "SCALINGS"]
@@ -330,13 +330,12 @@ class PIDProbe:
         Raises ``ValueError`` if the decomposition has NaN terms (a NaN here would silently
         steer :class:`~fastpid.integrations.ECSAsyncController`'s decisions).
         """
-        labels = as_labels(labels, "labels")
-        emb1, emb2 = as_tensor(emb1, "emb1"), as_tensor(emb2, "emb2")
-        for name, emb in (("emb1", emb1), ("emb2", emb2)):
-            if emb.dim() != 2:
-                raise ValueError(f"{name} must have shape (N, D), got {tuple(emb.shape)}")
-            if emb.shape[0] != labels.shape[0]:
-                raise ValueError(f"{name} has {emb.shape[0]} rows but labels has {labels.shape[0]}")
+        error = None
+        try:
+            emb1, emb2, labels = self._checked(emb1, emb2, labels)
+        except (ValueError, TypeError) as e:
+            error = e
+        raise_on_every_rank(error)  # one rank's bad inputs: every rank raises, none waits
         if index is not None or is_distributed():
             emb1, emb2, labels = self._gather(emb1, emb2, labels, index)
         c1 = self.codes(emb1, "emb1")
@@ -353,6 +352,19 @@ class PIDProbe:
                              "the embeddings or the solver produced an undefined decomposition")
         est = self.estimated(c1, c2, labels, n_classes=n_classes) if self.estimate else None
         return ProbeResult(**terms, codes1=c1, codes2=c2, labels=labels, estimate=est)
+
+    @staticmethod
+    def _checked(emb1, emb2, labels):
+        """This rank's embeddings and labels as tensors, checked: ``(N, D)`` matrices with
+        one row per label."""
+        labels = as_labels(labels, "labels")
+        emb1, emb2 = as_tensor(emb1, "emb1"), as_tensor(emb2, "emb2")
+        for name, emb in (("emb1", emb1), ("emb2", emb2)):
+            if emb.dim() != 2:
+                raise ValueError(f"{name} must have shape (N, D), got {tuple(emb.shape)}")
+            if emb.shape[0] != labels.shape[0]:
+                raise ValueError(f"{name} has {emb.shape[0]} rows but labels has {labels.shape[0]}")
+        return emb1, emb2, labels
 
     @staticmethod
     def _gather(emb1, emb2, labels, index):

@@ -161,6 +161,8 @@ def _error_worker(rank, port, out_dir):
         # Embeddings of another width on rank 1: gloo aborted the process (EnforceNotMet).
         wide = torch.cat([emb1, emb1], 1)
         out["probe_width"] = _outcome(lambda: PIDProbe(n_clusters=3)(emb1 if rank == 0 else wide, emb2, y))
+        # Negative labels on rank 1: only rank 1 raised, before the gather the others entered.
+        out["probe_labels"] = _outcome(lambda: PIDProbe(n_clusters=3)(emb1, emb2, y if rank == 0 else -1 - y))
         out["dtype"] = _outcome(lambda: gather_rows(emb1 if rank == 0 else emb1.float()))
         out["rows_rank1"] = _outcome(lambda: gather_rows(emb1, emb2 if rank == 0 else emb2[1:]))
         out["after"] = float(all_reduce_sum(torch.tensor([1.0 + rank]))[0])   # nobody is left behind
@@ -280,6 +282,7 @@ def test_rank_local_errors_raise_on_every_rank(rank_errors):
     for key, match in (("ecs_estimate_error", "ValueError: the estimate failed on rank 0"),
                        ("probe_width", r"ValueError: gather_rows: every rank must pass tensors of the same "
                                        r"trailing shapes and dtypes; .*rank 0: \[\(\[4\], 'torch.float64'\)"),
+                       ("probe_labels", r"ValueError: on rank 1: ValueError: labels\[0\] = -\d+ is negative"),
                        ("dtype", r"ValueError: gather_rows: .*rank 1: \[\(\[4\], 'torch.float32'\)\]"),
                        ("rows_rank1", r"ValueError: gather_rows: the tensors have different row counts on "
                                       r"rank 1: \[90, 89\]")):
