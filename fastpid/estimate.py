@@ -63,7 +63,6 @@ import contextlib
 import functools
 import math
 import numbers
-import sys
 from dataclasses import dataclass, fields
 from fractions import Fraction
 from typing import Any, Optional, SupportsIndex
@@ -74,7 +73,7 @@ import torch
 from . import _resample
 from ._resources import threads
 from ._validate import _as_real_scalar, check_base
-from .api import pid
+from .api import _shows_bar, pid
 from .joint import joint
 from .result import PIDResult
 
@@ -457,18 +456,11 @@ def t_quantile(p: float, df: int) -> float:
 def _progress(progress, total: int):
     """A context manager that gives the tqdm bar over the resampled solves (``None`` when
     no bar is shown) and closes it on the way out, also on an error or an interrupt."""
-    if not (progress or (progress is None and total > _CHUNK and _stderr_is_terminal())):
+    if not _shows_bar(progress, total, _CHUNK):  # the rule of pid()'s own bar
         return contextlib.nullcontext()
     from tqdm.auto import tqdm  # only here: no bar, no import
 
     return tqdm(total=total, desc="fastpid.estimate", unit="solve", leave=False, disable=False)
-
-
-def _stderr_is_terminal() -> bool:
-    """Whether stderr, where the default bar goes, is a terminal (tested without tqdm, so
-    that a run without a bar does not import it)."""
-    isatty = getattr(sys.stderr, "isatty", None)
-    return bool(isatty and isatty())
 
 
 def _positive_weight_samples(x1, x2, y, weights, groups):
