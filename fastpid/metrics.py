@@ -7,6 +7,7 @@ example over a validation loader, and decomposes the accumulated joint once::
     for x1_codes, x2_codes, y in val_loader:
         metric.update(x1_codes, x2_codes, y)
     res = metric.compute()          # fastpid.pid of the joint of every batch, nats
+    est = metric.estimate()         # bias-corrected, with intervals (hard codes, no weights)
     metric.reset()
 
 Under an initialised ``torch.distributed`` process group, :meth:`PIDMetric.compute`
@@ -23,6 +24,7 @@ import torch.distributed as dist
 
 from ._validate import check_weights
 from .api import pid
+from .estimate import estimate
 from .joint import joint
 
 __all__ = ["PIDMetric"]
@@ -50,7 +52,23 @@ def _batch_mass(weights, n: int) -> float:
         return float(n)
     w = (weights.detach() if isinstance(weights, torch.Tensor)
          else torch.as_tensor(np.asarray(weights, dtype=np.float64)))
-    return float(check_weights(w, n).to(torch.float64).sum())
+    mass = float(check_weights(w, n).to(torch.float64).sum())
+    if not np.isfinite(mass):
+        raise ValueError(f"the batch's weights sum to {mass} in float64 (each is finite, their total is "
+                         "not); scale them down: only their ratios within and across batches matter")
+    return mass
+
+
+def _float64_rows(x):
+    """Probability rows in float64, so that a large batch of float32 rows sums without
+    losing samples (codes and numpy rows pass as they are)."""
+    if isinstance(x, torch.Tensor) and x.dim() == 2 and x.is_floating_point():
+        return x.detach().to(torch.float64)
+    return x
+
+
+def _is_codes(x) -> bool:
+    return (x.ndim if isinstance(x, (np.ndarray, torch.Tensor)) else np.ndim(x)) == 1
 
 
 class PIDMetric:
@@ -65,8 +83,13 @@ class PIDMetric:
             (e.g. ``method``, ``base``).
 
     State: ``counts``, the ``(n1, n2, ny)`` float64 sum over the samples seen of
-    ``w_n p1(·|n) ⊗ p2(·|n) ⊗ py(·|n)`` (for hard codes, a histogram of counts; ``w_n = 1``
-    without weights). Unitless; :meth:`compute` normalises it.
+    ``w_n p1(·|n) ⊗ p2(·|n) ⊗ py(·|n)`` (``w_n = 1`` without weights; for hard codes
+    without weights, a histogram of exact integer counts). Unitless; :meth:`compute`
+    normalises it. ``samples_only``: whether every batch so far was hard codes without
+    weights (what :meth:`estimate` needs).
+
+    Raises at construction the errors :func:`fastpid.pid` would raise for ``pid_kwargs``
+    at :meth:`compute` (an unknown name or a bad value), rather than after an epoch.
     """
 
     def __init__(self, sizes, *, device=None, **pid_kwargs):
@@ -77,7 +100,10 @@ class PIDMetric:
         self.sizes = tuple(int(s) for s in sizes)
         self.device = torch.device("cpu") if device is None else torch.device(device)
         self.pid_kwargs = pid_kwargs
+        # A tiny uniform joint on the metric's device checks the options now.
+        pid(torch.full((2, 2, 2), 0.125, dtype=torch.float64, device=self.device), **pid_kwargs)
         self.counts = torch.zeros(sizes, dtype=torch.float64, device=self.device)
+        self.samples_only = True
 
     def update(self, x1, x2, y, weights=None) -> None:
         """Add one batch: ``x1``, ``x2``, ``y`` are ``(B,)`` integer codes or ``(B, n)``
@@ -90,9 +116,14 @@ class PIDMetric:
         mass = _batch_mass(weights, n[0])
         if n[0] == 0 or mass == 0:
             return
-        P = joint(x1, x2, y, sizes=self.sizes, weights=weights)
-        P = torch.as_tensor(P).detach().to(device=self.device, dtype=torch.float64)
-        self.counts += mass * P
+        P = joint(*(_float64_rows(v) for v in (x1, x2, y)), sizes=self.sizes, weights=weights)
+        batch = mass * torch.as_tensor(P).detach().to(device=self.device, dtype=torch.float64)
+        codes = weights is None and all(_is_codes(v) for v in (x1, x2, y))
+        if codes:
+            # count / N · N is within an ulp of the count: rounding restores it exactly.
+            batch = batch.round()
+        self.counts += batch
+        self.samples_only = self.samples_only and codes
 
     def compute(self):
         """:func:`fastpid.pid` of the accumulated joint (a :class:`fastpid.PIDResult`).
@@ -100,40 +131,88 @@ class PIDMetric:
         Under ``torch.distributed`` the counts are summed over the ranks first (every rank
         must call it; the local :attr:`counts` are left as they are, so the sum is correct
         only if every rank holds its own samples' counts: see :meth:`state_dict`). Raises
-        ``ValueError`` when no sample has been added (on any rank)."""
+        ``ValueError`` when no sample has been added (on any rank).
+
+        A plug-in value: the PID of the samples' empirical joint, biased upwards in
+        synergy when samples are few per cell; :meth:`estimate` corrects it and gives
+        intervals."""
+        counts, _ = self._global_counts("compute")
+        return pid(counts / counts.sum(), **self.pid_kwargs)
+
+    def estimate(self, **estimate_kwargs):
+        """:func:`fastpid.estimate` of the samples seen (every rank's under
+        ``torch.distributed``; every rank must call it): the bias-corrected PID with
+        confidence intervals and the synergy test (a :class:`fastpid.PIDEstimate`, torch
+        float64 on the metric's device).
+
+        Needs the samples themselves, which the counts hold only when every batch was hard
+        codes without weights (``samples_only`` on every rank). ``estimate_kwargs`` are
+        :func:`fastpid.estimate`'s (``confidence``, ``seed``, ``base``, ...; ``base``
+        defaults to the metric's). Raises ``ValueError`` otherwise, or when no sample has
+        been added."""
+        counts, samples_only = self._global_counts("estimate")
+        if not samples_only:
+            raise ValueError("PIDMetric.estimate() needs every batch to be hard codes without weights "
+                             "(the counts are then the samples' histogram); some batch on some rank had "
+                             "probability rows or weights: call fastpid.estimate on the samples instead")
+        cells = counts.nonzero()
+        reps = counts[tuple(cells.T)].to(torch.int64)
+        x1, x2, y = cells.repeat_interleave(reps, dim=0).T
+        estimate_kwargs.setdefault("base", self.pid_kwargs.get("base"))
+        return estimate(x1, x2, y, sizes=self.sizes, **estimate_kwargs)
+
+    def _global_counts(self, caller: str) -> tuple[torch.Tensor, bool]:
+        """The counts summed over the ranks, checked to hold some samples, and whether
+        every rank's are ``samples_only``."""
         counts = self.counts.clone()
+        samples_only = self.samples_only
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             # NCCL reduces CUDA tensors only: the counts (on CPU by default) go to its device
-            # for the sum and come back to the metric's.
-            reduced = counts.to(_collective_device() or counts.device)
-            dist.all_reduce(reduced, op=dist.ReduceOp.SUM)
-            counts = reduced.to(counts.device)
+            # for the sum and come back to the metric's. The flag rides along as one more
+            # entry, 0 where a rank's counts are not samples, so one all-reduce carries both.
+            target = _collective_device() or counts.device
+            flat = torch.cat([counts.flatten(), counts.new_tensor([0.0 if samples_only else 1.0])])
+            flat = flat.to(target)
+            dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+            flat = flat.to(counts.device)
+            counts, samples_only = flat[:-1].view(self.sizes), bool(flat[-1] == 0)
         total = float(counts.sum())
+        if not np.isfinite(total):
+            raise ValueError(f"PIDMetric.{caller}(): the accumulated counts are not finite (total {total}); "
+                             "a loaded state or the weights were corrupt")
         if not total > 0:
-            raise ValueError("PIDMetric.compute(): no samples were added (call update() with at least "
+            raise ValueError(f"PIDMetric.{caller}(): no samples were added (call update() with at least "
                              "one non-empty batch of positive weight first)")
-        return pid(counts / total, **self.pid_kwargs)
+        return counts, samples_only
 
     def reset(self) -> None:
         """Forget every batch."""
         self.counts.zero_()
+        self.samples_only = True
 
     def state_dict(self) -> dict:
-        """``{"counts": tensor}`` (readable by ``torch.load(weights_only=True)``): this
+        """``{"counts": tensor, "samples_only": 0-d bool tensor}`` (readable by
+        ``torch.load(weights_only=True)``): this
         rank's counts only, not the sum over the ranks.
 
         Under ``torch.distributed`` each rank saves its own state and loads it back (e.g.
         one file per rank); the resumed :meth:`compute` then equals the uninterrupted one
         bit for bit. Loading rank 0's state on every rank would count rank 0's samples once
         per rank in :meth:`compute`'s sum and lose the other ranks' samples."""
-        return {"counts": self.counts.clone()}
+        return {"counts": self.counts.clone(), "samples_only": torch.tensor(self.samples_only)}
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore what :meth:`state_dict` saved."""
+        """Restore what :meth:`state_dict` saved (checked: the shape, finite non-negative
+        counts)."""
         counts = torch.as_tensor(state["counts"])
         if tuple(counts.shape) != self.sizes:
             raise ValueError(f"the saved counts have shape {tuple(counts.shape)}, expected {self.sizes}")
-        self.counts = counts.to(device=self.device, dtype=torch.float64).clone()
+        counts = counts.to(device=self.device, dtype=torch.float64)
+        if not bool(torch.isfinite(counts).all()) or bool((counts < 0).any()):
+            raise ValueError("the saved counts must be finite and non-negative; this state holds "
+                             f"min {float(counts.min())}, max {float(counts.max())}")
+        self.counts = counts.clone()
+        self.samples_only = bool(state.get("samples_only", False))
 
     def __repr__(self) -> str:
         return f"PIDMetric(sizes={self.sizes}, samples={float(self.counts.sum()):.6g})"

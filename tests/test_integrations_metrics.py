@@ -78,3 +78,82 @@ def test_collective_device_follows_the_backend(monkeypatch):
     assert metrics._collective_device() == torch.device("cuda", 1)
     monkeypatch.setattr(metrics.dist, "get_backend", lambda group=None: "gloo")
     assert metrics._collective_device() is None
+
+
+def test_weights_whose_total_overflows_raise_and_leave_the_state():
+    """Finite weights of 1e308 sum to inf: update() raises and keeps the earlier batches (it
+    had filled the counts with inf and NaN, and compute() then said 'no samples')."""
+    x = np.array([0, 1, 1, 0])
+    metric = fastpid.PIDMetric((2, 2, 2))
+    metric.update(x, x, x)
+    with pytest.raises(ValueError, match="sum to inf"):
+        metric.update(x[:2], x[:2], x[:2], weights=[1e308, 1e308])
+    assert float(metric.counts.sum()) == 4.0 and bool(torch.isfinite(metric.counts).all())
+
+
+def test_loaded_states_are_checked_and_corrupt_totals_named():
+    metric = fastpid.PIDMetric((2, 2, 2))
+    for bad in (float("nan"), -1.0):
+        state = {"counts": torch.full((2, 2, 2), bad, dtype=torch.float64)}
+        with pytest.raises(ValueError, match="finite and non-negative"):
+            metric.load_state_dict(state)
+    metric.counts[0, 0, 0] = float("inf")                        # set behind the API's back
+    with pytest.raises(ValueError, match="not finite"):
+        metric.compute()
+
+
+def test_bad_pid_options_raise_at_construction():
+    """A misspelt option or a bad value raised only in compute(), after a whole epoch."""
+    with pytest.raises(TypeError, match="bsae"):
+        fastpid.PIDMetric((2, 2, 2), bsae=2)
+    with pytest.raises(ValueError, match="exakt"):
+        fastpid.PIDMetric((2, 2, 2), method="exakt")
+    with pytest.raises(ValueError, match="base"):
+        fastpid.PIDMetric((2, 2, 2), base=-1)
+
+
+def test_hard_codes_count_exact_integers_and_float32_rows_lose_nothing():
+    """One sample of a batch of 49 was stored as 0.9999999999999999 (count · (1/49) · 49)."""
+    rng = np.random.default_rng(1)
+    metric = fastpid.PIDMetric((5, 5, 3))
+    for _ in range(200):
+        n = int(rng.integers(1, 97))
+        metric.update(rng.integers(0, 5, n), rng.integers(0, 5, n), rng.integers(0, 3, n))
+    assert torch.equal(metric.counts, metric.counts.round())
+    # float32 rows are summed in float64: the counts equal the float64 rows' exactly
+    rows = torch.softmax(torch.randn(20_000, 4, generator=torch.Generator().manual_seed(0)), 1)
+    y = torch.randint(0, 2, (20_000,), generator=torch.Generator().manual_seed(1))
+    m32, m64 = fastpid.PIDMetric((4, 4, 2)), fastpid.PIDMetric((4, 4, 2))
+    m32.update(rows, rows, y)
+    m64.update(rows.double(), rows.double(), y)
+    torch.testing.assert_close(m32.counts, m64.counts, rtol=0, atol=0)
+
+
+def test_estimate_equals_the_estimate_of_the_samples():
+    """metric.estimate() is fastpid.estimate of the samples the batches held (hard codes,
+    no weights), with its intervals; after soft rows or weights it says why it cannot."""
+    rng = np.random.default_rng(2)
+    a, b = rng.integers(0, 4, 600), rng.integers(0, 4, 600)
+    y = (a + b + (rng.random(600) < 0.2)) % 3
+    metric = fastpid.PIDMetric((4, 4, 3), base=2)
+    for s in range(0, 600, 128):
+        metric.update(torch.as_tensor(a[s:s + 128]), torch.as_tensor(b[s:s + 128]), torch.as_tensor(y[s:s + 128]))
+    est = metric.estimate(seed=0, n_null=5, n_pilot=3)
+    # the same samples, ordered by cell as the metric rebuilds them
+    order = np.lexsort((y, b, a))
+    ref = fastpid.estimate(torch.as_tensor(a[order]), torch.as_tensor(b[order]), torch.as_tensor(y[order]),
+                           sizes=(4, 4, 3), seed=0, n_null=5, n_pilot=3, base=2)
+    for term in ("redundancy", "unique1", "unique2", "synergy"):
+        got = [float(getattr(f, term)) for f in (est, est.ci_low, est.ci_high)]
+        want = [float(getattr(f, term)) for f in (ref, ref.ci_low, ref.ci_high)]
+        assert got == pytest.approx(want, abs=1e-9)
+        assert got[1] <= got[0] <= got[2]
+    state = metric.state_dict()
+    metric.update(a[:3], b[:3], y[:3], weights=np.ones(3))
+    with pytest.raises(ValueError, match="hard codes without weights"):
+        metric.estimate()
+    metric.load_state_dict(state)                                 # the flag is part of the state
+    assert metric.samples_only
+    metric.reset()
+    with pytest.raises(ValueError, match="no samples"):
+        metric.estimate()
