@@ -470,10 +470,12 @@ def check_codes(
         lo, hi, has_nonint = stats
         if has_nonint:
             i, cnt = _first_true(nonint)
+            # Probability rows are an alternative for the variables only, not for group ids.
+            advice = (f"group ids are integers (e.g. 0, 1, 2)" if what == "group id" else
+                      f"a 1-D {name} is read as hard integer codes (integral values, e.g. 0, 1, 2). "
+                      f"Pass probability rows as a 2-D (N, n) array")
             raise ValueError(
-                f"{name}[{i[0]}] = {d[i].item()!r} is not an integer {what}; a 1-D "
-                f"{name} is read as hard integer codes (integral values, e.g. 0, 1, 2). "
-                f"Pass probability rows as a 2-D (N, n) array"
+                f"{name}[{i[0]}] = {d[i].item()!r} is not an integer {what}; {advice}"
                 f"{_more(cnt, 'sample')}"
             )
         lo, hi = int(lo), int(hi)

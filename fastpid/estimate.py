@@ -72,7 +72,7 @@ import torch
 
 from . import _resample
 from ._resources import threads
-from ._validate import _as_real_scalar, check_base
+from ._validate import _as_real_scalar, as_tensor, check_base
 from .api import _shows_bar, pid
 from .joint import joint
 from .result import PIDResult
@@ -265,12 +265,15 @@ def _estimate(x1, x2, y, sizes, weights, groups, num_groups, confidence, n_jackk
     grouped = groups is not None
     flat = P_t.reshape(-1, *P_t.shape[-3:])
     G, n1, n2, ny = flat.shape
+    # The resampling reads the samples again: converted once as joint() read them (native
+    # byte order, unsigned and list inputs), on the joint's device.
+    x1, x2, y, weights, groups = (None if v is None else as_tensor(v, name, device=device)[0]
+                                  for v, name in ((x1, "x1"), (x2, "x2"), (y, "y"), (weights, "weights"),
+                                                  (groups, "groups")))
     if weights is not None:  # samples of weight 0 are in no joint: the resampling skips them
         x1, x2, y, weights, groups = _positive_weight_samples(x1, x2, y, weights, groups)
-    n_samples = len(x1) if not isinstance(x1, torch.Tensor) else int(x1.shape[0])
-
-    g_t = None if groups is None else torch.as_tensor(groups).to(device)
-    w_t = None if weights is None else torch.as_tensor(weights).to(device)
+    n_samples = int(x1.shape[0])
+    g_t, w_t = groups, weights
     counts = _resample.group_sizes(g_t, n_samples, G)
     if counts.min() < 2:
         bad = int(np.argmin(counts))
@@ -464,22 +467,14 @@ def _progress(progress, total: int):
 
 
 def _positive_weight_samples(x1, x2, y, weights, groups):
-    """The samples (and their weights and groups) whose weight is positive; unchanged when
-    every weight is (a jackknife part of zero-weight samples only would have no joint)."""
-    w = weights if isinstance(weights, torch.Tensor) else torch.as_tensor(np.asarray(weights, dtype=np.float64))
-    keep = (w.detach() > 0).cpu()
+    """The samples (tensors on one device; their weights and groups) whose weight is
+    positive; unchanged when every weight is (a jackknife part of zero-weight samples only
+    would have no joint)."""
+    keep = weights.detach() > 0
     if bool(keep.all()):
         return x1, x2, y, weights, groups
     idx = keep.nonzero()[:, 0]
-
-    def take(v):
-        if v is None:
-            return None
-        if isinstance(v, torch.Tensor):
-            return v[idx.to(v.device)]
-        return np.asarray(v)[idx.numpy()]
-
-    return take(x1), take(x2), take(y), take(weights), take(groups)
+    return tuple(None if v is None else v[idx] for v in (x1, x2, y, weights, groups))
 
 
 def _solve_batch(P: torch.Tensor, bar, n_threads: int) -> np.ndarray:

@@ -145,6 +145,10 @@ def joint(x1, x2, y, *, sizes=None, weights=None, groups=None, num_groups=None):
     for name, v in (("x1", x1), ("x2", x2), ("y", y)):
         if v is None:
             raise TypeError(f"{name} is required (codes of shape (N,) or rows of shape (N, n))")
+        if isinstance(v, np.ndarray) and v.dtype == np.float16 and v.ndim == 2:
+            # float16 rows are checked to the dtype's eps and renormalised, as torch's are
+            # (through float64 they met the 1e-4 tolerance and were refused).
+            v = torch.from_numpy(v.astype("=f2", order="C"))
         t, _ = as_tensor(v, name, device=device)
         if t.dim() not in (1, 2):
             raise ValueError(
@@ -204,11 +208,18 @@ def joint(x1, x2, y, *, sizes=None, weights=None, groups=None, num_groups=None):
     w = None
     if w_t is not None:
         w = check_weights(w_t, N)
-        # Only ratios matter: scaled to a largest weight of 1 before any cast to the joint's
-        # dtype, where float64 weights of 1e-50 had read as all zero in float32 (and weights
-        # near 1e-44 had lost 9 % of their ratio). A detached scale: the joint is homogeneous
-        # of degree 0 in w. All-zero weights stay 0 (the total-weight check names them).
-        top = w.detach().amax()
+        # Only ratios within a group matter: scaled to a largest weight of 1 in each group
+        # before any cast to the joint's dtype, where float64 weights of 1e-50 had read as
+        # all zero in float32 (and weights near 1e-44 had lost 9 % of their ratio), in the
+        # wider of the two dtypes (float32 weights of 3 and 1 had given 0.2500000056 in a
+        # float64 joint). A detached scale: the joint is homogeneous of degree 0 in w. A
+        # group of all-zero weights stays 0 (the total-weight check names it).
+        w = w.to(torch.promote_types(w.dtype, dtype))
+        d = w.detach()
+        if gidx is None:
+            top = d.amax()
+        else:
+            top = d.new_zeros(G).scatter_reduce(0, gidx, d, "amax")[gidx]
         w = (w / torch.where(top > 0, top, 1.0)).to(dtype)
 
     _check_output_size(G, out_sizes, dtype, device, _size_origins(n_sizes, tensors, g_t, num_groups))

@@ -553,3 +553,20 @@ def test_public_members_have_docstrings():
         for name, member in vars(cls).items():
             if not name.startswith("_") and (inspect.isfunction(member) or isinstance(member, property)):
                 assert (member.__doc__ or "").strip(), f"{cls.__name__}.{name}"
+
+
+def test_big_endian_and_unsigned_inputs_read_as_joint_reads_them():
+    """The resampling re-read the raw inputs: big-endian arrays (from files) and torch.uint16
+    weights raised inside torch, though joint() had accepted them."""
+    rng = np.random.default_rng(5)
+    a, b = rng.integers(0, 3, 120), rng.integers(0, 3, 120)
+    y = (a + b) % 3
+    w = rng.integers(1, 4, 120)
+    groups = np.arange(120) % 2
+    kw = dict(seed=0, n_null=3, n_pilot=2, n_jackknife=4)
+    ref = fastpid.estimate(a, b, y, weights=w.astype(np.float64), groups=groups, **kw)
+    got = fastpid.estimate(a.astype(">i8"), b, y, weights=w.astype(">f8"), groups=groups.astype(">i8"), **kw)
+    np.testing.assert_array_equal(got.synergy, ref.synergy)
+    got = fastpid.estimate(torch.as_tensor(a), torch.as_tensor(b), torch.as_tensor(y),
+                           weights=torch.as_tensor(w).to(torch.uint16), groups=torch.as_tensor(groups), **kw)
+    np.testing.assert_allclose(got.synergy.numpy(), ref.synergy, rtol=0, atol=1e-12)

@@ -597,3 +597,43 @@ def test_pid_from_samples_groups_batch():
     assert np.shape(res.synergy) == (3,)
     with pytest.raises(ValueError, match="group 1 has no samples"):
         pid_from_samples(x1, x2, y, groups=np.where(g == 1, 2, g))
+
+
+def test_each_group_keeps_its_weights_ratio_whatever_the_other_groups_scale():
+    """Weights were scaled by one largest weight over all groups: a group of weights 1e-50
+    beside a group of weight 1 read as all zero in float32 rows ('zero total weight'), and
+    near 1e-44 its joint was off by 15 %."""
+    rows = torch.tensor([[0.25, 0.75], [0.5, 0.5], [0.25, 0.75], [0.5, 0.5]])
+    codes = torch.tensor([1, 0, 1, 1])
+    groups = torch.tensor([0, 0, 1, 1])
+    for small in (1e-50, 1e-44):
+        w = torch.tensor([1.0, 1.0, small, 3 * small], dtype=torch.float64)
+        P = joint(rows, codes, codes, weights=w, groups=groups, sizes=(2, 2, 2))
+        alone = joint(rows[2:], codes[2:], codes[2:], weights=torch.tensor([1.0, 3.0]), sizes=(2, 2, 2))
+        torch.testing.assert_close(P[1], alone, rtol=0, atol=1e-7)
+
+
+def test_float32_weights_keep_their_ratio_in_a_float64_joint():
+    """float32 weights 3 and 1 were divided in float32 and gave 0.2500000056 for 1/4."""
+    w = np.array([3.0, 1.0], dtype=np.float32)
+    P = joint(torch.tensor([0, 1]), torch.tensor([0, 0]), torch.tensor([0, 0]), weights=torch.from_numpy(w))
+    assert P.dtype == torch.float64 and float(P[1, 0, 0]) == 0.25
+
+
+def test_numpy_float16_rows_are_read_like_torch_float16_rows():
+    """numpy float16 rows went through float64 and met the 1e-4 row-sum tolerance, not the
+    dtype's eps as torch float16 rows do."""
+    rows = torch.softmax(torch.randn(64, 7, generator=torch.Generator().manual_seed(3)), 1).half()
+    assert float((rows.float().sum(1) - 1).abs().max()) > 1e-4       # off by more than 1e-4
+    y = np.arange(64) % 2
+    from_numpy = joint(rows.numpy(), y, y, sizes=(7, 2, 2))
+    from_torch = joint(rows, torch.as_tensor(y), torch.as_tensor(y), sizes=(7, 2, 2))
+    assert isinstance(from_numpy, np.ndarray) and from_numpy.dtype == np.float64
+    np.testing.assert_allclose(from_numpy, from_torch.double().numpy(), rtol=0, atol=1e-7)
+
+
+def test_a_fractional_group_id_gets_advice_for_group_ids():
+    """The message advised probability rows, which groups cannot be."""
+    with pytest.raises(ValueError, match=r"groups\[1\] = 0.5 is not an integer group id; group ids are integers") as e:
+        joint([0, 1], [0, 1], [0, 1], groups=np.array([0.0, 0.5]))
+    assert "probability rows" not in str(e.value)
