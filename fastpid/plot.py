@@ -1,9 +1,11 @@
 """Matplotlib figures of PID terms during training, of curricula and of ECS decisions.
 
 Needs matplotlib (``pip install "fastpid[plot]"``), imported on first use only. Every
-function draws into ``ax`` (a new figure's axes when ``None``) and returns the axes; the
-figure is ``ax.figure``. No backend is chosen here (use ``matplotlib.use("Agg")`` for files
-without a display).
+function draws into ``ax`` (a new pyplot figure's axes when ``None``) and returns the axes;
+the figure is ``ax.figure``. A figure made here stays open in pyplot, as
+``plt.subplots`` leaves it: in a training loop, close it after saving
+(``plt.close(ax.figure)``), or pass ``ax``. No backend is chosen here (use
+``matplotlib.use("Agg")`` for files without a display).
 
 * :func:`plot_pid_terms` — PID terms over epochs, with interval bands;
 * :func:`plot_curriculum` — the fraction of the training set a curriculum admits per epoch,
@@ -47,6 +49,24 @@ def _vector(v, name: str, n: int | None = None) -> np.ndarray:
         raise ValueError(f"{name} must be a 1-D sequence{'' if n is None else f' of {n} values'}, "
                          f"got shape {a.shape}")
     return a
+
+
+def _spans(ep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each of the sorted epochs ``ep`` starts and ends on the x axis: the midpoints
+    between neighbours, and half the neighbouring gap beyond the first and the last (half an
+    epoch for a single one), so that epochs logged every k cover the axis without gaps."""
+    if len(ep) == 0:
+        return ep, ep
+    gaps = np.diff(ep)
+    first, last = (gaps[0], gaps[-1]) if len(gaps) else (1.0, 1.0)
+    mids = (ep[1:] + ep[:-1]) / 2
+    return np.concatenate([[ep[0] - first / 2], mids]), np.concatenate([mids, [ep[-1] + last / 2]])
+
+
+def _sorted_epochs(ep: np.ndarray, name: str) -> np.ndarray:
+    if not np.all(np.isfinite(ep)) or np.any(np.diff(ep) <= 0):
+        raise ValueError(f"{name} must be finite and strictly increasing, got {ep.tolist()}")
+    return ep
 
 
 def plot_pid_terms(epochs, terms: Mapping[str, npt.ArrayLike], intervals: Mapping | None = None, *,
@@ -106,19 +126,23 @@ def plot_curriculum(curriculum, epochs=None, *, phases: Sequence[str] | None = N
     else:
         fractions = curriculum
     frac = _vector(fractions, "fractions")
-    ep = _vector(range(len(frac)) if epochs is None else epochs, "epochs", len(frac))
+    if not np.all((frac >= 0) & (frac <= 1)):    # also NaN; e.g. percentages fell off the axis
+        raise ValueError(f"fractions must lie in [0, 1] (a fraction of the training set, not a "
+                         f"percentage), got {frac.tolist()}")
+    ep = _sorted_epochs(_vector(range(len(frac)) if epochs is None else epochs, "epochs", len(frac)), "epochs")
     ax = _axes(ax)
     if phases is not None:
         if len(phases) != len(ep):
             raise ValueError(f"phases must name one phase per epoch ({len(ep)}), got {len(phases)}")
         colours = {}
+        lo, hi = _spans(ep)
         start = 0
         for i in range(1, len(ep) + 1):
             if i == len(ep) or phases[i] != phases[start]:
                 name = phases[start]
                 first = name not in colours
                 colours.setdefault(name, f"C{len(colours) + 1}")
-                ax.axvspan(ep[start] - 0.5, ep[i - 1] + 0.5, color=colours[name], alpha=0.12, lw=0,
+                ax.axvspan(lo[start], hi[i - 1], color=colours[name], alpha=0.12, lw=0,
                            label=name if first else None)
                 start = i
     ax.step(ep, frac, where="mid", color="C0", label="fraction admitted")
@@ -145,10 +169,16 @@ def plot_ecs_decisions(history, *, ax=None):
     """
     if hasattr(history, "history_arrays"):
         history = history.history_arrays()
-    ep = _vector(history["epoch"], "history['epoch']")
+    ep = _sorted_epochs(_vector(history["epoch"], "history['epoch']"), "history['epoch']")
+    for key in ("train1", "train2", "stage"):
+        if len(history[key]) != len(ep):
+            raise ValueError(f"history[{key!r}] has {len(history[key])} entries, history['epoch'] "
+                             f"{len(ep)}: one decision per probed epoch is needed")
     ax = _axes(ax, figsize=(6, 2.2))
-    # Each probe's decision holds until the next probe.
-    ends = np.append(ep[1:], ep[-1] + 1) if len(ep) else ep
+    # Each probe's decision holds until the next probe; the last one's for the probes' usual
+    # interval (their median gap; one epoch for a single probe).
+    step = float(np.median(np.diff(ep))) if len(ep) > 1 else 1.0
+    ends = np.append(ep[1:], ep[-1] + step) if len(ep) else ep
     for row, key in ((1, "train1"), (2, "train2")):
         spans = [(s, e - s) for s, e, on, st in zip(ep, ends, history[key], history["stage"])
                  if not on and st == "unimodal"]

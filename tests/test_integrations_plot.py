@@ -75,3 +75,31 @@ def test_curriculum_plot_draws_what_is_admitted_and_takes_grad_histories():
     ax = plot_pid_terms([0, 1, 2], {"synergy": history})
     assert np.allclose(ax.lines[0].get_ydata(), [float(h.detach()) for h in history])
     plt.close("all")
+
+
+def test_spans_follow_the_epochs_spacing():
+    """Epochs logged every 5 had phase spans of ±0.5 around each point (epochs 5.5–9.5 in no
+    phase) and the last ECS probe's bar one epoch wide."""
+    ax = plot_curriculum([0.2, 0.5, 1.0], epochs=[0, 5, 10], phases=["a", "b", "b"])
+    spans = sorted(p.get_x() for p in ax.patches)
+    widths = {round(p.get_x(), 6): p.get_width() for p in ax.patches}
+    assert spans == [-2.5, 2.5] and widths[-2.5] == 5.0 and widths[2.5] == 10.0
+    history = {"epoch": [0, 5, 10], "train1": [False, True, False], "train2": [True, True, True],
+               "stage": ["unimodal"] * 3, "warmup_epochs": 0, "switch_epoch": None}
+    ax = plot_ecs_decisions(history)
+    bars = [path.get_extents() for path in ax.collections[0].get_paths()]
+    assert [(b.x0, b.x1) for b in bars] == [(0.0, 5.0), (10.0, 15.0)]
+
+
+def test_out_of_range_fractions_and_short_histories_are_refused():
+    """Percentages drew nothing inside the fixed y range; a history with fewer decisions than
+    epochs dropped the rest silently."""
+    with pytest.raises(ValueError, match=r"fractions must lie in \[0, 1\]"):
+        plot_curriculum([20, 50, 100])
+    with pytest.raises(ValueError, match=r"fractions must lie in \[0, 1\]"):
+        plot_curriculum([0.2, float("nan")])
+    with pytest.raises(ValueError, match="strictly increasing"):
+        plot_curriculum([0.2, 0.5], epochs=[3, 1])
+    with pytest.raises(ValueError, match=r"history\['train1'\] has 1 entries, history\['epoch'\] 4"):
+        plot_ecs_decisions({"epoch": [0, 1, 2, 3], "train1": [True], "train2": [True] * 4,
+                            "stage": ["unimodal"] * 4})
