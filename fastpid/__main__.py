@@ -2,4 +2,5 @@
 is not on the PATH)."""
 from .cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # not on import (e.g. by pydoc or documentation tools)
+    raise SystemExit(main())

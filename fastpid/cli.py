@@ -65,12 +65,23 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: printed and flushed through :func:`main`'s write-error handling
+    (argparse's own action swallowed a full disk and exited 0)."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, help="show the version and exit", **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        namespace.show_version = True
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fastpid",
         description="Fast, certified BROJA partial information decomposition.",
     )
-    parser.add_argument("--version", action="version", version=f"fastpid {_version()}")
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     demo = sub.add_parser(
@@ -83,7 +94,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-data", action="store_true", help="only the canonical gates (skip the digits data set)")
     demo.set_defaults(func=_cmd_demo, command_parser=demo)
 
-    info = sub.add_parser("info", help="versions and how the native extension was built")
+    info = sub.add_parser("info", help="versions and how the native extension was built",
+                          description="Versions of fastpid, Python, numpy and torch; which backends "
+                          "are available (and why not); how the native extension was built.")
     info.add_argument("--json", action="store_true", help="print as JSON")
     info.set_defaults(func=_cmd_info, command_parser=info)
     return parser
@@ -91,7 +104,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args, extra = parser.parse_known_args(argv)
+    if getattr(args, "show_version", False):  # before any command, as argparse's own action
+        args.command, args.func, extra = "--version", lambda _: print(f"fastpid {_version()}") or 0, []
     if args.command is None:
         if extra:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -99,15 +115,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\nfastpid: error: a command is required (demo or info)", file=sys.stderr)
         return 2
     if extra:  # with the command's own usage line, not the top-level one
-        args.command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    if sys.stdout is not None and hasattr(sys.stdout, "reconfigure"):
+        before = argv[:argv.index(args.command)] if args.command in argv else []
+        misplaced = [a for a in extra if a in before]
+        hint = (f" (options go after the command: fastpid {args.command} {' '.join(misplaced)})"
+                if misplaced else "")
+        args.command_parser.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
+    if sys.stdout is None:  # e.g. `fastpid info >&-`: nowhere to write the results
+        print(f"fastpid {args.command}: no standard output to write to (it is closed)", file=sys.stderr)
+        return 1
+    if hasattr(sys.stdout, "reconfigure"):
         # A terminal or pipe whose encoding lacks a character of the tables (an em dash in a
         # latin-1 locale) shows '?' there instead of stopping the demo halfway.
         sys.stdout.reconfigure(errors="replace")
     try:
         code = int(args.func(args))
-        if sys.stdout is not None:
-            sys.stdout.flush()  # here, so that a full disk is reported like any write error
+        sys.stdout.flush()  # here, so that a full disk is reported like any write error
         return code
     except BrokenPipeError:  # e.g. `fastpid demo --json | head`
         import os

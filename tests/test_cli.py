@@ -51,10 +51,34 @@ def gates_json():
 
 
 def test_version(capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(["--version"])
-    assert exc.value.code == 0
+    assert main(["--version"]) == 0
     assert capsys.readouterr().out.strip() == f"fastpid {version('fastpid')}"
+    assert main(["--version", "demo"]) == 0                  # the version only, as argparse's action
+    assert capsys.readouterr().out.strip() == f"fastpid {version('fastpid')}"
+
+
+def test_version_to_a_full_disk_or_closed_stdout_fails(monkeypatch, capsys):
+    """argparse's version action swallowed the write error and exited 0; with stdout closed
+    (``>&-``) every command printed nothing and exited 0."""
+    monkeypatch.setattr(sys, "stdout", _Stdout(error=OSError(28, "No space left on device")))
+    assert main(["--version"]) == 1
+    assert capsys.readouterr().err == "fastpid --version: [Errno 28] No space left on device\n"
+    monkeypatch.setattr(sys, "stdout", None)
+    assert main(["info"]) == 1
+    assert "no standard output" in capsys.readouterr().err
+
+
+def test_an_option_before_the_command_is_pointed_after_it(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--json", "demo"])
+    assert exc.value.code == 2
+    assert "options go after the command: fastpid demo --json" in capsys.readouterr().err
+
+
+def test_importing_dunder_main_runs_nothing():
+    done = subprocess.run([sys.executable, "-c", "import fastpid.__main__"], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0 and done.stdout == "" and "usage" not in done.stderr
 
 
 def test_no_command_prints_help(capsys):
