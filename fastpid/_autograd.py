@@ -50,7 +50,9 @@ class _EnvelopeV(torch.autograd.Function):
     def jvp(ctx, P_t, value_t, f_t, g_t):
         # Forward mode (torch.func.jacfwd, forward_ad): the same derivative along P's tangent.
         P, f, g = ctx.saved_tensors
-        return (_envelope(f, g) * P_t).sum((1, 2, 3))
+        # Guarded as in backward: a second forward-mode derivative (jacfwd of jacfwd) had
+        # returned a Hessian without V's second-order term instead of raising.
+        return (_FirstOrderOnly.apply(_envelope(f, g), P) * P_t).sum((1, 2, 3))
 
 
 def _envelope(f: torch.Tensor, g: torch.Tensor) -> torch.Tensor:

@@ -495,6 +495,8 @@ def _solve_iterative(flat, method, backend, tol, max_iter, steps, progress, brac
             # exact: the midpoint of the certified bracket; fast: an actual feasible coupling's I.
             value = 0.5 * (sol.lower + sol.upper) if method == "exact" else sol.upper
             value = attach_envelope_gradient(Pc, value.to(flat.device), sol.f.to(flat.device), sol.g.to(flat.device))
+            if method == "exact" and carries_derivatives(Pc):
+                value = _closed_form_gradient_where_pinned(value, *(piece(b) for b in bracket), tol)
             pieces.append((value, sol.lower, sol.upper, sol.iterations, sol.coupling))
             if bar is not None:
                 bar.update(Pc.shape[0])
@@ -508,6 +510,19 @@ def _solve_iterative(flat, method, backend, tol, max_iter, steps, progress, brac
     value, lower, upper, iterations = (joined(k) for k in range(4))
     coupling = joined(4) if return_coupling else None
     return value, lower, upper, iterations, coupling
+
+
+def _closed_form_gradient_where_pinned(value: torch.Tensor, lower0: torch.Tensor, upper0: torch.Tensor, tol):
+    """``value`` with the closed forms' gradient where they alone close the bracket
+    (``upper0 - lower0 <= tol``): V lies between them and touches both, so their gradient is
+    V's. The solver's potentials are no guide there: it stops before any Newton step (e.g.
+    X2 a function of X1, or X1 = X2), and their envelope gave a synergy gradient of 0.37
+    where every joint of the same support has none. The value stays the solver's."""
+    pinned = (upper0 - lower0).detach() <= tol
+    if not bool(pinned.any()):
+        return value
+    mid = 0.5 * (lower0 + upper0)
+    return torch.where(pinned, value.detach() + (mid - mid.detach()), value)
 
 
 def _shows_bar(progress, B: int, chunk: int) -> bool:

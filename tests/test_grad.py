@@ -179,3 +179,34 @@ def test_torch_func_transforms_that_cannot_work_say_why():
         torch.func.grad(lambda X: fastpid.pid(X, backend="cpp").synergy)(P[0])
     with pytest.raises(RuntimeError, match="second-order derivatives"):
         torch.func.hessian(lambda X: fastpid.pid(X).synergy)(P[0])
+    # Forward over forward, and reverse over forward, had returned a Hessian without V's term.
+    for method in ("exact", "fast"):
+        syn = lambda X: fastpid.pid(X, method=method).synergy      # noqa: E731
+        for nested in (torch.func.jacfwd(torch.func.jacfwd(syn)), torch.func.jacrev(torch.func.jacfwd(syn))):
+            with pytest.raises(RuntimeError, match="second-order derivatives"):
+                nested(P[0])
+    first = torch.func.jacfwd(lambda X: fastpid.pid(X).synergy)(P[0])     # first order still works
+    X = P[0].clone().requires_grad_(True)
+    torch.testing.assert_close(first, torch.autograd.grad(fastpid.pid(X).synergy, X)[0], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpp"])
+def test_gradient_where_the_closed_forms_close_the_bracket(backend):
+    """X2 a function of X1: V = I(X1; Y) = max(I1, I2) = I(X1, X2; Y), so the closed forms
+    close the bracket and no Newton step ran; the potentials' gradient of the synergy was up to
+    0.37 (0.79 on other such joints) where every joint of the same support has S = U2 = 0."""
+    if backend == "cpp" and not fastpid.backends()["cpp"]["available"]:
+        pytest.skip("native extension not built")
+    rng = np.random.default_rng(17)
+    for _ in range(6):
+        n1, n2, ny = 5, 3, 4
+        h = rng.integers(0, n2, n1)
+        pxy = rng.dirichlet(np.full(n1 * ny, 0.3)).reshape(n1, ny)
+        P = np.zeros((n1, n2, ny))
+        P[np.arange(n1), h] = pxy
+        X = torch.tensor(P, requires_grad=True)
+        res = fastpid.pid(X, backend=backend)
+        dS, dU2, dR, dI2 = [torch.autograd.grad(t, X, retain_graph=True)[0]
+                            for t in (res.synergy, res.unique2, res.redundancy, res.mi2)]
+        assert float(dS.abs().max()) < 1e-6 and float(dU2.abs().max()) < 1e-6
+        torch.testing.assert_close(dR, dI2, rtol=0, atol=1e-6)                # R = I2 on the support
