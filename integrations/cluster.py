@@ -8,18 +8,18 @@ scatter-adds.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import torch
-
-from .predictions import ArrayLike
 
 __all__ = ["standardize", "l2_normalize", "pca", "kmeans", "PCAResult", "KMeansResult"]
 
 
 def _check_matrix(x, name: str) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape (N, D), got {type(x).__name__}")
+        raise TypeError(f"{name} must be a torch.Tensor of shape (N, D), got {type(x).__name__} "
+                        "(wrap a numpy array with torch.from_numpy)")
     if x.dim() != 2:
         raise ValueError(f"{name} must have shape (N, D), got shape {tuple(x.shape)}")
     if x.shape[0] == 0 or x.shape[1] == 0:
@@ -29,6 +29,22 @@ def _check_matrix(x, name: str) -> torch.Tensor:
     if not torch.isfinite(x).all():
         raise ValueError(f"{name} contains NaN or Inf")
     return x
+
+
+def _check_count(v, name: str, hi: int | None = None, hi_name: str = "") -> int:
+    """``v`` as a Python int in ``[1, hi]`` (``hi = None``: no upper bound). Any integral
+    type counts (numpy and Python ints alike, e.g. a k from ``np.argmax``); bools do not."""
+    if isinstance(v, numbers.Integral) and not isinstance(v, bool) and 1 <= v and (hi is None or v <= hi):
+        return int(v)
+    if hi is None:
+        raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    raise ValueError(f"{name} must be an integer in [1, {hi_name}] = [1, {hi}], got {v!r}")
+
+
+def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """Half-precision ``x`` as float32: sums of squares overflow float16 (max 65504), and
+    the SVD has no half-precision kernel on the CPU."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 def _power_of_two_scale(peak: torch.Tensor) -> torch.Tensor:
@@ -86,15 +102,15 @@ class PCAResult:
 
 
 def pca(x: torch.Tensor, n_components: int) -> PCAResult:
-    """Principal component analysis of ``x (N, D)`` by a thin SVD of the centred data.
+    """Principal component analysis of ``x (N, D)`` (a torch tensor) by a thin SVD of the
+    centred data.
 
-    ``n_components`` must be at most ``min(N, D)``.
+    ``n_components`` must be at most ``min(N, D)``. Half-precision input (float16, bfloat16)
+    is computed, and returned, in float32.
     """
-    x = _check_matrix(x, "x")
+    x = _at_least_float32(_check_matrix(x, "x"))
     n, d = x.shape
-    if not isinstance(n_components, int) or not 1 <= n_components <= min(n, d):
-        raise ValueError(f"n_components must be an integer in [1, min(N, D)] = [1, {min(n, d)}], "
-                         f"got {n_components!r}")
+    n_components = _check_count(n_components, "n_components", min(n, d), "min(N, D)")
     xc = x - x.mean(dim=0)
     _, s, vh = torch.linalg.svd(xc, full_matrices=False)
     comp = vh[:n_components]
@@ -166,21 +182,28 @@ def _lloyd(x, centers, max_iter: int, tol: float):
     return labels, centers, float(inertia), it
 
 
-def kmeans(x: ArrayLike, k: int, *, n_init: int = 4, max_iter: int = 100, tol: float = 1e-4,
+def kmeans(x: torch.Tensor, k: int, *, n_init: int = 4, max_iter: int = 100, tol: float = 1e-4,
            seed: int = 0) -> KMeansResult:
-    """k-means clustering of ``x (N, D)`` into ``k`` clusters.
+    """k-means clustering of ``x (N, D)`` (a torch tensor) into ``k`` clusters.
 
     k-means++ seeding, ``n_init`` restarts (the lowest inertia wins), Lloyd iterations until
     the squared centre shift is at most ``tol`` times the mean per-feature variance (as
     scikit-learn does) or ``max_iter`` is reached. Deterministic for a given ``seed``.
+
+    The data are clustered centred (the column means subtracted, and added back to the
+    returned centres), so a large common offset does not cost precision. Half-precision input
+    (float16, bfloat16) is clustered in float32 and its ``centers`` come back as float32;
+    other floating dtypes keep theirs (integer input becomes the default dtype).
     """
-    x = _check_matrix(x, "x")
+    x = _at_least_float32(_check_matrix(x, "x"))
     n = x.shape[0]
-    if not isinstance(k, int) or not 1 <= k <= n:
-        raise ValueError(f"k must be an integer in [1, N] = [1, {n}], got {k!r}")
-    for name, v in (("n_init", n_init), ("max_iter", max_iter)):
-        if not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    k = _check_count(k, "k", n, "N")
+    n_init, max_iter = _check_count(n_init, "n_init"), _check_count(max_iter, "max_iter")
+    # The distances are |x|² - 2 x·c + |c|²: with features far from 0 these terms cancel
+    # catastrophically (float32 scrambles separated blobs at an offset of 1e4), so cluster
+    # the centred data, as scikit-learn does. Distances, and so the inertia, are unchanged.
+    mean = x.mean(dim=0)
+    x = x - mean
     gen = _generator(x.device, seed)
     abs_tol = float(tol) * float(x.var(dim=0, unbiased=False).mean())
     best = None
@@ -189,4 +212,4 @@ def kmeans(x: ArrayLike, k: int, *, n_init: int = 4, max_iter: int = 100, tol: f
         if best is None or run[2] < best[2]:
             best = run
     labels, centers, inertia, n_iter = best
-    return KMeansResult(labels=labels, centers=centers, inertia=inertia, n_iter=n_iter)
+    return KMeansResult(labels=labels, centers=centers + mean, inertia=inertia, n_iter=n_iter)

@@ -40,8 +40,8 @@ def as_labels(y, name: str = "y", device=None) -> torch.Tensor:
     such as ``2.0``) as an int64 tensor on ``device`` (default: ``y``'s own).
 
     Raises ``TypeError`` for bool, complex or non-numeric input and ``ValueError`` for a
-    shape other than ``(N,)``, negative ids or non-integral / non-finite float values
-    (naming the first bad position).
+    shape other than ``(N,)``, negative ids or non-integral / non-finite float values, or
+    floats beyond the int64 range (naming the first bad position).
     """
     y = as_tensor(y, name)
     if y.dtype == torch.bool or y.dtype.is_complex:
@@ -56,6 +56,12 @@ def as_labels(y, name: str = "y", device=None) -> torch.Tensor:
                 i = int(bad.nonzero()[0])
                 raise ValueError(f"{name}[{i}] = {float(y[i])!r} is not an integer class id; labels must "
                                  "be integers (integral floats such as 2.0 are accepted)")
+            # 2**63 and above would wrap to negative ids in the int64 conversion below.
+            big = y >= 2.0 ** 63
+            if bool(big.any()):
+                i = int(big.nonzero()[0])
+                raise ValueError(f"{name}[{i}] = {float(y[i])!r} is too large for a class id; labels must "
+                                 "fit in int64 (below 2**63)")
         if y.numel() and int(y.min()) < 0:
             i = int((y < 0).nonzero()[0])
             raise ValueError(f"{name}[{i}] = {int(y[i])} is negative; class ids must be >= 0")

@@ -50,7 +50,7 @@ import torch
 import fastpid
 from fastpid.estimate import _check_confidence, _check_int, _check_seed, suggest_k
 
-from .cluster import kmeans, l2_normalize, pca, standardize
+from .cluster import _check_count, kmeans, l2_normalize, pca, standardize
 from .distributed import gather_rows, is_distributed, raise_on_every_rank
 from .predictions import ArrayLike, as_labels, as_tensor
 
@@ -176,9 +176,10 @@ class PIDProbe:
                  max_iter: int = 100, seed: int = 0, method: str = "exact", base=None,
                  estimate: bool = False, estimate_options: Mapping | None = None,
                  min_samples_per_cell: float = 1.0, scaling: str = "standardize"):
-        for name, v in (("n_components", n_components), ("n_clusters", n_clusters)):
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        # Checked here rather than at the first probe; numpy ints are stored as Python ints.
+        n_components, n_clusters, n_init, max_iter = (
+            _check_count(v, name) for name, v in (("n_components", n_components), ("n_clusters", n_clusters),
+                                                  ("n_init", n_init), ("max_iter", max_iter)))
         if not isinstance(estimate, bool):
             raise TypeError(f"estimate must be True or False, got {estimate!r}")
         if isinstance(min_samples_per_cell, bool) or not isinstance(min_samples_per_cell, (int, float)) \
@@ -220,8 +221,26 @@ class PIDProbe:
         return kmeans(z, self.n_clusters, n_init=self.n_init, max_iter=self.max_iter,
                       seed=self.seed).labels
 
+    @staticmethod
+    def _check_n_classes(n_classes) -> int | None:
+        """``None`` or a positive integer (int() would truncate 3.7 to 3 and take True as 1)."""
+        return None if n_classes is None else _check_count(n_classes, "n_classes")
+
     def _n_classes(self, labels: torch.Tensor, n_classes: int | None) -> int:
-        return int(labels.max()) + 1 if n_classes is None else int(n_classes)
+        """The ``C`` of the joint: ``n_classes`` (checked to exceed every label, so that an
+        error names the caller's arguments rather than fastpid.joint's) or ``max(labels) + 1``."""
+        n_classes = self._check_n_classes(n_classes)
+        if not labels.numel():
+            return 1 if n_classes is None else n_classes
+        top = int(labels.max())
+        if n_classes is None:
+            return top + 1
+        if top >= n_classes:
+            i = int((labels >= n_classes).nonzero()[0])
+            raise ValueError(f"labels[{i}] = {int(labels[i])} is out of range for n_classes = {n_classes}; "
+                             f"labels must lie in [0, n_classes) (raise n_classes, or leave it None "
+                             f"for max(labels) + 1 = {top + 1})")
+        return n_classes
 
     def _checked_codes(self, codes1, codes2, labels, n_classes: int | None):
         """``(codes1, codes2, labels, sizes)`` as tensors, checked to be 1-D of one length;
@@ -253,8 +272,7 @@ class PIDProbe:
           the synergy bias of an informative one, whose information is mostly redundant or
           unique).
         """
-        if not isinstance(n_permutations, int) or n_permutations < 1:
-            raise ValueError(f"n_permutations must be a positive integer, got {n_permutations!r}")
+        n_permutations = _check_count(n_permutations, "n_permutations")
         codes1, codes2, labels, sizes = self._checked_codes(codes1, codes2, labels, n_classes)
         gen = torch.Generator().manual_seed(seed)
         total = dict.fromkeys(TERMS, 0.0)
@@ -333,6 +351,7 @@ class PIDProbe:
         error = None
         try:
             emb1, emb2, labels = self._checked(emb1, emb2, labels)
+            self._check_n_classes(n_classes)
         except (ValueError, TypeError) as e:
             error = e
         raise_on_every_rank(error)  # one rank's bad inputs: every rank raises, none waits

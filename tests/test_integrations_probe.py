@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -246,3 +247,71 @@ def test_every_estimate_option_has_a_value_check():
     probe = PIDProbe(estimate_options={"confidence": 0.9, "n_jackknife": 2, "n_null": 0, "n_pilot": 1,
                                        "seed": None})
     assert probe.estimate_options["confidence"] == 0.9
+
+
+# ---------------------------------------------------------------- argument checks
+
+def _small_probe_set():
+    g = torch.Generator().manual_seed(0)
+    e1, e2 = torch.randn(200, 8, generator=g), torch.randn(200, 6, generator=g)
+    return e1, e2, torch.randint(0, 3, (200,), generator=g)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_probe_n_classes_is_checked_against_the_labels():
+    """int(n_classes) truncated 3.7 to 3 and took True as 1; a too-small value was reported as
+    'y[1] = 2 is out of range for size 2', names the caller never used."""
+    e1, e2, labels = _small_probe_set()
+    probe = PIDProbe(n_components=3, n_clusters=4)
+    res = probe(e1, e2, labels)
+    for bad in (3.7, 2.5, True, 0, -1, "3"):
+        with pytest.raises(ValueError, match=f"n_classes must be a positive integer, got {bad!r}"):
+            probe(e1, e2, labels, n_classes=bad)
+        with pytest.raises(ValueError, match="n_classes must be a positive integer"):
+            probe.shuffled(res.codes1, res.codes2, labels, 2, n_classes=bad)
+    i = int((labels == 2).nonzero()[0])
+    too_small = rf"labels\[{i}\] = 2 is out of range for n_classes = 2; labels must lie in \[0, n_classes\)"
+    with pytest.raises(ValueError, match=too_small):
+        probe(e1, e2, labels, n_classes=2)
+    with pytest.raises(ValueError, match=too_small):
+        probe.estimated(res.codes1, res.codes2, labels, n_classes=np.int64(2))
+    # Integral values of any integer type are taken as they are.
+    wide = probe(e1, e2, labels, n_classes=np.int64(5))
+    assert wide.terms() == probe(e1, e2, labels, n_classes=5).terms()
+    assert probe(e1, e2, labels, n_classes=3).terms() == res.terms()
+
+
+def test_probe_accepts_numpy_integer_counts():
+    """isinstance(v, int) rejected np.int64(4) ('n_clusters must be a positive integer, got 4')."""
+    e1, e2, labels = _small_probe_set()
+    probe = PIDProbe(n_components=np.int64(3), n_clusters=np.int64(4), n_init=np.int32(2), max_iter=np.int64(50),
+                     min_samples_per_cell=0)
+    assert (probe.n_components, probe.n_clusters, probe.n_init, probe.max_iter) == (3, 4, 2, 50)
+    assert all(type(v) is int for v in (probe.n_components, probe.n_clusters, probe.n_init, probe.max_iter))
+    res = probe(e1, e2, labels)
+    ref = PIDProbe(n_components=3, n_clusters=4, n_init=2, max_iter=50, min_samples_per_cell=0)(e1, e2, labels)
+    assert res.terms() == ref.terms()
+    assert probe.shuffled(res.codes1, res.codes2, labels, np.int64(2)) == probe.shuffled(res.codes1, res.codes2,
+                                                                                         labels, 2)
+    for name in ("n_components", "n_clusters", "n_init", "max_iter"):
+        for bad in (True, 0, 2.0):
+            with pytest.raises(ValueError, match=f"{name} must be a positive integer"):
+                PIDProbe(**{name: bad})
+
+
+def test_float_labels_beyond_int64_are_rejected():
+    """A float label of 1e20 passed the checks and wrapped to INT64_MIN in the conversion."""
+    from fastpid.integrations.predictions import as_labels
+
+    for big in (1e20, 2.0 ** 63):
+        y = torch.tensor([0.0, 1.0, big], dtype=torch.float64)
+        with pytest.raises(ValueError, match=rf"labels\[2\] = {re.escape(repr(big))} is too large for a class id"):
+            as_labels(y, "labels")
+        with pytest.raises(ValueError, match=r"is too large for a class id"):
+            as_labels(y.float().numpy(), "labels")
+    assert as_labels(torch.tensor([2.0 ** 62])).tolist() == [2 ** 62]   # the largest still fit
+    e1, e2, labels = _small_probe_set()
+    labels = labels.double()
+    labels[0] = 1e20
+    with pytest.raises(ValueError, match=r"labels\[0\] = 1e\+20 is too large for a class id"):
+        PIDProbe(n_components=3, n_clusters=4)(e1, e2, labels)
