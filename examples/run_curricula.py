@@ -95,7 +95,7 @@ class _ScoreRecorder(Plain):
 
 def score_recovery(seeds, epochs, n, k=16):
     runs = []
-    at = sorted({2, max(2, epochs // 3), epochs})
+    at = sorted({min(e, epochs) for e in (2, max(2, epochs // 3), epochs)})   # epochs that run
     for seed in seeds:
         data = synthetic_views(n=n, seed=seed)
         x1, x2, y = data.split("train")
@@ -158,8 +158,9 @@ def accuracy(seeds, epochs, quick):
 
 
 def _ms(values):
+    """``mean ± std``; the mean alone for one value, whose spread is undefined (not 0)."""
     a = np.asarray(values, dtype=np.float64)
-    return f"{a.mean():.3f} ± {a.std(ddof=1) if len(a) > 1 else 0.0:.3f}"
+    return f"{a.mean():.3f} ± {a.std(ddof=1):.3f}" if len(a) > 1 else f"{a.mean():.3f}"
 
 
 def vs_baseline(accuracy: dict, seeds, value) -> dict:
@@ -173,8 +174,9 @@ def vs_baseline(accuracy: dict, seeds, value) -> dict:
 
 def markdown(res) -> str:
     lines = ["# SPICE and DynCIM: results", "",
-             f"{len(res['seeds'])} seeds ({res['seeds']}), {res['epochs']} epochs, mean ± std (ddof 1). "
-             f"CPU: {res['machine']}, torch threads 1.", ""]
+             f"{len(res['seeds'])} seeds ({res['seeds']}), {res['epochs']} epochs, "
+             + ("mean ± std (ddof 1). " if len(res["seeds"]) > 1 else "one seed: its values, no spread. ")
+             + f"CPU: {res['machine']}, torch threads 1.", ""]
     rec = res["recovery"]
     lines += ["## Score recovery on synthetic data (ROC AUC of each share vs. the true type)", "",
               f"Training set of {rec['n_train']} samples, plain late fusion, scores from its "
@@ -196,7 +198,8 @@ def markdown(res) -> str:
                          + f"{_ms([r[ep][sec] for r in rec['runs']])} |")
     acc = vs_baseline(res["accuracy"], res["seeds"], lambda r: r["acc"])
     lines += ["", "## Test accuracy", "", legend(acc, BASELINE, "the fused test accuracy"), "",
-              f"| data | method | fused | Δ fused vs {BASELINE} | heads | seconds per run |",
+              f"| data | method | fused accuracy (fraction) | Δ fused vs {BASELINE} (points) "
+              "| heads' accuracy (fraction) | seconds per run |",
               "|---|---|---|---|---|---|"]
     for name, methods in res["accuracy"].items():
         for m, runs in methods.items():
@@ -208,7 +211,9 @@ def markdown(res) -> str:
         syn = {"synthetic": res["accuracy"]["synthetic"]}
         xor = vs_baseline(syn, res["seeds"], lambda r: r["acc_by_type"]["synergy"])
         lines += ["", "## Synthetic test accuracy by interaction type", "",
-                  legend(xor, BASELINE, "the accuracy on the synergy (XOR) samples of the test split"), "",
+                  legend(xor, BASELINE, "the accuracy on the synergy (XOR) samples of the test split"),
+                  "Accuracy on the test samples of each interaction type as a fraction (mean ± std over seeds); "
+                  "the Δ column in points.", "",
                   "| method | " + " | ".join(INTERACTION_TYPES) + f" | Δ synergy vs {BASELINE} |",
                   "|---" * (len(INTERACTION_TYPES) + 2) + "|"]
         for m, runs in syn["synthetic"].items():

@@ -141,8 +141,10 @@ def summarise(out: dict, arm_names) -> dict:
 
 def _pct(iv, signed=False) -> str:
     fmt = "{:+.1f}" if signed else "{:.1f}"
-    if np.isnan(iv["lo"]):
-        return fmt.format(100 * iv["mean"])
+    if iv.get("non_finite"):                        # a NaN or infinite value on some seed
+        return f"no value (NaN or infinite on {iv['non_finite']} of {iv['n'] + iv['non_finite']} seeds)"
+    if np.isnan(iv["lo"]):                          # one seed, or no spread: no interval
+        return fmt.format(100 * iv["mean"]) + (", no spread" if iv.get("no_spread") else "")
     return f"{fmt.format(100 * iv['mean'])} [{100 * iv['lo']:.1f}, {100 * iv['hi']:.1f}]"
 
 
@@ -190,7 +192,7 @@ def markdown(results: dict) -> str:
             if b not in vs or k not in vs[b]:
                 return "—"
             p = vs[b][k]
-            holm_p = f", p_Holm {p['holm_p']:.2g}" if "holm_p" in p else ""
+            holm_p = f", p_Holm {p['holm_p']:.2g}" if not np.isnan(p.get("holm_p", np.nan)) else ""
             return f"{_pct(p, True)} ({p['wins']}/{p['n']}{holm_p})"
         for a, v in s["arms"].items():
             vs = v["vs"]

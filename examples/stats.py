@@ -5,23 +5,41 @@ from __future__ import annotations
 
 import numpy as np
 
+#: Values whose range is at most ``SAME · max(1, max |value|)`` count as equal (no spread):
+#: accuracies are saved from float32, so equal per-seed differences can differ by ~1e-7.
+SAME = 1e-6
+
 __all__ = ["paired", "mean_interval", "holm", "paired_runs", "paired_family", "points", "legend"]
 
 
 def mean_interval(values, level: float = 0.95) -> dict:
-    """Mean of ``values`` with its two-sided t-interval (``lo``/``hi`` are NaN for one value)."""
+    """Mean of ``values`` with its two-sided t-interval and the p-value of "mean = 0".
+
+    ``lo``/``hi``/``p`` are NaN for one value, and where the values have no spread (all equal
+    up to :data:`SAME`: the t statistic is undefined; ``no_spread`` is then True). A NaN or
+    infinite value makes the mean, interval and p NaN (``n`` counts the finite values,
+    ``non_finite`` the others)."""
     from scipy.stats import t
 
     v = np.asarray(values, dtype=np.float64)
     if v.ndim != 1 or v.size == 0:
         raise ValueError(f"need a non-empty vector of values, got shape {v.shape}")
+    nan = float("nan")
+    finite = np.isfinite(v)
+    if not finite.all():
+        return {"mean": nan, "lo": nan, "hi": nan, "n": int(finite.sum()), "p": nan,
+                "non_finite": int((~finite).sum())}
     mean = float(v.mean())
     if v.size < 2:
-        return {"mean": mean, "lo": float("nan"), "hi": float("nan"), "n": int(v.size), "p": float("nan")}
+        return {"mean": mean, "lo": nan, "hi": nan, "n": int(v.size), "p": nan}
+    if np.ptp(v) <= SAME * max(1.0, float(np.abs(v).max())):
+        # Equal values: a zero-width interval and p = 0 (or 1 where all are 0), or a tiny p from
+        # float32 rounding noise, would claim a certainty that a few equal values do not give.
+        return {"mean": mean, "lo": nan, "hi": nan, "n": int(v.size), "p": nan, "no_spread": True}
     se = float(v.std(ddof=1) / np.sqrt(v.size))
     half = float(t.ppf(0.5 + level / 2, v.size - 1) * se)
     # Two-sided p-value of "mean = 0" (the interval excludes 0 iff p < 1 - level).
-    p = float(2 * t.sf(abs(mean) / se, v.size - 1)) if se > 0 else (1.0 if mean == 0 else 0.0)
+    p = float(2 * t.sf(abs(mean) / se, v.size - 1))
     return {"mean": mean, "lo": mean - half, "hi": mean + half, "n": int(v.size), "p": p}
 
 
@@ -83,10 +101,13 @@ def paired_family(pairs: dict) -> dict:
 
 def points(d) -> str:
     """A :func:`paired_family` entry of fractions, in points: ``+1.2 [−0.3, 2.7] (4/5), p_Holm 0.31``
-    (mean [95 % interval] (seeds won / seeds), Holm-adjusted p; one seed has no interval);
-    a string entry as it is."""
+    (mean [95 % interval] (seeds won / seeds), Holm-adjusted p; one seed has no interval, equal
+    differences on every seed are marked ``no spread``, a NaN value gives no number); a string
+    entry as it is."""
     if isinstance(d, str):
         return d
+    if d.get("non_finite"):
+        return f"no value: NaN or infinite on {d['non_finite']} of {d['n'] + d['non_finite']} seeds"
 
     def num(x, sign=""):
         return f"{100 * x:{sign}.1f}".replace("-", "−")
@@ -94,6 +115,8 @@ def points(d) -> str:
     if not np.isnan(d["lo"]):
         text += f" [{num(d['lo'])}, {num(d['hi'])}]"
     text += f" ({d['wins']}/{d['n']})"
+    if d.get("no_spread"):
+        return text + ", no spread: no interval, no p"
     p = d["holm_p"]
     if not np.isnan(p):
         text += f", p_Holm {p:.2f}" if p >= 0.01 else f", p_Holm {p:.1g}"
@@ -102,7 +125,7 @@ def points(d) -> str:
 
 def legend(family: dict, baseline: str, what: str) -> str:
     """The text above a table of :func:`points` cells of ``family``, differences of ``what``."""
-    n = sum(not isinstance(d, str) for d in family.values())
+    n = sum(not isinstance(d, str) and not np.isnan(d["p"]) for d in family.values())   # Holm's family
     return (f"Δ vs {baseline}: {what} minus {baseline}'s on the same seed (same split and initialisation seed), in "
             "points: mean [95 % t-interval] (seeds on which the method was ahead / seeds), p_Holm: two-sided "
             f"paired t-test, Holm-adjusted over the {n} paired comparisons of this table.")

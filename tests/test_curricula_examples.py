@@ -128,3 +128,26 @@ def test_markdown_paired_differences_to_late_fusion(tmp_path, monkeypatch):
     # --replot rewrites the tables from the saved JSON without training anything.
     replot_without_training(monkeypatch, main, res, tmp_path / "curricula.json")
     assert (tmp_path / "curricula.md").read_text() == markdown(res)
+
+
+def test_one_epoch_scores_only_epochs_that_run():
+    """--epochs 1 scored at epochs {1, 2}: epoch 2 never ran, and markdown() failed with
+    KeyError '2' after all the training."""
+    rec = score_recovery([0], epochs=1, n=300, k=4)
+    assert rec["epochs_scored"] == [1] and list(rec["runs"][0]) == ["1"]
+    text = markdown({"seeds": [0], "epochs": 1, "machine": "test", "recovery": rec, "accuracy": {}})
+    assert text.count("\n| 1 | ") == 4
+
+
+def test_one_seed_tables_show_no_spread():
+    """One seed has no standard deviation: the tables printed "0.980 ± 0.000", a spread of zero."""
+    res = {"seeds": [0], "epochs": 1, "machine": "test",
+           "recovery": {"epochs_scored": [], "n_train": 0, "k": 4, "runs": []},
+           "accuracy": {"synthetic": {"late fusion": _runs([0.98], [0.6], seeds=[0]),
+                                      "A": _runs([0.97], [0.5], seeds=[0])}}}
+    text = markdown(res)
+    assert not [line for line in text.splitlines() if line.startswith("| ") and "±" in line]
+    assert "| synthetic | A | 0.970 | −1.0 (0/1) | 0.500 / 0.500 | 1.000 |" in text
+    # The absolute accuracies are fractions, the differences points: the headers say which.
+    assert "| fused accuracy (fraction) | Δ fused vs late fusion (points) | heads' accuracy (fraction) |" in text
+    assert "each interaction type as a fraction" in text

@@ -242,3 +242,40 @@ def test_synib_repository_arm_trains_its_log_variance_head(small):
     assert {id(p) for p in arm.extra_parameters()} == {id(p) for p in head.parameters()}
     arm.loss(0, model, model([x1[:32], x2[:32]]), y[:32], None).backward()
     assert head.weight.grad.abs().sum() > 0
+
+
+def test_tables_mark_values_without_spread_or_value():
+    """Equal values on every seed have no interval and no p ("no spread"), not "p_Holm 0" or a
+    zero-width interval; a NaN on a seed gives no number, not "nan"."""
+    assert run_fair._pct(mean_interval([0.5, 0.5, 0.5])) == "50.0, no spread"
+    assert run_fair._pct(paired([0.6, 0.7], [0.5, 0.6]), True) == "+10.0, no spread"
+    assert run_fair._pct(mean_interval([0.5])) == "50.0"
+    assert run_fair._pct(mean_interval([0.5, float("nan")])) == "no value (NaN or infinite on 1 of 2 seeds)"
+
+    def runs(accs):
+        return [{"seed": s, "test": {"acc": a, "acc1": 0.5, "acc2": 0.5}, "best_test": a, "probe_gap": {1: 0.0, 2: s},
+                 "visits": 10, "steps": 5, "epochs_run": 1, "seconds": 1.0, "summary": {}} for s, a in enumerate(accs)]
+    out = {"runs": {"fused+heads": runs([0.80, 0.85, 0.90]), "A": runs([0.82, 0.86, 0.93]),
+                    "B": runs([0.81, 0.86, 0.91])},                      # B: +1 point on every seed
+           "alone": [{1: {"acc": 0.5, "probe": 0.5}, 2: {"acc": 0.6 + s / 10, "probe": 0.6}} for s in range(3)],
+           "tuning": {a: {"best": {}} for a in ("fused+heads", "A", "B")}}
+    out["summary"] = json.loads(json.dumps(run_fair.summarise(out, list(out["runs"]))))
+    head = out["summary"]["arms"]["A"]["vs"]["fused+heads"]["final"]
+    assert head["holm_p"] == pytest.approx(head["p"])                   # B is out of the family
+    cfg = {"name": "t", "argv": [], "seeds": 3, "trials": 1, "tune_seeds_list": [1000], "epochs": 1,
+           "batch_size": 8, "wall_seconds": 60.0, "machine": "test"}
+    md = run_fair.markdown({"config": cfg, "datasets": {"synthetic": out}})
+    assert "| B | 86.0 [73.6, 98.4] | 86.0 [73.6, 98.4] | — | +1.0, no spread (3/3) | +1.0, no spread (3/3) |" in md
+    assert "nan" not in md and "modality 1 50.0, no spread" in md
+
+
+def test_committed_tables_name_only_committed_figures():
+    """fair_10seeds.md and avdigits_reduced.md listed *_deltas.png, *_probe_gaps.png and
+    *_fractions.png figures that were never committed."""
+    import re
+    from pathlib import Path
+
+    results = Path(run_fair.__file__).parent / "results"
+    missing = [(md.name, png) for md in sorted(results.glob("*.md"))
+               for png in re.findall(r"`([\w.-]+\.png)`", md.read_text()) if not (results / png).exists()]
+    assert missing == []

@@ -124,6 +124,21 @@ def test_prediction_pid_and_markdown(tiny):
     json.dumps(res)
 
 
+def test_one_seed_tables_show_no_spread():
+    """One seed has no standard deviation: the tables printed "98.0 ± 0.0", a spread of zero."""
+    from examples.run_integrations import _aggregate
+
+    def run(acc):
+        return {"seed": 0, "acc": acc, "acc1": 0.84, "acc2": 0.88}
+    per_seed = {"digits": {"joint": [run(0.98)], "synib": [run(0.978)]}}
+    res = {"config": {"seeds": 1, "epochs": 1}, "runs": per_seed,
+           "table": {d: {m: _aggregate(rs) for m, rs in ms.items()} for d, ms in per_seed.items()}}
+    text = markdown(res)
+    assert not [line for line in text.splitlines() if line.startswith("| ") and "±" in line]
+    assert "| joint | 98.0 (84 / 88) | — |" in text and "| synib | 97.8 (84 / 88) | −0.2 (0/1) |" in text
+    assert "One seed" in text and "Mean ± std" not in text
+
+
 def test_synib_sweep_grid_and_paired_summary():
     from examples.sweep_synib import configs, markdown, summarise
 
@@ -134,7 +149,7 @@ def test_synib_sweep_grid_and_paired_summary():
         return {"seed": seed, "acc": acc, "acc_synergy": xor, "val": {"acc": acc, "acc_synergy": val_xor}}
     runs = {"joint": [result(s, 0.8, 0.5 + 0.1 * s, 0.5) for s in range(3)],
             "x": [result(s, 0.9 + 0.01 * s, 0.55 + 0.1 * s - 0.1 * (s == 2), 0.52) for s in range(3)],
-            "y": [result(s, 0.8, 0.5 + 0.1 * s + 0.2, 0.6) for s in range(3)]}
+            "y": [result(s, 0.8 + 0.01 * (s == 1), 0.5 + 0.1 * s + 0.2, 0.6) for s in range(3)]}
     summ = summarise(runs)
     rows = summ["rows"]
     # Paired: x beats joint by 0.05 on seeds 0-1 and loses by 0.05 on seed 2.
@@ -142,6 +157,11 @@ def test_synib_sweep_grid_and_paired_summary():
     assert rows["x"]["d_xor"]["wins"] == 2 and rows["x"]["d_acc"]["mean"] == pytest.approx(0.11)
     # Two configurations compared with joint: Holm doubles the smaller p-value.
     assert rows["x"]["d_acc"]["holm_p"] == pytest.approx(min(1.0, 2 * rows["x"]["d_acc"]["p"]))
+    # y is +0.2 on the XOR samples on every seed: no spread, so no interval and no p (it was
+    # a zero-width interval and p 0), and it leaves the Holm family, where x is alone.
+    assert rows["y"]["d_xor"]["no_spread"] and math.isnan(rows["y"]["d_xor"]["p"])
+    assert math.isnan(rows["y"]["d_xor"]["holm_p"]) and math.isnan(rows["y"]["d_xor"]["lo"])
+    assert rows["x"]["d_xor"]["holm_p"] == pytest.approx(rows["x"]["d_xor"]["p"])
     # Chosen on validation (y: +0.10 there), whatever the test split says.
     assert summ["chosen"] == "y" and rows["y"]["val_d_xor"] == pytest.approx(0.1)
     res = {"config": {"seeds": 3, "epochs": 1}, "settings": {"s": {"fractions": (0.4, 0.2, 0.2, 0.2),
@@ -149,6 +169,10 @@ def test_synib_sweep_grid_and_paired_summary():
            "summary": {"s": summ}}
     text = markdown(res)
     assert "| x | 91.0 | 61.7 | +11.0 [8.5, 13.5] (3/3), p_Holm" in text and "(2/3)" in text and "| **y** |" in text
+    assert "| +20.0 (3/3), no spread: no interval, no p |" in text
+    # The validation split is 15 % of all of a seed's samples (21 % of the non-test ones).
+    assert "(15 % of each seed's samples, per class, none of them test samples)" in text
+    assert "non-test" not in text
 
 
 @pytest.mark.parametrize("script, argv, message", [
@@ -160,6 +184,11 @@ def test_synib_sweep_grid_and_paired_summary():
     ("run_fair", ["--epochs", "-1"], "--epochs: must be an integer >= 1, got -1"),
     ("run_curricula", ["--epochs", "0"], "--epochs: must be an integer >= 1, got 0"),
     ("sweep_synib", ["--seeds", "0"], "--seeds: must be an integer >= 1, got 0"),
+    # A mistyped configuration trained joint alone and exited 0 with nothing chosen.
+    ("sweep_synib", ["--configs", "random lambda=0.1 p=0.8"],
+     "unknown configuration(s) ['random lambda=0.1 p=0.8']; choose from ['random λ=0.1 p=0.8'"),
+    ("sweep_synib", ["--settings", "xor15-b128", "xor30-b64", "--configs", "random λ=1 p=0.5"],
+     "none of ['random λ=1 p=0.5'] is in the grid of setting(s) ['xor30-b64']"),
 ])
 def test_scripts_reject_sizes_that_train_nothing(monkeypatch, capsys, tmp_path, script, argv, message):
     """--batch-size 1 trained nothing (the training loops skip batches of fewer than 2
