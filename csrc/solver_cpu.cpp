@@ -3,11 +3,16 @@
 #include "solver_cpu.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <memory>
 #include <utility>
 #include <vector>
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#endif
 
 namespace fastpid {
 
@@ -74,13 +79,27 @@ void bracket_terms(const double* cf, double lo, double up, double scale, double*
   *broken = !ok;
 }
 
+// A process forked from one whose OpenMP threads have run cannot use them: GNU libgomp's
+// thread pool hangs the child's next parallel region (a multiprocessing worker forked after a
+// batched solve never returned). Such a child runs every loop on its own thread, outside
+// OpenMP.
+std::atomic<bool> forked_child{false};
+#if defined(__unix__) || defined(__APPLE__)
+const int fork_handler = pthread_atfork(nullptr, nullptr, [] { forked_child = true; });
+#endif
+
 // body(b, work) for every problem b < B, whole problems spread over the threads (dynamic:
 // solves differ in length), each thread with one workspace of work_doubles for all its
 // problems. One problem: no team of threads, which cost 35-80 us per call (one 3x3x3 problem:
 // 64-108 us with a team of two, 29 us without) while the others only set up their workspaces.
 template <class Body>
 void for_each_problem(int64_t B, size_t work_doubles, Body body) {
-#pragma omp parallel if (B > 1)
+  if (B == 1 || forked_child) {
+    const Workspace work(work_doubles);
+    for (int64_t b = 0; b < B; ++b) body(b, work.data());
+    return;
+  }
+#pragma omp parallel
   {
     const Workspace work(work_doubles);
 #pragma omp for schedule(dynamic, 1)
@@ -104,7 +123,7 @@ void solve_batch(const double* P, int64_t B, int n1, int n2, int ny, const Solve
 void closed_forms_batch(const double* P, int64_t B, int n1, int n2, int ny, double* out) {
   const int64_t cells = static_cast<int64_t>(n1) * n2 * ny;
   const size_t work_doubles = closed_forms_workspace_doubles(n1, n2, ny);
-#pragma omp parallel if (B * cells > (int64_t(1) << 16))
+#pragma omp parallel if (B * cells > (int64_t(1) << 16) && !forked_child)
   {
     const Workspace work(work_doubles);
 #pragma omp for schedule(static)

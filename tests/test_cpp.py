@@ -1,6 +1,10 @@
 """The C++ CPU solver (backend="cpp") against the PyTorch reference, problem by problem."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import mpmath
 import numpy as np
 import pytest
@@ -579,3 +583,30 @@ def test_own_exp_and_log_special_values():
     z = np.array([-inf, inf, nan, -746.0, -745.2, 709.79, 710.5, 0.0, 1e-320, -1e-320, tiny])
     with np.errstate(over="ignore"):
         np.testing.assert_array_equal(_C._exp_log(z)[2], np.expm1(z))
+
+
+_FORK_SCRIPT = """
+import multiprocessing as mp, sys
+import numpy as np, fastpid
+P = np.random.default_rng(0).dirichlet(np.ones(8 * 8 * 5), size=64).reshape(64, 8, 8, 5)
+
+def child(_):
+    return float(fastpid.pid(P).synergy.sum())
+
+if __name__ == "__main__":
+    ref = float(fastpid.pid(P).synergy.sum())    # the solver's OpenMP threads have run
+    with mp.get_context("fork").Pool(1) as pool:
+        got = pool.map_async(child, [0]).get(timeout=120)[0]
+    sys.exit(0 if got == ref else 3)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_a_child_forked_after_a_batched_solve_solves(tmp_path):
+    """GNU libgomp's thread pool cannot be used in a forked child: a multiprocessing worker
+    forked after a batched solve hung for good in its first batched solve."""
+    script = tmp_path / "fork_after_solve.py"
+    script.write_text(_FORK_SCRIPT)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "2"})
+    assert done.returncode == 0, done.stderr[-2000:]
