@@ -7,6 +7,7 @@ import contextlib
 import functools
 import math
 import os
+import threading
 
 import numpy as np
 import torch
@@ -138,9 +139,12 @@ _THREADED_FLOPS = 1e9
 
 @contextlib.contextmanager
 def threads(n: int):
-    """PyTorch's intra-op threads set to ``n`` inside the block, restored afterwards."""
+    """PyTorch's intra-op threads set to ``n`` inside the block, restored afterwards; left as
+    they are off the main thread. The setting is the process's: another thread whose first
+    parallel operation ran meanwhile kept ``n`` for good (an estimate in a background thread
+    left the main thread's training on one thread)."""
     before = torch.get_num_threads()
-    if n == before:
+    if n == before or threading.current_thread() is not threading.main_thread():
         yield
         return
     torch.set_num_threads(n)

@@ -570,3 +570,31 @@ def test_big_endian_and_unsigned_inputs_read_as_joint_reads_them():
     got = fastpid.estimate(torch.as_tensor(a), torch.as_tensor(b), torch.as_tensor(y),
                            weights=torch.as_tensor(w).to(torch.uint16), groups=torch.as_tensor(groups), **kw)
     np.testing.assert_allclose(got.synergy.numpy(), ref.synergy, rtol=0, atol=1e-12)
+
+
+def test_off_the_main_thread_the_thread_setting_is_left_alone(monkeypatch):
+    """torch's thread count is the process's: an estimate in a background thread set it to 1
+    for a while, and a thread whose first parallel operation ran meanwhile (the training
+    loop) kept 1 for good. Off the main thread it is not touched."""
+    import sys
+    import threading
+
+    module = sys.modules["fastpid.estimate"]
+    seen = []
+    real = module.pid
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, "pid", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        x = np.random.default_rng(24).integers(0, 3, 400)
+        worker = threading.Thread(target=lambda: fastpid.estimate(x, x, (x + 1) % 3, seed=0))
+        worker.start()
+        worker.join()
+        assert seen and set(seen) == {2}
+    finally:
+        torch.set_num_threads(before)
