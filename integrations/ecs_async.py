@@ -631,8 +631,10 @@ class ECSAsyncController:
 
     def state_dict(self) -> dict:
         """Everything needed to resume: stage, paused modality, peak score, snapshot,
-        history (the configuration is the constructor's)."""
+        history, whether the probe has warned of a thin probe set (the configuration is the
+        constructor's)."""
         return {
+            "probe_warned": bool(getattr(self.probe, "_warned", False)),
             "stage": self.stage, "paused": self.paused, "peak_score": self.peak_score,
             "peak_epoch": self.peak_epoch, "switch_epoch": self.switch_epoch,
             "snapshot": copy.deepcopy(self.snapshot),
@@ -650,6 +652,8 @@ class ECSAsyncController:
         self.peak_score, self.peak_epoch = state["peak_score"], state["peak_epoch"]
         self.switch_epoch = state["switch_epoch"]
         self.snapshot = copy.deepcopy(state["snapshot"])
+        if state.get("probe_warned") and hasattr(self.probe, "_warned"):  # a resumed run warns once in all
+            self.probe._warned = True
         # .get: states saved before the synergy test existed have no "test"/"rule" entries.
         self.history = [ProbeRecord(h["epoch"], dict(h["terms"]), Decision(**h["decision"]),
                                     None if h["baseline"] is None else dict(h["baseline"]),

@@ -268,3 +268,32 @@ def test_pid_metric_state_roundtrip():
     assert torch.equal(fresh.counts, m.counts) and float(fresh.counts.sum()) == 3
     with pytest.raises(ValueError, match="shape"):
         fastpid.PIDMetric((2, 2, 3)).load_state_dict(m.state_dict())
+
+
+def test_a_resumed_ecs_run_warns_of_a_thin_probe_set_once_in_all():
+    """The probe's warn-once flag was not in the state: a run resumed after the warning
+    warned again (2 warnings where the uninterrupted run gives 1)."""
+    import io
+    import warnings
+
+    from fastpid.integrations import ECSAsyncController, PIDProbe
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 3, (60,), generator=g)
+    e1, e2 = torch.randn(60, 4, generator=g), torch.randn(60, 4, generator=g)
+
+    def run(ctrl, epochs):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for epoch in epochs:
+                ctrl.update(epoch, e1, e2, y)
+        return sum("PIDProbe:" in str(w.message) for w in caught)
+
+    first = ECSAsyncController(PIDProbe(n_clusters=5, n_init=1), warmup_epochs=0)
+    assert run(first, range(2)) == 1
+    buf = io.BytesIO()
+    torch.save(first.state_dict(), buf)
+    buf.seek(0)
+    resumed = ECSAsyncController(PIDProbe(n_clusters=5, n_init=1), warmup_epochs=0)
+    resumed.load_state_dict(torch.load(buf, weights_only=True))
+    assert run(resumed, range(2, 4)) == 0
