@@ -9,17 +9,96 @@ ImportError at ``import fastpid``.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+import importlib.util
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Iterable
 
 __all__ = ["build_info", "load_extension", "native_available"]
 
+# The instruction-set macros a -march=native build lists in _C.isa (CMakeLists.txt), and the
+# flag /proc/cpuinfo shows for each; macros not named here are not checked.
+_CPUINFO_FLAG = {
+    "SSE": "sse", "SSE2": "sse2", "SSE3": "pni", "SSSE3": "ssse3", "SSE4_1": "sse4_1", "SSE4_2": "sse4_2",
+    "SSE4A": "sse4a", "AVX": "avx", "AVX2": "avx2", "FMA": "fma", "BMI": "bmi1", "BMI2": "bmi2",
+    "F16C": "f16c", "LZCNT": "abm", "POPCNT": "popcnt", "MOVBE": "movbe", "GFNI": "gfni", "VAES": "vaes",
+    "VPCLMULQDQ": "vpclmulqdq", "SHA": "sha_ni", "ADX": "adx", "AES": "aes", "PCLMUL": "pclmulqdq",
+    "AVX512F": "avx512f", "AVX512DQ": "avx512dq", "AVX512CD": "avx512cd", "AVX512BW": "avx512bw",
+    "AVX512VL": "avx512vl", "AVX512IFMA": "avx512ifma", "AVX512VBMI": "avx512vbmi",
+    "AVX512VBMI2": "avx512_vbmi2", "AVX512VNNI": "avx512_vnni", "AVX512BITALG": "avx512_bitalg",
+    "AVX512VPOPCNTDQ": "avx512_vpopcntdq", "AVX512BF16": "avx512_bf16", "AVX512FP16": "avx512_fp16",
+    "AVXVNNI": "avx_vnni",
+}
+_warned = False
+
+
+def missing_instructions(required: Iterable[str], cpu_flags: Iterable[str]) -> list[str]:
+    """The macros of ``required`` (e.g. ``"__AVX512F__"``) whose instruction set is not among
+    ``cpu_flags`` (the CPU's flags as /proc/cpuinfo names them), as cpuinfo names them."""
+    have = set(cpu_flags)
+    wanted = (_CPUINFO_FLAG.get(m.strip().strip("_")) for m in required)
+    return sorted({flag for flag in wanted if flag is not None and flag not in have})
+
+
+def _cpu_flags() -> list[str] | None:
+    """This CPU's flags from /proc/cpuinfo (Linux); ``None`` where they cannot be read."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("flags"):
+                    return line.partition(":")[2].split()
+    except OSError:
+        pass
+    return None
+
+
+def _isa_file() -> Path | None:
+    """``_C.isa`` beside the built module (found without importing it), if there is one."""
+    spec = importlib.util.find_spec("fastpid._C")
+    if spec is None or not spec.origin:
+        return None
+    isa = Path(spec.origin).with_name("_C.isa")
+    return isa if isa.is_file() else None
+
+
+def unfit_cpu(isa: Path | None, cpu_flags: Iterable[str] | None) -> str:
+    """Why a CPU with ``cpu_flags`` cannot run a module built for the instructions listed in
+    ``isa`` (those it lacks), or ``""`` (also where either is unknown); checked before the
+    import, where a missing instruction stops the process instead of raising."""
+    if isa is None or cpu_flags is None:
+        return ""
+    missing = missing_instructions(isa.read_text().split(), cpu_flags)
+    if not missing:
+        return ""
+    return (f"fastpid._C was compiled for the building machine's CPU (-march=native) and needs "
+            f"{', '.join(missing)}, which this CPU lacks (importing it would stop the process); "
+            "rebuild it here (pip install --no-cache-dir --force-reinstall fastpid), or build a "
+            "portable one with CMAKE_ARGS=-DFASTPID_NATIVE_ARCH=OFF")
+
 
 def load_extension():
-    """``(fastpid._C, "")`` when the extension imports, else ``(None, the import error)``."""
+    """``(fastpid._C, "")`` when the extension imports, else ``(None, why not)``: the import
+    error, or the instructions the module needs that this CPU lacks. The first failure
+    warns (once): the PyTorch solvers then run in its place, several times slower."""
+    if "fastpid._C" not in sys.modules:
+        unfit = unfit_cpu(_isa_file(), _cpu_flags())
+        if unfit:
+            return None, _unavailable(unfit)
     try:
         return importlib.import_module("fastpid._C"), ""
     except Exception as exc:  # ImportError, or a broken shared object (OSError, ...)
-        return None, f"{type(exc).__name__}: {exc}"
+        return None, _unavailable(f"{type(exc).__name__}: {exc}")
+
+
+def _unavailable(reason: str) -> str:
+    global _warned
+    if not _warned:
+        _warned = True
+        warnings.warn(f"fastpid's native extension is unavailable ({reason}); the PyTorch solvers run in "
+                      "its place, several times slower on the CPU (`fastpid info` shows the build)",
+                      RuntimeWarning, stacklevel=3)
+    return reason
 
 
 def build_info() -> dict[str, Any]:

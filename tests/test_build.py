@@ -77,6 +77,49 @@ def test_wrapper_without_extension(monkeypatch):
     assert native_available() is False
 
 
+def test_instructions_the_cpu_lacks_are_named_in_cpuinfo_terms(tmp_path):
+    from fastpid._build_info import missing_instructions, unfit_cpu
+
+    required = ["__AVX512F__", "__AVX2__", "__SSE3__", "__BMI__", "__SOMETHING_NEW__"]
+    assert missing_instructions(required, ["avx2", "pni"]) == ["avx512f", "bmi1"]
+    assert missing_instructions(required, ["avx512f", "avx2", "pni", "bmi1"]) == []
+    isa = tmp_path / "_C.isa"
+    isa.write_text("__AVX512F__\n__AVX2__\n")
+    assert "needs avx512f, which this CPU lacks" in unfit_cpu(isa, ["avx2", "sse2"])
+    assert unfit_cpu(isa, ["avx512f", "avx2"]) == "" and unfit_cpu(None, []) == "" and unfit_cpu(isa, None) == ""
+
+
+def test_a_module_built_for_instructions_this_cpu_lacks_is_not_imported():
+    """A -march=native module on a CPU without one of its instructions stopped the process
+    at import (SIGILL), before the fallback to the PyTorch solvers could say why. The
+    instructions are checked first (here against a CPU pretended to have none)."""
+    import fastpid._C as ext
+
+    isa = Path(ext.__file__).with_name("_C.isa")
+    assert isa.is_file()                                   # installed beside the module
+    native = ext.build_info()["march_native"]
+    assert bool(isa.read_text().split()) is native         # listed exactly for -march=native builds
+    code = (
+        "import warnings, numpy as np\n"
+        "import fastpid._build_info as b\n"
+        "b._cpu_flags = lambda: []\n"
+        "with warnings.catch_warnings(record=True) as w:\n"
+        "    warnings.simplefilter('always')\n"
+        "    ext, why = b.load_extension()\n"
+        "    b.load_extension()\n"
+        "import sys, fastpid\n"
+        "r = fastpid.pid(np.full((2, 2, 2), 0.125))\n"
+        "print(ext is None, 'fastpid._C' in sys.modules, len(w), why[:40], r.backend)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    if native:   # refused unimported, one warning, the PyTorch solver in its place
+        assert proc.stdout.split()[:3] == ["True", "False", "1"] and "compiled for the building" in proc.stdout
+        assert proc.stdout.split()[-1] == "torch"
+    else:        # a portable module needs nothing the check knows of
+        assert proc.stdout.split()[:3] == ["False", "True", "0"]
+
+
 def test_import_fastpid_does_not_need_the_extension():
     code = (
         "import sys; sys.modules['fastpid._C'] = None\n"
