@@ -354,10 +354,9 @@ def test_validation_on_8x8x4_joints():
                 assert s["reject"] >= 0.9, (name, N, s)
 
 
-def test_small_tensor_work_runs_on_one_thread_and_the_setting_is_restored(monkeypatch):
-    """The estimate's small tensor operations run on one intra-op thread (with 2 threads on a
-    busy 2-core machine they made it 10x slower, 650 ms against 66 ms); its batched solves run
-    on the caller's setting, which is restored afterwards, also after an error."""
+@pytest.fixture
+def solve_threads(monkeypatch):
+    """The intra-op thread counts the estimate's calls of pid ran on, in order."""
     import sys
 
     module = sys.modules["fastpid.estimate"]
@@ -369,6 +368,14 @@ def test_small_tensor_work_runs_on_one_thread_and_the_setting_is_restored(monkey
         return real(*args, **kwargs)
 
     monkeypatch.setattr(module, "pid", spy)
+    return seen
+
+
+def test_small_tensor_work_runs_on_one_thread_and_the_setting_is_restored(solve_threads):
+    """The estimate's small tensor operations run on one intra-op thread (with 2 threads on a
+    busy 2-core machine they made it 10x slower, 650 ms against 66 ms); its batched solves run
+    on the caller's setting, which is restored afterwards, also after an error."""
+    seen = solve_threads
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
@@ -572,22 +579,13 @@ def test_big_endian_and_unsigned_inputs_read_as_joint_reads_them():
     np.testing.assert_allclose(got.synergy.numpy(), ref.synergy, rtol=0, atol=1e-12)
 
 
-def test_off_the_main_thread_the_thread_setting_is_left_alone(monkeypatch):
+def test_off_the_main_thread_the_thread_setting_is_left_alone(solve_threads):
     """torch's thread count is the process's: an estimate in a background thread set it to 1
     for a while, and a thread whose first parallel operation ran meanwhile (the training
     loop) kept 1 for good. Off the main thread it is not touched."""
-    import sys
     import threading
 
-    module = sys.modules["fastpid.estimate"]
-    seen = []
-    real = module.pid
-
-    def spy(*args, **kwargs):
-        seen.append(torch.get_num_threads())
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(module, "pid", spy)
+    seen = solve_threads
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
