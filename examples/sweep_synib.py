@@ -33,7 +33,7 @@ import torch
 from fastpid.integrations import SynIBLoss
 
 from . import data as datasets
-from .arguments import int_at_least
+from .arguments import int_at_least, read_saved_run
 from .evaluate import evaluate
 from .methods import Joint, SynIB
 from .models import LateFusion
@@ -144,7 +144,7 @@ def main(argv=None) -> dict:
             ap.error(f"--configs: none of {args.configs} is in the grid of setting(s) {empty}; "
                      f"choose from {[n for s in empty for n in grids[s]]}")
     if args.replot:
-        results = json.loads(args.replot.read_text())
+        results = read_saved_run(ap, args.replot, ("config", "settings", "runs"))
         results["summary"] = {s: summarise(runs) for s, runs in results["runs"].items()}
         args.replot.write_text(json.dumps(results, indent=1))
         (args.replot.parent / "synib_sweep.md").write_text(markdown(results))
@@ -155,7 +155,7 @@ def main(argv=None) -> dict:
     results = {"config": {"seeds": args.seeds, "epochs": args.epochs, "torch": torch.__version__,
                           "python": platform.python_version()}, "settings": {}, "runs": {}, "summary": {}}
     if (out / "synib_sweep.json").exists():
-        old = json.loads((out / "synib_sweep.json").read_text())
+        old = read_saved_run(ap, out / "synib_sweep.json", ("config", "settings", "runs", "summary"), "--out")
         if old["config"]["seeds"] == args.seeds and old["config"]["epochs"] == args.epochs:
             # Settings run before validation splits were recorded cannot choose: rerun them.
             kept = [s for s in old["runs"] if s not in args.settings and "val" in old["runs"][s]["joint"][0]]

@@ -285,11 +285,24 @@ def main(argv=None):
     ap.add_argument("--cases", nargs="*", default=None, choices=list(CASES), metavar="CASE",
                     help="case names (default: all): " + ", ".join(f"'{c}'" for c in CASES))
     ap.add_argument("--quick", action="store_true", help="3 cases, 30 replicates")
-    ap.add_argument("--seed", type=int, default=2024)
+    ap.add_argument("--seed", type=_at_least(0), default=2024, help="base seed, >= 0 (default 2024)")
     ap.add_argument("--out", type=Path, default=None, help="write the table (markdown) here")
     ap.add_argument("--json", type=Path, default=None, help="write the raw summaries here")
     ap.add_argument("--plot", type=Path, default=None, help="write the plot of estimates vs N here")
     args = ap.parse_args(argv)
+    # The files are written after the whole run: their folders are made (as the examples make
+    # their --out folder) before it, and a path that cannot be written is a usage error then.
+    for option in ("out", "json", "plot"):
+        path = getattr(args, option)
+        if path is None:
+            continue
+        if path.is_dir():
+            ap.error(f"--{option}: {str(path)!r} is a folder; give a file name")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            why = "a file of that name is in the way" if isinstance(e, FileExistsError) else e.strerror or e
+            ap.error(f"--{option}: cannot make the folder {str(path.parent)!r}: {why}")
     names = QUICK if args.quick else (args.cases or list(CASES))
     reps_small = 30 if args.quick else args.reps
     rows = []

