@@ -28,7 +28,7 @@ from . import api, cpp, solver
 from ._autograd import carries_derivatives
 from ._build_info import load_extension
 from ._certify import NEGLIGIBLE, negligible_bound
-from ._resources import CHUNK_FLOATS, cpp_bytes, memory_unchecked
+from ._resources import cpp_chunk, cpp_route_bytes, memory_unchecked
 from ._validate import float64_problems, wider_than_float64
 from .result import PIDResult
 
@@ -96,8 +96,10 @@ def _elimination(n1: int, n2: int, ny: int, most1: int, most2: int, B: int, back
     one (``backend="auto"`` picks another solver; chunked; a memory check is due)."""
     plan = solver.plan_for_counts(n1, n2, ny, most1, most2)
     lowrank = plan.structure == "lowrank"
-    if ((backend == "auto" and not api.cpp_suits(n1, n2, ny, plan)) or B > CHUNK_FLOATS // plan.floats
-            or not memory_unchecked(cpp_bytes(B, n1, n2, ny, True, lowrank))):
+    # Chunked as the general route chunks a C++ solve (by its workspaces and outputs, not the
+    # PyTorch solver's Newton system, which sent 8 problems of 20x20x101 there one at a time).
+    if ((backend == "auto" and not api.cpp_suits(n1, n2, ny, plan)) or B > cpp_chunk(B, n1, n2, ny, True, lowrank)
+            or not memory_unchecked(cpp_route_bytes(B, n1, n2, ny, lowrank))):
         return None
     return lowrank
 

@@ -25,16 +25,14 @@ def per_problem_floats(flat: torch.Tensor, method: str, plan=None) -> int:
     return (plan or newton_plan(flat)).floats if method == "exact" else math.prod(flat.shape[1:])
 
 
-def estimate_bytes(flat: torch.Tensor, method: str, backend: str, plan=None) -> int:
+def estimate_bytes(flat: torch.Tensor, method: str, backend: str, plan=None, coupling: bool = False) -> int:
     """Peak working memory of solving ``flat[B, n1, n2, ny]`` (bytes, the input excluded);
-    ``plan``: :func:`fastpid.solver.newton_plan` of ``flat`` where already computed."""
+    ``plan``: :func:`fastpid.solver.newton_plan` of ``flat`` where already computed;
+    ``coupling``: the couplings are returned too (C++ solver)."""
     B, n1, n2, ny = flat.shape
     if backend == "cpp":
-        from .solver import newton_plan
-
-        exact = method == "exact"
-        lowrank = exact and (plan or newton_plan(flat)).structure == "lowrank"
-        return cpp_bytes(B, n1, n2, ny, exact, lowrank)
+        exact, lowrank = _cpp_elimination(flat, method, plan)
+        return cpp_bytes(B, n1, n2, ny, exact, lowrank, coupling)
     per = per_problem_floats(flat, method, plan)
     chunk = min(B, max(1, CHUNK_FLOATS // per))
     # Measured peaks of the PyTorch exact solver (one problem, growth of the process's peak
@@ -43,14 +41,67 @@ def estimate_bytes(flat: torch.Tensor, method: str, backend: str, plan=None) -> 
     return int(8 * chunk * per * (4 if method == "exact" else 8))
 
 
-def cpp_bytes(B: int, n1: int, n2: int, ny: int, exact: bool, lowrank: bool) -> int:
-    """Peak working memory (bytes) of the C++ solver on ``B`` problems ``n1 x n2 x ny``: one
-    workspace per thread, for method ``"exact"`` (``exact``; by the low-rank elimination where
-    ``lowrank``) or ``"fast"``."""
+def _cpp_elimination(flat: torch.Tensor, method: str, plan=None) -> tuple[bool, bool]:
+    """``(exact, lowrank)`` of the C++ solve of ``flat`` by ``method``: whether it takes Newton
+    steps, and whether by the low-rank elimination (as :func:`fastpid.api._solve_oriented`)."""
+    from .solver import newton_plan
+
+    exact = method == "exact"
+    return exact, exact and (plan or newton_plan(flat)).structure == "lowrank"
+
+
+def _cpp_workspace(n1: int, n2: int, ny: int, exact: bool, lowrank: bool) -> int:
+    """Doubles of one C++ solver thread's workspace for problems ``n1 x n2 x ny``."""
     from . import _C
 
     # The solver puts the smaller source on the Schur side, as _solve_oriented does.
-    return 8 * min(B, _cpus()) * int(_C.workspace_doubles(max(n1, n2), min(n1, n2), ny, lowrank, exact))
+    return int(_C.workspace_doubles(max(n1, n2), min(n1, n2), ny, lowrank, exact))
+
+
+def cpp_problem_floats(n1: int, n2: int, ny: int, coupling: bool = False) -> int:
+    """Floats the C++ route holds per problem besides its threads' workspaces: the bounds, the
+    potentials f and g it returns, the transposed copy of a problem solved with its sources
+    swapped (fastpid.api._solve_in_order) and, with ``coupling``, the coupling."""
+    cells = n1 * n2 * ny
+    return 4 + (n1 + n2) * ny + cells * (2 if coupling else 1)
+
+
+def cpp_chunk(B: int, n1: int, n2: int, ny: int, exact: bool, lowrank: bool, coupling: bool = False,
+              budget: int | None = None) -> int:
+    """Problems per call of the C++ solver among ``B`` (arguments as :func:`cpp_bytes`): as many
+    as fit in ``budget`` floats (:data:`CHUNK_FLOATS` where not given) with one workspace for
+    each thread that has a problem and each problem's outputs, at least one. Chunks by the
+    PyTorch solver's Newton system (one problem of 20x20x101 or 100x10x1000 a call) left the
+    threads idle: 8 problems of 20x20x101 on 2 threads took 0.78 s one at a time and 0.50 s
+    in one call."""
+    budget = CHUNK_FLOATS if budget is None else budget
+    work, per, threads = _cpp_workspace(n1, n2, ny, exact, lowrank), cpp_problem_floats(n1, n2, ny, coupling), _cpus()
+    if threads * (work + per) <= budget:
+        chunk = threads + (budget - threads * (work + per)) // per
+    else:  # fewer problems than threads: each holds its thread's workspace
+        chunk = budget // (work + per)
+    return int(max(1, min(B, chunk)))
+
+
+def cpp_bytes(B: int, n1: int, n2: int, ny: int, exact: bool, lowrank: bool, coupling: bool = False) -> int:
+    """Peak working memory (bytes) of the C++ solver on ``B`` problems ``n1 x n2 x ny``, solved
+    in chunks of :func:`cpp_chunk`: one workspace per thread with a problem of the chunk, for
+    method ``"exact"`` (``exact``; by the low-rank elimination where ``lowrank``) or ``"fast"``,
+    and the chunk's outputs (with the couplings where ``coupling``). Counting ``min(B, cpus)``
+    workspaces for a batch solved one problem a call refused 32 problems of 100x10x1000 on 32
+    processors for 31.4 GiB; they ran in about 1 GiB."""
+    chunk = cpp_chunk(B, n1, n2, ny, exact, lowrank, coupling)
+    work = _cpp_workspace(n1, n2, ny, exact, lowrank)
+    return 8 * (min(chunk, _cpus()) * work + chunk * cpp_problem_floats(n1, n2, ny, coupling))
+
+
+def cpp_route_bytes(B: int, n1: int, n2: int, ny: int, lowrank: bool) -> int:
+    """Peak working memory (bytes) of fastpid._cpu_route's exact solve of ``B`` problems
+    ``n1 x n2 x ny`` in one call of ``fastpid._C.solve_pid``: a workspace per thread with a
+    problem, each with the potentials f, g and a transposed problem (csrc/solver_cpu.cpp,
+    solve_pid_batch), and ten results per problem."""
+    work = _cpp_workspace(n1, n2, ny, True, lowrank) + (n1 + n2) * ny + n1 * n2 * ny
+    return 8 * (min(B, _cpus()) * work + 10 * B)
 
 
 @functools.lru_cache(maxsize=None)
@@ -61,17 +112,92 @@ def _cpus() -> int:
 
 
 def available_bytes(device: torch.device) -> int | None:
-    """Memory free for a solve on ``device``, or ``None`` where it cannot be read."""
+    """Memory free for a solve on ``device``, or ``None`` where it cannot be read: on the CPU,
+    the smaller of the machine's MemAvailable and the headroom of the process's memory cgroups
+    (:func:`cgroup_headroom`)."""
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0])
+    have = None
     try:
         with open("/proc/meminfo") as fh:
             for line in fh:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    have = int(line.split()[1]) * 1024
+                    break
     except OSError:
         pass
-    return None
+    limit = cgroup_headroom()
+    return limit if have is None else have if limit is None else min(have, limit)
+
+
+#: Where the cgroup file systems are mounted and where the process's cgroups are listed
+#: (module attributes so that tests can point them at a tree of their own).
+CGROUP_ROOT = "/sys/fs/cgroup"
+PROC_CGROUP = "/proc/self/cgroup"
+#: cgroup v1 reports "no limit" as a huge number (9223372036854771712 on x86-64).
+_NO_LIMIT = 1 << 60
+
+
+def cgroup_headroom() -> int | None:
+    """Bytes the process's memory cgroups still let it take (their limit less their usage,
+    reclaimable inactive file pages not counted as used), the smallest over its cgroup and every
+    ancestor (a parent's limit binds its children), by cgroup v2 (``memory.max``,
+    ``memory.current``) and v1 (``memory.limit_in_bytes``, ``memory.usage_in_bytes``); ``None``
+    where none sets a limit or none can be read. MemAvailable alone ignores a container's or a
+    batch job's limit: under a 1 GB cgroup with 0.61 GiB of headroom a solve estimated at
+    0.98 GiB was admitted and the process killed by the OOM killer instead of a MemoryError."""
+    try:
+        with open(PROC_CGROUP) as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return None
+    least = None
+    for line in lines:
+        fields = line.split(":", 2)
+        if len(fields) != 3:
+            continue
+        hierarchy, controllers, path = fields
+        if hierarchy == "0" and not controllers:  # v2: one hierarchy, all controllers
+            base, limit_file, usage_file, inactive = CGROUP_ROOT, "memory.max", "memory.current", "inactive_file"
+        elif "memory" in controllers.split(","):
+            base, limit_file, usage_file, inactive = (os.path.join(CGROUP_ROOT, "memory"), "memory.limit_in_bytes",
+                                                      "memory.usage_in_bytes", "total_inactive_file")
+        else:
+            continue
+        parts = [p for p in path.split("/") if p and p != ".."]
+        for k in range(len(parts), -1, -1):  # the cgroup, then its ancestors up to the root
+            where = os.path.join(base, *parts[:k])
+            limit = _read_bytes(os.path.join(where, limit_file))
+            if limit is None or limit >= _NO_LIMIT:
+                continue
+            usage = _read_bytes(os.path.join(where, usage_file))
+            if usage is None:
+                continue
+            free = max(0, limit - usage + _stat_bytes(os.path.join(where, "memory.stat"), inactive))
+            least = free if least is None else min(least, free)
+    return least
+
+
+def _read_bytes(path: str) -> int | None:
+    """The number in a cgroup file; ``None`` where it is absent, unreadable or ``max``."""
+    try:
+        with open(path) as fh:
+            return int(fh.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _stat_bytes(path: str, key: str) -> int:
+    """The value of ``key`` in a cgroup's ``memory.stat`` (0 where it cannot be read)."""
+    try:
+        with open(path) as fh:
+            for line in fh:
+                name, _, value = line.partition(" ")
+                if name == key:
+                    return int(value)
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 #: Solves estimated to need less than this are not checked against the free memory (reading
@@ -88,11 +214,19 @@ def memory_unchecked(need: int) -> bool:
 #: the solve's own memory (the copy, its normalisation, the negligible masses dropped, the
 #: plan's sums): a 500x500x500 broadcast view grew the peak RSS by 4.05 times its copy.
 GENERAL_ROUTE_COPIES = 4
+#: The same where ``P`` carries derivatives, the backward pass included: the graph keeps the
+#: forward pass's input-sized arrays. Peak RSS growth over the input's size, forward / with
+#: backward (one thread): 8192 and 16384 problems of 8x8x8 8.2-9.0 / 10.8-12.3 (exact, fast,
+#: proxy), 400 of 16x16x16 7.2-7.7 / 10.7-11.1, 2000 of 3x3x1000 11.1-11.6 / 12.6-15.6 (proxy,
+#: exact, fast). Counted at four copies, 65536 problems of 8x8x8 (256 MB) were admitted and
+#: peaked at 2.09 GB (2.72 GB with backward).
+GRADIENT_ROUTE_COPIES = 16
 
 
 def check_input_memory(P, copies: int = 1) -> None:
     """Raise :class:`MemoryError` when ``copies`` float64 copies of ``P`` (every route makes
-    one; the general route :data:`GENERAL_ROUTE_COPIES`) do not fit in the free memory. A
+    one; the general route :data:`GENERAL_ROUTE_COPIES`, with derivatives
+    :data:`GRADIENT_ROUTE_COPIES`) do not fit in the free memory. A
     broadcast view (``expand``, ``broadcast_to``) can stand for far more problems than it
     stores: without this its copy failed inside the extension's argument conversion (a
     TypeError) or in torch's allocator, or grew the process by four copies before the solve's
@@ -106,29 +240,70 @@ def check_input_memory(P, copies: int = 1) -> None:
     have = available_bytes(device)
     if have is not None and need > have:
         shape = tuple(P.shape)
+        problems = math.prod(shape[:-3])
+        grad = copies == GRADIENT_ROUTE_COPIES
+        # Fewer problems a call only helps a batch; one problem needs fewer cells (or, with
+        # gradients, P.detach(): the route without them holds GENERAL_ROUTE_COPIES).
+        advice = ("pass the problems in smaller batches" if problems > 1 else
+                  "one problem of this shape does not fit: it needs fewer values per variable")
+        if grad:
+            advice += (f", or pass P.detach() where no gradient is needed "
+                       f"({GENERAL_ROUTE_COPIES} copies)")
         raise MemoryError(
-            f"the input of shape {shape} ({math.prod(shape[:-3])} problem(s) of "
+            f"the input of shape {shape} ({problems} problem(s) of "
             f"{'x'.join(map(str, shape[-3:]))}) needs {need / 2**30:.1f} GiB as the "
-            f"{'float64 copy' if copies == 1 else f'{copies} float64 copies'} the solve makes, but "
-            f"{have / 2**30:.1f} GiB is free on {device}; pass the problems in smaller batches.")
+            f"{'float64 copy' if copies == 1 else f'{copies} float64 copies'} the solve makes"
+            f"{' with gradients (their backward pass included)' if grad else ''}, but "
+            f"{have / 2**30:.1f} GiB is free on {device}; {advice}.")
 
 
-def check_memory(flat: torch.Tensor, method: str, backend: str, plan=None) -> None:
+def check_memory(flat: torch.Tensor, method: str, backend: str, plan=None, coupling: bool = False) -> None:
     """Raise :class:`MemoryError` when the solve would need more memory than is free
-    (``plan``: as for :func:`estimate_bytes`)."""
+    (``plan``, ``coupling``: as for :func:`estimate_bytes`). The message says what grows (the
+    joint's cells, or the exact solver's elimination), whether fewer problems a call would fit,
+    and what backend='cpp' would need instead of backend='torch'."""
     if method == "proxy" or backend == "cvx":
         return
-    need = estimate_bytes(flat, method, backend, plan)
+    need = estimate_bytes(flat, method, backend, plan, coupling)
     if memory_unchecked(need):
         return
     have = available_bytes(flat.device)
     if have is not None and need > have:
-        n1, n2, ny = flat.shape[1:]
+        B, n1, n2, ny = flat.shape
+        one = need if B == 1 else estimate_bytes(flat[:1], method, backend, plan, coupling)
         raise MemoryError(
-            f"solving {flat.shape[0]} problem(s) of shape {n1}x{n2}x{ny} with method={method!r}, "
+            f"solving {B} problem(s) of shape {n1}x{n2}x{ny} with method={method!r}, "
             f"backend={backend!r} needs about {need / 2**30:.1f} GiB, but {have / 2**30:.1f} GiB "
-            f"is free on {flat.device}. The exact solver's Newton system grows with "
-            f"(min(n1, n2) * ny)^2; merge rare target values or clusters, or use method='fast'.")
+            f"is free on {flat.device}. " + _memory_advice(flat, method, backend, plan, coupling, one, have))
+
+
+def _memory_advice(flat: torch.Tensor, method: str, backend: str, plan, coupling: bool, one: int, have: int) -> str:
+    """What to do about a refused solve of ``flat`` (see :func:`check_memory`) whose single
+    problem needs ``one`` bytes of the ``have`` free."""
+    if one <= have:
+        return (f"One problem needs about {one / 2**30:.2g} GiB: pass the problems in smaller "
+                "batches.")
+    if method != "exact":
+        return (f"One problem alone does not fit: method={method!r} holds a few arrays of the "
+                "joint's n1 * n2 * ny cells; merge rare values of X1, X2 or Y.")
+    from .solver import newton_plan
+
+    plan = plan or newton_plan(flat)
+    grows = {"lowrank": "its low-rank elimination grows with ny * (n1 + n2) * n1 * n2 (per-y "
+                        "blocks and their products with the n1 * n2 cells)",
+             "sparse": "its Newton system grows with the square of the free potentials (pairs "
+                       "(x, y) of positive mass)"}.get(plan.structure, "its Newton system grows with "
+                                                                         "(min(n1, n2) * ny)^2")
+    text = (f"One problem alone does not fit: in the exact solver {grows}; merge rare values "
+            "of X1, X2 or Y (target values or clusters), or use method='fast'.")
+    if backend == "torch" and flat.device.type == "cpu":
+        from . import cpp
+
+        if cpp.available()[0]:
+            in_cpp = estimate_bytes(flat, method, "cpp", plan, coupling)
+            if in_cpp < estimate_bytes(flat, method, backend, plan, coupling):
+                text += f" backend='cpp' needs about {in_cpp / 2**30:.2g} GiB for this solve."
+    return text
 
 
 #: Below this many flops in a Newton step of a PyTorch solve (the batch's factorisations),

@@ -11,7 +11,8 @@ import torch
 from . import cpp, cuda, solver
 from ._autograd import attach_envelope_gradient, carries_derivatives, zero_mass_gradient
 from ._certify import checked_bracket, drop_negligible, output_gap, rounding, solver_tol
-from ._resources import CHUNK_FLOATS, GENERAL_ROUTE_COPIES, check_input_memory, check_memory, per_problem_floats
+from ._resources import (CHUNK_FLOATS, GENERAL_ROUTE_COPIES, GRADIENT_ROUTE_COPIES, check_input_memory, check_memory,
+                         cpp_chunk, per_problem_floats)
 from ._validate import (check_base, check_choice, check_distribution, check_flag, check_positive_int, check_tol,
                         result_dtype)
 from .exceptions import ConvergenceWarning
@@ -114,7 +115,8 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
         res = _cpu_route.exact_pid(P, DEFAULT_TOL[torch.float64] if tol is None else tol, max_iter, base, backend)
         if res is not None:
             return res
-    check_input_memory(P, copies=GENERAL_ROUTE_COPIES)
+    # With derivatives the graph keeps the forward pass's arrays for the backward pass.
+    check_input_memory(P, copies=GRADIENT_ROUTE_COPIES if carries_derivatives(P) else GENERAL_ROUTE_COPIES)
     # One convention at the input's cells of zero mass, for every term and backend: a zero
     # gradient (set before the normalisation, which would otherwise leak one back in).
     T, is_numpy = check_distribution(zero_mass_gradient(P) if isinstance(P, torch.Tensor) else P, float64=True)
@@ -470,7 +472,7 @@ def _solve_iterative(flat, method, backend, tol, max_iter, steps, progress, brac
     ``plan``: :func:`fastpid.solver.newton_plan` of ``flat`` (CPU exact solves), which holds
     for every chunk (its admissible counts are the batch's largest)."""
     B, n1, n2, ny = flat.shape
-    check_memory(flat, method, backend, plan)
+    check_memory(flat, method, backend, plan, return_coupling and backend == "cpp")
     if backend == "cuda" and method == "exact":
         # Problems too large for the block solver's shared memory take one GPU thread each,
         # with its own scratch: chunks as large as a quarter of the free device memory
@@ -479,6 +481,12 @@ def _solve_iterative(flat, method, backend, tol, max_iter, steps, progress, brac
         scratch = cuda.workspace_doubles(max(n1, n2), min(n1, n2), ny, flat.device)
         free_bytes = torch.cuda.mem_get_info(flat.device)[0]
         chunk = B if scratch == 0 else max(1, free_bytes // 4 // (8 * scratch))
+    elif backend == "cpp":
+        # By what the C++ solver holds (a workspace per thread, each problem's outputs), as
+        # check_memory estimates it: the threads share the chunk.
+        exact = method == "exact"
+        chunk = cpp_chunk(B, n1, n2, ny, exact, exact and plan is not None and plan.structure == "lowrank",
+                          return_coupling, CHUNK_FLOATS)
     else:
         chunk = max(1, CHUNK_FLOATS // per_problem_floats(flat, method, plan))
     bar = None

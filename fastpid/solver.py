@@ -569,7 +569,17 @@ def newton_floats(structure: str, n1: int, n2: int, ny: int, mf: int = 0, mg: in
         # solve that peaked at 0.4 GB.
         return 2 * (n2 * ny) ** 2 + 2 * n1 * ny * n2 * ny
     if structure == "lowrank":
-        return 2 * ny * (n1 + n2) * n1 * n2 + ny * (n1 * n2) ** 2 + 6 * n1 * n2 * ny
+        # _newton_system_lowrank holds D, its factor and inverse (ny (n1 + n2)^2 each), Z
+        # (ny (n1 + n2) n1 n2, built from two products of its size), one capacitance matrix K
+        # over the n1 n2 cells with its factor, and a few per-cell arrays. Z counted twice and
+        # K, D twice, times the 4 of fastpid._resources.estimate_bytes, stays above the
+        # measured peaks (growth of peak RSS, one thread): 20x20x101 96 MB (estimate 126 MiB),
+        # 8x8x2000 124 MB (180 MiB), 20x25x500 452 MB (809 MiB), 100x10x1000 3.87 GiB
+        # (7.5 GiB); in chunks of several, 4x20x20x101 342 MB (503 MiB), 2x8x8x2000 288 MB
+        # (360 MiB). The count before, ny (n1 n2)^2 (a K per target value), asked 36.5 GiB
+        # of 100x10x1000 and 4.5 GB of 20x25x500.
+        v, C = n1 + n2, n1 * n2
+        return 2 * ny * v * C + 2 * C * C + 2 * ny * v * v + 6 * C * ny
     return 6 * (mf + mg) ** 2 + (n1 + n2) * ny * ny  # H over the free potentials; hff, hgg
 
 

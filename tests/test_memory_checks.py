@@ -1,0 +1,198 @@
+"""The memory checks of fastpid.pid (fastpid._resources): what each route is counted to hold,
+where the free memory is read, and what a refused call is told. Every test fakes the free
+memory or the cgroup files; none allocates more than a few MB."""
+import numpy as np
+import pytest
+import torch
+
+import fastpid
+from fastpid import _cpu_route, _resources, cpp
+
+# ---- gradients: the backward pass's arrays ------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["exact", "fast", "proxy"])
+def test_a_call_with_gradients_is_checked_for_its_backward_pass(monkeypatch, method):
+    """With derivatives the general route peaked at 8.2-11.6 input copies in the forward pass
+    and up to 15.6 with the backward one, but was admitted at four: 65536 problems of 8x8x8
+    under a 2 GB cgroup were killed by the OOM killer before any MemoryError (proxy too,
+    whose solve has no estimate of its own)."""
+    P = torch.distributions.Dirichlet(torch.ones(512, dtype=torch.float64)).sample((64,)).reshape(64, 8, 8, 8)
+    one_copy = 8 * P.numel()
+    monkeypatch.setattr(_resources, "_UNCHECKED_BYTES", one_copy - 1)
+    monkeypatch.setattr(_resources, "available_bytes", lambda device: 10 * one_copy)
+    with pytest.raises(MemoryError, match=r"as the 16 float64 copies the solve makes with gradients .*P\.detach\(\)"):
+        fastpid.pid(P.requires_grad_(True), method=method)
+    assert fastpid.pid(P.detach(), method=method).shape == (64,)  # four copies: admitted
+
+
+# ---- the free memory: cgroup limits --------------------------------------------------------
+
+
+def _fake_cgroups(monkeypatch, tmp_path, proc: str, files: dict):
+    """Point fastpid._resources at a fake /proc/self/cgroup (``proc``) and /sys/fs/cgroup
+    (``files``: path under the root -> contents)."""
+    (tmp_path / "proc").write_text(proc)
+    for rel, text in files.items():
+        path = tmp_path / "sys" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    monkeypatch.setattr(_resources, "PROC_CGROUP", str(tmp_path / "proc"))
+    monkeypatch.setattr(_resources, "CGROUP_ROOT", str(tmp_path / "sys"))
+
+
+def _mem_available():
+    with open("/proc/meminfo") as fh:
+        return next(int(line.split()[1]) * 1024 for line in fh if line.startswith("MemAvailable:"))
+
+
+MiB = 2**20
+
+
+def test_a_parent_cgroup_v2_limit_bounds_the_free_memory(monkeypatch, tmp_path):
+    """MemAvailable ignores a container's or a batch job's limit: under a 1 GB cgroup with
+    0.61 GiB of headroom, 100x10x1000 (estimated 0.98 GiB) was admitted and OOM-killed. The
+    process's own cgroup sets no limit here; its parent's binds (inactive file pages, which
+    the kernel reclaims first, count as free)."""
+    _fake_cgroups(monkeypatch, tmp_path, "0::/job/step\n", {
+        "job/step/memory.max": "max\n", "job/step/memory.current": f"{300 * MiB}\n",
+        "job/memory.max": f"{1024 * MiB}\n", "job/memory.current": f"{700 * MiB}\n",
+        "job/memory.stat": f"anon {600 * MiB}\ninactive_file {100 * MiB}\n",
+    })
+    assert _resources.cgroup_headroom() == 424 * MiB
+    assert _resources.available_bytes(torch.device("cpu")) == min(424 * MiB, _mem_available())
+    with pytest.raises(MemoryError, match=r"needs about 0\.8 GiB, but 0\.4 GiB is free"):
+        _resources.check_memory(torch.ones(1, 20, 25, 500, dtype=torch.float64), "exact", "torch")
+
+
+def test_a_cgroup_v1_limit_bounds_the_free_memory(monkeypatch, tmp_path):
+    """cgroup v1: limit_in_bytes less usage_in_bytes of the memory controller's cgroup; its
+    root's huge 'limit' means none."""
+    _fake_cgroups(monkeypatch, tmp_path, "5:cpu,cpuacct:/other\n4:memory:/job\n0::/\n", {
+        "memory/job/memory.limit_in_bytes": f"{512 * MiB}\n", "memory/job/memory.usage_in_bytes": f"{256 * MiB}\n",
+        "memory/memory.limit_in_bytes": "9223372036854771712\n", "memory/memory.usage_in_bytes": f"{10**12}\n",
+    })
+    assert _resources.cgroup_headroom() == 256 * MiB
+    assert _resources.available_bytes(torch.device("cpu")) == min(256 * MiB, _mem_available())
+
+
+@pytest.mark.parametrize("case", ["unlimited", "unreadable", "no memory controller", "no proc file"])
+def test_no_readable_cgroup_limit_leaves_mem_available(monkeypatch, tmp_path, case):
+    files = {"unlimited": {"a/memory.max": "max\n", "a/memory.current": "5\n"},
+             "unreadable": {"a/memory.max": "garbage\n"},
+             "no memory controller": {}, "no proc file": {}}[case]
+    proc = "3:cpu:/a\n" if case == "no memory controller" else "0::/a\n"
+    _fake_cgroups(monkeypatch, tmp_path, proc, files)
+    if case == "no proc file":
+        monkeypatch.setattr(_resources, "PROC_CGROUP", str(tmp_path / "absent"))
+    assert _resources.cgroup_headroom() is None
+    assert abs(_resources.available_bytes(torch.device("cpu")) - _mem_available()) < 256 * MiB
+
+
+# ---- the PyTorch solver's low-rank elimination ---------------------------------------------
+
+
+@pytest.mark.parametrize("shape, peak", [((20, 20, 101), 96 * MiB), ((8, 8, 2000), 124 * MiB),
+                                         ((20, 25, 500), 452 * MiB), ((100, 10, 1000), 3.87 * 2**30)])
+def test_the_lowrank_estimate_counts_one_capacitance_matrix(shape, peak):
+    """The low-rank elimination holds one n1 n2-square matrix K and Z (ny (n1 + n2) n1 n2);
+    the count of a K per target value refused 100x10x1000 at 36.5 GiB (it peaks at 3.87 GiB)
+    and asked 4.5 GB of 20x25x500 (0.45 GB). The estimate stays above the measured peaks."""
+    flat = torch.ones(1, *shape, dtype=torch.float64)
+    from fastpid import solver
+
+    assert solver.newton_plan(flat).structure == "lowrank"
+    need = _resources.estimate_bytes(flat, "exact", "torch")
+    assert peak < need < 2.2 * peak
+
+
+def test_lowrank_problems_are_chunked_and_routed_by_the_new_count(monkeypatch):
+    """The count also sizes chunks of the PyTorch solver (20x20x101: 4 a chunk, was 1) and
+    decides, through the C++ chunk, whether fastpid._cpu_route takes a batch."""
+    from fastpid import solver
+
+    flat = torch.ones(8, 20, 20, 101, dtype=torch.float64)
+    assert _resources.CHUNK_FLOATS // _resources.per_problem_floats(flat, "exact", solver.newton_plan(flat)) == 4
+    monkeypatch.setattr(_resources, "_cpus", lambda: 2)
+    assert _cpu_route._elimination.__wrapped__(20, 20, 101, 2020, 2020, 8, "cpp") is True
+
+
+# ---- the C++ solver: chunks and workspaces -------------------------------------------------
+
+
+def test_the_cpp_estimate_counts_the_workspaces_a_chunk_uses(monkeypatch):
+    """32 problems of 100x10x1000 on 32 processors were refused at 31.4 GiB (a workspace per
+    processor) while their chunks held one problem each (about 1 GiB)."""
+    monkeypatch.setattr(_resources, "_cpus", lambda: 32)
+    flat = torch.ones(1, 100, 10, 1000, dtype=torch.float64).expand(32, 100, 10, 1000)
+    need = _resources.estimate_bytes(flat, "exact", "cpp")
+    assert 0.9 * 2**30 < need < 1.2 * 2**30
+    # Small problems: a chunk of many, one workspace per thread.
+    small = torch.ones(1, 8, 8, 8, dtype=torch.float64).expand(1000, 8, 8, 8)
+    assert _resources.cpp_chunk(1000, 8, 8, 8, True, False) == 1000
+    assert _resources.estimate_bytes(small, "exact", "cpp") < 8 * (32 * 20000 + 1000 * 700)
+
+
+def test_cpp_threads_share_a_batch_of_large_problems(monkeypatch):
+    """Chunks sized by the PyTorch solver's Newton system gave the C++ solver one problem of
+    20x20x101 a call: its threads never shared the batch (8 problems on 2 threads: 0.78 s,
+    against 0.50 s in one call)."""
+    monkeypatch.setattr(_resources, "_cpus", lambda: 2)
+    calls = []
+    solve = cpp.solve
+
+    def counted(P, *args, **kwargs):
+        calls.append(P.shape[0])
+        return solve(P, *args, **kwargs)
+
+    monkeypatch.setattr(cpp, "solve", counted)
+    P = np.random.default_rng(0).dirichlet(np.full(20 * 20 * 101, 0.5), size=8).reshape(8, 20, 20, 101)
+    res = fastpid.pid(P, backend="cpp", return_coupling=True)  # the general route
+    assert res.backend == "cpp" and sum(calls) == 8 and len(calls) == 1
+
+
+# ---- what a refused call is told -----------------------------------------------------------
+
+
+def _refusal(monkeypatch, have, fn, *args):
+    monkeypatch.setattr(_resources, "available_bytes", lambda device: have)
+    with pytest.raises(MemoryError) as caught:
+        fn(*args)
+    return str(caught.value)
+
+
+def test_a_refused_fast_solve_is_not_told_of_newton_systems(monkeypatch):
+    flat = torch.ones(1, 128, 128, 64, dtype=torch.float64)
+    text = _refusal(monkeypatch, MiB, _resources.check_memory, flat, "fast", "torch")
+    assert "method='fast'" in text and "Newton" not in text and "use method='fast'" not in text
+    assert "n1 * n2 * ny cells" in text and "smaller batches" not in text
+
+
+def test_a_refused_lowrank_torch_solve_is_told_of_its_elimination_and_of_cpp(monkeypatch):
+    flat = torch.ones(1, 100, 10, 1000, dtype=torch.float64)
+    text = _refusal(monkeypatch, 2**30, _resources.check_memory, flat, "exact", "torch")
+    assert "low-rank elimination" in text and "(min(n1, n2) * ny)^2" not in text
+    assert "backend='cpp' needs about 0.99 GiB" in text and "smaller batches" not in text
+
+
+def test_a_refused_schur_solve_keeps_its_growth():
+    flat = torch.ones(1, 64, 64, 40, dtype=torch.float64)
+    from fastpid import solver
+
+    assert solver.newton_plan(flat).structure == "schur"
+    text = _resources._memory_advice(flat, "exact", "cpp", None, False, 2**40, 2**30)
+    assert "(min(n1, n2) * ny)^2" in text and "backend='cpp' needs" not in text
+
+
+def test_a_batch_whose_single_problem_fits_is_told_to_split(monkeypatch):
+    flat = torch.ones(1, 128, 128, 64, dtype=torch.float64).expand(4, 128, 128, 64)
+    text = _refusal(monkeypatch, 100 * MiB, _resources.check_memory, flat, "fast", "torch")
+    assert "pass the problems in smaller batches" in text and "One problem needs about 0.062 GiB" in text
+
+
+def test_a_single_too_large_input_is_not_told_to_split(monkeypatch):
+    P = np.broadcast_to(np.float64(1.0), (1, 256, 256, 256))
+    text = _refusal(monkeypatch, MiB, _resources.check_input_memory, P, 4)
+    assert "smaller batches" not in text and "one problem of this shape does not fit" in text
+    text = _refusal(monkeypatch, MiB, _resources.check_input_memory, np.broadcast_to(np.float64(1.0), (5, 256, 256, 256)), 4)
+    assert "pass the problems in smaller batches" in text and "P.detach()" not in text
