@@ -273,18 +273,17 @@ def _estimate(x1, x2, y, sizes, weights, groups, num_groups, confidence, n_jackk
     if weights is not None:  # samples of weight 0 are in no joint: the resampling skips them
         x1, x2, y, weights, groups = _positive_weight_samples(x1, x2, y, weights, groups)
     n_samples = int(x1.shape[0])
-    g_t, w_t = groups, weights
-    counts = _resample.group_sizes(g_t, n_samples, G)
+    counts = _resample.group_sizes(groups, n_samples, G)
     if counts.min() < 2:
         bad = int(np.argmin(counts))
         raise ValueError(f"estimate needs at least 2 samples per problem; group {bad} has {int(counts[bad])}"
                          if grouped else f"estimate needs at least 2 samples; got {int(counts[0])}")
-    n_eff = _resample.effective_sizes(g_t, w_t, n_samples, G)
+    n_eff = _resample.effective_sizes(groups, weights, n_samples, G)
     g = int(min(n_jackknife, counts.min()))
     rng = np.random.default_rng(seed)
 
     # Jackknife joints (G, g, ...) and the zero-synergy fit's draws (G, n_null, ...).
-    jk = _resample.jackknife_joints(x1, x2, y, sizes=(n1, n2, ny), weights=weights, groups=g_t,
+    jk = _resample.jackknife_joints(x1, x2, y, sizes=(n1, n2, ny), weights=weights, groups=groups,
                                     G=G, g=g, rng=rng, device=device, joint_fn=joint)
     batch = [jk.reshape(G * g, n1, n2, ny)]
     pilot = min(n_pilot, n_null)
@@ -292,7 +291,7 @@ def _estimate(x1, x2, y, sizes, weights, groups, num_groups, confidence, n_jackk
         log_w = _resample.null_log_weights(flat, tol=1e-7)
         ones = torch.ones(G, dtype=torch.float64, device=device)
         q1 = _resample.tempered_conditional(log_w, ones)
-        batch.append(_resample.null_draws(q1, x1, x2, weights=weights, groups=g_t, draws=pilot,
+        batch.append(_resample.null_draws(q1, x1, x2, weights=weights, groups=groups, draws=pilot,
                                           rng=rng, joint_fn=joint).reshape(G * pilot, n1, n2, ny))
 
     plug = pid(P_t if not grouped else P_t.reshape(G, n1, n2, ny))
@@ -314,7 +313,7 @@ def _estimate(x1, x2, y, sizes, weights, groups, num_groups, confidence, n_jackk
             v_hat = plug_v[:, :3].sum(1)  # V = R + U1 + U2
             lam = _resample.match_shrinkage(log_w, px, v_pilot, v_hat, device)
             q = _resample.tempered_conditional(log_w, lam)
-            draws = _resample.null_draws(q, x1, x2, weights=weights, groups=g_t, draws=n_null, rng=rng,
+            draws = _resample.null_draws(q, x1, x2, weights=weights, groups=groups, draws=n_null, rng=rng,
                                          joint_fn=joint)
             # The null world P̂(x) q_λ(y|x) itself, solved with its draws: its own synergy is not
             # exactly 0 (q_λ is renormalised off the optimum's support, and shrunk), and the
