@@ -65,23 +65,14 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-class _VersionAction(argparse.Action):
-    """``--version``: printed and flushed through :func:`main`'s write-error handling
-    (argparse's own action swallowed a full disk and exited 0)."""
-
-    def __init__(self, option_strings, dest, **kwargs):
-        super().__init__(option_strings, dest, nargs=0, help="show the version and exit", **kwargs)
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        namespace.show_version = True
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fastpid",
         description="Fast, certified BROJA partial information decomposition.",
     )
-    parser.add_argument("--version", action=_VersionAction)
+    # A flag, not argparse's version action, which printed outside main()'s write-error
+    # handling (a full disk exited 0).
+    parser.add_argument("--version", action="store_true", dest="show_version", help="show the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     demo = sub.add_parser(
@@ -106,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args, extra = parser.parse_known_args(argv)
-    if getattr(args, "show_version", False):  # before any command, as argparse's own action
+    if args.show_version:  # before any command, as argparse's own action
         args.command, args.func, extra = "--version", lambda _: print(f"fastpid {_version()}") or 0, []
     if args.command is None:
         if extra:
