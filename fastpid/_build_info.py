@@ -8,6 +8,7 @@ ImportError at ``import fastpid``.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import sys
@@ -82,13 +83,20 @@ def load_extension():
     error, or the instructions the module needs that this CPU lacks. The first failure
     warns (once): the PyTorch solvers then run in its place, several times slower."""
     if "fastpid._C" not in sys.modules:
-        unfit = unfit_cpu(_isa_file(), _cpu_flags())
+        unfit = _unfit_here()
         if unfit:
             return None, _unavailable(unfit)
     try:
         return importlib.import_module("fastpid._C"), ""
     except Exception as exc:  # ImportError, or a broken shared object (OSError, ...)
         return None, _unavailable(f"{type(exc).__name__}: {exc}")
+
+
+@functools.lru_cache(maxsize=None)
+def _unfit_here() -> str:
+    """:func:`unfit_cpu` for this machine and the installed module, read once (every solve
+    asks, and neither changes within a process)."""
+    return unfit_cpu(_isa_file(), _cpu_flags())
 
 
 def _unavailable(reason: str) -> str:
