@@ -31,9 +31,6 @@ _INT32_MAX = 2**31 - 1
 TERMS = ("redundancy", "unique1", "unique2", "synergy", "mi", "mi1", "mi2")
 
 
-# Under torch.compile the solver stays out of the graph (one graph break): traced, its
-# data-dependent steps broke the graph 17-37 times a call and took 5-106 s to compile.
-@torch.compiler.disable
 def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=None, steps=None,
         base=None, progress=None, return_coupling: bool = False) -> PIDResult:
     """BROJA partial information decomposition of joint distributions ``P[..., x1, x2, y]``.

@@ -73,7 +73,6 @@ def _result_dtype(soft_tensors) -> torch.dtype:
     return torch.float64 if dtype is None else dtype
 
 
-@torch.compiler.disable  # as fastpid.pid: its checks of the samples would break a graph many times
 def joint(x1, x2, y, *, sizes=None, weights=None, groups=None, num_groups=None):
     """Joint distribution ``P[x1, x2, y]`` of two sources and a target from samples.
 

@@ -655,10 +655,16 @@ def test_joint_under_autocast_keeps_its_dtype_and_values():
         torch.testing.assert_close(Pa, P, rtol=1e-6, atol=1e-9)
 
 
-def test_under_torch_compile_joint_and_pid_stay_out_of_the_graph():
-    """Traced by torch.compile, pid broke the graph 17-37 times a call (5-106 s to compile);
-    now each public entry is one break, with the eager values and gradients."""
-    explain = pytest.importorskip("torch._dynamo").explain
+def test_under_torch_compile_the_values_and_gradients_are_eager_ones():
+    """torch.compile traces into joint and pid (many graph breaks, README: wrap them in
+    torch.compiler.disable): the results and gradients must still be the eager ones, and
+    importing fastpid must not load torch._dynamo (1.1 s; a decorator would)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", "import sys, fastpid; print('torch._dynamo' in sys.modules)"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.stdout.strip() == "False", done.stderr
     g = torch.Generator().manual_seed(1)
     logits1, logits2 = torch.randn(64, 4, generator=g), torch.randn(64, 3, generator=g)
     y = torch.randint(0, 2, (64,), generator=g)
@@ -667,13 +673,12 @@ def test_under_torch_compile_joint_and_pid_stay_out_of_the_graph():
         P = joint(a.softmax(-1), b.softmax(-1), y, sizes=(4, 3, 2))
         return fastpid.pid(P).synergy * 2.0
 
-    report = explain(step)(logits1, logits2)
-    assert report.graph_break_count <= 2, report.break_reasons
-    compiled = torch.compile(step, backend="eager")
-    a = logits1.clone().requires_grad_(True)
-    b = logits1.clone().requires_grad_(True)
-    out, ref = compiled(a, logits2), step(b, logits2)
-    out.backward()
-    ref.backward()
-    assert float(out) == float(ref)
-    torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=1e-12)
+    for wrap in (lambda f: f, torch.compiler.disable):
+        compiled = torch.compile(lambda a, b: wrap(step)(a, b), backend="eager")
+        a = logits1.clone().requires_grad_(True)
+        b = logits1.clone().requires_grad_(True)
+        out, ref = compiled(a, logits2), step(b, logits2)
+        out.backward()
+        ref.backward()
+        assert float(out) == float(ref)
+        torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=1e-12)
