@@ -19,6 +19,7 @@ the cases run at several N). ``--quick`` runs a reduced version.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 import time
@@ -303,6 +304,8 @@ def main(argv=None):
         except OSError as e:
             why = "a file of that name is in the way" if isinstance(e, FileExistsError) else e.strerror or e
             ap.error(f"--{option}: cannot make the folder {str(path.parent)!r}: {why}")
+    if args.plot is not None and importlib.util.find_spec("matplotlib") is None:
+        ap.error("--plot needs matplotlib (pip install matplotlib); the run would end without its plot")
     names = QUICK if args.quick else (args.cases or list(CASES))
     reps_small = 30 if args.quick else args.reps
     rows = []

@@ -162,3 +162,14 @@ def test_validate_estimate_rejects_unwritable_file_paths_before_the_run(capsys, 
     assert f"--out: cannot make the folder '{tmp_path / 'plain'}': a file of that name is in the way" in err
     err = usage_error(capsys, validate_estimate.main, ["--json", str(tmp_path)])
     assert f"--json: '{tmp_path}' is a folder; give a file name" in err
+
+
+def test_validate_estimate_without_matplotlib_refuses_plot_before_the_run(capsys, monkeypatch, validate_estimate):
+    """--plot without matplotlib failed at the end of the run (about 30 minutes for the full one)."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    err = usage_error(capsys, validate_estimate.main, ["--cases", "2x2x2 AND", "--reps", "1", "--plot", "x.png"])
+    assert "--plot needs matplotlib" in err
