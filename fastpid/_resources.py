@@ -50,8 +50,10 @@ def _cpp_elimination(flat: torch.Tensor, method: str, plan=None) -> tuple[bool, 
     return exact, exact and (plan or newton_plan(flat)).structure == "lowrank"
 
 
+@functools.lru_cache(maxsize=256)
 def _cpp_workspace(n1: int, n2: int, ny: int, exact: bool, lowrank: bool) -> int:
-    """Doubles of one C++ solver thread's workspace for problems ``n1 x n2 x ny``."""
+    """Doubles of one C++ solver thread's workspace for problems ``n1 x n2 x ny`` (kept: the
+    native route's chunk and memory check both ask, on every call)."""
     from . import _C
 
     # The solver puts the smaller source on the Schur side, as _solve_oriented does.
