@@ -54,7 +54,7 @@ import numpy as np
 import torch
 
 from .distributed import assemble, broadcast_tensors, is_distributed
-from .predictions import as_labels, as_tensor, check_labels, check_probs, prob_of_label
+from .predictions import as_labels, check_labels, check_probs, prob_of_label, rows_to_gather
 
 __all__ = ["DynCIM", "LinearTemperature", "generalized_js", "geometric_mean_ratio",
            "harmonic_mean_improvement"]
@@ -217,9 +217,8 @@ class DynCIM:
 
     def _assemble(self, index, p_fused, p_modalities, y):
         """The whole training set's rows from this rank's (and every other rank's)."""
-        pf = as_tensor(p_fused, "p_fused").detach()
-        rows = [pf.to(torch.float64)] + [as_tensor(p, f"p_modalities[{m}]").detach().to(pf.device, torch.float64)
-                                         for m, p in enumerate(p_modalities)]
+        pf = rows_to_gather(p_fused, "p_fused")
+        rows = [pf] + [rows_to_gather(p, f"p_modalities[{m}]").to(pf.device) for m, p in enumerate(p_modalities)]
         rows.append(as_labels(y, "y", device=pf.device))
         full = assemble(self.n_samples, as_labels(index, "index", device=pf.device), rows)
         return full[0], full[1:-1], full[-1]

@@ -40,7 +40,7 @@ from typing import Iterable, Sequence
 
 import torch
 
-from .predictions import as_labels, check_batch, prob_of_label
+from .predictions import check_batch, check_labels, prob_of_label
 
 __all__ = ["ogm_ge_scores", "ogm_ge_coefficients", "modulate_gradients", "RULES"]
 
@@ -60,7 +60,7 @@ def ogm_ge_scores(logits: Sequence[torch.Tensor], y) -> torch.Tensor:
         raise ValueError("logits must be >= 2 tensors of the same shape (B, C), got "
                          f"{[tuple(l.shape) for l in logits]}")
     check_batch("the OGM-GE batch (logits)", logits[0])
-    y = as_labels(y, "y", device=logits[0].device)
+    y = check_labels(y, logits[0].shape[0], logits[0].shape[1]).to(logits[0].device)
     with torch.no_grad():
         for m, l in enumerate(logits):
             if not bool(torch.isfinite(l).all()):

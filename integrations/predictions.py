@@ -13,7 +13,7 @@ from typing import Union
 import numpy as np
 import torch
 
-__all__ = ["as_tensor", "as_labels", "check_probs", "check_labels", "check_batch", "prob_of_label"]
+__all__ = ["as_tensor", "as_labels", "check_probs", "rows_to_gather", "check_labels", "check_batch", "prob_of_label"]
 
 #: Rows of a probability matrix must sum to 1 within this tolerance (or, for half-precision
 #: input, within the dtype's epsilon: a bfloat16 softmax row is off by up to 2^-8).
@@ -106,9 +106,27 @@ def check_probs(p, name: str, n_rows: int | None = None, n_cols: int | None = No
     sums = p.sum(1)
     worst = (sums - 1.0).abs().max()
     if worst > tol:
+        hint = ("; rows from a half-precision softmax, cast up? renormalise them: p / p.sum(1, keepdim=True)"
+                if worst < 1e-2 else "")
         raise ValueError(f"{name}: rows must sum to 1 (softmax probabilities); the worst row is "
-                         f"off by {float(worst):.3g} (tolerance {tol:.3g})")
+                         f"off by {float(worst):.3g} (tolerance {tol:.3g}){hint}")
     return p / sums[:, None] if tol > ROW_SUM_TOL else p
+
+
+def rows_to_gather(p, name: str) -> torch.Tensor:
+    """This rank's probability rows ``p (N, C)`` in float64, to gather before
+    :func:`check_probs` checks the whole set (no rank raises alone: the others would wait in
+    the gather for good). Half-precision rows within their dtype's epsilon of summing to 1
+    are renormalised here, because the gathered float64 rows are held to :data:`ROW_SUM_TOL`;
+    any other row is passed on unchanged for that check to report."""
+    p = as_tensor(p, name).detach()
+    tol = max(ROW_SUM_TOL, torch.finfo(p.dtype).eps) if p.dtype.is_floating_point else ROW_SUM_TOL
+    p = p.to(torch.float64)
+    if tol > ROW_SUM_TOL and p.dim() == 2:
+        sums = p.sum(1, keepdim=True)
+        near = ((sums - 1).abs() <= tol) & torch.isfinite(p).all(1, keepdim=True) & (p >= 0).all(1, keepdim=True)
+        p = torch.where(near, p / sums, p)
+    return p
 
 
 def check_labels(y, n_rows: int, n_classes: int, name: str = "y") -> torch.Tensor:

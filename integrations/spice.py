@@ -54,7 +54,7 @@ from torch.utils.data import Sampler
 
 from .distributed import assemble, broadcast_tensors, is_distributed, rank_and_world
 from .pacing import PhaseSchedule, RootCompetence
-from .predictions import as_labels, as_tensor
+from .predictions import as_labels, as_tensor, rows_to_gather
 from .spice_scores import SampleScores, local_scores, pointwise_scores
 
 __all__ = ["SPICECurriculum", "SPICESampler", "PHASES"]
@@ -149,9 +149,9 @@ class SPICECurriculum:
 
     def _assemble(self, index, p1, p2, p12, y, embedding):
         """The whole training set's rows from this rank's (and every other rank's)."""
-        rows = [as_tensor(p1, "p1").detach(), as_tensor(p2, "p2").detach(), as_tensor(p12, "p12").detach()]
+        rows = [rows_to_gather(p1, "p1"), rows_to_gather(p2, "p2"), rows_to_gather(p12, "p12")]
         device = rows[0].device
-        rows = [r.to(device=device, dtype=torch.float64) for r in rows] + [as_labels(y, "y", device=device)]
+        rows = [r.to(device) for r in rows] + [as_labels(y, "y", device=device)]
         if embedding is not None:
             rows.append(as_tensor(embedding, "embedding").detach().to(device=device, dtype=torch.float64))
         full = assemble(self.n_samples, as_labels(index, "index", device=device), rows)
@@ -291,6 +291,8 @@ class SPICESampler(Sampler):
         self.generator = generator
         self.num_replicas, self.rank, self.seed, self.drop_last = num_replicas, rank, int(seed), bool(drop_last)
         self.shuffle = bool(shuffle)
+        self._progress: dict | None = None  # the epoch being iterated (see state_dict)
+        self._resume: dict | None = None  # a loaded checkpoint's unfinished epoch
 
     def set_epoch(self, epoch: SupportsIndex) -> None:
         """Set the curriculum's epoch (:meth:`SPICECurriculum.set_epoch`), which also seeds
@@ -309,20 +311,49 @@ class SPICESampler(Sampler):
         return idx[self.rank::self.num_replicas]
 
     def __iter__(self):
-        return iter(self._order().tolist())
+        epoch = self.curriculum.epoch
+        resume, self._resume = self._resume_at(epoch), None
+        if resume is not None and resume["start"] is not None:
+            self.generator.set_state(resume["start"])  # draw the interrupted epoch's order again
+        start = None if self.generator is None else self.generator.get_state()
+        order = self._order().tolist()
+        progress = {"epoch": epoch, "start": start, "taken": 0 if resume is None else resume["taken"]}
+        self._progress = progress
+        return self._yield(order, progress)
+
+    def _yield(self, order: list, progress: dict):
+        for i in order[progress["taken"]:]:
+            progress["taken"] += 1
+            yield i
+        if self._progress is progress:
+            self._progress = None
+
+    def _resume_at(self, epoch: int) -> dict | None:
+        """The checkpoint's unfinished epoch, if ``epoch`` is that epoch."""
+        return self._resume if self._resume is not None and self._resume["epoch"] == epoch else None
 
     def __len__(self) -> int:
         n = len(self.curriculum.indices())
-        if self.num_replicas == 1:
-            return n
-        if self.drop_last:
-            return n // self.num_replicas
-        return len(range(self.rank, n, self.num_replicas))
+        if self.num_replicas > 1:
+            n = n // self.num_replicas if self.drop_last else len(range(self.rank, n, self.num_replicas))
+        resume = self._resume_at(self.curriculum.epoch)
+        return n - (0 if resume is None else min(n, resume["taken"]))
 
     def state_dict(self) -> dict:
         """The generator's state (a ``uint8`` tensor; ``None`` without a generator: the
-        sharded shuffle needs none, and torch's global generator is the caller's to save)."""
-        return {"generator": None if self.generator is None else self.generator.get_state()}
+        sharded shuffle needs none, and torch's global generator is the caller's to save)
+        and, during an epoch's iteration, where it stands: the epoch, the generator's state
+        before the epoch's shuffle (``epoch_start``) and the number of indices yielded
+        (``taken``). A sampler loaded from it and iterated at that epoch again yields the rest
+        of that epoch's order; at any other epoch it shuffles as usual. ``taken`` counts what
+        the ``DataLoader`` has drawn: with worker processes, the batches they had prefetched
+        but not delivered are skipped too. Without a generator only the position resumes
+        (a single-process shuffle from torch's global generator is drawn afresh)."""
+        progress = self._progress
+        return {"generator": None if self.generator is None else self.generator.get_state(),
+                "epoch": -1 if progress is None else progress["epoch"],
+                "epoch_start": None if progress is None else progress["start"],
+                "taken": 0 if progress is None else progress["taken"]}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore what :meth:`state_dict` saved."""
@@ -330,3 +361,7 @@ class SPICESampler(Sampler):
             raise ValueError("the checkpoint and this sampler disagree on whether a generator is used")
         if self.generator is not None:
             self.generator.set_state(state["generator"])
+        taken = int(state.get("taken", 0))  # checkpoints written before positions were saved have none
+        self._progress = None
+        self._resume = None if taken <= 0 else {"epoch": int(state["epoch"]), "start": state["epoch_start"],
+                                                  "taken": taken}

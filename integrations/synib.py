@@ -111,6 +111,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import warnings
 from typing import Callable, NamedTuple
 
 import torch
@@ -138,16 +139,23 @@ Fusion = Callable[[torch.Tensor, torch.Tensor], "torch.Tensor | tuple[torch.Tens
 Head = Callable[[torch.Tensor], torch.Tensor]
 
 
+def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def kl_to_uniform(logits: torch.Tensor) -> torch.Tensor:
     """Mean over the batch of ``KL(softmax(logits) ‖ uniform) = log C − H`` in nats;
-    ``logits (B, C)``."""
-    logp = F.log_softmax(logits, dim=-1)
+    ``logits (B, C)``, computed in float32 at least (in bfloat16 it came out negative, in steps
+    of 2⁻⁶ nats near 0, where the penalty drives the fused head)."""
+    logp = F.log_softmax(_at_least_float32(logits), dim=-1)
     return (logp.exp() * logp).sum(-1).mean() + math.log(logits.shape[-1])
 
 
 def gaussian_kl(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """Mean over the batch of ``KL(N(mean, diag exp(logvar)) ‖ N(0, I))``
-    ``= ½ Σ_c (exp(logvar_c) + mean_c² − 1 − logvar_c)`` in nats; ``mean``, ``logvar (B, C)``."""
+    ``= ½ Σ_c (exp(logvar_c) + mean_c² − 1 − logvar_c)`` in nats; ``mean``, ``logvar (B, C)``;
+    computed in float32 at least, like :func:`kl_to_uniform`."""
+    mean, logvar = _at_least_float32(mean), _at_least_float32(logvar)
     return 0.5 * (logvar.exp() + mean.pow(2) - 1 - logvar).sum(-1).mean()
 
 
@@ -330,6 +338,7 @@ class SynIBLoss(nn.Module):
                                          _positive_int("num_classes", num_classes))
         self._gen: torch.Generator | None = None
         self._last_gates: dict = {}
+        self._warned_alone = False
         for m in (1, 2):
             for name in (f"running_mean{m}", f"running_var{m}", f"gate_logit{m}"):
                 self.register_buffer(name, torch.empty(0))
@@ -529,6 +538,9 @@ class SynIBLoss(nn.Module):
             raise ValueError(f"penalty='gaussian': the log-variance head reads {self.logvar_head.in_features} "
                              f"features (kl_features) but got {feats.shape[-1]} (the fusion's features, or "
                              f"D1 + D2 when the fusion returns logits only)")
+        if logits.shape[-1] != self.logvar_head.out_features:
+            raise ValueError(f"penalty='gaussian': the log-variance head gives num_classes="
+                             f"{self.logvar_head.out_features} values but the fusion gives {logits.shape[-1]} logits")
         return gaussian_kl(logits, self.logvar_head(feats))
 
     # ----------------------------------------------------------------- the loss
@@ -556,7 +568,15 @@ class SynIBLoss(nn.Module):
                    + F.cross_entropy(_fused(fusion, z1, self.random_mask(z2))[0], y))
             loss = loss + self.masked_ce * mce
         syn = zero
-        if self.penalty_active(epoch):
+        # "random" and "learned" fill a withheld modality from another sample: a batch of one
+        # (a loader's last, without drop_last) has none, and its penalty is left out.
+        alone = z1.shape[0] < 2 and self.mask in ("random", "learned")
+        if alone and self.penalty_active(epoch) and not self._warned_alone:
+            self._warned_alone = True
+            warnings.warn(f"SynIBLoss: mask={self.mask!r} fills a withheld modality from another sample of the "
+                          "batch, and a batch of one has none: its synergy penalty is 0 (use "
+                          "DataLoader(drop_last=True) to train without such batches)", stacklevel=2)
+        if self.penalty_active(epoch) and not alone:
             if self.mask in ("noise", "learned_example") and (self.training or self._buffer("running_mean", 1) is None):
                 self._update_stats(1, z1)
                 self._update_stats(2, z2)

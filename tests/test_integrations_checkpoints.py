@@ -180,6 +180,54 @@ def test_spice_resumes_identically():
     assert_same(full, resumed)
 
 
+def test_spice_sampler_resumes_in_the_middle_of_an_epoch():
+    """A checkpoint taken during an epoch held the generator's state after the epoch's
+    shuffle: the resumed sampler drew another order, repeating and skipping samples. It now
+    yields the rest of the interrupted epoch, then the epochs an uninterrupted run yields; an
+    epoch left early (a loop that breaks) and resumed at the next epoch goes on as before."""
+    def make(**kw):
+        cur = SPICECurriculum(22, epochs=4)
+        return cur, SPICESampler(cur, **kw)
+
+    def batches(sampler, epoch, stop=None):
+        sampler.set_epoch(epoch)
+        out = []
+        for (idx,) in DataLoader(TensorDataset(torch.arange(22)), batch_size=4, sampler=sampler):
+            if stop is not None and len(out) == stop:
+                break
+            out.append(idx.tolist())
+        return out
+
+    for kw in ({"generator": torch.Generator().manual_seed(3)}, {"num_replicas": 2, "rank": 1, "seed": 3}):
+        def fresh(generator=None):  # kw with a copy of its generator, or with another generator
+            return {k: (generator or v.clone_state() if k == "generator" else v) for k, v in kw.items()}
+        cur, sampler = make(**fresh())
+        full = [batches(sampler, e) for e in range(3)]
+        cur, sampler = make(**fresh())
+        first = batches(sampler, 0)
+        sampler.set_epoch(1)
+        loader = iter(DataLoader(TensorDataset(torch.arange(22)), batch_size=4, sampler=sampler))
+        taken = [next(loader)[0].tolist() for _ in range(2)]  # the checkpoint after two steps
+        state = roundtrip({"cur": cur.state_dict(), "sampler": sampler.state_dict()})
+        cur, sampler = make(**fresh(torch.Generator().manual_seed(99)))
+        cur.load_state_dict(state["cur"])
+        sampler.load_state_dict(state["sampler"])
+        sampler.set_epoch(1)
+        assert len(sampler) == sum(map(len, full[1])) - 8
+        rest = batches(sampler, 1)
+        assert [first, taken + rest, batches(sampler, 2)] == [full[0], full[1], full[2]], kw
+    # An epoch left after two batches, checkpointed and resumed at the next epoch.
+    gen = torch.Generator().manual_seed(4)
+    cur, sampler = make(generator=gen.clone_state())
+    short = [batches(sampler, e, stop=2) for e in range(3)]
+    cur, sampler = make(generator=gen.clone_state())
+    batches(sampler, 0, stop=2)
+    state = roundtrip(sampler.state_dict())
+    cur, sampler = make(generator=torch.Generator())
+    sampler.load_state_dict(state)
+    assert [batches(sampler, e, stop=2) for e in (1, 2)] == short[1:]
+
+
 def test_spice_state_before_any_update_and_wrong_size():
     cur = SPICECurriculum(10, epochs=4)
     cur.set_epoch(2)

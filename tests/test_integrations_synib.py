@@ -416,3 +416,55 @@ def test_running_statistics_keep_tracking_in_bfloat16():
         stats.append(torch.cat([loss_fn.running_mean1, loss_fn.running_var1]))
     torch.testing.assert_close(stats[0], stats[1], rtol=0, atol=1e-6)
     assert float(stats[1][:2].mean()) == pytest.approx(2 * (1 - 0.99 ** 299), abs=0.05)
+
+
+def test_kl_terms_in_bfloat16_are_not_negative():
+    """Computed in the logits' dtype, bfloat16 gave KL(uniform ‖ uniform) = -0.0156 and a
+    Gaussian KL of -0.021 (0.0005 in float32): a KL below 0, in steps of 2⁻⁶ nats near 0,
+    where the penalty drives the fused head. Both are computed in float32 now."""
+    from fastpid.integrations import gaussian_kl
+    logits = torch.zeros(8, 10, dtype=torch.bfloat16)
+    assert float(kl_to_uniform(logits)) == pytest.approx(0.0, abs=1e-6)
+    g = torch.Generator().manual_seed(0)
+    mean = (0.01 * torch.randn(8, 10, generator=g)).bfloat16()
+    logvar = (0.01 * torch.randn(8, 10, generator=g)).bfloat16()
+    exact = float(gaussian_kl(mean.double(), logvar.double()))
+    assert float(gaussian_kl(mean, logvar)) == pytest.approx(exact, rel=1e-4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        near_uniform = torch.nn.functional.linear(1e-3 * torch.randn(8, 4, generator=g), torch.randn(10, 4, generator=g))
+        assert near_uniform.dtype == torch.bfloat16
+        assert float(kl_to_uniform(near_uniform)) >= -1e-6
+
+
+@pytest.mark.parametrize("mask", ["random", "learned"])
+def test_batch_of_one_leaves_the_penalty_out_with_a_warning(mask):
+    """A shuffled loader's last batch of one sample raised ("B >= 2") with the default mask:
+    these masks fill from another sample of the batch. Its penalty is 0 now, said once."""
+    torch.manual_seed(0)
+    head = torch.nn.Linear(3, 2)
+    loss_fn = SynIBLoss(mask=mask)
+    fusion = lambda a, b: head(a + b)  # noqa: E731
+    z1, z2, y = torch.randn(1, 3, requires_grad=True), torch.randn(1, 3), torch.tensor([1])
+    with pytest.warns(UserWarning, match="batch of one"):
+        terms = loss_fn(z1, z2, y, fusion, head, head)
+    assert float(terms.synergy_kl) == 0.0
+    fused_only = F.cross_entropy(fusion(z1, z2), y) + loss_fn.lambda_uni * (
+        F.cross_entropy(head(z1), y) + F.cross_entropy(head(z2), y))
+    assert float(terms.loss) == pytest.approx(float(fused_only.detach()))
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loss_fn(z1, z2, y, fusion, head, head)  # warned once
+        assert float(loss_fn(torch.randn(4, 3), torch.randn(4, 3), torch.tensor([0, 1, 0, 1]), fusion,
+                             head, head).synergy_kl) > 0
+
+
+def test_gaussian_penalty_checks_the_number_of_classes():
+    """A log-variance head of num_classes=4 on 3 logits failed inside torch ("size of tensor
+    a (4) must match ..."), and num_classes=1 broadcast silently to a wrong KL."""
+    enc1, enc2, head1, head2, fusion, *_ = _repo_model()
+    z1, z2, y = enc1(torch.randn(6, 5)), enc2(torch.randn(6, 6)), torch.tensor([0, 1, 2, 0, 1, 2])
+    for n in (1, 4):
+        loss_fn = SynIBLoss(variant="repository", num_classes=n, kl_features=16, gate_steps=3)
+        with pytest.raises(ValueError, match=f"num_classes={n} values but the fusion gives 3 logits"):
+            loss_fn(z1, z2, y, fusion, head1, head2)
