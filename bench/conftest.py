@@ -1,8 +1,9 @@
 """Session plumbing for the benchmark suite: options, the reference values, the report.
 
 Every benchmark test records one row (family, method, time per problem, error against the
-certified reference); at the end of the session the rows are saved to
-``bench/results/solver_cpu.{json,md}`` and printed as a table.
+certified reference); at the end of the session the rows are printed as a table and, for
+a run of one whole suite (:func:`not_saved_because`), saved to
+``bench/results/solver_cpu.{json,md}`` (or ``--bench-name``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import fastpid
 from bench import problems, report
 
 ROWS = pytest.StashKey[list]()
+SUITES = pytest.StashKey[set]()
+DESELECTED = pytest.StashKey[bool]()
 SETTINGS = pytest.StashKey[dict]()
 MACHINE = pytest.StashKey[dict]()
 
@@ -47,9 +50,16 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
+    for option in ("--bench-problems", "--bench-cvx-problems", "--bench-batch", "--bench-rounds",
+                   "--bench-threads", "--gpu-problems"):
+        value = config.getoption(option)
+        if value is not None and value < 1:
+            raise pytest.UsageError(f"{option} must be at least 1, got {value}")
     torch.set_num_threads(config.getoption("--bench-threads"))
     n = config.getoption("--bench-problems")
     n_cvx = config.getoption("--bench-cvx-problems")
+    config.stash[SUITES] = set()
+    config.stash[DESELECTED] = False
     config.stash[ROWS] = []
     config.stash[MACHINE] = report.machine_info()  # at the start: load average before the run
     config.stash[SETTINGS] = {
@@ -128,11 +138,35 @@ def _finish(rows: list, settings: dict, machine: dict) -> dict:
             "families": families, "rows": rows}
 
 
+def pytest_collection_modifyitems(config, items):
+    config.stash[SUITES] = {item.path.name for item in items}
+
+
+def pytest_deselected(items):
+    if items:
+        items[0].config.stash[DESELECTED] = True
+
+
+def not_saved_because(config) -> str | None:
+    """Why the run writes nothing to ``bench/results/``, or ``None`` when it does. A saved
+    report is the whole of one suite: a run of several suites mixed their rows into one
+    report (the speed-ups against whichever CVXPY row came last), and a run with tests
+    deselected overwrote the committed report with its few rows."""
+    if config.getoption("--bench-no-save"):
+        return "--bench-no-save"
+    if config.getoption("benchmark_disable", default=False):
+        return "with --benchmark-disable each row is one cold call"
+    suites = sorted(config.stash.get(SUITES, set()))
+    if len(suites) > 1:
+        return f"the run holds {len(suites)} suites ({', '.join(suites)}); run one bench file at a time"
+    if config.stash.get(DESELECTED, False):
+        return "tests were deselected (-k, -m): the report of a partial run would replace the whole one"
+    return None
+
+
 def saves(config) -> bool:
-    """Whether the run writes ``bench/results/``: not with ``--bench-no-save``, nor with
-    pytest-benchmark's ``--benchmark-disable``, which times each row by one cold call instead
-    of the best of its rounds."""
-    return not (config.getoption("--bench-no-save") or config.getoption("benchmark_disable", default=False))
+    """Whether the run writes ``bench/results/`` (see :func:`not_saved_because`)."""
+    return not_saved_because(config) is None
 
 
 @pytest.hookimpl(trylast=True)  # after pytest-benchmark's own tables
@@ -143,9 +177,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     results = _finish(list(rows), config.stash[SETTINGS], config.stash[MACHINE])
     terminalreporter.write_sep("=", "fastpid solver benchmark (CPU)")
     terminalreporter.write_line(report.render_text(results))
-    if config.getoption("benchmark_disable", default=False):
-        terminalreporter.write_line("not saved: with --benchmark-disable each row is one cold call")
-    if saves(config):
+    reason = not_saved_because(config)
+    if reason is not None:
+        terminalreporter.write_line(f"not saved: {reason}")
+    else:
         jpath, mpath = report.save(results, stem=config.getoption("--bench-name"))
         root = jpath.parents[2]  # the repository
         terminalreporter.write_line(f"saved {jpath.relative_to(root)} and {mpath.relative_to(root)}")

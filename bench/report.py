@@ -1,7 +1,7 @@
 """Benchmark report: machine information, the readable table, and the saved files.
 
-The bench run (``python -m pytest bench -q``) calls :func:`save` and prints the table at
-the end of the session.  To re-render the markdown (and print it) from a saved JSON::
+A solver suite's run (``python -m pytest bench/test_bench_solver.py``, one file a run: see
+``bench/conftest.py``) calls :func:`save` and prints the table at the end of the session.  To re-render the markdown (and print it) from a saved JSON::
 
     python -m bench.report                      # bench/results/solver_cpu.json
     python -m bench.report path/to/results.json
@@ -93,7 +93,7 @@ def _fmt(x, kind: str) -> str:
     if x is None:
         return "—"
     if kind == "ms":
-        return f"{x:.3g}" if x < 1000 else f"{x:,.0f}"
+        return f"{x:.3g}" if x < 999.5 else f"{x:,.0f}"  # 999.5 to 3 digits reads "1e+03"
     if kind == "x":
         return f"{x:,.0f}×" if x >= 10 else f"{x:.2g}×"
     if kind == "e":
@@ -210,6 +210,10 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     jpath = Path(argv[0]) if argv else RESULTS_DIR / f"{STEM}.json"
     results = json.loads(jpath.read_text())
+    if not ("machine" in results and all("ms_per_problem" in r for r in results.get("rows", [None]))):
+        raise SystemExit(f"{jpath} is not a solver report of bench/test_bench_solver.py, "
+                         "test_bench_held_out.py or test_bench_dense_program.py (the GPU and estimate "
+                         "suites write their markdown themselves)")
     (jpath.parent / f"{jpath.stem}.md").write_text(render_markdown(results))
     print(render_text(results))
     return 0

@@ -1,6 +1,6 @@
 """Solver benchmark: fastpid against its peers, in one process, on the same problems.
 
-Run with ``python -m pytest bench -q`` (options: ``--bench-problems``, ``--bench-cvx-problems``,
+Run with ``python -m pytest bench/test_bench_solver.py -q`` (options: ``--bench-problems``, ``--bench-cvx-problems``,
 ``--bench-batch``, ``--bench-rounds``, ``--bench-threads``, ``--bench-no-save``; see
 ``bench/conftest.py``).  Each test times one method on one problem family and records its
 row; the table is printed and saved to ``bench/results/solver_cpu.{json,md}`` at the end.

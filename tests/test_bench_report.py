@@ -67,12 +67,16 @@ def test_the_gpu_bench_reports_the_best_timed_call_not_the_warm_up(monkeypatch):
     assert best == 5
 
 
-def test_a_run_without_timed_rounds_saves_nothing():
-    from bench.conftest import saves
+def test_a_run_without_timed_rounds_or_of_several_suites_saves_nothing():
+    """A run of several suites (`python -m pytest bench`, which the docstrings advised) mixed
+    their rows into one solver_cpu report, each speed-up against whichever CVXPY row of the
+    family came last."""
+    from bench.conftest import DESELECTED, SUITES, not_saved_because, saves
 
     class Config:
-        def __init__(self, **options):
+        def __init__(self, suites=("test_bench_solver.py",), deselected=False, **options):
             self.options = options
+            self.stash = {SUITES: set(suites), DESELECTED: deselected}
 
         def getoption(self, name, default=None):
             return self.options.get(name, default)
@@ -80,3 +84,38 @@ def test_a_run_without_timed_rounds_saves_nothing():
     assert saves(Config(**{"--bench-no-save": False, "benchmark_disable": False}))
     assert not saves(Config(**{"--bench-no-save": False, "benchmark_disable": True}))
     assert not saves(Config(**{"--bench-no-save": True, "benchmark_disable": False}))
+    both = Config(suites=("test_bench_solver.py", "test_bench_held_out.py"))
+    assert "holds 2 suites" in not_saved_because(both)
+    assert "deselected" in not_saved_because(Config(deselected=True))
+
+
+def test_a_run_with_tests_deselected_keeps_the_saved_report(tmp_path):
+    """`-k` on one row rewrote bench/results/solver_cpu.{json,md} (70 rows) with that row."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(report.__file__).parents[1]
+    copy = tmp_path / "repo"
+    shutil.copytree(root / "bench", copy / "bench", ignore=shutil.ignore_patterns("__pycache__"))
+    before = {p.name: p.read_bytes() for p in (copy / "bench" / "results").iterdir()}
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "bench/test_bench_solver.py",
+                          "-k", "test_fastpid_exact_one_per_call and dense_8x8x8-cpp", "--bench-problems", "1",
+                          "--bench-rounds", "1", "--bench-threads", "1", "--bench-name", "solver_cpu"],
+                         cwd=copy, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "not saved: tests were deselected" in run.stdout
+    assert {p.name: p.read_bytes() for p in (copy / "bench" / "results").iterdir()} == before
+    bad = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "bench/test_bench_solver.py",
+                          "--bench-cvx-problems", "0", "--collect-only"], cwd=copy, capture_output=True, text=True,
+                         timeout=600)
+    assert bad.returncode != 0 and "--bench-cvx-problems must be at least 1, got 0" in bad.stderr
+
+
+def test_times_just_under_a_second_and_other_layouts(tmp_path):
+    assert report._fmt(999.6, "ms") == "1,000" and report._fmt(999.4, "ms") == "999"
+    gpu = tmp_path / "solver_gpu.json"
+    gpu.write_text(json.dumps({"machine": {}, "rows": [{"family": "dense_8x8x8", "s_per_batch": 1.0}]}))
+    with pytest.raises(SystemExit, match="not a solver report"):
+        report.main([str(gpu)])
