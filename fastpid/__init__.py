@@ -23,3 +23,13 @@ __all__ += ["PIDMetric"]
 
 from .estimate import PIDEstimate, estimate  # noqa: E402
 __all__ += ["estimate", "PIDEstimate"]
+
+# torch.load's default since torch 2.6 (weights_only=True) unpickles listed classes only: a
+# result saved beside a checkpoint loads back. A result of numpy input holds numpy arrays,
+# which need numpy's own functions allowed too (torch.serialization.safe_globals).
+from torch import serialization as _serialization  # noqa: E402
+
+from .estimate import Terms as _Terms  # noqa: E402
+
+if hasattr(_serialization, "add_safe_globals"):  # torch >= 2.4
+    _serialization.add_safe_globals([PIDResult, PIDEstimate, _Terms])

@@ -97,6 +97,7 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
     steps = steps or DEFAULT_FAST_STEPS
     base = check_base(base)
     return_coupling = check_flag(return_coupling, name="return_coupling")
+    progress = None if progress is None else check_flag(progress, name="progress")
     if backend == "cvx" and method != "exact":
         raise ValueError(f"backend='cvx' solves the exact problem only; got method={method!r}")
     if return_coupling and backend in ("cuda", "cvx"):
@@ -186,7 +187,9 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
 
     terms = out(terms.T)  # (..., 7)
     return PIDResult(
-        **dict(zip(TERMS, [terms[..., k] for k in range(7)] if is_numpy else terms.unbind(-1))),
+        # One view per term, not unbind's: autograd refuses in-place changes (`synergy *= w`)
+        # to views that came out of one call together.
+        **dict(zip(TERMS, [terms[..., k] for k in range(7)])),
         gap=out(reported_gap),
         converged=out(converged), iterations=out(iterations),
         method=method, backend=backend,

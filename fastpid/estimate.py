@@ -72,7 +72,7 @@ import torch
 
 from . import _resample
 from ._resources import threads
-from ._validate import _as_real_scalar, as_tensor, check_base
+from ._validate import _as_real_scalar, as_tensor, check_base, check_flag
 from .api import _shows_bar, pid
 from .joint import joint
 from .result import PIDResult
@@ -241,6 +241,7 @@ def estimate(x1, x2, y, *, sizes=None, weights=None, groups=None, num_groups=Non
     # operations (4,000-cell softmaxes took 7 ms each with 2 threads on a busy 2-core
     # machine, the whole estimate 650 ms against 66 ms on one): they run on one thread, and
     # the batched solves on the caller's setting.
+    progress = None if progress is None else check_flag(progress, name="progress")
     caller_threads = torch.get_num_threads()
     with threads(1):
         return _estimate(x1, x2, y, sizes, weights, groups, num_groups, confidence, n_jackknife, n_null,

@@ -77,6 +77,13 @@ class PIDResult:
             raise TypeError("len() of a single-problem PIDResult (it has batch shape ())")
         return self.shape[0]
 
+    def __iter__(self):
+        """The results of the problems along the first batch axis (defined so that iterating
+        a single problem's result is a ``TypeError``, as ``len`` is, not an empty loop)."""
+        if not self.shape:
+            raise TypeError("iteration over a single-problem PIDResult (it has batch shape ())")
+        return (self[i] for i in range(self.shape[0]))
+
     def __getitem__(self, index) -> "PIDResult":
         """The results of ``problems[index]``, indexed like the batch arrays."""
         if not self.shape:

@@ -214,6 +214,48 @@ def test_return_coupling_must_be_a_bool(backend):
     assert fastpid.pid(xor(), backend=backend, return_coupling=np.True_).coupling.shape == (2, 2, 2)
 
 
+def test_progress_must_be_a_bool_or_none():
+    """progress='no' drew a bar (and left the native route)."""
+    with pytest.raises(TypeError, match=r"progress must be True or False, got str \('no'\)"):
+        fastpid.pid(xor(), progress="no")
+    x = np.arange(40) % 2
+    with pytest.raises(TypeError, match="progress must be True or False"):
+        fastpid.estimate(x, x, x, progress="no")
+
+
+def test_results_load_with_torch_default_load(tmp_path):
+    """torch.load's default (weights_only=True since torch 2.6) refused fastpid's classes:
+    "Unsupported global: GLOBAL fastpid.result.PIDResult"."""
+    res = fastpid.pid(torch.as_tensor(batch(B=3)))
+    g = torch.Generator().manual_seed(0)
+    x1, x2 = torch.randint(0, 3, (300,), generator=g), torch.randint(0, 3, (300,), generator=g)
+    est = fastpid.estimate(x1, x2, (x1 + x2) % 3, n_jackknife=8, n_null=8, n_pilot=2, seed=0)
+    torch.save({"epoch": 3, "pid": res, "estimate": est}, tmp_path / "log.pt")
+    back = torch.load(tmp_path / "log.pt")
+    assert torch.equal(back["pid"].synergy, res.synergy) and torch.equal(back["pid"].gap, res.gap)
+    assert back["pid"].method == res.method and back["estimate"].ci_high.synergy == est.ci_high.synergy
+
+
+def test_terms_take_in_place_updates_with_gradients():
+    """`res.synergy *= w` raised "Output 3 of Unbind is a view and is being modified inplace"
+    when P required gradients (the terms were unbind's views)."""
+    P = torch.as_tensor(batch(B=3)).requires_grad_()
+    s = fastpid.pid(P).synergy
+    s *= 0.5
+    s.sum().backward()
+    expected = torch.autograd.grad(fastpid.pid(P).synergy.sum(), P)[0] * 0.5
+    torch.testing.assert_close(P.grad, expected)
+
+
+def test_iterating_a_result():
+    """A single problem's result iterated as an empty loop (iteration fell back on
+    __getitem__, whose IndexError ends it); a batch yields its problems."""
+    with pytest.raises(TypeError, match="iteration over a single-problem PIDResult"):
+        list(fastpid.pid(xor()))
+    res = fastpid.pid(batch(B=3))
+    assert [float(r.synergy) for r in res] == res.synergy.tolist()
+
+
 def test_a_result_is_true_whatever_its_shape():
     """bool() of a single problem's result fell back on len() and raised TypeError, so
     `cached or fastpid.pid(P)` crashed."""
