@@ -190,11 +190,14 @@ def test_torch_func_transforms_that_cannot_work_say_why():
     torch.testing.assert_close(first, torch.autograd.grad(fastpid.pid(X).synergy, X)[0], rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("method", ["exact", "fast"])
 @pytest.mark.parametrize("backend", ["torch", "cpp"])
-def test_gradient_where_the_closed_forms_close_the_bracket(backend):
+def test_gradient_where_the_closed_forms_close_the_bracket(backend, method):
     """X2 a function of X1: V = I(X1; Y) = max(I1, I2) = I(X1, X2; Y), so the closed forms
     close the bracket and no Newton step ran; the potentials' gradient of the synergy was up to
-    0.37 (0.79 on other such joints) where every joint of the same support has S = U2 = 0."""
+    0.37 (0.79 on other such joints) where every joint of the same support has S = U2 = 0.
+    method="fast" kept its refined potentials' gradient there (up to 0.155 on X1 = X2 joints,
+    on 19 of 20 with the PyTorch solver, 9 of 20 with the C++ one)."""
     if backend == "cpp" and not fastpid.backends()["cpp"]["available"]:
         pytest.skip("native extension not built")
     rng = np.random.default_rng(17)
@@ -205,7 +208,7 @@ def test_gradient_where_the_closed_forms_close_the_bracket(backend):
         P = np.zeros((n1, n2, ny))
         P[np.arange(n1), h] = pxy
         X = torch.tensor(P, requires_grad=True)
-        res = fastpid.pid(X, backend=backend)
+        res = fastpid.pid(X, backend=backend, method=method)
         dS, dU2, dR, dI2 = [torch.autograd.grad(t, X, retain_graph=True)[0]
                             for t in (res.synergy, res.unique2, res.redundancy, res.mi2)]
         assert float(dS.abs().max()) < 1e-6 and float(dU2.abs().max()) < 1e-6
