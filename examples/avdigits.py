@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 import os
 import shutil
 import subprocess
@@ -155,7 +156,10 @@ def add_white_noise(waves: np.ndarray, snr_db: float, seed: int) -> np.ndarray:
 def mel_filterbank(n_mels: int, n_fft: int = N_FFT, sr: int = SAMPLE_RATE, fmin: float = 60.0,
                    fmax: float = 8000.0) -> np.ndarray:
     """Triangular filters ``(n_mels, n_fft // 2 + 1)`` equally spaced on the HTK mel scale
-    ``m = 2595 log10(1 + f / 700)``, each with unit peak."""
+    ``m = 2595 log10(1 + f / 700)``, evaluated at the FFT bins' frequencies: a filter peaks at
+    1 only where a bin falls on its centre (at the defaults the peaks run from 0.56 to 1; the
+    committed AV-digits results use these filters as they are). Raises ``ValueError`` when a
+    filter holds no bin (``n_mels`` too large for ``n_fft``): its band would be silence."""
     def hz_to_mel(f):
         return 2595.0 * np.log10(1.0 + np.asarray(f) / 700.0)
 
@@ -167,7 +171,12 @@ def mel_filterbank(n_mels: int, n_fft: int = N_FFT, sr: int = SAMPLE_RATE, fmin:
     lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
     up = (freqs - lo) / (mid - lo)
     down = (hi - freqs) / (hi - mid)
-    return np.maximum(0.0, np.minimum(up, down))
+    fb = np.maximum(0.0, np.minimum(up, down))
+    empty = np.flatnonzero(fb.max(axis=1) == 0)
+    if empty.size:
+        raise ValueError(f"n_mels={n_mels} is too many for n_fft={n_fft}: filters {empty.tolist()} fall between "
+                         "two FFT bins and hold none")
+    return fb
 
 
 def log_mel(waves: np.ndarray, n_mels: int = 40, floor_db: float = -80.0) -> np.ndarray:
@@ -193,6 +202,38 @@ def _key(params: dict) -> str:
     return hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _cache_entry(n_speakers, clips_per_digit, snr_db, n_mels, generation_seed, cache_dir):
+    """``(folder, path, params)`` of a clip pool's cached features, the settings checked and
+    made plain Python numbers (numpy integers work, and -5 finds the cache of -5.0)."""
+    if snr_db is not None and not np.isfinite(snr_db):
+        raise ValueError(f"snr_db must be a finite number of dB or None (clean), got {snr_db!r}")
+    folder = Path(cache_dir) if cache_dir is not None else cache_root()
+    params = {"version": GENERATOR_VERSION, "n_speakers": _count(n_speakers, "n_speakers"),
+              "clips_per_digit": _count(clips_per_digit, "clips_per_digit"),
+              "snr_db": None if snr_db is None else float(snr_db), "n_mels": _count(n_mels, "n_mels"),
+              "seed": _count(generation_seed, "generation_seed"), "n_fft": N_FFT, "hop": HOP}
+    return folder, folder / f"features-{_key(params)}.npz", params
+
+
+def can_load(n_speakers: int = 80, clips_per_digit: int = 5, *, snr_db: float | None = -5.0, n_mels: int = 40,
+             generation_seed: int = 0, cache_dir: str | Path | None = None) -> bool:
+    """Whether :func:`load_features` can give this pool (the defaults: :func:`avdigits_views`'s)
+    without failing: espeak-ng is on the ``PATH``, or the pool is cached."""
+    return espeak_available() or _cache_entry(n_speakers, clips_per_digit, snr_db, n_mels, generation_seed,
+                                              cache_dir)[1].exists()
+
+
+def _count(value, name: str) -> int:
+    """``value`` as a plain int (numpy integers too), positive except for a seed."""
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name} must be an integer, got {value!r}") from None
+    if value < (0 if name.endswith("seed") else 1):
+        raise ValueError(f"{name} must be {'>= 0' if name.endswith('seed') else 'a positive integer'}, got {value}")
+    return value
+
+
 def _espeak_version() -> str:
     out = subprocess.run([_require_espeak(), "--version"], capture_output=True, text=True, check=False)
     return out.stdout.strip()
@@ -207,14 +248,9 @@ def load_features(n_speakers: int = 80, clips_per_digit: int = 5, *, snr_db: flo
     ``speakers``), ``speakers`` (the :func:`speaker_pool`), the per-clip synthesis
     parameters and ``generation_seconds`` (0 when read from the cache).
     """
-    if snr_db is not None and not np.isfinite(snr_db):
-        raise ValueError(f"snr_db must be a finite number of dB or None (clean), got {snr_db!r}")
-    if not isinstance(clips_per_digit, int) or clips_per_digit < 1:
-        raise ValueError(f"clips_per_digit must be a positive integer, got {clips_per_digit!r}")
-    folder = Path(cache_dir) if cache_dir is not None else cache_root()
-    params = {"version": GENERATOR_VERSION, "n_speakers": n_speakers, "clips_per_digit": clips_per_digit,
-              "snr_db": snr_db, "n_mels": n_mels, "seed": generation_seed, "n_fft": N_FFT, "hop": HOP}
-    path = folder / f"features-{_key(params)}.npz"
+    folder, path, params = _cache_entry(n_speakers, clips_per_digit, snr_db, n_mels, generation_seed, cache_dir)
+    n_speakers, clips_per_digit, n_mels = params["n_speakers"], params["clips_per_digit"], params["n_mels"]
+    snr_db, generation_seed = params["snr_db"], params["seed"]
     if path.exists():
         with np.load(path, allow_pickle=False) as z:
             out = {k: z[k] for k in z.files}

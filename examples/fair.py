@@ -154,6 +154,13 @@ def trial_grid(name: str, trials: int, seed: int = 0) -> list[dict]:
     return [grid[i] for i in sorted(pick)]
 
 
+def check_arm(name: str, *, trials: int, epochs: int) -> None:
+    """Raise ``ValueError`` where arm ``name`` cannot run ``trials`` configurations of
+    ``epochs`` passes (too small a grid; a budget its constructor refuses), without training."""
+    for config in trial_grid(name, trials):
+        make_arm(name, 100, epochs, 0, {k: v for k, v in config.items() if k not in OPTIMISER_GRID})
+
+
 def tune(load, name: str, *, trials: int, tune_seeds, epochs: int, batch_size: int = 64) -> dict:
     """Best configuration of arm ``name`` by mean final-epoch validation accuracy over
     ``tune_seeds`` (``load(seed)`` gives the data). Returns ``best`` (the configuration) and

@@ -173,3 +173,67 @@ def test_validate_estimate_without_matplotlib_refuses_plot_before_the_run(capsys
                         lambda name, *a: None if name == "matplotlib" else real(name, *a))
     err = usage_error(capsys, validate_estimate.main, ["--cases", "2x2x2 AND", "--reps", "1", "--plot", "x.png"])
     assert "--plot needs matplotlib" in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    # Tuned fused and fused+heads, then "pre-training needs a budget of at least 3 passes".
+    (["--arms", "fused", "pre-training", "--epochs", "2"], "pre-training needs a budget of at least 3 passes, got 2"),
+    # Tuned fused+heads, then "arm 'fused' has only 6 configurations".
+    (["--arms", "fused+heads", "fused", "--trials", "7"], "arm 'fused' has only 6 configurations, fewer than trials=7"),
+])
+def test_run_fair_checks_the_arms_requirements_before_any_training(capsys, tmp_path, no_training, argv, message):
+    err = usage_error(capsys, script_main("run_fair"), ["--datasets", "synthetic", *argv, "--out", str(tmp_path)])
+    assert message in err
+
+
+def test_run_fair_without_espeak_or_cached_clips_is_a_usage_error(capsys, tmp_path, monkeypatch, no_training):
+    """`--datasets synthetic avdigits` without espeak-ng trained the synthetic grid, then
+    raised in the AV-digits synthesis; nothing was written."""
+    from examples import avdigits
+
+    monkeypatch.setenv("FASTPID_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(avdigits, "espeak_available", lambda: False)
+    err = usage_error(capsys, script_main("run_fair"),
+                      ["--datasets", "synthetic", "avdigits", "--arms", "fused", "--out", str(tmp_path)])
+    assert "--datasets avdigits: its audio is synthesised once with the espeak-ng program" in err
+
+
+def test_avdigits_settings_are_plain_numbers_in_the_cache_key(tmp_path):
+    """clips_per_digit=np.int64(2) was refused, n_speakers=np.int64(12) failed in json.dumps,
+    and snr_db=-5 missed the cache of -5.0 (the pool synthesised again)."""
+    import numpy as np
+
+    from examples import avdigits
+
+    plain = avdigits._cache_entry(12, 2, -5.0, 40, 0, tmp_path)[1]
+    assert avdigits._cache_entry(np.int64(12), np.int64(2), -5, np.int32(40), np.int64(0), tmp_path)[1] == plain
+    with pytest.raises(ValueError, match="clips_per_digit must be a positive integer, got 0"):
+        avdigits._cache_entry(12, 0, -5.0, 40, 0, tmp_path)
+    with pytest.raises(ValueError, match="n_speakers must be an integer, got 2.5"):
+        avdigits._cache_entry(2.5, 2, -5.0, 40, 0, tmp_path)
+
+
+def test_mel_filterbank_refuses_empty_bands():
+    """n_mels=128 at n_fft=512 left 4 filters without a bin: bands of silence at -80 dB."""
+    from examples import avdigits
+
+    assert (avdigits.mel_filterbank(40).max(axis=1) > 0.5).all()
+    with pytest.raises(ValueError, match=r"n_mels=128 is too many for n_fft=512: filters \[2, 5, 10, 19\]"):
+        avdigits.mel_filterbank(128)
+
+
+def test_run_fair_records_a_command_that_runs_again():
+    """Arm names with spaces were recorded unquoted (`--arms fused static curriculum`), a
+    command that exits with "unknown arm(s) ['static', 'curriculum']"; accuracy intervals
+    of few seeds were printed past 100 % (87.9 [61.7, 114.1])."""
+    import json
+    import shlex
+
+    from examples import run_fair
+
+    results = json.loads((Path(run_fair.__file__).parent / "results" / "fair_full.json").read_text())
+    results["config"]["argv"] = ["--arms", "fused", "static curriculum"]
+    command = run_fair.markdown(results).split("`python -m examples.run_fair ")[1].split("`")[0]
+    assert shlex.split(command) == ["--arms", "fused", "static curriculum"]
+    iv = {"mean": 0.879, "lo": 0.617, "hi": 1.141, "n": 2}
+    assert run_fair._pct(iv) == "87.9 [61.7, 100.0]" and run_fair._pct(iv, signed=True) == "+87.9 [61.7, 114.1]"
