@@ -74,7 +74,8 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
         :class:`PIDResult` with ``redundancy``, ``unique1``, ``unique2``, ``synergy``,
         ``mi``, ``mi1``, ``mi2`` and ``gap`` of the batch shape ``(...)``. ``gap``
         bounds the error of every term; ``R + U1 + U2 + S = mi``, ``R + U1 = mi1`` and
-        ``R + U2 = mi2`` hold exactly, and every term is ``>= 0``.
+        ``R + U2 = mi2`` hold up to the output's rounding (exactly for most float64 results
+        in nats), and every term is ``>= 0``. ``tol`` is in nats whatever ``base``.
 
     Warns:
         :class:`fastpid.ConvergenceWarning` when an exact solve stops with ``gap > tol``.
