@@ -13,16 +13,22 @@ example over a validation loader, and decomposes the accumulated joint once::
 Under an initialised ``torch.distributed`` process group, :meth:`PIDMetric.compute`
 all-reduces the accumulated mass, so every rank gets the PID of the samples of every rank.
 The state stays per rank: each rank saves and loads its own (:meth:`PIDMetric.state_dict`).
+:meth:`~PIDMetric.compute` and :meth:`~PIDMetric.estimate` are then collective: every rank
+must call them (and build the metric with the same ``sizes``). A call on rank 0 alone (e.g.
+logging on the main process only) cannot be detected: it waits in the all-reduce until the
+process group's timeout (30 minutes by default; a short ``init_process_group(timeout=...)``
+helps while debugging).
 """
 from __future__ import annotations
 
 import numbers
+import secrets
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
-from ._validate import check_weights
+from ._validate import _HALF_DTYPES, check_rows, check_weights
 from .api import pid
 from .estimate import estimate
 from .joint import joint
@@ -59,12 +65,34 @@ def _batch_mass(weights, n: int) -> float:
     return mass
 
 
-def _float64_rows(x):
+def _float64_rows(x, name: str):
     """Probability rows in float64, so that a large batch of float32 rows sums without
-    losing samples (codes and numpy rows pass as they are)."""
+    losing samples (codes and numpy rows pass as they are). float16/bfloat16 rows are checked
+    as :func:`fastpid.joint` checks them, to their dtype's eps, and renormalised: in float64
+    they would be held to its 1e-4 and a bfloat16 softmax refused."""
     if isinstance(x, torch.Tensor) and x.dim() == 2 and x.is_floating_point():
-        return x.detach().to(torch.float64)
+        rows = x.detach().to(torch.float64)
+        if x.dtype in _HALF_DTYPES:
+            check_rows(x.detach(), name)
+            rows = rows / rows.sum(1, keepdim=True)
+        return rows
     return x
+
+
+def _world_size() -> int:
+    """The size of the default ``torch.distributed`` process group; 1 without one."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _shared_seed(seed):
+    """``seed``, or where it is ``None`` under a process group, one seed drawn on rank 0 and
+    broadcast: fresh entropy per process would give every rank another estimate. Collective
+    under a process group (every rank broadcasts, whatever its ``seed``)."""
+    if _world_size() == 1:
+        return seed
+    box = [secrets.randbits(63) if seed is None else seed]
+    dist.broadcast_object_list(box, src=0)
+    return box[0] if seed is None else seed
 
 
 def _is_codes(x) -> bool:
@@ -116,7 +144,8 @@ class PIDMetric:
         mass = _batch_mass(weights, n[0])
         if n[0] == 0 or mass == 0:
             return
-        P = joint(*(_float64_rows(v) for v in (x1, x2, y)), sizes=self.sizes, weights=weights)
+        P = joint(*(_float64_rows(v, name) for v, name in ((x1, "x1"), (x2, "x2"), (y, "y"))),
+                  sizes=self.sizes, weights=weights)
         batch = mass * torch.as_tensor(P).detach().to(device=self.device, dtype=torch.float64)
         codes = weights is None and all(_is_codes(v) for v in (x1, x2, y))
         if codes:
@@ -129,9 +158,12 @@ class PIDMetric:
         """:func:`fastpid.pid` of the accumulated joint (a :class:`fastpid.PIDResult`).
 
         Under ``torch.distributed`` the counts are summed over the ranks first (every rank
-        must call it; the local :attr:`counts` are left as they are, so the sum is correct
-        only if every rank holds its own samples' counts: see :meth:`state_dict`). Raises
-        ``ValueError`` when no sample has been added (on any rank).
+        must call it, with the same ``sizes``; the local :attr:`counts` are left as they are,
+        so the sum is correct only if every rank holds its own samples' counts: see
+        :meth:`state_dict`). A call on rank 0 alone waits in the all-reduce until the process
+        group's timeout, undetected (set a short one while debugging). Raises ``ValueError``
+        when no sample has been added (on any rank), or on every rank when the ranks' sizes
+        differ.
 
         A plug-in value: the PID of the samples' empirical joint, biased upwards in
         synergy when samples are few per cell; :meth:`estimate` corrects it and gives
@@ -149,12 +181,18 @@ class PIDMetric:
         codes without weights (``samples_only`` on every rank). ``estimate_kwargs`` are
         :func:`fastpid.estimate`'s (``confidence``, ``seed``, ``base``, ...; ``base``
         defaults to the metric's). Raises ``ValueError`` otherwise, or when no sample has
-        been added."""
+        been added.
+
+        Under ``torch.distributed`` every rank must call it (a call on rank 0 alone waits,
+        as :meth:`compute` does), and every rank gets the same estimate: without a ``seed``
+        the resampling is seeded with one seed drawn on rank 0 and broadcast (a fresh one
+        per call), not with fresh entropy per process."""
         counts, samples_only = self._global_counts("estimate")
         if not samples_only:
             raise ValueError("PIDMetric.estimate() needs every batch to be hard codes without weights "
                              "(the counts are then the samples' histogram); some batch on some rank had "
                              "probability rows or weights: call fastpid.estimate on the samples instead")
+        estimate_kwargs["seed"] = _shared_seed(estimate_kwargs.get("seed"))
         cells = counts.nonzero()
         reps = counts[tuple(cells.T)].to(torch.int64)
         x1, x2, y = cells.repeat_interleave(reps, dim=0).T
@@ -166,7 +204,8 @@ class PIDMetric:
         every rank's are ``samples_only``."""
         counts = self.counts.clone()
         samples_only = self.samples_only
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        if _world_size() > 1:
+            self._check_sizes_agree(caller)
             # NCCL reduces CUDA tensors only: the counts (on CPU by default) go to its device
             # for the sum and come back to the metric's. The flag rides along as one more
             # entry, 0 where a rank's counts are not samples, so one all-reduce carries both.
@@ -184,6 +223,16 @@ class PIDMetric:
             raise ValueError(f"PIDMetric.{caller}(): no samples were added (call update() with at least "
                              "one non-empty batch of positive weight first)")
         return counts, samples_only
+
+    def _check_sizes_agree(self, caller: str) -> None:
+        """Raise the same ``ValueError`` on every rank unless every rank's ``sizes`` are this
+        rank's: gloo aborts the process on an all-reduce of counts of other shapes."""
+        every = [None] * dist.get_world_size()
+        dist.all_gather_object(every, self.sizes)
+        if len(set(every)) > 1:
+            raise ValueError(f"PIDMetric.{caller}(): every rank must build the metric with the same sizes "
+                             f"(e.g. the number of classes of the whole data set, not of a rank's part); "
+                             f"got, by rank: {every}")
 
     def reset(self) -> None:
         """Forget every batch."""

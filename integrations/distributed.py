@@ -13,7 +13,13 @@ inputs' device (``gloo`` takes them where they are).
 * :func:`broadcast_object`, :func:`broadcast_tensors` — rank 0's Python object / tensors
   on every rank;
 * :func:`all_reduce_sum` — the element-wise sum of a tensor over the ranks;
-* :func:`raise_on_every_rank` — one rank's error (from checking its own inputs) on every rank.
+* :func:`raise_on_every_rank` — one rank's error (from checking its own inputs) on every rank;
+  :func:`check_on_every_rank` runs such a check.
+
+Under a process group every function listed above is collective: every rank must call it,
+in the same order. A rank that skips a call (say, one that evaluates on rank 0 only) cannot
+be detected: the others wait in the collective until the process group's timeout (30
+minutes by default; pass ``init_process_group(timeout=...)`` a short one while debugging).
 """
 from __future__ import annotations
 
@@ -25,7 +31,7 @@ import torch.distributed as dist
 from fastpid.metrics import _collective_device
 
 __all__ = ["is_distributed", "rank_and_world", "gather_rows", "assemble", "broadcast_object",
-           "broadcast_tensors", "all_reduce_sum", "raise_on_every_rank"]
+           "broadcast_tensors", "all_reduce_sum", "raise_on_every_rank", "check_on_every_rank"]
 
 
 def is_distributed() -> bool:
@@ -87,15 +93,30 @@ def assemble(n_samples: int, index, tensors: Sequence[torch.Tensor]) -> list[tor
     (``(B, ...)`` each) on this rank; under a process group every rank's rows are gathered
     first. The union of the indices must cover ``0 .. n_samples - 1``; a sample seen twice
     (e.g. the padding of ``DistributedSampler``) keeps one of its rows, which should be
-    equal. ``index=None`` means the rows are already the whole data set, in order.
+    equal. ``index=None`` means the rows are already the whole data set, in order. A bad
+    ``index`` on one rank raises the same ``ValueError`` on every rank.
     """
     if index is None:
         return list(tensors)
+    index = check_on_every_rank(_row_index, index, tensors)
+    index, *tensors = gather_rows(index.to(tensors[0].device), *tensors)
+    return _place_rows(n_samples, index, tensors)
+
+
+def _row_index(index, tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``index`` as an int64 vector, checked to have one entry per row of ``tensors``."""
     index = torch.as_tensor(index).to(torch.int64)
     if index.dim() != 1 or any(t.shape[0] != index.shape[0] for t in tensors):
         raise ValueError(f"index must be a 1-D vector with one entry per row; got index of shape "
                          f"{tuple(index.shape)} for rows {[t.shape[0] for t in tensors]}")
-    index, *tensors = gather_rows(index.to(tensors[0].device), *tensors)
+    return index
+
+
+def _place_rows(n_samples: int, index: torch.Tensor, tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """The ``(n_samples, ...)`` arrays with row ``i`` of each tensor at ``index[i]`` (the
+    gathered rows of :func:`assemble`): ``index`` must lie in ``[0, n_samples)`` and cover
+    every sample; of a sample's repeated rows one is kept. Not collective (it checks the
+    gathered rows, the same on every rank)."""
     if index.numel() and (int(index.min()) < 0 or int(index.max()) >= n_samples):
         raise ValueError(f"index must lie in [0, {n_samples}), got values in "
                          f"[{int(index.min())}, {int(index.max())}]")
@@ -104,7 +125,7 @@ def assemble(n_samples: int, index, tensors: Sequence[torch.Tensor]) -> list[tor
     if not bool(seen.all()):
         missing = (~seen).nonzero().squeeze(1)
         raise ValueError(f"the indices (over every rank) cover {int(seen.sum())} of {n_samples} samples; "
-                         f"missing e.g. {missing[:5].tolist()}; pass predictions for the whole training set")
+                         f"missing e.g. {missing[:5].tolist()}; every sample needs a row")
     out = []
     for t in tensors:
         full = t.new_zeros((n_samples, *t.shape[1:]))
@@ -130,6 +151,18 @@ def raise_on_every_rank(error: Exception | None) -> None:
     for rank, message in enumerate(errors):
         if message is not None:
             raise ValueError(f"on rank {rank}: {message}") from error
+
+
+def check_on_every_rank(check, *args):
+    """``check(*args)``: its result, or the ``ValueError`` / ``TypeError`` it raised on this
+    rank raised on every rank (:func:`raise_on_every_rank`). Run a rank's checks of its own
+    inputs through it before a collective. Collective: every rank must call it."""
+    try:
+        result, error = check(*args), None
+    except (ValueError, TypeError) as e:
+        result, error = None, e
+    raise_on_every_rank(error)
+    return result
 
 
 def broadcast_object(obj):

@@ -41,9 +41,10 @@ Before the first update every weight is 1, ``λ = 1``, the target is uniform and
 ``α = α_0``.
 
 Checkpoints: :meth:`DynCIM.state_dict` / :meth:`DynCIM.load_state_dict` (tensors and numbers
-only). Distributed training: :meth:`DynCIM.update` takes each rank's predictions for its own
-samples with their ``index`` (gathered over the ranks), and every rank then holds rank 0's
-state, so the weights are identical on every rank.
+only; under ``torch.distributed`` load them on every rank). Distributed training:
+:meth:`DynCIM.update` takes each rank's predictions for its own samples with their ``index``
+(gathered over the ranks), and every rank then holds rank 0's state, so the weights are
+identical on every rank.
 """
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .distributed import assemble, broadcast_tensors, is_distributed
+from .distributed import assemble, broadcast_object, broadcast_tensors, check_on_every_rank, is_distributed
 from .predictions import as_labels, check_labels, check_probs, prob_of_label, rows_to_gather
 
 __all__ = ["DynCIM", "LinearTemperature", "generalized_js", "geometric_mean_ratio",
@@ -164,12 +165,10 @@ class DynCIM:
         together they must cover every sample. Under a process group every rank must call
         this, and every rank then holds rank 0's state.
         """
-        if isinstance(p_modalities, (torch.Tensor, np.ndarray)) and p_modalities.ndim == 3:
-            p_modalities = list(p_modalities)
-        if len(p_modalities) != self.n_modalities:
-            raise ValueError(f"expected {self.n_modalities} unimodal predictions, got {len(p_modalities)}")
         if index is not None:
             p_fused, p_modalities, y = self._assemble(index, p_fused, p_modalities, y)
+        else:
+            p_modalities = self._modalities(p_modalities)
         pf = check_probs(p_fused, "p_fused", self.n_samples)
         c = pf.shape[1]
         pm = torch.stack([check_probs(p, f"p_modalities[{m}]", self.n_samples, c).to(pf.device)
@@ -215,38 +214,66 @@ class DynCIM:
         if is_distributed():
             self._take_rank0_state()
 
+    def _modalities(self, p_modalities) -> list:
+        """The ``M`` unimodal predictions as a list (an ``(M, N, C)`` array split)."""
+        if isinstance(p_modalities, (torch.Tensor, np.ndarray)) and p_modalities.ndim == 3:
+            p_modalities = list(p_modalities)
+        if len(p_modalities) != self.n_modalities:
+            raise ValueError(f"expected {self.n_modalities} unimodal predictions, got {len(p_modalities)}")
+        return p_modalities
+
     def _assemble(self, index, p_fused, p_modalities, y):
         """The whole training set's rows from this rank's (and every other rank's)."""
-        pf = rows_to_gather(p_fused, "p_fused")
-        rows = [pf] + [rows_to_gather(p, f"p_modalities[{m}]").to(pf.device) for m, p in enumerate(p_modalities)]
-        rows.append(as_labels(y, "y", device=pf.device))
-        full = assemble(self.n_samples, as_labels(index, "index", device=pf.device), rows)
+        # A rank's bad rows (e.g. labels of -100) raise on every rank: alone, it would leave
+        # the others waiting in the gather.
+        index, *rows = check_on_every_rank(self._rows, index, p_fused, p_modalities, y)
+        full = assemble(self.n_samples, index, rows)
         return full[0], full[1:-1], full[-1]
+
+    def _rows(self, index, p_fused, p_modalities, y) -> list[torch.Tensor]:
+        """This rank's ``index`` and rows, checked and on one device, to gather."""
+        pf = rows_to_gather(p_fused, "p_fused")
+        pm = [rows_to_gather(p, f"p_modalities[{m}]").to(pf.device)
+              for m, p in enumerate(self._modalities(p_modalities))]
+        return [as_labels(index, "index", device=pf.device), pf, *pm, as_labels(y, "y", device=pf.device)]
 
     _STATE = ("_mean", "_sq", "components", "difficulty", "_w", "gmr", "_lam")
 
     def _take_rank0_state(self) -> None:
-        """Overwrite this rank's state of the last update with rank 0's."""
+        """Overwrite this rank's state with rank 0's (epoch and loss history included).
+
+        Rank 0's epoch, loss-history length and whether it has an HMIR are broadcast first,
+        and every rank then joins the same tensor broadcasts in rank 0's shapes: a rank whose
+        history differs (a checkpoint loaded on rank 0 only) would otherwise broadcast
+        another number of tensors and hang or abort the collective."""
+        epoch, n_losses, has_hmir = broadcast_object((self.epoch, len(self.losses), self.hmir is not None))
+        zeros = self._w.new_zeros  # placeholders where this rank's structure differs from rank 0's
+        losses = torch.stack(self.losses) if len(self.losses) == n_losses else zeros((n_losses, self.n_modalities))
+        hmir = [self.hmir if self.hmir is not None else zeros(self.n_modalities)] if has_hmir else []
         alpha = torch.tensor([self._alpha], dtype=torch.float64, device=self._w.device)
-        extra = [self.losses[-1], alpha] + ([] if self.hmir is None else [self.hmir])
-        synced = broadcast_tensors(*(getattr(self, k) for k in self._STATE), *extra)
+        synced = broadcast_tensors(*(getattr(self, k) for k in self._STATE), losses, alpha, *hmir)
         for k, v in zip(self._STATE, synced):
             setattr(self, k, v)
-        self.losses[-1], self._alpha = synced[len(self._STATE)], float(synced[len(self._STATE) + 1])
-        if self.hmir is not None:
-            self.hmir = synced[-1]
+        losses, alpha, *hmir = synced[len(self._STATE):]
+        self.epoch, self.losses, self._alpha = epoch, list(losses), float(alpha)
+        self.hmir = hmir[0] if has_hmir else None
 
     def state_dict(self) -> dict:
         """Everything :meth:`update` accumulates (running moments, loss history, the current
         weights); tensors, numbers and ``None`` only, so ``torch.load(weights_only=True)``
-        reads it. The configuration is the constructor's."""
+        reads it. The configuration is the constructor's. Under ``torch.distributed`` every
+        rank holds the same state: save it on one rank, load it on every rank."""
         state = {k.lstrip("_"): (None if getattr(self, k) is None else getattr(self, k).clone())
                  for k in self._STATE + ("hmir",)}
         state.update(epoch=self.epoch, alpha=self._alpha, losses=[l.clone() for l in self.losses])
         return state
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore what :meth:`state_dict` saved."""
+        """Restore what :meth:`state_dict` saved.
+
+        Under ``torch.distributed`` load it on every rank (e.g. rank 0's file): until the next
+        :meth:`update`, which gives every rank rank 0's state, a rank that did not would
+        weight its samples with its own, other state."""
         w = state["w"]
         if w.shape != (self.n_samples,) or state["lam"].shape != (self.n_modalities,):
             raise ValueError(f"the checkpoint is for {w.shape[0]} samples and {state['lam'].shape[0]} "

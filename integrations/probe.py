@@ -51,7 +51,7 @@ import fastpid
 from fastpid.estimate import _check_confidence, _check_int, _check_seed, suggest_k
 
 from .cluster import _check_count, kmeans, l2_normalize, pca, standardize
-from .distributed import gather_rows, is_distributed, raise_on_every_rank
+from .distributed import _place_rows, check_on_every_rank, gather_rows, is_distributed
 from .predictions import ArrayLike, as_labels, as_tensor
 
 __all__ = ["PIDProbe", "ProbeResult", "TERMS", "SCALINGS"]
@@ -338,8 +338,15 @@ class PIDProbe:
         the parts are gathered and every rank decomposes the whole set, so every rank gets
         the result one process would get on the concatenation of the parts in rank order.
         ``index (N_rank,)`` (optional) gives each row's position in the probe set instead:
-        the gathered rows are put in that order, which must be a permutation of
-        ``0 .. N - 1``. Collective: every rank must call it.
+        the gathered rows are put in that order. Every position ``0 .. N - 1`` must occur;
+        one given twice (the padding of ``DistributedSampler``) keeps one of its rows, as in
+        ``SPICECurriculum.update(index=)``. Bad inputs on one rank, or labels outside one
+        rank's ``n_classes``, raise the same ``ValueError`` on every rank.
+
+        Collective: every rank must call it, with its own part of the probe set. A call on
+        rank 0 alone (e.g. evaluating on the main process only) cannot be detected: it waits
+        in the gather until the process group's timeout (30 minutes by default; a short
+        ``init_process_group(timeout=...)`` helps while debugging).
 
         With ``estimate=True`` the result carries :meth:`estimated` of the codes (computed on
         every rank from the gathered codes, so every rank gets the same estimate). Warns once
@@ -348,19 +355,16 @@ class PIDProbe:
         Raises ``ValueError`` if the decomposition has NaN terms (a NaN here would silently
         steer :class:`~fastpid.integrations.ECSAsyncController`'s decisions).
         """
-        error = None
-        try:
-            emb1, emb2, labels = self._checked(emb1, emb2, labels)
-            self._check_n_classes(n_classes)
-        except (ValueError, TypeError) as e:
-            error = e
-        raise_on_every_rank(error)  # one rank's bad inputs: every rank raises, none waits
+        # One rank's bad inputs: every rank raises, none waits in the gather.
+        emb1, emb2, labels, index = check_on_every_rank(self._checked, emb1, emb2, labels, n_classes, index)
         if index is not None or is_distributed():
             emb1, emb2, labels = self._gather(emb1, emb2, labels, index)
         c1 = self.codes(emb1, "emb1")
         c2 = self.codes(emb2, "emb2").to(c1.device)
         labels = labels.to(c1.device)
-        n_classes = self._n_classes(labels, n_classes)
+        # The labels are every rank's now, but n_classes is each rank's own: a rank that
+        # refuses them must not leave the others to go on without it.
+        n_classes = check_on_every_rank(self._n_classes, labels, n_classes)
         self._check_density(int(labels.shape[0]), n_classes)
         P = fastpid.joint(c1, c2, labels, sizes=(self.n_clusters, self.n_clusters, n_classes))
         res = fastpid.pid(P, method=self.method, base=self.base)
@@ -372,10 +376,11 @@ class PIDProbe:
         est = self.estimated(c1, c2, labels, n_classes=n_classes) if self.estimate else None
         return ProbeResult(**terms, codes1=c1, codes2=c2, labels=labels, estimate=est)
 
-    @staticmethod
-    def _checked(emb1, emb2, labels):
-        """This rank's embeddings and labels as tensors, checked: ``(N, D)`` matrices with
-        one row per label."""
+    @classmethod
+    def _checked(cls, emb1, emb2, labels, n_classes, index):
+        """This rank's embeddings, labels and ``index`` as tensors, checked: ``(N, D)``
+        matrices with one row per label, ``index`` (if given) one entry per row, and
+        ``n_classes`` ``None`` or a positive integer."""
         labels = as_labels(labels, "labels")
         emb1, emb2 = as_tensor(emb1, "emb1"), as_tensor(emb2, "emb2")
         for name, emb in (("emb1", emb1), ("emb2", emb2)):
@@ -383,22 +388,23 @@ class PIDProbe:
                 raise ValueError(f"{name} must have shape (N, D), got {tuple(emb.shape)}")
             if emb.shape[0] != labels.shape[0]:
                 raise ValueError(f"{name} has {emb.shape[0]} rows but labels has {labels.shape[0]}")
-        return emb1, emb2, labels
+        cls._check_n_classes(n_classes)
+        if index is not None:
+            index = as_labels(index, "index", device=emb1.device)
+            if index.shape != labels.shape:
+                raise ValueError(f"index must have one entry per row ({labels.shape[0]}), got shape "
+                                 f"{tuple(index.shape)}")
+        return emb1, emb2, labels, index
 
     @staticmethod
     def _gather(emb1, emb2, labels, index):
-        """Every rank's rows (rank order, or the order ``index`` gives)."""
+        """Every rank's rows (rank order, or the order ``index`` gives: one row per position,
+        as :func:`~fastpid.integrations.distributed.assemble` keeps)."""
         device = emb1.device
         rows = [emb1.detach().to(torch.float64), emb2.detach().to(torch.float64).to(device),
                 labels.to(device)]
         if index is None:
             return gather_rows(*rows)
-        index = as_labels(index, "index", device=device)
-        if index.shape != labels.shape:
-            raise ValueError(f"index must have one entry per row ({labels.shape[0]}), got shape "
-                             f"{tuple(index.shape)}")
         index, *rows = gather_rows(index, *rows)
-        order = index.argsort()
-        if not torch.equal(index[order], torch.arange(index.shape[0], device=device)):
-            raise ValueError(f"index (over every rank) must be a permutation of 0 .. {index.shape[0] - 1}")
-        return [r[order] for r in rows]
+        n = int(index.max()) + 1 if index.numel() else 0
+        return _place_rows(n, index, rows)

@@ -35,7 +35,8 @@ Typical loop::
         train_one_epoch(model, loader)
 
 Checkpoints: :meth:`SPICECurriculum.state_dict` (epoch and scores) and
-:meth:`SPICESampler.state_dict` (its generator's state) resume a run exactly.
+:meth:`SPICESampler.state_dict` (its generator's state) resume a run exactly; under
+``torch.distributed`` load them on every rank.
 
 Distributed training (``torch.distributed``): :class:`SPICESampler` shards the admitted
 samples across the ranks (disjoint, covering, a shuffle seeded by ``seed + epoch`` and so the
@@ -52,7 +53,7 @@ from typing import Callable, SupportsIndex
 import torch
 from torch.utils.data import Sampler
 
-from .distributed import assemble, broadcast_tensors, is_distributed, rank_and_world
+from .distributed import assemble, broadcast_tensors, check_on_every_rank, is_distributed, rank_and_world
 from .pacing import PhaseSchedule, RootCompetence
 from .predictions import as_labels, as_tensor, rows_to_gather
 from .spice_scores import SampleScores, local_scores, pointwise_scores
@@ -149,13 +150,21 @@ class SPICECurriculum:
 
     def _assemble(self, index, p1, p2, p12, y, embedding):
         """The whole training set's rows from this rank's (and every other rank's)."""
+        # A rank's bad rows (e.g. labels of -100) raise on every rank: alone, it would leave
+        # the others waiting in the gather.
+        index, *rows = check_on_every_rank(self._rows, index, p1, p2, p12, y, embedding)
+        full = assemble(self.n_samples, index, rows)
+        return (*full[:4], full[4] if embedding is not None else None)
+
+    @staticmethod
+    def _rows(index, p1, p2, p12, y, embedding) -> list[torch.Tensor]:
+        """This rank's ``index`` and rows, checked and on one device, to gather."""
         rows = [rows_to_gather(p1, "p1"), rows_to_gather(p2, "p2"), rows_to_gather(p12, "p12")]
         device = rows[0].device
         rows = [r.to(device) for r in rows] + [as_labels(y, "y", device=device)]
         if embedding is not None:
             rows.append(as_tensor(embedding, "embedding").detach().to(device=device, dtype=torch.float64))
-        full = assemble(self.n_samples, as_labels(index, "index", device=device), rows)
-        return (*full[:4], full[4] if embedding is not None else None)
+        return [as_labels(index, "index", device=device), *rows]
 
     def _set_scores(self, scores: SampleScores) -> None:
         self.scores = scores
@@ -164,13 +173,18 @@ class SPICECurriculum:
     def state_dict(self) -> dict:
         """The state to resume from: the current epoch and the scores (``None`` before the
         first :meth:`update`); tensors and numbers only (``torch.load(weights_only=True)``
-        reads it). The configuration is the constructor's."""
+        reads it). The configuration is the constructor's. Under ``torch.distributed`` every
+        rank holds the same state: save it on one rank, load it on every rank."""
         scores = None if self.scores is None else {
             k: getattr(self.scores, k).detach().clone() for k in ("redundancy", "unique1", "unique2", "synergy")}
         return {"epoch": self.epoch, "scores": scores}
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore what :meth:`state_dict` saved (the rankings are recomputed from the scores)."""
+        """Restore what :meth:`state_dict` saved (the rankings are recomputed from the scores).
+
+        Under ``torch.distributed`` load it on every rank (e.g. rank 0's file): a rank left
+        with other scores admits other samples, and :class:`SPICESampler`'s shards then
+        silently overlap or miss samples until the next :meth:`update`."""
         if state["scores"] is None:
             self.scores, self._rankings = None, None
         else:

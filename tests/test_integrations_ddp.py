@@ -6,11 +6,13 @@ import datetime
 import math
 import os
 import re
+import time
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from torch.utils.data import DistributedSampler
 
 import fastpid
 from helpers import free_port
@@ -22,6 +24,8 @@ WORLD = 2
 TIMEOUT_S = 60
 #: Epochs of a 10-epoch SPICE schedule that admit 18, 65 and 54 of 90 samples.
 SAMPLER_EPOCHS = (0, 1, 7)
+#: A probe set of 89 samples: DistributedSampler pads rank 1's part with sample 0 again.
+PADDED_N = 89
 
 
 def _problem():
@@ -58,12 +62,32 @@ def _single_process():
     decision = _controller().update(0, emb1, emb2, y)
     metric = fastpid.PIDMetric((3, 3, 3))
     metric.update(p1, p2, y)
+    padded = PIDProbe(n_clusters=5)(emb1[:PADDED_N], emb2[:PADDED_N], y[:PADDED_N])
     return {"probe": probe, "scores": cur.scores, "dyn_weights": dyn.weights(),
-            "dyn_lambda": dyn.modality_weights(), "decision": decision, "metric": metric.compute()}
+            "dyn_lambda": dyn.modality_weights(), "decision": decision, "metric": metric.compute(),
+            "probe_padded": padded}
+
+
+def _noisy_sum_codes(rank):
+    """Codes ``(x1, x2, y)`` with ``y = x1 + x2 mod 3`` for 30 % of 300 samples, other per rank."""
+    g = torch.Generator().manual_seed(10 + rank)
+    x1, x2 = torch.randint(0, 3, (300,), generator=g), torch.randint(0, 3, (300,), generator=g)
+    y = (x1 + x2) % 3
+    flip = torch.rand(300, generator=g) < 0.3
+    y[flip] = torch.randint(0, 3, (int(flip.sum()),), generator=g)
+    return x1, x2, y
+
+
+def _init(rank, port, timeout_s=None):
+    """Join the gloo group; with ``timeout_s`` a rank left waiting fails its collective
+    after that long instead of hanging."""
+    kwargs = {} if timeout_s is None else {"timeout": datetime.timedelta(seconds=timeout_s)}
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD,
+                            **kwargs)
 
 
 def _worker(rank, port, out_dir):
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
+    _init(rank, port)
     try:
         torch.set_num_threads(1)
         y, emb1, emb2, (p1, p2, p12) = _problem()
@@ -76,6 +100,11 @@ def _worker(rank, port, out_dir):
         out["probe"] = (res.terms(), res.codes1, res.codes2, res.labels)
         res = probe(emb1[inter].numpy(), emb2[inter].numpy(), y[inter].numpy(), index=inter.numpy())
         out["probe_index"] = (res.terms(), res.codes1, res.codes2)
+        # DistributedSampler's padding repeats a sample: one row is kept, as assemble() does.
+        padded = torch.tensor(list(DistributedSampler(range(PADDED_N), WORLD, rank, shuffle=False)))
+        out["probe_padded"] = _attempt(lambda: probe(emb1[padded], emb2[padded], y[padded], index=padded))
+        gap = inter[inter != 1]                                         # sample 1 on no rank
+        out["probe_gap"] = _outcome(lambda: probe(emb1[gap], emb2[gap], y[gap], index=gap))
 
         cur = SPICECurriculum(n, epochs=6)
         cur.update(p1[inter], p2[inter], p12[inter], y[inter], index=inter)
@@ -113,6 +142,12 @@ def _worker(rank, port, out_dir):
         metric.update(p1[half], p2[half], y[half])
         out["metric"] = metric.compute()
         out["metric_local_mass"] = float(metric.counts.sum())
+        codes = fastpid.PIDMetric((3, 3, 3))
+        codes.update(*_noisy_sum_codes(rank))
+        est = codes.estimate(n_null=5, n_pilot=3)                        # no seed
+        out["metric_estimate"] = [float(getattr(f, t)) for f in (est, est.ci_low, est.ci_high)
+                                  for t in ("redundancy", "unique1", "unique2", "synergy")]
+        out["metric_estimate"].append(float(est.p_value.synergy))
         # Two batches, with a checkpoint between them or without: each rank saves and loads
         # its own state.
         batches = [(p1[half][s], p2[half][s], y[half][s]) for s in (slice(0, 20), slice(20, None))]
@@ -131,21 +166,25 @@ def _worker(rank, port, out_dir):
         dist.destroy_process_group()
 
 
-def _outcome(f) -> str:
-    """``"ok"``, or the error that ``f()`` raised as ``"Type: message"``."""
+def _attempt(f):
+    """``f()``, or the error that it raised as ``"Type: message"``."""
     try:
-        f()
+        return f()
     except Exception as error:
         return f"{type(error).__name__}: {error}"
-    return "ok"
+
+
+def _outcome(f) -> str:
+    """``"ok"``, or the error that ``f()`` raised as ``"Type: message"``."""
+    result = _attempt(f)
+    return result if isinstance(result, str) else "ok"
 
 
 def _error_worker(rank, port, out_dir):
     """Errors that only one rank's inputs cause (or that only rank 0 meets): every rank must
     raise the same error, and none may be left waiting in a collective."""
     # A short timeout: a rank left waiting fails its next collective instead of hanging.
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD,
-                            timeout=datetime.timedelta(seconds=TIMEOUT_S // 3))
+    _init(rank, port, TIMEOUT_S // 3)
     try:
         torch.set_num_threads(1)
         y, emb1, emb2, _ = _problem()
@@ -171,6 +210,78 @@ def _error_worker(rank, port, out_dir):
         dist.destroy_process_group()
 
 
+def _input_error_worker(rank, port, out_dir):
+    """Bad inputs on rank 1 alone before a gather (SPICE and DynCIM's index= paths, the
+    probe's index, n_classes from a rank's own labels) and PIDMetric sizes that differ per
+    rank: every rank must raise the same error, and none may be left waiting."""
+    _init(rank, port, TIMEOUT_S // 6)
+    try:
+        torch.set_num_threads(1)
+        y, emb1, emb2, (p1, p2, p12) = _problem()
+        n = len(y)
+        inter = torch.arange(rank, n, WORLD)
+        # Bad on rank 1 only: a label of -100 (ignore_index padding), an index one entry
+        # short, one unimodal prediction of two.
+        bad_labels, bad_index, bad_modalities = y[inter].clone(), inter, [p1[inter], p2[inter]]
+        if rank == 1:
+            bad_labels[0] = -100
+            bad_index, bad_modalities = inter[:-1], bad_modalities[:1]
+
+        def spice(labels=y[inter], index=inter):
+            SPICECurriculum(n, epochs=6).update(p1[inter], p2[inter], p12[inter], labels, index=index)
+
+        def dyncim(labels=y[inter], modalities=(p1[inter], p2[inter])):
+            DynCIM(n, 2, epochs=6).update(p12[inter], list(modalities), labels, index=inter)
+
+        out = {"spice_labels": _outcome(lambda: spice(labels=bad_labels)),
+               "spice_index": _outcome(lambda: spice(index=bad_index)),
+               "dyncim_labels": _outcome(lambda: dyncim(labels=bad_labels)),
+               "dyncim_modalities": _outcome(lambda: dyncim(modalities=bad_modalities)),
+               "probe_index": _outcome(lambda: PIDProbe(n_clusters=3)(emb1[inter], emb2[inter], y[inter],
+                                                                      index=bad_index))}
+        # n_classes from each rank's own labels: rank 1's part has no class 2.
+        part = inter if rank == 0 else inter[y[inter] < 2]
+        out["probe_n_classes"] = _outcome(lambda: PIDProbe(n_clusters=3)(
+            emb1[part], emb2[part], y[part], n_classes=int(y[part].max()) + 1))
+        # Sizes from each rank's own labels (last: gloo aborted the process).
+        metric = fastpid.PIDMetric((2, 2, int(y[part].max()) + 1))
+        metric.update(y[part] % 2, (y[part] + 1) % 2, y[part])
+        out["metric_sizes"] = _outcome(metric.compute)
+        out["after"] = float(all_reduce_sum(torch.tensor([1.0 + rank]))[0])   # nobody is left behind
+        torch.save(out, os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def _tempered(preds, epoch):
+    """Softmax rows ``preds`` sharpened by ``epoch``: another epoch's predictions."""
+    return [torch.softmax(p.log() * (1 + epoch / 2), 1) for p in preds]
+
+
+def _rank0_checkpoint_worker(rank, port, out_dir):
+    """A DynCIM checkpoint loaded on rank 0 only: the next update(index=) must give every
+    rank rank 0's state, the uninterrupted run's."""
+    _init(rank, port, TIMEOUT_S // 6)
+    try:
+        torch.set_num_threads(1)
+        y, _, _, preds = _problem()
+        n = len(y)
+        inter = torch.arange(rank, n, WORLD)
+        uninterrupted, resumed = DynCIM(n, 2, epochs=6), DynCIM(n, 2, epochs=6)
+        for epoch in range(2):
+            p1, p2, p12 = _tempered(preds, epoch)
+            uninterrupted.update(p12, [p1, p2], y)
+        if rank == 0:
+            resumed.load_state_dict(uninterrupted.state_dict())
+        p1, p2, p12 = _tempered(preds, 2)
+        resumed.update(p12[inter], [p1[inter], p2[inter]], y[inter], index=inter)
+        uninterrupted.update(p12, [p1, p2], y)
+        torch.save({"resumed": resumed.state_dict(), "uninterrupted": uninterrupted.state_dict()},
+                   os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
 def _spawn(target, out_dir):
     """Run ``target(rank, port, out_dir)`` in two processes; the per-rank outputs."""
     ctx = mp.get_context("spawn")
@@ -178,8 +289,9 @@ def _spawn(target, out_dir):
     procs = [ctx.Process(target=target, args=(r, port, out_dir)) for r in range(WORLD)]
     for p in procs:
         p.start()
+    deadline = time.monotonic() + TIMEOUT_S
     for p in procs:
-        p.join(TIMEOUT_S)
+        p.join(max(0.0, deadline - time.monotonic()))
     alive = [p for p in procs if p.is_alive()]
     for p in alive:
         p.kill()
@@ -198,6 +310,12 @@ def ranks(tmp_path_factory):
 def rank_errors(tmp_path_factory):
     """Run :func:`_error_worker` in two processes; the per-rank outputs."""
     return _spawn(_error_worker, str(tmp_path_factory.mktemp("ddp_errors")))
+
+
+@pytest.fixture(scope="module")
+def input_errors(tmp_path_factory):
+    """Run :func:`_input_error_worker` in two processes; the per-rank outputs."""
+    return _spawn(_input_error_worker, str(tmp_path_factory.mktemp("ddp_input_errors")))
 
 
 @pytest.fixture(scope="module")
@@ -289,3 +407,63 @@ def test_rank_local_errors_raise_on_every_rank(rank_errors):
         assert rank_errors[0][key] == rank_errors[1][key], key
         assert re.match(match, rank_errors[0][key]), (key, rank_errors[0][key])
     assert rank_errors[0]["after"] == rank_errors[1]["after"] == 3.0
+
+
+def test_one_ranks_bad_inputs_raise_on_every_rank(input_errors):
+    """Labels of -100 or an index of the wrong length on rank 1 alone (SPICE and DynCIM's
+    index= paths, the probe's index) raised there only, leaving rank 0 waiting in the gather;
+    labels outside rank 1's own n_classes split the ranks (rank 0 returned a result);
+    PIDMetric sizes that differ per rank aborted a process in gloo. Each now raises the
+    same ValueError on every rank, and the group goes on."""
+    on_rank1 = "ValueError: on rank 1: ValueError: "
+    for key, match in (
+            ("spice_labels", on_rank1 + r"y\[0\] = -100 is negative"),
+            ("spice_index", on_rank1 + r"index must be a 1-D vector with one entry per row; got index of "
+                                       r"shape \(44,\) for rows \[45, 45, 45, 45\]"),
+            ("dyncim_labels", on_rank1 + r"y\[0\] = -100 is negative"),
+            ("dyncim_modalities", on_rank1 + "expected 2 unimodal predictions, got 1"),
+            ("probe_index", on_rank1 + r"index must have one entry per row \(45\), got shape \(44,\)"),
+            ("probe_n_classes", on_rank1 + r"labels\[\d+\] = 2 is out of range for n_classes = 2"),
+            ("metric_sizes", r"ValueError: PIDMetric.compute\(\): every rank must build the metric with the "
+                             r"same sizes .*by rank: \[\(2, 2, 3\), \(2, 2, 2\)\]")):
+        assert input_errors[0][key] == input_errors[1][key], key
+        assert re.match(match, input_errors[0][key]), (key, input_errors[0][key])
+    assert input_errors[0]["after"] == input_errors[1]["after"] == 3.0
+
+
+def test_probe_takes_distributed_sampler_padding(ranks, reference):
+    """DistributedSampler pads 89 samples to 90 over two ranks, repeating sample 0: the probe
+    refused it ("must be a permutation of 0 .. 89") where assemble() keeps one row. It now
+    equals one process on the 89 samples; a sample on no rank is named."""
+    ref = reference["probe_padded"]
+    for out in ranks:
+        res = out["probe_padded"]
+        assert not isinstance(res, str), res
+        assert torch.equal(res.codes1, ref.codes1) and torch.equal(res.labels, ref.labels)
+        assert res.terms() == pytest.approx(ref.terms(), abs=1e-12)
+        assert re.match(r"ValueError: the indices \(over every rank\) cover 89 of 90 samples; missing e.g. "
+                        r"\[1\]", out["probe_gap"]), out["probe_gap"]
+
+
+def test_metric_estimate_without_seed_is_the_same_on_every_rank(ranks):
+    """estimate() without a seed drew fresh entropy per process: each rank got another
+    corrected synergy, interval and p-value. Rank 0's seed is now broadcast."""
+    assert ranks[0]["metric_estimate"] == ranks[1]["metric_estimate"]
+    assert all(math.isfinite(v) for v in ranks[0]["metric_estimate"])
+
+
+def test_dyncim_checkpoint_loaded_on_rank0_only_takes_rank0s_state(tmp_path):
+    """Loaded on rank 0 only, rank 0 broadcast one tensor more than the fresh rank 1 (its
+    HMIR) and the update hung. Every rank now takes rank 0's state (epoch, loss history,
+    HMIR included), the uninterrupted run's."""
+    for out in _spawn(_rank0_checkpoint_worker, str(tmp_path)):
+        resumed, uninterrupted = out["resumed"], out["uninterrupted"]
+        assert resumed.keys() == uninterrupted.keys() and resumed["epoch"] == uninterrupted["epoch"] == 2
+        assert resumed["hmir"] is not None and len(resumed["losses"]) == 3
+        for key, value in uninterrupted.items():
+            if isinstance(value, torch.Tensor):
+                torch.testing.assert_close(resumed[key], value, rtol=0, atol=1e-12, msg=key)
+            elif isinstance(value, list):
+                torch.testing.assert_close(torch.stack(resumed[key]), torch.stack(value), rtol=0, atol=1e-12)
+            else:
+                assert resumed[key] == value, key

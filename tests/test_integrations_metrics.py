@@ -157,3 +157,24 @@ def test_estimate_equals_the_estimate_of_the_samples():
     metric.reset()
     with pytest.raises(ValueError, match="no samples"):
         metric.estimate()
+
+
+def test_half_precision_rows_are_taken_as_fastpid_joint_takes_them():
+    """A bfloat16 softmax row is off by up to 2^-8: update() cast the rows to float64 first and
+    refused them at 1e-4, though fastpid.joint takes them (to the dtype's eps, renormalised).
+    Rows off by more than that are still refused, with joint's message."""
+    g = torch.Generator().manual_seed(0)
+    logits = 2 * torch.randn(60, 3, generator=g)
+    y = torch.randint(0, 3, (60,), generator=g)
+    for dtype in (torch.bfloat16, torch.float16):
+        p = torch.softmax(logits.to(dtype), 1)
+        metric = fastpid.PIDMetric((3, 3, 3))
+        metric.update(p, p, y)
+        assert float(metric.counts.sum()) == pytest.approx(60, abs=1e-9)
+        ref = fastpid.joint(p, p, y, sizes=(3, 3, 3))
+        torch.testing.assert_close(metric.counts / 60, ref.double(), rtol=0, atol=1e-6)
+    bf16 = torch.softmax(logits.to(torch.bfloat16), 1)
+    assert float((bf16.double().sum(1) - 1).abs().max()) > 1e-4        # what float64 refused
+    bf16[3] *= 1.05
+    with pytest.raises(ValueError, match=r"x1\[3\] sums to .*, not 1"):
+        fastpid.PIDMetric((3, 3, 3)).update(bf16, bf16, y)
