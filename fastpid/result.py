@@ -35,7 +35,10 @@ class PIDResult:
     A batch result is indexed like its arrays (``res[0]``, ``res[2:5]``, ``res[mask]``),
     ``len(res)`` is the size of its first batch axis, and ``.item()``, ``.numpy()``,
     and ``.cpu()`` convert every array field at once. A result is always true, whatever
-    its batch shape (``cached or fastpid.pid(P)``).
+    its batch shape (``cached or fastpid.pid(P)``). It pickles, and ``torch.load``'s
+    default (``weights_only=True``) reads the result of torch input back (a result of numpy
+    input holds numpy arrays, which that loader refuses unless numpy's functions are
+    allowed: ``torch.serialization.safe_globals``).
     """
 
     redundancy: Any
