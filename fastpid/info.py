@@ -46,6 +46,15 @@ def mutual_informations(P: torch.Tensor):
     return mi, mi1, mi2
 
 
+def given_y(pxy: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
+    """``P(x, y) / p(y)`` (0 where ``p(y) = 0``), ``pxy (..., n, ny)``, ``py (..., ny)``: the
+    proxy's factor, the quotient taken first, as the C++ and CUDA code take it (the product
+    ``P(x1,y) P(x2,y)`` of masses near 1e-300 underflows, and ``1 / p(y)`` of a subnormal
+    ``p(y)`` overflows: a class of mass 5e-320 gave NaN)."""
+    py = py[..., None, :]
+    return torch.where(py > 0, pxy / torch.where(py > 0, py, 1.0), 0.0)
+
+
 def proxy_coupling_mi(P: torch.Tensor) -> torch.Tensor:
     """``I_{Q0}(Y; X1, X2)`` for the analytic proxy ``Q0 = P(x1,y) P(x2,y) / p(y)``.
 
@@ -54,7 +63,6 @@ def proxy_coupling_mi(P: torch.Tensor) -> torch.Tensor:
     only its ``(x1, x2)`` marginal is (shape ``(..., n1, n2)``).
     """
     p1y, p2y, py = marginals(P)
-    inv_py = torch.where(py > 0, 1.0 / torch.where(py > 0, py, torch.ones_like(py)), torch.zeros_like(py))
-    q12 = torch.einsum("...iy,...jy,...y->...ij", p1y, p2y, inv_py)
+    q12 = torch.einsum("...iy,...jy->...ij", p1y, given_y(p2y, py))
     h_y = entropy(py, -1)
     return entropy(q12, (-2, -1)) + 2.0 * h_y - entropy(p1y, (-2, -1)) - entropy(p2y, (-2, -1))

@@ -39,7 +39,7 @@ from typing import Optional
 
 import torch
 
-from .info import marginals, mutual_informations, proxy_coupling_mi
+from .info import given_y, marginals, mutual_informations, proxy_coupling_mi
 
 _NEG_INF = float("-inf")
 _MU_MIN = 1e-13
@@ -366,8 +366,7 @@ class BestCoupling:
 
     def __init__(self, P: torch.Tensor, prob: Problem):
         mi = coupling_mi(P)
-        inv_py = torch.where(prob.py > 0, 1.0 / torch.where(prob.py > 0, prob.py, 1.0), 0.0)
-        q0 = prob.p1y[:, :, None, :] * prob.p2y[:, None, :, :] * inv_py[:, None, None, :]
+        q0 = prob.p1y[:, :, None, :] * given_y(prob.p2y, prob.py)[:, None, :, :]
         mi_q0 = coupling_mi(q0)
         proxy = mi_q0 <= mi
         self.value = torch.where(proxy, mi_q0, mi)
@@ -394,8 +393,7 @@ def _lse(x: torch.Tensor, dim: int) -> torch.Tensor:
 
 def proxy_log_r(prob: Problem) -> torch.Tensor:
     """``log Q0(x1, x2)`` of the analytic proxy, ``-inf`` on cells without an admissible y."""
-    inv_py = torch.where(prob.py > 0, 1.0 / torch.where(prob.py > 0, prob.py, 1.0), 0.0)
-    return torch.log(torch.einsum("biy,bjy,by->bij", prob.p1y, prob.p2y, inv_py))
+    return torch.log(torch.einsum("biy,bjy->bij", prob.p1y, given_y(prob.p2y, prob.py)))
 
 
 def sinkhorn_sweeps(prob: Problem, logR, g, sweeps: int):

@@ -123,6 +123,13 @@ if triton is not None:
         return tl.where(p > 0, p * tl.log(tl.where(p > 0, p, 1.0)), 0.0)
 
     @triton.jit
+    def _proxy_masses(p1y, p2y, py):
+        """``Q0(x1, x2) = sum_y P(x1,y) P(x2,y) / p(y)``, the quotient first (as
+        :func:`fastpid.info.given_y`: the product of two masses near 1e-300 underflows)."""
+        d2 = tl.where(py[None, :] > 0, p2y / tl.where(py > 0, py, 1.0)[None, :], 0.0)
+        return tl.sum(p1y[:, None, :] * d2[None, :, :], axis=2)
+
+    @triton.jit
     def _lse(x, axis: tl.constexpr):
         """log-sum-exp along ``axis``; ``-inf`` where every term is ``-inf``."""
         m = tl.max(x, axis=axis)
@@ -154,8 +161,7 @@ if triton is not None:
         p1y = tl.sum(P, axis=1)
         p2y = tl.sum(P, axis=0)
         py = tl.sum(p1y, axis=0)
-        inv_py = tl.where(py > 0, 1.0 / tl.where(py > 0, py, 1.0), 0.0)
-        q12 = tl.sum(p1y[:, None, :] * p2y[None, :, :] * inv_py[None, None, :], axis=2)
+        q12 = _proxy_masses(p1y, p2y, py)
         h12y = -tl.sum(tl.sum(tl.sum(_xlogx(P), axis=2), axis=1), axis=0)
         h12 = -tl.sum(tl.sum(_xlogx(tl.sum(P, axis=2)), axis=1), axis=0)
         h1y = -tl.sum(tl.sum(_xlogx(p1y), axis=1), axis=0)
@@ -192,8 +198,7 @@ if triton is not None:
         la = tl.where(m1, tl.log(tl.where(m1, p1y, 1.0)) - logpy[None, :], float("-inf"))
         lb = tl.where(m2, tl.log(tl.where(m2, p2y, 1.0)) - logpy[None, :], float("-inf"))
         adm = m1[:, None, :] & m2[None, :, :]
-        inv_py = tl.where(py > 0, 1.0 / tl.where(py > 0, py, 1.0), 0.0)
-        q12 = tl.sum(p1y[:, None, :] * p2y[None, :, :] * inv_py[None, None, :], axis=2)
+        q12 = _proxy_masses(p1y, p2y, py)
         logR = tl.where(q12 > 0, tl.log(tl.where(q12 > 0, q12, 1.0)), float("-inf"))
         g = tl.where(m2, tl.zeros((B2, BY), tl.float64), float("-inf"))  # float64 through the loop
         for _ in range(steps):

@@ -6,11 +6,12 @@ import socket
 import numpy as np
 
 
-def random_joint(rng: np.random.Generator, shape, *, alpha=1.0, sparsity=0.0, tiny=None):
+def random_joint(rng: np.random.Generator, shape, *, alpha=1.0, sparsity=0.0, tiny=None, tiny_class=None):
     """A random joint ``P[n1, n2, ny]`` (float64, sums to 1).
 
     ``sparsity``: fraction of cells set to exactly zero; ``tiny``: if given, a fifth of the
-    remaining cells get masses of this order (down to 1e-13 in the tests).
+    remaining cells get masses of this order (1e-13 down to subnormal 5e-320 in the tests);
+    ``tiny_class``: if given, the last target value's slice holds this much mass in all.
     """
     P = rng.dirichlet(np.full(int(np.prod(shape)), alpha)).reshape(shape)
     if sparsity:
@@ -20,7 +21,10 @@ def random_joint(rng: np.random.Generator, shape, *, alpha=1.0, sparsity=0.0, ti
     if tiny is not None:
         small = (rng.random(shape) < 0.2) & (P > 0)
         P[small] = tiny * rng.random(int(small.sum()))
-    return P / P.sum()
+    P = P / P.sum()
+    if tiny_class is not None and shape[-1] > 1 and P[..., -1].sum() > 0:
+        P[..., -1] *= tiny_class / P[..., -1].sum()
+    return P
 
 
 def clustered_digits_joint(seed: int = 0) -> np.ndarray:

@@ -24,7 +24,10 @@ needs_gpu = pytest.mark.skipif(not GPU, reason=cuda.available()[1] or "no CUDA d
 
 SHAPES = [(1, 1, 1), (1, 4, 3), (3, 1, 2), (3, 5, 2), (7, 3, 5), (17, 3, 9), (8, 8, 8), (5, 33, 2)]
 KINDS = {"dense": dict(alpha=1.0), "sparse": dict(alpha=0.4, sparsity=0.7),
-         "tiny": dict(alpha=0.5, tiny=1e-13)}
+         "tiny": dict(alpha=0.5, tiny=1e-13), "1e-300": dict(alpha=0.5, tiny=1e-300),
+         # A class of subnormal mass: the reference's 1/p(y) overflowed (NaN), and its
+         # product P(x1,y) P(x2,y) underflowed before the division.
+         "subnormal class": dict(alpha=0.5, tiny=5e-320, tiny_class=5e-320)}
 ATOL = {np.float64: 1e-12, np.float32: 2e-5}
 
 
