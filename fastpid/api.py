@@ -246,9 +246,10 @@ def warn_unconverged(method, backend, converged, broken, gap, tol, max_iter, ite
                                  f"{float(rounded[m].max()):.3g} nats of rounding (2^-23 I(X1,X2;Y)); "
                                  "pass float64 input or a tol above that."),
         (stalled, lambda m: f"stalled with gap > tol={tol:g} (largest {float(gap[m].max()):.3g} nats) "
-                            f"before max_iter={max_iter}: float64 rounding, and the barrier's floor of "
-                            "about 1e-13 nats a cell (2.5e-8 at 250,000 cells), keep their certificates "
-                            "above it, so use a tol above it."),
+                            f"before max_iter={max_iter}: their Newton steps no longer shrank the gap. "
+                            "float64 rounding and the barrier's floor (about 1e-13 nats a cell, 2.5e-8 at "
+                            "250,000 cells) set that limit; on peaked joints, whose masses span many "
+                            "decades, it can lie far above the floor. Use a tol above the reported gap."),
         (short & ~stalled, lambda m: f"stopped with gap > tol={tol:g} (largest gap {float(gap[m].max()):.3g} "
                                      f"nats); raise max_iter (now {max_iter}) or tol."),
     )
