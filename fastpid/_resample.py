@@ -52,6 +52,24 @@ def effective_sizes(groups, weights, n: int, G: int) -> np.ndarray:
     return np.where(s2 > 0, s1 * s1 / np.where(s2 > 0, s2, 1.0), 0.0)
 
 
+def class_weights(y, weights, groups, G: int, ny: int) -> torch.Tensor | None:
+    """``W[G, ny]``, each class's weight in each problem, where the weights are a function of
+    the target (class balancing: every sample of a class in a problem has one weight, within
+    1e-9 relatively), else ``None`` (no weights, soft target rows, or weights that vary
+    within a class). Classes without samples get 0."""
+    if weights is None or y.dim() != 1:
+        return None
+    gid = torch.zeros_like(y, dtype=torch.int64) if groups is None else groups.to(torch.int64)
+    w = torch.as_tensor(weights).detach().to(device=y.device, dtype=torch.float64)
+    cell = gid * ny + y.to(torch.int64)
+    top = torch.zeros(G * ny, dtype=torch.float64, device=y.device).scatter_reduce(0, cell, w, "amax")
+    low = torch.full((G * ny,), torch.inf, dtype=torch.float64, device=y.device).scatter_reduce(0, cell, w, "amin")
+    seen = torch.isfinite(low)
+    if bool(((top - low) > 1e-9 * top)[seen].any()):
+        return None
+    return torch.where(seen, top, 0.0).reshape(G, ny)
+
+
 def partition(groups, n: int, G: int, g: int, rng: np.random.Generator) -> np.ndarray:
     """Random part ``0..g-1`` of each sample, balanced within each problem (sizes differ by <= 1)."""
     gid = np.zeros(n, dtype=np.int64) if groups is None else groups.detach().cpu().numpy().astype(np.int64)
@@ -163,7 +181,7 @@ def conditional_mi(px: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return (J * torch.log(ratio)).sum((1, 2, 3))
 
 
-def null_draws(q: torch.Tensor, x1, x2, *, weights, groups, draws: int, rng, joint_fn):
+def null_draws(q: torch.Tensor, x1, x2, *, weights, groups, draws: int, rng, joint_fn, class_w=None):
     """Joints ``(G, draws, n1, n2, ny)`` of the samples with their sources kept and the
     target redrawn from the zero-synergy conditional: ``y*_n ~ q(· | x1_n, x2_n)``.
 
@@ -172,6 +190,12 @@ def null_draws(q: torch.Tensor, x1, x2, *, weights, groups, draws: int, rng, joi
     them: under the null they carry no information about the conditional of ``Y``); soft
     source rows give ``y*_n`` from the mixture ``Σ_x p1(x1|n) p2(x2|n) q(·|x)``. The draws
     are one :func:`fastpid.joint` call with ``groups = draw * G + group``.
+
+    ``class_w[G, ny]`` (:func:`class_weights`): weights that are a function of the target
+    follow the redrawn target instead. ``q`` is then the weighted world's conditional, and
+    the samples' own is ``q(y|x) / W(y)`` (renormalised): ``y*`` is drawn from that and
+    weighted ``W(y*)``. Kept with their samples, a rare class's large weights spread over
+    every class, and the test rejected 42 % of zero-synergy samples at the 5 % level.
     """
     G, n1, n2, ny = q.shape
     device = q.device
@@ -187,14 +211,21 @@ def null_draws(q: torch.Tensor, x1, x2, *, weights, groups, draws: int, rng, joi
         r1 = t1.to(torch.float64) if t1.dim() == 2 else torch.nn.functional.one_hot(t1.long(), n1).double()
         r2 = t2.to(torch.float64) if t2.dim() == 2 else torch.nn.functional.one_hot(t2.long(), n2).double()
         probs = torch.einsum("ni,nj,nijy->ny", r1.detach(), r2.detach(), q[gid])
+    if class_w is not None:
+        W = class_w.to(device=device, dtype=torch.float64)
+        W = (W / W.amax(1, keepdim=True).clamp_min(1e-300))[gid]  # weights near 1e308 would underflow q / W
+        probs = torch.where(W > 0, probs / torch.where(W > 0, W, 1.0), 0.0)
     cdf = probs.cumsum(-1)
     cdf = cdf / cdf[:, -1:].clamp_min(1e-300)
     u = torch.as_tensor(rng.random((n, draws)), dtype=torch.float64, device=device)
     ystar = torch.searchsorted(cdf.contiguous(), u).clamp_max(ny - 1)      # (N, draws)
     ystar = ystar.T.reshape(-1)                                            # draw-major
     rep = lambda t: t.detach().repeat(draws, *([1] * (t.dim() - 1)))      # noqa: E731
-    w = None if weights is None else rep(torch.as_tensor(weights).to(device))
     sub = (torch.arange(draws, device=device)[:, None] * G + gid[None, :]).reshape(-1)
+    if class_w is not None:
+        w = class_w.to(device=device, dtype=torch.float64).flatten()[(sub % G) * ny + ystar]
+    else:
+        w = None if weights is None else rep(torch.as_tensor(weights).to(device))
     P = joint_fn(rep(t1), rep(t2), ystar, sizes=(n1, n2, ny), weights=w, groups=sub,
                  num_groups=draws * G)
     P = torch.as_tensor(P).to(device=device, dtype=torch.float64)

@@ -269,6 +269,52 @@ def test_power_on_xor_like_synergy():
     assert abs(s.mean() - truth[3]) < 0.05
 
 
+def test_class_balancing_weights_keep_the_test_calibrated():
+    """Weights 1/count(y) on independent X1, X2, Y with classes of 90/5/5 %: the null draws
+    kept each sample's weight with the sample and redrew its class, so the rare classes'
+    large weights spread over every class; the 5 % test rejected in 0.42 of such samples
+    (0.35-0.49), 0.04 without weights. The weights now follow the redrawn class."""
+    from fastpid import _resample
+
+    rng = np.random.default_rng(2)
+    rejected = 0
+    for r in range(60):
+        x1, x2 = rng.integers(0, 4, 400), rng.integers(0, 4, 400)
+        y = rng.choice(3, 400, p=[0.9, 0.05, 0.05])
+        w = 1.0 / np.bincount(y, minlength=3)[y]
+        rejected += float(fastpid.estimate(x1, x2, y, sizes=(4, 4, 3), weights=w, seed=r).p_value.synergy) <= 0.05
+    # 3 expected at a true level of 5 %; 9 or more has probability < 1 % (25 before).
+    assert rejected <= 8
+    # Synergy still found: XOR-like data under the same weights.
+    P = _xor(4, 2, 0.3)
+    x1, x2, y = _sample(P, 600, np.random.default_rng(3))
+    w = 1.0 / np.bincount(y, minlength=P.shape[-1])[y]
+    assert float(fastpid.estimate(x1, x2, y, sizes=P.shape, weights=w, seed=0).p_value.synergy) <= 0.05
+    # Which weights count as the class's: one per class and problem, not per sample.
+    yt = torch.tensor([0, 0, 1, 2, 2])
+    W = _resample.class_weights(yt, torch.tensor([2.0, 2.0, 5.0, 1.0, 1.0]), None, 1, 4)
+    assert W.tolist() == [[2.0, 5.0, 1.0, 0.0]]
+    assert _resample.class_weights(yt, torch.tensor([2.0, 3.0, 5.0, 1.0, 1.0]), None, 1, 4) is None
+    assert _resample.class_weights(yt, None, None, 1, 4) is None
+
+
+def test_without_null_draws_the_synergy_is_flagged_reliable_only_where_it_does_not_move():
+    """With n_null=0 the two corrections' agreement, half of the synergy's rule, was skipped:
+    reliable.synergy was true on every one of 100 samples of a redundant 8x8x4 joint at
+    N = 400, whose intervals covered the synergy 0.85 of the time (and here, on a dense
+    8x8x4 joint at N = 3,000)."""
+    rng = np.random.default_rng(5)
+    P = rng.dirichlet(np.ones(8 * 8 * 4)).reshape(8, 8, 4)
+    est = fastpid.estimate(*_sample(P, 3000, rng), sizes=P.shape, seed=0, n_null=0)
+    assert not bool(est.reliable.synergy) and bool(est.reliable.redundancy)
+    assert np.isnan(est.p_value.synergy)
+    copy = np.zeros((3, 3, 9))
+    for a in range(3):
+        for b in range(3):
+            copy[a, b, 3 * a + b] = 1 / 9
+    assert bool(fastpid.estimate(*_sample(copy, 400, rng), sizes=copy.shape, seed=0, n_null=0).reliable.synergy)
+
+
 def test_redundancy_and_unique_bias_is_removed_on_a_small_joint():
     rng0 = np.random.default_rng(12)
     P = rng0.dirichlet(np.ones(5 * 5 * 3)).reshape(5, 5, 3)
@@ -325,7 +371,7 @@ def test_reliable_flags_follow_the_sample_size():
     P = np.full((6, 6, 4), 1 / 144)
     rng = np.random.default_rng(14)
     small = fastpid.estimate(*_sample(P, 100, rng), sizes=P.shape, seed=0, n_null=0)
-    large = fastpid.estimate(*_sample(P, 4000, rng), sizes=P.shape, seed=0, n_null=0, n_jackknife=5)
+    large = fastpid.estimate(*_sample(P, 4000, rng), sizes=P.shape, seed=0, n_jackknife=5)
     assert not bool(small.reliable.synergy) and bool(large.reliable.synergy)
     assert bool(large.reliable.redundancy)
 
