@@ -194,6 +194,8 @@ def test_joint_on_gpu_uses_the_kernels_and_matches_cpu():
 # test above and still not compile for a GPU (seen on an H200: a loop-carried float32/float64
 # mismatch). Triton's compiler needs no GPU to build for one: every kernel, as the wrappers
 # launch it (float64 problems; joints in float64 and float32), down to Hopper machine code.
+# As a launch compiles it: an integer argument equal to 1 becomes the constant 1 (the 3x1x2
+# problems that failed on an H200 had n2 = 1), and a Python float (omega) is an fp32.
 _COMPILE_SCRIPT = r"""
 import json
 import sys
@@ -206,11 +208,15 @@ from fastpid import triton_kernels as tk
 P4 = {"P_ptr": "*fp64", "n1": "i32", "n2": "i32", "ny": "i32",
       "B1": "constexpr", "B2": "constexpr", "BY": "constexpr"}
 jobs = []
-for blocks, warps in json.loads(sys.argv[1]):  # padded problem sizes
-    c = dict(zip(("B1", "B2", "BY"), blocks))
-    jobs.append((tk._closed_forms_kernel, {**P4, "out_ptr": "*fp64"}, c, warps))
-    jobs.append((tk._alternation_kernel, {**P4, "f_ptr": "*fp64", "g_ptr": "*fp64", "r_ptr": "*fp64",
-                                          "steps": "i32", "omega": "fp64"}, c, warps))
+for blocks, warps, shape in json.loads(sys.argv[1]):  # padded problem sizes, the problem's own
+    ones = {k: 1 for k, n in zip(("n1", "n2", "ny"), shape) if n == 1}
+    c = {**dict(zip(("B1", "B2", "BY"), blocks)), **ones}
+    p4 = {**P4, **{k: "constexpr" for k in ones}}
+    jobs.append((tk._closed_forms_kernel, {**p4, "out_ptr": "*fp64"}, c, warps))
+    for steps in ("i32", "constexpr"):  # steps=1 is a constant too
+        jobs.append((tk._alternation_kernel, {**p4, "f_ptr": "*fp64", "g_ptr": "*fp64", "r_ptr": "*fp64",
+                                              "steps": steps, "omega": "fp32"},
+                     {**c, **({"steps": 1} if steps == "constexpr" else {})}, warps))
 for t, has in (("fp64", 0), ("fp64", 1), ("fp32", 1)):
     codes = {"x1_ptr": "*i64", "x2_ptr": "*i64", "y_ptr": "*i64", "g_ptr": "*i64", "w_ptr": f"*{t}",
              "out_ptr": f"*{t}", "N": "i64", "n1": "i32", "n2": "i32", "ny": "i32",
@@ -232,19 +238,20 @@ print(len(jobs), "kernels compiled")
 
 
 @pytest.mark.parametrize("shapes", [
-    [(3, 1, 2), (7, 3, 2), (16, 8, 8)],
+    [(3, 1, 2), (1, 4, 3), (5, 3, 1), (7, 3, 2), (16, 8, 8)],
     # The largest problem one program takes (MAX_PADDED_CELLS): 20 s to compile.
     pytest.param([(32, 32, 16)], marks=pytest.mark.slow),
 ], ids=["small", "largest"])
 def test_every_kernel_compiles_for_a_gpu(shapes):
     assert 32 * 32 * 16 == triton_kernels.MAX_PADDED_CELLS
     # The blocks the wrappers pad these problems to, with the interpreter's warp counts.
-    sizes = [(list(triton_kernels._blocks(*shape).values()), triton_kernels._warps(*shape)) for shape in shapes]
+    sizes = [(list(triton_kernels._blocks(*shape).values()), triton_kernels._warps(*shape), shape)
+             for shape in shapes]
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # compile, not interpret
     proc = subprocess.run([sys.executable, "-c", _COMPILE_SCRIPT, json.dumps(sizes)], capture_output=True,
                           text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert f"{2 * len(sizes) + 6} kernels compiled" in proc.stdout
+    assert f"{3 * len(sizes) + 6} kernels compiled" in proc.stdout
 
 
 def test_autotuning_skips_warp_counts_that_would_hold_too_many_cells_a_lane():
