@@ -150,7 +150,8 @@ class Decision:
         restore_snapshot: load the peak-synergy weights before training (set once, at the
             switch to stage 2, when a counted probe set a peak): :meth:`ECSAsyncController.restore`
             where ``modules`` were registered (the controller then holds their snapshot), else
-            the caller's own checkpoint of epoch ``peak_epoch``.
+            the caller's own checkpoint of epoch ``peak_epoch``: the weights as they were when
+            that epoch's probe ran, before the epoch trained (the probe runs at its start).
         probed: whether this decision came from a fresh probe.
         counted: whether the probe's synergy score took part in the peak and drop rules
             (a probe in stage 1 at or after ``warmup_epochs``).
@@ -237,11 +238,13 @@ def _test(test) -> dict:
 
 
 def _check_finite(terms: dict, what: str) -> None:
-    """NaN terms raise: a NaN compares false with everything, so it would silently never
-    pause, never peak and never drop, and the run would continue on a broken probe."""
-    nan = [k for k, v in terms.items() if math.isnan(v)]
-    if nan:
-        raise ValueError(f"{what} have NaN entries {nan}: {terms}")
+    """NaN and infinite terms raise: a NaN compares false with everything, so it would
+    silently never pause, never peak and never drop, and an infinite synergy became the peak
+    whose drop threshold is NaN (the drop rule then never fired); either way the run would
+    continue on a broken probe."""
+    bad = [k for k, v in terms.items() if not math.isfinite(v)]
+    if bad:
+        raise ValueError(f"{what} have NaN or infinite entries {bad}: {terms}")
 
 
 def _check_number(name: str, v, *, lo=None, lo_open=False, allow_inf=False) -> float:
@@ -483,6 +486,9 @@ class ECSAsyncController:
 
     def _unimodal_step(self, epoch: int, terms: dict, score: float, synergistic: bool) -> Decision:
         counted = epoch >= self.warmup_epochs
+        key1, key2 = ("unique1", "unique2") if self.balance_by == "unique" else ("mi1", "mi2")
+        if counted and (key1 not in terms or key2 not in terms):  # before any state changes
+            raise ValueError(f"balance_by={self.balance_by!r} needs {key1!r} and {key2!r} in the PID terms")
         if counted and synergistic and (self.peak_epoch is None or score > self.peak_score):
             self.peak_score, self.peak_epoch = score, epoch
             self._take_snapshot()
@@ -497,10 +503,9 @@ class ECSAsyncController:
         if not counted:
             return replace(self.current(epoch, probed=True, reason=f"warm-up (epoch < {self.warmup_epochs})"),
                            counted=False)
-        key1, key2 = ("unique1", "unique2") if self.balance_by == "unique" else ("mi1", "mi2")
-        if key1 not in terms or key2 not in terms:
-            raise ValueError(f"balance_by={self.balance_by!r} needs {key1!r} and {key2!r} in the PID terms")
-        r = (terms[key1] + self.eps) / (terms[key2] + self.eps)
+        # Information is >= 0; a term a little below (an estimate's) counts as 0: a negative
+        # one made the ratio negative (the dominant modality never paused), -eps divided by 0.
+        r = (max(terms[key1], 0.0) + self.eps) / (max(terms[key2], 0.0) + self.eps)
         reason = ""
         if r > self.ratio and self.paused != 1:
             self.paused, reason = 1, f"{key1}/{key2} = {r:.3g} > {self.ratio}: pause modality 1"
@@ -580,7 +585,8 @@ class ECSAsyncController:
         if self.modules is None:
             raise RuntimeError("no modules were registered (pass modules=[...] to the controller)")
         if self.snapshot is None:
-            raise RuntimeError("no snapshot has been taken yet (no counted probe had a positive synergy score)")
+            raise RuntimeError("no snapshot has been taken yet (no counted probe fired the synergy rule: a score "
+                               "above min_score, or with synergy_rule='test' a p-value <= alpha)")
         for m, state in zip(self.modules, self.snapshot):
             m.load_state_dict(state)
 

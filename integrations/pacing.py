@@ -85,5 +85,8 @@ class PhaseSchedule:
             if epoch < end:
                 return PhasePosition(index=i, step=epoch - start, length=end - start)
             start = end
-        return PhasePosition(index=len(self.ends) - 1, step=epoch - start,
-                             length=self.epochs - start)
+        # Epochs past the end stay in the last phase that has epochs (a last phase of share 0
+        # has none: it came back at c0 after the schedule).
+        last = max(i for i in range(len(self.ends)) if self.ends[i] > (self.ends[i - 1] if i else 0))
+        start = self.ends[last - 1] if last else 0
+        return PhasePosition(index=last, step=epoch - start, length=self.ends[last] - start)

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import math
 import operator
+import warnings
 from typing import Callable, SupportsIndex
 
 import torch
@@ -108,6 +109,19 @@ class SPICECurriculum:
         self.scores: SampleScores | None = None
         self.epoch = 0
         self._rankings: torch.Tensor | None = None  # (3, N) sample indices, best first
+        self._warn_if_the_first_phase_admits_everyone()
+
+    def _warn_if_the_first_phase_admits_everyone(self) -> None:
+        """Phase 0's pacing counts from epoch 0, the warm-up without scores, and the first
+        scores come at epoch ``refresh``: a phase 0 of few epochs is over, or at its last
+        step (``c = 1``), by then, and training goes full data → uniqueness → synergy (60 of
+        60 samples in every redundancy epoch with epochs=6, refresh=1). Said at once."""
+        end = self.schedule.ends[0]
+        if end > 0 and all(self._pacing(e) >= 1.0 for e in range(self.refresh, end)):
+            warnings.warn(f"SPICECurriculum: the redundancy phase (epochs 0-{end - 1}) admits every sample: its "
+                          f"pacing starts at epoch 0 and the first scores come at epoch {self.refresh} "
+                          f"(refresh={self.refresh}); give it more epochs (phases, epochs) or a smaller refresh",
+                          stacklevel=3)
 
     def due(self, epoch: int) -> bool:
         """Whether the scores should be re-estimated before training ``epoch``: at epochs

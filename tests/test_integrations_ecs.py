@@ -162,6 +162,29 @@ def test_bad_terms_raise():
         ctrl.restore()
 
 
+def test_infinite_negative_and_incomplete_terms_leave_no_trace():
+    """An infinite synergy became the peak with a NaN drop threshold (the drop rule never
+    fired again); unique terms a little below 0 gave a negative ratio (the dominant modality
+    never paused) or divided by 0; and a step that raised on missing mi1/mi2 had already set
+    the peak and taken the snapshot of that epoch."""
+    ctrl = ECSAsyncController(**RAW, max_unimodal_epochs=100)
+    with pytest.raises(ValueError, match="NaN or infinite entries \\['synergy', 'mi'\\]"):
+        ctrl.step(0, terms(0.1, 0.1, float("inf")))
+    with pytest.raises(ValueError, match="the baseline's terms have NaN or infinite"):
+        ECSAsyncController(warmup_epochs=0, max_unimodal_epochs=100).step(0, terms(0.1, 0.1, 0.3),
+                                                                          {"synergy": float("-inf")})
+    assert ctrl.peak_epoch is None and not ctrl.history
+    for u1, u2, paused in ((-0.002, 0.5, 2), (0.5, -0.002, 1), (0.5, -1e-12, 1)):
+        d = ECSAsyncController(**RAW, eps=1e-12, max_unimodal_epochs=100).step(0, terms(u1, u2, 0.3))
+        assert (d.train1, d.train2) == (paused == 2, paused == 1), (u1, u2, d.reason)
+    lin = torch.nn.Linear(1, 1)
+    ctrl = ECSAsyncController(**RAW, balance_by="mi", modules=[lin], max_unimodal_epochs=100)
+    bare = {"unique1": 0.1, "unique2": 0.1, "synergy": 0.9}
+    with pytest.raises(ValueError, match="needs 'mi1' and 'mi2'"):
+        ctrl.step(7, bare)
+    assert ctrl.peak_epoch is None and ctrl.peak_score is None and ctrl.snapshot is None
+
+
 # ----------------------------------------------------------------- warm-up and baseline
 def test_warmup_keeps_untrained_epochs_out_of_the_peak():
     """Raw synergy that is largest on the untrained model (epochs 0-1) must not become the

@@ -289,3 +289,32 @@ def test_a_one_epoch_phase_admits_c0():
     cur.update(None, None, None, None)
     assert cur.schedule.ends == (2, 3, 5)
     assert [cur.fraction(e) for e in range(5)] == [0.2, 1.0, 0.2, 0.2, 1.0]
+
+
+def test_epochs_past_a_schedule_whose_last_phase_has_no_epochs():
+    """phases=(0.5, 0.5, 0.0): epoch 10 of 10 fell in the empty synergy phase at step 0, and
+    admission dropped back to c0 (20 of 100) after the schedule; it stays in the uniqueness
+    phase, whole."""
+    schedule = PhaseSchedule(10, (0.5, 0.5, 0.0))
+    place = lambda e: (lambda p: (p.index, p.step, p.length))(schedule.position(e))  # noqa: E731
+    assert place(9) == (1, 4, 5) and place(10) == (1, 5, 5) and place(12) == (1, 7, 5)
+    cur = SPICECurriculum(100, 10, phases=(0.5, 0.5, 0.0))
+    p = torch.softmax(torch.randn(100, 3, generator=torch.Generator().manual_seed(0)), 1)
+    cur.update(p, p, p, torch.arange(100) % 3)
+    for epoch in (10, 11, 30):
+        cur.set_epoch(epoch)
+        assert cur.phase() == "uniqueness" and len(cur.indices()) == 100
+
+
+def test_a_redundancy_phase_that_cannot_restrict_is_said_at_once():
+    """The first scores come at epoch refresh, and phase 0's pacing counts from epoch 0: with
+    epochs=6 (refresh=1), 11 (refresh=2) or 10 (refresh=3) it admitted every sample in each
+    of its epochs, silently."""
+    for epochs, refresh in ((6, 1), (11, 2), (10, 3)):
+        with pytest.warns(UserWarning, match="the redundancy phase .* admits every sample"):
+            SPICECurriculum(60, epochs, refresh=refresh)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        SPICECurriculum(60, 30, refresh=2)
+        SPICECurriculum(60, 10, phases=(0.0, 0.5, 0.5))
