@@ -132,7 +132,7 @@ def test_constructor_rejects_bad_arguments(kwargs, match):
 
 def test_nan_terms_and_nan_scores_raise():
     ctrl = ECSAsyncController(baseline=None)
-    with pytest.raises(ValueError, match=r"NaN entries \['synergy'\]"):
+    with pytest.raises(ValueError, match=r"NaN or infinite entries \['synergy'\]"):
         ctrl.step(0, terms(0.1, 0.1, float("nan")))
     with pytest.raises(ValueError, match="baseline's terms have NaN"):
         ECSAsyncController().step(0, terms(0.1, 0.1, 0.1), {"synergy": float("nan")})
