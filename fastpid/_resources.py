@@ -60,6 +60,18 @@ def _cpp_workspace(n1: int, n2: int, ny: int, exact: bool, lowrank: bool) -> int
     return int(_C.workspace_doubles(max(n1, n2), min(n1, n2), ny, lowrank, exact))
 
 
+def cpp_workspace_fits(n1: int, n2: int, ny: int, lowrank: bool) -> bool:
+    """Whether one C++ exact solver's workspace for problems ``n1 x n2 x ny`` fits the free
+    memory. It is sized by the shape (the Schur side's ``min(n1, n2) * ny`` potentials
+    squared), not by the free potentials the plan counts: a 40x40x1600 COPY joint, 1600 free,
+    was sent to it and refused for 33 GiB, where the PyTorch solver peaked at 0.41 GiB."""
+    need = 8 * _cpp_workspace(n1, n2, ny, True, lowrank)
+    if memory_unchecked(need):
+        return True
+    have = available_bytes(torch.device("cpu"))
+    return have is None or need <= have
+
+
 def cpp_problem_floats(n1: int, n2: int, ny: int, coupling: bool = False) -> int:
     """Floats the C++ route holds per problem besides its threads' workspaces: the bounds, the
     potentials f and g it returns, the transposed copy of a problem solved with its sources

@@ -134,7 +134,9 @@ def as_tensor(x, name: str, *, device=None) -> Tuple[torch.Tensor, bool]:
         arr = _wide_unsigned(arr)  # torch has limited unsigned support
     if not arr.dtype.isnative:
         arr = arr.astype(arr.dtype.newbyteorder("="))
-    if not (arr.flags.writeable and arr.flags.c_contiguous):
+    # numpy calls a reversed axis of length 1 C-contiguous, and torch refuses its negative
+    # stride ("negative strides are not currently supported"): copied too.
+    if not (arr.flags.writeable and arr.flags.c_contiguous) or any(st < 0 for st in arr.strides):
         arr = np.array(arr, copy=True, order="C")
     t = torch.from_numpy(arr)
     if device is not None:

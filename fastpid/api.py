@@ -12,7 +12,7 @@ from . import cpp, cuda, solver
 from ._autograd import attach_envelope_gradient, carries_derivatives, zero_mass_gradient
 from ._certify import checked_bracket, drop_negligible, output_gap, rounding, solver_tol
 from ._resources import (CHUNK_FLOATS, GENERAL_ROUTE_COPIES, GRADIENT_ROUTE_COPIES, check_input_memory, check_memory,
-                         cpp_chunk, per_problem_floats)
+                         cpp_chunk, cpp_workspace_fits, per_problem_floats)
 from ._validate import (check_base, check_choice, check_distribution, check_flag, check_positive_int, check_tol,
                         result_dtype)
 from .exceptions import ConvergenceWarning
@@ -382,7 +382,8 @@ def cpp_suits(n1: int, n2: int, ny: int, plan) -> bool:
     samples) and the digits joint (20x20x10, 1797 samples) the C++ solver took 1/1.9 to 1/33
     of the PyTorch solver's time (digits: 1.4 ms against 38 ms), with the same iterations."""
     size = cpp.system_size(n1, n2, ny, plan.structure, plan.schur_free)
-    return size <= cpp.AUTO_MAX_SYSTEM and cpp.available()[0]
+    return (size <= cpp.AUTO_MAX_SYSTEM and cpp.available()[0]
+            and cpp_workspace_fits(n1, n2, ny, plan.structure == "lowrank"))
 
 
 def swap_rule(n1: int, n2: int, free1, free2):

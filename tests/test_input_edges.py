@@ -204,3 +204,14 @@ def test_triton_route_by_padded_size(monkeypatch, fake_gpu):
         api._choose_backend("triton", _flat(64, 64, 101), "proxy")
     ok, _ = triton_kernels.size_route(32, 32, 16)
     assert ok
+
+
+@pytest.mark.parametrize("kw", [dict(backend="torch"), dict(method="proxy"), dict(method="fast"), {}])
+def test_a_reversed_axis_of_length_one_is_read(kw):
+    """numpy calls P[::-1] of a (1, 6, 1) joint C-contiguous, its stride negative: the
+    general route handed it to torch.from_numpy, which refused it."""
+    P = np.random.default_rng(0).dirichlet(np.ones(6)).reshape(1, 6, 1)
+    view = P[::-1]
+    assert view.flags.c_contiguous and view.strides[0] < 0
+    got, want = fastpid.pid(view, **kw), fastpid.pid(P.copy(), **kw)
+    assert float(got.synergy) == float(want.synergy) and float(got.gap) == float(want.gap)

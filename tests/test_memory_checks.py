@@ -196,3 +196,22 @@ def test_a_single_too_large_input_is_not_told_to_split(monkeypatch):
     assert "smaller batches" not in text and "one problem of this shape does not fit" in text
     text = _refusal(monkeypatch, MiB, _resources.check_input_memory, np.broadcast_to(np.float64(1.0), (5, 256, 256, 256)), 4)
     assert "pass the problems in smaller batches" in text and "P.detach()" not in text
+
+
+def test_auto_leaves_to_pytorch_a_problem_whose_cpp_workspace_does_not_fit(monkeypatch):
+    """A 40x40x1600 COPY joint (1600 free potentials, within the C++ solver's size) went to
+    the C++ solver, whose workspace is sized by the shape (33 GiB), and was refused; the
+    PyTorch solver certifies it with 0.41 GiB. Here, the same on a small scale: 16x16x256
+    (a 0.13 GiB workspace) with less free, but enough for the PyTorch solver."""
+    n = 16
+    P = np.zeros((n, n, n * n))
+    P[np.arange(n)[:, None], np.arange(n)[None, :], np.arange(n * n).reshape(n, n)] = 1 / n ** 2
+    need = 8 * _resources._cpp_workspace(n, n, n * n, True, False)
+    flat = torch.as_tensor(P)[None]
+    torch_need = _resources.estimate_bytes(flat, "exact", "torch")
+    assert not _resources.memory_unchecked(need) and torch_need < need
+    monkeypatch.setattr(_resources, "available_bytes", lambda device: (need + torch_need) // 2)
+    res = fastpid.pid(P)
+    assert res.backend == "torch" and float(res.synergy) < 1e-12 and bool(res.converged)
+    with pytest.raises(MemoryError, match="backend='cpp'"):
+        fastpid.pid(P, backend="cpp")
