@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import sys
 from pathlib import Path
 
 __all__ = ["int_at_least", "float_between", "read_saved_run", "BATCH_SIZE"]
@@ -50,6 +52,35 @@ def read_saved_run(ap: argparse.ArgumentParser, path, keys=(), option: str = "--
     if missing:
         ap.error(f"{option}: {str(path)!r} is not a saved run of this script (no {missing} at its top level)")
     return saved
+
+
+def run_arguments(argv) -> list:
+    """The run's arguments (``sys.argv[1:]`` where ``argv`` is ``None``) less ``--out FOLDER``,
+    which changes where it writes, not what: recorded, shell-quoted, so the run can be repeated."""
+    out, skip = [], False
+    for a in sys.argv[1:] if argv is None else argv:
+        if skip or a == "--out" or a.startswith("--out="):
+            skip = a == "--out"
+            continue
+        out.append(a)
+    return out
+
+
+def command(script: str, argv) -> str:
+    """``python -m examples.<script>`` with the recorded arguments (:func:`run_arguments`)."""
+    return " ".join(["python -m examples." + script] + ([shlex.join(argv)] if argv else []))
+
+
+def output_folder(ap: argparse.ArgumentParser, path, option: str = "--out") -> Path:
+    """``path`` as a folder that exists, made before any training: one that cannot be made
+    (a file of that name, no permission) is a usage error, not a traceback after the run
+    (run_curricula trained every data set, about 12 minutes, and lost them)."""
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        ap.error(f"{option}: cannot make the folder {str(folder)!r}: {e.strerror or e}")
+    return folder
 
 
 #: The training loops skip batches of fewer than 2 samples, so a batch size of 1 would train

@@ -34,7 +34,6 @@ import argparse
 import json
 import os
 import platform
-import shlex
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -44,7 +43,8 @@ import torch
 
 from . import arms as arm_defs
 from . import fair
-from .arguments import BATCH_SIZE, float_between, int_at_least, read_saved_run
+from .arguments import (BATCH_SIZE, command, float_between, int_at_least, output_folder, read_saved_run,
+                        run_arguments)
 from .stats import holm, mean_interval, paired
 
 BASELINES = ("fused", "fused+heads")
@@ -156,23 +156,11 @@ def _pct(iv, signed=False) -> str:
     return f"{fmt.format(100 * iv['mean'])} [{100 * lo:.1f}, {100 * hi:.1f}]"
 
 
-def _without_out(argv: list) -> list:
-    """The run's arguments less ``--out FOLDER``, which changes where it writes, not what."""
-    out = []
-    skip = False
-    for a in argv:
-        if skip or a == "--out" or a.startswith("--out="):
-            skip = a == "--out"
-            continue
-        out.append(a)
-    return out
-
-
 def markdown(results: dict) -> str:
     """The tables of ``results`` as saved in the JSON file (modality keys ``"1"``, ``"2"``)."""
     cfg = results["config"]
     lines = [f"# Fair-protocol grid: {cfg['name']}", "",
-             f"`python -m examples.run_fair {shlex.join(_without_out(cfg['argv']))}` — {cfg['seeds']} evaluation seeds (each its "
+             f"`{command('run_fair', cfg['argv'])}` — {cfg['seeds']} evaluation seeds (each its "
              f"own split and initialisation, the same for every arm), {cfg['trials']} tuning trials per arm on "
              f"validation accuracy of tuning seed(s) {cfg['tune_seeds_list']}, a budget of {cfg['epochs']} "
              f"passes over the training set (sample visits) per run, batch {cfg['batch_size']}. Wall time "
@@ -346,12 +334,13 @@ def main(argv=None) -> dict:
         ap.error(str(e))
     from .avdigits import can_load
 
+    out = output_folder(ap, args.out)
     if "avdigits" in args.datasets and not can_load():
         ap.error("--datasets avdigits: its audio is synthesised once with the espeak-ng program, which is not "
                  "on the PATH, and the clips are not cached (Debian/Ubuntu: apt-get install espeak-ng)")
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    results = {"config": {"name": args.name, "argv": _without_out(argv or []), "seeds": args.seeds,
+    results = {"config": {"name": args.name, "argv": run_arguments(argv), "seeds": args.seeds,
                           "tune_seeds_list": [1000 + i for i in range(args.tune_seeds)], "trials": args.trials,
                           "epochs": args.epochs, "batch_size": args.batch_size, "torch": torch.__version__,
                           "python": platform.python_version(), "threads": args.threads,
@@ -362,7 +351,6 @@ def main(argv=None) -> dict:
         results["datasets"][name] = run_dataset(loader(name, args.val_fraction), args.arms, args, name)
     results["config"]["wall_seconds"] = time.perf_counter() - t0
     results = json.loads(json.dumps(results))                 # the form the JSON file holds
-    out = Path(args.out)
     write(results, out, plots=not args.no_plots)
     print((out / f"{args.name}.md").read_text())
     return results

@@ -50,7 +50,8 @@ def paired(a, b, level: float = 0.95) -> dict:
     if a.shape != b.shape:
         raise ValueError(f"paired values need the same seeds: shapes {a.shape} and {b.shape}")
     d = a - b
-    return {**mean_interval(d, level), "diffs": d.tolist(), "wins": int((d > 0).sum()), "losses": int((d < 0).sum())}
+    return {**mean_interval(d, level), "diffs": d.tolist(), "wins": int((d > 0).sum()), "losses": int((d < 0).sum()),
+            "base_mean": float(b.mean())}
 
 
 def holm(pvalues) -> list:
@@ -101,7 +102,8 @@ def paired_family(pairs: dict) -> dict:
 
 def points(d) -> str:
     """A :func:`paired_family` entry of fractions, in points: ``+1.2 [−0.3, 2.7] (4/5), p_Holm 0.31``
-    (mean [95 % interval] (seeds won / seeds), Holm-adjusted p; one seed has no interval, equal
+    (mean [95 % interval, cut to the difference's possible range] (seeds won / seeds),
+    Holm-adjusted p; one seed has no interval, equal
     differences on every seed are marked ``no spread``, a NaN value gives no number); a string
     entry as it is."""
     if isinstance(d, str):
@@ -113,7 +115,11 @@ def points(d) -> str:
         return f"{100 * x:{sign}.1f}".replace("-", "−")
     text = num(d["mean"], "+")
     if not np.isnan(d["lo"]):
-        text += f" [{num(d['lo'])}, {num(d['hi'])}]"
+        # A mean difference of fractions lies in [−base, 1 − base] (base: the baseline's mean):
+        # the interval is cut there (two seeds printed −12.7 [−89.3, 63.9] on a base of 41.0).
+        base = d.get("base_mean", np.nan)
+        lo, hi = (d["lo"], d["hi"]) if not np.isfinite(base) else (max(d["lo"], -base), min(d["hi"], 1 - base))
+        text += f" [{num(lo)}, {num(hi)}]"
     text += f" ({d['wins']}/{d['n']})"
     if d.get("no_spread"):
         return text + ", no spread: no interval, no p"

@@ -33,7 +33,7 @@ import torch
 from fastpid.integrations import SynIBLoss
 
 from . import data as datasets
-from .arguments import int_at_least, read_saved_run
+from .arguments import int_at_least, output_folder, read_saved_run
 from .evaluate import evaluate
 from .methods import Joint, SynIB
 from .models import LateFusion
@@ -149,9 +149,8 @@ def main(argv=None) -> dict:
         args.replot.write_text(json.dumps(results, indent=1))
         (args.replot.parent / "synib_sweep.md").write_text(markdown(results))
         return results
+    out = output_folder(ap, args.out)
     torch.set_num_threads(1)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     results = {"config": {"seeds": args.seeds, "epochs": args.epochs, "torch": torch.__version__,
                           "python": platform.python_version()}, "settings": {}, "runs": {}, "summary": {}}
     if (out / "synib_sweep.json").exists():

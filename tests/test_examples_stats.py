@@ -47,3 +47,28 @@ def test_equal_differences_have_no_spread():
     assert 0 < np.ptp(d32["diffs"]) < SAME and d32["no_spread"] and math.isnan(d32["p"])
     # A real spread, however small against the mean, keeps its t-test.
     assert mean_interval([0.1, 0.1 + 1e-4, 0.1])["p"] < 1e-3
+
+
+def test_difference_intervals_are_cut_to_the_possible_range():
+    """Two seeds printed −12.7 [−89.3, 63.9] for a baseline of 41.0 %: the method's mean
+    accuracy would lie in [−48.3, 104.9] %. A mean difference of fractions lies in
+    [−base, 1 − base]."""
+    d = paired_family({"x": ([0.50, 0.06], [0.41, 0.41])})["x"]
+    assert d["lo"] < -0.41 and d["hi"] > 0.59
+    assert points(d).startswith("−13.0 [−41.0, 59.0] (1/2)")
+    inside = paired_family({"x": ([0.52, 0.50, 0.51], [0.40, 0.41, 0.40])})["x"]
+    assert points(inside).startswith(f"+10.7 [{100 * inside['lo']:.1f}, {100 * inside['hi']:.1f}]")
+
+
+def test_the_static_curriculum_ranks_tied_losses_the_same_on_every_cpu():
+    """An unstable argsort ranked a tie among 2,800 losses by the CPU's sort kernel (AVX2 and
+    the default build differed, and so did the committed accuracy)."""
+    import torch
+
+    from examples.curricula import StaticCurriculum
+
+    class Out:
+        fused = torch.zeros(300, 3)  # every loss tied
+    cur = StaticCurriculum(300, 5, 2)
+    cur.end_epoch(0, Out(), torch.zeros(300, dtype=torch.long))
+    assert cur.order.tolist() == list(range(300))
