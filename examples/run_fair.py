@@ -332,9 +332,9 @@ def main(argv=None) -> dict:
             fair.check_arm(a, trials=args.trials, epochs=args.epochs)
     except ValueError as e:
         ap.error(str(e))
+    out = output_folder(ap, args.out)
     from .avdigits import can_load
 
-    out = output_folder(ap, args.out)
     if "avdigits" in args.datasets and not can_load():
         ap.error("--datasets avdigits: its audio is synthesised once with the espeak-ng program, which is not "
                  "on the PATH, and the clips are not cached (Debian/Ubuntu: apt-get install espeak-ng)")
