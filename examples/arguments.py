@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shlex
 import sys
 from pathlib import Path
@@ -64,6 +65,21 @@ def run_arguments(argv) -> list:
             continue
         out.append(a)
     return out
+
+
+def as_json(obj) -> str:
+    """``obj`` as strict JSON text (indent 1): NaN and infinite numbers, which JSON has no
+    words for, as ``null`` (Python's NaN made the saved runs unreadable to other parsers; the
+    scripts' readers take ``null`` as NaN)."""
+    def finite(o):
+        if isinstance(o, float) and not math.isfinite(o):
+            return None
+        if isinstance(o, dict):
+            return {k: finite(v) for k, v in o.items()}
+        if isinstance(o, (list, tuple)):
+            return [finite(v) for v in o]
+        return o
+    return json.dumps(finite(obj), indent=1, allow_nan=False)
 
 
 def command(script: str, argv) -> str:

@@ -24,7 +24,6 @@ The tables and figure again from a saved JSON file, without training::
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from pathlib import Path
@@ -34,7 +33,7 @@ import torch
 
 from fastpid.integrations import local_scores, pointwise_scores
 
-from .arguments import command, int_at_least, output_folder, read_saved_run, run_arguments
+from .arguments import as_json, command, int_at_least, output_folder, read_saved_run, run_arguments
 from .curricula import (OGMGE, SPICE, DynCIMMethod, MultiViewNet, Plain, StaticCurriculum,
                         train_curriculum)
 from .data import INTERACTION_TYPES, digits_views, synthetic_views, uci_available, uci_views
@@ -308,7 +307,7 @@ def main(argv=None):
            "machine": platform.processor() or platform.machine(),
            "torch": torch.__version__, "recovery": rec, "accuracy": acc,
            "total_seconds": time.perf_counter() - t0}
-    (out / "curricula.json").write_text(json.dumps(res, indent=1))
+    (out / "curricula.json").write_text(as_json(res))
     write(res, out, plots=not args.no_plots)
     print(markdown(res))
     return res

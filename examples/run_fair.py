@@ -43,9 +43,9 @@ import torch
 
 from . import arms as arm_defs
 from . import fair
-from .arguments import (BATCH_SIZE, command, float_between, int_at_least, output_folder, read_saved_run,
+from .arguments import (BATCH_SIZE, as_json, command, float_between, int_at_least, output_folder, read_saved_run,
                         run_arguments)
-from .stats import holm, mean_interval, paired
+from .stats import holm, mean_interval, missing, paired
 
 BASELINES = ("fused", "fused+heads")
 #: The synthetic data's XOR (synergy) subset: its accuracy key in a run's ``test`` numbers.
@@ -149,7 +149,7 @@ def _pct(iv, signed=False) -> str:
     fmt = "{:+.1f}" if signed else "{:.1f}"
     if iv.get("non_finite"):                        # a NaN or infinite value on some seed
         return f"no value (NaN or infinite on {iv['non_finite']} of {iv['n'] + iv['non_finite']} seeds)"
-    if np.isnan(iv["lo"]):                          # one seed, or no spread: no interval
+    if missing(iv["lo"]):                           # one seed, or no spread: no interval
         return fmt.format(100 * iv["mean"]) + (", no spread" if iv.get("no_spread") else "")
     # An accuracy's interval cut to [0, 100] % (few seeds gave 87.9 [61.7, 114.1]).
     lo, hi = (iv["lo"], iv["hi"]) if signed else (max(iv["lo"], 0.0), min(iv["hi"], 1.0))
@@ -188,7 +188,7 @@ def markdown(results: dict) -> str:
             if b not in vs or k not in vs[b]:
                 return "—"
             p = vs[b][k]
-            holm_p = f", p_Holm {p['holm_p']:.2g}" if not np.isnan(p.get("holm_p", np.nan)) else ""
+            holm_p = f", p_Holm {p['holm_p']:.2g}" if not missing(p.get("holm_p")) else ""
             return f"{_pct(p, True)} ({p['wins']}/{p['n']}{holm_p})"
         for a, v in s["arms"].items():
             vs = v["vs"]
@@ -277,7 +277,7 @@ def write(results: dict, out: Path, plots: bool = True) -> None:
     """``<name>.json``, ``<name>.md`` and (``plots``) the figures of ``results``."""
     name = results["config"]["name"]
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{name}.json").write_text(json.dumps(results, indent=1))
+    (out / f"{name}.json").write_text(as_json(results))
     md = markdown(results)
     if plots:
         files = figures(results, out, name)
@@ -350,7 +350,7 @@ def main(argv=None) -> dict:
     for name in args.datasets:
         results["datasets"][name] = run_dataset(loader(name, args.val_fraction), args.arms, args, name)
     results["config"]["wall_seconds"] = time.perf_counter() - t0
-    results = json.loads(json.dumps(results))                 # the form the JSON file holds
+    results = json.loads(json.dumps(results))                 # as the JSON file holds it (NaN as NaN)
     write(results, out, plots=not args.no_plots)
     print((out / f"{args.name}.md").read_text())
     return results

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import platform
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ import torch
 from fastpid.integrations import SynIBLoss
 
 from . import data as datasets
-from .arguments import BATCH_SIZE, command, int_at_least, output_folder, read_saved_run, run_arguments
+from .arguments import BATCH_SIZE, as_json, command, int_at_least, output_folder, read_saved_run, run_arguments
 from .evaluate import evaluate, prediction_pid
 from .methods import ECSAsync, Joint, Pretrain, SynIB
 from .models import LateFusion
@@ -256,7 +255,7 @@ def main(argv=None) -> dict:
                 "switch": [r["history"]["switch_epoch"] for r in ecs_runs],
                 "peak": [r["history"]["peak_epoch"] for r in ecs_runs]}
 
-    (out / "results.json").write_text(json.dumps(results, indent=1))
+    (out / "results.json").write_text(as_json(results))
     write(results, out, plots=not args.no_plots)
     print((out / "results.md").read_text())
     return results

@@ -3,6 +3,8 @@ p-value, and Holm's adjustment of a family of such p-values for multiple compari
 paired by seed, and the differences as table cells in points."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 #: Values whose range is at most ``SAME · max(1, max |value|)`` count as equal (no spread):
@@ -100,6 +102,11 @@ def paired_family(pairs: dict) -> dict:
     return out
 
 
+def missing(x) -> bool:
+    """Whether a saved number is missing: NaN, or ``None`` (how a saved run's JSON holds NaN)."""
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
 def points(d) -> str:
     """A :func:`paired_family` entry of fractions, in points: ``+1.2 [−0.3, 2.7] (4/5), p_Holm 0.31``
     (mean [95 % interval, cut to the difference's possible range] (seeds won / seeds),
@@ -114,24 +121,24 @@ def points(d) -> str:
     def num(x, sign=""):
         return f"{100 * x:{sign}.1f}".replace("-", "−")
     text = num(d["mean"], "+")
-    if not np.isnan(d["lo"]):
+    if not missing(d["lo"]):
         # A mean difference of fractions lies in [−base, 1 − base] (base: the baseline's mean):
         # the interval is cut there (two seeds printed −12.7 [−89.3, 63.9] on a base of 41.0).
-        base = d.get("base_mean", np.nan)
-        lo, hi = (d["lo"], d["hi"]) if not np.isfinite(base) else (max(d["lo"], -base), min(d["hi"], 1 - base))
+        base = d.get("base_mean")
+        lo, hi = (d["lo"], d["hi"]) if missing(base) else (max(d["lo"], -base), min(d["hi"], 1 - base))
         text += f" [{num(lo)}, {num(hi)}]"
     text += f" ({d['wins']}/{d['n']})"
     if d.get("no_spread"):
         return text + ", no spread: no interval, no p"
     p = d["holm_p"]
-    if not np.isnan(p):
+    if not missing(p):
         text += f", p_Holm {p:.2f}" if p >= 0.01 else f", p_Holm {p:.1g}"
     return text
 
 
 def legend(family: dict, baseline: str, what: str) -> str:
     """The text above a table of :func:`points` cells of ``family``, differences of ``what``."""
-    n = sum(not isinstance(d, str) and not np.isnan(d["p"]) for d in family.values())   # Holm's family
+    n = sum(not isinstance(d, str) and not missing(d["p"]) for d in family.values())   # Holm's family
     return (f"Δ vs {baseline}: {what} minus {baseline}'s on the same seed (same split and initialisation seed), in "
             "points: mean [95 % t-interval] (seeds on which the method was ahead / seeds), p_Holm: two-sided "
             f"paired t-test, Holm-adjusted over the {n} paired comparisons of this table.")

@@ -22,7 +22,6 @@ is always run). ``--replot JSON`` rewrites the summaries and the table of a save
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from pathlib import Path
@@ -33,7 +32,7 @@ import torch
 from fastpid.integrations import SynIBLoss
 
 from . import data as datasets
-from .arguments import int_at_least, output_folder, read_saved_run
+from .arguments import as_json, int_at_least, output_folder, read_saved_run
 from .evaluate import evaluate
 from .methods import Joint, SynIB
 from .models import LateFusion
@@ -146,7 +145,7 @@ def main(argv=None) -> dict:
     if args.replot:
         results = read_saved_run(ap, args.replot, ("config", "settings", "runs"))
         results["summary"] = {s: summarise(runs) for s, runs in results["runs"].items()}
-        args.replot.write_text(json.dumps(results, indent=1))
+        args.replot.write_text(as_json(results))
         (args.replot.parent / "synib_sweep.md").write_text(markdown(results))
         return results
     out = output_folder(ap, args.out)
@@ -176,7 +175,7 @@ def main(argv=None) -> dict:
                       flush=True)
         results["runs"][s] = runs
         results["summary"][s] = summarise(runs)
-        (out / "synib_sweep.json").write_text(json.dumps(results, indent=1))
+        (out / "synib_sweep.json").write_text(as_json(results))
     (out / "synib_sweep.md").write_text(markdown(results))
     print((out / "synib_sweep.md").read_text())
     return results

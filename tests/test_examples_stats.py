@@ -72,3 +72,19 @@ def test_the_static_curriculum_ranks_tied_losses_the_same_on_every_cpu():
     cur = StaticCurriculum(300, 5, 2)
     cur.end_epoch(0, Out(), torch.zeros(300, dtype=torch.long))
     assert cur.order.tolist() == list(range(300))
+
+
+def test_saved_runs_are_strict_json():
+    """The runners wrote Python's NaN into their JSON (380 in results.json, from the ECS
+    baseline's history), which other parsers refuse; null now, read back as NaN."""
+    import json
+    from pathlib import Path
+
+    from examples.arguments import as_json
+
+    def refuse(name):
+        raise ValueError(f"{name} is not JSON")
+    for path in sorted((Path(__file__).resolve().parent.parent / "examples" / "results").glob("*.json")):
+        json.loads(path.read_text(), parse_constant=refuse)
+    assert json.loads(as_json({"a": [1.0, float("nan")], "b": (float("inf"), 2)})) == {"a": [1.0, None], "b": [None, 2]}
+    assert np.isnan(np.asarray([None, 1.0], dtype=float)[0])  # how the scripts read them
