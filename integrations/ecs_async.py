@@ -43,7 +43,7 @@ The synergy rule (``synergy_rule``) decides when a probe's synergy is real:
 * ``"baseline"`` (default): the score above; a probe qualifies when the score exceeds
   ``min_score``. Its null, "modality 2's codes independent of modality 1's given the
   label", tests synergy *beyond conditional independence*, not BROJA synergy: a joint with
-  ``X1 ⊥ X2 | Y`` can have true synergy (one with 0.29 nats loses all of it to the
+  ``X1 ⊥ X2 | Y`` can have true synergy (one with 0.28 nats loses all of it to the
   baseline), and during training the probe's synergy stays within a few hundredths of a nat
   of its within-class baseline.
 * ``"test"``: the score is the bias-corrected synergy of :func:`fastpid.estimate` on the
@@ -611,7 +611,7 @@ class ECSAsyncController:
     def history_arrays(self) -> dict:
         """The probe history as lists: ``epoch``, every PID term, ``synergy_baseline`` (the
         permutation baseline's synergy, NaN where none was computed), ``score`` (synergy
-        minus baseline), ``stage``, ``train1``, ``train2``, ``counted``, plus
+        minus baseline; with ``synergy_rule="test"`` the test's corrected synergy), ``stage``, ``train1``, ``train2``, ``counted``, plus
         ``switch_epoch`` (start of stage 2 or ``None``), ``peak_epoch`` and
         ``warmup_epochs``; and for the synergy rule: ``synergistic`` (whether it fired, per
         probe), ``synergy_estimate``, ``synergy_p_value``, ``synergy_ci_low``,

@@ -73,7 +73,7 @@ class ProbeResult:
     ``(N,)`` cluster ids and ``labels`` the ``(N,)`` int64 labels they were decomposed with
     (the whole probe set's, in the same order, when the probe gathered it from several
     ranks). ``estimate`` is the :class:`fastpid.PIDEstimate` of the codes (bias-corrected
-    terms, ``ci_low``/``ci_high``, ``p_value.synergy``; numpy ``float64`` scalars, nats or
+    terms, ``ci_low``/``ci_high``, ``p_value.synergy``; 0-d numpy ``float64`` arrays, nats or
     ``base`` units) when the probe was built with ``estimate=True``, else ``None``; the
     information fields above stay the plug-in values either way. The repr shows the terms,
     ``N`` and, with an estimate, the corrected synergy, its interval and p-value.
@@ -297,7 +297,7 @@ class PIDProbe:
         ``[0, n_classes)``, default ``max(labels) + 1``), over the ``k × k × C`` joint, with
         the probe's ``estimate_options`` and ``base``.
 
-        Returns a :class:`fastpid.PIDEstimate` of numpy ``float64`` scalars (whatever the
+        Returns a :class:`fastpid.PIDEstimate` of 0-d numpy ``float64`` arrays (whatever the
         codes' device): corrected terms, ``ci_low``/``ci_high`` per term, ``p_value.synergy``
         (test of "synergy > 0"), ``plugin``, ``n``, ``cells``, ``reliable``. Deterministic:
         the resampling is seeded with ``estimate_options["seed"]``, default the probe's

@@ -35,8 +35,11 @@ Typical loop::
         train_one_epoch(model, loader)
 
 Checkpoints: :meth:`SPICECurriculum.state_dict` (epoch and scores) and
-:meth:`SPICESampler.state_dict` (its generator's state) resume a run exactly; under
-``torch.distributed`` load them on every rank.
+:meth:`SPICESampler.state_dict` (its generator's state and the epoch's position) resume a
+run exactly where the sampler has a ``generator=`` (or shards, ``num_replicas > 1``) and,
+mid-epoch, the ``DataLoader`` no worker processes (their prefetched batches are skipped);
+without a generator a resumed epoch is shuffled afresh. Under ``torch.distributed`` load
+them on every rank.
 
 Distributed training (``torch.distributed``): :class:`SPICESampler` shards the admitted
 samples across the ranks (disjoint, covering, a shuffle seeded by ``seed + epoch`` and so the

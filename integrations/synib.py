@@ -162,10 +162,10 @@ def gaussian_kl(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 class SynIBTerms(NamedTuple):
     """What :class:`SynIBLoss` returns: ``loss`` (scalar, differentiable; call
     ``terms.loss.backward()``) and its parts (detached scalars, nats): ``fused_ce``,
-    ``unimodal_ce`` (sum over the two heads; 0 when no heads were given), ``synergy_kl``
-    (sum of the two KL terms, to uniform or Gaussian; 0 when the penalty is off), the
-    ``fused_logits (B, C)`` of the full input, and ``masked_ce`` (sum of the two
-    cross-entropies on randomly masked inputs; 0 unless ``masked_ce > 0``)."""
+    ``unimodal_ce`` (sum over the two heads; 0 when ``lambda_uni == 0``), ``synergy_kl``
+    (sum of the two KL terms, to uniform or Gaussian; 0 when the penalty is off) and
+    ``masked_ce`` (sum of the two cross-entropies on randomly masked inputs; 0 unless
+    ``masked_ce > 0``); and the ``fused_logits (B, C)`` of the full input (not detached)."""
 
     loss: torch.Tensor
     fused_ce: torch.Tensor
@@ -277,9 +277,9 @@ class SynIBLoss(nn.Module):
     accepted), ``fusion(z1, z2) -> (B, C)`` logits (or ``(logits, features)``) and the
     unimodal heads ``head_m(z_m) -> (B, C)`` (heads may be ``None`` when
     ``lambda_uni == 0`` and the mask is not learned). It returns a :class:`SynIBTerms`
-    named tuple; train on its ``.loss``. An empty batch raises ``ValueError``, and so does a
-    batch of one for ``"random"`` and ``"learned"`` (they fill from another sample while the
-    penalty is active).
+    named tuple; train on its ``.loss``. An empty batch raises ``ValueError``; a batch of one
+    gets no synergy penalty with ``"random"`` and ``"learned"`` (they fill from another
+    sample: 0, with a one-time ``UserWarning``; ``DataLoader(drop_last=True)`` avoids it).
 
     Buffers (empty until first needed): ``running_mean{m}``, ``running_var{m}`` (``(D_m,)``,
     ``"noise"`` and ``"learned_example"``) and ``gate_logit{m}`` (``(D_m,)``, ``"learned"``)
