@@ -55,8 +55,10 @@ def exact_pid(P, tol: float, max_iter: int, base, backend: str):
     swap = api.swap_rule(n1, n2, free1, free2)
     swap = swap if isinstance(swap, np.ndarray) else np.full(free1.shape, swap)
     scale = 1.0 if base is None else 1.0 / math.log(base)
-    terms, gap, converged, broken, iterations, settled = ext.solve_pid(
-        flat, swap, _options(tol, max_iter, lowrank), scale)
+    options = _options(tol, max_iter, lowrank)
+    terms, gap, converged, broken, iterations, settled = ext.solve_pid(flat, swap, options, scale)
+    if not settled:
+        settled = _other_way_where_short(ext, flat, swap, options, scale, terms, gap, converged, broken, iterations)
     if np.count_nonzero(dropped):  # the dropped masses' bound widens the gap (nats), as in the general route
         gap = gap + negligible_bound(dropped, n1 * n2 * ny)
         converged = gap <= tol
@@ -76,6 +78,20 @@ def exact_pid(P, tol: float, max_iter: int, base, backend: str):
     else:
         fields = [x.reshape(batch_shape) for x in (*terms, gap, converged, iterations)]
     return PIDResult(*fields, method="exact", backend="cpp", base=base)
+
+
+def _other_way_where_short(ext, flat, swap, options, scale, terms, gap, converged, broken, iterations) -> bool:
+    """The problems that stopped short of ``tol`` solved once more with their sources the
+    other way round, each keeping the narrower bracket (the arrays are updated in place; as
+    fastpid.api._other_way_where_short, which says why). Returns whether all are settled."""
+    short = np.flatnonzero(~converged & ~broken)
+    if short.size == 0:  # unsettled by broken brackets alone: nothing to try again
+        return False
+    t2, g2, c2, b2, it2, _ = ext.solve_pid(np.ascontiguousarray(flat[short]), ~swap[short], options, scale)
+    better = ~b2 & (g2 < gap[short])
+    kept = short[better]
+    terms[:, kept], gap[kept], converged[kept], iterations[kept] = t2[:, better], g2[better], c2[better], it2[better]
+    return bool(np.all(converged & ~broken))
 
 
 @functools.lru_cache(maxsize=1)

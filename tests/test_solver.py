@@ -527,3 +527,45 @@ def test_rejected_step_with_a_nonfinite_direction_keeps_the_bounds_finite(monkey
     assert torch.isfinite(ref.f[solver.Problem.from_joint(P).m1]).all()
 
 
+
+
+def test_a_solve_stalled_one_way_round_is_tried_the_other_way():
+    """A peaked 6x6x2 joint (three cells of 1/3, the others 1e-8 to 1e-11; tests/data): the
+    C++ solver stalled at gap 8.4e-9 for tol=1e-9, where the PyTorch solver certifies 1.7e-10.
+    A solve that stops short of tol is tried once more with the sources the other way round,
+    keeping the narrower bracket (a Dirichlet(0.1) 150x150x3 joint: 1.0e-6 after 500 Newton
+    steps one way, 9.6e-9 in 40 the other)."""
+    from pathlib import Path
+
+    P = np.load(Path(__file__).parent / "data" / "peaked_6x6x2_one_way_stall.npy")
+    res = fastpid.pid(P, tol=1e-9, backend="cpp")
+    assert bool(res.converged) and float(res.gap) <= 1e-9
+
+
+def test_the_general_route_keeps_the_narrower_bracket_of_the_two_orientations():
+    """The same retry in the general route (gradients, other backends), by a stand-in solver
+    whose bracket is narrow for the problems the other way round: the narrower bracket is
+    kept with its potentials and iterations, and problems that certified are not solved
+    again."""
+    from fastpid import api
+
+    P = torch.rand(3, 2, 4, 2, dtype=torch.float64)
+    calls = []
+
+    def solve(Q, part):  # the first problem stalls as given; every problem certifies transposed
+        calls.append(Q.shape[0])
+        transposed = Q.shape[1] == 4
+        width = torch.full((Q.shape[0],), 1e-10 if transposed else 1e-6, dtype=torch.float64)
+        if not transposed:
+            width[1:] = 1e-10
+        f = torch.full((Q.shape[0], Q.shape[1], 2), 2.0 if transposed else 1.0)
+        g = torch.full((Q.shape[0], Q.shape[2], 2), 2.0 if transposed else 1.0)
+        return solver.Solution(torch.zeros(Q.shape[0], dtype=torch.float64), width, f, g, torch.full((Q.shape[0],), 7 if transposed else 9),
+                               None)
+
+    sol = api._per_orientation(P, solve, None, torch.zeros(3, dtype=torch.bool))
+    sol = api._other_way_where_short(P, solve, None, torch.zeros(3, dtype=torch.bool), sol, 1e-8)
+    assert calls == [3, 1]
+    assert (sol.upper - sol.lower).tolist() == [1e-10, 1e-10, 1e-10]
+    assert sol.iterations.tolist() == [7, 9, 9]
+    assert sol.f[0].eq(2.0).all() and sol.f[1:].eq(1.0).all() and sol.g.shape == (3, 4, 2)
