@@ -97,7 +97,7 @@ def check_probs(p, name: str, n_rows: int | None = None, n_cols: int | None = No
         raise ValueError(f"{name} has {p.shape[0]} rows, expected {n_rows} (one per sample)")
     if n_cols is not None and p.shape[1] != n_cols:
         raise ValueError(f"{name} has {p.shape[1]} columns, expected {n_cols} (one per class)")
-    tol = max(ROW_SUM_TOL, torch.finfo(p.dtype).eps)
+    tol = _row_sum_tol(p.dtype)
     p = p.detach().to(torch.float64)
     if not torch.isfinite(p).all():
         raise ValueError(f"{name} contains NaN or Inf")
@@ -113,6 +113,12 @@ def check_probs(p, name: str, n_rows: int | None = None, n_cols: int | None = No
     return p / sums[:, None] if tol > ROW_SUM_TOL else p
 
 
+def _row_sum_tol(dtype: torch.dtype) -> float:
+    """How far rows of ``dtype`` may sum from 1: :data:`ROW_SUM_TOL`, or a half-precision
+    dtype's epsilon."""
+    return max(ROW_SUM_TOL, torch.finfo(dtype).eps) if dtype.is_floating_point else ROW_SUM_TOL
+
+
 def rows_to_gather(p, name: str) -> torch.Tensor:
     """This rank's probability rows ``p (N, C)`` in float64, to gather before
     :func:`check_probs` checks the whole set (no rank raises alone: the others would wait in
@@ -120,7 +126,7 @@ def rows_to_gather(p, name: str) -> torch.Tensor:
     are renormalised here, because the gathered float64 rows are held to :data:`ROW_SUM_TOL`;
     any other row is passed on unchanged for that check to report."""
     p = as_tensor(p, name).detach()
-    tol = max(ROW_SUM_TOL, torch.finfo(p.dtype).eps) if p.dtype.is_floating_point else ROW_SUM_TOL
+    tol = _row_sum_tol(p.dtype)
     p = p.to(torch.float64)
     if tol > ROW_SUM_TOL and p.dim() == 2:
         sums = p.sum(1, keepdim=True)
