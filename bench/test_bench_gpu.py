@@ -12,7 +12,9 @@ batch on the CPU, every core, the peer a GPU must beat), the speed-up over
 CVXPY+Clarabel per problem (one problem at a time on the CPU, as people run it), the largest
 error against a certified CPU reference on the first problems, and the floor: the bytes each
 call must move and what the device's copy bandwidth (measured in the same run) makes of them.
-The joint rows report the achieved fraction of that bandwidth.
+The joint rows report the achieved fraction of that bandwidth. The ``auto`` rows say which
+backend ``fastpid.pid`` picked; the "exact by shape" rows time 8,000 exact solves of three
+shapes on each backend, where the CUDA solver takes a problem per block or per thread.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ import torch
 import fastpid
 from bench import problems, report
 from bench.conftest import saves
+from fastpid import cuda
 from fastpid.cvx import solve_cvx
 from fastpid.solver import WARM_STEPS
 
@@ -46,12 +49,13 @@ def _batch_sizes(config) -> dict:
 
 
 def _family(name: str, n: int) -> np.ndarray:
-    """``n`` problems of a family: 8x8x8 Dirichlet problems, or bootstrap resamples (2000
-    samples each) of 16 clustered-feature problems (generating each from scratch is slow)."""
-    if name == "dense_8x8x8":
-        rng = np.random.default_rng(0)
-        return rng.dirichlet(np.ones(512), size=n).reshape(n, 8, 8, 8)
+    """``n`` problems of a family: Dirichlet(1) problems of a dense family's shape, or
+    bootstrap resamples (2000 samples each) of a family's first 16 problems (generating each
+    from scratch is slow)."""
     base = problems.family(name, 16)
+    if name.startswith("dense"):
+        rng = np.random.default_rng(0)
+        return rng.dirichlet(np.ones(base[0].size), size=n).reshape(n, *base.shape[1:])
     rng = np.random.default_rng(1)
     flat = base.reshape(16, -1)
     counts = np.stack([rng.multinomial(2000, flat[b % 16]) for b in range(n)]).astype(np.float64)
@@ -193,13 +197,13 @@ def _reference(P: np.ndarray) -> np.ndarray:
 
 @pytest.mark.gpu
 @pytest.mark.parametrize(("method", "backend"), [
-    ("exact", "cuda"), ("exact", "torch"), ("exact", "cpp"),
+    ("exact", "cuda"), ("exact", "torch"), ("exact", "cpp"), ("exact", "auto"),
     ("fast", "cuda"), ("fast", "triton"), ("fast", "torch"),
     ("proxy", "cuda"), ("proxy", "triton"), ("proxy", "torch"),
 ])
 @pytest.mark.parametrize("family", ["dense_8x8x8", "clustered_20x20x10"])
 def test_gpu_pid(benchmark, pytestconfig, bandwidth, fp64_rate, family, method, backend):
-    if not fastpid.backends()[backend]["available"]:
+    if backend != "auto" and not fastpid.backends()[backend]["available"]:
         pytest.skip(fastpid.backends()[backend]["reason"])
     n = _batch_sizes(pytestconfig)[family]
     P_host = _family(family, n)
@@ -224,7 +228,8 @@ def test_gpu_pid(benchmark, pytestconfig, bandwidth, fp64_rate, family, method, 
         floor += f"; {flops:.2g} flop at the fp64 matmul rate {fp64_rate / 1e12:.0f} TF/s: {flops / fp64_rate * 1e3:.1f} ms"
     cvx_ms = _cvx_ms_per_problem(family)
     _record({
-        "family": family, "method": method, "backend": backend, "problems": n,
+        "family": family, "method": method, "problems": n,
+        "backend": f"auto: {res.backend}" if backend == "auto" else backend,
         "seconds": t, "per_second": n / t,
         "speedup_vs_cvxpy": None if cvx_ms is None else cvx_ms / (1e3 * t / n),
         "max_abs_error": err,
@@ -260,4 +265,28 @@ def test_gpu_joint_from_codes(benchmark, pytestconfig, bandwidth, backend):
         "seconds": t, "per_second": N / t, "speedup_vs_cvxpy": None, "max_abs_error": None,
         "floor": f"{moved / bandwidth * 1e3:.3f} ms at the copy bandwidth {bandwidth / 1e12:.2f} TB/s",
         "notes": f"{moved / t / bandwidth:.0%} of the copy bandwidth",
+    }, pytestconfig)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["cuda", "torch", "cpp"])
+@pytest.mark.parametrize("family", ["dense_12x12x6", "held_clustered_12x12x10", "clustered_20x20x10"])
+def test_gpu_exact_by_shape(benchmark, pytestconfig, family, backend):
+    """Exact solves (tol 1e-6) of 8,000 problems of a shape, one timed call after a warm-up
+    call: where the CUDA solver keeps a problem in a block's shared memory (12x12x6, 12x12x10)
+    and where it takes one per thread (20x20x10), against the host's cores. What
+    ``backend="auto"`` does with GPU problems follows these rows (api._host_beats_gpu_threads)."""
+    n = 8000
+    P_host = _family(family, n)
+    P = torch.from_numpy(P_host) if backend == "cpp" else torch.from_numpy(P_host).cuda()
+    benchmark.group = f"gpu exact by shape {family}"
+    res, t = _cuda_timed(benchmark, lambda: fastpid.pid(P, backend=backend, tol=1e-6), rounds=1)
+    assert float(res.gap.max()) <= 1e-6
+    blocks = cuda.workspace_doubles(*sorted(P.shape[1:3], reverse=True), P.shape[3]) == 0
+    _record({
+        "family": family, "method": "exact", "backend": backend, "problems": n,
+        "seconds": t, "per_second": n / t, "speedup_vs_cvxpy": None, "max_abs_error": None,
+        "floor": (f"on the CPU: {fastpid.build_info()['openmp_max_threads']} threads" if backend == "cpp"
+                  else "CUDA: a block per problem" if blocks else "CUDA: a thread per problem"),
+        "notes": f"max gap {float(res.gap.max()):.1e}, iterations ≤ {int(res.iterations.max())}",
     }, pytestconfig)

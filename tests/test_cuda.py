@@ -287,6 +287,21 @@ def test_cuda_backend_on_cpu_tensors_says_why():
             fastpid.pid(P, method=method, backend="cuda")
 
 
+@pytest.mark.parametrize(("block_fits", "cpp_ok", "host"), [(True, True, False), (False, True, True),
+                                                         (False, False, False)])
+def test_auto_sends_gpu_problems_one_per_thread_to_the_host(monkeypatch, block_fits, cpp_ok, host):
+    # The rule alone (no GPU here): the C++ solver on the host only where the CUDA solver's
+    # block workspace does not fit shared memory and the C++ solver can take the problems.
+    from fastpid import api
+
+    calls = []
+    monkeypatch.setattr(cuda, "workspace_doubles", lambda *a: calls.append(a) or (0 if block_fits else 1))
+    monkeypatch.setattr(cpp, "available", lambda: (cpp_ok, "" if cpp_ok else "not built"))
+    P = torch.from_numpy(_batch((20, 12, 10), "sparse", B=2))
+    assert api._host_beats_gpu_threads(P) == host
+    assert calls == [(20, 12, 10, P.device)]  # the larger source first, as the solver takes them
+
+
 # --- the compiled kernels on a GPU ------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -356,7 +371,9 @@ def test_gpu_exact_solver_matches_the_cpu_solver(shape, kind):
     torch.testing.assert_close(0.5 * (got.lower + got.upper).cpu(), 0.5 * (ref.lower + ref.upper),
                                atol=1e-8, rtol=0)
     res = fastpid.pid(P.cuda())
-    assert res.backend == "cuda" and bool(res.converged.all())
+    # Problems the CUDA solver takes one per thread go to the C++ solver on the host.
+    assert res.backend == ("cuda" if cuda.workspace_doubles(*shape) == 0 else "cpp")
+    assert res.synergy.is_cuda and bool(res.converged.all())
 
 
 @pytest.mark.parametrize("shape", [(8, 8, 8), (20, 20, 10)], ids=lambda s: "x".join(map(str, s)))
@@ -370,3 +387,26 @@ def test_gpu_block_and_per_thread_solvers_match_the_cpu_solver(shape):
     got = cuda.solve(torch.from_numpy(P).cuda(), 1e-8)
     _assert_solves_like_the_cpu_solver([x.cpu() for x in (got.lower, got.upper, got.f, got.g, got.iterations)],
                                        _cpu_solve(P))
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_gpu_problems_solved_on_the_host_come_back_with_their_gradient():
+    # 20x20x10 takes one GPU thread per problem: backend="auto" solves it on the host; "cpp"
+    # takes GPU tensors too. Results on the input's device, gradients to the GPU tensor.
+    P = torch.from_numpy(_batch((20, 20, 10), "sparse", B=9, seed=5))
+    R = P.clone().requires_grad_()
+    ref = fastpid.pid(R, backend="cpp")
+    ref.synergy.sum().backward()
+    for backend in ("auto", "cpp"):
+        X = P.cuda().requires_grad_()
+        res = fastpid.pid(X, backend=backend)
+        assert res.backend == "cpp" and res.synergy.is_cuda and res.gap.is_cuda and res.iterations.is_cuda
+        res.synergy.sum().backward()
+        torch.testing.assert_close(res.synergy.detach().cpu(), ref.synergy.detach(), atol=1e-12, rtol=0)
+        assert X.grad.is_cuda
+        torch.testing.assert_close(X.grad.cpu(), R.grad, atol=1e-10, rtol=0)
+    for method in ("fast", "proxy"):
+        res = fastpid.pid(P.cuda(), method=method, backend="cpp")
+        torch.testing.assert_close(res.synergy.cpu(), fastpid.pid(P, method=method, backend="cpp").synergy,
+                                   atol=1e-12, rtol=0)
