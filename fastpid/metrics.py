@@ -128,10 +128,24 @@ class PIDMetric:
         self.sizes = tuple(int(s) for s in sizes)
         self.device = torch.device("cpu") if device is None else torch.device(device)
         self.pid_kwargs = pid_kwargs
-        # A tiny uniform joint on the metric's device checks the options now.
-        pid(torch.full((2, 2, 2), 0.125, dtype=torch.float64, device=self.device), **pid_kwargs)
+        self._check_options(self.device)
         self.counts = torch.zeros(sizes, dtype=torch.float64, device=self.device)
         self.samples_only = True
+
+    def _check_options(self, device: torch.device) -> None:
+        """Raises what :meth:`compute` would raise for ``pid_kwargs`` on ``device`` (a tiny
+        uniform joint there), now rather than after an epoch."""
+        pid(torch.full((2, 2, 2), 0.125, dtype=torch.float64, device=device), **self.pid_kwargs)
+
+    def to(self, device) -> "PIDMetric":
+        """Moves the accumulated joint to ``device``, where later batches are added and
+        :meth:`compute` solves; returns the metric (as ``torch.nn.Module.to`` does). Checks
+        the ``pid_kwargs`` there first (e.g. ``backend="cuda"`` on the CPU raises)."""
+        device = torch.device(device)
+        self._check_options(device)
+        self.device = device
+        self.counts = self.counts.to(device)
+        return self
 
     def update(self, x1, x2, y, weights=None) -> None:
         """Add one batch: ``x1``, ``x2``, ``y`` are ``(B,)`` integer codes or ``(B, n)``

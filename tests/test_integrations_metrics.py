@@ -178,3 +178,25 @@ def test_half_precision_rows_are_taken_as_fastpid_joint_takes_them():
     bf16[3] *= 1.05
     with pytest.raises(ValueError, match=r"x1\[3\] sums to .*, not 1"):
         fastpid.PIDMetric((3, 3, 3)).update(bf16, bf16, y)
+
+
+def test_to_moves_the_joint_and_checks_the_options_there_first():
+    a, b = np.tile([0, 0, 1, 1], 25), np.tile([0, 1, 0, 1], 25)
+    metric = fastpid.PIDMetric((2, 2, 2), base=2)
+    metric.update(a, b, a ^ b)
+    assert metric.to("cpu") is metric and metric.device == torch.device("cpu")
+    with pytest.raises(TypeError, match="meta tensor"):  # nothing can be solved there
+        metric.to("meta")
+    assert metric.device == torch.device("cpu") and float(metric.counts.sum()) == 100  # left as it was
+    assert float(metric.compute().synergy) == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_to_a_gpu_adds_and_solves_there():
+    a, b = np.tile([0, 0, 1, 1], 25), np.tile([0, 1, 0, 1], 25)
+    metric = fastpid.PIDMetric((2, 2, 2), base=2).to("cuda")
+    metric.update(a, b, a ^ b)
+    res = metric.compute()
+    assert metric.counts.is_cuda and res.synergy.is_cuda
+    assert float(res.synergy) == pytest.approx(1.0, abs=1e-6)
