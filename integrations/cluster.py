@@ -90,15 +90,33 @@ def l2_normalize(x: torch.Tensor) -> torch.Tensor:
     return x / torch.where(norm > 0, norm, torch.ones_like(norm))
 
 
+def _check_new_rows(x, d: int, like: torch.Tensor) -> torch.Tensor:
+    """New rows ``x (M, D)`` for a fitted result of ``d`` features, in ``like``'s dtype."""
+    x = _check_matrix(x, "x")
+    if x.shape[1] != d:
+        raise ValueError(f"x has {x.shape[1]} features per row; the fit had {d}")
+    if x.device != like.device:
+        raise ValueError(f"x is on {x.device}, the fit on {like.device}; move one of them first")
+    return x.to(like.dtype)
+
+
 @dataclass(frozen=True)
 class PCAResult:
     """``scores (N, k)``: projections of the centred data; ``components (k, D)``: orthonormal
     principal axes (sign fixed so the largest-magnitude entry of each axis is positive);
-    ``explained_variance (k,)``: variance along each axis (``N - 1`` denominator)."""
+    ``explained_variance (k,)``: variance along each axis (``N - 1`` denominator);
+    ``mean (D,)``: the column means that were subtracted."""
 
     scores: torch.Tensor
     components: torch.Tensor
     explained_variance: torch.Tensor
+    mean: torch.Tensor
+
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
+        """Scores ``(M, k)`` of new rows ``x (M, D)`` on these axes, centred by the fitted
+        data's means: e.g. validation embeddings on the training set's components, so that
+        both sets are coded alike (``transform`` of the fitted data gives ``scores``)."""
+        return (_check_new_rows(x, self.components.shape[1], self.components) - self.mean) @ self.components.T
 
 
 def pca(x: torch.Tensor, n_components: int) -> PCAResult:
@@ -111,14 +129,15 @@ def pca(x: torch.Tensor, n_components: int) -> PCAResult:
     x = _at_least_float32(_check_matrix(x, "x"))
     n, d = x.shape
     n_components = _check_count(n_components, "n_components", min(n, d), "min(N, D)")
-    xc = x - x.mean(dim=0)
+    mean = x.mean(dim=0)
+    xc = x - mean
     _, s, vh = torch.linalg.svd(xc, full_matrices=False)
     comp = vh[:n_components]
     idx = comp.abs().argmax(dim=1)
     signs = torch.sign(comp.gather(1, idx[:, None]))
     comp = comp * torch.where(signs == 0, torch.ones_like(signs), signs)
     var = s[:n_components] ** 2 / max(n - 1, 1)
-    return PCAResult(scores=xc @ comp.T, components=comp, explained_variance=var)
+    return PCAResult(scores=xc @ comp.T, components=comp, explained_variance=var, mean=mean)
 
 
 @dataclass(frozen=True)
@@ -131,6 +150,16 @@ class KMeansResult:
     centers: torch.Tensor
     inertia: float
     n_iter: int
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Cluster ids ``(M,)`` int64 of new rows ``x (M, D)``: each row's nearest centre (the
+        first on a tie), e.g. validation embeddings coded with the training set's clusters.
+        Distances are taken about the centres' mean, which keeps a large common offset from
+        costing precision (as in :func:`kmeans`)."""
+        x = _at_least_float32(_check_matrix(x, "x"))
+        x = _check_new_rows(x, self.centers.shape[1], self.centers)
+        offset = self.centers.mean(dim=0)
+        return _sq_dists(x - offset, self.centers - offset).argmin(1)
 
 
 def _sq_dists(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:

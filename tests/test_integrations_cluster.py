@@ -73,3 +73,22 @@ def test_public_functions_take_torch_tensors_only():
         with pytest.raises(TypeError, match=r"x must be a torch.Tensor .*torch.from_numpy"):
             f(X, *args)
         f(torch.from_numpy(X), *args)
+
+
+def test_fitted_pca_and_kmeans_code_new_rows_alike():
+    """Validation rows coded with the training set's axes and clusters (there was no way but
+    to re-fit on them, which gives other axes and other cluster ids)."""
+    g = torch.Generator().manual_seed(1)
+    means = 6 * torch.randn(4, 5, generator=g, dtype=torch.float64) + 1e4  # a large common offset
+    train = means.repeat_interleave(50, 0) + torch.randn(200, 5, generator=g, dtype=torch.float64)
+    fit = pca(train, 3)
+    torch.testing.assert_close(fit.transform(train), fit.scores)
+    km = kmeans(fit.scores, 4, seed=0)
+    assert torch.equal(km.predict(fit.scores), km.labels)
+    val = means + 0.1 * torch.randn(4, 5, generator=g, dtype=torch.float64)  # one row near each mean
+    got = km.predict(fit.transform(val))
+    assert torch.equal(got, km.labels[::50])  # each near its own training blob's cluster
+    with pytest.raises(ValueError, match="4 features per row; the fit had 5"):
+        fit.transform(val[:, :4])
+    with pytest.raises(ValueError, match="2 features per row; the fit had 3"):
+        km.predict(fit.transform(val)[:, :2])
