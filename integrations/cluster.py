@@ -59,7 +59,7 @@ def _generator(device: torch.device, seed: int) -> torch.Generator:
     return g
 
 
-def standardize(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+def standardize(x: torch.Tensor, eps: float = 1e-8, *, like: torch.Tensor | None = None) -> torch.Tensor:
     """Zero mean, unit variance per column of ``x (N, D)``; constant columns become 0.
 
     Each column is first divided by a power of two that brings its largest magnitude into
@@ -67,11 +67,18 @@ def standardize(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     finite magnitude (up to the dtype's maximum, e.g. 1e300 in float64) standardise to the
     same values as the same embeddings at ordinary scale. ``eps`` is the smallest standard
     deviation, relative to that scale, that counts as a non-constant column.
+
+    ``like (M, D)``: rows whose scale, means and deviations are used instead of ``x``'s, e.g.
+    the training embeddings when ``x`` holds validation ones, so that both are standardised
+    alike (then :meth:`PCAResult.transform` and :meth:`KMeansResult.predict` of fits on the
+    training rows code the validation rows as the training rows were coded).
     """
     x = _check_matrix(x, "x")
-    x = x / _power_of_two_scale(x.abs().amax(dim=0))
-    std = x.std(dim=0, unbiased=False)
-    return (x - x.mean(dim=0)) / torch.where(std > eps, std, torch.ones_like(std))
+    ref = x if like is None else _check_new_rows(like, x.shape[1], x, name="like", other="x")
+    scale = _power_of_two_scale(ref.abs().amax(dim=0))
+    ref = ref / scale
+    std = ref.std(dim=0, unbiased=False)
+    return (x / scale - ref.mean(dim=0)) / torch.where(std > eps, std, torch.ones_like(std))
 
 
 def l2_normalize(x: torch.Tensor) -> torch.Tensor:
@@ -90,13 +97,13 @@ def l2_normalize(x: torch.Tensor) -> torch.Tensor:
     return x / torch.where(norm > 0, norm, torch.ones_like(norm))
 
 
-def _check_new_rows(x, d: int, like: torch.Tensor) -> torch.Tensor:
-    """New rows ``x (M, D)`` for a fitted result of ``d`` features, in ``like``'s dtype."""
-    x = _check_matrix(x, "x")
+def _check_new_rows(x, d: int, like: torch.Tensor, name: str = "x", other: str = "the fit") -> torch.Tensor:
+    """Rows ``x (M, D)`` to be coded like ``other`` of ``d`` features, in ``like``'s dtype."""
+    x = _check_matrix(x, name)
     if x.shape[1] != d:
-        raise ValueError(f"x has {x.shape[1]} features per row; the fit had {d}")
+        raise ValueError(f"{name} has {x.shape[1]} features per row; {other} had {d}")
     if x.device != like.device:
-        raise ValueError(f"x is on {x.device}, the fit on {like.device}; move one of them first")
+        raise ValueError(f"{name} is on {x.device}, {other} on {like.device}; move one of them first")
     return x.to(like.dtype)
 
 

@@ -81,13 +81,18 @@ def test_fitted_pca_and_kmeans_code_new_rows_alike():
     g = torch.Generator().manual_seed(1)
     means = 6 * torch.randn(4, 5, generator=g, dtype=torch.float64) + 1e4  # a large common offset
     train = means.repeat_interleave(50, 0) + torch.randn(200, 5, generator=g, dtype=torch.float64)
-    fit = pca(train, 3)
-    torch.testing.assert_close(fit.transform(train), fit.scores)
+    torch.testing.assert_close(standardize(train, like=train), standardize(train))
+    fit = pca(standardize(train), 3)
+    torch.testing.assert_close(fit.transform(standardize(train)), fit.scores)
     km = kmeans(fit.scores, 4, seed=0)
     assert torch.equal(km.predict(fit.scores), km.labels)
     val = means + 0.1 * torch.randn(4, 5, generator=g, dtype=torch.float64)  # one row near each mean
-    got = km.predict(fit.transform(val))
+    got = km.predict(fit.transform(standardize(val, like=train)))
     assert torch.equal(got, km.labels[::50])  # each near its own training blob's cluster
+    # Standardised by their own statistics, four rows would land elsewhere entirely.
+    assert not torch.allclose(standardize(val), standardize(val, like=train))
+    with pytest.raises(ValueError, match="like has 4 features per row; x had 5"):
+        standardize(val, like=train[:, :4])
     with pytest.raises(ValueError, match="4 features per row; the fit had 5"):
         fit.transform(val[:, :4])
     with pytest.raises(ValueError, match="2 features per row; the fit had 3"):
