@@ -264,7 +264,9 @@ def _check_output_size(G: int, sizes, dtype: torch.dtype, device: torch.device, 
     have = available_bytes(device)
     if have is not None and need > have:
         shape = " x ".join(str(n) for n in ([G] if G > 1 else []) + list(sizes))
-        whence = ", ".join(f"{origin} ({', '.join(names)})" for origin, names in origins.items())
+        size_of = dict(zip((*_NAMES, "groups"), (*sizes, G)))
+        whence = ", ".join(f"{origin} ({', '.join(f'{name}: {size_of[name]:,}' for name in names)})"
+                           for origin, names in origins.items())
         # Advice to pass sizes= fits inferred sizes only: given ones are what the caller asked for.
         inferred = origins.get(_FROM_CODES, [])
         advice = (f"pass sizes=(n1, n2, ny){' and num_groups=' if 'groups' in inferred else ''}, or "
