@@ -63,6 +63,7 @@ import contextlib
 import functools
 import math
 import numbers
+import warnings
 from dataclasses import dataclass, fields
 from fractions import Fraction
 from typing import Any, Optional, SupportsIndex
@@ -216,7 +217,9 @@ def estimate(x1, x2, y, *, sizes=None, weights=None, groups=None, num_groups=Non
             smallest group's sample count).
         n_null: draws from the zero-synergy fit for the synergy test (default 29; 0 skips
             the test and the null-based part of the synergy correction, and the synergy is
-            then flagged reliable only where no resample moves it).
+            then flagged reliable only where no resample moves it). The draws are hard
+            target codes: with probability rows as ``y`` the test is skipped, with a
+            warning, as with 0.
         n_pilot: pilot draws from the unshrunk zero-synergy fit that set the null model's
             shrinkage (default 10; at most ``n_null`` are used).
         seed: seed of the random partition and the null draws: an integer >= 0, or
@@ -276,6 +279,15 @@ def _estimate(x1, x2, y, sizes, weights, groups, num_groups, confidence, n_jackk
                                                   (groups, "groups")))
     if weights is not None:  # samples of weight 0 are in no joint: the resampling skips them
         x1, x2, y, weights, groups = _positive_weight_samples(x1, x2, y, weights, groups)
+    if y.dim() == 2 and n_null > 0:
+        # The null draws redraw hard target codes; the data's joint spreads each sample's
+        # target over its row: the two are not comparable (every p-value was 1 on 40 of 40
+        # zero-synergy samples with rows of 0.6/0.2/0.2, and the correction moved the synergy
+        # away from the truth).
+        warnings.warn("the synergy test and its correction redraw hard target codes: with probability "
+                      "rows as y they are skipped (n_null=0; the synergy is corrected by the jackknife "
+                      "alone and has no p-value); pass hard labels for the test", stacklevel=3)
+        n_null = 0
     n_samples = int(x1.shape[0])
     counts = _resample.group_sizes(groups, n_samples, G)
     if counts.min() < 2:
@@ -425,9 +437,9 @@ def _reliability(n_eff, flat, disagreement, spread, g):
     ``disagreement``) agree to within the jackknife's 95% sampling half-width
     (:data:`RELIABILITY_CONFIDENCE`, not the intervals' level: the flag must not depend on
     what was asked), or no resample moves the synergy at all (its jackknife standard error
-    ``spread`` is rounding: deterministic joints, whose synergy is estimable exactly, while
-    their null world, which gives unseen pairs some weight, keeps a bias of its own of 0.2–23
-    / N nats, measured). ``disagreement=None`` (no null draws, ``n_null=0``): nothing to
+    ``spread`` is rounding: joints whose synergy no replicate changes, e.g. 0 where
+    Y = X1 = X2, while their null world, which gives unseen pairs some weight, keeps a bias
+    of its own of 0.2–23 / N nats, measured). ``disagreement=None`` (no null draws, ``n_null=0``): nothing to
     agree with, so the synergy is flagged reliable only where it does not move at all (its
     flag was always true there, and its intervals covered 0.85 where the full rule's gave
     0.99 on the redundant 8x8x4 joint at N = 400).

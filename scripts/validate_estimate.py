@@ -103,6 +103,14 @@ def parity(n1, n2, ny, eps):
     return P / P.sum()
 
 
+def modular_sum(n, ny):
+    """Y = (X1 + X2) mod ny of two uniform sources of n values: deterministic, all synergy
+    where n is a multiple of ny (S = log ny)."""
+    a, b, y = np.meshgrid(np.arange(n), np.arange(n), np.arange(ny), indexing="ij")
+    P = ((a + b) % ny == y).astype(float)
+    return P / P.sum()
+
+
 def and_gate():
     """Y = X1 AND X2 of two uniform bits: deterministic, R = 0.216, S = 0.347 nats."""
     P = np.zeros((2, 2, 2))
@@ -150,6 +158,10 @@ CASES = {
                             (500, 1000, 2000)),
     "16x16x2 zero-S copies": Case("16x16x2 zero-S copies", lambda: zero_synergy(noisy_copies(16, 16, 2, 0.2)),
                                   (300, 600)),
+    # Noiseless parities: unique information at its boundary (0), and a deterministic joint
+    # whose jackknife replicates move.
+    "3x3x2 parity": Case("3x3x2 parity", lambda: parity(3, 3, 2, 0.0), (400, 2000, 10000)),
+    "8x8x4 modular sum": Case("8x8x4 modular sum", lambda: modular_sum(8, 4), (2000, 20000)),
 }
 QUICK = ["8x8x4 dense", "8x8x4 zero-S", "8x8x4 xor"]
 

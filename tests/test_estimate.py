@@ -642,3 +642,20 @@ def test_off_the_main_thread_the_thread_setting_is_left_alone(solve_threads):
         assert seen and set(seen) == {2}
     finally:
         torch.set_num_threads(before)
+
+
+def test_soft_target_rows_skip_the_synergy_test_with_a_warning():
+    """The null draws are hard target codes: against a joint of soft target rows every p-value
+    was 1 (40 of 40 zero-synergy samples) and the correction moved the synergy away from the
+    truth. With rows as y the test is skipped, as with n_null=0, and said so."""
+    rng = np.random.default_rng(0)
+    N = 400
+    x1, x2, y0 = rng.integers(0, 4, N), rng.integers(0, 4, N), rng.integers(0, 3, N)
+    rows = np.full((N, 3), 0.2)
+    rows[np.arange(N), y0] = 0.6
+    with pytest.warns(UserWarning, match="probability rows as y"):
+        est = fastpid.estimate(x1, x2, rows, seed=0)
+    assert est.n_null == 0 and np.isnan(est.p_value.synergy)
+    ref = fastpid.estimate(x1, x2, rows, seed=0, n_null=0)
+    np.testing.assert_array_equal(est.synergy, ref.synergy)
+    np.testing.assert_array_equal(est.ci_high.synergy, ref.ci_high.synergy)
