@@ -65,8 +65,34 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, but a failed write of its help is raised, not dropped (unbuffered
+    help to a full disk exited 0 with nothing written): main() reports it."""
+
+    def _print_message(self, message, file=None):
+        if message:
+            (file or sys.stderr).write(message)
+
+
+def _write_failed(what: str, exc: OSError | None) -> int:
+    """Exit status 1 for a failed write to stdout (``exc``'s message, none for a closed pipe),
+    with stdout pointed at the null device: the interpreter's own flush at exit would fail
+    again, print "Exception ignored" and exit 120."""
+    import os
+
+    if exc is not None:
+        print(f"fastpid {what}: {exc}", file=sys.stderr)
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError):  # a stdout object with no descriptor: nothing to flush at exit
+        return 1
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    return 1
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="fastpid",
         description="Fast, certified BROJA partial information decomposition.",
     )
@@ -96,7 +122,17 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    args, extra = parser.parse_known_args(argv)
+    try:
+        args, extra = parser.parse_known_args(argv)
+    except SystemExit as stop:  # argparse has printed help (code 0) or a usage error (2)
+        if stop.code == 0:
+            try:
+                sys.stdout.flush()  # help on a full disk exited 0 with nothing written
+            except OSError as exc:
+                return _write_failed("--help", exc)
+        raise
+    except OSError as exc:  # the help's own write (unbuffered stdout)
+        return _write_failed("--help", exc)
     if args.show_version:  # before any command, as argparse's own action
         args.command, args.func, extra = "--version", lambda _: print(f"fastpid {_version()}") or 0, []
     if args.command is None:
@@ -123,14 +159,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()  # here, so that a full disk is reported like any write error
         return code
     except BrokenPipeError:  # e.g. `fastpid demo --json | head`
-        import os
-
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 1
+        return _write_failed(args.command, None)
     except OSError as exc:  # e.g. stdout on a full disk
-        print(f"fastpid {args.command}: {exc}", file=sys.stderr)
-        return 1
+        return _write_failed(args.command, exc)
     except KeyboardInterrupt:
         print(f"fastpid {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
+from pathlib import Path
 from importlib.metadata import entry_points, version
 
 import pytest
@@ -114,6 +116,22 @@ class _Stdout:
 
     def reconfigure(self, **kw):
         self.text.reconfigure(**kw)
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+@pytest.mark.parametrize(("argv", "unbuffered"), [(["--help"], "1"), (["info", "--help"], "")])
+def test_help_to_a_full_disk_fails_with_one_line(argv, unbuffered):
+    """Help went through argparse outside main()'s handling: to a full disk it exited 0 with
+    nothing written (unbuffered stdout: argparse dropped the error), and a failed write
+    otherwise ended in "Exception ignored ..." and exit 120 from the interpreter's own flush."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    if unbuffered:
+        env["PYTHONUNBUFFERED"] = unbuffered
+    with open("/dev/full", "w") as full:
+        run = subprocess.run([sys.executable, "-m", "fastpid", *argv], stdout=full, stderr=subprocess.PIPE,
+                             text=True, env=env, timeout=120)
+    assert run.returncode == 1
+    assert run.stderr == "fastpid --help: [Errno 28] No space left on device\n"
 
 
 def test_output_problems_end_the_command_with_one_line(monkeypatch, capsys):
