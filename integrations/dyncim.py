@@ -54,6 +54,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from fastpid._validate import check_integer
+
 from .distributed import assemble, broadcast_object, broadcast_tensors, check_on_every_rank, is_distributed
 from .predictions import as_labels, check_labels, check_probs, prob_of_label, rows_to_gather
 
@@ -126,10 +128,9 @@ class DynCIM:
     def __init__(self, n_samples: int, n_modalities: int, epochs: int, *, window: int = 5,
                  temperature=None, difficulty_weights=(1.0, 1.0, 1.0), gamma: float = 1.0,
                  stall: float = 0.01, unimodal_scale: float = 1.0, max_unimodal_scale: float = 4.0):
-        for name, v, lo in (("n_samples", n_samples, 1), ("n_modalities", n_modalities, 2),
-                            ("epochs", epochs, 1), ("window", window, 1)):
-            if not isinstance(v, int) or v < lo:
-                raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+        n_samples, n_modalities, epochs, window = (
+            check_integer(v, name, lo) for name, v, lo in (("n_samples", n_samples, 1), ("n_modalities", n_modalities, 2),
+                                                         ("epochs", epochs, 1), ("window", window, 1)))
         dw = torch.as_tensor(difficulty_weights, dtype=torch.float64)
         if dw.shape != (3,) or (dw < 0).any() or dw.sum() <= 0:
             raise ValueError("difficulty_weights must be 3 non-negative numbers (deviation, "

@@ -122,6 +122,7 @@ import torch
 import torch.nn.functional as F
 
 import fastpid
+from fastpid._validate import check_integer
 
 from .distributed import broadcast_object, rank_and_world
 from .predictions import ArrayLike, as_labels, check_batch
@@ -317,13 +318,12 @@ class ECSAsyncController:
                  synergy_rule: str = "baseline", alpha: float = 0.05):
         if probe is not None and not isinstance(probe, PIDProbe):
             raise TypeError(f"probe must be a PIDProbe or None, got {type(probe).__name__}")
-        for name, v, lo in (("probe_every", probe_every, 1), ("max_unimodal_epochs", max_unimodal_epochs, 0),
-                            ("min_unimodal_epochs", min_unimodal_epochs, 0), ("warmup_epochs", warmup_epochs, 0),
-                            ("baseline_permutations", baseline_permutations, 1)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
-        if isinstance(baseline_seed, bool) or not isinstance(baseline_seed, int):
-            raise ValueError(f"baseline_seed must be an integer, got {baseline_seed!r}")
+        probe_every, max_unimodal_epochs, min_unimodal_epochs, warmup_epochs, baseline_permutations = (
+            check_integer(v, name, lo) for name, v, lo in (
+                ("probe_every", probe_every, 1), ("max_unimodal_epochs", max_unimodal_epochs, 0),
+                ("min_unimodal_epochs", min_unimodal_epochs, 0), ("warmup_epochs", warmup_epochs, 0),
+                ("baseline_permutations", baseline_permutations, 1)))
+        baseline_seed = check_integer(baseline_seed, "baseline_seed", -2**63, expected="an integer")
         ratio = _check_number("ratio", ratio, lo=1, lo_open=True)
         if resume_ratio is not None:
             resume_ratio = _check_number("resume_ratio", resume_ratio)

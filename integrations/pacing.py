@@ -15,6 +15,8 @@ import math
 import operator
 from dataclasses import dataclass
 
+from fastpid._validate import check_integer
+
 __all__ = ["RootCompetence", "PhaseSchedule", "PhasePosition"]
 
 
@@ -56,8 +58,7 @@ class PhaseSchedule:
     """
 
     def __init__(self, epochs: int, fractions=(0.3, 0.3, 0.4)):
-        if not isinstance(epochs, int) or epochs < 1:
-            raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+        epochs = check_integer(epochs, "epochs", 1, expected="a positive integer")
         fractions = tuple(float(f) for f in fractions)
         if not fractions or any(f < 0 or not math.isfinite(f) for f in fractions) \
                 or abs(sum(fractions) - 1.0) > 1e-6:

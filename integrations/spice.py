@@ -57,6 +57,8 @@ from typing import Callable, SupportsIndex
 import torch
 from torch.utils.data import Sampler
 
+from fastpid._validate import check_integer
+
 from .distributed import assemble, broadcast_tensors, check_on_every_rank, is_distributed, rank_and_world
 from .pacing import PhaseSchedule, RootCompetence
 from .predictions import as_labels, as_tensor, rows_to_gather
@@ -92,9 +94,8 @@ class SPICECurriculum:
     def __init__(self, n_samples: int, epochs: int, *, phases=(0.3, 0.3, 0.4), pacing=None,
                  refresh: int = 1, estimator: str | Estimator = "pointwise", estimator_kwargs=None,
                  min_samples: int = 1):
-        for name, v in (("n_samples", n_samples), ("refresh", refresh), ("min_samples", min_samples)):
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        n_samples, refresh, min_samples = (check_integer(v, name, 1, expected="a positive integer") for name, v in
+                                           (("n_samples", n_samples), ("refresh", refresh), ("min_samples", min_samples)))
         if len(tuple(phases)) != len(PHASES):
             raise ValueError(f"phases must give {len(PHASES)} fractions {PHASES}, got {phases!r}")
         if isinstance(estimator, str):
@@ -311,10 +312,9 @@ class SPICESampler(Sampler):
         pg_rank, pg_world = rank_and_world()
         num_replicas = pg_world if num_replicas is None else num_replicas
         rank = pg_rank if rank is None else rank
-        if not isinstance(num_replicas, int) or num_replicas < 1:
-            raise ValueError(f"num_replicas must be a positive integer, got {num_replicas!r}")
-        if not isinstance(rank, int) or not 0 <= rank < num_replicas:
-            raise ValueError(f"rank must be an integer in [0, num_replicas={num_replicas}), got {rank!r}")
+        num_replicas = check_integer(num_replicas, "num_replicas", 1, expected="a positive integer")
+        rank = check_integer(rank, "rank", 0, num_replicas - 1,
+                             expected=f"an integer in [0, num_replicas={num_replicas})")
         if num_replicas > 1 and generator is not None:
             raise ValueError("with num_replicas > 1 the shuffle must be the same on every rank: pass "
                              "seed=..., not generator=...")

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 
 import fastpid
+from fastpid._validate import check_integer
 
 from .predictions import ArrayLike, as_tensor, check_labels, check_probs, prob_of_label
 
@@ -92,8 +93,7 @@ def nearest_neighbours(emb: ArrayLike, k: int, chunk: int = 4096) -> torch.Tenso
     if emb.dim() != 2 or emb.shape[0] == 0:
         raise ValueError(f"embedding must have shape (N, D) with N >= 1, got {tuple(emb.shape)}")
     n = emb.shape[0]
-    if not isinstance(k, int) or not 1 <= k <= n:
-        raise ValueError(f"k must be an integer in [1, N] = [1, {n}], got {k!r}")
+    k = check_integer(k, "k", 1, n, expected=f"an integer in [1, N] = [1, {n}]")
     x = emb.detach().to(torch.float64)
     if not torch.isfinite(x).all():
         raise ValueError("embedding contains NaN or Inf")

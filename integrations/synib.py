@@ -118,6 +118,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fastpid._validate import check_integer
+
 from .predictions import ArrayLike, as_labels, as_tensor, check_batch
 
 __all__ = ["SynIBLoss", "SynIBTerms", "kl_to_uniform", "gaussian_kl", "MASKS", "PENALTIES", "VARIANTS"]
@@ -211,9 +213,7 @@ def _normal(t: torch.Tensor) -> torch.Tensor:
 
 
 def _positive_int(name, v):
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise ValueError(f"{name} must be a positive integer, got {v!r}")
-    return v
+    return check_integer(v, name, 1, expected="a positive integer")
 
 
 class SynIBLoss(nn.Module):

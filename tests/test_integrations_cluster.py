@@ -97,3 +97,13 @@ def test_fitted_pca_and_kmeans_code_new_rows_alike():
         fit.transform(val[:, :4])
     with pytest.raises(ValueError, match="2 features per row; the fit had 3"):
         km.predict(fit.transform(val)[:, :2])
+
+
+def test_standardize_like_wider_rows_works_in_the_wider_dtype():
+    """float32 training rows past float16's 65504 became inf in a float16 x's dtype: all NaN."""
+    g = torch.Generator().manual_seed(0)
+    train = 1e5 * torch.randn(100, 4, generator=g)
+    val = (1e4 * torch.randn(3, 4, generator=g)).half()
+    got = standardize(val, like=train)
+    assert got.dtype == torch.float32 and torch.isfinite(got).all()
+    torch.testing.assert_close(got, standardize(val.float(), like=train))

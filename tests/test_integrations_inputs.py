@@ -363,3 +363,18 @@ def test_losses_take_meta_tensors():
     assert all(loss.is_meta and loss.shape == () for loss in losses)
     with pytest.raises(ValueError, match="is negative"):
         DynCIMLoss()(torch.zeros(2, 3), [torch.zeros(2, 3)], torch.tensor([0, -1]))
+
+
+def test_numpy_integers_are_taken_as_counts_and_sizes():
+    """isinstance(v, int) refused np.int64(50) with "n_samples must be a positive integer, got
+    np.int64(50)" (a size from an array's shape or a config); bools are still refused."""
+    from fastpid.integrations import DynCIM, SPICECurriculum
+    from fastpid.integrations.pacing import PhaseSchedule
+
+    cur = SPICECurriculum(np.int64(50), epochs=np.int64(10))
+    assert cur.n_samples == 50 and type(cur.n_samples) is int
+    assert DynCIM(np.int64(10), np.int32(2), np.uint8(5)).n_samples == 10
+    assert PhaseSchedule(np.int16(4)).epochs == 4
+    for bad in (True, 0, 2.0):
+        with pytest.raises(ValueError, match="n_samples must be a positive integer"):
+            SPICECurriculum(bad, epochs=10)
