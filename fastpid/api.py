@@ -1,7 +1,9 @@
 """The public entry point :func:`pid` and the one place where methods and backends are chosen."""
 from __future__ import annotations
 
+import functools
 import math
+import os
 import sys
 import warnings
 
@@ -179,8 +181,8 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
     converged = in_nats.to(gap.dtype) <= tol
     if status is not None:
         converged = converged & torch.as_tensor([s == "optimal" for s in status], device=gap.device)
-    warn_unconverged(method, backend, converged, broken, in_nats.to(gap.dtype), tol, max_iter, iterations,
-                     rounded=rounded.to(gap.dtype))
+    report_unconverged(method, backend, converged, broken, in_nats.to(gap.dtype), tol, max_iter, iterations,
+                       rounded=rounded.to(gap.dtype))
     # The seven terms in one array (one conversion to the output type instead of seven).
     terms = pid_terms(mi, mi1, mi2, value, scale).to(out_dtype)
 
@@ -225,7 +227,33 @@ def pid_terms(mi, mi1, mi2, value, scale: float):
     return terms if scale == 1.0 else terms * scale
 
 
-def warn_unconverged(method, backend, converged, broken, gap, tol, max_iter, iterations, stacklevel: int = 3,
+def report_unconverged(*args, **kwargs) -> None:
+    """:func:`warn_unconverged`, not traced by torch.compile: dynamo compiled its frame for a call
+    from the CPU route (numpy arrays) and reused that for the general route's tensors (TypeError:
+    numpy.ndarray & Tensor). Wrapped only where torch._dynamo is loaded (torch.compile loads it;
+    importing fastpid must not: 1.1 s)."""
+    if "torch._dynamo" in sys.modules:
+        _untraced(warn_unconverged)(*args, **kwargs)
+    else:
+        warn_unconverged(*args, **kwargs)
+
+
+@functools.cache
+def _untraced(fn):
+    return torch.compiler.disable(fn)
+
+
+def _caller_level() -> int:
+    """``stacklevel`` for a ``warnings.warn`` in the function that calls this one: the first frame
+    outside fastpid and torch, the caller's code, whatever wrappers lie between."""
+    inside = (os.path.dirname(__file__), os.path.dirname(torch.__file__))
+    level, frame = 1, sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(inside):
+        level, frame = level + 1, frame.f_back
+    return level
+
+
+def warn_unconverged(method, backend, converged, broken, gap, tol, max_iter, iterations,
                      rounded: torch.Tensor | None = None):
     """A :class:`ConvergenceWarning` for fastpid's exact solves that stopped short of ``tol``
     (not CVXPY's, whose gap is the closed-form bracket), and for any problem whose solver
@@ -234,7 +262,9 @@ def warn_unconverged(method, backend, converged, broken, gap, tol, max_iter, ite
     (_certify.rounding()); ``iterations``: each problem's (alternation and Newton steps, so at
     least its Newton steps). Each unconverged problem is told its own reason: a broken bracket,
     rounding that alone reaches ``tol``, a stall (the solver stopped with fewer than
-    ``max_iter`` Newton steps: float64 cannot certify a smaller gap), or too few iterations."""
+    ``max_iter`` Newton steps: float64 cannot certify a smaller gap), or too few iterations.
+    The warnings name the caller's line (:func:`_caller_level`)."""
+    stacklevel = _caller_level()
     if bool(broken.any()):
         warnings.warn(
             f"{int(broken.sum())} problem(s) got no valid bracket from the solver (a bound was "

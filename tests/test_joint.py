@@ -686,3 +686,20 @@ def test_under_torch_compile_the_values_and_gradients_are_eager_ones():
         ref.backward()
         assert float(out) == float(ref)
         torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=1e-12)
+
+
+def test_under_torch_compile_unconverged_solves_warn_on_either_route():
+    """A compiled function that ran a float64 solve without gradients (the CPU route, numpy
+    arrays) and then one with them (tensors) raised TypeError in the convergence warning:
+    dynamo had compiled the warning's frame for the first call and reused it for the second."""
+    from fastpid import ConvergenceWarning
+
+    P = torch.rand(2, 6, 6, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    compiled = torch.compile(lambda P: fastpid.pid(P, max_iter=1).synergy, backend="eager")
+    for X in (P, P.clone().requires_grad_(), P.float()):
+        with pytest.warns(ConvergenceWarning) as caught:
+            got = compiled(X)
+        ours = [w for w in caught if issubclass(w.category, ConvergenceWarning)]
+        assert {w.filename for w in ours} == {__file__}  # the caller's line, through torch's wrappers
+        with pytest.warns(ConvergenceWarning):
+            torch.testing.assert_close(got.detach(), fastpid.pid(X.detach(), max_iter=1).synergy)
