@@ -16,6 +16,12 @@ import torch
 CHUNK_FLOATS = 2**24
 
 
+#: Floats each problem of a batch holds in the PyTorch route from its chunk's solve to the end
+#: (bounds, closed forms, terms, iterations, masks and the results' copies), besides its
+#: potentials: measured about 67 (exact) and 30 (fast) on 10^6 problems of 2x2x2, counting f, g.
+BATCH_FLOATS = 64
+
+
 def per_problem_floats(flat: torch.Tensor, method: str, plan=None) -> int:
     """Floats one problem of ``flat[B, n1, n2, ny]`` holds at once in the PyTorch solver: its
     Newton system (``plan``, :func:`fastpid.solver.newton_plan` of ``flat``, computed when not
@@ -37,8 +43,12 @@ def estimate_bytes(flat: torch.Tensor, method: str, backend: str, plan=None, cou
     chunk = min(B, max(1, CHUNK_FLOATS // per))
     # Measured peaks of the PyTorch exact solver (one problem, growth of the process's peak
     # RSS): 2.9-3.5 times the plan's floats on 40x40x40 (three runs), 1.9-2.6 on 2x2000x50,
-    # 10x200x40 and 64x8x30; fast/proxy: ~8 joint-sized arrays.
-    return int(8 * chunk * per * (4 if method == "exact" else 8))
+    # 10x200x40 and 64x8x30; fast/proxy: ~8 joint-sized arrays. Besides the chunk's, every
+    # problem of the batch holds its results, bounds and potentials till the end
+    # (BATCH_FLOATS and f, g): 10^6 problems of 2x2x2 had peaked 537 (exact) and 237 (fast)
+    # bytes a problem above the estimate without them.
+    whole_batch = B * (BATCH_FLOATS + (n1 + n2) * ny)
+    return int(8 * (chunk * per * (4 if method == "exact" else 8) + whole_batch))
 
 
 def _cpp_elimination(flat: torch.Tensor, method: str, plan=None) -> tuple[bool, bool]:
