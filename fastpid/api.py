@@ -68,7 +68,8 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
         base: logarithm base (> 1) of the results (``2`` for bits); default nats.
         progress: show a progress bar over the problems of a large batch. Default: when
             the batch is solved in more than one chunk and stderr is a terminal (so training
-            logs stay clean); ``True``/``False`` force it on/off.
+            logs stay clean); ``True``/``False`` force it on/off. ``exact`` and ``fast``
+            only: ``proxy`` (one closed-form pass, no chunks) shows none.
         return_coupling: also return ``coupling``: for each problem an exactly feasible
             joint ``Q[..., x1, x2, y]`` with both pair marginals of ``P`` whose
             ``I_Q(Y; X1,X2)`` is the best upper bound found (within ``gap`` of ``V`` when
