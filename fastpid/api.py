@@ -419,8 +419,9 @@ def _host_beats_gpu_threads(flat: torch.Tensor) -> bool:
     solver on the host's cores instead. On an H100 with 16 host cores, 20x20x10 clustered
     problems (tol 1e-6): the C++ solver 7,071 problems/s (1,000 problems) and 6,204/s (8,000),
     the CUDA solver 466/s and 1,394/s, the PyTorch solver on the GPU 715/s and 678/s; the C++
-    solver on the 2 cores of an AMD EPYC, 1,265/s (200 problems) and 1,769/s (8,000). Where the block solver takes the problem,
-    the GPU wins (12x12x10: CUDA 29,235/s and 38,141/s against 17,504/s and 20,011/s)."""
+    solver on the 2 cores of an AMD EPYC, 1,265/s (200 problems) and 1,769/s (8,000). Where the
+    block solver takes the problem, the GPU wins (12x12x10: CUDA 29,235/s and 38,141/s against
+    17,504/s and 20,011/s)."""
     n1, n2, ny = flat.shape[1:]
     if cuda.workspace_doubles(max(n1, n2), min(n1, n2), ny, flat.device) == 0:
         return False

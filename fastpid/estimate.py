@@ -439,8 +439,8 @@ def _reliability(n_eff, flat, disagreement, spread, g):
     what was asked), or no resample moves the synergy at all (its jackknife standard error
     ``spread`` is rounding: joints whose synergy no replicate changes, e.g. 0 where
     Y = X1 = X2, while their null world, which gives unseen pairs some weight, keeps a bias
-    of its own of 0.2–23 / N nats, measured). ``disagreement=None`` (no null draws, ``n_null=0``): nothing to
-    agree with, so the synergy is flagged reliable only where it does not move at all (its
+    of its own of 0.2–23 / N nats, measured). ``disagreement=None`` (no null draws,
+    ``n_null=0``): nothing to agree with, so the synergy is flagged reliable only where it does not move at all (its
     flag was always true there, and its intervals covered 0.85 where the full rule's gave
     0.99 on the redundant 8x8x4 joint at N = 400).
     """

@@ -70,13 +70,16 @@ def standardize(x: torch.Tensor, eps: float = 1e-8, *, like: torch.Tensor | None
 
     ``like (M, D)``: rows whose scale, means and deviations are used instead of ``x``'s, e.g.
     the training embeddings when ``x`` holds validation ones, so that both are standardised
-    alike (in the wider of the two dtypes) (then :meth:`PCAResult.transform` and :meth:`KMeansResult.predict` of fits on the
-    training rows code the validation rows as the training rows were coded).
+    alike, in the wider of the two dtypes; :meth:`PCAResult.transform` and
+    :meth:`KMeansResult.predict` of fits on the training rows then code the validation rows as
+    the training rows were coded.
     """
     x = _check_matrix(x, "x")
-    if like is not None:  # in the wider dtype: float32 rows past 65504 are inf in float16
-        x = x.to(torch.promote_types(x.dtype, _check_matrix(like, "like").dtype))
-    ref = x if like is None else _check_new_rows(like, x.shape[1], x, name="like", other="x")
+    ref = x
+    if like is not None:
+        like = _check_matrix(like, "like")
+        x = x.to(torch.promote_types(x.dtype, like.dtype))  # float32 rows past 65504 are inf in float16
+        ref = _check_new_rows(like, x.shape[1], x, name="like", other="x")
     scale = _power_of_two_scale(ref.abs().amax(dim=0))
     ref = ref / scale
     std = ref.std(dim=0, unbiased=False)

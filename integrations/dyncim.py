@@ -129,8 +129,9 @@ class DynCIM:
                  temperature=None, difficulty_weights=(1.0, 1.0, 1.0), gamma: float = 1.0,
                  stall: float = 0.01, unimodal_scale: float = 1.0, max_unimodal_scale: float = 4.0):
         n_samples, n_modalities, epochs, window = (
-            check_integer(v, name, lo) for name, v, lo in (("n_samples", n_samples, 1), ("n_modalities", n_modalities, 2),
-                                                         ("epochs", epochs, 1), ("window", window, 1)))
+            check_integer(v, name, lo) for name, v, lo in (
+                ("n_samples", n_samples, 1), ("n_modalities", n_modalities, 2), ("epochs", epochs, 1),
+                ("window", window, 1)))
         dw = torch.as_tensor(difficulty_weights, dtype=torch.float64)
         if dw.shape != (3,) or (dw < 0).any() or dw.sum() <= 0:
             raise ValueError("difficulty_weights must be 3 non-negative numbers (deviation, "

@@ -94,8 +94,9 @@ class SPICECurriculum:
     def __init__(self, n_samples: int, epochs: int, *, phases=(0.3, 0.3, 0.4), pacing=None,
                  refresh: int = 1, estimator: str | Estimator = "pointwise", estimator_kwargs=None,
                  min_samples: int = 1):
-        n_samples, refresh, min_samples = (check_integer(v, name, 1, expected="a positive integer") for name, v in
-                                           (("n_samples", n_samples), ("refresh", refresh), ("min_samples", min_samples)))
+        n_samples, refresh, min_samples = (
+            check_integer(v, name, 1, expected="a positive integer")
+            for name, v in (("n_samples", n_samples), ("refresh", refresh), ("min_samples", min_samples)))
         if len(tuple(phases)) != len(PHASES):
             raise ValueError(f"phases must give {len(PHASES)} fractions {PHASES}, got {phases!r}")
         if isinstance(estimator, str):
