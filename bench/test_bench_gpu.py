@@ -269,13 +269,14 @@ def test_gpu_joint_from_codes(benchmark, pytestconfig, bandwidth, backend):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("backend", ["cuda", "torch", "cpp"])
+@pytest.mark.parametrize("backend", ["cuda", "torch", "cpp", "auto"])
 @pytest.mark.parametrize("family", ["dense_12x12x6", "held_clustered_12x12x10", "clustered_20x20x10"])
 def test_gpu_exact_by_shape(benchmark, pytestconfig, family, backend):
     """Exact solves (tol 1e-6) of 8,000 problems of a shape, one timed call after a warm-up
     call: where the CUDA solver keeps a problem in a block's shared memory (12x12x6, 12x12x10)
-    and where it takes one per thread (20x20x10), against the host's cores. What
-    ``backend="auto"`` does with GPU problems follows these rows (api._host_beats_gpu_threads)."""
+    and where it takes one per thread (20x20x10), against the host's cores (``cpp``: the
+    problems on the CPU already). What ``backend="auto"`` does with GPU problems follows these
+    rows (api._host_beats_gpu_threads); its own row times that route, copies included."""
     n = 8000
     P_host = _family(family, n)
     P = torch.from_numpy(P_host) if backend == "cpp" else torch.from_numpy(P_host).cuda()
@@ -283,10 +284,13 @@ def test_gpu_exact_by_shape(benchmark, pytestconfig, family, backend):
     res, t = _cuda_timed(benchmark, lambda: fastpid.pid(P, backend=backend, tol=1e-6), rounds=1)
     assert float(res.gap.max()) <= 1e-6
     blocks = cuda.workspace_doubles(*sorted(P.shape[1:3], reverse=True), P.shape[3]) == 0
+    threads = fastpid.build_info()["openmp_max_threads"]
     _record({
-        "family": family, "method": "exact", "backend": backend, "problems": n,
+        "family": family, "method": "exact", "problems": n,
+        "backend": f"auto: {res.backend}" if backend == "auto" else backend,
         "seconds": t, "per_second": n / t, "speedup_vs_cvxpy": None, "max_abs_error": None,
-        "floor": (f"on the CPU: {fastpid.build_info()['openmp_max_threads']} threads" if backend == "cpp"
+        "floor": (f"on the CPU: {threads} threads" if backend == "cpp"
+                  else f"GPU problems on the CPU's {threads} threads, copies included" if res.backend == "cpp"
                   else "CUDA: a block per problem" if blocks else "CUDA: a thread per problem"),
         "notes": f"max gap {float(res.gap.max()):.1e}, iterations ≤ {int(res.iterations.max())}",
     }, pytestconfig)

@@ -130,7 +130,10 @@ def dual_potentials(P: torch.Tensor, tol: float = 1e-9):
     plan = solver.newton_plan(P)
     use_cpp = _choose_backend("auto", P, "exact", plan=plan) == "cpp"
     lowrank = plan.structure == "lowrank"
-    on = P.cpu() if use_cpp else P  # the C++ solver works on the host, for GPU problems too
+    on = P
+    if use_cpp and P.device.type != "cpu":  # the C++ solver works on the host: its plan there too
+        on = P.cpu()
+        plan = solver.newton_plan(on)
     sol = _per_orientation(
         on, lambda Q, _: cpp.solve(Q, tol, lowrank=lowrank) if use_cpp else solver.solve_exact(Q, tol),
         swap=_swap_sources(on, plan))

@@ -247,10 +247,11 @@ GENERAL_ROUTE_COPIES = 4
 GRADIENT_ROUTE_COPIES = 16
 
 
-def check_input_memory(P, copies: int = 1) -> None:
+def check_input_memory(P, copies: int = 1, device: torch.device | None = None) -> None:
     """Raise :class:`MemoryError` when ``copies`` float64 copies of ``P`` (every route makes
     one; the general route :data:`GENERAL_ROUTE_COPIES`, with derivatives
-    :data:`GRADIENT_ROUTE_COPIES`) do not fit in the free memory. A
+    :data:`GRADIENT_ROUTE_COPIES`) do not fit in the free memory of ``device`` (default:
+    ``P``'s; the CPU for GPU problems that the C++ solver takes). A
     broadcast view (``expand``, ``broadcast_to``) can stand for far more problems than it
     stores: without this its copy failed inside the extension's argument conversion (a
     TypeError) or in torch's allocator, or grew the process by four copies before the solve's
@@ -260,7 +261,8 @@ def check_input_memory(P, copies: int = 1) -> None:
     need = 8 * copies * (P.numel() if isinstance(P, torch.Tensor) else P.size)
     if memory_unchecked(need):
         return
-    device = P.device if isinstance(P, torch.Tensor) else torch.device("cpu")
+    if device is None:
+        device = P.device if isinstance(P, torch.Tensor) else torch.device("cpu")
     have = available_bytes(device)
     if have is not None and need > have:
         shape = tuple(P.shape)

@@ -143,7 +143,10 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
         backend = _choose_backend(backend, flat, method, return_coupling, plan)
     if backend == "cpp" and flat.device.type != "cpu":
         # GPU problems for the C++ solver: solved on the host's cores, the results moved back
-        # to the input's device by out() below (both moves keep the gradient's path).
+        # to the input's device by out() below (both moves keep the gradient's path). The
+        # host holds the route's copies of them now (checked on the GPU so far).
+        check_input_memory(flat, copies=GRADIENT_ROUTE_COPIES if carries_derivatives(flat) else GENERAL_ROUTE_COPIES,
+                           device=torch.device("cpu"))
         flat, drop_bound = flat.cpu(), drop_bound.cpu()
         plan = solver.newton_plan(flat) if method == "exact" else None
     # The native closed forms (one pass; the fused GPU kernels or the C++ loop) have no
@@ -246,8 +249,10 @@ def _untraced(fn):
 
 def _caller_level() -> int:
     """``stacklevel`` for a ``warnings.warn`` in the function that calls this one: the first frame
-    outside fastpid and torch, the caller's code, whatever wrappers lie between."""
-    inside = (os.path.dirname(__file__), os.path.dirname(torch.__file__))
+    outside fastpid (its integrations too, wherever installed) and torch, the caller's code,
+    whatever wrappers lie between."""
+    packages = [sys.modules[name] for name in ("fastpid", "fastpid.integrations", "torch") if name in sys.modules]
+    inside = tuple(os.path.join(os.path.dirname(m.__file__), "") for m in packages)
     level, frame = 1, sys._getframe(1)
     while frame is not None and frame.f_code.co_filename.startswith(inside):
         level, frame = level + 1, frame.f_back

@@ -66,12 +66,15 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse's parser, but a failed write of its help is raised, not dropped (unbuffered
-    help to a full disk exited 0 with nothing written): main() reports it."""
+    """argparse's parser, but a failed write of its help to stdout is raised, not dropped
+    (unbuffered help to a full disk exited 0 with nothing written): main() reports it. Its
+    messages to stderr (usage errors) are written as argparse writes them."""
 
     def _print_message(self, message, file=None):
-        if message:
-            (file or sys.stderr).write(message)
+        if message and file is not None and file is sys.stdout:
+            file.write(message)
+        else:
+            super()._print_message(message, file)
 
 
 def _write_failed(what: str, exc: OSError | None) -> int:
@@ -125,13 +128,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args, extra = parser.parse_known_args(argv)
     except SystemExit as stop:  # argparse has printed help (code 0) or a usage error (2)
-        if stop.code == 0:
+        if stop.code == 0 and sys.stdout is not None:  # (help with stdout closed: on stderr)
             try:
                 sys.stdout.flush()  # help on a full disk exited 0 with nothing written
+            except BrokenPipeError:
+                return _write_failed("--help", None)
             except OSError as exc:
                 return _write_failed("--help", exc)
         raise
-    except OSError as exc:  # the help's own write (unbuffered stdout)
+    except BrokenPipeError:  # the help's own write (unbuffered stdout)
+        return _write_failed("--help", None)
+    except OSError as exc:
         return _write_failed("--help", exc)
     if args.show_version:  # before any command, as argparse's own action
         args.command, args.func, extra = "--version", lambda _: print(f"fastpid {_version()}") or 0, []

@@ -134,6 +134,26 @@ def test_help_to_a_full_disk_fails_with_one_line(argv, unbuffered):
     assert run.stderr == "fastpid --help: [Errno 28] No space left on device\n"
 
 
+def test_help_with_stdout_closed_or_a_closed_pipe_and_usage_errors_with_stderr_failing(monkeypatch, capsys):
+    """Help with stdout closed (``>&-``) raised AttributeError on its flush, a closed pipe was
+    reported as an error, and a usage error whose stderr failed exited 1 instead of 2."""
+    monkeypatch.setattr(sys, "stdout", None)
+    with pytest.raises(SystemExit) as stop:
+        main(["--help"])
+    assert stop.value.code == 0 and "usage: fastpid" in capsys.readouterr().err  # argparse's fallback
+    monkeypatch.setattr(sys, "stdout", _Stdout(error=BrokenPipeError(32, "Broken pipe")))
+    assert main(["--help"]) == 1
+    assert capsys.readouterr().err == ""  # a reader that left: nothing to report
+
+    class Full:
+        def write(self, s):
+            raise OSError(28, "No space left on device")
+    monkeypatch.setattr(sys, "stderr", Full())
+    with pytest.raises(SystemExit) as stop:
+        main(["bogus"])
+    assert stop.value.code == 2
+
+
 def test_output_problems_end_the_command_with_one_line(monkeypatch, capsys):
     """An em dash of the estimate table on a latin-1 stdout had stopped the demo halfway
     (UnicodeEncodeError); a full disk and Ctrl-C gave tracebacks."""

@@ -406,6 +406,13 @@ def test_gpu_problems_solved_on_the_host_come_back_with_their_gradient():
         torch.testing.assert_close(res.synergy.detach().cpu(), ref.synergy.detach(), atol=1e-12, rtol=0)
         assert X.grad.is_cuda
         torch.testing.assert_close(X.grad.cpu(), R.grad, atol=1e-10, rtol=0)
+    # The estimate's null fit takes the same route: its plan (and so its orientation masks)
+    # must be the host's, with groups of equal source sizes.
+    rng = np.random.default_rng(2)
+    x1, x2, y, g = (torch.from_numpy(rng.integers(0, n, 3000)) for n in (20, 20, 10, 3))
+    on_gpu = fastpid.estimate(x1.cuda(), x2.cuda(), y.cuda(), sizes=(20, 20, 10), groups=g.cuda(), seed=0)
+    on_cpu = fastpid.estimate(x1, x2, y, sizes=(20, 20, 10), groups=g, seed=0)
+    torch.testing.assert_close(on_gpu.synergy.cpu(), on_cpu.synergy, atol=1e-9, rtol=0)
     for method in ("fast", "proxy"):
         res = fastpid.pid(P.cuda(), method=method, backend="cpp")
         torch.testing.assert_close(res.synergy.cpu(), fastpid.pid(P, method=method, backend="cpp").synergy,

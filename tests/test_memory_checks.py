@@ -226,3 +226,13 @@ def test_the_estimate_counts_what_every_problem_of_a_batch_holds_to_the_end():
     for method, measured in (("exact", 1330e6), ("fast", 1005e6)):  # growth of the peak RSS
         copies = _resources.GENERAL_ROUTE_COPIES * flat.numel() * 8  # what check_input_memory counts
         assert _resources.estimate_bytes(flat, method, "torch") + copies >= measured
+
+
+def test_input_memory_is_checked_on_the_device_asked(monkeypatch):
+    """GPU problems that the C++ solver takes are copied to the host: checked there first."""
+    P = torch.ones(4, 8, 8, 8, dtype=torch.float64)
+    monkeypatch.setattr(_resources, "memory_unchecked", lambda need: False)
+    monkeypatch.setattr(_resources, "available_bytes", lambda device: 1 if device.type == "meta" else 2**40)
+    _resources.check_input_memory(P, 4)
+    with pytest.raises(MemoryError):
+        _resources.check_input_memory(P, 4, device=torch.device("meta"))
