@@ -560,7 +560,7 @@ def _solve_iterative(flat, method, backend, tol, max_iter, steps, progress, brac
     ``plan``: :func:`fastpid.solver.newton_plan` of ``flat`` (CPU exact solves), which holds
     for every chunk (its admissible counts are the batch's largest)."""
     B, n1, n2, ny = flat.shape
-    check_memory(flat, method, backend, plan, return_coupling and backend == "cpp")
+    check_memory(flat, method, backend, plan, return_coupling)
     if backend == "cuda" and method == "exact":
         # Problems too large for the block solver's shared memory take one GPU thread each,
         # with its own scratch: chunks as large as a quarter of the free device memory

@@ -236,3 +236,12 @@ def test_input_memory_is_checked_on_the_device_asked(monkeypatch):
     _resources.check_input_memory(P, 4)
     with pytest.raises(MemoryError):
         _resources.check_input_memory(P, 4, device=torch.device("meta"))
+
+
+def test_the_pytorch_estimate_counts_the_couplings_asked_for():
+    """The couplings were counted for the C++ solver only: 50,000 problems of 8x8x8 peaked
+    201 MB higher with them (fast), one set of them being 205 MB."""
+    flat = torch.full((1, 6, 5, 4), 1 / 120, dtype=torch.float64).expand(1000, 6, 5, 4)
+    for method in ("exact", "fast"):
+        extra = _resources.estimate_bytes(flat, method, "torch", coupling=True) - _resources.estimate_bytes(flat, method, "torch")
+        assert extra == 8 * 1000 * 120  # one set of couplings
