@@ -403,15 +403,16 @@ def check_positive_int(value, *, name: str, allow_none: bool = True,
     return v
 
 
-def check_integer(value, name: str, lo: int, hi: Optional[int] = None, expected: Optional[str] = None) -> int:
-    """``value`` as a Python int in ``[lo, hi]`` (no upper bound where ``hi`` is ``None``): any
-    integral type, numpy's too (a size from ``len`` of an array, an ``np.int64`` from argparse or
-    a config), but not bool; else a ``ValueError`` saying what was expected (``expected``, or
-    "an integer >= lo")."""
+def check_integer(value, name: str, lo: Optional[int] = None, hi: Optional[int] = None,
+                  expected: Optional[str] = None) -> int:
+    """``value`` as a Python int in ``[lo, hi]`` (no bound where one is ``None``): any integral
+    type, numpy's too (a size from an array's shape, an ``np.int64`` from a config), but not
+    bool; else a ``ValueError`` saying what was expected (``expected``, or "an integer >= lo")."""
     if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)) \
-            and value >= lo and (hi is None or value <= hi):
+            and (lo is None or value >= lo) and (hi is None or value <= hi):
         return int(value)
-    raise ValueError(f"{name} must be {expected or f'an integer >= {lo}'}, got {value!r}")
+    default = "an integer" if lo is None else f"an integer >= {lo}"
+    raise ValueError(f"{name} must be {expected or default}, got {value!r}")
 
 
 def check_base(base) -> Optional[float]:

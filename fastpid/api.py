@@ -121,7 +121,8 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
         if res is not None:
             return res
     # With derivatives the graph keeps the forward pass's arrays for the backward pass.
-    check_input_memory(P, copies=GRADIENT_ROUTE_COPIES if carries_derivatives(P) else GENERAL_ROUTE_COPIES)
+    copies = GRADIENT_ROUTE_COPIES if carries_derivatives(P) else GENERAL_ROUTE_COPIES
+    check_input_memory(P, copies=copies)
     # One convention at the input's cells of zero mass, for every term and backend: a zero
     # gradient (set before the normalisation, which would otherwise leak one back in).
     T, is_numpy = check_distribution(zero_mass_gradient(P) if isinstance(P, torch.Tensor) else P, float64=True)
@@ -145,8 +146,7 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
         # GPU problems for the C++ solver: solved on the host's cores, the results moved back
         # to the input's device by out() below (both moves keep the gradient's path). The
         # host holds the route's copies of them now (checked on the GPU so far).
-        check_input_memory(flat, copies=GRADIENT_ROUTE_COPIES if carries_derivatives(flat) else GENERAL_ROUTE_COPIES,
-                           device=torch.device("cpu"))
+        check_input_memory(flat, copies=copies, device=torch.device("cpu"))
         flat, drop_bound = flat.cpu(), drop_bound.cpu()
         plan = solver.newton_plan(flat) if method == "exact" else None
     # The native closed forms (one pass; the fused GPU kernels or the C++ loop) have no

@@ -77,13 +77,13 @@ class _Parser(argparse.ArgumentParser):
             super()._print_message(message, file)
 
 
-def _write_failed(what: str, exc: OSError | None) -> int:
-    """Exit status 1 for a failed write to stdout (``exc``'s message, none for a closed pipe),
-    with stdout pointed at the null device: the interpreter's own flush at exit would fail
-    again, print "Exception ignored" and exit 120."""
+def _write_failed(what: str, exc: OSError) -> int:
+    """Exit status 1 for a failed write to stdout (``exc``'s message; none for a closed pipe,
+    e.g. ``fastpid demo --json | head``), with stdout pointed at the null device: the
+    interpreter's own flush at exit would fail again, print "Exception ignored" and exit 120."""
     import os
 
-    if exc is not None:
+    if not isinstance(exc, BrokenPipeError):
         print(f"fastpid {what}: {exc}", file=sys.stderr)
     try:
         fd = sys.stdout.fileno()
@@ -126,19 +126,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        args, extra = parser.parse_known_args(argv)
-    except SystemExit as stop:  # argparse has printed help (code 0) or a usage error (2)
-        if stop.code == 0 and sys.stdout is not None:  # (help with stdout closed: on stderr)
-            try:
+        try:
+            args, extra = parser.parse_known_args(argv)
+        except SystemExit as stop:  # argparse has printed help (code 0) or a usage error (2)
+            if stop.code == 0 and sys.stdout is not None:  # (help with stdout closed: on stderr)
                 sys.stdout.flush()  # help on a full disk exited 0 with nothing written
-            except BrokenPipeError:
-                return _write_failed("--help", None)
-            except OSError as exc:
-                return _write_failed("--help", exc)
-        raise
-    except BrokenPipeError:  # the help's own write (unbuffered stdout)
-        return _write_failed("--help", None)
-    except OSError as exc:
+            raise
+    except OSError as exc:  # the help's write (unbuffered stdout) or its flush
         return _write_failed("--help", exc)
     if args.show_version:  # before any command, as argparse's own action
         args.command, args.func, extra = "--version", lambda _: print(f"fastpid {_version()}") or 0, []
@@ -165,9 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = int(args.func(args))
         sys.stdout.flush()  # here, so that a full disk is reported like any write error
         return code
-    except BrokenPipeError:  # e.g. `fastpid demo --json | head`
-        return _write_failed(args.command, None)
-    except OSError as exc:  # e.g. stdout on a full disk
+    except OSError as exc:  # stdout on a full disk, or a closed pipe
         return _write_failed(args.command, exc)
     except KeyboardInterrupt:
         print(f"fastpid {args.command}: interrupted", file=sys.stderr)

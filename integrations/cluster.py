@@ -8,10 +8,11 @@ scatter-adds.
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 
 import torch
+
+from fastpid._validate import check_integer
 
 __all__ = ["standardize", "l2_normalize", "pca", "kmeans", "PCAResult", "KMeansResult"]
 
@@ -34,11 +35,8 @@ def _check_matrix(x, name: str) -> torch.Tensor:
 def _check_count(v, name: str, hi: int | None = None, hi_name: str = "") -> int:
     """``v`` as a Python int in ``[1, hi]`` (``hi = None``: no upper bound). Any integral
     type counts (numpy and Python ints alike, e.g. a k from ``np.argmax``); bools do not."""
-    if isinstance(v, numbers.Integral) and not isinstance(v, bool) and 1 <= v and (hi is None or v <= hi):
-        return int(v)
-    if hi is None:
-        raise ValueError(f"{name} must be a positive integer, got {v!r}")
-    raise ValueError(f"{name} must be an integer in [1, {hi_name}] = [1, {hi}], got {v!r}")
+    expected = "a positive integer" if hi is None else f"an integer in [1, {hi_name}] = [1, {hi}]"
+    return check_integer(v, name, 1, hi, expected=expected)
 
 
 def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
@@ -168,7 +166,6 @@ class KMeansResult:
         first on a tie), e.g. validation embeddings coded with the training set's clusters.
         Distances are taken about the centres' mean, which keeps a large common offset from
         costing precision (as in :func:`kmeans`)."""
-        x = _at_least_float32(_check_matrix(x, "x"))
         x = _check_new_rows(x, self.centers.shape[1], self.centers)
         offset = self.centers.mean(dim=0)
         return _sq_dists(x - offset, self.centers - offset).argmin(1)

@@ -323,7 +323,7 @@ class ECSAsyncController:
                 ("probe_every", probe_every, 1), ("max_unimodal_epochs", max_unimodal_epochs, 0),
                 ("min_unimodal_epochs", min_unimodal_epochs, 0), ("warmup_epochs", warmup_epochs, 0),
                 ("baseline_permutations", baseline_permutations, 1)))
-        baseline_seed = check_integer(baseline_seed, "baseline_seed", -2**63, expected="an integer")
+        baseline_seed = check_integer(baseline_seed, "baseline_seed")
         ratio = _check_number("ratio", ratio, lo=1, lo_open=True)
         if resume_ratio is not None:
             resume_ratio = _check_number("resume_ratio", resume_ratio)
