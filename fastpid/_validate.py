@@ -211,7 +211,8 @@ def check_distribution(P, *, name: str = "P", float64: bool = False) -> Tuple[to
     TypeError
         complex, string, object or other non-numeric data.
     ValueError
-        fewer than 3 dimensions, a size-0 axis, a NaN or infinite entry, a
+        fewer than 3 dimensions, a size-0 axis among the last three (a batch axis
+        of size 0 is a batch of no problems, returned as it is), a NaN or infinite entry, a
         negative entry, or a problem with zero total mass; the message names the
         batch index of the first offending problem and the offending cell.
     """
@@ -236,13 +237,14 @@ def check_distribution(P, *, name: str = "P", float64: bool = False) -> Tuple[to
             f"{name} must have at least 3 dimensions (..., n1, n2, ny) with the target "
             f"on the last axis; got shape {tuple(T.shape)}"
         )
-    if T.numel() == 0:
-        zero_axes = [i for i, s in enumerate(T.shape) if s == 0]
+    if 0 in T.shape[-3:]:
+        axis = T.dim() - 3 + list(T.shape[-3:]).index(0)
         raise ValueError(
-            f"{name} has shape {tuple(T.shape)} with size 0 along axis "
-            f"{zero_axes[0]}; every axis (batch axes and n1, n2, ny) needs at least "
-            f"one entry"
+            f"{name} has shape {tuple(T.shape)} with size 0 along axis {axis}; each of "
+            f"n1, n2 and ny (the last three axes) needs at least one entry"
         )
+    if T.numel() == 0:  # a batch of no problems: nothing to check or normalise
+        return T, not is_torch
 
     # One pass of two reductions and a single host synchronisation.
     total = T.sum(dim=(-3, -2, -1), keepdim=True)

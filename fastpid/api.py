@@ -78,7 +78,8 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
 
     Returns:
         :class:`PIDResult` with ``redundancy``, ``unique1``, ``unique2``, ``synergy``,
-        ``mi``, ``mi1``, ``mi2`` and ``gap`` of the batch shape ``(...)``. ``gap``
+        ``mi``, ``mi1``, ``mi2`` and ``gap`` of the batch shape ``(...)`` (empty for a batch
+        axis of size 0). ``gap``
         bounds the error of every term; ``R + U1 + U2 + S = mi``, ``R + U1 = mi1`` and
         ``R + U2 = mi2`` hold up to the output's rounding (exactly for most float64 results
         in nats), and every term is ``>= 0``. ``tol`` is in nats whatever ``base``.
@@ -132,6 +133,8 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
                          "for the exact envelope gradient")
     if tol is None:
         tol = DEFAULT_TOL.get(out_dtype, 1e-5)
+    if T.numel() == 0:
+        return _empty_result(T, is_numpy, out_dtype, method, backend, base, return_coupling)
     batch_shape = T.shape[:-3]
     n1, n2, ny = T.shape[-3:]
     flat, drop_bound = drop_negligible(T.reshape(-1, n1, n2, ny))
@@ -211,6 +214,24 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
         base=base, status=status,
         coupling=None if coupling is None else out(coupling, dtype=out_dtype),
     )
+
+
+def _empty_result(T, is_numpy, out_dtype, method, backend, base, return_coupling) -> PIDResult:
+    """The result of a batch of no problems (``T`` of shape ``(..., n1, n2, ny)`` with a batch
+    axis of size 0): every field empty, of the batch shape. A named backend must still be
+    available; ``auto`` reports ``"torch"``, which computes nothing here either."""
+    if backend not in ("auto", "cvx"):
+        backend = _choose_backend(backend, T.reshape(0, *T.shape[-3:]), method, return_coupling)
+    # Zeros that keep T's graph, so that a loss summed over them backpropagates (to nothing).
+    zeros = T.sum(dim=(-3, -2, -1)).to(out_dtype) * 0
+    flag = torch.zeros(zeros.shape, dtype=torch.bool, device=T.device)
+    fields = dict(zip(TERMS, [zeros] * 7), gap=zeros.detach(), converged=flag,
+                  iterations=torch.zeros(zeros.shape, dtype=torch.int64, device=T.device),
+                  coupling=T.to(out_dtype) if return_coupling else None)
+    if is_numpy:
+        fields = {k: None if v is None else v.detach().cpu().numpy() for k, v in fields.items()}
+    return PIDResult(**fields, method=method, backend="torch" if backend == "auto" else backend,
+                     base=base, status=() if backend == "cvx" else None)
 
 
 def _read_in_place(P) -> bool:

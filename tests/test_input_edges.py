@@ -218,3 +218,31 @@ def test_a_reversed_axis_of_length_one_is_read(kw):
     assert view.flags.c_contiguous and view.strides[0] < 0
     got, want = fastpid.pid(view, **kw), fastpid.pid(P.copy(), **kw)
     assert float(got.synergy) == float(want.synergy) and float(got.gap) == float(want.gap)
+
+
+@pytest.mark.parametrize("method", ["exact", "fast", "proxy"])
+@pytest.mark.parametrize("shape, dtype", [((0, 3, 4, 2), torch.float64), ((2, 0, 3, 3, 2), torch.float16)])
+def test_a_batch_of_no_problems_gives_empty_results(method, shape, dtype):
+    """A training loop's empty batch (everything filtered out) is answered, not refused: every
+    field empty with the batch shape, in the dtype a non-empty batch would have, and a loss
+    summed over it backpropagates."""
+    P = torch.rand(shape, dtype=dtype, requires_grad=True)
+    res = fastpid.pid(P, method=method, return_coupling=True)
+    out_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+    for name in api.TERMS + ("gap",):
+        value = getattr(res, name)
+        assert value.shape == shape[:-3] and value.dtype == out_dtype, name
+    assert res.converged.dtype == torch.bool and res.iterations.dtype == torch.int64
+    assert res.coupling.shape == shape and res.shape == shape[:-3]
+    (res.synergy.sum() + res.redundancy.sum()).backward()
+    assert P.grad.shape == shape
+
+
+def test_a_batch_of_no_problems_as_numpy_and_named_backends():
+    res = fastpid.pid(np.ones((0, 2, 2, 2)), base=2)
+    assert isinstance(res.synergy, np.ndarray) and res.synergy.shape == (0,) and res.units == "bits"
+    assert fastpid.pid(torch.ones(0, 2, 2, 2), backend="cvx").status == ()
+    # a backend that cannot take these tensors still says so
+    with pytest.raises(RuntimeError, match="backend='cuda' is not available"):
+        fastpid.pid(torch.ones(0, 2, 2, 2), backend="cuda")
+

@@ -239,10 +239,17 @@ def test_scalar_python_number_rejected():
         check_distribution(1.0)
 
 
-@pytest.mark.parametrize("shape, axis", [((0, 2, 2), 0), ((2, 0, 2), 1), ((2, 2, 0), 2), ((0, 2, 2, 2), 0)])
-def test_size_zero_axis(shape, axis):
-    with pytest.raises(ValueError, match=f"size 0 along axis {axis}"):
+@pytest.mark.parametrize("shape, axis", [((0, 2, 2), 0), ((2, 0, 2), 1), ((2, 2, 0), 2), ((3, 2, 2, 0), 3),
+                                         ((0, 2, 0, 2), 2)])
+def test_size_zero_problem_axis(shape, axis):
+    with pytest.raises(ValueError, match=f"size 0 along axis {axis}; each of n1, n2 and ny"):
         check_distribution(np.ones(shape))
+
+
+@pytest.mark.parametrize("shape", [(0, 2, 2, 2), (3, 0, 2, 2, 2)])
+def test_size_zero_batch_axis_is_a_batch_of_no_problems(shape):
+    T, is_numpy = check_distribution(np.ones(shape), float64=True)
+    assert is_numpy and T.shape == shape and T.dtype == torch.float64
 
 
 def test_complex_rejected():
