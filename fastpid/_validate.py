@@ -408,13 +408,42 @@ def check_positive_int(value, *, name: str, allow_none: bool = True,
 def check_integer(value, name: str, lo: Optional[int] = None, hi: Optional[int] = None,
                   expected: Optional[str] = None) -> int:
     """``value`` as a Python int in ``[lo, hi]`` (no bound where one is ``None``): any integral
-    type, numpy's too (a size from an array's shape, an ``np.int64`` from a config), but not
-    bool; else a ``ValueError`` saying what was expected (``expected``, or "an integer >= lo")."""
+    type, numpy's and 0-d integer tensors too (a size from an array's shape, an ``np.int64``
+    from a config, a count from a tensor), but not bool; else a ``ValueError`` saying what was
+    expected (``expected``, or "an integer >= lo")."""
+    if isinstance(value, torch.Tensor) and value.dim() == 0 and not value.is_meta and not value.is_floating_point() \
+            and not value.is_complex() and value.dtype != torch.bool:
+        value = int(value)
     if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)) \
             and (lo is None or value >= lo) and (hi is None or value <= hi):
         return int(value)
     default = "an integer" if lo is None else f"an integer >= {lo}"
     raise ValueError(f"{name} must be {expected or default}, got {value!r}")
+
+
+def check_real(value, name: str, lo: Optional[float] = None, hi: Optional[float] = None, *,
+               lo_open: bool = False, hi_open: bool = False, allow_inf: bool = False) -> float:
+    """``value`` as a Python float within ``lo`` and ``hi`` (open or closed; no bound where one
+    is ``None``): any real number, numpy's and 0-d tensors' too (a value from a config or a
+    schedule), but not bool, NaN or (unless ``allow_inf``) an infinity; else a ``ValueError``
+    saying what was expected."""
+    try:
+        v = _as_real_scalar(value, name)
+    except TypeError:
+        v = math.nan
+    if math.isnan(v) or (math.isinf(v) and not allow_inf):
+        raise ValueError(f"{name} must be a {'' if allow_inf else 'finite '}number, got {value!r}")
+    low_ok = lo is None or (v > lo if lo_open else v >= lo)
+    high_ok = hi is None or (v < hi if hi_open else v <= hi)
+    if low_ok and high_ok:
+        return v
+    if lo is not None and hi is not None:
+        expected = f"in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+    elif lo is not None:
+        expected = f"{'>' if lo_open else '>='} {lo}"
+    else:
+        expected = f"{'<' if hi_open else '<='} {hi}"
+    raise ValueError(f"{name} must be {expected}, got {value!r}")
 
 
 def check_base(base) -> Optional[float]:
@@ -487,7 +516,7 @@ def check_codes(
         if has_nonint:
             i, cnt = _first_true(nonint)
             # Probability rows are an alternative for the variables only, not for group ids.
-            advice = (f"group ids are integers (e.g. 0, 1, 2)" if what == "group id" else
+            advice = ("group ids are integers (e.g. 0, 1, 2)" if what == "group id" else
                       f"a 1-D {name} is read as hard integer codes (integral values, e.g. 0, 1, 2). "
                       f"Pass probability rows as a 2-D (N, n) array")
             raise ValueError(

@@ -20,8 +20,9 @@
 
 Every stateful piece has ``state_dict()`` / ``load_state_dict()`` that survive
 ``torch.save`` + ``torch.load(weights_only=True)``, and under an initialised
-``torch.distributed`` process group they keep their state identical on every rank
-(:mod:`fastpid.integrations.distributed`).
+``torch.distributed`` process group the curricula, the controller and the probe keep their
+state identical on every rank (:mod:`fastpid.integrations.distributed`); :class:`SynIBLoss`'s
+running statistics and learned gates are each rank's own, as its module docstring says.
 """
 from .ecs_async import Decision, ECSAsyncController, ProbeRecord
 from .probe import PIDProbe, ProbeResult

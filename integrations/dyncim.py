@@ -54,10 +54,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from fastpid._validate import check_integer
+from fastpid._validate import check_integer, check_real
 
 from .distributed import assemble, broadcast_object, broadcast_tensors, check_on_every_rank, is_distributed
-from .predictions import as_labels, check_labels, check_probs, prob_of_label, rows_to_gather
+from .predictions import as_labels, check_indices, check_labels, check_probs, prob_of_label, rows_to_gather
 
 __all__ = ["DynCIM", "LinearTemperature", "generalized_js", "geometric_mean_ratio",
            "harmonic_mean_improvement"]
@@ -136,12 +136,10 @@ class DynCIM:
         if dw.shape != (3,) or (dw < 0).any() or dw.sum() <= 0:
             raise ValueError("difficulty_weights must be 3 non-negative numbers (deviation, "
                              f"consistency, stability), not all 0; got {difficulty_weights!r}")
-        for name, v in (("gamma", gamma), ("stall", stall), ("unimodal_scale", unimodal_scale),
-                        ("max_unimodal_scale", max_unimodal_scale)):
-            if not (isinstance(v, (int, float)) and v >= 0 and math.isfinite(v)):
-                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
-        if stall == 0:
-            raise ValueError("stall must be > 0")
+        gamma, unimodal_scale, max_unimodal_scale = (
+            check_real(v, name, 0) for name, v in (("gamma", gamma), ("unimodal_scale", unimodal_scale),
+                                                   ("max_unimodal_scale", max_unimodal_scale)))
+        stall = check_real(stall, "stall", 0, lo_open=True)
         self.n_samples, self.n_modalities, self.epochs, self.window = n_samples, n_modalities, epochs, window
         self.temperature = LinearTemperature() if temperature is None else temperature
         self.difficulty_weights = dw / dw.sum()
@@ -305,6 +303,6 @@ class DynCIM:
     def loss_inputs(self, index) -> dict:
         """Keyword arguments for :class:`~fastpid.integrations.dyncim_loss.DynCIMLoss` for
         the batch of training-set indices ``index (B,)``."""
-        index = torch.as_tensor(index, dtype=torch.int64)
+        index = check_indices(index, self.n_samples)
         return {"sample_weights": self._w[index.cpu()], "modality_weights": self.modality_weights(),
                 "unimodal_scale": self._alpha, "gate_target": self.gate_target()}

@@ -18,7 +18,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .predictions import as_labels, check_batch
+from fastpid._validate import check_real
+
+from .predictions import as_labels, check_batch, check_classes
 
 __all__ = ["DynCIMLoss", "dyncim_loss_terms"]
 
@@ -39,7 +41,7 @@ def dyncim_loss_terms(fused_logits: torch.Tensor, unimodal_logits: Sequence[torc
     if fused_logits.dim() != 2:
         raise ValueError(f"fused_logits must have shape (B, C), got {tuple(fused_logits.shape)}")
     check_batch("the DynCIM loss's batch (fused_logits)", fused_logits)
-    y = as_labels(y, "y", device=fused_logits.device)
+    y = check_classes(as_labels(y, "y", device=fused_logits.device), fused_logits.shape[1])
     B = fused_logits.shape[0]
     M = len(unimodal_logits)
     if M == 0 or any(tuple(u.shape) != tuple(fused_logits.shape) for u in unimodal_logits):
@@ -112,9 +114,7 @@ class DynCIMLoss(nn.Module):
 
     def __init__(self, beta: float = 0.1):
         super().__init__()
-        if not (isinstance(beta, (int, float)) and beta >= 0):
-            raise ValueError(f"beta must be a number >= 0, got {beta!r}")
-        self.beta = float(beta)
+        self.beta = check_real(beta, "beta", 0)
 
     def forward(self, fused_logits, unimodal_logits, y, **kwargs) -> torch.Tensor:
         t = dyncim_loss_terms(fused_logits, unimodal_logits, y, **kwargs)

@@ -122,10 +122,10 @@ import torch
 import torch.nn.functional as F
 
 import fastpid
-from fastpid._validate import check_integer
+from fastpid._validate import check_integer, check_real
 
 from .distributed import broadcast_object, rank_and_world
-from .predictions import ArrayLike, as_labels, check_batch
+from .predictions import ArrayLike, as_labels, check_batch, check_classes
 from .probe import TERMS, PIDProbe, ProbeResult
 
 __all__ = ["ECSAsyncController", "Decision", "ProbeRecord"]
@@ -248,16 +248,6 @@ def _check_finite(terms: dict, what: str) -> None:
         raise ValueError(f"{what} have NaN or infinite entries {bad}: {terms}")
 
 
-def _check_number(name: str, v, *, lo=None, lo_open=False, allow_inf=False) -> float:
-    """``v`` as a float, or a ValueError naming ``name`` and the expected range."""
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v) \
-            or (not allow_inf and math.isinf(v)):
-        raise ValueError(f"{name} must be a {'' if allow_inf else 'finite '}number, got {v!r}")
-    if lo is not None and (v <= lo if lo_open else v < lo):
-        raise ValueError(f"{name} must be {'>' if lo_open else '>='} {lo}, got {v!r}")
-    return float(v)
-
-
 class ECSAsyncController:
     """Decides, from probes of the pre-fusion embeddings, which modalities train and when
     stage 2 starts.
@@ -324,27 +314,23 @@ class ECSAsyncController:
                 ("min_unimodal_epochs", min_unimodal_epochs, 0), ("warmup_epochs", warmup_epochs, 0),
                 ("baseline_permutations", baseline_permutations, 1)))
         baseline_seed = check_integer(baseline_seed, "baseline_seed")
-        ratio = _check_number("ratio", ratio, lo=1, lo_open=True)
+        ratio = check_real(ratio, "ratio", 1, lo_open=True)
         if resume_ratio is not None:
-            resume_ratio = _check_number("resume_ratio", resume_ratio)
+            resume_ratio = check_real(resume_ratio, "resume_ratio")
             if not 1 <= resume_ratio <= ratio:
                 raise ValueError(f"resume_ratio must be in [1, ratio={ratio}] or None, got {resume_ratio!r}")
-        drop = _check_number("drop", drop)
-        if not 0 < drop < 1:
-            raise ValueError(f"drop must be in (0, 1), got {drop!r}")
+        drop = check_real(drop, "drop", 0, 1, lo_open=True, hi_open=True)
         if baseline not in BASELINES:
             raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
         if synergy_rule not in SYNERGY_RULES:
             raise ValueError(f"synergy_rule must be one of {SYNERGY_RULES}, got {synergy_rule!r}")
-        alpha = _check_number("alpha", alpha)
-        if not 0 < alpha < 1:
-            raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
-        min_score = _check_number("min_score", min_score, allow_inf=True)
-        eps = _check_number("eps", eps, lo=0, lo_open=True)
+        alpha = check_real(alpha, "alpha", 0, 1, lo_open=True, hi_open=True)
+        min_score = check_real(min_score, "min_score", allow_inf=True)
+        eps = check_real(eps, "eps", 0, lo_open=True)
         if balance_by not in ("unique", "mi"):
             raise ValueError(f"balance_by must be 'unique' or 'mi', got {balance_by!r}")
-        fused_weight = _check_number("fused_weight", fused_weight, lo=0)
-        unimodal_weight = _check_number("unimodal_weight", unimodal_weight, lo=0)
+        fused_weight = check_real(fused_weight, "fused_weight", 0)
+        unimodal_weight = check_real(unimodal_weight, "unimodal_weight", 0)
         if modules is not None:
             modules = list(modules)
             bad = [type(m).__name__ for m in modules if not isinstance(m, torch.nn.Module)]
@@ -403,12 +389,13 @@ class ECSAsyncController:
         ``torch.distributed``; an error there raises on every rank).
 
         Call it once per epoch, before training that epoch, with embeddings computed by the
-        current (not yet trained this epoch) encoders. Tensors or numpy arrays. Under
+        current (not yet trained this epoch) encoders; an epoch below 0, or not after the last
+        probed one, raises ``ValueError``. Tensors or numpy arrays. Under
         ``torch.distributed`` each rank passes its part of the probe set (see
         :meth:`PIDProbe.__call__`); every rank must call it. ``epoch`` may be a numpy integer
         or a 0-d integer tensor; it is kept as a Python int.
         """
-        epoch = operator.index(epoch)  # a plain int: it seeds the baseline and is saved in the history
+        epoch = self._check_epoch(epoch)  # a plain int: it seeds the baseline and is saved in the history
         if self.wants_probe(epoch):
             if emb1 is None or emb2 is None or labels is None:
                 raise ValueError(f"epoch {epoch} is a probe epoch (probe_every={self.probe_every}); "
@@ -448,8 +435,21 @@ class ECSAsyncController:
         true, so the rules would silently stop working for the rest of the run). Under
         ``torch.distributed`` rank 0's terms, baseline and test are used on every rank, so
         every rank takes the same decision; every rank must call it."""
-        epoch = operator.index(epoch)  # as in update()
+        epoch = self._check_epoch(epoch)  # as in update()
         return self._step(epoch, self._parse(result, baseline, test))
+
+    def _check_epoch(self, epoch: SupportsIndex) -> int:
+        """``epoch`` as a plain int, after the last probed one: a repeated or earlier epoch (a
+        run resumed at the checkpoint's own epoch, two hooks calling :meth:`update`) would
+        record a probe twice, and count its synergy twice."""
+        epoch = operator.index(epoch)
+        if epoch < 0:
+            raise ValueError(f"epoch must be >= 0, got {epoch}")
+        if self.history and epoch <= self.history[-1].epoch:
+            raise ValueError(f"epoch {epoch} does not come after epoch {self.history[-1].epoch}, which was "
+                             "probed already: call update() once per epoch, epochs increasing (a run resumed "
+                             "from a checkpoint goes on at the epoch after the one it saved)")
+        return epoch
 
     def _step(self, epoch: int, parsed) -> Decision:
         """:meth:`step` from :meth:`_parse`'s answer on this rank."""
@@ -598,7 +598,8 @@ class ECSAsyncController:
         (CE1 + CE2)`` in stage 2. Logits are ``(B, C)``, labels ``(B,)`` (tensor or numpy,
         integral floats accepted). An empty batch raises ``ValueError``."""
         check_batch("stage_loss's batch (fused_logits)", fused_logits)
-        labels = as_labels(labels, "labels", device=fused_logits.device)
+        labels = check_classes(as_labels(labels, "labels", device=fused_logits.device), fused_logits.shape[-1],
+                               "labels")
         if decision.stage == JOINT:
             return (self.fused_weight * F.cross_entropy(fused_logits, labels)
                     + self.unimodal_weight * (F.cross_entropy(logits1, labels) + F.cross_entropy(logits2, labels)))

@@ -40,6 +40,8 @@ from typing import Iterable, Sequence
 
 import torch
 
+from fastpid._validate import check_real
+
 from .predictions import check_batch, check_labels, prob_of_label
 
 __all__ = ["ogm_ge_scores", "ogm_ge_coefficients", "modulate_gradients", "RULES"]
@@ -83,8 +85,7 @@ def ogm_ge_coefficients(scores: torch.Tensor, alpha: float = 0.5, *, rule: str =
     scores = torch.as_tensor(scores, dtype=torch.float64)
     if scores.dim() != 1 or scores.shape[0] < 2 or not bool(torch.isfinite(scores).all()) or (scores < 0).any():
         raise ValueError(f"scores must be a finite, non-negative (M,) vector with M >= 2, got {scores}")
-    if not alpha >= 0:
-        raise ValueError(f"alpha must be >= 0, got {alpha!r}")
+    alpha = check_real(alpha, "alpha", 0)
     M = scores.shape[0]
     others = (scores.sum() - scores) / (M - 1)
     ratio = scores / others.clamp_min(1e-12)

@@ -15,7 +15,7 @@ import math
 import operator
 from dataclasses import dataclass
 
-from fastpid._validate import check_integer
+from fastpid._validate import check_integer, check_real
 
 __all__ = ["RootCompetence", "PhaseSchedule", "PhasePosition"]
 
@@ -25,9 +25,7 @@ class RootCompetence:
     ``t`` of ``T`` (``0 <= t``, ``T > 0``; any unit, e.g. epochs)."""
 
     def __init__(self, c0: float = 0.2):
-        if not (isinstance(c0, (int, float)) and 0.0 < c0 <= 1.0):
-            raise ValueError(f"c0 (the initial competence) must be in (0, 1], got {c0!r}")
-        self.c0 = float(c0)
+        self.c0 = check_real(c0, "c0 (the initial competence)", 0, 1, lo_open=True)
 
     def __call__(self, t: float, T: float) -> float:
         if T <= 0 or t < 0:

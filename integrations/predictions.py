@@ -13,7 +13,8 @@ from typing import Union
 import numpy as np
 import torch
 
-__all__ = ["as_tensor", "as_labels", "check_probs", "rows_to_gather", "check_labels", "check_batch", "prob_of_label"]
+__all__ = ["as_tensor", "as_labels", "check_probs", "rows_to_gather", "check_labels", "check_classes", "check_indices",
+           "check_batch", "prob_of_label"]
 
 #: Rows of a probability matrix must sum to 1 within this tolerance (or, for half-precision
 #: input, within the dtype's epsilon: a bfloat16 softmax row is off by up to 2^-8).
@@ -147,6 +148,34 @@ def check_labels(y, n_rows: int, n_classes: int, name: str = "y") -> torch.Tenso
         raise ValueError(f"{name} must lie in [0, {n_classes}), got values in "
                          f"[{int(y.min())}, {int(y.max())}]")
     return y
+
+
+def check_classes(y: torch.Tensor, n_classes: int, name: str = "y") -> torch.Tensor:
+    """``y``, the int64 labels of :func:`as_labels`, checked to be classes of logits with
+    ``n_classes`` columns (a label past them was cross-entropy's bare IndexError, and a
+    device-side assert on a GPU)."""
+    if y.numel() and not y.is_meta:
+        top = int(y.max())
+        if top >= n_classes:
+            i = int((y >= n_classes).nonzero()[0])
+            raise ValueError(f"{name}[{i}] = {int(y[i])} is not one of the logits' {n_classes} classes; "
+                             f"class ids must lie in [0, {n_classes})")
+    return y
+
+
+def check_indices(index, n_samples: int, name: str = "index") -> torch.Tensor:
+    """Training-set indices ``index (B,)`` (tensor, numpy array or list of integers) as an int64
+    tensor: a boolean mask, a float, a negative index (which would wrap to the end) or one past
+    ``n_samples`` raises, naming ``name``."""
+    index = torch.as_tensor(index) if isinstance(index, (list, tuple)) else as_tensor(index, name)
+    if index.dtype == torch.bool or index.is_floating_point() or index.is_complex():
+        raise TypeError(f"{name} must hold integer sample indices, got dtype {index.dtype}")
+    if index.dim() != 1:
+        raise ValueError(f"{name} must be a 1-D vector of sample indices, got shape {tuple(index.shape)}")
+    if index.numel() and (int(index.min()) < 0 or int(index.max()) >= n_samples):
+        raise ValueError(f"{name} must lie in [0, {n_samples}), got values in "
+                         f"[{int(index.min())}, {int(index.max())}]")
+    return index.to(torch.int64)
 
 
 def prob_of_label(p: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -48,6 +48,7 @@ from typing import Mapping
 import torch
 
 import fastpid
+from fastpid._validate import check_real
 from fastpid.estimate import _check_confidence, _check_int, _check_seed, suggest_k
 
 from .cluster import _check_count, kmeans, l2_normalize, pca, standardize
@@ -165,7 +166,8 @@ class PIDProbe:
             deterministic too.
         min_samples_per_cell: warn (``UserWarning``, once per probe instance) when the
             probe set has fewer samples than this per cell of the ``k × k × C`` joint
-            (``N < min_samples_per_cell · k² · C``); ``0`` never warns.
+            (``N < min_samples_per_cell · k² · C``, ``C`` the classes the probe set holds);
+            ``0`` never warns.
         scaling: how each modality's embeddings are scaled before the PCA:
             ``"standardize"`` (default; zero mean, unit variance per feature) or ``"l2"``
             (unit-norm rows; a row of zeros stays 0), as the published FastPID code does.
@@ -182,9 +184,7 @@ class PIDProbe:
                                                   ("n_init", n_init), ("max_iter", max_iter)))
         if not isinstance(estimate, bool):
             raise TypeError(f"estimate must be True or False, got {estimate!r}")
-        if isinstance(min_samples_per_cell, bool) or not isinstance(min_samples_per_cell, (int, float)) \
-                or not min_samples_per_cell >= 0 or math.isinf(min_samples_per_cell):
-            raise ValueError(f"min_samples_per_cell must be a finite number >= 0, got {min_samples_per_cell!r}")
+        min_samples_per_cell = check_real(min_samples_per_cell, "min_samples_per_cell", 0)
         if not isinstance(scaling, str) or scaling not in SCALINGS:
             raise ValueError(f"scaling must be one of {tuple(SCALINGS)}, got {scaling!r}")
         self.scaling = scaling
@@ -311,7 +311,8 @@ class PIDProbe:
                                 sizes=sizes, base=self.base, progress=False, **options)
 
     def _check_density(self, n: int, n_classes: int) -> None:
-        """Warn once per instance when the probe set is thin for the ``k × k × C`` joint."""
+        """Warn once per instance when the probe set is thin for the ``k × k × C`` joint
+        (``C``: the classes it holds)."""
         cells = self.n_clusters * self.n_clusters * n_classes
         if self._warned or self.min_samples_per_cell <= 0 or n >= self.min_samples_per_cell * cells:
             return
@@ -365,7 +366,8 @@ class PIDProbe:
         # The labels are every rank's now, but n_classes is each rank's own: a rank that
         # refuses them must not leave the others to go on without it.
         n_classes = check_on_every_rank(self._n_classes, labels, n_classes)
-        self._check_density(int(labels.shape[0]), n_classes)
+        # The classes the probe set holds: the joint's empty classes add no cells to estimate.
+        self._check_density(int(labels.shape[0]), int(labels.unique().numel()))
         P = fastpid.joint(c1, c2, labels, sizes=(self.n_clusters, self.n_clusters, n_classes))
         res = fastpid.pid(P, method=self.method, base=self.base)
         terms = {t: float(getattr(res, t)) for t in TERMS}

@@ -118,9 +118,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastpid._validate import check_integer
+from fastpid._validate import check_integer, check_real
 
-from .predictions import ArrayLike, as_labels, as_tensor, check_batch
+from .predictions import ArrayLike, as_labels, as_tensor, check_batch, check_classes
 
 __all__ = ["SynIBLoss", "SynIBTerms", "kl_to_uniform", "gaussian_kl", "MASKS", "PENALTIES", "VARIANTS"]
 
@@ -304,19 +304,16 @@ class SynIBLoss(nn.Module):
             raise ValueError(f"mask must be one of {MASKS}, got {o['mask']!r}")
         if o["penalty"] not in PENALTIES:
             raise ValueError(f"penalty must be one of {PENALTIES}, got {o['penalty']!r}")
-        if not 0 < o["p"] <= 1:
-            raise ValueError(f"p must be in (0, 1], got {o['p']!r}")
-        if not 0 < o["masked_ce_p"] <= 1:
-            raise ValueError(f"masked_ce_p must be in (0, 1], got {o['masked_ce_p']!r}")
-        if o["lambda_uni"] < 0 or lambda_syn < 0:
-            raise ValueError(f"lambda_uni and lambda_syn must be >= 0, got {o['lambda_uni']!r}, {lambda_syn!r}")
-        if o["masked_ce"] < 0:
-            raise ValueError(f"masked_ce must be >= 0, got {o['masked_ce']!r}")
-        if not 0 < o["momentum"] <= 1:
-            raise ValueError(f"momentum must be in (0, 1], got {o['momentum']!r}")
+        for name in ("p", "masked_ce_p", "momentum"):
+            o[name] = check_real(o[name], name, 0, 1, lo_open=True)
+        for name in ("lambda_uni", "masked_ce", "gate_sparsity"):
+            o[name] = check_real(o[name], name, 0)
+        o["gate_lr"] = check_real(o["gate_lr"], "gate_lr", 0, lo_open=True)
+        lambda_syn = check_real(lambda_syn, "lambda_syn", 0)
+        noise_std = check_real(noise_std, "noise_std", 0, lo_open=True)
         _positive_int("gate_steps", o["gate_steps"])
-        if not noise_std > 0:
-            raise ValueError(f"noise_std must be > 0, got {noise_std!r}")
+        if off_after_epoch is not None:
+            off_after_epoch = check_integer(off_after_epoch, "off_after_epoch", 0, expected="an epoch >= 0 or None")
         for name in ("detach_heads", "detach_penalty"):
             if not isinstance(o[name], bool):
                 raise TypeError(f"{name} must be True or False, got {o[name]!r}")
@@ -328,7 +325,7 @@ class SynIBLoss(nn.Module):
         self.momentum = float(o["momentum"])
         self.gate_steps, self.gate_lr, self.gate_sparsity = o["gate_steps"], float(o["gate_lr"]), float(o["gate_sparsity"])
         self.noise_std = float(noise_std)
-        self.seed = seed
+        self.seed = check_integer(seed, "seed")
         self.logvar_head: nn.Linear | None = None
         if self.penalty == "gaussian":
             if num_classes is None or kl_features is None:
@@ -552,7 +549,7 @@ class SynIBLoss(nn.Module):
             raise ValueError(f"batch sizes differ: z1 {z1.shape[0]}, z2 {z2.shape[0]}, y {y.shape[0]}")
         check_batch("SynIBLoss's batch (z1, z2, y)", z1)
         fused = _fused(fusion, z1, z2)[0]
-        fused_ce = F.cross_entropy(fused, y)
+        fused_ce = F.cross_entropy(fused, check_classes(y, fused.shape[-1]))
         loss = fused_ce
         zero = fused_ce.detach() * 0
         uni = zero

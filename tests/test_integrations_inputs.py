@@ -3,6 +3,7 @@ embeddings), the ECS fixes, and small API pieces (IndexedDataset, reprs, SynIBTe
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from fastpid.integrations import (DynCIM, DynCIMLoss, ECSAsyncController, IndexedDataset, PIDProbe,
-                                  SPICECurriculum, SPICESampler, SynIBLoss)
+                                  RootCompetence, SPICECurriculum, SPICESampler, SynIBLoss)
 from fastpid.integrations.ogm_ge import ogm_ge_coefficients, ogm_ge_scores
 from fastpid.integrations.spice_scores import SampleScores, local_scores
 
@@ -378,3 +379,97 @@ def test_numpy_integers_are_taken_as_counts_and_sizes():
     for bad in (True, 0, 2.0):
         with pytest.raises(ValueError, match="n_samples must be a positive integer"):
             SPICECurriculum(bad, epochs=10)
+
+
+# ---------------------------------------------------------------- epochs, label ranges, indices, numbers
+
+def test_ecs_epochs_must_increase():
+    """A run resumed at its checkpoint's own epoch (or two hooks calling update) recorded the
+    probe twice; a negative epoch was taken for the warm-up."""
+    e1, e2, y = clouds()
+    ctrl = ECSAsyncController(PIDProbe(n_clusters=3), warmup_epochs=0)
+    ctrl.update(5, e1, e2, y)
+    for bad, match in ((5, "epoch 5 does not come after epoch 5"), (3, "epoch 3 does not come after epoch 5"),
+                       (-1, "epoch must be >= 0")):
+        with pytest.raises(ValueError, match=match):
+            ctrl.update(bad, e1, e2, y)
+        with pytest.raises(ValueError, match=match):
+            ctrl.step(bad, terms(0.1, 0.1, 0.1), {"synergy": 0.0})
+    assert ctrl.history_arrays()["epoch"] == [5]
+    ctrl.update(6, e1, e2, y)
+    resumed = ECSAsyncController(PIDProbe(n_clusters=3), warmup_epochs=0)
+    resumed.load_state_dict(ctrl.state_dict())
+    with pytest.raises(ValueError, match="does not come after epoch 6"):
+        resumed.update(6, e1, e2, y)
+
+
+def test_labels_past_the_logits_classes_are_named():
+    """A label of C with (B, C) logits was cross-entropy's bare 'IndexError: Target 3 is out of
+    bounds' (a device-side assert on a GPU)."""
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(4, 5, generator=g)
+    head, fused = torch.nn.Linear(5, 3), torch.nn.Linear(10, 3)
+    fusion = lambda a, b: fused(torch.cat([a, b], 1))  # noqa: E731
+    y = torch.tensor([0, 1, 2, 3])
+    ctrl = ECSAsyncController()
+    for loss, name in ((lambda: SynIBLoss()(z, z, y, fusion, head, head), "y"),
+                       (lambda: DynCIMLoss()(head(z), [head(z), head(z)], y), "y"),
+                       (lambda: ctrl.stage_loss(ctrl.current(0), head(z), head(z), head(z), y), "labels")):
+        with pytest.raises(ValueError, match=rf"{name}\[3\] = 3 is not one of the logits' 3 classes"):
+            loss()
+    assert torch.isfinite(DynCIMLoss()(head(z), [head(z), head(z)], y.clamp_max(2)))
+
+
+def test_dyncim_loss_inputs_checks_the_indices():
+    """A negative index wrapped to the end and a boolean mask was read as indices 0 and 1."""
+    d = DynCIM(30, 2, 5)
+    for index, error, match in (([-1], ValueError, r"index must lie in \[0, 30\), got values in \[-1, -1\]"),
+                                ([30], ValueError, r"index must lie in \[0, 30\)"),
+                                (torch.tensor([False, True]), TypeError, "integer sample indices"),
+                                (torch.tensor([0.0, 1.0]), TypeError, "integer sample indices"),
+                                (torch.zeros(2, 2, dtype=torch.long), ValueError, "1-D vector")):
+        with pytest.raises(error, match=match):
+            d.loss_inputs(index)
+    assert d.loss_inputs([0, 29])["sample_weights"].shape == (2,)
+    assert d.loss_inputs(np.array([3]))["sample_weights"].shape == (1,)
+
+
+def test_numbers_from_numpy_and_tensors_are_taken():
+    """numpy floats and 0-d tensors (a config's or a schedule's values) were refused with
+    messages such as 'drop must be a finite number, got np.float32(0.8)'."""
+    assert RootCompetence(np.float32(0.25)).c0 == 0.25
+    assert DynCIMLoss(torch.tensor(0.5)).beta == 0.5
+    assert ECSAsyncController(drop=np.float32(0.5), eps=np.float64(1e-3)).drop == 0.5
+    assert SPICECurriculum(torch.tensor(10), np.int64(5)).n_samples == 10
+    assert SynIBLoss(p=np.float32(0.5), lambda_syn=torch.tensor(0.25)).lambda_syn == 0.25
+    with pytest.raises(ValueError, match=r"c0 \(the initial competence\) must be in \(0, 1\], got 1.5"):
+        RootCompetence(1.5)
+    with pytest.raises(ValueError, match="drop must be a finite number"):
+        ECSAsyncController(drop=torch.ones(2))
+    with pytest.raises(ValueError, match="n_samples must be a positive integer, got tensor"):
+        SPICECurriculum(torch.tensor(True), 5)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(off_after_epoch=-1), "off_after_epoch must be an epoch >= 0 or None, got -1"),
+    (dict(off_after_epoch=2.5), "off_after_epoch must be an epoch >= 0 or None"),
+    (dict(off_after_epoch="3"), "off_after_epoch"),
+    (dict(gate_lr=0), "gate_lr must be > 0"), (dict(gate_sparsity=-1), "gate_sparsity must be >= 0"),
+    (dict(lambda_syn=float("nan")), "lambda_syn must be a finite number"), (dict(seed=1.5), "seed"),
+])
+def test_synib_checks_every_argument(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SynIBLoss(**kwargs)
+
+
+def test_probe_density_counts_the_classes_present():
+    """Labels {0, 7, 20000}: the warning counted 20,001 classes (0.0006 samples per cell) where
+    the probe set holds 3."""
+    e1, e2, _ = clouds()
+    n = e1.shape[0]
+    y = torch.tensor([0, 7, 20000]).repeat(n // 3 + 1)[:n]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        PIDProbe(n_clusters=3, min_samples_per_cell=n / 27 - 1)(e1, e2, y)   # 3x3x3 cells: no warning
+    with pytest.warns(UserWarning, match=r"over 3x3x3 = 27 joint cells"):
+        PIDProbe(n_clusters=3, min_samples_per_cell=n / 27 + 1)(e1, e2, y)
