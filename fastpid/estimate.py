@@ -71,7 +71,7 @@ from typing import Any, Optional, SupportsIndex
 import numpy as np
 import torch
 
-from . import _resample
+from . import _resample, _resources
 from ._resources import threads
 from ._validate import _as_real_scalar, as_tensor, check_base, check_flag
 from .api import _shows_bar, pid
@@ -296,13 +296,14 @@ def _estimate(x1, x2, y, sizes, weights, groups, num_groups, confidence, n_jackk
                          if grouped else f"estimate needs at least 2 samples; got {int(counts[0])}")
     n_eff = _resample.effective_sizes(groups, weights, n_samples, G)
     g = int(min(n_jackknife, counts.min()))
+    pilot = min(n_pilot, n_null)
+    _check_resampling_memory(G, (n1, n2, ny), g, pilot, n_null, device)
     rng = np.random.default_rng(seed)
 
     # Jackknife joints (G, g, ...) and the zero-synergy fit's draws (G, n_null, ...).
     jk = _resample.jackknife_joints(x1, x2, y, sizes=(n1, n2, ny), weights=weights, groups=groups,
                                     G=G, g=g, rng=rng, device=device, joint_fn=joint)
     batch = [jk.reshape(G * g, n1, n2, ny)]
-    pilot = min(n_pilot, n_null)
     class_w = _resample.class_weights(y, weights, groups, G, ny)
     if pilot > 0:
         log_w = _resample.null_log_weights(flat, tol=1e-7)
@@ -483,6 +484,33 @@ def _progress(progress, total: int):
     from tqdm.auto import tqdm  # only here: no bar, no import
 
     return tqdm(total=total, desc="fastpid.estimate", unit="solve", leave=False, disable=False)
+
+
+#: Peak memory of estimate() in float64 copies of the joints: each jackknife part held about 5
+#: (the parts' joints, their sums before and after each part, the leave-one-out joints), each
+#: null draw about 3.5 with the jackknife's and the pilot's still held (peak growth measured on
+#: 100x100x50 joints: 54.5, 104.6 and 204.6 copies at 10, 20 and 40 parts without the test,
+#: 148 and 255 with 29 and 60 null draws at 20 parts).
+_COPIES_PER_PART, _COPIES_PER_DRAW = 5, 4
+
+
+def _check_resampling_memory(G: int, sizes, g: int, pilot: int, n_null: int, device) -> None:
+    """Raise :class:`MemoryError` where the resampled joints would not fit in the free memory
+    (declared alphabets far larger than the samples need: 50 samples with sizes
+    (1000, 1000, 50) grew the process to 24 GB before the kernel killed it)."""
+    draws = n_null + 1 if n_null > 0 else 0
+    copies = max(_COPIES_PER_PART * (g + 1), g + pilot + _COPIES_PER_DRAW * draws)
+    need = 8 * G * math.prod(sizes) * copies
+    if _resources.memory_unchecked(need):
+        return
+    have = _resources.available_bytes(device)
+    if have is not None and need > have:
+        raise MemoryError(
+            f"estimate() of {G} joint(s) of {'x'.join(map(str, sizes))} holds about {copies} resampled copies "
+            f"of each ({g} jackknife parts, {pilot + n_null} null draws): {need / 2**30:.1f} GiB, but "
+            f"{have / 2**30:.1f} GiB is free on {device}; declare only the values the samples can take "
+            f"(sizes=), merge rare values of X1, X2 or Y (suggest_k gives a number of clusters), or lower "
+            f"n_jackknife and n_null")
 
 
 def _positive_weight_samples(x1, x2, y, weights, groups):

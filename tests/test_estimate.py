@@ -659,3 +659,20 @@ def test_soft_target_rows_skip_the_synergy_test_with_a_warning():
     ref = fastpid.estimate(x1, x2, rows, seed=0, n_null=0)
     np.testing.assert_array_equal(est.synergy, ref.synergy)
     np.testing.assert_array_equal(est.ci_high.synergy, ref.ci_high.synergy)
+
+
+def test_resampled_joints_too_large_for_the_memory_are_refused_up_front(monkeypatch):
+    """50 samples with sizes (1000, 1000, 50): the jackknife and null joints (about 150 copies
+    of 50 million cells) grew the process to 24 GB before the kernel killed it."""
+    from fastpid import _resources
+
+    rng = np.random.default_rng(1)
+    x1, x2, y = rng.integers(0, 3, 50), rng.integers(0, 3, 50), rng.integers(0, 2, 50)
+    monkeypatch.setattr(_resources, "available_bytes", lambda device: 1 << 30)
+    with pytest.raises(MemoryError, match=r"1000x1000x50 holds about 150 resampled copies of each "
+                                          r"\(20 jackknife parts, 39 null draws\): 55.9 GiB, but 1.0 GiB is free"):
+        fastpid.estimate(x1, x2, y, sizes=(1000, 1000, 50), seed=0)
+    with pytest.raises(MemoryError, match="holds about 105 resampled copies"):   # the jackknife's alone
+        fastpid.estimate(x1, x2, y, sizes=(1000, 1000, 50), seed=0, n_null=0)
+    est = fastpid.estimate(x1, x2, y, sizes=(4, 4, 3), seed=0)   # small joints are not checked
+    assert est.n == 50
