@@ -146,7 +146,9 @@ class PIDEstimate:
             (NaN).
         reliable: :class:`Terms` of booleans: whether the term can be estimated at this N
             (its corrected estimate and interval are trustworthy, except where the plug-in's
-            bias shrinks more slowly than 1/N: docs/estimation.md measures the flags). The
+            bias shrinks more slowly than 1/N, near a boundary of the terms (e.g. both unique
+            terms 0), or where rare events the sample missed make the synergy:
+            docs/estimation.md measures the flags). The
             flags do not depend on ``confidence``: the synergy's rule uses the 95% jackknife
             half-width, the level it was validated at.
             The synergy *test* does not depend on this flag, and its level is not assured:
@@ -437,8 +439,9 @@ def _reliability(n_eff, flat, disagreement, spread, g):
     the two synergy corrections (jackknife, null draws; half their difference is
     ``disagreement``) agree to within the jackknife's 95% sampling half-width
     (:data:`RELIABILITY_CONFIDENCE`, not the intervals' level: the flag must not depend on
-    what was asked), or no resample moves the synergy at all (its jackknife standard error
-    ``spread`` is rounding: joints whose synergy no replicate changes, e.g. 0 where
+    what was asked), or no resample moves the synergy at all in a sample with no cell seen
+    only once (its jackknife standard error ``spread`` is rounding: joints whose synergy no
+    replicate changes, e.g. 0 where
     Y = X1 = X2, while their null world, which gives unseen pairs some weight, keeps a bias
     of its own of 0.2–23 / N nats, measured). ``disagreement=None`` (no null draws,
     ``n_null=0``): nothing to agree with, so the synergy is flagged reliable only where it does not move at all (its
@@ -449,7 +452,13 @@ def _reliability(n_eff, flat, disagreement, spread, g):
     occupied = (flat > 0).flatten(1).sum(1).cpu().numpy()
     ok_ru = n_eff >= 2.0 * max(n1, n2) * ny
     half = t_quantile(0.5 + RELIABILITY_CONFIDENCE / 2.0, g - 1) * spread
-    agree = (spread <= STABLE_SPREAD) | (False if disagreement is None else disagreement <= half)
+    # A cell seen once says the sample misses events of about its mass (Good-Turing): a
+    # synergy that no resample moves is then no sign that the joint pins it (binary noisy
+    # copies at N = 40: the synergy stuck at 0 with a true 0.078, in intervals [0, 0]).
+    seen_once = ((flat * torch.as_tensor(n_eff, dtype=flat.dtype, device=flat.device).reshape(-1, 1, 1, 1)
+                  ).flatten(1) < 1.5) & (flat > 0).flatten(1)
+    pinned = (spread <= STABLE_SPREAD) & ~seen_once.any(1).cpu().numpy()
+    agree = pinned | (False if disagreement is None else disagreement <= half)
     ok_s = (n_eff >= 2.0 * np.maximum(occupied, 1)) & agree
     return np.stack([ok_ru, ok_ru, ok_ru, ok_s], -1)
 

@@ -162,6 +162,10 @@ CASES = {
     # whose jackknife replicates move.
     "3x3x2 parity": Case("3x3x2 parity", lambda: parity(3, 3, 2, 0.0), (400, 2000, 10000)),
     "8x8x4 modular sum": Case("8x8x4 modular sum", lambda: modular_sum(8, 4), (2000, 20000)),
+    # Noisy copies with U1 = U2 = 0 at the truth (the unique terms at their boundary, V at the
+    # lower end of its bracket), and binary copies whose synergy comes from rare flips.
+    "20x20x10 copies": Case("20x20x10 copies", lambda: noisy_copies(20, 20, 10, 0.19), (500, 2000, 20000)),
+    "2x2x2 copies": Case("2x2x2 copies", lambda: noisy_copies(2, 2, 2, 0.025), (40, 100, 400)),
 }
 QUICK = ["8x8x4 dense", "8x8x4 zero-S", "8x8x4 xor"]
 

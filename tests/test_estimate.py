@@ -367,6 +367,21 @@ def test_deterministic_joints_are_estimable(target):
         assert float(est.synergy) == 0.0 and float(est.ci_high.synergy) < 1e-9
 
 
+def test_a_synergy_stuck_by_a_cell_seen_once_is_not_reliable():
+    """Binary noisy copies (true synergy 0.078) at N = 40: one sample off the diagonal, with X2 =
+    Y in the sample, pins the sample's synergy at 0 in every resample, and it was flagged
+    reliable with the interval [0, 0] (34 of 100 samples; 50 of 100 flagged reliable now, 100
+    before). A cell seen once says events of its mass go unseen; without it (the diagonal
+    alone, as Y = X1 = X2 gives) the synergy stays reliable."""
+    a = np.array([0] * 20 + [1] * 19 + [0])
+    b = np.array([0] * 20 + [1] * 19 + [1])
+    stuck = fastpid.estimate(a, b, b, sizes=(2, 2, 2), seed=0)
+    assert float(stuck.plugin.synergy) < 1e-12 and float(stuck.ci_high.synergy) < 1e-9
+    assert not bool(stuck.reliable.synergy)
+    diagonal = fastpid.estimate(a[:-1], b[:-1], b[:-1], sizes=(2, 2, 2), seed=0)
+    assert bool(diagonal.reliable.synergy) and float(diagonal.ci_high.synergy) < 1e-9
+
+
 def test_reliable_flags_follow_the_sample_size():
     P = np.full((6, 6, 4), 1 / 144)
     rng = np.random.default_rng(14)
