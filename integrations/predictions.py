@@ -143,22 +143,18 @@ def check_labels(y, n_rows: int, n_classes: int, name: str = "y") -> torch.Tenso
                         f"got {type(y).__name__}")
     if tuple(y.shape) != (n_rows,):
         raise ValueError(f"{name} must have shape ({n_rows},), got {tuple(y.shape)}")
-    y = as_labels(y, name)
-    if n_rows and (int(y.min()) < 0 or int(y.max()) >= n_classes):
-        raise ValueError(f"{name} must lie in [0, {n_classes}), got values in "
-                         f"[{int(y.min())}, {int(y.max())}]")
-    return y
+    return check_classes(as_labels(y, name), n_classes, name)
 
 
 def check_classes(y: torch.Tensor, n_classes: int, name: str = "y") -> torch.Tensor:
-    """``y``, the int64 labels of :func:`as_labels`, checked to be classes of logits with
-    ``n_classes`` columns (a label past them was cross-entropy's bare IndexError, and a
-    device-side assert on a GPU)."""
+    """``y``, the int64 labels of :func:`as_labels`, checked to lie below ``n_classes`` (the
+    columns of the logits or probability rows they index: a label past them was
+    cross-entropy's bare IndexError, and a device-side assert on a GPU)."""
     if y.numel() and not y.is_meta:
         top = int(y.max())
         if top >= n_classes:
             i = int((y >= n_classes).nonzero()[0])
-            raise ValueError(f"{name}[{i}] = {int(y[i])} is not one of the logits' {n_classes} classes; "
+            raise ValueError(f"{name}[{i}] = {int(y[i])} is not one of the {n_classes} classes; "
                              f"class ids must lie in [0, {n_classes})")
     return y
 
