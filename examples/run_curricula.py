@@ -4,7 +4,7 @@
 
 Writes ``examples/results/curricula.json`` (every number), ``curricula.md`` (tables) and
 ``curricula_schedules.png`` (each method's curriculum over training). Everything runs on
-the CPU with one thread; about twelve minutes for five seeds on 2 shared cores.
+the CPU with one thread; about three and a half minutes for five seeds on 2 shared cores.
 
 1. **Score recovery** (synthetic data with a known interaction type per sample,
    :func:`examples.data.synthetic_views`): a plain late-fusion model is trained, and at
