@@ -373,7 +373,7 @@ def _choose_backend(backend: str, flat: torch.Tensor, method: str, return_coupli
     ``auto``: on the CPU, the C++ solver for problems with at most
     :data:`fastpid.cpp.AUTO_MAX_SYSTEM` unknowns in the dense system it factorises
     (:func:`fastpid.cpp.system_size`, by the elimination :func:`fastpid.solver.newton_plan`
-    gives it), PyTorch otherwise; on a GPU, the CUDA kernels (for
+    gives it), PyTorch otherwise (``proxy``: the C++ closed forms wherever they import); on a GPU, the CUDA kernels (for
     ``exact``: where
     :func:`fastpid.cuda.exact_route` accepts the size, and not with ``return_coupling``; where
     they would take the problems one per thread, the C++ solver on the host, see
@@ -404,6 +404,8 @@ def _choose_backend(backend: str, flat: torch.Tensor, method: str, return_coupli
             raise RuntimeError(f"backend={backend!r} is not available: {why}")
         return backend
     if device.type == "cpu":
+        if method == "proxy":  # one closed-form pass, no Newton system: no plan to work out
+            return "cpp" if cpp.available()[0] else "torch"
         # The C++ solver factorises a dense system per Newton step (Schur complement over
         # the free potentials, or low-rank capacitance matrix); where that system is large,
         # the PyTorch solver is faster (see fastpid.cpp).

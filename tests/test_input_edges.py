@@ -246,3 +246,16 @@ def test_a_batch_of_no_problems_as_numpy_and_named_backends():
     with pytest.raises(RuntimeError, match="backend='cuda' is not available"):
         fastpid.pid(torch.ones(0, 2, 2, 2), backend="cuda")
 
+
+
+def test_proxy_works_out_no_newton_plan(monkeypatch):
+    """The closed form has no Newton system: working out its plan took 0.62 s of a 3.2 s proxy
+    call on 3 million 2x2x2 problems."""
+    from fastpid import solver
+
+    def no_plan(*args, **kwargs):
+        raise AssertionError("newton_plan called for method='proxy'")
+
+    monkeypatch.setattr(solver, "newton_plan", no_plan)
+    res = fastpid.pid(torch.rand(5, 3, 3, 2, dtype=torch.float64), method="proxy")
+    assert res.backend == ("cpp" if fastpid.backends()["cpp"]["available"] else "torch")
