@@ -29,12 +29,13 @@ DEFAULT_MAX_ITER = 500
 DEFAULT_FAST_STEPS = 20
 #: Iteration counts cross into the native solvers as C ints.
 _INT32_MAX = 2**31 - 1
-#: Where the closed-form bracket is at most this wide (nats), V sits at one of its kinks up to
-#: rounding (X2 a function of X1, X1 = X2, X2 independent of (X1, Y): widths of 1e-15 on such
-#: joints), and its gradient is the closed forms' (see _closed_form_gradient_where_pinned).
-PINNED_WIDTH = 4e-11
-#: The tightest tolerance _solve_for_the_gradient asks of the exact solvers (nats).
-GRADIENT_TOL_FLOOR = 1e-11
+#: The tolerance (nats) to which _solve_for_the_gradient solves the problems whose closed forms
+#: alone certify tol, one for every problem (so that none depends on its batch), and the
+#: bracket width at or below which the closed forms' gradient is taken instead (see
+#: _closed_form_gradient_where_pinned): V at one of its kinks (X2 a function of X1, X1 = X2, X2
+#: independent of (X1, Y): widths of 1e-15 on such joints) or within this of one, where no solve
+#: to this tolerance takes a Newton step.
+GRADIENT_TOL = 1e-11
 #: The fields of PIDResult that hold information terms, in the order pid() stacks them.
 TERMS = ("redundancy", "unique1", "unique2", "synergy", "mi", "mi1", "mi2")
 
@@ -226,6 +227,8 @@ def _empty_result(T, is_numpy, out_dtype, method, backend, base, return_coupling
     """The result of a batch of no problems (``T`` of shape ``(..., n1, n2, ny)`` with a batch
     axis of size 0): every field empty, of the batch shape. A named backend must still be
     available; ``auto`` reports ``"torch"``, which computes nothing here either."""
+    if backend == "cvx" and not backends()["cvx"]["available"]:
+        raise RuntimeError(f"backend='cvx' is not available: {backends()['cvx']['reason']}")
     if backend not in ("auto", "cvx"):
         backend = _choose_backend(backend, T.reshape(0, *T.shape[-3:]), method, return_coupling)
     # Zeros that keep T's graph, so that a loss summed over them backpropagates (to nothing).
@@ -648,19 +651,18 @@ def _solve_iterative(flat, method, backend, tol, max_iter, steps, progress, brac
 
 def _solve_for_the_gradient(sol: solver.Solution, bracket, tol, resolve) -> solver.Solution:
     """``sol`` with the exact solves that the closed forms alone certified
-    (``PINNED_WIDTH < upper0 - lower0 <= tol``) solved again to a quarter of that width (at least
-    GRADIENT_TOL_FLOOR) by ``resolve(indices, tol)``, for the gradient: those solves stop
-    before any Newton step, and the envelope of their potentials, or the closed forms'
-    gradient, was off by up to 46 % of the synergy's gradient against central differences
-    (X2 nearly independent of (X1, Y), a bracket 4.1e-6 wide under tol = 1e-5). Solved again,
-    their potentials bound V on their own, as in any other exact solve; each problem keeps
+    (``GRADIENT_TOL < upper0 - lower0 <= tol``) solved again to GRADIENT_TOL by
+    ``resolve(indices, tol)``, for the gradient: those solves stop before any Newton step,
+    and the envelope of their potentials, or the closed forms' gradient, was off by up to 46 %
+    of the synergy's gradient against central differences (X2 nearly independent of (X1, Y), a
+    bracket 4.1e-6 wide under tol = 1e-5; 52 % on one with a row of zeros). Each problem keeps
     the narrower bounds (and their coupling) and adds the iterations."""
     lower0, upper0 = bracket
     width = (upper0 - lower0).detach()
-    near = torch.nonzero((width > PINNED_WIDTH) & (width <= tol)).flatten()
+    near = torch.nonzero((width > GRADIENT_TOL) & (width <= tol)).flatten()
     if near.numel() == 0:
         return sol
-    again = resolve(near, max(GRADIENT_TOL_FLOOR, 0.25 * float(width[near].min())))
+    again = resolve(near, GRADIENT_TOL)
     dev = sol.lower.device
     near = near.to(dev)
     sol.f[near], sol.g[near] = again.f.to(sol.f.device), again.g.to(sol.g.device)
@@ -675,13 +677,15 @@ def _solve_for_the_gradient(sol: solver.Solution, bracket, tol, resolve) -> solv
 
 def _closed_form_gradient_where_pinned(value: torch.Tensor, lower0: torch.Tensor, upper0: torch.Tensor, tol):
     """``value`` with the closed forms' gradient where they pin V (``upper0 - lower0`` at most
-    ``tol`` and PINNED_WIDTH): V lies between them and touches both, so their gradient is
-    V's. The solver's potentials are no guide there: the exact solver stops before any Newton
-    step (e.g. X2 a function of X1, or X1 = X2), and their envelope gave a synergy gradient of
-    0.37 where every joint of the same support has none (a fast solve's, up to 0.155). The
+    ``tol`` and GRADIENT_TOL): V lies between them and touches both, so at a kink their
+    gradient is V's. The solver's potentials are no guide there: the exact solver stops before
+    any Newton step (e.g. X2 a function of X1, or X1 = X2), and their envelope gave a synergy
+    gradient of 0.37 where every joint of the same support has none (a fast solve's, up to
+    0.155). Within GRADIENT_TOL of a kink, V's own gradient can differ (by 45 % of the
+    synergy's on a nearly independent joint whose bracket is 4.6e-12 wide). The
     value stays the solver's. Where the bracket is wider, up to tol, _solve_for_the_gradient
     gives exact solves their own potentials; ``fast`` keeps its steps' estimate."""
-    pinned = (upper0 - lower0).detach() <= min(tol, PINNED_WIDTH)
+    pinned = (upper0 - lower0).detach() <= min(tol, GRADIENT_TOL)
     if not bool(pinned.any()):
         return value
     mid = 0.5 * (lower0 + upper0)

@@ -349,7 +349,8 @@ def _estimate(x1, x2, y, sizes, weights, groups, num_groups, confidence, n_jackk
     # A correction or an interval of a few samples can pass what the alphabets allow.
     most = term_maxima(n1, n2, ny)
     est, lo, hi = (np.minimum(a, most) for a in (est, lo, hi))
-    reliable = _reliability(n_eff, flat, disagreement if n_null > 0 else None, spread, g)
+    reliable = _reliability(n_eff, flat, disagreement if n_null > 0 else None, spread, g,
+                            _seen_once(x1, x2, y, groups, G, (n1, n2, ny)))
 
     scale = 1.0 if base is None else 1.0 / math.log(base)
     shape = (G,) if grouped else ()
@@ -431,7 +432,20 @@ def _combine(plug_v, jk_v, null_s, null_level, g, confidence):
     return np.maximum(est, 0.0), se, lo, hi, bias, p_s, disagreement, spread
 
 
-def _reliability(n_eff, flat, disagreement, spread, g):
+def _seen_once(x1, x2, y, groups, G: int, sizes) -> np.ndarray:
+    """Per problem ``(G,)``: whether a cell of its joint holds exactly one sample (of positive
+    weight, whatever its weight). Only hard codes put a sample in one cell: with probability
+    rows, False."""
+    if any(v.dim() != 1 for v in (x1, x2, y)):
+        return np.zeros(G, dtype=bool)
+    n1, n2, ny = sizes
+    gid = torch.zeros_like(x1, dtype=torch.int64) if groups is None else groups.to(torch.int64)
+    cell = ((gid * n1 + x1.to(torch.int64)) * n2 + x2.to(torch.int64)) * ny + y.to(torch.int64)
+    counts = torch.bincount(cell, minlength=G * n1 * n2 * ny).reshape(G, -1)
+    return (counts == 1).any(1).cpu().numpy()
+
+
+def _reliability(n_eff, flat, disagreement, spread, g, seen_once):
     """Per-term flags ``(G, 4)``: can the term be estimated at this N? (docs/estimation.md).
 
     R, U1, U2: at least two samples per cell of the larger pair marginal
@@ -439,9 +453,9 @@ def _reliability(n_eff, flat, disagreement, spread, g):
     the two synergy corrections (jackknife, null draws; half their difference is
     ``disagreement``) agree to within the jackknife's 95% sampling half-width
     (:data:`RELIABILITY_CONFIDENCE`, not the intervals' level: the flag must not depend on
-    what was asked), or no resample moves the synergy at all in a sample with no cell seen
-    only once (its jackknife standard error ``spread`` is rounding: joints whose synergy no
-    replicate changes, e.g. 0 where
+    what was asked), or no resample moves the synergy at all in a sample with no cell that
+    holds a single sample (``seen_once``; its jackknife standard error ``spread`` is
+    rounding: joints whose synergy no replicate changes, e.g. 0 where
     Y = X1 = X2, while their null world, which gives unseen pairs some weight, keeps a bias
     of its own of 0.2–23 / N nats, measured). ``disagreement=None`` (no null draws,
     ``n_null=0``): nothing to agree with, so the synergy is flagged reliable only where it does not move at all (its
@@ -452,12 +466,11 @@ def _reliability(n_eff, flat, disagreement, spread, g):
     occupied = (flat > 0).flatten(1).sum(1).cpu().numpy()
     ok_ru = n_eff >= 2.0 * max(n1, n2) * ny
     half = t_quantile(0.5 + RELIABILITY_CONFIDENCE / 2.0, g - 1) * spread
-    # A cell seen once says the sample misses events of about its mass (Good-Turing): a
-    # synergy that no resample moves is then no sign that the joint pins it (binary noisy
-    # copies at N = 40: the synergy stuck at 0 with a true 0.078, in intervals [0, 0]).
-    seen_once = ((flat * torch.as_tensor(n_eff, dtype=flat.dtype, device=flat.device).reshape(-1, 1, 1, 1)
-                  ).flatten(1) < 1.5) & (flat > 0).flatten(1)
-    pinned = (spread <= STABLE_SPREAD) & ~seen_once.any(1).cpu().numpy()
+    # A cell seen once (``seen_once``, by :func:`_seen_once`) says the sample misses events of
+    # about its mass (Good-Turing): a synergy that no resample moves is then no sign that the
+    # joint pins it (binary noisy copies at N = 40: the synergy stuck at 0 with a true 0.078,
+    # in intervals [0, 0]).
+    pinned = (spread <= STABLE_SPREAD) & ~seen_once
     agree = pinned | (False if disagreement is None else disagreement <= half)
     ok_s = (n_eff >= 2.0 * np.maximum(occupied, 1)) & agree
     return np.stack([ok_ru, ok_ru, ok_ru, ok_s], -1)

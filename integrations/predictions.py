@@ -163,7 +163,10 @@ def check_indices(index, n_samples: int, name: str = "index") -> torch.Tensor:
     """Training-set indices ``index (B,)`` (tensor, numpy array or list of integers) as an int64
     tensor: a boolean mask, a float, a negative index (which would wrap to the end) or one past
     ``n_samples`` raises, naming ``name``."""
-    index = torch.as_tensor(index) if isinstance(index, (list, tuple)) else as_tensor(index, name)
+    if isinstance(index, (list, tuple)):  # an empty list is no batch, not a float one
+        index = torch.as_tensor(index) if len(index) else torch.zeros(0, dtype=torch.int64)
+    else:
+        index = as_tensor(index, name)
     if index.dtype == torch.bool or index.is_floating_point() or index.is_complex():
         raise TypeError(f"{name} must hold integer sample indices, got dtype {index.dtype}")
     if index.dim() != 1:

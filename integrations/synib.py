@@ -311,7 +311,7 @@ class SynIBLoss(nn.Module):
         o["gate_lr"] = check_real(o["gate_lr"], "gate_lr", 0, lo_open=True)
         lambda_syn = check_real(lambda_syn, "lambda_syn", 0)
         noise_std = check_real(noise_std, "noise_std", 0, lo_open=True)
-        _positive_int("gate_steps", o["gate_steps"])
+        o["gate_steps"] = _positive_int("gate_steps", o["gate_steps"])
         if off_after_epoch is not None:
             off_after_epoch = check_integer(off_after_epoch, "off_after_epoch", 0, expected="an epoch >= 0 or None")
         for name in ("detach_heads", "detach_penalty"):

@@ -380,6 +380,17 @@ def test_a_synergy_stuck_by_a_cell_seen_once_is_not_reliable():
     assert not bool(stuck.reliable.synergy)
     diagonal = fastpid.estimate(a[:-1], b[:-1], b[:-1], sizes=(2, 2, 2), seed=0)
     assert bool(diagonal.reliable.synergy) and float(diagonal.ci_high.synergy) < 1e-9
+    # Samples, not mass: the single sample weighted 3 is still one sample, and the diagonal's
+    # cells, each seen 19 or 20 times, stay well seen with a class weighted 0.1.
+    weighted = fastpid.estimate(a, b, b, sizes=(2, 2, 2), seed=0, weights=np.r_[np.ones(39), 3.0])
+    assert not bool(weighted.reliable.synergy)
+    light = fastpid.estimate(a[:-1], b[:-1], b[:-1], sizes=(2, 2, 2), seed=0, n_null=0,
+                             weights=np.where(b[:-1] == 1, 0.1, 1.0))
+    assert bool(light.reliable.synergy)
+    # Probability rows put a sample in no one cell: Y = X1 = X2 with smoothed target rows.
+    rows = np.where(np.eye(2, dtype=bool)[b[:-1]], 0.99, 0.01)
+    soft = fastpid.estimate(a[:-1], b[:-1], rows, sizes=(2, 2, 2), seed=0, n_null=0)
+    assert bool(soft.reliable.synergy)
 
 
 def test_reliable_flags_follow_the_sample_size():

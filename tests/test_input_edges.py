@@ -259,3 +259,10 @@ def test_proxy_works_out_no_newton_plan(monkeypatch):
     monkeypatch.setattr(solver, "newton_plan", no_plan)
     res = fastpid.pid(torch.rand(5, 3, 3, 2, dtype=torch.float64), method="proxy")
     assert res.backend == ("cpp" if fastpid.backends()["cpp"]["available"] else "torch")
+
+
+def test_a_batch_of_no_problems_still_needs_cvxpy_for_backend_cvx(monkeypatch):
+    real = api.backends()
+    monkeypatch.setattr(api, "backends", lambda: {**real, "cvx": {"available": False, "reason": "CVXPY is not installed"}})
+    with pytest.raises(RuntimeError, match="backend='cvx' is not available: CVXPY is not installed"):
+        fastpid.pid(torch.ones(0, 2, 2, 2), backend="cvx")

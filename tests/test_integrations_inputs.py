@@ -431,6 +431,7 @@ def test_dyncim_loss_inputs_checks_the_indices():
         with pytest.raises(error, match=match):
             d.loss_inputs(index)
     assert d.loss_inputs([0, 29])["sample_weights"].shape == (2,)
+    assert d.loss_inputs([])["sample_weights"].shape == (0,)
     assert d.loss_inputs(np.array([3]))["sample_weights"].shape == (1,)
 
 
@@ -442,6 +443,7 @@ def test_numbers_from_numpy_and_tensors_are_taken():
     assert ECSAsyncController(drop=np.float32(0.5), eps=np.float64(1e-3)).drop == 0.5
     assert SPICECurriculum(torch.tensor(10), np.int64(5)).n_samples == 10
     assert SynIBLoss(p=np.float32(0.5), lambda_syn=torch.tensor(0.25)).lambda_syn == 0.25
+    assert type(SynIBLoss(gate_steps=np.int64(3)).gate_steps) is int
     with pytest.raises(ValueError, match=r"c0 \(the initial competence\) must be in \(0, 1\], got 1.5"):
         RootCompetence(1.5)
     with pytest.raises(ValueError, match="drop must be a finite number"):
