@@ -510,7 +510,7 @@ def _progress(progress, total: int):
 
 #: Peak memory of estimate() in float64 copies of the joints: each jackknife part held about 5
 #: (the parts' joints, their sums before and after each part, the leave-one-out joints), each
-#: null draw about 3.5 with the jackknife's and the pilot's still held (peak growth measured on
+#: null draw about 3.5 (counted as 4) with the jackknife's and the pilot's still held (peak growth measured on
 #: 100x100x50 joints: 54.5, 104.6 and 204.6 copies at 10, 20 and 40 parts without the test,
 #: 148 and 255 with 29 and 60 null draws at 20 parts).
 _COPIES_PER_PART, _COPIES_PER_DRAW = 5, 4

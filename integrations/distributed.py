@@ -30,6 +30,8 @@ import torch.distributed as dist
 
 from fastpid.metrics import _collective_device
 
+from .predictions import check_indices
+
 __all__ = ["is_distributed", "rank_and_world", "gather_rows", "assemble", "broadcast_object",
            "broadcast_tensors", "all_reduce_sum", "raise_on_every_rank", "check_on_every_rank"]
 
@@ -117,9 +119,7 @@ def _place_rows(n_samples: int, index: torch.Tensor, tensors: Sequence[torch.Ten
     gathered rows of :func:`assemble`): ``index`` must lie in ``[0, n_samples)`` and cover
     every sample; of a sample's repeated rows one is kept. Not collective (it checks the
     gathered rows, the same on every rank)."""
-    if index.numel() and (int(index.min()) < 0 or int(index.max()) >= n_samples):
-        raise ValueError(f"index must lie in [0, {n_samples}), got values in "
-                         f"[{int(index.min())}, {int(index.max())}]")
+    index = check_indices(index, n_samples)
     seen = torch.zeros(n_samples, dtype=torch.bool, device=index.device)
     seen[index] = True
     if not bool(seen.all()):
