@@ -387,6 +387,10 @@ def test_a_synergy_stuck_by_a_cell_seen_once_is_not_reliable():
     light = fastpid.estimate(a[:-1], b[:-1], b[:-1], sizes=(2, 2, 2), seed=0, n_null=0,
                              weights=np.where(b[:-1] == 1, 0.1, 1.0))
     assert bool(light.reliable.synergy)
+    # Per problem: the two samples side by side as groups keep their own flags.
+    grouped = fastpid.estimate(np.r_[a, a[:-1]], np.r_[b, b[:-1]], np.r_[b, b[:-1]], sizes=(2, 2, 2), seed=0,
+                               groups=np.r_[np.zeros(40, int), np.ones(39, int)])
+    assert grouped.reliable.synergy.tolist() == [False, True]
     # Probability rows put a sample in no one cell: Y = X1 = X2 with smoothed target rows.
     rows = np.where(np.eye(2, dtype=bool)[b[:-1]], 0.99, 0.01)
     soft = fastpid.estimate(a[:-1], b[:-1], rows, sizes=(2, 2, 2), seed=0, n_null=0)
