@@ -227,9 +227,11 @@ def _empty_result(T, is_numpy, out_dtype, method, backend, base, return_coupling
     """The result of a batch of no problems (``T`` of shape ``(..., n1, n2, ny)`` with a batch
     axis of size 0): every field empty, of the batch shape. A named backend must still be
     available; ``auto`` reports ``"torch"``, which computes nothing here either."""
-    if backend == "cvx" and not backends()["cvx"]["available"]:
-        raise RuntimeError(f"backend='cvx' is not available: {backends()['cvx']['reason']}")
-    if backend not in ("auto", "cvx"):
+    if backend == "cvx":
+        cvx = backends()["cvx"]
+        if not cvx["available"]:
+            raise RuntimeError(f"backend='cvx' is not available: {cvx['reason']}")
+    elif backend != "auto":
         backend = _choose_backend(backend, T.reshape(0, *T.shape[-3:]), method, return_coupling)
     # Zeros that keep T's graph, so that a loss summed over them backpropagates (to nothing).
     zeros = T.sum(dim=(-3, -2, -1)).to(out_dtype) * 0
@@ -376,8 +378,8 @@ def _choose_backend(backend: str, flat: torch.Tensor, method: str, return_coupli
     ``auto``: on the CPU, the C++ solver for problems with at most
     :data:`fastpid.cpp.AUTO_MAX_SYSTEM` unknowns in the dense system it factorises
     (:func:`fastpid.cpp.system_size`, by the elimination :func:`fastpid.solver.newton_plan`
-    gives it), PyTorch otherwise (``proxy``: the C++ closed forms wherever they import); on a GPU, the CUDA kernels (for
-    ``exact``: where
+    gives it), PyTorch otherwise (``proxy``: the C++ closed forms wherever they import); on a
+    GPU, the CUDA kernels (for ``exact``: where
     :func:`fastpid.cuda.exact_route` accepts the size, and not with ``return_coupling``; where
     they would take the problems one per thread, the C++ solver on the host, see
     :func:`_host_beats_gpu_threads`),
