@@ -692,17 +692,58 @@ def test_soft_target_rows_skip_the_synergy_test_with_a_warning():
 
 
 def test_resampled_joints_too_large_for_the_memory_are_refused_up_front(monkeypatch):
-    """50 samples with sizes (1000, 1000, 50): the jackknife and null joints (about 150 copies
-    of 50 million cells) grew the process to 24 GB before the kernel killed it."""
+    """Samples that take many values (300 x 300 x 20 seen): the jackknife and null joints (about
+    150 copies of 1.8 million cells) are refused before they are made (50 samples over 1000 x
+    1000 x 50 declared values grew the process to 24 GB before the kernel killed it, when the
+    declared values counted)."""
     from fastpid import _resources
 
     rng = np.random.default_rng(1)
-    x1, x2, y = rng.integers(0, 3, 50), rng.integers(0, 3, 50), rng.integers(0, 2, 50)
+    x1, x2, y = np.arange(300), rng.permutation(300), np.arange(300) % 20
     monkeypatch.setattr(_resources, "available_bytes", lambda device: 1 << 30)
-    with pytest.raises(MemoryError, match=r"1000x1000x50 holds about 150 resampled copies of each "
-                                          r"\(20 jackknife parts, 39 null draws\): 55.9 GiB, but 1.0 GiB is free"):
-        fastpid.estimate(x1, x2, y, sizes=(1000, 1000, 50), seed=0)
+    with pytest.raises(MemoryError, match=r"300x300x20 values taken holds about 150 resampled copies of each "
+                                          r"\(20 jackknife parts, 39 null draws\): 2.0 GiB, but 1.0 GiB is free"):
+        fastpid.estimate(x1, x2, y, seed=0)
     with pytest.raises(MemoryError, match="holds about 105 resampled copies"):   # the jackknife's alone
-        fastpid.estimate(x1, x2, y, sizes=(1000, 1000, 50), seed=0, n_null=0)
-    est = fastpid.estimate(x1, x2, y, sizes=(4, 4, 3), seed=0)   # small joints are not checked
-    assert est.n == 50
+        fastpid.estimate(x1, x2, y, seed=0, n_null=0)
+    est = fastpid.estimate(x1 % 4, x2 % 4, y % 3, seed=0)   # small joints are not checked
+    assert est.n == 300
+
+
+def test_declared_values_no_sample_takes_cost_nothing(monkeypatch):
+    """The resampling works over the values the samples take: 50 samples declared over 1000 x
+    1000 x 50 values fit in 1 GiB (they were refused), and 256 x 256 x 64 declared values give
+    the estimate of the values seen, bit for bit; only what the declared alphabets decide
+    differs: the cell count, the reliability rule of R and U, and the terms' ceilings."""
+    from fastpid import _resources
+
+    rng = np.random.default_rng(1)
+    c1, c2, cy = rng.integers(0, 3, 50), rng.integers(0, 3, 50), rng.integers(0, 2, 50)
+    monkeypatch.setattr(_resources, "available_bytes", lambda device: 1 << 30)
+    est = fastpid.estimate(c1, c2, cy, sizes=(1000, 1000, 50), seed=0)
+    assert est.cells == 1000 * 1000 * 50 and est.n == 50
+
+    # The seen values scattered over a large alphabet, against the same samples coded 0..m-1.
+    x1, x2, y = np.array([5, 77, 250])[c1], np.array([0, 9, 255])[c2], np.array([3, 63])[cy]
+    wide = fastpid.estimate(x1, x2, y, sizes=(256, 256, 64), seed=3)
+    dense = fastpid.estimate(c1, c2, cy, seed=3)
+    for name in ("redundancy", "unique1", "unique2", "synergy"):
+        for a, b in ((wide, dense), (wide.ci_low, dense.ci_low), (wide.ci_high, dense.ci_high),
+                     (wide.se, dense.se), (wide.bias, dense.bias), (wide.p_value, dense.p_value)):
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+        assert getattr(wide.plugin, name) == getattr(dense.plugin, name)
+    assert wide.cells == 256 * 256 * 64 and dense.cells == 3 * 3 * 2
+    assert wide.occupied == dense.occupied
+    assert wide.reliable.synergy == dense.reliable.synergy
+    assert not wide.reliable.redundancy and dense.reliable.redundancy   # 2 x 256 x 64 > 50 > 2 x 3 x 2
+
+    # Probability rows: the columns no row gives mass to are dropped alike; groups too.
+    rows = np.zeros((50, 40))
+    rows[np.arange(50), 10 + cy] = 0.7
+    rows[np.arange(50), 30] = 0.3
+    g = np.arange(50) % 2
+    wide = fastpid.estimate(x1, x2, rows, sizes=(256, 256, 40), groups=g, seed=4, n_null=0)
+    dense_rows = np.stack([rows[:, 10], rows[:, 11], rows[:, 30]], 1)
+    dense = fastpid.estimate(c1, c2, dense_rows, groups=g, seed=4, n_null=0)
+    np.testing.assert_array_equal(wide.synergy, dense.synergy)
+    np.testing.assert_array_equal(wide.ci_high.redundancy, dense.ci_high.redundancy)
