@@ -114,6 +114,10 @@ class SPICECurriculum:
         self.scores: SampleScores | None = None
         self.epoch = 0
         self._rankings: torch.Tensor | None = None  # (3, N) sample indices, best first
+        # The epoch the scores were estimated for (due() is false there): the one due() last
+        # said yes to (the loop asks before set_epoch()), else the current one.
+        self._scored_epoch: int | None = None
+        self._due: int | None = None
         self._warn_if_the_first_phase_admits_everyone()
 
     def _warn_if_the_first_phase_admits_everyone(self) -> None:
@@ -130,8 +134,14 @@ class SPICECurriculum:
 
     def due(self, epoch: int) -> bool:
         """Whether the scores should be re-estimated before training ``epoch``: at epochs
-        ``refresh, 2·refresh, ...`` (never at 0, the warm-up)."""
-        return epoch > 0 and epoch % self.refresh == 0
+        ``refresh, 2·refresh, ...`` (never at 0, the warm-up), and not again for an epoch
+        whose scores were estimated already: a run resumed mid-epoch from a checkpoint keeps
+        the scores its sampler's order was drawn from (estimated afresh, they admitted other
+        samples, and the resumed epoch repeated 12 and skipped 18 of 73)."""
+        epoch = operator.index(epoch)
+        due = epoch > 0 and epoch % self.refresh == 0 and epoch != self._scored_epoch
+        self._due = epoch if due else None   # the next update() estimates this epoch's scores
+        return due
 
     def update(self, p1, p2, p12, y, embedding=None, *, index=None) -> SampleScores:
         """Re-estimate the per-sample scores from predictions on the whole training set.
@@ -188,15 +198,18 @@ class SPICECurriculum:
     def _set_scores(self, scores: SampleScores) -> None:
         self.scores = scores
         self._rankings = self._rank(scores)
+        self._scored_epoch = self.epoch if self._due is None else self._due
+        self._due = None
 
     def state_dict(self) -> dict:
-        """The state to resume from: the current epoch and the scores (``None`` before the
-        first :meth:`update`); tensors and numbers only (``torch.load(weights_only=True)``
+        """The state to resume from: the current epoch, the scores (``None`` before the
+        first :meth:`update`) and the epoch they were estimated for (:meth:`due` is false
+        there); tensors and numbers only (``torch.load(weights_only=True)``
         reads it). The configuration is the constructor's. Under ``torch.distributed`` every
         rank holds the same state: save it on one rank, load it on every rank."""
         scores = None if self.scores is None else {
             k: getattr(self.scores, k).detach().clone() for k in ("redundancy", "unique1", "unique2", "synergy")}
-        return {"epoch": self.epoch, "scores": scores}
+        return {"epoch": self.epoch, "scores": scores, "scored_epoch": self._scored_epoch}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore what :meth:`state_dict` saved (the rankings are recomputed from the scores).
@@ -213,6 +226,8 @@ class SPICECurriculum:
                                  f"curriculum has n_samples={self.n_samples}")
             self._set_scores(scores)
         self.set_epoch(int(state["epoch"]))
+        # .get: a state saved before "scored_epoch" existed resumes as if its scores were older.
+        self._scored_epoch, self._due = state.get("scored_epoch"), None
 
     @staticmethod
     def _rank(scores: SampleScores) -> torch.Tensor:
