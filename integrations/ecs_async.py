@@ -135,8 +135,7 @@ UNIMODAL, JOINT = "unimodal", "joint"
 BASELINES = ("within_class", "labels", None)
 #: Values of ``ECSAsyncController(synergy_rule=...)``.
 SYNERGY_RULES = ("baseline", "test")
-#: Keys of a probe record's synergy test (floats; nats or the probe's ``base`` units, except
-#: ``p_value``).
+#: Keys of a probe record's synergy test (floats; nats, except ``p_value``).
 TEST_KEYS = ("synergy", "p_value", "ci_low", "ci_high")
 
 
@@ -180,27 +179,38 @@ class ProbeRecord:
     ``None`` when no baseline was computed: ``baseline=None``, ``synergy_rule="test"`` or
     stage 2), the synergy test (``{"synergy", "p_value", "ci_low", "ci_high"}`` floats:
     the corrected synergy in nats, its p-value and interval; ``None`` when none was
-    computed) and the rule that scored it."""
+    computed) and the rule that scored it (``None`` for a probe in stage 2, which scores
+    nothing)."""
 
     epoch: int
     terms: dict
     decision: Decision
     baseline: dict | None = None
     test: dict | None = None
-    rule: str = "baseline"
+    rule: str | None = "baseline"
 
     @property
     def score(self) -> float:
         """The synergy score, nats: for ``rule="baseline"`` the synergy minus the baseline's
-        synergy (if any); for ``rule="test"`` the bias-corrected synergy."""
+        synergy (if any); for ``rule="test"`` the bias-corrected synergy. NaN for a probe in
+        stage 2 (``rule=None``), which scores nothing (no baseline or test is computed there:
+        the raw synergy would read as a jump of the score)."""
+        if self.rule is None:
+            return math.nan
         if self.rule == "test" and self.test is not None:
             return self.test["synergy"]
         return self.terms["synergy"] - (self.baseline["synergy"] if self.baseline is not None else 0.0)
 
 
+def _nats(base) -> float:
+    """The factor from ``base`` units to nats (``None``: nats already)."""
+    return 1.0 if base is None else math.log(base)
+
+
 def _terms(result) -> dict:
     if isinstance(result, ProbeResult):
-        terms = result.terms()
+        # The rules and the history are in nats (min_score, eps): a probe in bits is converted.
+        terms = {k: v * _nats(result.base) for k, v in result.terms().items()}
     elif isinstance(result, Mapping):
         missing = [t for t in ("unique1", "unique2", "synergy") if t not in result]
         if missing:
@@ -217,8 +227,12 @@ def _test(test) -> dict:
     :class:`fastpid.PIDEstimate` (scalar) or a mapping with at least ``synergy`` and
     ``p_value``."""
     if isinstance(test, fastpid.PIDEstimate):
-        vals = {"synergy": test.synergy, "p_value": test.p_value.synergy,
-                "ci_low": test.ci_low.synergy, "ci_high": test.ci_high.synergy}
+        if test.n_null == 0:
+            raise ValueError("the synergy test's PIDEstimate has no p-value: it was made with n_null=0 (no "
+                             "null draws); estimate with n_null >= 1")
+        to_nats = _nats(test.base)
+        vals = {"synergy": test.synergy * to_nats, "p_value": test.p_value.synergy,
+                "ci_low": test.ci_low.synergy * to_nats, "ci_high": test.ci_high.synergy * to_nats}
     elif isinstance(test, Mapping):
         missing = [k for k in ("synergy", "p_value") if k not in test]
         if missing:
@@ -324,6 +338,9 @@ class ECSAsyncController:
             raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
         if synergy_rule not in SYNERGY_RULES:
             raise ValueError(f"synergy_rule must be one of {SYNERGY_RULES}, got {synergy_rule!r}")
+        if synergy_rule == "test" and probe is not None and probe.estimate_options.get("n_null", 1) == 0:
+            raise ValueError("synergy_rule='test' needs the synergy test's p-value, but the probe's "
+                             "estimate_options set n_null=0 (no null draws, no p-value)")
         alpha = check_real(alpha, "alpha", 0, 1, lo_open=True, hi_open=True)
         min_score = check_real(min_score, "min_score", allow_inf=True)
         eps = check_real(eps, "eps", 0, lo_open=True)
@@ -410,6 +427,7 @@ class ECSAsyncController:
                 baseline = self.probe.shuffled(res.codes1, res.codes2, res.labels, self.baseline_permutations,
                                                seed=self.baseline_seed + epoch,
                                                within_class=self.baseline == "within_class")
+                baseline = {k: v * _nats(self.probe.base) for k, v in baseline.items()}
             return self._step(epoch, self._parse(res, baseline, None, estimate=estimate))
         if self.stage == UNIMODAL and epoch >= self.max_unimodal_epochs:
             return self._switch(epoch, f"reached max_unimodal_epochs={self.max_unimodal_epochs}")
@@ -434,7 +452,11 @@ class ECSAsyncController:
         NaN terms raise ``ValueError`` (an error rather than a warning: a NaN never compares
         true, so the rules would silently stop working for the rest of the run). Under
         ``torch.distributed`` rank 0's terms, baseline and test are used on every rank, so
-        every rank takes the same decision; every rank must call it."""
+        every rank takes the same decision; every rank must call it.
+
+        Units: a :class:`ProbeResult` and a :class:`fastpid.PIDEstimate` are converted to
+        nats from their ``base``; mappings are taken as nats (the unit of ``min_score``,
+        ``eps`` and the history)."""
         epoch = self._check_epoch(epoch)  # as in update()
         return self._step(epoch, self._parse(result, baseline, test))
 
@@ -459,7 +481,8 @@ class ECSAsyncController:
         if error is not None:
             raise error
         terms, baseline, test = parsed
-        record = ProbeRecord(epoch, terms, None, baseline, test, self.synergy_rule)
+        record = ProbeRecord(epoch, terms, None, baseline, test,
+                             self.synergy_rule if self.stage == UNIMODAL else None)
         if self.stage == JOINT:
             decision = self.current(epoch, probed=True)
         else:
@@ -612,7 +635,8 @@ class ECSAsyncController:
     def history_arrays(self) -> dict:
         """The probe history as lists: ``epoch``, every PID term, ``synergy_baseline`` (the
         permutation baseline's synergy, NaN where none was computed), ``score`` (synergy
-        minus baseline; with ``synergy_rule="test"`` the test's corrected synergy), ``stage``, ``train1``, ``train2``, ``counted``, plus
+        minus baseline; with ``synergy_rule="test"`` the test's corrected synergy; NaN for the
+        probes in stage 2, which score nothing), ``stage``, ``train1``, ``train2``, ``counted``, plus
         ``switch_epoch`` (start of stage 2 or ``None``), ``peak_epoch`` and
         ``warmup_epochs``; and for the synergy rule: ``synergistic`` (whether it fired, per
         probe), ``synergy_estimate``, ``synergy_p_value``, ``synergy_ci_low``,

@@ -76,8 +76,9 @@ class ProbeResult:
     ranks). ``estimate`` is the :class:`fastpid.PIDEstimate` of the codes (bias-corrected
     terms, ``ci_low``/``ci_high``, ``p_value.synergy``; 0-d numpy ``float64`` arrays, nats or
     ``base`` units) when the probe was built with ``estimate=True``, else ``None``; the
-    information fields above stay the plug-in values either way. The repr shows the terms,
-    ``N`` and, with an estimate, the corrected synergy, its interval and p-value.
+    information fields above stay the plug-in values either way. ``base`` is the probe's
+    (``None``: nats). The repr shows the terms, ``N`` and, with an estimate, the corrected
+    synergy, its interval and p-value.
     """
 
     redundancy: float
@@ -92,6 +93,7 @@ class ProbeResult:
     codes2: torch.Tensor
     labels: torch.Tensor | None = None
     estimate: "fastpid.PIDEstimate | None" = None
+    base: float | None = None
 
     def terms(self) -> dict:
         """The information fields as a ``{name: float}`` dict."""
@@ -376,7 +378,7 @@ class PIDProbe:
             raise ValueError(f"the probe's PID has NaN terms {nan} (method={self.method!r}); "
                              "the embeddings or the solver produced an undefined decomposition")
         est = self.estimated(c1, c2, labels, n_classes=n_classes) if self.estimate else None
-        return ProbeResult(**terms, codes1=c1, codes2=c2, labels=labels, estimate=est)
+        return ProbeResult(**terms, codes1=c1, codes2=c2, labels=labels, estimate=est, base=self.base)
 
     @classmethod
     def _checked(cls, emb1, emb2, labels, n_classes, index):

@@ -354,3 +354,55 @@ def test_test_rule_decisions_are_identical_on_every_rank(tmp_path):
     ref.step(2, _terms(0.3), test={"synergy": 0.3, "p_value": 0.01, "ci_low": 0.1, "ci_high": 0.5})
     assert states[0]["history"] == ref.state_dict()["history"]
     assert [h["decision"]["synergistic"] for h in states[0]["history"]] == [True, True, True]
+
+
+@pytest.mark.parametrize("rule", ["baseline", "test"])
+def test_controller_reads_a_probe_in_bits_as_nats(rule):
+    """min_score, eps and the history are nats: a probe built with base=2 gives the same
+    scores (nats), the same synergy decisions and the same terms as one in nats (its bits were
+    compared with min_score: a noisy-XOR score of 0.040 nats read 0.057 and fired at 0.05)."""
+    def noisy_xor(n, seed):
+        g = torch.Generator().manual_seed(seed)
+        a, b = torch.randint(0, 2, (n,), generator=g), torch.randint(0, 2, (n,), generator=g)
+        return (torch.randn(n, 2, generator=g) + a[:, None], torch.randn(n, 2, generator=g) + b[:, None], a ^ b)
+
+    runs = {}
+    for base in (None, 2):
+        ctrl = ECSAsyncController(_quiet_probe(n_clusters=2, base=base, estimate=rule == "test"),
+                                  synergy_rule=rule, warmup_epochs=0, min_score=0.05, max_unimodal_epochs=10)
+        runs[base] = _stream(ctrl, noisy_xor, 3).history_arrays()
+    nats, bits = runs[None], runs[2]
+    for key in ("score", "synergy", "unique1", "synergy_baseline", "synergy_estimate", "synergy_ci_high"):
+        np.testing.assert_allclose(bits[key], nats[key], rtol=1e-9, atol=1e-12, err_msg=key)
+    assert bits["synergistic"] == nats["synergistic"]
+    if rule == "baseline":
+        assert any(0.05 * LOG2 < s < 0.05 for s in nats["score"])   # a score that bits would pass
+
+
+def test_probes_in_stage_2_are_not_scored():
+    """Stage 2 computes no baseline or test: its probes' score is NaN, not the raw synergy (a
+    jump from -0.002 to +0.45 on unchanged embeddings); the probe that switched keeps its score."""
+    ctrl = ECSAsyncController(_quiet_probe(n_clusters=6), max_unimodal_epochs=2)
+    e1, e2, y = _independent(300, 10, seed=0)
+    for epoch in range(4):
+        ctrl.update(epoch, e1, e2, y)
+    h = ctrl.history_arrays()
+    assert h["stage"] == ["unimodal", "unimodal", "joint", "joint"]
+    assert all(math.isfinite(s) and abs(s) < 0.05 for s in h["score"][:3])   # epoch 2 switched
+    assert math.isnan(h["score"][3]) and h["synergy"][3] > 0.3
+    assert ctrl.history[3].rule is None and ctrl.history[2].rule == "baseline"
+
+
+def test_test_rule_refuses_an_estimate_without_null_draws():
+    """n_null=0 gives no p-value: refused when the controller is built with such a probe, and
+    a PIDEstimate made so is refused by step() with the reason (it failed at the first probe
+    with "NaN or infinite entries ['p_value']")."""
+    probe = _quiet_probe(n_clusters=3, estimate_options={"n_null": 0})
+    with pytest.raises(ValueError, match="n_null=0"):
+        ECSAsyncController(probe, synergy_rule="test")
+    e1, e2, y = _xor(200, seed=0)
+    est = probe.estimated(*(torch.randint(0, 3, (200,), generator=torch.Generator().manual_seed(s))
+                            for s in (1, 2)), y)
+    ctrl = ECSAsyncController(_quiet_probe(n_clusters=3), synergy_rule="test", warmup_epochs=0)
+    with pytest.raises(ValueError, match="n_null=0"):
+        ctrl.step(0, {"unique1": 0.0, "unique2": 0.0, "synergy": 0.1}, test=est)
