@@ -175,8 +175,8 @@ py::tuple pid_terms(Array P, Array lower, Array upper, double scale) {
   return py::make_tuple(terms, gap, broken);
 }
 
-// (normalised P, free1, free2, most1, most2, dropped) of prepare_batch() (most: the largest
-// count), or None where it returns false.
+// (normalised P, free1, free2, most1, most2, dropped, seen) of prepare_batch() (most: the
+// largest count; seen: bool), or None where it returns false.
 py::object prepare(Array P, double negligible) {
   check_batch(P);
   const auto B = P.shape(0);
@@ -185,16 +185,19 @@ py::object prepare(Array P, double negligible) {
   py::array_t<double> out({B, py::ssize_t(n1), py::ssize_t(n2), py::ssize_t(ny)});
   py::array_t<int64_t> free1(B), free2(B);
   py::array_t<double> dropped(B);
+  py::array_t<bool> seen(n1 + n2 + ny);
+  std::fill(seen.mutable_data(), seen.mutable_data() + seen.size(), false);
   bool ok;
   {
     py::gil_scoped_release release;
     ok = fastpid::prepare_batch(P.data(), B, n1, n2, ny, negligible, out.mutable_data(),
-                                free1.mutable_data(), free2.mutable_data(), dropped.mutable_data());
+                                free1.mutable_data(), free2.mutable_data(), dropped.mutable_data(),
+                                reinterpret_cast<unsigned char*>(seen.mutable_data()));
   }
   if (!ok) return py::none();
   const int64_t *f1 = free1.data(), *f2 = free2.data();
   return py::make_tuple(out, free1, free2, *std::max_element(f1, f1 + B), *std::max_element(f2, f2 + B),
-                        dropped);
+                        dropped, seen);
 }
 
 py::tuple solve_pid(Array P, py::array_t<bool, py::array::c_style | py::array::forcecast> swap,
@@ -261,8 +264,11 @@ void register_solver(py::module_& m) {
       "workspace_doubles",
       [](int n1, int n2, int ny, bool lowrank, bool newton) {
         if (n1 < 1 || n2 < 1 || ny < 1) throw std::invalid_argument("sizes must be >= 1");
-        return fastpid::solve_workspace_doubles(n1, n2, ny, lowrank, newton,
-                                                fastpid::gram_suits(ny, lowrank, newton));
+        const bool gram = fastpid::gram_suits(ny, lowrank, newton);
+        // The memory checks ask this before a solve: a shape the solver cannot index is
+        // refused here, up front.
+        fastpid::check_indexable(n1, n2, ny, lowrank, newton, gram);
+        return fastpid::solve_workspace_doubles(n1, n2, ny, lowrank, newton, gram);
       },
       py::arg("n1"), py::arg("n2"), py::arg("ny"), py::arg("lowrank") = false, py::arg("newton") = true,
       "Doubles of scratch one problem (n1, n2, ny) takes in the CPU solver (per thread), with "
@@ -281,8 +287,9 @@ void register_solver(py::module_& m) {
         "(normalised P, free1, free2, most1, most2, dropped) for a batch P[B, n1, n2, ny] of "
         "raw joints: each problem divided by its total, its entries in (0, negligible) then "
         "dropped and the rest renormalised, the free potentials of each source (pairs (x, y) "
-        "with mass), (B,) each, their largest counts, and the mass dropped, (B,); None where a "
-        "total is not positive and finite or an entry is negative or NaN. pid()'s first step.");
+        "with mass), (B,) each, their largest counts, the mass dropped, (B,), and which values of "
+        "X1, X2 and Y have mass in some problem, (n1 + n2 + ny,) bool; None where a total is not "
+        "positive and finite or an entry is negative or NaN. pid()'s first step.");
   m.def("solve_pid", &solve_pid, py::arg("P"), py::arg("swap"), py::arg("options"), py::arg("scale") = 1.0,
         "(terms, gap, converged, broken, iterations, settled) of a batch P[B, n1, n2, ny] "
         "(normalised float64): solve() of each problem, with its sources swapped where swap "

@@ -203,6 +203,10 @@ FASTPID_HD inline void copy(const double* __restrict__ from, size_t n, double* _
   for (size_t k = 0; k < n; ++k) to[k] = from[k];
 }
 
+// Sizes in 64 bits: the solver indexes its arrays with int, and the arena's count of a shape
+// whose arrays outgrow that must say so (Arena::largest), not wrap around to a small number.
+FASTPID_HD constexpr size_t wide(int v) { return static_cast<size_t>(v); }
+
 // Hands out consecutive pieces of the workspace. With no buffer it only counts, which is
 // how solve_workspace_doubles() sizes it: one layout code, so size and use cannot disagree.
 // Each piece is rounded up to a multiple of `align` doubles (see kSolveAlign).
@@ -210,14 +214,17 @@ struct Arena {
   double* base = nullptr;
   size_t used = 0;  // doubles handed out so far
   size_t align = 1;
+  size_t largest = 0;  // the largest piece, in doubles
 
   FASTPID_HD double* doubles(size_t n) {
     double* p = base ? base + used : nullptr;
     used += (n + align - 1) / align * align;
+    if (n > largest) largest = n;
     return p;
   }
   // Masks are bytes, rounded up to whole doubles so that what follows stays aligned.
   FASTPID_HD char* bytes(size_t n) {
+    if (n > largest) largest = n;  // masks are indexed by their bytes
     return reinterpret_cast<char*>(doubles((n + sizeof(double) - 1) / sizeof(double)));
   }
 };
@@ -1210,17 +1217,17 @@ struct Problem {
   double *F, *G, *eF, *eG, *eGt, *shift, *lin, *ein, *sums, *cell_sum, *rows, *cols, *d1, *d2, *total, *qy;
 
   FASTPID_HD Problem(int n1, int n2, int ny, Arena& arena)
-      : n1(n1), n2(n2), ny(ny), p1y(arena.doubles(n1 * ny)), p2y(arena.doubles(n2 * ny)),
-        py(arena.doubles(ny)), logpy(arena.doubles(ny)), la(arena.doubles(n1 * ny)),
-        lb(arena.doubles(n2 * ny)), logpy_rows(arena.doubles(n1 * ny)), m1(arena.bytes(n1 * ny)),
-        m2(arena.bytes(n2 * ny)),
-        cell(arena.bytes(n1 * n2)), F(arena.doubles(n1 * ny)), G(arena.doubles(n2 * ny)),
-        eF(arena.doubles(n1 * ny)), eG(arena.doubles(n2 * ny)), eGt(arena.doubles(n2 * ny)),
+      : n1(n1), n2(n2), ny(ny), p1y(arena.doubles(wide(n1) * ny)), p2y(arena.doubles(wide(n2) * ny)),
+        py(arena.doubles(ny)), logpy(arena.doubles(ny)), la(arena.doubles(wide(n1) * ny)),
+        lb(arena.doubles(wide(n2) * ny)), logpy_rows(arena.doubles(wide(n1) * ny)), m1(arena.bytes(wide(n1) * ny)),
+        m2(arena.bytes(wide(n2) * ny)),
+        cell(arena.bytes(wide(n1) * n2)), F(arena.doubles(wide(n1) * ny)), G(arena.doubles(wide(n2) * ny)),
+        eF(arena.doubles(wide(n1) * ny)), eG(arena.doubles(wide(n2) * ny)), eGt(arena.doubles(wide(n2) * ny)),
         shift(arena.doubles(ny)),
-        lin(arena.doubles((n1 > n2 ? n1 : n2) * ny)), ein(arena.doubles((n1 > n2 ? n1 : n2) * ny)),
-        sums(arena.doubles((n1 > n2 ? n1 : n2) * ny)), cell_sum(arena.doubles(n1 * n2)),
-        rows(arena.doubles(n1 * ny)), cols(arena.doubles(n2 * ny)), d1(arena.doubles(n1 * ny)),
-        d2(arena.doubles(n2 * ny)), total(arena.doubles(ny)), qy(arena.doubles(ny)) {}
+        lin(arena.doubles(wide(n1 > n2 ? n1 : n2) * ny)), ein(arena.doubles(wide(n1 > n2 ? n1 : n2) * ny)),
+        sums(arena.doubles(wide(n1 > n2 ? n1 : n2) * ny)), cell_sum(arena.doubles(wide(n1) * n2)),
+        rows(arena.doubles(wide(n1) * ny)), cols(arena.doubles(wide(n2) * ny)), d1(arena.doubles(wide(n1) * ny)),
+        d2(arena.doubles(wide(n2) * ny)), total(arena.doubles(ny)), qy(arena.doubles(ny)) {}
 
   // P[n1][n2][ny], normalised, C order; it must stay alive while the problem is used.
   FASTPID_HD void load(const double* P_) {
@@ -1702,44 +1709,44 @@ struct NewtonScratch {
   // schur / lowrank: whether to lay out that elimination's arrays (neither for method "fast");
   // gram: the Gram assembly's instead of the rank-structured update's.
   FASTPID_HD NewtonScratch(int n1, int n2, int ny, bool schur, bool lowrank, bool gram, Arena& arena)
-      : W(arena.doubles(n1 * n2 * ny)), Wt2(arena.doubles(n1 * n2 * ny)), oms(arena.doubles(n1 * n2)),
-        grad_f(arena.doubles(n1 * ny)), sf(arena.doubles(n1 * ny)), grad_g(arena.doubles(n2 * ny)),
-        sg(arena.doubles(n2 * ny)), hf(arena.doubles(n1 * ny)), hg(arena.doubles(n2 * ny)),
-        S(arena.doubles(schur ? static_cast<size_t>(n2 * ny) * (n2 * ny) : 0)),
-        rhs(arena.doubles(schur ? n2 * ny : 0)),
+      : W(arena.doubles(wide(n1) * n2 * ny)), Wt2(arena.doubles(wide(n1) * n2 * ny)), oms(arena.doubles(wide(n1) * n2)),
+        grad_f(arena.doubles(wide(n1) * ny)), sf(arena.doubles(wide(n1) * ny)), grad_g(arena.doubles(wide(n2) * ny)),
+        sg(arena.doubles(wide(n2) * ny)), hf(arena.doubles(wide(n1) * ny)), hg(arena.doubles(wide(n2) * ny)),
+        S(arena.doubles(schur ? wide(n2) * ny * n2 * ny : 0)),
+        rhs(arena.doubles(schur ? wide(n2) * ny : 0)),
         free_g(reinterpret_cast<int*>(arena.bytes(schur ? sizeof(int) * n2 * ny : 0))),
         free_z(reinterpret_cast<int*>(arena.bytes(schur ? sizeof(int) * n2 * ny : 0))),
         g_start(reinterpret_cast<int*>(arena.bytes(schur ? sizeof(int) * (n2 + 1) : 0))),
         free_j(reinterpret_cast<int*>(arena.bytes(schur ? sizeof(int) * n2 * ny : 0))),
-        wc(arena.doubles(schur ? n2 * ny : 0)), dc(arena.doubles(schur ? n2 * ny : 0)),
-        H(arena.doubles(schur ? n1 * ny * ny : 0)),
-        a(arena.doubles(schur && !gram ? n2 * ny : 0)), alpha(arena.doubles(schur && !gram ? n2 * n2 : 0)),
-        rhs_many(arena.doubles(schur ? ny * padded_row(n2 + ny) : 0)),
+        wc(arena.doubles(schur ? wide(n2) * ny : 0)), dc(arena.doubles(schur ? wide(n2) * ny : 0)),
+        H(arena.doubles(schur ? wide(n1) * ny * ny : 0)),
+        a(arena.doubles(schur && !gram ? wide(n2) * ny : 0)), alpha(arena.doubles(schur && !gram ? wide(n2) * n2 : 0)),
+        rhs_many(arena.doubles(schur ? wide(ny) * padded_row(n2 + ny) : 0)),
         A(arena.doubles(schur && !gram ? static_cast<size_t>(n2) * n2 * ny : 0)),
         B(arena.doubles(schur && !gram ? static_cast<size_t>(ny) * n2 * ny : 0)),
-        u(arena.doubles(schur && !gram ? n1 * n2 * ny : 0)),
-        Hinv(arena.doubles(schur && !gram ? n1 * ny * ny : 0)),
-        w(arena.doubles(schur && !gram ? n1 * n2 * ny : 0)), d(arena.doubles(schur && !gram ? n1 * n2 * ny : 0)),
-        xf(arena.doubles(schur && !gram ? n1 * ny : 0)), dy(arena.doubles(schur ? ny : 0)),
+        u(arena.doubles(schur && !gram ? wide(n1) * n2 * ny : 0)),
+        Hinv(arena.doubles(schur && !gram ? wide(n1) * ny * ny : 0)),
+        w(arena.doubles(schur && !gram ? wide(n1) * n2 * ny : 0)), d(arena.doubles(schur && !gram ? wide(n1) * n2 * ny : 0)),
+        xf(arena.doubles(schur && !gram ? wide(n1) * ny : 0)), dy(arena.doubles(schur ? ny : 0)),
         product_form(arena.bytes(schur ? n1 : 0)),
         gram_ld(gram_stride(n2 * ny)), gram_cap(ny * fp_max(1, fp_min(n1, kGramRows / ny))),
         Gc(arena.doubles(schur && gram ? static_cast<size_t>(n1) * ny * gram_ld : 0)),
-        gv(arena.doubles(schur && gram ? n1 * ny : 0)), gk(arena.doubles(schur && gram ? n2 * ny : 0)),
+        gv(arena.doubles(schur && gram ? wide(n1) * ny : 0)), gk(arena.doubles(schur && gram ? wide(n2) * ny : 0)),
         gram_row(reinterpret_cast<int*>(arena.bytes(schur && gram ? sizeof(int) * (n1 + 1) : 0))),
         free_f(reinterpret_cast<int*>(arena.bytes(schur && gram ? sizeof(int) * n1 * ny : 0))),
         D(arena.doubles(lowrank ? static_cast<size_t>(n1 + n2) * (n1 + n2) * kLanes : 0)),
         Dl(arena.doubles(lowrank ? static_cast<size_t>(n1 + n2) * (n1 + n2) * kLanes : 0)),
         Dinv(arena.doubles(lowrank ? static_cast<size_t>(ny) * (n1 + n2) * (n1 + n2) : 0)),
-        aT(arena.doubles(lowrank ? n1 * n2 * ny : 0)), bT(arena.doubles(lowrank ? n1 * n2 * ny : 0)),
-        Z(arena.doubles(lowrank ? static_cast<size_t>(n1 + n2) * (n1 * n2) * ny : 0)),
-        K(arena.doubles(lowrank ? static_cast<size_t>(n1 * n2) * (n1 * n2) : 0)),
-        kd(arena.doubles(lowrank ? n1 * n2 : 0)),
-        r(arena.doubles(lowrank ? (n1 + n2) * ny : 0)), x0(arena.doubles(lowrank ? (n1 + n2) * ny : 0)),
-        x(arena.doubles(lowrank ? (n1 + n2) * ny : 0)), z(arena.doubles(lowrank ? (n1 + n2) * ny : 0)),
-        xb(arena.doubles(lowrank ? (n1 + n2) * ny : 0)),
-        uc(arena.doubles(lowrank ? n1 * n2 : 0)),
-        t2(arena.doubles(lowrank ? n1 * n2 : 0)),
-        ldiag(arena.doubles(lowrank ? (n1 + n2) * ny : 0)),
+        aT(arena.doubles(lowrank ? wide(n1) * n2 * ny : 0)), bT(arena.doubles(lowrank ? wide(n1) * n2 * ny : 0)),
+        Z(arena.doubles(lowrank ? wide(n1 + n2) * n1 * n2 * ny : 0)),
+        K(arena.doubles(lowrank ? wide(n1) * n2 * n1 * n2 : 0)),
+        kd(arena.doubles(lowrank ? wide(n1) * n2 : 0)),
+        r(arena.doubles(lowrank ? wide(n1 + n2) * ny : 0)), x0(arena.doubles(lowrank ? wide(n1 + n2) * ny : 0)),
+        x(arena.doubles(lowrank ? wide(n1 + n2) * ny : 0)), z(arena.doubles(lowrank ? wide(n1 + n2) * ny : 0)),
+        xb(arena.doubles(lowrank ? wide(n1 + n2) * ny : 0)),
+        uc(arena.doubles(lowrank ? wide(n1) * n2 : 0)),
+        t2(arena.doubles(lowrank ? wide(n1) * n2 : 0)),
+        ldiag(arena.doubles(lowrank ? wide(n1 + n2) * ny : 0)),
         lcross(arena.doubles(lowrank ? static_cast<size_t>(n1) * n2 * ny : 0)),
         chol(lowrank ? fp_max(n1 + n2, n1 * n2) : schur ? n2 * ny : 0, arena) {}
 };
@@ -1770,16 +1777,16 @@ struct Solver {
   double* best_q = nullptr;  // if set: the feasible coupling behind the current upper bound
 
   FASTPID_HD Solver(const Problem& pr, const SolveOptions& opt, Arena& arena)
-      : pr(pr), opt(opt), n1(pr.n1), n2(pr.n2), ny(pr.ny), f(arena.doubles(n1 * ny)),
-        g(arena.doubles(n2 * ny)), R(arena.doubles(n1 * n2)), tau(arena.doubles(n1 * n2)),
-        rp(arena.doubles(n1 * n2)), dtau(arena.doubles(n1 * n2)), dR(arena.doubles(n1 * n2)),
-        logR(arena.doubles(n1 * n2)), ls(arena.doubles(n1 * n2)),
-        Q(arena.doubles(n1 * n2 * ny)), fixed_f(arena.bytes(n1 * ny)),
-        fixed_g(arena.bytes(n2 * ny)), ft(arena.doubles(n1 * ny)), gt(arena.doubles(n2 * ny)),
-        lst(arena.doubles(n1 * n2)), df(arena.doubles(n1 * ny)), dg(arena.doubles(n2 * ny)),
-        lr(arena.doubles(n1 * n2)), fp(arena.doubles(n1 * ny)), gp(arena.doubles(n2 * ny)),
-        Kr(arena.doubles(n1 * n2)), nw(n1, n2, ny, opt.newton && !opt.lowrank, opt.newton && opt.lowrank, opt.gram, arena),
-        corr(arena.doubles(n1 * n2)), soc(arena.doubles(n1 * n2)), cw(arena.doubles(n1 * n2)),
+      : pr(pr), opt(opt), n1(pr.n1), n2(pr.n2), ny(pr.ny), f(arena.doubles(wide(n1) * ny)),
+        g(arena.doubles(wide(n2) * ny)), R(arena.doubles(wide(n1) * n2)), tau(arena.doubles(wide(n1) * n2)),
+        rp(arena.doubles(wide(n1) * n2)), dtau(arena.doubles(wide(n1) * n2)), dR(arena.doubles(wide(n1) * n2)),
+        logR(arena.doubles(wide(n1) * n2)), ls(arena.doubles(wide(n1) * n2)),
+        Q(arena.doubles(wide(n1) * n2 * ny)), fixed_f(arena.bytes(wide(n1) * ny)),
+        fixed_g(arena.bytes(wide(n2) * ny)), ft(arena.doubles(wide(n1) * ny)), gt(arena.doubles(wide(n2) * ny)),
+        lst(arena.doubles(wide(n1) * n2)), df(arena.doubles(wide(n1) * ny)), dg(arena.doubles(wide(n2) * ny)),
+        lr(arena.doubles(wide(n1) * n2)), fp(arena.doubles(wide(n1) * ny)), gp(arena.doubles(wide(n2) * ny)),
+        Kr(arena.doubles(wide(n1) * n2)), nw(n1, n2, ny, opt.newton && !opt.lowrank, opt.newton && opt.lowrank, opt.gram, arena),
+        corr(arena.doubles(wide(n1) * n2)), soc(arena.doubles(wide(n1) * n2)), cw(arena.doubles(wide(n1) * n2)),
         gauge_j(reinterpret_cast<int*>(arena.bytes(sizeof(int) * ny))) {}
 
   // closed (unless null): the four closed forms of closed_forms_one(), which the bracket
@@ -3225,8 +3232,8 @@ constexpr size_t kSolveAlign = 8;
 
 // Doubles of scratch one problem needs (masks included, carved out of the same buffer), for
 // the elimination (opt.lowrank), method (opt.newton) and assembly (opt.gram) it is solved with.
-FASTPID_HD inline size_t solve_workspace_doubles(int n1, int n2, int ny, bool lowrank = false,
-                                                 bool newton = true, bool gram = false) {
+FASTPID_HD inline detail::Arena solve_workspace_count(int n1, int n2, int ny, bool lowrank, bool newton,
+                                                      bool gram) {
   detail::Arena counter;  // no buffer: only counts
   counter.align = kSolveAlign;
   SolveOptions opt{};
@@ -3235,7 +3242,20 @@ FASTPID_HD inline size_t solve_workspace_doubles(int n1, int n2, int ny, bool lo
   opt.gram = gram;
   const detail::Problem pr(n1, n2, ny, counter);
   const detail::Solver solver(pr, opt, counter);
-  return counter.used;
+  return counter;
+}
+FASTPID_HD inline size_t solve_workspace_doubles(int n1, int n2, int ny, bool lowrank = false,
+                                                 bool newton = true, bool gram = false) {
+  return solve_workspace_count(n1, n2, ny, lowrank, newton, gram).used;
+}
+// Whether the solver's int indices reach every entry of that workspace's arrays and of the
+// problem (n1 n2 ny cells): a shape past them (2001 x 22 x 2001: H alone 8e9 entries) wrapped
+// around and crashed the process.
+FASTPID_HD inline bool solve_indexable(int n1, int n2, int ny, bool lowrank = false, bool newton = true,
+                                       bool gram = false) {
+  const size_t most = 2147483647;  // INT_MAX
+  return detail::wide(n1) * n2 * ny <= most &&
+         solve_workspace_count(n1, n2, ny, lowrank, newton, gram).largest <= most;
 }
 
 // Target values up to which the CPU solver assembles the Schur complement by the Gram product

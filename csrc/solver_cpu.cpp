@@ -7,6 +7,8 @@
 #include <cmath>
 #include <cstdint>
 #include <memory>
+#include <stdexcept>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -109,9 +111,18 @@ void for_each_problem(int64_t B, size_t work_doubles, Body body) {
 
 }  // namespace
 
+void check_indexable(int n1, int n2, int ny, bool lowrank, bool newton, bool gram) {
+  if (!solve_indexable(n1, n2, ny, lowrank, newton, gram))
+    throw std::length_error(
+        "problems of " + std::to_string(n1) + "x" + std::to_string(n2) + "x" + std::to_string(ny) +
+        " are too large for the C++ solver, which indexes its arrays with 32-bit integers (at most 2^31 - 1 "
+        "entries each); drop or merge values of X1, X2 or Y, or use backend='torch'");
+}
+
 void solve_batch(const double* P, int64_t B, int n1, int n2, int ny, const SolveOptions& opt,
                  double* lower, double* upper, double* f, double* g, int64_t* iterations,
                  double* coupling) {
+  check_indexable(n1, n2, ny, opt.lowrank, opt.newton, opt.gram);
   const int64_t cells = static_cast<int64_t>(n1) * n2 * ny;
   const size_t work_doubles = solve_workspace_doubles(n1, n2, ny, opt.lowrank, opt.newton, opt.gram);
   for_each_problem(B, work_doubles, [&](int64_t b, double* work) {
@@ -151,7 +162,7 @@ void pid_terms_batch(const double* P, int64_t B, int n1, int n2, int ny, const d
 }
 
 bool prepare_batch(const double* P, int64_t B, int n1, int n2, int ny, double negligible,
-                   double* out, int64_t* free1, int64_t* free2, double* dropped) {
+                   double* out, int64_t* free1, int64_t* free2, double* dropped, unsigned char* seen) {
   const int64_t cells = static_cast<int64_t>(n1) * n2 * ny;
   std::vector<unsigned char> mass1(static_cast<size_t>(n1) * ny), mass2(static_cast<size_t>(n2) * ny);
   for (int64_t b = 0; b < B; ++b) {
@@ -197,6 +208,12 @@ bool prepare_batch(const double* P, int64_t B, int n1, int n2, int ny, double ne
         }
     free1[b] = std::count(mass1.begin(), mass1.end(), 1);
     free2[b] = std::count(mass2.begin(), mass2.end(), 1);
+    for (int i = 0; i < n1; ++i)
+      for (int y = 0; y < ny; ++y)
+        if (mass1[i * ny + y]) seen[i] = seen[n1 + n2 + y] = 1;
+    for (int j = 0; j < n2; ++j)
+      for (int y = 0; y < ny; ++y)
+        if (mass2[j * ny + y]) seen[n1 + j] = 1;
   }
   return true;
 }
@@ -210,6 +227,8 @@ void solve_pid_batch(const double* P, int64_t B, int n1, int n2, int ny, const b
   // Scratch of the orientations present, then f and g (not returned), then the transposed
   // joint of a swapped problem. The closed forms come from the solve, which starts from them
   // (computing them again took 9 us of 8x8x8's ~340, 40 us of clustered 20x20x10's ~2.8 ms).
+  if (plain) check_indexable(n1, n2, ny, opt.lowrank, opt.newton, opt.gram);
+  if (swapped) check_indexable(n2, n1, ny, opt.lowrank, opt.newton, opt.gram);
   size_t solve_doubles = 0;
   if (plain) solve_doubles = solve_workspace_doubles(n1, n2, ny, opt.lowrank, opt.newton, opt.gram);
   if (swapped)

@@ -8,6 +8,10 @@
 
 namespace fastpid {
 
+// Throws std::length_error (Python: ValueError) where the solver's int indices would not reach
+// every entry of a problem n1 x n2 x ny or of its workspace for that elimination and assembly.
+void check_indexable(int n1, int n2, int ny, bool lowrank, bool newton, bool gram);
+
 // P: (B, n1, n2, ny) normalised, C order. Outputs: lower, upper (B), f (B, n1, ny),
 // g (B, n2, ny) with -inf on masked entries, iterations (B), and unless null the feasible
 // couplings behind the upper bounds (B, n1, n2, ny). opt.cancel stops every solve early.
@@ -37,11 +41,12 @@ void pid_terms_batch(const double* P, int64_t B, int n1, int n2, int ny, const d
 // pid()'s preparation of raw joints P (B, n1, n2, ny) for the call below: out = each problem
 // divided by its total, its entries above 0 but below `negligible` then dropped and the rest
 // renormalised (as fastpid._certify.drop_negligible does; dropped (B) = the mass dropped), and
-// the free potentials of each source (pairs (x1, y), (x2, y) with mass). False (outputs
-// partly written) where a problem is one the general route must take (it raises): a total not
-// positive and finite, or an entry negative or NaN.
+// the free potentials of each source (pairs (x1, y), (x2, y) with mass), and seen (n1 + n2 +
+// ny, zeroed by the caller): 1 for each value of X1, X2, Y with mass in some problem. False
+// (outputs partly written) where a problem is one the general route must take (it raises): a
+// total not positive and finite, or an entry negative or NaN.
 bool prepare_batch(const double* P, int64_t B, int n1, int n2, int ny, double negligible,
-                   double* out, int64_t* free1, int64_t* free2, double* dropped);
+                   double* out, int64_t* free1, int64_t* free2, double* dropped, unsigned char* seen);
 
 // solve_batch() and pid_terms_batch() in one pass, problem by problem: each problem P[b]
 // (normalised) solved with its sources swapped where swap[b] (V is symmetric in X1, X2), then

@@ -47,7 +47,12 @@ def exact_pid(P, tol: float, max_iter: int, base, backend: str):
     prepared = ext.prepare(arr.reshape(-1, n1, n2, ny), NEGLIGIBLE)
     if prepared is None:
         return None
-    flat, free1, free2, most1, most2, dropped = prepared
+    flat, free1, free2, most1, most2, dropped, seen = prepared
+    cells = n1 * n2 * ny
+    if not seen.all():  # values of no mass in any problem, left out as api.values_with_mass does
+        keep1, keep2, keepy = np.split(seen, [n1, n1 + n2])
+        flat = np.ascontiguousarray(flat[:, keep1][:, :, keep2][..., keepy])
+        n1, n2, ny = flat.shape[1:]
     lowrank = _elimination(n1, n2, ny, most1, most2, flat.shape[0], backend)
     if lowrank is None:
         return None
@@ -60,7 +65,7 @@ def exact_pid(P, tol: float, max_iter: int, base, backend: str):
     if not settled:
         settled = _other_way_where_short(ext, flat, swap, options, scale, terms, gap, converged, broken, iterations)
     if np.count_nonzero(dropped):  # the dropped masses' bound widens the gap (nats), as in the general route
-        gap = gap + negligible_bound(dropped, n1 * n2 * ny)
+        gap = gap + negligible_bound(dropped, cells)
         converged = gap <= tol
         settled = bool(np.all(converged & ~broken))
     if not settled:

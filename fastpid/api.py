@@ -145,6 +145,11 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
     batch_shape = T.shape[:-3]
     n1, n2, ny = T.shape[-3:]
     flat, drop_bound = drop_negligible(T.reshape(-1, n1, n2, ny))
+    # Values of X1, X2 or Y with no mass in any problem are left out of the solve: a PID does
+    # not see them, and their cells' gradient is 0 by the convention above (5,000 samples with
+    # labels 0, 1000, ..., 9000 took 19 s, 10^4 times as long as labels 0..9). The coupling
+    # gets them back as zeros.
+    flat, kept = (flat, None) if method == "proxy" else values_with_mass(flat)
     # How a CPU exact solve computes its Newton steps, worked out once: the backend choice,
     # the memory estimate, the chunking and the C++ solver's elimination all follow it.
     cpu_exact = method == "exact" and flat.device.type == "cpu" and backend != "cvx"
@@ -200,6 +205,11 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
     # The seven terms in one array (one conversion to the output type instead of seven).
     terms = pid_terms(mi, mi1, mi2, value, scale).to(out_dtype)
 
+    if kept is not None and coupling is not None:
+        full = coupling.new_zeros(coupling.shape[0], n1, n2, ny)
+        full[:, kept[0][:, None, None], kept[1][None, :, None], kept[2][None, None, :]] = coupling
+        coupling = full
+
     def out(x, dtype=None):
         """``x`` (batch axes flattened to one) with the batch shape, as the caller's array type."""
         x = x.reshape(batch_shape + x.shape[1:]).to(T.device)
@@ -221,6 +231,18 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
         base=base, status=status,
         coupling=None if coupling is None else out(coupling, dtype=out_dtype),
     )
+
+
+def values_with_mass(flat: torch.Tensor):
+    """``flat (B, n1, n2, ny)`` (non-negative) without the values of X1, X2 and Y that have no
+    mass in any problem, and the indices of the values kept (three index tensors), or
+    ``(flat, None)`` where every value has mass. Gradients flow through the selection."""
+    mass = flat.detach()
+    keep = [mass.amax(dim=axes) > 0 for axes in ((0, 2, 3), (0, 1, 3), (0, 1, 2))]
+    if bool(torch.stack([k.all() for k in keep]).all()):
+        return flat, None
+    kept = [k.nonzero().flatten() for k in keep]
+    return flat.index_select(1, kept[0]).index_select(2, kept[1]).index_select(3, kept[2]), kept
 
 
 def _empty_result(T, is_numpy, out_dtype, method, backend, base, return_coupling) -> PIDResult:

@@ -123,7 +123,7 @@ def test_torch_results_are_plain_float64_tensors_of_the_batch_shape(shape):
 
 def _prepare_reference(P, negligible):
     """fastpid._C.prepare in numpy: (P / total with the masses below negligible dropped and
-    the rest renormalised, free1, free2, most1, most2, dropped), or None."""
+    the rest renormalised, free1, free2, most1, most2, dropped, seen), or None."""
     total = P.sum(axis=(1, 2, 3))
     if not (total.min() > 0 and total.max() < np.inf):
         return None
@@ -135,11 +135,12 @@ def _prepare_reference(P, negligible):
     Q = np.where(small, 0.0, Q)
     Q = Q / Q.sum((1, 2, 3), keepdims=True)
     free1, free2 = (Q.sum(2) > 0).sum((1, 2)), (Q.sum(1) > 0).sum((1, 2))
-    return Q, free1, free2, free1.max(), free2.max(), dropped
+    seen = np.concatenate([Q.sum(axes) > 0 for axes in ((0, 2, 3), (0, 1, 3), (0, 1, 2))])
+    return Q, free1, free2, free1.max(), free2.max(), dropped, seen
 
 
 @pytest.mark.parametrize("case", ["plain", "zeros", "tiny", "negative", "nan", "inf", "zero total",
-                                  "negligible", "negative zero"])
+                                  "negligible", "negative zero", "empty values"])
 def test_native_preparation_matches_numpy(case):
     from fastpid import _C
     from fastpid._certify import NEGLIGIBLE
@@ -153,6 +154,8 @@ def test_native_preparation_matches_numpy(case):
                     "negative zero": -0.0}[case]
     if case == "zero total":
         P[1] = 0.0
+    if case == "empty values":   # x1 = 1, x2 = 0 and y = 2 have no mass in any problem
+        P[:, 1], P[:, :, 0], P[..., 2] = 0.0, 0.0, 0.0
     got, ref = _C.prepare(P, NEGLIGIBLE), _prepare_reference(P, NEGLIGIBLE)
     assert (got is None) == (ref is None) == (case in ("negative", "nan", "inf", "zero total"))
     if ref is not None:
@@ -161,6 +164,8 @@ def test_native_preparation_matches_numpy(case):
             np.testing.assert_array_equal(a, b)
         np.testing.assert_allclose(got[5], ref[5], rtol=1e-14, atol=0)
         assert (got[5] > 0).tolist() == [case == "negligible" and b == 2 for b in range(3)]
+        np.testing.assert_array_equal(got[6], ref[6])
+        assert got[6].dtype == bool and (~got[6]).sum() == (3 if case == "empty values" else 0)
         if case == "negligible":
             assert got[0][where] == 0.0
         assert type(got[3]) is type(got[4]) is int
