@@ -75,7 +75,7 @@ from . import _resample, _resources
 from ._resources import threads
 from ._validate import _as_real_scalar, as_tensor, check_base, check_flag
 from .api import _shows_bar, pid
-from .joint import joint
+from .joint import joint, sample_tensor
 from .result import PIDResult
 
 __all__ = ["estimate", "PIDEstimate", "Terms", "suggest_k", "term_maxima"]
@@ -276,9 +276,9 @@ def _estimate(x1, x2, y, sizes, weights, groups, num_groups, confidence, n_jackk
     G, n1, n2, ny = flat.shape
     # The resampling reads the samples again: converted once as joint() read them (native
     # byte order, unsigned and list inputs), on the joint's device.
-    x1, x2, y, weights, groups = (None if v is None else as_tensor(v, name, device=device)[0]
-                                  for v, name in ((x1, "x1"), (x2, "x2"), (y, "y"), (weights, "weights"),
-                                                  (groups, "groups")))
+    x1, x2, y = (sample_tensor(v, name, device) for v, name in ((x1, "x1"), (x2, "x2"), (y, "y")))
+    weights, groups = (None if v is None else as_tensor(v, name, device=device)[0]
+                       for v, name in ((weights, "weights"), (groups, "groups")))
     if weights is not None:  # samples of weight 0 are in no joint: the resampling skips them
         x1, x2, y, weights, groups = _positive_weight_samples(x1, x2, y, weights, groups)
     if y.dim() == 2 and n_null > 0:

@@ -73,6 +73,15 @@ def _result_dtype(soft_tensors) -> torch.dtype:
     return torch.float64 if dtype is None else dtype
 
 
+def sample_tensor(v, name: str, device) -> torch.Tensor:
+    """Samples ``v`` (codes or probability rows) as a tensor on ``device``, as :func:`joint`
+    reads them: numpy float16 rows stay float16, so that they are checked to the dtype's eps
+    and renormalised as torch's are (through float64 they met the 1e-4 tolerance and were
+    refused); everything else as :func:`fastpid._validate.as_tensor` converts it."""
+    if isinstance(v, np.ndarray) and v.dtype == np.float16 and v.ndim == 2:
+        v = torch.from_numpy(v.astype("=f2", order="C"))
+    return as_tensor(v, name, device=device)[0]
+
 def joint(x1, x2, y, *, sizes=None, weights=None, groups=None, num_groups=None):
     """Joint distribution ``P[x1, x2, y]`` of two sources and a target from samples.
 
@@ -146,11 +155,7 @@ def joint(x1, x2, y, *, sizes=None, weights=None, groups=None, num_groups=None):
     for name, v in (("x1", x1), ("x2", x2), ("y", y)):
         if v is None:
             raise TypeError(f"{name} is required (codes of shape (N,) or rows of shape (N, n))")
-        if isinstance(v, np.ndarray) and v.dtype == np.float16 and v.ndim == 2:
-            # float16 rows are checked to the dtype's eps and renormalised, as torch's are
-            # (through float64 they met the 1e-4 tolerance and were refused).
-            v = torch.from_numpy(v.astype("=f2", order="C"))
-        t, _ = as_tensor(v, name, device=device)
+        t = sample_tensor(v, name, device)
         if t.dim() not in (1, 2):
             raise ValueError(
                 f"{name} must be a 1-D vector of N integer codes or a 2-D (N, n) matrix "

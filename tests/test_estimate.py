@@ -747,3 +747,19 @@ def test_declared_values_no_sample_takes_cost_nothing(monkeypatch):
     dense = fastpid.estimate(c1, c2, dense_rows, groups=g, seed=4, n_null=0)
     np.testing.assert_array_equal(wide.synergy, dense.synergy)
     np.testing.assert_array_equal(wide.ci_high.redundancy, dense.ci_high.redundancy)
+
+
+def test_numpy_float16_rows_are_read_as_joint_reads_them():
+    """estimate() takes the float16 probability rows joint() takes (checked to float16's eps
+    and renormalised); read again as float64 for the resampling, they were held to 1e-4 and
+    refused ("x1[1] sums to 0.99988985"). The estimate of the rows renormalised in float64."""
+    rng = np.random.default_rng(0)
+    N = 200
+    rows = rng.dirichlet(np.ones(7), N).astype(np.float16)
+    x2, y = rng.integers(0, 3, N), rng.integers(0, 2, N)
+    got = fastpid.estimate(rows, x2, y, seed=0)
+    wide = rows.astype(np.float64)
+    ref = fastpid.estimate(wide / wide.sum(1, keepdims=True), x2, y, seed=0)
+    for name in ("redundancy", "unique1", "unique2", "synergy"):
+        assert getattr(got, name) == pytest.approx(getattr(ref, name), abs=1e-6)
+        assert getattr(got.ci_high, name) == pytest.approx(getattr(ref.ci_high, name), abs=1e-6)
