@@ -149,6 +149,6 @@ def _float64_array(P):
             return None
         scaled, bad = float64_problems(P)
         return None if bad.any() else scaled  # invalid: the general route says what is wrong
-    if isinstance(P, np.ndarray) and P.dtype.kind in "fiub" and P.dtype.isnative:
+    if type(P) is np.ndarray and P.dtype.kind in "fiub" and P.dtype.isnative:  # not a masked array
         return np.asarray(P, dtype=np.float64)
     return None

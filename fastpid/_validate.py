@@ -13,6 +13,7 @@ Tensors stay on their device and keep their autograd graph.
 
 from __future__ import annotations
 
+import collections.abc
 import math
 import numbers
 from typing import Iterable, Optional, Sequence, Tuple
@@ -57,8 +58,19 @@ def _numpy_from_any(x, name: str) -> np.ndarray:
             f"{name} must be numeric (a numpy array, torch tensor or nested list of "
             f"numbers), got a {type(x).__name__}: {x!r}"
         )
+    if isinstance(x, np.ma.MaskedArray) and np.ma.is_masked(x):
+        raise TypeError(
+            f"{name} is a numpy masked array with {int(np.ma.count_masked(x))} masked entries; "
+            f"fastpid reads every entry (its mask would be ignored): drop the masked samples from "
+            f"every input first, or give them weight 0"
+        )
+    if isinstance(x, collections.abc.Iterator):
+        raise TypeError(
+            f"{name} is an iterator ({type(x).__name__}); pass a list, numpy array or torch "
+            f"tensor (e.g. list({name}))"
+        )
     if isinstance(x, np.ndarray):
-        arr = x
+        arr = np.asarray(x)  # a masked array without masked entries: its data
     else:
         try:
             arr = np.asarray(x)

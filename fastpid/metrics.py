@@ -21,7 +21,6 @@ helps while debugging).
 """
 from __future__ import annotations
 
-import numbers
 import secrets
 
 import numpy as np
@@ -31,7 +30,7 @@ import torch.distributed as dist
 from ._validate import _HALF_DTYPES, check_rows, check_weights
 from .api import pid
 from .estimate import estimate
-from .joint import joint
+from .joint import _parse_sizes, joint
 
 __all__ = ["PIDMetric"]
 
@@ -121,15 +120,16 @@ class PIDMetric:
     """
 
     def __init__(self, sizes, *, device=None, **pid_kwargs):
-        sizes = tuple(sizes)
-        if len(sizes) != 3 or any(isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1
-                                  for s in sizes):
+        # As joint() reads sizes (tuples, lists, numpy arrays, tensors), none left to infer:
+        # every batch adds into one fixed table.
+        parsed = _parse_sizes(sizes)
+        if None in parsed:
             raise ValueError(f"sizes must be three positive integers (n1, n2, ny), got {sizes!r}")
-        self.sizes = tuple(int(s) for s in sizes)
+        self.sizes = parsed
         self.device = torch.device("cpu") if device is None else torch.device(device)
         self.pid_kwargs = pid_kwargs
         self._check_options(self.device)
-        self.counts = torch.zeros(sizes, dtype=torch.float64, device=self.device)
+        self.counts = torch.zeros(self.sizes, dtype=torch.float64, device=self.device)
         self.samples_only = True
 
     def _check_options(self, device: torch.device) -> None:

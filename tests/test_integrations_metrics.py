@@ -200,3 +200,16 @@ def test_to_a_gpu_adds_and_solves_there():
     res = metric.compute()
     assert metric.counts.is_cuda and res.synergy.is_cuda
     assert float(res.synergy) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_sizes_are_read_as_joint_reads_them():
+    """sizes as a numpy array or a tensor, as joint() takes them (a tensor was refused as
+    "(tensor(2), tensor(2), tensor(2))"); a None to infer is refused: the table is fixed."""
+    for sizes in (torch.tensor([2, 3, 2]), np.array([2, 3, 2]), [2, 3, 2]):
+        metric = fastpid.PIDMetric(sizes=sizes)
+        assert metric.sizes == (2, 3, 2) and all(type(s) is int for s in metric.sizes)
+        assert metric.counts.shape == (2, 3, 2)
+    with pytest.raises(ValueError, match="three positive integers"):
+        fastpid.PIDMetric(sizes=(2, None, 2))
+    with pytest.raises(ValueError, match="size of x1"):
+        fastpid.PIDMetric(sizes=(0, 2, 2))

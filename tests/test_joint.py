@@ -703,3 +703,18 @@ def test_under_torch_compile_unconverged_solves_warn_on_either_route():
         assert {w.filename for w in ours} == {__file__}  # the caller's line, through torch's wrappers
         with pytest.warns(ConvergenceWarning):
             torch.testing.assert_close(got.detach(), fastpid.pid(X.detach(), max_iter=1).synergy)
+
+
+def test_masked_arrays_with_masked_entries_are_refused_and_iterators_named():
+    """A numpy masked array's mask was ignored: the masked (missing) sample counted as data.
+    It is refused, saying what to do; one without masked entries is its data. A generator was
+    told to use .astype, which it does not have."""
+    x1, x2 = np.array([0, 1, 1, 0]), np.array([0, 1, 0, 1])
+    with pytest.raises(TypeError, match=r"y is a numpy masked array with 1 masked entries.*weight 0"):
+        fastpid.joint(x1, x2, np.ma.array([0, 0, 1, 1], mask=[0, 0, 0, 1]))
+    with pytest.raises(TypeError, match="masked array"):
+        fastpid.pid(np.ma.array(np.ones((2, 2, 2)), mask=np.eye(8, dtype=bool)[0].reshape(2, 2, 2)))
+    np.testing.assert_array_equal(fastpid.joint(x1, x2, np.ma.array([0, 0, 1, 1])),
+                                  fastpid.joint(x1, x2, np.array([0, 0, 1, 1])))
+    with pytest.raises(TypeError, match=r"x1 is an iterator \(generator\); pass a list"):
+        fastpid.joint((c for c in x1), x2, [0, 0, 1, 1])
