@@ -219,14 +219,16 @@ def _buffers_kept(head):
     as they were: a gate fit calls the head ``gate_steps`` times on masked embeddings, which
     a head in training mode would take into its statistics (a repository-variant run of 50
     batches left a head's running variance 24 % low). Heads that are not modules are left
-    as they are."""
+    as they are. Written through ``.data``: the head's own forward pass may have saved these
+    buffers for the backward pass, which refuses a buffer whose version moved (the values
+    put back are the ones it saved)."""
     saved = [(b, b.detach().clone()) for b in head.buffers()] if isinstance(head, nn.Module) else []
     try:
         yield
     finally:
         with torch.inference_mode(False), torch.no_grad():
             for b, v in saved:
-                b.copy_(v)
+                b.data.copy_(v)
 
 
 def _positive_int(name, v):
