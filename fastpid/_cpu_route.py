@@ -28,7 +28,7 @@ from . import api, cpp, solver
 from ._autograd import carries_derivatives
 from ._build_info import load_extension
 from ._certify import NEGLIGIBLE, negligible_bound
-from ._resources import cpp_chunk, cpp_route_bytes, memory_unchecked
+from ._resources import cpp_chunk, cpp_indexable, cpp_route_bytes, memory_unchecked
 from ._validate import float64_problems, wider_than_float64
 from .result import PIDResult
 
@@ -90,7 +90,13 @@ def _other_way_where_short(ext, flat, swap, options, scale, terms, gap, converge
     other way round, each keeping the narrower bracket (the arrays are updated in place; as
     fastpid.api._other_way_where_short, which says why). Returns whether all are settled."""
     short = np.flatnonzero(~converged & ~broken)
-    if short.size == 0:  # unsettled by broken brackets alone: nothing to try again
+    # Only where the solver can index the other orientation (the larger source on the Schur
+    # side can pass its 32-bit indices where the first orientation did not).
+    n1, n2, ny = flat.shape[1:]
+    flipped = ~swap[short]  # True: solved as n2 x n1 x ny
+    short = short[np.where(flipped, cpp_indexable(n2, n1, ny, True, options.lowrank),
+                           cpp_indexable(n1, n2, ny, True, options.lowrank))]
+    if short.size == 0:  # unsettled by broken brackets alone, or unindexable: nothing to try again
         return False
     t2, g2, c2, b2, it2, _ = ext.solve_pid(np.ascontiguousarray(flat[short]), ~swap[short], options, scale)
     better = ~b2 & (g2 < gap[short])

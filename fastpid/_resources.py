@@ -72,11 +72,28 @@ def _cpp_workspace(n1: int, n2: int, ny: int, exact: bool, lowrank: bool) -> int
     return int(_C.workspace_doubles(max(n1, n2), min(n1, n2), ny, lowrank, exact))
 
 
+@functools.lru_cache(maxsize=256)
+def cpp_indexable(n1: int, n2: int, ny: int, exact: bool, lowrank: bool) -> bool:
+    """Whether the C++ solver's 32-bit indices reach every array of problems ``n1 x n2 x ny``
+    solved in this orientation (X2 on the Schur side): its workspace count refuses the shapes
+    they do not reach (``check_indexable`` in ``csrc/solver_cpu.cpp``)."""
+    from . import _C
+
+    try:
+        _C.workspace_doubles(n1, n2, ny, lowrank, exact)
+    except ValueError:
+        return False
+    return True
+
+
 def cpp_workspace_fits(n1: int, n2: int, ny: int, lowrank: bool) -> bool:
     """Whether one C++ exact solver's workspace for problems ``n1 x n2 x ny`` fits the free
     memory. It is sized by the shape (the Schur side's ``min(n1, n2) * ny`` potentials
     squared), not by the free potentials the plan counts: a 40x40x1600 COPY joint, 1600 free,
-    was sent to it and refused for 33 GiB, where the PyTorch solver peaked at 0.41 GiB."""
+    was sent to it and refused for 33 GiB, where the PyTorch solver peaked at 0.41 GiB. False
+    where the solver cannot index them (:func:`cpp_indexable`)."""
+    if not cpp_indexable(max(n1, n2), min(n1, n2), ny, True, lowrank):
+        return False
     need = 8 * _cpp_workspace(n1, n2, ny, True, lowrank)
     if memory_unchecked(need):
         return True

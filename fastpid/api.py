@@ -14,7 +14,7 @@ from . import cpp, cuda, solver
 from ._autograd import attach_envelope_gradient, carries_derivatives, zero_mass_gradient
 from ._certify import checked_bracket, drop_negligible, output_gap, rounding, solver_tol
 from ._resources import (CHUNK_FLOATS, GENERAL_ROUTE_COPIES, GRADIENT_ROUTE_COPIES, check_input_memory, check_memory,
-                         cpp_chunk, cpp_workspace_fits, per_problem_floats)
+                         cpp_chunk, cpp_indexable, cpp_workspace_fits, per_problem_floats)
 from ._validate import (check_base, check_choice, check_distribution, check_flag, check_positive_int, check_tol,
                         result_dtype)
 from .exceptions import ConvergenceWarning
@@ -207,7 +207,8 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
 
     if kept is not None and coupling is not None:
         full = coupling.new_zeros(coupling.shape[0], n1, n2, ny)
-        full[:, kept[0][:, None, None], kept[1][None, :, None], kept[2][None, None, :]] = coupling
+        i1, i2, iy = (k.to(coupling.device) for k in kept)  # the C++ route solves GPU problems on the host
+        full[:, i1[:, None, None], i2[None, :, None], iy[None, None, :]] = coupling
         coupling = full
 
     def out(x, dtype=None):
@@ -585,19 +586,33 @@ def _solve_oriented(P: torch.Tensor, method: str, backend: str, tol, max_iter, s
         return solver.solve_fast(Q, steps, alternation=kernels, bracket=part, return_coupling=return_coupling)
 
     sol = _per_orientation(P, solve, bracket, swap)
-    return _other_way_where_short(P, solve, bracket, swap, sol, tol) if method == "exact" else sol
+    if method != "exact":
+        return sol
+    lowrank = plan is not None and plan.structure == "lowrank"
+    # The C++ solver cannot take every orientation (cpp_indexable); the others can.
+    indexable = (lambda a, b, c: cpp_indexable(a, b, c, True, lowrank)) if backend == "cpp" else None
+    return _other_way_where_short(P, solve, bracket, swap, sol, tol, indexable)
 
 
-def _other_way_where_short(P: torch.Tensor, solve, bracket, swap, sol: solver.Solution, tol) -> solver.Solution:
+def _other_way_where_short(P: torch.Tensor, solve, bracket, swap, sol: solver.Solution, tol,
+                           indexable=None) -> solver.Solution:
     """``sol`` with the problems that stopped short of ``tol`` solved once more with their
     sources the other way round, each keeping the narrower bracket (and its potentials and
     iterations). The Newton path can stall in one orientation: a Dirichlet(0.1) 150x150x3
     joint stopped at gap 1.0e-6 after 500 Newton steps (3.4 s), and certifies 9.6e-9 in 40
-    the other way round (0.18 s)."""
+    the other way round (0.18 s). ``indexable(n1, n2, ny)``: whether the solver takes problems
+    in that orientation (``None``: every one); the others are not tried again."""
     short = ((sol.upper - sol.lower) > tol).nonzero().flatten()
     if short.numel() == 0:
         return sol
     swap = _swap_sources(P) if swap is None else swap
+    if indexable is not None:
+        n1, n2, ny = P.shape[1:]
+        flipped = ~swap[short.to(swap.device)]  # True: solved as n2 x n1 x ny
+        ok = torch.where(flipped, indexable(n2, n1, ny), indexable(n1, n2, ny))
+        short = short[ok.to(short.device)]
+        if short.numel() == 0:
+            return sol
     part = None if bracket is None else tuple(b[short.to(b.device)] for b in bracket)
     again = _per_orientation(P[short.to(P.device)], solve, part, ~swap[short.to(swap.device)])
     better = (again.upper - again.lower) < (sol.upper - sol.lower)[short]

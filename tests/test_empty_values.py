@@ -107,3 +107,21 @@ def test_shapes_past_the_solvers_32_bit_indices_are_refused():
     P = np.full((1300, 1, 1300), 1.0 / 1300 ** 2)
     with pytest.raises(ValueError, match="32-bit"):
         fastpid.pid(P, backend="cpp")
+
+
+@needs_cpp
+def test_auto_and_the_retry_the_other_way_round_skip_what_the_solver_cannot_index():
+    """backend="auto" weighs a shape the C++ solver cannot index as not fitting it (the
+    choice raised the solver's ValueError for a sparse 700x700x67 plan, which PyTorch
+    solves); unconverged problems are tried the other way round only where that orientation
+    is indexable (10x700x67 is not: the retry raised and the call lost its results)."""
+    from fastpid import api, solver
+
+    plan = solver.plan_for_counts(700, 700, 67, 1400, 1400)
+    assert cpp.system_size(700, 700, 67, plan.structure, plan.schur_free) <= cpp.AUTO_MAX_SYSTEM
+    assert not api.cpp_suits(700, 700, 67, plan)
+    P = np.random.default_rng(0).random((2, 700, 10, 67)) ** 8
+    for kwargs in ({}, {"backend": "cpp", "return_coupling": True}):
+        with pytest.warns(fastpid.ConvergenceWarning, match="2 of 2 problem"):
+            res = fastpid.pid(P, max_iter=1, **kwargs)
+        assert not np.any(res.converged) and np.all(np.isfinite(res.synergy))
