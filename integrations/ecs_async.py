@@ -427,7 +427,6 @@ class ECSAsyncController:
                 baseline = self.probe.shuffled(res.codes1, res.codes2, res.labels, self.baseline_permutations,
                                                seed=self.baseline_seed + epoch,
                                                within_class=self.baseline == "within_class")
-                baseline = {k: v * _nats(self.probe.base) for k, v in baseline.items()}
             return self._step(epoch, self._parse(res, baseline, None, estimate=estimate))
         if self.stage == UNIMODAL and epoch >= self.max_unimodal_epochs:
             return self._switch(epoch, f"reached max_unimodal_epochs={self.max_unimodal_epochs}")
@@ -455,8 +454,10 @@ class ECSAsyncController:
         every rank takes the same decision; every rank must call it.
 
         Units: a :class:`ProbeResult` and a :class:`fastpid.PIDEstimate` are converted to
-        nats from their ``base``; mappings are taken as nats (the unit of ``min_score``,
-        ``eps`` and the history)."""
+        nats from their ``base``, and a ``baseline`` passed with a :class:`ProbeResult` from
+        that result's ``base`` (as :meth:`PIDProbe.shuffled` of the same probe returns it);
+        other mappings are taken as nats (the unit of ``min_score``, ``eps`` and the
+        history)."""
         epoch = self._check_epoch(epoch)  # as in update()
         return self._step(epoch, self._parse(result, baseline, test))
 
@@ -566,7 +567,10 @@ class ECSAsyncController:
                     raise ValueError("the baseline needs a 'synergy' term")
                 if self.baseline is None:
                     raise ValueError("a baseline was passed but baseline=None (the score is raw synergy)")
-                baseline = {k: float(v) for k, v in baseline.items() if k in TERMS}
+                # In the units of the terms it goes with: a ProbeResult's base (PIDProbe.shuffled
+                # of the same probe), else nats.
+                to_nats = _nats(result.base) if isinstance(result, ProbeResult) else 1.0
+                baseline = {k: float(v) * to_nats for k, v in baseline.items() if k in TERMS}
                 _check_finite(baseline, "the baseline's terms")
         except Exception as error:  # any error: every rank must raise it, not this one alone
             return None, error

@@ -406,3 +406,21 @@ def test_test_rule_refuses_an_estimate_without_null_draws():
     ctrl = ECSAsyncController(_quiet_probe(n_clusters=3), synergy_rule="test", warmup_epochs=0)
     with pytest.raises(ValueError, match="n_null=0"):
         ctrl.step(0, {"unique1": 0.0, "unique2": 0.0, "synergy": 0.1}, test=est)
+
+
+def test_step_reads_a_baseline_in_its_probe_results_units():
+    """step() with a base-2 probe's ProbeResult and that probe's shuffled() baseline (bits):
+    the baseline is converted with the terms, so the score is the one in nats (a nats
+    synergy minus a bits baseline was recorded: 0.0017665 for 0.0012244)."""
+    g = torch.Generator().manual_seed(3)
+    n = 300
+    a, b = torch.randint(0, 2, (n,), generator=g), torch.randint(0, 2, (n,), generator=g)
+    e1, e2, y = torch.randn(n, 2, generator=g) + a[:, None], torch.randn(n, 2, generator=g) + b[:, None], a ^ b
+    scores = {}
+    for base in (None, 2):
+        probe = _quiet_probe(n_clusters=2, base=base)
+        ctrl = ECSAsyncController(probe, warmup_epochs=0)
+        res = probe(e1, e2, y)
+        ctrl.step(0, res, baseline=probe.shuffled(res.codes1, res.codes2, res.labels, 4, seed=0))
+        scores[base] = (ctrl.history[0].score, ctrl.history[0].baseline["synergy"])
+    np.testing.assert_allclose(scores[2], scores[None], rtol=1e-9, atol=1e-12)
