@@ -292,8 +292,10 @@ def result_dtype(P) -> torch.dtype:
 
 
 def wider_than_float64(P) -> bool:
-    """Whether ``P`` is a numpy array of a float wider than float64 (long double)."""
-    return isinstance(P, np.ndarray) and P.dtype.kind == "f" and P.dtype.itemsize > 8
+    """Whether ``P`` is a numpy array of a float wider than float64 (long double); not a
+    masked array with masked entries, which :func:`as_tensor` refuses."""
+    return (isinstance(P, np.ndarray) and P.dtype.kind == "f" and P.dtype.itemsize > 8
+            and not np.ma.is_masked(P))
 
 
 def float64_problems(P: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
