@@ -140,7 +140,8 @@ class SPICECurriculum:
         samples, and the resumed epoch repeated 12 and skipped 18 of 73)."""
         epoch = operator.index(epoch)
         due = epoch > 0 and epoch % self.refresh == 0 and epoch != self._scored_epoch
-        self._due = epoch if due else None   # the next update() estimates this epoch's scores
+        if due:  # the next update() estimates this epoch's scores (a "no" in between changes nothing)
+            self._due = epoch
         return due
 
     def update(self, p1, p2, p12, y, embedding=None, *, index=None) -> SampleScores:
