@@ -386,3 +386,20 @@ def test_a_resumed_ecs_run_warns_of_a_thin_probe_set_once_in_all():
     resumed = ECSAsyncController(PIDProbe(n_clusters=5, n_init=1), warmup_epochs=0)
     resumed.load_state_dict(torch.load(buf, weights_only=True))
     assert run(resumed, range(2, 4)) == 0
+
+
+def test_spice_a_due_question_in_between_does_not_move_the_scored_epoch():
+    """refresh=2: a log line asking due(epoch + 1) (no) between due(epoch) and update() left
+    the scores counted as the previous epoch's, and a resume in epoch 2 estimated them again."""
+    N, C = 40, 3
+    y = torch.arange(N) % C
+    p = torch.softmax(torch.randn(N, C, generator=torch.Generator().manual_seed(0)), 1)
+    cur = SPICECurriculum(N, 10, refresh=2)
+    for epoch in range(3):
+        if cur.due(epoch):
+            assert not cur.due(epoch + 1)
+            cur.update(p, p, p, y)
+        cur.set_epoch(epoch)
+    resumed = SPICECurriculum(N, 10, refresh=2)
+    resumed.load_state_dict(roundtrip(cur.state_dict()))
+    assert cur.state_dict()["scored_epoch"] == 2 and not resumed.due(2) and resumed.due(4)
