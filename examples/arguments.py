@@ -87,6 +87,29 @@ def command(script: str, argv) -> str:
     return " ".join(["python -m examples." + script] + ([shlex.join(argv)] if argv else []))
 
 
+#: Where the runners write without ``--out``: the committed results.
+RESULTS = Path(__file__).parent / "results"
+#: The help of every runner's ``--out``.
+OUT_HELP = ("output folder (default examples/results, overwriting the committed results; with --replot, "
+            "the saved run's folder)")
+
+
+def add_output_options(ap: argparse.ArgumentParser, replot_help: str) -> None:
+    """``--out`` (default ``None``: :data:`RESULTS`, or the saved run's folder with ``--replot``)
+    and ``--replot JSON``."""
+    ap.add_argument("--out", type=Path, default=None, help=OUT_HELP)
+    ap.add_argument("--replot", metavar="JSON", type=Path, help=replot_help)
+
+
+def results_folder(ap: argparse.ArgumentParser, args) -> Path:
+    """The folder a run writes to, made before any training: ``--out``; without it the
+    saved run's folder (``--replot``, which wrote there whatever ``--out`` said) or
+    :data:`RESULTS`."""
+    if args.out is None:
+        return Path(args.replot).parent if args.replot else output_folder(ap, RESULTS)
+    return output_folder(ap, args.out)
+
+
 def output_folder(ap: argparse.ArgumentParser, path, option: str = "--out") -> Path:
     """``path`` as a folder that exists, made before any training: one that cannot be made
     (a file of that name, no permission) is a usage error, not a traceback after the run

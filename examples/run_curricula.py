@@ -33,13 +33,12 @@ import torch
 
 from fastpid.integrations import local_scores, pointwise_scores
 
-from .arguments import as_json, command, int_at_least, output_folder, read_saved_run, run_arguments
+from .arguments import add_output_options, as_json, command, int_at_least, read_saved_run, results_folder, run_arguments
 from .curricula import (OGMGE, SPICE, DynCIMMethod, MultiViewNet, Plain, StaticCurriculum,
                         train_curriculum)
 from .data import INTERACTION_TYPES, digits_views, synthetic_views, uci_available, uci_views
 from .stats import legend, paired_family, paired_runs, points
 
-RESULTS = Path(__file__).parent / "results"
 TWO_VIEW_METHODS = (Plain, StaticCurriculum, (SPICE, {"estimator": "pointwise"}),
                     (SPICE, {"estimator": "local"}), DynCIMMethod, OGMGE)
 MULTI_VIEW_METHODS = (Plain, StaticCurriculum, DynCIMMethod, OGMGE)
@@ -285,17 +284,14 @@ def main(argv=None):
     ap.add_argument("--seeds", type=int_at_least(1), default=5, help="paired seeds per method")
     ap.add_argument("--epochs", type=int_at_least(1), default=30, help="training epochs per run")
     ap.add_argument("--quick", action="store_true", help="small synthetic set, for a smoke run")
-    ap.add_argument("--out", type=Path, default=RESULTS,
-                    help="output folder (the default overwrites the committed results)")
     ap.add_argument("--no-plots", action="store_true", help="skip the figure")
-    ap.add_argument("--replot", metavar="JSON", type=Path,
-                    help="rewrite the tables and figure of a saved run next to it; no training")
+    add_output_options(ap, "rewrite the tables and figure of a saved run (in --out, else next to it); no training")
     args = ap.parse_args(argv)
     if args.replot:
         res = read_saved_run(ap, args.replot, ("seeds", "recovery", "accuracy"))
-        write(res, args.replot.parent, plots=not args.no_plots)
+        write(res, results_folder(ap, args), plots=not args.no_plots)
         return res
-    out = output_folder(ap, args.out)
+    out = results_folder(ap, args)
     torch.set_num_threads(1)
     seeds = list(range(args.seeds))
     t0 = time.perf_counter()

@@ -43,8 +43,8 @@ import torch
 
 from . import arms as arm_defs
 from . import fair
-from .arguments import (BATCH_SIZE, as_json, command, float_between, int_at_least, output_folder, read_saved_run,
-                        run_arguments)
+from .arguments import (BATCH_SIZE, add_output_options, as_json, command, float_between, int_at_least, read_saved_run,
+                        results_folder, run_arguments)
 from .stats import holm, mean_interval, missing, paired
 
 BASELINES = ("fused", "fused+heads")
@@ -305,16 +305,15 @@ def main(argv=None) -> dict:
                     type=float_between(0, 1 - SYNTHETIC_TEST, f" (tuning needs a validation split; the test share "
                                                               f"is {SYNTHETIC_TEST}, training gets the rest)"))
     ap.add_argument("--threads", type=int_at_least(1), default=1, help="torch intra-op threads")
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results"),
-                    help="output folder (the default overwrites the committed results)")
     ap.add_argument("--no-plots", action="store_true", help="skip the figures")
-    ap.add_argument("--replot", metavar="JSON", help="rewrite the tables and figures of a saved run; no training")
+    add_output_options(ap, "rewrite the tables and figures of a saved run (in --out, else next to it); "
+                           "no training")
     args = ap.parse_args(argv)
     if args.replot:
         results = read_saved_run(ap, args.replot, ("config", "datasets"))
         for d in results["datasets"].values():
             d["summary"] = json.loads(json.dumps(summarise(d, list(d["runs"]))))
-        write(results, Path(args.replot).parent, plots=not args.no_plots)
+        write(results, results_folder(ap, args), plots=not args.no_plots)
         return results
     unknown = [a for a in args.arms if a not in arm_defs.ARMS]
     if unknown:
@@ -332,7 +331,10 @@ def main(argv=None) -> dict:
             fair.check_arm(a, trials=args.trials, epochs=args.epochs)
     except ValueError as e:
         ap.error(str(e))
-    out = output_folder(ap, args.out)
+    if not args.name or Path(args.name).name != args.name or args.name in (".", ".."):
+        # A folder in it failed after training, when the results were written (lost).
+        ap.error(f"--name: a file stem without folders, got {args.name!r} (--out sets the folder)")
+    out = results_folder(ap, args)
     from .avdigits import can_load
 
     if "avdigits" in args.datasets and not can_load():

@@ -6,7 +6,7 @@ training, fixed unimodal pre-training, ECS-async, SynIB, ECS-async + SynIB. Ever
 on the same seeds as joint training (same split and initialisation per seed), and the tables
 give its paired difference to joint. Writes ``results.json``, ``results.md`` and PNG plots to
 ``--out`` (default ``examples/results``); ``--replot results.json`` rewrites the tables and
-plots of a saved run next to it, without training.
+plots of a saved run in ``--out`` (without it: next to the saved run), without training.
 """
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ import torch
 from fastpid.integrations import SynIBLoss
 
 from . import data as datasets
-from .arguments import BATCH_SIZE, as_json, command, int_at_least, output_folder, read_saved_run, run_arguments
+from .arguments import (BATCH_SIZE, add_output_options, as_json, command, int_at_least, read_saved_run, results_folder,
+                        run_arguments)
 from .evaluate import evaluate, prediction_pid
 from .methods import ECSAsync, Joint, Pretrain, SynIB
 from .models import LateFusion
@@ -198,22 +199,19 @@ def main(argv=None) -> dict:
     ap.add_argument("--batch-size", type=BATCH_SIZE, default=128, help="training batch size")
     ap.add_argument("--datasets", nargs="+", default=["synthetic", "digits", "uci-mor-fac"],
                     help="synthetic, digits, uci-<view1>-<view2> (views: " + ", ".join(datasets.UCI_VIEWS) + ")")
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results"),
-                    help="output folder (the default overwrites the committed results)")
     ap.add_argument("--threads", type=int_at_least(1), default=1, help="torch intra-op threads")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--no-plots", action="store_true", help="skip the plots")
-    ap.add_argument("--replot", metavar="JSON", type=Path,
-                    help="rewrite the tables and plots of a saved run next to it; no training")
+    add_output_options(ap, "rewrite the tables and plots of a saved run (in --out, else next to it); no training")
     args = ap.parse_args(argv)
     if args.replot:
         results = read_saved_run(ap, args.replot, ("config", "runs", "table"))
-        write(results, args.replot.parent, plots=not args.no_plots)
+        write(results, results_folder(ap, args), plots=not args.no_plots)
         return results
     problem = dataset_error(args.datasets)
     if problem:
         ap.error(f"--datasets: {problem}")
-    out = output_folder(ap, args.out)
+    out = results_folder(ap, args)
     torch.set_num_threads(args.threads)
 
     results = {"config": {"seeds": args.seeds, "epochs": args.epochs, "batch_size": args.batch_size,

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import platform
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -32,7 +31,7 @@ import torch
 from fastpid.integrations import SynIBLoss
 
 from . import data as datasets
-from .arguments import as_json, int_at_least, output_folder, read_saved_run
+from .arguments import add_output_options, as_json, int_at_least, read_saved_run, results_folder
 from .evaluate import evaluate
 from .methods import Joint, SynIB
 from .models import LateFusion
@@ -125,10 +124,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--epochs", type=int_at_least(1), default=40, help="training epochs per run")
     ap.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     ap.add_argument("--configs", nargs="+", default=None, help='configuration names, e.g. "random λ=0.1 p=0.8"')
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results"),
-                    help="output folder (the default overwrites the committed results)")
-    ap.add_argument("--replot", metavar="JSON", type=Path,
-                    help="rewrite the summaries and the table of a saved sweep next to it; no training")
+    add_output_options(ap, "rewrite the summaries and the table of a saved sweep (in --out, else next to "
+                           "it); no training")
     args = ap.parse_args(argv)
     if args.configs is not None:
         # A name outside the grid (say "lambda" for "λ") used to be dropped in silence: only
@@ -145,10 +142,11 @@ def main(argv=None) -> dict:
     if args.replot:
         results = read_saved_run(ap, args.replot, ("config", "settings", "runs"))
         results["summary"] = {s: summarise(runs) for s, runs in results["runs"].items()}
-        args.replot.write_text(as_json(results))
-        (args.replot.parent / "synib_sweep.md").write_text(markdown(results))
+        folder = results_folder(ap, args)
+        (folder / args.replot.name).write_text(as_json(results))
+        (folder / "synib_sweep.md").write_text(markdown(results))
         return results
-    out = output_folder(ap, args.out)
+    out = results_folder(ap, args)
     torch.set_num_threads(1)
     results = {"config": {"seeds": args.seeds, "epochs": args.epochs, "torch": torch.__version__,
                           "python": platform.python_version()}, "settings": {}, "runs": {}, "summary": {}}
