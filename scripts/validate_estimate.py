@@ -299,14 +299,17 @@ def main(argv=None):
     ap.add_argument("--reps", type=_at_least(1), default=100, help="replicates per small case (default 100)")
     ap.add_argument("--reps-large", type=_at_least(1), default=20,
                     help="replicates per 20x20x10 case (default 20)")
-    ap.add_argument("--cases", nargs="*", default=None, choices=list(CASES), metavar="CASE",
+    ap.add_argument("--cases", nargs="+", default=None, choices=list(CASES), metavar="CASE",
                     help="case names (default: all): " + ", ".join(f"'{c}'" for c in CASES))
-    ap.add_argument("--quick", action="store_true", help="3 cases, 30 replicates")
+    ap.add_argument("--quick", action="store_true", help="3 cases, 30 replicates (not with --cases or --reps)")
     ap.add_argument("--seed", type=_at_least(0), default=2024, help="base seed, >= 0 (default 2024)")
     ap.add_argument("--out", type=Path, default=None, help="write the table (markdown) here")
     ap.add_argument("--json", type=Path, default=None, help="write the raw summaries here")
     ap.add_argument("--plot", type=Path, default=None, help="write the plot of estimates vs N here")
     args = ap.parse_args(argv)
+    if args.quick and (args.cases is not None or args.reps != ap.get_default("reps")):
+        # --quick set both and silently won (all three quick cases at 30 replicates).
+        ap.error("--quick sets the cases and the replicates itself; give --cases / --reps without it")
     # The files are written after the whole run: their folders are made (as the examples make
     # their --out folder) before it, and a path that cannot be written is a usage error then.
     for option in ("out", "json", "plot"):

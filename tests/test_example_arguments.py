@@ -297,3 +297,15 @@ def test_run_fair_refuses_a_name_with_a_folder_before_training(capsys, tmp_path,
     err = usage_error(capsys, script_main("run_fair"), ["--datasets", "synthetic", "--arms", "fused", "--name", "sub/x",
                                                         "--out", str(tmp_path)])
     assert "--name: a file stem without folders, got 'sub/x'" in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--quick", "--cases", "2x2x2 copies"], "--quick sets the cases and the replicates itself"),
+    (["--quick", "--reps", "1"], "--quick sets the cases and the replicates itself"),
+    (["--cases"], "argument --cases: expected at least one argument"),
+])
+def test_validate_estimate_refuses_quick_with_its_own_choices_and_an_empty_case_list(capsys, validate_estimate, argv,
+                                                                                      message):
+    """--quick silently overrode --cases and --reps (three cases at 30 replicates), and a bare
+    --cases ran every case (about 30 minutes)."""
+    assert message in usage_error(capsys, validate_estimate.main, argv)
