@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import shlex
@@ -104,7 +105,10 @@ def add_output_options(ap: argparse.ArgumentParser, replot_help: str) -> None:
 def results_folder(ap: argparse.ArgumentParser, args) -> Path:
     """The folder a run writes to, made before any training: ``--out``; without it the
     saved run's folder (``--replot``, which wrote there whatever ``--out`` said) or
-    :data:`RESULTS`."""
+    :data:`RESULTS`. A run that plots needs matplotlib, checked here too (without it the
+    runners failed after training, their tables unwritten)."""
+    if not getattr(args, "no_plots", True) and importlib.util.find_spec("matplotlib") is None:
+        ap.error("the plots need matplotlib (pip install matplotlib, or the [examples] extra); or pass --no-plots")
     if args.out is None:
         return Path(args.replot).parent if args.replot else output_folder(ap, RESULTS)
     return output_folder(ap, args.out)

@@ -309,3 +309,20 @@ def test_validate_estimate_refuses_quick_with_its_own_choices_and_an_empty_case_
     """--quick silently overrode --cases and --reps (three cases at 30 replicates), and a bare
     --cases ran every case (about 30 minutes)."""
     assert message in usage_error(capsys, validate_estimate.main, argv)
+
+
+@pytest.mark.parametrize("script, argv", [("run_integrations", ["--datasets", "synthetic"]), ("run_curricula", []),
+                                          ("run_fair", ["--datasets", "synthetic", "--arms", "fused"])])
+def test_plots_without_matplotlib_are_a_usage_error_before_training(capsys, tmp_path, monkeypatch, no_training,
+                                                                     script, argv):
+    """Without matplotlib the runners trained, then failed at the plots (run_fair's table
+    unwritten); --no-plots runs without it."""
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "matplotlib" else find_spec(name, *a))
+    err = usage_error(capsys, script_main(script), [*argv, "--out", str(tmp_path)])
+    assert "the plots need matplotlib" in err
+    with pytest.raises(Started):
+        script_main(script)([*argv, "--out", str(tmp_path), "--no-plots"])
