@@ -10,6 +10,7 @@ a run of one whole suite that finished (:func:`not_saved_because`), saved to
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ import fastpid
 from bench import problems, report
 
 ROWS = pytest.StashKey[list]()
+NOTES = pytest.StashKey[list]()  # lines for the end of the run (the suites that save themselves)
 SUITES = pytest.StashKey[set]()
 DESELECTED = pytest.StashKey[bool]()
 SETTINGS = pytest.StashKey[dict]()
@@ -157,8 +159,15 @@ def pytest_deselected(items):
 
 
 def report_stem(config, suite: str) -> str:
-    """The stem of ``suite``'s saved report: ``--bench-name``, else :data:`DEFAULT_STEMS`."""
-    return config.getoption("--bench-name") or DEFAULT_STEMS[suite]
+    """The stem of ``suite``'s saved report: ``--bench-name``, else :data:`DEFAULT_STEMS`, else
+    the file's name less ``test_bench_`` (a copied or new suite crashed at its end)."""
+    return (config.getoption("--bench-name") or DEFAULT_STEMS.get(suite)
+            or Path(suite).stem.removeprefix("test_bench_"))
+
+
+def note(config, line: str) -> None:
+    """A line printed at the end of the run (pytest captures what a test prints)."""
+    config.stash.setdefault(NOTES, []).append(line)
 
 
 def not_saved_because(config, exitstatus: int = 0) -> str | None:
@@ -188,13 +197,10 @@ def not_saved_because(config, exitstatus: int = 0) -> str | None:
     return None
 
 
-def saves(config) -> bool:
-    """Whether the run writes ``bench/results/`` (see :func:`not_saved_because`)."""
-    return not_saved_because(config) is None
-
-
 @pytest.hookimpl(trylast=True)  # after pytest-benchmark's own tables
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    for line in config.stash.get(NOTES, []):
+        terminalreporter.write_line(line)
     rows = config.stash.get(ROWS, [])
     if not rows:
         return

@@ -27,7 +27,7 @@ import torch
 
 import fastpid
 from bench import problems, report
-from bench.conftest import report_stem, saves
+from bench.conftest import not_saved_because, note, report_stem
 from fastpid import cuda
 from fastpid.cvx import solve_cvx
 from fastpid.solver import WARM_STEPS
@@ -154,13 +154,18 @@ def _record(row: dict, config) -> None:
     ``bench/results/<--bench-name or solver_gpu>.{json,md}`` with every row so far (a run cut
     short keeps the rows it finished)."""
     ROWS.append({**row, "wall_s": round(time.perf_counter() - START, 1)})
-    if not saves(config):
+    reason = not_saved_because(config)
+    if reason is not None:
+        if len(ROWS) == 1:  # said once, at the end of the run
+            note(config, f"not saved: {reason}")
         return
     machine = _machine()
     path = report.RESULTS_DIR / f"{report_stem(config, 'test_bench_gpu.py')}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"machine": machine, "rows": ROWS}, indent=2))
     path.with_suffix(".md").write_text(_markdown(machine))
+    if len(ROWS) == 1:
+        note(config, f"saved {path} and {path.with_suffix('.md')} (rewritten after every row)")
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -296,8 +296,9 @@ def _at_least(least: int):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--reps", type=_at_least(1), default=100, help="replicates per small case (default 100)")
-    ap.add_argument("--reps-large", type=_at_least(1), default=20,
+    # None: not given (--quick refuses them given, whatever the value).
+    ap.add_argument("--reps", type=_at_least(1), default=None, help="replicates per small case (default 100)")
+    ap.add_argument("--reps-large", type=_at_least(1), default=None,
                     help="replicates per 20x20x10 case (default 20)")
     ap.add_argument("--cases", nargs="+", default=None, choices=list(CASES), metavar="CASE",
                     help="case names (default: all): " + ", ".join(f"'{c}'" for c in CASES))
@@ -307,9 +308,11 @@ def main(argv=None):
     ap.add_argument("--json", type=Path, default=None, help="write the raw summaries here")
     ap.add_argument("--plot", type=Path, default=None, help="write the plot of estimates vs N here")
     args = ap.parse_args(argv)
-    if args.quick and (args.cases is not None or args.reps != ap.get_default("reps")):
-        # --quick set both and silently won (all three quick cases at 30 replicates).
-        ap.error("--quick sets the cases and the replicates itself; give --cases / --reps without it")
+    if args.quick and (args.cases is not None or args.reps is not None or args.reps_large is not None):
+        # --quick set them and silently won (all three quick cases at 30 replicates).
+        ap.error("--quick sets the cases and the replicates itself; give --cases / --reps / --reps-large without it")
+    args.reps = 100 if args.reps is None else args.reps
+    args.reps_large = 20 if args.reps_large is None else args.reps_large
     # The files are written after the whole run: their folders are made (as the examples make
     # their --out folder) before it, and a path that cannot be written is a usage error then.
     for option in ("out", "json", "plot"):

@@ -302,6 +302,8 @@ def test_run_fair_refuses_a_name_with_a_folder_before_training(capsys, tmp_path,
 @pytest.mark.parametrize("argv, message", [
     (["--quick", "--cases", "2x2x2 copies"], "--quick sets the cases and the replicates itself"),
     (["--quick", "--reps", "1"], "--quick sets the cases and the replicates itself"),
+    (["--quick", "--reps", "100"], "--quick sets the cases and the replicates itself"),   # the default, given
+    (["--quick", "--reps-large", "5"], "--quick sets the cases and the replicates itself"),
     (["--cases"], "argument --cases: expected at least one argument"),
 ])
 def test_validate_estimate_refuses_quick_with_its_own_choices_and_an_empty_case_list(capsys, validate_estimate, argv,
