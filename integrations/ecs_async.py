@@ -222,12 +222,13 @@ def _terms(result) -> dict:
     return terms
 
 
-def _test(test) -> dict:
+def _test(test, needs_p: bool) -> dict:
     """The synergy test as ``{"synergy", "p_value", "ci_low", "ci_high"}`` floats, from a
     :class:`fastpid.PIDEstimate` (scalar) or a mapping with at least ``synergy`` and
-    ``p_value``."""
+    ``p_value``. ``needs_p``: the rule reads the p-value (``synergy_rule="test"``); else an
+    estimate without one (``n_null=0``) is recorded with a NaN p-value."""
     if isinstance(test, fastpid.PIDEstimate):
-        if test.n_null == 0:
+        if test.n_null == 0 and needs_p:
             raise ValueError("the synergy test's PIDEstimate has no p-value: it was made with n_null=0 (no "
                              "null draws); estimate with n_null >= 1")
         to_nats = _nats(test.base)
@@ -246,8 +247,9 @@ def _test(test) -> dict:
     except (TypeError, ValueError):
         raise ValueError(f"the synergy test must hold one number per key (one problem, not a batch), "
                          f"got {vals}") from None
-    _check_finite({k: vals[k] for k in ("synergy", "p_value")}, "the synergy test's values")
-    if not 0.0 <= vals["p_value"] <= 1.0:
+    _check_finite({k: vals[k] for k in ("synergy", "p_value") if needs_p or k == "synergy"},
+                  "the synergy test's values")
+    if not (0.0 <= vals["p_value"] <= 1.0 or (math.isnan(vals["p_value"]) and not needs_p)):
         raise ValueError(f"the synergy test's p_value must be in [0, 1], got {vals['p_value']}")
     return vals
 
@@ -561,7 +563,7 @@ class ECSAsyncController:
             if test is None and isinstance(result, ProbeResult):
                 test = result.estimate
             if test is not None:
-                test = _test(test)
+                test = _test(test, needs_p=self.synergy_rule == "test")
             if baseline is not None:
                 if "synergy" not in baseline:
                     raise ValueError("the baseline needs a 'synergy' term")

@@ -424,3 +424,16 @@ def test_step_reads_a_baseline_in_its_probe_results_units():
         ctrl.step(0, res, baseline=probe.shuffled(res.codes1, res.codes2, res.labels, 4, seed=0))
         scores[base] = (ctrl.history[0].score, ctrl.history[0].baseline["synergy"])
     np.testing.assert_allclose(scores[2], scores[None], rtol=1e-9, atol=1e-12)
+
+
+def test_the_baseline_rule_records_an_estimate_without_null_draws():
+    """Under synergy_rule="baseline" the probe's estimate is only recorded: one made with
+    n_null=0 (no p-value) stopped the controller at its first probe; it is recorded with a
+    NaN p-value, and the baseline rule decides as without it."""
+    e1, e2, y = _xor(200, seed=0)
+    probe = _quiet_probe(n_clusters=2, estimate=True, estimate_options={"n_null": 0})
+    ctrl = ECSAsyncController(probe, warmup_epochs=0)
+    ctrl.update(0, e1, e2, y)
+    h = ctrl.history_arrays()
+    assert math.isnan(h["synergy_p_value"][0]) and math.isfinite(h["synergy_estimate"][0])
+    assert h["synergistic"] == [True]   # XOR: the score passes min_score
