@@ -97,7 +97,9 @@ def modulate_gradients(params: Sequence[Iterable[torch.nn.Parameter]], coefficie
                        noise: bool = True, generator: torch.Generator | None = None) -> None:
     """Scale (and, with ``noise``, perturb) the gradients in place: ``params[m]`` are the
     parameters of modality ``m``'s encoder, ``coefficients`` its ``(M,)`` coefficients.
-    Parameters without a gradient are skipped."""
+    Parameters without a gradient are skipped. A sparse gradient (``nn.Embedding(sparse=True)``)
+    stays sparse: its stored entries are scaled, and perturbed with their own spread, so that
+    the rows no sample touched stay untouched (torch has no ``std`` of sparse tensors)."""
     coefficients = torch.as_tensor(coefficients, dtype=torch.float64)
     if coefficients.shape != (len(params),):
         raise ValueError(f"need one coefficient per parameter group: {len(params)} groups, "
@@ -106,9 +108,20 @@ def modulate_gradients(params: Sequence[Iterable[torch.nn.Parameter]], coefficie
         for p in group:
             if p.grad is None:
                 continue
-            std = p.grad.std() if p.grad.numel() > 1 else p.grad.new_zeros(())
-            p.grad.mul_(k)
-            if noise:
-                eps = torch.randn(p.grad.shape, generator=generator, device=p.grad.device,
-                                  dtype=p.grad.dtype)
-                p.grad.add_(eps * std)
+            if p.grad.is_sparse:
+                g = p.grad.coalesce()
+                values = _modulated(g.values(), k, noise, generator)
+                p.grad = torch.sparse_coo_tensor(g.indices(), values, g.shape, is_coalesced=True,
+                                                 check_invariants=False)  # the indices of a coalesced tensor
+            else:
+                p.grad.copy_(_modulated(p.grad, k, noise, generator))
+
+
+def _modulated(values: torch.Tensor, k: float, noise: bool, generator) -> torch.Tensor:
+    """``values`` scaled by ``k`` and, with ``noise``, plus Gaussian noise of their own
+    (unscaled) standard deviation."""
+    std = values.std() if values.numel() > 1 else values.new_zeros(())
+    out = values * k
+    if noise:
+        out = out + torch.randn(values.shape, generator=generator, device=values.device, dtype=values.dtype) * std
+    return out

@@ -36,6 +36,19 @@ def as_tensor(x, name: str) -> torch.Tensor:
     raise TypeError(f"{name} must be a torch.Tensor or a numpy array, got {type(x).__name__}")
 
 
+def _signed(t: torch.Tensor, name: str) -> torch.Tensor:
+    """``t`` as int64 where it is an unsigned integer tensor wider than uint8, which few torch
+    operations take (``min`` raised NotImplementedError for uint16 labels); values from 2**63
+    up, which int64 cannot hold, raise."""
+    if t.dtype not in (torch.uint16, torch.uint32, torch.uint64):
+        return t
+    arr = t.detach().cpu().numpy()
+    if arr.size and int(arr.max()) >= 2 ** 63:
+        i = int(np.argmax(arr >= 2 ** 63))
+        raise ValueError(f"{name}[{i}] = {int(arr[i])} is too large; ids must fit in int64 (below 2**63)")
+    return torch.from_numpy(arr.astype(np.int64)).to(t.device)
+
+
 def as_labels(y, name: str = "y", device=None) -> torch.Tensor:
     """Class ids ``y (N,)`` (tensor or numpy; integer dtype, or floats with integral values
     such as ``2.0``) as an int64 tensor on ``device`` (default: ``y``'s own).
@@ -44,7 +57,7 @@ def as_labels(y, name: str = "y", device=None) -> torch.Tensor:
     shape other than ``(N,)``, negative ids or non-integral / non-finite float values, or
     floats beyond the int64 range (naming the first bad position).
     """
-    y = as_tensor(y, name)
+    y = _signed(as_tensor(y, name), name)
     if y.dtype == torch.bool or y.dtype.is_complex:
         raise TypeError(f"{name} must hold integer class ids, got dtype {y.dtype}")
     if y.dim() != 1:
@@ -166,7 +179,7 @@ def check_indices(index, n_samples: int, name: str = "index") -> torch.Tensor:
     if isinstance(index, (list, tuple)):  # an empty list is no batch, not a float one
         index = torch.as_tensor(index) if len(index) else torch.zeros(0, dtype=torch.int64)
     else:
-        index = as_tensor(index, name)
+        index = _signed(as_tensor(index, name), name)
     if index.dtype == torch.bool or index.is_floating_point() or index.is_complex():
         raise TypeError(f"{name} must hold integer sample indices, got dtype {index.dtype}")
     if index.dim() != 1:
