@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import secrets
 import warnings
 from dataclasses import dataclass, fields
 from typing import Mapping
@@ -48,11 +49,11 @@ from typing import Mapping
 import torch
 
 import fastpid
-from fastpid._validate import check_real
+from fastpid._validate import check_integer, check_real
 from fastpid.estimate import _check_confidence, _check_int, _check_seed, suggest_k
 
 from .cluster import _check_count, kmeans, l2_normalize, pca, standardize
-from .distributed import _place_rows, check_on_every_rank, gather_rows, is_distributed
+from .distributed import _place_rows, broadcast_object, check_on_every_rank, gather_rows, is_distributed
 from .predictions import ArrayLike, as_labels, as_tensor
 
 __all__ = ["PIDProbe", "ProbeResult", "TERMS", "SCALINGS"]
@@ -198,7 +199,9 @@ class PIDProbe:
         self.n_clusters = n_clusters
         self.n_init = n_init
         self.max_iter = max_iter
-        self.seed = seed
+        # Checked here: it seeds the k-means and, by default, the estimate, which refused a
+        # negative one only at the first probe.
+        self.seed = check_integer(seed, "seed", 0)
         self.method = method
         self.base = base
 
@@ -293,7 +296,7 @@ class PIDProbe:
                 total[t] += float(getattr(res, t))
         return {t: v / n_permutations for t, v in total.items()}
 
-    def estimated(self, codes1, codes2, labels, *, n_classes: int | None = None) -> "fastpid.PIDEstimate":
+    def estimated(self, codes1, codes2, labels, *, n_classes: int | None = None, seed=...) -> "fastpid.PIDEstimate":
         """:func:`fastpid.estimate` of the codes ``codes1 (N,)``, ``codes2 (N,)`` (ids in
         ``[0, n_clusters)``, e.g. a :class:`ProbeResult`'s) and ``labels (N,)`` (values in
         ``[0, n_classes)``, default ``max(labels) + 1``), over the ``k × k × C`` joint, with
@@ -302,12 +305,15 @@ class PIDProbe:
         Returns a :class:`fastpid.PIDEstimate` of 0-d numpy ``float64`` arrays (whatever the
         codes' device): corrected terms, ``ci_low``/``ci_high`` per term, ``p_value.synergy``
         (test of "synergy > 0"), ``plugin``, ``n``, ``cells``, ``reliable``. Deterministic:
-        the resampling is seeded with ``estimate_options["seed"]``, default the probe's
-        ``seed``. Not collective: under ``torch.distributed`` call it with the gathered codes
-        (a :class:`ProbeResult`'s) on every rank, or on one rank and broadcast the result.
+        the resampling is seeded with ``seed`` where given, else ``estimate_options["seed"]``,
+        default the probe's ``seed``. Not collective: under ``torch.distributed`` call it with
+        the gathered codes (a :class:`ProbeResult`'s) on every rank, with one seed, or on one
+        rank and broadcast the result.
         """
         codes1, codes2, labels, sizes = self._checked_codes(codes1, codes2, labels, n_classes)
         options = {"seed": self.seed, **self.estimate_options}
+        if seed is not ...:
+            options["seed"] = seed
         # numpy in, numpy out: the estimate's fields are float64 scalars on the host.
         return fastpid.estimate(codes1.cpu().numpy(), codes2.cpu().numpy(), labels.cpu().numpy(),
                                 sizes=sizes, base=self.base, progress=False, **options)
@@ -377,7 +383,12 @@ class PIDProbe:
         if nan:
             raise ValueError(f"the probe's PID has NaN terms {nan} (method={self.method!r}); "
                              "the embeddings or the solver produced an undefined decomposition")
-        est = self.estimated(c1, c2, labels, n_classes=n_classes) if self.estimate else None
+        est = None
+        if self.estimate:
+            seed = self.estimate_options.get("seed", self.seed)
+            if seed is None:  # fresh entropy, drawn on rank 0: each rank's own gave each its estimate
+                seed = broadcast_object(secrets.randbits(63))
+            est = self.estimated(c1, c2, labels, n_classes=n_classes, seed=seed)
         return ProbeResult(**terms, codes1=c1, codes2=c2, labels=labels, estimate=est, base=self.base)
 
     @classmethod

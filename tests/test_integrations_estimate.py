@@ -437,3 +437,55 @@ def test_the_baseline_rule_records_an_estimate_without_null_draws():
     h = ctrl.history_arrays()
     assert math.isnan(h["synergy_p_value"][0]) and math.isfinite(h["synergy_estimate"][0])
     assert h["synergistic"] == [True]   # XOR: the score passes min_score
+
+
+def _seed_none_worker(rank, port, out_dir):
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
+    try:
+        torch.set_num_threads(1)
+        e1, e2, y = _xor(200, seed=4)
+        half = slice(rank * 100, (rank + 1) * 100)
+        probe = _quiet_probe(n_clusters=3, estimate=True, estimate_options={"seed": None, "n_null": 9})
+        est = probe(e1[half], e2[half], y[half]).estimate
+        torch.save({t: float(getattr(est.ci_high, t)) for t in ("redundancy", "synergy")},
+                   os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_probe_estimate_with_fresh_entropy_is_the_same_on_every_rank(tmp_path):
+    """estimate_options={"seed": None}: each rank drew its own entropy and got another
+    estimate of the same gathered codes; rank 0 now draws the seed for all."""
+    ctx = mp.get_context("spawn")
+    port = free_port()
+    procs = [ctx.Process(target=_seed_none_worker, args=(r, port, str(tmp_path))) for r in range(WORLD)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
+    got = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
+    assert got[0] == got[1]
+
+
+def test_probe_estimate_with_fresh_entropy_uses_the_seed_rank_0_draws(monkeypatch):
+    """The estimate of a probe with estimate_options={"seed": None} is the one seeded with the
+    value broadcast from rank 0 (here: the value the broadcast returns)."""
+    from fastpid.integrations import probe as probe_module
+
+    monkeypatch.setattr(probe_module, "broadcast_object", lambda obj: 12345)
+    e1, e2, y = _xor(200, seed=4)
+    probe = _quiet_probe(n_clusters=3, estimate=True, estimate_options={"seed": None, "n_null": 9})
+    res = probe(e1, e2, y)
+    ref = probe.estimated(res.codes1, res.codes2, res.labels, seed=12345)
+    assert float(res.estimate.ci_high.synergy) == float(ref.ci_high.synergy)
+    assert res.estimate.seed == 12345
+
+
+def test_probe_seed_is_checked_when_built():
+    """PIDProbe(seed=-1, estimate=True) failed only at its first probe, naming a seed the user
+    never passed to estimate_options."""
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="seed must be an integer >= 0"):
+            PIDProbe(seed=bad)
