@@ -310,6 +310,22 @@ def test_test_rule_state_round_trips_through_weights_only_load():
 WORLD = 2
 
 
+def _run_ranks(worker, tmp_path) -> None:
+    """``worker(rank, port, out_dir)`` in WORLD spawned processes; each must exit cleanly
+    within two minutes."""
+    ctx = mp.get_context("spawn")
+    port = free_port()
+    procs = [ctx.Process(target=worker, args=(r, port, str(tmp_path))) for r in range(WORLD)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    alive = [p for p in procs if p.is_alive()]
+    for p in alive:
+        p.kill()
+    assert not alive and all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
+
+
 def _ddp_worker(rank, port, out_dir):
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
     try:
@@ -334,17 +350,7 @@ def _ddp_worker(rank, port, out_dir):
 def test_test_rule_decisions_are_identical_on_every_rank(tmp_path):
     """Two gloo processes, each with half of the probe set: the same history on both ranks,
     equal to one process on the whole set (the estimate is computed on rank 0 only)."""
-    ctx = mp.get_context("spawn")
-    port = free_port()
-    procs = [ctx.Process(target=_ddp_worker, args=(r, port, str(tmp_path))) for r in range(WORLD)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(120)
-    alive = [p for p in procs if p.is_alive()]
-    for p in alive:
-        p.kill()
-    assert not alive and all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
+    _run_ranks(_ddp_worker, tmp_path)
     states = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True)["state"] for r in range(WORLD)]
     assert states[0] == states[1]
     ref = ECSAsyncController(_quiet_probe(n_clusters=4), synergy_rule="test", warmup_epochs=0,
@@ -457,14 +463,7 @@ def _seed_none_worker(rank, port, out_dir):
 def test_probe_estimate_with_fresh_entropy_is_the_same_on_every_rank(tmp_path):
     """estimate_options={"seed": None}: each rank drew its own entropy and got another
     estimate of the same gathered codes; rank 0 now draws the seed for all."""
-    ctx = mp.get_context("spawn")
-    port = free_port()
-    procs = [ctx.Process(target=_seed_none_worker, args=(r, port, str(tmp_path))) for r in range(WORLD)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(120)
-    assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
+    _run_ranks(_seed_none_worker, tmp_path)
     got = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
     assert got[0] == got[1]
 
