@@ -49,6 +49,7 @@ identical on every rank.
 from __future__ import annotations
 
 import math
+import operator
 from typing import Sequence
 
 import numpy as np
@@ -153,7 +154,7 @@ class DynCIM:
         self._lam = torch.ones(n_modalities, dtype=torch.float64)
         self._alpha = self.base_unimodal_scale
 
-    def update(self, p_fused, p_modalities, y, *, index=None) -> None:
+    def update(self, p_fused, p_modalities, y, *, index=None, epoch=None) -> None:
         """Advance one epoch with predictions on the whole training set.
 
         ``p_fused (N, C)``: fused softmax output; ``p_modalities``: ``M`` arrays ``(N, C)``
@@ -164,7 +165,15 @@ class DynCIM:
         this rank's shard); under ``torch.distributed`` every rank's rows are gathered, and
         together they must cover every sample. Under a process group every rank must call
         this, and every rank then holds rank 0's state.
+
+        ``epoch``: the epoch these predictions close (0, 1, ...), checked to be the next one: a
+        second call in one epoch (two hooks) raises instead of counting it twice (its zero loss
+        change read as both modalities stalled, HMIR about 4e-6). Without it, every call is the
+        next epoch.
         """
+        if epoch is not None and operator.index(epoch) != self.epoch + 1:
+            raise ValueError(f"update(epoch={operator.index(epoch)}): the next epoch is {self.epoch + 1} "
+                             "(each call advances one epoch; call it once per epoch)")
         if index is not None:
             p_fused, p_modalities, y = self._assemble(index, p_fused, p_modalities, y)
         else:

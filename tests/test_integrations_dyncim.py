@@ -369,3 +369,27 @@ def test_ogm_ge_smoke_training():
         acc = (model(xs)[0].argmax(1) == y).float().mean()
     assert acc > 0.7
     assert float(torch.stack(coefs[-10:])[:, 0].mean()) < 1.0         # the strong view is slowed
+
+
+def test_update_with_its_epoch_refuses_a_repeated_or_skipped_epoch():
+    """update() advances one epoch a call: two hooks calling it in one epoch counted it twice
+    (a zero loss change, read as both modalities stalled: HMIR about 4e-6). With epoch= the
+    second call raises and leaves the state as it was; without it nothing changes."""
+    N, C = 40, 3
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, C, (N,), generator=g)
+
+    def preds():
+        return torch.softmax(torch.randn(N, C, generator=g), 1), [torch.softmax(torch.randn(N, C, generator=g), 1)
+                                                                  for _ in range(2)]
+
+    d = DynCIM(N, 2, epochs=5)
+    for e in range(2):
+        d.update(*preds(), y, epoch=e)
+    state = d.state_dict()
+    for bad in (1, 3):
+        with pytest.raises(ValueError, match=rf"update\(epoch={bad}\): the next epoch is 2"):
+            d.update(*preds(), y, epoch=bad)
+    assert d.epoch == 1 and all(torch.equal(a, b) for a, b in zip(d.state_dict()["losses"], state["losses"]))
+    d.update(*preds(), y)   # without epoch=: the next epoch
+    assert d.epoch == 2
