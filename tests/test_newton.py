@@ -103,6 +103,29 @@ def test_plan_by_shape(shape, native, reference):
     assert solver.newton_plan(P, native=False).structure == reference
 
 
+@pytest.mark.parametrize("shape,most1,most2,native", [
+    # Sparse clustered joints of 25,000 (20,000) samples: the C++ Schur complement, over the
+    # admissible potentials of g only, took 0.56x (32x32x50, 1,258 of 1,600 admissible),
+    # 0.55-0.79x (32x32x60, 1,268-1,430 of 1,920) the low-rank elimination's time, which the
+    # plan chose while it counted all n2 ny; the low-rank elimination stays the faster on
+    # 28x28x60 (0.83x, 1,366 of 1,680) and 24x24x80 (0.59x, 1,265 of 1,920).
+    ((32, 32, 50), 1447, 1258, "schur"),
+    ((32, 32, 60), 1762, 1430, "schur"),
+    ((28, 28, 60), 1511, 1366, "lowrank"),
+    ((24, 24, 80), 1725, 1265, "lowrank"),
+])
+def test_native_plan_weighs_the_schur_complement_over_admissible_potentials(shape, most1, most2, native):
+    assert solver.plan_for_counts(*shape, most1, most2).structure == native
+    # Every potential admissible (dense joints, where the constants were fitted): as before.
+    n1, n2, ny = shape
+    dense = solver.plan_for_counts(n1, n2, ny, n1 * ny, n2 * ny).structure
+    cost = solver.newton_cost(n1, n2, ny, n1 * ny, n2 * ny, native=True)
+    penalty = max(solver.LOWRANK_PENALTY_FLOOR,
+                  (solver.LOWRANK_PENALTY_AT / cost["schur"]) ** solver.LOWRANK_PENALTY_POWER)
+    other = min((k for k in cost if k != "lowrank"), key=cost.get)
+    assert dense == ("lowrank" if cost["lowrank"] * penalty < cost[other] else other)
+
+
 def test_plan_exploits_empty_pairs():
     P = torch.from_numpy(_clustered(20, 20, 28, 20000, seed=1))[None]
     plan = solver.newton_plan(P)
