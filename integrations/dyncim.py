@@ -169,11 +169,15 @@ class DynCIM:
         ``epoch``: the epoch these predictions close (0, 1, ...), checked to be the next one: a
         second call in one epoch (two hooks) raises instead of counting it twice (its zero loss
         change read as both modalities stalled, HMIR about 4e-6). Without it, every call is the
-        next epoch.
+        next epoch. Under a process group pass it on every rank or on none: it is checked
+        against rank 0's epoch, which every rank takes (a checkpoint loaded on rank 0 only).
         """
-        if epoch is not None and operator.index(epoch) != self.epoch + 1:
-            raise ValueError(f"update(epoch={operator.index(epoch)}): the next epoch is {self.epoch + 1} "
-                             "(each call advances one epoch; call it once per epoch)")
+        if epoch is not None:
+            given = check_integer(epoch, "epoch", 0)
+            upcoming = broadcast_object(self.epoch + 1)  # rank 0's, as the update itself takes rank 0's state
+            if given != upcoming:
+                raise ValueError(f"update(epoch={given}): the next epoch is {upcoming} (each call advances "
+                                 "one epoch; call it once per epoch)")
         if index is not None:
             p_fused, p_modalities, y = self._assemble(index, p_fused, p_modalities, y)
         else:
@@ -183,6 +187,11 @@ class DynCIM:
         pm = torch.stack([check_probs(p, f"p_modalities[{m}]", self.n_samples, c).to(pf.device)
                           for m, p in enumerate(p_modalities)])
         y = check_labels(y, self.n_samples, c).to(pf.device)
+        # Checked before anything changes: a refused schedule left the epoch advanced, and the
+        # same epoch could not be tried again.
+        tau = float(self.temperature(self.epoch + 1, self.epochs))
+        if not tau > 0:
+            raise ValueError(f"the temperature schedule returned {tau!r}; it must be > 0")
         self.epoch += 1
 
         # Sample level.
@@ -199,9 +208,6 @@ class DynCIM:
                              (2.0 * spread).clamp(max=1.0)])
         self.components = comps
         self.difficulty = (self.difficulty_weights.to(pf.device)[:, None] * comps).sum(0)
-        tau = float(self.temperature(self.epoch, self.epochs))
-        if not tau > 0:
-            raise ValueError(f"the temperature schedule returned {tau!r}; it must be > 0")
         logw = -(self.difficulty - self.difficulty.min()) / tau
         w = logw.exp()
         self._w = w / w.mean()

@@ -260,7 +260,8 @@ def _tempered(preds, epoch):
 
 def _rank0_checkpoint_worker(rank, port, out_dir):
     """A DynCIM checkpoint loaded on rank 0 only: the next update(index=) must give every
-    rank rank 0's state, the uninterrupted run's."""
+    rank rank 0's state, the uninterrupted run's; its epoch= is checked against rank 0's
+    epoch on every rank (the fresh rank 1 refused epoch 2 alone and rank 0 waited)."""
     _init(rank, port, TIMEOUT_S // 6)
     try:
         torch.set_num_threads(1)
@@ -274,7 +275,7 @@ def _rank0_checkpoint_worker(rank, port, out_dir):
         if rank == 0:
             resumed.load_state_dict(uninterrupted.state_dict())
         p1, p2, p12 = _tempered(preds, 2)
-        resumed.update(p12[inter], [p1[inter], p2[inter]], y[inter], index=inter)
+        resumed.update(p12[inter], [p1[inter], p2[inter]], y[inter], index=inter, epoch=2)
         uninterrupted.update(p12, [p1, p2], y)
         torch.save({"resumed": resumed.state_dict(), "uninterrupted": uninterrupted.state_dict()},
                    os.path.join(out_dir, f"rank{rank}.pt"))

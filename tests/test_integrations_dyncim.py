@@ -390,6 +390,37 @@ def test_update_with_its_epoch_refuses_a_repeated_or_skipped_epoch():
     for bad in (1, 3):
         with pytest.raises(ValueError, match=rf"update\(epoch={bad}\): the next epoch is 2"):
             d.update(*preds(), y, epoch=bad)
-    assert d.epoch == 1 and all(torch.equal(a, b) for a, b in zip(d.state_dict()["losses"], state["losses"]))
+    with pytest.raises(ValueError, match="epoch must be an integer >= 0"):
+        d.update(*preds(), y, epoch=True)
+    _assert_same_state(d.state_dict(), state)
     d.update(*preds(), y)   # without epoch=: the next epoch
     assert d.epoch == 2
+
+
+def _assert_same_state(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        if isinstance(a[k], torch.Tensor):
+            assert torch.equal(a[k], b[k]), k
+        elif isinstance(a[k], list):
+            assert len(a[k]) == len(b[k]) and all(torch.equal(x, z) for x, z in zip(a[k], b[k])), k
+        else:
+            assert a[k] == b[k], k
+
+
+def test_a_refused_temperature_leaves_the_epoch_to_try_again():
+    """A temperature schedule that returned 0 raised after the epoch had advanced and the
+    running moments had moved: the same epoch could not be tried again."""
+    N, C = 30, 3
+    g = torch.Generator().manual_seed(1)
+    y = torch.randint(0, C, (N,), generator=g)
+    p = torch.softmax(torch.randn(N, C, generator=g), 1)
+    schedule = [1.0, 0.0, 1.0]
+    d = DynCIM(N, 2, epochs=5, temperature=lambda e, total: schedule.pop(0))
+    d.update(p, [p, p], y, epoch=0)
+    state = d.state_dict()
+    with pytest.raises(ValueError, match="temperature schedule returned 0.0"):
+        d.update(p, [p, p], y, epoch=1)
+    _assert_same_state(d.state_dict(), state)
+    d.update(p, [p, p], y, epoch=1)
+    assert d.epoch == 1
