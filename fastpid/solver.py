@@ -651,12 +651,20 @@ def plan_for_counts(n1: int, n2: int, ny: int, most1: int, most2: int, free1=Non
     structure = min(cost, key=cost.get)
     if native:
         other = min((k for k in cost if k != "lowrank"), key=cost.get)
-        # The C++ solver's Schur complement is over the admissible potentials of g (mg of the
-        # n2 ny): its cost is what the low-rank elimination competes with. Counted over all
-        # n2 ny, sparse clustered 32x32x50-60 joints (1,258-1,430 of 1,600-1,920 admissible)
-        # went to the low-rank elimination at 1.3-2.0x the time; on dense joints the two
-        # counts agree (the fit below).
-        schur = min(newton_cost(n1, n2, ny, native=True, schur_unknowns=mg)["schur"], cost[other])
+        # The C++ solver's Schur complement is over the admissible potentials of its Schur side
+        # (mg, or the smaller count between sources of one size, as fastpid.api orients them):
+        # its cost is what the low-rank elimination competes with. Counted over all n2 ny,
+        # sparse clustered 32x32x50-60 joints (1,258-1,430 of 1,600-1,920 admissible) went to
+        # the low-rank elimination at 1.3-2.0x the time; on dense joints the two counts agree
+        # (the fit below). Not where that Schur system is beyond the C++ solver's automatic
+        # route (fastpid.cpp.AUTO_MAX_SYSTEM) while the low-rank one may fit it: a 38x38x60
+        # joint (2,010 admissible) then went to the PyTorch solver, 4x slower.
+        from .cpp import AUTO_MAX_SYSTEM
+
+        free = min(mf, mg) if n1 == n2 else mg
+        schur = cost[other]
+        if free <= AUTO_MAX_SYSTEM:
+            schur = min(newton_cost(n1, n2, ny, native=True, schur_unknowns=free)["schur"], schur)
         penalty = max(LOWRANK_PENALTY_FLOOR, (LOWRANK_PENALTY_AT / schur) ** LOWRANK_PENALTY_POWER)
         structure = "lowrank" if cost["lowrank"] * penalty < schur else other
     return NewtonPlan(structure, cost[structure], newton_floats(structure, n1, n2, ny, mf, mg),
