@@ -647,13 +647,13 @@ def plan_for_counts(n1: int, n2: int, ny: int, most1: int, most2: int, free1=Non
     LOWRANK_PENALTY_AT says, are below the other eliminations', and only there."""
     mf, mg = (most2, most1) if n2 > n1 else (most1, most2)
     n1, n2 = max(n1, n2), min(n1, n2)
+    schur_free = min(mf, mg) if n1 == n2 else mg  # the Schur side's, as fastpid.api orients them
     cost = newton_cost(n1, n2, ny, mf, mg, native)
     structure = min(cost, key=cost.get)
     if native:
         other = min((k for k in cost if k != "lowrank"), key=cost.get)
         # The C++ solver's Schur complement is over the admissible potentials of its Schur side
-        # (mg, or the smaller count between sources of one size, as fastpid.api orients them):
-        # its cost is what the low-rank elimination competes with. Counted over all n2 ny,
+        # (schur_free): its cost is what the low-rank elimination competes with. Counted over all n2 ny,
         # sparse clustered 32x32x50-60 joints (1,258-1,430 of 1,600-1,920 admissible) went to
         # the low-rank elimination at 1.3-2.0x the time; on dense joints the two counts agree
         # (the fit below). Not where that Schur system is beyond the C++ solver's automatic
@@ -661,14 +661,13 @@ def plan_for_counts(n1: int, n2: int, ny: int, most1: int, most2: int, free1=Non
         # joint (2,010 admissible) then went to the PyTorch solver, 4x slower.
         from .cpp import AUTO_MAX_SYSTEM
 
-        free = min(mf, mg) if n1 == n2 else mg
         schur = cost[other]
-        if free <= AUTO_MAX_SYSTEM:
-            schur = min(newton_cost(n1, n2, ny, native=True, schur_unknowns=free)["schur"], schur)
+        if schur_free <= AUTO_MAX_SYSTEM:
+            schur = min(newton_cost(n1, n2, ny, native=True, schur_unknowns=schur_free)["schur"], schur)
         penalty = max(LOWRANK_PENALTY_FLOOR, (LOWRANK_PENALTY_AT / schur) ** LOWRANK_PENALTY_POWER)
         structure = "lowrank" if cost["lowrank"] * penalty < schur else other
-    return NewtonPlan(structure, cost[structure], newton_floats(structure, n1, n2, ny, mf, mg),
-                      min(mf, mg) if n1 == n2 else mg, free1, free2)
+    return NewtonPlan(structure, cost[structure], newton_floats(structure, n1, n2, ny, mf, mg), schur_free,
+                      free1, free2)
 
 
 def _newton_direction(prob: Problem, f, g, mu, fixed_f, fixed_g, structure: str = "schur", R=None,

@@ -49,7 +49,6 @@ identical on every rank.
 from __future__ import annotations
 
 import math
-import operator
 from typing import Sequence
 
 import numpy as np
