@@ -312,13 +312,13 @@ def _estimate(x1, x2, y, sizes, weights, groups, num_groups, confidence, n_jackk
     jk = _resample.jackknife_joints(x1, x2, y, sizes=(m1, m2, my), weights=weights, groups=groups,
                                     G=G, g=g, rng=rng, device=device, joint_fn=joint)
     batch = [jk.reshape(G * g, m1, m2, my)]
-    class_w = _resample.class_weights(y, weights, groups, G, my)
+    factors = _resample.weight_factors(x1, x2, y, weights, groups, G, my)
     if pilot > 0:
         log_w = _resample.null_log_weights(seen, tol=1e-7)
         ones = torch.ones(G, dtype=torch.float64, device=device)
         q1 = _resample.tempered_conditional(log_w, ones)
         batch.append(_resample.null_draws(q1, x1, x2, weights=weights, groups=groups, draws=pilot,
-                                          rng=rng, joint_fn=joint, class_w=class_w).reshape(G * pilot, m1, m2, my))
+                                          rng=rng, joint_fn=joint, factors=factors).reshape(G * pilot, m1, m2, my))
 
     plug = pid(seen if grouped else seen[0])
     plug_v = np.stack([_np(getattr(plug, t)).reshape(G) for t in TERMS], -1)   # (G, 4)
@@ -340,7 +340,7 @@ def _estimate(x1, x2, y, sizes, weights, groups, num_groups, confidence, n_jackk
             lam = _resample.match_shrinkage(log_w, px, v_pilot, v_hat, device)
             q = _resample.tempered_conditional(log_w, lam)
             draws = _resample.null_draws(q, x1, x2, weights=weights, groups=groups, draws=n_null, rng=rng,
-                                         joint_fn=joint, class_w=class_w)
+                                         joint_fn=joint, factors=factors)
             # The null world P̂(x) q_λ(y|x) itself, solved with its draws: its own synergy is not
             # exactly 0 (q_λ is renormalised off the optimum's support, and shrunk), and the
             # correction must subtract the draws' bias, not that level.

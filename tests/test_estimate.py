@@ -290,12 +290,54 @@ def test_class_balancing_weights_keep_the_test_calibrated():
     x1, x2, y = _sample(P, 600, np.random.default_rng(3))
     w = 1.0 / np.bincount(y, minlength=P.shape[-1])[y]
     assert float(fastpid.estimate(x1, x2, y, sizes=P.shape, weights=w, seed=0).p_value.synergy) <= 0.05
-    # Which weights count as the class's: one per class and problem, not per sample.
-    yt = torch.tensor([0, 0, 1, 2, 2])
-    W = _resample.class_weights(yt, torch.tensor([2.0, 2.0, 5.0, 1.0, 1.0]), None, 1, 4)
-    assert W.tolist() == [[2.0, 5.0, 1.0, 0.0]]
-    assert _resample.class_weights(yt, torch.tensor([2.0, 3.0, 5.0, 1.0, 1.0]), None, 1, 4) is None
-    assert _resample.class_weights(yt, None, None, 1, 4) is None
+
+
+def test_weights_near_a_function_of_the_class_keep_the_test_calibrated():
+    """Class balancing times a per-sample factor (a jitter, or a weight of the sources): only
+    weights equal within a class within 1e-9 followed the redrawn class, the others stayed
+    whole with their samples. On independent X1, X2, Y with classes of 90/5/5 % (N = 400) the
+    5 % test rejected 26 of 60 samples with a log-normal jitter of spread 0.3 and 25 of 60
+    with the weights also 4x on one source value. The class factor now follows the redrawn
+    class (4 and 2 of 60)."""
+    rng = np.random.default_rng(100)
+    rejected = {"jitter": 0, "source": 0}
+    for r in range(60):
+        y = rng.choice(3, 400, p=[0.9, 0.05, 0.05])
+        x1, x2 = rng.integers(0, 4, 400), rng.integers(0, 4, 400)
+        w = 1.0 / np.bincount(y, minlength=3)[y]
+        for kind, ww in (("jitter", w * rng.lognormal(0, 0.3, 400)), ("source", w * np.where(x1 == 0, 4.0, 1.0))):
+            p = fastpid.estimate(x1, x2, y, sizes=(4, 4, 3), weights=ww, seed=r).p_value.synergy
+            rejected[kind] += float(p) <= 0.05
+    # 3 expected at a true level of 5 %; 9 or more has probability < 1 %.
+    assert max(rejected.values()) <= 8, rejected
+
+
+def test_weight_factors_split_class_and_source_weights():
+    from fastpid import _resample
+
+    rng = np.random.default_rng(0)
+    x1, x2 = torch.tensor(rng.integers(0, 4, 400)), torch.tensor(rng.integers(0, 4, 400))
+    y = torch.where(torch.tensor(rng.random(400)) < 0.7, x1 % 3, torch.tensor(rng.integers(0, 3, 400)))
+    balance = 1.0 / torch.bincount(y).double()[y]
+    source = torch.where(x1 == 0, 5.0, 1.0).double() * torch.where(x2 == 1, 3.0, 1.0).double()
+    for w in (balance, source, balance * source):
+        log_W, log_r = _resample.weight_factors(x1, x2, y, w, None, 1, 3)
+        # Each sample keeps its weight (up to the problem's scale) and the largest class factor is 1.
+        back = log_W[0, y] + log_r - w.log()
+        assert float(back.max() - back.min()) < 1e-12 and float(log_W.max()) == 0.0
+        # The class factor is the class's part: the class weights' ratios, and none of the sources'.
+        want = (balance.log() - balance.log().max()) if w is not source else torch.zeros(400, dtype=torch.float64)
+        assert torch.allclose(log_W[0, y], want, atol=1e-9)
+    # Per problem; classes a problem lacks get -inf; soft targets and no weights: nothing to split.
+    groups = torch.tensor([0, 0, 0, 1, 1])
+    yg, wg = torch.tensor([0, 1, 1, 0, 0]), torch.tensor([2.0, 8.0, 8.0, 3.0, 6.0], dtype=torch.float64)
+    log_W, log_r = _resample.weight_factors(torch.zeros(5, dtype=torch.int64), torch.tensor([0, 0, 1, 0, 1]),
+                                            yg, wg, groups, 2, 2)
+    assert torch.allclose(log_W[0], torch.tensor([np.log(0.25), 0.0], dtype=torch.float64))
+    assert log_W[1, 0] == 0.0 and log_W[1, 1] == -torch.inf
+    assert torch.allclose(log_r[3:] - log_r[3], torch.tensor([0.0, np.log(2.0)], dtype=torch.float64))
+    assert _resample.weight_factors(x1, x2, torch.softmax(torch.randn(400, 3), -1), balance, None, 1, 3) is None
+    assert _resample.weight_factors(x1, x2, y, None, None, 1, 3) is None
 
 
 def test_without_null_draws_the_synergy_is_flagged_reliable_only_where_it_does_not_move():
