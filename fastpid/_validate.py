@@ -265,13 +265,16 @@ def check_distribution(P, *, name: str = "P", float64: bool = False) -> Tuple[to
         mins = T.detach().amin(dim=(-3, -2, -1)).flatten()
         # written so that NaN compares as "bad"; tot < inf is finiteness once tot > 0
         ok = (mins >= 0) & (tot > 0) & (tot < math.inf)
-        all_ok = bool(ok.all())
+        # Totals below the dtype's smallest normal number (a joint of 1e-310 in all): their
+        # backward overflows 1 / total, and its inf - inf filled every cell's gradient with NaN.
+        all_ok, subnormal = torch.stack([ok.all(), (tot < torch.finfo(tot.dtype).tiny).any()]).tolist()
         # Finite counts whose total alone overflows (entries up to 1.8e308): the problems are
         # scaled by their largest entries first (a detached scale: the normalised joint does
-        # not depend on it), then checked as any others.
+        # not depend on it), then checked as any others. Subnormal totals likewise, where
+        # valid, and then the gradient is inf where the true one overflows, never NaN.
         overflow = not all_ok and bool(torch.isinf(tot).any()) and bool(torch.isfinite(T.detach()).all())
     given = T  # what error messages quote: the caller's values, not the rescaled ones
-    if overflow:
+    if overflow or (subnormal and all_ok):
         top = T.detach().amax(dim=(-3, -2, -1), keepdim=True)
         T = T / torch.where(top > 0, top, 1.0)
         total = T.sum(dim=(-3, -2, -1), keepdim=True)

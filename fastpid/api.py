@@ -261,7 +261,7 @@ def _empty_result(T, is_numpy, out_dtype, method, backend, base, return_coupling
     flag = torch.zeros(zeros.shape, dtype=torch.bool, device=T.device)
     fields = dict(zip(TERMS, [zeros] * 7), gap=zeros.detach(), converged=flag,
                   iterations=torch.zeros(zeros.shape, dtype=torch.int64, device=T.device),
-                  coupling=T.to(out_dtype) if return_coupling else None)
+                  coupling=T.detach().to(out_dtype) if return_coupling else None)
     if is_numpy:
         fields = {k: None if v is None else v.detach().cpu().numpy() for k, v in fields.items()}
     return PIDResult(**fields, method=method, backend="torch" if backend == "auto" else backend,

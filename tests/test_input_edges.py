@@ -234,8 +234,28 @@ def test_a_batch_of_no_problems_gives_empty_results(method, shape, dtype):
         assert value.shape == shape[:-3] and value.dtype == out_dtype, name
     assert res.converged.dtype == torch.bool and res.iterations.dtype == torch.int64
     assert res.coupling.shape == shape and res.shape == shape[:-3]
+    assert not res.coupling.requires_grad  # detached, as every batch's coupling
     (res.synergy.sum() + res.redundancy.sum()).backward()
     assert P.grad.shape == shape
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpp"])
+def test_subnormal_totals_give_no_nan_gradient(backend):
+    """A joint of 1e-310 in all: the values were right but the backward of P / total overflowed
+    1 / total and its inf - inf made every cell's gradient NaN. The gradient is the normalised
+    joint's over the total: at 1e-310 it overflows to inf in most cells, at 1e-300 in none."""
+    P = torch.rand(2, 3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    P = P / P.sum()
+    ref = P.clone().requires_grad_()
+    fastpid.pid(ref, backend=backend).synergy.backward()
+    for total, finite in ((1e-300, True), (1e-310, False)):
+        X = (P * total).requires_grad_()
+        res = fastpid.pid(X, backend=backend)
+        res.synergy.backward()
+        assert abs(float(res.synergy.detach()) - float(fastpid.pid(P).synergy)) < 1e-9
+        assert not X.grad.isnan().any()
+        assert bool(torch.isinf(X.grad).any()) != finite
+        assert torch.allclose(X.grad, ref.grad / total, rtol=1e-6)  # inf where ref.grad / total overflows
 
 
 def test_a_batch_of_no_problems_as_numpy_and_named_backends():
