@@ -74,8 +74,9 @@ def unfit_cpu(isa: Path | None, cpu_flags: Iterable[str] | None) -> str:
         return ""
     return (f"fastpid._C was compiled for the building machine's CPU (-march=native) and needs "
             f"{', '.join(missing)}, which this CPU lacks (importing it would stop the process); "
-            "rebuild it here (pip install --no-cache-dir --force-reinstall fastpid), or build a "
-            "portable one with CMAKE_ARGS=-DFASTPID_NATIVE_ARCH=OFF")
+            "rebuild it here from the source it was installed from (pip install --no-cache-dir "
+            "--force-reinstall <that folder, archive or URL>), or build a portable one with "
+            "CMAKE_ARGS=-DFASTPID_NATIVE_ARCH=OFF")
 
 
 def load_extension():
@@ -105,8 +106,17 @@ def _unavailable(reason: str) -> str:
         _warned = True
         warnings.warn(f"fastpid's native extension is unavailable ({reason}); the PyTorch solvers run in "
                       "its place, several times slower on the CPU (`fastpid info` shows the build)",
-                      RuntimeWarning, stacklevel=3)
+                      RuntimeWarning, stacklevel=_caller_level())
     return reason
+
+
+def _caller_level() -> int:
+    """The ``stacklevel`` of the first frame outside fastpid, as seen from the caller of this
+    function (the calls that reach the warning differ in depth)."""
+    frame, level = sys._getframe(2), 2
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] == "fastpid":
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def build_info() -> dict[str, Any]:

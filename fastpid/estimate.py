@@ -391,7 +391,14 @@ def term_maxima(n1: int, n2: int, ny: int) -> np.ndarray:
     """The largest redundancy, unique1, unique2 and synergy (nats, ``(4,)``) of any joint of
     ``n1 x n2 x ny`` values: R <= min(I(X1;Y), I(X2;Y)) and U_i <= I(X_i;Y) <= log min(n_i, ny);
     S <= I(X1,X2;Y) <= log ny, and S <= I(X1,X2;Y) - I(X1;Y) = I(X2;Y|X1) <= log n2 (V is at
-    least I(X1;Y)), likewise <= log n1."""
+    least I(X1;Y)), likewise <= log n1.
+
+    Raises:
+        ValueError: a size that is not a positive integer.
+    """
+    for name, v in (("n1", n1), ("n2", n2), ("ny", ny)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+            raise ValueError(f"{name} (a number of values) must be a positive integer, got {v!r}")
     return np.log([min(n1, n2, ny), min(n1, ny), min(n2, ny), min(n1, n2, ny)]).astype(np.float64)
 
 

@@ -120,6 +120,29 @@ def test_a_module_built_for_instructions_this_cpu_lacks_is_not_imported():
         assert proc.stdout.split()[:3] == ["False", "True", "0"]
 
 
+def test_the_fallback_warning_points_at_the_callers_line():
+    """The warning that the extension is unavailable was attributed to a line inside fastpid
+    (a fixed stacklevel, reached through calls of different depths)."""
+    import fastpid._C as ext
+
+    if not Path(ext.__file__).with_name("_C.isa").read_text().split():
+        pytest.skip("a portable module: no instruction it needs can be faked missing")
+    code = (
+        "import warnings, numpy as np, fastpid\n"
+        "import fastpid._build_info as b\n"
+        "b._cpu_flags = lambda: []\n"
+        "with warnings.catch_warnings(record=True) as w:\n"
+        "    warnings.simplefilter('always')\n"
+        "    fastpid.pid(np.full((2, 2, 2), 0.125))\n"
+        "    b._warned = False\n"
+        "    b.build_info()\n"
+        "print([(x.filename, x.lineno) for x in w])\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[('<string>', 6), ('<string>', 8)]"
+
+
 def test_import_fastpid_does_not_need_the_extension():
     code = (
         "import sys; sys.modules['fastpid._C'] = None\n"

@@ -142,6 +142,11 @@ def test_term_maxima_bound_every_exact_pid_and_are_reached():
     same = np.zeros((n, n, n))
     same[np.arange(n), np.arange(n), np.arange(n)] = 1.0 / n
     assert _truth(same)[0] == pytest.approx(term_maxima(n, n, n)[0], abs=1e-8)
+    # Sizes it cannot bound are refused (0 gave -inf with a numpy warning, 2.5 a number).
+    assert term_maxima(np.int64(2), 3, 4).shape == (4,)
+    for bad in ((0, 2, 2), (2.5, 2, 2), (2, True, 2), (2, 2, -1)):
+        with pytest.raises(ValueError, match="positive integer"):
+            term_maxima(*bad)
 
 
 def test_estimates_and_intervals_stay_within_what_the_alphabets_allow():
