@@ -90,7 +90,11 @@ loss's device from the saved state: deterministic, but other draws. The Gaussian
 penalty's ``logvar_head`` weights are parameters in the same state dict. The per-example
 gates of ``"learned_example"`` are fitted afresh on every batch and are not state. The
 running statistics are kept in float32 (float64 for float64 embeddings), as ``BatchNorm``
-keeps its own: in bfloat16 the small ``momentum`` updates would be rounded away.
+keeps its own: in bfloat16 the small ``momentum`` updates would be rounded away. The
+running variance is the unbiased one, as ``BatchNorm``'s (a batch of one leaves it as it was,
+NaN until a batch of two or more: the noise then has none), and a batch's non-finite features
+(an overflow under float16 autocast, a step ``GradScaler`` skips) leave their statistics as
+they were.
 
 Distributed training. Nothing is synchronised under ``torch.distributed``: each rank's
 running statistics follow the embeddings of its own batches and its ``"learned"`` gates are
@@ -199,8 +203,14 @@ def _fused(fusion: Fusion, a: torch.Tensor, b: torch.Tensor):
     if isinstance(out, (tuple, list)):
         if len(out) != 2:
             raise ValueError(f"fusion(a, b) must return logits or (logits, features), got {len(out)} values")
-        return out[0], out[1]
-    return out, None
+        out, features = out
+    else:
+        features = None
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"fusion(a, b) must return logits (a tensor) or (logits, features), got "
+                        f"{type(out).__name__} (wrap a fusion that returns a dict or an object: "
+                        "lambda a, b: fusion(a, b)['logits'])")
+    return out, features
 
 
 def _normal(t: torch.Tensor) -> torch.Tensor:
@@ -419,13 +429,21 @@ class SynIBLoss(nn.Module):
     # ----------------------------------------------------------------- helpers
     def _update_stats(self, m: int, z: torch.Tensor) -> None:
         # In float32 at least, as BatchNorm keeps them: in bfloat16 an update of 1% of the
-        # running value is rounded away and the statistics stop tracking.
+        # running value is rounded away and the statistics stop tracking. The variance is the
+        # unbiased one, as BatchNorm's: the biased one shrank with the batch (micro-batches of
+        # 2 ended at 0.45 of the features' variance, of 1 at 0); a batch of one leaves it as it
+        # was. A feature that is not finite in the batch (an overflow under float16 autocast,
+        # a step GradScaler then skips) leaves its statistics as they were: blended in, one
+        # such batch made every later loss NaN.
         z = z.detach().to(torch.promote_types(z.dtype, torch.float32))
-        mean, var = z.mean(0), z.var(0, unbiased=False)
+        mean = z.mean(0)
+        var = z.var(0) if z.shape[0] > 1 else torch.full_like(mean, torch.nan)
         rm, rv = self._buffer("running_mean", m), self._buffer("running_var", m)
         if rm is not None and rm.shape == mean.shape:
             a = self.momentum
-            mean, var = (1 - a) * rm + a * mean, (1 - a) * rv + a * var
+            # A running value that is not finite (a first batch's) takes the batch's own.
+            mean = torch.where(mean.isfinite(), torch.where(rm.isfinite(), (1 - a) * rm + a * mean, mean), rm)
+            var = torch.where(var.isfinite(), torch.where(rv.isfinite(), (1 - a) * rv + a * var, var), rv)
         self._set_buffer("running_mean", m, mean)
         self._set_buffer("running_var", m, var)
 
@@ -443,7 +461,8 @@ class SynIBLoss(nn.Module):
             raise RuntimeError(f"mask={self.mask!r} has no running statistics of modality {m} with "
                                f"{z.shape[1]} features yet; the forward pass collects them")
         noise = torch.randn(z.shape, device=z.device, dtype=mean.dtype, generator=gen)
-        return (mean + scale * var.sqrt() * noise).to(z.dtype)
+        std = torch.where(var.isfinite(), var, 0.0).sqrt()  # none yet: a first batch of one
+        return (mean + scale * std * noise).to(z.dtype)
 
     def gate(self, m: int) -> torch.Tensor | None:
         """The fitted gate of modality ``m`` (1 or 2), in (0, 1) (1 = keep the feature), or
@@ -487,13 +506,16 @@ class SynIBLoss(nn.Module):
         every step; the head's parameters get no gradient."""
         z, y = _normal(z.detach()), _normal(y)
         b1, b2, eps = 0.9, 0.999, 1e-8
+        # The gate and Adam's moments in float32 at least: in float16 eps rounds to 0, and a
+        # gradient entry that underflowed to 0 stepped by 0 / 0 (every float16 loss was NaN).
+        work = torch.promote_types(z.dtype, torch.float32)
         with torch.inference_mode(False), torch.enable_grad(), _buffers_kept(head):  # as in _fit_gate
-            logit = torch.ones_like(z)
-            m1, m2 = torch.zeros_like(z), torch.zeros_like(z)
+            logit = torch.ones_like(z, dtype=work)
+            m1, m2 = torch.zeros_like(logit), torch.zeros_like(logit)
             for t in range(1, self.gate_steps + 1):
                 logit = logit.detach().requires_grad_(True)
                 g = torch.sigmoid(logit)
-                masked = g * z + (1 - g) * self._noise(m, z, gen, self.noise_std)
+                masked = (g * z + (1 - g) * self._noise(m, z, gen, self.noise_std)).to(z.dtype)
                 objective = -F.cross_entropy(head(masked), y) + self.gate_sparsity * (1 - g).mean()
                 (grad,) = torch.autograd.grad(objective, logit)
                 norm = grad.norm()
@@ -503,7 +525,7 @@ class SynIBLoss(nn.Module):
                 m2 = b2 * m2 + (1 - b2) * grad * grad
                 step = (m1 / (1 - b1 ** t)) / ((m2 / (1 - b2 ** t)).sqrt() + eps)
                 logit = logit.detach() - self.gate_lr * step
-        g = torch.sigmoid(logit.detach())
+        g = torch.sigmoid(logit.detach()).to(z.dtype)
         self._last_gates[m] = g
         return g
 

@@ -363,3 +363,20 @@ def test_estimate_error_in_update_raises_and_records_nothing(monkeypatch):
     assert ctrl.history == []
     monkeypatch.undo()
     assert ctrl.update(0, e1, e2, y).probed and ctrl.history[0].test is not None
+
+
+def test_load_state_dict_refuses_a_history_of_another_synergy_rule():
+    """A history scored by the baseline rule (raw synergy peaks) loaded into a controller with
+    synergy_rule='test', whose scores are corrected synergies: a peak of 1.35 against a score
+    of 0.2 switched to stage 2 at once. The rule is now checked, and the controller left as it was."""
+    saved = ECSAsyncController(warmup_epochs=0, baseline=None)
+    for epoch, s in enumerate([1.30, 1.35]):
+        saved.step(epoch, {"unique1": 0.5, "unique2": 0.5, "synergy": s})
+    state = saved.state_dict()
+    ctrl = ECSAsyncController(warmup_epochs=0, synergy_rule="test")
+    with pytest.raises(ValueError, match="scored with synergy_rule='baseline', but this controller uses 'test'"):
+        ctrl.load_state_dict(state)
+    assert ctrl.history == [] and ctrl.peak_score is None
+    same = ECSAsyncController(warmup_epochs=0, baseline=None)
+    same.load_state_dict(state)
+    assert same.peak_score == saved.peak_score and len(same.history) == 2

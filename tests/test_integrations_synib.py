@@ -525,3 +525,64 @@ def test_an_evaluation_before_training_leaves_no_running_statistics(kwargs):
         fresh(z1, z2, y, fusion, h1, h2)
     for name in ("running_mean1", "running_var1", "running_mean2", "running_var2"):
         torch.testing.assert_close(getattr(validated, name), getattr(fresh, name), rtol=0, atol=0)
+
+
+def test_learned_example_gate_is_finite_in_float16():
+    """The per-example gate's Adam moments were kept in the embeddings' dtype: in float16 eps
+    (1e-8) rounds to 0 and an entry whose gradient underflowed to 0 stepped by 0 / 0, so the
+    loss was NaN on every batch (96 of 1,024 gates NaN here). They are fitted in float32."""
+    torch.manual_seed(0)
+    z1, z2, y = torch.randn(64, 16).half(), torch.randn(64, 16).half(), torch.randint(0, 10, (64,))
+    h1, h2, fuse = torch.nn.Linear(16, 10).half(), torch.nn.Linear(16, 10).half(), torch.nn.Linear(32, 10).half()
+    loss_fn = SynIBLoss(mask="learned_example")
+    out = loss_fn(z1, z2, y, lambda a, b: fuse(torch.cat([a, b], 1)), h1, h2)
+    assert torch.isfinite(out.loss) and torch.isfinite(out.synergy_kl)
+    assert loss_fn.gate(1).dtype == torch.float16 and torch.isfinite(loss_fn.gate(1)).all()
+
+
+@pytest.mark.parametrize("kwargs", [dict(mask="noise"), dict(mask="learned_example"),
+                                    dict(variant="repository", num_classes=3, kl_features=8)])
+def test_a_non_finite_batch_leaves_the_running_statistics_alone(kwargs):
+    """One batch with an infinite feature (an overflow under float16 autocast, a step GradScaler
+    skips) was blended into the running statistics, and every later loss was NaN. Its
+    non-finite features now leave them as they were."""
+    torch.manual_seed(0)
+    h1, h2, fuse = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3), torch.nn.Linear(8, 3)
+    fusion = lambda a, b: fuse(torch.cat([a, b], 1))  # noqa: E731
+    loss_fn = SynIBLoss(**kwargs)
+    y = torch.randint(0, 3, (32,))
+    losses = []
+    for step in range(4):
+        z1, z2 = torch.randn(32, 4), torch.randn(32, 4)
+        if step == 1:
+            z1[0, 0] = float("inf")
+        losses.append(float(loss_fn(z1, z2, y, fusion, h1, h2).loss))
+    assert math.isfinite(losses[0]) and math.isfinite(losses[2]) and math.isfinite(losses[3])
+    for name in ("running_mean1", "running_var1", "running_mean2", "running_var2"):
+        assert torch.isfinite(getattr(loss_fn, name)).all(), name
+
+
+def test_running_variance_does_not_shrink_with_the_batch():
+    """The running variance was the batches' biased one: micro-batches of 2 of features of
+    variance 4 ended at 1.8, of 1 at 0. It is the unbiased one now (as BatchNorm's), and a
+    batch of one leaves it as it was."""
+    g = torch.Generator().manual_seed(0)
+    fuse = lambda a, b: (a + b)[:, :3]  # noqa: E731
+    ends = {}
+    for size in (64, 2):
+        loss_fn = SynIBLoss(mask="noise", momentum=0.01, lambda_uni=0.0)
+        for _ in range(1500):
+            z = 2 * torch.randn(size, 4, generator=g)
+            loss_fn(z, z, torch.zeros(size, dtype=torch.int64), fuse)
+        ends[size] = float(loss_fn.running_var1.mean())
+    assert ends[64] == pytest.approx(4.0, rel=0.1) and ends[2] == pytest.approx(4.0, rel=0.25), ends
+    before = loss_fn.running_var1.clone()
+    loss_fn(torch.randn(1, 4), torch.randn(1, 4), torch.zeros(1, dtype=torch.int64), fuse)
+    assert torch.equal(loss_fn.running_var1, before)
+
+
+def test_a_fusion_that_returns_no_tensor_is_named():
+    loss_fn = SynIBLoss()
+    z = torch.randn(8, 4)
+    with pytest.raises(TypeError, match="must return logits .* got dict"):
+        loss_fn(z, z, torch.zeros(8, dtype=torch.int64), lambda a, b: {"logits": a + b})
