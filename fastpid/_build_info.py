@@ -114,7 +114,7 @@ def _caller_level() -> int:
     """The ``stacklevel`` of the first frame outside fastpid, as seen from the caller of this
     function (the calls that reach the warning differ in depth)."""
     frame, level = sys._getframe(2), 2
-    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] == "fastpid":
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").split(".")[0] == "fastpid":
         frame, level = frame.f_back, level + 1
     return level
 

@@ -312,8 +312,8 @@ def _estimate(x1, x2, y, sizes, weights, groups, num_groups, confidence, n_jackk
     jk = _resample.jackknife_joints(x1, x2, y, sizes=(m1, m2, my), weights=weights, groups=groups,
                                     G=G, g=g, rng=rng, device=device, joint_fn=joint)
     batch = [jk.reshape(G * g, m1, m2, my)]
-    factors = _resample.weight_factors(x1, x2, y, weights, groups, G, my)
     if pilot > 0:
+        factors = _resample.weight_factors(x1, x2, y, weights, groups, G, m1, m2, my)
         log_w = _resample.null_log_weights(seen, tol=1e-7)
         ones = torch.ones(G, dtype=torch.float64, device=device)
         q1 = _resample.tempered_conditional(log_w, ones)
@@ -343,8 +343,8 @@ def _estimate(x1, x2, y, sizes, weights, groups, num_groups, confidence, n_jackk
                                          joint_fn=joint, factors=factors)
             # The null world P̂(x) q_λ(y|x) itself, solved with its draws: its own synergy is not
             # exactly 0 (q_λ is renormalised off the optimum's support, and shrunk), and the
-            # correction must subtract the draws' bias, not that level.
-            world = px[..., None] * q
+            # correction must subtract the draws' bias, not that level. Its P̂(x) is the draws'.
+            world = _resample.draws_marginal(q, x1, x2, groups, factors, px)[..., None] * q
             world = world / world.sum((1, 2, 3), keepdim=True)
             solved = _solve_batch(torch.cat([draws.reshape(G * n_null, m1, m2, my), world]), bar,
                                   solve_threads)
