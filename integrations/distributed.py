@@ -165,6 +165,20 @@ def check_on_every_rank(check, *args):
     return result
 
 
+def same_on_every_rank(value, what: str):
+    """``value`` (picklable, comparable), checked to be every rank's: where ranks differ (say,
+    ``index=`` given on one rank only, whose collectives then would not match the others'),
+    every rank raises the same ``ValueError`` naming each rank's. Without a process group,
+    ``value``. Collective: every rank must call it."""
+    if not is_distributed() or dist.get_world_size() == 1:
+        return value
+    values = [None] * dist.get_world_size()
+    dist.all_gather_object(values, value)
+    if any(v != values[0] for v in values):
+        raise ValueError(f"{what} differs between ranks: " + ", ".join(f"rank {r}: {v!r}" for r, v in enumerate(values)))
+    return value
+
+
 def broadcast_object(obj):
     """Rank 0's ``obj`` (any picklable object) on every rank; ``obj`` itself without a
     process group."""

@@ -56,7 +56,8 @@ import torch
 
 from fastpid._validate import check_integer, check_real
 
-from .distributed import assemble, broadcast_object, broadcast_tensors, check_on_every_rank, is_distributed
+from .distributed import (assemble, broadcast_object, broadcast_tensors, check_on_every_rank, is_distributed,
+                          raise_on_every_rank, same_on_every_rank)
 from .predictions import as_labels, check_indices, check_labels, check_probs, prob_of_label, rows_to_gather
 
 __all__ = ["DynCIM", "LinearTemperature", "generalized_js", "geometric_mean_ratio",
@@ -171,26 +172,18 @@ class DynCIM:
         next epoch. Under a process group pass it on every rank or on none: it is checked
         against rank 0's epoch, which every rank takes (a checkpoint loaded on rank 0 only).
         """
+        # Under a process group a rank's own error is raised on every rank (one raising alone
+        # left the others waiting in a collective), and so are index= or epoch= given on some only.
+        same_on_every_rank((index is not None, epoch is not None), "whether update() got (index=, epoch=)")
         if epoch is not None:
-            given = check_integer(epoch, "epoch", 0)
+            given = check_on_every_rank(check_integer, epoch, "epoch", 0)
             upcoming = broadcast_object(self.epoch + 1)  # rank 0's, as the update itself takes rank 0's state
-            if given != upcoming:
-                raise ValueError(f"update(epoch={given}): the next epoch is {upcoming} (each call advances "
-                                 "one epoch; call it once per epoch)")
+            raise_on_every_rank(None if given == upcoming else ValueError(
+                f"update(epoch={given}): the next epoch is {upcoming} (each call advances one epoch; call it "
+                "once per epoch)"))
         if index is not None:
             p_fused, p_modalities, y = self._assemble(index, p_fused, p_modalities, y)
-        else:
-            p_modalities = self._modalities(p_modalities)
-        pf = check_probs(p_fused, "p_fused", self.n_samples)
-        c = pf.shape[1]
-        pm = torch.stack([check_probs(p, f"p_modalities[{m}]", self.n_samples, c).to(pf.device)
-                          for m, p in enumerate(p_modalities)])
-        y = check_labels(y, self.n_samples, c).to(pf.device)
-        # Checked before anything changes: a refused schedule left the epoch advanced, and the
-        # same epoch could not be tried again.
-        tau = float(self.temperature(self.epoch + 1, self.epochs))
-        if not tau > 0:
-            raise ValueError(f"the temperature schedule returned {tau!r}; it must be > 0")
+        pf, pm, y, tau = check_on_every_rank(self._checked, p_fused, p_modalities, y)
         self.epoch += 1
 
         # Sample level.
@@ -227,6 +220,20 @@ class DynCIM:
                           self.base_unimodal_scale * (1.0 + float(log_gmr.max() - log_gmr.min())))
         if is_distributed():
             self._take_rank0_state()
+
+    def _checked(self, p_fused, p_modalities, y):
+        """``(p_fused (N, C), p_modalities (M, N, C), y (N,), temperature)``, checked before
+        anything changes (a refused schedule left the epoch advanced, and the same epoch could
+        not be tried again)."""
+        pf = check_probs(p_fused, "p_fused", self.n_samples)
+        c = pf.shape[1]
+        pm = torch.stack([check_probs(p, f"p_modalities[{m}]", self.n_samples, c).to(pf.device)
+                          for m, p in enumerate(self._modalities(p_modalities))])
+        y = check_labels(y, self.n_samples, c).to(pf.device)
+        tau = float(self.temperature(self.epoch + 1, self.epochs))
+        if not tau > 0:
+            raise ValueError(f"the temperature schedule returned {tau!r}; it must be > 0")
+        return pf, pm, y, tau
 
     def _modalities(self, p_modalities) -> list:
         """The ``M`` unimodal predictions as a list (an ``(M, N, C)`` array split)."""

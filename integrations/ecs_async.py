@@ -124,7 +124,7 @@ import torch.nn.functional as F
 import fastpid
 from fastpid._validate import check_integer, check_real
 
-from .distributed import broadcast_object, rank_and_world
+from .distributed import broadcast_object, check_on_every_rank, rank_and_world
 from .predictions import ArrayLike, as_labels, check_batch, check_classes
 from .probe import TERMS, PIDProbe, ProbeResult
 
@@ -414,11 +414,9 @@ class ECSAsyncController:
         :meth:`PIDProbe.__call__`); every rank must call it. ``epoch`` may be a numpy integer
         or a 0-d integer tensor; it is kept as a Python int.
         """
-        epoch = self._check_epoch(epoch)  # a plain int: it seeds the baseline and is saved in the history
+        # A rank's own error raised on every rank: alone, it left the others waiting in the probe.
+        epoch = check_on_every_rank(self._checked_epoch, epoch, emb1, emb2, labels)
         if self.wants_probe(epoch):
-            if emb1 is None or emb2 is None or labels is None:
-                raise ValueError(f"epoch {epoch} is a probe epoch (probe_every={self.probe_every}); "
-                                 "pass emb1, emb2 and labels")
             res = self.probe(emb1, emb2, labels)
             baseline, estimate = None, False
             if self.stage == UNIMODAL and self.synergy_rule == "test":
@@ -433,6 +431,15 @@ class ECSAsyncController:
         if self.stage == UNIMODAL and epoch >= self.max_unimodal_epochs:
             return self._switch(epoch, f"reached max_unimodal_epochs={self.max_unimodal_epochs}")
         return self.current(epoch)
+
+    def _checked_epoch(self, epoch, emb1, emb2, labels) -> int:
+        """``epoch`` as a plain int (it seeds the baseline and is saved in the history), checked,
+        and that a probe epoch has its probe set."""
+        epoch = self._check_epoch(epoch)
+        if self.wants_probe(epoch) and (emb1 is None or emb2 is None or labels is None):
+            raise ValueError(f"epoch {epoch} is a probe epoch (probe_every={self.probe_every}); "
+                             "pass emb1, emb2 and labels")
+        return epoch
 
     def step(self, epoch: int, result, baseline=None, test=None) -> Decision:
         """Apply the rules to one probe's PID terms (a :class:`ProbeResult` or a mapping with

@@ -42,6 +42,7 @@ import torch
 
 from fastpid._validate import check_real
 
+from .distributed import all_reduce_sum, check_on_every_rank
 from .predictions import check_batch, check_labels, prob_of_label
 
 __all__ = ["ogm_ge_scores", "ogm_ge_coefficients", "modulate_gradients", "RULES"]
@@ -54,10 +55,22 @@ def ogm_ge_scores(logits: Sequence[torch.Tensor], y) -> torch.Tensor:
     """``(M,)`` scores ``s_m = Σ_n softmax(logits_m)[n, y_n]`` for ``M`` tensors ``(B, C)``
     and labels ``y (B,)`` (tensor or numpy; integral floats accepted).
 
+    Under an initialised ``torch.distributed`` process group the scores are summed over the
+    ranks, those of the whole step's batch, so that every rank gets the same coefficients
+    (each rank's own made DDP's copies of the model drift apart: ``modulate_gradients`` runs
+    after DDP has averaged the gradients); every rank must call it, and a rank's bad input
+    raises on every rank. The noise of :func:`modulate_gradients` must then be the same on
+    every rank too: pass a ``generator`` seeded alike on every rank.
+
     Raises ``ValueError`` for an empty batch and for NaN/Inf logits (naming the modality):
     an error, not a warning, because the scores set the gradient coefficients, and a NaN
     coefficient would turn every gradient of the step into NaN.
     """
+    return all_reduce_sum(check_on_every_rank(_scores, logits, y))
+
+
+def _scores(logits: Sequence[torch.Tensor], y) -> torch.Tensor:
+    """:func:`ogm_ge_scores` of this rank's batch, checked."""
     if len(logits) < 2 or any(l.dim() != 2 or l.shape != logits[0].shape for l in logits):
         raise ValueError("logits must be >= 2 tensors of the same shape (B, C), got "
                          f"{[tuple(l.shape) for l in logits]}")

@@ -59,7 +59,8 @@ from torch.utils.data import Sampler
 
 from fastpid._validate import check_integer
 
-from .distributed import assemble, broadcast_tensors, check_on_every_rank, is_distributed, rank_and_world
+from .distributed import (assemble, broadcast_tensors, check_on_every_rank, is_distributed, rank_and_world,
+                          same_on_every_rank)
 from .pacing import PhaseSchedule, RootCompetence
 from .predictions import as_labels, as_tensor, rows_to_gather
 from .spice_scores import SampleScores, local_scores, pointwise_scores
@@ -157,21 +158,12 @@ class SPICECurriculum:
         together they must cover every sample. Under a process group every rank must call
         this, and every rank then holds rank 0's scores.
         """
+        # Under a process group a rank's own error is raised on every rank (one raising alone
+        # left the others waiting in the broadcast below), and so is index= given on some only.
+        same_on_every_rank(index is not None, "whether update() got index=")
         if index is not None:
             p1, p2, p12, y, embedding = self._assemble(index, p1, p2, p12, y, embedding)
-        if self.estimator == "pointwise":
-            scores = pointwise_scores(p1, p2, p12, y, **self.estimator_kwargs)
-        elif self.estimator == "local":
-            if embedding is None:
-                raise ValueError("estimator='local' needs the fused embedding: update(..., embedding=emb)")
-            scores = local_scores(p1, p2, y, embedding, **self.estimator_kwargs)
-        else:
-            scores = self.estimator(p1, p2, p12, y, embedding)
-            if not isinstance(scores, SampleScores):
-                raise TypeError(f"a custom estimator must return SampleScores, got {type(scores).__name__}")
-        if scores.redundancy.shape != (self.n_samples,):
-            raise ValueError(f"scores have shape {tuple(scores.redundancy.shape)}, but the curriculum "
-                             f"has n_samples={self.n_samples}")
+        scores = check_on_every_rank(self._scores, p1, p2, p12, y, embedding)
         if is_distributed():
             scores = SampleScores(*broadcast_tensors(scores.redundancy, scores.unique1, scores.unique2,
                                                      scores.synergy))
@@ -195,6 +187,23 @@ class SPICECurriculum:
         if embedding is not None:
             rows.append(as_tensor(embedding, "embedding").detach().to(device=device, dtype=torch.float64))
         return [as_labels(index, "index", device=device), *rows]
+
+    def _scores(self, p1, p2, p12, y, embedding) -> SampleScores:
+        """The estimator's scores of these predictions, checked."""
+        if self.estimator == "pointwise":
+            scores = pointwise_scores(p1, p2, p12, y, **self.estimator_kwargs)
+        elif self.estimator == "local":
+            if embedding is None:
+                raise ValueError("estimator='local' needs the fused embedding: update(..., embedding=emb)")
+            scores = local_scores(p1, p2, y, embedding, **self.estimator_kwargs)
+        else:
+            scores = self.estimator(p1, p2, p12, y, embedding)
+            if not isinstance(scores, SampleScores):
+                raise TypeError(f"a custom estimator must return SampleScores, got {type(scores).__name__}")
+        if scores.redundancy.shape != (self.n_samples,):
+            raise ValueError(f"scores have shape {tuple(scores.redundancy.shape)}, but the curriculum "
+                             f"has n_samples={self.n_samples}")
+        return scores
 
     def _set_scores(self, scores: SampleScores) -> None:
         self.scores = scores

@@ -17,6 +17,7 @@ from torch.utils.data import DistributedSampler
 import fastpid
 from helpers import free_port
 from fastpid.integrations import DynCIM, ECSAsyncController, PIDProbe, SPICECurriculum, SPICESampler
+from fastpid.integrations.ogm_ge import ogm_ge_scores
 from fastpid.integrations.distributed import all_reduce_sum, gather_rows
 from fastpid.integrations.spice_scores import SampleScores
 
@@ -65,7 +66,7 @@ def _single_process():
     padded = PIDProbe(n_clusters=5)(emb1[:PADDED_N], emb2[:PADDED_N], y[:PADDED_N])
     return {"probe": probe, "scores": cur.scores, "dyn_weights": dyn.weights(),
             "dyn_lambda": dyn.modality_weights(), "decision": decision, "metric": metric.compute(),
-            "probe_padded": padded}
+            "probe_padded": padded, "ogm_scores": ogm_ge_scores([p1.log(), p2.log()], y)}
 
 
 def _noisy_sum_codes(rank):
@@ -106,6 +107,8 @@ def _worker(rank, port, out_dir):
         gap = inter[inter != 1]                                         # sample 1 on no rank
         out["probe_gap"] = _outcome(lambda: probe(emb1[gap], emb2[gap], y[gap], index=gap))
 
+        # OGM-GE's scores of each rank's batch: the whole step's batch on every rank.
+        out["ogm_scores"] = ogm_ge_scores([p1[inter].log(), p2[inter].log()], y[inter])
         cur = SPICECurriculum(n, epochs=6)
         cur.update(p1[inter], p2[inter], p12[inter], y[inter], index=inter)
         out["scores"] = cur.scores
@@ -239,6 +242,22 @@ def _input_error_worker(rank, port, out_dir):
                "dyncim_modalities": _outcome(lambda: dyncim(modalities=bad_modalities)),
                "probe_index": _outcome(lambda: PIDProbe(n_clusters=3)(emb1[inter], emb2[inter], y[inter],
                                                                       index=bad_index))}
+        # The paths without index= (each rank passes the whole set), index= or epoch= on rank 1
+        # only, another epoch on rank 1, and a probe epoch without its probe set on rank 1: only
+        # rank 1 raised, and rank 0 waited in the broadcast (or the collectives did not match).
+        whole = y.clone()
+        if rank == 1:
+            whole[0] = -100
+        out["spice_whole"] = _outcome(lambda: SPICECurriculum(n, epochs=6).update(p1, p2, p12, whole))
+        out["dyncim_whole"] = _outcome(lambda: DynCIM(n, 2, epochs=6).update(p12, [p1, p2], whole))
+        out["spice_index_one_rank"] = _outcome(lambda: SPICECurriculum(n, epochs=6).update(
+            *((p1, p2, p12, y) if rank == 0 else (p1[inter], p2[inter], p12[inter], y[inter])),
+            index=None if rank == 0 else inter))
+        out["dyncim_epoch_one_rank"] = _outcome(lambda: DynCIM(n, 2, epochs=6).update(
+            p12, [p1, p2], y, epoch=0 if rank == 0 else None))
+        out["dyncim_epoch"] = _outcome(lambda: DynCIM(n, 2, epochs=6).update(p12, [p1, p2], y, epoch=rank))
+        out["ecs_no_rows"] = _outcome(lambda: _controller().update(
+            0, *((emb1[inter], emb2[inter], y[inter]) if rank == 0 else (None, None, None))))
         # n_classes from each rank's own labels: rank 1's part has no class 2.
         part = inter if rank == 0 else inter[y[inter] < 2]
         out["probe_n_classes"] = _outcome(lambda: PIDProbe(n_clusters=3)(
@@ -337,6 +356,13 @@ def test_probe_gathers_every_rank(ranks, reference):
         assert terms["synergy"] == pytest.approx(ref.synergy, abs=1e-12)
 
 
+def test_ogm_ge_scores_are_the_whole_batchs_on_every_rank(ranks, reference):
+    """Each rank's own scores gave each rank its own coefficients, applied after DDP averaged
+    the gradients: the copies of the model drifted apart (0.831 and 0.955 on one step)."""
+    for out in ranks:
+        torch.testing.assert_close(out["ogm_scores"], reference["ogm_scores"], rtol=1e-12, atol=0)
+
+
 def test_sampler_shards_are_disjoint_and_cover(ranks):
     sizes = []
     for epoch in SAMPLER_EPOCHS:
@@ -412,7 +438,9 @@ def test_rank_local_errors_raise_on_every_rank(rank_errors):
 
 def test_one_ranks_bad_inputs_raise_on_every_rank(input_errors):
     """Labels of -100 or an index of the wrong length on rank 1 alone (SPICE and DynCIM's
-    index= paths, the probe's index) raised there only, leaving rank 0 waiting in the gather;
+    paths with and without index=, the probe's index), index= or epoch= given on rank 1 only,
+    another epoch there, or a probe epoch without its probe set raised there only, leaving
+    rank 0 waiting in a collective;
     labels outside rank 1's own n_classes split the ranks (rank 0 returned a result);
     PIDMetric sizes that differ per rank aborted a process in gloo. Each now raises the
     same ValueError on every rank, and the group goes on."""
@@ -426,7 +454,15 @@ def test_one_ranks_bad_inputs_raise_on_every_rank(input_errors):
             ("probe_index", on_rank1 + r"index must have one entry per row \(45\), got shape \(44,\)"),
             ("probe_n_classes", on_rank1 + r"labels\[\d+\] = 2 is out of range for n_classes = 2"),
             ("metric_sizes", r"ValueError: PIDMetric.compute\(\): every rank must build the metric with the "
-                             r"same sizes .*by rank: \[\(2, 2, 3\), \(2, 2, 2\)\]")):
+                             r"same sizes .*by rank: \[\(2, 2, 3\), \(2, 2, 2\)\]"),
+            ("spice_whole", on_rank1 + r"y\[0\] = -100 is negative"),
+            ("dyncim_whole", on_rank1 + r"y\[0\] = -100 is negative"),
+            ("spice_index_one_rank", r"ValueError: whether update\(\) got index= differs between ranks: "
+                                     r"rank 0: False, rank 1: True"),
+            ("dyncim_epoch_one_rank", r"ValueError: whether update\(\) got \(index=, epoch=\) differs between "
+                                      r"ranks: rank 0: \(False, True\), rank 1: \(False, False\)"),
+            ("dyncim_epoch", on_rank1 + r"update\(epoch=1\): the next epoch is 0"),
+            ("ecs_no_rows", on_rank1 + "epoch 0 is a probe epoch")):
         assert input_errors[0][key] == input_errors[1][key], key
         assert re.match(match, input_errors[0][key]), (key, input_errors[0][key])
     assert input_errors[0]["after"] == input_errors[1]["after"] == 3.0
