@@ -410,15 +410,28 @@ class SPICESampler(Sampler):
         return {"generator": None if self.generator is None else self.generator.get_state(),
                 "epoch": -1 if progress is None else progress["epoch"],
                 "epoch_start": None if progress is None else progress["start"],
-                "taken": 0 if progress is None else progress["taken"]}
+                "taken": 0 if progress is None else progress["taken"], "sharding": self._sharding()}
+
+    def _sharding(self) -> dict:
+        """What an epoch's order and this rank's share of it depend on, besides the curriculum."""
+        return {"num_replicas": self.num_replicas, "seed": self.seed, "drop_last": self.drop_last,
+                "shuffle": self.shuffle}
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore what :meth:`state_dict` saved."""
+        """Restore what :meth:`state_dict` saved. A position within an epoch is refused
+        (``ValueError``) by a sampler that shards or shuffles otherwise (other ``num_replicas``,
+        ``seed``, ``drop_last`` or ``shuffle``): its order is not the saved one, and it would
+        skip and repeat samples (2 ranks' state in one process: 8 of 40 samples never seen)."""
         if (state["generator"] is None) != (self.generator is None):
             raise ValueError("the checkpoint and this sampler disagree on whether a generator is used")
+        taken = int(state.get("taken", 0))  # checkpoints written before positions were saved have none
+        saved = state.get("sharding")
+        if taken > 0 and saved is not None and saved != self._sharding():
+            raise ValueError(f"the checkpoint stops within an epoch of a sampler with {saved}, but this one has "
+                             f"{self._sharding()}: that epoch's order differs; resume with the same settings "
+                             "(or from a checkpoint taken between epochs)")
         if self.generator is not None:
             self.generator.set_state(state["generator"])
-        taken = int(state.get("taken", 0))  # checkpoints written before positions were saved have none
         self._progress = None
         self._resume = None if taken <= 0 else {"epoch": int(state["epoch"]), "start": state["epoch_start"],
                                                   "taken": taken}
