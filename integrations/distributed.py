@@ -14,7 +14,9 @@ inputs' device (``gloo`` takes them where they are).
   on every rank;
 * :func:`all_reduce_sum` — the element-wise sum of a tensor over the ranks;
 * :func:`raise_on_every_rank` — one rank's error (from checking its own inputs) on every rank;
-  :func:`check_on_every_rank` runs such a check.
+  :func:`check_on_every_rank` runs such a check;
+* :func:`same_on_every_rank` — a value every rank must agree on (say, whether ``index=`` was
+  given), else the same error on every rank.
 
 Under a process group every function listed above is collective: every rank must call it,
 in the same order. A rank that skips a call (say, one that evaluates on rank 0 only) cannot
@@ -33,7 +35,8 @@ from fastpid.metrics import _collective_device
 from .predictions import check_indices
 
 __all__ = ["is_distributed", "rank_and_world", "gather_rows", "assemble", "broadcast_object",
-           "broadcast_tensors", "all_reduce_sum", "raise_on_every_rank", "check_on_every_rank"]
+           "broadcast_tensors", "all_reduce_sum", "raise_on_every_rank", "check_on_every_rank",
+           "same_on_every_rank"]
 
 
 def is_distributed() -> bool:

@@ -124,7 +124,7 @@ import torch.nn.functional as F
 import fastpid
 from fastpid._validate import check_integer, check_real
 
-from .distributed import broadcast_object, check_on_every_rank, rank_and_world
+from .distributed import broadcast_object, check_on_every_rank, rank_and_world, same_on_every_rank
 from .predictions import ArrayLike, as_labels, check_batch, check_classes
 from .probe import TERMS, PIDProbe, ProbeResult
 
@@ -415,7 +415,8 @@ class ECSAsyncController:
         or a 0-d integer tensor; it is kept as a Python int.
         """
         # A rank's own error raised on every rank: alone, it left the others waiting in the probe.
-        epoch = check_on_every_rank(self._checked_epoch, epoch, emb1, emb2, labels)
+        epoch = same_on_every_rank(check_on_every_rank(self._checked_epoch, epoch, emb1, emb2, labels),
+                                   "update()'s epoch")
         if self.wants_probe(epoch):
             res = self.probe(emb1, emb2, labels)
             baseline, estimate = None, False
@@ -693,11 +694,11 @@ class ECSAsyncController:
         modules (their number, or a module's state keys or shapes) raises ``ValueError``, as
         does a history scored by another ``synergy_rule``: its peak and scores are not this
         rule's (a raw synergy peak of 1.35 against a corrected score of 0.2 switched to stage 2)."""
-        saved = {h.get("rule", "baseline") for h in state["history"]} - {None}
-        if saved - {self.synergy_rule}:
-            raise ValueError(f"the saved history was scored with synergy_rule={sorted(saved)[0]!r}, but this "
+        other = sorted({h.get("rule", "baseline") for h in state["history"]} - {None, self.synergy_rule})
+        if other:
+            raise ValueError(f"the saved history was scored with synergy_rule={other[0]!r}, but this "
                              f"controller uses {self.synergy_rule!r}: its peak and scores are not comparable; "
-                             f"build the controller with synergy_rule={sorted(saved)[0]!r} to resume")
+                             f"build the controller with synergy_rule={other[0]!r} to resume")
         self._check_snapshot(state["snapshot"])
         self.stage, self.paused = state["stage"], state["paused"]
         self.peak_score, self.peak_epoch = state["peak_score"], state["peak_epoch"]

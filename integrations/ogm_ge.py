@@ -42,7 +42,7 @@ import torch
 
 from fastpid._validate import check_real
 
-from .distributed import all_reduce_sum, check_on_every_rank
+from .distributed import all_reduce_sum, check_on_every_rank, same_on_every_rank
 from .predictions import check_batch, check_labels, prob_of_label
 
 __all__ = ["ogm_ge_scores", "ogm_ge_coefficients", "modulate_gradients", "RULES"]
@@ -51,22 +51,29 @@ __all__ = ["ogm_ge_scores", "ogm_ge_coefficients", "modulate_gradients", "RULES"
 RULES = ("shifted", "published")
 
 
-def ogm_ge_scores(logits: Sequence[torch.Tensor], y) -> torch.Tensor:
-    """``(M,)`` scores ``s_m = Σ_n softmax(logits_m)[n, y_n]`` for ``M`` tensors ``(B, C)``
-    and labels ``y (B,)`` (tensor or numpy; integral floats accepted).
+def ogm_ge_scores(logits: Sequence[torch.Tensor], y, *, all_ranks: bool = True) -> torch.Tensor:
+    """``(M,)`` scores ``s_m = Σ_n softmax(logits_m)[n, y_n]`` (float64) for ``M`` tensors
+    ``(B, C)`` and labels ``y (B,)`` (tensor or numpy; integral floats accepted).
 
-    Under an initialised ``torch.distributed`` process group the scores are summed over the
-    ranks, those of the whole step's batch, so that every rank gets the same coefficients
-    (each rank's own made DDP's copies of the model drift apart: ``modulate_gradients`` runs
-    after DDP has averaged the gradients); every rank must call it, and a rank's bad input
-    raises on every rank. The noise of :func:`modulate_gradients` must then be the same on
-    every rank too: pass a ``generator`` seeded alike on every rank.
+    Under an initialised ``torch.distributed`` process group (and ``all_ranks``) the scores
+    are summed over the ranks, those of the whole step's batch, so that every rank gets the
+    same coefficients (each rank's own made DDP's copies of the model drift apart:
+    ``modulate_gradients`` runs after DDP has averaged the gradients); every rank must then
+    call it at every step, and a rank's bad input raises on every rank. Ranks that run
+    different numbers of steps (``Join`` instead of ``drop_last=True``) would wait for each
+    other there: pass ``all_ranks=False`` (each rank's own scores; the copies drift apart).
+    The noise of :func:`modulate_gradients` must be the same on every rank too: pass a
+    ``generator`` seeded alike on every rank.
 
     Raises ``ValueError`` for an empty batch and for NaN/Inf logits (naming the modality):
     an error, not a warning, because the scores set the gradient coefficients, and a NaN
     coefficient would turn every gradient of the step into NaN.
     """
-    return all_reduce_sum(check_on_every_rank(_scores, logits, y))
+    if not all_ranks:
+        return _scores(logits, y)
+    scores = check_on_every_rank(_scores, logits, y)
+    same_on_every_rank(len(scores), "the number of modalities of ogm_ge_scores")
+    return all_reduce_sum(scores)
 
 
 def _scores(logits: Sequence[torch.Tensor], y) -> torch.Tensor:
@@ -81,7 +88,8 @@ def _scores(logits: Sequence[torch.Tensor], y) -> torch.Tensor:
             if not bool(torch.isfinite(l).all()):
                 raise ValueError(f"logits of modality {m} contain NaN or Inf; training has diverged "
                                  "(lower the learning rate or clip gradients)")
-        return torch.stack([prob_of_label(l.softmax(-1), y).sum() for l in logits])
+        # float64: summed over the ranks in bfloat16, 154.16 read 154.
+        return torch.stack([prob_of_label(l.softmax(-1), y).double().sum() for l in logits])
 
 
 def ogm_ge_coefficients(scores: torch.Tensor, alpha: float = 0.5, *, rule: str = "shifted") -> torch.Tensor:

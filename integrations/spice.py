@@ -413,9 +413,12 @@ class SPICESampler(Sampler):
                 "taken": 0 if progress is None else progress["taken"], "sharding": self._sharding()}
 
     def _sharding(self) -> dict:
-        """What an epoch's order and this rank's share of it depend on, besides the curriculum."""
-        return {"num_replicas": self.num_replicas, "seed": self.seed, "drop_last": self.drop_last,
-                "shuffle": self.shuffle}
+        """What an epoch's order and this rank's share of it depend on, besides the curriculum
+        and the generator (one process: the generator's shuffle, or none)."""
+        if self.num_replicas == 1:
+            return {"num_replicas": 1, "shuffle": self.shuffle}
+        return {"num_replicas": self.num_replicas, "shuffle": self.shuffle, "drop_last": self.drop_last,
+                "seed": self.seed if self.shuffle else None}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore what :meth:`state_dict` saved. A position within an epoch is refused

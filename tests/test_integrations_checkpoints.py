@@ -245,6 +245,14 @@ def test_spice_sampler_refuses_a_position_in_an_epoch_of_other_shards():
     SPICESampler(cur, num_replicas=2, rank=1, seed=3).load_state_dict(state)  # every rank may load one rank's
     between = roundtrip(SPICESampler(cur, num_replicas=2, rank=0, seed=3).state_dict())
     SPICESampler(cur, num_replicas=1, rank=0, seed=3).load_state_dict(between)
+    # One process shuffles with its generator: seed and drop_last play no part there.
+    one = SPICESampler(cur, generator=torch.Generator().manual_seed(1))
+    one.set_epoch(1)
+    next(iter(DataLoader(TensorDataset(torch.arange(40)), batch_size=4, sampler=one)))
+    state = roundtrip(one.state_dict())
+    SPICESampler(cur, generator=torch.Generator(), seed=7, drop_last=True).load_state_dict(state)
+    with pytest.raises(ValueError, match="stops within an epoch"):
+        SPICESampler(cur, generator=torch.Generator(), shuffle=False).load_state_dict(state)
 
 
 def test_spice_documented_loop_resumes_in_the_middle_of_an_epoch():

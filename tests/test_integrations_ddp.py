@@ -258,6 +258,15 @@ def _input_error_worker(rank, port, out_dir):
         out["dyncim_epoch"] = _outcome(lambda: DynCIM(n, 2, epochs=6).update(p12, [p1, p2], y, epoch=rank))
         out["ecs_no_rows"] = _outcome(lambda: _controller().update(
             0, *((emb1[inter], emb2[inter], y[inter]) if rank == 0 else (None, None, None))))
+        # Epoch 0 probes with probe_every=2 and epoch 1 does not: rank 0 entered the probe's
+        # gather, rank 1 returned.
+        out["ecs_epoch"] = _outcome(lambda: ECSAsyncController(PIDProbe(n_clusters=5), probe_every=2).update(
+            rank, emb1[inter], emb2[inter], y[inter]))
+        # Another number of modalities on rank 1 (the all-reduce waited), and each rank's own
+        # scores, without any collective.
+        logits = [p1[inter].log(), p2[inter].log()] + ([p12[inter].log()] if rank == 1 else [])
+        out["ogm_modalities"] = _outcome(lambda: ogm_ge_scores(logits, y[inter]))
+        out["ogm_own"] = _attempt(lambda: ogm_ge_scores(logits[:2 + rank], y[inter], all_ranks=False))
         # n_classes from each rank's own labels: rank 1's part has no class 2.
         part = inter if rank == 0 else inter[y[inter] < 2]
         out["probe_n_classes"] = _outcome(lambda: PIDProbe(n_clusters=3)(
@@ -462,10 +471,14 @@ def test_one_ranks_bad_inputs_raise_on_every_rank(input_errors):
             ("dyncim_epoch_one_rank", r"ValueError: whether update\(\) got \(index=, epoch=\) differs between "
                                       r"ranks: rank 0: \(False, True\), rank 1: \(False, False\)"),
             ("dyncim_epoch", on_rank1 + r"update\(epoch=1\): the next epoch is 0"),
-            ("ecs_no_rows", on_rank1 + "epoch 0 is a probe epoch")):
+            ("ecs_no_rows", on_rank1 + "epoch 0 is a probe epoch"),
+            ("ecs_epoch", r"ValueError: update\(\)'s epoch differs between ranks: rank 0: 0, rank 1: 1"),
+            ("ogm_modalities", r"ValueError: the number of modalities of ogm_ge_scores differs between ranks: "
+                               r"rank 0: 2, rank 1: 3")):
         assert input_errors[0][key] == input_errors[1][key], key
         assert re.match(match, input_errors[0][key]), (key, input_errors[0][key])
     assert input_errors[0]["after"] == input_errors[1]["after"] == 3.0
+    assert [len(out["ogm_own"]) for out in input_errors] == [2, 3]   # all_ranks=False: no collective
 
 
 def test_probe_takes_distributed_sampler_padding(ranks, reference):
