@@ -132,7 +132,8 @@ def points(d) -> str:
         return text + ", no spread: no interval, no p"
     p = d["holm_p"]
     if not missing(p):
-        text += f", p_Holm {p:.2f}" if p >= 0.01 else f", p_Holm {p:.1g}"
+        # Two significant digits below 0.1: 0.0549 read 0.05 and 0.00951 read 0.01.
+        text += f", p_Holm {p:.2f}" if p >= 0.1 else f", p_Holm {p:.2g}"
     return text
 
 

@@ -650,8 +650,11 @@ def _format(e: PIDEstimate) -> str:
     for i in range(show):
         idx = np.unravel_index(i, shape) if shape else ()
         if shape:
-            lines.append(f"problem {i}:")
-        cells = f"N = {n_arr[i]:g} samples, {occ[i]} of {e.cells} cells occupied"
+            lines.append(f"group {i}:")
+        # N exact: counts as integers; with weights the effective sample size.
+        size = (f"N = {int(n_arr[i])} samples" if np.issubdtype(n_arr.dtype, np.integer)
+                else f"N = {n_arr[i]:.1f} effective samples (weighted)")
+        cells = f"{size}, {occ[i]} of {e.cells} cells occupied"
         lines.append("  " + cells)
         lines.append(f"  {'term':<11}{'plug-in':>9}{'estimate':>10}   {pct + ' interval':<20}{'p (>0)':>8}  reliable")
         for t in TERMS:
@@ -660,9 +663,16 @@ def _format(e: PIDEstimate) -> str:
             lo, hi = arr(getattr(e.ci_low, t))[idx], arr(getattr(e.ci_high, t))[idx]
             p = arr(getattr(e.p_value, t))[idx]
             ok = bool(arr(getattr(e.reliable, t))[idx])
-            ptxt = "—" if not np.isfinite(p) else f"{p:.3f}"
-            lines.append(f"  {t:<11}{plug:>9.4f}{est:>10.4f}   [{lo:.4f}, {hi:.4f}]{'':<4}{ptxt:>8}  "
-                         f"{'yes' if ok else 'no'}")
+            # The test's smallest p-value, 1 / (n_null + 1), is a bound ("≤"), not a value.
+            ptxt = ("—" if not np.isfinite(p) else f"≤{p:.2g}" if p <= 1.0 / (e.n_null + 1) * (1 + 1e-9)
+                    else f"{p:.2g}")
+            lines.append(f"  {t:<11}{_term(plug):>9}{_term(est):>10}   [{_term(lo)}, {_term(hi)}]{'':<4}"
+                         f"{ptxt:>8}  {'yes' if ok else 'no'}")
     if count > show:
-        lines.append(f"... {count - show} more problems (batch shape {shape})")
+        lines.append(f"... {count - show} more groups (batch shape {shape})")
     return "\n".join(lines)
+
+
+def _term(v: float) -> str:
+    """A term for the table: 4 decimals, or 2 significant digits where those would show 0."""
+    return f"{v:.4f}" if v == 0 or abs(v) >= 5e-5 else f"{v:.1e}"

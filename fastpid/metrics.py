@@ -278,4 +278,7 @@ class PIDMetric:
         self.samples_only = bool(state.get("samples_only", False))
 
     def __repr__(self) -> str:
-        return f"PIDMetric(sizes={self.sizes}, samples={float(self.counts.sum()):.6g})"
+        total = float(self.counts.sum())
+        # Hard codes without weights count samples; otherwise the mass is a sum of weights or rows.
+        shown = f"samples={int(total)}" if self.samples_only else f"mass={total:.6g}"
+        return f"PIDMetric(sizes={self.sizes}, {shown})"

@@ -531,7 +531,7 @@ class ECSAsyncController:
                                 counted=counted)
         if (counted and self.peak_epoch is not None and epoch >= self.min_unimodal_epochs
                 and score < self.drop_threshold()):
-            return self._switch(epoch, f"synergy score {score:.4g} < {self.drop_threshold():.4g} "
+            return self._switch(epoch, f"synergy score {score:.4g} < {self.drop_threshold():.4g} nats "
                                        f"(drop {self.drop} of peak {self.peak_score:.4g}, epoch {self.peak_epoch})",
                                 probed=True, counted=True)
         if not counted:

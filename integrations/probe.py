@@ -107,7 +107,8 @@ class ProbeResult:
             shown += (f", synergy_estimate={float(e.synergy):.4g} "
                       f"[{float(e.ci_low.synergy):.4g}, {float(e.ci_high.synergy):.4g}], "
                       f"p_synergy={float(e.p_value.synergy):.3g}")
-        return f"ProbeResult({shown}, N={self.codes1.shape[0]})"
+        units = "nats" if self.base is None else "bits" if self.base == 2 else f"base {self.base:g}"
+        return f"ProbeResult({shown}, N={self.codes1.shape[0]}, units={units})"
 
 
 #: Arguments of :func:`fastpid.estimate` that the probe sets itself (the rest may be passed

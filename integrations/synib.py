@@ -91,10 +91,10 @@ penalty's ``logvar_head`` weights are parameters in the same state dict. The per
 gates of ``"learned_example"`` are fitted afresh on every batch and are not state. The
 running statistics are kept in float32 (float64 for float64 embeddings), as ``BatchNorm``
 keeps its own: in bfloat16 the small ``momentum`` updates would be rounded away. The
-running variance is the unbiased one, as ``BatchNorm``'s (a batch of one leaves it as it was,
-NaN until a batch of two or more: the noise then has none), and a batch's non-finite features
-(an overflow under float16 autocast, a step ``GradScaler`` skips) leave their statistics as
-they were.
+running variance blends the batches' own (biased) variances, so it shrinks with small
+batches: micro-batches of 8 of features of variance 4 end near 3.5, of 2 near 1.8, of 1 at 0
+(use batches of 16 or more, or ``mask="random"``); a batch's non-finite features (an overflow
+under float16 autocast, a step ``GradScaler`` skips) leave their statistics as they were.
 
 Distributed training. Nothing is synchronised under ``torch.distributed``: each rank's
 running statistics follow the embeddings of its own batches and its ``"learned"`` gates are
@@ -430,14 +430,12 @@ class SynIBLoss(nn.Module):
     def _update_stats(self, m: int, z: torch.Tensor) -> None:
         # In float32 at least, as BatchNorm keeps them: in bfloat16 an update of 1% of the
         # running value is rounded away and the statistics stop tracking. The variance is the
-        # unbiased one, as BatchNorm's: the biased one shrank with the batch (micro-batches of
-        # 2 ended at 0.45 of the features' variance, of 1 at 0); a batch of one leaves it as it
-        # was. A feature that is not finite in the batch (an overflow under float16 autocast,
-        # a step GradScaler then skips) leaves its statistics as they were: blended in, one
-        # such batch made every later loss NaN.
+        # batches' own (biased), as the committed experiments ran. A feature that is not
+        # finite in the batch (an overflow under float16 autocast, a step GradScaler then
+        # skips) leaves its statistics as they were: blended in, one such batch made every
+        # later loss NaN.
         z = z.detach().to(torch.promote_types(z.dtype, torch.float32))
-        mean = z.mean(0)
-        var = z.var(0) if z.shape[0] > 1 else torch.full_like(mean, torch.nan)
+        mean, var = z.mean(0), z.var(0, unbiased=False)
         rm, rv = self._buffer("running_mean", m), self._buffer("running_var", m)
         if rm is not None and rm.shape == mean.shape:
             a = self.momentum
@@ -461,8 +459,7 @@ class SynIBLoss(nn.Module):
             raise RuntimeError(f"mask={self.mask!r} has no running statistics of modality {m} with "
                                f"{z.shape[1]} features yet; the forward pass collects them")
         noise = torch.randn(z.shape, device=z.device, dtype=mean.dtype, generator=gen)
-        std = torch.where(var.isfinite(), var, 0.0).sqrt()  # none yet: a first batch of one
-        return (mean + scale * std * noise).to(z.dtype)
+        return (mean + scale * var.sqrt() * noise).to(z.dtype)
 
     def gate(self, m: int) -> torch.Tensor | None:
         """The fitted gate of modality ``m`` (1 or 2), in (0, 1) (1 = keep the feature), or

@@ -8,6 +8,7 @@ replicates with loose bounds; the ``slow`` test runs a reduced version of
 from __future__ import annotations
 
 import math
+import re
 import warnings
 import sys
 from pathlib import Path
@@ -60,6 +61,21 @@ def test_numpy_in_numpy_out_and_fields():
     assert float(e.plugin.synergy) == pytest.approx(float(ref.synergy), abs=1e-7)
     text = str(e)
     assert "synergy" in text and "interval" in text and "reliable" in text
+
+
+def test_the_table_shows_what_the_numbers_are():
+    """The table printed the test's smallest p-value, 1 / (n_null + 1), as a value (0.033, and
+    0.000 for 1/2501), N to 6 digits (1.23457e+06 samples), weighted N as "samples", terms
+    below 5e-5 as 0.0000, and called groups "problem"."""
+    rng = np.random.default_rng(0)
+    x1, x2 = rng.integers(0, 2, 5000), rng.integers(0, 2, 5000)
+    text = str(fastpid.estimate(x1, x2, x1 ^ x2, seed=0, n_null=2500))
+    assert "≤0.0004" in text and "N = 5000 samples" in text
+    assert re.search(r"redundancy +\d\.\de-\d\d ", text)   # the plug-in's 1e-5, not 0.0000
+    weighted = str(fastpid.estimate(x1, x2, x1 ^ x2, seed=0, weights=rng.uniform(0.5, 1.5, 5000),
+                                    groups=rng.integers(0, 2, 5000)))
+    assert "group 1:" in weighted and "effective samples (weighted)" in weighted
+    assert re.search(r"synergy .* ≤0\.033 ", weighted)
 
 
 def test_torch_in_torch_out_and_seed_reproducible():

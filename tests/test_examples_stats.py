@@ -24,7 +24,7 @@ def test_a_nan_value_gives_no_p_value():
     fam = paired_family({"A": (a, b), "B": ([0.9, 0.91, 0.92, 0.93, 0.94], [0.9] * 5)})
     assert math.isnan(fam["A"]["holm_p"]) and fam["B"]["holm_p"] == pytest.approx(fam["B"]["p"])   # B alone
     assert points(fam["A"]) == "no value: NaN or infinite on 1 of 5 seeds"
-    assert points(fam["B"]) == "+2.0 [0.0, 4.0] (4/5), p_Holm 0.05"
+    assert points(fam["B"]) == "+2.0 [0.0, 4.0] (4/5), p_Holm 0.047"   # 0.0474: "0.05" read as the level
     assert "over the 1 paired comparisons" in legend(fam, "joint", "x")
 
 
