@@ -111,13 +111,12 @@ def test_a_module_built_for_instructions_this_cpu_lacks_is_not_imported():
         "r = fastpid.pid(np.full((2, 2, 2), 0.125))\n"
         "print(ext is None, 'fastpid._C' in sys.modules, len(w), why[:40], r.backend)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
+    out = _python(code)
     if native:   # refused unimported, one warning, the PyTorch solver in its place
-        assert proc.stdout.split()[:3] == ["True", "False", "1"] and "compiled for the building" in proc.stdout
-        assert proc.stdout.split()[-1] == "torch"
+        assert out.split()[:3] == ["True", "False", "1"] and "compiled for the building" in out
+        assert out.split()[-1] == "torch"
     else:        # a portable module needs nothing the check knows of
-        assert proc.stdout.split()[:3] == ["False", "True", "0"]
+        assert out.split()[:3] == ["False", "True", "0"]
 
 
 def test_the_fallback_warning_points_at_the_callers_line():
@@ -138,9 +137,7 @@ def test_the_fallback_warning_points_at_the_callers_line():
         "    b.build_info()\n"
         "print([(x.filename, x.lineno) for x in w])\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "[('<string>', 6), ('<string>', 8)]"
+    assert _python(code).strip() == "[('<string>', 6), ('<string>', 8)]"
 
 
 def test_import_fastpid_does_not_need_the_extension():
@@ -151,9 +148,14 @@ def test_import_fastpid_does_not_need_the_extension():
         "assert build_info()['native'] is False\n"
         "print('ok')\n"
     )
+    assert _python(code).strip() == "ok"
+
+
+def _python(code: str) -> str:
+    """The output of ``code`` run in a fresh interpreter, which must succeed."""
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "ok"
+    return proc.stdout
 
 
 def test_integrations_subpackage_is_installed():
@@ -196,5 +198,4 @@ def test_build_with_cuda_switched_off(tmp_path):
         "assert hasattr(m, 'emulate') and hasattr(m, 'solve')\n"
         "print('ok')\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr
+    assert "ok" in _python(code)
