@@ -56,8 +56,9 @@ def weight_factors(x1, x2, y, weights, groups, G: int, n1: int, n2: int, ny: int
     """The weights split as ``w_n = W[g, y_n] r_n``: a factor of each class in each problem and
     one of each sample, for the test's null draws, where the class factor follows the redrawn
     class and the rest stays with its sample. Returns ``(log W (G, ny), log r (N,))``, each
-    problem's ``log W`` at most 0 (``-inf`` for classes without samples), or ``None`` where there is nothing to split (no weights, or soft target
-    rows). The weights must be > 0 (:func:`fastpid.estimate` drops samples of weight 0).
+    problem's ``log W`` at most 0 (``-inf`` for classes without samples), or ``None`` where
+    there is nothing to split (no weights, or soft target rows). The weights must be > 0
+    (:func:`fastpid.estimate` drops samples of weight 0).
 
     ``log w = a(y) + b(x1, x2) + e`` fitted by least squares in each problem (hard-coded
     sources; soft rows: ``b = 0``), with a ``ridge`` on ``b`` so that the class takes what the
@@ -250,9 +251,9 @@ def null_draws(q: torch.Tensor, x1, x2, *, weights, groups, draws: int, rng, joi
     are one :func:`fastpid.joint` call with ``groups = draw * G + group``.
 
     ``factors`` (:func:`weight_factors`): the class factor ``W`` of the weights follows the
-    redrawn target, the rest ``r`` stays with its sample (``weights`` is then not read). ``q`` is the weighted world's
-    conditional, so the samples' own is ``q(y|x) / W(y)`` (renormalised): ``y*`` is drawn from
-    that and weighted ``W(y*) r``. Kept with their samples, a rare class's large weights
+    redrawn target, the rest ``r`` stays with its sample (``weights`` is then not read).
+    ``q`` is the weighted world's conditional, so the samples' own is ``q(y|x) / W(y)``
+    (renormalised): ``y*`` is drawn from that and weighted ``W(y*) r``. Kept with their samples, a rare class's large weights
     spread over every class, and the test rejected 42 % of zero-synergy samples at the 5 %
     level.
     """
@@ -297,8 +298,9 @@ def null_draws(q: torch.Tensor, x1, x2, *, weights, groups, draws: int, rng, joi
 
 def draws_marginal(q: torch.Tensor, x1, x2, groups, factors, px: torch.Tensor) -> torch.Tensor:
     """The sources' weighted marginal ``(G, n1, n2)`` that :func:`null_draws` from ``q`` give,
-    to first order (each draw is normalised by its own total: O(1/N) apart): ``px`` (the data's) where the weights stay whole with their samples; with
-    ``factors``, sample ``n`` puts ``r_n / Z_n`` on its cell, ``Z_n = Σ_y q(y|x_n) / W(y)``,
+    to first order (each draw is normalised by its own total: O(1/N) apart): ``px`` (the
+    data's) where the weights stay whole with their samples; with ``factors``, sample ``n``
+    puts ``r_n / Z_n`` on its cell, ``Z_n = Σ_y q(y|x_n) / W(y)``,
     which is the data's only where ``q`` is the data's own conditional (hard-coded sources;
     soft rows keep ``px``). The null world solved with the draws has this marginal, so that
     its synergy is theirs."""
