@@ -1,6 +1,8 @@
 """The memory checks of fastpid.pid (fastpid._resources): what each route is counted to hold,
 where the free memory is read, and what a refused call is told. Every test fakes the free
 memory or the cgroup files; none allocates more than a few MB."""
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -61,7 +63,7 @@ def test_a_parent_cgroup_v2_limit_bounds_the_free_memory(monkeypatch, tmp_path):
     })
     assert _resources.cgroup_headroom() == 424 * MiB
     assert _resources.available_bytes(torch.device("cpu")) == min(424 * MiB, _mem_available())
-    with pytest.raises(MemoryError, match=r"needs about 0\.8 GiB, but 0\.4 GiB is free"):
+    with pytest.raises(MemoryError, match=r"needs about 0\.791 GiB, but 0\.414 GiB is free"):
         _resources.check_memory(torch.ones(1, 20, 25, 500, dtype=torch.float64), "exact", "torch")
 
 
@@ -172,7 +174,18 @@ def test_a_refused_lowrank_torch_solve_is_told_of_its_elimination_and_of_cpp(mon
     flat = torch.ones(1, 100, 10, 1000, dtype=torch.float64)
     text = _refusal(monkeypatch, 2**30, _resources.check_memory, flat, "exact", "torch")
     assert "low-rank elimination" in text and "(min(n1, n2) * ny)^2" not in text
-    assert "backend='cpp' needs about 0.99 GiB" in text and "smaller batches" not in text
+    assert "backend='cpp' needs about 0.991 GiB" in text and "smaller batches" not in text
+
+
+def test_a_refused_solve_the_cpp_solver_cannot_index_is_a_memory_error(monkeypatch):
+    """A refused PyTorch solve of a shape past the C++ solver's 32-bit indices raised the
+    C++ check's ValueError ("use backend='torch'") from the advice, instead of the MemoryError
+    with its estimate; a needed 0.1 GiB printed against 0.1 GiB free."""
+    flat = torch.ones(1, 1, 1, 1, dtype=torch.float64).expand(1, 2001, 22, 2001)  # stores one value
+    assert not _resources.cpp_indexable(2001, 22, 2001, True, False)
+    text = _refusal(monkeypatch, 2**30, _resources.check_memory, flat, "exact", "torch")
+    assert "backend='cpp'" not in text and "One problem alone does not fit" in text
+    assert re.search(r"needs about 10,\d{3} GiB, but 1 GiB is free", text)
 
 
 def test_a_refused_schur_solve_keeps_its_growth():
@@ -188,7 +201,7 @@ def test_a_batch_whose_single_problem_fits_is_told_to_split(monkeypatch):
     flat = torch.ones(1, 128, 128, 64, dtype=torch.float64).expand(4, 128, 128, 64)
     text = _refusal(monkeypatch, 100 * MiB, _resources.check_memory, flat, "fast", "torch")
     # 8 bytes x (8 joint-sized arrays + 64 + (128 + 128) x 64 held to the end) = 0.0626 GiB
-    assert "pass the problems in smaller batches" in text and "One problem needs about 0.063 GiB" in text
+    assert "pass the problems in smaller batches" in text and "One problem needs about 0.0626 GiB" in text
 
 
 def test_a_single_too_large_input_is_not_told_to_split(monkeypatch):
