@@ -296,10 +296,10 @@ def check_input_memory(P, copies: int = 1, device: torch.device | None = None) -
                        f"({GENERAL_ROUTE_COPIES} copies)")
         raise MemoryError(
             f"the input of shape {shape} ({problems} problem(s) of "
-            f"{'x'.join(map(str, shape[-3:]))}) needs {_gib(need)} as the "
+            f"{'x'.join(map(str, shape[-3:]))}) needs {gib(need)} as the "
             f"{'float64 copy' if copies == 1 else f'{copies} float64 copies'} the solve makes"
             f"{' with gradients (their backward pass included)' if grad else ''}, but "
-            f"{_gib(have)} is free on {device}; {advice}.")
+            f"{gib(have)} is free on {device}; {advice}.")
 
 
 def check_memory(flat: torch.Tensor, method: str, backend: str, plan=None, coupling: bool = False) -> None:
@@ -318,7 +318,7 @@ def check_memory(flat: torch.Tensor, method: str, backend: str, plan=None, coupl
         one = need if B == 1 else estimate_bytes(flat[:1], method, backend, plan, coupling)
         raise MemoryError(
             f"solving {B} problem(s) of shape {n1}x{n2}x{ny} with method={method!r}, "
-            f"backend={backend!r} needs about {_gib(need)}, but {_gib(have)} "
+            f"backend={backend!r} needs about {gib(need)}, but {gib(have)} "
             f"is free on {flat.device}. " + _memory_advice(flat, method, backend, plan, coupling, one, have))
 
 
@@ -326,7 +326,7 @@ def _memory_advice(flat: torch.Tensor, method: str, backend: str, plan, coupling
     """What to do about a refused solve of ``flat`` (see :func:`check_memory`) whose single
     problem needs ``one`` bytes of the ``have`` free."""
     if one <= have:
-        return (f"One problem needs about {_gib(one)}: pass the problems in smaller "
+        return (f"One problem needs about {gib(one)}: pass the problems in smaller "
                 "batches.")
     if method != "exact":
         return (f"One problem alone does not fit: method={method!r} holds a few arrays of the "
@@ -350,11 +350,11 @@ def _memory_advice(flat: torch.Tensor, method: str, backend: str, plan, coupling
             except ValueError:  # a shape the C++ solver's 32-bit indices cannot reach: no hint
                 return text
             if in_cpp < estimate_bytes(flat, method, backend, plan, coupling):
-                text += f" backend='cpp' needs about {_gib(in_cpp)} for this solve."
+                text += f" backend='cpp' needs about {gib(in_cpp)} for this solve."
     return text
 
 
-def _gib(size: float) -> str:
+def gib(size: float) -> str:
     """``size`` bytes in GiB, to three significant digits, whole GiB from 100 on (one decimal
     printed 0.1 GiB needed against 0.1 GiB free, and 0.0 GiB free)."""
     gib = size / 2**30

@@ -542,8 +542,8 @@ def _check_resampling_memory(G: int, sizes, g: int, pilot: int, n_null: int, dev
     if have is not None and need > have:
         raise MemoryError(
             f"estimate() of {G} joint(s) of {'x'.join(map(str, sizes))} values taken holds about {copies} resampled copies "
-            f"of each ({g} jackknife parts, {pilot + n_null} null draws): {need / 2**30:.1f} GiB, but "
-            f"{have / 2**30:.1f} GiB is free on {device}; merge rare values of X1, X2 or Y (suggest_k gives a number of clusters), or lower "
+            f"of each ({g} jackknife parts, {pilot + n_null} null draws): {_resources.gib(need)}, but "
+            f"{_resources.gib(have)} is free on {device}; merge rare values of X1, X2 or Y (suggest_k gives a number of clusters), or lower "
             f"n_jackknife and n_null")
 
 

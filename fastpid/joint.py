@@ -262,7 +262,7 @@ def _check_output_size(G: int, sizes, dtype: torch.dtype, device: torch.device, 
     """Refuse a joint larger than the free memory (typically codes far above their real
     range with ``sizes`` left to be inferred), saying how large it would be and where its
     sizes come from (``origins``, of :func:`_size_origins`)."""
-    from ._resources import available_bytes
+    from ._resources import available_bytes, gib
 
     cells = G * math.prod(sizes)
     need = cells * torch.empty((), dtype=dtype).element_size()
@@ -278,8 +278,8 @@ def _check_output_size(G: int, sizes, dtype: torch.dtype, device: torch.device, 
                   "remap the codes to 0..n-1 (e.g. with numpy.unique(..., return_inverse=True))" if inferred
                   else "it needs fewer values per variable (or fewer groups) to fit")
         raise MemoryError(
-            f"the joint would have shape {shape} ({cells:.3g} cells, {need / 2**30:.3g} GiB) but "
-            f"only {have / 2**30:.3g} GiB is free; its sizes come from {whence} — {advice}")
+            f"the joint would have shape {shape} ({cells:.3g} cells, {gib(need)}) but "
+            f"only {gib(have)} is free; its sizes come from {whence} — {advice}")
 
 
 def _accumulate(N, hard, soft, w, G, gidx, dtype, device) -> torch.Tensor:
