@@ -132,8 +132,9 @@ def points(d) -> str:
         return text + ", no spread: no interval, no p"
     p = d["holm_p"]
     if not missing(p):
-        # Two significant digits below 0.1: 0.0549 read 0.05 and 0.00951 read 0.01.
-        text += f", p_Holm {p:.2f}" if p >= 0.1 else f", p_Holm {p:.2g}"
+        # Two significant digits below 0.1, zeros kept: 0.0549 read 0.05, 0.00951 read 0.01,
+        # 0.0996 read 0.1 beside 0.10.
+        text += f", p_Holm {p:.2f}" if p >= 0.1 else f", p_Holm {p:#.2g}"
     return text
 
 

@@ -296,10 +296,10 @@ def check_input_memory(P, copies: int = 1, device: torch.device | None = None) -
                        f"({GENERAL_ROUTE_COPIES} copies)")
         raise MemoryError(
             f"the input of shape {shape} ({problems} problem(s) of "
-            f"{'x'.join(map(str, shape[-3:]))}) needs {gib(need)} as the "
+            f"{'x'.join(map(str, shape[-3:]))}) needs {gib(need, have)} as the "
             f"{'float64 copy' if copies == 1 else f'{copies} float64 copies'} the solve makes"
             f"{' with gradients (their backward pass included)' if grad else ''}, but "
-            f"{gib(have)} is free on {device}; {advice}.")
+            f"{gib(have, need)} is free on {device}; {advice}.")
 
 
 def check_memory(flat: torch.Tensor, method: str, backend: str, plan=None, coupling: bool = False) -> None:
@@ -318,7 +318,7 @@ def check_memory(flat: torch.Tensor, method: str, backend: str, plan=None, coupl
         one = need if B == 1 else estimate_bytes(flat[:1], method, backend, plan, coupling)
         raise MemoryError(
             f"solving {B} problem(s) of shape {n1}x{n2}x{ny} with method={method!r}, "
-            f"backend={backend!r} needs about {gib(need)}, but {gib(have)} "
+            f"backend={backend!r} needs about {gib(need, have)}, but {gib(have, need)} "
             f"is free on {flat.device}. " + _memory_advice(flat, method, backend, plan, coupling, one, have))
 
 
@@ -354,11 +354,24 @@ def _memory_advice(flat: torch.Tensor, method: str, backend: str, plan, coupling
     return text
 
 
-def gib(size: float) -> str:
-    """``size`` bytes in GiB, to three significant digits, whole GiB from 100 on (one decimal
-    printed 0.1 GiB needed against 0.1 GiB free, and 0.0 GiB free)."""
-    gib = size / 2**30
-    return f"{gib:,.0f} GiB" if gib >= 100 else f"{gib:.3g} GiB"
+def gib(size: float, other: float | None = None) -> str:
+    """``size`` bytes in GiB to three significant digits (whole GiB from 100 on), or more where
+    ``other`` (the free memory against a need, or the need against it) would print the same:
+    one decimal printed 0.1 GiB needed against 0.1 GiB free, and 0.0 GiB free."""
+    for digits in range(3, 16):
+        text = _gib_text(size, digits)
+        if other is None or text != _gib_text(other, digits):
+            break
+    return text
+
+
+def _gib_text(size: float, digits: int) -> str:
+    g = size / 2**30
+    if g < 1:
+        return f"{g:.{digits}g} GiB"
+    text = f"{g:,.{max(0, digits - len(str(int(g))))}f}"
+    return (text.rstrip("0").rstrip(".") if "." in text else text) + " GiB"
+
 
 
 #: Below this many flops in a Newton step of a PyTorch solve (the batch's factorisations),

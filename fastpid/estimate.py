@@ -542,8 +542,8 @@ def _check_resampling_memory(G: int, sizes, g: int, pilot: int, n_null: int, dev
     if have is not None and need > have:
         raise MemoryError(
             f"estimate() of {G} joint(s) of {'x'.join(map(str, sizes))} values taken holds about {copies} resampled copies "
-            f"of each ({g} jackknife parts, {pilot + n_null} null draws): {_resources.gib(need)}, but "
-            f"{_resources.gib(have)} is free on {device}; merge rare values of X1, X2 or Y (suggest_k gives a number of clusters), or lower "
+            f"of each ({g} jackknife parts, {pilot + n_null} null draws): {_resources.gib(need, have)}, but "
+            f"{_resources.gib(have, need)} is free on {device}; merge rare values of X1, X2 or Y (suggest_k gives a number of clusters), or lower "
             f"n_jackknife and n_null")
 
 
@@ -666,13 +666,15 @@ def _format(e: PIDEstimate) -> str:
             # The test's smallest p-value, 1 / (n_null + 1), is a bound ("≤"), not a value.
             ptxt = ("—" if not np.isfinite(p) else f"≤{p:.2g}" if p <= 1.0 / (e.n_null + 1) * (1 + 1e-9)
                     else f"{p:.2g}")
-            lines.append(f"  {t:<11}{_term(plug):>9}{_term(est):>10}   [{_term(lo)}, {_term(hi)}]{'':<4}"
-                         f"{ptxt:>8}  {'yes' if ok else 'no'}")
+            interval = f"[{_term(lo)}, {_term(hi)}]"
+            lines.append(f"  {t:<11}{_term(plug):>9}{_term(est):>10}   {interval:<20}{ptxt:>8}  "
+                         f"{'yes' if ok else 'no'}")
     if count > show:
         lines.append(f"... {count - show} more groups (batch shape {shape})")
     return "\n".join(lines)
 
 
 def _term(v: float) -> str:
-    """A term for the table: 4 decimals, or 2 significant digits where those would show 0."""
-    return f"{v:.4f}" if v == 0 or abs(v) >= 5e-5 else f"{v:.1e}"
+    """A term for the table: 4 decimals, or 2 significant digits where those would show 0 and
+    the value is above the solves' certificates (1e-8 nats; below, 0.0000: rounding)."""
+    return f"{v:.1e}" if 1e-8 <= abs(v) < 5e-5 else f"{v:.4f}"

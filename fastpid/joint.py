@@ -278,8 +278,8 @@ def _check_output_size(G: int, sizes, dtype: torch.dtype, device: torch.device, 
                   "remap the codes to 0..n-1 (e.g. with numpy.unique(..., return_inverse=True))" if inferred
                   else "it needs fewer values per variable (or fewer groups) to fit")
         raise MemoryError(
-            f"the joint would have shape {shape} ({cells:.3g} cells, {gib(need)}) but "
-            f"only {gib(have)} is free; its sizes come from {whence} — {advice}")
+            f"the joint would have shape {shape} ({cells:.3g} cells, {gib(need, have)}) but "
+            f"only {gib(have, need)} is free; its sizes come from {whence} — {advice}")
 
 
 def _accumulate(N, hard, soft, w, G, gidx, dtype, device) -> torch.Tensor:

@@ -106,9 +106,14 @@ class ProbeResult:
             e = self.estimate
             shown += (f", synergy_estimate={float(e.synergy):.4g} "
                       f"[{float(e.ci_low.synergy):.4g}, {float(e.ci_high.synergy):.4g}], "
-                      f"p_synergy={float(e.p_value.synergy):.3g}")
+                      f"p_synergy={_p_text(float(e.p_value.synergy), e.n_null)}")
         units = "nats" if self.base is None else "bits" if self.base == 2 else f"base {self.base:g}"
         return f"ProbeResult({shown}, N={self.codes1.shape[0]}, units={units})"
+
+
+def _p_text(p: float, n_null: int) -> str:
+    """The synergy test's p-value; its smallest, ``1 / (n_null + 1)``, is a bound."""
+    return f"≤{p:.2g}" if p <= (1 + 1e-9) / (n_null + 1) else f"{p:.3g}"
 
 
 #: Arguments of :func:`fastpid.estimate` that the probe sets itself (the rest may be passed

@@ -91,9 +91,9 @@ penalty's ``logvar_head`` weights are parameters in the same state dict. The per
 gates of ``"learned_example"`` are fitted afresh on every batch and are not state. The
 running statistics are kept in float32 (float64 for float64 embeddings), as ``BatchNorm``
 keeps its own: in bfloat16 the small ``momentum`` updates would be rounded away. The
-running variance blends the batches' own (biased) variances, so it shrinks with small
-batches: micro-batches of 8 of features of variance 4 end near 3.5, of 2 near 1.8, of 1 at 0
-(use batches of 16 or more, or ``mask="random"``); a batch's non-finite features (an overflow
+running variance blends the batches' own (biased) variances, (n - 1) / n of the features'
+for batches of n: micro-batches of 8 of features of variance 4 end near 3.5, of 2 near 2, of
+1 at 0 (use batches of 16 or more, or ``mask="random"``); a batch's non-finite features (an overflow
 under float16 autocast, a step ``GradScaler`` skips) leave their statistics as they were.
 
 Distributed training. Nothing is synchronised under ``torch.distributed``: each rank's

@@ -25,6 +25,8 @@ def test_a_nan_value_gives_no_p_value():
     assert math.isnan(fam["A"]["holm_p"]) and fam["B"]["holm_p"] == pytest.approx(fam["B"]["p"])   # B alone
     assert points(fam["A"]) == "no value: NaN or infinite on 1 of 5 seeds"
     assert points(fam["B"]) == "+2.0 [0.0, 4.0] (4/5), p_Holm 0.047"   # 0.0474: "0.05" read as the level
+    for p, shown in ((0.0996, "0.10"), (0.0302, "0.030"), (0.00951, "0.0095"), (0.104, "0.10"), (0.5, "0.50")):
+        assert points({**fam["B"], "holm_p": p}).endswith(f"p_Holm {shown}"), p
     assert "over the 1 paired comparisons" in legend(fam, "joint", "x")
 
 

@@ -97,6 +97,8 @@ def test_probe_estimate_on_xor_embeddings_is_significant():
     res = _quiet_probe(n_clusters=4, estimate=True)(e1, e2, y)
     est = res.estimate
     assert float(est.p_value.synergy) <= 0.05
+    assert float(est.p_value.synergy) == 1 / (est.n_null + 1)   # the test's smallest: shown as a bound
+    assert f"p_synergy=≤{1 / (est.n_null + 1):.2g}" in repr(res)
     assert float(est.synergy) == pytest.approx(LOG2, abs=0.05)
     assert float(est.ci_low.synergy) > 0.5
     assert float(est.redundancy) < 0.05 and float(est.unique1) < 0.05 and float(est.unique2) < 0.05

@@ -45,6 +45,7 @@ def test_probe_result_repr_is_short():
     text = repr(PIDProbe(n_clusters=4)(e1, e2, y))
     assert text.startswith("ProbeResult(redundancy=") and "N=200" in text
     assert len(text) < 250 and "tensor" not in text
+    assert text.endswith("units=nats)") and repr(PIDProbe(n_clusters=4, base=2)(e1, e2, y)).endswith("units=bits)")
 
 
 def test_losses_and_curricula_take_numpy():

@@ -562,6 +562,22 @@ def test_a_non_finite_batch_leaves_the_running_statistics_alone(kwargs):
         assert torch.isfinite(getattr(loss_fn, name)).all(), name
 
 
+def test_running_variance_is_the_batches_own():
+    """The running variance blends the batches' biased variances, as the committed experiments
+    ran: (n - 1) / n of the features' for batches of n, 0 for batches of one (documented)."""
+    g = torch.Generator().manual_seed(0)
+    fuse = lambda a, b: (a + b)[:, :3]  # noqa: E731
+    ends = {}
+    for size in (64, 2, 1):
+        loss_fn = SynIBLoss(mask="noise", momentum=0.01, lambda_uni=0.0)
+        for _ in range(1500):
+            z = 2 * torch.randn(size, 4, generator=g)
+            loss_fn(z, z, torch.zeros(size, dtype=torch.int64), fuse)
+        ends[size] = float(loss_fn.running_var1.mean())
+    assert ends[64] == pytest.approx(4 * 63 / 64, rel=0.1) and ends[2] == pytest.approx(2.0, rel=0.25), ends
+    assert ends[1] == 0.0
+
+
 def test_a_fusion_that_returns_no_tensor_is_named():
     loss_fn = SynIBLoss()
     z = torch.randn(8, 4)

@@ -170,6 +170,7 @@ def test_a_refused_fast_solve_is_not_told_of_newton_systems(monkeypatch):
     assert "n1 * n2 * ny cells" in text and "smaller batches" not in text
 
 
+@pytest.mark.skipif(not cpp.available()[0], reason="the C++ extension is not built")
 def test_a_refused_lowrank_torch_solve_is_told_of_its_elimination_and_of_cpp(monkeypatch):
     flat = torch.ones(1, 100, 10, 1000, dtype=torch.float64)
     text = _refusal(monkeypatch, 2**30, _resources.check_memory, flat, "exact", "torch")
@@ -177,15 +178,28 @@ def test_a_refused_lowrank_torch_solve_is_told_of_its_elimination_and_of_cpp(mon
     assert "backend='cpp' needs about 0.991 GiB" in text and "smaller batches" not in text
 
 
+@pytest.mark.skipif(not cpp.available()[0], reason="the C++ extension is not built")
 def test_a_refused_solve_the_cpp_solver_cannot_index_is_a_memory_error(monkeypatch):
     """A refused PyTorch solve of a shape past the C++ solver's 32-bit indices raised the
     C++ check's ValueError ("use backend='torch'") from the advice, instead of the MemoryError
-    with its estimate; a needed 0.1 GiB printed against 0.1 GiB free."""
+    with its estimate."""
     flat = torch.ones(1, 1, 1, 1, dtype=torch.float64).expand(1, 2001, 22, 2001)  # stores one value
     assert not _resources.cpp_indexable(2001, 22, 2001, True, False)
     text = _refusal(monkeypatch, 2**30, _resources.check_memory, flat, "exact", "torch")
     assert "backend='cpp'" not in text and "One problem alone does not fit" in text
     assert re.search(r"needs about 10,\d{3} GiB, but 1 GiB is free", text)
+
+
+def test_sizes_print_apart_where_they_differ():
+    """Sizes printed to one decimal of GiB read "needs 0.1 GiB, but 0.1 GiB is free" and
+    "0.0 GiB is free"; three significant digits, more where a need and the free memory would
+    read the same."""
+    G = 2**30
+    assert [_resources.gib(v * G) for v in (0.0626, 2.01, 99.95, 10456.7, 0.0)] == \
+        ["0.0626 GiB", "2.01 GiB", "100 GiB", "10,457 GiB", "0 GiB"]
+    for need, have in ((0.1004, 0.1), (1.004, 1.0), (100.4, 100.0)):
+        assert _resources.gib(need * G, have * G) != _resources.gib(have * G, need * G)
+    assert (_resources.gib(1.004 * G, G), _resources.gib(G, 1.004 * G)) == ("1.004 GiB", "1 GiB")
 
 
 def test_a_refused_schur_solve_keeps_its_growth():
