@@ -180,6 +180,7 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
         value, lower, upper = upper0, lower0, upper0
         backend = backend if fused else "torch"
         if return_coupling:
+            check_memory(flat, method, "torch", coupling=True)  # Q0 is built in PyTorch
             with torch.no_grad():
                 coupling = solver.BestCoupling(flat.detach(), solver.Problem.from_joint(flat.detach())).coupling
     elif backend == "cvx":
