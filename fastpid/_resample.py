@@ -272,9 +272,7 @@ def null_draws(q: torch.Tensor, x1, x2, *, weights, groups, draws: int, rng, joi
         r2 = t2.to(torch.float64) if t2.dim() == 2 else torch.nn.functional.one_hot(t2.long(), n2).double()
         probs = torch.einsum("ni,nj,nijy->ny", r1.detach(), r2.detach(), q[gid])
     if factors is not None:
-        # q / W in logs: class factors far below the largest (1e-300) would overflow 1 / W.
-        log_W = factors[0].to(device)[gid]
-        lp = torch.where(torch.isfinite(log_W) & (probs > 0), probs.log() - log_W, -torch.inf)
+        lp = _log_over_class_factor(probs, factors[0].to(device)[gid])
         top = lp.amax(-1, keepdim=True)
         probs = torch.exp(lp - torch.where(torch.isfinite(top), top, 0.0))
     cdf = probs.cumsum(-1)
@@ -296,6 +294,12 @@ def null_draws(q: torch.Tensor, x1, x2, *, weights, groups, draws: int, rng, joi
     return P.reshape(draws, G, n1, n2, ny).transpose(0, 1)
 
 
+def _log_over_class_factor(probs: torch.Tensor, log_W: torch.Tensor) -> torch.Tensor:
+    """``log(probs / W)`` per sample and class (``-inf`` where either is 0): in logs, as class
+    factors far below the largest (1e-300) would overflow ``1 / W``."""
+    return torch.where(torch.isfinite(log_W) & (probs > 0), probs.log() - log_W, -torch.inf)
+
+
 def draws_marginal(q: torch.Tensor, x1, x2, groups, factors, px: torch.Tensor) -> torch.Tensor:
     """The sources' weighted marginal ``(G, n1, n2)`` that :func:`null_draws` from ``q`` give,
     to first order (each draw is normalised by its own total: O(1/N) apart): ``px`` (the
@@ -309,8 +313,7 @@ def draws_marginal(q: torch.Tensor, x1, x2, groups, factors, px: torch.Tensor) -
     G, n1, n2, ny = q.shape
     gid = torch.zeros_like(x1, dtype=torch.int64) if groups is None else groups.to(torch.int64)
     log_W, log_r = (f.to(q.device) for f in factors)
-    lq = q.to(torch.float64)[gid, x1.long(), x2.long()].log() - log_W[gid]
-    log_z = torch.logsumexp(torch.where(torch.isfinite(log_W[gid]), lq, -torch.inf), -1)
+    log_z = torch.logsumexp(_log_over_class_factor(q.to(torch.float64)[gid, x1.long(), x2.long()], log_W[gid]), -1)
     mass = log_r - log_z
     top = torch.full((G,), -torch.inf, dtype=mass.dtype, device=q.device).scatter_reduce(0, gid, mass, "amax")
     cell = (gid * n1 + x1.long()) * n2 + x2.long()

@@ -663,15 +663,19 @@ def _format(e: PIDEstimate) -> str:
             lo, hi = arr(getattr(e.ci_low, t))[idx], arr(getattr(e.ci_high, t))[idx]
             p = arr(getattr(e.p_value, t))[idx]
             ok = bool(arr(getattr(e.reliable, t))[idx])
-            # The test's smallest p-value, 1 / (n_null + 1), is a bound ("≤"), not a value.
-            ptxt = ("—" if not np.isfinite(p) else f"≤{p:.2g}" if p <= 1.0 / (e.n_null + 1) * (1 + 1e-9)
-                    else f"{p:.2g}")
+            ptxt = "—" if not np.isfinite(p) else p_value_text(p, e.n_null)
             interval = f"[{_term(lo)}, {_term(hi)}]"
             lines.append(f"  {t:<11}{_term(plug):>9}{_term(est):>10}   {interval:<20}{ptxt:>8}  "
                          f"{'yes' if ok else 'no'}")
     if count > show:
         lines.append(f"... {count - show} more groups (batch shape {shape})")
     return "\n".join(lines)
+
+
+def p_value_text(p: float, n_null: int, digits: int = 2) -> str:
+    """The synergy test's p-value for printing: its smallest, ``1 / (n_null + 1)``, is a bound
+    ("≤"), not a value."""
+    return f"≤{p:.2g}" if p <= (1 + 1e-9) / (n_null + 1) else f"{p:.{digits}g}"
 
 
 def _term(v: float) -> str:

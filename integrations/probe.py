@@ -50,7 +50,7 @@ import torch
 
 import fastpid
 from fastpid._validate import check_integer, check_real
-from fastpid.estimate import _check_confidence, _check_int, _check_seed, suggest_k
+from fastpid.estimate import _check_confidence, _check_int, _check_seed, p_value_text, suggest_k
 
 from .cluster import _check_count, kmeans, l2_normalize, pca, standardize
 from .distributed import _place_rows, broadcast_object, check_on_every_rank, gather_rows, is_distributed
@@ -106,14 +106,9 @@ class ProbeResult:
             e = self.estimate
             shown += (f", synergy_estimate={float(e.synergy):.4g} "
                       f"[{float(e.ci_low.synergy):.4g}, {float(e.ci_high.synergy):.4g}], "
-                      f"p_synergy={_p_text(float(e.p_value.synergy), e.n_null)}")
+                      f"p_synergy={p_value_text(float(e.p_value.synergy), e.n_null, 3)}")
         units = "nats" if self.base is None else "bits" if self.base == 2 else f"base {self.base:g}"
         return f"ProbeResult({shown}, N={self.codes1.shape[0]}, units={units})"
-
-
-def _p_text(p: float, n_null: int) -> str:
-    """The synergy test's p-value; its smallest, ``1 / (n_null + 1)``, is a bound."""
-    return f"≤{p:.2g}" if p <= (1 + 1e-9) / (n_null + 1) else f"{p:.3g}"
 
 
 #: Arguments of :func:`fastpid.estimate` that the probe sets itself (the rest may be passed
