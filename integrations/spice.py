@@ -370,20 +370,29 @@ class SPICESampler(Sampler):
     def __iter__(self):
         epoch = self.curriculum.epoch
         resume, self._resume = self._resume_at(epoch), None
+        if resume is not None and resume["finished"]:
+            # Saved after the epoch's last index: nothing of it is left, and the generator
+            # stands where that epoch left it (drawing its order again would move it on).
+            self._progress = resume
+            return iter(())
         if resume is not None and resume["start"] is not None:
             self.generator.set_state(resume["start"])  # draw the interrupted epoch's order again
         start = None if self.generator is None else self.generator.get_state()
         order = self._order().tolist()
-        progress = {"epoch": epoch, "start": start, "taken": 0 if resume is None else resume["taken"]}
+        progress = {"epoch": epoch, "start": start, "taken": 0 if resume is None else resume["taken"],
+                    "finished": False}
         self._progress = progress
         return self._yield(order, progress)
 
-    def _yield(self, order: list, progress: dict):
+    @staticmethod
+    def _yield(order: list, progress: dict):
+        # The progress stays after the last index (a DataLoader exhausts the sampler before a
+        # partial last batch only): a checkpoint then says the epoch is finished, not unstarted.
         for i in order[progress["taken"]:]:
             progress["taken"] += 1
+            progress["finished"] = progress["taken"] == len(order)
             yield i
-        if self._progress is progress:
-            self._progress = None
+        progress["finished"] = True
 
     def _resume_at(self, epoch: int) -> dict | None:
         """The checkpoint's unfinished epoch, if ``epoch`` is that epoch."""
@@ -394,15 +403,19 @@ class SPICESampler(Sampler):
         if self.num_replicas > 1:
             n = n // self.num_replicas if self.drop_last else len(range(self.rank, n, self.num_replicas))
         resume = self._resume_at(self.curriculum.epoch)
-        return n - (0 if resume is None else min(n, resume["taken"]))
+        if resume is None:
+            return n
+        return 0 if resume["finished"] else n - min(n, resume["taken"])
 
     def state_dict(self) -> dict:
         """The generator's state (a ``uint8`` tensor; ``None`` without a generator: the
         sharded shuffle needs none, and torch's global generator is the caller's to save)
-        and, during an epoch's iteration, where it stands: the epoch, the generator's state
-        before the epoch's shuffle (``epoch_start``) and the number of indices yielded
-        (``taken``). A sampler loaded from it and iterated at that epoch again yields the rest
-        of that epoch's order; at any other epoch it shuffles as usual. ``taken`` counts what
+        and, from an epoch's iteration on, where it stands: the epoch, the generator's state
+        before the epoch's shuffle (``epoch_start``), the number of indices yielded
+        (``taken``) and whether that was all of them (``finished``). A sampler loaded from it
+        and iterated at that epoch again yields the rest of that epoch's order (nothing after
+        its last index, whether the last batch was full or not); at any other epoch it
+        shuffles as usual. ``taken`` counts what
         the ``DataLoader`` has drawn: with worker processes, the batches they had prefetched
         but not delivered are skipped too. Without a generator only the position resumes
         (a single-process shuffle from torch's global generator is drawn afresh)."""
@@ -410,7 +423,8 @@ class SPICESampler(Sampler):
         return {"generator": None if self.generator is None else self.generator.get_state(),
                 "epoch": -1 if progress is None else progress["epoch"],
                 "epoch_start": None if progress is None else progress["start"],
-                "taken": 0 if progress is None else progress["taken"], "sharding": self._sharding()}
+                "taken": 0 if progress is None else progress["taken"],
+                "finished": progress is not None and progress["finished"], "sharding": self._sharding()}
 
     def _sharding(self) -> dict:
         """What an epoch's order and this rank's share of it depend on, besides the curriculum
@@ -424,17 +438,19 @@ class SPICESampler(Sampler):
         """Restore what :meth:`state_dict` saved. A position within an epoch is refused
         (``ValueError``) by a sampler that shards or shuffles otherwise (other ``num_replicas``,
         ``seed``, ``drop_last`` or ``shuffle``): its order is not the saved one, and it would
-        skip and repeat samples (2 ranks' state in one process: 8 of 40 samples never seen)."""
+        skip and repeat samples (2 ranks' state in one process: 8 of 40 samples never seen).
+        A finished epoch loads whatever the sharding: nothing of it is left to yield."""
         if (state["generator"] is None) != (self.generator is None):
             raise ValueError("the checkpoint and this sampler disagree on whether a generator is used")
         taken = int(state.get("taken", 0))  # checkpoints written before positions were saved have none
+        finished = bool(state.get("finished", False))  # nor those before finished epochs were told apart
         saved = state.get("sharding")
-        if taken > 0 and saved is not None and saved != self._sharding():
+        if taken > 0 and not finished and saved is not None and saved != self._sharding():
             raise ValueError(f"the checkpoint stops within an epoch of a sampler with {saved}, but this one has "
                              f"{self._sharding()}: that epoch's order differs; resume with the same settings "
                              "(or from a checkpoint taken between epochs)")
         if self.generator is not None:
             self.generator.set_state(state["generator"])
         self._progress = None
-        self._resume = None if taken <= 0 else {"epoch": int(state["epoch"]), "start": state["epoch_start"],
-                                                  "taken": taken}
+        self._resume = None if taken <= 0 and not finished else {
+            "epoch": int(state["epoch"]), "start": state["epoch_start"], "taken": taken, "finished": finished}

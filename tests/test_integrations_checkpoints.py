@@ -228,6 +228,48 @@ def test_spice_sampler_resumes_in_the_middle_of_an_epoch():
     assert [batches(sampler, e, stop=2) for e in (1, 2)] == short[1:]
 
 
+def test_spice_sampler_checkpoint_after_an_epochs_last_batch_yields_nothing_more_of_it():
+    """A DataLoader exhausts its sampler before a partial last batch only: a checkpoint taken
+    after that batch said no epoch was in progress, and the sampler resumed at that epoch
+    yielded a whole new epoch (37 samples in batches of 4: 10 batches more, from a generator
+    already moved on). Full or partial, the finished epoch now yields nothing more, and the
+    epochs after it are the uninterrupted run's, also where the sharding changes between."""
+    for n in (36, 37):  # last batch full, partial
+        full = []
+        cur = SPICECurriculum(n, epochs=4)
+        sampler = SPICESampler(cur, generator=torch.Generator().manual_seed(5))
+        for epoch in range(3):
+            sampler.set_epoch(epoch)
+            full.append([idx.tolist() for (idx,) in DataLoader(TensorDataset(torch.arange(n)), batch_size=4,
+                                                               sampler=sampler)])
+            if epoch == 0:
+                state = roundtrip({"cur": cur.state_dict(), "sampler": sampler.state_dict()})
+        assert state["sampler"]["finished"] and state["sampler"]["taken"] == n
+        cur = SPICECurriculum(n, epochs=4)
+        cur.load_state_dict(state["cur"])
+        sampler = SPICESampler(cur, generator=torch.Generator().manual_seed(99))
+        sampler.load_state_dict(state["sampler"])
+        sampler.set_epoch(0)
+        assert len(sampler) == 0 and list(sampler) == []
+        resumed = []
+        for epoch in (1, 2):
+            sampler.set_epoch(epoch)
+            resumed.append([idx.tolist() for (idx,) in DataLoader(TensorDataset(torch.arange(n)), batch_size=4,
+                                                                  sampler=sampler)])
+        assert resumed == full[1:], n
+    # A finished epoch of one of 2 ranks loads into one process: nothing left of that epoch.
+    cur = SPICECurriculum(37, epochs=4)
+    rank0 = SPICESampler(cur, num_replicas=2, rank=0, seed=3)
+    rank0.set_epoch(1)
+    assert len(list(DataLoader(TensorDataset(torch.arange(37)), batch_size=4, sampler=rank0))) == 5
+    one = SPICESampler(cur, num_replicas=1, rank=0, seed=3)
+    one.load_state_dict(roundtrip(rank0.state_dict()))
+    one.set_epoch(1)
+    assert list(one) == []
+    one.set_epoch(2)
+    assert sorted(one) == list(range(37))
+
+
 def test_spice_sampler_refuses_a_position_in_an_epoch_of_other_shards():
     """A mid-epoch state of one of 2 ranks loaded into a sampler of one process went on from
     the saved position in another order: 8 of 40 samples were never yielded that epoch. A
