@@ -17,7 +17,10 @@ modalities and is updated once per epoch from the model's predictions on the tra
 
 Sample weights are ``w_n ∝ exp(-d_n / τ(t))`` normalised to mean 1, with the temperature
 growing over training (default :class:`LinearTemperature` from 0.1 to 1.0) so that hard
-samples are down-weighted early and enter later.
+samples are down-weighted early and enter later. ``t`` is the epoch the update's predictions
+close (0 at the first update), so the weights trained on in epoch ``t + 1`` have ``τ(t)``:
+over ``T`` epochs the last one trains with ``τ(T - 2)`` (0.969 for the default at ``T = 30``),
+and ``τ(T - 1)`` comes from an update whose weights no epoch uses.
 
 **Modality level.** ``conf_m`` is modality ``m``'s mean probability of the true class;
 ``GMR_m = conf_m / (∏_k conf_k)^(1/M)`` (> 1: dominant). ``HMIR_m`` is the harmonic mean,

@@ -56,6 +56,14 @@ def dyncim_loss_terms(fused_logits: torch.Tensor, unimodal_logits: Sequence[torc
         raise ValueError(f"sample_weights must have shape ({B},), got {tuple(w.shape)}")
     if lam.shape != (M,):
         raise ValueError(f"modality_weights must have shape ({M},), got {tuple(lam.shape)}")
+    # A NaN weight made the loss NaN, a negative one turned its samples' descent into ascent.
+    for name, v in (("sample_weights", w), ("modality_weights", lam)):
+        if not bool((torch.isfinite(v) & (v >= 0)).all()):
+            bad = v[~(torch.isfinite(v) & (v >= 0))]
+            raise ValueError(f"{name} must be finite and >= 0, got {bad[:4].tolist()}"
+                             f"{' ...' if bad.numel() > 4 else ''} among them")
+    unimodal_scale = check_real(unimodal_scale, "unimodal_scale", 0)
+    target = _gate_target(gate_target, M)  # checked with or without a gate: a wrong one is a caller's bug
     ce = F.cross_entropy(fused_logits, y, reduction="none")
     ce_m = torch.stack([F.cross_entropy(u, y, reduction="none") for u in unimodal_logits])  # (M, B)
     terms = {"fused": (w * ce).mean(),
@@ -65,15 +73,6 @@ def dyncim_loss_terms(fused_logits: torch.Tensor, unimodal_logits: Sequence[torc
         return terms
     if gate.shape != (B, M):
         raise ValueError(f"gate must have shape ({B}, {M}), got {tuple(gate.shape)}")
-    # Checked in float64, to the given dtype's rounding (a float16 uniform target of 11 sums to
-    # 1 only within 2e-4).
-    raw = torch.full((M,), 1.0 / M, dtype=torch.float64) if gate_target is None else torch.as_tensor(gate_target)
-    slack = max(1e-6, M * torch.finfo(raw.dtype).eps) if raw.dtype.is_floating_point else 1e-6
-    target = raw.detach().to(torch.float64).cpu()
-    if target.shape != (M,) or not bool(torch.isfinite(target).all()) or (target <= 0).any() \
-            or abs(float(target.sum()) - 1.0) > slack:
-        raise ValueError(f"gate_target must be a positive ({M},) vector on the simplex (summing to 1), "
-                         f"got {target.tolist() if target.numel() <= 8 else tuple(target.shape)}")
     # The KL in float32 at least: in float16 the floor 1e-12 rounds to 0, and a gate collapsed
     # onto one modality gives 0 · log 0 = NaN.
     kl_dtype = torch.promote_types(gate.dtype, torch.float32)
@@ -81,6 +80,20 @@ def dyncim_loss_terms(fused_logits: torch.Tensor, unimodal_logits: Sequence[torc
     gbar = gate.to(kl_dtype).mean(0).clamp_min(1e-12)
     terms["gate"] = (gbar * (gbar.log() - target.log())).sum().to(dt)
     return terms
+
+
+def _gate_target(gate_target, M: int) -> torch.Tensor:
+    """The gate target as a float64 CPU ``(M,)`` vector (uniform by default), checked to be on
+    the simplex in float64 to the given dtype's rounding (a float16 uniform target of 11 sums
+    to 1 only within 2e-4)."""
+    raw = torch.full((M,), 1.0 / M, dtype=torch.float64) if gate_target is None else torch.as_tensor(gate_target)
+    slack = max(1e-6, M * torch.finfo(raw.dtype).eps) if raw.dtype.is_floating_point else 1e-6
+    target = raw.detach().to(torch.float64).cpu()
+    if target.shape != (M,) or not bool(torch.isfinite(target).all()) or (target <= 0).any() \
+            or abs(float(target.sum()) - 1.0) > slack:
+        raise ValueError(f"gate_target must be a positive ({M},) vector on the simplex (summing to 1), "
+                         f"got {target.tolist() if target.numel() <= 8 else tuple(target.shape)}")
+    return target
 
 
 class DynCIMLoss(nn.Module):

@@ -224,6 +224,25 @@ def test_loss_bad_input():
         dyncim_loss_terms(z, [z, z], y, gate=torch.full((2, 2), 0.5), gate_target=torch.tensor([1.0, 0.0]))
 
 
+@pytest.mark.parametrize("kwargs, match", [
+    ({"sample_weights": torch.tensor([1.0, float("nan")])}, r"sample_weights must be finite and >= 0, got \[nan\]"),
+    ({"sample_weights": torch.tensor([-1.0, 1.0])}, r"sample_weights must be finite and >= 0, got \[-1.0\]"),
+    ({"modality_weights": [-1.0, 3.0]}, "modality_weights must be finite and >= 0"),
+    ({"modality_weights": [float("inf"), 1.0]}, "modality_weights must be finite and >= 0"),
+    ({"unimodal_scale": float("nan")}, "unimodal_scale must be a finite number"),
+    ({"gate_target": [2.0, 3.0]}, "gate_target must be a positive"),   # without a gate too
+])
+def test_loss_refuses_weights_that_would_poison_or_reverse_the_step(kwargs, match):
+    """A NaN sample weight gave a NaN loss (and NaN parameters after the step), a negative one
+    a loss of -3.56 (ascent on its samples), negative modality weights and an off-simplex
+    gate target without a gate passed unchecked."""
+    z = torch.zeros(2, 2)
+    with pytest.raises(ValueError, match=match):
+        dyncim_loss_terms(z, [z, z], torch.tensor([0, 1]), **kwargs)
+    with pytest.raises(ValueError, match=match):
+        DynCIMLoss()(z, [z, z], torch.tensor([0, 1]), **kwargs)
+
+
 
 def test_gate_term_is_finite_in_float16_when_the_gate_collapses():
     """The gate term clamped ḡ at 1e-12, which is 0 in float16: a gate collapsed onto one
