@@ -24,7 +24,7 @@ import numpy as np
 __all__ = ["GATES", "Gate", "gate_table", "digits_joint", "digits_report", "run"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity: == of array fields has no single truth value
 class Gate:
     """A canonical distribution P[x1, x2, y] with its known BROJA PID (bits)."""
 

@@ -102,7 +102,7 @@ RESAMPLE_TOL = 1e-6
 _CHUNK = 64
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity: == of array fields has no single truth value
 class Terms:
     """One value per PID term; each field has the batch shape of the estimate."""
 
@@ -119,7 +119,7 @@ class Terms:
         return iter(getattr(self, t) for t in TERMS)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity: == of array fields has no single truth value
 class PIDEstimate:
     """Estimate of the BROJA PID of the distribution behind N samples.
 

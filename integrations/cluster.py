@@ -110,7 +110,7 @@ def _check_new_rows(x, d: int, like: torch.Tensor, name: str = "x", other: str =
     return x.to(like.dtype)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity: == of array fields has no single truth value
 class PCAResult:
     """``scores (N, k)``: projections of the centred data; ``components (k, D)``: orthonormal
     principal axes (sign fixed so the largest-magnitude entry of each axis is positive);
@@ -150,7 +150,7 @@ def pca(x: torch.Tensor, n_components: int) -> PCAResult:
     return PCAResult(scores=xc @ comp.T, components=comp, explained_variance=var, mean=mean)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity: == of array fields has no single truth value
 class KMeansResult:
     """``labels (N,)`` int64 cluster ids in ``[0, k)``; ``centers (k, D)``; ``inertia``: sum of
     squared distances of the points to their centres (a Python float); ``n_iter``: Lloyd

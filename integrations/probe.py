@@ -65,7 +65,7 @@ SCALINGS = {"standardize": standardize, "l2": l2_normalize}
 TERMS = ("redundancy", "unique1", "unique2", "synergy", "mi", "mi1", "mi2", "gap")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity: == of array fields has no single truth value
 class ProbeResult:
     """PID of ``(code1, code2; label)`` on the probe set, as Python floats.
 

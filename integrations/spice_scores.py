@@ -33,7 +33,7 @@ from .predictions import ArrayLike, as_tensor, check_labels, check_probs, prob_o
 __all__ = ["SampleScores", "pointwise_scores", "local_scores", "nearest_neighbours"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity: == of array fields has no single truth value
 class SampleScores:
     """Per-sample redundancy, unique and synergistic information ``(N,)`` (nats, >= 0)."""
 

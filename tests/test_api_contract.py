@@ -2,6 +2,7 @@
 argument checks, batch results that index like arrays, couplings, interrupts and gradients."""
 from __future__ import annotations
 
+import copy
 import io
 import os
 import signal
@@ -157,6 +158,33 @@ def test_results_compare_by_identity():
     a, b = fastpid.pid(P), fastpid.pid(torch.from_numpy(P))
     assert a == a and a != fastpid.pid(P) and a != b
     assert a in [b, a] and len({a, b, a}) == 2
+
+
+def test_every_result_type_holding_arrays_compares_by_identity():
+    """PIDEstimate (and its Terms), the demo's Gate, the cluster and score results and the
+    probe's result were dataclasses comparing field by field: == of two equal estimates was
+    False (their NaN p-values), raised with groups= (an array's truth value), and hash()
+    raised. Each is now equal only to itself, and hashable, as PIDResult is."""
+    from fastpid.demo import GATES
+    from fastpid.integrations import PIDProbe
+    from fastpid.integrations.cluster import kmeans, pca
+    from fastpid.integrations.spice_scores import pointwise_scores
+
+    rng = np.random.default_rng(0)
+    x1, x2 = rng.integers(0, 3, 60), rng.integers(0, 3, 60)
+    y = (x1 + x2) % 3
+    groups = np.arange(60) % 2
+    est = [fastpid.estimate(x1, x2, y, seed=0, n_null=5, progress=False) for _ in range(2)]
+    grouped = fastpid.estimate(x1, x2, y, groups=groups, seed=0, n_null=5, progress=False)
+    emb = torch.randn(60, 4, generator=torch.Generator().manual_seed(0))
+    probs = torch.softmax(torch.randn(60, 3, generator=torch.Generator().manual_seed(1)), 1)
+    probe = PIDProbe(n_clusters=3, seed=0)
+    objects = [est[0], est[0].estimates, grouped, grouped.estimates, GATES[0], pca(emb, 2), kmeans(emb, 3, seed=0),
+               pointwise_scores(probs, probs, probs, torch.from_numpy(y)),
+               probe(emb, emb.flip(1), torch.from_numpy(y))]
+    for obj in objects:
+        assert obj == obj and obj != copy.copy(obj) and len({obj, obj}) == 1, type(obj).__name__
+    assert est[0] != est[1] and len({est[0], est[1]}) == 2
 
 
 def test_cvx_status_is_indexed_with_the_batch():
