@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -304,9 +305,9 @@ def main(argv=None):
                     help="case names (default: all): " + ", ".join(f"'{c}'" for c in CASES))
     ap.add_argument("--quick", action="store_true", help="3 cases, 30 replicates (not with --cases or --reps)")
     ap.add_argument("--seed", type=_at_least(0), default=2024, help="base seed, >= 0 (default 2024)")
-    ap.add_argument("--out", type=Path, default=None, help="write the table (markdown) here")
-    ap.add_argument("--json", type=Path, default=None, help="write the raw summaries here")
-    ap.add_argument("--plot", type=Path, default=None, help="write the plot of estimates vs N here")
+    ap.add_argument("--out", default=None, help="write the table (markdown) here")
+    ap.add_argument("--json", default=None, help="write the raw summaries here")
+    ap.add_argument("--plot", default=None, help="write the plot of estimates vs N here")
     args = ap.parse_args(argv)
     if args.quick and (args.cases is not None or args.reps is not None or args.reps_large is not None):
         # --quick set them and silently won (all three quick cases at 30 replicates).
@@ -316,16 +317,26 @@ def main(argv=None):
     # The files are written after the whole run: their folders are made (as the examples make
     # their --out folder) before it, and a path that cannot be written is a usage error then.
     for option in ("out", "json", "plot"):
-        path = getattr(args, option)
-        if path is None:
+        raw = getattr(args, option)
+        if raw is None:
             continue
-        if path.is_dir():
-            ap.error(f"--{option}: {str(path)!r} is a folder; give a file name")
+        path = Path(raw)
+        if path.is_dir() or raw.endswith(("/", os.sep)):  # Path() drops a trailing slash
+            ap.error(f"--{option}: {raw!r} is a folder; give a file name")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             why = "a file of that name is in the way" if isinstance(e, FileExistsError) else e.strerror or e
             ap.error(f"--{option}: cannot make the folder {str(path.parent)!r}: {why}")
+        existed = path.exists()
+        try:  # opened for appending: an existing file keeps its content until the run's end
+            with open(path, "a"):
+                pass
+        except OSError as e:
+            ap.error(f"--{option}: cannot write {raw!r}: {e.strerror or e}")
+        if not existed:
+            path.unlink()
+        setattr(args, option, path)
     if args.plot is not None and importlib.util.find_spec("matplotlib") is None:
         ap.error("--plot needs matplotlib (pip install matplotlib); the run would end without its plot")
     names = QUICK if args.quick else (args.cases or list(CASES))

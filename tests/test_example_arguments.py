@@ -162,6 +162,25 @@ def test_validate_estimate_rejects_unwritable_file_paths_before_the_run(capsys, 
     assert f"--out: cannot make the folder '{tmp_path / 'plain'}': a file of that name is in the way" in err
     err = usage_error(capsys, validate_estimate.main, ["--json", str(tmp_path)])
     assert f"--json: '{tmp_path}' is a folder; give a file name" in err
+    # A folder not there yet, named with a trailing slash, had been written as a file.
+    err = usage_error(capsys, validate_estimate.main, ["--out", str(tmp_path / "new") + "/"])
+    assert f"--out: '{tmp_path / 'new'}/' is a folder; give a file name" in err
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc, where no file can be made")
+def test_validate_estimate_refuses_a_file_it_cannot_write_before_the_run(capsys, validate_estimate):
+    """--out /proc/nope.md (folder there, file not writable) failed with FileNotFoundError
+    after the whole run; now a usage error first."""
+    err = usage_error(capsys, validate_estimate.main, ["--cases", "2x2x2 AND", "--reps", "1", "--out", "/proc/nope.md"])
+    assert "--out: cannot write '/proc/nope.md'" in err
+
+
+def test_validate_estimate_leaves_no_file_behind_its_check_and_keeps_existing_ones(tmp_path, validate_estimate):
+    new, old = tmp_path / "new.md", tmp_path / "old.md"
+    old.write_text("kept")
+    with pytest.raises(Started):
+        validate_estimate.main(["--cases", "2x2x2 AND", "--reps", "1", "--out", str(new), "--json", str(old)])
+    assert not new.exists() and old.read_text() == "kept"
 
 
 def test_validate_estimate_without_matplotlib_refuses_plot_before_the_run(capsys, monkeypatch, validate_estimate):
