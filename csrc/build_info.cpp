@@ -50,29 +50,13 @@ py::dict build_info() {
   info["cuda_architectures"] = FASTPID_CUDA_ARCHITECTURES;
 
   // What the CPU code was compiled for: a module built with -march=native (the default)
-  // needs these instructions on every machine that imports it.
+  // needs its instructions on every machine that imports it; they are listed in _C.isa
+  // (CMakeLists.txt), which fastpid._build_info reads for build_info()["cpu_instructions"].
 #ifdef FASTPID_MARCH_NATIVE
   info["march_native"] = true;
 #else
   info["march_native"] = false;
 #endif
-  py::list instructions;
-#ifdef __AVX512F__
-  instructions.append("avx512f");
-#endif
-#ifdef __AVX2__
-  instructions.append("avx2");
-#endif
-#ifdef __FMA__
-  instructions.append("fma");
-#endif
-#ifdef __AVX__
-  instructions.append("avx");
-#endif
-#ifdef __SSE4_2__
-  instructions.append("sse4.2");
-#endif
-  info["cpu_instructions"] = instructions;
 
 #ifdef _OPENMP
   info["openmp"] = true;

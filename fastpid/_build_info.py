@@ -42,6 +42,16 @@ def missing_instructions(required: Iterable[str], cpu_flags: Iterable[str]) -> l
     return sorted({flag for flag in wanted if flag is not None and flag not in have})
 
 
+def needed_instructions(isa: Path | None) -> list[str] | None:
+    """The instruction sets a module built for the macros listed in ``isa`` needs, as
+    /proc/cpuinfo names them (a macro without a known name: lower case, underscores
+    stripped), sorted; ``None`` where there is no list."""
+    if isa is None:
+        return None
+    macros = (m.strip("_") for m in isa.read_text().split())
+    return sorted({_CPUINFO_FLAG.get(m, m.lower()) for m in macros})
+
+
 def _cpu_flags() -> list[str] | None:
     """This CPU's flags from /proc/cpuinfo (Linux); ``None`` where they cannot be read."""
     try:
@@ -104,8 +114,11 @@ def _unavailable(reason: str) -> str:
     global _warned
     if not _warned:
         _warned = True
+        # The folder fastpid came from tells a source checkout that shadows an installed
+        # package (python run in the checkout) from an install without its extension.
         warnings.warn(f"fastpid's native extension is unavailable ({reason}); the PyTorch solvers run in "
-                      "its place, several times slower on the CPU (`fastpid info` shows the build)",
+                      "its place, several times slower on the CPU. fastpid was imported from "
+                      f"{Path(__file__).parent} (`fastpid info` shows the build)",
                       RuntimeWarning, stacklevel=_caller_level())
     return reason
 
@@ -129,12 +142,15 @@ def build_info() -> dict[str, Any]:
         the extension (``version``, ``compiler_id``, ``compiler_version``,
         ``cxx_standard``, ``build_type``, ``cuda_compiled``, ``cuda_searched``,
         ``cuda_compiler_found``, ``cuda_compiler_version``, ``openmp``, ...).
+        ``cpu_instructions`` lists every instruction set the module needs (``_C.isa``, as
+        /proc/cpuinfo names them; empty for a portable build, ``None`` where unknown).
         Otherwise ``native=False`` and ``error``, the text of the import error.
     """
     ext, error = load_extension()
     if ext is None:
         return {"native": False, "error": error}
     info = dict(ext.build_info())
+    info["cpu_instructions"] = needed_instructions(_isa_file())
     info["native"] = True
     return info
 
