@@ -50,7 +50,8 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
             numpy array (or nested list) gives numpy ``float64`` results; a torch tensor gives
             torch results on the same device, in float64 for float64, integer and bool
             tensors and float32 for float32, float16 and bfloat16 ones, and gradients flow to
-            ``P`` (first order only: differentiating a gradient again raises an error).
+            ``P`` (first order only for ``"exact"`` and ``"fast"``: differentiating a gradient
+            again raises an error; ``"proxy"`` is closed form, differentiable to any order).
         method: ``"exact"`` solves ``V = min_Q I_Q(Y; X1,X2)`` to a certified ``tol``;
             ``"proxy"`` uses the closed-form coupling ``Q0 = P(x1,y) P(x2,y) / p(y)``
             (no iterations); ``"fast"`` runs ``steps`` cheap refinement steps from ``Q0``.

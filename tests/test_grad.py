@@ -103,8 +103,8 @@ def test_gradient_ascent_on_synergy_increases_it():
 
 @pytest.mark.parametrize("method", ["exact", "fast", "proxy"])
 def test_zero_cells_get_zero_gradient_on_every_backend(method):
-    """The derivative at a cell of zero mass is one-sided (and unbounded for the information
-    terms); the closed forms' autograd and the envelope formula each gave another finite value
+    """The derivative at a cell of zero mass is one-sided (unbounded for mi and synergy); the
+    closed forms' autograd and the envelope formula each gave another finite value
     there, so redundancy with n2 = 1 (identically 0) got gradients up to 721 that depended on
     the backend and the memory layout. Every term now has a zero gradient at zero cells; the
     cells with mass keep theirs."""
@@ -126,6 +126,28 @@ def test_zero_cells_get_zero_gradient_on_every_backend(method):
         assert torch.all(X.grad[Q == 0] == 0)
         grads.append(X.grad)
     torch.testing.assert_close(grads[0], grads[1], atol=1e-9, rtol=1e-6)
+
+
+def test_a_tiny_mass_gives_the_one_sided_derivative_the_zero_cell_convention_drops():
+    """README: at a zero cell whose pair masses are positive, mi1, mi2, redundancy and the
+    unique terms have a finite one-sided derivative; a tiny mass (1e-30) gets it. Checked
+    against one-sided differences (mi1, mi2: closed forms; redundancy: through V)."""
+    P = torch.rand(3, 3, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) + 0.1
+    P[0, 0, 0] = 0.0
+    P = P / P.sum()
+    E = torch.zeros_like(P)
+    E[0, 0, 0] = 1.0
+    X = (P + 1e-30 * E).requires_grad_(True)
+    r = fastpid.pid(X, tol=1e-12)
+    h = 1e-6
+    for term in ("mi1", "mi2", "redundancy", "unique1"):
+        g = float(torch.autograd.grad(getattr(r, term), X, retain_graph=True)[0][0, 0, 0])
+        one_sided = float((getattr(fastpid.pid(P + h * E, tol=1e-13), term)
+                           - getattr(fastpid.pid(P, tol=1e-13), term)) / h)
+        assert abs(g - one_sided) < 1e-4 * max(1.0, abs(g)), (term, g, one_sided)
+    assert float(torch.autograd.grad(r.mi1, X, retain_graph=True)[0][0, 0, 0]) < -0.3
+    Z = P.clone().requires_grad_(True)  # the convention at 0 itself
+    assert float(torch.autograd.grad(fastpid.pid(Z, tol=1e-12).mi1, Z)[0][0, 0, 0]) == 0.0
 
 
 def test_a_value_at_the_end_of_its_bracket_keeps_its_whole_gradient():
