@@ -29,7 +29,7 @@ _CPUINFO_FLAG = {
     "AVX512VL": "avx512vl", "AVX512IFMA": "avx512ifma", "AVX512VBMI": "avx512vbmi",
     "AVX512VBMI2": "avx512_vbmi2", "AVX512VNNI": "avx512_vnni", "AVX512BITALG": "avx512_bitalg",
     "AVX512VPOPCNTDQ": "avx512_vpopcntdq", "AVX512BF16": "avx512_bf16", "AVX512FP16": "avx512_fp16",
-    "AVXVNNI": "avx_vnni",
+    "AVXVNNI": "avx_vnni", "AVX512VP2INTERSECT": "avx512_vp2intersect", "AVXVNNIINT8": "avx_vnni_int8",
 }
 _warned = False
 
@@ -38,18 +38,23 @@ def missing_instructions(required: Iterable[str], cpu_flags: Iterable[str]) -> l
     """The macros of ``required`` (e.g. ``"__AVX512F__"``) whose instruction set is not among
     ``cpu_flags`` (the CPU's flags as /proc/cpuinfo names them), as cpuinfo names them."""
     have = set(cpu_flags)
-    wanted = (_CPUINFO_FLAG.get(m.strip().strip("_")) for m in required)
+    wanted = (_CPUINFO_FLAG.get(_macro_name(m)) for m in required)
     return sorted({flag for flag in wanted if flag is not None and flag not in have})
 
 
+def _macro_name(macro: str) -> str:
+    """``"__AVX512F__"`` -> ``"AVX512F"``, the key of :data:`_CPUINFO_FLAG`."""
+    return macro.strip().strip("_")
+
+
 def needed_instructions(isa: Path | None) -> list[str] | None:
-    """The instruction sets a module built for the macros listed in ``isa`` needs, as
-    /proc/cpuinfo names them (a macro without a known name: lower case, underscores
-    stripped), sorted; ``None`` where there is no list."""
+    """The instruction sets a module built for the macros listed in ``isa`` needs, sorted,
+    as /proc/cpuinfo names them; a macro this module has no name for (a newer instruction
+    set, which the import check cannot test) as the compiler's macro, e.g. ``"__AVX10_1__"``.
+    ``None`` where there is no list."""
     if isa is None:
         return None
-    macros = (m.strip("_") for m in isa.read_text().split())
-    return sorted({_CPUINFO_FLAG.get(m, m.lower()) for m in macros})
+    return sorted({_CPUINFO_FLAG.get(_macro_name(m), m.strip()) for m in isa.read_text().split()})
 
 
 def _cpu_flags() -> list[str] | None:

@@ -62,7 +62,9 @@ def dyncim_loss_terms(fused_logits: torch.Tensor, unimodal_logits: Sequence[torc
             bad = v[~(torch.isfinite(v) & (v >= 0))]
             raise ValueError(f"{name} must be finite and >= 0, got {bad[:4].tolist()}"
                              f"{' ...' if bad.numel() > 4 else ''} among them")
-    unimodal_scale = check_real(unimodal_scale, "unimodal_scale", 0)
+    # Checked by value; a tensor stays one, so a learned or scheduled alpha keeps its gradient.
+    check_real(unimodal_scale.detach() if isinstance(unimodal_scale, torch.Tensor) else unimodal_scale,
+               "unimodal_scale", 0)
     target = _gate_target(gate_target, M)  # checked with or without a gate: a wrong one is a caller's bug
     ce = F.cross_entropy(fused_logits, y, reduction="none")
     ce_m = torch.stack([F.cross_entropy(u, y, reduction="none") for u in unimodal_logits])  # (M, B)

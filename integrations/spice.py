@@ -348,8 +348,8 @@ class SPICESampler(Sampler):
         self.generator = generator
         self.num_replicas, self.rank, self.seed, self.drop_last = num_replicas, rank, int(seed), bool(drop_last)
         self.shuffle = bool(shuffle)
-        self._progress: dict | None = None  # the epoch being iterated (see state_dict)
-        self._resume: dict | None = None  # a loaded checkpoint's unfinished epoch
+        self._progress: dict | None = None  # the epoch being or last iterated (see state_dict)
+        self._resume: dict | None = None  # a loaded checkpoint's epoch, until iterated
 
     def set_epoch(self, epoch: SupportsIndex) -> None:
         """Set the curriculum's epoch (:meth:`SPICECurriculum.set_epoch`), which also seeds
@@ -395,7 +395,7 @@ class SPICESampler(Sampler):
         progress["finished"] = True
 
     def _resume_at(self, epoch: int) -> dict | None:
-        """The checkpoint's unfinished epoch, if ``epoch`` is that epoch."""
+        """The loaded checkpoint's epoch (finished or not), if ``epoch`` is that epoch."""
         return self._resume if self._resume is not None and self._resume["epoch"] == epoch else None
 
     def __len__(self) -> int:
@@ -414,12 +414,14 @@ class SPICESampler(Sampler):
         before the epoch's shuffle (``epoch_start``), the number of indices yielded
         (``taken``) and whether that was all of them (``finished``). A sampler loaded from it
         and iterated at that epoch again yields the rest of that epoch's order (nothing after
-        its last index, whether the last batch was full or not); at any other epoch it
-        shuffles as usual. ``taken`` counts what
+        its last index, whether the last batch was full or not: call :meth:`set_epoch` with
+        the next epoch before iterating on); at any other epoch it shuffles as usual. Saved
+        again before it iterates, it saves the loaded position. ``taken`` counts what
         the ``DataLoader`` has drawn: with worker processes, the batches they had prefetched
         but not delivered are skipped too. Without a generator only the position resumes
         (a single-process shuffle from torch's global generator is drawn afresh)."""
-        progress = self._progress
+        # A loaded position not yet iterated is saved again as it was loaded.
+        progress = self._progress if self._progress is not None else self._resume
         return {"generator": None if self.generator is None else self.generator.get_state(),
                 "epoch": -1 if progress is None else progress["epoch"],
                 "epoch_start": None if progress is None else progress["start"],

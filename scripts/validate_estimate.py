@@ -328,7 +328,7 @@ def main(argv=None):
         except OSError as e:
             why = "a file of that name is in the way" if isinstance(e, FileExistsError) else e.strerror or e
             ap.error(f"--{option}: cannot make the folder {str(path.parent)!r}: {why}")
-        existed = path.exists()
+        existed = os.path.lexists(path)  # a link to a file not there yet stays (its target is made)
         try:  # opened for appending: an existing file keeps its content until the run's end
             with open(path, "a"):
                 pass

@@ -43,8 +43,8 @@ def test_native_build_info_is_sane():
         assert info["cuda_compiler_version"] == ""
     if not info["cuda_searched"]:
         assert info["cuda_compiler_found"] is False
-    # The CUDA architectures compiled for, and what the CPU code needs (-march=native by
-    # default: a module built so does not run on CPUs without these instructions).
+    # The CUDA architectures compiled for, and whether the CPU code is for this CPU only
+    # (-march=native by default; the instructions it needs: the test below).
     assert (info["cuda_architectures"] != "") is info["cuda_compiled"]
     assert isinstance(info["march_native"], bool)
     assert isinstance(info["openmp"], bool)
@@ -86,7 +86,7 @@ def test_instructions_the_cpu_lacks_are_named_in_cpuinfo_terms(tmp_path):
     assert unfit_cpu(isa, ["avx512f", "avx2"]) == "" and unfit_cpu(None, []) == "" and unfit_cpu(isa, None) == ""
 
 
-def test_build_info_lists_every_instruction_set_the_module_needs():
+def test_build_info_lists_every_instruction_set_the_module_needs(tmp_path):
     """cpu_instructions listed five sets compiled into build_info.cpp (avx512f, avx2, fma,
     avx, sse4.2) while the import check asks for every one in _C.isa (34 on an AVX-512
     build): a CPU with the five listed was still refused. It is now _C.isa's list in
@@ -104,6 +104,9 @@ def test_build_info_lists_every_instruction_set_the_module_needs():
     if info["march_native"] and platform.machine() == "x86_64":
         assert "sse4_2" in listed      # every x86-64 CPU of the last 15 years
     assert bi.needed_instructions(None) is None
+    other = tmp_path / "_C.isa"   # a set this module has no cpuinfo name for keeps its macro
+    other.write_text("__AVX2__\n__AVX512VP2INTERSECT__\n__AVX10_1__\n")
+    assert bi.needed_instructions(other) == ["__AVX10_1__", "avx2", "avx512_vp2intersect"]
 
 
 def test_a_module_built_for_instructions_this_cpu_lacks_is_not_imported():
@@ -217,6 +220,9 @@ def test_build_with_cuda_switched_off(tmp_path):
         z.extract(so, tmp_path)
         # The instructions a portable module needs: none listed, so every CPU may import it.
         assert z.read("fastpid/_C.isa").split() == []
+        z.extract("fastpid/_C.isa", tmp_path)
+    from fastpid._build_info import needed_instructions
+    assert needed_instructions(tmp_path / "fastpid" / "_C.isa") == []
     code = (
         "import importlib.util, sys\n"
         f"spec = importlib.util.spec_from_file_location('_C', {str(tmp_path / so)!r})\n"

@@ -181,6 +181,11 @@ def test_validate_estimate_leaves_no_file_behind_its_check_and_keeps_existing_on
     with pytest.raises(Started):
         validate_estimate.main(["--cases", "2x2x2 AND", "--reps", "1", "--out", str(new), "--json", str(old)])
     assert not new.exists() and old.read_text() == "kept"
+    link = tmp_path / "link.md"       # a link to a file not there yet had been removed
+    link.symlink_to(tmp_path / "target.md")
+    with pytest.raises(Started):
+        validate_estimate.main(["--cases", "2x2x2 AND", "--reps", "1", "--out", str(link)])
+    assert link.is_symlink()
 
 
 def test_validate_estimate_without_matplotlib_refuses_plot_before_the_run(capsys, monkeypatch, validate_estimate):

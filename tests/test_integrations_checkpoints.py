@@ -212,6 +212,7 @@ def test_spice_sampler_resumes_in_the_middle_of_an_epoch():
         cur, sampler = make(**fresh(torch.Generator().manual_seed(99)))
         cur.load_state_dict(state["cur"])
         sampler.load_state_dict(state["sampler"])
+        sampler.load_state_dict(roundtrip(sampler.state_dict()))  # saved again before iterating: kept (was lost)
         sampler.set_epoch(1)
         assert len(sampler) == sum(map(len, full[1])) - 8
         rest = batches(sampler, 1)
@@ -249,6 +250,9 @@ def test_spice_sampler_checkpoint_after_an_epochs_last_batch_yields_nothing_more
         cur.load_state_dict(state["cur"])
         sampler = SPICESampler(cur, generator=torch.Generator().manual_seed(99))
         sampler.load_state_dict(state["sampler"])
+        again = roundtrip(sampler.state_dict())   # saved again before iterating: the same position
+        assert {k: again[k] for k in ("epoch", "taken", "finished")} == {"epoch": 0, "taken": n, "finished": True}
+        sampler.load_state_dict(again)
         sampler.set_epoch(0)
         assert len(sampler) == 0 and list(sampler) == []
         resumed = []

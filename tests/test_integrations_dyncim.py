@@ -243,6 +243,13 @@ def test_loss_refuses_weights_that_would_poison_or_reverse_the_step(kwargs, matc
         DynCIMLoss()(z, [z, z], torch.tensor([0, 1]), **kwargs)
 
 
+def test_loss_keeps_the_gradient_of_a_tensor_unimodal_scale():
+    z = torch.zeros(2, 2)
+    alpha = torch.tensor(0.5, requires_grad=True)
+    dyncim_loss_terms(z, [z, z], torch.tensor([0, 1]), unimodal_scale=alpha)["unimodal"].backward()
+    assert alpha.grad is not None and float(alpha.grad) == pytest.approx(2 * math.log(2))
+
+
 
 def test_gate_term_is_finite_in_float16_when_the_gate_collapses():
     """The gate term clamped ḡ at 1e-12, which is 0 in float16: a gate collapsed onto one
