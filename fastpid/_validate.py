@@ -47,6 +47,27 @@ _INT_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64,
 # --------------------------------------------------------------------------- #
 # Generic conversion
 # --------------------------------------------------------------------------- #
+def refuse_masked(x, name: str) -> None:
+    """A ``TypeError`` where ``x`` is a numpy masked array with masked entries, or a list or
+    tuple holding one (``np.asarray`` and ``torch.from_numpy`` read through the mask)."""
+    masked = _count_masked(x)
+    if masked:
+        what = "a numpy masked array" if isinstance(x, np.ndarray) else "a list holding numpy masked arrays"
+        raise TypeError(
+            f"{name} is {what} with {masked} masked entries; fastpid reads every entry (its mask "
+            f"would be ignored): drop the masked samples from every input first, or give them weight 0"
+        )
+
+
+def _count_masked(x) -> int:
+    """The masked entries of ``x`` and of the arrays in its nested lists and tuples."""
+    if isinstance(x, np.ma.MaskedArray):
+        return int(np.ma.count_masked(x))
+    if isinstance(x, (list, tuple)):
+        return sum(_count_masked(v) for v in x if isinstance(v, (np.ndarray, list, tuple)))
+    return 0
+
+
 def _numpy_from_any(x, name: str) -> np.ndarray:
     """Convert a non-tensor input (numpy array, nested list, scalar, ...) to numpy.
 
@@ -58,12 +79,7 @@ def _numpy_from_any(x, name: str) -> np.ndarray:
             f"{name} must be numeric (a numpy array, torch tensor or nested list of "
             f"numbers), got a {type(x).__name__}: {x!r}"
         )
-    if isinstance(x, np.ma.MaskedArray) and np.ma.is_masked(x):
-        raise TypeError(
-            f"{name} is a numpy masked array with {int(np.ma.count_masked(x))} masked entries; "
-            f"fastpid reads every entry (its mask would be ignored): drop the masked samples from "
-            f"every input first, or give them weight 0"
-        )
+    refuse_masked(x, name)
     if isinstance(x, collections.abc.Iterator):
         raise TypeError(
             f"{name} is an iterator ({type(x).__name__}); pass a list, numpy array or torch "

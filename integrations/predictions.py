@@ -13,6 +13,8 @@ from typing import Union
 import numpy as np
 import torch
 
+from fastpid._validate import refuse_masked
+
 __all__ = ["as_tensor", "as_labels", "check_probs", "rows_to_gather", "check_labels", "check_classes", "check_indices",
            "check_batch", "prob_of_label"]
 
@@ -32,6 +34,7 @@ def as_tensor(x, name: str) -> torch.Tensor:
     if isinstance(x, np.ndarray):
         if x.dtype == object or x.dtype.kind in "USV":
             raise TypeError(f"{name} must be numeric, got a numpy array of dtype {x.dtype}")
+        refuse_masked(x, name)
         return torch.from_numpy(np.ascontiguousarray(x))
     raise TypeError(f"{name} must be a torch.Tensor or a numpy array, got {type(x).__name__}")
 

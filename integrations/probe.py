@@ -49,7 +49,7 @@ from typing import Mapping
 import torch
 
 import fastpid
-from fastpid._validate import check_integer, check_real
+from fastpid._validate import check_base, check_choice, check_integer, check_real
 from fastpid.estimate import _check_confidence, _check_int, _check_seed, p_value_text, suggest_k
 
 from .cluster import _check_count, kmeans, l2_normalize, pca, standardize
@@ -203,8 +203,8 @@ class PIDProbe:
         # Checked here: it seeds the k-means and, by default, the estimate, which refused a
         # negative one only at the first probe.
         self.seed = check_integer(seed, "seed", 0)
-        self.method = method
-        self.base = base
+        self.method = check_choice(method, fastpid.api.METHODS, "method")
+        self.base = check_base(base)
 
     def codes(self, emb, name: str = "emb") -> torch.Tensor:
         """Cluster ids ``(N,)`` (int64) of embeddings ``emb (N, D)`` (tensor or numpy; any

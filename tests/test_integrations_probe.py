@@ -95,6 +95,16 @@ def test_bad_inputs_raise():
         probe(torch.randn(10, 3), torch.randn(10, 3), torch.full((10,), 0.5))
 
 
+def test_method_and_base_are_checked_at_construction():
+    """PIDProbe(method="exacto") and base=1 were refused only at the first probe (an epoch
+    into training, or at an ECS controller's first update)."""
+    with pytest.raises(ValueError, match="method"):
+        PIDProbe(n_clusters=3, method="exacto")
+    with pytest.raises(ValueError, match="base must be a finite number > 1"):
+        PIDProbe(n_clusters=3, base=1)
+    assert PIDProbe(n_clusters=3, method=" Exact ", base=2).method == "exact"
+
+
 def _cloud(codes, rng, dim=6, spread=0.05):
     """Embeddings ``(N, dim)`` that form one tight cloud per code value."""
     centres = rng.normal(size=(int(codes.max()) + 1, dim)) * 5.0

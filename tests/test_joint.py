@@ -720,6 +720,25 @@ def test_masked_arrays_with_masked_entries_are_refused_and_iterators_named():
         fastpid.joint((c for c in x1), x2, [0, 0, 1, 1])
 
 
+def test_masked_arrays_inside_lists_and_given_to_the_integrations_are_refused():
+    """pid([P, P]) with a masked entry in P read the entry as data (synergy 0 instead of
+    0.0747 with it dropped), and the integrations wrapped masked labels without their mask
+    (PIDProbe gave the unmasked result with half the labels masked)."""
+    from fastpid.integrations import PIDProbe
+
+    P = np.ma.masked_array(np.ones((2, 2, 2)), mask=np.zeros((2, 2, 2), bool))
+    P.mask[0, 0, 0] = True
+    for bad in ([P, P], (P.data, P), [[P]]):
+        with pytest.raises(TypeError, match="P is a list holding numpy masked arrays with [12] masked entries"):
+            fastpid.pid(bad)
+    np.testing.assert_allclose(fastpid.pid([P.data, np.ma.masked_array(P.data)]).synergy, [0.0, 0.0], atol=1e-9)
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(60, 3))
+    y = np.ma.masked_array(rng.integers(0, 2, 60), mask=np.arange(60) < 30)
+    with pytest.raises(TypeError, match="masked array with 30 masked entries"):
+        PIDProbe(n_clusters=3)(emb, emb, y)
+
+
 def test_long_double_masked_arrays_are_refused_too():
     """pid() scales long double problems into float64 before anything else: a masked one went
     that way with its mask ignored (on both routes)."""
