@@ -38,6 +38,18 @@ def float_between(low: float, high: float, why: str = ""):
     return parse
 
 
+class Distinct(argparse.Action):
+    """A list option (``nargs="+"``) whose values may not repeat: run_fair with ``--arms fused
+    fused+heads fused`` trained every run, then failed pairing 4 seeds with 2 (nothing
+    written); a repeated data set was trained twice, the second overwriting the first."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        repeated = sorted({v for v in values if values.count(v) > 1}, key=values.index)
+        if repeated:
+            parser.error(f"{option_string}: {', '.join(map(repr, repeated))} given more than once")
+        setattr(namespace, self.dest, values)
+
+
 def read_saved_run(ap: argparse.ArgumentParser, path, keys=(), option: str = "--replot"):
     """The JSON object saved at ``path`` by a run of the script of ``ap``. A file that cannot be
     read, is not JSON, or is not an object with the top-level ``keys`` is a usage error
@@ -97,9 +109,10 @@ OUT_HELP = ("output folder (default examples/results, overwriting the committed 
 
 def add_output_options(ap: argparse.ArgumentParser, replot_help: str) -> None:
     """``--out`` (default ``None``: :data:`RESULTS`, or the saved run's folder with ``--replot``)
-    and ``--replot JSON``."""
+    and ``--replot JSON``, whose outputs are named after the saved file (a copy saved under
+    another name replaced the tables, and with run_fair the JSON, of the run named in it)."""
     ap.add_argument("--out", type=Path, default=None, help=OUT_HELP)
-    ap.add_argument("--replot", metavar="JSON", type=Path, help=replot_help)
+    ap.add_argument("--replot", metavar="JSON", type=Path, help=replot_help + "; its files are named after JSON's")
 
 
 def results_folder(ap: argparse.ArgumentParser, args) -> Path:

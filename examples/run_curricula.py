@@ -271,11 +271,12 @@ def plot_schedules(res, path):
     plt.close(fig)
 
 
-def write(res, out: Path, plots: bool = True) -> None:
-    """``curricula.md`` and (``plots``) ``curricula_schedules.png`` of ``res`` in ``out``."""
-    (out / "curricula.md").write_text(markdown(res))
+def write(res, out: Path, plots: bool = True, stem: str = "curricula") -> None:
+    """``<stem>.md`` and (``plots``) ``<stem>_schedules.png`` of ``res`` in ``out`` (a replot's
+    stem: the saved file's)."""
+    (out / f"{stem}.md").write_text(markdown(res))
     if plots:
-        plot_schedules(res, out / "curricula_schedules.png")
+        plot_schedules(res, out / f"{stem}_schedules.png")
 
 
 def main(argv=None):
@@ -289,7 +290,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.replot:
         res = read_saved_run(ap, args.replot, ("seeds", "recovery", "accuracy"))
-        write(res, results_folder(ap, args), plots=not args.no_plots)
+        write(res, results_folder(ap, args), plots=not args.no_plots, stem=args.replot.stem)
         return res
     out = results_folder(ap, args)
     torch.set_num_threads(1)

@@ -43,8 +43,8 @@ import torch
 
 from . import arms as arm_defs
 from . import fair
-from .arguments import (BATCH_SIZE, add_output_options, as_json, command, float_between, int_at_least, read_saved_run,
-                        results_folder, run_arguments)
+from .arguments import (BATCH_SIZE, Distinct, add_output_options, as_json, command, float_between, int_at_least,
+                        read_saved_run, results_folder, run_arguments)
 from .stats import holm, mean_interval, missing, paired
 
 BASELINES = ("fused", "fused+heads")
@@ -273,9 +273,10 @@ def figures(results: dict, out: Path, name: str) -> list[str]:
     return files
 
 
-def write(results: dict, out: Path, plots: bool = True) -> None:
-    """``<name>.json``, ``<name>.md`` and (``plots``) the figures of ``results``."""
-    name = results["config"]["name"]
+def write(results: dict, out: Path, plots: bool = True, name: str | None = None) -> None:
+    """``<name>.json``, ``<name>.md`` and (``plots``) the figures of ``results``; ``name``:
+    the run's ``--name`` unless given (a replot's: the saved file's stem)."""
+    name = results["config"]["name"] if name is None else name
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(as_json(results))
     md = markdown(results)
@@ -294,8 +295,9 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--name", default="avdigits_reduced", help="output file stem")
-    ap.add_argument("--datasets", nargs="+", default=["avdigits"], help=", ".join(DATASETS))
-    ap.add_argument("--arms", nargs="+", default=list(arm_defs.ARMS), help="names from examples.arms.ARMS")
+    ap.add_argument("--datasets", nargs="+", action=Distinct, default=["avdigits"], help=", ".join(DATASETS))
+    ap.add_argument("--arms", nargs="+", action=Distinct, default=list(arm_defs.ARMS),
+                    help="names from examples.arms.ARMS")
     ap.add_argument("--seeds", type=int_at_least(1), default=3, help="evaluation seeds per arm")
     ap.add_argument("--tune-seeds", type=int_at_least(1), default=1, help="seeds per tuning trial")
     ap.add_argument("--trials", type=int_at_least(1), default=3, help="tuning trials per arm")
@@ -313,7 +315,7 @@ def main(argv=None) -> dict:
         results = read_saved_run(ap, args.replot, ("config", "datasets"))
         for d in results["datasets"].values():
             d["summary"] = json.loads(json.dumps(summarise(d, list(d["runs"]))))
-        write(results, results_folder(ap, args), plots=not args.no_plots)
+        write(results, results_folder(ap, args), plots=not args.no_plots, name=args.replot.stem)
         return results
     unknown = [a for a in args.arms if a not in arm_defs.ARMS]
     if unknown:

@@ -22,8 +22,8 @@ import torch
 from fastpid.integrations import SynIBLoss
 
 from . import data as datasets
-from .arguments import (BATCH_SIZE, add_output_options, as_json, command, int_at_least, read_saved_run, results_folder,
-                        run_arguments)
+from .arguments import (BATCH_SIZE, Distinct, add_output_options, as_json, command, int_at_least, read_saved_run,
+                        results_folder, run_arguments)
 from .evaluate import evaluate, prediction_pid
 from .methods import ECSAsync, Joint, Pretrain, SynIB
 from .models import LateFusion
@@ -169,14 +169,17 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-def write(results: dict, out: Path, plots: bool = True) -> None:
-    """``results.md`` and (``plots``) the PNG plots of ``results`` in ``out``."""
-    (out / "results.md").write_text(markdown(results))
+def write(results: dict, out: Path, plots: bool = True, stem: str = "results") -> None:
+    """``<stem>.md`` and (``plots``) the PNG plots of ``results`` in ``out`` (a replot's stem:
+    the saved file's; its plots' names then start with it, so that they replace no other
+    run's)."""
+    (out / f"{stem}.md").write_text(markdown(results))
     if not plots:
         return
+    prefix = "" if stem == "results" else f"{stem}_"
     for name, runs in results["runs"].items():
         if "ecs" in runs:
-            plot_pid_trajectory(runs["ecs"][0]["history"], out / f"ecs_trajectory_{name}.png",
+            plot_pid_trajectory(runs["ecs"][0]["history"], out / f"{prefix}ecs_trajectory_{name}.png",
                                 f"ECS-async probe PID on {name} (seed 0)")
     real = {d: t for d, t in results["table"].items() if d != "synthetic"}
     if real:
@@ -197,7 +200,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--seeds", type=int_at_least(1), default=5, help="paired seeds per method")
     ap.add_argument("--epochs", type=int_at_least(1), default=40, help="training epochs per run")
     ap.add_argument("--batch-size", type=BATCH_SIZE, default=128, help="training batch size")
-    ap.add_argument("--datasets", nargs="+", default=["synthetic", "digits", "uci-mor-fac"],
+    ap.add_argument("--datasets", nargs="+", action=Distinct, default=["synthetic", "digits", "uci-mor-fac"],
                     help="synthetic, digits, uci-<view1>-<view2> (views: " + ", ".join(datasets.UCI_VIEWS) + ")")
     ap.add_argument("--threads", type=int_at_least(1), default=1, help="torch intra-op threads")
     ap.add_argument("--no-progress", action="store_true")
@@ -206,7 +209,7 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     if args.replot:
         results = read_saved_run(ap, args.replot, ("config", "runs", "table"))
-        write(results, results_folder(ap, args), plots=not args.no_plots)
+        write(results, results_folder(ap, args), plots=not args.no_plots, stem=args.replot.stem)
         return results
     problem = dataset_error(args.datasets)
     if problem:

@@ -141,6 +141,9 @@ def points(d) -> str:
 def legend(family: dict, baseline: str, what: str) -> str:
     """The text above a table of :func:`points` cells of ``family``, differences of ``what``."""
     n = sum(not isinstance(d, str) and not missing(d["p"]) for d in family.values())   # Holm's family
+    # Cells without a p (no spread, one seed, no value) are outside it: said where there are any.
+    rest = sum(not isinstance(d, str) and missing(d["p"]) for d in family.values())
+    outside = f" that have a p-value ({rest} more have none and are outside the family)" if rest else ""
     return (f"Δ vs {baseline}: {what} minus {baseline}'s on the same seed (same split and initialisation seed), in "
             "points: mean [95 % t-interval] (seeds on which the method was ahead / seeds), p_Holm: two-sided "
-            f"paired t-test, Holm-adjusted over the {n} paired comparisons of this table.")
+            f"paired t-test, Holm-adjusted over the {n} paired comparisons of this table{outside}.")

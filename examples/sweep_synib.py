@@ -31,7 +31,7 @@ import torch
 from fastpid.integrations import SynIBLoss
 
 from . import data as datasets
-from .arguments import add_output_options, as_json, int_at_least, read_saved_run, results_folder
+from .arguments import Distinct, add_output_options, as_json, int_at_least, read_saved_run, results_folder
 from .evaluate import evaluate
 from .methods import Joint, SynIB
 from .models import LateFusion
@@ -122,8 +122,9 @@ def main(argv=None) -> dict:
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--seeds", type=int_at_least(1), default=5, help="paired seeds per method")
     ap.add_argument("--epochs", type=int_at_least(1), default=40, help="training epochs per run")
-    ap.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
-    ap.add_argument("--configs", nargs="+", default=None, help='configuration names, e.g. "random λ=0.1 p=0.8"')
+    ap.add_argument("--settings", nargs="+", action=Distinct, default=list(SETTINGS), choices=list(SETTINGS))
+    ap.add_argument("--configs", nargs="+", action=Distinct, default=None,
+                    help='configuration names, e.g. "random λ=0.1 p=0.8"')
     add_output_options(ap, "rewrite the summaries and the table of a saved sweep (in --out, else next to "
                            "it); no training")
     args = ap.parse_args(argv)
@@ -144,7 +145,7 @@ def main(argv=None) -> dict:
         results["summary"] = {s: summarise(runs) for s, runs in results["runs"].items()}
         folder = results_folder(ap, args)
         (folder / args.replot.name).write_text(as_json(results))
-        (folder / "synib_sweep.md").write_text(markdown(results))
+        (folder / f"{args.replot.stem}.md").write_text(markdown(results))
         return results
     out = results_folder(ap, args)
     torch.set_num_threads(1)

@@ -316,6 +316,38 @@ def test_replot_writes_into_out_and_leaves_the_saved_run_alone(tmp_path, no_trai
     assert {p.name for p in source.iterdir()} > set(before)
 
 
+@pytest.mark.parametrize("script, saved", [("run_integrations", "results.json"), ("run_curricula", "curricula.json"),
+                                           ("run_fair", "avdigits_reduced.json"), ("sweep_synib", "synib_sweep.json")])
+def test_replot_of_a_renamed_run_names_its_files_after_it(tmp_path, no_training, script, saved):
+    """A saved run copied as old.json and replotted wrote the tables (run_fair: also the raw
+    JSON) under the names of the run it came from, replacing another run's files there. The
+    replot's files are now named after the file replotted; the other run's stay as they were."""
+    import shutil
+
+    shutil.copy(Path(__file__).parents[1] / "examples" / "results" / saved, tmp_path / "old.json")
+    others = {saved: "another run's data", saved.replace(".json", ".md"): "another run's table"}
+    for name, text in others.items():
+        (tmp_path / name).write_text(text)
+    no_plots = [] if script == "sweep_synib" else ["--no-plots"]
+    script_main(script)(["--replot", str(tmp_path / "old.json"), *no_plots])
+    assert {name: (tmp_path / name).read_text() for name in others} == others
+    assert (tmp_path / "old.md").is_file()
+    assert {p.name for p in tmp_path.iterdir()} == {*others, "old.json", "old.md"}
+
+
+@pytest.mark.parametrize("script, argv, message", [
+    ("run_fair", ["--datasets", "synthetic", "--arms", "fused", "fused+heads", "fused"], "--arms: 'fused' given more than once"),
+    ("run_fair", ["--datasets", "synthetic", "synthetic", "--arms", "fused"], "--datasets: 'synthetic' given more than once"),
+    ("run_integrations", ["--datasets", "digits", "synthetic", "digits"], "--datasets: 'digits' given more than once"),
+    ("sweep_synib", ["--settings", "xor15-b128", "xor15-b128"], "--settings: 'xor15-b128' given more than once"),
+])
+def test_a_list_option_given_a_value_twice_is_a_usage_error(capsys, tmp_path, no_training, script, argv, message):
+    """run_fair --arms fused fused+heads fused trained every run, then failed pairing 4 seeds
+    with 2 and wrote nothing; a repeated data set was trained twice."""
+    err = usage_error(capsys, script_main(script), [*argv, "--out", str(tmp_path)])
+    assert message in err
+
+
 def test_run_fair_refuses_a_name_with_a_folder_before_training(capsys, tmp_path, no_training):
     """--name sub/x failed after training, when the results were written (lost)."""
     err = usage_error(capsys, script_main("run_fair"), ["--datasets", "synthetic", "--arms", "fused", "--name", "sub/x",

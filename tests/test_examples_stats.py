@@ -27,7 +27,10 @@ def test_a_nan_value_gives_no_p_value():
     assert points(fam["B"]) == "+2.0 [0.0, 4.0] (4/5), p_Holm 0.047"   # 0.0474: "0.05" read as the level
     for p, shown in ((0.0996, "0.10"), (0.0302, "0.030"), (0.00951, "0.0095"), (0.104, "0.10"), (0.5, "0.50")):
         assert points({**fam["B"], "holm_p": p}).endswith(f"p_Holm {shown}"), p
-    assert "over the 1 paired comparisons" in legend(fam, "joint", "x")
+    # A said "over the 1 paired comparisons of this table" of a table of two: now says A is outside.
+    assert ("over the 1 paired comparisons of this table that have a p-value (1 more have none and are outside "
+            "the family).") in legend(fam, "joint", "x")
+    assert legend({"B": fam["B"]}, "joint", "x").endswith("over the 1 paired comparisons of this table.")
 
 
 def test_equal_differences_have_no_spread():
