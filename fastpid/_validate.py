@@ -88,6 +88,12 @@ def _numpy_from_any(x, name: str) -> np.ndarray:
     if isinstance(x, np.ndarray):
         arr = np.asarray(x)  # a masked array without masked entries: its data
     else:
+        if isinstance(x, (list, tuple)) and any(
+                isinstance(v, torch.Tensor) and (v.requires_grad or v.device.type != "cpu") for v in x):
+            # numpy cannot read them (numpy's own RuntimeError), and a list is read as numpy
+            # data, which would keep neither their gradient nor their device.
+            raise TypeError(f"{name} is a list of torch tensors that require grad or live off the CPU; stack "
+                            f"them into one tensor first (torch.stack({name}))")
         try:
             arr = np.asarray(x)
         except (ValueError, TypeError) as exc:  # ragged nested lists, odd objects
@@ -288,7 +294,10 @@ def check_distribution(P, *, name: str = "P", float64: bool = False) -> Tuple[to
         # scaled by their largest entries first (a detached scale: the normalised joint does
         # not depend on it), then checked as any others. Subnormal totals likewise, where
         # valid, and then the gradient is inf where the true one overflows, never NaN.
-        overflow = not all_ok and bool(torch.isinf(tot).any()) and bool(torch.isfinite(T.detach()).all())
+        # Problem by problem: one NaN elsewhere in the batch had left such a problem unscaled,
+        # and it was then reported as of zero mass in place of the one with the NaN.
+        overflow = not all_ok and bool(torch.isinf(tot).any()) and bool(
+            (torch.isinf(tot) & torch.isfinite(T.detach()).flatten(-3).all(-1).flatten()).any())
     given = T  # what error messages quote: the caller's values, not the rescaled ones
     if overflow or (subnormal and all_ok):
         top = T.detach().amax(dim=(-3, -2, -1), keepdim=True)

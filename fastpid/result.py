@@ -137,8 +137,8 @@ class PIDResult:
         base = check_base(base)  # None for nats
         current = math.e if self.base is None else self.base
         factor = math.log(current) / math.log(math.e if base is None else base)
-        scaled = {k: _keep_array(getattr(self, k) * factor) for k in _INFO_FIELDS}
-        return replace(self, base=base, **scaled)
+        scaled = {k: _keep_array(getattr(self, k) * factor) for k in _INFO_FIELDS if k != "gap"}
+        return replace(self, base=base, gap=_scaled_up(self.gap, factor), **scaled)
 
     def to_bits(self) -> "PIDResult":
         """The same result in bits (base 2)."""
@@ -168,6 +168,19 @@ class PIDResult:
         if self.shape:
             body = f"batch shape {self.shape}: {body}"
         return f"PIDResult({body}, units={self.units}, method={self.method!r}, backend={self.backend!r})"
+
+
+def _scaled_up(gap, factor: float):
+    """``gap * factor`` rounded up where the gap is a float32 (or narrower) tensor: rounded to
+    nearest, the converted bound fell one ulp below pid(..., base=...)'s in 410 of 2,000 float32
+    joints. float64 gaps (numpy results included) are scaled as the terms are."""
+    import torch
+
+    if not isinstance(gap, torch.Tensor) or gap.dtype == torch.float64:
+        return _keep_array(gap * factor)
+    wide = gap.double() * factor
+    out = wide.to(gap.dtype)
+    return torch.where(out.double() < wide, torch.nextafter(out, torch.full_like(out, math.inf)), out)
 
 
 def _as_numpy_index(index):

@@ -73,6 +73,27 @@ def test_errors_of_overflowing_totals_quote_the_callers_values(as_torch, backend
         fastpid.pid(torch.tensor(P) if as_torch else P, backend=backend)
 
 
+@pytest.mark.parametrize("as_torch", [False, True])
+@pytest.mark.parametrize("bad_value, message", [(np.nan, r"P\[1\] contains NaN \(at x1=0, x2=0, y=0\)"),
+                                                (np.inf, r"P\[1\] contains an infinite entry")])
+def test_a_bad_problem_beside_an_overflowing_total_is_the_one_named(as_torch, bad_value, message):
+    """A NaN in one problem left another, whose finite counts overflow their total, unscaled:
+    the error named the valid one, as "P[0] has zero total mass (all 8 entries are 0)"."""
+    bad = np.ones((2, 2, 2))
+    bad[0, 0, 0] = bad_value
+    P = np.stack([np.full((2, 2, 2), 1e308), bad])
+    with pytest.raises(ValueError, match=message):
+        fastpid.pid(torch.tensor(P) if as_torch else P)
+
+
+def test_a_list_of_tensors_that_need_a_gradient_is_told_to_stack_them():
+    """pid([t1, t2]) with t1.requires_grad raised numpy's RuntimeError ("Can't call numpy() on
+    Tensor that requires grad"); a list is read as numpy data, which keeps no gradient."""
+    with pytest.raises(TypeError, match=r"P is a list of torch tensors .* \(torch.stack\(P\)\)"):
+        fastpid.pid([torch.rand(2, 2, 2, requires_grad=True), torch.rand(2, 2, 2)])
+    np.testing.assert_allclose(fastpid.pid([torch.ones(2, 2, 2), torch.ones(2, 2, 2)]).mi, [0.0, 0.0], atol=1e-12)
+
+
 @pytest.mark.skipif(np.finfo(np.longdouble).maxexp <= 1024, reason="long double is float64 here")
 @pytest.mark.filterwarnings("error::RuntimeWarning")
 @pytest.mark.parametrize("backend", ["auto", "torch"])
