@@ -122,6 +122,13 @@ def results_folder(ap: argparse.ArgumentParser, args) -> Path:
     runners failed after training, their tables unwritten)."""
     if not getattr(args, "no_plots", True) and importlib.util.find_spec("matplotlib") is None:
         ap.error("the plots need matplotlib (pip install matplotlib, or the [examples] extra); or pass --no-plots")
+    if args.replot:
+        # A replot trains nothing: options of a training run would be silently ignored.
+        given = [f"--{dest.replace('_', '-')}" for dest, value in vars(args).items()
+                 if dest not in ("out", "replot", "no_plots") and value != ap.get_default(dest)]
+        if given:
+            ap.error(f"--replot rewrites a saved run's tables and trains nothing: {', '.join(given)} "
+                     "would be ignored; drop them (or run without --replot)")
     if args.out is None:
         return Path(args.replot).parent if args.replot else output_folder(ap, RESULTS)
     return output_folder(ap, args.out)

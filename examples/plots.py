@@ -56,7 +56,8 @@ def plot_pid_trajectory(history: dict, path, title: str = "") -> None:
 
 def plot_accuracy_bars(table: dict, path, metric: str = "acc", title: str = "") -> None:
     """Grouped bars of ``metric`` (mean ± std over seeds): ``table[dataset][method] =
-    {"mean": {...}, "std": {...}}``."""
+    {"mean": {...}, "std": {...}, "n_seeds": ...}``; one seed has no spread, so no error bar
+    (its saved std of 0 had drawn one of zero length)."""
     plt = _pyplot()
     datasets = list(table)
     methods = list(dict.fromkeys(m for d in datasets for m in table[d]))
@@ -65,7 +66,8 @@ def plot_accuracy_bars(table: dict, path, metric: str = "acc", title: str = "") 
     for i, m in enumerate(methods):
         xs = [j + i * width for j, d in enumerate(datasets) if m in table[d]]
         mu = [table[d][m]["mean"][metric] for d in datasets if m in table[d]]
-        sd = [table[d][m]["std"][metric] for d in datasets if m in table[d]]
+        sd = [table[d][m]["std"][metric] if table[d][m].get("n_seeds", 2) > 1 else float("nan")
+              for d in datasets if m in table[d]]
         ax.bar(xs, mu, width, yerr=sd, capsize=3, label=m)
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(datasets))], datasets)
     lo = min(table[d][m]["mean"][metric] for d in datasets for m in table[d])

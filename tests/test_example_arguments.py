@@ -348,6 +348,20 @@ def test_a_list_option_given_a_value_twice_is_a_usage_error(capsys, tmp_path, no
     assert message in err
 
 
+@pytest.mark.parametrize("script, saved, argv", [
+    ("run_integrations", "results.json", ["--seeds", "2", "--no-plots"]),
+    ("run_curricula", "curricula.json", ["--quick", "--no-plots"]),
+    ("run_fair", "avdigits_reduced.json", ["--epochs", "3", "--name", "x", "--no-plots"]),
+    ("sweep_synib", "synib_sweep.json", ["--seeds", "2"]),
+])
+def test_replot_refuses_the_options_of_a_training_run(capsys, tmp_path, no_training, script, saved, argv):
+    """--replot with --seeds, --epochs, --quick or --name ignored them without a word."""
+    source = Path(__file__).parents[1] / "examples" / "results" / saved
+    err = usage_error(capsys, script_main(script), ["--replot", str(source), "--out", str(tmp_path), *argv])
+    named = err.split("trains nothing: ")[1].split(" would be ignored")[0].split(", ")
+    assert sorted(named) == sorted(a for a in argv if a.startswith("--") and a != "--no-plots")
+
+
 def test_run_fair_refuses_a_name_with_a_folder_before_training(capsys, tmp_path, no_training):
     """--name sub/x failed after training, when the results were written (lost)."""
     err = usage_error(capsys, script_main("run_fair"), ["--datasets", "synthetic", "--arms", "fused", "--name", "sub/x",
