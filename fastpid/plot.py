@@ -69,23 +69,26 @@ def _sorted_epochs(ep: np.ndarray, name: str) -> np.ndarray:
     return ep
 
 
-def plot_pid_terms(epochs, terms: Mapping[str, npt.ArrayLike], intervals: Mapping | None = None, *,
-                   ax=None, units: str = "nats"):
+def plot_pid_terms(epochs, terms, intervals: Mapping | None = None, *, ax=None, units: str | None = None):
     """PID terms over epochs: one line per term, one shaded band per interval.
 
     Args:
-        epochs: ``(E,)`` epochs (x axis).
+        epochs: ``(E,)`` epochs (x axis), strictly increasing.
         terms: ``{name: (E,) values}``, e.g. ``{"synergy": [...], "redundancy": [...]}``
-            (in ``units``).
+            (in ``units``); or a :class:`fastpid.PIDResult` or :class:`fastpid.PIDEstimate`
+            of batch shape ``(E,)`` (one problem per epoch), whose four PID terms are drawn
+            in its units, an estimate's with its intervals unless ``intervals`` is given.
         intervals: ``{name: (lower (E,), upper (E,))}``, e.g. bootstrap or certified
-            intervals; each band takes its term's colour (a name without a term gets a grey
-            band).
-        ax: axes to draw into; units: the y-axis label.
+            intervals (``lower <= upper``); each band takes its term's colour (a name without
+            a term gets a grey band).
+        ax: axes to draw into; units: the y-axis label (default: the result's units, else
+            ``"nats"``).
 
     Returns the axes: ``len(terms)`` lines and ``len(intervals)`` bands (``ax.collections``).
     """
+    terms, intervals, units = _terms_of(terms, intervals, units)
     ax = _axes(ax)
-    ep = _vector(epochs, "epochs")
+    ep = _sorted_epochs(_vector(epochs, "epochs"), "epochs")
     colours = {}
     for name, values in terms.items():
         (line,) = ax.plot(ep, _vector(values, f"terms[{name!r}]", len(ep)), marker=".", label=name)
@@ -94,12 +97,31 @@ def plot_pid_terms(epochs, terms: Mapping[str, npt.ArrayLike], intervals: Mappin
         if len(band) != 2:
             raise ValueError(f"intervals[{name!r}] must be a pair (lower, upper), got {len(band)} entries")
         lo, hi = (_vector(b, f"intervals[{name!r}]", len(ep)) for b in band)
+        if np.any(lo > hi):
+            raise ValueError(f"intervals[{name!r}] has a lower end above its upper one at epoch "
+                             f"{ep[np.argmax(lo > hi)]:g}; give (lower, upper)")
         ax.fill_between(ep, lo, hi, color=colours.get(name, "grey"), alpha=0.2, lw=0)
     ax.set_xlabel("epoch")
     ax.set_ylabel(units)
     if terms:
         ax.legend(fontsize=8)
     return ax
+
+
+def _terms_of(terms, intervals, units):
+    """``(terms, intervals, units)`` for :func:`plot_pid_terms` from a mapping or a result."""
+    from fastpid import PIDEstimate, PIDResult
+
+    if isinstance(terms, (PIDResult, PIDEstimate)):
+        result = terms
+        terms = {t: getattr(result, t) for t in ("redundancy", "unique1", "unique2", "synergy")}
+        if intervals is None and isinstance(result, PIDEstimate):
+            intervals = {t: (getattr(result.ci_low, t), getattr(result.ci_high, t)) for t in terms}
+        return terms, intervals, result.units if units is None else units
+    if not isinstance(terms, Mapping):
+        raise TypeError(f"terms must be a mapping {{name: values}}, a PIDResult or a PIDEstimate, got "
+                        f"{type(terms).__name__}")
+    return terms, intervals, "nats" if units is None else units
 
 
 def plot_curriculum(curriculum, epochs=None, *, phases: Sequence[str] | None = None, ax=None):

@@ -30,6 +30,30 @@ def test_pid_terms_with_bands():
     assert plot_pid_terms(ep, terms, ax=own) is own
 
 
+def test_pid_terms_from_results_in_their_units_and_refusing_bad_epochs_and_bands():
+    """plot_pid_terms took no result objects (AttributeError: no .items) and labelled bits as
+    nats; unsorted or NaN epochs and bands with lower above upper were drawn as given."""
+    import numpy as np
+
+    import fastpid
+
+    rng = np.random.default_rng(0)
+    P = rng.dirichlet(np.ones(12), size=3).reshape(3, 2, 3, 2)
+    ax = plot_pid_terms([0, 1, 2], fastpid.pid(P, base=2))
+    assert ax.get_ylabel() == "bits" and len(ax.lines) == 4 and len(ax.collections) == 0
+    x1, x2 = rng.integers(0, 2, 90), rng.integers(0, 2, 90)
+    est = fastpid.estimate(x1, x2, x1 ^ x2, groups=np.arange(90) % 3, seed=0, n_null=5, progress=False)
+    ax = plot_pid_terms([0, 1, 2], est, units="my units")
+    assert ax.get_ylabel() == "my units" and len(ax.lines) == 4 and len(ax.collections) == 4
+    with pytest.raises(TypeError, match="terms must be a mapping"):
+        plot_pid_terms([0], [0.1])
+    for bad in ([0, 2, 1], [0, float("nan"), 2]):
+        with pytest.raises(ValueError, match="epochs must be finite and strictly increasing"):
+            plot_pid_terms(bad, {"synergy": [0.1, 0.2, 0.3]})
+    with pytest.raises(ValueError, match=r"intervals\['synergy'\] has a lower end above its upper one at epoch 1"):
+        plot_pid_terms([0, 1], {"synergy": [0.1, 0.2]}, {"synergy": ([0.0, 0.3], [0.2, 0.25])})
+
+
 def test_curriculum_from_a_spice_schedule_and_from_fractions():
     ax = plot_curriculum(SPICECurriculum(100, epochs=10))
     assert len(ax.lines) == 1 and len(ax.patches) == 3                    # three phases
