@@ -116,7 +116,7 @@ void check_indexable(int n1, int n2, int ny, bool lowrank, bool newton, bool gra
     throw std::length_error(
         "problems of " + std::to_string(n1) + "x" + std::to_string(n2) + "x" + std::to_string(ny) +
         " are too large for the C++ solver, which indexes its arrays with 32-bit integers (at most 2^31 - 1 "
-        "entries each); drop or merge values of X1, X2 or Y, or use backend='torch'");
+        "entries each); drop or merge values of X1, X2 or Y");
 }
 
 void solve_batch(const double* P, int64_t B, int n1, int n2, int ny, const SolveOptions& opt,

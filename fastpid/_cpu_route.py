@@ -123,6 +123,8 @@ def _elimination(n1: int, n2: int, ny: int, most1: int, most2: int, B: int, back
     one (``backend="auto"`` picks another solver; chunked; a memory check is due)."""
     plan = solver.plan_for_counts(n1, n2, ny, most1, most2)
     lowrank = plan.structure == "lowrank"
+    if not cpp_indexable(max(n1, n2), min(n1, n2), ny, True, lowrank):
+        return None  # the general route's memory check says what would take them
     # Chunked as the general route chunks a C++ solve (by its workspaces and outputs, not the
     # PyTorch solver's Newton system, which sent 8 problems of 20x20x101 there one at a time).
     if ((backend == "auto" and not api.cpp_suits(n1, n2, ny, plan)) or B > cpp_chunk(B, n1, n2, ny, True, lowrank)

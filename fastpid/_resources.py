@@ -311,7 +311,12 @@ def check_memory(flat: torch.Tensor, method: str, backend: str, plan=None, coupl
     couplings peaked 1.5 times the input copies checked before)."""
     if (method == "proxy" and not coupling) or backend == "cvx":
         return
-    need = estimate_bytes(flat, method, backend, plan, coupling)
+    try:
+        need = estimate_bytes(flat, method, backend, plan, coupling)
+    except ValueError as e:  # a shape the C++ solver's 32-bit indices cannot reach
+        if backend != "cpp":
+            raise
+        raise ValueError(f"{e}. {_torch_instead(flat, method, plan, coupling)}") from None
     if memory_unchecked(need):
         return
     have = available_bytes(flat.device)
@@ -322,6 +327,17 @@ def check_memory(flat: torch.Tensor, method: str, backend: str, plan=None, coupl
             f"solving {B} problem(s) of shape {n1}x{n2}x{ny} with method={method!r}, "
             f"backend={backend!r} needs about {gib(need, have)}, but {gib(have, need)} "
             f"is free on {flat.device}. " + _memory_advice(flat, method, backend, plan, coupling, one, have))
+
+
+def _torch_instead(flat: torch.Tensor, method: str, plan, coupling: bool) -> str:
+    """Whether the PyTorch solver could take a solve the C++ solver cannot index (its advice
+    had been backend='torch' even where that needed 966 GiB of 21.5 free: 300x300x300)."""
+    need = estimate_bytes(flat, method, "torch", plan, coupling)
+    have = available_bytes(flat.device)
+    if memory_unchecked(need) or have is None or need <= have:
+        return f"backend='torch' takes it (about {gib(need)})."
+    return (f"backend='torch' would need about {gib(need, have)}, but {gib(have, need)} is free"
+            + (": use method='fast'." if method == "exact" else "."))
 
 
 def _memory_advice(flat: torch.Tensor, method: str, backend: str, plan, coupling: bool, one: int, have: int) -> str:
