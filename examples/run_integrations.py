@@ -183,14 +183,16 @@ def write(results: dict, out: Path, plots: bool = True, stem: str = "results") -
                                 f"ECS-async probe PID on {name} (seed 0)")
     real = {d: t for d, t in results["table"].items() if d != "synthetic"}
     if real:
-        plot_accuracy_bars(real, out / "accuracy_real.png", title="Test accuracy (mean ± std over seeds)")
+        plot_accuracy_bars(real, out / f"{prefix}accuracy_real.png", title="Test accuracy (mean ± std over seeds)")
     if "synthetic" in results["table"]:
         syn = results["table"]["synthetic"]
-        per_type = {t: {m: {"mean": {"acc": syn[m]["mean"][f"acc_{t}"]}, "std": {"acc": syn[m]["std"][f"acc_{t}"]}}
-                        for m in syn} for t in ("redundant", "unique1", "unique2", "synergy")}
-        per_type["overall"] = {m: {"mean": {"acc": syn[m]["mean"]["acc"]}, "std": {"acc": syn[m]["std"]["acc"]}}
-                               for m in syn}
-        plot_accuracy_bars(per_type, out / "accuracy_synthetic.png",
+
+        def cell(m, key):
+            return {"mean": {"acc": syn[m]["mean"][key]}, "std": {"acc": syn[m]["std"][key]},
+                    "n_seeds": syn[m].get("n_seeds", 2)}
+        per_type = {t: {m: cell(m, f"acc_{t}") for m in syn} for t in ("redundant", "unique1", "unique2", "synergy")}
+        per_type["overall"] = {m: cell(m, "acc") for m in syn}
+        plot_accuracy_bars(per_type, out / f"{prefix}accuracy_synthetic.png",
                            title="Synthetic: test accuracy by interaction type")
 
 

@@ -334,7 +334,9 @@ def _torch_instead(flat: torch.Tensor, method: str, plan, coupling: bool) -> str
     had been backend='torch' even where that needed 966 GiB of 21.5 free: 300x300x300)."""
     need = estimate_bytes(flat, method, "torch", plan, coupling)
     have = available_bytes(flat.device)
-    if memory_unchecked(need) or have is None or need <= have:
+    if have is None and not memory_unchecked(need):
+        return f"backend='torch' needs about {gib(need)} (the free memory is unknown here)."
+    if memory_unchecked(need) or need <= have:
         return f"backend='torch' takes it (about {gib(need)})."
     return (f"backend='torch' would need about {gib(need, have)}, but {gib(have, need)} is free"
             + (": use method='fast'." if method == "exact" else "."))

@@ -61,11 +61,21 @@ def refuse_masked(x, name: str) -> None:
 
 def _count_masked(x) -> int:
     """The masked entries of ``x`` and of the arrays in its nested lists and tuples."""
-    if isinstance(x, np.ma.MaskedArray):
-        return int(np.ma.count_masked(x))
-    if isinstance(x, (list, tuple)):
-        return sum(_count_masked(v) for v in x if isinstance(v, (np.ndarray, list, tuple)))
-    return 0
+    return sum(int(np.ma.count_masked(a)) for a in _array_leaves(x) if isinstance(a, np.ma.MaskedArray))
+
+
+def _array_leaves(x) -> list:
+    """The arrays and tensors ``x`` is, or holds in its nested lists and tuples; none where
+    the first entry's chain of first entries ends in a scalar (a list of numbers: its entries
+    are not walked one by one, which had tripled the time of a million codes)."""
+    if isinstance(x, (np.ndarray, torch.Tensor)):
+        return [x]
+    first, depth = x, 0
+    while isinstance(first, (list, tuple)) and first and depth <= 64:  # numpy's 64 dimensions
+        first, depth = first[0], depth + 1
+    if not isinstance(first, (np.ndarray, torch.Tensor)) or depth > 64:
+        return []
+    return [a for v in x for a in _array_leaves(v)]
 
 
 def _numpy_from_any(x, name: str) -> np.ndarray:
@@ -89,7 +99,7 @@ def _numpy_from_any(x, name: str) -> np.ndarray:
         arr = np.asarray(x)  # a masked array without masked entries: its data
     else:
         if isinstance(x, (list, tuple)) and any(
-                isinstance(v, torch.Tensor) and (v.requires_grad or v.device.type != "cpu") for v in x):
+                isinstance(v, torch.Tensor) and (v.requires_grad or v.device.type != "cpu") for v in _array_leaves(x)):
             # numpy cannot read them (numpy's own RuntimeError), and a list is read as numpy
             # data, which would keep neither their gradient nor their device.
             raise TypeError(f"{name} is a list of torch tensors that require grad or live off the CPU; stack "
@@ -294,9 +304,11 @@ def check_distribution(P, *, name: str = "P", float64: bool = False) -> Tuple[to
         # scaled by their largest entries first (a detached scale: the normalised joint does
         # not depend on it), then checked as any others. Subnormal totals likewise, where
         # valid, and then the gradient is inf where the true one overflows, never NaN.
-        # Problem by problem: one NaN elsewhere in the batch had left such a problem unscaled,
-        # and it was then reported as of zero mass in place of the one with the NaN.
-        overflow = not all_ok and bool(torch.isinf(tot).any()) and bool(
+        # Due where any problem of finite entries overflows its total, whatever the others
+        # hold: one NaN elsewhere in the batch had left such a problem unscaled, and it was then
+        # reported as of zero mass in place of the one with the NaN. (Every problem is scaled
+        # then; the invalid ones stay invalid.)
+        overflow = not all_ok and bool(
             (torch.isinf(tot) & torch.isfinite(T.detach()).flatten(-3).all(-1).flatten()).any())
     given = T  # what error messages quote: the caller's values, not the rescaled ones
     if overflow or (subnormal and all_ok):

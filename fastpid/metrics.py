@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from ._validate import _HALF_DTYPES, check_rows, check_weights
+from ._validate import _HALF_DTYPES, check_rows, check_weights, refuse_masked
 from .api import pid
 from .estimate import estimate
 from .joint import _parse_sizes, joint
@@ -55,6 +55,7 @@ def _batch_mass(weights, n: int) -> float:
     checks them (before it, so that a batch of total weight 0 can add nothing)."""
     if weights is None:
         return float(n)
+    refuse_masked(weights, "weights")
     w = (weights.detach() if isinstance(weights, torch.Tensor)
          else torch.as_tensor(np.asarray(weights, dtype=np.float64)))
     mass = float(check_weights(w, n).to(torch.float64).sum())

@@ -114,6 +114,11 @@ def _terms_of(terms, intervals, units):
 
     if isinstance(terms, (PIDResult, PIDEstimate)):
         result = terms
+        shape = tuple(np.shape(result.synergy))
+        if len(shape) != 1:
+            raise ValueError(f"terms: a {type(result).__name__} of batch shape {shape}; plot_pid_terms needs one "
+                             "problem per epoch, batch shape (E,) (e.g. fastpid.pid of the stacked joints, or "
+                             "fastpid.estimate with groups=epoch)")
         terms = {t: getattr(result, t) for t in ("redundancy", "unique1", "unique2", "synergy")}
         if intervals is None and isinstance(result, PIDEstimate):
             intervals = {t: (getattr(result.ci_low, t), getattr(result.ci_high, t)) for t in terms}

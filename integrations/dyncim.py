@@ -61,7 +61,7 @@ from fastpid._validate import check_integer, check_real
 
 from .distributed import (assemble, broadcast_object, broadcast_tensors, check_on_every_rank, is_distributed,
                           raise_on_every_rank, same_on_every_rank)
-from .predictions import as_labels, check_indices, check_labels, check_probs, prob_of_label, rows_to_gather
+from .predictions import as_labels, check_indices, check_labels, check_probs, prob_of_label, rows_to_gather, tensor_of
 
 __all__ = ["DynCIM", "LinearTemperature", "generalized_js", "geometric_mean_ratio",
            "harmonic_mean_improvement"]
@@ -136,7 +136,7 @@ class DynCIM:
             check_integer(v, name, lo) for name, v, lo in (
                 ("n_samples", n_samples, 1), ("n_modalities", n_modalities, 2), ("epochs", epochs, 1),
                 ("window", window, 1)))
-        dw = torch.as_tensor(difficulty_weights, dtype=torch.float64)
+        dw = tensor_of(difficulty_weights, "difficulty_weights", dtype=torch.float64)
         if dw.shape != (3,) or (dw < 0).any() or dw.sum() <= 0:
             raise ValueError("difficulty_weights must be 3 non-negative numbers (deviation, "
                              f"consistency, stability), not all 0; got {difficulty_weights!r}")

@@ -20,7 +20,7 @@ from torch.nn import functional as F
 
 from fastpid._validate import check_real
 
-from .predictions import as_labels, check_batch, check_classes
+from .predictions import as_labels, check_batch, check_classes, tensor_of
 
 __all__ = ["DynCIMLoss", "dyncim_loss_terms"]
 
@@ -49,9 +49,9 @@ def dyncim_loss_terms(fused_logits: torch.Tensor, unimodal_logits: Sequence[torc
                          f"fused_logits {tuple(fused_logits.shape)}")
     dev, dt = fused_logits.device, fused_logits.dtype
     w = (torch.ones(B, device=dev, dtype=dt) if sample_weights is None
-         else torch.as_tensor(sample_weights, device=dev, dtype=dt))
+         else tensor_of(sample_weights, "sample_weights", device=dev, dtype=dt))
     lam = (torch.ones(M, device=dev, dtype=dt) if modality_weights is None
-           else torch.as_tensor(modality_weights, device=dev, dtype=dt))
+           else tensor_of(modality_weights, "modality_weights", device=dev, dtype=dt))
     if w.shape != (B,):
         raise ValueError(f"sample_weights must have shape ({B},), got {tuple(w.shape)}")
     if lam.shape != (M,):
@@ -88,7 +88,8 @@ def _gate_target(gate_target, M: int) -> torch.Tensor:
     """The gate target as a float64 CPU ``(M,)`` vector (uniform by default), checked to be on
     the simplex in float64 to the given dtype's rounding (a float16 uniform target of 11 sums
     to 1 only within 2e-4)."""
-    raw = torch.full((M,), 1.0 / M, dtype=torch.float64) if gate_target is None else torch.as_tensor(gate_target)
+    raw = (torch.full((M,), 1.0 / M, dtype=torch.float64) if gate_target is None
+           else tensor_of(gate_target, "gate_target"))
     slack = max(1e-6, M * torch.finfo(raw.dtype).eps) if raw.dtype.is_floating_point else 1e-6
     target = raw.detach().to(torch.float64).cpu()
     if target.shape != (M,) or not bool(torch.isfinite(target).all()) or (target <= 0).any() \

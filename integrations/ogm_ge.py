@@ -43,7 +43,7 @@ import torch
 from fastpid._validate import check_real
 
 from .distributed import all_reduce_sum, check_on_every_rank, same_on_every_rank
-from .predictions import check_batch, check_labels, prob_of_label
+from .predictions import check_batch, check_labels, prob_of_label, tensor_of
 
 __all__ = ["ogm_ge_scores", "ogm_ge_coefficients", "modulate_gradients", "RULES"]
 
@@ -103,7 +103,7 @@ def ogm_ge_coefficients(scores: torch.Tensor, alpha: float = 0.5, *, rule: str =
     """
     if rule not in RULES:
         raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
-    scores = torch.as_tensor(scores, dtype=torch.float64)
+    scores = tensor_of(scores, "scores", dtype=torch.float64)
     if scores.dim() != 1 or scores.shape[0] < 2 or not bool(torch.isfinite(scores).all()) or (scores < 0).any():
         raise ValueError(f"scores must be a finite, non-negative (M,) vector with M >= 2, got {scores}")
     alpha = check_real(alpha, "alpha", 0)
@@ -121,7 +121,7 @@ def modulate_gradients(params: Sequence[Iterable[torch.nn.Parameter]], coefficie
     Parameters without a gradient are skipped. A sparse gradient (``nn.Embedding(sparse=True)``)
     stays sparse: its stored entries are scaled, and perturbed with their own spread, so that
     the rows no sample touched stay untouched (torch has no ``std`` of sparse tensors)."""
-    coefficients = torch.as_tensor(coefficients, dtype=torch.float64)
+    coefficients = tensor_of(coefficients, "coefficients", dtype=torch.float64)
     if coefficients.shape != (len(params),):
         raise ValueError(f"need one coefficient per parameter group: {len(params)} groups, "
                          f"coefficients of shape {tuple(coefficients.shape)}")

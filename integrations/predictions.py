@@ -15,8 +15,8 @@ import torch
 
 from fastpid._validate import refuse_masked
 
-__all__ = ["as_tensor", "as_labels", "check_probs", "rows_to_gather", "check_labels", "check_classes", "check_indices",
-           "check_batch", "prob_of_label"]
+__all__ = ["as_tensor", "tensor_of", "as_labels", "check_probs", "rows_to_gather", "check_labels", "check_classes",
+           "check_indices", "check_batch", "prob_of_label"]
 
 #: Rows of a probability matrix must sum to 1 within this tolerance (or, for half-precision
 #: input, within the dtype's epsilon: a bfloat16 softmax row is off by up to 2^-8).
@@ -37,6 +37,14 @@ def as_tensor(x, name: str) -> torch.Tensor:
         refuse_masked(x, name)
         return torch.from_numpy(np.ascontiguousarray(x))
     raise TypeError(f"{name} must be a torch.Tensor or a numpy array, got {type(x).__name__}")
+
+
+def tensor_of(x, name: str, **kwargs) -> torch.Tensor:
+    """``torch.as_tensor(x, **kwargs)`` of a numeric argument (weights, scores, a prior), with a
+    masked array's masked entries refused as :func:`as_tensor` refuses them (torch reads
+    through the mask)."""
+    refuse_masked(x, name)
+    return torch.as_tensor(x, **kwargs)
 
 
 def _signed(t: torch.Tensor, name: str) -> torch.Tensor:

@@ -28,7 +28,7 @@ import torch
 import fastpid
 from fastpid._validate import check_integer
 
-from .predictions import ArrayLike, as_tensor, check_labels, check_probs, prob_of_label
+from .predictions import ArrayLike, as_tensor, check_labels, check_probs, prob_of_label, tensor_of
 
 __all__ = ["SampleScores", "pointwise_scores", "local_scores", "nearest_neighbours"]
 
@@ -68,7 +68,7 @@ def pointwise_scores(p1, p2, p12, y, *, prior=None, eps: float = 1e-12) -> Sampl
     if prior is None:
         prior = torch.bincount(y, minlength=c).to(torch.float64) / n
     else:
-        prior = torch.as_tensor(prior, dtype=torch.float64, device=p1.device)
+        prior = tensor_of(prior, "prior", dtype=torch.float64, device=p1.device)
         if prior.shape != (c,) or (prior < 0).any() or abs(float(prior.sum()) - 1.0) > 1e-6:
             raise ValueError(f"prior must be a probability vector of shape ({c},)")
     log_prior = prior.clamp_min(eps).log()[y]

@@ -348,6 +348,19 @@ def test_a_list_option_given_a_value_twice_is_a_usage_error(capsys, tmp_path, no
     assert message in err
 
 
+def test_replot_of_a_renamed_integrations_run_names_its_figures_after_it(tmp_path, no_training):
+    """The accuracy figures kept their fixed names (accuracy_real.png, accuracy_synthetic.png)
+    where the ECS plots took the stem: a replot in examples/results replaced the committed ones."""
+    pytest.importorskip("matplotlib")
+    import shutil
+
+    shutil.copy(Path(__file__).parents[1] / "examples" / "results" / "results.json", tmp_path / "old.json")
+    script_main("run_integrations")(["--replot", str(tmp_path / "old.json")])
+    written = {p.name for p in tmp_path.iterdir()} - {"old.json"}
+    assert written and all(name.startswith("old") for name in written), written
+    assert {"old.md", "old_accuracy_real.png", "old_accuracy_synthetic.png"} <= written
+
+
 @pytest.mark.parametrize("script, saved, argv", [
     ("run_integrations", "results.json", ["--seeds", "2", "--no-plots"]),
     ("run_curricula", "curricula.json", ["--quick", "--no-plots"]),

@@ -47,6 +47,8 @@ def test_pid_terms_from_results_in_their_units_and_refusing_bad_epochs_and_bands
     assert ax.get_ylabel() == "my units" and len(ax.lines) == 4 and len(ax.collections) == 4
     with pytest.raises(TypeError, match="terms must be a mapping"):
         plot_pid_terms([0], [0.1])
+    with pytest.raises(ValueError, match=r"a PIDResult of batch shape \(\); plot_pid_terms needs one problem per epoch"):
+        plot_pid_terms([0], fastpid.pid(P[0]))
     for bad in ([0, 2, 1], [0, float("nan"), 2]):
         with pytest.raises(ValueError, match="epochs must be finite and strictly increasing"):
             plot_pid_terms(bad, {"synergy": [0.1, 0.2, 0.3]})
