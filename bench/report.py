@@ -140,16 +140,21 @@ def _load(machine: dict) -> str:
     return "—" if load is None else " / ".join(f"{x:g}" for x in load) + " (1/5/15 min)"
 
 
+def machine_sentence(m: dict) -> str:
+    """The reports' line on the machine (:func:`machine_info`) and its load before the run."""
+    return (f"Machine: {_cpu(m)}, {m['cores_available']} cores available, torch {m['torch']} "
+            f"({m['torch_threads']} threads), numpy {m['numpy']}, cvxpy {m['cvxpy']}, "
+            f"clarabel {m['clarabel']}, scikit-learn {m['scikit-learn']}, Python {m['python']}, "
+            f"{m['os']}; {m['date_utc']} UTC; load average before the run {_load(m)}.")
+
+
 def render_markdown(results: dict) -> str:
     m = results["machine"]
     s = results.get("settings", {})
     lines = [
         "# fastpid solver benchmark (CPU)",
         "",
-        f"Machine: {_cpu(m)}, {m['cores_available']} cores available, torch {m['torch']} "
-        f"({m['torch_threads']} threads), numpy {m['numpy']}, cvxpy {m['cvxpy']}, "
-        f"clarabel {m['clarabel']}, scikit-learn {m['scikit-learn']}, Python {m['python']}, "
-        f"{m['os']}; {m['date_utc']} UTC; load average before the run {_load(m)}.",
+        machine_sentence(m),
         "",
         "V* is the reference value: `fastpid.pid(P, tol=%g)` (certified; *ref gap* is its "
         "certificate, the proven bound on |V* − V|). *own gap* is the method's own "
@@ -196,8 +201,16 @@ def render_text(results: dict) -> str:
     return "\n".join(out)
 
 
-def save(results: dict, directory: Path = RESULTS_DIR, stem: str = STEM) -> tuple[Path, Path]:
-    jpath = Path(directory) / f"{stem}.json"  # a stem with a folder (or absolute) goes there
+def json_path(stem: str) -> Path:
+    """Where a report named ``stem`` (``--bench-name``) is saved, as JSON: a plain name in
+    :data:`RESULTS_DIR`, a path (with a folder, or absolute) where it says, relative to the
+    working directory (``myout/est`` had gone to ``bench/results/myout/est``)."""
+    path = Path(f"{stem}.json")
+    return path if path.is_absolute() or len(path.parts) > 1 else RESULTS_DIR / path
+
+
+def save(results: dict, stem: str = STEM) -> tuple[Path, Path]:
+    jpath = json_path(stem)
     mpath = jpath.with_suffix(".md")
     jpath.parent.mkdir(parents=True, exist_ok=True)
     jpath.write_text(json.dumps(results, indent=1) + "\n")

@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 
 import fastpid
-from bench import problems
+from bench import problems, report
 from bench.conftest import not_saved_because, note, report_stem
 from fastpid.estimate import DEFAULT_PILOT
 
@@ -52,6 +51,7 @@ def _best(fn, rounds):
 
 
 def test_estimate_vs_cold_pid(benchmark, bench_settings, pytestconfig):
+    machine = report.machine_info()  # its load before the run
     (x1, x2, y), shape = _samples()
     P_hat = fastpid.joint(x1, x2, y, sizes=shape)
     rounds = bench_settings["timed_rounds"]
@@ -79,8 +79,10 @@ def test_estimate_vs_cold_pid(benchmark, bench_settings, pytestconfig):
         "per_solve_limit": PER_SOLVE_LIMIT,
         "settings": {"n_jackknife": est.n_jackknife, "n_null": est.n_null, "n_pilot": min(DEFAULT_PILOT, est.n_null)},
         "torch_threads": bench_settings["torch_threads"],
+        "machine": machine,
     }
-    md = ("| problem | cold exact pid | estimate (defaults) | ratio | goal | solves | ratio per solve |\n"
+    md = (f"{report.machine_sentence(machine)}\n\n"
+          "| problem | cold exact pid | estimate (defaults) | ratio | goal | solves | ratio per solve |\n"
           "|---|---|---|---|---|---|---|\n"
           f"| {result['problem']} | {1e3 * t_pid:.2f} ms | {1e3 * t_est:.1f} ms | {ratio:.1f}x "
           f"| <= {GOAL_RATIO:g}x ({'met' if result['goal_met'] else 'not met'}) | {solves} "
@@ -91,7 +93,7 @@ def test_estimate_vs_cold_pid(benchmark, bench_settings, pytestconfig):
                                           f"({ratio:.1f}x one cold pid, {solves} solves)")
     reason = not_saved_because(pytestconfig)
     if reason is None:
-        path = Path(__file__).parent / "results" / f"{report_stem(pytestconfig, 'test_bench_estimate.py')}.json"
+        path = report.json_path(report_stem(pytestconfig, "test_bench_estimate.py"))
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(result, indent=1))
         path.with_suffix(".md").write_text(md)

@@ -18,6 +18,7 @@ shapes on each backend, where the CUDA solver takes a problem per block or per t
 """
 from __future__ import annotations
 
+import functools
 import json
 import time
 
@@ -141,7 +142,10 @@ def _done_at(row: dict) -> str:
     return f"{row['wall_s']:.0f} s" if "wall_s" in row else ""
 
 
+@functools.lru_cache(maxsize=1)
 def _machine() -> dict:
+    """The machine, read once, at the first row (its load, as the CPU reports', before the
+    timings: read at every row, it was the load during the run)."""
     machine = report.machine_info()
     machine["gpu"] = torch.cuda.get_device_name()
     machine["torch_cuda"] = torch.version.cuda
@@ -160,7 +164,7 @@ def _record(row: dict, config) -> None:
             note(config, f"not saved: {reason}")
         return
     machine = _machine()
-    path = report.RESULTS_DIR / f"{report_stem(config, 'test_bench_gpu.py')}.json"
+    path = report.json_path(report_stem(config, "test_bench_gpu.py"))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"machine": machine, "rows": ROWS}, indent=2))
     path.with_suffix(".md").write_text(_markdown(machine))

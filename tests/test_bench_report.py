@@ -119,6 +119,28 @@ def test_each_suite_saves_its_own_report_and_a_stem_may_name_a_folder(tmp_path):
     assert jpath == tmp_path / "new" / "held.json" and mpath.read_text() == report.render_markdown(results)
 
 
+def test_a_relative_bench_name_with_a_folder_is_relative_to_the_working_directory(tmp_path, monkeypatch):
+    """--bench-name myout/est was saved as bench/results/myout/est.json; a plain name still
+    goes to bench/results."""
+    monkeypatch.chdir(tmp_path)
+    assert report.json_path("myout/est") == Path("myout/est.json")
+    assert report.json_path("est") == report.RESULTS_DIR / "est.json"
+    assert report.json_path(str(tmp_path / "abs")) == tmp_path / "abs.json"
+
+
+def test_families_whose_tools_are_missing_are_left_out(monkeypatch):
+    """Without scikit-learn the clustered, digits and UCI families failed in their rows
+    (ImportError) instead of being left out, as UCI families without their data are."""
+    import importlib.util
+
+    from bench import problems
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "sklearn" else real(name, *a))
+    assert problems.available("dense_8x8x8")
+    assert not any(problems.available(f) for f in ("clustered_20x20x10", "digits_20x20x10", "uci_20x20x10"))
+
+
 def test_report_command_line():
     """`python -m bench.report --help` read '--help' as a file."""
     with pytest.raises(SystemExit) as done:
