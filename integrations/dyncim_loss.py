@@ -58,7 +58,7 @@ def dyncim_loss_terms(fused_logits: torch.Tensor, unimodal_logits: Sequence[torc
         raise ValueError(f"modality_weights must have shape ({M},), got {tuple(lam.shape)}")
     # A NaN weight made the loss NaN, a negative one turned its samples' descent into ascent.
     for name, v in (("sample_weights", w), ("modality_weights", lam)):
-        if not bool((torch.isfinite(v) & (v >= 0)).all()):
+        if not v.is_meta and not bool((torch.isfinite(v) & (v >= 0)).all()):  # meta: shapes only
             bad = v[~(torch.isfinite(v) & (v >= 0))]
             raise ValueError(f"{name} must be finite and >= 0, got {bad[:4].tolist()}"
                              f"{' ...' if bad.numel() > 4 else ''} among them")
