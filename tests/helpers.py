@@ -7,11 +7,12 @@ import numpy as np
 
 
 def random_joint(rng: np.random.Generator, shape, *, alpha=1.0, sparsity=0.0, tiny=None, tiny_class=None):
-    """A random joint ``P[n1, n2, ny]`` (float64, sums to 1).
+    """A random joint ``P[n1, n2, ny]`` (float64, sums to 1, except with ``tiny_class``).
 
     ``sparsity``: fraction of cells set to exactly zero; ``tiny``: if given, a fifth of the
     remaining cells get masses of this order (1e-13 down to subnormal 5e-320 in the tests);
-    ``tiny_class``: if given, the last target value's slice holds this much mass in all.
+    ``tiny_class``: if given, the last target value's slice is scaled to hold this much mass
+    in all (the total is then no longer 1: the solvers normalise).
     """
     P = rng.dirichlet(np.full(int(np.prod(shape)), alpha)).reshape(shape)
     if sparsity:

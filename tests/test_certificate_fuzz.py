@@ -27,7 +27,9 @@ cvx = pytest.importorskip("cvxpy")
 from fastpid.cvx import TIGHT_CLARABEL, solve_cvx  # noqa: E402
 
 FUZZ_EXAMPLES = 100
-CVX_TOL = 2e-6  # CVXPY's own accuracy on these small problems
+# CVXPY's own accuracy at TIGHT_CLARABEL on these small problems (measured within 1.1e-8 of
+# the brackets on 60 of them; 2e-6 here had let a value off by 1e-6 pass).
+CVX_TOL = 1e-7
 
 MASS_KINDS = {
     "zero": lambda r: 0.0,

@@ -45,6 +45,11 @@ def test_pid_terms_from_results_in_their_units_and_refusing_bad_epochs_and_bands
     est = fastpid.estimate(x1, x2, x1 ^ x2, groups=np.arange(90) % 3, seed=0, n_null=5, progress=False)
     ax = plot_pid_terms([0, 1, 2], est, units="my units")
     assert ax.get_ylabel() == "my units" and len(ax.lines) == 4 and len(ax.collections) == 4
+    for line, term in zip(ax.lines, ("redundancy", "unique1", "unique2", "synergy")):   # the corrected values
+        assert line.get_label() == term and np.allclose(line.get_ydata(), getattr(est, term)), term
+    band = ax.collections[3].get_paths()[0].vertices[:, 1]   # synergy's band spans its interval
+    assert band.min() == pytest.approx(float(est.ci_low.synergy.min()))
+    assert band.max() == pytest.approx(float(est.ci_high.synergy.max()))
     with pytest.raises(TypeError, match="terms must be a mapping"):
         plot_pid_terms([0], [0.1])
     with pytest.raises(ValueError, match=r"a PIDResult of batch shape \(\); plot_pid_terms needs one problem per epoch"):
