@@ -227,3 +227,23 @@ def test_a_suite_not_listed_saves_under_its_own_name_and_notes_are_printed():
     note(config, "saved x")
     note(config, "not saved: y")
     assert config.stash[NOTES] == ["saved x", "not saved: y"]
+
+
+def test_committed_reports_ratios_and_errors_follow_from_their_own_rows():
+    """Each committed CPU solver report: every speed-up is CVXPY's time over the row's, from
+    the same run's rows (not only the markdown rendered from the JSON), and no certified row's
+    error exceeds its own gap plus the reference's."""
+    paths = sorted((Path(report.__file__).parent / "results").glob("solver_*.json"))
+    checked = 0
+    for path in paths:
+        rows = json.loads(path.read_text()).get("rows", [])
+        if not rows or "ms_per_problem" not in rows[0]:   # the GPU report has its own layout
+            continue
+        cvx = {r["family"]: r["ms_per_problem"] for r in rows if r["method_key"] == "cvxpy"}
+        for r in rows:
+            if r["speedup_vs_cvxpy"] is not None:
+                assert r["speedup_vs_cvxpy"] == pytest.approx(cvx[r["family"]] / r["ms_per_problem"], rel=1e-12)
+                checked += 1
+            if r.get("max_own_gap") is not None and r["max_abs_error"] is not None:
+                assert r["max_abs_error"] <= r["max_own_gap"] + r["max_ref_gap"], (path.name, r["family"], r["method"])
+    assert checked > 400

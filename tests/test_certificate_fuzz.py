@@ -27,9 +27,10 @@ cvx = pytest.importorskip("cvxpy")
 from fastpid.cvx import TIGHT_CLARABEL, solve_cvx  # noqa: E402
 
 FUZZ_EXAMPLES = 100
-# CVXPY's own accuracy at TIGHT_CLARABEL on these small problems (measured within 1.1e-8 of
-# the brackets on 60 of them; 2e-6 here had let a value off by 1e-6 pass).
-CVX_TOL = 1e-7
+# CVXPY's own accuracy at TIGHT_CLARABEL on these small problems: beyond the brackets by up
+# to 1.9e-7 on 600 of them (median 0, 99th percentile 3.2e-8; its worst on peaked joints of
+# V ~ 1e-3). 2e-6 here had let a value off by 1e-6 pass.
+CVX_TOL = 5e-7
 
 MASS_KINDS = {
     "zero": lambda r: 0.0,

@@ -5,7 +5,7 @@ it and clamped to the closed-form bracket), so each solve's value is also checke
 what fastpid does not compute: ``I_Q`` of its returned coupling, computed here in numpy
 (exactly feasible, so ``I_Q >= V*``; within the gap of ``V`` where ``V`` is right), and,
 on problems of up to 600 cells, CVXPY + Clarabel at its tightest settings (accurate to about
-3e-8 nats on these joints; a ``V`` off by 1e-5 had passed every test of this file).
+3e-8 nats on these joints, 2e-7 allowed; a ``V`` off by 1e-5 had passed every test of this file).
 """
 from __future__ import annotations
 
@@ -39,8 +39,9 @@ def mi_numpy(P):
     return mi(P.reshape(n1 * n2, ny)), mi(P.sum(1)), mi(P.sum(0))
 
 
-#: CVXPY's own error at its tightest settings on the joints here (measured up to 2.9e-8).
-CVX_ERROR = 1e-7
+#: CVXPY's own error at its tightest settings on the joints here: up to 2.9e-8 measured (it
+#: varies from run to run; on 600 fuzzed joints of tests/test_certificate_fuzz.py, 1.9e-7).
+CVX_ERROR = 2e-7
 
 
 def assert_value_independently(res, P, backend="auto"):
