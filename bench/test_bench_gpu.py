@@ -144,8 +144,8 @@ def _done_at(row: dict) -> str:
 
 @functools.lru_cache(maxsize=1)
 def _machine() -> dict:
-    """The machine, read once, at the first row (its load, as the CPU reports', before the
-    timings: read at every row, it was the load during the run)."""
+    """The machine, read once, when the first row is recorded (read at every row, its load
+    was the load late in the run; this one is after the first row's timing only)."""
     machine = report.machine_info()
     machine["gpu"] = torch.cuda.get_device_name()
     machine["torch_cuda"] = torch.version.cuda
@@ -210,7 +210,7 @@ def _reference(P: np.ndarray) -> np.ndarray:
     ("fast", "cuda"), ("fast", "triton"), ("fast", "torch"),
     ("proxy", "cuda"), ("proxy", "triton"), ("proxy", "torch"),
 ])
-@pytest.mark.parametrize("family", ["dense_8x8x8", "clustered_20x20x10"])
+@pytest.mark.parametrize("family", [f for f in ("dense_8x8x8", "clustered_20x20x10") if problems.available(f)])
 def test_gpu_pid(benchmark, pytestconfig, bandwidth, fp64_rate, family, method, backend):
     if backend != "auto" and not fastpid.backends()[backend]["available"]:
         pytest.skip(fastpid.backends()[backend]["reason"])
@@ -279,7 +279,8 @@ def test_gpu_joint_from_codes(benchmark, pytestconfig, bandwidth, backend):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("backend", ["cuda", "torch", "cpp", "auto"])
-@pytest.mark.parametrize("family", ["dense_12x12x6", "held_clustered_12x12x10", "clustered_20x20x10"])
+@pytest.mark.parametrize("family", [f for f in ("dense_12x12x6", "held_clustered_12x12x10", "clustered_20x20x10")
+                                    if problems.available(f)])
 def test_gpu_exact_by_shape(benchmark, pytestconfig, family, backend):
     """Exact solves (tol 1e-6) of 8,000 problems of a shape, one timed call after a warm-up
     call: where the CUDA solver keeps a problem in a block's shared memory (12x12x6, 12x12x10)

@@ -96,6 +96,11 @@ def test_a_run_without_timed_rounds_or_of_several_suites_saves_nothing():
     assert "picked by id" in not_saved_because(picked)
     assert "exit status 2" in not_saved_because(Config(), exitstatus=2)
     assert not_saved_because(Config(), exitstatus=0) is None
+    # CVXPY's rows skipped (not installed): a run exiting 0 had saved a report without ratios.
+    from bench.conftest import NO_CVX
+    no_cvx = Config()
+    no_cvx.stash[NO_CVX] = True
+    assert "CVXPY or Clarabel is not installed" in not_saved_because(no_cvx)
 
 
 def test_each_suite_saves_its_own_report_and_a_stem_may_name_a_folder(tmp_path):
@@ -120,10 +125,11 @@ def test_each_suite_saves_its_own_report_and_a_stem_may_name_a_folder(tmp_path):
 
 
 def test_a_relative_bench_name_with_a_folder_is_relative_to_the_working_directory(tmp_path, monkeypatch):
-    """--bench-name myout/est was saved as bench/results/myout/est.json; a plain name still
-    goes to bench/results."""
+    """--bench-name myout/est was saved as bench/results/myout/est.json (and ./est as
+    bench/results/est.json); a plain name still goes to bench/results."""
     monkeypatch.chdir(tmp_path)
     assert report.json_path("myout/est") == Path("myout/est.json")
+    assert report.json_path("./est") == Path("est.json")
     assert report.json_path("est") == report.RESULTS_DIR / "est.json"
     assert report.json_path(str(tmp_path / "abs")) == tmp_path / "abs.json"
 
