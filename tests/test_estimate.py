@@ -332,13 +332,15 @@ def test_class_balancing_weights_keep_the_test_calibrated():
 
     rng = np.random.default_rng(2)
     rejected = 0
-    for r in range(60):
+    for r in range(200):
         x1, x2 = rng.integers(0, 4, 400), rng.integers(0, 4, 400)
         y = rng.choice(3, 400, p=[0.9, 0.05, 0.05])
         w = 1.0 / np.bincount(y, minlength=3)[y]
         rejected += float(fastpid.estimate(x1, x2, y, sizes=(4, 4, 3), weights=w, seed=r).p_value.synergy) <= 0.05
-    # 3 expected at a true level of 5 %; 9 or more has probability < 1 % (25 before).
-    assert rejected <= 8
+    # 10 expected at a true level of 5 % (84 before); 18 or more has probability 1.2 %, and a
+    # level of 10 % passes with probability 0.28, of 15 % 0.004 (at 60 samples and at most 8:
+    # 0.86 and 0.45).
+    assert rejected <= 17, rejected
     # Synergy still found: XOR-like data under the same weights.
     P = _xor(4, 2, 0.3)
     x1, x2, y = _sample(P, 600, np.random.default_rng(3))
@@ -355,15 +357,15 @@ def test_weights_near_a_function_of_the_class_keep_the_test_calibrated():
     class (4 and 2 of 60)."""
     rng = np.random.default_rng(100)
     rejected = {"jitter": 0, "source": 0}
-    for r in range(60):
+    for r in range(200):
         y = rng.choice(3, 400, p=[0.9, 0.05, 0.05])
         x1, x2 = rng.integers(0, 4, 400), rng.integers(0, 4, 400)
         w = 1.0 / np.bincount(y, minlength=3)[y]
         for kind, ww in (("jitter", w * rng.lognormal(0, 0.3, 400)), ("source", w * np.where(x1 == 0, 4.0, 1.0))):
             p = fastpid.estimate(x1, x2, y, sizes=(4, 4, 3), weights=ww, seed=r).p_value.synergy
             rejected[kind] += float(p) <= 0.05
-    # 3 expected at a true level of 5 %; 9 or more has probability < 1 %.
-    assert max(rejected.values()) <= 8, rejected
+    # 10 expected at a true level of 5 %; 18 or more has probability 1.2 % (as above).
+    assert max(rejected.values()) <= 17, rejected
 
 
 def _least_squares_class_part(x1, x2, y, w, ny, ridge=1e-6):
