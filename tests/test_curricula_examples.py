@@ -78,6 +78,26 @@ def test_score_recovery_and_markdown():
     assert "| 2 | local, exact, k=4 |" in text
 
 
+def test_recovery_aucs_map_each_true_type_to_its_term():
+    """The recovery table's AUCs, on scores made by hand: each sample's information all in
+    the term of its true type (0 redundant, 1 and 2 unique to X1 and X2, 3 synergistic) gives
+    AUC 1 for every term and for U1 against U2; with the types rotated, the true synergy
+    samples score 0 and one other type 1 (AUC 0 + half the ties: 1/3), and the unique ones
+    the wrong way round (0). The smoke test above only checked values in [0, 1]."""
+    from examples.run_curricula import _recovery
+    from fastpid.integrations.spice_scores import SampleScores
+
+    kind = torch.tensor([0, 1, 2, 3] * 5)
+
+    def scores(of):
+        return SampleScores(*(torch.where(of == t, 1.0, 0.0).double() for t in range(4)))
+    exact = _recovery(scores(kind), kind)
+    assert all(v == 1.0 for v in exact.values()), exact
+    rotated = _recovery(scores((kind + 1) % 4), kind)   # redundant samples scored as unique1, ...
+    assert rotated["raw_synergy"] == pytest.approx(1 / 3) and rotated["raw_redundancy"] == pytest.approx(1 / 3)
+    assert rotated["raw_unique1_vs_unique2"] == 0.0
+
+
 def _runs(accs, xors, seeds=None):
     """Runs as ``accuracy()`` saves them; ``seeds=None``: written before runs carried their seed."""
     runs = [{"acc": a, "seconds": 1.0, "acc_heads": [0.5, 0.5],
