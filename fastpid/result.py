@@ -172,8 +172,9 @@ class PIDResult:
 
 def _scaled_up(gap, factor: float):
     """``gap * factor`` rounded up where the gap is a float32 (or narrower) tensor: rounded to
-    nearest, the converted bound fell one ulp below pid(..., base=...)'s in 410 of 2,000 float32
-    joints. float64 gaps (numpy results included) are scaled as the terms are."""
+    nearest, the converted bound fell one ulp below pid(..., base=...)'s on about a fifth of
+    random 3x3x3 float32 joints (410 and 457 of 2,000 in two draws). float64 gaps (numpy
+    results included) are scaled as the terms are."""
     import torch
 
     if not isinstance(gap, torch.Tensor) or gap.dtype == torch.float64:
