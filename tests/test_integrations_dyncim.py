@@ -116,11 +116,18 @@ def test_an_improving_dominant_modality_keeps_weight():
     dyn = DynCIM(2, 2, epochs=10, stall=0.01)
     for conf in (0.5, 0.6, 0.72):                                # CE falls by > 20 % per epoch
         dyn.update(rows(0.9, 0.9), [rows(conf, conf), rows(0.2, 0.2)], y)
-    assert float(dyn.gmr[0]) > 1
-    kappa = 0.01 / (0.01 + float(dyn.hmir[0]))
-    assert kappa < 0.05
-    lam_raw = torch.stack([dyn.gmr[0] ** -kappa, 1 / dyn.gmr[1]])
+    # By hand from the confidences (the expectation had been built from dyn.gmr and dyn.hmir):
+    # CE -log(conf) falls by 26.3 % and 35.7 %, HMIR their harmonic mean; GMR of the last
+    # epoch's confidences 0.72 and 0.2 over their geometric mean.
+    ce = [-math.log(c) for c in (0.5, 0.6, 0.72)]
+    rel = [(a - b) / a for a, b in zip(ce, ce[1:])]
+    hmir = len(rel) / sum(1 / r for r in rel)
+    gmr = [0.72 / math.sqrt(0.72 * 0.2), 0.2 / math.sqrt(0.72 * 0.2)]
+    kappa = 0.01 / (0.01 + hmir)
+    assert gmr[0] > 1 and kappa < 0.05
+    lam_raw = torch.tensor([gmr[0] ** -kappa, 1 / gmr[1]], dtype=D64)
     torch.testing.assert_close(dyn.modality_weights(), lam_raw / lam_raw.mean())
+    assert float(dyn.hmir[0]) == pytest.approx(hmir)
 
 
 def test_weights_flatten_as_temperature_grows():
