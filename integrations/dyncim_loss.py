@@ -63,8 +63,9 @@ def dyncim_loss_terms(fused_logits: torch.Tensor, unimodal_logits: Sequence[torc
             raise ValueError(f"{name} must be finite and >= 0, got {bad[:4].tolist()}"
                              f"{' ...' if bad.numel() > 4 else ''} among them")
     # Checked by value; a tensor stays one, so a learned or scheduled alpha keeps its gradient.
-    check_real(unimodal_scale.detach() if isinstance(unimodal_scale, torch.Tensor) else unimodal_scale,
-               "unimodal_scale", 0)
+    if not (isinstance(unimodal_scale, torch.Tensor) and unimodal_scale.is_meta):
+        check_real(unimodal_scale.detach() if isinstance(unimodal_scale, torch.Tensor) else unimodal_scale,
+                   "unimodal_scale", 0)
     target = _gate_target(gate_target, M)  # checked with or without a gate: a wrong one is a caller's bug
     ce = F.cross_entropy(fused_logits, y, reduction="none")
     ce_m = torch.stack([F.cross_entropy(u, y, reduction="none") for u in unimodal_logits])  # (M, B)
@@ -90,6 +91,11 @@ def _gate_target(gate_target, M: int) -> torch.Tensor:
     to 1 only within 2e-4)."""
     raw = (torch.full((M,), 1.0 / M, dtype=torch.float64) if gate_target is None
            else tensor_of(gate_target, "gate_target"))
+    if raw.is_meta:  # shapes only
+        if raw.shape != (M,):
+            raise ValueError(f"gate_target must be a positive ({M},) vector on the simplex, got shape "
+                             f"{tuple(raw.shape)}")
+        return raw
     slack = max(1e-6, M * torch.finfo(raw.dtype).eps) if raw.dtype.is_floating_point else 1e-6
     target = raw.detach().to(torch.float64).cpu()
     if target.shape != (M,) or not bool(torch.isfinite(target).all()) or (target <= 0).any() \

@@ -38,6 +38,8 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
+import math
+
 import torch
 
 from fastpid._validate import check_real
@@ -85,9 +87,10 @@ def _scores(logits: Sequence[torch.Tensor], y) -> torch.Tensor:
     y = check_labels(y, logits[0].shape[0], logits[0].shape[1]).to(logits[0].device)
     with torch.no_grad():
         for m, l in enumerate(logits):
-            if not bool(torch.isfinite(l).all()):
-                raise ValueError(f"logits of modality {m} contain NaN or Inf; training has diverged "
-                                 "(lower the learning rate or clip gradients)")
+            # -inf masks a class (softmax gives it 0); NaN, +inf or a row of -inf has no softmax.
+            if bool((torch.isnan(l) | (l == math.inf)).any() | (l == -math.inf).all(-1).any()):
+                raise ValueError(f"logits of modality {m} contain NaN, +Inf or a row of only -Inf; training "
+                                 "has diverged (lower the learning rate or clip gradients)")
         # float64: summed over the ranks in bfloat16, 154.16 read 154.
         return torch.stack([prob_of_label(l.softmax(-1), y).double().sum() for l in logits])
 

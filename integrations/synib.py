@@ -153,9 +153,12 @@ def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
 def kl_to_uniform(logits: torch.Tensor) -> torch.Tensor:
     """Mean over the batch of ``KL(softmax(logits) ‖ uniform) = log C − H`` in nats;
     ``logits (B, C)``, computed in float32 at least (in bfloat16 it came out negative, in steps
-    of 2⁻⁶ nats near 0, where the penalty drives the fused head)."""
+    of 2⁻⁶ nats near 0, where the penalty drives the fused head). A class masked out with a
+    ``-inf`` logit has ``p log p = 0`` (``0 · (−inf)`` had made the loss NaN), and no gradient
+    reaches it."""
     logp = F.log_softmax(_at_least_float32(logits), dim=-1)
-    return (logp.exp() * logp).sum(-1).mean() + math.log(logits.shape[-1])
+    finite_logp = logp.masked_fill(logp == -math.inf, 0.0)
+    return (logp.exp() * finite_logp).sum(-1).mean() + math.log(logits.shape[-1])
 
 
 def gaussian_kl(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

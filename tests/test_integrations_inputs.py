@@ -142,6 +142,12 @@ def test_nan_terms_and_nan_scores_raise():
     y = torch.tensor([0, 1])
     with pytest.raises(ValueError, match="modality 1 contain NaN"):
         ogm_ge_scores([torch.zeros(2, 3), torch.full((2, 3), float("nan"))], y)
+    # -inf masks a class (its probability 0); +inf or a row with every class masked has no softmax.
+    masked = torch.tensor([[0.0, 0.0, -math.inf], [math.log(3.0), 0.0, -math.inf]])
+    assert ogm_ge_scores([torch.zeros(2, 3), masked], y).tolist() == pytest.approx([2 / 3, 1 / 2 + 1 / 4])
+    for bad in (torch.tensor([[0.0, math.inf, 0.0], [0.0, 0.0, 0.0]]), torch.full((2, 3), -math.inf)):
+        with pytest.raises(ValueError, match=r"modality 1 contain NaN, \+Inf or a row of only -Inf"):
+            ogm_ge_scores([torch.zeros(2, 3), bad], y)
     with pytest.raises(ValueError, match="finite"):
         ogm_ge_coefficients(torch.tensor([1.0, float("nan")]))
 
@@ -359,7 +365,11 @@ def test_losses_take_meta_tensors():
     logits, y = torch.empty(4, 3, device="meta"), torch.empty(4, dtype=torch.long, device="meta")
     ctrl = ECSAsyncController()
     head = lambda z: z  # noqa: E731
-    losses = [DynCIMLoss()(logits, [logits, logits], y, gate=torch.empty(4, 2, device="meta")),
+    meta_gate = torch.empty(4, 2, device="meta")
+    losses = [DynCIMLoss()(logits, [logits, logits], y, gate=meta_gate),
+              # the gate target and a tensor unimodal_scale had still been read by value
+              DynCIMLoss()(logits, [logits, logits], y, gate=meta_gate, gate_target=torch.empty(2, device="meta"),
+                           unimodal_scale=torch.empty((), device="meta")),
               ctrl.stage_loss(ctrl.current(0), logits, logits, logits, y),
               SynIBLoss(lambda_syn=0.0)(logits, logits, y, lambda a, b: a + b, head, head).loss]
     assert all(loss.is_meta and loss.shape == () for loss in losses)

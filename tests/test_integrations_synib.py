@@ -17,6 +17,21 @@ def test_kl_to_uniform_by_hand():
     assert kl_to_uniform(logits).item() == pytest.approx(by_hand, rel=1e-6)
 
 
+def test_kl_to_uniform_with_a_class_masked_by_minus_inf():
+    # Masking a class with a -inf logit is common; 0 * log 0 had made the KL NaN.
+    logits = torch.tensor([[math.log(2.0), 0.0, -math.inf]], requires_grad=True)
+    by_hand = 2 / 3 * math.log(2 / 3 * 3) + 1 / 3 * math.log(1 / 3 * 3)
+    kl = kl_to_uniform(logits)
+    assert kl.item() == pytest.approx(by_hand, rel=1e-6)
+    kl.backward()
+    assert torch.isfinite(logits.grad).all() and logits.grad[0, 2] == 0
+    mask = torch.tensor([0.0, 0.0, -math.inf])
+    out = SynIBLoss(mask="zero")(torch.randn(4, 2), torch.randn(4, 2), torch.tensor([0, 1, 0, 1]),
+                                 lambda a, b: torch.cat([a, b], 1)[:, :3] + mask,
+                                 lambda a: a @ torch.ones(2, 3), lambda b: b @ torch.ones(2, 3))
+    assert math.isfinite(out.loss.item()) and math.isfinite(out.synergy_kl.item())
+
+
 def test_value_with_input_independent_fusion():
     """A fusion head that ignores its input gives the same logits with or without a modality,
     so the penalty is exactly 2 KL(softmax(l) || U) for every masking variant."""
