@@ -148,7 +148,9 @@ class PIDEstimate:
             (its corrected estimate and interval are trustworthy, except where the plug-in's
             bias shrinks more slowly than 1/N, near a boundary of the terms (e.g. both unique
             terms 0), or where rare events the sample missed make the synergy:
-            docs/estimation.md measures the flags). The
+            docs/estimation.md measures the flags). A sample that shows one value of Y, or
+            of a source, of several declared flags the terms that this pins at 0 unreliable
+            (all four; or the redundancy, that source's unique term and the synergy). The
             flags do not depend on ``confidence``: the synergy's rule uses the 95% jackknife
             half-width, the level it was validated at.
             The synergy *test* does not depend on this flag, and its level is not assured:
@@ -179,7 +181,7 @@ class PIDEstimate:
     confidence: float
     n_jackknife: int
     n_null: int
-    seed: Optional[int]
+    seed: int
     base: Optional[float] = None
 
     @property
@@ -225,7 +227,8 @@ def estimate(x1, x2, y, *, sizes=None, weights=None, groups=None, num_groups=Non
         n_pilot: pilot draws from the unshrunk zero-synergy fit that set the null model's
             shrinkage (default 10; at most ``n_null`` are used).
         seed: seed of the random partition and the null draws: an integer >= 0, or
-            ``None`` for fresh entropy.
+            ``None`` for fresh entropy (the result's ``seed`` holds the integer drawn, which
+            repeats the run).
         base: logarithm base of the results (``2`` for bits); default nats.
         progress: progress bar over the resampled solves (tqdm; ``True``: always,
             ``False``: never). Default: on when the resampled solves take more than one
@@ -300,8 +303,10 @@ def _estimate(x1, x2, y, sizes, weights, groups, num_groups, confidence, n_jackk
     counts = _resample.group_sizes(groups, n_samples, G)
     if counts.min() < 2:
         bad = int(np.argmin(counts))
-        raise ValueError(f"estimate needs at least 2 samples per problem; group {bad} has {int(counts[bad])}"
-                         if grouped else f"estimate needs at least 2 samples; got {int(counts[0])}")
+        of_weight = " of positive weight" if weights is not None else ""
+        raise ValueError(f"estimate needs at least 2 samples{of_weight} per problem; group {bad} has "
+                         f"{int(counts[bad])}" if grouped else
+                         f"estimate needs at least 2 samples{of_weight}; got {int(counts[0])}")
     n_eff = _resample.effective_sizes(groups, weights, n_samples, G)
     g = int(min(n_jackknife, counts.min()))
     pilot = min(n_pilot, n_null)
@@ -486,7 +491,23 @@ def _reliability(n_eff, flat, disagreement, spread, g, seen_once):
     pinned = (spread <= STABLE_SPREAD) & ~seen_once
     agree = pinned | (False if disagreement is None else disagreement <= half)
     ok_s = (n_eff >= 2.0 * np.maximum(occupied, 1)) & agree
-    return np.stack([ok_ru, ok_ru, ok_ru, ok_s], -1)
+    flags = np.stack([ok_ru, ok_ru, ok_ru, ok_s], -1) & ~_pinned_by_one_value(flat)
+    return flags
+
+
+def _pinned_by_one_value(flat) -> np.ndarray:
+    """``(G, 4)``: the terms a sample pins at 0 only because it saw a single value of Y, or of
+    a source, out of several declared. Every resample keeps them at 0 (intervals [0, 0]), so
+    nothing in the sample measures what the unseen values hold (2x2x2 noisy copies, classes
+    95/5, N = 50: 23 of 300 samples of one class, each with every term [0, 0] and flagged
+    reliable, around a true U1 of 0.041). One target value pins all four terms; one value of
+    a source pins the redundancy, that source's unique term and the synergy."""
+    G, n1, n2, ny = flat.shape
+    one = lambda m, n: ((m > 0).sum(-1) == 1).cpu().numpy() & (n > 1)  # noqa: E731
+    y1 = one(flat.sum((1, 2)), ny)
+    x1 = one(flat.sum((2, 3)), n1)
+    x2 = one(flat.sum((1, 3)), n2)
+    return np.stack([y1 | x1 | x2, y1 | x1, y1 | x2, y1 | x1 | x2], -1)
 
 
 @functools.lru_cache(maxsize=64)  # 4 ms a call: one per estimate, with the same (p, df) each time
@@ -593,10 +614,11 @@ def _check_int(v, name, minimum):
     return int(v)
 
 
-def _check_seed(seed) -> Optional[int]:
-    """``None`` or an integer >= 0 (numpy's own errors for others do not name ``seed``)."""
+def _check_seed(seed) -> int:
+    """An integer >= 0 (numpy's own errors for others do not name ``seed``); for ``None``, one
+    drawn from fresh entropy, so that the result records what repeats the run."""
     if seed is None:
-        return None
+        return int(np.random.SeedSequence().entropy)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"seed must be None or an integer >= 0, got {seed!r}")
     if seed < 0:

@@ -94,6 +94,20 @@ def test_torch_in_torch_out_and_seed_reproducible():
     assert float(a.p_value.synergy) == float(b.p_value.synergy)
 
 
+def test_an_unseeded_run_records_the_seed_that_repeats_it():
+    """seed=None left est.seed None: the entropy drawn was lost, and the run could not be
+    repeated. The seed drawn is now recorded."""
+    rng = np.random.default_rng(2)
+    x1, x2, y = _sample(_xor(3, 3, 0.3), 250, rng)
+    a = fastpid.estimate(x1, x2, y, sizes=(3, 3, 3), n_null=9, n_jackknife=10)
+    b = fastpid.estimate(x1, x2, y, sizes=(3, 3, 3), n_null=9, n_jackknife=10, seed=a.seed)
+    other = fastpid.estimate(x1, x2, y, sizes=(3, 3, 3), n_null=9, n_jackknife=10)
+    assert isinstance(a.seed, int) and a.seed >= 0 and other.seed != a.seed
+    for name in TERMS:
+        assert float(getattr(a, name)) == float(getattr(b, name))
+        assert float(getattr(a.ci_high, name)) == float(getattr(b.ci_high, name))
+
+
 def test_groups_give_one_estimate_per_group_and_base():
     rng = np.random.default_rng(2)
     parts = [_sample(_xor(3, 2, 0.1), 200, rng), _sample(np.full((3, 3, 2), 1 / 18), 200, rng)]
@@ -547,6 +561,37 @@ def test_a_synergy_stuck_by_a_cell_seen_once_is_not_reliable():
     rows = np.where(np.eye(2, dtype=bool)[b[:-1]], 0.99, 0.01)
     soft = fastpid.estimate(a[:-1], b[:-1], rows, sizes=(2, 2, 2), seed=0, n_null=0)
     assert bool(soft.reliable.synergy)
+
+
+def test_a_sample_of_one_value_of_several_declared_flags_what_it_pins():
+    """A sample of one class (2x2x2, N = 50) gave every term [0, 0], all flagged reliable; the
+    class it missed could hold any of them. One target value pins all four terms, one value
+    of a source the redundancy, its unique term and the synergy; declared sizes of 1 pin
+    nothing that could be otherwise, and groups keep their own flags."""
+    rng = np.random.default_rng(0)
+    n = 50
+    x1, x2 = rng.integers(0, 2, n), rng.integers(0, 2, n)
+    y = x1 ^ (rng.random(n) < 0.1)
+    one_class = fastpid.estimate(x1, x2, np.zeros(n, int), sizes=(2, 2, 2), seed=0)
+    assert [bool(getattr(one_class.reliable, t)) for t in TERMS] == [False] * 4
+    assert [float(getattr(one_class.ci_high, t)) for t in TERMS] == [0.0] * 4
+    one_x1 = fastpid.estimate(np.zeros(n, int), x2, y, sizes=(2, 2, 2), seed=0)
+    assert [bool(getattr(one_x1.reliable, t)) for t in TERMS] == [False, False, True, False]
+    one_x2 = fastpid.estimate(x1, np.ones(n, int), y, sizes=(2, 2, 2), seed=0)
+    assert [bool(getattr(one_x2.reliable, t)) for t in TERMS] == [False, True, False, False]
+    declared_one = fastpid.estimate(np.zeros(n, int), x2, y, sizes=(1, 2, 2), seed=0)
+    assert bool(declared_one.reliable.unique2) and bool(declared_one.reliable.redundancy)
+    both = fastpid.estimate(np.r_[x1, x1], np.r_[x2, x2], np.r_[y, np.zeros(n, int)], sizes=(2, 2, 2), seed=0,
+                            groups=np.r_[np.zeros(n, int), np.ones(n, int)])
+    assert both.reliable.unique1.tolist() == [True, False]
+
+
+def test_too_few_samples_of_positive_weight_say_so():
+    x = np.arange(60) % 2
+    with pytest.raises(ValueError, match=r"at least 2 samples of positive weight; got 1"):
+        fastpid.estimate(x, x, x, weights=np.r_[1.0, np.zeros(59)])
+    with pytest.raises(ValueError, match=r"at least 2 samples; got 1"):
+        fastpid.estimate(x[:1], x[:1], x[:1])
 
 
 def test_reliable_flags_follow_the_sample_size():
