@@ -8,6 +8,8 @@ import fastpid
 
 from .data import INTERACTION_TYPES
 
+PID_TERMS = ("redundancy", "unique1", "unique2", "synergy", "mi")  # as the results store them, nats
+
 __all__ = ["evaluate", "prediction_pid"]
 
 
@@ -41,4 +43,4 @@ def prediction_pid(model, data, part: str = "test") -> dict:
     kind, c1, c2 = (data.meta[k][idx] for k in ("type", "code1", "code2"))
     pred = model(x1, x2).fused.argmax(1)
     res = fastpid.pid_from_samples(kind * 4 + c1, kind * 4 + c2, pred, sizes=(16, 16, data.n_classes))
-    return {t: float(getattr(res, t)) for t in ("redundancy", "unique1", "unique2", "synergy", "mi")}
+    return {t: float(getattr(res, t)) for t in PID_TERMS}

@@ -118,7 +118,7 @@ def test_prediction_pid_and_markdown(tiny):
     agg = _aggregate([r, r | {"acc": r["acc"] + 0.1}])
     assert agg["mean"]["acc"] == pytest.approx(r["acc"] + 0.05)
     res = {"config": {"seeds": 2, "epochs": 2}, "table": {"synthetic": {"joint": agg}},
-           "synthetic_target_pid": r["pid"]}
+           "synthetic_target_pid": _aggregate([r, r])}
     text = markdown(res)
     assert "| joint |" in text and "synergy (XOR)" in text
     json.dumps(res)
@@ -236,7 +236,8 @@ def test_markdown_paired_differences_to_joint(tmp_path, monkeypatch):
     per_seed = {"synthetic": {"joint": runs(base, xor), "synib": runs(plus(base, d_a), plus(xor, d_b))},
                 "digits": {"joint": runs(base), "pretrain": runs(plus(base, d_c)), "synib": runs(plus(base, d_a))},
                 "uci-mor-fac": {"joint": runs(base), "synib": runs(base)}}
-    res = {"config": {"seeds": 3, "epochs": 1}, "synthetic_target_pid": pid,
+    target = _aggregate([{"pid": pid | {"redundancy": v}} for v in (0.4, 0.5, 0.9)])
+    res = {"config": {"seeds": 3, "epochs": 1}, "synthetic_target_pid": target,
            "table": {d: {m: _aggregate(rs) for m, rs in ms.items()} for d, ms in per_seed.items()},
            "runs": {d: ms for d, ms in per_seed.items() if d != "uci-mor-fac"}}   # only its mean ± std kept
     # Student's t with 2 degrees of freedom: two-sided p = 1 − t / sqrt(t² + 2); t = mean / (sd / √3):
@@ -259,6 +260,9 @@ def test_markdown_paired_differences_to_joint(tmp_path, monkeypatch):
     assert "| joint | 85.0 ± 5.0 (50 ± 0 / 50 ± 0) | 85.0 ± 5.0 (50 ± 0 / 50 ± 0) | — | — |" in text
     assert "| −2.0 [−6.3, 2.3] (0/3), p_Holm 0.18 | — |" in text                      # pretrain
     assert "| +2.0 [−0.5, 4.5] (3/3), p_Holm 0.15 | no per-seed values |" in text     # synib
+    # The target profile is the true label's PID over the seeds' test splits, with its spread:
+    # R over (0.4, 0.5, 0.9): mean 0.6, sd 0.265; the other terms the same on every split.
+    assert "| true label | 0.600 ± 0.265 | 0.000 ± 0.000 | 0.000 ± 0.000 | 0.200 ± 0.000 | 0.700 ± 0.000 |" in text
 
     runs_b = res["runs"]["digits"]["synib"]
     runs_b[0]["seed"], runs_b[1]["seed"] = 1, 0
