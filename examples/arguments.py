@@ -107,6 +107,14 @@ OUT_HELP = ("output folder (default examples/results, overwriting the committed 
             "the saved run's folder)")
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except where there is none to show (``None``: the help
+    says what happens then; "(default: None)" had followed it)."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 def add_output_options(ap: argparse.ArgumentParser, replot_help: str) -> None:
     """``--out`` (default ``None``: :data:`RESULTS`, or the saved run's folder with ``--replot``)
     and ``--replot JSON``, whose outputs are named after the saved file (a copy saved under

@@ -33,7 +33,8 @@ import torch
 
 from fastpid.integrations import local_scores, pointwise_scores
 
-from .arguments import add_output_options, as_json, command, int_at_least, read_saved_run, results_folder, run_arguments
+from .arguments import (HelpFormatter, add_output_options, as_json, command, int_at_least, read_saved_run,
+                        results_folder, run_arguments)
 from .curricula import (OGMGE, SPICE, DynCIMMethod, MultiViewNet, Plain, StaticCurriculum,
                         train_curriculum)
 from .data import INTERACTION_TYPES, digits_views, synthetic_views, uci_available, uci_views
@@ -281,7 +282,7 @@ def write(res, out: Path, plots: bool = True, stem: str = "curricula") -> None:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                 formatter_class=HelpFormatter)
     ap.add_argument("--seeds", type=int_at_least(1), default=5, help="paired seeds per method")
     ap.add_argument("--epochs", type=int_at_least(1), default=30, help="training epochs per run")
     ap.add_argument("--quick", action="store_true", help="small synthetic set, for a smoke run")

@@ -43,8 +43,8 @@ import torch
 
 from . import arms as arm_defs
 from . import fair
-from .arguments import (BATCH_SIZE, Distinct, add_output_options, as_json, command, float_between, int_at_least,
-                        read_saved_run, results_folder, run_arguments)
+from .arguments import (BATCH_SIZE, Distinct, HelpFormatter, add_output_options, as_json, command, float_between,
+                        int_at_least, read_saved_run, results_folder, run_arguments)
 from .stats import holm, mean_interval, missing, paired
 
 BASELINES = ("fused", "fused+heads")
@@ -293,7 +293,7 @@ def write(results: dict, out: Path, plots: bool = True, name: str | None = None)
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                 formatter_class=HelpFormatter)
     ap.add_argument("--name", default="avdigits_reduced", help="output file stem")
     ap.add_argument("--datasets", nargs="+", action=Distinct, default=["avdigits"], help=", ".join(DATASETS))
     ap.add_argument("--arms", nargs="+", action=Distinct, default=list(arm_defs.ARMS),

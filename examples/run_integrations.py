@@ -22,7 +22,7 @@ import torch
 from fastpid.integrations import SynIBLoss
 
 from . import data as datasets
-from .arguments import (BATCH_SIZE, Distinct, add_output_options, as_json, command, int_at_least, read_saved_run,
+from .arguments import (BATCH_SIZE, Distinct, HelpFormatter, add_output_options, as_json, command, int_at_least, read_saved_run,
                         results_folder, run_arguments)
 from .evaluate import PID_TERMS, evaluate, prediction_pid
 from .methods import ECSAsync, Joint, Pretrain, SynIB
@@ -211,7 +211,7 @@ def write(results: dict, out: Path, plots: bool = True, stem: str = "results") -
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                 formatter_class=HelpFormatter)
     ap.add_argument("--seeds", type=int_at_least(1), default=5, help="paired seeds per method")
     ap.add_argument("--epochs", type=int_at_least(1), default=40, help="training epochs per run")
     ap.add_argument("--batch-size", type=BATCH_SIZE, default=128, help="training batch size")

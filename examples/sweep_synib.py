@@ -31,7 +31,7 @@ import torch
 from fastpid.integrations import SynIBLoss
 
 from . import data as datasets
-from .arguments import (Distinct, add_output_options, as_json, command, int_at_least, read_saved_run,
+from .arguments import (Distinct, HelpFormatter, add_output_options, as_json, command, int_at_least, read_saved_run,
                         results_folder, run_arguments)
 from .evaluate import evaluate
 from .methods import Joint, SynIB
@@ -132,7 +132,7 @@ def markdown(results: dict) -> str:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                 formatter_class=HelpFormatter)
     ap.add_argument("--seeds", type=int_at_least(1), default=5, help="paired seeds per method")
     ap.add_argument("--epochs", type=int_at_least(1), default=40, help="training epochs per run")
     ap.add_argument("--settings", nargs="+", action=Distinct, default=list(SETTINGS), choices=list(SETTINGS))
