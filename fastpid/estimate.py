@@ -64,7 +64,7 @@ import functools
 import math
 import numbers
 import warnings
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from fractions import Fraction
 from typing import Any, Optional, SupportsIndex
 
@@ -76,7 +76,7 @@ from ._resources import threads
 from ._validate import _as_real_scalar, as_tensor, check_base, check_flag
 from .api import _shows_bar, pid
 from .joint import joint, sample_tensor
-from .result import PIDResult
+from .result import PIDResult, _keep_array
 
 __all__ = ["estimate", "PIDEstimate", "Terms", "suggest_k", "term_maxima"]
 
@@ -123,7 +123,8 @@ class Terms:
 class PIDEstimate:
     """Estimate of the BROJA PID of the distribution behind N samples.
 
-    Every array field has the batch shape ``(G,)`` for ``groups=``, else ``()``; numpy
+    Every array field has the batch shape ``(G,)`` for ``groups=``, else ``()`` (``est[i]``
+    is group ``i``'s estimate; ``len`` and iteration go over the groups); numpy
     ``float64`` for numpy input, torch ``float64`` on the input's device for torch input
     (``reliable`` holds booleans, ``occupied`` integers, and ``n`` integers too without
     weights).
@@ -195,6 +196,43 @@ class PIDEstimate:
     def estimates(self) -> Terms:
         """The four corrected point estimates as one :class:`Terms`."""
         return Terms(self.redundancy, self.unique1, self.unique2, self.synergy)
+
+    @property
+    def shape(self) -> tuple:
+        """The batch shape: ``(G,)`` with ``groups=``, else ``()``."""
+        return self.plugin.shape
+
+    def __bool__(self) -> bool:
+        """Always ``True``, as for :class:`PIDResult` (``len`` has no meaning ungrouped)."""
+        return True
+
+    def __len__(self) -> int:
+        if not self.shape:
+            raise TypeError("len() of an ungrouped PIDEstimate (it has batch shape ())")
+        return self.shape[0]
+
+    def __iter__(self):
+        """The estimates of the groups in turn (a ``TypeError`` ungrouped, as ``len`` is)."""
+        if not self.shape:
+            raise TypeError("iteration over an ungrouped PIDEstimate (it has batch shape ())")
+        return (self[i] for i in range(self.shape[0]))
+
+    def __getitem__(self, index) -> "PIDEstimate":
+        """The estimates of ``groups[index]`` (an integer, slice or mask, indexed like the
+        batch arrays); the settings are shared."""
+        if not self.shape:
+            raise IndexError("an ungrouped PIDEstimate (batch shape ()) cannot be indexed")
+
+        def pick(v):
+            return _keep_array(v[index])
+
+        def pick_terms(t: Terms) -> Terms:
+            return Terms(*(pick(v) for v in t))
+
+        return replace(self, **{t: pick(getattr(self, t)) for t in TERMS}, n=pick(self.n),
+                       occupied=pick(self.occupied), plugin=self.plugin[index],
+                       **{f: pick_terms(getattr(self, f)) for f in ("ci_low", "ci_high", "se", "bias", "p_value",
+                                                                      "reliable")})
 
     def __str__(self) -> str:
         return _format(self)

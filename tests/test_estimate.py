@@ -125,6 +125,35 @@ def test_groups_give_one_estimate_per_group_and_base():
     assert bits.units == "bits" and bits.plugin.base == 2
 
 
+def test_a_grouped_estimate_is_indexed_and_iterated_by_group():
+    """A grouped estimate had no indexing: each group's numbers were taken field by field."""
+    rng = np.random.default_rng(4)
+    x1, x2, y = _sample(_xor(3, 3, 0.2), 600, rng)
+    groups = np.arange(600) % 3
+    e = fastpid.estimate(x1, x2, y, sizes=(3, 3, 3), groups=groups, seed=0, n_null=9)
+    assert len(e) == 3 and e.shape == (3,) and bool(e)
+    blocks = str(e).split("group ")[1:]
+    for i, g in enumerate(e):
+        assert g.shape == () and g.seed == e.seed and int(g.n) == 200
+        for t in TERMS:
+            for field in ("ci_low", "ci_high", "se", "bias", "p_value", "reliable"):
+                assert np.array_equal(getattr(getattr(g, field), t), getattr(getattr(e, field), t)[i], equal_nan=True)
+            assert float(getattr(g, t)) == float(getattr(e, t)[i])
+            assert float(getattr(g.plugin, t)) == float(getattr(e.plugin, t)[i])
+        # its table is that group's block of the grouped table
+        assert str(g).splitlines()[1:] == blocks[i].splitlines()[1:]
+    assert e[1:].shape == (2,) and e[np.array([True, False, True])].n.tolist() == [200, 200]
+    t = fastpid.estimate(*(torch.as_tensor(v) for v in (x1, x2, y)), sizes=(3, 3, 3), groups=torch.as_tensor(groups),
+                         seed=0, n_null=9)
+    assert isinstance(t[2].synergy, torch.Tensor) and float(t[2].synergy) == float(e[2].synergy)
+    single = fastpid.estimate(x1, x2, y, sizes=(3, 3, 3), seed=0, n_null=9)
+    with pytest.raises(IndexError, match="ungrouped"):
+        single[0]
+    with pytest.raises(TypeError, match="ungrouped"):
+        len(single)
+    assert bool(single)
+
+
 def test_soft_rows_are_accepted():
     rng = np.random.default_rng(3)
     p1 = rng.dirichlet(np.ones(3), size=120)
