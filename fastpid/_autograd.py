@@ -111,5 +111,10 @@ def attach_envelope_gradient(P: torch.Tensor, value: torch.Tensor, f: torch.Tens
 def zero_mass_gradient(P: torch.Tensor) -> torch.Tensor:
     """``P`` itself, whose gradient is 0 at its cells of zero mass (module docstring); ``P``
     unchanged when it needs no gradient. A ``where``, not an autograd Function, so that
-    ``torch.func`` transforms go through."""
-    return torch.where(P > 0, P, P.detach()) if carries_derivatives(P) else P
+    ``torch.func`` transforms go through. A sparse ``P`` is made dense first (differentiably):
+    ``where`` has no sparse kernel."""
+    if not carries_derivatives(P):
+        return P
+    if P.layout != torch.strided:
+        P = P.to_dense()
+    return torch.where(P > 0, P, P.detach())

@@ -75,6 +75,20 @@ def test_sparse_gradient_is_finite():
     assert torch.isfinite(P.grad).all()
 
 
+def test_a_sparse_layout_with_a_gradient_is_solved_as_its_dense_tensor():
+    """A sparse COO P that needs a gradient failed in the zero-mass gradient's where() ("Could
+    not run 'aten::gt.Scalar' ... 'SparseCPU'"); without a gradient it was already solved."""
+    idx = torch.tensor([[0, 0, 1, 1, 2], [0, 1, 0, 1, 2], [0, 1, 1, 0, 1]])
+    vals = torch.tensor([0.3, 0.2, 0.25, 0.2, 0.05], dtype=torch.float64, requires_grad=True)
+    sparse = torch.sparse_coo_tensor(idx, vals, (3, 3, 2), check_invariants=True)
+    dense = sparse.detach().to_dense().requires_grad_(True)
+    res, ref = fastpid.pid(sparse), fastpid.pid(dense)
+    assert res.synergy.item() == ref.synergy.item()
+    res.synergy.backward()
+    ref.synergy.backward()
+    torch.testing.assert_close(vals.grad, dense.grad[tuple(idx)], rtol=0, atol=1e-15)
+
+
 def test_gradient_flows_to_soft_predictions_float32():
     torch.manual_seed(0)
     logits1 = torch.randn(256, 5, requires_grad=True)
