@@ -20,18 +20,19 @@ namespace {
 using Array = py::array_t<double, py::array::c_style | py::array::forcecast>;
 
 // Ctrl-C during a solve. The solve runs without the GIL, so Python's own SIGINT handler can
-// only note the signal; while any solve runs, a handler of ours sets `g_cancel` (every
-// solver polls it between steps) and passes the signal on to Python's handler, and the
-// solve then returns at once and raises KeyboardInterrupt through PyErr_CheckSignals()
-// (or, where Python's handlers raise nothing, solves again: run_cancellable).
-volatile int g_cancel = 0;
+// only note the signal; while any solve runs, a handler of ours counts it in `g_sigints`
+// (every solver compares the count with its value at the solve's start between steps) and
+// passes the signal on to Python's handler, and the solve then returns at once and raises
+// KeyboardInterrupt through PyErr_CheckSignals() (or, where Python's handlers raise nothing
+// or the solve runs off the main thread, solves again: run_cancellable).
+volatile int g_sigints = 0;
 struct sigaction g_python_sigint;  // the handler ours replaced
 std::mutex g_sigint_mutex;
 int g_solves_running = 0;
 bool g_installed = false;
 
 extern "C" void on_sigint(int sig) {
-  g_cancel = 1;
+  g_sigints = g_sigints + 1;
   if (!(g_python_sigint.sa_flags & SA_SIGINFO) && g_python_sigint.sa_handler != SIG_DFL &&
       g_python_sigint.sa_handler != SIG_IGN)
     g_python_sigint.sa_handler(sig);
@@ -44,7 +45,6 @@ class SigintGuard {
   SigintGuard() {
     std::lock_guard<std::mutex> lock(g_sigint_mutex);
     if (g_solves_running++ > 0) return;
-    g_cancel = 0;
     struct sigaction current;
     if (sigaction(SIGINT, nullptr, &current) != 0 || (current.sa_flags & SA_SIGINFO) ||
         current.sa_handler == SIG_DFL || current.sa_handler == SIG_IGN)
@@ -88,10 +88,11 @@ void run_cancellable(fastpid::SolveOptions opt, int n2, int ny, std::optional<bo
     throw std::invalid_argument("product_form needs the Schur complement's rank-structured assembly "
                                 "(gram=False, no lowrank) and ny >= 2 n2 + 1; got n2=" +
                                 std::to_string(n2) + ", ny=" + std::to_string(ny));
-  opt.cancel = &g_cancel;
+  opt.cancel = &g_sigints;
   for (;;) {
     {
       SigintGuard guard;
+      opt.cancel_from = g_sigints;
       py::gil_scoped_release release;
       run(opt);
     }
@@ -99,9 +100,7 @@ void run_cancellable(fastpid::SolveOptions opt, int n2, int ny, std::optional<bo
     if (PyErr_CheckSignals() != 0) throw py::error_already_set();
     // A Ctrl-C that raised nothing (a handler that returns, or a solve in another thread than
     // the main one) cut the solves short: solve again rather than return unfinished bounds.
-    std::lock_guard<std::mutex> lock(g_sigint_mutex);
-    if (!g_cancel) return;
-    g_cancel = 0;
+    if (g_sigints == opt.cancel_from) return;
   }
 }
 

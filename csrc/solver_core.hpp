@@ -53,11 +53,14 @@ struct SolveOptions {
   // one rank-one term per x2, in product form (product_form_suits() says where the CPU solver
   // does) instead of by Cholesky; the workspace is the same.
   bool product_form = false;
-  // Set (by another thread or a signal handler) to stop every solve at its next step, with
-  // the bounds it has; null where nothing can cancel (device code).
+  // A count of cancellations (a signal handler adds one): a solve stops at its next step,
+  // with the bounds it has, once the count differs from cancel_from, its value when the solve
+  // began (a count, not a flag that each solve clears: one thread's restart had cleared the
+  // flag before the main thread's solve saw it). null where nothing can cancel (device code).
   const volatile int* cancel = nullptr;
+  int cancel_from = 0;
 
-  FASTPID_HD bool cancelled() const { return cancel != nullptr && *cancel != 0; }
+  FASTPID_HD bool cancelled() const { return cancel != nullptr && *cancel != cancel_from; }
 };
 
 namespace detail {
