@@ -15,6 +15,9 @@
 #if defined(__unix__) || defined(__APPLE__)
 #include <pthread.h>
 #endif
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 namespace fastpid {
 
@@ -82,12 +85,23 @@ void bracket_terms(const double* cf, double lo, double up, double scale, double*
 }
 
 // A process forked from one whose OpenMP threads have run cannot use them: GNU libgomp's
-// thread pool hangs the child's next parallel region (a multiprocessing worker forked after a
-// batched solve never returned). Such a child runs every loop on its own thread, outside
-// OpenMP.
+// thread pool hangs the child's next parallel region, ours or torch's, which share the library
+// (a multiprocessing worker forked after a batched solve never returned). So a child forked
+// once this module is loaded runs every loop here on its own thread, outside OpenMP (whether
+// the parent's pool ran, for torch's work, is not known here). Where this module's own team
+// has run, the child's OpenMP threads are also set to 1, so that torch's parallel regions run
+// on the calling thread too: the team had made the pool, and a forked child's next large
+// torch reduction hung for good (torch.set_num_threads(n > 1) in the child brings that back,
+// as after a parallel torch operation in the parent).
 std::atomic<bool> forked_child{false};
+std::atomic<bool> team_started{false};
 #if defined(__unix__) || defined(__APPLE__)
-const int fork_handler = pthread_atfork(nullptr, nullptr, [] { forked_child = true; });
+const int fork_handler = pthread_atfork(nullptr, nullptr, [] {
+  forked_child = true;
+#ifdef _OPENMP
+  if (team_started) omp_set_num_threads(1);
+#endif
+});
 #endif
 
 // body(b, work) for every problem b < B, whole problems spread over the threads (dynamic:
@@ -101,6 +115,7 @@ void for_each_problem(int64_t B, size_t work_doubles, Body body) {
     for (int64_t b = 0; b < B; ++b) body(b, work.data());
     return;
   }
+  team_started = true;
 #pragma omp parallel
   {
     const Workspace work(work_doubles);
@@ -134,7 +149,9 @@ void solve_batch(const double* P, int64_t B, int n1, int n2, int ny, const Solve
 void closed_forms_batch(const double* P, int64_t B, int n1, int n2, int ny, double* out) {
   const int64_t cells = static_cast<int64_t>(n1) * n2 * ny;
   const size_t work_doubles = closed_forms_workspace_doubles(n1, n2, ny);
-#pragma omp parallel if (B * cells > (int64_t(1) << 16) && !forked_child)
+  const bool team = B * cells > (int64_t(1) << 16) && !forked_child;
+  if (team) team_started = true;
+#pragma omp parallel if (team)
   {
     const Workspace work(work_doubles);
 #pragma omp for schedule(static)

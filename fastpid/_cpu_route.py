@@ -61,6 +61,7 @@ def exact_pid(P, tol: float, max_iter: int, base, backend: str):
     swap = swap if isinstance(swap, np.ndarray) else np.full(free1.shape, swap)
     scale = 1.0 if base is None else 1.0 / math.log(base)
     options = _options(tol, max_iter, lowrank)
+    cpp.follow_torch_threads()
     terms, gap, converged, broken, iterations, settled = ext.solve_pid(flat, swap, options, scale)
     if not settled:
         settled = _other_way_where_short(ext, flat, swap, options, scale, terms, gap, converged, broken, iterations)

@@ -73,6 +73,14 @@ def options(tol: float, max_iter: int = 500, steps: int | None = None, lowrank: 
     return opt
 
 
+def follow_torch_threads() -> None:
+    """Gives the calling thread's OpenMP runtime, whose threads the native batched solves use,
+    torch's intra-op setting: torch applies it to a thread at that thread's first query, and
+    a thread that had made none ran the solves on every core whatever
+    ``torch.set_num_threads`` said."""
+    torch.get_num_threads()
+
+
 def solve(P: torch.Tensor, tol: float, *, max_iter: int = 500, steps: int | None = None,
           return_coupling: bool = False, lowrank: bool | None = None) -> Solution:
     """Bounds on V for a flat float64 CPU batch ``P[B, n1, n2, ny]``.
@@ -88,6 +96,7 @@ def solve(P: torch.Tensor, tol: float, *, max_iter: int = 500, steps: int | None
     arr = np.ascontiguousarray(P.detach().numpy(), dtype=np.float64)
     # Only exact solves take Newton steps: method "fast" never needs the elimination.
     lowrank = steps is None and (elimination(P) == "lowrank" if lowrank is None else lowrank)
+    follow_torch_threads()
     out = _C.solve(arr, options(tol, max_iter, steps, lowrank), return_coupling)
     return Solution(*(torch.from_numpy(x) for x in out))
 
@@ -98,5 +107,6 @@ def closed_forms(P: torch.Tensor):
     torch, in one native pass (no gradient)."""
     from . import _C
 
+    follow_torch_threads()
     out = _C.closed_forms(np.ascontiguousarray(P.detach().numpy(), dtype=np.float64))
     return torch.from_numpy(out).unbind(1)

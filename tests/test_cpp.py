@@ -597,22 +597,58 @@ import numpy as np, fastpid
 P = np.random.default_rng(0).dirichlet(np.ones(8 * 8 * 5), size=64).reshape(64, 8, 8, 5)
 
 def child(_):
-    return float(fastpid.pid(P).synergy.sum())
+    import torch
+    # The native solve, then torch's own parallel regions (method "fast" checks P in torch,
+    # and a large reduction), which share libgomp with the solver.
+    return (float(fastpid.pid(P).synergy.sum()), float(fastpid.pid(P, method="fast").synergy.sum()),
+            float(torch.ones(4_000_000, dtype=torch.float64).sum()))
 
 if __name__ == "__main__":
     ref = float(fastpid.pid(P).synergy.sum())    # the solver's OpenMP threads have run
     with mp.get_context("fork").Pool(1) as pool:
-        got = pool.map_async(child, [0]).get(timeout=120)[0]
-    sys.exit(0 if got == ref else 3)
+        got = pool.map_async(child, [0]).get(timeout=60)[0]
+    # The torch work's references after the child's: here it makes a pool of its own.
+    sys.exit(0 if got == (ref, float(fastpid.pid(P, method="fast").synergy.sum()), 4e6) else 3)
 """
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
 def test_a_child_forked_after_a_batched_solve_solves(tmp_path):
     """GNU libgomp's thread pool cannot be used in a forked child: a multiprocessing worker
-    forked after a batched solve hung for good in its first batched solve."""
+    forked after a batched solve hung for good in its first batched solve, and then (the
+    solver's loops kept off OpenMP there) in its first large torch operation, whose parallel
+    region met the pool the solver's team had made."""
     script = tmp_path / "fork_after_solve.py"
     script.write_text(_FORK_SCRIPT)
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "OMP_NUM_THREADS": "2"})
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+_THREAD_SCRIPT = """
+import threading
+import numpy as np, torch, fastpid
+from fastpid import _C
+torch.set_num_threads(1)
+P = np.random.default_rng(0).dirichlet(np.ones(6 ** 3), size=8).reshape(8, 6, 6, 6)
+seen = []
+def solve():
+    fastpid.pid(P, backend="cpp")
+    seen.append(_C.build_info()["openmp_max_threads"])   # this thread's team size
+thread = threading.Thread(target=solve)
+thread.start()
+thread.join()
+print(seen[0])
+"""
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: every default is one thread")
+def test_native_solves_in_a_new_thread_follow_torchs_thread_setting(tmp_path):
+    """A thread that had made no torch call ran the C++ solver's team on every core (OpenMP's
+    default there) after torch.set_num_threads(1) in the main thread."""
+    script = tmp_path / "thread_solve.py"
+    script.write_text(_THREAD_SCRIPT)
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["1"]
