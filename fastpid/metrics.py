@@ -195,13 +195,21 @@ class PIDMetric:
         Needs the samples themselves, which the counts hold only when every batch was hard
         codes without weights (``samples_only`` on every rank). ``estimate_kwargs`` are
         :func:`fastpid.estimate`'s (``confidence``, ``seed``, ``base``, ...; ``base``
-        defaults to the metric's). Raises ``ValueError`` otherwise, or when no sample has
-        been added.
+        defaults to the metric's), except those given per sample (``groups``, ``weights``,
+        ``num_groups``) and ``sizes`` (the metric's). Raises ``ValueError`` otherwise, or
+        when no sample has been added.
 
         Under ``torch.distributed`` every rank must call it (a call on rank 0 alone waits,
         as :meth:`compute` does), and every rank gets the same estimate: without a ``seed``
         the resampling is seeded with one seed drawn on rank 0 and broadcast (a fresh one
         per call), not with fresh entropy per process."""
+        # The samples are rebuilt from the counts in cell order: arguments given per sample
+        # (in the caller's order) would be applied to other samples.
+        per_sample = sorted({"groups", "weights", "num_groups", "sizes"} & set(estimate_kwargs))
+        if per_sample:
+            raise ValueError(f"PIDMetric.estimate() cannot take {', '.join(per_sample)}: the metric keeps the "
+                             "samples' counts, not their order (and its own sizes); call fastpid.estimate on "
+                             "the samples for groups or weights, or keep a PIDMetric per group")
         counts, samples_only = self._global_counts("estimate")
         if not samples_only:
             raise ValueError("PIDMetric.estimate() needs every batch to be hard codes without weights "
@@ -267,7 +275,7 @@ class PIDMetric:
 
     def load_state_dict(self, state: dict) -> None:
         """Restore what :meth:`state_dict` saved (checked: the shape, finite non-negative
-        counts)."""
+        counts, whole numbers where they are a histogram of samples)."""
         counts = torch.as_tensor(state["counts"])
         if tuple(counts.shape) != self.sizes:
             raise ValueError(f"the saved counts have shape {tuple(counts.shape)}, expected {self.sizes}")
@@ -275,8 +283,12 @@ class PIDMetric:
         if not bool(torch.isfinite(counts).all()) or bool((counts < 0).any()):
             raise ValueError("the saved counts must be finite and non-negative; this state holds "
                              f"min {float(counts.min())}, max {float(counts.max())}")
+        samples_only = bool(state.get("samples_only", False))
+        if samples_only and not bool((counts == counts.round()).all()):
+            raise ValueError("the saved state says samples_only (a histogram of hard codes), but its counts "
+                             "are not whole numbers; save it with samples_only=False")
         self.counts = counts.clone()
-        self.samples_only = bool(state.get("samples_only", False))
+        self.samples_only = samples_only
 
     def __repr__(self) -> str:
         total = float(self.counts.sum())
