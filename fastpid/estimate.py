@@ -63,6 +63,7 @@ import contextlib
 import functools
 import math
 import numbers
+import secrets
 import warnings
 from dataclasses import dataclass, fields, replace
 from fractions import Fraction
@@ -149,9 +150,11 @@ class PIDEstimate:
             (its corrected estimate and interval are trustworthy, except where the plug-in's
             bias shrinks more slowly than 1/N, near a boundary of the terms (e.g. both unique
             terms 0), or where rare events the sample missed make the synergy:
-            docs/estimation.md measures the flags). A sample that shows one value of Y, or
-            of a source, of several declared flags the terms that this pins at 0 unreliable
-            (all four; or the redundancy, that source's unique term and the synergy). The
+            docs/estimation.md measures the flags). A sample in which Y, or a source,
+            takes one value (one code, or one probability row repeated) of several possible
+            (declared, or any where ``sizes`` is inferred) flags the terms that this pins at
+            0 unreliable (all four; or the redundancy, that source's unique term and the
+            synergy). The
             flags do not depend on ``confidence``: the synergy's rule uses the 95% jackknife
             half-width, the level it was validated at.
             The synergy *test* does not depend on this flag, and its level is not assured:
@@ -400,6 +403,7 @@ def _estimate(x1, x2, y, sizes, weights, groups, num_groups, confidence, n_jackk
     est, lo, hi = (np.minimum(a, most) for a in (est, lo, hi))
     reliable = _reliability(n_eff, flat, disagreement if n_null > 0 else None, spread, g,
                             _seen_once(x1, x2, y, groups, G, (m1, m2, my)))
+    reliable &= ~_pinned_terms(_constant(x1, x2, y, groups, G), flat.shape[1:] if sizes is not None else None)
 
     scale = 1.0 if base is None else 1.0 / math.log(base)
     shape = (G,) if grouped else ()
@@ -529,23 +533,39 @@ def _reliability(n_eff, flat, disagreement, spread, g, seen_once):
     pinned = (spread <= STABLE_SPREAD) & ~seen_once
     agree = pinned | (False if disagreement is None else disagreement <= half)
     ok_s = (n_eff >= 2.0 * np.maximum(occupied, 1)) & agree
-    flags = np.stack([ok_ru, ok_ru, ok_ru, ok_s], -1) & ~_pinned_by_one_value(flat)
-    return flags
+    return np.stack([ok_ru, ok_ru, ok_ru, ok_s], -1)
 
 
-def _pinned_by_one_value(flat) -> np.ndarray:
-    """``(G, 4)``: the terms a sample pins at 0 only because it saw a single value of Y, or of
-    a source, out of several declared. Every resample keeps them at 0 (intervals [0, 0]), so
-    nothing in the sample measures what the unseen values hold (2x2x2 noisy copies, classes
-    95/5, N = 50: 27 of 300 samples of one class, each with every term [0, 0] and flagged
-    reliable, around a true R of 0.080 and S of 0.054). One target value pins all four terms; one value of
-    a source pins the redundancy, that source's unique term and the synergy."""
-    G, n1, n2, ny = flat.shape
-    one = lambda m, n: ((m > 0).sum(-1) == 1).cpu().numpy() & (n > 1)  # noqa: E731
-    y1 = one(flat.sum((1, 2)), ny)
-    x1 = one(flat.sum((2, 3)), n1)
-    x2 = one(flat.sum((1, 3)), n2)
-    return np.stack([y1 | x1 | x2, y1 | x1, y1 | x2, y1 | x1 | x2], -1)
+def _constant(x1, x2, y, groups, G: int) -> np.ndarray:
+    """``(G, 3)``: whether X1, X2, Y take one value in each problem's samples (of positive
+    weight): one code, or one probability row repeated (a smoothed label of one class)."""
+    gid = torch.zeros(x1.shape[0], dtype=torch.int64, device=x1.device) if groups is None else groups.to(torch.int64)
+
+    def constant(v):
+        rows = v.reshape(v.shape[0], -1).to(torch.float64)
+        idx = gid[:, None].expand_as(rows)
+        low = torch.full((G, rows.shape[1]), math.inf, dtype=torch.float64, device=rows.device)
+        high = torch.full_like(low, -math.inf)
+        low = low.scatter_reduce(0, idx, rows, "amin")
+        high = high.scatter_reduce(0, idx, rows, "amax")
+        return (low == high).all(1).cpu().numpy()
+
+    return np.stack([constant(v) for v in (x1, x2, y)], -1)
+
+
+def _pinned_terms(constant: np.ndarray, declared) -> np.ndarray:
+    """``(G, 4)``: the terms a sample pins at 0 only because a variable took one value in it
+    (``constant``, by :func:`_constant`) of several possible: every resample keeps them at 0
+    (intervals [0, 0]), and nothing in the sample measures what the unseen values hold
+    (2x2x2 noisy copies, classes 95/5, N = 50: 27 of 300 samples of one class, each with
+    every term [0, 0] and flagged reliable, around a true R of 0.080 and S of 0.054). One
+    target value pins all four terms; one value of a source pins the redundancy, that
+    source's unique term and the synergy. Only a declared size of 1 (``declared``: the
+    sizes given, ``None`` where they were inferred from the samples) makes the zeros the
+    truth's."""
+    one = constant & (np.asarray(declared) > 1) if declared is not None else constant
+    x1, x2, y = one[:, 0], one[:, 1], one[:, 2]
+    return np.stack([y | x1 | x2, y | x1, y | x2, y | x1 | x2], -1)
 
 
 @functools.lru_cache(maxsize=64)  # 4 ms a call: one per estimate, with the same (p, df) each time
@@ -654,9 +674,10 @@ def _check_int(v, name, minimum):
 
 def _check_seed(seed) -> int:
     """An integer >= 0 (numpy's own errors for others do not name ``seed``); for ``None``, one
-    drawn from fresh entropy, so that the result records what repeats the run."""
+    of 63 bits drawn from fresh entropy, so that the result records what repeats the run (and
+    torch, numpy's legacy seeding and int64 columns take it: 128 bits they do not)."""
     if seed is None:
-        return int(np.random.SeedSequence().entropy)
+        return secrets.randbits(63)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"seed must be None or an integer >= 0, got {seed!r}")
     if seed < 0:

@@ -102,7 +102,8 @@ def test_an_unseeded_run_records_the_seed_that_repeats_it():
     a = fastpid.estimate(x1, x2, y, sizes=(3, 3, 3), n_null=9, n_jackknife=10)
     b = fastpid.estimate(x1, x2, y, sizes=(3, 3, 3), n_null=9, n_jackknife=10, seed=a.seed)
     other = fastpid.estimate(x1, x2, y, sizes=(3, 3, 3), n_null=9, n_jackknife=10)
-    assert isinstance(a.seed, int) and a.seed >= 0 and other.seed != a.seed
+    assert isinstance(a.seed, int) and 0 <= a.seed < 2**63 and other.seed != a.seed
+    torch.manual_seed(a.seed)  # seeds others than numpy's take it (128 bits they did not)
     for name in TERMS:
         assert float(getattr(a, name)) == float(getattr(b, name))
         assert float(getattr(a.ci_high, name)) == float(getattr(b.ci_high, name))
@@ -613,6 +614,17 @@ def test_a_sample_of_one_value_of_several_declared_flags_what_it_pins():
     both = fastpid.estimate(np.r_[x1, x1], np.r_[x2, x2], np.r_[y, np.zeros(n, int)], sizes=(2, 2, 2), seed=0,
                             groups=np.r_[np.zeros(n, int), np.ones(n, int)])
     assert both.reliable.unique1.tolist() == [True, False]
+    # Sizes inferred from the samples: class 0 alone had inferred one class, and passed.
+    for only in (0, 1):
+        inferred = fastpid.estimate(x1, x2, np.full(n, only), seed=0)
+        assert [bool(getattr(inferred.reliable, t)) for t in TERMS] == [False] * 4
+    # One probability row repeated (a smoothed label of one class) puts mass on both classes
+    # and pins every term at 0 just the same; rows that differ do not.
+    smoothed = fastpid.estimate(x1, x2, np.tile([0.9, 0.1], (n, 1)), sizes=(2, 2, 2), seed=0, n_null=0)
+    assert [bool(getattr(smoothed.reliable, t)) for t in TERMS] == [False] * 4
+    varied = fastpid.estimate(x1, x2, np.where(np.eye(2, dtype=bool)[y], 0.9, 0.1), sizes=(2, 2, 2), seed=0,
+                              n_null=0)
+    assert bool(varied.reliable.unique1)
 
 
 def test_too_few_samples_of_positive_weight_say_so():
