@@ -93,6 +93,9 @@ void run_cancellable(fastpid::SolveOptions opt, int n2, int ny, std::optional<bo
     {
       SigintGuard guard;
       opt.cancel_from = g_sigints;
+      // A Ctrl-C counted before the read above (another solve's handler was in place) would
+      // not stop this solve: Python's handler has been told of it, so it raises here.
+      if (PyErr_CheckSignals() != 0) throw py::error_already_set();
       py::gil_scoped_release release;
       run(opt);
     }

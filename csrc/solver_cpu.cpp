@@ -88,18 +88,26 @@ void bracket_terms(const double* cf, double lo, double up, double scale, double*
 // thread pool hangs the child's next parallel region, ours or torch's, which share the library
 // (a multiprocessing worker forked after a batched solve never returned). So a child forked
 // once this module is loaded runs every loop here on its own thread, outside OpenMP (whether
-// the parent's pool ran, for torch's work, is not known here). Where this module's own team
-// has run, the child's OpenMP threads are also set to 1, so that torch's parallel regions run
-// on the calling thread too: the team had made the pool, and a forked child's next large
-// torch reduction hung for good (torch.set_num_threads(n > 1) in the child brings that back,
-// as after a parallel torch operation in the parent).
+// the parent's pool ran, for torch's work, is not known here). Where the forking thread has
+// run a team of this module's (libgomp keeps a pool per thread that starts teams), the
+// child's OpenMP threads are also set to 1, so that torch's parallel regions run on the
+// calling thread too: a forked child's next large torch reduction had hung for good
+// (torch.set_num_threads(n > 1) in the child brings that back, as after a parallel torch
+// operation in the parent).
 std::atomic<bool> forked_child{false};
-std::atomic<bool> team_started{false};
+thread_local bool team_started = false;
+
+void note_team() {
+#ifdef _OPENMP
+  if (omp_get_max_threads() > 1) team_started = true;  // a team of one makes no pool
+#endif
+}
+
 #if defined(__unix__) || defined(__APPLE__)
 const int fork_handler = pthread_atfork(nullptr, nullptr, [] {
   forked_child = true;
 #ifdef _OPENMP
-  if (team_started) omp_set_num_threads(1);
+  if (team_started) omp_set_num_threads(1);  // the forking thread's setting, its pool's
 #endif
 });
 #endif
@@ -115,7 +123,7 @@ void for_each_problem(int64_t B, size_t work_doubles, Body body) {
     for (int64_t b = 0; b < B; ++b) body(b, work.data());
     return;
   }
-  team_started = true;
+  note_team();
 #pragma omp parallel
   {
     const Workspace work(work_doubles);
@@ -150,7 +158,7 @@ void closed_forms_batch(const double* P, int64_t B, int n1, int n2, int ny, doub
   const int64_t cells = static_cast<int64_t>(n1) * n2 * ny;
   const size_t work_doubles = closed_forms_workspace_doubles(n1, n2, ny);
   const bool team = B * cells > (int64_t(1) << 16) && !forked_child;
-  if (team) team_started = true;
+  if (team) note_team();
 #pragma omp parallel if (team)
   {
     const Workspace work(work_doubles);

@@ -75,9 +75,9 @@ def options(tol: float, max_iter: int = 500, steps: int | None = None, lowrank: 
 
 def follow_torch_threads() -> None:
     """Gives the calling thread's OpenMP runtime, whose threads the native batched solves use,
-    torch's intra-op setting: torch applies it to a thread at that thread's first query, and
-    a thread that had made none ran the solves on every core whatever
-    ``torch.set_num_threads`` said."""
+    torch's intra-op setting as torch's own operations in this thread see it: torch applies
+    its setting to a thread at that thread's first query, and a thread that had made none ran
+    the solves on every core whatever ``torch.set_num_threads`` said."""
     torch.get_num_threads()
 
 

@@ -625,6 +625,37 @@ def test_a_child_forked_after_a_batched_solve_solves(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
 
 
+_FORK_FROM_MAIN_SCRIPT = """
+import multiprocessing as mp, sys, threading
+import numpy as np, torch, fastpid
+torch.set_num_threads(2)
+P = np.random.default_rng(0).dirichlet(np.ones(8 * 8 * 5), size=64).reshape(64, 8, 8, 5)
+
+def child(_):
+    return torch.get_num_threads()
+
+if __name__ == "__main__":
+    thread = threading.Thread(target=fastpid.pid, args=(P,))   # the team runs in this thread
+    thread.start()
+    thread.join()
+    with mp.get_context("fork").Pool(1) as pool:
+        print(pool.map_async(child, [0]).get(timeout=60)[0])
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_a_fork_by_a_thread_that_ran_no_team_keeps_its_threads(tmp_path):
+    """libgomp keeps a pool per thread that starts teams: a batched solve in a worker thread
+    leaves the main thread none, and a child it forks keeps torch's threads (the handler had
+    set them to 1 for any team anywhere in the process)."""
+    script = tmp_path / "fork_from_main.py"
+    script.write_text(_FORK_FROM_MAIN_SCRIPT)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "2"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["2"]
+
+
 _THREAD_SCRIPT = """
 import threading
 import numpy as np, torch, fastpid
