@@ -69,6 +69,8 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
             only, no gradients). :func:`backends` says which are available.
         tol: certified tolerance on every term, in nats (default ``1e-8`` for float64
             input, ``1e-5`` for float32). ``converged`` is ``gap <= tol`` for every method.
+            With ``backend="cvx"`` it sets only ``converged`` (Clarabel runs at its own
+            settings; :func:`fastpid.cvx.solve_cvx` takes others).
             float32 results' gap includes their rounding (up to ``2^-23 I(X1,X2;Y)``), and
             the exact solvers aim that much below ``tol``.
         max_iter: cap on Newton iterations per problem (``method="exact"`` only).
@@ -379,19 +381,18 @@ def backends() -> dict:
 
     ``reason`` says why a backend is unavailable (empty when it is available).
     """
-    import importlib.util
+    from . import cvx
 
     cpp_ok, cpp_why = cpp.available()
     cuda_ok, cuda_why = cuda.available()
     triton_ok, triton_why = _triton().available()
-    cvx_ok = importlib.util.find_spec("cvxpy") is not None
+    cvx_ok, cvx_why = cvx.available()
     return {
         "torch": {"available": True, "reason": ""},
         "cpp": {"available": cpp_ok, "reason": cpp_why},
         "cuda": {"available": cuda_ok, "reason": cuda_why},
         "triton": {"available": triton_ok, "reason": triton_why},
-        "cvx": {"available": cvx_ok,
-                "reason": "" if cvx_ok else "CVXPY is not installed (pip install 'fastpid[cvx]')"},
+        "cvx": {"available": cvx_ok, "reason": cvx_why},
     }
 
 

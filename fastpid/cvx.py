@@ -48,6 +48,19 @@ _OK_STATUS = ("optimal", "optimal_inaccurate")
 _PROGRESS_MIN_BATCH = 8
 
 
+def available() -> tuple[bool, str]:
+    """``(True, "")`` where CVXPY and its Clarabel solver are installed, else ``(False, why)``;
+    without importing them (CVXPY's import takes about a second)."""
+    import importlib.util
+
+    missing = [name for name, module in (("CVXPY", "cvxpy"), ("Clarabel", "clarabel"))
+               if importlib.util.find_spec(module) is None]
+    if missing:
+        return False, f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not installed " \
+                      "(pip install 'fastpid[cvx]')"
+    return True, ""
+
+
 def _import_cvxpy():
     try:
         import cvxpy as cp
@@ -137,7 +150,10 @@ def _solve_one(P: np.ndarray, cp, solver_opts: dict) -> tuple[float, str, np.nda
 
 
 def _prepare(P) -> tuple[np.ndarray, tuple[int, ...]]:
-    P = np.asarray(P, dtype=np.float64)
+    raw = np.asarray(P)
+    if raw.dtype.kind not in "iuf":
+        raise TypeError(f"P must hold real numbers (integers or floats); got dtype {raw.dtype}")
+    P = raw.astype(np.float64)
     if P.ndim < 3:
         raise ValueError(
             f"P must have shape (..., n1, n2, ny) with at least 3 dimensions; got shape {P.shape}"
@@ -146,6 +162,10 @@ def _prepare(P) -> tuple[np.ndarray, tuple[int, ...]]:
         raise ValueError("P must have finite, non-negative entries")
     batch_shape = P.shape[:-3]
     P = P.reshape((-1,) + P.shape[-3:])
+    # Over each problem's largest entry first: counts near the float64 limit had summed to
+    # inf, and P / inf to a joint of zeros, solved as V = 0 with status "optimal".
+    top = P.max(axis=(1, 2, 3), initial=0.0)
+    P = P / np.where(top > 0, top, 1.0)[:, None, None, None]
     total = P.sum(axis=(1, 2, 3))
     if np.any(total <= 0):
         b = int(np.nonzero(total <= 0)[0][0])

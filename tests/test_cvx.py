@@ -105,3 +105,28 @@ def test_dense_program_peer_agrees(name):
     V, status = peers.cvxpy_dense(P[None])
     assert status[0] in ("optimal", "optimal_inaccurate")
     assert abs(float(V[0]) - float(res.mi - res.synergy)) <= CVX_TOL
+
+
+def test_solve_cvx_takes_counts_up_to_the_float64_limit_and_refuses_non_real_input():
+    """Counts whose total overflows had summed to inf: P / inf was a joint of zeros, solved as
+    V = 0 with status "optimal" (X1 = X2 = Y, one fair bit: V = log 2). Complex input lost its
+    imaginary part with only numpy's warning."""
+    P = np.zeros((2, 2, 2))
+    P[0, 0, 0] = P[1, 1, 1] = 1.0
+    for scale in (1.0, 1e308, 1e-320):
+        V, status = solve_cvx(P * scale)
+        assert float(V) == pytest.approx(np.log(2), abs=1e-7) and status == ["optimal"]
+    for bad in (P.astype(complex), P.astype(bool)):
+        with pytest.raises(TypeError, match="real numbers"):
+            solve_cvx(bad)
+
+
+def test_cvx_backend_is_available_only_with_clarabel(monkeypatch):
+    """backends() said "cvx" was available with CVXPY but without Clarabel, whose absence
+    then failed the solve."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "clarabel" else real(name, *a))
+    assert fastpid.backends()["cvx"] == {"available": False,
+                                         "reason": "Clarabel is not installed (pip install 'fastpid[cvx]')"}
