@@ -10,7 +10,7 @@ from .data import INTERACTION_TYPES
 
 PID_TERMS = ("redundancy", "unique1", "unique2", "synergy", "mi")  # as the results store them, nats
 
-__all__ = ["evaluate", "prediction_pid"]
+__all__ = ["evaluate", "latent_pid", "prediction_pid"]
 
 
 @torch.no_grad()
@@ -33,14 +33,18 @@ def evaluate(model, data, part: str = "test") -> dict:
     return res
 
 
-@torch.no_grad()
-def prediction_pid(model, data, part: str = "test") -> dict:
-    """PID (nats) of the synthetic latent inputs about the model's fused prediction:
-    ``X1 = (type, code1)``, ``X2 = (type, code2)`` (16 values each), ``Y = argmax fused``.
-    The same PID with the true label in place of the prediction is the target profile."""
-    x1, x2, _ = data.split(part)
+def latent_pid(data, labels, part: str = "test") -> dict:
+    """PID (nats) of the synthetic latent inputs ``X1 = (type, code1)``, ``X2 = (type,
+    code2)`` (16 values each) about ``labels`` of the ``part`` split's samples."""
     idx = data.indices(part)
     kind, c1, c2 = (data.meta[k][idx] for k in ("type", "code1", "code2"))
-    pred = model(x1, x2).fused.argmax(1)
-    res = fastpid.pid_from_samples(kind * 4 + c1, kind * 4 + c2, pred, sizes=(16, 16, data.n_classes))
+    res = fastpid.pid_from_samples(kind * 4 + c1, kind * 4 + c2, labels, sizes=(16, 16, data.n_classes))
     return {t: float(getattr(res, t)) for t in PID_TERMS}
+
+
+@torch.no_grad()
+def prediction_pid(model, data, part: str = "test") -> dict:
+    """:func:`latent_pid` of the model's fused prediction (``argmax fused``); with the true
+    label in its place it is the target profile."""
+    x1, x2, _ = data.split(part)
+    return latent_pid(data, model(x1, x2).fused.argmax(1), part)

@@ -146,6 +146,9 @@ def plot_curriculum(curriculum, epochs=None, *, phases: Sequence[str] | None = N
     from fastpid.integrations import SPICECurriculum
 
     if isinstance(curriculum, SPICECurriculum):
+        if epochs is not None or phases is not None:  # they had been replaced without a word
+            raise ValueError("epochs and phases are for a sequence of fractions: a SPICECurriculum gives "
+                             "its own (its schedule's epochs 0 .. E-1 and phase names)")
         n = curriculum.schedule.epochs
         fractions = [curriculum.scheduled_fraction(e) for e in range(n)]
         phases = [curriculum.phase(e) for e in range(n)]

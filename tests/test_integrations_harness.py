@@ -263,6 +263,9 @@ def test_markdown_paired_differences_to_joint(tmp_path, monkeypatch):
     # The target profile is the true label's PID over the seeds' test splits, with its spread:
     # R over (0.4, 0.5, 0.9): mean 0.6, sd 0.265; the other terms the same on every split.
     assert "| true label | 0.600 ± 0.265 | 0.000 ± 0.000 | 0.000 ± 0.000 | 0.200 ± 0.000 | 0.700 ± 0.000 |" in text
+    # A run saved with seed 0's split alone (one number a term) still renders, without a spread.
+    old = markdown(res | {"synthetic_target_pid": pid})
+    assert "| true label | 0.500 | 0.000 | 0.000 | 0.200 | 0.700 |" in old
 
     runs_b = res["runs"]["digits"]["synib"]
     runs_b[0]["seed"], runs_b[1]["seed"] = 1, 0

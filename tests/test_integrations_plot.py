@@ -70,6 +70,9 @@ def test_curriculum_from_a_spice_schedule_and_from_fractions():
     assert len(ax.lines) == 1 and len(ax.patches) == 2
     with pytest.raises(ValueError, match="one phase per epoch"):
         plot_curriculum([0.2, 0.5], phases=["a"])
+    for kwargs in ({"epochs": range(100, 110)}, {"phases": ["x"] * 10}):   # had been replaced silently
+        with pytest.raises(ValueError, match="are for a sequence of fractions"):
+            plot_curriculum(SPICECurriculum(100, epochs=10), **kwargs)
 
 
 def test_ecs_decisions():
