@@ -357,14 +357,36 @@ def test_default_progress_on_a_terminal_shows_the_bar(monkeypatch):
     assert "/3 [" in sys.stderr.getvalue()
 
 
+def _interrupted(tmp_path, source: str, threads: int, delay: float):
+    """Runs ``source`` (which prints "ready" before its work) with ``threads`` OpenMP threads,
+    sends it SIGINT ``delay`` s after "ready", and returns the first line it prints after the
+    signal, the seconds from the signal to that line, the rest of its output and its exit code."""
+    script = tmp_path / "solve.py"
+    script.write_text(textwrap.dedent(source))
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(delay)
+        sent = time.perf_counter()
+        proc.send_signal(signal.SIGINT)
+        first = proc.stdout.readline().strip()
+        latency = time.perf_counter() - sent
+        rest, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return first, latency, rest, proc.returncode
+
+
 def test_ctrl_c_stops_a_long_native_solve_at_once(tmp_path):
     """SIGINT during a C++ solve raises KeyboardInterrupt within a Newton step, not after the
     whole batch (which takes far longer than the test allows: 3-7 s on two threads on the
     hosts so far, where the signal comes after 1 s)."""
-    script = tmp_path / "solve.py"
-    # Python's own SIGINT handler, even where this test's process was started with SIGINT
-    # ignored (a background job of a non-interactive shell), which the child would inherit.
-    script.write_text(textwrap.dedent("""
+    # The script installs Python's own SIGINT handler, even where this test's process was
+    # started with SIGINT ignored (a background job of a non-interactive shell), which the
+    # child would inherit.
+    first, latency, _, code = _interrupted(tmp_path, """
         import signal, sys, time
         import numpy as np
         import fastpid
@@ -379,21 +401,8 @@ def test_ctrl_c_stops_a_long_native_solve_at_once(tmp_path):
             print(f"interrupted {time.perf_counter() - t:.2f}", flush=True)
             sys.exit(3)
         print("finished", flush=True)
-    """))
-    env = dict(os.environ, OMP_NUM_THREADS="2")
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=env)
-    try:
-        assert proc.stdout.readline().strip() == "ready"
-        time.sleep(1.0)
-        sent = time.perf_counter()
-        proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=60)
-        latency = time.perf_counter() - sent
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 3, out
-    assert "interrupted" in out
+    """, threads=2, delay=1.0)
+    assert code == 3 and first.startswith("interrupted"), first
     assert latency < 3.0, latency
 
 
@@ -405,8 +414,7 @@ def test_ctrl_c_stops_the_main_threads_solve_while_another_thread_solves(tmp_pat
     thread's solves start again and return whole results. The other thread's steps (~0.1 ms)
     return within about 1 ms of the signal, against the main thread's 0.15 s steps: before,
     the main solve met the flag in time in about 1 try of 150 (13.8 s late in the one run)."""
-    script = tmp_path / "solve.py"
-    script.write_text(textwrap.dedent("""
+    first, latency, rest, _ = _interrupted(tmp_path, """
         import signal, sys, threading, time
         import numpy as np
         import fastpid
@@ -430,32 +438,18 @@ def test_ctrl_c_stops_the_main_threads_solve_while_another_thread_solves(tmp_pat
         stop.set()
         thread.join()
         print("worker", len(done), all(np.array_equal(d, ref) for d in done), flush=True)
-    """))
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=env)
-    try:
-        assert proc.stdout.readline().strip() == "ready"
-        time.sleep(1.0)
-        sent = time.perf_counter()
-        proc.send_signal(signal.SIGINT)
-        first = proc.stdout.readline().strip()
-        latency = time.perf_counter() - sent
-        out, _ = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert first == "interrupted", first + out
+    """, threads=1, delay=1.0)
+    assert first == "interrupted", first + rest
     assert latency < 1.5, latency
-    count, whole = out.split()[1:]
-    assert int(count) > 0 and whole == "True", out
+    count, whole = rest.split()[1:]
+    assert int(count) > 0 and whole == "True", rest
 
 
 def test_ctrl_c_that_raises_nothing_leaves_native_solves_whole(tmp_path):
     """A SIGINT handler that returns ("stop after this epoch") used to cut a C++ solve short:
     48 of 100 problems came back unconverged, blamed on float64 rounding. The solve now goes
     on to its tolerance."""
-    script = tmp_path / "solve.py"
-    script.write_text(textwrap.dedent("""
+    first, _, _, code = _interrupted(tmp_path, """
         import signal
         import numpy as np
         import fastpid
@@ -466,19 +460,8 @@ def test_ctrl_c_that_raises_nothing_leaves_native_solves_whole(tmp_path):
         print("ready", flush=True)
         res = fastpid.pid(P, backend="cpp")
         print(len(got), int(res.converged.sum()), bool(np.array_equal(res.synergy, ref.synergy)), flush=True)
-    """))
-    env = dict(os.environ, OMP_NUM_THREADS="2")
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=env)
-    try:
-        assert proc.stdout.readline().strip() == "ready"
-        time.sleep(0.3)
-        proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, out
-    assert out.split() == ["1", "200", "True"], out
+    """, threads=2, delay=0.3)
+    assert code == 0 and first.split() == ["1", "200", "True"], first
 
 
 def test_converged_agrees_with_the_reported_float32_gap():
