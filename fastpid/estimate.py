@@ -76,7 +76,7 @@ from . import _resample, _resources
 from ._resources import threads
 from ._validate import _as_real_scalar, as_tensor, check_base, check_flag
 from .api import _shows_bar, pid
-from .joint import joint, sample_tensor
+from .joint import _parse_sizes, joint, sample_tensor
 from .result import PIDResult, _keep_array
 
 __all__ = ["estimate", "PIDEstimate", "Terms", "suggest_k", "term_maxima"]
@@ -152,7 +152,8 @@ class PIDEstimate:
             terms 0), or where rare events the sample missed make the synergy:
             docs/estimation.md measures the flags). A sample in which Y, or a source,
             takes one value (one code, or one probability row repeated) of several possible
-            (declared, or any where ``sizes`` is inferred) flags the terms that this pins at
+            (its size in ``sizes``, its rows' width, or any number for codes of an inferred
+            size) flags the terms that this pins at
             0 unreliable (all four; or the redundancy, that source's unique term and the
             synergy). The
             flags do not depend on ``confidence``: the synergy's rule uses the 95% jackknife
@@ -225,6 +226,10 @@ class PIDEstimate:
         batch arrays); the settings are shared."""
         if not self.shape:
             raise IndexError("an ungrouped PIDEstimate (batch shape ()) cannot be indexed")
+        plugin = self.plugin[index]
+        if len(plugin.shape) > 1:
+            raise IndexError(f"an index of a grouped PIDEstimate picks groups (an estimate of shape () or "
+                             f"(k,)); {index!r} gives shape {plugin.shape}")
 
         def pick(v):
             return _keep_array(v[index])
@@ -233,7 +238,7 @@ class PIDEstimate:
             return Terms(*(pick(v) for v in t))
 
         return replace(self, **{t: pick(getattr(self, t)) for t in TERMS}, n=pick(self.n),
-                       occupied=pick(self.occupied), plugin=self.plugin[index],
+                       occupied=pick(self.occupied), plugin=plugin,
                        **{f: pick_terms(getattr(self, f)) for f in ("ci_low", "ci_high", "se", "bias", "p_value",
                                                                       "reliable")})
 
@@ -321,6 +326,10 @@ def _estimate(x1, x2, y, sizes, weights, groups, num_groups, confidence, n_jackk
     # The resampling reads the samples again: converted once as joint() read them (native
     # byte order, unsigned and list inputs), on the joint's device.
     x1, x2, y = (sample_tensor(v, name, device) for v, name in ((x1, "x1"), (x2, "x2"), (y, "y")))
+    # How many values each variable could take: its declared size, else its probability
+    # rows' width, else (codes of an inferred size) any number.
+    possible = [n if n is not None else v.shape[1] if v.dim() == 2 else math.inf
+                for n, v in zip(_parse_sizes(sizes), (x1, x2, y))]
     weights, groups = (None if v is None else as_tensor(v, name, device=device)[0]
                        for v, name in ((weights, "weights"), (groups, "groups")))
     if weights is not None:  # samples of weight 0 are in no joint: the resampling skips them
@@ -403,7 +412,7 @@ def _estimate(x1, x2, y, sizes, weights, groups, num_groups, confidence, n_jackk
     est, lo, hi = (np.minimum(a, most) for a in (est, lo, hi))
     reliable = _reliability(n_eff, flat, disagreement if n_null > 0 else None, spread, g,
                             _seen_once(x1, x2, y, groups, G, (m1, m2, my)))
-    reliable &= ~_pinned_terms(_constant(x1, x2, y, groups, G), flat.shape[1:] if sizes is not None else None)
+    reliable &= ~_pinned_terms(_constant(x1, x2, y, groups, G), possible)
 
     scale = 1.0 if base is None else 1.0 / math.log(base)
     shape = (G,) if grouped else ()
@@ -538,32 +547,38 @@ def _reliability(n_eff, flat, disagreement, spread, g, seen_once):
 
 def _constant(x1, x2, y, groups, G: int) -> np.ndarray:
     """``(G, 3)``: whether X1, X2, Y take one value in each problem's samples (of positive
-    weight): one code, or one probability row repeated (a smoothed label of one class)."""
+    weight): one code, or one probability row repeated (a smoothed label of one class; rows
+    within a few ulps of each other, as renormalised rows or softmaxes of shifted logits are,
+    count as one)."""
     gid = torch.zeros(x1.shape[0], dtype=torch.int64, device=x1.device) if groups is None else groups.to(torch.int64)
 
     def constant(v):
-        rows = v.reshape(v.shape[0], -1).to(torch.float64)
+        rows = v.reshape(v.shape[0], -1)
+        if v.dim() == 2:  # probability rows, compared as the joint reads them: normalised
+            rows = rows / rows.sum(1, keepdim=True)
+        elif not rows.dtype.is_floating_point:
+            rows = rows.to(torch.int64)
         idx = gid[:, None].expand_as(rows)
-        low = torch.full((G, rows.shape[1]), math.inf, dtype=torch.float64, device=rows.device)
-        high = torch.full_like(low, -math.inf)
-        low = low.scatter_reduce(0, idx, rows, "amin")
-        high = high.scatter_reduce(0, idx, rows, "amax")
-        return (low == high).all(1).cpu().numpy()
+        # Every problem has samples (two at least), so include_self=False leaves no zero behind.
+        low = rows.new_zeros(G, rows.shape[1]).scatter_reduce(0, idx, rows, "amin", include_self=False)
+        high = rows.new_zeros(G, rows.shape[1]).scatter_reduce(0, idx, rows, "amax", include_self=False)
+        slack = 8 * torch.finfo(rows.dtype).eps if rows.dtype.is_floating_point else 0
+        return ((high - low) <= slack).all(1).cpu().numpy()
 
     return np.stack([constant(v) for v in (x1, x2, y)], -1)
 
 
-def _pinned_terms(constant: np.ndarray, declared) -> np.ndarray:
+def _pinned_terms(constant: np.ndarray, possible) -> np.ndarray:
     """``(G, 4)``: the terms a sample pins at 0 only because a variable took one value in it
     (``constant``, by :func:`_constant`) of several possible: every resample keeps them at 0
     (intervals [0, 0]), and nothing in the sample measures what the unseen values hold
     (2x2x2 noisy copies, classes 95/5, N = 50: 27 of 300 samples of one class, each with
     every term [0, 0] and flagged reliable, around a true R of 0.080 and S of 0.054). One
     target value pins all four terms; one value of a source pins the redundancy, that
-    source's unique term and the synergy. Only a declared size of 1 (``declared``: the
-    sizes given, ``None`` where they were inferred from the samples) makes the zeros the
-    truth's."""
-    one = constant & (np.asarray(declared) > 1) if declared is not None else constant
+    source's unique term and the synergy. Only a variable with one possible value
+    (``possible``: per variable, its declared size, its rows' width, or ``inf`` for codes of
+    an inferred size) makes the zeros the truth's."""
+    one = constant & (np.asarray(possible, dtype=np.float64) > 1)
     x1, x2, y = one[:, 0], one[:, 1], one[:, 2]
     return np.stack([y | x1 | x2, y | x1, y | x2, y | x1 | x2], -1)
 

@@ -144,6 +144,9 @@ def test_a_grouped_estimate_is_indexed_and_iterated_by_group():
         # its table is that group's block of the grouped table
         assert str(g).splitlines()[1:] == blocks[i].splitlines()[1:]
     assert e[1:].shape == (2,) and e[np.array([True, False, True])].n.tolist() == [200, 200]
+    for index in (None, (slice(None), None)):   # had given estimates of shape (1, 3), (3, 1)
+        with pytest.raises(IndexError, match="picks groups"):
+            e[index]
     t = fastpid.estimate(*(torch.as_tensor(v) for v in (x1, x2, y)), sizes=(3, 3, 3), groups=torch.as_tensor(groups),
                          seed=0, n_null=9)
     assert isinstance(t[2].synergy, torch.Tensor) and float(t[2].synergy) == float(e[2].synergy)
@@ -614,14 +617,25 @@ def test_a_sample_of_one_value_of_several_declared_flags_what_it_pins():
     both = fastpid.estimate(np.r_[x1, x1], np.r_[x2, x2], np.r_[y, np.zeros(n, int)], sizes=(2, 2, 2), seed=0,
                             groups=np.r_[np.zeros(n, int), np.ones(n, int)])
     assert both.reliable.unique1.tolist() == [True, False]
-    # Sizes inferred from the samples: class 0 alone had inferred one class, and passed.
+    # Sizes inferred from the samples, in whole or in part: class 0 alone had inferred one
+    # class, and passed.
     for only in (0, 1):
-        inferred = fastpid.estimate(x1, x2, np.full(n, only), seed=0)
-        assert [bool(getattr(inferred.reliable, t)) for t in TERMS] == [False] * 4
+        for sizes in (None, (2, 2, None), (None, None, None)):
+            inferred = fastpid.estimate(x1, x2, np.full(n, only), sizes=sizes, seed=0)
+            assert [bool(getattr(inferred.reliable, t)) for t in TERMS] == [False] * 4
     # One probability row repeated (a smoothed label of one class) puts mass on both classes
     # and pins every term at 0 just the same; rows that differ do not.
     smoothed = fastpid.estimate(x1, x2, np.tile([0.9, 0.1], (n, 1)), sizes=(2, 2, 2), seed=0, n_null=0)
     assert [bool(getattr(smoothed.reliable, t)) for t in TERMS] == [False] * 4
+    # ... as do softmaxes of shifted logits (rows an ulp or so apart) and rows that are one
+    # after normalisation; a source given as rows of width 1 has one possible value.
+    shifted = torch.softmax(torch.tensor([2.0, 0.3], dtype=torch.float64) + torch.rand(n, 1, dtype=torch.float64), 1)
+    assert len(set(map(tuple, shifted.tolist()))) > 1
+    for rows in (shifted.numpy(), np.tile([0.5, 0.5], (n, 1)) * rng.choice([1.0, 0.99992], (n, 1))):
+        pinned = fastpid.estimate(x1, x2, rows, sizes=(2, 2, 2), seed=0, n_null=0)
+        assert [bool(getattr(pinned.reliable, t)) for t in TERMS] == [False] * 4
+    width_one = fastpid.estimate(np.ones((n, 1)), x2, y, seed=0)
+    assert bool(width_one.reliable.unique2) and bool(width_one.reliable.redundancy)
     varied = fastpid.estimate(x1, x2, np.where(np.eye(2, dtype=bool)[y], 0.9, 0.1), sizes=(2, 2, 2), seed=0,
                               n_null=0)
     assert bool(varied.reliable.unique1)
