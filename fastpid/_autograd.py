@@ -111,10 +111,14 @@ def attach_envelope_gradient(P: torch.Tensor, value: torch.Tensor, f: torch.Tens
 def zero_mass_gradient(P: torch.Tensor) -> torch.Tensor:
     """``P`` itself, whose gradient is 0 at its cells of zero mass (module docstring); ``P``
     unchanged when it needs no gradient. A ``where``, not an autograd Function, so that
-    ``torch.func`` transforms go through. A sparse ``P`` is made dense first (differentiably):
-    ``where`` has no sparse kernel."""
+    ``torch.func`` transforms go through. A sparse COO ``P`` is made dense first
+    (differentiably: ``where`` has no sparse kernel); compressed layouts (CSR, CSC, BSR, BSC)
+    are refused, as torch has no backward pass from a dense gradient into them."""
     if not carries_derivatives(P):
         return P
     if P.layout != torch.strided:
+        if P.layout != torch.sparse_coo:
+            raise TypeError(f"P is a {P.layout} tensor that needs a gradient, and torch cannot pass a gradient "
+                            "back into that layout; give P as a dense or sparse COO tensor (e.g. P.to_dense())")
         P = P.to_dense()
     return torch.where(P > 0, P, P.detach())

@@ -276,8 +276,8 @@ def _read_in_place(P) -> bool:
     """Whether :mod:`fastpid._cpu_route` reads ``P`` as it is (a C-contiguous float64 array or
     tensor), making only the normalised copy; for anything else (other dtypes, broadcast and
     strided views) it makes a float64 copy of ``P`` first (measured: 2.01 copies of peak RSS)."""
-    if isinstance(P, torch.Tensor):
-        return P.dtype == torch.float64 and P.is_contiguous()
+    if isinstance(P, torch.Tensor):  # sparse layouts have no is_contiguous (CSR raised)
+        return P.dtype == torch.float64 and P.layout == torch.strided and P.is_contiguous()
     return isinstance(P, np.ndarray) and P.dtype == np.float64 and P.flags.c_contiguous
 
 

@@ -151,7 +151,7 @@ def _solve_one(P: np.ndarray, cp, solver_opts: dict) -> tuple[float, str, np.nda
 
 def _prepare(P) -> tuple[np.ndarray, tuple[int, ...]]:
     raw = np.asarray(P)
-    if raw.dtype.kind not in "iuf":
+    if raw.dtype.kind in "bc":  # a cast would read True as 1 and drop imaginary parts
         raise TypeError(f"P must hold real numbers (integers or floats); got dtype {raw.dtype}")
     P = raw.astype(np.float64)
     if P.ndim < 3:

@@ -119,6 +119,11 @@ def test_solve_cvx_takes_counts_up_to_the_float64_limit_and_refuses_non_real_inp
     for bad in (P.astype(complex), P.astype(bool)):
         with pytest.raises(TypeError, match="real numbers"):
             solve_cvx(bad)
+    # Exact counts as Python integers past int64 (an object array) are still counts.
+    counts = np.zeros((2, 2, 2), dtype=object)
+    counts[0, 0, 0] = counts[1, 1, 1] = 2**80
+    V, _ = solve_cvx(counts)
+    assert float(V) == pytest.approx(np.log(2), abs=1e-7)
 
 
 def test_cvx_backend_is_available_only_with_clarabel(monkeypatch):
