@@ -240,6 +240,31 @@ def conditional_mi(px: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return (J * torch.log(ratio)).sum((1, 2, 3))
 
 
+#: Floats of the per-sample conditionals a pass of :func:`null_draws` forms for soft sources
+#: (8 MB a pass).
+MIXTURE_CHUNK_FLOATS = 1 << 20
+#: Bytes :func:`null_draws` holds per sample and draw (the uniforms, the redrawn targets, the
+#: repeated sources, groups and weights, and fastpid.joint's cell indices): estimates of
+#: 20x20x10 codes grew by 285 / 690 / 2,037 MB at N = 10^5 / 3·10^5 / 10^6 with 29 null
+#: draws, about 70 bytes a sample and draw. Soft sources repeat their rows too: 8 bytes more
+#: per value of a row (10^5 samples of two 10-value sources: 479 MB, counted 742).
+BYTES_PER_SAMPLE_DRAW = 96
+
+
+def redraw_bytes(x1, x2, draws: int) -> int:
+    """What :func:`null_draws` holds for ``draws`` draws of the samples ``x1``, ``x2`` (codes,
+    or probability rows)."""
+    row_values = sum(v.shape[1] for v in (x1, x2) if v.dim() == 2)
+    return (BYTES_PER_SAMPLE_DRAW + 8 * row_values) * int(x1.shape[0]) * draws
+
+
+def factor_bytes(G: int, ny: int) -> int:
+    """What :func:`weight_factors` holds beyond the joints: ``ny x ny`` float64 systems per
+    problem, about 2.5 of them at its peak (16 problems of 3,000 classes grew the process by
+    2.9 GB), counted as 4."""
+    return 4 * 8 * G * ny * ny
+
+
 def null_draws(q: torch.Tensor, x1, x2, *, weights, groups, draws: int, rng, joint_fn, factors=None):
     """Joints ``(G, draws, n1, n2, ny)`` of the samples with their sources kept and the
     target redrawn from the zero-synergy conditional: ``y*_n ~ q(· | x1_n, x2_n)``.
@@ -270,7 +295,11 @@ def null_draws(q: torch.Tensor, x1, x2, *, weights, groups, draws: int, rng, joi
     else:
         r1 = t1.to(torch.float64) if t1.dim() == 2 else torch.nn.functional.one_hot(t1.long(), n1).double()
         r2 = t2.to(torch.float64) if t2.dim() == 2 else torch.nn.functional.one_hot(t2.long(), n2).double()
-        probs = torch.einsum("ni,nj,nijy->ny", r1.detach(), r2.detach(), q[gid])
+        # In chunks of samples: q[gid] at once is (N, n1, n2, ny), and grew an estimate of 10^5
+        # samples of 10 soft values each over 20 classes by 1.7 GB.
+        step = max(1, MIXTURE_CHUNK_FLOATS // (n1 * n2 * ny))
+        probs = torch.cat([torch.einsum("ni,nj,nijy->ny", r1[s:s + step].detach(), r2[s:s + step].detach(),
+                                        q[gid[s:s + step]]) for s in range(0, n, step)])
     if factors is not None:
         lp = _log_over_class_factor(probs, factors[0].to(device)[gid])
         top = lp.amax(-1, keepdim=True)

@@ -353,14 +353,18 @@ def _estimate(x1, x2, y, sizes, weights, groups, num_groups, confidence, n_jackk
     counts = _resample.group_sizes(groups, n_samples, G)
     if counts.min() < 2:
         bad = int(np.argmin(counts))
-        of_weight = " of positive weight" if weights is not None else ""
+        of_weight = (" of positive weight (a weight that is 0 beside its problem's largest, in float64, counts "
+                     "as 0)") if weights is not None else ""
         raise ValueError(f"estimate needs at least 2 samples{of_weight} per problem; group {bad} has "
                          f"{int(counts[bad])}" if grouped else
                          f"estimate needs at least 2 samples{of_weight}; got {int(counts[0])}")
     n_eff = _resample.effective_sizes(groups, weights, n_samples, G)
     g = int(min(n_jackknife, counts.min()))
     pilot = min(n_pilot, n_null)
-    _check_resampling_memory(G, (m1, m2, my), g, pilot, n_null, device)
+    weighted = pilot > 0 and weights is not None and y.dim() == 1  # the class factors' systems
+    _check_resampling_memory(G, (m1, m2, my), g, pilot, n_null, device,
+                             _resample.redraw_bytes(x1, x2, max(pilot, n_null))
+                             + (_resample.factor_bytes(G, my) if weighted else 0), n_samples, weighted)
     rng = np.random.default_rng(seed)
 
     # Jackknife joints (G, g, ...) and the zero-synergy fit's draws (G, n_null, ...).
@@ -623,29 +627,44 @@ def _progress(progress, total: int):
 _COPIES_PER_PART, _COPIES_PER_DRAW = 5, 4
 
 
-def _check_resampling_memory(G: int, sizes, g: int, pilot: int, n_null: int, device) -> None:
-    """Raise :class:`MemoryError` where the resampled joints would not fit in the free memory
+def _check_resampling_memory(G: int, sizes, g: int, pilot: int, n_null: int, device, redrawn: int,
+                             n_samples: int, weighted: bool) -> None:
+    """Raise :class:`MemoryError` where the resampled joints, with the null draws' per-sample
+    arrays and, ``weighted``, the weights' class factors (``redrawn`` bytes, of ``n_samples``
+    samples), would not fit in the free memory
     (``sizes``: the values the samples take; 50 samples over (1000, 1000, 50) declared values
-    grew the process to 24 GB before the kernel killed it, when the declared ones counted)."""
+    grew the process to 24 GB before the kernel killed it, when the declared ones counted; 10^6
+    samples grew it by 2 GB before the samples counted)."""
     draws = n_null + 1 if n_null > 0 else 0
     copies = max(_COPIES_PER_PART * (g + 1), g + pilot + _COPIES_PER_DRAW * draws)
-    need = 8 * G * math.prod(sizes) * copies
+    joints = 8 * G * math.prod(sizes) * copies
+    need = joints + redrawn
     if _resources.memory_unchecked(need):
         return
     have = _resources.available_bytes(device)
     if have is not None and need > have:
         raise MemoryError(
             f"estimate() of {G} joint(s) of {'x'.join(map(str, sizes))} values taken holds about {copies} resampled copies "
-            f"of each ({g} jackknife parts, {pilot + n_null} null draws): {_resources.gib(need, have)}, but "
-            f"{_resources.gib(have, need)} is free on {device}; merge rare values of X1, X2 or Y (suggest_k gives a number of clusters), or lower "
-            f"n_jackknife and n_null")
+            f"of each ({g} jackknife parts, {pilot + n_null} null draws), {_resources.gib(joints)}, and redraws the "
+            f"targets of its {n_samples} samples {max(pilot, n_null)} times at once"
+            f"{' (with the weights split by class: a system per problem over its classes)' if weighted else ''}, "
+            f"{_resources.gib(redrawn)}: "
+            f"{_resources.gib(need, have)} in all, but {_resources.gib(have, need)} is free on {device}; merge rare "
+            f"values of X1, X2 or Y (suggest_k gives a number of clusters), lower n_jackknife and n_null, or "
+            f"estimate from a subsample")
 
 
 def _positive_weight_samples(x1, x2, y, weights, groups):
     """The samples (tensors on one device; their weights and groups) whose weight is
-    positive; unchanged when every weight is (a jackknife part of zero-weight samples only
-    would have no joint)."""
-    keep = weights.detach() > 0
+    positive, also beside the largest of its problem (``w / max w`` above 0 in float64: the
+    joint has no mass of the others either, and a jackknife part of them alone had a total of
+    0, then NaN); unchanged when every weight is (a part of zero-weight samples only would
+    have no joint)."""
+    w = weights.detach().to(torch.float64)
+    gid = torch.zeros(w.shape[0], dtype=torch.int64, device=w.device) if groups is None else groups.to(torch.int64)
+    top = torch.zeros(int(gid.max()) + 1 if gid.numel() else 1, dtype=torch.float64, device=w.device)
+    top = top.scatter_reduce(0, gid, w, "amax")
+    keep = (w > 0) & (w / top[gid] > 0)
     if bool(keep.all()):
         return x1, x2, y, weights, groups
     idx = keep.nonzero()[:, 0]

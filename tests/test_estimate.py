@@ -643,8 +643,14 @@ def test_a_sample_of_one_value_of_several_declared_flags_what_it_pins():
 
 def test_too_few_samples_of_positive_weight_say_so():
     x = np.arange(60) % 2
-    with pytest.raises(ValueError, match=r"at least 2 samples of positive weight; got 1"):
+    with pytest.raises(ValueError, match=r"at least 2 samples of positive weight \(.*\); got 1"):
         fastpid.estimate(x, x, x, weights=np.r_[1.0, np.zeros(59)])
+    # Weights that are 0 beside the largest in float64 (1e-300 / 1e300) are 0 in the joint too;
+    # a jackknife part of them alone had a total of 0, and the estimate failed on a NaN joint.
+    with pytest.raises(ValueError, match=r"at least 2 samples of positive weight \(.*\); got 1"):
+        fastpid.estimate(x[:4], x[:4] // 2, x[:4], weights=np.array([1e300, 1e-300, 1e-300, 1e-300]))
+    wide = np.r_[np.full(5, 1e300), np.full(55, 1e-300)]
+    assert fastpid.estimate(x, x % 3, x, weights=wide, seed=0).n == 5
     with pytest.raises(ValueError, match=r"at least 2 samples; got 1"):
         fastpid.estimate(x[:1], x[:1], x[:1])
 
@@ -954,12 +960,40 @@ def test_resampled_joints_too_large_for_the_memory_are_refused_up_front(monkeypa
     x1, x2, y = np.arange(300), rng.permutation(300), np.arange(300) % 20
     monkeypatch.setattr(_resources, "available_bytes", lambda device: 1 << 30)
     with pytest.raises(MemoryError, match=r"300x300x20 values taken holds about 150 resampled copies of each "
-                                          r"\(20 jackknife parts, 39 null draws\): 2.01 GiB, but 1 GiB is free"):
+                                          r"\(20 jackknife parts, 39 null draws\), 2.01 GiB, and redraws the targets "
+                                          r"of its 300 samples 29 times at once, 0.000778 GiB: 2.01 GiB in all, but "
+                                          r"1 GiB is free"):
         fastpid.estimate(x1, x2, y, seed=0)
     with pytest.raises(MemoryError, match="holds about 105 resampled copies"):   # the jackknife's alone
         fastpid.estimate(x1, x2, y, seed=0, n_null=0)
     est = fastpid.estimate(x1 % 4, x2 % 4, y % 3, seed=0)   # small joints are not checked
     assert est.n == 300
+
+
+def test_many_samples_count_in_the_resampling_memory(monkeypatch):
+    """The null draws redraw every sample's target once a draw (about 70 bytes a sample and
+    draw): 10^6 samples of 20x20x10 codes grew the process by 2 GB while the check counted the
+    joints alone (4.6 MB, below its floor), so a larger N met the kernel's OOM killer, not a
+    MemoryError. Soft sources repeat their rows too."""
+    from fastpid import _resample, _resources
+
+    rng = np.random.default_rng(2)
+    n = 200_000
+    x1, x2 = rng.integers(0, 4, n), rng.integers(0, 4, n)
+    y = (x1 + x2) % 3
+    redrawn = (_resample.BYTES_PER_SAMPLE_DRAW * n * 29)
+    monkeypatch.setattr(_resources, "available_bytes", lambda device: redrawn // 2)
+    with pytest.raises(MemoryError, match=r"redraws the targets of its 200000 samples 29 times at once, 0.519 GiB"):
+        fastpid.estimate(x1, x2, y, seed=0)
+    rows = np.full((n, 4), 0.25)
+    assert _resample.redraw_bytes(torch.as_tensor(rows), torch.as_tensor(x2), 29) == redrawn + 8 * 4 * n * 29
+    monkeypatch.setattr(_resources, "available_bytes", lambda device: 2 * redrawn)
+    assert fastpid.estimate(x1[:20_000], x2[:20_000], y[:20_000], seed=0, n_null=9, n_jackknife=5).n == 20_000
+    # Weights add the class factors' systems, a ny x ny one per problem (16 problems of 3,000
+    # classes grew the process by 2.9 GB, counted nowhere).
+    with pytest.raises(MemoryError, match=r"\(with the weights split by class: a system per problem over its classes\)"):
+        fastpid.estimate(np.zeros(6000, int), np.arange(6000) % 2, np.arange(6000) % 3000, weights=np.ones(6000),
+                         groups=np.arange(6000) % 4, seed=0)
 
 
 def test_declared_values_no_sample_takes_cost_nothing(monkeypatch):
