@@ -265,7 +265,9 @@ def _check_output_size(G: int, sizes, dtype: torch.dtype, device: torch.device, 
     from ._resources import available_bytes, gib
 
     cells = G * math.prod(sizes)
-    need = cells * torch.empty((), dtype=dtype).element_size()
+    # Two copies: the sums, then the normalised joint (a 305 MB joint grew the process by 623).
+    one = cells * torch.empty((), dtype=dtype).element_size()
+    need = 2 * one
     have = available_bytes(device)
     if have is not None and need > have:
         shape = " x ".join(str(n) for n in ([G] if G > 1 else []) + list(sizes))
@@ -278,8 +280,9 @@ def _check_output_size(G: int, sizes, dtype: torch.dtype, device: torch.device, 
                   "remap the codes to 0..n-1 (e.g. with numpy.unique(..., return_inverse=True))" if inferred
                   else "it needs fewer values per variable (or fewer groups) to fit")
         raise MemoryError(
-            f"the joint would have shape {shape} ({cells:.3g} cells, {gib(need, have)}) but "
-            f"only {gib(have, need)} is free; its sizes come from {whence} — {advice}")
+            f"the joint would have shape {shape} ({cells:.3g} cells, {gib(one)}; its sums and the normalised "
+            f"joint take {gib(need, have)}) but only {gib(have, need)} is free; its sizes come from {whence} — "
+            f"{advice}")
 
 
 def _accumulate(N, hard, soft, w, G, gidx, dtype, device) -> torch.Tensor:
