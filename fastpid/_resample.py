@@ -251,11 +251,19 @@ MIXTURE_CHUNK_FLOATS = 1 << 20
 BYTES_PER_SAMPLE_DRAW = 96
 
 
-def redraw_bytes(x1, x2, draws: int) -> int:
+def redraw_bytes(x1, x2, sizes, draws: int) -> int:
     """What :func:`null_draws` holds for ``draws`` draws of the samples ``x1``, ``x2`` (codes,
-    or probability rows)."""
+    or probability rows) over ``sizes`` values: per sample and draw, as above; per sample,
+    three float64 rows over the classes (the conditionals and their running sums) and, a code
+    beside probability rows, its float64 one-hot row. 0 without draws."""
+    if draws == 0:
+        return 0
+    n1, n2, ny = sizes
+    soft = [v.dim() == 2 for v in (x1, x2)]
     row_values = sum(v.shape[1] for v in (x1, x2) if v.dim() == 2)
-    return (BYTES_PER_SAMPLE_DRAW + 8 * row_values) * int(x1.shape[0]) * draws
+    one_hot = sum(n for n, v, _ in zip((n1, n2), (x1, x2), soft) if v.dim() == 1) if any(soft) else 0
+    n = int(x1.shape[0])
+    return (BYTES_PER_SAMPLE_DRAW + 8 * row_values) * n * draws + 8 * (3 * ny + 2 * one_hot) * n
 
 
 def factor_bytes(G: int, ny: int) -> int:

@@ -28,6 +28,8 @@ Needs the optional dependency: ``pip install 'fastpid[cvx]'``.
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 __all__ = ["solve_cvx", "solve_cvx_q", "TIGHT_CLARABEL"]
@@ -151,7 +153,11 @@ def _solve_one(P: np.ndarray, cp, solver_opts: dict) -> tuple[float, str, np.nda
 
 def _prepare(P) -> tuple[np.ndarray, tuple[int, ...]]:
     raw = np.asarray(P)
-    if raw.dtype.kind in "bc":  # a cast would read True as 1 and drop imaginary parts
+    # A cast would read True as 1, drop imaginary parts and parse strings; exact integer counts
+    # past int64 come as Python ints in an object array.
+    real = raw.dtype.kind in "iuf" or (raw.dtype.kind == "O" and all(
+        isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)) for v in raw.flat))
+    if not real:
         raise TypeError(f"P must hold real numbers (integers or floats); got dtype {raw.dtype}")
     P = raw.astype(np.float64)
     if P.ndim < 3:

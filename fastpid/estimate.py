@@ -363,8 +363,8 @@ def _estimate(x1, x2, y, sizes, weights, groups, num_groups, confidence, n_jackk
     pilot = min(n_pilot, n_null)
     weighted = pilot > 0 and weights is not None and y.dim() == 1  # the class factors' systems
     _check_resampling_memory(G, (m1, m2, my), g, pilot, n_null, device,
-                             _resample.redraw_bytes(x1, x2, max(pilot, n_null))
-                             + (_resample.factor_bytes(G, my) if weighted else 0), n_samples, weighted)
+                             _resample.redraw_bytes(x1, x2, (m1, m2, my), max(pilot, n_null)),
+                             _resample.factor_bytes(G, my) if weighted else 0, n_samples)
     rng = np.random.default_rng(seed)
 
     # Jackknife joints (G, g, ...) and the zero-synergy fit's draws (G, n_null, ...).
@@ -557,16 +557,15 @@ def _constant(x1, x2, y, groups, G: int) -> np.ndarray:
     gid = torch.zeros(x1.shape[0], dtype=torch.int64, device=x1.device) if groups is None else groups.to(torch.int64)
 
     def constant(v):
-        rows = v.reshape(v.shape[0], -1)
+        rows = v.reshape(v.shape[0], -1)  # codes: int64 ranks (observed_values)
         if v.dim() == 2:  # probability rows, compared as the joint reads them: normalised
+            rows = rows.to(torch.promote_types(rows.dtype, torch.float32))
             rows = rows / rows.sum(1, keepdim=True)
-        elif not rows.dtype.is_floating_point:
-            rows = rows.to(torch.int64)
         idx = gid[:, None].expand_as(rows)
         # Every problem has samples (two at least), so include_self=False leaves no zero behind.
         low = rows.new_zeros(G, rows.shape[1]).scatter_reduce(0, idx, rows, "amin", include_self=False)
         high = rows.new_zeros(G, rows.shape[1]).scatter_reduce(0, idx, rows, "amax", include_self=False)
-        slack = 8 * torch.finfo(rows.dtype).eps if rows.dtype.is_floating_point else 0
+        slack = 8 * torch.finfo(rows.dtype).eps * high if rows.dtype.is_floating_point else 0
         return ((high - low) <= slack).all(1).cpu().numpy()
 
     return np.stack([constant(v) for v in (x1, x2, y)], -1)
@@ -628,30 +627,34 @@ _COPIES_PER_PART, _COPIES_PER_DRAW = 5, 4
 
 
 def _check_resampling_memory(G: int, sizes, g: int, pilot: int, n_null: int, device, redrawn: int,
-                             n_samples: int, weighted: bool) -> None:
+                             factors: int, n_samples: int) -> None:
     """Raise :class:`MemoryError` where the resampled joints, with the null draws' per-sample
-    arrays and, ``weighted``, the weights' class factors (``redrawn`` bytes, of ``n_samples``
-    samples), would not fit in the free memory
-    (``sizes``: the values the samples take; 50 samples over (1000, 1000, 50) declared values
-    grew the process to 24 GB before the kernel killed it, when the declared ones counted; 10^6
-    samples grew it by 2 GB before the samples counted)."""
+    arrays (``redrawn`` bytes, of ``n_samples`` samples) and the weights' class factors
+    (``factors`` bytes), would not fit in the free memory (``sizes``: the values the samples
+    take; 50 samples over (1000, 1000, 50) declared values grew the process to 24 GB before
+    the kernel killed it, when the declared ones counted; 10^6 samples grew it by 2 GB before
+    the samples counted)."""
     draws = n_null + 1 if n_null > 0 else 0
     copies = max(_COPIES_PER_PART * (g + 1), g + pilot + _COPIES_PER_DRAW * draws)
     joints = 8 * G * math.prod(sizes) * copies
-    need = joints + redrawn
+    need = joints + redrawn + factors
     if _resources.memory_unchecked(need):
         return
     have = _resources.available_bytes(device)
     if have is not None and need > have:
+        parts = [f"{copies} resampled copies of each joint ({g} jackknife parts, {pilot + n_null} null draws), "
+                 f"{_resources.gib(joints)}"]
+        if redrawn:
+            parts.append(f"the targets of its {n_samples} samples redrawn {max(pilot, n_null)} times at once, "
+                         f"{_resources.gib(redrawn)}")
+        if factors:
+            parts.append(f"the weights' split by class (a system per problem over its classes), "
+                         f"{_resources.gib(factors)}")
         raise MemoryError(
-            f"estimate() of {G} joint(s) of {'x'.join(map(str, sizes))} values taken holds about {copies} resampled copies "
-            f"of each ({g} jackknife parts, {pilot + n_null} null draws), {_resources.gib(joints)}, and redraws the "
-            f"targets of its {n_samples} samples {max(pilot, n_null)} times at once"
-            f"{' (with the weights split by class: a system per problem over its classes)' if weighted else ''}, "
-            f"{_resources.gib(redrawn)}: "
-            f"{_resources.gib(need, have)} in all, but {_resources.gib(have, need)} is free on {device}; merge rare "
-            f"values of X1, X2 or Y (suggest_k gives a number of clusters), lower n_jackknife and n_null, or "
-            f"estimate from a subsample")
+            f"estimate() of {G} joint(s) of {'x'.join(map(str, sizes))} values taken holds "
+            f"{'; '.join(parts)}: {_resources.gib(need, have)} in all, but {_resources.gib(have, need)} is free "
+            f"on {device}; merge rare values of X1, X2 or Y (suggest_k gives a number of clusters), lower "
+            f"n_jackknife and n_null, or estimate from a subsample")
 
 
 def _positive_weight_samples(x1, x2, y, weights, groups):
@@ -660,11 +663,9 @@ def _positive_weight_samples(x1, x2, y, weights, groups):
     joint has no mass of the others either, and a jackknife part of them alone had a total of
     0, then NaN); unchanged when every weight is (a part of zero-weight samples only would
     have no joint)."""
-    w = weights.detach().to(torch.float64)
-    gid = torch.zeros(w.shape[0], dtype=torch.int64, device=w.device) if groups is None else groups.to(torch.int64)
-    top = torch.zeros(int(gid.max()) + 1 if gid.numel() else 1, dtype=torch.float64, device=w.device)
-    top = top.scatter_reduce(0, gid, w, "amax")
-    keep = (w > 0) & (w / top[gid] > 0)
+    gid = np.zeros(weights.shape[0], dtype=np.int64) if groups is None else groups.detach().cpu().numpy().astype(np.int64)
+    scaled = _resample.scaled_weights(weights, gid, int(gid.max(initial=0)) + 1)
+    keep = torch.as_tensor(scaled > 0, device=weights.device)
     if bool(keep.all()):
         return x1, x2, y, weights, groups
     idx = keep.nonzero()[:, 0]

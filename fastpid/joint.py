@@ -228,7 +228,8 @@ def joint(x1, x2, y, *, sizes=None, weights=None, groups=None, num_groups=None):
             top = d.new_zeros(G).scatter_reduce(0, gidx, d, "amax")[gidx]
         w = (w / torch.where(top > 0, top, 1.0)).to(dtype)
 
-    _check_output_size(G, out_sizes, dtype, device, _size_origins(n_sizes, tensors, g_t, num_groups))
+    _check_output_size(G, out_sizes, dtype, device, _size_origins(n_sizes, tensors, g_t, num_groups),
+                       soft=any(t.dim() == 2 for t in tensors))
     # Outside autocast: its matmuls had made a float32 joint bfloat16 (entries off by 4e-3,
     # the synergy by 5 times the certified gap).
     with torch.autocast(device_type=device.type, enabled=False) if device.type in ("cpu", "cuda") \
@@ -258,16 +259,19 @@ def _size_origins(n_sizes, tensors, groups, num_groups) -> dict:
     return origins
 
 
-def _check_output_size(G: int, sizes, dtype: torch.dtype, device: torch.device, origins: dict) -> None:
+def _check_output_size(G: int, sizes, dtype: torch.dtype, device: torch.device, origins: dict,
+                       soft: bool) -> None:
     """Refuse a joint larger than the free memory (typically codes far above their real
     range with ``sizes`` left to be inferred), saying how large it would be and where its
     sizes come from (``origins``, of :func:`_size_origins`)."""
     from ._resources import available_bytes, gib
 
     cells = G * math.prod(sizes)
-    # Two copies: the sums, then the normalised joint (a 305 MB joint grew the process by 623).
+    # The sums, then the normalised joint: two copies (a 305 MB joint of codes grew the process
+    # by 623 MB); probability rows (``soft``) add a chunk's products beside the sums (76 MB
+    # joints of 1000-value rows: 2.9 joints at N = 3,000), counted as a third.
     one = cells * torch.empty((), dtype=dtype).element_size()
-    need = 2 * one
+    need = (3 if soft else 2) * one
     have = available_bytes(device)
     if have is not None and need > have:
         shape = " x ".join(str(n) for n in ([G] if G > 1 else []) + list(sizes))
@@ -280,8 +284,8 @@ def _check_output_size(G: int, sizes, dtype: torch.dtype, device: torch.device, 
                   "remap the codes to 0..n-1 (e.g. with numpy.unique(..., return_inverse=True))" if inferred
                   else "it needs fewer values per variable (or fewer groups) to fit")
         raise MemoryError(
-            f"the joint would have shape {shape} ({cells:.3g} cells, {gib(one)}; its sums and the normalised "
-            f"joint take {gib(need, have)}) but only {gib(have, need)} is free; its sizes come from {whence} — "
+            f"the joint would have shape {shape} ({cells:.3g} cells, {gib(one)}; building it takes "
+            f"{gib(need, have)}) but only {gib(have, need)} is free; its sizes come from {whence} — "
             f"{advice}")
 
 
@@ -354,7 +358,10 @@ def _accumulate(N, hard, soft, w, G, gidx, dtype, device) -> torch.Tensor:
             else:
                 O = (L[:, :, None] * Rc[:, None, :]).reshape(c, La * Rb)
                 part = torch.zeros(H, La * Rb, dtype=dtype, device=device).index_add(0, h[sl], O)
-            T = part if T is None else T + part
+            if T is None:
+                T = part
+            else:
+                T += part  # in place: T + part had held a third joint-sized array
         T = T.reshape(G, *hard_sizes, *left_sizes, Rb)
         axes = ["g"] + hard_axes + left_axes + [r_axis]
     return T.permute([axes.index(a) for a in ("g", 0, 1, 2)])

@@ -116,7 +116,7 @@ def test_solve_cvx_takes_counts_up_to_the_float64_limit_and_refuses_non_real_inp
     for scale in (1.0, 1e308, 1e-320):
         V, status = solve_cvx(P * scale)
         assert float(V) == pytest.approx(np.log(2), abs=1e-7) and status == ["optimal"]
-    for bad in (P.astype(complex), P.astype(bool)):
+    for bad in (P.astype(complex), P.astype(bool), P.astype(str), P.astype(bool).astype(object)):
         with pytest.raises(TypeError, match="real numbers"):
             solve_cvx(bad)
     # Exact counts as Python integers past int64 (an object array) are still counts.

@@ -598,10 +598,14 @@ def test_the_joint_is_refused_where_its_two_copies_do_not_fit(monkeypatch):
 
     size = 8 * 100 * 100 * 10                                 # float64 bytes of the joint
     monkeypatch.setattr(_resources, "available_bytes", lambda device: int(1.5 * size))
-    with pytest.raises(MemoryError, match=r"its sums and the normalised joint take"):
+    with pytest.raises(MemoryError, match=r"0.000745 GiB; building it takes 0.00149 GiB"):
         joint([0, 99], [0, 99], [0, 9], sizes=(100, 100, 10))
     monkeypatch.setattr(_resources, "available_bytes", lambda device: 2 * size)
     assert joint([0, 99], [0, 99], [0, 9], sizes=(100, 100, 10)).shape == (100, 100, 10)
+    # Probability rows hold a chunk's products beside the sums: a third copy.
+    rows = np.full((2, 100), 0.01)
+    with pytest.raises(MemoryError, match=r"building it takes 0.00224 GiB"):
+        joint(rows, [0, 99], [0, 9], sizes=(100, 100, 10))
 
 
 def test_pid_from_samples_groups_batch():
