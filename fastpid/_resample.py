@@ -259,9 +259,8 @@ def redraw_bytes(x1, x2, sizes, draws: int) -> int:
     if draws == 0:
         return 0
     n1, n2, ny = sizes
-    soft = [v.dim() == 2 for v in (x1, x2)]
     row_values = sum(v.shape[1] for v in (x1, x2) if v.dim() == 2)
-    one_hot = sum(n for n, v, _ in zip((n1, n2), (x1, x2), soft) if v.dim() == 1) if any(soft) else 0
+    one_hot = sum(n for n, v in zip((n1, n2), (x1, x2)) if v.dim() == 1) if row_values else 0
     n = int(x1.shape[0])
     return (BYTES_PER_SAMPLE_DRAW + 8 * row_values) * n * draws + 8 * (3 * ny + 2 * one_hot) * n
 
