@@ -22,8 +22,8 @@ import torch
 from fastpid.integrations import SynIBLoss
 
 from . import data as datasets
-from .arguments import (BATCH_SIZE, Distinct, HelpFormatter, add_output_options, as_json, command, int_at_least, read_saved_run,
-                        results_folder, run_arguments)
+from .arguments import (BATCH_SIZE, Distinct, HelpFormatter, add_output_options, as_json, command, int_at_least,
+                        read_saved_run, results_folder, run_arguments)
 from .evaluate import PID_TERMS, evaluate, latent_pid, prediction_pid
 from .methods import ECSAsync, Joint, Pretrain, SynIB
 from .models import LateFusion

@@ -663,7 +663,8 @@ def _positive_weight_samples(x1, x2, y, weights, groups):
     joint has no mass of the others either, and a jackknife part of them alone had a total of
     0, then NaN); unchanged when every weight is (a part of zero-weight samples only would
     have no joint)."""
-    gid = np.zeros(weights.shape[0], dtype=np.int64) if groups is None else groups.detach().cpu().numpy().astype(np.int64)
+    gid = (np.zeros(weights.shape[0], dtype=np.int64) if groups is None
+           else groups.detach().cpu().numpy().astype(np.int64))
     scaled = _resample.scaled_weights(weights, gid, int(gid.max(initial=0)) + 1)
     keep = torch.as_tensor(scaled > 0, device=weights.device)
     if bool(keep.all()):
