@@ -76,6 +76,7 @@ def dyncim_loss_terms(fused_logits: torch.Tensor, unimodal_logits: Sequence[torc
         return terms
     if gate.shape != (B, M):
         raise ValueError(f"gate must have shape ({B}, {M}), got {tuple(gate.shape)}")
+    _check_gate_rows(gate)
     # The KL in float32 at least: in float16 the floor 1e-12 rounds to 0, and a gate collapsed
     # onto one modality gives 0 · log 0 = NaN.
     kl_dtype = torch.promote_types(gate.dtype, torch.float32)
@@ -83,6 +84,22 @@ def dyncim_loss_terms(fused_logits: torch.Tensor, unimodal_logits: Sequence[torc
     gbar = gate.to(kl_dtype).mean(0).clamp_min(1e-12)
     terms["gate"] = (gbar * (gbar.log() - target.log())).sum().to(dt)
     return terms
+
+
+def _check_gate_rows(gate: torch.Tensor) -> None:
+    """Raise unless every row of ``gate (B, M)`` lies on the simplex (finite, >= 0, summing to 1
+    within its dtype's rounding): the KL of rows off it is no KL (all 5s gave a loss of 5.73)."""
+    if gate.is_meta:  # shapes only
+        return
+    g = gate.detach()
+    eps = torch.finfo(g.dtype).eps if g.dtype.is_floating_point else 0.0
+    slack = max(1e-6, 4 * g.shape[1] * eps)
+    sums = g.to(torch.float64).sum(1)
+    bad = ~(torch.isfinite(g).all(1) & (g >= 0).all(1) & ((sums - 1).abs() <= slack))
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0])
+        raise ValueError(f"gate rows must lie on the simplex (entries >= 0 summing to 1, e.g. a softmax): "
+                         f"row {i} is {g[i, :8].tolist()}{' ...' if g.shape[1] > 8 else ''}")
 
 
 def _gate_target(gate_target, M: int) -> torch.Tensor:

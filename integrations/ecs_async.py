@@ -637,6 +637,10 @@ class ECSAsyncController:
         check_batch("stage_loss's batch (fused_logits)", fused_logits)
         labels = check_classes(as_labels(labels, "labels", device=fused_logits.device), fused_logits.shape[-1],
                                "labels")
+        for name, lg in (("logits1", logits1), ("logits2", logits2)):
+            if lg.shape[0] != fused_logits.shape[0]:
+                raise ValueError(f"{name} has {lg.shape[0]} rows but fused_logits has {fused_logits.shape[0]}")
+            check_classes(labels, lg.shape[-1], f"labels (for {name})")
         if decision.stage == JOINT:
             return (self.fused_weight * F.cross_entropy(fused_logits, labels)
                     + self.unimodal_weight * (F.cross_entropy(logits1, labels) + F.cross_entropy(logits2, labels)))

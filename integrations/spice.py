@@ -130,7 +130,8 @@ class SPICECurriculum:
         if end > 0 and all(self._pacing(e) >= 1.0 for e in range(self.refresh, end)):
             warnings.warn(f"SPICECurriculum: the redundancy phase (epochs 0-{end - 1}) admits every sample: its "
                           f"pacing starts at epoch 0 and the first scores come at epoch {self.refresh} "
-                          f"(refresh={self.refresh}); give it more epochs (phases, epochs) or a smaller refresh",
+                          f"(refresh={self.refresh}); give it more epochs (phases, epochs)"
+                          + (" or a smaller refresh" if self.refresh > 1 else ""),
                           stacklevel=3)
 
     def due(self, epoch: int) -> bool:

@@ -216,6 +216,12 @@ def _fused(fusion: Fusion, a: torch.Tensor, b: torch.Tensor):
     return out, features
 
 
+def _head_ce(logits: torch.Tensor, y: torch.Tensor, name: str) -> torch.Tensor:
+    """A unimodal head's cross-entropy, its labels checked against the head's own classes (the
+    fused logits' check does not cover a head with fewer)."""
+    return F.cross_entropy(logits, check_classes(y, logits.shape[-1], name))
+
+
 def _normal(t: torch.Tensor) -> torch.Tensor:
     """``t``, or a normal copy of it if it is an inference tensor (made under
     ``torch.inference_mode()``): autograd cannot save those for backward, and
@@ -490,7 +496,7 @@ class SynIBLoss(nn.Module):
                 logit = logit.detach().requires_grad_(True)
                 g = torch.sigmoid(logit)
                 logits = head(g * z + (1 - g) * other)
-                evidence = (math.log(logits.shape[-1]) - F.cross_entropy(logits, y)).clamp_min(0.0)
+                evidence = (math.log(logits.shape[-1]) - _head_ce(logits, y, f"y (for head{m}'s logits)")).clamp_min(0.0)
                 objective = evidence + self.gate_sparsity * (1 - g).mean()
                 (grad,) = torch.autograd.grad(objective, logit)
                 logit = logit - self.gate_lr * torch.sign(grad)   # per-feature signed step
@@ -516,7 +522,7 @@ class SynIBLoss(nn.Module):
                 logit = logit.detach().requires_grad_(True)
                 g = torch.sigmoid(logit)
                 masked = (g * z + (1 - g) * self._noise(m, z, gen, self.noise_std)).to(z.dtype)
-                objective = -F.cross_entropy(head(masked), y) + self.gate_sparsity * (1 - g).mean()
+                objective = -_head_ce(head(masked), y, f"y (for head{m}'s logits)") + self.gate_sparsity * (1 - g).mean()
                 (grad,) = torch.autograd.grad(objective, logit)
                 norm = grad.norm()
                 if norm > 1.0:
@@ -593,6 +599,11 @@ class SynIBLoss(nn.Module):
     def forward(self, z1: ArrayLike, z2: ArrayLike, y, fusion: Fusion,
                 head1: Head | None = None, head2: Head | None = None, epoch: int | None = None) -> SynIBTerms:
         z1, z2 = as_tensor(z1, "z1"), as_tensor(z2, "z2")
+        for name, z in (("z1", z1), ("z2", z2)):
+            if z.dim() != 2:
+                raise ValueError(f"{name} must be embeddings of shape (B, D), got {tuple(z.shape)}")
+        if epoch is not None:
+            epoch = check_integer(epoch, "epoch", 0, expected="an epoch >= 0 or None")
         y = as_labels(y, "y", device=z1.device)
         if z1.shape[0] != z2.shape[0] or z1.shape[0] != y.shape[0]:
             raise ValueError(f"batch sizes differ: z1 {z1.shape[0]}, z2 {z2.shape[0]}, y {y.shape[0]}")
@@ -606,7 +617,8 @@ class SynIBLoss(nn.Module):
             if head1 is None or head2 is None:
                 raise ValueError("lambda_uni > 0 needs the unimodal heads head1 and head2")
             h1, h2 = (z1.detach(), z2.detach()) if self.detach_heads else (z1, z2)
-            uni = F.cross_entropy(head1(h1), y) + F.cross_entropy(head2(h2), y)
+            uni = (_head_ce(head1(h1), y, "y (for head1's logits)")
+                   + _head_ce(head2(h2), y, "y (for head2's logits)"))
             loss = loss + self.lambda_uni * uni
         mce = zero
         if self.masked_ce > 0 and self._in_time(epoch):

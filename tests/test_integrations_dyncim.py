@@ -231,6 +231,19 @@ def test_loss_bad_input():
         dyncim_loss_terms(z, [z, z], y, gate=torch.full((2, 2), 0.5), gate_target=torch.tensor([1.0, 0.0]))
 
 
+@pytest.mark.parametrize("gate, row", [(torch.full((2, 2), 5.0), 0), (torch.tensor([[0.5, 0.5], [1.5, -0.5]]), 1),
+                                       (torch.tensor([[0.5, 0.5], [float("nan"), 1.0]]), 1)])
+def test_gate_rows_off_the_simplex_raise(gate, row):
+    """The gate's KL is over rows on the simplex; rows of 5s gave a loss of 5.73 silently."""
+    z = torch.zeros(2, 2)
+    with pytest.raises(ValueError, match=f"gate rows must lie on the simplex.*row {row}"):
+        dyncim_loss_terms(z, [z, z], torch.tensor([0, 1]), gate=gate)
+    # softmax rows in half precision pass: their sums are 1 only to the dtype's rounding
+    g = torch.softmax(torch.randn(64, 7), 1).to(torch.bfloat16)
+    zz = torch.zeros(64, 2)
+    dyncim_loss_terms(zz, [zz] * 7, torch.zeros(64, dtype=torch.long), gate=g)
+
+
 @pytest.mark.parametrize("kwargs, match", [
     ({"sample_weights": torch.tensor([1.0, float("nan")])}, r"sample_weights must be finite and >= 0, got \[nan\]"),
     ({"sample_weights": torch.tensor([-1.0, 1.0])}, r"sample_weights must be finite and >= 0, got \[-1.0\]"),

@@ -142,6 +142,14 @@ def test_stage_loss():
     with pytest.raises(ValueError, match="trains neither modality"):
         ctrl.stage_loss(Decision(0, "unimodal", False, False), f, l1, l2, y)
 
+    # Labels are checked against each unimodal head's classes too, not only the fused ones'
+    # (a bare IndexError on the CPU, a device-side assert on a GPU).
+    for d in (Decision(0, "joint", True, True), Decision(0, "unimodal", True, False)):
+        with pytest.raises(ValueError, match=r"labels \(for logits1\)\[\d+\] = 4 is not one of the 3 classes"):
+            ctrl.stage_loss(d, f, l1[:, :3], l2, torch.full((8,), 4))
+    with pytest.raises(ValueError, match="logits2 has 7 rows but fused_logits has 8"):
+        ctrl.stage_loss(Decision(0, "joint", True, True), f, l1, l2[:7], y)
+
 
 @pytest.mark.parametrize("kwargs", [dict(ratio=1.0), dict(resume_ratio=4.0), dict(drop=1.2),
                                     dict(probe_every=0), dict(balance_by="x"), dict(max_unimodal_epochs=-1),

@@ -311,8 +311,10 @@ def test_a_redundancy_phase_that_cannot_restrict_is_said_at_once():
     epochs=6 (refresh=1), 11 (refresh=2) or 10 (refresh=3) it admitted every sample in each
     of its epochs, silently."""
     for epochs, refresh in ((6, 1), (11, 2), (10, 3)):
-        with pytest.warns(UserWarning, match="the redundancy phase .* admits every sample"):
+        with pytest.warns(UserWarning, match="the redundancy phase .* admits every sample") as said:
             SPICECurriculum(60, epochs, refresh=refresh)
+        # refresh is at least 1: "a smaller refresh" is advice only above it
+        assert ("smaller refresh" in str(said[0].message)) == (refresh > 1)
     import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("error")
