@@ -249,7 +249,7 @@ class PIDEstimate:
         return _format(self)
 
 
-def estimate(x1, x2, y, *, sizes=None, weights=None, groups=None, num_groups=None,
+def estimate(x1, x2, y, *, sizes=None, weights=None, counts=None, groups=None, num_groups=None,
              confidence: float = 0.95, n_jackknife: int = DEFAULT_JACKKNIFE,
              n_null: int = DEFAULT_NULL, n_pilot: int = DEFAULT_PILOT, seed: Optional[int] = None, base=None,
              progress=None) -> PIDEstimate:
@@ -261,6 +261,13 @@ def estimate(x1, x2, y, *, sizes=None, weights=None, groups=None, num_groups=Non
             torch or lists).
         sizes, weights, groups, num_groups: as for :func:`fastpid.joint`. With ``groups``,
             one estimate per group (all groups are resampled and solved together).
+            ``weights`` weigh single draws: the resampling treats each weighted sample as
+            one draw, and ``n`` is the effective sample size ``(Σw)²/Σw²``.
+        counts: ``(N,)`` integers >= 0, how many times each sample was observed: the same
+            as passing sample ``n`` ``counts[n]`` times (default: once each). Counts of
+            repeated samples belong here, not in ``weights``: as weights, 400 samples
+            condensed into 12 distinct rows counted as 12.8 draws, and their synergy test
+            lost all its power.
         confidence: level of the intervals (default 0.95; the ``reliable`` flags do not
             depend on it).
         n_jackknife: parts of the delete-a-group jackknife (default 20; at most the
@@ -286,8 +293,8 @@ def estimate(x1, x2, y, *, sizes=None, weights=None, groups=None, num_groups=Non
         training loss).
 
     Raises:
-        ValueError / TypeError: bad samples (from :func:`fastpid.joint`), fewer than 2
-        samples in a problem, ``confidence`` not a number in (0, 1), ``n_jackknife < 2``,
+        ValueError / TypeError: bad samples (from :func:`fastpid.joint`), ``counts`` that
+        are not ``N`` integers >= 0, fewer than 2 samples in a problem, ``confidence`` not a number in (0, 1), ``n_jackknife < 2``,
         ``n_null < 0``, ``n_pilot < 1``, ``seed`` neither ``None`` nor an integer >= 0.
 
     Cost: one certified solve of each empirical joint, one for its zero-synergy fit, and
@@ -301,6 +308,10 @@ def estimate(x1, x2, y, *, sizes=None, weights=None, groups=None, num_groups=Non
     progress = None if progress is None else check_flag(progress, name="progress")
     caller_threads = torch.get_num_threads()
     with threads(1):
+        if counts is not None:
+            # The samples as given are checked first, so that an error names their own index.
+            joint(x1, x2, y, sizes=sizes, weights=weights, groups=groups, num_groups=num_groups)
+            x1, x2, y, weights, groups = _repeated_samples(counts, x1, x2, y, weights, groups)
         return _estimate(x1, x2, y, sizes, weights, groups, num_groups, confidence, n_jackknife, n_null,
                          n_pilot, seed, base, progress, caller_threads)
 
@@ -655,6 +666,42 @@ def _check_resampling_memory(G: int, sizes, g: int, pilot: int, n_null: int, dev
             f"{'; '.join(parts)}: {_resources.gib(need, have)} in all, but {_resources.gib(have, need)} is free "
             f"on {device}; merge rare values of X1, X2 or Y (suggest_k gives a number of clusters), lower "
             f"n_jackknife and n_null, or estimate from a subsample")
+
+
+def _repeated_samples(counts, x1, x2, y, weights, groups):
+    """``x1, x2, y`` and the given ``weights`` and ``groups`` with sample ``n`` repeated
+    ``counts[n]`` times (torch stays torch, on its device; anything else becomes numpy)."""
+    c, _ = as_tensor(counts, "counts")
+    n = len(x1)
+    if c.dim() != 1 or c.shape[0] != n:
+        raise ValueError(f"counts must be one count per sample, shape ({n},), got {tuple(c.shape)}")
+    if c.dtype == torch.bool or c.is_complex() or c.is_meta:
+        raise TypeError(f"counts must be integers >= 0, got dtype {c.dtype}")
+    c = c.detach().cpu()
+    bad = ~(torch.isfinite(c) & (c >= 0) & (c == c.round())) if c.is_floating_point() else c < 0
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0])
+        raise ValueError(f"counts must be integers >= 0 (how many times each sample was observed), "
+                         f"got counts[{i}] = {c[i].item()}")
+    c = c.to(torch.int64)
+    arrays = [v if isinstance(v, torch.Tensor) else np.asarray(v) for v in (x1, x2, y, weights, groups)
+              if v is not None]
+    total = int(c.sum())
+    need = sum(total * (v.element_size() * v[0].numel() if isinstance(v, torch.Tensor) else v.itemsize * v[0].size)
+               for v in arrays if len(v))
+    if not _resources.memory_unchecked(need):
+        have = _resources.available_bytes(torch.device("cpu"))
+        if have is not None and need > have:
+            raise MemoryError(f"counts repeat the {n} samples into {total}, which need {_resources.gib(need, have)}, "
+                              f"but {_resources.gib(have, need)} is free; estimate from a subsample")
+
+    def repeat(v):
+        if v is None:
+            return None
+        if isinstance(v, torch.Tensor):
+            return v.repeat_interleave(c.to(v.device), dim=0)
+        return np.repeat(np.asarray(v), c.numpy(), axis=0)
+    return tuple(repeat(v) for v in (x1, x2, y, weights, groups))
 
 
 def _positive_weight_samples(x1, x2, y, weights, groups):
