@@ -1,7 +1,6 @@
 """The public entry point :func:`pid` and the one place where methods and backends are chosen."""
 from __future__ import annotations
 
-import functools
 import math
 import os
 import sys
@@ -15,6 +14,7 @@ from ._autograd import attach_envelope_gradient, carries_derivatives, zero_mass_
 from ._certify import checked_bracket, drop_negligible, output_gap, rounding, solver_tol
 from ._resources import (CHUNK_FLOATS, GENERAL_ROUTE_COPIES, GRADIENT_ROUTE_COPIES, check_input_memory, check_memory,
                          cpp_chunk, cpp_indexable, cpp_workspace_fits, per_problem_floats)
+from ._tracing import traced, transformed, untraced
 from ._validate import (check_base, check_choice, check_distribution, check_flag, check_positive_int, check_tol,
                         result_dtype)
 from .exceptions import ConvergenceWarning
@@ -97,6 +97,9 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
     Warns:
         :class:`fastpid.ConvergenceWarning` when an exact solve stops with ``gap > tol``.
     """
+    if traced():
+        return untraced(pid)(P, method=method, backend=backend, tol=tol, max_iter=max_iter, steps=steps,
+                              base=base, progress=progress, return_coupling=return_coupling)
     method = check_choice(method, METHODS, "method")
     backend = check_choice(backend, BACKENDS, "backend")
     tol = check_tol(tol)
@@ -296,14 +299,11 @@ def report_unconverged(*args, **kwargs) -> None:
     numpy.ndarray & Tensor). Wrapped only where torch._dynamo is loaded (torch.compile loads it;
     importing fastpid must not: 1.1 s)."""
     if "torch._dynamo" in sys.modules:
-        _untraced(warn_unconverged)(*args, **kwargs)
+        untraced(warn_unconverged)(*args, **kwargs)
     else:
         warn_unconverged(*args, **kwargs)
 
 
-@functools.cache
-def _untraced(fn):
-    return torch.compiler.disable(fn)
 
 
 def _caller_level() -> int:
@@ -415,7 +415,7 @@ def _choose_backend(backend: str, flat: torch.Tensor, method: str, return_coupli
     """
     device = flat.device
     n1, n2, ny = flat.shape[1:]
-    if backend == "torch" or _transformed(flat)[0]:  # see _check_transform()
+    if backend == "torch" or transformed(flat)[0]:  # see _check_transform()
         return "torch"
     if backend == "cpp":
         ok, why = cpp.available()
@@ -453,29 +453,20 @@ def _choose_backend(backend: str, flat: torch.Tensor, method: str, return_coupli
     return "torch"
 
 
-def _transformed(T) -> tuple[bool, bool]:
-    """Whether ``T`` is a tensor wrapped by a ``torch.func`` transform, and whether one of its
-    wrappings is ``vmap``'s."""
-    wrapped = batched = False
-    while isinstance(T, torch.Tensor) and torch._C._functorch.is_functorch_wrapped_tensor(T):
-        wrapped, batched = True, batched or torch._C._functorch.is_batchedtensor(T)
-        T = torch._C._functorch.get_unwrapped(T)
-    return wrapped, batched
-
-
 def _check_transform(P, backend: str) -> None:
     """Inside ``torch.func.grad``, ``vjp`` or ``jacrev`` the input has no storage the native
     solvers could read, so ``"auto"`` takes the PyTorch solver there and an explicit native
     backend is refused; under ``vmap`` no solver runs, as each stops on a test of its own
     iterate (``jacfwd`` vmaps the tangents only, and goes through)."""
-    wrapped, batched = _transformed(P)
+    wrapped, batched = transformed(P)
     if batched:
         raise ValueError("fastpid.pid cannot run under torch.vmap: its solvers stop on tests of "
                          "their iterates. It is batched already: pass the stacked problems, P of "
                          "shape (..., n1, n2, ny), in one call")
     if wrapped and backend in ("cpp", "cuda", "triton", "cvx"):
         raise ValueError(f"backend={backend!r} cannot read tensors inside a torch.func transform "
-                         "(torch.func.grad, vjp, jacrev); use backend='torch' or 'auto' there")
+                         "(torch.func.grad, vjp, jvp, jacrev, jacfwd); use backend='torch' or 'auto' there "
+                         "(forward-mode AD through torch.autograd.forward_ad takes every backend)")
 
 
 def _host_beats_gpu_threads(flat: torch.Tensor) -> bool:

@@ -29,6 +29,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ._tracing import traced, transformed, untraced
 from ._validate import (
     as_tensor,
     check_codes,
@@ -142,7 +143,13 @@ def joint(x1, x2, y, *, sizes=None, weights=None, groups=None, num_groups=None):
     >>> P.shape
     (2, 2, 2)
     """
+    if traced():
+        return untraced(joint)(x1, x2, y, sizes=sizes, weights=weights, groups=groups, num_groups=num_groups)
     raw = {"x1": x1, "x2": x2, "y": y, "weights": weights, "groups": groups}
+    vmapped = [k for k, v in raw.items() if transformed(v)[1]]
+    if vmapped:  # its checks of the values are data-dependent control flow, which vmap refuses
+        raise ValueError(f"fastpid.joint cannot run under torch.vmap ({', '.join(vmapped)} batched by it): "
+                         "pass groups= for one joint per group of samples, or call it once per batch")
     devices = {k: v.device for k, v in raw.items() if isinstance(v, torch.Tensor)}
     if len(set(devices.values())) > 1:
         listing = ", ".join(f"{k} on {d}" for k, d in devices.items())

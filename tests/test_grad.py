@@ -225,6 +225,8 @@ def test_torch_func_transforms_that_cannot_work_say_why():
         torch.vmap(lambda X: fastpid.pid(X).synergy)(P)
     with pytest.raises(ValueError, match="backend='cpp' cannot read tensors inside a torch.func transform"):
         torch.func.grad(lambda X: fastpid.pid(X, backend="cpp").synergy)(P[0])
+    with pytest.raises(ValueError, match=r"backend='cpp' cannot read .*\(torch.func.grad, vjp, jvp, jacrev"):
+        torch.func.jvp(lambda X: fastpid.pid(X, backend="cpp").synergy, (P[0],), (torch.ones_like(P[0]),))
     with pytest.raises(RuntimeError, match="second-order derivatives"):
         torch.func.hessian(lambda X: fastpid.pid(X).synergy)(P[0])
     # Forward over forward, and reverse over forward, had returned a Hessian without V's term.

@@ -679,9 +679,9 @@ def test_joint_under_autocast_keeps_its_dtype_and_values():
 
 
 def test_under_torch_compile_the_values_and_gradients_are_eager_ones():
-    """torch.compile traces into joint and pid (many graph breaks, README: wrap them in
-    torch.compiler.disable): the results and gradients must still be the eager ones, and
-    importing fastpid must not load torch._dynamo (1.1 s; a decorator would)."""
+    """Under torch.compile, joint and pid (run untraced) give the eager results and gradients,
+    wrapped by the caller in torch.compiler.disable or not, and importing fastpid must not
+    load torch._dynamo (1.1 s; a decorator would)."""
     import subprocess
     import sys
 
@@ -705,6 +705,39 @@ def test_under_torch_compile_the_values_and_gradients_are_eager_ones():
         ref.backward()
         assert float(out) == float(ref)
         torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=1e-12)
+
+
+def test_under_torch_compile_pid_and_joint_run_untraced_in_inference_mode_too():
+    """Traced, joint and pid broke the graph 17-37 times a call, and under inference_mode dynamo
+    failed its own guard on the numpy round trip of the C++ route (AssertionError "Guard failed
+    on the same frame it was created"). They now run eagerly, as torch.compiler.disable runs
+    them: one break each."""
+    g = torch.Generator().manual_seed(2)
+    logits1, logits2 = torch.randn(64, 4, generator=g), torch.randn(64, 4, generator=g)
+    y = torch.randint(0, 3, (64,), generator=g)
+
+    def step(a, b):
+        return fastpid.pid(joint(a.softmax(-1), b.softmax(-1), y, sizes=(4, 4, 3)).double()).synergy
+
+    ref = step(logits1, logits2)
+    torch._dynamo.reset()
+    with torch.inference_mode():
+        got = torch.compile(step, backend="eager")(logits1, logits2)
+    assert float(got) == float(ref)
+    torch._dynamo.reset()
+    assert torch._dynamo.explain(step)(logits1, logits2).graph_break_count <= 2
+
+
+def test_under_vmap_joint_says_why_it_cannot_run():
+    """vmap over joint (an ensemble of heads) met its data-dependent checks with torch's
+    generic 'data-dependent control flow' RuntimeError; pid_from_samples failed there too,
+    before pid's own message."""
+    L = torch.randn(5, 32, 3, generator=torch.Generator().manual_seed(0))
+    c2, y = torch.randint(0, 3, (32,)), torch.randint(0, 2, (32,))
+    for fn in (lambda l: joint(l.softmax(-1), c2, y, sizes=(3, 3, 2)),
+               lambda l: fastpid.pid_from_samples(l.softmax(-1), c2, y, sizes=(3, 3, 2)).synergy):
+        with pytest.raises(ValueError, match=r"fastpid.joint cannot run under torch.vmap \(x1 batched by it\)"):
+            torch.vmap(fn)(L)
 
 
 def test_under_torch_compile_unconverged_solves_warn_on_either_route():
