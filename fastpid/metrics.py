@@ -166,7 +166,9 @@ class PIDMetric:
         if codes:
             # count / N · N is within an ulp of the count: rounding restores it exactly.
             batch = batch.round()
-        self.counts += batch
+        # Out of place: a table made under torch.inference_mode (a metric built or loaded in an
+        # evaluation hook) cannot be changed in place outside it.
+        self.counts = self.counts + batch
         self.samples_only = self.samples_only and codes
 
     def compute(self):
@@ -259,7 +261,7 @@ class PIDMetric:
 
     def reset(self) -> None:
         """Forget every batch."""
-        self.counts.zero_()
+        self.counts = torch.zeros_like(self.counts)  # a new table, as in update()
         self.samples_only = True
 
     def state_dict(self) -> dict:

@@ -24,6 +24,24 @@ def test_batches_accumulate_to_the_whole_joint():
     assert float(res.redundancy) == pytest.approx(float(ref.redundancy), abs=1e-9)
 
 
+def test_a_metric_built_or_loaded_in_inference_mode_goes_on_outside_it():
+    """A metric built lazily in a validation hook (or loaded in one) held an inference tensor,
+    and update() and reset() outside inference mode raised torch's 'Inplace update to
+    inference tensor' RuntimeError."""
+    a, b = np.array([0, 1, 1, 0, 2]), np.array([0, 1, 0, 1, 2])
+    with torch.inference_mode():
+        metric = fastpid.PIDMetric((3, 3, 2))
+        metric.update(a, b, a % 2)
+        loaded = fastpid.PIDMetric((3, 3, 2))
+        loaded.load_state_dict(metric.state_dict())
+    for m in (metric, loaded):
+        m.update(a, b, a % 2)
+        assert float(m.counts.sum()) == 10
+        m.reset()
+        m.update(a, b, a % 2)
+        assert float(m.counts.sum()) == 5
+
+
 def test_soft_rows_and_weights():
     g = torch.Generator().manual_seed(0)
     p1 = torch.softmax(torch.randn(40, 3, generator=g, dtype=torch.float64), 1)
