@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import warnings
 
@@ -372,7 +373,15 @@ def _interrupted(tmp_path, source: str, threads: int, delay: float):
         proc.send_signal(signal.SIGINT)
         first = proc.stdout.readline().strip()
         latency = time.perf_counter() - sent
-        rest, _ = proc.communicate(timeout=120)
+        # Read on from the same buffered reader: communicate(timeout=...) reads the pipe's file
+        # descriptor itself and lost lines the readline above had buffered (3 runs of 80).
+        watchdog = threading.Timer(120, proc.kill)
+        watchdog.start()
+        try:
+            rest = proc.stdout.read()
+            proc.wait()
+        finally:
+            watchdog.cancel()
     finally:
         if proc.poll() is None:
             proc.kill()
