@@ -262,7 +262,10 @@ def estimate(x1, x2, y, *, sizes=None, weights=None, counts=None, groups=None, n
         sizes, weights, groups, num_groups: as for :func:`fastpid.joint`. With ``groups``,
             one estimate per group (all groups are resampled and solved together).
             ``weights`` weigh single draws: the resampling treats each weighted sample as
-            one draw, and ``n`` is the effective sample size ``(Σw)²/Σw²``.
+            one draw, and ``n`` is the effective sample size ``(Σw)²/Σw²``. An inferred
+            size is the largest code + 1, so codes with gaps (labels counted from 1) add
+            values no sample takes to ``cells``, the terms' ceilings and the reliability rule:
+            number them from 0 without gaps, or pass ``sizes``.
         counts: ``(N,)`` integers >= 0, how many times each sample was observed: the same
             as passing sample ``n`` ``counts[n]`` times (default: once each). Counts of
             repeated samples belong here, not in ``weights``: as weights, 400 samples
