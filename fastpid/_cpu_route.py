@@ -71,7 +71,7 @@ def exact_pid(P, tol: float, max_iter: int, base, backend: str):
         settled = bool(np.all(converged & ~broken))
     if not settled:
         # stacklevel: pid()'s caller
-        api.report_unconverged("exact", "cpp", converged, broken, gap, tol, max_iter, iterations)
+        api.warn_unconverged("exact", "cpp", converged, broken, gap, tol, max_iter, iterations)
 
     # float64 results: nothing is rounded, so the reported gap is the bracket's (in the units).
     if scale != 1.0:

@@ -97,9 +97,13 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
     Warns:
         :class:`fastpid.ConvergenceWarning` when an exact solve stops with ``gap > tol``.
     """
-    if traced():
-        return untraced(pid)(P, method=method, backend=backend, tol=tol, max_iter=max_iter, steps=steps,
-                              base=base, progress=progress, return_coupling=return_coupling)
+    solve = untraced(_pid) if traced() else _pid
+    return solve(P, method=method, backend=backend, tol=tol, max_iter=max_iter, steps=steps, base=base,
+                 progress=progress, return_coupling=return_coupling)
+
+
+def _pid(P, *, method, backend, tol, max_iter, steps, base, progress, return_coupling) -> PIDResult:
+    """:func:`pid`, never traced by torch.compile (see :mod:`fastpid._tracing`)."""
     method = check_choice(method, METHODS, "method")
     backend = check_choice(backend, BACKENDS, "backend")
     tol = check_tol(tol)
@@ -207,7 +211,7 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
     converged = in_nats.to(gap.dtype) <= tol
     if status is not None:
         converged = converged & torch.as_tensor([s == "optimal" for s in status], device=gap.device)
-    report_unconverged(method, backend, converged, broken, in_nats.to(gap.dtype), tol, max_iter, iterations,
+    warn_unconverged(method, backend, converged, broken, in_nats.to(gap.dtype), tol, max_iter, iterations,
                        rounded=rounded.to(gap.dtype))
     # The seven terms in one array (one conversion to the output type instead of seven).
     terms = pid_terms(mi, mi1, mi2, value, scale).to(out_dtype)
@@ -291,19 +295,6 @@ def pid_terms(mi, mi1, mi2, value, scale: float):
     does the same for :mod:`fastpid._cpu_route`."""
     terms = torch.clip(torch.stack([mi1 + mi2 - value, value - mi2, value - mi1, mi - value, mi, mi1, mi2]), 0.0, None)
     return terms if scale == 1.0 else terms * scale
-
-
-def report_unconverged(*args, **kwargs) -> None:
-    """:func:`warn_unconverged`, not traced by torch.compile: dynamo compiled its frame for a call
-    from the CPU route (numpy arrays) and reused that for the general route's tensors (TypeError:
-    numpy.ndarray & Tensor). Wrapped only where torch._dynamo is loaded (torch.compile loads it;
-    importing fastpid must not: 1.1 s)."""
-    if "torch._dynamo" in sys.modules:
-        untraced(warn_unconverged)(*args, **kwargs)
-    else:
-        warn_unconverged(*args, **kwargs)
-
-
 
 
 def _caller_level() -> int:

@@ -265,7 +265,8 @@ def estimate(x1, x2, y, *, sizes=None, weights=None, counts=None, groups=None, n
             one draw, and ``n`` is the effective sample size ``(Σw)²/Σw²``. An inferred
             size is the largest code + 1, so codes with gaps (labels counted from 1) add
             values no sample takes to ``cells``, the terms' ceilings and the reliability rule:
-            number them from 0 without gaps, or pass ``sizes``.
+            number them from 0 without gaps (``np.unique(x, return_inverse=True)``);
+            ``sizes`` can add values, never remove them.
         counts: ``(N,)`` integers >= 0, how many times each sample was observed: the same
             as passing sample ``n`` ``counts[n]`` times (default: once each). Counts of
             repeated samples belong here, not in ``weights``: as weights, 400 samples
@@ -297,8 +298,9 @@ def estimate(x1, x2, y, *, sizes=None, weights=None, counts=None, groups=None, n
 
     Raises:
         ValueError / TypeError: bad samples (from :func:`fastpid.joint`), ``counts`` that
-        are not ``N`` integers >= 0, fewer than 2 samples in a problem, ``confidence`` not a number in (0, 1), ``n_jackknife < 2``,
-        ``n_null < 0``, ``n_pilot < 1``, ``seed`` neither ``None`` nor an integer >= 0.
+        are not ``N`` integers >= 0, fewer than 2 samples in a problem, ``confidence`` not a
+        number in (0, 1), ``n_jackknife < 2``, ``n_null < 0``, ``n_pilot < 1``, ``seed``
+        neither ``None`` nor an integer >= 0.
 
     Cost: one certified solve of each empirical joint, one for its zero-synergy fit, and
     ``n_jackknife + n_pilot + n_null + 1`` resampled solves per problem (to ``tol=1e-6``; the
@@ -690,13 +692,19 @@ def _repeated_samples(counts, x1, x2, y, weights, groups):
     arrays = [v if isinstance(v, torch.Tensor) else np.asarray(v) for v in (x1, x2, y, weights, groups)
               if v is not None]
     total = int(c.sum())
-    need = sum(total * (v.element_size() * v[0].numel() if isinstance(v, torch.Tensor) else v.itemsize * v[0].size)
-               for v in arrays if len(v))
-    if not _resources.memory_unchecked(need):
-        have = _resources.available_bytes(torch.device("cpu"))
-        if have is not None and need > have:
-            raise MemoryError(f"counts repeat the {n} samples into {total}, which need {_resources.gib(need, have)}, "
-                              f"but {_resources.gib(have, need)} is free; estimate from a subsample")
+    if total == 0:
+        raise ValueError(f"counts are all 0: none of the {n} samples was observed")
+    need: dict[torch.device, int] = {}  # bytes of the repeated samples, by the device they go to
+    for v in arrays:
+        if len(v):
+            on = v.device if isinstance(v, torch.Tensor) else torch.device("cpu")
+            row = v.element_size() * v[0].numel() if isinstance(v, torch.Tensor) else v.itemsize * v[0].size
+            need[on] = need.get(on, 0) + total * row
+    for on, size in need.items():
+        have = None if _resources.memory_unchecked(size) else _resources.available_bytes(on)
+        if have is not None and size > have:
+            raise MemoryError(f"counts repeat the {n} samples into {total}, which need {_resources.gib(size, have)} "
+                              f"on {on}, but {_resources.gib(have, size)} is free; estimate from a subsample")
 
     def repeat(v):
         if v is None:

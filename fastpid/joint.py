@@ -143,8 +143,12 @@ def joint(x1, x2, y, *, sizes=None, weights=None, groups=None, num_groups=None):
     >>> P.shape
     (2, 2, 2)
     """
-    if traced():
-        return untraced(joint)(x1, x2, y, sizes=sizes, weights=weights, groups=groups, num_groups=num_groups)
+    build = untraced(_joint) if traced() else _joint
+    return build(x1, x2, y, sizes=sizes, weights=weights, groups=groups, num_groups=num_groups)
+
+
+def _joint(x1, x2, y, *, sizes, weights, groups, num_groups):
+    """:func:`joint`, never traced by torch.compile (see :mod:`fastpid._tracing`)."""
     raw = {"x1": x1, "x2": x2, "y": y, "weights": weights, "groups": groups}
     vmapped = [k for k, v in raw.items() if transformed(v)[1]]
     if vmapped:  # its checks of the values are data-dependent control flow, which vmap refuses

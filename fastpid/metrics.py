@@ -198,7 +198,7 @@ class PIDMetric:
         codes without weights (``samples_only`` on every rank). ``estimate_kwargs`` are
         :func:`fastpid.estimate`'s (``confidence``, ``seed``, ``base``, ...; ``base``
         defaults to the metric's), except those given per sample (``groups``, ``weights``,
-        ``num_groups``) and ``sizes`` (the metric's). Raises ``ValueError`` otherwise, or
+        ``counts``, ``num_groups``) and ``sizes`` (the metric's). Raises ``ValueError`` otherwise, or
         when no sample has been added.
 
         Under ``torch.distributed`` every rank must call it (a call on rank 0 alone waits,
@@ -207,7 +207,7 @@ class PIDMetric:
         per call), not with fresh entropy per process."""
         # The samples are rebuilt from the counts in cell order: arguments given per sample
         # (in the caller's order) would be applied to other samples.
-        per_sample = sorted({"groups", "weights", "num_groups", "sizes"} & set(estimate_kwargs))
+        per_sample = sorted({"groups", "weights", "counts", "num_groups", "sizes"} & set(estimate_kwargs))
         if per_sample:
             raise ValueError(f"PIDMetric.estimate() cannot take {', '.join(per_sample)}: the metric keeps the "
                              "samples' counts, not their order (and its own sizes); call fastpid.estimate on "

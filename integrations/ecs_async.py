@@ -635,16 +635,24 @@ class ECSAsyncController:
         (CE1 + CE2)`` in stage 2. Logits are ``(B, C)``, labels ``(B,)`` (tensor or numpy,
         integral floats accepted). An empty batch raises ``ValueError``."""
         check_batch("stage_loss's batch (fused_logits)", fused_logits)
-        labels = check_classes(as_labels(labels, "labels", device=fused_logits.device), fused_logits.shape[-1],
-                               "labels")
-        for name, lg in (("logits1", logits1), ("logits2", logits2)):
+        labels = as_labels(labels, "labels", device=fused_logits.device)
+        # The labels are checked against the classes of every head used, from one read of the
+        # largest (on a GPU each read waits for the device).
+        top = int(labels.max()) if labels.numel() and not labels.is_meta else -1
+        joint = decision.stage == JOINT
+        for name, lg, used in (("fused_logits", fused_logits, True), ("logits1", logits1, joint or decision.train1),
+                               ("logits2", logits2, joint or decision.train2)):
+            if not used:
+                continue
             if lg.shape[0] != fused_logits.shape[0]:
                 raise ValueError(f"{name} has {lg.shape[0]} rows but fused_logits has {fused_logits.shape[0]}")
-            check_classes(labels, lg.shape[-1], f"labels (for {name})")
-        if decision.stage == JOINT:
+            if top >= lg.shape[-1]:
+                check_classes(labels, lg.shape[-1], "labels" if name == "fused_logits" else f"labels (for {name})")
+        if joint:
             return (self.fused_weight * F.cross_entropy(fused_logits, labels)
                     + self.unimodal_weight * (F.cross_entropy(logits1, labels) + F.cross_entropy(logits2, labels)))
-        parts = [F.cross_entropy(lg, labels) for lg, on in ((logits1, decision.train1), (logits2, decision.train2)) if on]
+        parts = [F.cross_entropy(lg, labels)
+                 for lg, on in ((logits1, decision.train1), (logits2, decision.train2)) if on]
         if not parts:  # the controller always trains one; a Decision built by hand may not
             raise ValueError(f"decision {decision} trains neither modality in stage 1: no loss to return")
         return parts[0] if len(parts) == 1 else parts[0] + parts[1]

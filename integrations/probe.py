@@ -113,7 +113,7 @@ class ProbeResult:
 
 #: Arguments of :func:`fastpid.estimate` that the probe sets itself (the rest may be passed
 #: through ``PIDProbe(estimate_options=...)``).
-_PROBE_SETS = ("sizes", "weights", "groups", "num_groups", "base", "progress")
+_PROBE_SETS = ("sizes", "weights", "counts", "groups", "num_groups", "base", "progress")
 
 #: :func:`fastpid.estimate`'s own checks of the options' values (with the minimums it
 #: passes them), run at construction: a bad value would otherwise surface only at the first

@@ -216,10 +216,18 @@ def _fused(fusion: Fusion, a: torch.Tensor, b: torch.Tensor):
     return out, features
 
 
-def _head_ce(logits: torch.Tensor, y: torch.Tensor, name: str) -> torch.Tensor:
-    """A unimodal head's cross-entropy, its labels checked against the head's own classes (the
-    fused logits' check does not cover a head with fewer)."""
-    return F.cross_entropy(logits, check_classes(y, logits.shape[-1], name))
+def _top_label(y: torch.Tensor) -> int:
+    """The largest label of ``y`` (-1 where it has none or no values: meta), read once per batch
+    (on a GPU each read waits for the device)."""
+    return int(y.max()) if y.numel() and not y.is_meta else -1
+
+
+def _head_ce(logits: torch.Tensor, y: torch.Tensor, top: int, m: int) -> torch.Tensor:
+    """Modality ``m``'s head's cross-entropy, its labels (the largest ``top``) checked against
+    the head's own classes (the fused logits' check does not cover a head with fewer)."""
+    if top >= logits.shape[-1]:
+        check_classes(y, logits.shape[-1], f"y (for head{m}'s logits)")
+    return F.cross_entropy(logits, y)
 
 
 def _normal(t: torch.Tensor) -> torch.Tensor:
@@ -362,7 +370,8 @@ class SynIBLoss(nn.Module):
         self.penalty, self.detach_heads, self.detach_penalty = o["penalty"], o["detach_heads"], o["detach_penalty"]
         self.masked_ce, self.masked_ce_p = float(o["masked_ce"]), float(o["masked_ce_p"])
         self.momentum = float(o["momentum"])
-        self.gate_steps, self.gate_lr, self.gate_sparsity = o["gate_steps"], float(o["gate_lr"]), float(o["gate_sparsity"])
+        self.gate_steps, self.gate_lr = o["gate_steps"], float(o["gate_lr"])
+        self.gate_sparsity = float(o["gate_sparsity"])
         self.noise_std = float(noise_std)
         self.seed = check_integer(seed, "seed")
         self.logvar_head: nn.Linear | None = None
@@ -486,6 +495,7 @@ class SynIBLoss(nn.Module):
         if fitted and not self.training:  # evaluation uses the gate as trained, as "noise" its statistics
             return torch.sigmoid(logit)
         z, y = _normal(z.detach()), _normal(y)
+        top = _top_label(y)
         # The fit needs autograd even where the caller's loss does not; enable_grad alone
         # does not leave inference mode.
         with torch.inference_mode(False), torch.enable_grad(), _buffers_kept(head):
@@ -496,7 +506,7 @@ class SynIBLoss(nn.Module):
                 logit = logit.detach().requires_grad_(True)
                 g = torch.sigmoid(logit)
                 logits = head(g * z + (1 - g) * other)
-                evidence = (math.log(logits.shape[-1]) - _head_ce(logits, y, f"y (for head{m}'s logits)")).clamp_min(0.0)
+                evidence = (math.log(logits.shape[-1]) - _head_ce(logits, y, top, m)).clamp_min(0.0)
                 objective = evidence + self.gate_sparsity * (1 - g).mean()
                 (grad,) = torch.autograd.grad(objective, logit)
                 logit = logit - self.gate_lr * torch.sign(grad)   # per-feature signed step
@@ -511,6 +521,7 @@ class SynIBLoss(nn.Module):
         ``−CE(head(g ⊙ z + (1 − g) ⊙ ε), y) + gate_sparsity · mean(1 − g)``, a fresh ``ε``
         every step; the head's parameters get no gradient."""
         z, y = _normal(z.detach()), _normal(y)
+        top = _top_label(y)
         b1, b2, eps = 0.9, 0.999, 1e-8
         # The gate and Adam's moments in float32 at least: in float16 eps rounds to 0, and a
         # gradient entry that underflowed to 0 stepped by 0 / 0 (every float16 loss was NaN).
@@ -522,7 +533,7 @@ class SynIBLoss(nn.Module):
                 logit = logit.detach().requires_grad_(True)
                 g = torch.sigmoid(logit)
                 masked = (g * z + (1 - g) * self._noise(m, z, gen, self.noise_std)).to(z.dtype)
-                objective = -_head_ce(head(masked), y, f"y (for head{m}'s logits)") + self.gate_sparsity * (1 - g).mean()
+                objective = -_head_ce(head(masked), y, top, m) + self.gate_sparsity * (1 - g).mean()
                 (grad,) = torch.autograd.grad(objective, logit)
                 norm = grad.norm()
                 if norm > 1.0:
@@ -573,11 +584,13 @@ class SynIBLoss(nn.Module):
         order = torch.randperm(z.shape[0], device=z.device, generator=gen)
         return torch.where(replace, z[order], z)
 
-    def penalty_active(self, epoch: int | None) -> bool:
+    def penalty_active(self, epoch: float | None) -> bool:
         """Whether the withheld-modality penalty applies at ``epoch``."""
         return self.lambda_syn > 0 and self._in_time(epoch)
 
-    def _in_time(self, epoch: int | None) -> bool:
+    def _in_time(self, epoch: float | None) -> bool:
+        if epoch is not None:  # a fractional epoch (a trainer's progress, 2.5) is one too
+            epoch = check_real(epoch, "epoch", 0)
         return self.off_after_epoch is None or epoch is None or epoch < self.off_after_epoch
 
     def _kl(self, fusion: Fusion, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -597,19 +610,20 @@ class SynIBLoss(nn.Module):
 
     # ----------------------------------------------------------------- the loss
     def forward(self, z1: ArrayLike, z2: ArrayLike, y, fusion: Fusion,
-                head1: Head | None = None, head2: Head | None = None, epoch: int | None = None) -> SynIBTerms:
+                head1: Head | None = None, head2: Head | None = None, epoch: float | None = None) -> SynIBTerms:
+        in_time = self._in_time(epoch)
+        penalty = self.lambda_syn > 0 and in_time
         z1, z2 = as_tensor(z1, "z1"), as_tensor(z2, "z2")
         for name, z in (("z1", z1), ("z2", z2)):
             if z.dim() != 2:
                 raise ValueError(f"{name} must be embeddings of shape (B, D), got {tuple(z.shape)}")
-        if epoch is not None:
-            epoch = check_integer(epoch, "epoch", 0, expected="an epoch >= 0 or None")
         y = as_labels(y, "y", device=z1.device)
         if z1.shape[0] != z2.shape[0] or z1.shape[0] != y.shape[0]:
             raise ValueError(f"batch sizes differ: z1 {z1.shape[0]}, z2 {z2.shape[0]}, y {y.shape[0]}")
         check_batch("SynIBLoss's batch (z1, z2, y)", z1)
         fused = _fused(fusion, z1, z2)[0]
         fused_ce = F.cross_entropy(fused, check_classes(y, fused.shape[-1]))
+        top = _top_label(y)
         loss = fused_ce
         zero = fused_ce.detach() * 0
         uni = zero
@@ -617,11 +631,10 @@ class SynIBLoss(nn.Module):
             if head1 is None or head2 is None:
                 raise ValueError("lambda_uni > 0 needs the unimodal heads head1 and head2")
             h1, h2 = (z1.detach(), z2.detach()) if self.detach_heads else (z1, z2)
-            uni = (_head_ce(head1(h1), y, "y (for head1's logits)")
-                   + _head_ce(head2(h2), y, "y (for head2's logits)"))
+            uni = _head_ce(head1(h1), y, top, 1) + _head_ce(head2(h2), y, top, 2)
             loss = loss + self.lambda_uni * uni
         mce = zero
-        if self.masked_ce > 0 and self._in_time(epoch):
+        if self.masked_ce > 0 and in_time:
             mce = (F.cross_entropy(_fused(fusion, self.random_mask(z1), z2)[0], y)
                    + F.cross_entropy(_fused(fusion, z1, self.random_mask(z2))[0], y))
             loss = loss + self.masked_ce * mce
@@ -629,12 +642,12 @@ class SynIBLoss(nn.Module):
         # "random" and "learned" fill a withheld modality from another sample: a batch of one
         # (a loader's last, without drop_last) has none, and its penalty is left out.
         alone = z1.shape[0] < 2 and self.mask in ("random", "learned")
-        if alone and self.penalty_active(epoch) and not self._warned_alone:
+        if alone and penalty and not self._warned_alone:
             self._warned_alone = True
             warnings.warn(f"SynIBLoss: mask={self.mask!r} fills a withheld modality from another sample of the "
                           "batch, and a batch of one has none: its synergy penalty is 0 (use "
                           "DataLoader(drop_last=True) to train without such batches)", stacklevel=2)
-        if self.penalty_active(epoch) and not alone:
+        if penalty and not alone:
             noisy = self.mask in ("noise", "learned_example")
             # An evaluation before any training (a sanity check) draws its noise from its own
             # batch and keeps nothing: stored, its statistics would stay in the training

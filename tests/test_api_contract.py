@@ -375,13 +375,15 @@ def _interrupted(tmp_path, source: str, threads: int, delay: float):
         latency = time.perf_counter() - sent
         # Read on from the same buffered reader: communicate(timeout=...) reads the pipe's file
         # descriptor itself and lost lines the readline above had buffered (3 runs of 80).
-        watchdog = threading.Timer(120, proc.kill)
+        hung = threading.Event()
+        watchdog = threading.Timer(120, lambda: (hung.set(), proc.kill()))
         watchdog.start()
         try:
             rest = proc.stdout.read()
             proc.wait()
         finally:
             watchdog.cancel()
+        assert not hung.is_set(), "the child still ran 120 s after the signal"
     finally:
         if proc.poll() is None:
             proc.kill()

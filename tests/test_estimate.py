@@ -281,7 +281,7 @@ def test_equal_weights_of_any_size_change_nothing():
 def test_counts_repeat_samples_where_weights_would_not():
     """Counts of repeated samples are draws: given as weights, 400 samples condensed into
     their 12 distinct rows counted as 12.8 draws, and the synergy test of a noisy XOR lost
-    its power (p = 0.73 against <= 0.033 for the rows). counts= repeats each row instead."""
+    its power (p = 0.73 against <= 0.05 for the rows). counts= repeats each row instead."""
     rng = np.random.default_rng(0)
     n = 400
     x1, x2 = rng.integers(0, 3, n), rng.integers(0, 3, n)
@@ -310,14 +310,33 @@ def test_counts_repeat_samples_where_weights_would_not():
     (np.full(12, 1.5), ValueError, r"counts must be integers >= 0 .*got counts\[0\] = 1.5"),
     (-np.ones(12, dtype=int), ValueError, r"got counts\[0\] = -1"),
     (np.ones(12, dtype=bool), TypeError, "counts must be integers >= 0, got dtype torch.bool"),
+    (np.zeros(12, dtype=int), ValueError, "counts are all 0: none of the 12 samples was observed"),
 ])
 def test_bad_counts_say_what_is_wrong(counts, err, match):
     x = np.arange(12) % 2
     with pytest.raises(err, match=match):
         fastpid.estimate(x, x, x, counts=counts, seed=0)
-    # the samples' own errors name their own indices, not the repeated ones'
-    with pytest.raises(ValueError, match=r"x1\[3\]"):
+
+
+def test_counted_samples_are_checked_before_they_are_repeated():
+    """The samples' own errors name their own indices, not the repeated ones'."""
+    x = np.arange(12) % 2
+    with pytest.raises(ValueError, match=r"x1\[3\] = -1"):
         fastpid.estimate(np.r_[x[:3], -1, x[4:]], x, x, counts=np.full(12, 5), seed=0)
+
+
+def test_counts_compose_with_groups_and_weights():
+    """Each counted sample keeps its group and its weight in every repeat."""
+    rng = np.random.default_rng(4)
+    n = 60
+    x1, x2, g = rng.integers(0, 2, n), rng.integers(0, 3, n), rng.integers(0, 2, n)
+    y, w, c = (x1 + x2) % 2, rng.uniform(0.5, 2.0, n), rng.integers(0, 4, n)
+    counted = fastpid.estimate(x1, x2, y, counts=c, weights=w, groups=g, seed=5)
+    repeated = fastpid.estimate(*(np.repeat(v, c) for v in (x1, x2, y)), weights=np.repeat(w, c),
+                                groups=np.repeat(g, c), seed=5)
+    for a, b in ((counted, repeated), (counted.ci_low, repeated.ci_low), (counted.ci_high, repeated.ci_high)):
+        for t in TERMS:
+            np.testing.assert_array_equal(getattr(a, t), getattr(b, t))
 
 
 def test_samples_of_weight_zero_are_left_out():

@@ -238,10 +238,19 @@ def test_gate_rows_off_the_simplex_raise(gate, row):
     z = torch.zeros(2, 2)
     with pytest.raises(ValueError, match=f"gate rows must lie on the simplex.*row {row}"):
         dyncim_loss_terms(z, [z, z], torch.tensor([0, 1]), gate=gate)
-    # softmax rows in half precision pass: their sums are 1 only to the dtype's rounding
-    g = torch.softmax(torch.randn(64, 7), 1).to(torch.bfloat16)
-    zz = torch.zeros(64, 2)
-    dyncim_loss_terms(zz, [zz] * 7, torch.zeros(64, dtype=torch.long), gate=g)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_softmax_gates_pass_in_any_precision(dtype):
+    """Softmax rows sum to 1 only to their dtype's rounding, and a gate that needs a gradient
+    keeps it."""
+    logits = torch.randn(64, 7, generator=torch.Generator().manual_seed(0)).requires_grad_()
+    for g in (torch.softmax(logits, 1).to(dtype), torch.softmax(logits.to(dtype), 1)):
+        zz = torch.zeros(64, 2, dtype=dtype)
+        terms = dyncim_loss_terms(zz, [zz] * 7, torch.zeros(64, dtype=torch.long), gate=g)
+        terms["gate"].backward()
+        assert logits.grad is not None and bool(torch.isfinite(logits.grad).all())
+        logits.grad = None
 
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -149,6 +149,9 @@ def test_stage_loss():
             ctrl.stage_loss(d, f, l1[:, :3], l2, torch.full((8,), 4))
     with pytest.raises(ValueError, match="logits2 has 7 rows but fused_logits has 8"):
         ctrl.stage_loss(Decision(0, "joint", True, True), f, l1, l2[:7], y)
+    # a head that stage 1 does not train is not read
+    alone = ctrl.stage_loss(Decision(0, "unimodal", False, True), f, l1[:, :3], l2, torch.full((8,), 4))
+    assert alone.item() == pytest.approx(F.cross_entropy(l2, torch.full((8,), 4)).item())
 
 
 @pytest.mark.parametrize("kwargs", [dict(ratio=1.0), dict(resume_ratio=4.0), dict(drop=1.2),

@@ -173,8 +173,8 @@ def test_estimate_equals_the_estimate_of_the_samples():
         assert got[1] <= got[0] <= got[2]
     # Arguments given per sample would meet the samples rebuilt in cell order (groups by
     # a's value gave plug-in synergies 1.02/1.00 nats against the samples' own 0.69/0.69).
-    for kwargs in ({"groups": (a >= 2).astype(int)}, {"weights": np.ones(600)}, {"num_groups": 2},
-                   {"sizes": (4, 4, 3)}):
+    for kwargs in ({"groups": (a >= 2).astype(int)}, {"weights": np.ones(600)}, {"counts": np.ones(600, int)},
+                   {"num_groups": 2}, {"sizes": (4, 4, 3)}):
         with pytest.raises(ValueError, match=f"cannot take {next(iter(kwargs))}"):
             metric.estimate(seed=0, **kwargs)
     state = metric.state_dict()

@@ -168,11 +168,10 @@ def test_bad_inputs_raise():
         SynIBLoss().withhold(torch.randn(1, 3), 1)
 
 
-
 def test_labels_beyond_a_heads_classes_and_bad_epochs_raise():
     """Labels valid for the fused logits but not for a head with fewer classes gave a bare
-    IndexError; a fractional epoch turned the penalty off silently; a 1-D embedding failed
-    inside the fusion."""
+    IndexError; a negative or non-numeric epoch was compared as it came; a 1-D embedding
+    failed inside the fusion."""
     y = torch.tensor([0, 1, 2, 3])
     fusion = torch.nn.Linear(6, 4)
     cat = lambda a, b: fusion(torch.cat([a, b], 1))  # noqa: E731
@@ -183,10 +182,14 @@ def test_labels_beyond_a_heads_classes_and_bad_epochs_raise():
     for mask in ("learned", "learned_example"):
         with pytest.raises(ValueError, match=r"y \(for head2's logits\)\[3\] = 3 is not one of the 3 classes"):
             SynIBLoss(mask=mask, lambda_uni=0.0, gate_steps=2)(z, z, y, cat, full, small)
-    for epoch, match in ((2.5, "epoch must be an epoch >= 0"), (-1, "epoch must be an epoch >= 0"),
-                         ("3", "epoch must be an epoch >= 0")):
-        with pytest.raises(ValueError, match=match):
-            SynIBLoss(off_after_epoch=2)(z, z, y, cat, full, full, epoch=epoch)
+    loss_fn = SynIBLoss(off_after_epoch=2, lambda_syn=0.0)
+    for epoch, err in ((-1, ValueError), ("3", ValueError), (float("nan"), ValueError)):
+        with pytest.raises(err, match="epoch must be"):
+            loss_fn(z, z, y, cat, full, full, epoch=epoch)
+        with pytest.raises(err, match="epoch must be"):
+            SynIBLoss().penalty_active(epoch)
+    # a trainer's fractional epoch is one: the penalty is on before off_after_epoch, off from it
+    assert SynIBLoss(off_after_epoch=2).penalty_active(1.5) and not SynIBLoss(off_after_epoch=2).penalty_active(2.5)
     with pytest.raises(ValueError, match=r"z1 must be embeddings of shape \(B, D\), got \(4,\)"):
         SynIBLoss()(z[:, 0], z, y, cat, full, full)
 

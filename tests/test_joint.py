@@ -726,6 +726,16 @@ def test_under_torch_compile_pid_and_joint_run_untraced_in_inference_mode_too():
     assert float(got) == float(ref)
     torch._dynamo.reset()
     assert torch._dynamo.explain(step)(logits1, logits2).graph_break_count <= 2
+    # Non-strict export runs plain Python with is_compiling() set: the untraced call must not
+    # take itself for traced again (it recursed to Python's stack limit). Export cannot hold
+    # pid's data-dependent steps, and says so in its own words.
+    class Step(torch.nn.Module):
+        def forward(self, a, b):
+            return step(a, b)
+
+    with pytest.raises(Exception) as failed:
+        torch.export.export(Step(), (logits1, logits2), strict=False)
+    assert not isinstance(failed.value, RecursionError)
 
 
 def test_under_vmap_joint_says_why_it_cannot_run():
