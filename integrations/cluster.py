@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from fastpid._validate import check_integer
+from fastpid._validate import check_integer, check_real
 
 __all__ = ["standardize", "l2_normalize", "pca", "kmeans", "PCAResult", "KMeansResult"]
 
@@ -51,9 +51,19 @@ def _power_of_two_scale(peak: torch.Tensor) -> torch.Tensor:
     return torch.where(peak > 0, torch.exp2(torch.frexp(peak).exponent.to(peak.dtype) - 1), torch.ones_like(peak))
 
 
+#: The largest seed a torch.Generator takes (it holds 64 bits).
+SEED_MAX = 2 ** 64 - 1
+
+
+def check_seed(seed, name: str = "seed") -> int:
+    """``seed`` as a Python int in ``[0, SEED_MAX]``: any integral type (a numpy int from a
+    config too), not bool, float or None (``int(0.7)`` had seeded with 0 silently)."""
+    return check_integer(seed, name, 0, SEED_MAX, expected="an integer in [0, 2**64 - 1]")
+
+
 def _generator(device: torch.device, seed: int) -> torch.Generator:
     g = torch.Generator(device=device)
-    g.manual_seed(int(seed))
+    g.manual_seed(check_seed(seed))
     return g
 
 
@@ -243,7 +253,7 @@ def kmeans(x: torch.Tensor, k: int, *, n_init: int = 4, max_iter: int = 100, tol
     mean = x.mean(dim=0)
     x = x - mean
     gen = _generator(x.device, seed)
-    abs_tol = float(tol) * float(x.var(dim=0, unbiased=False).mean())
+    abs_tol = check_real(tol, "tol", 0) * float(x.var(dim=0, unbiased=False).mean())  # NaN ran every step
     best = None
     for _ in range(n_init):
         run = _lloyd(x, _kmeans_pp(x, k, gen), max_iter, abs_tol)

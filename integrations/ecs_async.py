@@ -688,10 +688,12 @@ class ECSAsyncController:
 
     def state_dict(self) -> dict:
         """Everything needed to resume: stage, paused modality, peak score, snapshot,
-        history, whether the probe has warned of a thin probe set (the configuration is the
-        constructor's)."""
+        history, whether the probe has warned of a thin probe set, and the ``baseline`` the
+        scores were taken against (the configuration is the constructor's; that one is checked
+        on loading)."""
         return {
             "probe_warned": bool(getattr(self.probe, "_warned", False)),
+            "baseline": self.baseline,
             "stage": self.stage, "paused": self.paused, "peak_score": self.peak_score,
             "peak_epoch": self.peak_epoch, "switch_epoch": self.switch_epoch,
             "snapshot": copy.deepcopy(self.snapshot),
@@ -704,13 +706,19 @@ class ECSAsyncController:
     def load_state_dict(self, state: dict) -> None:
         """Restore what :meth:`state_dict` saved. A snapshot that does not fit the registered
         modules (their number, or a module's state keys or shapes) raises ``ValueError``, as
-        does a history scored by another ``synergy_rule``: its peak and scores are not this
-        rule's (a raw synergy peak of 1.35 against a corrected score of 0.2 switched to stage 2)."""
+        does a history scored by another ``synergy_rule`` or against another ``baseline``: its
+        peak and scores are not this controller's (a raw synergy peak of 1.35 against a corrected
+        score of 0.2 switched to stage 2; a raw peak of 1.43 against scores less a baseline, at
+        once too)."""
         other = sorted({h.get("rule", "baseline") for h in state["history"]} - {None, self.synergy_rule})
         if other:
             raise ValueError(f"the saved history was scored with synergy_rule={other[0]!r}, but this "
                              f"controller uses {self.synergy_rule!r}: its peak and scores are not comparable; "
                              f"build the controller with synergy_rule={other[0]!r} to resume")
+        if "baseline" in state and state["baseline"] != self.baseline:  # states saved before it: not known
+            raise ValueError(f"the saved history was scored against baseline={state['baseline']!r}, but this "
+                             f"controller uses baseline={self.baseline!r}: its peak and scores are not comparable; "
+                             f"build the controller with baseline={state['baseline']!r} to resume")
         self._check_snapshot(state["snapshot"])
         self.stage, self.paused = state["stage"], state["paused"]
         self.peak_score, self.peak_epoch = state["peak_score"], state["peak_epoch"]

@@ -8,6 +8,7 @@ range, row sums, label values).
 """
 from __future__ import annotations
 
+import math
 from typing import Union
 
 import numpy as np
@@ -30,12 +31,15 @@ def as_tensor(x, name: str) -> torch.Tensor:
     autograd graph), numpy arrays are wrapped without a copy. Anything else is a
     ``TypeError`` naming ``name``."""
     if isinstance(x, torch.Tensor):
+        if x.is_complex():  # no integration takes complex values; a cast would drop the imaginary part
+            raise TypeError(f"{name} must be real, got a complex tensor ({x.dtype})")
         return x
     if isinstance(x, np.ndarray):
-        if x.dtype == object or x.dtype.kind in "USV":
-            raise TypeError(f"{name} must be numeric, got a numpy array of dtype {x.dtype}")
+        if x.dtype == object or x.dtype.kind in "USVc":
+            raise TypeError(f"{name} must be real numbers, got a numpy array of dtype {x.dtype}")
         refuse_masked(x, name)
-        return torch.from_numpy(np.ascontiguousarray(x))
+        # torch reads native byte order only (a big-endian array was its ValueError)
+        return torch.from_numpy(np.ascontiguousarray(x).astype(x.dtype.newbyteorder("="), copy=False))
     raise TypeError(f"{name} must be a torch.Tensor or a numpy array, got {type(x).__name__}")
 
 
@@ -183,10 +187,10 @@ def check_classes(y: torch.Tensor, n_classes: int, name: str = "y") -> torch.Ten
     return y
 
 
-def check_indices(index, n_samples: int, name: str = "index") -> torch.Tensor:
+def check_indices(index, n_samples: int | None, name: str = "index") -> torch.Tensor:
     """Training-set indices ``index (B,)`` (tensor, numpy array or list of integers) as an int64
     tensor: a boolean mask, a float, a negative index (which would wrap to the end) or one past
-    ``n_samples`` raises, naming ``name``."""
+    ``n_samples`` (``None``: no upper bound) raises, naming ``name``."""
     if isinstance(index, (list, tuple)):  # an empty list is no batch, not a float one
         index = torch.as_tensor(index) if len(index) else torch.zeros(0, dtype=torch.int64)
     else:
@@ -195,9 +199,10 @@ def check_indices(index, n_samples: int, name: str = "index") -> torch.Tensor:
         raise TypeError(f"{name} must hold integer sample indices, got dtype {index.dtype}")
     if index.dim() != 1:
         raise ValueError(f"{name} must be a 1-D vector of sample indices, got shape {tuple(index.shape)}")
-    if index.numel() and (int(index.min()) < 0 or int(index.max()) >= n_samples):
-        raise ValueError(f"{name} must lie in [0, {n_samples}), got values in "
-                         f"[{int(index.min())}, {int(index.max())}]")
+    top = math.inf if n_samples is None else n_samples
+    if index.numel() and (int(index.min()) < 0 or int(index.max()) >= top):
+        bound = f"in [0, {n_samples})" if n_samples is not None else ">= 0"
+        raise ValueError(f"{name} must lie {bound}, got values in [{int(index.min())}, {int(index.max())}]")
     return index.to(torch.int64)
 
 

@@ -49,12 +49,12 @@ from typing import Mapping
 import torch
 
 import fastpid
-from fastpid._validate import check_base, check_choice, check_integer, check_real
+from fastpid._validate import check_base, check_choice, check_real
 from fastpid.estimate import _check_confidence, _check_int, _check_seed, p_value_text, suggest_k
 
-from .cluster import _check_count, kmeans, l2_normalize, pca, standardize
+from .cluster import _check_count, check_seed, kmeans, l2_normalize, pca, standardize
 from .distributed import _place_rows, broadcast_object, check_on_every_rank, gather_rows, is_distributed
-from .predictions import ArrayLike, as_labels, as_tensor
+from .predictions import ArrayLike, as_labels, as_tensor, check_indices
 
 __all__ = ["PIDProbe", "ProbeResult", "TERMS", "SCALINGS"]
 
@@ -157,7 +157,9 @@ class PIDProbe:
         n_init: k-means++ restarts per modality.
         max_iter: cap on the k-means (Lloyd) iterations per restart.
         seed: seed of the k-means initialisation (the probe is deterministic).
-        method: :func:`fastpid.pid` method (``"exact"`` by default; the joint is small).
+        method: :func:`fastpid.pid` method of the plug-in terms (``"exact"`` by default; the
+            joint is small). The estimate (``estimate=True``) solves exactly whatever it is:
+            :func:`fastpid.estimate` has no other method.
         base: logarithm base of the results (``None``: nats).
         estimate: also run :meth:`estimated` on every probe and attach the
             :class:`fastpid.PIDEstimate` to the :class:`ProbeResult` (``result.estimate``).
@@ -202,7 +204,7 @@ class PIDProbe:
         self.max_iter = max_iter
         # Checked here: it seeds the k-means and, by default, the estimate, which refused a
         # negative one only at the first probe.
-        self.seed = check_integer(seed, "seed", 0)
+        self.seed = check_seed(seed)
         self.method = check_choice(method, fastpid.api.METHODS, "method")
         self.base = check_base(base)
 
@@ -280,7 +282,7 @@ class PIDProbe:
         """
         n_permutations = _check_count(n_permutations, "n_permutations")
         codes1, codes2, labels, sizes = self._checked_codes(codes1, codes2, labels, n_classes)
-        gen = torch.Generator().manual_seed(seed)
+        gen = torch.Generator().manual_seed(check_seed(seed))
         total = dict.fromkeys(TERMS, 0.0)
         for _ in range(n_permutations):
             if within_class:
@@ -326,9 +328,11 @@ class PIDProbe:
         if self._warned or self.min_samples_per_cell <= 0 or n >= self.min_samples_per_cell * cells:
             return
         self._warned = True
-        k = suggest_k(n, n_classes)
-        advice = (f"use fewer clusters, e.g. n_clusters={k} "
-                  f"(from fastpid.estimate import suggest_k; suggest_k({n}, {n_classes}))"
+        # suggest_k's own density, or the user's where higher (advice below it would warn again)
+        per_cell = max(4.0, self.min_samples_per_cell)
+        k = suggest_k(n, n_classes, samples_per_cell=per_cell)
+        advice = (f"use fewer clusters, e.g. n_clusters={k} (from fastpid.estimate import suggest_k; "
+                  f"suggest_k({n}, {n_classes}, samples_per_cell={per_cell:g}))"
                   if k < self.n_clusters else "use fewer clusters or more probe samples")
         warnings.warn(
             f"PIDProbe: {n} probe samples over {self.n_clusters}x{self.n_clusters}x{n_classes} = {cells} "
@@ -406,7 +410,7 @@ class PIDProbe:
                 raise ValueError(f"{name} has {emb.shape[0]} rows but labels has {labels.shape[0]}")
         cls._check_n_classes(n_classes)
         if index is not None:
-            index = as_labels(index, "index", device=emb1.device)
+            index = check_indices(index, None, "index (row positions)").to(emb1.device)
             if index.shape != labels.shape:
                 raise ValueError(f"index must have one entry per row ({labels.shape[0]}), got shape "
                                  f"{tuple(index.shape)}")

@@ -391,3 +391,20 @@ def test_load_state_dict_refuses_a_history_of_another_synergy_rule():
     same = ECSAsyncController(warmup_epochs=0, baseline=None)
     same.load_state_dict(state)
     assert same.peak_score == saved.peak_score and len(same.history) == 2
+
+
+
+def test_load_state_dict_refuses_a_history_scored_against_another_baseline():
+    """Raw synergies (baseline=None, peak 1.43) loaded into a controller whose scores are less
+    a permutation baseline: the first score switched to stage 2 against the raw peak."""
+    saved = ECSAsyncController(warmup_epochs=0, baseline=None, min_score=-math.inf)
+    saved.step(0, {"unique1": 0.5, "unique2": 0.5, "synergy": 1.43})
+    state = saved.state_dict()
+    ctrl = ECSAsyncController(warmup_epochs=0)
+    with pytest.raises(ValueError, match="scored against baseline=None, but this controller uses "
+                                         "baseline='within_class'"):
+        ctrl.load_state_dict(state)
+    assert ctrl.history == [] and ctrl.peak_score is None
+    del state["baseline"]  # a state saved before the baseline was: loaded as it was
+    ctrl.load_state_dict(state)
+    assert ctrl.peak_score == saved.peak_score

@@ -488,5 +488,5 @@ def test_probe_seed_is_checked_when_built():
     """PIDProbe(seed=-1, estimate=True) failed only at its first probe, naming a seed the user
     never passed to estimate_options."""
     for bad in (-1, 1.5, True):
-        with pytest.raises(ValueError, match="seed must be an integer >= 0"):
+        with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\*\*64 - 1\]"):
             PIDProbe(seed=bad)

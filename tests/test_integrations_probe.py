@@ -144,7 +144,11 @@ def test_thin_probe_warning_names_suggest_k_by_its_import():
     with pytest.warns(UserWarning, match="from fastpid.estimate import suggest_k") as record:
         PIDProbe()(e1, e2, labels)
     msg = str(record[0].message)
-    assert f"n_clusters={suggest_k(500, 10)} " in msg and "suggest_k(500, 10))" in msg
+    assert f"n_clusters={suggest_k(500, 10)} " in msg and "suggest_k(500, 10, samples_per_cell=4))" in msg
+    # Under a stricter min_samples_per_cell the advice meets it: n_clusters=3 (suggest_k's
+    # 4 per cell) still had 5.6 samples per cell against 20, and warned again.
+    with pytest.warns(UserWarning, match=r"n_clusters=2 .*samples_per_cell=20\)\)"):
+        PIDProbe(n_clusters=5, min_samples_per_cell=20)(e1, e2, labels)
 
 
 # ---------------------------------------------------------------- scaling="l2"
@@ -265,6 +269,38 @@ def _small_probe_set():
     g = torch.Generator().manual_seed(0)
     e1, e2 = torch.randn(200, 8, generator=g), torch.randn(200, 6, generator=g)
     return e1, e2, torch.randint(0, 3, (200,), generator=g)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_inputs_are_read_as_the_core_api_reads_them_and_seeds_checked():
+    """Big-endian numpy arrays were torch's byte-order ValueError (fastpid.joint takes them);
+    complex embeddings lost their imaginary part in a cast; a numpy-integer seed broke
+    shuffled(), a float one seeded k-means with its integer part, 2**64 passed the
+    constructor and overflowed at the first probe; index= errors spoke of class ids."""
+    e1, e2, y = _small_probe_set()
+    probe = PIDProbe(n_clusters=3)
+    ref = probe(e1, e2, y)
+    swapped = probe(e1.numpy().astype(">f4"), e2.numpy(), y.numpy().astype(">i8"))
+    assert torch.equal(swapped.codes1, ref.codes1) and float(swapped.synergy) == float(ref.synergy)
+    with pytest.raises(TypeError, match="emb1 must be real"):
+        probe(e1.to(torch.complex64), e2, y)
+    with pytest.raises(TypeError, match="emb2 must be real numbers"):
+        probe(e1, e2.numpy().astype(np.complex128), y)
+    assert probe.shuffled(ref.codes1, ref.codes2, y, 2, seed=np.int64(3)) == \
+        probe.shuffled(ref.codes1, ref.codes2, y, 2, seed=3)
+    for bad in (None, 0.7, -1, 2 ** 64):
+        with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\*\*64 - 1\]"):
+            probe.shuffled(ref.codes1, ref.codes2, y, 2, seed=bad)
+        with pytest.raises(ValueError, match="seed must be"):
+            kmeans(e1, 3, seed=bad)
+    with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\*\*64 - 1\]"):
+        PIDProbe(seed=2 ** 64)
+    with pytest.raises(ValueError, match="tol must be a finite number"):
+        kmeans(e1, 3, tol=float("nan"))
+    with pytest.raises(ValueError, match=r"index \(row positions\) must lie >= 0"):
+        probe(e1, e2, y, index=np.arange(200) - 1)
+    with pytest.raises(TypeError, match=r"index \(row positions\) must hold integer sample indices"):
+        probe(e1, e2, y, index=np.arange(200) + 0.5)
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
