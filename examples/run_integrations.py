@@ -146,7 +146,10 @@ def markdown(results: dict) -> str:
             lines.append(f"| {m} | " + " | ".join([*(_fmt(agg, k) for k in
                          ("acc", "acc_redundant", "acc_unique1", "acc_unique2", "acc_synergy")), *deltas]) + " |")
         lines += ["", "PID of the latent inputs `(type, code1)`, `(type, code2)` about each model's fused "
-                  "prediction (the true label's PID is the target; each on its seed's test split):", "",
+                  "prediction (the true label's PID is the target): the plug-in PID of each seed's test split, "
+                  "solved to pid's default tol (gap <= 1e-8 nats; an unconverged solve stops the run); "
+                  "mean ± std over the seeds (their spread, not an interval; the models' PIDs are not "
+                  "compared pairwise):", "",
                   "| | R | U1 | U2 | S | I |", "|---|---|---|---|---|---|"]
         target = results["synthetic_target_pid"]
         if "mean" not in target:  # saved before the target had a spread: seed 0's split alone

@@ -11,7 +11,8 @@ import numpy as np
 #: accuracies are saved from float32, so equal per-seed differences can differ by ~1e-7.
 SAME = 1e-6
 
-__all__ = ["paired", "mean_interval", "holm", "paired_runs", "paired_family", "points", "legend"]
+__all__ = ["paired", "mean_interval", "rate_interval", "precision_note", "holm", "paired_runs", "paired_family",
+           "points", "legend"]
 
 
 def mean_interval(values, level: float = 0.95) -> dict:
@@ -43,6 +44,36 @@ def mean_interval(values, level: float = 0.95) -> dict:
     # Two-sided p-value of "mean = 0" (the interval excludes 0 iff p < 1 - level).
     p = float(2 * t.sf(abs(mean) / se, v.size - 1))
     return {"mean": mean, "lo": mean - half, "hi": mean + half, "n": int(v.size), "p": p}
+
+
+def rate_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """The Clopper–Pearson interval of a rate of ``k`` events in ``n`` trials (a coverage, a
+    rejection rate over replicates): exact, never narrower than ``level`` asks."""
+    from scipy.stats import beta
+
+    if not 0 <= k <= n or n < 1:
+        raise ValueError(f"need 0 <= k <= n and n >= 1, got k={k}, n={n}")
+    a = (1 - level) / 2
+    lo = 0.0 if k == 0 else float(beta.ppf(a, k, n - k + 1))
+    hi = 1.0 if k == n else float(beta.ppf(1 - a, k + 1, n - k))
+    return lo, hi
+
+
+def precision_note(reps, level: float = 0.95) -> str:
+    """What rates and mean biases over ``reps`` replicates (one count or several) are worth: the
+    Clopper–Pearson intervals of a few rates, and the standard error of a mean bias."""
+    def fmt(x: float) -> str:
+        return f"{x:.2f}" if x == 0 or x >= 0.01 else f"{x:.3f}"
+
+    counts = sorted(set(int(r) for r in np.atleast_1d(reps)))
+    parts = []
+    for n in counts:
+        shown = sorted({0, round(0.05 * n), n // 2, n - round(0.05 * n), n})
+        parts.append(f"with {n} replicates, " + "; ".join(
+            f"{k}/{n} [{fmt(lo)}, {fmt(hi)}]" for k in shown for lo, hi in [rate_interval(k, n, level)]))
+    se = ", ".join(f"{0.06 / math.sqrt(n):.3f} at {n}" for n in counts)
+    return (f"{level:.0%} Clopper–Pearson intervals of a rate (coverage, rejections, flags): " + "; ".join(parts)
+            + f". The standard error of a mean bias is at most its RMSE / √(replicates) (an RMSE of 0.06: {se}).")
 
 
 def paired(a, b, level: float = 0.95) -> dict:

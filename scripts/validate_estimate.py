@@ -32,6 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import fastpid  # noqa: E402
+from examples.stats import precision_note  # noqa: E402
 
 TERMS = ("redundancy", "unique1", "unique2", "synergy")
 
@@ -356,7 +357,7 @@ def main(argv=None):
                   f" | cov {fmt_terms(s['coverage'], False)} | reject {s['reject']:.2f}"
                   f" | reliable {s['reliable'][0]:.2f}/{s['reliable'][3]:.2f} | {s['seconds']:.2f}s",
                   flush=True)
-    md = table(rows)
+    md = table(rows) + "\n\n" + precision_note([r["reps"] for r in rows])
     print(md)
     if args.out:
         args.out.write_text(md + "\n")

@@ -9,7 +9,8 @@ import pytest
 
 pytest.importorskip("scipy")
 
-from examples.stats import SAME, legend, mean_interval, paired, paired_family, points  # noqa: E402
+from examples.stats import (SAME, legend, mean_interval, paired, paired_family, points, precision_note,  # noqa: E402
+                            rate_interval)
 
 
 def test_a_nan_value_gives_no_p_value():
@@ -93,3 +94,25 @@ def test_saved_runs_are_strict_json():
         json.loads(path.read_text(), parse_constant=refuse)
     assert json.loads(as_json({"a": [1.0, float("nan")], "b": (float("inf"), 2)})) == {"a": [1.0, None], "b": [None, 2]}
     assert points({"mean": 0.1, "lo": None, "hi": None, "wins": 1, "n": 1, "holm_p": None}) == "+10.0 (1/1)"
+
+
+@pytest.mark.parametrize("k, n", [(0, 12), (1, 12), (6, 12), (12, 12), (3, 60), (57, 60), (21, 100)])
+def test_rate_intervals_are_the_exact_binomial_tails(k, n):
+    """Each end of the Clopper-Pearson interval leaves 2.5 % in its binomial tail: P(X >= k) at
+    the lower end, P(X <= k) at the upper (an end at 0 or 1 where k is 0 or n)."""
+    lo, hi = rate_interval(k, n)
+
+    def cdf(x, p):  # P(X <= x), X ~ Binomial(n, p)
+        return sum(math.comb(n, i) * p ** i * (1 - p) ** (n - i) for i in range(x + 1))
+
+    assert lo == 0.0 if k == 0 else 1 - cdf(k - 1, lo) == pytest.approx(0.025, abs=1e-9)
+    assert hi == 1.0 if k == n else cdf(k, hi) == pytest.approx(0.025, abs=1e-9)
+    assert lo <= k / n <= hi
+    with pytest.raises(ValueError, match="0 <= k <= n"):
+        rate_interval(n + 1, n)
+
+
+def test_precision_note_names_each_replicate_count():
+    note = precision_note([60, 12, 60])
+    assert "with 12 replicates, 0/12 [0.00, 0.26]; 1/12 [0.002, 0.38]; 6/12 [0.21, 0.79]" in note
+    assert "with 60 replicates" in note and "0.017 at 12, 0.008 at 60" in note

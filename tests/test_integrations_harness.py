@@ -168,7 +168,10 @@ def test_synib_sweep_grid_and_paired_summary():
                                                                     "batch_size": 8}},
            "summary": {"s": summ}}
     text = markdown(res)
-    assert "| x | 91.0 | 61.7 | +11.0 [8.5, 13.5] (3/3), p_Holm" in text and "(2/3)" in text and "| **y** |" in text
+    # test accuracies with their std over the seeds; the validation difference paired, without a p
+    assert "| x | 91.0 ± 1.0 | 61.7 ± 5.8 | +11.0 [8.5, 13.5] (3/3), p_Holm" in text and "(2/3)" in text
+    assert "| **y** | 80.3 ± 0.6 | 80.0 ± 10.0 |" in text
+    assert text.count("| +2.0 (3/3), no spread: no interval, no p |") == 1
     assert "| +20.0 (3/3), no spread: no interval, no p |" in text
     # The validation split is 15 % of all of a seed's samples (21 % of the non-test ones).
     assert "(15 % of each seed's samples, per class, none of them test samples)" in text
