@@ -9,7 +9,9 @@ modalities and is updated once per epoch from the model's predictions on the tra
 * *deviation*: ``1 - p_fused(y_n)``;
 * *consistency*: the generalised Jensen–Shannon divergence of the ``M + 1`` predictions
   (each unimodal head and the fused head, equal weights), ``H(mean p) - mean H(p)``,
-  divided by its maximum ``log(M + 1)``;
+  divided by ``log(M + 1)``, its maximum where there are at least ``M + 1`` classes (with
+  ``C`` fewer it cannot pass ``log C``, and the term stays below 1: 0.63 at most for two
+  classes and two modalities);
 * *stability*: the spread of ``p_fused(y_n)`` over recent epochs, ``2 · std`` (a value in
   ``[0, 1]`` has ``std <= 1/2``), the std taken from exponentially weighted running
   moments with span ``window`` (``a = 2 / (window + 1)``), so no per-epoch history is
@@ -144,6 +146,9 @@ class DynCIM:
             check_real(v, name, 0) for name, v in (("gamma", gamma), ("unimodal_scale", unimodal_scale),
                                                    ("max_unimodal_scale", max_unimodal_scale)))
         stall = check_real(stall, "stall", 0, lo_open=True)
+        if unimodal_scale > max_unimodal_scale:  # α = min(α_max, α_0 (1 + spread)) could never be α_0 again
+            raise ValueError(f"unimodal_scale (alpha_0 = {unimodal_scale:g}) must not exceed max_unimodal_scale "
+                             f"(alpha_max = {max_unimodal_scale:g})")
         self.n_samples, self.n_modalities, self.epochs, self.window = n_samples, n_modalities, epochs, window
         self.temperature = LinearTemperature() if temperature is None else temperature
         self.difficulty_weights = dw / dw.sum()

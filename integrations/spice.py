@@ -119,18 +119,22 @@ class SPICECurriculum:
         # said yes to (the loop asks before set_epoch()), else the current one.
         self._scored_epoch: int | None = None
         self._due: int | None = None
-        self._warn_if_the_first_phase_admits_everyone()
+        self._warn_if_a_phase_admits_everyone()
 
-    def _warn_if_the_first_phase_admits_everyone(self) -> None:
-        """Phase 0's pacing counts from epoch 0, the warm-up without scores, and the first
-        scores come at epoch ``refresh``: a phase 0 of few epochs is over, or at its last
-        step (``c = 1``), by then, and training goes full data → uniqueness → synergy (60 of
-        60 samples in every redundancy epoch with epochs=6, refresh=1). Said at once."""
-        end = self.schedule.ends[0]
-        if end > 0 and all(self._pacing(e) >= 1.0 for e in range(self.refresh, end)):
-            warnings.warn(f"SPICECurriculum: the redundancy phase (epochs 0-{end - 1}) admits every sample: its "
-                          f"pacing starts at epoch 0 and the first scores come at epoch {self.refresh} "
-                          f"(refresh={self.refresh}); give it more epochs (phases, epochs)"
+    def _warn_if_a_phase_admits_everyone(self) -> None:
+        """A phase's pacing counts from its first epoch, and the first scores come at epoch
+        ``refresh`` (before it, the warm-up admits everyone): a phase over, or at its last step
+        (``c = 1``), by then admits every sample in each of its epochs (60 of 60 in every
+        redundancy epoch with epochs=6, refresh=1; the uniqueness phase too with phases=(0,
+        0.5, 0.5), epochs=4, or epochs=10, refresh=5). Said at once, naming each such phase."""
+        starts = (0, *self.schedule.ends[:-1])
+        full = [f"the {name} phase (epochs {start}-{end - 1})"
+                for name, start, end in zip(PHASES, starts, self.schedule.ends)
+                if end > start and all(self._pacing(e) >= 1.0 for e in range(max(start, self.refresh), end))]
+        if full:
+            warnings.warn(f"SPICECurriculum: {' and '.join(full)} {'admits' if len(full) == 1 else 'admit'} every "
+                          f"sample: a phase's pacing starts at its first epoch and the first scores come at epoch "
+                          f"{self.refresh} (refresh={self.refresh}); give the phases more epochs (phases, epochs)"
                           + (" or a smaller refresh" if self.refresh > 1 else ""),
                           stacklevel=3)
 
@@ -201,9 +205,17 @@ class SPICECurriculum:
             scores = self.estimator(p1, p2, p12, y, embedding)
             if not isinstance(scores, SampleScores):
                 raise TypeError(f"a custom estimator must return SampleScores, got {type(scores).__name__}")
-        if scores.redundancy.shape != (self.n_samples,):
-            raise ValueError(f"scores have shape {tuple(scores.redundancy.shape)}, but the curriculum "
-                             f"has n_samples={self.n_samples}")
+        for name in ("redundancy", "unique1", "unique2", "synergy"):
+            v = getattr(scores, name)
+            if v.shape != (self.n_samples,):
+                raise ValueError(f"scores.{name} has shape {tuple(v.shape)}, but the curriculum has "
+                                 f"n_samples={self.n_samples}")
+            # A NaN share ranked as 0, silently; information is never negative.
+            bad = ~(torch.isfinite(v) & (v >= 0))
+            if bool(bad.any()):
+                i = int(bad.nonzero()[0])
+                raise ValueError(f"scores.{name}[{i}] = {float(v[i])!r}: per-sample information must be finite "
+                                 "and >= 0 (pointwise_scores' eps must be > 0)")
         return scores
 
     def _set_scores(self, scores: SampleScores) -> None:

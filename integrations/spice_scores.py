@@ -15,7 +15,7 @@ Two estimators, both in nats, both returning a :class:`SampleScores` of ``(N,)``
   ``C1 × C2 × C`` joint whose sources are the two heads' predicted classes; all ``N``
   joints are solved as one batch by :func:`fastpid.pid`. Choices: a sample is its own
   nearest neighbour (it is in ``N(n)``), distances are Euclidean, ties in distance go to
-  the lower index (``torch.topk``).
+  the lower index.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 
 import fastpid
-from fastpid._validate import check_integer
+from fastpid._validate import check_integer, check_real
 
 from .predictions import ArrayLike, as_tensor, check_labels, check_probs, prob_of_label, tensor_of
 
@@ -58,8 +58,9 @@ def pointwise_scores(p1, p2, p12, y, *, prior=None, eps: float = 1e-12) -> Sampl
         p12: ``(N, C)`` softmax output of the fused head.
         y: ``(N,)`` integer labels in ``[0, C)``.
         prior: ``(C,)`` class prior ``p(y)``; default: label frequencies of ``y``.
-        eps: floor of every probability before the logarithm.
+        eps: floor of every probability before the logarithm, in (0, 1].
     """
+    eps = check_real(eps, "eps", 0, 1, lo_open=True)  # 0: a head giving the true class 0 made NaN
     p1 = check_probs(p1, "p1")
     n, c = p1.shape
     p2 = check_probs(p2, "p2", n, c)
@@ -114,7 +115,14 @@ def nearest_neighbours(emb: ArrayLike, k: int, chunk: int = 4096) -> torch.Tenso
         # A point is at distance exactly 0 from itself; make it win ties against duplicates.
         rows = torch.arange(s, min(s + chunk, n), device=x.device)
         d[rows - s, rows] = -1.0
-        out.append(d.topk(k, dim=1, largest=False).indices)
+        idx = d.topk(k, dim=1, largest=False).indices
+        # topk picks among rows tied at the k-th distance in no set order (row 0 of [[0], [1],
+        # [1], [1]] got neighbour 2, not 1): those rows take the lower indices, by a stable sort.
+        kth = d.gather(1, idx[:, -1:])
+        tied = ((d <= kth).sum(1) > k).nonzero().squeeze(1)
+        if tied.numel():
+            idx[tied] = d[tied].sort(dim=1, stable=True).indices[:, :k]
+        out.append(idx)
     return torch.cat(out)
 
 

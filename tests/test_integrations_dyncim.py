@@ -479,3 +479,12 @@ def test_a_refused_temperature_leaves_the_epoch_to_try_again():
     _assert_same_state(d.state_dict(), state)
     d.update(p, [p, p], y, epoch=1)
     assert d.epoch == 1
+
+
+def test_a_starting_unimodal_scale_above_its_cap_is_refused():
+    """alpha_0 = 6 above alpha_max = 4 gave alpha 6 before the first update and 4 after it, with
+    balanced modalities, where min(alpha_max, alpha_0 (1 + spread)) can never give alpha_0."""
+    with pytest.raises(ValueError, match=r"unimodal_scale \(alpha_0 = 6\) must not exceed max_unimodal_scale "
+                                         r"\(alpha_max = 4\)"):
+        DynCIM(10, 2, 5, unimodal_scale=6.0, max_unimodal_scale=4.0)
+    DynCIM(10, 2, 5, unimodal_scale=4.0, max_unimodal_scale=4.0)

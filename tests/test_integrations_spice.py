@@ -99,6 +99,26 @@ def test_nearest_neighbours_on_a_line():
         nearest_neighbours(x, 5)
 
 
+
+def test_ties_in_distance_go_to_the_lower_index():
+    """topk chose among rows tied at the k-th distance in no set order: row 0 of [[0], [1], [1],
+    [1]] got neighbour 2, and sample 0's local redundancy was 0.693 nats with those neighbours,
+    0 with the documented ones. Checked against a stable sort of the exact distances, also
+    across chunks (32 points of small integer coordinates: their mean, the centring, and every
+    distance the solver forms are exact in binary, so its ties are the exact ones)."""
+    assert nearest_neighbours(torch.tensor([[0.0], [1.0], [1.0], [1.0]]), 2).tolist() == [[0, 1], [1, 2],
+                                                                                        [2, 1], [3, 1]]
+    assert nearest_neighbours(torch.zeros(20, 3), 3)[5].tolist() == [5, 0, 1]
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        x = torch.randint(0, 3, (32, 2), generator=g).double()  # many exact ties
+        d = torch.cdist(x, x) ** 2
+        d.fill_diagonal_(-1.0)
+        want = d.sort(dim=1, stable=True).indices[:, :5].sort(1).values  # the set (its order is free)
+        for got in (nearest_neighbours(x, 5), nearest_neighbours(x, 5, chunk=7)):
+            assert torch.equal(got[:, 0], torch.arange(32)) and torch.equal(got.sort(1).values, want)
+
+
 def test_local_scores_recover_xor_and_copy_neighbourhoods():
     # Cluster A (near 0): one-hot heads a, b and y = a xor b over all four pairs -> S = log 2.
     # Cluster B (near 100): both heads copy y, y uniform -> R = log 2.
@@ -306,17 +326,42 @@ def test_epochs_past_a_schedule_whose_last_phase_has_no_epochs():
         assert cur.phase() == "uniqueness" and len(cur.indices()) == 100
 
 
-def test_a_redundancy_phase_that_cannot_restrict_is_said_at_once():
-    """The first scores come at epoch refresh, and phase 0's pacing counts from epoch 0: with
-    epochs=6 (refresh=1), 11 (refresh=2) or 10 (refresh=3) it admitted every sample in each
-    of its epochs, silently."""
+def test_a_phase_that_cannot_restrict_is_said_at_once():
+    """The first scores come at epoch refresh, and a phase's pacing counts from its first epoch:
+    with epochs=6 (refresh=1), 11 (refresh=2) or 10 (refresh=3) phase 0 admitted every sample
+    in each of its epochs, silently; so did the uniqueness phase with phases=(0, 0.5, 0.5) and
+    epochs=4, and after the redundancy phase with epochs=10 and refresh=5, which only phase 0
+    was checked for."""
     for epochs, refresh in ((6, 1), (11, 2), (10, 3)):
-        with pytest.warns(UserWarning, match="the redundancy phase .* admits every sample") as said:
+        with pytest.warns(UserWarning, match=r"the redundancy phase \(epochs 0-\d\) admits every sample") as said:
             SPICECurriculum(60, epochs, refresh=refresh)
         # refresh is at least 1: "a smaller refresh" is advice only above it
         assert ("smaller refresh" in str(said[0].message)) == (refresh > 1)
+    with pytest.warns(UserWarning, match=r": the uniqueness phase \(epochs 0-1\) admits every sample"):
+        SPICECurriculum(10, 4, phases=(0.0, 0.5, 0.5))
+    with pytest.warns(UserWarning, match=r"the redundancy phase \(epochs 0-2\) and the uniqueness phase "
+                                         r"\(epochs 3-5\) admit every sample"):
+        SPICECurriculum(10, 10, refresh=5)
     import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         SPICECurriculum(60, 30, refresh=2)
         SPICECurriculum(60, 10, phases=(0.0, 0.5, 0.5))
+
+
+def test_scores_that_are_not_information_are_refused():
+    """eps=0 gave a NaN synergy where every head put 0 on the true class, and the curriculum
+    ranked the NaN as a share of 0; a custom estimator's negative or NaN scores, or its fields
+    of other shapes, passed too."""
+    p = torch.tensor([[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]])
+    y = torch.tensor([1, 0, 1])
+    for eps in (0.0, -1e-3, 2.0, float("nan")):
+        with pytest.raises(ValueError, match="eps must"):
+            pointwise_scores(p, p, p, y, eps=eps)
+    ok = torch.ones(3)
+    for bad, match in ((torch.tensor([1.0, float("nan"), 1.0]), r"scores.synergy\[1\] = nan"),
+                       (torch.tensor([1.0, 1.0, -0.5]), r"scores.synergy\[2\] = -0.5"),
+                       (torch.ones(4), r"scores.synergy has shape \(4,\)")):
+        cur = SPICECurriculum(3, 9, estimator=lambda *a, b=bad: SampleScores(ok, ok, ok, b))
+        with pytest.raises(ValueError, match=match):
+            cur.update(p, p, p, y)
