@@ -84,7 +84,11 @@ def test_estimate_vs_cold_pid(benchmark, bench_settings, pytestconfig):
         "torch_threads": bench_settings["torch_threads"],
         "machine": machine,
     }
+    result["rounds"] = {"pid": rounds, "estimate": len(times)}
+    result["estimate_slowest_s"] = max(times)
     md = (f"{report.machine_sentence(machine)}\n\n"
+          f"Times: the best of {rounds} calls of the cold `pid` and of {len(times)} of the estimate (its "
+          f"slowest {1e3 * max(times):.1f} ms), {bench_settings['torch_threads']} torch thread(s).\n\n"
           "| problem | cold exact pid | estimate (defaults) | ratio | goal | solves | ratio per solve |\n"
           "|---|---|---|---|---|---|---|\n"
           f"| {result['problem']} | {1e3 * t_pid:.2f} ms | {1e3 * t_est:.1f} ms | {ratio:.1f}x "

@@ -829,7 +829,8 @@ def _format(e: PIDEstimate) -> str:
         # N exact: counts as integers; with weights the effective sample size.
         size = (f"N = {int(n_arr[i])} samples" if np.issubdtype(n_arr.dtype, np.integer)
                 else f"N = {n_arr[i]:.1f} effective samples (weighted)")
-        cells = f"{size}, {occ[i]} of {e.cells} cells occupied"
+        gap = float(arr(e.plugin.gap)[idx])
+        cells = f"{size}, {occ[i]} of {e.cells} cells occupied; plug-in solved within {gap:.1e} {e.units}"
         lines.append("  " + cells)
         lines.append(f"  {'term':<11}{'plug-in':>9}{'estimate':>10}   {pct + ' interval':<20}{'p (>0)':>8}  reliable")
         for t in TERMS:

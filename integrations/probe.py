@@ -104,8 +104,8 @@ class ProbeResult:
         shown = ", ".join(f"{k}={v:.4g}" for k, v in self.terms().items())
         if self.estimate is not None:
             e = self.estimate
-            shown += (f", synergy_estimate={float(e.synergy):.4g} "
-                      f"[{float(e.ci_low.synergy):.4g}, {float(e.ci_high.synergy):.4g}], "
+            shown += (f", synergy_estimate={float(e.synergy):.4g} [{float(e.ci_low.synergy):.4g}, "
+                      f"{float(e.ci_high.synergy):.4g}] ({100 * e.confidence:g}% interval), "
                       f"p_synergy={p_value_text(float(e.p_value.synergy), e.n_null, 3)}")
         units = "nats" if self.base is None else "bits" if self.base == 2 else f"base {self.base:g}"
         return f"ProbeResult({shown}, N={self.codes1.shape[0]}, units={units})"

@@ -72,7 +72,10 @@ def test_the_table_shows_what_the_numbers_are():
     text = str(fastpid.estimate(x1, x2, x1 ^ x2, seed=0, n_null=2500))
     assert "≤0.0004" in text and "N = 5000 samples" in text
     assert re.search(r"redundancy +\d\.\de-\d\d ", text)   # the plug-in's 1e-5, not 0.0000
-    assert "e-1" not in text    # values below the certificates' 1e-8 are rounding: 0.0000
+    terms = "\n".join(line for line in text.splitlines() if line.lstrip().startswith(TERMS))
+    assert "e-1" not in terms    # values below the certificates' 1e-8 are rounding: 0.0000
+    # the plug-in's certificate is printed with it
+    assert re.search(r"; plug-in solved within \d\.\de-\d\d nats\n", text)
     assert len({line.index("yes") for line in text.splitlines() if line.endswith("yes")}) == 1  # columns
     weighted = str(fastpid.estimate(x1, x2, x1 ^ x2, seed=0, weights=rng.uniform(0.5, 1.5, 5000),
                                     groups=rng.integers(0, 2, 5000)))

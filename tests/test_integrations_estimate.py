@@ -89,7 +89,7 @@ def test_probe_estimate_on_independent_embeddings_is_not_significant():
     assert float(est.p_value.synergy) > 0.05
     # The result's information fields stay the plug-in decomposition.
     assert res.synergy == pytest.approx(float(est.plugin.synergy), abs=1e-6)
-    assert "p_synergy=" in repr(res)
+    assert "p_synergy=" in repr(res) and "] (95% interval), p_synergy=" in repr(res)
 
 
 def test_probe_estimate_on_xor_embeddings_is_significant():
