@@ -51,8 +51,9 @@ def rate_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
     rejection rate over replicates): exact, never narrower than ``level`` asks."""
     from scipy.stats import beta
 
-    if not 0 <= k <= n or n < 1:
-        raise ValueError(f"need 0 <= k <= n and n >= 1, got k={k}, n={n}")
+    if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in (k, n)) \
+            or not 0 <= k <= n or n < 1:
+        raise ValueError(f"need integers 0 <= k <= n and n >= 1, got k={k!r}, n={n!r}")
     a = (1 - level) / 2
     lo = 0.0 if k == 0 else float(beta.ppf(a, k, n - k + 1))
     hi = 1.0 if k == n else float(beta.ppf(1 - a, k + 1, n - k))
@@ -62,8 +63,8 @@ def rate_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
 def precision_note(reps, level: float = 0.95) -> str:
     """What rates and mean biases over ``reps`` replicates (one count or several) are worth: the
     Clopper–Pearson intervals of a few rates, and the standard error of a mean bias."""
-    def fmt(x: float) -> str:
-        return f"{x:.2f}" if x == 0 or x >= 0.01 else f"{x:.3f}"
+    def fmt(x: float) -> str:  # 3 decimals where 2 would round a bound to 0 or 1
+        return f"{x:.3f}" if 0 < x < 0.01 or 0.99 < x < 1 else f"{x:.2f}"
 
     counts = sorted(set(int(r) for r in np.atleast_1d(reps)))
     parts = []
@@ -71,9 +72,8 @@ def precision_note(reps, level: float = 0.95) -> str:
         shown = sorted({0, round(0.05 * n), n // 2, n - round(0.05 * n), n})
         parts.append(f"with {n} replicates, " + "; ".join(
             f"{k}/{n} [{fmt(lo)}, {fmt(hi)}]" for k in shown for lo, hi in [rate_interval(k, n, level)]))
-    se = ", ".join(f"{0.06 / math.sqrt(n):.3f} at {n}" for n in counts)
     return (f"{level:.0%} Clopper–Pearson intervals of a rate (coverage, rejections, flags): " + "; ".join(parts)
-            + f". The standard error of a mean bias is at most its RMSE / √(replicates) (an RMSE of 0.06: {se}).")
+            + ". The standard error of a mean bias is about its row's RMSE / √(replicates).")
 
 
 def paired(a, b, level: float = 0.95) -> dict:

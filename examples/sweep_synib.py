@@ -93,7 +93,7 @@ def summarise(runs: dict) -> dict:
         # The selection's own difference, with its paired interval (no p: it selects, it tests nothing).
         val = paired(*paired_runs(runs[n], runs["joint"], lambda r: r["val"]["acc_synergy"]))
         rows[n]["val_d_xor"] = val["mean"]
-        rows[n]["val_d_xor_paired"] = {**val, "holm_p": float("nan")}
+        rows[n]["val_d_xor_paired"] = {**val, "p": float("nan"), "holm_p": float("nan")}
     chosen = max(others, key=lambda n: rows[n]["val_d_xor"]) if others else None
     return {"rows": rows, "chosen": chosen}
 

@@ -125,6 +125,7 @@ import torch.nn.functional as F
 import fastpid
 from fastpid._validate import check_integer, check_real
 
+from .cluster import SEED_MAX, check_seed
 from .distributed import broadcast_object, check_on_every_rank, rank_and_world, same_on_every_rank
 from .predictions import ArrayLike, as_labels, check_batch, check_classes
 from .probe import TERMS, PIDProbe, ProbeResult
@@ -288,7 +289,8 @@ class ECSAsyncController:
             ``"within_class"``, ``"labels"`` (see :meth:`PIDProbe.shuffled`) or ``None``
             (score = raw synergy; :meth:`step` then takes no baseline).
         baseline_permutations: permutations averaged per probe (``>= 1``).
-        baseline_seed: seed of the permutations; epoch ``e`` uses ``baseline_seed + e``.
+        baseline_seed: seed of the permutations, in ``[0, 2**64 - 1]``; epoch ``e`` uses
+            ``baseline_seed + e`` (modulo 2**64).
         min_score: nats; with ``synergy_rule="baseline"``, a counted score becomes the peak
             only above this (and above the previous peak).
         synergy_rule: when a probe's synergy counts as real (see the module docstring):
@@ -330,7 +332,7 @@ class ECSAsyncController:
                 ("probe_every", probe_every, 1), ("max_unimodal_epochs", max_unimodal_epochs, 0),
                 ("min_unimodal_epochs", min_unimodal_epochs, 0), ("warmup_epochs", warmup_epochs, 0),
                 ("baseline_permutations", baseline_permutations, 1)))
-        baseline_seed = check_integer(baseline_seed, "baseline_seed")
+        baseline_seed = check_seed(baseline_seed, "baseline_seed")
         ratio = check_real(ratio, "ratio", 1, lo_open=True)
         if resume_ratio is not None:
             resume_ratio = check_real(resume_ratio, "resume_ratio")
@@ -427,7 +429,7 @@ class ECSAsyncController:
                 estimate = res.estimate is None and rank_and_world()[0] == 0
             elif self.baseline is not None and self.stage == UNIMODAL:
                 baseline = self.probe.shuffled(res.codes1, res.codes2, res.labels, self.baseline_permutations,
-                                               seed=self.baseline_seed + epoch,
+                                               seed=(self.baseline_seed + epoch) % (SEED_MAX + 1),
                                                within_class=self.baseline == "within_class")
             return self._step(epoch, self._parse(res, baseline, None, estimate=estimate))
         if self.stage == UNIMODAL and epoch >= self.max_unimodal_epochs:
@@ -716,7 +718,8 @@ class ECSAsyncController:
             raise ValueError(f"the saved history was scored with synergy_rule={other[0]!r}, but this "
                              f"controller uses {self.synergy_rule!r}: its peak and scores are not comparable; "
                              f"build the controller with synergy_rule={other[0]!r} to resume")
-        if "baseline" in state and state["baseline"] != self.baseline:  # states saved before it: not known
+        # The baseline counts under the baseline rule only; states saved before it: not known.
+        if self.synergy_rule == "baseline" and "baseline" in state and state["baseline"] != self.baseline:
             raise ValueError(f"the saved history was scored against baseline={state['baseline']!r}, but this "
                              f"controller uses baseline={self.baseline!r}: its peak and scores are not comparable; "
                              f"build the controller with baseline={state['baseline']!r} to resume")

@@ -39,15 +39,18 @@ def as_tensor(x, name: str) -> torch.Tensor:
             raise TypeError(f"{name} must be real numbers, got a numpy array of dtype {x.dtype}")
         refuse_masked(x, name)
         # torch reads native byte order only (a big-endian array was its ValueError)
-        return torch.from_numpy(np.ascontiguousarray(x).astype(x.dtype.newbyteorder("="), copy=False))
+        return torch.from_numpy(np.ascontiguousarray(x, dtype=x.dtype.newbyteorder("=")))
     raise TypeError(f"{name} must be a torch.Tensor or a numpy array, got {type(x).__name__}")
 
 
 def tensor_of(x, name: str, **kwargs) -> torch.Tensor:
     """``torch.as_tensor(x, **kwargs)`` of a numeric argument (weights, scores, a prior), with a
     masked array's masked entries refused as :func:`as_tensor` refuses them (torch reads
-    through the mask)."""
+    through the mask), and arrays read as :func:`as_tensor` reads them (any byte order; not
+    complex)."""
     refuse_masked(x, name)
+    if isinstance(x, (torch.Tensor, np.ndarray)):
+        x = as_tensor(x, name)
     return torch.as_tensor(x, **kwargs)
 
 

@@ -331,9 +331,14 @@ class PIDProbe:
         # suggest_k's own density, or the user's where higher (advice below it would warn again)
         per_cell = max(4.0, self.min_samples_per_cell)
         k = suggest_k(n, n_classes, samples_per_cell=per_cell)
-        advice = (f"use fewer clusters, e.g. n_clusters={k} (from fastpid.estimate import suggest_k; "
-                  f"suggest_k({n}, {n_classes}, samples_per_cell={per_cell:g}))"
-                  if k < self.n_clusters else "use fewer clusters or more probe samples")
+        if n < per_cell * k * k * n_classes:  # suggest_k's floor of 2 clusters is too many still
+            advice = (f"use more probe samples: {math.ceil(per_cell * 4 * n_classes)} at least for 2 clusters "
+                      f"({per_cell:g} per cell of 2x2x{n_classes})")
+        elif k < self.n_clusters:
+            advice = (f"use fewer clusters, e.g. n_clusters={k} (from fastpid.estimate import suggest_k; "
+                      f"suggest_k({n}, {n_classes}, samples_per_cell={per_cell:g}))")
+        else:
+            advice = "use fewer clusters or more probe samples"
         warnings.warn(
             f"PIDProbe: {n} probe samples over {self.n_clusters}x{self.n_clusters}x{n_classes} = {cells} "
             f"joint cells ({n / cells:.3g} samples per cell, below min_samples_per_cell="

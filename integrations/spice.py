@@ -214,8 +214,8 @@ class SPICECurriculum:
             bad = ~(torch.isfinite(v) & (v >= 0))
             if bool(bad.any()):
                 i = int(bad.nonzero()[0])
-                raise ValueError(f"scores.{name}[{i}] = {float(v[i])!r}: per-sample information must be finite "
-                                 "and >= 0 (pointwise_scores' eps must be > 0)")
+                raise ValueError(f"scores.{name}[{i}] = {float(v[i])!r} from estimator={self.estimator!r}: "
+                                 "per-sample information must be finite and >= 0")
         return scores
 
     def _set_scores(self, scores: SampleScores) -> None:

@@ -14,8 +14,8 @@ Two estimators, both in nats, both returning a :class:`SampleScores` of ``(N,)``
   SPICE), ``P_n = (1/k) Σ_{j ∈ N(n)} p_1(·|j) ⊗ p_2(·|j) ⊗ onehot(y_j)``, a
   ``C1 × C2 × C`` joint whose sources are the two heads' predicted classes; all ``N``
   joints are solved as one batch by :func:`fastpid.pid`. Choices: a sample is its own
-  nearest neighbour (it is in ``N(n)``), distances are Euclidean, ties in distance go to
-  the lower index.
+  nearest neighbour (it is in ``N(n)``), distances are Euclidean, ties in the computed
+  distance go to the lower index.
 """
 from __future__ import annotations
 
@@ -115,15 +115,32 @@ def nearest_neighbours(emb: ArrayLike, k: int, chunk: int = 4096) -> torch.Tenso
         # A point is at distance exactly 0 from itself; make it win ties against duplicates.
         rows = torch.arange(s, min(s + chunk, n), device=x.device)
         d[rows - s, rows] = -1.0
-        idx = d.topk(k, dim=1, largest=False).indices
         # topk picks among rows tied at the k-th distance in no set order (row 0 of [[0], [1],
-        # [1], [1]] got neighbour 2, not 1): those rows take the lower indices, by a stable sort.
-        kth = d.gather(1, idx[:, -1:])
-        tied = ((d <= kth).sum(1) > k).nonzero().squeeze(1)
-        if tied.numel():
-            idx[tied] = d[tied].sort(dim=1, stable=True).indices[:, :k]
+        # [1], [1]] got neighbour 2, not 1): one more neighbour shows the rows with such a tie,
+        # which take the lower indices among the tied ones.
+        top = d.topk(min(k + 1, n), dim=1, largest=False)
+        idx = top.indices[:, :k]
+        if k < n:
+            tied = (top.values[:, k] == top.values[:, k - 1]).nonzero().squeeze(1)
+            if tied.numel():
+                idx[tied] = _lowest_tied(d[tied], top.values[tied, :k], idx[tied])
         out.append(idx)
     return torch.cat(out)
+
+
+def _lowest_tied(d: torch.Tensor, values: torch.Tensor, nearest: torch.Tensor) -> torch.Tensor:
+    """Rows of ``d`` whose ``k``-th smallest value is tied, with topk's ``k`` smallest ``values``
+    and their columns ``nearest`` (ascending): the columns closer than the ``k``-th value (a
+    prefix of ``nearest``), then the lowest-indexed of those at it; the row itself stays first."""
+    k = nearest.shape[1]
+    kth = values[:, -1:]
+    n_closer = (values < kth).sum(1, keepdim=True)
+    cols = torch.arange(d.shape[1], device=d.device).expand_as(d)
+    at = torch.where(d == kth, cols, torch.full_like(cols, d.shape[1])).topk(k, dim=1, largest=False).values
+    pos = torch.arange(k, device=d.device)
+    # row r keeps nearest[:n_closer] and the sorted at[:k - n_closer]: k entries in all
+    keep = torch.cat([pos < n_closer, pos < k - n_closer], 1)
+    return torch.cat([nearest, at.sort(1).values], 1)[keep].view(-1, k)
 
 
 def local_scores(p1, p2, y, embedding, *, k: int = 16, method: str = "exact",

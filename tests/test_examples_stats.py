@@ -108,11 +108,13 @@ def test_rate_intervals_are_the_exact_binomial_tails(k, n):
     assert lo == 0.0 if k == 0 else 1 - cdf(k - 1, lo) == pytest.approx(0.025, abs=1e-9)
     assert hi == 1.0 if k == n else cdf(k, hi) == pytest.approx(0.025, abs=1e-9)
     assert lo <= k / n <= hi
-    with pytest.raises(ValueError, match="0 <= k <= n"):
-        rate_interval(n + 1, n)
+    for bad in ((n + 1, n), (0.5, n), (True, n)):
+        with pytest.raises(ValueError, match="need integers 0 <= k <= n"):
+            rate_interval(*bad)
 
 
 def test_precision_note_names_each_replicate_count():
     note = precision_note([60, 12, 60])
     assert "with 12 replicates, 0/12 [0.00, 0.26]; 1/12 [0.002, 0.38]; 6/12 [0.21, 0.79]" in note
-    assert "with 60 replicates" in note and "0.017 at 12, 0.008 at 60" in note
+    assert "11/12 [0.62, 0.998]" in note and "with 60 replicates" in note
+    assert note.endswith("about its row's RMSE / √(replicates).")

@@ -393,7 +393,6 @@ def test_load_state_dict_refuses_a_history_of_another_synergy_rule():
     assert same.peak_score == saved.peak_score and len(same.history) == 2
 
 
-
 def test_load_state_dict_refuses_a_history_scored_against_another_baseline():
     """Raw synergies (baseline=None, peak 1.43) loaded into a controller whose scores are less
     a permutation baseline: the first score switched to stage 2 against the raw peak."""
@@ -408,3 +407,14 @@ def test_load_state_dict_refuses_a_history_scored_against_another_baseline():
     del state["baseline"]  # a state saved before the baseline was: loaded as it was
     ctrl.load_state_dict(state)
     assert ctrl.peak_score == saved.peak_score
+    # under the test rule the baseline is not used, and not compared
+    tested = ECSAsyncController(warmup_epochs=0, synergy_rule="test").state_dict()
+    ECSAsyncController(warmup_epochs=0, synergy_rule="test", baseline=None).load_state_dict(tested)
+
+
+def test_baseline_seed_is_checked_when_built():
+    """shuffled() takes seeds in [0, 2**64 - 1]: a baseline_seed of -1 failed at the first
+    probe; the largest one wraps instead of overflowing at baseline_seed + epoch."""
+    with pytest.raises(ValueError, match=r"baseline_seed must be an integer in \[0, 2\*\*64 - 1\], got -1"):
+        ECSAsyncController(baseline_seed=-1)
+    ECSAsyncController(baseline_seed=2 ** 64 - 1)

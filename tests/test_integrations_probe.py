@@ -146,8 +146,11 @@ def test_thin_probe_warning_names_suggest_k_by_its_import():
     msg = str(record[0].message)
     assert f"n_clusters={suggest_k(500, 10)} " in msg and "suggest_k(500, 10, samples_per_cell=4))" in msg
     # Under a stricter min_samples_per_cell the advice meets it: n_clusters=3 (suggest_k's
-    # 4 per cell) still had 5.6 samples per cell against 20, and warned again.
-    with pytest.warns(UserWarning, match=r"n_clusters=2 .*samples_per_cell=20\)\)"):
+    # 4 per cell) still had 5.6 samples per cell against 20, and warned again; where no k
+    # meets it, more samples are what helps.
+    with pytest.warns(UserWarning, match=r"n_clusters=2 .*samples_per_cell=10\)\)"):
+        PIDProbe(n_clusters=5, min_samples_per_cell=10)(e1, e2, labels)
+    with pytest.warns(UserWarning, match=r"Use more probe samples: 800 at least for 2 clusters \(20 per cell"):
         PIDProbe(n_clusters=5, min_samples_per_cell=20)(e1, e2, labels)
 
 
@@ -286,6 +289,15 @@ def test_inputs_are_read_as_the_core_api_reads_them_and_seeds_checked():
         probe(e1.to(torch.complex64), e2, y)
     with pytest.raises(TypeError, match="emb2 must be real numbers"):
         probe(e1, e2.numpy().astype(np.complex128), y)
+    # the integrations' other array arguments are read alike (tensor_of)
+    from fastpid.integrations.spice_scores import pointwise_scores
+    p = torch.softmax(e1[:, :3].double(), 1)
+    yy = y.clamp(max=2)
+    ref_scores = pointwise_scores(p, p, p, yy, prior=np.array([0.3, 0.3, 0.4]))
+    be_scores = pointwise_scores(p, p, p, yy, prior=np.array([0.3, 0.3, 0.4], dtype=">f8"))
+    assert torch.equal(ref_scores.synergy, be_scores.synergy)
+    with pytest.raises(TypeError, match="prior must be real numbers"):
+        pointwise_scores(p, p, p, yy, prior=np.array([0.3, 0.3, 0.4], dtype=complex))
     assert probe.shuffled(ref.codes1, ref.codes2, y, 2, seed=np.int64(3)) == \
         probe.shuffled(ref.codes1, ref.codes2, y, 2, seed=3)
     for bad in (None, 0.7, -1, 2 ** 64):

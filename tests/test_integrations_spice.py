@@ -99,7 +99,6 @@ def test_nearest_neighbours_on_a_line():
         nearest_neighbours(x, 5)
 
 
-
 def test_ties_in_distance_go_to_the_lower_index():
     """topk chose among rows tied at the k-th distance in no set order: row 0 of [[0], [1], [1],
     [1]] got neighbour 2, and sample 0's local redundancy was 0.693 nats with those neighbours,
