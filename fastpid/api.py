@@ -212,7 +212,7 @@ def _pid(P, *, method, backend, tol, max_iter, steps, base, progress, return_cou
     if status is not None:
         converged = converged & torch.as_tensor([s == "optimal" for s in status], device=gap.device)
     warn_unconverged(method, backend, converged, broken, in_nats.to(gap.dtype), tol, max_iter, iterations,
-                       rounded=rounded.to(gap.dtype))
+                     rounded=rounded.to(gap.dtype))
     # The seven terms in one array (one conversion to the output type instead of seven).
     terms = pid_terms(mi, mi1, mi2, value, scale).to(out_dtype)
 
