@@ -77,7 +77,8 @@ def plot_pid_terms(epochs, terms, intervals: Mapping | None = None, *, ax=None, 
         terms: ``{name: (E,) values}``, e.g. ``{"synergy": [...], "redundancy": [...]}``
             (in ``units``); or a :class:`fastpid.PIDResult` or :class:`fastpid.PIDEstimate`
             of batch shape ``(E,)`` (one problem per epoch), whose four PID terms are drawn
-            in its units, an estimate's with its intervals unless ``intervals`` is given.
+            in its units, an estimate's with its intervals and a result's with its certificate
+            (each term within ``gap`` of its value) unless ``intervals`` is given.
         intervals: ``{name: (lower (E,), upper (E,))}``, e.g. bootstrap or certified
             intervals (``lower <= upper``); each band takes its term's colour (a name without
             a term gets a grey band).
@@ -122,6 +123,9 @@ def _terms_of(terms, intervals, units):
         terms = {t: getattr(result, t) for t in ("redundancy", "unique1", "unique2", "synergy")}
         if intervals is None and isinstance(result, PIDEstimate):
             intervals = {t: (getattr(result.ci_low, t), getattr(result.ci_high, t)) for t in terms}
+        elif intervals is None:  # a solve's certificate: each term lies within gap of the drawn value
+            gap = _vector(result.gap, "gap")
+            intervals = {t: (np.maximum(_vector(v, t) - gap, 0.0), _vector(v, t) + gap) for t, v in terms.items()}
         return terms, intervals, result.units if units is None else units
     if not isinstance(terms, Mapping):
         raise TypeError(f"terms must be a mapping {{name: values}}, a PIDResult or a PIDEstimate, got "

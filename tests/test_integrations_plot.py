@@ -39,8 +39,12 @@ def test_pid_terms_from_results_in_their_units_and_refusing_bad_epochs_and_bands
 
     rng = np.random.default_rng(0)
     P = rng.dirichlet(np.ones(12), size=3).reshape(3, 2, 3, 2)
-    ax = plot_pid_terms([0, 1, 2], fastpid.pid(P, base=2))
-    assert ax.get_ylabel() == "bits" and len(ax.lines) == 4 and len(ax.collections) == 0
+    res = fastpid.pid(P, base=2, tol=1e-3)
+    ax = plot_pid_terms([0, 1, 2], res)
+    # each term with its certificate: a band of +-gap (cut at 0), as an estimate has its intervals
+    assert ax.get_ylabel() == "bits" and len(ax.lines) == 4 and len(ax.collections) == 4
+    top = ax.collections[3].get_paths()[0].vertices[:, 1].max()
+    assert top == pytest.approx(float(np.max(np.asarray(res.synergy) + np.asarray(res.gap))))
     x1, x2 = rng.integers(0, 2, 90), rng.integers(0, 2, 90)
     est = fastpid.estimate(x1, x2, x1 ^ x2, groups=np.arange(90) % 3, seed=0, n_null=5, progress=False)
     ax = plot_pid_terms([0, 1, 2], est, units="my units")
