@@ -116,15 +116,27 @@ def _expected_text(exp: dict[str, float]) -> str:
 
 # --------------------------------------------------------------------------- part 1
 
+#: Calls per timed solve: the demo reports the fastest (the first pays one-off costs).
+TIMED_CALLS = 3
+
+
+def _best_of(call, n: int = TIMED_CALLS):
+    """``call()``'s result and its fastest time (seconds) over ``n`` calls."""
+    best = math.inf
+    for _ in range(n):
+        t0 = time.perf_counter()
+        out = call()
+        best = min(best, time.perf_counter() - t0)
+    return out, best
+
+
 def gate_table(method: str = "exact") -> list[dict[str, Any]]:
     """Solve every gate in :data:`GATES`; one dict per gate, values in bits."""
     import fastpid
 
     rows = []
     for g in GATES:
-        t0 = time.perf_counter()
-        res = fastpid.pid(g.pmf, method=method, base=2)
-        elapsed = time.perf_counter() - t0
+        res, elapsed = _best_of(lambda: fastpid.pid(g.pmf, method=method, base=2))
         row = {"name": g.name, "description": g.description, "shape": list(g.pmf.shape)}
         row.update(_summary(res))
         row["seconds"] = elapsed
@@ -196,12 +208,8 @@ def digits_report(k: int = 20) -> dict[str, Any]:
 
     P = np.asarray(fastpid.joint(c1, c2, labels, sizes=(k, k, 10)), dtype=np.float64)
 
-    t0 = time.perf_counter()
-    exact = fastpid.pid(P, method="exact", base=2)
-    t_exact = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    proxy = fastpid.pid(P, method="proxy", base=2)
-    t_proxy = time.perf_counter() - t0
+    exact, t_exact = _best_of(lambda: fastpid.pid(P, method="exact", base=2))
+    proxy, t_proxy = _best_of(lambda: fastpid.pid(P, method="proxy", base=2))
 
     # What the samples support, beyond the certified value of their empirical joint.
     t0 = time.perf_counter()
@@ -226,6 +234,7 @@ def digits_report(k: int = 20) -> dict[str, Any]:
         "shape": list(P.shape),
         "nonzero_cells": int(np.count_nonzero(P)),
         "seconds_clustering": t_cluster,
+        "timed_calls": TIMED_CALLS,  # exact's and proxy's seconds: the fastest of this many calls
         "exact": {**ex, "seconds": t_exact},
         "proxy": {**px, "seconds": t_proxy},
         "proxy_bracket": bracket,
@@ -244,7 +253,7 @@ def digits_report(k: int = 20) -> dict[str, Any]:
 
 def format_digits(rep: dict[str, Any]) -> str:
     ex, px, br = rep["exact"], rep["proxy"], rep["proxy_bracket"]
-    header = ["method", "R", "U1", "U2", "S", "I(X1X2;Y)", "gap", "converged", "iters", "time"]
+    header = ["method", "R", "U1", "U2", "S", "I(X1X2;Y)", "gap", "converged", "iters", f"time (best of {TIMED_CALLS})"]
     rows = [
         ["exact", *(_num(ex[k]) for k in TERMS), _num(ex["mi"]), f"{ex['gap']:.1e}",
          str(ex["converged"]), str(ex["iterations"]), f"{ex['seconds'] * 1e3:.1f} ms"],
@@ -255,7 +264,7 @@ def format_digits(rep: dict[str, Any]) -> str:
         f"data    : {rep['dataset']}",
         f"features: {rep['pipeline']}; {rep['samples']} samples",
         f"joint   : {'x'.join(map(str, rep['shape']))}, {rep['nonzero_cells']} non-zero cells "
-        f"of {int(np.prod(rep['shape']))}; clustering took {rep['seconds_clustering']:.2f} s",
+        f"of {int(np.prod(rep['shape']))}; clustering took {rep['seconds_clustering']:.2f} s (one run)",
         "",
         _table(header, rows, "lrrrrrrrrr"),
         "",
@@ -269,7 +278,7 @@ def format_digits(rep: dict[str, Any]) -> str:
     est = rep["estimate"]
     lines += [
         "",
-        f"3. What the {rep['samples']} samples support (fastpid.estimate, {est['seconds']:.2f} s)",
+        f"3. What the {rep['samples']} samples support (fastpid.estimate, {est['seconds']:.2f} s in one run)",
         "",
         "The exact values above are certified for the empirical joint; as estimates of the",
         "distribution behind the samples they are biased (synergy most, with few samples per",

@@ -18,6 +18,7 @@ from importlib.metadata import entry_points, version
 import pytest
 
 from fastpid.cli import main
+from fastpid.demo import format_digits
 
 TERMS = ("redundancy", "unique1", "unique2", "synergy")
 AND_R = 1.5 - 0.75 * math.log2(3.0)
@@ -246,6 +247,9 @@ def test_demo_full_in_subprocess():
 
     d = rep["digits"]
     assert d["shape"] == [20, 20, 10]
+    # a time says how it was taken: the fastest of 3 solves (one run had no spread or count)
+    assert d["timed_calls"] == 3
+    assert "time (best of 3)" in format_digits(d) and "s in one run)" in format_digits(d)
     assert d["samples"] == 1797
     ex, px = d["exact"], d["proxy"]
     assert ex["converged"] is True and 0.0 <= ex["gap"] <= GAP_BITS
