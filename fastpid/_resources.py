@@ -417,6 +417,13 @@ def threads(n: int):
         torch.set_num_threads(before)
 
 
+def cpu_by_default():
+    """A block in which tensors made without a device are made on the CPU, as the code inside
+    assumes, where torch's default device is another (``torch.set_default_device("cuda")``:
+    the estimate's CPU helpers met the samples' device and failed); no cost otherwise."""
+    return torch.device("cpu") if torch.get_default_device().type != "cpu" else contextlib.nullcontext()
+
+
 def solver_threads(flat: torch.Tensor, method: str):
     """A context that runs the PyTorch solver of ``flat[B, n1, n2, ny]`` on one intra-op
     thread when its operations are too small to share out (restoring the setting afterwards)."""

@@ -73,7 +73,7 @@ import numpy as np
 import torch
 
 from . import _resample, _resources
-from ._resources import threads
+from ._resources import cpu_by_default, threads
 from ._validate import _as_real_scalar, as_tensor, check_base, check_flag
 from .api import _shows_bar, pid
 from .joint import _parse_sizes, joint, sample_tensor
@@ -312,7 +312,7 @@ def estimate(x1, x2, y, *, sizes=None, weights=None, counts=None, groups=None, n
     # the batched solves on the caller's setting.
     progress = None if progress is None else check_flag(progress, name="progress")
     caller_threads = torch.get_num_threads()
-    with threads(1):
+    with threads(1), cpu_by_default():
         if counts is not None:
             # The samples as given are checked first, so that an error names their own index.
             joint(x1, x2, y, sizes=sizes, weights=weights, groups=groups, num_groups=num_groups)

@@ -57,7 +57,7 @@ def _batch_mass(weights, n: int) -> float:
         return float(n)
     refuse_masked(weights, "weights")
     w = (weights.detach() if isinstance(weights, torch.Tensor)
-         else torch.as_tensor(np.asarray(weights, dtype=np.float64)))
+         else torch.as_tensor(np.asarray(weights, dtype=np.float64), device="cpu"))
     mass = float(check_weights(w, n).to(torch.float64).sum())
     if not np.isfinite(mass):
         raise ValueError(f"the batch's weights sum to {mass} in float64 (each is finite, their total is "
@@ -161,7 +161,8 @@ class PIDMetric:
             return
         P = joint(*(_float64_rows(v, name) for v, name in ((x1, "x1"), (x2, "x2"), (y, "y"))),
                   sizes=self.sizes, weights=weights)
-        batch = mass * torch.as_tensor(P).detach().to(device=self.device, dtype=torch.float64)
+        # straight to the metric's device (not through torch's default device, which as_tensor takes)
+        batch = mass * torch.as_tensor(P, device=self.device).detach().to(dtype=torch.float64)
         codes = weights is None and all(_is_codes(v) for v in (x1, x2, y))
         if codes:
             # count / N · N is within an ulp of the count: rounding restores it exactly.
@@ -273,12 +274,12 @@ class PIDMetric:
         one file per rank); the resumed :meth:`compute` then equals the uninterrupted one
         bit for bit. Loading rank 0's state on every rank would count rank 0's samples once
         per rank in :meth:`compute`'s sum and lose the other ranks' samples."""
-        return {"counts": self.counts.clone(), "samples_only": torch.tensor(self.samples_only)}
+        return {"counts": self.counts.clone(), "samples_only": torch.tensor(self.samples_only, device="cpu")}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore what :meth:`state_dict` saved (checked: the shape, finite non-negative
         counts, whole numbers where they are a histogram of samples)."""
-        counts = torch.as_tensor(state["counts"])
+        counts = torch.as_tensor(state["counts"], device=self.device)
         if tuple(counts.shape) != self.sizes:
             raise ValueError(f"the saved counts have shape {tuple(counts.shape)}, expected {self.sizes}")
         counts = counts.to(device=self.device, dtype=torch.float64)

@@ -158,8 +158,8 @@ class DynCIM:
         self.losses: list[torch.Tensor] = []   # per-epoch unimodal CE, each (M,)
         self._mean = self._sq = None           # running moments of p_fused(y_n)
         self.difficulty = self.components = self.gmr = self.hmir = None
-        self._w = torch.ones(n_samples, dtype=torch.float64)
-        self._lam = torch.ones(n_modalities, dtype=torch.float64)
+        self._w = torch.ones(n_samples, dtype=torch.float64, device="cpu")
+        self._lam = torch.ones(n_modalities, dtype=torch.float64, device="cpu")
         self._alpha = self.base_unimodal_scale
 
     def update(self, p_fused, p_modalities, y, *, index=None, epoch=None) -> None:

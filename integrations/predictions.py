@@ -51,6 +51,8 @@ def tensor_of(x, name: str, **kwargs) -> torch.Tensor:
     refuse_masked(x, name)
     if isinstance(x, (torch.Tensor, np.ndarray)):
         x = as_tensor(x, name)
+    # a tensor stays on its device, anything else goes to the CPU, whatever torch's default device
+    kwargs.setdefault("device", x.device if isinstance(x, torch.Tensor) else "cpu")
     return torch.as_tensor(x, **kwargs)
 
 

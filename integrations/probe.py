@@ -289,10 +289,11 @@ class PIDProbe:
                 c2 = codes2.clone()
                 for c in labels.unique():
                     idx = (labels == c).nonzero().squeeze(1)
-                    c2[idx] = codes2[idx[torch.randperm(idx.numel(), generator=gen).to(idx.device)]]
+                    # drawn on the CPU, where gen lives (a default device of cuda refused the CPU generator)
+                    c2[idx] = codes2[idx[torch.randperm(idx.numel(), generator=gen, device="cpu").to(idx.device)]]
                 P = fastpid.joint(codes1, c2, labels, sizes=sizes)
             else:
-                perm = torch.randperm(labels.shape[0], generator=gen).to(labels.device)
+                perm = torch.randperm(labels.shape[0], generator=gen, device="cpu").to(labels.device)
                 P = fastpid.joint(codes1, codes2, labels[perm], sizes=sizes)
             res = fastpid.pid(P, method=self.method, base=self.base)
             for t in TERMS:

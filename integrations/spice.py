@@ -243,7 +243,7 @@ class SPICECurriculum:
         if state["scores"] is None:
             self.scores, self._rankings = None, None
         else:
-            scores = SampleScores(**{k: torch.as_tensor(v) for k, v in state["scores"].items()})
+            scores = SampleScores(**{k: torch.as_tensor(v, device="cpu") for k, v in state["scores"].items()})
             if scores.redundancy.shape != (self.n_samples,):
                 raise ValueError(f"the saved scores cover {scores.redundancy.shape[0]} samples, but the "
                                  f"curriculum has n_samples={self.n_samples}")
@@ -300,13 +300,13 @@ class SPICECurriculum:
     def indices(self) -> torch.Tensor:
         """Admitted sample indices (int64, best-ranked first) at the current epoch."""
         if self._rankings is None:
-            return torch.arange(self.n_samples)
+            return torch.arange(self.n_samples, device="cpu")
         n = self._count(self.fraction())
         return self._rankings[self.schedule.position(self.epoch).index, :n].clone()
 
     def weights(self) -> torch.Tensor:
         """``(N,)`` float 0/1 mask of the admitted samples at the current epoch."""
-        w = torch.zeros(self.n_samples)
+        w = torch.zeros(self.n_samples, device="cpu")
         w[self.indices()] = 1.0
         return w
 
@@ -372,10 +372,11 @@ class SPICESampler(Sampler):
     def _order(self) -> torch.Tensor:
         idx = self.curriculum.indices()
         if self.num_replicas == 1:
-            return idx[torch.randperm(len(idx), generator=self.generator)] if self.shuffle else idx
+            # on the CPU, where idx and the generators live, whatever torch's default device
+            return idx[torch.randperm(len(idx), generator=self.generator, device="cpu")] if self.shuffle else idx
         if self.shuffle:
             g = torch.Generator().manual_seed(self.seed + self.curriculum.epoch)
-            idx = idx[torch.randperm(len(idx), generator=g)]
+            idx = idx[torch.randperm(len(idx), generator=g, device="cpu")]
         if self.drop_last:
             idx = idx[:len(idx) - len(idx) % self.num_replicas]
         return idx[self.rank::self.num_replicas]

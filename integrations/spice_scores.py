@@ -107,7 +107,7 @@ def nearest_neighbours(emb: ArrayLike, k: int, chunk: int = 4096) -> torch.Tenso
             x = x - x.mean(0)
         peak = float(x.abs().max())
         if peak > 0:
-            x = torch.ldexp(x, torch.tensor(-math.frexp(peak)[1], dtype=torch.int32))
+            x = torch.ldexp(x, torch.tensor(-math.frexp(peak)[1], dtype=torch.int32, device=x.device))
     sq = (x * x).sum(1)
     out = []
     for s in range(0, n, chunk):

@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+import fastpid
 from fastpid.integrations import (DynCIM, DynCIMLoss, ECSAsyncController, IndexedDataset, PIDProbe,
                                   RootCompetence, SPICECurriculum, SPICESampler, SynIBLoss)
 from fastpid.integrations.ogm_ge import ogm_ge_coefficients, ogm_ge_scores
@@ -526,3 +527,53 @@ def test_ogm_ge_modulates_sparse_gradients(noise):
     else:
         assert not torch.equal(after.values(), before.values() * 0.5)
     torch.optim.SparseAdam(list(emb.parameters())).step()
+
+
+@pytest.fixture
+def meta_default_device():
+    """torch's default device set elsewhere (LLM code sets "cuda"): "meta" stands in for it on a
+    CPU-only machine, as both turn every tensor made without a device into one off the CPU."""
+    torch.set_default_device("meta")
+    try:
+        yield
+    finally:
+        torch.set_default_device(None)
+
+
+def test_cpu_inputs_stay_on_the_cpu_under_another_default_device(meta_default_device):
+    """Tensors made without a device went to torch's default device and met the CPU inputs:
+    the ECS baseline and PIDProbe.shuffled drew permutations there with a CPU generator (on
+    CUDA: 'Expected a cuda device type for generator'), SPICESampler too, estimate() refused
+    its own jackknife groups ('x1 on cpu ... groups on meta'), local_scores mixed devices, and
+    weights(), state dicts and OGM-GE coefficients came back on the default device."""
+    rng = np.random.default_rng(0)
+    x1, x2 = rng.integers(0, 3, 200), rng.integers(0, 3, 200)
+    y = torch.as_tensor((x1 + x2) % 2, device="cpu")
+    g = torch.Generator(device="cpu").manual_seed(0)
+    e1, e2 = torch.randn(200, 6, generator=g, device="cpu"), torch.randn(200, 5, generator=g, device="cpu")
+    p = torch.softmax(torch.randn(200, 2, generator=g, device="cpu"), 1)
+    est = fastpid.estimate(torch.as_tensor(x1, device="cpu"), torch.as_tensor(x2, device="cpu"), y, seed=0,
+                           n_null=5)
+    assert est.synergy.device.type == "cpu" and math.isfinite(float(est.synergy))
+    assert math.isfinite(float(fastpid.estimate(x1, x2, y.numpy(), seed=0, n_null=5).synergy))
+    metric = fastpid.PIDMetric((3, 3, 2))
+    metric.update(x1, x2, y.numpy(), weights=np.ones(200))
+    metric.load_state_dict(metric.state_dict())
+    assert metric.state_dict()["samples_only"].device.type == "cpu"
+    metric.reset()
+    metric.update(x1, x2, y.numpy())
+    assert math.isfinite(float(metric.estimate(seed=0, n_null=5).synergy))
+    probe = PIDProbe(n_clusters=3, estimate=True, estimate_options={"n_null": 5})
+    res = probe(e1, e2, y)
+    assert set(probe.shuffled(res.codes1, res.codes2, y, 2)) >= {"synergy"}
+    assert ECSAsyncController(PIDProbe(n_clusters=3), warmup_epochs=0).update(0, e1, e2, y).probed
+    assert local_scores(p, p, y, e1, k=4).synergy.device.type == "cpu"
+    cur = SPICECurriculum(200, 9)
+    assert cur.weights().device.type == "cpu" and cur.indices().device.type == "cpu"
+    cur.update(p, p, p, y)
+    cur.load_state_dict(cur.state_dict())
+    order = list(iter(SPICESampler(cur, generator=torch.Generator(device="cpu").manual_seed(0))))
+    assert sorted(order) == sorted(cur.indices().tolist())
+    assert len(list(iter(SPICESampler(cur, num_replicas=2, rank=0)))) > 0
+    assert DynCIM(200, 2, 5).weights().device.type == "cpu"
+    assert ogm_ge_coefficients(np.array([1.0, 2.0])).device.type == "cpu"
