@@ -574,8 +574,11 @@ def _solve_oriented(P: torch.Tensor, method: str, backend: str, tol, max_iter, s
     if method != "exact":
         return sol
     lowrank = plan is not None and plan.structure == "lowrank"
-    # The C++ solver cannot take every orientation (cpp_indexable); the others can.
-    indexable = (lambda a, b, c: cpp_indexable(a, b, c, True, lowrank)) if backend == "cpp" else None
+    # The C++ solver cannot take every orientation (cpp_indexable), nor the CUDA one without its
+    # slow per-thread path (a 100x4x4 batch retried as 4x100x4: Schur size 400, 1.95 MB of
+    # scratch a problem); the others can.
+    indexable = ((lambda a, b, c: cpp_indexable(a, b, c, True, lowrank)) if backend == "cpp" else
+                 (lambda a, b, c: cuda.oriented_route(a, b, c, P.device)) if backend == "cuda" else None)
     return _other_way_where_short(P, solve, bracket, swap, sol, tol, indexable)
 
 

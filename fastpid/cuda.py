@@ -116,8 +116,9 @@ def joint_codes(x1, x2, y, sizes, *, groups=None, num_groups: int = 1, weights=N
     """
     n1, n2, ny = sizes
     f64 = _is_f64(dtype)
-    codes = [t.contiguous() for t in (x1, x2, y)]
-    groups = None if groups is None else groups.contiguous()
+    # int64 whatever came: the kernel reads 8 bytes a code (int32 codes were read in pairs)
+    codes = [t.to(torch.int64).contiguous() for t in (x1, x2, y)]
+    groups = None if groups is None else groups.to(torch.int64).contiguous()
     weights = None if weights is None else weights.to(dtype).contiguous()
     out = torch.zeros(num_groups, n1, n2, ny, dtype=dtype, device=x1.device)
     with torch.cuda.device(x1.device):
@@ -134,8 +135,8 @@ def joint_soft(p1, p2, y, ny: int, *, groups=None, num_groups: int = 1, weights=
     N, n1 = p1.shape
     n2 = p2.shape[1]
     f64 = _is_f64(p1.dtype)
-    p1, p2, y = p1.contiguous(), p2.to(p1.dtype).contiguous(), y.contiguous()
-    groups = None if groups is None else groups.contiguous()
+    p1, p2, y = p1.contiguous(), p2.to(p1.dtype).contiguous(), y.to(torch.int64).contiguous()
+    groups = None if groups is None else groups.to(torch.int64).contiguous()
     weights = None if weights is None else weights.to(p1.dtype).contiguous()
     out = torch.zeros(num_groups, n1, n2, ny, dtype=p1.dtype, device=p1.device)
     with torch.cuda.device(p1.device):
@@ -161,13 +162,22 @@ PER_THREAD_MAX_SCHUR = 256
 MAX_CELLS = 2**31 - 1
 
 
+def alternation_doubles(n1: int, n2: int, ny: int) -> int:
+    """Doubles of the alternation's arrays per problem (``alternation_work`` in
+    csrc/cuda/kernels.hpp: marginals, log p(y), la, lb, f, g, log R, log s), whose offsets the
+    kernels take in 32-bit integers."""
+    return (n1 + n2 + 1) * ny + ny + 2 * (n1 + n2) * ny + 2 * n1 * n2
+
+
 def size_route(n1: int, n2: int, ny: int) -> tuple[bool, str]:
-    """Whether the kernels can index problems of this size, and if not, why."""
-    if n1 * n2 * ny <= MAX_CELLS:
+    """Whether the kernels can index problems of this size, and if not, why: their cells and
+    their alternation's arrays (1x1x536870912 and 46340x46340x1 have few enough cells, but
+    arrays of 4.3e9 doubles, which 32-bit sizes wrapped to a few bytes)."""
+    if n1 * n2 * ny <= MAX_CELLS and alternation_doubles(n1, n2, ny) <= MAX_CELLS:
         return True, ""
-    return False, (f"{n1}x{n2}x{ny} problems ({n1 * n2 * ny:,} cells) pass the CUDA kernels' 32-bit "
-                   f"cell indices (at most {MAX_CELLS:,} cells); backend='torch' solves them "
-                   "(backend='auto' does so by itself)")
+    return False, (f"{n1}x{n2}x{ny} problems ({n1 * n2 * ny:,} cells, {alternation_doubles(n1, n2, ny):,} "
+                   f"doubles of arrays) pass the CUDA kernels' 32-bit indices (at most {MAX_CELLS:,}); "
+                   "backend='torch' solves them (backend='auto' does so by itself)")
 
 
 def exact_route(n1: int, n2: int, ny: int, device: torch.device | None = None) -> tuple[bool, str]:
@@ -186,16 +196,32 @@ def exact_route(n1: int, n2: int, ny: int, device: torch.device | None = None) -
                    "batched on the GPU (backend='auto' does so by itself)")
 
 
+def oriented_route(n1: int, n2: int, ny: int, device: torch.device | None = None) -> bool:
+    """Whether :func:`solve` takes problems in exactly this orientation without the slow path:
+    the block solver fits them, or the per-thread path's Schur size ``n2 * ny`` is at most
+    :data:`PER_THREAD_MAX_SCHUR` (:func:`exact_route` asks of the better orientation)."""
+    return size_route(n1, n2, ny)[0] and (n2 * ny <= PER_THREAD_MAX_SCHUR
+                                          or workspace_doubles(n1, n2, ny, device) == 0)
+
+
 def solve(P: torch.Tensor, tol: float, *, max_iter: int = 500) -> Solution:
     """Certified bounds on V for a flat float64 CUDA batch ``P[B, n1, n2, ny]`` (normalised),
-    to the gap ``tol``, as :func:`fastpid.cpp.solve` computes them."""
+    to the gap ``tol``, as :func:`fastpid.cpp.solve` computes them. Problems that take the
+    per-thread path are solved in chunks whose scratch fits a quarter of the free memory."""
     B, n1, n2, ny = P.shape
+    per = workspace_doubles(n1, n2, ny, P.device)
+    if per and B > 1:
+        chunk = max(1, torch.cuda.mem_get_info(P.device)[0] // 4 // (8 * per))
+        if B > chunk:
+            parts = [solve(P[i:i + chunk], tol, max_iter=max_iter) for i in range(0, B, chunk)]
+            return Solution(*(torch.cat([getattr(p, k) for p in parts])
+                              for k in ("lower", "upper", "f", "g", "iterations")))
     P = P.detach().to(torch.float64).contiguous()
     opts = dict(dtype=torch.float64, device=P.device)
     lower, upper = torch.empty(B, **opts), torch.empty(B, **opts)
     f, g = torch.empty(B, n1, ny, **opts), torch.empty(B, n2, ny, **opts)
     iterations = torch.empty(B, dtype=torch.int64, device=P.device)
-    work = torch.empty(B * workspace_doubles(n1, n2, ny, P.device), **opts)
+    work = torch.empty(B * per, **opts)
     with torch.cuda.device(P.device):
         _ext().cuda_solve(B, _ptr(P), n1, n2, ny, cpp.options(tol, max_iter), _ptr(work), _ptr(lower), _ptr(upper), _ptr(f), _ptr(g), _ptr(iterations),
                           _stream(P.device))

@@ -19,6 +19,7 @@ autotuned (warp count; block size for the joints) per problem shape the first ti
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 
@@ -110,10 +111,14 @@ def _autotuned(configs, key, **kw):
 
 def _launch(kernel, grid, *args, interpreter_defaults: dict, **kw):
     """Launch ``kernel`` on ``grid`` (a callable of the chosen meta-parameters); an untuned
-    kernel (the interpreter) gets ``interpreter_defaults`` for the tuned parameters."""
+    kernel (the interpreter) gets ``interpreter_defaults`` for the tuned parameters. It runs on
+    the device of its first tensor: Triton launches on the current device, and P on cuda:1 with
+    cuda:0 current would have been read through pointers the launch could not reach."""
     if not isinstance(kernel, triton.runtime.Autotuner):
         kw.update(interpreter_defaults)
-    kernel[grid](*args, **kw)
+    device = next((a.device for a in args if isinstance(a, torch.Tensor)), None)
+    with torch.cuda.device(device) if device is not None and device.type == "cuda" else contextlib.nullcontext():
+        kernel[grid](*args, **kw)
 
 
 if triton is not None:

@@ -312,6 +312,79 @@ def test_auto_sends_gpu_problems_one_per_thread_to_the_host(monkeypatch, block_f
     assert calls == [(20, 12, 10, P.device)]  # the larger source first, as the solver takes them
 
 
+def test_cuda_retries_only_orientations_it_takes_without_the_slow_path(monkeypatch):
+    """A 100x4x4 batch short of tol was retried as 4x100x4, which misses the block solver's
+    shared memory and takes the per-thread path at a Schur size of 400 (over its cap of 256,
+    1.95 MB of scratch a problem). The rule alone, with the solver stubbed (no GPU here)."""
+    from fastpid import api
+
+    shapes = []
+
+    def short(Q, tol, *, max_iter):
+        shapes.append(tuple(Q.shape[1:]))
+        B = Q.shape[0]
+        return solver.Solution(torch.zeros(B, dtype=torch.float64), torch.ones(B, dtype=torch.float64),
+                               torch.zeros(B, Q.shape[1], Q.shape[3]), torch.zeros(B, Q.shape[2], Q.shape[3]),
+                               torch.full((B,), max_iter))
+
+    monkeypatch.setattr(cuda, "solve", short)
+    monkeypatch.setattr(cuda, "workspace_doubles", lambda n1, n2, ny, device=None: 0 if n1 >= n2 else 244_344)
+    # 4x100x4 and 4x40x8 (Schur sizes 400 and 320) are not tried again; 6x8x4 (32) is
+    for shape, want in (((100, 4, 4), [(100, 4, 4)]), ((40, 4, 8), [(40, 4, 8)]),
+                        ((8, 6, 4), [(8, 6, 4), (6, 8, 4)])):
+        shapes.clear()
+        P = torch.from_numpy(_batch(shape, "dense", B=3))
+        api._solve_oriented(P, "exact", "cuda", 1e-8, 20, None, None, False)
+        assert shapes == want, shape
+    assert not cuda.oriented_route(4, 100, 4) and cuda.oriented_route(100, 4, 4) and cuda.oriented_route(8, 8, 8)
+
+
+def test_cuda_solve_chunks_the_per_thread_path_by_free_memory(monkeypatch):
+    """Problems on the per-thread path took B times their scratch at once (195 GB for 100,000
+    problems of 1.95 MB); they are solved in chunks of a quarter of the free memory. The
+    chunking alone, with the extension stubbed (no GPU here)."""
+    import contextlib
+
+    launched = []
+
+    class Ext:
+        @staticmethod
+        def cuda_solve_work(n1, n2, ny):
+            return 1000
+
+        @staticmethod
+        def cuda_solve(B, *args):
+            launched.append(B)
+
+    monkeypatch.setattr(cuda, "_ext", lambda: Ext)
+    monkeypatch.setattr(cuda, "_stream", lambda device: 0)
+    monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (4 * 8 * 1000 * 3, 0))  # 3 problems' scratch
+    sol = cuda.solve(torch.full((8, 2, 2, 2), 0.125, dtype=torch.float64), 1e-8)
+    assert launched == [3, 3, 2] and sol.lower.shape == (8,) and sol.f.shape == (8, 2, 2)
+
+
+def test_cuda_joints_pass_the_kernels_int64_codes(monkeypatch):
+    """The joint kernels read 8 bytes a code: int32 codes given to cuda.joint_codes or
+    joint_soft directly were read in pairs (garbage indices, out-of-bounds atomic adds), which
+    the emulation, converting as it reads, could not show. The arguments alone (no GPU here)."""
+    import contextlib
+
+    passed = []
+    monkeypatch.setattr(cuda, "_ptr", lambda t: passed.append(t) or 0)
+    monkeypatch.setattr(cuda, "_stream", lambda device: 0)
+    monkeypatch.setattr(cuda, "_ext", lambda: type("Ext", (), {"cuda_joint_codes": staticmethod(lambda *a: None),
+                                                               "cuda_joint_soft": staticmethod(lambda *a: None)}))
+    monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
+    c = torch.tensor([0, 1, 1], dtype=torch.int32)
+    cuda.joint_codes(c, c, c, (2, 2, 2), groups=c * 0)
+    assert [t.dtype for t in passed[:4]] == [torch.int64] * 4
+    passed.clear()
+    rows = torch.full((3, 2), 0.5, dtype=torch.float64)
+    cuda.joint_soft(rows, rows, c, 2, groups=c * 0)
+    assert [t.dtype for t in passed[2:4]] == [torch.int64] * 2
+
+
 # --- the compiled kernels on a GPU ------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])

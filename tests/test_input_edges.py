@@ -204,16 +204,20 @@ def test_explicit_cuda_refuses_sizes_it_would_crawl_on(fake_gpu):
 
 
 @pytest.mark.parametrize("method,shape", [("fast", (1100, 1100, 1800)), ("proxy", (1100, 1100, 1800)),
-                                          ("exact", (9_000_000, 1, 256))])
-def test_cuda_takes_no_problem_past_32_bit_cell_indices(fake_gpu, monkeypatch, method, shape):
-    """The kernels index a problem's cells with 32-bit integers: 1100x1100x1800 (2.2e9 cells)
-    went to them and read out of bounds; 9e6x1x256 has a Schur size of 256."""
+                                          ("exact", (9_000_000, 1, 256)), ("fast", (1, 1, 536_870_912)),
+                                          ("fast", (46_340, 46_340, 1))])
+def test_cuda_takes_no_problem_past_32_bit_indices(fake_gpu, monkeypatch, method, shape):
+    """The kernels index a problem's cells and its alternation's arrays with 32-bit integers:
+    1100x1100x1800 (2.2e9 cells) went to them and read out of bounds; 9e6x1x256 has a Schur size
+    of 256; 1x1x536870912 and 46340x46340x1 have few enough cells, but arrays of 4.3e9 doubles,
+    whose sizes wrapped to 16 bytes and 0.8 MB."""
     monkeypatch.setattr(api, "_host_beats_gpu_threads", lambda flat: False)  # the CUDA route's own limit
     assert api._choose_backend("auto", _flat(*shape), method) == "torch"
-    with pytest.raises(RuntimeError, match="32-bit cell indices"):
+    with pytest.raises(RuntimeError, match="pass the CUDA kernels' 32-bit indices"):
         api._choose_backend("cuda", _flat(*shape), method)
     n1, n2, ny = shape
-    assert api._choose_backend("auto", _flat(n1, n2, ny // 2), method) == "cuda"
+    smaller = (n1, n2, ny // 8) if ny > 1 else (n1 // 2, n2 // 2, ny)
+    assert api._choose_backend("auto", _flat(*smaller), method) == "cuda"
 
 
 def test_return_coupling_routes_exact_to_torch_on_a_gpu(fake_gpu):

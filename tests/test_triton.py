@@ -269,3 +269,34 @@ def test_autotuning_skips_warp_counts_that_would_hold_too_many_cells_a_lane():
     assert tried((20, 20, 10)) == [8] and tried((32, 32, 16)) == [8]
     assert tried((16, 16, 16)) == [2, 4, 8]
     assert tried((8, 8, 8)) == [1, 2, 4, 8] and tried((3, 1, 2)) == [1, 2, 4, 8]
+
+
+def test_launches_run_on_their_tensors_device(monkeypatch):
+    """Triton launches on the current device: P on cuda:1 with cuda:0 current was read through
+    pointers that launch could not reach. _launch selects the first tensor's device (here a
+    tensor that reports cuda:1, and a recording torch.cuda.device: no GPU runs it), and leaves
+    CPU tensors (the interpreter) as they are."""
+    import contextlib
+
+    class OnCuda1(torch.Tensor):
+        @property
+        def device(self):
+            return torch.device("cuda", 1)
+
+    entered, launched = [], []
+
+    @contextlib.contextmanager
+    def device(d):
+        entered.append(d)
+        yield
+
+    class Kernel:
+        def __getitem__(self, grid):
+            return lambda *args, **kw: launched.append(list(entered))
+
+    monkeypatch.setattr(torch.cuda, "device", device)
+    triton_kernels._launch(Kernel(), (1,), 3, torch.zeros(2).as_subclass(OnCuda1), interpreter_defaults={})
+    assert launched == [[torch.device("cuda", 1)]]
+    entered.clear()
+    triton_kernels._launch(Kernel(), (1,), torch.zeros(2), interpreter_defaults={})
+    assert launched[-1] == [] and entered == []
