@@ -421,7 +421,8 @@ def cpu_by_default():
     """A block in which tensors made without a device are made on the CPU, as the code inside
     assumes, where torch's default device is another (``torch.set_default_device("cuda")``:
     the estimate's CPU helpers met the samples' device and failed); no cost otherwise."""
-    return torch.device("cpu") if torch.get_default_device().type != "cpu" else contextlib.nullcontext()
+    default = getattr(torch, "get_default_device", None)  # not in every torch the project takes
+    return torch.device("cpu") if default is not None and default().type != "cpu" else contextlib.nullcontext()
 
 
 def solver_threads(flat: torch.Tensor, method: str):

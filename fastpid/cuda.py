@@ -210,12 +210,19 @@ def solve(P: torch.Tensor, tol: float, *, max_iter: int = 500) -> Solution:
     per-thread path are solved in chunks whose scratch fits a quarter of the free memory."""
     B, n1, n2, ny = P.shape
     per = workspace_doubles(n1, n2, ny, P.device)
-    if per and B > 1:
-        chunk = max(1, torch.cuda.mem_get_info(P.device)[0] // 4 // (8 * per))
-        if B > chunk:
-            parts = [solve(P[i:i + chunk], tol, max_iter=max_iter) for i in range(0, B, chunk)]
-            return Solution(*(torch.cat([getattr(p, k) for p in parts])
-                              for k in ("lower", "upper", "f", "g", "iterations")))
+    # Sized once: the first chunk's scratch stays in torch's cache, which mem_get_info does not
+    # count as free, and sizing each chunk again split the rest unevenly.
+    chunk = max(1, torch.cuda.mem_get_info(P.device)[0] // 4 // (8 * per)) if per and B > 1 else B
+    if B > chunk:
+        parts = [_solve_chunk(P[i:i + chunk], tol, max_iter, per) for i in range(0, B, chunk)]
+        return Solution(*(torch.cat([getattr(p, k) for p in parts])
+                          for k in ("lower", "upper", "f", "g", "iterations")))
+    return _solve_chunk(P, tol, max_iter, per)
+
+
+def _solve_chunk(P: torch.Tensor, tol: float, max_iter: int, per: int) -> Solution:
+    """:func:`solve` of ``P`` in one launch, with ``per`` doubles of scratch a problem."""
+    B, n1, n2, ny = P.shape
     P = P.detach().to(torch.float64).contiguous()
     opts = dict(dtype=torch.float64, device=P.device)
     lower, upper = torch.empty(B, **opts), torch.empty(B, **opts)
@@ -223,6 +230,6 @@ def solve(P: torch.Tensor, tol: float, *, max_iter: int = 500) -> Solution:
     iterations = torch.empty(B, dtype=torch.int64, device=P.device)
     work = torch.empty(B * per, **opts)
     with torch.cuda.device(P.device):
-        _ext().cuda_solve(B, _ptr(P), n1, n2, ny, cpp.options(tol, max_iter), _ptr(work), _ptr(lower), _ptr(upper), _ptr(f), _ptr(g), _ptr(iterations),
-                          _stream(P.device))
+        _ext().cuda_solve(B, _ptr(P), n1, n2, ny, cpp.options(tol, max_iter), _ptr(work), _ptr(lower),
+                          _ptr(upper), _ptr(f), _ptr(g), _ptr(iterations), _stream(P.device))
     return Solution(lower, upper, f, g, iterations)

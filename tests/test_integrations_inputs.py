@@ -574,6 +574,9 @@ def test_cpu_inputs_stay_on_the_cpu_under_another_default_device(meta_default_de
     cur.load_state_dict(cur.state_dict())
     order = list(iter(SPICESampler(cur, generator=torch.Generator(device="cpu").manual_seed(0))))
     assert sorted(order) == sorted(cur.indices().tolist())
-    assert len(list(iter(SPICESampler(cur, num_replicas=2, rank=0)))) > 0
-    assert DynCIM(200, 2, 5).weights().device.type == "cpu"
+    shards = [list(iter(SPICESampler(cur, num_replicas=2, rank=r))) for r in (0, 1)]
+    assert sorted(shards[0] + shards[1]) == sorted(cur.indices().tolist())  # a meta draw indexed garbage
+    assert set(probe.shuffled(res.codes1, res.codes2, y, 2, within_class=False)) >= {"synergy"}
+    dyncim = DynCIM(200, 2, 5)
+    assert dyncim.weights().device.type == "cpu" and dyncim.modality_weights().device.type == "cpu"
     assert ogm_ge_coefficients(np.array([1.0, 2.0])).device.type == "cpu"
