@@ -454,6 +454,8 @@ def check_positive_int(value, *, name: str, allow_none: bool = True,
         if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.dtype.is_floating_point \
                 and value.dtype != torch.bool:
             value = int(value.item())
+        elif isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iu":
+            value = int(value)
         elif isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) \
                 and float(value).is_integer():
             value = int(value)

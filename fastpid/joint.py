@@ -49,7 +49,8 @@ _NAMES = ("x1", "x2", "y")
 def _parse_sizes(sizes) -> tuple:
     if sizes is None:
         return (None, None, None)
-    if isinstance(sizes, (str, bytes)) or not isinstance(sizes, (Sequence, np.ndarray, torch.Tensor)):
+    if isinstance(sizes, (str, bytes)) or not isinstance(sizes, (Sequence, np.ndarray, torch.Tensor)) \
+            or np.ndim(sizes) == 0:  # a 0-d array or tensor: one number, no sequence
         raise TypeError(
             f"sizes must be a sequence (n1, n2, ny) of positive integers (None entries "
             f"are inferred), got {sizes!r}"
@@ -76,11 +77,19 @@ def _result_dtype(soft_tensors) -> torch.dtype:
 
 def sample_tensor(v, name: str, device) -> torch.Tensor:
     """Samples ``v`` (codes or probability rows) as a tensor on ``device``, as :func:`joint`
-    reads them: numpy float16 rows stay float16, so that they are checked to the dtype's eps
-    and renormalised as torch's are (through float64 they met the 1e-4 tolerance and were
-    refused); everything else as :func:`fastpid._validate.as_tensor` converts it."""
-    if isinstance(v, np.ndarray) and v.dtype == np.float16 and v.ndim == 2:
-        v = torch.from_numpy(v.astype("=f2", order="C"))
+    reads them: numpy float16 rows (in any byte order, or a list of float16 rows) stay float16,
+    so that they are checked to the dtype's eps and renormalised as torch's are (through
+    float64 they met the 1e-4 tolerance and were refused); everything else as
+    :func:`fastpid._validate.as_tensor` converts it."""
+    if isinstance(v, (list, tuple)) and v:  # rows gathered per sample, arrays or tensors of one dtype
+        try:
+            rows = np.asarray(v)
+        except (TypeError, ValueError, RuntimeError):  # ragged, or tensors that need a gradient
+            rows = None
+        if rows is not None and rows.dtype.kind == "f" and rows.dtype.itemsize == 2:
+            v = rows
+    if isinstance(v, np.ndarray) and v.dtype.kind == "f" and v.dtype.itemsize == 2 and v.ndim == 2:
+        v = torch.from_numpy(v.astype("=f2", order="C"))  # any byte order
     return as_tensor(v, name, device=device)[0]
 
 def joint(x1, x2, y, *, sizes=None, weights=None, groups=None, num_groups=None):

@@ -845,3 +845,30 @@ def test_long_double_masked_arrays_are_refused_too():
     for kwargs in ({}, {"return_coupling": True}, {"method": "fast"}):
         with pytest.raises(TypeError, match="masked array with 1 masked entries"):
             fastpid.pid(P, **kwargs)
+
+
+def test_float16_rows_are_read_alike_in_any_container():
+    """float16 softmax rows passed as an array were checked to float16's eps; the same rows as a
+    list of rows, a tuple, a list of half tensors or a big-endian array went through float64
+    and met the 1e-4 tolerance ('x1[3] sums to 0.99989319, not 1')."""
+    g = torch.Generator().manual_seed(0)
+    p1, p2 = (torch.softmax(3 * torch.randn(200, 5, generator=g), 1).half().numpy() for _ in range(2))
+    y = np.arange(200) % 2
+    ref = np.asarray(joint(p1, p2, y))
+    for rows in (list(p1), tuple(p1), [torch.from_numpy(r) for r in p1], p1.astype(">f2")):
+        np.testing.assert_array_equal(np.asarray(joint(rows, p2, y)), ref)
+
+
+def test_scalar_sizes_and_zero_d_integer_options_read_as_documented():
+    """sizes=np.array(3) raised "'int' object is not iterable"; 0-d integer arrays were refused
+    where 0-d tensors were taken (num_groups, max_iter, n_null, seed)."""
+    y = np.arange(40) % 2
+    for bad in (np.array(3), torch.tensor(3)):
+        with pytest.raises(TypeError, match=r"sizes must be a sequence \(n1, n2, ny\)"):
+            joint(y, y, y, sizes=bad)
+    P = joint(y, y, y, groups=np.zeros(40, dtype=int), num_groups=np.array(1))
+    assert P.shape == (1, 2, 2, 2)
+    res = fastpid.pid(P, max_iter=np.array(50))
+    a = fastpid.estimate(y, y, y, seed=np.array(3), n_null=np.array(2), n_jackknife=torch.tensor(4))
+    b = fastpid.estimate(y, y, y, seed=3, n_null=2, n_jackknife=4)
+    assert float(a.synergy) == float(b.synergy) and a.seed == 3 and bool(res.converged)
