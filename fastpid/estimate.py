@@ -275,7 +275,8 @@ def estimate(x1, x2, y, *, sizes=None, weights=None, counts=None, groups=None, n
         confidence: level of the intervals (default 0.95; the ``reliable`` flags do not
             depend on it).
         n_jackknife: parts of the delete-a-group jackknife (default 20; at most the
-            smallest group's sample count).
+            smallest group's sample count, which then sets every group's parts, with a
+            warning: estimate small groups in a call of their own).
         n_null: draws from the zero-synergy fit for the synergy test (default 29; 0 skips
             the test and the null-based part of the synergy correction, and the synergy is
             then flagged reliable only where no resample moves it). The draws are hard
@@ -285,7 +286,8 @@ def estimate(x1, x2, y, *, sizes=None, weights=None, counts=None, groups=None, n
             shrinkage (default 10; at most ``n_null`` are used).
         seed: seed of the random partition and the null draws: an integer >= 0, or
             ``None`` for fresh entropy (the result's ``seed`` holds the integer drawn, which
-            repeats the run).
+            repeats the run). With ``groups`` one stream serves every group, so a group's
+            estimate repeats with the whole call, not alone with the same seed.
         base: logarithm base of the results (``2`` for bits); default nats.
         progress: progress bar over the resampled solves (tqdm; ``True``: always,
             ``False``: never). Default: on when the resampled solves take more than one
@@ -376,6 +378,13 @@ def _estimate(x1, x2, y, sizes, weights, groups, num_groups, confidence, n_jackk
                          f"estimate needs at least 2 samples{of_weight}; got {int(counts[0])}")
     n_eff = _resample.effective_sizes(groups, weights, n_samples, G)
     g = int(min(n_jackknife, counts.min()))
+    if grouped and g < n_jackknife and counts.max() > g:
+        # One g for every group: a small group cuts every group's parts (and widens its
+        # intervals: 20 to 2 parts made 400-sample groups' synergy intervals 3.4 times as wide).
+        small = int(np.argmin(counts))
+        warnings.warn(f"estimate: group {small} has {int(counts[small])} samples, so every group's jackknife uses "
+                      f"{g} parts, not n_jackknife={n_jackknife} (wider intervals for the larger groups); "
+                      "estimate the small groups in a call of their own", stacklevel=3)
     pilot = min(n_pilot, n_null)
     weighted = pilot > 0 and weights is not None and y.dim() == 1  # the class factors' systems
     _check_resampling_memory(G, (m1, m2, my), g, pilot, n_null, device,
