@@ -442,6 +442,17 @@ def check_tol(tol, *, name: str = "tol", allow_none: bool = True) -> Optional[fl
     return t
 
 
+def integral_scalar(value):
+    """``value`` as a Python int where it is a 0-d integer array or tensor (a count read from
+    a config or computed by torch); else ``value`` as it is."""
+    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iu":
+        return int(value)
+    if isinstance(value, torch.Tensor) and value.dim() == 0 and not (
+            value.is_meta or value.is_floating_point() or value.is_complex() or value.dtype == torch.bool):
+        return int(value)
+    return value
+
+
 def check_positive_int(value, *, name: str, allow_none: bool = True,
                        maximum: Optional[int] = None) -> Optional[int]:
     """Validate an iteration count or size: ``None`` (default) or an integer >= 1 (and at
@@ -454,8 +465,8 @@ def check_positive_int(value, *, name: str, allow_none: bool = True,
         if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.dtype.is_floating_point \
                 and value.dtype != torch.bool:
             value = int(value.item())
-        elif isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iu":
-            value = int(value)
+        elif isinstance(value, np.ndarray) and isinstance(integral_scalar(value), int):  # 0-d integer array
+            value = integral_scalar(value)
         elif isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) \
                 and float(value).is_integer():
             value = int(value)
@@ -472,12 +483,10 @@ def check_positive_int(value, *, name: str, allow_none: bool = True,
 def check_integer(value, name: str, lo: Optional[int] = None, hi: Optional[int] = None,
                   expected: Optional[str] = None) -> int:
     """``value`` as a Python int in ``[lo, hi]`` (no bound where one is ``None``): any integral
-    type, numpy's and 0-d integer tensors too (a size from an array's shape, an ``np.int64``
-    from a config, a count from a tensor), but not bool; else a ``ValueError`` saying what was
+    type, numpy's and 0-d integer arrays and tensors too (a size from an array's shape, an
+    ``np.int64`` from a config, a count from a tensor), but not bool; else a ``ValueError`` saying what was
     expected (``expected``, or "an integer >= lo")."""
-    if isinstance(value, torch.Tensor) and value.dim() == 0 and not value.is_meta and not value.is_floating_point() \
-            and not value.is_complex() and value.dtype != torch.bool:
-        value = int(value)
+    value = integral_scalar(value)
     if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)) \
             and (lo is None or value >= lo) and (hi is None or value <= hi):
         return int(value)

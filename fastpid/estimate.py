@@ -74,7 +74,7 @@ import torch
 
 from . import _resample, _resources
 from ._resources import cpu_by_default, threads
-from ._validate import _as_real_scalar, as_tensor, check_base, check_flag
+from ._validate import _as_real_scalar, as_tensor, check_base, check_flag, integral_scalar
 from .api import _shows_bar, pid
 from .joint import _parse_sizes, joint, sample_tensor
 from .result import PIDResult, _keep_array
@@ -767,19 +767,8 @@ def _check_confidence(c) -> float:
     return c
 
 
-def _as_int(v):
-    """``v`` as a Python int where it is a 0-d integer array or tensor (as ``pid``'s integer
-    options take them); else ``v`` as it is."""
-    if isinstance(v, np.ndarray) and v.ndim == 0 and v.dtype.kind in "iu":
-        return int(v)
-    if isinstance(v, torch.Tensor) and v.dim() == 0 and not (v.is_floating_point() or v.is_complex() or v.is_meta
-                                                             or v.dtype == torch.bool):
-        return int(v)
-    return v
-
-
 def _check_int(v, name, minimum):
-    v = _as_int(v)
+    v = integral_scalar(v)
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
         raise TypeError(f"{name} must be an integer >= {minimum}, got {v!r}")
     if v < minimum:
@@ -793,7 +782,7 @@ def _check_seed(seed) -> int:
     torch, numpy's legacy seeding and int64 columns take it: 128 bits they do not)."""
     if seed is None:
         return secrets.randbits(63)
-    seed = _as_int(seed)
+    seed = integral_scalar(seed)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"seed must be None or an integer >= 0, got {seed!r}")
     if seed < 0:
