@@ -189,8 +189,8 @@ def plot_curriculum(curriculum, epochs=None, *, phases: Sequence[str] | None = N
 
 def plot_ecs_decisions(history, *, ax=None):
     """Which modality ECS-async paused when: one row per modality, a bar over every probed
-    epoch in which it was paused, a hatched warm-up span and a dashed line at the start of
-    stage 2.
+    epoch in which it was paused (to the next probe or the start of stage 2, whichever is
+    first), a hatched warm-up span and a dashed line at the start of stage 2.
 
     Args:
         history: :meth:`ECSAsyncController.history_arrays()
@@ -213,6 +213,8 @@ def plot_ecs_decisions(history, *, ax=None):
     # interval (their median gap; one epoch for a single probe).
     step = float(np.median(np.diff(ep))) if len(ep) > 1 else 1.0
     ends = np.append(ep[1:], ep[-1] + step) if len(ep) else ep
+    if history.get("switch_epoch") is not None:  # stage 2 ends every pause, probed or not
+        ends = np.minimum(ends, history["switch_epoch"])
     for row, key in ((1, "train1"), (2, "train2")):
         spans = [(s, e - s) for s, e, on, st in zip(ep, ends, history[key], history["stage"])
                  if not on and st == "unimodal"]

@@ -129,6 +129,23 @@ def test_spans_follow_the_epochs_spacing():
     assert [(b.x0, b.x1) for b in bars] == [(0.0, 5.0), (10.0, 15.0)]
 
 
+def test_pause_bars_end_where_stage_2_starts():
+    """Stage 2 started at epoch 7, between probes at 5 and 10: modality 1's bar ran on to 10,
+    across the stage-2 line."""
+    ctrl = ECSAsyncController(probe_every=5, max_unimodal_epochs=7, warmup_epochs=0, baseline=None,
+                              min_score=10)
+    for epoch in range(15):
+        if ctrl.wants_probe(epoch):
+            ctrl.step(epoch, {"unique1": 1.0, "unique2": 0.1, "synergy": 0.0})
+        else:
+            ctrl.update(epoch)
+    assert ctrl.switch_epoch == 7
+    ax = plot_ecs_decisions(ctrl)
+    bars = [path.get_extents() for path in ax.collections[0].get_paths()]
+    assert [(b.x0, b.x1) for b in bars] == [(0.0, 5.0), (5.0, 7.0)]
+    plt.close("all")
+
+
 def test_out_of_range_fractions_and_short_histories_are_refused():
     """Percentages drew nothing inside the fixed y range; a history with fewer decisions than
     epochs dropped the rest silently."""
