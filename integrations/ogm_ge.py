@@ -32,7 +32,10 @@ the batch, and Gaussian noise with the gradient's own standard deviation is adde
   its two encoders, and only in the epochs ``modulation_starts <= epoch <= modulation_ends``
   (0 and 50 by default); here the caller chooses the parameters (e.g. only the convolution
   weights) and when to call, so passing every encoder parameter at every step perturbs more
-  than the public code does.
+  than the public code does. With gradient accumulation, call it once per optimiser step,
+  after the last backward pass and before ``step()``: each call scales the whole
+  accumulated gradient and adds noise, so a call after each of two backward passes scales
+  the first micro-batch's part by ``k_m²`` and adds noise twice.
 """
 from __future__ import annotations
 
