@@ -109,7 +109,9 @@ frozen), also when the caller computes no gradient: the loss is the same under
 latter). In evaluation mode ``"learned"`` uses its gate as trained and fits a temporary one
 only before the first training step, as ``"noise"`` uses its statistics as trained; the
 per-example gates of ``"learned_example"`` are fitted on every batch, in evaluation too,
-as they are part of the penalty's definition.
+as they are part of the penalty's definition. Evaluation draws its masks, permutations
+and noise from a stream of its own, restarted by every ``eval()``: each validation pass
+draws the same ones, and validating leaves the training stream (and so training) as it was.
 """
 from __future__ import annotations
 
@@ -382,6 +384,7 @@ class SynIBLoss(nn.Module):
             self.logvar_head = nn.Linear(_positive_int("kl_features", kl_features),
                                          _positive_int("num_classes", num_classes))
         self._gen: torch.Generator | None = None
+        self._eval_gen: torch.Generator | None = None  # evaluation's own stream (_generator)
         self._last_gates: dict = {}
         self._warned_alone = False
         for m in (1, 2):
@@ -400,10 +403,24 @@ class SynIBLoss(nn.Module):
     def _set_buffer(self, name: str, m: int, value: torch.Tensor) -> None:
         setattr(self, f"{name}{m}", _normal(value.detach()))
 
+    def train(self, mode: bool = True) -> "SynIBLoss":
+        if not mode:  # each evaluation pass draws the same masks (_generator)
+            self._eval_gen = None
+        return super().train(mode)
+
     def _generator(self, device) -> torch.Generator:
         device = torch.device(device)
         if device.type == "cuda" and device.index is None:
             device = torch.device("cuda", torch.cuda.current_device())
+        if not self.training:
+            # Evaluation draws from a stream of its own, restarted by eval(), so that how often
+            # a model is validated does not change its training (the training stream had
+            # advanced with every validation batch).
+            if self._eval_gen is None or self._eval_gen.device != device:
+                self._eval_gen = torch.Generator(device=device)
+                digest = hashlib.sha256(f"evaluation {self.seed}".encode()).digest()
+                self._eval_gen.manual_seed(int.from_bytes(digest[:8], "little") % 2 ** 62)
+            return self._eval_gen
         if self._gen is None:
             self._gen = torch.Generator(device=device)
             self._gen.manual_seed(self.seed)
