@@ -802,8 +802,11 @@ def suggest_k(n: SupportsIndex, ny: SupportsIndex, *, samples_per_cell: float = 
         ValueError: ``n`` or ``ny`` not a positive integer, ``samples_per_cell`` not a finite
         number > 0, or so small that ``n / (samples_per_cell * ny)`` overflows a float.
     """
+    n, ny = integral_scalar(n), integral_scalar(ny)  # est.n is a 0-d array or tensor
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
-        raise ValueError(f"n (the number of samples) must be a positive integer, got {n!r}")
+        hint = (" (an effective sample size, as est.n is with weights, can be passed as int(n))"
+                if isinstance(n, numbers.Real) or getattr(n, "ndim", None) == 0 else "")
+        raise ValueError(f"n (the number of samples) must be a positive integer, got {n!r}{hint}")
     if isinstance(ny, bool) or not isinstance(ny, numbers.Integral) or ny < 1:
         raise ValueError(f"ny (the number of target values) must be a positive integer, got {ny!r}")
     if not (isinstance(samples_per_cell, numbers.Real) and math.isfinite(samples_per_cell)

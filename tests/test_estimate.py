@@ -257,6 +257,11 @@ def test_suggest_k_meets_its_inequality_and_checks_its_input():
                 assert k == 2 or spc * (k * k * ny) <= n, (n, ny, spc)
                 assert spc * ((k + 1) ** 2 * ny) > n, (n, ny, spc)
     assert suggest_k(np.int64(2000), 10) == 7
+    # est.n is a 0-d array (a 0-d tensor for torch input): it was refused
+    est = fastpid.estimate(np.arange(2000) % 3, np.arange(2000) % 5, np.arange(2000) % 10, seed=0)
+    assert suggest_k(est.n, np.array(10)) == suggest_k(torch.tensor(2000), torch.tensor(10)) == 7
+    with pytest.raises(ValueError, match=r"int\(n\)"):
+        suggest_k(np.array(2000.5), 10)
     with pytest.raises(ValueError, match="too small"):
         suggest_k(1000, 10, samples_per_cell=1e-310)
     for args, kwargs, match in [((100, 0), {}, "ny"), ((-5, 10), {}, "n \\(the number of samples"),
