@@ -10,7 +10,8 @@ Everything here builds batches of joint distributions ``(B, n1, n2, ny)`` that o
   to a joint, ``P0(x1,x2,y) = P(x1,x2) q(y|x1,x2)`` with ``q(y|x) ∝ p(y) exp(f_y(x1) +
   g_y(x2))`` from the optimal dual potentials of the BROJA problem of ``P`` (see
   :mod:`fastpid.estimate` for why this is the maximum-likelihood fit under "synergy = 0"),
-  shrunk towards ``p(y)`` by :func:`match_shrinkage`;
+  shrunk towards ``p(y)`` by :func:`match_shrinkage`; :func:`unseen_lowered` gives the pairs
+  the joint does not hold no more than their Good-Turing mass (:func:`unseen_pair_mass`);
 * :func:`null_draws` — joints of the samples with the target redrawn from that model.
 
 Random numbers come from a numpy ``Generator`` (seeded by the caller), so a seed gives the
@@ -195,26 +196,61 @@ def dual_potentials(P: torch.Tensor, tol: float = 1e-9):
     return sol.f.to(P.device), sol.g.to(P.device)
 
 
-def null_log_weights(P: torch.Tensor, tol: float = 1e-9, floor_unseen: bool = True):
+def null_log_weights(P: torch.Tensor, tol: float = 1e-9):
     """``(log p(y), f_y(x1) + g_y(x2))`` of the BROJA dual optimum, ``(B, 1, 1, ny)`` and
-    ``(B, n1, n2, ny)`` (``-inf`` on cells no coupling of ``P`` can use)."""
+    ``(B, n1, n2, ny)`` (``-inf`` on cells no coupling of ``P`` can use).
+
+    Cells whose ``(x1, y)`` or ``(x2, y)`` pair ``P`` does not hold get the smallest weight of
+    a held cell instead of none: with few samples most unseen pairs are sampling zeros, and
+    the null model must not turn them into structural ones.
+    """
     f, g = dual_potentials(P, tol)
     py = P.sum((1, 2))
     p1y, p2y = P.sum(2), P.sum(1)
-    mask = (p1y > 0)[:, :, None, :] & (p2y > 0)[:, None, :, :] & (py > 0)[:, None, None, :]
+    held = (p1y > 0)[:, :, None, :] & (p2y > 0)[:, None, :, :] & (py > 0)[:, None, None, :]
     logpy = torch.log(torch.where(py > 0, py, torch.ones_like(py)))[:, None, None, :]
-    fg = torch.where(mask, f[:, :, None, :] + g[:, None, :, :], 0.0)
-    if floor_unseen:
-        # Cells whose (x1, y) or (x2, y) pair was not seen get the smallest weight of a seen
-        # cell instead of zero: with few samples most unseen pairs are sampling zeros, and
-        # the null model must not turn them into structural ones.
-        big = torch.tensor(torch.inf, dtype=fg.dtype, device=fg.device)
-        floor = torch.where(mask, fg, big).flatten(1).amin(1)
-        floor = torch.where(torch.isfinite(floor), floor, torch.zeros_like(floor))
-        fg = torch.where(mask, fg, floor[:, None, None, None])
-        mask = (py > 0)[:, None, None, :].expand_as(fg)
-    fg = torch.where(mask, fg, torch.tensor(-torch.inf, dtype=fg.dtype, device=fg.device))
-    return logpy, fg
+    fg = torch.where(held, f[:, :, None, :] + g[:, None, :, :], 0.0)
+    big = torch.tensor(torch.inf, dtype=fg.dtype, device=fg.device)
+    floor = torch.where(held, fg, big).flatten(1).amin(1)
+    floor = torch.where(torch.isfinite(floor), floor, torch.zeros_like(floor))
+    fg = torch.where(held, fg, floor[:, None, None, None])
+    return logpy, torch.where((py > 0)[:, None, None, :], fg, -big)
+
+
+def unseen_lowered(log_weights, P: torch.Tensor, unseen_mass: torch.Tensor):
+    """:func:`null_log_weights` of ``P`` with the weight of the cells whose ``(x1, y)`` or
+    ``(x2, y)`` pair ``P`` does not hold lowered until the null world at ``λ = 1`` puts about
+    ``unseen_mass`` ``(B,)`` on them (:func:`unseen_pair_mass`), none where it is 0 (the
+    unseen pairs are then structural); never raised."""
+    logpy, fg = log_weights
+    held = (P.sum(2) > 0)[:, :, None, :] & (P.sum(1) > 0)[:, None, :, :]
+    unseen = torch.isfinite(fg) & ~held
+    q = tempered_conditional(log_weights, torch.ones(P.shape[0], dtype=fg.dtype, device=fg.device))
+    m = (P.sum(-1)[..., None] * q * unseen).flatten(1).sum(1)
+    t = torch.minimum(unseen_mass.to(m), m)
+    # The shift that takes one cell's share m to t once its conditional is renormalised; -inf
+    # (no weight) where t is 0, none where the floor already holds no more than t.
+    shift = torch.where(m > t, torch.log(t) + torch.log1p(-m) - torch.log(m) - torch.log1p(-t),
+                        torch.zeros_like(m))
+    return logpy, torch.where(unseen, fg + shift[:, None, None, None], fg)
+
+
+def unseen_pair_mass(x1, x2, y, groups, G: int, sizes) -> torch.Tensor | None:
+    """Good-Turing's estimate of the mass of the ``(x1, y)`` and ``(x2, y)`` pairs no sample
+    shows, per problem ``(G,)``: the share of its samples whose pair no other sample has, of
+    both tables together; ``None`` where a variable is given as probability rows (no counts).
+    Samples count once whatever their weight: the estimate is of what the sampling missed."""
+    if any(v.dim() != 1 for v in (x1, x2, y)):
+        return None
+    m1, m2, my = sizes
+    gid = torch.zeros_like(x1, dtype=torch.int64) if groups is None else groups.to(torch.int64)
+    y = y.to(torch.int64)
+    once = torch.zeros(G, dtype=torch.int64, device=x1.device)
+    for x, m in ((x1, m1), (x2, m2)):
+        pair = (gid * m + x.to(torch.int64)) * my + y
+        once += (torch.bincount(pair, minlength=G * m * my).reshape(G, -1) == 1).sum(1)
+    n = torch.bincount(gid, minlength=G)
+    return once.to(torch.float64) / n.to(torch.float64)
 
 
 def tempered_conditional(log_weights, lam: torch.Tensor) -> torch.Tensor:

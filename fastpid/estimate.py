@@ -48,7 +48,11 @@ Method (all resampled joints are solved in one batched :func:`fastpid.pid` call)
   (the mean plug-in synergy of the null draws less that world's own synergy, which is small
   but not 0: ``q̂_λ`` is shrunk and renormalised off the optimum's support; ``≈ df / 2N`` for
   the likelihood ratio), averaged with the jackknife estimate; see ``docs/estimation.md`` for
-  the measurements behind this choice.
+  the measurements behind this choice. Where N is large against the ``(x1, y)`` and
+  ``(x2, y)`` pairs, the unseen ones are mostly structural, and the test's world (choice 2)
+  gives them more mass than Good-Turing's estimate from the pairs seen once, so it is denser
+  than the data's: the bias is then that of draws from a second world whose unseen pairs
+  carry no more than that estimate (codes only; docs/estimation.md, "Sparse joints").
 * **Reliability:** a term is flagged unreliable when its correction is not trustworthy at
   this N (the rules and the measurements behind them are in ``docs/estimation.md``).
 
@@ -306,7 +310,9 @@ def estimate(x1, x2, y, *, sizes=None, weights=None, counts=None, groups=None, n
 
     Cost: one certified solve of each empirical joint, one for its zero-synergy fit, and
     ``n_jackknife + n_pilot + n_null + 1`` resampled solves per problem (to ``tol=1e-6``; the
-    last is the null world itself) in two batches; ``n_jackknife`` alone with ``n_null=0``.
+    last is the null world itself) in two batches, and ``n_null + 1`` more in a third where the
+    correction's world differs from the test's (above); ``n_jackknife`` alone with
+    ``n_null=0``.
     """
     # PyTorch's intra-op threads cost more than they give on the estimate's small tensor
     # operations (4,000-cell softmaxes took 7 ms each with 2 threads on a busy 2-core
@@ -399,6 +405,11 @@ def _estimate(x1, x2, y, sizes, weights, groups, num_groups, confidence, n_jackk
     if pilot > 0:
         factors = _resample.weight_factors(x1, x2, y, weights, groups, G, m1, m2, my)
         log_w = _resample.null_log_weights(seen, tol=1e-7)
+        # The correction's world (below): unseen pairs at no more than their Good-Turing mass.
+        unseen_mass = _resample.unseen_pair_mass(x1, x2, y, groups, G, (m1, m2, my))
+        sparse_w = None if unseen_mass is None else _resample.unseen_lowered(log_w, seen, unseen_mass)
+        lowered = (np.zeros(G, dtype=bool) if sparse_w is None else
+                   (sparse_w[1] != log_w[1]).flatten(1).any(1).cpu().numpy())
         ones = torch.ones(G, dtype=torch.float64, device=device)
         q1 = _resample.tempered_conditional(log_w, ones)
         batch.append(_resample.null_draws(q1, x1, x2, weights=weights, groups=groups, draws=pilot,
@@ -408,11 +419,12 @@ def _estimate(x1, x2, y, sizes, weights, groups, num_groups, confidence, n_jackk
     plug_v = np.stack([_np(getattr(plug, t)).reshape(G) for t in TERMS], -1)   # (G, 4)
     # The bar counts every resampled solve: jackknife, pilot and null draws, and the null
     # worlds themselves (solved with their draws).
-    total = G * (g + (pilot + n_null + 1 if n_null > 0 else 0))
+    second = n_null > 0 and bool(lowered.any())  # the correction's own world and draws
+    total = G * (g + (pilot + (n_null + 1) * (1 + second) if n_null > 0 else 0))
     with _progress(progress, total) as bar:
         values = _solve_batch(torch.cat(batch), bar, solve_threads)  # (B, 5) nats, float64, CPU
         jk_v = values[:G * g, :4].reshape(G, g, 4)
-        null_s, null_level = None, None
+        null_s, null_bias = None, None
         if n_null > 0:
             # Match the null model's information to the data: the pilot draws measure the bias
             # of the plug-in V in the fitted null world; the shrinkage λ makes the null world's
@@ -423,19 +435,33 @@ def _estimate(x1, x2, y, sizes, weights, groups, num_groups, confidence, n_jackk
             v_hat = plug_v[:, :3].sum(1)  # V = R + U1 + U2
             lam = _resample.match_shrinkage(log_w, px, v_pilot, v_hat, device)
             q = _resample.tempered_conditional(log_w, lam)
-            draws = _resample.null_draws(q, x1, x2, weights=weights, groups=groups, draws=n_null, rng=rng,
-                                         joint_fn=joint, factors=factors)
-            # The null world P̂(x) q_λ(y|x) itself, solved with its draws: its own synergy is not
-            # exactly 0 (q_λ is renormalised off the optimum's support, and shrunk), and the
-            # correction must subtract the draws' bias, not that level. Its P̂(x) is the draws'.
-            world = _resample.draws_marginal(q, x1, x2, groups, factors, px)[..., None] * q
-            world = world / world.sum((1, 2, 3), keepdim=True)
-            solved = _solve_batch(torch.cat([draws.reshape(G * n_null, m1, m2, my), world]), bar,
-                                  solve_threads)
-            null_s = solved[:G * n_null, 3].reshape(G, n_null)
-            null_level = solved[G * n_null:, 3]
 
-    est, se, lo, hi, bias, p_s, disagreement, spread = _combine(plug_v, jk_v, null_s, null_level, g, confidence)
+            def null_synergies(q):
+                """The synergy of n_null draws from the null world P̂(x) q(y|x) ``(G, n_null)``, and
+                the bias of those draws: their mean less the world's own synergy, which is not
+                exactly 0 (q is renormalised off the optimum's support, and shrunk), solved with
+                them. Its P̂(x) is the draws'."""
+                draws = _resample.null_draws(q, x1, x2, weights=weights, groups=groups, draws=n_null, rng=rng,
+                                             joint_fn=joint, factors=factors)
+                world = _resample.draws_marginal(q, x1, x2, groups, factors, px)[..., None] * q
+                world = world / world.sum((1, 2, 3), keepdim=True)
+                solved = _solve_batch(torch.cat([draws.reshape(G * n_null, m1, m2, my), world]), bar,
+                                      solve_threads)
+                s = solved[:G * n_null, 3].reshape(G, n_null)
+                return s, s.mean(1) - solved[G * n_null:, 3]
+
+            null_s, null_bias = null_synergies(q)  # the test's draws
+            if second:
+                # The test's world keeps every unseen pair possible at the smallest held weight,
+                # which keeps it near synergy 0; where N is large against the pairs it is denser
+                # than the data's, and its draws' synergy bias the larger (README's 90-cell joint
+                # at N = 2,000: the corrected synergy 0.061 nats low). The correction takes the
+                # bias of a world whose unseen pairs carry no more than their Good-Turing mass,
+                # where that differs; the test's draws come first, so they stay as they were.
+                _, sparse_bias = null_synergies(_resample.tempered_conditional(sparse_w, lam))
+                null_bias = np.where(lowered, sparse_bias, null_bias)
+
+    est, se, lo, hi, bias, p_s, disagreement, spread = _combine(plug_v, jk_v, null_s, null_bias, g, confidence)
     # A correction or an interval of a few samples can pass what the alphabets allow.
     most = term_maxima(n1, n2, ny)
     est, lo, hi = (np.minimum(a, most) for a in (est, lo, hi))
@@ -490,11 +516,11 @@ def term_maxima(n1: int, n2: int, ny: int) -> np.ndarray:
 # ----------------------------------------------------------------------------- internals
 
 
-def _combine(plug_v, jk_v, null_s, null_level, g, confidence):
+def _combine(plug_v, jk_v, null_s, null_bias, g, confidence):
     """Point estimates, SEs, intervals, bias and the synergy p-value from the solved values.
 
-    ``plug_v (G, 4)``, ``jk_v (G, g, 4)``, ``null_s (G, n_null)`` or ``None`` with
-    ``null_level (G,)``, the null world's own synergy; nats. Also returns, for the
+    ``plug_v (G, 4)``, ``jk_v (G, g, 4)``, ``null_s (G, n_null)`` (the test's draws) or
+    ``None`` with ``null_bias (G,)``, the synergy bias of the null draws; nats. Also returns, for the
     reliability rule, the half-difference of the two synergy corrections and the synergy's
     jackknife standard error before any widening (``(G,)`` each).
     """
@@ -507,7 +533,7 @@ def _combine(plug_v, jk_v, null_s, null_level, g, confidence):
         n_null = null_s.shape[1]
         # Monte-Carlo p-value; the tiny slack counts ties of equal plug-in synergy as ties.
         p_s = (1.0 + (null_s >= plug_v[:, 3:4] - 1e-9).sum(1)) / (n_null + 1.0)
-        null_corrected = plug_v[:, 3] - (null_s.mean(1) - null_level)
+        null_corrected = plug_v[:, 3] - null_bias
         est[:, 3] = 0.5 * (jack[:, 3] + null_corrected)
         disagreement = 0.5 * np.abs(jack[:, 3] - null_corrected)
     else:
@@ -553,9 +579,8 @@ def _reliability(n_eff, flat, disagreement, spread, g, seen_once):
     (:data:`RELIABILITY_CONFIDENCE`, not the intervals' level: the flag must not depend on
     what was asked), or no resample moves the synergy at all in a sample with no cell that
     holds a single sample (``seen_once``; its jackknife standard error ``spread`` is
-    rounding: joints whose synergy no replicate changes, e.g. 0 where
-    Y = X1 = X2, while their null world, which gives unseen pairs some weight, keeps a bias
-    of its own of 0.2–23 / N nats, measured). ``disagreement=None`` (no null draws,
+    rounding: joints whose synergy no replicate changes, e.g. 0 where Y = X1 = X2, while the
+    null draws' synergy may move). ``disagreement=None`` (no null draws,
     ``n_null=0``): nothing to agree with, so the synergy is flagged reliable only where it does not move at all (its
     flag was always true there, and its intervals covered 0.85 where the full rule's gave
     0.99 on the redundant 8x8x4 joint at N = 400).

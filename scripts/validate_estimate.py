@@ -120,6 +120,40 @@ def and_gate():
     return P
 
 
+def sparse_blocks(k=10, ny=5, seed=3):
+    """k x k x ny: each class over a 3 x 3 block of source values drawn at random, the sources
+    independent within it (45 occupied cells of 500 at the defaults; most (x, y) pairs are
+    structurally empty)."""
+    rng = np.random.default_rng(seed)
+    P = np.zeros((k, k, ny))
+    for y in range(ny):
+        s1, s2 = rng.choice(k, 3, replace=False), rng.choice(k, 3, replace=False)
+        P[np.ix_(s1, s2, [y])] += np.outer(rng.dirichlet(np.ones(3)), rng.dirichlet(np.ones(3)))[..., None]
+    return P / P.sum()
+
+
+def sparse_chain(n=8):
+    """Y uniform over n; X1 = Y (0.85) or Y + 1; X2 = X1 (0.8) or X1 + 1, mod n: a chain
+    Y - X1 - X2 (synergy 0, U2 = 0) on 4n of n^3 cells."""
+    P = np.zeros((n, n, n))
+    for y in range(n):
+        for d1, p1 in ((0, 0.85), (1, 0.15)):
+            for d2, p2 in ((0, 0.8), (1, 0.2)):
+                P[(y + d1) % n, (y + d1 + d2) % n, y] += p1 * p2 / n
+    return P
+
+
+def class_clusters(n=20, ny=10):
+    """The README's example: Y uniform over ny, X1 = Y + a and X2 = 2Y + b (mod n) with a, b
+    uniform over {0, 1, 2}: each class on 3 x 3 cells (90 of 4,000 at the defaults)."""
+    P = np.zeros((n, n, ny))
+    for y in range(ny):
+        for a in range(3):
+            for b in range(3):
+                P[(y + a) % n, (2 * y + b) % n, y] += 1.0
+    return P / P.sum()
+
+
 def clustered():
     """A 20x20x10 joint from clustered features (bench/problems.py, clustered_20x20x10 #0)."""
     from bench import problems
@@ -168,6 +202,10 @@ CASES = {
     # lower end of its bracket), and binary copies whose synergy comes from rare flips.
     "20x20x10 copies": Case("20x20x10 copies", lambda: noisy_copies(20, 20, 10, 0.19), (500, 2000, 20000)),
     "2x2x2 copies": Case("2x2x2 copies", lambda: noisy_copies(2, 2, 2, 0.025), (40, 100, 400)),
+    # Sparse joints whose empty (x, y) pairs are structural, not sampling zeros.
+    "10x10x5 sparse blocks": Case("10x10x5 sparse blocks", sparse_blocks, (300, 2000, 10000)),
+    "8x8x8 sparse chain": Case("8x8x8 sparse chain", sparse_chain, (300, 2000, 10000)),
+    "20x20x10 class clusters": Case("20x20x10 class clusters", class_clusters, (500, 2000, 10000)),
 }
 QUICK = ["8x8x4 dense", "8x8x4 zero-S", "8x8x4 xor"]
 
