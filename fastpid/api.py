@@ -134,7 +134,7 @@ def _pid(P, *, method, backend, tol, max_iter, steps, base, progress, return_cou
                          "use backend='auto', 'torch' or 'cpp'")
 
     check_input_memory(P)
-    _check_transform(P, backend)
+    _check_transform(P, backend, method)
     if method == "exact" and backend in ("auto", "cpp") and not return_coupling and not progress:
         if not _read_in_place(P):
             check_input_memory(P, copies=2)  # the route's float64 copy of P, then the normalised one
@@ -448,17 +448,18 @@ def _choose_backend(backend: str, flat: torch.Tensor, method: str, return_coupli
     return "torch"
 
 
-def _check_transform(P, backend: str) -> None:
+def _check_transform(P, backend: str, method: str) -> None:
     """Inside ``torch.func.grad``, ``vjp`` or ``jacrev`` the input has no storage the native
     solvers could read, so ``"auto"`` takes the PyTorch solver there and an explicit native
-    backend is refused; under ``vmap`` no solver runs, as each stops on a test of its own
-    iterate (``jacfwd`` vmaps the tangents only, and goes through)."""
+    backend is refused, except for ``"proxy"``, whose closed forms run in PyTorch wherever
+    they carry derivatives, as under autograd; under ``vmap`` no solver runs, as each stops on
+    a test of its own iterate (``jacfwd`` vmaps the tangents only, and goes through)."""
     wrapped, batched = transformed(P)
     if batched:
         raise ValueError("fastpid.pid cannot run under torch.vmap: its solvers stop on tests of "
                          "their iterates. It is batched already: pass the stacked problems, P of "
                          "shape (..., n1, n2, ny), in one call")
-    if wrapped and backend in ("cpp", "cuda", "triton", "cvx"):
+    if wrapped and backend in ("cpp", "cuda", "triton", "cvx") and method != "proxy":
         raise ValueError(f"backend={backend!r} cannot read tensors inside a torch.func transform "
                          "(torch.func.grad, vjp, jvp, jacrev, jacfwd); use backend='torch' or 'auto' there "
                          "(forward-mode AD through torch.autograd.forward_ad takes every backend)")

@@ -211,6 +211,19 @@ def test_a_fast_value_past_its_bracket_by_rounding_keeps_its_gradient_on_every_b
     torch.testing.assert_close(grads[1], grads[0], atol=1e-9, rtol=1e-7)
 
 
+@pytest.mark.parametrize("backend", ["cpp", "triton"])
+def test_torch_func_takes_the_proxy_with_a_native_backend_as_autograd_does(backend):
+    """With gradients the proxy's closed forms run in PyTorch whatever the backend; inside
+    torch.func an explicit native backend was refused for it all the same."""
+    P = torch.tensor(random_joint(np.random.default_rng(3), (2, 3, 4)))
+    X = P.clone().requires_grad_(True)
+    fastpid.pid(X, method="proxy", backend=backend).synergy.backward()
+    grad = torch.func.grad(lambda Q: fastpid.pid(Q, method="proxy", backend=backend).synergy)(P)
+    torch.testing.assert_close(grad, X.grad, rtol=0, atol=1e-14)
+    with pytest.raises(ValueError, match="torch.func transform"):
+        torch.func.grad(lambda Q: fastpid.pid(Q, method="fast", backend=backend).synergy)(P)
+
+
 @pytest.mark.parametrize("method", ["exact", "fast", "proxy"])
 def test_torch_func_transforms_give_the_autograd_derivatives(method):
     """torch.func.grad, jacrev and jacfwd, and forward-mode AD, give the autograd derivatives
