@@ -132,7 +132,7 @@ class PIDEstimate:
     is group ``i``'s estimate; ``len`` and iteration go over the groups); numpy
     ``float64`` for numpy input, torch ``float64`` on the input's device for torch input
     (``reliable`` holds booleans, ``occupied`` integers, and ``n`` integers too without
-    weights).
+    weights); :meth:`numpy` and :meth:`cpu` convert every field.
     Units: nats, or ``base``.
 
     Attributes:
@@ -235,16 +235,26 @@ class PIDEstimate:
             raise IndexError(f"an index of a grouped PIDEstimate picks groups (an estimate of shape () or "
                              f"(k,)); {index!r} gives shape {plugin.shape}")
 
-        def pick(v):
-            return _keep_array(v[index])
+        return self._map(lambda v: _keep_array(v[index]), plugin)
 
-        def pick_terms(t: Terms) -> Terms:
-            return Terms(*(pick(v) for v in t))
+    def _map(self, fn, plugin: PIDResult) -> "PIDEstimate":
+        """This estimate with ``fn`` applied to every array field, and ``plugin``."""
+        def terms(t: Terms) -> Terms:
+            return Terms(*(fn(v) for v in t))
 
-        return replace(self, **{t: pick(getattr(self, t)) for t in TERMS}, n=pick(self.n),
-                       occupied=pick(self.occupied), plugin=plugin,
-                       **{f: pick_terms(getattr(self, f)) for f in ("ci_low", "ci_high", "se", "bias", "p_value",
-                                                                      "reliable")})
+        return replace(self, **{t: fn(getattr(self, t)) for t in TERMS}, n=fn(self.n),
+                       occupied=fn(self.occupied), plugin=plugin,
+                       **{f: terms(getattr(self, f)) for f in ("ci_low", "ci_high", "se", "bias", "p_value",
+                                                                 "reliable")})
+
+    def numpy(self) -> "PIDEstimate":
+        """The same estimate with numpy arrays (of an estimate of torch tensors, on any device)."""
+        return self._map(lambda v: v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v),
+                         self.plugin.numpy())
+
+    def cpu(self) -> "PIDEstimate":
+        """The same estimate with its tensors on the CPU (numpy fields unchanged)."""
+        return self._map(lambda v: v.cpu() if isinstance(v, torch.Tensor) else v, self.plugin.cpu())
 
     def __str__(self) -> str:
         return _format(self)

@@ -1202,3 +1202,24 @@ def test_sparse_joints_are_corrected_and_flagged_at_large_n():
     flags = [bool(fastpid.estimate(*_sample(chain, 2000, rng), sizes=chain.shape, seed=s).reliable.synergy)
              for s in range(6)]
     assert sum(flags) >= 4, flags  # 92 of 100 samples flagged (scripts/validate_estimate.py)
+
+
+def test_estimate_converts_to_numpy_and_to_the_cpu():
+    """PIDResult had numpy() and cpu(); PIDEstimate had neither, so a torch estimate (on a GPU)
+    took a conversion of each of its 25-odd tensors."""
+    rng = np.random.default_rng(2)
+    x1, x2, y = (torch.tensor(rng.integers(0, 3, 300)) for _ in range(3))
+    est = fastpid.estimate(x1, x2, y, groups=torch.arange(300) % 3, seed=0)
+    host = est.numpy()
+    for name in ("synergy", "n", "occupied"):
+        assert isinstance(getattr(host, name), np.ndarray)
+        np.testing.assert_array_equal(getattr(host, name), getattr(est, name).numpy())
+    for terms in ("ci_low", "ci_high", "se", "bias", "p_value", "reliable"):
+        for a, b in zip(getattr(host, terms), getattr(est, terms)):
+            assert isinstance(a, np.ndarray)
+            np.testing.assert_array_equal(a, b.numpy())
+    assert isinstance(host.plugin.synergy, np.ndarray) and str(host) == str(est)
+    assert host[1].synergy == est[1].synergy.item()
+    cpu = est.cpu()
+    assert cpu.synergy.device.type == "cpu" and torch.equal(cpu.ci_high.synergy, est.ci_high.synergy)
+    np.testing.assert_array_equal(host.numpy().synergy, host.synergy)  # numpy fields stay as they are
