@@ -489,7 +489,15 @@ def pid_from_samples(
     ``backend``, ``tol``, ``base``, ...) are passed.  Results have shape ``()``
     or ``(G,)`` with ``groups``; units are nats unless ``base=2``.
     """
+    import inspect
+
     from .api import pid  # imported lazily: api may import this module
 
+    unknown = sorted(set(pid_kwargs) - set(inspect.signature(pid).parameters))
+    if unknown:  # before any work, and named as the caller called it (not "pid() got ...")
+        hint = (" (a plug-in joint weighs a sample observed c times as weights=c does: pass the counts "
+                "as weights)" if "counts" in unknown else "")
+        raise TypeError(f"pid_from_samples() got unexpected keyword argument(s) {unknown}: it takes joint()'s "
+                        f"arguments and fastpid.pid()'s{hint}")
     P = joint(x1, x2, y, sizes=sizes, weights=weights, groups=groups, num_groups=num_groups)
     return pid(P, **pid_kwargs)

@@ -575,6 +575,16 @@ def test_pid_from_samples_composes():
     np.testing.assert_allclose(res.synergy, np.log(2), atol=1e-8)
 
 
+def test_pid_from_samples_names_itself_for_an_unknown_argument():
+    """counts= and seed= (estimate's) raised "pid() got an unexpected keyword argument", naming
+    a function the caller never called, after the joint was built."""
+    with pytest.raises(TypeError, match=r"pid_from_samples\(\) got unexpected keyword argument\(s\) "
+                                        r"\['counts'\].*pass the counts as weights"):
+        pid_from_samples([0, 1], [0, 1], [0, 1], counts=[2, 3])
+    with pytest.raises(TypeError, match=r"\['seed'\]: it takes joint\(\)'s arguments and fastpid.pid\(\)'s$"):
+        pid_from_samples([0, 1], [0, 1], [0, 1], seed=0)
+
+
 def test_memory_error_says_where_the_sizes_come_from():
     """The message said "sizes inferred from the largest codes — pass sizes=" also when
     sizes= had been passed."""
