@@ -541,6 +541,14 @@ def test_gate_fits_leave_the_heads_batchnorm_statistics_alone(kwargs):
         torch.testing.assert_close(h[0].running_var, t[0].running_var, rtol=0, atol=0)
 
 
+def _linear_heads(C: int, D: int):
+    """A fusion of two D-wide embeddings into C logits and two unimodal heads, seeded."""
+    torch.manual_seed(0)
+    fus = torch.nn.Linear(2 * D, C)
+    h1, h2 = torch.nn.Linear(D, C), torch.nn.Linear(D, C)
+    return (lambda a, b: fus(torch.cat([a, b], 1))), h1, h2
+
+
 @pytest.mark.parametrize("kwargs", [dict(mask="noise"),
                                     dict(variant="repository", num_classes=3, kl_features=8, gate_steps=2)])
 def test_an_evaluation_before_training_leaves_no_running_statistics(kwargs):
@@ -548,10 +556,7 @@ def test_an_evaluation_before_training_leaves_no_running_statistics(kwargs):
     batch and stores nothing: training then runs as without it (a stored validation mean
     stayed at 36 % weight after 100 batches at momentum 0.01)."""
     C, D, B = 3, 4, 16
-    torch.manual_seed(0)
-    fus = torch.nn.Linear(2 * D, C)
-    h1, h2 = torch.nn.Linear(D, C), torch.nn.Linear(D, C)
-    fusion = lambda a, b: fus(torch.cat([a, b], 1))   # noqa: E731
+    fusion, h1, h2 = _linear_heads(C, D)
     g = torch.Generator().manual_seed(0)
     y = torch.randint(0, C, (B,), generator=g)
     validated, fresh = SynIBLoss(**kwargs), SynIBLoss(**kwargs)
@@ -632,10 +637,7 @@ def test_validation_leaves_training_as_it_was_and_repeats(mask):
     epoch's masks (first loss 2.09793 against 2.09640 without validation). It draws from a
     stream of its own, restarted by eval(), so every validation pass draws alike."""
     C, D, B = 3, 6, 16
-    torch.manual_seed(0)
-    fus = torch.nn.Linear(2 * D, C)
-    h1, h2 = torch.nn.Linear(D, C), torch.nn.Linear(D, C)
-    fusion = lambda a, b: fus(torch.cat([a, b], 1))   # noqa: E731
+    fusion, h1, h2 = _linear_heads(C, D)
     g = torch.Generator().manual_seed(0)
     batches = [(torch.randn(B, D, generator=g), torch.randn(B, D, generator=g), torch.randint(0, C, (B,), generator=g))
                for _ in range(4)]
