@@ -79,7 +79,8 @@ class ProbeResult:
     ``base`` units) when the probe was built with ``estimate=True``, else ``None``; the
     information fields above stay the plug-in values either way. ``base`` is the probe's
     (``None``: nats). The repr shows the terms, ``N`` and, with an estimate, the corrected
-    synergy, its interval and p-value.
+    synergy, its interval (marked where the estimate flags the synergy unreliable at this N)
+    and p-value.
     """
 
     redundancy: float
@@ -104,8 +105,11 @@ class ProbeResult:
         shown = ", ".join(f"{k}={v:.4g}" for k, v in self.terms().items())
         if self.estimate is not None:
             e = self.estimate
-            shown += (f", synergy_estimate={float(e.synergy):.4g} [{float(e.ci_low.synergy):.4g}, "
-                      f"{float(e.ci_high.synergy):.4g}] ({100 * e.confidence:g}% interval), "
+            # Four decimals, as the estimate's own table prints them (.4g showed rounding noise
+            # as 5.5e-15 [0, 1.2e-14]); the flag, as an interval the rule distrusts is not one.
+            flag = "" if bool(e.reliable.synergy) else "; unreliable at this N"
+            shown += (f", synergy_estimate={float(e.synergy):.4f} [{float(e.ci_low.synergy):.4f}, "
+                      f"{float(e.ci_high.synergy):.4f}] ({100 * e.confidence:g}% interval{flag}), "
                       f"p_synergy={p_value_text(float(e.p_value.synergy), e.n_null, 3)}")
         units = "nats" if self.base is None else "bits" if self.base == 2 else f"base {self.base:g}"
         return f"ProbeResult({shown}, N={self.codes1.shape[0]}, units={units})"

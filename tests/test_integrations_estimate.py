@@ -104,6 +104,21 @@ def test_probe_estimate_on_xor_embeddings_is_significant():
     assert float(est.redundancy) < 0.05 and float(est.unique1) < 0.05 and float(est.unique2) < 0.05
 
 
+def test_probe_repr_marks_an_unreliable_synergy_and_prints_four_decimals():
+    """The repr printed an interval the estimate flags unreliable as any other, and rounding
+    noise as values (synergy_estimate=5.5e-15 [0, 1.2e-14])."""
+    e1, e2, y = _independent(400, 10, seed=0)
+    res = _quiet_probe(n_clusters=20, estimate=True)(e1, e2, y)
+    assert not bool(res.estimate.reliable.synergy)
+    text = repr(res)
+    est = res.estimate
+    assert (f"synergy_estimate={float(est.synergy):.4f} [{float(est.ci_low.synergy):.4f}, "
+            f"{float(est.ci_high.synergy):.4f}] (95% interval; unreliable at this N)") in text
+    e1, e2, y = _xor(300, seed=1)
+    res = _quiet_probe(n_clusters=4, estimate=True)(e1, e2, y)
+    assert bool(res.estimate.reliable.synergy) and "] (95% interval), p_synergy=" in repr(res)
+
+
 def test_estimate_is_off_by_default_and_estimated_follows_the_options():
     e1, e2, y = _xor(200, seed=2)
     probe = _quiet_probe(n_clusters=3, seed=7)
