@@ -49,8 +49,13 @@ The synergy rule (``synergy_rule``) decides when a probe's synergy is real:
 * ``"test"``: the score is the bias-corrected synergy of :func:`fastpid.estimate` on the
   probe's codes (:meth:`PIDProbe.estimated`, or the probe's own estimate with
   ``PIDProbe(estimate=True)``), and a probe qualifies when its test of "synergy > 0"
-  (a parametric bootstrap of the likelihood-ratio test, calibrated at level ``alpha``)
-  rejects: ``p_value <= alpha``. ``min_score`` and the permutation baseline are not used.
+  (a parametric bootstrap of the likelihood-ratio test at level ``alpha``) rejects:
+  ``p_value <= alpha``. ``min_score`` and the permutation baseline are not used. The test is
+  conservative where the probe's codes leave most ``(code, label)`` pairs empty, as nearly
+  pure clusters of each class (a trained encoder's) do: on the class-cluster joint of
+  docs/estimation.md (each of 10 classes on 3 codes per modality, synergy 0.139 nats) it
+  rejected in 0 of 200 samples at N = 500 and 53 of 200 at N = 2,000, while the corrected
+  synergy's intervals covered the truth in 192 and 196; there the rule fires late or never.
 
 Why ``"baseline"`` stays the default: it is the rule every published number and saved
 checkpoint of this controller was made with, and it is cheap (4 permutations: 0.01 s per
