@@ -60,7 +60,7 @@ The synergy rule (``synergy_rule``) decides when a probe's synergy is real:
 Why ``"baseline"`` stays the default: it is the rule every published number and saved
 checkpoint of this controller was made with, and it is cheap (4 permutations: 0.01 s per
 probe at N = 500, ``k = 20``, 10 classes on 2 CPU cores, against 0.06–0.10 s for the
-estimate). The test rule is the calibrated one and is recommended for new runs, with a probe
+estimate). The test rule tests BROJA synergy and is recommended for new runs, with a probe
 whose ``k`` fits its probe set (``from fastpid.estimate import suggest_k``: ``k = 3`` for 500
 samples and 10 classes). At ``k = 20`` and 500 samples the corrected synergy is flagged
 unreliable (random embeddings, ten seeds: 0.62–0.69 nats, p = 0.033–0.30) and the test's
@@ -304,10 +304,10 @@ class ECSAsyncController:
             synergy of :func:`fastpid.estimate`, qualifying when its test of "synergy > 0"
             gives ``p_value <= alpha``; ``baseline`` and ``min_score`` are then unused).
             ``"baseline"`` is the default because it reproduces the controller's published
-            behaviour and costs about an eighth of the test; ``"test"`` is the calibrated rule
-            (the within-class baseline tests synergy beyond conditional independence, not
-            BROJA synergy) and is recommended for new runs with a probe ``k`` suited to the
-            probe set's size.
+            behaviour and costs about an eighth of the test; ``"test"`` tests BROJA synergy
+            (the within-class baseline tests synergy beyond conditional independence), is
+            conservative on nearly pure class clusters (module docstring), and is
+            recommended for new runs with a probe ``k`` suited to the probe set's size.
         alpha: significance level of the test rule (``0 < alpha < 1``). The smallest
             p-value is ``1 / (n_null + 1)`` (``1/30`` with :func:`fastpid.estimate`'s
             defaults), so ``alpha`` below that never fires; raise ``n_null`` through
