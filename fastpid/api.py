@@ -60,8 +60,9 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
             ``"proxy"`` uses the closed-form coupling ``Q0 = P(x1,y) P(x2,y) / p(y)``
             (no iterations); ``"fast"`` runs ``steps`` cheap refinement steps from ``Q0``.
         backend: ``"auto"`` (CPU: the C++ solver where the dense system of its Newton steps
-            has at most 1800 unknowns (the free potentials of the source on the Schur
-            complement's side, at most ``min(n1, n2) * ny``, or ``n1 * n2`` with few cells and many target values),
+            has at most 3072 unknowns (the free potentials of the source on the Schur
+            complement's side, at most ``min(n1, n2) * ny``), or 1800 (``n1 * n2`` cells, with
+            few cells and many target values),
             else the PyTorch solver; GPU: the CUDA kernels
             where the problem size suits them, else the Triton kernels (``proxy`` and
             ``fast`` only), else PyTorch; for ``exact``, problems the CUDA solver would take
@@ -397,7 +398,7 @@ def _choose_backend(backend: str, flat: torch.Tensor, method: str, return_coupli
     or ``"triton"``); an explicit choice that cannot be honoured raises, saying why.
 
     ``auto``: on the CPU, the C++ solver for problems with at most
-    :data:`fastpid.cpp.AUTO_MAX_SYSTEM` unknowns in the dense system it factorises
+    :func:`fastpid.cpp.auto_max` unknowns in the dense system it factorises
     (:func:`fastpid.cpp.system_size`, by the elimination :func:`fastpid.solver.newton_plan`
     gives it), PyTorch otherwise (``proxy``: the C++ closed forms wherever they import); on a
     GPU, the CUDA kernels (for ``exact``: where
@@ -492,7 +493,7 @@ def cpp_suits(n1: int, n2: int, ny: int, plan) -> bool:
     samples) and the digits joint (20x20x10, 1797 samples) the C++ solver took 1/1.9 to 1/33
     of the PyTorch solver's time (digits: 1.4 ms against 38 ms), with the same iterations."""
     size = cpp.system_size(n1, n2, ny, plan.structure, plan.schur_free)
-    return (size <= cpp.AUTO_MAX_SYSTEM and cpp.available()[0]
+    return (size <= cpp.auto_max(plan.structure) and cpp.available()[0]
             and cpp_workspace_fits(n1, n2, ny, plan.structure == "lowrank"))
 
 

@@ -9,11 +9,11 @@ each problem) or, where :func:`fastpid.solver.newton_plan` finds it cheaper (few
 target values), by per-``y`` blocks and a low-rank correction over the ``n1 * n2`` cells.
 The Schur complement is factorised over the free potentials only (pairs ``(x2, y)`` with
 mass, less one gauge per ``y``). Measured on 2 cores, one problem (the C++ solver on one
-thread, PyTorch on both): faster than the PyTorch solver on small problems and up to ~1800
-free potentials on the Schur side (dense 48x48x32 2.7 s vs 4.3 s, 56x56x32 4.3 s vs 4.6 s;
-clustered 64x64x20, 897 free of 1280: 1.0 s vs 7.5 s; clustered 64x64x31, 1395 free of 1984:
-3.6 s vs 21 s); low-rank, clustered 20x20x101 0.2 s vs 0.75-1.0 s, 2x3x3000 21 ms vs 47 ms.
-:func:`fastpid.api` picks it where the system it factorises has at most ``AUTO_MAX_SYSTEM``
+thread, PyTorch on both): faster than the PyTorch solver on small problems and up to 3072
+free potentials on the Schur side, the largest measured (dense 64x64x32 1.1 s vs 6.0 s,
+80x80x32 2.5-2.9 s vs 6.6 s, 96x96x32 5.2-6.2 s vs 8.7 s; clustered 64x64x31, 1395 free of
+1984: 3.6 s vs 21 s); low-rank, clustered 20x20x101 0.07 s vs 0.48 s, 2x3x3000 3 ms vs 14 ms.
+:func:`fastpid.api` picks it where the system it factorises has at most :func:`auto_max`
 unknowns.
 """
 from __future__ import annotations
@@ -24,9 +24,18 @@ import torch
 from ._build_info import load_extension
 from .solver import MU_FACTOR, OMEGA, POLISH_SWEEPS, WARM_STEPS, Solution, newton_plan
 
-#: Largest system for which ``backend="auto"`` uses C++: the free potentials of the Schur
-#: complement's side, or the ``n1 * n2`` cells of the low-rank elimination.
-AUTO_MAX_SYSTEM = 1800
+#: Largest systems for which ``backend="auto"`` uses C++: the free potentials of the Schur
+#: complement's side (measured to 3072, above; the limit had been 1800, from timings of an
+#: older build at 2-7x these), and the ``n1 * n2`` cells of the low-rank elimination
+#: (measured to 1800).
+AUTO_MAX_SCHUR = 3072
+AUTO_MAX_CELLS = 1800
+
+
+def auto_max(elimination: str) -> int:
+    """The largest system (:func:`system_size`) that ``backend="auto"`` gives the C++ solver
+    by ``elimination`` (``"schur"`` or ``"lowrank"``)."""
+    return AUTO_MAX_CELLS if elimination == "lowrank" else AUTO_MAX_SCHUR
 
 
 def elimination(P: torch.Tensor) -> str:

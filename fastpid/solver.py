@@ -636,6 +636,9 @@ def newton_plan(P: torch.Tensor, native: bool = True) -> NewtonPlan:
 LOWRANK_PENALTY_AT = 2.5e3
 LOWRANK_PENALTY_POWER = 0.15
 LOWRANK_PENALTY_FLOOR = 0.35
+#: The native plan weighs the C++ Schur complement over admissible potentials up to this many
+#: (the sparse clustered shapes it was measured on had 1,258-1,430; see newton_plan).
+ADMISSIBLE_COST_MAX = 1800
 
 
 def plan_for_counts(n1: int, n2: int, ny: int, most1: int, most2: int, free1=None, free2=None,
@@ -656,13 +659,12 @@ def plan_for_counts(n1: int, n2: int, ny: int, most1: int, most2: int, free1=Non
         # (schur_free): its cost is what the low-rank elimination competes with. Counted over all n2 ny,
         # sparse clustered 32x32x50-60 joints (1,258-1,430 of 1,600-1,920 admissible) went to
         # the low-rank elimination at 1.3-2.0x the time; on dense joints the two counts agree
-        # (the fit below). Not where that Schur system is beyond the C++ solver's automatic
-        # route (fastpid.cpp.AUTO_MAX_SYSTEM) while the low-rank one may fit it: a 38x38x60
-        # joint (2,010 admissible) then went to the PyTorch solver, 4x slower.
-        from .cpp import AUTO_MAX_SYSTEM
-
+        # (the fit below). Only up to ADMISSIBLE_COST_MAX admissible potentials, where that
+        # count was fitted: a 38x38x60 joint (2,010 admissible) went to the PyTorch solver
+        # at 4x the time while the C++ route ended at 1,800, and in C++ its Schur complement
+        # takes 0.92 s against the low-rank elimination's 0.76 s.
         schur = cost[other]
-        if schur_free <= AUTO_MAX_SYSTEM:
+        if schur_free <= ADMISSIBLE_COST_MAX:
             schur = min(newton_cost(n1, n2, ny, native=True, schur_unknowns=schur_free)["schur"], schur)
         penalty = max(LOWRANK_PENALTY_FLOOR, (LOWRANK_PENALTY_AT / schur) ** LOWRANK_PENALTY_POWER)
         structure = "lowrank" if cost["lowrank"] * penalty < schur else other

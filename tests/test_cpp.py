@@ -248,20 +248,22 @@ def test_the_lowrank_elimination_has_the_smaller_source_second(monkeypatch):
 def test_auto_picks_cpp_for_small_cpu_problems_and_torch_for_large():
     assert fastpid.pid(_batch((4, 4, 4), "dense", 1)[0]).backend == "cpp"
     # The limit is on the system the C++ solver factorises: the Schur side's free potentials,
-    # at most min(n1, n2) * ny (60 * 30 is at it, 61 * 30 beyond), or the n1 * n2 cells of
-    # the low-rank elimination.
-    assert cpp.AUTO_MAX_SYSTEM == 60 * 30
-    assert fastpid.pid(_batch((70, 60, 30), "dense", 1)[0], method="fast").backend == "cpp"
-    assert fastpid.pid(_batch((70, 61, 30), "dense", 1)[0], method="fast").backend == "torch"
+    # at most min(n1, n2) * ny (96 * 32 is at it, 97 * 32 beyond; it was 1800, where the C++
+    # solver was 2-6x faster than PyTorch on dense 64x64x32 to 80x80x32), or the n1 * n2
+    # cells of the low-rank elimination.
+    assert cpp.auto_max("schur") == 96 * 32 and cpp.auto_max("lowrank") == 1800
+    assert fastpid.pid(_batch((100, 96, 32), "dense", 1)[0], method="fast").backend == "cpp"
+    assert fastpid.pid(_batch((100, 97, 32), "dense", 1)[0], method="fast").backend == "torch"
+    assert fastpid.pid(_batch((64, 64, 32), "dense", 1)[0], method="fast").backend == "cpp"
     assert fastpid.pid(_batch((2, 3, 3000), "dense", 1)[0], method="fast").backend == "cpp"
     # Past the limit in size, within it in free potentials: a third of the pairs (x2, y)
-    # empty on both sides (as in clustered joints) leaves 1400 of 2100.
-    P = _batch((70, 70, 30), "dense", 1)[0]
-    empty1, empty2 = np.random.default_rng(0).random((2, 70, 30)) < 1 / 3
+    # empty on both sides (as in clustered joints) leaves 2,130 of 3,200.
+    P = _batch((100, 100, 32), "dense", 1)[0]
+    empty1, empty2 = np.random.default_rng(0).random((2, 100, 32)) < 1 / 3
     P[empty1[:, None, :] | empty2[None, :, :]] = 0.0
     P /= P.sum()
     plan = solver.newton_plan(torch.from_numpy(P[None]))
-    assert plan.structure == "schur" and plan.schur_free <= cpp.AUTO_MAX_SYSTEM < 70 * 30
+    assert plan.structure == "schur" and plan.schur_free <= cpp.auto_max("schur") < 100 * 32
     assert fastpid.pid(P, method="fast").backend == "cpp"
 
 

@@ -118,7 +118,7 @@ def test_auto_and_the_retry_the_other_way_round_skip_what_the_solver_cannot_inde
     from fastpid import api, solver
 
     plan = solver.plan_for_counts(700, 700, 67, 1400, 1400)
-    assert cpp.system_size(700, 700, 67, plan.structure, plan.schur_free) <= cpp.AUTO_MAX_SYSTEM
+    assert cpp.system_size(700, 700, 67, plan.structure, plan.schur_free) <= cpp.auto_max(plan.structure)
     assert not api.cpp_suits(700, 700, 67, plan)
     P = np.random.default_rng(0).random((2, 700, 10, 67)) ** 8
     for kwargs in ({}, {"backend": "cpp", "return_coupling": True}):
