@@ -11,7 +11,7 @@ Everything here builds batches of joint distributions ``(B, n1, n2, ny)`` that o
   g_y(x2))`` from the optimal dual potentials of the BROJA problem of ``P`` (see
   :mod:`fastpid.estimate` for why this is the maximum-likelihood fit under "synergy = 0"),
   shrunk towards ``p(y)`` by :func:`match_shrinkage`; :func:`unseen_lowered` gives the pairs
-  the joint does not hold no more than their Good-Turing mass (:func:`unseen_pair_mass`);
+  the joint does not hold their Good-Turing mass (:func:`unseen_pair_mass`) where it had more;
 * :func:`null_draws` — joints of the samples with the target redrawn from that model.
 
 Random numbers come from a numpy ``Generator`` (seeded by the caller), so a seed gives the
@@ -217,22 +217,34 @@ def null_log_weights(P: torch.Tensor, tol: float = 1e-9):
     return logpy, torch.where((py > 0)[:, None, None, :], fg, -big)
 
 
-def unseen_lowered(log_weights, P: torch.Tensor, unseen_mass: torch.Tensor):
-    """:func:`null_log_weights` of ``P`` with the weight of the cells whose ``(x1, y)`` or
-    ``(x2, y)`` pair ``P`` does not hold lowered until the null world at ``λ = 1`` puts about
-    ``unseen_mass`` ``(B,)`` on them (:func:`unseen_pair_mass`), none where it is 0 (the
-    unseen pairs are then structural); never raised."""
-    logpy, fg = log_weights
+def unseen_lowered(q: torch.Tensor, P: torch.Tensor, unseen_mass: torch.Tensor):
+    """The null conditional ``q (B, n1, n2, ny)`` (:func:`tempered_conditional` of ``P``'s
+    weights) with the cells whose ``(x1, y)`` or ``(x2, y)`` pair ``P`` does not hold scaled
+    by one factor per problem, each ``x`` renormalised, so that the null world
+    ``P(x) q(y|x)`` puts ``unseen_mass`` ``(B,)`` on them (:func:`unseen_pair_mass`; none at
+    0). Problems whose world puts no more than that there are left as they are. Returns the
+    conditional and which problems were lowered ``(B,)``."""
     held = (P.sum(2) > 0)[:, :, None, :] & (P.sum(1) > 0)[:, None, :, :]
-    unseen = torch.isfinite(fg) & ~held
-    q = tempered_conditional(log_weights, torch.ones(P.shape[0], dtype=fg.dtype, device=fg.device))
-    m = (P.sum(-1)[..., None] * q * unseen).flatten(1).sum(1)
-    t = torch.minimum(unseen_mass.to(m), m)
-    # The shift that takes one cell's share m to t once its conditional is renormalised; -inf
-    # (no weight) where t is 0, none where the floor already holds no more than t.
-    shift = torch.where(m > t, torch.log(t) + torch.log1p(-m) - torch.log(m) - torch.log1p(-t),
-                        torch.zeros_like(m))
-    return logpy, torch.where(unseen, fg + shift[:, None, None, None], fg)
+    unseen = ~held & (q > 0)
+    px = P.sum(-1)
+    u = (q * unseen).sum(-1)  # each x's share on unseen pairs
+
+    def mass(c):  # the world's mass on unseen pairs with their cells scaled by c (B,)
+        cu = c[:, None, None] * u
+        share = torch.where(px > 0, cu / (1 - u + cu).clamp_min(torch.finfo(q.dtype).tiny), 0.0)
+        return (px * share).flatten(1).sum(1)
+
+    t = unseen_mass.to(q)
+    lowered = mass(torch.ones_like(t)) > t
+    # mass(c) rises with c: bisection to the largest c whose mass is at most t.
+    lo, hi = torch.zeros_like(t), torch.ones_like(t)
+    for _ in range(64):
+        mid = 0.5 * (lo + hi)
+        over = mass(mid) > t
+        lo, hi = torch.where(over, lo, mid), torch.where(over, mid, hi)
+    scaled = torch.where(unseen, q * lo[:, None, None, None], q)
+    scaled = scaled / scaled.sum(-1, keepdim=True).clamp_min(torch.finfo(q.dtype).tiny)
+    return torch.where(lowered[:, None, None, None], scaled, q), lowered
 
 
 def unseen_pair_mass(x1, x2, y, groups, G: int, sizes) -> torch.Tensor | None:

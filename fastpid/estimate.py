@@ -52,7 +52,7 @@ Method (all resampled joints are solved in one batched :func:`fastpid.pid` call)
   ``(x2, y)`` pairs, the unseen ones are mostly structural, and the test's world (choice 2)
   gives them more mass than Good-Turing's estimate from the pairs seen once, so it is denser
   than the data's: the bias is then that of draws from a second world whose unseen pairs
-  carry no more than that estimate (codes only; docs/estimation.md, "Sparse joints").
+  carry that estimate (codes only; docs/estimation.md, "Sparse joints").
 * **Reliability:** a term is flagged unreliable when its correction is not trustworthy at
   this N (the rules and the measurements behind them are in ``docs/estimation.md``).
 
@@ -322,9 +322,9 @@ def estimate(x1, x2, y, *, sizes=None, weights=None, counts=None, groups=None, n
 
     Cost: one certified solve of each empirical joint, one for its zero-synergy fit, and
     ``n_jackknife + n_pilot + n_null + 1`` resampled solves per problem (to ``tol=1e-6``; the
-    last is the null world itself) in two batches, and ``n_null + 1`` more in a third where the
-    correction's world differs from the test's (above); ``n_jackknife`` alone with
-    ``n_null=0``.
+    last is the null world itself) in two batches, and ``n_null + 1`` more for each problem
+    whose correction's world differs from the test's (above), in a third; ``n_jackknife``
+    alone with ``n_null=0``.
     """
     # PyTorch's intra-op threads cost more than they give on the estimate's small tensor
     # operations (4,000-cell softmaxes took 7 ms each with 2 threads on a busy 2-core
@@ -417,11 +417,6 @@ def _estimate(x1, x2, y, sizes, weights, groups, num_groups, confidence, n_jackk
     if pilot > 0:
         factors = _resample.weight_factors(x1, x2, y, weights, groups, G, m1, m2, my)
         log_w = _resample.null_log_weights(seen, tol=1e-7)
-        # The correction's world (below): unseen pairs at no more than their Good-Turing mass.
-        unseen_mass = _resample.unseen_pair_mass(x1, x2, y, groups, G, (m1, m2, my))
-        sparse_w = None if unseen_mass is None else _resample.unseen_lowered(log_w, seen, unseen_mass)
-        lowered = (np.zeros(G, dtype=bool) if sparse_w is None else
-                   (sparse_w[1] != log_w[1]).flatten(1).any(1).cpu().numpy())
         ones = torch.ones(G, dtype=torch.float64, device=device)
         q1 = _resample.tempered_conditional(log_w, ones)
         batch.append(_resample.null_draws(q1, x1, x2, weights=weights, groups=groups, draws=pilot,
@@ -431,8 +426,7 @@ def _estimate(x1, x2, y, sizes, weights, groups, num_groups, confidence, n_jackk
     plug_v = np.stack([_np(getattr(plug, t)).reshape(G) for t in TERMS], -1)   # (G, 4)
     # The bar counts every resampled solve: jackknife, pilot and null draws, and the null
     # worlds themselves (solved with their draws).
-    second = n_null > 0 and bool(lowered.any())  # the correction's own world and draws
-    total = G * (g + (pilot + (n_null + 1) * (1 + second) if n_null > 0 else 0))
+    total = G * (g + (pilot + n_null + 1 if n_null > 0 else 0))
     with _progress(progress, total) as bar:
         values = _solve_batch(torch.cat(batch), bar, solve_threads)  # (B, 5) nats, float64, CPU
         jk_v = values[:G * g, :4].reshape(G, g, 4)
@@ -448,30 +442,47 @@ def _estimate(x1, x2, y, sizes, weights, groups, num_groups, confidence, n_jackk
             lam = _resample.match_shrinkage(log_w, px, v_pilot, v_hat, device)
             q = _resample.tempered_conditional(log_w, lam)
 
-            def null_synergies(q):
+            def null_synergies(q, keep=None):
                 """The synergy of n_null draws from the null world P̂(x) q(y|x) ``(G, n_null)``, and
                 the bias of those draws: their mean less the world's own synergy, which is not
                 exactly 0 (q is renormalised off the optimum's support, and shrunk), solved with
-                them. Its P̂(x) is the draws'."""
-                draws = _resample.null_draws(q, x1, x2, weights=weights, groups=groups, draws=n_null, rng=rng,
-                                             joint_fn=joint, factors=factors)
-                world = _resample.draws_marginal(q, x1, x2, groups, factors, px)[..., None] * q
+                them. Its P̂(x) is the draws'. ``keep`` (G,): of those problems only."""
+                xs1, xs2, w, grp, fac, p_x = x1, x2, weights, groups, factors, px
+                if keep is not None and grouped:  # their samples, the groups numbered anew
+                    k = torch.as_tensor(keep, device=device)
+                    rows = k[groups.long()]
+                    xs1, xs2, grp = x1[rows], x2[rows], (torch.cumsum(k, 0) - 1)[groups[rows].long()]
+                    w = None if weights is None else weights[rows]
+                    fac = None if factors is None else (factors[0][k], factors[1][rows])
+                    q, p_x = q[k], px[k]
+                n = q.shape[0]
+                draws = _resample.null_draws(q, xs1, xs2, weights=w, groups=grp, draws=n_null, rng=rng,
+                                             joint_fn=joint, factors=fac)
+                world = _resample.draws_marginal(q, xs1, xs2, grp, fac, p_x)[..., None] * q
                 world = world / world.sum((1, 2, 3), keepdim=True)
-                solved = _solve_batch(torch.cat([draws.reshape(G * n_null, m1, m2, my), world]), bar,
+                solved = _solve_batch(torch.cat([draws.reshape(n * n_null, m1, m2, my), world]), bar,
                                       solve_threads)
-                s = solved[:G * n_null, 3].reshape(G, n_null)
-                return s, s.mean(1) - solved[G * n_null:, 3]
+                s = solved[:n * n_null, 3].reshape(n, n_null)
+                return s, s.mean(1) - solved[n * n_null:, 3]
 
             null_s, null_bias = null_synergies(q)  # the test's draws
-            if second:
+            unseen_mass = _resample.unseen_pair_mass(x1, x2, y, groups, G, (m1, m2, my))
+            if unseen_mass is not None:
                 # The test's world keeps every unseen pair possible at the smallest held weight,
                 # which keeps it near synergy 0; where N is large against the pairs it is denser
                 # than the data's, and its draws' synergy bias the larger (README's 90-cell joint
                 # at N = 2,000: the corrected synergy 0.061 nats low). The correction takes the
-                # bias of a world whose unseen pairs carry no more than their Good-Turing mass,
-                # where that differs; the test's draws come first, so they stay as they were.
-                _, sparse_bias = null_synergies(_resample.tempered_conditional(sparse_w, lam))
-                null_bias = np.where(lowered, sparse_bias, null_bias)
+                # bias of draws from a world whose unseen pairs carry Good-Turing's estimate of
+                # their mass, where the test's gives them more; drawn after the test's, which
+                # stay as they were.
+                sparse_q, lowered = _resample.unseen_lowered(q, seen, unseen_mass)
+                lowered = lowered.cpu().numpy()
+                if lowered.any():
+                    if bar is not None:
+                        bar.total += int(lowered.sum()) * (n_null + 1)
+                        bar.refresh()
+                    null_bias = null_bias.copy()
+                    null_bias[lowered] = null_synergies(sparse_q, lowered)[1]
 
     est, se, lo, hi, bias, p_s, disagreement, spread = _combine(plug_v, jk_v, null_s, null_bias, g, confidence)
     # A correction or an interval of a few samples can pass what the alphabets allow.
@@ -606,7 +617,10 @@ def _reliability(n_eff, flat, disagreement, spread, g, seen_once):
     # joint pins it (binary noisy copies at N = 40: the synergy stuck at 0 with a true 0.078,
     # in intervals [0, 0]).
     pinned = (spread <= STABLE_SPREAD) & ~seen_once
-    agree = pinned | (False if disagreement is None else disagreement <= half)
+    # Corrections within rounding of each other agree, however little the jackknife moves:
+    # where no pair is seen once the correction's world keeps no unseen pair (Good-Turing),
+    # and on codes that pin the synergy both sides were ~1e-15, the flag a coin toss.
+    agree = pinned | (False if disagreement is None else disagreement <= np.maximum(half, STABLE_SPREAD))
     ok_s = (n_eff >= 2.0 * np.maximum(occupied, 1)) & agree
     return np.stack([ok_ru, ok_ru, ok_ru, ok_s], -1)
 

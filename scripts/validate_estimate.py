@@ -143,14 +143,16 @@ def sparse_chain(n=8):
     return P
 
 
-def class_clusters(n=20, ny=10):
+def class_clusters(n=20, ny=10, stray=0.0):
     """The README's example: Y uniform over ny, X1 = Y + a and X2 = 2Y + b (mod n) with a, b
-    uniform over {0, 1, 2}: each class on 3 x 3 cells (90 of 4,000 at the defaults)."""
+    uniform over {0, 1, 2}: each class on 3 x 3 cells (90 of 4,000 at the defaults); a share
+    ``stray`` of each class spread evenly over all n x n source cells."""
     P = np.zeros((n, n, ny))
     for y in range(ny):
         for a in range(3):
             for b in range(3):
-                P[(y + a) % n, (2 * y + b) % n, y] += 1.0
+                P[(y + a) % n, (2 * y + b) % n, y] += (1.0 - stray) / 9
+        P[:, :, y] += stray / (n * n)
     return P / P.sum()
 
 
@@ -206,6 +208,8 @@ CASES = {
     "10x10x5 sparse blocks": Case("10x10x5 sparse blocks", sparse_blocks, (300, 2000, 10000)),
     "8x8x8 sparse chain": Case("8x8x8 sparse chain", sparse_chain, (300, 2000, 10000)),
     "20x20x10 class clusters": Case("20x20x10 class clusters", class_clusters, (500, 2000, 10000)),
+    "20x20x10 class clusters, 1% strays": Case("20x20x10 class clusters, 1% strays",
+                                               lambda: class_clusters(stray=0.01), (2000, 10000)),
 }
 QUICK = ["8x8x4 dense", "8x8x4 zero-S", "8x8x4 xor"]
 
