@@ -94,6 +94,14 @@ HELD_OUT = {
     "held_dirichlet_4x3x1000": dict(kind="dirichlet", shape=(4, 3, 1000), scale=True),
 }
 
+#: Dense joints past the automatic backend's old C++ limit of 1800 free potentials and at
+#: its new one, 3072 (``bench/test_bench_auto_route.py``: the C++ and PyTorch solvers in one
+#: run).
+ROUTE = {
+    "route_dense_64x64x32": dict(kind="dirichlet", shape=(64, 64, 32), scale=True),
+    "route_dense_96x96x32": dict(kind="dirichlet", shape=(96, 96, 32), scale=True),
+}
+
 #: Problems per ``scale`` family at most (each takes seconds, and CVXPY minutes).
 SCALE_PROBLEMS = 2
 
@@ -101,6 +109,8 @@ DESCRIPTIONS = {
     "dense_8x8x8": "8×8×8, each problem Dirichlet(1) over all 512 cells (dense)",
     "dense_10x10x10": "10×10×10, Dirichlet(1) over all cells (dense)",
     "dense_12x12x6": "12×12×6, Dirichlet(1) over all cells (dense)",
+    "route_dense_64x64x32": "64×64×32, Dirichlet(1) over all cells: 2048 free potentials",
+    "route_dense_96x96x32": "96×96×32, Dirichlet(1) over all cells: 3072 free potentials",
     "clustered_20x20x101": "20×20×101, as clustered_20x20x10 with 101 classes and 20000 points",
     "clustered_32x32x31": "32×32×31, KMeans(32) codes, 31 classes, 20000 points",
     "clustered_64x64x10": "64×64×10, KMeans(64) codes, 10 classes, 30000 points",
@@ -181,7 +191,10 @@ def _spec(name: str) -> dict:
         return FAMILIES[name]
     if name in HELD_OUT:
         return HELD_OUT[name]
-    raise ValueError(f"unknown family {name!r}; expected one of {sorted(FAMILIES) + sorted(HELD_OUT)}")
+    if name in ROUTE:
+        return ROUTE[name]
+    raise ValueError(f"unknown family {name!r}; expected one of "
+                     f"{sorted(FAMILIES) + sorted(HELD_OUT) + sorted(ROUTE)}")
 
 
 def describe_family(name: str) -> str:

@@ -10,9 +10,10 @@ target values), by per-``y`` blocks and a low-rank correction over the ``n1 * n2
 The Schur complement is factorised over the free potentials only (pairs ``(x2, y)`` with
 mass, less one gauge per ``y``). Measured on 2 cores, one problem (the C++ solver on one
 thread, PyTorch on both): faster than the PyTorch solver on small problems and up to 3072
-free potentials on the Schur side, the largest measured (dense 64x64x32 1.1 s vs 6.0 s,
-80x80x32 2.5-2.9 s vs 6.6 s, 96x96x32 5.2-6.2 s vs 8.7 s; clustered 64x64x31, 1395 free of
-1984: 3.6 s vs 21 s); low-rank, clustered 20x20x101 0.07 s vs 0.48 s, 2x3x3000 3 ms vs 14 ms.
+free potentials on the Schur side, the largest measured (dense 64x64x32 0.91 s vs 2.2 s,
+96x96x32 5.2 s vs 11.5 s: ``bench/test_bench_auto_route.py``; clustered 64x64x31, 1395 free
+of 1984: 3.6 s vs 21 s); low-rank, clustered 20x20x101 0.07 s vs 0.48 s, 2x3x3000 3 ms vs
+14 ms.
 :func:`fastpid.api` picks it where the system it factorises has at most :func:`auto_max`
 unknowns.
 """
