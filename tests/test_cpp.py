@@ -267,6 +267,17 @@ def test_auto_picks_cpp_for_small_cpu_problems_and_torch_for_large():
     assert fastpid.pid(P, method="fast").backend == "cpp"
 
 
+def test_auto_takes_the_schur_complement_where_the_low_rank_system_is_beyond_the_cpp_route():
+    """A 44x44x70 joint (2,161 free potentials): the native plan chose the low-rank
+    elimination, whose 1,936 cells are past the C++ route's 1,800, so the PyTorch solver took
+    it (4.1 s) where the C++ Schur complement, within its 3,072, took 0.95 s."""
+    from fastpid import api
+
+    plan = solver.plan_for_counts(44, 44, 70, 2200, 2161)
+    assert plan.structure != "lowrank" and api.cpp_suits(44, 44, 70, plan)
+    assert solver.plan_for_counts(38, 38, 60, 2046, 2010).structure == "lowrank"  # 1,444 cells: within
+
+
 def test_auto_picks_cpp_where_the_reference_would_eliminate_over_admissible_potentials():
     """Joints whose pairs (x, y) are mostly empty (a class in a few clusters): the PyTorch
     solver's cheapest elimination is over the admissible potentials only, but the C++ Schur
