@@ -19,6 +19,8 @@ same resamples on every device.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -220,29 +222,35 @@ def null_log_weights(P: torch.Tensor, tol: float = 1e-9):
 def unseen_lowered(q: torch.Tensor, P: torch.Tensor, unseen_mass: torch.Tensor):
     """The null conditional ``q (B, n1, n2, ny)`` (:func:`tempered_conditional` of ``P``'s
     weights) with the cells whose ``(x1, y)`` or ``(x2, y)`` pair ``P`` does not hold scaled
-    by one factor per problem, each ``x`` renormalised, so that the null world
-    ``P(x) q(y|x)`` puts ``unseen_mass`` ``(B,)`` on them (:func:`unseen_pair_mass`; none at
-    0). Problems whose world puts no more than that there are left as they are. Returns the
-    conditional and which problems were lowered ``(B,)``."""
+    by one factor per problem, each ``x`` renormalised (an ``x`` of no mass whose every ``y``
+    is unseen stays 0), so that the null world ``P(x) q(y|x)`` puts ``unseen_mass`` ``(B,)``
+    on them (:func:`unseen_pair_mass`; none at 0). Problems whose world puts no more than that
+    there are left as they are. Returns the conditional and which problems were lowered
+    ``(B,)``."""
     held = (P.sum(2) > 0)[:, :, None, :] & (P.sum(1) > 0)[:, None, :, :]
     unseen = ~held & (q > 0)
     px = P.sum(-1)
-    u = (q * unseen).sum(-1)  # each x's share on unseen pairs
+    # Each x's share on unseen pairs and on the others, each summed (1 - u loses the digits of
+    # a row almost all on unseen pairs).
+    u, h = (q * unseen).sum(-1), (q * ~unseen).sum(-1)
 
     def mass(c):  # the world's mass on unseen pairs with their cells scaled by c (B,)
         cu = c[:, None, None] * u
-        share = torch.where(px > 0, cu / (1 - u + cu).clamp_min(torch.finfo(q.dtype).tiny), 0.0)
+        share = torch.where(px > 0, cu / (h + cu).clamp_min(torch.finfo(q.dtype).tiny), 0.0)
         return (px * share).flatten(1).sum(1)
 
     t = unseen_mass.to(q)
     lowered = mass(torch.ones_like(t)) > t
-    # mass(c) rises with c: bisection to the largest c whose mass is at most t.
-    lo, hi = torch.zeros_like(t), torch.ones_like(t)
+    # mass(c) rises with c: bisection on log c to the largest c whose mass is at most t (on c
+    # itself, 64 halvings left targets 1e-15 of the mass 1e-4 off); c = 0 where t is 0.
+    lo = torch.full_like(t, math.log(torch.finfo(q.dtype).tiny))
+    hi = torch.zeros_like(t)
     for _ in range(64):
         mid = 0.5 * (lo + hi)
-        over = mass(mid) > t
+        over = mass(torch.exp(mid)) > t
         lo, hi = torch.where(over, lo, mid), torch.where(over, mid, hi)
-    scaled = torch.where(unseen, q * lo[:, None, None, None], q)
+    c = torch.where(t > 0, torch.exp(lo), torch.zeros_like(lo))
+    scaled = torch.where(unseen, q * c[:, None, None, None], q)
     scaled = scaled / scaled.sum(-1, keepdim=True).clamp_min(torch.finfo(q.dtype).tiny)
     return torch.where(lowered[:, None, None, None], scaled, q), lowered
 

@@ -600,7 +600,7 @@ def _reliability(n_eff, flat, disagreement, spread, g, seen_once):
     the two synergy corrections (jackknife, null draws; half their difference is
     ``disagreement``) agree to within the jackknife's 95% sampling half-width
     (:data:`RELIABILITY_CONFIDENCE`, not the intervals' level: the flag must not depend on
-    what was asked), or no resample moves the synergy at all in a sample with no cell that
+    what was asked) or to :data:`STABLE_SPREAD` (rounding), or no resample moves the synergy at all in a sample with no cell that
     holds a single sample (``seen_once``; its jackknife standard error ``spread`` is
     rounding: joints whose synergy no replicate changes, e.g. 0 where Y = X1 = X2, while the
     null draws' synergy may move). ``disagreement=None`` (no null draws,

@@ -1182,9 +1182,16 @@ def test_unseen_pairs_lowered_to_their_good_turing_mass():
         assert unseen.any() and mass(q) > 0.01
         none, was = lowered(0.0)
         assert bool(was) and mass(none) == 0 and torch.allclose(none.sum(-1)[P.sum(-1) > 0], torch.ones(1).double())
-        assert mass(lowered(0.002)[0]) == pytest.approx(0.002, rel=1e-9)
+        for target in (0.002, 1e-9 * mass(q), 1e-15 * mass(q)):  # bisection on c left 1e-15's 1e-4 off
+            assert mass(lowered(target)[0]) == pytest.approx(target, rel=1e-9, abs=0)
         same, was = lowered(1.0)
         assert not bool(was) and torch.equal(same, q)
+    # A row almost all on an unseen pair: its factor is ~1e-24, below what halving [0, 1] 64
+    # times resolves (the mass came out 0, or 1e-4 off at 1e-15 of it on other rows).
+    P1 = torch.tensor([[[[1.0, 0.0]]]], dtype=torch.float64)
+    q1 = torch.tensor([[[[1e-9, 1 - 1e-9]]]], dtype=torch.float64)
+    lowered1, _ = _resample.unseen_lowered(q1, P1, torch.tensor([1e-15], dtype=torch.float64))
+    assert float(lowered1[..., 1].sum()) == pytest.approx(1e-15, rel=1e-9, abs=0)
 
 
 def test_sparse_joints_are_corrected_and_flagged_at_large_n():
