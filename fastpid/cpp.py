@@ -27,7 +27,7 @@ from .solver import MU_FACTOR, OMEGA, POLISH_SWEEPS, WARM_STEPS, Solution, newto
 
 #: Largest systems for which ``backend="auto"`` uses C++: the free potentials of the Schur
 #: complement's side (measured to 3072, above; the limit had been 1800, from timings of an
-#: older build at 2-7x these), and the ``n1 * n2`` cells of the low-rank elimination
+#: older build at 3-7.5x these), and the ``n1 * n2`` cells of the low-rank elimination
 #: (measured to 1800).
 AUTO_MAX_SCHUR = 3072
 AUTO_MAX_CELLS = 1800

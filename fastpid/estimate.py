@@ -543,9 +543,9 @@ def _combine(plug_v, jk_v, null_s, null_bias, g, confidence):
     """Point estimates, SEs, intervals, bias and the synergy p-value from the solved values.
 
     ``plug_v (G, 4)``, ``jk_v (G, g, 4)``, ``null_s (G, n_null)`` (the test's draws) or
-    ``None`` with ``null_bias (G,)``, the synergy bias of the null draws; nats. Also returns, for the
-    reliability rule, the half-difference of the two synergy corrections and the synergy's
-    jackknife standard error before any widening (``(G,)`` each).
+    ``None`` with ``null_bias (G,)``, the synergy bias of the null draws; nats. Also returns,
+    for the reliability rule, the half-difference of the two synergy corrections and the
+    synergy's jackknife standard error before any widening (``(G,)`` each).
     """
     mean = jk_v.mean(1)
     jack = g * plug_v - (g - 1) * mean
@@ -600,10 +600,10 @@ def _reliability(n_eff, flat, disagreement, spread, g, seen_once):
     the two synergy corrections (jackknife, null draws; half their difference is
     ``disagreement``) agree to within the jackknife's 95% sampling half-width
     (:data:`RELIABILITY_CONFIDENCE`, not the intervals' level: the flag must not depend on
-    what was asked) or to :data:`STABLE_SPREAD` (rounding), or no resample moves the synergy at all in a sample with no cell that
-    holds a single sample (``seen_once``; its jackknife standard error ``spread`` is
-    rounding: joints whose synergy no replicate changes, e.g. 0 where Y = X1 = X2, while the
-    null draws' synergy may move). ``disagreement=None`` (no null draws,
+    what was asked) or to :data:`STABLE_SPREAD` (rounding), or no resample moves the synergy
+    at all in a sample with no cell that holds a single sample (``seen_once``; its jackknife
+    standard error ``spread`` is rounding: joints whose synergy no replicate changes, e.g. 0
+    where Y = X1 = X2, while the null draws' synergy may move). ``disagreement=None`` (no null draws,
     ``n_null=0``): nothing to agree with, so the synergy is flagged reliable only where it does not move at all (its
     flag was always true there, and its intervals covered 0.85 where the full rule's gave
     0.99 on the redundant 8x8x4 joint at N = 400).
