@@ -10,7 +10,7 @@ the plug-in ``I(X1,X2;Y)`` sees structure in every sparsely filled cell of the
 ``n1 × n2 × ny`` table. The solver's certified ``gap`` bounds the optimisation error only;
 the statistical error is usually far larger.
 
-Method (all resampled joints are solved in one batched :func:`fastpid.pid` call):
+Method (the resampled joints are solved in batched :func:`fastpid.pid` calls):
 
 * **Corrections and intervals: the delete-a-group jackknife.** The samples are split at
   random into ``n_jackknife`` parts; each part is left out in turn. For a term ``θ`` with
@@ -164,10 +164,11 @@ class PIDEstimate:
             half-width, the level it was validated at.
             The synergy *test* does not depend on this flag, and its level is not assured:
             measured false-positive rates at 5% run from 0.02 to 0.08 on most validation
-            joints, but 0.50 at 0.125 samples a cell (6 of 12 replicates, 95% interval
-            0.21-0.79; 75 of 200, 0.31-0.45, in another run), and 0.13-0.36 where one source
-            is pure noise or on couplings of noisy copies, flagged reliable; and it is
-            conservative on nearly pure class clusters (docs/estimation.md).
+            joints, but about 0.35 at 0.125 samples a cell (6 of 12 in the validation run,
+            95% interval 0.21-0.79; 69, 71 and 75 of 200 in three runs of 200, 0.28-0.45), and
+            0.13-0.36 where one source is pure noise or on couplings of noisy copies, flagged
+            reliable; and it is conservative on nearly pure class clusters
+            (docs/estimation.md).
         plugin: the certified :class:`PIDResult` of the empirical joint(s), in the units and
             array type of the other fields.
         n: samples per problem (effective sample size ``(Σw)²/Σw²`` with weights).
@@ -905,8 +906,8 @@ def _format(e: PIDEstimate) -> str:
             p = arr(getattr(e.p_value, t))[idx]
             ok = bool(arr(getattr(e.reliable, t))[idx])
             ptxt = "—" if not np.isfinite(p) else p_value_text(p, e.n_null)
-            interval = f"[{_term(lo)}, {_term(hi)}]"
-            lines.append(f"  {t:<11}{_term(plug):>9}{_term(est):>10}   {interval:<20}{ptxt:>8}  "
+            interval = f"[{term_text(lo)}, {term_text(hi)}]"
+            lines.append(f"  {t:<11}{term_text(plug):>9}{term_text(est):>10}   {interval:<20}{ptxt:>8}  "
                          f"{'yes' if ok else 'no'}")
     if count > show:
         lines.append(f"... {count - show} more groups (batch shape {shape})")
@@ -919,7 +920,7 @@ def p_value_text(p: float, n_null: int, digits: int = 2) -> str:
     return f"≤{p:.2g}" if p <= (1 + 1e-9) / (n_null + 1) else f"{p:.{digits}g}"
 
 
-def _term(v: float) -> str:
+def term_text(v: float) -> str:
     """A term for the table: 4 decimals, or 2 significant digits where those would show 0 and
     the value is above the solves' certificates (1e-8 nats; below, 0.0000: rounding)."""
     return f"{v:.1e}" if 1e-8 <= abs(v) < 5e-5 else f"{v:.4f}"

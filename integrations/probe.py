@@ -50,7 +50,7 @@ import torch
 
 import fastpid
 from fastpid._validate import check_base, check_choice, check_real
-from fastpid.estimate import _check_confidence, _check_int, _check_seed, p_value_text, suggest_k
+from fastpid.estimate import _check_confidence, _check_int, _check_seed, p_value_text, suggest_k, term_text
 
 from .cluster import _check_count, check_seed, kmeans, l2_normalize, pca, standardize
 from .distributed import _place_rows, broadcast_object, check_on_every_rank, gather_rows, is_distributed
@@ -105,11 +105,12 @@ class ProbeResult:
         shown = ", ".join(f"{k}={v:.4g}" for k, v in self.terms().items())
         if self.estimate is not None:
             e = self.estimate
-            # Four decimals, as the estimate's own table prints them (.4g showed rounding noise
-            # as 5.5e-15 [0, 1.2e-14]); the flag, as an interval the rule distrusts is not one.
+            # As the estimate's own table prints them (.4g showed rounding noise as 5.5e-15
+            # [0, 1.2e-14]); the flag, as an interval the rule distrusts is not one.
             flag = "" if bool(e.reliable.synergy) else "; unreliable at this N"
-            shown += (f", synergy_estimate={float(e.synergy):.4f} [{float(e.ci_low.synergy):.4f}, "
-                      f"{float(e.ci_high.synergy):.4f}] ({100 * e.confidence:g}% interval{flag}), "
+            low, high = term_text(float(e.ci_low.synergy)), term_text(float(e.ci_high.synergy))
+            shown += (f", synergy_estimate={term_text(float(e.synergy))} [{low}, {high}] "
+                      f"({100 * e.confidence:g}% interval{flag}), "
                       f"p_synergy={p_value_text(float(e.p_value.synergy), e.n_null, 3)}")
         units = "nats" if self.base is None else "bits" if self.base == 2 else f"base {self.base:g}"
         return f"ProbeResult({shown}, N={self.codes1.shape[0]}, units={units})"

@@ -114,6 +114,9 @@ def test_probe_repr_marks_an_unreliable_synergy_and_prints_four_decimals():
     est = res.estimate
     assert (f"synergy_estimate={float(est.synergy):.4f} [{float(est.ci_low.synergy):.4f}, "
             f"{float(est.ci_high.synergy):.4f}] (95% interval; unreliable at this N)") in text
+    from fastpid.estimate import term_text  # as the estimate's table: small values as 3.0e-05
+
+    assert term_text(3e-5) == "3.0e-05" and term_text(5.5e-15) == "0.0000" == term_text(0.0)
     e1, e2, y = _xor(300, seed=1)
     res = _quiet_probe(n_clusters=4, estimate=True)(e1, e2, y)
     assert bool(res.estimate.reliable.synergy) and "] (95% interval), p_synergy=" in repr(res)
