@@ -11,9 +11,9 @@ The Schur complement is factorised over the free potentials only (pairs ``(x2, y
 mass, less one gauge per ``y``). Measured on 2 cores, one problem (the C++ solver on one
 thread, PyTorch on both): faster than the PyTorch solver on small problems and up to 3072
 free potentials on the Schur side, the largest measured (dense 64x64x32 0.91 s vs 2.2 s,
-96x96x32 5.2 s vs 11.5 s: ``bench/test_bench_auto_route.py``; clustered 64x64x31, 1395 free
-of 1984: 3.6 s vs 21 s); low-rank, clustered 20x20x101 0.07 s vs 0.48 s, 2x3x3000 3 ms vs
-14 ms.
+96x96x32 5.2 s vs 11.5 s: ``bench/test_bench_auto_route.py``; clustered 64x64x31, 1418 free
+of 1984: 0.46 s vs 4.6 s, PyTorch on one thread); low-rank, clustered 20x20x101 0.07 s vs
+0.48 s, 2x3x3000 3 ms vs 14 ms.
 :func:`fastpid.api` picks it where the system it factorises has at most :func:`auto_max`
 unknowns.
 """
