@@ -210,6 +210,9 @@ CASES = {
     "20x20x10 class clusters": Case("20x20x10 class clusters", class_clusters, (500, 2000, 10000)),
     "20x20x10 class clusters, 1% strays": Case("20x20x10 class clusters, 1% strays",
                                                lambda: class_clusters(stray=0.01), (2000, 10000)),
+    "20x20x10 class clusters, 1% strays, zero-S": Case("20x20x10 class clusters, 1% strays, zero-S",
+                                                       lambda: zero_synergy(class_clusters(stray=0.01)),
+                                                       (5000, 10000)),
 }
 QUICK = ["8x8x4 dense", "8x8x4 zero-S", "8x8x4 xor"]
 
