@@ -176,6 +176,8 @@ class PIDEstimate:
         n: samples per problem (effective sample size ``(Σw)²/Σw²`` with weights).
         cells: ``n1 * n2 * ny``; ``occupied``: non-zero cells of the empirical joint.
         confidence, n_jackknife, n_null, seed, base: the settings used.
+        group: with ``groups=``, each problem's group index ``(G,)`` (kept by ``est[...]``,
+            so that a slice's table names the groups it holds); else ``None``.
     """
 
     redundancy: Any
@@ -197,6 +199,7 @@ class PIDEstimate:
     n_null: int
     seed: int
     base: Optional[float] = None
+    group: Any = None
 
     @property
     def units(self) -> str:
@@ -247,8 +250,9 @@ class PIDEstimate:
         def terms(t: Terms) -> Terms:
             return Terms(*(fn(v) for v in t))
 
+        group = getattr(self, "group", None)  # None in estimates pickled before it existed
         return replace(self, **{t: fn(getattr(self, t)) for t in TERMS}, n=fn(self.n),
-                       occupied=fn(self.occupied), plugin=plugin,
+                       occupied=fn(self.occupied), plugin=plugin, group=None if group is None else fn(group),
                        **{f: terms(getattr(self, f)) for f in ("ci_low", "ci_high", "se", "bias", "p_value",
                                                                  "reliable")})
 
@@ -521,6 +525,7 @@ def _estimate(x1, x2, y, sizes, weights, groups, num_groups, confidence, n_jackk
                              np.float64 if weights is not None else np.int64),
         cells=n1 * n2 * ny, occupied=out(occupied, False, np.int64),
         confidence=confidence, n_jackknife=g, n_null=n_null, seed=seed, base=base,
+        group=out(np.arange(G), False, np.int64) if grouped else None,
     )
 
 
@@ -884,6 +889,8 @@ def _format(e: PIDEstimate) -> str:
 
     shape = arr(e.redundancy).shape
     n_arr, occ = arr(e.n).reshape(-1), arr(e.occupied).reshape(-1)
+    group = getattr(e, "group", None)  # None ungrouped, and in estimates pickled before it existed
+    labels = np.arange(n_arr.size) if group is None else arr(group).reshape(-1)
     pct = f"{100 * e.confidence:g}%"
     head = (f"PIDEstimate ({e.units}; {e.n_jackknife}-part jackknife, {e.n_null} null draws, "
             f"{pct} intervals)")
@@ -893,7 +900,7 @@ def _format(e: PIDEstimate) -> str:
     for i in range(show):
         idx = np.unravel_index(i, shape) if shape else ()
         if shape:
-            lines.append(f"group {i}:")
+            lines.append(f"group {int(labels[i])}:")
         # N exact: counts as integers; with weights the effective sample size.
         size = (f"N = {int(n_arr[i])} samples" if np.issubdtype(n_arr.dtype, np.integer)
                 else f"N = {n_arr[i]:.1f} effective samples (weighted)")

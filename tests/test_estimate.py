@@ -1265,3 +1265,20 @@ def test_the_corrections_world_leaves_the_test_as_it_was(monkeypatch):
         assert float(getattr(with_it, t)) == float(getattr(without, t))
     truth = float(fastpid.pid(P, tol=1e-10).synergy)
     assert abs(float(with_it.synergy) - truth) < 0.02 < abs(float(without.synergy) - truth)
+
+
+def test_a_slice_of_a_grouped_estimate_names_its_groups():
+    """est[1:] printed its groups as 'group 0', 'group 1': the table no longer said which of
+    the call's groups it showed."""
+    rng = np.random.default_rng(6)
+    x1, x2, y = (rng.integers(0, 3, 300) for _ in range(3))
+    est = fastpid.estimate(x1, x2, y, groups=np.arange(300) % 3, seed=0)
+    assert est.group.tolist() == [0, 1, 2]
+    text = str(est[1:])
+    assert "group 1:" in text and "group 2:" in text and "group 0:" not in text
+    picked = est[[True, False, True]]
+    assert picked.group.tolist() == [0, 2] and "group 2:" in str(picked)
+    assert est[2].group == 2 and fastpid.estimate(x1, x2, y, seed=0).group is None
+    import pickle
+
+    assert str(pickle.loads(pickle.dumps(est))[1:]) == text
