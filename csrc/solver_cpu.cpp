@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 #include <memory>
+#include <new>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -124,12 +125,24 @@ void for_each_problem(int64_t B, size_t work_doubles, Body body) {
     return;
   }
   note_team();
+  // An exception cannot leave an OpenMP region (the runtime terminates the process: a batch
+  // whose workspaces did not fit under a ulimit -v killed Python), so a thread that cannot
+  // allocate its workspace says so, every thread still meets the loop, and the call throws
+  // std::bad_alloc (MemoryError in Python) after the region.
+  std::atomic<bool> short_of_memory{false};
 #pragma omp parallel
   {
-    const Workspace work(work_doubles);
+    std::unique_ptr<Workspace> work;
+    try {
+      work = std::make_unique<Workspace>(work_doubles);
+    } catch (const std::bad_alloc&) {
+      short_of_memory = true;
+    }
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t b = 0; b < B; ++b) body(b, work.data());
+    for (int64_t b = 0; b < B; ++b)
+      if (work && !short_of_memory) body(b, work->data());
   }
+  if (short_of_memory) throw std::bad_alloc();
 }
 
 }  // namespace
@@ -159,12 +172,20 @@ void closed_forms_batch(const double* P, int64_t B, int n1, int n2, int ny, doub
   const size_t work_doubles = closed_forms_workspace_doubles(n1, n2, ny);
   const bool team = B * cells > (int64_t(1) << 16) && !forked_child;
   if (team) note_team();
+  std::atomic<bool> short_of_memory{false};  // as in for_each_problem()
 #pragma omp parallel if (team)
   {
-    const Workspace work(work_doubles);
+    std::unique_ptr<Workspace> work;
+    try {
+      work = std::make_unique<Workspace>(work_doubles);
+    } catch (const std::bad_alloc&) {
+      short_of_memory = true;
+    }
 #pragma omp for schedule(static)
-    for (int64_t b = 0; b < B; ++b) closed_forms_one(P + b * cells, n1, n2, ny, work.data(), out + 4 * b);
+    for (int64_t b = 0; b < B; ++b)
+      if (work && !short_of_memory) closed_forms_one(P + b * cells, n1, n2, ny, work->data(), out + 4 * b);
   }
+  if (short_of_memory) throw std::bad_alloc();
 }
 
 void primal_bound_batch(const double* P, const double* Q, int64_t B, int n1, int n2, int ny, double* out) {

@@ -696,3 +696,32 @@ def test_native_solves_in_a_new_thread_follow_torchs_thread_setting(tmp_path):
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["1"]
+
+_OUT_OF_MEMORY_BATCH = """
+import resource, torch, numpy as np, fastpid
+torch.set_num_threads(2)
+P = torch.tensor(np.random.default_rng(0).dirichlet(np.ones(4 * 64 * 64 * 32))).reshape(4, 64, 64, 32)
+fastpid.pid(P[:1])  # the process's own memory first
+size = int([l for l in open("/proc/self/status") if l.startswith("VmSize")][0].split()[1]) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (size + {headroom} * 2**20,) * 2)
+try:
+    fastpid.pid(P)
+    print("solved")
+except MemoryError:
+    print("MemoryError")
+print(float(fastpid.pid(np.full((2, 2, 2), 1 / 8)).synergy) >= 0)  # still usable
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc and sets RLIMIT_AS")
+@pytest.mark.parametrize("headroom", [20, 60])
+def test_a_batch_whose_workspaces_do_not_fit_raises_memory_error(headroom):
+    """A thread's workspace that could not be allocated inside the solver's OpenMP region
+    terminated the process (std::bad_alloc cannot leave the region: exit 134) where one problem
+    alone raised MemoryError; the up-front check reads the free memory, not a ulimit -v."""
+    run = subprocess.run([sys.executable, "-c", _OUT_OF_MEMORY_BATCH.format(headroom=headroom)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    # 20 MB cannot hold a second 42 MB workspace; 60 MB may, after what the first solve freed
+    assert run.stdout.split()[-2:] in ([["MemoryError", "True"]] if headroom == 20 else
+                                       (["MemoryError", "True"], ["solved", "True"]))
