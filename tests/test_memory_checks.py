@@ -126,6 +126,7 @@ def test_the_cpp_estimate_counts_the_workspaces_a_chunk_uses(monkeypatch):
     """32 problems of 100x10x1000 on 32 processors were refused at 31.4 GiB (a workspace per
     processor) while their chunks held one problem each (about 1 GiB)."""
     monkeypatch.setattr(_resources, "_cpus", lambda: 32)
+    monkeypatch.setattr(_resources, "available_bytes", lambda device: 2**31)  # half: one workspace
     flat = torch.ones(1, 100, 10, 1000, dtype=torch.float64).expand(32, 100, 10, 1000)
     need = _resources.estimate_bytes(flat, "exact", "cpp")
     assert 0.9 * 2**30 < need < 1.2 * 2**30
@@ -151,6 +152,21 @@ def test_cpp_threads_share_a_batch_of_large_problems(monkeypatch):
     P = np.random.default_rng(0).dirichlet(np.full(20 * 20 * 101, 0.5), size=8).reshape(8, 20, 20, 101)
     res = fastpid.pid(P, backend="cpp", return_coupling=True)  # the general route
     assert res.backend == "cpp" and sum(calls) == 8 and len(calls) == 1
+
+
+def test_large_problems_take_a_thread_each_where_the_memory_holds_them(monkeypatch):
+    """Workspaces past the chunk budget's share of a thread (70x70x40: 78 MB) made chunks of
+    one problem, so a batch ran on one thread of two (two problems: 5.9 s against 3.4 s); the
+    threads counted were the machine's, not the solver's (torch's)."""
+    monkeypatch.setattr(_resources, "_cpus", lambda: 16)
+    monkeypatch.setattr(_resources, "available_bytes", lambda device: 8 * 2**30)
+    with fastpid._resources.threads(2):
+        assert _resources.cpp_chunk(8, 70, 70, 40, True, False) == 2
+    with fastpid._resources.threads(1):  # one workspace: the whole batch in one call
+        assert _resources.cpp_chunk(8, 70, 70, 40, True, False) == 8
+    monkeypatch.setattr(_resources, "available_bytes", lambda device: 100 * MiB)  # one fits, not two
+    with fastpid._resources.threads(2):
+        assert _resources.cpp_chunk(8, 70, 70, 40, True, False) == 1
 
 
 # ---- what a refused call is told -----------------------------------------------------------
