@@ -91,12 +91,13 @@ def _other_way_where_short(ext, flat, swap, options, scale, terms, gap, converge
     other way round, each keeping the narrower bracket (the arrays are updated in place; as
     fastpid.api._other_way_where_short, which says why). Returns whether all are settled."""
     short = np.flatnonzero(~converged & ~broken)
-    # Only where the solver can index the other orientation (the larger source on the Schur
-    # side can pass its 32-bit indices where the first orientation did not).
+    # Only where the solver takes the other orientation (fastpid.api.cpp_retry_fits: the
+    # larger source on the Schur side can pass its 32-bit indices, or the automatic route's
+    # limit, where the first orientation did not).
     n1, n2, ny = flat.shape[1:]
     flipped = ~swap[short]  # True: solved as n2 x n1 x ny
-    short = short[np.where(flipped, cpp_indexable(n2, n1, ny, True, options.lowrank),
-                           cpp_indexable(n1, n2, ny, True, options.lowrank))]
+    short = short[np.where(flipped, api.cpp_retry_fits(n2, n1, ny, options.lowrank),
+                           api.cpp_retry_fits(n1, n2, ny, options.lowrank))]
     if short.size == 0:  # unsettled by broken brackets alone, or unindexable: nothing to try again
         return False
     t2, g2, c2, b2, it2, _ = ext.solve_pid(np.ascontiguousarray(flat[short]), ~swap[short], options, scale)

@@ -484,6 +484,15 @@ def _host_beats_gpu_threads(flat: torch.Tensor) -> bool:
     return cpp.available()[0] and all(cpp_workspace_fits(n1, n2, ny, lowrank) for lowrank in (False, True))
 
 
+def cpp_retry_fits(n1: int, n2: int, ny: int, lowrank: bool) -> bool:
+    """Whether the C++ solver tries again problems solved as ``n1 x n2 x ny`` (X2 on the Schur
+    side) that stopped short of ``tol`` the other way round: where it can index them, and by
+    the Schur complement only where that side's potentials stay within the automatic route's
+    limit (150x70x40 the other way round is a system of 6,000, 1,177 MB a thread: a call with
+    max_iter=2 took 9.2 s where solving to tol took 4.6 s)."""
+    return cpp_indexable(n1, n2, ny, True, lowrank) and (lowrank or n2 * ny <= cpp.auto_max("schur"))
+
+
 def cpp_suits(n1: int, n2: int, ny: int, plan) -> bool:
     """Whether ``backend="auto"`` solves CPU problems ``n1 x n2 x ny`` whose
     :func:`fastpid.solver.newton_plan` is ``plan`` by the C++ solver (see :func:`_choose_backend`):
@@ -580,10 +589,10 @@ def _solve_oriented(P: torch.Tensor, method: str, backend: str, tol, max_iter, s
     if method != "exact":
         return sol
     lowrank = plan is not None and plan.structure == "lowrank"
-    # The C++ solver cannot take every orientation (cpp_indexable), nor the CUDA one without its
-    # slow per-thread path (a 100x4x4 batch retried as 4x100x4: Schur size 400, 1.95 MB of
+    # The C++ solver does not take every orientation (cpp_retry_fits), nor the CUDA one without
+    # its slow per-thread path (a 100x4x4 batch retried as 4x100x4: Schur size 400, 1.95 MB of
     # scratch a problem); the others can.
-    indexable = ((lambda a, b, c: cpp_indexable(a, b, c, True, lowrank)) if backend == "cpp" else
+    indexable = ((lambda a, b, c: cpp_retry_fits(a, b, c, lowrank)) if backend == "cpp" else
                  (lambda a, b, c: cuda.oriented_route(a, b, c, P.device)) if backend == "cuda" else None)
     return _other_way_where_short(P, solve, bracket, swap, sol, tol, indexable)
 

@@ -697,6 +697,7 @@ def test_native_solves_in_a_new_thread_follow_torchs_thread_setting(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["1"]
 
+
 _OUT_OF_MEMORY_BATCH = """
 import resource, torch, numpy as np, fastpid
 torch.set_num_threads(2)
@@ -725,3 +726,29 @@ def test_a_batch_whose_workspaces_do_not_fit_raises_memory_error(headroom):
     # 20 MB cannot hold a second 42 MB workspace; 60 MB may, after what the first solve freed
     assert run.stdout.split()[-2:] in ([["MemoryError", "True"]] if headroom == 20 else
                                        (["MemoryError", "True"], ["solved", "True"]))
+
+
+def test_the_other_way_round_is_tried_only_within_the_automatic_routes_limit(monkeypatch):
+    """A problem short of tol was solved again with the larger source on the Schur side
+    whatever that side's size: 150x70x40 became a system of 6,000 potentials (1,177 MB a
+    thread), and a call with max_iter=2 took 9.2 s where solving to tol took 4.6 s. The direct
+    route (fastpid._cpu_route) asks the same cpp_retry_fits."""
+    from fastpid import api
+
+    assert api.cpp_retry_fits(150, 70, 40, False) and not api.cpp_retry_fits(70, 150, 40, False)
+    assert api.cpp_retry_fits(70, 150, 40, True)  # the low-rank system is n1 * n2 either way
+    P = _batch((12, 4, 6), "dense", 1)[0]
+    solve = cpp.solve
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return solve(*args, **kwargs)
+
+    monkeypatch.setattr(cpp, "solve", counted)
+    for limit, tries in ((72, 2), (60, 1)):  # the other way round: 4x12x6, a Schur side of 72
+        monkeypatch.setattr(cpp, "AUTO_MAX_SCHUR", limit)
+        calls.clear()
+        with pytest.warns(fastpid.ConvergenceWarning):
+            fastpid.pid(P, backend="cpp", max_iter=1, return_coupling=True)  # the general route
+        assert len(calls) == tries, limit
