@@ -167,6 +167,10 @@ def test_large_problems_take_a_thread_each_where_the_memory_holds_them(monkeypat
     monkeypatch.setattr(_resources, "available_bytes", lambda device: 100 * MiB)  # one fits, not two
     with fastpid._resources.threads(2):
         assert _resources.cpp_chunk(8, 70, 70, 40, True, False) == 1
+    # The estimate counts the workspaces of the threads that run: one on one thread.
+    work = _resources._cpp_workspace(64, 64, 32, True, False)
+    with fastpid._resources.threads(1):
+        assert 8 * work <= _resources.cpp_bytes(2, 64, 64, 32, True, False) < 2 * 8 * work
 
 
 # ---- what a refused call is told -----------------------------------------------------------
