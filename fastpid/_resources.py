@@ -119,7 +119,7 @@ def cpp_chunk(B: int, n1: int, n2: int, ny: int, exact: bool, lowrank: bool, cou
     in one call."""
     budget = CHUNK_FLOATS if budget is None else budget
     work, per = _cpp_workspace(n1, n2, ny, exact, lowrank), cpp_problem_floats(n1, n2, ny, coupling)
-    threads = _solver_threads()
+    threads = cpp_threads()
     if threads * (work + per) <= budget:
         chunk = threads + (budget - threads * (work + per)) // per
     else:  # fewer problems than threads: each holds its thread's workspace
@@ -142,7 +142,7 @@ def cpp_bytes(B: int, n1: int, n2: int, ny: int, exact: bool, lowrank: bool, cou
     processors for 31.4 GiB; they ran in about 1 GiB."""
     chunk = cpp_chunk(B, n1, n2, ny, exact, lowrank, coupling)
     work = _cpp_workspace(n1, n2, ny, exact, lowrank)
-    return 8 * (min(chunk, _solver_threads()) * work + chunk * cpp_problem_floats(n1, n2, ny, coupling))
+    return 8 * (min(chunk, cpp_threads()) * work + chunk * cpp_problem_floats(n1, n2, ny, coupling))
 
 
 def cpp_route_bytes(B: int, n1: int, n2: int, ny: int, lowrank: bool) -> int:
@@ -151,10 +151,10 @@ def cpp_route_bytes(B: int, n1: int, n2: int, ny: int, lowrank: bool) -> int:
     problem, each with the potentials f, g and a transposed problem (csrc/solver_cpu.cpp,
     solve_pid_batch), and ten results per problem."""
     work = _cpp_workspace(n1, n2, ny, True, lowrank) + (n1 + n2) * ny + n1 * n2 * ny
-    return 8 * (min(B, _solver_threads()) * work + 10 * B)
+    return 8 * (min(B, cpp_threads()) * work + 10 * B)
 
 
-def _solver_threads() -> int:
+def cpp_threads() -> int:
     """The C++ solver's threads: its OpenMP threads follow PyTorch's setting, up to the
     processors (counting the processors refused two 64x64x32 problems on one thread for twice
     the one workspace they need)."""

@@ -13,7 +13,7 @@ from . import cpp, cuda, solver
 from ._autograd import attach_envelope_gradient, carries_derivatives, zero_mass_gradient
 from ._certify import checked_bracket, drop_negligible, output_gap, rounding, solver_tol
 from ._resources import (CHUNK_FLOATS, GENERAL_ROUTE_COPIES, GRADIENT_ROUTE_COPIES, check_input_memory, check_memory,
-                         cpp_chunk, cpp_indexable, cpp_workspace_fits, per_problem_floats)
+                         cpp_chunk, cpp_indexable, cpp_workspace_fits, per_problem_floats, cpp_threads)
 from ._tracing import traced, transformed, untraced
 from ._validate import (check_base, check_choice, check_distribution, check_flag, check_positive_int, check_tol,
                         result_dtype)
@@ -649,6 +649,8 @@ def _solve_iterative(flat, method, backend, tol, max_iter, steps, progress, brac
         exact = method == "exact"
         chunk = cpp_chunk(B, n1, n2, ny, exact, exact and plan is not None and plan.structure == "lowrank",
                           return_coupling, CHUNK_FLOATS)
+        if progress:  # a bar asked for moves about 20 times (a batch in one chunk showed 0/B to its end)
+            chunk = min(chunk, max(cpp_threads(), -(-B // 20)))
     else:
         chunk = max(1, CHUNK_FLOATS // per_problem_floats(flat, method, plan))
     bar = None

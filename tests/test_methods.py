@@ -70,3 +70,27 @@ def test_chunked_solve_and_progress_bar(monkeypatch, capsys):
     assert "fastpid.pid" not in capsys.readouterr().err
     fastpid.pid(P, progress=True)
     assert "fastpid.pid (exact)" in capsys.readouterr().err
+
+
+def test_a_bar_asked_for_moves_on_a_cpp_batch(monkeypatch):
+    """A C++ batch in one chunk showed 0/B until it ended (six 64x64x32 problems: 0/6 for
+    4 s, then 6/6); with progress=True the batch goes in about 20 steps, a thread's share at
+    least."""
+    import tqdm.auto
+
+    steps = []
+    real = tqdm.auto.tqdm
+
+    class Counted(real):
+        def update(self, n=1):
+            steps.append(n)
+            return super().update(n)
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Counted)
+    P = np.stack([random_joint(np.random.default_rng(s), (4, 4, 4)) for s in range(60)])
+    with fastpid._resources.threads(2):
+        res = fastpid.pid(P, backend="cpp", return_coupling=True, progress=True)  # the chunked route
+    assert res.backend == "cpp" and sum(steps) == 60 and len(steps) == 20
+    steps.clear()
+    fastpid.pid(P, backend="cpp", return_coupling=True)  # no bar: one chunk, as before
+    assert steps == []
