@@ -671,9 +671,9 @@ def plan_for_counts(n1: int, n2: int, ny: int, most1: int, most2: int, free1=Non
         # Not a low-rank system beyond the C++ solver's automatic route where its Schur
         # complement is within it: the PyTorch solver took a 44x44x70 joint (1,936 cells, 2,161
         # free potentials) in 4.1 s, the C++ Schur complement in 0.95 s.
-        from .cpp import AUTO_MAX_CELLS, AUTO_MAX_SCHUR
+        from .cpp import auto_max
 
-        if structure == "lowrank" and n1 * n2 > AUTO_MAX_CELLS and schur_free <= AUTO_MAX_SCHUR:
+        if structure == "lowrank" and n1 * n2 > auto_max("lowrank") and schur_free <= auto_max("schur"):
             structure = other
     return NewtonPlan(structure, cost[structure], newton_floats(structure, n1, n2, ny, mf, mg), schur_free,
                       free1, free2)

@@ -264,6 +264,11 @@ def _positive_int(name, v):
     return check_integer(v, name, 1, expected="a positive integer")
 
 
+def _seed_of(data: bytes) -> int:
+    """A generator seed (< 2**62) derived from ``data``, the same on every machine."""
+    return int.from_bytes(hashlib.sha256(data).digest()[:8], "little") % 2 ** 62
+
+
 class SynIBLoss(nn.Module):
     """The SynIB objective (see the module docstring).
 
@@ -422,8 +427,7 @@ class SynIBLoss(nn.Module):
             # advanced with every validation batch).
             if self._eval_gen is None or self._eval_gen.device != device:
                 self._eval_gen = torch.Generator(device=device)
-                digest = hashlib.sha256(f"evaluation {self.seed}".encode()).digest()
-                self._eval_gen.manual_seed(int.from_bytes(digest[:8], "little") % 2 ** 62)
+                self._eval_gen.manual_seed(_seed_of(f"evaluation {self.seed}".encode()))
             return self._eval_gen
         if self._gen is None:
             self._gen = torch.Generator(device=device)
@@ -454,8 +458,7 @@ class SynIBLoss(nn.Module):
             # The saved device may not exist here (a CUDA checkpoint on a CPU-only machine):
             # continue deterministically from a seed taken from the saved state, as
             # _generator does on a device change.
-            digest = hashlib.sha256(rng_state.numpy().tobytes()).digest()
-            self._gen.manual_seed(int.from_bytes(digest[:8], "little") % 2 ** 62)
+            self._gen.manual_seed(_seed_of(rng_state.numpy().tobytes()))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # The buffers are sized lazily: take the checkpoint's shapes before loading.
