@@ -113,6 +113,19 @@ const int fork_handler = pthread_atfork(nullptr, nullptr, [] {
 });
 #endif
 
+// A thread's workspace of n doubles, or none with `failed` set where it cannot be allocated:
+// an exception cannot leave an OpenMP region (the runtime terminates the process: a batch
+// whose workspaces did not fit under a ulimit -v killed Python), so the regions below let
+// every thread meet their loop and throw std::bad_alloc (MemoryError in Python) after it.
+std::unique_ptr<Workspace> workspace_or_flag(size_t n, std::atomic<bool>& failed) {
+  try {
+    return std::make_unique<Workspace>(n);
+  } catch (const std::bad_alloc&) {
+    failed = true;
+    return nullptr;
+  }
+}
+
 // body(b, work) for every problem b < B, whole problems spread over the threads (dynamic:
 // solves differ in length), each thread with one workspace of work_doubles for all its
 // problems. One problem: no team of threads, which cost 35-80 us per call (one 3x3x3 problem:
@@ -125,19 +138,10 @@ void for_each_problem(int64_t B, size_t work_doubles, Body body) {
     return;
   }
   note_team();
-  // An exception cannot leave an OpenMP region (the runtime terminates the process: a batch
-  // whose workspaces did not fit under a ulimit -v killed Python), so a thread that cannot
-  // allocate its workspace says so, every thread still meets the loop, and the call throws
-  // std::bad_alloc (MemoryError in Python) after the region.
   std::atomic<bool> short_of_memory{false};
 #pragma omp parallel
   {
-    std::unique_ptr<Workspace> work;
-    try {
-      work = std::make_unique<Workspace>(work_doubles);
-    } catch (const std::bad_alloc&) {
-      short_of_memory = true;
-    }
+    const auto work = workspace_or_flag(work_doubles, short_of_memory);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t b = 0; b < B; ++b)
       if (work && !short_of_memory) body(b, work->data());
@@ -172,15 +176,10 @@ void closed_forms_batch(const double* P, int64_t B, int n1, int n2, int ny, doub
   const size_t work_doubles = closed_forms_workspace_doubles(n1, n2, ny);
   const bool team = B * cells > (int64_t(1) << 16) && !forked_child;
   if (team) note_team();
-  std::atomic<bool> short_of_memory{false};  // as in for_each_problem()
+  std::atomic<bool> short_of_memory{false};
 #pragma omp parallel if (team)
   {
-    std::unique_ptr<Workspace> work;
-    try {
-      work = std::make_unique<Workspace>(work_doubles);
-    } catch (const std::bad_alloc&) {
-      short_of_memory = true;
-    }
+    const auto work = workspace_or_flag(work_doubles, short_of_memory);
 #pragma omp for schedule(static)
     for (int64_t b = 0; b < B; ++b)
       if (work && !short_of_memory) closed_forms_one(P + b * cells, n1, n2, ny, work->data(), out + 4 * b);
