@@ -81,7 +81,7 @@ from ._resources import cpu_by_default, threads
 from ._validate import _as_real_scalar, as_tensor, check_base, check_flag, integral_scalar
 from .api import _shows_bar, pid
 from .joint import _parse_sizes, joint, sample_tensor
-from .result import PIDResult, _keep_array
+from .result import PIDResult, _index_for, _keep_array
 
 __all__ = ["estimate", "PIDEstimate", "Terms", "suggest_k", "term_maxima"]
 
@@ -243,7 +243,7 @@ class PIDEstimate:
             raise IndexError(f"an index of a grouped PIDEstimate picks groups (an estimate of shape () or "
                              f"(k,)); {index!r} gives shape {plugin.shape}")
 
-        return self._map(lambda v: _keep_array(v[index]), plugin)
+        return self._map(lambda v: _keep_array(v[_index_for(v, index)]), plugin)
 
     def _map(self, fn, plugin: PIDResult) -> "PIDEstimate":
         """This estimate with ``fn`` applied to every array field, and ``plugin``."""
@@ -899,7 +899,7 @@ def _format(e: PIDEstimate) -> str:
     show = min(count, 5)
     for i in range(show):
         idx = np.unravel_index(i, shape) if shape else ()
-        if shape:
+        if shape or group is not None:  # a group picked from a grouped estimate keeps its name
             lines.append(f"group {int(labels[i])}:")
         # N exact: counts as integers; with weights the effective sample size.
         size = (f"N = {int(n_arr[i])} samples" if np.issubdtype(n_arr.dtype, np.integer)
@@ -920,6 +920,8 @@ def _format(e: PIDEstimate) -> str:
                          f"{'yes' if ok else 'no'}")
     if count > show:
         lines.append(f"... {count - show} more groups (batch shape {shape})")
+    if count == 0:
+        lines.append(f"  no groups (batch shape {shape})")
     return "\n".join(lines)
 
 

@@ -102,7 +102,9 @@ class PIDResult:
         # axes only (res[..., 1] picks a problem, not a target value).
         idx = index if isinstance(index, tuple) else (index,)
         with_cells = idx + (slice(None),) * 3 if any(i is Ellipsis for i in idx) else index
-        arrays = {k: _keep_array(v[with_cells if k == "coupling" else index])
+        # A numpy field takes the index as numpy would (it read a one-element torch mask
+        # through __index__: [False] picked problem 0).
+        arrays = {k: _keep_array(v[_index_for(v, with_cells if k == "coupling" else index)])
                   for k, v in self._arrays().items()}
         return replace(self, status=status, **arrays)
 
@@ -122,6 +124,12 @@ class PIDResult:
     def cpu(self) -> "PIDResult":
         """The same result with its tensors on the CPU (numpy fields unchanged)."""
         return self._map(lambda v: v.cpu() if hasattr(v, "cpu") else v)
+
+    def detach(self) -> "PIDResult":
+        """The same result with its tensors detached from the autograd graph (numpy fields
+        unchanged): what ``copy.deepcopy`` and multiprocessing queues need of a result of
+        inputs that require grad."""
+        return self._map(lambda v: v.detach() if hasattr(v, "detach") else v)
 
     @property
     def units(self) -> str:
@@ -171,17 +179,30 @@ class PIDResult:
 
 
 def _scaled_up(gap, factor: float):
-    """``gap * factor`` rounded up where the gap is a float32 (or narrower) tensor: rounded to
-    nearest, the converted bound fell one ulp below pid(..., base=...)'s on about a fifth of
-    random 3x3x3 float32 joints (410 and 457 of 2,000 in two draws). float64 gaps (numpy
-    results included) are scaled as the terms are."""
+    """``gap * factor`` rounded up where the gap is narrower than float64 (a tensor, or a
+    numpy array from ``.numpy()``): rounded to nearest, the converted bound fell one ulp
+    below pid(..., base=...)'s on about a fifth of random 3x3x3 float32 joints (410 and 457
+    of 2,000 in two draws). float64 gaps are scaled as the terms are."""
+    import numpy as np
     import torch
 
-    if not isinstance(gap, torch.Tensor) or gap.dtype == torch.float64:
+    if isinstance(gap, torch.Tensor):
+        if gap.dtype == torch.float64:
+            return gap * factor
+        wide = gap.double() * factor
+        out = wide.to(gap.dtype)
+        return torch.where(out.double() < wide, torch.nextafter(out, torch.full_like(out, math.inf)), out)
+    gap = np.asarray(gap)
+    if gap.dtype == np.float64:
         return _keep_array(gap * factor)
-    wide = gap.double() * factor
-    out = wide.to(gap.dtype)
-    return torch.where(out.double() < wide, torch.nextafter(out, torch.full_like(out, math.inf)), out)
+    wide = gap.astype(np.float64) * factor
+    out = wide.astype(gap.dtype)
+    return _keep_array(np.where(out < wide, np.nextafter(out, np.inf), out))
+
+
+def _index_for(array, index):
+    """``index`` as ``array`` takes it: numpy indexes converted from torch, torch's as they are."""
+    return index if hasattr(array, "detach") else _as_numpy_index(index)
 
 
 def _as_numpy_index(index):

@@ -1282,3 +1282,18 @@ def test_a_slice_of_a_grouped_estimate_names_its_groups():
     import pickle
 
     assert str(pickle.loads(pickle.dumps(est))[1:]) == text
+    # One group picked (est[1], or in a loop) names it too; an empty selection says so.
+    assert str(est[1]).splitlines()[1] == "group 1:" and [str(g).splitlines()[1] for g in est] == [
+        "group 0:", "group 1:", "group 2:"]
+    assert "no groups" in str(est[:0])
+    assert "group" not in str(fastpid.estimate(x1, x2, y, seed=0)).split("\n", 1)[1]
+
+
+def test_a_numpy_estimate_takes_a_torch_mask_as_torch_does():
+    """numpy read a one-element torch mask through __index__: [False] picked group 0."""
+    rng = np.random.default_rng(2)
+    x1, x2, y = (rng.integers(0, 3, 200) for _ in range(3))
+    est = fastpid.estimate(x1, x2, y, groups=np.zeros(200, dtype=int), seed=0)
+    assert est.shape == (1,)
+    assert est[torch.tensor([False])].shape == (0,) and est[torch.tensor([True])].shape == (1,)
+    assert est[torch.tensor([True])].group.tolist() == [0]
