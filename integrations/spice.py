@@ -340,7 +340,11 @@ class SPICESampler(Sampler):
     shards are disjoint and together cover every admitted sample exactly once; their lengths
     differ by at most one. DDP needs the same number of optimizer steps on every rank: use
     ``drop_last=True`` here (and ``DataLoader(drop_last=True)``), or
-    ``torch.distributed.algorithms.Join``.
+    ``torch.distributed.algorithms.Join``. ``DataLoader(drop_last=True)`` drops what is
+    left past the last full batch of each epoch's admitted samples, and every phase starts
+    at ``c0 · N`` of them: with ``N = 1000``, ``c0 = 0.2`` and batches of 256 a phase's
+    first epoch (200 samples) runs no step, and an epoch of 722 drops 210. Keep the batch
+    size at most ``c0 · N / num_replicas`` there.
     """
 
     def __init__(self, curriculum: SPICECurriculum, generator: torch.Generator | None = None, *,
