@@ -14,8 +14,8 @@ Two estimators, both in nats, both returning a :class:`SampleScores` of ``(N,)``
   SPICE), ``P_n = (1/k) Σ_{j ∈ N(n)} p_1(·|j) ⊗ p_2(·|j) ⊗ onehot(y_j)``, a
   ``C1 × C2 × C`` joint whose sources are the two heads' predicted classes; all ``N``
   joints are solved as one batch by :func:`fastpid.pid`. Choices: a sample is its own
-  nearest neighbour (it is in ``N(n)``), distances are Euclidean, ties in the computed
-  distance go to the lower index.
+  nearest neighbour (it is in ``N(n)``), distances are Euclidean, ties in distance (exact ties
+  between the embedding's float values, whatever the chunking) go to the lower index.
 """
 from __future__ import annotations
 
@@ -105,43 +105,53 @@ def nearest_neighbours(emb: ArrayLike, k: int, chunk: int = 4096) -> torch.Tenso
     # squares cannot overflow.
     for centre in (False, True):
         if centre:
+            exact = x  # scaled exactly: its direct differences keep ties exact (see below)
             x = x - x.mean(0)
         peak = float(x.abs().max())
         if peak > 0:
             x = torch.ldexp(x, torch.tensor(-math.frexp(peak)[1], dtype=torch.int32, device=x.device))
     sq = (x * x).sum(1)
+    # A bound on the expansion's rounding (entries of x are at most 1 in magnitude).
+    slack = 4 * (x.shape[1] + 2) * torch.finfo(torch.float64).eps * (sq + sq.max())
     out = []
     for s in range(0, n, chunk):
         d = sq[s:s + chunk, None] - 2.0 * x[s:s + chunk] @ x.T + sq[None, :]
         # A point is at distance exactly 0 from itself; make it win ties against duplicates.
         rows = torch.arange(s, min(s + chunk, n), device=x.device)
         d[rows - s, rows] = -1.0
-        # topk picks among rows tied at the k-th distance in no set order (row 0 of [[0], [1],
-        # [1], [1]] got neighbour 2, not 1): one more neighbour shows the rows with such a tie,
-        # which take the lower indices among the tied ones.
         top = d.topk(min(k + 1, n), dim=1, largest=False)
         idx = top.indices[:, :k]
         if k < n:
-            tied = (top.values[:, k] == top.values[:, k - 1]).nonzero().squeeze(1)
-            if tied.numel():
-                idx[tied] = _lowest_tied(d[tied], top.values[tied, :k], idx[tied])
+            # Distances tied in exact arithmetic (quantised or one-hot embeddings) come out of
+            # the expansion a few ulps apart, in an order that changed with the scale and the
+            # chunk (an embedding times 3 had 184 of 600 neighbour sets differ): rows whose
+            # k-th and (k+1)-th distances are that close take their k nearest from direct
+            # differences, ties to the lower index.
+            near = (top.values[:, k] - top.values[:, k - 1] <= slack[rows]).nonzero().squeeze(1)
+            if near.numel():
+                idx[near] = _nearest_by_differences(exact, rows[near], d[near],
+                                                    top.values[near, k - 1] + slack[rows[near]], k)
         out.append(idx)
     return torch.cat(out)
 
 
-def _lowest_tied(d: torch.Tensor, values: torch.Tensor, nearest: torch.Tensor) -> torch.Tensor:
-    """Rows of ``d`` whose ``k``-th smallest value is tied, with topk's ``k`` smallest ``values``
-    and their columns ``nearest`` (ascending): the columns closer than the ``k``-th value (a
-    prefix of ``nearest``), then the lowest-indexed of those at it; the row itself stays first."""
-    k = nearest.shape[1]
-    kth = values[:, -1:]
-    n_closer = (values < kth).sum(1, keepdim=True)
-    cols = torch.arange(d.shape[1], device=d.device).expand_as(d)
-    at = torch.where(d == kth, cols, torch.full_like(cols, d.shape[1])).topk(k, dim=1, largest=False).values
-    pos = torch.arange(k, device=d.device)
-    # row r keeps nearest[:n_closer] and the sorted at[:k - n_closer]: k entries in all
-    keep = torch.cat([pos < n_closer, pos < k - n_closer], 1)
-    return torch.cat([nearest, at.sort(1).values], 1)[keep].view(-1, k)
+def _nearest_by_differences(x: torch.Tensor, rows: torch.Tensor, d: torch.Tensor, reach: torch.Tensor,
+                            k: int) -> torch.Tensor:
+    """The ``k`` nearest columns of each of ``rows`` of ``x`` by squared distances summed from
+    direct differences, ties to the lower index (the row itself first), among the columns whose
+    expanded distance ``d`` is within ``reach`` (a superset of them)."""
+    r, c = (d <= reach[:, None]).nonzero(as_tuple=True)  # row-major: columns ascending per row
+    e = torch.empty(r.numel(), dtype=x.dtype, device=x.device)
+    step = max(1, (1 << 22) // max(1, x.shape[1]))  # pairs a piece: memory of 4M entries
+    for p in range(0, r.numel(), step):
+        e[p:p + step] = (x[rows[r[p:p + step]]] - x[c[p:p + step]]).square().sum(1)
+    e[c == rows[r]] = -1.0
+    # Sorted by row, then distance, then column (stable sorts keep the earlier keys' order).
+    order = torch.sort(e, stable=True).indices
+    order = order[torch.sort(r[order], stable=True).indices]
+    first = torch.searchsorted(r[order], torch.arange(len(rows), device=r.device))
+    pick = (first[:, None] + torch.arange(k, device=r.device)).reshape(-1)
+    return c[order[pick]].view(-1, k)
 
 
 def local_scores(p1, p2, y, embedding, *, k: int = 16, method: str = "exact",
