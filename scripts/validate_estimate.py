@@ -348,7 +348,7 @@ def main(argv=None):
     ap.add_argument("--reps-large", type=_at_least(1), default=None,
                     help="replicates per 20x20x10 case (default 20)")
     ap.add_argument("--cases", nargs="+", default=None, choices=list(CASES), metavar="CASE",
-                    help="case names (default: all): " + ", ".join(f"'{c}'" for c in CASES))
+                    help="case names (default: all): " + ", ".join(f"'{c}'" for c in CASES).replace("%", "%%"))
     ap.add_argument("--quick", action="store_true", help="3 cases, 30 replicates (not with --cases or --reps)")
     ap.add_argument("--seed", type=_at_least(0), default=2024, help="base seed, >= 0 (default 2024)")
     ap.add_argument("--out", default=None, help="write the table (markdown) here")

@@ -422,3 +422,10 @@ def test_help_shows_defaults_but_no_default_of_none(capsys, script):
     text = " ".join(capsys.readouterr().out.split())
     assert exit_.value.code == 0
     assert "default: None" not in text and "--epochs EPOCHS training epochs per run (default: " in text
+
+
+def test_validate_estimate_help_lists_the_cases(capsys, validate_estimate):
+    """--help raised TypeError: argparse read the '%' of a case name ('1% strays') as a format."""
+    with pytest.raises(SystemExit) as stop:
+        validate_estimate.main(["--help"])
+    assert stop.value.code == 0 and "1% strays" in " ".join(capsys.readouterr().out.split())
