@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.util
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -103,9 +104,24 @@ def load_extension():
         if unfit:
             return None, _unavailable(unfit)
     try:
-        return importlib.import_module("fastpid._C"), ""
+        module = importlib.import_module("fastpid._C")
     except Exception as exc:  # ImportError, or a broken shared object (OSError, ...)
         return None, _unavailable(f"{type(exc).__name__}: {exc}")
+    _align_threads_after_fork()
+    return module, ""
+
+
+@functools.lru_cache(maxsize=None)  # once a process
+def _align_threads_after_fork() -> None:
+    """In a forked child, torch's thread count set again to OpenMP's, which the extension's
+    fork handler sets to 1 where the forking thread had run a team of the C++ solver
+    (csrc/solver_cpu.cpp): MKL keeps the count ``torch.set_num_threads`` gave it, and a child's
+    first MKL operation (``torch.log`` of 200,000 entries, a matmul) opened a region of that
+    many threads on the pool that cannot serve a child, and waited for good."""
+    if hasattr(os, "register_at_fork"):
+        import torch
+
+        os.register_at_fork(after_in_child=lambda: torch.set_num_threads(torch.get_num_threads()))
 
 
 @functools.lru_cache(maxsize=None)

@@ -638,6 +638,37 @@ def test_a_child_forked_after_a_batched_solve_solves(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
 
 
+_FORK_MKL_SCRIPT = """
+import multiprocessing as mp, sys
+import numpy as np, torch, fastpid
+torch.set_num_threads(2)   # torch gives MKL the count too
+P = np.random.default_rng(0).dirichlet(np.ones(8 * 8 * 5), size=64).reshape(64, 8, 8, 5)
+
+def child(_):
+    a = torch.rand(300, 300, dtype=torch.float64)
+    return (bool(torch.log(torch.rand(200_000, dtype=torch.float64) + 0.5).isfinite().all()),
+            bool((a @ a).trace() > 0), torch.get_num_threads())
+
+if __name__ == "__main__":
+    fastpid.pid(P, backend="cpp")   # a team of two in this thread
+    with mp.get_context("fork").Pool(1) as pool:
+        print(pool.map_async(child, [0]).get(timeout=60)[0])
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_a_child_forked_after_a_batched_solve_runs_mkl(tmp_path):
+    """The fork handler set OpenMP's threads to 1 in the child, but MKL kept the 2 that
+    torch.set_num_threads had given it: the child's first torch.log of 200,000 entries (or a
+    matmul) opened a region of two threads on the pool that cannot serve it, and hung."""
+    script = tmp_path / "fork_mkl.py"
+    script.write_text(_FORK_MKL_SCRIPT)
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["(True,", "True,", "1)"]
+
+
 _FORK_FROM_MAIN_SCRIPT = """
 import multiprocessing as mp, sys, threading
 import numpy as np, torch, fastpid
