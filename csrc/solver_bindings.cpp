@@ -57,7 +57,12 @@ class SigintGuard {
   ~SigintGuard() {
     std::lock_guard<std::mutex> lock(g_sigint_mutex);
     if (--g_solves_running > 0) return;
-    if (g_installed) sigaction(SIGINT, &g_python_sigint, nullptr);
+    // Only over our own handler: a setting made meanwhile (signal.signal(SIGINT, SIG_DFL) in
+    // the main thread while another thread solved) had been put back to Python's handler.
+    struct sigaction current;
+    if (g_installed && sigaction(SIGINT, nullptr, &current) == 0 && !(current.sa_flags & SA_SIGINFO) &&
+        current.sa_handler == on_sigint)
+      sigaction(SIGINT, &g_python_sigint, nullptr);
     g_installed = false;
   }
 };

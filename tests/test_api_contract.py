@@ -512,6 +512,42 @@ def test_ctrl_c_that_raises_nothing_leaves_native_solves_whole(tmp_path):
     assert code == 0 and first.split() == ["1", "200", "True"], first
 
 
+_SETTING_DURING_A_SOLVE = """
+import os, signal, sys, threading, time
+import numpy as np
+import fastpid
+signal.signal(signal.SIGINT, signal.default_int_handler)
+P = np.random.default_rng(0).dirichlet(np.full(4000, 0.05), size=400).reshape(400, 20, 20, 10)
+thread = threading.Thread(target=fastpid.pid, args=(P,), kwargs={"backend": "cpp"})
+thread.start()
+time.sleep(0.3)
+signal.signal(signal.SIGINT, getattr(signal, sys.argv[1]))   # while the other thread solves
+thread.join()
+os.kill(os.getpid(), signal.SIGINT)
+time.sleep(0.5)
+print("alive", flush=True)
+"""
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGINT") or os.name != "posix", reason="POSIX signals")
+@pytest.mark.parametrize("setting", ["SIG_DFL", "SIG_IGN"])
+def test_a_ctrl_c_setting_made_while_another_thread_solves_stays(tmp_path, setting):
+    """The last solve to end put back the SIGINT handler it had found, over one set meanwhile:
+    after signal.signal(SIGINT, SIG_DFL) (or SIG_IGN) in the main thread, Ctrl-C reached
+    Python's handler ("OSError: Signal 2 ignored due to race condition"), and the process
+    lived on."""
+    script = tmp_path / "setting.py"
+    script.write_text(_SETTING_DURING_A_SOLVE)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, str(script), setting], capture_output=True, text=True, timeout=300,
+                          env=env)
+    if setting == "SIG_DFL":
+        assert done.returncode == -signal.SIGINT and "alive" not in done.stdout, (done.returncode, done.stderr)
+    else:
+        assert done.returncode == 0 and done.stdout.split() == ["alive"], done.stderr
+        assert "Signal 2" not in done.stderr, done.stderr
+
+
 def test_converged_agrees_with_the_reported_float32_gap():
     """float32 output carries the rounding of its terms in its gap; converged says whether
     that reported gap is within tol, so a tol below float32's reach is not 'converged'."""
