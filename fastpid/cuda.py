@@ -45,8 +45,19 @@ def available(device: torch.device | None = None) -> tuple[bool, str]:
         return False, f"the CUDA kernels run on CUDA tensors; got a tensor on {device}"
     count, why = _device_count()
     if count == 0:
-        return False, f"no usable CUDA device (the CUDA runtime says: {why or 'no device found'})"
+        # With no driver at all the runtime says "driver version is insufficient", which sent
+        # users to upgrade a driver that is not there.
+        where = "" if _driver_present() else "no NVIDIA driver or GPU on this machine; "
+        return False, f"no usable CUDA device ({where}the CUDA runtime says: {why or 'no device found'})"
     return True, ""
+
+
+def _driver_present() -> bool:
+    """Whether an NVIDIA driver shows itself: its device nodes (Linux) or its library."""
+    import ctypes.util
+    import glob
+
+    return bool(glob.glob("/dev/nvidia[0-9]*")) or ctypes.util.find_library("cuda") is not None
 
 
 @functools.cache

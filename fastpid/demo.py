@@ -242,6 +242,9 @@ def digits_report(k: int = 20) -> dict[str, Any]:
             "ci_low": {t: _f(getattr(est.ci_low, t)) for t in TERMS},
             "ci_high": {t: _f(getattr(est.ci_high, t)) for t in TERMS},
             "synergy_p_value": _f(est.p_value.synergy),
+            # The smallest p-value the draws give, 1 / (n_null + 1), is a bound (printed "≤").
+            "synergy_p_value_is_bound": bool(est.p_value.synergy <= (1 + 1e-9) / (est.n_null + 1)),
+            "n_null": est.n_null,
             "reliable": {t: bool(getattr(est.reliable, t)) for t in TERMS},
             "confidence": est.confidence,
             "seconds": t_estimate,

@@ -349,8 +349,10 @@ class PIDProbe:
             f"PIDProbe: {n} probe samples over {self.n_clusters}x{self.n_clusters}x{n_classes} = {cells} "
             f"joint cells ({n / cells:.3g} samples per cell, below min_samples_per_cell="
             f"{self.min_samples_per_cell:g}); the plug-in PID terms, synergy most of all, are then "
-            f"mostly estimation bias. {advice[0].upper() + advice[1:]}, or use the bias-corrected "
-            f"estimate and its synergy test (PIDProbe(estimate=True)). Warned once per probe.",
+            f"mostly estimation bias. {advice[0].upper() + advice[1:]}"
+            + (" (the bias-corrected estimate attached says how far its terms can be trusted)." if self.estimate
+               else ", or use the bias-corrected estimate and its synergy test (PIDProbe(estimate=True)).")
+            + " Warned once per probe.",
             UserWarning, stacklevel=3)
 
     def __call__(self, emb1, emb2, labels, n_classes: int | None = None, *, index=None) -> ProbeResult:

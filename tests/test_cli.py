@@ -273,6 +273,11 @@ def test_demo_full_in_subprocess():
     assert est["synergy"] < ex["synergy"]
     assert 1 / 30 - 1e-12 <= est["synergy_p_value"] <= 1.0
     assert "95% interval" in est["table"]
+    # The smallest p-value of the draws is a bound (the table prints "≤"); the JSON had given
+    # 0.0333 as a value, without the number of draws.
+    assert est["n_null"] == 29
+    assert est["synergy_p_value_is_bound"] == (est["synergy_p_value"] <= (1 + 1e-9) / 30)
+    assert est["synergy_p_value_is_bound"] == ("≤" in est["table"].split("synergy")[1].splitlines()[0])
 
 
 def test_python_dash_m_fastpid_runs_the_command_line():

@@ -290,6 +290,22 @@ def test_backends_reports_cuda_with_a_reason():
         assert info == {"available": True, "reason": ""}
 
 
+def test_no_driver_is_named_as_such(monkeypatch):
+    """With no driver the runtime says "driver version is insufficient", which sent users to
+    upgrade a driver that was not there."""
+    from fastpid import cuda
+
+    if not C.build_info()["cuda_compiled"]:
+        pytest.skip("the extension was built without CUDA")
+    insufficient = (0, "CUDA driver version is insufficient for CUDA runtime version")
+    monkeypatch.setattr(cuda, "_device_count", lambda: insufficient)
+    monkeypatch.setattr(cuda, "_driver_present", lambda: False)
+    ok, why = cuda.available()
+    assert not ok and "no NVIDIA driver or GPU on this machine" in why and insufficient[1] in why
+    monkeypatch.setattr(cuda, "_driver_present", lambda: True)
+    assert "no NVIDIA driver" not in cuda.available()[1]
+
+
 def test_cuda_backend_on_cpu_tensors_says_why():
     P = torch.from_numpy(_batch((3, 3, 2), "dense"))
     for method in ("exact", "fast", "proxy"):

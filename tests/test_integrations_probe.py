@@ -152,6 +152,10 @@ def test_thin_probe_warning_names_suggest_k_by_its_import():
         PIDProbe(n_clusters=5, min_samples_per_cell=10)(e1, e2, labels)
     with pytest.warns(UserWarning, match=r"Use more probe samples: 800 at least for 2 clusters \(20 per cell"):
         PIDProbe(n_clusters=5, min_samples_per_cell=20)(e1, e2, labels)
+    # A probe that attaches the estimate is not told to attach it.
+    with pytest.warns(UserWarning, match="the bias-corrected estimate attached") as record:
+        PIDProbe(estimate=True)(e1, e2, labels)
+    assert "PIDProbe(estimate=True)" not in str(record[0].message)
 
 
 # ---------------------------------------------------------------- scaling="l2"
