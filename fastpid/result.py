@@ -168,6 +168,9 @@ class PIDResult:
                 arr = np.asarray(v.detach().cpu() if hasattr(v, "detach") else v)
                 if arr.ndim == 0:
                     return f"{arr.item():.6g}" if arr.dtype.kind == "f" else repr(arr.item())
+                if arr.size <= _SHOWN:  # a small batch shows its values, as numpy and torch do
+                    return np.array2string(arr, separator=", ", max_line_width=10**6,
+                                           formatter={"float_kind": lambda x: f"{x:.6g}", "bool": str}).replace("\n", "")
                 return f"<{arr.dtype} array of shape {arr.shape}>"
             except Exception:  # pragma: no cover - repr must never fail
                 return repr(v)
@@ -176,6 +179,10 @@ class PIDResult:
         if self.shape:
             body = f"batch shape {self.shape}: {body}"
         return f"PIDResult({body}, units={self.units}, method={self.method!r}, backend={self.backend!r})"
+
+
+#: The most problems whose values a result's repr shows.
+_SHOWN = 6
 
 
 def _scaled_up(gap, factor: float):

@@ -558,3 +558,16 @@ def test_converged_agrees_with_the_reported_float32_gap():
             res = fastpid.pid(P, tol=tol)
         assert torch.equal(res.converged, res.gap.double() <= tol)
     assert not bool(res.converged.any())  # tol = 1e-9 is below float32 rounding of ~0.5 nats
+
+
+def test_a_small_batch_prints_its_values():
+    """A batch's repr gave only '<float64 array of shape (3,)>' for every field, so even three
+    problems had to be indexed to be read; up to six are shown, larger batches by shape."""
+    P = batch(B=3)
+    res = fastpid.pid(P)
+    text = repr(res)
+    assert f"synergy=[{float(res.synergy[0]):.6g}, " in text and "converged=[True, True, True]" in text
+    assert f"gap=[{float(res.gap[0]):.6g}, " in text
+    assert "array of shape (7,)" in repr(fastpid.pid(batch(B=7)))
+    grid = repr(fastpid.pid(torch.from_numpy(batch(B=6)).reshape(2, 3, *P.shape[1:])))
+    assert "synergy=[[" in grid and "\n" not in grid
