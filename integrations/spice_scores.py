@@ -19,8 +19,9 @@ Two estimators, both in nats, both returning a :class:`SampleScores` of ``(N,)``
   SPICE), ``P_n = (1/k) Σ_{j ∈ N(n)} p_1(·|j) ⊗ p_2(·|j) ⊗ onehot(y_j)``, a
   ``C1 × C2 × C`` joint whose sources are the two heads' predicted classes; all ``N``
   joints are solved as one batch by :func:`fastpid.pid`. Choices: a sample is its own
-  nearest neighbour (it is in ``N(n)``), distances are Euclidean, ties in distance (exact ties
-  between the embedding's float values, whatever the chunking) go to the lower index.
+  nearest neighbour (it is in ``N(n)``), distances are Euclidean, ties in distance (in
+  float64, whatever the scale of small-integer embeddings or the chunking) go to the lower
+  index.
 """
 from __future__ import annotations
 
@@ -104,20 +105,24 @@ def nearest_neighbours(emb: ArrayLike, k: int, chunk: int = 4096) -> torch.Tenso
     x = emb.detach().to(torch.float64)
     if not torch.isfinite(x).all():
         raise ValueError("embedding contains NaN or Inf")
-    # |a|^2 - 2 a.b + |b|^2 cancels catastrophically for rows far from the origin (an offset of
-    # 1e8 scrambled 94% of neighbour sets): scale by a power of two (exact; first, so that the
-    # mean cannot overflow near the largest float), then centre, then scale again so that the
-    # squares cannot overflow.
-    for centre in (False, True):
-        if centre:
-            exact = x  # scaled exactly: its direct differences keep ties exact (see below)
-            x = x - x.mean(0)
-        peak = float(x.abs().max())
-        if peak > 0:
-            x = torch.ldexp(x, torch.tensor(-math.frexp(peak)[1], dtype=torch.int32, device=x.device))
+    eps = torch.finfo(torch.float64).eps
+    # Small integers (one-hot rows, quantised codes): |a|^2 - 2 a.b + |b|^2 is exact, and so is
+    # every tie in it.
+    peak = float(x.abs().max())
+    integral = peak * peak * x.shape[1] < 2 ** 52 and bool((x == x.round()).all())
+    if not integral:
+        # It cancels catastrophically for rows far from the origin (an offset of 1e8 scrambled
+        # 94% of neighbour sets): scale by a power of two (exact; first, so that the mean cannot
+        # overflow near the largest float), then centre, then scale again so that the squares
+        # cannot overflow.
+        for centre in (False, True):
+            if centre:
+                direct = x  # scaled exactly: the distances of near ties are taken from it (below)
+                x = x - x.mean(0)
+            peak = float(x.abs().max())
+            if peak > 0:
+                x = torch.ldexp(x, torch.tensor(-math.frexp(peak)[1], dtype=torch.int32, device=x.device))
     sq = (x * x).sum(1)
-    # A bound on the expansion's rounding (entries of x are at most 1 in magnitude).
-    slack = 4 * (x.shape[1] + 2) * torch.finfo(torch.float64).eps * (sq + sq.max())
     out = []
     for s in range(0, n, chunk):
         d = sq[s:s + chunk, None] - 2.0 * x[s:s + chunk] @ x.T + sq[None, :]
@@ -127,36 +132,24 @@ def nearest_neighbours(emb: ArrayLike, k: int, chunk: int = 4096) -> torch.Tenso
         top = d.topk(min(k + 1, n), dim=1, largest=False)
         idx = top.indices[:, :k]
         if k < n:
-            # Distances tied in exact arithmetic (quantised or one-hot embeddings) come out of
-            # the expansion a few ulps apart, in an order that changed with the scale and the
-            # chunk (an embedding times 3 had 184 of 600 neighbour sets differ): rows whose
-            # k-th and (k+1)-th distances are that close take their k nearest from direct
-            # differences, ties to the lower index.
-            near = (top.values[:, k] - top.values[:, k - 1] <= slack[rows]).nonzero().squeeze(1)
-            if near.numel():
-                idx[near] = _nearest_by_differences(exact, rows[near], d[near],
-                                                    top.values[near, k - 1] + slack[rows[near]], k)
+            if integral:  # topk picks among exact ties in no set order: row 0 of [[0], [1], [1], [1]] got 2
+                near = (top.values[:, k] == top.values[:, k - 1]).nonzero().squeeze(1)
+                dist = d[near]
+            else:
+                # Distances tied in exact arithmetic come out of the expansion some ulps apart,
+                # in an order that changed with the scale and the chunk (a quantised embedding
+                # times 3 had 184 of 600 neighbour sets differ): rows whose k-th and (k+1)-th
+                # distances lie within the expansion's rounding of each other (a bound per
+                # pair, entries of x at most 1) take distances from direct differences.
+                kth, after = top.indices[:, k - 1], top.indices[:, k]
+                bound = 4 * (x.shape[1] + 2) * eps * (2 * sq[rows] + sq[kth] + sq[after])
+                near = (top.values[:, k] - top.values[:, k - 1] <= bound).nonzero().squeeze(1)
+                dist = torch.cdist(direct[rows[near]], direct, compute_mode="donot_use_mm_for_euclid_dist")
+                dist[torch.arange(len(near), device=x.device), rows[near]] = -1.0
+            if near.numel():  # the k nearest, ties to the lower index
+                idx[near] = torch.sort(dist, dim=1, stable=True).indices[:, :k]
         out.append(idx)
     return torch.cat(out)
-
-
-def _nearest_by_differences(x: torch.Tensor, rows: torch.Tensor, d: torch.Tensor, reach: torch.Tensor,
-                            k: int) -> torch.Tensor:
-    """The ``k`` nearest columns of each of ``rows`` of ``x`` by squared distances summed from
-    direct differences, ties to the lower index (the row itself first), among the columns whose
-    expanded distance ``d`` is within ``reach`` (a superset of them)."""
-    r, c = (d <= reach[:, None]).nonzero(as_tuple=True)  # row-major: columns ascending per row
-    e = torch.empty(r.numel(), dtype=x.dtype, device=x.device)
-    step = max(1, (1 << 22) // max(1, x.shape[1]))  # pairs a piece: memory of 4M entries
-    for p in range(0, r.numel(), step):
-        e[p:p + step] = (x[rows[r[p:p + step]]] - x[c[p:p + step]]).square().sum(1)
-    e[c == rows[r]] = -1.0
-    # Sorted by row, then distance, then column (stable sorts keep the earlier keys' order).
-    order = torch.sort(e, stable=True).indices
-    order = order[torch.sort(r[order], stable=True).indices]
-    first = torch.searchsorted(r[order], torch.arange(len(rows), device=r.device))
-    pick = (first[:, None] + torch.arange(k, device=r.device)).reshape(-1)
-    return c[order[pick]].view(-1, k)
 
 
 def local_scores(p1, p2, y, embedding, *, k: int = 16, method: str = "exact",

@@ -130,6 +130,14 @@ def test_exact_ties_survive_a_scale_and_the_chunking():
     for got in (nearest_neighbours(x, 8), nearest_neighbours(x * 3, 8), nearest_neighbours(x, 8, chunk=1),
                 nearest_neighbours(x * 3 - 1e6, 8, chunk=37), nearest_neighbours(x * 0.75, 8, chunk=599)):
         assert torch.equal(got[:, 0], torch.arange(600)) and torch.equal(got.sort(1).values, want)
+    # Not small integers, and one row far out (whose squares had made every row a near tie):
+    # the float64 distances of direct differences, ties to the lower index.
+    for z in (x * 0.3, torch.cat([x[:1] * 1e8, x[1:] + 0.1])):
+        d = torch.cdist(z, z, compute_mode="donot_use_mm_for_euclid_dist")
+        d.fill_diagonal_(-1.0)
+        want = d.sort(dim=1, stable=True).indices[:, :8].sort(1).values
+        for got in (nearest_neighbours(z, 8), nearest_neighbours(z, 8, chunk=7)):
+            assert torch.equal(got.sort(1).values, want)
 
 
 def test_local_scores_recover_xor_and_copy_neighbourhoods():
