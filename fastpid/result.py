@@ -213,9 +213,11 @@ def _index_for(array, index):
 
 
 def _as_numpy_index(index):
-    """A torch index (tensor, or a tuple holding tensors) as numpy can apply it."""
+    """A torch index (tensor, or a tuple holding tensors) as numpy can apply it: torch takes a
+    uint8 tensor as a mask, numpy a uint8 array as positions."""
     if hasattr(index, "detach"):
-        return index.detach().cpu().numpy()
+        picked = index.detach().cpu().numpy()
+        return picked.astype(bool) if picked.dtype == "uint8" else picked
     if isinstance(index, tuple):
         return tuple(_as_numpy_index(i) for i in index)
     return index

@@ -166,12 +166,14 @@ def test_numpy_float32_results_in_other_units_round_their_gap_up():
 
 def test_a_numpy_result_takes_torch_indexes_as_a_torch_result_does():
     """numpy read a one-element torch mask through __index__: [False] picked problem 0 and
-    [True] problem 1; a torch integer list dropped the batch axis."""
+    [True] problem 1; a torch integer list dropped the batch axis; a uint8 tensor, a mask to
+    torch, picked problems 1 and 0 by position."""
     P = batch(B=1)
     for res in (fastpid.pid(P), fastpid.pid(batch(B=3))):
         tres = fastpid.pid(torch.from_numpy(P) if res.shape == (1,) else torch.from_numpy(batch(B=3)))
         for index in (torch.tensor([False] * res.shape[0]), torch.tensor([True] * res.shape[0]),
-                      torch.tensor([0]), torch.tensor(True), (torch.tensor([0]),)):
+                      torch.tensor([0]), torch.tensor(True), (torch.tensor([0]),),
+                      torch.tensor([1, 0, 1][:res.shape[0]], dtype=torch.uint8)):
             assert res[index].shape == tres[index].shape, index
             assert np.allclose(np.asarray(res[index].synergy), tres[index].synergy.numpy())
 
@@ -517,11 +519,12 @@ import os, signal, sys, threading, time
 import numpy as np
 import fastpid
 signal.signal(signal.SIGINT, signal.default_int_handler)
-P = np.random.default_rng(0).dirichlet(np.full(4000, 0.05), size=400).reshape(400, 20, 20, 10)
+P = np.random.default_rng(0).dirichlet(np.full(4000, 0.05), size=1200).reshape(1200, 20, 20, 10)
 thread = threading.Thread(target=fastpid.pid, args=(P,), kwargs={"backend": "cpp"})
 thread.start()
 time.sleep(0.3)
 signal.signal(signal.SIGINT, getattr(signal, sys.argv[1]))   # while the other thread solves
+print("overlapped" if thread.is_alive() else "solve ended first", flush=True)
 thread.join()
 os.kill(os.getpid(), signal.SIGINT)
 time.sleep(0.5)
@@ -541,10 +544,11 @@ def test_a_ctrl_c_setting_made_while_another_thread_solves_stays(tmp_path, setti
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, str(script), setting], capture_output=True, text=True, timeout=300,
                           env=env)
+    assert done.stdout.split()[:1] == ["overlapped"], (done.stdout, done.stderr)  # else nothing was tested
     if setting == "SIG_DFL":
         assert done.returncode == -signal.SIGINT and "alive" not in done.stdout, (done.returncode, done.stderr)
     else:
-        assert done.returncode == 0 and done.stdout.split() == ["alive"], done.stderr
+        assert done.returncode == 0 and done.stdout.split() == ["overlapped", "alive"], done.stderr
         assert "Signal 2" not in done.stderr, done.stderr
 
 
