@@ -52,7 +52,8 @@ Method (the resampled joints are solved in batched :func:`fastpid.pid` calls):
   is most of the bias and the null world's, spread over every admissible target, overstates a
   synergistic joint's: the estimate moves to the jackknife's alone between
   :data:`JACKKNIFE_SYNERGY_FROM` and :data:`JACKKNIFE_SYNERGY_ALONE` samples an occupied
-  cell (the interval still spans both corrections). Where N is large against the ``(x1, y)`` and
+  cell (the interval still spans both corrections; with probability rows as sources every
+  cell a row touches counts as occupied, so there the estimate stays near the mean). Where N is large against the ``(x1, y)`` and
   ``(x2, y)`` pairs, the unseen ones are mostly structural, and the test's world (choice 2)
   gives them more mass than Good-Turing's estimate from the pairs seen once, so it is denser
   than the data's: the bias is then that of draws from a second world whose unseen pairs
@@ -151,7 +152,7 @@ class PIDEstimate:
             jackknife standard error, widened as the intervals are (by the jackknife
             correction for R, U1, U2, by half the two synergy corrections' difference for S),
             so that ``estimate ± t se`` is the interval before the cuts (for S, the mean of
-            its two corrections ± t se: with 5 or more samples an occupied cell its estimate
+            its two corrections ± t se: above 5 samples an occupied cell its estimate
             moves from that centre towards the jackknife's).
         bias: :class:`Terms`, the estimated bias of the plug-in terms (plug-in − estimate
             before the cuts to the range).
@@ -168,8 +169,9 @@ class PIDEstimate:
             (its size in ``sizes``, its rows' width, or any number for codes of an inferred
             size) flags the terms that this pins at
             0 unreliable (all four; or the redundancy, that source's unique term and the
-            synergy). The
-            flags do not depend on ``confidence``: the synergy's rule uses the 95% jackknife
+            synergy); so does a sample of codes in which one source is a function of the
+            other while a cell holds one sample (the synergy and that source's unique term).
+            The flags do not depend on ``confidence``: the synergy's rule uses the 95% jackknife
             half-width, the level it was validated at.
             The synergy *test* does not depend on this flag, and its level is not assured:
             measured false-positive rates at 5% run from 0.02 to 0.08 on most validation
@@ -506,9 +508,10 @@ def _estimate(x1, x2, y, sizes, weights, groups, num_groups, confidence, n_jackk
     # A correction or an interval of a few samples can pass what the alphabets allow.
     most = term_maxima(n1, n2, ny)
     est, lo, hi = (np.minimum(a, most) for a in (est, lo, hi))
-    reliable = _reliability(n_eff, flat, disagreement if n_null > 0 else None, spread, g,
-                            _seen_once(x1, x2, y, groups, G, (m1, m2, my)))
+    seen_once = _seen_once(x1, x2, y, groups, G, (m1, m2, my))
+    reliable = _reliability(n_eff, flat, disagreement if n_null > 0 else None, spread, g, seen_once)
     reliable &= ~_pinned_terms(_constant(x1, x2, y, groups, G), possible)
+    reliable &= ~_pinned_by_a_map(_maps(x1, x2, groups, G), seen_once)
 
     scale = 1.0 if base is None else 1.0 / math.log(base)
     shape = (G,) if grouped else ()
@@ -686,6 +689,36 @@ def _pinned_terms(constant: np.ndarray, possible) -> np.ndarray:
     one = constant & (np.asarray(possible, dtype=np.float64) > 1)
     x1, x2, y = one[:, 0], one[:, 1], one[:, 2]
     return np.stack([y | x1 | x2, y | x1, y | x2, y | x1 | x2], -1)
+
+
+def _maps(x1, x2, groups, G: int) -> np.ndarray:
+    """``(G, 2)``: whether, in each problem's samples (of positive weight), X2 is a function of
+    X1 (each X1 code met with one X2 code), and X1 of X2. Codes only (rows: False)."""
+    if x1.dim() != 1 or x2.dim() != 1:
+        return np.zeros((G, 2), dtype=bool)
+    gid = torch.zeros_like(x1, dtype=torch.int64) if groups is None else groups.to(torch.int64)
+    a, b = x1.to(torch.int64), x2.to(torch.int64)
+    n1, n2 = int(a.max()) + 1, int(b.max()) + 1
+
+    def distinct(key, per_group):  # distinct keys in each problem
+        return torch.bincount(torch.unique(key) // per_group, minlength=G)
+
+    pairs = distinct((gid * n1 + a) * n2 + b, n1 * n2)
+    return torch.stack([pairs == distinct(gid * n1 + a, n1), pairs == distinct(gid * n2 + b, n2)], -1).cpu().numpy()
+
+
+def _pinned_by_a_map(maps: np.ndarray, seen_once: np.ndarray) -> np.ndarray:
+    """``(G, 4)``: the terms a sample pins at 0 because one source is a function of the other
+    in it (``maps``, by :func:`_maps`) while a cell of it is seen once. ``X2 = f(X1)`` gives
+    ``I(Y; X1, X2) = I(Y; X1) = V`` in every resample and null draw, so the synergy and U2 are
+    0 in all of them (intervals [0, 0], p = 1), and U1 too where the map is one to one; but a
+    cell seen once says the sample misses events of about its mass, among them pairs that
+    would break the map (docs/estimation.md: on a 4x4x3 joint with X2 = X1 w.p. 0.9, S =
+    0.18 nats, 10 of 200 samples of 30 held no pair off the diagonal; 9 had been flagged
+    reliable at [0, 0]). Without a cell seen once the zeros stand, as for Y = X1 = X2
+    (:func:`_reliability`'s ``pinned``)."""
+    x2_of_x1, x1_of_x2 = (maps & seen_once[:, None]).T
+    return np.stack([np.zeros_like(x2_of_x1), x1_of_x2, x2_of_x1, x2_of_x1 | x1_of_x2], -1)
 
 
 @functools.lru_cache(maxsize=64)  # 4 ms a call: one per estimate, with the same (p, df) each time

@@ -7,6 +7,7 @@ replicates with loose bounds; the ``slow`` test runs a reduced version of
 """
 from __future__ import annotations
 
+import importlib
 import math
 import re
 import warnings
@@ -602,11 +603,21 @@ def test_redundancy_and_unique_bias_is_removed_on_a_small_joint():
     assert np.mean(cover) >= 0.75
 
 
-def test_synergy_correction_vanishes_with_n_on_the_and_gate():
+def _null_world_correction_only(monkeypatch):
+    """The synergy's point estimate as the mean of its two corrections at any samples per
+    cell: at large N it is the jackknife's alone, which would leave the null world's
+    correction untested."""
+    module = importlib.import_module("fastpid.estimate")   # fastpid.estimate is the function
+    monkeypatch.setattr(module, "JACKKNIFE_SYNERGY_FROM", 1e12)
+    monkeypatch.setattr(module, "JACKKNIFE_SYNERGY_ALONE", 2e12)
+
+
+def test_synergy_correction_vanishes_with_n_on_the_and_gate(monkeypatch):
     """The null world the synergy correction draws from is not exactly synergy-free (here it
     keeps 0.028 of the AND gate's 0.347 nats): the correction subtracts the draws' mean minus
     that world's own synergy, its bias. Subtracting the draws' mean alone left the estimate
     0.022 nats low at every N (60 replicates at N = 10,000: bias -0.0223 +- 0.0002)."""
+    _null_world_correction_only(monkeypatch)
     P = np.zeros((2, 2, 2))
     P[0, 0, 0] = P[0, 1, 0] = P[1, 0, 0] = P[1, 1, 1] = 0.25
     truth = _truth(P)[3]
@@ -1194,13 +1205,14 @@ def test_unseen_pairs_lowered_to_their_good_turing_mass():
     assert float(lowered1[..., 1].sum()) == pytest.approx(1e-15, rel=1e-9, abs=0)
 
 
-def test_sparse_joints_are_corrected_and_flagged_at_large_n():
+def test_sparse_joints_are_corrected_and_flagged_at_large_n(monkeypatch):
     """Joints whose empty (x, y) pairs are structural, at N = 2,000 (no pair seen once): the
     test's null world, denser than the data's, had lent the correction its larger bias. The
     README's 90-cell joint (synergy 0.139) was corrected to 0.061 nats below the truth (40
     samples: -0.0613 +- 0.0010, the plug-in +0.0028), and a zero-synergy chain was flagged
     unreliable (0 of 100 samples; the corrections 0.0013 nats apart against a half-width of
     0.0003 at N = 10,000). The test's draws are unchanged."""
+    _null_world_correction_only(monkeypatch)
     rng = np.random.default_rng(7)
     P = _validation_case("20x20x10 class clusters")
     truth = float(fastpid.pid(P, tol=1e-10).synergy)
@@ -1256,8 +1268,8 @@ def test_the_corrections_world_leaves_the_test_as_it_was(monkeypatch):
     from fastpid import _resample
 
     P = _validation_case("20x20x10 class clusters")
-    # N = 500, about 5 samples an occupied cell: the point estimate is still the mean of the
-    # two corrections (at 20 or more it is the jackknife's, which the world does not touch).
+    # N = 500, about 5 samples an occupied cell: the point estimate is almost the mean of the
+    # two corrections (jackknife weight about 0.04) (at 20 or more it is the jackknife's, which the world does not touch).
     samples = _sample(P, 500, np.random.default_rng(4))
     with_it = fastpid.estimate(*samples, sizes=P.shape, seed=3)
     monkeypatch.setattr(_resample, "unseen_pair_mass", lambda *args: None)
@@ -1327,3 +1339,28 @@ def test_the_synergy_estimate_moves_to_the_jackknife_with_samples_per_cell():
     # Without null draws the jackknife is the estimate at every N.
     alone = _combine(plug, jk, None, None, g, 0.95, per_cell)[0]
     assert np.allclose(alone[:, 3], jack)
+
+
+def test_a_source_that_is_a_function_of_the_other_in_the_sample_pins_terms():
+    """Where the sample never shows X2 off a function of X1, S and U2 are 0 in every resample
+    and null draw ([0, 0], p = 1), a fact of the sample: with a cell seen once they were still
+    flagged reliable (X2 = X1 with probability 0.9 on 4x4x3, S = 0.18 nats, N = 30: 10 of 200
+    samples so, 9 of them flagged reliable, none covering the truth)."""
+    x1 = np.repeat(np.arange(4), 8)
+    y = (2 * x1 + np.tile([0, 0, 0, 0, 0, 0, 1, 2], 4)) % 3   # cells seen once
+    same = fastpid.estimate(x1, x1.copy(), y, sizes=(4, 4, 3), seed=0)
+    assert float(same.synergy) == 0 and float(same.ci_high.synergy) < 1e-12
+    assert [bool(getattr(same.reliable, t)) for t in TERMS] == [True, False, False, False]
+    # X2 a coarsening of X1 (a function one way only): S and U2 pinned, U1 not.
+    coarse = fastpid.estimate(x1, x1 // 2, y, sizes=(4, 2, 3), seed=0)
+    assert [bool(getattr(coarse.reliable, t)) for t in TERMS][1:] == [True, False, False]
+    # With no cell seen once the zeros stand (Y = X1 = X2 pins the synergy at 0).
+    x = np.repeat(np.arange(4), 6)
+    copies = fastpid.estimate(x, x.copy(), x.copy(), sizes=(4, 4, 4), seed=0)
+    assert bool(copies.reliable.synergy) and float(copies.ci_high.synergy) < 1e-12
+    # Grouped: only the group whose sample holds the map is flagged.
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(0, 4, 200), rng.integers(0, 4, 200)
+    both = fastpid.estimate(np.r_[x1, a], np.r_[x1, b], np.r_[y, (a + b) % 3], sizes=(4, 4, 3),
+                            groups=np.r_[np.zeros(32, int), np.ones(200, int)], seed=0)
+    assert not bool(both.reliable.unique2[0]) and bool(both.reliable.unique2[1])
