@@ -48,16 +48,16 @@ Method (the resampled joints are solved in batched :func:`fastpid.pid` calls):
   (the mean plug-in synergy of the null draws less that world's own synergy, which is small
   but not 0: ``q̂_λ`` is shrunk and renormalised off the optimum's support; ``≈ df / 2N`` for
   the likelihood ratio), averaged with the jackknife estimate; see ``docs/estimation.md`` for
-  the measurements behind this choice. With many samples a cell the jackknife's ``1/N`` term
-  is most of the bias and the null world's, spread over every admissible target, overstates a
+  the measurements behind this choice. With many samples a cell the jackknife's ``1/N`` term is
+  most of the bias and the null world's, spread over every admissible target, overstates a
   synergistic joint's: the estimate moves to the jackknife's alone between
-  :data:`JACKKNIFE_SYNERGY_FROM` and :data:`JACKKNIFE_SYNERGY_ALONE` samples an occupied
-  cell (the interval still spans both corrections; with probability rows as sources every
-  cell a row touches counts as occupied, so there the estimate stays near the mean). Where N is large against the ``(x1, y)`` and
-  ``(x2, y)`` pairs, the unseen ones are mostly structural, and the test's world (choice 2)
-  gives them more mass than Good-Turing's estimate from the pairs seen once, so it is denser
-  than the data's: the bias is then that of draws from a second world whose unseen pairs
-  carry that estimate (codes only; docs/estimation.md, "Sparse joints").
+  :data:`JACKKNIFE_SYNERGY_FROM` and :data:`JACKKNIFE_SYNERGY_ALONE` samples an occupied cell
+  (the interval still spans both corrections; with probability rows as sources every cell a row
+  touches counts as occupied, so there the estimate stays near the mean). Where N is large
+  against the ``(x1, y)`` and ``(x2, y)`` pairs, the unseen ones are mostly structural, and the
+  test's world (choice 2) gives them more mass than Good-Turing's estimate from the pairs seen
+  once, so it is denser than the data's: the bias is then that of draws from a second world
+  whose unseen pairs carry that estimate (codes only; docs/estimation.md, "Sparse joints").
 * **Reliability:** a term is flagged unreliable when its correction is not trustworthy at
   this N (the rules and the measurements behind them are in ``docs/estimation.md``).
 

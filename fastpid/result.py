@@ -169,8 +169,9 @@ class PIDResult:
                 if arr.ndim == 0:
                     return f"{arr.item():.6g}" if arr.dtype.kind == "f" else repr(arr.item())
                 if arr.size <= _SHOWN:  # a small batch shows its values, as numpy and torch do
+                    shown = {"float_kind": lambda x: f"{x:.6g}", "bool": str}
                     return np.array2string(arr, separator=", ", max_line_width=10**6,
-                                           formatter={"float_kind": lambda x: f"{x:.6g}", "bool": str}).replace("\n", "")
+                                           formatter=shown).replace("\n", "")
                 return f"<{arr.dtype} array of shape {arr.shape}>"
             except Exception:  # pragma: no cover - repr must never fail
                 return repr(v)

@@ -1269,7 +1269,8 @@ def test_the_corrections_world_leaves_the_test_as_it_was(monkeypatch):
 
     P = _validation_case("20x20x10 class clusters")
     # N = 500, about 5 samples an occupied cell: the point estimate is almost the mean of the
-    # two corrections (jackknife weight about 0.04) (at 20 or more it is the jackknife's, which the world does not touch).
+    # two corrections (jackknife weight about 0.04; from 20 samples a cell it is the
+    # jackknife's, which the world does not touch).
     samples = _sample(P, 500, np.random.default_rng(4))
     with_it = fastpid.estimate(*samples, sizes=P.shape, seed=3)
     monkeypatch.setattr(_resample, "unseen_pair_mass", lambda *args: None)
