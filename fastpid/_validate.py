@@ -92,10 +92,10 @@ def _numpy_from_any(x, name: str) -> np.ndarray:
     Raises TypeError for string / object / complex / datetime data and for
     ragged nested lists.
     """
-    if isinstance(x, (str, bytes)):
+    if isinstance(x, (str, bytes)) or x is None:
         raise TypeError(
             f"{name} must be numeric (a numpy array, torch tensor or nested list of "
-            f"numbers), got a {type(x).__name__}: {x!r}"
+            f"numbers), got {'None' if x is None else f'a {type(x).__name__}: {x!r}'}"
         )
     leaves = _array_leaves(x)
     refuse_masked(x, name, leaves)
@@ -120,6 +120,13 @@ def _numpy_from_any(x, name: str) -> np.ndarray:
                 f"(got {type(x).__name__}; nested lists must all have the same "
                 f"length at each level): {exc}"
             ) from None
+    if arr.dtype.kind == "O" and not isinstance(x, np.ndarray) and arr.size \
+            and all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in arr.flat):
+        # Python integers past int64 (counts) make numpy's array one of objects.
+        try:
+            arr = arr.astype(np.float64)
+        except OverflowError:
+            raise ValueError(f"{name} holds an integer beyond the float64 range; rescale it") from None
     kind = arr.dtype.kind
     if kind == "c":
         raise TypeError(

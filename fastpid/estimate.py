@@ -800,7 +800,7 @@ def _repeated_samples(counts, x1, x2, y, weights, groups):
     if c.dim() != 1 or c.shape[0] != n:
         raise ValueError(f"counts must be one count per sample, shape ({n},), got {tuple(c.shape)}")
     if c.dtype == torch.bool or c.is_complex() or c.is_meta:
-        raise TypeError(f"counts must be integers >= 0, got dtype {c.dtype}")
+        raise TypeError(f"counts must be integers >= 0, got dtype {getattr(counts, 'dtype', c.dtype)}")
     c = c.detach().cpu()
     bad = ~(torch.isfinite(c) & (c >= 0) & (c == c.round())) if c.is_floating_point() else c < 0
     if bool(bad.any()):
@@ -813,6 +813,17 @@ def _repeated_samples(counts, x1, x2, y, weights, groups):
     total = int(c.sum())
     if total == 0:
         raise ValueError(f"counts are all 0: none of the {n} samples was observed")
+    if groups is not None:  # a group left without samples would be reported as given none
+        g, _ = as_tensor(groups, "groups")
+        g = g.detach().cpu().reshape(-1)
+        if g.shape[0] == n and not g.is_floating_point() and not g.is_complex() and n and int(g.min()) >= 0:
+            per_group = torch.zeros(int(g.max()) + 1, dtype=torch.int64).index_add_(0, g.long(), c)
+            held = torch.bincount(g.long(), minlength=per_group.shape[0])
+            unseen = ((held > 0) & (per_group == 0)).nonzero()
+            if unseen.numel():
+                k = int(unseen[0])
+                raise ValueError(f"group {k}'s counts are all 0: none of its {int(held[k])} samples was observed "
+                                 "(drop them, or give the group a sample with a positive count)")
     need: dict[torch.device, int] = {}  # bytes of the repeated samples, by the device they go to
     for v in arrays:
         if len(v):

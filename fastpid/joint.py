@@ -263,12 +263,12 @@ def _joint(x1, x2, y, *, sizes, weights, groups, num_groups):
     return P
 
 
-_FROM_CODES = "the largest codes"
+_FROM_CODES = "the largest code + 1"
 
 
 def _size_origins(n_sizes, tensors, groups, num_groups) -> dict:
     """Where each size of the joint comes from, ``{origin: [names]}``, for the message of
-    :func:`_check_output_size`: ``sizes=`` (or ``num_groups=``), the largest codes, or the
+    :func:`_check_output_size`: ``sizes=`` (or ``num_groups=``), the largest code + 1, or the
     width of soft rows."""
     origins = {}
     for name, given, t in zip(_NAMES, n_sizes, tensors):

@@ -311,3 +311,16 @@ def test_a_batch_of_no_problems_still_needs_cvxpy_for_backend_cvx(monkeypatch):
     monkeypatch.setattr(api, "backends", lambda: {**real, "cvx": {"available": False, "reason": "CVXPY is not installed"}})
     with pytest.raises(RuntimeError, match="backend='cvx' is not available: CVXPY is not installed"):
         fastpid.pid(torch.ones(0, 2, 2, 2), backend="cvx")
+
+
+def test_nested_lists_of_python_integers_past_int64_are_counts():
+    """A list holding 2**70 became a numpy array of objects, refused as 'non-numeric dtype
+    object ... e.g. with .astype(float)', while the same counts as floats solve."""
+    counts = [[[2 ** 70, 1], [1, 1]], [[3, 1], [1, 2 ** 65]]]
+    got = fastpid.pid(counts)
+    want = fastpid.pid(np.array(counts, dtype=np.float64))
+    np.testing.assert_array_equal(got.synergy, want.synergy)
+    with pytest.raises(ValueError, match="P holds an integer beyond the float64 range"):
+        fastpid.pid([[[10 ** 400, 1], [1, 1]]])
+    with pytest.raises(TypeError, match="P must be numeric .* got None"):
+        fastpid.pid(None)

@@ -593,10 +593,11 @@ def test_memory_error_says_where_the_sizes_come_from():
     assert "come from sizes= (x1: 1,000,000, x2: 1,000,000, y: 2)" in str(given.value)
     assert "inferred" not in str(given.value) and "pass sizes=" not in str(given.value)
     # Each variable with its size: which code is out of range, not only which were inferred.
-    with pytest.raises(MemoryError, match=r"from the largest codes \(x1: 1,000,000,000,001\), "
+    # (a size: the largest code, 10**12, + 1; it had read as the largest code itself)
+    with pytest.raises(MemoryError, match=r"from the largest code \+ 1 \(x1: 1,000,000,000,001\), "
                                           r"sizes= \(x2: 2, y: 2\) — pass sizes="):
         joint([0, 10**12], [0, 1], [0, 1], sizes=(None, 2, 2))
-    with pytest.raises(MemoryError, match=r"the largest codes \(x1: 2, x2: 2, y: 2, groups: 1,000,000,000,001\)"):
+    with pytest.raises(MemoryError, match=r"the largest code \+ 1 \(x1: 2, x2: 2, y: 2, groups: 1,000,000,000,001\)"):
         joint([0, 1], [0, 1], [0, 1], groups=[0, 10**12])
 
 
