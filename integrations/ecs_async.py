@@ -473,7 +473,9 @@ class ECSAsyncController:
         stage 1 needs it; with ``"baseline"`` it is only recorded.
 
         NaN terms raise ``ValueError`` (an error rather than a warning: a NaN never compares
-        true, so the rules would silently stop working for the rest of the run). Under
+        true, so the rules would silently stop working for the rest of the run). A negative
+        unique term (a bias-corrected estimate of a term that is 0) counts as 0 in the ratio
+        rule, whatever its size: pass terms that are information, not differences. Under
         ``torch.distributed`` rank 0's terms, baseline and test are used on every rank, so
         every rank takes the same decision; every rank must call it.
 
