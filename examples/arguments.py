@@ -119,7 +119,7 @@ def add_output_options(ap: argparse.ArgumentParser, replot_help: str) -> None:
     """``--out`` (default ``None``: :data:`RESULTS`, or the saved run's folder with ``--replot``)
     and ``--replot JSON``, whose outputs are named after the saved file (a copy saved under
     another name replaced the tables, and with run_fair the JSON, of the run named in it)."""
-    ap.add_argument("--out", type=Path, default=None, help=OUT_HELP)
+    ap.add_argument("--out", type=folder_name, default=None, help=OUT_HELP)
     ap.add_argument("--replot", metavar="JSON", type=Path, help=replot_help + "; its files are named after JSON's")
 
 
@@ -140,6 +140,14 @@ def results_folder(ap: argparse.ArgumentParser, args) -> Path:
     if args.out is None:
         return Path(args.replot).parent if args.replot else output_folder(ap, RESULTS)
     return output_folder(ap, args.out)
+
+
+def folder_name(text: str) -> Path:
+    """A folder option's value; an empty one (an unset ``"$DIR"``) had been read as ``"."``,
+    and the results landed in the working folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the folder name is empty; give a folder (e.g. --out results)")
+    return Path(text)
 
 
 def output_folder(ap: argparse.ArgumentParser, path, option: str = "--out") -> Path:

@@ -215,6 +215,19 @@ def _cache_entry(n_speakers, clips_per_digit, snr_db, n_mels, generation_seed, c
     return folder, folder / f"features-{_key(params)}.npz", params
 
 
+def make_cache_folder(folder: Path | None = None) -> Path:
+    """``folder`` (default :func:`cache_root`), made if it is not there; OSError saying which
+    folder and how to choose another where it cannot be made (a file in its path: that error
+    had come after the whole synthesis)."""
+    folder = cache_root() if folder is None else Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OSError(f"cannot make the AV-digits cache folder {str(folder)!r}: {e.strerror or e}; set "
+                      "FASTPID_CACHE to a folder that can be written") from None
+    return folder
+
+
 def can_load(n_speakers: int = 80, clips_per_digit: int = 5, *, snr_db: float | None = -5.0, n_mels: int = 40,
              generation_seed: int = 0, cache_dir: str | Path | None = None) -> bool:
     """Whether :func:`load_features` can give this pool (the defaults: :func:`avdigits_views`'s)
@@ -258,6 +271,7 @@ def load_features(n_speakers: int = 80, clips_per_digit: int = 5, *, snr_db: flo
         out["generation_seconds"] = 0.0
         return out
     params["espeak"] = _espeak_version()
+    make_cache_folder(folder)  # before the synthesis, which takes minutes
     speakers = speaker_pool(n_speakers, generation_seed)
     t0 = time.perf_counter()
     if verbose:
@@ -269,7 +283,6 @@ def load_features(n_speakers: int = 80, clips_per_digit: int = 5, *, snr_db: flo
         waves = add_white_noise(waves, snr_db, seed=generation_seed + 1)
     feats = log_mel(waves, n_mels)
     seconds = time.perf_counter() - t0
-    folder.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
     np.savez_compressed(tmp, features=feats, speakers_json=json.dumps(speakers), params_json=json.dumps(params),
                         **clips)

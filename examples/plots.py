@@ -16,6 +16,14 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, path) -> None:
+    """Write ``fig`` to ``path`` and close it; the bounding box is fitted to what is drawn
+    (tight_layout alone cut long axis labels at the right edge)."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
 def plot_pid_trajectory(history: dict, path, title: str = "") -> None:
     """PID terms (nats) of the probe over epochs, from
     :meth:`ECSAsyncController.history_arrays`: the terms, the permutation baseline's
@@ -49,9 +57,7 @@ def plot_pid_trajectory(history: dict, path, title: str = "") -> None:
     ax.set_ylabel("nats")
     ax.set_title(title or "ECS-async probe PID (shaded: a modality paused)")
     ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def plot_accuracy_bars(table: dict, path, metric: str = "acc", title: str = "") -> None:
@@ -75,9 +81,7 @@ def plot_accuracy_bars(table: dict, path, metric: str = "acc", title: str = "") 
     ax.set_ylabel(f"test {metric}")
     ax.set_title(title)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 # ---------------------------------------------------------------- the fair-protocol grid
@@ -118,12 +122,12 @@ def plot_fair_deltas(results: dict, path, baseline: str = "fused+heads") -> None
                        for a in names], fontsize=8)
         ax.invert_yaxis()
         ax.set_xlabel(f"Δ final test accuracy vs {baseline}, points\n(mean paired difference, 95 % t-interval)")
-        n = len(d["runs"][baseline]) if baseline in d["runs"] else "?"
-        ax.set_title(f"{dname} ({n} paired seeds)", fontsize=10)
+        if baseline in d["runs"]:
+            ax.set_title(f"{dname} ({len(d['runs'][baseline])} paired seeds)", fontsize=10)
+        else:
+            ax.set_title(f"{dname}: {baseline} not run, no paired differences", fontsize=10)
         ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def plot_fair_probe_gaps(results: dict, path, arms) -> None:
@@ -149,9 +153,7 @@ def plot_fair_probe_gaps(results: dict, path, arms) -> None:
         ax.set_title(f"{dname}: > 0 = the joint encoder learned less", fontsize=10)
         ax.legend(fontsize=8)
         ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def plot_fair_fractions(results: dict, path) -> None:
@@ -179,10 +181,8 @@ def plot_fair_fractions(results: dict, path) -> None:
         ax.set_xlabel("budget spent (sample visits / N)")
         ax.set_ylabel("fraction of the training set in the epoch")
         ax.set_ylim(0, 1.05)
-        ax.set_title(dname)
+        ax.set_title(dname if shown else f"{dname}: no arm of this run visits part of the training set")
         if shown:
             ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(plt, fig, path)

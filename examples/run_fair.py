@@ -34,6 +34,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -336,12 +337,20 @@ def main(argv=None) -> dict:
     if not args.name or Path(args.name).name != args.name or args.name in (".", ".."):
         # A folder in it failed after training, when the results were written (lost).
         ap.error(f"--name: a file stem without folders, got {args.name!r} (--out sets the folder)")
-    out = results_folder(ap, args)
-    from .avdigits import can_load
+    from .avdigits import can_load, make_cache_folder
 
     if "avdigits" in args.datasets and not can_load():
         ap.error("--datasets avdigits: its audio is synthesised once with the espeak-ng program, which is not "
                  "on the PATH, and the clips are not cached (Debian/Ubuntu: apt-get install espeak-ng)")
+    if "avdigits" in args.datasets:
+        try:
+            make_cache_folder()
+        except OSError as e:
+            ap.error(f"--datasets avdigits: {e}")
+    out = results_folder(ap, args)  # after the checks, which would leave it empty
+    if "fused+heads" not in args.arms:
+        print("run_fair: --arms leaves out fused+heads, the baseline of the headline comparison: the table's "
+              "Δ ... vs fused+heads columns and the deltas figure will be empty", file=sys.stderr, flush=True)
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     results = {"config": {"name": args.name, "argv": run_arguments(argv), "seeds": args.seeds,

@@ -16,13 +16,15 @@ samples), and the test split only reports, with paired 95 % t-intervals and p-va
 Holm's method adjusts over the setting's grid (many configurations are compared with
 joint). Writes ``synib_sweep.json`` (every run) and ``synib_sweep.md`` (the grid,
 accuracies in %) to ``--out``; settings already in an existing ``synib_sweep.json`` and not
-rerun are kept. ``--configs`` restricts a setting's grid to the named configurations (joint
+rerun are kept where it was run with the same ``--seeds`` and ``--epochs`` (otherwise they are
+dropped, with a message). ``--configs`` restricts a setting's grid to the named configurations (joint
 is always run). ``--replot JSON`` rewrites the summaries and the table of a saved sweep.
 """
 from __future__ import annotations
 
 import argparse
 import platform
+import sys
 import time
 
 import numpy as np
@@ -164,7 +166,7 @@ def main(argv=None) -> dict:
         empty = [s for s, grid in grids.items() if not set(grid) & set(args.configs)]
         if empty:
             ap.error(f"--configs: none of {args.configs} is in the grid of setting(s) {empty}; "
-                     f"choose from {[n for s in empty for n in grids[s]]}")
+                     f"choose from {list(dict.fromkeys(n for s in empty for n in grids[s]))}")
     if args.replot:
         results = read_saved_run(ap, args.replot, ("config", "settings", "runs"))
         results["summary"] = {s: summarise(runs) for s, runs in results["runs"].items()}
@@ -178,11 +180,18 @@ def main(argv=None) -> dict:
                           "python": platform.python_version()}, "settings": {}, "runs": {}, "summary": {}}
     if (out / "synib_sweep.json").exists():
         old = read_saved_run(ap, out / "synib_sweep.json", ("config", "settings", "runs", "summary"), "--out")
-        if old["config"]["seeds"] == args.seeds and old["config"]["epochs"] == args.epochs:
-            # Settings run before validation splits were recorded cannot choose: rerun them.
-            kept = [s for s in old["runs"] if s not in args.settings and "val" in old["runs"][s]["joint"][0]]
-            for k in ("settings", "runs", "summary"):
-                results[k] = {s: old[k][s] for s in kept}
+        same = old["config"]["seeds"] == args.seeds and old["config"]["epochs"] == args.epochs
+        # Settings run before validation splits were recorded cannot choose: rerun them.
+        kept = [s for s in old["runs"] if s not in args.settings and "val" in old["runs"][s]["joint"][0]] \
+            if same else []
+        for k in ("settings", "runs", "summary"):
+            results[k] = {s: old[k][s] for s in kept}
+        dropped = [s for s in old["runs"] if s not in args.settings and s not in kept]
+        if dropped:
+            why = (f"run with --seeds {old['config']['seeds']} --epochs {old['config']['epochs']}, not this run's"
+                   if not same else "run before validation splits were recorded")
+            print(f"sweep_synib: {out / 'synib_sweep.json'} held setting(s) {dropped}, {why}: they are not "
+                  "kept in the new file (rerun them with --settings to have them)", file=sys.stderr, flush=True)
     for s in args.settings:
         st = SETTINGS[s]
         results["settings"][s] = {**st, "argv": run_arguments(argv)}

@@ -404,6 +404,13 @@ def main(argv=None):
         setattr(args, option, path)
     if args.plot is not None and importlib.util.find_spec("matplotlib") is None:
         ap.error("--plot needs matplotlib (pip install matplotlib); the run would end without its plot")
+    if args.plot is not None and args.plot.suffix:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        formats = FigureCanvasAgg.get_supported_filetypes()
+        if args.plot.suffix[1:].lower() not in formats:
+            ap.error(f"--plot: matplotlib writes no {args.plot.suffix!r} files; name one of "
+                     f"{', '.join('.' + f for f in sorted(formats))}")
     names = QUICK if args.quick else (args.cases or list(CASES))
     reps_small = 30 if args.quick else args.reps
     rows = []

@@ -110,6 +110,25 @@ def test_sweep_with_a_broken_saved_sweep_in_out_is_a_usage_error(capsys, tmp_pat
     assert f"--out: '{tmp_path / 'synib_sweep.json'}' is not a JSON file" in err
 
 
+def test_sweep_says_which_saved_settings_it_does_not_keep(capsys, tmp_path, monkeypatch):
+    """Saved settings of another --seeds / --epochs were left out of the new file silently
+    (the docstring said settings not rerun are kept)."""
+    import shutil
+
+    from examples import sweep_synib
+
+    def started(*args, **kwargs):
+        raise Started
+    monkeypatch.setattr(sweep_synib.datasets, "synthetic_views", started)
+    shutil.copy(Path(sweep_synib.__file__).parent / "results" / "synib_sweep.json", tmp_path)  # 5 seeds, 40 epochs
+    with pytest.raises(Started):
+        script_main("sweep_synib")(["--settings", "xor15-b128", "--seeds", "2", "--epochs", "2", "--out", str(tmp_path)])
+    assert "held setting(s) ['xor30-b64'], run with --seeds 5 --epochs 40, not this run's" in capsys.readouterr().err
+    with pytest.raises(Started):  # the same seeds and epochs: kept, nothing said
+        script_main("sweep_synib")(["--settings", "xor15-b128", "--seeds", "5", "--epochs", "40", "--out", str(tmp_path)])
+    assert "held setting" not in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("value", ["-0.2", "0", "0.7", "1.5", "nan", "inf"])
 def test_run_fair_rejects_a_validation_share_outside_its_range(capsys, tmp_path, no_training, value):
     """--val-fraction -0.2 was a ValueError traceback from examples/data.py when the synthetic
@@ -277,6 +296,9 @@ def test_an_output_folder_that_cannot_be_made_is_a_usage_error_before_training(c
     blocked.write_text("")
     err = usage_error(capsys, script_main(script), [*argv, "--out", str(blocked / "results")])
     assert "--out: cannot make the folder" in err
+    # An empty name ("$DIR" unset) had been the working folder: the results landed there.
+    err = usage_error(capsys, script_main(script), [*argv, "--out", ""])
+    assert "--out: the folder name is empty" in err
 
 
 def test_the_recorded_command_runs_the_same_run_again():
@@ -441,3 +463,31 @@ def test_validate_estimate_skips_the_uci_cases_without_their_data(capsys, monkey
     assert err.count("skipped, the UCI Multiple Features CSVs are not installed") == 2
     with pytest.raises(Started):   # the other cases still run
         validate_estimate.main(["--cases", "10x10x10 UCI codes", "2x2x2 AND", "--reps", "1"])
+
+
+def test_validate_estimate_refuses_a_plot_format_before_the_run(capsys, tmp_path, validate_estimate):
+    """--plot x.txt ran every case, then ended in matplotlib's 'Format 'txt' is not supported'."""
+    pytest.importorskip("matplotlib")
+    err = usage_error(capsys, validate_estimate.main, ["--cases", "2x2x2 AND", "--reps", "1",
+                                                       "--plot", str(tmp_path / "p.txt")])
+    assert "--plot: matplotlib writes no '.txt' files; name one of" in err and ".png" in err
+    with pytest.raises(Started):  # a name without a suffix is matplotlib's default format
+        validate_estimate.main(["--cases", "2x2x2 AND", "--reps", "1", "--plot", str(tmp_path / "p")])
+
+
+def test_run_fair_refuses_a_cache_folder_it_cannot_make_before_the_synthesis(capsys, monkeypatch, tmp_path,
+                                                                            no_training):
+    """FASTPID_CACHE naming a file: the AV-digits clips were synthesised (half a minute and
+    more), then mkdir raised NotADirectoryError, and the --out folder was left empty."""
+    from examples import avdigits
+
+    (tmp_path / "afile").write_text("")
+    monkeypatch.setenv("FASTPID_CACHE", str(tmp_path / "afile"))
+    monkeypatch.setattr(avdigits, "can_load", lambda: True)   # espeak-ng or not
+    err = usage_error(capsys, script_main("run_fair"), ["--datasets", "avdigits", "--arms", "fused",
+                                                        "--out", str(tmp_path / "out")])
+    assert "--datasets avdigits: cannot make the AV-digits cache folder" in err and "FASTPID_CACHE" in err
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(OSError, match="cannot make the AV-digits cache folder"):
+        avdigits.load_features(cache_dir=tmp_path / "afile" / "avdigits") if avdigits.espeak_available() \
+            else avdigits.make_cache_folder(tmp_path / "afile" / "avdigits")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -310,3 +311,14 @@ def test_accuracy_bars_of_one_seed_have_no_error_bar(tmp_path, monkeypatch):
     drawn.clear()
     write(results, tmp_path, stem="one")
     assert drawn and all(math.isnan(v) for bars in drawn for v in bars)
+
+
+def test_sweep_lists_each_configuration_once_when_none_fits(monkeypatch, capsys, tmp_path):
+    """--configs joint on both settings listed their shared grid twice (38 names, 16 repeated)."""
+    from examples.sweep_synib import main
+
+    with pytest.raises(SystemExit):
+        main(["--configs", "joint", "--out", str(tmp_path)])
+    listed = capsys.readouterr().err.split("choose from ")[1]
+    names = re.findall(r"'([^']+)'", listed)
+    assert names and len(names) == len(set(names)), names
