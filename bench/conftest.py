@@ -135,18 +135,28 @@ def cvx_warm(request):
 
 def _finish(rows: list, settings: dict, machine: dict) -> dict:
     def per_family(key):
-        return {r["family"]: r["ms_per_problem"] for r in rows if r["method_key"] == key}
+        return {r["family"]: r for r in rows if r["method_key"] == key}
 
     def speedup(base, r):
-        return base / r["ms_per_problem"] if base is not None and r["ms_per_problem"] > 0 else None
+        return base["ms_per_problem"] / r["ms_per_problem"] if base is not None and r["ms_per_problem"] > 0 else None
 
-    cvx_ms, dense_ms = per_family("cvxpy"), per_family("cvxpy_dense")
+    def speedup_range(base, r):
+        """The speed-up's spread over the rounds: the peer's best over the row's slowest, the
+        peer's slowest over the row's best (a ratio of best rounds alone hid rounds 4x apart)."""
+        if base is None or base is r or r["ms_per_problem"] <= 0:
+            return None
+        return [base["ms_per_problem"] / r["ms_per_problem_slowest"],
+                base["ms_per_problem_slowest"] / r["ms_per_problem"]]
+
+    cvx, dense = per_family("cvxpy"), per_family("cvxpy_dense")
     order = {name: i for i, name in enumerate([*problems.FAMILIES, *problems.HELD_OUT])}
     rows = sorted(rows, key=lambda r: (order.get(r["family"], 99), r["order"]))
     for r in rows:
-        r["speedup_vs_cvxpy"] = speedup(cvx_ms.get(r["family"]), r)
-        if dense_ms:  # the dense program's suite (bench/test_bench_dense_program.py)
-            r["speedup_vs_dense"] = speedup(dense_ms.get(r["family"]), r)
+        r["speedup_vs_cvxpy"] = speedup(cvx.get(r["family"]), r)
+        r["speedup_vs_cvxpy_range"] = speedup_range(cvx.get(r["family"]), r)
+        if dense:  # the dense program's suite (bench/test_bench_dense_program.py)
+            r["speedup_vs_dense"] = speedup(dense.get(r["family"]), r)
+            r["speedup_vs_dense_range"] = speedup_range(dense.get(r["family"]), r)
     families = {}
     for name in sorted({r["family"] for r in rows}, key=lambda n: order.get(n, 99)):
         d = problems.describe(problems.family(name, problems.count(name, settings["problems_per_family"])))

@@ -116,15 +116,35 @@ def columns(results: dict) -> tuple[str, ...]:
     return COLUMNS[:5] + (DENSE_COLUMN,) + COLUMNS[5:] if _has_dense(results) else COLUMNS
 
 
+def _spread(best: str, spread: str | None) -> str:
+    """A best value with its spread over the timed rounds in brackets (reports saved before
+    the spread was recorded, and single rounds, show the best alone)."""
+    return best if spread is None or best == "—" else f"{best} ({spread})"
+
+
+def _ms(r: dict) -> str:
+    slowest = r.get("ms_per_problem_slowest")
+    if slowest is None or r.get("rounds", 1) < 2 or slowest == r["ms_per_problem"]:
+        return _fmt(r["ms_per_problem"], "ms")
+    return _spread(_fmt(r["ms_per_problem"], "ms"), f"≤ {_fmt(slowest, 'ms')}")
+
+
+def _speedup(r: dict, key: str) -> str:
+    spread = r.get(f"{key}_range")
+    if spread is None or abs(spread[1] - spread[0]) <= 1e-9 * spread[1]:
+        return _fmt(r.get(key), "x")
+    return _spread(_fmt(r.get(key), "x"), f"{_fmt(spread[0], 'x')}–{_fmt(spread[1], 'x')}")
+
+
 def table_rows(results: dict) -> list[list[str]]:
     dense = _has_dense(results)
     rows = []
     for r in results["rows"]:
-        speedups = [_fmt(r.get("speedup_vs_cvxpy"), "x")]
+        speedups = [_speedup(r, "speedup_vs_cvxpy")]
         if dense:
-            speedups.append(_fmt(r.get("speedup_vs_dense"), "x"))
+            speedups.append(_speedup(r, "speedup_vs_dense"))
         rows.append([
-            r["family"], r["method"], str(r["problems"]), _fmt(r["ms_per_problem"], "ms"),
+            r["family"], r["method"], str(r["problems"]), _ms(r),
             *speedups, _fmt(r.get("max_abs_error"), "e"),
             _fmt(r.get("max_own_gap"), "e"), _fmt(r.get("max_ref_gap"), "e"), r.get("notes", ""),
         ])
@@ -151,6 +171,7 @@ def machine_sentence(m: dict) -> str:
 def render_markdown(results: dict) -> str:
     m = results["machine"]
     s = results.get("settings", {})
+    spread = any("ms_per_problem_slowest" in r for r in results["rows"])  # older reports have none
     lines = [
         "# fastpid solver benchmark (CPU)",
         "",
@@ -160,9 +181,12 @@ def render_markdown(results: dict) -> str:
         "certificate, the proven bound on |V* − V|). *own gap* is the method's own "
         "certificate where it has one. Times are the best of the timed rounds (CVXPY: best "
         "of two, one on the large scale families) divided by the number of problems in the "
-        "call; speed-up is CVXPY's time per problem (on the first `cvx_problems_per_family` "
-        "problems of the family) over the method's%s." % (
+        "call%s; speed-up is CVXPY's time per problem (on the first `cvx_problems_per_family` "
+        "problems of the family) over the method's%s%s." % (
             s.get("reference_tol", float("nan")),
+            ", with the slowest round's in brackets" if spread else "",
+            ", in brackets its range over the rounds (CVXPY's best over the method's slowest to "
+            "CVXPY's slowest over the method's best)" if spread else "",
             "; speed-up vs dense CVXPY likewise over the time of the program over all "
             "entries (`bench/peers.py`)" if _has_dense(results) else ""),
         "",
@@ -229,7 +253,9 @@ def main(argv=None) -> int:
     if not jpath.is_file():
         parser.error(f"{jpath}: no such file")
     results = json.loads(jpath.read_text())
-    if not ("machine" in results and all("ms_per_problem" in r for r in results.get("rows", [None]))):
+    rows = results.get("rows") if isinstance(results, dict) else None
+    if not (isinstance(rows, list) and rows and "machine" in results
+            and all(isinstance(r, dict) and "ms_per_problem" in r for r in rows)):
         raise SystemExit(f"{jpath} is not a solver report of bench/test_bench_solver.py, "
                          "test_bench_held_out.py or test_bench_dense_program.py (the GPU and estimate "
                          "suites write their markdown themselves)")

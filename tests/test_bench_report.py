@@ -253,3 +253,35 @@ def test_ratios_and_errors_follow_from_the_reports_own_rows(path):
     for r in rows:
         if r.get("max_own_gap") is not None and r["max_abs_error"] is not None:
             assert r["max_abs_error"] <= r["max_own_gap"] + r["max_ref_gap"], (r["family"], r["method"])
+
+
+def test_rows_carry_the_spread_of_their_rounds():
+    """A row was its best round alone: rounds 4x apart (Adam+Sinkhorn 0.24 s and 1.1 s) read
+    as one number, and so did the speed-up built on it."""
+    from bench.conftest import _finish
+
+    def row(key, best, slowest, rounds=3):
+        return {"family": "dense_8x8x8", "method_key": key, "method": key, "order": 0, "problems": 4,
+                "ms_per_problem": best, "ms_per_problem_slowest": slowest, "rounds": rounds,
+                "max_abs_error": 0.0, "max_ref_gap": 1e-11, "notes": ""}
+
+    rows = [row("exact", 1.0, 2.0), row("cvxpy", 30.0, 40.0, rounds=2), row("proxy", 0.5, 0.5)]
+    results = _finish(rows, {"problems_per_family": 4}, {})
+    by_key = {r["method_key"]: r for r in results["rows"]}
+    assert by_key["exact"]["speedup_vs_cvxpy"] == 30.0 and by_key["exact"]["speedup_vs_cvxpy_range"] == [15.0, 40.0]
+    assert by_key["cvxpy"]["speedup_vs_cvxpy_range"] is None          # its own peer
+    cells = {r[1]: r for r in report.table_rows(results)}
+    assert cells["exact"][3:5] == ["1 (≤ 2)", "30× (15×–40×)"]
+    assert cells["proxy"][3:5] == ["0.5", "60× (60×–80×)"]           # rounds alike; CVXPY's were not
+    old = {**by_key["exact"]}
+    for k in ("ms_per_problem_slowest", "rounds", "speedup_vs_cvxpy_range"):
+        old.pop(k)
+    assert report.table_rows({"rows": [old]})[0][3:5] == ["1", "30×"]  # reports saved before
+
+
+def test_the_report_command_refuses_a_report_that_is_not_a_solver_one(tmp_path):
+    """The estimate suite's JSON (a 'machine', no 'rows') was a TypeError traceback."""
+    path = tmp_path / "estimate.json"
+    path.write_text(json.dumps({"machine": {}, "cases": []}))
+    with pytest.raises(SystemExit, match="is not a solver report"):
+        report.main([str(path)])
