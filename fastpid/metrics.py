@@ -84,6 +84,25 @@ def _world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
+def _raise_on_every_rank(error: Exception | None) -> None:
+    """Raise ``error`` (this rank's, or ``None``) such that every rank raises when any does.
+
+    A rank that raised alone, say on its own bad inputs, would leave the others waiting in
+    their next collective until the process group timed out. Under a process group every
+    rank raises the same ``ValueError``, naming the first rank with an error and that error;
+    without one, ``error`` itself is raised. Collective: every rank must call it.
+    """
+    if _world_size() == 1:
+        if error is not None:
+            raise error
+        return
+    errors = [None] * dist.get_world_size()
+    dist.all_gather_object(errors, None if error is None else f"{type(error).__name__}: {error}")
+    for rank, message in enumerate(errors):
+        if message is not None:
+            raise ValueError(f"on rank {rank}: {message}") from error
+
+
 def _shared_seed(seed):
     """``seed``, or where it is ``None`` under a process group, one seed drawn on rank 0 and
     broadcast: fresh entropy per process would give every rank another estimate. Collective
@@ -209,10 +228,11 @@ class PIDMetric:
         # The samples are rebuilt from the counts in cell order: arguments given per sample
         # (in the caller's order) would be applied to other samples.
         per_sample = sorted({"groups", "weights", "counts", "num_groups", "sizes"} & set(estimate_kwargs))
-        if per_sample:
-            raise ValueError(f"PIDMetric.estimate() cannot take {', '.join(per_sample)}: the metric keeps the "
-                             "samples' counts, not their order (and its own sizes); call fastpid.estimate on "
-                             "the samples for groups or weights, or keep a PIDMetric per group")
+        # Raised on every rank (a rank that raised alone left the others in the next collective).
+        _raise_on_every_rank(ValueError(
+            f"PIDMetric.estimate() cannot take {', '.join(per_sample)}: the metric keeps the samples' counts, "
+            "not their order (and its own sizes); call fastpid.estimate on the samples for groups or "
+            "weights, or keep a PIDMetric per group") if per_sample else None)
         counts, samples_only = self._global_counts("estimate")
         if not samples_only:
             raise ValueError("PIDMetric.estimate() needs every batch to be hard codes without weights "
@@ -223,7 +243,12 @@ class PIDMetric:
         reps = counts[tuple(cells.T)].to(torch.int64)
         x1, x2, y = cells.repeat_interleave(reps, dim=0).T
         estimate_kwargs.setdefault("base", self.pid_kwargs.get("base"))
-        return estimate(x1, x2, y, sizes=self.sizes, **estimate_kwargs)
+        try:  # an argument refused on one rank (confidence=2.0) raises on every rank
+            result, error = estimate(x1, x2, y, sizes=self.sizes, **estimate_kwargs), None
+        except Exception as e:  # noqa: BLE001 - whatever it is, every rank must raise
+            result, error = None, e
+        _raise_on_every_rank(error)
+        return result
 
     def _global_counts(self, caller: str) -> tuple[torch.Tensor, bool]:
         """The counts summed over the ranks, checked to hold some samples, and whether

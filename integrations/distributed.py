@@ -31,6 +31,7 @@ import torch
 import torch.distributed as dist
 
 from fastpid.metrics import _collective_device
+from fastpid.metrics import _raise_on_every_rank as raise_on_every_rank
 
 from .predictions import check_indices
 
@@ -137,32 +138,14 @@ def _place_rows(n_samples: int, index: torch.Tensor, tensors: Sequence[torch.Ten
     return out
 
 
-def raise_on_every_rank(error: Exception | None) -> None:
-    """Raise ``error`` (this rank's, or ``None``) such that every rank raises when any does.
-
-    A rank that raised alone, say on its own bad inputs, would leave the others waiting in
-    their next collective until the process group timed out. Under a process group every
-    rank raises the same ``ValueError``, naming the first rank with an error and that error;
-    without one, ``error`` itself is raised. Collective: every rank must call it.
-    """
-    if not is_distributed() or dist.get_world_size() == 1:
-        if error is not None:
-            raise error
-        return
-    errors = [None] * dist.get_world_size()
-    dist.all_gather_object(errors, None if error is None else f"{type(error).__name__}: {error}")
-    for rank, message in enumerate(errors):
-        if message is not None:
-            raise ValueError(f"on rank {rank}: {message}") from error
-
-
 def check_on_every_rank(check, *args):
-    """``check(*args)``: its result, or the ``ValueError`` / ``TypeError`` it raised on this
-    rank raised on every rank (:func:`raise_on_every_rank`). Run a rank's checks of its own
+    """``check(*args)``: its result, or the exception it raised on this rank raised on every
+    rank (:func:`raise_on_every_rank`; any ``Exception``: a user's estimator that raised a
+    ``RuntimeError`` on one rank had left the others waiting). Run a rank's checks of its own
     inputs through it before a collective. Collective: every rank must call it."""
     try:
         result, error = check(*args), None
-    except (ValueError, TypeError) as e:
+    except Exception as e:  # noqa: BLE001 - whatever it is, every rank must raise
         result, error = None, e
     raise_on_every_rank(error)
     return result

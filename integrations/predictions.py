@@ -197,7 +197,10 @@ def check_indices(index, n_samples: int | None, name: str = "index") -> torch.Te
     tensor: a boolean mask, a float, a negative index (which would wrap to the end) or one past
     ``n_samples`` (``None``: no upper bound) raises, naming ``name``."""
     if isinstance(index, (list, tuple)):  # an empty list is no batch, not a float one
-        index = torch.as_tensor(index) if len(index) else torch.zeros(0, dtype=torch.int64)
+        try:
+            index = torch.as_tensor(index) if len(index) else torch.zeros(0, dtype=torch.int64)
+        except (RuntimeError, ValueError, TypeError, OverflowError) as e:  # [0, None]: torch's RuntimeError
+            raise TypeError(f"{name} must be a list of integer sample indices: {e}") from None
     else:
         index = _signed(as_tensor(index, name), name)
     if index.dtype == torch.bool or index.is_floating_point() or index.is_complex():

@@ -417,6 +417,8 @@ class PIDProbe:
         labels = as_labels(labels, "labels")
         emb1, emb2 = as_tensor(emb1, "emb1"), as_tensor(emb2, "emb2")
         for name, emb in (("emb1", emb1), ("emb2", emb2)):
+            if emb.layout != torch.strided:  # refused here, before the gather that cannot take it
+                raise TypeError(f"{name} is a {emb.layout} tensor; pass a dense one ({name}.to_dense())")
             if emb.dim() != 2:
                 raise ValueError(f"{name} must have shape (N, D), got {tuple(emb.shape)}")
             if emb.shape[0] != labels.shape[0]:

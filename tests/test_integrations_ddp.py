@@ -19,7 +19,7 @@ from helpers import free_port
 from fastpid.integrations import DynCIM, ECSAsyncController, PIDProbe, SPICECurriculum, SPICESampler
 from fastpid.integrations.ogm_ge import ogm_ge_scores
 from fastpid.integrations.distributed import all_reduce_sum, gather_rows
-from fastpid.integrations.spice_scores import SampleScores
+from fastpid.integrations.spice_scores import SampleScores, pointwise_scores
 
 WORLD = 2
 TIMEOUT_S = 60
@@ -271,6 +271,28 @@ def _input_error_worker(rank, port, out_dir):
         part = inter if rank == 0 else inter[y[inter] < 2]
         out["probe_n_classes"] = _outcome(lambda: PIDProbe(n_clusters=3)(
             emb1[part], emb2[part], y[part], n_classes=int(y[part].max()) + 1))
+        # Failures that were not ValueError / TypeError, or came after the per-rank checks: a
+        # user's SPICE estimator raising RuntimeError on rank 1, a sparse embedding, an index
+        # holding None, and PIDMetric.estimate arguments refused on rank 1 only.
+        def estimator(q1, q2, q12, labels, embedding):
+            if rank == 1:
+                raise RuntimeError("estimator failed on this rank")
+            return pointwise_scores(q1, q2, q12, labels)
+        out["spice_estimator"] = _outcome(lambda: SPICECurriculum(n, epochs=6, estimator=estimator).update(
+            p1[inter], p2[inter], p12[inter], y[inter], index=inter))
+        out["probe_sparse"] = _outcome(lambda: PIDProbe(n_clusters=3)(
+            emb1[inter].to_sparse() if rank == 1 else emb1[inter], emb2[inter], y[inter]))
+        none_index = inter.tolist()
+        if rank == 1:
+            none_index[0] = None
+        out["probe_index_none"] = _outcome(lambda: PIDProbe(n_clusters=3)(emb1[inter], emb2[inter], y[inter],
+                                                                          index=none_index))
+        counted = fastpid.PIDMetric((3, 3, 3))
+        counted.update(y[inter], (y[inter] + 1) % 3, y[inter])
+        out["metric_estimate_groups"] = _outcome(lambda: counted.estimate(
+            seed=0, **({"groups": torch.zeros(5, dtype=torch.long)} if rank == 1 else {})))
+        out["metric_estimate_confidence"] = _outcome(lambda: counted.estimate(
+            seed=0, n_null=0, confidence=2.0 if rank == 1 else 0.95))
         # Sizes from each rank's own labels (last: gloo aborted the process).
         metric = fastpid.PIDMetric((2, 2, int(y[part].max()) + 1))
         metric.update(y[part] % 2, (y[part] + 1) % 2, y[part])
@@ -453,7 +475,8 @@ def test_one_ranks_bad_inputs_raise_on_every_rank(input_errors):
     labels outside rank 1's own n_classes split the ranks (rank 0 returned a result);
     PIDMetric sizes that differ per rank aborted a process in gloo. Each now raises the
     same ValueError on every rank, and the group goes on."""
-    on_rank1 = "ValueError: on rank 1: ValueError: "
+    rank1 = "ValueError: on rank 1: "   # every rank's error, naming rank 1's
+    on_rank1 = rank1 + "ValueError: "
     for key, match in (
             ("spice_labels", on_rank1 + r"y\[0\] = -100 is negative"),
             ("spice_index", on_rank1 + r"index must be a 1-D vector with one entry per row; got index of "
@@ -474,7 +497,12 @@ def test_one_ranks_bad_inputs_raise_on_every_rank(input_errors):
             ("ecs_no_rows", on_rank1 + "epoch 0 is a probe epoch"),
             ("ecs_epoch", r"ValueError: update\(\)'s epoch differs between ranks: rank 0: 0, rank 1: 1"),
             ("ogm_modalities", r"ValueError: the number of modalities of ogm_ge_scores differs between ranks: "
-                               r"rank 0: 2, rank 1: 3")):
+                               r"rank 0: 2, rank 1: 3"),
+            ("spice_estimator", rank1 + "RuntimeError: estimator failed on this rank"),
+            ("probe_sparse", rank1 + "TypeError: emb1 is a torch.sparse_coo tensor; pass a dense one"),
+            ("probe_index_none", rank1 + r"TypeError: index \(row positions\) must be a list of integer sample indices"),
+            ("metric_estimate_groups", on_rank1 + r"PIDMetric.estimate\(\) cannot take groups"),
+            ("metric_estimate_confidence", on_rank1 + "confidence")):
         assert input_errors[0][key] == input_errors[1][key], key
         assert re.match(match, input_errors[0][key]), (key, input_errors[0][key])
     assert input_errors[0]["after"] == input_errors[1]["after"] == 3.0
