@@ -384,7 +384,8 @@ def test_the_jackknife_and_its_intervals_match_a_leave_one_out_by_hand():
     """With one sample per part the jackknife is leave-one-out, whatever the seed, so every
     number of it can be recomputed here from plug-in solves alone: the corrected R and U
     (g θ - (g - 1) mean), their SE (sqrt((g - 1)/g Σ (θ_i - mean)^2)) and intervals (t
-    quantile from scipy, widened by the correction), and the synergy interval: the jackknife
+    quantile from scipy, widened by the correction; R's reaching I(Xm; Y)'s upper end where
+    Um's reaches 0), and the synergy interval: the jackknife
     half-width plus half the distance between its two corrections (the null draws' one read
     back from the reported mean of the two). Before, only hi == e + t se was checked, which
     holds by the code's own definition of se; a synergy half-width cut 10x had passed."""
@@ -408,11 +409,20 @@ def test_the_jackknife_and_its_intervals_match_a_leave_one_out_by_hand():
     q = student.ppf(0.975, n - 1)
     most = np.log([3, 3, 3, 3])
     tol = 1e-4   # the resamples are solved to 1e-6 nats, each weighed up to n - 1 = 39 times
+    half = q * se + abs(jack - plug)
+    # R's upper end reaches I(Xm; Y)'s where Um's interval reaches 0 (R = I(Xm; Y) - Um).
+    info = [plug[0] + plug[m] for m in (1, 2)]
+    info_loo = [loo[:, 0] + loo[:, m] for m in (1, 2)]
+    info_jack = [n * p - (n - 1) * v.mean() for p, v in zip(info, info_loo)]
+    info_top = [j + q * np.sqrt((n - 1) / n * ((v - v.mean()) ** 2).sum()) + abs(j - p)
+                for j, p, v in zip(info_jack, info, info_loo)]
+    reach = [top for m, top in zip((1, 2), info_top) if jack[m] - half[m] <= 0]
+    assert min(reach) > jack[0] + half[0] + 10 * tol   # here the ceiling sets R's upper end
+    high = [min(reach), jack[1] + half[1], jack[2] + half[2]]
     for k, term in enumerate(TERMS[:3]):
-        half = q * se[k] + abs(jack[k] - plug[k])
         assert float(getattr(est, term)) == pytest.approx(min(max(jack[k], 0), most[k]), abs=tol), term
-        assert float(getattr(est.ci_high, term)) == pytest.approx(min(max(jack[k] + half, 0), most[k]), abs=tol)
-        assert float(getattr(est.ci_low, term)) == pytest.approx(min(max(jack[k] - half, 0), most[k]), abs=tol)
+        assert float(getattr(est.ci_high, term)) == pytest.approx(min(max(high[k], 0), most[k]), abs=tol)
+        assert float(getattr(est.ci_low, term)) == pytest.approx(min(max(jack[k] - half[k], 0), most[k]), abs=tol)
     s_est = float(est.synergy)
     assert 0 < s_est < most[3]
     null_corrected = 2 * s_est - jack[3]
