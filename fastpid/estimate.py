@@ -627,8 +627,9 @@ def _redundancy_ceiling(plug_v, jk_v, g, t, lo) -> np.ndarray:
     (its jackknife interval, widened as R's is; the smaller of the two sources' where both
     reach 0). Near that boundary the plug-in unique terms are lifted by noise, which the
     jackknife does not remove, and R's own interval sat below the truth: 3x3x20 parity
-    covered 0.25 / 0.60 at N = 300 / 1,000, 20x20x10 copies 0.60 at N = 2,000, a 3x3x1000
-    joint 0 of 10 at N = 20,000 (docs/estimation.md)."""
+    covered 0.55 / 0.63 at N = 300 / 1,000, 20x20x10 copies 0.53 at N = 2,000, a 3x3x1000
+    joint 0 of 20 at N = 20,000; 1.00, 1.00, 20 of 20 with it (docs/estimation.md, "R's
+    ceiling")."""
     ceiling = np.full(plug_v.shape[0], -np.inf)
     for m in (1, 2):
         plug_i = plug_v[:, 0] + plug_v[:, m]   # I(Xm; Y), and in each jackknife part

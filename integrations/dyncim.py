@@ -127,7 +127,8 @@ class DynCIM:
         n_samples: training-set size ``N``.
         n_modalities: ``M >= 2``.
         epochs: training epochs ``T`` (for the temperature schedule); updates past epoch
-            ``T - 1`` are accepted and keep the schedule's last temperature, ``τ(T - 1)``.
+            ``T - 1`` are accepted, the schedule called with ``t >= T`` (the default one
+            stays at its last temperature, ``τ(T - 1)``).
         window: ``K``, the epochs over which stability and HMIR are measured.
         temperature: ``(t, T) -> τ``; default ``LinearTemperature(0.1, 1.0)``.
         difficulty_weights: weights of (deviation, consistency, stability) in ``d_n``.
