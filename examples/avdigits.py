@@ -224,7 +224,7 @@ def make_cache_folder(folder: Path | None = None) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise OSError(f"cannot make the AV-digits cache folder {str(folder)!r}: {e.strerror or e}; set "
-                      "FASTPID_CACHE to a folder that can be written") from None
+                      "FASTPID_CACHE (or pass cache_dir=) to a folder that can be written") from None
     return folder
 
 

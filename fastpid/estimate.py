@@ -839,6 +839,10 @@ def _repeated_samples(counts, x1, x2, y, weights, groups):
         i = int(bad.nonzero()[0])
         raise ValueError(f"counts must be integers >= 0 (how many times each sample was observed), "
                          f"got counts[{i}] = {c[i].item()}")
+    if bool((c > 2 ** 62).any()):  # past int64 the cast below would wrap to negative counts
+        i = int((c > 2 ** 62).nonzero()[0])
+        raise ValueError(f"counts[{i}] = {c[i].item()} is too many samples to repeat; give the counts as "
+                         "weights= instead (their ratios are what the estimate uses)")
     c = c.to(torch.int64)
     arrays = [v if isinstance(v, torch.Tensor) else np.asarray(v) for v in (x1, x2, y, weights, groups)
               if v is not None]
@@ -848,6 +852,8 @@ def _repeated_samples(counts, x1, x2, y, weights, groups):
     if groups is not None:  # a group left without samples would be reported as given none
         g, _ = as_tensor(groups, "groups")
         g = g.detach().cpu().reshape(-1)
+        if g.is_floating_point() and bool((g == g.round()).all()):  # whole-number ids, as joint takes them
+            g = g.to(torch.int64)
         if g.shape[0] == n and not g.is_floating_point() and not g.is_complex() and n and int(g.min()) >= 0:
             per_group = torch.zeros(int(g.max()) + 1, dtype=torch.int64).index_add_(0, g.long(), c)
             held = torch.bincount(g.long(), minlength=per_group.shape[0])

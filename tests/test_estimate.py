@@ -320,6 +320,8 @@ def test_counts_repeat_samples_where_weights_would_not():
     (-np.ones(12, dtype=int), ValueError, r"got counts\[0\] = -1"),
     (np.ones(12, dtype=bool), TypeError, "counts must be integers >= 0, got dtype bool"),
     (np.zeros(12, dtype=int), ValueError, "counts are all 0: none of the 12 samples was observed"),
+    # Past int64 the cast wrapped to negative counts: torch's "repeats may not contain negative values".
+    ([2 ** 70] + [1] * 11, ValueError, r"counts\[0\] = 1.18\d*e\+21 is too many samples to repeat"),
 ])
 def test_bad_counts_say_what_is_wrong(counts, err, match):
     x = np.arange(12) % 2
@@ -331,8 +333,12 @@ def test_a_group_whose_counts_are_all_0_is_named_as_such():
     """The repeat left the group without samples, and joint's error said that no sample had
     its id ('renumber the groups consecutively'): two had, counted 0 times."""
     x, g = np.arange(6) % 2, np.repeat(np.arange(3), 2)
-    with pytest.raises(ValueError, match="group 1's counts are all 0: none of its 2 samples was observed"):
-        fastpid.estimate(x, x, x, groups=g, counts=np.array([1, 1, 0, 0, 1, 1]), seed=0)
+    for ids in (g, g.astype(float)):   # whole-number float ids, as joint takes them, too
+        with pytest.raises(ValueError, match="group 1's counts are all 0: none of its 2 samples was observed"):
+            fastpid.estimate(x, x, x, groups=ids, counts=np.array([1, 1, 0, 0, 1, 1]), seed=0)
+    # The last group's: it had vanished, the estimate one group short.
+    with pytest.raises(ValueError, match="group 2's counts are all 0"):
+        fastpid.estimate(x, x, x, groups=g.astype(float), counts=np.array([1, 1, 1, 1, 0, 0]), seed=0)
 
 
 def test_counted_samples_are_checked_before_they_are_repeated():
