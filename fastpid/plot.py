@@ -35,8 +35,18 @@ def _pyplot():
 def _axes(ax, figsize=(6, 3.5)):
     if ax is not None:
         return ax
-    _, ax = _pyplot().subplots(figsize=figsize)
+    # Constrained layout: without a layout engine a plain savefig cut the axis labels (and the
+    # ECS rows' tick labels) off the image.
+    _, ax = _pyplot().subplots(figsize=figsize, layout="constrained")
     return ax
+
+
+def _finite(a: np.ndarray, name: str, ep: np.ndarray) -> np.ndarray:
+    """``a``, refused where it is NaN or infinite (matplotlib drops such points silently)."""
+    bad = ~np.isfinite(a)
+    if bad.any():
+        raise ValueError(f"{name} is {a[bad][0]} at epoch {ep[np.argmax(bad)]:g}: every value must be finite")
+    return a
 
 
 def _vector(v, name: str, n: int | None = None) -> np.ndarray:
@@ -88,20 +98,30 @@ def plot_pid_terms(epochs, terms, intervals: Mapping | None = None, *, ax=None, 
     Returns the axes: ``len(terms)`` lines and ``len(intervals)`` bands (``ax.collections``).
     """
     terms, intervals, units = _terms_of(terms, intervals, units)
-    ax = _axes(ax)
     ep = _sorted_epochs(_vector(epochs, "epochs"), "epochs")
-    colours = {}
-    for name, values in terms.items():
-        (line,) = ax.plot(ep, _vector(values, f"terms[{name!r}]", len(ep)), marker=".", label=name)
-        colours[name] = line.get_color()
+    # Everything checked before anything is drawn: a refused call had left a figure open, or
+    # half its lines in the caller's axes.
+    lines = {name: _finite(_vector(v, f"terms[{name!r}]", len(ep)), f"terms[{name!r}]", ep)
+             for name, v in terms.items()}
+    bands = {}
     for name, band in (intervals or {}).items():
         if len(band) != 2:
             raise ValueError(f"intervals[{name!r}] must be a pair (lower, upper), got {len(band)} entries")
-        lo, hi = (_vector(b, f"intervals[{name!r}]", len(ep)) for b in band)
+        lo, hi = (_finite(_vector(b, f"intervals[{name!r}]", len(ep)), f"intervals[{name!r}]", ep) for b in band)
         if np.any(lo > hi):
             raise ValueError(f"intervals[{name!r}] has a lower end above its upper one at epoch "
                              f"{ep[np.argmax(lo > hi)]:g}; give (lower, upper)")
-        ax.fill_between(ep, lo, hi, color=colours.get(name, "grey"), alpha=0.2, lw=0)
+        bands[name] = lo, hi
+    ax = _axes(ax)
+    colours = {}
+    for name, values in lines.items():
+        (line,) = ax.plot(ep, values, marker=".", label=name)
+        colours[name] = line.get_color()
+    for name, (lo, hi) in bands.items():
+        if len(ep) == 1:  # a band over one epoch has no width: a bar instead
+            ax.vlines(ep, lo, hi, color=colours.get(name, "grey"), alpha=0.35, lw=6)
+        else:
+            ax.fill_between(ep, lo, hi, color=colours.get(name, "grey"), alpha=0.2, lw=0)
     ax.set_xlabel("epoch")
     ax.set_ylabel(units)
     if terms:
@@ -144,8 +164,9 @@ def plot_curriculum(curriculum, epochs=None, *, phases: Sequence[str] | None = N
         phases: ``(E,)`` phase name per epoch for a sequence (default: no phases).
         ax: axes to draw into.
 
-    Returns the axes: one line (the fraction) and one shaded span per run of equal phase
-    names (``ax.patches``).
+    Returns the axes: one line (the fraction; for a curriculum labelled as its schedule, as
+    every sample is admitted until the first scores) and one shaded span per run of equal
+    phase names (``ax.patches``).
     """
     from fastpid.integrations import SPICECurriculum
 
@@ -157,17 +178,19 @@ def plot_curriculum(curriculum, epochs=None, *, phases: Sequence[str] | None = N
         fractions = [curriculum.scheduled_fraction(e) for e in range(n)]
         phases = [curriculum.phase(e) for e in range(n)]
         epochs = range(n)
+        # The schedule, not what a run admitted: before the first scores every sample is in.
+        label = "scheduled fraction (once scores exist)"
     else:
-        fractions = curriculum
+        fractions, label = curriculum, "fraction admitted"
     frac = _vector(fractions, "fractions")
     if not np.all((frac >= 0) & (frac <= 1)):    # also NaN; e.g. percentages fell off the axis
         raise ValueError(f"fractions must lie in [0, 1] (a fraction of the training set, not a "
                          f"percentage), got {frac.tolist()}")
     ep = _sorted_epochs(_vector(range(len(frac)) if epochs is None else epochs, "epochs", len(frac)), "epochs")
+    if phases is not None and len(phases) != len(ep):
+        raise ValueError(f"phases must name one phase per epoch ({len(ep)}), got {len(phases)}")
     ax = _axes(ax)
     if phases is not None:
-        if len(phases) != len(ep):
-            raise ValueError(f"phases must name one phase per epoch ({len(ep)}), got {len(phases)}")
         colours = {}
         lo, hi = _spans(ep)
         start = 0
@@ -179,7 +202,7 @@ def plot_curriculum(curriculum, epochs=None, *, phases: Sequence[str] | None = N
                 ax.axvspan(lo[start], hi[i - 1], color=colours[name], alpha=0.12, lw=0,
                            label=name if first else None)
                 start = i
-    ax.step(ep, frac, where="mid", color="C0", label="fraction admitted")
+    ax.step(ep, frac, where="mid", color="C0", label=label, marker="o" if len(ep) == 1 else None)
     ax.set_ylim(0, 1.05)
     ax.set_xlabel("epoch")
     ax.set_ylabel("fraction of training set")
@@ -203,29 +226,44 @@ def plot_ecs_decisions(history, *, ax=None):
     """
     if hasattr(history, "history_arrays"):
         history = history.history_arrays()
+    missing = [k for k in ("epoch", "train1", "train2", "stage") if k not in history]
+    if missing:
+        raise ValueError(f"history lacks {missing}: give ECSAsyncController.history_arrays() or the controller")
     ep = _sorted_epochs(_vector(history["epoch"], "history['epoch']"), "history['epoch']")
     for key in ("train1", "train2", "stage"):
         if len(history[key]) != len(ep):
             raise ValueError(f"history[{key!r}] has {len(history[key])} entries, history['epoch'] "
                              f"{len(ep)}: one decision per probed epoch is needed")
+    for key in ("train1", "train2"):  # "False" (a string) had drawn no pause at all
+        if not all(isinstance(v, (bool, np.bool_)) or (isinstance(v, (int, np.integer)) and v in (0, 1))
+                   for v in history[key]):
+            raise ValueError(f"history[{key!r}] must hold booleans (whether the modality trained)")
+    stages = set(history["stage"]) - {"unimodal", "joint"}
+    if stages:
+        raise ValueError(f"history['stage'] holds {sorted(map(str, stages))}; the stages are 'unimodal' and 'joint'")
+    switch, warmup = history.get("switch_epoch"), history.get("warmup_epochs") or 0
     ax = _axes(ax, figsize=(6, 2.2))
     # Each probe's decision holds until the next probe; the last one's for the probes' usual
     # interval (their median gap; one epoch for a single probe).
     step = float(np.median(np.diff(ep))) if len(ep) > 1 else 1.0
     ends = np.append(ep[1:], ep[-1] + step) if len(ep) else ep
-    if history.get("switch_epoch") is not None:  # stage 2 ends every pause, probed or not
-        ends = np.minimum(ends, history["switch_epoch"])
+    if switch is not None:  # stage 2 ends every pause, probed or not
+        ends = np.minimum(ends, switch)
     for row, key in ((1, "train1"), (2, "train2")):
         spans = [(s, e - s) for s, e, on, st in zip(ep, ends, history[key], history["stage"])
-                 if not on and st == "unimodal"]
+                 if not on and st == "unimodal" and e > s]
         ax.broken_barh(spans, (row - 0.35, 0.7), color=f"C{row - 1}", label=f"modality {row} paused")
-    if history.get("warmup_epochs"):
-        ax.axvspan(ep.min() if len(ep) else 0, history["warmup_epochs"], color="grey", alpha=0.15,
-                   hatch="//", lw=0, label="warm-up")
-    if history.get("switch_epoch") is not None:
-        ax.axvline(history["switch_epoch"], color="k", ls="--", label="stage 2 starts")
+    # The warm-up is epochs 0 .. warmup_epochs - 1, and ends where stage 2 starts.
+    warm_end = warmup if switch is None else min(warmup, switch)
+    if warm_end > 0:
+        ax.axvspan(0, warm_end, color="grey", alpha=0.15, hatch="//", lw=0, label="warm-up")
+    if switch is not None:
+        ax.axvline(switch, color="k", ls="--", label="stage 2 starts")
+    # The run's extent: the probes (a run that never paused had an axis of one point), stage 2.
+    right = max([*ends[-1:], *([switch] if switch is not None else []), 1.0])
+    ax.set_xlim(0, right)
     ax.set_yticks([1, 2], ["modality 1", "modality 2"])
     ax.set_ylim(0.4, 2.6)
     ax.set_xlabel("epoch")
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the rows, not over them
     return ax

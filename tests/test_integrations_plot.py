@@ -158,3 +158,86 @@ def test_out_of_range_fractions_and_short_histories_are_refused():
     with pytest.raises(ValueError, match=r"history\['train1'\] has 1 entries, history\['epoch'\] 4"):
         plot_ecs_decisions({"epoch": [0, 1, 2, 3], "train1": [True], "train2": [True] * 4,
                             "stage": ["unimodal"] * 4})
+
+
+def _balanced(ctrl, epochs):
+    for e in epochs:
+        ctrl.step(e, {"unique1": 0.2, "unique2": 0.2, "synergy": 0.01})
+    return ctrl
+
+
+def test_ecs_axis_covers_the_run_and_the_warm_up_its_own_epochs():
+    """A run that never paused had an x axis of one point (-0.055, 0.055), or the warm-up's
+    alone; the warm-up was drawn from the first probe (5) back to warmup_epochs (3), and past
+    a stage 2 that started before its end."""
+    never = plot_ecs_decisions(_balanced(ECSAsyncController(baseline=None, warmup_epochs=0), range(10)))
+    assert never.get_xlim()[0] == 0 and never.get_xlim()[1] >= 9 and not never.patches
+    late = plot_ecs_decisions(_balanced(ECSAsyncController(baseline=None, warmup_epochs=3), [5, 6]))
+    (warm,) = late.patches
+    assert (warm.get_x(), warm.get_x() + warm.get_width()) == (0, 3)
+    early = _balanced(ECSAsyncController(baseline=None, warmup_epochs=10, max_unimodal_epochs=4), range(6))
+    (warm,) = plot_ecs_decisions(early).patches
+    assert warm.get_x() + warm.get_width() == early.switch_epoch == 4
+
+
+def test_a_new_figure_keeps_its_labels_and_the_legend_beside_the_rows():
+    """Without a layout engine a plain savefig cut the 'epoch' label (and the rows' tick
+    labels) off the image; the ECS legend sat over modality 2's bars."""
+    ax = plot_ecs_decisions(_balanced(ECSAsyncController(baseline=None, warmup_epochs=1), range(4)))
+    assert type(ax.figure.get_layout_engine()).__name__ == "ConstrainedLayoutEngine"
+    assert ax.get_legend().get_bbox_to_anchor().x0 > ax.get_window_extent().x1   # right of the axes
+    for fig_ax in (plot_pid_terms([0, 1], {"s": [0.1, 0.2]}), plot_curriculum([0.2, 0.5])):
+        assert type(fig_ax.figure.get_layout_engine()).__name__ == "ConstrainedLayoutEngine"
+
+
+def test_bad_values_are_refused_before_anything_is_drawn():
+    """NaN and inf were dropped silently (2 of 4 points drawn, a band lost); a refused call
+    left an empty figure open, or its first lines in the caller's axes."""
+    nan = float("nan")
+    with pytest.raises(ValueError, match=r"terms\['synergy'\] is nan at epoch 1"):
+        plot_pid_terms([0, 1, 2], {"synergy": [0.1, nan, 0.3]})
+    with pytest.raises(ValueError, match=r"intervals\['synergy'\] is inf at epoch 2"):
+        plot_pid_terms([0, 1, 2], {"synergy": [0.1, 0.2, 0.3]}, {"synergy": ([0, 0, 0], [1, 1, float("inf")])})
+    before = plt.get_fignums()
+    with pytest.raises(ValueError):
+        plot_pid_terms([0, 1, 2], {"synergy": [0.1, 0.2]})
+    with pytest.raises(ValueError):
+        plot_curriculum([0.2, 0.5], phases=["a"])
+    assert plt.get_fignums() == before
+    _, ax = plt.subplots()
+    with pytest.raises(ValueError):
+        plot_pid_terms([0, 1, 2], {"synergy": [0.1, 0.2, 0.3]}, {"synergy": ([0, 0.1], [0.2, 0.3])}, ax=ax)
+    assert not ax.lines
+
+
+def test_a_single_epoch_is_visible():
+    """A one-point step line and a one-point band drew nothing."""
+    ax = plot_curriculum([0.4])
+    assert ax.lines[0].get_marker() == "o"
+    ax = plot_pid_terms([3], {"s": [0.5]}, {"s": ([0.3], [0.7])})
+    (bar,) = ax.collections
+    assert bar.get_segments()[0].tolist() == [[3.0, 0.3], [3.0, 0.7]]
+
+
+def test_a_curriculum_line_is_labelled_as_its_schedule():
+    """The schedule was labelled 'fraction admitted', though every sample is admitted until
+    the first scores (epoch 0 drew 0.2 where the run admitted 1.0)."""
+    ax = plot_curriculum(SPICECurriculum(100, epochs=9))
+    assert ax.lines[0].get_label() == "scheduled fraction (once scores exist)"
+    assert plot_curriculum([0.2, 0.5]).lines[0].get_label() == "fraction admitted"
+
+
+def test_hand_made_ecs_histories_are_checked():
+    """A missing key was a bare KeyError, 'Unimodal' or the string 'False' drew no pause, and
+    a stage 2 before the first probe drew bars of negative width."""
+    history = {"epoch": [0, 1, 2], "train1": [True, False, True], "train2": [True, True, True],
+               "stage": ["unimodal"] * 3}
+    with pytest.raises(ValueError, match=r"history lacks \['stage'\]"):
+        plot_ecs_decisions({k: v for k, v in history.items() if k != "stage"})
+    with pytest.raises(ValueError, match="the stages are 'unimodal' and 'joint'"):
+        plot_ecs_decisions({**history, "stage": ["Unimodal"] * 3})
+    with pytest.raises(ValueError, match=r"history\['train1'\] must hold booleans"):
+        plot_ecs_decisions({**history, "train1": ["True", "False", "True"]})
+    ax = plot_ecs_decisions({**history, "switch_epoch": 0.5})
+    assert [len(c.get_paths()) for c in ax.collections] == [0, 0]
+    assert [len(c.get_paths()) for c in plot_ecs_decisions(history).collections] == [1, 0]
