@@ -122,10 +122,12 @@ def test_sweep_says_which_saved_settings_it_does_not_keep(capsys, tmp_path, monk
     monkeypatch.setattr(sweep_synib.datasets, "synthetic_views", started)
     shutil.copy(Path(sweep_synib.__file__).parent / "results" / "synib_sweep.json", tmp_path)  # 5 seeds, 40 epochs
     with pytest.raises(Started):
-        script_main("sweep_synib")(["--settings", "xor15-b128", "--seeds", "2", "--epochs", "2", "--out", str(tmp_path)])
+        script_main("sweep_synib")(["--settings", "xor15-b128", "--seeds", "2", "--epochs", "2",
+                                    "--out", str(tmp_path)])
     assert "held setting(s) ['xor30-b64'], run with --seeds 5 --epochs 40, not this run's" in capsys.readouterr().err
     with pytest.raises(Started):  # the same seeds and epochs: kept, nothing said
-        script_main("sweep_synib")(["--settings", "xor15-b128", "--seeds", "5", "--epochs", "40", "--out", str(tmp_path)])
+        script_main("sweep_synib")(["--settings", "xor15-b128", "--seeds", "5", "--epochs", "40",
+                                    "--out", str(tmp_path)])
     assert "held setting" not in capsys.readouterr().err
 
 

@@ -500,7 +500,8 @@ def test_one_ranks_bad_inputs_raise_on_every_rank(input_errors):
                                r"rank 0: 2, rank 1: 3"),
             ("spice_estimator", rank1 + "RuntimeError: estimator failed on this rank"),
             ("probe_sparse", rank1 + "TypeError: emb1 is a torch.sparse_coo tensor; pass a dense one"),
-            ("probe_index_none", rank1 + r"TypeError: index \(row positions\) must be a list of integer sample indices"),
+            ("probe_index_none",
+             rank1 + r"TypeError: index \(row positions\) must be a list of integer sample indices"),
             ("metric_estimate_groups", on_rank1 + r"PIDMetric.estimate\(\) cannot take groups"),
             ("metric_estimate_confidence", on_rank1 + "confidence")):
         assert input_errors[0][key] == input_errors[1][key], key
