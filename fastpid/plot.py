@@ -247,6 +247,7 @@ def plot_ecs_decisions(history, *, ax=None):
     # interval (their median gap; one epoch for a single probe).
     step = float(np.median(np.diff(ep))) if len(ep) > 1 else 1.0
     ends = np.append(ep[1:], ep[-1] + step) if len(ep) else ep
+    run_end = float(ends[-1]) if len(ep) else 1.0   # before stage 2 cuts the pauses
     if switch is not None:  # stage 2 ends every pause, probed or not
         ends = np.minimum(ends, switch)
     for row, key in ((1, "train1"), (2, "train2")):
@@ -259,9 +260,9 @@ def plot_ecs_decisions(history, *, ax=None):
         ax.axvspan(0, warm_end, color="grey", alpha=0.15, hatch="//", lw=0, label="warm-up")
     if switch is not None:
         ax.axvline(switch, color="k", ls="--", label="stage 2 starts")
-    # The run's extent: the probes (a run that never paused had an axis of one point), stage 2.
-    right = max([*ends[-1:], *([switch] if switch is not None else []), 1.0])
-    ax.set_xlim(0, right)
+    # The run's extent, its stage-2 probes included (a run that never paused had an axis of
+    # one point).
+    ax.set_xlim(0, max(run_end, switch if switch is not None else 0, 1.0))
     ax.set_yticks([1, 2], ["modality 1", "modality 2"])
     ax.set_ylim(0.4, 2.6)
     ax.set_xlabel("epoch")

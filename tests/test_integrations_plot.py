@@ -176,8 +176,10 @@ def test_ecs_axis_covers_the_run_and_the_warm_up_its_own_epochs():
     (warm,) = late.patches
     assert (warm.get_x(), warm.get_x() + warm.get_width()) == (0, 3)
     early = _balanced(ECSAsyncController(baseline=None, warmup_epochs=10, max_unimodal_epochs=4), range(6))
-    (warm,) = plot_ecs_decisions(early).patches
+    ax = plot_ecs_decisions(early)
+    (warm,) = ax.patches
     assert warm.get_x() + warm.get_width() == early.switch_epoch == 4
+    assert ax.get_xlim()[1] >= 5   # the probes of stage 2 stay on the axis
 
 
 def test_a_new_figure_keeps_its_labels_and_the_legend_beside_the_rows():
