@@ -310,8 +310,8 @@ def estimate(x1, x2, y, *, sizes=None, weights=None, counts=None, groups=None, n
             repeated samples belong here, not in ``weights``: as weights, 400 samples
             condensed into 12 distinct rows counted as 12.8 draws, and their synergy test
             lost all its power.
-        confidence: level of the intervals (default 0.95; the ``reliable`` flags do not
-            depend on it).
+        confidence: level of the intervals, in (0, 1 - 1e-6] (default 0.95; the
+            ``reliable`` flags do not depend on it).
         n_jackknife: parts of the delete-a-group jackknife (default 20; at most the
             smallest group's sample count, which then sets every group's parts, with a
             warning: estimate small groups in a call of their own).
@@ -339,7 +339,7 @@ def estimate(x1, x2, y, *, sizes=None, weights=None, counts=None, groups=None, n
     Raises:
         ValueError / TypeError: bad samples (from :func:`fastpid.joint`), ``counts`` that
         are not ``N`` integers >= 0, fewer than 2 samples in a problem, ``confidence`` not a
-        number in (0, 1), ``n_jackknife < 2``, ``n_null < 0``, ``n_pilot < 1``, ``seed``
+        number in (0, 1 - 1e-6], ``n_jackknife < 2``, ``n_null < 0``, ``n_pilot < 1``, ``seed``
         neither ``None`` nor an integer >= 0.
 
     Cost: one certified solve of each empirical joint, one for its zero-synergy fit, and
@@ -919,10 +919,16 @@ def _np(x) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
 
 
+#: Highest ``confidence`` taken: t_quantile() is accurate to p = 1 - 5e-7; past it its integral's
+#: error reaches the tail mass and the quantile ran to infinity (at 1 - 1e-15 every interval was
+#: [0, the most the term can be]).
+MAX_CONFIDENCE = 1.0 - 1e-6
+
+
 def _check_confidence(c) -> float:
     c = _as_real_scalar(c, "confidence")  # a string such as "0.9" is refused, not parsed
-    if not 0.0 < c < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), got {c}")
+    if not 0.0 < c <= MAX_CONFIDENCE:
+        raise ValueError(f"confidence must be in (0, 1 - 1e-6], got {c}")
     return c
 
 

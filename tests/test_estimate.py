@@ -989,6 +989,7 @@ def test_suggest_k_is_exact_and_prompt_for_tiny_samples_per_cell():
     (dict(seed=1.5), TypeError, "seed must be None or an integer >= 0, got 1.5"),
     (dict(seed="a"), TypeError, "seed must be None or an integer >= 0, got 'a'"),
     (dict(confidence="0.9"), TypeError, "confidence must be a real number"),
+    (dict(confidence=1 - 1e-15), ValueError, r"confidence must be in \(0, 1 - 1e-6\], got 0.999999999999999"),
 ])
 def test_bad_seed_and_confidence_say_what_was_wrong(kwargs, err, match):
     """A bad seed raised numpy's error, which does not name it; confidence="0.9" was parsed."""

@@ -242,7 +242,7 @@ def test_controller_takes_an_l2_probe():
 
 
 @pytest.mark.parametrize("options, error, match", [
-    ({"confidence": 95}, ValueError, r"estimate_options: confidence must be in \(0, 1\), got 95"),
+    ({"confidence": 95}, ValueError, r"estimate_options: confidence must be in \(0, 1 - 1e-6\], got 95"),
     ({"confidence": "0.9"}, TypeError, "estimate_options: confidence must be a real number"),
     ({"n_jackknife": 1}, ValueError, "estimate_options: n_jackknife must be >= 2"),
     ({"n_null": -1}, ValueError, "estimate_options: n_null must be >= 0"),
