@@ -79,7 +79,8 @@ def _sorted_epochs(ep: np.ndarray, name: str) -> np.ndarray:
     return ep
 
 
-def plot_pid_terms(epochs, terms, intervals: Mapping | None = None, *, ax=None, units: str | None = None):
+def plot_pid_terms(epochs, terms, intervals: Mapping | None = None, *, ax=None, units: str | None = None,
+                   band_label: str = "interval"):
     """PID terms over epochs: one line per term, one shaded band per interval.
 
     Args:
@@ -91,13 +92,19 @@ def plot_pid_terms(epochs, terms, intervals: Mapping | None = None, *, ax=None, 
             (each term within ``gap`` of its value) unless ``intervals`` is given.
         intervals: ``{name: (lower (E,), upper (E,))}``, e.g. bootstrap or certified
             intervals (``lower <= upper``); each band takes its term's colour (a name without
-            a term gets a grey band).
+            a term gets a grey band). The legend names what the bands are: an estimate's
+            ``"95% interval"`` (its confidence), a result's ``"certified (± gap)"``, else
+            ``band_label``.
+        band_label: the legend's name of bands given in ``intervals`` (default
+            ``"interval"``).
         ax: axes to draw into; units: the y-axis label (default: the result's units, else
             ``"nats"``).
 
     Returns the axes: ``len(terms)`` lines and ``len(intervals)`` bands (``ax.collections``).
     """
-    terms, intervals, units = _terms_of(terms, intervals, units)
+    if not isinstance(band_label, str):
+        raise TypeError(f"band_label must be a string, got {type(band_label).__name__}")
+    terms, intervals, units, band_label = _terms_of(terms, intervals, units, band_label)
     ep = _sorted_epochs(_vector(epochs, "epochs"), "epochs")
     # Everything checked before anything is drawn: a refused call had left a figure open, or
     # half its lines in the caller's axes.
@@ -124,13 +131,19 @@ def plot_pid_terms(epochs, terms, intervals: Mapping | None = None, *, ax=None, 
             ax.fill_between(ep, lo, hi, color=colours.get(name, "grey"), alpha=0.2, lw=0)
     ax.set_xlabel("epoch")
     ax.set_ylabel(units)
-    if terms:
-        ax.legend(fontsize=8)
+    handles = ax.get_legend_handles_labels()[0]
+    if bands:  # one entry for every band: an interval and a certificate's ± gap looked alike
+        from matplotlib.patches import Patch
+
+        handles.append(Patch(color="grey", alpha=0.35, label=band_label))
+    if handles:
+        ax.legend(handles=handles, fontsize=8)
     return ax
 
 
-def _terms_of(terms, intervals, units):
-    """``(terms, intervals, units)`` for :func:`plot_pid_terms` from a mapping or a result."""
+def _terms_of(terms, intervals, units, band_label):
+    """``(terms, intervals, units, band_label)`` for :func:`plot_pid_terms` from a mapping or a
+    result (whose own bands name themselves)."""
     from fastpid import PIDEstimate, PIDResult
 
     if isinstance(terms, (PIDResult, PIDEstimate)):
@@ -143,14 +156,16 @@ def _terms_of(terms, intervals, units):
         terms = {t: getattr(result, t) for t in ("redundancy", "unique1", "unique2", "synergy")}
         if intervals is None and isinstance(result, PIDEstimate):
             intervals = {t: (getattr(result.ci_low, t), getattr(result.ci_high, t)) for t in terms}
+            band_label = f"{100 * result.confidence:g}% interval"
         elif intervals is None:  # a solve's certificate: each term lies within gap of the drawn value
             gap = _vector(result.gap, "gap")
             intervals = {t: (np.maximum(_vector(v, t) - gap, 0.0), _vector(v, t) + gap) for t, v in terms.items()}
-        return terms, intervals, result.units if units is None else units
+            band_label = "certified (± gap)"
+        return terms, intervals, result.units if units is None else units, band_label
     if not isinstance(terms, Mapping):
         raise TypeError(f"terms must be a mapping {{name: values}}, a PIDResult or a PIDEstimate, got "
                         f"{type(terms).__name__}")
-    return terms, intervals, "nats" if units is None else units
+    return terms, intervals, "nats" if units is None else units, band_label
 
 
 def plot_curriculum(curriculum, epochs=None, *, phases: Sequence[str] | None = None, ax=None):

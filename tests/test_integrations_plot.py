@@ -65,6 +65,32 @@ def test_pid_terms_from_results_in_their_units_and_refusing_bad_epochs_and_bands
         plot_pid_terms([0, 1], {"synergy": [0.1, 0.2]}, {"synergy": ([0.0, 0.3], [0.2, 0.25])})
 
 
+def test_pid_terms_legend_says_what_the_bands_are():
+    """The bands had no legend entry: an estimate's 95% interval and a result's +-gap looked alike."""
+    import numpy as np
+
+    import fastpid
+
+    rng = np.random.default_rng(1)
+    P = rng.dirichlet(np.ones(12), size=3).reshape(3, 2, 3, 2)
+
+    def legend(ax):
+        return [t.get_text() for t in ax.get_legend().get_texts()]
+
+    assert legend(plot_pid_terms([0, 1, 2], fastpid.pid(P, tol=1e-3)))[-1] == "certified (± gap)"
+    x1, x2 = rng.integers(0, 2, 90), rng.integers(0, 2, 90)
+    est = fastpid.estimate(x1, x2, x1 ^ x2, groups=np.arange(90) % 3, seed=0, n_null=5, progress=False,
+                           confidence=0.9)
+    assert legend(plot_pid_terms([0, 1, 2], est)) == ["redundancy", "unique1", "unique2", "synergy", "90% interval"]
+    ep, terms = [0, 1], {"synergy": [0.1, 0.2]}
+    assert legend(plot_pid_terms(ep, terms, {"synergy": ([0, 0.1], [0.2, 0.3])})) == ["synergy", "interval"]
+    assert legend(plot_pid_terms(ep, terms, {"synergy": ([0, 0.1], [0.2, 0.3])}, band_label="bootstrap 90%"))[-1] \
+        == "bootstrap 90%"
+    assert legend(plot_pid_terms(ep, terms)) == ["synergy"]     # no bands, no band entry
+    with pytest.raises(TypeError, match="band_label must be a string, got int"):
+        plot_pid_terms(ep, terms, band_label=3)
+
+
 def test_curriculum_from_a_spice_schedule_and_from_fractions():
     ax = plot_curriculum(SPICECurriculum(100, epochs=10))
     assert len(ax.lines) == 1 and len(ax.patches) == 3                    # three phases
