@@ -152,6 +152,14 @@ def _estimate_options(options) -> dict:
     return dict(options)
 
 
+def _check_finite(emb: torch.Tensor, name: str) -> None:
+    bad = ~torch.isfinite(emb).all(1)
+    if bool(bad.any()):
+        raise ValueError(f"{name} has NaN or Inf entries ({int(bad.sum())} of {emb.shape[0]} rows, the "
+                         f"first at row {int(bad.nonzero()[0, 0])}); a diverged model's embeddings cannot be "
+                         "clustered")
+
+
 class PIDProbe:
     """Scale → PCA(``n_components``) → k-means(``n_clusters``) per modality → PID.
 
@@ -224,11 +232,7 @@ class PIDProbe:
         if n < self.n_clusters:
             raise ValueError(f"{name} has {n} samples; the probe needs at least n_clusters = "
                              f"{self.n_clusters}")
-        bad = ~torch.isfinite(emb).all(1)
-        if bool(bad.any()):
-            row = int(bad.nonzero()[0, 0])
-            raise ValueError(f"{name} has NaN or Inf entries ({int(bad.sum())} of {n} rows, the "
-                             f"first at row {row}); a diverged model's embeddings cannot be clustered")
+        _check_finite(emb, name)
         z = SCALINGS[self.scaling](emb.detach().to(torch.float64))
         z = pca(z, min(self.n_components, *z.shape)).scores
         return kmeans(z, self.n_clusters, n_init=self.n_init, max_iter=self.max_iter,
@@ -423,6 +427,7 @@ class PIDProbe:
                 raise ValueError(f"{name} must have shape (N, D), got {tuple(emb.shape)}")
             if emb.shape[0] != labels.shape[0]:
                 raise ValueError(f"{name} has {emb.shape[0]} rows but labels has {labels.shape[0]}")
+            _check_finite(emb, name)  # here, the row and rank named; after the gather, neither
         cls._check_n_classes(n_classes)
         if index is not None:
             index = check_indices(index, None, "index (row positions)").to(emb1.device)
