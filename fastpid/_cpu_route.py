@@ -28,7 +28,7 @@ from . import api, cpp, solver
 from ._autograd import carries_derivatives
 from ._build_info import load_extension
 from ._certify import NEGLIGIBLE, negligible_bound
-from ._resources import cpp_chunk, cpp_indexable, cpp_route_bytes, memory_unchecked
+from ._resources import cpp_chunk, cpp_indexable, cpp_route_bytes, cpp_threads, memory_unchecked
 from ._validate import float64_problems, wider_than_float64
 from .result import PIDResult
 
@@ -53,7 +53,7 @@ def exact_pid(P, tol: float, max_iter: int, base, backend: str):
         keep1, keep2, keepy = np.split(seen, [n1, n1 + n2])
         flat = np.ascontiguousarray(flat[:, keep1][:, :, keep2][..., keepy])
         n1, n2, ny = flat.shape[1:]
-    lowrank = _elimination(n1, n2, ny, most1, most2, flat.shape[0], backend)
+    lowrank = _elimination(n1, n2, ny, most1, most2, flat.shape[0], backend, cpp_threads())
     if lowrank is None:
         return None
 
@@ -118,11 +118,13 @@ def _extension():
 # The two decisions below depend on a few integers only, and repeat from call to call (a
 # training loop's probes, resamples); cached, they take ~1 us instead of ~25.
 @functools.lru_cache(maxsize=1024)
-def _elimination(n1: int, n2: int, ny: int, most1: int, most2: int, B: int, backend: str):
+def _elimination(n1: int, n2: int, ny: int, most1: int, most2: int, B: int, backend: str, threads: int):
     """For ``B`` problems ``n1 x n2 x ny`` with at most ``most1``, ``most2`` free potentials
     of X1, X2: whether the C++ solver eliminates by the low-rank structure (``True``) or the
     Schur complement (``False``), or ``None`` where this route leaves the batch to the general
-    one (``backend="auto"`` picks another solver; chunked; a memory check is due)."""
+    one (``backend="auto"`` picks another solver; chunked; a memory check is due). ``threads``
+    (:func:`cpp_threads`, read inside) is part of the key: the memory counts a workspace per
+    thread, and a decision cached at one thread had skipped the check due at two."""
     plan = solver.plan_for_counts(n1, n2, ny, most1, most2)
     lowrank = plan.structure == "lowrank"
     if not cpp_indexable(max(n1, n2), min(n1, n2), ny, True, lowrank):

@@ -116,7 +116,30 @@ def test_lowrank_problems_are_chunked_and_routed_by_the_new_count(monkeypatch):
     flat = torch.ones(8, 20, 20, 101, dtype=torch.float64)
     assert _resources.CHUNK_FLOATS // _resources.per_problem_floats(flat, "exact", solver.newton_plan(flat)) == 4
     monkeypatch.setattr(_resources, "_cpus", lambda: 2)
-    assert _cpu_route._elimination.__wrapped__(20, 20, 101, 2020, 2020, 8, "cpp") is True
+    assert _cpu_route._elimination.__wrapped__(20, 20, 101, 2020, 2020, 8, "cpp", 2) is True
+
+
+def test_a_route_decided_at_one_thread_is_checked_again_at_two(monkeypatch):
+    """The C++ route's cached decision had no thread count in its key: decided at one thread
+    (44 MB, unchecked), it sent the same batch at two threads (88 MB) past the memory check."""
+    import numpy as np
+
+    import fastpid
+
+    P = np.random.default_rng(0).dirichlet(np.ones(30 * 30 * 70), size=2).reshape(2, 30, 30, 70)
+    monkeypatch.setattr(_resources, "_cpus", lambda: 2)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert _resources.cpp_route_bytes(2, 30, 30, 70, False) < _resources._UNCHECKED_BYTES
+        fastpid.pid(P, backend="cpp", tol=1e-3)    # cached at one thread
+        torch.set_num_threads(2)
+        assert _resources.cpp_route_bytes(2, 30, 30, 70, False) > _resources._UNCHECKED_BYTES
+        monkeypatch.setattr(_resources, "available_bytes", lambda device: 60 * 2**20)
+        with pytest.raises(MemoryError, match="is free"):
+            fastpid.pid(P, backend="cpp", tol=1e-3)
+    finally:
+        torch.set_num_threads(threads)
 
 
 # ---- the C++ solver: chunks and workspaces -------------------------------------------------
