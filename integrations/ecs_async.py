@@ -277,6 +277,12 @@ def _check_finite(terms: dict, what: str) -> None:
         raise ValueError(f"{what} have NaN or infinite entries {bad}: {terms}")
 
 
+def _shape(v) -> tuple | str:
+    """A state entry's shape, or for an entry that is not a tensor (a module's extra state)
+    its type's name, as :meth:`ECSAsyncController._check_snapshot` compares them."""
+    return tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
+
+
 class ECSAsyncController:
     """Decides, from probes of the pre-fusion embeddings, which modalities train and when
     stage 2 starts.
@@ -540,8 +546,8 @@ class ECSAsyncController:
         if counted and (key1 not in terms or key2 not in terms):  # before any state changes
             raise ValueError(f"balance_by={self.balance_by!r} needs {key1!r} and {key2!r} in the PID terms")
         if counted and synergistic and (self.peak_epoch is None or score > self.peak_score):
+            self._take_snapshot()  # first: a failed snapshot had left a peak without one
             self.peak_score, self.peak_epoch = score, epoch
-            self._take_snapshot()
         if epoch >= self.max_unimodal_epochs:
             return self._switch(epoch, f"reached max_unimodal_epochs={self.max_unimodal_epochs}", probed=True,
                                 counted=counted)
@@ -610,8 +616,11 @@ class ECSAsyncController:
 
     # ----------------------------------------------------------------- snapshots
     def _take_snapshot(self):
+        # A state dict may hold more than tensors (a module's extra state, e.g. SynIBLoss's
+        # generator state, a dict): copied, not detached.
         if self.modules is not None:
-            self.snapshot = [{k: v.detach().clone() for k, v in m.state_dict().items()} for m in self.modules]
+            self.snapshot = [{k: v.detach().clone() if isinstance(v, torch.Tensor) else copy.deepcopy(v)
+                              for k, v in m.state_dict().items()} for m in self.modules]
 
     def _check_snapshot(self, snapshot: list[dict] | None) -> None:
         """Raise ``ValueError`` naming what differs when ``snapshot`` does not fit the
@@ -628,8 +637,8 @@ class ECSAsyncController:
                     ("has unexpected", sorted(saved.keys() - own.keys()))) if names]
             if keys:
                 raise ValueError(f"{where} " + " and ".join(keys))
-            shapes = [f"{k}: {tuple(saved[k].shape)} saved, {tuple(v.shape)} registered"
-                      for k, v in own.items() if saved[k].shape != v.shape]
+            shapes = [f"{k}: {_shape(saved[k])} saved, {_shape(v)} registered"
+                      for k, v in own.items() if _shape(saved[k]) != _shape(v)]
             if shapes:
                 raise ValueError(f"{where} has other shapes: " + "; ".join(shapes))
 

@@ -340,6 +340,37 @@ def test_load_state_dict_rejects_a_snapshot_of_other_modules():
     assert torch.equal(mods[2].weight, saved.snapshot[2]["weight"])
 
 
+def test_snapshots_of_modules_with_extra_state():
+    """A registered module whose state dict holds more than tensors (SynIBLoss keeps its
+    generator's state as extra state, a dict) failed the snapshot (AttributeError: 'dict'
+    object has no attribute 'detach') after setting the peak, leaving a peak without a
+    snapshot, and failed load_state_dict's check of it."""
+    from fastpid.integrations import SynIBLoss
+
+    loss, enc = SynIBLoss(), torch.nn.Linear(3, 2)
+    assert not isinstance(loss.state_dict()["_extra_state"], torch.Tensor)
+    ctrl = ECSAsyncController(max_unimodal_epochs=100, modules=[enc, loss], **RAW)
+    with torch.no_grad():
+        enc.weight.fill_(2.0)
+    ctrl.step(0, terms(0.2, 0.2, 0.50))
+    assert ctrl.peak_epoch == 0 and ctrl.snapshot is not None
+    fresh = ECSAsyncController(max_unimodal_epochs=100, modules=[enc, loss], **RAW)
+    fresh.load_state_dict(ctrl.state_dict())
+    with torch.no_grad():
+        enc.weight.fill_(5.0)
+    fresh.restore()
+    assert torch.all(enc.weight == 2.0)
+
+    class Broken(torch.nn.Module):  # a state dict that cannot be copied
+        def state_dict(self, *args, **kwargs):
+            raise RuntimeError("no state")
+
+    ctrl = ECSAsyncController(max_unimodal_epochs=100, modules=[Broken()], **RAW)
+    with pytest.raises(RuntimeError, match="no state"):
+        ctrl.step(0, terms(0.2, 0.2, 0.50))
+    assert ctrl.peak_epoch is None and ctrl.snapshot is None
+
+
 @pytest.mark.parametrize("rule", ["baseline", "test"])
 @pytest.mark.parametrize("epochs", [np.arange(2), torch.arange(2)], ids=["numpy", "tensor"])
 def test_update_takes_numpy_and_tensor_epochs(rule, epochs):
