@@ -43,3 +43,13 @@ from .data import IndexedDataset  # noqa: E402
 
 __all__ += ["IndexedDataset", "SPICECurriculum", "SPICESampler", "SampleScores", "pointwise_scores", "local_scores",
             "RootCompetence", "PhaseSchedule", "DynCIM", "DynCIMLoss", "GatedFusion"]
+
+# Results a run may save beside its checkpoint load back with torch.load's default
+# (weights_only=True), as fastpid's own do (fastpid/__init__.py); a probe's estimate holds numpy
+# arrays, which need numpy's functions allowed too (torch.serialization.safe_globals).
+from torch import serialization as _serialization  # noqa: E402
+
+from .cluster import KMeansResult as _KMeansResult, PCAResult as _PCAResult  # noqa: E402
+
+if hasattr(_serialization, "add_safe_globals"):  # torch >= 2.4
+    _serialization.add_safe_globals([ProbeResult, SampleScores, _PCAResult, _KMeansResult])

@@ -476,3 +476,21 @@ def test_spice_a_due_question_in_between_does_not_move_the_scored_epoch():
     resumed = SPICECurriculum(N, 10, refresh=2)
     resumed.load_state_dict(roundtrip(cur.state_dict()))
     assert cur.state_dict()["scored_epoch"] == 2 and not resumed.due(2) and resumed.due(4)
+
+
+def test_the_integrations_results_load_with_weights_only():
+    """PCA and k-means fits (to code validation rows with the training fit), probe results
+    and SPICE's scores were refused by torch.load's default ("Unsupported global")."""
+    from fastpid.integrations import PIDProbe, pointwise_scores
+    from fastpid.integrations.cluster import kmeans, pca
+
+    e1, e2, y = data()
+    fit, km = pca(e1, 2), kmeans(e1, 3, seed=0)
+    assert torch.equal(roundtrip(fit).transform(e2), fit.transform(e2))
+    assert torch.equal(roundtrip(km).predict(e2), km.predict(e2))
+    probe = PIDProbe(n_components=2, n_clusters=3)(e1, e2, y)
+    back = roundtrip(probe)
+    assert back.synergy == probe.synergy and torch.equal(back.codes1, probe.codes1)
+    p = torch.softmax(e1[:, :3], 1)
+    scores = pointwise_scores(p, p.flip(1), (p + p.flip(1)) / 2, y)
+    assert torch.equal(roundtrip(scores).synergy, scores.synergy)
