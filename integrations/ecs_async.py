@@ -687,7 +687,8 @@ class ECSAsyncController:
         """The probe history as lists: ``epoch``, every PID term, ``synergy_baseline`` (the
         permutation baseline's synergy, NaN where none was computed), ``score`` (synergy
         minus baseline; with ``synergy_rule="test"`` the test's corrected synergy; NaN for the
-        probes in stage 2, which score nothing), ``stage``, ``train1``, ``train2``, ``counted``, plus
+        probes after the switch, which score nothing; the probe whose decision starts stage 2
+        is scored, and recorded with stage ``"joint"``), ``stage``, ``train1``, ``train2``, ``counted``, plus
         ``switch_epoch`` (start of stage 2 or ``None``), ``peak_epoch`` and
         ``warmup_epochs``; and for the synergy rule: ``synergistic`` (whether it fired, per
         probe), ``synergy_estimate``, ``synergy_p_value``, ``synergy_ci_low``,

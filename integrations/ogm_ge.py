@@ -126,7 +126,9 @@ def modulate_gradients(params: Sequence[Iterable[torch.nn.Parameter]], coefficie
     parameters of modality ``m``'s encoder, ``coefficients`` its ``(M,)`` coefficients.
     Parameters without a gradient are skipped. A sparse gradient (``nn.Embedding(sparse=True)``)
     stays sparse: its stored entries are scaled, and perturbed with their own spread, so that
-    the rows no sample touched stay untouched (torch has no ``std`` of sparse tensors)."""
+    the rows no sample touched stay untouched (torch has no ``std`` of sparse tensors).
+    ``generator``: the ``torch.Generator`` the noise is drawn from (default: torch's global
+    one); under ``torch.distributed`` seed it the same on every rank."""
     coefficients = tensor_of(coefficients, "coefficients", dtype=torch.float64)
     if coefficients.shape != (len(params),):
         raise ValueError(f"need one coefficient per parameter group: {len(params)} groups, "

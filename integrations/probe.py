@@ -381,7 +381,8 @@ class PIDProbe:
 
         With ``estimate=True`` the result carries :meth:`estimated` of the codes (computed on
         every rank from the gathered codes, so every rank gets the same estimate). Warns once
-        per instance when ``N < min_samples_per_cell · k² · C``.
+        per instance when ``N < min_samples_per_cell · k² · C``, ``C`` the classes the
+        labels hold (not ``n_classes``: an empty class adds no cells to estimate).
 
         Raises ``ValueError`` if the decomposition has NaN terms (a NaN here would silently
         steer :class:`~fastpid.integrations.ECSAsyncController`'s decisions).
