@@ -347,6 +347,12 @@ def estimate(x1, x2, y, *, sizes=None, weights=None, counts=None, groups=None, n
     last is the null world itself) in two batches, and ``n_null + 1`` more for each problem
     whose correction's world differs from the test's (above), in a third; ``n_jackknife``
     alone with ``n_null=0``.
+
+    Threads: called on the main thread, the estimate sets PyTorch's intra-op threads to 1
+    while it runs (its small tensor operations ran ten times slower on two threads of a busy
+    machine) and restores them after; the batched solves keep the caller's count. The setting
+    is the process's: a thread whose first PyTorch operation falls inside the call keeps one
+    intra-op thread (``torch.set_num_threads`` in that thread resets it).
     """
     # PyTorch's intra-op threads cost more than they give on the estimate's small tensor
     # operations (4,000-cell softmaxes took 7 ms each with 2 threads on a busy 2-core
