@@ -20,7 +20,12 @@ Choices the method's description leaves open, made here:
   no ranking, so epoch 0 is a full-data warm-up;
 * admission is hard: :meth:`~SPICECurriculum.weights` is the 0/1 admission mask;
 * ranking ties (e.g. samples whose share is 0) are broken by the sample's total
-  information ``r + u1 + u2 + s``, larger first, then by index;
+  information ``r + u1 + u2 + s``, larger first, then by index; where samples that tie on
+  both straddle the admission cut, the ones admitted are drawn at random (``seed``): by
+  index, a training set stored class by class had admitted whole classes in turn where the
+  scores were 0 (50 of 50 samples of classes 0-6, 11 of class 7, none of 8 and 9, with
+  local scores of a fitted model). A warning says when most samples score 0 (the
+  curriculum then admits a random subset of them);
 * at least ``min_samples`` samples are admitted.
 
 Typical loop::
@@ -90,11 +95,14 @@ class SPICECurriculum:
         estimator_kwargs: keyword arguments for the estimator (e.g. ``k`` and ``method``
             for ``"local"``).
         min_samples: the fewest samples ever admitted.
+        seed: seed of the draw among tied samples at the admission cut (the same on every
+            rank, and after a checkpoint is loaded).
     """
 
     def __init__(self, n_samples: int, epochs: int, *, phases=(0.3, 0.3, 0.4), pacing=None,
                  refresh: int = 1, estimator: str | Estimator = "pointwise", estimator_kwargs=None,
-                 min_samples: int = 1):
+                 min_samples: int = 1, seed: int = 0):
+        self.seed = check_integer(seed, "seed", 0, expected="an integer >= 0")
         n_samples, refresh, min_samples = (
             check_integer(v, name, 1, expected="a positive integer")
             for name, v in (("n_samples", n_samples), ("refresh", refresh), ("min_samples", min_samples)))
@@ -115,10 +123,12 @@ class SPICECurriculum:
         self.scores: SampleScores | None = None
         self.epoch = 0
         self._rankings: torch.Tensor | None = None  # (3, N) sample indices, best first
+        self._admission: torch.Tensor | None = None  # the same, ties in a random order (seed)
         # The epoch the scores were estimated for (due() is false there): the one due() last
         # said yes to (the loop asks before set_epoch()), else the current one.
         self._scored_epoch: int | None = None
         self._due: int | None = None
+        self._warned_zero = self._warned_epoch = False
         self._warn_if_a_phase_admits_everyone()
 
     def _warn_if_a_phase_admits_everyone(self) -> None:
@@ -145,6 +155,12 @@ class SPICECurriculum:
         the scores its sampler's order was drawn from (estimated afresh, they admitted other
         samples, and the resumed epoch repeated 12 and skipped 18 of 73)."""
         epoch = operator.index(epoch)
+        if epoch > self.epoch + 1 and not self._warned_epoch:
+            # The loop asks before set_epoch(epoch): the curriculum is then at epoch - 1.
+            self._warned_epoch = True
+            warnings.warn(f"SPICECurriculum.due({epoch}) while the curriculum is at epoch {self.epoch}: call "
+                          "set_epoch(epoch) every epoch (SPICESampler admits by the curriculum's epoch; without "
+                          "it the run stays in the first phase's first epoch)", stacklevel=2)
         due = epoch > 0 and epoch % self.refresh == 0 and epoch != self._scored_epoch
         if due:  # the next update() estimates this epoch's scores (a "no" in between changes nothing)
             self._due = epoch
@@ -219,8 +235,17 @@ class SPICECurriculum:
         return scores
 
     def _set_scores(self, scores: SampleScores) -> None:
+        zero = int(((scores.redundancy + scores.unique1 + scores.unique2 + scores.synergy) <= 1e-12).sum())
+        if 2 * zero > self.n_samples and not self._warned_zero:
+            self._warned_zero = True
+            warnings.warn(f"SPICECurriculum: {zero} of {self.n_samples} samples score 0 (no information in any "
+                          "term, e.g. local joints of a model that fits its training set): their ranking is a "
+                          "random order (seed), so the curriculum admits a random subset of them", stacklevel=3)
         self.scores = scores
-        self._rankings = self._rank(scores)
+        # on the CPU, whatever torch's default device (as the scores)
+        self._rankings = self._rank(scores, torch.arange(self.n_samples, device="cpu"))
+        self._admission = self._rank(scores, torch.randperm(
+            self.n_samples, generator=torch.Generator().manual_seed(self.seed), device="cpu"))
         self._scored_epoch = self.epoch if self._due is None else self._due
         self._due = None
 
@@ -241,7 +266,7 @@ class SPICECurriculum:
         with other scores admits other samples, and :class:`SPICESampler`'s shards then
         silently overlap or miss samples until the next :meth:`update`."""
         if state["scores"] is None:
-            self.scores, self._rankings = None, None
+            self.scores, self._rankings, self._admission = None, None, None
         else:
             scores = SampleScores(**{k: torch.as_tensor(v, device="cpu") for k, v in state["scores"].items()})
             if scores.redundancy.shape != (self.n_samples,):
@@ -253,11 +278,13 @@ class SPICECurriculum:
         self._scored_epoch, self._due = state.get("scored_epoch"), None
 
     @staticmethod
-    def _rank(scores: SampleScores) -> torch.Tensor:
+    def _rank(scores: SampleScores, ties: torch.Tensor) -> torch.Tensor:
+        """``(3, N)`` sample indices by share (one row per phase), then total, both
+        descending, then in the order ``ties`` lists them."""
         shares = scores.shares().cpu()
         total = (scores.redundancy + scores.unique1 + scores.unique2 + scores.synergy).cpu()
-        # Lexicographic (share desc, total desc, index asc): stable sorts, least key first.
-        by_total = torch.sort(-total, stable=True).indices
+        # Lexicographic: stable sorts, least key first.
+        by_total = ties[torch.sort(-total[ties], stable=True).indices]
         rows = []
         for share in shares:
             order = torch.sort(-share[by_total], stable=True).indices
@@ -302,7 +329,13 @@ class SPICECurriculum:
         if self._rankings is None:
             return torch.arange(self.n_samples, device="cpu")
         n = self._count(self.fraction())
-        return self._rankings[self.schedule.position(self.epoch).index, :n].clone()
+        phase = self.schedule.position(self.epoch).index
+        # The first n of the random-tie ranking, listed in the ranking's own order: where no
+        # tie straddles the cut, exactly its first n (the sampler's shuffle reads the order).
+        admitted = torch.zeros(self.n_samples, dtype=torch.bool, device="cpu")
+        admitted[self._admission[phase, :n]] = True
+        ranking = self._rankings[phase]
+        return ranking[admitted[ranking]]
 
     def weights(self) -> torch.Tensor:
         """``(N,)`` float 0/1 mask of the admitted samples at the current epoch."""

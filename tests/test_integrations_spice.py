@@ -226,6 +226,45 @@ def test_curriculum_tie_break_by_total_information():
     assert cur.indices().tolist() == [1, 2, 0]
 
 
+def test_ties_at_the_cut_are_drawn_at_random_not_by_index():
+    """Ties broken by index admitted a class-sorted training set class by class where the
+    scores were 0 (local scores of a fitted model): classes 0-6 in full, none of 8 and 9."""
+    n, c = 500, 10
+    y = torch.arange(c).repeat_interleave(n // c)                     # stored class by class
+    z = torch.zeros(n)
+    r = torch.zeros(n)
+    r[::50] = 1.0                                                    # one informative sample a class
+    cur = SPICECurriculum(n, epochs=3, pacing=lambda t, T: 0.4, estimator=lambda *a: SampleScores(r, z, z, z))
+    with pytest.warns(UserWarning, match="490 of 500 samples score 0"):
+        cur.update(None, None, None, None)
+    cur.set_epoch(1)
+    idx = cur.indices()
+    assert len(idx) == 200 and idx[:10].tolist() == list(range(0, 500, 50))   # the informative first
+    per_class = torch.bincount(y[idx], minlength=c)
+    assert per_class.min() >= 10 and per_class.max() <= 30, per_class     # by index: 50 x 3, 40, 0 x 6
+    assert idx[10:].tolist() == sorted(idx[10:].tolist())          # listed in the ranking's order
+    again = SPICECurriculum(n, epochs=3, pacing=lambda t, T: 0.4, estimator=lambda *a: SampleScores(r, z, z, z))
+    again.load_state_dict(cur.state_dict())
+    assert torch.equal(again.indices(), idx)                         # the same draw after a checkpoint
+    other = SPICECurriculum(n, epochs=3, pacing=lambda t, T: 0.4, seed=1,
+                            estimator=lambda *a: SampleScores(r, z, z, z))
+    other.load_state_dict(cur.state_dict())
+    assert not torch.equal(other.indices(), idx)
+    # Without ties at the cut the admitted samples are the ranking's first, in its order.
+    distinct = SPICECurriculum(n, epochs=3, pacing=lambda t, T: 0.4,
+                               estimator=lambda *a: SampleScores(torch.arange(n, 0, -1.0), z, z, z))
+    distinct.update(None, None, None, None)
+    distinct.set_epoch(1)
+    assert distinct.indices().tolist() == list(range(200))
+
+
+def test_forgetting_set_epoch_is_said():
+    cur = SPICECurriculum(40, epochs=6)
+    assert not cur.due(0) and cur.due(1)
+    with pytest.warns(UserWarning, match=r"due\(2\) while the curriculum is at epoch 0: call set_epoch"):
+        cur.due(2)
+
+
 def test_curriculum_refresh_and_errors():
     cur = SPICECurriculum(4, epochs=6, refresh=2)
     assert [cur.due(e) for e in range(6)] == [False, False, True, False, True, False]
