@@ -308,7 +308,8 @@ class SynIBLoss(nn.Module):
         p: probability that a feature is withheld (``"random"``, ``"zero"``, ``"noise"``);
             ``None``: the variant's value (0.8).
         off_after_epoch: the penalty and the masked cross-entropy are applied only while
-            ``epoch < off_after_epoch`` (``None``: always).
+            ``epoch < off_after_epoch`` (``None``: always); a call without ``epoch`` is
+            then a ``ValueError``.
         variant: ``"integration"`` or ``"repository"``: the defaults of the other options.
         penalty: ``"uniform"`` (KL to the uniform prediction) or ``"gaussian"`` (the
             variational KL of the module docstring; needs ``num_classes`` and
@@ -615,7 +616,12 @@ class SynIBLoss(nn.Module):
     def _in_time(self, epoch: float | None) -> bool:
         if epoch is not None:  # a fractional epoch (a trainer's progress, 2.5) is one too
             epoch = check_real(epoch, "epoch", 0)
-        return self.off_after_epoch is None or epoch is None or epoch < self.off_after_epoch
+        if self.off_after_epoch is None:
+            return True
+        if epoch is None:  # the penalty had stayed on without a word
+            raise ValueError(f"off_after_epoch={self.off_after_epoch} needs the epoch: pass epoch= to the loss "
+                             "(or build it with off_after_epoch=None)")
+        return epoch < self.off_after_epoch
 
     def _kl(self, fusion: Fusion, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         logits, feats = _fused(fusion, a, b)

@@ -102,6 +102,8 @@ def test_off_after_epoch():
     off = loss_fn(z1, z2, y, fusion, head1, head2, epoch=3)
     assert off.synergy_kl.item() == 0.0
     assert off.loss.item() == pytest.approx((off.fused_ce + 0.6 * off.unimodal_ce).item(), rel=1e-6)
+    with pytest.raises(ValueError, match="off_after_epoch=3 needs the epoch: pass epoch="):   # had stayed on
+        loss_fn(z1, z2, y, fusion, head1, head2)
 
 
 def test_random_mask_takes_features_from_other_samples():
