@@ -42,6 +42,7 @@ from __future__ import annotations
 from typing import Iterable, Sequence
 
 import math
+import warnings
 
 import torch
 
@@ -75,10 +76,19 @@ def ogm_ge_scores(logits: Sequence[torch.Tensor], y, *, all_ranks: bool = True) 
     coefficient would turn every gradient of the step into NaN.
     """
     if not all_ranks:
-        return _scores(logits, y)
-    scores = check_on_every_rank(_scores, logits, y)
-    same_on_every_rank(len(scores), "the number of modalities of ogm_ge_scores")
-    return all_reduce_sum(scores)
+        scores = _scores(logits, y)
+    else:
+        scores = check_on_every_rank(_scores, logits, y)
+        same_on_every_rank(len(scores), "the number of modalities of ogm_ge_scores")
+        scores = all_reduce_sum(scores)
+    with torch.no_grad():  # the logits are checked by now
+        for m, l in enumerate(logits):
+            if l.shape[1] > 1 and bool(((l >= 0) & (l <= 1)).all()) and bool(
+                    ((l.double().sum(-1) - 1).abs() < 1e-4).all()):
+                warnings.warn(f"ogm_ge_scores: every row of modality {m}'s logits lies in [0, 1] and sums to 1, as "
+                              "probabilities do; it applies the softmax itself, so pass logits (a softmax of "
+                              "probabilities flattens the scores toward 1/C)", stacklevel=2)
+    return scores
 
 
 def _scores(logits: Sequence[torch.Tensor], y) -> torch.Tensor:
@@ -124,7 +134,8 @@ def modulate_gradients(params: Sequence[Iterable[torch.nn.Parameter]], coefficie
                        noise: bool = True, generator: torch.Generator | None = None) -> None:
     """Scale (and, with ``noise``, perturb) the gradients in place: ``params[m]`` are the
     parameters of modality ``m``'s encoder, ``coefficients`` its ``(M,)`` coefficients.
-    Parameters without a gradient are skipped. A sparse gradient (``nn.Embedding(sparse=True)``)
+    Parameters without a gradient are skipped; where none has one (a call before
+    ``backward()``), a warning says so. A sparse gradient (``nn.Embedding(sparse=True)``)
     stays sparse: its stored entries are scaled, and perturbed with their own spread, so that
     the rows no sample touched stay untouched (torch has no ``std`` of sparse tensors).
     ``generator``: the ``torch.Generator`` the noise is drawn from (default: torch's global
@@ -133,10 +144,12 @@ def modulate_gradients(params: Sequence[Iterable[torch.nn.Parameter]], coefficie
     if coefficients.shape != (len(params),):
         raise ValueError(f"need one coefficient per parameter group: {len(params)} groups, "
                          f"coefficients of shape {tuple(coefficients.shape)}")
+    modulated = 0
     for group, k in zip(params, coefficients.tolist()):
         for p in group:
             if p.grad is None:
                 continue
+            modulated += 1
             if p.grad.is_sparse:
                 g = p.grad.coalesce()
                 values = _modulated(g.values(), k, noise, generator)
@@ -144,6 +157,9 @@ def modulate_gradients(params: Sequence[Iterable[torch.nn.Parameter]], coefficie
                                                  check_invariants=False)  # the indices of a coalesced tensor
             else:
                 p.grad.copy_(_modulated(p.grad, k, noise, generator))
+    if not modulated:
+        warnings.warn("modulate_gradients: no parameter has a gradient, nothing was modulated; call it after "
+                      "loss.backward() and before optimizer.step()", stacklevel=2)
 
 
 def _modulated(values: torch.Tensor, k: float, noise: bool, generator) -> torch.Tensor:

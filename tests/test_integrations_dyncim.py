@@ -3,6 +3,7 @@ loss, OGM-GE, and seconds-long training runs."""
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -310,6 +311,23 @@ def test_ogm_ge_scores_and_coefficients():
     torch.testing.assert_close(k3, torch.tensor([1 - math.tanh(1.0), 1.0, 1.0], dtype=D64))
     with pytest.raises(ValueError, match="M >= 2"):
         ogm_ge_coefficients(torch.tensor([1.0]))
+
+
+def test_ogm_ge_says_when_given_probabilities_or_called_before_backward():
+    """Probabilities for logits flattened the scores (coefficients 0.565 against 0.080 from the
+    logits) without a word; a call before backward() modulated nothing without a word."""
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 10, (64,), generator=g)
+    l1, l2 = torch.randn(64, 10, generator=g), torch.randn(64, 10, generator=g)
+    l1[range(64), y] += 6
+    with pytest.warns(UserWarning, match="every row of modality 0's logits lies in"):
+        ogm_ge_scores([l1.softmax(-1), l2], y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ogm_ge_scores([l1, l2], y)                                # logits: no warning
+    enc = torch.nn.Linear(3, 2)
+    with pytest.warns(UserWarning, match="no parameter has a gradient"):
+        modulate_gradients([enc.parameters(), []], torch.tensor([0.5, 1.0]))
 
 
 def test_ogm_ge_coefficient_rules():
