@@ -239,8 +239,8 @@ class SPICECurriculum:
         if 2 * zero > self.n_samples and not self._warned_zero:
             self._warned_zero = True
             warnings.warn(f"SPICECurriculum: {zero} of {self.n_samples} samples score 0 (no information in any "
-                          "term, e.g. local joints of a model that fits its training set): their ranking is a "
-                          "random order (seed), so the curriculum admits a random subset of them", stacklevel=3)
+                          "term, e.g. local joints of a model that fits its training set): they tie, and the ones "
+                          "admitted are drawn at random (seed)", stacklevel=3)
         self.scores = scores
         # on the CPU, whatever torch's default device (as the scores)
         self._rankings = self._rank(scores, torch.arange(self.n_samples, device="cpu"))
