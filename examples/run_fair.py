@@ -27,6 +27,12 @@ Runs (1 torch thread; the AV-digits cache is generated with espeak-ng on first u
 * tables and figures again from a saved JSON file, without training::
 
       python -m examples.run_fair --replot examples/results/fair_full.json
+
+* some arms again, with a saved run's settings, after a change that touches them alone (their
+  results replace the saved ones; the other arms' stay, and the report names the rerun)::
+
+      python -m examples.run_fair --rerun examples/results/fair_full.json --arms "SPICE (pointwise)" \
+          --note "why they were run again"
 """
 from __future__ import annotations
 
@@ -157,6 +163,15 @@ def _pct(iv, signed=False) -> str:
     return f"{fmt.format(100 * iv['mean'])} [{100 * lo:.1f}, {100 * hi:.1f}]"
 
 
+def _rerun_text(r: dict) -> str:
+    """A sentence on arms run again later (``--rerun``) for the report's header."""
+    alone = ("its per-seed encoders trained alone reproduced the saved ones" if r["alone_reproduced"] else
+             "**its per-seed encoders trained alone differed from the saved ones** (the seeds' pairing with the "
+             "other arms is then not exact)")
+    return (f"{', '.join(r['arms'])} run again later (`{command('run_fair', r['argv'])}`: {r['note']}), "
+            f"{r['wall_seconds'] / 60:.1f} min on {r['machine']}; {alone}.")
+
+
 def markdown(results: dict) -> str:
     """The tables of ``results`` as saved in the JSON file (modality keys ``"1"``, ``"2"``)."""
     cfg = results["config"]
@@ -167,7 +182,8 @@ def markdown(results: dict) -> str:
              f"passes over the training set (sample visits) per run, batch {cfg['batch_size']}. Wall time "
              f"{cfg['wall_seconds'] / 60:.1f} min on {cfg['machine']}"
              + (f" (load average {cfg['load_at_start']:.1f} at the start: the cores were shared with other work)"
-                if cfg.get("load_at_start") is not None else "") + ".", "",
+                if cfg.get("load_at_start") is not None else "") + "."
+             + "".join(f" {_rerun_text(r)}" for r in cfg.get("reruns", [])), "",
              "Accuracies in %, test split; `[lo, hi]` is the 95 % t-interval over seeds (of the mean, cut to "
              "[0, 100], or of the mean paired difference). *Final*: last epoch; *best-val*: the epoch with the best validation "
              "accuracy. *Δ vs X*: the per-seed difference to baseline X on the same seed, with the seeds it won. "
@@ -292,6 +308,43 @@ def write(results: dict, out: Path, plots: bool = True, name: str | None = None)
     (out / f"{name}.md").write_text(md)
 
 
+def rerun(ap: argparse.ArgumentParser, args, argv) -> dict:
+    """``--rerun``: the arms of ``--arms`` trained again (tuning and every seed) with the saved
+    run's settings, their results in place of the saved ones; written under the saved file's
+    name (to ``--out``, else its folder)."""
+    given = [f"--{dest.replace('_', '-')}" for dest, value in vars(args).items()
+             if dest not in ("out", "rerun", "note", "arms", "no_plots") and value != ap.get_default(dest)]
+    if given:
+        ap.error(f"--rerun takes the saved run's settings: {', '.join(given)} would be ignored; drop them")
+    if args.arms == ap.get_default("arms") or not args.note:
+        ap.error("--rerun needs the arms to run again (--arms ...) and why (--note ...)")
+    unknown = [a for a in args.arms if a not in arm_defs.ARMS]
+    if unknown:
+        ap.error(f"--arms: unknown arm(s) {unknown}; choose from {list(arm_defs.ARMS)}")
+    results = read_saved_run(ap, args.rerun, ("config", "datasets"), option="--rerun")
+    saved = ap.parse_args(results["config"]["argv"])
+    out = args.out if args.out is not None else args.rerun.parent
+    args.replot, args.out = None, out
+    out = results_folder(ap, args)
+    torch.set_num_threads(saved.threads)
+    t0, load = time.perf_counter(), os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    reproduced = True
+    for name, d in results["datasets"].items():
+        new = run_dataset(loader(name, saved.val_fraction), args.arms, saved, name)
+        reproduced &= json.loads(json.dumps(new["alone"])) == d["alone"]
+        for a in args.arms:
+            d["tuning"][a], d["runs"][a] = new["tuning"][a], new["runs"][a]
+        d["summary"] = summarise(d, list(d["runs"]))
+    results["config"].setdefault("reruns", []).append(
+        {"arms": args.arms, "argv": run_arguments(argv), "note": args.note, "wall_seconds": time.perf_counter() - t0,
+         "machine": f"{machine()}, {saved.threads} torch thread(s)" + (f", load average {load:.1f} at the start"
+                                                                     if load is not None else ""),
+         "torch": torch.__version__, "alone_reproduced": bool(reproduced)})
+    results = json.loads(json.dumps(results))
+    write(results, out, plots=not args.no_plots, name=args.rerun.stem)
+    return results
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  formatter_class=HelpFormatter)
@@ -311,7 +364,14 @@ def main(argv=None) -> dict:
     ap.add_argument("--no-plots", action="store_true", help="skip the figures")
     add_output_options(ap, "rewrite the tables and figures of a saved run (in --out, else next to it); "
                            "no training")
+    ap.add_argument("--rerun", metavar="JSON", type=Path,
+                    help="run --arms again with the settings of this saved run and put their results into it")
+    ap.add_argument("--note", default=None, help="with --rerun: why the arms were run again (in the report)")
     args = ap.parse_args(argv)
+    if args.rerun:
+        return rerun(ap, args, argv)
+    if args.note is not None:
+        ap.error("--note goes with --rerun")
     if args.replot:
         results = read_saved_run(ap, args.replot, ("config", "datasets"))
         for d in results["datasets"].values():

@@ -198,6 +198,36 @@ def test_runner_writes_paired_tables(tmp_path, monkeypatch):
     assert (tmp_path / "tiny.md").read_text() == run_fair.markdown(saved)
 
 
+def test_rerun_replaces_the_named_arms_and_says_so(tmp_path, monkeypatch, capsys):
+    """--rerun trains the given arms again with a saved run's settings: their results replace
+    the saved ones, the others stay, the per-seed encoders trained alone are checked against
+    the saved ones, and the report names the rerun and why."""
+    monkeypatch.setattr(run_fair, "loader", lambda name, val: lambda seed: synthetic_views(
+        n=200, seed=seed, val_fraction=val))
+    run_fair.main(["--name", "tiny", "--datasets", "synthetic", "--arms", "fused", "fused+heads", "--seeds", "2",
+                   "--trials", "1", "--epochs", "2", "--no-plots", "--out", str(tmp_path)])
+    path = tmp_path / "tiny.json"
+    saved = json.loads(path.read_text())
+    runs = saved["datasets"]["synthetic"]["runs"]
+    runs["fused"][0]["test"]["acc"] = -1.0                      # marks a result the rerun must replace
+    runs["fused+heads"][0]["test"]["acc"] = -2.0                # and one it must keep
+    path.write_text(json.dumps(saved))
+    again = run_fair.main(["--rerun", str(path), "--arms", "fused", "--note", "a test", "--no-plots"])
+    runs = again["datasets"]["synthetic"]["runs"]
+    assert runs["fused"][0]["test"]["acc"] >= 0 and runs["fused+heads"][0]["test"]["acc"] == -2.0
+    rerun = again["config"]["reruns"][0]
+    assert rerun["arms"] == ["fused"] and rerun["note"] == "a test" and rerun["alone_reproduced"] is True
+    md = (tmp_path / "tiny.md").read_text()
+    assert "fused run again later (`python -m examples.run_fair --rerun" in md and ": a test)" in md
+    assert json.loads(path.read_text())["config"]["reruns"] == again["config"]["reruns"]
+    for argv, message in ((["--arms", "fused"], "and why (--note"), (["--note", "x"], "needs the arms"),
+                          (["--arms", "fused", "--note", "x", "--seeds", "4"], "--seeds would be ignored")):
+        capsys.readouterr()
+        with pytest.raises(SystemExit):
+            run_fair.main(["--rerun", str(path), *argv])
+        assert message in capsys.readouterr().err
+
+
 def test_new_arms_visit_the_same_budget_and_report_the_xor_subset(small):
     n = len(small.train)
     for name in ("pre-training", "SynIB (repository variant)", "ECS-async"):
