@@ -211,14 +211,18 @@ def test_rerun_replaces_the_named_arms_and_says_so(tmp_path, monkeypatch, capsys
     runs = saved["datasets"]["synthetic"]["runs"]
     runs["fused"][0]["test"]["acc"] = -1.0                      # marks a result the rerun must replace
     runs["fused+heads"][0]["test"]["acc"] = -2.0                # and one it must keep
+    saved["datasets"]["synthetic"]["alone"][1]["2"]["probe"] += 0.01   # as another host's arithmetic would
     path.write_text(json.dumps(saved))
     again = run_fair.main(["--rerun", str(path), "--arms", "fused", "--note", "a test", "--no-plots"])
     runs = again["datasets"]["synthetic"]["runs"]
     assert runs["fused"][0]["test"]["acc"] >= 0 and runs["fused+heads"][0]["test"]["acc"] == -2.0
     rerun = again["config"]["reruns"][0]
-    assert rerun["arms"] == ["fused"] and rerun["note"] == "a test" and rerun["alone_reproduced"] is True
+    assert rerun["arms"] == ["fused"] and rerun["note"] == "a test"
+    assert rerun["alone_compared"] == 2 * 2 * 2 and rerun["alone_differ"] == 1    # seeds, modalities, acc/probe
+    assert rerun["alone_max_difference"] == pytest.approx(0.01)
     md = (tmp_path / "tiny.md").read_text()
     assert "fused run again later (`python -m examples.run_fair --rerun" in md and ": a test)" in md
+    assert "reproduced 7 of the 8 saved accuracies, the others by 1 points or less" in md
     assert json.loads(path.read_text())["config"]["reruns"] == again["config"]["reruns"]
     for argv, message in ((["--arms", "fused"], "and why (--note"), (["--note", "x"], "needs the arms"),
                           (["--arms", "fused", "--note", "x", "--seeds", "4"], "--seeds would be ignored")):
