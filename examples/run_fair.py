@@ -170,7 +170,10 @@ def _rerun_text(r: dict) -> str:
              f"its per-seed encoders trained alone reproduced {r['alone_compared'] - r['alone_differ']} of the "
              f"{r['alone_compared']} saved accuracies, the others by {100 * r['alone_max_difference']:.2g} points "
              "or less (this host's arithmetic: its runs of the other arms would differ alike)")
-    return (f"{', '.join(r['arms'])} run again later (`{command('run_fair', r['argv'])}`: {r['note']}), "
+    argv = list(r["argv"])
+    if "--note" in argv:  # said in words instead
+        del argv[argv.index("--note"):argv.index("--note") + 2]
+    return (f"{', '.join(r['arms'])} run again later ({r['note']}; `{command('run_fair', argv)}`), "
             f"{r['wall_seconds'] / 60:.1f} min on {r['machine']}; {alone}.")
 
 
