@@ -364,7 +364,11 @@ def estimate(x1, x2, y, *, sizes=None, weights=None, counts=None, groups=None, n
         if counts is not None:
             # The samples as given are checked first, so that an error names their own index.
             joint(x1, x2, y, sizes=sizes, weights=weights, groups=groups, num_groups=num_groups)
-            x1, x2, y, weights, groups = _repeated_samples(counts, x1, x2, y, weights, groups)
+            # Each repeated sample is held again by every null draw at once (the check after
+            # the repeat came when 10^8 repeats had grown the process by 7 GB).
+            draws = _check_int(n_null, "n_null", 0) if getattr(y, "ndim", np.ndim(y)) == 1 else 0  # rows: no draws
+            x1, x2, y, weights, groups = _repeated_samples(counts, x1, x2, y, weights, groups,
+                                                           _resample.BYTES_PER_SAMPLE_DRAW * draws)
         return _estimate(x1, x2, y, sizes, weights, groups, num_groups, confidence, n_jackknife, n_null,
                          n_pilot, seed, base, progress, caller_threads)
 
@@ -830,9 +834,11 @@ def _check_resampling_memory(G: int, sizes, g: int, pilot: int, n_null: int, dev
             f"n_jackknife and n_null, or estimate from a subsample")
 
 
-def _repeated_samples(counts, x1, x2, y, weights, groups):
+def _repeated_samples(counts, x1, x2, y, weights, groups, per_sample: int = 0):
     """``x1, x2, y`` and the given ``weights`` and ``groups`` with sample ``n`` repeated
-    ``counts[n]`` times (torch stays torch, on its device; anything else becomes numpy)."""
+    ``counts[n]`` times (torch stays torch, on its device; anything else becomes numpy);
+    refused up front where the repeated samples, with ``per_sample`` more bytes each (what the
+    resampling holds per sample), would not fit."""
     c, _ = as_tensor(counts, "counts")
     n = len(x1)
     if c.dim() != 1 or c.shape[0] != n:
@@ -874,11 +880,14 @@ def _repeated_samples(counts, x1, x2, y, weights, groups):
             on = v.device if isinstance(v, torch.Tensor) else torch.device("cpu")
             row = v.element_size() * v[0].numel() if isinstance(v, torch.Tensor) else v.itemsize * v[0].size
             need[on] = need.get(on, 0) + total * row
+    on = x1.device if isinstance(x1, torch.Tensor) else torch.device("cpu")  # where the joints are made
+    need[on] = need.get(on, 0) + total * per_sample
     for on, size in need.items():
         have = None if _resources.memory_unchecked(size) else _resources.available_bytes(on)
         if have is not None and size > have:
             raise MemoryError(f"counts repeat the {n} samples into {total}, which need {_resources.gib(size, have)} "
-                              f"on {on}, but {_resources.gib(have, size)} is free; estimate from a subsample")
+                              f"on {on} with what the null draws hold of each, but {_resources.gib(have, size)} "
+                              f"is free; estimate from a subsample (or n_null=0)")
 
     def repeat(v):
         if v is None:

@@ -1107,6 +1107,22 @@ def test_many_samples_count_in_the_resampling_memory(monkeypatch):
                          groups=np.arange(6000) % 4, seed=0)
 
 
+def test_counts_are_refused_before_they_are_repeated_where_the_null_draws_would_not_fit(monkeypatch):
+    """Counts totalling 10^8 were repeated (the process grew by 7 GB in 27 s) before the
+    resampling's check refused them: the check before the repeat counted the repeated codes
+    alone, not what the null draws hold of each."""
+    from fastpid import _resources
+
+    monkeypatch.setattr(_resources, "available_bytes", lambda device: 1 << 30)
+    x = np.arange(12) % 3
+    counts = np.full(12, 1_000_000)                      # 12 * 10^6 repeats: 0.27 GiB as codes
+    with pytest.raises(MemoryError, match=r"counts repeat the 12 samples into 12000000, which need 31.4 GiB on "
+                                          r"cpu with what the null draws hold of each"):
+        fastpid.estimate(x, x[::-1].copy(), x, counts=counts, seed=0)
+    small = np.full(12, 1000)
+    assert fastpid.estimate(x, x[::-1].copy(), x, counts=small, seed=0, n_null=9, n_jackknife=5).n == 12_000
+
+
 def test_declared_values_no_sample_takes_cost_nothing(monkeypatch):
     """The resampling works over the values the samples take: 50 samples declared over 1000 x
     1000 x 50 values fit in 1 GiB (they were refused), and 256 x 256 x 64 declared values give
