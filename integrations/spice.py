@@ -66,6 +66,7 @@ from fastpid._validate import check_integer
 
 from .distributed import (assemble, broadcast_tensors, check_on_every_rank, is_distributed, rank_and_world,
                           same_on_every_rank)
+from .cluster import check_seed
 from .pacing import PhaseSchedule, RootCompetence
 from .predictions import as_labels, as_tensor, rows_to_gather
 from .spice_scores import SampleScores, local_scores, pointwise_scores
@@ -102,7 +103,7 @@ class SPICECurriculum:
     def __init__(self, n_samples: int, epochs: int, *, phases=(0.3, 0.3, 0.4), pacing=None,
                  refresh: int = 1, estimator: str | Estimator = "pointwise", estimator_kwargs=None,
                  min_samples: int = 1, seed: int = 0):
-        self.seed = check_integer(seed, "seed", 0, expected="an integer >= 0")
+        self.seed = check_seed(seed)
         n_samples, refresh, min_samples = (
             check_integer(v, name, 1, expected="a positive integer")
             for name, v in (("n_samples", n_samples), ("refresh", refresh), ("min_samples", min_samples)))
@@ -129,6 +130,7 @@ class SPICECurriculum:
         self._scored_epoch: int | None = None
         self._due: int | None = None
         self._warned_zero = self._warned_epoch = False
+        self._asked: list[int] = []  # the epochs due() was asked for since the last set_epoch()
         self._warn_if_a_phase_admits_everyone()
 
     def _warn_if_a_phase_admits_everyone(self) -> None:
@@ -155,12 +157,16 @@ class SPICECurriculum:
         the scores its sampler's order was drawn from (estimated afresh, they admitted other
         samples, and the resumed epoch repeated 12 and skipped 18 of 73)."""
         epoch = operator.index(epoch)
-        if epoch > self.epoch + 1 and not self._warned_epoch:
-            # The loop asks before set_epoch(epoch): the curriculum is then at epoch - 1.
+        # Three epochs asked in turn with no set_epoch() between: the loop forgets it (one
+        # question ahead, or a fresh curriculum asked at a resumed epoch, is no sign).
+        if not self._asked or epoch > self._asked[-1]:
+            self._asked.append(epoch)
+        if len(self._asked) >= 3 and not self._warned_epoch:
             self._warned_epoch = True
-            warnings.warn(f"SPICECurriculum.due({epoch}) while the curriculum is at epoch {self.epoch}: call "
-                          "set_epoch(epoch) every epoch (SPICESampler admits by the curriculum's epoch; without "
-                          "it the run stays in the first phase's first epoch)", stacklevel=2)
+            warnings.warn(f"SPICECurriculum.due() asked for epochs {self._asked} while the curriculum stayed at "
+                          f"epoch {self.epoch}: call set_epoch(epoch) every epoch (SPICESampler admits by the "
+                          "curriculum's epoch; without it the run stays in the first phase's first epoch)",
+                          stacklevel=2)
         due = epoch > 0 and epoch % self.refresh == 0 and epoch != self._scored_epoch
         if due:  # the next update() estimates this epoch's scores (a "no" in between changes nothing)
             self._due = epoch
@@ -182,6 +188,8 @@ class SPICECurriculum:
         # Under a process group a rank's own error is raised on every rank (one raising alone
         # left the others waiting in the broadcast below), and so is index= given on some only.
         same_on_every_rank(index is not None, "whether update() got index=")
+        # Tied samples are drawn by the seed: another seed per rank would admit other samples.
+        same_on_every_rank(self.seed, "SPICECurriculum's seed")
         if index is not None:
             p1, p2, p12, y, embedding = self._assemble(index, p1, p2, p12, y, embedding)
         scores = check_on_every_rank(self._scores, p1, p2, p12, y, embedding)
@@ -295,6 +303,7 @@ class SPICECurriculum:
         """Set the epoch that :meth:`indices`, :meth:`weights` and the sampler refer to."""
         self.schedule.position(epoch)  # validates
         self.epoch = operator.index(epoch)  # a plain int (numpy and 0-d tensor epochs accepted)
+        self._asked = []
 
     def phase(self, epoch: int | None = None) -> str:
         """Name of the phase of ``epoch`` (default: the current epoch)."""

@@ -282,6 +282,8 @@ def _input_error_worker(rank, port, out_dir):
             p1[inter], p2[inter], p12[inter], y[inter], index=inter))
         out["probe_sparse"] = _outcome(lambda: PIDProbe(n_clusters=3)(
             emb1[inter].to_sparse() if rank == 1 else emb1[inter], emb2[inter], y[inter]))
+        out["spice_seed"] = _outcome(lambda: SPICECurriculum(n, epochs=6, seed=rank).update(
+            p1[inter], p2[inter], p12[inter], y[inter], index=inter))
         nan_emb = emb1[inter].clone()
         if rank == 1:
             nan_emb[3, 0] = float("nan")
@@ -490,6 +492,8 @@ def test_one_ranks_bad_inputs_raise_on_every_rank(input_errors):
             ("probe_index", on_rank1 + r"index must have one entry per row \(45\), got shape \(44,\)"),
             ("probe_n_classes", on_rank1 + r"labels\[\d+\] = 2 is out of range for n_classes = 2"),
             # checked after the gather, it had named neither the rank nor the rank's own row
+            # ties at the cut are drawn by the seed: another per rank admitted other samples
+            ("spice_seed", r"ValueError: SPICECurriculum's seed differs between ranks: rank 0: 0, rank 1: 1"),
             ("probe_nan_row", on_rank1 + r"emb1 has NaN or Inf entries \(1 of 45 rows, the first at row 3\)"),
             ("metric_sizes", r"ValueError: PIDMetric.compute\(\): every rank must build the metric with the "
                              r"same sizes .*by rank: \[\(2, 2, 3\), \(2, 2, 2\)\]"),

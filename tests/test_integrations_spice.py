@@ -3,6 +3,7 @@ seconds-long training run."""
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -261,8 +262,20 @@ def test_ties_at_the_cut_are_drawn_at_random_not_by_index():
 def test_forgetting_set_epoch_is_said():
     cur = SPICECurriculum(40, epochs=6)
     assert not cur.due(0) and cur.due(1)
-    with pytest.warns(UserWarning, match=r"due\(2\) while the curriculum is at epoch 0: call set_epoch"):
+    with pytest.warns(UserWarning, match=r"asked for epochs \[0, 1, 2\] while the curriculum stayed at epoch 0: "
+                                         r"call set_epoch"):
         cur.due(2)
+    # A question one epoch ahead, and a fresh curriculum asked at a resumed epoch, say nothing.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ahead = SPICECurriculum(40, epochs=30, refresh=2)
+        for epoch in range(6):
+            if ahead.due(epoch):
+                ahead.due(epoch + 1)
+            ahead.set_epoch(epoch)
+        SPICECurriculum(40, epochs=10).due(7)
+    with pytest.raises(ValueError, match="seed"):
+        SPICECurriculum(40, epochs=6, seed=2 ** 64)
 
 
 def test_curriculum_refresh_and_errors():
