@@ -366,9 +366,10 @@ def estimate(x1, x2, y, *, sizes=None, weights=None, counts=None, groups=None, n
             joint(x1, x2, y, sizes=sizes, weights=weights, groups=groups, num_groups=num_groups)
             # Each repeated sample is held again by every null draw at once (the check after
             # the repeat came when 10^8 repeats had grown the process by 7 GB).
-            draws = _check_int(n_null, "n_null", 0) if getattr(y, "ndim", np.ndim(y)) == 1 else 0  # rows: no draws
+            draws = _check_int(n_null, "n_null", 0) if np.ndim(y) == 1 else 0  # rows as y: no draws
+            rows = sum(np.shape(v)[1] for v in (x1, x2) if np.ndim(v) == 2)  # soft sources' values
             x1, x2, y, weights, groups = _repeated_samples(counts, x1, x2, y, weights, groups,
-                                                           _resample.BYTES_PER_SAMPLE_DRAW * draws)
+                                                           (_resample.BYTES_PER_SAMPLE_DRAW + 8 * rows) * draws)
         return _estimate(x1, x2, y, sizes, weights, groups, num_groups, confidence, n_jackknife, n_null,
                          n_pilot, seed, base, progress, caller_threads)
 
@@ -885,9 +886,10 @@ def _repeated_samples(counts, x1, x2, y, weights, groups, per_sample: int = 0):
     for on, size in need.items():
         have = None if _resources.memory_unchecked(size) else _resources.available_bytes(on)
         if have is not None and size > have:
+            draws = " with what the null draws hold of each" if per_sample else ""
             raise MemoryError(f"counts repeat the {n} samples into {total}, which need {_resources.gib(size, have)} "
-                              f"on {on} with what the null draws hold of each, but {_resources.gib(have, size)} "
-                              f"is free; estimate from a subsample (or n_null=0)")
+                              f"on {on}{draws}, but {_resources.gib(have, size)} is free; estimate from a subsample"
+                              + (" (or n_null=0)" if per_sample else ""))
 
     def repeat(v):
         if v is None:

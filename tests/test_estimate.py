@@ -1121,6 +1121,11 @@ def test_counts_are_refused_before_they_are_repeated_where_the_null_draws_would_
         fastpid.estimate(x, x[::-1].copy(), x, counts=counts, seed=0)
     small = np.full(12, 1000)
     assert fastpid.estimate(x, x[::-1].copy(), x, counts=small, seed=0, n_null=9, n_jackknife=5).n == 12_000
+    rows = np.random.default_rng(0).dirichlet(np.ones(50), 12)      # soft sources hold their rows per draw too
+    with pytest.raises(MemoryError, match=r"into 600000, which need 8.\d+ GiB on cpu with what the null draws"):
+        fastpid.estimate(rows, x, x, counts=np.full(12, 50_000), seed=0)
+    with pytest.raises(MemoryError, match=r"into 120000000, which need 2.68 GiB on cpu, but .* subsample$"):
+        fastpid.estimate(x, x[::-1].copy(), x, counts=np.full(12, 10 ** 7), seed=0, n_null=0)
 
 
 def test_declared_values_no_sample_takes_cost_nothing(monkeypatch):
