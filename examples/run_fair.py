@@ -170,10 +170,7 @@ def _rerun_text(r: dict) -> str:
              f"its per-seed encoders trained alone reproduced {r['alone_compared'] - r['alone_differ']} of the "
              f"{r['alone_compared']} saved accuracies, the others by {100 * r['alone_max_difference']:.2g} points "
              "or less (this host's arithmetic: its runs of the other arms would differ alike)")
-    argv = list(r["argv"])
-    if "--note" in argv:  # said in words instead
-        del argv[argv.index("--note"):argv.index("--note") + 2]
-    return (f"{', '.join(r['arms'])} run again later ({r['note']}; `{command('run_fair', argv)}`), "
+    return (f"{', '.join(r['arms'])} run again later (`{command('run_fair', r['argv'])}`), "
             f"{r['wall_seconds'] / 60:.1f} min on {r['machine']}; {alone}.")
 
 
@@ -313,6 +310,16 @@ def write(results: dict, out: Path, plots: bool = True, name: str | None = None)
     (out / f"{name}.md").write_text(md)
 
 
+def probe_gaps(runs: list, alone: list) -> list:
+    """``runs`` with each seed's probe gaps taken against ``alone``, the saved run's encoders
+    trained alone, the reference of every other arm (this host's own had differed by up to
+    0.13 points on 3 of 80)."""
+    for r, a in zip(runs, alone):
+        r["probe_gap"] = {m: a[str(m)]["probe"] - (r["probe"][m] if m in r["probe"] else r["probe"][str(m)])
+                          for m in (1, 2)}
+    return runs
+
+
 def rerun(ap: argparse.ArgumentParser, args, argv) -> dict:
     """``--rerun``: the arms of ``--arms`` trained again (tuning and every seed) with the saved
     run's settings, their results in place of the saved ones; written under the saved file's
@@ -322,7 +329,8 @@ def rerun(ap: argparse.ArgumentParser, args, argv) -> dict:
     if given:
         ap.error(f"--rerun takes the saved run's settings: {', '.join(given)} would be ignored; drop them")
     if args.arms == ap.get_default("arms") or not args.note:
-        ap.error("--rerun needs the arms to run again (--arms ...) and why (--note ...)")
+        ap.error("--rerun needs --arms naming the arms to run again (not every arm: that is a new run) and --note "
+                 "saying why")
     unknown = [a for a in args.arms if a not in arm_defs.ARMS]
     if unknown:
         ap.error(f"--arms: unknown arm(s) {unknown}; choose from {list(arm_defs.ARMS)}")
@@ -343,7 +351,7 @@ def rerun(ap: argparse.ArgumentParser, args, argv) -> dict:
         compared += len(pairs)
         differ += [abs(x - y) for x, y in pairs if x != y]
         for a in args.arms:
-            d["tuning"][a], d["runs"][a] = new["tuning"][a], new["runs"][a]
+            d["tuning"][a], d["runs"][a] = new["tuning"][a], probe_gaps(new["runs"][a], d["alone"])
         d["summary"] = summarise(d, list(d["runs"]))
     results["config"].setdefault("reruns", []).append(
         {"arms": args.arms, "argv": run_arguments(argv), "note": args.note, "wall_seconds": time.perf_counter() - t0,

@@ -221,10 +221,13 @@ def test_rerun_replaces_the_named_arms_and_says_so(tmp_path, monkeypatch, capsys
     assert rerun["alone_compared"] == 2 * 2 * 2 and rerun["alone_differ"] == 1    # seeds, modalities, acc/probe
     assert rerun["alone_max_difference"] == pytest.approx(0.01)
     md = (tmp_path / "tiny.md").read_text()
-    assert "fused run again later (a test; `python -m examples.run_fair --rerun" in md and "--note" not in md
+    assert "fused run again later (`python -m examples.run_fair --rerun" in md and "--note 'a test' --no-plots`)" in md
+    # The rerun arm's probe gaps are against the saved encoders trained alone, as every arm's.
+    alone = again["datasets"]["synthetic"]["alone"][1]["2"]["probe"]
+    assert runs["fused"][1]["probe_gap"]["2"] == pytest.approx(alone - runs["fused"][1]["probe"]["2"])
     assert "reproduced 7 of the 8 saved accuracies, the others by 1 points or less" in md
     assert json.loads(path.read_text())["config"]["reruns"] == again["config"]["reruns"]
-    for argv, message in ((["--arms", "fused"], "and why (--note"), (["--note", "x"], "needs the arms"),
+    for argv, message in ((["--arms", "fused"], "and --note saying why"), (["--note", "x"], "needs --arms naming the arms"),
                           (["--arms", "fused", "--note", "x", "--seeds", "4"], "--seeds would be ignored")):
         capsys.readouterr()
         with pytest.raises(SystemExit):
