@@ -227,7 +227,8 @@ def test_rerun_replaces_the_named_arms_and_says_so(tmp_path, monkeypatch, capsys
     assert runs["fused"][1]["probe_gap"]["2"] == pytest.approx(alone - runs["fused"][1]["probe"]["2"])
     assert "reproduced 7 of the 8 saved accuracies, the others by 1 points or less" in md
     assert json.loads(path.read_text())["config"]["reruns"] == again["config"]["reruns"]
-    for argv, message in ((["--arms", "fused"], "and --note saying why"), (["--note", "x"], "needs --arms naming the arms"),
+    for argv, message in ((["--arms", "fused"], "and --note saying why"),
+                          (["--note", "x"], "needs --arms naming the arms"),
                           (["--arms", "fused", "--note", "x", "--seeds", "4"], "--seeds would be ignored")):
         capsys.readouterr()
         with pytest.raises(SystemExit):
