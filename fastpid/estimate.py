@@ -828,11 +828,14 @@ def _check_resampling_memory(G: int, sizes, g: int, pilot: int, n_null: int, dev
         if factors:
             parts.append(f"the weights' split by class (a system per problem over its classes), "
                          f"{_resources.gib(factors)}")
+        # The redrawn targets grow with the samples: a subsample of this many fits beside the joints.
+        fits = (have - joints - factors) * n_samples // redrawn if redrawn and have > joints + factors else 0
         raise MemoryError(
             f"estimate() of {G} joint(s) of {'x'.join(map(str, sizes))} values taken holds "
             f"{'; '.join(parts)}: {_resources.gib(need, have)} in all, but {_resources.gib(have, need)} is free "
             f"on {device}; merge rare values of X1, X2 or Y (suggest_k gives a number of clusters), lower "
-            f"n_jackknife and n_null, or estimate from a subsample")
+            f"n_jackknife and n_null, or estimate from a subsample"
+            + (f" (about {fits:,} of the {n_samples:,} samples fit)" if fits else ""))
 
 
 def _repeated_samples(counts, x1, x2, y, weights, groups, per_sample: int = 0):

@@ -1094,8 +1094,12 @@ def test_many_samples_count_in_the_resampling_memory(monkeypatch):
     x1, x2 = rng.integers(0, 4, n), rng.integers(0, 4, n)
     y = (x1 + x2) % 3
     monkeypatch.setattr(_resources, "available_bytes", lambda device: 400 << 20)
-    with pytest.raises(MemoryError, match=r"the targets of its 200000 samples redrawn 29 times at once, 0.532 GiB"):
+    redrawn = r"the targets of its 200000 samples redrawn 29 times at once, 0.532 GiB"
+    with pytest.raises(MemoryError, match=redrawn) as e:
         fastpid.estimate(x1, x2, y, seed=0)
+    fits = int(str(e.value).split("(about ")[1].split(" of the 200,000")[0].replace(",", ""))
+    assert 140_000 < fits < 150_000                      # 400 MiB of the 0.532 GiB the redrawn targets take
+    fastpid.estimate(x1[:fits], x2[:fits], y[:fits], seed=0)   # and that many fit
     monkeypatch.setattr(_resources, "available_bytes", lambda device: 100 << 20)
     small = slice(0, 20_000)                     # 0.05 GiB of redrawn targets as codes, fits
     assert fastpid.estimate(x1[small], x2[small], y[small], seed=0, n_null=9, n_jackknife=5).n == 20_000
