@@ -103,6 +103,19 @@ def _raise_on_every_rank(error: Exception | None) -> None:
             raise ValueError(f"on rank {rank}: {message}") from error
 
 
+def _check_on_every_rank(check, *args):
+    """``check(*args)``: its result, or the exception it raised on this rank raised on every
+    rank (:func:`_raise_on_every_rank`; any ``Exception``: a user's estimator that raised a
+    ``RuntimeError`` on one rank had left the others waiting). Run a rank's checks of its own
+    inputs through it before a collective. Collective: every rank must call it."""
+    try:
+        result, error = check(*args), None
+    except Exception as e:  # noqa: BLE001 - whatever it is, every rank must raise
+        result, error = None, e
+    _raise_on_every_rank(error)
+    return result
+
+
 def _shared_seed(seed):
     """``seed``, or where it is ``None`` under a process group, one seed drawn on rank 0 and
     broadcast: fresh entropy per process would give every rank another estimate. Collective
@@ -243,12 +256,8 @@ class PIDMetric:
         reps = counts[tuple(cells.T)].to(torch.int64)
         x1, x2, y = cells.repeat_interleave(reps, dim=0).T
         estimate_kwargs.setdefault("base", self.pid_kwargs.get("base"))
-        try:  # an argument refused on one rank (confidence=2.0) raises on every rank
-            result, error = estimate(x1, x2, y, sizes=self.sizes, **estimate_kwargs), None
-        except Exception as e:  # noqa: BLE001 - whatever it is, every rank must raise
-            result, error = None, e
-        _raise_on_every_rank(error)
-        return result
+        # An argument refused on one rank (confidence=2.0) raises on every rank.
+        return _check_on_every_rank(lambda: estimate(x1, x2, y, sizes=self.sizes, **estimate_kwargs))
 
     def _global_counts(self, caller: str) -> tuple[torch.Tensor, bool]:
         """The counts summed over the ranks, checked to hold some samples, and whether

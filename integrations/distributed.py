@@ -31,6 +31,7 @@ import torch
 import torch.distributed as dist
 
 from fastpid.metrics import _collective_device
+from fastpid.metrics import _check_on_every_rank as check_on_every_rank
 from fastpid.metrics import _raise_on_every_rank as raise_on_every_rank
 
 from .predictions import check_indices
@@ -136,19 +137,6 @@ def _place_rows(n_samples: int, index: torch.Tensor, tensors: Sequence[torch.Ten
         full[index] = t
         out.append(full)
     return out
-
-
-def check_on_every_rank(check, *args):
-    """``check(*args)``: its result, or the exception it raised on this rank raised on every
-    rank (:func:`raise_on_every_rank`; any ``Exception``: a user's estimator that raised a
-    ``RuntimeError`` on one rank had left the others waiting). Run a rank's checks of its own
-    inputs through it before a collective. Collective: every rank must call it."""
-    try:
-        result, error = check(*args), None
-    except Exception as e:  # noqa: BLE001 - whatever it is, every rank must raise
-        result, error = None, e
-    raise_on_every_rank(error)
-    return result
 
 
 def same_on_every_rank(value, what: str):
