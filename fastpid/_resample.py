@@ -318,7 +318,13 @@ def redraw_bytes(x1, x2, sizes, draws: int) -> int:
     row_values = sum(v.shape[1] for v in (x1, x2) if v.dim() == 2)
     one_hot = sum(n for n, v in zip((n1, n2), (x1, x2)) if v.dim() == 1) if row_values else 0
     n = int(x1.shape[0])
-    return (BYTES_PER_SAMPLE_DRAW + 8 * row_values) * n * draws + 8 * (3 * ny + 2 * one_hot) * n
+    return draw_bytes(row_values) * n * draws + 8 * (3 * ny + 2 * one_hot) * n
+
+
+def draw_bytes(row_values: int) -> int:
+    """What a null draw holds per sample (:func:`redraw_bytes`), its sources' probability rows
+    having ``row_values`` values in all (0 for codes)."""
+    return BYTES_PER_SAMPLE_DRAW + 8 * row_values
 
 
 def factor_bytes(G: int, ny: int) -> int:

@@ -369,7 +369,7 @@ def estimate(x1, x2, y, *, sizes=None, weights=None, counts=None, groups=None, n
             draws = _check_int(n_null, "n_null", 0) if np.ndim(y) == 1 else 0  # rows as y: no draws
             rows = sum(np.shape(v)[1] for v in (x1, x2) if np.ndim(v) == 2)  # soft sources' values
             x1, x2, y, weights, groups = _repeated_samples(counts, x1, x2, y, weights, groups,
-                                                           (_resample.BYTES_PER_SAMPLE_DRAW + 8 * rows) * draws)
+                                                           _resample.draw_bytes(rows) * draws)
         return _estimate(x1, x2, y, sizes, weights, groups, num_groups, confidence, n_jackknife, n_null,
                          n_pilot, seed, base, progress, caller_threads)
 
