@@ -88,7 +88,7 @@ from . import _resample, _resources
 from ._resources import cpu_by_default, threads
 from ._validate import _as_real_scalar, as_tensor, check_base, check_flag, integral_scalar
 from .api import _shows_bar, pid
-from .joint import _parse_sizes, joint, sample_tensor
+from .joint import _parse_sizes, joint, joint_layout, sample_tensor
 from .result import PIDResult, _index_for, _keep_array
 
 __all__ = ["estimate", "PIDEstimate", "Terms", "suggest_k", "term_maxima"]
@@ -385,13 +385,12 @@ def _estimate(x1, x2, y, sizes, weights, groups, num_groups, confidence, n_jackk
     seed = _check_seed(seed)
     any_torch = any(isinstance(v, torch.Tensor) for v in (x1, x2, y, weights, groups))
 
-    # Validation and the empirical joint(s): fastpid.joint does both.
-    P_hat = joint(x1, x2, y, sizes=sizes, weights=weights, groups=groups, num_groups=num_groups)
-    P_t = torch.as_tensor(P_hat).detach().to(torch.float64)
-    device = P_t.device
+    # fastpid.joint's checks; the joint over the declared values is never built (the values the
+    # samples take are what the PID sees; sizes (3000, 3000, 50) had grown the process by
+    # 10.4 GB before the resampling's memory check refused the estimate).
+    G, (n1, n2, ny), device = joint_layout(x1, x2, y, sizes=sizes, weights=weights, groups=groups,
+                                           num_groups=num_groups)
     grouped = groups is not None
-    flat = P_t.reshape(-1, *P_t.shape[-3:])
-    G, n1, n2, ny = flat.shape
     # The resampling reads the samples again: converted once as joint() read them (native
     # byte order, unsigned and list inputs), on the joint's device.
     x1, x2, y = (sample_tensor(v, name, device) for v, name in ((x1, "x1"), (x2, "x2"), (y, "y")))
@@ -416,8 +415,7 @@ def _estimate(x1, x2, y, sizes, weights, groups, num_groups, confidence, n_jackk
     # see values of no mass (50 samples declared over 256x256x64 values: 33 s, 0.5-0.8 s so).
     # The declared alphabets still bound the terms and set the reliability rule.
     (x1, x2, y), kept = _resample.observed_values(x1, x2, y)
-    seen = flat[:, kept[0]][:, :, kept[1]][:, :, :, kept[2]]
-    m1, m2, my = seen.shape[1:]
+    m1, m2, my = (len(k) for k in kept)
     n_samples = int(x1.shape[0])
     counts = _resample.group_sizes(groups, n_samples, G)
     if counts.min() < 2:
@@ -441,6 +439,9 @@ def _estimate(x1, x2, y, sizes, weights, groups, num_groups, confidence, n_jackk
     _check_resampling_memory(G, (m1, m2, my), g, pilot, n_null, device,
                              _resample.redraw_bytes(x1, x2, (m1, m2, my), max(pilot, n_null)),
                              _resample.factor_bytes(G, my) if weighted else 0, n_samples)
+    seen = torch.as_tensor(joint(x1, x2, y, sizes=(m1, m2, my), weights=weights, groups=groups,
+                                 num_groups=G if grouped else None)).detach().to(torch.float64)
+    seen = seen.reshape(G, m1, m2, my)
     rng = np.random.default_rng(seed)
 
     # Jackknife joints (G, g, ...) and the zero-synergy fit's draws (G, n_null, ...).
@@ -517,14 +518,14 @@ def _estimate(x1, x2, y, sizes, weights, groups, num_groups, confidence, n_jackk
                     null_bias = null_bias.copy()
                     null_bias[lowered] = null_synergies(sparse_q, lowered)[1]
 
-    occupied = (flat > 0).flatten(1).sum(1).cpu().numpy()
+    occupied = (seen > 0).flatten(1).sum(1).cpu().numpy()
     est, se, lo, hi, bias, p_s, disagreement, spread = _combine(plug_v, jk_v, null_s, null_bias, g, confidence,
                                                                 n_eff / np.maximum(occupied, 1))
     # A correction or an interval of a few samples can pass what the alphabets allow.
     most = term_maxima(n1, n2, ny)
     est, lo, hi = (np.minimum(a, most) for a in (est, lo, hi))
     seen_once = _seen_once(x1, x2, y, groups, G, (m1, m2, my))
-    reliable = _reliability(n_eff, flat, disagreement if n_null > 0 else None, spread, g, seen_once)
+    reliable = _reliability(n_eff, (n1, n2, ny), occupied, disagreement if n_null > 0 else None, spread, g, seen_once)
     reliable &= ~_pinned_terms(_constant(x1, x2, y, groups, G), possible)
     reliable &= ~_pinned_by_a_map(_maps(x1, x2, groups, G), seen_once)
 
@@ -664,11 +665,12 @@ def _seen_once(x1, x2, y, groups, G: int, sizes) -> np.ndarray:
     return (counts == 1).any(1).cpu().numpy()
 
 
-def _reliability(n_eff, flat, disagreement, spread, g, seen_once):
+def _reliability(n_eff, sizes, occupied, disagreement, spread, g, seen_once):
     """Per-term flags ``(G, 4)``: can the term be estimated at this N? (docs/estimation.md).
 
     R, U1, U2: at least two samples per cell of the larger pair marginal
-    (``max(n1, n2) * ny``). Synergy: at least two samples per occupied cell of the joint, and
+    (``max(n1, n2) * ny`` of the declared ``sizes``). Synergy: at least two samples per occupied
+    cell of the joint (``occupied``, per problem), and
     the two synergy corrections (jackknife, null draws; half their difference is
     ``disagreement``) agree to within the jackknife's 95% sampling half-width
     (:data:`RELIABILITY_CONFIDENCE`, not the intervals' level: the flag must not depend on
@@ -680,8 +682,7 @@ def _reliability(n_eff, flat, disagreement, spread, g, seen_once):
     flag was always true there, and its intervals covered 0.85 where the full rule's gave
     0.99 on the redundant 8x8x4 joint at N = 400).
     """
-    G, n1, n2, ny = flat.shape
-    occupied = (flat > 0).flatten(1).sum(1).cpu().numpy()
+    n1, n2, ny = sizes
     ok_ru = n_eff >= 2.0 * max(n1, n2) * ny
     half = t_quantile(0.5 + RELIABILITY_CONFIDENCE / 2.0, g - 1) * spread
     # A cell seen once (``seen_once``, by :func:`_seen_once`) says the sample misses events of

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
@@ -156,8 +156,63 @@ def joint(x1, x2, y, *, sizes=None, weights=None, groups=None, num_groups=None):
     return build(x1, x2, y, sizes=sizes, weights=weights, groups=groups, num_groups=num_groups)
 
 
+def joint_layout(x1, x2, y, *, sizes=None, weights=None, groups=None, num_groups=None):
+    """What :func:`joint` of these arguments would build, without building it: its number of
+    problems G, its sizes ``(n1, n2, ny)`` and its device, after every check of the samples
+    :func:`joint` makes (the same errors; a joint too large for the free memory is not one)."""
+    check = untraced(_checked_samples) if traced() else _checked_samples
+    s = check(x1, x2, y, sizes=sizes, weights=weights, groups=groups, num_groups=num_groups)
+    # A problem without a sample of positive weight has no distribution, as joint() finds
+    # when it normalises: here from the problems of those samples (G of 10**12 needs no array).
+    held = None if s.w is None else s.w.detach() > 0
+    if s.gidx is None:
+        if held is not None and not bool(held.any()):
+            _refuse_empty(0, 1, 1, s.N, grouped=False, overflow=False)
+    else:
+        present = torch.unique(s.gidx if s.w is None else s.gidx[held])
+        if len(present) < s.G:
+            first = present != torch.arange(len(present), device=present.device)
+            g = int(first.nonzero()[0]) if bool(first.any()) else len(present)
+            _refuse_empty(g, s.G, s.G - len(present), int((s.gidx == g).sum()), grouped=True, overflow=False)
+    return s.G, s.sizes, s.device
+
+
+class _Samples(NamedTuple):
+    """Checked samples (:func:`_checked_samples`): hard variables as ``(axis, codes, n)``, soft
+    ones as ``(axis, rows)``, the weights scaled per group (or None), the group of each sample
+    (or None) and the joint's G, sizes, dtype and device."""
+    N: int
+    hard: list
+    soft: list
+    w: Optional[torch.Tensor]
+    gidx: Optional[torch.Tensor]
+    G: int
+    sizes: tuple
+    dtype: torch.dtype
+    device: torch.device
+    any_torch: bool
+    origins: dict
+
+
 def _joint(x1, x2, y, *, sizes, weights, groups, num_groups):
     """:func:`joint`, never traced by torch.compile (see :mod:`fastpid._tracing`)."""
+    s = _checked_samples(x1, x2, y, sizes=sizes, weights=weights, groups=groups, num_groups=num_groups)
+    _check_output_size(s.G, s.sizes, s.dtype, s.device, s.origins, soft=bool(s.soft))
+    # Outside autocast: its matmuls had made a float32 joint bfloat16 (entries off by 4e-3,
+    # the synergy by 5 times the certified gap).
+    with torch.autocast(device_type=s.device.type, enabled=False) if s.device.type in ("cpu", "cuda") \
+            else contextlib.nullcontext():
+        T = _accumulate(s.N, s.hard, s.soft, s.w, s.G, s.gidx, s.dtype, s.device)  # (G, n1, n2, ny)
+    P = _normalise(T, s.gidx, s.G, grouped=s.gidx is not None)
+    if s.gidx is None:
+        P = P[0]
+    if not s.any_torch:
+        return P.detach().numpy()
+    return P
+
+
+def _checked_samples(x1, x2, y, *, sizes, weights, groups, num_groups) -> _Samples:
+    """:func:`joint`'s checks of its arguments, and what building the joint needs of them."""
     raw = {"x1": x1, "x2": x2, "y": y, "weights": weights, "groups": groups}
     vmapped = [k for k, v in raw.items() if transformed(v)[1]]
     if vmapped:  # its checks of the values are data-dependent control flow, which vmap refuses
@@ -248,19 +303,8 @@ def _joint(x1, x2, y, *, sizes, weights, groups, num_groups):
             top = d.new_zeros(G).scatter_reduce(0, gidx, d, "amax")[gidx]
         w = (w / torch.where(top > 0, top, 1.0)).to(dtype)
 
-    _check_output_size(G, out_sizes, dtype, device, _size_origins(n_sizes, tensors, g_t, num_groups),
-                       soft=any(t.dim() == 2 for t in tensors))
-    # Outside autocast: its matmuls had made a float32 joint bfloat16 (entries off by 4e-3,
-    # the synergy by 5 times the certified gap).
-    with torch.autocast(device_type=device.type, enabled=False) if device.type in ("cpu", "cuda") \
-            else contextlib.nullcontext():
-        T = _accumulate(N, hard, soft, w, G, gidx, dtype, device)  # (G, n1, n2, ny)
-    P = _normalise(T, gidx, G, grouped=g_t is not None)
-    if g_t is None:
-        P = P[0]
-    if not any_torch:
-        return P.detach().numpy()
-    return P
+    return _Samples(N, hard, soft, w, gidx, G, tuple(out_sizes), dtype, device, any_torch,
+                    _size_origins(n_sizes, tensors, g_t, num_groups))
 
 
 _FROM_CODES = "the largest code + 1"
@@ -442,40 +486,42 @@ def _choose_mode(N: int, H: int, La: int, Rb: int, device: torch.device) -> str:
 def _normalise(T: torch.Tensor, gidx, G: int, *, grouped: bool) -> torch.Tensor:
     """Divide each problem by its total mass; zero-mass problems raise ValueError."""
     total = T.sum(dim=(-3, -2, -1), keepdim=True)
+    _refuse_zero_totals(total.detach().reshape(G), gidx, G, grouped=grouped)
+    return T / total
+
+
+def _refuse_zero_totals(tot: torch.Tensor, gidx, G: int, *, grouped: bool) -> None:
+    """ValueError naming the first problem whose total mass ``tot`` (G,) is 0 or not finite."""
     with torch.no_grad():
-        tot = total.detach().reshape(G)
         bad = ~((tot > 0) & torch.isfinite(tot))
         any_bad = bool(bad.any())
     if any_bad:
         g = int(bad.nonzero()[0])
-        cnt = int(bad.sum())
-        value = float(tot[g])
-        if not grouped:
-            if not math.isfinite(value):
-                raise ValueError(
-                    "the total weight overflows; rescale the weights (only their ratios matter)"
-                )
-            raise ValueError(
-                "the samples have zero total weight (all weights are 0); at least one "
-                "sample needs a positive weight"
-            )
-        n_in = int((gidx == g).sum())
-        more = "" if cnt == 1 else f" ({cnt - 1} other group{'s' if cnt > 2 else ''} too)"
-        if not math.isfinite(value):
-            raise ValueError(
-                f"group {g}: the total weight overflows; rescale the weights{more}"
-            )
-        if n_in == 0:
-            raise ValueError(
-                f"group {g} has no samples (groups takes values in [0, {G}) and none equals "
-                f"{g}); its distribution is undefined — renumber the groups "
-                f"consecutively or drop the empty group{more}"
-            )
+        n_in = 0 if gidx is None else int((gidx == g).sum())
+        _refuse_empty(g, G, int(bad.sum()), n_in, grouped=grouped, overflow=not math.isfinite(float(tot[g])))
+
+
+def _refuse_empty(g: int, G: int, cnt: int, n_in: int, *, grouped: bool, overflow: bool):
+    """ValueError for problem ``g`` of ``G``, the first of ``cnt`` whose total weight is 0 (it holds
+    ``n_in`` samples) or overflows."""
+    if not grouped:
+        if overflow:
+            raise ValueError("the total weight overflows; rescale the weights (only their ratios matter)")
+        raise ValueError("the samples have zero total weight (all weights are 0); at least one "
+                         "sample needs a positive weight")
+    more = "" if cnt == 1 else f" ({cnt - 1} other group{'s' if cnt > 2 else ''} too)"
+    if overflow:
+        raise ValueError(f"group {g}: the total weight overflows; rescale the weights{more}")
+    if n_in == 0:
         raise ValueError(
-            f"group {g} has zero total weight (its {n_in} sample{'s' if n_in != 1 else ''} "
-            f"all have weight 0); its distribution is undefined{more}"
+            f"group {g} has no samples (groups takes values in [0, {G}) and none equals "
+            f"{g}); its distribution is undefined — renumber the groups "
+            f"consecutively or drop the empty group{more}"
         )
-    return T / total
+    raise ValueError(
+        f"group {g} has zero total weight (its {n_in} sample{'s' if n_in != 1 else ''} "
+        f"all have weight 0); its distribution is undefined{more}"
+    )
 
 
 def pid_from_samples(

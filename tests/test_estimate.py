@@ -1171,6 +1171,44 @@ def test_declared_values_no_sample_takes_cost_nothing(monkeypatch):
     np.testing.assert_array_equal(wide.ci_high.redundancy, dense.ci_high.redundancy)
 
 
+def test_the_joint_over_the_declared_values_is_never_built(monkeypatch):
+    """estimate() built the joint over the declared values before it kept the values the
+    samples take: sizes (3000, 3000, 50) grew the process by 10.4 GB before the resampling's
+    check refused the estimate, and declared values whose joint could not be built at all
+    refused samples that take a few."""
+    import importlib
+
+    from fastpid import _resources
+
+    estimate_module = importlib.import_module("fastpid.estimate")   # the attribute is the function
+    rng = np.random.default_rng(5)
+    c1, c2, cy = rng.integers(0, 3, 60), rng.integers(0, 3, 60), rng.integers(0, 2, 60)
+    monkeypatch.setattr(_resources, "available_bytes", lambda device: 1 << 30)
+    huge = (10 ** 5, 10 ** 5, 10)                     # 10^11 cells, 800 GB as a joint
+    with pytest.raises(MemoryError, match="the joint would have shape 100000 x 100000 x 10"):
+        fastpid.joint(c1, c2, cy, sizes=huge)
+    est = fastpid.estimate(c1 * 999, c2 * 4999, cy * 7, sizes=huge, seed=0)
+    ref = fastpid.estimate(c1, c2, cy, seed=0)
+    np.testing.assert_array_equal(est.synergy, ref.synergy)
+    np.testing.assert_array_equal(est.ci_high.unique1, ref.ci_high.unique1)
+    assert est.cells == 10 ** 11 and est.occupied == ref.occupied
+
+    # Refused by the resampling's check before any joint is made.
+    built = []
+    monkeypatch.setattr(estimate_module, "joint", lambda *a, **k: built.append(k["sizes"]) or fastpid.joint(*a, **k))
+    x1, x2, y = np.arange(300), rng.permutation(300), np.arange(300) % 20
+    with pytest.raises(MemoryError, match=r"300x300x20 values taken holds"):
+        fastpid.estimate(x1, x2, y, sizes=(3000, 3000, 50), seed=0)
+    assert built == []
+    # Groups without a sample of positive weight are refused as joint() refuses them.
+    with pytest.raises(ValueError, match=r"group 2 has no samples \(groups takes values in \[0, 3\)"):
+        fastpid.estimate(c1, c2, cy, groups=np.arange(60) % 2, num_groups=3, seed=0)
+    with pytest.raises(ValueError, match=r"group 1 has zero total weight \(its 30 samples all have weight 0\)"):
+        fastpid.estimate(c1, c2, cy, groups=np.arange(60) % 2, weights=(np.arange(60) + 1) % 2, seed=0)
+    with pytest.raises(ValueError, match=r"the samples have zero total weight"):
+        fastpid.estimate(c1, c2, cy, weights=np.zeros(60), seed=0)
+
+
 def test_numpy_float16_rows_are_read_as_joint_reads_them():
     """estimate() takes the float16 probability rows joint() takes (checked to float16's eps
     and renormalised); read again as float64 for the resampling, they were held to 1e-4 and
