@@ -888,8 +888,8 @@ def _spy_on_bars(monkeypatch):
     module = sys.modules["fastpid.estimate"]
     real, seen = module._progress, []
 
-    def spy(progress, total):
-        bar = real(progress, total)
+    def spy(progress, total, cells):
+        bar = real(progress, total, cells)
         if hasattr(bar, "update"):  # a tqdm bar, not "no bar"
             close = bar.close
             bar.close = lambda: (seen.append((bar, bar.n)), close())
@@ -930,6 +930,40 @@ def test_no_bar_means_no_tqdm_import(monkeypatch):
     est = fastpid.estimate(x1, x2, y, groups=np.arange(60) % 3, seed=0, n_jackknife=5, n_null=20,
                            n_pilot=2)  # 3 * (5 + 2 + 20 + 1) = 84 solves: more than one chunk
     assert est.synergy.shape == (3,)
+
+
+def test_a_bar_moves_over_few_long_solves(monkeypatch):
+    """A single estimate's 60 solves (one chunk of 64) showed no bar by default, and a bar asked
+    for stood at 0 until the end: on a 64x64x100 joint, minutes. Joints of 20,000 cells or more
+    show one on a terminal however few the solves, and every bar moves about 20 times."""
+    seen = _spy_on_bars(monkeypatch)
+    updates = []
+    real_update = __import__("tqdm").tqdm.update
+    monkeypatch.setattr(__import__("tqdm").tqdm, "update", lambda self, n=1: (updates.append(n), real_update(self, n)))
+    x1, x2, y = _noisy_copy_samples(2, N=80)
+    fastpid.estimate(x1, x2, y, seed=0, n_jackknife=10, n_null=9, n_pilot=5, progress=True)
+    (bar, n_at_close), = seen
+    # one null world and its draws, or two where the correction's world differs (pairs unseen)
+    assert n_at_close == bar.total in (10 + 5 + 9 + 1, 10 + 5 + 2 * (9 + 1))
+    assert max(updates) <= 2 and len(updates) >= 12
+
+    class Terminal:
+        def isatty(self):
+            return True
+
+        def write(self, text):
+            return len(text)
+
+        def flush(self):
+            pass
+
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(0, 40, 400), rng.integers(0, 40, 400)
+    small = fastpid.estimate(a % 4, b % 4, (a + b) % 3, seed=0, n_null=0, n_jackknife=5)
+    assert len(seen) == 1 and small.n == 400                  # 48 cells, 5 solves: no bar
+    fastpid.estimate(a, b, (a + b) % 13, sizes=(40, 40, 13), seed=0, n_null=0, n_jackknife=3)
+    assert len(seen) == 2 and seen[1][0].total == 3           # 20,800 cells: a bar over 3 solves
 
 
 def _direct_leave_one_out(x1, x2, y, w, sizes, g, seed):
