@@ -17,6 +17,8 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
+from ._caller import caller_level
+
 __all__ = ["build_info", "load_extension", "native_available"]
 
 # The instruction-set macros a -march=native build lists in _C.isa (CMakeLists.txt), and the
@@ -140,17 +142,8 @@ def _unavailable(reason: str) -> str:
         warnings.warn(f"fastpid's native extension is unavailable ({reason}); the PyTorch solvers run in "
                       "its place, several times slower on the CPU. fastpid was imported from "
                       f"{Path(__file__).parent} (`fastpid info` shows the build)",
-                      RuntimeWarning, stacklevel=_caller_level())
+                      RuntimeWarning, stacklevel=caller_level())
     return reason
-
-
-def _caller_level() -> int:
-    """The ``stacklevel`` of the first frame outside fastpid, as seen from the caller of this
-    function (the calls that reach the warning differ in depth)."""
-    frame, level = sys._getframe(2), 2
-    while frame.f_back is not None and frame.f_globals.get("__name__", "").split(".")[0] == "fastpid":
-        frame, level = frame.f_back, level + 1
-    return level
 
 
 def build_info() -> dict[str, Any]:

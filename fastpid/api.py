@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import os
 import sys
 import warnings
 
@@ -11,6 +10,7 @@ import torch
 
 from . import cpp, cuda, solver
 from ._autograd import attach_envelope_gradient, carries_derivatives, zero_mass_gradient
+from ._caller import caller_level
 from ._certify import checked_bracket, drop_negligible, output_gap, rounding, solver_tol
 from ._resources import (CHUNK_FLOATS, GENERAL_ROUTE_COPIES, GRADIENT_ROUTE_COPIES, check_input_memory, check_memory,
                          cpp_chunk, cpp_indexable, cpp_workspace_fits, per_problem_floats, cpp_threads)
@@ -302,18 +302,6 @@ def pid_terms(mi, mi1, mi2, value, scale: float):
     return terms if scale == 1.0 else terms * scale
 
 
-def _caller_level() -> int:
-    """``stacklevel`` for a ``warnings.warn`` in the function that calls this one: the first frame
-    outside fastpid (its integrations too, wherever installed) and torch, the caller's code,
-    whatever wrappers lie between."""
-    packages = [sys.modules[name] for name in ("fastpid", "fastpid.integrations", "torch") if name in sys.modules]
-    inside = tuple(os.path.join(os.path.dirname(m.__file__), "") for m in packages)
-    level, frame = 1, sys._getframe(1)
-    while frame is not None and frame.f_code.co_filename.startswith(inside):
-        level, frame = level + 1, frame.f_back
-    return level
-
-
 def warn_unconverged(method, backend, converged, broken, gap, tol, max_iter, iterations,
                      rounded: torch.Tensor | None = None):
     """A :class:`ConvergenceWarning` for fastpid's exact solves that stopped short of ``tol``
@@ -324,8 +312,8 @@ def warn_unconverged(method, backend, converged, broken, gap, tol, max_iter, ite
     least its Newton steps). Each unconverged problem is told its own reason: a broken bracket,
     rounding that alone reaches ``tol``, a stall (the solver stopped with fewer than
     ``max_iter`` Newton steps: float64 cannot certify a smaller gap), or too few iterations.
-    The warnings name the caller's line (:func:`_caller_level`)."""
-    stacklevel = _caller_level()
+    The warnings name the caller's line (:func:`fastpid._caller.caller_level`)."""
+    stacklevel = caller_level()
     if bool(broken.any()):
         warnings.warn(
             f"{int(broken.sum())} problem(s) got no valid bracket from the solver (a bound was "

@@ -46,6 +46,7 @@ import warnings
 
 import torch
 
+from fastpid._caller import caller_level
 from fastpid._validate import check_real
 
 from .distributed import all_reduce_sum, check_on_every_rank, same_on_every_rank
@@ -87,7 +88,7 @@ def ogm_ge_scores(logits: Sequence[torch.Tensor], y, *, all_ranks: bool = True) 
                     ((l.double().sum(-1) - 1).abs() < 1e-4).all()):
                 warnings.warn(f"ogm_ge_scores: every row of modality {m}'s logits lies in [0, 1] and sums to 1, as "
                               "probabilities do; it applies the softmax itself, so pass logits (a softmax of "
-                              "probabilities flattens the scores toward 1/C)", stacklevel=2)
+                              "probabilities flattens the scores toward 1/C)", stacklevel=caller_level())
     return scores
 
 
@@ -159,7 +160,7 @@ def modulate_gradients(params: Sequence[Iterable[torch.nn.Parameter]], coefficie
                 p.grad.copy_(_modulated(p.grad, k, noise, generator))
     if not modulated:
         warnings.warn("modulate_gradients: no parameter has a gradient, nothing was modulated; call it after "
-                      "loss.backward() and before optimizer.step()", stacklevel=2)
+                      "loss.backward() and before optimizer.step()", stacklevel=caller_level())
 
 
 def _modulated(values: torch.Tensor, k: float, noise: bool, generator) -> torch.Tensor:

@@ -49,6 +49,7 @@ from typing import Mapping
 import torch
 
 import fastpid
+from fastpid._caller import caller_level
 from fastpid._validate import check_base, check_choice, check_real
 from fastpid.estimate import _check_confidence, _check_int, _check_seed, p_value_text, suggest_k, term_text
 
@@ -357,7 +358,7 @@ class PIDProbe:
             + (" (the bias-corrected estimate attached says how far its terms can be trusted)." if self.estimate
                else ", or use the bias-corrected estimate and its synergy test (PIDProbe(estimate=True)).")
             + " Warned once per probe.",
-            UserWarning, stacklevel=3)
+            UserWarning, stacklevel=caller_level())
 
     def __call__(self, emb1, emb2, labels, n_classes: int | None = None, *, index=None) -> ProbeResult:
         """PID of the two modalities' embeddings ``emb1 (N, D1)``, ``emb2 (N, D2)`` about the

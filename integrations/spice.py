@@ -62,6 +62,7 @@ from typing import Callable, SupportsIndex
 import torch
 from torch.utils.data import Sampler
 
+from fastpid._caller import caller_level
 from fastpid._validate import check_integer
 
 from .distributed import (assemble, broadcast_tensors, check_on_every_rank, is_distributed, rank_and_world,
@@ -148,7 +149,7 @@ class SPICECurriculum:
                           f"sample: a phase's pacing starts at its first epoch and the first scores come at epoch "
                           f"{self.refresh} (refresh={self.refresh}); give the phases more epochs (phases, epochs)"
                           + (" or a smaller refresh" if self.refresh > 1 else ""),
-                          stacklevel=3)
+                          stacklevel=caller_level())
 
     def due(self, epoch: int) -> bool:
         """Whether the scores should be re-estimated before training ``epoch``: at epochs
@@ -166,7 +167,7 @@ class SPICECurriculum:
             warnings.warn(f"SPICECurriculum.due() asked for epochs {self._asked} while the curriculum stayed at "
                           f"epoch {self.epoch}: call set_epoch(epoch) every epoch (SPICESampler admits by the "
                           "curriculum's epoch; without it the run stays in the first phase's first epoch)",
-                          stacklevel=2)
+                          stacklevel=caller_level())
         due = epoch > 0 and epoch % self.refresh == 0 and epoch != self._scored_epoch
         if due:  # the next update() estimates this epoch's scores (a "no" in between changes nothing)
             self._due = epoch
@@ -248,7 +249,7 @@ class SPICECurriculum:
             self._warned_zero = True
             warnings.warn(f"SPICECurriculum: {zero} of {self.n_samples} samples score 0 (no information in any "
                           "term, e.g. local joints of a model that fits its training set): they tie, and the ones "
-                          "admitted are drawn at random (seed)", stacklevel=3)
+                          "admitted are drawn at random (seed)", stacklevel=caller_level())
         self.scores = scores
         # on the CPU, whatever torch's default device (as the scores)
         self._rankings = self._rank(scores, torch.arange(self.n_samples, device="cpu"))

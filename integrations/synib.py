@@ -125,6 +125,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fastpid._caller import caller_level
 from fastpid._validate import check_integer, check_real
 
 from .predictions import ArrayLike, as_labels, as_tensor, check_batch, check_classes
@@ -676,7 +677,7 @@ class SynIBLoss(nn.Module):
             self._warned_alone = True
             warnings.warn(f"SynIBLoss: mask={self.mask!r} fills a withheld modality from another sample of the "
                           "batch, and a batch of one has none: its synergy penalty is 0 (use "
-                          "DataLoader(drop_last=True) to train without such batches)", stacklevel=2)
+                          "DataLoader(drop_last=True) to train without such batches)", stacklevel=caller_level())
         if penalty and not alone:
             noisy = self.mask in ("noise", "learned_example")
             # An evaluation before any training (a sanity check) draws its noise from its own

@@ -170,6 +170,15 @@ def test_small_n_warns_once_with_samples_per_cell_and_a_smaller_k():
         PIDProbe(n_clusters=10, min_samples_per_cell=0)(e1, e2, y)   # switched off
 
 
+def test_the_small_n_warning_names_the_callers_line_through_the_controller():
+    """Raised in PIDProbe, called by ECSAsyncController.update, it named the controller's line."""
+    e1, e2, y = _independent(200, 5, seed=3)
+    ctrl = ECSAsyncController(PIDProbe(n_clusters=10), warmup_epochs=0, baseline_permutations=2)
+    with pytest.warns(UserWarning, match="500 joint cells") as said:
+        ctrl.update(0, e1, e2, y)
+    assert [w.filename for w in said if "joint cells" in str(w.message)] == [__file__]
+
+
 def test_large_n_does_not_warn():
     e1, e2, y = _independent(400, 2, seed=4)
     with warnings.catch_warnings():

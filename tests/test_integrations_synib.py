@@ -488,8 +488,9 @@ def test_batch_of_one_leaves_the_penalty_out_with_a_warning(mask):
     loss_fn = SynIBLoss(mask=mask)
     fusion = lambda a, b: head(a + b)  # noqa: E731
     z1, z2, y = torch.randn(1, 3, requires_grad=True), torch.randn(1, 3), torch.tensor([1])
-    with pytest.warns(UserWarning, match="batch of one"):
+    with pytest.warns(UserWarning, match="batch of one") as said:
         terms = loss_fn(z1, z2, y, fusion, head, head)
+    assert said[0].filename == __file__   # the caller's line, not torch's Module.__call__
     assert float(terms.synergy_kl) == 0.0
     fused_only = F.cross_entropy(fusion(z1, z2), y) + loss_fn.lambda_uni * (
         F.cross_entropy(head(z1), y) + F.cross_entropy(head(z2), y))
