@@ -158,6 +158,9 @@ class DynCIM:
             raise ValueError(f"unimodal_scale (alpha_0 = {unimodal_scale:g}) must not exceed max_unimodal_scale "
                              f"(alpha_max = {max_unimodal_scale:g})")
         self.n_samples, self.n_modalities, self.epochs, self.window = n_samples, n_modalities, epochs, window
+        if temperature is not None and not callable(temperature):  # it failed at the first update()
+            raise TypeError(f"temperature must be a schedule (t, T) -> tau > 0, e.g. LinearTemperature(0.1, 1.0), "
+                            f"or None; got {temperature!r}")
         self.temperature = LinearTemperature() if temperature is None else temperature
         self.difficulty_weights = dw / dw.sum()
         self.gamma, self.stall = float(gamma), float(stall)

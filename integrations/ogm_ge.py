@@ -134,7 +134,8 @@ def ogm_ge_coefficients(scores: torch.Tensor, alpha: float = 0.5, *, rule: str =
 def modulate_gradients(params: Sequence[Iterable[torch.nn.Parameter]], coefficients, *,
                        noise: bool = True, generator: torch.Generator | None = None) -> None:
     """Scale (and, with ``noise``, perturb) the gradients in place: ``params[m]`` are the
-    parameters of modality ``m``'s encoder, ``coefficients`` its ``(M,)`` coefficients.
+    parameters of modality ``m``'s encoder, ``coefficients`` its ``(M,)`` coefficients (in
+    ``[0, 1]``, as :func:`ogm_ge_coefficients` gives them).
     Parameters without a gradient are skipped; where none has one (a call before
     ``backward()``), a warning says so. A sparse gradient (``nn.Embedding(sparse=True)``)
     stays sparse: its stored entries are scaled, and perturbed with their own spread, so that
@@ -145,6 +146,10 @@ def modulate_gradients(params: Sequence[Iterable[torch.nn.Parameter]], coefficie
     if coefficients.shape != (len(params),):
         raise ValueError(f"need one coefficient per parameter group: {len(params)} groups, "
                          f"coefficients of shape {tuple(coefficients.shape)}")
+    # A NaN made every gradient NaN, a negative one turned them round: both without a word.
+    if not bool(((coefficients >= 0) & (coefficients <= 1)).all()):
+        raise ValueError(f"coefficients must be in [0, 1] (ogm_ge_coefficients gives them from the scores), "
+                         f"got {coefficients.tolist()}")
     modulated = 0
     for group, k in zip(params, coefficients.tolist()):
         for p in group:

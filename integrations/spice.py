@@ -54,14 +54,16 @@ gathered), and rank 0's scores are broadcast.
 """
 from __future__ import annotations
 
+import inspect
 import math
 import operator
 import warnings
-from typing import Callable, SupportsIndex
+from typing import Callable, Mapping, SupportsIndex
 
 import torch
 from torch.utils.data import Sampler
 
+import fastpid
 from fastpid._caller import caller_level
 from fastpid._validate import check_integer
 
@@ -79,6 +81,23 @@ PHASES = ("redundancy", "uniqueness", "synergy")
 
 #: Estimator signature: ``(p1, p2, p12, y, embedding) -> SampleScores``.
 Estimator = Callable[..., SampleScores]
+
+
+def _checked_estimator_kwargs(estimator, kwargs) -> dict:
+    """``estimator_kwargs`` as a dict, its names checked against a built-in estimator's options
+    (an unknown one had raised a TypeError from inside the first update(); 0 had read as {})."""
+    if kwargs is None:
+        return {}
+    if not isinstance(kwargs, Mapping):
+        raise TypeError(f"estimator_kwargs must be a dict of the estimator's options or None, got {kwargs!r}")
+    takes = {"pointwise": (pointwise_scores,), "local": (local_scores, fastpid.pid)}.get(estimator, ())
+    options = {name for fn in takes for name, p in inspect.signature(fn).parameters.items()
+               if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    unknown = sorted(set(kwargs) - options)
+    if takes and unknown:
+        raise TypeError(f"estimator_kwargs {unknown} are not options of the {estimator!r} estimator; it takes "
+                        f"{sorted(options)}")
+    return dict(kwargs)
 
 
 class SPICECurriculum:
@@ -120,7 +139,7 @@ class SPICECurriculum:
         self.pacing = RootCompetence(0.2) if pacing is None else pacing
         self.refresh = refresh
         self.estimator = estimator
-        self.estimator_kwargs = dict(estimator_kwargs or {})
+        self.estimator_kwargs = _checked_estimator_kwargs(estimator, estimator_kwargs)
         self.min_samples = min(min_samples, n_samples)
         self.scores: SampleScores | None = None
         self.epoch = 0

@@ -128,6 +128,7 @@ from torch import nn
 from fastpid._caller import caller_level
 from fastpid._validate import check_integer, check_real
 
+from .cluster import check_seed
 from .predictions import ArrayLike, as_labels, as_tensor, check_batch, check_classes
 
 __all__ = ["SynIBLoss", "SynIBTerms", "kl_to_uniform", "gaussian_kl", "MASKS", "PENALTIES", "VARIANTS"]
@@ -386,7 +387,7 @@ class SynIBLoss(nn.Module):
         self.gate_steps, self.gate_lr = o["gate_steps"], float(o["gate_lr"])
         self.gate_sparsity = float(o["gate_sparsity"])
         self.noise_std = float(noise_std)
-        self.seed = check_integer(seed, "seed")
+        self.seed = check_seed(seed)
         self.logvar_head: nn.Linear | None = None
         if self.penalty == "gaussian":
             if num_classes is None or kl_features is None:

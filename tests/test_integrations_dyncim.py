@@ -161,6 +161,8 @@ def test_three_modalities_and_stacked_input():
 @pytest.mark.parametrize("call, err", [
     (lambda: DynCIM(2, 1, 5), "n_modalities"),
     (lambda: DynCIM(2, 2, 5, difficulty_weights=(0, 0, 0)), "difficulty_weights"),
+    (lambda: DynCIM(2, 2, 5, temperature="x"), "temperature must be a schedule"),  # failed at update()
+    (lambda: DynCIM(2, 2, 5, temperature=-1.0), "temperature must be a schedule"),
     (lambda: DynCIM(2, 2, 5).update(rows(0.5, 0.5), [rows(0.5, 0.5)], torch.tensor([0, 1])), "2 unimodal"),
     (lambda: DynCIM(2, 2, 5).update(torch.randn(2, 2), [rows(0.5, 0.5)] * 2, torch.tensor([0, 1])), "logits|sum to 1"),
     (lambda: DynCIM(2, 2, 5).update(rows(0.5, 0.5), [rows(0.5, 0.5)] * 2, torch.tensor([0, 3])), r"\[0, 2\)"),
@@ -371,6 +373,12 @@ def test_modulate_gradients():
     assert float(noise.std()) == pytest.approx(float(ga.std()), rel=0.03)
     with pytest.raises(ValueError, match="one coefficient"):
         modulate_gradients([[a], [b]], [1.0])
+    # NaN had made every gradient NaN, -1 turned them round; scores passed for coefficients too
+    a.grad = ga.clone()
+    for bad in ([float("nan"), 1.0], [-1.0, 1.0], [154.2, 120.5], [float("inf"), 1.0]):
+        with pytest.raises(ValueError, match=r"coefficients must be in \[0, 1\]"):
+            modulate_gradients([[a], [b]], bad, noise=False)
+    assert torch.equal(a.grad, ga)
 
 
 # ---------------------------------------------------------------- smoke training runs

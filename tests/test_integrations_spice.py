@@ -278,6 +278,22 @@ def test_forgetting_set_epoch_is_said():
         SPICECurriculum(40, epochs=6, seed=2 ** 64)
 
 
+def test_estimator_options_are_checked_when_the_curriculum_is_made():
+    """estimator_kwargs=0 read as {}, and an unknown option raised a TypeError from inside
+    pointwise_scores at the first update()."""
+    with pytest.raises(TypeError, match="estimator_kwargs must be a dict"):
+        SPICECurriculum(40, epochs=10, estimator_kwargs=0)
+    with pytest.raises(TypeError, match=r"\['foo'\] are not options of the 'pointwise' estimator; it takes "
+                                        r"\['eps', 'prior'\]"):
+        SPICECurriculum(40, epochs=10, estimator_kwargs={"foo": 1})
+    with pytest.raises(TypeError, match=r"\['kk'\] are not options of the 'local' estimator"):
+        SPICECurriculum(40, epochs=10, estimator="local", estimator_kwargs={"kk": 3})
+    local = SPICECurriculum(40, epochs=10, estimator="local", estimator_kwargs={"k": 3, "tol": 1e-6})
+    assert local.estimator_kwargs == {"k": 3, "tol": 1e-6}            # its own and pid()'s options
+    own = SPICECurriculum(40, epochs=10, estimator=lambda *a, **k: None, estimator_kwargs={"anything": 1})
+    assert own.estimator_kwargs == {"anything": 1}                      # a callable's are its own
+
+
 def test_curriculum_refresh_and_errors():
     cur = SPICECurriculum(4, epochs=6, refresh=2)
     assert [cur.due(e) for e in range(6)] == [False, False, True, False, True, False]

@@ -158,6 +158,8 @@ def test_bad_inputs_raise():
         SynIBLoss(p=0.0)
     with pytest.raises(ValueError, match=">= 0"):
         SynIBLoss(lambda_syn=-1)
+    with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\*\*64 - 1\]"):
+        SynIBLoss(seed=-1)                    # accepted, where the probe and the controller refuse it
     loss_fn = SynIBLoss()
     fusion = lambda a, b: a + b  # noqa: E731
     with pytest.raises(ValueError, match="batch sizes"):
