@@ -41,6 +41,14 @@ def exact_pid(P, tol: float, max_iter: int, base, backend: str):
     if arr is None or arr.ndim < 3 or arr.size == 0 or ext is None:
         return None
     batch_shape, (n1, n2, ny) = arr.shape[:-3], arr.shape[-3:]
+    B = math.prod(batch_shape)
+    # A large batch that neither elimination takes in one call goes to the general route
+    # (chunked, its memory checked) before the native pass over it: 10^8 problems of 2x2x2 took
+    # 26-51 s here before that route's memory check refused them. (Below 2^20 entries the pass
+    # is short and the check, ~1 us, would cost a small problem's call ~1 %.)
+    if arr.size > 1 << 20 and not any(cpp_indexable(max(n1, n2), min(n1, n2), ny, True, lowrank)
+                                      and B <= cpp_chunk(B, n1, n2, ny, True, lowrank) for lowrank in (False, True)):
+        return None
     # Normalised natively (the general route's torch sum, cold after a solve, took 20-60 us
     # a call), negligible masses dropped as the general route drops them; None where an entry
     # or a total is not valid (the general route says what is wrong).

@@ -348,3 +348,26 @@ def test_the_pytorch_estimate_counts_the_couplings_asked_for():
     for method in ("exact", "fast"):
         extra = _resources.estimate_bytes(flat, method, "torch", coupling=True) - _resources.estimate_bytes(flat, method, "torch")
         assert extra == 8 * 1000 * 120  # one set of couplings
+
+
+def test_a_batch_too_large_for_one_native_call_is_checked_before_the_native_pass(monkeypatch):
+    """10^8 problems of 2x2x2 (a broadcast view) went through the C++ route's native
+    normalisation (26-51 s) before the general route's memory check refused them."""
+    from fastpid import _cpu_route
+
+    ext = _cpu_route._extension()
+    if ext is None:
+        pytest.skip("the native extension is not built")
+    prepared = []
+    prepare = ext.prepare
+    monkeypatch.setattr(ext, "prepare", lambda P, *a: prepared.append(P.shape[0]) or prepare(P, *a))
+    xor = torch.zeros(2, 2, 2, dtype=torch.float64)
+    xor[0, 0, 0] = xor[1, 1, 0] = xor[0, 1, 1] = xor[1, 0, 1] = 0.25
+    B = 1 + max(_resources.cpp_chunk(10**6, 2, 2, 2, True, lowrank) for lowrank in (False, True))
+    # Room for the route's two copies of the input, not for the general route's four.
+    monkeypatch.setattr(_resources, "available_bytes", lambda device: 3 * 8 * 8 * B)
+    with pytest.raises(MemoryError, match=rf"the input of shape \({B}, 2, 2, 2\)"):
+        fastpid.pid(xor.expand(B, 2, 2, 2))
+    assert prepared == []
+    fastpid.pid(xor.expand(1000, 2, 2, 2))            # a batch the route takes goes through it
+    assert prepared == [1000]
