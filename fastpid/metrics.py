@@ -21,12 +21,14 @@ helps while debugging).
 """
 from __future__ import annotations
 
+import math
 import secrets
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
+from ._resources import available_bytes, gib, memory_unchecked
 from ._validate import _HALF_DTYPES, check_rows, check_weights, refuse_masked
 from .api import pid
 from .estimate import estimate
@@ -162,8 +164,19 @@ class PIDMetric:
         self.device = torch.device("cpu") if device is None else torch.device(device)
         self.pid_kwargs = pid_kwargs
         self._check_options(self.device)
+        self._check_table_memory()
         self.counts = torch.zeros(self.sizes, dtype=torch.float64, device=self.device)
         self.samples_only = True
+
+    def _check_table_memory(self) -> None:
+        """MemoryError where the ``n1 x n2 x ny`` float64 table does not fit (sizes of 10^5 x 10^5
+        x 10^3 had failed in torch's allocator, a RuntimeError)."""
+        need = 8 * math.prod(self.sizes)
+        have = None if memory_unchecked(need) else available_bytes(self.device)
+        if have is not None and need > have:
+            raise MemoryError(f"PIDMetric accumulates a {'x'.join(map(str, self.sizes))} float64 table, "
+                              f"{gib(need, have)}, but {gib(have, need)} is free on {self.device}; it needs "
+                              "fewer values per variable (merge rare values or use fewer clusters)")
 
     def _check_options(self, device: torch.device) -> None:
         """Raises what :meth:`compute` would raise for ``pid_kwargs`` on ``device`` (a tiny
@@ -313,6 +326,10 @@ class PIDMetric:
     def load_state_dict(self, state: dict) -> None:
         """Restore what :meth:`state_dict` saved (checked: the shape, finite non-negative
         counts, whole numbers where they are a histogram of samples)."""
+        if not isinstance(state, dict) or "counts" not in state:  # a bare KeyError: 'counts' said little
+            got = f"a dict with keys {sorted(map(str, state))}" if isinstance(state, dict) else type(state).__name__
+            raise ValueError("not a PIDMetric state (PIDMetric.state_dict() gives a dict with 'counts' and "
+                             f"'samples_only'): got {got}")
         counts = torch.as_tensor(state["counts"], device=self.device)
         if tuple(counts.shape) != self.sizes:
             raise ValueError(f"the saved counts have shape {tuple(counts.shape)}, expected {self.sizes}")

@@ -126,7 +126,6 @@ from __future__ import annotations
 
 import copy
 import math
-import operator
 from dataclasses import asdict, dataclass, replace
 from typing import Mapping, Sequence, SupportsIndex
 
@@ -497,9 +496,7 @@ class ECSAsyncController:
         """``epoch`` as a plain int, after the last probed one: a repeated or earlier epoch (a
         run resumed at the checkpoint's own epoch, two hooks calling :meth:`update`) would
         record a probe twice, and count its synergy twice."""
-        epoch = operator.index(epoch)
-        if epoch < 0:
-            raise ValueError(f"epoch must be >= 0, got {epoch}")
+        epoch = check_integer(epoch, "epoch", 0)  # 1.5 had raised "'float' object cannot be interpreted ..."
         if self.history and epoch <= self.history[-1].epoch:
             raise ValueError(f"epoch {epoch} does not come after epoch {self.history[-1].epoch}, which was "
                              "probed already: call update() once per epoch, epochs increasing (a run resumed "

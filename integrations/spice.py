@@ -176,7 +176,7 @@ class SPICECurriculum:
         whose scores were estimated already: a run resumed mid-epoch from a checkpoint keeps
         the scores its sampler's order was drawn from (estimated afresh, they admitted other
         samples, and the resumed epoch repeated 12 and skipped 18 of 73)."""
-        epoch = operator.index(epoch)
+        epoch = check_integer(epoch, "epoch", 0)
         # Three epochs asked in turn with no set_epoch() between: the loop forgets it (one
         # question ahead, or a fresh curriculum asked at a resumed epoch, is no sign).
         if not self._asked or epoch > self._asked[-1]:

@@ -402,7 +402,7 @@ def test_ecs_epochs_must_increase():
     ctrl = ECSAsyncController(PIDProbe(n_clusters=3), warmup_epochs=0)
     ctrl.update(5, e1, e2, y)
     for bad, match in ((5, "epoch 5 does not come after epoch 5"), (3, "epoch 3 does not come after epoch 5"),
-                       (-1, "epoch must be >= 0")):
+                       (-1, "epoch must be an integer >= 0, got -1"), (1.5, "epoch must be an integer >= 0, got 1.5")):
         with pytest.raises(ValueError, match=match):
             ctrl.update(bad, e1, e2, y)
         with pytest.raises(ValueError, match=match):

@@ -278,6 +278,15 @@ def test_forgetting_set_epoch_is_said():
         SPICECurriculum(40, epochs=6, seed=2 ** 64)
 
 
+def test_due_refuses_an_epoch_that_is_not_a_whole_number():
+    """due(1.5) raised "'float' object cannot be interpreted as an integer", naming nothing."""
+    cur = SPICECurriculum(40, epochs=10)
+    for bad in (1.5, -1):
+        with pytest.raises(ValueError, match=rf"epoch must be an integer >= 0, got {bad}"):
+            cur.due(bad)
+    assert cur.due(torch.tensor(1)) and not cur.due(0)
+
+
 def test_estimator_options_are_checked_when_the_curriculum_is_made():
     """estimator_kwargs=0 read as {}, and an unknown option raised a TypeError from inside
     pointwise_scores at the first update()."""
