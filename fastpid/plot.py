@@ -15,6 +15,8 @@ the figure is ``ax.figure``. A figure made here stays open in pyplot, as
 """
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -34,6 +36,8 @@ def _pyplot():
 
 def _axes(ax, figsize=(6, 3.5)):
     if ax is not None:
+        if not hasattr(ax, "plot"):  # ax="x" had failed deep inside with an AttributeError
+            raise TypeError(f"ax must be matplotlib axes (e.g. plt.subplots()[1]) or None, got {ax!r}")
         return ax
     # Constrained layout: without a layout engine a plain savefig cut the axis labels (and the
     # ECS rows' tick labels) off the image.
@@ -54,6 +58,8 @@ def _vector(v, name: str, n: int | None = None) -> np.ndarray:
         v = v.detach().cpu()
     elif isinstance(v, (list, tuple)):  # e.g. a history of 0-d tensors that require grad
         v = [x.detach().cpu() if hasattr(x, "detach") else x for x in v]
+    if np.iscomplexobj(np.asarray(v)):  # float() of them had dropped the imaginary parts with a numpy warning
+        raise TypeError(f"{name} must be real numbers, got complex ones")
     a = np.asarray(v, dtype=float)
     if a.ndim != 1 or (n is not None and a.shape[0] != n):
         raise ValueError(f"{name} must be a 1-D sequence{'' if n is None else f' of {n} values'}, "
@@ -112,8 +118,9 @@ def plot_pid_terms(epochs, terms, intervals: Mapping | None = None, *, ax=None, 
              for name, v in terms.items()}
     bands = {}
     for name, band in (intervals or {}).items():
-        if len(band) != 2:
-            raise ValueError(f"intervals[{name!r}] must be a pair (lower, upper), got {len(band)} entries")
+        if not hasattr(band, "__len__") or len(band) != 2:  # a number had raised "float has no len()"
+            raise ValueError(f"intervals[{name!r}] must be a pair (lower, upper) of per-epoch values, got "
+                             + (f"{len(band)} entries" if hasattr(band, "__len__") else repr(band)))
         lo, hi = (_finite(_vector(b, f"intervals[{name!r}]", len(ep)), f"intervals[{name!r}]", ep) for b in band)
         if np.any(lo > hi):
             raise ValueError(f"intervals[{name!r}] has a lower end above its upper one at epoch "
@@ -250,13 +257,18 @@ def plot_ecs_decisions(history, *, ax=None):
             raise ValueError(f"history[{key!r}] has {len(history[key])} entries, history['epoch'] "
                              f"{len(ep)}: one decision per probed epoch is needed")
     for key in ("train1", "train2"):  # "False" (a string) had drawn no pause at all
+        values = history[key].tolist() if hasattr(history[key], "tolist") else history[key]  # bool tensors too
         if not all(isinstance(v, (bool, np.bool_)) or (isinstance(v, (int, np.integer)) and v in (0, 1))
-                   for v in history[key]):
+                   for v in values):
             raise ValueError(f"history[{key!r}] must hold booleans (whether the modality trained)")
     stages = set(history["stage"]) - {"unimodal", "joint"}
     if stages:
         raise ValueError(f"history['stage'] holds {sorted(map(str, stages))}; the stages are 'unimodal' and 'joint'")
     switch, warmup = history.get("switch_epoch"), history.get("warmup_epochs") or 0
+    for key, v in (("switch_epoch", switch), ("warmup_epochs", warmup)):  # NaN had drawn no pause at all
+        if v is not None and not (isinstance(v, numbers.Real) and math.isfinite(v) and v >= 0):
+            raise ValueError(f"history[{key!r}] must be an epoch >= 0{' or None' if key == 'switch_epoch' else ''}, "
+                             f"got {v!r}")
     ax = _axes(ax, figsize=(6, 2.2))
     # Each probe's decision holds until the next probe; the last one's for the probes' usual
     # interval (their median gap; one epoch for a single probe).

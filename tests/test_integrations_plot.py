@@ -269,3 +269,24 @@ def test_hand_made_ecs_histories_are_checked():
     ax = plot_ecs_decisions({**history, "switch_epoch": 0.5})
     assert [len(c.get_paths()) for c in ax.collections] == [0, 0]
     assert [len(c.get_paths()) for c in plot_ecs_decisions(history).collections] == [1, 0]
+
+
+def test_arguments_of_the_wrong_kind_are_told_so():
+    """A band given as one number raised "object of type 'float' has no len()", ax="x" an
+    AttributeError from inside, complex values were drawn without their imaginary parts, bool
+    tensors of decisions were "not booleans", and a NaN switch_epoch drew no pause at all."""
+    import torch
+
+    with pytest.raises(ValueError, match=r"intervals\['synergy'\] must be a pair \(lower, upper\) of per-epoch "
+                                         r"values, got 0.1"):
+        plot_pid_terms([0, 1, 2], {"synergy": [0.1, 0.2, 0.3]}, {"synergy": 0.1})
+    with pytest.raises(TypeError, match="ax must be matplotlib axes"):
+        plot_pid_terms([0, 1, 2], {"synergy": [0.1, 0.2, 0.3]}, ax="x")
+    with pytest.raises(TypeError, match=r"terms\['synergy'\] must be real numbers"):
+        plot_pid_terms([0, 1, 2], {"synergy": [0.1 + 1j, 0.2, 0.3]})
+    history = {"epoch": [0, 1, 2], "train1": torch.tensor([True, False, True]),
+               "train2": torch.ones(3, dtype=torch.bool), "stage": ["unimodal"] * 3}
+    assert [len(c.get_paths()) for c in plot_ecs_decisions(history).collections] == [1, 0]
+    for key, bad in (("switch_epoch", float("nan")), ("warmup_epochs", -5)):
+        with pytest.raises(ValueError, match=rf"history\['{key}'\] must be an epoch >= 0"):
+            plot_ecs_decisions({**history, key: bad})
