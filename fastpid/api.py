@@ -86,7 +86,8 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
             logs stay clean); ``True``/``False`` force it on/off. ``exact`` and ``fast``
             only: ``proxy`` (one closed-form pass, no chunks) shows none.
         return_coupling: also return ``coupling``: for each problem an exactly feasible
-            joint ``Q[..., x1, x2, y]`` with both pair marginals of ``P`` whose
+            joint ``Q[..., x1, x2, y]`` with both pair marginals of the normalised ``P`` (it
+            sums to 1 where ``P`` holds counts) whose
             ``I_Q(Y; X1,X2)`` is the best upper bound found (within ``gap`` of ``V`` when
             converged; its synergy is then at most ``gap``). Not for ``backend="cuda"`` or
             ``"cvx"``.
