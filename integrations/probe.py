@@ -420,6 +420,10 @@ class PIDProbe:
         """This rank's embeddings, labels and ``index`` as tensors, checked: ``(N, D)``
         matrices with one row per label, ``index`` (if given) one entry per row, and
         ``n_classes`` ``None`` or a positive integer."""
+        for name, v in (("emb1", emb1), ("emb2", emb2), ("labels", labels)):  # they raised from inside torch
+            if isinstance(v, torch.Tensor) and v.is_meta:
+                raise TypeError(f"{name} is a meta tensor (shape only, no data); the probe clusters values: pass "
+                                "a tensor with values, on the CPU or a GPU")
         labels = as_labels(labels, "labels")
         emb1, emb2 = as_tensor(emb1, "emb1"), as_tensor(emb2, "emb2")
         for name, emb in (("emb1", emb1), ("emb2", emb2)):

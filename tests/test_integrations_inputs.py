@@ -357,6 +357,17 @@ def test_fixes_for_edge_inputs_of_the_integrations():
     assert parsed is None and isinstance(error, AttributeError)
 
 
+def test_the_probe_refuses_meta_tensors_by_name():
+    """Meta embeddings raised "Tensor.item() cannot be called on meta tensors", meta labels
+    "Cannot copy out of meta tensor": the probe clusters values, which a meta tensor lacks."""
+    e, y = torch.randn(60, 4), torch.arange(60) % 3
+    meta = torch.empty(60, 4, device="meta")
+    for args, name in (((meta, e, y), "emb1"), ((e, meta, y), "emb2"),
+                       ((e, e, torch.empty(60, dtype=torch.long, device="meta")), "labels")):
+        with pytest.raises(TypeError, match=rf"{name} is a meta tensor \(shape only, no data\)"):
+            PIDProbe(n_clusters=3)(*args)
+
+
 def test_losses_take_meta_tensors():
     """The label check read int(y.min()), which a meta tensor (shape-only tracing) does not
     have: DynCIMLoss, stage_loss and SynIBLoss raised "Tensor.item() cannot be called on meta
