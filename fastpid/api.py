@@ -61,7 +61,7 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
             (no iterations); ``"fast"`` runs ``steps`` cheap refinement steps from ``Q0``.
         backend: ``"auto"`` (CPU: the C++ solver where the dense system of its Newton steps
             has at most 3072 unknowns (the free potentials of the source on the Schur
-            complement's side, at most ``min(n1, n2) * ny``), or 1800 (``n1 * n2`` cells, with
+            complement's side, at most ``min(n1, n2) * ny``), or 4096 (``n1 * n2`` cells, with
             few cells and many target values),
             else the PyTorch solver; GPU: the CUDA kernels
             where the problem size suits them, else the Triton kernels (``proxy`` and

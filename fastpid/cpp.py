@@ -27,10 +27,12 @@ from .solver import MU_FACTOR, OMEGA, POLISH_SWEEPS, WARM_STEPS, Solution, newto
 
 #: Largest systems for which ``backend="auto"`` uses C++: the free potentials of the Schur
 #: complement's side (measured to 3072, above; the limit had been 1800, from timings of an
-#: older build at 3-7.5x these), and the ``n1 * n2`` cells of the low-rank elimination
-#: (measured to 1800).
+#: older build at 3-7.5x these), and the ``n1 * n2`` cells of the low-rank elimination: to
+#: 4096 the C++ solver was the faster, one problem on one thread or two (clustered 43x43x120
+#: 2.0 s vs 3.7 s and 1.95 vs 2.25; an estimate's null draws of 48x48x100 and 64x64x100, one
+#: thread, 3.0 vs 15.0 s and 12.4 vs 30.0; dense 64x64x100, two threads, 10.6 vs 14.5).
 AUTO_MAX_SCHUR = 3072
-AUTO_MAX_CELLS = 1800
+AUTO_MAX_CELLS = 4096
 
 
 def auto_max(elimination: str) -> int:

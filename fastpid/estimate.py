@@ -467,7 +467,11 @@ def _estimate(x1, x2, y, sizes, weights, groups, num_groups, confidence, n_jackk
     # worlds themselves (solved with their draws).
     total = G * (g + (pilot + n_null + 1 if n_null > 0 else 0))
     with _progress(progress, total, m1 * m2 * my) as bar:
-        values = _solve_batch(torch.cat(batch), bar, solve_threads)  # (B, 5) nats, float64, CPU
+        # The jackknife's joints and the pilot draws apart: a solve plans a batch by its hardest
+        # problem, and a draw fills every pair (x, y) the samples' joints leave empty (64x64x100,
+        # 20,000 samples: a jackknife joint alone 0.16 s, by a Schur complement over 500 free
+        # potentials; beside a draw, by the draw's elimination, as long as the draw).
+        values = np.concatenate([_solve_batch(b, bar, solve_threads) for b in batch])  # (B, 5) nats, float64
         jk_v = values[:G * g, :4].reshape(G, g, 4)
         null_s, null_bias = None, None
         if n_null > 0:

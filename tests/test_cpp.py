@@ -250,8 +250,8 @@ def test_auto_picks_cpp_for_small_cpu_problems_and_torch_for_large():
     # The limit is on the system the C++ solver factorises: the Schur side's free potentials,
     # at most min(n1, n2) * ny (96 * 32 is at it, 97 * 32 beyond; it was 1800, where the C++
     # solver was 2-6x faster than PyTorch on dense 64x64x32 to 80x80x32), or the n1 * n2
-    # cells of the low-rank elimination.
-    assert cpp.auto_max("schur") == 96 * 32 and cpp.auto_max("lowrank") == 1800
+    # cells of the low-rank elimination (64 * 64; it was 1800).
+    assert cpp.auto_max("schur") == 96 * 32 and cpp.auto_max("lowrank") == 64 * 64
     assert fastpid.pid(_batch((100, 96, 32), "dense", 1)[0], method="fast").backend == "cpp"
     assert fastpid.pid(_batch((100, 97, 32), "dense", 1)[0], method="fast").backend == "torch"
     assert fastpid.pid(_batch((64, 64, 32), "dense", 1)[0], method="fast").backend == "cpp"
@@ -267,15 +267,20 @@ def test_auto_picks_cpp_for_small_cpu_problems_and_torch_for_large():
     assert fastpid.pid(P, method="fast").backend == "cpp"
 
 
-def test_auto_takes_the_schur_complement_where_the_low_rank_system_is_beyond_the_cpp_route():
-    """A 44x44x70 joint (2,161 free potentials): the native plan chose the low-rank
-    elimination, whose 1,936 cells are past the C++ route's 1,800, so the PyTorch solver took
-    it (4.1 s) where the C++ Schur complement, within its 3,072, took 0.95 s."""
+def test_auto_takes_the_schur_complement_where_the_low_rank_system_is_beyond_the_cpp_route(monkeypatch):
+    """Where the native plan would choose the low-rank elimination past the C++ route's cells
+    and the Schur complement is within its free potentials, the Schur complement: a 44x44x70
+    joint (2,161 free potentials, 1,936 cells, then past the route's 1,800) had gone to the
+    PyTorch solver (4.1 s) where the C++ Schur complement took 0.95 s. Within the route's 4,096
+    cells the plan's own choice stands (clustered 44x44x70, one thread: low-rank 1.58 s, Schur
+    complement 1.93 s)."""
     from fastpid import api
 
-    plan = solver.plan_for_counts(44, 44, 70, 2200, 2161)
-    assert plan.structure != "lowrank" and api.cpp_suits(44, 44, 70, plan)
-    assert solver.plan_for_counts(38, 38, 60, 2046, 2010).structure == "lowrank"  # 1,444 cells: within
+    plan = solver.plan_for_counts(135, 32, 320, 12960, 3072)          # 4,320 cells, 3,072 free
+    assert plan.structure == "schur" and api.cpp_suits(135, 32, 320, plan)
+    assert solver.plan_for_counts(44, 44, 70, 2200, 2161).structure == "lowrank"     # 1,936 cells: within
+    monkeypatch.setattr(cpp, "AUTO_MAX_SCHUR", 0)              # no Schur complement within the route ...
+    assert solver.plan_for_counts(135, 32, 320, 12960, 3072).structure == "lowrank"  # ... the plan's own
 
 
 def test_auto_picks_cpp_where_the_reference_would_eliminate_over_admissible_potentials():
