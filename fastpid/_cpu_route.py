@@ -42,13 +42,15 @@ def exact_pid(P, tol: float, max_iter: int, base, backend: str):
         return None
     batch_shape, (n1, n2, ny) = arr.shape[:-3], arr.shape[-3:]
     B = math.prod(batch_shape)
-    # A large batch that neither elimination takes in one call goes to the general route
-    # (chunked, its memory checked) before the native pass over it: 10^8 problems of 2x2x2 took
-    # 26-51 s here before that route's memory check refused them. (Below 2^20 entries the pass
-    # is short and the check, ~1 us, would cost a small problem's call ~1 %.)
-    if arr.size > 1 << 20 and not any(cpp_indexable(max(n1, n2), min(n1, n2), ny, True, lowrank)
-                                      and B <= cpp_chunk(B, n1, n2, ny, True, lowrank) for lowrank in (False, True)):
-        return None
+    # A large batch that neither elimination takes in one call, even without the values of no
+    # mass, goes to the general route (chunked, its memory checked) before the native pass over
+    # it: 10^8 problems of 2x2x2 took 26-51 s here before that route's memory check refused
+    # them. (Below 2^20 entries the pass is short and the check, ~1 us, would cost a small
+    # problem's call ~1 %.)
+    if arr.size > 1 << 20 and not _one_call(B, n1, n2, ny):
+        total = arr.reshape(-1, n1, n2, ny).sum(axis=0)  # their sizes without those values
+        if not _one_call(B, *(max(1, int(np.count_nonzero(total.sum(axis=a)))) for a in ((1, 2), (0, 2), (0, 1)))):
+            return None
     # Normalised natively (the general route's torch sum, cold after a solve, took 20-60 us
     # a call), negligible masses dropped as the general route drops them; None where an entry
     # or a total is not valid (the general route says what is wrong).
@@ -121,6 +123,13 @@ def _extension():
     once (an import per call took several microseconds)."""
     ext = load_extension()[0]
     return ext if hasattr(ext, "solve_pid") else None
+
+
+def _one_call(B: int, n1: int, n2: int, ny: int) -> bool:
+    """Whether the C++ solver takes ``B`` problems ``n1 x n2 x ny`` in one call by either
+    elimination (as :func:`_elimination` would find it, its choice of the two aside)."""
+    return any(cpp_indexable(max(n1, n2), min(n1, n2), ny, True, lowrank)
+               and B <= cpp_chunk(B, n1, n2, ny, True, lowrank) for lowrank in (False, True))
 
 
 # The two decisions below depend on a few integers only, and repeat from call to call (a

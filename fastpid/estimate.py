@@ -86,7 +86,7 @@ import torch
 
 from . import _resample, _resources
 from ._resources import cpu_by_default, threads
-from ._validate import _as_real_scalar, as_tensor, check_base, check_flag, integral_scalar
+from ._validate import _as_real_scalar, as_tensor, check_base, check_flag, check_rows, integral_scalar
 from .api import _shows_bar, pid
 from .joint import _parse_sizes, joint, joint_layout, sample_tensor
 from .result import PIDResult, _index_for, _keep_array
@@ -393,8 +393,8 @@ def _estimate(x1, x2, y, sizes, weights, groups, num_groups, confidence, n_jackk
     # fastpid.joint's checks; the joint over the declared values is never built (the values the
     # samples take are what the PID sees; sizes (3000, 3000, 50) had grown the process by
     # 10.4 GB before the resampling's memory check refused the estimate).
-    G, (n1, n2, ny), device = joint_layout(x1, x2, y, sizes=sizes, weights=weights, groups=groups,
-                                           num_groups=num_groups)
+    G, (n1, n2, ny), device, dtype = joint_layout(x1, x2, y, sizes=sizes, weights=weights, groups=groups,
+                                                  num_groups=num_groups)
     grouped = groups is not None
     # The resampling reads the samples again: converted once as joint() read them (native
     # byte order, unsigned and list inputs), on the joint's device.
@@ -444,7 +444,12 @@ def _estimate(x1, x2, y, sizes, weights, groups, num_groups, confidence, n_jackk
     _check_resampling_memory(G, (m1, m2, my), g, pilot, n_null, device,
                              _resample.redraw_bytes(x1, x2, (m1, m2, my), max(pilot, n_null)),
                              _resample.factor_bytes(G, my) if weighted else 0, n_samples)
-    seen = torch.as_tensor(joint(x1, x2, y, sizes=(m1, m2, my), weights=weights, groups=groups,
+    # Probability rows as joint() of the caller's arguments reads them (checked, half-precision
+    # ones divided by their sums) and in the dtype it sums them in: numpy float32 rows in
+    # float64 (summed as the float32 tensors sample_tensor made, the plug-in had moved by 3e-10).
+    rows_as_given = (check_rows(v, name).to(dtype) if v.dim() == 2 else v
+                     for v, name in ((x1, "x1"), (x2, "x2"), (y, "y")))
+    seen = torch.as_tensor(joint(*rows_as_given, sizes=(m1, m2, my), weights=weights, groups=groups,
                                  num_groups=G if grouped else None)).detach().to(torch.float64)
     seen = seen.reshape(G, m1, m2, my)
     rng = np.random.default_rng(seed)

@@ -158,7 +158,7 @@ def joint(x1, x2, y, *, sizes=None, weights=None, groups=None, num_groups=None):
 
 def joint_layout(x1, x2, y, *, sizes=None, weights=None, groups=None, num_groups=None):
     """What :func:`joint` of these arguments would build, without building it: its number of
-    problems G, its sizes ``(n1, n2, ny)`` and its device, after every check of the samples
+    problems G, its sizes ``(n1, n2, ny)``, its device and dtype, after every check of the samples
     :func:`joint` makes (the same errors; a joint too large for the free memory is not one)."""
     check = untraced(_checked_samples) if traced() else _checked_samples
     s = check(x1, x2, y, sizes=sizes, weights=weights, groups=groups, num_groups=num_groups)
@@ -174,7 +174,7 @@ def joint_layout(x1, x2, y, *, sizes=None, weights=None, groups=None, num_groups
             first = present != torch.arange(len(present), device=present.device)
             g = int(first.nonzero()[0]) if bool(first.any()) else len(present)
             _refuse_empty(g, s.G, s.G - len(present), int((s.gidx == g).sum()), grouped=True, overflow=False)
-    return s.G, s.sizes, s.device
+    return s.G, s.sizes, s.device, s.dtype
 
 
 class _Samples(NamedTuple):

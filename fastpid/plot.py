@@ -16,7 +16,6 @@ the figure is ``ax.figure``. A figure made here stays open in pyplot, as
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -65,6 +64,19 @@ def _vector(v, name: str, n: int | None = None) -> np.ndarray:
         raise ValueError(f"{name} must be a 1-D sequence{'' if n is None else f' of {n} values'}, "
                          f"got shape {a.shape}")
     return a
+
+
+def _epoch(v, key: str) -> float:
+    """History entry ``key`` as an epoch >= 0 (a number, or a 0-d array or tensor as a saved
+    history holds); a NaN switch_epoch had drawn no pause at all."""
+    try:
+        x = float(v) if np.ndim(v) == 0 and not isinstance(v, (str, bytes, bool, np.bool_)) else math.nan
+    except (TypeError, ValueError):
+        x = math.nan
+    if not (math.isfinite(x) and x >= 0):
+        raise ValueError(f"history[{key!r}] must be an epoch >= 0{' or None' if key == 'switch_epoch' else ''}, "
+                         f"got {v!r}")
+    return x
 
 
 def _spans(ep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -118,9 +130,13 @@ def plot_pid_terms(epochs, terms, intervals: Mapping | None = None, *, ax=None, 
              for name, v in terms.items()}
     bands = {}
     for name, band in (intervals or {}).items():
-        if not hasattr(band, "__len__") or len(band) != 2:  # a number had raised "float has no len()"
+        try:
+            entries = len(band)
+        except TypeError:  # a number, a 0-d array or tensor ("float has no len()" had come from here)
+            entries = None
+        if entries != 2:
             raise ValueError(f"intervals[{name!r}] must be a pair (lower, upper) of per-epoch values, got "
-                             + (f"{len(band)} entries" if hasattr(band, "__len__") else repr(band)))
+                             + (repr(band) if entries is None else f"{entries} entries"))
         lo, hi = (_finite(_vector(b, f"intervals[{name!r}]", len(ep)), f"intervals[{name!r}]", ep) for b in band)
         if np.any(lo > hi):
             raise ValueError(f"intervals[{name!r}] has a lower end above its upper one at epoch "
@@ -265,10 +281,8 @@ def plot_ecs_decisions(history, *, ax=None):
     if stages:
         raise ValueError(f"history['stage'] holds {sorted(map(str, stages))}; the stages are 'unimodal' and 'joint'")
     switch, warmup = history.get("switch_epoch"), history.get("warmup_epochs") or 0
-    for key, v in (("switch_epoch", switch), ("warmup_epochs", warmup)):  # NaN had drawn no pause at all
-        if v is not None and not (isinstance(v, numbers.Real) and math.isfinite(v) and v >= 0):
-            raise ValueError(f"history[{key!r}] must be an epoch >= 0{' or None' if key == 'switch_epoch' else ''}, "
-                             f"got {v!r}")
+    switch, warmup = (None if v is None else _epoch(v, key)
+                      for key, v in (("switch_epoch", switch), ("warmup_epochs", warmup)))
     ax = _axes(ax, figsize=(6, 2.2))
     # Each probe's decision holds until the next probe; the last one's for the probes' usual
     # interval (their median gap; one epoch for a single probe).

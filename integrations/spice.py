@@ -90,11 +90,13 @@ def _checked_estimator_kwargs(estimator, kwargs) -> dict:
         return {}
     if not isinstance(kwargs, Mapping):
         raise TypeError(f"estimator_kwargs must be a dict of the estimator's options or None, got {kwargs!r}")
-    takes = {"pointwise": (pointwise_scores,), "local": (local_scores, fastpid.pid)}.get(estimator, ())
+    if not isinstance(estimator, str):  # a callable takes its own (a dataclass instance is not hashable)
+        return dict(kwargs)
+    takes = {"pointwise": (pointwise_scores,), "local": (local_scores, fastpid.pid)}[estimator]
     options = {name for fn in takes for name, p in inspect.signature(fn).parameters.items()
                if p.kind is inspect.Parameter.KEYWORD_ONLY}
     unknown = sorted(set(kwargs) - options)
-    if takes and unknown:
+    if unknown:
         raise TypeError(f"estimator_kwargs {unknown} are not options of the {estimator!r} estimator; it takes "
                         f"{sorted(options)}")
     return dict(kwargs)
@@ -112,9 +114,10 @@ class SPICECurriculum:
             ``RootCompetence(c0=0.2)``.
         refresh: re-estimate the scores every ``refresh`` epochs (see :meth:`due`).
         estimator: ``"pointwise"``, ``"local"`` (needs ``embedding`` in :meth:`update`) or
-            a callable ``(p1, p2, p12, y, embedding) -> SampleScores``.
+            a callable ``(p1, p2, p12, y, embedding, **estimator_kwargs) -> SampleScores``.
         estimator_kwargs: keyword arguments for the estimator (e.g. ``k`` and ``method``
-            for ``"local"``).
+            for ``"local"``; checked against the built-in estimators' options, passed as they
+            are to a callable).
         min_samples: the fewest samples ever admitted.
         seed: seed of the draw among tied samples at the admission cut (the same on every
             rank, and after a checkpoint is loaded).
@@ -246,7 +249,7 @@ class SPICECurriculum:
                 raise ValueError("estimator='local' needs the fused embedding: update(..., embedding=emb)")
             scores = local_scores(p1, p2, y, embedding, **self.estimator_kwargs)
         else:
-            scores = self.estimator(p1, p2, p12, y, embedding)
+            scores = self.estimator(p1, p2, p12, y, embedding, **self.estimator_kwargs)
             if not isinstance(scores, SampleScores):
                 raise TypeError(f"a custom estimator must return SampleScores, got {type(scores).__name__}")
         for name in ("redundancy", "unique1", "unique2", "synergy"):

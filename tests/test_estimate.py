@@ -1259,6 +1259,19 @@ def test_numpy_float16_rows_are_read_as_joint_reads_them():
         assert getattr(got.ci_high, name) == pytest.approx(getattr(ref.ci_high, name), abs=1e-6)
 
 
+def test_the_plugin_of_numpy_float32_rows_is_their_joints():
+    """The joint of the values seen was built from the tensors the rows became (float32), not as
+    joint() of the numpy rows builds it (float64): the plug-in synergy differed from
+    pid(joint(...)) by 2.9e-10 on 2,000 rows."""
+    rng = np.random.default_rng(0)
+    x1 = rng.dirichlet(np.ones(4), 2000).astype(np.float32)
+    x2, y = rng.dirichlet(np.ones(3), 2000).astype(np.float32), rng.integers(0, 3, 2000)
+    est = fastpid.estimate(x1, x2, y, seed=0, n_null=0, n_jackknife=4)
+    ref = fastpid.pid(fastpid.joint(x1, x2, y))
+    for name in ("redundancy", "unique1", "unique2", "synergy"):
+        assert float(getattr(est.plugin, name)) == float(getattr(ref, name)), name
+
+
 def test_a_small_group_that_sets_every_groups_jackknife_says_so():
     """One 2-sample group cut every group's jackknife from 20 parts to 2 without a word (400-sample
     groups' synergy intervals 3.4 times as wide)."""

@@ -60,11 +60,11 @@ def test_soft_rows_and_weights():
         metric.compute()
     with pytest.raises(ValueError, match="sizes"):
         fastpid.PIDMetric((2, 0, 2))
-    # a table too large for the memory: said, not torch's allocator's RuntimeError
     with pytest.raises(ValueError, match=r"not a PIDMetric state .*: got a dict with keys \['state'\]"):
         metric.load_state_dict({"state": 1})                # a bare KeyError: 'counts'
     with pytest.raises(ValueError, match=r"not a PIDMetric state .*: got list"):
         metric.load_state_dict([1])
+    # a table too large for the memory: said, not torch's allocator's RuntimeError
     with pytest.raises(MemoryError, match=r"PIDMetric accumulates a 100000x100000x1000 float64 table, 74,506 GiB"):
         fastpid.PIDMetric((10**5, 10**5, 10**3))
     assert "PIDMetric(sizes=(3, 2, 2)" in repr(metric) and math.isfinite(float(ref.synergy))

@@ -1,6 +1,7 @@
 """fastpid.plot: each helper returns axes with the artists it promises (Agg backend)."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 matplotlib = pytest.importorskip("matplotlib")
@@ -33,7 +34,6 @@ def test_pid_terms_with_bands():
 def test_pid_terms_from_results_in_their_units_and_refusing_bad_epochs_and_bands():
     """plot_pid_terms took no result objects (AttributeError: no .items) and labelled bits as
     nats; unsorted or NaN epochs and bands with lower above upper were drawn as given."""
-    import numpy as np
 
     import fastpid
 
@@ -67,7 +67,6 @@ def test_pid_terms_from_results_in_their_units_and_refusing_bad_epochs_and_bands
 
 def test_pid_terms_legend_says_what_the_bands_are():
     """The bands had no legend entry: an estimate's 95% interval and a result's +-gap looked alike."""
-    import numpy as np
 
     import fastpid
 
@@ -119,7 +118,6 @@ def test_ecs_decisions():
 def test_curriculum_plot_draws_what_is_admitted_and_takes_grad_histories():
     """min_samples raises the admitted share above the pacing value: the plot drew the pacing
     value (0.2) where indices() admitted 50 of 100 samples."""
-    import numpy as np
     import torch
 
     import fastpid
@@ -287,6 +285,11 @@ def test_arguments_of_the_wrong_kind_are_told_so():
     history = {"epoch": [0, 1, 2], "train1": torch.tensor([True, False, True]),
                "train2": torch.ones(3, dtype=torch.bool), "stage": ["unimodal"] * 3}
     assert [len(c.get_paths()) for c in plot_ecs_decisions(history).collections] == [1, 0]
-    for key, bad in (("switch_epoch", float("nan")), ("warmup_epochs", -5)):
+    for band in (0.1, np.array(0.1), torch.tensor(0.1)):
+        with pytest.raises(ValueError, match=r"intervals\['synergy'\] must be a pair"):
+            plot_pid_terms([0, 1, 2], {"synergy": [0.1, 0.2, 0.3]}, {"synergy": band})
+    saved = plot_ecs_decisions({**history, "switch_epoch": np.array(2), "warmup_epochs": torch.tensor(1)})
+    assert [len(c.get_paths()) for c in saved.collections] == [1, 0]          # 0-d, as np.savez keeps them
+    for key, bad in (("switch_epoch", float("nan")), ("warmup_epochs", -5), ("switch_epoch", "2")):
         with pytest.raises(ValueError, match=rf"history\['{key}'\] must be an epoch >= 0"):
             plot_ecs_decisions({**history, key: bad})

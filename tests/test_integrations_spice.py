@@ -2,6 +2,7 @@
 seconds-long training run."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 
@@ -299,8 +300,20 @@ def test_estimator_options_are_checked_when_the_curriculum_is_made():
         SPICECurriculum(40, epochs=10, estimator="local", estimator_kwargs={"kk": 3})
     local = SPICECurriculum(40, epochs=10, estimator="local", estimator_kwargs={"k": 3, "tol": 1e-6})
     assert local.estimator_kwargs == {"k": 3, "tol": 1e-6}            # its own and pid()'s options
-    own = SPICECurriculum(40, epochs=10, estimator=lambda *a, **k: None, estimator_kwargs={"anything": 1})
-    assert own.estimator_kwargs == {"anything": 1}                      # a callable's are its own
+
+    # A callable's options are its own, passed to it (they had been checked, then dropped); a
+    # dataclass instance (unhashable) had failed in the check.
+    @dataclasses.dataclass
+    class Scaled:
+        factor: float = 1.0
+
+        def __call__(self, p1, p2, p12, y, embedding, *, shift=0.0):
+            h = hand_scores()
+            return SampleScores(h.redundancy * self.factor + shift, h.unique1, h.unique2, h.synergy)
+
+    own = SPICECurriculum(10, epochs=10, estimator=Scaled(2.0), estimator_kwargs={"shift": 1.0})
+    own.update(None, None, None, None)
+    assert own.scores.redundancy.tolist() == (hand_scores().redundancy * 2 + 1).tolist()
 
 
 def test_curriculum_refresh_and_errors():
