@@ -141,14 +141,16 @@ def _elimination(n1: int, n2: int, ny: int, most1: int, most2: int, B: int, back
     Schur complement (``False``), or ``None`` where this route leaves the batch to the general
     one (``backend="auto"`` picks another solver; chunked; a memory check is due). ``threads``
     (:func:`cpp_threads`, read inside) is part of the key: the memory counts a workspace per
-    thread, and a decision cached at one thread had skipped the check due at two."""
+    thread (a decision cached at one thread had skipped the check due at two), and the Schur
+    side's limit is higher where every thread has a problem (:func:`fastpid.cpp.auto_max`)."""
     plan = solver.plan_for_counts(n1, n2, ny, most1, most2)
     lowrank = plan.structure == "lowrank"
     if not cpp_indexable(max(n1, n2), min(n1, n2), ny, True, lowrank):
         return None  # the general route's memory check says what would take them
     # Chunked as the general route chunks a C++ solve (by its workspaces and outputs, not the
     # PyTorch solver's Newton system, which sent 8 problems of 20x20x101 there one at a time).
-    if ((backend == "auto" and not api.cpp_suits(n1, n2, ny, plan)) or B > cpp_chunk(B, n1, n2, ny, True, lowrank)
+    if ((backend == "auto" and not api.cpp_suits(n1, n2, ny, plan, busy=B >= threads))
+            or B > cpp_chunk(B, n1, n2, ny, True, lowrank)
             or not memory_unchecked(cpp_route_bytes(B, n1, n2, ny, lowrank))):
         return None
     return lowrank

@@ -61,7 +61,8 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
             (no iterations); ``"fast"`` runs ``steps`` cheap refinement steps from ``Q0``.
         backend: ``"auto"`` (CPU: the C++ solver where the dense system of its Newton steps
             has at most 3072 unknowns (the free potentials of the source on the Schur
-            complement's side, at most ``min(n1, n2) * ny``), or 4096 (``n1 * n2`` cells, with
+            complement's side, at most ``min(n1, n2) * ny``; 6144 where every thread has a
+            problem of its own), or 4096 (``n1 * n2`` cells, with
             few cells and many target values),
             else the PyTorch solver; GPU: the CUDA kernels
             where the problem size suits them, else the Triton kernels (``proxy`` and
@@ -425,7 +426,8 @@ def _choose_backend(backend: str, flat: torch.Tensor, method: str, return_coupli
         # The C++ solver factorises a dense system per Newton step (Schur complement over
         # the free potentials, or low-rank capacitance matrix); where that system is large,
         # the PyTorch solver is faster (see fastpid.cpp).
-        return "cpp" if cpp_suits(n1, n2, ny, plan or solver.newton_plan(flat)) else "torch"
+        plan = plan or solver.newton_plan(flat)
+        return "cpp" if cpp_suits(n1, n2, ny, plan, busy=flat.shape[0] >= cpp_threads()) else "torch"
     if method == "exact":
         usable = not return_coupling and cuda.available(device)[0] and cuda.exact_route(n1, n2, ny, device)[0]
         if usable and _host_beats_gpu_threads(flat):
@@ -482,16 +484,17 @@ def cpp_retry_fits(n1: int, n2: int, ny: int, lowrank: bool) -> bool:
     return cpp_indexable(n1, n2, ny, True, lowrank) and (lowrank or n2 * ny <= cpp.auto_max("schur"))
 
 
-def cpp_suits(n1: int, n2: int, ny: int, plan) -> bool:
+def cpp_suits(n1: int, n2: int, ny: int, plan, busy: bool = False) -> bool:
     """Whether ``backend="auto"`` solves CPU problems ``n1 x n2 x ny`` whose
     :func:`fastpid.solver.newton_plan` is ``plan`` by the C++ solver (see :func:`_choose_backend`):
     where the dense system it factorises fits, also where the PyTorch solver would eliminate
     over the admissible potentials only (``"sparse"``), as the C++ Schur complement is over the
     free potentials already: on 28 sparse clustered joints (10x10x31 to 64x64x101, 300-3000
     samples) and the digits joint (20x20x10, 1797 samples) the C++ solver took 1/1.9 to 1/33
-    of the PyTorch solver's time (digits: 1.4 ms against 38 ms), with the same iterations."""
+    of the PyTorch solver's time (digits: 1.4 ms against 38 ms), with the same iterations.
+    ``busy``: every thread has a problem of its own (see :func:`fastpid.cpp.auto_max`)."""
     size = cpp.system_size(n1, n2, ny, plan.structure, plan.schur_free)
-    return (size <= cpp.auto_max(plan.structure) and cpp.available()[0]
+    return (size <= cpp.auto_max(plan.structure, busy) and cpp.available()[0]
             and cpp_workspace_fits(n1, n2, ny, plan.structure == "lowrank"))
 
 

@@ -10,10 +10,10 @@ target values), by per-``y`` blocks and a low-rank correction over the ``n1 * n2
 The Schur complement is factorised over the free potentials only (pairs ``(x2, y)`` with
 mass, less one gauge per ``y``). Measured on 2 cores, one problem (the C++ solver on one
 thread, PyTorch on both): faster than the PyTorch solver on small problems and up to 3072
-free potentials on the Schur side, the largest measured (dense 64x64x32 0.91 s vs 2.2 s,
-96x96x32 5.2 s vs 11.5 s: ``bench/test_bench_auto_route.py``; clustered 64x64x31, 1418 free
-of 1984: 0.46 s vs 4.6 s, PyTorch on one thread); low-rank, clustered 20x20x101 0.07 s vs
-0.48 s, 2x3x3000 3 ms vs 14 ms.
+free potentials on the Schur side (dense 64x64x32 0.91 s vs 2.2 s, 96x96x32 5.2 s vs 11.5 s:
+``bench/test_bench_auto_route.py``; clustered 64x64x31, 1418 free of 1984: 0.46 s vs 4.6 s,
+PyTorch on one thread), to 6144 where every thread has a problem of its own; low-rank,
+clustered 20x20x101 0.07 s vs 0.48 s, 2x3x3000 3 ms vs 14 ms.
 :func:`fastpid.api` picks it where the system it factorises has at most :func:`auto_max`
 unknowns.
 """
@@ -33,12 +33,23 @@ from .solver import MU_FACTOR, OMEGA, POLISH_SWEEPS, WARM_STEPS, Solution, newto
 #: thread, 3.0 vs 15.0 s and 12.4 vs 30.0; dense 64x64x100, two threads, 10.6 vs 14.5).
 AUTO_MAX_SCHUR = 3072
 AUTO_MAX_CELLS = 4096
+#: The Schur side's limit where every thread has a problem of its own (one thread, or a batch
+#: of at least as many problems as threads): there the PyTorch solver's threads do not share
+#: one problem's factorisations, and the C++ solver was the faster to 6144 free potentials, the
+#: largest measured (one thread: dense 96x96x48 and 96x96x64, 4608 and 6144 free, 15.4 s and
+#: 30.6 s against 18.7 s and 33.6 s; clustered 60x60x55 and 64x64x50, 3269 and 3196 free, 3.9 s
+#: and 4.2 s against 6.8 s and 8.1 s; two of 96x96x48 on two threads 17.3 s against 22.2 s).
+#: One problem on two threads: 11.2 s and 19.1 s in PyTorch on the dense ones.
+AUTO_MAX_SCHUR_BUSY = 6144
 
 
-def auto_max(elimination: str) -> int:
+def auto_max(elimination: str, busy: bool = False) -> int:
     """The largest system (:func:`system_size`) that ``backend="auto"`` gives the C++ solver
-    by ``elimination`` (``"schur"`` or ``"lowrank"``)."""
-    return AUTO_MAX_CELLS if elimination == "lowrank" else AUTO_MAX_SCHUR
+    by ``elimination`` (``"schur"`` or ``"lowrank"``); ``busy``: every thread has a problem of
+    its own (see :data:`AUTO_MAX_SCHUR_BUSY`)."""
+    if elimination == "lowrank":
+        return AUTO_MAX_CELLS
+    return AUTO_MAX_SCHUR_BUSY if busy else AUTO_MAX_SCHUR
 
 
 def elimination(P: torch.Tensor) -> str:

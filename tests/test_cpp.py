@@ -245,7 +245,12 @@ def test_the_lowrank_elimination_has_the_smaller_source_second(monkeypatch):
     np.testing.assert_allclose(c.coupling.sum(1), P.sum(1), atol=1e-12)
 
 
-def test_auto_picks_cpp_for_small_cpu_problems_and_torch_for_large():
+def test_auto_picks_cpp_for_small_cpu_problems_and_torch_for_large(monkeypatch):
+    from fastpid import _resources
+
+    # One problem on two threads (the limits where every thread has a problem: the next test).
+    monkeypatch.setattr(_resources, "_cpus", lambda: 2)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     assert fastpid.pid(_batch((4, 4, 4), "dense", 1)[0]).backend == "cpp"
     # The limit is on the system the C++ solver factorises: the Schur side's free potentials,
     # at most min(n1, n2) * ny (96 * 32 is at it, 97 * 32 beyond; it was 1800, where the C++
@@ -265,6 +270,27 @@ def test_auto_picks_cpp_for_small_cpu_problems_and_torch_for_large():
     plan = solver.newton_plan(torch.from_numpy(P[None]))
     assert plan.structure == "schur" and plan.schur_free <= cpp.auto_max("schur") < 100 * 32
     assert fastpid.pid(P, method="fast").backend == "cpp"
+
+
+def test_auto_takes_larger_schur_systems_to_cpp_where_every_thread_has_a_problem(monkeypatch):
+    """Past 3072 free potentials on the Schur side the PyTorch solver is the faster for one
+    problem on two threads (they share its factorisations: dense 96x96x48 11.2 s against 15.4 s
+    in C++), not where every thread has a problem of its own (one thread: 18.7 s against 15.4 s;
+    clustered 60x60x55, 3269 free, 6.8 s against 3.9 s): there C++ takes them up to 6144."""
+    from fastpid import _resources
+
+    monkeypatch.setattr(_resources, "_cpus", lambda: 2)
+    P = _batch((64, 64, 60), "dense", 1)[0]                       # 3840 free on the Schur side
+    plan = solver.newton_plan(torch.from_numpy(P[None]))
+    assert plan.structure == "schur" and cpp.auto_max("schur") < plan.schur_free <= cpp.auto_max("schur", True)
+    with _resources.threads(1):
+        assert fastpid.pid(P, method="fast").backend == "cpp"
+    with _resources.threads(2):
+        assert fastpid.pid(P, method="fast").backend == "torch"               # one problem, two threads
+        assert fastpid.pid(np.stack([P, P]), method="fast").backend == "cpp"  # a problem each
+    big = _batch((100, 100, 64), "dense", 1)[0]                   # 6400 free: beyond either
+    with _resources.threads(1):
+        assert fastpid.pid(big, method="fast").backend == "torch"
 
 
 def test_auto_takes_the_schur_complement_where_the_low_rank_system_is_beyond_the_cpp_route(monkeypatch):
