@@ -94,12 +94,15 @@ HELD_OUT = {
     "held_dirichlet_4x3x1000": dict(kind="dirichlet", shape=(4, 3, 1000), scale=True),
 }
 
-#: Dense joints past the automatic backend's old C++ limit of 1800 free potentials and at
-#: its new one, 3072 (``bench/test_bench_auto_route.py``: the C++ and PyTorch solvers in one
-#: run).
+#: Dense joints past the automatic backend's old C++ limit of 1800 free potentials, at its
+#: limit of 3072, past it (4608: C++ where every thread has a problem), and a low-rank one past
+#: the old limit of 1800 cells (``bench/test_bench_auto_route.py``: the C++ and PyTorch solvers
+#: in one run).
 ROUTE = {
     "route_dense_64x64x32": dict(kind="dirichlet", shape=(64, 64, 32), scale=True),
     "route_dense_96x96x32": dict(kind="dirichlet", shape=(96, 96, 32), scale=True),
+    "route_dense_96x96x48": dict(kind="dirichlet", shape=(96, 96, 48), scale=True),
+    "route_dense_48x48x100": dict(kind="dirichlet", shape=(48, 48, 100), scale=True),
 }
 
 #: Problems per ``scale`` family at most (each takes seconds, and CVXPY minutes).
@@ -111,6 +114,8 @@ DESCRIPTIONS = {
     "dense_12x12x6": "12×12×6, Dirichlet(1) over all cells (dense)",
     "route_dense_64x64x32": "64×64×32, Dirichlet(1) over all cells: 2048 free potentials",
     "route_dense_96x96x32": "96×96×32, Dirichlet(1) over all cells: 3072 free potentials",
+    "route_dense_96x96x48": "96×96×48, Dirichlet(1) over all cells: 4608 free potentials",
+    "route_dense_48x48x100": "48×48×100, Dirichlet(1) over all cells: 2304 cells (low-rank elimination)",
     "clustered_20x20x101": "20×20×101, as clustered_20x20x10 with 101 classes and 20000 points",
     "clustered_32x32x31": "32×32×31, KMeans(32) codes, 31 classes, 20000 points",
     "clustered_64x64x10": "64×64×10, KMeans(64) codes, 10 classes, 30000 points",

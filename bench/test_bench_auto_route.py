@@ -3,8 +3,10 @@
 Run with ``python -m pytest bench/test_bench_auto_route.py -q`` (the options of
 ``bench/conftest.py``; two torch threads by default, the C++ solver one thread a problem).
 ``backend="auto"`` gives the C++ solver Schur systems of up to ``fastpid.cpp.auto_max("schur")``
-free potentials (3072) and the PyTorch solver larger ones; the families
-(``bench.problems.ROUTE``) are dense joints past the old limit (1800) and at the new one. Rows:
+free potentials (3072; 6144 where every thread has a problem, as on one thread) and low-rank
+systems of up to 4096 cells, the PyTorch solver larger ones; the families
+(``bench.problems.ROUTE``) are dense joints past the old limit (1800), at 3072, past it (4608)
+and a low-rank one of 2304 cells. Rows:
 ``fastpid exact (cpp)``, ``(torch)`` and ``(auto)``, one problem per call, errors against
 ``fastpid.pid(P, tol=1e-10)``; no CVXPY (minutes a problem here), so the ratio to read is the
 PyTorch row's time over the C++ row's.
