@@ -57,9 +57,10 @@ def _vector(v, name: str, n: int | None = None) -> np.ndarray:
         v = v.detach().cpu()
     elif isinstance(v, (list, tuple)):  # e.g. a history of 0-d tensors that require grad
         v = [x.detach().cpu() if hasattr(x, "detach") else x for x in v]
-    if np.iscomplexobj(np.asarray(v)):  # float() of them had dropped the imaginary parts with a numpy warning
+    a = np.asarray(v)
+    if np.iscomplexobj(a):  # float() of them had dropped the imaginary parts with a numpy warning
         raise TypeError(f"{name} must be real numbers, got complex ones")
-    a = np.asarray(v, dtype=float)
+    a = a.astype(float)
     if a.ndim != 1 or (n is not None and a.shape[0] != n):
         raise ValueError(f"{name} must be a 1-D sequence{'' if n is None else f' of {n} values'}, "
                          f"got shape {a.shape}")
