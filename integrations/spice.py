@@ -110,7 +110,8 @@ class SPICECurriculum:
         epochs: number of training epochs.
         phases: fractions of the epochs given to the redundancy, uniqueness and synergy
             phases (non-negative, summing to 1).
-        pacing: ``(t, T) -> fraction`` admitted within a phase; default
+        pacing: ``(t, T) -> fraction`` admitted within a phase (in ``[0, 1]``, checked over
+            the schedule's epochs when the curriculum is made); default
             ``RootCompetence(c0=0.2)``.
         refresh: re-estimate the scores every ``refresh`` epochs (see :meth:`due`).
         estimator: ``"pointwise"``, ``"local"`` (needs ``embedding`` in :meth:`update`) or
@@ -154,6 +155,10 @@ class SPICECurriculum:
         self._due: int | None = None
         self._warned_zero = self._warned_epoch = False
         self._asked: list[int] = []  # the epochs due() was asked for since the last set_epoch()
+        # Checked over the schedule's epochs now: a value of 2.0 had warned that a phase admits
+        # every sample, and raised only at the first indices().
+        for epoch in range(self.schedule.epochs):
+            self._count(self._pacing(epoch), epoch)
         self._warn_if_a_phase_admits_everyone()
 
     def _warn_if_a_phase_admits_everyone(self) -> None:
@@ -344,10 +349,12 @@ class SPICECurriculum:
         pos = self.schedule.position(epoch)
         return float(self.pacing(pos.step, max(1, pos.length - 1)))
 
-    def _count(self, c: float) -> int:
-        """Samples admitted at pacing value ``c``: ``ceil(c N)``, at least ``min_samples``."""
+    def _count(self, c: float, epoch: int | None = None) -> int:
+        """Samples admitted at pacing value ``c`` (of ``epoch``): ``ceil(c N)``, at least
+        ``min_samples``."""
         if not 0.0 <= c <= 1.0:
-            raise ValueError(f"the pacing function returned {c!r}; it must lie in [0, 1]")
+            at = "" if epoch is None else f" at epoch {epoch}"
+            raise ValueError(f"the pacing function returned {c!r}{at}; it must lie in [0, 1]")
         return max(self.min_samples, math.ceil(c * self.n_samples - 1e-9))
 
     def scheduled_fraction(self, epoch: int) -> float:

@@ -331,10 +331,13 @@ def test_curriculum_refresh_and_errors():
         SPICECurriculum(4, epochs=6, estimator="global")
     with pytest.raises(ValueError, match="phases"):
         SPICECurriculum(4, epochs=6, phases=(0.5, 0.5))
-    bad = SPICECurriculum(10, epochs=6, pacing=lambda t, T: 1.5, estimator=lambda *a: hand_scores())
-    bad.update(None, None, None, None)
-    with pytest.raises(ValueError, match="pacing"):
-        bad.indices()
+    # Refused when the curriculum is made, without the warning that a phase admits everyone first.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=r"the pacing function returned 1.5 at epoch 0; it must lie in \[0, 1\]"):
+            SPICECurriculum(10, epochs=6, pacing=lambda t, T: 1.5, estimator=lambda *a: hand_scores())
+        with pytest.raises(ValueError, match=r"returned nan at epoch 1"):  # the first phase's last step
+            SPICECurriculum(10, epochs=6, pacing=lambda t, T: float("nan") if t == T else 0.5)
 
 
 def test_sampler_yields_the_admitted_set_shuffled():
