@@ -785,8 +785,7 @@ def _newton_system_sparse(prob: Problem, f, g, mu, fixed_f, fixed_g, R=None, tau
         # rounding, and the directions of the ridge _cholesky then adds were inexact (a sparse
         # 6x6x12 joint of 23 entries: 510 Newton steps at tol 1e-10 without certifying it, 80
         # refined; 36 by the Schur complement).
-        d = factor_solve(r)
-        d = _refine_further(factor_solve, apply, r, d + factor_solve(r - apply(d)))[..., 0] * scale
+        d = _refined_solve(factor_solve, apply, r)[..., 0] * scale
         df = torch.zeros(B, n1 * ny, dtype=f.dtype, device=f.device).scatter_add_(1, of, d[:, :kf] * vf)
         dg = torch.zeros(B, n2 * ny, dtype=f.dtype, device=f.device).scatter_add_(1, og, d[:, kf:] * vg)
         df, dg = df.reshape(B, n1, ny), dg.reshape(B, n2, ny)
@@ -853,14 +852,20 @@ def _newton_system_lowrank(prob: Problem, f, g, mu, fixed_f, fixed_g, R=None, ta
     def direction(target):
         grad_f, grad_g = gradient(target)
         rhs = torch.cat([(grad_f * sf).transpose(1, 2), (grad_g * sg).transpose(1, 2)], -1)  # (B, ny, v)
-        y = solve(rhs)
-        y = y + solve(rhs - apply(y))  # one step of iterative refinement: Woodbury loses digits
-        y = _refine_further(solve, apply, rhs, y)
+        y = _refined_solve(solve, apply, rhs)  # Woodbury loses digits
         df = y[:, :, :n1].transpose(1, 2) * sf
         dg = y[:, :, n1:].transpose(1, 2) * sg
         return df, dg, (grad_f * df).sum((1, 2)) + (grad_g * dg).sum((1, 2))
 
     return direction
+
+
+def _refined_solve(solve, apply, rhs):
+    """``H^-1 rhs`` by ``solve`` (an approximate inverse), with one step of iterative
+    refinement against ``apply`` (``H x``) and, where the residual is still large, the further
+    steps of :func:`_refine_further`."""
+    y = solve(rhs)
+    return _refine_further(solve, apply, rhs, y + solve(rhs - apply(y)))
 
 
 def _refine_further(solve, apply, rhs, y):
