@@ -609,7 +609,7 @@ def check_codes(
     if lo < 0:
         i, cnt = _first_true(d < 0)
         raise ValueError(
-            f"{name}[{i[0]}] = {int(d[i].item())} is a negative {what}; {what}s must be "
+            f"{name}[{i[0]}] = {_code_text(d[i])} is a negative {what}; {what}s must be "
             f"integers in [0, {size_name if size is None else size}){_more(cnt, 'sample')}"
         )
     if size is None:
@@ -617,11 +617,18 @@ def check_codes(
     elif hi >= size:
         i, cnt = _first_true(d >= size)
         raise ValueError(
-            f"{name}[{i[0]}] = {int(d[i].item())} is out of range for {size_name} {size}; "
+            f"{name}[{i[0]}] = {_code_text(d[i])} is out of range for {size_name} {size}; "
             f"{what}s must be integers in [0, {size}) (raise {size_name} or fix the "
             f"{what}){_more(cnt, 'sample')}"
         )
     return d.to(torch.int64), int(size)
+
+
+def _code_text(value: torch.Tensor) -> str:
+    """An integral code as an error message quotes it: its digits, or for a float beyond 2**53
+    (whose digits past the 16th are the float's rounding, 1e300 has 301) the float."""
+    v = value.item()
+    return repr(v) if isinstance(v, float) and abs(v) >= 2.0 ** 53 else str(int(v))
 
 
 def check_rows(

@@ -27,13 +27,23 @@ def test_joint_accepts_unsigned_numpy_codes(dtype):
 
 def test_uint64_beyond_int64_is_not_called_negative():
     big = np.array([0, 2**63 + 5], dtype=np.uint64)
-    # (2^63 + 5 is read as float64, so the message shows it rounded to 2^63)
-    with pytest.raises(ValueError, match=r"x1\[1\] = 92233720368547758\d\d is out of range for size 4"):
+    # (2^63 + 5 is read as float64, so the message quotes the float, rounded to 2^63)
+    with pytest.raises(ValueError, match=r"x1\[1\] = 9\.223372036854776e\+18 is out of range for size 4"):
         fastpid.joint(big, np.array([0, 1]), np.array([0, 1]), sizes=(4, 2, 2))
     # As counts of a distribution such values are large but valid.
     P = np.full((2, 2, 2), 2**63 + 2**62, dtype=np.uint64)
     res = fastpid.pid(P)
     assert float(res.mi) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_huge_float_codes_are_quoted_as_floats():
+    # Not the float's 301 digits (1e300 as an integer): past 2**53 they are its rounding.
+    with pytest.raises(ValueError, match=r"x1\[1\] = 1e\+300 is out of range for size 3;"):
+        fastpid.joint(np.array([0.0, 1e300, 1.0]), np.array([0, 1, 1]), np.array([0, 1, 0]), sizes=(3, 2, 2))
+    with pytest.raises(ValueError, match=r"x2\[0\] = -1e\+20 is a negative code"):
+        fastpid.joint(np.array([0, 1]), np.array([-1e20, 1.0]), np.array([0, 1]))
+    with pytest.raises(ValueError, match=r"y\[1\] = 9007199254740991 is out of range for size 2"):
+        fastpid.joint(np.array([0, 1]), np.array([0, 1]), np.array([0.0, 2.0**53 - 1]), sizes=(2, 2, 2))
 
 
 def test_huge_codes_without_sizes_are_refused_with_the_size():
