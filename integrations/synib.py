@@ -249,7 +249,9 @@ def _buffers_kept(head):
     """Run the block, then put back ``head``'s buffers (a ``BatchNorm``'s running statistics)
     as they were: a gate fit calls the head ``gate_steps`` times on masked embeddings, which
     a head in training mode would take into its statistics (a repository-variant run of 50
-    batches left a head's running variance 24 % low). Heads that are not modules are left
+    batches left a head's running variance 24 % low), and the penalty and the masked
+    cross-entropy call the fusion on masked inputs (a BatchNorm's running mean of inputs
+    around 3 ended at 2.2 after one step). Heads and fusions that are not modules are left
     as they are. Written through ``.data``: the head's own forward pass may have saved these
     buffers for the backward pass, which refuses a buffer whose version moved (the values
     put back are the ones it saved)."""
@@ -341,6 +343,11 @@ class SynIBLoss(nn.Module):
     named tuple; train on its ``.loss``. An empty batch raises ``ValueError``; a batch of one
     gets no synergy penalty with ``"random"`` and ``"learned"`` (they fill from another
     sample: 0, with a one-time ``UserWarning``; ``DataLoader(drop_last=True)`` avoids it).
+
+    The fusion's and heads' own buffers (a ``BatchNorm``'s running statistics) follow the
+    real inputs only: those the loss calls them with on masked or withheld inputs are put
+    back afterwards (where ``fusion`` and the heads are modules; a function wrapping one
+    is called as it is).
 
     Buffers (empty until first needed): ``running_mean{m}``, ``running_var{m}`` (``(D_m,)``,
     ``"noise"`` and ``"learned_example"``) and ``gate_logit{m}`` (``(D_m,)``, ``"learned"``)
@@ -667,8 +674,9 @@ class SynIBLoss(nn.Module):
             loss = loss + self.lambda_uni * uni
         mce = zero
         if self.masked_ce > 0 and in_time:
-            mce = (F.cross_entropy(_fused(fusion, self.random_mask(z1), z2)[0], y)
-                   + F.cross_entropy(_fused(fusion, z1, self.random_mask(z2))[0], y))
+            with _buffers_kept(fusion):  # its running statistics follow the real inputs only
+                mce = (F.cross_entropy(_fused(fusion, self.random_mask(z1), z2)[0], y)
+                       + F.cross_entropy(_fused(fusion, z1, self.random_mask(z2))[0], y))
             loss = loss + self.masked_ce * mce
         syn = zero
         # "random" and "learned" fill a withheld modality from another sample: a batch of one
@@ -690,8 +698,9 @@ class SynIBLoss(nn.Module):
                 self._update_stats(2, z2)
             a, b = (z1.detach(), z2.detach()) if self.detach_penalty else (z1, z2)
             try:
-                syn = (self._kl(fusion, self.withhold(a, 1, head1, y), b)
-                       + self._kl(fusion, a, self.withhold(b, 2, head2, y)))
+                with _buffers_kept(fusion):  # as for the masked cross-entropy
+                    syn = (self._kl(fusion, self.withhold(a, 1, head1, y), b)
+                           + self._kl(fusion, a, self.withhold(b, 2, head2, y)))
             finally:
                 if provisional:
                     self._clear_stats()
