@@ -279,7 +279,23 @@ def _check_finite(terms: dict, what: str) -> None:
 def _shape(v) -> tuple | str:
     """A state entry's shape, or for an entry that is not a tensor (a module's extra state)
     its type's name, as :meth:`ECSAsyncController._check_snapshot` compares them."""
-    return tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
+    if isinstance(v, torch.Tensor):
+        return "uninitialised (lazy)" if torch.nn.parameter.is_lazy(v) else tuple(v.shape)
+    return type(v).__name__
+
+
+def _sized_on_load(module: torch.nn.Module) -> set[str]:
+    """The state keys of ``module`` whose shapes loading sets: buffers that a submodule sizes
+    on first use and to a checkpoint's (``_sized_on_load``, :class:`SynIBLoss`'s), and torch's
+    lazy parameters and buffers, whether or not yet materialised."""
+    keys = set()
+    for prefix, sub in module.named_modules():
+        lead = prefix + "." if prefix else ""
+        keys.update(lead + name for name in getattr(sub, "_sized_on_load", ()))
+        if isinstance(sub, torch.nn.modules.lazy.LazyModuleMixin):
+            keys.update(lead + name for name, _ in sub.named_parameters(recurse=False))
+            keys.update(lead + name for name, _ in sub.named_buffers(recurse=False))
+    return keys
 
 
 class ECSAsyncController:
@@ -634,8 +650,9 @@ class ECSAsyncController:
                     ("has unexpected", sorted(saved.keys() - own.keys()))) if names]
             if keys:
                 raise ValueError(f"{where} " + " and ".join(keys))
+            resized = _sized_on_load(module)
             shapes = [f"{k}: {_shape(saved[k])} saved, {_shape(v)} registered"
-                      for k, v in own.items() if _shape(saved[k]) != _shape(v)]
+                      for k, v in own.items() if k not in resized and _shape(saved[k]) != _shape(v)]
             if shapes:
                 raise ValueError(f"{where} has other shapes: " + "; ".join(shapes))
 

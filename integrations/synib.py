@@ -354,6 +354,10 @@ class SynIBLoss(nn.Module):
     for ``m`` = 1, 2. Submodule: ``logvar_head`` (``penalty="gaussian"``; else ``None``).
     """
 
+    #: The buffers sized on first use, and to a checkpoint's shapes on loading (empty until
+    #: then): a snapshot's check (ECSAsyncController) accepts other shapes of these.
+    _sized_on_load = tuple(f"{name}{m}" for m in (1, 2) for name in ("running_mean", "running_var", "gate_logit"))
+
     def __init__(self, lambda_uni: float | None = None, lambda_syn: float = 0.1, mask: str | None = None,
                  p: float | None = None, off_after_epoch: int | None = None, *, variant: str = "integration",
                  penalty: str | None = None, detach_heads: bool | None = None, detach_penalty: bool | None = None,
@@ -406,9 +410,8 @@ class SynIBLoss(nn.Module):
         self._eval_gen: torch.Generator | None = None  # evaluation's own stream (_generator)
         self._last_gates: dict = {}
         self._warned_alone = False
-        for m in (1, 2):
-            for name in (f"running_mean{m}", f"running_var{m}", f"gate_logit{m}"):
-                self.register_buffer(name, torch.empty(0))
+        for name in self._sized_on_load:
+            self.register_buffer(name, torch.empty(0))
 
     def extra_repr(self) -> str:
         return (f"variant={self.variant!r}, lambda_uni={self.lambda_uni}, lambda_syn={self.lambda_syn}, "

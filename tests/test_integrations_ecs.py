@@ -371,6 +371,60 @@ def test_snapshots_of_modules_with_extra_state():
     assert ctrl.peak_epoch is None and ctrl.snapshot is None
 
 
+@pytest.mark.parametrize("sized_at_peak", [True, False])
+def test_snapshot_of_a_loss_sized_on_first_use_loads_in_either_order(sized_at_peak):
+    """SynIBLoss sizes its running statistics on first use, and to a checkpoint's on loading.
+    The snapshot's check refused them: a controller loaded before the loss saw (8,) saved and
+    (0,) registered; a peak taken before the loss's first batch, loaded after the loss, (0,)
+    saved and (8,) registered. Either order loads, and restore() puts back the peak's state."""
+    from fastpid.integrations import SynIBLoss
+
+    z = torch.randn(16, 8, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(16) % 2
+    heads = torch.nn.Linear(8, 2), torch.nn.Linear(8, 2)
+    fusion = lambda a, b: heads[0](a) + heads[1](b)  # noqa: E731
+
+    def run():
+        enc, loss = torch.nn.Linear(3, 2), SynIBLoss(mask="noise")
+        return enc, loss, ECSAsyncController(max_unimodal_epochs=100, modules=[enc, loss], **RAW)
+
+    enc, loss, ctrl = run()
+    if sized_at_peak:
+        loss(z, z, y, fusion, *heads)
+    ctrl.step(0, terms(0.2, 0.2, 0.50))
+    loss(z + 1, z, y, fusion, *heads)
+    state = {"ctrl": ctrl.state_dict(), "loss": loss.state_dict()}
+    peak = ctrl.snapshot[1]["running_mean1"]
+    assert peak.shape == ((8,) if sized_at_peak else (0,))
+    for controller_first in (True, False):
+        enc2, loss2, ctrl2 = run()
+        if controller_first:
+            ctrl2.load_state_dict(state["ctrl"])
+        loss2.load_state_dict(state["loss"])
+        if not controller_first:
+            ctrl2.load_state_dict(state["ctrl"])
+        assert loss2.running_mean1.shape == (8,)
+        ctrl2.restore()
+        assert torch.equal(loss2.running_mean1, peak)
+    bad = {**state["ctrl"], "snapshot": [state["ctrl"]["snapshot"][0], {**state["ctrl"]["snapshot"][1], "extra": 1}]}
+    with pytest.raises(ValueError, match=r"module 1 \(SynIBLoss\) has unexpected keys \['extra'\]"):
+        run()[2].load_state_dict(bad)
+
+
+def test_snapshot_loads_into_lazy_modules_not_yet_materialised():
+    """A resumed run may load the controller before its lazy layers see a batch: the check
+    read the shapes of uninitialised parameters (RuntimeError); loading sets them."""
+    model = torch.nn.Sequential(torch.nn.LazyLinear(3))
+    model(torch.ones(2, 5))
+    ctrl = ECSAsyncController(max_unimodal_epochs=100, modules=[model], **RAW)
+    ctrl.step(0, terms(0.2, 0.2, 0.50))
+    fresh = torch.nn.Sequential(torch.nn.LazyLinear(3))
+    resumed = ECSAsyncController(max_unimodal_epochs=100, modules=[fresh], **RAW)
+    resumed.load_state_dict(ctrl.state_dict())
+    resumed.restore()
+    assert torch.equal(fresh[0].weight, model[0].weight)
+
+
 @pytest.mark.parametrize("rule", ["baseline", "test"])
 @pytest.mark.parametrize("epochs", [np.arange(2), torch.arange(2)], ids=["numpy", "tensor"])
 def test_update_takes_numpy_and_tensor_epochs(rule, epochs):
