@@ -155,6 +155,7 @@ class SPICECurriculum:
         self._due: int | None = None
         self._warned_zero = self._warned_epoch = False
         self._asked: list[int] = []  # the epochs due() was asked for since the last set_epoch()
+        self._updates = 0  # update() calls since the last set_epoch()
         # Checked over the schedule's epochs now: a value of 2.0 had warned that a phase admits
         # every sample, and raised only at the first indices().
         for epoch in range(self.schedule.epochs):
@@ -189,16 +190,20 @@ class SPICECurriculum:
         # question ahead, or a fresh curriculum asked at a resumed epoch, is no sign).
         if not self._asked or epoch > self._asked[-1]:
             self._asked.append(epoch)
-        if len(self._asked) >= 3 and not self._warned_epoch:
-            self._warned_epoch = True
-            warnings.warn(f"SPICECurriculum.due() asked for epochs {self._asked} while the curriculum stayed at "
-                          f"epoch {self.epoch}: call set_epoch(epoch) every epoch (SPICESampler admits by the "
-                          "curriculum's epoch; without it the run stays in the first phase's first epoch)",
-                          stacklevel=caller_level())
+        if len(self._asked) >= 3:
+            self._warn_no_epoch(f"due() asked for epochs {self._asked}")
         due = epoch > 0 and epoch % self.refresh == 0 and epoch != self._scored_epoch
         if due:  # the next update() estimates this epoch's scores (a "no" in between changes nothing)
             self._due = epoch
         return due
+
+    def _warn_no_epoch(self, what: str) -> None:
+        """Once: the loop calls ``what`` epoch after epoch but never :meth:`set_epoch`."""
+        if not self._warned_epoch:
+            self._warned_epoch = True
+            warnings.warn(f"SPICECurriculum.{what} while the curriculum stayed at epoch {self.epoch}: call "
+                          "set_epoch(epoch) every epoch (SPICESampler admits by the curriculum's epoch; without "
+                          "it the run stays in the first phase's first epoch)", stacklevel=caller_level())
 
     def update(self, p1, p2, p12, y, embedding=None, *, index=None) -> SampleScores:
         """Re-estimate the per-sample scores from predictions on the whole training set.
@@ -225,6 +230,11 @@ class SPICECurriculum:
             scores = SampleScores(*broadcast_tensors(scores.redundancy, scores.unique1, scores.unique2,
                                                      scores.synergy))
         self._set_scores(scores)
+        # Three updates with no set_epoch() between (a loop that re-scores every epoch without
+        # it admitted the first phase's first-epoch share, 20 of 100, for ever, silently).
+        self._updates += 1
+        if self._updates >= 3:
+            self._warn_no_epoch(f"update() was called {self._updates} times")
         return scores
 
     def _assemble(self, index, p1, p2, p12, y, embedding):
@@ -331,7 +341,7 @@ class SPICECurriculum:
         """Set the epoch that :meth:`indices`, :meth:`weights` and the sampler refer to."""
         self.schedule.position(epoch)  # validates
         self.epoch = operator.index(epoch)  # a plain int (numpy and 0-d tensor epochs accepted)
-        self._asked = []
+        self._asked, self._updates = [], 0
 
     def phase(self, epoch: int | None = None) -> str:
         """Name of the phase of ``epoch`` (default: the current epoch)."""

@@ -279,6 +279,32 @@ def test_forgetting_set_epoch_is_said():
         SPICECurriculum(40, epochs=6, seed=2 ** 64)
 
 
+def test_updating_without_set_epoch_is_said():
+    """A loop that re-scored every epoch through update() alone, never asking due() nor
+    setting the epoch, admitted the first phase's first-epoch share (20 of 100) for ever,
+    silently."""
+    p = torch.full((100, 3), 1 / 3)
+    y = torch.arange(100) % 3
+    cur = SPICECurriculum(100, epochs=10, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        warnings.filterwarnings("ignore", message=".*score 0")   # uninformative predictions tie
+        cur.update(p, p, p, y)
+        cur.update(p, p, p, y)
+    with pytest.warns(UserWarning, match=r"update\(\) was called 3 times while the curriculum stayed at epoch 0: "
+                                         r"call set_epoch"):
+        cur.update(p, p, p, y)
+    # A loop that sets the epoch says nothing, however often it updates.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        warnings.filterwarnings("ignore", message=".*score 0")
+        fine = SPICECurriculum(100, epochs=10, seed=0)
+        for epoch in range(5):
+            fine.set_epoch(epoch)
+            fine.update(p, p, p, y)
+            fine.update(p, p, p, y)
+
+
 def test_due_refuses_an_epoch_that_is_not_a_whole_number():
     """due(1.5) raised "'float' object cannot be interpreted as an integer", naming nothing."""
     cur = SPICECurriculum(40, epochs=10)
