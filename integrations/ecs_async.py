@@ -444,7 +444,8 @@ class ECSAsyncController:
 
         Call it once per epoch, before training that epoch, with embeddings computed by the
         current (not yet trained this epoch) encoders; an epoch below 0, or not after the last
-        probed one, raises ``ValueError``. Tensors or numpy arrays. Under
+        probed one, raises ``ValueError`` (a run resumed within epoch ``e`` from a state saved
+        after ``update(e)`` takes that epoch's decision from :meth:`current`). Tensors or numpy arrays. Under
         ``torch.distributed`` each rank passes its part of the probe set (see
         :meth:`PIDProbe.__call__`); every rank must call it. ``epoch`` may be a numpy integer
         or a 0-d integer tensor; it is kept as a Python int.

@@ -503,3 +503,20 @@ def test_baseline_seed_is_checked_when_built():
     with pytest.raises(ValueError, match=r"baseline_seed must be an integer in \[0, 2\*\*64 - 1\], got -1"):
         ECSAsyncController(baseline_seed=-1)
     ECSAsyncController(baseline_seed=2 ** 64 - 1)
+
+
+def test_a_run_resumed_within_a_probed_epoch_takes_its_decision_from_current():
+    """update(e) refuses a probed epoch twice; a state saved after it, loaded within epoch e,
+    gives that epoch's decision through current(e) (the README's checkpoint paragraph)."""
+    for seq in ([terms(0.2, 0.2, 0.5), terms(0.9, 0.1, 0.5)],      # modality 1 paused at epoch 1
+                [terms(0.2, 0.2, 0.5), terms(0.2, 0.2, 0.1)]):     # stage 2 at epoch 1
+        ctrl = ECSAsyncController(ratio=2.0, max_unimodal_epochs=100, **RAW)
+        decision = run(ctrl, seq)[-1]
+        resumed = ECSAsyncController(ratio=2.0, max_unimodal_epochs=100, **RAW)
+        resumed.load_state_dict(ctrl.state_dict())
+        with pytest.raises(ValueError, match="does not come after epoch 1"):
+            resumed.step(1, seq[-1])
+        again = resumed.current(1)
+        assert (again.epoch, again.stage, again.train1, again.train2) == \
+            (decision.epoch, decision.stage, decision.train1, decision.train2)
+    assert decision.stage == "joint"
