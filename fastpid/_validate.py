@@ -142,10 +142,13 @@ def _numpy_from_any(x, name: str) -> np.ndarray:
             "M": "datetime",
             "m": "timedelta",
         }.get(kind, str(arr.dtype))
+        if kind in "US" or (kind == "O" and any(isinstance(v, (str, bytes)) for v in arr.flat)):
+            hint = "; labels must be integer codes first, e.g. np.unique(x, return_inverse=True)[1]"
+        else:
+            hint = "; convert it first, e.g. with .astype(float)" if kind == "O" else ""
         raise TypeError(
             f"{name} has non-numeric dtype {arr.dtype} ({what}); expected real "
-            f"(integer or floating point) entries"
-            + ("; convert it first, e.g. with .astype(float)" if kind == "O" else "")
+            f"(integer or floating point) entries{hint}"
         )
     return arr
 

@@ -334,3 +334,17 @@ def test_nested_lists_of_python_integers_past_int64_are_counts():
         fastpid.pid([[[10 ** 400, 1], [1, 1]]])
     with pytest.raises(TypeError, match="P must be numeric .* got None"):
         fastpid.pid(None)
+
+
+def test_string_labels_are_refused_with_how_to_code_them():
+    """Labels as strings were told to use .astype(float), which fails on them."""
+    for labels in (np.array(["cat", "dog", "cat"]), np.array(["cat", "dog", "cat"], dtype=object),
+                   ["cat", "dog", "cat"], np.array([b"a", b"b", b"a"])):
+        with pytest.raises(TypeError, match=r"y has non-numeric dtype .*labels must be integer codes first, "
+                                            r"e\.g\. np\.unique\(x, return_inverse=True\)\[1\]"):
+            fastpid.joint(np.array([0, 1, 1]), np.array([0, 1, 0]), labels)
+    codes = np.unique(np.array(["cat", "dog", "cat"]), return_inverse=True)[1]
+    assert fastpid.joint(np.array([0, 1, 1]), np.array([0, 1, 0]), codes).shape == (2, 2, 2)
+    # Objects that are not text keep the float advice.
+    with pytest.raises(TypeError, match=r"convert it first, e\.g\. with \.astype\(float\)"):
+        fastpid.pid(np.array([[[0.5, None]]], dtype=object))
