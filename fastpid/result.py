@@ -33,8 +33,10 @@ class PIDResult:
             ``Q[..., n1, n2, ny]`` behind the upper bounds, else ``None``.
 
     A batch result is indexed like its arrays (``res[0]``, ``res[2:5]``, ``res[mask]``),
-    ``len(res)`` is the size of its first batch axis, and ``.item()``, ``.numpy()``,
-    and ``.cpu()`` convert every array field at once. A result is always true, whatever
+    ``len(res)`` is the size of its first batch axis (``res.shape`` the batch shape), and
+    ``.item()``, ``.numpy()``, ``.cpu()`` and ``.detach()`` convert every array field at
+    once; ``.to_bits()``, ``.to_nats()`` and ``.in_base(b)`` change the units and
+    ``.as_dict()`` gives the fields by name. A result is always true, whatever
     its batch shape (``cached or fastpid.pid(P)``). It pickles, and ``torch.load``'s
     default (``weights_only=True``) reads the result of torch input back (a result of numpy
     input holds numpy arrays, which that loader refuses unless numpy's functions are
@@ -209,8 +211,18 @@ def _scaled_up(gap, factor: float):
 
 
 def _index_for(array, index):
-    """``index`` as ``array`` takes it: numpy indexes converted from torch, torch's as they are."""
-    return index if hasattr(array, "detach") else _as_numpy_index(index)
+    """``index`` as ``array`` takes it: numpy indexes converted from torch, torch's as they are
+    but uint8 masks, which torch still takes as masks but warns are deprecated, as bool."""
+    return _uint8_as_bool(index) if hasattr(array, "detach") else _as_numpy_index(index)
+
+
+def _uint8_as_bool(index):
+    """``index`` with its uint8 tensors (torch's old form of a mask) as bool tensors."""
+    if hasattr(index, "detach") and str(index.dtype) == "torch.uint8":
+        return index.bool()
+    if isinstance(index, tuple):
+        return tuple(_uint8_as_bool(i) for i in index)
+    return index
 
 
 def _as_numpy_index(index):

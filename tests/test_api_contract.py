@@ -176,6 +176,10 @@ def test_a_numpy_result_takes_torch_indexes_as_a_torch_result_does():
                       torch.tensor([1, 0, 1][:res.shape[0]], dtype=torch.uint8)):
             assert res[index].shape == tres[index].shape, index
             assert np.allclose(np.asarray(res[index].synergy), tres[index].synergy.numpy())
+    # A uint8 mask is taken as a mask without torch's deprecation warning from inside.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert tres[torch.tensor([1, 0, 1], dtype=torch.uint8)].shape == (2,)
 
 
 def test_detach_lets_a_result_with_gradients_be_copied():
