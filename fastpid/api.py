@@ -74,7 +74,8 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
             (the CVXPY exponential-cone program, ``pip install fastpid[cvx]``; exact method
             only, no gradients). :func:`backends` says which are available.
         tol: certified tolerance on every term, in nats (default ``1e-8`` for float64
-            input, ``1e-5`` for float32). ``converged`` is ``gap <= tol`` for every method.
+            input, ``1e-5`` for float32 torch tensors; numpy input of any float type is
+            solved, and returned, in float64). ``converged`` is ``gap <= tol`` for every method.
             With ``backend="cvx"`` it sets only ``converged`` (Clarabel runs at its own
             settings; :func:`fastpid.cvx.solve_cvx` takes others).
             float32 results' gap includes their rounding (up to ``2^-23 I(X1,X2;Y)``), and

@@ -218,7 +218,9 @@ class PIDMetric:
         self.samples_only = self.samples_only and codes
 
     def compute(self):
-        """:func:`fastpid.pid` of the accumulated joint (a :class:`fastpid.PIDResult`).
+        """:func:`fastpid.pid` of the accumulated joint (a :class:`fastpid.PIDResult` of
+        float64 torch tensors, whatever the batches were: the counts are kept as a tensor;
+        ``.numpy()`` converts it).
 
         Under ``torch.distributed`` the counts are summed over the ranks first (every rank
         must call it, with the same ``sizes``; the local :attr:`counts` are left as they are,
