@@ -335,7 +335,10 @@ def estimate(x1, x2, y, *, sizes=None, weights=None, counts=None, groups=None, n
         seed: seed of the random partition and the null draws: an integer >= 0, or
             ``None`` for fresh entropy (the result's ``seed`` holds the integer drawn, which
             repeats the run). With ``groups`` one stream serves every group, so a group's
-            estimate repeats with the whole call, not alone with the same seed.
+            estimate repeats with the whole call, not alone with the same seed. The null
+            draws pick targets in the order of Y's codes: Y's values relabelled, the same
+            seed draws other null samples, and the synergy's estimate, interval and p-value
+            move within their Monte-Carlo noise (relabelling X1 or X2 changes nothing).
         base: logarithm base of the results (``2`` for bits); default nats.
         progress: progress bar over the resampled solves (tqdm; ``True``: always,
             ``False``: never). Default: on when stderr is a terminal and the resampled
