@@ -678,6 +678,12 @@ def check_rows(
         (i,), cnt = _first_true(bad)
         row = d[i].cpu()
         more = _more(cnt, "row")
+        if k == 1:  # a column of codes, as labels often come: (N, 1)
+            raise ValueError(
+                f"{name} has shape {tuple(x.shape)}: a 2-D {name} is read as probability rows, and rows over one "
+                f"value must all be 1 ({name}[{i}] is {row[0].item():.8g}); pass hard codes as a 1-D vector "
+                f"({name}.ravel()){more}"
+            )
         if not torch.isfinite(row).all():
             j = int((~torch.isfinite(row)).nonzero()[0])
             raise ValueError(

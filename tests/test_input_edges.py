@@ -348,3 +348,15 @@ def test_string_labels_are_refused_with_how_to_code_them():
     # Objects that are not text keep the float advice.
     with pytest.raises(TypeError, match=r"convert it first, e\.g\. with \.astype\(float\)"):
         fastpid.pid(np.array([[[0.5, None]]], dtype=object))
+
+
+def test_a_column_of_codes_is_told_to_be_a_vector():
+    """Labels shaped (N, 1) were read as rows over one value: 'y[0] sums to 0, not 1 ... over
+    its 1 values', which puzzled; the message now names the shape and the fix."""
+    codes = np.array([0, 1, 1, 0])
+    with pytest.raises(ValueError, match=r"y has shape \(4, 1\): a 2-D y is read as probability rows, and rows over "
+                                         r"one value must all be 1 \(y\[0\] is 0\); pass hard codes as a 1-D vector "
+                                         r"\(y\.ravel\(\)\) \(1 more row also affected\)"):
+        fastpid.joint(codes, codes, codes[:, None])
+    # A column of ones is a valid (if trivial) variable.
+    assert fastpid.joint(codes, codes, np.ones((4, 1))).shape == (2, 2, 1)
