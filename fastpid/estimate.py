@@ -547,8 +547,9 @@ def _estimate(x1, x2, y, sizes, weights, groups, num_groups, confidence, n_jackk
                                                                 term_maxima(n1, n2, ny))
     seen_once = _seen_once(x1, x2, y, groups, G, (m1, m2, my))
     reliable = _reliability(n_eff, (n1, n2, ny), occupied, disagreement if n_null > 0 else None, spread, g, seen_once)
-    reliable &= ~_pinned_terms(_constant(x1, x2, y, groups, G), possible)
-    reliable &= ~_pinned_by_a_map(_maps(x1, x2, y, groups, G), seen_once)
+    constant = _constant(x1, x2, y, groups, G)
+    reliable &= ~_pinned_terms(constant, possible)
+    reliable &= ~_pinned_by_a_map(_maps(x1, x2, y, groups, G), seen_once, constant)
 
     scale = 1.0 if base is None else 1.0 / math.log(base)
     shape = (G,) if grouped else ()
@@ -632,14 +633,18 @@ def _combine(plug_v, jk_v, null_s, null_bias, g, confidence, per_cell, most):
     spread = se[:, 3]  # the synergy's jackknife SE before the widening above
     se = half / t
     # A correction may pass what the alphabets allow (0 to `most`): the interval is then the
-    # half-width from that end, not what is left of one centred past it (Y = X1 = X2 with
-    # N = 20 balanced samples gave R's [log 2, log 2], the truth below it in 39 of 200
-    # samples; a synergy whose two corrections both fell below 0 gave [0, 0]).
+    # half-width from that end, not what is left of one centred past it (Y = X1 = X2 of
+    # classes 0.55 / 0.45, R 0.688, N = 20: 32 of 200 samples balanced by chance had R's
+    # [log 2, log 2]; a synergy whose two corrections both fell below 0 had [0, 0]).
     centre = np.clip(est, 0.0, most)
     lo, hi = np.clip(centre - half, 0.0, most), np.clip(centre + half, 0.0, most)
-    hi[:, 0] = np.minimum(np.maximum(hi[:, 0], _redundancy_ceiling(plug_v, jk_v, g, t, lo)), most[0])
+    # The upper ends of I(X1; Y)'s and I(X2; Y)'s intervals (R + Um in each part), which bound
+    # R and Um near the unique terms' boundary (the ceilings below).
+    info_top = {m: _upper_end(plug_v[:, 0] + plug_v[:, m], jk_v[:, :, 0] + jk_v[:, :, m], g, t) for m in (1, 2)}
+    hi[:, 0] = np.minimum(np.maximum(hi[:, 0], _redundancy_ceiling(info_top, lo)), most[0])
     for m in (1, 2):
-        hi[:, m] = np.minimum(np.maximum(hi[:, m], _unique_ceiling(plug_v, jk_v, g, t, lo, centre, m)), most[m])
+        ceiling = _unique_ceiling(plug_v, jk_v, g, t, lo, centre, info_top[m], m)
+        hi[:, m] = np.minimum(np.maximum(hi[:, m], ceiling), most[m])
     # With many samples a cell the jackknife's 1/N term is most of the bias, and the null
     # world's conditional, spread over every admissible target, overstates a synergistic
     # joint's (real joints of k-means codes at 25-60 samples a cell: the mean of the two was
@@ -659,20 +664,20 @@ def _jackknife(plug, parts, g: int):
     return g * plug - (g - 1) * mean, np.sqrt((g - 1) / g * ((parts - mean[:, None]) ** 2).sum(1))
 
 
-def _redundancy_ceiling(plug_v, jk_v, g, t, lo) -> np.ndarray:
+def _redundancy_ceiling(info_top, lo) -> np.ndarray:
     """``(G,)``: how high R's interval must reach, ``-inf`` where it need not.
 
     ``R = I(Xm; Y) - Um <= I(Xm; Y)``: where ``Um``'s interval reaches 0, R may be as large as
     that source's own information, and R's interval reaches the upper end of ``I(Xm; Y)``'s
-    (its jackknife interval, widened as R's is; the smaller of the two sources' where both
-    reach 0). Near that boundary the plug-in unique terms are lifted by noise, which the
+    (``info_top[m]``: its jackknife interval, widened as R's is; the smaller of the two
+    sources' where both reach 0). Near that boundary the plug-in unique terms are lifted by noise, which the
     jackknife does not remove, and R's own interval sat below the truth: 3x3x20 parity
     covered 0.55 / 0.63 at N = 300 / 1,000, 20x20x10 copies 0.53 at N = 2,000, a 3x3x1000
     joint 0 of 20 at N = 20,000; 1.00, 1.00, 20 of 20 with it (docs/estimation.md, "R's
     ceiling")."""
-    ceiling = np.full(plug_v.shape[0], -np.inf)
+    ceiling = np.full(lo.shape[0], -np.inf)
     for m in (1, 2):
-        top = _upper_end(plug_v[:, 0] + plug_v[:, m], jk_v[:, :, 0] + jk_v[:, :, m], g, t)  # I(Xm; Y)'s
+        top = info_top[m]
         reach = lo[:, m] <= 0.0
         ceiling = np.where(reach, np.where(np.isfinite(ceiling), np.minimum(ceiling, top), top), ceiling)
     return ceiling
@@ -686,7 +691,7 @@ def _upper_end(plug, parts, g: int, t: float) -> np.ndarray:
     return jack + t * se + CORRECTION_WIDENING * np.abs(jack - plug)
 
 
-def _unique_ceiling(plug_v, jk_v, g, t, lo, centre, m: int) -> np.ndarray:
+def _unique_ceiling(plug_v, jk_v, g, t, lo, centre, info_top, m: int) -> np.ndarray:
     """``(G,)``: how high ``Um``'s interval must reach, ``-inf`` where it need not.
 
     ``Um = Uo + I(Xm; Y) - I(Xo; Y)`` (``o`` the other source; R cancels). A sample puts
@@ -696,13 +701,12 @@ def _unique_ceiling(plug_v, jk_v, g, t, lo, centre, m: int) -> np.ndarray:
     81-92 % of samples, all flagged reliable, some at [0, 0]). Where ``Um``'s interval
     reaches 0 it reaches ``Uo``'s estimate (``centre``) plus the upper end of that
     difference of informations' interval, but not past the upper end of ``I(Xm; Y)``'s
-    (``Um <= I(Xm; Y)``; a source of pure noise beside an informative one had its unique
+    (``info_top``; ``Um <= I(Xm; Y)``; a source of pure noise beside an informative one had its unique
     term's interval reach 0.16 nats at N = 500 without it): 94-100 % there
     (docs/estimation.md, "The unique terms' ceiling")."""
     o = 3 - m
     top = centre[:, o] + _upper_end(plug_v[:, m] - plug_v[:, o], jk_v[:, :, m] - jk_v[:, :, o], g, t)
-    top = np.minimum(top, _upper_end(plug_v[:, 0] + plug_v[:, m], jk_v[:, :, 0] + jk_v[:, :, m], g, t))
-    return np.where(lo[:, m] <= 0.0, top, -np.inf)
+    return np.where(lo[:, m] <= 0.0, np.minimum(top, info_top), -np.inf)
 
 
 def _seen_once(x1, x2, y, groups, G: int, sizes) -> np.ndarray:
@@ -808,7 +812,7 @@ def _maps(x1, x2, y, groups, G: int) -> np.ndarray:
     return torch.stack([of(x1, x2), of(x2, x1), of(x1, y), of(x2, y)], -1).numpy()
 
 
-def _pinned_by_a_map(maps: np.ndarray, seen_once: np.ndarray) -> np.ndarray:
+def _pinned_by_a_map(maps: np.ndarray, seen_once: np.ndarray, constant: np.ndarray) -> np.ndarray:
     """``(G, 4)``: the terms a sample pins at 0 because a variable is a function of a source in
     it (``maps``, by :func:`_maps`) while a cell of it is seen once. ``X2 = f(X1)`` gives
     ``I(Y; X1, X2) = I(Y; X1) = V`` in every resample and null draw, so the synergy and U2 are
@@ -817,11 +821,15 @@ def _pinned_by_a_map(maps: np.ndarray, seen_once: np.ndarray) -> np.ndarray:
     would break the map (docs/estimation.md: on a 4x4x3 joint with X2 = X1 w.p. 0.9, S =
     0.18 nats, 10 of 200 samples of 30 held no pair off the diagonal; 9 had been flagged
     reliable at [0, 0]). ``Y = f(X1)`` likewise pins U2 and the synergy at 0 in every
-    resample: ``I(X1; Y) = H(Y)`` under every coupling (3x3x2, Y = X1 mod 2 w.p. 0.97, S =
-    0.011 nats, N = 200: 33 of 200 samples so, every one flagged reliable at [0, 0]).
-    Without a cell seen once the zeros stand, as for Y = X1 = X2 (:func:`_reliability`'s
-    ``pinned``)."""
-    x2_of_x1, x1_of_x2, y_of_x1, y_of_x2 = (maps & seen_once[:, None]).T
+    resample: ``I(X1; Y) = H(Y)`` under every coupling (2x2x2 copies of Y flipped with
+    probability 0.025, N = 40: U1 and U2 now flagged reliable in 45 and 50 of 60 samples, 60
+    before). Without a cell seen once the zeros stand, as for Y = X1 = X2
+    (:func:`_reliability`'s ``pinned``; a sample whose map leaves no cell seen once is not
+    caught: 3x3x2, Y = X1 mod 2 w.p. 0.97, S = 0.011 nats, N = 200). A map onto a variable
+    that is constant in the sample is left to :func:`_pinned_terms` (``constant``), whose
+    zeros are the truth's where that variable has one possible value."""
+    onto_constant = constant[:, [1, 0, 2, 2]]  # the variable each map gives: X2, X1, Y, Y
+    x2_of_x1, x1_of_x2, y_of_x1, y_of_x2 = (maps & seen_once[:, None] & ~onto_constant).T
     return np.stack([np.zeros_like(x2_of_x1), x1_of_x2 | y_of_x2, x2_of_x1 | y_of_x1,
                      x2_of_x1 | x1_of_x2 | y_of_x1 | y_of_x2], -1)
 
