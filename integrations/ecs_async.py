@@ -287,14 +287,15 @@ def _shape(v) -> tuple | str:
 def _sized_on_load(module: torch.nn.Module) -> set[str]:
     """The state keys of ``module`` whose shapes loading sets: buffers that a submodule sizes
     on first use and to a checkpoint's (``_sized_on_load``, :class:`SynIBLoss`'s), and torch's
-    lazy parameters and buffers, whether or not yet materialised."""
+    lazy parameters and buffers while uninitialised (a lazy layer that has loaded a state
+    keeps its class until its first forward, with that state's shapes, which are checked)."""
     keys = set()
     for prefix, sub in module.named_modules():
         lead = prefix + "." if prefix else ""
         keys.update(lead + name for name in getattr(sub, "_sized_on_load", ()))
-        if isinstance(sub, torch.nn.modules.lazy.LazyModuleMixin):
-            keys.update(lead + name for name, _ in sub.named_parameters(recurse=False))
-            keys.update(lead + name for name, _ in sub.named_buffers(recurse=False))
+        for name, value in (*sub.named_parameters(recurse=False), *sub.named_buffers(recurse=False)):
+            if torch.nn.parameter.is_lazy(value):
+                keys.add(lead + name)
     return keys
 
 
@@ -445,7 +446,8 @@ class ECSAsyncController:
         Call it once per epoch, before training that epoch, with embeddings computed by the
         current (not yet trained this epoch) encoders; an epoch below 0, or not after the last
         probed one, raises ``ValueError`` (a run resumed within epoch ``e`` from a state saved
-        after ``update(e)`` takes that epoch's decision from :meth:`current`). Tensors or numpy arrays. Under
+        after ``update(e)`` takes that epoch's stage and modalities from :meth:`current`,
+        whose decision asks for no snapshot restore). Tensors or numpy arrays. Under
         ``torch.distributed`` each rank passes its part of the probe set (see
         :meth:`PIDProbe.__call__`); every rank must call it. ``epoch`` may be a numpy integer
         or a 0-d integer tensor; it is kept as a Python int.

@@ -423,6 +423,13 @@ def test_snapshot_loads_into_lazy_modules_not_yet_materialised():
     resumed.load_state_dict(ctrl.state_dict())
     resumed.restore()
     assert torch.equal(fresh[0].weight, model[0].weight)
+    # A lazy layer that has loaded another state (7 features, not 5) keeps its class until
+    # its first forward: its shapes are checked, not skipped (restore() had failed late).
+    other = torch.nn.Sequential(torch.nn.LazyLinear(3))
+    other.load_state_dict(torch.nn.Sequential(torch.nn.Linear(7, 3)).state_dict())
+    assert isinstance(other[0], torch.nn.LazyLinear)
+    with pytest.raises(ValueError, match=r"weight: \(3, 5\) saved, \(3, 7\) registered"):
+        ECSAsyncController(max_unimodal_epochs=100, modules=[other], **RAW).load_state_dict(ctrl.state_dict())
 
 
 @pytest.mark.parametrize("rule", ["baseline", "test"])
