@@ -628,10 +628,16 @@ def check_codes(
 
 
 def _code_text(value: torch.Tensor) -> str:
-    """An integral code as an error message quotes it: its digits, or for a float beyond 2**53
-    (whose digits past the 16th are the float's rounding, 1e300 has 301) the float."""
+    """An integral code as an error message quotes it: its digits, or for a float beyond the
+    integers its type holds exactly (2**53 in float64, 2**24 in float32, 2**8 in bfloat16;
+    past them the digits are the rounding's: 1e300 has 301, bfloat16's 1e10 is 9999220736)
+    the float, to its type's precision."""
     v = value.item()
-    return repr(v) if isinstance(v, float) and abs(v) >= 2.0 ** 53 else str(int(v))
+    if isinstance(v, float):
+        info = torch.finfo(value.dtype)
+        if abs(v) >= 2.0 / info.eps:
+            return f"{v:.{round(-math.log10(info.resolution))}g}"  # the type's decimal digits
+    return str(int(v))
 
 
 def check_rows(

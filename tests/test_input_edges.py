@@ -27,8 +27,8 @@ def test_joint_accepts_unsigned_numpy_codes(dtype):
 
 def test_uint64_beyond_int64_is_not_called_negative():
     big = np.array([0, 2**63 + 5], dtype=np.uint64)
-    # (2^63 + 5 is read as float64, so the message quotes the float, rounded to 2^63)
-    with pytest.raises(ValueError, match=r"x1\[1\] = 9\.223372036854776e\+18 is out of range for size 4"):
+    # (2^63 + 5 is read as float64, so the message quotes the float, to float64's 15 digits)
+    with pytest.raises(ValueError, match=r"x1\[1\] = 9\.22337203685478e\+18 is out of range for size 4"):
         fastpid.joint(big, np.array([0, 1]), np.array([0, 1]), sizes=(4, 2, 2))
     # As counts of a distribution such values are large but valid.
     P = np.full((2, 2, 2), 2**63 + 2**62, dtype=np.uint64)
@@ -44,6 +44,13 @@ def test_huge_float_codes_are_quoted_as_floats():
         fastpid.joint(np.array([0, 1]), np.array([-1e20, 1.0]), np.array([0, 1]))
     with pytest.raises(ValueError, match=r"y\[1\] = 9007199254740991 is out of range for size 2"):
         fastpid.joint(np.array([0, 1]), np.array([0, 1]), np.array([0.0, 2.0**53 - 1]), sizes=(2, 2, 2))
+    # Narrower floats hold exact integers to 2**24 (float32), 2**8 (bfloat16): past those, the
+    # float to its type's digits (bfloat16's 1e10 had read 9999220736).
+    for code, dtype, text in ((1e20, torch.float32, r"1e\+20"), (1e10, torch.bfloat16, r"1e\+10"),
+                              (2.0**24 - 1, torch.float32, "16777215")):
+        with pytest.raises(ValueError, match=rf"x1\[1\] = {text} is out of range for size 3;"):
+            fastpid.joint(torch.tensor([0.0, code], dtype=dtype), torch.tensor([0, 1]), torch.tensor([0, 1]),
+                          sizes=(3, 2, 2))
 
 
 def test_huge_codes_without_sizes_are_refused_with_the_size():
