@@ -217,9 +217,12 @@ def _index_for(array, index):
 
 
 def _uint8_as_bool(index):
-    """``index`` with its uint8 tensors (torch's old form of a mask) as bool tensors."""
+    """``index`` with its uint8 tensors and arrays (torch's old form of a mask, numpy's too
+    where they index a tensor) as bool masks."""
     if hasattr(index, "detach") and str(index.dtype) == "torch.uint8":
         return index.bool()
+    if getattr(index, "dtype", None) == "uint8" and hasattr(index, "astype"):  # numpy
+        return index.astype(bool)
     if isinstance(index, tuple):
         return tuple(_uint8_as_bool(i) for i in index)
     return index

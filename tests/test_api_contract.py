@@ -180,6 +180,7 @@ def test_a_numpy_result_takes_torch_indexes_as_a_torch_result_does():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert tres[torch.tensor([1, 0, 1], dtype=torch.uint8)].shape == (2,)
+        assert tres[np.array([1, 0, 1], dtype=np.uint8)].shape == (2,)
 
 
 def test_detach_lets_a_result_with_gradients_be_copied():
