@@ -670,11 +670,11 @@ def _redundancy_ceiling(info_top, lo) -> np.ndarray:
     ``R = I(Xm; Y) - Um <= I(Xm; Y)``: where ``Um``'s interval reaches 0, R may be as large as
     that source's own information, and R's interval reaches the upper end of ``I(Xm; Y)``'s
     (``info_top[m]``: its jackknife interval, widened as R's is; the smaller of the two
-    sources' where both reach 0). Near that boundary the plug-in unique terms are lifted by noise, which the
-    jackknife does not remove, and R's own interval sat below the truth: 3x3x20 parity
-    covered 0.55 / 0.63 at N = 300 / 1,000, 20x20x10 copies 0.53 at N = 2,000, a 3x3x1000
-    joint 0 of 20 at N = 20,000; 1.00, 1.00, 20 of 20 with it (docs/estimation.md, "R's
-    ceiling")."""
+    sources' where both reach 0). Near that boundary the plug-in unique terms are lifted by
+    noise, which the jackknife does not remove, and R's own interval sat below the truth:
+    3x3x20 parity covered 0.55 / 0.63 at N = 300 / 1,000, 20x20x10 copies 0.53 at N = 2,000,
+    a 3x3x1000 joint 0 of 20 at N = 20,000; 1.00, 1.00, 20 of 20 with it (docs/estimation.md,
+    "R's ceiling")."""
     ceiling = np.full(lo.shape[0], -np.inf)
     for m in (1, 2):
         top = info_top[m]
@@ -701,8 +701,8 @@ def _unique_ceiling(plug_v, jk_v, g, t, lo, centre, info_top, m: int) -> np.ndar
     81-92 % of samples, all flagged reliable, some at [0, 0]). Where ``Um``'s interval
     reaches 0 it reaches ``Uo``'s estimate (``centre``) plus the upper end of that
     difference of informations' interval, but not past the upper end of ``I(Xm; Y)``'s
-    (``info_top``; ``Um <= I(Xm; Y)``; a source of pure noise beside an informative one had its unique
-    term's interval reach 0.16 nats at N = 500 without it): 94-100 % there
+    (``info_top``; ``Um <= I(Xm; Y)``; a source of pure noise beside an informative one had
+    its unique term's interval reach 0.16 nats at N = 500 without it): 94-100 % there
     (docs/estimation.md, "The unique terms' ceiling")."""
     o = 3 - m
     top = centre[:, o] + _upper_end(plug_v[:, m] - plug_v[:, o], jk_v[:, :, m] - jk_v[:, :, o], g, t)
