@@ -164,7 +164,7 @@ py::array_t<double> primal_bound(Array P, Array Q) {
   return out;
 }
 
-py::tuple pid_terms(Array P, Array lower, Array upper, double scale) {
+py::tuple pid_terms(Array P, Array lower, Array upper, double scale, bool at_upper) {
   check_batch(P);
   const auto B = P.shape(0);
   if (lower.ndim() != 1 || upper.ndim() != 1 || lower.shape(0) != B || upper.shape(0) != B)
@@ -177,7 +177,20 @@ py::tuple pid_terms(Array P, Array lower, Array upper, double scale) {
   {
     py::gil_scoped_release release;
     fastpid::pid_terms_batch(p, B, static_cast<int>(P.shape(1)), static_cast<int>(P.shape(2)),
-                             static_cast<int>(P.shape(3)), lo, up, scale, t, gp, br);
+                             static_cast<int>(P.shape(3)), lo, up, at_upper, scale, t, gp, br);
+  }
+  return py::make_tuple(terms, gap, broken);
+}
+py::tuple proxy_pid(Array P, double scale) {
+  check_batch(P);
+  const auto B = P.shape(0);
+  py::array_t<double> terms({py::ssize_t(7), B}), gap(B);
+  py::array_t<bool> broken(B);
+  {
+    py::gil_scoped_release release;
+    fastpid::proxy_pid_batch(P.data(), B, static_cast<int>(P.shape(1)), static_cast<int>(P.shape(2)),
+                             static_cast<int>(P.shape(3)), scale, terms.mutable_data(), gap.mutable_data(),
+                             broken.mutable_data());
   }
   return py::make_tuple(terms, gap, broken);
 }
@@ -285,11 +298,17 @@ void register_solver(py::module_& m) {
         "P(x1,y) P(x2,y) / p(y) of each problem of a batch P[B, n1, n2, ny] (normalised "
         "float64), in nats.");
   m.def("pid_terms", &pid_terms, py::arg("P"), py::arg("lower"), py::arg("upper"), py::arg("scale") = 1.0,
+        py::arg("at_upper") = false,
         "(terms, gap, broken) of a batch P[B, n1, n2, ny] (normalised float64) from the "
-        "solver's bounds lower <= V <= upper (B,): terms (7, B) = redundancy, unique1, unique2, "
+        "solver's bounds lower <= V <= upper (B,), V their midpoint or, at_upper, upper: terms "
+        "(7, B) = redundancy, unique1, unique2, "
         "synergy, mi, mi1, mi2 (>= 0) times scale (1: nats), gap (B,) in nats, and whether each "
         "bracket was invalid and the closed-form one replaced it: solve_pid()'s finishing "
         "step on given bounds, for the tests of brackets a solver rarely returns.");
+  m.def("proxy_pid", &proxy_pid, py::arg("P"), py::arg("scale") = 1.0,
+        "(terms, gap, broken) of method 'proxy' for a batch P[B, n1, n2, ny] (normalised "
+        "float64): pid_terms() with the closed-form bracket max(I1, I2) <= V <= min(I_Q0, I12, "
+        "I1 + I2) as the bounds and V at its upper end, in one pass.");
   m.def("prepare", &prepare, py::arg("P"), py::arg("negligible"),
         "(normalised P, free1, free2, most1, most2, dropped) for a batch P[B, n1, n2, ny] of "
         "raw joints: each problem divided by its total, its entries in (0, negligible) then "
@@ -300,7 +319,8 @@ void register_solver(py::module_& m) {
   m.def("solve_pid", &solve_pid, py::arg("P"), py::arg("swap"), py::arg("options"), py::arg("scale") = 1.0,
         "(terms, gap, converged, broken, iterations, settled) of a batch P[B, n1, n2, ny] "
         "(normalised float64): solve() of each problem, with its sources swapped where swap "
-        "(B,) says so, then pid_terms() from its bounds, in one pass; converged = gap <= "
+        "(B,) says so, then pid_terms() from its bounds (at_upper where not options.newton, "
+        "method 'fast'), in one pass; converged = gap <= "
         "options.tol, and settled whether every problem converged with a valid bracket. "
         "Ctrl-C stops the solve between two steps and raises KeyboardInterrupt.");
   m.def("_primal_bound", &primal_bound, py::arg("P"), py::arg("Q"),

@@ -61,15 +61,19 @@ class Workspace {
   double* data_;
 };
 
-// The terms, gap and broken of one problem (pid_terms_batch()) from its closed forms
-// cf = (I(X1,X2;Y), I(X1;Y), I(X2;Y), I_Q0) and the solver's bracket lo <= V <= up; terms[k *
-// stride] is term k.
-void bracket_terms(const double* cf, double lo, double up, double scale, double* terms,
+// The closed-form bracket max(I1, I2) <= V <= min(I_Q0, I12, I1 + I2) of closed forms cf =
+// (I(X1,X2;Y), I(X1;Y), I(X2;Y), I_Q0).
+double closed_lower(const double* cf) { return std::max(cf[1], cf[2]); }
+double closed_upper(const double* cf) { return std::min(std::min(cf[3], cf[0]), cf[1] + cf[2]); }
+
+// The terms, gap and broken of one problem (pid_terms_batch()) from its closed forms cf and
+// the solver's bracket lo <= V <= up, V its midpoint (an exact solve's) or, at_upper, up (a
+// feasible coupling's I: a fast solve's, the proxy's); terms[k * stride] is term k.
+void bracket_terms(const double* cf, double lo, double up, bool at_upper, double scale, double* terms,
                    int64_t stride, double* gap, bool* broken) {
-  const double mi = cf[0], mi1 = cf[1], mi2 = cf[2], mi_q0 = cf[3];
-  // The closed-form bracket max(I1, I2) <= V <= min(I_Q0, I12, I1 + I2).
-  const double lower0 = std::max(mi1, mi2), upper0 = std::min(std::min(mi_q0, mi), mi1 + mi2);
-  double value = 0.5 * (lo + up);
+  const double mi = cf[0], mi1 = cf[1], mi2 = cf[2];
+  const double lower0 = closed_lower(cf), upper0 = closed_upper(cf);
+  double value = at_upper ? up : 0.5 * (lo + up);
   // A valid bracket: both bounds finite and not crossed beyond rounding (then swapped).
   const bool ok = std::fabs(lo) < INFINITY && std::fabs(up) < INFINITY &&
                   lo <= up + 1e-12 * (1.0 + std::fabs(upper0));
@@ -199,11 +203,22 @@ void primal_bound_batch(const double* P, const double* Q, int64_t B, int n1, int
 }
 
 void pid_terms_batch(const double* P, int64_t B, int n1, int n2, int ny, const double* lower,
-                     const double* upper, double scale, double* terms, double* gap, bool* broken) {
+                     const double* upper, bool at_upper, double scale, double* terms, double* gap,
+                     bool* broken) {
   std::vector<double> cf(4 * B);
   closed_forms_batch(P, B, n1, n2, ny, cf.data());
   for (int64_t b = 0; b < B; ++b)
-    bracket_terms(&cf[4 * b], lower[b], upper[b], scale, terms + b, B, gap + b, broken + b);
+    bracket_terms(&cf[4 * b], lower[b], upper[b], at_upper, scale, terms + b, B, gap + b, broken + b);
+}
+
+void proxy_pid_batch(const double* P, int64_t B, int n1, int n2, int ny, double scale, double* terms,
+                     double* gap, bool* broken) {
+  std::vector<double> cf(4 * B);
+  closed_forms_batch(P, B, n1, n2, ny, cf.data());
+  for (int64_t b = 0; b < B; ++b) {
+    const double* c = &cf[4 * b];
+    bracket_terms(c, closed_lower(c), closed_upper(c), true, scale, terms + b, B, gap + b, broken + b);
+  }
 }
 
 bool prepare_batch(const double* P, int64_t B, int n1, int n2, int ny, double negligible,
@@ -300,7 +315,7 @@ void solve_pid_batch(const double* P, int64_t B, int n1, int n2, int ny, const b
       solve_one(p, n1, n2, ny, plain_opt, w, &lo, &up, f, f + static_cast<size_t>(n1) * ny, iterations + b,
                 nullptr, cf);
     }
-    bracket_terms(cf, lo, up, scale, terms + b, B, gap + b, broken + b);
+    bracket_terms(cf, lo, up, !opt.newton, scale, terms + b, B, gap + b, broken + b);
   });
 }
 

@@ -29,14 +29,21 @@ void primal_bound_batch(const double* P, const double* Q, int64_t B, int n1, int
 
 // The PID terms of each problem from a bracket lower <= V <= upper (B each, as solve_batch
 // returns them; solve_pid_batch() ends with the same step, which the tests drive through
-// this): terms (7, B) = redundancy, unique1, unique2, synergy, I(X1,X2;Y), I(X1;Y), I(X2;Y),
+// this), V its midpoint (method "exact") or, at_upper, upper (method "fast": a feasible
+// coupling's I): terms (7, B) = redundancy, unique1, unique2, synergy, I(X1,X2;Y), I(X1;Y), I(X2;Y),
 // each >= 0, in the units `scale` (1: nats); gap (B) = the width of the
 // bracket reported, in nats; broken (B): whether the solver's bracket was invalid (a bound not
 // finite, or crossed beyond rounding) and the closed-form bracket replaced it. The same
 // formulas as the general route's (fastpid.api.pid_terms, fastpid._certify.checked_bracket,
 // fastpid.solver.closed_form_bracket), to the last bit.
 void pid_terms_batch(const double* P, int64_t B, int n1, int n2, int ny, const double* lower,
-                     const double* upper, double scale, double* terms, double* gap, bool* broken);
+                     const double* upper, bool at_upper, double scale, double* terms, double* gap,
+                     bool* broken);
+
+// Method "proxy": pid_terms_batch() of each problem P[b] (normalised) with its closed-form
+// bracket max(I1, I2) <= V <= min(I_Q0, I12, I1 + I2) as the bracket and V at its upper end.
+void proxy_pid_batch(const double* P, int64_t B, int n1, int n2, int ny, double scale, double* terms,
+                     double* gap, bool* broken);
 
 // pid()'s preparation of raw joints P (B, n1, n2, ny) for the call below: out = each problem
 // divided by its total, its entries above 0 but below `negligible` then dropped and the rest
@@ -50,7 +57,8 @@ bool prepare_batch(const double* P, int64_t B, int n1, int n2, int ny, double ne
 
 // solve_batch() and pid_terms_batch() in one pass, problem by problem: each problem P[b]
 // (normalised) solved with its sources swapped where swap[b] (V is symmetric in X1, X2), then
-// its terms, gap and broken as pid_terms_batch() writes them, from its closed forms and bounds.
+// its terms, gap and broken as pid_terms_batch() writes them, from its closed forms and bounds
+// (V at the upper bound where !opt.newton, method "fast").
 // iterations (B) as solve_batch() writes them. The same results as those two calls (the terms
 // to rounding: the closed forms are the solve's), with opt.product_form as
 // product_form_suits() says for each orientation (opt's is not read).

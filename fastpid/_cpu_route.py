@@ -1,9 +1,10 @@
-"""The route of :func:`fastpid.pid` for exact solves by the C++ solver of CPU inputs that need no
-gradient: the same solver and certificate as the general route (:mod:`fastpid.api`), on the
-same joint up to the rounding of its total, in two native calls, ``fastpid._C.prepare``
-(normalise, check, count the free potentials) and ``fastpid._C.solve_pid`` (solve each problem
-in its orientation, then its closed forms, bracket and terms), with a few numpy operations
-between them. Python work between two solves runs with cold caches, so it costs several times
+"""The route of :func:`fastpid.pid` for C++ solves of CPU inputs that need no gradient: the same
+solver and certificate as the general route (:mod:`fastpid.api`), on the same joint up to the
+rounding of its total, in two native calls, ``fastpid._C.prepare`` (normalise, check, count the
+free potentials) and ``fastpid._C.solve_pid`` (method ``"exact"`` or ``"fast"``: solve each
+problem in its orientation, then its closed forms, bracket and terms) or ``fastpid._C.proxy_pid``
+(method ``"proxy"``: the closed forms and their bracket), with a few numpy operations between
+them. Python work between two solves runs with cold caches, so it costs several times
 what it costs in a loop: against the numpy and torch bookkeeping this route did before, one
 call per problem on one thread took 0.83-0.87x (8x8x8), 0.89-0.92x (10x10x10), 0.86-0.93x
 (12x12x6), 0.95-0.96x (clustered 20x20x10) and 0.96-0.99x (clustered 40x40x6) the time (medians
@@ -12,7 +13,11 @@ their results made by torch.from_numpy then took 0.91x the time (8x8x8, 419 -> 3
 numpy inputs 0.98x, 380 -> 373 us: the dropped mass counted by np.count_nonzero). Masses below :data:`fastpid._certify.NEGLIGIBLE` are
 dropped natively, with the general route's bound (one call per problem on 6x6x20 joints of
 Dirichlet(0.05): 0.66 ms, against 1.21 ms by the general route and 0.61 ms for the same joints
-without those masses). Anything else (invalid input, gradients, GPU tensors, batches large
+without those masses). Methods "proxy" and "fast" took the general route until they came
+here: one problem per call on one thread they now take 0.086x and 0.075x its time on 2x2x2
+(31 against 352 us, 50 against 673), 0.10x and 0.12x on 8x8x8, 0.13x and 0.23x on a digits
+20x20x10 joint, 0.17x and 0.33x for a batch of eight 8x8x8 and 0.70x and 0.76x for 1024 of them
+(medians of 11 paired rounds, numpy inputs). Anything else (invalid input, gradients, GPU tensors, batches large
 enough to be chunked or to need a memory check) is left to the general route, which handles it
 or raises.
 """
@@ -33,8 +38,9 @@ from ._validate import float64_problems, wider_than_float64
 from .result import PIDResult
 
 
-def exact_pid(P, tol: float, max_iter: int, base, backend: str):
-    """:func:`fastpid.pid` of ``P`` with ``method="exact"`` and ``backend`` ``"auto"`` or
+def native_pid(P, method: str, tol: float, max_iter: int, steps: int, base, backend: str):
+    """:func:`fastpid.pid` of ``P`` with ``method`` (``"exact"``: ``max_iter`` Newton steps at
+    most; ``"fast"``: ``steps`` alternation steps; ``"proxy"``) and ``backend`` ``"auto"`` or
     ``"cpp"``, or ``None`` where the general route must take it."""
     arr = _float64_array(P)
     ext = _extension()
@@ -42,14 +48,19 @@ def exact_pid(P, tol: float, max_iter: int, base, backend: str):
         return None
     batch_shape, (n1, n2, ny) = arr.shape[:-3], arr.shape[-3:]
     B = math.prod(batch_shape)
+    exact, proxy = method == "exact", method == "proxy"
     # A large batch that neither elimination takes in one call, even without the values of no
     # mass, goes to the general route (chunked, its memory checked) before the native pass over
     # it: 10^8 problems of 2x2x2 took 26-51 s here before that route's memory check refused
     # them. (Below 2^20 entries the pass is short and the check, ~1 us, would cost a small
-    # problem's call ~1 %.)
-    if arr.size > 1 << 20 and not _one_call(B, n1, n2, ny):
+    # problem's call ~1 %.) The proxy's closed forms take any batch in one pass: it leaves a
+    # batch to the general route where its normalised copy and results need a memory check.
+    if proxy and not memory_unchecked(8 * (arr.size + 10 * B)):
+        return None
+    if not proxy and arr.size > 1 << 20 and not _one_call(B, n1, n2, ny, exact):
         total = arr.reshape(-1, n1, n2, ny).sum(axis=0)  # their sizes without those values
-        if not _one_call(B, *(max(1, int(np.count_nonzero(total.sum(axis=a)))) for a in ((1, 2), (0, 2), (0, 1)))):
+        sizes = (max(1, int(np.count_nonzero(total.sum(axis=a)))) for a in ((1, 2), (0, 2), (0, 1)))
+        if not _one_call(B, *sizes, exact):
             return None
     # Normalised natively (the general route's torch sum, cold after a solve, took 20-60 us
     # a call), negligible masses dropped as the general route drops them; None where an entry
@@ -59,29 +70,35 @@ def exact_pid(P, tol: float, max_iter: int, base, backend: str):
         return None
     flat, free1, free2, most1, most2, dropped, seen = prepared
     cells = n1 * n2 * ny
-    if not seen.all():  # values of no mass in any problem, left out as api.values_with_mass does
-        keep1, keep2, keepy = np.split(seen, [n1, n1 + n2])
-        flat = np.ascontiguousarray(flat[:, keep1][:, :, keep2][..., keepy])
-        n1, n2, ny = flat.shape[1:]
-    lowrank = _elimination(n1, n2, ny, most1, most2, flat.shape[0], backend, cpp_threads())
-    if lowrank is None:
-        return None
-
-    swap = api.swap_rule(n1, n2, free1, free2)
-    swap = swap if isinstance(swap, np.ndarray) else np.full(free1.shape, swap)
     scale = 1.0 if base is None else 1.0 / math.log(base)
-    options = _options(tol, max_iter, lowrank)
-    cpp.follow_torch_threads()
-    terms, gap, converged, broken, iterations, settled = ext.solve_pid(flat, swap, options, scale)
-    if not settled:
-        settled = _other_way_where_short(ext, flat, swap, options, scale, terms, gap, converged, broken, iterations)
+    if proxy:  # the general route keeps the values of no mass here: the closed forms skip them
+        terms, gap, broken = ext.proxy_pid(flat, scale)
+        iterations = np.zeros(B, dtype=np.int64)
+        converged = gap <= tol
+        settled = bool(np.all(converged & ~broken))
+    else:
+        if not seen.all():  # values of no mass in any problem, left out as api.values_with_mass does
+            keep1, keep2, keepy = np.split(seen, [n1, n1 + n2])
+            flat = np.ascontiguousarray(flat[:, keep1][:, :, keep2][..., keepy])
+            n1, n2, ny = flat.shape[1:]
+        lowrank = _elimination(n1, n2, ny, most1, most2, flat.shape[0], backend, cpp_threads(), exact)
+        if lowrank is None:
+            return None
+        swap = api.swap_rule(n1, n2, free1, free2)
+        swap = swap if isinstance(swap, np.ndarray) else np.full(free1.shape, swap)
+        options = _options(tol, max_iter, None if exact else steps, lowrank)
+        cpp.follow_torch_threads()
+        terms, gap, converged, broken, iterations, settled = ext.solve_pid(flat, swap, options, scale)
+        if exact and not settled:
+            settled = _other_way_where_short(ext, flat, swap, options, scale, terms, gap, converged, broken,
+                                             iterations)
     if np.count_nonzero(dropped):  # the dropped masses' bound widens the gap (nats), as in the general route
         gap = gap + negligible_bound(dropped, cells)
         converged = gap <= tol
         settled = bool(np.all(converged & ~broken))
     if not settled:
         # stacklevel: pid()'s caller
-        api.warn_unconverged("exact", "cpp", converged, broken, gap, tol, max_iter, iterations)
+        api.warn_unconverged(method, "cpp", converged, broken, gap, tol, max_iter, iterations)
 
     # float64 results: nothing is rounded, so the reported gap is the bracket's (in the units).
     if scale != 1.0:
@@ -93,7 +110,7 @@ def exact_pid(P, tol: float, max_iter: int, base, backend: str):
                   *(torch.from_numpy(x.reshape(batch_shape)) for x in (gap, converged, iterations))]
     else:
         fields = [x.reshape(batch_shape) for x in (*terms, gap, converged, iterations)]
-    return PIDResult(*fields, method="exact", backend="cpp", base=base)
+    return PIDResult(*fields, method=method, backend="cpp", base=base)
 
 
 def _other_way_where_short(ext, flat, swap, options, scale, terms, gap, converged, broken, iterations) -> bool:
@@ -125,41 +142,47 @@ def _extension():
     return ext if hasattr(ext, "solve_pid") else None
 
 
-def _one_call(B: int, n1: int, n2: int, ny: int) -> bool:
-    """Whether the C++ solver takes ``B`` problems ``n1 x n2 x ny`` in one call by either
-    elimination (as :func:`_elimination` would find it, its choice of the two aside)."""
-    return any(cpp_indexable(max(n1, n2), min(n1, n2), ny, True, lowrank)
-               and B <= cpp_chunk(B, n1, n2, ny, True, lowrank) for lowrank in (False, True))
+def _one_call(B: int, n1: int, n2: int, ny: int, exact: bool) -> bool:
+    """Whether the C++ solver takes ``B`` problems ``n1 x n2 x ny`` in one call (``exact``: by
+    either elimination, as :func:`_elimination` would find it, its choice of the two aside)."""
+    eliminations = (False, True) if exact else (False,)
+    return any(cpp_indexable(max(n1, n2), min(n1, n2), ny, exact, lowrank)
+               and B <= cpp_chunk(B, n1, n2, ny, exact, lowrank) for lowrank in eliminations)
 
 
 # The two decisions below depend on a few integers only, and repeat from call to call (a
 # training loop's probes, resamples); cached, they take ~1 us instead of ~25.
 @functools.lru_cache(maxsize=1024)
-def _elimination(n1: int, n2: int, ny: int, most1: int, most2: int, B: int, backend: str, threads: int):
+def _elimination(n1: int, n2: int, ny: int, most1: int, most2: int, B: int, backend: str, threads: int,
+                 exact: bool):
     """For ``B`` problems ``n1 x n2 x ny`` with at most ``most1``, ``most2`` free potentials
-    of X1, X2: whether the C++ solver eliminates by the low-rank structure (``True``) or the
-    Schur complement (``False``), or ``None`` where this route leaves the batch to the general
+    of X1, X2: whether the C++ solver's Newton steps eliminate by the low-rank structure
+    (``True``) or the Schur complement (``False``; always, for method "fast", ``exact``
+    False, which takes none), or ``None`` where this route leaves the batch to the general
     one (``backend="auto"`` picks another solver; chunked; a memory check is due). ``threads``
     (:func:`cpp_threads`, read inside) is part of the key: the memory counts a workspace per
     thread (a decision cached at one thread had skipped the check due at two), and the Schur
     side's limit is higher where every thread has a problem (:func:`fastpid.cpp.auto_max`)."""
+    # The automatic backend weighs a "fast" solve by the exact one's plan, as the general
+    # route's does (fastpid.api._choose_backend).
     plan = solver.plan_for_counts(n1, n2, ny, most1, most2)
-    lowrank = plan.structure == "lowrank"
-    if not cpp_indexable(max(n1, n2), min(n1, n2), ny, True, lowrank):
+    lowrank = exact and plan.structure == "lowrank"
+    if not cpp_indexable(max(n1, n2), min(n1, n2), ny, exact, lowrank):
         return None  # the general route's memory check says what would take them
     # Chunked as the general route chunks a C++ solve (by its workspaces and outputs, not the
     # PyTorch solver's Newton system, which sent 8 problems of 20x20x101 there one at a time).
     if ((backend == "auto" and not api.cpp_suits(n1, n2, ny, plan, busy=B >= threads))
-            or B > cpp_chunk(B, n1, n2, ny, True, lowrank)
-            or not memory_unchecked(cpp_route_bytes(B, n1, n2, ny, lowrank))):
+            or B > cpp_chunk(B, n1, n2, ny, exact, lowrank)
+            or not memory_unchecked(cpp_route_bytes(B, n1, n2, ny, exact, lowrank))):
         return None
     return lowrank
 
 
 @functools.lru_cache(maxsize=64)
-def _options(tol: float, max_iter: int, lowrank: bool):
-    """:func:`fastpid.cpp.options` of an exact solve (read, never changed, by the solver)."""
-    return cpp.options(tol, max_iter, lowrank=lowrank)
+def _options(tol: float, max_iter: int, steps: int | None, lowrank: bool):
+    """:func:`fastpid.cpp.options` of a solve (``steps=None``: exact; read, never changed, by
+    the solver)."""
+    return cpp.options(tol, max_iter, steps, lowrank=lowrank)
 
 
 def _float64_array(P):

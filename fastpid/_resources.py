@@ -145,12 +145,12 @@ def cpp_bytes(B: int, n1: int, n2: int, ny: int, exact: bool, lowrank: bool, cou
     return 8 * (min(chunk, cpp_threads()) * work + chunk * cpp_problem_floats(n1, n2, ny, coupling))
 
 
-def cpp_route_bytes(B: int, n1: int, n2: int, ny: int, lowrank: bool) -> int:
-    """Peak working memory (bytes) of fastpid._cpu_route's exact solve of ``B`` problems
-    ``n1 x n2 x ny`` in one call of ``fastpid._C.solve_pid``: a workspace per thread with a
-    problem, each with the potentials f, g and a transposed problem (csrc/solver_cpu.cpp,
-    solve_pid_batch), and ten results per problem."""
-    work = _cpp_workspace(n1, n2, ny, True, lowrank) + (n1 + n2) * ny + n1 * n2 * ny
+def cpp_route_bytes(B: int, n1: int, n2: int, ny: int, exact: bool, lowrank: bool) -> int:
+    """Peak working memory (bytes) of fastpid._cpu_route's solve (``exact`` or method "fast")
+    of ``B`` problems ``n1 x n2 x ny`` in one call of ``fastpid._C.solve_pid``: a workspace per
+    thread with a problem, each with the potentials f, g and a transposed problem
+    (csrc/solver_cpu.cpp, solve_pid_batch), and ten results per problem."""
+    work = _cpp_workspace(n1, n2, ny, exact, lowrank) + (n1 + n2) * ny + n1 * n2 * ny
     return 8 * (min(B, cpp_threads()) * work + 10 * B)
 
 

@@ -103,7 +103,7 @@ def test_broken_bracket_falls_back_with_a_warning(monkeypatch, method, route):
             cross(sol.lower, sol.upper)
             return sol
 
-        monkeypatch.setattr(_cpu_route, "exact_pid", lambda *a, **k: None)
+        monkeypatch.setattr(_cpu_route, "native_pid", lambda *a, **k: None)
         monkeypatch.setattr(api, "_solve_oriented", broken)
     else:
         ext = _cpu_route._extension()

@@ -1,6 +1,9 @@
-"""The native route of pid() for exact C++ solves of CPU inputs (fastpid._cpu_route) against the
-general route: the same joint up to the rounding of its total (summed natively here, by torch
-there), so the same iterations and convergence, and every term and gap equal to 1e-13 nats."""
+"""The native route of pid() for C++ solves of CPU inputs (fastpid._cpu_route; methods "exact",
+"fast" and "proxy") against the general route: the same joint up to the rounding of its total
+(summed natively here, by torch there), so the same iterations and convergence, and every term
+and gap equal to 1e-13 nats."""
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -15,7 +18,7 @@ pytestmark = pytest.mark.skipif(not cpp.available()[0], reason="the C++ solver i
 def _general(monkeypatch, P, **kw):
     """pid() by the general route only."""
     with monkeypatch.context() as m:
-        m.setattr(_cpu_route, "exact_pid", lambda *a, **k: None)
+        m.setattr(_cpu_route, "native_pid", lambda *a, **k: None)
         return fastpid.pid(P, **kw)
 
 
@@ -52,6 +55,8 @@ def _inputs():
         "bool": rng.random((4, 3, 2)) < 0.5,
         "float32": random_joint(rng, (5, 4, 3)).astype(np.float32),
         "many classes (low-rank)": random_joint(rng, (2, 3, 300)),
+        # I(Q0) = I(X1;Y) = max(I1, I2): the closed-form bracket's ends meet, to rounding.
+        "X2 independent of (X1, Y)": np.einsum("iy,j->ijy", random_joint(rng, (4, 3)), random_joint(rng, (5,))),
     }
     cases["bool"][0, 0, 0] = True
     small = cases["tiny masses"]
@@ -70,13 +75,25 @@ _CASES = [(name, False) for name in _inputs()] + [
     (name, True) for name, P in _inputs().items() if P.dtype == np.float64]
 
 
+_METHODS = ("exact", "fast", "proxy")
+
+
+def _native(P, method="exact"):
+    """_cpu_route.native_pid of P with pid()'s defaults."""
+    return _cpu_route.native_pid(P, method, 1e-8, 500, 20, None, "auto")
+
+
+@pytest.mark.parametrize("method", _METHODS)
 @pytest.mark.parametrize("name,as_torch", _CASES)
-def test_same_results_as_the_general_route(monkeypatch, name, as_torch):
+def test_same_results_as_the_general_route(monkeypatch, name, as_torch, method):
     P = _inputs()[name]
     P = torch.from_numpy(P) if as_torch else P
-    assert _cpu_route.exact_pid(P, 1e-8, 500, None, "auto") is not None  # this route takes it
-    for kw in ({}, {"base": 2}, {"tol": 1e-6}, {"backend": "cpp"}):
-        _assert_same(fastpid.pid(P, **kw), _general(monkeypatch, P, **kw))
+    assert _native(P, method) is not None  # this route takes it
+    more = ({"steps": 3},) if method == "fast" else ({"max_iter": 3},) if method == "exact" else ()
+    for kw in ({}, {"base": 2}, {"tol": 1e-6}, {"backend": "cpp"}, *more):
+        with warnings.catch_warnings():  # three Newton steps stop short: both routes warn (below)
+            warnings.simplefilter("ignore", fastpid.ConvergenceWarning)
+            _assert_same(fastpid.pid(P, method=method, **kw), _general(monkeypatch, P, method=method, **kw))
 
 
 def test_unconverged_solves_warn_alike(monkeypatch):
@@ -92,28 +109,31 @@ def test_unconverged_solves_warn_alike(monkeypatch):
     np.full((3, 3, 2), -1.0),                      # invalid: the general route raises
     np.zeros((0, 3, 3, 2)),                         # empty batch
 ])
-def test_what_this_route_leaves_to_the_general_one(P):
-    assert _cpu_route.exact_pid(P, 1e-8, 500, None, "auto") is None
+@pytest.mark.parametrize("method", _METHODS)
+def test_what_this_route_leaves_to_the_general_one(P, method):
+    assert _native(P, method) is None
 
 
 @pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors is in prototype")
-def test_gradients_and_other_dtypes_take_the_general_route():
+@pytest.mark.parametrize("method", _METHODS)
+def test_gradients_and_other_dtypes_take_the_general_route(method):
     P = torch.from_numpy(random_joint(np.random.default_rng(4), (3, 3, 2)))
-    assert _cpu_route.exact_pid(P.clone().requires_grad_(), 1e-8, 500, None, "auto") is None
-    assert _cpu_route.exact_pid(P.float(), 1e-8, 500, None, "auto") is None
-    assert _cpu_route.exact_pid(P.tolist(), 1e-8, 500, None, "auto") is None
+    assert _native(P.clone().requires_grad_(), method) is None
+    assert _native(P.float(), method) is None
+    assert _native(P.tolist(), method) is None
     # Layouts and devices numpy() refuses: the general route says what it takes.
-    assert _cpu_route.exact_pid(P.to_sparse(), 1e-8, 500, None, "auto") is None
-    assert _cpu_route.exact_pid(P.to("meta"), 1e-8, 500, None, "auto") is None
-    assert _cpu_route.exact_pid(torch.nested.nested_tensor([P, P]), 1e-8, 500, None, "auto") is None
-    assert _cpu_route.exact_pid(P, 1e-8, 500, None, "auto") is not None
+    assert _native(P.to_sparse(), method) is None
+    assert _native(P.to("meta"), method) is None
+    assert _native(torch.nested.nested_tensor([P, P]), method) is None
+    assert _native(P, method) is not None
 
 
+@pytest.mark.parametrize("method", _METHODS)
 @pytest.mark.parametrize("shape", [(3, 3, 2), (2, 3, 3, 2), (2, 2, 3, 3, 2)])
-def test_torch_results_are_plain_float64_tensors_of_the_batch_shape(shape):
+def test_torch_results_are_plain_float64_tensors_of_the_batch_shape(shape, method):
     P = torch.from_numpy(random_joint(np.random.default_rng(5), shape))
-    res = _cpu_route.exact_pid(P, 1e-8, 500, None, "auto")
-    ref = fastpid.pid(P.numpy())
+    res = _native(P, method)
+    ref = fastpid.pid(P.numpy(), method=method)
     for name in ("redundancy", "unique1", "unique2", "synergy", "mi", "mi1", "mi2", "gap", "converged", "iterations"):
         got, want = getattr(res, name), getattr(ref, name)
         assert isinstance(got, torch.Tensor) and tuple(got.shape) == shape[:-3], name
@@ -171,35 +191,38 @@ def test_native_preparation_matches_numpy(case):
         assert type(got[3]) is type(got[4]) is int
 
 
+@pytest.mark.parametrize("steps", [None, 4])
 @pytest.mark.parametrize("shape,sparsity", [((6, 6, 5), 0.5), ((3, 7, 4), 0.0), ((7, 3, 4), 0.3),
                                             ((1, 1, 1), 0.0), ((9, 5, 7), 0.6)])
-def test_fused_solve_matches_solve_then_terms(shape, sparsity):
+def test_fused_solve_matches_solve_then_terms(shape, sparsity, steps):
     """fastpid._C.solve_pid (each problem solved in its orientation, then its terms) against
     solve() of the problems transposed by numpy where swapped, then pid_terms(): the same
     bounds, gaps and iterations, and terms equal to rounding: they come from the closed forms
     the solve computes (over the transpose, for a swapped problem), another compiled copy of
-    pid_terms()'s sums, whose products the compiler may fuse into FMAs differently."""
+    pid_terms()'s sums, whose products the compiler may fuse into FMAs differently. ``steps``:
+    method "fast" (that many alternation steps, V at the upper bound)."""
     from fastpid import _C
 
     rng = np.random.default_rng(sum(shape))
     P = np.stack([random_joint(rng, shape, sparsity=sparsity) for _ in range(5)])
     swap = np.array([False, True, True, False, True])
-    opt = cpp.options(1e-8)
+    opt = cpp.options(1e-8, steps=steps)
     for scale in (1.0, 1.0 / np.log(2)):
         terms, gap, converged, broken, iterations, settled = _C.solve_pid(P, swap, opt, scale)
         lower, upper, its = np.empty(5), np.empty(5), np.empty(5, dtype=np.int64)
         for b in range(5):
             Q = np.ascontiguousarray(P[b].transpose(1, 0, 2)) if swap[b] else P[b]
             lower[b], upper[b], _, _, its[b] = (x[0] for x in _C.solve(Q[None], opt))
-        ref = _C.pid_terms(P, lower, upper, scale)
+        ref = _C.pid_terms(P, lower, upper, scale, at_upper=steps is not None)
         # The closed forms are differences of entropies of a few nats: their rounding is
         # ~1e-15 nats whatever the term's size (1.3e-15 on a redundancy of 0.027).
         np.testing.assert_allclose(terms, ref[0], rtol=0, atol=1e-14 * scale)
         for a, b in zip((gap, broken, iterations), (*ref[1:], its)):
             np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(converged, gap <= opt.tol)
-        assert settled and converged.all() and not broken.any()
-    if shape == (1, 1, 1):
+        assert not broken.any() and settled == bool(converged.all())
+        assert settled or steps is not None
+    if shape == (1, 1, 1) or steps is not None:
         return  # solved by its closed forms: nothing stops short
     # Solves stopped short of tol (two Newton steps): not settled.
     opt.max_iter = 2
@@ -231,10 +254,11 @@ def test_native_finishing_step_matches_the_general_routes_formulas():
              (mid[7], np.inf)]                      # infinite: broken
     lower = torch.tensor([float(lo) for lo, _ in cases], dtype=torch.float64)
     upper = torch.tensor([float(up) for _, up in cases], dtype=torch.float64)
-    for scale in (1.0, 1.0 / np.log(2)):
-        terms, gap, broken = _C.pid_terms(P, lower.numpy(), upper.numpy(), scale)
+    for scale, at_upper in ((1.0, False), (1.0 / np.log(2), False), (1.0, True)):
+        terms, gap, broken = _C.pid_terms(P, lower.numpy(), upper.numpy(), scale, at_upper=at_upper)
         lo, up, ref_broken = _certify.checked_bracket(lower, upper, lower0, upper0)
-        value = torch.where(ref_broken, mid, 0.5 * (lower + upper))
+        # V: the exact solve's midpoint, or the fast solve's upper bound (api._solve_iterative).
+        value = torch.where(ref_broken, mid, upper if at_upper else 0.5 * (lower + upper))
         value = torch.minimum(torch.maximum(value, lower0), upper0)
         np.testing.assert_array_equal(broken, ref_broken.numpy())
         np.testing.assert_array_equal(gap, (up - lo).numpy())

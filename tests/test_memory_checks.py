@@ -116,7 +116,7 @@ def test_lowrank_problems_are_chunked_and_routed_by_the_new_count(monkeypatch):
     flat = torch.ones(8, 20, 20, 101, dtype=torch.float64)
     assert _resources.CHUNK_FLOATS // _resources.per_problem_floats(flat, "exact", solver.newton_plan(flat)) == 4
     monkeypatch.setattr(_resources, "_cpus", lambda: 2)
-    assert _cpu_route._elimination.__wrapped__(20, 20, 101, 2020, 2020, 8, "cpp", 2) is True
+    assert _cpu_route._elimination.__wrapped__(20, 20, 101, 2020, 2020, 8, "cpp", 2, True) is True
 
 
 def test_a_route_decided_at_one_thread_is_checked_again_at_two(monkeypatch):
@@ -131,10 +131,10 @@ def test_a_route_decided_at_one_thread_is_checked_again_at_two(monkeypatch):
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        assert _resources.cpp_route_bytes(2, 30, 30, 70, False) < _resources._UNCHECKED_BYTES
+        assert _resources.cpp_route_bytes(2, 30, 30, 70, True, False) < _resources._UNCHECKED_BYTES
         fastpid.pid(P, backend="cpp", tol=1e-3)    # cached at one thread
         torch.set_num_threads(2)
-        assert _resources.cpp_route_bytes(2, 30, 30, 70, False) > _resources._UNCHECKED_BYTES
+        assert _resources.cpp_route_bytes(2, 30, 30, 70, True, False) > _resources._UNCHECKED_BYTES
         monkeypatch.setattr(_resources, "available_bytes", lambda device: 60 * 2**20)
         with pytest.raises(MemoryError, match="is free"):
             fastpid.pid(P, backend="cpp", tol=1e-3)
@@ -369,6 +369,14 @@ def test_a_batch_too_large_for_one_native_call_is_checked_before_the_native_pass
     with pytest.raises(MemoryError, match=rf"the input of shape \({B}, 2, 2, 2\)"):
         fastpid.pid(xor.expand(B, 2, 2, 2))
     assert prepared == []
+    # The proxy's one pass takes any batch, but not past the memory check: a contiguous batch
+    # (read in place) whose normalised copy and results need a look at the free memory goes
+    # to the general route, which refuses it here.
+    Bp = 2**26 // (8 * (8 + 10)) + 1
+    monkeypatch.setattr(_resources, "available_bytes", lambda device: 3 * 8 * 8 * Bp)
+    with pytest.raises(MemoryError, match=rf"the input of shape \({Bp}, 2, 2, 2\)"):
+        fastpid.pid(xor.expand(Bp, 2, 2, 2).contiguous(), method="proxy")
+    assert prepared == []
     fastpid.pid(xor.expand(1000, 2, 2, 2))            # a batch the route takes goes through it
     assert prepared == [1000]
     # ... and so does one it takes without its values of no mass (the check had counted the
@@ -377,6 +385,7 @@ def test_a_batch_too_large_for_one_native_call_is_checked_before_the_native_pass
     monkeypatch.setattr(_resources, "available_bytes", lambda device: None)
     P = np.zeros((20, 64, 64, 64))
     P[:, :8, :8, :8] = np.random.default_rng(0).random((20, 8, 8, 8))
-    assert P.size > 1 << 20 and not _cpu_route._one_call(20, 64, 64, 64) and _cpu_route._one_call(20, 8, 8, 8)
+    assert P.size > 1 << 20
+    assert not _cpu_route._one_call(20, 64, 64, 64, True) and _cpu_route._one_call(20, 8, 8, 8, True)
     fastpid.pid(P)
     assert prepared == [1000, 20]
