@@ -79,7 +79,10 @@ void bracket_terms(const double* cf, double lo, double up, bool at_upper, double
                   lo <= up + 1e-12 * (1.0 + std::fabs(upper0));
   const double l = ok ? std::min(lo, up) : lower0, u = ok ? std::max(lo, up) : upper0;
   if (!ok) value = 0.5 * (lower0 + upper0);
-  value = std::min(std::max(value, lower0), upper0);  // every term >= 0
+  // Every term >= 0. The upper end is tested first, as fastpid.api._within does: where rounding
+  // crosses the closed-form bracket (X2 independent of (X1, Y): I_Q0 = I1 to rounding), V is
+  // lower0 on both routes.
+  value = value > upper0 ? upper0 : (value < lower0 ? lower0 : value);
   const double t[7] = {mi1 + mi2 - value, value - mi2, value - mi1, mi - value, mi, mi1, mi2};
   for (int k = 0; k < 7; ++k) {
     const double x = std::max(t[k], 0.0);

@@ -52,8 +52,9 @@ def negligible_bound(eps, cells: int):
 def checked_bracket(lower, upper, lower0, upper0):
     """``(lower, upper, broken)``: the solver's bracket where it is a valid one, else the
     closed-form bracket ``(lower0, upper0)`` (always valid), and which problems fell back
-    (``(B,)`` tensors each; the C++ finishing step of ``fastpid._C.solve_pid``, exposed as
-    ``fastpid._C.pid_terms``, does the same for :mod:`fastpid._cpu_route`).
+    (``(B,)`` tensors each; the C++ finishing step of ``fastpid._C.solve_pid`` and
+    ``fastpid._C.proxy_pid``, exposed as ``fastpid._C.pid_terms``, does the same for
+    :mod:`fastpid._cpu_route`).
 
     A bracket is broken when a bound is not finite or ``lower`` exceeds ``upper`` by more than
     rounding. Within rounding (a few ulps of ``V``) the two bounds are swapped, so that

@@ -139,7 +139,7 @@ def _extension():
     """The extension module where it has this route's functions, else ``None``; looked up
     once (an import per call took several microseconds)."""
     ext = load_extension()[0]
-    return ext if hasattr(ext, "solve_pid") else None
+    return ext if all(hasattr(ext, name) for name in ("solve_pid", "proxy_pid")) else None
 
 
 def _one_call(B: int, n1: int, n2: int, ny: int, exact: bool) -> bool:
@@ -157,8 +157,8 @@ def _elimination(n1: int, n2: int, ny: int, most1: int, most2: int, B: int, back
                  exact: bool):
     """For ``B`` problems ``n1 x n2 x ny`` with at most ``most1``, ``most2`` free potentials
     of X1, X2: whether the C++ solver's Newton steps eliminate by the low-rank structure
-    (``True``) or the Schur complement (``False``; always, for method "fast", ``exact``
-    False, which takes none), or ``None`` where this route leaves the batch to the general
+    (``True``) or the Schur complement (``False``; method "fast", ``exact=False``, takes no
+    Newton step and always gets ``False``), or ``None`` where this route leaves the batch to the general
     one (``backend="auto"`` picks another solver; chunked; a memory check is due). ``threads``
     (:func:`cpp_threads`, read inside) is part of the key: the memory counts a workspace per
     thread (a decision cached at one thread had skipped the check due at two), and the Schur

@@ -300,8 +300,8 @@ def _read_in_place(P) -> bool:
 def pid_terms(mi, mi1, mi2, value, scale: float):
     """``(7, B)``: redundancy, unique1, unique2 and synergy from ``V = value`` and the closed
     forms, then ``mi``, ``mi1``, ``mi2``; clamped at 0 and times ``scale`` (the output units).
-    The C++ finishing step of ``fastpid._C.solve_pid`` (exposed as ``fastpid._C.pid_terms``)
-    does the same for :mod:`fastpid._cpu_route`."""
+    The C++ finishing step of ``fastpid._C.solve_pid`` and ``fastpid._C.proxy_pid`` (exposed
+    as ``fastpid._C.pid_terms``) does the same for :mod:`fastpid._cpu_route`."""
     terms = torch.clip(torch.stack([mi1 + mi2 - value, value - mi2, value - mi1, mi - value, mi, mi1, mi2]), 0.0, None)
     return terms if scale == 1.0 else terms * scale
 

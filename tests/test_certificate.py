@@ -86,10 +86,12 @@ def test_drop_bound_covers_a_real_change():
             assert abs(float(getattr(a, k)) - float(getattr(b, k))) <= bound
 
 
-@pytest.mark.parametrize("method,route", [("exact", "general"), ("fast", "general"), ("exact", "cpu")])
+@pytest.mark.parametrize("method,route", [("exact", "general"), ("fast", "general"), ("exact", "cpu"),
+                                          ("fast", "cpu")])
 def test_broken_bracket_falls_back_with_a_warning(monkeypatch, method, route):
     """A solver bracket that is not finite, or crossed, must never be clamped into gap 0, on
-    either route of pid() (the general one, and fastpid._cpu_route's for exact C++ solves)."""
+    either route of pid() (the general one, and fastpid._cpu_route's for C++ solves of CPU
+    inputs)."""
     def cross(lower, upper):
         lower[0] = math.inf
         upper[1] = lower[1] - 0.1
@@ -119,7 +121,7 @@ def test_broken_bracket_falls_back_with_a_warning(monkeypatch, method, route):
                 lower, upper, _, _, iterations = ext.solve(P, opt)
                 if len(lower) == 3:  # the batch; not a retry of its stalled problems
                     cross(lower, upper)
-                terms, gap, broken = ext.pid_terms(P, lower, upper, scale)
+                terms, gap, broken = ext.pid_terms(P, lower, upper, scale, at_upper=not opt.newton)
                 converged = gap <= opt.tol
                 return terms, gap, converged, broken, iterations, bool(converged.all() and not broken.any())
 

@@ -259,9 +259,27 @@ def test_native_finishing_step_matches_the_general_routes_formulas():
         lo, up, ref_broken = _certify.checked_bracket(lower, upper, lower0, upper0)
         # V: the exact solve's midpoint, or the fast solve's upper bound (api._solve_iterative).
         value = torch.where(ref_broken, mid, upper if at_upper else 0.5 * (lower + upper))
-        value = torch.minimum(torch.maximum(value, lower0), upper0)
+        value = torch.where(value > upper0, upper0, torch.where(value < lower0, lower0, value))  # api._within
         np.testing.assert_array_equal(broken, ref_broken.numpy())
         np.testing.assert_array_equal(gap, (up - lo).numpy())
         np.testing.assert_array_equal(terms, api.pid_terms(mi, mi1, mi2, value, scale).numpy())
     assert broken.tolist() == [False, False, True, True, True, False, False, True]
     assert (terms >= 0).all() and (gap >= 0).all()
+
+
+def test_a_closed_form_bracket_crossed_by_rounding_ends_alike(monkeypatch):
+    """X2 independent of (X1, Y): I_Q0 = I(X1;Y) = max(I1, I2), and rounding can leave the
+    closed-form bracket crossed by an ulp. Both routes then put the proxy's V at the lower end
+    (the native clamp had tested the lower end first and taken the upper: on 34 of 50 such
+    joints a redundancy of ~1e-15 against the general route's 0). Totals are powers of two, so
+    both routes normalise exactly and the terms agree to the last bit."""
+    rng = np.random.default_rng(0)
+    joints = []
+    for _ in range(20):
+        a, b = rng.integers(1, 8, (30, 10)).astype(float), rng.integers(1, 8, 20).astype(float)
+        P = np.einsum("ay,b->aby", a, b)
+        joints.append(P / 2.0 ** np.ceil(np.log2(P.sum())))
+    P = np.stack(joints)
+    got, ref = fastpid.pid(P, method="proxy"), _general(monkeypatch, P, method="proxy")
+    for name in ("redundancy", "unique1", "unique2", "synergy", "gap"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(ref, name), err_msg=name)
