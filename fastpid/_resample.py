@@ -242,13 +242,16 @@ def unseen_lowered(q: torch.Tensor, P: torch.Tensor, unseen_mass: torch.Tensor):
     t = unseen_mass.to(q)
     lowered = mass(torch.ones_like(t)) > t
     # mass(c) rises with c: bisection on log c to the largest c whose mass is at most t (on c
-    # itself, 64 halvings left targets 1e-15 of the mass 1e-4 off); c = 0 where t is 0.
+    # itself, 64 halvings left targets 1e-15 of the mass 1e-4 off); c = 0 where t is 0. Where
+    # no lowered problem has t > 0 (samples whose every pair is seen twice: the usual case),
+    # every c the result uses is 0 and the bisection (2-3 ms of a small estimate) is skipped.
     lo = torch.full_like(t, math.log(torch.finfo(q.dtype).tiny))
-    hi = torch.zeros_like(t)
-    for _ in range(64):
-        mid = 0.5 * (lo + hi)
-        over = mass(torch.exp(mid)) > t
-        lo, hi = torch.where(over, lo, mid), torch.where(over, mid, hi)
+    if bool((lowered & (t > 0)).any()):
+        hi = torch.zeros_like(t)
+        for _ in range(64):
+            mid = 0.5 * (lo + hi)
+            over = mass(torch.exp(mid)) > t
+            lo, hi = torch.where(over, lo, mid), torch.where(over, mid, hi)
     c = torch.where(t > 0, torch.exp(lo), torch.zeros_like(lo))
     scaled = torch.where(unseen, q * c[:, None, None, None], q)
     scaled = scaled / scaled.sum(-1, keepdim=True).clamp_min(torch.finfo(q.dtype).tiny)
