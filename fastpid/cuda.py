@@ -52,8 +52,10 @@ def available(device: torch.device | None = None) -> tuple[bool, str]:
     return True, ""
 
 
+@functools.cache
 def _driver_present() -> bool:
-    """Whether an NVIDIA driver shows itself: its device nodes (Linux) or its library."""
+    """Whether an NVIDIA driver shows itself: its device nodes (Linux) or its library; asked
+    once (find_library runs ldconfig and the compiler: ~10 ms a call of fastpid.backends())."""
     import ctypes.util
     import glob
 
