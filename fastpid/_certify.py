@@ -71,33 +71,44 @@ def checked_bracket(lower, upper, lower0, upper0):
 FLOAT32_ROUNDING = 2.0**-23
 
 
-def rounding(mi: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+# The three functions below take torch tensors or, in fastpid._cpu_route (where torch's
+# operations on a few numbers took ~140 us a call), numpy arrays, and return the same kind.
+
+
+def rounding(mi, dtype: torch.dtype):
     """What output_gap() adds for rounding each problem's terms to ``dtype`` (nats), ``(B,)``
     for problems whose ``I(X1,X2;Y)`` is ``mi`` ``(B,)``: zeros for float64."""
+    if isinstance(mi, np.ndarray):
+        return FLOAT32_ROUNDING * np.abs(mi) if dtype == torch.float32 else np.zeros_like(mi)
     mi = mi.detach().abs()
     return FLOAT32_ROUNDING * mi if dtype == torch.float32 else torch.zeros_like(mi)
 
 
-def solver_tol(tol: float, rounded: torch.Tensor) -> float:
+def solver_tol(tol: float, rounded) -> float:
     """The gap the solvers aim at so that each problem's reported gap, its rounding ``rounded``
     ``(B,)`` (rounding()) added and rounded up, is still at most ``tol``. Problems whose rounding
     alone reaches ``tol`` cannot be reported converged whatever the solve (the warning says why),
     so they set no target; ``tol`` itself where none is rounded."""
     room = rounded[rounded < tol]
-    allowance = float(room.max()) if room.numel() else 0.0
+    allowance = float(room.max()) if len(room) else 0.0
     return (tol - allowance) * (1.0 - 2.0**-20) if allowance > 0 else tol
 
 
-def output_gap(gap: torch.Tensor, mi: torch.Tensor, dtype: torch.dtype, scale: float) -> torch.Tensor:
-    """The gap in the output units and dtype, covering the rounding of the terms to ``dtype``.
+def output_gap(gap, mi, dtype: torch.dtype, scale: float):
+    """The gap in the output units and dtype, covering the rounding of the terms to ``dtype``
+    (float32 or float64).
 
     Every term is at most ``I(X1,X2;Y)``, so float32 output adds ``2^-23 mi`` (one rounding of
     each term and of the unit conversion), and the gap itself is rounded up.
     """
     g = gap if scale == 1.0 else gap * scale
-    if dtype == torch.float64 == g.dtype:  # nothing rounded
+    in_numpy = isinstance(g, np.ndarray)
+    if dtype == torch.float64 and g.dtype == (np.float64 if in_numpy else torch.float64):  # nothing rounded
         return g
     if dtype == torch.float32:
-        g = g + FLOAT32_ROUNDING * (mi * scale).abs()
+        g = g + FLOAT32_ROUNDING * abs(mi * scale)
+    if in_numpy:
+        out = g.astype({torch.float32: np.float32, torch.float64: np.float64}[dtype])
+        return np.where(out.astype(g.dtype) < g, np.nextafter(out, out.dtype.type(math.inf)), out)
     out = g.to(dtype)
     return torch.where(out.to(g.dtype) < g, torch.nextafter(out, torch.full_like(out, math.inf)), out)

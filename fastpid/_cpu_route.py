@@ -17,7 +17,11 @@ without those masses). Methods "proxy" and "fast" took the general route until t
 here: one problem per call on one thread they now take 0.086x and 0.075x its time on 2x2x2
 (31 against 352 us, 50 against 673), 0.10x and 0.12x on 8x8x8, 0.13x and 0.23x on a digits
 20x20x10 joint, 0.17x and 0.33x for a batch of eight 8x8x8 and 0.70x and 0.76x for 1024 of them
-(medians of 11 paired rounds, numpy inputs). Anything else (invalid input, gradients, GPU tensors, batches large
+(medians of 11 paired rounds, numpy inputs). Torch float32, float16 and bfloat16 tensors took
+the general route too (results in float32, their rounding in the gap, done here in numpy as
+fastpid._certify does it in torch): 2x2x2 float32 0.14x, 0.15x and 0.17x its time (exact, fast,
+proxy; 100 against 730 us exact), 8x8x8 0.27x, 0.18x and 0.20x, 64 of 8x8x4 0.79x, 0.71x and
+0.61x. Anything else (invalid input, gradients, GPU tensors, batches large
 enough to be chunked or to need a memory check) is left to the general route, which handles it
 or raises.
 """
@@ -32,20 +36,24 @@ import torch
 from . import api, cpp, solver
 from ._autograd import carries_derivatives
 from ._build_info import load_extension
-from ._certify import NEGLIGIBLE, negligible_bound
+from ._certify import NEGLIGIBLE, negligible_bound, output_gap, rounding, solver_tol
 from ._resources import cpp_chunk, cpp_indexable, cpp_route_bytes, cpp_threads, memory_unchecked
-from ._validate import float64_problems, wider_than_float64
+from ._validate import _HALF_DTYPES, float64_problems, wider_than_float64
 from .result import PIDResult
+
+#: Torch dtypes whose results come in float32 (fastpid._validate.result_dtype).
+_NARROW = (torch.float32, *_HALF_DTYPES)
 
 
 def native_pid(P, method: str, tol: float, max_iter: int, steps: int, base, backend: str):
     """:func:`fastpid.pid` of ``P`` with ``method`` (``"exact"``: ``max_iter`` Newton steps at
     most; ``"fast"``: ``steps`` alternation steps; ``"proxy"``) and ``backend`` ``"auto"`` or
     ``"cpp"``, or ``None`` where the general route must take it."""
-    arr = _float64_array(P)
+    got = _float64_array(P)
     ext = _extension()
-    if arr is None or arr.ndim < 3 or arr.size == 0 or ext is None:
+    if got is None or got[0].ndim < 3 or got[0].size == 0 or ext is None:
         return None
+    arr, out_dtype = got
     batch_shape, (n1, n2, ny) = arr.shape[:-3], arr.shape[-3:]
     B = math.prod(batch_shape)
     exact, proxy = method == "exact", method == "proxy"
@@ -71,38 +79,50 @@ def native_pid(P, method: str, tol: float, max_iter: int, steps: int, base, back
     flat, free1, free2, most1, most2, dropped, seen = prepared
     cells = n1 * n2 * ny
     scale = 1.0 if base is None else 1.0 / math.log(base)
-    if proxy:  # the general route keeps the values of no mass here: the closed forms skip them
+    # The general route keeps the values of no mass for the proxy (its closed forms skip them)
+    # and leaves them out of a solve (api.values_with_mass).
+    if not proxy and not seen.all():
+        keep1, keep2, keepy = np.split(seen, [n1, n1 + n2])
+        flat = np.ascontiguousarray(flat[:, keep1][:, :, keep2][..., keepy])
+        n1, n2, ny = flat.shape[1:]
+    # float32 results carry the rounding of their terms in the gap, and a solve aims below tol
+    # by as much (fastpid._certify.rounding, solver_tol), both from I(X1,X2;Y) as the general
+    # route has it (the closed forms, clamped at 0).
+    mi = rounded = None
+    solve_tol = tol
+    if out_dtype == torch.float32:
+        mi = np.maximum(ext.closed_forms(flat)[:, 0], 0.0)
+        rounded = rounding(mi, out_dtype)
+        solve_tol = solver_tol(tol, rounded)
+    if proxy:
         terms, gap, broken = ext.proxy_pid(flat, scale)
         iterations = np.zeros(B, dtype=np.int64)
-        converged = gap <= tol
-        settled = bool(np.all(converged & ~broken))
     else:
-        if not seen.all():  # values of no mass in any problem, left out as api.values_with_mass does
-            keep1, keep2, keepy = np.split(seen, [n1, n1 + n2])
-            flat = np.ascontiguousarray(flat[:, keep1][:, :, keep2][..., keepy])
-            n1, n2, ny = flat.shape[1:]
         lowrank = _elimination(n1, n2, ny, most1, most2, flat.shape[0], backend, cpp_threads(), exact)
         if lowrank is None:
             return None
         swap = api.swap_rule(n1, n2, free1, free2)
         swap = swap if isinstance(swap, np.ndarray) else np.full(free1.shape, swap)
-        options = _options(tol, max_iter, None if exact else steps, lowrank)
+        options = _options(solve_tol, max_iter, None if exact else steps, lowrank)
         cpp.follow_torch_threads()
         terms, gap, converged, broken, iterations, settled = ext.solve_pid(flat, swap, options, scale)
         if exact and not settled:
-            settled = _other_way_where_short(ext, flat, swap, options, scale, terms, gap, converged, broken,
-                                             iterations)
+            _other_way_where_short(ext, flat, swap, options, scale, terms, gap, converged, broken, iterations)
     if np.count_nonzero(dropped):  # the dropped masses' bound widens the gap (nats), as in the general route
         gap = gap + negligible_bound(dropped, cells)
-        converged = gap <= tol
-        settled = bool(np.all(converged & ~broken))
-    if not settled:
+    if mi is None:  # float64 results: nothing is rounded, the reported gap is the bracket's (in the units)
+        in_nats = gap
+        gap = gap * scale if scale != 1.0 else gap
+    else:
+        reported = output_gap(gap, mi, out_dtype, scale)
+        in_nats = (reported if scale == 1.0 else output_gap(gap, mi, out_dtype, 1.0)).astype(np.float64)
+        gap, terms = reported, terms.astype(np.float32)
+    converged = in_nats <= tol
+    # What api.warn_unconverged warns of: broken brackets, and exact solves short of tol.
+    if broken.any() or (exact and not converged.all()):
         # stacklevel: pid()'s caller
-        api.warn_unconverged(method, "cpp", converged, broken, gap, tol, max_iter, iterations)
+        api.warn_unconverged(method, "cpp", converged, broken, in_nats, tol, max_iter, iterations, rounded=rounded)
 
-    # float64 results: nothing is rounded, so the reported gap is the bracket's (in the units).
-    if scale != 1.0:
-        gap = gap * scale
     # terms' rows are the fields api.TERMS, PIDResult's first seven, in that order. Torch
     # results share the arrays' memory (torch.from_numpy, the terms in one call).
     if isinstance(P, torch.Tensor):
@@ -186,10 +206,18 @@ def _options(tol: float, max_iter: int, steps: int | None, lowrank: bool):
 
 
 def _float64_array(P):
-    """``P`` as a float64 numpy array where this route takes it: numpy arrays of real numbers
-    (long double ones with each problem scaled into float64's range, as the general route
-    does) and CPU float64 tensors that carry no derivatives; else ``None``."""
+    """``(P as a float64 numpy array, the results' torch dtype)`` where this route takes ``P``:
+    numpy arrays of real numbers (long double ones with each problem scaled into float64's
+    range, as the general route does) and CPU tensors of float64 (results in float64) or of
+    float32, float16 or bfloat16 (results in float32, as the general route gives them) that
+    carry no derivatives; else ``None``."""
     if isinstance(P, torch.Tensor):
+        if P.dtype in _NARROW:
+            # Converted first (numpy has no bfloat16): a tensor off the CPU, of another layout or
+            # carrying derivatives is left to the general route before the copy.
+            if P.device.type != "cpu" or P.layout != torch.strided or P.is_nested or carries_derivatives(P):
+                return None
+            return P.to(torch.float64).numpy(), torch.float32
         # numpy() refuses tensors that require a gradient, live off the CPU or are not
         # strided (one call where checking each property took several microseconds), but
         # not forward-mode AD's dual tensors, whose tangent it would drop.
@@ -197,12 +225,12 @@ def _float64_array(P):
             arr = P.numpy()
         except (RuntimeError, TypeError):
             return None
-        return arr if arr.dtype == np.float64 and not carries_derivatives(P) else None
+        return (arr, torch.float64) if arr.dtype == np.float64 and not carries_derivatives(P) else None
     if wider_than_float64(P):  # long double
         if P.ndim < 3 or P.size == 0:
             return None
         scaled, bad = float64_problems(P)
-        return None if bad.any() else scaled  # invalid: the general route says what is wrong
+        return None if bad.any() else (scaled, torch.float64)  # invalid: the general route says what is wrong
     if type(P) is np.ndarray and P.dtype.kind in "fiub" and P.dtype.isnative:  # not a masked array
-        return np.asarray(P, dtype=np.float64)
+        return np.asarray(P, dtype=np.float64), torch.float64
     return None

@@ -143,8 +143,8 @@ def _pid(P, *, method, backend, tol, max_iter, steps, base, progress, return_cou
         if not _read_in_place(P):
             check_input_memory(P, copies=2)  # the route's float64 copy of P, then the normalised one
         # CPU inputs without gradients: the same solve with less bookkeeping, or None.
-        res = _cpu_route.native_pid(P, method, DEFAULT_TOL[torch.float64] if tol is None else tol, max_iter, steps,
-                                    base, backend)
+        res = _cpu_route.native_pid(P, method, DEFAULT_TOL[result_dtype(P)] if tol is None else tol, max_iter,
+                                    steps, base, backend)
         if res is not None:
             return res
     # With derivatives the graph keeps the forward pass's arrays for the backward pass.

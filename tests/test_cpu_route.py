@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import fastpid
-from fastpid import _cpu_route, cpp
+from fastpid import _cpu_route, api, cpp
+from fastpid._validate import result_dtype
 from helpers import random_joint
 
 pytestmark = pytest.mark.skipif(not cpp.available()[0], reason="the C++ solver is not built")
@@ -70,9 +71,12 @@ def _inputs():
     return cases
 
 
-# Numpy inputs of every case, and float64 torch tensors (the torch inputs this route takes).
-_CASES = [(name, False) for name in _inputs()] + [
-    (name, True) for name, P in _inputs().items() if P.dtype == np.float64]
+# Numpy inputs of every case, float64 torch tensors of the float64 ones, and torch float32,
+# float16 and bfloat16 tensors of a few (results in float32, their rounding in the gap).
+_NARROW_CASES = ("odd sizes", "zeros", "tiny masses", "many classes (low-rank)", "X2 independent of (X1, Y)")
+_CASES = [(name, None) for name in _inputs()] + [
+    (name, torch.float64) for name, P in _inputs().items() if P.dtype == np.float64] + [
+    (name, dtype) for name in _NARROW_CASES for dtype in (torch.float32, torch.float16, torch.bfloat16)]
 
 
 _METHODS = ("exact", "fast", "proxy")
@@ -80,14 +84,14 @@ _METHODS = ("exact", "fast", "proxy")
 
 def _native(P, method="exact"):
     """_cpu_route.native_pid of P with pid()'s defaults."""
-    return _cpu_route.native_pid(P, method, 1e-8, 500, 20, None, "auto")
+    return _cpu_route.native_pid(P, method, api.DEFAULT_TOL[result_dtype(P)], 500, 20, None, "auto")
 
 
 @pytest.mark.parametrize("method", _METHODS)
-@pytest.mark.parametrize("name,as_torch", _CASES)
-def test_same_results_as_the_general_route(monkeypatch, name, as_torch, method):
+@pytest.mark.parametrize("name,dtype", _CASES, ids=str)
+def test_same_results_as_the_general_route(monkeypatch, name, dtype, method):
     P = _inputs()[name]
-    P = torch.from_numpy(P) if as_torch else P
+    P = P if dtype is None else torch.from_numpy(P).to(dtype)
     assert _native(P, method) is not None  # this route takes it
     more = ({"steps": 3},) if method == "fast" else ({"max_iter": 3},) if method == "exact" else ()
     for kw in ({}, {"base": 2}, {"tol": 1e-6}, {"backend": "cpp"}, *more):
@@ -96,12 +100,17 @@ def test_same_results_as_the_general_route(monkeypatch, name, as_torch, method):
             _assert_same(fastpid.pid(P, method=method, **kw), _general(monkeypatch, P, method=method, **kw))
 
 
-def test_unconverged_solves_warn_alike(monkeypatch):
+@pytest.mark.parametrize("dtype,kw", [(None, {"max_iter": 2}), (torch.float32, {"max_iter": 2}),
+                                      (torch.float32, {"tol": 1e-9})], ids=str)
+def test_unconverged_solves_warn_alike(monkeypatch, dtype, kw):
+    """Stopped short (max_iter), or float32 results whose rounding alone passes tol: the same
+    warnings, with the same numbers, on both routes."""
     P = random_joint(np.random.default_rng(3), (6, 5, 4))
+    P = P if dtype is None else torch.from_numpy(P).to(dtype)
     with pytest.warns(fastpid.ConvergenceWarning) as got:
-        res = fastpid.pid(P, max_iter=2)
+        res = fastpid.pid(P, **kw)
     with pytest.warns(fastpid.ConvergenceWarning) as ref:
-        _assert_same(res, _general(monkeypatch, P, max_iter=2))
+        _assert_same(res, _general(monkeypatch, P, **kw))
     assert [str(w.message) for w in got] == [str(w.message) for w in ref]
 
 
@@ -116,10 +125,11 @@ def test_what_this_route_leaves_to_the_general_one(P, method):
 
 @pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors is in prototype")
 @pytest.mark.parametrize("method", _METHODS)
-def test_gradients_and_other_dtypes_take_the_general_route(method):
+def test_gradients_and_other_types_take_the_general_route(method):
     P = torch.from_numpy(random_joint(np.random.default_rng(4), (3, 3, 2)))
     assert _native(P.clone().requires_grad_(), method) is None
-    assert _native(P.float(), method) is None
+    assert _native((P * 100).long(), method) is None
+    assert _native(P.float().requires_grad_(), method) is None
     assert _native(P.tolist(), method) is None
     # Layouts and devices numpy() refuses: the general route says what it takes.
     assert _native(P.to_sparse(), method) is None
