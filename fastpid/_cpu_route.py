@@ -38,11 +38,8 @@ from ._autograd import carries_derivatives
 from ._build_info import load_extension
 from ._certify import NEGLIGIBLE, negligible_bound, output_gap, rounding, solver_tol
 from ._resources import cpp_chunk, cpp_indexable, cpp_route_bytes, cpp_threads, memory_unchecked
-from ._validate import _HALF_DTYPES, float64_problems, wider_than_float64
+from ._validate import FLOAT32_RESULTS, float64_problems, wider_than_float64
 from .result import PIDResult
-
-#: Torch dtypes whose results come in float32 (fastpid._validate.result_dtype).
-_NARROW = (torch.float32, *_HALF_DTYPES)
 
 
 def native_pid(P, method: str, tol: float, max_iter: int, steps: int, base, backend: str):
@@ -133,10 +130,10 @@ def native_pid(P, method: str, tol: float, max_iter: int, steps: int, base, back
     return PIDResult(*fields, method=method, backend="cpp", base=base)
 
 
-def _other_way_where_short(ext, flat, swap, options, scale, terms, gap, converged, broken, iterations) -> bool:
-    """The problems that stopped short of ``tol`` solved once more with their sources the
-    other way round, each keeping the narrower bracket (the arrays are updated in place; as
-    fastpid.api._other_way_where_short, which says why). Returns whether all are settled."""
+def _other_way_where_short(ext, flat, swap, options, scale, terms, gap, converged, broken, iterations) -> None:
+    """The problems that stopped short of ``options.tol`` solved once more with their sources
+    the other way round, each keeping the narrower bracket (the arrays are updated in place; as
+    fastpid.api._other_way_where_short, which says why)."""
     short = np.flatnonzero(~converged & ~broken)
     # Only where the solver takes the other orientation (fastpid.api.cpp_retry_fits: the
     # larger source on the Schur side can pass its 32-bit indices, or the automatic route's
@@ -146,12 +143,11 @@ def _other_way_where_short(ext, flat, swap, options, scale, terms, gap, converge
     short = short[np.where(flipped, api.cpp_retry_fits(n2, n1, ny, options.lowrank),
                            api.cpp_retry_fits(n1, n2, ny, options.lowrank))]
     if short.size == 0:  # unsettled by broken brackets alone, or unindexable: nothing to try again
-        return False
+        return
     t2, g2, c2, b2, it2, _ = ext.solve_pid(np.ascontiguousarray(flat[short]), ~swap[short], options, scale)
     better = ~b2 & (g2 < gap[short])
     kept = short[better]
     terms[:, kept], gap[kept], converged[kept], iterations[kept] = t2[:, better], g2[better], c2[better], it2[better]
-    return bool(np.all(converged & ~broken))
 
 
 @functools.lru_cache(maxsize=1)
@@ -212,7 +208,7 @@ def _float64_array(P):
     float32, float16 or bfloat16 (results in float32, as the general route gives them) that
     carry no derivatives; else ``None``."""
     if isinstance(P, torch.Tensor):
-        if P.dtype in _NARROW:
+        if P.dtype in FLOAT32_RESULTS:
             # Converted first (numpy has no bfloat16): a tensor off the CPU, of another layout or
             # carrying derivatives is left to the general route before the copy.
             if P.device.type != "cpu" or P.layout != torch.strided or P.is_nested or carries_derivatives(P):

@@ -341,10 +341,14 @@ def check_distribution(P, *, name: str = "P", float64: bool = False) -> Tuple[to
     return T / total, not is_torch
 
 
+#: Torch dtypes of inputs whose results come in float32 (:func:`result_dtype`).
+FLOAT32_RESULTS = (torch.float32,) + _HALF_DTYPES
+
+
 def result_dtype(P) -> torch.dtype:
     """The dtype results for input ``P`` come in: float32 for torch float32, float16 and
     bfloat16 tensors, float64 for everything else (as :func:`check_distribution` keeps it)."""
-    if isinstance(P, torch.Tensor) and P.dtype in (torch.float32,) + _HALF_DTYPES:
+    if isinstance(P, torch.Tensor) and P.dtype in FLOAT32_RESULTS:
         return torch.float32
     return torch.float64
 

@@ -306,11 +306,11 @@ def pid_terms(mi, mi1, mi2, value, scale: float):
     return terms if scale == 1.0 else terms * scale
 
 
-def warn_unconverged(method, backend, converged, broken, gap, tol, max_iter, iterations,
-                     rounded: torch.Tensor | None = None):
+def warn_unconverged(method, backend, converged, broken, gap, tol, max_iter, iterations, rounded=None):
     """A :class:`ConvergenceWarning` for fastpid's exact solves that stopped short of ``tol``
     (not CVXPY's, whose gap is the closed-form bracket), and for any problem whose solver
-    bracket was broken (the closed-form bracket is reported). ``gap``: as reported, in nats;
+    bracket was broken (the closed-form bracket is reported). The arrays are torch tensors,
+    or numpy arrays from :mod:`fastpid._cpu_route`. ``gap``: as reported, in nats;
     ``rounded`` ``(B,)``: what rounding each problem's results to float32 adds to it
     (_certify.rounding()); ``iterations``: each problem's (alternation and Newton steps, so at
     least its Newton steps). Each unconverged problem is told its own reason: a broken bracket,
