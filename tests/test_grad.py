@@ -331,3 +331,23 @@ def test_gradient_where_the_closed_forms_certify_but_do_not_pin(backend):
     res = fastpid.pid(X, tol=1e-5, backend=backend)
     alone = fastpid.pid(P.clone().requires_grad_(True), tol=1e-5, backend=backend)
     assert int(res.iterations[0]) == int(alone.iterations) and float(res.gap[0]) == float(alone.gap)
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 0.5])
+def test_shared_closed_forms_equal_the_separate_ones_with_their_gradients(sparsity):
+    """fastpid.info.closed_forms shares the marginals and entropies of mutual_informations and
+    proxy_coupling_mi: the same four values to the bit, and the same gradients to rounding
+    (autograd adds the shared pieces' contributions in another order)."""
+    from fastpid import info
+
+    rng = np.random.default_rng(7)
+    P = torch.from_numpy(np.stack([random_joint(rng, (5, 4, 3), sparsity=sparsity) for _ in range(3)]))
+    weights = torch.from_numpy(rng.standard_normal((4, 3)))
+    a, b = P.clone().requires_grad_(), P.clone().requires_grad_()
+    shared = info.closed_forms(a)
+    separate = (*info.mutual_informations(b), info.proxy_coupling_mi(b))
+    for x, y in zip(shared, separate):
+        assert torch.equal(x.detach(), y.detach())
+    sum(w @ x for w, x in zip(weights, shared)).backward()
+    sum(w @ x for w, x in zip(weights, separate)).backward()
+    torch.testing.assert_close(a.grad, b.grad, rtol=1e-12, atol=1e-12)
