@@ -84,16 +84,21 @@ def native_pid(P, method: str, tol: float, max_iter: int, steps: int, base, back
         n1, n2, ny = flat.shape[1:]
     # float32 results carry the rounding of their terms in the gap, and a solve aims below tol
     # by as much (fastpid._certify.rounding, solver_tol), both from I(X1,X2;Y) as the general
-    # route has it (the closed forms, clamped at 0).
+    # route has it (the closed forms, clamped at 0): a solve needs it first, the proxy's own
+    # terms hold it (in nats, before the units' scale).
     mi = rounded = None
     solve_tol = tol
-    if out_dtype == torch.float32:
+    if out_dtype == torch.float32 and not proxy:
         mi = np.maximum(ext.closed_forms(flat)[:, 0], 0.0)
         rounded = rounding(mi, out_dtype)
         solve_tol = solver_tol(tol, rounded)
     if proxy:
-        terms, gap, broken = ext.proxy_pid(flat, scale)
+        narrow = out_dtype == torch.float32
+        terms, gap, broken = ext.proxy_pid(flat, 1.0 if narrow else scale)
         iterations = np.zeros(B, dtype=np.int64)
+        if narrow:
+            mi, rounded = terms[4].copy(), rounding(terms[4], out_dtype)
+            terms = terms * scale if scale != 1.0 else terms  # as the native finishing step scales
     else:
         lowrank = _elimination(n1, n2, ny, most1, most2, flat.shape[0], backend, cpp_threads(), exact)
         if lowrank is None:
