@@ -1027,10 +1027,7 @@ def closed_form_bracket(P: torch.Tensor, closed_forms=None):
     ``V <= I1 + I2`` is non-negativity of redundancy, a theorem of the BROJA PID.
     ``closed_forms(P) -> (mi, mi1, mi2, I_Q0)`` replaces the torch computation (a fused kernel).
     """
-    if closed_forms is None:
-        mi, mi1, mi2, mi_q0 = torch_closed_forms(P)
-    else:
-        mi, mi1, mi2, mi_q0 = closed_forms(P)
+    mi, mi1, mi2, mi_q0 = (closed_forms or torch_closed_forms)(P)
     # Informations, so >= 0: where they are ~0 their differences of entropies leave rounding
     # of either sign, and a negative one would cross the bracket (and leak into the terms).
     mi, mi1, mi2, mi_q0 = (x.clamp_min(0.0) for x in (mi, mi1, mi2, mi_q0))
