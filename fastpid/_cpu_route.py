@@ -213,6 +213,8 @@ def _float64_array(P):
     float32, float16 or bfloat16 (results in float32, as the general route gives them) that
     carry no derivatives; else ``None``."""
     if isinstance(P, torch.Tensor):
+        if P.requires_grad:  # the usual training-loop call, told apart before numpy() raises (~10 us)
+            return None
         if P.dtype in FLOAT32_RESULTS:
             # Converted first (numpy has no bfloat16): a tensor off the CPU, of another layout or
             # carrying derivatives is left to the general route before the copy.
