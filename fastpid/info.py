@@ -55,7 +55,7 @@ def mutual_informations(P: torch.Tensor):
 def closed_forms(P: torch.Tensor):
     """``(I(X1,X2;Y), I(X1;Y), I(X2;Y), I_Q0)`` of normalised ``P[..., n1, n2, ny]``
     (:func:`mutual_informations` and :func:`proxy_coupling_mi`, the same values), sharing the
-    marginals and entropies both need: 7 entropies instead of 11, the same with a gradient
+    marginals and entropies both need: 8 entropies instead of 11, the same with a gradient
     (fastpid.solver.closed_form_bracket)."""
     p1y, p2y, py, h_y, h_1y, h_2y = _shared(P)
     return (*_informations(P, p1y, p2y, h_y, h_1y, h_2y), _proxy_mi(p1y, p2y, py, h_y, h_1y, h_2y))

@@ -328,7 +328,8 @@ def _check_output_size(G: int, sizes, dtype: torch.dtype, device: torch.device, 
                        soft: bool) -> None:
     """Refuse a joint larger than the free memory (typically codes far above their real
     range with ``sizes`` left to be inferred), saying how large it would be and where its
-    sizes come from (``origins``, of :func:`_size_origins`)."""
+    sizes come from (``origins``, of :func:`_size_origins`); joints that need less than
+    ``_resources._UNCHECKED_BYTES`` are not checked."""
     from ._resources import available_bytes, gib, memory_unchecked
 
     cells = G * math.prod(sizes)
