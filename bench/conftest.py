@@ -32,7 +32,7 @@ MACHINE = pytest.StashKey[dict]()
 DEFAULT_STEMS = {"test_bench_solver.py": report.STEM, "test_bench_held_out.py": "solver_held_out",
                  "test_bench_dense_program.py": "solver_dense_program",
                  "test_bench_estimate.py": "estimate_cpu", "test_bench_gpu.py": "solver_gpu",
-                 "test_bench_auto_route.py": "solver_auto_route"}
+                 "test_bench_auto_route.py": "solver_auto_route", "test_bench_call.py": "solver_call"}
 
 #: Tolerance of the reference solve; its certified gap is reported with every row.
 REFERENCE_TOL = 1e-10
@@ -59,7 +59,7 @@ def pytest_addoption(parser):
     g.addoption("--bench-name", default=None,
                 help="file stem of the saved report in bench/results/ (a path: elsewhere); default: "
                      "the suite's own (solver_cpu, solver_held_out, solver_dense_program, estimate_cpu, "
-                     "solver_gpu, solver_auto_route)")
+                     "solver_gpu, solver_auto_route, solver_call)")
 
 
 def pytest_configure(config):
