@@ -10,10 +10,10 @@ call per problem on one thread took 0.83-0.87x (8x8x8), 0.89-0.92x (10x10x10), 0
 (12x12x6), 0.95-0.96x (clustered 20x20x10) and 0.96-0.99x (clustered 40x40x6) the time (medians
 of 21 paired rounds, two sessions of them); torch inputs handed to numpy() in one call and
 their results made by torch.from_numpy then took 0.91x the time (8x8x8, 419 -> 383 us a call;
-numpy inputs 0.98x, 380 -> 373 us: the dropped mass counted by np.count_nonzero). Masses below :data:`fastpid._certify.NEGLIGIBLE` are
-dropped natively, with the general route's bound (one call per problem on 6x6x20 joints of
-Dirichlet(0.05): 0.66 ms, against 1.21 ms by the general route and 0.61 ms for the same joints
-without those masses). Methods "proxy" and "fast" took the general route until they came
+numpy inputs 0.98x, 380 -> 373 us: the dropped mass counted by np.count_nonzero). Masses
+below :data:`fastpid._certify.NEGLIGIBLE` are dropped natively, with the general route's bound
+(one call per problem on 6x6x20 joints of Dirichlet(0.05): 0.66 ms, against 1.21 ms by the
+general route and 0.61 ms for the same joints without those masses). Methods "proxy" and "fast" took the general route until they came
 here: one problem per call on one thread they now take 0.086x and 0.075x its time on 2x2x2
 (31 against 352 us, 50 against 673), 0.10x and 0.12x on 8x8x8, 0.13x and 0.23x on a digits
 20x20x10 joint, 0.17x and 0.33x for a batch of eight 8x8x8 and 0.70x and 0.76x for 1024 of them
@@ -21,9 +21,8 @@ here: one problem per call on one thread they now take 0.086x and 0.075x its tim
 the general route too (results in float32, their rounding in the gap, done here in numpy as
 fastpid._certify does it in torch): 2x2x2 float32 0.14x, 0.15x and 0.17x its time (exact, fast,
 proxy; 100 against 730 us exact), 8x8x8 0.27x, 0.18x and 0.20x, 64 of 8x8x4 0.79x, 0.71x and
-0.61x. Anything else (invalid input, gradients, GPU tensors, batches large
-enough to be chunked or to need a memory check) is left to the general route, which handles it
-or raises.
+0.61x. Anything else (invalid input, gradients, GPU tensors, batches large enough to be chunked
+or to need a memory check) is left to the general route, which handles it or raises.
 """
 from __future__ import annotations
 
