@@ -927,8 +927,12 @@ def _repeated_samples(counts, x1, x2, y, weights, groups, per_sample: int = 0):
         i = int(bad.nonzero()[0])
         raise ValueError(f"counts must be integers >= 0 (how many times each sample was observed), "
                          f"got counts[{i}] = {c[i].item()}")
-    if bool((c > 2 ** 62).any()):  # past int64 the cast below would wrap to negative counts
-        i = int((c > 2 ** 62).nonzero()[0])
+    # Past int64 the cast below would wrap to negative counts. Compared in float64: against a
+    # narrow integer tensor torch casts 2**62 into its dtype, where it wraps (every count of an
+    # int32 tensor compared as too many).
+    too_many = c.to(torch.float64) > 2.0 ** 62
+    if bool(too_many.any()):
+        i = int(too_many.nonzero()[0])
         raise ValueError(f"counts[{i}] = {c[i].item()} is too many samples to repeat; give the counts as "
                          "weights= instead (their ratios are what the estimate uses)")
     c = c.to(torch.int64)

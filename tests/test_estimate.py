@@ -314,6 +314,22 @@ def test_counts_repeat_samples_where_weights_would_not():
     assert isinstance(est.synergy, torch.Tensor)
 
 
+@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.int32, np.uint8, torch.int8, torch.int16, torch.int32])
+def test_narrow_integer_counts_repeat_samples(dtype):
+    """Counts of any integer dtype repeat their samples as int64 counts do (the check against
+    2**62 compared narrow integer tensors after torch cast the bound into their dtype, where it
+    wrapped: every count of 1 was refused as too many)."""
+    x1, x2 = np.arange(12) % 3, np.arange(12) % 2
+    y = (x1 + x2) % 2
+    counts = np.arange(1, 13) % 5
+    given = torch.as_tensor(counts).to(dtype) if isinstance(dtype, torch.dtype) else counts.astype(dtype)
+    est = fastpid.estimate(x1, x2, y, counts=given, seed=0, n_null=9, n_jackknife=5)
+    wide = fastpid.estimate(x1, x2, y, counts=counts.astype(np.int64), seed=0, n_null=9, n_jackknife=5)
+    assert int(est.n) == int(counts.sum())
+    for t in TERMS:
+        assert float(getattr(est, t)) == float(getattr(wide, t))
+
+
 @pytest.mark.parametrize("counts, err, match", [
     (np.ones(11), ValueError, r"counts must be one count per sample, shape \(12,\), got \(11,\)"),
     (np.full(12, 1.5), ValueError, r"counts must be integers >= 0 .*got counts\[0\] = 1.5"),
