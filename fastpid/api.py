@@ -212,7 +212,8 @@ def _pid(P, *, method, backend, tol, max_iter, steps, base, progress, return_cou
     lower, upper, broken = checked_bracket(lower.detach(), upper.detach(), lower0.detach(), upper0.detach())
     # Keep V inside the bracket so every term is non-negative.
     value = _within(torch.where(broken, 0.5 * (lower0 + upper0), value), lower0, upper0)
-    gap = (upper - lower) + drop_bound
+    # abs: a fallback to closed forms whose rounding crossed their bracket reports by how much.
+    gap = (upper - lower).abs() + drop_bound
     # converged refers to the gap as reported, rounding of the output dtype included.
     scale = 1.0 if base is None else 1.0 / math.log(base)
     reported_gap = output_gap(gap, mi.detach(), out_dtype, scale)
@@ -322,7 +323,8 @@ def warn_unconverged(method, backend, converged, broken, gap, tol, max_iter, ite
         warnings.warn(
             f"{int(broken.sum())} problem(s) got no valid bracket from the solver (a bound was "
             "not finite or the bounds crossed); their terms use the closed-form bracket "
-            "max(I1, I2) <= V <= min(I_Q0, I12, I1 + I2), and gap is its width",
+            "max(I1, I2) <= V <= min(I_Q0, I12, I1 + I2), and gap is its width (where the closed forms' "
+            "rounding crossed it, by how much)",
             ConvergenceWarning, stacklevel=stacklevel)
     bad = ~converged & ~broken  # the others, told above
     if method != "exact" or backend == "cvx" or not bool(bad.any()):

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import fastpid
-from fastpid import _certify, _cpu_route, api, solver
+from fastpid import _certify, _cpu_route, api, cpp, solver
 from fastpid.exceptions import ConvergenceWarning
 
 BACKENDS = ["cpp", "torch"]
@@ -86,12 +86,33 @@ def test_drop_bound_covers_a_real_change():
             assert abs(float(getattr(a, k)) - float(getattr(b, k))) <= bound
 
 
+def _crossed_closed_forms(rng, count: int) -> np.ndarray:
+    """``count`` joints with X2 independent of (X1, Y) whose C++ closed-form bracket rounding
+    crossed (I_Q0 = I(X1;Y) = max(I1, I2) but for an ulp; about half of such joints), as the
+    routes normalise them (integer masses over a power of two: each route's division by the
+    total is then the one rounding of mass / sum), and those normalised joints."""
+    given, normalised = [], []
+    while len(given) < count:
+        a, b = rng.integers(1, 8, (6, 4)).astype(float), rng.integers(1, 8, 5).astype(float)
+        counts = np.einsum("ay,b->aby", a, b)
+        P = counts / counts.sum()
+        lo0, up0 = solver.closed_form_bracket(torch.from_numpy(P[None]), closed_forms=cpp.closed_forms)[3:]
+        if float(lo0[0]) > float(up0[0]):
+            given.append(counts / 2.0 ** np.ceil(np.log2(counts.sum())))
+            normalised.append(P)
+    return np.stack(given), np.stack(normalised)
+
+
+@pytest.mark.parametrize("joints", ["dirichlet", "crossed_closed_forms"])
 @pytest.mark.parametrize("method,route", [("exact", "general"), ("fast", "general"), ("exact", "cpu"),
                                           ("fast", "cpu")])
-def test_broken_bracket_falls_back_with_a_warning(monkeypatch, method, route):
+def test_broken_bracket_falls_back_with_a_warning(monkeypatch, method, route, joints):
     """A solver bracket that is not finite, or crossed, must never be clamped into gap 0, on
     either route of pid() (the general one, and fastpid._cpu_route's for C++ solves of CPU
-    inputs)."""
+    inputs). Where the closed-form bracket it falls back on is itself crossed by rounding
+    (X2 independent of (X1, Y)), the gap is by how much, not the negative width."""
+    if joints == "crossed_closed_forms" and not cpp.available()[0]:
+        pytest.skip("the crossed brackets are the C++ closed forms'")
     def cross(lower, upper):
         lower[0] = math.inf
         upper[1] = lower[1] - 0.1
@@ -127,6 +148,16 @@ def test_broken_bracket_falls_back_with_a_warning(monkeypatch, method, route):
 
         monkeypatch.setattr(_cpu_route, "_extension", Crossed)
     rng = np.random.default_rng(0)
+    if joints == "crossed_closed_forms":
+        P, normalised = _crossed_closed_forms(rng, 3)
+        with pytest.warns(ConvergenceWarning, match="no valid bracket"):
+            res = fastpid.pid(P, method=method)
+        lo0, up0 = (x.numpy() for x in solver.closed_form_bracket(torch.from_numpy(normalised),
+                                                                  closed_forms=cpp.closed_forms)[3:])
+        for b in (0, 1):
+            assert 0 < lo0[b] - up0[b] < 1e-14  # crossed by rounding
+            assert res.gap[b] == lo0[b] - up0[b]  # was up0 - lo0, negative
+        return
     P = rng.dirichlet(np.ones(27), size=3).reshape(3, 3, 3, 3)
     with pytest.warns(ConvergenceWarning, match="no valid bracket"):
         res = fastpid.pid(P, method=method)
