@@ -36,7 +36,8 @@ from . import api, cpp, solver
 from ._autograd import carries_derivatives
 from ._build_info import load_extension
 from ._certify import NEGLIGIBLE, negligible_bound, output_gap, rounding, solver_tol
-from ._resources import cpp_chunk, cpp_indexable, cpp_route_bytes, cpp_threads, memory_unchecked
+from ._resources import (cpp_chunk, cpp_indexable, cpp_route_bytes, cpp_threads, memory_unchecked,
+                         native_closed_forms_bytes)
 from ._validate import FLOAT32_RESULTS, float64_problems, wider_than_float64
 from .result import PIDResult
 
@@ -59,11 +60,14 @@ def native_pid(P, method: str, tol: float, max_iter: int, steps: int, base, back
     # them. (Below 2^20 entries the pass is short and the check, ~1 us, would cost a small
     # problem's call ~1 %.) The proxy's closed forms take any batch in one pass: it leaves a
     # batch to the general route where its normalised copy and results need a memory check.
-    if proxy and not memory_unchecked(8 * (arr.size + 10 * B)):
+    if proxy and not memory_unchecked(8 * (arr.size + 10 * B) + native_closed_forms_bytes(B, n1, n2, ny)):
         return None
     if not proxy and arr.size > 1 << 20 and not _one_call(B, n1, n2, ny, exact):
-        total = arr.reshape(-1, n1, n2, ny).sum(axis=0)  # their sizes without those values
-        sizes = (max(1, int(np.count_nonzero(total.sum(axis=a)))) for a in ((1, 2), (0, 2), (0, 1)))
+        # Their sizes without those values, by reductions to each axis (the batch's summed
+        # joint, one more input-sized array for a single problem, went past the copies that
+        # pid() checked before this route).
+        flat_view = arr.reshape(-1, n1, n2, ny)
+        sizes = (max(1, int(np.count_nonzero(flat_view.sum(axis=a)))) for a in ((0, 2, 3), (0, 1, 3), (0, 1, 2)))
         if not _one_call(B, *sizes, exact):
             return None
     # Normalised natively (the general route's torch sum, cold after a solve, took 20-60 us

@@ -31,10 +31,53 @@ def per_problem_floats(flat: torch.Tensor, method: str, plan=None) -> int:
     return (plan or newton_plan(flat)).floats if method == "exact" else math.prod(flat.shape[1:])
 
 
+#: Floats the PyTorch closed forms (fastpid.info.closed_forms) hold at their peak per float of
+#: the joint or of its marginals, whichever is larger. Measured growth of the peak RSS, one
+#: problem of 1x1x4e6 11.1 floats a joint's float (3.7 a marginal's), 2x3x1e6 4.2, 100x100x400
+#: 3.2, 8000 problems of 8x8x8 4.0; twice as many with a backward pass (1x1x4e6: 20.0).
+TORCH_CLOSED_FORMS_FLOATS = 4.5
+
+
+def closed_forms_bytes(flat: torch.Tensor, backend: str) -> int:
+    """Peak working memory (bytes) of the closed forms of ``flat[B, n1, n2, ny]``
+    (:func:`fastpid.solver.closed_form_bracket`) on the general route of :func:`fastpid.pid`:
+    the C++ pass's workspace per thread (``backend="cpp"``), or the PyTorch operations'
+    arrays (``"torch"``, and any backend where ``flat`` carries derivatives). With few values
+    of X1 and X2 and many of Y the marginals are as large as the joint, and these are several
+    copies of it: constant sources with 10^9 target values grew the process past the free
+    memory in the closed forms, which ran before the solve's estimate. The fused GPU kernels
+    (``"cuda"``, ``"triton"``) are not counted (a GPU allocation that fails raises)."""
+    from ._autograd import carries_derivatives
+
+    B, n1, n2, ny = flat.shape
+    derivatives = carries_derivatives(flat)
+    if backend in ("cuda", "triton") and not derivatives:
+        return 0
+    if backend == "cpp" and not derivatives:
+        return native_closed_forms_bytes(B, n1, n2, ny)
+    marginals = (n1 + n2) * ny + n1 * n2 + ny
+    return int(8 * TORCH_CLOSED_FORMS_FLOATS * (2 if derivatives else 1) * B * max(n1 * n2 * ny, marginals))
+
+
+def native_closed_forms_bytes(B: int, n1: int, n2: int, ny: int) -> int:
+    """Bytes of the workspaces of ``fastpid._C.closed_forms`` and ``proxy_pid`` on ``B``
+    problems ``n1 x n2 x ny``: one per thread with a problem."""
+    return 8 * min(B, cpp_threads()) * _closed_forms_workspace(n1, n2, ny)
+
+
 def estimate_bytes(flat: torch.Tensor, method: str, backend: str, plan=None, coupling: bool = False) -> int:
-    """Peak working memory of solving ``flat[B, n1, n2, ny]`` (bytes, the input excluded);
-    ``plan``: :func:`fastpid.solver.newton_plan` of ``flat`` where already computed;
-    ``coupling``: the couplings are returned too."""
+    """Peak working memory of solving ``flat[B, n1, n2, ny]`` (bytes, the input excluded): the
+    larger of the closed forms' (:func:`closed_forms_bytes`) and the solve's; ``plan``:
+    :func:`fastpid.solver.newton_plan` of ``flat`` where already computed; ``coupling``: the
+    couplings are returned too (the proxy's are built in PyTorch)."""
+    closed = closed_forms_bytes(flat, backend)
+    if method == "proxy" and not coupling:
+        return closed
+    return max(closed, _solve_bytes(flat, method, "torch" if method == "proxy" else backend, plan, coupling))
+
+
+def _solve_bytes(flat: torch.Tensor, method: str, backend: str, plan=None, coupling: bool = False) -> int:
+    """:func:`estimate_bytes` of the solve alone."""
     B, n1, n2, ny = flat.shape
     if backend == "cpp":
         exact, lowrank = _cpp_elimination(flat, method, plan)
@@ -70,6 +113,14 @@ def _cpp_workspace(n1: int, n2: int, ny: int, exact: bool, lowrank: bool) -> int
 
     # The solver puts the smaller source on the Schur side, as _solve_oriented does.
     return int(_C.workspace_doubles(max(n1, n2), min(n1, n2), ny, lowrank, exact))
+
+
+@functools.lru_cache(maxsize=256)
+def _closed_forms_workspace(n1: int, n2: int, ny: int) -> int:
+    """Doubles of one thread's workspace in the C++ closed forms for problems ``n1 x n2 x ny``."""
+    from . import _C
+
+    return int(_C.closed_forms_workspace_doubles(n1, n2, ny))
 
 
 @functools.lru_cache(maxsize=256)
@@ -317,13 +368,14 @@ def check_input_memory(P, copies: int = 1, device: torch.device | None = None) -
 
 
 def check_memory(flat: torch.Tensor, method: str, backend: str, plan=None, coupling: bool = False) -> None:
-    """Raise :class:`MemoryError` when the solve would need more memory than is free
-    (``plan``, ``coupling``: as for :func:`estimate_bytes`). The message says what grows (the
-    joint's cells, or the exact solver's elimination), whether fewer problems a call would fit,
-    and what backend='cpp' would need instead of backend='torch'. The proxy is checked only
-    with its couplings (it is one closed-form pass otherwise; 16,384 problems of 8x8x8 with
-    couplings peaked 1.5 times the input copies checked before)."""
-    if (method == "proxy" and not coupling) or backend == "cvx":
+    """Raise :class:`MemoryError` when the solve, its closed forms included, would need more
+    memory than is free (``plan``, ``coupling``: as for :func:`estimate_bytes`); called before
+    the closed forms. The message says what grows (the joint's cells, or the exact solver's
+    elimination), whether fewer problems a call would fit, and what backend='cpp' would need
+    instead of backend='torch'. The proxy's estimate is its closed forms, and its couplings
+    where asked for (16,384 problems of 8x8x8 with couplings peaked 1.5 times the input copies
+    checked before)."""
+    if backend == "cvx":
         return
     try:
         need = estimate_bytes(flat, method, backend, plan, coupling)
@@ -364,7 +416,8 @@ def _memory_advice(flat: torch.Tensor, method: str, backend: str, plan, coupling
                 "batches.")
     if method != "exact":
         return (f"One problem alone does not fit: method={method!r} holds a few arrays of the "
-                "joint's n1 * n2 * ny cells; merge rare values of X1, X2 or Y.")
+                "joint's n1 * n2 * ny cells (or of its marginals' (n1 + n2) * ny, where they are more); merge "
+                "rare values of X1, X2 or Y.")
     from .solver import newton_plan
 
     plan = plan or newton_plan(flat)

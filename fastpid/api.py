@@ -183,6 +183,8 @@ def _pid(P, *, method, backend, tol, max_iter, steps, base, progress, return_cou
         check_input_memory(flat, copies=copies, device=torch.device("cpu"))
         flat, drop_bound = flat.cpu(), drop_bound.cpu()
         plan = solver.newton_plan(flat) if method == "exact" else None
+    # What the closed forms and the solve will hold, checked before either allocates.
+    check_memory(flat, method, backend, plan, return_coupling)
     # The native closed forms (one pass; the fused GPU kernels or the C++ loop) have no
     # backward pass: with gradients, the closed forms stay in torch.
     fused = backend in ("cuda", "triton", "cpp") and not carries_derivatives(flat)
@@ -199,7 +201,6 @@ def _pid(P, *, method, backend, tol, max_iter, steps, base, progress, return_cou
         value, lower, upper = upper0, lower0, upper0
         backend = backend if fused else "torch"
         if return_coupling:
-            check_memory(flat, method, "torch", coupling=True)  # Q0 is built in PyTorch
             with torch.no_grad():
                 coupling = solver.BestCoupling(flat.detach(), solver.Problem.from_joint(flat.detach())).coupling
     elif backend == "cvx":
@@ -628,9 +629,9 @@ def _solve_iterative(flat, method, backend, tol, max_iter, steps, progress, brac
     """Chunked solve of ``flat[B, n1, n2, ny]`` from the closed-form ``bracket = (lower, upper)``;
     returns ``(V, lower, upper, iterations, coupling)`` (``coupling`` is ``None`` unless asked for).
     ``plan``: :func:`fastpid.solver.newton_plan` of ``flat`` (CPU exact solves), which holds
-    for every chunk (its admissible counts are the batch's largest)."""
+    for every chunk (its admissible counts are the batch's largest). Its memory was checked
+    before the closed forms (check_memory)."""
     B, n1, n2, ny = flat.shape
-    check_memory(flat, method, backend, plan, return_coupling)
     if backend == "cuda" and method == "exact":
         # Problems too large for the block solver's shared memory take one GPU thread each,
         # with its own scratch: chunks as large as a quarter of the free device memory

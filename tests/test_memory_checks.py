@@ -208,12 +208,12 @@ def _refusal(monkeypatch, have, fn, *args):
 
 def test_the_proxy_with_couplings_is_checked(monkeypatch):
     """The proxy's couplings were never checked: 16,384 problems of 8x8x8 peaked at 413 MB
-    with them, where only the input's copies (268 MB) were counted. Without couplings the
-    proxy is one closed-form pass and is not checked."""
+    with them, where only the input's copies (268 MB) were counted. Without couplings only its
+    closed forms are counted (a workspace per thread here)."""
     P = torch.rand(16384, 8, 8, 8, dtype=torch.float64)
     monkeypatch.setattr(_resources, "available_bytes", lambda device: 300 * MiB)
     assert fastpid.pid(P, method="proxy").synergy.shape == (16384,)
-    with pytest.raises(MemoryError, match="method='proxy', backend='torch' needs about"):
+    with pytest.raises(MemoryError, match="method='proxy', backend='(cpp|torch)' needs about"):
         fastpid.pid(P, method="proxy", return_coupling=True)
 
 
@@ -389,3 +389,46 @@ def test_a_batch_too_large_for_one_native_call_is_checked_before_the_native_pass
     assert not _cpu_route._one_call(20, 64, 64, 64, True) and _cpu_route._one_call(20, 8, 8, 8, True)
     fastpid.pid(P)
     assert prepared == [1000, 20]
+
+
+# ---- the closed forms: checked with the solve, before either runs --------------------------
+
+
+@pytest.mark.skipif(not cpp.available()[0], reason="the C++ extension is not built")
+@pytest.mark.parametrize("kw", [{}, dict(method="fast"), dict(method="proxy"), dict(backend="torch")])
+def test_the_closed_forms_of_many_target_values_are_checked_before_they_run(monkeypatch, kw):
+    """With one or two values a source and many target values the closed forms' arrays are
+    several copies of the joint (the C++ pass's workspace ~22 doubles a target value, PyTorch's
+    up to ~11), and they ran before the solve's memory check (the proxy's had none): constant
+    sources with 10^9 target values grew the process past the free memory and were killed
+    instead of refused. Here 10^6 target values (8 MB) with 100 MB free: the input's copies fit,
+    the closed forms do not."""
+    from fastpid import solver
+
+    ny = 10**6
+    assert _resources.native_closed_forms_bytes(1, 1, 1, ny) > 100 * MiB
+    monkeypatch.setattr(_resources, "available_bytes", lambda device: 100 * MiB)
+
+    def ran(*args, **kwargs):
+        raise AssertionError("the closed forms ran before the memory check")
+
+    monkeypatch.setattr(solver, "closed_form_bracket", ran)
+    with pytest.raises(MemoryError, match=r"solving 1 problem\(s\) of shape 1x1x1000000 .* needs about"):
+        fastpid.pid(np.ones((1, 1, ny)), **kw)
+
+
+def test_the_native_route_sums_no_copy_of_a_large_problem(monkeypatch):
+    """A single problem too large for one native call had its values of no mass found from
+    the batch's summed joint, a copy of the problem beside the two that pid() counts for this
+    route: the sizes now come from sums over the other axes."""
+    import tracemalloc
+
+    P = np.ones((1, 2, 2, 2**19))
+    monkeypatch.setattr(_cpu_route, "_one_call", lambda *args: False)
+    tracemalloc.start()
+    try:
+        assert _cpu_route.native_pid(P, "exact", 1e-8, 500, 20, None, "auto") is None
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < P.nbytes / 2  # the sums over (x1, x2) hold ny values, a quarter of it here
