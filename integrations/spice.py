@@ -140,6 +140,9 @@ class SPICECurriculum:
             raise TypeError(f"estimator must be 'pointwise', 'local' or a callable, got {estimator!r}")
         self.n_samples = n_samples
         self.schedule = PhaseSchedule(epochs, phases)
+        if pacing is not None and not callable(pacing):  # not at the first epoch: "'int' object is not callable"
+            raise TypeError(f"pacing must be a callable (t, T) -> fraction admitted, e.g. RootCompetence(0.2), "
+                            f"got {pacing!r}")
         self.pacing = RootCompetence(0.2) if pacing is None else pacing
         self.refresh = refresh
         self.estimator = estimator

@@ -154,12 +154,25 @@ def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
     return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
+def _batch_of_rows(x, name: str) -> None:
+    """Refuse ``x`` unless it is a floating tensor ``(B, C)`` with ``B, C >= 1`` (shape checks
+    only, no read from the device): a 0-d tensor raised an IndexError, a ``(B, 0)`` one
+    "math domain error", numpy input an AttributeError, and an empty batch gave NaN."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a floating-point torch.Tensor (B, C), got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point torch.Tensor (B, C), got one of {x.dtype}")
+    if x.dim() != 2 or 0 in x.shape:
+        raise ValueError(f"{name} must have shape (B, C) with B, C >= 1, got {tuple(x.shape)}")
+
+
 def kl_to_uniform(logits: torch.Tensor) -> torch.Tensor:
     """Mean over the batch of ``KL(softmax(logits) ‖ uniform) = log C − H`` in nats;
     ``logits (B, C)``, computed in float32 at least (in bfloat16 it came out negative, in steps
     of 2⁻⁶ nats near 0, where the penalty drives the fused head). A class masked out with a
     ``-inf`` logit has ``p log p = 0`` (``0 · (−inf)`` had made the loss NaN), and no gradient
     reaches it."""
+    _batch_of_rows(logits, "logits")
     logp = F.log_softmax(_at_least_float32(logits), dim=-1)
     finite_logp = logp.masked_fill(logp == -math.inf, 0.0)
     return (logp.exp() * finite_logp).sum(-1).mean() + math.log(logits.shape[-1])
@@ -169,6 +182,11 @@ def gaussian_kl(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """Mean over the batch of ``KL(N(mean, diag exp(logvar)) ‖ N(0, I))``
     ``= ½ Σ_c (exp(logvar_c) + mean_c² − 1 − logvar_c)`` in nats; ``mean``, ``logvar (B, C)``;
     computed in float32 at least, like :func:`kl_to_uniform`."""
+    _batch_of_rows(mean, "mean")
+    _batch_of_rows(logvar, "logvar")
+    if mean.shape != logvar.shape:  # (4, 3) against (1, 3) had been broadcast
+        raise ValueError(f"mean and logvar must have the same shape (B, C), got {tuple(mean.shape)} and "
+                         f"{tuple(logvar.shape)}")
     mean, logvar = _at_least_float32(mean), _at_least_float32(logvar)
     return 0.5 * (logvar.exp() + mean.pow(2) - 1 - logvar).sum(-1).mean()
 

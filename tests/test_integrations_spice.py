@@ -357,6 +357,8 @@ def test_curriculum_refresh_and_errors():
         SPICECurriculum(4, epochs=6, estimator="global")
     with pytest.raises(ValueError, match="phases"):
         SPICECurriculum(4, epochs=6, phases=(0.5, 0.5))
+    with pytest.raises(TypeError, match=r"pacing must be a callable \(t, T\) -> fraction admitted.*got 0.3"):
+        SPICECurriculum(4, epochs=6, pacing=0.3)  # was Python's "'float' object is not callable"
     # Refused when the curriculum is made, without the warning that a phase admits everyone first.
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -705,3 +706,24 @@ def test_validation_leaves_training_as_it_was_and_repeats(mask):
             assert float(a) == float(b)
         validate()
     assert validate() == validate()
+
+
+@pytest.mark.parametrize("call, err, match", [
+    (lambda: kl_to_uniform(torch.tensor(1.0)), ValueError, r"logits must have shape \(B, C\) .*got \(\)"),
+    (lambda: kl_to_uniform(torch.randn(4, 0)), ValueError, r"got \(4, 0\)"),
+    (lambda: kl_to_uniform(torch.randn(0, 3)), ValueError, r"got \(0, 3\)"),  # had been NaN
+    (lambda: kl_to_uniform(np.zeros((4, 3))), TypeError, "logits must be a floating-point torch.Tensor"),
+    (lambda: kl_to_uniform(torch.zeros(4, 3, dtype=torch.long)), TypeError, "of torch.int64"),
+])
+def test_kl_to_uniform_refuses_what_is_not_a_batch_of_logits(call, err, match):
+    with pytest.raises(err, match=match):
+        call()
+
+
+def test_gaussian_kl_refuses_mismatched_or_empty_shapes():
+    from fastpid.integrations import gaussian_kl
+
+    with pytest.raises(ValueError, match=r"same shape \(B, C\), got \(4, 3\) and \(1, 3\)"):
+        gaussian_kl(torch.randn(4, 3), torch.randn(1, 3))  # had been broadcast
+    with pytest.raises(ValueError, match=r"mean must have shape \(B, C\)"):
+        gaussian_kl(torch.randn(0, 3), torch.randn(0, 3))  # had been NaN
