@@ -346,7 +346,7 @@ class ECSAsyncController:
             ``I(Z1;Y)/I(Z2;Y)``).
         fused_weight, unimodal_weight: stage-2 loss weights (``>= 0``).
         modules: modules whose parameters the peak-synergy snapshot holds (encoders, and
-            usually their heads). Without them :meth:`restore` is unavailable; the caller can
+            usually their heads), or one module (the whole model). Without them :meth:`restore` is unavailable; the caller can
             watch :attr:`peak_epoch` and keep its own snapshots.
     """
 
@@ -386,6 +386,8 @@ class ECSAsyncController:
             raise ValueError(f"balance_by must be 'unique' or 'mi', got {balance_by!r}")
         fused_weight = check_real(fused_weight, "fused_weight", 0)
         unimodal_weight = check_real(unimodal_weight, "unimodal_weight", 0)
+        if isinstance(modules, torch.nn.Module) and not hasattr(modules, "__iter__"):
+            modules = [modules]  # one model: iterating it had raised "'Linear' object is not iterable"
         if modules is not None:
             modules = list(modules)
             bad = [type(m).__name__ for m in modules if not isinstance(m, torch.nn.Module)]

@@ -53,9 +53,12 @@ def test_balance_by_mi_proxy():
     assert (d.train1, d.train2) == (True, False)
 
 
-def test_synergy_drop_switches_and_restores_peak_snapshot():
+@pytest.mark.parametrize("as_list", [True, False])
+def test_synergy_drop_switches_and_restores_peak_snapshot(as_list):
+    """Stage 2 starts at the synergy drop from the peak's snapshot, the modules given as a list
+    or as one module (which had raised "'Linear' object is not iterable")."""
     enc = torch.nn.Linear(3, 2)
-    ctrl = ECSAsyncController(drop=0.8, max_unimodal_epochs=100, modules=[enc], **RAW)
+    ctrl = ECSAsyncController(drop=0.8, max_unimodal_epochs=100, modules=[enc] if as_list else enc, **RAW)
     with torch.no_grad():
         enc.weight.fill_(1.0)
     ctrl.step(0, terms(0.2, 0.2, 0.30))
