@@ -346,8 +346,9 @@ class ECSAsyncController:
             ``I(Z1;Y)/I(Z2;Y)``).
         fused_weight, unimodal_weight: stage-2 loss weights (``>= 0``).
         modules: modules whose parameters the peak-synergy snapshot holds (encoders, and
-            usually their heads), or one module (the whole model). Without them :meth:`restore` is unavailable; the caller can
-            watch :attr:`peak_epoch` and keep its own snapshots.
+            usually their heads), or one module (the whole model). Without them
+            :meth:`restore` is unavailable; the caller can watch :attr:`peak_epoch` and keep
+            its own snapshots.
     """
 
     def __init__(self, probe: PIDProbe | None = None, *, probe_every: int = 1, ratio: float = 3.0,
