@@ -431,6 +431,8 @@ class PIDProbe:
                 raise TypeError(f"{name} is a {emb.layout} tensor; pass a dense one ({name}.to_dense())")
             if emb.dim() != 2:
                 raise ValueError(f"{name} must have shape (N, D), got {tuple(emb.shape)}")
+            if emb.shape[1] == 0:  # the clustering's own check said "x is empty"
+                raise ValueError(f"{name} has no features (shape {tuple(emb.shape)}); the probe needs D >= 1")
             if emb.shape[0] != labels.shape[0]:
                 raise ValueError(f"{name} has {emb.shape[0]} rows but labels has {labels.shape[0]}")
             _check_finite(emb, name)  # here, the row and rank named; after the gather, neither

@@ -51,7 +51,9 @@ class SampleScores:
 
     def shares(self, eps: float = 1e-12) -> torch.Tensor:
         """``(3, N)``: each sample's redundancy, uniqueness (``u1 + u2``) and synergy share of
-        its total ``r + u1 + u2 + s``. A sample with no information at all has shares 0."""
+        its total ``r + u1 + u2 + s``. A sample with no information at all (total at most
+        ``eps >= 0``) has shares 0."""
+        eps = check_real(eps, "eps", 0)  # a negative eps had divided 0 by itself (NaN shares)
         parts = torch.stack([self.redundancy, self.unique1 + self.unique2, self.synergy])
         total = parts.sum(0)
         return torch.where(total > eps, parts / total.clamp_min(eps), torch.zeros_like(parts))
@@ -77,8 +79,14 @@ def pointwise_scores(p1, p2, p12, y, *, prior=None, eps: float = 1e-12) -> Sampl
         prior = torch.bincount(y, minlength=c).to(torch.float64) / n
     else:
         prior = tensor_of(prior, "prior", dtype=torch.float64, device=p1.device)
-        if prior.shape != (c,) or (prior < 0).any() or abs(float(prior.sum()) - 1.0) > 1e-6:
-            raise ValueError(f"prior must be a probability vector of shape ({c},)")
+        # not (>= 0): NaN fails too (a NaN prior had given NaN scores)
+        if prior.shape != (c,) or not bool((prior >= 0).all()) or not abs(float(prior.sum()) - 1.0) <= 1e-6:
+            raise ValueError(f"prior must be a probability vector of shape ({c},) (entries >= 0, summing to 1), "
+                             f"got shape {tuple(prior.shape)} summing to {float(prior.sum()):g}")
+        ruled_out = prior[y] == 0
+        if bool(ruled_out.any()):  # its log was floored at eps: r up to log(1/eps) = 27.6 nats
+            raise ValueError(f"prior gives class {int(y[ruled_out][0])} probability 0, but y holds it; "
+                             "a prior must be positive on every class the samples have")
     log_prior = prior.clamp_min(eps).log()[y]
 
     def pmi(p):

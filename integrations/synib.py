@@ -221,6 +221,13 @@ def _derangement(n: int, device, generator) -> torch.Tensor:
     return partner
 
 
+def _check_modality(m) -> None:
+    """Refuse a modality number other than 1 or 2 (``gate(3)`` raised an AttributeError from
+    inside, ``withhold(z, 3)`` kept statistics under a third modality)."""
+    if isinstance(m, bool) or m not in (1, 2):
+        raise ValueError(f"m must be the modality, 1 or 2, got {m!r}")
+
+
 def _fused(fusion: Fusion, a: torch.Tensor, b: torch.Tensor):
     """``(logits, features)`` of ``fusion(a, b)``; ``features`` is ``None`` when the fusion
     returns logits only."""
@@ -235,6 +242,9 @@ def _fused(fusion: Fusion, a: torch.Tensor, b: torch.Tensor):
         raise TypeError(f"fusion(a, b) must return logits (a tensor) or (logits, features), got "
                         f"{type(out).__name__} (wrap a fusion that returns a dict or an object: "
                         "lambda a, b: fusion(a, b)['logits'])")
+    if out.dim() != 2 or out.shape[0] != a.shape[0]:  # a (B,) output had failed in cross_entropy
+        raise ValueError(f"fusion(a, b) must return logits of shape (B, C) = ({a.shape[0]}, C), got "
+                         f"{tuple(out.shape)}")
     return out, features
 
 
@@ -538,6 +548,7 @@ class SynIBLoss(nn.Module):
         """The fitted gate of modality ``m`` (1 or 2), in (0, 1) (1 = keep the feature), or
         ``None`` before the first call: the persistent ``(D_m,)`` gate of ``"learned"``, or
         the ``(B, D_m)`` per-example gate of the last batch for ``"learned_example"``."""
+        _check_modality(m)
         if self.mask == "learned_example":
             return self._last_gates.get(m)
         g = self._buffer("gate_logit", m)
@@ -607,6 +618,7 @@ class SynIBLoss(nn.Module):
         gradients still flow to the features that are kept (``"learned_example"``: none, its
         input is detached). The learned masks need the modality's head and the labels
         ``y (B,)``; ``"noise"`` and ``"learned_example"`` the running statistics."""
+        _check_modality(m)
         least = 2 if self.mask in ("random", "learned") else 1  # these fill from another sample
         if z.dim() != 2 or z.shape[0] < least:
             raise ValueError(f"mask={self.mask!r} needs embeddings of shape (B, D) with B >= {least}, "

@@ -89,6 +89,8 @@ def test_bad_inputs_raise():
     probe = PIDProbe(n_clusters=4)
     with pytest.raises(ValueError, match="rows"):
         probe(torch.randn(10, 3), torch.randn(11, 3), torch.zeros(10, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"emb2 has no features \(shape \(10, 0\)\)"):  # was "x is empty"
+        probe(torch.randn(10, 3), torch.randn(10, 0), torch.zeros(10, dtype=torch.long))
     with pytest.raises(ValueError, match="at least n_clusters"):
         probe(torch.randn(3, 3), torch.randn(3, 3), torch.zeros(3, dtype=torch.long))
     with pytest.raises(ValueError, match="not an integer class id"):

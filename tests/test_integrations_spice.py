@@ -39,6 +39,24 @@ def test_pointwise_scores_on_the_four_archetypes():
     torch.testing.assert_close(s.synergy, torch.tensor([0, 0, 0, LOG2], dtype=torch.float64))
 
 
+@pytest.mark.parametrize("prior, match", [
+    # was NaN scores
+    ([float("nan"), 0.5, 0.5], r"prior must be a probability vector of shape \(3,\) .*summing to nan"),
+    ([0.0, 0.5, 0.5], "prior gives class 0 probability 0, but y holds it"),  # was r = 26.5 nats
+])
+def test_pointwise_scores_refuse_a_prior_that_is_nan_or_rules_out_a_label(prior, match):
+    p = torch.full((4, 3), 1 / 3)
+    with pytest.raises(ValueError, match=match):
+        pointwise_scores(p, p, p, torch.tensor([0, 1, 2, 0]), prior=prior)
+
+
+def test_shares_refuse_a_negative_eps():
+    s = SampleScores(*(torch.zeros(3, dtype=torch.float64) for _ in range(4)))
+    assert torch.equal(s.shares(), torch.zeros(3, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="eps must be"):
+        s.shares(eps=-1.0)  # had given NaN shares
+
+
 def test_pointwise_scores_negative_pmi_and_partial_overlap():
     # p1(y)=0.25 < prior: i1 = log 0.5 < 0, so r = 0 and u1 = 0; p2(y)=1: u2 = log 2.
     # Second sample: i1 = log 1.6, i2 = log 1.2, i12 = log 1.8: r = log 1.2, u1 = log(1.6/1.2),

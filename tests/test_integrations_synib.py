@@ -727,3 +727,18 @@ def test_gaussian_kl_refuses_mismatched_or_empty_shapes():
         gaussian_kl(torch.randn(4, 3), torch.randn(1, 3))  # had been broadcast
     with pytest.raises(ValueError, match=r"mean must have shape \(B, C\)"):
         gaussian_kl(torch.randn(0, 3), torch.randn(0, 3))  # had been NaN
+
+
+def test_a_fusion_of_the_wrong_shape_and_a_third_modality_are_refused():
+    """A fusion returning (B,) failed inside cross_entropy ("Expected floating point type for
+    target with class probabilities, got Long"); gate(3) raised an AttributeError from inside,
+    and withhold(z, 3) went through."""
+    z1, z2, y = torch.randn(4, 3), torch.randn(4, 3), torch.tensor([0, 1, 0, 1])
+    loss_fn = SynIBLoss(mask="zero")
+    wrong_shape = r"fusion\(a, b\) must return logits of shape \(B, C\) = \(4, C\), got \(4,\)"
+    with pytest.raises(ValueError, match=wrong_shape):
+        loss_fn(z1, z2, y, lambda a, b: (a + b).sum(1), lambda a: a, lambda b: b)
+    for call in (lambda: loss_fn.gate(3), lambda: loss_fn.withhold(z1, 3), lambda: loss_fn.withhold(z1, True)):
+        with pytest.raises(ValueError, match="m must be the modality, 1 or 2"):
+            call()
+    assert loss_fn.withhold(z1, 1).shape == z1.shape
