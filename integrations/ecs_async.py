@@ -679,6 +679,9 @@ class ECSAsyncController:
         modalities' heads in stage 1; ``fused_weight · CE(fused) + unimodal_weight ·
         (CE1 + CE2)`` in stage 2. Logits are ``(B, C)``, labels ``(B,)`` (tensor or numpy,
         integral floats accepted). An empty batch raises ``ValueError``."""
+        if not isinstance(decision, Decision):  # None had raised "'NoneType' object has no attribute 'stage'"
+            raise TypeError(f"decision must be the Decision that update() or current() returned, got "
+                            f"{type(decision).__name__}")
         check_batch("stage_loss's batch (fused_logits)", fused_logits)
         labels = as_labels(labels, "labels", device=fused_logits.device)
         # The labels are checked against the classes of every head used, from one read of the
@@ -756,6 +759,13 @@ class ECSAsyncController:
         peak and scores are not this controller's (a raw synergy peak of 1.35 against a corrected
         score of 0.2 switched to stage 2; a raw peak of 1.43 against scores less a baseline, at
         once too)."""
+        # A dict of another kind (say a model's state_dict) had raised KeyError: 'history'.
+        needed = ("stage", "paused", "peak_score", "peak_epoch", "switch_epoch", "snapshot", "history")
+        missing = [k for k in needed if k not in state] if isinstance(state, dict) else list(needed)
+        if missing:
+            raise ValueError(f"state is not an ECSAsyncController.state_dict() (missing {', '.join(missing)}); "
+                             f"got {type(state).__name__}"
+                             + (f" with keys {sorted(map(str, state))[:8]}" if isinstance(state, dict) else ""))
         other = sorted({h.get("rule", "baseline") for h in state["history"]} - {None, self.synergy_rule})
         if other:
             raise ValueError(f"the saved history was scored with synergy_rule={other[0]!r}, but this "

@@ -316,6 +316,18 @@ def probe_set(n=60):
     return torch.randn(n, 4, generator=g), torch.randn(n, 4, generator=g), torch.randint(0, 3, (n,), generator=g)
 
 
+def test_load_state_dict_refuses_a_dict_of_another_kind():
+    """A model's state_dict given by mistake raised KeyError: 'history'."""
+    ctrl = ECSAsyncController(modules=[torch.nn.Linear(2, 2)])
+    not_a_state = (r"state is not an ECSAsyncController.state_dict\(\) \(missing stage, .*history\); "
+                   r"got OrderedDict with keys \['bias', 'weight'\]")
+    with pytest.raises(ValueError, match=not_a_state):
+        ctrl.load_state_dict(torch.nn.Linear(2, 2).state_dict())
+    with pytest.raises(ValueError, match="got list"):
+        ctrl.load_state_dict([])
+    assert ctrl.history == [] and ctrl.snapshot is None
+
+
 def test_load_state_dict_rejects_a_snapshot_of_other_modules():
     """load_state_dict took a snapshot of 4 modules (encoders and heads) into a controller with
     only the 2 encoders registered, and restore() then loaded the first 2 (zip): a head set to
@@ -530,3 +542,11 @@ def test_a_run_resumed_within_a_probed_epoch_takes_its_decision_from_current():
         assert (again.epoch, again.stage, again.train1, again.train2) == \
             (decision.epoch, decision.stage, decision.train1, decision.train2)
     assert decision.stage == "joint"
+
+
+def test_stage_loss_refuses_what_is_not_a_decision():
+    ctrl = ECSAsyncController()
+    logits, y = torch.randn(4, 3), torch.tensor([0, 1, 2, 0])
+    with pytest.raises(TypeError, match="decision must be the Decision that update"):
+        ctrl.stage_loss(None, logits, logits, logits, y)
+    assert ctrl.stage_loss(ctrl.current(0), logits, logits, logits, y).dim() == 0
