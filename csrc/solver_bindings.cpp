@@ -294,13 +294,13 @@ void register_solver(py::module_& m) {
       "Doubles of scratch one problem (n1, n2, ny) takes in the CPU solver (per thread), with "
       "the low-rank elimination or the Schur complement, for method 'exact' (newton) or 'fast'.");
   m.def(
-      "closed_forms_workspace_doubles",
+      "closed_forms_resident_doubles",
       [](int n1, int n2, int ny) {
         if (n1 < 1 || n2 < 1 || ny < 1) throw std::invalid_argument("sizes must be >= 1");
-        return fastpid::closed_forms_workspace_doubles(n1, n2, ny);
+        return fastpid::closed_forms_resident_doubles(n1, n2, ny);
       },
       py::arg("n1"), py::arg("n2"), py::arg("ny"),
-      "Doubles of scratch one problem (n1, n2, ny) takes in closed_forms() and proxy_pid() (per "
+      "Doubles of scratch one problem (n1, n2, ny) writes in closed_forms() and proxy_pid() (per "
       "thread): with few source values and many target values, several times the joint.");
   m.def("closed_forms", &closed_forms, py::arg("P"),
         "(B, 4): I(X1,X2;Y), I(X1;Y), I(X2;Y) and I of the proxy coupling Q0 = "

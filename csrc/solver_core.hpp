@@ -782,6 +782,19 @@ FASTPID_HD inline double long_sum(const double* x, size_t n) {
   return total.value();
 }
 
+// sum over k < n of a[k] b[k], in blocks as long_sum()'s.
+FASTPID_HD inline double long_dot(const double* a, const double* b, size_t n) {
+  CompensatedSum<double> total;
+  for (size_t k0 = 0; k0 < n; k0 += kSumBlock) {
+    const size_t end = n - k0 < kSumBlock ? n : k0 + kSumBlock;
+    double s = 0.0;
+    FASTPID_SIMD(reduction(+ : s))
+    for (size_t k = k0; k < end; ++k) s += a[k] * b[k];
+    total.add(s);
+  }
+  return total.value();
+}
+
 // weighted_rows() (out[c] = sum over b < nb of w[b ws] rows[b rs + c], c < n) in blocks of
 // kSumBlock rows, each block's sums added to out compensated (Neumaier's sum, as
 // CompensatedSum's, per column; part and err hold n doubles each). Only past one block: the
@@ -1473,13 +1486,7 @@ struct Problem {
       for (int y = 0; y < ny; ++y) d2[j * ny + y] = py[y] > 0 ? p2y[j * ny + y] / py[y] : 0.0;
     }
     for (int i = 0; i < n1; ++i)
-      for (int j = 0; j < n2; ++j) {
-        const double *a = &p1y[i * ny], *b = &d2[j * ny];
-        double m = 0;
-        FASTPID_SIMD(reduction(+ : m))
-        for (int y = 0; y < ny; ++y) m += a[y] * b[y];
-        q[i * n2 + j] = m;
-      }
+      for (int j = 0; j < n2; ++j) q[i * n2 + j] = long_dot(&p1y[i * ny], &d2[j * ny], static_cast<size_t>(ny));
   }
 
   // The sums over y of the n rows of pxy[n][ny] (P(x1, y) or P(x2, y)), in cell_sum.
@@ -3349,6 +3356,15 @@ FASTPID_HD inline size_t closed_forms_workspace_doubles(int n1, int n2, int ny) 
   detail::Arena counter;
   const detail::Problem pr(n1, n2, ny, counter);
   return counter.used;
+}
+
+// The doubles of that workspace closed_forms_one() writes, which become resident: load() and
+// closed_forms() touch p1y, la, logpy_rows (n1 ny each), p2y, lb, d2 (n2 ny), py, logpy, cell_sum
+// and the byte masks m1, m2, cell, not the solver's scratch (constant sources: ~8 doubles a
+// target value of the ~22 reserved). Kept in step with those two methods.
+FASTPID_HD inline size_t closed_forms_resident_doubles(int n1, int n2, int ny) {
+  const size_t a = detail::wide(n1) * ny, b = detail::wide(n2) * ny, c = detail::wide(n1) * n2;
+  return 3 * (a + b) + 2 * detail::wide(ny) + c + (a + b + c + 7) / 8;
 }
 
 // out[0..3] = I(X1,X2;Y), I(X1;Y), I(X2;Y) and I_Q0(Y; X1,X2) of the proxy coupling of one

@@ -88,9 +88,9 @@ void bracket_terms(const double* cf, double lo, double up, bool at_upper, double
     const double x = std::max(t[k], 0.0);
     terms[k * stride] = scale == 1.0 ? x : x * scale;
   }
-  // Crossed only where the closed forms' rounding crosses their own bracket (constant sources
-  // with 10^5 target values: I(X1;Y) = 1.9e-12 against I(X1,X2;Y) = 0): the gap is then by how
-  // much, never negative.
+  // Crossed only where the closed forms' rounding crosses their own bracket (X2 independent of
+  // (X1, Y): I_Q0 = I(X1;Y) but for an ulp on about half of such joints): the gap is then by
+  // how much, never negative.
   *gap = std::fabs(u - l);
   *broken = !ok;
 }

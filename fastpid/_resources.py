@@ -31,11 +31,12 @@ def per_problem_floats(flat: torch.Tensor, method: str, plan=None) -> int:
     return (plan or newton_plan(flat)).floats if method == "exact" else math.prod(flat.shape[1:])
 
 
-#: Floats the PyTorch closed forms (fastpid.info.closed_forms) hold at their peak per float of
-#: the joint or of its marginals, whichever is larger. Measured growth of the peak RSS, one
-#: problem of 1x1x4e6 11.1 floats a joint's float (3.7 a marginal's), 2x3x1e6 4.2, 100x100x400
-#: 3.2, 8000 problems of 8x8x8 4.0; twice as many with a backward pass (1x1x4e6: 20.0).
-TORCH_CLOSED_FORMS_FLOATS = 4.5
+#: Floats the PyTorch closed forms (fastpid.info.closed_forms) hold at their peak: so many per
+#: float of the joint, plus so many per float of its marginals ((n1 + n2) ny + n1 n2 + ny).
+#: Measured growth of the peak RSS per joint float: 1x1x4e6 11.1 (here 11.3), 2x3x1e6 4.2 (6.1),
+#: 100x100x400 3.2 (3.6), 8000 problems of 8x8x8 4.0 (4.5), 10000 of 20x20x10 3.2 (3.9); twice
+#: as many with a backward pass (1x1x4e6: 20.0).
+TORCH_CLOSED_FORMS_FLOATS = (3.5, 2.6)
 
 
 def closed_forms_bytes(flat: torch.Tensor, backend: str) -> int:
@@ -55,14 +56,17 @@ def closed_forms_bytes(flat: torch.Tensor, backend: str) -> int:
         return 0
     if backend == "cpp" and not derivatives:
         return native_closed_forms_bytes(B, n1, n2, ny)
-    marginals = (n1 + n2) * ny + n1 * n2 + ny
-    return int(8 * TORCH_CLOSED_FORMS_FLOATS * (2 if derivatives else 1) * B * max(n1 * n2 * ny, marginals))
+    per_joint, per_marginal = TORCH_CLOSED_FORMS_FLOATS
+    floats = per_joint * n1 * n2 * ny + per_marginal * ((n1 + n2) * ny + n1 * n2 + ny)
+    return int(8 * (2 if derivatives else 1) * B * floats)
 
 
 def native_closed_forms_bytes(B: int, n1: int, n2: int, ny: int) -> int:
     """Bytes of the workspaces of ``fastpid._C.closed_forms`` and ``proxy_pid`` on ``B``
-    problems ``n1 x n2 x ny``: one per thread with a problem."""
-    return 8 * min(B, cpp_threads()) * _closed_forms_workspace(n1, n2, ny)
+    problems ``n1 x n2 x ny`` that they write: one per thread with a problem. (The whole
+    workspace, which reserves the solver's scratch too, is 2.7 times as large for constant
+    sources and refused a proxy of 1x1x10^7 that peaked at 629 MiB under 1 GiB free.)"""
+    return 8 * min(B, cpp_threads()) * _closed_forms_resident(n1, n2, ny)
 
 
 def estimate_bytes(flat: torch.Tensor, method: str, backend: str, plan=None, coupling: bool = False) -> int:
@@ -116,11 +120,11 @@ def _cpp_workspace(n1: int, n2: int, ny: int, exact: bool, lowrank: bool) -> int
 
 
 @functools.lru_cache(maxsize=256)
-def _closed_forms_workspace(n1: int, n2: int, ny: int) -> int:
-    """Doubles of one thread's workspace in the C++ closed forms for problems ``n1 x n2 x ny``."""
+def _closed_forms_resident(n1: int, n2: int, ny: int) -> int:
+    """Doubles one thread of the C++ closed forms writes for problems ``n1 x n2 x ny``."""
     from . import _C
 
-    return int(_C.closed_forms_workspace_doubles(n1, n2, ny))
+    return int(_C.closed_forms_resident_doubles(n1, n2, ny))
 
 
 @functools.lru_cache(maxsize=256)

@@ -398,14 +398,14 @@ def test_a_batch_too_large_for_one_native_call_is_checked_before_the_native_pass
 @pytest.mark.parametrize("kw", [{}, dict(method="fast"), dict(method="proxy"), dict(backend="torch")])
 def test_the_closed_forms_of_many_target_values_are_checked_before_they_run(monkeypatch, kw):
     """With one or two values a source and many target values the closed forms' arrays are
-    several copies of the joint (the C++ pass's workspace ~22 doubles a target value, PyTorch's
-    up to ~11), and they ran before the solve's memory check (the proxy's had none): constant
-    sources with 10^9 target values grew the process past the free memory and were killed
-    instead of refused. Here 10^6 target values (8 MB) with 100 MB free: the input's copies fit,
-    the closed forms do not."""
+    several copies of the joint (the C++ pass writes ~8 doubles a target value, PyTorch's ~11),
+    and they ran before the solve's memory check (the proxy's had none): constant sources with
+    10^9 target values grew the process past the free memory and were killed instead of
+    refused. Here 2 * 10^6 target values (16 MB) with 100 MiB free: the input's copies fit, the
+    closed forms do not."""
     from fastpid import solver
 
-    ny = 10**6
+    ny = 2 * 10**6
     assert _resources.native_closed_forms_bytes(1, 1, 1, ny) > 100 * MiB
     monkeypatch.setattr(_resources, "available_bytes", lambda device: 100 * MiB)
 
@@ -413,14 +413,26 @@ def test_the_closed_forms_of_many_target_values_are_checked_before_they_run(monk
         raise AssertionError("the closed forms ran before the memory check")
 
     monkeypatch.setattr(solver, "closed_form_bracket", ran)
-    with pytest.raises(MemoryError, match=r"solving 1 problem\(s\) of shape 1x1x1000000 .* needs about"):
+    with pytest.raises(MemoryError, match=r"solving 1 problem\(s\) of shape 1x1x2000000 .* needs about"):
         fastpid.pid(np.ones((1, 1, ny)), **kw)
+
+
+@pytest.mark.skipif(not cpp.available()[0], reason="the C++ extension is not built")
+def test_the_native_closed_forms_are_counted_by_what_they_write(monkeypatch):
+    """The C++ closed forms reserve the solver's whole workspace (~22 doubles a target value for
+    constant sources) but write ~8: counted by the whole, a proxy of 1x1x10^7 that peaked at
+    629 MiB was refused under 1 GiB free. Here 1x1x(2 * 10^6) (352 MB reserved, 132 MB written)
+    with 200 MiB free is solved."""
+    ny = 2 * 10**6
+    assert 8 * 8 * ny < _resources.native_closed_forms_bytes(1, 1, 1, ny) < 9 * 8 * ny
+    monkeypatch.setattr(_resources, "available_bytes", lambda device: 200 * MiB)
+    assert float(fastpid.pid(np.ones((1, 1, ny)), method="proxy").gap) <= 1e-13
 
 
 def test_the_native_route_sums_no_copy_of_a_large_problem(monkeypatch):
     """A single problem too large for one native call had its values of no mass found from
     the batch's summed joint, a copy of the problem beside the two that pid() counts for this
-    route: the sizes now come from sums over the other axes."""
+    route: a single problem's sizes now come from the problem itself."""
     import tracemalloc
 
     P = np.ones((1, 2, 2, 2**19))
