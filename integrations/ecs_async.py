@@ -346,7 +346,8 @@ class ECSAsyncController:
             ``I(Z1;Y)/I(Z2;Y)``).
         fused_weight, unimodal_weight: stage-2 loss weights (``>= 0``).
         modules: modules whose parameters the peak-synergy snapshot holds (encoders, and
-            usually their heads), or one module (the whole model). Without them
+            usually their heads), or one module (the whole model; a container is one module
+            too, its own parameters included). Without them
             :meth:`restore` is unavailable; the caller can watch :attr:`peak_epoch` and keep
             its own snapshots.
     """
@@ -357,7 +358,7 @@ class ECSAsyncController:
                  baseline: str | None = "within_class", baseline_permutations: int = 4, baseline_seed: int = 0,
                  min_score: float = 0.05, eps: float = 1e-3, balance_by: str = "unique",
                  fused_weight: float = 1.0, unimodal_weight: float = 0.6,
-                 modules: Sequence[torch.nn.Module] | None = None,
+                 modules: Sequence[torch.nn.Module] | torch.nn.Module | None = None,
                  synergy_rule: str = "baseline", alpha: float = 0.05):
         if probe is not None and not isinstance(probe, PIDProbe):
             raise TypeError(f"probe must be a PIDProbe or None, got {type(probe).__name__}")
@@ -387,8 +388,10 @@ class ECSAsyncController:
             raise ValueError(f"balance_by must be 'unique' or 'mi', got {balance_by!r}")
         fused_weight = check_real(fused_weight, "fused_weight", 0)
         unimodal_weight = check_real(unimodal_weight, "unimodal_weight", 0)
-        if isinstance(modules, torch.nn.Module) and not hasattr(modules, "__iter__"):
-            modules = [modules]  # one model: iterating it had raised "'Linear' object is not iterable"
+        if isinstance(modules, torch.nn.Module):
+            # One module, containers too (a ModuleDict iterated its keys; a Sequential its
+            # children, not its own parameters): iterating a model raised "not iterable".
+            modules = [modules]
         if modules is not None:
             modules = list(modules)
             bad = [type(m).__name__ for m in modules if not isinstance(m, torch.nn.Module)]

@@ -53,12 +53,25 @@ def test_balance_by_mi_proxy():
     assert (d.train1, d.train2) == (True, False)
 
 
-@pytest.mark.parametrize("as_list", [True, False])
-def test_synergy_drop_switches_and_restores_peak_snapshot(as_list):
+class _ScaledLinear(torch.nn.Sequential):
+    """A container with a parameter of its own (a Sequential iterated gave its children only)."""
+
+    def __init__(self):
+        super().__init__(torch.nn.Linear(3, 2))
+        self.scale = torch.nn.Parameter(torch.ones(1))
+
+
+@pytest.mark.parametrize("given", ["list", "module", "module_dict", "container"])
+def test_synergy_drop_switches_and_restores_peak_snapshot(given):
     """Stage 2 starts at the synergy drop from the peak's snapshot, the modules given as a list
-    or as one module (which had raised "'Linear' object is not iterable")."""
+    or as one module (which had raised "'Linear' object is not iterable"; a ModuleDict iterated
+    its keys; a Sequential with a parameter of its own lost that parameter)."""
     enc = torch.nn.Linear(3, 2)
-    ctrl = ECSAsyncController(drop=0.8, max_unimodal_epochs=100, modules=[enc] if as_list else enc, **RAW)
+    whole = {"list": [enc], "module": enc, "module_dict": torch.nn.ModuleDict({"enc": enc}),
+             "container": _ScaledLinear()}[given]
+    if given == "container":
+        enc = whole[0]
+    ctrl = ECSAsyncController(drop=0.8, max_unimodal_epochs=100, modules=whole, **RAW)
     with torch.no_grad():
         enc.weight.fill_(1.0)
     ctrl.step(0, terms(0.2, 0.2, 0.30))
@@ -74,8 +87,13 @@ def test_synergy_drop_switches_and_restores_peak_snapshot(as_list):
     assert d2.stage == "unimodal" and not d2.restore_snapshot
     assert d3.stage == "joint" and d3.restore_snapshot and d3.train1 and d3.train2
     assert ctrl.peak_epoch == 1 and ctrl.switch_epoch == 3
+    if given == "container":
+        with torch.no_grad():
+            whole.scale.fill_(5.0)  # after the peak: restore() takes it back
     ctrl.restore()
     assert torch.all(enc.weight == 2.0)
+    if given == "container":
+        assert float(whole.scale) == 1.0
     # Stage 2 is final: later probes are recorded but change nothing.
     d4 = ctrl.step(4, terms(5.0, 0.0, 0.0))
     assert (d4.stage, d4.train1, d4.train2, d4.restore_snapshot) == ("joint", True, True, False)
