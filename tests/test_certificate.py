@@ -86,7 +86,7 @@ def test_drop_bound_covers_a_real_change():
             assert abs(float(getattr(a, k)) - float(getattr(b, k))) <= bound
 
 
-def _crossed_closed_forms(rng, count: int) -> np.ndarray:
+def _crossed_closed_forms(rng, count: int) -> tuple[np.ndarray, np.ndarray]:
     """``count`` joints with X2 independent of (X1, Y) whose C++ closed-form bracket rounding
     crossed (I_Q0 = I(X1;Y) = max(I1, I2) but for an ulp; about half of such joints), as the
     routes normalise them (integer masses over a power of two: each route's division by the

@@ -384,7 +384,8 @@ def test_constant_or_independent_sources_of_many_target_values_report_no_informa
     kw = dict(kw)
     P = torch.ones(shape, dtype=torch.float64, requires_grad=kw.pop("grad", False))
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", fastpid.ConvergenceWarning)  # see the broken-bracket test below
+        # The crossed bounds had also warned of a broken bracket: no warning now.
+        warnings.simplefilter("error", fastpid.ConvergenceWarning)
         res = fastpid.pid(P if P.requires_grad else P.numpy(), **kw)
     gap = float(res.gap)
     assert 0.0 <= gap <= 1e-13
