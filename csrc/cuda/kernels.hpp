@@ -103,27 +103,30 @@ struct Marginals {
   static FASTPID_BOTH int64_t size(int n1, int n2, int ny) { return (n1 + n2 + 1) * ny; }
 };
 
-// Carves the marginals out of `work` and fills them (ends with a barrier).
+// Carves the marginals out of `work` and fills them (ends with a barrier). Every sum here and
+// in the closed forms below is one thread's over a whole row, compensated (CompensatedSum): a
+// running sum over 10^5 target values came out 1.9e-12 short of its total, and the closed
+// forms of a constant source took that for information (-t log t of t = 1 - 1.9e-12).
 template <class Blk, class T>
 FASTPID_BODY Marginals<T> marginals(const Blk& b, const T* P, int n1, int n2, int ny, T* work) {
   Marginals<T> m{work, work + n1 * ny, work + (n1 + n2) * ny};
   for (int k = b.rank(); k < n1 * ny; k += b.size()) {
     const int i = k / ny, y = k % ny;
-    T s = 0;
-    for (int j = 0; j < n2; ++j) s += P[(i * n2 + j) * ny + y];
-    m.p1y[k] = s;
+    CompensatedSum<T> s;
+    for (int j = 0; j < n2; ++j) s.add(P[(i * n2 + j) * ny + y]);
+    m.p1y[k] = s.value();
   }
   for (int k = b.rank(); k < n2 * ny; k += b.size()) {
     const int j = k / ny, y = k % ny;
-    T s = 0;
-    for (int i = 0; i < n1; ++i) s += P[(i * n2 + j) * ny + y];
-    m.p2y[k] = s;
+    CompensatedSum<T> s;
+    for (int i = 0; i < n1; ++i) s.add(P[(i * n2 + j) * ny + y]);
+    m.p2y[k] = s.value();
   }
   b.sync();
   for (int y = b.rank(); y < ny; y += b.size()) {
-    T s = 0;
-    for (int i = 0; i < n1; ++i) s += m.p1y[i * ny + y];
-    m.py[y] = s;
+    CompensatedSum<T> s;
+    for (int i = 0; i < n1; ++i) s.add(m.p1y[i * ny + y]);
+    m.py[y] = s.value();
   }
   b.sync();
   return m;
@@ -134,10 +137,10 @@ FASTPID_BODY Marginals<T> marginals(const Blk& b, const T* P, int n1, int n2, in
 // does not).
 template <class T>
 FASTPID_BODY T proxy_mass(const Marginals<T>& m, int i, int j, int ny) {
-  T q = 0;
+  CompensatedSum<T> q;
   for (int y = 0; y < ny; ++y)
-    if (m.py[y] > T(0)) q += m.p1y[i * ny + y] * (m.p2y[j * ny + y] / m.py[y]);
-  return q;
+    if (m.py[y] > T(0)) q.add(m.p1y[i * ny + y] * (m.p2y[j * ny + y] / m.py[y]));
+  return q.value();
 }
 
 template <class T>
@@ -153,30 +156,30 @@ FASTPID_BODY ClosedForms<T> closed_forms_from(const Blk& b, const T* P, const Ma
   // Each thread's sums compensated (CompensatedSum): a thread may add up thousands of terms.
   CompensatedSum<T> h12y, h12, hq, h1y, h1, h2y, h2, hy;
   for (int c = b.rank(); c < n1 * n2; c += b.size()) {
-    T mass = 0;
+    CompensatedSum<T> mass;
     for (int y = 0; y < ny; ++y) {
       const T p = P[c * ny + y];
       h12y.add(-xlogx(p));
-      mass += p;
+      mass.add(p);
     }
-    h12.add(-xlogx(mass));
+    h12.add(-xlogx(mass.value()));
     hq.add(-xlogx(proxy_mass(m, c / n2, c % n2, ny)));
   }
   for (int i = b.rank(); i < n1; i += b.size()) {
-    T mass = 0;
+    CompensatedSum<T> mass;
     for (int y = 0; y < ny; ++y) {
       h1y.add(-xlogx(m.p1y[i * ny + y]));
-      mass += m.p1y[i * ny + y];
+      mass.add(m.p1y[i * ny + y]);
     }
-    h1.add(-xlogx(mass));
+    h1.add(-xlogx(mass.value()));
   }
   for (int j = b.rank(); j < n2; j += b.size()) {
-    T mass = 0;
+    CompensatedSum<T> mass;
     for (int y = 0; y < ny; ++y) {
       h2y.add(-xlogx(m.p2y[j * ny + y]));
-      mass += m.p2y[j * ny + y];
+      mass.add(m.p2y[j * ny + y]);
     }
-    h2.add(-xlogx(mass));
+    h2.add(-xlogx(mass.value()));
   }
   for (int y = b.rank(); y < ny; y += b.size()) hy.add(-xlogx(m.py[y]));
   const T H12y = b.sum(h12y.value()), H12 = b.sum(h12.value()), Hq = b.sum(hq.value()),
