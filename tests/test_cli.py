@@ -247,9 +247,15 @@ def test_demo_full_in_subprocess():
 
     d = rep["digits"]
     assert d["shape"] == [20, 20, 10]
-    # a time says how it was taken: the fastest of 3 solves (one run had no spread or count)
-    assert rep["timed_calls"] == 3
-    assert "time (best of 3)" in format_digits(d) and "s in one run)" in format_digits(d)
+    # a time says how it was taken and how much it varied: the median of 21 solves (3 runs of the
+    # clustering and the estimate) and their range (the fastest of 3 and one run had no spread)
+    assert rep["timed_calls"] == 21 and rep["timed_runs"] == 3
+    for t in (d["clustering"], d["exact"], d["proxy"], d["estimate"]):
+        lo, hi = t["seconds_range"]
+        assert 0 < lo <= t["seconds"] <= hi
+    text = format_digits(d)
+    assert "time: median of 21 calls" in text and text.count("median of 3 runs") == 2
+    assert text.count("(range ") == 4
     assert d["samples"] == 1797
     ex, px = d["exact"], d["proxy"]
     assert ex["converged"] is True and 0.0 <= ex["gap"] <= GAP_BITS
