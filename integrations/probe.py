@@ -79,9 +79,10 @@ class ProbeResult:
     terms, ``ci_low``/``ci_high``, ``p_value.synergy``; 0-d numpy ``float64`` arrays, nats or
     ``base`` units) when the probe was built with ``estimate=True``, else ``None``; the
     information fields above stay the plug-in values either way. ``base`` is the probe's
-    (``None``: nats). The repr shows the terms, ``N`` and, with an estimate, the corrected
-    synergy, its interval (marked where the estimate flags the synergy unreliable at this N)
-    and p-value.
+    (``None``: nats). The repr shows the plug-in terms (their ``gap`` bounds the solve, not the
+    sampling error), ``N`` and, with an estimate, each corrected term with its interval (marked
+    where the estimate flags it unreliable at this N) and the synergy's p-value; without one it
+    says that the terms carry no interval.
     """
 
     redundancy: float
@@ -103,18 +104,21 @@ class ProbeResult:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name in TERMS}
 
     def __repr__(self) -> str:
-        shown = ", ".join(f"{k}={v:.4g}" for k, v in self.terms().items())
-        if self.estimate is not None:
-            e = self.estimate
-            # As the estimate's own table prints them (.4g showed rounding noise as 5.5e-15
-            # [0, 1.2e-14]); the flag, as an interval the rule distrusts is not one.
-            flag = "" if bool(e.reliable.synergy) else "; unreliable at this N"
-            low, high = term_text(float(e.ci_low.synergy)), term_text(float(e.ci_high.synergy))
-            shown += (f", synergy_estimate={term_text(float(e.synergy))} [{low}, {high}] "
-                      f"({100 * e.confidence:g}% interval{flag}), "
-                      f"p_synergy={p_value_text(float(e.p_value.synergy), e.n_null, 3)}")
+        plugin = ", ".join(f"{k}={v:.4g}" for k, v in self.terms().items())
         units = "nats" if self.base is None else "bits" if self.base == 2 else f"base {self.base:g}"
-        return f"ProbeResult({shown}, N={self.codes1.shape[0]}, units={units})"
+        shown = f"plug-in: {plugin}, N={self.codes1.shape[0]}, units={units}; "
+        e = self.estimate
+        if e is None:  # plug-in terms of a few hundred codes are mostly bias (synergy most)
+            return f"ProbeResult({shown}no interval: PIDProbe(estimate=True) gives them)"
+        # As the estimate's own table prints them (.4g showed rounding noise as 5.5e-15
+        # [0, 1.2e-14]); the flag, as an interval the rule distrusts is not one.
+        terms = []
+        for t in TERMS[:4]:
+            low, high = term_text(float(getattr(e.ci_low, t))), term_text(float(getattr(e.ci_high, t)))
+            flag = "" if bool(getattr(e.reliable, t)) else " unreliable at this N"
+            terms.append(f"{t}={term_text(float(getattr(e, t)))} [{low}, {high}]{flag}")
+        return (f"ProbeResult({shown}estimate ({100 * e.confidence:g}% intervals): {', '.join(terms)}, "
+                f"p_synergy={p_value_text(float(e.p_value.synergy), e.n_null, 3)})")
 
 
 #: Arguments of :func:`fastpid.estimate` that the probe sets itself (the rest may be passed

@@ -89,7 +89,7 @@ def test_probe_estimate_on_independent_embeddings_is_not_significant():
     assert float(est.p_value.synergy) > 0.05
     # The result's information fields stay the plug-in decomposition.
     assert res.synergy == pytest.approx(float(est.plugin.synergy), abs=1e-6)
-    assert "p_synergy=" in repr(res) and "] (95% interval), p_synergy=" in repr(res)
+    assert "estimate (95% intervals): redundancy=" in repr(res) and "], p_synergy=" in repr(res)
 
 
 def test_probe_estimate_on_xor_embeddings_is_significant():
@@ -106,20 +106,25 @@ def test_probe_estimate_on_xor_embeddings_is_significant():
 
 def test_probe_repr_marks_an_unreliable_synergy_and_prints_four_decimals():
     """The repr printed an interval the estimate flags unreliable as any other, and rounding
-    noise as values (synergy_estimate=5.5e-15 [0, 1.2e-14])."""
+    noise as values (synergy_estimate=5.5e-15 [0, 1.2e-14]); and only the synergy's interval,
+    the other terms as bare plug-in values."""
     e1, e2, y = _independent(400, 10, seed=0)
     res = _quiet_probe(n_clusters=20, estimate=True)(e1, e2, y)
     assert not bool(res.estimate.reliable.synergy)
     text = repr(res)
     est = res.estimate
-    assert (f"synergy_estimate={float(est.synergy):.4f} [{float(est.ci_low.synergy):.4f}, "
-            f"{float(est.ci_high.synergy):.4f}] (95% interval; unreliable at this N)") in text
+    assert text.startswith("ProbeResult(plug-in: redundancy=") and "; estimate (95% intervals): " in text
+    for t in ("redundancy", "unique1", "unique2", "synergy"):
+        flag = "" if bool(getattr(est.reliable, t)) else " unreliable at this N"
+        assert (f"{t}={float(getattr(est, t)):.4f} [{float(getattr(est.ci_low, t)):.4f}, "
+                f"{float(getattr(est.ci_high, t)):.4f}]{flag}") in text, t
+    assert "] unreliable at this N, p_synergy=" in text
     from fastpid.estimate import term_text  # as the estimate's table: small values as 3.0e-05
 
     assert term_text(3e-5) == "3.0e-05" and term_text(5.5e-15) == "0.0000" == term_text(0.0)
     e1, e2, y = _xor(300, seed=1)
     res = _quiet_probe(n_clusters=4, estimate=True)(e1, e2, y)
-    assert bool(res.estimate.reliable.synergy) and "] (95% interval), p_synergy=" in repr(res)
+    assert bool(res.estimate.reliable.synergy) and "unreliable" not in repr(res) and "], p_synergy=" in repr(res)
 
 
 def test_estimate_is_off_by_default_and_estimated_follows_the_options():
@@ -127,6 +132,7 @@ def test_estimate_is_off_by_default_and_estimated_follows_the_options():
     probe = _quiet_probe(n_clusters=3, seed=7)
     res = probe(e1, e2, y)
     assert res.estimate is None and "p_synergy" not in repr(res)
+    assert repr(res).endswith("; no interval: PIDProbe(estimate=True) gives them)")
     # estimated() is fastpid.estimate on the k x k x C joint of the codes, seeded by the probe.
     est = probe.estimated(res.codes1, res.codes2, res.labels)
     ref = fastpid.estimate(res.codes1.numpy(), res.codes2.numpy(), res.labels.numpy(), sizes=(3, 3, 2), seed=7)

@@ -44,9 +44,9 @@ def test_probe_takes_numpy_and_integral_float_labels():
 def test_probe_result_repr_is_short():
     e1, e2, y = clouds()
     text = repr(PIDProbe(n_clusters=4)(e1, e2, y))
-    assert text.startswith("ProbeResult(redundancy=") and "N=200" in text
+    assert text.startswith("ProbeResult(plug-in: redundancy=") and "N=200" in text
     assert len(text) < 250 and "tensor" not in text
-    assert text.endswith("units=nats)") and repr(PIDProbe(n_clusters=4, base=2)(e1, e2, y)).endswith("units=bits)")
+    assert "units=nats; no interval" in text and "units=bits; " in repr(PIDProbe(n_clusters=4, base=2)(e1, e2, y))
 
 
 def test_losses_and_curricula_take_numpy():
