@@ -81,11 +81,14 @@ def standardize(x: torch.Tensor, eps: float = 1e-8, *, like: torch.Tensor | None
     alike, in the wider of the two dtypes; :meth:`PCAResult.transform` and
     :meth:`KMeansResult.predict` of fits on the training rows then code the validation rows as
     the training rows were coded.
+
+    Half-precision rows are standardised in float32 (and returned so, as :func:`pca` and
+    :func:`kmeans` take them): in bfloat16 the column means came out 2.4e-3 from 0.
     """
-    x = _check_matrix(x, "x")
+    x = _at_least_float32(_check_matrix(x, "x"))
     ref = x
     if like is not None:
-        like = _check_matrix(like, "like")
+        like = _at_least_float32(_check_matrix(like, "like"))
         x = x.to(torch.promote_types(x.dtype, like.dtype))  # float32 rows past 65504 are inf in float16
         ref = _check_new_rows(like, x.shape[1], x, name="like", other="x")
     scale = _power_of_two_scale(ref.abs().amax(dim=0))
@@ -102,9 +105,10 @@ def l2_normalize(x: torch.Tensor) -> torch.Tensor:
     ``[1, 2)`` (exact in floating point), so that the squared norm can neither overflow nor
     underflow: rows of any finite magnitude (up to the dtype's maximum, e.g. 1e300 in
     float64) normalise to the same values as the same rows at ordinary scale, and rows of
-    subnormal numbers still get unit norm.
+    subnormal numbers still get unit norm. Half-precision rows are normalised in float32 (and
+    returned so), as :func:`standardize` does.
     """
-    x = _check_matrix(x, "x")
+    x = _at_least_float32(_check_matrix(x, "x"))
     x = x / _power_of_two_scale(x.abs().amax(dim=1, keepdim=True))
     norm = torch.linalg.vector_norm(x, dim=1, keepdim=True)
     return x / torch.where(norm > 0, norm, torch.ones_like(norm))
