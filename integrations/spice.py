@@ -58,6 +58,7 @@ import inspect
 import math
 import operator
 import warnings
+from dataclasses import fields
 from typing import Callable, Mapping, SupportsIndex
 
 import torch
@@ -78,6 +79,9 @@ __all__ = ["SPICECurriculum", "SPICESampler", "PHASES"]
 
 #: The phases in order; phase ``i`` ranks by row ``i`` of :meth:`SampleScores.shares`.
 PHASES = ("redundancy", "uniqueness", "synergy")
+
+#: The fields of :class:`SampleScores` (``gap`` is ``None`` for closed-form scores).
+_SCORE_FIELDS = tuple(f.name for f in fields(SampleScores))
 
 #: Estimator signature: ``(p1, p2, p12, y, embedding) -> SampleScores``.
 Estimator = Callable[..., SampleScores]
@@ -147,6 +151,11 @@ class SPICECurriculum:
         self.refresh = refresh
         self.estimator = estimator
         self.estimator_kwargs = _checked_estimator_kwargs(estimator, estimator_kwargs)
+        if estimator == "local":  # here, not at the first update() after the warm-up epochs
+            k = self.estimator_kwargs.get("k", inspect.signature(local_scores).parameters["k"].default)
+            check_integer(k, "estimator='local' takes each sample's k nearest samples: k", 1, n_samples,
+                          expected=f"an integer in [1, n_samples] = [1, {n_samples}] (set it with "
+                                   "estimator_kwargs={'k': ...}; default 16)")
         self.min_samples = min(min_samples, n_samples)
         self.scores: SampleScores | None = None
         self.epoch = 0
@@ -230,8 +239,9 @@ class SPICECurriculum:
             p1, p2, p12, y, embedding = self._assemble(index, p1, p2, p12, y, embedding)
         scores = check_on_every_rank(self._scores, p1, p2, p12, y, embedding)
         if is_distributed():
-            scores = SampleScores(*broadcast_tensors(scores.redundancy, scores.unique1, scores.unique2,
-                                                     scores.synergy))
+            kept = [k for k in _SCORE_FIELDS if getattr(scores, k) is not None]
+            same_on_every_rank(kept, "which score fields the estimator gives")  # every rank broadcasts as many
+            scores = SampleScores(**dict(zip(kept, broadcast_tensors(*(getattr(scores, k) for k in kept)))))
         self._set_scores(scores)
         # Three updates with no set_epoch() between (a loop that re-scores every epoch without
         # it admitted the first phase's first-epoch share, 20 of 100, for ever, silently).
@@ -270,8 +280,10 @@ class SPICECurriculum:
             scores = self.estimator(p1, p2, p12, y, embedding, **self.estimator_kwargs)
             if not isinstance(scores, SampleScores):
                 raise TypeError(f"a custom estimator must return SampleScores, got {type(scores).__name__}")
-        for name in ("redundancy", "unique1", "unique2", "synergy"):
+        for name in _SCORE_FIELDS:
             v = getattr(scores, name)
+            if v is None and name == "gap":
+                continue
             if v.shape != (self.n_samples,):
                 raise ValueError(f"scores.{name} has shape {tuple(v.shape)}, but the curriculum has "
                                  f"n_samples={self.n_samples}")
@@ -280,7 +292,7 @@ class SPICECurriculum:
             if bool(bad.any()):
                 i = int(bad.nonzero()[0])
                 raise ValueError(f"scores.{name}[{i}] = {float(v[i])!r} from estimator={self.estimator!r}: "
-                                 "per-sample information must be finite and >= 0")
+                                 "per-sample information and its gap must be finite and >= 0")
         return scores
 
     def _set_scores(self, scores: SampleScores) -> None:
@@ -305,7 +317,7 @@ class SPICECurriculum:
         reads it). The configuration is the constructor's. Under ``torch.distributed`` every
         rank holds the same state: save it on one rank, load it on every rank."""
         scores = None if self.scores is None else {
-            k: getattr(self.scores, k).detach().clone() for k in ("redundancy", "unique1", "unique2", "synergy")}
+            k: getattr(self.scores, k).detach().clone() for k in _SCORE_FIELDS if getattr(self.scores, k) is not None}
         return {"epoch": self.epoch, "scores": scores, "scored_epoch": self._scored_epoch}
 
     def load_state_dict(self, state: dict) -> None:

@@ -26,12 +26,13 @@ Two estimators, both in nats, both returning a :class:`SampleScores` of ``(N,)``
 from __future__ import annotations
 
 import math
-
+import warnings
 from dataclasses import dataclass
 
 import torch
 
 import fastpid
+from fastpid._caller import caller_level
 from fastpid._validate import check_integer, check_real
 
 from .predictions import ArrayLike, as_tensor, check_labels, check_probs, prob_of_label, tensor_of
@@ -42,12 +43,15 @@ __all__ = ["SampleScores", "pointwise_scores", "local_scores", "nearest_neighbou
 @dataclass(frozen=True, eq=False)  # identity: == of array fields has no single truth value
 class SampleScores:
     """Per-sample redundancy, unique and synergistic information ``(N,)`` (nats unless
-    :func:`local_scores` was given ``base=``; >= 0)."""
+    :func:`local_scores` was given ``base=``; >= 0). ``gap (N,)``: where the scores come from
+    solves (:func:`local_scores`), each sample's certified bound on the error of its terms, in
+    their units; ``None`` for closed forms (:func:`pointwise_scores`, nothing solved)."""
 
     redundancy: torch.Tensor
     unique1: torch.Tensor
     unique2: torch.Tensor
     synergy: torch.Tensor
+    gap: torch.Tensor | None = None
 
     def shares(self, eps: float = 1e-12) -> torch.Tensor:
         """``(3, N)``: each sample's redundancy, uniqueness (``u1 + u2``) and synergy share of
@@ -181,11 +185,15 @@ def local_scores(p1, p2, y, embedding, *, k: int = 16, method: str = "exact",
             ``False``; ``base=2`` gives bits).
 
     Returns:
-        :class:`SampleScores` on the device of ``p1``: each term of each sample within the
-        solve's certificate of its neighbourhood joint's PID (``"exact"``: ``tol``, 1e-8
-        nats by default, with a warning where a solve falls short; ``"fast"``: its gap, up
-        to 4e-2 nats on digits). The gaps are not kept; ``fastpid.pid`` of the same joints
-        gives them.
+        :class:`SampleScores` on the device of ``p1``: each term of each sample within its
+        ``gap``, the solve's certificate of its neighbourhood joint's PID (``"exact"``:
+        ``tol``, 1e-8 nats by default, with a warning where a solve falls short; ``"fast"``:
+        up to 4e-2 nats on digits, where the terms are about 1e-2).
+
+    Warns where most samples share their embedding with at least ``k`` other rows (a
+    collapsed embedding): their neighbourhoods are then picked among identical rows by
+    index, not by the embedding (all rows equal: every neighbourhood is the sample and the
+    first ``k - 1`` rows).
     """
     p1 = check_probs(p1, "p1")
     n, c = p1.shape
@@ -194,10 +202,25 @@ def local_scores(p1, p2, y, embedding, *, k: int = 16, method: str = "exact",
     embedding = as_tensor(embedding, "embedding")
     if embedding.dim() != 2 or embedding.shape[0] != n:
         raise ValueError(f"embedding must have shape ({n}, D), got {tuple(embedding.shape)}")
+    _warn_if_tied(embedding, k)
     nbr = nearest_neighbours(embedding.to(p1.device), k).reshape(-1)
     groups = torch.arange(n, device=p1.device).repeat_interleave(k)
     P = fastpid.joint(p1[nbr], p2[nbr], y[nbr], sizes=(c, c, c), groups=groups, num_groups=n)
     pid_kwargs.setdefault("progress", False)
     res = fastpid.pid(P, method=method, **pid_kwargs)
     return SampleScores(redundancy=res.redundancy, unique1=res.unique1,
-                        unique2=res.unique2, synergy=res.synergy)
+                        unique2=res.unique2, synergy=res.synergy, gap=res.gap)
+
+
+def _warn_if_tied(embedding: torch.Tensor, k) -> None:
+    """Warn (local_scores' docstring) where over half the rows of ``embedding`` each equal at
+    least ``k`` other rows, so that ties pick their neighbourhoods."""
+    rows = embedding.detach().reshape(embedding.shape[0], -1)
+    if rows.shape[0] <= k:  # every row is in every neighbourhood: no choice to make
+        return
+    _, inverse, counts = torch.unique(rows, dim=0, return_inverse=True, return_counts=True)
+    tied = int((counts[inverse] > k).sum())
+    if 2 * tied > rows.shape[0]:
+        warnings.warn(f"local_scores: {tied} of {rows.shape[0]} samples share their embedding with at least k = {k} "
+                      "other rows (a collapsed embedding?): their neighbourhoods are picked among identical rows by "
+                      "index, not by the embedding, and the scores follow the rows' order", stacklevel=caller_level())

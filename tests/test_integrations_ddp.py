@@ -58,13 +58,15 @@ def _single_process():
     probe = PIDProbe(n_clusters=5)(emb1, emb2, y)
     cur = SPICECurriculum(len(y), epochs=6)
     cur.update(p1, p2, p12, y)
+    local = SPICECurriculum(len(y), epochs=6, estimator="local", estimator_kwargs={"k": 4})
+    local.update(p1, p2, p12, y, embedding=emb1)
     dyn = DynCIM(len(y), 2, epochs=6)
     dyn.update(p12, [p1, p2], y)
     decision = _controller().update(0, emb1, emb2, y)
     metric = fastpid.PIDMetric((3, 3, 3))
     metric.update(p1, p2, y)
     padded = PIDProbe(n_clusters=5)(emb1[:PADDED_N], emb2[:PADDED_N], y[:PADDED_N])
-    return {"probe": probe, "scores": cur.scores, "dyn_weights": dyn.weights(),
+    return {"probe": probe, "scores": cur.scores, "local_scores": local.scores, "dyn_weights": dyn.weights(),
             "dyn_lambda": dyn.modality_weights(), "decision": decision, "metric": metric.compute(),
             "probe_padded": padded, "ogm_scores": ogm_ge_scores([p1.log(), p2.log()], y)}
 
@@ -112,6 +114,9 @@ def _worker(rank, port, out_dir):
         cur = SPICECurriculum(n, epochs=6)
         cur.update(p1[inter], p2[inter], p12[inter], y[inter], index=inter)
         out["scores"] = cur.scores
+        local = SPICECurriculum(n, epochs=6, estimator="local", estimator_kwargs={"k": 4})
+        local.update(p1[inter], p2[inter], p12[inter], y[inter], embedding=emb1[inter], index=inter)
+        out["local_scores"] = local.scores
 
         sampler_cur = SPICECurriculum(n, epochs=10, estimator=lambda *a: _scores(n))
         sampler_cur.update(None, None, None, None)
@@ -418,6 +423,10 @@ def test_spice_scores_and_dyncim_state_match_one_process(ranks, reference):
     for out in ranks:
         for k in ("redundancy", "unique1", "unique2", "synergy"):
             torch.testing.assert_close(getattr(out["scores"], k), getattr(reference["scores"], k), rtol=0, atol=1e-12)
+        assert out["scores"].gap is None                        # closed forms: nothing solved
+        for k in ("redundancy", "unique1", "unique2", "synergy", "gap"):  # the solves' gaps broadcast too
+            torch.testing.assert_close(getattr(out["local_scores"], k), getattr(reference["local_scores"], k),
+                                       rtol=0, atol=1e-12)
         torch.testing.assert_close(out["dyn"][0], reference["dyn_weights"], rtol=0, atol=1e-12)
         torch.testing.assert_close(out["dyn"][1], reference["dyn_lambda"], rtol=0, atol=1e-12)
 

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+import fastpid
 from fastpid.integrations.pacing import PhaseSchedule, RootCompetence
 from fastpid.integrations.spice import SPICECurriculum, SPICESampler
 from fastpid.integrations.spice_scores import (SampleScores, local_scores, nearest_neighbours,
@@ -173,6 +174,41 @@ def test_local_scores_recover_xor_and_copy_neighbourhoods():
     torch.testing.assert_close(s.synergy, torch.cat([half, zero]), atol=1e-6, rtol=0)
     torch.testing.assert_close(s.redundancy, torch.cat([zero, half]), atol=1e-6, rtol=0)
     torch.testing.assert_close(s.unique1 + s.unique2, torch.zeros(8, dtype=torch.float64), atol=1e-6, rtol=0)
+
+
+def test_local_scores_carry_each_samples_certificate():
+    """The scores of solves carried no uncertainty ("The gaps are not kept"): with
+    method="fast" the gaps reach 4e-2 nats where the terms are about 1e-2. Each sample's gap
+    bounds each term of its neighbourhood joint's PID (against a solve to 1e-12); closed forms
+    have none."""
+    g = torch.Generator().manual_seed(3)
+    p1, p2 = (torch.softmax(torch.randn(30, 3, generator=g), 1) for _ in range(2))
+    y, emb = torch.randint(0, 3, (30,), generator=g), torch.randn(30, 2, generator=g)
+    nbr = nearest_neighbours(emb, 5)
+    P = torch.stack([fastpid.joint(p1[i], p2[i], y[i], sizes=(3, 3, 3)) for i in nbr])
+    ref = fastpid.pid(P, tol=1e-12)
+    for method in ("exact", "fast"):
+        s = local_scores(p1, p2, y, emb, k=5, method=method)
+        assert s.gap.shape == (30,) and bool((s.gap >= 0).all())
+        for t in ("redundancy", "unique1", "unique2", "synergy"):
+            assert bool(((getattr(s, t) - getattr(ref, t)).abs() <= s.gap + ref.gap + 1e-12).all()), (method, t)
+    assert float(s.gap.max()) > 1e-6                            # "fast": a bound worth reporting
+    assert pointwise_scores(p1, p2, p1, y).gap is None
+
+
+def test_local_scores_say_when_ties_pick_the_neighbourhoods():
+    """A collapsed fused embedding (every row equal) made every neighbourhood the sample and
+    the first k - 1 rows: class-skewed admission by row order, with no word of it."""
+    g = torch.Generator().manual_seed(4)
+    p = torch.softmax(torch.randn(40, 3, generator=g), 1)
+    y = torch.randint(0, 3, (40,), generator=g)
+    with pytest.warns(UserWarning, match=r"local_scores: 40 of 40 samples share their embedding with at least k = 5"):
+        local_scores(p, p, y, torch.zeros(40, 8), k=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        local_scores(p, p, y, torch.randn(40, 8, generator=g), k=5)
+        # duplicates of at most k rows leave no choice to ties
+        local_scores(p, p, y, torch.arange(8.0).repeat_interleave(5)[:, None], k=5)
 
 
 def test_local_scores_check_the_embedding():
@@ -344,6 +380,12 @@ def test_estimator_options_are_checked_when_the_curriculum_is_made():
         SPICECurriculum(40, epochs=10, estimator="local", estimator_kwargs={"kk": 3})
     local = SPICECurriculum(40, epochs=10, estimator="local", estimator_kwargs={"k": 3, "tol": 1e-6})
     assert local.estimator_kwargs == {"k": 3, "tol": 1e-6}            # its own and pid()'s options
+    # Fewer samples than the default neighbourhood (16): refused here, not at the first update()
+    # after the warm-up with "k must be an integer in [1, N] = [1, 10], got 16".
+    with pytest.raises(ValueError, match=r"estimator='local' takes each sample's k nearest samples: k must be an "
+                                         r"integer in \[1, n_samples\] = \[1, 10\] \(set it with estimator_kwargs="):
+        SPICECurriculum(10, epochs=10, estimator="local")
+    assert SPICECurriculum(10, epochs=10, estimator="local", estimator_kwargs={"k": 10}).estimator_kwargs == {"k": 10}
 
     # A callable's options are its own, passed to it (they had been checked, then dropped); a
     # dataclass instance (unhashable) had failed in the check.
@@ -370,7 +412,7 @@ def test_curriculum_refresh_and_errors():
     with pytest.raises(ValueError, match="n_samples"):
         SPICECurriculum(5, epochs=6).update(p, p, p, y)
     with pytest.raises(ValueError, match="embedding"):
-        SPICECurriculum(4, epochs=6, estimator="local").update(p, p, p, y)
+        SPICECurriculum(4, epochs=6, estimator="local", estimator_kwargs={"k": 2}).update(p, p, p, y)
     with pytest.raises(ValueError, match="estimator"):
         SPICECurriculum(4, epochs=6, estimator="global")
     with pytest.raises(ValueError, match="phases"):
@@ -524,4 +566,7 @@ def test_scores_that_are_not_information_are_refused():
                        (torch.ones(4), r"scores.synergy has shape \(4,\)")):
         cur = SPICECurriculum(3, 9, estimator=lambda *a, b=bad: SampleScores(ok, ok, ok, b))
         with pytest.raises(ValueError, match=match):
+            cur.update(p, p, p, y)
+        cur = SPICECurriculum(3, 9, estimator=lambda *a, b=bad: SampleScores(ok, ok, ok, ok, gap=b))
+        with pytest.raises(ValueError, match=match.replace("synergy", "gap")):
             cur.update(p, p, p, y)
