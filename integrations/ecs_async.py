@@ -126,6 +126,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from dataclasses import asdict, dataclass, replace
 from typing import Mapping, Sequence, SupportsIndex
 
@@ -133,6 +134,7 @@ import torch
 import torch.nn.functional as F
 
 import fastpid
+from fastpid._caller import caller_level
 from fastpid._validate import check_integer, check_real
 
 from .cluster import SEED_MAX, check_seed
@@ -426,6 +428,7 @@ class ECSAsyncController:
         self.switch_epoch: int | None = None
         self.snapshot: list[dict] | None = None
         self.history: list[ProbeRecord] = []
+        self._warned_uninformed = False
 
     # ----------------------------------------------------------------- decisions
     def wants_probe(self, epoch: int) -> bool:
@@ -551,7 +554,9 @@ class ECSAsyncController:
                     raise ValueError(f"baseline={self.baseline!r}: pass the permutation baseline "
                                      "(PIDProbe.shuffled) with the terms")
                 synergistic = record.score > self.min_score
-            decision = replace(self._unimodal_step(epoch, terms, record.score, synergistic),
+            by_baseline = self.synergy_rule == "baseline" and baseline is not None
+            score_se = baseline.get("synergy_se", math.nan) if by_baseline else math.nan
+            decision = replace(self._unimodal_step(epoch, terms, record.score, synergistic, score_se),
                                synergistic=synergistic)
         self.history.append(replace(record, decision=decision))
         return decision
@@ -562,7 +567,7 @@ class ECSAsyncController:
         warm-up probes included)."""
         return sum(r.decision.synergistic for r in self.history)
 
-    def _unimodal_step(self, epoch: int, terms: dict, score: float, synergistic: bool) -> Decision:
+    def _unimodal_step(self, epoch: int, terms: dict, score: float, synergistic: bool, score_se: float) -> Decision:
         counted = epoch >= self.warmup_epochs
         key1, key2 = ("unique1", "unique2") if self.balance_by == "unique" else ("mi1", "mi2")
         if counted and (key1 not in terms or key2 not in terms):  # before any state changes
@@ -575,7 +580,8 @@ class ECSAsyncController:
                                 counted=counted)
         if (counted and self.peak_epoch is not None and epoch >= self.min_unimodal_epochs
                 and score < self.drop_threshold()):
-            return self._switch(epoch, f"synergy score {score:.4g} < {self.drop_threshold():.4g} nats "
+            se = f" (baseline's standard error {score_se:.2g})" if math.isfinite(score_se) else ""
+            return self._switch(epoch, f"synergy score {score:.4g}{se} < {self.drop_threshold():.4g} nats "
                                        f"(drop {self.drop} of peak {self.peak_score:.4g}, epoch {self.peak_epoch})",
                                 probed=True, counted=True)
         if not counted:
@@ -589,12 +595,28 @@ class ECSAsyncController:
             self.paused, reason = 1, f"{key1}/{key2} = {r:.3g} > {self.ratio}: pause modality 1"
         elif 1 / r > self.ratio and self.paused != 2:
             self.paused, reason = 2, f"{key2}/{key1} = {1 / r:.3g} > {self.ratio}: pause modality 2"
+        if reason.startswith(f"{key1}/") or reason.startswith(f"{key2}/"):
+            self._warn_if_left_uninformed(epoch, terms)
         elif self.paused is not None and self.resume_ratio is not None:
             paused_ratio = r if self.paused == 1 else 1 / r
             if paused_ratio < self.resume_ratio:
                 reason = f"ratio {paused_ratio:.3g} < {self.resume_ratio}: resume modality {self.paused}"
                 self.paused = None
         return replace(self.current(epoch, probed=True, reason=reason), counted=True)
+
+    def _warn_if_left_uninformed(self, epoch: int, terms: dict) -> None:
+        """Warn (once) where a pause leaves training only a modality whose codes carry no
+        information on the label (``I(Z_m; Y) <= eps``): a collapsed modality makes the other
+        look dominant, and pausing it froze the only informative encoder until stage 2."""
+        left = 3 - self.paused
+        mi = terms.get(f"mi{left}")
+        if mi is None or mi > self.eps or self._warned_uninformed:
+            return
+        self._warned_uninformed = True
+        warnings.warn(f"ECSAsyncController: epoch {epoch} pauses modality {self.paused}, leaving only modality {left} "
+                      f"training, whose probe codes carry I(Z{left};Y) = {mi:.3g} nats (<= eps = {self.eps:g}): a "
+                      f"collapsed or uninformative modality? Modality {self.paused} stays paused until the ratio "
+                      "falls below resume_ratio or stage 2 starts", stacklevel=caller_level())
 
     def drop_threshold(self) -> float | None:
         """The score below which stage 2 starts: ``peak − (1 − drop)·|peak|`` (nats;
@@ -624,8 +646,12 @@ class ECSAsyncController:
                 # In the units of the terms it goes with: a ProbeResult's base (PIDProbe.shuffled
                 # of the same probe), else nats.
                 to_nats = _nats(result.base) if isinstance(result, ProbeResult) else 1.0
-                baseline = {k: float(v) * to_nats for k, v in baseline.items() if k in TERMS}
+                baseline = {k: float(v) * to_nats for k, v in baseline.items() if k in TERMS or k == "synergy_se"}
+                se = baseline.pop("synergy_se", math.nan)
                 _check_finite(baseline, "the baseline's terms")
+                if not (math.isnan(se) or 0.0 <= se < math.inf):  # NaN: one permutation, no spread
+                    raise ValueError(f"the baseline's synergy_se must be >= 0 and finite, or NaN, got {se!r}")
+                baseline["synergy_se"] = se
         except Exception as error:  # any error: every rank must raise it, not this one alone
             return None, error
         return (terms, baseline, test), None
@@ -711,7 +737,9 @@ class ECSAsyncController:
     # ----------------------------------------------------------------- state and history
     def history_arrays(self) -> dict:
         """The probe history as lists: ``epoch``, every PID term, ``synergy_baseline`` (the
-        permutation baseline's synergy, NaN where none was computed), ``score`` (synergy
+        permutation baseline's synergy, NaN where none was computed), ``synergy_baseline_se``
+        (its standard error over the permutations, the score's uncertainty from the baseline;
+        NaN where none was computed or given), ``score`` (synergy
         minus baseline; with ``synergy_rule="test"`` the test's corrected synergy; NaN for the
         probes after the switch, which score nothing; the probe whose decision starts stage 2
         is scored, and recorded with stage ``"joint"``), ``stage``, ``train1``, ``train2``, ``counted``, plus
@@ -725,6 +753,8 @@ class ECSAsyncController:
             out[t] = [r.terms.get(t, float("nan")) for r in self.history]
         out["synergy_baseline"] = [r.baseline["synergy"] if r.baseline is not None else float("nan")
                                    for r in self.history]
+        out["synergy_baseline_se"] = [r.baseline.get("synergy_se", float("nan")) if r.baseline is not None
+                                      else float("nan") for r in self.history]
         out["score"] = [r.score for r in self.history]
         for f in ("stage", "train1", "train2", "counted", "synergistic"):
             out[f] = [getattr(r.decision, f) for r in self.history]

@@ -42,6 +42,7 @@ from __future__ import annotations
 import inspect
 import math
 import secrets
+import statistics
 import warnings
 from dataclasses import dataclass, fields
 from typing import Mapping
@@ -280,7 +281,9 @@ class PIDProbe:
         :data:`TERMS`) of the codes ``codes1 (N,)``, ``codes2 (N,)`` (ids in
         ``[0, n_clusters)``, e.g. a :class:`ProbeResult`'s) and ``labels (N,)`` over
         ``n_permutations`` random permutations, drawn from a ``torch.Generator`` seeded with
-        ``seed``.
+        ``seed``; and, under keys ``"<term>_se"`` for the information terms (not ``gap``), the
+        standard error of each mean over the permutations (sample SD / sqrt(n); NaN for one
+        permutation).
 
         * ``within_class=True``: ``codes2`` is permuted among the samples of each class. The
           pairs ``(code1, y)`` and ``(code2, y)`` keep their exact joint distributions (so
@@ -297,7 +300,7 @@ class PIDProbe:
         n_permutations = _check_count(n_permutations, "n_permutations")
         codes1, codes2, labels, sizes = self._checked_codes(codes1, codes2, labels, n_classes)
         gen = torch.Generator().manual_seed(check_seed(seed))
-        total = dict.fromkeys(TERMS, 0.0)
+        draws = {t: [] for t in TERMS}
         for _ in range(n_permutations):
             if within_class:
                 c2 = codes2.clone()
@@ -311,8 +314,17 @@ class PIDProbe:
                 P = fastpid.joint(codes1, codes2, labels[perm], sizes=sizes)
             res = fastpid.pid(P, method=self.method, base=self.base)
             for t in TERMS:
-                total[t] += float(getattr(res, t))
-        return {t: v / n_permutations for t, v in total.items()}
+                draws[t].append(float(getattr(res, t)))
+        out = {}
+        for t, v in draws.items():
+            total = 0.0
+            for x in v:  # in turn: the means the baselines had before their errors were kept
+                total += x
+            out[t] = total / n_permutations
+        for t in TERMS[:-1]:  # the gap's spread is no uncertainty of the baseline
+            sd = statistics.stdev(draws[t]) if n_permutations > 1 else math.nan
+            out[f"{t}_se"] = sd / math.sqrt(n_permutations)
+        return out
 
     def estimated(self, codes1, codes2, labels, *, n_classes: int | None = None, seed=...) -> "fastpid.PIDEstimate":
         """:func:`fastpid.estimate` of the codes ``codes1 (N,)``, ``codes2 (N,)`` (ids in

@@ -334,6 +334,74 @@ def probe_set(n=60):
     return torch.randn(n, 4, generator=g), torch.randn(n, 4, generator=g), torch.randint(0, 3, (n,), generator=g)
 
 
+def test_shuffled_baselines_carry_their_standard_errors(monkeypatch):
+    """The baseline's mean terms came with no uncertainty (its own SE, 0.006-0.011 nats on the
+    digits probes, is what a score near min_score is worth). Each "<term>_se" is the sample SD
+    of the permutations' terms over sqrt(n), the terms recorded as fastpid.pid returns them."""
+    import fastpid.integrations.probe as probe_module
+
+    y, (e1, e2), _ = _xor_and_noise()
+    probe = PIDProbe(n_clusters=4)
+    res = probe(e1, e2, y)
+    solved, pid = [], probe_module.fastpid.pid
+
+    def recording(*args, **kwargs):
+        out = pid(*args, **kwargs)
+        solved.append(out)
+        return out
+
+    monkeypatch.setattr(probe_module.fastpid, "pid", recording)
+    wc = probe.shuffled(res.codes1, res.codes2, y, 5, seed=5)
+    assert len(solved) == 5
+    for t in ("redundancy", "unique1", "unique2", "synergy", "mi", "mi1", "mi2"):
+        draws = [float(getattr(r, t)) for r in solved]
+        assert wc[t] == pytest.approx(np.mean(draws), abs=1e-15)
+        assert wc[f"{t}_se"] == pytest.approx(np.std(draws, ddof=1) / math.sqrt(5), rel=1e-12, abs=1e-15), t
+    assert wc["synergy_se"] > 0 and "gap_se" not in wc
+    assert math.isnan(probe.shuffled(res.codes1, res.codes2, y, 1, seed=5)["synergy_se"])  # one draw: no spread
+
+
+def test_the_score_carries_the_baselines_standard_error():
+    """history_arrays() had the score and the baseline without the baseline's error, and the
+    reason for stage 2 compared a bare score with the threshold."""
+    y, (e1, e2), _ = _xor_and_noise()
+    probe = PIDProbe(n_clusters=4)
+    ctrl = ECSAsyncController(probe, warmup_epochs=0, baseline_permutations=3, min_score=-1.0, drop=0.999)
+    for epoch in range(3):
+        ctrl.update(epoch, e1, e2, y)
+    h = ctrl.history_arrays()
+    res = probe(e1, e2, y)
+    for epoch in range(3):
+        base = probe.shuffled(res.codes1, res.codes2, y, 3, seed=epoch)
+        assert h["synergy_baseline_se"][epoch] == pytest.approx(base["synergy_se"], rel=1e-12)
+    switch = [r.decision for r in ctrl.history if r.decision.reason.startswith("stage 2: synergy score")]
+    se = h["synergy_baseline_se"][switch[0].epoch]
+    assert f"(baseline's standard error {se:.2g}) < " in switch[0].reason
+    # Without a baseline there is none to carry.
+    raw = ECSAsyncController(warmup_epochs=0, baseline=None, min_score=float("-inf"))
+    raw.step(0, terms(0.2, 0.2, 0.3))
+    assert math.isnan(raw.history_arrays()["synergy_baseline_se"][0])
+    with pytest.raises(ValueError, match=r"the baseline's synergy_se must be >= 0 and finite, or NaN, got -0.1"):
+        ECSAsyncController(warmup_epochs=0).step(0, terms(0.2, 0.2, 0.3), {"synergy": 0.0, "synergy_se": -0.1})
+
+
+def test_a_pause_that_leaves_only_an_uninformative_modality_is_said(recwarn):
+    """A collapsed modality 2 (I(Z2;Y) = 0) made modality 1 look dominant: the controller paused
+    the only informative encoder for the rest of stage 1 without a word."""
+    ctrl = ECSAsyncController(**RAW)
+    collapsed = terms(0.5, 0.0, 0.05, r=0.0)
+    assert collapsed["mi2"] == 0.0
+    with pytest.warns(UserWarning, match=r"epoch 0 pauses modality 1, leaving only modality 2 training, whose probe "
+                                         r"codes carry I\(Z2;Y\) = 0 nats \(<= eps = 0.001\)"):
+        d = ctrl.step(0, collapsed)
+    assert d.train2 and not d.train1
+    ctrl.step(1, collapsed)                                   # once
+    informative = ECSAsyncController(**RAW)
+    recwarn.clear()
+    informative.step(0, terms(0.5, 0.0, 0.05, r=0.1))        # modality 2 carries the redundancy
+    assert not [w for w in recwarn if "pauses modality" in str(w.message)]
+
+
 def test_load_state_dict_refuses_a_dict_of_another_kind():
     """A model's state_dict given by mistake raised KeyError: 'history'."""
     ctrl = ECSAsyncController(modules=[torch.nn.Linear(2, 2)])
