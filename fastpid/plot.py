@@ -7,7 +7,8 @@ the figure is ``ax.figure``. A figure made here stays open in pyplot, as
 (``plt.close(ax.figure)``), or pass ``ax``. No backend is chosen here (use
 ``matplotlib.use("Agg")`` for files without a display).
 
-* :func:`plot_pid_terms` — PID terms over epochs, with interval bands;
+* :func:`plot_pid_terms` — PID terms over epochs, with interval bands (hatched where an
+  estimate flags the term unreliable);
 * :func:`plot_curriculum` — the fraction of the training set a curriculum admits per epoch,
   with its phases;
 * :func:`plot_ecs_decisions` — which modality ECS-async paused when, the warm-up and the
@@ -16,10 +17,13 @@ the figure is ``ax.figure``. A figure made here stays open in pyplot, as
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
+
+from ._caller import caller_level
 
 __all__ = ["plot_pid_terms", "plot_curriculum", "plot_ecs_decisions"]
 
@@ -106,9 +110,10 @@ def plot_pid_terms(epochs, terms, intervals: Mapping | None = None, *, ax=None, 
         epochs: ``(E,)`` epochs (x axis), strictly increasing.
         terms: ``{name: (E,) values}``, e.g. ``{"synergy": [...], "redundancy": [...]}``
             (in ``units``); or a :class:`fastpid.PIDResult` or :class:`fastpid.PIDEstimate`
-            of batch shape ``(E,)`` (one problem per epoch), whose four PID terms are drawn
-            in its units, an estimate's with its intervals and a result's with its certificate
-            (each term within ``gap`` of its value) unless ``intervals`` is given.
+            of batch shape ``(E,)`` (one problem per epoch, e.g. ``groups=epoch``), whose four
+            PID terms are drawn in its units, an estimate's with its intervals and a result's
+            with its certificate (each term within ``gap`` of its value) unless ``intervals``
+            is given.
         intervals: ``{name: (lower (E,), upper (E,))}``, e.g. bootstrap or certified
             intervals (``lower <= upper``); each band takes its term's colour (a name without
             a term gets a grey band). The legend names what the bands are: an estimate's
@@ -119,11 +124,20 @@ def plot_pid_terms(epochs, terms, intervals: Mapping | None = None, *, ax=None, 
         ax: axes to draw into; units: the y-axis label (default: the result's units, else
             ``"nats"``).
 
-    Returns the axes: ``len(terms)`` lines and ``len(intervals)`` bands (``ax.collections``).
+    Where an estimate flags a term unreliable (its ``reliable`` false at an epoch) that band is
+    hatched and lighter (a one-epoch bar dashed), each epoch's flag holding from halfway to the
+    previous epoch to halfway to the next, under its own legend entry (e.g. ``"95% interval,
+    flagged unreliable at this N"``): such an interval is not to be trusted. Terms drawn
+    without a band (a mapping without ``intervals``, or terms they leave out) warn
+    (``UserWarning``): a value from samples has an uncertainty the plot would not show.
+
+    Returns the axes: ``len(terms)`` lines and a band per interval (``ax.collections``): one
+    collection, or two for a term flagged at some epochs and not at others (its trusted
+    stretches first, then its hatched ones).
     """
     if not isinstance(band_label, str):
         raise TypeError(f"band_label must be a string, got {type(band_label).__name__}")
-    terms, intervals, units, band_label = _terms_of(terms, intervals, units, band_label)
+    terms, intervals, units, band_label, flags = _terms_of(terms, intervals, units, band_label)
     ep = _sorted_epochs(_vector(epochs, "epochs"), "epochs")
     # Everything checked before anything is drawn: a refused call had left a figure open, or
     # half its lines in the caller's axes.
@@ -143,31 +157,79 @@ def plot_pid_terms(epochs, terms, intervals: Mapping | None = None, *, ax=None, 
             raise ValueError(f"intervals[{name!r}] has a lower end above its upper one at epoch "
                              f"{ep[np.argmax(lo > hi)]:g}; give (lower, upper)")
         bands[name] = lo, hi
+    # An estimate's terms flagged unreliable per epoch (all False for bands without flags).
+    flagged = {name: ~_vector(flags[name], f"reliable.{name}", len(ep)).astype(bool) if name in flags
+               else np.zeros(len(ep), bool) for name in bands}
     ax = _axes(ax)
+    bare = [name for name in lines if name not in bands]
+    if bare:  # a bare number from samples hides its uncertainty
+        warnings.warn(f"plot_pid_terms draws {bare} without an uncertainty band: pass intervals={{name: (lower, "
+                      f"upper)}} (e.g. bootstrap intervals), or a PIDEstimate (fastpid.estimate) whose intervals are "
+                      f"drawn, or a PIDResult of a known joint (its certificate)", stacklevel=caller_level())
     colours = {}
     for name, values in lines.items():
         (line,) = ax.plot(ep, values, marker=".", label=name)
         colours[name] = line.get_color()
     for name, (lo, hi) in bands.items():
-        if len(ep) == 1:  # a band over one epoch has no width: a bar instead
-            ax.vlines(ep, lo, hi, color=colours.get(name, "grey"), alpha=0.35, lw=6)
-        else:
-            ax.fill_between(ep, lo, hi, color=colours.get(name, "grey"), alpha=0.2, lw=0)
+        colour, bad = colours.get(name, "grey"), flagged[name]
+        if len(ep) == 1:  # a band over one epoch has no width: a bar instead (dashed where flagged)
+            ax.vlines(ep, lo, hi, color=colour, alpha=0.35, lw=6, ls=(0, (0.5, 0.5)) if bad[0] else "-")
+            continue
+        for unreliable in (False, True):
+            mine = bad == unreliable
+            if not mine.any():
+                continue
+            if mine.all():
+                x, lo2, hi2, where = ep, lo, hi, None
+            else:  # flagged at some epochs only: each epoch's look from halfway to its neighbours
+                x, lo2, hi2 = (_with_midpoints(v) for v in (ep, lo, hi))
+                where = _stretches(mine)
+            ax.fill_between(x, lo2, hi2, where=where, lw=0,
+                            **(_flagged_style(colour) if unreliable else {"color": colour, "alpha": 0.2}))
     ax.set_xlabel("epoch")
     ax.set_ylabel(units)
     handles = ax.get_legend_handles_labels()[0]
-    if bands:  # one entry for every band: an interval and a certificate's ± gap looked alike
+    if bands:  # one entry for every kind of band: an interval and a certificate's ± gap looked alike
         from matplotlib.patches import Patch
 
-        handles.append(Patch(color="grey", alpha=0.35, label=band_label))
+        if not all(bad.all() for bad in flagged.values()):
+            handles.append(Patch(color="grey", alpha=0.35, label=band_label))
+        if any(bad.any() for bad in flagged.values()):
+            handles.append(Patch(label=f"{band_label}, flagged unreliable at this N", lw=0, **_flagged_style("grey")))
     if handles:
         ax.legend(handles=handles, fontsize=8)
     return ax
 
 
+def _flagged_style(colour) -> dict:
+    """A flagged band's look: a lighter face than a trusted band's (alpha 0.07, not 0.2), hatched in the
+    term's colour."""
+    from matplotlib.colors import to_rgba
+
+    return {"facecolor": to_rgba(colour, 0.07), "edgecolor": to_rgba(colour, 0.6), "hatch": "///"}
+
+
+def _with_midpoints(v: np.ndarray) -> np.ndarray:
+    """``v`` with the midpoint between each two neighbours inserted (``2E - 1`` values), on the
+    straight band edges: so that a band can change its look halfway between two epochs."""
+    out = np.empty(2 * len(v) - 1)
+    out[::2], out[1::2] = v, (v[1:] + v[:-1]) / 2
+    return out
+
+
+def _stretches(mine: np.ndarray) -> np.ndarray:
+    """``fill_between``'s ``where`` on :func:`_with_midpoints`' grid that covers the epochs
+    ``mine``, each from halfway to its previous epoch to halfway to its next (matplotlib fills
+    between two grid points where both are ``True``)."""
+    where = np.empty(2 * len(mine) - 1, bool)
+    where[::2], where[1::2] = mine, mine[1:] | mine[:-1]
+    return where
+
+
 def _terms_of(terms, intervals, units, band_label):
-    """``(terms, intervals, units, band_label)`` for :func:`plot_pid_terms` from a mapping or a
-    result (whose own bands name themselves)."""
+    """``(terms, intervals, units, band_label, flags)`` for :func:`plot_pid_terms` from a mapping
+    or a result (whose own bands name themselves); ``flags``: an estimate's ``reliable`` per
+    term (the terms it flags, whatever the bands), else empty."""
     from fastpid import PIDEstimate, PIDResult
 
     if isinstance(terms, (PIDResult, PIDEstimate)):
@@ -185,11 +247,12 @@ def _terms_of(terms, intervals, units, band_label):
             gap = _vector(result.gap, "gap")
             intervals = {t: (np.maximum(_vector(v, t) - gap, 0.0), _vector(v, t) + gap) for t, v in terms.items()}
             band_label = "certified (± gap)"
-        return terms, intervals, result.units if units is None else units, band_label
+        flags = result.reliable.as_dict() if isinstance(result, PIDEstimate) else {}
+        return terms, intervals, result.units if units is None else units, band_label, flags
     if not isinstance(terms, Mapping):
         raise TypeError(f"terms must be a mapping {{name: values}}, a PIDResult or a PIDEstimate, got "
                         f"{type(terms).__name__}")
-    return terms, intervals, "nats" if units is None else units, band_label
+    return terms, intervals, "nats" if units is None else units, band_label, {}
 
 
 def plot_curriculum(curriculum, epochs=None, *, phases: Sequence[str] | None = None, ax=None):

@@ -1,6 +1,8 @@
 """fastpid.plot: each helper returns axes with the artists it promises (Agg backend)."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -22,13 +24,15 @@ def close_figures():
 def test_pid_terms_with_bands():
     ep = [0, 1, 2, 3]
     terms = {"synergy": [0.1, 0.2, 0.3, 0.2], "redundancy": [0.5, 0.4, 0.4, 0.3], "unique1": [0, 0, 0.1, 0.1]}
-    ax = plot_pid_terms(ep, terms, {"synergy": ([0.0, 0.1, 0.2, 0.1], [0.2, 0.3, 0.4, 0.3])})
+    with pytest.warns(UserWarning, match=r"\['redundancy', 'unique1'\] without an uncertainty band"):
+        ax = plot_pid_terms(ep, terms, {"synergy": ([0.0, 0.1, 0.2, 0.1], [0.2, 0.3, 0.4, 0.3])})
     assert len(ax.lines) == 3 and len(ax.collections) == 1
     assert ax.collections[0].get_facecolor()[0][:3] == pytest.approx(matplotlib.colors.to_rgb(ax.lines[0].get_color()))
     with pytest.raises(ValueError, match="4 values"):
         plot_pid_terms(ep, {"synergy": [0.1, 0.2]})
     fig, own = plt.subplots()
-    assert plot_pid_terms(ep, terms, ax=own) is own
+    with pytest.warns(UserWarning, match="without an uncertainty band"):
+        assert plot_pid_terms(ep, terms, ax=own) is own
 
 
 def test_pid_terms_from_results_in_their_units_and_refusing_bad_epochs_and_bands():
@@ -85,9 +89,121 @@ def test_pid_terms_legend_says_what_the_bands_are():
     assert legend(plot_pid_terms(ep, terms, {"synergy": ([0, 0.1], [0.2, 0.3])})) == ["synergy", "interval"]
     assert legend(plot_pid_terms(ep, terms, {"synergy": ([0, 0.1], [0.2, 0.3])}, band_label="bootstrap 90%"))[-1] \
         == "bootstrap 90%"
-    assert legend(plot_pid_terms(ep, terms)) == ["synergy"]     # no bands, no band entry
+    with pytest.warns(UserWarning, match="without an uncertainty band"):
+        assert legend(plot_pid_terms(ep, terms)) == ["synergy"]     # no bands, no band entry
     with pytest.raises(TypeError, match="band_label must be a string, got int"):
         plot_pid_terms(ep, terms, band_label=3)
+
+
+def _estimate_per_epoch(n, k, seed):
+    """An estimate of 3 epochs (groups) where Y is X1 (k codes) except at epoch 0 (X1 + X2 mod k):
+    at small N it flags some terms unreliable, at some epochs or all."""
+    import fastpid
+
+    rng = np.random.default_rng(seed)
+    g = np.arange(n) % 3
+    x1, x2 = rng.integers(0, k, n), rng.integers(0, 2, n)
+    y = x1.copy()
+    y[g == 0] = (x1[g == 0] + x2[g == 0]) % k
+    return fastpid.estimate(x1, x2, y, groups=g, seed=0, n_null=5, progress=False)
+
+
+def _x_extents(collection):
+    return sorted((round(float(p.vertices[:, 0].min()), 9), round(float(p.vertices[:, 0].max()), 9))
+                  for p in collection.get_paths())
+
+
+def test_bands_an_estimate_flags_unreliable_are_hatched_and_named_so():
+    """The bands of terms an estimate flags unreliable were drawn as its trusted ones (the
+    table marks them "reliable: no"): nothing told a reader of the plot not to trust them."""
+    terms = ("redundancy", "unique1", "unique2", "synergy")
+    est = _estimate_per_epoch(90, 4, 1)
+    flags = {t: np.asarray(getattr(est.reliable, t)) for t in terms}
+    assert any(f.all() for f in flags.values()) and any(not f.any() for f in flags.values())   # the case tested
+    assert all(f.all() or not f.any() for f in flags.values())   # one look per term: a band each
+    ax = plot_pid_terms([0, 1, 2], est)
+    assert len(ax.collections) == 4
+    alphas = {True: [], False: []}
+    for term, band, line in zip(terms, ax.collections, ax.lines):
+        trusted = bool(flags[term].all())
+        assert bool(band.get_hatch()) != trusted, term
+        alphas[trusted].append(band.get_facecolor()[0][3])
+        # still the term's colour, and its interval
+        assert band.get_facecolor()[0][:3] == pytest.approx(matplotlib.colors.to_rgb(line.get_color())), term
+        assert band.get_paths()[0].vertices[:, 1].max() == pytest.approx(float(getattr(est.ci_high, term).max()))
+    assert max(alphas[False]) < min(alphas[True])                                   # lighter, too
+    texts = [t.get_text() for t in ax.get_legend().get_texts()]
+    pct = f"{100 * est.confidence:g}% interval"
+    assert texts[-2:] == [pct, f"{pct}, flagged unreliable at this N"]
+    (flagged_handle,) = [h for h in ax.get_legend().legend_handles if "unreliable" in h.get_label()]
+    assert flagged_handle.get_hatch()
+    # Intervals of the caller's around the estimate's values: the flags are the estimate's still.
+    flagged = next(t for t in terms if not flags[t].any())
+    with pytest.warns(UserWarning, match="without an uncertainty band"):     # the other three terms
+        ax = plot_pid_terms([0, 1, 2], est, {flagged: (getattr(est.ci_low, flagged), getattr(est.ci_high, flagged))},
+                            band_label="bootstrap")
+    assert ax.collections[0].get_hatch() and [t.get_text() for t in ax.get_legend().get_texts()][-1] \
+        == "bootstrap, flagged unreliable at this N"
+
+
+def test_a_term_flagged_at_some_epochs_is_hatched_there_only():
+    terms = ("redundancy", "unique1", "unique2", "synergy")
+    est = _estimate_per_epoch(60, 3, 2)
+    ep = np.array([0.0, 1.0, 3.0])
+    flags = {t: np.asarray(getattr(est.reliable, t)) for t in terms}
+    mixed = [t for t in terms if flags[t].any() and not flags[t].all()]
+    assert mixed                                                                           # the case tested
+    ax = plot_pid_terms(ep, est)
+    bands = iter(ax.collections)
+    for term in terms:
+        if term not in mixed:
+            assert bool(next(bands).get_hatch()) != flags[term].all(), term
+            continue
+        trusted, hatched = next(bands), next(bands)
+        assert not trusted.get_hatch() and hatched.get_hatch(), term
+        # Each epoch owns the band from halfway to its neighbours: the flagged epochs' stretches
+        # are hatched, the others' not, and together they cover the epochs.
+        for band, bad in ((trusted, False), (hatched, True)):
+            runs, start = [], None
+            for i, f in enumerate(list(~flags[term]) + [None]):
+                if f == bad and start is None:
+                    start = i
+                elif f != bad and start is not None:
+                    lo = ep[start] if start == 0 else (ep[start - 1] + ep[start]) / 2
+                    hi = ep[i - 1] if i == len(ep) else (ep[i - 1] + ep[i]) / 2
+                    runs.append((round(lo, 9), round(hi, 9)))
+                    start = None
+            assert _x_extents(band) == runs, (term, bad)
+    assert next(bands, None) is None
+    # One epoch: a bar, dashed where flagged.
+    i = next(i for i in range(3) if not all(flags[t][i] for t in terms) and any(flags[t][i] for t in terms))
+    ax = plot_pid_terms([i], est[i:i + 1])
+    styles = {flags[t][i]: bar.get_linestyle()[0] for t, bar in zip(terms, ax.collections)}
+    assert len(styles) == 2 and styles[True] != styles[False]
+
+
+def test_terms_without_a_band_are_warned_of():
+    """A mapping of terms without intervals was drawn bare without a word, though a value from
+    samples has an uncertainty the plot then hides."""
+    import fastpid
+
+    ep, terms = [0, 1], {"synergy": [0.1, 0.2], "redundancy": [0.3, 0.3]}
+    with pytest.warns(UserWarning, match=r"\['synergy', 'redundancy'\] without an uncertainty band: pass "
+                                         r"intervals=.*PIDEstimate"):
+        plot_pid_terms(ep, terms)
+    with pytest.warns(UserWarning, match=r"\['redundancy'\] without an uncertainty band"):
+        plot_pid_terms(ep, terms, {"synergy": ([0, 0.1], [0.2, 0.3])})
+    rng = np.random.default_rng(0)
+    P = rng.dirichlet(np.ones(12), size=2).reshape(2, 2, 3, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plot_pid_terms(ep, terms, {"synergy": ([0, 0.1], [0.2, 0.3]), "redundancy": ([0.2, 0.2], [0.4, 0.4])})
+        ax = plot_pid_terms([0, 1, 2], _estimate_per_epoch(60, 3, 2))
+        assert len(ax.collections) >= 4
+        ax = plot_pid_terms(ep, fastpid.pid(P, tol=1e-3))
+    # A result's certificate stays as it was: one plain band a term, one legend entry.
+    assert len(ax.collections) == 4 and not any(c.get_hatch() for c in ax.collections)
+    assert [t.get_text() for t in ax.get_legend().get_texts()][4:] == ["certified (± gap)"]
 
 
 def test_curriculum_from_a_spice_schedule_and_from_fractions():
@@ -134,7 +250,8 @@ def test_curriculum_plot_draws_what_is_admitted_and_takes_grad_histories():
     # A per-epoch history of differentiable results (0-d tensors that require grad).
     P = np.random.default_rng(1).random((3, 2, 2, 2))
     history = [fastpid.pid(torch.tensor(P[i], requires_grad=True)).synergy for i in range(3)]
-    ax = plot_pid_terms([0, 1, 2], {"synergy": history})
+    with pytest.warns(UserWarning, match="without an uncertainty band"):
+        ax = plot_pid_terms([0, 1, 2], {"synergy": history})
     assert np.allclose(ax.lines[0].get_ydata(), [float(h.detach()) for h in history])
     plt.close("all")
 
@@ -212,7 +329,8 @@ def test_a_new_figure_keeps_its_labels_and_the_legend_beside_the_rows():
     ax = plot_ecs_decisions(_balanced(ECSAsyncController(baseline=None, warmup_epochs=1), range(4)))
     assert type(ax.figure.get_layout_engine()).__name__ == "ConstrainedLayoutEngine"
     assert ax.get_legend().get_bbox_to_anchor().x0 > ax.get_window_extent().x1   # right of the axes
-    for fig_ax in (plot_pid_terms([0, 1], {"s": [0.1, 0.2]}), plot_curriculum([0.2, 0.5])):
+    terms_ax = plot_pid_terms([0, 1], {"s": [0.1, 0.2]}, {"s": ([0, 0.1], [0.2, 0.3])})
+    for fig_ax in (terms_ax, plot_curriculum([0.2, 0.5])):
         assert type(fig_ax.figure.get_layout_engine()).__name__ == "ConstrainedLayoutEngine"
 
 
