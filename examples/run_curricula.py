@@ -175,6 +175,32 @@ def vs_baseline(accuracy: dict, seeds, value) -> dict:
                           for name, methods in accuracy.items() for m, runs in methods.items() if m != BASELINE})
 
 
+#: The recovery table's AUC columns: (key in a run's record, column name).
+RECOVERY_COLUMNS = (("share_redundancy", "redundancy"), ("share_uniqueness", "uniqueness"),
+                    ("share_synergy", "synergy"), ("raw_unique1_vs_unique2", "U1 vs U2"))
+
+
+def _recovery_deltas(rec) -> list:
+    """Lines of a table of each local estimator's AUC minus the pointwise one's, seed by seed
+    (both score the same model on the same seed), with paired t-intervals and Holm-adjusted
+    p-values: the means ± std above, unpaired, do not compare the estimators."""
+    k, runs = rec["k"], rec["runs"]
+    if not runs or not rec["epochs_scored"]:
+        return []
+    ests = ((f"local_exact_k{k}", f"local, exact, k={k}"), (f"local_fast_k{k}", f"local, fast, k={k}"),
+            (f"local_exact_k{4 * k}", f"local, exact, k={4 * k}"))
+    fam = paired_family({(ep, est, key): ([r[ep][est][key] for r in runs], [r[ep]["pointwise"][key] for r in runs])
+                         for ep in map(str, rec["epochs_scored"]) for est, _ in ests for key, _ in RECOVERY_COLUMNS})
+    lines = ["", legend(fam, "pointwise", "each local estimator's ROC AUC (× 100, so that a point is 0.01 of AUC)"),
+             "", "| epoch | estimator − pointwise | " + " | ".join(c for _, c in RECOVERY_COLUMNS) + " |",
+             "|---|---|" + "---|" * len(RECOVERY_COLUMNS)]
+    for ep in map(str, rec["epochs_scored"]):
+        for est, label in ests:
+            lines.append(f"| {ep} | {label} | " + " | ".join(points(fam[ep, est, key]) for key, _ in RECOVERY_COLUMNS)
+                         + " |")
+    return lines
+
+
 def markdown(res) -> str:
     lines = ["# SPICE and DynCIM: results", "",
              f"{len(res['seeds'])} seeds ({res['seeds']}), {res['epochs']} epochs, "
@@ -186,7 +212,8 @@ def markdown(res) -> str:
               f"Training set of {rec['n_train']} samples, plain late fusion, scores from its "
               "training-set predictions after the given epoch. The seconds are per call on the "
               "whole training set, i.e. per epoch of SPICE with refresh = 1 (CPU, one thread; "
-              "no GPU was available for these runs).", "",
+              "no GPU was available for these runs). Mean ± std over seeds, their spread: the estimators are "
+              "compared seed by seed in the table after this one.", "",
               "| epoch | estimator | redundancy | uniqueness | synergy | U1 vs U2 (raw u1 − u2) | seconds per call |",
               "|---|---|---|---|---|---|---|"]
     for ep in map(str, rec["epochs_scored"]):
@@ -200,6 +227,7 @@ def markdown(res) -> str:
                          + " | ".join(_ms([r[f'share_{k}'] for r in rs]) for k in ("redundancy", "uniqueness", "synergy"))
                          + f" | {_ms([r['raw_unique1_vs_unique2'] for r in rs])} | "
                          + f"{_ms([r[ep][sec] for r in rec['runs']])} |")
+    lines += _recovery_deltas(rec)
     acc = vs_baseline(res["accuracy"], res["seeds"], lambda r: r["acc"])
     lines += ["", "## Test accuracy", "", legend(acc, BASELINE, "the fused test accuracy"), ""]
     if res.get("left_out"):

@@ -52,7 +52,7 @@ from . import arms as arm_defs
 from . import fair
 from .arguments import (BATCH_SIZE, Distinct, HelpFormatter, add_output_options, as_json, command, float_between,
                         int_at_least, read_saved_run, results_folder, run_arguments)
-from .stats import holm, mean_interval, missing, paired
+from .stats import holm, holm_text, mean_interval, missing, paired
 
 BASELINES = ("fused", "fused+heads")
 #: The synthetic data's XOR (synergy) subset: its accuracy key in a run's ``test`` numbers.
@@ -163,6 +163,13 @@ def _pct(iv, signed=False) -> str:
     return f"{fmt.format(100 * iv['mean'])} [{100 * lo:.1f}, {100 * hi:.1f}]"
 
 
+def _seconds(values) -> str:
+    """Wall seconds per run, ``mean ± SD`` over seeds (ddof 1): a spread, not an interval (run
+    times vary with the host's load: a mean alone read 29 where the SD was 13.8); one run: its value."""
+    v = np.asarray(values, dtype=np.float64)
+    return f"{v.mean():.1f} ± {v.std(ddof=1):.1f}" if v.size > 1 else f"{v.mean():.1f}"
+
+
 def _rerun_text(r: dict) -> str:
     """A sentence on arms run again later (``--rerun``) for the report's header."""
     alone = (f"its per-seed encoders trained alone reproduced the saved accuracies ({r['alone_compared']} values)"
@@ -191,7 +198,9 @@ def markdown(results: dict) -> str:
              "accuracy. *Δ vs X*: the per-seed difference to baseline X on the same seed, with the seeds it won. "
              "Many comparisons are made: only *Δ final vs fused+heads*, the headline family, carries a p-value "
              "adjusted by Holm's method over the arms of its data set (p_Holm); read the other "
-             "intervals as descriptive (at 95 % each, about 1 in 20 excludes 0 by chance).", ""]
+             "intervals as descriptive (at 95 % each, about 1 in 20 excludes 0 by chance). *heads 1 / 2*: each "
+             "unimodal head's accuracy, mean [95 % t-interval] as above. *s / run*: wall seconds per run, mean ± SD "
+             "over seeds (the spread of the run times, not an interval).", ""]
     for dname, d in results["datasets"].items():
         s = d["summary"]
         xor = all("xor" in v for v in s["arms"].values())
@@ -200,33 +209,35 @@ def markdown(results: dict) -> str:
                   f"modality 2 {_pct(s['alone']['2'])}; linear probes on those encoders: "
                   f"{_pct(s['alone_probe']['1'])} / {_pct(s['alone_probe']['2'])}.", "",
                   "| arm | final | best-val | Δ final vs fused | Δ final vs fused+heads | Δ best-val vs fused+heads "
-                  + ("| XOR subset (final) " if xor else "") + "| heads 1 / 2 | visits | steps | s / run |",
+                  + ("| XOR subset (final) " if xor else "")
+                  + "| heads 1 / 2 | visits | steps | s / run (mean ± SD) |",
                   "|---|---|---|---|---|---|" + ("---|" if xor else "") + "---|---|---|---|"]
 
         def cell(vs, b, k):
             if b not in vs or k not in vs[b]:
                 return "—"
             p = vs[b][k]
-            holm_p = f", p_Holm {p['holm_p']:.2g}" if not missing(p.get("holm_p")) else ""
+            holm_p = f", {holm_text(p['holm_p'])}" if not missing(p.get("holm_p")) else ""
             return f"{_pct(p, True)} ({p['wins']}/{p['n']}{holm_p})"
         for a, v in s["arms"].items():
             vs = v["vs"]
             lines.append(f"| {a} | {_pct(v['final'])} | {_pct(v['best'])} | {cell(vs, 'fused', 'final')} | "
                          f"{cell(vs, 'fused+heads', 'final')} | {cell(vs, 'fused+heads', 'best')} | "
                          + (f"{_pct(v['xor'])} | " if xor else "")
-                         + f"{100 * v['acc1']['mean']:.1f} / {100 * v['acc2']['mean']:.1f} | {v['visits']} | "
-                         f"{v['steps']} | {v['seconds']:.0f} |")
+                         + f"{_pct(v['acc1'])} / {_pct(v['acc2'])} | {v['visits']} | {v['steps']} | "
+                         f"{_seconds([r['seconds'] for r in d['runs'][a]])} |")
         if xor:
             counts = [r.get("test_counts", {}).get("synergy") for r in d["runs"][next(iter(d["runs"]))]]
             n_xor = f"{np.mean(counts):.0f}" if all(c is not None for c in counts) else None
             lines += ["", "XOR (synergy) subset of the test split, final epoch: each view alone is independent of the "
                       "label there, both together determine it" + (f" (on average {n_xor} test samples per seed)" if n_xor else "")
                       + ". Paired differences, points; the last column gives the accuracy on the other "
-                      "interaction types (redundant / unique to view 1 / unique to view 2) for comparison:", "",
+                      "interaction types (redundant / unique to view 1 / unique to view 2), each mean [95 % "
+                      "t-interval], for comparison:", "",
                       "| arm | XOR accuracy | Δ XOR vs fused | Δ XOR vs fused+heads | R / U1 / U2 |",
                       "|---|---|---|---|---|"]
             for a, v in s["arms"].items():
-                other = " / ".join(f"{100 * v['by_type'][t]['mean']:.1f}" for t in ("redundant", "unique1", "unique2")
+                other = " / ".join(_pct(v["by_type"][t]) for t in ("redundant", "unique1", "unique2")
                                    if t in v.get("by_type", {}))
                 lines.append(f"| {a} | {_pct(v['xor'])} | {cell(v['vs'], 'fused', 'xor')} | "
                              f"{cell(v['vs'], 'fused+heads', 'xor')} | {other or '—'} |")
@@ -302,8 +313,10 @@ def write(results: dict, out: Path, plots: bool = True, name: str | None = None)
     if plots:
         files = figures(results, out, name)
         md += "\n".join(["", "## Figures", "",
-                         f"- `{files[0]}`: each arm's paired difference in final test accuracy to fused+heads, 95 % "
-                         "interval (green: above 0, red: below), one panel per data set.",
+                         f"- `{files[0]}`: each arm's paired difference in final test accuracy to fused+heads with its "
+                         "unadjusted 95 % t-interval, coloured by its Holm-adjusted p (p_Holm < 0.05: green above 0, "
+                         "red below; blue: not significant after the adjustment), one panel per data set; each "
+                         "arm's label gives its accuracy with its 95 % interval.",
                          f"- `{files[1]}`: probe gaps of the baselines and the imbalance arms.",
                          f"- `{files[2]}`: the curricula's fraction of the training set per epoch, against the "
                          "budget spent (the last epoch is cut where the budget ends).", ""])

@@ -28,7 +28,7 @@ from .evaluate import PID_TERMS, evaluate, latent_pid, prediction_pid
 from .methods import ECSAsync, Joint, Pretrain, SynIB
 from .models import LateFusion
 from .plots import plot_accuracy_bars, plot_pid_trajectory
-from .stats import legend, paired_family, paired_runs, points
+from .stats import legend, paired, paired_family, paired_runs, points
 from .training import TrainConfig, train
 
 REAL_METHODS = ("joint", "pretrain", "ecs", "synib", "ecs+synib")
@@ -196,16 +196,34 @@ def write(results: dict, out: Path, plots: bool = True, stem: str = "results") -
                                 f"ECS-async probe PID on {name} (seed 0)")
     real = {d: t for d, t in results["table"].items() if d != "synthetic"}
     if real:
-        plot_accuracy_bars(real, out / f"{prefix}accuracy_real.png", title="Test accuracy (mean ± std over seeds)")
+        # The bars give each method's spread over seeds; the comparison is the paired panel, the
+        # table's Holm family (overlapping mean ± std bars hid differences that held on every seed).
+        cmp = vs_joint(results, [(d, "acc") for d in real])
+        deltas = {d: {m: cmp[d, m, "acc"] for m in t if (d, m, "acc") in cmp and not isinstance(cmp[d, m, "acc"], str)}
+                  for d, t in real.items()}
+        plot_accuracy_bars(real, out / f"{prefix}accuracy_real.png", deltas=deltas, baseline=BASELINE,
+                           title="Test accuracy; paired differences to joint beside it")
     if "synthetic" in results["table"]:
         syn = results["table"]["synthetic"]
 
         def cell(m, key):
             return {"mean": {"acc": syn[m]["mean"][key]}, "std": {"acc": syn[m]["std"][key]},
                     "n_seeds": syn[m].get("n_seeds", 2)}
-        per_type = {t: {m: cell(m, f"acc_{t}") for m in syn} for t in ("redundant", "unique1", "unique2", "synergy")}
-        per_type["overall"] = {m: cell(m, "acc") for m in syn}
-        plot_accuracy_bars(per_type, out / f"{prefix}accuracy_synthetic.png",
+        keys = {"redundant": "acc_redundant", "unique1": "acc_unique1", "unique2": "acc_unique2",
+                "synergy": "acc_synergy", "overall": "acc"}
+        per_type = {t: {m: cell(m, k) for m in syn} for t, k in keys.items()}
+        # Overall and XOR: the table's Holm family; the other types are descriptive (no holm_p).
+        family = vs_joint(results, [("synthetic", "acc"), ("synthetic", "acc_synergy")])
+        runs = results.get("runs", {}).get("synthetic", {})
+        deltas = {}
+        for t, k in keys.items():
+            for m in syn:
+                if m == BASELINE or m not in runs or BASELINE not in runs:
+                    continue
+                d = family.get(("synthetic", m, k)) or paired_runs(runs[m], runs[BASELINE], lambda r, k=k: r[k])
+                if not isinstance(d, str):
+                    deltas.setdefault(t, {})[m] = d if isinstance(d, dict) else paired(*d)
+        plot_accuracy_bars(per_type, out / f"{prefix}accuracy_synthetic.png", deltas=deltas, baseline=BASELINE,
                            title="Synthetic: test accuracy by interaction type")
 
 

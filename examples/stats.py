@@ -12,7 +12,7 @@ import numpy as np
 SAME = 1e-6
 
 __all__ = ["paired", "mean_interval", "rate_interval", "precision_note", "holm", "paired_runs", "paired_family",
-           "points", "legend"]
+           "points", "holm_text", "legend"]
 
 
 def mean_interval(values, level: float = 0.95) -> dict:
@@ -163,10 +163,14 @@ def points(d) -> str:
         return text + ", no spread: no interval, no p"
     p = d["holm_p"]
     if not missing(p):
-        # Two significant digits below 0.1, zeros kept: 0.0549 read 0.05, 0.00951 read 0.01,
-        # 0.0996 read 0.1 beside 0.10.
-        text += f", p_Holm {p:.2f}" if p >= 0.1 else f", p_Holm {p:#.2g}"
+        text += f", {holm_text(p)}"
     return text
+
+
+def holm_text(p: float) -> str:
+    """``p_Holm 0.10``: two decimals from 0.1 up, two significant digits below, zeros kept
+    (``:.2g`` read 0.0549 as 0.05, 0.00951 as 0.01, and 0.0996 as 0.1 beside 0.10)."""
+    return f"p_Holm {p:.2f}" if p >= 0.1 else f"p_Holm {p:#.2g}"
 
 
 def legend(family: dict, baseline: str, what: str) -> str:

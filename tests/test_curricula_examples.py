@@ -185,7 +185,28 @@ def test_one_epoch_scores_only_epochs_that_run():
     rec = score_recovery([0], epochs=1, n=300, k=4)
     assert rec["epochs_scored"] == [1] and list(rec["runs"][0]) == ["1"]
     text = markdown({"seeds": [0], "epochs": 1, "machine": "test", "recovery": rec, "accuracy": {}})
-    assert text.count("\n| 1 | ") == 4
+    assert text.count("\n| 1 | ") == 4 + 3          # the recovery table, and the local estimators' paired Δ
+
+
+def test_recovery_table_compares_the_estimators_seed_by_seed():
+    """The AUC table compared the pointwise and local estimators by unpaired mean ± std alone,
+    though both score the same model on each seed."""
+    from examples.run_curricula import RECOVERY_COLUMNS
+
+    local = [0.6, 0.7, 0.8]                       # pointwise 0.5 on every seed: differences 0.1, 0.2, 0.3
+    ests = ("pointwise", "local_exact_k4", "local_fast_k4", "local_exact_k16")
+    runs = [{"2": {**{e: {key: 0.5 if e == "pointwise" else local[s] for key, _ in RECOVERY_COLUMNS} for e in ests},
+                   **{f"seconds_{e}": 0.1 for e in ests}}} for s in range(3)]
+    text = markdown({"seeds": [0, 1, 2], "epochs": 2, "machine": "test", "accuracy": {},
+                     "recovery": {"epochs_scored": [2], "n_train": 9, "k": 4, "runs": runs}})
+    # Mean 20 points, half-width t(0.975, 2) · 10 / √3 = 4.303 · 5.774 = 24.8; won on 3 of 3 seeds.
+    cell = "+20.0 [−4.8, 44.8] (3/3), p_Holm"
+    for label in ("local, exact, k=4", "local, fast, k=4", "local, exact, k=16"):
+        row = next(line for line in text.splitlines() if line.startswith(f"| 2 | {label} | +"))
+        assert row.count(cell) == len(RECOVERY_COLUMNS), row
+    # One family of 3 estimators × 4 columns, each p the same (t = 20 / 5.774 on 2 df: p = 0.0742).
+    assert "Holm-adjusted over the 12 paired comparisons of this table" in text
+    assert f"{cell} {12 * _p([0.1, 0.2, 0.3]):.2f} |" in text
 
 
 def test_one_seed_tables_show_no_spread():

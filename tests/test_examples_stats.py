@@ -1,5 +1,6 @@
 """examples/stats.py on degenerate inputs: NaN values and per-seed differences without spread
-must give no p-value (NaN, left out of Holm's family), never p = 0."""
+must give no p-value (NaN, left out of Holm's family), never p = 0; and the integration
+figures' comparisons (paired, Holm-coloured) and intervals."""
 from __future__ import annotations
 
 import math
@@ -118,3 +119,100 @@ def test_precision_note_names_each_replicate_count():
     assert "with 12 replicates, 0/12 [0.00, 0.26]; 1/12 [0.002, 0.38]; 6/12 [0.21, 0.79]" in note
     assert "11/12 [0.62, 0.998]" in note and "with 60 replicates" in note
     assert note.endswith("about its row's RMSE / √(replicates).")
+
+
+def _record(monkeypatch, name):
+    """Calls of ``matplotlib.axes.Axes.<name>`` as (args, kwargs), the figure still drawn."""
+    import matplotlib.axes
+
+    calls, real = [], getattr(matplotlib.axes.Axes, name)
+
+    def record(self, *args, **kwargs):
+        calls.append((args, kwargs))
+        return real(self, *args, **kwargs)
+    monkeypatch.setattr(matplotlib.axes.Axes, name, record)
+    return calls
+
+
+def test_accuracy_figures_compare_methods_by_paired_differences(tmp_path, monkeypatch):
+    """accuracy_real.png compared the methods by unpaired mean ± std bars alone; the runs are
+    paired by seed, and the table's comparison is the paired difference with Holm's p."""
+    pytest.importorskip("matplotlib")
+    import json
+    from pathlib import Path
+
+    from scipy.stats import t, ttest_rel
+
+    from examples.run_integrations import write
+
+    results = json.loads((Path(__file__).resolve().parent.parent / "examples" / "results" / "results.json")
+                         .read_text())
+    points_drawn = _record(monkeypatch, "errorbar")
+    ticks = _record(monkeypatch, "set_yticks")
+    ylabels = _record(monkeypatch, "set_ylabel")
+    write(results, tmp_path, stem="x")
+    real = [d for d in results["table"] if d != "synthetic"]
+    methods = [m for m in results["table"][real[0]] if m != "joint"]
+    labels = next(args[1] for args, _ in ticks if len(args) > 1 and args[1] and "digits: synib" in args[1])
+    points_drawn = [c for c in points_drawn if c[1].get("fmt") == "o"]     # not the bars' own error bars
+    drawn = {label: (args, kwargs) for label, (args, kwargs) in zip(labels, points_drawn)}
+    # By hand: each method's per-seed differences to joint, a t-interval, Holm over the 8 of the table.
+    ps = {}
+    for d in real:
+        for m in methods:
+            a, b = ([r["acc"] for r in results["runs"][d][k]] for k in (m, "joint"))
+            ps[f"{d}: {m}"] = ttest_rel(a, b).pvalue
+            diff = np.subtract(a, b)
+            half = t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / np.sqrt(len(diff))
+            args, kwargs = drawn[f"{d}: {m}"]
+            assert args[0][0] == pytest.approx(100 * diff.mean())
+            assert kwargs["xerr"][0][0] == pytest.approx(100 * half)
+    order = sorted(ps, key=ps.get)
+    holm_p, running = {}, 0.0
+    for rank, key in enumerate(order):
+        running = max(running, min(1.0, (len(order) - rank) * ps[key]))
+        holm_p[key] = running
+    for key, (args, kwargs) in drawn.items():
+        mean = args[0][0]
+        assert kwargs["color"] == (("C2" if mean > 0 else "C3") if holm_p[key] < 0.05 else "C0"), key
+    assert any(holm_p[k] < 0.05 for k in holm_p) and any(holm_p[k] >= 0.05 for k in holm_p)
+    # Synthetic: overall and XOR are the table's family of 2; the other types lie outside it (grey).
+    syn = next(args[1] for args, _ in ticks if len(args) > 1 and args[1] and "overall: synib" in args[1])
+    colours = {label: kw["color"] for label, (_, kw) in zip(syn, points_drawn[len(labels):])}
+    runs = results["runs"]["synthetic"]
+    pairs = {k: [[r[k] for r in runs[m]] for m in ("synib", "joint")] for k in ("acc", "acc_synergy")}
+    p = {k: ttest_rel(*ab).pvalue for k, ab in pairs.items()}
+    lo, hi = sorted(p.values())
+    holm2 = {k: 2 * lo if v == lo else max(2 * lo, hi) for k, v in p.items()}
+    for label, k in (("overall: synib", "acc"), ("synergy: synib", "acc_synergy")):
+        up = np.mean(np.subtract(*pairs[k])) > 0
+        assert colours[label] == ("C0" if holm2[k] >= 0.05 else "C2" if up else "C3"), label
+    assert colours["redundant: synib"] == colours["unique1: synib"] == "grey"
+    # The bars say what they are: a spread over seeds, not a comparison.
+    assert any("spread, not a comparison" in args[0] for args, _ in ylabels)
+
+
+def test_trajectory_draws_the_synergy_tests_interval_and_names_plug_in_terms(tmp_path, monkeypatch):
+    """The history's synergy_ci_low / synergy_ci_high were ignored, and the plug-in terms were
+    drawn as bare lines, as if they were estimates."""
+    pytest.importorskip("matplotlib")
+    from examples.plots import plot_pid_trajectory
+
+    bands = _record(monkeypatch, "fill_between")
+    lines = _record(monkeypatch, "plot")
+    n = [None, None, None]
+    history = {"epoch": [0, 1, 2], "redundancy": [0.1, 0.2, 0.3], "unique1": [0.1] * 3, "unique2": [0.1] * 3,
+               "synergy": [0.4, 0.3, 0.2], "mi1": [0.5] * 3, "mi2": [0.5] * 3, "synergy_baseline": n,
+               "score": [0.1, 0.1, 0.1], "stage": ["unimodal"] * 3, "train1": [True] * 3, "train2": [True] * 3,
+               "synergy_estimate": [None, 0.15, 0.05], "synergy_ci_low": [None, 0.05, -0.02],
+               "synergy_ci_high": [None, 0.25, 0.12], "warmup_epochs": 0, "switch_epoch": None, "peak_epoch": None}
+    plot_pid_trajectory(history, tmp_path / "t.png")
+    (ep, lo, hi), _ = bands[0]
+    assert list(ep) == [0, 1, 2] and np.isnan(lo[0]) and list(lo[1:]) == [0.05, -0.02] and list(hi[1:]) == [0.25, 0.12]
+    labels = [kwargs.get("label", "") for _, kwargs in lines]
+    for term in ("redundancy", "unique1", "unique2", "synergy", "I(Z1;Y)", "I(Z2;Y)"):
+        assert f"{term}, plug-in" in labels
+    # No test ran (the baseline rule): no band, rather than one of NaN.
+    bands.clear()
+    plot_pid_trajectory({**history, "synergy_ci_low": n, "synergy_ci_high": n}, tmp_path / "u.png")
+    assert bands == []

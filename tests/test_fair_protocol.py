@@ -317,3 +317,75 @@ def test_committed_tables_name_only_committed_figures():
     missing = [(md.name, png) for md in sorted(results.glob("*.md"))
                for png in re.findall(r"`([\w.-]+\.png)`", md.read_text()) if not (results / png).exists()]
     assert missing == []
+
+
+T2 = 4.302652729911275                                          # t(0.975, 2 degrees of freedom)
+
+
+def test_tables_give_heads_types_and_seconds_their_spread():
+    """The heads and the XOR table's other types printed means alone, "s / run" a mean with no
+    spread (29 where the SD was 13.8 s), and p_Holm 0.0996 read "0.1" beside 0.10."""
+    def runs(accs, heads):
+        return [{"seed": s, "test": {"acc": a, "acc1": h, "acc2": 0.5, "acc_synergy": a, "acc_redundant": h,
+                                     "acc_unique1": 0.9, "acc_unique2": 0.9},
+                 "best_test": a, "probe_gap": {1: 0.0, 2: 0.0}, "visits": 10, "steps": 5, "epochs_run": 1,
+                 "seconds": sec, "summary": {}} for s, (a, h, sec) in enumerate(zip(accs, heads, (1.0, 2.0, 6.0)))]
+    out = {"runs": {"fused+heads": runs([0.80, 0.85, 0.90], [0.6, 0.6, 0.6]),
+                    "A": runs([0.82, 0.86, 0.93], [0.5, 0.6, 0.7])},
+           "alone": [{1: {"acc": 0.5, "probe": 0.5}, 2: {"acc": 0.6 + s / 10, "probe": 0.6}} for s in range(3)],
+           "tuning": {a: {"best": {}} for a in ("fused+heads", "A")}}
+    out["summary"] = json.loads(json.dumps(run_fair.summarise(out, list(out["runs"]))))
+    out["summary"]["arms"]["A"]["vs"]["fused+heads"]["final"]["holm_p"] = 0.0996
+    cfg = {"name": "t", "argv": [], "seeds": 3, "trials": 1, "tune_seeds_list": [1000], "epochs": 1,
+           "batch_size": 8, "wall_seconds": 60.0, "machine": "test"}
+    md = run_fair.markdown({"config": cfg, "datasets": {"synthetic": out}})
+    # Head 1 of A: 50, 60, 70 %: mean 60, half-width t · 10 / √3 = 24.8. Seconds 1, 2, 6: mean 3,
+    # SD √((4 + 1 + 9) / 2) = 2.6. Head 2 and the unique types: no spread.
+    half = T2 * 10 / math.sqrt(3)
+    heads_a = f"{60 - half:.1f}, {60 + half:.1f}"
+    row = next(line for line in md.splitlines() if line.startswith("| A | 87.0"))
+    assert f"| 60.0 [{heads_a}] / 50.0, no spread | 10 | 5 | 3.0 ± 2.6 |" in row, row
+    assert "p_Holm 0.10)" in row
+    assert "s / run (mean ± SD)" in md and "mean ± SD over seeds" in md
+    xor_row = next(line for line in md.splitlines() if line.startswith("| A | 87.0") and line.count("|") == 6)
+    assert xor_row.endswith(f"| 60.0 [{heads_a}] / 90.0, no spread / 90.0, no spread |"), xor_row
+
+
+def test_deltas_figure_colours_by_holm_and_labels_intervals(tmp_path, monkeypatch):
+    """Points were red/green where the unadjusted 95 % interval excluded 0 (avdigits fused at
+    p_Holm 0.078 drawn red), though only Holm-adjusted p-values count; the labels' accuracies
+    had no interval."""
+    pytest.importorskip("matplotlib")
+    import matplotlib.axes
+
+    from examples import plots
+
+    drawn, ticks = [], []
+    real_errorbar, real_ticks = matplotlib.axes.Axes.errorbar, matplotlib.axes.Axes.set_yticks
+
+    def errorbar(self, x, y, xerr=None, **kwargs):
+        drawn.append((y[0], x[0], xerr, kwargs.get("color")))
+        return real_errorbar(self, x, y, xerr=xerr, **kwargs)
+
+    def set_yticks(self, positions, labels=None, **kwargs):
+        ticks.extend(labels or [])
+        return real_ticks(self, positions, labels, **kwargs)
+    monkeypatch.setattr(matplotlib.axes.Axes, "errorbar", errorbar)
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_yticks", set_yticks)
+
+    def arm(mean, lo, hi, vs=None):
+        return {"final": {"mean": mean, "lo": lo, "hi": hi}, "vs": {"fused+heads": {"final": vs}} if vs else {}}
+    summary = {"fused+heads": arm(0.9, 0.88, 0.92),
+               # unadjusted interval below 0, but p_Holm 0.078: not significant (was red)
+               "fused": arm(0.898, 0.887, 0.910, {"mean": -0.012, "lo": -0.021, "hi": -0.003, "p": 0.01,
+                                                   "holm_p": 0.078}),
+               "up": arm(0.93, 0.92, 0.94, {"mean": 0.03, "lo": 0.02, "hi": 0.04, "p": 0.001, "holm_p": 0.004}),
+               "down": arm(0.85, 0.84, 0.86, {"mean": -0.05, "lo": -0.06, "hi": -0.04, "p": 0.001, "holm_p": 0.003})}
+    results = {"datasets": {"d": {"runs": {"fused+heads": [{}] * 3}, "summary": {"arms": summary}}}}
+    plots.plot_fair_deltas(results, tmp_path / "deltas.png")
+    by_row = {y: (x, xerr, c) for y, x, xerr, c in drawn}
+    x, xerr, colour = by_row[1]                                       # fused
+    assert colour == "C0" and x == pytest.approx(-1.2)
+    assert xerr[0][0] == pytest.approx(0.9) and xerr[1][0] == pytest.approx(0.9)   # the unadjusted interval
+    assert by_row[2][2] == "C2" and by_row[3][2] == "C3"
+    assert "fused (89.8% [88.7, 91.0])" in ticks and "up (93.0% [92.0, 94.0])" in ticks
