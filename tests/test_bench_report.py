@@ -52,8 +52,8 @@ def test_the_gpu_bench_reports_the_best_timed_call_not_the_warm_up(monkeypatch):
 
     monkeypatch.setattr(test_bench_gpu.torch.cuda, "synchronize", lambda: None)
     clock = itertools.count()
-    # Each call advances the clock by 1 (the warm-up) or 5 (the timed calls).
-    durations = iter([1, 5, 5, 5])
+    # Each call advances the clock by 1 (the warm-up) or 5 to 7 (the timed calls).
+    durations = iter([1, 6, 5, 7])
     monkeypatch.setattr(test_bench_gpu.time, "perf_counter", lambda: next(clock))
 
     def fn():
@@ -64,8 +64,14 @@ def test_the_gpu_bench_reports_the_best_timed_call_not_the_warm_up(monkeypatch):
         def pedantic(self, f, rounds, iterations, warmup_rounds):
             return [f() for _ in range(warmup_rounds + rounds)][-1]
 
-    _, best = test_bench_gpu._cuda_timed(Benchmark(), fn, rounds=3)
-    assert best == 5
+    _, timed = test_bench_gpu._cuda_timed(Benchmark(), fn, rounds=3)
+    assert timed == {"seconds": 5, "seconds_slowest": 7, "timed_calls": 3}
+    # The report gives the slowest call's rate and the calls beside the fastest's (it gave the
+    # fastest alone); rows saved before that show the fastest alone.
+    row = {"problems": 700, "per_second": 700 / 5, **timed}
+    assert test_bench_gpu._rate(row) == "140 (≥ 100, 3 calls)"
+    assert test_bench_gpu._rate({**row, "seconds_slowest": 5, "timed_calls": 1}) == "140 (1 call)"
+    assert test_bench_gpu._rate({"problems": 700, "per_second": 140.0}) == "140"
 
 
 def test_a_run_without_timed_rounds_or_of_several_suites_saves_nothing():
