@@ -135,7 +135,7 @@ import torch.nn.functional as F
 
 import fastpid
 from fastpid._caller import caller_level
-from fastpid._validate import check_integer, check_real
+from fastpid._validate import _as_real_scalar, check_integer, check_real
 
 from .cluster import SEED_MAX, check_seed
 from .distributed import broadcast_object, check_on_every_rank, rank_and_world, same_on_every_rank
@@ -229,7 +229,8 @@ def _terms(result) -> dict:
         missing = [t for t in ("unique1", "unique2", "synergy") if t not in result]
         if missing:
             raise ValueError(f"PID terms are missing {missing}; expected keys among {TERMS}")
-        terms = {k: float(v) for k, v in result.items() if k in TERMS}
+        # numbers only: float() had parsed a string term ("0.1") as one
+        terms = {k: _as_real_scalar(v, f"the PID term {k!r}") for k, v in result.items() if k in TERMS}
     else:
         raise TypeError(f"expected a ProbeResult or a mapping of PID terms, got {type(result).__name__}")
     _check_finite(terms, "the PID terms")
@@ -436,7 +437,8 @@ class ECSAsyncController:
         return epoch % self.probe_every == 0
 
     def current(self, epoch: int, *, probed: bool = False, reason: str = "") -> Decision:
-        """The standing decision at ``epoch`` without a new probe."""
+        """The standing decision at ``epoch`` (an integer >= 0) without a new probe."""
+        epoch = check_integer(epoch, "epoch", 0)
         if self.stage == JOINT:
             return Decision(epoch, JOINT, True, True, probed=probed, reason=reason or "stage 2")
         return Decision(epoch, UNIMODAL, self.paused != 1, self.paused != 2, probed=probed,
@@ -646,7 +648,8 @@ class ECSAsyncController:
                 # In the units of the terms it goes with: a ProbeResult's base (PIDProbe.shuffled
                 # of the same probe), else nats.
                 to_nats = _nats(result.base) if isinstance(result, ProbeResult) else 1.0
-                baseline = {k: float(v) * to_nats for k, v in baseline.items() if k in TERMS or k == "synergy_se"}
+                baseline = {k: _as_real_scalar(v, f"the baseline's {k!r}") * to_nats for k, v in baseline.items()
+                            if k in TERMS or k == "synergy_se"}
                 se = baseline.pop("synergy_se", math.nan)
                 _check_finite(baseline, "the baseline's terms")
                 if not (math.isnan(se) or 0.0 <= se < math.inf):  # NaN: one permutation, no spread

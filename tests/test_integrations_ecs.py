@@ -192,6 +192,15 @@ def test_bad_terms_raise():
         ctrl.step(0, [0.1, 0.2])
     with pytest.raises(RuntimeError, match="no modules"):
         ctrl.restore()
+    # A string term had been parsed as a number (float("0.1")), and a negative epoch taken.
+    with pytest.raises(TypeError, match=r"the PID term 'unique1' must be a real number, got str \('0.1'\)"):
+        ctrl.step(0, dict(terms(0.1, 0.1, 0.2), unique1="0.1"))
+    with pytest.raises(TypeError, match=r"the baseline's 'synergy' must be a real number, got str"):
+        ctrl.step(0, terms(0.1, 0.1, 0.2), {"synergy": "0.0"})
+    with pytest.raises(ValueError, match="epoch must be an integer >= 0, got -5"):
+        ctrl.current(-5)
+    assert not ctrl.history
+    assert ctrl.step(0, {k: np.float32(v) for k, v in terms(0.1, 0.1, 0.2).items()}, {"synergy": torch.tensor(0.0)})
 
 
 def test_infinite_negative_and_incomplete_terms_leave_no_trace():
