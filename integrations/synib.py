@@ -254,11 +254,16 @@ def _top_label(y: torch.Tensor) -> int:
     return int(y.max()) if y.numel() and not y.is_meta else -1
 
 
-def _head_ce(logits: torch.Tensor, y: torch.Tensor, top: int, m: int) -> torch.Tensor:
+def _head_ce(logits: torch.Tensor, y: torch.Tensor, top: int, m: int, classes: int | None = None) -> torch.Tensor:
     """Modality ``m``'s head's cross-entropy, its labels (the largest ``top``) checked against
-    the head's own classes (the fused logits' check does not cover a head with fewer)."""
+    the head's own classes (the fused logits' check does not cover a head with fewer), and its
+    classes against the fused logits' ``classes`` where given."""
     if top >= logits.shape[-1]:
         check_classes(y, logits.shape[-1], f"y (for head{m}'s logits)")
+    if classes is not None and (logits.dim() != 2 or logits.shape[-1] != classes):
+        # A head of other classes whose count the labels happened to fit trained silently.
+        raise ValueError(f"head{m} returned logits of shape {tuple(logits.shape)}; the fusion's are "
+                         f"(B, {classes}): every head must score the same classes")
     return F.cross_entropy(logits, y)
 
 
@@ -703,7 +708,8 @@ class SynIBLoss(nn.Module):
             if head1 is None or head2 is None:
                 raise ValueError("lambda_uni > 0 needs the unimodal heads head1 and head2")
             h1, h2 = (z1.detach(), z2.detach()) if self.detach_heads else (z1, z2)
-            uni = _head_ce(head1(h1), y, top, 1) + _head_ce(head2(h2), y, top, 2)
+            classes = fused.shape[-1]
+            uni = _head_ce(head1(h1), y, top, 1, classes) + _head_ce(head2(h2), y, top, 2, classes)
             loss = loss + self.lambda_uni * uni
         mce = zero
         if self.masked_ce > 0 and in_time:
