@@ -202,8 +202,8 @@ def local_scores(p1, p2, y, embedding, *, k: int = 16, method: str = "exact",
     embedding = as_tensor(embedding, "embedding")
     if embedding.dim() != 2 or embedding.shape[0] != n:
         raise ValueError(f"embedding must have shape ({n}, D), got {tuple(embedding.shape)}")
+    nbr = nearest_neighbours(embedding.to(p1.device), k).reshape(-1)  # checks k
     _warn_if_tied(embedding, k)
-    nbr = nearest_neighbours(embedding.to(p1.device), k).reshape(-1)
     groups = torch.arange(n, device=p1.device).repeat_interleave(k)
     P = fastpid.joint(p1[nbr], p2[nbr], y[nbr], sizes=(c, c, c), groups=groups, num_groups=n)
     pid_kwargs.setdefault("progress", False)
