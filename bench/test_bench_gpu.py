@@ -133,8 +133,8 @@ def _markdown(machine: dict) -> str:
              "*problems/s*: the fastest of the timed calls after a warm-up call, in brackets the slowest's and "
              "the number of calls (rows saved before those were kept: the fastest alone). *max err*: the largest "
              "|V − V_ref| in nats over the first 256 problems, V_ref the C++ solver's at tol 1e-10.", "",
-             "| family | method | backend | problems | problems/s | × CVXPY | max err (nats, first 256) | floor | notes "
-             "| done at |",
+             "| family | method | backend | problems | problems/s | × CVXPY | max err (nats, first 256) | floor "
+             "| notes | done at |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in ROWS:
         ratio = f"{r['speedup_vs_cvxpy']:.3g}" if r.get("speedup_vs_cvxpy") else ""

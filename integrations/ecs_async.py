@@ -595,9 +595,9 @@ class ECSAsyncController:
         reason = ""
         if r > self.ratio and self.paused != 1:
             self.paused, reason = 1, f"{key1}/{key2} = {r:.3g} > {self.ratio}: pause modality 1"
+            self._warn_if_left_uninformed(epoch, terms)
         elif 1 / r > self.ratio and self.paused != 2:
             self.paused, reason = 2, f"{key2}/{key1} = {1 / r:.3g} > {self.ratio}: pause modality 2"
-        if reason.startswith(f"{key1}/") or reason.startswith(f"{key2}/"):
             self._warn_if_left_uninformed(epoch, terms)
         elif self.paused is not None and self.resume_ratio is not None:
             paused_ratio = r if self.paused == 1 else 1 / r
