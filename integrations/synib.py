@@ -559,8 +559,8 @@ class SynIBLoss(nn.Module):
         g = self._buffer("gate_logit", m)
         return None if g is None else torch.sigmoid(g)
 
-    def _fit_gate(self, m: int, z: torch.Tensor, y: torch.Tensor, partner: torch.Tensor, head: Head
-                  ) -> torch.Tensor:
+    def _fit_gate(self, m: int, z: torch.Tensor, y: torch.Tensor, partner: torch.Tensor, head: Head,
+                  classes: int | None) -> torch.Tensor:
         logit = self._buffer("gate_logit", m)
         fitted = logit is not None and logit.shape == z.shape[1:] and logit.device == z.device
         if fitted and not self.training:  # evaluation uses the gate as trained, as "noise" its statistics
@@ -577,7 +577,7 @@ class SynIBLoss(nn.Module):
                 logit = logit.detach().requires_grad_(True)
                 g = torch.sigmoid(logit)
                 logits = head(g * z + (1 - g) * other)
-                evidence = (math.log(logits.shape[-1]) - _head_ce(logits, y, top, m)).clamp_min(0.0)
+                evidence = (math.log(logits.shape[-1]) - _head_ce(logits, y, top, m, classes)).clamp_min(0.0)
                 objective = evidence + self.gate_sparsity * (1 - g).mean()
                 (grad,) = torch.autograd.grad(objective, logit)
                 logit = logit - self.gate_lr * torch.sign(grad)   # per-feature signed step
@@ -586,7 +586,7 @@ class SynIBLoss(nn.Module):
         return torch.sigmoid(logit.detach())
 
     def _fit_example_gate(self, m: int, z: torch.Tensor, y: torch.Tensor, head: Head,
-                          gen: torch.Generator) -> torch.Tensor:
+                          gen: torch.Generator, classes: int | None) -> torch.Tensor:
         """The per-example gate ``(B, D)`` of ``"learned_example"``: Adam on the gate logits
         (first-moment rate 0.9, second 0.999), the gradient's norm clipped to 1, minimising
         ``−CE(head(g ⊙ z + (1 − g) ⊙ ε), y) + gate_sparsity · mean(1 − g)``, a fresh ``ε``
@@ -604,7 +604,7 @@ class SynIBLoss(nn.Module):
                 logit = logit.detach().requires_grad_(True)
                 g = torch.sigmoid(logit)
                 masked = (g * z + (1 - g) * self._noise(m, z, gen, self.noise_std)).to(z.dtype)
-                objective = -_head_ce(head(masked), y, top, m) + self.gate_sparsity * (1 - g).mean()
+                objective = -_head_ce(head(masked), y, top, m, classes) + self.gate_sparsity * (1 - g).mean()
                 (grad,) = torch.autograd.grad(objective, logit)
                 norm = grad.norm()
                 if norm > 1.0:
@@ -617,12 +617,13 @@ class SynIBLoss(nn.Module):
         self._last_gates[m] = g
         return g
 
-    def withhold(self, z: torch.Tensor, m: int, head: Head | None = None, y: torch.Tensor | None = None
-                 ) -> torch.Tensor:
+    def withhold(self, z: torch.Tensor, m: int, head: Head | None = None, y: torch.Tensor | None = None, *,
+                 classes: int | None = None) -> torch.Tensor:
         """Modality ``m``'s embedding ``z (B, D)`` with the modality withheld (``z̃m``);
         gradients still flow to the features that are kept (``"learned_example"``: none, its
         input is detached). The learned masks need the modality's head and the labels
-        ``y (B,)``; ``"noise"`` and ``"learned_example"`` the running statistics."""
+        ``y (B,)``; ``"noise"`` and ``"learned_example"`` the running statistics. ``classes``:
+        the fusion's class count, which the head's logits must have (``forward`` passes it)."""
         _check_modality(m)
         least = 2 if self.mask in ("random", "learned") else 1  # these fill from another sample
         if z.dim() != 2 or z.shape[0] < least:
@@ -632,11 +633,11 @@ class SynIBLoss(nn.Module):
         if self.mask in ("learned", "learned_example") and (head is None or y is None):
             raise ValueError(f"mask={self.mask!r} needs the modality's head and the labels y")
         if self.mask == "learned_example":
-            g = self._fit_example_gate(m, z, y, head, gen)
+            g = self._fit_example_gate(m, z, y, head, gen, classes)
             return g * z.detach() + (1 - g) * self._noise(m, z, gen, self.noise_std)
         if self.mask == "learned":
             partner = _derangement(z.shape[0], z.device, gen)
-            g = self._fit_gate(m, z, y, partner, head)
+            g = self._fit_gate(m, z, y, partner, head, classes)
             return g * z + (1 - g) * z[partner]
         keep = torch.rand(z.shape, device=z.device, generator=gen) >= self.p
         if self.mask == "random":
@@ -738,8 +739,9 @@ class SynIBLoss(nn.Module):
             a, b = (z1.detach(), z2.detach()) if self.detach_penalty else (z1, z2)
             try:
                 with _buffers_kept(fusion):  # as for the masked cross-entropy
-                    syn = (self._kl(fusion, self.withhold(a, 1, head1, y), b)
-                           + self._kl(fusion, a, self.withhold(b, 2, head2, y)))
+                    classes = fused.shape[-1]  # the learned masks' heads must score the fusion's classes
+                    syn = (self._kl(fusion, self.withhold(a, 1, head1, y, classes=classes), b)
+                           + self._kl(fusion, a, self.withhold(b, 2, head2, y, classes=classes)))
             finally:
                 if provisional:
                     self._clear_stats()

@@ -191,6 +191,9 @@ def test_labels_beyond_a_heads_classes_and_bad_epochs_raise():
     with pytest.raises(ValueError, match=r"head2 returned logits of shape \(4, 5\); the fusion's are \(B, 4\): every "
                                          r"head must score the same classes"):
         SynIBLoss(lambda_uni=1.0)(z, z, y, cat, full, torch.nn.Linear(3, 5))
+    for mask in ("learned", "learned_example"):  # the gates' fits use the heads without lambda_uni too
+        with pytest.raises(ValueError, match=r"head2 returned logits of shape \(4, 5\)"):
+            SynIBLoss(mask=mask, lambda_uni=0.0, gate_steps=2)(z, z, y, cat, full, torch.nn.Linear(3, 5))
     loss_fn = SynIBLoss(off_after_epoch=2, lambda_syn=0.0)
     for epoch, err in ((-1, ValueError), ("3", ValueError), (float("nan"), ValueError)):
         with pytest.raises(err, match="epoch must be"):
