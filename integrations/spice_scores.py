@@ -109,6 +109,12 @@ def nearest_neighbours(emb: ArrayLike, k: int, chunk: int = 4096) -> torch.Tenso
 
     Euclidean distance; computed in row chunks of ``chunk`` so memory stays ``chunk × N``.
     """
+    return _neighbours(emb, k, chunk)[0]
+
+
+def _neighbours(emb: ArrayLike, k: int, chunk: int = 4096) -> tuple[torch.Tensor, int]:
+    """:func:`nearest_neighbours`, and how many rows have their ``k``-th and ``(k+1)``-th
+    nearest at the same distance (a tie, which the lower index won)."""
     emb = as_tensor(emb, "embedding")
     if emb.dim() != 2 or emb.shape[0] == 0:
         raise ValueError(f"embedding must have shape (N, D) with N >= 1, got {tuple(emb.shape)}")
@@ -135,7 +141,7 @@ def nearest_neighbours(emb: ArrayLike, k: int, chunk: int = 4096) -> torch.Tenso
             if peak > 0:
                 x = torch.ldexp(x, torch.tensor(-math.frexp(peak)[1], dtype=torch.int32, device=x.device))
     sq = (x * x).sum(1)
-    out = []
+    out, tied = [], 0
     for s in range(0, n, chunk):
         d = sq[s:s + chunk, None] - 2.0 * x[s:s + chunk] @ x.T + sq[None, :]
         # A point is at distance exactly 0 from itself; make it win ties against duplicates.
@@ -159,9 +165,11 @@ def nearest_neighbours(emb: ArrayLike, k: int, chunk: int = 4096) -> torch.Tenso
                 dist = torch.cdist(direct[rows[near]], direct, compute_mode="donot_use_mm_for_euclid_dist")
                 dist[torch.arange(len(near), device=x.device), rows[near]] = -1.0
             if near.numel():  # the k nearest, ties to the lower index
-                idx[near] = torch.sort(dist, dim=1, stable=True).indices[:, :k]
+                ranked = torch.sort(dist, dim=1, stable=True)
+                idx[near] = ranked.indices[:, :k]
+                tied += int((ranked.values[:, k] == ranked.values[:, k - 1]).sum())
         out.append(idx)
-    return torch.cat(out)
+    return torch.cat(out), tied
 
 
 def local_scores(p1, p2, y, embedding, *, k: int = 16, method: str = "exact",
@@ -190,10 +198,11 @@ def local_scores(p1, p2, y, embedding, *, k: int = 16, method: str = "exact",
         ``tol``, 1e-8 nats by default, with a warning where a solve falls short; ``"fast"``:
         up to 4e-2 nats on digits, where the terms are about 1e-2).
 
-    Warns where most samples share their embedding with at least ``k`` other rows (a
-    collapsed embedding): their neighbourhoods are then picked among identical rows by
-    index, not by the embedding (all rows equal: every neighbourhood is the sample and the
-    first ``k - 1`` rows).
+    Warns where ties in distance pick most samples' neighbourhoods (their ``k``-th and
+    ``(k+1)``-th nearest rows at the same distance, ties going to the lower index): the scores
+    then follow the rows' order, not the embedding (a collapsed embedding, all rows equal,
+    makes every neighbourhood the sample and the first ``k - 1`` rows; one-hot or coarsely
+    quantised embeddings tie too).
     """
     p1 = check_probs(p1, "p1")
     n, c = p1.shape
@@ -202,8 +211,13 @@ def local_scores(p1, p2, y, embedding, *, k: int = 16, method: str = "exact",
     embedding = as_tensor(embedding, "embedding")
     if embedding.dim() != 2 or embedding.shape[0] != n:
         raise ValueError(f"embedding must have shape ({n}, D), got {tuple(embedding.shape)}")
-    nbr = nearest_neighbours(embedding.to(p1.device), k).reshape(-1)  # checks k
-    _warn_if_tied(embedding, k)
+    nbr, tied = _neighbours(embedding.to(p1.device), k)
+    if 2 * tied > n:
+        warnings.warn(f"local_scores: ties in distance pick the neighbourhoods of {tied} of {n} samples (their "
+                      f"k-th and (k+1)-th nearest rows, k = {k}, lie at the same distance; the lower index wins), "
+                      "so the scores follow the rows' order, not the embedding: a collapsed, one-hot or coarsely "
+                      "quantised embedding?", stacklevel=caller_level())
+    nbr = nbr.reshape(-1)
     groups = torch.arange(n, device=p1.device).repeat_interleave(k)
     P = fastpid.joint(p1[nbr], p2[nbr], y[nbr], sizes=(c, c, c), groups=groups, num_groups=n)
     pid_kwargs.setdefault("progress", False)
@@ -211,16 +225,3 @@ def local_scores(p1, p2, y, embedding, *, k: int = 16, method: str = "exact",
     return SampleScores(redundancy=res.redundancy, unique1=res.unique1,
                         unique2=res.unique2, synergy=res.synergy, gap=res.gap)
 
-
-def _warn_if_tied(embedding: torch.Tensor, k) -> None:
-    """Warn (local_scores' docstring) where over half the rows of ``embedding`` each equal at
-    least ``k`` other rows, so that ties pick their neighbourhoods."""
-    rows = embedding.detach().reshape(embedding.shape[0], -1)
-    if rows.shape[0] <= k:  # every row is in every neighbourhood: no choice to make
-        return
-    _, inverse, counts = torch.unique(rows, dim=0, return_inverse=True, return_counts=True)
-    tied = int((counts[inverse] > k).sum())
-    if 2 * tied > rows.shape[0]:
-        warnings.warn(f"local_scores: {tied} of {rows.shape[0]} samples share their embedding with at least k = {k} "
-                      "other rows (a collapsed embedding?): their neighbourhoods are picked among identical rows by "
-                      "index, not by the embedding, and the scores follow the rows' order", stacklevel=caller_level())

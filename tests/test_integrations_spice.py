@@ -198,12 +198,18 @@ def test_local_scores_carry_each_samples_certificate():
 
 def test_local_scores_say_when_ties_pick_the_neighbourhoods():
     """A collapsed fused embedding (every row equal) made every neighbourhood the sample and
-    the first k - 1 rows: class-skewed admission by row order, with no word of it."""
+    the first k - 1 rows: class-skewed admission by row order, with no word of it. One-hot
+    rows of many codes (fewer duplicates than k) tie at the k-th distance as well."""
     g = torch.Generator().manual_seed(4)
     p = torch.softmax(torch.randn(40, 3, generator=g), 1)
     y = torch.randint(0, 3, (40,), generator=g)
-    with pytest.warns(UserWarning, match=r"local_scores: 40 of 40 samples share their embedding with at least k = 5"):
+    with pytest.warns(UserWarning, match=r"local_scores: ties in distance pick the neighbourhoods of 40 of 40 "
+                                         r"samples \(their k-th and \(k\+1\)-th nearest rows, k = 5"):
         local_scores(p, p, y, torch.zeros(40, 8), k=5)
+    one_hot = torch.eye(20)[torch.arange(40) % 20]                   # two rows a code
+    assert nearest_neighbours(one_hot, 5)[0].tolist() == [0, 20, 1, 2, 3]   # the ties went by index
+    with pytest.warns(UserWarning, match="ties in distance pick the neighbourhoods of 40 of 40 samples"):
+        local_scores(p, p, y, one_hot, k=5)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         local_scores(p, p, y, torch.randn(40, 8, generator=g), k=5)
