@@ -773,11 +773,13 @@ class ECSAsyncController:
 
     def state_dict(self) -> dict:
         """Everything needed to resume: stage, paused modality, peak score, snapshot,
-        history, whether the probe has warned of a thin probe set, and the ``baseline`` the
+        history, whether the probe has warned of a thin probe set and the controller of a pause
+        that left an uninformative modality, and the ``baseline`` the
         scores were taken against (the configuration is the constructor's; that one is checked
         on loading)."""
         return {
             "probe_warned": bool(getattr(self.probe, "_warned", False)),
+            "uninformed_warned": self._warned_uninformed,
             "baseline": self.baseline,
             "stage": self.stage, "paused": self.paused, "peak_score": self.peak_score,
             "peak_epoch": self.peak_epoch, "switch_epoch": self.switch_epoch,
@@ -819,6 +821,7 @@ class ECSAsyncController:
         self.snapshot = copy.deepcopy(state["snapshot"])
         if state.get("probe_warned") and hasattr(self.probe, "_warned"):  # a resumed run warns once in all
             self.probe._warned = True
+        self._warned_uninformed = bool(state.get("uninformed_warned", False))  # states saved before it: not yet
         # .get: states saved before the synergy test existed have no "test"/"rule" entries.
         self.history = [ProbeRecord(h["epoch"], dict(h["terms"]), Decision(**h["decision"]),
                                     None if h["baseline"] is None else dict(h["baseline"]),

@@ -281,9 +281,9 @@ class PIDProbe:
         :data:`TERMS`) of the codes ``codes1 (N,)``, ``codes2 (N,)`` (ids in
         ``[0, n_clusters)``, e.g. a :class:`ProbeResult`'s) and ``labels (N,)`` over
         ``n_permutations`` random permutations, drawn from a ``torch.Generator`` seeded with
-        ``seed``; and, under keys ``"<term>_se"`` for the information terms (not ``gap``), the
-        standard error of each mean over the permutations (sample SD / sqrt(n); NaN for one
-        permutation).
+        ``seed``; and, with two permutations or more, under keys ``"<term>_se"`` for the
+        information terms (not ``gap``), the standard error of each mean over the permutations
+        (sample SD / sqrt(n); one permutation has no spread, and no such keys).
 
         * ``within_class=True``: ``codes2`` is permuted among the samples of each class. The
           pairs ``(code1, y)`` and ``(code2, y)`` keep their exact joint distributions (so
@@ -321,9 +321,9 @@ class PIDProbe:
             for x in v:  # in turn: the means the baselines had before their errors were kept
                 total += x
             out[t] = total / n_permutations
-        for t in TERMS[:-1]:  # the gap's spread is no uncertainty of the baseline
-            sd = statistics.stdev(draws[t]) if n_permutations > 1 else math.nan
-            out[f"{t}_se"] = sd / math.sqrt(n_permutations)
+        if n_permutations > 1:
+            for t in TERMS[:-1]:  # the gap's spread is no uncertainty of the baseline
+                out[f"{t}_se"] = statistics.stdev(draws[t]) / math.sqrt(n_permutations)
         return out
 
     def estimated(self, codes1, codes2, labels, *, n_classes: int | None = None, seed=...) -> "fastpid.PIDEstimate":

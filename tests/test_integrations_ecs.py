@@ -367,7 +367,8 @@ def test_shuffled_baselines_carry_their_standard_errors(monkeypatch):
         assert wc[t] == pytest.approx(np.mean(draws), abs=1e-15)
         assert wc[f"{t}_se"] == pytest.approx(np.std(draws, ddof=1) / math.sqrt(5), rel=1e-12, abs=1e-15), t
     assert wc["synergy_se"] > 0 and "gap_se" not in wc
-    assert math.isnan(probe.shuffled(res.codes1, res.codes2, y, 1, seed=5)["synergy_se"])  # one draw: no spread
+    one = probe.shuffled(res.codes1, res.codes2, y, 1, seed=5)
+    assert "synergy_se" not in one and one == probe.shuffled(res.codes1, res.codes2, y, 1, seed=5)  # no spread
 
 
 def test_the_score_carries_the_baselines_standard_error():
@@ -405,6 +406,11 @@ def test_a_pause_that_leaves_only_an_uninformative_modality_is_said(recwarn):
         d = ctrl.step(0, collapsed)
     assert d.train2 and not d.train1
     ctrl.step(1, collapsed)                                   # once
+    resumed = ECSAsyncController(**RAW)                       # and once in a run resumed from a checkpoint
+    resumed.load_state_dict(ctrl.state_dict())
+    recwarn.clear()
+    resumed.step(2, terms(0.0, 0.5, 0.05, r=0.0))             # pauses modality 2, leaving collapsed modality 1
+    assert resumed.paused == 2 and not [w for w in recwarn if "pauses modality" in str(w.message)]
     informative = ECSAsyncController(**RAW)
     recwarn.clear()
     informative.step(0, terms(0.5, 0.0, 0.05, r=0.1))        # modality 2 carries the redundancy
