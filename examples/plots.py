@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .stats import missing
+from .stats import missing, pct
 
 #: A comparison counts where its Holm-adjusted p-value is below this.
 HOLM_LEVEL = 0.05
@@ -161,13 +161,6 @@ def _colour_legend(ax, outside: bool = False) -> None:
               loc="best")
 
 
-def _pct(iv: dict) -> str:
-    """An accuracy's mean and 95 % interval in %, ``89.8% [88.7, 91.0]`` (the mean alone without one)."""
-    if missing(iv.get("lo")):
-        return f"{100 * iv['mean']:.1f}%"
-    return f"{100 * iv['mean']:.1f}% [{100 * max(iv['lo'], 0.0):.1f}, {100 * min(iv['hi'], 1.0):.1f}]"
-
-
 # ---------------------------------------------------------------- the fair-protocol grid
 # Each takes the results as :mod:`examples.run_fair` saves them in its JSON file.
 
@@ -202,7 +195,7 @@ def plot_fair_deltas(results: dict, path, baseline: str = "fused+heads") -> None
                 _delta_point(ax, i, p)
         ax.axvline(0, color="k", lw=0.8)
         ax.set_yticks(range(len(names)),
-                      [f"{a} ({_pct(arms[a]['final'])})" + (" — baseline, own CI" if a == baseline else "")
+                      [f"{a} ({pct(arms[a]['final'])} %)" + (" — baseline, own CI" if a == baseline else "")
                        for a in names], fontsize=8)
         ax.invert_yaxis()
         ax.set_xlabel(f"Δ final test accuracy vs {baseline}, points, paired by seed\n{DELTA_NOTE}", fontsize=8)

@@ -52,7 +52,7 @@ from . import arms as arm_defs
 from . import fair
 from .arguments import (BATCH_SIZE, Distinct, HelpFormatter, add_output_options, as_json, command, float_between,
                         int_at_least, read_saved_run, results_folder, run_arguments)
-from .stats import holm, holm_text, mean_interval, missing, paired
+from .stats import holm, holm_text, mean_interval, missing, paired, pct
 
 BASELINES = ("fused", "fused+heads")
 #: The synthetic data's XOR (synergy) subset: its accuracy key in a run's ``test`` numbers.
@@ -152,17 +152,6 @@ def summarise(out: dict, arm_names) -> dict:
     return summ
 
 
-def _pct(iv, signed=False) -> str:
-    fmt = "{:+.1f}" if signed else "{:.1f}"
-    if iv.get("non_finite"):                        # a NaN or infinite value on some seed
-        return f"no value (NaN or infinite on {iv['non_finite']} of {iv['n'] + iv['non_finite']} seeds)"
-    if missing(iv["lo"]):                           # one seed, or no spread: no interval
-        return fmt.format(100 * iv["mean"]) + (", no spread" if iv.get("no_spread") else "")
-    # An accuracy's interval cut to [0, 100] % (few seeds gave 87.9 [61.7, 114.1]).
-    lo, hi = (iv["lo"], iv["hi"]) if signed else (max(iv["lo"], 0.0), min(iv["hi"], 1.0))
-    return f"{fmt.format(100 * iv['mean'])} [{100 * lo:.1f}, {100 * hi:.1f}]"
-
-
 def _seconds(values) -> str:
     """Wall seconds per run, ``mean ± SD`` over seeds (ddof 1): a spread, not an interval (run
     times vary with the host's load: a mean alone read 29 where the SD was 13.8); one run: its value."""
@@ -205,9 +194,9 @@ def markdown(results: dict) -> str:
         s = d["summary"]
         xor = all("xor" in v for v in s["arms"].values())
         lines += [f"## {dname}", "",
-                  f"Each modality trained alone (encoder + head): modality 1 {_pct(s['alone']['1'])}, "
-                  f"modality 2 {_pct(s['alone']['2'])}; linear probes on those encoders: "
-                  f"{_pct(s['alone_probe']['1'])} / {_pct(s['alone_probe']['2'])}.", "",
+                  f"Each modality trained alone (encoder + head): modality 1 {pct(s['alone']['1'])}, "
+                  f"modality 2 {pct(s['alone']['2'])}; linear probes on those encoders: "
+                  f"{pct(s['alone_probe']['1'])} / {pct(s['alone_probe']['2'])}.", "",
                   "| arm | final | best-val | Δ final vs fused | Δ final vs fused+heads | Δ best-val vs fused+heads "
                   + ("| XOR subset (final) " if xor else "")
                   + "| heads 1 / 2 | visits | steps | s / run (mean ± SD) |",
@@ -218,13 +207,13 @@ def markdown(results: dict) -> str:
                 return "—"
             p = vs[b][k]
             holm_p = f", {holm_text(p['holm_p'])}" if not missing(p.get("holm_p")) else ""
-            return f"{_pct(p, True)} ({p['wins']}/{p['n']}{holm_p})"
+            return f"{pct(p, True)} ({p['wins']}/{p['n']}{holm_p})"
         for a, v in s["arms"].items():
             vs = v["vs"]
-            lines.append(f"| {a} | {_pct(v['final'])} | {_pct(v['best'])} | {cell(vs, 'fused', 'final')} | "
+            lines.append(f"| {a} | {pct(v['final'])} | {pct(v['best'])} | {cell(vs, 'fused', 'final')} | "
                          f"{cell(vs, 'fused+heads', 'final')} | {cell(vs, 'fused+heads', 'best')} | "
-                         + (f"{_pct(v['xor'])} | " if xor else "")
-                         + f"{_pct(v['acc1'])} / {_pct(v['acc2'])} | {v['visits']} | {v['steps']} | "
+                         + (f"{pct(v['xor'])} | " if xor else "")
+                         + f"{pct(v['acc1'])} / {pct(v['acc2'])} | {v['visits']} | {v['steps']} | "
                          f"{_seconds([r['seconds'] for r in d['runs'][a]])} |")
         if xor:
             counts = [r.get("test_counts", {}).get("synergy") for r in d["runs"][next(iter(d["runs"]))]]
@@ -237,23 +226,23 @@ def markdown(results: dict) -> str:
                       "| arm | XOR accuracy | Δ XOR vs fused | Δ XOR vs fused+heads | R / U1 / U2 |",
                       "|---|---|---|---|---|"]
             for a, v in s["arms"].items():
-                other = " / ".join(_pct(v["by_type"][t]) for t in ("redundant", "unique1", "unique2")
+                other = " / ".join(pct(v["by_type"][t]) for t in ("redundant", "unique1", "unique2")
                                    if t in v.get("by_type", {}))
-                lines.append(f"| {a} | {_pct(v['xor'])} | {cell(v['vs'], 'fused', 'xor')} | "
+                lines.append(f"| {a} | {pct(v['xor'])} | {cell(v['vs'], 'fused', 'xor')} | "
                              f"{cell(v['vs'], 'fused+heads', 'xor')} | {other or '—'} |")
         own = [(a, b) for a, b in OWN_BASELINE.items() if a in s["arms"] and b in s["arms"][a]["vs"]]
         for a, b in own:
             p = s["arms"][a]["vs"][b]
-            lines += ["", f"{a} against {b} (same gated architecture): Δ final {_pct(p['final'], True)} "
-                          f"({p['final']['wins']}/{p['final']['n']} seeds), Δ best-val {_pct(p['best'], True)}"
-                      + (f", Δ XOR {_pct(p['xor'], True)} ({p['xor']['wins']}/{p['xor']['n']})" if "xor" in p else "")
+            lines += ["", f"{a} against {b} (same gated architecture): Δ final {pct(p['final'], True)} "
+                          f"({p['final']['wins']}/{p['final']['n']} seeds), Δ best-val {pct(p['best'], True)}"
+                      + (f", Δ XOR {pct(p['xor'], True)} ({p['xor']['wins']}/{p['xor']['n']})" if "xor" in p else "")
                       + "."]
         lines += ["", "Mechanism check — probe gap, points: linear-probe test accuracy of each modality's encoder "
                   "trained alone minus that of the same encoder inside the joint model (positive = the joint "
                   "model's encoder learned less about its modality):", "",
                   "| arm | gap modality 1 | gap modality 2 |", "|---|---|---|"]
         for a, v in s["arms"].items():
-            lines.append(f"| {a} | {_pct(v['probe_gap']['1'], True)} | {_pct(v['probe_gap']['2'], True)} |")
+            lines.append(f"| {a} | {pct(v['probe_gap']['1'], True)} | {pct(v['probe_gap']['2'], True)} |")
         lines += ["", "Chosen configurations (validation): " + "; ".join(
             f"{a}: " + ", ".join(f"{k}={v}" for k, v in t["best"].items()) for a, t in d["tuning"].items()), ""]
         for a in (a for a in d["runs"] if "ECS" in a):

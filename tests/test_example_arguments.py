@@ -274,14 +274,14 @@ def test_run_fair_records_a_command_that_runs_again():
     import json
     import shlex
 
-    from examples import run_fair
+    from examples import run_fair, stats
 
     results = json.loads((Path(run_fair.__file__).parent / "results" / "fair_full.json").read_text())
     results["config"]["argv"] = ["--arms", "fused", "static curriculum"]
     command = run_fair.markdown(results).split("`python -m examples.run_fair ")[1].split("`")[0]
     assert shlex.split(command) == ["--arms", "fused", "static curriculum"]
     iv = {"mean": 0.879, "lo": 0.617, "hi": 1.141, "n": 2}
-    assert run_fair._pct(iv) == "87.9 [61.7, 100.0]" and run_fair._pct(iv, signed=True) == "+87.9 [61.7, 114.1]"
+    assert stats.pct(iv) == "87.9 [61.7, 100.0]" and stats.pct(iv, signed=True) == "+87.9 [61.7, 114.1]"
 
 
 @pytest.mark.parametrize("script, argv", [

@@ -14,6 +14,7 @@ pytest.importorskip("sklearn")
 from examples import arms, fair, run_fair  # noqa: E402
 from examples.curricula import MultiViewNet  # noqa: E402
 from examples.data import synthetic_views  # noqa: E402
+from examples import stats  # noqa: E402
 from examples.stats import holm, mean_interval, paired  # noqa: E402
 
 
@@ -285,10 +286,10 @@ def test_synib_repository_arm_trains_its_log_variance_head(small):
 def test_tables_mark_values_without_spread_or_value():
     """Equal values on every seed have no interval and no p ("no spread"), not "p_Holm 0" or a
     zero-width interval; a NaN on a seed gives no number, not "nan"."""
-    assert run_fair._pct(mean_interval([0.5, 0.5, 0.5])) == "50.0, no spread"
-    assert run_fair._pct(paired([0.6, 0.7], [0.5, 0.6]), True) == "+10.0, no spread"
-    assert run_fair._pct(mean_interval([0.5])) == "50.0"
-    assert run_fair._pct(mean_interval([0.5, float("nan")])) == "no value (NaN or infinite on 1 of 2 seeds)"
+    assert stats.pct(mean_interval([0.5, 0.5, 0.5])) == "50.0, no spread"
+    assert stats.pct(paired([0.6, 0.7], [0.5, 0.6]), True) == "+10.0, no spread"
+    assert stats.pct(mean_interval([0.5])) == "50.0"
+    assert stats.pct(mean_interval([0.5, float("nan")])) == "no value (NaN or infinite on 1 of 2 seeds)"
 
     def runs(accs):
         return [{"seed": s, "test": {"acc": a, "acc1": 0.5, "acc2": 0.5}, "best_test": a, "probe_gap": {1: 0.0, 2: s},
@@ -388,4 +389,4 @@ def test_deltas_figure_colours_by_holm_and_labels_intervals(tmp_path, monkeypatc
     assert colour == "C0" and x == pytest.approx(-1.2)
     assert xerr[0][0] == pytest.approx(0.9) and xerr[1][0] == pytest.approx(0.9)   # the unadjusted interval
     assert by_row[2][2] == "C2" and by_row[3][2] == "C3"
-    assert "fused (89.8% [88.7, 91.0])" in ticks and "up (93.0% [92.0, 94.0])" in ticks
+    assert "fused (89.8 [88.7, 91.0] %)" in ticks and "up (93.0 [92.0, 94.0] %)" in ticks
