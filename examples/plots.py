@@ -121,7 +121,7 @@ def plot_accuracy_bars(table: dict, path, metric: str = "acc", title: str = "", 
         dax.invert_yaxis()
         dax.set_xlabel(f"Δ test {metric} vs {baseline}, points, paired by seed\n{DELTA_NOTE}", fontsize=8)
         dax.set_title(f"paired differences to {baseline}", fontsize=10)
-        _colour_legend(dax, outside=any(missing(p.get("holm_p")) for _, p in rows))
+        _colour_legend(fig, outside=any(missing(p.get("holm_p")) for _, p in rows))
         dax.grid(axis="x", alpha=0.3)
     _save(plt, fig, path)
 
@@ -150,15 +150,17 @@ def _delta_point(ax, y, p: dict) -> None:
     ax.errorbar([100 * p["mean"]], [y], xerr=xerr, fmt="o", color=_colour(p), capsize=3)
 
 
-def _colour_legend(ax, outside: bool = False) -> None:
+def _colour_legend(fig, outside: bool = False) -> None:
+    """The deltas' colour key, once for the figure and below its panels: inside a panel
+    ("best") it had covered an error bar."""
     from matplotlib.lines import Line2D
 
     keys = [("C2", f"p_Holm < {HOLM_LEVEL}, above 0"), ("C3", f"p_Holm < {HOLM_LEVEL}, below 0"),
             ("C0", f"p_Holm ≥ {HOLM_LEVEL}")]
     if outside:
         keys.append(("grey", "outside the Holm family (descriptive)"))
-    ax.legend([Line2D([], [], marker="o", ls="", color=c) for c, _ in keys], [t for _, t in keys], fontsize=7,
-              loc="best")
+    fig.legend([Line2D([], [], marker="o", ls="", color=c) for c, _ in keys], [t for _, t in keys], fontsize=7,
+               loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=len(keys))
 
 
 # ---------------------------------------------------------------- the fair-protocol grid
@@ -201,10 +203,11 @@ def plot_fair_deltas(results: dict, path, baseline: str = "fused+heads") -> None
         ax.set_xlabel(f"Δ final test accuracy vs {baseline}, points, paired by seed\n{DELTA_NOTE}", fontsize=8)
         if baseline in d["runs"]:
             ax.set_title(f"{dname} ({len(d['runs'][baseline])} paired seeds)", fontsize=10)
-            _colour_legend(ax)
         else:
             ax.set_title(f"{dname}: {baseline} not run, no paired differences", fontsize=10)
         ax.grid(axis="x", alpha=0.3)
+    if any(baseline in d["runs"] for d in datasets.values()):
+        _colour_legend(fig)
     _save(plt, fig, path)
 
 

@@ -322,3 +322,30 @@ def test_sweep_lists_each_configuration_once_when_none_fits(monkeypatch, capsys,
     listed = capsys.readouterr().err.split("choose from ")[1]
     names = re.findall(r"'([^']+)'", listed)
     assert names and len(names) == len(set(names)), names
+
+
+def test_deltas_colour_key_covers_no_panel(tmp_path, monkeypatch):
+    """The deltas' colour key sat inside a panel (loc="best") and covered an error bar of the
+    fair grid's avdigits panel: it is one figure legend now, clear of every panel."""
+    pytest.importorskip("matplotlib")
+    from pathlib import Path
+
+    import examples.plots as plots
+    from examples.run_integrations import write
+
+    keys = []
+    real = plots._save
+
+    def save(plt, fig, path):
+        fig.tight_layout()
+        fig.canvas.draw()
+        panels = [ax.get_window_extent() for ax in fig.axes]
+        keys.extend((leg.get_window_extent(), panels) for leg in fig.legends)
+        real(plt, fig, path)
+    monkeypatch.setattr(plots, "_save", save)
+    saved = Path(__file__).parents[1] / "examples" / "results"
+    write(json.loads((saved / "results.json").read_text()), tmp_path, stem="r")  # accuracy bars with deltas
+    plots.plot_fair_deltas(json.loads((saved / "fair_full.json").read_text()), tmp_path / "d.png")
+    assert len(keys) == 3  # accuracy_real, accuracy_synthetic, the fair deltas
+    for key, panels in keys:
+        assert not any(key.overlaps(p) for p in panels)
