@@ -1,6 +1,6 @@
 """What keeps every reported ``gap`` a proof: masses below what the solvers can represent are
 dropped with a bound on what that changes, broken brackets are never reported, and the
-rounding of the output dtype is added to the gap.
+rounding of the terms (float64's own, and the output dtype's) is added to the gap.
 """
 from __future__ import annotations
 
@@ -70,18 +70,37 @@ def checked_bracket(lower, upper, lower0, upper0):
 #: What rounding to float32 adds to the gap, per nat of ``I(X1,X2;Y)`` (see output_gap()).
 FLOAT32_ROUNDING = 2.0**-23
 
+#: What the float64 rounding of the terms' own computation adds to the gap, per unit of
+#: ``1 + log(cells)`` (see rounding()): 32 ulps of 1.
+FLOAT64_ROUNDING = 32 * 2.0**-52
+
 
 # The three functions below take torch tensors or, in fastpid._cpu_route (where torch's
 # operations on a few numbers took ~140 us a call), numpy arrays, and return the same kind.
 
 
-def rounding(mi, dtype: torch.dtype):
-    """What output_gap() adds for rounding each problem's terms to ``dtype`` (nats), ``(B,)``
-    for problems whose ``I(X1,X2;Y)`` is ``mi`` ``(B,)``: zeros for float64."""
+def rounding(mi, dtype: torch.dtype, cells: int):
+    """What output_gap() adds for the rounding of each problem's terms (nats), ``(B,)`` for
+    problems of ``cells`` cells whose ``I(X1,X2;Y)`` is ``mi`` ``(B,)``.
+
+    Always the float64 computation's: ``FLOAT64_ROUNDING (1 + log cells)``. The terms are sums
+    and differences of entropies, each a sum over at most ``cells`` entries, and of the solver's
+    bounds, sums of the same kind; each is within a few ``eps (1 + H)`` of exact, ``H <= log
+    cells`` (measured: the closed forms of 240 random, sparse, peaked and near-point-mass joints
+    of 1 to 8,000 cells, torch and C++, against 40-digit arithmetic, at most ``1.4 eps (1 + log
+    cells)``; every term of independent joints of up to 10^6 cells, where each is 0, at most
+    ``12.7 eps (1 + log cells)``, uniform 2x2x50,000). Without it the gap of closed-form cases
+    was 0 beside terms an ulp off (XOR's synergy log 2 - 1.1e-16). float32 results add
+    ``2^-23 mi``: one rounding of each term and of the unit conversion, every term being at
+    most ``I(X1,X2;Y)``.
+    """
+    floor = FLOAT64_ROUNDING * (1.0 + math.log(cells))
     if isinstance(mi, np.ndarray):
-        return FLOAT32_ROUNDING * np.abs(mi) if dtype == torch.float32 else np.zeros_like(mi)
-    mi = mi.detach().abs()
-    return FLOAT32_ROUNDING * mi if dtype == torch.float32 else torch.zeros_like(mi)
+        narrow = FLOAT32_ROUNDING * np.abs(mi) if dtype == torch.float32 else np.zeros_like(mi)
+    else:
+        mi = mi.detach().abs()
+        narrow = FLOAT32_ROUNDING * mi if dtype == torch.float32 else torch.zeros_like(mi)
+    return narrow + floor
 
 
 def solver_tol(tol: float, rounded) -> float:
@@ -94,19 +113,15 @@ def solver_tol(tol: float, rounded) -> float:
     return (tol - allowance) * (1.0 - 2.0**-20) if allowance > 0 else tol
 
 
-def output_gap(gap, mi, dtype: torch.dtype, scale: float):
-    """The gap in the output units and dtype, covering the rounding of the terms to ``dtype``
-    (float32 or float64).
-
-    Every term is at most ``I(X1,X2;Y)``, so float32 output adds ``2^-23 mi`` (one rounding of
-    each term and of the unit conversion), and the gap itself is rounded up.
-    """
-    g = gap if scale == 1.0 else gap * scale
+def output_gap(gap, mi, dtype: torch.dtype, scale: float, cells: int):
+    """The gap in the output units and dtype, covering the rounding of the terms (rounding():
+    problems of ``cells`` cells, ``I(X1,X2;Y) = mi``) and rounded up to ``dtype`` (float32 or
+    float64)."""
+    g = gap + rounding(mi, dtype, cells)
+    g = g if scale == 1.0 else g * scale
     in_numpy = isinstance(g, np.ndarray)
-    if dtype == torch.float64 and g.dtype == (np.float64 if in_numpy else torch.float64):  # nothing rounded
+    if dtype == torch.float64 and g.dtype == (np.float64 if in_numpy else torch.float64):  # nothing to narrow
         return g
-    if dtype == torch.float32:
-        g = g + FLOAT32_ROUNDING * abs(mi * scale)
     if in_numpy:
         out = g.astype({torch.float32: np.float32, torch.float64: np.float64}[dtype])
         return np.where(out.astype(g.dtype) < g, np.nextafter(out, out.dtype.type(math.inf)), out)

@@ -86,22 +86,20 @@ def native_pid(P, method: str, tol: float, max_iter: int, steps: int, base, back
         keep1, keep2, keepy = np.split(seen, [n1, n1 + n2])
         flat = np.ascontiguousarray(flat[:, keep1][:, :, keep2][..., keepy])
         n1, n2, ny = flat.shape[1:]
-    # float32 results carry the rounding of their terms in the gap, and a solve aims below tol
-    # by as much (fastpid._certify.rounding, solver_tol), both from I(X1,X2;Y) as the general
-    # route has it (the closed forms, clamped at 0): a solve needs it first, the proxy's own
-    # terms hold it (in nats, before the units' scale).
-    mi = rounded = None
-    solve_tol = tol
-    if out_dtype == torch.float32 and not proxy:
+    # The gap carries the rounding of the terms, and a solve aims below tol by as much
+    # (fastpid._certify.rounding, solver_tol): float64's from the joint's cells alone, float32
+    # results' also from I(X1,X2;Y) as the general route has it (the closed forms, clamped at
+    # 0): a solve needs it first, the proxy's own terms hold it (in nats, before the units' scale).
+    narrow = out_dtype == torch.float32
+    mi = np.zeros(B)
+    if narrow and not proxy:
         mi = np.maximum(ext.closed_forms(flat)[:, 0], 0.0)
-        rounded = rounding(mi, out_dtype)
-        solve_tol = solver_tol(tol, rounded)
+    rounded = rounding(mi, out_dtype, cells)
     if proxy:
-        narrow = out_dtype == torch.float32
         terms, gap, broken = ext.proxy_pid(flat, 1.0 if narrow else scale)
         iterations = np.zeros(B, dtype=np.int64)
         if narrow:
-            mi, rounded = terms[4].copy(), rounding(terms[4], out_dtype)
+            mi, rounded = terms[4].copy(), rounding(terms[4], out_dtype, cells)
             terms = terms * scale if scale != 1.0 else terms  # as the native finishing step scales
     else:
         lowrank = _elimination(n1, n2, ny, most1, most2, flat.shape[0], backend, cpp_threads(), exact)
@@ -109,20 +107,18 @@ def native_pid(P, method: str, tol: float, max_iter: int, steps: int, base, back
             return None
         swap = api.swap_rule(n1, n2, free1, free2)
         swap = swap if isinstance(swap, np.ndarray) else np.full(free1.shape, swap)
-        options = _options(solve_tol, max_iter, None if exact else steps, lowrank)
+        options = _options(solver_tol(tol, rounded), max_iter, None if exact else steps, lowrank)
         cpp.follow_torch_threads()
         terms, gap, converged, broken, iterations, settled = ext.solve_pid(flat, swap, options, scale)
         if exact and not settled:
             _other_way_where_short(ext, flat, swap, options, scale, terms, gap, converged, broken, iterations)
     if np.count_nonzero(dropped):  # the dropped masses' bound widens the gap (nats), as in the general route
         gap = gap + negligible_bound(dropped, cells)
-    if mi is None:  # float64 results: nothing is rounded, the reported gap is the bracket's (in the units)
-        in_nats = gap
-        gap = gap * scale if scale != 1.0 else gap
-    else:
-        reported = output_gap(gap, mi, out_dtype, scale)
-        in_nats = (reported if scale == 1.0 else output_gap(gap, mi, out_dtype, 1.0)).astype(np.float64)
-        gap, terms = reported, terms.astype(np.float32)
+    reported = output_gap(gap, mi, out_dtype, scale, cells)
+    in_nats = (reported if scale == 1.0 else output_gap(gap, mi, out_dtype, 1.0, cells)).astype(np.float64)
+    gap = reported
+    if narrow:
+        terms = terms.astype(np.float32)
     converged = in_nats <= tol
     # What api.warn_unconverged warns of: broken brackets, and exact solves short of tol.
     if broken.any() or (exact and not converged.all()):

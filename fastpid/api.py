@@ -78,8 +78,9 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
             solved, and returned, in float64). ``converged`` is ``gap <= tol`` for every method.
             With ``backend="cvx"`` it sets only ``converged`` (Clarabel runs at its own
             settings; :func:`fastpid.cvx.solve_cvx` takes others).
-            float32 results' gap includes their rounding (up to ``2^-23 I(X1,X2;Y)``), and
-            the exact solvers aim that much below ``tol``.
+            The gap includes the rounding of the terms (float64's own, ``32 eps (1 + log
+            cells)``; float32 results' also up to ``2^-23 I(X1,X2;Y)``), and the exact solvers
+            aim that much below ``tol``.
         max_iter: cap on Newton iterations per problem (``method="exact"`` only).
         steps: refinement steps (``method="fast"`` only; default 20).
         base: logarithm base (> 1) of the results (``2`` for bits); default nats.
@@ -190,8 +191,10 @@ def _pid(P, *, method, backend, tol, max_iter, steps, base, progress, return_cou
     fused = backend in ("cuda", "triton", "cpp") and not carries_derivatives(flat)
     mi, mi1, mi2, lower0, upper0 = solver.closed_form_bracket(
         flat, closed_forms=_kernels(backend).closed_forms if fused else None)
-    # float32 results add their rounding to the gap: the solvers aim below tol by that much.
-    rounded = rounding(mi, out_dtype)
+    # The gap covers the terms' rounding (float64's, and float32's where the results are
+    # float32): the solvers aim below tol by that much.
+    cells = n1 * n2 * ny
+    rounded = rounding(mi, out_dtype, cells)
     status, coupling = None, None
     if method == "proxy" or backend == "cvx":
         iterations = torch.zeros(flat.shape[0], dtype=torch.int64, device=flat.device)
@@ -217,8 +220,8 @@ def _pid(P, *, method, backend, tol, max_iter, steps, base, progress, return_cou
     gap = (upper - lower).abs() + drop_bound
     # converged refers to the gap as reported, rounding of the output dtype included.
     scale = 1.0 if base is None else 1.0 / math.log(base)
-    reported_gap = output_gap(gap, mi.detach(), out_dtype, scale)
-    in_nats = reported_gap if scale == 1.0 else output_gap(gap, mi.detach(), out_dtype, 1.0)
+    reported_gap = output_gap(gap, mi.detach(), out_dtype, scale, cells)
+    in_nats = reported_gap if scale == 1.0 else output_gap(gap, mi.detach(), out_dtype, 1.0, cells)
     converged = in_nats.to(gap.dtype) <= tol
     if status is not None:
         converged = converged & torch.as_tensor([s == "optimal" for s in status], device=gap.device)
@@ -313,7 +316,7 @@ def warn_unconverged(method, backend, converged, broken, gap, tol, max_iter, ite
     (not CVXPY's, whose gap is the closed-form bracket), and for any problem whose solver
     bracket was broken (the closed-form bracket is reported). The arrays are torch tensors,
     or numpy arrays from :mod:`fastpid._cpu_route`. ``gap``: as reported, in nats;
-    ``rounded`` ``(B,)``: what rounding each problem's results to float32 adds to it
+    ``rounded`` ``(B,)``: what the rounding of each problem's terms adds to it
     (_certify.rounding()); ``iterations``: each problem's (alternation and Newton steps, so at
     least its Newton steps). Each unconverged problem is told its own reason: a broken bracket,
     rounding that alone reaches ``tol``, a stall (the solver stopped with fewer than
@@ -336,9 +339,10 @@ def warn_unconverged(method, backend, converged, broken, gap, tol, max_iter, ite
     # more), so fewer than max_iter + WARM_STEPS means the cap was not reached.
     stalled = short & (iterations < max_iter + solver.WARM_STEPS)
     reasons = (  # (the problems, why they stopped short)
-        (bad & ~short, lambda m: f"report gap > tol={tol:g}: their float32 results carry up to "
-                                 f"{float(rounded[m].max()):.3g} nats of rounding (2^-23 I(X1,X2;Y)); "
-                                 "pass float64 input or a tol above that."),
+        (bad & ~short, lambda m: f"report gap > tol={tol:g}: their terms carry up to "
+                                 f"{float(rounded[m].max()):.3g} nats of rounding (float64's, 32 ulps "
+                                 "(1 + log cells), and float32 results' 2^-23 I(X1,X2;Y)); pass a tol "
+                                 "above that (float32 results: or float64 input)."),
         (stalled, lambda m: f"stalled with gap > tol={tol:g} (largest {float(gap[m].max()):.3g} nats) "
                             f"before max_iter={max_iter}: their Newton steps no longer shrank the gap. "
                             "float64 rounding and the barrier's floor (about 1e-13 nats a cell, 2.5e-8 at "

@@ -20,9 +20,10 @@ class PIDResult:
     Attributes:
         redundancy, unique1, unique2, synergy: the BROJA PID terms.
         mi, mi1, mi2: ``I(X1,X2;Y)``, ``I(X1;Y)``, ``I(X2;Y)`` (closed form).
-        gap: certified bound on the error of every PID term (``upper - lower`` of the
-            bracket on ``V = min_Q I_Q(Y; X1,X2)``; the terms use its midpoint for
-            ``method="exact"``).
+        gap: certified bound on the error of every PID term: ``upper - lower`` of the
+            bracket on ``V = min_Q I_Q(Y; X1,X2)`` (the terms use its midpoint for
+            ``method="exact"``) plus the terms' rounding (``32 eps (1 + log cells)``, and
+            float32 results' ``2^-23 I(X1,X2;Y)``).
         converged: ``gap <= tol``, for every method (and CVXPY's status ``"optimal"``
             for ``backend="cvx"``).
         iterations: solver iterations per problem (alternation steps + Newton steps).

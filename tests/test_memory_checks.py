@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import fastpid
-from fastpid import _cpu_route, _resources, cpp
+from fastpid import _certify, _cpu_route, _resources, cpp
 
 # ---- gradients: the backward pass's arrays ------------------------------------------------
 
@@ -426,7 +426,8 @@ def test_the_native_closed_forms_are_counted_by_what_they_write(monkeypatch):
     ny = 2 * 10**6
     assert 8 * 8 * ny < _resources.native_closed_forms_bytes(1, 1, 1, ny) < 9 * 8 * ny
     monkeypatch.setattr(_resources, "available_bytes", lambda device: 200 * MiB)
-    assert float(fastpid.pid(np.ones((1, 1, ny)), method="proxy").gap) <= 1e-13
+    rounded = float(_certify.rounding(np.zeros(1), torch.float64, ny)[0])  # what the gap adds for rounding
+    assert float(fastpid.pid(np.ones((1, 1, ny)), method="proxy").gap) <= rounded + 1e-13
 
 
 def test_the_native_route_sums_no_copy_of_a_large_problem(monkeypatch):
