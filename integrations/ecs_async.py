@@ -151,6 +151,30 @@ BASELINES = ("within_class", "labels", None)
 SYNERGY_RULES = ("baseline", "test")
 #: Keys of a probe record's synergy test (floats; nats, except ``p_value``).
 TEST_KEYS = ("synergy", "p_value", "ci_low", "ci_high")
+#: Label permutations behind the check that a modality left training alone is informative
+#: (:func:`_independence_p`), and the p-value above which it is called uninformative.
+INDEPENDENCE_PERMUTATIONS, INDEPENDENCE_LEVEL = 99, 0.05
+
+
+def _independence_p(codes: torch.Tensor, labels: torch.Tensor, seed: int) -> float:
+    """Permutation p-value of the plug-in ``I(codes; labels)`` against labels shuffled
+    :data:`INDEPENDENCE_PERMUTATIONS` times (seeded): the share of shuffles, the observed
+    labelling counted among them, whose information is at least the observed one. A plug-in
+    information on its own cannot say this: pure-noise codes (20 codes, 10 classes, 600
+    samples) carry ~0.17 nats of it. Permuting the labels keeps both marginals, so only
+    ``sum n log n`` over the contingency table changes."""
+    c = codes.detach().cpu().long()
+    y = labels.detach().cpu().long()
+    k, n_classes = int(c.max()) + 1, int(y.max()) + 1
+    gen = torch.Generator().manual_seed(seed)
+    shuffled = torch.stack([y[torch.randperm(len(y), generator=gen)] for _ in range(INDEPENDENCE_PERMUTATIONS)])
+    rows = torch.cat([y[None], shuffled])  # (1 + B, N), the observed labelling first
+    offsets = torch.arange(len(rows))[:, None] * (k * n_classes)
+    counts = torch.bincount((offsets + c * n_classes + rows).flatten(), minlength=len(rows) * k * n_classes)
+    counts = counts.reshape(len(rows), -1).double()
+    s = torch.special.xlogy(counts, counts).sum(1)
+    # Ties (a shuffle that happens to give the same table) count as at least as informative.
+    return float((s >= s[0] - 1e-9 * s[0].abs()).sum()) / len(rows)
 
 
 @dataclass(frozen=True)
@@ -540,7 +564,7 @@ class ECSAsyncController:
         parsed, error = broadcast_object(parsed)
         if error is not None:
             raise error
-        terms, baseline, test = parsed
+        terms, baseline, test, informed = parsed
         record = ProbeRecord(epoch, terms, None, baseline, test,
                              self.synergy_rule if self.stage == UNIMODAL else None)
         if self.stage == JOINT:
@@ -558,7 +582,7 @@ class ECSAsyncController:
                 synergistic = record.score > self.min_score
             by_baseline = self.synergy_rule == "baseline" and baseline is not None
             score_se = baseline.get("synergy_se", math.nan) if by_baseline else math.nan
-            decision = replace(self._unimodal_step(epoch, terms, record.score, synergistic, score_se),
+            decision = replace(self._unimodal_step(epoch, terms, record.score, synergistic, score_se, informed),
                                synergistic=synergistic)
         self.history.append(replace(record, decision=decision))
         return decision
@@ -569,7 +593,8 @@ class ECSAsyncController:
         warm-up probes included)."""
         return sum(r.decision.synergistic for r in self.history)
 
-    def _unimodal_step(self, epoch: int, terms: dict, score: float, synergistic: bool, score_se: float) -> Decision:
+    def _unimodal_step(self, epoch: int, terms: dict, score: float, synergistic: bool, score_se: float,
+                       informed: dict | None) -> Decision:
         counted = epoch >= self.warmup_epochs
         key1, key2 = ("unique1", "unique2") if self.balance_by == "unique" else ("mi1", "mi2")
         if counted and (key1 not in terms or key2 not in terms):  # before any state changes
@@ -595,10 +620,10 @@ class ECSAsyncController:
         reason = ""
         if r > self.ratio and self.paused != 1:
             self.paused, reason = 1, f"{key1}/{key2} = {r:.3g} > {self.ratio}: pause modality 1"
-            self._warn_if_left_uninformed(epoch, terms)
+            self._warn_if_left_uninformed(epoch, terms, informed)
         elif 1 / r > self.ratio and self.paused != 2:
             self.paused, reason = 2, f"{key2}/{key1} = {1 / r:.3g} > {self.ratio}: pause modality 2"
-            self._warn_if_left_uninformed(epoch, terms)
+            self._warn_if_left_uninformed(epoch, terms, informed)
         elif self.paused is not None and self.resume_ratio is not None:
             paused_ratio = r if self.paused == 1 else 1 / r
             if paused_ratio < self.resume_ratio:
@@ -606,19 +631,31 @@ class ECSAsyncController:
                 self.paused = None
         return replace(self.current(epoch, probed=True, reason=reason), counted=True)
 
-    def _warn_if_left_uninformed(self, epoch: int, terms: dict) -> None:
+    def _warn_if_left_uninformed(self, epoch: int, terms: dict, informed: dict | None) -> None:
         """Warn (once) where a pause leaves training only a modality whose codes carry no
-        information on the label (``I(Z_m; Y) <= eps``): a collapsed modality makes the other
-        look dominant, and pausing it froze the only informative encoder until stage 2."""
+        information on the label: an uninformative modality makes the other look dominant,
+        and pausing that froze the only informative encoder until stage 2. Uninformative: with
+        the probe's codes (``informed``, :func:`_independence_p`), no more information than
+        under shuffled labels (p > :data:`INDEPENDENCE_LEVEL`); with terms alone,
+        ``I(Z_m; Y) <= eps`` (a collapsed modality)."""
         left = 3 - self.paused
         mi = terms.get(f"mi{left}")
-        if mi is None or mi > self.eps or self._warned_uninformed:
+        if mi is None or self._warned_uninformed:
+            return
+        if informed is not None:
+            if informed[left] <= INDEPENDENCE_LEVEL:
+                return
+            why = (f"no more than with shuffled labels (p = {informed[left]:.2g} over "
+                   f"{INDEPENDENCE_PERMUTATIONS} label permutations)")
+        elif mi <= self.eps:
+            why = f"<= eps = {self.eps:g}"
+        else:
             return
         self._warned_uninformed = True
         warnings.warn(f"ECSAsyncController: epoch {epoch} pauses modality {self.paused}, leaving only modality {left} "
-                      f"training, whose probe codes carry I(Z{left};Y) = {mi:.3g} nats (<= eps = {self.eps:g}): a "
-                      f"collapsed or uninformative modality? Modality {self.paused} stays paused until the ratio "
-                      "falls below resume_ratio or stage 2 starts", stacklevel=caller_level())
+                      f"training, whose probe codes carry I(Z{left};Y) = {mi:.3g} nats ({why}): a collapsed or "
+                      f"uninformative modality? Modality {self.paused} stays paused until the ratio falls below "
+                      "resume_ratio or stage 2 starts", stacklevel=caller_level())
 
     def drop_threshold(self) -> float | None:
         """The score below which stage 2 starts: ``peak − (1 − drop)·|peak|`` (nats;
@@ -636,6 +673,14 @@ class ECSAsyncController:
             if estimate:
                 test = self.probe.estimated(result.codes1, result.codes2, result.labels)
             terms = _terms(result)
+            # Whether each modality's codes inform on the labels (a ProbeResult has its codes),
+            # for the warning of a pause that leaves only an uninformative one training.
+            informed = None
+            if (isinstance(result, ProbeResult) and result.labels is not None and self.stage == UNIMODAL
+                    and not self._warned_uninformed):
+                seed = (self.baseline_seed + len(self.history)) % (SEED_MAX + 1)
+                informed = {m: _independence_p(codes, result.labels, seed)
+                            for m, codes in ((1, result.codes1), (2, result.codes2))}
             if test is None and isinstance(result, ProbeResult):
                 test = result.estimate
             if test is not None:
@@ -657,7 +702,7 @@ class ECSAsyncController:
                 baseline["synergy_se"] = se
         except Exception as error:  # any error: every rank must raise it, not this one alone
             return None, error
-        return (terms, baseline, test), None
+        return (terms, baseline, test, informed), None
 
     def _switch(self, epoch: int, why: str, probed: bool = False, counted: bool = False) -> Decision:
         self.stage, self.paused, self.switch_epoch = JOINT, None, epoch

@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -651,3 +652,41 @@ def test_stage_loss_refuses_what_is_not_a_decision():
     with pytest.raises(TypeError, match="decision must be the Decision that update"):
         ctrl.stage_loss(None, logits, logits, logits, y)
     assert ctrl.stage_loss(ctrl.current(0), logits, logits, logits, y).dim() == 0
+
+
+def test_a_pause_that_leaves_only_a_noise_modality_is_said():
+    """A pure-noise modality 2 keeps ~0.17 nats of plug-in I(Z2;Y) (20 codes, 10 classes, 600
+    samples), above eps, so its pause of the informative modality 1 went unsaid: with the
+    probe's codes the check is a label-permutation test of I(Z2;Y)."""
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 10, (600,), generator=g)
+    informative = torch.nn.functional.one_hot(y, 10).double() + 0.3 * torch.randn(600, 10, generator=g,
+                                                                                   dtype=torch.float64)
+    noise = torch.randn(600, 10, generator=g, dtype=torch.float64)
+    ctrl = ECSAsyncController(**RAW)
+    with pytest.warns(UserWarning, match=r"epoch 0 pauses modality 1, leaving only modality 2 training, whose probe "
+                                         r"codes carry I\(Z2;Y\) = 0\.\d+ nats \(no more than with shuffled labels "
+                                         r"\(p = 0\.\d+ over 99 label permutations\)\)"):
+        d = ctrl.update(0, informative, noise, y)
+    assert d.train2 and not d.train1 and ctrl.history[0].terms["mi2"] > 0.1  # far above eps
+    # A weaker modality that does inform (a noisy view of the label): paused alone, no warning.
+    weaker = torch.nn.functional.one_hot(y, 10).double() + 0.8 * torch.randn(600, 10, generator=g,
+                                                                            dtype=torch.float64)
+    other = ECSAsyncController(**RAW)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        d = other.update(0, informative, weaker, y)
+    assert d.train2 and not d.train1 and not [w for w in caught if "pauses modality" in str(w.message)]
+
+
+def test_the_independence_check_holds_its_level():
+    """The label-permutation p-value behind the uninformative-modality warning: about uniform for
+    codes independent of the labels (rejections at 0.05 within a 95 % binomial range of 200
+    draws: 4-17), and at its floor, 1/100, for codes that inform."""
+    from fastpid.integrations.ecs_async import _independence_p
+
+    g = torch.Generator().manual_seed(3)
+    y = torch.randint(0, 10, (600,), generator=g)
+    p = [_independence_p(torch.randint(0, 20, (600,), generator=g), y, seed) for seed in range(200)]
+    assert 4 <= sum(v <= 0.05 for v in p) <= 17 and all(0.01 <= v <= 1.0 for v in p)
+    assert _independence_p(2 * y + torch.randint(0, 2, (600,), generator=g), y, 0) == 0.01
