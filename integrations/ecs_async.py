@@ -163,13 +163,15 @@ def _independence_p(codes: torch.Tensor, labels: torch.Tensor, seed: int) -> flo
     information on its own cannot say this: pure-noise codes (20 codes, 10 classes, 600
     samples) carry ~0.17 nats of it. Permuting the labels keeps both marginals, so only
     ``sum n log n`` over the contingency table changes."""
+    # On the CPU whatever torch's default device (a meta default had met CPU codes).
     c = codes.detach().cpu().long()
     y = labels.detach().cpu().long()
     k, n_classes = int(c.max()) + 1, int(y.max()) + 1
-    gen = torch.Generator().manual_seed(seed)
-    shuffled = torch.stack([y[torch.randperm(len(y), generator=gen)] for _ in range(INDEPENDENCE_PERMUTATIONS)])
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    shuffled = torch.stack([y[torch.randperm(len(y), generator=gen, device="cpu")]
+                            for _ in range(INDEPENDENCE_PERMUTATIONS)])
     rows = torch.cat([y[None], shuffled])  # (1 + B, N), the observed labelling first
-    offsets = torch.arange(len(rows))[:, None] * (k * n_classes)
+    offsets = torch.arange(len(rows), device="cpu")[:, None] * (k * n_classes)
     counts = torch.bincount((offsets + c * n_classes + rows).flatten(), minlength=len(rows) * k * n_classes)
     counts = counts.reshape(len(rows), -1).double()
     s = torch.special.xlogy(counts, counts).sum(1)
