@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -249,3 +250,16 @@ def test_sizes_are_read_as_joint_reads_them():
         fastpid.PIDMetric(sizes=(2, None, 2))
     with pytest.raises(ValueError, match="size of x1"):
         fastpid.PIDMetric(sizes=(0, 2, 2))
+
+
+def test_the_options_check_does_not_warn_of_its_own_joint():
+    """The constructor's trial solve of a uniform 2x2x2 joint warned that tol=1e-14 lies below
+    that joint's rounding (its gap of 2.2e-14): a warning about a problem the caller never
+    passed, again on every .to(device). The caller's own joints still warn in compute()."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        metric = fastpid.PIDMetric(sizes=(2, 2, 2), tol=1e-14)
+        metric.to("cpu")
+    metric.update(np.array([0, 1, 0, 1]), np.array([0, 0, 1, 1]), np.array([0, 1, 1, 0]))
+    with pytest.warns(fastpid.ConvergenceWarning, match="rounding"):
+        metric.compute()
