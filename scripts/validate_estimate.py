@@ -175,6 +175,23 @@ def clustered():
     return P / P.sum()
 
 
+def zipf_loglinear(s_sources, s_target, x_y, x1_x2, x1_x2_y, seed):
+    """12x12x6 with skewed marginals and rare cells: log P = Zipf main effects (exponent
+    s_sources for each source, s_target for Y) plus Gaussian interactions of scales x_y (each
+    source with Y), x1_x2 (the sources; 0: none) and x1_x2_y (all three), seeded."""
+    rng = np.random.default_rng(seed)
+
+    def zipf(n, s):
+        w = np.arange(1, n + 1, dtype=float) ** -s
+        return np.log(w / w.sum())
+    logp = zipf(12, s_sources)[:, None, None] + zipf(12, s_sources)[None, :, None] + zipf(6, s_target)[None, None, :]
+    logp = logp + x_y * rng.standard_normal((12, 1, 6)) + x_y * rng.standard_normal((1, 12, 6))
+    if x1_x2:
+        logp = logp + x1_x2 * rng.standard_normal((12, 12, 1))
+    P = np.exp(logp + x1_x2_y * rng.standard_normal((12, 12, 6)))
+    return P / P.sum()
+
+
 @dataclass
 class Case:
     name: str
@@ -232,6 +249,11 @@ CASES = {
     "20x20x10 digits codes": Case("20x20x10 digits codes", lambda: real_codes("digits", 20), (500, 2000, 10000)),
     "20x20x10 digits codes, zero-S": Case("20x20x10 digits codes, zero-S",
                                           lambda: zero_synergy(real_codes("digits", 20)), (500, 2000, 10000)),
+    # Skewed marginals with rare cells (docs/estimation.md, "Skewed joints").
+    "12x12x6 Zipf 1.3": Case("12x12x6 Zipf 1.3", lambda: zipf_loglinear(1.3, 1.3, 1.0, 0.3, 0.7, 5), (1000, 5000)),
+    "12x12x6 Zipf 2.0": Case("12x12x6 Zipf 2.0", lambda: zipf_loglinear(2.0, 1.5, 0.8, 0.0, 0.5, 6), (1000, 5000)),
+    "12x12x6 Zipf 2.0, zero-S": Case("12x12x6 Zipf 2.0, zero-S",
+                                     lambda: zero_synergy(zipf_loglinear(2.0, 1.5, 0.8, 0.0, 0.5, 6)), (1000, 5000)),
 }
 QUICK = ["8x8x4 dense", "8x8x4 zero-S", "8x8x4 xor"]
 
