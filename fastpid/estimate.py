@@ -376,8 +376,10 @@ def estimate(x1, x2, y, *, sizes=None, weights=None, counts=None, groups=None, n
     caller_threads = torch.get_num_threads()
     with threads(1), cpu_by_default():
         if counts is not None:
-            # The samples as given are checked first, so that an error names their own index.
-            joint(x1, x2, y, sizes=sizes, weights=weights, groups=groups, num_groups=num_groups)
+            # The samples as given are checked first, so that an error names their own index;
+            # by joint_layout(), not joint(), which built the table at the declared sizes
+            # (sizes (700, 700, 50): 383 MB and 1.3 s against 14 MB and 0.016 s without counts).
+            joint_layout(x1, x2, y, sizes=sizes, weights=weights, groups=groups, num_groups=num_groups)
             # Each repeated sample is held again by every null draw at once (the check after
             # the repeat came when 10^8 repeats had grown the process by 7 GB).
             draws = _check_int(n_null, "n_null", 0) if np.ndim(y) == 1 else 0  # rows as y: no draws

@@ -1593,3 +1593,16 @@ def test_a_pure_noise_sources_unique_term_reaches_no_further_than_its_informatio
     est = fastpid.estimate(x1, x2, y, seed=0)
     assert float(est.ci_low.unique2) == 0 and 0 < float(est.ci_high.unique2) <= float(est.ci_high.redundancy)
     assert float(est.ci_high.unique2) < 0.05 < float(est.ci_high.unique1) - float(est.ci_low.unique1)
+
+
+def test_counts_do_not_build_the_joint_at_the_declared_sizes():
+    """With counts=, the samples' check built the full table at the declared sizes: 50 samples
+    declared over 20000 x 20000 x 50 values raised MemoryError (149 GiB), where the same call
+    without counts (which never builds it) worked. counts equal to 1 must change nothing."""
+    rng = np.random.default_rng(0)
+    x1, x2, y = (rng.integers(0, 5, 50) for _ in range(3))
+    sizes = (20000, 20000, 50)
+    plain = fastpid.estimate(x1, x2, y, sizes=sizes, seed=0)
+    counted = fastpid.estimate(x1, x2, y, sizes=sizes, seed=0, counts=np.ones(50, dtype=int))
+    for term in ("redundancy", "unique1", "unique2", "synergy"):
+        assert float(getattr(counted, term)) == float(getattr(plain, term))
