@@ -188,7 +188,9 @@ class PIDEstimate:
             The synergy *test* does not depend on this flag, and its level is not assured:
             measured false-positive rates at 5% run from 0.02 to 0.08 on most validation
             joints, but about 0.35 at 0.125 samples a cell (6 of 12 in the validation run,
-            95% interval 0.21-0.79; 69, 71 and 75 of 200 in three runs of 200, 0.28-0.45), and
+            95% interval 0.21-0.79; 69, 71 and 75 of 200 in three runs of 200, 0.28-0.45;
+            30 of 100 on independent 20x20x10 samples, 0.21-0.40), 0.13 at 0.5 samples a cell
+            (independent 20x20x10 at N = 2,000: 13 of 100, 0.07-0.21), and
             0.13-0.36 where one source is pure noise or on couplings of noisy copies and 0.48
             on nearly pure class clusters with 1% strays at N = 10,000 (29 of 60), flagged
             reliable, 0.25 with a 2% class weighted back on a sparse joint (flagged

@@ -212,7 +212,7 @@ CASES = {
     "8x8x4 unique": Case("8x8x4 unique", lambda: unique(8, 0.2), (400, 2000)),
     "8x8x4 xor": Case("8x8x4 xor", lambda: xor_like(8, 4, 0.3), (400, 2000)),
     "20x20x10 independent": Case("20x20x10 independent", lambda: np.full((20, 20, 10), 1 / 4000),
-                                 (500, 2000, 5000)),
+                                 (200, 500, 2000, 5000)),
     "20x20x10 clustered": Case("20x20x10 clustered", clustered, (500, 2000, 5000)),
     "20x20x10 zero-S": Case("20x20x10 zero-S", lambda: zero_synergy(clustered()), (500, 2000, 5000)),
     "20x20x10 xor": Case("20x20x10 xor", lambda: xor_like(20, 10, 0.5), (500, 2000, 5000)),
