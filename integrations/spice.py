@@ -370,9 +370,12 @@ class SPICECurriculum:
         return self._pacing(self.epoch if epoch is None else epoch)
 
     def _pacing(self, epoch: int) -> float:
-        """The pacing value ``c(t)`` of ``epoch`` within its phase (module docstring)."""
+        """The pacing value ``c(t)`` of ``epoch`` within its phase (module docstring); epochs past
+        the schedule's end take its last phase's last step (a plain ``t / T`` had been asked
+        for t > T there, and its 1.33 refused)."""
         pos = self.schedule.position(epoch)
-        return float(self.pacing(pos.step, max(1, pos.length - 1)))
+        last = max(1, pos.length - 1)
+        return float(self.pacing(min(pos.step, last), last))
 
     def _count(self, c: float, epoch: int | None = None) -> int:
         """Samples admitted at pacing value ``c`` (of ``epoch``): ``ceil(c N)``, at least
@@ -460,7 +463,8 @@ class SPICESampler(Sampler):
                              "seed=..., not generator=...")
         self.curriculum = curriculum
         self.generator = generator
-        self.num_replicas, self.rank, self.seed, self.drop_last = num_replicas, rank, int(seed), bool(drop_last)
+        self.num_replicas, self.rank, self.drop_last = num_replicas, rank, bool(drop_last)
+        self.seed = check_seed(seed)  # int() had taken 0.7 as 0 and "5" as 5
         self.shuffle = bool(shuffle)
         self._progress: dict | None = None  # the epoch being or last iterated (see state_dict)
         self._resume: dict | None = None  # a loaded checkpoint's epoch, until iterated

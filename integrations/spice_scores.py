@@ -19,9 +19,11 @@ Two estimators, both in nats, both returning a :class:`SampleScores` of ``(N,)``
   SPICE), ``P_n = (1/k) Σ_{j ∈ N(n)} p_1(·|j) ⊗ p_2(·|j) ⊗ onehot(y_j)``, a
   ``C1 × C2 × C`` joint whose sources are the two heads' predicted classes; all ``N``
   joints are solved as one batch by :func:`fastpid.pid`. Choices: a sample is its own
-  nearest neighbour (it is in ``N(n)``), distances are Euclidean, ties in distance (in
-  float64, whatever the scale of small-integer embeddings or the chunking) go to the lower
-  index.
+  nearest neighbour (it is in ``N(n)``), distances are Euclidean, ties in distance go to the
+  lower index, whatever the chunking. Ties are those of the float64 distances: exact for
+  small-integer embeddings and their power-of-two multiples, not for other scales (x0.1 rounds
+  equal distances apart by an ulp: the rows 2, 3, 1 times 0.1 take neighbours 0, 2 of row 0,
+  against 0, 1 unscaled).
 """
 from __future__ import annotations
 

@@ -576,3 +576,27 @@ def test_scores_that_are_not_information_are_refused():
         cur = SPICECurriculum(3, 9, estimator=lambda *a, b=bad: SampleScores(ok, ok, ok, ok, gap=b))
         with pytest.raises(ValueError, match=match.replace("synergy", "gap")):
             cur.update(p, p, p, y)
+
+
+def test_a_custom_pacing_is_asked_within_its_phase_past_the_schedule():
+    """Epochs past the schedule stay in its last phase, but the pacing function was asked for
+    steps past that phase's end: a plain t / T returned 1.33 there and was refused."""
+    from fastpid.integrations import SPICECurriculum
+
+    g = torch.Generator().manual_seed(0)
+    cur = SPICECurriculum(20, 10, pacing=lambda t, T: t / T)
+    p1, p2, p12 = (torch.softmax(torch.randn(20, 2, generator=g), 1) for _ in range(3))
+    cur.update(p1, p2, p12, torch.randint(0, 2, (20,), generator=g))
+    for epoch in (9, 10, 25):
+        cur.set_epoch(epoch)
+        assert cur.fraction() == 1.0 and len(cur.indices()) == 20
+    assert cur.scheduled_fraction(11) == 1.0
+
+
+@pytest.mark.parametrize("seed", [0.7, "5", -1, True])
+def test_the_sampler_checks_its_seed(seed):
+    """SPICESampler took int(seed): 0.7 seeded with 0 and "5" with 5, silently."""
+    from fastpid.integrations import SPICECurriculum, SPICESampler
+
+    with pytest.raises((TypeError, ValueError), match="seed"):
+        SPICESampler(SPICECurriculum(20, 10), seed=seed)
