@@ -112,7 +112,8 @@ def assemble(n_samples: int, index, tensors: Sequence[torch.Tensor]) -> list[tor
 
 def _row_index(index, tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     """``index`` as an int64 vector, checked to have one entry per row of ``tensors``."""
-    index = torch.as_tensor(index).to(torch.int64)
+    # A list or array on the CPU whatever torch's default device (a meta default had taken it).
+    index = torch.as_tensor(index, device=index.device if isinstance(index, torch.Tensor) else "cpu").to(torch.int64)
     if index.dim() != 1 or any(t.shape[0] != index.shape[0] for t in tensors):
         raise ValueError(f"index must be a 1-D vector with one entry per row; got index of shape "
                          f"{tuple(index.shape)} for rows {[t.shape[0] for t in tensors]}")

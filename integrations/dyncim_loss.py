@@ -106,7 +106,7 @@ def _gate_target(gate_target, M: int) -> torch.Tensor:
     """The gate target as a float64 CPU ``(M,)`` vector (uniform by default), checked to be on
     the simplex in float64 to the given dtype's rounding (a float16 uniform target of 11 sums
     to 1 only within 2e-4)."""
-    raw = (torch.full((M,), 1.0 / M, dtype=torch.float64) if gate_target is None
+    raw = (torch.full((M,), 1.0 / M, dtype=torch.float64, device="cpu") if gate_target is None
            else tensor_of(gate_target, "gate_target"))
     if raw.is_meta:  # shapes only
         if raw.shape != (M,):

@@ -198,7 +198,8 @@ def check_indices(index, n_samples: int | None, name: str = "index") -> torch.Te
     ``n_samples`` (``None``: no upper bound) raises, naming ``name``."""
     if isinstance(index, (list, tuple)):  # an empty list is no batch, not a float one
         try:
-            index = torch.as_tensor(index) if len(index) else torch.zeros(0, dtype=torch.int64)
+            index = (torch.as_tensor(index, device="cpu") if len(index)  # not torch's default device
+                     else torch.zeros(0, dtype=torch.int64, device="cpu"))
         except (RuntimeError, ValueError, TypeError, OverflowError) as e:  # [0, None]: torch's RuntimeError
             raise TypeError(f"{name} must be a list of integer sample indices: {e}") from None
     else:

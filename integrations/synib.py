@@ -639,7 +639,9 @@ class SynIBLoss(nn.Module):
             partner = _derangement(z.shape[0], z.device, gen)
             g = self._fit_gate(m, z, y, partner, head, classes)
             return g * z + (1 - g) * z[partner]
-        keep = torch.rand(z.shape, device=z.device, generator=gen) >= self.p
+        # float32 draws whatever torch's default dtype (a float64 default had drawn other masks
+        # from the same seed).
+        keep = torch.rand(z.shape, device=z.device, dtype=torch.float32, generator=gen) >= self.p
         if self.mask == "random":
             fill = z[_derangement(z.shape[0], z.device, gen)]
         elif self.mask == "zero":
@@ -653,7 +655,7 @@ class SynIBLoss(nn.Module):
         same feature of the sample a random permutation of the batch assigns (the masked
         cross-entropy's input; gradients flow to every entry used)."""
         gen = self._generator(z.device)
-        replace = torch.rand(z.shape, device=z.device, generator=gen) < self.masked_ce_p
+        replace = torch.rand(z.shape, device=z.device, dtype=torch.float32, generator=gen) < self.masked_ce_p
         order = torch.randperm(z.shape[0], device=z.device, generator=gen)
         return torch.where(replace, z[order], z)
 
@@ -703,7 +705,7 @@ class SynIBLoss(nn.Module):
         fused_ce = F.cross_entropy(fused, check_classes(y, fused.shape[-1]))
         top = _top_label(y)
         loss = fused_ce
-        zero = fused_ce.detach() * 0
+        zero = fused_ce.new_zeros(())  # an infinite fused_ce times 0 had reported the unused terms as NaN
         uni = zero
         if self.lambda_uni > 0:
             if head1 is None or head2 is None:

@@ -591,3 +591,40 @@ def test_cpu_inputs_stay_on_the_cpu_under_another_default_device(meta_default_de
     dyncim = DynCIM(200, 2, 5)
     assert dyncim.weights().device.type == "cpu" and dyncim.modality_weights().device.type == "cpu"
     assert ogm_ge_coefficients(np.array([1.0, 2.0])).device.type == "cpu"
+
+
+def test_index_lists_and_the_gate_target_stay_on_the_cpu_under_another_default_device(meta_default_device):
+    """Made without a device, DynCIMLoss's default gate target, DynCIM.update's index and
+    loss_inputs' index list went to torch's default device: under a meta default, the loss with
+    a gate and both calls raised NotImplementedError on CPU inputs."""
+    g = torch.Generator(device="cpu").manual_seed(0)
+    n = 12
+    p = torch.softmax(torch.randn(n, 3, generator=g, device="cpu"), 1)
+    y = torch.randint(0, 3, (n,), generator=g, device="cpu")
+    dyn = DynCIM(n, 2, 5)
+    dyn.update(p, [p, p], y, index=torch.arange(n, device="cpu"))
+    dyn.update(p, [p, p], y, index=np.arange(n))
+    inputs = dyn.loss_inputs([0, 1, 2])
+    logits = torch.randn(3, 3, generator=g, device="cpu")
+    gate = torch.full((3, 2), 0.5, device="cpu")
+    loss = DynCIMLoss()(logits, [logits, logits], y[:3], gate=gate, **inputs)
+    assert loss.device.type == "cpu" and math.isfinite(float(loss))
+    loss = DynCIMLoss()(logits, [logits, logits], y[:3], gate=gate)  # the default (uniform) target
+    assert loss.device.type == "cpu" and math.isfinite(float(loss))
+
+
+@pytest.mark.parametrize("mask", ["zero", "random"])
+def test_synib_masks_do_not_follow_the_default_dtype(mask):
+    """The masks' uniform draws took torch's default dtype: under a float64 default the same
+    seed and the same float32 embeddings gave other masks."""
+    z = torch.randn(8, 5, generator=torch.Generator().manual_seed(1))
+    draws = []
+    for default in (torch.float32, torch.float64):
+        previous = torch.get_default_dtype()
+        torch.set_default_dtype(default)
+        try:
+            loss = SynIBLoss(mask=mask, seed=3)
+            draws.append((loss.withhold(z, 1), loss.random_mask(z)))
+        finally:
+            torch.set_default_dtype(previous)
+    assert all(torch.equal(a, b) for a, b in zip(*draws))

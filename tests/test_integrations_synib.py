@@ -749,3 +749,18 @@ def test_a_fusion_of_the_wrong_shape_and_a_third_modality_are_refused():
         with pytest.raises(ValueError, match="m must be the modality, 1 or 2"):
             call()
     assert loss_fn.withhold(z1, 1).shape == z1.shape
+
+
+def test_terms_that_are_off_are_zero_beside_an_infinite_fused_loss():
+    """The terms left off (no unimodal heads, the penalty past its epoch, no masked
+    cross-entropy) were the fused loss times 0: NaN where that loss is infinite (a -inf logit
+    on the true class), where the docstring says 0."""
+    def fusion(z1, z2):
+        logits = torch.cat([z1, z2], 1)[:, :3].clone()
+        logits[:, 0] = -math.inf
+        return logits
+    z = torch.zeros(4, 3)
+    terms = SynIBLoss(lambda_uni=0.0, off_after_epoch=0)(z, z, torch.zeros(4, dtype=torch.long), fusion, epoch=5)
+    assert math.isinf(float(terms.fused_ce))
+    assert float(terms.unimodal_ce) == 0.0 and float(terms.synergy_kl) == 0.0
+    assert terms.masked_ce is None or float(terms.masked_ce) == 0.0
