@@ -107,8 +107,14 @@ def run_dataset(load, arm_names, args, name: str) -> dict:
 
 def summarise(out: dict, arm_names) -> dict:
     """Per arm: final and best-validation-epoch test accuracy, head accuracies and probe gaps
-    (mean and t-interval), and paired differences against the baselines."""
+    (mean and t-interval), and paired differences against the baselines. The differences pair
+    runs by position, so every arm must hold the same seeds in the same order (run_dataset()
+    appends them so; a merged or edited file that does not is refused, not mispaired)."""
     runs = out["runs"]
+    seeds = {a: [r.get("seed") for r in runs[a]] for a in arm_names}
+    if len({tuple(s) for s in seeds.values()}) > 1:
+        raise ValueError("the arms' runs are not on the same seeds in the same order, so they cannot be "
+                         f"paired by position: {seeds}")
     col = {a: {"final": [r["test"]["acc"] for r in runs[a]], "best": [r["best_test"] for r in runs[a]]}
            for a in arm_names}
     for a in arm_names:

@@ -182,8 +182,14 @@ def pct(iv: dict, signed: bool = False) -> str:
 
 def holm_text(p: float) -> str:
     """``p_Holm 0.10``: two decimals from 0.1 up, two significant digits below, zeros kept
-    (``:.2g`` read 0.0549 as 0.05, 0.00951 as 0.01, and 0.0996 as 0.1 beside 0.10)."""
-    return f"p_Holm {p:.2f}" if p >= 0.1 else f"p_Holm {p:#.2g}"
+    (``:.2g`` read 0.0549 as 0.05, 0.00951 as 0.01, and 0.0996 as 0.1 beside 0.10); more digits
+    where those would put p on the other side of the 0.05 the reports test at (0.04996 had read
+    0.050)."""
+    text = f"{p:.2f}" if p >= 0.1 else f"{p:#.2g}"
+    digits = 3
+    while (float(text) < 0.05) != (p < 0.05) and digits < 17:
+        text, digits = f"{p:#.{digits}g}", digits + 1
+    return f"p_Holm {text}"
 
 
 def legend(family: dict, baseline: str, what: str) -> str:

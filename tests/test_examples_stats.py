@@ -216,3 +216,14 @@ def test_trajectory_draws_the_synergy_tests_interval_and_names_plug_in_terms(tmp
     bands.clear()
     plot_pid_trajectory({**history, "synergy_ci_low": n, "synergy_ci_high": n}, tmp_path / "u.png")
     assert bands == []
+
+
+def test_holm_text_keeps_p_on_its_side_of_the_levels():
+    """Two significant digits had rounded 0.04996 to 0.050: a p below the reports' level printed
+    at it. More digits where the rounding would cross 0.05."""
+    from examples.stats import holm_text
+
+    assert holm_text(0.04996) == "p_Holm 0.04996" and holm_text(0.049999999) == "p_Holm 0.049999999"
+    assert holm_text(0.0996) == "p_Holm 0.10" and holm_text(0.05) == "p_Holm 0.050"
+    assert holm_text(0.0549) == "p_Holm 0.055" and holm_text(0.0312) == "p_Holm 0.031"
+    assert holm_text(0.1) == "p_Holm 0.10" and holm_text(0.00951) == "p_Holm 0.0095"

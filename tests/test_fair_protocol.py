@@ -390,3 +390,16 @@ def test_deltas_figure_colours_by_holm_and_labels_intervals(tmp_path, monkeypatc
     assert xerr[0][0] == pytest.approx(0.9) and xerr[1][0] == pytest.approx(0.9)   # the unadjusted interval
     assert by_row[2][2] == "C2" and by_row[3][2] == "C3"
     assert "fused (89.8 [88.7, 91.0] %)" in ticks and "up (93.0 [92.0, 94.0] %)" in ticks
+
+
+def test_summaries_refuse_arms_on_other_seeds():
+    """Paired differences pair runs by position: arms whose runs are on other seeds (a merged or
+    edited results file) were silently mispaired. They are refused now."""
+    def run(seed, acc):
+        return {"seed": seed, "test": {"acc": acc, "acc1": acc, "acc2": acc}, "best_test": acc,
+                "probe_gap": {"1": 0.0, "2": 0.0}, "visits": 1, "steps": 1, "epochs_run": 1, "seconds": 1.0,
+                "summary": {}}
+    alone = [{"1": {"acc": 0.5, "probe": 0.5}, "2": {"acc": 0.5, "probe": 0.5}}] * 2
+    out = {"runs": {"fused": [run(0, 0.8), run(1, 0.9)], "fused+heads": [run(1, 0.7), run(0, 0.6)]}, "alone": alone}
+    with pytest.raises(ValueError, match="not on the same seeds in the same order"):
+        run_fair.summarise(out, ["fused", "fused+heads"])
