@@ -146,7 +146,7 @@ def table_rows(results: dict) -> list[list[str]]:
         rows.append([
             r["family"], r["method"], str(r["problems"]), _ms(r),
             *speedups, _fmt(r.get("max_abs_error"), "e"),
-            _fmt(r.get("max_own_gap"), "e"), _fmt(r.get("max_ref_gap"), "e"), r.get("notes", ""),
+            _fmt(r.get("max_own_gap"), "e"), _fmt(r.get("max_ref_gap"), "e"), _notes(r),
         ])
     return rows
 
@@ -166,6 +166,24 @@ def machine_sentence(m: dict) -> str:
             f"({m['torch_threads']} threads), numpy {m['numpy']}, cvxpy {m['cvxpy']}, "
             f"clarabel {m['clarabel']}, scikit-learn {m['scikit-learn']}, Python {m['python']}, "
             f"{m['os']}; {m['date_utc']} UTC; load average before the run {_load(m)}.")
+
+
+def _notes(row: dict) -> str:
+    """A row's notes, after its number of timed rounds where the report saved it (they differ
+    by row: the Adam rows and CVXPY take fewer, the large families' automatic rows one)."""
+    rounds = row.get("rounds")
+    notes = row.get("notes", "")
+    if rounds is None:
+        return notes
+    return f"{rounds} timed round{'s' if rounds != 1 else ''}" + (f"; {notes}" if notes else "")
+
+
+#: What CVXPY's time covers (fastpid/cvx.py, as bench/test_bench_solver.py times it).
+CVXPY_TIMED = ("CVXPY's time is its whole call as a user makes it (`fastpid.cvx.solve_cvx`, one problem "
+               "a call): building the problem, CVXPY's compilation, Clarabel's solve and reading the "
+               "solution back. `bench/results/cvx_time_split.md` (`python -m bench.cvx_time_split`) gives "
+               "Clarabel's share of that call per family, by which a speed-up here scales to one over "
+               "Clarabel's solve alone.")
 
 
 def render_markdown(results: dict) -> str:
@@ -190,6 +208,7 @@ def render_markdown(results: dict) -> str:
             "; speed-up vs dense CVXPY likewise over the time of the program over all "
             "entries (`bench/peers.py`)" if _has_dense(results) else ""),
         "",
+        *([CVXPY_TIMED, ""] if any("CVXPY" in r["method"] for r in results["rows"]) else []),
         _md_row(columns(results)),
         "|" + "|".join("---" for _ in columns(results)) + "|",
     ]

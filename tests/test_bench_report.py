@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bench import report
@@ -291,3 +292,14 @@ def test_the_report_command_refuses_a_report_that_is_not_a_solver_one(tmp_path):
     path.write_text(json.dumps({"machine": {}, "cases": []}))
     with pytest.raises(SystemExit, match="is not a solver report"):
         report.main([str(path)])
+
+
+def test_the_cvxpy_split_adds_up():
+    """bench.cvx_time_split's parts of one CVXPY call: compilation and Clarabel's solve are
+    parts of the whole call, each positive."""
+    pytest.importorskip("cvxpy")
+    from bench import cvx_time_split
+
+    P = np.random.default_rng(0).dirichlet(np.ones(27)).reshape(3, 3, 3)
+    whole, compilation, solver = cvx_time_split.split(P)
+    assert 0 < compilation and 0 < solver and compilation + solver < whole
