@@ -85,6 +85,7 @@ def standardize(x: torch.Tensor, eps: float = 1e-8, *, like: torch.Tensor | None
     Half-precision rows are standardised in float32 (and returned so, as :func:`pca` and
     :func:`kmeans` take them): in bfloat16 the column means came out 2.4e-3 from 0.
     """
+    eps = check_real(eps, "eps", 0)  # -1 had made constant columns NaN, NaN or inf left all unscaled
     x = _at_least_float32(_check_matrix(x, "x"))
     ref = x
     if like is not None:

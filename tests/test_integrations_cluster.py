@@ -122,3 +122,12 @@ def test_standardize_like_wider_rows_works_in_the_wider_dtype():
     got = standardize(val, like=train)
     assert got.dtype == torch.float32 and torch.isfinite(got).all()
     torch.testing.assert_close(got, standardize(val.float(), like=train))
+
+
+@pytest.mark.parametrize("eps", [-1.0, float("nan"), float("inf")])
+def test_standardize_checks_eps(eps):
+    """eps was never checked: -1 made a constant column NaN (after NaN input had been refused),
+    NaN or inf left every column centred but unscaled."""
+    x = torch.tensor([[1.0, 2.0], [1.0, 3.0], [1.0, 5.0]], dtype=torch.float64)
+    with pytest.raises(ValueError, match="eps"):
+        standardize(x, eps)
