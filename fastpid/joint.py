@@ -82,6 +82,9 @@ def sample_tensor(v, name: str, device) -> torch.Tensor:
     so that they are checked to the dtype's eps and renormalised as torch's are (through
     float64 they met the 1e-4 tolerance and were refused); everything else as
     :func:`fastpid._validate.as_tensor` converts it."""
+    if isinstance(v, (list, tuple)) and v and all(isinstance(r, torch.Tensor) for r in v) \
+            and len({(r.shape, r.dtype, r.device) for r in v}) == 1:
+        v = torch.stack(list(v))  # tensors of one shape and dtype: bfloat16 ones had no numpy form
     if isinstance(v, (list, tuple)) and v:  # rows gathered per sample, arrays or tensors of one dtype
         try:
             rows = np.asarray(v)
@@ -107,7 +110,10 @@ def joint(x1, x2, y, *, sizes=None, weights=None, groups=None, num_groups=None):
           are integral, e.g. ``2.0``, and is an error otherwise), or
         * a 2-D ``(N, n)`` matrix of **soft probability rows**: entries >= 0,
           each row summing to 1 within a relative tolerance of 1e-4 (float16 and
-          bfloat16 rows: the dtype's eps, and each is divided by its sum).
+          bfloat16 rows: the dtype's eps, and each is divided by its sum). Rows
+          within that tolerance are used as given, and each problem is then
+          divided by its total mass, so ``P`` sums to 1 and the formula under
+          Returns holds exactly for rows that sum to 1 (within ~1e-4 for others).
 
         Any combination is allowed (e.g. soft ``x1``/``x2`` and hard labels
         ``y``); a hard vector behaves exactly like its one-hot rows.

@@ -899,3 +899,13 @@ def test_a_small_joint_does_not_read_the_free_memory(monkeypatch):
     monkeypatch.setattr(_resources, "_UNCHECKED_BYTES", 0)
     with pytest.raises(AssertionError, match="the free memory was read"):
         joint([0, 9], [0, 9], [0, 9], sizes=(10, 10, 10))
+
+
+def test_a_list_of_bfloat16_rows_is_read_like_one_of_float32_rows():
+    """A list of bfloat16 row tensors (rows gathered per sample) was refused: numpy has no
+    bfloat16, and the list went through numpy. Tensors of one shape and dtype are stacked."""
+    rows = [torch.tensor([0.5, 0.5]), torch.tensor([0.25, 0.75]), torch.tensor([1.0, 0.0])]
+    codes, y = [0, 1, 1], [0, 0, 1]
+    want = fastpid.joint(rows, codes, y)
+    got = fastpid.joint([r.to(torch.bfloat16) for r in rows], codes, y)
+    np.testing.assert_allclose(got, want, rtol=1e-7)
