@@ -82,9 +82,13 @@ def sample_tensor(v, name: str, device) -> torch.Tensor:
     so that they are checked to the dtype's eps and renormalised as torch's are (through
     float64 they met the 1e-4 tolerance and were refused); everything else as
     :func:`fastpid._validate.as_tensor` converts it."""
-    if isinstance(v, (list, tuple)) and v and all(isinstance(r, torch.Tensor) for r in v) \
-            and len({(r.shape, r.dtype, r.device) for r in v}) == 1:
-        v = torch.stack(list(v))  # tensors of one shape and dtype: bfloat16 ones had no numpy form
+    if isinstance(v, (list, tuple)) and v and all(
+            isinstance(r, torch.Tensor) and r.dtype == torch.bfloat16 and r.device.type == "cpu"
+            and not r.requires_grad for r in v) and len({r.shape for r in v}) == 1:
+        # bfloat16 rows have no numpy form: stacked, they are checked to bfloat16's eps and
+        # renormalised as a bfloat16 tensor is; tensors that need a gradient or live off the
+        # CPU are still refused below.
+        v = torch.stack(list(v))
     if isinstance(v, (list, tuple)) and v:  # rows gathered per sample, arrays or tensors of one dtype
         try:
             rows = np.asarray(v)

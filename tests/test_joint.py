@@ -909,3 +909,8 @@ def test_a_list_of_bfloat16_rows_is_read_like_one_of_float32_rows():
     want = fastpid.joint(rows, codes, y)
     got = fastpid.joint([r.to(torch.bfloat16) for r in rows], codes, y)
     np.testing.assert_allclose(got, want, rtol=1e-7)
+    # Softmax rows, which sum to 1 only to bfloat16's rounding, pass as a bfloat16 tensor's do.
+    soft = torch.softmax(torch.randn(3, 5, generator=torch.Generator().manual_seed(0)), 1).to(torch.bfloat16)
+    np.testing.assert_allclose(fastpid.joint(list(soft), codes, y), fastpid.joint(soft, codes, y).numpy(), rtol=1e-6)
+    with pytest.raises(TypeError, match="stack them"):  # a gradient would be lost: still refused
+        fastpid.joint([r.to(torch.bfloat16).requires_grad_() for r in rows], codes, y)
