@@ -99,7 +99,11 @@ class PIDResult:
         else:
             import numpy as np
 
-            picked = np.asarray(self.status, dtype=object).reshape(self.shape)[_as_numpy_index(index)]
+            # As the arrays take the index: a torch result reads a numpy uint8 array as a mask
+            # (_index_for), so its status must too (it had picked positions 1, 0, 1 of [1, 0, 1]).
+            torch_backed = hasattr(self.redundancy, "detach")
+            picked = np.asarray(self.status, dtype=object).reshape(self.shape)[
+                _as_numpy_index(_uint8_as_bool(index) if torch_backed else index)]
             status = tuple(np.asarray(picked, dtype=object).ravel().tolist())
         # coupling has three axes more than the batch: an Ellipsis must expand over the batch
         # axes only (res[..., 1] picks a problem, not a target value).

@@ -580,3 +580,15 @@ def test_a_small_batch_prints_its_values():
     assert "array of shape (7,)" in repr(fastpid.pid(batch(B=7)))
     grid = repr(fastpid.pid(torch.from_numpy(batch(B=6)).reshape(2, 3, *P.shape[1:])))
     assert "synergy=[[" in grid and "\n" not in grid
+
+
+def test_a_torch_results_status_follows_a_numpy_uint8_mask_as_its_arrays_do():
+    """A torch result reads a numpy uint8 array as a mask (as torch does); its status read it
+    as positions: res[np.uint8([1, 0, 1])] had two problems and three statuses."""
+    from dataclasses import replace
+
+    res = fastpid.pid(torch.rand(3, 2, 2, 2, dtype=torch.float64))
+    res = replace(res, status=("a", "b", "c"))
+    picked = res[np.array([1, 0, 1], dtype=np.uint8)]
+    assert picked.shape == (2,) and picked.status == ("a", "c")
+    assert res[torch.tensor([1, 0, 1], dtype=torch.uint8)].status == ("a", "c")
