@@ -152,20 +152,26 @@ SYNERGY_RULES = ("baseline", "test")
 #: Keys of a probe record's synergy test (floats; nats, except ``p_value``).
 TEST_KEYS = ("synergy", "p_value", "ci_low", "ci_high")
 #: Label permutations behind the check that a modality left training alone is informative
-#: (:func:`_independence_p`), and the p-value above which it is called uninformative.
-INDEPENDENCE_PERMUTATIONS, INDEPENDENCE_LEVEL = 99, 0.05
+#: (:func:`_independence_p`), and the p-value above which it is called uninformative. Epoch
+#: ``e``'s permutations are seeded ``baseline_seed + e + INDEPENDENCE_SEED_OFFSET`` (mod 2**64):
+#: not the label baseline's own draws (``baseline_seed + e``).
+INDEPENDENCE_PERMUTATIONS, INDEPENDENCE_LEVEL, INDEPENDENCE_SEED_OFFSET = 99, 0.05, 2**63
 
 
-def _independence_p(codes: torch.Tensor, labels: torch.Tensor, seed: int) -> float:
+def _independence_p(codes, labels, seed: int) -> float | None:
     """Permutation p-value of the plug-in ``I(codes; labels)`` against labels shuffled
     :data:`INDEPENDENCE_PERMUTATIONS` times (seeded): the share of shuffles, the observed
     labelling counted among them, whose information is at least the observed one. A plug-in
     information on its own cannot say this: pure-noise codes (20 codes, 10 classes, 600
     samples) carry ~0.17 nats of it. Permuting the labels keeps both marginals, so only
-    ``sum n log n`` over the contingency table changes."""
-    # On the CPU whatever torch's default device (a meta default had met CPU codes).
-    c = codes.detach().cpu().long()
-    y = labels.detach().cpu().long()
+    ``sum n log n`` over the contingency table changes. ``None`` where the codes or labels are
+    not ids from 0 (e.g. -1 for points no cluster took): the check only warns, so it gives way
+    to the rule on the terms rather than fail a step."""
+    # On the CPU whatever torch's default device (a meta default had met CPU codes); numpy too.
+    c = torch.as_tensor(codes, device="cpu").detach().long()
+    y = torch.as_tensor(labels, device="cpu").detach().long()
+    if c.shape != y.shape or c.dim() != 1 or not len(c) or int(c.min()) < 0 or int(y.min()) < 0:
+        return None
     k, n_classes = int(c.max()) + 1, int(y.max()) + 1
     gen = torch.Generator(device="cpu").manual_seed(seed)
     shuffled = torch.stack([y[torch.randperm(len(y), generator=gen, device="cpu")]
@@ -503,7 +509,7 @@ class ECSAsyncController:
                 baseline = self.probe.shuffled(res.codes1, res.codes2, res.labels, self.baseline_permutations,
                                                seed=(self.baseline_seed + epoch) % (SEED_MAX + 1),
                                                within_class=self.baseline == "within_class")
-            return self._step(epoch, self._parse(res, baseline, None, estimate=estimate))
+            return self._step(epoch, self._parse(res, baseline, None, estimate=estimate, epoch=epoch))
         if self.stage == UNIMODAL and epoch >= self.max_unimodal_epochs:
             return self._switch(epoch, f"reached max_unimodal_epochs={self.max_unimodal_epochs}")
         return self.current(epoch)
@@ -546,7 +552,7 @@ class ECSAsyncController:
         other mappings are taken as nats (the unit of ``min_score``, ``eps`` and the
         history)."""
         epoch = self._check_epoch(epoch)  # as in update()
-        return self._step(epoch, self._parse(result, baseline, test))
+        return self._step(epoch, self._parse(result, baseline, test, epoch=epoch))
 
     def _check_epoch(self, epoch: SupportsIndex) -> int:
         """``epoch`` as a plain int, after the last probed one: a repeated or earlier epoch (a
@@ -666,8 +672,10 @@ class ECSAsyncController:
             return None
         return self.peak_score - (1.0 - self.drop) * abs(self.peak_score)
 
-    def _parse(self, result, baseline, test, *, estimate: bool = False):
-        """``((terms, baseline, test), None)`` checked, or ``(None, error)`` (step()).
+    def _parse(self, result, baseline, test, *, estimate: bool = False, epoch: int = 0):
+        """``((terms, baseline, test, informed), None)`` checked, or ``(None, error)`` (step());
+        ``informed``: each modality's :func:`_independence_p` (rank 0 only, in stage 1 from the
+        warm-up on and until the warning was given; else ``None``).
 
         ``estimate=True`` computes ``test`` here, as :meth:`PIDProbe.estimated` of the
         ``result``'s codes (update() on rank 0), so that its errors reach every rank too."""
@@ -677,12 +685,15 @@ class ECSAsyncController:
             terms = _terms(result)
             # Whether each modality's codes inform on the labels (a ProbeResult has its codes),
             # for the warning of a pause that leaves only an uninformative one training.
+            # Rank 0's is the one broadcast: the others would only discard theirs.
             informed = None
             if (isinstance(result, ProbeResult) and result.labels is not None and self.stage == UNIMODAL
-                    and not self._warned_uninformed):
-                seed = (self.baseline_seed + len(self.history)) % (SEED_MAX + 1)
+                    and not self._warned_uninformed and epoch >= self.warmup_epochs
+                    and rank_and_world()[0] == 0):
+                seed = (self.baseline_seed + epoch + INDEPENDENCE_SEED_OFFSET) % (SEED_MAX + 1)
                 informed = {m: _independence_p(codes, result.labels, seed)
                             for m, codes in ((1, result.codes1), (2, result.codes2))}
+                informed = None if None in informed.values() else informed
             if test is None and isinstance(result, ProbeResult):
                 test = result.estimate
             if test is not None:

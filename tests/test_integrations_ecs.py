@@ -690,3 +690,18 @@ def test_the_independence_check_holds_its_level():
     p = [_independence_p(torch.randint(0, 20, (600,), generator=g), y, seed) for seed in range(200)]
     assert 4 <= sum(v <= 0.05 for v in p) <= 17 and all(0.01 <= v <= 1.0 for v in p)
     assert _independence_p(2 * y + torch.randint(0, 2, (600,), generator=g), y, 0) == 0.01
+
+
+def test_the_independence_check_gives_way_where_it_cannot_run():
+    """The check only warns, but numpy codes or a -1 'no cluster' id in a ProbeResult made step()
+    raise (AttributeError, bincount of a negative) on every rank. It falls back to the eps rule."""
+    from fastpid.integrations import ProbeResult
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 60)
+    for codes2 in (rng.integers(0, 4, 60), np.r_[-1, rng.integers(0, 4, 59)]):
+        t = terms(0.5, 0.0, 0.05, r=0.1)
+        res = ProbeResult(**{k: t[k] for k in ("redundancy", "unique1", "unique2", "synergy", "mi", "mi1", "mi2",
+                                               "gap")}, codes1=y.copy(), codes2=codes2, labels=y)
+        d = ECSAsyncController(**RAW).step(0, res)
+        assert d.train2 and not d.train1
