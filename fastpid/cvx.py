@@ -21,8 +21,8 @@ Clarabel, as people use it".  Clarabel runs with its default settings unless
 still converge on the problems we test; with them Clarabel came within 9e-11..2.4e-10 nats
 of the certified values on the benchmark's sparse families (status ``"optimal"``), with its
 defaults off by up to 7.8e-7 (``bench/results/solver_cpu_intel.md``; 7.6e-7 in the earlier
-reports there). Clarabel certifies nothing about V itself: the certified gap of ``fastpid.pid`` is the
-judge of accuracy.
+reports there). Clarabel certifies nothing about V itself: the certified gap of
+``fastpid.pid`` is the judge of accuracy.
 
 Needs the optional dependency: ``pip install 'fastpid[cvx]'``.
 """
