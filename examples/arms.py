@@ -330,8 +330,8 @@ class Curriculum(Arm):
         """The fraction of the training set each epoch of the schedule will visit."""
         inner = self.inner
         if isinstance(inner, curricula.SPICE):
-            # The curriculum's own pacing of each epoch (past its schedule, the last phase's end).
-            return [1.0] + [inner.cur._pacing(e) for e in range(1, self.epochs)]
+            # The share the curriculum admits at each epoch once scores exist (ceil(c N) / N).
+            return [1.0] + [inner.cur.scheduled_fraction(e) for e in range(1, self.epochs)]
         if isinstance(inner, curricula.StaticCurriculum):
             return [1.0] + [inner.pacing(e - 1, max(1, self.epochs - 2)) for e in range(1, self.epochs)]
         return [1.0] * self.epochs

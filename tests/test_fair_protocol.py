@@ -71,6 +71,17 @@ def test_equal_sample_visits(small, name):
     assert res["best_val"] == max(res["val_curve"])
 
 
+def test_a_curriculum_schedule_is_the_shortest_that_plans_the_budget():
+    """Planned visits are whole samples (what the sampler admits), and one epoch fewer
+    falls short of the budget."""
+    build = arms.ARMS["SPICE (pointwise)"]
+    n, epochs = 97, 4
+    length = fair.schedule_epochs(lambda e: build(n, e, 0), epochs)
+    planned = build(n, length, 0).planned_fractions()
+    assert all(abs(f * n - round(f * n)) < 1e-9 for f in planned)
+    assert sum(planned) >= epochs > sum(build(n, length - 1, 0).planned_fractions())
+
+
 def test_a_last_batch_of_one_sample_ends_the_budget(small):
     """A batch size that leaves one sample at the end of every pass: the lone sample cannot
     be trained on (batch statistics), but it is spent, so the run ends at the budget."""
