@@ -150,7 +150,7 @@ class PIDEstimate:
     is group ``i``'s estimate; ``len`` and iteration go over the groups); numpy
     ``float64`` for numpy input, torch ``float64`` on the input's device for torch input
     (``reliable`` holds booleans, ``occupied`` integers, and ``n`` integers too without
-    weights); :meth:`numpy` and :meth:`cpu` convert every field.
+    weights); :meth:`numpy` and :meth:`cpu` convert every field, :meth:`in_base` the units.
     Units: nats, or ``base``.
 
     Attributes:
@@ -280,6 +280,37 @@ class PIDEstimate:
                        occupied=fn(self.occupied), plugin=plugin, group=None if group is None else fn(group),
                        **{f: terms(getattr(self, f)) for f in ("ci_low", "ci_high", "se", "bias", "p_value",
                                                                  "reliable")})
+
+    def in_base(self, base: float) -> "PIDEstimate":
+        """The same estimate in logarithm base ``base`` (> 1; ``math.e`` for nats): the point
+        estimates, intervals, standard errors, biases and ``plugin`` rescaled; p-values,
+        flags and counts as they are."""
+        base = check_base(base)  # None for nats
+        factor = math.log(math.e if self.base is None else self.base) / math.log(math.e if base is None else base)
+
+        def scaled(v):
+            return _keep_array(v * factor)
+
+        def terms(t: Terms) -> Terms:
+            return Terms(*(scaled(v) for v in t))
+
+        return replace(self, base=base, plugin=self.plugin.in_base(math.e if base is None else base),
+                       **{t: scaled(getattr(self, t)) for t in TERMS},
+                       **{f: terms(getattr(self, f)) for f in ("ci_low", "ci_high", "se", "bias")})
+
+    def to_bits(self) -> "PIDEstimate":
+        """The same estimate in bits (base 2)."""
+        return self.in_base(2.0)
+
+    def to_nats(self) -> "PIDEstimate":
+        """The same estimate in nats."""
+        return self.in_base(math.e)
+
+    def as_dict(self) -> dict:
+        """Every field by name, each :class:`Terms` as its own dict (arrays as they are, not
+        copied; ``plugin`` the :class:`PIDResult`), e.g. for logging."""
+        return {f.name: v.as_dict() if isinstance(v, Terms) else v
+                for f in fields(self) for v in (getattr(self, f.name),)}
 
     def numpy(self) -> "PIDEstimate":
         """The same estimate with numpy arrays (of an estimate of torch tensors, on any device)."""

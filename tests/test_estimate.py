@@ -7,6 +7,7 @@ replicates with loose bounds; the ``slow`` test runs a reduced version of
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import math
 import re
@@ -128,6 +129,36 @@ def test_groups_give_one_estimate_per_group_and_base():
     np.testing.assert_allclose(bits.synergy, e.synergy / math.log(2), rtol=1e-9)
     np.testing.assert_allclose(bits.p_value.synergy, e.p_value.synergy)
     assert bits.units == "bits" and bits.plugin.base == 2
+
+
+@pytest.mark.parametrize("torch_in", [False, True])
+def test_in_base_gives_what_base_gives_and_as_dict_names_every_field(torch_in):
+    """An estimate converts to bits (and back) as estimate(..., base=2) gives it; p-values,
+    flags and counts stay; as_dict() gives every field, Terms as dicts."""
+    rng = np.random.default_rng(5)
+    x1, x2, y = (torch.as_tensor(v) if torch_in else v for v in _sample(_xor(3, 2, 0.1), 300, rng))
+    e = fastpid.estimate(x1, x2, y, seed=1, n_null=9)
+    direct = fastpid.estimate(x1, x2, y, seed=1, n_null=9, base=2)
+    bits = e.to_bits()
+    assert bits.base == direct.base == 2 and bits.units == "bits" and bits.plugin.base == 2
+    pairs = [(getattr(bits, t), getattr(direct, t)) for t in TERMS]
+    for f in ("ci_low", "ci_high", "se", "bias", "p_value"):
+        pairs += list(zip(getattr(bits, f), getattr(direct, f)))
+    pairs += [(getattr(bits.plugin, t), getattr(direct.plugin, t)) for t in TERMS + ("gap",)]
+    for got, want in pairs:
+        assert type(got) is type(want)
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-12, atol=0)
+    for f in ("n", "occupied"):
+        assert np.asarray(getattr(bits, f)) == np.asarray(getattr(e, f))
+    assert list(bits.reliable) == list(e.reliable)
+    back = bits.to_nats()
+    assert back.base is None and back.plugin.base is None
+    np.testing.assert_allclose(np.asarray(back.synergy), np.asarray(e.synergy), rtol=1e-12)
+    with pytest.raises(ValueError, match="base"):
+        e.in_base(1)
+    d = e.as_dict()
+    assert list(d) == [f.name for f in dataclasses.fields(PIDEstimate)]
+    assert d["ci_low"] == e.ci_low.as_dict() and d["plugin"] is e.plugin and d["synergy"] is e.synergy
 
 
 def test_a_grouped_estimate_is_indexed_and_iterated_by_group():
