@@ -38,6 +38,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
     import numpy
     import torch
 
+    import warnings
+
     from fastpid import backends
     from fastpid._build_info import build_info
 
@@ -47,9 +49,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
         "numpy": numpy.__version__,
         "torch": torch.__version__,
         "torch_cuda_available": bool(torch.cuda.is_available()),
-        "native": build_info(),
-        "backends": backends(),
     }
+    with warnings.catch_warnings():  # the warning that the extension is unavailable points here
+        warnings.filterwarnings("ignore", message="fastpid's native extension is unavailable")
+        info.update(native=build_info(), backends=backends())
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -143,9 +146,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\nfastpid: error: a command is required (demo or info)", file=sys.stderr)
         return 2
     if extra:  # with the command's own usage line, not the top-level one
-        before = argv[:argv.index(args.command)] if args.command in argv else []
-        misplaced = [a for a in extra if a in before]
-        hint = (f" (options go after the command: fastpid {args.command} {' '.join(misplaced)})"
+        at = argv.index(args.command) if args.command in argv else 0
+        own = {o for action in args.command_parser._actions for o in action.option_strings}
+        # only options the command takes (the hint had suggested `fastpid info --no-data`, an
+        # option info does not have), and no command line that repeats one given after it
+        misplaced = [a for a in extra if a in argv[:at] and a in own]
+        moved = [a for a in misplaced if a not in argv[at + 1:]]
+        hint = (" (options go after the command" + (f": fastpid {args.command} {' '.join(moved)})" if moved else ")")
                 if misplaced else "")
         args.command_parser.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
     if sys.stdout is None:  # e.g. `fastpid info >&-`: nowhere to write the results

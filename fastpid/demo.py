@@ -133,11 +133,19 @@ def _timed(call, n: int = TIMED_CALLS) -> tuple[Any, dict[str, Any]]:
     return out, {"seconds": float(np.median(times)), "seconds_range": [min(times), max(times)]}
 
 
+def _two_digits(x: float) -> str:
+    """``x`` to two significant digits, or to the unit at 100 and above, never in exponent
+    notation (``.2g`` printed 123 ms as "1.2e+02")."""
+    if not (math.isfinite(x) and x > 0):
+        return f"{x:g}"
+    return f"{x:.{max(0, 1 - math.floor(math.log10(x)))}f}"
+
+
 def _time_text(t: dict[str, Any], unit: str = "ms") -> str:
     """A time of :func:`_timed` as "median unit (range fastest-slowest)", two digits each."""
     k = 1e3 if unit == "ms" else 1.0
     lo, hi = t["seconds_range"]
-    return f"{t['seconds'] * k:.2g} {unit} (range {lo * k:.2g}-{hi * k:.2g})"
+    return f"{_two_digits(t['seconds'] * k)} {unit} (range {_two_digits(lo * k)}-{_two_digits(hi * k)})"
 
 
 def gate_table(method: str = "exact") -> list[dict[str, Any]]:
@@ -168,7 +176,13 @@ def format_gate_table(rows: list[dict[str, Any]]) -> str:
         ]
         for r in rows
     ]
-    return _table(header, body, "llrrrrrrl")
+    # each gate's rule below the table, which it had widened to 150 columns
+    rules = [""]
+    for entry in (f"{r['name']}: {r['description']}" for r in rows):
+        if rules[-1] and len(rules[-1]) + len(entry) + 2 > 100:
+            rules.append("")
+        rules[-1] += ("; " if rules[-1] else "") + entry
+    return _table(header, body, "llrrrrrrl") + "\n\n" + "\n".join(rules)
 
 
 # --------------------------------------------------------------------------- part 2
@@ -321,7 +335,7 @@ def run(*, as_json: bool = False, data: bool = True, out=None) -> dict[str, Any]
         print("fastpid demo: BROJA partial information decomposition, all values in bits", file=out)
         print("gap = certified bound on the error of every term: upper minus lower bound of V, plus the\n"
               "terms' float64 rounding (XOR's S is 1 - 2.2e-16 bits, within its gap of 3.2e-14)\n", file=out)
-        print("1. Canonical gates (X1, X2 uniform unless stated)\n", file=out)
+        print("1. Canonical gates (the pairs (x1, x2) each rule takes equally likely)\n", file=out)
         print(format_gate_table(report["gates"]), file=out, flush=True)  # shown before the slow part
     if data:
         report["digits"] = digits_report()

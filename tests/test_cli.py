@@ -78,6 +78,51 @@ def test_an_option_before_the_command_is_pointed_after_it(capsys):
     assert "options go after the command: fastpid demo --json" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv, hint", [
+    (["--no-data", "info"], None),                        # info has no --no-data: no command to suggest
+    (["--bogus", "demo"], None),
+    (["--json", "info", "--json"], "(options go after the command)"),   # already after it: no repeat
+])
+def test_the_hint_suggests_only_options_the_command_takes(capsys, argv, hint):
+    with pytest.raises(SystemExit):
+        main(argv)
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.endswith(hint) if hint else "options go after" not in err
+
+
+def test_info_does_not_warn_that_the_extension_it_reports_is_unavailable():
+    """Without the native extension, `fastpid info` warned "(`fastpid info` shows the build)"
+    on stderr beside the build it printed."""
+    code = ("import sys; sys.modules['fastpid._C'] = None; from fastpid.cli import main; "
+            "sys.exit(main(['info']))")
+    proc = subprocess.run([sys.executable, "-W", "always", "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert "native                 False" in proc.stdout
+
+
+def test_demo_sh_keeps_pip_off_stdout(tmp_path):
+    """pip's log went to stdout ahead of the JSON of `scripts/demo.sh --json`."""
+    fake = tmp_path / "python"
+    fake.write_text(f'#!/usr/bin/env bash\nif [ "$1 $2" = "-m pip" ]; then echo "Requirement already satisfied"; '
+                    f'exit 0; fi\nexec {sys.executable} "$@"\n')
+    fake.chmod(0o755)
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(["bash", str(root / "scripts" / "demo.sh"), "--json", "--no-data"], capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "PYTHON": str(fake)})
+    assert proc.returncode == 0, proc.stderr
+    assert {r["name"] for r in json.loads(proc.stdout)["gates"]} == set(KNOWN_BITS)
+    assert "Requirement already satisfied" in proc.stderr
+
+
+def test_demo_times_never_print_in_exponent_notation():
+    from fastpid.demo import _time_text
+
+    assert _time_text({"seconds": 0.123, "seconds_range": [0.1, 0.25]}) == "123 ms (range 100-250)"
+    assert _time_text({"seconds": 0.00123, "seconds_range": [0.0011, 0.0093]}) == "1.2 ms (range 1.1-9.3)"
+    assert _time_text({"seconds": 0.08, "seconds_range": [0.0751, 0.4]}, "s") == "0.080 s (range 0.075-0.40)"
+
+
 def test_importing_dunder_main_runs_nothing():
     done = subprocess.run([sys.executable, "-c", "import fastpid.__main__"], capture_output=True, text=True,
                           timeout=300)
@@ -219,6 +264,8 @@ def test_demo_table_text(capsys):
     assert cells("RDN") == pytest.approx([1, 0, 0, 0, 1], abs=1e-6)
     assert cells("COPY") == pytest.approx([0, 1, 1, 0, 2], abs=1e-6)
     assert cells("UNQ") == pytest.approx([0, 1, 0, 0, 1], abs=1e-6)
+    # each gate's rule is printed (the heading had referred to statements only --json gave)
+    assert "XOR: Y = X1 xor X2" in out and "RDN: X1 = X2 = Y, one fair bit" in out
 
 
 @pytest.mark.parametrize("as_json", [False, True])
