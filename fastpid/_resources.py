@@ -24,11 +24,20 @@ BATCH_FLOATS = 64
 
 def per_problem_floats(flat: torch.Tensor, method: str, plan=None) -> int:
     """Floats one problem of ``flat[B, n1, n2, ny]`` holds at once in the PyTorch solver: its
-    Newton system (``plan``, :func:`fastpid.solver.newton_plan` of ``flat``, computed when not
-    given; exact), or a few copies of the joint (fast, proxy)."""
+    Newton system (by that solver's own plan, from ``plan``, :func:`fastpid.solver.newton_plan`
+    of ``flat``, where given; exact), or a few copies of the joint (fast, proxy)."""
+    if method != "exact":
+        return math.prod(flat.shape[1:])
+    return torch_plan(flat, plan).floats
+
+
+def torch_plan(flat: torch.Tensor, plan=None):
+    """The PyTorch solver's :func:`fastpid.solver.newton_plan` of ``flat`` (from ``plan``'s
+    counts where given): estimated by the C++ solver's plan, dense 20x16x50 (low-rank there,
+    a Schur complement here) had peaked at 1.23 times its estimate."""
     from .solver import newton_plan
 
-    return (plan or newton_plan(flat)).floats if method == "exact" else math.prod(flat.shape[1:])
+    return newton_plan(flat, native=False) if plan is None else plan.for_torch(flat)
 
 
 #: Floats the PyTorch closed forms (fastpid.info.closed_forms) hold at their peak: so many per
@@ -103,10 +112,15 @@ def _solve_bytes(flat: torch.Tensor, method: str, backend: str, plan=None, coupl
 def _cpp_elimination(flat: torch.Tensor, method: str, plan=None) -> tuple[bool, bool]:
     """``(exact, lowrank)`` of the C++ solve of ``flat`` by ``method``: whether it takes Newton
     steps, and whether by the low-rank elimination (as :func:`fastpid.api._solve_oriented`)."""
+    exact = method == "exact"
+    return exact, exact and _native_plan(flat, plan).structure == "lowrank"
+
+
+def _native_plan(flat: torch.Tensor, plan=None):
+    """``plan`` where it is the C++ solver's, else that solver's plan of ``flat``."""
     from .solver import newton_plan
 
-    exact = method == "exact"
-    return exact, exact and (plan or newton_plan(flat)).structure == "lowrank"
+    return plan if plan is not None and plan.native else newton_plan(flat)
 
 
 @functools.lru_cache(maxsize=256)
@@ -194,10 +208,13 @@ def cpp_bytes(B: int, n1: int, n2: int, ny: int, exact: bool, lowrank: bool, cou
     method ``"exact"`` (``exact``; by the low-rank elimination where ``lowrank``) or ``"fast"``,
     and the chunk's outputs (with the couplings where ``coupling``). Counting ``min(B, cpus)``
     workspaces for a batch solved one problem a call refused 32 problems of 100x10x1000 on 32
-    processors for 31.4 GiB; they ran in about 1 GiB."""
+    processors for 31.4 GiB; they ran in about 1 GiB. The couplings of the whole batch are
+    joined, then converted for the result: two sets (32,768 problems of 8x8x8 had peaked at
+    3.2 times the estimate of one chunk's)."""
     chunk = cpp_chunk(B, n1, n2, ny, exact, lowrank, coupling)
     work = _cpp_workspace(n1, n2, ny, exact, lowrank)
-    return 8 * (min(chunk, cpp_threads()) * work + chunk * cpp_problem_floats(n1, n2, ny, coupling))
+    joined = 2 * B * n1 * n2 * ny if coupling else 0
+    return 8 * (min(chunk, cpp_threads()) * work + chunk * cpp_problem_floats(n1, n2, ny, coupling) + joined)
 
 
 def cpp_route_bytes(B: int, n1: int, n2: int, ny: int, exact: bool, lowrank: bool) -> int:
@@ -422,13 +439,11 @@ def _memory_advice(flat: torch.Tensor, method: str, backend: str, plan, coupling
         return (f"One problem alone does not fit: method={method!r} holds a few arrays of the "
                 "joint's n1 * n2 * ny cells (or of its marginals' (n1 + n2) * ny, where they are more); merge "
                 "rare values of X1, X2 or Y.")
-    from .solver import newton_plan
-
-    plan = plan or newton_plan(flat)
+    solver_plan = torch_plan(flat, plan) if backend != "cpp" else _native_plan(flat, plan)
     grows = {"lowrank": "its low-rank elimination grows with ny * (n1 + n2) * n1 * n2 (per-y "
                         "blocks and their products with the n1 * n2 cells)",
              "sparse": "its Newton system grows with the square of the free potentials (pairs "
-                       "(x, y) of positive mass)"}.get(plan.structure, "its Newton system grows with "
+                       "(x, y) of positive mass)"}.get(solver_plan.structure, "its Newton system grows with "
                                                                          "(min(n1, n2) * ny)^2")
     text = (f"One problem alone does not fit: in the exact solver {grows}; merge rare values "
             "of X1, X2 or Y (target values or clusters), or use method='fast'.")
@@ -502,6 +517,6 @@ def solver_threads(flat: torch.Tensor, method: str):
     from .solver import newton_plan
 
     B, n1, n2, ny = flat.shape
-    flops = B * newton_plan(flat).flops if method == "exact" else B * n1 * n2 * ny * 50
+    flops = B * newton_plan(flat, native=False).flops if method == "exact" else B * n1 * n2 * ny * 50
     small = flat.device.type == "cpu" and flops < _THREADED_FLOPS
     return threads(1 if small else torch.get_num_threads())

@@ -597,6 +597,18 @@ class NewtonPlan:
     # mass), in the batch's own orientation; fastpid.api orients each problem by them.
     free1: Optional[torch.Tensor] = None
     free2: Optional[torch.Tensor] = None
+    # Planned for the C++ solver (True) or this module's (False), which choose differently.
+    native: bool = True
+
+    def for_torch(self, P: torch.Tensor) -> "NewtonPlan":
+        """The plan of this module's solver for the same batch ``P`` (itself where it is one)."""
+        if not self.native:
+            return self
+        if self.free1 is None:
+            return newton_plan(P, native=False)
+        n1, n2, ny = P.shape[1:]
+        return plan_for_counts(n1, n2, ny, int(self.free1.max()), int(self.free2.max()), self.free1, self.free2,
+                               native=False)
 
 
 def free_potentials(P: torch.Tensor):
@@ -678,7 +690,7 @@ def plan_for_counts(n1: int, n2: int, ny: int, most1: int, most2: int, free1=Non
         if structure == "lowrank" and n1 * n2 > auto_max("lowrank") and schur_free <= auto_max("schur"):
             structure = other
     return NewtonPlan(structure, cost[structure], newton_floats(structure, n1, n2, ny, mf, mg), schur_free,
-                      free1, free2)
+                      free1, free2, native)
 
 
 def _newton_direction(prob: Problem, f, g, mu, fixed_f, fixed_g, structure: str = "schur", R=None,

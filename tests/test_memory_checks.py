@@ -108,6 +108,32 @@ def test_the_lowrank_estimate_counts_one_capacitance_matrix(shape, peak):
     assert peak < need < 2.2 * peak
 
 
+def test_the_torch_estimate_follows_the_torch_solvers_own_elimination():
+    """fastpid.pid plans for the C++ solver, and the PyTorch estimate had taken that plan:
+    dense 20x16x50 is low-rank there and a Schur complement in the PyTorch solver, which
+    peaked at 1.23 times the estimate (62 of 51 MB)."""
+    from fastpid import solver
+
+    flat = torch.full((1, 20, 16, 50), 1 / 16000, dtype=torch.float64)
+    native, own = solver.newton_plan(flat), solver.newton_plan(flat, native=False)
+    assert (native.structure, own.structure) == ("lowrank", "schur")
+    assert native.for_torch(flat).floats == own.floats and own.for_torch(flat) is own
+    need = _resources.estimate_bytes(flat, "exact", "torch", native)
+    assert need == _resources.estimate_bytes(flat, "exact", "torch", own) > 1.2 * 62 * MiB
+    assert _resources.per_problem_floats(flat, "exact", native) == own.floats
+    # and the C++ estimate still follows the C++ plan, whichever it is given
+    assert _resources.estimate_bytes(flat, "exact", "cpp", own) == _resources.estimate_bytes(flat, "exact", "cpp")
+
+
+@pytest.mark.skipif(not cpp.available()[0], reason="the C++ extension is not built")
+def test_the_cpp_estimate_counts_the_batchs_joined_couplings():
+    """Only one chunk's couplings were counted: 32,768 problems of 8x8x8 with couplings peaked
+    at 456 MB against an estimate of 134 MB (402 MB now)."""
+    B, cells = 32768, 8 * 8 * 8
+    more = _resources.cpp_bytes(B, 8, 8, 8, True, False, True) - _resources.cpp_bytes(B, 8, 8, 8, True, False)
+    assert more > 1.9 * 8 * B * cells and _resources.cpp_bytes(B, 8, 8, 8, True, False, True) > 0.85 * 456e6
+
+
 def test_lowrank_problems_are_chunked_and_routed_by_the_new_count(monkeypatch):
     """The count also sizes chunks of the PyTorch solver (20x20x101: 4 a chunk, was 1) and
     decides, through the C++ chunk, whether fastpid._cpu_route takes a batch."""
