@@ -30,7 +30,7 @@ import torch
 import torch.distributed as dist
 
 from ._resources import available_bytes, gib, memory_unchecked
-from ._validate import _HALF_DTYPES, check_rows, check_weights, refuse_masked
+from ._validate import _HALF_DTYPES, as_tensor, check_flag, check_rows, check_weights
 from .api import pid
 from .estimate import estimate
 from .exceptions import ConvergenceWarning
@@ -59,14 +59,21 @@ def _batch_mass(weights, n: int) -> float:
     checks them (before it, so that a batch of total weight 0 can add nothing)."""
     if weights is None:
         return float(n)
-    refuse_masked(weights, "weights")
-    w = (weights.detach() if isinstance(weights, torch.Tensor)
-         else torch.as_tensor(np.asarray(weights, dtype=np.float64), device="cpu"))
-    mass = float(check_weights(w, n).to(torch.float64).sum())
+    w, _ = as_tensor(weights, "weights")  # joint's reading and messages (np.asarray had said "could not convert")
+    mass = float(check_weights(w.detach(), n).to(torch.float64).sum())
     if not np.isfinite(mass):
         raise ValueError(f"the batch's weights sum to {mass} in float64 (each is finite, their total is "
                          "not); scale them down: only their ratios within and across batches matter")
     return mass
+
+
+def _flag(value, name: str) -> bool:
+    """A saved flag: a bool, or a one-element bool tensor or array (:meth:`PIDMetric.state_dict`
+    saves a 0-d tensor); bool() had read "no" as True."""
+    if isinstance(value, (torch.Tensor, np.ndarray)) and value.dtype in (torch.bool, np.bool_) \
+            and math.prod(value.shape) == 1 and not getattr(value, "is_meta", False):
+        value = bool(value.item())
+    return check_flag(value, name=name)
 
 
 def _float64_rows(x, name: str):
@@ -338,14 +345,15 @@ class PIDMetric:
             got = f"a dict with keys {sorted(map(str, state))}" if isinstance(state, dict) else type(state).__name__
             raise ValueError("not a PIDMetric state (PIDMetric.state_dict() gives a dict with 'counts' and "
                              f"'samples_only'): got {got}")
-        counts = torch.as_tensor(state["counts"], device=self.device)
+        # As joint reads arrays: complex counts had lost their imaginary part, "abc" was torch's own error.
+        counts, _ = as_tensor(state["counts"], "state['counts']", device=self.device)
         if tuple(counts.shape) != self.sizes:
             raise ValueError(f"the saved counts have shape {tuple(counts.shape)}, expected {self.sizes}")
         counts = counts.to(device=self.device, dtype=torch.float64)
         if not bool(torch.isfinite(counts).all()) or bool((counts < 0).any()):
             raise ValueError("the saved counts must be finite and non-negative; this state holds "
                              f"min {float(counts.min())}, max {float(counts.max())}")
-        samples_only = bool(state.get("samples_only", False))
+        samples_only = _flag(state.get("samples_only", False), "state['samples_only']")
         if samples_only and not bool((counts == counts.round()).all()):
             raise ValueError("the saved state says samples_only (a histogram of hard codes), but its counts "
                              "are not whole numbers; save it with samples_only=False")

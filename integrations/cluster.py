@@ -149,11 +149,15 @@ def pca(x: torch.Tensor, n_components: int) -> PCAResult:
     centred data.
 
     ``n_components`` must be at most ``min(N, D)``. Half-precision input (float16, bfloat16)
-    is computed, and returned, in float32.
+    is computed, and returned, in float32. Data of any finite magnitude work (computed divided
+    by a power of two, exact); an ``explained_variance`` is inf only where the dtype cannot hold it.
     """
     x = _at_least_float32(_check_matrix(x, "x"))
     n, d = x.shape
     n_components = _check_count(n_components, "n_components", min(n, d), "min(N, D)")
+    # In units of a power of two (exact): s**2 had overflowed (float32 data of 1e19 gave a variance of inf).
+    scale = _power_of_two_scale(x.abs().amax())
+    x = x / scale
     mean = x.mean(dim=0)
     xc = x - mean
     _, s, vh = torch.linalg.svd(xc, full_matrices=False)
@@ -162,7 +166,8 @@ def pca(x: torch.Tensor, n_components: int) -> PCAResult:
     signs = torch.sign(comp.gather(1, idx[:, None]))
     comp = comp * torch.where(signs == 0, torch.ones_like(signs), signs)
     var = s[:n_components] ** 2 / max(n - 1, 1)
-    return PCAResult(scores=xc @ comp.T, components=comp, explained_variance=var, mean=mean)
+    return PCAResult(scores=xc @ comp.T * scale, components=comp, explained_variance=var * scale * scale,
+                     mean=mean * scale)
 
 
 @dataclass(frozen=True, eq=False)  # identity: == of array fields has no single truth value
@@ -182,8 +187,10 @@ class KMeansResult:
         Distances are taken about the centres' mean, which keeps a large common offset from
         costing precision (as in :func:`kmeans`)."""
         x = _check_new_rows(x, self.centers.shape[1], self.centers)
-        offset = self.centers.mean(dim=0)
-        return _sq_dists(x - offset, self.centers - offset).argmin(1)
+        scale = _power_of_two_scale(torch.maximum(x.abs().amax(), self.centers.abs().amax()))  # as in kmeans
+        x, centers = x / scale, self.centers / scale
+        offset = centers.mean(dim=0)
+        return _sq_dists(x - offset, centers - offset).argmin(1)
 
 
 def _sq_dists(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -244,14 +251,20 @@ def kmeans(x: torch.Tensor, k: int, *, n_init: int = 4, max_iter: int = 100, tol
     scikit-learn does) or ``max_iter`` is reached. Deterministic for a given ``seed``.
 
     The data are clustered centred (the column means subtracted, and added back to the
-    returned centres), so a large common offset does not cost precision. Half-precision input
-    (float16, bfloat16) is clustered in float32 and its ``centers`` come back as float32;
-    other floating dtypes keep theirs (integer input becomes the default dtype).
+    returned centres), so a large common offset does not cost precision, and divided by a
+    power of two (exact), so data of any finite magnitude get the labels they get at any other
+    scale. Half-precision input (float16, bfloat16) is clustered in float32 and its
+    ``centers`` come back as float32; other floating dtypes keep theirs (integer input becomes
+    the default dtype).
     """
     x = _at_least_float32(_check_matrix(x, "x"))
     n = x.shape[0]
     k = _check_count(k, "k", n, "N")
     n_init, max_iter = _check_count(n_init, "n_init"), _check_count(max_iter, "max_iter")
+    # Squared distances overflowed from 1e155 in float64 (1e18 in float32) and underflowed for tiny
+    # data: cluster in units of a power of two (exact, so the labels are those of any scale).
+    scale = _power_of_two_scale(x.abs().amax())
+    x = x / scale
     # The distances are |x|² - 2 x·c + |c|²: with features far from 0 these terms cancel
     # catastrophically (float32 scrambles separated blobs at an offset of 1e4), so cluster
     # the centred data, as scikit-learn does. Distances, and so the inertia, are unchanged.
@@ -265,4 +278,7 @@ def kmeans(x: torch.Tensor, k: int, *, n_init: int = 4, max_iter: int = 100, tol
         if best is None or run[2] < best[2]:
             best = run
     labels, centers, inertia, n_iter = best
-    return KMeansResult(labels=labels, centers=centers + mean, inertia=inertia, n_iter=n_iter)
+    # The inertia is a Python float: inf only where float64 cannot hold it.
+    scale = float(scale)
+    return KMeansResult(labels=labels, centers=(centers + mean) * scale, inertia=inertia * scale * scale,
+                        n_iter=n_iter)

@@ -147,9 +147,10 @@ class DynCIM:
                 ("n_samples", n_samples, 1), ("n_modalities", n_modalities, 2), ("epochs", epochs, 1),
                 ("window", window, 1)))
         dw = tensor_of(difficulty_weights, "difficulty_weights", dtype=torch.float64)
-        if dw.shape != (3,) or (dw < 0).any() or dw.sum() <= 0:
-            raise ValueError("difficulty_weights must be 3 non-negative numbers (deviation, "
-                             f"consistency, stability), not all 0; got {difficulty_weights!r}")
+        # Written so that NaN fails (it had passed `dw < 0`, and every sample weight became NaN).
+        if dw.shape != (3,) or not (bool(((dw >= 0) & (dw < math.inf)).all()) and 0 < float(dw.sum()) < math.inf):
+            raise ValueError("difficulty_weights must be 3 numbers (deviation, consistency, stability), finite "
+                             f"and >= 0 with a positive sum; got {difficulty_weights!r}")
         gamma, unimodal_scale, max_unimodal_scale = (
             check_real(v, name, 0) for name, v in (("gamma", gamma), ("unimodal_scale", unimodal_scale),
                                                    ("max_unimodal_scale", max_unimodal_scale)))

@@ -20,7 +20,7 @@ from torch.nn import functional as F
 
 from fastpid._validate import check_real
 
-from .predictions import as_labels, check_batch, check_classes, tensor_of
+from .predictions import as_labels, check_batch, check_classes, check_logits, tensor_of
 
 __all__ = ["DynCIMLoss", "dyncim_loss_terms"]
 
@@ -38,6 +38,9 @@ def dyncim_loss_terms(fused_logits: torch.Tensor, unimodal_logits: Sequence[torc
     uniform). ``y`` may be a tensor or numpy array (integral floats accepted); an empty
     batch raises ``ValueError``.
     """
+    check_logits(fused_logits, "fused_logits")  # meta ones too: shapes only
+    for m, u in enumerate(unimodal_logits):
+        check_logits(u, f"unimodal_logits[{m}]")
     if fused_logits.dim() != 2:
         raise ValueError(f"fused_logits must have shape (B, C), got {tuple(fused_logits.shape)}")
     check_batch("the DynCIM loss's batch (fused_logits)", fused_logits)

@@ -128,7 +128,7 @@ import copy
 import math
 import warnings
 from dataclasses import asdict, dataclass, replace
-from typing import Mapping, Sequence, SupportsIndex
+from typing import Iterable, Mapping, Sequence, SupportsIndex
 
 import torch
 import torch.nn.functional as F
@@ -139,7 +139,7 @@ from fastpid._validate import _as_real_scalar, check_integer, check_real
 
 from .cluster import SEED_MAX, check_seed
 from .distributed import broadcast_object, check_on_every_rank, rank_and_world, same_on_every_rank
-from .predictions import ArrayLike, as_labels, check_batch, check_classes
+from .predictions import ArrayLike, as_labels, check_batch, check_classes, check_logits
 from .probe import TERMS, PIDProbe, ProbeResult
 
 __all__ = ["ECSAsyncController", "Decision", "ProbeRecord"]
@@ -289,11 +289,11 @@ def _test(test, needs_p: bool) -> dict:
     else:
         raise TypeError(f"expected a fastpid.PIDEstimate or a mapping for the synergy test, "
                         f"got {type(test).__name__}")
-    try:
-        vals = {k: float(v) for k, v in vals.items()}
-    except (TypeError, ValueError):
+    if any(math.prod(getattr(v, "shape", ())) > 1 for v in vals.values()):
         raise ValueError(f"the synergy test must hold one number per key (one problem, not a batch), "
-                         f"got {vals}") from None
+                         f"got {vals}")
+    # numbers only, as the terms: float() had parsed "0.3" and taken True
+    vals = {k: _as_real_scalar(v, f"the synergy test's {k!r}") for k, v in vals.items()}
     _check_finite({k: vals[k] for k in ("synergy", "p_value") if needs_p or k == "synergy"},
                   "the synergy test's values")
     if not (0.0 <= vals["p_value"] <= 1.0 or (math.isnan(vals["p_value"]) and not needs_p)):
@@ -428,6 +428,9 @@ class ECSAsyncController:
             # children, not its own parameters): iterating a model raised "not iterable".
             modules = [modules]
         if modules is not None:
+            if not isinstance(modules, Iterable):  # list(3) had said "'int' object is not iterable"
+                raise TypeError(f"modules must be a torch.nn.Module, a sequence of them or None, got "
+                                f"{type(modules).__name__} ({modules!r})")
             modules = list(modules)
             bad = [type(m).__name__ for m in modules if not isinstance(m, torch.nn.Module)]
             if bad:
@@ -772,6 +775,7 @@ class ECSAsyncController:
         if not isinstance(decision, Decision):  # None had raised "'NoneType' object has no attribute 'stage'"
             raise TypeError(f"decision must be the Decision that update() or current() returned, got "
                             f"{type(decision).__name__}")
+        check_logits(fused_logits, "fused_logits")  # numpy or integer logits had failed inside torch
         check_batch("stage_loss's batch (fused_logits)", fused_logits)
         labels = as_labels(labels, "labels", device=fused_logits.device)
         # The labels are checked against the classes of every head used, from one read of the
@@ -782,6 +786,7 @@ class ECSAsyncController:
                                ("logits2", logits2, joint or decision.train2)):
             if not used:
                 continue
+            check_logits(lg, name)
             if lg.shape[0] != fused_logits.shape[0]:
                 raise ValueError(f"{name} has {lg.shape[0]} rows but fused_logits has {fused_logits.shape[0]}")
             if top >= lg.shape[-1]:

@@ -50,7 +50,7 @@ from fastpid._caller import caller_level
 from fastpid._validate import check_real
 
 from .distributed import all_reduce_sum, check_on_every_rank, same_on_every_rank
-from .predictions import check_batch, check_labels, prob_of_label, tensor_of
+from .predictions import check_batch, check_labels, check_logits, prob_of_label, tensor_of
 
 __all__ = ["ogm_ge_scores", "ogm_ge_coefficients", "modulate_gradients", "RULES"]
 
@@ -94,6 +94,8 @@ def ogm_ge_scores(logits: Sequence[torch.Tensor], y, *, all_ranks: bool = True) 
 
 def _scores(logits: Sequence[torch.Tensor], y) -> torch.Tensor:
     """:func:`ogm_ge_scores` of this rank's batch, checked."""
+    for m, l in enumerate(logits):
+        check_logits(l, f"logits[{m}]", meta=False)  # the scores are read by value
     if len(logits) < 2 or any(l.dim() != 2 or l.shape != logits[0].shape for l in logits):
         raise ValueError("logits must be >= 2 tensors of the same shape (B, C), got "
                          f"{[tuple(l.shape) for l in logits]}")

@@ -13,11 +13,21 @@ from __future__ import annotations
 
 import math
 import operator
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from fastpid._validate import check_integer, check_real
+from fastpid._validate import _as_real_scalar, check_integer, check_real
 
 __all__ = ["RootCompetence", "PhaseSchedule", "PhasePosition"]
+
+
+def real_sequence(values, name: str) -> tuple:
+    """``values`` (a list, tuple, array or other iterable of real numbers) as a tuple of floats;
+    a ``TypeError`` naming ``name`` for a string or non-iterable, and for an entry that is not a
+    real number (``float()`` had parsed ``"1"`` and taken ``True``)."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise TypeError(f"{name} must be a sequence of numbers, got {type(values).__name__} ({values!r})")
+    return tuple(_as_real_scalar(v, f"{name}[{i}]") for i, v in enumerate(values))
 
 
 class RootCompetence:
@@ -28,9 +38,10 @@ class RootCompetence:
         self.c0 = check_real(c0, "c0 (the initial competence)", 0, 1, lo_open=True)
 
     def __call__(self, t: float, T: float) -> float:
-        if T <= 0 or t < 0:
-            raise ValueError(f"pacing needs t >= 0 and T > 0, got t={t!r}, T={T!r}")
-        return min(1.0, math.sqrt(t * (1.0 - self.c0 ** 2) / T + self.c0 ** 2))
+        t_, T_ = _as_real_scalar(t, "t"), _as_real_scalar(T, "T")
+        if not (0 <= t_ < math.inf and 0 < T_ < math.inf):  # t = NaN had given 1: every sample admitted
+            raise ValueError(f"pacing needs finite t >= 0 and T > 0, got t={t!r}, T={T!r}")
+        return min(1.0, math.sqrt(t_ * (1.0 - self.c0 ** 2) / T_ + self.c0 ** 2))
 
     def __repr__(self) -> str:
         return f"RootCompetence(c0={self.c0})"
@@ -57,7 +68,7 @@ class PhaseSchedule:
 
     def __init__(self, epochs: int, fractions=(0.3, 0.3, 0.4)):
         epochs = check_integer(epochs, "epochs", 1, expected="a positive integer")
-        fractions = tuple(float(f) for f in fractions)
+        fractions = real_sequence(fractions, "fractions")
         if not fractions or any(f < 0 or not math.isfinite(f) for f in fractions) \
                 or abs(sum(fractions) - 1.0) > 1e-6:
             raise ValueError(f"phase fractions must be non-negative and sum to 1, got {fractions}")

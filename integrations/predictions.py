@@ -16,8 +16,8 @@ import torch
 
 from fastpid._validate import refuse_masked
 
-__all__ = ["as_tensor", "tensor_of", "as_labels", "check_probs", "rows_to_gather", "check_labels", "check_classes",
-           "check_indices", "check_batch", "prob_of_label"]
+__all__ = ["as_tensor", "tensor_of", "as_labels", "check_logits", "check_probs", "rows_to_gather", "check_labels",
+           "check_classes", "check_indices", "check_batch", "prob_of_label"]
 
 #: Rows of a probability matrix must sum to 1 within this tolerance (or, for half-precision
 #: input, within the dtype's epsilon: a bfloat16 softmax row is off by up to 2^-8).
@@ -100,6 +100,20 @@ def as_labels(y, name: str = "y", device=None) -> torch.Tensor:
             i = int((y < 0).nonzero()[0])
             raise ValueError(f"{name}[{i}] = {int(y[i])} is negative; class ids must be >= 0")
     return y.to(device=device if device is not None else y.device, dtype=torch.int64)
+
+
+def check_logits(x, name: str, *, meta: bool = True) -> None:
+    """Refuse ``x`` unless it is a floating-point torch tensor (logits: numpy ones had raised an
+    AttributeError, integer, bool or complex ones torch's NotImplementedError from the softmax),
+    and unless ``meta``, a meta tensor (where its values are read). The type only, no read from
+    the device."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a floating-point torch.Tensor (B, C), got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point torch.Tensor (B, C), got one of {x.dtype}")
+    if x.is_meta and not meta:
+        raise TypeError(f"{name} is a meta tensor (shape only, no data); its values are read: pass a tensor "
+                        "with values, on the CPU or a GPU")
 
 
 def check_batch(name: str, *tensors: torch.Tensor) -> None:

@@ -51,7 +51,8 @@ import torch
 
 import fastpid
 from fastpid._caller import caller_level
-from fastpid._validate import check_base, check_choice, check_real
+from fastpid._validate import as_tensor as as_checked_tensor
+from fastpid._validate import check_base, check_choice, check_codes, check_flag, check_real
 from fastpid.estimate import _check_confidence, _check_int, _check_seed, p_value_text, suggest_k, term_text
 
 from .cluster import _check_count, check_seed, kmeans, l2_normalize, pca, standardize
@@ -273,6 +274,9 @@ class PIDProbe:
         if not codes1.shape == codes2.shape == labels.shape or codes1.dim() != 1:
             raise ValueError(f"codes1, codes2 and labels must be 1-D of one length, got "
                              f"{tuple(codes1.shape)}, {tuple(codes2.shape)}, {tuple(labels.shape)}")
+        # Checked as fastpid.joint checks them, under the caller's names (joint's said "x1" and "raise size").
+        codes1, codes2 = (check_codes(as_checked_tensor(c, name)[0], name, self.n_clusters, size_name="n_clusters")[0]
+                          for c, name in ((codes1, "codes1"), (codes2, "codes2")))
         return codes1, codes2, labels, (self.n_clusters, self.n_clusters, self._n_classes(labels, n_classes))
 
     def shuffled(self, codes1: ArrayLike, codes2: ArrayLike, labels, n_permutations: int, *,
@@ -298,6 +302,7 @@ class PIDProbe:
           unique).
         """
         n_permutations = _check_count(n_permutations, "n_permutations")
+        within_class = check_flag(within_class, name="within_class")  # "no" had been taken as true
         codes1, codes2, labels, sizes = self._checked_codes(codes1, codes2, labels, n_classes)
         gen = torch.Generator().manual_seed(check_seed(seed))
         draws = {t: [] for t in TERMS}

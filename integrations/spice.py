@@ -71,7 +71,7 @@ from fastpid._validate import check_integer
 from .distributed import (assemble, broadcast_tensors, check_on_every_rank, is_distributed, rank_and_world,
                           same_on_every_rank)
 from .cluster import check_seed
-from .pacing import PhaseSchedule, RootCompetence
+from .pacing import PhaseSchedule, RootCompetence, real_sequence
 from .predictions import as_labels, as_tensor, rows_to_gather
 from .spice_scores import SampleScores, local_scores, pointwise_scores
 
@@ -135,7 +135,8 @@ class SPICECurriculum:
         n_samples, refresh, min_samples = (
             check_integer(v, name, 1, expected="a positive integer")
             for name, v in (("n_samples", n_samples), ("refresh", refresh), ("min_samples", min_samples)))
-        if len(tuple(phases)) != len(PHASES):
+        phases = real_sequence(phases, "phases")  # "abc" had been "could not convert string to float: 'a'"
+        if len(phases) != len(PHASES):
             raise ValueError(f"phases must give {len(PHASES)} fractions {PHASES}, got {phases!r}")
         if isinstance(estimator, str):
             if estimator not in ("pointwise", "local"):
@@ -458,6 +459,9 @@ class SPICESampler(Sampler):
         num_replicas = check_integer(num_replicas, "num_replicas", 1, expected="a positive integer")
         rank = check_integer(rank, "rank", 0, num_replicas - 1,
                              expected=f"an integer in [0, num_replicas={num_replicas})")
+        if generator is not None and not isinstance(generator, torch.Generator):  # it failed at the first epoch
+            raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__} "
+                            f"({generator!r}); for a seed, pass torch.Generator().manual_seed(seed)")
         if num_replicas > 1 and generator is not None:
             raise ValueError("with num_replicas > 1 the shuffle must be the same on every rank: pass "
                              "seed=..., not generator=...")

@@ -129,7 +129,7 @@ from fastpid._caller import caller_level
 from fastpid._validate import check_integer, check_real
 
 from .cluster import check_seed
-from .predictions import ArrayLike, as_labels, as_tensor, check_batch, check_classes
+from .predictions import ArrayLike, as_labels, as_tensor, check_batch, check_classes, check_logits
 
 __all__ = ["SynIBLoss", "SynIBTerms", "kl_to_uniform", "gaussian_kl", "MASKS", "PENALTIES", "VARIANTS"]
 
@@ -158,10 +158,7 @@ def _batch_of_rows(x, name: str) -> None:
     """Refuse ``x`` unless it is a floating tensor ``(B, C)`` with ``B, C >= 1`` (shape checks
     only, no read from the device): a 0-d tensor raised an IndexError, a ``(B, 0)`` one
     "math domain error", numpy input an AttributeError, and an empty batch gave NaN."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a floating-point torch.Tensor (B, C), got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point torch.Tensor (B, C), got one of {x.dtype}")
+    check_logits(x, name)
     if x.dim() != 2 or 0 in x.shape:
         raise ValueError(f"{name} must have shape (B, C) with B, C >= 1, got {tuple(x.shape)}")
 
@@ -432,13 +429,15 @@ class SynIBLoss(nn.Module):
         self.gate_sparsity = float(o["gate_sparsity"])
         self.noise_std = float(noise_std)
         self.seed = check_seed(seed)
+        # Checked whatever the penalty (0 or 3.5 had been taken where the uniform one ignores them).
+        num_classes, kl_features = (None if v is None else _positive_int(name, v)
+                                    for name, v in (("num_classes", num_classes), ("kl_features", kl_features)))
         self.logvar_head: nn.Linear | None = None
         if self.penalty == "gaussian":
             if num_classes is None or kl_features is None:
                 raise ValueError("penalty='gaussian' needs num_classes and kl_features (the width of the "
                                  "features its log-variance head reads)")
-            self.logvar_head = nn.Linear(_positive_int("kl_features", kl_features),
-                                         _positive_int("num_classes", num_classes))
+            self.logvar_head = nn.Linear(kl_features, num_classes)
         self._gen: torch.Generator | None = None
         self._eval_gen: torch.Generator | None = None  # evaluation's own stream (_generator)
         self._last_gates: dict = {}

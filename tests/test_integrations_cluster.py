@@ -2,6 +2,7 @@
 half precision, numpy integer arguments and the accepted input types."""
 from __future__ import annotations
 
+import math
 import typing
 
 import numpy as np
@@ -131,3 +132,46 @@ def test_standardize_checks_eps(eps):
     x = torch.tensor([[1.0, 2.0], [1.0, 3.0], [1.0, 5.0]], dtype=torch.float64)
     with pytest.raises(ValueError, match="eps"):
         standardize(x, eps)
+
+
+@pytest.mark.parametrize("dtype, scale", [(torch.float64, 1e160), (torch.float64, 1e300), (torch.float32, 1e18),
+                                          (torch.float32, 1e35), (torch.float64, 1e-170), (torch.float32, 1e-30)])
+def test_kmeans_is_unmoved_by_the_data_scale(dtype, scale):
+    """Squared distances overflowed (float64 from about 1e155, float32 from 1e18: torch's 'invalid
+    multinomial distribution') or underflowed to 0. The data are divided by a power of two first,
+    which leaves the labels as they are; the centres and inertia are scaled back (the inertia
+    is inf only where its true value exceeds a float)."""
+    x, _ = _blobs(dtype)
+    ref = kmeans(x, 3, seed=0)
+    got = kmeans(x * scale, 3, seed=0)
+    assert torch.equal(got.labels, ref.labels)
+    assert torch.equal(got.predict(x * scale), ref.labels)
+    assert got.centers.dtype == dtype and bool(torch.isfinite(got.centers).all())
+    torch.testing.assert_close(got.centers / scale, ref.centers, rtol=1e-4, atol=1e-4)
+    want = ref.inertia * scale * scale
+    if math.isinf(want):
+        assert got.inertia == math.inf
+    else:
+        assert got.inertia == pytest.approx(want, rel=1e-4)
+
+
+@pytest.mark.parametrize("dtype, scale", [(torch.float32, 1e19), (torch.float64, 1e150), (torch.float32, 1e-15),
+                                          (torch.float64, 1e-150)])
+def test_pca_is_unmoved_by_the_data_scale(dtype, scale):
+    """s**2 of the singular values overflowed: pca(randn(40, 2) * 1e19, 1) in float32 had an
+    explained variance of inf (about 1e38 in truth)."""
+    x = torch.randn(40, 2, generator=torch.Generator().manual_seed(0), dtype=dtype)
+    ref, got = pca(x, 1), pca(x * scale, 1)
+    assert bool(torch.isfinite(got.explained_variance).all())
+    torch.testing.assert_close(got.explained_variance / scale / scale, ref.explained_variance, rtol=1e-4, atol=0)
+    torch.testing.assert_close(got.components, ref.components, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got.scores / scale, ref.scores, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got.mean / scale, ref.mean, rtol=1e-4, atol=1e-5)
+
+
+def test_pca_variance_past_the_dtype_is_inf_and_the_rest_finite():
+    """A variance that float32 cannot hold (about 1e40) is inf; the axes and scores are not."""
+    x = torch.randn(40, 2, generator=torch.Generator().manual_seed(0)) * 1e20
+    got = pca(x, 2)
+    assert got.explained_variance[0] == math.inf
+    assert bool(torch.isfinite(got.scores).all() and torch.isfinite(got.components).all())

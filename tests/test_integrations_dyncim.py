@@ -514,3 +514,17 @@ def test_a_starting_unimodal_scale_above_its_cap_is_refused():
                                          r"\(alpha_max = 4\)"):
         DynCIM(10, 2, 5, unimodal_scale=6.0, max_unimodal_scale=4.0)
     DynCIM(10, 2, 5, unimodal_scale=4.0, max_unimodal_scale=4.0)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_difficulty_weights_must_be_finite(bad):
+    """NaN and inf passed `(dw < 0).any() or dw.sum() <= 0`: after three updates every sample
+    weight was NaN."""
+    with pytest.raises(ValueError, match=r"difficulty_weights must be 3 numbers \(deviation, consistency, "
+                                         r"stability\), finite and >= 0 with a positive sum; got \((nan|inf), 1, 1\)"):
+        DynCIM(4, 2, 5, difficulty_weights=(bad, 1, 1))
+    p = torch.full((4, 2), 0.5, dtype=torch.float64)
+    d = DynCIM(4, 2, 5, difficulty_weights=(2, 1, 0))
+    for _ in range(3):
+        d.update(p, [p, p], torch.tensor([0, 1, 0, 1]))
+    assert bool(torch.isfinite(d.weights()).all())

@@ -705,3 +705,32 @@ def test_the_independence_check_gives_way_where_it_cannot_run():
                                                "gap")}, codes1=y.copy(), codes2=codes2, labels=y)
         d = ECSAsyncController(**RAW).step(0, res)
         assert d.train2 and not d.train1
+
+
+def test_synergy_test_values_are_numbers_as_the_terms_are():
+    """float(v) had parsed the strings {"synergy": "0.3", "p_value": "0.01"} and taken bools,
+    where the PID terms refuse both."""
+    ctrl = ECSAsyncController(**RAW, synergy_rule="test")
+    t = terms(0.1, 0.1, 0.2)
+    with pytest.raises(TypeError, match=r"the synergy test's 'synergy' must be a real number, got str \('0.3'\)"):
+        ctrl.step(0, t, test={"synergy": "0.3", "p_value": "0.01"})
+    with pytest.raises(TypeError, match=r"the synergy test's 'p_value' must be a real number, got a bool \(True\)"):
+        ctrl.step(0, t, test={"synergy": 0.3, "p_value": True})
+    with pytest.raises(TypeError, match=r"the synergy test's 'ci_low' must be a real number, got str"):
+        ctrl.step(0, t, test={"synergy": 0.3, "p_value": 0.01, "ci_low": "0.1"})
+    with pytest.raises(ValueError, match=r"one number per key \(one problem, not a batch\)"):
+        ctrl.step(0, t, test={"synergy": np.array([0.3, 0.2]), "p_value": 0.01})
+    assert not ctrl.history
+    d = ctrl.step(0, t, test={"synergy": np.float32(0.25), "p_value": torch.tensor(0.01), "ci_low": np.array(0.1)})
+    assert d.synergistic and ctrl.history[-1].test == pytest.approx(
+        {"synergy": 0.25, "p_value": 0.01, "ci_low": 0.1, "ci_high": math.nan}, nan_ok=True)
+
+
+@pytest.mark.parametrize("modules", [3, 2.5])
+def test_modules_must_be_modules(modules):
+    """modules=3 raised "'int' object is not iterable"."""
+    with pytest.raises(TypeError, match=rf"modules must be a torch.nn.Module, a sequence of them or None, "
+                                        rf"got {type(modules).__name__} \({modules}\)"):
+        ECSAsyncController(modules=modules)
+    with pytest.raises(TypeError, match=r"modules must be torch.nn.Module instances, got \['int'\]"):
+        ECSAsyncController(modules=[3])

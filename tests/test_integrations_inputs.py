@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import fastpid
 from fastpid.integrations import (DynCIM, DynCIMLoss, ECSAsyncController, IndexedDataset, PIDProbe,
                                   RootCompetence, SPICECurriculum, SPICESampler, SynIBLoss)
+from fastpid.integrations.ecs_async import Decision
 from fastpid.integrations.ogm_ge import ogm_ge_coefficients, ogm_ge_scores
 from fastpid.integrations.spice_scores import SampleScores, local_scores
 
@@ -628,3 +629,31 @@ def test_synib_masks_do_not_follow_the_default_dtype(mask):
         finally:
             torch.set_default_dtype(previous)
     assert all(torch.equal(a, b) for a, b in zip(*draws))
+
+
+def test_logits_must_be_floating_point_tensors():
+    """OGM-GE's scores, the DynCIM loss and ECS's stage loss took logits unchecked: numpy ones raised
+    "'numpy.ndarray' object has no attribute 'dim'", integer, bool or complex ones torch's
+    "softmax_lastdim_kernel_impl not implemented for 'Long'", meta ones (OGM-GE, which reads
+    their values) "Tensor.item() cannot be called on meta tensors". Said as SynIB says it."""
+    from fastpid.integrations.dyncim_loss import dyncim_loss_terms
+
+    y, good = torch.tensor([0, 1, 0, 1]), torch.randn(4, 2)
+    calls = [(lambda l: ogm_ge_scores([good, l], y), r"logits\[1\]"),
+             (lambda l: ogm_ge_scores([l, good], y, all_ranks=False), r"logits\[0\]"),
+             (lambda l: dyncim_loss_terms(l, [good, good], y), "fused_logits"),
+             (lambda l: DynCIMLoss()(good, [good, l], y), r"unimodal_logits\[1\]"),
+             (lambda l: ECSAsyncController().stage_loss(Decision(0, "unimodal", False, True), good, good, l, y),
+              "logits2")]
+    for bad, what in [(np.zeros((4, 2)), "got ndarray"),
+                      (torch.zeros(4, 2, dtype=torch.long), "got one of torch.int64"),
+                      (torch.zeros(4, 2, dtype=torch.complex64), "got one of torch.complex64"),
+                      (torch.zeros(4, 2, dtype=torch.bool), "got one of torch.bool")]:
+        for call, name in calls:
+            with pytest.raises(TypeError, match=rf"^{name} must be a floating-point torch.Tensor \(B, C\), {what}$"):
+                call(bad)
+    meta = torch.empty(4, 2, device="meta")
+    with pytest.raises(TypeError, match=r"logits\[1\] is a meta tensor \(shape only, no data\)"):
+        ogm_ge_scores([good, meta], y)
+    assert DynCIMLoss()(meta, [meta, meta], y.to("meta")).is_meta      # shapes only, as before
+    assert ogm_ge_scores([good.half(), good.double()], y).dtype == torch.float64

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 import warnings
 
 import numpy as np
@@ -263,3 +264,44 @@ def test_the_options_check_does_not_warn_of_its_own_joint():
     metric.update(np.array([0, 1, 0, 1]), np.array([0, 0, 1, 1]), np.array([0, 1, 1, 0]))
     with pytest.warns(fastpid.ConvergenceWarning, match="rounding"):
         metric.compute()
+
+
+def test_loaded_state_entries_are_checked_by_type():
+    """Complex counts lost their imaginary part, "samples_only": "no" loaded as True, a meta tensor
+    raised NotImplementedError, a two-flag tensor "Boolean value of Tensor ... is ambiguous" and
+    "counts": "abc" torch's "new(): invalid data type 'str'"."""
+    metric = fastpid.PIDMetric((2, 2, 2))
+    counts = torch.ones(2, 2, 2, dtype=torch.float64)
+    for state, match in [
+        ({"counts": counts.to(torch.complex128)}, r"state\['counts'\] has complex dtype torch.complex128"),
+        ({"counts": "abc"}, r"state\['counts'\] must be numeric .*got a str: 'abc'"),
+        ({"counts": torch.ones(2, 2, 2, device="meta")}, r"state\['counts'\] is a meta tensor"),
+        ({"counts": counts, "samples_only": "no"}, r"state\['samples_only'\] must be True or False, got str \('no'\)"),
+        ({"counts": counts, "samples_only": 1}, r"state\['samples_only'\] must be True or False, got int \(1\)"),
+        ({"counts": counts, "samples_only": torch.tensor([True, False])},
+         r"state\['samples_only'\] must be True or False, got Tensor"),
+        ({"counts": counts, "samples_only": torch.tensor(True, device="meta")},
+         r"state\['samples_only'\] must be True or False, got Tensor"),
+    ]:
+        with pytest.raises(TypeError, match=match):
+            metric.load_state_dict(state)
+    assert metric.samples_only is True and float(metric.counts.sum()) == 0.0
+    for flag in (False, np.bool_(True), torch.tensor(True), torch.tensor([False])):
+        metric.load_state_dict({"counts": counts.tolist(), "samples_only": flag})
+        assert metric.samples_only is bool(flag) and torch.equal(metric.counts, counts)
+
+
+def test_update_reads_weights_as_joint_does():
+    """weights=["a", "b", "c", "d"] gave numpy's "could not convert string to float: 'a'" where
+    fastpid.joint names the weights; complex ones float()'s TypeError."""
+    x = np.array([0, 1, 1, 0])
+    metric = fastpid.PIDMetric((2, 2, 2))
+    for bad in (["a", "b", "c", "d"], [1 + 1j] * 4, "abcd", np.ma.masked_array([1.0] * 4, mask=[0, 1, 0, 0])):
+        with pytest.raises(TypeError) as joint_error:
+            fastpid.joint(x, x, x, weights=bad)
+        assert "weights" in str(joint_error.value)
+        with pytest.raises(TypeError, match=re.escape(str(joint_error.value))):
+            metric.update(x, x, x, weights=bad)
+    assert float(metric.counts.sum()) == 0.0
+    metric.update(x, x, x, weights=[1, 0, 1, 2 ** 70])   # integers past int64, as joint takes them
+    assert float(metric.counts.sum()) == pytest.approx(2.0 + 2.0 ** 70)

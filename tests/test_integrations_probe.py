@@ -379,3 +379,30 @@ def test_float_labels_beyond_int64_are_rejected():
     labels[0] = 1e20
     with pytest.raises(ValueError, match=r"labels\[0\] = 1e\+20 is too large for a class id"):
         PIDProbe(n_components=3, n_clusters=4)(e1, e2, labels)
+
+
+def test_shuffled_and_estimated_name_the_codes_and_n_clusters():
+    """Codes out of range were fastpid.joint's "x1[5] = 4 is out of range for size 4 ... (raise
+    size ...)", names the caller never used; within_class="no" was taken as true."""
+    e1, e2, labels = _small_probe_set()
+    probe = PIDProbe(n_components=3, n_clusters=4, min_samples_per_cell=0)
+    res = probe(e1, e2, labels)
+    high, negative = res.codes1.clone(), res.codes2.clone()
+    high[5], negative[7] = 4, -1
+    too_high = (r"codes1\[5\] = 4 is out of range for n_clusters 4; codes must be integers in \[0, 4\) "
+                r"\(raise n_clusters or fix the code\)")
+    below = r"codes2\[7\] = -1 is a negative code; codes must be integers in \[0, 4\)"
+    with pytest.raises(ValueError, match=too_high):
+        probe.shuffled(high, res.codes2, labels, 2)
+    with pytest.raises(ValueError, match=too_high):
+        probe.estimated(high.numpy(), res.codes2, labels)
+    with pytest.raises(ValueError, match=below):
+        probe.shuffled(res.codes1, negative, labels, 2, within_class=False)
+    with pytest.raises(ValueError, match=below):
+        probe.estimated(res.codes1, negative, labels)
+    for flag in ("no", 1, None):
+        with pytest.raises(TypeError, match=rf"within_class must be True or False, got {type(flag).__name__}"):
+            probe.shuffled(res.codes1, res.codes2, labels, 2, within_class=flag)
+    # Integral float codes are read as the integers they hold, as before.
+    assert probe.shuffled(res.codes1.double(), res.codes2, labels, 2, within_class=np.bool_(True)) == \
+        probe.shuffled(res.codes1, res.codes2, labels, 2)

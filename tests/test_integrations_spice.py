@@ -6,6 +6,7 @@ import dataclasses
 import math
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -600,3 +601,46 @@ def test_the_sampler_checks_its_seed(seed):
 
     with pytest.raises((TypeError, ValueError), match="seed"):
         SPICESampler(SPICECurriculum(20, 10), seed=seed)
+
+
+@pytest.mark.parametrize("generator", [0, "0", torch.tensor(0)])
+def test_the_sampler_checks_its_generator(generator):
+    """Anything was taken, and iterating failed: "'int' object has no attribute 'get_state'"."""
+    kind = type(generator).__name__
+    with pytest.raises(TypeError, match=rf"generator must be a torch.Generator or None, got {kind} \("):
+        SPICESampler(SPICECurriculum(20, 10), generator=generator)
+
+
+@pytest.mark.parametrize("t, T", [(math.nan, 10), (math.inf, 10), (1, math.nan), (1, math.inf), (-1, 10), (1, 0)])
+def test_root_competence_needs_finite_progress(t, T):
+    """t = NaN gave 1.0 (every sample admitted), t = inf too."""
+    with pytest.raises(ValueError, match=r"pacing needs finite t >= 0 and T > 0, got t="):
+        RootCompetence()(t, T)
+    with pytest.raises(TypeError, match=r"t must be a real number, got str \('1'\)"):
+        RootCompetence()("1", 10)
+    assert RootCompetence(0.5)(3, 4) == pytest.approx(math.sqrt(3 * 0.75 / 4 + 0.25))
+
+
+@pytest.mark.parametrize("fractions, match", [
+    ("1", r"fractions must be a sequence of numbers, got str \('1'\)"),
+    (5, r"fractions must be a sequence of numbers, got int \(5\)"),
+    ([True, False], r"fractions\[0\] must be a real number, got a bool \(True\)"),
+    ([0.5, "0.5"], r"fractions\[1\] must be a real number, got str \('0.5'\)"),
+    ([0.5, None, 0.5], r"fractions\[1\] must be a real number, got NoneType \(None\)"),
+])
+def test_phase_fractions_must_be_numbers(fractions, match):
+    """PhaseSchedule(10, "1") and [True, False] were taken (float("1"), float(True)), "0.5"
+    parsed; SPICECurriculum(phases="abc") said "could not convert string to float: 'a'"."""
+    with pytest.raises(TypeError, match=match):
+        PhaseSchedule(10, fractions)
+    with pytest.raises(TypeError, match=match.replace("fractions", "phases")):
+        SPICECurriculum(20, 10, phases=fractions)
+
+
+def test_phase_fractions_of_numpy_and_torch_are_taken():
+    ref = PhaseSchedule(10, (0.3, 0.3, 0.4)).ends
+    assert PhaseSchedule(10, np.array([0.3, 0.3, 0.4])).ends == ref
+    assert PhaseSchedule(10, torch.tensor([0.3, 0.3, 0.4], dtype=torch.float64)).ends == ref
+    assert SPICECurriculum(20, 10, phases=iter([0.3, 0.3, 0.4])).schedule.ends == ref
+    with pytest.raises(TypeError, match=r"phases must be a sequence of numbers, got str \('abc'\)"):
+        SPICECurriculum(20, 10, phases="abc")

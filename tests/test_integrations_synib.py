@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -764,3 +765,13 @@ def test_terms_that_are_off_are_zero_beside_an_infinite_fused_loss():
     assert math.isinf(float(terms.fused_ce))
     assert float(terms.unimodal_ce) == 0.0 and float(terms.synergy_kl) == 0.0
     assert terms.masked_ce is None or float(terms.masked_ce) == 0.0
+
+
+@pytest.mark.parametrize("name", ["num_classes", "kl_features"])
+@pytest.mark.parametrize("bad", [0, -1, 3.5, True, "3"])
+def test_logvar_head_sizes_are_checked_whatever_the_penalty(name, bad):
+    """num_classes=0 or 3.5 was taken unless penalty='gaussian' read it."""
+    for penalty in ("uniform", "gaussian"):
+        with pytest.raises(ValueError, match=rf"{name} must be a positive integer, got {re.escape(repr(bad))}"):
+            SynIBLoss(penalty=penalty, **{"num_classes": 3, "kl_features": 4, name: bad})
+    assert SynIBLoss(num_classes=np.int64(3), kl_features=None).logvar_head is None
