@@ -30,6 +30,7 @@ from typing import NamedTuple, Optional, Sequence
 import numpy as np
 import torch
 
+from ._autograd import carries_derivatives
 from ._tracing import traced, transformed, untraced
 from ._validate import (
     as_tensor,
@@ -459,7 +460,9 @@ def _accumulate_fused(hard, soft, w, G, gidx, dtype, device):
 
         if not kernels.available(device)[0]:
             return None
-    if any(f.requires_grad for _, f in soft) or (w is not None and w.requires_grad):
+    # requires_grad alone had let dual tensors and torch.func's wrapped ones through: their
+    # derivatives were dropped, or the kernels failed on the wrappers' storage.
+    if any(carries_derivatives(f) for _, f in soft) or carries_derivatives(w):
         return None
     kw = dict(groups=gidx, num_groups=G, weights=w)
     if len(hard) == 3:

@@ -34,15 +34,26 @@ except ImportError:  # pragma: no cover - exercised only without triton
     triton = None
 
 
+#: Whether the kernels below are interpreted: ``triton.jit`` reads TRITON_INTERPRET as it
+#: decorates them, at this module's import, so a later change of the variable does not reach them.
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+
+
 def available(device: torch.device | None = None) -> tuple[bool, str]:
     """Whether the kernels can run on ``device`` (any device if ``None``), and if not, why."""
     if triton is None:
         return False, "Triton is not installed (pip install 'fastpid[triton]')"
-    interpret = os.environ.get("TRITON_INTERPRET") == "1"
+    interpret = INTERPRETED
+    if not interpret and os.environ.get("TRITON_INTERPRET") == "1" and (
+            device is None and not torch.cuda.is_available() or device is not None and device.type == "cpu"):
+        # read at each call, it had said "available" and the launch failed ("0 active drivers")
+        return False, ("TRITON_INTERPRET=1 was set after fastpid's Triton kernels were loaded, which "
+                       "built them for a GPU: set it before importing fastpid")
     if device is not None and device.type == "cpu" and not interpret:
-        return False, "Triton kernels run on CUDA tensors (or on the CPU with TRITON_INTERPRET=1)"
+        return False, ("Triton kernels run on CUDA tensors (or on the CPU with TRITON_INTERPRET=1 set before "
+                       "importing fastpid)")
     if device is None and not (interpret or torch.cuda.is_available()):
-        return False, "no CUDA device (set TRITON_INTERPRET=1 to run the kernels on the CPU)"
+        return False, "no CUDA device (set TRITON_INTERPRET=1 before importing fastpid to run the kernels on the CPU)"
     return True, ""
 
 
@@ -103,7 +114,7 @@ def _autotuned(configs, key, **kw):
     kernel stays as it is and :func:`_launch` passes the interpreter defaults instead.
     """
     def wrap(kernel):
-        if os.environ.get("TRITON_INTERPRET") == "1":
+        if INTERPRETED:
             return kernel
         return triton.autotune(configs, key=key, **kw)(kernel)
     return wrap

@@ -192,6 +192,42 @@ def test_joint_on_gpu_uses_the_kernels_and_matches_cpu():
         torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-6, rtol=1e-5)
 
 
+def test_interpretation_set_after_the_import_is_not_taken_for_available(monkeypatch):
+    """available() read TRITON_INTERPRET at each call, the kernels at the import: set later, it
+    said "available" and the launch failed with "0 active drivers"."""
+    monkeypatch.setattr(triton_kernels, "INTERPRETED", False)      # as if imported without it
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    ok, why = triton_kernels.available(torch.device("cpu"))
+    assert not ok and why.startswith("TRITON_INTERPRET=1 was set after fastpid's Triton kernels were loaded")
+
+
+def test_joint_gpu_route_declines_inputs_whose_derivatives_are_taken():
+    """The fused joint route (CUDA, else Triton) checked requires_grad alone: a dual tensor's
+    tangent was dropped, and under torch.func.jvp the kernels failed on the wrapper ("Cannot
+    access storage of TensorWrapper"). Its function, on CPU tensors through the interpreter."""
+    import importlib
+
+    import torch.autograd.forward_ad as fwAD
+
+    J = importlib.import_module("fastpid.joint")
+    gen = torch.Generator().manual_seed(0)
+    p1, p2 = (torch.softmax(torch.randn(50, n, generator=gen, dtype=torch.float64), 1).to(DEVICE) for n in (3, 4))
+    y = torch.randint(0, 2, (50,), generator=gen).to(DEVICE)
+    t1, w = torch.randn(50, 3, generator=gen, dtype=torch.float64).to(DEVICE), torch.ones(50, dtype=torch.float64)
+
+    def fused(a, w=None):
+        s = J._checked_samples(a, p2, y, sizes=(3, 4, 2), weights=w, groups=None, num_groups=None)
+        return J._accumulate_fused(s.hard, s.soft, s.w, s.G, s.gidx, s.dtype, s.device)
+
+    assert fused(p1) is not None                                   # plain rows take the kernels
+    with fwAD.dual_level():
+        assert fused(fwAD.make_dual(p1, t1)) is None
+        assert fused(p1, fwAD.make_dual(w.to(DEVICE), w.to(DEVICE))) is None
+    seen = []
+    torch.func.jvp(lambda a: seen.append(fused(a)) or a, (p1,), (t1,))
+    assert seen == [None]
+
+
 # The interpreter runs the kernels as Python and checks no types, so a kernel can pass every
 # test above and still not compile for a GPU (seen on an H200: a loop-carried float32/float64
 # mismatch). Triton's compiler needs no GPU to build for one: every kernel, as the wrappers
