@@ -118,8 +118,8 @@ def _neighbours(emb: ArrayLike, k: int, chunk: int = 4096) -> tuple[torch.Tensor
     """:func:`nearest_neighbours`, and how many rows have their ``k``-th and ``(k+1)``-th
     nearest at the same distance (a tie, which the lower index won)."""
     emb = as_tensor(emb, "embedding")
-    if emb.dim() != 2 or emb.shape[0] == 0:
-        raise ValueError(f"embedding must have shape (N, D) with N >= 1, got {tuple(emb.shape)}")
+    if emb.dim() != 2 or emb.shape[0] == 0 or emb.shape[1] == 0:  # (N, 0) had failed in torch's max()
+        raise ValueError(f"embedding must have shape (N, D) with N, D >= 1, got {tuple(emb.shape)}")
     n = emb.shape[0]
     k = check_integer(k, "k", 1, n, expected=f"an integer in [1, N] = [1, {n}]")
     x = emb.detach().to(torch.float64)

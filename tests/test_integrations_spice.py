@@ -119,6 +119,9 @@ def test_nearest_neighbours_on_a_line():
     assert nearest_neighbours(dup, 1).flatten().tolist() == [0, 1, 2]
     with pytest.raises(ValueError, match="k must be"):
         nearest_neighbours(x, 5)
+    # an embedding of no features (had failed inside torch's max())
+    with pytest.raises(ValueError, match=r"embedding must have shape \(N, D\) with N, D >= 1, got \(4, 0\)"):
+        nearest_neighbours(torch.zeros(4, 0), 2)
 
 
 def test_ties_in_distance_go_to_the_lower_index():
