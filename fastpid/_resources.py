@@ -286,14 +286,18 @@ def cgroup_headroom() -> int | None:
         if len(fields) != 3:
             continue
         hierarchy, controllers, path = fields
+        parts = [p for p in path.split("/") if p and p != ".."]
         if hierarchy == "0" and not controllers:  # v2: one hierarchy, all controllers
-            base, limit_file, usage_file, inactive = CGROUP_ROOT, "memory.max", "memory.current", "inactive_file"
+            # mounted at the root, or beside v1's controllers at unified/ (hybrid mode)
+            hybrid = os.path.join(CGROUP_ROOT, "unified")
+            base = hybrid if (os.path.isdir(os.path.join(hybrid, *parts))
+                              and not os.path.exists(os.path.join(CGROUP_ROOT, "cgroup.controllers"))) else CGROUP_ROOT
+            limit_file, usage_file, inactive = "memory.max", "memory.current", "inactive_file"
         elif "memory" in controllers.split(","):
             base, limit_file, usage_file, inactive = (os.path.join(CGROUP_ROOT, "memory"), "memory.limit_in_bytes",
                                                       "memory.usage_in_bytes", "total_inactive_file")
         else:
             continue
-        parts = [p for p in path.split("/") if p and p != ".."]
         for k in range(len(parts), -1, -1):  # the cgroup, then its ancestors up to the root
             where = os.path.join(base, *parts[:k])
             limit = _read_bytes(os.path.join(where, limit_file))

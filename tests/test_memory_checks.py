@@ -78,6 +78,16 @@ def test_a_cgroup_v1_limit_bounds_the_free_memory(monkeypatch, tmp_path):
     assert _resources.available_bytes(torch.device("cpu")) == min(256 * MiB, _mem_available())
 
 
+def test_a_hybrid_hosts_unified_hierarchy_is_read_where_it_is_mounted(monkeypatch, tmp_path):
+    """In hybrid mode the v2 hierarchy is mounted at /sys/fs/cgroup/unified beside v1's
+    controllers; its "0::" line had been read against /sys/fs/cgroup, and a limit set there missed."""
+    _fake_cgroups(monkeypatch, tmp_path, "4:memory:/\n0::/job\n", {
+        "unified/job/memory.max": f"{512 * MiB}\n", "unified/job/memory.current": f"{128 * MiB}\n",
+        "memory/memory.limit_in_bytes": "9223372036854771712\n",
+    })
+    assert _resources.cgroup_headroom() == 384 * MiB
+
+
 @pytest.mark.parametrize("case", ["unlimited", "unreadable", "no memory controller", "no proc file"])
 def test_no_readable_cgroup_limit_leaves_mem_available(monkeypatch, tmp_path, case):
     files = {"unlimited": {"a/memory.max": "max\n", "a/memory.current": "5\n"},
