@@ -23,17 +23,15 @@ from __future__ import annotations
 
 import math
 import secrets
-import warnings
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
 from ._resources import available_bytes, gib, memory_unchecked
-from ._validate import _HALF_DTYPES, as_tensor, check_flag, check_rows, check_weights
+from ._validate import _HALF_DTYPES, as_tensor, check_flag, check_rows, check_tol, check_weights
 from .api import pid
 from .estimate import estimate
-from .exceptions import ConvergenceWarning
 from .joint import _parse_sizes, joint
 
 __all__ = ["PIDMetric"]
@@ -191,10 +189,12 @@ class PIDMetric:
         """Raises what :meth:`compute` would raise for ``pid_kwargs`` on ``device`` (a tiny
         uniform joint there), now rather than after an epoch. Not its warnings: a small ``tol``
         is said of the caller's own joints, not of this one (its gap, 2.2e-14 nats of rounding,
-        had warned of a ``tol`` below it)."""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            pid(torch.full((2, 2, 2), 0.125, dtype=torch.float64, device=device), **self.pid_kwargs)
+        had warned of a ``tol`` below it): the ``tol`` is checked alone, and the joint solved at
+        the default (not under ``warnings.catch_warnings``, whose filters are the process's: other
+        threads' warnings were lost while a metric was made)."""
+        kwargs = dict(self.pid_kwargs)
+        check_tol(kwargs.pop("tol", None))
+        pid(torch.full((2, 2, 2), 0.125, dtype=torch.float64, device=device), **kwargs)
 
     def to(self, device) -> "PIDMetric":
         """Moves the accumulated joint to ``device``, where later batches are added and

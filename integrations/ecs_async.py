@@ -465,6 +465,7 @@ class ECSAsyncController:
         self.snapshot: list[dict] | None = None
         self.history: list[ProbeRecord] = []
         self._warned_uninformed = False
+        self._pending_warning = None  # a warning of this step, given once it is recorded (_step)
 
     # ----------------------------------------------------------------- decisions
     def wants_probe(self, epoch: int) -> bool:
@@ -596,6 +597,11 @@ class ECSAsyncController:
             decision = replace(self._unimodal_step(epoch, terms, record.score, synergistic, score_se, informed),
                                synergistic=synergistic)
         self.history.append(replace(record, decision=decision))
+        # Warned once the step is recorded: raised as an error (-W error), the warning had left
+        # the pause set and the epoch unrecorded, and the retried step said "paused".
+        warning, self._pending_warning = getattr(self, "_pending_warning", None), None
+        if warning is not None:
+            warnings.warn(warning, stacklevel=caller_level())
         return decision
 
     @property
@@ -643,7 +649,7 @@ class ECSAsyncController:
         return replace(self.current(epoch, probed=True, reason=reason), counted=True)
 
     def _warn_if_left_uninformed(self, epoch: int, terms: dict, informed: dict | None) -> None:
-        """Warn (once) where a pause leaves training only a modality whose codes carry no
+        """Warn (once, as :meth:`_step` ends) where a pause leaves training only a modality whose codes carry no
         information on the label: an uninformative modality makes the other look dominant,
         and pausing that froze the only informative encoder until stage 2. Uninformative: with
         the probe's codes (``informed``, :func:`_independence_p`), no more information than
@@ -663,10 +669,11 @@ class ECSAsyncController:
         else:
             return
         self._warned_uninformed = True
-        warnings.warn(f"ECSAsyncController: epoch {epoch} pauses modality {self.paused}, leaving only modality {left} "
-                      f"training, whose probe codes carry I(Z{left};Y) = {mi:.3g} nats ({why}): a collapsed or "
-                      f"uninformative modality? Modality {self.paused} stays paused until the ratio falls below "
-                      "resume_ratio or stage 2 starts", stacklevel=caller_level())
+        self._pending_warning = (
+            f"ECSAsyncController: epoch {epoch} pauses modality {self.paused}, leaving only modality {left} "
+            f"training, whose probe codes carry I(Z{left};Y) = {mi:.3g} nats ({why}): a collapsed or "
+            f"uninformative modality? Modality {self.paused} stays paused until the ratio falls below "
+            "resume_ratio or stage 2 starts")
 
     def drop_threshold(self) -> float | None:
         """The score below which stage 2 starts: ``peak − (1 − drop)·|peak|`` (nats;

@@ -416,6 +416,15 @@ def test_a_pause_that_leaves_only_an_uninformative_modality_is_said(recwarn):
     recwarn.clear()
     informative.step(0, terms(0.5, 0.0, 0.05, r=0.1))        # modality 2 carries the redundancy
     assert not [w for w in recwarn if "pauses modality" in str(w.message)]
+    # raised as an error, the warning comes after the step is recorded (it had left the pause
+    # set and the epoch unrecorded; the retried step then said "modality 1 paused")
+    strict = ECSAsyncController(**RAW)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(UserWarning, match="epoch 0 pauses modality 1"):
+            strict.step(0, collapsed)
+    assert strict.paused == 1 and [r.epoch for r in strict.history] == [0]
+    assert strict.history[0].decision.reason.endswith("pause modality 1")
 
 
 def test_load_state_dict_refuses_a_dict_of_another_kind():
