@@ -177,6 +177,12 @@ struct StepLimits {
 // `ratio` is the mean complementarity the affine step reaches over `now`; never below mu's
 // floor.
 constexpr double kCentringMin = 0.01;
+
+// A step at mu's floor that would count towards a stall is first extrapolated (Solver::
+// extrapolate): its length doubled, up to kExtrapolateDoublings times, while the dual bound
+// rises (fastpid/solver.py, EXTRAPOLATE_DOUBLINGS, says why).
+constexpr int kExtrapolateDoublings = 20;
+constexpr int kExtrapolateMost = 20;  // extrapolations a solve (EXTRAPOLATE_MOST)
 FASTPID_HD inline double corrector_mu(double now, double ratio, double mu_floor) {
   const double sigma = fp_max(fp_min(ratio * ratio * ratio, 1.0), kCentringMin);
   return fp_max(sigma * now, mu_floor);
@@ -3196,6 +3202,43 @@ struct Solver {
     return pr.primal_bound(Q);
   }
 
+  // The primal-dual step (df, dg) just taken to (f, g), taken again 2^k times over for k = 1,
+  // 2, ... (at most kExtrapolateDoublings) while the dual bound rises (fastpid/solver.py,
+  // _extrapolate). Where a longer step raised it: the iterate moves there, shifted inside the
+  // domain as the barrier starts (max s = exp(-1e-3)), with slacks 1 - s and multipliers at
+  // their centre mu / (1 - s); lower takes the bound; true. Else nothing moves; false.
+  // ft, gt, lst are free here (the step left the old point in them).
+  FASTPID_HD bool extrapolate(double mu, double& lower) {
+    double best = pr.dual_bound(f, g, ls), times = 0.0, k = 1.0;
+    for (int h = 0; h < kExtrapolateDoublings; ++h) {
+      k *= 2.0;
+      for (int q = 0; q < n1 * ny; ++q) ft[q] = pr.m1[q] ? f[q] + k * df[q] : f[q];
+      for (int q = 0; q < n2 * ny; ++q) gt[q] = pr.m2[q] ? g[q] + k * dg[q] : g[q];
+      pr.log_s(ft, gt, lst);
+      const double bound = pr.dual_bound(ft, gt, lst);
+      if (!(bound > best)) break;
+      best = bound;
+      times = k;
+    }
+    if (times == 0.0) return false;
+    for (int q = 0; q < n1 * ny; ++q) f[q] = pr.m1[q] ? f[q] + times * df[q] : f[q];
+    for (int q = 0; q < n2 * ny; ++q) g[q] = pr.m2[q] ? g[q] + times * dg[q] : g[q];
+    pr.log_s(f, g, ls);
+    double mx = kNegInf;
+    for (int c = 0; c < n1 * n2; ++c)
+      if (pr.cell[c]) mx = fp_max(mx, ls[c]);
+    for (int q = 0; q < n1 * ny; ++q)
+      if (pr.m1[q]) f[q] -= mx + 1e-3;
+    pr.log_s(f, g, ls);
+    for (int c = 0; c < n1 * n2; ++c)
+      if (pr.cell[c]) {
+        tau[c] = -expm1(ls[c]);
+        R[c] = mu / tau[c];
+      }
+    lower = fp_max(lower, best);
+    return true;
+  }
+
   // Primal-dual path following (fastpid/solver.py, solve_exact): from a strictly feasible
   // point with multipliers from the alternation's mixture (at least mu / (1 - s)) and slacks
   // 1 - s cut towards mu / R (kSlackStartCut), one Newton step of the perturbed optimality
@@ -3223,6 +3266,7 @@ struct Solver {
       soc[c] = 0.0;
     }
     int stalled = 0;
+    int jumps = 0;  // extrapolations so far
     bool predictor = true;  // after a primal-dual step (or none yet)
     // The predictor never aims above the last step's target, nor the first step above the
     // starting mu (a start whose multipliers are far off centre while its gap is already near
@@ -3269,8 +3313,13 @@ struct Solver {
         mu = next_mu(mu, mean_complementarity(), opt.mu_factor, mu_floor);
       // A problem whose tol is below what float64 can certify stops, with its honest gap,
       // once steps are refused or the bounds stop improving near a centre at mu's floor.
-      const bool stuck =
+      bool stuck =
           alpha == 0.0 || (mu_now <= mu_floor && centred(dec2, mu_now) && upper - lower > 0.99 * gap_before);
+      if (stuck && alpha > 0.0 && !barrier_taken && jumps < kExtrapolateMost && extrapolate(mu_now, lower)) {
+        ++jumps;
+        stuck = false;
+        predictor = false;  // the next step aims at mu itself, from the new centre
+      }
       stalled = stuck ? stalled + 1 : 0;
     }
     // A solve stopped short (max_iter, a stall) gets its last iterate's bound as well: without

@@ -480,6 +480,45 @@ def test_barrier_steps_stand_in_on_wide_range_joints():
     assert len(calls) >= 3
 
 
+def test_a_stall_at_the_floor_is_extrapolated_along_the_last_step():
+    """Y = (X1 + X2) mod 3 over uniform 4x4 sources plus noise of ~1e-6 on every cell
+    (tests/data/noisy_mod3_4x4x3.npy): at mu's floor the Newton steps crept along one direction,
+    the dual bound gaining 5e-11 a step, and both solvers stopped at gaps of 4.7e-8 at tol 1e-8
+    (8.2e-8 at 1e-10). Extrapolated along that step, both certify; so do 12 more such joints, 3
+    of which the PyTorch solver had left short of 1e-8."""
+    from pathlib import Path
+
+    P = torch.from_numpy(np.load(Path(__file__).parent / "data" / "noisy_mod3_4x4x3.npy"))
+    P = (P / P.sum())[None]
+    jumps = []
+    real = solver._extrapolate
+
+    def counted(*args):
+        out = real(*args)
+        jumps.append(int(out[0].sum()))
+        return out
+
+    for tol in (1e-8, 1e-10):
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(solver, "_extrapolate", counted)
+            ref = solver.solve_exact(P, tol)
+        assert float(ref.upper - ref.lower) <= tol and sum(jumps) >= 1
+        if cpp.available()[0]:
+            native = cpp.solve(P, tol)
+            assert float(native.upper - native.lower) <= tol
+            assert native.lower <= ref.upper and ref.lower <= native.upper
+    rng = np.random.default_rng(7)
+    joints = []
+    for n, ny in [(4, 3), (5, 3), (7, 3), (6, 4)] * 3:
+        a, b = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+        Q = np.zeros((n, n, ny))
+        Q[a, b, (a + b) % ny] = 1.0
+        Q = Q / Q.sum() + 10 ** rng.uniform(-8, -5) * rng.uniform(size=Q.shape)
+        joints.append(Q / Q.sum())
+    for backend in ("torch", "cpp") if cpp.available()[0] else ("torch",):
+        assert all(bool(fastpid.pid(Q, backend=backend).converged) for Q in joints), backend
+
+
 def test_newton_cost_needs_both_admissible_counts():
     """mf alone used to fail with a TypeError on None."""
     assert set(solver.newton_cost(4, 4, 4, mf=3, mg=2)) == {"schur", "lowrank", "sparse"}
