@@ -180,6 +180,32 @@ def test_emulated_block_solver_steps_like_the_cpu_solver_where_the_bound_shares_
         np.testing.assert_array_equal(np.asarray(got[4]), np.asarray(_cpu_solve(P, tol)[4]))
 
 
+@pytest.mark.parametrize("threads", [1, 7, 64])
+def test_emulated_block_solver_extrapolates_a_stalled_step_like_the_cpu_solver(threads):
+    """Noisy near-deterministic joints (Y = (X1 + X2) mod ny plus noise on every cell,
+    tests/test_newton.py): at mu's floor the block solver stopped short (4.7e-8 at tol 1e-8 on
+    tests/data/noisy_mod3_4x4x3.npy) until it extrapolated stalled steps as the CPU solver does.
+    Certified, with brackets that overlap the CPU solver's; not its potentials or its steps: the
+    potentials drift along a direction the dual objective barely rises in, where reductions in
+    another order take other paths (at 1e-10, 68 iterations against 40)."""
+    from pathlib import Path
+
+    rng = np.random.default_rng(7)
+    joints = [np.load(Path(__file__).parent / "data" / "noisy_mod3_4x4x3.npy")]
+    for n, ny in [(4, 3), (5, 3), (6, 4)]:
+        a, b = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+        Q = np.zeros((n, n, ny))
+        Q[a, b, (a + b) % ny] = 1.0
+        joints.append(Q / Q.sum() + 10 ** rng.uniform(-8, -5) * rng.uniform(size=Q.shape))
+    for P in joints:
+        P = (P / P.sum())[None]
+        for tol in (1e-8, 1e-10):
+            lower, upper = (np.asarray(x) for x in emulate.solve(P, cpp.options(tol), threads)[:2])
+            ref = _cpu_solve(P, tol)
+            assert np.all(upper - lower <= tol)
+            assert np.all(lower <= ref[1] + 1e-12) and np.all(ref[0] <= upper + 1e-12)
+
+
 @pytest.mark.parametrize("name", ["clustered_28x28x5", "peaked_5x5x5"])
 def test_emulated_block_solver_follows_the_cpu_solvers_path(name):
     """A sparse clustered joint whose central path bends, and peaked joints where barrier

@@ -384,6 +384,7 @@ struct Solver : Layout {
       soc[c] = 0.0;
     }
     int stalled = 0;
+    int jumps = 0;  // extrapolations so far
     bool predictor = true;
     double last_target = mu;
     const double mu_start = mu;
@@ -424,11 +425,60 @@ struct Solver : Layout {
       else
         mu = detail::next_mu(mu, mean_complementarity(), opt.mu_factor, mu_floor);
       const double gap = upper - lower;
-      const bool stuck =
+      bool stuck =
           alpha == 0.0 || (mu_now <= mu_floor && detail::centred(dec2, mu_now) && gap > 0.99 * gap_before);
+      if (stuck && alpha > 0.0 && !barrier_taken && jumps < detail::kExtrapolateMost && extrapolate(mu_now, lower)) {
+        ++jumps;
+        stuck = false;
+        predictor = false;  // as solve_one's
+      }
       stalled = stuck ? stalled + 1 : 0;
     }
     if (upper - lower > opt.tol) upper = fp_min(upper, barrier_primal_bound(opt.polish_sweeps));  // as solve_one's
+  }
+
+  // solve_one's extrapolate() with this block's threads: the step (df, dg) just taken to (f, g),
+  // taken again 2^k times over while the dual bound rises; the trial points are evaluated in
+  // (f, g, ls)'s place, swapped with (ft, gt, lst) as primal_dual_step() swaps them.
+  FASTPID_BODY bool extrapolate(double mu, double& lower) {
+    double best = dual_bound(), times = 0.0, k = 1.0;
+    for (int h = 0; h < detail::kExtrapolateDoublings; ++h) {
+      k *= 2.0;
+      for (int q = r; q < n1 * ny; q += nt) ft[q] = m1(q) ? f[q] + k * df[q] : f[q];
+      for (int q = r; q < n2 * ny; q += nt) gt[q] = m2(q) ? g[q] + k * dg[q] : g[q];
+      b.sync();
+      log_s(ft, gt, lst);
+      detail::fp_swap(f, ft);
+      detail::fp_swap(g, gt);
+      detail::fp_swap(ls, lst);
+      const double bound = dual_bound();  // the block's: every thread takes the same branch
+      detail::fp_swap(f, ft);
+      detail::fp_swap(g, gt);
+      detail::fp_swap(ls, lst);
+      if (!(bound > best)) break;
+      best = bound;
+      times = k;
+    }
+    if (times == 0.0) return false;
+    for (int q = r; q < n1 * ny; q += nt)
+      if (m1(q)) f[q] += times * df[q];
+    for (int q = r; q < n2 * ny; q += nt)
+      if (m2(q)) g[q] += times * dg[q];
+    b.sync();
+    log_s(f, g, ls);
+    const double mx = max_log_s();
+    for (int q = r; q < n1 * ny; q += nt)
+      if (m1(q)) f[q] -= mx + 1e-3;
+    b.sync();
+    log_s(f, g, ls);
+    for (int c = r; c < n1 * n2; c += nt)
+      if (cell[c]) {
+        tau[c] = -expm1(ls[c]);
+        R[c] = mu / tau[c];
+      }
+    b.sync();
+    lower = fp_max(lower, best);
+    return true;
   }
 
   // solve_one's newton_direction(): factor_newton() then solve_newton(mu); returns dec^2.
