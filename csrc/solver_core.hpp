@@ -182,7 +182,8 @@ constexpr double kCentringMin = 0.01;
 // extrapolate): its length doubled, up to kExtrapolateDoublings times, while the dual bound
 // rises (fastpid/solver.py, EXTRAPOLATE_DOUBLINGS, says why).
 constexpr int kExtrapolateDoublings = 20;
-constexpr int kExtrapolateMost = 20;  // extrapolations a solve (EXTRAPOLATE_MOST)
+// At most kExtrapolateMost a solve, and none where mu's floor is kMuMin (EXTRAPOLATE_MOST).
+constexpr int kExtrapolateMost = 20;
 FASTPID_HD inline double corrector_mu(double now, double ratio, double mu_floor) {
   const double sigma = fp_max(fp_min(ratio * ratio * ratio, 1.0), kCentringMin);
   return fp_max(sigma * now, mu_floor);
@@ -3315,7 +3316,8 @@ struct Solver {
       // once steps are refused or the bounds stop improving near a centre at mu's floor.
       bool stuck =
           alpha == 0.0 || (mu_now <= mu_floor && centred(dec2, mu_now) && upper - lower > 0.99 * gap_before);
-      if (stuck && alpha > 0.0 && !barrier_taken && jumps < kExtrapolateMost && extrapolate(mu_now, lower)) {
+      if (stuck && alpha > 0.0 && !barrier_taken && jumps < kExtrapolateMost && mu_floor > kMuMin &&
+          extrapolate(mu_now, lower)) {
         ++jumps;
         stuck = false;
         predictor = false;  // the next step aims at mu itself, from the new centre

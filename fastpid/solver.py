@@ -207,9 +207,12 @@ CENTRING_MIN = 0.01
 # (Dirichlet(1), peaked, masses over 20-60 decades, half the cells empty, deterministic plus
 # noise of 1e-12 to 1e-2) take the same steps as before at both tols.
 EXTRAPOLATE_DOUBLINGS = 20
-# At most EXTRAPOLATE_MOST extrapolations a solve: where float64's rounding sets the limit (a
-# tol below its reach) rounding alone can raise the bound now and then, and each would keep the
-# solve from its stall; 1 to 13 served each of the 240 joints above at 1e-8.
+# At most EXTRAPOLATE_MOST extrapolations a solve (1 to 13 served each of the 240 joints above
+# at 1e-8), and only where mu's floor is tol's (0.05 tol a cell), not the absolute _MU_MIN:
+# there float64's rounding sets the limit, rounding alone raised the bound now and then, and
+# each restart's multipliers mu / (1 - s), which lose their digits there, set off a cycle of
+# rejected barrier steps and rises of mu (a Dirichlet(1) 50x50x4 joint at tol 1e-10: 471
+# iterations to the gap of 1.53e-10 it had after 31; clustered 48x48x8: 398 for 37).
 EXTRAPOLATE_MOST = 20
 # The barrier step's line search starts where no potential moves by more than
 # MAX_POTENTIAL_STEP nats (_line_search). Potentials of masses about 1e-30 below the others
@@ -1216,7 +1219,8 @@ def solve_exact(P: torch.Tensor, tol: float, max_iter: int = 500, warm_steps: in
         gap = upper[active] - lower[active]
         floor_before[active] = at_floor
         stuck = (alpha == 0) | (at_floor & centred & (gap > 0.99 * gap_before))
-        jump = torch.nonzero(stuck & (alpha > 0) & ~barrier & (jumps[active] < EXTRAPOLATE_MOST)).flatten()
+        jump = torch.nonzero(stuck & (alpha > 0) & ~barrier & (jumps[active] < EXTRAPOLATE_MOST)
+                             & (mu_floor[active] > _MU_MIN)).flatten()
         if jump.numel():
             aj = active[jump]
             moved, bound, f[aj], g[aj], R[aj], tau[aj] = _extrapolate(

@@ -427,7 +427,8 @@ struct Solver : Layout {
       const double gap = upper - lower;
       bool stuck =
           alpha == 0.0 || (mu_now <= mu_floor && detail::centred(dec2, mu_now) && gap > 0.99 * gap_before);
-      if (stuck && alpha > 0.0 && !barrier_taken && jumps < detail::kExtrapolateMost && extrapolate(mu_now, lower)) {
+      if (stuck && alpha > 0.0 && !barrier_taken && jumps < detail::kExtrapolateMost && mu_floor > detail::kMuMin &&
+          extrapolate(mu_now, lower)) {
         ++jumps;
         stuck = false;
         predictor = false;  // as solve_one's
