@@ -179,8 +179,9 @@ struct StepLimits {
 constexpr double kCentringMin = 0.01;
 
 // A step at mu's floor that would count towards a stall is first extrapolated (Solver::
-// extrapolate): its length doubled, up to kExtrapolateDoublings times, while the dual bound
-// rises (fastpid/solver.py, EXTRAPOLATE_DOUBLINGS, says why).
+// extrapolate): the new point plus 2, 4, 8, ... times the Newton direction, up to
+// kExtrapolateDoublings doublings, while the dual bound rises (fastpid/solver.py,
+// EXTRAPOLATE_DOUBLINGS, says why).
 constexpr int kExtrapolateDoublings = 20;
 // At most kExtrapolateMost a solve, and none where mu's floor is kMuMin (EXTRAPOLATE_MOST).
 constexpr int kExtrapolateMost = 20;
@@ -3203,9 +3204,9 @@ struct Solver {
     return pr.primal_bound(Q);
   }
 
-  // The primal-dual step (df, dg) just taken to (f, g), taken again 2^k times over for k = 1,
-  // 2, ... (at most kExtrapolateDoublings) while the dual bound rises (fastpid/solver.py,
-  // _extrapolate). Where a longer step raised it: the iterate moves there, shifted inside the
+  // (f, g), just reached along the Newton direction (df, dg), moved 2^k times that direction
+  // further for k = 1, 2, ... (at most kExtrapolateDoublings) while the dual bound rises
+  // (fastpid/solver.py, _extrapolate). Where a longer step raised it: the iterate moves there, shifted inside the
   // domain as the barrier starts (max s = exp(-1e-3)), with slacks 1 - s and multipliers at
   // their centre mu / (1 - s); lower takes the bound; true. Else nothing moves; false.
   // ft, gt, lst are free here (the step left the old point in them).

@@ -138,6 +138,7 @@ def _two_digits(x: float) -> str:
     notation (``.2g`` printed 123 ms as "1.2e+02")."""
     if not (math.isfinite(x) and x > 0):
         return f"{x:g}"
+    x = float(f"{x:.2g}") if x < 100 else x  # rounded first: 9.96 had printed as "10.0"
     return f"{x:.{max(0, 1 - math.floor(math.log10(x)))}f}"
 
 

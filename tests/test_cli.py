@@ -121,6 +121,7 @@ def test_demo_times_never_print_in_exponent_notation():
     assert _time_text({"seconds": 0.123, "seconds_range": [0.1, 0.25]}) == "123 ms (range 100-250)"
     assert _time_text({"seconds": 0.00123, "seconds_range": [0.0011, 0.0093]}) == "1.2 ms (range 1.1-9.3)"
     assert _time_text({"seconds": 0.08, "seconds_range": [0.0751, 0.4]}, "s") == "0.080 s (range 0.075-0.40)"
+    assert _time_text({"seconds": 0.00996, "seconds_range": [0.000999, 0.0999]}) == "10 ms (range 1.0-100)"
 
 
 def test_importing_dunder_main_runs_nothing():

@@ -727,9 +727,13 @@ def test_synergy_test_values_are_numbers_as_the_terms_are():
         ctrl.step(0, t, test={"synergy": 0.3, "p_value": True})
     with pytest.raises(TypeError, match=r"the synergy test's 'ci_low' must be a real number, got str"):
         ctrl.step(0, t, test={"synergy": 0.3, "p_value": 0.01, "ci_low": "0.1"})
-    with pytest.raises(ValueError, match=r"one number per key \(one problem, not a batch\)"):
-        ctrl.step(0, t, test={"synergy": np.array([0.3, 0.2]), "p_value": 0.01})
+    for batch in (np.array([0.3, 0.2]), [0.3, 0.2], np.array([])):
+        with pytest.raises(ValueError, match=r"one number per key \(one problem, not a batch\)"):
+            ctrl.step(0, t, test={"synergy": batch, "p_value": 0.01})
     assert not ctrl.history
+    # one problem's arrays, numpy's as torch's (a grouped estimate of one group)
+    one = ECSAsyncController(**RAW, synergy_rule="test")
+    assert one.step(0, t, test={"synergy": np.array([0.25]), "p_value": np.array([0.01])}).synergistic
     d = ctrl.step(0, t, test={"synergy": np.float32(0.25), "p_value": torch.tensor(0.01), "ci_low": np.array(0.1)})
     assert d.synergistic and ctrl.history[-1].test == pytest.approx(
         {"synergy": 0.25, "p_value": 0.01, "ci_low": 0.1, "ci_high": math.nan}, nan_ok=True)

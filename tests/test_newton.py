@@ -499,6 +499,7 @@ def test_a_stall_at_the_floor_is_extrapolated_along_the_last_step():
         return out
 
     for tol in (1e-8, 1e-10):
+        jumps.clear()
         with pytest.MonkeyPatch.context() as m:
             m.setattr(solver, "_extrapolate", counted)
             ref = solver.solve_exact(P, tol)

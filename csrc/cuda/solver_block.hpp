@@ -438,8 +438,8 @@ struct Solver : Layout {
     if (upper - lower > opt.tol) upper = fp_min(upper, barrier_primal_bound(opt.polish_sweeps));  // as solve_one's
   }
 
-  // solve_one's extrapolate() with this block's threads: the step (df, dg) just taken to (f, g),
-  // taken again 2^k times over while the dual bound rises; the trial points are evaluated in
+  // solve_one's extrapolate() with this block's threads: (f, g) moved 2^k times the Newton
+  // direction (df, dg) further while the dual bound rises; the trial points are evaluated in
   // (f, g, ls)'s place, swapped with (ft, gt, lst) as primal_dual_step() swaps them.
   FASTPID_BODY bool extrapolate(double mu, double& lower) {
     double best = dual_bound(), times = 0.0, k = 1.0;
