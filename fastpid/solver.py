@@ -197,13 +197,14 @@ CENTRING_MIN = 0.01
 # A step at mu's floor that leaves the iterate centred but the gap within 1 % of where it was
 # counts towards a stall; before it counts, the step is extrapolated (_extrapolate): the new
 # point plus 2, 4, 8, ... times the Newton direction (up to EXTRAPOLATE_DOUBLINGS doublings)
-# while the dual bound rises, and the iterate restarts at the best point. On near-deterministic joints with noise cells the
-# optimal potentials run off along one direction in which the dual objective still rises
-# but the barrier's curvature keeps each Newton step short: 4x4x3, Y = (X1 + X2) mod 3 plus
-# noise of 1e-6, gained 5e-11 a step and stopped 4.7e-8 short of V after 5 such steps (285
-# Newton steps to certify 1e-8 without the stall rule); 256 times its direction further,
-# one such step gained 7e-9. C++, 240 such joints (4x4x3 to 6x6x5, noise 1e-8 to 1e-5): 13 short of 1e-8
-# and 117 of 1e-10 before, 0 and 5 now (PyTorch, 60 of them: 8 and 41, 0 and 7); 2,300 others
+# while the dual bound rises, and the iterate restarts at the best point. On
+# near-deterministic joints with noise cells the optimal potentials run off along one
+# direction in which the dual objective still rises but the barrier's curvature keeps each
+# Newton step short: 4x4x3, Y = (X1 + X2) mod 3 plus noise of 1e-6, gained 5e-11 a step and
+# stopped 4.7e-8 short of V after 5 such steps (285 Newton steps to certify 1e-8 without the
+# stall rule); 256 times its direction further, one such step gained 7e-9. C++, 240 such
+# joints (4x4x3 to 6x6x5, noise 1e-8 to 1e-5): 13 short of 1e-8 and 117 of 1e-10 before, 0
+# and 5 now (PyTorch, 60 of them: 8 and 41, 0 and 7); 2,300 others
 # (Dirichlet(1), peaked, masses over 20-60 decades, half the cells empty, deterministic plus
 # noise of 1e-12 to 1e-2) take the same steps as before at both tols.
 EXTRAPOLATE_DOUBLINGS = 20
@@ -1247,9 +1248,9 @@ def solve_exact(P: torch.Tensor, tol: float, max_iter: int = 500, warm_steps: in
 def _extrapolate(prob: Problem, f, g, df, dg, mu, R, tau):
     """``(f, g)``, just reached along the Newton direction ``(df, dg)``, moved ``2^k`` times that
     direction further for ``k = 1, 2, ...`` (at most EXTRAPOLATE_DOUBLINGS) while the dual bound
-    rises, where the last step stopped short at mu's floor (see EXTRAPOLATE_DOUBLINGS). Returns ``(moved, bound, f, g, R,
-    tau)``: ``(B,)`` whether a longer step raised the bound, the best bound, and the iterate
-    there, shifted inside the domain as the barrier starts (``max s = exp(-1e-3)``) with its
+    rises, where the last step stopped short at mu's floor (see EXTRAPOLATE_DOUBLINGS).
+    Returns ``(moved, bound, f, g, R, tau)``: ``(B,)`` whether a longer step raised the bound,
+    the best bound, and the iterate there, shifted inside the domain as the barrier starts (``max s = exp(-1e-3)``) with its
     slacks at ``1 - s`` and multipliers at their centre ``mu / (1 - s)`` (unmoved elsewhere)."""
     d_f, d_g = torch.where(prob.m1, df, 0.0), torch.where(prob.m2, dg, 0.0)
     best = dual_bound(prob, f, g)
