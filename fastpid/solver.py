@@ -1250,8 +1250,9 @@ def _extrapolate(prob: Problem, f, g, df, dg, mu, R, tau):
     direction further for ``k = 1, 2, ...`` (at most EXTRAPOLATE_DOUBLINGS) while the dual bound
     rises, where the last step stopped short at mu's floor (see EXTRAPOLATE_DOUBLINGS).
     Returns ``(moved, bound, f, g, R, tau)``: ``(B,)`` whether a longer step raised the bound,
-    the best bound, and the iterate there, shifted inside the domain as the barrier starts (``max s = exp(-1e-3)``) with its
-    slacks at ``1 - s`` and multipliers at their centre ``mu / (1 - s)`` (unmoved elsewhere)."""
+    the best bound, and the iterate there, shifted inside the domain as the barrier starts
+    (``max s = exp(-1e-3)``) with its slacks at ``1 - s`` and multipliers at their centre
+    ``mu / (1 - s)`` (unmoved elsewhere)."""
     d_f, d_g = torch.where(prob.m1, df, 0.0), torch.where(prob.m2, dg, 0.0)
     best = dual_bound(prob, f, g)
     times = torch.zeros_like(best)
