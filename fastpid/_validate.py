@@ -434,8 +434,8 @@ def _as_real_scalar(value, name: str) -> float:
             raise TypeError(f"{name} must be a real number, got a tensor of shape "
                             f"{tuple(value.shape)} and dtype {value.dtype}")
         return float(value.item())
-    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iuf":
-        return float(value)
+    if isinstance(value, np.ndarray) and value.size == 1 and value.dtype.kind in "iuf":  # as a tensor of one
+        return float(value.item())
     if isinstance(value, numbers.Real):
         return float(value)
     raise TypeError(f"{name} must be a real number, got {type(value).__name__} ({value!r})")

@@ -293,10 +293,8 @@ def _test(test, needs_p: bool) -> dict:
     if any(not isinstance(v, (str, bytes)) and math.prod(np.shape(v)) != 1 for v in vals.values()):
         raise ValueError(f"the synergy test must hold one number per key (one problem, not a batch), "
                          f"got {vals}")
-    # numbers only, as the terms: float() had parsed "0.3" and taken True; a one-problem array
-    # (a grouped estimate of one group) gives its number
-    vals = {k: _as_real_scalar(v.item() if isinstance(v, np.ndarray) else v, f"the synergy test's {k!r}")
-            for k, v in vals.items()}
+    # numbers only, as the terms: float() had parsed "0.3" and taken True
+    vals = {k: _as_real_scalar(v, f"the synergy test's {k!r}") for k, v in vals.items()}
     _check_finite({k: vals[k] for k in ("synergy", "p_value") if needs_p or k == "synergy"},
                   "the synergy test's values")
     if not (0.0 <= vals["p_value"] <= 1.0 or (math.isnan(vals["p_value"]) and not needs_p)):

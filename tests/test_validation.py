@@ -428,3 +428,14 @@ def test_pid_rejects_bad_tol(tol):
 def test_pid_rejects_unknown_choice(kw, what):
     with pytest.raises(ValueError, match=re.compile(f"unknown {what}.*expected one of", re.S)):
         fastpid.pid(np.ones((2, 2, 2)), **kw)
+
+
+def test_a_number_in_a_one_element_array_is_taken_as_in_a_one_element_tensor():
+    """A real-number option took a one-element tensor but refused the same number in a
+    one-element numpy array (a grouped estimate of one group gives those)."""
+    P = np.full((2, 2, 2), 1 / 8)
+    ref = fastpid.pid(P, tol=1e-6)
+    for tol in (torch.tensor([1e-6]), np.array([1e-6]), np.array([[1e-6]])):
+        assert float(fastpid.pid(P, tol=tol).gap) == float(ref.gap)
+    with pytest.raises(TypeError, match="tol must be a real number"):
+        fastpid.pid(P, tol=np.array([1e-6, 1e-7]))
