@@ -66,7 +66,7 @@ from torch.utils.data import Sampler
 
 import fastpid
 from fastpid._caller import caller_level
-from fastpid._validate import check_integer
+from fastpid._validate import check_flag, check_integer
 
 from .distributed import (assemble, broadcast_tensors, check_on_every_rank, is_distributed, rank_and_world,
                           same_on_every_rank)
@@ -467,9 +467,10 @@ class SPICESampler(Sampler):
                              "seed=..., not generator=...")
         self.curriculum = curriculum
         self.generator = generator
-        self.num_replicas, self.rank, self.drop_last = num_replicas, rank, bool(drop_last)
+        self.num_replicas, self.rank = num_replicas, rank
+        self.drop_last = check_flag(drop_last, name="drop_last")  # bool() had read "no" as True
         self.seed = check_seed(seed)  # int() had taken 0.7 as 0 and "5" as 5
-        self.shuffle = bool(shuffle)
+        self.shuffle = check_flag(shuffle, name="shuffle")
         self._progress: dict | None = None  # the epoch being or last iterated (see state_dict)
         self._resume: dict | None = None  # a loaded checkpoint's epoch, until iterated
 

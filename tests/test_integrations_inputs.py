@@ -221,6 +221,10 @@ def test_sampler_shards_without_a_process_group():
         SPICESampler(cur, torch.Generator(), num_replicas=2, rank=0)
     with pytest.raises(ValueError, match="rank"):
         SPICESampler(cur, num_replicas=2, rank=2)
+    for option in ("shuffle", "drop_last"):  # bool() had read "no" as True
+        with pytest.raises(TypeError, match=option):
+            SPICESampler(cur, **{option: "no"})
+        assert getattr(SPICESampler(cur, **{option: np.False_}), option) is False
 
 
 # ---------------------------------------------------------------- half precision, odd batches and epochs
