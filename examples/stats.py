@@ -153,10 +153,7 @@ def points(d) -> str:
         return f"{100 * x:{sign}.1f}".replace("-", "−")
     text = num(d["mean"], "+")
     if not missing(d["lo"]):
-        # A mean difference of fractions lies in [−base, 1 − base] (base: the baseline's mean):
-        # the interval is cut there (two seeds printed −12.7 [−89.3, 63.9] on a base of 41.0).
-        base = d.get("base_mean")
-        lo, hi = (d["lo"], d["hi"]) if missing(base) else (max(d["lo"], -base), min(d["hi"], 1 - base))
+        lo, hi = _possible(d, signed=True)
         text += f" [{num(lo)}, {num(hi)}]"
     text += f" ({d['wins']}/{d['n']})"
     if d.get("no_spread"):
@@ -169,15 +166,25 @@ def points(d) -> str:
 
 def pct(iv: dict, signed: bool = False) -> str:
     """A :func:`mean_interval` (or, ``signed``, :func:`paired`) entry of fractions in %:
-    ``89.8 [88.7, 91.0]`` (an accuracy's interval cut to [0, 100]: few seeds gave 87.9 [61.7,
-    114.1]), the mean alone where there is no interval, no value where a seed's was NaN."""
+    ``89.8 [88.7, 91.0]`` (the interval cut to the possible range, :func:`_possible`: few seeds
+    gave 87.9 [61.7, 114.1]), the mean alone where there is no interval, no value where a seed's was NaN."""
     fmt = "{:+.1f}" if signed else "{:.1f}"
     if iv.get("non_finite"):                        # a NaN or infinite value on some seed
         return f"no value (NaN or infinite on {iv['non_finite']} of {iv['n'] + iv['non_finite']} seeds)"
     if missing(iv["lo"]):                           # one seed, or no spread: no interval
         return fmt.format(100 * iv["mean"]) + (", no spread" if iv.get("no_spread") else "")
-    lo, hi = (iv["lo"], iv["hi"]) if signed else (max(iv["lo"], 0.0), min(iv["hi"], 1.0))
+    lo, hi = _possible(iv, signed)
     return f"{fmt.format(100 * iv['mean'])} [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+
+def _possible(iv: dict, signed: bool) -> tuple:
+    """The interval of ``iv`` cut to the range its mean can take: [0, 1] for a fraction, and
+    [−base, 1 − base] for a mean difference of fractions from a baseline of mean ``base``
+    (:func:`paired`; two seeds printed −12.7 [−89.3, 63.9] on a base of 41.0 %)."""
+    if not signed:
+        return max(iv["lo"], 0.0), min(iv["hi"], 1.0)
+    base = iv.get("base_mean")
+    return (iv["lo"], iv["hi"]) if missing(base) else (max(iv["lo"], -base), min(iv["hi"], 1 - base))
 
 
 def holm_text(p: float) -> str:

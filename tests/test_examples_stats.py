@@ -10,8 +10,8 @@ import pytest
 
 pytest.importorskip("scipy")
 
-from examples.stats import (SAME, legend, mean_interval, paired, paired_family, points, precision_note,  # noqa: E402
-                            rate_interval)
+from examples.stats import (SAME, legend, mean_interval, paired, paired_family, pct, points,  # noqa: E402
+                            precision_note, rate_interval)
 
 
 def test_a_nan_value_gives_no_p_value():
@@ -65,6 +65,8 @@ def test_difference_intervals_are_cut_to_the_possible_range():
     assert points(d).startswith("−13.0 [−41.0, 59.0] (1/2)")
     inside = paired_family({"x": ([0.52, 0.50, 0.51], [0.40, 0.41, 0.40])})["x"]
     assert points(inside).startswith(f"+10.7 [{100 * inside['lo']:.1f}, {100 * inside['hi']:.1f}]")
+    # The fair grid's cells (pct, signed) are cut alike: they had printed −13.0 [−141.7, 71.2].
+    assert pct(paired([0.50, 0.06], [0.41, 0.41]), True) == "-13.0 [-41.0, 59.0]"
 
 
 def test_the_static_curriculum_ranks_tied_losses_the_same_on_every_cpu():
