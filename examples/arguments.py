@@ -5,6 +5,8 @@ import argparse
 import importlib.util
 import json
 import math
+import os
+import platform
 import shlex
 import sys
 from pathlib import Path
@@ -78,6 +80,17 @@ def run_arguments(argv) -> list:
             continue
         out.append(a)
     return out
+
+
+def machine() -> str:
+    """CPU model, core count and the torch thread count of this run."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cores ({platform.machine()})"
 
 
 def as_json(obj) -> str:

@@ -24,7 +24,7 @@ The tables and figure again from a saved JSON file, without training::
 from __future__ import annotations
 
 import argparse
-import platform
+import math
 import sys
 import time
 from pathlib import Path
@@ -34,8 +34,8 @@ import torch
 
 from fastpid.integrations import local_scores, pointwise_scores
 
-from .arguments import (HelpFormatter, add_output_options, as_json, command, int_at_least, read_saved_run,
-                        results_folder, run_arguments)
+from .arguments import (HelpFormatter, add_output_options, as_json, command, int_at_least, machine,
+                        read_saved_run, results_folder, run_arguments)
 from .curricula import (OGMGE, SPICE, DynCIMMethod, MultiViewNet, Plain, StaticCurriculum,
                         train_curriculum)
 from .data import INTERACTION_TYPES, digits_views, synthetic_views, uci_available, uci_views
@@ -161,9 +161,15 @@ def accuracy(seeds, epochs, quick, names):
 
 
 def _ms(values):
-    """``mean ± std``; the mean alone for one value, whose spread is undefined (not 0)."""
+    """``mean ± std`` to three decimals, or more where the std would read 0.000 (two of its
+    significant digits: times of about 1 ms had read ``0.001 ± 0.000``); the mean alone for one
+    value, whose spread is undefined (not 0)."""
     a = np.asarray(values, dtype=np.float64)
-    return f"{a.mean():.3f} ± {a.std(ddof=1):.3f}" if len(a) > 1 else f"{a.mean():.3f}"
+    if len(a) < 2:
+        return f"{a.mean():.3f}"
+    std = a.std(ddof=1)
+    digits = 1 - math.floor(math.log10(std)) if 0 < std < 5e-4 else 3
+    return f"{a.mean():.{digits}f} ± {std:.{digits}f}"
 
 
 def vs_baseline(accuracy: dict, seeds, value) -> dict:
@@ -343,7 +349,7 @@ def main(argv=None):
     acc = accuracy(seeds, args.epochs, args.quick, names)
     res = {"seeds": seeds, "epochs": args.epochs, "argv": run_arguments(argv), "quick": args.quick,
            "left_out": left_out,
-           "machine": platform.processor() or platform.machine(),
+           "machine": machine(),
            "torch": torch.__version__, "recovery": rec, "accuracy": acc,
            "total_seconds": time.perf_counter() - t0}
     (out / "curricula.json").write_text(as_json(res))

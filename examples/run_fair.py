@@ -51,7 +51,7 @@ import torch
 from . import arms as arm_defs
 from . import fair
 from .arguments import (BATCH_SIZE, Distinct, HelpFormatter, add_output_options, as_json, command, float_between,
-                        int_at_least, read_saved_run, results_folder, run_arguments)
+                        int_at_least, machine, read_saved_run, results_folder, run_arguments)
 from .stats import holm, holm_text, mean_interval, missing, paired, paired_runs, pct
 
 BASELINES = ("fused", "fused+heads")
@@ -274,17 +274,6 @@ def markdown(results: dict) -> str:
                              "restored on any seed.")
         lines.append("")
     return "\n".join(lines)
-
-
-def machine() -> str:
-    """CPU model, core count and the torch thread count of this run."""
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cores ({platform.machine()})"
 
 
 def figures(results: dict, out: Path, name: str) -> list[str]:

@@ -33,8 +33,8 @@ import torch
 from fastpid.integrations import SynIBLoss
 
 from . import data as datasets
-from .arguments import (Distinct, HelpFormatter, add_output_options, as_json, command, int_at_least, read_saved_run,
-                        results_folder, run_arguments)
+from .arguments import (Distinct, HelpFormatter, add_output_options, as_json, command, int_at_least, machine,
+                        read_saved_run, results_folder, run_arguments)
 from .evaluate import evaluate
 from .methods import Joint, SynIB
 from .models import LateFusion
@@ -82,7 +82,8 @@ def summarise(runs: dict) -> dict:
     ``d_xor``: :func:`examples.stats.paired_family`, fractions of 1, Holm-adjusted over the
     grid), and the mean paired validation difference on the XOR samples (``val_d_xor``; with its
     paired t-interval, ``val_d_xor_paired``); and ``"chosen"``: the configuration with the
-    largest ``val_d_xor``."""
+    largest ``val_d_xor``, and ``"margin"``: its paired validation XOR difference to the next
+    (``runner_up``), by which another run may choose otherwise."""
     others = [n for n in runs if n != "joint"]
     rows = {name: {f"{k}{part}": float(f([r[k] for r in rs])) for k in ("acc", "acc_synergy")
                    for part, f in (("", np.mean), ("_std", lambda v: np.std(v, ddof=1) if len(v) > 1 else np.nan))}
@@ -96,8 +97,15 @@ def summarise(runs: dict) -> dict:
         val = paired(*paired_runs(runs[n], runs["joint"], lambda r: r["val"]["acc_synergy"]))
         rows[n]["val_d_xor"] = val["mean"]
         rows[n]["val_d_xor_paired"] = {**val, "p": float("nan"), "holm_p": float("nan")}
-    chosen = max(others, key=lambda n: rows[n]["val_d_xor"]) if others else None
-    return {"rows": rows, "chosen": chosen}
+    ranked = sorted(others, key=lambda n: rows[n]["val_d_xor"], reverse=True)
+    chosen = ranked[0] if ranked else None
+    out = {"rows": rows, "chosen": chosen}
+    if len(ranked) > 1:
+        # A lead of 0.1 points (one XOR sample on one seed) had decided the choice: another host's
+        # arithmetic chose the runner-up.
+        lead = paired(*paired_runs(runs[chosen], runs[ranked[1]], lambda r: r["val"]["acc_synergy"]))
+        out["margin"] = {"runner_up": ranked[1], **lead, "p": float("nan"), "holm_p": float("nan")}
+    return out
 
 
 def _mean_std(row: dict, key: str) -> str:
@@ -111,7 +119,8 @@ def markdown(results: dict) -> str:
     # Sweeps saved before each setting's command was: the default grid, one command.
     commands = any("argv" in st for st in results["settings"].values())
     lines = ["# SynIB sweep on the synthetic data", "",
-             f"{c['seeds']} seeds, {c['epochs']} epochs; accuracies in %, test split. Δ = configuration − joint "
+             f"{c['seeds']} seeds, {c['epochs']} epochs" + (f", on {c['machine']}" if "machine" in c else "")
+             + "; accuracies in %, test split. Δ = configuration − joint "
              "on the same seed (same split, initialisation and batch order), in points: mean [paired 95 % "
              "t-interval] (seeds won / seeds), p_Holm: two-sided paired t-test, Holm-adjusted over the "
              + ("configurations of the setting's table, each Δ column apart. " if commands else "setting's grid. ")
@@ -140,6 +149,12 @@ def markdown(results: dict) -> str:
             lines.append(f"| {label} | {_mean_std(row, 'acc')} | {_mean_std(row, 'acc_synergy')} | "
                          + ("— | — | — |" if name == "joint" else
                             f"{points(row['d_acc'])} | {points(row['d_xor'])} | {points(row['val_d_xor_paired'])} |"))
+        margin = summ.get("margin")
+        if margin:
+            noise = not missing(margin["lo"]) and margin["lo"] <= 0
+            lines += ["", f"The chosen configuration minus the next, {margin['runner_up']}, on the validation XOR "
+                      f"samples: {points(margin)}" + (": within validation noise, another run may choose "
+                                                     "either" if noise else "") + "."]
         lines.append("")
     return "\n".join(lines)
 
@@ -177,7 +192,8 @@ def main(argv=None) -> dict:
     out = results_folder(ap, args)
     torch.set_num_threads(1)
     results = {"config": {"seeds": args.seeds, "epochs": args.epochs, "torch": torch.__version__,
-                          "python": platform.python_version()}, "settings": {}, "runs": {}, "summary": {}}
+                          "python": platform.python_version(), "machine": machine()},
+               "settings": {}, "runs": {}, "summary": {}}
     if (out / "synib_sweep.json").exists():
         old = read_saved_run(ap, out / "synib_sweep.json", ("config", "settings", "runs", "summary"), "--out")
         same = old["config"]["seeds"] == args.seeds and old["config"]["epochs"] == args.epochs

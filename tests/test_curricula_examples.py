@@ -221,3 +221,13 @@ def test_one_seed_tables_show_no_spread():
     # The absolute accuracies are fractions, the differences points: the headers say which.
     assert "| fused accuracy (fraction) | Δ fused vs late fusion (points) | heads' accuracy (fraction) |" in text
     assert "each interaction type as a fraction" in text
+
+
+def test_a_spread_below_the_third_decimal_keeps_two_digits():
+    """Times of about 1 ms had read ``0.001 ± 0.000``, a spread of zero."""
+    from examples.run_curricula import _ms
+
+    assert _ms([0.0011, 0.0013, 0.0009]) == "0.00110 ± 0.00020"
+    assert _ms([0.887, 0.877, 0.897]) == "0.887 ± 0.010"
+    assert _ms([0.5, 0.5]) == "0.500 ± 0.000"                    # no spread: zero, as it is
+    assert _ms([0.25]) == "0.250"

@@ -136,7 +136,7 @@ def test_one_seed_tables_show_no_spread():
            "table": {d: {m: _aggregate(rs) for m, rs in ms.items()} for d, ms in per_seed.items()}}
     text = markdown(res)
     assert not [line for line in text.splitlines() if line.startswith("| ") and "±" in line]
-    assert "| joint | 98.0 (84 / 88) | — |" in text and "| synib | 97.8 (84 / 88) | −0.2 (0/1) |" in text
+    assert "| joint | 98.0 (84.0 / 88.0) | — |" in text and "| synib | 97.8 (84.0 / 88.0) | −0.2 (0/1) |" in text
     assert "One seed" in text and "Mean ± std" not in text
 
 
@@ -187,6 +187,18 @@ def test_synib_sweep_grid_and_paired_summary():
     assert "Holm-adjusted over the configurations of the setting's table, each Δ column apart." in text
     res["settings"]["t"], res["summary"]["t"] = {"fractions": (0.4, 0.2, 0.2, 0.2), "batch_size": 8}, summ
     assert "Run before commands were saved, on the whole grid; Holm's families" in markdown(res)
+    # The chosen configuration's lead over the next on validation, paired: y is 0.08 ahead of x
+    # on every seed; a lead that crosses 0 is said to be noise (0.1 points had decided a choice).
+    assert summ["margin"]["runner_up"] == "x" and summ["margin"]["mean"] == pytest.approx(0.08)
+    assert ("The chosen configuration minus the next, x, on the validation XOR samples: +8.0 (3/3), no spread: "
+            "no interval, no p.") in text
+    for r, v in zip(runs["x"], (0.5, 0.68, 0.6)):
+        r["val"]["acc_synergy"] = v
+    close = summarise(runs)
+    assert close["chosen"] == "y" and close["margin"]["diffs"] == pytest.approx([0.1, -0.08, 0.0])
+    res["summary"] = {"s": close}
+    assert "on the validation XOR samples: +0.7 [" in markdown(res)
+    assert "(1/3): within validation noise, another run may choose either." in markdown(res)
 
 
 @pytest.mark.parametrize("script, argv, message", [
@@ -261,7 +273,8 @@ def test_markdown_paired_differences_to_joint(tmp_path, monkeypatch):
     assert "Holm-adjusted over the 2 paired comparisons of this table" in text
     # Mean [mean ± t(0.975, 2) · sd / √3 = ± 4.303 · sd / √3] (seeds ahead / seeds), in points.
     assert "| 64.0 ± 14.0 | +2.0 [−0.5, 4.5] (3/3), p_Holm 0.15 | +4.0 [−5.9, 13.9] (2/3), p_Holm 0.23 |" in text
-    assert "| joint | 85.0 ± 5.0 (50 ± 0 / 50 ± 0) | 85.0 ± 5.0 (50 ± 0 / 50 ± 0) | — | — |" in text
+    heads = "(50.0 ± 0.0 / 50.0 ± 0.0)"
+    assert f"| joint | 85.0 ± 5.0 {heads} | 85.0 ± 5.0 {heads} | — | — |" in text
     assert "| −2.0 [−6.3, 2.3] (0/3), p_Holm 0.18 | — |" in text                      # pretrain
     assert "| +2.0 [−0.5, 4.5] (3/3), p_Holm 0.15 | no per-seed values |" in text     # synib
     # The target profile is the true label's PID over the seeds' test splits, with its spread:
