@@ -181,7 +181,10 @@ def markdown(results: dict) -> str:
     cfg = results["config"]
     lines = [f"# Fair-protocol grid: {cfg['name']}", "",
              f"`{command('run_fair', cfg['argv'])}` — {cfg['seeds']} evaluation seeds (each its "
-             f"own split and initialisation, the same for every arm), {cfg['trials']} tuning trials per arm on "
+             f"own split and initialisation, the same for every arm"
+             + ("; avdigits' test speakers and images are the same on every seed, so its intervals cover "
+                "the training's variation, not that of a new test sample" if "avdigits" in results["datasets"] else "")
+             + f"), {cfg['trials']} tuning trials per arm on "
              f"validation accuracy of tuning seed(s) {cfg['tune_seeds_list']}, a budget of {cfg['epochs']} "
              f"passes over the training set (sample visits) per run, batch {cfg['batch_size']}. Wall time "
              f"{cfg['wall_seconds'] / 60:.1f} min on {cfg['machine']}"
