@@ -317,6 +317,10 @@ def test_tables_mark_values_without_spread_or_value():
     md = run_fair.markdown({"config": cfg, "datasets": {"synthetic": out}})
     assert "| B | 86.0 [73.6, 98.4] | 86.0 [73.6, 98.4] | — | +1.0, no spread (3/3) | +1.0, no spread (3/3) |" in md
     assert "nan" not in md and "modality 1 50.0, no spread" in md
+    # avdigits' test split is fixed: said where the grid holds it, not of other data.
+    assert "the same on every seed" not in md
+    fixed = run_fair.markdown({"config": cfg, "datasets": {"avdigits": out}})
+    assert "avdigits' test speakers and images are the same on every seed" in fixed
 
 
 def test_committed_tables_name_only_committed_figures():
