@@ -104,7 +104,9 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
         in nats), and every term is ``>= 0``. ``tol`` is in nats whatever ``base``.
 
     Warns:
-        :class:`fastpid.ConvergenceWarning` when an exact solve stops with ``gap > tol``.
+        :class:`fastpid.ConvergenceWarning` when fastpid's exact solver stops with ``gap > tol``
+        (not ``backend="cvx"``, whose gap, from Clarabel's solution at its own settings, is
+        above the default ``tol`` on most problems: see ``converged`` and ``status``).
     """
     solve = untraced(_pid) if traced() else _pid
     return solve(P, method=method, backend=backend, tol=tol, max_iter=max_iter, steps=steps, base=base,

@@ -26,7 +26,9 @@ class PIDResult:
             float32 results' ``2^-23 I(X1,X2;Y)``).
         converged: ``gap <= tol``, for every method (and CVXPY's status ``"optimal"``
             for ``backend="cvx"``).
-        iterations: solver iterations per problem (alternation steps + Newton steps).
+        iterations: solver iterations per problem (alternation steps + Newton steps; 0 for
+            ``"proxy"``, which has none, and for ``backend="cvx"``, whose Clarabel iterations
+            are not read back).
         method, backend: what produced the result.
         base: ``None`` for nats, else the logarithm base of the units.
         status: per-problem solver status strings (``backend="cvx"`` only), else ``None``.
