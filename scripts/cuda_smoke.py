@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
+import numpy as np
 import torch
 
 import fastpid
@@ -54,6 +56,20 @@ def main() -> int:
         if not torch.allclose(a.synergy.cpu(), b.synergy, atol=1e-12, rtol=0):
             failures.append(f"pid fast {shape}")
         progress(f"closed forms, alternation, pid fast {shape}")
+    # The float32 kernels, on the largest shape (past the shared-memory scratch), against the
+    # float64 reference of the same float32 joint.
+    P32 = P.float()
+    ref = torch.stack([*mutual_informations(P32.double()), proxy_coupling_mi(P32.double())], 1)
+    if not torch.allclose(torch.stack(cuda.closed_forms(P32.cuda()), 1).cpu().double(), ref, atol=2e-5, rtol=0):
+        failures.append("closed_forms float32")
+    prob = solver.Problem.from_joint(P32.double())
+    want = solver.alternation_steps(prob, solver.proxy_log_r(prob), None, 4)
+    for name, a, b in zip("f g logR".split(), cuda.alternation(P32.cuda(), 4), want):
+        a = a.cpu().double()
+        if not (torch.equal(torch.isfinite(a), torch.isfinite(b)) and torch.allclose(
+                torch.where(torch.isfinite(a), a, 0.0), torch.where(torch.isfinite(b), b, 0.0), atol=2e-4)):
+            failures.append(f"alternation float32 {name}")
+    progress("float32 closed forms, alternation")
     # The exact solver's two paths: a thread block per problem (8x8x8 fits shared memory) and
     # a thread per problem (20x20x10 does not), against the C++ CPU solver.
     for shape in [(3, 5, 2), (8, 8, 8), (20, 20, 10)]:
@@ -65,6 +81,15 @@ def main() -> int:
         if not (bool(a.converged.all()) and torch.allclose(a.synergy.cpu(), b.synergy, atol=2e-8, rtol=0)):
             failures.append(f"pid exact {shape}")
         progress(f"exact solver {shape}")
+    # A noisy near-deterministic joint, on which the block solver certifies only by
+    # extrapolating stalled steps (its last Newton steps, the branch no random joint takes).
+    P = torch.from_numpy(np.load(Path(__file__).resolve().parents[1] / "tests" / "data" / "noisy_mod3_4x4x3.npy"))
+    P = (P / P.sum())[None]
+    a = fastpid.pid(P.cuda(), backend="cuda")
+    b = fastpid.pid(P, backend="cpp")
+    if not (bool(a.converged.all()) and torch.allclose(a.synergy.cpu(), b.synergy, atol=2e-8, rtol=0)):
+        failures.append("pid exact, noisy 4x4x3")
+    progress("exact solver, noisy 4x4x3")
     N = 100_003
     codes = [torch.randint(0, n, (N,), generator=gen) for n in (5, 3, 4)]
     w = torch.rand(N, generator=gen, dtype=torch.float64)

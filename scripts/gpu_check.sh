@@ -1,29 +1,49 @@
 #!/usr/bin/env bash
 # GPU validation, for a machine with a CUDA device and fastpid installed with its CUDA kernels
-# (`python -m pip install -e ".[test,bench]"` where nvcc is on the PATH; with no package index,
-# `python -m pip install --no-build-isolation --no-deps -e .` over an environment that has torch,
-# scikit-build-core, pybind11, pytest and pytest-benchmark): the Triton tests (on the GPU), the
-# gpu-marked tests, the GPU benchmark, and compute-sanitizer (synccheck, memcheck, racecheck)
-# over every CUDA kernel. Writes this run's record (GPU, commands, pass counts, times) to a new
-# file, bench/results/gpu_check_<UTC time>.md (bench/results/gpu_validation.md, the curated
-# record of every run, is not touched: fold the run into it).
-# Arguments are passed to the benchmark after its defaults here (--gpu-problems 10000, about
-# a minute of exact rows on an H200 where the module's 100,000 took four; --bench-threads
-# $(nproc), so that its C++ peer row uses every core, as its notes say). Every step stops
-# after GPU_CHECK_STEP_LIMIT seconds (default 150; recorded as exit 124), so that a lease of
-# about 10 minutes a command reaches every step (the steps took 7-140 s and more on an H200).
-# Where $OUT names a folder (a lent machine returns the files written there), the record and
-# the GPU benchmark's report are copied into it after every step. Build the extension with
-# its CUDA kernels first (nvcc on the PATH; CUDAARCHS=90 builds for sm_90 only, half the
-# compile time of the default "80 90"): the script stops at once (exit 2) when fastpid's CUDA
-# kernels are not available, rather than letting every CUDA test skip.
+# (`python3 -m pip install -e ".[test,bench]"` where nvcc is on the PATH; with no package index,
+# `python3 -m pip install --no-build-isolation --no-deps -e .` over an environment that has torch,
+# scikit-build-core, pybind11, pytest and pytest-benchmark; CUDAARCHS=90 builds for sm_90 only,
+# half the compile time of the default "80 90"): the Triton tests (on the GPU), the gpu-marked
+# tests, the GPU benchmark, and compute-sanitizer (synccheck, memcheck, racecheck) over the
+# CUDA kernels (scripts/cuda_smoke.py). Stops at once (exit 2) where fastpid's CUDA kernels
+# are not available, rather than letting every CUDA test skip.
+#
+# Time: the whole run ends within GPU_CHECK_DEADLINE seconds (default 540, inside a lent
+# machine's 10 minutes a command); each step stops after GPU_CHECK_STEP_LIMIT seconds (default
+# 150, recorded as exit 124) or at the deadline, and a step with under 20 s left is skipped and
+# recorded as such. GPU_CHECK_STEPS picks steps (default "triton gpu bench synccheck memcheck
+# racecheck"; on an H100 they took 130, 83, 70, 10, 123 and 60 s), so that a second call can run
+# what the first did not reach. Arguments go to the benchmark after its defaults here
+# (--gpu-problems 10000; --bench-threads: the cores this process may use, so that its C++ peer
+# row uses every one).
+#
+# Output: this run's record (GPU, commands, exit status, time and last line of each step) in
+# bench/results/gpu_check_<UTC time>.md (fold it into bench/results/gpu_validation.md, the
+# curated record), and every step's whole output, as it comes, in gpu_check_<UTC time>.log.
+# Where $OUT names a folder (a lent machine returns the files written there) the log is
+# written there, and the record and the files the benchmark wrote in this run are copied there
+# after every step.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-PYTHON="${PYTHON:-python}"
-RECORD=bench/results/gpu_check_$(date -u '+%Y%m%dT%H%M').md
+PYTHON="${PYTHON:-$(command -v python3 || command -v python)}"
+# The checkout's fastpid for every step: scripts/cuda_smoke.py heads sys.path with scripts/,
+# not the root, so a fastpid importable only from the root failed there alone.
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+# An inherited TRITON_INTERPRET=1 (scripts/test.sh sets it) would test and time Triton's CPU
+# interpreter instead of the GPU.
+unset TRITON_INTERPRET
+STEPS=" ${GPU_CHECK_STEPS:-triton gpu bench synccheck memcheck racecheck} "
+DEADLINE=$((SECONDS + ${GPU_CHECK_DEADLINE:-540}))
+STAMP=$(date -u '+%Y%m%dT%H%M%S')
+RECORD=bench/results/gpu_check_$STAMP.md
+DEST=bench/results
+[ -n "${OUT:-}" ] && [ -d "$OUT" ] && DEST=$OUT
+LOG=$DEST/gpu_check_$STAMP.log
+STARTED=$(mktemp)  # files under bench/results newer than this were written by this run
 log() { echo "$*" | tee -a "$RECORD"; }
-keep() {  # the record and the benchmark's report, into $OUT where it is a folder
-  [ -n "${OUT:-}" ] && [ -d "$OUT" ] && cp "$RECORD" bench/results/solver_gpu.* "$OUT"/ 2>/dev/null
+keep() {  # the record and this run's benchmark reports, into $OUT where it is a folder
+  [ "$DEST" = bench/results ] && return 0
+  find bench/results -maxdepth 1 -type f -newer "$STARTED" -exec cp {} "$DEST"/ \; 2>/dev/null
   return 0
 }
 
@@ -31,7 +51,7 @@ log "# GPU validation run"
 log ""
 log "- GPU: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>&1)"
 log "- fastpid: $("$PYTHON" -c 'import fastpid._C as c; i = c.build_info(); print(i["version"], "CUDA", i["cuda_compiler_version"], "compiled:", i["cuda_compiled"])' 2>&1 | tail -n 1)"
-log "- date: $(date -u '+%Y-%m-%d %H:%M') UTC"
+log "- date: $(date -u '+%Y-%m-%d %H:%M') UTC; steps:${STEPS% }; deadline ${GPU_CHECK_DEADLINE:-540} s"
 log ""
 cuda=$("$PYTHON" -c 'from fastpid import cuda; ok, why = cuda.available(); print("yes" if ok else why)' 2>&1 | tail -n 1)
 if [ "$cuda" != yes ]; then
@@ -40,32 +60,37 @@ if [ "$cuda" != yes ]; then
   exit 2
 fi
 status=0
-LIMIT=(timeout "${GPU_CHECK_STEP_LIMIT:-150}")
-run() {  # run "what" command...: logs the command, its last line, its status and its time
-  local what=$1; shift
-  local out rc t0
-  out=$(mktemp)
-  t0=$SECONDS
-  "${LIMIT[@]}" "$@" >"$out" 2>&1
-  rc=$?
-  cat "$out" >&2
-  log "- $what: \`$*\` -> exit $rc in $((SECONDS - t0)) s: $(tail -n 1 "$out")"
-  rm -f "$out"
+run() {  # run step "what" command...: logs the command, its status, time and last line
+  local step=$1 what=$2; shift 2
+  [[ "$STEPS" == *" $step "* ]] || return 0
+  local left=$((DEADLINE - SECONDS)) limit=${GPU_CHECK_STEP_LIMIT:-150} t0=$SECONDS rc
+  if [ "$left" -lt 20 ]; then
+    log "- $what: skipped, $left s left before the deadline (rerun with GPU_CHECK_STEPS=$step)"
+    status=1
+    return 0
+  fi
+  [ "$left" -lt "$limit" ] && limit=$left
+  echo "=== $what: $*" >>"$LOG"
+  timeout "$limit" "$@" 2>&1 | tee -a "$LOG" >&2
+  rc=${PIPESTATUS[0]}
+  log "- $what: \`$*\` -> exit $rc in $((SECONDS - t0)) s (limit $limit s): $(tail -n 1 "$LOG")"
   [ "$rc" -eq 0 ] || status=1
   keep
 }
 # Test by test (-v): a step stopped at its time limit still names the tests that failed.
 # The Triton tests first: they run their kernels on the GPU wherever one is present (not only
 # the gpu-marked), and a GPU has shown faults there that the interpreter cannot.
-run "Triton tests on the GPU" "$PYTHON" -m pytest -v --tb=short -p no:cacheprovider tests/test_triton.py
-run "GPU tests" "$PYTHON" -m pytest -v --tb=short -m gpu -p no:cacheprovider tests
-run "GPU benchmark" "$PYTHON" -m pytest -q -p no:cacheprovider bench/test_bench_gpu.py \
-  --gpu-problems 10000 --bench-threads "$(nproc)" "$@"
-# Quickest first: on an H200, synccheck took 7 s, racecheck 61 s, memcheck 138 s (most of it
-# in three 20x20x10 exact solves; one now). Without PyTorch's caching allocator every tensor
-# is an allocation of its own, so a write past one is seen, not taken by its neighbour.
+run triton "Triton tests on the GPU" "$PYTHON" -m pytest -v --tb=short -p no:cacheprovider tests/test_triton.py
+run gpu "GPU tests" "$PYTHON" -m pytest -v --tb=short -m gpu -p no:cacheprovider tests
+# The cores this process may use (GNU nproc honours OMP_NUM_THREADS, and read 1 where it was set).
+cores=$("$PYTHON" -c 'import os; print(len(os.sched_getaffinity(0)))')
+run bench "GPU benchmark" "$PYTHON" -m pytest -q -p no:cacheprovider bench/test_bench_gpu.py \
+  --gpu-problems 10000 --bench-threads "$cores" "$@"
+# Quickest first. Without PyTorch's caching allocator every tensor is an allocation of its
+# own, so a write past one is seen, not taken by its neighbour.
 for tool in synccheck memcheck racecheck; do
-  run "compute-sanitizer $tool" env PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool "$tool" \
+  run "$tool" "compute-sanitizer $tool" env PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool "$tool" \
     --error-exitcode 3 "$PYTHON" scripts/cuda_smoke.py
 done
+rm -f "$STARTED"
 exit $status
