@@ -7,10 +7,11 @@ and the estimate needs 62 solves of joints of the same size (20 jackknife, 10 pi
 null joints, the plug-in, its dual potentials and the null world), so 50x is now out of reach
 without cutting the statistics. What this suite checks instead is that the estimate costs at
 most 1.5x its solves done one by one as cold ``pid`` calls (batching, not overhead, sets its
-cost); the table reports both ratios and whether the 50x goal is met. Both are timed in the
-same process on the same samples, best of ``--bench-rounds`` rounds each (the estimate one
-round fewer, at least one), so the ratios do not depend on the machine's speed (only on its
-load staying similar between the two). The result is printed and saved to
+cost); the table reports both ratios, each with its range over the rounds (the estimate's
+best over pid's slowest to its slowest over pid's best), and the 50x goal as met, not met or
+within that range. Both are timed in the same process on the same samples, best of
+``--bench-rounds`` rounds each (the estimate one round fewer, at least one), so the ratios do
+not depend on the machine's speed (only on its load staying similar between the two). The result is printed and saved to
 ``bench/results/estimate_cpu.{json,md}`` (not with ``--bench-no-save``).
 
 Run with ``python -m pytest bench/test_bench_estimate.py -q``.
@@ -42,13 +43,21 @@ def _samples():
     return np.unravel_index(idx, P.shape), P.shape
 
 
-def _best(fn, rounds):
+def _timed(fn, rounds):
     times, out = [], None
     for _ in range(rounds):
         t0 = time.perf_counter()
         out = fn()
         times.append(time.perf_counter() - t0)
-    return out, min(times)
+    return out, times
+
+
+def _goal(low: float, high: float) -> str:
+    """Whether a ratio whose rounds range over [low, high] meets the goal: a best ratio of 49.2x
+    had been called met where the slowest rounds were far above it."""
+    if high <= GOAL_RATIO:
+        return "met"
+    return "not met" if low > GOAL_RATIO else "met in some rounds, not in others"
 
 
 def test_estimate_vs_cold_pid(benchmark, bench_settings, pytestconfig):
@@ -60,7 +69,8 @@ def test_estimate_vs_cold_pid(benchmark, bench_settings, pytestconfig):
     rounds = bench_settings["timed_rounds"]
     fastpid.pid(P_hat)  # import and first-call costs out of the way, for both
     fastpid.estimate(x1, x2, y, sizes=shape, seed=0)
-    _, t_pid = _best(lambda: fastpid.pid(P_hat), rounds)
+    _, pid_times = _timed(lambda: fastpid.pid(P_hat), rounds)
+    t_pid = min(pid_times)
 
     times = []
 
@@ -73,27 +83,30 @@ def test_estimate_vs_cold_pid(benchmark, bench_settings, pytestconfig):
     est = benchmark.pedantic(run_estimate, rounds=max(1, rounds - 1), iterations=1, warmup_rounds=0)
     t_est = min(times)
     ratio = t_est / t_pid
+    low, high = t_est / max(pid_times), max(times) / t_pid
     solves = est.n_jackknife + min(DEFAULT_PILOT, est.n_null) + est.n_null + 3
     per_solve = ratio / solves
     result = {
         "problem": f"clustered_20x20x10 #0, N = {N} samples ({int(est.occupied)} of 4000 cells occupied)",
         "cold_pid_s": t_pid, "estimate_s": t_est, "ratio": ratio, "goal_ratio": GOAL_RATIO,
-        "goal_met": ratio <= GOAL_RATIO, "solves": solves, "ratio_per_solve": per_solve,
+        "ratio_range": [low, high], "goal": _goal(low, high), "solves": solves, "ratio_per_solve": per_solve,
         "per_solve_limit": PER_SOLVE_LIMIT,
         "settings": {"n_jackknife": est.n_jackknife, "n_null": est.n_null, "n_pilot": min(DEFAULT_PILOT, est.n_null)},
         "torch_threads": bench_settings["torch_threads"],
         "machine": machine,
     }
     result["rounds"] = {"pid": rounds, "estimate": len(times)}
-    result["estimate_slowest_s"] = max(times)
+    result["estimate_slowest_s"], result["cold_pid_slowest_s"] = max(times), max(pid_times)
     md = (f"{report.machine_sentence(machine)}\n\n"
-          f"Times: the best of {rounds} calls of the cold `pid` and of {len(times)} of the estimate (its "
-          f"slowest {1e3 * max(times):.1f} ms), {bench_settings['torch_threads']} torch thread(s).\n\n"
+          f"Times: the best of {rounds} calls of the cold `pid` (its slowest {1e3 * max(pid_times):.2f} ms) and "
+          f"of {len(times)} of the estimate (its slowest {1e3 * max(times):.1f} ms), "
+          f"{bench_settings['torch_threads']} torch thread(s); ratios: the best times', in brackets their range "
+          "over the rounds.\n\n"
           "| problem | cold exact pid | estimate (defaults) | ratio | goal | solves | ratio per solve |\n"
           "|---|---|---|---|---|---|---|\n"
-          f"| {result['problem']} | {1e3 * t_pid:.2f} ms | {1e3 * t_est:.1f} ms | {ratio:.1f}x "
-          f"| <= {GOAL_RATIO:g}x ({'met' if result['goal_met'] else 'not met'}) | {solves} "
-          f"| {per_solve:.2f} (<= {PER_SOLVE_LIMIT:g}) |\n")
+          f"| {result['problem']} | {1e3 * t_pid:.2f} ms | {1e3 * t_est:.1f} ms | {ratio:.1f}x ({low:.1f}x–{high:.1f}x) "
+          f"| <= {GOAL_RATIO:g}x ({result['goal']}) | {solves} "
+          f"| {per_solve:.2f} ({low / solves:.2f}–{high / solves:.2f}; <= {PER_SOLVE_LIMIT:g}) |\n")
     print("\n" + md)
     # A run that misses the limit saves nothing, as a failed run of the other suites.
     assert per_solve <= PER_SOLVE_LIMIT, (f"estimate costs {per_solve:.2f} cold pid calls per solve "
