@@ -321,3 +321,15 @@ def test_a_partial_cvxpy_split_leaves_the_committed_table(monkeypatch, tmp_path,
     assert "| dense_8x8x8 | 8 | 10.0 | 2.0 | 5.0 | 3.0 | 0.50 |" in (tmp_path / "one.md").read_text()
     assert cvx_time_split.main([]) == 0                                        # the default families
     assert (tmp_path / "cvx_time_split.md").read_text().count("\n| ") == len(cvx_time_split.DEFAULT) + 1
+
+
+def test_a_row_counts_the_problems_that_gave_no_value():
+    """The rows' errors leave out NaN values; only CVXPY's notes had counted its failures, and an
+    Adam+Sinkhorn NaN would have dropped out of its error unsaid."""
+    from bench.test_bench_solver import _row
+
+    rows = []
+    _row(rows.append, lambda family, n: (np.zeros(n), np.zeros(n)), family="f", key="k", method="m", order=0,
+         n=3, seconds=[1.0], V=[0.1, np.nan, 0.2], notes="2 timed rounds")
+    assert rows[0]["max_abs_error"] == pytest.approx(0.2)
+    assert rows[0]["notes"] == "2 timed rounds; 1 of 3 gave no value, left out of the errors"
