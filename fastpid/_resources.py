@@ -420,6 +420,20 @@ def check_memory(flat: torch.Tensor, method: str, backend: str, plan=None, coupl
             f"is free on {flat.device}. " + _memory_advice(flat, method, backend, plan, coupling, one, have))
 
 
+def fits(flat: torch.Tensor, method: str, backend: str, plan=None, coupling: bool = False) -> bool:
+    """Whether :func:`check_memory` lets the solve through: its estimate below the threshold
+    of a look, within the free memory, or the free memory unknown (``False`` for a shape the
+    C++ solver cannot index)."""
+    try:
+        need = estimate_bytes(flat, method, backend, plan, coupling)
+    except ValueError:
+        return False
+    if memory_unchecked(need):
+        return True
+    have = available_bytes(flat.device)
+    return have is None or need <= have
+
+
 def _torch_instead(flat: torch.Tensor, method: str, plan, coupling: bool) -> str:
     """Whether the PyTorch solver could take a solve the C++ solver cannot index (its advice
     had been backend='torch' even where that needed 966 GiB of 21.5 free: 300x300x300)."""

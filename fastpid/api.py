@@ -13,7 +13,7 @@ from ._autograd import attach_envelope_gradient, carries_derivatives, zero_mass_
 from ._caller import caller_level
 from ._certify import checked_bracket, drop_negligible, output_gap, rounding, solver_tol
 from ._resources import (CHUNK_FLOATS, GENERAL_ROUTE_COPIES, GRADIENT_ROUTE_COPIES, check_input_memory, check_memory,
-                         cpp_chunk, cpp_indexable, cpp_workspace_fits, per_problem_floats, cpp_threads)
+                         cpp_chunk, fits, cpp_indexable, cpp_workspace_fits, per_problem_floats, cpp_threads)
 from ._tracing import traced, transformed, untraced
 from ._validate import (check_base, check_choice, check_distribution, check_flag, check_positive_int, check_tol,
                         result_dtype)
@@ -401,7 +401,8 @@ def _choose_backend(backend: str, flat: torch.Tensor, method: str, return_coupli
     ``auto``: on the CPU, the C++ solver for problems with at most
     :func:`fastpid.cpp.auto_max` unknowns in the dense system it factorises
     (:func:`fastpid.cpp.system_size`, by the elimination :func:`fastpid.solver.newton_plan`
-    gives it), PyTorch otherwise (``proxy``: the C++ closed forms wherever they import); on a
+    gives it), PyTorch otherwise, unless only the C++ solver's memory fits the free memory
+    (``proxy``: the C++ closed forms wherever they import); on a
     GPU, the CUDA kernels (for ``exact``: where
     :func:`fastpid.cuda.exact_route` accepts the size, and not with ``return_coupling``; where
     they would take the problems one per thread, the C++ solver on the host, see
@@ -438,7 +439,15 @@ def _choose_backend(backend: str, flat: torch.Tensor, method: str, return_coupli
         # the free potentials, or low-rank capacitance matrix); where that system is large,
         # the PyTorch solver is faster (see fastpid.cpp).
         plan = plan or solver.newton_plan(flat)
-        return "cpp" if cpp_suits(n1, n2, ny, plan, busy=flat.shape[0] >= cpp_threads()) else "torch"
+        if cpp_suits(n1, n2, ny, plan, busy=flat.shape[0] >= cpp_threads()):
+            return "cpp"
+        # The C++ solver, slower here, where the PyTorch solver's Newton systems do not fit the
+        # free memory and its own do: an estimate's 30 null draws of 200x200x200 (191 GiB
+        # against 12.6 GiB, 14.6 free) had stopped with advice estimate cannot follow.
+        if (cpp.available()[0] and not fits(flat, method, "torch", plan, return_coupling)
+                and fits(flat, method, "cpp", plan, return_coupling)):
+            return "cpp"
+        return "torch"
     if method == "exact":
         usable = not return_coupling and cuda.available(device)[0] and cuda.exact_route(n1, n2, ny, device)[0]
         if usable and _host_beats_gpu_threads(flat):

@@ -481,3 +481,24 @@ def test_the_native_route_sums_no_copy_of_a_large_problem(monkeypatch):
     finally:
         tracemalloc.stop()
     assert peak < P.nbytes / 2  # the sums over (x1, x2) hold ny values, a quarter of it here
+
+
+@pytest.mark.skipif(not cpp.available()[0], reason="needs the C++ extension")
+def test_auto_takes_the_cpp_solver_where_only_its_memory_fits(monkeypatch):
+    """A dense 80x80x80 problem goes to the PyTorch solver (its Schur complement, 6400 unknowns,
+    is past the C++ solver's limit on any thread count), which needs ~10x the C++ solver's
+    memory there: with free memory between the two, auto takes the C++ solver rather than
+    raising MemoryError (an estimate's null draws had stopped on advice it cannot follow,
+    backend='cpp')."""
+    from fastpid import api, solver
+
+    P = torch.rand(1, 80, 80, 80, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    P = P / P.sum()
+    plan = solver.newton_plan(P)
+    torch_need, cpp_need = (_resources.estimate_bytes(P, "exact", b, plan) for b in ("torch", "cpp"))
+    assert 4 * cpp_need < torch_need
+    between = (cpp_need + torch_need) // 2
+    for free, chosen in [(None, "torch"), (2 * torch_need, "torch"), (between, "cpp"), (cpp_need // 2, "torch")]:
+        monkeypatch.setattr(_resources, "available_bytes", lambda device, free=free: free)
+        assert api._choose_backend("auto", P, "exact", False, plan) == chosen, free
+    assert api._choose_backend("torch", P, "exact", False, plan) == "torch"       # an explicit choice stays
