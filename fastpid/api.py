@@ -64,7 +64,7 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
             complement's side, at most ``min(n1, n2) * ny``; 6144 where every thread has a
             problem of its own), or 4096 (``n1 * n2`` cells, with
             few cells and many target values),
-            else the PyTorch solver; GPU: the CUDA kernels
+            else the PyTorch solver (the C++ solver still where only its memory fits); GPU: the CUDA kernels
             where the problem size suits them, else the Triton kernels (``proxy`` and
             ``fast`` only), else PyTorch; for ``exact``, problems the CUDA solver would take
             one per GPU thread go to the C++ solver on the host, which was 4.5-15x faster

@@ -442,7 +442,7 @@ def _estimate(x1, x2, y, sizes, weights, groups, num_groups, confidence, n_jackk
     grouped = groups is not None
     # The resampling reads the samples again: converted once as joint() read them (native
     # byte order, unsigned and list inputs), on the joint's device.
-    x1, x2, y = (sample_tensor(v, name, device) for v, name in ((x1, "x1"), (x2, "x2"), (y, "y")))
+    x1, x2, y = (sample_tensor(_exact_ranks(v), name, device) for v, name in ((x1, "x1"), (x2, "x2"), (y, "y")))
     # How many values each variable could take: its declared size, else its probability
     # rows' width, else (codes of an inferred size) any number.
     possible = [n if n is not None else v.shape[1] if v.dim() == 2 else math.inf
@@ -1028,6 +1028,25 @@ def _positive_weight_samples(x1, x2, y, weights, groups):
         return x1, x2, y, weights, groups
     idx = keep.nonzero()[:, 0]
     return tuple(None if v is None else v[idx] for v in (x1, x2, y, weights, groups))
+
+
+def _exact_ranks(v):
+    """``v``, or the ranks of its values where ``v`` is a vector of integer codes that float64
+    cannot tell apart (uint64 codes from 2^63 and Python integers past int64, which the
+    samples' conversion turns into float64): the resampling works over the values seen, their
+    order kept (2^63 + k for k < 4 had become one value, and a synergy of log 2 read 0, p = 1)."""
+    if isinstance(v, torch.Tensor) and v.dtype == torch.uint64:
+        arr = v.cpu().numpy()
+    elif isinstance(v, np.ndarray) and v.dtype == np.uint64:
+        arr = v
+    elif isinstance(v, (list, tuple)) and any(type(e) is int and not -2**63 <= e < 2**63 for e in v):
+        arr = np.array(v, dtype=object)  # (joint_layout has checked they are codes)
+    else:
+        return v
+    if arr.ndim != 1 or arr.size == 0 or (arr.dtype == np.uint64 and int(arr.max()) < 2**63):
+        return v
+    ranks = np.unique(arr, return_inverse=True)[1].reshape(-1).astype(np.int64)
+    return torch.from_numpy(ranks).to(v.device) if isinstance(v, torch.Tensor) else ranks
 
 
 def _solve_batch(P: torch.Tensor, bar, n_threads: int) -> np.ndarray:
