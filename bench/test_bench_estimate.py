@@ -104,7 +104,8 @@ def test_estimate_vs_cold_pid(benchmark, bench_settings, pytestconfig):
           "over the rounds.\n\n"
           "| problem | cold exact pid | estimate (defaults) | ratio | goal | solves | ratio per solve |\n"
           "|---|---|---|---|---|---|---|\n"
-          f"| {result['problem']} | {1e3 * t_pid:.2f} ms | {1e3 * t_est:.1f} ms | {ratio:.1f}x ({low:.1f}x–{high:.1f}x) "
+          f"| {result['problem']} | {1e3 * t_pid:.2f} ms | {1e3 * t_est:.1f} ms "
+          f"| {ratio:.1f}x ({low:.1f}x–{high:.1f}x) "
           f"| <= {GOAL_RATIO:g}x ({result['goal']}) | {solves} "
           f"| {per_solve:.2f} ({low / solves:.2f}–{high / solves:.2f}; <= {PER_SOLVE_LIMIT:g}) |\n")
     print("\n" + md)
