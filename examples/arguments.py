@@ -83,7 +83,7 @@ def run_arguments(argv) -> list:
 
 
 def machine() -> str:
-    """CPU model, core count and the torch thread count of this run."""
+    """The CPU's model and core count, and the machine's architecture."""
     model = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:

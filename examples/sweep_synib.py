@@ -151,7 +151,8 @@ def markdown(results: dict) -> str:
                             f"{points(row['d_acc'])} | {points(row['d_xor'])} | {points(row['val_d_xor_paired'])} |"))
         margin = summ.get("margin")
         if margin:
-            noise = not missing(margin["lo"]) and margin["lo"] <= 0
+            # A tie (no spread, mean 0) came down to the sort order: noise too.
+            noise = margin["lo"] <= 0 if not missing(margin["lo"]) else margin["mean"] == 0
             lines += ["", f"The chosen configuration minus the next, {margin['runner_up']}, on the validation XOR "
                       f"samples: {points(margin)}" + (": within validation noise, another run may choose "
                                                      "either" if noise else "") + "."]

@@ -104,9 +104,10 @@ def pid(P, *, method: str = "exact", backend: str = "auto", tol=None, max_iter=N
         in nats), and every term is ``>= 0``. ``tol`` is in nats whatever ``base``.
 
     Warns:
-        :class:`fastpid.ConvergenceWarning` when fastpid's exact solver stops with ``gap > tol``
-        (not ``backend="cvx"``, whose gap, from Clarabel's solution at its own settings, is
-        above the default ``tol`` on most problems: see ``converged`` and ``status``).
+        :class:`fastpid.ConvergenceWarning` when fastpid's exact solver stops with ``gap > tol``,
+        or a bracket comes out broken. A ``backend="cvx"`` gap above ``tol`` is not warned of:
+        from Clarabel's solution at its own settings it is above the default ``tol`` on most
+        problems (see ``converged`` and ``status``).
     """
     solve = untraced(_pid) if traced() else _pid
     return solve(P, method=method, backend=backend, tol=tol, max_iter=max_iter, steps=steps, base=base,

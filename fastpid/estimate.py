@@ -1039,8 +1039,10 @@ def _exact_ranks(v):
         arr = v.cpu().numpy()
     elif isinstance(v, np.ndarray) and v.dtype == np.uint64:
         arr = v
-    elif isinstance(v, (list, tuple)) and any(type(e) is int and not -2**63 <= e < 2**63 for e in v):
-        arr = np.array(v, dtype=object)  # (joint_layout has checked they are codes)
+    elif isinstance(v, (list, tuple)):
+        arr = np.asarray(v)  # uint64 for numpy uint64 scalars, objects past uint64 (joint_layout checked them)
+        if arr.dtype not in (np.uint64, object):
+            return v
     else:
         return v
     if arr.ndim != 1 or arr.size == 0 or (arr.dtype == np.uint64 and int(arr.max()) < 2**63):

@@ -4,8 +4,9 @@
 class ConvergenceWarning(UserWarning):
     """An exact solve by fastpid's own solvers stopped before its certified gap reached ``tol``
     (``max_iter`` ran out, the solve was interrupted, or ``tol`` is below what float64 can
-    certify). ``backend="cvx"`` does not warn: Clarabel runs at its own settings, and its
-    ``converged`` and ``status`` say how it ended.
+    certify), or a bracket came out broken. ``backend="cvx"`` does not warn of a gap above
+    ``tol``: Clarabel runs at its own settings, and its ``converged`` and ``status`` say how it
+    ended.
 
     The result is still honest: ``gap`` bounds the error of every term, and ``converged``
     is ``False`` for the problems concerned.

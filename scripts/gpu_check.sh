@@ -11,8 +11,9 @@
 # Time: the whole run ends within GPU_CHECK_DEADLINE seconds (default 540, inside a lent
 # machine's 10 minutes a command); each step stops after GPU_CHECK_STEP_LIMIT seconds (default
 # 150, recorded as exit 124) or at the deadline, and a step with under 20 s left is skipped and
-# recorded as such. GPU_CHECK_STEPS picks steps (default "triton gpu bench synccheck memcheck
-# racecheck"; on an H100 they took 130, 83, 70, 10, 123 and 60 s), so that a second call can run
+# recorded as such. GPU_CHECK_STEPS picks steps, separated by spaces or commas (default "triton
+# gpu bench synccheck memcheck racecheck"; on an H100 they took 130, 83, 70, 10, 123 and 60 s;
+# an unknown name stops the run, exit 2), so that a second call can run
 # what the first did not reach. Arguments go to the benchmark after its defaults here
 # (--gpu-problems 10000; --bench-threads: the cores this process may use, so that its C++ peer
 # row uses every one).
@@ -22,7 +23,7 @@
 # curated record), and every step's whole output, as it comes, in gpu_check_<UTC time>.log.
 # Where $OUT names a folder (a lent machine returns the files written there) the log is
 # written there, and the record and the files the benchmark wrote in this run are copied there
-# after every step.
+# after every step and when the run ends.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PYTHON="${PYTHON:-$(command -v python3 || command -v python)}"
@@ -32,7 +33,8 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 # An inherited TRITON_INTERPRET=1 (scripts/test.sh sets it) would test and time Triton's CPU
 # interpreter instead of the GPU.
 unset TRITON_INTERPRET
-STEPS=" ${GPU_CHECK_STEPS:-triton gpu bench synccheck memcheck racecheck} "
+KNOWN="triton gpu bench synccheck memcheck racecheck"
+STEPS=" $(echo "${GPU_CHECK_STEPS:-$KNOWN}" | tr ',\t' '  ') "
 DEADLINE=$((SECONDS + ${GPU_CHECK_DEADLINE:-540}))
 STAMP=$(date -u '+%Y%m%dT%H%M%S')
 RECORD=bench/results/gpu_check_$STAMP.md
@@ -46,17 +48,25 @@ keep() {  # the record and this run's benchmark reports, into $OUT where it is a
   find bench/results -maxdepth 1 -type f -newer "$STARTED" -exec cp {} "$DEST"/ \; 2>/dev/null
   return 0
 }
+# Whatever ends the run (the last step, a skip, an unknown step, exit 2): the record goes back.
+trap 'keep; rm -f "$STARTED"' EXIT
 
 log "# GPU validation run"
 log ""
 log "- GPU: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>&1)"
 log "- fastpid: $("$PYTHON" -c 'import fastpid._C as c; i = c.build_info(); print(i["version"], "CUDA", i["cuda_compiler_version"], "compiled:", i["cuda_compiled"])' 2>&1 | tail -n 1)"
-log "- date: $(date -u '+%Y-%m-%d %H:%M') UTC; steps:${STEPS% }; deadline ${GPU_CHECK_DEADLINE:-540} s"
+log "- date: $(date -u '+%Y-%m-%d %H:%M') UTC; steps:${STEPS% }; deadline ${GPU_CHECK_DEADLINE:-540} s; log: $LOG"
 log ""
+for step in $STEPS; do
+  if [[ " $KNOWN " != *" $step "* ]]; then
+    log "- stopped: GPU_CHECK_STEPS names an unknown step '$step' (known: $KNOWN)"
+    exit 2
+  fi
+done
+[ -n "${OUT:-}" ] && [ ! -d "$OUT" ] && log "- note: OUT=$OUT is not a folder: nothing is copied there"
 cuda=$("$PYTHON" -c 'from fastpid import cuda; ok, why = cuda.available(); print("yes" if ok else why)' 2>&1 | tail -n 1)
 if [ "$cuda" != yes ]; then
   log "- stopped: fastpid's CUDA kernels are not available here: $cuda"
-  keep
   exit 2
 fi
 status=0
@@ -71,7 +81,7 @@ run() {  # run step "what" command...: logs the command, its status, time and la
   fi
   [ "$left" -lt "$limit" ] && limit=$left
   echo "=== $what: $*" >>"$LOG"
-  timeout "$limit" "$@" 2>&1 | tee -a "$LOG" >&2
+  timeout -k 10 "$limit" "$@" 2>&1 | tee -a "$LOG" >&2
   rc=${PIPESTATUS[0]}
   log "- $what: \`$*\` -> exit $rc in $((SECONDS - t0)) s (limit $limit s): $(tail -n 1 "$LOG")"
   [ "$rc" -eq 0 ] || status=1
@@ -92,5 +102,4 @@ for tool in synccheck memcheck racecheck; do
   run "$tool" "compute-sanitizer $tool" env PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool "$tool" \
     --error-exitcode 3 "$PYTHON" scripts/cuda_smoke.py
 done
-rm -f "$STARTED"
 exit $status

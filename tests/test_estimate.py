@@ -1648,7 +1648,7 @@ def test_codes_past_float64s_integers_are_told_apart():
     y = (x1 + x2) % 2
     ref = fastpid.estimate(x1, x2, y, seed=0)
     wide = x1.astype(np.uint64) + np.uint64(2**63 + 5)
-    for codes in (wide, torch.from_numpy(wide), [int(v) + 2**70 for v in x1]):
+    for codes in (wide, torch.from_numpy(wide), list(wide), [int(v) + 2**70 for v in x1]):
         e = fastpid.estimate(codes, x2, y, seed=0)
         assert int(e.occupied) == int(ref.occupied) == 16
         for t in ("redundancy", "unique1", "unique2", "synergy"):

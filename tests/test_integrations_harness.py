@@ -199,6 +199,9 @@ def test_synib_sweep_grid_and_paired_summary():
     res["summary"] = {"s": close}
     assert "on the validation XOR samples: +0.7 [" in markdown(res)
     assert "(1/3): within validation noise, another run may choose either." in markdown(res)
+    # An exact tie (no spread, no interval) came down to the sort order: said so too.
+    close["margin"].update(mean=0.0, lo=float("nan"), hi=float("nan"), no_spread=True, wins=0)
+    assert "+0.0 (0/3), no spread: no interval, no p: within validation noise" in markdown(res)
 
 
 @pytest.mark.parametrize("script, argv, message", [
