@@ -185,6 +185,8 @@ constexpr double kCentringMin = 0.01;
 constexpr int kExtrapolateDoublings = 20;
 // At most kExtrapolateMost a solve, and none where mu's floor is kMuMin (EXTRAPOLATE_MOST).
 constexpr int kExtrapolateMost = 20;
+// How far inside the domain max s < 1 a barrier starts or restarts (DOMAIN_MARGIN).
+constexpr double kDomainMargin = 1e-3;
 FASTPID_HD inline double corrector_mu(double now, double ratio, double mu_floor) {
   const double sigma = fp_max(fp_min(ratio * ratio * ratio, 1.0), kCentringMin);
   return fp_max(sigma * now, mu_floor);
@@ -3111,16 +3113,7 @@ struct Solver {
   // stays in the domain, and the multipliers' step; the slacks end at 1 - s of the new point.
   // Returns the step length (0: rejected).
   FASTPID_HD double barrier_step(double mu) {
-    double mx = kNegInf;
-    for (int c = 0; c < n1 * n2; ++c)
-      if (pr.cell[c]) mx = fp_max(mx, ls[c]);
-    if (mx >= 0.0) {
-      for (int k = 0; k < n1 * ny; ++k)
-        if (pr.m1[k]) f[k] -= mx + 1e-3;
-      pr.log_s(f, g, ls);
-    }
-    for (int c = 0; c < n1 * n2; ++c)
-      if (pr.cell[c]) tau[c] = -expm1(ls[c]);
+    inside(false);
     const double dec2 = newton_direction(mu);
     const double alpha = line_search(mu, dec2);
     multiplier_step(mu, alpha);
@@ -3226,19 +3219,27 @@ struct Solver {
     for (int q = 0; q < n1 * ny; ++q) f[q] = pr.m1[q] ? f[q] + times * df[q] : f[q];
     for (int q = 0; q < n2 * ny; ++q) g[q] = pr.m2[q] ? g[q] + times * dg[q] : g[q];
     pr.log_s(f, g, ls);
+    inside(true);
+    for (int c = 0; c < n1 * n2; ++c)
+      if (pr.cell[c]) R[c] = mu / tau[c];
+    lower = fp_max(lower, best);
+    return true;
+  }
+
+  // f lowered by max log s + kDomainMargin where max s reaches 1 (always: in any case), so
+  // that max s = exp(-kDomainMargin) (fastpid/solver.py, _inside); ls (log s of (f, g) on
+  // entry) follows, and the slacks tau = 1 - s of the cells.
+  FASTPID_HD void inside(bool always) {
     double mx = kNegInf;
     for (int c = 0; c < n1 * n2; ++c)
       if (pr.cell[c]) mx = fp_max(mx, ls[c]);
-    for (int q = 0; q < n1 * ny; ++q)
-      if (pr.m1[q]) f[q] -= mx + 1e-3;
-    pr.log_s(f, g, ls);
+    if (always || mx >= 0.0) {
+      for (int q = 0; q < n1 * ny; ++q)
+        if (pr.m1[q]) f[q] -= mx + kDomainMargin;
+      pr.log_s(f, g, ls);
+    }
     for (int c = 0; c < n1 * n2; ++c)
-      if (pr.cell[c]) {
-        tau[c] = -expm1(ls[c]);
-        R[c] = mu / tau[c];
-      }
-    lower = fp_max(lower, best);
-    return true;
+      if (pr.cell[c]) tau[c] = -expm1(ls[c]);
   }
 
   // Primal-dual path following (fastpid/solver.py, solve_exact): from a strictly feasible
@@ -3250,7 +3251,7 @@ struct Solver {
   FASTPID_HD void barrier(double& lower, double& upper, int64_t& iterations, double gap0) {
     double mx = kNegInf;
     for (int c = 0; c < n1 * n2; ++c) mx = fp_max(mx, ls[c]);
-    for (int k = 0; k < n1 * ny; ++k) f[k] = pr.m1[k] ? f[k] - mx - 1e-3 : 0.0;
+    for (int k = 0; k < n1 * ny; ++k) f[k] = pr.m1[k] ? f[k] - mx - kDomainMargin : 0.0;
     for (int k = 0; k < n2 * ny; ++k) g[k] = pr.m2[k] ? g[k] : 0.0;
     pr.log_s(f, g, ls);  // from here on, ls is log s of the current (f, g)
     gauge_fix();
@@ -3261,7 +3262,7 @@ struct Solver {
     // estimate the alternation reached; mu / tau where that is smaller.
     for (int c = 0; c < n1 * n2; ++c) {
       tau[c] = pr.cell[c] ? -expm1(ls[c]) : 1.0;
-      const double mixture = pr.cell[c] && isfinite(logR[c]) ? vexp(logR[c] + mx + 1e-3) : 0.0;
+      const double mixture = pr.cell[c] && isfinite(logR[c]) ? vexp(logR[c] + mx + kDomainMargin) : 0.0;
       R[c] = fp_max(mixture, mu / tau[c]);
       if (pr.cell[c]) tau[c] = fp_min(tau[c], fp_max(mu / R[c], kSlackStartCut * tau[c]));
       corr[c] = 0.0;

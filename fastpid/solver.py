@@ -215,6 +215,9 @@ EXTRAPOLATE_DOUBLINGS = 20
 # rejected barrier steps and rises of mu (a Dirichlet(1) 50x50x4 joint at tol 1e-10: 471
 # iterations to the gap of 1.53e-10 it had after 31; clustered 48x48x8: 398 for 37).
 EXTRAPOLATE_MOST = 20
+# How far inside the domain max s < 1 a point is moved (f lowered) where a barrier starts or
+# restarts: max s = exp(-DOMAIN_MARGIN) (_inside).
+DOMAIN_MARGIN = 1e-3
 # The barrier step's line search starts where no potential moves by more than
 # MAX_POTENTIAL_STEP nats (_line_search). Potentials of masses about 1e-30 below the others
 # have almost no curvature, and their Newton steps reached 1e30 to 1e67 nats, so 60 trials
@@ -1117,7 +1120,7 @@ def solve_exact(P: torch.Tensor, tol: float, max_iter: int = 500, warm_steps: in
 
     # Strictly feasible start for the barrier: shift f so that max s < 1.
     logs_max = _lse(_log_weights(prob, f, g), -1).amax((1, 2))
-    f = torch.where(prob.m1, f - logs_max[:, None, None] - 1e-3, 0.0)
+    f = torch.where(prob.m1, f - logs_max[:, None, None] - DOMAIN_MARGIN, 0.0)
     g = torch.where(prob.m2, g, 0.0)
     fixed_f, fixed_g = _gauge_fixed(prob)
     structure = newton_plan(P, native=False).structure
@@ -1137,7 +1140,7 @@ def solve_exact(P: torch.Tensor, tol: float, max_iter: int = 500, warm_steps: in
     # towards mu / R (SLACK_START_CUT).
     cells = prob.mask.any(-1)
     tau = torch.where(cells, -torch.expm1(_lse(_log_weights(prob, f, g), -1)), 1.0)
-    mixture = torch.where(cells & torch.isfinite(logR), torch.exp(logR + logs_max[:, None, None] + 1e-3), 0.0)
+    mixture = torch.where(cells & torch.isfinite(logR), torch.exp(logR + logs_max[:, None, None] + DOMAIN_MARGIN), 0.0)
     R = torch.maximum(mixture, mu[:, None, None] / tau)
     tau = torch.where(cells, torch.minimum(tau, torch.maximum(mu[:, None, None] / R, SLACK_START_CUT * tau)), tau)
     predictor = torch.ones(B, dtype=torch.bool, device=P.device)
@@ -1265,15 +1268,23 @@ def _extrapolate(prob: Problem, f, g, df, dg, mu, R, tau):
         best, times = torch.where(rising, bound, best), torch.where(rising, 2.0 ** k, times)
     moved = times > 0
     t3 = times[:, None, None]
-    f_new, g_new = f + t3 * d_f, g + t3 * d_g
-    cells = prob.mask.any(-1)
-    top = torch.where(cells, _lse(_log_weights(prob, f_new, g_new), -1), _NEG_INF).amax((1, 2))
-    f_new = torch.where(prob.m1, f_new - (top + 1e-3)[:, None, None], f_new)
-    tau_new = torch.where(cells, -torch.expm1(_lse(_log_weights(prob, f_new, g_new), -1)), 1.0)
-    R_new = torch.where(cells, mu[:, None, None] / tau_new, R)
+    g_new = g + t3 * d_g
+    f_new, tau_new = _inside(prob, f + t3 * d_f, g_new, always=True)
+    R_new = torch.where(prob.mask.any(-1), mu[:, None, None] / tau_new, R)
     m3 = moved[:, None, None]
     return (moved, best, torch.where(m3, f_new, f), torch.where(m3, g_new, g), torch.where(m3, R_new, R),
             torch.where(m3, tau_new, tau))
+
+
+def _inside(prob: Problem, f, g, always: bool):
+    """``(f, tau)``: ``f`` lowered by ``max log s + DOMAIN_MARGIN`` where ``max s`` reaches 1
+    (``always``: in every problem), so that ``max s = exp(-DOMAIN_MARGIN)`` there, and the
+    slacks ``1 - s`` of the point (1 off the cells)."""
+    cells = prob.mask.any(-1)
+    top = torch.where(cells, _lse(_log_weights(prob, f, g), -1), _NEG_INF).amax((1, 2))
+    lowered = prob.m1 if always else prob.m1 & (top >= 0)[:, None, None]
+    f = torch.where(lowered, f - (top + DOMAIN_MARGIN)[:, None, None], f)
+    return f, torch.where(cells, -torch.expm1(_lse(_log_weights(prob, f, g), -1)), 1.0)
 
 
 def _next_mu(mu, mean_complementarity, mu_factor: float, mu_floor):
@@ -1402,18 +1413,14 @@ def _barrier_step(prob: Problem, f, g, mu, R, fixed_f, fixed_g, structure: str):
     line search that stays in the domain (:func:`_line_search`) and the multipliers' step
     (:func:`_multiplier_step`). Returns ``(alpha, f, g, logs, R, tau)`` at the new point, the
     slacks at its ``1 - s``."""
-    cells = prob.mask.any(-1)
-    logs = _lse(_log_weights(prob, f, g), -1)
-    top = torch.where(cells, logs, _NEG_INF).amax((1, 2))
-    f = torch.where(prob.m1 & (top >= 0)[:, None, None], f - (top + 1e-3)[:, None, None], f)
-    tau = torch.where(cells, -torch.expm1(_lse(_log_weights(prob, f, g), -1)), 1.0)
+    f, tau = _inside(prob, f, g, always=False)
     df, dg, dec2 = _newton_direction(prob, f, g, mu, fixed_f, fixed_g, structure, R, tau)
     alpha, logs = _line_search(prob, f, g, mu, df, dg, dec2)
     R = _multiplier_step(prob, f, g, df, dg, mu, R, alpha, logs)
     moved = (alpha > 0)[:, None, None]
     f = torch.where(moved, f + alpha[:, None, None] * df, f)
     g = torch.where(moved, g + alpha[:, None, None] * dg, g)
-    return alpha, f, g, logs, R, torch.where(cells, -torch.expm1(logs), 1.0)
+    return alpha, f, g, logs, R, torch.where(prob.mask.any(-1), -torch.expm1(logs), 1.0)
 
 
 def _multiplier_step(prob: Problem, f, g, df, dg, mu, R, alpha, logs_new) -> torch.Tensor:

@@ -367,7 +367,7 @@ struct Solver : Layout {
 
   FASTPID_BODY void barrier(double& lower, double& upper, int64_t& iterations, double gap0) {
     const double mx = max_log_s();  // ls is still log s of (f, g), from run()
-    for (int k = r; k < n1 * ny; k += nt) f[k] = m1(k) ? f[k] - mx - 1e-3 : 0.0;
+    for (int k = r; k < n1 * ny; k += nt) f[k] = m1(k) ? f[k] - mx - detail::kDomainMargin : 0.0;
     for (int k = r; k < n2 * ny; k += nt) g[k] = m2(k) ? g[k] : 0.0;
     gauge_fix();
     b.sync();
@@ -377,7 +377,7 @@ struct Solver : Layout {
     const double mu_floor = fp_max(0.05 * opt.tol / ncells, detail::kMuMin);
     for (int c = r; c < n1 * n2; c += nt) {
       tau[c] = cell[c] ? -expm1(ls[c]) : 1.0;
-      const double mixture = cell[c] && isfinite(st.logR[c]) ? exp(st.logR[c] + mx + 1e-3) : 0.0;
+      const double mixture = cell[c] && isfinite(st.logR[c]) ? exp(st.logR[c] + mx + detail::kDomainMargin) : 0.0;
       R[c] = fp_max(mixture, mu / tau[c]);
       if (cell[c]) tau[c] = fp_min(tau[c], fp_max(mu / R[c], detail::kSlackStartCut * tau[c]));
       corr[c] = 0.0;
@@ -469,7 +469,7 @@ struct Solver : Layout {
     log_s(f, g, ls);
     const double mx = max_log_s();
     for (int q = r; q < n1 * ny; q += nt)
-      if (m1(q)) f[q] -= mx + 1e-3;
+      if (m1(q)) f[q] -= mx + detail::kDomainMargin;
     b.sync();
     log_s(f, g, ls);
     for (int c = r; c < n1 * n2; c += nt)
@@ -872,7 +872,7 @@ struct Solver : Layout {
     const double mx = max_log_s();
     if (mx >= 0.0) {
       for (int k = r; k < n1 * ny; k += nt)
-        if (m1(k)) f[k] -= mx + 1e-3;
+        if (m1(k)) f[k] -= mx + detail::kDomainMargin;
       b.sync();
       log_s(f, g, ls);
     }
